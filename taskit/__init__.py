@@ -1,0 +1,1 @@
+"""taskit: decorator-first background tasks."""

@@ -1,0 +1,73 @@
+"""Retry-delay policies: pure functions of the attempt number that just failed.
+
+A policy is any callable ``(attempt: int) -> float`` returning seconds; ``attempt`` is 1 for the
+first run. :class:`Exponential` is the default: ``base * factor ** (attempt - 1)``, capped, with
+"equal jitter" (a uniform draw from the upper half), so that retries of many jobs that failed
+together spread out while each delay stays at least half the nominal one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["Backoff", "BackoffPolicy", "Exponential", "Fixed", "as_policy"]
+
+#: A retry-delay policy: attempt number (1-based) of the failed run -> delay in seconds.
+BackoffPolicy = Callable[[int], float]
+#: What ``@app.task(backoff=...)`` accepts: a base in seconds, or a policy.
+Backoff = float | int | BackoffPolicy
+
+
+@dataclass(frozen=True)
+class Exponential:
+    """``min(cap, base * factor ** (attempt - 1))``, with equal jitter when ``jitter`` is true."""
+
+    base: float = 1.0
+    factor: float = 2.0
+    cap: float = 3600.0
+    jitter: bool = True
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.base < 0 or self.cap < 0 or self.factor < 1:
+            raise ValueError(
+                f"Exponential backoff needs base >= 0, cap >= 0 and factor >= 1, got "
+                f"base={self.base!r}, factor={self.factor!r}, cap={self.cap!r}"
+            )
+
+    def __call__(self, attempt: int) -> float:
+        exponent = max(attempt, 1) - 1
+        # factor ** exponent overflows a float past ~1024 doublings; the cap is reached long before.
+        nominal = self.cap if exponent > 1024 else min(self.cap, self.base * self.factor**exponent)
+        if not self.jitter:
+            return nominal
+        return nominal / 2 + self.rng.uniform(0.0, nominal / 2)
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """The same delay after every failure."""
+
+    delay: float
+
+    def __post_init__(self) -> None:
+        if self.delay < 0:
+            raise ValueError(f"Fixed backoff needs delay >= 0, got {self.delay!r}")
+
+    def __call__(self, attempt: int) -> float:
+        return self.delay
+
+
+def as_policy(backoff: Backoff) -> BackoffPolicy:
+    """Turn a task's ``backoff`` option into a policy; a number is the exponential base."""
+    if isinstance(backoff, bool):
+        raise TypeError("backoff must be seconds (a number) or a callable attempt -> seconds")
+    if isinstance(backoff, int | float):
+        return Exponential(base=float(backoff))
+    if callable(backoff):
+        return backoff
+    raise TypeError(
+        f"backoff must be seconds (a number) or a callable attempt -> seconds, got {backoff!r}"
+    )

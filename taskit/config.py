@@ -1,0 +1,127 @@
+"""Settings: one frozen object, built once per App, the only reader of ``TASKIT_*`` variables.
+
+Nothing here runs at import time: ``Settings.from_env()`` reads the environment when an App is
+built, and every field can be overridden in code (``Settings(...)`` or ``settings.replace(...)``).
+
+| variable                      | field               | default      |
+|-------------------------------|---------------------|--------------|
+| ``TASKIT_BROKER_URL``         | broker_url          | ``memory://``|
+| ``TASKIT_DEFAULT_QUEUE``      | default_queue       | ``default``  |
+| ``TASKIT_MAX_RETRIES``        | max_retries         | 3            |
+| ``TASKIT_BACKOFF``            | backoff             | 1.0 s        |
+| ``TASKIT_JOB_TIMEOUT``        | job_timeout         | none         |
+| ``TASKIT_VISIBILITY_TIMEOUT`` | visibility_timeout  | 30 s         |
+| ``TASKIT_RESULT_TTL``         | result_ttl          | 86400 s      |
+| ``TASKIT_CONCURRENCY``        | concurrency         | 10           |
+| ``TASKIT_SYNC_CONCURRENCY``   | sync_concurrency    | 10           |
+| ``TASKIT_GRACE_PERIOD``       | grace_period        | 10 s         |
+| ``TASKIT_REAPER_INTERVAL``    | reaper_interval     | 5 s          |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from taskit.errors import ConfigurationError
+
+__all__ = ["Settings", "redact_url"]
+
+_ENV = {
+    "broker_url": ("TASKIT_BROKER_URL", str),
+    "default_queue": ("TASKIT_DEFAULT_QUEUE", str),
+    "max_retries": ("TASKIT_MAX_RETRIES", int),
+    "backoff": ("TASKIT_BACKOFF", float),
+    "job_timeout": ("TASKIT_JOB_TIMEOUT", float),
+    "visibility_timeout": ("TASKIT_VISIBILITY_TIMEOUT", float),
+    "result_ttl": ("TASKIT_RESULT_TTL", float),
+    "concurrency": ("TASKIT_CONCURRENCY", int),
+    "sync_concurrency": ("TASKIT_SYNC_CONCURRENCY", int),
+    "grace_period": ("TASKIT_GRACE_PERIOD", float),
+    "reaper_interval": ("TASKIT_REAPER_INTERVAL", float),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every knob of an App and its workers. Durations are float seconds.
+
+    ``visibility_timeout`` is the lease: a reserved job whose worker neither settles nor extends it
+    within that time is handed to another worker. Workers extend their leases every third of it.
+    """
+
+    broker_url: str = "memory://"
+    default_queue: str = "default"
+    max_retries: int = 3
+    backoff: float = 1.0
+    job_timeout: float | None = None
+    visibility_timeout: float = 30.0
+    result_ttl: float = 86400.0
+    concurrency: int = 10
+    sync_concurrency: int = 10
+    grace_period: float = 10.0
+    reaper_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.default_queue:
+            raise ConfigurationError("default_queue must be a non-empty queue name")
+        _at_least("max_retries", self.max_retries, 0)
+        _at_least("backoff", self.backoff, 0)
+        _at_least("concurrency", self.concurrency, 1)
+        _at_least("sync_concurrency", self.sync_concurrency, 1)
+        _at_least("grace_period", self.grace_period, 0)
+        _at_least("result_ttl", self.result_ttl, 0)
+        for name in ("visibility_timeout", "reaper_interval"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
+        if self.job_timeout is not None and not self.job_timeout > 0:
+            raise ConfigurationError(f"job_timeout must be > 0 seconds, got {self.job_timeout!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``TASKIT_*`` variables from ``environ`` (default ``os.environ``), then
+        ``overrides``. A variable that does not parse raises ``ConfigurationError`` naming it."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field, (var, kind) in _ENV.items():
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            if field == "job_timeout" and raw.strip().lower() in ("none", "0"):
+                values[field] = None
+                continue
+            try:
+                values[field] = kind(raw.strip())
+            except ValueError:
+                raise ConfigurationError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (validated like the original)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _at_least(name: str, value: float, low: float) -> None:
+    if not value >= low:
+        raise ConfigurationError(f"{name} must be >= {low}, got {value!r}")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe to log."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

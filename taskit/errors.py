@@ -1,0 +1,108 @@
+"""taskit's exception tree.
+
+Every error taskit raises on purpose derives from :class:`TaskitError`. Where a builtin exception
+describes the same problem, the taskit error also derives from it, so ``except ValueError`` keeps
+working for code written against other job systems.
+
+Two exceptions here are not errors but requests a task handler raises to steer its own job:
+:class:`Retry` (run me again after a delay) and :class:`Fail` (stop now, do not retry).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+__all__ = [
+    "BrokerConnectionError",
+    "BrokerError",
+    "ConfigurationError",
+    "DuplicateTaskError",
+    "Fail",
+    "JobNotFoundError",
+    "JobTimeoutError",
+    "ResultTimeoutError",
+    "Retry",
+    "SerializationError",
+    "TaskitError",
+    "UnknownTaskError",
+]
+
+
+class TaskitError(Exception):
+    """Base class of every error taskit raises on purpose."""
+
+
+class ConfigurationError(TaskitError, ValueError):
+    """A setting, URL or option is invalid (names the setting and the bad value)."""
+
+
+class DuplicateTaskError(TaskitError, ValueError):
+    """Two tasks were registered under one name on the same App."""
+
+
+class UnknownTaskError(TaskitError, ValueError):
+    """A task name is not registered on this App."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown task {name!r}: no task of that name is registered on this App")
+        self.name = name
+
+
+class SerializationError(TaskitError, ValueError):
+    """A value cannot be encoded as msgpack (names the argument) or decoded back."""
+
+
+class JobTimeoutError(TaskitError, TimeoutError):
+    """A job ran longer than its ``timeout``; counts as a failure and is retried."""
+
+
+class JobNotFoundError(TaskitError, LookupError):
+    """No job with that id exists (never created, or its result has expired)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class ResultTimeoutError(TaskitError, TimeoutError):
+    """Waiting for a job's result took longer than the caller allowed."""
+
+
+class BrokerError(TaskitError):
+    """The broker failed or answered something it should not have."""
+
+
+class BrokerConnectionError(BrokerError, ConnectionError):
+    """The broker cannot be reached (refused, timed out, bad credentials)."""
+
+
+def _seconds(delay: float | timedelta | None) -> float | None:
+    if delay is None:
+        return None
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+    if seconds < 0 or seconds != seconds:  # NaN is the only value unequal to itself
+        raise ValueError(f"retry delay must be a non-negative number of seconds, got {delay!r}")
+    return seconds
+
+
+class Retry(Exception):
+    """Raise from a handler to retry the job after ``delay`` seconds.
+
+    With ``delay=None`` the task's backoff policy picks the delay. The retry counts as an attempt:
+    when ``max_retries`` is spent the job is dead-lettered instead.
+    """
+
+    def __init__(
+        self, delay: float | timedelta | None = None, reason: str = "retry requested"
+    ) -> None:
+        super().__init__(reason)
+        self.delay = _seconds(delay)
+        self.reason = reason
+
+
+class Fail(Exception):
+    """Raise from a handler to fail the job at once: status FAILED, no retry."""
+
+    def __init__(self, reason: str = "failed") -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,251 @@
+"""The data that travels: jobs, results, leases and outcomes, as msgspec Structs on msgpack.
+
+A job's arguments are encoded once, when it is prepared, into ``Job.payload``: the msgpack of
+``[args, kwargs]``. Brokers store and move those bytes untouched; only the worker that runs the
+job decodes them, straight into the handler's annotated parameter types. Nothing here is pickled.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from taskit.errors import SerializationError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Job",
+    "JobResult",
+    "JobStatus",
+    "Lease",
+    "LeaseState",
+    "Outcome",
+    "OutcomeKind",
+    "QueueStats",
+    "decode_arguments",
+    "decode_job",
+    "encode_arguments",
+    "encode_job",
+    "encode_value",
+    "utc_from_timestamp",
+]
+
+#: Version of the ``Job`` wire format; bumped on any change a reader of older bytes must know.
+SCHEMA_VERSION = 1
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life. Terminal: COMPLETED, FAILED, DEAD_LETTER, CANCELLED."""
+
+    PENDING = "pending"  #: ready, waiting for a worker
+    SCHEDULED = "scheduled"  #: waiting for its ``scheduled_at``
+    RUNNING = "running"  #: leased to a worker
+    COMPLETED = "completed"  #: the handler returned a successful result
+    FAILED = "failed"  #: an expected failure: ``JobResult(success=False)`` or ``Fail``; not retried
+    RETRYING = "retrying"  #: failed, waiting for its next attempt
+    DEAD_LETTER = "dead_letter"  #: retries spent or not runnable; kept until requeued or purged
+    CANCELLED = "cancelled"  #: cancelled before or while it ran
+
+    @property
+    def finished(self) -> bool:
+        """True for the four terminal states."""
+        return self in _FINISHED
+
+
+_FINISHED = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.DEAD_LETTER, JobStatus.CANCELLED}
+)
+
+
+class JobResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The structured outcome of one job.
+
+    A handler's plain return value ``v`` becomes ``JobResult(success=True, value=v)``. A handler may
+    return a ``JobResult(success=False, error=...)`` itself: an expected failure, never retried.
+    ``duration`` is the handler's run time in seconds (filled in by the worker).
+    """
+
+    success: bool
+    value: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    duration: float | None = None
+
+
+class Job(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One unit of work and its state.
+
+    ``attempts`` counts runs started (it is incremented when a worker reserves the job), so the
+    second run of a job shows ``attempts == 2``. ``max_retries=3`` allows four runs in all.
+    ``error`` and ``traceback`` hold the most recent failure, also after a later retry succeeds.
+    Times are timezone-aware UTC datetimes.
+    """
+
+    id: str
+    task: str
+    queue: str
+    payload: msgspec.Raw
+    created_at: datetime
+    priority: int = 0
+    status: JobStatus = JobStatus.PENDING
+    attempts: int = 0
+    max_retries: int = 3
+    timeout: float | None = None
+    scheduled_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    result: JobResult | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    created_by: str | None = None
+    v: int = SCHEMA_VERSION
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The positional arguments, decoded to plain msgpack types (no annotation applied)."""
+        return tuple(_decode_arguments(self.payload)[0])
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments, decoded to plain msgpack types (no annotation applied)."""
+        return _decode_arguments(self.payload)[1]
+
+    def to_builtins(self) -> dict[str, Any]:
+        """A JSON-friendly dict of the job, with ``args``/``kwargs`` in place of the raw payload."""
+        data: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(self, payload=_EMPTY))
+        data.pop("payload", None)
+        data["args"], data["kwargs"] = msgspec.to_builtins(list(_decode_arguments(self.payload)))
+        return data
+
+
+class Lease(msgspec.Struct, frozen=True):
+    """A reserved job: only the holder of ``token`` may settle or extend it, until ``deadline``.
+
+    ``deadline`` is in seconds since the epoch on the broker's clock.
+    """
+
+    job: Job
+    token: str
+    deadline: float
+
+
+class LeaseState(enum.StrEnum):
+    """What the broker says of a lease when the worker extends it."""
+
+    HELD = "held"  #: still yours; the deadline moved
+    LOST = "lost"  #: expired and reclaimed, or the job is gone: stop and drop the outcome
+    CANCELLED = "cancelled"  #: cancel was requested: stop the handler and settle as CANCEL
+
+
+class OutcomeKind(enum.StrEnum):
+    """How a worker settles a lease."""
+
+    COMPLETE = "complete"  #: success: status COMPLETED, ``result`` kept
+    FAIL = "fail"  #: expected failure: status FAILED, not retried
+    RETRY = "retry"  #: status RETRYING, runnable again after ``delay`` seconds
+    DEAD_LETTER = "dead_letter"  #: status DEAD_LETTER, moved to the queue's dead letters
+    CANCEL = "cancel"  #: status CANCELLED (a running job whose cancel was requested)
+    RELEASE = "release"  #: hand back unrun (shutdown): PENDING at once, the attempt refunded
+
+
+class Outcome(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """The settlement of one lease, as sent to ``Broker.settle``."""
+
+    job_id: str
+    token: str
+    kind: OutcomeKind
+    result: JobResult | None = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    delay: float = 0.0
+
+
+class QueueStats(msgspec.Struct, kw_only=True):
+    """Counts for one queue; ``completed`` and ``failed`` are totals since its counters began."""
+
+    queued: int = 0
+    scheduled: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    dead: int = 0
+
+
+_EMPTY = msgspec.Raw(b"\x92\x90\x80")  # msgpack of [[], {}]
+_ENCODER = msgspec.msgpack.Encoder()
+_JOB_DECODER = msgspec.msgpack.Decoder(Job)
+_ARGS_DECODER = msgspec.msgpack.Decoder(tuple[list[Any], dict[str, Any]])
+
+
+def utc_from_timestamp(seconds: float) -> datetime:
+    """Seconds since the epoch as an aware UTC datetime."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def encode_value(value: Any) -> bytes:
+    """msgpack-encode ``value``; raises ``SerializationError`` naming its type."""
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        raise SerializationError(
+            f"cannot encode a value of type {type(value).__name__}: {exc}"
+        ) from exc
+
+
+def encode_arguments(
+    args: Sequence[Any], kwargs: dict[str, Any], names: Sequence[str] = ()
+) -> msgspec.Raw:
+    """Encode ``[args, kwargs]`` as a job payload.
+
+    ``names`` are the parameter names of the positional arguments, used only to name the culprit
+    when a value cannot be encoded: the ``SerializationError`` says which argument and why.
+    """
+    try:
+        return msgspec.Raw(_ENCODER.encode((args, kwargs)))
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        labelled = [
+            (f"argument {names[i]!r}" if i < len(names) else f"positional argument {i}", value)
+            for i, value in enumerate(args)
+        ]
+        labelled += [(f"argument {key!r}", value) for key, value in kwargs.items()]
+        for label, value in labelled:
+            try:
+                _ENCODER.encode(value)
+            except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as inner:
+                raise SerializationError(
+                    f"{label} cannot be serialized (type {type(value).__name__}): {inner}"
+                ) from inner
+        raise SerializationError(f"arguments cannot be serialized: {exc}") from exc
+
+
+def _decode_arguments(payload: msgspec.Raw) -> tuple[list[Any], dict[str, Any]]:
+    try:
+        return _ARGS_DECODER.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise SerializationError(f"job payload does not decode as [args, kwargs]: {exc}") from exc
+
+
+def decode_arguments(payload: msgspec.Raw) -> tuple[list[Any], dict[str, Any]]:
+    """Decode a job payload into plain ``(args, kwargs)``; ``SerializationError`` if malformed."""
+    return _decode_arguments(payload)
+
+
+def encode_job(job: Job) -> bytes:
+    """The wire form of a job."""
+    return _ENCODER.encode(job)
+
+
+def decode_job(data: bytes | memoryview) -> Job:
+    """Decode a job; ``SerializationError`` (naming the problem) if the bytes are not a job."""
+    try:
+        return _JOB_DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise SerializationError(f"stored bytes are not a valid job: {exc}") from exc
