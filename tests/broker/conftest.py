@@ -1,0 +1,65 @@
+"""The broker conformance harness: one suite, every broker.
+
+``BrokerHarness`` wraps a broker with a way to let time pass: the memory broker runs on a
+``FakeClock`` that ``advance`` moves at once; a Redis broker runs on the server's clock, so
+``advance`` really sleeps (tests keep those durations short).
+
+Kinds and backends are paired here: the memory broker runs under asyncio and trio; Redis brokers
+(added by ``_redis_kinds``) under asyncio, which is what redis-py supports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+
+from taskit.broker.base import Broker
+from taskit.broker.memory import MemoryBroker
+from taskit.clock import FakeClock
+
+# (kind, anyio backend) pairs the conformance suite runs on.
+KINDS: list[tuple[str, str]] = [("memory", "asyncio"), ("memory", "trio")]
+
+try:  # The Redis kinds register themselves when the Redis broker is present.
+    from tests.broker._redis_kinds import REDIS_KINDS, open_redis_harness
+except ImportError:  # pragma: no cover - before the Redis broker exists
+    REDIS_KINDS = []
+    open_redis_harness = None
+KINDS += REDIS_KINDS
+
+
+@dataclass
+class BrokerHarness:
+    broker: Broker
+    advance: Callable[[float], Awaitable[None]]
+    kind: str
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "harness" in metafunc.fixturenames:
+        metafunc.parametrize(
+            ("broker_kind", "anyio_backend"), KINDS, ids=[f"{k}-{b}" for k, b in KINDS]
+        )
+
+
+@pytest.fixture
+async def harness(broker_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[BrokerHarness]:
+    if broker_kind == "memory":
+        clock = FakeClock()
+
+        async def advance(seconds: float) -> None:
+            clock.advance(seconds)
+            await anyio.lowlevel.checkpoint()
+
+        broker = MemoryBroker(clock=clock, result_ttl=60.0)
+        yield BrokerHarness(broker, advance, broker_kind)
+        await broker.close()
+        return
+    assert open_redis_harness is not None
+    factory: Any = open_redis_harness
+    async with factory(broker_kind, request) as made:
+        yield BrokerHarness(made.broker, made.advance, broker_kind)
