@@ -1,1 +1,71 @@
-"""taskit: decorator-first background tasks."""
+"""taskit: decorator-first background tasks with an async core and leased, fenced delivery.
+
+    from taskit import App
+
+    app = App()                      # TASKIT_BROKER_URL, else memory://
+
+    @app.task(max_retries=3)
+    async def send_email(to: str) -> None: ...
+
+    await send_email.enqueue("ada@example.com")
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from taskit.app import App
+from taskit.backoff import Exponential, Fixed
+from taskit.broker.base import Broker
+from taskit.broker.memory import MemoryBroker
+from taskit.config import Settings
+from taskit.errors import (
+    BrokerConnectionError,
+    BrokerError,
+    ConfigurationError,
+    DuplicateTaskError,
+    Fail,
+    JobNotFoundError,
+    JobTimeoutError,
+    ResultTimeoutError,
+    Retry,
+    SerializationError,
+    TaskitError,
+    UnknownTaskError,
+)
+from taskit.job import Job, JobResult, JobStatus, QueueStats
+from taskit.task import Task, TaskVariant
+from taskit.worker import Worker, WorkerStats
+
+try:
+    __version__ = version("taskit")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "App",
+    "Broker",
+    "BrokerConnectionError",
+    "BrokerError",
+    "ConfigurationError",
+    "DuplicateTaskError",
+    "Exponential",
+    "Fail",
+    "Fixed",
+    "Job",
+    "JobNotFoundError",
+    "JobResult",
+    "JobStatus",
+    "JobTimeoutError",
+    "MemoryBroker",
+    "QueueStats",
+    "ResultTimeoutError",
+    "Retry",
+    "SerializationError",
+    "Settings",
+    "Task",
+    "TaskVariant",
+    "TaskitError",
+    "UnknownTaskError",
+    "Worker",
+    "WorkerStats",
+    "__version__",
+]

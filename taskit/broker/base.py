@@ -62,6 +62,9 @@ class Broker(abc.ABC):
 
         Bytes that do not decode as a job are dead-lettered by the broker with the decode error
         (they cannot be returned); the call goes on with the other jobs.
+
+        Cancel-safe: a reserve cancelled while it waits returns nothing and leases nothing; the
+        step that takes jobs is shielded, so a cancelled call never leaves jobs leased unseen.
         """
 
     @abc.abstractmethod
@@ -76,6 +79,7 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Apply each outcome if its token is current; ``False`` for a stale one (nothing changes).
+        A lease past its deadline still settles until ``reclaim`` has taken it over.
 
         COMPLETE / FAIL / CANCEL finish the job (its record then expires after the broker's result
         TTL); RETRY makes it RETRYING, due after ``delay``; DEAD_LETTER moves it to its queue's dead

@@ -1,0 +1,328 @@
+"""App: the registry of tasks, the settings, and the broker they travel through.
+
+There is no global state: each App owns its registry, its settings (read from ``TASKIT_*`` once,
+when the App is built) and its broker, and ``@app.task`` binds a function to that App only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from taskit.backoff import Backoff, as_policy
+from taskit.broker import Broker, from_url
+from taskit.config import Settings, redact_url
+from taskit.errors import DuplicateTaskError, JobNotFoundError, ResultTimeoutError, UnknownTaskError
+from taskit.job import Job, JobResult, JobStatus, QueueStats
+from taskit.task import (
+    OnFailure,
+    Task,
+    TaskOptions,
+    _check_int,
+    _check_queue,
+    _check_timeout,
+)
+
+if TYPE_CHECKING:
+    from taskit.worker import Worker
+
+__all__ = ["App"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class TaskDecorator(Protocol):
+    """What ``@app.task(...)`` returns: turns a function into a ``Task``."""
+
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class App:
+    """A taskit application.
+
+    ``broker`` is a URL (``memory://``, ``redis://...``) or a ``Broker``; with none, the
+    ``TASKIT_BROKER_URL`` setting, else ``memory://``. ``settings`` defaults to
+    ``Settings.from_env()``; ``default_queue`` overrides its queue for tasks that name none.
+    """
+
+    def __init__(
+        self,
+        broker: str | Broker | None = None,
+        *,
+        default_queue: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        settings = settings if settings is not None else Settings.from_env()
+        if default_queue is not None:
+            settings = settings.replace(default_queue=default_queue)
+        self.settings = settings
+        if broker is None:
+            broker = settings.broker_url
+        if isinstance(broker, str):
+            self.broker_url = redact_url(broker)
+            self.broker: Broker = from_url(broker, result_ttl=settings.result_ttl)
+        elif isinstance(broker, Broker):
+            self.broker_url = type(broker).__name__
+            self.broker = broker
+        else:
+            raise TypeError(f"broker must be a URL or a Broker, got {type(broker).__name__}")
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+        self._portal_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<App broker={self.broker_url} tasks={len(self._tasks)}>"
+
+    # -- registry ----------------------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, R]) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        max_retries: int | None = None,
+        backoff: Backoff | None = None,
+        timeout: float | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        on_failure: OnFailure | None = None,
+    ) -> TaskDecorator: ...
+
+    def task(
+        self,
+        fn: Callable[P, R] | None = None,
+        *,
+        name: str | None = None,
+        max_retries: int | None = None,
+        backoff: Backoff | None = None,
+        timeout: float | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        on_failure: OnFailure | None = None,
+    ) -> Task[P, R] | TaskDecorator:
+        """Register a function (``async def`` or ``def``) as a task.
+
+        ``name`` defaults to ``module.qualname``; a name already registered raises
+        ``DuplicateTaskError``. ``max_retries=3`` allows four runs. ``backoff`` is an exponential
+        base in seconds or a callable ``attempt -> seconds``. ``timeout`` (seconds) cancels an
+        async handler; a sync handler's thread cannot be stopped: it is abandoned and runs on,
+        its result discarded. ``on_failure(job, error)`` runs on every failure.
+        """
+        _check_queue(queue, "queue")
+        _check_int(priority, "priority")
+        _check_int(max_retries, "max_retries", low=0)
+        _check_timeout(timeout)
+        if on_failure is not None and not callable(on_failure):
+            raise TypeError("on_failure must be a callable (job, error) -> None")
+        policy = as_policy(backoff if backoff is not None else self.settings.backoff)
+
+        def register(func: Callable[P, R]) -> Task[P, R]:
+            if not callable(func):
+                raise TypeError(f"@app.task decorates a function, got {type(func).__name__}")
+            task_name = name or f"{func.__module__}.{func.__qualname__}"
+            opts = TaskOptions(
+                name=task_name,
+                queue=queue or self.settings.default_queue,
+                priority=priority,
+                max_retries=self.settings.max_retries if max_retries is None else max_retries,
+                backoff=policy,
+                timeout=timeout if timeout is not None else self.settings.job_timeout,
+                on_failure=on_failure,
+            )
+            return self._register(Task(self, func, opts))
+
+        return register(fn) if fn is not None else register  # type: ignore[return-value]
+
+    def _register(self, task: Task[P, R]) -> Task[P, R]:
+        if task.name in self._tasks:
+            raise DuplicateTaskError(f"a task named {task.name!r} is already registered")
+        self._tasks[task.name] = task
+        return task
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]:
+        """The registered tasks by name (read-only)."""
+        return MappingProxyType(self._tasks)
+
+    def get_task(self, name: str) -> Task[..., Any]:
+        """The registered task called ``name``; ``UnknownTaskError`` if there is none."""
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise UnknownTaskError(name) from None
+
+    def remote(
+        self,
+        name: str,
+        *,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> Task[..., Any]:
+        """A handle to enqueue task ``name`` without registering or importing it here.
+
+        For producers that do not import the workers' code: arguments are not checked against a
+        signature (the worker checks them), and the name is not checked either.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a task name must be a non-empty string, got {name!r}")
+        known = self._tasks.get(name)
+        if known is not None:
+            return known
+        _check_queue(queue, "queue")
+        _check_int(max_retries, "max_retries", low=0)
+        _check_timeout(timeout)
+        opts = TaskOptions(
+            name=name,
+            queue=queue or self.settings.default_queue,
+            priority=priority,
+            max_retries=self.settings.max_retries if max_retries is None else max_retries,
+            backoff=as_policy(self.settings.backoff),
+            timeout=timeout,
+            on_failure=None,
+        )
+        return Task(self, None, opts)
+
+    # -- producing ---------------------------------------------------------------------------
+    async def enqueue(self, name: str, /, *args: Any, **kwargs: Any) -> Job:
+        """Enqueue registered task ``name``; ``UnknownTaskError`` if it is not registered
+        (use ``app.remote(name).enqueue(...)`` to enqueue a task this process does not know)."""
+        return await self.get_task(name).enqueue(*args, **kwargs)
+
+    async def enqueue_many(self, jobs: Iterable[Job]) -> list[Job]:
+        """Enqueue prepared jobs (``task.prepare(...)``) in one broker round trip, all or none."""
+        return await self._submit(list(jobs), None)
+
+    def enqueue_many_sync(self, jobs: Iterable[Job]) -> list[Job]:
+        """``enqueue_many`` for code without an event loop."""
+        return self.run_sync(self._submit, list(jobs), None)
+
+    async def _submit(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> list[Job]:
+        for job in jobs:
+            if not isinstance(job, Job):
+                raise TypeError(
+                    f"expected Job objects (task.prepare(...)), got {type(job).__name__}"
+                )
+        return await self.broker.enqueue(jobs, delays=delays)
+
+    # -- reading -----------------------------------------------------------------------------
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job, or ``None`` if it never existed or its finished record expired."""
+        return await self.broker.get(job_id)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a waiting job (it never runs) or ask a running one to stop. ``False`` when the
+        job is finished or unknown."""
+        return await self.broker.cancel(job_id)
+
+    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        """Per-queue counts: queued, scheduled, running, completed, failed, dead."""
+        return await self.broker.stats(queues)
+
+    async def result(
+        self, job_id: str, *, timeout: float | None = None, poll_interval: float = 0.05
+    ) -> JobResult:
+        """Wait until the job finishes and return its ``JobResult``.
+
+        Raises ``JobNotFoundError`` if there is no such job and ``ResultTimeoutError`` if it has
+        not finished within ``timeout`` seconds (``None``: wait as long as it takes).
+        """
+        delay = min(0.002, poll_interval)
+        with anyio.move_on_after(timeout) as scope:
+            while True:
+                job = await self.broker.get(job_id)
+                if job is None:
+                    raise JobNotFoundError(job_id)
+                if job.status.finished:
+                    return result_of(job)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, poll_interval)
+        assert scope.cancelled_caught
+        raise ResultTimeoutError(f"job {job_id!r} did not finish within {timeout} s")
+
+    # -- running -----------------------------------------------------------------------------
+    def worker(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        name: str | None = None,
+    ) -> Worker:
+        """A worker for this App (see ``taskit.worker.Worker``)."""
+        from taskit.worker import Worker
+
+        return Worker(self, queues=queues, concurrency=concurrency, name=name)
+
+    # -- sync bridge -------------------------------------------------------------------------
+    def run_sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``await fn(*args)`` from code without an event loop, on the App's own loop thread.
+
+        Raises ``RuntimeError`` when called from async code (await the async method instead).
+        """
+        try:
+            anyio.lowlevel.current_token()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "a *_sync method was called from async code; await the async method instead"
+            )
+        return self._ensure_portal().call(fn, *args)
+
+    def _ensure_portal(self) -> anyio.from_thread.BlockingPortal:
+        with self._portal_lock:
+            if self._portal is None:
+                self._portal = _start_portal()
+            return self._portal
+
+    async def close(self) -> None:
+        """Close the broker's connections and stop the sync bridge's thread."""
+        await self.broker.close()
+        with self._portal_lock:
+            portal, self._portal = self._portal, None
+        if portal is not None:
+            await anyio.to_thread.run_sync(lambda: portal.call(portal.stop))
+
+    def close_sync(self) -> None:
+        """``close`` for code without an event loop."""
+        with self._portal_lock:
+            portal, self._portal = self._portal, None
+        if portal is not None:
+            portal.call(self.broker.close)
+            portal.call(portal.stop)
+
+
+def result_of(job: Job) -> JobResult:
+    """The ``JobResult`` of a finished job."""
+    if job.result is not None:
+        return job.result
+    if job.status is JobStatus.CANCELLED:
+        return JobResult(success=False, error="job was cancelled", error_type="Cancelled")
+    return JobResult(success=False, error=job.error, error_type=job.error_type)
+
+
+def _start_portal() -> anyio.from_thread.BlockingPortal:
+    """An event loop on a daemon thread (it never holds up interpreter exit)."""
+    ready = threading.Event()
+    holder: list[anyio.from_thread.BlockingPortal] = []
+
+    async def serve() -> None:
+        async with anyio.from_thread.BlockingPortal() as portal:
+            holder.append(portal)
+            ready.set()
+            await portal.sleep_until_stopped()
+
+    threading.Thread(target=anyio.run, args=(serve,), name="taskit-sync", daemon=True).start()
+    ready.wait()
+    return holder[0]

@@ -1,0 +1,202 @@
+"""Running one leased job: resolve its task, convert its arguments, call the handler, and turn
+what happened into an ``Outcome`` for the broker.
+
+| what happened                                   | outcome                                 |
+|-------------------------------------------------|-----------------------------------------|
+| returned ``v``                                  | COMPLETE, ``JobResult(success=True, v)`` |
+| returned ``JobResult(success=False)``, ``Fail`` | FAIL (expected, not retried)            |
+| raised, or timed out, attempts left             | RETRY after the backoff delay           |
+| ``Retry(delay)`` raised, attempts left          | RETRY after ``delay``                   |
+| raised, timed out or ``Retry``, none left       | DEAD_LETTER                             |
+| unknown task name                               | DEAD_LETTER (nothing here can run it)   |
+| arguments that do not fit the signature/types   | FAIL (permanent: retrying cannot help)  |
+| the worker stopped it: shutdown                 | RELEASE (back in the queue at once)     |
+| the worker stopped it: cancel requested         | CANCEL                                  |
+| the worker stopped it: lease lost               | nothing (the job belongs to another)    |
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import inspect
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from taskit.errors import Fail, JobTimeoutError, Retry, SerializationError, UnknownTaskError
+from taskit.job import Job, JobResult, Lease, Outcome, OutcomeKind, encode_value
+
+if TYPE_CHECKING:
+    from taskit.app import App
+    from taskit.task import Task
+
+__all__ = ["Executor", "RunningJob", "StopReason", "retry_or_dead"]
+
+log = logging.getLogger(__name__)
+
+#: Tracebacks kept on a job are cut to their last this-many characters.
+MAX_TRACEBACK = 16_000
+
+
+class StopReason(enum.Enum):
+    """Why the worker stopped a running job from outside."""
+
+    RELEASE = "release"
+    CANCEL = "cancel"
+    LEASE_LOST = "lease lost"
+
+
+@dataclass(eq=False)
+class RunningJob:
+    """A job being run: its lease and the cancel scope that lets the worker stop it."""
+
+    lease: Lease
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    reason: StopReason | None = None
+
+    def stop(self, reason: StopReason) -> None:
+        """Stop the handler; the first reason given wins."""
+        if self.reason is None:
+            self.reason = reason
+        self.scope.cancel()
+
+
+class Executor:
+    """Runs jobs for one worker. ``limiter`` caps how many sync handlers run in threads."""
+
+    def __init__(self, app: App, limiter: anyio.CapacityLimiter) -> None:
+        self._app = app
+        self._limiter = limiter
+
+    async def execute(self, running: RunningJob) -> Outcome | None:
+        """Run the job and say how to settle it (``None``: do not settle, the lease is lost)."""
+        job, token = running.lease.job, running.lease.token
+        task = self._app.tasks.get(job.task)
+        if task is None or task.fn is None:
+            return _outcome(job, token, OutcomeKind.DEAD_LETTER, UnknownTaskError(job.task))
+        try:
+            args, kwargs = task.load_arguments(job)
+        except (SerializationError, TypeError, msgspec.ValidationError) as exc:
+            unfit = SerializationError(f"job arguments do not fit task {task.name!r}: {exc}")
+            await self._on_failure(task, job, unfit)
+            return _outcome(job, token, OutcomeKind.FAIL, unfit)
+        timeout = job.timeout if job.timeout is not None else task.opts.timeout
+        started = time.perf_counter()
+        value: Any = None
+        error: BaseException | None = None
+        with running.scope, anyio.move_on_after(timeout if timeout else float("inf")) as deadline:
+            try:
+                value = await self._call(task, args, kwargs)
+            except Exception as exc:
+                error = exc
+        duration = time.perf_counter() - started
+        if running.scope.cancelled_caught or running.reason is not None:
+            return _stopped(job, token, running.reason)
+        if deadline.cancelled_caught:
+            error = JobTimeoutError(
+                f"job {job.id} of task {task.name!r} timed out after {timeout} s"
+            )
+        if error is None:
+            return self._success(task, job, token, value, duration)
+        return await self._failure(task, job, token, error)
+
+    async def _call(self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+        assert task.fn is not None
+        if task.is_async:
+            return await task.fn(*args, **kwargs)
+        call = functools.partial(task.fn, *args, **kwargs)
+        return await anyio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
+
+    def _success(
+        self, task: Task[Any, Any], job: Job, token: str, value: Any, duration: float
+    ) -> Outcome:
+        if isinstance(value, JobResult):
+            result = msgspec.structs.replace(value, duration=duration)
+        else:
+            result = JobResult(success=True, value=value, duration=duration)
+        try:
+            if not isinstance(result.value, None | bool | int | str | float):
+                encode_value(result.value)
+        except SerializationError as exc:
+            bad = SerializationError(f"task {task.name!r} returned a value that {exc}")
+            return _outcome(job, token, OutcomeKind.FAIL, bad)
+        if not result.success:
+            return Outcome(
+                job_id=job.id, token=token, kind=OutcomeKind.FAIL, result=result,
+                error=result.error or "handler returned an unsuccessful result",
+                error_type=result.error_type,
+            )  # fmt: skip
+        return Outcome(job_id=job.id, token=token, kind=OutcomeKind.COMPLETE, result=result)
+
+    async def _failure(
+        self, task: Task[Any, Any], job: Job, token: str, error: BaseException
+    ) -> Outcome:
+        if isinstance(error, Fail):
+            await self._on_failure(task, job, error)
+            return _outcome(job, token, OutcomeKind.FAIL, error)
+        if isinstance(error, Retry):
+            delay = error.delay if error.delay is not None else task.opts.backoff(job.attempts)
+            return retry_or_dead(job, token, delay, error)
+        await self._on_failure(task, job, error)
+        return retry_or_dead(job, token, task.opts.backoff(job.attempts), error)
+
+    async def _on_failure(self, task: Task[Any, Any], job: Job, error: BaseException) -> None:
+        hook = task.opts.on_failure
+        if hook is None:
+            return
+        try:
+            if inspect.iscoroutinefunction(hook):
+                await hook(job, error)
+            else:
+                outcome = await anyio.to_thread.run_sync(hook, job, error, limiter=self._limiter)
+                if inspect.isawaitable(outcome):
+                    await outcome
+        except Exception:
+            log.exception(
+                "on_failure hook of task %s raised; the job's retry flow is unchanged",
+                task.name,
+                extra={"job_id": job.id, "task": task.name, "attempt": job.attempts},
+            )
+
+
+def retry_or_dead(job: Job, token: str, delay: float, error: BaseException) -> Outcome:
+    """RETRY after ``delay`` while attempts are left (``attempts <= max_retries``), else
+    DEAD_LETTER."""
+    if job.attempts <= job.max_retries:
+        return _outcome(job, token, OutcomeKind.RETRY, error, delay=max(delay, 0.0))
+    return _outcome(job, token, OutcomeKind.DEAD_LETTER, error)
+
+
+def _stopped(job: Job, token: str, reason: StopReason | None) -> Outcome | None:
+    if reason is StopReason.CANCEL:
+        return Outcome(
+            job_id=job.id, token=token, kind=OutcomeKind.CANCEL, error="job was cancelled",
+            error_type="Cancelled",
+        )  # fmt: skip
+    if reason is StopReason.LEASE_LOST:
+        return None
+    return Outcome(job_id=job.id, token=token, kind=OutcomeKind.RELEASE)
+
+
+def _outcome(
+    job: Job, token: str, kind: OutcomeKind, error: BaseException, *, delay: float = 0.0
+) -> Outcome:
+    text = str(error) or type(error).__name__
+    if kind in (OutcomeKind.FAIL, OutcomeKind.DEAD_LETTER):
+        result: JobResult | None = JobResult(
+            success=False, error=text, error_type=type(error).__name__
+        )
+    else:
+        result = None
+    trace = "".join(traceback.format_exception(error))[-MAX_TRACEBACK:]
+    return Outcome(
+        job_id=job.id, token=token, kind=kind, result=result, error=text,
+        error_type=type(error).__name__, traceback=trace, delay=delay,
+    )  # fmt: skip

@@ -1,0 +1,271 @@
+"""Tasks: a function registered on an App, and the typed ways to enqueue it.
+
+``Task[P, R]`` keeps the function's parameters ``P``, so a type checker checks
+``task.enqueue(...)`` exactly as it checks a call of the function. Arguments are bound against the
+signature when the job is prepared (a wrong call raises ``TypeError`` naming the problem) and
+encoded with msgspec (``SerializationError`` naming the argument). Either way nothing is enqueued.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+import msgspec
+
+from taskit.backoff import BackoffPolicy
+from taskit.errors import SerializationError
+from taskit.job import Job, decode_arguments, encode_arguments
+
+if TYPE_CHECKING:
+    from taskit.app import App
+
+__all__ = ["OnFailure", "Task", "TaskOptions", "TaskVariant", "When"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: When a scheduled job becomes due: an aware datetime, or a delay (timedelta or seconds).
+When = datetime | timedelta | float | int
+#: ``on_failure(job, error)``: called on every failure of the task, sync or async.
+OnFailure = Callable[[Job, BaseException], "Awaitable[None] | None"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskOptions:
+    """A task's fixed options (see ``App.task``)."""
+
+    name: str
+    queue: str
+    priority: int
+    max_retries: int
+    backoff: BackoffPolicy
+    timeout: float | None
+    on_failure: OnFailure | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Overrides:
+    queue: str | None = None
+    priority: int | None = None
+    job_id: str | None = None
+    max_retries: int | None = None
+    timeout: float | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    created_by: str | None = None
+
+
+class TaskVariant(Generic[P, R]):
+    """A task with per-call options (from ``Task.options``): prepares and enqueues jobs."""
+
+    __slots__ = ("_overrides", "_task")
+
+    def __init__(self, task: Task[P, R], overrides: _Overrides) -> None:
+        self._task = task
+        self._overrides = overrides
+
+    def prepare(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Build (but do not enqueue) a job for this call; for ``App.enqueue_many``."""
+        task, o = self._task, self._overrides
+        task.check_call(args, kwargs)
+        opts = task.opts
+        return Job(
+            id=o.job_id if o.job_id is not None else uuid.uuid4().hex,
+            task=opts.name,
+            queue=o.queue if o.queue is not None else opts.queue,
+            payload=encode_arguments(args, kwargs, task.positional_names),
+            created_at=datetime.now(UTC),
+            priority=o.priority if o.priority is not None else opts.priority,
+            max_retries=o.max_retries if o.max_retries is not None else opts.max_retries,
+            timeout=o.timeout if o.timeout is not None else opts.timeout,
+            metadata=dict(o.metadata),
+            created_by=o.created_by,
+        )
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Enqueue a job to run as soon as a worker is free; returns it as stored."""
+        job = self.prepare(*args, **kwargs)
+        return (await self._task.app._submit([job], None))[0]
+
+    async def schedule(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Enqueue a job to run at ``when`` (aware datetime) or after it (delay), never before."""
+        job, delay = _scheduled(self.prepare(*args, **kwargs), when)
+        return (await self._task.app._submit([job], [delay]))[0]
+
+    def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """``enqueue`` for code without an event loop (a Flask/Django view, a script)."""
+        job = self.prepare(*args, **kwargs)
+        return self._task.app.enqueue_many_sync([job])[0]
+
+    def schedule_sync(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """``schedule`` for code without an event loop."""
+        job, delay = _scheduled(self.prepare(*args, **kwargs), when)
+        app = self._task.app
+        return app.run_sync(app._submit, [job], [delay])[0]
+
+
+class Task(TaskVariant[P, R]):
+    """A registered task. Calling it calls the function directly, in this process."""
+
+    def __init__(self, app: App, fn: Callable[P, R] | None, opts: TaskOptions) -> None:
+        super().__init__(self, _Overrides())
+        self.app = app
+        self.fn = fn
+        self.opts = opts
+        self.signature = inspect.signature(fn) if fn is not None else None
+        self.is_async = fn is not None and _is_async(fn)
+        self.positional_names: tuple[str, ...] = tuple(
+            p.name
+            for p in (self.signature.parameters.values() if self.signature else ())
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        )
+        self._converters: dict[str, Any] | None = None
+        if fn is not None:
+            self.__doc__ = fn.__doc__
+            self.__wrapped__ = fn
+
+    @property
+    def name(self) -> str:
+        return self.opts.name
+
+    def __repr__(self) -> str:
+        return f"<Task {self.opts.name!r} queue={self.opts.queue!r}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.fn is None:
+            raise TypeError(f"task {self.name!r} is not registered here; it can only be enqueued")
+        return self.fn(*args, **kwargs)
+
+    def options(
+        self,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        job_id: str | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_by: str | None = None,
+    ) -> TaskVariant[P, R]:
+        """This task with per-call options; unset ones keep the task's own."""
+        _check_queue(queue, "queue")
+        _check_int(priority, "priority")
+        _check_int(max_retries, "max_retries", low=0)
+        _check_timeout(timeout)
+        if job_id is not None and (not isinstance(job_id, str) or not job_id):
+            raise ValueError(f"job_id must be a non-empty string, got {job_id!r}")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        if created_by is not None and not isinstance(created_by, str):
+            raise TypeError(f"created_by must be a string, got {type(created_by).__name__}")
+        return TaskVariant(
+            self,
+            _Overrides(
+                queue=queue, priority=priority, job_id=job_id, max_retries=max_retries,
+                timeout=timeout, metadata=dict(metadata or {}), created_by=created_by,
+            ),
+        )  # fmt: skip
+
+    def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise ``TypeError`` naming the problem if ``fn(*args, **kwargs)`` would not bind."""
+        if self.signature is None:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"task {self.name!r}: {exc}") from None
+
+    def load_arguments(self, job: Job) -> tuple[list[Any], dict[str, Any]]:
+        """Decode a job's payload and convert each argument to its annotated type.
+
+        Raises ``SerializationError`` (bytes malformed), ``TypeError`` (does not bind) or
+        ``msgspec.ValidationError`` (a value does not fit its annotation), each naming the problem.
+        """
+        args, kwargs = decode_arguments(job.payload)
+        if self.signature is None:
+            return args, kwargs
+        bound = self.signature.bind(*args, **kwargs)
+        converters = self._types()
+        for name, value in bound.arguments.items():
+            target = converters.get(name)
+            if target is not None:
+                try:
+                    bound.arguments[name] = msgspec.convert(value, target, strict=False)
+                except msgspec.ValidationError as exc:
+                    raise msgspec.ValidationError(f"argument {name!r}: {exc}") from None
+        return list(bound.args), dict(bound.kwargs)
+
+    def _types(self) -> dict[str, Any]:
+        """Parameter name -> the type msgspec converts it to (``Any`` ones are left out)."""
+        if self._converters is None:
+            assert self.fn is not None
+            assert self.signature is not None
+            try:
+                hints = inspect.get_annotations(self.fn, eval_str=True)
+            except Exception as exc:  # an annotation that names something undefined
+                raise SerializationError(
+                    f"task {self.name!r}: cannot resolve parameter annotations: {exc}"
+                ) from exc
+            converters: dict[str, Any] = {}
+            for param in self.signature.parameters.values():
+                hint = hints.get(param.name, Any)
+                if hint is Any:
+                    continue
+                if param.kind is param.VAR_POSITIONAL:
+                    hint = tuple[hint, ...]  # type: ignore[valid-type]
+                elif param.kind is param.VAR_KEYWORD:
+                    hint = dict[str, hint]  # type: ignore[valid-type]
+                converters[param.name] = hint
+            self._converters = converters
+        return self._converters
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    call = getattr(fn, "__call__", None)  # noqa: B004 - async callable objects count too
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def _scheduled(job: Job, when: When) -> tuple[Job, float]:
+    """The job and the delay to enqueue it with, for ``schedule(when, ...)``."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError(
+                "schedule() needs an aware datetime (e.g. datetime.now(UTC) + ...); got a naive one"
+            )
+        return msgspec.structs.replace(job, scheduled_at=when.astimezone(UTC)), 0.0
+    if isinstance(when, timedelta):
+        seconds = when.total_seconds()
+    elif isinstance(when, int | float) and not isinstance(when, bool):
+        seconds = float(when)
+    else:
+        raise TypeError(
+            f"schedule() takes an aware datetime, a timedelta or seconds; got {type(when).__name__}"
+        )
+    if not seconds >= 0:
+        raise ValueError(f"schedule() delay must be >= 0 seconds, got {when!r}")
+    return job, seconds
+
+
+def _check_queue(queue: str | None, what: str) -> None:
+    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
+        raise ValueError(f"{what} must be a non-empty string, got {queue!r}")
+
+
+def _check_int(value: int | None, what: str, *, low: int | None = None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+    if low is not None and value < low:
+        raise ValueError(f"{what} must be >= {low}, got {value}")
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")

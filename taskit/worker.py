@@ -1,0 +1,342 @@
+"""The worker: reserves jobs, runs them on a fixed pool of runners, keeps their leases alive,
+reclaims expired ones, and shuts down without losing anything.
+
+Inside one anyio task group:
+
+* the **fetcher** reserves as many jobs as there are idle runners (blocking in the broker while
+  there is nothing to do, so a new job starts at once) and hands them to the runners;
+* ``concurrency`` **runners** each run one job at a time (``taskit.execution``) and settle it;
+* the **heartbeat** extends every running lease each third of the visibility timeout, and stops
+  jobs whose lease was lost or whose cancel was requested;
+* the **reaper** reclaims leases that expired on dead workers and retries or dead-letters them.
+
+Shutdown (``stop()``, SIGTERM or SIGINT): stop reserving, let running jobs finish for up to the
+grace period, then stop the rest and hand them back to the queue at once. A second signal (or
+``stop(graceful=False)``) skips the grace period. Either way nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Self, TypeVar
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from taskit.backoff import Exponential, as_policy
+from taskit.errors import TaskitError
+from taskit.execution import Executor, RunningJob, StopReason, retry_or_dead
+from taskit.job import Lease, LeaseState, Outcome, OutcomeKind
+
+if TYPE_CHECKING:
+    from taskit.app import App
+
+__all__ = ["Worker", "WorkerStats"]
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+#: Longest single blocking reserve; the fetcher then loops (and notices a stop at once anyway).
+BLOCK_SECONDS = 5.0
+#: In burst mode, how long a reserve waits before checking whether the queues are empty.
+BURST_TICK = 0.05
+#: Broker errors outside a job are retried with this backoff, so a broker outage never spins.
+_OUTAGE_BACKOFF = Exponential(base=0.1, cap=5.0)
+
+
+@dataclass
+class WorkerStats:
+    """What one ``run`` did, by outcome."""
+
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    cancelled: int = 0
+    released: int = 0
+    lost: int = 0
+
+    def count(self, kind: OutcomeKind | None) -> None:
+        attr = _STAT_OF.get(kind, "lost")
+        setattr(self, attr, getattr(self, attr) + 1)
+
+
+_STAT_OF: dict[OutcomeKind | None, str] = {
+    OutcomeKind.COMPLETE: "completed",
+    OutcomeKind.FAIL: "failed",
+    OutcomeKind.RETRY: "retried",
+    OutcomeKind.DEAD_LETTER: "dead_lettered",
+    OutcomeKind.CANCEL: "cancelled",
+    OutcomeKind.RELEASE: "released",
+}
+
+
+class Worker:
+    """Runs an App's jobs from ``queues`` (in that order of preference) with ``concurrency``
+    jobs at a time. Use ``await worker.run()``, or ``async with worker:`` to run it in the
+    background of an application (its exit stops the worker gracefully)."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        settings = app.settings
+        self.app = app
+        self.queues = list(queues) if queues else [settings.default_queue]
+        if not all(isinstance(q, str) and q for q in self.queues):
+            raise ValueError(f"queues must be non-empty names, got {self.queues!r}")
+        self.concurrency = concurrency if concurrency is not None else settings.concurrency
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        self.name = name or f"{socket.gethostname()}.{os.getpid()}"
+        self.lease = settings.visibility_timeout
+        self.grace = settings.grace_period
+        self.reaper_interval = settings.reaper_interval
+        self.stats = WorkerStats()
+        self._running: dict[str, RunningJob] = {}
+        self._busy = 0
+        self._stopping = anyio.Event()
+        self._hard = False
+        self._wait_scope: anyio.CancelScope | None = None
+        self._slot_free = anyio.Event()
+        self._drained = anyio.Event()
+        self._runners_left = 0
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    # -- public ------------------------------------------------------------------------------
+    async def run(self, *, burst: bool = False, handle_signals: bool = False) -> WorkerStats:
+        """Run until ``stop()`` (or, with ``burst``, until the queues are empty: nothing ready,
+        scheduled, retrying or running). ``handle_signals``: SIGTERM/SIGINT stop the worker
+        (main thread only). Returns what this run did."""
+        log.info(
+            "worker %s starting: queues=%s concurrency=%d broker=%s",
+            self.name, ",".join(self.queues), self.concurrency, self.app.broker_url,
+        )  # fmt: skip
+        limiter = anyio.CapacityLimiter(self.app.settings.sync_concurrency)
+        executor = Executor(self.app, limiter)
+        send, receive = anyio.create_memory_object_stream[Lease](self.concurrency)
+        async with anyio.create_task_group() as services:
+            if handle_signals:
+                services.start_soon(self._watch_signals)
+            services.start_soon(self._heartbeat)
+            services.start_soon(self._reaper)
+            async with anyio.create_task_group() as runners:
+                self._runners_left = self.concurrency
+                for _ in range(self.concurrency):
+                    runners.start_soon(self._runner, receive.clone(), executor)
+                receive.close()
+                await self._fetch(send, burst)
+                with anyio.move_on_after(0 if self._hard else self.grace):
+                    await self._drained.wait()
+                self._hard = True  # grace is over: what is still running or buffered goes back
+                for running in list(self._running.values()):
+                    running.stop(StopReason.RELEASE)
+            services.cancel_scope.cancel()
+        log.info("worker %s stopped: %s", self.name, self.stats)
+        return self.stats
+
+    def stop(self, *, graceful: bool = True) -> None:
+        """Stop reserving; running jobs get the grace period unless ``graceful`` is false, in
+        which case they are stopped and handed back now. Call from the worker's event loop."""
+        if not graceful or self._stopping.is_set():
+            self._hard = True
+            for running in list(self._running.values()):
+                running.stop(StopReason.RELEASE)
+            self._drained.set()
+        self._stopping.set()
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    async def __aenter__(self) -> Self:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._run_embedded)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        self.stop()
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    async def _run_embedded(self) -> None:
+        await self.run()
+
+    # -- fetching ----------------------------------------------------------------------------
+    async def _fetch(self, send: MemoryObjectSendStream[Lease], burst: bool) -> None:
+        failures = 0
+        async with send:
+            while not self._stopping.is_set():
+                free = self.concurrency - self._busy
+                if free <= 0:
+                    self._slot_free = anyio.Event()
+                    await self._interruptible(self._slot_free.wait())
+                    continue
+                try:
+                    leases = await self._reserve(free, 0 if burst else BLOCK_SECONDS)
+                    if not leases and burst:
+                        if self._busy == 0 and await self._idle():
+                            return
+                        leases = await self._reserve(free, BURST_TICK)
+                    failures = 0
+                except (TaskitError, OSError) as exc:
+                    failures += 1
+                    await self._outage("reserve", exc, failures)
+                    continue
+                self._busy += len(leases)
+                for lease in leases:
+                    await send.send(lease)
+
+    async def _reserve(self, count: int, timeout: float) -> list[Lease]:
+        reserve = self.app.broker.reserve(
+            self.queues, count=count, lease=self.lease, timeout=timeout
+        )
+        return await self._interruptible(reserve) or []
+
+    async def _interruptible(self, waiting: Awaitable[T]) -> T | None:
+        """Await ``waiting`` unless ``stop()`` comes first (then ``None``). Brokers keep a
+        cancelled reserve from leaving jobs leased (see ``Broker.reserve``)."""
+        scope = self._wait_scope = anyio.CancelScope()
+        if self._stopping.is_set():
+            scope.cancel()
+        with scope:
+            return await waiting
+        return None
+
+    async def _idle(self) -> bool:
+        stats = await self.app.broker.stats(self.queues)
+        return all(s.queued + s.scheduled + s.running == 0 for s in stats.values())
+
+    async def _outage(self, what: str, exc: BaseException, failures: int) -> None:
+        delay = _OUTAGE_BACKOFF(failures)
+        if failures == 1 or failures % 20 == 0:
+            log.warning("%s failed (%s); retrying in %.2f s", what, exc, delay)
+        if what == "reserve":
+            await self._interruptible(anyio.sleep(delay))
+        else:
+            await anyio.sleep(delay)
+
+    # -- running -----------------------------------------------------------------------------
+    async def _runner(self, receive: MemoryObjectReceiveStream[Lease], executor: Executor) -> None:
+        try:
+            async with receive:
+                async for lease in receive:
+                    await self._run_one(lease, executor)
+        finally:
+            self._runners_left -= 1
+            if self._runners_left == 0:
+                self._drained.set()
+
+    async def _run_one(self, lease: Lease, executor: Executor) -> None:
+        job = lease.job
+        running = RunningJob(lease)
+        self._running[job.id] = running
+        extra = {"job_id": job.id, "task": job.task, "attempt": job.attempts}
+        try:
+            if self._hard:
+                running.stop(StopReason.RELEASE)
+            log.debug("job %s (%s) attempt %d started", job.id, job.task, job.attempts, extra=extra)
+            outcome = await executor.execute(running)
+            if outcome is None:
+                log.warning("job %s lost its lease; its outcome is dropped", job.id, extra=extra)
+            elif await self._settle(outcome):
+                log.info("job %s (%s) %s", job.id, job.task, outcome.kind.value, extra=extra)
+            else:
+                log.warning(
+                    "job %s: %s rejected, the lease had passed to another worker",
+                    job.id, outcome.kind.value, extra=extra,
+                )  # fmt: skip
+                outcome = None
+            self.stats.count(outcome.kind if outcome else None)
+        finally:
+            del self._running[job.id]
+            self._busy -= 1
+            self._slot_free.set()
+
+    async def _settle(self, outcome: Outcome) -> bool:
+        """Settle, retrying through a broker outage for up to one lease (after that the lease
+        has expired and the job belongs to whoever reclaims it)."""
+        give_up = anyio.current_time() + self.lease
+        failures = 0
+        with anyio.CancelScope(shield=True):
+            while True:
+                try:
+                    return (await self.app.broker.settle([outcome]))[0]
+                except (TaskitError, OSError) as exc:
+                    failures += 1
+                    if anyio.current_time() >= give_up:
+                        log.error("could not settle job %s: %s", outcome.job_id, exc)
+                        return False
+                    await self._outage("settle", exc, failures)
+        return False  # unreachable: the shielded scope is never cancelled
+
+    # -- lease upkeep ------------------------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.lease / 3)
+            running = list(self._running.values())
+            if not running:
+                continue
+            try:
+                states = await self.app.broker.extend([r.lease for r in running], lease=self.lease)
+            except (TaskitError, OSError) as exc:
+                log.warning("extending %d leases failed: %s", len(running), exc)
+                continue
+            for job, state in zip(running, states, strict=True):
+                if state is LeaseState.LOST:
+                    job.stop(StopReason.LEASE_LOST)
+                elif state is LeaseState.CANCELLED:
+                    job.stop(StopReason.CANCEL)
+
+    async def _reaper(self) -> None:
+        while True:
+            try:
+                await self._reap()
+            except (TaskitError, OSError) as exc:
+                log.warning("reclaiming expired leases failed: %s", exc)
+            await anyio.sleep(self.reaper_interval)
+
+    async def _reap(self) -> None:
+        leases = await self.app.broker.reclaim(self.queues, lease=self.lease)
+        outcomes = []
+        for lease in leases:
+            job = lease.job
+            task = self.app.tasks.get(job.task)
+            policy = task.opts.backoff if task else as_policy(self.app.settings.backoff)
+            error = TimeoutError(
+                f"lease expired: the worker running attempt {job.attempts} stopped responding"
+            )
+            outcomes.append(retry_or_dead(job, lease.token, policy(job.attempts), error))
+            log.warning(
+                "job %s (%s): lease expired on attempt %d; %s",
+                job.id, job.task, job.attempts, outcomes[-1].kind.value,
+                extra={"job_id": job.id, "task": job.task, "attempt": job.attempts},
+            )  # fmt: skip
+        if outcomes:
+            await self.app.broker.settle(outcomes)
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                graceful = not self._stopping.is_set()
+                log.info(
+                    "worker %s got %s: %s", self.name, signal.Signals(signum).name,
+                    "stopping gracefully" if graceful else "stopping now",
+                )  # fmt: skip
+                self.stop(graceful=graceful)
