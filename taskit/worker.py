@@ -120,16 +120,16 @@ class Worker:
         """Run until ``stop()`` (or, with ``burst``, until the queues are empty: nothing ready,
         scheduled, retrying or running). ``handle_signals``: SIGTERM/SIGINT stop the worker
         (main thread only). Returns what this run did."""
-        log.info(
-            "worker %s starting: queues=%s concurrency=%d broker=%s",
-            self.name, ",".join(self.queues), self.concurrency, self.app.broker_url,
-        )  # fmt: skip
         limiter = anyio.CapacityLimiter(self.app.settings.sync_concurrency)
         executor = Executor(self.app, limiter)
         send, receive = anyio.create_memory_object_stream[Lease](self.concurrency)
         async with anyio.create_task_group() as services:
             if handle_signals:
-                services.start_soon(self._watch_signals)
+                await services.start(self._watch_signals)
+            log.info(
+                "worker %s starting: queues=%s concurrency=%d broker=%s",
+                self.name, ",".join(self.queues), self.concurrency, self.app.broker_url,
+            )  # fmt: skip
             services.start_soon(self._heartbeat)
             services.start_soon(self._reaper)
             async with anyio.create_task_group() as runners:
@@ -331,8 +331,11 @@ class Worker:
         if outcomes:
             await self.app.broker.settle(outcomes)
 
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async for signum in signals:
                 graceful = not self._stopping.is_set()
                 log.info(

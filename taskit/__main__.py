@@ -1,0 +1,5 @@
+"""``python -m taskit`` runs the CLI."""
+
+from taskit.cli import main
+
+main()

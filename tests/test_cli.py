@@ -1,0 +1,92 @@
+"""The `taskit` command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def taskit(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taskit", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False, **kwargs,  # type: ignore[call-overload]
+    )  # fmt: skip
+
+
+def test_version() -> None:
+    done = taskit("--version")
+    assert done.returncode == 0
+    assert done.stdout.startswith("taskit, version ")
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("examples.app", "expected MODULE:ATTR"),
+        ("no_such_module_xyz:app", "cannot import 'no_such_module_xyz': no such module"),
+        ("examples.app:nope", "'examples.app' has no attribute 'nope'"),
+        ("examples.app:add", "'examples.app:add' is a Task, not a taskit.App"),
+    ],
+)
+def test_bad_app_path_fails_with_one_line(target: str, message: str) -> None:
+    done = taskit("worker", target)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in done.stderr
+    assert any(message in line for line in lines), done.stderr
+    assert len([line for line in lines if line.startswith("Error")]) == 1
+
+
+def test_module_that_raises_on_import_fails_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "broken_app.py").write_text("raise RuntimeError('config missing')\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "taskit", "worker", "broken_app:app"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "importing 'broken_app' failed: RuntimeError: config missing" in done.stderr
+
+
+def test_worker_subprocess_exits_zero_on_sigterm() -> None:
+    env = {**os.environ, "TASKIT_BROKER_URL": "memory://", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskit", "worker", "examples.app:app", "-c", "2", "-q", "a,b"],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # the worker logs one line once it is running
+            seen.append(line)
+            if "starting: queues=a,b concurrency=2" in line:
+                break
+        else:
+            pytest.fail(f"worker never started: {''.join(seen)}")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        rest = proc.stderr.read()
+        assert "got SIGTERM: stopping gracefully" in rest
+        assert "stopped" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def test_password_never_logged() -> None:
+    env = {**os.environ, "TASKIT_BROKER_URL": "redis://user:s3cret@127.0.0.1:1/0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "taskit", "worker", "examples.app:app", "--burst"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert "s3cret" not in done.stderr + done.stdout
