@@ -39,10 +39,17 @@ class BrokerHarness:
     kind: str
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "harness" in metafunc.fixturenames:
-        metafunc.parametrize(
-            ("broker_kind", "anyio_backend"), KINDS, ids=[f"{k}-{b}" for k, b in KINDS]
+        # Added as a parametrize *mark*, ahead of pytest's own hooks: pytest then applies it and
+        # leaves the parametrised ``anyio_backend`` fixture (tests/conftest.py) alone. A direct
+        # ``metafunc.parametrize`` call here would parametrise ``anyio_backend`` a second time
+        # and fail collection with "duplicate parametrization".
+        metafunc.definition.add_marker(
+            pytest.mark.parametrize(
+                ("broker_kind", "anyio_backend"), KINDS, ids=[f"{k}-{b}" for k, b in KINDS]
+            )
         )
 
 
