@@ -247,6 +247,10 @@ def _scheduled(job: Job, when: When) -> tuple[Job, float]:
         )
     if not seconds >= 0:
         raise ValueError(f"schedule() delay must be >= 0 seconds, got {when!r}")
+    try:  # infinite or past year 9999: the broker could not store the due time
+        datetime.now(UTC) + timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"schedule() delay {when!r} is too far in the future") from None
     return job, seconds
 
 
