@@ -6,6 +6,7 @@ when the App is built) and its broker, and ``@app.task`` binds a function to tha
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -167,26 +168,37 @@ class App:
         *,
         queue: str | None = None,
         max_retries: int | None = None,
-        priority: int = 0,
+        priority: int | None = None,
         timeout: float | None = None,
     ) -> Task[..., Any]:
         """A handle to enqueue task ``name`` without registering or importing it here.
 
         For producers that do not import the workers' code: arguments are not checked against a
-        signature (the worker checks them), and the name is not checked either.
+        signature (the worker checks them), and the name is not checked either. If ``name`` is
+        registered here, its signature is checked and its options apply unless given here.
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"a task name must be a non-empty string, got {name!r}")
-        known = self._tasks.get(name)
-        if known is not None:
-            return known
         _check_queue(queue, "queue")
+        _check_int(priority, "priority")
         _check_int(max_retries, "max_retries", low=0)
         _check_timeout(timeout)
+        given = {
+            "queue": queue,
+            "priority": priority,
+            "max_retries": max_retries,
+            "timeout": timeout,
+        }
+        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        known = self._tasks.get(name)
+        if known is not None:
+            if not changes:
+                return known
+            return Task(self, known.fn, dataclasses.replace(known.opts, **changes))
         opts = TaskOptions(
             name=name,
             queue=queue or self.settings.default_queue,
-            priority=priority,
+            priority=priority if priority is not None else 0,
             max_retries=self.settings.max_retries if max_retries is None else max_retries,
             backoff=as_policy(self.settings.backoff),
             timeout=timeout,
