@@ -2,7 +2,9 @@
 
 The memory broker may be shared by an event loop running a worker and another thread (a sync
 web view enqueueing through the App's portal). ``anyio.Event`` is not thread-safe, so each waiter
-remembers its loop, and a waker on another thread hands ``set()`` to that loop.
+remembers its loop, and a waker on another thread hands ``set()`` to that loop without waiting
+for it: a waker may itself be an event loop (which must not block, and which Trio forbids from
+making blocking calls into another Trio loop), and two loops waking each other must not deadlock.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import logging
 import threading
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 
 __all__ = ["Waiter", "wake_all"]
@@ -41,7 +42,7 @@ class Waiter:
             self._event.set()
             return
         try:
-            anyio.from_thread.run_sync(self._event.set, token=self._token)
+            self._token.backend_class.run_sync_soon(self._event.set, (), self._token.native_token)
         except Exception:  # the waiter's loop has ended: no one is left to wake
             log.debug("waiter's event loop is gone; wake-up dropped", exc_info=True)
 
