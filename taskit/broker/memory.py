@@ -79,12 +79,14 @@ class MemoryBroker(Broker):
     ) -> list[Job]:
         if delays is not None and len(delays) != len(jobs):
             raise ValueError(f"got {len(delays)} delays for {len(jobs)} jobs")
-        encoded = [_encode(job) for job in jobs]  # everything encodes, or nothing is stored
+        # Everything encodes and decodes back, or nothing is stored: a payload that is not
+        # msgpack encodes (its bytes are copied as they are) but fails here, not halfway through.
+        decoded = [decode_job(_encode(job)) for job in jobs]
         out: list[Job] = []
         with self._lock:
             now = self._clock.time()
             self._expire(now)
-            for i, data in enumerate(encoded):
+            for i, stored in enumerate(decoded):
                 existing = self._records.get(jobs[i].id)
                 if existing is not None and not existing.job.status.finished:
                     out.append(_copy(existing.job))
@@ -95,7 +97,7 @@ class MemoryBroker(Broker):
                 if jobs[i].scheduled_at is not None:
                     due = max(due, jobs[i].scheduled_at.timestamp())  # type: ignore[union-attr]
                 job = msgspec.structs.replace(
-                    decode_job(data),
+                    stored,
                     status=JobStatus.PENDING,
                     attempts=0,
                     scheduled_at=None,
@@ -226,12 +228,14 @@ class MemoryBroker(Broker):
     async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
         with self._lock:
             dead = self._dead[queue]
-            chosen = list(dead) if job_ids is None else [i for i in job_ids if i in dead]
+            wanted = dead if job_ids is None else dict.fromkeys(job_ids)  # an id counts once
+            chosen = [i for i in wanted if i in dead]
             for job_id in chosen:
                 del dead[job_id]
                 record = self._records[job_id]
                 self._set_status(record, JobStatus.PENDING)
                 record.job.attempts = 0
+                record.cancel_requested = False  # a requeue is a fresh start
                 record.seq = self._next_seq()
                 self._push_ready(record)
             waiters = self._take_waiters()
@@ -383,14 +387,16 @@ class MemoryBroker(Broker):
                 self._drop(record)
 
     def _stats(self, queue: str) -> QueueStats:
-        counts = self._counts[queue]
+        # .get, not []: asking about a queue must not make the broker "know" it from then on.
+        counts = self._counts.get(queue, Counter())
+        totals = self._totals.get(queue, Counter())
         return QueueStats(
             queued=counts[JobStatus.PENDING],
             scheduled=counts[JobStatus.SCHEDULED] + counts[JobStatus.RETRYING],
             running=counts[JobStatus.RUNNING],
-            completed=self._totals[queue]["completed"],
-            failed=self._totals[queue]["failed"],
-            dead=len(self._dead[queue]),
+            completed=totals["completed"],
+            failed=totals["failed"],
+            dead=len(self._dead.get(queue, ())),
         )
 
     def _take_waiters(self) -> list[Waiter]:
