@@ -121,9 +121,8 @@ class Executor:
             result = msgspec.structs.replace(value, duration=duration)
         else:
             result = JobResult(success=True, value=value, duration=duration)
-        try:
-            if not isinstance(result.value, None | bool | int | str | float):
-                encode_value(result.value)
+        try:  # every type: an int past 64 bits or a str with a lone surrogate fails to encode too
+            encode_value(result.value)
         except SerializationError as exc:
             bad = SerializationError(f"task {task.name!r} returned a value that {exc}")
             return _outcome(job, token, OutcomeKind.FAIL, bad)
@@ -143,7 +142,10 @@ class Executor:
             return _outcome(job, token, OutcomeKind.FAIL, error)
         if isinstance(error, Retry):
             delay = error.delay if error.delay is not None else task.opts.backoff(job.attempts)
-            return retry_or_dead(job, token, delay, error)
+            outcome = retry_or_dead(job, token, delay, error)
+            if outcome.kind is OutcomeKind.DEAD_LETTER:  # a requested retry is no failure; the
+                await self._on_failure(task, job, error)  # last one, dead-lettered, is
+            return outcome
         await self._on_failure(task, job, error)
         return retry_or_dead(job, token, task.opts.backoff(job.attempts), error)
 
