@@ -105,6 +105,7 @@ class Worker:
         self.grace = settings.grace_period
         self.reaper_interval = settings.reaper_interval
         self.stats = WorkerStats()
+        # By lease token, not job id: after a lease is lost unseen, one job can run twice here.
         self._running: dict[str, RunningJob] = {}
         self._busy = 0
         self._stopping = anyio.Event()
@@ -173,6 +174,11 @@ class Worker:
     ) -> bool | None:
         assert self._tg is not None
         self.stop()
+        if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
+            # The application's own error: stop the worker, then let the error out unwrapped
+            # (handed to the task group, it would come out inside an ExceptionGroup).
+            await self._tg.__aexit__(None, None, None)
+            return None
         return await self._tg.__aexit__(exc_type, exc, tb)
 
     async def _run_embedded(self) -> None:
@@ -246,7 +252,7 @@ class Worker:
     async def _run_one(self, lease: Lease, executor: Executor) -> None:
         job = lease.job
         running = RunningJob(lease)
-        self._running[job.id] = running
+        self._running[lease.token] = running
         extra = {"job_id": job.id, "task": job.task, "attempt": job.attempts}
         try:
             if self._hard:
@@ -265,7 +271,7 @@ class Worker:
                 outcome = None
             self.stats.count(outcome.kind if outcome else None)
         finally:
-            del self._running[job.id]
+            del self._running[lease.token]
             self._busy -= 1
             self._slot_free.set()
 
