@@ -1,25 +1,48 @@
-"""Brokers: where jobs wait. ``from_url`` picks one by URL scheme."""
+"""Brokers: where jobs wait. ``from_url`` picks one by URL scheme.
+
+``RedisBroker`` is imported on first use, so the core works without the ``redis`` package.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.errors import ConfigurationError
 
-__all__ = ["Broker", "MemoryBroker", "from_url"]
+if TYPE_CHECKING:
+    from taskit.broker.redis import RedisBroker
+
+__all__ = ["Broker", "MemoryBroker", "RedisBroker", "from_url"]
 
 
 def from_url(url: str, *, result_ttl: float = 86400.0) -> Broker:
-    """A new broker for ``url``: ``memory://`` (each call a fresh, empty broker)."""
+    """A new broker for ``url``: ``memory://`` (each call a fresh, empty broker), or
+    ``redis://``, ``rediss://`` (TLS), ``unix://`` for a ``RedisBroker`` (needs the ``redis``
+    extra: ``pip install taskit[redis]``). Raises ``ConfigurationError`` for any other scheme."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
         return MemoryBroker(result_ttl=result_ttl)
     if scheme in ("redis", "rediss", "unix"):
-        raise ConfigurationError(
-            f"broker URL scheme {scheme!r} needs the Redis broker, which this version lacks"
-        )
+        return _redis_broker_class()(url, result_ttl=result_ttl)
     raise ConfigurationError(
-        f"unsupported broker URL scheme {scheme!r}: use memory:// (or redis://, rediss://, unix://)"
+        f"unsupported broker URL scheme {scheme!r}: use memory://, redis://, rediss:// or unix://"
     )
+
+
+def _redis_broker_class() -> type[RedisBroker]:
+    try:
+        from taskit.broker.redis import RedisBroker
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"Redis broker URLs need the redis package ({exc}): pip install 'taskit[redis]'"
+        ) from exc
+    return RedisBroker
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisBroker":
+        return _redis_broker_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

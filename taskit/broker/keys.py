@@ -1,0 +1,200 @@
+"""The Redis layout of the Redis broker: every key name, and the format of what they hold.
+
+All keys of one broker share the hash tag ``{<prefix>}`` (default ``{taskit}``), so every key of a
+queue, and every key any one script touches, lives in one Cluster slot. (Per-queue tags cannot
+work with this contract: ``get``, ``cancel`` and unique ids are by job id alone, a batch enqueue
+spans queues all-or-none, and a multi-queue blocking reserve waits on several queues at once.)
+Scale a Cluster out by giving apps different prefixes.
+
+==========================  ======  ===================================================
+key                         type    holds
+==========================  ======  ===================================================
+``{p}:spec``                hash    live job id -> the encoded ``Job`` (as enqueued)
+``{p}:state``               hash    live job id -> its state string (below)
+``{p}:err``                 hash    live job id -> msgpack ``[error, type, traceback]``
+``{p}:seq``                 string  FIFO sequence counter (also orders dead letters)
+``{p}:queues``              set     every queue name ever enqueued to
+``{p}:done:<id>``           hash    a finished job: spec, state, err, res; has a TTL
+``{p}:q:<queue>:ready``     zset    ``<seq, 16 digits>:<id>`` scored ``-priority``
+``{p}:q:<queue>:delayed``   zset    scheduled / retrying id scored by due time (ms)
+``{p}:q:<queue>:leases``    zset    running id scored by lease deadline (ms)
+``{p}:q:<queue>:dead``      zset    dead-lettered id scored by ``seq`` (oldest first)
+``{p}:q:<queue>:totals``    hash    ``completed`` / ``failed`` counters
+``{p}:q:<queue>:wake``      list    wake-up tokens (at most 16) for blocked reserves
+==========================  ======  ===================================================
+
+Live jobs (waiting, running, dead letters) are fields of the three fixed hashes and never carry a
+TTL; finishing moves a job to its own ``done`` key, which expires after the result TTL. Because
+every fixed hash and every queue set is named before a script runs, and a done key is only
+touched by a script that was given the job id, every script gets every key it touches in KEYS.
+
+The state string is ``status|attempts|score|seq|token|cancel|sched|started|completed|failed|queue``
+(queue last: it may contain ``|``); times are server milliseconds, ``sched`` is seconds text.
+A lease token is ``<random>.<n>|<queue>``: the queue part lets ``settle`` find the job's queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from taskit.errors import ConfigurationError, SerializationError
+from taskit.job import Job, JobResult, JobStatus, decode_job, utc_from_timestamp
+
+__all__ = [
+    "Keys",
+    "State",
+    "build_job",
+    "encode_error",
+    "parse_state",
+    "placeholder_job",
+    "split_token",
+]
+
+
+class Keys:
+    """Key names for one prefix. Queue keys are ``{prefix}:q:<queue>:<kind>``; queue names may
+    hold any character (the last ``:`` part is always one of the fixed kinds)."""
+
+    def __init__(self, prefix: str) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ConfigurationError(
+                f"Redis key prefix must be non-empty, without braces: {prefix!r}"
+            )
+        self.prefix = prefix
+        self.tag = "{" + prefix + "}"
+        self.spec = f"{self.tag}:spec"
+        self.state = f"{self.tag}:state"
+        self.err = f"{self.tag}:err"
+        self.seq = f"{self.tag}:seq"
+        self.queues = f"{self.tag}:queues"
+
+    def done(self, job_id: str) -> str:
+        return f"{self.tag}:done:{job_id}"
+
+    def queue(self, queue: str, kind: str) -> str:
+        """Key ``kind`` (ready, delayed, leases, dead, totals, wake) of ``queue``."""
+        return f"{self.tag}:q:{queue}:{kind}"
+
+    def ready(self, queue: str) -> str:
+        return self.queue(queue, "ready")
+
+    def delayed(self, queue: str) -> str:
+        return self.queue(queue, "delayed")
+
+    def leases(self, queue: str) -> str:
+        return self.queue(queue, "leases")
+
+    def dead(self, queue: str) -> str:
+        return self.queue(queue, "dead")
+
+    def totals(self, queue: str) -> str:
+        return self.queue(queue, "totals")
+
+    def wake(self, queue: str) -> str:
+        return self.queue(queue, "wake")
+
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this prefix."""
+        return f"{self.tag}*"
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """A parsed state string (see the module docstring)."""
+
+    status: JobStatus
+    attempts: int
+    token: str
+    cancel: bool
+    sched: float | None
+    started: float | None
+    completed: float | None
+    failed: float | None
+    queue: str
+
+
+def _ms(text: str) -> float | None:
+    return int(text) / 1000 if text else None
+
+
+def parse_state(raw: bytes) -> State:
+    """Parse a state string; ``ValueError`` if it is malformed."""
+    parts = raw.decode().split("|", 10)
+    if len(parts) != 11:
+        raise ValueError(f"malformed job state {raw[:80]!r}")
+    status, attempts, _score, _seq, token, cancel, sched, started, completed, failed, queue = parts
+    return State(
+        status=JobStatus(status),
+        attempts=int(attempts),
+        token=token,
+        cancel=cancel == "1",
+        sched=float(sched) if sched else None,
+        started=_ms(started),
+        completed=_ms(completed),
+        failed=_ms(failed),
+        queue=queue,
+    )
+
+
+def split_token(token: str) -> tuple[str, str] | None:
+    """``(random part, queue)`` of a lease token, or None if it is not one of ours."""
+    rand, sep, queue = token.partition("|")
+    return (rand, queue) if sep and rand else None
+
+
+_ERROR = msgspec.msgpack.Decoder(tuple[str | None, str | None, str | None])
+_RESULT = msgspec.msgpack.Decoder(JobResult)
+_ENCODER = msgspec.msgpack.Encoder()
+_EMPTY_PAYLOAD = msgspec.Raw(b"\x92\x90\x80")  # msgpack of [[], {}]
+
+
+def encode_error(error: str | None, error_type: str | None, traceback: str | None) -> bytes:
+    """The error hash value for a failure; ``b""`` when there is no error to record."""
+    return b"" if error is None else _ENCODER.encode((error, error_type, traceback))
+
+
+def build_job(job_id: str, spec: bytes, state: bytes, err: bytes, res: bytes) -> Job:
+    """The ``Job`` a record describes. Raises ``SerializationError`` if ``spec`` does not decode
+    (use ``placeholder_job`` for a readable stand-in) and ``ValueError`` for a malformed state."""
+    return _merge(decode_job(spec), job_id, parse_state(state), err, res)
+
+
+def placeholder_job(job_id: str, state: bytes, err: bytes, res: bytes, why: str) -> Job:
+    """A stand-in for a record whose spec does not decode: no task, no arguments, ``why`` as
+    the error unless the record has its own (a dead letter's decode error)."""
+    parsed = parse_state(state)
+    job = Job(
+        id=job_id,
+        task="",
+        queue=parsed.queue,
+        payload=_EMPTY_PAYLOAD,
+        created_at=utc_from_timestamp(0),
+        error=why,
+        error_type=SerializationError.__name__,
+    )
+    return _merge(job, job_id, parsed, err, res)
+
+
+def _merge(job: Job, job_id: str, state: State, err: bytes, res: bytes) -> Job:
+    changes: dict[str, Any] = {
+        "id": job_id,
+        "queue": state.queue,
+        "status": state.status,
+        "attempts": state.attempts,
+        "scheduled_at": _time(state.sched),
+        "started_at": _time(state.started),
+        "completed_at": _time(state.completed),
+        "failed_at": _time(state.failed),
+    }
+    if err:
+        changes["error"], changes["error_type"], changes["traceback"] = _ERROR.decode(err)
+    if res:
+        changes["result"] = _RESULT.decode(res)
+    return msgspec.structs.replace(job, **changes)
+
+
+def _time(seconds: float | None) -> Any:
+    return None if seconds is None else utc_from_timestamp(seconds)

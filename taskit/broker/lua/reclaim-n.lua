@@ -1,0 +1,41 @@
+--[[ reclaim: take over up to `limit` jobs whose lease deadline has passed.
+
+KEYS[1] spec hash    KEYS[2] state hash    KEYS[3] error hash
+then per queue q: KEYS[3+q] the lease set of queue q
+ARGV[1] lease in ms   ARGV[2] limit   ARGV[3] random token stem
+
+Each expired lease gets a fresh token (stem .. '.' .. n) and deadline now + lease; attempts are
+unchanged. Jobs whose cancel was requested come back too (their state says so): the client ends
+them with CANCEL, as only it can name their done keys.
+
+Returns {now_ms, then per lease: q, id, spec, state, error}.
+]]
+local rcall = redis.call
+-- @include _common.lua
+
+local lease, limit, stem = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local now = now_ms()
+local out = {now}
+local taken = 0
+for q = 1, #KEYS - 3 do
+  if taken >= limit then
+    break
+  end
+  local expired = rcall('ZRANGEBYSCORE', KEYS[3 + q], '-inf', now, 'LIMIT', 0, limit - taken)
+  for _, id in ipairs(expired) do
+    local s = load_state(KEYS[2], id)
+    if s == nil or s.status ~= 'running' then
+      rcall('ZREM', KEYS[3 + q], id) -- a leftover entry: its job is no longer leased
+    else
+      taken = taken + 1
+      s.token = stem .. '.' .. taken
+      local raw = save_state(KEYS[2], id, s)
+      rcall('ZADD', KEYS[3 + q], now + lease, id)
+      for _, v in ipairs({q, id, rcall('HGET', KEYS[1], id) or '', raw,
+          rcall('HGET', KEYS[3], id) or ''}) do
+        out[#out + 1] = v
+      end
+    end
+  end
+end
+return out

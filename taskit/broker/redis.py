@@ -1,0 +1,493 @@
+"""RedisBroker: the Broker contract on Redis, every state change one Lua script.
+
+The key layout and record format are in ``taskit.broker.keys``; the scripts in ``lua/``. This
+module marshals arguments, calls the scripts by SHA and turns their replies into Jobs and Leases.
+
+Connections: redis.asyncio clients belong to one event loop, and an App may use one broker from
+two loops (its worker loop and a portal thread for sync enqueues), so the broker keeps a pair of
+clients per running loop, made on first use: one pool for commands, one for blocking waits (no
+socket timeout, as a wait may be long). ``close()`` closes them all. redis-py runs on asyncio only:
+under trio every call raises ``ConfigurationError``.
+
+Blocking reserve: when nothing is ready, ``reserve`` waits on the queues' wake lists with one
+``BLPOP`` (all keys share a slot). ``enqueue``, an immediate retry, a release and a requeue push a
+token there; an enqueue of a job due earlier than every other delayed job pushes one too, so a
+blocked worker re-reads how long it may sleep. The wait is bounded on the client side by the time
+until the earliest delayed job is due (the server says, in its own time) and by the caller's
+timeout: Redis only checks blocking timeouts ten times a second, so the client cuts the wait itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import msgspec
+import redis.exceptions
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from taskit.broker.base import Broker
+from taskit.broker.keys import Keys, build_job, encode_error, parse_state, split_token
+from taskit.broker.keys import placeholder_job as _placeholder
+from taskit.broker.scripts import Arg, ScriptName, Scripts
+from taskit.config import redact_url
+from taskit.errors import BrokerConnectionError, BrokerError, ConfigurationError, SerializationError
+from taskit.job import (
+    Job,
+    JobStatus,
+    Lease,
+    LeaseState,
+    Outcome,
+    OutcomeKind,
+    QueueStats,
+    encode_job,
+    encode_value,
+)
+
+__all__ = ["RedisBroker"]
+
+_SCRIPTS = Scripts()
+_BATCH = (
+    1000  # jobs promoted, purged or requeued per script call: bounds the time one call holds Redis
+)
+_CONNECT_TIMEOUT = 5.0
+_COMMAND_TIMEOUT = 30.0
+_CLEARED = {
+    "status": JobStatus.PENDING,
+    "attempts": 0,
+    "scheduled_at": None,
+    "started_at": None,
+    "completed_at": None,
+    "failed_at": None,
+    "result": None,
+    "error": None,
+    "error_type": None,
+    "traceback": None,
+}
+
+
+@dataclass(slots=True)
+class _Clients:
+    main: Redis
+    blocking: Redis
+
+
+class RedisBroker(Broker):
+    """The Broker contract on Redis (5.0 or newer; Cluster-ready: one hash tag per prefix).
+
+    ``url``: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
+    ``unix:///path/to/socket[?db=n]``. ``prefix`` namespaces every key (``{prefix}:...``).
+    ``result_ttl``: seconds a finished job stays readable. ``connect``: for tests, a factory of
+    ready clients (e.g. fakeredis) used instead of connecting to ``url``; called per event loop,
+    twice (commands and blocking waits).
+
+    Raises ``ConfigurationError`` for an unusable URL or prefix; calls raise
+    ``BrokerConnectionError`` (password never shown) when Redis cannot be reached or refuses the
+    credentials, and ``BrokerError`` when it answers with an error.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "taskit",
+        result_ttl: float = 86400.0,
+        connect: Callable[[], Redis] | None = None,
+    ) -> None:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ConfigurationError(
+                f"not a Redis URL: {redact_url(url)} (use redis://, rediss:// or unix://)"
+            )
+        if not result_ttl >= 0:
+            raise ConfigurationError(f"result_ttl must be >= 0 seconds, got {result_ttl!r}")
+        self._url = url
+        self._password = urlsplit(url).password
+        self._keys = Keys(prefix)
+        self._ttl_ms = math.ceil(result_ttl * 1000)
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._clients: dict[asyncio.AbstractEventLoop, _Clients] = {}
+
+    @property
+    def keys(self) -> Keys:
+        """The key names this broker uses."""
+        return self._keys
+
+    # -- producing -------------------------------------------------------------------------
+    async def enqueue(
+        self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
+    ) -> list[Job]:
+        if delays is not None and len(delays) != len(jobs):
+            raise ValueError(f"got {len(delays)} delays for {len(jobs)} jobs")
+        if not jobs:
+            return []
+        stored = [msgspec.structs.replace(job, **_CLEARED) for job in jobs]
+        specs = [_encode(job) for job in stored]  # everything encodes, or nothing is stored
+        dead_in = [job.queue for job in jobs]
+        for _ in range(len(jobs) + 1):
+            reply = await self._run(
+                "enqueue",
+                self._enqueue_keys(jobs, dead_in),
+                [
+                    arg
+                    for i, job in enumerate(jobs)
+                    for arg in _enqueue_args(job, specs[i], delays[i] if delays else 0.0)
+                ],
+            )
+            if reply[0] == b"ok":
+                return [
+                    self._enqueued(stored[i], specs[i], reply[1 + 5 * i : 6 + 5 * i])
+                    for i in range(len(jobs))
+                ]
+            dead_in[int(reply[1]) - 1] = reply[2].decode()  # a dead letter of another queue
+        raise BrokerError("enqueue kept finding dead letters in other queues")  # pragma: no cover
+
+    def _enqueue_keys(self, jobs: Sequence[Job], dead_in: list[str]) -> list[str]:
+        k = self._keys
+        keys = [k.spec, k.state, k.err, k.seq, k.queues]
+        for job, dead_queue in zip(jobs, dead_in, strict=True):
+            q = job.queue
+            keys += [k.done(job.id), k.ready(q), k.delayed(q), k.wake(q), k.dead(dead_queue)]
+        return keys
+
+    def _enqueued(self, job: Job, spec: bytes, row: list[Any]) -> Job:
+        kept, old_spec, state, err, res = row
+        if kept:
+            return self._job(job.id, old_spec, state, err, res)
+        return build_job(job.id, spec, state, b"", b"")
+
+    # -- consuming -------------------------------------------------------------------------
+    async def reserve(
+        self, queues: Sequence[str], *, count: int, lease: float, timeout: float
+    ) -> list[Lease]:
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        give_up = anyio.current_time() + max(timeout, 0.0)
+        while True:
+            leases, buried, wait = await self._reserve_once(queues, count, lease)
+            remaining = give_up - anyio.current_time()
+            if leases or remaining <= 0:
+                return leases
+            if not buried:
+                await self._wait(queues, remaining if wait is None else min(remaining, wait))
+
+    async def _reserve_once(
+        self, queues: Sequence[str], count: int, lease: float
+    ) -> tuple[list[Lease], bool, float | None]:
+        """One reserve script call: (leases, whether bad records were dead-lettered, seconds
+        until the earliest delayed job is due or None)."""
+        if not queues:
+            return [], False, None
+        k = self._keys
+        keys = [k.spec, k.state, k.err, k.seq]
+        for q in queues:
+            keys += [k.ready(q), k.delayed(q), k.leases(q), k.dead(q), k.wake(q)]
+        args: list[Arg] = [count, _ms(lease), secrets.token_hex(16), _BATCH, *queues]
+        # Shielded: once the script has leased jobs, a cancelled caller must still get them back
+        # (the caller returns them without another checkpoint), never leave them leased unseen.
+        with anyio.CancelScope(shield=True):
+            reply = await self._run("reserve", keys, args)
+            now_ms, wait_ms = int(reply[0]), int(reply[1])
+            leases, bad = self._leases(queues, reply[2:], (now_ms + _ms(lease)) / 1000)
+            if bad:
+                await self.settle(bad)
+        return leases, bool(bad), None if wait_ms < 0 else wait_ms / 1000
+
+    def _leases(
+        self, queues: Sequence[str], rows: list[Any], deadline: float
+    ) -> tuple[list[Lease], list[Outcome]]:
+        """Leases from (q, id, spec, state, err) rows, and the outcomes to settle at once: CANCEL
+        for a job whose cancel was requested, DEAD_LETTER for one that does not decode."""
+        leases: list[Lease] = []
+        now: list[Outcome] = []
+        for i in range(0, len(rows), 5):
+            q, raw_id, spec, state, err = rows[i : i + 5]
+            job_id, queue = raw_id.decode(), queues[int(q) - 1]
+            parsed = parse_state(state)
+            token = f"{parsed.token}|{queue}"
+            try:
+                job = build_job(job_id, spec, state, err, b"")
+            except (SerializationError, msgspec.DecodeError, ValueError) as exc:
+                now.append(
+                    Outcome(
+                        job_id=job_id,
+                        token=token,
+                        kind=OutcomeKind.DEAD_LETTER,
+                        error=f"stored job does not decode: {exc}",
+                        error_type=SerializationError.__name__,
+                    )
+                )
+                continue
+            if parsed.cancel:  # reclaimed after cancel was requested: it ends CANCELLED
+                now.append(Outcome(job_id=job_id, token=token, kind=OutcomeKind.CANCEL))
+                continue
+            leases.append(Lease(job=job, token=token, deadline=deadline))
+        return leases, now
+
+    async def _wait(self, queues: Sequence[str], seconds: float) -> None:
+        """Block until a wake token arrives on one of ``queues`` or ``seconds`` pass."""
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        wake = [self._keys.wake(q) for q in queues]
+        if not wake:
+            await anyio.sleep(seconds)
+            return
+        client = self._pair().blocking
+        # Redis checks blocking timeouts only every 100 ms: the client cuts the wait on time (the
+        # connection is dropped then and made anew); the server timeout is only a backstop.
+        with anyio.move_on_after(seconds):
+            await self._guard(client.blpop(wake, timeout=seconds + 1.0))
+
+    async def extend(self, leases: Sequence[Lease], *, lease: float) -> list[LeaseState]:
+        if not leases:
+            return []
+        keys = [self._keys.state]
+        args: list[Arg] = [_ms(lease)]
+        for held in leases:
+            rand, queue = split_token(held.token) or ("", held.job.queue)
+            keys.append(self._keys.leases(queue))
+            args += [held.job.id, rand]
+        reply = await self._run("extend", keys, args)
+        return [LeaseState(state.decode()) for state in reply]
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        k = self._keys
+        applied: list[bool] = [False] * len(outcomes)
+        keys = [k.spec, k.state, k.err, k.seq]
+        args: list[Arg] = [self._ttl_ms]
+        sent: list[int] = []
+        for i, outcome in enumerate(outcomes):
+            parts = split_token(outcome.token)
+            if parts is None:
+                continue  # not a token this broker made: stale by definition
+            rand, q = parts
+            keys += [
+                k.done(outcome.job_id),
+                k.ready(q),
+                k.delayed(q),
+                k.leases(q),
+                k.dead(q),
+                k.totals(q),
+                k.wake(q),
+            ]
+            result = b"" if outcome.result is None else encode_value(outcome.result)
+            error = encode_error(outcome.error, outcome.error_type, outcome.traceback)
+            args += [outcome.job_id, rand, outcome.kind.value, error, result, _ms(outcome.delay)]
+            sent.append(i)
+        if sent:
+            reply = await self._run("settle", keys, args)
+            for i, ok in zip(sent, reply, strict=True):
+                applied[i] = bool(ok)
+        return applied
+
+    async def reclaim(
+        self, queues: Sequence[str], *, lease: float, limit: int = 100
+    ) -> list[Lease]:
+        if not queues or limit < 1:
+            return []
+        k = self._keys
+        keys = [k.spec, k.state, k.err, *(k.leases(q) for q in queues)]
+        args: list[Arg] = [_ms(lease), limit, secrets.token_hex(16)]
+        reply = await self._run("reclaim", keys, args)
+        leases, now = self._leases(queues, reply[1:], (int(reply[0]) + _ms(lease)) / 1000)
+        if now:  # only a settle, given the job ids, can name their done keys
+            await self.settle(now)
+        return leases
+
+    # -- reading and admin -----------------------------------------------------------------
+    async def get(self, job_id: str) -> Job | None:
+        k = self._keys
+        reply = await self._run("get", [k.spec, k.state, k.err, k.done(job_id)], [job_id])
+        if reply is None:
+            return None
+        spec, state, err, res = reply
+        return self._job(job_id, spec, state, err, res)
+
+    async def cancel(self, job_id: str) -> bool:
+        k = self._keys
+        raw = await self._guard(self._pair().main.hget(k.state, job_id))
+        queue = None if raw is None else parse_state(raw).queue
+        for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
+            if queue is None:
+                return False
+            keys = [
+                k.spec,
+                k.state,
+                k.err,
+                k.done(job_id),
+                k.ready(queue),
+                k.delayed(queue),
+                k.leases(queue),
+                k.totals(queue),
+            ]
+            reply = await self._run("cancel", keys, [job_id, queue, self._ttl_ms])
+            if not isinstance(reply, bytes):
+                return bool(reply)
+            queue = reply.decode()
+        return False  # pragma: no cover - a job re-created in another queue three times over
+
+    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        k = self._keys
+        if queues is None:
+            members = await self._guard(self._pair().main.smembers(k.queues))
+            queues = sorted(m.decode() for m in members)
+        if not queues:
+            return {}
+        keys = [k.state]
+        for q in queues:
+            keys += [k.ready(q), k.delayed(q), k.leases(q), k.dead(q), k.totals(q)]
+        reply = await self._run("stats", keys, [_BATCH])
+        names = ("queued", "scheduled", "running", "completed", "failed", "dead")
+        return {
+            q: QueueStats(
+                **{n: int(v) for n, v in zip(names, reply[6 * i : 6 * i + 6], strict=True)}
+            )
+            for i, q in enumerate(queues)
+        }
+
+    async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        k = self._keys
+        reply = await self._run(
+            "dead-letters", [k.dead(queue), k.spec, k.state, k.err], [max(offset, 0), limit]
+        )
+        rows = [reply[i : i + 4] for i in range(0, len(reply), 4)]
+        return [
+            self._job(job_id.decode(), spec, state, err, b"") for job_id, spec, state, err in rows
+        ]
+
+    async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
+        k = self._keys
+        keys = [k.state, k.seq, k.ready(queue), k.dead(queue), k.wake(queue)]
+        if job_ids is not None:
+            total = 0
+            for start in range(0, len(job_ids), _BATCH):
+                chunk = list(job_ids[start : start + _BATCH])
+                total += int(await self._run("requeue-dead", keys, [_BATCH, *chunk]))
+            return total
+        return await self._drain("requeue-dead", keys)
+
+    async def purge(self, queue: str) -> int:
+        k = self._keys
+        return await self._drain(
+            "purge", [k.spec, k.state, k.err, k.ready(queue), k.delayed(queue)]
+        )
+
+    async def purge_dead(self, queue: str) -> int:
+        k = self._keys
+        return await self._drain("purge-dead", [k.spec, k.state, k.err, k.dead(queue)])
+
+    async def _drain(self, name: ScriptName, keys: list[str]) -> int:
+        """Call a batch script until it reports a short batch; the total it reported."""
+        total = 0
+        while True:
+            n = int(await self._run(name, keys, [_BATCH]))
+            total += n
+            if n < _BATCH:
+                return total
+
+    async def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, {}
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for loop, pair in clients.items():
+            for client in (pair.main, pair.blocking):
+                if loop is here:
+                    await client.aclose()
+                elif not loop.is_closed():  # another loop's clients close on that loop
+                    asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _job(self, job_id: str, spec: bytes, state: bytes, err: bytes, res: bytes) -> Job:
+        try:
+            job = build_job(job_id, spec, state, err, res)
+        except (SerializationError, msgspec.DecodeError) as exc:
+            return _placeholder(job_id, state, err, res, f"stored job does not decode: {exc}")
+        return job
+
+    def _pair(self) -> _Clients:
+        """This event loop's clients, made on first use."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise ConfigurationError(
+                "RedisBroker runs on asyncio only (redis-py does not support trio)"
+            ) from None
+        with self._lock:
+            pair = self._clients.get(loop)
+            if pair is None:
+                for old in [lp for lp in self._clients if lp.is_closed()]:
+                    del self._clients[old]
+                pair = self._clients[loop] = _Clients(self._client(False), self._client(True))
+            return pair
+
+    def _client(self, blocking: bool) -> Redis:
+        if self._connect is not None:
+            return self._connect()
+        return Redis.from_url(
+            self._url,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            socket_timeout=None if blocking else _COMMAND_TIMEOUT,
+            # One immediate retry on a broken connection (a pooled socket that died when Redis
+            # restarted); never on a timeout, where the first attempt may still run.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+            client_name="taskit",
+        )
+
+    async def _run(self, name: ScriptName, keys: list[str], args: list[Arg]) -> Any:
+        return await self._guard(_SCRIPTS.call(self._pair().main, name, keys, args))
+
+    async def _guard(self, call: Any) -> Any:
+        """Await a redis-py call, mapping its failures to taskit errors."""
+        try:
+            return await call
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise BrokerConnectionError(
+                f"Redis at {redact_url(self._url)} cannot be reached: {self._scrub(exc)}"
+            ) from None
+        except redis.exceptions.RedisError as exc:
+            raise BrokerError(
+                f"Redis at {redact_url(self._url)} failed: {self._scrub(exc)}"
+            ) from exc
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = str(exc) or type(exc).__name__
+        return text.replace(self._password, "***") if self._password else text
+
+
+def _ms(seconds: float) -> int:
+    """Seconds as whole milliseconds toward Redis, rounded up (never early)."""
+    return max(math.ceil(seconds * 1000), 0)
+
+
+def _encode(job: Job) -> bytes:
+    try:
+        return encode_job(job)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        raise SerializationError(f"job {job.id!r} cannot be serialized: {exc}") from exc
+
+
+def _enqueue_args(job: Job, spec: bytes, delay: float) -> list[Arg]:
+    at = job.scheduled_at.timestamp() if job.scheduled_at is not None else None
+    return [
+        job.id,
+        job.queue,
+        str(-job.priority),
+        spec,
+        _ms(delay),
+        "" if at is None else math.ceil(at * 1000),
+        "" if at is None else repr(at),
+    ]
