@@ -3,11 +3,9 @@
 The key layout and record format are in ``taskit.broker.keys``; the scripts in ``lua/``. This
 module marshals arguments, calls the scripts by SHA and turns their replies into Jobs and Leases.
 
-Connections: redis.asyncio clients belong to one event loop, and an App may use one broker from
-two loops (its worker loop and a portal thread for sync enqueues), so the broker keeps a pair of
-clients per running loop, made on first use: one pool for commands, one for blocking waits (no
-socket timeout, as a wait may be long). ``close()`` closes them all. redis-py runs on asyncio only:
-under trio every call raises ``ConfigurationError``.
+Connections (``scripts.Connections``): a pair of redis.asyncio clients per running event loop,
+as an App may use one broker from its worker loop and from a portal thread. redis-py runs on
+asyncio only: under trio every call raises ``ConfigurationError``.
 
 Blocking reserve: when nothing is ready, ``reserve`` waits on the queues' wake lists with one
 ``BLPOP`` (all keys share a slot). ``enqueue``, an immediate retry, a release and a requeue push a
@@ -19,28 +17,22 @@ timeout: Redis only checks blocking timeouts ten times a second, so the client c
 
 from __future__ import annotations
 
-import asyncio
 import math
 import secrets
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import msgspec
-import redis.exceptions
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from taskit.broker.base import Broker
 from taskit.broker.keys import Keys, build_job, encode_error, parse_state, split_token
 from taskit.broker.keys import placeholder_job as _placeholder
-from taskit.broker.scripts import Arg, ScriptName, Scripts
+from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
 from taskit.config import redact_url
-from taskit.errors import BrokerConnectionError, BrokerError, ConfigurationError, SerializationError
+from taskit.errors import BrokerError, ConfigurationError, SerializationError
 from taskit.job import (
     Job,
     JobStatus,
@@ -49,6 +41,7 @@ from taskit.job import (
     Outcome,
     OutcomeKind,
     QueueStats,
+    decode_job,
     encode_job,
     encode_value,
 )
@@ -56,11 +49,8 @@ from taskit.job import (
 __all__ = ["RedisBroker"]
 
 _SCRIPTS = Scripts()
-_BATCH = (
-    1000  # jobs promoted, purged or requeued per script call: bounds the time one call holds Redis
-)
-_CONNECT_TIMEOUT = 5.0
-_COMMAND_TIMEOUT = 30.0
+# Jobs promoted, purged or requeued per script call: bounds how long one call holds Redis.
+_BATCH = 1000
 _CLEARED = {
     "status": JobStatus.PENDING,
     "attempts": 0,
@@ -73,12 +63,6 @@ _CLEARED = {
     "error_type": None,
     "traceback": None,
 }
-
-
-@dataclass(slots=True)
-class _Clients:
-    main: Redis
-    blocking: Redis
 
 
 class RedisBroker(Broker):
@@ -110,13 +94,9 @@ class RedisBroker(Broker):
             )
         if not result_ttl >= 0:
             raise ConfigurationError(f"result_ttl must be >= 0 seconds, got {result_ttl!r}")
-        self._url = url
-        self._password = urlsplit(url).password
         self._keys = Keys(prefix)
         self._ttl_ms = math.ceil(result_ttl * 1000)
-        self._connect = connect
-        self._lock = threading.Lock()
-        self._clients: dict[asyncio.AbstractEventLoop, _Clients] = {}
+        self._conn = Connections(url, connect)
 
     @property
     def keys(self) -> Keys:
@@ -132,7 +112,9 @@ class RedisBroker(Broker):
         if not jobs:
             return []
         stored = [msgspec.structs.replace(job, **_CLEARED) for job in jobs]
-        specs = [_encode(job) for job in stored]  # everything encodes, or nothing is stored
+        specs = [
+            _encode(job) for job in stored
+        ]  # everything encodes and decodes, or nothing is stored
         dead_in = [job.queue for job in jobs]
         for _ in range(len(jobs) + 1):
             reply = await self._run(
@@ -243,11 +225,11 @@ class RedisBroker(Broker):
         if not wake:
             await anyio.sleep(seconds)
             return
-        client = self._pair().blocking
+        client = self._conn.pair().blocking
         # Redis checks blocking timeouts only every 100 ms: the client cuts the wait on time (the
         # connection is dropped then and made anew); the server timeout is only a backstop.
         with anyio.move_on_after(seconds):
-            await self._guard(client.blpop(wake, timeout=seconds + 1.0))
+            await self._conn.guard(client.blpop(wake, timeout=seconds + 1.0))
 
     async def extend(self, leases: Sequence[Lease], *, lease: float) -> list[LeaseState]:
         if not leases:
@@ -316,7 +298,7 @@ class RedisBroker(Broker):
 
     async def cancel(self, job_id: str) -> bool:
         k = self._keys
-        raw = await self._guard(self._pair().main.hget(k.state, job_id))
+        raw = await self._conn.guard(self._conn.pair().main.hget(k.state, job_id))
         queue = None if raw is None else parse_state(raw).queue
         for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
             if queue is None:
@@ -340,7 +322,7 @@ class RedisBroker(Broker):
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         k = self._keys
         if queues is None:
-            members = await self._guard(self._pair().main.smembers(k.queues))
+            members = await self._conn.guard(self._conn.pair().main.smembers(k.queues))
             queues = sorted(m.decode() for m in members)
         if not queues:
             return {}
@@ -397,18 +379,7 @@ class RedisBroker(Broker):
                 return total
 
     async def close(self) -> None:
-        with self._lock:
-            clients, self._clients = self._clients, {}
-        try:
-            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            here = None
-        for loop, pair in clients.items():
-            for client in (pair.main, pair.blocking):
-                if loop is here:
-                    await client.aclose()
-                elif not loop.is_closed():  # another loop's clients close on that loop
-                    asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        await self._conn.close()
 
     # -- plumbing --------------------------------------------------------------------------
     def _job(self, job_id: str, spec: bytes, state: bytes, err: bytes, res: bytes) -> Job:
@@ -418,54 +389,8 @@ class RedisBroker(Broker):
             return _placeholder(job_id, state, err, res, f"stored job does not decode: {exc}")
         return job
 
-    def _pair(self) -> _Clients:
-        """This event loop's clients, made on first use."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise ConfigurationError(
-                "RedisBroker runs on asyncio only (redis-py does not support trio)"
-            ) from None
-        with self._lock:
-            pair = self._clients.get(loop)
-            if pair is None:
-                for old in [lp for lp in self._clients if lp.is_closed()]:
-                    del self._clients[old]
-                pair = self._clients[loop] = _Clients(self._client(False), self._client(True))
-            return pair
-
-    def _client(self, blocking: bool) -> Redis:
-        if self._connect is not None:
-            return self._connect()
-        return Redis.from_url(
-            self._url,
-            socket_connect_timeout=_CONNECT_TIMEOUT,
-            socket_timeout=None if blocking else _COMMAND_TIMEOUT,
-            # One immediate retry on a broken connection (a pooled socket that died when Redis
-            # restarted); never on a timeout, where the first attempt may still run.
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-            client_name="taskit",
-        )
-
     async def _run(self, name: ScriptName, keys: list[str], args: list[Arg]) -> Any:
-        return await self._guard(_SCRIPTS.call(self._pair().main, name, keys, args))
-
-    async def _guard(self, call: Any) -> Any:
-        """Await a redis-py call, mapping its failures to taskit errors."""
-        try:
-            return await call
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise BrokerConnectionError(
-                f"Redis at {redact_url(self._url)} cannot be reached: {self._scrub(exc)}"
-            ) from None
-        except redis.exceptions.RedisError as exc:
-            raise BrokerError(
-                f"Redis at {redact_url(self._url)} failed: {self._scrub(exc)}"
-            ) from exc
-
-    def _scrub(self, exc: BaseException) -> str:
-        text = str(exc) or type(exc).__name__
-        return text.replace(self._password, "***") if self._password else text
+        return await self._conn.guard(_SCRIPTS.call(self._conn.pair().main, name, keys, args))
 
 
 def _ms(seconds: float) -> int:
@@ -475,9 +400,11 @@ def _ms(seconds: float) -> int:
 
 def _encode(job: Job) -> bytes:
     try:
-        return encode_job(job)
+        data = encode_job(job)
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         raise SerializationError(f"job {job.id!r} cannot be serialized: {exc}") from exc
+    decode_job(data)  # a payload that is not msgpack encodes as it is, but must not be stored
+    return data
 
 
 def _enqueue_args(job: Job, spec: bytes, delay: float) -> list[Arg]:

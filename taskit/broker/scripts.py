@@ -1,4 +1,6 @@
-"""The Lua script registry: each ``lua/<name>-<numkeys>.lua`` loaded once, called by SHA.
+"""Talking to Redis: the Lua script registry, and the clients of each event loop.
+
+``Scripts``: each ``lua/<name>-<numkeys>.lua`` loaded once, called by SHA.
 
 A command script is one file whose name ends in its key count (``cancel-8.lua``) or in ``n``
 when the count depends on the batch (``reserve-n.lua``). Files whose name starts with ``_`` hold
@@ -7,21 +9,35 @@ source is what Redis sees and what the SHA is computed from.
 
 Calls go out as ``EVALSHA``; a ``NOSCRIPT`` answer (Redis restarted, ``SCRIPT FLUSH``, failover)
 loads the script and retries once, transparently. Nothing else is retried here.
+
+``Connections``: redis.asyncio clients belong to one event loop, and an App may use one broker
+from two loops (its worker loop and a portal thread for sync enqueues), so there is a pair of
+clients per running loop, made on first use: one pool for commands, one for blocking waits (no
+socket timeout there, as a wait may be long). ``close()`` closes them all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import redis.exceptions
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
-__all__ = ["Script", "ScriptName", "Scripts"]
+from taskit.config import redact_url
+from taskit.errors import BrokerConnectionError, BrokerError, ConfigurationError
+
+__all__ = ["Arg", "ClientPair", "Connections", "Script", "ScriptName", "Scripts"]
 
 #: Every command script, by the name before its key count.
 ScriptName = Literal[
@@ -102,3 +118,91 @@ class Scripts:
         if loaded != script.sha:  # the server hashes what it got: a mismatch is a bug here
             raise RuntimeError(f"Redis gave script {name} SHA {loaded}, expected {script.sha}")
         return await client.evalsha(script.sha, len(keys), *keys, *args)
+
+
+_CONNECT_TIMEOUT = 5.0
+_COMMAND_TIMEOUT = 30.0
+
+
+@dataclass(slots=True)
+class ClientPair:
+    """One event loop's clients: ``main`` for commands, ``blocking`` for BLPOP waits."""
+
+    main: Redis
+    blocking: Redis
+
+
+class Connections:
+    """The clients of one broker, per running event loop, and the mapping of redis-py errors.
+
+    ``connect`` (tests only) replaces connecting to ``url``: a factory of ready clients.
+    """
+
+    def __init__(self, url: str, connect: Callable[[], Redis] | None = None) -> None:
+        self._url = url
+        self._password = urlsplit(url).password
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._pairs: dict[asyncio.AbstractEventLoop, ClientPair] = {}
+
+    def pair(self) -> ClientPair:
+        """This event loop's clients, made on first use; ``ConfigurationError`` off asyncio."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise ConfigurationError(
+                "RedisBroker runs on asyncio only (redis-py does not support trio)"
+            ) from None
+        with self._lock:
+            pair = self._pairs.get(loop)
+            if pair is None:
+                for old in [lp for lp in self._pairs if lp.is_closed()]:
+                    del self._pairs[old]
+                pair = self._pairs[loop] = ClientPair(self._client(False), self._client(True))
+            return pair
+
+    def _client(self, blocking: bool) -> Redis:
+        if self._connect is not None:
+            return self._connect()
+        return Redis.from_url(
+            self._url,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            socket_timeout=None if blocking else _COMMAND_TIMEOUT,
+            # One immediate retry on a broken connection (a pooled socket that died when Redis
+            # restarted); never on a timeout, where the first attempt may still run.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+            client_name="taskit",
+        )
+
+    async def guard(self, call: Awaitable[Any]) -> Any:
+        """Await a redis-py call: ``BrokerConnectionError`` when Redis cannot be reached or
+        refuses the credentials, ``BrokerError`` for an error reply. No password is shown."""
+        try:
+            return await call
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise BrokerConnectionError(
+                f"Redis at {redact_url(self._url)} cannot be reached: {self._scrub(exc)}"
+            ) from None
+        except redis.exceptions.RedisError as exc:
+            raise BrokerError(
+                f"Redis at {redact_url(self._url)} failed: {self._scrub(exc)}"
+            ) from exc
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = str(exc) or type(exc).__name__
+        return text.replace(self._password, "***") if self._password else text
+
+    async def close(self) -> None:
+        """Close every loop's clients: this loop's now, a live other loop's on that loop."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, {}
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for loop, pair in pairs.items():
+            for client in (pair.main, pair.blocking):
+                if loop is here:
+                    await client.aclose()
+                elif not loop.is_closed():
+                    asyncio.run_coroutine_threadsafe(client.aclose(), loop)

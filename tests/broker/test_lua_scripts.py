@@ -1,0 +1,273 @@
+"""Each Lua script called directly, through the registry, with the keys and arguments its header
+documents; plus checks on the script files themselves."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from importlib import resources
+
+import msgspec
+import pytest
+
+from taskit.broker.keys import Keys, parse_state
+from taskit.broker.scripts import Scripts
+from taskit.job import JobStatus
+from tests.broker._redis_kinds import RedisHarness, open_redis_harness
+
+pytestmark = pytest.mark.anyio
+
+SCRIPTS = Scripts()
+SPEC = b"not-decoded-by-lua"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+async def rh(request: pytest.FixtureRequest) -> AsyncIterator[RedisHarness]:
+    async with open_redis_harness(request.param, request) as harness:
+        yield harness
+
+
+async def run(rh: RedisHarness, name: str, keys: list[str], args: list[object]) -> object:
+    return await SCRIPTS.call(rh.client, name, keys, args)  # type: ignore[arg-type]
+
+
+def enqueue_keys(k: Keys, job_id: str, queue: str = "q") -> list[str]:
+    return [k.done(job_id), k.ready(queue), k.delayed(queue), k.wake(queue), k.dead(queue)]
+
+
+async def enqueue(rh: RedisHarness, job_id: str, *, delay_ms: int = 0, priority: int = 0) -> list:
+    k = rh.broker.keys
+    keys = [k.spec, k.state, k.err, k.seq, k.queues, *enqueue_keys(k, job_id)]
+    reply = await run(rh, "enqueue", keys, [job_id, "q", -priority, SPEC, delay_ms, "", ""])
+    assert isinstance(reply, list)
+    return reply
+
+
+async def reserve(rh: RedisHarness, count: int = 10, lease_ms: int = 30_000) -> list:
+    k = rh.broker.keys
+    keys = [k.spec, k.state, k.err, k.seq, k.ready("q"), k.delayed("q"), k.leases("q")]
+    keys += [k.dead("q"), k.wake("q")]
+    reply = await run(rh, "reserve", keys, [count, lease_ms, "stem", 100, "q"])
+    assert isinstance(reply, list)
+    return reply
+
+
+def state_of(raw: bytes) -> tuple[JobStatus, int, str]:
+    state = parse_state(raw)
+    return state.status, state.attempts, state.token
+
+
+def test_every_command_script_documents_its_keys_args_and_reply() -> None:
+    folder = resources.files("taskit.broker").joinpath("lua")
+    names = sorted(e.name for e in folder.iterdir() if not e.name.startswith("_"))
+    assert len(names) == len(SCRIPTS.names) == 12
+    for name in names:
+        text = folder.joinpath(name).read_text("utf-8")
+        header = text.split("]]", 1)[0]
+        assert text.startswith("--[["), name
+        for part in ("KEYS[1]", "ARGV[", "Returns"):
+            assert part in header, name
+        assert "local rcall = redis.call" in text, name
+        # Server time only; key names only from KEYS (no key text assembled in Lua).
+        assert "os.time" not in text, name
+        assert "{" + "taskit" not in text, name
+        assert not re.search(r"rcall\('[A-Z]+', [a-z_]+ \.\.", text), name
+
+
+async def test_enqueue_stores_a_job_and_keeps_an_unfinished_one(rh: RedisHarness) -> None:
+    k = rh.broker.keys
+    first = await enqueue(rh, "j1", priority=3)
+    again = await enqueue(rh, "j1")
+
+    assert first[0] == b"ok"
+    assert first[1] == 0
+    assert state_of(first[3])[0] is JobStatus.PENDING
+    assert again[1] == 1
+    assert again[2] == SPEC
+    assert await rh.client.zrange(k.ready("q"), 0, -1, withscores=True) == [
+        (b"0000000000000001:j1", -3.0)
+    ]
+    assert await rh.client.llen(k.wake("q")) == 1
+    assert await rh.client.smembers(k.queues) == {b"q"}
+
+
+async def test_enqueue_asks_for_the_dead_set_of_another_queue(rh: RedisHarness) -> None:
+    k = rh.broker.keys
+    await rh.client.hset(k.state, "j1", "dead_letter|1|0|0000000000000001||||1|1|1|other")
+
+    keys = [k.spec, k.state, k.err, k.seq, k.queues, *enqueue_keys(k, "j1")]
+    reply = await run(rh, "enqueue", keys, ["j1", "q", 0, SPEC, 0, "", ""])
+
+    assert reply == [b"moved", 1, b"other"]
+    assert not await rh.client.exists(k.ready("q"))
+
+
+async def test_enqueue_with_a_delay_schedules(rh: RedisHarness) -> None:
+    reply = await enqueue(rh, "j1", delay_ms=60_000)
+
+    assert state_of(reply[3])[0] is JobStatus.SCHEDULED
+    assert await rh.client.zcard(rh.broker.keys.delayed("q")) == 1
+
+
+async def test_reserve_leases_and_reports_the_next_due_time(rh: RedisHarness) -> None:
+    await enqueue(rh, "soon", delay_ms=5_000)
+    empty = await reserve(rh)
+    assert empty[1] > 4_000
+    assert len(empty) == 2
+
+    await enqueue(rh, "now")
+    reply = await reserve(rh)
+
+    now, wait, q, job_id, spec, state, err = reply
+    assert (wait, q, job_id, spec, err) == (-1, 1, b"now", SPEC, b"")
+    assert state_of(state) == (JobStatus.RUNNING, 1, "stem.1")
+    assert await rh.client.zscore(rh.broker.keys.leases("q"), "now") == now + 30_000
+
+
+async def test_extend_answers_per_token(rh: RedisHarness) -> None:
+    k = rh.broker.keys
+    await enqueue(rh, "j1")
+    await reserve(rh)
+    await rh.client.hset(k.state, "j2", "running|1|0|0000000000000002|tok|1|||||q")
+
+    reply = await run(
+        rh, "extend", [k.state, k.leases("q"), k.leases("q"), k.leases("q")],
+        [1_000, "j1", "stem.1", "j1", "stale", "j2", "tok"],
+    )  # fmt: skip
+
+    assert reply == [b"held", b"lost", b"cancelled"]
+
+
+def settle_keys(k: Keys, job_id: str) -> list[str]:
+    q = "q"
+    return [
+        k.done(job_id),
+        k.ready(q),
+        k.delayed(q),
+        k.leases(q),
+        k.dead(q),
+        k.totals(q),
+        k.wake(q),
+    ]
+
+
+async def test_settle_applies_current_tokens_only(rh: RedisHarness) -> None:
+    k = rh.broker.keys
+    await enqueue(rh, "j1")
+    await reserve(rh)
+    result = msgspec.msgpack.encode({"success": True, "value": 7})
+    keys = [k.spec, k.state, k.err, k.seq, *settle_keys(k, "j1"), *settle_keys(k, "j1")]
+    args = [60_000, "j1", "stale", "fail", "", "", 0, "j1", "stem.1", "complete", "", result, 0]
+
+    assert await run(rh, "settle", keys, args) == [0, 1]
+    assert await rh.client.hget(k.done("j1"), "res") == result
+    assert 0 < await rh.client.pttl(k.done("j1")) <= 60_000
+    assert await rh.client.hget(k.totals("q"), "completed") == b"1"
+    assert not await rh.client.hexists(k.state, "j1")
+
+
+async def test_reclaim_takes_expired_leases_under_a_new_token(rh: RedisHarness) -> None:
+    k = rh.broker.keys
+    await enqueue(rh, "j1")
+    await reserve(rh, lease_ms=0)
+
+    reply = await run(rh, "reclaim", [k.spec, k.state, k.err, k.leases("q")], [5_000, 10, "new"])
+
+    assert isinstance(reply, list)
+    now, q, job_id, spec, state, _err = reply
+    assert (q, job_id, spec) == (1, b"j1", SPEC)
+    assert state_of(state) == (JobStatus.RUNNING, 1, "new.1")
+    assert await rh.client.zscore(k.leases("q"), "j1") == now + 5_000
+
+
+def cancel_keys(k: Keys, job_id: str, q: str = "q") -> list[str]:
+    return [k.spec, k.state, k.err, k.done(job_id), k.ready(q), k.delayed(q), k.leases(q),
+            k.totals(q)]  # fmt: skip
+
+
+async def test_cancel_ends_a_waiting_job_and_names_a_wrong_queue(rh: RedisHarness) -> None:
+    k = rh.broker.keys
+    await enqueue(rh, "j1")
+
+    assert await run(rh, "cancel", cancel_keys(k, "j1", "other"), ["j1", "other", 1000]) == b"q"
+    assert await run(rh, "cancel", cancel_keys(k, "j1"), ["j1", "q", 1000]) == 1
+    assert await run(rh, "cancel", cancel_keys(k, "j1"), ["j1", "q", 1000]) == 0
+    assert state_of(await rh.client.hget(k.done("j1"), "state"))[0] is JobStatus.CANCELLED
+    assert await rh.client.zcard(k.ready("q")) == 0
+
+
+async def dead_letter(rh: RedisHarness, job_id: str) -> None:
+    k = rh.broker.keys
+    await enqueue(rh, job_id)
+    rows = await reserve(rh)
+    token = parse_state(rows[5]).token
+    keys = [k.spec, k.state, k.err, k.seq, *settle_keys(k, job_id)]
+    assert await run(rh, "settle", keys, [1000, job_id, token, "dead_letter", "", "", 0]) == [1]
+
+
+async def test_dead_letters_requeue_dead_and_purge_dead(rh: RedisHarness) -> None:
+    k = rh.broker.keys
+    for job_id in ("d1", "d2", "d3"):
+        await dead_letter(rh, job_id)
+
+    page = await run(rh, "dead-letters", [k.dead("q"), k.spec, k.state, k.err], [1, 1])
+    assert isinstance(page, list)
+    assert page[0] == b"d2"
+    assert page[1] == SPEC
+    requeue_keys = [k.state, k.seq, k.ready("q"), k.dead("q"), k.wake("q")]
+    assert await run(rh, "requeue-dead", requeue_keys, [100, "d2", "nope"]) == 1
+    assert state_of(await rh.client.hget(k.state, "d2"))[:2] == (JobStatus.PENDING, 0)
+    assert await run(rh, "purge-dead", [k.spec, k.state, k.err, k.dead("q")], [1]) == 1
+    assert await run(rh, "purge-dead", [k.spec, k.state, k.err, k.dead("q")], [100]) == 1
+    assert await run(rh, "requeue-dead", requeue_keys, [100]) == 0
+
+
+async def test_purge_deletes_waiting_jobs_in_batches(rh: RedisHarness) -> None:
+    k = rh.broker.keys
+    await enqueue(rh, "p1")
+    await enqueue(rh, "p2", delay_ms=60_000)
+    keys = [k.spec, k.state, k.err, k.ready("q"), k.delayed("q")]
+
+    assert await run(rh, "purge", keys, [1]) == 1
+    assert await run(rh, "purge", keys, [1]) == 1
+    assert await run(rh, "purge", keys, [1]) == 0
+    assert await rh.client.hlen(k.state) == 0
+
+
+async def test_stats_counts_and_promotes(rh: RedisHarness) -> None:
+    k = rh.broker.keys
+    await enqueue(rh, "a")
+    await enqueue(rh, "b", delay_ms=60_000)
+    await enqueue(rh, "c")
+    await reserve(rh, count=1)
+    keys = [k.state, k.ready("q"), k.delayed("q"), k.leases("q"), k.dead("q"), k.totals("q")]
+
+    assert await run(rh, "stats", keys, [100]) == [1, 1, 1, 0, 0, 0]
+
+
+async def test_get_reads_live_and_finished_records(rh: RedisHarness) -> None:
+    k = rh.broker.keys
+    await enqueue(rh, "j1")
+    live = await run(rh, "get", [k.spec, k.state, k.err, k.done("j1")], ["j1"])
+    await rh.client.hset(
+        k.done("j2"), mapping={"spec": SPEC, "state": b"completed|1|0|x||||1|2||q"}
+    )
+    done = await run(rh, "get", [k.spec, k.state, k.err, k.done("j2")], ["j2"])
+    missing = await run(rh, "get", [k.spec, k.state, k.err, k.done("j3")], ["j3"])
+
+    assert isinstance(live, list)
+    assert live[0] == SPEC
+    assert live[3] == b""
+    assert isinstance(done, list)
+    assert state_of(done[1])[0] is JobStatus.COMPLETED
+    assert missing is None
+
+
+async def test_a_fixed_key_script_refuses_the_wrong_key_count(rh: RedisHarness) -> None:
+    with pytest.raises(ValueError, match="takes 4 keys"):
+        await run(rh, "get", ["only-one"], ["x"])
