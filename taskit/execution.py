@@ -30,6 +30,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
+from taskit.backoff import BackoffPolicy, Exponential
 from taskit.errors import Fail, JobTimeoutError, Retry, SerializationError, UnknownTaskError
 from taskit.job import Job, JobResult, Lease, Outcome, OutcomeKind, encode_value
 
@@ -37,12 +38,17 @@ if TYPE_CHECKING:
     from taskit.app import App
     from taskit.task import Task
 
-__all__ = ["Executor", "RunningJob", "StopReason", "retry_or_dead"]
+__all__ = ["Executor", "RunningJob", "StopReason", "retry_delay", "retry_or_dead"]
 
 log = logging.getLogger(__name__)
 
 #: Tracebacks kept on a job are cut to their last this-many characters.
 MAX_TRACEBACK = 16_000
+#: Longest retry delay (a year): a longer one (even ``inf``) is cut to it, so a due time always
+#: fits in a datetime.
+MAX_RETRY_DELAY = 365 * 86400.0
+#: Stands in for a task's backoff policy when that raises or answers NaN.
+_FALLBACK_BACKOFF = Exponential()
 
 
 class StopReason(enum.Enum):
@@ -141,13 +147,13 @@ class Executor:
             await self._on_failure(task, job, error)
             return _outcome(job, token, OutcomeKind.FAIL, error)
         if isinstance(error, Retry):
-            delay = error.delay if error.delay is not None else task.opts.backoff(job.attempts)
+            delay = retry_delay(task.opts.backoff, job.attempts, error.delay)
             outcome = retry_or_dead(job, token, delay, error)
             if outcome.kind is OutcomeKind.DEAD_LETTER:  # a requested retry is no failure; the
                 await self._on_failure(task, job, error)  # last one, dead-lettered, is
             return outcome
         await self._on_failure(task, job, error)
-        return retry_or_dead(job, token, task.opts.backoff(job.attempts), error)
+        return retry_or_dead(job, token, retry_delay(task.opts.backoff, job.attempts), error)
 
     async def _on_failure(self, task: Task[Any, Any], job: Job, error: BaseException) -> None:
         hook = task.opts.on_failure
@@ -166,6 +172,22 @@ class Executor:
                 task.name,
                 extra={"job_id": job.id, "task": task.name, "attempt": job.attempts},
             )
+
+
+def retry_delay(policy: BackoffPolicy, attempt: int, requested: float | None = None) -> float:
+    """Seconds before the next attempt: ``requested`` (by ``Retry``) or ``policy(attempt)``, cut
+    to ``MAX_RETRY_DELAY``. A policy that raises or answers NaN is logged and replaced by the
+    default exponential backoff: a user's policy must not stop the worker."""
+    if requested is None:
+        try:
+            requested = float(policy(attempt))
+        except Exception:
+            log.exception("backoff policy %r failed for attempt %d", policy, attempt)
+            requested = _FALLBACK_BACKOFF(attempt)
+        if requested != requested:  # NaN, the only value unequal to itself
+            log.error("backoff policy %r gave NaN for attempt %d", policy, attempt)
+            requested = _FALLBACK_BACKOFF(attempt)
+    return min(requested, MAX_RETRY_DELAY)
 
 
 def retry_or_dead(job: Job, token: str, delay: float, error: BaseException) -> Outcome:

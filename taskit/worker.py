@@ -32,7 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from taskit.backoff import Exponential, as_policy
 from taskit.errors import TaskitError
-from taskit.execution import Executor, RunningJob, StopReason, retry_or_dead
+from taskit.execution import Executor, RunningJob, StopReason, retry_delay, retry_or_dead
 from taskit.job import Lease, LeaseState, Outcome, OutcomeKind
 
 if TYPE_CHECKING:
@@ -328,7 +328,8 @@ class Worker:
             error = TimeoutError(
                 f"lease expired: the worker running attempt {job.attempts} stopped responding"
             )
-            outcomes.append(retry_or_dead(job, lease.token, policy(job.attempts), error))
+            delay = retry_delay(policy, job.attempts)
+            outcomes.append(retry_or_dead(job, lease.token, delay, error))
             log.warning(
                 "job %s (%s): lease expired on attempt %d; %s",
                 job.id, job.task, job.attempts, outcomes[-1].kind.value,

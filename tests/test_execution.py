@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Sequence
@@ -408,6 +409,67 @@ async def test_retries_are_spaced_by_the_backoff_policy(
     assert last.kind is OutcomeKind.DEAD_LETTER
     assert [b - a for a, b in itertools.pairwise(runs)] == delays
     assert (await stored(app, job.id)).status is JobStatus.DEAD_LETTER
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [lambda attempt: 1 / 0, lambda attempt: float("nan")],
+    ids=["raises", "nan"],
+)
+async def test_a_broken_backoff_policy_falls_back_and_the_worker_lives_on(
+    policy: BackoffPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    broker = WatchedBroker(clock)
+    app = make_app(broker)
+    calls = 0
+
+    @app.task(max_retries=1, backoff=policy)
+    async def broken() -> None:
+        nonlocal calls
+        calls += 1
+        raise OSError("down")
+
+    job = await broken.enqueue()
+    with caplog.at_level(logging.ERROR, logger="taskit.execution"):
+        async with app.worker(concurrency=1):
+            [first] = await broker.outcomes(1)
+            assert first.kind is OutcomeKind.RETRY
+            assert 0.5 <= first.delay <= 1.0  # the default exponential backoff, attempt 1
+            clock.advance(first.delay)
+            [_, second] = await broker.outcomes(2)
+
+    assert second.kind is OutcomeKind.DEAD_LETTER
+    assert (await stored(app, job.id)).status is JobStatus.DEAD_LETTER
+    assert calls == 2
+    assert any("backoff policy" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("delay", [math.inf, 1e300])
+async def test_a_retry_delay_too_long_to_store_is_cut_to_a_year(delay: float) -> None:
+    clock = FakeClock()
+    broker = WatchedBroker(clock)
+    app = make_app(broker)
+
+    @app.task(max_retries=1)
+    async def later() -> None:
+        raise Retry(delay=delay)
+
+    @app.task
+    async def after() -> str:
+        return "the worker lives on"
+
+    job = await later.enqueue()
+    async with app.worker(concurrency=1):
+        [first] = await broker.outcomes(1)
+        follow = await after.enqueue()
+        assert (await app.result(follow.id, timeout=WAIT)).value == "the worker lives on"
+
+    assert (first.kind, first.delay) == (OutcomeKind.RETRY, 365 * 86400.0)
+    waiting = await stored(app, job.id)
+    assert waiting.status is JobStatus.RETRYING
+    assert waiting.scheduled_at == utc_from_timestamp(clock.time() + 365 * 86400.0)
+    assert (await app.stats())["default"].scheduled == 1
 
 
 async def test_jittered_exponential_backoff_stays_in_the_upper_half() -> None:
