@@ -338,3 +338,32 @@ def test_a_worker_in_another_thread_runs_a_job_enqueued_with_enqueue_sync(
     assert not thread.is_alive()
     assert result.value == "abab"
     assert ran_in == ["worker-thread"]
+
+
+async def test_handlers_can_enqueue_follow_up_jobs() -> None:
+    """An async handler awaits ``enqueue``; a sync one (in a worker thread, without an event
+    loop of its own) uses ``enqueue_sync``, which goes through the App's own loop thread."""
+    app = make_app()
+    seen: list[str] = []
+
+    @app.task
+    def sync_step(n: int) -> None:
+        seen.append(f"sync {n}")
+        if n < 2:
+            sync_step.enqueue_sync(n + 1)
+        else:
+            async_step.enqueue_sync(0)
+
+    @app.task
+    async def async_step(n: int) -> None:
+        seen.append(f"async {n}")
+        if n < 2:
+            await async_step.enqueue(n + 1)
+
+    await sync_step.enqueue(0)
+    with anyio.fail_after(5):
+        stats = await app.worker(concurrency=2).run(burst=True)
+    await app.close()
+
+    assert seen == ["sync 0", "sync 1", "sync 2", "async 0", "async 1", "async 2"]
+    assert stats.completed == 6
