@@ -66,7 +66,7 @@ _CLEARED = {
 
 
 class RedisBroker(Broker):
-    """The Broker contract on Redis (5.0 or newer; Cluster-ready: one hash tag per prefix).
+    """The Broker contract on Redis (6.0 or newer; Cluster-ready: one hash tag per prefix).
 
     ``url``: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
     ``unix:///path/to/socket[?db=n]``. ``prefix`` namespaces every key (``{prefix}:...``).

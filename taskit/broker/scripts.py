@@ -28,6 +28,7 @@ from importlib import resources
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import anyio
 import redis.exceptions
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -122,6 +123,7 @@ class Scripts:
 
 _CONNECT_TIMEOUT = 5.0
 _COMMAND_TIMEOUT = 30.0
+_CLOSE_TIMEOUT = 5.0
 
 
 @dataclass(slots=True)
@@ -204,5 +206,7 @@ class Connections:
             for client in (pair.main, pair.blocking):
                 if loop is here:
                     await client.aclose()
-                elif not loop.is_closed():
-                    asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+                elif not loop.is_closed() and loop.is_running():
+                    done = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+                    with anyio.move_on_after(_CLOSE_TIMEOUT):  # that loop may be busy or ending
+                        await asyncio.wrap_future(done)
