@@ -31,7 +31,7 @@ class Exponential:
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.base < 0 or self.cap < 0 or self.factor < 1:
+        if not (self.base >= 0 and self.cap >= 0 and self.factor >= 1):  # NaN fails each test
             raise ValueError(
                 f"Exponential backoff needs base >= 0, cap >= 0 and factor >= 1, got "
                 f"base={self.base!r}, factor={self.factor!r}, cap={self.cap!r}"
@@ -39,8 +39,10 @@ class Exponential:
 
     def __call__(self, attempt: int) -> float:
         exponent = max(attempt, 1) - 1
-        # factor ** exponent overflows a float past ~1024 doublings; the cap is reached long before.
-        nominal = self.cap if exponent > 1024 else min(self.cap, self.base * self.factor**exponent)
+        try:
+            nominal = min(self.cap, self.base * self.factor**exponent)
+        except OverflowError:  # the power left float range: a growing delay is long capped
+            nominal = self.cap if self.base > 0 and self.factor > 1 else self.base
         if not self.jitter:
             return nominal
         return nominal / 2 + self.rng.uniform(0.0, nominal / 2)
@@ -53,7 +55,7 @@ class Fixed:
     delay: float
 
     def __post_init__(self) -> None:
-        if self.delay < 0:
+        if not self.delay >= 0:  # NaN fails this test too
             raise ValueError(f"Fixed backoff needs delay >= 0, got {self.delay!r}")
 
     def __call__(self, attempt: int) -> float:

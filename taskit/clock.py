@@ -40,14 +40,14 @@ class FakeClock:
 
     def advance(self, seconds: float) -> float:
         """Move forward by ``seconds`` (>= 0) and return the new time."""
-        if seconds < 0:
+        if not seconds >= 0:  # NaN fails this test too
             raise ValueError(f"a clock only moves forward; got {seconds!r} seconds")
         return self.set(self._now + seconds)
 
     def set(self, now: float) -> float:
         """Jump to ``now`` (not earlier than the current time) and return it."""
         with self._lock:
-            if now < self._now:
+            if not now >= self._now:
                 raise ValueError(f"a clock only moves forward: {now!r} < {self._now!r}")
             self._now = float(now)
             listeners = list(self._listeners)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -112,16 +113,21 @@ def _at_least(name: str, value: float, low: float) -> None:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe to log."""
+    """``url`` with any password (in the user part or a ``password=`` query) replaced by ``***``,
+    safe to log. A URL that does not parse is not echoed at all."""
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = _PASSWORD_QUERY.sub(r"\1***", parts.query)
+    if password is None and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_PASSWORD_QUERY = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)

@@ -76,13 +76,15 @@ class JobResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     duration: float | None = None
 
 
-class Job(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Job(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="v", tag=SCHEMA_VERSION):
     """One unit of work and its state.
 
     ``attempts`` counts runs started (it is incremented when a worker reserves the job), so the
     second run of a job shows ``attempts == 2``. ``max_retries=3`` allows four runs in all.
     ``error`` and ``traceback`` hold the most recent failure, also after a later retry succeeds.
-    Times are timezone-aware UTC datetimes.
+    Times are timezone-aware UTC datetimes. On the wire the field ``v`` carries
+    ``SCHEMA_VERSION``: bytes of another version fail to decode (and are dead-lettered) rather
+    than being misread. Adding an optional field does not change the version.
     """
 
     id: str
@@ -105,7 +107,6 @@ class Job(msgspec.Struct, kw_only=True, omit_defaults=True):
     result: JobResult | None = None
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     created_by: str | None = None
-    v: int = SCHEMA_VERSION
 
     @property
     def args(self) -> tuple[Any, ...]:
@@ -119,8 +120,8 @@ class Job(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     def to_builtins(self) -> dict[str, Any]:
         """A JSON-friendly dict of the job, with ``args``/``kwargs`` in place of the raw payload."""
-        data: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(self, payload=_EMPTY))
-        data.pop("payload", None)
+        fields = {f: getattr(self, f) for f in self.__struct_fields__ if f != "payload"}
+        data: dict[str, Any] = msgspec.to_builtins(fields)
         data["args"], data["kwargs"] = msgspec.to_builtins(list(_decode_arguments(self.payload)))
         return data
 
@@ -179,7 +180,6 @@ class QueueStats(msgspec.Struct, kw_only=True):
     dead: int = 0
 
 
-_EMPTY = msgspec.Raw(b"\x92\x90\x80")  # msgpack of [[], {}]
 _ENCODER = msgspec.msgpack.Encoder()
 _JOB_DECODER = msgspec.msgpack.Decoder(Job)
 _ARGS_DECODER = msgspec.msgpack.Decoder(tuple[list[Any], dict[str, Any]])

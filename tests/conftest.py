@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -31,11 +30,11 @@ def _redis_answers(host: str = "127.0.0.1", port: int = 6379) -> bool:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url() -> str:
     """URL of the real Redis server; fails (CI) or skips (elsewhere) when none answers."""
     if not _redis_answers():
         message = f"no Redis answers at {REDIS_URL}; tests that need Redis cannot run"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
-    yield REDIS_URL
+    return REDIS_URL
