@@ -15,6 +15,7 @@ import threading
 from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import anyio
 import msgspec
@@ -39,6 +40,9 @@ from taskit.job import (
 __all__ = ["MemoryBroker"]
 
 _WAITING = (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING)
+#: The latest ``scheduled_at`` a datetime can show; a job due later (a delay of ``inf``, or of
+#: ten thousand years) shows this and, in effect, never falls due.
+_LATEST = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
 
 
 @dataclass(slots=True)
@@ -279,7 +283,7 @@ class MemoryBroker(Broker):
     def _schedule(self, record: _Record, due: float, status: JobStatus) -> None:
         self._set_status(record, status)
         record.due = due
-        record.job.scheduled_at = utc_from_timestamp(due)
+        record.job.scheduled_at = utc_from_timestamp(min(due, _LATEST))
         heapq.heappush(self._delayed, (due, record.seq, record.job.id))
 
     def _promote(self, now: float) -> None:
