@@ -6,6 +6,7 @@ The shared contract is checked by ``test_conformance_*.py``; these tests build t
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -243,6 +244,38 @@ async def test_reserve_rejects_a_count_below_one(broker: MemoryBroker) -> None:
 
     with pytest.raises(ValueError, match="count"):
         await broker.reserve([QUEUE], count=0, lease=LONG, timeout=0)
+
+
+@pytest.mark.parametrize("delay", [1e12, math.inf], ids=["ten-thousand-years", "inf"])
+async def test_a_delay_past_the_datetime_range_waits_forever_without_harm(
+    broker: MemoryBroker, clock: FakeClock, delay: float
+) -> None:
+    ready, late = make_job(), make_job()
+
+    stored = await broker.enqueue([ready, late], delays=[0.0, delay])
+
+    assert [job.status for job in stored] == [JobStatus.PENDING, JobStatus.SCHEDULED]
+    assert stored[1].scheduled_at is not None
+    clock.advance(86400 * 365)
+    leases = await broker.reserve([QUEUE], count=5, lease=LONG, timeout=0)
+    assert [lease.job.id for lease in leases] == [ready.id]
+    assert (await broker.stats([QUEUE]))[QUEUE].scheduled == 1
+    assert await broker.cancel(late.id) is True
+
+
+async def test_a_retry_delay_past_the_datetime_range_does_not_stop_the_batch(
+    broker: MemoryBroker,
+) -> None:
+    await broker.enqueue([make_job(), make_job()])
+    first, second = await broker.reserve([QUEUE], count=2, lease=LONG, timeout=0)
+    outcomes = [
+        Outcome(job_id=first.job.id, token=first.token, kind=OutcomeKind.RETRY, delay=1e12),
+        Outcome(job_id=second.job.id, token=second.token, kind=OutcomeKind.COMPLETE),
+    ]
+
+    assert await broker.settle(outcomes) == [True, True]
+
+    assert (await broker.stats([QUEUE]))[QUEUE] == QueueStats(scheduled=1, completed=1)
 
 
 async def test_requeue_dead_counts_a_repeated_id_once(broker: MemoryBroker) -> None:
