@@ -80,8 +80,8 @@ def _seconds(delay: float | timedelta | None) -> float | None:
     if delay is None:
         return None
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-    if seconds < 0 or seconds != seconds:  # NaN is the only value unequal to itself
-        raise ValueError(f"retry delay must be a non-negative number of seconds, got {delay!r}")
+    if not 0 <= seconds < float("inf"):  # also rejects NaN
+        raise ValueError(f"retry delay must be a finite number of seconds >= 0, got {delay!r}")
     return seconds
 
 

@@ -194,7 +194,7 @@ class Task(TaskVariant[P, R]):
             target = converters.get(name)
             if target is not None:
                 try:
-                    bound.arguments[name] = msgspec.convert(value, target, strict=False)
+                    bound.arguments[name] = msgspec.convert(value, target)
                 except msgspec.ValidationError as exc:
                     raise msgspec.ValidationError(f"argument {name!r}: {exc}") from None
         return list(bound.args), dict(bound.kwargs)

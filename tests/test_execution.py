@@ -145,6 +145,7 @@ async def test_sync_handler_gets_converted_arguments_too() -> None:
     ("args", "kwargs", "match"),
     [
         (("not a number",), {}, "argument 'count'"),
+        (("12",), {}, "argument 'count'"),  # no silent coercion: a str is not an int
         ((1, 2), {}, "too many positional arguments"),
         ((), {}, "missing a required argument"),
         ((1,), {"extra": True}, "unexpected keyword argument"),
@@ -445,7 +446,13 @@ async def test_a_broken_backoff_policy_falls_back_and_the_worker_lives_on(
     assert any("backoff policy" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("delay", [math.inf, 1e300])
+@pytest.mark.parametrize("delay", [math.nan, math.inf, -1.0])
+def test_retry_rejects_a_delay_that_is_not_a_finite_number_of_seconds(delay: float) -> None:
+    with pytest.raises(ValueError, match="finite number of seconds"):
+        Retry(delay=delay)
+
+
+@pytest.mark.parametrize("delay", [1e300, 10**12])
 async def test_a_retry_delay_too_long_to_store_is_cut_to_a_year(delay: float) -> None:
     clock = FakeClock()
     broker = WatchedBroker(clock)
