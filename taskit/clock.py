@@ -42,7 +42,12 @@ class FakeClock:
         """Move forward by ``seconds`` (>= 0) and return the new time."""
         if not seconds >= 0:  # NaN fails this test too
             raise ValueError(f"a clock only moves forward; got {seconds!r} seconds")
-        return self.set(self._now + seconds)
+        with self._lock:
+            self._now += float(seconds)
+            now, listeners = self._now, list(self._listeners)
+        for listener in listeners:
+            listener()
+        return now
 
     def set(self, now: float) -> float:
         """Jump to ``now`` (not earlier than the current time) and return it."""

@@ -68,19 +68,21 @@ class Settings:
     reaper_interval: float = 5.0
 
     def __post_init__(self) -> None:
-        if not self.default_queue:
-            raise ConfigurationError("default_queue must be a non-empty queue name")
-        _at_least("max_retries", self.max_retries, 0)
-        _at_least("backoff", self.backoff, 0)
-        _at_least("concurrency", self.concurrency, 1)
-        _at_least("sync_concurrency", self.sync_concurrency, 1)
-        _at_least("grace_period", self.grace_period, 0)
-        _at_least("result_ttl", self.result_ttl, 0)
-        for name in ("visibility_timeout", "reaper_interval"):
-            if not getattr(self, name) > 0:
-                raise ConfigurationError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
-        if self.job_timeout is not None and not self.job_timeout > 0:
-            raise ConfigurationError(f"job_timeout must be > 0 seconds, got {self.job_timeout!r}")
+        for name in ("broker_url", "default_queue"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise _invalid(name, f"{name} must be a non-empty string, got {value!r}")
+        for name, (kind, low, exclusive) in _RULES.items():
+            value = getattr(self, name)
+            if value is None and name == "job_timeout":
+                continue
+            allowed = int if kind is int else (int, float)
+            if isinstance(value, bool) or not isinstance(value, allowed):
+                what = "an int" if kind is int else "a number of seconds"
+                raise _invalid(name, f"{name} must be {what}, got {value!r}")
+            if not (value > low if exclusive else value >= low):  # NaN fails both
+                bound = f"> {low}" if exclusive else f">= {low}"
+                raise _invalid(name, f"{name} must be {bound}, got {value!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -100,16 +102,35 @@ class Settings:
             except ValueError:
                 raise ConfigurationError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
         values.update(overrides)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigurationError as exc:
+            setting = exc.setting
+            if setting in _ENV and setting not in overrides and setting in values:
+                raise ConfigurationError(f"{_ENV[setting][0]}: {exc}", setting=setting) from None
+            raise
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (validated like the original)."""
         return dataclasses.replace(self, **changes)
 
 
-def _at_least(name: str, value: float, low: float) -> None:
-    if not value >= low:
-        raise ConfigurationError(f"{name} must be >= {low}, got {value!r}")
+# field: (type, lowest value, whether the lowest itself is excluded)
+_RULES: dict[str, tuple[type, float, bool]] = {
+    "max_retries": (int, 0, False),
+    "backoff": (float, 0, False),
+    "job_timeout": (float, 0, True),
+    "visibility_timeout": (float, 0, True),
+    "result_ttl": (float, 0, False),
+    "concurrency": (int, 1, False),
+    "sync_concurrency": (int, 1, False),
+    "grace_period": (float, 0, False),
+    "reaper_interval": (float, 0, True),
+}
+
+
+def _invalid(setting: str, message: str) -> ConfigurationError:
+    return ConfigurationError(message, setting=setting)
 
 
 def redact_url(url: str) -> str:

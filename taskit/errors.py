@@ -33,7 +33,14 @@ class TaskitError(Exception):
 
 
 class ConfigurationError(TaskitError, ValueError):
-    """A setting, URL or option is invalid (names the setting and the bad value)."""
+    """A setting, URL or option is invalid (names the setting and the bad value).
+
+    ``setting`` is the name of the offending ``Settings`` field, when there is one.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class DuplicateTaskError(TaskitError, ValueError):

@@ -224,3 +224,20 @@ def test_redact_url_keeps_an_ipv6_host_intact() -> None:
 
 def test_redact_url_hides_a_password_query_parameter() -> None:
     assert "s3cret" not in redact_url("redis://localhost:6379/0?password=s3cret")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("concurrency", "3"), ("backoff", "1.0"), ("max_retries", True), ("default_queue", "  ")],
+)
+def test_a_setting_of_the_wrong_type_is_a_configuration_error_naming_it(
+    field: str, value: object
+) -> None:
+    with pytest.raises(ConfigurationError, match=field) as caught:
+        Settings(**{field: value})
+    assert caught.value.setting == field
+
+
+def test_from_env_names_the_variable_of_a_value_that_parses_but_is_invalid() -> None:
+    with pytest.raises(ConfigurationError, match="TASKIT_CONCURRENCY: concurrency must be >= 1"):
+        Settings.from_env({"TASKIT_CONCURRENCY": "0"})
