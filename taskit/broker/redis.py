@@ -117,15 +117,11 @@ class RedisBroker(Broker):
         ]  # everything encodes and decodes, or nothing is stored
         dead_in = [job.queue for job in jobs]
         for _ in range(len(jobs) + 1):
-            reply = await self._run(
-                "enqueue",
-                self._enqueue_keys(jobs, dead_in),
-                [
-                    arg
-                    for i, job in enumerate(jobs)
-                    for arg in _enqueue_args(job, specs[i], delays[i] if delays else 0.0)
-                ],
-            )
+            args: list[Arg] = []
+            for i, job in enumerate(jobs):
+                args += _enqueue_args(job, specs[i], delays[i] if delays else 0.0)
+                args.append(dead_in[i])
+            reply = await self._run("enqueue", self._enqueue_keys(jobs, dead_in), args)
             if reply[0] == b"ok":
                 return [
                     self._enqueued(stored[i], specs[i], reply[1 + 5 * i : 6 + 5 * i])
@@ -180,16 +176,18 @@ class RedisBroker(Broker):
         with anyio.CancelScope(shield=True):
             reply = await self._run("reserve", keys, args)
             now_ms, wait_ms = int(reply[0]), int(reply[1])
-            leases, bad = self._leases(queues, reply[2:], (now_ms + _ms(lease)) / 1000)
+            deadline = (now_ms + _ms(lease)) / 1000
+            leases, bad = self._leases(queues, reply[2:], deadline, reclaimed=False)
             if bad:
                 await self.settle(bad)
         return leases, bool(bad), None if wait_ms < 0 else wait_ms / 1000
 
     def _leases(
-        self, queues: Sequence[str], rows: list[Any], deadline: float
+        self, queues: Sequence[str], rows: list[Any], deadline: float, *, reclaimed: bool
     ) -> tuple[list[Lease], list[Outcome]]:
-        """Leases from (q, id, spec, state, err) rows, and the outcomes to settle at once: CANCEL
-        for a job whose cancel was requested, DEAD_LETTER for one that does not decode."""
+        """Leases from (q, id, spec, state, err) rows, and the outcomes to settle at once:
+        DEAD_LETTER for a job that does not decode; CANCEL for a reclaimed job whose cancel was
+        requested (a reserved one runs: its worker learns of the cancel when it extends)."""
         leases: list[Lease] = []
         now: list[Outcome] = []
         for i in range(0, len(rows), 5):
@@ -210,7 +208,7 @@ class RedisBroker(Broker):
                     )
                 )
                 continue
-            if parsed.cancel:  # reclaimed after cancel was requested: it ends CANCELLED
+            if parsed.cancel and reclaimed:  # its cancel was requested: it ends CANCELLED
                 now.append(Outcome(job_id=job_id, token=token, kind=OutcomeKind.CANCEL))
                 continue
             leases.append(Lease(job=job, token=token, deadline=deadline))
@@ -282,7 +280,8 @@ class RedisBroker(Broker):
         keys = [k.spec, k.state, k.err, *(k.leases(q) for q in queues)]
         args: list[Arg] = [_ms(lease), limit, secrets.token_hex(16)]
         reply = await self._run("reclaim", keys, args)
-        leases, now = self._leases(queues, reply[1:], (int(reply[0]) + _ms(lease)) / 1000)
+        deadline = (int(reply[0]) + _ms(lease)) / 1000
+        leases, now = self._leases(queues, reply[1:], deadline, reclaimed=True)
         if now:  # only a settle, given the job ids, can name their done keys
             await self.settle(now)
         return leases

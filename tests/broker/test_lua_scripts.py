@@ -43,7 +43,7 @@ def enqueue_keys(k: Keys, job_id: str, queue: str = "q") -> list[str]:
 async def enqueue(rh: RedisHarness, job_id: str, *, delay_ms: int = 0, priority: int = 0) -> list:
     k = rh.broker.keys
     keys = [k.spec, k.state, k.err, k.seq, k.queues, *enqueue_keys(k, job_id)]
-    reply = await run(rh, "enqueue", keys, [job_id, "q", -priority, SPEC, delay_ms, "", ""])
+    reply = await run(rh, "enqueue", keys, [job_id, "q", -priority, SPEC, delay_ms, "", "", "q"])
     assert isinstance(reply, list)
     return reply
 
@@ -101,7 +101,7 @@ async def test_enqueue_asks_for_the_dead_set_of_another_queue(rh: RedisHarness) 
     await rh.client.hset(k.state, "j1", "dead_letter|1|0|0000000000000001||||1|1|1|other")
 
     keys = [k.spec, k.state, k.err, k.seq, k.queues, *enqueue_keys(k, "j1")]
-    reply = await run(rh, "enqueue", keys, ["j1", "q", 0, SPEC, 0, "", ""])
+    reply = await run(rh, "enqueue", keys, ["j1", "q", 0, SPEC, 0, "", "", "q"])
 
     assert reply == [b"moved", 1, b"other"]
     assert not await rh.client.exists(k.ready("q"))

@@ -6,10 +6,11 @@ then per job i (base = 5 + 5 * (i - 1)):
   KEYS[base+1] the job's done key      KEYS[base+2] its queue's ready set
   KEYS[base+3] its queue's delayed set KEYS[base+4] its queue's wake list
   KEYS[base+5] the dead set of the queue a dead-lettered job of that id is expected in (its own)
-ARGV per job i (base = 7 * (i - 1)):
+ARGV per job i (base = 8 * (i - 1)):
   ARGV[base+1] id             ARGV[base+2] queue          ARGV[base+3] ready score (-priority)
   ARGV[base+4] encoded job    ARGV[base+5] delay in ms    ARGV[base+6] scheduled_at in ms or ''
   ARGV[base+7] scheduled_at as seconds text or ''
+  ARGV[base+8] the queue whose dead set is KEYS[base+5]
 
 Returns {'ok', then per job: kept (1: an existing job, 0: stored now), spec, state, error, result}
 (spec '' for a job stored now: the client has it). Returns {'moved', i, queue} and writes nothing
@@ -18,12 +19,12 @@ when job i would replace a dead letter of another queue, whose dead set the clie
 local rcall = redis.call
 -- @include _common.lua
 
-local n = #ARGV / 7
+local n = #ARGV / 8
 
 -- First pass, read only: every key this call needs was passed, or nothing is written.
 for i = 1, n do
-  local s = load_state(KEYS[2], ARGV[7 * (i - 1) + 1])
-  if s and s.status == 'dead_letter' and s.queue ~= ARGV[7 * (i - 1) + 2] then
+  local s = load_state(KEYS[2], ARGV[8 * (i - 1) + 1])
+  if s and s.status == 'dead_letter' and s.queue ~= ARGV[8 * i] then
     return {'moved', i, s.queue}
   end
 end
@@ -32,7 +33,7 @@ local now = now_ms()
 local out = {'ok'}
 local wakes = {}
 for i = 1, n do
-  local k, a = 5 + 5 * (i - 1), 7 * (i - 1)
+  local k, a = 5 + 5 * (i - 1), 8 * (i - 1)
   local id, queue = ARGV[a + 1], ARGV[a + 2]
   local old = load_state(KEYS[2], id)
   if old and old.status ~= 'dead_letter' then
