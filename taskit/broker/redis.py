@@ -112,9 +112,8 @@ class RedisBroker(Broker):
         if not jobs:
             return []
         stored = [msgspec.structs.replace(job, **_CLEARED) for job in jobs]
-        specs = [
-            _encode(job) for job in stored
-        ]  # everything encodes and decodes, or nothing is stored
+        # Everything encodes and decodes back, or nothing is stored.
+        specs = [_encode(job) for job in stored]
         dead_in = [job.queue for job in jobs]
         for _ in range(len(jobs) + 1):
             args: list[Arg] = []
