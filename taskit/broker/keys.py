@@ -36,6 +36,7 @@ A lease token is ``<random>.<n>|<queue>``: the queue part lets ``settle`` find t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -44,6 +45,7 @@ from taskit.errors import ConfigurationError, SerializationError
 from taskit.job import Job, JobResult, JobStatus, decode_job, utc_from_timestamp
 
 __all__ = [
+    "LATEST",
     "Keys",
     "State",
     "build_job",
@@ -52,6 +54,10 @@ __all__ = [
     "placeholder_job",
     "split_token",
 ]
+
+
+#: The latest time a datetime can show (seconds); a job due later shows this, and never falls due.
+LATEST = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
 
 
 class Keys:
@@ -197,4 +203,4 @@ def _merge(job: Job, job_id: str, state: State, err: bytes, res: bytes) -> Job:
 
 
 def _time(seconds: float | None) -> Any:
-    return None if seconds is None else utc_from_timestamp(seconds)
+    return None if seconds is None else utc_from_timestamp(min(seconds, LATEST))

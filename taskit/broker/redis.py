@@ -28,7 +28,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from taskit.broker.base import Broker
-from taskit.broker.keys import Keys, build_job, encode_error, parse_state, split_token
+from taskit.broker.keys import LATEST, Keys, build_job, encode_error, parse_state, split_token
 from taskit.broker.keys import placeholder_job as _placeholder
 from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
 from taskit.config import redact_url
@@ -392,8 +392,11 @@ class RedisBroker(Broker):
 
 
 def _ms(seconds: float) -> int:
-    """Seconds as whole milliseconds toward Redis, rounded up (never early)."""
-    return max(math.ceil(seconds * 1000), 0)
+    """Seconds as whole milliseconds toward Redis, rounded up (never early). Durations past the
+    datetime range (``inf``, ten thousand years) are cut to it: in effect, never."""
+    if not seconds > 0:  # zero, negative or NaN
+        return 0
+    return math.ceil(min(seconds, LATEST) * 1000)
 
 
 def _encode(job: Job) -> bytes:

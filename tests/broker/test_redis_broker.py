@@ -3,6 +3,7 @@ event loops, URLs and errors. The shared conformance suite covers the contract i
 
 from __future__ import annotations
 
+import math
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -155,6 +156,25 @@ async def test_an_undecodable_job_alone_does_not_end_a_blocking_reserve(
         assert await broker.reserve(["q"], count=1, lease=LONG, timeout=0.2) == []
 
     assert [job.id for job in await broker.dead_letters("q")] == [victim.id]
+
+
+@pytest.mark.parametrize("delay", [1e12, math.inf], ids=["ten-thousand-years", "inf"])
+async def test_a_delay_past_the_datetime_range_waits_forever_without_harm(
+    rh: RedisHarness, delay: float
+) -> None:
+    broker = rh.broker
+    ready, late = make_job("q"), make_job("q")
+
+    stored = await broker.enqueue([ready, late], delays=[0.0, delay])
+
+    assert [job.status for job in stored] == [JobStatus.PENDING, JobStatus.SCHEDULED]
+    assert stored[1].scheduled_at == datetime(9999, 12, 31, tzinfo=UTC)
+    [held] = await broker.reserve(["q"], count=5, lease=LONG, timeout=0.05)
+    assert held.job.id == ready.id
+    retry = Outcome(job_id=held.job.id, token=held.token, kind=OutcomeKind.RETRY, delay=delay)
+    assert await broker.settle([retry]) == [True]
+    assert (await broker.stats(["q"]))["q"].scheduled == 2
+    assert await broker.cancel(late.id) is True
 
 
 async def test_a_blocked_reserve_picks_an_enqueued_job_within_milliseconds(
