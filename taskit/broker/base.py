@@ -84,6 +84,7 @@ class Broker(abc.ABC):
         COMPLETE / FAIL / CANCEL finish the job (its record then expires after the broker's result
         TTL); RETRY makes it RETRYING, due after ``delay``; DEAD_LETTER moves it to its queue's dead
         letters; RELEASE makes it PENDING at once and refunds the attempt (shutdown, not failure).
+        A RETRY or RELEASE of a job whose cancel was requested while it ran ends it CANCELLED.
         """
 
     @abc.abstractmethod

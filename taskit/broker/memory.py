@@ -334,6 +334,8 @@ class MemoryBroker(Broker):
     def _apply(self, record: _Record, outcome: Outcome, now: float) -> None:
         job = record.job
         kind = outcome.kind
+        if record.cancel_requested and kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE):
+            kind = OutcomeKind.CANCEL  # a cancel requested while it ran wins over a rerun
         if outcome.error is not None:
             job.error, job.error_type, job.traceback = (
                 outcome.error,

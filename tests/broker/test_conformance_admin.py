@@ -123,6 +123,21 @@ async def test_cancel_of_a_running_job_is_a_request(harness: BrokerHarness) -> N
     assert await harness.broker.extend([held], lease=LONG) == [LeaseState.CANCELLED]
 
 
+@pytest.mark.parametrize("kind", [OutcomeKind.RETRY, OutcomeKind.RELEASE])
+async def test_a_rerun_of_a_job_whose_cancel_was_requested_ends_it_cancelled(
+    harness: BrokerHarness, kind: OutcomeKind
+) -> None:
+    queue = new_queue()
+    held = await running(harness.broker, queue)
+    assert await harness.broker.cancel(held.job.id) is True
+
+    outcome = Outcome(job_id=held.job.id, token=held.token, kind=kind, error="boom")
+    assert await harness.broker.settle([outcome]) == [True]
+
+    assert await status_of(harness.broker, held.job.id) is JobStatus.CANCELLED
+    assert await reserve_all(harness.broker, queue) == []
+
+
 async def test_cancel_of_a_finished_job_changes_nothing(harness: BrokerHarness) -> None:
     queue = new_queue()
     done = await running(harness.broker, queue)

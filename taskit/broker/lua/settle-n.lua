@@ -13,7 +13,8 @@ then per outcome i (base = 1 + 6 * (i - 1)):
 
 COMPLETE, FAIL and CANCEL end the job: its record moves to its done key with a TTL. RETRY makes it
 retrying (delayed set) or, with no delay, pending in its old place; RELEASE makes it pending in
-its old place and refunds the attempt; DEAD_LETTER moves it to the dead set.
+its old place and refunds the attempt; DEAD_LETTER moves it to the dead set. A RETRY or RELEASE
+of a job whose cancel was requested while it ran ends it CANCELLED instead.
 
 Returns per outcome 1 (applied) or 0 (stale token: nothing changed).
 ]]
@@ -33,6 +34,9 @@ for i = 1, (#ARGV - 1) / 6 do
     out[i] = 0
   else
     out[i] = 1
+    if s.cancel == '1' and (kind == 'retry' or kind == 'release') then
+      kind = 'cancel' -- a cancel requested while it ran wins over running it again
+    end
     if ARGV[a + 4] ~= '' then
       rcall('HSET', KEYS[3], id, ARGV[a + 4])
     end
