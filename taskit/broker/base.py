@@ -130,6 +130,23 @@ class Broker(abc.ABC):
     async def purge_dead(self, queue: str) -> int:
         """Delete ``queue``'s dead letters. Returns how many were deleted."""
 
+    # -- coordination between processes (scheduler claims, worker heartbeats) ------------------
+    @abc.abstractmethod
+    async def claim(self, key: str, ttl: float) -> bool:
+        """Take ``key`` for ``ttl`` seconds (> 0) if nobody holds it: ``True`` for the one caller
+        that took it, ``False`` while it is held. Claims are apart from jobs and queues, and
+        nothing releases one early: it expires. This is how any number of schedulers agree that
+        exactly one of them enqueues each due run."""
+
+    @abc.abstractmethod
+    async def heartbeat(
+        self, name: str | None = None, record: bytes = b"", *, ttl: float = 0.0
+    ) -> dict[str, bytes]:
+        """Announce that ``name`` is alive, with ``record``, for ``ttl`` seconds (``ttl <= 0``:
+        withdraw it now); with ``name`` None change nothing. Then return every live
+        announcement by name (expired ones are forgotten). One atomic step; times are the
+        broker's clock. Workers use it to register themselves and to count who is alive."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook: brokers without resources keep it
         """Release connections. The broker may be used again afterwards (it reconnects)."""
 

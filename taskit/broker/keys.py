@@ -21,6 +21,9 @@ key                         type    holds
 ``{p}:q:<queue>:dead``      zset    dead-lettered id scored by ``seq`` (oldest first)
 ``{p}:q:<queue>:totals``    hash    ``completed`` / ``failed`` counters
 ``{p}:q:<queue>:wake``      list    wake-up tokens (at most 16) for blocked reserves
+``{p}:claim:<key>``         string  a ``Broker.claim``, held until it expires (PX)
+``{p}:workers``             zset    heartbeat names scored by expiry (ms)
+``{p}:beats``               hash    heartbeat name -> its record
 ==========================  ======  ===================================================
 
 Live jobs (waiting, running, dead letters) are fields of the three fixed hashes and never carry a
@@ -76,9 +79,14 @@ class Keys:
         self.err = f"{self.tag}:err"
         self.seq = f"{self.tag}:seq"
         self.queues = f"{self.tag}:queues"
+        self.workers = f"{self.tag}:workers"
+        self.beats = f"{self.tag}:beats"
 
     def done(self, job_id: str) -> str:
         return f"{self.tag}:done:{job_id}"
+
+    def claim(self, key: str) -> str:
+        return f"{self.tag}:claim:{key}"
 
     def queue(self, queue: str, kind: str) -> str:
         """Key ``kind`` (ready, delayed, leases, dead, totals, wake) of ``queue``."""

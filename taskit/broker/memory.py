@@ -72,6 +72,8 @@ class MemoryBroker(Broker):
         self._counts: defaultdict[str, Counter[JobStatus]] = defaultdict(Counter)
         self._totals: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._seq = 0
+        self._claims: dict[str, float] = {}  # key -> expiry
+        self._beats: dict[str, tuple[float, bytes]] = {}  # name -> (expiry, record)
         self._waiters: list[Waiter] = []
         self._clock_driven = isinstance(self._clock, FakeClock)
         if isinstance(self._clock, FakeClock):
@@ -263,6 +265,33 @@ class MemoryBroker(Broker):
             for record in doomed:
                 self._drop(record)
             return len(doomed)
+
+    # -- coordination ------------------------------------------------------------------------
+    async def claim(self, key: str, ttl: float) -> bool:
+        if not ttl > 0:
+            raise ValueError(f"a claim's ttl must be > 0 seconds, got {ttl!r}")
+        with self._lock:
+            now = self._clock.time()
+            if self._claims.get(key, now) > now:
+                return False
+            for old in [k for k, expiry in self._claims.items() if expiry <= now]:
+                del self._claims[old]  # cheap enough: claims are few (one per schedule run)
+            self._claims[key] = now + ttl
+            return True
+
+    async def heartbeat(
+        self, name: str | None = None, record: bytes = b"", *, ttl: float = 0.0
+    ) -> dict[str, bytes]:
+        with self._lock:
+            now = self._clock.time()
+            if name is not None:
+                if ttl > 0:
+                    self._beats[name] = (now + ttl, bytes(record))
+                else:
+                    self._beats.pop(name, None)
+            for gone in [n for n, (expiry, _) in self._beats.items() if expiry <= now]:
+                del self._beats[gone]
+            return {n: rec for n, (_, rec) in sorted(self._beats.items())}
 
     # -- internals (call with the lock held) -------------------------------------------------
     def _next_seq(self) -> int:

@@ -376,6 +376,22 @@ class RedisBroker(Broker):
             if n < _BATCH:
                 return total
 
+    # -- coordination ------------------------------------------------------------------------
+    async def claim(self, key: str, ttl: float) -> bool:
+        if not ttl > 0:
+            raise ValueError(f"a claim's ttl must be > 0 seconds, got {ttl!r}")
+        main = self._conn.pair().main
+        taken = await self._conn.guard(main.set(self._keys.claim(key), b"1", nx=True, px=_ms(ttl)))
+        return bool(taken)
+
+    async def heartbeat(
+        self, name: str | None = None, record: bytes = b"", *, ttl: float = 0.0
+    ) -> dict[str, bytes]:
+        k = self._keys
+        args: list[Arg] = [name or "", record, _ms(ttl) if name else 0]
+        reply = await self._run("heartbeat", [k.workers, k.beats], args)
+        return {reply[i].decode(): bytes(reply[i + 1]) for i in range(0, len(reply), 2)}
+
     async def close(self) -> None:
         await self._conn.close()
 

@@ -47,6 +47,7 @@ ScriptName = Literal[
     "enqueue",
     "extend",
     "get",
+    "heartbeat",
     "purge",
     "purge-dead",
     "reclaim",
