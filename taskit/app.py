@@ -31,6 +31,7 @@ from taskit.task import (
 )
 
 if TYPE_CHECKING:
+    from taskit.handlers import HandlerTask, JobHandler
     from taskit.worker import Worker
 
 __all__ = ["App"]
@@ -143,6 +144,29 @@ class App:
             return self._register(Task(self, func, opts))
 
         return register(fn) if fn is not None else register  # type: ignore[return-value]
+
+    def register(
+        self,
+        handler: JobHandler,
+        *,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        backoff: Backoff | None = None,
+        timeout: float | None = None,
+        priority: int = 0,
+    ) -> HandlerTask:
+        """Register a class-based handler (``taskit.handlers.JobHandler``) as the task named by
+        its ``job_type``, with the options of ``App.task`` and exactly its retry, dead-letter and
+        result semantics. Its jobs take a keyword payload; ``handle`` receives the ``Job``.
+        Raises ``DuplicateTaskError`` if the name is taken."""
+        from taskit.handlers import handler_task
+
+        task = handler_task(
+            self, handler, queue=queue, max_retries=max_retries, backoff=backoff,
+            timeout=timeout, priority=priority,
+        )  # fmt: skip
+        self._register(task)
+        return task
 
     def _register(self, task: Task[P, R]) -> Task[P, R]:
         if task.name in self._tasks:

@@ -1,0 +1,162 @@
+"""Class-based job handlers, for teams that prefer a class with injected dependencies to a function.
+
+    class SendEmail(JobHandler):
+        job_type = "email.send"
+
+        def __init__(self, mailer: Mailer) -> None:      # dependencies come in here
+            self.mailer = mailer
+
+        async def handle(self, job: Job) -> JobResult:
+            payload = job.kwargs                          # the JSON-like payload, a dict
+            await self.mailer.send(payload["to"], payload["subject"])
+            return JobResult(success=True, value={"to": payload["to"]})
+
+    send_email = app.register(SendEmail(mailer), max_retries=5)
+    await send_email.enqueue(to="ada@example.com", subject="Hi")
+    await JobService(app).create_job("email.send", {"to": "ada@example.com", "subject": "Hi"})
+
+A registered handler is an ordinary task named ``job_type`` and runs through the same executor as a
+decorated function, so the semantics are the same: a raised exception (or a timeout) is retried
+with the task's backoff until ``max_retries`` is spent, then the job is dead-lettered; a returned
+``JobResult(success=False)`` or a raised ``Fail`` fails the job at once, without retry;
+``on_failure`` runs on every failure, retried or not, and an exception inside it is logged and
+changes nothing.
+
+**The payload.** A handler job carries no positional arguments, only keywords: the payload is a
+mapping of string keys to values msgpack can encode, and the handler reads it back, decoded to
+plain types (dict, list, str, int, float, bool, None, bytes, datetime), as ``job.kwargs``. Convert
+it to a typed object with ``msgspec.convert(job.kwargs, MyStruct)`` when you want one, or check
+it before anything is enqueued by overriding ``validate_payload``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from taskit.backoff import Backoff, as_policy
+from taskit.errors import SerializationError
+from taskit.job import Job, JobResult, decode_arguments
+from taskit.task import Task, TaskOptions, _check_int, _check_queue, _check_timeout
+
+if TYPE_CHECKING:
+    from taskit.app import App
+
+__all__ = ["HandlerTask", "JobHandler", "handler_task"]
+
+
+class JobHandler(abc.ABC):
+    """Base class of class-based handlers.
+
+    Subclasses set ``job_type`` (the task name jobs are created under, e.g. ``"email.send"``) as a
+    class attribute or in ``__init__``, take their dependencies in ``__init__`` and implement
+    ``handle``. One instance serves every job of its type, concurrently: keep per-job state in
+    local variables, not on ``self``.
+    """
+
+    #: The name jobs of this handler are created and registered under.
+    job_type: str
+
+    @abc.abstractmethod
+    async def handle(self, job: Job) -> JobResult:
+        """Process ``job`` (payload: ``job.kwargs``). Return ``JobResult(success=True, ...)`` on
+        success and ``JobResult(success=False, error=...)`` for an expected failure that must not
+        be retried; raise for a failure that should be retried. Returning ``None`` counts as
+        success; any other value becomes ``JobResult(success=True, value=...)``."""
+
+    async def on_failure(self, job: Job, error: BaseException) -> None:  # noqa: B027 - optional
+        """Called on every failure, also one that will be retried (``job.attempts`` says which
+        run failed, ``job.max_retries`` how many reruns were allowed). Exceptions raised here are
+        logged and do not change whether the job is retried. The default does nothing."""
+
+    def validate_payload(self, payload: Mapping[str, Any]) -> None:  # noqa: B027 - optional
+        """Check a payload before its job is enqueued; raise ``ValueError`` or ``TypeError`` to
+        refuse it (nothing is enqueued). Runs in the producer, so keep it pure and quick. The
+        default accepts any payload that encodes."""
+
+
+class HandlerTask(Task[..., Any]):
+    """The task ``App.register`` makes of a handler: enqueued with keyword arguments only (the
+    payload); at execution its callable receives the ``Job`` itself."""
+
+    handler: JobHandler
+
+    def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Refuse positional arguments, then let the handler validate the payload."""
+        if args:
+            raise TypeError(
+                f"handler task {self.name!r} takes its payload as keyword arguments only, "
+                f"got {len(args)} positional"
+            )
+        self.handler.validate_payload(kwargs)
+
+    def load_arguments(self, job: Job) -> tuple[list[Any], dict[str, Any]]:
+        """The handler's only argument is the job. Raises ``SerializationError`` if the payload
+        is malformed and ``TypeError`` if it carries positional arguments (the job then fails
+        without retry, like a function job whose arguments do not fit)."""
+        args, _ = decode_arguments(job.payload)
+        if args:
+            raise TypeError(f"a handler job has no positional arguments, got {len(args)}")
+        return [job], {}
+
+
+def handler_task(
+    app: App,
+    handler: JobHandler,
+    *,
+    queue: str | None = None,
+    max_retries: int | None = None,
+    backoff: Backoff | None = None,
+    timeout: float | None = None,
+    priority: int = 0,
+) -> HandlerTask:
+    """Build (not register) the task for ``handler``; options default as in ``App.task``.
+
+    Raises ``TypeError`` if ``handler`` is not a ``JobHandler`` and ``ValueError`` if its
+    ``job_type`` is missing or empty.
+    """
+    if not isinstance(handler, JobHandler):
+        raise TypeError(f"app.register() takes a JobHandler instance, got {type(handler).__name__}")
+    job_type = getattr(handler, "job_type", None)
+    if not isinstance(job_type, str) or not job_type.strip():
+        raise ValueError(
+            f"{type(handler).__name__}.job_type must be a non-empty string, got {job_type!r}"
+        )
+    _check_queue(queue, "queue")
+    _check_int(priority, "priority")
+    _check_int(max_retries, "max_retries", low=0)
+    _check_timeout(timeout)
+    settings = app.settings
+    opts = TaskOptions(
+        name=job_type,
+        queue=queue or settings.default_queue,
+        priority=priority,
+        max_retries=settings.max_retries if max_retries is None else max_retries,
+        backoff=as_policy(backoff if backoff is not None else settings.backoff),
+        timeout=timeout if timeout is not None else settings.job_timeout,
+        on_failure=handler.on_failure,
+    )
+
+    async def run(job: Job) -> JobResult:
+        result = await handler.handle(job)
+        return JobResult(success=True) if result is None else result
+
+    run.__qualname__ = f"{type(handler).__qualname__}.handle"
+    run.__doc__ = type(handler).handle.__doc__
+    task = HandlerTask(app, run, opts)
+    task.handler = handler
+    return task
+
+
+def check_payload(payload: Any) -> dict[str, Any]:
+    """``payload`` as a dict of keyword arguments; ``TypeError`` if it is not a mapping and
+    ``SerializationError`` (a ``ValueError``) naming the key if a key is not a string."""
+    if not isinstance(payload, Mapping):
+        raise TypeError(f"a job payload must be a mapping, got {type(payload).__name__}")
+    for key in payload:
+        if not isinstance(key, str):
+            raise SerializationError(
+                f"payload keys must be strings, got {key!r} ({type(key).__name__})"
+            )
+    return dict(payload)
