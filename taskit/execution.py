@@ -97,18 +97,21 @@ class Executor:
         started = time.perf_counter()
         value: Any = None
         error: BaseException | None = None
-        with running.scope, anyio.move_on_after(timeout if timeout else float("inf")) as deadline:
+        scope = running.scope
+        if timeout:  # one scope for both: a stop by the worker sets ``running.reason``
+            scope.deadline = anyio.current_time() + timeout
+        with scope:
             try:
                 value = await self._call(task, args, kwargs)
             except Exception as exc:
                 error = exc
         duration = time.perf_counter() - started
-        if running.scope.cancelled_caught or running.reason is not None:
+        if running.reason is not None:
             return _stopped(job, token, running.reason)
-        if deadline.cancelled_caught:
-            error = JobTimeoutError(
-                f"job {job.id} of task {task.name!r} timed out after {timeout} s"
-            )
+        if scope.cancelled_caught:
+            if not timeout:  # cancelled from outside without a reason: hand it back
+                return _stopped(job, token, StopReason.RELEASE)
+            error = JobTimeoutError(f"job {job.id} of {task.name!r} timed out after {timeout} s")
         if error is None:
             return self._success(task, job, token, value, duration)
         return await self._failure(task, job, token, error)

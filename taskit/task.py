@@ -124,6 +124,11 @@ class Task(TaskVariant[P, R]):
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         )
         self._converters: dict[str, Any] | None = None
+        # Number of parameters when every one is a plain positional one without a default (the
+        # payload then binds by position alone); -1 otherwise.
+        params = list(self.signature.parameters.values()) if self.signature else []
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
+        self._plain_arity = len(params) if plain else -1
         if fn is not None:
             self.__doc__ = fn.__doc__
             self.__wrapped__ = fn
@@ -188,15 +193,18 @@ class Task(TaskVariant[P, R]):
         args, kwargs = decode_arguments(job.payload)
         if self.signature is None:
             return args, kwargs
-        bound = self.signature.bind(*args, **kwargs)
         converters = self._types()
+        if not kwargs and len(args) == self._plain_arity:  # the common case, without bind()
+            for i, name in enumerate(self.positional_names):
+                target = converters.get(name)
+                if target is not None:
+                    args[i] = _convert(name, args[i], target)
+            return args, kwargs
+        bound = self.signature.bind(*args, **kwargs)
         for name, value in bound.arguments.items():
             target = converters.get(name)
             if target is not None:
-                try:
-                    bound.arguments[name] = msgspec.convert(value, target)
-                except msgspec.ValidationError as exc:
-                    raise msgspec.ValidationError(f"argument {name!r}: {exc}") from None
+                bound.arguments[name] = _convert(name, value, target)
         return list(bound.args), dict(bound.kwargs)
 
     def _types(self) -> dict[str, Any]:
@@ -222,6 +230,13 @@ class Task(TaskVariant[P, R]):
                 converters[param.name] = hint
             self._converters = converters
         return self._converters
+
+
+def _convert(name: str, value: Any, target: Any) -> Any:
+    try:
+        return msgspec.convert(value, target)
+    except msgspec.ValidationError as exc:
+        raise msgspec.ValidationError(f"argument {name!r}: {exc}") from None
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

@@ -21,15 +21,16 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from taskit._inbox import Inbox
+from taskit._settler import Settler
 from taskit.backoff import Exponential, as_policy
 from taskit.errors import TaskitError
 from taskit.execution import Executor, RunningJob, StopReason, retry_delay, retry_or_dead
@@ -123,7 +124,8 @@ class Worker:
         (main thread only). Returns what this run did."""
         limiter = anyio.CapacityLimiter(self.app.settings.sync_concurrency)
         executor = Executor(self.app, limiter)
-        send, receive = anyio.create_memory_object_stream[Lease](self.concurrency)
+        settler = self._settler = Settler(self.app.broker, self.lease, self._settled)
+        inbox = Inbox()
         async with anyio.create_task_group() as services:
             if handle_signals:
                 await services.start(self._watch_signals)
@@ -133,17 +135,23 @@ class Worker:
             )  # fmt: skip
             services.start_soon(self._heartbeat)
             services.start_soon(self._reaper)
+            settled = anyio.Event()
+            services.start_soon(_set_after, settler.run, settled)
             async with anyio.create_task_group() as runners:
                 self._runners_left = self.concurrency
                 for _ in range(self.concurrency):
-                    runners.start_soon(self._runner, receive.clone(), executor)
-                receive.close()
-                await self._fetch(send, burst)
+                    runners.start_soon(self._runner, inbox, executor)
+                try:
+                    await self._fetch(inbox, burst)
+                finally:
+                    inbox.close()
                 with anyio.move_on_after(0 if self._hard else self.grace):
                     await self._drained.wait()
                 self._hard = True  # grace is over: what is still running or buffered goes back
                 for running in list(self._running.values()):
                     running.stop(StopReason.RELEASE)
+            settler.close()  # every runner is done: deliver what they settled, then stop
+            await settled.wait()
             services.cancel_scope.cancel()
         log.info("worker %s stopped: %s", self.name, self.stats)
         return self.stats
@@ -185,29 +193,27 @@ class Worker:
         await self.run()
 
     # -- fetching ----------------------------------------------------------------------------
-    async def _fetch(self, send: MemoryObjectSendStream[Lease], burst: bool) -> None:
+    async def _fetch(self, inbox: Inbox, burst: bool) -> None:
         failures = 0
-        async with send:
-            while not self._stopping.is_set():
-                free = self.concurrency - self._busy
-                if free <= 0:
-                    self._slot_free = anyio.Event()
-                    await self._interruptible(self._slot_free.wait())
-                    continue
-                try:
-                    leases = await self._reserve(free, 0 if burst else BLOCK_SECONDS)
-                    if not leases and burst:
-                        if self._busy == 0 and await self._idle():
-                            return
-                        leases = await self._reserve(free, BURST_TICK)
-                    failures = 0
-                except (TaskitError, OSError) as exc:
-                    failures += 1
-                    await self._outage("reserve", exc, failures)
-                    continue
-                self._busy += len(leases)
-                for lease in leases:
-                    await send.send(lease)
+        while not self._stopping.is_set():
+            free = self.concurrency - self._busy
+            if free <= 0:
+                self._slot_free = anyio.Event()
+                await self._interruptible(self._slot_free.wait())
+                continue
+            try:
+                leases = await self._reserve(free, 0 if burst else BLOCK_SECONDS)
+                if not leases and burst:
+                    if self._busy == 0 and await self._idle():
+                        return
+                    leases = await self._reserve(free, BURST_TICK)
+                failures = 0
+            except (TaskitError, OSError) as exc:
+                failures += 1
+                await self._outage("reserve", exc, failures)
+                continue
+            self._busy += len(leases)
+            inbox.put(leases)
 
     async def _reserve(self, count: int, timeout: float) -> list[Lease]:
         reserve = self.app.broker.reserve(
@@ -239,11 +245,10 @@ class Worker:
             await anyio.sleep(delay)
 
     # -- running -----------------------------------------------------------------------------
-    async def _runner(self, receive: MemoryObjectReceiveStream[Lease], executor: Executor) -> None:
+    async def _runner(self, inbox: Inbox, executor: Executor) -> None:
         try:
-            async with receive:
-                async for lease in receive:
-                    await self._run_one(lease, executor)
+            while (lease := await inbox.get()) is not None:
+                await self._run_one(lease, executor)
         finally:
             self._runners_left -= 1
             if self._runners_left == 0:
@@ -261,36 +266,24 @@ class Worker:
             outcome = await executor.execute(running)
             if outcome is None:
                 log.warning("job %s lost its lease; its outcome is dropped", job.id, extra=extra)
-            elif await self._settle(outcome):
-                log.info("job %s (%s) %s", job.id, job.task, outcome.kind.value, extra=extra)
+                self.stats.count(None)
             else:
-                log.warning(
-                    "job %s: %s rejected, the lease had passed to another worker",
-                    job.id, outcome.kind.value, extra=extra,
-                )  # fmt: skip
-                outcome = None
-            self.stats.count(outcome.kind if outcome else None)
+                self._settler.submit(outcome)
         finally:
             del self._running[lease.token]
             self._busy -= 1
             self._slot_free.set()
 
-    async def _settle(self, outcome: Outcome) -> bool:
-        """Settle, retrying through a broker outage for up to one lease (after that the lease
-        has expired and the job belongs to whoever reclaims it)."""
-        give_up = anyio.current_time() + self.lease
-        failures = 0
-        with anyio.CancelScope(shield=True):
-            while True:
-                try:
-                    return (await self.app.broker.settle([outcome]))[0]
-                except (TaskitError, OSError) as exc:
-                    failures += 1
-                    if anyio.current_time() >= give_up:
-                        log.error("could not settle job %s: %s", outcome.job_id, exc)
-                        return False
-                    await self._outage("settle", exc, failures)
-        return False  # unreachable: the shielded scope is never cancelled
+    def _settled(self, outcome: Outcome, applied: bool) -> None:
+        extra = {"job_id": outcome.job_id}
+        if applied:
+            log.info("job %s %s", outcome.job_id, outcome.kind.value, extra=extra)
+        else:
+            log.warning(
+                "job %s: %s rejected, the lease had passed to another worker",
+                outcome.job_id, outcome.kind.value, extra=extra,
+            )  # fmt: skip
+        self.stats.count(outcome.kind if applied else None)
 
     # -- lease upkeep ------------------------------------------------------------------------
     async def _heartbeat(self) -> None:
@@ -350,3 +343,10 @@ class Worker:
                     "stopping gracefully" if graceful else "stopping now",
                 )  # fmt: skip
                 self.stop(graceful=graceful)
+
+
+async def _set_after(run: Callable[[], Awaitable[None]], done: anyio.Event) -> None:
+    try:
+        await run()
+    finally:
+        done.set()

@@ -1,0 +1,90 @@
+"""Batching settlements: a worker's finished jobs reach the broker in as few calls as possible.
+
+Runners hand their outcomes to the ``Settler`` and go on with the next job at once. One task
+sends everything that piled up while the previous call was in flight in a single
+``Broker.settle`` call, so a busy worker pays one round trip per batch rather than per job, and
+an idle one still settles each job the moment it ends (the batch is just smaller).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio
+
+from taskit.backoff import Exponential
+from taskit.errors import TaskitError
+from taskit.job import Outcome
+
+if TYPE_CHECKING:
+    from taskit.broker.base import Broker
+
+__all__ = ["Settler"]
+
+log = logging.getLogger(__name__)
+
+#: How long to keep retrying a settle call through a broker outage, as a share of the lease:
+#: past the lease the jobs belong to whoever reclaims them, and their outcome no longer counts.
+_OUTAGE_BACKOFF = Exponential(base=0.05, cap=2.0)
+
+
+class Settler:
+    """Collects outcomes and settles them in batches.
+
+    ``on_settled(outcome, applied)`` is called for each outcome once the broker answered
+    (``applied`` false: the token was stale, or the broker stayed unreachable for a lease).
+    """
+
+    def __init__(
+        self, broker: Broker, lease: float, on_settled: Callable[[Outcome, bool], None]
+    ) -> None:
+        self._broker = broker
+        self._lease = lease
+        self._on_settled = on_settled
+        self._pending: list[Outcome] = []
+        self._wake = anyio.Event()
+        self._closed = False
+
+    def submit(self, outcome: Outcome) -> None:
+        """Queue an outcome; it is sent with the next batch."""
+        self._pending.append(outcome)
+        self._wake.set()
+
+    def close(self) -> None:
+        """No more outcomes will come: ``run`` returns once everything queued is settled."""
+        self._closed = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Send batches until closed and drained. Sending is shielded from cancellation, so a
+        batch taken from the queue is always delivered (or given up after one lease)."""
+        while True:
+            if not self._pending:
+                if self._closed:
+                    return
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
+            batch, self._pending = self._pending, []
+            with anyio.CancelScope(shield=True):
+                applied = await self._send(batch)
+            for outcome, ok in zip(batch, applied, strict=True):
+                self._on_settled(outcome, ok)
+
+    async def _send(self, batch: list[Outcome]) -> list[bool]:
+        give_up = anyio.current_time() + self._lease
+        failures = 0
+        while True:
+            try:
+                return await self._broker.settle(batch)
+            except (TaskitError, OSError) as exc:
+                failures += 1
+                if anyio.current_time() >= give_up:
+                    log.error("could not settle %d jobs for a whole lease: %s", len(batch), exc)
+                    return [False] * len(batch)
+                delay = _OUTAGE_BACKOFF(failures)
+                if failures == 1 or failures % 20 == 0:
+                    log.warning("settle failed (%s); retrying in %.2f s", exc, delay)
+                await anyio.sleep(delay)
