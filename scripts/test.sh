@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Sets up .venv (if needed) with taskit and its dev/redis extras, then runs the whole test suite.
+# Sets up .venv (if needed) with taskit and its dev, redis and examples extras (the examples'
+# tests need FastAPI and Flask and must not skip), then runs the whole test suite.
 # Extra arguments go to pytest. Tests that need Redis use 127.0.0.1:6379.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,redis]' 2>&1 \
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,redis,examples]' 2>&1 \
   | { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
 exec .venv/bin/python -m pytest "$@"
