@@ -20,6 +20,7 @@ from taskit.backoff import Backoff, as_policy
 from taskit.broker import Broker, from_url
 from taskit.config import Settings, redact_url
 from taskit.errors import DuplicateTaskError, JobNotFoundError, ResultTimeoutError, UnknownTaskError
+from taskit.events import EventKind, Events, Subscriber
 from taskit.job import Job, JobResult, JobStatus, QueueStats
 from taskit.task import (
     OnFailure,
@@ -31,6 +32,7 @@ from taskit.task import (
 )
 
 if TYPE_CHECKING:
+    from taskit.scheduler import Missed, Schedule
     from taskit.handlers import HandlerTask, JobHandler
     from taskit.worker import Worker
 
@@ -39,6 +41,7 @@ __all__ = ["App"]
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+S = TypeVar("S", bound=Subscriber)
 
 
 class TaskDecorator(Protocol):
@@ -77,6 +80,9 @@ class App:
         else:
             raise TypeError(f"broker must be a URL or a Broker, got {type(broker).__name__}")
         self._tasks: dict[str, Task[Any, Any]] = {}
+        self.events = Events()
+        #: Periodic schedules by name (``periodic``, ``taskit.scheduler.load_schedules``).
+        self.schedules: dict[str, Schedule] = {}
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._portal_lock = threading.Lock()
 
@@ -174,6 +180,33 @@ class App:
         self._tasks[task.name] = task
         return task
 
+    def periodic(
+        self,
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        missed: Missed = "skip",
+    ) -> Callable[[Task[P, R]], Task[P, R]]:
+        """Run the task below (``@app.periodic(...)`` above ``@app.task``) every ``every``
+        seconds or at each ``cron`` time in time zone ``tz``, with ``args``/``kwargs``; see
+        ``taskit.scheduler``. A bad expression or zone raises ``ConfigurationError`` here."""
+        from taskit.scheduler import periodic
+
+        return periodic(
+            self, every=every, cron=cron, tz=tz, name=name, args=args, kwargs=kwargs,
+            queue=queue, missed=missed,
+        )  # fmt: skip
+
+    def on(self, *kinds: EventKind | str) -> Callable[[S], S]:
+        """Subscribe the decorated ``fn(event: JobEvent)`` (sync or async) to job events of
+        ``kinds`` (every kind when none is given); see ``taskit.events``."""
+        return lambda fn: self.events.subscribe(fn, kinds)
+
     @property
     def tasks(self) -> Mapping[str, Task[Any, Any]]:
         """The registered tasks by name (read-only)."""
@@ -250,7 +283,10 @@ class App:
                 raise TypeError(
                     f"expected Job objects (task.prepare(...)), got {type(job).__name__}"
                 )
-        return await self.broker.enqueue(jobs, delays=delays)
+        stored = await self.broker.enqueue(jobs, delays=delays)
+        if self.events:
+            await self.events.created(jobs, stored)
+        return stored
 
     # -- reading -----------------------------------------------------------------------------
     async def get_job(self, job_id: str) -> Job | None:
@@ -260,7 +296,10 @@ class App:
     async def cancel(self, job_id: str) -> bool:
         """Cancel a waiting job (it never runs) or ask a running one to stop. ``False`` when the
         job is finished or unknown."""
-        return await self.broker.cancel(job_id)
+        cancelled = await self.broker.cancel(job_id)
+        if cancelled and self.events:
+            await self.events.after_cancel(await self.broker.get(job_id))
+        return cancelled
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         """Per-queue counts: queued, scheduled, running, completed, failed, dead."""
