@@ -16,6 +16,7 @@ built, and every field can be overridden in code (``Settings(...)`` or ``setting
 | ``TASKIT_SYNC_CONCURRENCY``   | sync_concurrency    | 10           |
 | ``TASKIT_GRACE_PERIOD``       | grace_period        | 10 s         |
 | ``TASKIT_REAPER_INTERVAL``    | reaper_interval     | 5 s          |
+| ``TASKIT_HEARTBEAT_INTERVAL`` | heartbeat_interval  | 5 s          |
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ _ENV = {
     "sync_concurrency": ("TASKIT_SYNC_CONCURRENCY", int),
     "grace_period": ("TASKIT_GRACE_PERIOD", float),
     "reaper_interval": ("TASKIT_REAPER_INTERVAL", float),
+    "heartbeat_interval": ("TASKIT_HEARTBEAT_INTERVAL", float),
 }
 
 
@@ -53,6 +55,8 @@ class Settings:
 
     ``visibility_timeout`` is the lease: a reserved job whose worker neither settles nor extends it
     within that time is handed to another worker. Workers extend their leases every third of it.
+    ``heartbeat_interval``: how often a worker renews its registry record, which expires after
+    three intervals without one (``taskit check`` then counts the worker as gone).
     """
 
     broker_url: str = "memory://"
@@ -66,6 +70,7 @@ class Settings:
     sync_concurrency: int = 10
     grace_period: float = 10.0
     reaper_interval: float = 5.0
+    heartbeat_interval: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("broker_url", "default_queue"):
@@ -126,6 +131,7 @@ _RULES: dict[str, tuple[type, float, bool]] = {
     "sync_concurrency": (int, 1, False),
     "grace_period": (float, 0, False),
     "reaper_interval": (float, 0, True),
+    "heartbeat_interval": (float, 0, True),
 }
 
 
