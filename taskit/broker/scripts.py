@@ -35,8 +35,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
+from taskit.broker._packing import use_fast_packing
 from taskit.config import redact_url
-from taskit.errors import BrokerConnectionError, BrokerError, ConfigurationError
+from taskit.errors import (
+    BrokerAuthenticationError,
+    BrokerConnectionError,
+    BrokerError,
+    ConfigurationError,
+)
 
 __all__ = ["Arg", "ClientPair", "Connections", "Script", "ScriptName", "Scripts"]
 
@@ -167,7 +173,7 @@ class Connections:
     def _client(self, blocking: bool) -> Redis:
         if self._connect is not None:
             return self._connect()
-        return Redis.from_url(
+        client = Redis.from_url(
             self._url,
             socket_connect_timeout=_CONNECT_TIMEOUT,
             socket_timeout=None if blocking else _COMMAND_TIMEOUT,
@@ -176,12 +182,19 @@ class Connections:
             retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
             client_name="taskit",
         )
+        use_fast_packing(client.connection_pool)
+        return client
 
     async def guard(self, call: Awaitable[Any]) -> Any:
-        """Await a redis-py call: ``BrokerConnectionError`` when Redis cannot be reached or
-        refuses the credentials, ``BrokerError`` for an error reply. No password is shown."""
+        """Await a redis-py call: ``BrokerAuthenticationError`` when Redis refuses the
+        credentials or the user's permissions (waiting will not help), ``BrokerConnectionError``
+        when it cannot be reached, ``BrokerError`` for an error reply. No password is shown."""
         try:
             return await call
+        except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            raise BrokerAuthenticationError(
+                f"Redis at {redact_url(self._url)} refused the credentials: {self._scrub(exc)}"
+            ) from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             raise BrokerConnectionError(
                 f"Redis at {redact_url(self._url)} cannot be reached: {self._scrub(exc)}"
