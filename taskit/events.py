@@ -31,17 +31,23 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+import anyio
+
 from taskit.job import Job, JobStatus, Lease, Outcome, OutcomeKind
 
-__all__ = ["EventKind", "Events", "JobEvent", "Subscriber"]
+__all__ = ["EventKind", "Events", "JobEvent", "Subscriber", "WorkerEvents"]
 
 log = logging.getLogger(__name__)
+
+#: How long a stopping worker keeps delivering the events it already posted.
+DRAIN_TIMEOUT = 5.0
 
 
 class EventKind(enum.StrEnum):
@@ -171,32 +177,61 @@ class Events:
             if kept.created_at == mine.created_at:
                 await self.job(EventKind.CREATED, kept)
 
-    async def settled(self, job: Job, outcome: Outcome, duration: float, worker: str) -> None:
-        """After a worker settled ``outcome`` of ``job``."""
-        await self.job(
-            _OF_OUTCOME[outcome.kind], job, duration=duration, worker=worker,
-            delay=outcome.delay if outcome.kind is OutcomeKind.RETRY else None,
-            error=outcome.error, error_type=outcome.error_type,
-        )  # fmt: skip
-
-    async def reclaimed(
-        self, leases: Sequence[Lease], outcomes: Sequence[Outcome], applied: Sequence[bool],
-        worker: str,
-    ) -> None:  # fmt: skip
-        """After the reaper settled expired leases (retried or dead-lettered)."""
-        for lease, outcome, ok in zip(leases, outcomes, applied, strict=True):
-            if ok:
-                await self.job(
-                    _OF_OUTCOME[outcome.kind], lease.job, worker=worker, error=outcome.error,
-                    error_type=outcome.error_type,
-                    delay=outcome.delay if outcome.kind is OutcomeKind.RETRY else None,
-                )  # fmt: skip
-
     async def after_cancel(self, job: Job | None) -> None:
         """After ``cancel`` answered True: ``cancelled`` if the job ended at once (a running one
         is reported by its worker when it stops)."""
         if job is not None and job.status is JobStatus.CANCELLED:
             await self.job(EventKind.CANCELLED, job)
+
+
+class WorkerEvents:
+    """A worker's side: ``started``/``settled``/``reclaimed`` post events without waiting, and
+    ``run`` (one task of the worker's) delivers them in order, so a slow subscriber never holds
+    up a job. ``close`` delivers what is left (for up to ``DRAIN_TIMEOUT`` seconds)."""
+
+    def __init__(self, events: Events, worker: str) -> None:
+        self._events = events
+        self._worker = worker
+        self._send, self._receive = anyio.create_memory_object_stream[JobEvent](math.inf)
+        self._done = anyio.Event()
+        self._closed = False
+
+    def started(self, job: Job) -> None:
+        self._post(EventKind.STARTED, job)
+
+    def settled(self, job: Job, outcome: Outcome, duration: float | None) -> None:
+        """After the broker applied ``outcome`` of ``job`` (``duration``: seconds it ran)."""
+        self._post(
+            _OF_OUTCOME[outcome.kind], job, duration=duration, error=outcome.error,
+            error_type=outcome.error_type,
+            delay=outcome.delay if outcome.kind is OutcomeKind.RETRY else None,
+        )  # fmt: skip
+
+    def reclaimed(
+        self, leases: Sequence[Lease], outcomes: Sequence[Outcome], applied: Sequence[bool]
+    ) -> None:
+        """After the reaper settled expired leases (retried or dead-lettered)."""
+        for lease, outcome, ok in zip(leases, outcomes, applied, strict=True):
+            if ok:
+                self.settled(lease.job, outcome, None)
+
+    def _post(self, kind: EventKind, job: Job, **details: Any) -> None:
+        if kind in self._events._subs and not self._closed:
+            self._send.send_nowait(_event(kind, job, worker=self._worker, **details))
+
+    async def run(self) -> None:
+        try:
+            async with self._receive:
+                async for event in self._receive:
+                    await self._events.emit(event)
+        finally:
+            self._done.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._send.close()
+        with anyio.move_on_after(DRAIN_TIMEOUT):
+            await self._done.wait()
 
 
 def _event(kind: EventKind, job: Job, **details: Any) -> JobEvent:

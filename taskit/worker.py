@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -33,8 +34,10 @@ from taskit._inbox import Inbox
 from taskit._settler import Settler
 from taskit.backoff import Exponential, as_policy
 from taskit.errors import TaskitError
+from taskit.events import WorkerEvents
 from taskit.execution import Executor, RunningJob, StopReason, retry_delay, retry_or_dead
-from taskit.job import Lease, LeaseState, Outcome, OutcomeKind
+from taskit.job import Job, Lease, LeaseState, Outcome, OutcomeKind
+from taskit.registry import announce
 
 if TYPE_CHECKING:
     from taskit.app import App
@@ -108,6 +111,10 @@ class Worker:
         self.stats = WorkerStats()
         # By lease token, not job id: after a lease is lost unseen, one job can run twice here.
         self._running: dict[str, RunningJob] = {}
+        # Submitted outcomes by lease token: the job and how long it ran, for the log line and
+        # the events once the broker applied them.
+        self._settling: dict[str, tuple[Job, float]] = {}
+        self._events: WorkerEvents | None = None
         self._busy = 0
         self._stopping = anyio.Event()
         self._hard = False
@@ -126,6 +133,8 @@ class Worker:
         executor = Executor(self.app, limiter)
         settler = self._settler = Settler(self.app.broker, self.lease, self._settled)
         inbox = Inbox()
+        events = WorkerEvents(self.app.events, self.name) if self.app.events else None
+        self._events = events
         async with anyio.create_task_group() as services:
             if handle_signals:
                 await services.start(self._watch_signals)
@@ -135,6 +144,9 @@ class Worker:
             )  # fmt: skip
             services.start_soon(self._heartbeat)
             services.start_soon(self._reaper)
+            services.start_soon(announce, self)
+            if events:
+                services.start_soon(events.run)
             settled = anyio.Event()
             services.start_soon(_set_after, settler.run, settled)
             async with anyio.create_task_group() as runners:
@@ -152,6 +164,8 @@ class Worker:
                     running.stop(StopReason.RELEASE)
             settler.close()  # every runner is done: deliver what they settled, then stop
             await settled.wait()
+            if events:
+                await events.close()  # deliver what is left before the services stop
             services.cancel_scope.cancel()
         log.info("worker %s stopped: %s", self.name, self.stats)
         return self.stats
@@ -258,16 +272,20 @@ class Worker:
         job = lease.job
         running = RunningJob(lease)
         self._running[lease.token] = running
-        extra = {"job_id": job.id, "task": job.task, "attempt": job.attempts}
+        extra = {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempts}
         try:
             if self._hard:
                 running.stop(StopReason.RELEASE)
-            log.debug("job %s (%s) attempt %d started", job.id, job.task, job.attempts, extra=extra)
+            log.info("job %s (%s) attempt %d started", job.id, job.task, job.attempts, extra=extra)
+            if self._events:
+                self._events.started(job)
+            began = time.perf_counter()
             outcome = await executor.execute(running)
             if outcome is None:
                 log.warning("job %s lost its lease; its outcome is dropped", job.id, extra=extra)
                 self.stats.count(None)
             else:
+                self._settling[outcome.token] = (job, time.perf_counter() - began)
                 self._settler.submit(outcome)
         finally:
             del self._running[lease.token]
@@ -275,9 +293,15 @@ class Worker:
             self._slot_free.set()
 
     def _settled(self, outcome: Outcome, applied: bool) -> None:
-        extra = {"job_id": outcome.job_id}
+        job, took = self._settling.pop(outcome.token)
+        extra = {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempts}
         if applied:
-            log.info("job %s %s", outcome.job_id, outcome.kind.value, extra=extra)
+            log.info(
+                "job %s (%s) %s in %.3f s", job.id, job.task, outcome.kind.value, took,
+                extra={**extra, "duration": round(took, 6)},
+            )  # fmt: skip
+            if self._events:
+                self._events.settled(job, outcome, took)
         else:
             log.warning(
                 "job %s: %s rejected, the lease had passed to another worker",
@@ -329,7 +353,9 @@ class Worker:
                 extra={"job_id": job.id, "task": job.task, "attempt": job.attempts},
             )  # fmt: skip
         if outcomes:
-            await self.app.broker.settle(outcomes)
+            applied = await self.app.broker.settle(outcomes)
+            if self._events:
+                self._events.reclaimed(leases, outcomes, applied)
 
     async def _watch_signals(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
