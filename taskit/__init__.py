@@ -31,7 +31,9 @@ from taskit.errors import (
     TaskitError,
     UnknownTaskError,
 )
+from taskit.handlers import JobHandler
 from taskit.job import Job, JobResult, JobStatus, QueueStats
+from taskit.service import JobService, JobStats, WorkerManager
 from taskit.task import Task, TaskVariant
 from taskit.worker import Worker, WorkerStats
 
@@ -51,8 +53,11 @@ __all__ = [
     "Fail",
     "Fixed",
     "Job",
+    "JobHandler",
     "JobNotFoundError",
     "JobResult",
+    "JobService",
+    "JobStats",
     "JobStatus",
     "JobTimeoutError",
     "MemoryBroker",
@@ -66,6 +71,7 @@ __all__ = [
     "TaskitError",
     "UnknownTaskError",
     "Worker",
+    "WorkerManager",
     "WorkerStats",
     "__version__",
 ]
