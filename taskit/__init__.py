@@ -18,6 +18,7 @@ from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.config import Settings
 from taskit.errors import (
+    BrokerAuthenticationError,
     BrokerConnectionError,
     BrokerError,
     ConfigurationError,
@@ -25,6 +26,7 @@ from taskit.errors import (
     Fail,
     JobNotFoundError,
     JobTimeoutError,
+    PayloadTooLargeError,
     ResultTimeoutError,
     Retry,
     SerializationError,
@@ -45,6 +47,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = [
     "App",
     "Broker",
+    "BrokerAuthenticationError",
     "BrokerConnectionError",
     "BrokerError",
     "ConfigurationError",
@@ -61,6 +64,7 @@ __all__ = [
     "JobStatus",
     "JobTimeoutError",
     "MemoryBroker",
+    "PayloadTooLargeError",
     "QueueStats",
     "ResultTimeoutError",
     "Retry",

@@ -19,7 +19,13 @@ import anyio.lowlevel
 from taskit.backoff import Backoff, as_policy
 from taskit.broker import Broker, from_url
 from taskit.config import Settings, redact_url
-from taskit.errors import DuplicateTaskError, JobNotFoundError, ResultTimeoutError, UnknownTaskError
+from taskit.errors import (
+    DuplicateTaskError,
+    JobNotFoundError,
+    PayloadTooLargeError,
+    ResultTimeoutError,
+    UnknownTaskError,
+)
 from taskit.events import EventKind, Events, Subscriber
 from taskit.job import Job, JobResult, JobStatus, QueueStats
 from taskit.task import (
@@ -32,8 +38,8 @@ from taskit.task import (
 )
 
 if TYPE_CHECKING:
-    from taskit.scheduler import Missed, Schedule
     from taskit.handlers import HandlerTask, JobHandler
+    from taskit.scheduler import Missed, Schedule
     from taskit.worker import Worker
 
 __all__ = ["App"]
@@ -278,11 +284,14 @@ class App:
         return self.run_sync(self._submit, list(jobs), None)
 
     async def _submit(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> list[Job]:
+        limit = self.settings.max_payload_bytes
         for job in jobs:
             if not isinstance(job, Job):
                 raise TypeError(
                     f"expected Job objects (task.prepare(...)), got {type(job).__name__}"
                 )
+            if len(job.payload) > limit:  # checked for the whole batch before any is stored
+                raise PayloadTooLargeError(job.id, len(job.payload), limit)
         stored = await self.broker.enqueue(jobs, delays=delays)
         if self.events:
             await self.events.created(jobs, stored)

@@ -18,6 +18,7 @@ import click
 
 from taskit import __version__
 from taskit.app import App
+from taskit.errors import BrokerAuthenticationError
 
 __all__ = ["load_app", "main"]
 
@@ -101,7 +102,26 @@ def worker(
     if queues is not None and not names:
         raise click.BadParameter(f"no queue names in {queues!r}", param_hint="--queues")
     the_worker = app.worker(queues=names, concurrency=concurrency)
-    anyio.run(functools.partial(the_worker.run, burst=burst, handle_signals=True))
+    try:
+        anyio.run(functools.partial(the_worker.run, burst=burst, handle_signals=True))
+    except (BrokerAuthenticationError, BaseExceptionGroup) as exc:
+        refused = _refusal(exc)
+        if refused is None:
+            raise
+        # Bad credentials do not heal by waiting: one clear line (no password), exit 1.
+        raise click.ClickException(str(refused)) from None
+
+
+def _refusal(exc: BaseException) -> BrokerAuthenticationError | None:
+    """The ``BrokerAuthenticationError`` in ``exc`` (possibly nested in exception groups)."""
+    if isinstance(exc, BrokerAuthenticationError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _refusal(inner)
+            if found is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

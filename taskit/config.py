@@ -17,6 +17,7 @@ built, and every field can be overridden in code (``Settings(...)`` or ``setting
 | ``TASKIT_GRACE_PERIOD``       | grace_period        | 10 s         |
 | ``TASKIT_REAPER_INTERVAL``    | reaper_interval     | 5 s          |
 | ``TASKIT_HEARTBEAT_INTERVAL`` | heartbeat_interval  | 5 s          |
+| ``TASKIT_MAX_PAYLOAD_BYTES``  | max_payload_bytes   | 1048576      |
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ _ENV = {
     "grace_period": ("TASKIT_GRACE_PERIOD", float),
     "reaper_interval": ("TASKIT_REAPER_INTERVAL", float),
     "heartbeat_interval": ("TASKIT_HEARTBEAT_INTERVAL", float),
+    "max_payload_bytes": ("TASKIT_MAX_PAYLOAD_BYTES", int),
 }
 
 
@@ -57,6 +59,8 @@ class Settings:
     within that time is handed to another worker. Workers extend their leases every third of it.
     ``heartbeat_interval``: how often a worker renews its registry record, which expires after
     three intervals without one (``taskit check`` then counts the worker as gone).
+    ``max_payload_bytes``: the largest encoded arguments a job may carry; a bigger one is
+    refused at enqueue (``PayloadTooLargeError``) and nothing is stored.
     """
 
     broker_url: str = "memory://"
@@ -71,6 +75,7 @@ class Settings:
     grace_period: float = 10.0
     reaper_interval: float = 5.0
     heartbeat_interval: float = 5.0
+    max_payload_bytes: int = 1_048_576
 
     def __post_init__(self) -> None:
         for name in ("broker_url", "default_queue"):
@@ -132,6 +137,7 @@ _RULES: dict[str, tuple[type, float, bool]] = {
     "grace_period": (float, 0, False),
     "reaper_interval": (float, 0, True),
     "heartbeat_interval": (float, 0, True),
+    "max_payload_bytes": (int, 1, False),
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 __all__ = [
+    "BrokerAuthenticationError",
     "BrokerConnectionError",
     "BrokerError",
     "ConfigurationError",
@@ -20,6 +21,7 @@ __all__ = [
     "Fail",
     "JobNotFoundError",
     "JobTimeoutError",
+    "PayloadTooLargeError",
     "ResultTimeoutError",
     "Retry",
     "SerializationError",
@@ -59,6 +61,19 @@ class SerializationError(TaskitError, ValueError):
     """A value cannot be encoded as msgpack (names the argument) or decoded back."""
 
 
+class PayloadTooLargeError(SerializationError):
+    """A job's encoded arguments are bigger than ``Settings.max_payload_bytes``; nothing was
+    enqueued. ``size`` and ``limit`` are in bytes."""
+
+    def __init__(self, job_id: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"job {job_id!r} has a payload of {size} bytes, over the limit of {limit} bytes "
+            "(max_payload_bytes, TASKIT_MAX_PAYLOAD_BYTES); nothing was enqueued"
+        )
+        self.size = size
+        self.limit = limit
+
+
 class JobTimeoutError(TaskitError, TimeoutError):
     """A job ran longer than its ``timeout``; counts as a failure and is retried."""
 
@@ -81,6 +96,12 @@ class BrokerError(TaskitError):
 
 class BrokerConnectionError(BrokerError, ConnectionError):
     """The broker cannot be reached (refused, timed out, bad credentials)."""
+
+
+class BrokerAuthenticationError(BrokerConnectionError):
+    """The broker refused the credentials (wrong password, unknown user, missing permission).
+
+    Unlike an outage this does not heal by waiting: a worker stops at once with this error."""
 
 
 def _seconds(delay: float | timedelta | None) -> float | None:

@@ -33,7 +33,7 @@ import anyio.abc
 from taskit._inbox import Inbox
 from taskit._settler import Settler
 from taskit.backoff import Exponential, as_policy
-from taskit.errors import TaskitError
+from taskit.errors import BrokerAuthenticationError, TaskitError
 from taskit.events import WorkerEvents
 from taskit.execution import Executor, RunningJob, StopReason, retry_delay, retry_or_dead
 from taskit.job import Job, Lease, LeaseState, Outcome, OutcomeKind
@@ -222,6 +222,8 @@ class Worker:
                         return
                     leases = await self._reserve(free, BURST_TICK)
                 failures = 0
+            except BrokerAuthenticationError:
+                raise  # refused credentials do not heal by waiting: stop with the error
             except (TaskitError, OSError) as exc:
                 failures += 1
                 await self._outage("reserve", exc, failures)

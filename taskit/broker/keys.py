@@ -24,6 +24,7 @@ key                         type    holds
 ``{p}:claim:<key>``         string  a ``Broker.claim``, held until it expires (PX)
 ``{p}:workers``             zset    heartbeat names scored by expiry (ms)
 ``{p}:beats``               hash    heartbeat name -> its record
+``{p}:epoch``               string  random id of this data set: gone or changed = data lost
 ==========================  ======  ===================================================
 
 Live jobs (waiting, running, dead letters) are fields of the three fixed hashes and never carry a
@@ -53,6 +54,7 @@ __all__ = [
     "State",
     "build_job",
     "encode_error",
+    "merge_state",
     "parse_state",
     "placeholder_job",
     "split_token",
@@ -81,6 +83,7 @@ class Keys:
         self.queues = f"{self.tag}:queues"
         self.workers = f"{self.tag}:workers"
         self.beats = f"{self.tag}:beats"
+        self.epoch = f"{self.tag}:epoch"
 
     def done(self, job_id: str) -> str:
         return f"{self.tag}:done:{job_id}"
@@ -173,7 +176,7 @@ def encode_error(error: str | None, error_type: str | None, traceback: str | Non
 def build_job(job_id: str, spec: bytes, state: bytes, err: bytes, res: bytes) -> Job:
     """The ``Job`` a record describes. Raises ``SerializationError`` if ``spec`` does not decode
     (use ``placeholder_job`` for a readable stand-in) and ``ValueError`` for a malformed state."""
-    return _merge(decode_job(spec), job_id, parse_state(state), err, res)
+    return merge_state(decode_job(spec), job_id, parse_state(state), err, res)
 
 
 def placeholder_job(job_id: str, state: bytes, err: bytes, res: bytes, why: str) -> Job:
@@ -189,10 +192,11 @@ def placeholder_job(job_id: str, state: bytes, err: bytes, res: bytes, why: str)
         error=why,
         error_type=SerializationError.__name__,
     )
-    return _merge(job, job_id, parsed, err, res)
+    return merge_state(job, job_id, parsed, err, res)
 
 
-def _merge(job: Job, job_id: str, state: State, err: bytes, res: bytes) -> Job:
+def merge_state(job: Job, job_id: str, state: State, err: bytes, res: bytes) -> Job:
+    """``job`` (decoded from its spec) with the live fields of its record applied."""
     changes: dict[str, Any] = {
         "id": job_id,
         "queue": state.queue,

@@ -27,6 +27,7 @@ import anyio
 import msgspec
 from redis.asyncio import Redis
 
+from taskit.broker._watch import ServerWatch
 from taskit.broker.base import Broker
 from taskit.broker.keys import LATEST, Keys, build_job, encode_error, parse_state, split_token
 from taskit.broker.keys import placeholder_job as _placeholder
@@ -97,11 +98,18 @@ class RedisBroker(Broker):
         self._keys = Keys(prefix)
         self._ttl_ms = math.ceil(result_ttl * 1000)
         self._conn = Connections(url, connect)
+        # Notices a Redis that came back empty, and an eviction policy that may lose jobs.
+        self._watch = ServerWatch(self._keys.epoch, redact_url(url), self._conn.guard)
 
     @property
     def keys(self) -> Keys:
         """The key names this broker uses."""
         return self._keys
+
+    @property
+    def restarts_detected(self) -> int:
+        """How many times this broker found its Redis emptied under it (see ``_watch``)."""
+        return self._watch.restarts_detected
 
     # -- producing -------------------------------------------------------------------------
     async def enqueue(
@@ -404,7 +412,10 @@ class RedisBroker(Broker):
         return job
 
     async def _run(self, name: ScriptName, keys: list[str], args: list[Arg]) -> Any:
-        return await self._conn.guard(_SCRIPTS.call(self._conn.pair().main, name, keys, args))
+        client = self._conn.pair().main
+        if self._watch.due():
+            await self._watch.check(client)
+        return await self._conn.guard(_SCRIPTS.call(client, name, keys, args))
 
 
 def _ms(seconds: float) -> int:
