@@ -39,9 +39,16 @@ def _packing_with(
             words = head.split() if isinstance(head, str | bytes) else [head]
             if len(words) > 1:  # "CLIENT SETNAME"-style names go out as separate words
                 args = (*words, *args[1:])
-            return [
-                pack(tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args))
-            ]
+            try:
+                return [pack(args)]
+            except TypeError:  # hiredis takes str, int, float and bytes only
+                return [
+                    pack(
+                        tuple(
+                            bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args
+                        )
+                    )
+                ]
 
     HiredisPacking.__name__ = HiredisPacking.__qualname__ = f"HiredisPacking{base.__name__}"
     return HiredisPacking

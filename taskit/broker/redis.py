@@ -29,7 +29,15 @@ from redis.asyncio import Redis
 
 from taskit.broker._watch import ServerWatch
 from taskit.broker.base import Broker
-from taskit.broker.keys import LATEST, Keys, build_job, encode_error, parse_state, split_token
+from taskit.broker.keys import (
+    LATEST,
+    Keys,
+    build_job,
+    encode_error,
+    merge_state,
+    parse_state,
+    split_token,
+)
 from taskit.broker.keys import placeholder_job as _placeholder
 from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
 from taskit.config import redact_url
@@ -203,7 +211,7 @@ class RedisBroker(Broker):
             parsed = parse_state(state)
             token = f"{parsed.token}|{queue}"
             try:
-                job = build_job(job_id, spec, state, err, b"")
+                job = merge_state(decode_job(spec), job_id, parsed, err, b"")
             except (SerializationError, msgspec.DecodeError, ValueError) as exc:
                 now.append(
                     Outcome(
@@ -251,29 +259,29 @@ class RedisBroker(Broker):
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         k = self._keys
         applied: list[bool] = [False] * len(outcomes)
-        keys = [k.spec, k.state, k.err, k.seq]
-        args: list[Arg] = [self._ttl_ms]
+        queues: dict[str, int] = {}
+        done: list[str] = []
+        args: list[Arg] = [self._ttl_ms, 0]
         sent: list[int] = []
         for i, outcome in enumerate(outcomes):
             parts = split_token(outcome.token)
-            if parts is None:
+            if parts is None or " " in parts[0]:
                 continue  # not a token this broker made: stale by definition
-            rand, q = parts
-            keys += [
-                k.done(outcome.job_id),
-                k.ready(q),
-                k.delayed(q),
-                k.leases(q),
-                k.dead(q),
-                k.totals(q),
-                k.wake(q),
-            ]
+            rand, queue = parts
+            q = queues.setdefault(queue, len(queues) + 1)
+            done.append(k.done(outcome.job_id))
             result = b"" if outcome.result is None else encode_value(outcome.result)
             error = encode_error(outcome.error, outcome.error_type, outcome.traceback)
-            args += [outcome.job_id, rand, outcome.kind.value, error, result, _ms(outcome.delay)]
+            meta = f"{rand} {outcome.kind.value} {q} {_ms(outcome.delay)}"
+            args += [outcome.job_id, meta, error, result]
             sent.append(i)
         if sent:
-            reply = await self._run("settle", keys, args)
+            args[1] = len(queues)
+            keys = [k.spec, k.state, k.err, k.seq]
+            for queue in queues:
+                keys += [k.ready(queue), k.delayed(queue), k.leases(queue), k.dead(queue),
+                         k.totals(queue), k.wake(queue)]  # fmt: skip
+            reply = await self._run("settle", keys + done, args)
             for i, ok in zip(sent, reply, strict=True):
                 applied[i] = bool(ok)
         return applied

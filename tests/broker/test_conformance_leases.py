@@ -262,9 +262,10 @@ async def test_settle_with_a_stale_token_changes_nothing(harness: BrokerHarness)
     queue = new_queue()
     held = await running(harness.broker, queue)
     forged = Outcome(job_id=held.job.id, token="not-the-token", kind=OutcomeKind.COMPLETE)
+    spaced = Outcome(job_id=held.job.id, token="a b|c d 1 0", kind=OutcomeKind.COMPLETE)
     unknown = Outcome(job_id=uuid.uuid4().hex, token=held.token, kind=OutcomeKind.COMPLETE)
 
-    assert await harness.broker.settle([forged, unknown]) == [False, False]
+    assert await harness.broker.settle([forged, spaced, unknown]) == [False, False, False]
 
     job = await harness.broker.get(held.job.id)
     assert job is not None

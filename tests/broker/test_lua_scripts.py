@@ -143,17 +143,11 @@ async def test_extend_answers_per_token(rh: RedisHarness) -> None:
     assert reply == [b"held", b"lost", b"cancelled"]
 
 
-def settle_keys(k: Keys, job_id: str) -> list[str]:
+def settle_keys(k: Keys, *job_ids: str) -> list[str]:
+    """KEYS of a settle call for jobs of queue "q": the queue's keys once, then a done key each."""
     q = "q"
-    return [
-        k.done(job_id),
-        k.ready(q),
-        k.delayed(q),
-        k.leases(q),
-        k.dead(q),
-        k.totals(q),
-        k.wake(q),
-    ]
+    return [k.spec, k.state, k.err, k.seq, k.ready(q), k.delayed(q), k.leases(q), k.dead(q),
+            k.totals(q), k.wake(q), *(k.done(job_id) for job_id in job_ids)]  # fmt: skip
 
 
 async def test_settle_applies_current_tokens_only(rh: RedisHarness) -> None:
@@ -161,8 +155,8 @@ async def test_settle_applies_current_tokens_only(rh: RedisHarness) -> None:
     await enqueue(rh, "j1")
     await reserve(rh)
     result = msgspec.msgpack.encode({"success": True, "value": 7})
-    keys = [k.spec, k.state, k.err, k.seq, *settle_keys(k, "j1"), *settle_keys(k, "j1")]
-    args = [60_000, "j1", "stale", "fail", "", "", 0, "j1", "stem.1", "complete", "", result, 0]
+    keys = settle_keys(k, "j1", "j1")
+    args = [60_000, 1, "j1", "stale fail 1 0", "", "", "j1", "stem.1 complete 1 0", "", result]
 
     assert await run(rh, "settle", keys, args) == [0, 1]
     assert await rh.client.hget(k.done("j1"), "res") == result
@@ -206,8 +200,8 @@ async def dead_letter(rh: RedisHarness, job_id: str) -> None:
     await enqueue(rh, job_id)
     rows = await reserve(rh)
     token = parse_state(rows[5]).token
-    keys = [k.spec, k.state, k.err, k.seq, *settle_keys(k, job_id)]
-    assert await run(rh, "settle", keys, [1000, job_id, token, "dead_letter", "", "", 0]) == [1]
+    args = [1000, 1, job_id, f"{token} dead_letter 1 0", "", ""]
+    assert await run(rh, "settle", settle_keys(k, job_id), args) == [1]
 
 
 async def test_dead_letters_requeue_dead_and_purge_dead(rh: RedisHarness) -> None:
