@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -40,7 +41,7 @@ from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.clock import FakeClock
 from taskit.execution import Executor, RunningJob
-from taskit.job import Job, JobStatus, Outcome, OutcomeKind
+from taskit.job import Job, JobStatus, Outcome, OutcomeKind, utc_from_timestamp
 from taskit.worker import WorkerStats
 
 if TYPE_CHECKING:
@@ -176,6 +177,10 @@ class Harness:
     ) -> WorkerStats:
         """``drain`` for tests without an event loop (runs on the App's sync-bridge loop)."""
         return self.app.run_sync(lambda: self.drain(queues, max_jobs=max_jobs))
+
+    def now(self) -> datetime:
+        """The fake clock's time as an aware UTC datetime (for ``scheduled_at``)."""
+        return utc_from_timestamp(self.clock.time())
 
     def advance(self, seconds: float) -> float:
         """Move the fake clock forward by ``seconds`` (runs nothing); returns the new time."""
