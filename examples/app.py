@@ -1,6 +1,6 @@
 """An App for `taskit worker`: its broker comes from TASKIT_BROKER_URL (memory:// by default).
 
-    taskit worker examples.app:app --concurrency 8
+taskit worker examples.app:app --concurrency 8
 """
 
 from __future__ import annotations
