@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,3 +119,34 @@ def test_the_configuration_table_documents_every_variable() -> None:
     table = (ROOT / "docs" / "configuration.md").read_text()
     documented = set(re.findall(r"^\| `(TASKIT_[A-Z_]+)` \|", table, re.MULTILINE))
     assert {var for var, _ in _ENV.values()} <= documented
+
+
+def test_the_periodic_example_runs_its_interval_schedule() -> None:
+    lines = run_example("examples/periodic.py")
+    assert lines[0] == "schedules: health.ping, reports.nightly"
+    assert int(lines[1].removeprefix("pings: ")) >= 2  # due every 0.25 s for 1.2 s
+
+
+@pytest.mark.anyio
+async def test_the_nightly_cron_job_fires_at_three_in_paris_on_a_fake_clock() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from examples import periodic
+    from taskit import JobStatus
+    from taskit.scheduler import Scheduler
+    from taskit.testing import FakeClock, Harness
+
+    paris = ZoneInfo("Europe/Paris")
+    clock = FakeClock(datetime(2025, 3, 1, 2, 59, tzinfo=paris).timestamp())
+    with Harness(periodic.app, clock=clock) as harness:
+        scheduler = Scheduler(periodic.app, clock=clock)
+        assert [j.task for j in await scheduler.tick()] == []  # starts now: nothing due yet
+        clock.set(datetime(2025, 3, 1, 3, 0, 1, tzinfo=paris).timestamp())
+        fired = [j for j in await scheduler.tick() if j.task == "reports.nightly"]
+        assert len(fired) == 1
+        await harness.drain(["default"])
+        [done] = await harness.jobs(task="reports.nightly")
+    assert done.status is JobStatus.COMPLETED
+    assert done.result is not None
+    assert done.result.value == "nightly report as pdf"
