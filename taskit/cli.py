@@ -1,6 +1,9 @@
 """The ``taskit`` command. The only module that configures logging.
 
-taskit worker MODULE:ATTR [--queues a,b] [--concurrency N] [--burst] [--log-level L]
+taskit worker MODULE:ATTR [--queues a,b] [--concurrency N] [--burst] [--scheduler]
+                         [--schedules FILE] [--metrics-port N] [--log-level L] [--log-format F]
+taskit scheduler MODULE:ATTR [--schedules FILE]    taskit check MODULE:ATTR
+taskit info | job | dlq list/requeue/purge | enqueue | cancel | purge  (see taskit._cli_admin)
 taskit --version
 """
 
@@ -8,17 +11,26 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import logging
 import os
+import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
 
 from taskit import __version__
+from taskit._cli_admin import add_admin_commands
 from taskit.app import App
-from taskit.errors import BrokerAuthenticationError
+from taskit.errors import BrokerAuthenticationError, BrokerError, ConfigurationError
+from taskit.registry import live_workers
+from taskit.scheduler import Scheduler, load_schedules
+from taskit.worker import Worker
+
+if TYPE_CHECKING:
+    from taskit.metrics import Metrics
 
 __all__ = ["load_app", "main"]
 
@@ -33,6 +45,22 @@ class _Formatter(logging.Formatter):
         line = super().format(record)
         extras = [f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD]
         return f"{line} [{' '.join(extras)}]" if extras else line
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, the extras, and any traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        data.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD)
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
 
 
 def load_app(path: str) -> App:
@@ -66,12 +94,24 @@ def load_app(path: str) -> App:
     return obj
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+_LOG_FORMAT = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object a line, for log shippers.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,19 +131,26 @@ def main() -> None:
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
+@_LOG_FORMAT
+@click.option("--scheduler", is_flag=True, help="Also enqueue the App's periodic schedules.")
+@click.option("--schedules", type=click.Path(dir_okay=False), help="Schedules file (TOML/JSON).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics.")
 def worker(
-    app_path: str, queues: str | None, concurrency: int | None, burst: bool, log_level: str
-) -> None:
+    app_path: str, queues: str | None, concurrency: int | None, burst: bool, log_level: str,
+    log_format: str, scheduler: bool, schedules: str | None, metrics_port: int | None,
+) -> None:  # fmt: skip
     """Run a worker for the App at MODULE:ATTR until SIGTERM/SIGINT (or, with --burst, until
     the queues are empty). A first signal stops gracefully, a second at once."""
-    _configure_logging(log_level)
+    _configure_logging(log_level, log_format)
     app = load_app(app_path)
+    _load_schedules(app, schedules)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not names:
         raise click.BadParameter(f"no queue names in {queues!r}", param_hint="--queues")
     the_worker = app.worker(queues=names, concurrency=concurrency)
+    metrics = _metrics(app, metrics_port)
     try:
-        anyio.run(functools.partial(the_worker.run, burst=burst, handle_signals=True))
+        anyio.run(functools.partial(_run_worker, the_worker, burst, scheduler, metrics))
     except (BrokerAuthenticationError, BaseExceptionGroup) as exc:
         refused = _refusal(exc)
         if refused is None:
@@ -122,6 +169,96 @@ def _refusal(exc: BaseException) -> BrokerAuthenticationError | None:
             if found is not None:
                 return found
     return None
+
+
+def _metrics(app: App, port: int | None) -> tuple[Metrics, Any] | None:
+    """Metrics subscribed to the App's events (before its worker starts) and their server."""
+    if port is None:
+        return None
+    from taskit.metrics import Metrics
+
+    try:
+        metrics = Metrics(app)
+        return metrics, metrics.serve(port)
+    except (ConfigurationError, OSError) as exc:
+        raise click.ClickException(f"--metrics-port {port}: {exc}") from None
+
+
+async def _run_worker(
+    the_worker: Worker, burst: bool, scheduler: bool, metrics: tuple[Metrics, Any] | None
+) -> None:
+    async with anyio.create_task_group() as services:
+        if metrics is not None:
+            services.start_soon(metrics[0].refresh_forever)
+        if scheduler:
+            services.start_soon(Scheduler(the_worker.app).run)
+        try:
+            await the_worker.run(burst=burst, handle_signals=True)
+        finally:
+            services.cancel_scope.cancel()
+            if metrics is not None:
+                metrics[1].shutdown()
+
+
+def _load_schedules(app: App, path: str | None) -> None:
+    if path is not None:
+        try:
+            load_schedules(app, path)
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("app_path", metavar="MODULE:ATTR")
+@click.option("--schedules", type=click.Path(dir_okay=False), help="Schedules file (TOML/JSON).")
+@click.option("--log-level", default="INFO", show_default=True)
+@_LOG_FORMAT
+def scheduler(app_path: str, schedules: str | None, log_level: str, log_format: str) -> None:
+    """Enqueue the App's periodic schedules (and those of --schedules) until SIGTERM/SIGINT.
+    Run as many as you like: each due run is enqueued once."""
+    _configure_logging(log_level, log_format)
+    app = load_app(app_path)
+    _load_schedules(app, schedules)
+    if not app.schedules:
+        raise click.ClickException(f"{app_path} has no periodic schedules (and no --schedules)")
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(Scheduler(app).run)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    logging.getLogger("taskit.scheduler").info("scheduler stopping")
+                    tg.cancel_scope.cancel()
+
+    anyio.run(serve)
+
+
+@main.command()
+@click.argument("app_path", metavar="MODULE:ATTR")
+@click.option("--min-workers", default=1, show_default=True, type=click.IntRange(min=0))
+def check(app_path: str, min_workers: int) -> None:
+    """Liveness check: exit 0 when the broker answers and at least --min-workers workers are
+    alive; 1 when too few are; 2 when the broker cannot be reached."""
+    app = load_app(app_path)
+
+    async def probe() -> int:
+        try:
+            return len(await live_workers(app.broker))
+        finally:
+            await app.broker.close()
+
+    try:
+        alive = anyio.run(probe)
+    except (BrokerError, OSError) as exc:
+        click.echo(f"unhealthy: broker unreachable: {exc}", err=True)
+        sys.exit(2)
+    if alive < min_workers:
+        click.echo(f"unhealthy: {alive} live worker(s), need {min_workers}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: broker reachable, {alive} live worker(s)")
+
+
+add_admin_commands(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,136 @@
+"""Prometheus metrics, from job events and the broker's counts. Needs the ``prometheus`` extra
+(``pip install 'taskit[prometheus]'``); without it, only ``Metrics(...)`` fails, with a
+``ConfigurationError`` saying what to install, and nothing else in taskit notices.
+
+    taskit worker myapp:app --metrics-port 9100
+
+| metric                                      | type      | labels             | source        |
+|---------------------------------------------|-----------|--------------------|---------------|
+| ``taskit_jobs_processed_total``             | counter   | task, outcome      | this worker   |
+| ``taskit_job_duration_seconds``             | histogram | task               | this worker   |
+| ``taskit_job_failures_total``               | counter   | task, error_type   | this worker   |
+| ``taskit_job_retries_total``                | counter   | task               | this worker   |
+| ``taskit_queue_depth``                      | gauge     | queue              | the broker    |
+| ``taskit_queue_scheduled``                  | gauge     | queue              | the broker    |
+| ``taskit_dead_letters``                     | gauge     | queue              | the broker    |
+| ``taskit_jobs_running``                     | gauge     | queue              | the broker    |
+| ``taskit_workers``                          | gauge     |                    | the registry  |
+
+Counters count what this process's worker did (sum them over workers); gauges describe the whole
+broker, so every worker reports the same values (take ``max``, not ``sum``, across workers).
+``outcome`` is one of completed, failed, retried, dead_lettered, cancelled, requeued. A failure
+is any attempt that did not succeed: ``failed``, ``retried`` (except a requested ``Retry``) and
+``dead_lettered``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from taskit.errors import ConfigurationError, TaskitError
+from taskit.events import EventKind, JobEvent
+
+if TYPE_CHECKING:
+    from taskit.app import App
+
+__all__ = ["Metrics"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two refreshes of the broker gauges.
+REFRESH_INTERVAL = 5.0
+_OUTCOMES = (
+    EventKind.COMPLETED,
+    EventKind.FAILED,
+    EventKind.RETRIED,
+    EventKind.DEAD_LETTERED,
+    EventKind.CANCELLED,
+    EventKind.REQUEUED,
+)
+_FAILURES = (EventKind.FAILED, EventKind.RETRIED, EventKind.DEAD_LETTERED)
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"metrics need prometheus_client ({exc}): pip install 'taskit[prometheus]'"
+        ) from None
+    return prometheus_client
+
+
+class Metrics:
+    """Taskit's metrics for ``app``, in ``registry`` (a new ``CollectorRegistry`` by default;
+    pass ``prometheus_client.REGISTRY`` to add them to the process-wide one). Subscribes to the
+    App's job events at once; ``refresh`` (or ``refresh_forever``) updates the broker gauges."""
+
+    def __init__(self, app: App, registry: Any = None) -> None:
+        prom = _prometheus()
+        self.app = app
+        self.registry = registry if registry is not None else prom.CollectorRegistry()
+        r = self.registry
+        self.processed = prom.Counter(
+            "taskit_jobs_processed", "Jobs settled by this worker.", ["task", "outcome"], registry=r
+        )
+        self.duration = prom.Histogram(
+            "taskit_job_duration_seconds", "Run time of each attempt.", ["task"], registry=r
+        )
+        self.failures = prom.Counter(
+            "taskit_job_failures", "Failed attempts by error type.", ["task", "error_type"],
+            registry=r,
+        )  # fmt: skip
+        self.retries = prom.Counter("taskit_job_retries", "Retries.", ["task"], registry=r)
+        gauge = prom.Gauge
+        self.depth = gauge("taskit_queue_depth", "Jobs ready to run.", ["queue"], registry=r)
+        self.scheduled = gauge(
+            "taskit_queue_scheduled", "Jobs waiting for their time.", ["queue"], registry=r
+        )
+        self.dead = gauge("taskit_dead_letters", "Dead-lettered jobs.", ["queue"], registry=r)
+        self.running = gauge("taskit_jobs_running", "Jobs running now.", ["queue"], registry=r)
+        self.workers = gauge("taskit_workers", "Live workers (registry records).", registry=r)
+        app.events.subscribe(self.observe, _OUTCOMES)
+
+    def observe(self, event: JobEvent) -> None:
+        """Count one settled job (the event subscriber)."""
+        task, kind = event.task, event.kind
+        self.processed.labels(task, kind.value).inc()
+        if event.duration is not None:
+            self.duration.labels(task).observe(event.duration)
+        if kind is EventKind.RETRIED:
+            self.retries.labels(task).inc()
+        if kind in _FAILURES and not (kind is EventKind.RETRIED and event.error_type == "Retry"):
+            self.failures.labels(task, event.error_type or "unknown").inc()
+
+    async def refresh(self) -> None:
+        """Read the queue counts and live workers from the broker into the gauges."""
+        stats = await self.app.stats()
+        for queue, s in stats.items():
+            self.depth.labels(queue).set(s.queued)
+            self.scheduled.labels(queue).set(s.scheduled)
+            self.dead.labels(queue).set(s.dead)
+            self.running.labels(queue).set(s.running)
+        self.workers.set(len(await self.app.broker.heartbeat()))
+
+    async def refresh_forever(self, interval: float = REFRESH_INTERVAL) -> None:
+        """``refresh`` every ``interval`` seconds until cancelled; broker errors are logged."""
+        while True:
+            try:
+                await self.refresh()
+            except (TaskitError, OSError) as exc:
+                log.warning("refreshing the metrics gauges failed: %s", exc)
+            await anyio.sleep(interval)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
+        """Serve ``/metrics`` over HTTP on ``addr:port`` from a daemon thread; returns the
+        server (call ``.shutdown()`` to stop it). ``OSError`` if the port is taken."""
+        server, _thread = _prometheus().start_http_server(port, addr, registry=self.registry)
+        return server
+
+    def text(self) -> str:
+        """The metrics in the Prometheus text format."""
+        data: bytes = _prometheus().generate_latest(self.registry)
+        return data.decode()
