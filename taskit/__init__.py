@@ -34,6 +34,7 @@ from taskit.errors import (
     UnknownTaskError,
 )
 from taskit.handlers import JobHandler
+from taskit.events import EventKind, JobEvent
 from taskit.job import Job, JobResult, JobStatus, QueueStats
 from taskit.service import JobService, JobStats, WorkerManager
 from taskit.task import Task, TaskVariant
@@ -52,10 +53,12 @@ __all__ = [
     "BrokerError",
     "ConfigurationError",
     "DuplicateTaskError",
+    "EventKind",
     "Exponential",
     "Fail",
     "Fixed",
     "Job",
+    "JobEvent",
     "JobHandler",
     "JobNotFoundError",
     "JobResult",

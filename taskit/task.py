@@ -9,7 +9,7 @@ encoded with msgspec (``SerializationError`` naming the argument). Either way no
 from __future__ import annotations
 
 import inspect
-import uuid
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,10 +71,11 @@ class TaskVariant(Generic[P, R]):
     def prepare(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Build (but do not enqueue) a job for this call; for ``App.enqueue_many``."""
         task, o = self._task, self._overrides
-        task.check_call(args, kwargs)
+        if kwargs or len(args) != task._plain_arity:  # plain positional calls bind by count
+            task.check_call(args, kwargs)
         opts = task.opts
         return Job(
-            id=o.job_id if o.job_id is not None else uuid.uuid4().hex,
+            id=o.job_id if o.job_id is not None else os.urandom(16).hex(),
             task=opts.name,
             queue=o.queue if o.queue is not None else opts.queue,
             payload=encode_arguments(args, kwargs, task.positional_names),

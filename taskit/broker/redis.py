@@ -157,6 +157,8 @@ class RedisBroker(Broker):
         kept, old_spec, state, err, res = row
         if kept:
             return self._job(job.id, old_spec, state, err, res)
+        if state.startswith(b"pending|"):
+            return job  # stored as it was sent: pending, nothing else set
         return build_job(job.id, spec, state, b"", b"")
 
     # -- consuming -------------------------------------------------------------------------

@@ -215,6 +215,23 @@ async def test_reenqueueing_an_unfinished_id_returns_the_existing_job(
     assert await reserved_ids(harness.broker, queue) == []
 
 
+async def test_one_id_twice_in_one_batch_is_stored_once(harness: BrokerHarness) -> None:
+    queue = new_queue()
+    first = make_job(queue, "first")
+    before, twin, after = (
+        make_job(queue, "before"),
+        make_job(queue, "twin", job_id=first.id),
+        (make_job(queue, "after")),
+    )
+
+    stored = await harness.broker.enqueue([before, first, twin, after])
+
+    assert [job.id for job in stored] == [before.id, first.id, first.id, after.id]
+    assert stored[2].args == ("first",)  # the twin got the job stored just before it
+    assert (await harness.broker.stats([queue]))[queue].queued == 3
+    assert await reserved_ids(harness.broker, queue) == [before.id, first.id, after.id]
+
+
 async def test_reenqueueing_a_scheduled_id_keeps_it_scheduled(harness: BrokerHarness) -> None:
     queue = new_queue()
     original = make_job(queue, "first")

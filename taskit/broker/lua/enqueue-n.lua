@@ -22,20 +22,30 @@ local rcall = redis.call
 local n = #ARGV / 8
 
 -- First pass, read only: every key this call needs was passed, or nothing is written.
+local olds = {}
 for i = 1, n do
   local s = load_state(KEYS[2], ARGV[8 * (i - 1) + 1])
   if s and s.status == 'dead_letter' and s.queue ~= ARGV[8 * i] then
     return {'moved', i, s.queue}
   end
+  olds[i] = s or false
 end
 
 local now = now_ms()
 local out = {'ok'}
 local wakes = {}
+local named = {}
+local written = {}
+-- One INCRBY for the batch: job i takes sequence number first + i (FIFO within the batch).
+local first = rcall('INCRBY', KEYS[4], n) - n
 for i = 1, n do
   local k, a = 5 + 5 * (i - 1), 8 * (i - 1)
   local id, queue = ARGV[a + 1], ARGV[a + 2]
-  local old = load_state(KEYS[2], id)
+  local old = olds[i]
+  if written[id] then -- the same id earlier in this batch: see what that stored
+    old = load_state(KEYS[2], id)
+  end
+  written[id] = true
   if old and old.status ~= 'dead_letter' then
     local spec = rcall('HGET', KEYS[1], id) or ''
     local err = rcall('HGET', KEYS[3], id) or ''
@@ -56,7 +66,8 @@ for i = 1, n do
     elseif due > now then
       sched = string.format('%.3f', due / 1000)
     end
-    local s = {status = 'pending', attempts = 0, score = ARGV[a + 3], seq = next_seq(KEYS[4]),
+    local s = {status = 'pending', attempts = 0, score = ARGV[a + 3],
+      seq = string.format('%016d', first + i),
       token = '', cancel = '', sched = '', started = '', completed = '', failed = '', queue = queue}
     if due > now then
       s.status = 'scheduled'
@@ -69,11 +80,14 @@ for i = 1, n do
     end
     rcall('HSET', KEYS[1], id, ARGV[a + 4])
     local raw = save_state(KEYS[2], id, s)
-    rcall('SADD', KEYS[5], queue)
+    named[queue] = true
     for _, v in ipairs({0, '', raw, '', ''}) do
       out[#out + 1] = v
     end
   end
+end
+for queue in pairs(named) do
+  rcall('SADD', KEYS[5], queue)
 end
 for key, count in pairs(wakes) do
   wake(key, count)
