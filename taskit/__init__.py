@@ -33,8 +33,8 @@ from taskit.errors import (
     TaskitError,
     UnknownTaskError,
 )
-from taskit.handlers import JobHandler
 from taskit.events import EventKind, JobEvent
+from taskit.handlers import JobHandler
 from taskit.job import Job, JobResult, JobStatus, QueueStats
 from taskit.service import JobService, JobStats, WorkerManager
 from taskit.task import Task, TaskVariant
