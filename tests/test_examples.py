@@ -150,3 +150,23 @@ async def test_the_nightly_cron_job_fires_at_three_in_paris_on_a_fake_clock() ->
     assert done.status is JobStatus.COMPLETED
     assert done.result is not None
     assert done.result.value == "nightly report as pdf"
+
+
+def test_the_readme_quick_start_runs(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Quick start") :]
+    code = section[section.index("```python\n") + 10 :]
+    script = tmp_path / "readme_quick_start.py"
+    script.write_text(code[: code.index("```")])
+    lines = run_example(str(script))
+    assert lines[0].startswith("JobResult(success=True, value=5")
+
+
+def test_links_in_the_docs_lead_somewhere() -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.name}: {target}")
+    assert broken == []
