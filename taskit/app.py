@@ -257,7 +257,7 @@ class App:
         if known is not None:
             if not changes:
                 return known
-            return Task(self, known.fn, dataclasses.replace(known.opts, **changes))
+            return type(known)(self, known.fn, dataclasses.replace(known.opts, **changes))
         opts = TaskOptions(
             name=name,
             queue=queue or self.settings.default_queue,

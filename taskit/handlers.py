@@ -76,11 +76,31 @@ class JobHandler(abc.ABC):
         default accepts any payload that encodes."""
 
 
+class _Run:
+    """A handler task's callable: ``await handle(job)``, ``None`` meaning success."""
+
+    def __init__(self, handler: JobHandler) -> None:
+        self.handler = handler
+        self.__qualname__ = f"{type(handler).__qualname__}.handle"
+        self.__module__ = type(handler).__module__
+        self.__doc__ = type(handler).handle.__doc__
+
+    # Positional-only, so Task never takes a one-argument call for a plain one that needs no
+    # check: every enqueue goes through HandlerTask.check_call.
+    async def __call__(self, job: Job, /) -> JobResult:
+        result = await self.handler.handle(job)
+        return JobResult(success=True) if result is None else result
+
+
 class HandlerTask(Task[..., Any]):
     """The task ``App.register`` makes of a handler: enqueued with keyword arguments only (the
     payload); at execution its callable receives the ``Job`` itself."""
 
-    handler: JobHandler
+    @property
+    def handler(self) -> JobHandler:
+        """The registered handler instance."""
+        assert isinstance(self.fn, _Run)
+        return self.fn.handler
 
     def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Refuse positional arguments, then let the handler validate the payload."""
@@ -137,16 +157,7 @@ def handler_task(
         timeout=timeout if timeout is not None else settings.job_timeout,
         on_failure=handler.on_failure,
     )
-
-    async def run(job: Job) -> JobResult:
-        result = await handler.handle(job)
-        return JobResult(success=True) if result is None else result
-
-    run.__qualname__ = f"{type(handler).__qualname__}.handle"
-    run.__doc__ = type(handler).handle.__doc__
-    task = HandlerTask(app, run, opts)
-    task.handler = handler
-    return task
+    return HandlerTask(app, _Run(handler), opts)
 
 
 def check_payload(payload: Any) -> dict[str, Any]:

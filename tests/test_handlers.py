@@ -263,3 +263,18 @@ async def test_a_job_with_positional_arguments_fails_without_retry() -> None:
     assert (done.status, done.attempts) == (JobStatus.FAILED, 1)
     assert done.error is not None
     assert "no positional arguments" in done.error
+
+
+async def test_a_remote_handle_with_other_options_keeps_the_payload_rules() -> None:
+    app = make_app()
+    mailer = Mailer()
+    app.register(SendEmail(mailer))
+    urgent = app.remote("email.send", queue="urgent", priority=9)
+    assert isinstance(urgent, HandlerTask)
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        await urgent.enqueue("ada@example.com")
+    job = await urgent.enqueue(to="ada@example.com", subject="Hi")
+    assert (job.queue, job.priority) == ("urgent", 9)
+    with anyio.fail_after(WAIT):
+        await app.worker(queues=["urgent"]).run(burst=True)
+    assert mailer.sent == [("ada@example.com", "Hi")]
