@@ -422,10 +422,10 @@ class RedisBroker(Broker):
         return job
 
     async def _run(self, name: ScriptName, keys: list[str], args: list[Arg]) -> Any:
-        client = self._conn.pair().main
+        pair = self._conn.pair()
         if self._watch.due():
-            await self._watch.check(client)
-        return await self._conn.guard(_SCRIPTS.call(client, name, keys, args))
+            await self._watch.check(pair.main)
+        return await self._conn.guard(_SCRIPTS.call(pair.scripts, name, keys, args))
 
 
 def _ms(seconds: float) -> int:

@@ -36,6 +36,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
 from taskit.broker._packing import use_fast_packing
+from taskit.broker._resp import FastClient, supports
 from taskit.config import redact_url
 from taskit.errors import (
     BrokerAuthenticationError,
@@ -108,7 +109,7 @@ class Scripts:
         return sorted(self._scripts)
 
     async def call(
-        self, client: Redis, name: ScriptName, keys: Sequence[str], args: Sequence[Arg]
+        self, client: ScriptClient, name: ScriptName, keys: Sequence[str], args: Sequence[Arg]
     ) -> Any:
         """Run script ``name`` with ``keys`` and ``args``; its raw reply.
 
@@ -133,12 +134,19 @@ _COMMAND_TIMEOUT = 30.0
 _CLOSE_TIMEOUT = 5.0
 
 
+#: What runs scripts: redis-py's client, or the faster pipelined one for plain URLs.
+ScriptClient = Redis | FastClient
+
+
 @dataclass(slots=True)
 class ClientPair:
-    """One event loop's clients: ``main`` for commands, ``blocking`` for BLPOP waits."""
+    """One event loop's clients: ``main`` for commands, ``blocking`` for BLPOP waits, and
+    ``scripts`` for the script calls every job makes (``FastClient`` where the URL allows it,
+    else ``main``)."""
 
     main: Redis
     blocking: Redis
+    scripts: ScriptClient
 
 
 class Connections:
@@ -167,7 +175,11 @@ class Connections:
             if pair is None:
                 for old in [lp for lp in self._pairs if lp.is_closed()]:
                     del self._pairs[old]
-                pair = self._pairs[loop] = ClientPair(self._client(False), self._client(True))
+                main = self._client(False)
+                fast = self._connect is None and supports(self._url)
+                scripts: ScriptClient = FastClient(self._url) if fast else main
+                pair = ClientPair(main, self._client(True), scripts)
+                self._pairs[loop] = pair
             return pair
 
     def _client(self, blocking: bool) -> Redis:
@@ -217,7 +229,10 @@ class Connections:
         except RuntimeError:
             here = None
         for loop, pair in pairs.items():
-            for client in (pair.main, pair.blocking):
+            clients: list[Redis | FastClient] = [pair.main, pair.blocking]
+            if pair.scripts is not pair.main:
+                clients.append(pair.scripts)
+            for client in clients:
                 if loop is here:
                     await client.aclose()
                 elif not loop.is_closed() and loop.is_running():

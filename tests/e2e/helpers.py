@@ -130,7 +130,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up (maybe locked)
                         return
             except OSError:
                 time.sleep(0.02)  # the server is starting; nothing to wait on but the port

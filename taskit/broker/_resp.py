@@ -1,0 +1,181 @@
+"""A narrow, pipelined RESP2 transport for the Redis broker's script calls.
+
+Why: every job crosses Redis in a script call (enqueue, reserve, settle), and redis-py's asyncio
+client spends about 200 µs of CPU per command on this machine (pool checkout, timeouts, hooks),
+four times what the same round trip costs over a bare asyncio connection. ``FastClient`` does
+only what the hot path needs: ``EVALSHA`` and ``SCRIPT LOAD`` on one connection per event loop,
+many callers at once (replies come back in the order commands went out), hiredis for packing and
+parsing. Everything else (TLS URLs, blocking waits, admin commands) stays on redis-py.
+
+Errors are redis-py's exception types, so the broker maps them in one place: a refused or lost
+connection is ``redis.exceptions.ConnectionError``; error replies are ``ResponseError`` (or
+``NoScriptError``, ``AuthenticationError``, ``NoPermissionError``). A call made while the
+connection is known to be down reconnects first; a call whose connection drops after the command
+was written fails (it may have run, so it is never sent twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+import redis.exceptions as rexc
+
+__all__ = ["FastClient", "supports"]
+
+_CONNECT_TIMEOUT = 5.0
+
+
+def supports(url: str) -> bool:
+    """Whether ``FastClient`` can serve ``url`` (plain TCP or a unix socket; not TLS)."""
+    return urlsplit(url).scheme in ("redis", "unix")
+
+
+def _error(reply: rexc.ResponseError) -> rexc.RedisError:
+    """The redis-py exception for an error reply."""
+    text = str(reply)
+    code = text.split(" ", 1)[0]
+    if code == "NOSCRIPT":
+        return rexc.NoScriptError(text)
+    if code in ("WRONGPASS", "NOAUTH") or text.startswith("invalid password"):
+        return rexc.AuthenticationError(text)
+    if code == "NOPERM":
+        return rexc.NoPermissionError(text)
+    return reply
+
+
+class _Protocol(asyncio.Protocol):
+    """One connection: futures wait in command order; replies resolve them in the same order."""
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader(replyError=rexc.ResponseError)
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._transport: asyncio.Transport | None = None
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while (reply := self._reader.gets()) is not False:
+            future = self._waiting.popleft()
+            if not future.done():  # a caller that was cancelled no longer waits
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = rexc.ConnectionError(f"connection to Redis lost: {exc or 'closed'}")
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(self.lost)
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        if self.lost is not None or self._transport is None:
+            raise rexc.ConnectionError("connection to Redis is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        self._transport.write(packed)
+        return future
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class FastClient:
+    """Script calls over one pipelined connection to a ``redis://`` or ``unix://`` URL.
+
+    Bound to the event loop it is first used on (the broker keeps one per loop).
+    """
+
+    def __init__(self, url: str, client_name: str = "taskit") -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "unix"):
+            raise ValueError(f"FastClient takes redis:// or unix:// URLs, not {parts.scheme}://")
+        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+        self._unix = parts.path if parts.scheme == "unix" else None
+        self._host = parts.hostname or "localhost"
+        self._port = parts.port or 6379
+        self._username = unquote(parts.username) if parts.username else None
+        password = parts.password or query.get("password")
+        self._password = unquote(password) if password else None
+        path_db = parts.path.strip("/") if parts.scheme == "redis" else ""
+        self._db = int(query.get("db") or path_db or 0)
+        self._name = client_name
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
+
+    async def script_load(self, source: bytes) -> Any:
+        return await self.execute("SCRIPT", "LOAD", source)
+
+    async def execute(self, *args: Any) -> Any:
+        """Send one command and return its reply; raises redis-py exceptions."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connect()
+        reply = await protocol.send(_pack(args))
+        if isinstance(reply, rexc.ResponseError):
+            raise _error(reply)
+        return reply
+
+    async def _connect(self) -> _Protocol:
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._protocol is not None and self._protocol.lost is None:
+                return self._protocol  # another caller connected while this one waited
+            loop = asyncio.get_running_loop()
+            try:
+                async with asyncio.timeout(_CONNECT_TIMEOUT):
+                    if self._unix is not None:
+                        _, protocol = await loop.create_unix_connection(_Protocol, self._unix)
+                    else:
+                        _, protocol = await loop.create_connection(
+                            _Protocol, self._host, self._port
+                        )
+            except (OSError, TimeoutError) as exc:
+                where = self._unix or f"{self._host}:{self._port}"
+                raise rexc.ConnectionError(f"cannot connect to Redis at {where}: {exc}") from None
+            try:
+                await self._handshake(protocol)
+            except BaseException:
+                protocol.close()
+                raise
+            self._protocol = protocol
+            return protocol
+
+    async def _handshake(self, protocol: _Protocol) -> None:
+        commands: list[Sequence[Any]] = []
+        if self._password is not None:
+            auth = (self._username, self._password) if self._username else (self._password,)
+            commands.append(("AUTH", *auth))
+        if self._db:
+            commands.append(("SELECT", self._db))
+        commands.append(("CLIENT", "SETNAME", self._name))
+        for command in commands:
+            reply = await protocol.send(_pack(command))
+            if isinstance(reply, rexc.ResponseError):
+                raise _error(reply)
+
+    async def aclose(self) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.close()
+
+
+def _pack(args: Sequence[Any]) -> bytes:
+    try:
+        packed = hiredis.pack_command(cast(Any, tuple(args)))
+    except TypeError:  # hiredis takes str, int, float and bytes only
+        plain = tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)
+        packed = hiredis.pack_command(cast(Any, plain))
+    return cast(bytes, packed)
