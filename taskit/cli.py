@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -105,6 +106,16 @@ def _configure_logging(level: str, log_format: str = "text") -> None:
     root.setLevel(level.upper())
 
 
+def _event_loop(choice: str) -> tuple[str, dict[str, Any]]:
+    """anyio backend and options for ``--loop``."""
+    if choice == "trio":
+        return "trio", {}
+    installed = importlib.util.find_spec("uvloop") is not None
+    if choice == "uvloop" and not installed:
+        raise click.UsageError("uvloop is not installed: pip install 'taskit[fast]'")
+    return "asyncio", {"use_uvloop": installed and choice in ("auto", "uvloop")}
+
+
 _LOG_FORMAT = click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -135,9 +146,16 @@ def main() -> None:
 @click.option("--scheduler", is_flag=True, help="Also enqueue the App's periodic schedules.")
 @click.option("--schedules", type=click.Path(dir_okay=False), help="Schedules file (TOML/JSON).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics.")
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "asyncio", "uvloop", "trio"]),
+    default="auto",
+    show_default=True,
+    help="Event loop; auto: uvloop when installed (taskit[fast]), else asyncio.",
+)
 def worker(
     app_path: str, queues: str | None, concurrency: int | None, burst: bool, log_level: str,
-    log_format: str, scheduler: bool, schedules: str | None, metrics_port: int | None,
+    log_format: str, scheduler: bool, schedules: str | None, metrics_port: int | None, loop: str,
 ) -> None:  # fmt: skip
     """Run a worker for the App at MODULE:ATTR until SIGTERM/SIGINT (or, with --burst, until
     the queues are empty). A first signal stops gracefully, a second at once."""
@@ -150,7 +168,14 @@ def worker(
     the_worker = app.worker(queues=names, concurrency=concurrency)
     metrics = _metrics(app, metrics_port)
     try:
-        anyio.run(functools.partial(_run_worker, the_worker, burst, scheduler, metrics))
+        backend, options = _event_loop(loop)
+        shown = backend + ("+uvloop" if options.get("use_uvloop") else "")
+        logging.getLogger(__name__).info("event loop: %s", shown)
+        anyio.run(
+            functools.partial(_run_worker, the_worker, burst, scheduler, metrics),
+            backend=backend,
+            backend_options=options,
+        )
     except (BrokerAuthenticationError, BaseExceptionGroup) as exc:
         refused = _refusal(exc)
         if refused is None:

@@ -57,12 +57,25 @@ def test_module_that_raises_on_import_fails_with_one_line(tmp_path: Path) -> Non
     assert "importing 'broken_app' failed: RuntimeError: config missing" in done.stderr
 
 
-def test_worker_subprocess_exits_zero_on_sigterm() -> None:
+@pytest.mark.parametrize(
+    ("loop", "runs_on"),
+    [
+        ("auto", "asyncio+uvloop"),
+        ("asyncio", "asyncio"),
+        ("uvloop", "asyncio+uvloop"),
+        ("trio", "trio"),
+    ],
+)
+def test_worker_subprocess_exits_zero_on_sigterm(loop: str, runs_on: str) -> None:
     env = {**os.environ, "TASKIT_BROKER_URL": "memory://", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "taskit", "worker", "examples.app:app"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "taskit", "worker", "examples.app:app", "-c", "2", "-q", "a,b"],
-        cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [*command, "-c", "2", "-q", "a,b", "--loop", loop],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         seen = []
@@ -76,6 +89,7 @@ def test_worker_subprocess_exits_zero_on_sigterm() -> None:
         assert proc.wait(timeout=20) == 0
         rest = proc.stderr.read()
         assert "got SIGTERM: stopping gracefully" in rest
+        assert f"event loop: {runs_on}" in "".join(seen)
         assert "stopped" in rest
     finally:
         if proc.poll() is None:
