@@ -1,0 +1,1 @@
+"""Benchmarks of taskit and its peers: scripts, not tests (see README.md)."""

@@ -1,0 +1,30 @@
+"""taskit's benchmark jobs; the worker runs ``taskit worker benchmarks.peers.taskit_app:app``."""
+
+from __future__ import annotations
+
+import os
+
+from benchmarks import probe
+from taskit import App
+
+
+def make_app(url: str) -> App:
+    """An App on ``url`` with the three benchmark tasks: noop, noop_sync, stamp."""
+    app = App(url)
+
+    @app.task(name="noop")
+    async def noop() -> None:
+        probe.tally()
+
+    @app.task(name="noop_sync")
+    def noop_sync() -> None:
+        probe.tally()
+
+    @app.task(name="stamp")
+    async def stamp(sent: float) -> None:
+        probe.stamp(sent)
+
+    return app
+
+
+app = make_app(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
