@@ -9,6 +9,10 @@ The checker (``check``) computes, from the acknowledged enqueues and the ledger:
 * **unjustified dup**: a start after the first with no justification since the previous start:
   an expired lease taken over (``C``), an applied retry or release of that job, or the death
   (SIGKILL, crash) of the process that ran the previous start.
+* **rollback reruns**: starts after the first with, in between, a restart of Redis that lost
+  data (``rollbacks``: the times Redis was killed when its persistence had a window); Redis
+  forgot that the job had run, so it runs again. Counted apart: not a fencing failure, the price of
+  the persistence setting.
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ class Report:
     max_attempts: int
     starts: int
     ended: dict[str, str] = field(default_factory=dict)
+    rollback_reruns: list[str] = field(default_factory=list)
 
     @property
     def dup_pct(self) -> float:
@@ -111,7 +116,8 @@ class Report:
         return (
             f"acked={self.acked} lost={len(self.lost)} dup={len(self.dup)} "
             f"({self.dup_pct:.2f}%) unjustified_dup={len(self.unjustified)} "
-            f"max_attempts={self.max_attempts} starts={self.starts}"
+            f"max_attempts={self.max_attempts} starts={self.starts} "
+            f"rollback_reruns={len(self.rollback_reruns)}"
         )
 
 
@@ -120,12 +126,15 @@ def check(
     entries: list[Entry],
     final: dict[str, str],
     deaths: dict[int, float],
+    rollbacks: Iterable[float] = (),
 ) -> Report:
     """Compare acknowledged ids with the ledger and the broker's final statuses.
 
     ``final``: job id -> status in the broker at the end (absent: unknown/expired).
-    ``deaths``: pid -> time that process was killed or crashed.
+    ``deaths``: pid -> time that process was killed or crashed. ``rollbacks``: times Redis
+    was killed with a persistence window (its state may have gone back in time).
     """
+    rollbacks = list(rollbacks)
     acked = list(dict.fromkeys(acked))
     ended: dict[str, str] = {i: s for i, s in final.items() if s in FINAL}
     starts: defaultdict[str, list[Entry]] = defaultdict(list)
@@ -146,6 +155,7 @@ def check(
     lost = [i for i in acked if i not in ended]
     dup = [i for i in acked if len(starts[i]) > 1]
     unjustified = []
+    rolled_back = []
     for job_id in dup:
         runs = starts[job_id]
         for before, after in itertools.pairwise(runs):
@@ -153,6 +163,9 @@ def check(
             ok = any(before.at <= t <= after.at for t in excuses[job_id]) or (
                 died is not None and died <= after.at
             )
+            if not ok and any(before.at <= t <= after.at for t in rollbacks):
+                rolled_back.append(job_id)
+                break
             if not ok:
                 unjustified.append(job_id)
                 break
@@ -164,6 +177,7 @@ def check(
         max_attempts=max(attempts.values(), default=0),
         starts=sum(len(v) for v in starts.values()),
         ended=ended,
+        rollback_reruns=rolled_back,
     )
 
 
@@ -297,14 +311,14 @@ class Cluster:
     def entries(self) -> list[Entry]:
         return read_ledger(self.ledger)
 
-    def report(self, acked: Iterable[str], queues: Iterable[str] = ("default",)) -> Report:
+    def report(self, acked: Iterable[str], rollbacks: Iterable[float] = ()) -> Report:
         acked = list(acked)
         client = self.client()
         try:
             final = final_statuses(client, acked)
         finally:
             client.close()
-        return check(acked, self.entries(), final, self.deaths)
+        return check(acked, self.entries(), final, self.deaths, rollbacks)
 
     def close(self) -> None:
         for w in self.workers:

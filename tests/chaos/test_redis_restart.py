@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 
 async def test_row8_restart_with_aof_always_loses_nothing(tmp_path: Path) -> None:
-    figures = await run_restart(tmp_path, "always", before=1.5, after=1.5)
+    figures = await run_restart(tmp_path, "always", before=1.0, after=1.0)
     print(f"row 8: {figures.line()}")
     assert figures.report.lost == [], figures.line()
     assert figures.report.unjustified == [], figures.line()
@@ -32,7 +32,7 @@ async def test_row8_restart_with_aof_always_loses_nothing(tmp_path: Path) -> Non
 async def test_row9_restart_with_aof_everysec_loses_only_inside_its_window(
     tmp_path: Path,
 ) -> None:
-    figures = await run_restart(tmp_path, "everysec", before=1.5, after=1.5, window=2.0)
+    figures = await run_restart(tmp_path, "everysec", before=1.0, after=1.0, window=2.0)
     print(f"row 9: {figures.line()}")
     # everysec fsyncs once a second: what the kill can take is what was acknowledged in the
     # last second or two (the fsync may lag by up to 2 s); nothing older.
@@ -46,7 +46,7 @@ async def test_row9_restart_with_aof_everysec_loses_only_inside_its_window(
 async def test_row10_restart_without_persistence_is_detected_and_survived(
     tmp_path: Path,
 ) -> None:
-    figures = await run_restart(tmp_path, "none", before=1.5, after=1.5)
+    figures = await run_restart(tmp_path, "none", before=1.0, after=1.0)
     print(f"row 10: {figures.line()}")
     assert figures.detected, "no worker said that Redis came back empty"
     assert figures.worker_exits == 0
