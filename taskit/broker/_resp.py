@@ -167,10 +167,15 @@ class FastClient:
             if isinstance(reply, rexc.ResponseError):
                 raise _error(reply)
 
-    async def aclose(self) -> None:
+    def drop(self) -> None:
+        """Close the connection now (a later call reconnects): for a command that was cut
+        short, whose reply would otherwise still be owed on this connection."""
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             protocol.close()
+
+    async def aclose(self) -> None:
+        self.drop()
 
 
 def _pack(args: Sequence[Any]) -> bytes:

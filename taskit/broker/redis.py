@@ -240,11 +240,27 @@ class RedisBroker(Broker):
         if not wake:
             await anyio.sleep(seconds)
             return
-        client = self._conn.pair().blocking
-        # Redis checks blocking timeouts only every 100 ms: the client cuts the wait on time (the
-        # connection is dropped then and made anew); the server timeout is only a backstop.
-        with anyio.move_on_after(seconds):
-            await self._conn.guard(client.blpop(wake, timeout=seconds + 1.0))
+        pair = self._conn.pair()
+        if pair.waits is None:
+            # Redis checks blocking timeouts only every 100 ms: the client cuts the wait on time
+            # (the connection is dropped then and made anew); the server timeout is a backstop.
+            with anyio.move_on_after(seconds):
+                await self._conn.guard(pair.blocking.blpop(wake, timeout=seconds + 1.0))
+            return
+        # A short wait (a delayed job falls due, a burst tick) must end on time: the client cuts
+        # it. A long one (an idle worker's loop) may end up to 100 ms late, so Redis times it
+        # out and the connection is kept. A cut or cancelled BLPOP may still hold the server
+        # side of its connection: that connection is dropped.
+        precise = seconds < 1.0
+        finished = False
+        try:
+            with anyio.move_on_after(seconds if precise else seconds + 1.0):
+                server = seconds + 1.0 if precise else seconds
+                await self._conn.guard(pair.waits.execute("BLPOP", *wake, f"{server:.3f}"))
+                finished = True
+        finally:
+            if not finished:
+                pair.waits.drop()
 
     async def extend(self, leases: Sequence[Lease], *, lease: float) -> list[LeaseState]:
         if not leases:

@@ -147,6 +147,7 @@ class ClientPair:
     main: Redis
     blocking: Redis
     scripts: ScriptClient
+    waits: FastClient | None = None  # blocking waits, on a connection of their own
 
 
 class Connections:
@@ -178,7 +179,8 @@ class Connections:
                 main = self._client(False)
                 fast = self._connect is None and supports(self._url)
                 scripts: ScriptClient = FastClient(self._url) if fast else main
-                pair = ClientPair(main, self._client(True), scripts)
+                waits = FastClient(self._url, "taskit-wait") if fast else None
+                pair = ClientPair(main, self._client(True), scripts, waits)
                 self._pairs[loop] = pair
             return pair
 
@@ -232,6 +234,8 @@ class Connections:
             clients: list[Redis | FastClient] = [pair.main, pair.blocking]
             if pair.scripts is not pair.main:
                 clients.append(pair.scripts)
+            if pair.waits is not None:
+                clients.append(pair.waits)
             for client in clients:
                 if loop is here:
                     await client.aclose()

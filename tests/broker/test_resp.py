@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import anyio
@@ -106,3 +107,47 @@ async def test_a_lost_connection_fails_the_call_then_reconnects(tmp_path: Path) 
             assert await client.execute("PING") == b"PONG"
         finally:
             await client.aclose()
+
+
+async def test_long_and_cut_blocking_waits_leave_the_broker_usable(redis_url: str) -> None:
+    """A long wait is timed out by Redis (connection kept); a wait cut by cancellation drops its
+    connection; either way the next wait works and wakes at once on an enqueue."""
+    from datetime import UTC, datetime
+
+    from taskit.broker.redis import RedisBroker
+    from taskit.job import Job, encode_arguments
+
+    broker = RedisBroker(redis_url, prefix=f"t-{os.urandom(4).hex()}")
+    queue = "waits"
+
+    def job() -> Job:
+        payload = encode_arguments((), {})
+        return Job(id=os.urandom(8).hex(), task="t", queue=queue, payload=payload,
+                   created_at=datetime.now(UTC))  # fmt: skip
+
+    try:
+        start = anyio.current_time()
+        assert await broker.reserve([queue], count=1, lease=30, timeout=1.2) == []
+        assert 1.1 <= anyio.current_time() - start < 2.5  # Redis timed it out, ~100 ms late
+        with anyio.move_on_after(0.2):
+            await broker.reserve([queue], count=1, lease=30, timeout=5)  # cut: dropped
+        got: list[object] = []
+
+        async def wait() -> None:
+            got.extend(await broker.reserve([queue], count=1, lease=30, timeout=5))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            woke = anyio.current_time()
+            await broker.enqueue([job()])
+        assert len(got) == 1
+        assert anyio.current_time() - woke < 0.5
+    finally:
+        await broker.close()
+        cleanup = redis.Redis.from_url(redis_url)
+        try:
+            for key in cleanup.scan_iter(broker.keys.pattern()):
+                cleanup.delete(key)
+        finally:
+            cleanup.close()
