@@ -15,7 +15,6 @@ import msgspec
 
 from taskit.app import App
 from taskit.errors import BrokerError, SerializationError, UnknownTaskError
-from taskit.events import EventKind
 from taskit.job import Job, JobStatus
 from taskit.registry import live_workers
 
@@ -178,12 +177,7 @@ def dlq_requeue(app_path: str, job_ids: tuple[str, ...], every: bool, queue: str
             chosen = [j for j in chosen if j.status is JobStatus.DEAD_LETTER]
         total = 0
         for q in dict.fromkeys(j.queue for j in chosen):
-            total += await app.broker.requeue_dead(q, [j.id for j in chosen if j.queue == q])
-        if app.events:
-            for j in chosen:
-                again = await app.get_job(j.id)
-                if again is not None and again.status is JobStatus.PENDING:
-                    await app.events.job(EventKind.REQUEUED, again)
+            total += await app.requeue_dead(q, [j.id for j in chosen if j.queue == q])
         return total
 
     n = run(app, requeue)

@@ -7,7 +7,6 @@ when the App is built) and its broker, and ``@app.task`` binds a function to tha
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
@@ -16,6 +15,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
+from taskit._portal import SyncBridge
 from taskit.backoff import Backoff, as_policy
 from taskit.broker import Broker, from_url
 from taskit.config import Settings, redact_url
@@ -27,7 +27,7 @@ from taskit.errors import (
     UnknownTaskError,
 )
 from taskit.events import EventKind, Events, Subscriber
-from taskit.job import Job, JobResult, JobStatus, QueueStats
+from taskit.job import Job, JobResult, JobStatus, QueueStats, result_of
 from taskit.task import (
     OnFailure,
     Task,
@@ -89,8 +89,7 @@ class App:
         self.events = Events()
         #: Periodic schedules by name (``periodic``, ``taskit.scheduler.load_schedules``).
         self.schedules: dict[str, Schedule] = {}
-        self._portal: anyio.from_thread.BlockingPortal | None = None
-        self._portal_lock = threading.Lock()
+        self._bridge = SyncBridge()
 
     def __repr__(self) -> str:
         return f"<App broker={self.broker_url} tasks={len(self._tasks)}>"
@@ -310,6 +309,21 @@ class App:
             await self.events.after_cancel(await self.broker.get(job_id))
         return cancelled
 
+    async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
+        """Make dead letters of ``queue`` pending again (all of them when ``job_ids`` is None),
+        attempts reset; emits ``requeued`` for each. Returns how many were requeued."""
+        if not self.events:
+            return await self.broker.requeue_dead(queue, job_ids)
+        chosen = job_ids
+        if chosen is None:
+            chosen = [job.id for job in await self.broker.dead_letters(queue, limit=1_000_000)]
+        count = await self.broker.requeue_dead(queue, chosen)
+        for job_id in chosen:
+            again = await self.broker.get(job_id)
+            if again is not None and again.status is JobStatus.PENDING:
+                await self.events.job(EventKind.REQUEUED, again)
+        return count
+
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         """Per-queue counts: queued, scheduled, running, completed, failed, dead."""
         return await self.broker.stats(queues)
@@ -354,59 +368,13 @@ class App:
 
         Raises ``RuntimeError`` when called from async code (await the async method instead).
         """
-        try:
-            anyio.lowlevel.current_token()
-        except RuntimeError:
-            pass
-        else:
-            raise RuntimeError(
-                "a *_sync method was called from async code; await the async method instead"
-            )
-        return self._ensure_portal().call(fn, *args)
-
-    def _ensure_portal(self) -> anyio.from_thread.BlockingPortal:
-        with self._portal_lock:
-            if self._portal is None:
-                self._portal = _start_portal()
-            return self._portal
+        return self._bridge.call(fn, *args)
 
     async def close(self) -> None:
         """Close the broker's connections and stop the sync bridge's thread."""
         await self.broker.close()
-        with self._portal_lock:
-            portal, self._portal = self._portal, None
-        if portal is not None:
-            await anyio.to_thread.run_sync(lambda: portal.call(portal.stop))
+        await anyio.to_thread.run_sync(self._bridge.stop)
 
     def close_sync(self) -> None:
         """``close`` for code without an event loop."""
-        with self._portal_lock:
-            portal, self._portal = self._portal, None
-        if portal is not None:
-            portal.call(self.broker.close)
-            portal.call(portal.stop)
-
-
-def result_of(job: Job) -> JobResult:
-    """The ``JobResult`` of a finished job."""
-    if job.result is not None:
-        return job.result
-    if job.status is JobStatus.CANCELLED:
-        return JobResult(success=False, error="job was cancelled", error_type="Cancelled")
-    return JobResult(success=False, error=job.error, error_type=job.error_type)
-
-
-def _start_portal() -> anyio.from_thread.BlockingPortal:
-    """An event loop on a daemon thread (it never holds up interpreter exit)."""
-    ready = threading.Event()
-    holder: list[anyio.from_thread.BlockingPortal] = []
-
-    async def serve() -> None:
-        async with anyio.from_thread.BlockingPortal() as portal:
-            holder.append(portal)
-            ready.set()
-            await portal.sleep_until_stopped()
-
-    threading.Thread(target=anyio.run, args=(serve,), name="taskit-sync", daemon=True).start()
-    ready.wait()
-    return holder[0]
+        self._bridge.stop(before=self.broker.close)

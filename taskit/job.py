@@ -31,6 +31,7 @@ __all__ = [
     "encode_arguments",
     "encode_job",
     "encode_value",
+    "result_of",
     "utc_from_timestamp",
 ]
 
@@ -249,3 +250,12 @@ def decode_job(data: bytes | memoryview) -> Job:
         return _JOB_DECODER.decode(data)
     except msgspec.DecodeError as exc:
         raise SerializationError(f"stored bytes are not a valid job: {exc}") from exc
+
+
+def result_of(job: Job) -> JobResult:
+    """The ``JobResult`` of a finished job (one is made up for a cancelled or dead job)."""
+    if job.result is not None:
+        return job.result
+    if job.status is JobStatus.CANCELLED:
+        return JobResult(success=False, error="job was cancelled", error_type="Cancelled")
+    return JobResult(success=False, error=job.error, error_type=job.error_type)

@@ -227,3 +227,20 @@ async def test_events_from_the_reaper_of_a_worker() -> None:
     with anyio.fail_after(10):
         await worker.run(burst=True)
     assert [e.error_type for e in seen] == ["TimeoutError"]
+
+
+async def test_requeueing_dead_letters_through_the_app_emits_requeued() -> None:
+    app, seen = make_app()
+    doomed = await app.get_task("flaky").enqueue()
+    await app.worker().run(burst=True)
+    assert (await app.broker.get(doomed.id)).status is JobStatus.DEAD_LETTER  # type: ignore[union-attr]
+    seen.clear()
+
+    assert await app.requeue_dead("default") == 1
+
+    assert kinds(seen, doomed.id) == ["requeued"]
+    assert seen[0].attempt == 0
+    again = await app.get_job(doomed.id)
+    assert again is not None
+    assert again.status is JobStatus.PENDING
+    assert await app.requeue_dead("default", [doomed.id]) == 0  # no longer a dead letter

@@ -1,0 +1,67 @@
+"""The sync bridge: an event loop on a daemon thread that runs coroutines for code without one
+(a Flask view, a script), started on first use."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+__all__ = ["SyncBridge", "start_portal"]
+
+
+def start_portal() -> anyio.from_thread.BlockingPortal:
+    """An event loop on a daemon thread (it never holds up interpreter exit)."""
+    ready = threading.Event()
+    holder: list[anyio.from_thread.BlockingPortal] = []
+
+    async def serve() -> None:
+        async with anyio.from_thread.BlockingPortal() as portal:
+            holder.append(portal)
+            ready.set()
+            await portal.sleep_until_stopped()
+
+    threading.Thread(target=anyio.run, args=(serve,), name="taskit-sync", daemon=True).start()
+    ready.wait()
+    return holder[0]
+
+
+T = TypeVar("T")
+
+
+class SyncBridge:
+    """Runs coroutine functions for synchronous callers on a loop thread of its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await fn(*args)`` on the bridge's loop; ``RuntimeError`` from a thread that runs an
+        event loop (it would block that loop: await ``fn`` there instead)."""
+        try:
+            anyio.lowlevel.current_token()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "a *_sync method was called from async code; await the async method instead"
+            )
+        with self._lock:
+            if self._portal is None:
+                self._portal = start_portal()
+            portal = self._portal
+        return portal.call(fn, *args)
+
+    def stop(self, before: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Stop the loop thread (after running ``before`` on it), if it was started."""
+        with self._lock:
+            portal, self._portal = self._portal, None
+        if portal is not None:
+            if before is not None:
+                portal.call(before)
+            portal.call(portal.stop)
