@@ -1,5 +1,7 @@
 """taskit: decorator-first background tasks with an async core and leased, fenced delivery.
 
+Example::
+
     from taskit import App
 
     app = App()                      # TASKIT_BROKER_URL, else memory://
