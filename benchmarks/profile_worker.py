@@ -2,9 +2,8 @@
 
 Starts its own redis-server (or uses the memory broker), queues ``--jobs`` no-op async jobs, and
 drains them with one in-process worker under ``cProfile``. Prints the functions that cost the most
-*own* time, as microseconds per job, and the total. cProfile slows everything down (roughly 2x)
-and counts wall time, so time a function spends preempted by the Redis server shows up too
-(notably ``socket.send``): read the table as proportions, not as absolute costs.
+*own* CPU time, as microseconds per job, and the total. cProfile slows everything down (roughly
+2x): read the table as proportions, not as absolute costs.
 
     .venv/bin/python -m benchmarks.profile_worker [--broker redis|memory] [--jobs 20000]
 """
@@ -36,7 +35,7 @@ async def drain(app: App, jobs: int) -> tuple[pstats.Stats, float, int]:
     noop = app.get_task("bench.noop")
     for start in range(0, jobs, 1000):
         await app.enqueue_many([noop.prepare() for _ in range(min(1000, jobs - start))])
-    profile = cProfile.Profile()
+    profile = cProfile.Profile(time.process_time)  # CPU time: waiting on Redis is not counted
     cpu = time.process_time()
     profile.enable()
     stats = await app.worker().run(burst=True)
