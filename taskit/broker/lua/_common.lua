@@ -114,3 +114,15 @@ local function finish(K, id, s, status, now, ttl, result)
     rcall('HINCRBY', K.totals, status, 1)
   end
 end
+
+-- Lease job `id` (state `s`) under `token` until `deadline` and append its reply row
+-- {q, id, spec, state, error} to `out`. K = {spec=, state=, err=, leases=}.
+local function hand_out(K, out, q, id, s, token, deadline)
+  s.token = token
+  local raw = save_state(K.state, id, s)
+  rcall('ZADD', K.leases, deadline, id)
+  for _, v in ipairs({q, id, rcall('HGET', K.spec, id) or '', raw,
+      rcall('HGET', K.err, id) or ''}) do
+    out[#out + 1] = v
+  end
+end

@@ -28,13 +28,8 @@ for q = 1, #KEYS - 3 do
       rcall('ZREM', KEYS[3 + q], id) -- a leftover entry: its job is no longer leased
     else
       taken = taken + 1
-      s.token = stem .. '.' .. taken
-      local raw = save_state(KEYS[2], id, s)
-      rcall('ZADD', KEYS[3 + q], now + lease, id)
-      for _, v in ipairs({q, id, rcall('HGET', KEYS[1], id) or '', raw,
-          rcall('HGET', KEYS[3], id) or ''}) do
-        out[#out + 1] = v
-      end
+      hand_out({spec = KEYS[1], state = KEYS[2], err = KEYS[3], leases = KEYS[3 + q]}, out, q,
+        id, s, stem .. '.' .. taken, now + lease)
     end
   end
 end

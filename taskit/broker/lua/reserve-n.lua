@@ -53,13 +53,8 @@ for q = 1, nq do
         s.status = 'running'
         s.attempts = s.attempts + 1
         s.started = now
-        s.token = stem .. '.' .. taken
-        local raw = save_state(KEYS[2], id, s)
-        rcall('ZADD', KEYS[k + 3], now + lease, id)
-        for _, v in ipairs({q, id, rcall('HGET', KEYS[1], id) or '', raw,
-            rcall('HGET', KEYS[3], id) or ''}) do
-          out[#out + 1] = v
-        end
+        hand_out({spec = KEYS[1], state = KEYS[2], err = KEYS[3], leases = KEYS[k + 3]}, out, q,
+          id, s, stem .. '.' .. taken, now + lease)
       end
     end
   end
