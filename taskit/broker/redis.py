@@ -131,12 +131,22 @@ class RedisBroker(Broker):
         # Everything encodes and decodes back, or nothing is stored.
         specs = [_encode(job) for job in stored]
         dead_in = [job.queue for job in jobs]
+        done = [self._keys.done(job.id) for job in jobs]
         for _ in range(len(jobs) + 1):
-            args: list[Arg] = []
+            queues: dict[str, int] = {}
+            args: list[Arg] = [0]
             for i, job in enumerate(jobs):
-                args += _enqueue_args(job, specs[i], delays[i] if delays else 0.0)
-                args.append(dead_in[i])
-            reply = await self._run("enqueue", self._enqueue_keys(jobs, dead_in), args)
+                q = queues.setdefault(job.queue, len(queues) + 1)
+                d = queues.setdefault(dead_in[i], len(queues) + 1)
+                args += _enqueue_args(job, specs[i], delays[i] if delays else 0.0, q, d)
+            args[0] = len(queues)
+            args[1:1] = list(queues)
+            keys = [self._keys.spec, self._keys.state, self._keys.err, self._keys.seq]
+            keys.append(self._keys.queues)
+            for queue in queues:
+                keys += [self._keys.ready(queue), self._keys.delayed(queue), self._keys.wake(queue),
+                         self._keys.dead(queue)]  # fmt: skip
+            reply = await self._run("enqueue", keys + done, args)
             if reply[0] == b"ok":
                 return [
                     self._enqueued(stored[i], specs[i], reply[1 + 5 * i : 6 + 5 * i])
@@ -144,14 +154,6 @@ class RedisBroker(Broker):
                 ]
             dead_in[int(reply[1]) - 1] = reply[2].decode()  # a dead letter of another queue
         raise BrokerError("enqueue kept finding dead letters in other queues")  # pragma: no cover
-
-    def _enqueue_keys(self, jobs: Sequence[Job], dead_in: list[str]) -> list[str]:
-        k = self._keys
-        keys = [k.spec, k.state, k.err, k.seq, k.queues]
-        for job, dead_queue in zip(jobs, dead_in, strict=True):
-            q = job.queue
-            keys += [k.done(job.id), k.ready(q), k.delayed(q), k.wake(q), k.dead(dead_queue)]
-        return keys
 
     def _enqueued(self, job: Job, spec: bytes, row: list[Any]) -> Job:
         kept, old_spec, state, err, res = row
@@ -461,14 +463,9 @@ def _encode(job: Job) -> bytes:
     return data
 
 
-def _enqueue_args(job: Job, spec: bytes, delay: float) -> list[Arg]:
+def _enqueue_args(job: Job, spec: bytes, delay: float, q: int, d: int) -> list[Arg]:
+    """The four ARGV entries of one job for the enqueue script (see its header)."""
     at = job.scheduled_at.timestamp() if job.scheduled_at is not None else None
-    return [
-        job.id,
-        job.queue,
-        str(-job.priority),
-        spec,
-        _ms(delay),
-        "" if at is None else math.ceil(at * 1000),
-        "" if at is None else repr(at),
-    ]
+    at_ms = -1 if at is None else math.ceil(at * 1000)
+    meta = f"{q} {d} {-job.priority} {_ms(delay)} {at_ms}"
+    return [job.id, spec, meta, "" if at is None else repr(at)]

@@ -37,13 +37,15 @@ async def run(rh: RedisHarness, name: str, keys: list[str], args: list[object]) 
 
 
 def enqueue_keys(k: Keys, job_id: str, queue: str = "q") -> list[str]:
-    return [k.done(job_id), k.ready(queue), k.delayed(queue), k.wake(queue), k.dead(queue)]
+    """KEYS of an enqueue call of one job to ``queue``: fixed keys, the queue's, the done key."""
+    fixed = [k.spec, k.state, k.err, k.seq, k.queues]
+    return [*fixed, k.ready(queue), k.delayed(queue), k.wake(queue), k.dead(queue), k.done(job_id)]
 
 
 async def enqueue(rh: RedisHarness, job_id: str, *, delay_ms: int = 0, priority: int = 0) -> list:
     k = rh.broker.keys
-    keys = [k.spec, k.state, k.err, k.seq, k.queues, *enqueue_keys(k, job_id)]
-    reply = await run(rh, "enqueue", keys, [job_id, "q", -priority, SPEC, delay_ms, "", "", "q"])
+    args = [1, "q", job_id, SPEC, f"1 1 {-priority} {delay_ms} -1", ""]
+    reply = await run(rh, "enqueue", enqueue_keys(k, job_id), args)
     assert isinstance(reply, list)
     return reply
 
@@ -100,8 +102,7 @@ async def test_enqueue_asks_for_the_dead_set_of_another_queue(rh: RedisHarness) 
     k = rh.broker.keys
     await rh.client.hset(k.state, "j1", "dead_letter|1|0|0000000000000001||||1|1|1|other")
 
-    keys = [k.spec, k.state, k.err, k.seq, k.queues, *enqueue_keys(k, "j1")]
-    reply = await run(rh, "enqueue", keys, ["j1", "q", 0, SPEC, 0, "", "", "q"])
+    reply = await run(rh, "enqueue", enqueue_keys(k, "j1"), [1, "q", "j1", SPEC, "1 1 0 0 -1", ""])
 
     assert reply == [b"moved", 1, b"other"]
     assert not await rh.client.exists(k.ready("q"))
