@@ -6,14 +6,11 @@ Runs unchanged against every broker kind; each test works on queues of its own.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
 from taskit.broker.base import Broker
 from taskit.job import (
-    Job,
     JobResult,
     JobStatus,
     Lease,
@@ -21,39 +18,22 @@ from taskit.job import (
     Outcome,
     OutcomeKind,
     QueueStats,
-    encode_arguments,
+)
+from tests.broker._helpers import (
+    LONG,
+    make_job,
+    new_queue,
+    outcome,
+    reserve_all,
+    running,
+    status_of,
 )
 from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
 
-LONG = 30.0
 DELAY = 0.3
 PAST_DELAY = 0.4
-
-
-def new_queue() -> str:
-    return f"q-{uuid.uuid4().hex[:12]}"
-
-
-def make_job(queue: str, *args: Any, **kwargs: Any) -> Job:
-    return Job(
-        id=uuid.uuid4().hex,
-        task="tests.noop",
-        queue=queue,
-        payload=encode_arguments(args, kwargs),
-        created_at=datetime.now(UTC),
-    )
-
-
-def outcome(lease: Lease, kind: OutcomeKind, **fields: Any) -> Outcome:
-    return Outcome(job_id=lease.job.id, token=lease.token, kind=kind, **fields)
-
-
-async def running(broker: Broker, queue: str) -> Lease:
-    await broker.enqueue([make_job(queue)])
-    [held] = await broker.reserve([queue], count=1, lease=LONG, timeout=0)
-    return held
 
 
 async def dead_letter(broker: Broker, queue: str, error: str) -> Lease:
@@ -61,15 +41,6 @@ async def dead_letter(broker: Broker, queue: str, error: str) -> Lease:
     settled = await broker.settle([outcome(held, OutcomeKind.DEAD_LETTER, error=error)])
     assert settled == [True]
     return held
-
-
-async def status_of(broker: Broker, job_id: str) -> JobStatus | None:
-    job = await broker.get(job_id)
-    return None if job is None else job.status
-
-
-async def reserve_all(broker: Broker, queue: str) -> list[Lease]:
-    return await broker.reserve([queue], count=10, lease=LONG, timeout=0)
 
 
 async def queue_stats(broker: Broker, queue: str) -> QueueStats:

@@ -7,53 +7,26 @@ Runs unchanged against every broker kind (see ``conftest.py``): it asserts only 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
 from taskit.broker.base import Broker
 from taskit.errors import SerializationError
 from taskit.job import (
-    Job,
     JobResult,
     JobStatus,
     Outcome,
     OutcomeKind,
     QueueStats,
-    encode_arguments,
     utc_from_timestamp,
 )
+from tests.broker._helpers import LONG, make_job, new_queue
 from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
 
-LONG = 30.0  # a lease or delay that never runs out during a test
 DELAY = 0.3
 PAST_DELAY = 0.4
-
-
-def new_queue() -> str:
-    return f"q-{uuid.uuid4().hex[:12]}"
-
-
-def make_job(
-    queue: str,
-    *args: Any,
-    job_id: str | None = None,
-    scheduled_at: datetime | None = None,
-    metadata: dict[str, Any] | None = None,
-    **kwargs: Any,
-) -> Job:
-    return Job(
-        id=job_id or uuid.uuid4().hex,
-        task="tests.noop",
-        queue=queue,
-        payload=encode_arguments(args, kwargs),
-        created_at=datetime.now(UTC),
-        scheduled_at=scheduled_at,
-        metadata=metadata or {},
-    )
 
 
 async def broker_now(broker: Broker) -> float:

@@ -7,66 +7,34 @@ lets slightly more than that pass, so the suite also holds on a real server's cl
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
-from taskit.broker.base import Broker
 from taskit.job import (
-    Job,
     JobResult,
     JobStatus,
     Lease,
     LeaseState,
     Outcome,
     OutcomeKind,
-    encode_arguments,
+)
+from tests.broker._helpers import (
+    LONG,
+    make_job,
+    new_queue,
+    outcome,
+    reserve_all,
+    running,
+    status_of,
 )
 from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
 
-LONG = 30.0
 LEASE = 0.3
 PAST_LEASE = 0.4
 DELAY = 0.3
 PAST_DELAY = 0.4
-
-
-def new_queue() -> str:
-    return f"q-{uuid.uuid4().hex[:12]}"
-
-
-def make_job(queue: str, *args: Any, **kwargs: Any) -> Job:
-    return Job(
-        id=uuid.uuid4().hex,
-        task="tests.noop",
-        queue=queue,
-        payload=encode_arguments(args, kwargs),
-        created_at=datetime.now(UTC),
-    )
-
-
-def outcome(lease: Lease, kind: OutcomeKind, **fields: Any) -> Outcome:
-    return Outcome(job_id=lease.job.id, token=lease.token, kind=kind, **fields)
-
-
-async def running(broker: Broker, queue: str, *, lease: float = LONG) -> Lease:
-    """Enqueue one job on ``queue`` and reserve it."""
-    await broker.enqueue([make_job(queue)])
-    [held] = await broker.reserve([queue], count=1, lease=lease, timeout=0)
-    return held
-
-
-async def status_of(broker: Broker, job_id: str) -> JobStatus:
-    job = await broker.get(job_id)
-    assert job is not None
-    return job.status
-
-
-async def reserve_all(broker: Broker, queue: str) -> list[Lease]:
-    return await broker.reserve([queue], count=10, lease=LONG, timeout=0)
 
 
 # -- extend ------------------------------------------------------------------------------------

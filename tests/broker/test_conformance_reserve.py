@@ -6,41 +6,22 @@ are asserted, and waits are bounded by generous real-time limits, never used to 
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-from typing import Any
-
 import anyio
 import pytest
 
 from taskit.broker.base import Broker
-from taskit.job import Job, JobStatus, Lease, encode_arguments
+from taskit.job import JobStatus, Lease
+from tests.broker._helpers import LONG, make_job, new_queue
 from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
 
-LONG = 30.0
 DELAY = 0.3
 PAST_DELAY = 0.4
 #: A blocking reserve that is never meant to run out; the test fails long before it would.
 BLOCK = 10.0
 #: How long a woken reserve may take to return: far less than BLOCK, generous for slow CI.
 PROMPT = 3.0
-
-
-def new_queue() -> str:
-    return f"q-{uuid.uuid4().hex[:12]}"
-
-
-def make_job(queue: str, *args: Any, priority: int = 0, **kwargs: Any) -> Job:
-    return Job(
-        id=uuid.uuid4().hex,
-        task="tests.noop",
-        queue=queue,
-        payload=encode_arguments(args, kwargs),
-        created_at=datetime.now(UTC),
-        priority=priority,
-    )
 
 
 async def reserve_ids(broker: Broker, queues: list[str], count: int) -> list[str]:
