@@ -19,7 +19,6 @@ import socket
 import statistics
 import subprocess
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import redis
 from redis.asyncio import Redis
 
 from taskit.broker.redis import RedisBroker
-from taskit.job import Job, Outcome, OutcomeKind, encode_arguments
+from taskit.job import Job, Outcome, OutcomeKind, encode_arguments, new_job_id
 
 RESULTS = Path(__file__).parent / "results"
 LEASE = 60.0
@@ -59,7 +58,7 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
 def small_job(i: int, queue: str = "default") -> Job:
     """A typical small job: an id, a task name and two short arguments."""
     return Job(
-        id=uuid.uuid4().hex,
+        id=new_job_id(),  # as Task.prepare makes them
         task="app.tasks.send_email",
         queue=queue,
         payload=encode_arguments((f"user{i}@example.com",), {"template": "welcome"}),

@@ -9,7 +9,6 @@ encoded with msgspec (``SerializationError`` naming the argument). Either way no
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ import msgspec
 
 from taskit.backoff import BackoffPolicy
 from taskit.errors import SerializationError
-from taskit.job import Job, decode_arguments, encode_arguments
+from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
 
 if TYPE_CHECKING:
     from taskit.app import App
@@ -75,7 +74,7 @@ class TaskVariant(Generic[P, R]):
             task.check_call(args, kwargs)
         opts = task.opts
         return Job(
-            id=o.job_id if o.job_id is not None else os.urandom(16).hex(),
+            id=o.job_id if o.job_id is not None else new_job_id(),
             task=opts.name,
             queue=o.queue if o.queue is not None else opts.queue,
             payload=encode_arguments(args, kwargs, task.positional_names),

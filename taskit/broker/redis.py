@@ -455,8 +455,9 @@ def _ms(seconds: float) -> int:
 
 
 def _encode(job: Job) -> bytes:
+    """The spec stored for ``job``: its encoding without the id (the record's key holds that)."""
     try:
-        data = encode_job(job)
+        data = encode_job(msgspec.structs.replace(job, id=""))
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         raise SerializationError(f"job {job.id!r} cannot be serialized: {exc}") from exc
     decode_job(data)  # a payload that is not msgpack encodes as it is, but must not be stored
