@@ -3,45 +3,37 @@
 The key layout and record format are in ``taskit.broker.keys``; the scripts in ``lua/``. This
 module marshals arguments, calls the scripts by SHA and turns their replies into Jobs and Leases.
 
-Connections (``scripts.Connections``): a pair of redis.asyncio clients per running event loop,
-as an App may use one broker from its worker loop and from a portal thread. redis-py runs on
-asyncio only: under trio every call raises ``ConfigurationError``.
+Connections, script calls, reading and admin are in ``_redis_base.RedisBase``; this module has
+the job lifecycle: enqueue, reserve, extend, settle, reclaim.
 
 Blocking reserve: when nothing is ready, ``reserve`` waits on the queues' wake lists with one
 ``BLPOP`` (all keys share a slot). ``enqueue``, an immediate retry, a release and a requeue push a
 token there; an enqueue of a job due earlier than every other delayed job pushes one too, so a
-blocked worker re-reads how long it may sleep. The wait is bounded on the client side by the time
-until the earliest delayed job is due (the server says, in its own time) and by the caller's
-timeout: Redis only checks blocking timeouts ten times a second, so the client cuts the wait itself.
+blocked worker re-reads how long it may sleep. The wait is bounded by the time until the earliest
+delayed job is due (the server says, in its own time) and by the caller's timeout; Redis checks
+blocking timeouts only ten times a second, so short waits are cut by the client (see ``_wait``).
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import msgspec
-from redis.asyncio import Redis
 
-from taskit.broker._watch import ServerWatch
-from taskit.broker.base import Broker
+from taskit.broker._redis_base import BATCH, RedisBase, ms
 from taskit.broker.keys import (
-    LATEST,
-    Keys,
     build_job,
     encode_error,
     merge_state,
     parse_state,
     split_token,
 )
-from taskit.broker.keys import placeholder_job as _placeholder
-from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
-from taskit.config import redact_url
-from taskit.errors import BrokerError, ConfigurationError, SerializationError
+from taskit.broker.scripts import Arg
+from taskit.errors import BrokerError, SerializationError
 from taskit.job import (
     Job,
     JobStatus,
@@ -49,7 +41,6 @@ from taskit.job import (
     LeaseState,
     Outcome,
     OutcomeKind,
-    QueueStats,
     decode_job,
     encode_job,
     encode_value,
@@ -57,9 +48,6 @@ from taskit.job import (
 
 __all__ = ["RedisBroker"]
 
-_SCRIPTS = Scripts()
-# Jobs promoted, purged or requeued per script call: bounds how long one call holds Redis.
-_BATCH = 1000
 _CLEARED = {
     "status": JobStatus.PENDING,
     "attempts": 0,
@@ -74,7 +62,7 @@ _CLEARED = {
 }
 
 
-class RedisBroker(Broker):
+class RedisBroker(RedisBase):
     """The Broker contract on Redis (6.0 or newer; Cluster-ready: one hash tag per prefix).
 
     ``url``: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
@@ -87,37 +75,6 @@ class RedisBroker(Broker):
     ``BrokerConnectionError`` (password never shown) when Redis cannot be reached or refuses the
     credentials, and ``BrokerError`` when it answers with an error.
     """
-
-    def __init__(
-        self,
-        url: str = "redis://127.0.0.1:6379/0",
-        *,
-        prefix: str = "taskit",
-        result_ttl: float = 86400.0,
-        connect: Callable[[], Redis] | None = None,
-    ) -> None:
-        scheme = urlsplit(url).scheme.lower()
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ConfigurationError(
-                f"not a Redis URL: {redact_url(url)} (use redis://, rediss:// or unix://)"
-            )
-        if not result_ttl >= 0:
-            raise ConfigurationError(f"result_ttl must be >= 0 seconds, got {result_ttl!r}")
-        self._keys = Keys(prefix)
-        self._ttl_ms = math.ceil(result_ttl * 1000)
-        self._conn = Connections(url, connect)
-        # Notices a Redis that came back empty, and an eviction policy that may lose jobs.
-        self._watch = ServerWatch(self._keys.epoch, redact_url(url), self._conn.guard)
-
-    @property
-    def keys(self) -> Keys:
-        """The key names this broker uses."""
-        return self._keys
-
-    @property
-    def restarts_detected(self) -> int:
-        """How many times this broker found its Redis emptied under it (see ``_watch``)."""
-        return self._watch.restarts_detected
 
     # -- producing -------------------------------------------------------------------------
     async def enqueue(
@@ -189,13 +146,13 @@ class RedisBroker(Broker):
         keys = [k.spec, k.state, k.err, k.seq]
         for q in queues:
             keys += [k.ready(q), k.delayed(q), k.leases(q), k.dead(q), k.wake(q)]
-        args: list[Arg] = [count, _ms(lease), secrets.token_hex(16), _BATCH, *queues]
+        args: list[Arg] = [count, ms(lease), secrets.token_hex(16), BATCH, *queues]
         # Shielded: once the script has leased jobs, a cancelled caller must still get them back
         # (the caller returns them without another checkpoint), never leave them leased unseen.
         with anyio.CancelScope(shield=True):
             reply = await self._run("reserve", keys, args)
             now_ms, wait_ms = int(reply[0]), int(reply[1])
-            deadline = (now_ms + _ms(lease)) / 1000
+            deadline = (now_ms + ms(lease)) / 1000
             leases, bad = self._leases(queues, reply[2:], deadline, reclaimed=False)
             if bad:
                 await self.settle(bad)
@@ -268,7 +225,7 @@ class RedisBroker(Broker):
         if not leases:
             return []
         keys = [self._keys.state]
-        args: list[Arg] = [_ms(lease)]
+        args: list[Arg] = [ms(lease)]
         for held in leases:
             rand, queue = split_token(held.token) or ("", held.job.queue)
             keys.append(self._keys.leases(queue))
@@ -292,7 +249,7 @@ class RedisBroker(Broker):
             done.append(k.done(outcome.job_id))
             result = b"" if outcome.result is None else encode_value(outcome.result)
             error = encode_error(outcome.error, outcome.error_type, outcome.traceback)
-            meta = f"{rand} {outcome.kind.value} {q} {_ms(outcome.delay)}"
+            meta = f"{rand} {outcome.kind.value} {q} {ms(outcome.delay)}"
             args += [outcome.job_id, meta, error, result]
             sent.append(i)
         if sent:
@@ -313,145 +270,13 @@ class RedisBroker(Broker):
             return []
         k = self._keys
         keys = [k.spec, k.state, k.err, *(k.leases(q) for q in queues)]
-        args: list[Arg] = [_ms(lease), limit, secrets.token_hex(16)]
+        args: list[Arg] = [ms(lease), limit, secrets.token_hex(16)]
         reply = await self._run("reclaim", keys, args)
-        deadline = (int(reply[0]) + _ms(lease)) / 1000
+        deadline = (int(reply[0]) + ms(lease)) / 1000
         leases, now = self._leases(queues, reply[1:], deadline, reclaimed=True)
         if now:  # only a settle, given the job ids, can name their done keys
             await self.settle(now)
         return leases
-
-    # -- reading and admin -----------------------------------------------------------------
-    async def get(self, job_id: str) -> Job | None:
-        k = self._keys
-        reply = await self._run("get", [k.spec, k.state, k.err, k.done(job_id)], [job_id])
-        if reply is None:
-            return None
-        spec, state, err, res = reply
-        return self._job(job_id, spec, state, err, res)
-
-    async def cancel(self, job_id: str) -> bool:
-        k = self._keys
-        raw = await self._conn.guard(self._conn.pair().main.hget(k.state, job_id))
-        queue = None if raw is None else parse_state(raw).queue
-        for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
-            if queue is None:
-                return False
-            keys = [
-                k.spec,
-                k.state,
-                k.err,
-                k.done(job_id),
-                k.ready(queue),
-                k.delayed(queue),
-                k.leases(queue),
-                k.totals(queue),
-            ]
-            reply = await self._run("cancel", keys, [job_id, queue, self._ttl_ms])
-            if not isinstance(reply, bytes):
-                return bool(reply)
-            queue = reply.decode()
-        return False  # pragma: no cover - a job re-created in another queue three times over
-
-    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
-        k = self._keys
-        if queues is None:
-            members = await self._conn.guard(self._conn.pair().main.smembers(k.queues))
-            queues = sorted(m.decode() for m in members)
-        if not queues:
-            return {}
-        keys = [k.state]
-        for q in queues:
-            keys += [k.ready(q), k.delayed(q), k.leases(q), k.dead(q), k.totals(q)]
-        reply = await self._run("stats", keys, [_BATCH])
-        names = ("queued", "scheduled", "running", "completed", "failed", "dead")
-        return {
-            q: QueueStats(
-                **{n: int(v) for n, v in zip(names, reply[6 * i : 6 * i + 6], strict=True)}
-            )
-            for i, q in enumerate(queues)
-        }
-
-    async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
-        k = self._keys
-        reply = await self._run(
-            "dead-letters", [k.dead(queue), k.spec, k.state, k.err], [max(offset, 0), limit]
-        )
-        rows = [reply[i : i + 4] for i in range(0, len(reply), 4)]
-        return [
-            self._job(job_id.decode(), spec, state, err, b"") for job_id, spec, state, err in rows
-        ]
-
-    async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
-        k = self._keys
-        keys = [k.state, k.seq, k.ready(queue), k.dead(queue), k.wake(queue)]
-        if job_ids is not None:
-            total = 0
-            for start in range(0, len(job_ids), _BATCH):
-                chunk = list(job_ids[start : start + _BATCH])
-                total += int(await self._run("requeue-dead", keys, [_BATCH, *chunk]))
-            return total
-        return await self._drain("requeue-dead", keys)
-
-    async def purge(self, queue: str) -> int:
-        k = self._keys
-        return await self._drain(
-            "purge", [k.spec, k.state, k.err, k.ready(queue), k.delayed(queue)]
-        )
-
-    async def purge_dead(self, queue: str) -> int:
-        k = self._keys
-        return await self._drain("purge-dead", [k.spec, k.state, k.err, k.dead(queue)])
-
-    async def _drain(self, name: ScriptName, keys: list[str]) -> int:
-        """Call a batch script until it reports a short batch; the total it reported."""
-        total = 0
-        while True:
-            n = int(await self._run(name, keys, [_BATCH]))
-            total += n
-            if n < _BATCH:
-                return total
-
-    # -- coordination ------------------------------------------------------------------------
-    async def claim(self, key: str, ttl: float) -> bool:
-        if not ttl > 0:
-            raise ValueError(f"a claim's ttl must be > 0 seconds, got {ttl!r}")
-        main = self._conn.pair().main
-        taken = await self._conn.guard(main.set(self._keys.claim(key), b"1", nx=True, px=_ms(ttl)))
-        return bool(taken)
-
-    async def heartbeat(
-        self, name: str | None = None, record: bytes = b"", *, ttl: float = 0.0
-    ) -> dict[str, bytes]:
-        k = self._keys
-        args: list[Arg] = [name or "", record, _ms(ttl) if name else 0]
-        reply = await self._run("heartbeat", [k.workers, k.beats], args)
-        return {reply[i].decode(): bytes(reply[i + 1]) for i in range(0, len(reply), 2)}
-
-    async def close(self) -> None:
-        await self._conn.close()
-
-    # -- plumbing --------------------------------------------------------------------------
-    def _job(self, job_id: str, spec: bytes, state: bytes, err: bytes, res: bytes) -> Job:
-        try:
-            job = build_job(job_id, spec, state, err, res)
-        except (SerializationError, msgspec.DecodeError) as exc:
-            return _placeholder(job_id, state, err, res, f"stored job does not decode: {exc}")
-        return job
-
-    async def _run(self, name: ScriptName, keys: list[str], args: list[Arg]) -> Any:
-        pair = self._conn.pair()
-        if self._watch.due():
-            await self._watch.check(pair.main)
-        return await self._conn.guard(_SCRIPTS.call(pair.scripts, name, keys, args))
-
-
-def _ms(seconds: float) -> int:
-    """Seconds as whole milliseconds toward Redis, rounded up (never early). Durations past the
-    datetime range (``inf``, ten thousand years) are cut to it: in effect, never."""
-    if not seconds > 0:  # zero, negative or NaN
-        return 0
-    return math.ceil(min(seconds, LATEST) * 1000)
 
 
 def _encode(job: Job) -> bytes:
@@ -468,5 +293,5 @@ def _enqueue_args(job: Job, spec: bytes, delay: float, q: int, d: int) -> list[A
     """The four ARGV entries of one job for the enqueue script (see its header)."""
     at = job.scheduled_at.timestamp() if job.scheduled_at is not None else None
     at_ms = -1 if at is None else math.ceil(at * 1000)
-    meta = f"{q} {d} {-job.priority} {_ms(delay)} {at_ms}"
+    meta = f"{q} {d} {-job.priority} {ms(delay)} {at_ms}"
     return [job.id, spec, meta, "" if at is None else repr(at)]

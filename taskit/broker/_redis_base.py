@@ -1,0 +1,211 @@
+"""The Redis broker's base: connections, script calls, and reading and administering jobs.
+
+``RedisBroker`` (``taskit.broker.redis``) adds the job lifecycle (enqueue, reserve, extend,
+settle, reclaim) on top. Connections (``scripts.Connections``) are kept per running event loop,
+as an App may use one broker from its worker loop and from a portal thread; redis-py runs on
+asyncio only, so under trio every call raises ``ConfigurationError``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+from redis.asyncio import Redis
+
+from taskit.broker._watch import ServerWatch
+from taskit.broker.base import Broker
+from taskit.broker.keys import LATEST, Keys, build_job, parse_state
+from taskit.broker.keys import placeholder_job as _placeholder
+from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
+from taskit.config import redact_url
+from taskit.errors import ConfigurationError, SerializationError
+from taskit.job import Job, QueueStats
+
+__all__ = ["RedisBase"]
+
+_SCRIPTS = Scripts()
+# Jobs promoted, purged or requeued per script call: bounds how long one call holds Redis.
+BATCH = 1000
+
+
+class RedisBase(Broker):
+    """Connections, script calls, reading and admin of the Broker contract on Redis (6.0 or
+    newer; Cluster-ready: one hash tag per prefix). See ``RedisBroker`` for the whole broker.
+
+    ``url``: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
+    ``unix:///path/to/socket[?db=n]``. ``prefix`` namespaces every key (``{prefix}:...``).
+    ``result_ttl``: seconds a finished job stays readable. ``connect``: for tests, a factory of
+    ready clients (e.g. fakeredis) used instead of connecting to ``url``; called per event loop,
+    twice (commands and blocking waits).
+
+    Raises ``ConfigurationError`` for an unusable URL or prefix; calls raise
+    ``BrokerConnectionError`` (password never shown) when Redis cannot be reached or refuses the
+    credentials, and ``BrokerError`` when it answers with an error.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "taskit",
+        result_ttl: float = 86400.0,
+        connect: Callable[[], Redis] | None = None,
+    ) -> None:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ConfigurationError(
+                f"not a Redis URL: {redact_url(url)} (use redis://, rediss:// or unix://)"
+            )
+        if not result_ttl >= 0:
+            raise ConfigurationError(f"result_ttl must be >= 0 seconds, got {result_ttl!r}")
+        self._keys = Keys(prefix)
+        self._ttl_ms = math.ceil(result_ttl * 1000)
+        self._conn = Connections(url, connect)
+        # Notices a Redis that came back empty, and an eviction policy that may lose jobs.
+        self._watch = ServerWatch(self._keys.epoch, redact_url(url), self._conn.guard)
+
+    @property
+    def keys(self) -> Keys:
+        """The key names this broker uses."""
+        return self._keys
+
+    @property
+    def restarts_detected(self) -> int:
+        """How many times this broker found its Redis emptied under it (see ``_watch``)."""
+        return self._watch.restarts_detected
+
+    # -- reading and admin -----------------------------------------------------------------
+    async def get(self, job_id: str) -> Job | None:
+        k = self._keys
+        reply = await self._run("get", [k.spec, k.state, k.err, k.done(job_id)], [job_id])
+        if reply is None:
+            return None
+        spec, state, err, res = reply
+        return self._job(job_id, spec, state, err, res)
+
+    async def cancel(self, job_id: str) -> bool:
+        k = self._keys
+        raw = await self._conn.guard(self._conn.pair().main.hget(k.state, job_id))
+        queue = None if raw is None else parse_state(raw).queue
+        for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
+            if queue is None:
+                return False
+            keys = [
+                k.spec,
+                k.state,
+                k.err,
+                k.done(job_id),
+                k.ready(queue),
+                k.delayed(queue),
+                k.leases(queue),
+                k.totals(queue),
+            ]
+            reply = await self._run("cancel", keys, [job_id, queue, self._ttl_ms])
+            if not isinstance(reply, bytes):
+                return bool(reply)
+            queue = reply.decode()
+        return False  # pragma: no cover - a job re-created in another queue three times over
+
+    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        k = self._keys
+        if queues is None:
+            members = await self._conn.guard(self._conn.pair().main.smembers(k.queues))
+            queues = sorted(m.decode() for m in members)
+        if not queues:
+            return {}
+        keys = [k.state]
+        for q in queues:
+            keys += [k.ready(q), k.delayed(q), k.leases(q), k.dead(q), k.totals(q)]
+        reply = await self._run("stats", keys, [BATCH])
+        names = ("queued", "scheduled", "running", "completed", "failed", "dead")
+        return {
+            q: QueueStats(
+                **{n: int(v) for n, v in zip(names, reply[6 * i : 6 * i + 6], strict=True)}
+            )
+            for i, q in enumerate(queues)
+        }
+
+    async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        k = self._keys
+        reply = await self._run(
+            "dead-letters", [k.dead(queue), k.spec, k.state, k.err], [max(offset, 0), limit]
+        )
+        rows = [reply[i : i + 4] for i in range(0, len(reply), 4)]
+        return [
+            self._job(job_id.decode(), spec, state, err, b"") for job_id, spec, state, err in rows
+        ]
+
+    async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
+        k = self._keys
+        keys = [k.state, k.seq, k.ready(queue), k.dead(queue), k.wake(queue)]
+        if job_ids is not None:
+            total = 0
+            for start in range(0, len(job_ids), BATCH):
+                chunk = list(job_ids[start : start + BATCH])
+                total += int(await self._run("requeue-dead", keys, [BATCH, *chunk]))
+            return total
+        return await self._drain("requeue-dead", keys)
+
+    async def purge(self, queue: str) -> int:
+        k = self._keys
+        return await self._drain(
+            "purge", [k.spec, k.state, k.err, k.ready(queue), k.delayed(queue)]
+        )
+
+    async def purge_dead(self, queue: str) -> int:
+        k = self._keys
+        return await self._drain("purge-dead", [k.spec, k.state, k.err, k.dead(queue)])
+
+    async def _drain(self, name: ScriptName, keys: list[str]) -> int:
+        """Call a batch script until it reports a short batch; the total it reported."""
+        total = 0
+        while True:
+            n = int(await self._run(name, keys, [BATCH]))
+            total += n
+            if n < BATCH:
+                return total
+
+    # -- coordination ------------------------------------------------------------------------
+    async def claim(self, key: str, ttl: float) -> bool:
+        if not ttl > 0:
+            raise ValueError(f"a claim's ttl must be > 0 seconds, got {ttl!r}")
+        main = self._conn.pair().main
+        taken = await self._conn.guard(main.set(self._keys.claim(key), b"1", nx=True, px=ms(ttl)))
+        return bool(taken)
+
+    async def heartbeat(
+        self, name: str | None = None, record: bytes = b"", *, ttl: float = 0.0
+    ) -> dict[str, bytes]:
+        k = self._keys
+        args: list[Arg] = [name or "", record, ms(ttl) if name else 0]
+        reply = await self._run("heartbeat", [k.workers, k.beats], args)
+        return {reply[i].decode(): bytes(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _job(self, job_id: str, spec: bytes, state: bytes, err: bytes, res: bytes) -> Job:
+        try:
+            job = build_job(job_id, spec, state, err, res)
+        except (SerializationError, msgspec.DecodeError) as exc:
+            return _placeholder(job_id, state, err, res, f"stored job does not decode: {exc}")
+        return job
+
+    async def _run(self, name: ScriptName, keys: list[str], args: list[Arg]) -> Any:
+        pair = self._conn.pair()
+        if self._watch.due():
+            await self._watch.check(pair.main)
+        return await self._conn.guard(_SCRIPTS.call(pair.scripts, name, keys, args))
+
+
+def ms(seconds: float) -> int:
+    """Seconds as whole milliseconds toward Redis, rounded up (never early). Durations past the
+    datetime range (``inf``, ten thousand years) are cut to it: in effect, never."""
+    if not seconds > 0:  # zero, negative or NaN
+        return 0
+    return math.ceil(min(seconds, LATEST) * 1000)
