@@ -1,0 +1,234 @@
+"""The memory broker's state and its state machine: records, heaps, counters, and the steps
+that move a job between them. Every method here must be called with ``self._lock`` held;
+``MemoryBroker`` (``taskit.broker.memory``) wraps them in the async Broker contract.
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+import threading
+from collections import Counter, defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+
+from taskit.broker._wakeup import Waiter, wake_all
+from taskit.clock import Clock, FakeClock, SystemClock
+from taskit.errors import SerializationError
+from taskit.job import (
+    Job,
+    JobStatus,
+    Lease,
+    Outcome,
+    OutcomeKind,
+    QueueStats,
+    decode_job,
+    encode_job,
+    utc_from_timestamp,
+)
+
+__all__ = ["WAITING", "MemoryState", "Record", "copy_job", "encode_for_store"]
+
+WAITING = (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING)
+#: The latest ``scheduled_at`` a datetime can show; a job due later (a delay of ``inf``, or of
+#: ten thousand years) shows this and, in effect, never falls due.
+_LATEST = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
+
+
+@dataclass(slots=True)
+class Record:
+    job: Job
+    seq: int
+    due: float = 0.0
+    token: str = ""
+    deadline: float = 0.0
+    cancel_requested: bool = False
+    expires: float = 0.0
+
+
+class MemoryState:
+    """The state of one memory broker (see the module docstring)."""
+
+    def __init__(self, *, clock: Clock | None = None, result_ttl: float = 86400.0) -> None:
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._result_ttl = result_ttl
+        self._lock = threading.Lock()
+        self._records: dict[str, Record] = {}
+        self._ready: defaultdict[str, list[tuple[int, int, str]]] = defaultdict(list)
+        self._delayed: list[tuple[float, int, str]] = []
+        self._leases: defaultdict[str, list[tuple[float, str, str]]] = defaultdict(list)
+        self._dead: defaultdict[str, dict[str, None]] = defaultdict(dict)
+        self._finished: deque[tuple[float, str]] = deque()
+        self._counts: defaultdict[str, Counter[JobStatus]] = defaultdict(Counter)
+        self._totals: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._seq = 0
+        self._claims: dict[str, float] = {}  # key -> expiry
+        self._beats: dict[str, tuple[float, bytes]] = {}  # name -> (expiry, record)
+        self._waiters: list[Waiter] = []
+        self._clock_driven = isinstance(self._clock, FakeClock)
+        if isinstance(self._clock, FakeClock):
+            self._clock.on_change(self._wake_waiters)
+
+    # -- internals (call with the lock held) -------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _set_status(self, record: Record, status: JobStatus) -> None:
+        counts = self._counts[record.job.queue]
+        counts[record.job.status] -= 1
+        counts[status] += 1
+        record.job.status = status
+
+    def _push_ready(self, record: Record) -> None:
+        heapq.heappush(
+            self._ready[record.job.queue], (-record.job.priority, record.seq, record.job.id)
+        )
+
+    def _schedule(self, record: Record, due: float, status: JobStatus) -> None:
+        self._set_status(record, status)
+        record.due = due
+        record.job.scheduled_at = utc_from_timestamp(min(due, _LATEST))
+        heapq.heappush(self._delayed, (due, record.seq, record.job.id))
+
+    def _promote(self, now: float) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            due, seq, job_id = heapq.heappop(self._delayed)
+            record = self._records.get(job_id)
+            if record is None or record.seq != seq or record.due != due:
+                continue
+            if record.job.status in (JobStatus.SCHEDULED, JobStatus.RETRYING):
+                self._set_status(record, JobStatus.PENDING)
+                self._push_ready(record)
+
+    def _take(self, queues: Sequence[str], count: int, lease: float, now: float) -> list[Lease]:
+        self._expire(now)
+        self._promote(now)
+        taken: list[Lease] = []
+        for queue in queues:
+            heap = self._ready.get(queue)
+            while heap and len(taken) < count:
+                _, seq, job_id = heapq.heappop(heap)
+                record = self._records.get(job_id)
+                if (
+                    record is None
+                    or record.seq != seq
+                    or record.job.status is not JobStatus.PENDING
+                ):
+                    continue
+                record.job.attempts += 1
+                record.job.started_at = utc_from_timestamp(now)
+                self._set_status(record, JobStatus.RUNNING)
+                taken.append(self._lease(record, lease, now))
+        return taken
+
+    def _lease(self, record: Record, lease: float, now: float) -> Lease:
+        record.token = secrets.token_hex(16)
+        record.deadline = now + lease
+        heapq.heappush(
+            self._leases[record.job.queue], (record.deadline, record.job.id, record.token)
+        )
+        return Lease(job=copy_job(record.job), token=record.token, deadline=record.deadline)
+
+    def _held(self, job_id: str, token: str) -> Record | None:
+        record = self._records.get(job_id)
+        if record is None or record.token != token or record.job.status is not JobStatus.RUNNING:
+            return None
+        return record
+
+    def _apply(self, record: Record, outcome: Outcome, now: float) -> None:
+        job = record.job
+        kind = outcome.kind
+        if record.cancel_requested and kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE):
+            kind = OutcomeKind.CANCEL  # a cancel requested while it ran wins over a rerun
+        if outcome.error is not None:
+            job.error, job.error_type, job.traceback = (
+                outcome.error,
+                outcome.error_type,
+                outcome.traceback,
+            )
+        record.token = ""
+        if kind is OutcomeKind.COMPLETE:
+            job.result = outcome.result
+            self._finish(record, JobStatus.COMPLETED, now)
+        elif kind is OutcomeKind.FAIL:
+            job.result = outcome.result
+            job.failed_at = utc_from_timestamp(now)
+            self._finish(record, JobStatus.FAILED, now)
+        elif kind is OutcomeKind.CANCEL:
+            self._finish(record, JobStatus.CANCELLED, now)
+        elif kind is OutcomeKind.RETRY:
+            job.failed_at = utc_from_timestamp(now)
+            if outcome.delay > 0:
+                self._schedule(record, now + outcome.delay, JobStatus.RETRYING)
+            else:
+                self._set_status(record, JobStatus.PENDING)
+                self._push_ready(record)
+        elif kind is OutcomeKind.DEAD_LETTER:
+            job.failed_at = utc_from_timestamp(now)
+            job.completed_at = utc_from_timestamp(now)
+            self._set_status(record, JobStatus.DEAD_LETTER)
+            self._dead[job.queue][job.id] = None
+        else:  # RELEASE: shutdown handed it back unrun; it keeps its place in the queue
+            job.attempts = max(job.attempts - 1, 0)
+            self._set_status(record, JobStatus.PENDING)
+            self._push_ready(record)
+
+    def _finish(self, record: Record, status: JobStatus, now: float) -> None:
+        self._set_status(record, status)
+        record.job.completed_at = utc_from_timestamp(now)
+        record.token = ""
+        if status in (JobStatus.COMPLETED, JobStatus.FAILED):
+            self._totals[record.job.queue][status.value] += 1
+        record.expires = now + self._result_ttl
+        self._finished.append((record.expires, record.job.id))
+
+    def _drop(self, record: Record) -> None:
+        """Forget a record entirely; heap entries pointing at it become stale and are skipped."""
+        job = record.job
+        self._counts[job.queue][job.status] -= 1
+        self._dead[job.queue].pop(job.id, None)
+        del self._records[job.id]
+
+    def _expire(self, now: float) -> None:
+        while self._finished and self._finished[0][0] <= now:
+            expires, job_id = self._finished.popleft()
+            record = self._records.get(job_id)
+            if record is not None and record.expires == expires:
+                self._drop(record)
+
+    def _stats(self, queue: str) -> QueueStats:
+        # .get, not []: asking about a queue must not make the broker "know" it from then on.
+        counts = self._counts.get(queue, Counter())
+        totals = self._totals.get(queue, Counter())
+        return QueueStats(
+            queued=counts[JobStatus.PENDING],
+            scheduled=counts[JobStatus.SCHEDULED] + counts[JobStatus.RETRYING],
+            running=counts[JobStatus.RUNNING],
+            completed=totals["completed"],
+            failed=totals["failed"],
+            dead=len(self._dead.get(queue, ())),
+        )
+
+    def _take_waiters(self) -> list[Waiter]:
+        waiters, self._waiters = self._waiters, []
+        return waiters
+
+    def _wake_waiters(self) -> None:
+        with self._lock:
+            waiters = self._take_waiters()
+        wake_all(waiters)
+
+
+def encode_for_store(job: Job) -> bytes:
+    try:
+        return encode_job(job)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        raise SerializationError(f"job {job.id!r} cannot be serialized: {exc}") from exc
+
+
+def copy_job(job: Job) -> Job:
+    return decode_job(encode_job(job))
