@@ -33,19 +33,8 @@ BATCH = 1000
 
 
 class RedisBase(Broker):
-    """Connections, script calls, reading and admin of the Broker contract on Redis (6.0 or
-    newer; Cluster-ready: one hash tag per prefix). See ``RedisBroker`` for the whole broker.
-
-    ``url``: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
-    ``unix:///path/to/socket[?db=n]``. ``prefix`` namespaces every key (``{prefix}:...``).
-    ``result_ttl``: seconds a finished job stays readable. ``connect``: for tests, a factory of
-    ready clients (e.g. fakeredis) used instead of connecting to ``url``; called per event loop,
-    twice (commands and blocking waits).
-
-    Raises ``ConfigurationError`` for an unusable URL or prefix; calls raise
-    ``BrokerConnectionError`` (password never shown) when Redis cannot be reached or refuses the
-    credentials, and ``BrokerError`` when it answers with an error.
-    """
+    """Connections, script calls, reading and admin of the Broker contract on Redis. The
+    constructor's arguments and errors are documented on ``RedisBroker``, the class to use."""
 
     def __init__(
         self,
