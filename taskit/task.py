@@ -74,15 +74,15 @@ class TaskVariant(Generic[P, R]):
             task.check_call(args, kwargs)
         opts = task.opts
         return Job(
-            id=o.job_id if o.job_id is not None else new_job_id(),
+            id=new_job_id() if o.job_id is None else o.job_id,
             task=opts.name,
-            queue=o.queue if o.queue is not None else opts.queue,
+            queue=opts.queue if o.queue is None else o.queue,
             payload=encode_arguments(args, kwargs, task.positional_names),
             created_at=datetime.now(UTC),
-            priority=o.priority if o.priority is not None else opts.priority,
-            max_retries=o.max_retries if o.max_retries is not None else opts.max_retries,
-            timeout=o.timeout if o.timeout is not None else opts.timeout,
-            metadata=dict(o.metadata),
+            priority=opts.priority if o.priority is None else o.priority,
+            max_retries=opts.max_retries if o.max_retries is None else o.max_retries,
+            timeout=opts.timeout if o.timeout is None else o.timeout,
+            metadata=dict(o.metadata) if o.metadata else {},
             created_by=o.created_by,
         )
 

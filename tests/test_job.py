@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +22,8 @@ from taskit.job import (
     encode_arguments,
     encode_job,
     encode_value,
+    new_job_id,
+    stored_form,
     utc_from_timestamp,
 )
 
@@ -240,3 +245,92 @@ def test_exactly_the_terminal_states_are_finished(status: JobStatus) -> None:
     }
 
     assert status.finished is (status in terminal)
+
+
+# -- job ids -----------------------------------------------------------------------------------
+def test_job_ids_are_22_url_safe_characters_and_do_not_repeat() -> None:
+    ids = [new_job_id() for _ in range(3000)]  # more than one pool of random bytes
+
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", job_id) for job_id in ids)
+
+
+def test_threads_never_share_job_ids() -> None:
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def make(into: list[str]) -> None:
+        into.extend(new_job_id() for _ in range(2000))
+
+    threads = [threading.Thread(target=make, args=(into,)) for into in made]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    every = [job_id for ids in made for job_id in ids]
+    assert len(set(every)) == len(every) == 8000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_makes_other_ids_than_its_parent() -> None:
+    new_job_id()  # the parent's pool holds unused bytes when it forks
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.write(write, " ".join(new_job_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read().decode().split()
+    parent = [new_job_id() for _ in range(5)]
+
+    assert len(child) == 5
+    assert not set(child) & set(parent)
+
+
+# -- the stored form ---------------------------------------------------------------------------
+def test_stored_form_of_a_fresh_job_is_the_job_and_its_spec_without_the_id() -> None:
+    job = make_job(1, "two")
+
+    stored, spec = stored_form(job)
+
+    assert stored is job
+    assert decode_job(spec) == msgspec.structs.replace(job, id="")
+
+
+def test_stored_form_clears_what_an_enqueue_resets() -> None:
+    job = full_job()
+
+    stored, spec = stored_form(job)
+
+    fresh = msgspec.structs.replace(
+        job, status=JobStatus.PENDING, attempts=0, scheduled_at=None, started_at=None,
+        completed_at=None, failed_at=None, result=None, error=None, error_type=None,
+        traceback=None,
+    )  # fmt: skip
+    assert stored == fresh
+    assert job.status is JobStatus.RETRYING  # the caller's job is left as it was
+    assert decode_job(spec) == msgspec.structs.replace(fresh, id="")
+
+
+@pytest.mark.parametrize("payload", [b"\xc1", b"\x92\x90", b""], ids=["bad-opcode", "cut", "empty"])
+def test_stored_form_refuses_a_payload_that_is_not_msgpack(payload: bytes) -> None:
+    job = msgspec.structs.replace(make_job(), payload=msgspec.Raw(payload))
+
+    with pytest.raises(SerializationError):
+        stored_form(job)
+
+
+def test_stored_form_refuses_a_field_of_the_wrong_type() -> None:
+    job = msgspec.structs.replace(make_job(), max_retries="three")  # type: ignore[arg-type]
+
+    with pytest.raises(SerializationError):
+        stored_form(job)
+
+
+def test_stored_form_names_the_job_whose_value_cannot_be_encoded() -> None:
+    job = msgspec.structs.replace(make_job(), metadata={"when": object()})
+
+    with pytest.raises(SerializationError, match="job-1"):
+        stored_form(job)
