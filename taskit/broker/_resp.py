@@ -55,12 +55,15 @@ class _Protocol(asyncio.Protocol):
         self._reader = hiredis.Reader(replyError=rexc.ResponseError)
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.lost: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP and Unix transports are not asyncio.Transport subclasses, only alike:
         # an isinstance check here failed every connection made on uvloop.
         self._transport = cast(asyncio.Transport, transport)
+        # Kept: on Python 3.11 every get_running_loop() is a getpid() system call.
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -77,9 +80,9 @@ class _Protocol(asyncio.Protocol):
                 future.set_exception(self.lost)
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
-        if self.lost is not None or self._transport is None:
+        if self.lost is not None or self._transport is None or self._loop is None:
             raise rexc.ConnectionError("connection to Redis is closed")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._waiting.append(future)
         self._transport.write(packed)
         return future

@@ -171,6 +171,9 @@ class Connections:
             raise ConfigurationError(
                 "RedisBroker runs on asyncio only (redis-py does not support trio)"
             ) from None
+        pair = self._pairs.get(loop)  # every script call comes here: no lock once it exists
+        if pair is not None:
+            return pair
         with self._lock:
             pair = self._pairs.get(loop)
             if pair is None:
