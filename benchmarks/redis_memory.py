@@ -26,6 +26,7 @@ import anyio
 import redis
 from redis.asyncio import Redis
 
+from taskit.broker.keys import split_record
 from taskit.broker.redis import RedisBroker
 from taskit.job import Job, Outcome, OutcomeKind, encode_arguments, new_job_id
 
@@ -87,18 +88,19 @@ async def measure_memory(broker: RedisBroker, client: Redis, jobs: int) -> dict[
     usage = {
         name: await client.memory_usage(key, samples=0) or 0
         for name, key in (
-            ("spec hash", keys.spec),
-            ("state hash", keys.state),
-            ("ready zset", keys.ready("default")),
+            ("jobs hash", keys.jobs),
+            ("FIFO list", keys.fifo("default")),
         )
     }
-    spec_bytes = len(await client.hget(keys.spec, (await client.hkeys(keys.spec))[0]) or b"")
+    record = await client.hget(keys.jobs, (await client.hkeys(keys.jobs))[0]) or b""
+    state, spec = split_record(record)
     [held] = await broker.reserve(["default"], count=1, lease=LEASE, timeout=0)
     await broker.settle([Outcome(job_id=held.job.id, token=held.token, kind=OutcomeKind.COMPLETE)])
     done = await client.memory_usage(keys.done(held.job.id), samples=0) or 0
     out = {"used_memory delta per queued job": (after - before) / jobs}
     out |= {f"MEMORY USAGE {name} per job": size / jobs for name, size in usage.items()}
-    out["encoded job (spec) bytes"] = spec_bytes
+    out["encoded job (spec) bytes"] = len(spec)
+    out["state string bytes"] = len(state)
     out["MEMORY USAGE of one finished job's done key"] = done
     return out
 

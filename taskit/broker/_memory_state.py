@@ -88,6 +88,12 @@ class MemoryState:
             self._ready[record.job.queue], (-record.job.priority, record.seq, record.job.id)
         )
 
+    def _push_front(self, record: Record, seq: int) -> None:
+        """Ready again at the front of its priority (``seq`` < 0: below every other), as on
+        Redis."""
+        record.seq = seq
+        self._push_ready(record)
+
     def _schedule(self, record: Record, due: float, status: JobStatus) -> None:
         self._set_status(record, status)
         record.due = due
@@ -102,6 +108,7 @@ class MemoryState:
                 continue
             if record.job.status in (JobStatus.SCHEDULED, JobStatus.RETRYING):
                 self._set_status(record, JobStatus.PENDING)
+                record.seq = self._next_seq()  # due now: at the back of its priority
                 self._push_ready(record)
 
     def _take(self, queues: Sequence[str], count: int, lease: float, now: float) -> list[Lease]:
@@ -139,7 +146,9 @@ class MemoryState:
             return None
         return record
 
-    def _apply(self, record: Record, outcome: Outcome, now: float) -> None:
+    def _apply(self, record: Record, outcome: Outcome, now: float) -> bool:
+        """Apply a held job's outcome. True: it is pending again, and the caller puts it back
+        at the front of its priority (``_push_front``)."""
         job = record.job
         kind = outcome.kind
         if record.cancel_requested and kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE):
@@ -166,16 +175,17 @@ class MemoryState:
                 self._schedule(record, now + outcome.delay, JobStatus.RETRYING)
             else:
                 self._set_status(record, JobStatus.PENDING)
-                self._push_ready(record)
+                return True
         elif kind is OutcomeKind.DEAD_LETTER:
             job.failed_at = utc_from_timestamp(now)
             job.completed_at = utc_from_timestamp(now)
             self._set_status(record, JobStatus.DEAD_LETTER)
             self._dead[job.queue][job.id] = None
-        else:  # RELEASE: shutdown handed it back unrun; it keeps its place in the queue
+        else:  # RELEASE: shutdown handed it back unrun; it is the next of its priority to run
             job.attempts = max(job.attempts - 1, 0)
             self._set_status(record, JobStatus.PENDING)
-            self._push_ready(record)
+            return True
+        return False
 
     def _finish(self, record: Record, status: JobStatus, now: float) -> None:
         self._set_status(record, status)

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from taskit.broker._watch import ServerWatch
 from taskit.broker.base import Broker
-from taskit.broker.keys import LATEST, Keys, build_job, parse_state
+from taskit.broker.keys import LATEST, Keys, build_job, parse_state, split_record
 from taskit.broker.keys import placeholder_job as _placeholder
 from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
 from taskit.config import redact_url
@@ -70,7 +70,7 @@ class RedisBase(Broker):
     # -- reading and admin -----------------------------------------------------------------
     async def get(self, job_id: str) -> Job | None:
         k = self._keys
-        reply = await self._run("get", [k.spec, k.state, k.err, k.done(job_id)], [job_id])
+        reply = await self._run("get", [k.jobs, k.err, k.done(job_id)], [job_id])
         if reply is None:
             return None
         spec, state, err, res = reply
@@ -78,17 +78,17 @@ class RedisBase(Broker):
 
     async def cancel(self, job_id: str) -> bool:
         k = self._keys
-        raw = await self._conn.guard(self._conn.pair().main.hget(k.state, job_id))
-        queue = None if raw is None else parse_state(raw).queue
+        raw = await self._conn.guard(self._conn.pair().main.hget(k.jobs, job_id))
+        queue = None if raw is None else _queue_of(raw)
         for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
             if queue is None:
                 return False
             keys = [
-                k.spec,
-                k.state,
+                k.jobs,
                 k.err,
                 k.done(job_id),
-                k.ready(queue),
+                k.fifo(queue),
+                k.ranked(queue),
                 k.delayed(queue),
                 k.leases(queue),
                 k.totals(queue),
@@ -106,9 +106,9 @@ class RedisBase(Broker):
             queues = sorted(m.decode() for m in members)
         if not queues:
             return {}
-        keys = [k.state]
+        keys = [k.jobs, k.seq]
         for q in queues:
-            keys += [k.ready(q), k.delayed(q), k.leases(q), k.dead(q), k.totals(q)]
+            keys += [k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q), k.totals(q)]
         reply = await self._run("stats", keys, [BATCH])
         names = ("queued", "scheduled", "running", "completed", "failed", "dead")
         return {
@@ -121,7 +121,7 @@ class RedisBase(Broker):
     async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
         k = self._keys
         reply = await self._run(
-            "dead-letters", [k.dead(queue), k.spec, k.state, k.err], [max(offset, 0), limit]
+            "dead-letters", [k.dead(queue), k.jobs, k.err], [max(offset, 0), limit]
         )
         rows = [reply[i : i + 4] for i in range(0, len(reply), 4)]
         return [
@@ -130,7 +130,7 @@ class RedisBase(Broker):
 
     async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
         k = self._keys
-        keys = [k.state, k.seq, k.ready(queue), k.dead(queue), k.wake(queue)]
+        keys = [k.jobs, k.seq, k.fifo(queue), k.ranked(queue), k.dead(queue), k.wake(queue)]
         if job_ids is not None:
             total = 0
             for start in range(0, len(job_ids), BATCH):
@@ -142,12 +142,12 @@ class RedisBase(Broker):
     async def purge(self, queue: str) -> int:
         k = self._keys
         return await self._drain(
-            "purge", [k.spec, k.state, k.err, k.ready(queue), k.delayed(queue)]
+            "purge", [k.jobs, k.err, k.fifo(queue), k.ranked(queue), k.delayed(queue)]
         )
 
     async def purge_dead(self, queue: str) -> int:
         k = self._keys
-        return await self._drain("purge-dead", [k.spec, k.state, k.err, k.dead(queue)])
+        return await self._drain("purge-dead", [k.jobs, k.err, k.dead(queue)])
 
     async def _drain(self, name: ScriptName, keys: list[str]) -> int:
         """Call a batch script until it reports a short batch; the total it reported."""
@@ -190,6 +190,14 @@ class RedisBase(Broker):
         if self._watch.due():
             await self._watch.check(pair.main)
         return await self._conn.guard(_SCRIPTS.call(pair.scripts, name, keys, args))
+
+
+def _queue_of(raw: bytes) -> str | None:
+    """The queue of a live record, or None if the record is not well-formed."""
+    try:
+        return parse_state(split_record(raw)[0]).queue
+    except ValueError:
+        return None
 
 
 def ms(seconds: float) -> int:

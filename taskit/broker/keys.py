@@ -9,13 +9,14 @@ Scale a Cluster out by giving apps different prefixes.
 ==========================  ======  ===================================================
 key                         type    holds
 ==========================  ======  ===================================================
-``{p}:spec``                hash    live job id -> the encoded ``Job`` (as enqueued)
-``{p}:state``               hash    live job id -> its state string (below)
+``{p}:jobs``                hash    live job id -> its record: state and spec (below)
 ``{p}:err``                 hash    live job id -> msgpack ``[error, type, traceback]``
-``{p}:seq``                 string  FIFO sequence counter (also orders dead letters)
+``{p}:seq``                 string  sequence counter (ranked-set order, dead letters)
 ``{p}:queues``              set     every queue name ever enqueued to
 ``{p}:done:<id>``           hash    a finished job: spec, state, err, res; has a TTL
-``{p}:q:<queue>:ready``     zset    ``<seq, 16 digits>:<id>`` scored ``-priority``
+``{p}:q:<queue>:fifo``      list    ready ids of the default priority (0), oldest first
+``{p}:q:<queue>:ranked``    zset    ready ``<seq>:<id>`` of other priorities, scored
+                                    ``-priority``
 ``{p}:q:<queue>:delayed``   zset    scheduled / retrying id scored by due time (ms)
 ``{p}:q:<queue>:leases``    zset    running id scored by lease deadline (ms)
 ``{p}:q:<queue>:dead``      zset    dead-lettered id scored by ``seq`` (oldest first)
@@ -27,13 +28,25 @@ key                         type    holds
 ``{p}:epoch``               string  random id of this data set: gone or changed = data lost
 ==========================  ======  ===================================================
 
-Live jobs (waiting, running, dead letters) are fields of the three fixed hashes and never carry a
-TTL; finishing moves a job to its own ``done`` key, which expires after the result TTL. Because
-every fixed hash and every queue set is named before a script runs, and a done key is only
-touched by a script that was given the job id, every script gets every key it touches in KEYS.
+Live jobs (waiting, running, dead letters) are fields of the fixed hashes and never carry a TTL;
+finishing moves a job to its own ``done`` key, which expires after the result TTL. Because every
+fixed hash and every queue key is named before a script runs, and a done key is only touched by a
+script that was given the job id, every script gets every key it touches in KEYS.
 
-The state string is ``status|attempts|score|seq|token|cancel|sched|started|completed|failed|queue``
-(queue last: it may contain ``|``); times are server milliseconds, ``sched`` is seconds text.
+A live record is ``<n>:<state><spec>``: ``n`` the length of the state string in decimal, then the
+state, then the encoded ``Job`` as enqueued (one hash field per job keeps Redis memory per queued
+job low: about 230 bytes for a small job, see ``benchmarks/redis_memory.py``). The state string
+is ``status|attempts|score|seq|token|cancel|sched|started|completed|failed|queue`` (queue last: it
+may contain ``|``); ``score`` is minus the priority, ``seq`` the ranked-set place of a job of a
+non-default priority (``-<15 digits>`` for one put back at the front) or empty; times are server
+milliseconds, ``sched`` is seconds text.
+
+Ready jobs of the default priority wait in a list (a few bytes per job, against over a hundred in
+a sorted set); other priorities in a sorted set. Jobs are taken from the ranked set's positive
+priorities first, then the list, then its negative priorities. A released job (or one retried at
+once) goes back to the front of its priority. Cancelling a pending job of the default priority
+removes it from the list with ``LREM``: O(n) in the queue's length, about 10 ms at a million.
+
 A lease token is ``<random>.<n>|<queue>``: the queue part lets ``settle`` find the job's queue.
 """
 
@@ -54,9 +67,11 @@ __all__ = [
     "State",
     "build_job",
     "encode_error",
+    "join_record",
     "merge_state",
     "parse_state",
     "placeholder_job",
+    "split_record",
     "split_token",
 ]
 
@@ -76,8 +91,7 @@ class Keys:
             )
         self.prefix = prefix
         self.tag = "{" + prefix + "}"
-        self.spec = f"{self.tag}:spec"
-        self.state = f"{self.tag}:state"
+        self.jobs = f"{self.tag}:jobs"
         self.err = f"{self.tag}:err"
         self.seq = f"{self.tag}:seq"
         self.queues = f"{self.tag}:queues"
@@ -92,11 +106,14 @@ class Keys:
         return f"{self.tag}:claim:{key}"
 
     def queue(self, queue: str, kind: str) -> str:
-        """Key ``kind`` (ready, delayed, leases, dead, totals, wake) of ``queue``."""
+        """Key ``kind`` (fifo, ranked, delayed, leases, dead, totals, wake) of ``queue``."""
         return f"{self.tag}:q:{queue}:{kind}"
 
-    def ready(self, queue: str) -> str:
-        return self.queue(queue, "ready")
+    def fifo(self, queue: str) -> str:
+        return self.queue(queue, "fifo")
+
+    def ranked(self, queue: str) -> str:
+        return self.queue(queue, "ranked")
 
     def delayed(self, queue: str) -> str:
         return self.queue(queue, "delayed")
@@ -154,6 +171,21 @@ def parse_state(raw: bytes) -> State:
         failed=_ms(failed),
         queue=queue,
     )
+
+
+def split_record(raw: bytes) -> tuple[bytes, bytes]:
+    """``(state, spec)`` of a live record (see the module docstring); ``ValueError`` if it is
+    not one."""
+    head, sep, rest = raw.partition(b":")
+    if not sep or not head.isdigit() or int(head) > len(rest):
+        raise ValueError(f"malformed job record {raw[:80]!r}")
+    n = int(head)
+    return rest[:n], rest[n:]
+
+
+def join_record(state: bytes, spec: bytes) -> bytes:
+    """A live record from its state string and spec."""
+    return b"%d:%s%s" % (len(state), state, spec)
 
 
 def split_token(token: str) -> tuple[str, str] | None:

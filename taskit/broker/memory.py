@@ -135,11 +135,17 @@ class MemoryBroker(MemoryState, Broker):
         applied: list[bool] = []
         with self._lock:
             now = self._clock.time()
+            fronts: list[Record] = []  # ready again, at the front of their priority
             for outcome in outcomes:
                 record = self._held(outcome.job_id, outcome.token)
-                if record is not None:
-                    self._apply(record, outcome, now)
+                if record is not None and self._apply(record, outcome, now):
+                    fronts.append(record)
                 applied.append(record is not None)
+            # In the order they were reserved, ahead of every waiting job (as on Redis).
+            fronts.sort(key=lambda r: r.seq)
+            self._seq += len(fronts)
+            for i, record in enumerate(fronts):
+                self._push_front(record, i - self._seq)
             waiters = self._take_waiters()
         wake_all(waiters)
         return applied

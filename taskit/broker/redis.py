@@ -98,11 +98,11 @@ class RedisBroker(RedisBase):
                 args += _enqueue_args(job, specs[i], delays[i] if delays else 0.0, q, d)
             args[0] = len(queues)
             args[1:1] = list(queues)
-            keys = [self._keys.spec, self._keys.state, self._keys.err, self._keys.seq]
-            keys.append(self._keys.queues)
+            k = self._keys
+            keys = [k.jobs, k.err, k.seq, k.queues]
             for queue in queues:
-                keys += [self._keys.ready(queue), self._keys.delayed(queue), self._keys.wake(queue),
-                         self._keys.dead(queue)]  # fmt: skip
+                keys += [k.fifo(queue), k.ranked(queue), k.delayed(queue), k.wake(queue),
+                         k.dead(queue)]  # fmt: skip
             reply = await self._run("enqueue", keys + done, args)
             if reply[0] == b"ok":
                 return [
@@ -143,9 +143,9 @@ class RedisBroker(RedisBase):
         if not queues:
             return [], False, None
         k = self._keys
-        keys = [k.spec, k.state, k.err, k.seq]
+        keys = [k.jobs, k.err, k.seq]
         for q in queues:
-            keys += [k.ready(q), k.delayed(q), k.leases(q), k.dead(q), k.wake(q)]
+            keys += [k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q), k.wake(q)]
         args: list[Arg] = [count, ms(lease), secrets.token_hex(16), BATCH, *queues]
         # Shielded: once the script has leased jobs, a cancelled caller must still get them back
         # (the caller returns them without another checkpoint), never leave them leased unseen.
@@ -224,7 +224,7 @@ class RedisBroker(RedisBase):
     async def extend(self, leases: Sequence[Lease], *, lease: float) -> list[LeaseState]:
         if not leases:
             return []
-        keys = [self._keys.state]
+        keys = [self._keys.jobs]
         args: list[Arg] = [ms(lease)]
         for held in leases:
             rand, queue = split_token(held.token) or ("", held.job.queue)
@@ -254,10 +254,10 @@ class RedisBroker(RedisBase):
             sent.append(i)
         if sent:
             args[1] = len(queues)
-            keys = [k.spec, k.state, k.err, k.seq]
+            keys = [k.jobs, k.err, k.seq]
             for queue in queues:
-                keys += [k.ready(queue), k.delayed(queue), k.leases(queue), k.dead(queue),
-                         k.totals(queue), k.wake(queue)]  # fmt: skip
+                keys += [k.fifo(queue), k.ranked(queue), k.delayed(queue), k.leases(queue),
+                         k.dead(queue), k.totals(queue), k.wake(queue)]  # fmt: skip
             reply = await self._run("settle", keys + done, args)
             for i, ok in zip(sent, reply, strict=True):
                 applied[i] = bool(ok)
@@ -269,7 +269,7 @@ class RedisBroker(RedisBase):
         if not queues or limit < 1:
             return []
         k = self._keys
-        keys = [k.spec, k.state, k.err, *(k.leases(q) for q in queues)]
+        keys = [k.jobs, k.err, *(k.leases(q) for q in queues)]
         args: list[Arg] = [ms(lease), limit, secrets.token_hex(16)]
         reply = await self._run("reclaim", keys, args)
         deadline = (int(reply[0]) + ms(lease)) / 1000

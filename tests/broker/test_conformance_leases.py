@@ -226,6 +226,30 @@ async def test_settle_release_makes_the_job_pending_and_refunds_the_attempt(
     assert (again.job.id, again.job.attempts) == (held.job.id, 1)
 
 
+async def test_released_jobs_run_next_in_the_order_they_were_reserved(
+    harness: BrokerHarness,
+) -> None:
+    queue = new_queue()
+    jobs = [make_job(queue) for _ in range(5)]
+    await harness.broker.enqueue(jobs)
+    held = await harness.broker.reserve([queue], count=3, lease=LONG, timeout=0)
+    late = make_job(queue)
+    await harness.broker.enqueue([late])
+    retried = Outcome(job_id=held[2].job.id, token=held[2].token, kind=OutcomeKind.RETRY)
+
+    # Handed back in any order (a worker's runners stop in no set order), by one call.
+    released = [
+        outcome(held[1], OutcomeKind.RELEASE),
+        retried,
+        outcome(held[0], OutcomeKind.RELEASE),
+    ]
+    assert await harness.broker.settle(released) == [True, True, True]
+
+    again = await reserve_all(harness.broker, queue)
+    assert [h.job.id for h in again] == [job.id for job in jobs] + [late.id]
+    assert [h.job.attempts for h in again] == [1, 1, 2, 1, 1, 1]
+
+
 async def test_settle_with_a_stale_token_changes_nothing(harness: BrokerHarness) -> None:
     queue = new_queue()
     held = await running(harness.broker, queue)

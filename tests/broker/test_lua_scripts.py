@@ -10,7 +10,7 @@ from importlib import resources
 import msgspec
 import pytest
 
-from taskit.broker.keys import Keys, parse_state
+from taskit.broker.keys import Keys, join_record, parse_state, split_record
 from taskit.broker.scripts import Scripts
 from taskit.job import JobStatus
 from tests.broker._redis_kinds import RedisHarness, open_redis_harness
@@ -38,8 +38,9 @@ async def run(rh: RedisHarness, name: str, keys: list[str], args: list[object]) 
 
 def enqueue_keys(k: Keys, job_id: str, queue: str = "q") -> list[str]:
     """KEYS of an enqueue call of one job to ``queue``: fixed keys, the queue's, the done key."""
-    fixed = [k.spec, k.state, k.err, k.seq, k.queues]
-    return [*fixed, k.ready(queue), k.delayed(queue), k.wake(queue), k.dead(queue), k.done(job_id)]
+    fixed = [k.jobs, k.err, k.seq, k.queues]
+    mine = [k.fifo(queue), k.ranked(queue), k.delayed(queue), k.wake(queue), k.dead(queue)]
+    return [*fixed, *mine, k.done(job_id)]
 
 
 async def enqueue(rh: RedisHarness, job_id: str, *, delay_ms: int = 0, priority: int = 0) -> list:
@@ -52,11 +53,18 @@ async def enqueue(rh: RedisHarness, job_id: str, *, delay_ms: int = 0, priority:
 
 async def reserve(rh: RedisHarness, count: int = 10, lease_ms: int = 30_000) -> list:
     k = rh.broker.keys
-    keys = [k.spec, k.state, k.err, k.seq, k.ready("q"), k.delayed("q"), k.leases("q")]
+    keys = [k.jobs, k.err, k.seq, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.leases("q")]
     keys += [k.dead("q"), k.wake("q")]
     reply = await run(rh, "reserve", keys, [count, lease_ms, "stem", 100, "q"])
     assert isinstance(reply, list)
     return reply
+
+
+async def state_in(rh: RedisHarness, job_id: str) -> bytes:
+    """The state string of a live job's record."""
+    raw = await rh.client.hget(rh.broker.keys.jobs, job_id)
+    assert raw is not None
+    return split_record(raw)[0]
 
 
 def state_of(raw: bytes) -> tuple[JobStatus, int, str]:
@@ -91,21 +99,22 @@ async def test_enqueue_stores_a_job_and_keeps_an_unfinished_one(rh: RedisHarness
     assert state_of(first[3])[0] is JobStatus.PENDING
     assert again[1] == 1
     assert again[2] == SPEC
-    assert await rh.client.zrange(k.ready("q"), 0, -1, withscores=True) == [
+    assert await rh.client.zrange(k.ranked("q"), 0, -1, withscores=True) == [
         (b"0000000000000001:j1", -3.0)
     ]
+    assert not await rh.client.exists(k.fifo("q"))
     assert await rh.client.llen(k.wake("q")) == 1
     assert await rh.client.smembers(k.queues) == {b"q"}
 
 
 async def test_enqueue_asks_for_the_dead_set_of_another_queue(rh: RedisHarness) -> None:
     k = rh.broker.keys
-    await rh.client.hset(k.state, "j1", "dead_letter|1|0|0000000000000001||||1|1|1|other")
+    await rh.client.hset(k.jobs, "j1", join_record(b"dead_letter|1|0|||||1|1|1|other", SPEC))
 
     reply = await run(rh, "enqueue", enqueue_keys(k, "j1"), [1, "q", "j1", SPEC, "1 1 0 0 -1", ""])
 
     assert reply == [b"moved", 1, b"other"]
-    assert not await rh.client.exists(k.ready("q"))
+    assert not await rh.client.exists(k.fifo("q"))
 
 
 async def test_enqueue_with_a_delay_schedules(rh: RedisHarness) -> None:
@@ -134,10 +143,10 @@ async def test_extend_answers_per_token(rh: RedisHarness) -> None:
     k = rh.broker.keys
     await enqueue(rh, "j1")
     await reserve(rh)
-    await rh.client.hset(k.state, "j2", "running|1|0|0000000000000002|tok|1|||||q")
+    await rh.client.hset(k.jobs, "j2", join_record(b"running|1|0||tok|1|||||q", SPEC))
 
     reply = await run(
-        rh, "extend", [k.state, k.leases("q"), k.leases("q"), k.leases("q")],
+        rh, "extend", [k.jobs, k.leases("q"), k.leases("q"), k.leases("q")],
         [1_000, "j1", "stem.1", "j1", "stale", "j2", "tok"],
     )  # fmt: skip
 
@@ -147,7 +156,7 @@ async def test_extend_answers_per_token(rh: RedisHarness) -> None:
 def settle_keys(k: Keys, *job_ids: str) -> list[str]:
     """KEYS of a settle call for jobs of queue "q": the queue's keys once, then a done key each."""
     q = "q"
-    return [k.spec, k.state, k.err, k.seq, k.ready(q), k.delayed(q), k.leases(q), k.dead(q),
+    return [k.jobs, k.err, k.seq, k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q),
             k.totals(q), k.wake(q), *(k.done(job_id) for job_id in job_ids)]  # fmt: skip
 
 
@@ -163,7 +172,8 @@ async def test_settle_applies_current_tokens_only(rh: RedisHarness) -> None:
     assert await rh.client.hget(k.done("j1"), "res") == result
     assert 0 < await rh.client.pttl(k.done("j1")) <= 60_000
     assert await rh.client.hget(k.totals("q"), "completed") == b"1"
-    assert not await rh.client.hexists(k.state, "j1")
+    assert not await rh.client.hexists(k.jobs, "j1")
+    assert await rh.client.zcard(k.leases("q")) == 0
 
 
 async def test_reclaim_takes_expired_leases_under_a_new_token(rh: RedisHarness) -> None:
@@ -171,7 +181,7 @@ async def test_reclaim_takes_expired_leases_under_a_new_token(rh: RedisHarness) 
     await enqueue(rh, "j1")
     await reserve(rh, lease_ms=0)
 
-    reply = await run(rh, "reclaim", [k.spec, k.state, k.err, k.leases("q")], [5_000, 10, "new"])
+    reply = await run(rh, "reclaim", [k.jobs, k.err, k.leases("q")], [5_000, 10, "new"])
 
     assert isinstance(reply, list)
     now, q, job_id, spec, state, _err = reply
@@ -181,7 +191,7 @@ async def test_reclaim_takes_expired_leases_under_a_new_token(rh: RedisHarness) 
 
 
 def cancel_keys(k: Keys, job_id: str, q: str = "q") -> list[str]:
-    return [k.spec, k.state, k.err, k.done(job_id), k.ready(q), k.delayed(q), k.leases(q),
+    return [k.jobs, k.err, k.done(job_id), k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q),
             k.totals(q)]  # fmt: skip
 
 
@@ -193,7 +203,7 @@ async def test_cancel_ends_a_waiting_job_and_names_a_wrong_queue(rh: RedisHarnes
     assert await run(rh, "cancel", cancel_keys(k, "j1"), ["j1", "q", 1000]) == 1
     assert await run(rh, "cancel", cancel_keys(k, "j1"), ["j1", "q", 1000]) == 0
     assert state_of(await rh.client.hget(k.done("j1"), "state"))[0] is JobStatus.CANCELLED
-    assert await rh.client.zcard(k.ready("q")) == 0
+    assert await rh.client.llen(k.fifo("q")) == 0
 
 
 async def dead_letter(rh: RedisHarness, job_id: str) -> None:
@@ -210,15 +220,16 @@ async def test_dead_letters_requeue_dead_and_purge_dead(rh: RedisHarness) -> Non
     for job_id in ("d1", "d2", "d3"):
         await dead_letter(rh, job_id)
 
-    page = await run(rh, "dead-letters", [k.dead("q"), k.spec, k.state, k.err], [1, 1])
+    page = await run(rh, "dead-letters", [k.dead("q"), k.jobs, k.err], [1, 1])
     assert isinstance(page, list)
     assert page[0] == b"d2"
     assert page[1] == SPEC
-    requeue_keys = [k.state, k.seq, k.ready("q"), k.dead("q"), k.wake("q")]
+    requeue_keys = [k.jobs, k.seq, k.fifo("q"), k.ranked("q"), k.dead("q"), k.wake("q")]
     assert await run(rh, "requeue-dead", requeue_keys, [100, "d2", "nope"]) == 1
-    assert state_of(await rh.client.hget(k.state, "d2"))[:2] == (JobStatus.PENDING, 0)
-    assert await run(rh, "purge-dead", [k.spec, k.state, k.err, k.dead("q")], [1]) == 1
-    assert await run(rh, "purge-dead", [k.spec, k.state, k.err, k.dead("q")], [100]) == 1
+    assert state_of(await state_in(rh, "d2"))[:2] == (JobStatus.PENDING, 0)
+    assert await rh.client.lrange(k.fifo("q"), 0, -1) == [b"d2"]
+    assert await run(rh, "purge-dead", [k.jobs, k.err, k.dead("q")], [1]) == 1
+    assert await run(rh, "purge-dead", [k.jobs, k.err, k.dead("q")], [100]) == 1
     assert await run(rh, "requeue-dead", requeue_keys, [100]) == 0
 
 
@@ -226,12 +237,12 @@ async def test_purge_deletes_waiting_jobs_in_batches(rh: RedisHarness) -> None:
     k = rh.broker.keys
     await enqueue(rh, "p1")
     await enqueue(rh, "p2", delay_ms=60_000)
-    keys = [k.spec, k.state, k.err, k.ready("q"), k.delayed("q")]
+    keys = [k.jobs, k.err, k.fifo("q"), k.ranked("q"), k.delayed("q")]
 
     assert await run(rh, "purge", keys, [1]) == 1
     assert await run(rh, "purge", keys, [1]) == 1
     assert await run(rh, "purge", keys, [1]) == 0
-    assert await rh.client.hlen(k.state) == 0
+    assert await rh.client.hlen(k.jobs) == 0
 
 
 async def test_stats_counts_and_promotes(rh: RedisHarness) -> None:
@@ -240,7 +251,8 @@ async def test_stats_counts_and_promotes(rh: RedisHarness) -> None:
     await enqueue(rh, "b", delay_ms=60_000)
     await enqueue(rh, "c")
     await reserve(rh, count=1)
-    keys = [k.state, k.ready("q"), k.delayed("q"), k.leases("q"), k.dead("q"), k.totals("q")]
+    keys = [k.jobs, k.seq, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.leases("q"), k.dead("q")]
+    keys.append(k.totals("q"))
 
     assert await run(rh, "stats", keys, [100]) == [1, 1, 1, 0, 0, 0]
 
@@ -248,12 +260,12 @@ async def test_stats_counts_and_promotes(rh: RedisHarness) -> None:
 async def test_get_reads_live_and_finished_records(rh: RedisHarness) -> None:
     k = rh.broker.keys
     await enqueue(rh, "j1")
-    live = await run(rh, "get", [k.spec, k.state, k.err, k.done("j1")], ["j1"])
+    live = await run(rh, "get", [k.jobs, k.err, k.done("j1")], ["j1"])
     await rh.client.hset(
         k.done("j2"), mapping={"spec": SPEC, "state": b"completed|1|0|x||||1|2||q"}
     )
-    done = await run(rh, "get", [k.spec, k.state, k.err, k.done("j2")], ["j2"])
-    missing = await run(rh, "get", [k.spec, k.state, k.err, k.done("j3")], ["j3"])
+    done = await run(rh, "get", [k.jobs, k.err, k.done("j2")], ["j2"])
+    missing = await run(rh, "get", [k.jobs, k.err, k.done("j3")], ["j3"])
 
     assert isinstance(live, list)
     assert live[0] == SPEC
@@ -264,5 +276,33 @@ async def test_get_reads_live_and_finished_records(rh: RedisHarness) -> None:
 
 
 async def test_a_fixed_key_script_refuses_the_wrong_key_count(rh: RedisHarness) -> None:
-    with pytest.raises(ValueError, match="takes 4 keys"):
+    with pytest.raises(ValueError, match="takes 3 keys"):
         await run(rh, "get", ["only-one"], ["x"])
+
+
+async def test_reserve_takes_higher_priorities_then_fifo_then_lower(rh: RedisHarness) -> None:
+    for job_id, priority in [("low", -1), ("a", 0), ("high", 5), ("b", 0), ("top", 9)]:
+        await enqueue(rh, job_id, priority=priority)
+
+    reply = await reserve(rh, count=10)
+
+    assert reply[3::5] == [b"top", b"high", b"a", b"b", b"low"]
+
+
+async def test_a_release_puts_the_job_at_the_front_of_its_priority(rh: RedisHarness) -> None:
+    k = rh.broker.keys
+    for job_id, priority in [("a", 0), ("b", 0), ("r1", 2), ("r2", 2)]:
+        await enqueue(rh, job_id, priority=priority)
+    rows = await reserve(rh, count=3)  # r1, r2, a
+    await enqueue(rh, "c", priority=2)  # behind r1 and r2 had they stayed
+    tokens = {rows[i + 1]: parse_state(rows[i + 3]).token for i in range(2, len(rows), 5)}
+    args: list[object] = [1000, 1]
+    for job_id in (b"a", b"r2", b"r1"):
+        args += [job_id.decode(), f"{tokens[job_id]} release 1 0", "", ""]  # any order
+    assert await run(rh, "settle", settle_keys(k, "a", "r2", "r1"), args) == [1, 1, 1]
+
+    again = await reserve(rh, count=10)
+
+    # Released jobs go back to the front of their priority, in the order they were reserved.
+    assert again[3::5] == [b"r1", b"r2", b"c", b"a", b"b"]
+    assert [state_of(again[i])[1] for i in range(5, len(again), 5)] == [1, 1, 1, 1, 1]

@@ -15,6 +15,7 @@ import pytest
 from redis.crc import key_slot
 
 from taskit.broker import from_url
+from taskit.broker.keys import join_record, split_record
 from taskit.broker.redis import RedisBroker
 from taskit.errors import BrokerConnectionError, ConfigurationError
 from taskit.job import Job, JobStatus, Outcome, OutcomeKind, encode_arguments
@@ -76,7 +77,7 @@ async def test_every_key_of_a_broker_shares_one_hash_tag_and_slot(rh: RedisHarne
     assert broker.keys.done(held.job.id) in keys
     for key in (broker.keys.totals("a"), broker.keys.dead("a"), broker.keys.delayed("b")):
         assert key in keys
-    assert broker.keys.ready("a") == f"{tag}:q:a:ready"
+    assert broker.keys.fifo("a") == f"{tag}:q:a:fifo"
 
 
 async def test_finished_jobs_expire_and_live_ones_carry_no_ttl(rh: RedisHarness) -> None:
@@ -98,8 +99,8 @@ async def test_finished_jobs_expire_and_live_ones_carry_no_ttl(rh: RedisHarness)
             assert await rh.client.pttl(key) == -1, key  # live records: never an expiry
     assert not await rh.client.exists(keys.done(dead.job.id))
     assert not await rh.client.exists(keys.done(live.job.id))
-    assert await rh.client.hexists(keys.state, live.job.id)
-    assert not await rh.client.hexists(keys.state, done.job.id)
+    assert await rh.client.hexists(keys.jobs, live.job.id)
+    assert not await rh.client.hexists(keys.jobs, done.job.id)
 
 
 async def test_a_zero_result_ttl_forgets_finished_jobs_at_once(
@@ -114,6 +115,13 @@ async def test_a_zero_result_ttl_forgets_finished_jobs_at_once(
         assert await h.broker.get(held.job.id) is None
 
 
+async def replace_spec(rh: RedisHarness, job_id: str, spec: bytes) -> None:
+    """Overwrite the stored job bytes of a live record, keeping its state."""
+    raw = await rh.client.hget(rh.broker.keys.jobs, job_id)
+    assert raw is not None
+    await rh.client.hset(rh.broker.keys.jobs, job_id, join_record(split_record(raw)[0], spec))
+
+
 async def test_undecodable_bytes_are_dead_lettered_while_other_jobs_flow(
     rh: RedisHarness,
 ) -> None:
@@ -122,9 +130,9 @@ async def test_undecodable_bytes_are_dead_lettered_while_other_jobs_flow(
     await broker.enqueue([before])
     # A record whose job bytes are garbage, in the ready set behind `before`.
     [victim] = await broker.enqueue([make_job("q", "victim")])
-    await rh.client.hset(keys.spec, victim.id, b"\xc1 not msgpack")
+    await replace_spec(rh, victim.id, b"\xc1 not msgpack")
     # A ready entry with no record at all.
-    await rh.client.zadd(keys.ready("q"), {"9999999999999998:ghost": 0})
+    await rh.client.rpush(keys.fifo("q"), "ghost")
     after = make_job("q", "after")
     await broker.enqueue([after])
 
@@ -150,7 +158,7 @@ async def test_an_undecodable_job_alone_does_not_end_a_blocking_reserve(
 ) -> None:
     broker = rh.broker
     [victim] = await broker.enqueue([make_job("q")])
-    await rh.client.hset(broker.keys.spec, victim.id, b"\xc1")
+    await replace_spec(rh, victim.id, b"\xc1")
 
     with anyio.fail_after(5):
         assert await broker.reserve(["q"], count=1, lease=LONG, timeout=0.2) == []

@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 
-from taskit.broker.keys import Keys, parse_state
+from taskit.broker.keys import Keys, parse_state, split_record
 from tests.e2e.helpers import ROOT, RedisServer, WorkerProcess
 
 APP = "tests.apps.chaos_app:app"
@@ -191,11 +191,12 @@ def final_statuses(client: redis.Redis, ids: Iterable[str], prefix: str = PREFIX
         chunk = ids[start : start + 500]
         pipe = client.pipeline(transaction=False)
         for job_id in chunk:
-            pipe.hget(keys.state, job_id)
+            pipe.hget(keys.jobs, job_id)
             pipe.hget(keys.done(job_id), "state")
         replies = pipe.execute()
         for i, job_id in enumerate(chunk):
-            raw = replies[2 * i] or replies[2 * i + 1]
+            live, done = replies[2 * i], replies[2 * i + 1]
+            raw = split_record(live)[0] if live is not None else done
             if raw is not None:
                 out[job_id] = parse_state(raw).status.value
     return out
@@ -208,11 +209,15 @@ def consistency_problems(
     member must have a live record with that status."""
     keys = Keys(prefix)
     problems: list[str] = []
-    states = {k.decode(): parse_state(v) for k, v in client.hgetall(keys.state).items()}
+    states = {
+        k.decode(): parse_state(split_record(v)[0]) for k, v in client.hgetall(keys.jobs).items()
+    }
     where: defaultdict[str, list[str]] = defaultdict(list)
     for q in queues:
-        for member in client.zrange(keys.ready(q), 0, -1):
-            where[member.decode()[17:]].append("pending")
+        for member in client.lrange(keys.fifo(q), 0, -1):
+            where[member.decode()].append("pending")
+        for member in client.zrange(keys.ranked(q), 0, -1):
+            where[member.decode().partition(":")[2]].append("pending")
         for kind, status in (
             ("delayed", "scheduled"),
             ("leases", "running"),

@@ -69,7 +69,7 @@ async def run_retention(url: str, *, jobs: int, batch: int = 1000) -> RetentionF
         began = time.monotonic()
         for start in range(0, jobs, batch):
             await broker.enqueue([_job(i) for i in range(start, min(start + batch, jobs))])
-            for key in (keys.spec, keys.state):
+            for key in (keys.jobs,):
                 live_ttls += await client.pttl(key) != -1
             leases = await broker.reserve(["default"], count=batch, lease=60.0, timeout=0)
             await broker.settle([Outcome(job_id=h.job.id, token=h.token,

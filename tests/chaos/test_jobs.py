@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from taskit import App, JobStatus
-from taskit.broker.keys import Keys
+from taskit.broker.keys import Keys, join_record
 from tests.chaos.harness import PREFIX, Cluster, cluster, wait_until
 from tests.chaos.producing import enqueue_work
 
@@ -20,16 +20,14 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 SLACK = 2.0
 
 
-def plant(chaos: Cluster, job_id: str, spec: bytes | None, seq: int) -> None:
+def plant(chaos: Cluster, job_id: str, spec: bytes | None) -> None:
     """Write a PENDING job straight into Redis (``spec`` None: a ready entry with no record)."""
     k = Keys(PREFIX)
     client = chaos.client()
     try:
-        member = f"{seq:016d}:{job_id}"
         if spec is not None:
-            client.hset(k.spec, job_id, spec)
-            client.hset(k.state, job_id, f"pending|0|0|{seq:016d}|||||||default")
-        client.zadd(k.ready("default"), {member: 0})
+            client.hset(k.jobs, job_id, join_record(b"pending|0|0||||||||default", spec))
+        client.rpush(k.fifo("default"), job_id)
         client.sadd(k.queues, "default")
     finally:
         client.close()
@@ -38,9 +36,9 @@ def plant(chaos: Cluster, job_id: str, spec: bytes | None, seq: int) -> None:
 async def test_row11_poison_is_dead_lettered_on_attempt_one_and_the_worker_goes_on(
     chaos: Cluster, producer: App
 ) -> None:
-    plant(chaos, "garbage", b"\xc1\xff\x00 not msgpack", 900_001)
-    plant(chaos, "wrong-schema", msgspec.msgpack.encode({"v": 99, "id": "x"}), 900_002)
-    plant(chaos, "dangling", None, 900_003)
+    plant(chaos, "garbage", b"\xc1\xff\x00 not msgpack")
+    plant(chaos, "wrong-schema", msgspec.msgpack.encode({"v": 99, "id": "x"}))
+    plant(chaos, "dangling", None)
     unknown = await producer.remote("no.such.task").options(job_id="unknown-task").enqueue(1)
     acked = await enqueue_work(producer, [f"p{i}" for i in range(20)], 0.01)
     worker = chaos.spawn("-c", "4")

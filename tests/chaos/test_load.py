@@ -89,7 +89,7 @@ async def test_row14_many_concurrent_enqueuers_half_sharing_ids(chaos: Cluster) 
         distinct = set(wanted)
         client = chaos.client()
         try:
-            assert client.hlen(Keys(PREFIX).state) == len(distinct) == 550
+            assert client.hlen(Keys(PREFIX).jobs) == len(distinct) == 550
             assert consistency_problems(client, ["default"]) == []
         finally:
             client.close()

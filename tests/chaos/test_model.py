@@ -167,8 +167,10 @@ class BrokerMachine(RuleBasedStateMachine):
             m.status[job_id] = JobStatus.COMPLETED
         elif kind is OutcomeKind.DEAD_LETTER:
             m.status[job_id] = JobStatus.DEAD_LETTER
-        else:  # retry at once or release: back in its old place
+        else:  # retry at once or release: the front of the queue, later ones first
             m.status[job_id] = JobStatus.PENDING
+            m.next_seq += 1
+            m.seq[job_id] = -m.next_seq
             if kind is OutcomeKind.RELEASE:
                 m.attempts[job_id] -= 1
         m.cancel.discard(job_id)

@@ -1,15 +1,21 @@
 -- Shared helpers, pasted by the script registry where a command script says `-- @include _common.lua`.
 -- Never loaded on its own. Expects `local rcall = redis.call` above the include.
 --
--- A live job's state is one string in the state hash, fields joined by '|', the queue name last
--- (it may itself contain '|'):
+-- A live job is one field of the jobs hash: '<n>:<state><spec>', where n is the length of the
+-- state string and spec the encoded Job as enqueued. The state is fields joined by '|', the queue
+-- name last (it may itself contain '|'):
 --   status|attempts|score|seq|token|cancel|sched|started|completed|failed|queue
--- score: the ready-set score (minus the priority); seq: the 16-digit FIFO sequence; token: the
--- current lease token ('' when none); cancel: '1' once cancel was requested; sched: the due time
--- as seconds text; started/completed/failed: server times in ms ('' when unset).
+-- score: minus the priority ('0' for the default priority); seq: for a job of another priority,
+-- its place in the ranked set ('' otherwise); token: the current lease token ('' when none);
+-- cancel: '1' once cancel was requested; sched: the due time as seconds text;
+-- started/completed/failed: server times in ms ('' when unset).
+--
+-- A queue's ready jobs of the default priority wait in its FIFO list (the job id only); jobs of
+-- any other priority wait in its ranked set, scored by minus the priority, member '<seq>:<id>'.
 
 local STATE_PATTERN = '^' .. string.rep('([^|]*)|', 10) .. '(.*)$'
 local WAKE_CAP = 16 -- wake tokens kept per queue: enough for a burst, bounded when nobody waits
+local CHUNK = 500 -- values per variadic command (Lua's unpack has a stack limit)
 
 -- Server time in integer milliseconds: the only clock any script reads.
 local function now_ms()
@@ -17,20 +23,30 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- The state of job `id`, as a table, or nil when there is no (well-formed) live record.
-local function load_state(state_key, id)
-  local raw = rcall('HGET', state_key, id)
-  if not raw then
+-- A record's state table (with its spec as `s.spec`), or nil when `raw` is not well-formed.
+local function parse_record(raw)
+  local n, at = string.match(raw, '^(%d+):()')
+  if not n then
     return nil
   end
   local s = {}
   s.status, s.attempts, s.score, s.seq, s.token, s.cancel, s.sched, s.started, s.completed,
-    s.failed, s.queue = string.match(raw, STATE_PATTERN)
+    s.failed, s.queue = string.match(string.sub(raw, at, at + n - 1), STATE_PATTERN)
   if not s.status then
     return nil
   end
   s.attempts = tonumber(s.attempts) or 0
+  s.spec = string.sub(raw, at + n)
   return s
+end
+
+-- The live record of job `id`, as a table, or nil when there is no (well-formed) record.
+local function load_state(jobs_key, id)
+  local raw = rcall('HGET', jobs_key, id)
+  if not raw then
+    return nil
+  end
+  return parse_record(raw)
 end
 
 local function pack_state(s)
@@ -38,14 +54,28 @@ local function pack_state(s)
     s.started, s.completed, s.failed, s.queue}, '|')
 end
 
--- Write `s` back and return the packed string (scripts hand it to the client).
-local function save_state(state_key, id, s)
-  local raw = pack_state(s)
-  rcall('HSET', state_key, id, raw)
-  return raw
+-- The record string of `s` (its state and spec), and the state string alone.
+local function pack_record(s)
+  local state = pack_state(s)
+  return #state .. ':' .. state .. s.spec, state
 end
 
-local function ready_member(s, id)
+-- Write `s` back and return the packed state string (scripts hand it to the client).
+local function save_state(jobs_key, id, s)
+  local raw, state = pack_record(s)
+  rcall('HSET', jobs_key, id, raw)
+  return state
+end
+
+-- `cmd key v1 v2 ...` for every value of `values`, in chunks.
+local function each_chunk(cmd, key, values)
+  for i = 1, #values, CHUNK do
+    rcall(cmd, key, unpack(values, i, math.min(i + CHUNK - 1, #values)))
+  end
+end
+
+-- The ranked-set member of a job of a non-default priority.
+local function ranked_member(s, id)
   return s.seq .. ':' .. id
 end
 
@@ -53,11 +83,78 @@ local function next_seq(seq_key)
   return string.format('%016d', rcall('INCR', seq_key))
 end
 
+-- Make pending job `id` ready in its queue: R = {fifo=, ranked=, seq=}. At the back of its
+-- priority, or at the front when `front` (a release or an immediate retry: next to run).
+local function make_ready(R, id, s, front)
+  if s.score == '0' then
+    s.seq = ''
+    rcall(front and 'LPUSH' or 'RPUSH', R.fifo, id)
+    return
+  end
+  local n = rcall('INCR', R.seq)
+  if front then -- '-' sorts before digits; later fronts sort first
+    s.seq = '-' .. string.format('%015d', 999999999999999 - n)
+  else
+    s.seq = string.format('%016d', n)
+  end
+  rcall('ZADD', R.ranked, s.score, ranked_member(s, id))
+end
+
+-- Take pending job `id` out of its queue's ready structures (O(n) in the FIFO list's length).
+local function unready(R, id, s)
+  if s.score == '0' then
+    rcall('LREM', R.fifo, 1, id)
+  else
+    rcall('ZREM', R.ranked, ranked_member(s, id))
+  end
+end
+
+-- Up to `n` ready job ids of one queue, removed, in the order they run: higher priorities,
+-- then the default priority (FIFO), then lower ones.
+local function pop_ready(R, n)
+  local ids = {}
+  local function from_ranked(members)
+    for _, m in ipairs(members) do
+      ids[#ids + 1] = string.match(m, '^[^:]*:(.*)$')
+    end
+  end
+  local high = rcall('ZRANGEBYSCORE', R.ranked, '-inf', '(0', 'LIMIT', 0, n)
+  if #high > 0 then
+    rcall('ZREMRANGEBYRANK', R.ranked, 0, #high - 1)
+    from_ranked(high)
+  end
+  if #ids < n then
+    local got = rcall('LRANGE', R.fifo, 0, n - #ids - 1)
+    if #got > 0 then
+      rcall('LTRIM', R.fifo, #got, -1)
+      for _, id in ipairs(got) do
+        ids[#ids + 1] = id
+      end
+    end
+  end
+  if #ids < n then
+    local low = rcall('ZRANGE', R.ranked, 0, n - #ids - 1)
+    if #low > 0 then
+      rcall('ZREMRANGEBYRANK', R.ranked, 0, #low - 1)
+      from_ranked(low)
+    end
+  end
+  return ids
+end
+
+local function ready_count(R)
+  return rcall('LLEN', R.fifo) + rcall('ZCARD', R.ranked)
+end
+
 -- Push up to `n` wake-up tokens for workers blocked on this queue (BLPOP), never past WAKE_CAP.
 local function wake(wake_key, n)
-  local room = WAKE_CAP - rcall('LLEN', wake_key)
-  for _ = 1, math.min(n, room) do
-    rcall('RPUSH', wake_key, '1')
+  local room = math.min(n, WAKE_CAP - rcall('LLEN', wake_key))
+  if room > 0 then
+    local tokens = {}
+    for i = 1, room do
+      tokens[i] = '1'
+    end
+    rcall('RPUSH', wake_key, unpack(tokens))
   end
 end
 
@@ -69,16 +166,19 @@ local function wake_if_earliest(delayed_key, wake_key, id)
   end
 end
 
--- Move up to `batch` due jobs from the delayed set to the ready set.
-local function promote(state_key, ready_key, delayed_key, now, batch)
+-- Move up to `batch` due jobs from the delayed set to the ready structures R (see make_ready).
+local function promote(jobs_key, R, delayed_key, now, batch)
   local due = rcall('ZRANGEBYSCORE', delayed_key, '-inf', now, 'LIMIT', 0, batch)
+  if #due == 0 then
+    return
+  end
+  each_chunk('ZREM', delayed_key, due)
   for _, id in ipairs(due) do
-    rcall('ZREM', delayed_key, id)
-    local s = load_state(state_key, id)
+    local s = load_state(jobs_key, id)
     if s and (s.status == 'scheduled' or s.status == 'retrying') then
       s.status = 'pending'
-      save_state(state_key, id, s)
-      rcall('ZADD', ready_key, s.score, ready_member(s, id))
+      make_ready(R, id, s, false)
+      save_state(jobs_key, id, s)
     end
   end
 end
@@ -97,18 +197,16 @@ local function mp_error(text, etype)
 end
 
 -- End a live job: its record moves to its own key `done_key`, which expires after `ttl` ms.
--- K = {spec=, state=, err=, done=, totals=}; `result` is the msgpack JobResult or ''.
+-- K = {jobs=, err=, done=, totals=}; `result` is the msgpack JobResult or ''.
 local function finish(K, id, s, status, now, ttl, result)
   s.status = status
   s.completed = now
   s.token = ''
-  local spec = rcall('HGET', K.spec, id) or ''
   local err = rcall('HGET', K.err, id) or ''
   rcall('DEL', K.done)
-  rcall('HSET', K.done, 'spec', spec, 'state', pack_state(s), 'err', err, 'res', result)
+  rcall('HSET', K.done, 'spec', s.spec, 'state', pack_state(s), 'err', err, 'res', result)
   rcall('PEXPIRE', K.done, ttl)
-  rcall('HDEL', K.spec, id)
-  rcall('HDEL', K.state, id)
+  rcall('HDEL', K.jobs, id)
   rcall('HDEL', K.err, id)
   if status == 'completed' or status == 'failed' then
     rcall('HINCRBY', K.totals, status, 1)
@@ -116,13 +214,12 @@ local function finish(K, id, s, status, now, ttl, result)
 end
 
 -- Lease job `id` (state `s`) under `token` until `deadline` and append its reply row
--- {q, id, spec, state, error} to `out`. K = {spec=, state=, err=, leases=}.
+-- {q, id, spec, state, error} to `out`. K = {jobs=, err=, leases=}.
 local function hand_out(K, out, q, id, s, token, deadline)
   s.token = token
-  local raw = save_state(K.state, id, s)
+  local state = save_state(K.jobs, id, s)
   rcall('ZADD', K.leases, deadline, id)
-  for _, v in ipairs({q, id, rcall('HGET', K.spec, id) or '', raw,
-      rcall('HGET', K.err, id) or ''}) do
+  for _, v in ipairs({q, id, s.spec, state, rcall('HGET', K.err, id) or ''}) do
     out[#out + 1] = v
   end
 end

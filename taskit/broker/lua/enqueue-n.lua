@@ -1,11 +1,10 @@
 --[[ enqueue: store a batch of jobs, all or none; an unfinished job with the same id is kept.
 
-KEYS[1] spec hash    KEYS[2] state hash    KEYS[3] error hash    KEYS[4] sequence counter
-KEYS[5] queue-name set
-then per queue q = 1..ARGV[1] (base = 5 + 4 * (q - 1)), each queue named once per call:
-  KEYS[base+1] ready set    KEYS[base+2] delayed set    KEYS[base+3] wake list
-  KEYS[base+4] dead set
-then per job i: KEYS[5 + 4 * nq + i] the job's done key
+KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] sequence counter    KEYS[4] queue-name set
+then per queue q = 1..ARGV[1] (base = 4 + 5 * (q - 1)), each queue named once per call:
+  KEYS[base+1] FIFO list    KEYS[base+2] ranked set    KEYS[base+3] delayed set
+  KEYS[base+4] wake list    KEYS[base+5] dead set
+then per job i: KEYS[4 + 5 * nq + i] the job's done key
 ARGV[1] nq, the number of queues    ARGV[1+q] the name of queue q
 then per job i (base = 1 + nq + 4 * (i - 1)):
   ARGV[base+1] id    ARGV[base+2] encoded job
@@ -30,13 +29,13 @@ for i = 1, n do
     score = score, delay = tonumber(delay), at = tonumber(at), at_text = ARGV[a + 4]}
 end
 local function qkey(q, offset)
-  return KEYS[5 + 4 * (q - 1) + offset]
+  return KEYS[4 + 5 * (q - 1) + offset]
 end
 
 -- First pass, read only: every key this call needs was passed, or nothing is written.
 local olds = {}
 for i = 1, n do
-  local s = load_state(KEYS[2], jobs[i].id)
+  local s = load_state(KEYS[1], jobs[i].id)
   if s and s.status == 'dead_letter' and s.queue ~= ARGV[1 + jobs[i].d] then
     return {'moved', i, s.queue}
   end
@@ -45,31 +44,27 @@ end
 
 local now = now_ms()
 local out = {'ok'}
-local wakes = {}
+local stored = {} -- id -> state table written by this call (an id may repeat in a batch)
+local records = {} -- HSET arguments: id, record, ...
+local fifo = {} -- q -> ids to append to its FIFO list
+local done = {}
 local named = {}
-local written = {}
--- One INCRBY for the batch: job i takes sequence number first + i (FIFO within the batch).
-local first = rcall('INCRBY', KEYS[4], n) - n
+local wakes = {}
 for i = 1, n do
   local job = jobs[i]
   local id, queue = job.id, ARGV[1 + job.q]
-  local old = olds[i]
-  if written[id] then -- the same id earlier in this batch: see what that stored
-    old = load_state(KEYS[2], id)
-  end
-  written[id] = true
+  local old = stored[id] or olds[i]
   if old and old.status ~= 'dead_letter' then
-    local spec = rcall('HGET', KEYS[1], id) or ''
-    local err = rcall('HGET', KEYS[3], id) or ''
-    for _, v in ipairs({1, spec, pack_state(old), err, ''}) do
+    local err = rcall('HGET', KEYS[2], id) or ''
+    for _, v in ipairs({1, old.spec, pack_state(old), err, ''}) do
       out[#out + 1] = v
     end
   else
     if old then -- a dead letter is finished: replaced
-      rcall('ZREM', qkey(job.d, 4), id)
-      rcall('HDEL', KEYS[3], id)
+      rcall('ZREM', qkey(job.d, 5), id)
+      rcall('HDEL', KEYS[2], id)
     end
-    rcall('DEL', KEYS[5 + 4 * nq + i])
+    done[#done + 1] = KEYS[4 + 5 * nq + i]
     local due = now + job.delay
     local sched = ''
     if job.at >= 0 and job.at >= due then
@@ -78,30 +73,48 @@ for i = 1, n do
     elseif due > now then
       sched = string.format('%.3f', due / 1000)
     end
-    local s = {status = 'pending', attempts = 0, score = job.score,
-      seq = string.format('%016d', first + i),
-      token = '', cancel = '', sched = '', started = '', completed = '', failed = '', queue = queue}
+    local s = {status = 'pending', attempts = 0, score = job.score, seq = '', token = '',
+      cancel = '', sched = '', started = '', completed = '', failed = '', queue = queue,
+      spec = job.spec}
     if due > now then
       s.status = 'scheduled'
       s.sched = sched
-      rcall('ZADD', qkey(job.q, 2), due, id)
-      wake_if_earliest(qkey(job.q, 2), qkey(job.q, 3), id)
+      rcall('ZADD', qkey(job.q, 3), due, id)
+      wake_if_earliest(qkey(job.q, 3), qkey(job.q, 4), id)
+    elseif s.score == '0' then
+      local ids = fifo[job.q]
+      if not ids then
+        ids = {}
+        fifo[job.q] = ids
+      end
+      ids[#ids + 1] = id
     else
-      rcall('ZADD', qkey(job.q, 1), s.score, ready_member(s, id))
+      make_ready({fifo = qkey(job.q, 1), ranked = qkey(job.q, 2), seq = KEYS[3]}, id, s, false)
+    end
+    if s.status == 'pending' then
       wakes[job.q] = (wakes[job.q] or 0) + 1
     end
-    rcall('HSET', KEYS[1], id, job.spec)
-    local raw = save_state(KEYS[2], id, s)
+    local raw, state = pack_record(s)
+    records[#records + 1] = id
+    records[#records + 1] = raw
+    stored[id] = s
     named[queue] = true
-    for _, v in ipairs({0, '', raw, '', ''}) do
+    for _, v in ipairs({0, '', state, '', ''}) do
       out[#out + 1] = v
     end
   end
 end
-for queue in pairs(named) do
-  rcall('SADD', KEYS[5], queue)
+each_chunk('HSET', KEYS[1], records)
+for i = 1, #done, CHUNK do
+  rcall('DEL', unpack(done, i, math.min(i + CHUNK - 1, #done)))
+end
+for q, ids in pairs(fifo) do
+  each_chunk('RPUSH', qkey(q, 1), ids)
 end
 for q, count in pairs(wakes) do
-  wake(qkey(q, 3), count)
+  wake(qkey(q, 4), count)
+end
+for queue in pairs(named) do
+  rcall('SADD', KEYS[4], queue)
 end
 return out

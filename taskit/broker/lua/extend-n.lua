@@ -1,6 +1,6 @@
 --[[ extend: push held leases' deadlines to now + lease.
 
-KEYS[1] state hash
+KEYS[1] jobs hash
 then per lease i: KEYS[1+i] the lease set of its queue
 ARGV[1] lease in ms
 then per lease i: ARGV[2*i] job id, ARGV[2*i+1] token

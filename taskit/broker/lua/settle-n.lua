@@ -1,10 +1,11 @@
 --[[ settle: apply each outcome whose token is current; a stale one changes nothing.
 
-KEYS[1] spec hash    KEYS[2] state hash    KEYS[3] error hash    KEYS[4] sequence counter
-then per queue q = 1..ARGV[2] (base = 4 + 6 * (q - 1)), each queue named once per call:
-  KEYS[base+1] ready set   KEYS[base+2] delayed set   KEYS[base+3] lease set
-  KEYS[base+4] dead set    KEYS[base+5] totals hash   KEYS[base+6] wake list
-then per outcome i: KEYS[4 + 6 * nq + i] the job's done key
+KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] sequence counter
+then per queue q = 1..ARGV[2] (base = 3 + 7 * (q - 1)), each queue named once per call:
+  KEYS[base+1] FIFO list   KEYS[base+2] ranked set  KEYS[base+3] delayed set
+  KEYS[base+4] lease set   KEYS[base+5] dead set    KEYS[base+6] totals hash
+  KEYS[base+7] wake list
+then per outcome i: KEYS[3 + 7 * nq + i] the job's done key
 ARGV[1] result TTL in ms    ARGV[2] nq, the number of queues
 then per outcome i (base = 2 + 4 * (i - 1)):
   ARGV[base+1] id
@@ -14,9 +15,9 @@ then per outcome i (base = 2 + 4 * (i - 1)):
   ARGV[base+4] msgpack JobResult or ''
 
 COMPLETE, FAIL and CANCEL end the job: its record moves to its done key with a TTL. RETRY makes it
-retrying (delayed set) or, with no delay, pending in its old place; RELEASE makes it pending in
-its old place and refunds the attempt; DEAD_LETTER moves it to the dead set. A RETRY or RELEASE
-of a job whose cancel was requested while it ran ends it CANCELLED instead.
+retrying (delayed set) or, with no delay, pending at the front of its priority; RELEASE makes it
+pending at the front of its priority and refunds the attempt (jobs put back by one call keep
+the order they were reserved in); DEAD_LETTER moves it to the dead set. A RETRY or RELEASE of a job whose cancel was requested while it ran ends it CANCELLED instead.
 
 Returns per outcome 1 (applied) or 0 (stale token: nothing changed).
 ]]
@@ -29,15 +30,16 @@ local out = {}
 local FINAL = {complete = 'completed', fail = 'failed', cancel = 'cancelled'}
 
 local nq = tonumber(ARGV[2])
+local unleased = {} -- q -> ids to drop from its lease set
+local fronts = {} -- {q, id, state, started, n} of jobs ready again at the front
 for i = 1, (#ARGV - 2) / 4 do
   local a = 2 + 4 * (i - 1)
   local id = ARGV[a + 1]
   local token, kind, q, delay = string.match(ARGV[a + 2], '^(%S+) (%S+) (%d+) (%d+)$')
-  local b = 4 + 6 * (tonumber(q) - 1)
-  local ready, delayed, leases = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3]
-  local dead, totals, wake_key = KEYS[b + 4], KEYS[b + 5], KEYS[b + 6]
-  local done = KEYS[4 + 6 * nq + i]
-  local s = load_state(KEYS[2], id)
+  q = tonumber(q)
+  local b = 3 + 7 * (q - 1)
+  local delayed, dead, totals, wake_key = KEYS[b + 3], KEYS[b + 5], KEYS[b + 6], KEYS[b + 7]
+  local s = load_state(KEYS[1], id)
   if s == nil or s.status ~= 'running' or s.token ~= token or token == '' then
     out[i] = 0
   else
@@ -46,10 +48,15 @@ for i = 1, (#ARGV - 2) / 4 do
       kind = 'cancel' -- a cancel requested while it ran wins over running it again
     end
     if ARGV[a + 3] ~= '' then
-      rcall('HSET', KEYS[3], id, ARGV[a + 3])
+      rcall('HSET', KEYS[2], id, ARGV[a + 3])
     end
     s.token = ''
-    rcall('ZREM', leases, id)
+    local ids = unleased[q]
+    if not ids then
+      ids = {}
+      unleased[q] = ids
+    end
+    ids[#ids + 1] = id
     if FINAL[kind] then
       if kind == 'fail' then
         s.failed = now
@@ -58,33 +65,50 @@ for i = 1, (#ARGV - 2) / 4 do
       if kind == 'cancel' then
         result = ''
       end
-      finish({spec = KEYS[1], state = KEYS[2], err = KEYS[3], done = done,
-        totals = totals}, id, s, FINAL[kind], now, ttl, result)
+      finish({jobs = KEYS[1], err = KEYS[2], done = KEYS[3 + 7 * nq + i], totals = totals},
+        id, s, FINAL[kind], now, ttl, result)
     elseif kind == 'dead_letter' then
       s.failed = now
       s.completed = now
       s.status = 'dead_letter'
-      save_state(KEYS[2], id, s)
-      rcall('ZADD', dead, rcall('INCR', KEYS[4]), id)
+      save_state(KEYS[1], id, s)
+      rcall('ZADD', dead, rcall('INCR', KEYS[3]), id)
     elseif kind == 'retry' and tonumber(delay) > 0 then
       local due = now + tonumber(delay)
       s.failed = now
       s.status = 'retrying'
       s.sched = string.format('%.3f', due / 1000)
-      save_state(KEYS[2], id, s)
+      save_state(KEYS[1], id, s)
       rcall('ZADD', delayed, due, id)
       wake_if_earliest(delayed, wake_key, id)
-    else -- retry at once, or release: back to its old place in the ready set
+    else -- retry at once, or release: pending at the front of its priority
       if kind == 'retry' then
         s.failed = now
       else
         s.attempts = math.max(s.attempts - 1, 0)
       end
       s.status = 'pending'
-      save_state(KEYS[2], id, s)
-      rcall('ZADD', ready, s.score, ready_member(s, id))
-      wake(wake_key, 1)
+      fronts[#fronts + 1] = {q, id, s, tonumber(s.started) or 0,
+        tonumber(string.match(token, '%.(%d+)$')) or 0}
     end
   end
+end
+-- In the order they were reserved (start time, then place in their reserve call), pushed to
+-- the front last first: they keep that order, ahead of every job waiting.
+table.sort(fronts, function(x, y)
+  if x[4] ~= y[4] then
+    return x[4] < y[4]
+  end
+  return x[5] < y[5]
+end)
+for j = #fronts, 1, -1 do
+  local q, id, s = fronts[j][1], fronts[j][2], fronts[j][3]
+  local b = 3 + 7 * (q - 1)
+  make_ready({fifo = KEYS[b + 1], ranked = KEYS[b + 2], seq = KEYS[3]}, id, s, true)
+  save_state(KEYS[1], id, s)
+  wake(KEYS[b + 7], 1)
+end
+for q, ids in pairs(unleased) do
+  each_chunk('ZREM', KEYS[3 + 7 * (q - 1) + 4], ids)
 end
 return out

@@ -1,11 +1,12 @@
 --[[ dead-letters: a page of one queue's dead letters, oldest first (read only).
 
-KEYS[1] dead set   KEYS[2] spec hash   KEYS[3] state hash   KEYS[4] error hash
+KEYS[1] dead set   KEYS[2] jobs hash   KEYS[3] error hash
 ARGV[1] offset   ARGV[2] limit
 
 Returns per dead letter: id, spec, state, error (a member without a record is skipped).
 ]]
 local rcall = redis.call
+-- @include _common.lua
 
 local offset, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
@@ -13,10 +14,9 @@ if limit <= 0 then
   return out
 end
 for _, id in ipairs(rcall('ZRANGE', KEYS[1], offset, offset + limit - 1)) do
-  local state = rcall('HGET', KEYS[3], id)
-  if state then
-    for _, v in ipairs({id, rcall('HGET', KEYS[2], id) or '', state,
-        rcall('HGET', KEYS[4], id) or ''}) do
+  local s = load_state(KEYS[2], id)
+  if s then
+    for _, v in ipairs({id, s.spec, pack_state(s), rcall('HGET', KEYS[3], id) or ''}) do
       out[#out + 1] = v
     end
   end

@@ -1,0 +1,26 @@
+--[[ get: one job's record, live or finished (read only).
+
+KEYS[1] jobs hash   KEYS[2] error hash   KEYS[3] the job's done key
+ARGV[1] job id
+
+Returns {spec, state, error, result} ('' for absent parts), or nil when there is no such job.
+A live record that is not well-formed comes back whole as its spec, with an empty state.
+]]
+local rcall = redis.call
+-- @include _common.lua
+
+local id = ARGV[1]
+local raw = rcall('HGET', KEYS[1], id)
+if raw then
+  local s = parse_record(raw)
+  local err = rcall('HGET', KEYS[2], id) or ''
+  if not s then
+    return {raw, '', err, ''}
+  end
+  return {s.spec, pack_state(s), err, ''}
+end
+local done = rcall('HMGET', KEYS[3], 'spec', 'state', 'err', 'res')
+if not done[2] then
+  return nil
+end
+return {done[1] or '', done[2], done[3] or '', done[4] or ''}
