@@ -55,7 +55,9 @@ class RedisBase(Broker):
         self._ttl_ms = math.ceil(result_ttl * 1000)
         self._conn = Connections(url, connect)
         # Notices a Redis that came back empty, and an eviction policy that may lose jobs.
-        self._watch = ServerWatch(self._keys.epoch, redact_url(url), self._conn.guard)
+        self._watch = ServerWatch(
+            self._keys.epoch, redact_url(url), self._conn.guard, self._keys.legacy
+        )
 
     @property
     def keys(self) -> Keys:

@@ -10,7 +10,9 @@ with the new, empty server.
 
 On its first check a broker also reads ``maxmemory-policy``: any policy but ``noeviction`` lets
 Redis delete job records under memory pressure, silently losing jobs, so it logs a warning.
-Servers that refuse ``CONFIG GET`` (managed services, ACL users) are not warned about.
+Servers that refuse ``CONFIG GET`` (managed services, ACL users) are not warned about. It also
+looks for jobs stored in an older key layout (``legacy`` keys, e.g. ``{taskit}:state`` of
+taskit before layout 3): this version cannot see them, so it says so at ERROR, naming the key.
 """
 
 from __future__ import annotations
@@ -36,8 +38,11 @@ CHECK_INTERVAL = 2.0
 class ServerWatch:
     """The epoch and eviction checks of one broker. ``guard`` maps redis-py errors."""
 
-    def __init__(self, epoch_key: str, where: str, guard: Any) -> None:
+    def __init__(
+        self, epoch_key: str, where: str, guard: Any, legacy: tuple[str, ...] = ()
+    ) -> None:
         self._key = epoch_key
+        self._legacy = legacy
         self._where = where
         self._guard = guard
         self._epoch: bytes | None = None
@@ -55,6 +60,7 @@ class ServerWatch:
         self._due = time.monotonic() + CHECK_INTERVAL  # before awaiting: one check at a time
         if not self._policy_checked:
             await self._check_policy(client)
+            await self._check_legacy(client)
         fresh = secrets.token_hex(8).encode()
         if await self._guard(client.set(self._key, fresh, nx=True)):
             current: bytes | None = fresh
@@ -71,6 +77,16 @@ class ServerWatch:
                 (current or b"-").decode(errors="replace"),
             )  # fmt: skip
         self._epoch = current
+
+    async def _check_legacy(self, client: Redis) -> None:
+        for key in self._legacy:
+            if await self._guard(client.exists(key)):
+                log.error(
+                    "Redis at %s holds jobs in an older taskit key layout (%s exists): this "
+                    "version does not see them. Let workers of the older version drain them, "
+                    "then upgrade; see docs/redis.md.",
+                    self._where, key,
+                )  # fmt: skip
 
     async def _check_policy(self, client: Redis) -> None:
         try:

@@ -98,6 +98,9 @@ class Keys:
         self.workers = f"{self.tag}:workers"
         self.beats = f"{self.tag}:beats"
         self.epoch = f"{self.tag}:epoch"
+        #: Keys that only an older layout writes (its live-job hashes): found, they hold jobs
+        #: this version cannot see.
+        self.legacy = (f"{self.tag}:state", f"{self.tag}:spec")
 
     def done(self, job_id: str) -> str:
         return f"{self.tag}:done:{job_id}"

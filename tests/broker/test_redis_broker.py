@@ -3,6 +3,7 @@ event loops, URLs and errors. The shared conformance suite covers the contract i
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import uuid
@@ -300,3 +301,29 @@ async def test_an_unreachable_server_raises_without_the_password() -> None:
         await broker.close()
     assert "s3cret" not in str(caught.value)
     assert "user:***@127.0.0.1:1" in str(caught.value)
+
+
+async def test_jobs_in_an_older_key_layout_are_reported_by_key(
+    rh: RedisHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = rh.broker.keys.legacy[0]
+    await rh.client.hset(old, "job-1", "pending|0|0|0000000000000001|||||||default")
+
+    with caplog.at_level(logging.ERROR, logger="taskit.broker._watch"):
+        await rh.broker.stats(["default"])
+        await rh.broker.stats(["default"])
+
+    said = [r.getMessage() for r in caplog.records if "older taskit key layout" in r.getMessage()]
+    assert len(said) == 1  # once per broker
+    assert old in said[0]
+
+
+async def test_a_current_layout_alone_is_not_reported(
+    rh: RedisHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    await rh.broker.enqueue([make_job("default")])
+
+    with caplog.at_level(logging.ERROR, logger="taskit.broker._watch"):
+        await rh.broker.stats(["default"])
+
+    assert "older taskit key layout" not in caplog.text
