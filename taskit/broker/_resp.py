@@ -114,6 +114,8 @@ class FastClient:
         self._name = client_name
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
+        #: The server's id of the current connection (``CLIENT ID``), for ``CLIENT UNBLOCK``.
+        self.client_id: int | None = None
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
@@ -127,6 +129,25 @@ class FastClient:
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()
         reply = await protocol.send(_pack(args))
+        if isinstance(reply, rexc.ResponseError):
+            raise _error(reply)
+        return reply
+
+    async def send(self, *commands: Sequence[Any]) -> list[asyncio.Future[Any]]:
+        """Write ``commands`` back to back on the connection and return a future per reply, in
+        order. A reply is the raw value, or a ``ResponseError`` instance for an error reply (see
+        ``raise_for``): the caller owns the futures and decides what a cut-short wait means."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connect()
+        futures = [protocol.send(_pack(command)) for command in commands]
+        for future in futures:  # a reply nobody reads (a dropped wait) must not be logged
+            future.add_done_callback(_retrieved)
+        return futures
+
+    @staticmethod
+    def raise_for(reply: Any) -> Any:
+        """``reply`` itself, or raise the redis-py exception of an error reply."""
         if isinstance(reply, rexc.ResponseError):
             raise _error(reply)
         return reply
@@ -169,6 +190,9 @@ class FastClient:
             reply = await protocol.send(_pack(command))
             if isinstance(reply, rexc.ResponseError):
                 raise _error(reply)
+        # A server (or proxy) that refuses CLIENT ID only loses the early unblock.
+        reply = await protocol.send(_pack(("CLIENT", "ID")))
+        self.client_id = reply if isinstance(reply, int) else None
 
     def drop(self) -> None:
         """Close the connection now (a later call reconnects): for a command that was cut
@@ -179,6 +203,11 @@ class FastClient:
 
     async def aclose(self) -> None:
         self.drop()
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _pack(args: Sequence[Any]) -> bytes:

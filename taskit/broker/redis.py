@@ -11,7 +11,8 @@ Blocking reserve: when nothing is ready, ``reserve`` waits on the queues' wake l
 token there; an enqueue of a job due earlier than every other delayed job pushes one too, so a
 blocked worker re-reads how long it may sleep. The wait is bounded by the time until the earliest
 delayed job is due (the server says, in its own time) and by the caller's timeout; Redis checks
-blocking timeouts only ten times a second, so short waits are cut by the client (see ``_wait``).
+blocking timeouts only ten times a second, so short waits are cut by the client (see
+``_redis_wait``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from typing import Any
 
 import anyio
 import msgspec
+import redis.exceptions
 
-from taskit.broker._redis_base import BATCH, RedisBase, ms
+from taskit.broker._redis_base import _SCRIPTS, BATCH, RedisBase, ms
+from taskit.broker._redis_wait import PIPELINE_FROM, wait, wait_then_run
+from taskit.broker._resp import FastClient
 from taskit.broker.keys import (
     build_job,
     encode_error,
@@ -47,6 +51,7 @@ from taskit.job import (
 )
 
 __all__ = ["RedisBroker"]
+
 
 _CLEARED = {
     "status": JobStatus.PENDING,
@@ -127,13 +132,26 @@ class RedisBroker(RedisBase):
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         give_up = anyio.current_time() + max(timeout, 0.0)
+        leases, buried, wait = await self._reserve_once(queues, count, lease)
         while True:
-            leases, buried, wait = await self._reserve_once(queues, count, lease)
             remaining = give_up - anyio.current_time()
             if leases or remaining <= 0:
                 return leases
-            if not buried:
-                await self._wait(queues, remaining if wait is None else min(remaining, wait))
+            if buried:
+                leases, buried, wait = await self._reserve_once(queues, count, lease)
+                continue
+            seconds = remaining if wait is None else min(remaining, wait)
+            leases, buried, wait = await self._wait_and_reserve(queues, seconds, count, lease)
+
+    def _reserve_call(
+        self, queues: Sequence[str], count: int, lease: float
+    ) -> tuple[list[str], list[Arg]]:
+        """KEYS and ARGV of a reserve script call (a fresh token stem each time)."""
+        k = self._keys
+        keys = [k.jobs, k.err, k.seq]
+        for q in queues:
+            keys += [k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q), k.wake(q)]
+        return keys, [count, ms(lease), secrets.token_hex(16), BATCH, *queues]
 
     async def _reserve_once(
         self, queues: Sequence[str], count: int, lease: float
@@ -142,21 +160,46 @@ class RedisBroker(RedisBase):
         until the earliest delayed job is due or None)."""
         if not queues:
             return [], False, None
-        k = self._keys
-        keys = [k.jobs, k.err, k.seq]
-        for q in queues:
-            keys += [k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q), k.wake(q)]
-        args: list[Arg] = [count, ms(lease), secrets.token_hex(16), BATCH, *queues]
+        keys, args = self._reserve_call(queues, count, lease)
         # Shielded: once the script has leased jobs, a cancelled caller must still get them back
         # (the caller returns them without another checkpoint), never leave them leased unseen.
         with anyio.CancelScope(shield=True):
             reply = await self._run("reserve", keys, args)
-            now_ms, wait_ms = int(reply[0]), int(reply[1])
-            deadline = (now_ms + ms(lease)) / 1000
-            leases, bad = self._leases(queues, reply[2:], deadline, reclaimed=False)
-            if bad:
-                await self.settle(bad)
+            got = await self._reserved(queues, lease, reply)
+        return got  # noqa: RET504 - returned outside the scope, whose exit may swallow (mypy)
+
+    async def _reserved(
+        self, queues: Sequence[str], lease: float, reply: list[Any]
+    ) -> tuple[list[Lease], bool, float | None]:
+        """``_reserve_once``'s answer from a reserve script's reply (call it shielded)."""
+        now_ms, wait_ms = int(reply[0]), int(reply[1])
+        deadline = (now_ms + ms(lease)) / 1000
+        leases, bad = self._leases(queues, reply[2:], deadline, reclaimed=False)
+        if bad:
+            await self.settle(bad)
         return leases, bool(bad), None if wait_ms < 0 else wait_ms / 1000
+
+    async def _wait_and_reserve(
+        self, queues: Sequence[str], seconds: float, count: int, lease: float
+    ) -> tuple[list[Lease], bool, float | None]:
+        """Wait for a wake-up (at most ``seconds``), then reserve once. A long wait carries the
+        reserve script right behind its BLPOP (see ``_redis_wait``): one round trip fewer."""
+        wake = [self._keys.wake(q) for q in queues]
+        pair = self._conn.pair()
+        if pair.waits is None or seconds < PIPELINE_FROM or not wake:
+            await wait(self._conn, wake, seconds)
+            return await self._reserve_once(queues, count, lease)
+        keys, args = self._reserve_call(queues, count, lease)
+        command = ("EVALSHA", _SCRIPTS["reserve"].sha, len(keys), *keys, *args)
+        raw = await wait_then_run(self._conn, wake, seconds, command)
+        with anyio.CancelScope(shield=True):  # a reply may carry leases: never drop it
+            if raw is None:
+                got: tuple[list[Lease], bool, float | None] = ([], False, None)
+            elif isinstance(raw, redis.exceptions.ResponseError) and "NOSCRIPT" in str(raw):
+                got = await self._reserve_once(queues, count, lease)  # loads the scripts
+            else:
+                got = await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
+        return got
 
     def _leases(
         self, queues: Sequence[str], rows: list[Any], deadline: float, *, reclaimed: bool
@@ -189,37 +232,6 @@ class RedisBroker(RedisBase):
                 continue
             leases.append(Lease(job=job, token=token, deadline=deadline))
         return leases, now
-
-    async def _wait(self, queues: Sequence[str], seconds: float) -> None:
-        """Block until a wake token arrives on one of ``queues`` or ``seconds`` pass."""
-        if seconds <= 0:
-            await anyio.lowlevel.checkpoint()
-            return
-        wake = [self._keys.wake(q) for q in queues]
-        if not wake:
-            await anyio.sleep(seconds)
-            return
-        pair = self._conn.pair()
-        if pair.waits is None:
-            # Redis checks blocking timeouts only every 100 ms: the client cuts the wait on time
-            # (the connection is dropped then and made anew); the server timeout is a backstop.
-            with anyio.move_on_after(seconds):
-                await self._conn.guard(pair.blocking.blpop(wake, timeout=seconds + 1.0))
-            return
-        # A short wait (a delayed job falls due, a burst tick) must end on time: the client cuts
-        # it. A long one (an idle worker's loop) may end up to 100 ms late, so Redis times it
-        # out and the connection is kept. A cut or cancelled BLPOP may still hold the server
-        # side of its connection: that connection is dropped.
-        precise = seconds < 1.0
-        finished = False
-        try:
-            with anyio.move_on_after(seconds if precise else seconds + 1.0):
-                server = seconds + 1.0 if precise else seconds
-                await self._conn.guard(pair.waits.execute("BLPOP", *wake, f"{server:.3f}"))
-                finished = True
-        finally:
-            if not finished:
-                pair.waits.drop()
 
     async def extend(self, leases: Sequence[Lease], *, lease: float) -> list[LeaseState]:
         if not leases:
@@ -277,6 +289,11 @@ class RedisBroker(RedisBase):
         if now:  # only a settle, given the job ids, can name their done keys
             await self.settle(now)
         return leases
+
+
+async def _checked(reply: Any) -> Any:
+    """``reply``, or the redis-py exception of an error reply raised (for ``guard``)."""
+    return FastClient.raise_for(reply)
 
 
 def _encode(job: Job) -> bytes:

@@ -1,0 +1,114 @@
+"""Blocking waits of the Redis broker: an idle ``reserve`` sleeps in ``BLPOP`` on its queues'
+wake lists (see ``taskit.broker.redis``), on a connection of its own.
+
+``wait`` only waits. ``wait_then_run`` also sends a command (the reserve script) right behind the
+``BLPOP`` on the same connection: Redis runs it the moment the ``BLPOP`` returns, so a woken
+worker has its jobs one round trip sooner (the leases are made by the same script, under the same
+fencing). A wait cut short (the caller is cancelled, or the server does not answer in time) first
+ends the ``BLPOP`` with ``CLIENT UNBLOCK`` from the script connection and reads the command's
+reply, so nothing it leased goes unseen. Only when no reply comes is the connection dropped: the
+``BLPOP`` still blocked then, so the command behind it never ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import redis.exceptions
+
+from taskit.broker._resp import FastClient
+from taskit.broker.scripts import Connections
+
+__all__ = ["PIPELINE_FROM", "wait", "wait_then_run"]
+
+#: Waits at least this long (seconds) may carry a command behind them; shorter ones must end on
+#: time, which only the client can ensure (Redis checks blocking timeouts ten times a second).
+PIPELINE_FROM = 1.0
+#: A cut-short wait: CLIENT UNBLOCK tries, and how long to wait for the reply after each.
+_UNBLOCK_TRIES = 10
+_UNBLOCK_WAIT = 0.1
+
+
+async def wait(conn: Connections, wake: Sequence[str], seconds: float) -> None:
+    """Block until a token arrives on one of the ``wake`` lists or ``seconds`` pass."""
+    if seconds <= 0:
+        await anyio.lowlevel.checkpoint()
+        return
+    if not wake:
+        await anyio.sleep(seconds)
+        return
+    pair = conn.pair()
+    if pair.waits is None:
+        # Redis checks blocking timeouts only every 100 ms: the client cuts the wait on time
+        # (the connection is dropped then and made anew); the server timeout is a backstop.
+        with anyio.move_on_after(seconds):
+            await conn.guard(pair.blocking.blpop(list(wake), timeout=seconds + 1.0))
+        return
+    # A short wait (a delayed job falls due, a burst tick) must end on time: the client cuts
+    # it. A long one (an idle worker's loop) may end up to 100 ms late, so Redis times it
+    # out and the connection is kept. A cut or cancelled BLPOP may still hold the server
+    # side of its connection: that connection is dropped.
+    precise = seconds < PIPELINE_FROM
+    finished = False
+    try:
+        with anyio.move_on_after(seconds if precise else seconds + 1.0):
+            server = seconds + 1.0 if precise else seconds
+            await conn.guard(pair.waits.execute("BLPOP", *wake, f"{server:.3f}"))
+            finished = True
+    finally:
+        if not finished:
+            pair.waits.drop()
+
+
+async def wait_then_run(
+    conn: Connections, wake: Sequence[str], seconds: float, command: Sequence[Any]
+) -> Any:
+    """Wait like ``wait`` (``seconds`` >= ``PIPELINE_FROM``, a ``FastClient`` pair), then return
+    the raw reply of ``command`` (an error reply as a ``ResponseError`` instance, not raised).
+
+    Returns None when the wait was cut short and no reply came (nothing ran). If the caller is
+    cancelled and a reply came, the reply is returned all the same: the caller must handle it
+    without another checkpoint (shielded). Raises ``BrokerConnectionError`` as ``guard`` does.
+    """
+    pair = conn.pair()
+    waits, main = pair.waits, pair.scripts
+    if waits is None or not isinstance(main, FastClient):
+        raise ValueError("wait_then_run needs the FastClient connections of a redis:// URL")
+    blpop, call = await conn.guard(waits.send(("BLPOP", *wake, f"{seconds:.3f}"), command))
+    woken = False
+    try:
+        with anyio.move_on_after(seconds + 1.0):  # Redis times the wait out; this is a backstop
+            await conn.guard(asyncio.shield(blpop))
+            woken = True
+    except BaseException:  # cancelled, or the connection failed
+        with anyio.CancelScope(shield=True):
+            reply = await _cut_short(waits, main, call)
+        if reply is None:
+            raise
+        return reply
+    with anyio.CancelScope(shield=True):
+        if not woken:
+            reply = await _cut_short(waits, main, call)
+        else:
+            reply = await conn.guard(asyncio.shield(call))
+    return reply
+
+
+async def _cut_short(waits: FastClient, main: FastClient, call: asyncio.Future[Any]) -> Any:
+    """End the BLPOP in front of ``call`` and return ``call``'s reply, or None (call shielded)."""
+    for _ in range(_UNBLOCK_TRIES):
+        if call.done():
+            break
+        if waits.client_id is not None:
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                await main.execute("CLIENT", "UNBLOCK", waits.client_id)
+        with anyio.move_on_after(_UNBLOCK_WAIT):
+            await asyncio.wait([call])
+    if not call.done() or call.cancelled() or call.exception() is not None:
+        waits.drop()  # no reply: the BLPOP still blocks, so the command behind it never ran
+        return None
+    return call.result()

@@ -1,0 +1,163 @@
+"""The Redis broker's long blocking waits, which carry the reserve script right behind their
+BLPOP (``taskit.broker._redis_wait``): a woken wait leases in the same round trip, a cut-short
+one hands back whatever its script leased, and a lost script cache is survived. Real Redis only:
+the pipelined path needs the broker's own RESP connections, which fakeredis does not provide."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import pytest
+
+from taskit.broker.redis import RedisBroker
+from taskit.job import Job, JobStatus, Lease, encode_arguments
+from tests.broker._redis_kinds import RedisHarness, open_redis_harness
+
+pytestmark = pytest.mark.anyio
+
+LONG = 30.0
+BLOCK = 10.0  # well above PIPELINE_FROM: these waits take the pipelined path
+PROMPT = 3.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def rh(request: pytest.FixtureRequest) -> AsyncIterator[RedisHarness]:
+    async with open_redis_harness("redis", request) as harness:
+        yield harness
+
+
+def make_job(queue: str) -> Job:
+    return Job(
+        id=uuid.uuid4().hex,
+        task="tests.noop",
+        queue=queue,
+        payload=encode_arguments((), {}),
+        created_at=datetime.now(UTC),
+    )
+
+
+def count_reserve_calls(broker: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the broker's plain (not pipelined) reserve script calls."""
+    calls = [0]
+    plain = broker._reserve_once
+
+    async def counted(*args: Any) -> Any:
+        calls[0] += 1
+        return await plain(*args)
+
+    monkeypatch.setattr(broker, "_reserve_once", counted)
+    return calls
+
+
+async def test_a_woken_long_wait_leases_in_the_same_round_trip(
+    rh: RedisHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    calls = count_reserve_calls(rh.broker, monkeypatch)
+    got: list[Lease] = []
+
+    async def consume() -> None:
+        got.extend(await rh.broker.reserve([queue], count=5, lease=LONG, timeout=BLOCK))
+
+    with anyio.fail_after(PROMPT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            [job] = await rh.broker.enqueue([make_job(queue)])
+
+    assert [lease.job.id for lease in got] == [job.id]
+    assert got[0].job.status is JobStatus.RUNNING
+    assert calls == [1]  # the first, empty, reserve; the second rode behind the BLPOP
+    fetched = await rh.broker.get(job.id)
+    assert fetched is not None
+    assert fetched.status is JobStatus.RUNNING
+
+
+async def test_cancelling_a_long_wait_unblocks_it_and_keeps_the_connection(
+    rh: RedisHarness,
+) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    got: list[Lease] = []
+
+    async def consume() -> None:
+        got.extend(await rh.broker.reserve([queue], count=1, lease=LONG, timeout=BLOCK))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await anyio.wait_all_tasks_blocked()
+        waits = rh.broker._conn.pair().waits
+        assert waits is not None
+        before = waits.client_id
+        started = anyio.current_time()
+        tg.cancel_scope.cancel()
+    took = anyio.current_time() - started
+
+    assert got == []
+    assert took < 0.5  # CLIENT UNBLOCK ended the BLPOP: no wait for a dropped connection
+    assert waits.client_id == before  # the same connection, not one made anew
+    assert (await rh.broker.stats([queue]))[queue].running == 0
+    with anyio.fail_after(PROMPT):  # and it serves the next wait
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            [job] = await rh.broker.enqueue([make_job(queue)])
+    assert [lease.job.id for lease in got] == [job.id]
+
+
+async def test_a_cancel_racing_a_wake_up_never_leaves_a_job_leased_unseen(
+    rh: RedisHarness,
+) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    for i in range(25):
+        got: list[Lease] = []
+
+        async def consume(got: list[Lease] = got) -> None:
+            got.extend(await rh.broker.reserve([queue], count=1, lease=LONG, timeout=BLOCK))
+
+        with anyio.fail_after(PROMPT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(consume)
+                await anyio.wait_all_tasks_blocked()
+                [job] = await rh.broker.enqueue([make_job(queue)])
+                if i % 2:  # cancel at once, or once the wake-up is under way
+                    await anyio.sleep((i % 5) * 0.0002)
+                tg.cancel_scope.cancel()
+        fetched = await rh.broker.get(job.id)
+        assert fetched is not None
+        if fetched.status is JobStatus.RUNNING:
+            assert [lease.job.id for lease in got] == [job.id]  # leased, and the caller has it
+        else:
+            assert fetched.status is JobStatus.PENDING
+            assert got == []
+        leftover = await rh.broker.reserve([queue], count=10, lease=LONG, timeout=0)
+        assert all(lease.job.id == job.id for lease in leftover)
+    # Every job ended up with the caller or back in reach; none was left leased unseen.
+    stats = (await rh.broker.stats([queue]))[queue]
+    assert stats.queued == 0
+    assert stats.running == 25
+
+
+async def test_a_lost_script_cache_behind_a_wait_is_reloaded(rh: RedisHarness) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    got: list[Lease] = []
+
+    async def consume() -> None:
+        got.extend(await rh.broker.reserve([queue], count=1, lease=LONG, timeout=BLOCK))
+
+    with anyio.fail_after(PROMPT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            await rh.client.script_flush()  # the EVALSHA behind the BLPOP now gets NOSCRIPT
+            [job] = await rh.broker.enqueue([make_job(queue)])
+
+    assert [lease.job.id for lease in got] == [job.id]
