@@ -5,16 +5,15 @@ the pipelined path needs the broker's own RESP connections, which fakeredis does
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
 
 from taskit.broker.redis import RedisBroker
-from taskit.job import Job, JobStatus, Lease, encode_arguments
+from taskit.job import Job, JobStatus, Lease
+from tests.broker._helpers import make_job, new_queue
 from tests.broker._redis_kinds import RedisHarness, open_redis_harness
 
 pytestmark = pytest.mark.anyio
@@ -35,14 +34,27 @@ async def rh(request: pytest.FixtureRequest) -> AsyncIterator[RedisHarness]:
         yield harness
 
 
-def make_job(queue: str) -> Job:
-    return Job(
-        id=uuid.uuid4().hex,
-        task="tests.noop",
-        queue=queue,
-        payload=encode_arguments((), {}),
-        created_at=datetime.now(UTC),
-    )
+async def reserve_while(
+    rh: RedisHarness, queue: str, then: Callable[[], Awaitable[Job]]
+) -> tuple[list[Lease], Job]:
+    """A long blocking reserve on ``queue``; once it waits, ``then()`` (which enqueues a job).
+    The leases it got, and that job."""
+    got: list[Lease] = []
+
+    async def consume() -> None:
+        got.extend(await rh.broker.reserve([queue], count=5, lease=LONG, timeout=BLOCK))
+
+    with anyio.fail_after(PROMPT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            job = await then()
+    return got, job
+
+
+async def enqueue_one(rh: RedisHarness, queue: str) -> Job:
+    [job] = await rh.broker.enqueue([make_job(queue)])
+    return job
 
 
 def count_reserve_calls(broker: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -61,18 +73,10 @@ def count_reserve_calls(broker: RedisBroker, monkeypatch: pytest.MonkeyPatch) ->
 async def test_a_woken_long_wait_leases_in_the_same_round_trip(
     rh: RedisHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    queue = f"q-{uuid.uuid4().hex[:8]}"
+    queue = new_queue()
     calls = count_reserve_calls(rh.broker, monkeypatch)
-    got: list[Lease] = []
 
-    async def consume() -> None:
-        got.extend(await rh.broker.reserve([queue], count=5, lease=LONG, timeout=BLOCK))
-
-    with anyio.fail_after(PROMPT):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(consume)
-            await anyio.wait_all_tasks_blocked()
-            [job] = await rh.broker.enqueue([make_job(queue)])
+    got, job = await reserve_while(rh, queue, lambda: enqueue_one(rh, queue))
 
     assert [lease.job.id for lease in got] == [job.id]
     assert got[0].job.status is JobStatus.RUNNING
@@ -85,7 +89,7 @@ async def test_a_woken_long_wait_leases_in_the_same_round_trip(
 async def test_cancelling_a_long_wait_unblocks_it_and_keeps_the_connection(
     rh: RedisHarness,
 ) -> None:
-    queue = f"q-{uuid.uuid4().hex[:8]}"
+    queue = new_queue()
     got: list[Lease] = []
 
     async def consume() -> None:
@@ -105,18 +109,14 @@ async def test_cancelling_a_long_wait_unblocks_it_and_keeps_the_connection(
     assert took < 0.5  # CLIENT UNBLOCK ended the BLPOP: no wait for a dropped connection
     assert waits.client_id == before  # the same connection, not one made anew
     assert (await rh.broker.stats([queue]))[queue].running == 0
-    with anyio.fail_after(PROMPT):  # and it serves the next wait
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(consume)
-            await anyio.wait_all_tasks_blocked()
-            [job] = await rh.broker.enqueue([make_job(queue)])
+    got, job = await reserve_while(rh, queue, lambda: enqueue_one(rh, queue))  # it serves on
     assert [lease.job.id for lease in got] == [job.id]
 
 
 async def test_a_cancel_racing_a_wake_up_never_leaves_a_job_leased_unseen(
     rh: RedisHarness,
 ) -> None:
-    queue = f"q-{uuid.uuid4().hex[:8]}"
+    queue = new_queue()
     for i in range(25):
         got: list[Lease] = []
 
@@ -147,17 +147,12 @@ async def test_a_cancel_racing_a_wake_up_never_leaves_a_job_leased_unseen(
 
 
 async def test_a_lost_script_cache_behind_a_wait_is_reloaded(rh: RedisHarness) -> None:
-    queue = f"q-{uuid.uuid4().hex[:8]}"
-    got: list[Lease] = []
+    queue = new_queue()
 
-    async def consume() -> None:
-        got.extend(await rh.broker.reserve([queue], count=1, lease=LONG, timeout=BLOCK))
+    async def flush_then_enqueue() -> Job:
+        await rh.client.script_flush()  # the EVALSHA behind the BLPOP now gets NOSCRIPT
+        return await enqueue_one(rh, queue)
 
-    with anyio.fail_after(PROMPT):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(consume)
-            await anyio.wait_all_tasks_blocked()
-            await rh.client.script_flush()  # the EVALSHA behind the BLPOP now gets NOSCRIPT
-            [job] = await rh.broker.enqueue([make_job(queue)])
+    got, job = await reserve_while(rh, queue, flush_then_enqueue)
 
     assert [lease.job.id for lease in got] == [job.id]
