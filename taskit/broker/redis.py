@@ -40,31 +40,16 @@ from taskit.broker.scripts import Arg
 from taskit.errors import BrokerError, SerializationError
 from taskit.job import (
     Job,
-    JobStatus,
     Lease,
     LeaseState,
     Outcome,
     OutcomeKind,
     decode_job,
-    encode_job,
     encode_value,
+    stored_form,
 )
 
 __all__ = ["RedisBroker"]
-
-
-_CLEARED = {
-    "status": JobStatus.PENDING,
-    "attempts": 0,
-    "scheduled_at": None,
-    "started_at": None,
-    "completed_at": None,
-    "failed_at": None,
-    "result": None,
-    "error": None,
-    "error_type": None,
-    "traceback": None,
-}
 
 
 class RedisBroker(RedisBase):
@@ -89,9 +74,10 @@ class RedisBroker(RedisBase):
             raise ValueError(f"got {len(delays)} delays for {len(jobs)} jobs")
         if not jobs:
             return []
-        stored = [msgspec.structs.replace(job, **_CLEARED) for job in jobs]
         # Everything encodes and decodes back, or nothing is stored.
-        specs = [_encode(job) for job in stored]
+        forms = [stored_form(job) for job in jobs]
+        stored = [job for job, _ in forms]
+        specs = [spec for _, spec in forms]
         dead_in = [job.queue for job in jobs]
         done = [self._keys.done(job.id) for job in jobs]
         for _ in range(len(jobs) + 1):
@@ -294,16 +280,6 @@ class RedisBroker(RedisBase):
 async def _checked(reply: Any) -> Any:
     """``reply``, or the redis-py exception of an error reply raised (for ``guard``)."""
     return FastClient.raise_for(reply)
-
-
-def _encode(job: Job) -> bytes:
-    """The spec stored for ``job``: its encoding without the id (the record's key holds that)."""
-    try:
-        data = encode_job(msgspec.structs.replace(job, id=""))
-    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
-        raise SerializationError(f"job {job.id!r} cannot be serialized: {exc}") from exc
-    decode_job(data)  # a payload that is not msgpack encodes as it is, but must not be stored
-    return data
 
 
 def _enqueue_args(job: Job, spec: bytes, delay: float, q: int, d: int) -> list[Arg]:
