@@ -22,6 +22,8 @@ __all__ = ["Result", "server_info", "write"]
 ROWS: dict[str, tuple[str, str, bool]] = {
     "enqueue_rate": ("single enqueue, async, one call per job", "jobs/s", True),
     "enqueue_sync_rate": ("single enqueue, sync spelling", "jobs/s", True),
+    "ping_rate": ("floor: bare PING round trips, one at a time, same moment", "/s", True),
+    "enqueue_of_floor": ("single enqueue rate / that floor", "", True),
     "batch_rate": ("batch enqueue (1,000 a call)", "jobs/s", True),
     "drain_rate": ("drain, 1 worker process, async no-op", "jobs/s", True),
     "drain_sync_rate": ("drain, 1 worker process, sync no-op", "jobs/s", True),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from benchmarks._floor import ping_rate
 from benchmarks._server import Counters, counters
 from benchmarks._workers import Drained, WorkerGroup
 from benchmarks.peers.base import System
@@ -107,7 +108,14 @@ async def enqueue_async(b: Bench) -> Figures:
         rate = await _timed(b.sizes.enqueue, system.enqueue)
         trips, cmds, _ = (await counters(b.client)).minus(before)
     n = b.sizes.enqueue
-    return {"enqueue_rate": rate, "enqueue_trips": trips / n, "enqueue_cmds": cmds / n}
+    floor = await ping_rate(b.url, n)  # in the same moment: the rate no enqueue can pass
+    return {
+        "enqueue_rate": rate,
+        "enqueue_trips": trips / n,
+        "enqueue_cmds": cmds / n,
+        "ping_rate": floor,
+        "enqueue_of_floor": rate / floor,
+    }
 
 
 async def enqueue_sync(b: Bench) -> Figures:
