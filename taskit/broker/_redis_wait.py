@@ -13,7 +13,6 @@ reply, so nothing it leased goes unseen. Only when no reply comes is the connect
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,14 +99,19 @@ async def wait_then_run(
 
 async def _cut_short(waits: FastClient, main: FastClient, call: asyncio.Future[Any]) -> Any:
     """End the BLPOP in front of ``call`` and return ``call``'s reply, or None (call shielded)."""
-    for _ in range(_UNBLOCK_TRIES):
+    unblockable = waits.client_id is not None
+    for _ in range(_UNBLOCK_TRIES if unblockable else 1):
         if call.done():
             break
-        if waits.client_id is not None:
-            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+        if unblockable:
+            try:
                 await main.execute("CLIENT", "UNBLOCK", waits.client_id)
+            except (redis.exceptions.RedisError, OSError):
+                unblockable = False  # refused (an ACL, a proxy): only a reply in flight counts
         with anyio.move_on_after(_UNBLOCK_WAIT):
             await asyncio.wait([call])
+        if not unblockable:
+            break
     if not call.done() or call.cancelled() or call.exception() is not None:
         waits.drop()  # no reply: the BLPOP still blocks, so the command behind it never ran
         return None

@@ -10,7 +10,9 @@ from typing import Any
 
 import anyio
 import pytest
+import redis.exceptions
 
+from taskit.broker._resp import FastClient
 from taskit.broker.redis import RedisBroker
 from taskit.job import Job, JobStatus, Lease
 from tests.broker._helpers import make_job, new_queue
@@ -155,4 +157,34 @@ async def test_a_lost_script_cache_behind_a_wait_is_reloaded(rh: RedisHarness) -
 
     got, job = await reserve_while(rh, queue, flush_then_enqueue)
 
+    assert [lease.job.id for lease in got] == [job.id]
+
+
+async def test_a_refused_unblock_drops_the_wait_at_once_and_loses_nothing(
+    rh: RedisHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = new_queue()
+    main = rh.broker._conn.pair().scripts
+    assert isinstance(main, FastClient)
+    plain = main.execute
+
+    async def no_unblock(*args: Any) -> Any:
+        if args[:2] == ("CLIENT", "UNBLOCK"):  # as a user without the permission would see
+            raise redis.exceptions.NoPermissionError("NOPERM this user has no permissions")
+        return await plain(*args)
+
+    monkeypatch.setattr(main, "execute", no_unblock)
+
+    async def consume() -> None:
+        assert await rh.broker.reserve([queue], count=1, lease=LONG, timeout=BLOCK) == []
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await anyio.wait_all_tasks_blocked()
+        started = anyio.current_time()
+        tg.cancel_scope.cancel()
+    took = anyio.current_time() - started
+
+    assert took < 0.5  # one short look for a reply in flight, then the connection is dropped
+    got, job = await reserve_while(rh, queue, lambda: enqueue_one(rh, queue))
     assert [lease.job.id for lease in got] == [job.id]
