@@ -13,7 +13,8 @@
 -- A queue's ready jobs of the default priority wait in its FIFO list (the job id only); jobs of
 -- any other priority wait in its ranked set, scored by minus the priority, member '<seq>:<id>'.
 
-local STATE_PATTERN = '^' .. string.rep('([^|]*)|', 10) .. '(.*)$'
+local STATE_PATTERN = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|' ..
+  '([^|]*)|([^|]*)|(.*)$' -- ten fields ending in '|', then the queue
 local WAKE_CAP = 16 -- wake tokens kept per queue: enough for a burst, bounded when nobody waits
 local CHUNK = 500 -- values per variadic command (Lua's unpack has a stack limit)
 

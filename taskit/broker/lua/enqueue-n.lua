@@ -42,7 +42,13 @@ for i = 1, n do
   olds[i] = s or false
 end
 
-local now = now_ms()
+local now = nil -- server time, read only if a job has a due time
+for i = 1, n do
+  if jobs[i].delay > 0 or jobs[i].at >= 0 then
+    now = now_ms()
+    break
+  end
+end
 local out = {'ok'}
 local stored = {} -- id -> state table written by this call (an id may repeat in a batch)
 local records = {} -- HSET arguments: id, record, ...
@@ -55,28 +61,32 @@ for i = 1, n do
   local id, queue = job.id, ARGV[1 + job.q]
   local old = stored[id] or olds[i]
   if old and old.status ~= 'dead_letter' then
-    local err = rcall('HGET', KEYS[2], id) or ''
-    for _, v in ipairs({1, old.spec, pack_state(old), err, ''}) do
-      out[#out + 1] = v
-    end
+    local o = #out
+    out[o + 1], out[o + 2], out[o + 3] = 1, old.spec, pack_state(old)
+    out[o + 4], out[o + 5] = rcall('HGET', KEYS[2], id) or '', ''
   else
     if old then -- a dead letter is finished: replaced
       rcall('ZREM', qkey(job.d, 5), id)
       rcall('HDEL', KEYS[2], id)
     end
     done[#done + 1] = KEYS[4 + 5 * nq + i]
-    local due = now + job.delay
-    local sched = ''
-    if job.at >= 0 and job.at >= due then
-      due = job.at
-      sched = job.at_text
-    elseif due > now then
-      sched = string.format('%.3f', due / 1000)
+    local due, sched = nil, ''
+    if now then
+      due = now + job.delay
+      if job.at >= 0 and job.at >= due then
+        due = job.at
+        sched = job.at_text
+      elseif due > now then
+        sched = string.format('%.3f', due / 1000)
+      end
+      if due <= now then
+        due = nil -- due now: ready
+      end
     end
     local s = {status = 'pending', attempts = 0, score = job.score, seq = '', token = '',
       cancel = '', sched = '', started = '', completed = '', failed = '', queue = queue,
       spec = job.spec}
-    if due > now then
+    if due then
       s.status = 'scheduled'
       s.sched = sched
       rcall('ZADD', qkey(job.q, 3), due, id)
@@ -94,14 +104,18 @@ for i = 1, n do
     if s.status == 'pending' then
       wakes[job.q] = (wakes[job.q] or 0) + 1
     end
-    local raw, state = pack_record(s)
-    records[#records + 1] = id
-    records[#records + 1] = raw
+    local state
+    if s.status == 'pending' and s.seq == '' then -- the common case, without the table walk
+      state = 'pending|0|' .. s.score .. '||||||||' .. queue
+    else
+      state = pack_state(s)
+    end
+    local r = #records
+    records[r + 1], records[r + 2] = id, #state .. ':' .. state .. job.spec
     stored[id] = s
     named[queue] = true
-    for _, v in ipairs({0, '', state, '', ''}) do
-      out[#out + 1] = v
-    end
+    local o = #out
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 0, '', state, '', ''
   end
 end
 each_chunk('HSET', KEYS[1], records)
