@@ -40,28 +40,36 @@ class SyncBridge:
         self._lock = threading.Lock()
         self._portal: anyio.from_thread.BlockingPortal | None = None
 
-    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """``await fn(*args)`` on the bridge's loop; ``RuntimeError`` from a thread that runs an
-        event loop (it would block that loop: await ``fn`` there instead)."""
+    @staticmethod
+    def refuse_async() -> None:
+        """``RuntimeError`` in a thread that runs an event loop: a blocking call would block that
+        loop (await the async method there instead)."""
         try:
             anyio.lowlevel.current_token()
         except RuntimeError:
-            pass
-        else:
-            raise RuntimeError(
-                "a *_sync method was called from async code; await the async method instead"
-            )
+            return
+        raise RuntimeError(
+            "a *_sync method was called from async code; await the async method instead"
+        )
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await fn(*args)`` on the bridge's loop; ``RuntimeError`` from a thread that runs an
+        event loop (it would block that loop: await ``fn`` there instead)."""
+        self.refuse_async()
         with self._lock:
             if self._portal is None:
                 self._portal = start_portal()
             portal = self._portal
         return portal.call(fn, *args)
 
-    def stop(self, before: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Stop the loop thread (after running ``before`` on it), if it was started."""
+    def stop(self, before: Callable[[], Awaitable[None]] | None = None) -> bool:
+        """Stop the loop thread (after running ``before`` on it), if it was started; whether it
+        was."""
         with self._lock:
             portal, self._portal = self._portal, None
-        if portal is not None:
-            if before is not None:
-                portal.call(before)
-            portal.call(portal.stop)
+        if portal is None:
+            return False
+        if before is not None:
+            portal.call(before)
+        portal.call(portal.stop)
+        return True

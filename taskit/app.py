@@ -280,9 +280,27 @@ class App:
 
     def enqueue_many_sync(self, jobs: Iterable[Job]) -> list[Job]:
         """``enqueue_many`` for code without an event loop."""
-        return self.run_sync(self._submit, list(jobs), None)
+        return self._submit_sync(list(jobs), None)
 
     async def _submit(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> list[Job]:
+        self._check_batch(jobs)
+        stored = await self.broker.enqueue(jobs, delays=delays)
+        if self.events:
+            await self.events.created(jobs, stored)
+        return stored
+
+    def _submit_sync(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> list[Job]:
+        """``_submit`` from a thread without an event loop: on the broker's blocking path when
+        it has one and no event handler needs the loop, else on the App's loop thread."""
+        self._bridge.refuse_async()
+        if not self.events:
+            self._check_batch(jobs)
+            stored = self.broker.enqueue_blocking(jobs, delays=delays)
+            if stored is not None:
+                return stored
+        return self.run_sync(self._submit, jobs, delays)
+
+    def _check_batch(self, jobs: Sequence[Job]) -> None:
         limit = self.settings.max_payload_bytes
         for job in jobs:
             if not isinstance(job, Job):
@@ -291,10 +309,6 @@ class App:
                 )
             if len(job.payload) > limit:  # checked for the whole batch before any is stored
                 raise PayloadTooLargeError(job.id, len(job.payload), limit)
-        stored = await self.broker.enqueue(jobs, delays=delays)
-        if self.events:
-            await self.events.created(jobs, stored)
-        return stored
 
     # -- reading -----------------------------------------------------------------------------
     async def get_job(self, job_id: str) -> Job | None:
@@ -377,4 +391,5 @@ class App:
 
     def close_sync(self) -> None:
         """``close`` for code without an event loop."""
-        self._bridge.stop(before=self.broker.close)
+        if not self._bridge.stop(before=self.broker.close):
+            anyio.run(self.broker.close)  # no loop thread ran: close here (blocking clients)

@@ -104,8 +104,7 @@ class TaskVariant(Generic[P, R]):
     def schedule_sync(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Job:
         """``schedule`` for code without an event loop."""
         job, delay = _scheduled(self.prepare(*args, **kwargs), when)
-        app = self._task.app
-        return app.run_sync(app._submit, [job], [delay])[0]
+        return self._task.app._submit_sync([job], [delay])[0]
 
 
 class Task(TaskVariant[P, R]):

@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 import redis.exceptions as rexc
 
-__all__ = ["FastClient", "supports"]
+__all__ = ["FastClient", "Target", "error_of", "pack", "supports"]
 
 _CONNECT_TIMEOUT = 5.0
 
@@ -35,7 +36,7 @@ def supports(url: str) -> bool:
     return urlsplit(url).scheme in ("redis", "unix")
 
 
-def _error(reply: rexc.ResponseError) -> rexc.RedisError:
+def error_of(reply: rexc.ResponseError) -> rexc.RedisError:
     """The redis-py exception for an error reply."""
     text = str(reply)
     code = text.split(" ", 1)[0]
@@ -92,6 +93,49 @@ class _Protocol(asyncio.Protocol):
             self._transport.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a ``redis://`` or ``unix://`` URL points, and how to log in there."""
+
+    unix: str | None
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    db: int
+
+    @classmethod
+    def of(cls, url: str) -> Target:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "unix"):
+            raise ValueError(f"takes redis:// or unix:// URLs, not {parts.scheme}://")
+        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+        password = parts.password or query.get("password")
+        path_db = parts.path.strip("/") if parts.scheme == "redis" else ""
+        return cls(
+            unix=parts.path if parts.scheme == "unix" else None,
+            host=parts.hostname or "localhost",
+            port=parts.port or 6379,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(password) if password else None,
+            db=int(query.get("db") or path_db or 0),
+        )
+
+    def where(self) -> str:
+        return self.unix or f"{self.host}:{self.port}"
+
+    def handshake(self, client_name: str) -> list[Sequence[Any]]:
+        """The commands that open a connection: AUTH, SELECT, CLIENT SETNAME."""
+        commands: list[Sequence[Any]] = []
+        if self.password is not None:
+            auth = (self.username, self.password) if self.username else (self.password,)
+            commands.append(("AUTH", *auth))
+        if self.db:
+            commands.append(("SELECT", self.db))
+        commands.append(("CLIENT", "SETNAME", client_name))
+        return commands
+
+
 class FastClient:
     """Script calls over one pipelined connection to a ``redis://`` or ``unix://`` URL.
 
@@ -99,18 +143,9 @@ class FastClient:
     """
 
     def __init__(self, url: str, client_name: str = "taskit") -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "unix"):
-            raise ValueError(f"FastClient takes redis:// or unix:// URLs, not {parts.scheme}://")
-        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
-        self._unix = parts.path if parts.scheme == "unix" else None
-        self._host = parts.hostname or "localhost"
-        self._port = parts.port or 6379
-        self._username = unquote(parts.username) if parts.username else None
-        password = parts.password or query.get("password")
-        self._password = unquote(password) if password else None
-        path_db = parts.path.strip("/") if parts.scheme == "redis" else ""
-        self._db = int(query.get("db") or path_db or 0)
+        target = Target.of(url)
+        self._unix, self._host, self._port = target.unix, target.host, target.port
+        self._target = target
         self._name = client_name
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
@@ -128,9 +163,9 @@ class FastClient:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()
-        reply = await protocol.send(_pack(args))
+        reply = await protocol.send(pack(args))
         if isinstance(reply, rexc.ResponseError):
-            raise _error(reply)
+            raise error_of(reply)
         return reply
 
     async def send(self, *commands: Sequence[Any]) -> list[asyncio.Future[Any]]:
@@ -140,7 +175,7 @@ class FastClient:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()
-        futures = [protocol.send(_pack(command)) for command in commands]
+        futures = [protocol.send(pack(command)) for command in commands]
         for future in futures:  # a reply nobody reads (a dropped wait) must not be logged
             future.add_done_callback(_retrieved)
         return futures
@@ -149,7 +184,7 @@ class FastClient:
     def raise_for(reply: Any) -> Any:
         """``reply`` itself, or raise the redis-py exception of an error reply."""
         if isinstance(reply, rexc.ResponseError):
-            raise _error(reply)
+            raise error_of(reply)
         return reply
 
     async def _connect(self) -> _Protocol:
@@ -179,19 +214,12 @@ class FastClient:
             return protocol
 
     async def _handshake(self, protocol: _Protocol) -> None:
-        commands: list[Sequence[Any]] = []
-        if self._password is not None:
-            auth = (self._username, self._password) if self._username else (self._password,)
-            commands.append(("AUTH", *auth))
-        if self._db:
-            commands.append(("SELECT", self._db))
-        commands.append(("CLIENT", "SETNAME", self._name))
-        for command in commands:
-            reply = await protocol.send(_pack(command))
+        for command in self._target.handshake(self._name):
+            reply = await protocol.send(pack(command))
             if isinstance(reply, rexc.ResponseError):
-                raise _error(reply)
+                raise error_of(reply)
         # A server (or proxy) that refuses CLIENT ID only loses the early unblock.
-        reply = await protocol.send(_pack(("CLIENT", "ID")))
+        reply = await protocol.send(pack(("CLIENT", "ID")))
         self.client_id = reply if isinstance(reply, int) else None
 
     def drop(self) -> None:
@@ -210,7 +238,7 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _pack(args: Sequence[Any]) -> bytes:
+def pack(args: Sequence[Any]) -> bytes:
     try:
         packed = hiredis.pack_command(cast(Any, tuple(args)))
     except TypeError:  # hiredis takes str, int, float and bytes only

@@ -48,6 +48,14 @@ class Broker(abc.ABC):
         anything if a job cannot be encoded.
         """
 
+    def enqueue_blocking(
+        self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
+    ) -> list[Job] | None:
+        """``enqueue`` for a thread without a running event loop, blocking it: the same result
+        and errors, or None when this broker has no such path (the caller then runs ``enqueue``
+        on an event loop). Optional; the default has none."""
+        return None
+
     @abc.abstractmethod
     async def reserve(
         self, queues: Sequence[str], *, count: int, lease: float, timeout: float

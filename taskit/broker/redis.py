@@ -70,46 +70,28 @@ class RedisBroker(RedisBase):
     async def enqueue(
         self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
     ) -> list[Job]:
-        if delays is not None and len(delays) != len(jobs):
-            raise ValueError(f"got {len(delays)} delays for {len(jobs)} jobs")
-        if not jobs:
-            return []
-        # Everything encodes and decodes back, or nothing is stored.
-        forms = [stored_form(job) for job in jobs]
-        stored = [job for job, _ in forms]
-        specs = [spec for _, spec in forms]
-        dead_in = [job.queue for job in jobs]
-        done = [self._keys.done(job.id) for job in jobs]
-        for _ in range(len(jobs) + 1):
-            queues: dict[str, int] = {}
-            args: list[Arg] = [0]
-            for i, job in enumerate(jobs):
-                q = queues.setdefault(job.queue, len(queues) + 1)
-                d = queues.setdefault(dead_in[i], len(queues) + 1)
-                args += _enqueue_args(job, specs[i], delays[i] if delays else 0.0, q, d)
-            args[0] = len(queues)
-            args[1:1] = list(queues)
-            k = self._keys
-            keys = [k.jobs, k.err, k.seq, k.queues]
-            for queue in queues:
-                keys += [k.fifo(queue), k.ranked(queue), k.delayed(queue), k.wake(queue),
-                         k.dead(queue)]  # fmt: skip
-            reply = await self._run("enqueue", keys + done, args)
-            if reply[0] == b"ok":
-                return [
-                    self._enqueued(stored[i], specs[i], reply[1 + 5 * i : 6 + 5 * i])
-                    for i in range(len(jobs))
-                ]
-            dead_in[int(reply[1]) - 1] = reply[2].decode()  # a dead letter of another queue
-        raise BrokerError("enqueue kept finding dead letters in other queues")  # pragma: no cover
+        call = _Enqueue(self, jobs, delays)
+        while call.done is None:
+            call.answer(await self._run("enqueue", *call.request()))
+        return call.done
 
-    def _enqueued(self, job: Job, spec: bytes, row: list[Any]) -> Job:
-        kept, old_spec, state, err, res = row
-        if kept:
-            return self._job(job.id, old_spec, state, err, res)
-        if state.startswith(b"pending|"):
-            return job  # stored as it was sent: pending, nothing else set
-        return build_job(job.id, spec, state, b"", b"")
+    def enqueue_blocking(
+        self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
+    ) -> list[Job] | None:
+        """``enqueue`` for a thread without an event loop, on a blocking connection of its own
+        (``redis://`` and ``unix://``; None for other URLs: use ``enqueue``)."""
+        client = self._conn.blocking()
+        if client is None:
+            return None
+        call = _Enqueue(self, jobs, delays)
+        while call.done is None:
+            keys, args = call.request()
+            call.answer(
+                self._conn.guard_blocking(
+                    lambda: _SCRIPTS.call_blocking(client, "enqueue", keys, args)  # noqa: B023
+                )
+            )
+        return call.done
 
     # -- consuming -------------------------------------------------------------------------
     async def reserve(
@@ -275,6 +257,60 @@ class RedisBroker(RedisBase):
         if now:  # only a settle, given the job ids, can name their done keys
             await self.settle(now)
         return leases
+
+
+class _Enqueue:
+    """One enqueue: the script's KEYS and ARGV, and its reply as stored Jobs (``done``). A reply
+    naming a dead letter of another queue asks for another round with that queue's keys."""
+
+    def __init__(
+        self, broker: RedisBroker, jobs: Sequence[Job], delays: Sequence[float] | None
+    ) -> None:
+        if delays is not None and len(delays) != len(jobs):
+            raise ValueError(f"got {len(delays)} delays for {len(jobs)} jobs")
+        self._broker, self._jobs, self._delays = broker, jobs, delays
+        # Everything encodes and decodes back, or nothing is stored.
+        self._forms = [stored_form(job) for job in jobs]
+        self._dead_in = [job.queue for job in jobs]
+        self._rounds = 0
+        self.done: list[Job] | None = [] if not jobs else None
+
+    def request(self) -> tuple[list[str], list[Arg]]:
+        jobs, delays, k = self._jobs, self._delays, self._broker.keys
+        queues: dict[str, int] = {}
+        args: list[Arg] = [0]
+        for i, job in enumerate(jobs):
+            q = queues.setdefault(job.queue, len(queues) + 1)
+            d = queues.setdefault(self._dead_in[i], len(queues) + 1)
+            args += _enqueue_args(job, self._forms[i][1], delays[i] if delays else 0.0, q, d)
+        args[0] = len(queues)
+        args[1:1] = list(queues)
+        keys = [k.jobs, k.err, k.seq, k.queues]
+        for queue in queues:
+            keys += [k.fifo(queue), k.ranked(queue), k.delayed(queue), k.wake(queue),
+                     k.dead(queue)]  # fmt: skip
+        keys += [k.done(job.id) for job in jobs]
+        return keys, args
+
+    def answer(self, reply: list[Any]) -> None:
+        if reply[0] != b"ok":
+            self._rounds += 1  # each round learns one job's dead-letter queue
+            if self._rounds > len(self._jobs):  # pragma: no cover - only if Redis keeps changing
+                raise BrokerError("enqueue kept finding dead letters in other queues")
+            self._dead_in[int(reply[1]) - 1] = reply[2].decode()  # a dead letter elsewhere
+            return
+        self.done = [
+            self._row(job, spec, reply[1 + 5 * i : 6 + 5 * i])
+            for i, (job, spec) in enumerate(self._forms)
+        ]
+
+    def _row(self, job: Job, spec: bytes, row: list[Any]) -> Job:
+        kept, old_spec, state, err, res = row
+        if kept:
+            return self._broker._job(job.id, old_spec, state, err, res)
+        if state.startswith(b"pending|"):
+            return job  # stored as it was sent: pending, nothing else set
+        return build_job(job.id, spec, state, b"", b"")
 
 
 async def _checked(reply: Any) -> Any:

@@ -22,10 +22,11 @@ import asyncio
 import hashlib
 import re
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -37,6 +38,7 @@ from redis.exceptions import NoScriptError
 
 from taskit.broker._packing import use_fast_packing
 from taskit.broker._resp import FastClient, supports
+from taskit.broker._resp_sync import BlockingClient
 from taskit.config import redact_url
 from taskit.errors import (
     BrokerAuthenticationError,
@@ -68,6 +70,7 @@ _FILE = re.compile(r"^(?P<name>[a-z][a-z-]*?)-(?P<keys>\d+|n)\.lua$")
 _INCLUDE = re.compile(r"^-- @include (?P<file>_[a-z_]+\.lua)\s*$", re.MULTILINE)
 
 Arg = str | bytes | int | float
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,22 @@ class Scripts:
             raise RuntimeError(f"Redis gave script {name} SHA {loaded}, expected {script.sha}")
         return await client.evalsha(script.sha, len(keys), *keys, *args)
 
+    def call_blocking(
+        self, client: BlockingClient, name: ScriptName, keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
+        """``call`` on a blocking connection (same errors)."""
+        script = self._scripts[name]
+        if script.numkeys is not None and len(keys) != script.numkeys:
+            raise ValueError(f"script {name} takes {script.numkeys} keys, got {len(keys)}")
+        try:
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            loaded = client.script_load(script.source)
+        loaded = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
+        if loaded != script.sha:
+            raise RuntimeError(f"Redis gave script {name} SHA {loaded}, expected {script.sha}")
+        return client.evalsha(script.sha, len(keys), *keys, *args)
+
 
 _CONNECT_TIMEOUT = 5.0
 _COMMAND_TIMEOUT = 30.0
@@ -162,6 +181,9 @@ class Connections:
         self._connect = connect
         self._lock = threading.Lock()
         self._pairs: dict[asyncio.AbstractEventLoop, ClientPair] = {}
+        self._local = threading.local()  # .client: this thread's BlockingClient
+        # Weak: a thread that ends takes its client (and socket) with it.
+        self._blocking: weakref.WeakSet[BlockingClient] = weakref.WeakSet()
 
     def pair(self) -> ClientPair:
         """This event loop's clients, made on first use; ``ConfigurationError`` off asyncio."""
@@ -202,24 +224,50 @@ class Connections:
         use_fast_packing(client.connection_pool)
         return client
 
+    def blocking(self) -> BlockingClient | None:
+        """This thread's blocking script connection (made on first use), or None when the URL
+        needs redis-py (TLS) or a test factory replaces connecting."""
+        if self._connect is not None or not supports(self._url):
+            return None
+        client: BlockingClient | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = BlockingClient(self._url)
+            with self._lock:
+                self._blocking.add(client)
+        return client
+
     async def guard(self, call: Awaitable[Any]) -> Any:
         """Await a redis-py call: ``BrokerAuthenticationError`` when Redis refuses the
         credentials or the user's permissions (waiting will not help), ``BrokerConnectionError``
         when it cannot be reached, ``BrokerError`` for an error reply. No password is shown."""
         try:
             return await call
-        except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
-            raise BrokerAuthenticationError(
+        except (redis.exceptions.RedisError, OSError) as exc:
+            error = self._translated(exc)
+            raise error from (exc if type(error) is BrokerError else None)
+
+    def guard_blocking(self, call: Callable[[], T]) -> T:
+        """``guard`` for a blocking call."""
+        try:
+            return call()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            error = self._translated(exc)
+            raise error from (exc if type(error) is BrokerError else None)
+
+    def _translated(self, exc: BaseException) -> BrokerError:
+        if isinstance(
+            exc, redis.exceptions.AuthenticationError | redis.exceptions.NoPermissionError
+        ):
+            return BrokerAuthenticationError(
                 f"Redis at {redact_url(self._url)} refused the credentials: {self._scrub(exc)}"
-            ) from None
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise BrokerConnectionError(
+            )
+        if isinstance(
+            exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError
+        ):
+            return BrokerConnectionError(
                 f"Redis at {redact_url(self._url)} cannot be reached: {self._scrub(exc)}"
-            ) from None
-        except redis.exceptions.RedisError as exc:
-            raise BrokerError(
-                f"Redis at {redact_url(self._url)} failed: {self._scrub(exc)}"
-            ) from exc
+            )
+        return BrokerError(f"Redis at {redact_url(self._url)} failed: {self._scrub(exc)}")
 
     def _scrub(self, exc: BaseException) -> str:
         text = str(exc) or type(exc).__name__
@@ -229,6 +277,9 @@ class Connections:
         """Close every loop's clients: this loop's now, a live other loop's on that loop."""
         with self._lock:
             pairs, self._pairs = self._pairs, {}
+            blocking, self._blocking = list(self._blocking), weakref.WeakSet()
+        for sync_client in blocking:  # a thread using one reconnects on its next call
+            sync_client.close()
         try:
             here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

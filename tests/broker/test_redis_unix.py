@@ -51,3 +51,29 @@ async def test_jobs_travel_over_a_unix_socket(tmp_path: Path) -> None:
                 await app.close()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_sync_enqueues_travel_over_a_unix_socket_with_a_password(tmp_path: Path) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="tk-"))
+    socket_path = directory / "redis.sock"
+    try:
+        extra = ("--unixsocket", str(socket_path), "--unixsocketperm", "700")
+        with redis_server(tmp_path, *extra, "--requirepass", "pw"):
+            app = App(f"unix://:pw@{socket_path}?db=3")
+
+            @app.task(name="unix.mul")
+            def mul(a: int, b: int) -> int:
+                return a * b
+
+            try:
+                job = mul.enqueue_sync(6, 7)
+                assert app._bridge._portal is None  # the blocking path: no loop thread
+                direct = redis.Redis(unix_socket_path=str(socket_path), db=3, password="pw")
+                try:
+                    assert direct.hexists("{taskit}:jobs", job.id)
+                finally:
+                    direct.close()
+            finally:
+                app.close_sync()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

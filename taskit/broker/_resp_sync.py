@@ -1,0 +1,107 @@
+"""A blocking RESP connection for synchronous enqueues (``enqueue_sync`` from a Flask view).
+
+Without it a sync enqueue crosses to the App's loop thread and back, which costs more than the
+round trip to Redis itself. ``BlockingClient`` is one socket, used by one thread at a time (the
+broker keeps one per thread), with hiredis for packing and parsing. It speaks to ``redis://`` and
+``unix://`` URLs; TLS stays on the async path.
+
+Errors are redis-py's exception types, as in ``_resp``: a refused or lost connection is
+``redis.exceptions.ConnectionError``, a timeout ``redis.exceptions.TimeoutError``, error replies
+``ResponseError`` and its kin. A command whose connection fails after it was written is never
+sent again (it may have run); the next call connects anew.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import hiredis
+import redis.exceptions as rexc
+
+from taskit.broker._resp import Target, error_of, pack
+
+__all__ = ["BlockingClient"]
+
+_CONNECT_TIMEOUT = 5.0
+_COMMAND_TIMEOUT = 30.0
+
+
+class BlockingClient:
+    """Commands over one blocking connection; not for concurrent use from several threads."""
+
+    def __init__(self, url: str, client_name: str = "taskit") -> None:
+        self._target = Target.of(url)
+        self._name = client_name
+        self._sock: socket.socket | None = None
+        self._reader = hiredis.Reader(replyError=rexc.ResponseError)
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        return self.execute("EVALSHA", sha, numkeys, *keys_and_args)
+
+    def script_load(self, source: bytes) -> Any:
+        return self.execute("SCRIPT", "LOAD", source)
+
+    def execute(self, *args: Any) -> Any:
+        """Send one command and return its reply; raises redis-py exceptions."""
+        sock = self._sock if self._sock is not None else self._connect()
+        reply = self._round_trip(sock, pack(args))
+        if isinstance(reply, rexc.ResponseError):
+            raise error_of(reply)
+        return reply
+
+    def _round_trip(self, sock: socket.socket, packed: bytes) -> Any:
+        try:
+            sock.sendall(packed)
+            while (reply := self._reader.gets()) is False:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionResetError("closed by the server")
+                self._reader.feed(data)
+        except TimeoutError:
+            self.close()
+            raise rexc.TimeoutError(f"Redis at {self._target.where()} did not answer") from None
+        except OSError as exc:
+            self.close()
+            raise rexc.ConnectionError(f"connection to Redis lost: {exc}") from None
+        return reply
+
+    def _connect(self) -> socket.socket:
+        target = self._target
+        try:
+            if target.unix is not None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.settimeout(_CONNECT_TIMEOUT)
+                    sock.connect(target.unix)
+                except OSError:
+                    sock.close()
+                    raise
+            else:
+                sock = socket.create_connection((target.host, target.port), _CONNECT_TIMEOUT)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            raise rexc.ConnectionError(
+                f"cannot connect to Redis at {target.where()}: {exc}"
+            ) from None
+        sock.settimeout(_COMMAND_TIMEOUT)
+        self._reader = hiredis.Reader(replyError=rexc.ResponseError)
+        self._sock = sock
+        try:
+            for command in target.handshake(self._name):
+                reply = self._round_trip(sock, pack(command))
+                if isinstance(reply, rexc.ResponseError):
+                    raise error_of(reply)
+        except BaseException:
+            self.close()
+            raise
+        return sock
+
+    def close(self) -> None:
+        """Close the connection (the next call connects anew)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def __del__(self) -> None:  # the thread that owned it ended
+        self.close()

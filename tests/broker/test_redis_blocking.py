@@ -1,0 +1,223 @@
+"""The sync spelling's blocking path on Redis (``Broker.enqueue_blocking``): the same results as
+``enqueue``, no loop thread, one connection per thread, errors mapped, and the fallbacks (event
+handlers, TLS and test factories) still on the App's loop thread."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import pytest
+
+from taskit import App
+from taskit.broker.redis import RedisBroker
+from taskit.errors import BrokerConnectionError, PayloadTooLargeError
+from taskit.events import JobEvent
+from taskit.job import JobStatus
+from tests.broker._helpers import make_job, new_queue
+from tests.broker._redis_kinds import OwnRedisServer, free_port
+
+
+@pytest.fixture
+def app(redis_url: str) -> App:
+    return App(RedisBroker(redis_url, prefix=f"taskit-test-{uuid.uuid4().hex[:12]}"))
+
+
+def portal_started(app: App) -> bool:
+    return app._bridge._portal is not None
+
+
+def test_enqueue_sync_stores_the_job_without_the_loop_thread(app: App) -> None:
+    @app.task(name="add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    try:
+        job = add.enqueue_sync(2, 3)
+        assert job.status is JobStatus.PENDING
+        assert not portal_started(app)  # the blocking path, not the App's loop thread
+        stored = app.run_sync(app.get_job, job.id)
+        assert stored is not None
+        assert (stored.task, stored.status, stored.args) == ("add", JobStatus.PENDING, (2, 3))
+    finally:
+        app.close_sync()
+
+
+def test_a_waiting_unique_job_is_kept_and_returned(app: App) -> None:
+    @app.task(name="charge")
+    def charge(order: int) -> None: ...
+
+    try:
+        first = charge.options(job_id="order-17").enqueue_sync(17)
+        again = charge.options(job_id="order-17").enqueue_sync(99)
+        assert again.id == first.id
+        assert again.args == (17,)  # the waiting job, not the new arguments
+        assert app.run_sync(app.stats)["default"].queued == 1
+    finally:
+        app.close_sync()
+
+
+def test_schedule_sync_and_batches_go_the_same_way(app: App) -> None:
+    @app.task(name="later")
+    def later() -> None: ...
+
+    try:
+        when = datetime.now(UTC) + timedelta(hours=1)
+        scheduled = later.schedule_sync(when)
+        batch = app.enqueue_many_sync([later.options(queue=q).prepare() for q in ("a", "b", "a")])
+        assert scheduled.status is JobStatus.SCHEDULED
+        assert scheduled.scheduled_at is not None
+        assert abs((scheduled.scheduled_at - when).total_seconds()) < 0.01
+        assert [job.queue for job in batch] == ["a", "b", "a"]
+        assert not portal_started(app)
+        counts = app.run_sync(app.stats)
+        assert (counts["a"].queued, counts["b"].queued, counts["default"].scheduled) == (2, 1, 1)
+    finally:
+        app.close_sync()
+
+
+def test_bad_input_is_refused_before_anything_is_stored(app: App) -> None:
+    @app.task(name="big")
+    def big(data: str) -> None: ...
+
+    try:
+        with pytest.raises(PayloadTooLargeError):
+            app.enqueue_many_sync([big.prepare("x"), big.prepare("y" * 2_000_000)])
+        with pytest.raises(TypeError, match="expected Job objects"):
+            app.enqueue_many_sync(["not a job"])  # type: ignore[list-item]
+        assert app.run_sync(app.stats) == {}
+    finally:
+        app.close_sync()
+
+
+def test_threads_enqueue_at_once_each_on_its_own_connection(app: App) -> None:
+    @app.task(name="noop")
+    def noop(i: int) -> None: ...
+
+    ids: list[str] = []
+    clients: list[object] = []
+    lock = threading.Lock()
+
+    def produce(start: int) -> None:
+        mine = [noop.enqueue_sync(i).id for i in range(start, start + 100)]
+        with lock:
+            ids.extend(mine)
+            clients.append(app.broker._conn.blocking())  # type: ignore[attr-defined]
+
+    try:
+        threads = [threading.Thread(target=produce, args=(n * 100,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert len(set(ids)) == 400
+        assert app.run_sync(app.stats)["default"].queued == 400
+        assert len({id(client) for client in clients}) == 4  # a connection per thread
+    finally:
+        app.close_sync()
+
+
+def test_with_event_handlers_it_runs_on_the_loop_thread_so_they_fire(app: App) -> None:
+    seen: list[str] = []
+
+    @app.task(name="noop")
+    def noop() -> None: ...
+
+    @app.on("created")
+    async def created(event: JobEvent) -> None:
+        seen.append(event.job_id)
+
+    try:
+        job = noop.enqueue_sync()
+        assert seen == [job.id]
+        assert portal_started(app)
+    finally:
+        app.close_sync()
+
+
+def test_called_from_async_code_it_refuses(app: App) -> None:
+    @app.task(name="noop")
+    def noop() -> None: ...
+
+    async def inside() -> None:
+        with pytest.raises(RuntimeError, match="await the async method"):
+            noop.enqueue_sync()
+
+    try:
+        anyio.run(inside)
+    finally:
+        app.close_sync()
+
+
+def test_an_unreachable_redis_is_a_connection_error_without_the_password() -> None:
+    broker = RedisBroker(f"redis://:s3cret@127.0.0.1:{free_port()}/0")
+    with pytest.raises(BrokerConnectionError) as caught:
+        broker.enqueue_blocking([make_job(new_queue())])
+    assert "cannot be reached" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_it_reconnects_after_redis_restarts_and_reloads_its_scripts() -> None:
+    server = OwnRedisServer()
+    server.start()
+    broker = RedisBroker(server.url)
+    try:
+        queue = new_queue()
+        [first] = broker.enqueue_blocking([make_job(queue)]) or []
+        server.kill()
+        with pytest.raises(BrokerConnectionError):
+            broker.enqueue_blocking([make_job(queue)])
+        server.start()  # empty: no scripts loaded, no data
+        [second] = broker.enqueue_blocking([make_job(queue)]) or []
+        assert second.status is JobStatus.PENDING
+        assert second.id != first.id
+    finally:
+        server.stop()
+        anyio.run(broker.close)
+
+
+def test_urls_it_cannot_serve_fall_back_to_the_loop_thread(redis_url: str) -> None:
+    import fakeredis
+
+    server = fakeredis.FakeServer()
+    broker = RedisBroker(connect=lambda: fakeredis.FakeAsyncRedis(server=server))
+    assert broker.enqueue_blocking([make_job("q")]) is None
+    app = App(broker)
+
+    @app.task(name="noop")
+    def noop() -> None: ...
+
+    try:
+        assert noop.enqueue_sync().status is JobStatus.PENDING
+        assert portal_started(app)
+    finally:
+        app.close_sync()
+
+
+def test_a_thread_per_request_does_not_pile_up_connections(app: App, redis_url: str) -> None:
+    import gc
+
+    import redis
+
+    @app.task(name="noop")
+    def noop() -> None: ...
+
+    direct = redis.Redis.from_url(redis_url)
+
+    def ours() -> int:
+        return sum(1 for c in direct.client_list() if c.get("name") == "taskit")
+
+    try:
+        before = ours()
+        for _ in range(30):  # as a threading HTTP server does: a new thread per request
+            thread = threading.Thread(target=noop.enqueue_sync)
+            thread.start()
+            thread.join(timeout=10)
+        gc.collect()
+        assert app.run_sync(app.stats)["default"].queued == 30
+        assert ours() - before <= 3  # each ended thread's connection closed with it
+    finally:
+        direct.close()
+        app.close_sync()
