@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import anyio
 import pytest
 from redis.asyncio import Redis
 
 from taskit.broker.redis import RedisBroker
+from tests.e2e.helpers import RedisServer, free_port
+
+__all__ = ["REDIS_KINDS", "OwnRedisServer", "RedisHarness", "free_port", "open_redis_harness"]
 
 # (kind, anyio backend) pairs: redis-py runs on asyncio only.
 REDIS_KINDS: list[tuple[str, str]] = [("redis", "asyncio"), ("fakeredis", "asyncio")]
@@ -76,53 +76,24 @@ async def open_redis_harness(
             await client.aclose()
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class OwnRedisServer(RedisServer):
+    """A ``redis-server`` of the test's own, on its own port and in a temporary directory, with
+    no persistence (``tests.e2e.helpers.RedisServer``).
 
-
-class OwnRedisServer:
-    """A ``redis-server`` of the test's own, on its own port, with no persistence.
-
-    ``start()`` waits until it answers; ``kill()`` sends SIGKILL to its pid; ``stop()`` (call it
-    in a ``finally``) kills it if it still runs. Skips the test when no ``redis-server`` is on
-    PATH, unless ``CI=true``: then it fails.
+    ``start()`` waits until it answers; ``kill()`` sends SIGKILL to its pid and ``start()`` may
+    follow (same port); ``stop()`` (call it in a ``finally``) kills it and removes its directory.
+    Skips the test when no ``redis-server`` is on PATH, unless ``CI=true``: then it fails.
     """
 
     def __init__(self, *extra: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
+        if shutil.which("redis-server") is None:
             message = "redis-server is not on PATH"
             if os.environ.get("CI", "").lower() == "true":
                 pytest.fail(message)
             pytest.skip(message)
-        self.port = free_port()
-        self.args = [binary, "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        self.args += ["--bind", "127.0.0.1", *extra]
-        self.proc: Any = None
+        self._dir = tempfile.TemporaryDirectory(prefix="taskit-redis-")
+        super().__init__(Path(self._dir.name), None, *extra)
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        give_up = time.monotonic() + 10
-        while time.monotonic() < give_up:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    stop = kill
+    def stop(self) -> None:
+        self.kill()
+        self._dir.cleanup()
