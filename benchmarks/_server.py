@@ -1,6 +1,6 @@
 """A private ``redis-server`` for a benchmark run, and the server-side counters it reads.
 
-Same approach as ``redis_memory.py``: a free loopback port, no persistence, killed at the end.
+A free loopback port, no persistence, killed at the end (``run.py`` and ``redis_memory.py`` use it).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Starts its own ``redis-server`` (no persistence) on a free port, so nothing else
 Prints a Markdown table and writes it, with the date and machine, to
 ``benchmarks/results/redis-memory-<date>.md``.
 
-    .venv/bin/python benchmarks/redis_memory.py [--jobs 100000]
+    .venv/bin/python -m benchmarks.redis_memory [--jobs 100000]
 """
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ import argparse
 import asyncio
 import os
 import platform
-import shutil
-import socket
 import statistics
-import subprocess
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,34 +22,13 @@ import anyio
 import redis
 from redis.asyncio import Redis
 
+from benchmarks._server import redis_server
 from taskit.broker.keys import split_record
 from taskit.broker.redis import RedisBroker
 from taskit.job import Job, Outcome, OutcomeKind, encode_arguments, new_job_id
 
 RESULTS = Path(__file__).parent / "results"
 LEASE = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not on PATH")
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(500):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return proc
-        except OSError:
-            time.sleep(0.01)
-    proc.kill()
-    raise SystemExit("redis-server did not start")
 
 
 def small_job(i: int, queue: str = "default") -> Job:
@@ -143,9 +118,11 @@ async def wake_latency(broker: RedisBroker, trials: int) -> list[float]:
 
 
 async def main(jobs: int) -> str:
-    port = free_port()
-    server = start_server(port)
-    url = f"redis://127.0.0.1:{port}/0"
+    with redis_server() as url:
+        return await measure_all(url, jobs)
+
+
+async def measure_all(url: str, jobs: int) -> str:
     client = Redis.from_url(url)
     broker = RedisBroker(url, prefix="bench")
     try:
@@ -158,8 +135,6 @@ async def main(jobs: int) -> str:
     finally:
         await broker.close()
         await client.aclose()
-        server.kill()
-        server.wait()
     waits.sort()
     rows = [(name, f"{value:,.1f}") for name, value in memory.items()]
     rows += [

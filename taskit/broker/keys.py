@@ -35,7 +35,7 @@ script that was given the job id, every script gets every key it touches in KEYS
 
 A live record is ``<n>:<state><spec>``: ``n`` the length of the state string in decimal, then the
 state, then the encoded ``Job`` as enqueued (one hash field per job keeps Redis memory per queued
-job low: about 230 bytes for a small job, see ``benchmarks/redis_memory.py``). The state string
+job low: about 260 bytes for a small job, see ``benchmarks/redis_memory.py``). The state string
 is ``status|attempts|score|seq|token|cancel|sched|started|completed|failed|queue`` (queue last: it
 may contain ``|``); ``score`` is minus the priority, ``seq`` the ranked-set place of a job of a
 non-default priority (``-<15 digits>`` for one put back at the front) or empty; times are server
