@@ -12,6 +12,8 @@ import socket
 
 import pytest
 
+from tests._ci import missing
+
 REDIS_URL = os.environ.get("TASKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -33,8 +35,5 @@ def _redis_answers(host: str = "127.0.0.1", port: int = 6379) -> bool:
 def redis_url() -> str:
     """URL of the real Redis server; fails (CI) or skips (elsewhere) when none answers."""
     if not _redis_answers():
-        message = f"no Redis answers at {REDIS_URL}; tests that need Redis cannot run"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"no Redis answers at {REDIS_URL}; tests that need Redis cannot run")
     return REDIS_URL

@@ -8,7 +8,6 @@ answers, and skips elsewhere.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import uuid
@@ -22,6 +21,7 @@ import pytest
 from redis.asyncio import Redis
 
 from taskit.broker.redis import RedisBroker
+from tests._ci import missing
 from tests.e2e.helpers import RedisServer, free_port
 
 __all__ = ["REDIS_KINDS", "OwnRedisServer", "RedisHarness", "free_port", "open_redis_harness"]
@@ -87,10 +87,7 @@ class OwnRedisServer(RedisServer):
 
     def __init__(self, *extra: str) -> None:
         if shutil.which("redis-server") is None:
-            message = "redis-server is not on PATH"
-            if os.environ.get("CI", "").lower() == "true":
-                pytest.fail(message)
-            pytest.skip(message)
+            missing("redis-server is not on PATH")
         self._dir = tempfile.TemporaryDirectory(prefix="taskit-redis-")
         super().__init__(Path(self._dir.name), None, *extra)
 
