@@ -70,3 +70,12 @@ async def harness(broker_kind: str, request: pytest.FixtureRequest) -> AsyncIter
     factory: Any = open_redis_harness
     async with factory(broker_kind, request) as made:
         yield BrokerHarness(made.broker, made.advance, broker_kind)
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+async def rh(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A ``RedisHarness`` (``_redis_kinds``) on real Redis and on fakeredis, for the Redis
+    broker's own tests (which run on asyncio only: they set ``anyio_backend`` themselves)."""
+    assert open_redis_harness is not None
+    async with open_redis_harness(request.param, request) as harness:
+        yield harness

@@ -4,7 +4,6 @@ documents; plus checks on the script files themselves."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from importlib import resources
 
 import msgspec
@@ -13,7 +12,7 @@ import pytest
 from taskit.broker.keys import Keys, join_record, parse_state, split_record
 from taskit.broker.scripts import Scripts
 from taskit.job import JobStatus
-from tests.broker._redis_kinds import RedisHarness, open_redis_harness
+from tests.broker._redis_kinds import RedisHarness
 
 pytestmark = pytest.mark.anyio
 
@@ -24,12 +23,6 @@ SPEC = b"not-decoded-by-lua"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(params=["redis", "fakeredis"])
-async def rh(request: pytest.FixtureRequest) -> AsyncIterator[RedisHarness]:
-    async with open_redis_harness(request.param, request) as harness:
-        yield harness
 
 
 async def run(rh: RedisHarness, name: str, keys: list[str], args: list[object]) -> object:

@@ -7,7 +7,6 @@ import logging
 import math
 import threading
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import anyio
@@ -30,12 +29,6 @@ LONG = 30.0
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(params=["redis", "fakeredis"])
-async def rh(request: pytest.FixtureRequest) -> AsyncIterator[RedisHarness]:
-    async with open_redis_harness(request.param, request) as harness:
-        yield harness
 
 
 def make_job(queue: str, *args: object, job_id: str | None = None) -> Job:

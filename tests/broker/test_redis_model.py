@@ -7,7 +7,6 @@ a fake clock, Redis on its own), so every answer and every job must match exactl
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.clock import FakeClock
 from taskit.job import Job, JobResult, Lease, Outcome, OutcomeKind, encode_arguments
-from tests.broker._redis_kinds import RedisHarness, open_redis_harness
+from tests.broker._redis_kinds import RedisHarness
 
 pytestmark = pytest.mark.anyio
 
@@ -29,12 +28,6 @@ LONG = 300.0
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(params=["redis", "fakeredis"])
-async def rh(request: pytest.FixtureRequest) -> AsyncIterator[RedisHarness]:
-    async with open_redis_harness(request.param, request) as harness:
-        yield harness
 
 
 def view(job: Job | None) -> Any:
