@@ -284,6 +284,10 @@ class App:
 
     async def _submit(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> list[Job]:
         self._check_batch(jobs)
+        return await self._store(jobs, delays)
+
+    async def _store(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> list[Job]:
+        """Enqueue checked ``jobs`` and tell the event handlers."""
         stored = await self.broker.enqueue(jobs, delays=delays)
         if self.events:
             await self.events.created(jobs, stored)
@@ -293,12 +297,12 @@ class App:
         """``_submit`` from a thread without an event loop: on the broker's blocking path when
         it has one and no event handler needs the loop, else on the App's loop thread."""
         self._bridge.refuse_async()
+        self._check_batch(jobs)
         if not self.events:
-            self._check_batch(jobs)
             stored = self.broker.enqueue_blocking(jobs, delays=delays)
             if stored is not None:
                 return stored
-        return self.run_sync(self._submit, jobs, delays)
+        return self.run_sync(self._store, jobs, delays)
 
     def _check_batch(self, jobs: Sequence[Job]) -> None:
         limit = self.settings.max_payload_bytes

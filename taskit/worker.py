@@ -231,8 +231,8 @@ class Worker:
             self._busy += len(leases)
             inbox.put(leases)
             if 0 < len(leases) < free:
-                # The queues ran dry: let the runners start these before asking Redis again
-                # (that call would find nothing and only delay them: ~60 us of latency).
+                # The queues ran dry: let the runners start these before asking the broker
+                # again (that call would find nothing and only delay them: ~60 us on Redis).
                 await anyio.lowlevel.checkpoint()
 
     async def _reserve(self, count: int, timeout: float) -> list[Lease]:

@@ -143,9 +143,7 @@ class FastClient:
     """
 
     def __init__(self, url: str, client_name: str = "taskit") -> None:
-        target = Target.of(url)
-        self._unix, self._host, self._port = target.unix, target.host, target.port
-        self._target = target
+        self._target = Target.of(url)
         self._name = client_name
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
@@ -160,21 +158,14 @@ class FastClient:
 
     async def execute(self, *args: Any) -> Any:
         """Send one command and return its reply; raises redis-py exceptions."""
-        protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
-            protocol = await self._connect()
-        reply = await protocol.send(pack(args))
-        if isinstance(reply, rexc.ResponseError):
-            raise error_of(reply)
-        return reply
+        protocol = await self._live()
+        return self.raise_for(await protocol.send(pack(args)))
 
     async def send(self, *commands: Sequence[Any]) -> list[asyncio.Future[Any]]:
         """Write ``commands`` back to back on the connection and return a future per reply, in
         order. A reply is the raw value, or a ``ResponseError`` instance for an error reply (see
         ``raise_for``): the caller owns the futures and decides what a cut-short wait means."""
-        protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
-            protocol = await self._connect()
+        protocol = await self._live()
         futures = [protocol.send(pack(command)) for command in commands]
         for future in futures:  # a reply nobody reads (a dropped wait) must not be logged
             future.add_done_callback(_retrieved)
@@ -187,24 +178,32 @@ class FastClient:
             raise error_of(reply)
         return reply
 
+    async def _live(self) -> _Protocol:
+        """The open connection, connecting first if there is none (or it was lost)."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connect()
+        return protocol
+
     async def _connect(self) -> _Protocol:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
             if self._protocol is not None and self._protocol.lost is None:
                 return self._protocol  # another caller connected while this one waited
-            loop = asyncio.get_running_loop()
+            loop, target = asyncio.get_running_loop(), self._target
             try:
                 async with asyncio.timeout(_CONNECT_TIMEOUT):
-                    if self._unix is not None:
-                        _, protocol = await loop.create_unix_connection(_Protocol, self._unix)
+                    if target.unix is not None:
+                        _, protocol = await loop.create_unix_connection(_Protocol, target.unix)
                     else:
                         _, protocol = await loop.create_connection(
-                            _Protocol, self._host, self._port
+                            _Protocol, target.host, target.port
                         )
             except (OSError, TimeoutError) as exc:
-                where = self._unix or f"{self._host}:{self._port}"
-                raise rexc.ConnectionError(f"cannot connect to Redis at {where}: {exc}") from None
+                raise rexc.ConnectionError(
+                    f"cannot connect to Redis at {target.where()}: {exc}"
+                ) from None
             try:
                 await self._handshake(protocol)
             except BaseException:

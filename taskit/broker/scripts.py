@@ -119,33 +119,36 @@ class Scripts:
         Raises ``ValueError`` if a fixed-key script gets the wrong number of keys, and whatever
         redis-py raises for a failed call (connection errors, script errors), except NOSCRIPT.
         """
-        script = self._scripts[name]
-        if script.numkeys is not None and len(keys) != script.numkeys:
-            raise ValueError(f"script {name} takes {script.numkeys} keys, got {len(keys)}")
+        script = self._for(name, keys)
         try:
             return await client.evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
-            loaded = await client.script_load(script.source)
-        loaded = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
-        if loaded != script.sha:  # the server hashes what it got: a mismatch is a bug here
-            raise RuntimeError(f"Redis gave script {name} SHA {loaded}, expected {script.sha}")
+            _check_loaded(script, await client.script_load(script.source))
         return await client.evalsha(script.sha, len(keys), *keys, *args)
 
     def call_blocking(
         self, client: BlockingClient, name: ScriptName, keys: Sequence[str], args: Sequence[Arg]
     ) -> Any:
         """``call`` on a blocking connection (same errors)."""
-        script = self._scripts[name]
-        if script.numkeys is not None and len(keys) != script.numkeys:
-            raise ValueError(f"script {name} takes {script.numkeys} keys, got {len(keys)}")
+        script = self._for(name, keys)
         try:
             return client.evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
-            loaded = client.script_load(script.source)
-        loaded = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
-        if loaded != script.sha:
-            raise RuntimeError(f"Redis gave script {name} SHA {loaded}, expected {script.sha}")
+            _check_loaded(script, client.script_load(script.source))
         return client.evalsha(script.sha, len(keys), *keys, *args)
+
+    def _for(self, name: ScriptName, keys: Sequence[str]) -> Script:
+        script = self._scripts[name]
+        if script.numkeys is not None and len(keys) != script.numkeys:
+            raise ValueError(f"script {name} takes {script.numkeys} keys, got {len(keys)}")
+        return script
+
+
+def _check_loaded(script: Script, reply: Any) -> None:
+    """The server hashes what it got: a SHA other than ours is a bug here."""
+    loaded = reply.decode() if isinstance(reply, bytes) else str(reply)
+    if loaded != script.sha:
+        raise RuntimeError(f"Redis gave script {script.name} SHA {loaded}, expected {script.sha}")
 
 
 _CONNECT_TIMEOUT = 5.0
@@ -277,8 +280,8 @@ class Connections:
         """Close every loop's clients: this loop's now, a live other loop's on that loop."""
         with self._lock:
             pairs, self._pairs = self._pairs, {}
-            blocking, self._blocking = list(self._blocking), weakref.WeakSet()
-        for sync_client in blocking:  # a thread using one reconnects on its next call
+            blocking = list(self._blocking)  # kept: a thread using one reconnects on next use
+        for sync_client in blocking:
             sync_client.close()
         try:
             here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()

@@ -221,3 +221,24 @@ def test_a_thread_per_request_does_not_pile_up_connections(app: App, redis_url: 
     finally:
         direct.close()
         app.close_sync()
+
+
+def test_a_connection_made_again_after_close_is_closed_by_the_next_close(redis_url: str) -> None:
+    broker = RedisBroker(redis_url, prefix=f"taskit-test-{uuid.uuid4().hex[:12]}")
+    queue = new_queue()
+    assert broker.enqueue_blocking([make_job(queue)])
+    anyio.run(broker.close)
+    assert broker.enqueue_blocking([make_job(queue)])  # this thread reconnects
+    client = broker._conn.blocking()
+    assert client is not None
+    assert client._sock is not None
+
+    anyio.run(broker.close)
+
+    assert client._sock is None
+
+    async def tidy() -> None:
+        await broker.purge(queue)
+        await broker.close()
+
+    anyio.run(tidy)

@@ -80,10 +80,6 @@ local function ranked_member(s, id)
   return s.seq .. ':' .. id
 end
 
-local function next_seq(seq_key)
-  return string.format('%016d', rcall('INCR', seq_key))
-end
-
 -- Make pending job `id` ready in its queue: R = {fifo=, ranked=, seq=}. At the back of its
 -- priority, or at the front when `front` (a release or an immediate retry: next to run).
 local function make_ready(R, id, s, front)
