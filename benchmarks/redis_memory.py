@@ -15,6 +15,7 @@ import asyncio
 import os
 import platform
 import statistics
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,6 +70,11 @@ async def measure_memory(broker: RedisBroker, client: Redis, jobs: int) -> dict[
     }
     record = await client.hget(keys.jobs, (await client.hkeys(keys.jobs))[0]) or b""
     state, spec = split_record(record)
+    # A waiting job of the default priority leaves its list by LREM: O(n) in the queue.
+    middle = (await client.lindex(keys.fifo("default"), jobs // 2) or b"").decode()
+    began = time.perf_counter()
+    assert await broker.cancel(middle)
+    cancel_ms = (time.perf_counter() - began) * 1000
     [held] = await broker.reserve(["default"], count=1, lease=LEASE, timeout=0)
     await broker.settle([Outcome(job_id=held.job.id, token=held.token, kind=OutcomeKind.COMPLETE)])
     done = await client.memory_usage(keys.done(held.job.id), samples=0) or 0
@@ -77,7 +83,17 @@ async def measure_memory(broker: RedisBroker, client: Redis, jobs: int) -> dict[
     out["encoded job (spec) bytes"] = len(spec)
     out["state string bytes"] = len(state)
     out["MEMORY USAGE of one finished job's done key"] = done
+    out[f"cancel of the waiting job in the middle of {jobs:,} (ms, one call)"] = cancel_ms
     return out
+
+
+async def enqueue_script_time(broker: RedisBroker, client: Redis, n: int) -> float:
+    """Microseconds Redis spends per single-job enqueue script call (INFO commandstats)."""
+    await client.config_resetstat()
+    for i in range(n):
+        await broker.enqueue([small_job(i, "script-time")])
+    stats = await client.info("commandstats")
+    return float(stats["cmdstat_evalsha"]["usec_per_call"])
 
 
 async def lifecycle(broker: RedisBroker, client: Redis, n: int, batch: int) -> tuple[float, float]:
@@ -130,6 +146,7 @@ async def measure_all(url: str, jobs: int) -> str:
         await client.flushall()
         single = await lifecycle(broker, client, 1000, 1)
         batched = await lifecycle(broker, client, 10_000, 100)
+        script_us = await enqueue_script_time(broker, client, 5_000)
         waits = await wake_latency(broker, 100)
         server_version = (await client.info("server"))["redis_version"]
     finally:
@@ -148,6 +165,7 @@ async def measure_all(url: str, jobs: int) -> str:
         ),
         ("round trips per job lifecycle (100 jobs per call)", f"{batched[0]:.2f}"),
         ("Redis commands per job lifecycle (100 jobs per call)", f"{batched[1]:.1f}"),
+        ("Redis time per single-job enqueue script call (µs, usec_per_call)", f"{script_us:.1f}"),
         (
             "blocked reserve wake-up after enqueue, median (ms)",
             f"{statistics.median(waits) * 1000:.2f}",

@@ -45,7 +45,7 @@ Ready jobs of the default priority wait in a list (a few bytes per job, against 
 a sorted set); other priorities in a sorted set. Jobs are taken from the ranked set's positive
 priorities first, then the list, then its negative priorities. A released job (or one retried at
 once) goes back to the front of its priority. Cancelling a pending job of the default priority
-removes it from the list with ``LREM``: O(n) in the queue's length, about 10 ms at a million.
+removes it from the list with ``LREM``: O(n) in the queue's length (see docs/redis.md).
 
 A lease token is ``<random>.<n>|<queue>``: the queue part lets ``settle`` find the job's queue.
 """
