@@ -1,0 +1,204 @@
+"""What a worker stores of a job's outcome, end to end on memory, real Redis and fakeredis.
+
+A handler may return ``JobResult(success=False, error=exc)``: the exception is stored as its
+message, type and traceback, readable through ``get_job``, ``result`` and the dead letters. An
+outcome that cannot be stored fails that job alone; the jobs settled with it complete exactly
+once. The batching settler is also tested against a broker that refuses a batch for what it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from taskit import App, JobResult, JobStatus, MemoryBroker, Settings, WorkerStats
+from taskit._settler import Settler
+from taskit.broker.base import Broker
+from taskit.errors import SerializationError
+from taskit.job import Outcome, OutcomeKind
+from tests.broker._redis_kinds import open_redis_harness
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 10.0  # a hang fails the test instead of stalling the run
+KINDS = ["memory", "redis", "fakeredis"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # redis-py runs on asyncio only; the memory kind runs here alike
+
+
+@asynccontextmanager
+async def app_on(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[App]:
+    settings = Settings(backoff=0.0, visibility_timeout=2.0, reaper_interval=0.2)
+    if kind == "memory":
+        yield App(MemoryBroker(), settings=settings)
+        return
+    async with open_redis_harness(kind, request) as harness:
+        yield App(harness.broker, settings=settings)
+
+
+async def burst(app: App, concurrency: int) -> WorkerStats:
+    with anyio.fail_after(WAIT):
+        return await app.worker(concurrency=concurrency).run(burst=True)
+
+
+def declined(message: str) -> JobResult:
+    """What the reference handlers do: catch the exception, return it as the error."""
+    try:
+        raise ValueError(message)
+    except ValueError as exc:
+        return JobResult(success=False, error=exc)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_returned_exception_is_stored_with_type_message_and_traceback(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    async with app_on(kind, request) as app:
+
+        @app.task
+        async def charge() -> JobResult:
+            return declined("x")
+
+        job = await charge.enqueue()
+        stats = await burst(app, 1)
+
+        stored = await app.get_job(job.id)
+        assert stored is not None
+        assert (stored.status, stored.attempts) == (JobStatus.FAILED, 1)
+        assert (stored.error, stored.error_type) == ("x", "ValueError")
+        assert stored.traceback is not None
+        assert "raise ValueError(message)" in stored.traceback
+        assert stored.traceback.endswith("ValueError: x\n")
+        result = await app.result(job.id, timeout=WAIT)
+        assert (result.success, result.error, result.error_type) == (False, "x", "ValueError")
+        assert result.traceback == stored.traceback
+        assert (stats.failed, stats.retried, stats.completed) == (1, 0, 0)
+
+
+BAD: dict[str, Any] = {
+    "exception error": declined("x"),
+    "unencodable value": JobResult(success=True, value=object()),
+    "error not text": JobResult(success=False, error=42),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD), ids=list(BAD))
+@pytest.mark.parametrize("kind", KINDS)
+async def test_one_bad_outcome_does_not_touch_the_jobs_settled_with_it(
+    kind: str, bad: str, request: pytest.FixtureRequest
+) -> None:
+    async with app_on(kind, request) as app:
+        started = 0
+        all_in = anyio.Event()
+
+        async def together() -> None:  # all six end at once: their outcomes share batches
+            nonlocal started
+            started += 1
+            if started == 6:
+                all_in.set()
+            await all_in.wait()
+
+        @app.task
+        async def good(n: int) -> int:
+            await together()
+            return n
+
+        @app.task
+        async def odd() -> Any:
+            await together()
+            return BAD[bad]
+
+        goods = [await good.enqueue(n) for n in range(5)]
+        odd_job = await odd.enqueue()
+        stats = await burst(app, 6)
+
+        assert (stats.completed, stats.failed, stats.retried, stats.lost) == (5, 1, 0, 0)
+        for n, job in enumerate(goods):
+            done = await app.get_job(job.id)
+            assert done is not None
+            assert (done.status, done.attempts) == (JobStatus.COMPLETED, 1)
+            assert (await app.result(job.id)).value == n
+        failed = await app.get_job(odd_job.id)  # never raises: nothing unreadable was stored
+        assert failed is not None
+        assert (failed.status, failed.attempts) == (JobStatus.FAILED, 1)
+        assert failed.error is not None
+        if bad == "exception error":
+            assert (failed.error, failed.error_type) == ("x", "ValueError")
+        else:
+            assert failed.error_type == "SerializationError"
+            assert f"result of task {odd.name!r} cannot be stored" in failed.error
+        queue = app.settings.default_queue
+        assert (await app.stats([queue]))[queue].running == 0
+
+
+# -- the settler against a broker that refuses a batch for one member ----------------------------
+class PickyBroker(MemoryBroker):
+    """A broker that refuses a whole settle call when any outcome's result is the value
+    ``"poison"`` (as a broker that encodes a batch in one piece would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        self.calls.append(len(outcomes))
+        if any(o.result is not None and o.result.value == "poison" for o in outcomes):
+            raise SerializationError("cannot encode 'poison'")
+        return await super().settle(outcomes)
+
+
+async def settle_through(
+    broker: Broker, outcomes: list[Outcome]
+) -> dict[str, tuple[Outcome, bool]]:
+    """Submit ``outcomes`` to a Settler at once; what it reported, by job id."""
+    reported: dict[str, tuple[Outcome, bool]] = {}
+    settler = Settler(broker, 5.0, lambda o, ok: reported.__setitem__(o.job_id, (o, ok)))
+    for item in outcomes:
+        settler.submit(item)
+    settler.close()
+    with anyio.fail_after(WAIT):
+        await settler.run()
+    return reported
+
+
+async def test_a_batch_refused_for_one_member_settles_the_others_and_fails_that_one() -> None:
+    broker = PickyBroker()
+    app = App(broker)
+
+    @app.task
+    async def noop(n: int) -> None:
+        """Only enqueued and reserved here, never run."""
+
+    jobs = [await noop.enqueue(n) for n in range(6)]
+    leases = await broker.reserve(["default"], count=6, lease=30.0, timeout=0)
+    outcomes = [
+        Outcome(job_id=lease.job.id, token=lease.token, kind=OutcomeKind.COMPLETE,
+                result=JobResult(success=True, value="poison" if i == 3 else i))
+        for i, lease in enumerate(leases)
+    ]  # fmt: skip
+
+    reported = await settle_through(broker, outcomes)
+
+    assert broker.calls[0] == 6  # one batch first, then each member alone
+    assert all(ok for _, ok in reported.values())
+    bad = leases[3].job.id
+    assert reported[bad][0].kind is OutcomeKind.FAIL
+    for job in jobs:
+        stored = await app.get_job(job.id)
+        assert stored is not None
+        assert stored.attempts == 1
+        if job.id == bad:
+            assert (stored.status, stored.error_type) == (JobStatus.FAILED, "SerializationError")
+            assert stored.error is not None
+            assert (
+                "the broker refused it: SerializationError: cannot encode 'poison'" in stored.error
+            )
+        else:
+            assert stored.status is JobStatus.COMPLETED
