@@ -13,13 +13,22 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
-from taskit import App, JobResult, JobStatus, MemoryBroker, Settings, WorkerStats
+from taskit import App, Job, JobResult, JobStatus, MemoryBroker, Settings, WorkerStats
 from taskit._settler import Settler
 from taskit.broker.base import Broker
 from taskit.errors import SerializationError
-from taskit.job import Outcome, OutcomeKind
+from taskit.job import (
+    MAX_TRACEBACK,
+    Outcome,
+    OutcomeKind,
+    describe_error,
+    encode_arguments,
+    result_of,
+    utc_from_timestamp,
+)
 from tests.broker._redis_kinds import open_redis_harness
 
 pytestmark = pytest.mark.anyio
@@ -28,6 +37,64 @@ WAIT = 10.0  # a hang fails the test instead of stalling the run
 KINDS = ["memory", "redis", "fakeredis"]
 
 
+# -- the stored form of a failure ---------------------------------------------------------------
+class Payments:
+    class Declined(Exception):
+        """Nested, so its qualified name differs from its name."""
+
+
+def test_describe_error_gives_message_qualified_type_and_traceback() -> None:
+    try:
+        raise Payments.Declined("card declined")
+    except Payments.Declined as exc:
+        message, error_type, trace = describe_error(exc)
+    assert (message, error_type) == ("card declined", "Payments.Declined")
+    assert trace.startswith("Traceback (most recent call last):")
+    assert 'raise Payments.Declined("card declined")' in trace
+    assert trace.endswith("Payments.Declined: card declined\n")
+
+
+def test_describe_error_of_a_bare_exception_uses_its_type_name_and_cuts_long_tracebacks() -> None:
+    assert describe_error(KeyError()) == ("KeyError", "KeyError", "KeyError\n")
+    _, _, trace = describe_error(ValueError("x" * (2 * MAX_TRACEBACK)))
+    assert len(trace) == MAX_TRACEBACK
+    assert trace.endswith("xxx\n")  # the end, where the error is, is kept
+
+
+def test_describe_error_escapes_what_msgpack_cannot_carry() -> None:
+    message, _, trace = describe_error(FileNotFoundError("no file caf\udce9"))
+    assert message == "no file caf\\udce9"
+    assert "caf\\udce9" in trace
+
+
+def test_a_job_result_takes_an_exception_as_its_error() -> None:
+    result = JobResult(success=False, error=Payments.Declined("no funds"))
+    assert (result.error, result.error_type, result.traceback) == (
+        "no funds",
+        "Payments.Declined",
+        "tests.test_outcomes.Payments.Declined: no funds\n",
+    )
+    kept = JobResult(success=False, error=ValueError("x"), error_type="Declined")
+    assert (kept.error, kept.error_type) == ("x", "Declined")
+    decoded = msgspec.msgpack.decode(msgspec.msgpack.encode(result), type=JobResult)
+    assert decoded == result
+
+
+def test_the_result_of_a_raised_failure_carries_the_jobs_traceback() -> None:
+    job = Job(
+        id="j", task="t", queue="q", payload=encode_arguments((), {}),
+        created_at=utc_from_timestamp(0), status=JobStatus.DEAD_LETTER, error="boom",
+        error_type="RuntimeError", traceback="Traceback ...\nRuntimeError: boom\n",
+        result=JobResult(success=False, error="boom", error_type="RuntimeError"),
+    )  # fmt: skip
+    assert result_of(job) == JobResult(
+        success=False, error="boom", error_type="RuntimeError", traceback=job.traceback
+    )
+    job.result = None
+    assert result_of(job).traceback == job.traceback
+
+
+# -- end to end, on every broker -----------------------------------------------------------------
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # redis-py runs on asyncio only; the memory kind runs here alike
