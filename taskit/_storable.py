@@ -12,7 +12,6 @@ events and hooks already see the failure.
 
 from __future__ import annotations
 
-import math
 from typing import Any, TypeVar
 
 import msgspec
@@ -29,6 +28,7 @@ _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 _KEEPS_RESULT = (OutcomeKind.COMPLETE, OutcomeKind.FAIL)
 _TEXT = ("error", "error_type", "traceback")
 _Failure = TypeVar("_Failure", JobResult, Outcome)
+_DELAYS = (float, int)
 
 
 def check_result(result: JobResult) -> tuple[JobResult, bytes]:
@@ -58,10 +58,13 @@ def storable(outcome: Outcome) -> tuple[Outcome, bytes] | None:
     """
     if not _names_a_lease(outcome):
         return None
-    outcome = _as_text(outcome)
-    bad = [f"{f} ({type(getattr(outcome, f)).__name__})" for f in _TEXT if not _is_text(outcome, f)]
-    if bad:
-        outcome = _failed(outcome, f"{', '.join(bad)} must be text", outcome.kind)
+    if not _no_error(outcome):  # the common case, a success, skips every check of the fields
+        outcome = _as_text(outcome)
+        bad = [
+            f"{f} ({type(getattr(outcome, f)).__name__})" for f in _TEXT if not _is_text(outcome, f)
+        ]
+        if bad:
+            outcome = _failed(outcome, f"{', '.join(bad)} must be text", outcome.kind)
     if outcome.kind not in _KEEPS_RESULT or outcome.result is None:
         return msgspec.structs.replace(outcome, result=None), b""
     try:
@@ -78,10 +81,15 @@ def _names_a_lease(outcome: Outcome) -> bool:
         isinstance(outcome.job_id, str)
         and isinstance(outcome.token, str)
         and isinstance(outcome.kind, OutcomeKind)
-        and isinstance(delay, int | float)
-        and not isinstance(delay, bool)
-        and not math.isnan(delay)
+        and isinstance(delay, _DELAYS)
+        and delay is not True
+        and delay is not False
+        and delay == delay  # not NaN
     )
+
+
+def _no_error(item: JobResult | Outcome) -> bool:
+    return item.error is None and item.error_type is None and item.traceback is None
 
 
 def _is_text(item: JobResult | Outcome, field: str) -> bool:
@@ -91,6 +99,8 @@ def _is_text(item: JobResult | Outcome, field: str) -> bool:
 def _as_text(item: _Failure) -> _Failure:
     """``item`` with an exception as its ``error`` described (type and traceback filled in
     where missing) and lone surrogates in its error fields escaped."""
+    if _no_error(item):
+        return item
     error: Any = item.error
     changes: dict[str, Any] = {}
     if isinstance(error, BaseException):
