@@ -88,9 +88,7 @@ class Settler:
         """Settle ``batch``; if the broker refuses it for what it holds, each member alone."""
         try:
             return list(zip(batch, await self._send(batch), strict=True))
-        except _CONTENT_ERRORS as exc:
-            if _is_outage(exc):
-                raise
+        except _CONTENT_ERRORS as exc:  # an outage is retried inside ``_send``, never seen here
             if len(batch) == 1:
                 return [await self._fail_refused(batch[0], exc)]
             log.warning(
@@ -107,8 +105,6 @@ class Settler:
         try:
             return failed, (await self._send([failed]))[0]
         except _CONTENT_ERRORS as again:
-            if _is_outage(again):
-                raise
             log.error("job %s: not settled (%s); it runs again once its lease expires",
                       outcome.job_id, again, extra=extra)  # fmt: skip
             return outcome, False
@@ -130,9 +126,3 @@ class Settler:
                 if failures == 1 or failures % 20 == 0:
                     log.warning("settle failed (%s); retrying in %.2f s", exc, delay)
                 await anyio.sleep(delay)
-
-
-def _is_outage(exc: BaseException) -> bool:
-    """Whether ``exc`` is another taskit error than one about content (a ``ConfigurationError``
-    is a ``ValueError`` too), which no settling one by one would change."""
-    return isinstance(exc, TaskitError) and not isinstance(exc, SerializationError)

@@ -19,7 +19,7 @@ import pytest
 from taskit import App, Job, JobResult, JobStatus, MemoryBroker, Settings, WorkerStats
 from taskit._settler import Settler
 from taskit.broker.base import Broker
-from taskit.errors import SerializationError
+from taskit.errors import BrokerConnectionError, SerializationError
 from taskit.job import (
     MAX_TRACEBACK,
     Outcome,
@@ -269,3 +269,40 @@ async def test_a_batch_refused_for_one_member_settles_the_others_and_fails_that_
             )
         else:
             assert stored.status is JobStatus.COMPLETED
+
+
+class FlakyBroker(MemoryBroker):
+    """A broker that cannot be reached for its first settle call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        self.calls.append(len(outcomes))
+        if len(self.calls) == 1:
+            raise BrokerConnectionError("Redis at redis://x cannot be reached")
+        return await super().settle(outcomes)
+
+
+async def test_an_outage_is_retried_for_the_whole_batch_not_split() -> None:
+    broker = FlakyBroker()
+    app = App(broker)
+
+    @app.task
+    async def noop(n: int) -> None:
+        """Only enqueued and reserved here, never run."""
+
+    for n in range(3):
+        await noop.enqueue(n)
+    leases = await broker.reserve(["default"], count=3, lease=30.0, timeout=0)
+    outcomes = [
+        Outcome(job_id=lease.job.id, token=lease.token, kind=OutcomeKind.COMPLETE,
+                result=JobResult(success=True, value=i))
+        for i, lease in enumerate(leases)
+    ]  # fmt: skip
+
+    reported = await settle_through(broker, outcomes)
+
+    assert broker.calls == [3, 3]
+    assert [(o.kind, ok) for o, ok in reported.values()] == [(OutcomeKind.COMPLETE, True)] * 3
