@@ -5,6 +5,7 @@ like ``taskit worker``; read commands print a table, or JSON with ``--json``."""
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -122,8 +123,13 @@ def job(app_path: str, job_id: str, as_json: bool) -> None:
     for key in ("created_by", "metadata", "error_type", "error"):
         if data.get(key):
             click.echo(f"{key + ':':<14}{data[key]}")
-    if found.result is not None:
-        click.echo(f"{'result:':<14}{json.dumps(msgspec.to_builtins(found.result))}")
+    result = None if found.result is None else msgspec.to_builtins(found.result)
+    trace = found.traceback or (result or {}).pop("traceback", None)
+    if trace:
+        click.echo("traceback:\n" + textwrap.indent(trace.rstrip("\n"), "  "))
+    if result is not None:
+        result.pop("traceback", None)  # shown above
+        click.echo(f"{'result:':<14}{json.dumps(result)}")
 
 
 # -- dead letters -------------------------------------------------------------------------------

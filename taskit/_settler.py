@@ -4,6 +4,12 @@ Runners hand their outcomes to the ``Settler`` and go on with the next job at on
 sends everything that piled up while the previous call was in flight in a single
 ``Broker.settle`` call, so a busy worker pays one round trip per batch rather than per job, and
 an idle one still settles each job the moment it ends (the batch is just smaller).
+
+A batch never fails because of one member. Outcomes are checked one by one before they join it
+(the executor's ``check_result``, and each broker's ``storable``); should a broker still refuse
+a batch for what it holds (``SerializationError`` and the like, not an outage), its members are
+settled one by one, and only one refused on its own is replaced by a FAIL of its job that names
+the error. An outage is retried for the whole batch, as every member suffers it alike.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 
+from taskit._storable import refused
 from taskit.backoff import Exponential
-from taskit.errors import TaskitError
+from taskit.errors import SerializationError, TaskitError
 from taskit.job import Outcome
 
 if TYPE_CHECKING:
@@ -28,13 +36,16 @@ log = logging.getLogger(__name__)
 #: How long to keep retrying a settle call through a broker outage, as a share of the lease:
 #: past the lease the jobs belong to whoever reclaims them, and their outcome no longer counts.
 _OUTAGE_BACKOFF = Exponential(base=0.05, cap=2.0)
+#: What a broker raises when it cannot store what a batch holds: no retry can help the batch.
+_CONTENT_ERRORS = (SerializationError, TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 
 class Settler:
     """Collects outcomes and settles them in batches.
 
     ``on_settled(outcome, applied)`` is called for each outcome once the broker answered
-    (``applied`` false: the token was stale, or the broker stayed unreachable for a lease).
+    (``applied`` false: the token was stale, or the broker stayed unreachable for a lease), with
+    the outcome as settled: a FAIL in place of one the broker refused to store.
     """
 
     def __init__(
@@ -69,9 +80,34 @@ class Settler:
                 continue
             batch, self._pending = self._pending, []
             with anyio.CancelScope(shield=True):
-                applied = await self._send(batch)
-            for outcome, ok in zip(batch, applied, strict=True):
+                settled = await self._settle(batch)
+            for outcome, ok in settled:
                 self._on_settled(outcome, ok)
+
+    async def _settle(self, batch: list[Outcome]) -> list[tuple[Outcome, bool]]:
+        """Settle ``batch``; if the broker refuses it for what it holds, each member alone."""
+        try:
+            return list(zip(batch, await self._send(batch), strict=True))
+        except _CONTENT_ERRORS as exc:  # an outage is retried inside ``_send``, never seen here
+            if len(batch) == 1:
+                return [await self._fail_refused(batch[0], exc)]
+            log.warning(
+                "settling %d jobs together failed (%s); settling each alone", len(batch), exc
+            )
+            return [settled for outcome in batch for settled in await self._settle([outcome])]
+
+    async def _fail_refused(self, outcome: Outcome, exc: Exception) -> tuple[Outcome, bool]:
+        """Settle a FAIL naming ``exc`` in place of ``outcome``, which the broker refused."""
+        failed = refused(outcome, f"{type(exc).__name__}: {exc}")
+        extra = {"job_id": outcome.job_id}
+        log.error("job %s: the broker refused its %s outcome (%s); failing the job",
+                  outcome.job_id, outcome.kind.value, exc, extra=extra)  # fmt: skip
+        try:
+            return failed, (await self._send([failed]))[0]
+        except _CONTENT_ERRORS as again:
+            log.error("job %s: not settled (%s); it runs again once its lease expires",
+                      outcome.job_id, again, extra=extra)  # fmt: skip
+            return outcome, False
 
     async def _send(self, batch: list[Outcome]) -> list[bool]:
         give_up = anyio.current_time() + self._lease
@@ -79,6 +115,8 @@ class Settler:
         while True:
             try:
                 return await self._broker.settle(batch)
+            except SerializationError:
+                raise  # about what the batch holds: retrying it cannot help (see ``_settle``)
             except (TaskitError, OSError) as exc:
                 failures += 1
                 if anyio.current_time() >= give_up:

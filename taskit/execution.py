@@ -22,7 +22,6 @@ import functools
 import inspect
 import logging
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +29,17 @@ import anyio
 import anyio.to_thread
 import msgspec
 
+from taskit._storable import check_result
 from taskit.backoff import BackoffPolicy, Exponential
 from taskit.errors import Fail, JobTimeoutError, Retry, SerializationError, UnknownTaskError
-from taskit.job import Job, JobResult, Lease, Outcome, OutcomeKind, encode_value
+from taskit.job import (
+    Job,
+    JobResult,
+    Lease,
+    Outcome,
+    OutcomeKind,
+    describe_error,
+)
 
 if TYPE_CHECKING:
     from taskit.app import App
@@ -42,8 +49,6 @@ __all__ = ["Executor", "RunningJob", "StopReason", "retry_delay", "retry_or_dead
 
 log = logging.getLogger(__name__)
 
-#: Tracebacks kept on a job are cut to their last this-many characters.
-MAX_TRACEBACK = 16_000
 #: Longest retry delay (a year): a longer one (even ``inf``) is cut to it, so a due time always
 #: fits in a datetime.
 MAX_RETRY_DELAY = 365 * 86400.0
@@ -130,16 +135,16 @@ class Executor:
             result = msgspec.structs.replace(value, duration=duration)
         else:
             result = JobResult(success=True, value=value, duration=duration)
-        try:  # every type: an int past 64 bits or a str with a lone surrogate fails to encode too
-            encode_value(result.value)
+        try:  # checked alone, before it joins a settle batch: a bad one must fail only this job
+            result, _ = check_result(result)
         except SerializationError as exc:
-            bad = SerializationError(f"task {task.name!r} returned a value that {exc}")
+            bad = SerializationError(f"result of task {task.name!r} cannot be stored: {exc}")
             return _outcome(job, token, OutcomeKind.FAIL, bad)
         if not result.success:
             return Outcome(
                 job_id=job.id, token=token, kind=OutcomeKind.FAIL, result=result,
                 error=result.error or "handler returned an unsuccessful result",
-                error_type=result.error_type,
+                error_type=result.error_type, traceback=result.traceback,
             )  # fmt: skip
         return Outcome(job_id=job.id, token=token, kind=OutcomeKind.COMPLETE, result=result)
 
@@ -215,15 +220,11 @@ def _stopped(job: Job, token: str, reason: StopReason | None) -> Outcome | None:
 def _outcome(
     job: Job, token: str, kind: OutcomeKind, error: BaseException, *, delay: float = 0.0
 ) -> Outcome:
-    text = str(error) or type(error).__name__
-    if kind in (OutcomeKind.FAIL, OutcomeKind.DEAD_LETTER):
-        result: JobResult | None = JobResult(
-            success=False, error=text, error_type=type(error).__name__
-        )
-    else:
-        result = None
-    trace = "".join(traceback.format_exception(error))[-MAX_TRACEBACK:]
+    text, error_type, trace = describe_error(error)
+    result = None
+    if kind in (OutcomeKind.FAIL, OutcomeKind.DEAD_LETTER):  # the traceback is kept on the job
+        result = JobResult(success=False, error=text, error_type=error_type)
     return Outcome(
         job_id=job.id, token=token, kind=kind, result=result, error=text,
-        error_type=type(error).__name__, traceback=trace, delay=delay,
+        error_type=error_type, traceback=trace, delay=delay,
     )  # fmt: skip

@@ -12,15 +12,17 @@ import enum
 import os
 import struct
 import threading
+import traceback as _traceback
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from taskit.errors import SerializationError
 
 __all__ = [
+    "MAX_TRACEBACK",
     "SCHEMA_VERSION",
     "Job",
     "JobResult",
@@ -32,17 +34,21 @@ __all__ = [
     "QueueStats",
     "decode_arguments",
     "decode_job",
+    "describe_error",
     "encode_arguments",
     "encode_job",
     "encode_value",
     "new_job_id",
     "result_of",
+    "storable_text",
     "stored_form",
     "utc_from_timestamp",
 ]
 
 #: Version of the ``Job`` wire format; bumped on any change a reader of older bytes must know.
 SCHEMA_VERSION = 2
+#: Tracebacks kept on a job or result are cut to their last this-many characters.
+MAX_TRACEBACK = 16_000
 
 
 class JobStatus(enum.StrEnum):
@@ -74,6 +80,12 @@ class JobResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     A handler's plain return value ``v`` becomes ``JobResult(success=True, value=v)``. A handler may
     return a ``JobResult(success=False, error=...)`` itself: an expected failure, never retried.
     ``duration`` is the handler's run time in seconds (filled in by the worker).
+
+    A failure is stored as text, the same way whether it was raised or returned: ``error`` the
+    message, ``error_type`` the exception's qualified type name, ``traceback`` the formatted
+    traceback (see ``describe_error``). ``error`` may be given as an exception, as in
+    ``JobResult(success=False, error=exc)``: it is turned into those three fields at once (a
+    type or traceback given as well is kept).
     """
 
     success: bool
@@ -81,6 +93,27 @@ class JobResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     error: str | None = None
     error_type: str | None = None
     duration: float | None = None
+    traceback: str | None = None
+
+    if TYPE_CHECKING:  # the constructor also takes an exception as ``error`` (__post_init__)
+
+        def __init__(
+            self,
+            *,
+            success: bool,
+            value: Any = None,
+            error: str | BaseException | None = None,
+            error_type: str | None = None,
+            duration: float | None = None,
+            traceback: str | None = None,
+        ) -> None: ...
+
+    def __post_init__(self) -> None:
+        error: object = self.error
+        if isinstance(error, BaseException):
+            self.error, error_type, traceback = describe_error(error)
+            self.error_type = self.error_type or error_type
+            self.traceback = self.traceback or traceback
 
 
 class Job(
@@ -242,6 +275,30 @@ def utc_from_timestamp(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
+def describe_error(error: BaseException) -> tuple[str, str, str]:
+    """How taskit stores a failure: ``(error, error_type, traceback)``, all text.
+
+    ``error`` is ``str(error)``, or the type's name when that is empty; ``error_type`` the type's
+    qualified name (``__qualname__``: ``ValueError``, ``Client.Declined``); ``traceback`` the
+    formatted traceback (``traceback.format_exception``: only the last line for an exception
+    that was never raised), cut to its last ``MAX_TRACEBACK`` characters. Lone surrogates, which
+    msgpack cannot carry, are escaped (``\\udc80``). The same three fields are kept on ``Job``,
+    ``JobResult`` and ``Outcome``, whether the handler raised the exception or returned it.
+    """
+    message = str(error) or type(error).__name__
+    trace = "".join(_traceback.format_exception(error))[-MAX_TRACEBACK:]
+    return storable_text(message), storable_text(type(error).__qualname__), storable_text(trace)
+
+
+def storable_text(text: str) -> str:
+    """``text`` as msgpack can carry it: lone surrogates escaped, anything else unchanged."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
 def encode_value(value: Any) -> bytes:
     """msgpack-encode ``value``; raises ``SerializationError`` naming its type."""
     try:
@@ -353,9 +410,16 @@ def _is_fresh(job: Job) -> bool:
 
 
 def result_of(job: Job) -> JobResult:
-    """The ``JobResult`` of a finished job (one is made up for a cancelled or dead job)."""
-    if job.result is not None:
-        return job.result
+    """The ``JobResult`` of a finished job (one is made up for a cancelled or dead job). A failed
+    result carries the job's traceback when it has none of its own (a raised failure's traceback
+    is stored once, on the job)."""
+    result = job.result
+    if result is not None:
+        if result.success or result.traceback is not None or job.traceback is None:
+            return result
+        return msgspec.structs.replace(result, traceback=job.traceback)
     if job.status is JobStatus.CANCELLED:
         return JobResult(success=False, error="job was cancelled", error_type="Cancelled")
-    return JobResult(success=False, error=job.error, error_type=job.error_type)
+    return JobResult(
+        success=False, error=job.error, error_type=job.error_type, traceback=job.traceback
+    )

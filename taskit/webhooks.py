@@ -145,7 +145,7 @@ class WebhookDelivery(JobHandler):
         try:  # again: a producer that does not know this handler (app.remote) checked nothing
             self.validate_payload(fields)
         except (TypeError, ValueError) as exc:
-            return JobResult(success=False, error=str(exc), error_type=type(exc).__name__)
+            return JobResult(success=False, error=exc)  # message, type and traceback
         url, topic = fields["url"], fields["topic"]
         secret = self.secret_for(topic)
         if not secret:

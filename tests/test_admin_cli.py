@@ -87,6 +87,19 @@ def test_enqueue_then_job_shows_it(broker: RedisBroker) -> None:
     assert '"value": 5' in text
 
 
+def test_job_shows_the_error_its_type_and_traceback(broker: RedisBroker) -> None:
+    job_id = ok("enqueue", APP, "ops.boom").strip()
+    run_worker()
+    text = ok("job", APP, job_id)
+    assert "error_type:   RuntimeError" in text
+    assert "error:        boom" in text
+    trace = text[text.index("traceback:\n") :]
+    assert '    raise RuntimeError("boom")' in trace  # indented under its heading
+    assert "  RuntimeError: boom" in trace
+    data = json.loads(ok("job", APP, job_id, "--json"))
+    assert data["traceback"].endswith("RuntimeError: boom\n")
+
+
 def test_enqueue_with_kwargs_delay_and_queue(broker: RedisBroker) -> None:
     out = ok("enqueue", APP, "ops.add", "--kwargs", '{"a": 1, "b": 2}', "--delay", "60",
              "-q", "side", "--json")  # fmt: skip

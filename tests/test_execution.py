@@ -513,7 +513,8 @@ async def test_an_unencodable_return_value_fails_the_job(value: Any) -> None:
     assert failed.attempts == 1
     assert failed.error_type == "SerializationError"
     assert failed.error is not None
-    assert "returned a value" in failed.error
+    assert f"result of task {produce.name!r} cannot be stored: " in failed.error
+    assert "is not serializable" in failed.error
     assert (stats.failed, stats.retried) == (1, 0)
 
 

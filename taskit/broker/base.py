@@ -93,6 +93,12 @@ class Broker(abc.ABC):
         TTL); RETRY makes it RETRYING, due after ``delay``; DEAD_LETTER moves it to its queue's dead
         letters; RELEASE makes it PENDING at once and refunds the attempt (shutdown, not failure).
         A RETRY or RELEASE of a job whose cancel was requested while it ran ends it CANCELLED.
+
+        One outcome never fails the call, nor the others in it: each is checked and encoded on
+        its own (``taskit._storable.storable``). An exception given as an error is stored as text
+        (message, type, traceback); a result that cannot be stored makes that job FAILED with a
+        ``SerializationError`` naming the problem (answered ``True``: it was settled); an outcome
+        whose job id or token is not text is answered ``False``. Nothing unreadable is stored.
         """
 
     @abc.abstractmethod

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import anyio
 import msgspec
 
+from taskit._storable import storable
 from taskit.broker._memory_state import WAITING, MemoryState, Record, copy_job, encode_for_store
 from taskit.broker._wakeup import Waiter, wake_all
 from taskit.broker.base import Broker
@@ -132,13 +133,17 @@ class MemoryBroker(MemoryState, Broker):
         return states
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        # Each checked and copied alone, before the lock: what cannot be stored fails its own
+        # job (see ``storable``) and never enters the state, where it would break every read.
+        checked = [storable(outcome) for outcome in outcomes]
         applied: list[bool] = []
         with self._lock:
             now = self._clock.time()
             fronts: list[Record] = []  # ready again, at the front of their priority
-            for outcome in outcomes:
-                record = self._held(outcome.job_id, outcome.token)
-                if record is not None and self._apply(record, outcome, now):
+            for given in checked:
+                outcome = None if given is None else given[0]
+                record = None if outcome is None else self._held(outcome.job_id, outcome.token)
+                if outcome is not None and record is not None and self._apply(record, outcome, now):
                     fronts.append(record)
                 applied.append(record is not None)
             # In the order they were reserved, ahead of every waiting job (as on Redis).

@@ -26,6 +26,7 @@ import anyio
 import msgspec
 import redis.exceptions
 
+from taskit._storable import storable
 from taskit.broker._redis_base import _SCRIPTS, BATCH, RedisBase, ms
 from taskit.broker._redis_wait import PIPELINE_FROM, wait, wait_then_run
 from taskit.broker._resp import FastClient
@@ -45,7 +46,6 @@ from taskit.job import (
     Outcome,
     OutcomeKind,
     decode_job,
-    encode_value,
     stored_form,
 )
 
@@ -220,14 +220,17 @@ class RedisBroker(RedisBase):
         done: list[str] = []
         args: list[Arg] = [self._ttl_ms, 0]
         sent: list[int] = []
-        for i, outcome in enumerate(outcomes):
-            parts = split_token(outcome.token)
-            if parts is None or " " in parts[0]:
+        for i, given in enumerate(outcomes):
+            # Each outcome is encoded alone: one that cannot be stored fails its own job (see
+            # ``storable``), never the call and with it the others.
+            checked = storable(given)
+            parts = None if checked is None else split_token(given.token)
+            if checked is None or parts is None or " " in parts[0]:
                 continue  # not a token this broker made: stale by definition
+            outcome, result = checked
             rand, queue = parts
             q = queues.setdefault(queue, len(queues) + 1)
             done.append(k.done(outcome.job_id))
-            result = b"" if outcome.result is None else encode_value(outcome.result)
             error = encode_error(outcome.error, outcome.error_type, outcome.traceback)
             meta = f"{rand} {outcome.kind.value} {q} {ms(outcome.delay)}"
             args += [outcome.job_id, meta, error, result]

@@ -65,3 +65,9 @@ async def call_directly() -> None:
     assert_type(await add(1, 2), int)
     assert_type(send("ada@example.com", subject="hi"), None)
     assert_type(await fetch("u"), bytes)
+
+
+def declined(exc: ValueError) -> JobResult:
+    result = JobResult(success=False, error=exc)  # an exception is taken as the error
+    assert_type(result.error, str | None)  # and read back as text
+    return result

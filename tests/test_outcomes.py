@@ -1,0 +1,308 @@
+"""What a worker stores of a job's outcome, end to end on memory, real Redis and fakeredis.
+
+A handler may return ``JobResult(success=False, error=exc)``: the exception is stored as its
+message, type and traceback, readable through ``get_job``, ``result`` and the dead letters. An
+outcome that cannot be stored fails that job alone; the jobs settled with it complete exactly
+once. The batching settler is also tested against a broker that refuses a batch for what it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from taskit import App, Job, JobResult, JobStatus, MemoryBroker, Settings, WorkerStats
+from taskit._settler import Settler
+from taskit.broker.base import Broker
+from taskit.errors import BrokerConnectionError, SerializationError
+from taskit.job import (
+    MAX_TRACEBACK,
+    Outcome,
+    OutcomeKind,
+    describe_error,
+    encode_arguments,
+    result_of,
+    utc_from_timestamp,
+)
+from tests.broker._redis_kinds import open_redis_harness
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 10.0  # a hang fails the test instead of stalling the run
+KINDS = ["memory", "redis", "fakeredis"]
+
+
+# -- the stored form of a failure ---------------------------------------------------------------
+class Payments:
+    class Declined(Exception):
+        """Nested, so its qualified name differs from its name."""
+
+
+def test_describe_error_gives_message_qualified_type_and_traceback() -> None:
+    try:
+        raise Payments.Declined("card declined")
+    except Payments.Declined as exc:
+        message, error_type, trace = describe_error(exc)
+    assert (message, error_type) == ("card declined", "Payments.Declined")
+    assert trace.startswith("Traceback (most recent call last):")
+    assert 'raise Payments.Declined("card declined")' in trace
+    assert trace.endswith("Payments.Declined: card declined\n")
+
+
+def test_describe_error_of_a_bare_exception_uses_its_type_name_and_cuts_long_tracebacks() -> None:
+    assert describe_error(KeyError()) == ("KeyError", "KeyError", "KeyError\n")
+    _, _, trace = describe_error(ValueError("x" * (2 * MAX_TRACEBACK)))
+    assert len(trace) == MAX_TRACEBACK
+    assert trace.endswith("xxx\n")  # the end, where the error is, is kept
+
+
+def test_describe_error_escapes_what_msgpack_cannot_carry() -> None:
+    message, _, trace = describe_error(FileNotFoundError("no file caf\udce9"))
+    assert message == "no file caf\\udce9"
+    assert "caf\\udce9" in trace
+
+
+def test_a_job_result_takes_an_exception_as_its_error() -> None:
+    result = JobResult(success=False, error=Payments.Declined("no funds"))
+    assert (result.error, result.error_type, result.traceback) == (
+        "no funds",
+        "Payments.Declined",
+        "tests.test_outcomes.Payments.Declined: no funds\n",
+    )
+    kept = JobResult(success=False, error=ValueError("x"), error_type="Declined")
+    assert (kept.error, kept.error_type) == ("x", "Declined")
+    decoded = msgspec.msgpack.decode(msgspec.msgpack.encode(result), type=JobResult)
+    assert decoded == result
+
+
+def test_the_result_of_a_raised_failure_carries_the_jobs_traceback() -> None:
+    job = Job(
+        id="j", task="t", queue="q", payload=encode_arguments((), {}),
+        created_at=utc_from_timestamp(0), status=JobStatus.DEAD_LETTER, error="boom",
+        error_type="RuntimeError", traceback="Traceback ...\nRuntimeError: boom\n",
+        result=JobResult(success=False, error="boom", error_type="RuntimeError"),
+    )  # fmt: skip
+    assert result_of(job) == JobResult(
+        success=False, error="boom", error_type="RuntimeError", traceback=job.traceback
+    )
+    job.result = None
+    assert result_of(job).traceback == job.traceback
+
+
+# -- end to end, on every broker -----------------------------------------------------------------
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # redis-py runs on asyncio only; the memory kind runs here alike
+
+
+@asynccontextmanager
+async def app_on(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[App]:
+    settings = Settings(backoff=0.0, visibility_timeout=2.0, reaper_interval=0.2)
+    if kind == "memory":
+        yield App(MemoryBroker(), settings=settings)
+        return
+    async with open_redis_harness(kind, request) as harness:
+        yield App(harness.broker, settings=settings)
+
+
+async def burst(app: App, concurrency: int) -> WorkerStats:
+    with anyio.fail_after(WAIT):
+        return await app.worker(concurrency=concurrency).run(burst=True)
+
+
+def declined(message: str) -> JobResult:
+    """What the reference handlers do: catch the exception, return it as the error."""
+    try:
+        raise ValueError(message)
+    except ValueError as exc:
+        return JobResult(success=False, error=exc)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_returned_exception_is_stored_with_type_message_and_traceback(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    async with app_on(kind, request) as app:
+
+        @app.task
+        async def charge() -> JobResult:
+            return declined("x")
+
+        job = await charge.enqueue()
+        stats = await burst(app, 1)
+
+        stored = await app.get_job(job.id)
+        assert stored is not None
+        assert (stored.status, stored.attempts) == (JobStatus.FAILED, 1)
+        assert (stored.error, stored.error_type) == ("x", "ValueError")
+        assert stored.traceback is not None
+        assert "raise ValueError(message)" in stored.traceback
+        assert stored.traceback.endswith("ValueError: x\n")
+        result = await app.result(job.id, timeout=WAIT)
+        assert (result.success, result.error, result.error_type) == (False, "x", "ValueError")
+        assert result.traceback == stored.traceback
+        assert (stats.failed, stats.retried, stats.completed) == (1, 0, 0)
+
+
+BAD: dict[str, Any] = {
+    "exception error": declined("x"),
+    "unencodable value": JobResult(success=True, value=object()),
+    "error not text": JobResult(success=False, error=42),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD), ids=list(BAD))
+@pytest.mark.parametrize("kind", KINDS)
+async def test_one_bad_outcome_does_not_touch_the_jobs_settled_with_it(
+    kind: str, bad: str, request: pytest.FixtureRequest
+) -> None:
+    async with app_on(kind, request) as app:
+        started = 0
+        all_in = anyio.Event()
+
+        async def together() -> None:  # all six end at once: their outcomes share batches
+            nonlocal started
+            started += 1
+            if started == 6:
+                all_in.set()
+            await all_in.wait()
+
+        @app.task
+        async def good(n: int) -> int:
+            await together()
+            return n
+
+        @app.task
+        async def odd() -> Any:
+            await together()
+            return BAD[bad]
+
+        goods = [await good.enqueue(n) for n in range(5)]
+        odd_job = await odd.enqueue()
+        stats = await burst(app, 6)
+
+        assert (stats.completed, stats.failed, stats.retried, stats.lost) == (5, 1, 0, 0)
+        for n, job in enumerate(goods):
+            done = await app.get_job(job.id)
+            assert done is not None
+            assert (done.status, done.attempts) == (JobStatus.COMPLETED, 1)
+            assert (await app.result(job.id)).value == n
+        failed = await app.get_job(odd_job.id)  # never raises: nothing unreadable was stored
+        assert failed is not None
+        assert (failed.status, failed.attempts) == (JobStatus.FAILED, 1)
+        assert failed.error is not None
+        if bad == "exception error":
+            assert (failed.error, failed.error_type) == ("x", "ValueError")
+        else:
+            assert failed.error_type == "SerializationError"
+            assert f"result of task {odd.name!r} cannot be stored" in failed.error
+        queue = app.settings.default_queue
+        assert (await app.stats([queue]))[queue].running == 0
+
+
+# -- the settler against a broker that refuses a batch for one member ----------------------------
+class PickyBroker(MemoryBroker):
+    """A broker that refuses a whole settle call when any outcome's result is the value
+    ``"poison"`` (as a broker that encodes a batch in one piece would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        self.calls.append(len(outcomes))
+        if any(o.result is not None and o.result.value == "poison" for o in outcomes):
+            raise SerializationError("cannot encode 'poison'")
+        return await super().settle(outcomes)
+
+
+async def settle_through(
+    broker: Broker, outcomes: list[Outcome]
+) -> dict[str, tuple[Outcome, bool]]:
+    """Submit ``outcomes`` to a Settler at once; what it reported, by job id."""
+    reported: dict[str, tuple[Outcome, bool]] = {}
+    settler = Settler(broker, 5.0, lambda o, ok: reported.__setitem__(o.job_id, (o, ok)))
+    for item in outcomes:
+        settler.submit(item)
+    settler.close()
+    with anyio.fail_after(WAIT):
+        await settler.run()
+    return reported
+
+
+async def test_a_batch_refused_for_one_member_settles_the_others_and_fails_that_one() -> None:
+    broker = PickyBroker()
+    app = App(broker)
+
+    @app.task
+    async def noop(n: int) -> None:
+        """Only enqueued and reserved here, never run."""
+
+    jobs = [await noop.enqueue(n) for n in range(6)]
+    leases = await broker.reserve(["default"], count=6, lease=30.0, timeout=0)
+    outcomes = [
+        Outcome(job_id=lease.job.id, token=lease.token, kind=OutcomeKind.COMPLETE,
+                result=JobResult(success=True, value="poison" if i == 3 else i))
+        for i, lease in enumerate(leases)
+    ]  # fmt: skip
+
+    reported = await settle_through(broker, outcomes)
+
+    assert broker.calls[0] == 6  # one batch first, then each member alone
+    assert all(ok for _, ok in reported.values())
+    bad = leases[3].job.id
+    assert reported[bad][0].kind is OutcomeKind.FAIL
+    for job in jobs:
+        stored = await app.get_job(job.id)
+        assert stored is not None
+        assert stored.attempts == 1
+        if job.id == bad:
+            assert (stored.status, stored.error_type) == (JobStatus.FAILED, "SerializationError")
+            assert stored.error is not None
+            assert (
+                "the broker refused it: SerializationError: cannot encode 'poison'" in stored.error
+            )
+        else:
+            assert stored.status is JobStatus.COMPLETED
+
+
+class FlakyBroker(MemoryBroker):
+    """A broker that cannot be reached for its first settle call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        self.calls.append(len(outcomes))
+        if len(self.calls) == 1:
+            raise BrokerConnectionError("Redis at redis://x cannot be reached")
+        return await super().settle(outcomes)
+
+
+async def test_an_outage_is_retried_for_the_whole_batch_not_split() -> None:
+    broker = FlakyBroker()
+    app = App(broker)
+
+    @app.task
+    async def noop(n: int) -> None:
+        """Only enqueued and reserved here, never run."""
+
+    for n in range(3):
+        await noop.enqueue(n)
+    leases = await broker.reserve(["default"], count=3, lease=30.0, timeout=0)
+    outcomes = [
+        Outcome(job_id=lease.job.id, token=lease.token, kind=OutcomeKind.COMPLETE,
+                result=JobResult(success=True, value=i))
+        for i, lease in enumerate(leases)
+    ]  # fmt: skip
+
+    reported = await settle_through(broker, outcomes)
+
+    assert broker.calls == [3, 3]
+    assert [(o.kind, ok) for o, ok in reported.values()] == [(OutcomeKind.COMPLETE, True)] * 3
