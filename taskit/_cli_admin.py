@@ -227,15 +227,17 @@ def enqueue(
     app_path: str, task_name: str, args_json: str, kwargs_json: str, delay: float | None,
     queue: str | None, as_json: bool,
 ) -> None:  # fmt: skip
-    """Enqueue registered task TASK; the arguments are checked against its signature and
-    parameter types first, as a worker would, and nothing is enqueued if they do not fit."""
+    """Enqueue registered task TASK. The JSON arguments are converted to the parameter types
+    as a worker converts a payload (a list for a tuple, a string for a datetime), then checked
+    as every enqueue is checked; nothing is enqueued if they do not fit."""
     args = _json_arg(args_json, list, "--args")
     kwargs = _json_arg(kwargs_json, dict, "--kwargs")
     app = _load(app_path)
     try:
         task = app.get_task(task_name)
         variant = task.options(queue=queue, created_by="taskit enqueue")
-        task.load_arguments(variant.prepare(*args, **kwargs))  # as the worker will
+        args, kwargs = task.convert_arguments(args, kwargs)
+        variant.prepare(*args, **kwargs)
     except UnknownTaskError:
         known = ", ".join(sorted(app.tasks)) or "none"
         raise click.ClickException(f"unknown task {task_name!r} (registered: {known})") from None
