@@ -181,7 +181,7 @@ def difference(sent: Any, got: Any, path: str = "") -> str | None:
     if ts is not tg:
         if ts is int and tg is float and sent == got:
             return None
-        return f"{_a(ts.__qualname__)}{where} would arrive as {_a(tg.__qualname__)}"
+        return f"{ts.__qualname__}{where} would arrive as {tg.__qualname__}"
     if isinstance(sent, list | tuple):
         if len(sent) != len(got):
             return f"{len(sent)} items{where} would arrive as {len(got)}"
@@ -200,7 +200,7 @@ def difference(sent: Any, got: Any, path: str = "") -> str | None:
         return None
     if isinstance(sent, set | frozenset):
         if {_typed(x) for x in sent} != {_typed(x) for x in got}:
-            return f"the members of {_a(ts.__qualname__)}{where} would change"
+            return f"the members of the {ts.__qualname__}{where} would change"
         return None
     fields = _fields(sent)
     if fields is not None:
@@ -264,7 +264,3 @@ def type_name(hint: Any) -> str:
 def _kind(value: Any) -> str:
     text = repr(value)
     return f"{type(value).__qualname__} {text if len(text) <= 40 else text[:37] + '...'}"
-
-
-def _a(noun: str) -> str:
-    return f"an {noun}" if noun[:1] in "aeiouAEIOU" else f"a {noun}"

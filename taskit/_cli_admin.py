@@ -229,20 +229,25 @@ def enqueue(
 ) -> None:  # fmt: skip
     """Enqueue registered task TASK. The JSON arguments are converted to the parameter types
     as a worker converts a payload (a list for a tuple, a string for a datetime), then checked
-    as every enqueue is checked; nothing is enqueued if they do not fit."""
+    as every enqueue is checked (even with the task's validate=False); nothing is enqueued if
+    they do not fit."""
     args = _json_arg(args_json, list, "--args")
     kwargs = _json_arg(kwargs_json, dict, "--kwargs")
     app = _load(app_path)
     try:
         task = app.get_task(task_name)
-        variant = task.options(queue=queue, created_by="taskit enqueue")
-        args, kwargs = task.convert_arguments(args, kwargs)
+        variant = task.options(queue=queue, created_by="taskit enqueue", validate=True)
+        try:
+            args, kwargs = task.convert_arguments(args, kwargs)
+        except msgspec.ValidationError:  # the check below refuses them as code's enqueue does
+            pass
         variant.prepare(*args, **kwargs)
     except UnknownTaskError:
         known = ", ".join(sorted(app.tasks)) or "none"
         raise click.ClickException(f"unknown task {task_name!r} (registered: {known})") from None
-    except (TypeError, ValueError, SerializationError, msgspec.ValidationError) as exc:
-        raise click.ClickException(f"arguments do not fit task {task_name!r}: {exc}") from None
+    except (TypeError, ValueError, SerializationError) as exc:
+        reason = str(exc).removeprefix(f"task {task_name!r}: ")
+        raise click.ClickException(f"arguments do not fit task {task_name!r}: {reason}") from None
     if delay:
         done = run(app, lambda: variant.schedule(delay, *args, **kwargs))
     else:

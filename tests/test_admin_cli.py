@@ -103,7 +103,7 @@ def test_enqueue_with_kwargs_delay_and_queue(broker: RedisBroker) -> None:
     [
         (["ops.nope"], "unknown task 'ops.nope' (registered: ops.add, ops.boom, ops.tick)"),
         (["ops.add", "--args", "[1]"], "arguments do not fit task 'ops.add': "),
-        (["ops.add", "--args", '["x", 2]'], "argument 'a': Expected `int`, got `str`"),
+        (["ops.add", "--args", '["x", 2]'], "argument 'a' must be int, got str 'x'"),
         (["ops.add", "--kwargs", '{"a": 1, "b": 2, "c": 3}'], "unexpected keyword argument 'c'"),
         (["ops.add", "--args", "[1, 2"], "not JSON"),
         (["ops.add", "--args", '{"a": 1}'], "must be a JSON list"),
