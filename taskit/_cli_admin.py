@@ -4,6 +4,7 @@ like ``taskit worker``; read commands print a table, or JSON with ``--json``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -237,10 +238,8 @@ def enqueue(
     try:
         task = app.get_task(task_name)
         variant = task.options(queue=queue, created_by="taskit enqueue", validate=True)
-        try:
-            args, kwargs = task.convert_arguments(args, kwargs)
-        except msgspec.ValidationError:  # the check below refuses them as code's enqueue does
-            pass
+        with contextlib.suppress(msgspec.ValidationError):  # then the check below refuses
+            args, kwargs = task.convert_arguments(args, kwargs)  # them as code's enqueue does
         variant.prepare(*args, **kwargs)
     except UnknownTaskError:
         known = ", ".join(sorted(app.tasks)) or "none"

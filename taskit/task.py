@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import msgspec
 
-from taskit._arguments import ArgumentTypes, convert
+from taskit._arguments import ArgumentTypes
 from taskit.backoff import BackoffPolicy
-from taskit.errors import SerializationError
 from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ class TaskVariant(Generic[P, R]):
         if kwargs or len(args) != task._plain_arity:  # plain positional calls bind by count
             task.check_call(args, kwargs, validate=validate)
         elif validate and task.fn is not None:
-            task.argument_types().check_positional(task.positional_names, args)
+            (task._types or task.argument_types()).check_positional(task.positional_names, args)
         opts = task.opts
         return Job(
             id=new_job_id() if o.job_id is None else o.job_id,
@@ -223,18 +222,18 @@ class Task(TaskVariant[P, R]):
         ``load_arguments``."""
         if self.signature is None:
             return args, kwargs
-        converters = self.argument_types().converters
+        arrivals = self.argument_types().arrivals
         if not kwargs and len(args) == self._plain_arity:  # the common case, without bind()
             for i, name in enumerate(self.positional_names):
-                target = converters.get(name)
-                if target is not None:
-                    args[i] = convert(name, args[i], target)
+                arrival = arrivals.get(name)
+                if arrival is not None:
+                    args[i] = arrival.named(name, args[i])
             return args, kwargs
         bound = self.signature.bind(*args, **kwargs).arguments
         for name, value in bound.items():
-            target = converters.get(name)
-            if target is not None:
-                bound[name] = convert(name, value, target)
+            arrival = arrivals.get(name)
+            if arrival is not None:
+                bound[name] = arrival.named(name, value)
         return _reshape(self.signature, bound, len(args), kwargs)
 
     def argument_types(self) -> ArgumentTypes:
@@ -259,11 +258,9 @@ def _reshape(
             args += bound[param.name]
         elif param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
             args.append(bound[param.name])
-    extra = next((p.name for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD), None)
-    return args, {
-        key: bound[key] if key in bound and key != extra else bound[extra][key]
-        for key in kwargs
-    }
+    extra = next((p.name for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD), "")
+    collected = bound.get(extra, {})  # the keywords that **kwargs took
+    return args, {k: bound[k] if k in bound and k != extra else collected[k] for k in kwargs}
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
