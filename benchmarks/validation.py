@@ -4,9 +4,9 @@ side, for a few argument shapes (pure client CPU, no broker); then whole single 
 (``await task.enqueue(...)``, one at a time) against a ``redis-server`` of its own, on and off,
 for the cheapest and a costly shape.
 
-Each figure is the median over ``--runs`` runs of the mean time per call; on and off alternate run
-by run, so drift on a shared machine hits both. Prints a Markdown table and writes it, with the
-date and machine, to ``benchmarks/results/validation-<date>.md``.
+Each figure is the median over ``--runs`` runs of the mean time per call; on and off take
+turns going first, so drift on a shared machine hits both. Prints a Markdown table and writes
+it, with the date and machine, to ``benchmarks/results/validation-<date>.md``.
 
     .venv/bin/python -m benchmarks.validation [--runs 9] [--calls 20000] [--jobs 2000]
 """
@@ -85,10 +85,12 @@ def measure(runs: int, calls: int) -> list[tuple[str, float, float]]:
         on, off = task.prepare, task.options(validate=False).prepare
         on(*args, **kwargs)  # compiles the check, warms caches
         off(*args, **kwargs)
-        with_check, without = [], []
-        for _ in range(runs):
-            with_check.append(per_call(on, args, kwargs, calls))
-            without.append(per_call(off, args, kwargs, calls))
+        with_check: list[float] = []
+        without: list[float] = []
+        for run in range(runs):
+            order = [(on, with_check), (off, without)]
+            for prepare, out in order if run % 2 else order[::-1]:  # neither always first
+                out.append(per_call(prepare, args, kwargs, calls))
         rows.append((label, statistics.median(with_check) * 1e6, statistics.median(without) * 1e6))
     return rows
 
@@ -103,8 +105,9 @@ async def enqueue_rate(url: str, runs: int, jobs: int) -> list[tuple[str, float,
             on, off = task.enqueue, task.options(validate=False).enqueue
             await on(*args, **kwargs)  # connects, loads the scripts
             timings: tuple[list[float], list[float]] = ([], [])
-            for _ in range(runs):
-                for enqueue, out in ((on, timings[0]), (off, timings[1])):
+            for run in range(runs):
+                order = [(on, timings[0]), (off, timings[1])]
+                for enqueue, out in order if run % 2 else order[::-1]:  # neither always first
                     started = time.perf_counter()
                     for _ in range(jobs):
                         await enqueue(*args, **kwargs)
