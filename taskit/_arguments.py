@@ -88,10 +88,12 @@ class Arrival:
                 raise TypeError(f"annotation {type_name(self.hint)}: {exc}") from None
         return decoder.decode(data)
 
-    def named(self, name: str, value: Any) -> Any:
-        """``self(value)``; an error names the argument."""
+    def named(self, name: str, value: Any, *, from_json: bool = False) -> Any:
+        """``self(value)``; an error names the argument. ``from_json``: ``value`` came from
+        JSON (``taskit enqueue``), so it is converted as msgspec converts builtins (a base64
+        string for ``bytes``, an ISO string for a ``datetime``), not taken through msgpack."""
         try:
-            return self(value)
+            return msgspec.convert(value, self.hint) if from_json else self(value)
         except msgspec.ValidationError as exc:
             raise msgspec.ValidationError(f"argument {name!r}: {exc}") from None
         except SerializationError as exc:

@@ -238,8 +238,10 @@ def enqueue(
     try:
         task = app.get_task(task_name)
         variant = task.options(queue=queue, created_by="taskit enqueue", validate=True)
-        with contextlib.suppress(msgspec.ValidationError):  # then the check below refuses
-            args, kwargs = task.convert_arguments(args, kwargs)  # them as code's enqueue does
+        # JSON to the parameter types; values that do not convert are left for the check
+        # below, which refuses them in the words of code's enqueue
+        with contextlib.suppress(msgspec.ValidationError):
+            args, kwargs = task.convert_arguments(args, kwargs, from_json=True)
         variant.prepare(*args, **kwargs)
     except UnknownTaskError:
         known = ", ".join(sorted(app.tasks)) or "none"

@@ -119,7 +119,7 @@ class HandlerTask(Task[..., Any]):
             check_any(self.name, kwargs)
 
     def convert_arguments(
-        self, args: list[Any], kwargs: dict[str, Any]
+        self, args: list[Any], kwargs: dict[str, Any], *, from_json: bool = False
     ) -> tuple[list[Any], dict[str, Any]]:
         """A handler's payload stays as it is (plain values): ``handle`` reads ``job.kwargs``."""
         return args, kwargs

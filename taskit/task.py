@@ -215,10 +215,11 @@ class Task(TaskVariant[P, R]):
         return self.convert_arguments(args, kwargs)
 
     def convert_arguments(
-        self, args: list[Any], kwargs: dict[str, Any]
+        self, args: list[Any], kwargs: dict[str, Any], *, from_json: bool = False
     ) -> tuple[list[Any], dict[str, Any]]:
-        """Plain values (as msgpack or JSON decoded them) converted to the annotated types, as
-        the worker does before calling the handler (``args`` is converted in place). Raises as
+        """Plain values (as msgpack decoded them) converted to the annotated types, as the worker
+        does before calling the handler (``args`` is converted in place); ``from_json``: values
+        from JSON (``taskit enqueue``), converted as msgspec converts builtins. Raises as
         ``load_arguments``."""
         if self.signature is None:
             return args, kwargs
@@ -227,13 +228,13 @@ class Task(TaskVariant[P, R]):
             for i, name in enumerate(self.positional_names):
                 arrival = arrivals.get(name)
                 if arrival is not None:
-                    args[i] = arrival.named(name, args[i])
+                    args[i] = arrival.named(name, args[i], from_json=from_json)
             return args, kwargs
         bound = self.signature.bind(*args, **kwargs).arguments
         for name, value in bound.items():
             arrival = arrivals.get(name)
             if arrival is not None:
-                bound[name] = arrival.named(name, value)
+                bound[name] = arrival.named(name, value, from_json=from_json)
         return _reshape(self.signature, bound, len(args), kwargs)
 
     def argument_types(self) -> ArgumentTypes:

@@ -37,6 +37,11 @@ def span(pair: tuple[int, int], at: datetime) -> str:
     return f"{type(pair).__name__} {type(at).__name__}"
 
 
+@app.task(name="ops.size")
+def size(data: bytes) -> int:
+    return len(data)
+
+
 @app.task(name="ops.boom", max_retries=0)
 def boom() -> None:
     raise RuntimeError("boom")
