@@ -2,6 +2,9 @@
 # Sets up .venv (if needed) with taskit and its dev, redis and examples extras (the examples'
 # tests need FastAPI and Flask and must not skip), then runs the whole test suite.
 # Extra arguments go to pytest. Tests that need Redis use 127.0.0.1:6379.
+# The editable install is a plain path entry (pyproject.toml maps the root as the package
+# directory), not an import hook, so mypy finds taskit in it: tests/test_typing.py checks that
+# from outside the tree, and a wheel install too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then

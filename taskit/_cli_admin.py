@@ -4,6 +4,7 @@ like ``taskit worker``; read commands print a table, or JSON with ``--json``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import textwrap
 from collections.abc import Awaitable, Callable, Sequence
@@ -233,20 +234,27 @@ def enqueue(
     app_path: str, task_name: str, args_json: str, kwargs_json: str, delay: float | None,
     queue: str | None, as_json: bool,
 ) -> None:  # fmt: skip
-    """Enqueue registered task TASK; the arguments are checked against its signature and
-    parameter types first, as a worker would, and nothing is enqueued if they do not fit."""
+    """Enqueue registered task TASK. The JSON arguments are converted to the parameter types
+    as a worker converts a payload (a list for a tuple, a string for a datetime), then checked
+    as every enqueue is checked (even with the task's validate=False); nothing is enqueued if
+    they do not fit."""
     args = _json_arg(args_json, list, "--args")
     kwargs = _json_arg(kwargs_json, dict, "--kwargs")
     app = _load(app_path)
     try:
         task = app.get_task(task_name)
-        variant = task.options(queue=queue, created_by="taskit enqueue")
-        task.load_arguments(variant.prepare(*args, **kwargs))  # as the worker will
+        variant = task.options(queue=queue, created_by="taskit enqueue", validate=True)
+        # JSON to the parameter types; values that do not convert are left for the check
+        # below, which refuses them in the words of code's enqueue
+        with contextlib.suppress(msgspec.ValidationError):
+            args, kwargs = task.convert_arguments(args, kwargs, from_json=True)
+        variant.prepare(*args, **kwargs)
     except UnknownTaskError:
         known = ", ".join(sorted(app.tasks)) or "none"
         raise click.ClickException(f"unknown task {task_name!r} (registered: {known})") from None
-    except (TypeError, ValueError, SerializationError, msgspec.ValidationError) as exc:
-        raise click.ClickException(f"arguments do not fit task {task_name!r}: {exc}") from None
+    except (TypeError, ValueError, SerializationError) as exc:
+        reason = str(exc).removeprefix(f"task {task_name!r}: ")
+        raise click.ClickException(f"arguments do not fit task {task_name!r}: {reason}") from None
     if delay:
         done = run(app, lambda: variant.schedule(delay, *args, **kwargs))
     else:

@@ -109,6 +109,7 @@ class App:
         queue: str | None = None,
         priority: int = 0,
         on_failure: OnFailure | None = None,
+        validate: bool = True,
     ) -> TaskDecorator: ...
 
     def task(
@@ -122,6 +123,7 @@ class App:
         queue: str | None = None,
         priority: int = 0,
         on_failure: OnFailure | None = None,
+        validate: bool = True,
     ) -> Task[P, R] | TaskDecorator:
         """Register a function (``async def`` or ``def``) as a task.
 
@@ -129,7 +131,8 @@ class App:
         ``DuplicateTaskError``. ``max_retries=3`` allows four runs. ``backoff`` is an exponential
         base in seconds or a callable ``attempt -> seconds``. ``timeout`` (seconds) cancels an
         async handler; a sync handler's thread cannot be stopped: it is abandoned and runs on,
-        its result discarded. ``on_failure(job, error)`` runs on every failure.
+        its result discarded. ``on_failure(job, error)`` runs on every failure. ``validate=False``
+        skips the argument type check at enqueue (guide: "Arguments").
         """
         _check_queue(queue, "queue")
         _check_int(priority, "priority")
@@ -151,6 +154,7 @@ class App:
                 backoff=policy,
                 timeout=timeout if timeout is not None else self.settings.job_timeout,
                 on_failure=on_failure,
+                validate=validate,
             )
             return self._register(Task(self, func, opts))
 

@@ -35,6 +35,7 @@ import abc
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from taskit._arguments import check_any
 from taskit.backoff import Backoff, as_policy
 from taskit.errors import SerializationError
 from taskit.job import Job, JobResult, decode_arguments
@@ -102,14 +103,26 @@ class HandlerTask(Task[..., Any]):
         assert isinstance(self.fn, _Run)
         return self.fn.handler
 
-    def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Refuse positional arguments, then let the handler validate the payload."""
+    def check_call(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, validate: bool = True
+    ) -> None:
+        """Refuse positional arguments, then let the handler validate the payload; with
+        ``validate``, refuse a value that ``job.kwargs`` would not give back as passed (a tuple,
+        a set, a ``Decimal``...: the handler reads plain msgpack types)."""
         if args:
             raise TypeError(
                 f"handler task {self.name!r} takes its payload as keyword arguments only, "
                 f"got {len(args)} positional"
             )
         self.handler.validate_payload(kwargs)
+        if validate:
+            check_any(self.name, kwargs)
+
+    def convert_arguments(
+        self, args: list[Any], kwargs: dict[str, Any], *, from_json: bool = False
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """A handler's payload stays as it is (plain values): ``handle`` reads ``job.kwargs``."""
+        return args, kwargs
 
     def load_arguments(self, job: Job) -> tuple[list[Any], dict[str, Any]]:
         """The handler's only argument is the job. Raises ``SerializationError`` if the payload

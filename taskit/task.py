@@ -1,9 +1,11 @@
 """Tasks: a function registered on an App, and the typed ways to enqueue it.
 
 ``Task[P, R]`` keeps the function's parameters ``P``, so a type checker checks
-``task.enqueue(...)`` exactly as it checks a call of the function. Arguments are bound against the
-signature when the job is prepared (a wrong call raises ``TypeError`` naming the problem) and
-encoded with msgspec (``SerializationError`` naming the argument). Either way nothing is enqueued.
+``task.enqueue(...)`` exactly as it checks a call of the function. When the job is prepared the
+arguments are bound against the signature and checked against the annotations (a wrong call, or a
+value that would not reach the handler as passed, raises ``TypeError`` naming the argument; see
+``taskit._arguments``), then encoded with msgspec (``SerializationError`` naming the argument).
+Either way nothing is enqueued. ``validate=False`` (on the task or per call) skips the type check.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import msgspec
 
+from taskit._arguments import ArgumentTypes
 from taskit.backoff import BackoffPolicy
-from taskit.errors import SerializationError
 from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
 
 if TYPE_CHECKING:
@@ -45,6 +47,12 @@ class TaskOptions:
     backoff: BackoffPolicy
     timeout: float | None
     on_failure: OnFailure | None
+    #: Check argument types at enqueue (``@app.task(validate=False)`` turns it off).
+    validate: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.validate, bool):
+            raise TypeError(f"validate must be a bool, got {type(self.validate).__name__}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +64,7 @@ class _Overrides:
     timeout: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     created_by: str | None = None
+    validate: bool | None = None
 
 
 class TaskVariant(Generic[P, R]):
@@ -70,8 +79,11 @@ class TaskVariant(Generic[P, R]):
     def prepare(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Build (but do not enqueue) a job for this call; for ``App.enqueue_many``."""
         task, o = self._task, self._overrides
+        validate = task.opts.validate if o.validate is None else o.validate
         if kwargs or len(args) != task._plain_arity:  # plain positional calls bind by count
-            task.check_call(args, kwargs)
+            task.check_call(args, kwargs, validate=validate)
+        elif validate and task.fn is not None:
+            (task._types or task.argument_types()).check_positional(task.positional_names, args)
         opts = task.opts
         return Job(
             id=new_job_id() if o.job_id is None else o.job_id,
@@ -122,7 +134,7 @@ class Task(TaskVariant[P, R]):
             for p in (self.signature.parameters.values() if self.signature else ())
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         )
-        self._converters: dict[str, Any] | None = None
+        self._types: ArgumentTypes | None = None
         # Number of parameters when every one is a plain positional one without a default (the
         # payload then binds by position alone); -1 otherwise.
         params = list(self.signature.parameters.values()) if self.signature else []
@@ -154,8 +166,10 @@ class Task(TaskVariant[P, R]):
         timeout: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         created_by: str | None = None,
+        validate: bool | None = None,
     ) -> TaskVariant[P, R]:
-        """This task with per-call options; unset ones keep the task's own."""
+        """This task with per-call options; unset ones keep the task's own. ``validate=False``
+        skips the argument type check for these calls (the signature is still bound)."""
         _check_queue(queue, "queue")
         _check_int(priority, "priority")
         _check_int(max_retries, "max_retries", low=0)
@@ -166,22 +180,30 @@ class Task(TaskVariant[P, R]):
             raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
         if created_by is not None and not isinstance(created_by, str):
             raise TypeError(f"created_by must be a string, got {type(created_by).__name__}")
+        if validate is not None and not isinstance(validate, bool):
+            raise TypeError(f"validate must be a bool, got {type(validate).__name__}")
         return TaskVariant(
             self,
             _Overrides(
                 queue=queue, priority=priority, job_id=job_id, max_retries=max_retries,
                 timeout=timeout, metadata=dict(metadata or {}), created_by=created_by,
+                validate=validate,
             ),
         )  # fmt: skip
 
-    def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Raise ``TypeError`` naming the problem if ``fn(*args, **kwargs)`` would not bind."""
+    def check_call(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, validate: bool = True
+    ) -> None:
+        """Raise ``TypeError`` naming the problem if ``fn(*args, **kwargs)`` would not bind or
+        (``validate``) an argument would not reach the handler as passed."""
         if self.signature is None:
             return
         try:
-            self.signature.bind(*args, **kwargs)
+            bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"task {self.name!r}: {exc}") from None
+        if validate:
+            self.argument_types().check_bound(bound.arguments)
 
     def load_arguments(self, job: Job) -> tuple[list[Any], dict[str, Any]]:
         """Decode a job's payload and convert each argument to its annotated type.
@@ -190,52 +212,56 @@ class Task(TaskVariant[P, R]):
         ``msgspec.ValidationError`` (a value does not fit its annotation), each naming the problem.
         """
         args, kwargs = decode_arguments(job.payload)
+        return self.convert_arguments(args, kwargs)
+
+    def convert_arguments(
+        self, args: list[Any], kwargs: dict[str, Any], *, from_json: bool = False
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Plain values (as msgpack decoded them) converted to the annotated types, as the worker
+        does before calling the handler (``args`` is converted in place); ``from_json``: values
+        from JSON (``taskit enqueue``), converted as msgspec converts builtins. Raises as
+        ``load_arguments``."""
         if self.signature is None:
             return args, kwargs
-        converters = self._types()
+        arrivals = self.argument_types().arrivals
         if not kwargs and len(args) == self._plain_arity:  # the common case, without bind()
             for i, name in enumerate(self.positional_names):
-                target = converters.get(name)
-                if target is not None:
-                    args[i] = _convert(name, args[i], target)
+                arrival = arrivals.get(name)
+                if arrival is not None:
+                    args[i] = arrival.named(name, args[i], from_json=from_json)
             return args, kwargs
-        bound = self.signature.bind(*args, **kwargs)
-        for name, value in bound.arguments.items():
-            target = converters.get(name)
-            if target is not None:
-                bound.arguments[name] = _convert(name, value, target)
-        return list(bound.args), dict(bound.kwargs)
+        bound = self.signature.bind(*args, **kwargs).arguments
+        for name, value in bound.items():
+            arrival = arrivals.get(name)
+            if arrival is not None:
+                bound[name] = arrival.named(name, value, from_json=from_json)
+        return _reshape(self.signature, bound, len(args), kwargs)
 
-    def _types(self) -> dict[str, Any]:
-        """Parameter name -> the type msgspec converts it to (``Any`` ones are left out)."""
-        if self._converters is None:
+    def argument_types(self) -> ArgumentTypes:
+        """The parameters' types, resolved on first use (``SerializationError`` if an
+        annotation names something undefined)."""
+        if self._types is None:
             assert self.fn is not None
             assert self.signature is not None
-            try:
-                hints = inspect.get_annotations(self.fn, eval_str=True)
-            except Exception as exc:  # an annotation that names something undefined
-                raise SerializationError(
-                    f"task {self.name!r}: cannot resolve parameter annotations: {exc}"
-                ) from exc
-            converters: dict[str, Any] = {}
-            for param in self.signature.parameters.values():
-                hint = hints.get(param.name, Any)
-                if hint is Any:
-                    continue
-                if param.kind is param.VAR_POSITIONAL:
-                    hint = tuple[hint, ...]  # type: ignore[valid-type]
-                elif param.kind is param.VAR_KEYWORD:
-                    hint = dict[str, hint]  # type: ignore[valid-type]
-                converters[param.name] = hint
-            self._converters = converters
-        return self._converters
+            self._types = ArgumentTypes(self.name, self.fn, self.signature)
+        return self._types
 
 
-def _convert(name: str, value: Any, target: Any) -> Any:
-    try:
-        return msgspec.convert(value, target)
-    except msgspec.ValidationError as exc:
-        raise msgspec.ValidationError(f"argument {name!r}: {exc}") from None
+def _reshape(
+    sig: inspect.Signature, bound: dict[str, Any], n_args: int, kwargs: dict[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Converted ``bound`` arguments, positional and keyword as they were passed."""
+    args: list[Any] = []
+    for param in sig.parameters.values():
+        if len(args) >= n_args:
+            break
+        if param.kind is param.VAR_POSITIONAL:
+            args += bound[param.name]
+        elif param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            args.append(bound[param.name])
+    extra = next((p.name for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD), "")
+    collected = bound.get(extra, {})  # the keywords that **kwargs took
+    return args, {k: bound[k] if k in bound and k != extra else collected[k] for k in kwargs}
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

@@ -7,6 +7,7 @@ each test works in a namespace of its own. ``ops.tick`` runs every ``OPS_EVERY``
 from __future__ import annotations
 
 import os
+from datetime import datetime
 
 from taskit import App
 from taskit.broker.redis import RedisBroker
@@ -28,6 +29,17 @@ def tick() -> None:
 @app.task(name="ops.add")
 async def add(a: int, b: int) -> int:
     return a + b
+
+
+@app.task(name="ops.span")
+def span(pair: tuple[int, int], at: datetime) -> str:
+    """Says the types it received (the CLI converts JSON to them)."""
+    return f"{type(pair).__name__} {type(at).__name__}"
+
+
+@app.task(name="ops.size")
+def size(data: bytes) -> int:
+    return len(data)
 
 
 @app.task(name="ops.boom", max_retries=0)

@@ -29,6 +29,11 @@ async def fetch(url: str) -> bytes:
     return url.encode()
 
 
+@app.task(validate=False)
+def loose(data: dict[str, object]) -> None:
+    pass
+
+
 async def produce() -> None:
     assert_type(await add.enqueue(1), Job)
     await add.enqueue(1, 2)
@@ -48,6 +53,8 @@ async def produce() -> None:
     job = await app.remote("elsewhere.task").enqueue(1, "anything", flag=True)
     assert_type(await app.result(job.id, timeout=5.0), JobResult)
     await fetch.enqueue("https://example.com")
+    await loose.enqueue({"k": 1})
+    await add.options(validate=False).enqueue(1)
 
 
 def produce_sync() -> Job:
