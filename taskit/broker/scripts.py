@@ -280,8 +280,9 @@ class Connections:
         ):
             return BrokerOutOfMemoryError(
                 f"Redis at {redact_url(self._url)} is out of memory: used memory is over "
-                "'maxmemory' (maxmemory-policy noeviction), so it refused to store more; nothing "
-                "of this call was stored. Free memory or raise maxmemory (docs/operations.md)."
+                "'maxmemory' and nothing may be evicted (maxmemory-policy noeviction), so it "
+                "refused to store more; nothing of this call was stored. Free memory or raise "
+                "maxmemory (docs/operations.md)."
             )
         if isinstance(
             exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError
