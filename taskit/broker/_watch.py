@@ -19,7 +19,8 @@ more (``BrokerOutOfMemoryError``). The epoch check's ``SET NX`` is such a comman
 a probe every ``CHECK_INTERVAL``: a refusal there is reported, never raised (the broker's own call,
 which frees or moves data, still runs). Every refusal the broker meets calls ``full()``, which
 logs one WARNING per ``FULL_LOG_INTERVAL`` however many calls are refused (a busy worker or
-producer would otherwise log one per job); the first probe that passes again logs once at INFO.
+producer would otherwise log one per job); the first probe that passes after a warning logs once
+at INFO.
 """
 
 from __future__ import annotations
@@ -65,10 +66,12 @@ class ServerWatch:
         self._policy_checked = False
         #: How many times this broker found its server's data gone.
         self.restarts_detected = 0
-        # Out of memory: when the last warning was logged (None: not full), and writes refused
-        # since. Refusals come from any thread that uses the broker (sync enqueues).
+        # Out of memory: when the last warning was logged, whether no "accepts writes again"
+        # followed it yet, and the writes refused since it. Refusals come from any thread that
+        # uses the broker (sync enqueues).
         self._full_lock = threading.Lock()
-        self._full_logged: float | None = None
+        self._warned_at = float("-inf")
+        self._warned = False
         self._refused = 0
 
     def due(self) -> bool:
@@ -110,9 +113,9 @@ class ServerWatch:
         now = time.monotonic()
         with self._full_lock:
             self._refused += 1
-            if self._full_logged is not None and now - self._full_logged < FULL_LOG_INTERVAL:
+            if now - self._warned_at < FULL_LOG_INTERVAL:
                 return
-            self._full_logged, refused, self._refused = now, self._refused, 0
+            self._warned_at, self._warned, refused, self._refused = now, True, self._refused, 0
         log.warning(
             "Redis at %s is out of memory: used memory is over 'maxmemory' and nothing may be "
             "evicted, so it refuses to store more (writes refused since the last such line: %d). "
@@ -123,9 +126,10 @@ class ServerWatch:
         )  # fmt: skip
 
     def _writable(self) -> None:
-        """A write went through: if Redis was reported full, say once that it no longer is."""
+        """A write went through: if Redis was reported full, say once that it no longer is.
+        (Memory that comes and goes still logs at most two lines per ``FULL_LOG_INTERVAL``.)"""
         with self._full_lock:
-            was_full, self._full_logged, self._refused = self._full_logged is not None, None, 0
+            was_full, self._warned = self._warned, False
         if was_full:
             log.info("Redis at %s accepts writes again (used memory is below 'maxmemory')",
                      self._where)  # fmt: skip

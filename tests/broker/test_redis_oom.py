@@ -262,6 +262,16 @@ async def test_out_of_memory_is_logged_once_per_interval_and_its_end_once(
     await broker.stats(["q"])
     back = [r for r in caplog.records if "accepts writes again" in r.getMessage()]
     assert len(back) == 1
+    # Memory that comes and goes within one interval logs nothing more.
+    monkeypatch.setattr(_watch, "FULL_LOG_INTERVAL", 60.0)
+    caplog.clear()
+    for _ in range(2):
+        await fill(server.url)
+        with pytest.raises(BrokerOutOfMemoryError):
+            await broker.enqueue([make_job()])
+        await empty(server.url)
+        await broker.stats(["q"])
+    assert not [r for r in caplog.records if "memory" in r.getMessage()]
 
 
 def test_out_of_memory_replies_of_redis_6_and_7_map_to_one_error() -> None:
