@@ -16,7 +16,9 @@ Also the most lines naming ``maxmemory`` one worker logged.
 
 from __future__ import annotations
 
+import argparse
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,3 +219,37 @@ class _Run:
             if stats.queued + stats.scheduled + stats.running == 0:
                 return
             await anyio.sleep(0.1)
+
+
+def table_row(f: MemoryFigures) -> str:
+    """Row 20 of the figures table of docs/reliability.md."""
+    r = f.report
+    cells = [
+        20, "maxmemory + noeviction, full at times (3 workers x 8, a SIGKILL each time)", "none",
+        "2 s", "0.5 s", r.acked, len(r.lost), f"{len(r.dup)} ({r.dup_pct:.2f}%)",
+        len(r.unjustified),
+        f"stuck {len(f.stuck)}; {f.full_cycles} cycles, full {f.full_seconds:.0f} s of "
+        f"{f.seconds:.0f} s; enqueues refused (nothing stored, offered again) {f.refused}, "
+        f"half-stored {len(f.half_stored)}; max attempts {r.max_attempts}; at most "
+        f"{f.log_lines} maxmemory lines per worker",
+    ]  # fmt: skip
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+async def _main(args: argparse.Namespace) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="taskit-chaos-memory-"))
+    figures = await run_memory(
+        directory, jobs=args.jobs, cycles=args.cycles, full_seconds=args.full_seconds,
+        free_seconds=args.free_seconds,
+    )  # fmt: skip
+    print(figures.line())
+    print(table_row(figures))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Row 20 alone: " + __doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--cycles", type=int, default=8)
+    parser.add_argument("--full-seconds", type=float, default=5.0)
+    parser.add_argument("--free-seconds", type=float, default=3.0)
+    anyio.run(_main, parser.parse_args())
