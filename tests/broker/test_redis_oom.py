@@ -25,7 +25,7 @@ from taskit.broker.redis import RedisBroker
 from taskit.broker.scripts import Connections
 from taskit.errors import BrokerOutOfMemoryError
 from taskit.job import Job, JobStatus, Lease, LeaseState, Outcome, OutcomeKind, encode_arguments
-from tests.broker._redis_kinds import OwnRedisServer
+from tests.broker._redis_kinds import OwnRedisServer, RedisHarness
 
 pytestmark = pytest.mark.anyio
 
@@ -290,3 +290,18 @@ def test_out_of_memory_replies_of_redis_6_and_7_map_to_one_error() -> None:
             assert isinstance(error, BrokerOutOfMemoryError)
             assert "maxmemory" in str(error)
             assert "secret" not in str(error)
+
+
+async def test_a_batch_replacing_a_dead_letter_twice_keeps_no_trace_of_it(rh: RedisHarness) -> None:
+    # enqueue removes a replaced dead letter's leftovers last (so a full Redis refuses it at its
+    # first write): a second copy of the id in the same batch must still see the job stored now.
+    [lease] = await reserved(rh.broker, 1)
+    await rh.broker.settle([outcome(lease, OutcomeKind.DEAD_LETTER)])
+    first, second = await rh.broker.enqueue([make_job(lease.job.id), make_job(lease.job.id)])
+    for job in (first, second):
+        assert job.status is JobStatus.PENDING
+        assert job.error is None
+    assert await rh.broker.dead_letters("q") == []
+    stored = await rh.broker.get(lease.job.id)
+    assert stored is not None
+    assert stored.error is None
