@@ -14,8 +14,8 @@ from taskit import App, Fail, JobStatus, Settings
 from taskit.broker import _watch
 from taskit.broker.redis import RedisBroker
 from taskit.worker import Worker
+from tests.broker._full import fill, small_redis
 from tests.broker._redis_kinds import OwnRedisServer
-from tests.broker.test_redis_oom import MAXMEMORY, fill
 
 pytestmark = pytest.mark.anyio
 
@@ -29,12 +29,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def server() -> Iterator[OwnRedisServer]:
-    made = OwnRedisServer("--maxmemory", MAXMEMORY, "--maxmemory-policy", "noeviction")
-    try:
-        made.start()
+    with small_redis() as made:
         yield made
-    finally:
-        made.stop()
 
 
 async def test_a_worker_on_a_full_redis_settles_every_kind_and_logs_once_per_interval(

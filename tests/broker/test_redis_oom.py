@@ -3,8 +3,8 @@ ends, frees or moves stored jobs still applies; enqueue is refused whole with
 ``BrokerOutOfMemoryError``; the condition is logged once per interval.
 
 Each test runs its own redis-server with a small ``maxmemory``, prepares its jobs, then fills
-Redis with ballast until it refuses a write (``fill``): from then on it is out of memory, and it
-stays so, as nothing the test does frees enough.
+Redis with ballast until it refuses a write (``tests.broker._full``): from then on it is out of
+memory, and it stays so, as nothing the test does frees enough.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 import anyio
 import pytest
 import redis.exceptions
-from redis.asyncio import Redis
 
 from taskit.broker import _watch
 from taskit.broker._resp import error_of
@@ -25,11 +24,10 @@ from taskit.broker.redis import RedisBroker
 from taskit.broker.scripts import Connections
 from taskit.errors import BrokerOutOfMemoryError
 from taskit.job import Job, JobStatus, Lease, LeaseState, Outcome, OutcomeKind, encode_arguments
+from tests.broker._full import empty, fill, small_redis
 from tests.broker._redis_kinds import OwnRedisServer, RedisHarness
 
 pytestmark = pytest.mark.anyio
-
-MAXMEMORY = "8mb"
 
 
 @pytest.fixture
@@ -39,12 +37,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def server() -> Iterator[OwnRedisServer]:
-    made = OwnRedisServer("--maxmemory", MAXMEMORY, "--maxmemory-policy", "noeviction")
-    try:
-        made.start()
+    with small_redis() as made:
         yield made
-    finally:
-        made.stop()
 
 
 @pytest.fixture
@@ -54,40 +48,6 @@ async def broker(server: OwnRedisServer) -> AsyncIterator[RedisBroker]:
         yield made
     finally:
         await made.close()
-
-
-# A script that has written may grow memory past maxmemory (it cannot stop halfway): the one
-# way to put Redis firmly over it, so that freed client buffers do not bring it back under.
-_OVERSHOOT = "redis.call('DEL', KEYS[1]) redis.call('SET', KEYS[1], string.rep('x', ARGV[1]))"
-
-
-async def fill(url: str) -> None:
-    """Store ballast until Redis refuses a write, then 1 MB more: it is out of memory from then
-    on, whatever the test does, until ``empty``."""
-    client = Redis.from_url(url)
-    try:
-        for n in range(10_000):
-            try:
-                await client.set(f"ballast:{n}", b"x" * 65536)
-            except redis.exceptions.OutOfMemoryError:
-                break
-        else:  # pragma: no cover
-            raise AssertionError("Redis never ran out of memory")
-        await client.eval(_OVERSHOOT, 1, "ballast:over", 1 << 20)
-        with pytest.raises(redis.exceptions.OutOfMemoryError):
-            await client.set("ballast:probe", b"x")
-    finally:
-        await client.aclose()
-
-
-async def empty(url: str) -> None:
-    """Drop the ballast: Redis has memory again."""
-    client = Redis.from_url(url)
-    try:
-        doomed = [key async for key in client.scan_iter(match="ballast:*", count=1000)]
-        await client.delete(*doomed)
-    finally:
-        await client.aclose()
 
 
 def make_job(job_id: str | None = None) -> Job:
