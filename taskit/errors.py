@@ -16,6 +16,7 @@ __all__ = [
     "BrokerAuthenticationError",
     "BrokerConnectionError",
     "BrokerError",
+    "BrokerOutOfMemoryError",
     "ConfigurationError",
     "DuplicateTaskError",
     "Fail",
@@ -96,6 +97,17 @@ class BrokerError(TaskitError):
 
 class BrokerConnectionError(BrokerError, ConnectionError):
     """The broker cannot be reached (refused, timed out, bad credentials)."""
+
+
+class BrokerOutOfMemoryError(BrokerError):
+    """Redis is full: its used memory is over ``maxmemory`` and, with ``maxmemory-policy
+    noeviction``, it refuses every command that would store more. Nothing of the refused call was
+    stored (Redis refuses a script at its first write, before it changed anything).
+
+    Only calls that add data meet it: ``enqueue`` and the scheduler's claims. Everything that
+    ends, frees or moves jobs already stored (settle, reclaim, extend, cancel, requeue, purge)
+    keeps working under memory pressure (docs/redis.md). Retrying later with the same job id is
+    safe; the fix is to free memory (purge, a shorter ``result_ttl``) or raise ``maxmemory``."""
 
 
 class BrokerAuthenticationError(BrokerConnectionError):

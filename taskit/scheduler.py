@@ -269,6 +269,9 @@ class Scheduler:
         self.schedules = list(app.schedules.values() if schedules is None else schedules)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._cursor: dict[str, float] = {}  # schedule name -> runs up to here are dealt with
+        # Claims won here whose enqueue failed (Redis full, an outage): the run is still ours to
+        # enqueue on the next tick, not "taken by another scheduler".
+        self._won: set[str] = set()
 
     def start(self) -> None:
         """Place each schedule's cursor by its missed-runs policy (``tick`` does it if needed)."""
@@ -299,14 +302,16 @@ class Scheduler:
 
     async def _fire(self, s: Schedule, due: float) -> Job | None:
         key = s.claim_key(due)
-        if not await self.app.broker.claim(key, s.claim_ttl(due)):
+        if key not in self._won and not await self.app.broker.claim(key, s.claim_ttl(due)):
             log.debug("schedule %s: run due %s taken by another scheduler", s.name, _iso(due))
             return None
+        self._won.add(key)
         task = self.app.get_task(s.task)
         job = await task.options(
             queue=s.queue, job_id=key, created_by=f"scheduler:{s.name}",
             metadata={"schedule": s.name, "due_at": _iso(due)},
         ).enqueue(*s.args, **s.kwargs)  # fmt: skip
+        self._won.discard(key)
         log.info(
             "schedule %s: enqueued job %s (%s) due %s", s.name, job.id, s.task, _iso(due),
             extra={"job_id": job.id, "task": s.task, "queue": job.queue, "schedule": s.name},

@@ -58,6 +58,8 @@ class RedisBase(Broker):
         self._watch = ServerWatch(
             self._keys.epoch, redact_url(url), self._conn.guard, self._keys.legacy
         )
+        # Out-of-memory refusals, from any call, are logged once per interval (see _watch).
+        self._conn.on_full = self._watch.full
 
     @property
     def keys(self) -> Keys:

@@ -9,9 +9,9 @@ parsing. Everything else (TLS URLs, blocking waits, admin commands) stays on red
 
 Errors are redis-py's exception types, so the broker maps them in one place: a refused or lost
 connection is ``redis.exceptions.ConnectionError``; error replies are ``ResponseError`` (or
-``NoScriptError``, ``AuthenticationError``, ``NoPermissionError``). A call made while the
-connection is known to be down reconnects first; a call whose connection drops after the command
-was written fails (it may have run, so it is never sent twice).
+``NoScriptError``, ``AuthenticationError``, ``NoPermissionError``, ``OutOfMemoryError``). A call
+made while the connection is known to be down reconnects first; a call whose connection drops
+after the command was written fails (it may have run, so it is never sent twice).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 import redis.exceptions as rexc
 
-__all__ = ["FastClient", "Target", "error_of", "pack", "supports"]
+__all__ = ["OOM_REPLY", "FastClient", "Target", "error_of", "pack", "supports"]
 
 _CONNECT_TIMEOUT = 5.0
 
@@ -36,12 +36,20 @@ def supports(url: str) -> bool:
     return urlsplit(url).scheme in ("redis", "unix")
 
 
+#: What Redis says when it refuses a write over ``maxmemory``: the reply itself starts with it
+#: (``OOM ...``), and so does a script's error on Redis 7; Redis 6 wraps it inside a script error
+#: (``ERR Error running script ... -OOM command not allowed ...``).
+OOM_REPLY = "OOM command not allowed"
+
+
 def error_of(reply: rexc.ResponseError) -> rexc.RedisError:
     """The redis-py exception for an error reply."""
     text = str(reply)
     code = text.split(" ", 1)[0]
     if code == "NOSCRIPT":
         return rexc.NoScriptError(text)
+    if OOM_REPLY in text:
+        return rexc.OutOfMemoryError(text)
     if code in ("WRONGPASS", "NOAUTH") or text.startswith("invalid password"):
         return rexc.AuthenticationError(text)
     if code == "NOPERM":

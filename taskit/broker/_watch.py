@@ -13,26 +13,42 @@ Redis delete job records under memory pressure, silently losing jobs, so it logs
 Servers that refuse ``CONFIG GET`` (managed services, ACL users) are not warned about. It also
 looks for jobs stored in an older key layout (``legacy`` keys, e.g. ``{taskit}:state`` of
 taskit before layout 3): this version cannot see them, so it says so at ERROR, naming the key.
+
+**Memory.** A Redis over ``maxmemory`` that may not evict refuses every command that would store
+more (``BrokerOutOfMemoryError``). The epoch check's ``SET NX`` is such a command, so it doubles as
+a probe every ``CHECK_INTERVAL``: a refusal there is reported, never raised (the broker's own call,
+which frees or moves data, still runs). Every refusal the broker meets calls ``full()``, which
+logs one WARNING per ``FULL_LOG_INTERVAL`` however many calls are refused (a busy worker or
+producer would otherwise log one per job); the first probe that passes after a warning logs once
+at INFO.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from typing import Any
 
 from redis.asyncio import Redis
 
-from taskit.errors import BrokerAuthenticationError, BrokerConnectionError, BrokerError
+from taskit.errors import (
+    BrokerAuthenticationError,
+    BrokerConnectionError,
+    BrokerError,
+    BrokerOutOfMemoryError,
+)
 
-__all__ = ["CHECK_INTERVAL", "ServerWatch"]
+__all__ = ["CHECK_INTERVAL", "FULL_LOG_INTERVAL", "ServerWatch"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds between epoch checks of one broker: an empty restart is reported within this long of
 #: the broker's first call after it.
 CHECK_INTERVAL = 2.0
+#: Seconds between two warnings that Redis is out of memory, however many writes it refuses.
+FULL_LOG_INTERVAL = 30.0
 
 
 class ServerWatch:
@@ -50,6 +66,13 @@ class ServerWatch:
         self._policy_checked = False
         #: How many times this broker found its server's data gone.
         self.restarts_detected = 0
+        # Out of memory: when the last warning was logged, whether no "accepts writes again"
+        # followed it yet, and the writes refused since it. Refusals come from any thread that
+        # uses the broker (sync enqueues).
+        self._full_lock = threading.Lock()
+        self._warned_at = float("-inf")
+        self._warned = False
+        self._refused = 0
 
     def due(self) -> bool:
         return time.monotonic() >= self._due
@@ -62,7 +85,13 @@ class ServerWatch:
             await self._check_policy(client)
             await self._check_legacy(client)
         fresh = secrets.token_hex(8).encode()
-        if await self._guard(client.set(self._key, fresh, nx=True)):
+        try:
+            created = await self._guard(client.set(self._key, fresh, nx=True))
+        except BrokerOutOfMemoryError:
+            created = None  # reported by full(): read the epoch instead
+        else:
+            self._writable()
+        if created:
             current: bytes | None = fresh
         else:
             current = await self._guard(client.get(self._key))
@@ -77,6 +106,33 @@ class ServerWatch:
                 (current or b"-").decode(errors="replace"),
             )  # fmt: skip
         self._epoch = current
+
+    def full(self) -> None:
+        """Redis refused a write for being over ``maxmemory``: warn, at most once per
+        ``FULL_LOG_INTERVAL``. Safe from any thread."""
+        now = time.monotonic()
+        with self._full_lock:
+            self._refused += 1
+            if now - self._warned_at < FULL_LOG_INTERVAL:
+                return
+            self._warned_at, self._warned, refused, self._refused = now, True, self._refused, 0
+        log.warning(
+            "Redis at %s is out of memory: used memory is over 'maxmemory' and nothing may be "
+            "evicted, so it refuses to store more (writes refused since the last such line: %d). "
+            "New jobs are refused (enqueue raises BrokerOutOfMemoryError); jobs already stored "
+            "still run, settle, retry and are reclaimed. Free memory or raise maxmemory "
+            "(docs/operations.md).",
+            self._where, refused,
+        )  # fmt: skip
+
+    def _writable(self) -> None:
+        """A write went through: if Redis was reported full, say once that it no longer is.
+        (Memory that comes and goes still logs at most two lines per ``FULL_LOG_INTERVAL``.)"""
+        with self._full_lock:
+            was_full, self._warned = self._warned, False
+        if was_full:
+            log.info("Redis at %s accepts writes again (used memory is below 'maxmemory')",
+                     self._where)  # fmt: skip
 
     async def _check_legacy(self, client: Redis) -> None:
         for key in self._legacy:

@@ -37,13 +37,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
 from taskit.broker._packing import use_fast_packing
-from taskit.broker._resp import FastClient, supports
+from taskit.broker._resp import OOM_REPLY, FastClient, supports
 from taskit.broker._resp_sync import BlockingClient
 from taskit.config import redact_url
 from taskit.errors import (
     BrokerAuthenticationError,
     BrokerConnectionError,
     BrokerError,
+    BrokerOutOfMemoryError,
     ConfigurationError,
 )
 
@@ -187,6 +188,8 @@ class Connections:
         self._local = threading.local()  # .client: this thread's BlockingClient
         # Weak: a thread that ends takes its client (and socket) with it.
         self._blocking: weakref.WeakSet[BlockingClient] = weakref.WeakSet()
+        #: Called (from any thread) each time Redis refuses a write for being out of memory.
+        self.on_full: Callable[[], None] | None = None
 
     def pair(self) -> ClientPair:
         """This event loop's clients, made on first use; ``ConfigurationError`` off asyncio."""
@@ -242,11 +245,12 @@ class Connections:
     async def guard(self, call: Awaitable[Any]) -> Any:
         """Await a redis-py call: ``BrokerAuthenticationError`` when Redis refuses the
         credentials or the user's permissions (waiting will not help), ``BrokerConnectionError``
-        when it cannot be reached, ``BrokerError`` for an error reply. No password is shown."""
+        when it cannot be reached, ``BrokerOutOfMemoryError`` when it is over ``maxmemory``,
+        ``BrokerError`` for another error reply. No password is shown."""
         try:
             return await call
         except (redis.exceptions.RedisError, OSError) as exc:
-            error = self._translated(exc)
+            error = self._failed(exc)
             raise error from (exc if type(error) is BrokerError else None)
 
     def guard_blocking(self, call: Callable[[], T]) -> T:
@@ -254,8 +258,15 @@ class Connections:
         try:
             return call()
         except (redis.exceptions.RedisError, OSError) as exc:
-            error = self._translated(exc)
+            error = self._failed(exc)
             raise error from (exc if type(error) is BrokerError else None)
+
+    def _failed(self, exc: BaseException) -> BrokerError:
+        """``exc`` translated; an out-of-memory refusal is also reported to ``on_full``."""
+        error = self._translated(exc)
+        if isinstance(error, BrokerOutOfMemoryError) and self.on_full is not None:
+            self.on_full()
+        return error
 
     def _translated(self, exc: BaseException) -> BrokerError:
         if isinstance(
@@ -263,6 +274,15 @@ class Connections:
         ):
             return BrokerAuthenticationError(
                 f"Redis at {redact_url(self._url)} refused the credentials: {self._scrub(exc)}"
+            )
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or (
+            isinstance(exc, redis.exceptions.ResponseError) and OOM_REPLY in str(exc)
+        ):
+            return BrokerOutOfMemoryError(
+                f"Redis at {redact_url(self._url)} is out of memory: used memory is over "
+                "'maxmemory' and nothing may be evicted (maxmemory-policy noeviction), so it "
+                "refused to store more; nothing of this call was stored. Free memory or raise "
+                "maxmemory (docs/operations.md)."
             )
         if isinstance(
             exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import anyio
 
-from taskit import App
+from taskit import App, Fail
 from taskit.broker.redis import RedisBroker
 from taskit.config import Settings
 from taskit.job import Lease, Outcome
@@ -124,6 +124,27 @@ async def stall(key: str, seconds: float) -> str:
         pass
     else:
         time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point
+    _end(key, "ok")
+    return key
+
+
+@app.task(name="chaos.flaky", max_retries=2, backoff=0.1)
+async def flaky(key: str, fails: int) -> str:
+    """Raise on the first ``fails`` runs of ``key``, counted across processes (3 or more: it ends
+    dead-lettered, as max_retries is 2); ``fails`` < 0: ``Fail`` at once (it ends failed)."""
+    _start(key)
+    fd = os.open(_LEDGER_DIR / f"runs-{key}", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        runs = os.fstat(fd).st_size + 1
+        os.write(fd, b".")
+    finally:
+        os.close(fd)
+    if fails < 0:
+        _end(key, "Fail")
+        raise Fail(f"{key} refuses")
+    if runs <= fails:
+        _end(key, "RuntimeError")
+        raise RuntimeError(f"run {runs} of {key} fails")
     _end(key, "ok")
     return key
 

@@ -1,7 +1,8 @@
 """Long mode of the chaos suite: ``python -m tests.chaos [--jobs N] [--storm-seconds S] ...``.
 
 Runs the kill storm far longer than CI does, the Redis restarts under every persistence setting,
-a SIGKILL recovery measurement, retention over many jobs, and the Hypothesis state machine with
+a SIGKILL recovery measurement, retention over many jobs, a Redis out of memory at times (row 20;
+alone: ``python -m tests.chaos.memory``), and the Hypothesis state machine with
 many more examples (shrinking on). Writes ``benchmarks/results/reliability-<date>.md`` and the
 figures table of ``docs/reliability.md`` (between its ``figures`` markers). Needs
 ``redis-server`` on PATH and a Redis at 127.0.0.1:6379 for the state machine.
@@ -22,6 +23,7 @@ import anyio
 
 from taskit import App
 from tests.chaos.harness import cluster, wait_until
+from tests.chaos.memory import run_memory, table_row
 from tests.chaos.producing import enqueue_work
 from tests.chaos.restart import run_restart
 from tests.chaos.retention import run_retention
@@ -113,6 +115,10 @@ async def main(args: argparse.Namespace) -> str:
         f"(+{ret.growth} B); orphan keys {len(ret.orphans)}; live keys with a TTL "
         f"{ret.live_ttls}; {ret.jobs / ret.seconds:.0f} jobs/s")  # fmt: skip
 
+    memory = await run_memory(tmp / "memory", jobs=args.memory_jobs, cycles=args.memory_cycles)
+    rows.append(table_row(memory))
+    print(rows[-1], flush=True)
+
     ok, seconds = model_run(args.model_examples, args.model_steps)
     row(18, f"state machine, {args.model_examples} runs x {args.model_steps} steps",
         "Redis at :6379", "-", "-", "-", "-", "-", "-",
@@ -154,6 +160,8 @@ if __name__ == "__main__":
     parser.add_argument("--kill-runs", type=int, default=5)
     parser.add_argument("--restart-seconds", type=float, default=3.0)
     parser.add_argument("--retention-jobs", type=int, default=200_000)
+    parser.add_argument("--memory-jobs", type=int, default=5000, help="row 20 jobs")
+    parser.add_argument("--memory-cycles", type=int, default=8, help="row 20 full cycles")
     parser.add_argument("--model-examples", type=int, default=200)
     parser.add_argument("--model-steps", type=int, default=50)
     parser.add_argument("--no-write", action="store_true", help="print only")

@@ -18,6 +18,18 @@ local STATE_PATTERN = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|
 local WAKE_CAP = 16 -- wake tokens kept per queue: enough for a burst, bounded when nobody waits
 local CHUNK = 500 -- values per variadic command (Lua's unpack has a stack limit)
 
+-- Let the rest of this script run even when Redis is out of memory (over maxmemory, nothing to
+-- evict). Redis refuses a script at its first command that may grow memory (HSET, ZADD, RPUSH,
+-- INCR...) only if no write came before it: once a script has written, it runs to the end, as
+-- stopping halfway would break its atomicity (Redis 6 and 7 alike). PERSIST is a write that never
+-- grows memory and here changes nothing (`key` never carries a TTL). Called first by every script
+-- that only ends, frees or moves jobs already stored, so a full Redis still settles, reclaims,
+-- extends and cancels them; never by enqueue, which must be refused whole (its first write grows).
+-- (A `#!lua flags=allow-oom` shebang does the same on Redis 7 only: Redis 6 cannot load it.)
+local function allow_oom(key)
+  rcall('PERSIST', key)
+end
+
 -- Server time in integer milliseconds: the only clock any script reads.
 local function now_ms()
   local t = rcall('TIME')

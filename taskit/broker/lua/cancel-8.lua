@@ -12,6 +12,7 @@ Cancelling a pending job of the default priority scans its queue's FIFO list: O(
 ]]
 local rcall = redis.call
 -- @include _common.lua
+allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 local id, queue, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local s = load_state(KEYS[1], id)

@@ -15,6 +15,12 @@ then per job i (base = 1 + nq + 4 * (i - 1)):
 Returns {'ok', then per job: kept (1: an existing job, 0: stored now), spec, state, error, result}
 (spec '' for a job stored now: the client has it). Returns {'moved', i, queue} and writes nothing
 when job i would replace a dead letter of another queue, whose dead set the client must pass.
+
+Out of memory (over maxmemory, nothing to evict): Redis refuses the whole call, nothing written
+(the client raises BrokerOutOfMemoryError). That holds because the first write of any call that
+stores a job grows memory (ZADD, INCR or HSET), and Redis refuses a script at such a first write;
+the leftovers of replaced dead letters are removed last, as removing them first would let the call
+through. A call that only finds its jobs already stored writes nothing and is answered.
 ]]
 local rcall = redis.call
 -- @include _common.lua
@@ -56,6 +62,7 @@ local fifo = {} -- q -> ids to append to its FIFO list
 local done = {}
 local named = {}
 local wakes = {}
+local replaced = {} -- {dead set, id} of dead letters this call replaces
 for i = 1, n do
   local job = jobs[i]
   local id, queue = job.id, ARGV[1 + job.q]
@@ -63,11 +70,10 @@ for i = 1, n do
   if old and old.status ~= 'dead_letter' then
     local o = #out
     out[o + 1], out[o + 2], out[o + 3] = 1, old.spec, pack_state(old)
-    out[o + 4], out[o + 5] = rcall('HGET', KEYS[2], id) or '', ''
+    out[o + 4], out[o + 5] = stored[id] and '' or rcall('HGET', KEYS[2], id) or '', ''
   else
-    if old then -- a dead letter is finished: replaced
-      rcall('ZREM', qkey(job.d, 5), id)
-      rcall('HDEL', KEYS[2], id)
+    if old then -- a dead letter is finished: replaced (its leftovers go last, see above)
+      replaced[#replaced + 1] = {qkey(job.d, 5), id}
     end
     done[#done + 1] = KEYS[4 + 5 * nq + i]
     local due, sched = nil, ''
@@ -119,6 +125,10 @@ for i = 1, n do
   end
 end
 each_chunk('HSET', KEYS[1], records)
+for _, r in ipairs(replaced) do
+  rcall('ZREM', r[1], r[2])
+  rcall('HDEL', KEYS[2], r[2])
+end
 for i = 1, #done, CHUNK do
   rcall('DEL', unpack(done, i, math.min(i + CHUNK - 1, #done)))
 end

@@ -10,6 +10,7 @@ the job's current one, or the job is not running: nothing changed).
 ]]
 local rcall = redis.call
 -- @include _common.lua
+allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 local lease = tonumber(ARGV[1])
 local now = now_ms()

@@ -8,6 +8,7 @@ O(log n) per name written or expired, plus the size of the reply.
 ]]
 local rcall = redis.call
 -- @include _common.lua
+allow_oom(KEYS[1]) -- a full Redis runs this too: one record per live worker, rewritten
 
 local now = now_ms()
 local name, ttl = ARGV[1], tonumber(ARGV[3])

@@ -8,6 +8,7 @@ Running jobs and dead letters are left alone. Returns how many were deleted (0: 
 ]]
 local rcall = redis.call
 -- @include _common.lua
+allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 local batch = tonumber(ARGV[1])
 local ids = pop_ready({fifo = KEYS[3], ranked = KEYS[4]}, batch)

@@ -7,6 +7,7 @@ Returns how many were deleted (0: none is left).
 ]]
 local rcall = redis.call
 -- @include _common.lua
+allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 local ids = rcall('ZRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1)
 if #ids > 0 then

@@ -12,6 +12,7 @@ Returns {now_ms, then per lease: q, id, spec, state, error}.
 ]]
 local rcall = redis.call
 -- @include _common.lua
+allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 local lease, limit, stem = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()

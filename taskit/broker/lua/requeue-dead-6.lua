@@ -9,6 +9,7 @@ its priority. Returns how many were requeued.
 ]]
 local rcall = redis.call
 -- @include _common.lua
+allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 local ids = {}
 if #ARGV > 1 then

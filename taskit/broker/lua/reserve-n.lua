@@ -17,6 +17,7 @@ was leased and a delayed job exists: then the ms until the earliest is due (0 if
 ]]
 local rcall = redis.call
 -- @include _common.lua
+allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 local count, lease, stem, batch = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local now = now_ms()

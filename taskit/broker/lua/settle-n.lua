@@ -23,6 +23,7 @@ Returns per outcome 1 (applied) or 0 (stale token: nothing changed).
 ]]
 local rcall = redis.call
 -- @include _common.lua
+allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 local ttl = tonumber(ARGV[1])
 local now = now_ms()

@@ -11,6 +11,7 @@ the batch count as queued. O(batch + log n) per queue.
 ]]
 local rcall = redis.call
 -- @include _common.lua
+allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 local now = now_ms()
 local out = {}
