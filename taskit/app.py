@@ -62,6 +62,9 @@ class App:
     ``broker`` is a URL (``memory://``, ``redis://...``) or a ``Broker``; with none, the
     ``TASKIT_BROKER_URL`` setting, else ``memory://``. ``settings`` defaults to
     ``Settings.from_env()``; ``default_queue`` overrides its queue for tasks that name none.
+    The broker takes every option it was not given explicitly (result TTL, Redis key prefix)
+    from these settings (``Broker.configure``), whether it came as a URL or an object.
+    Raises ``ConfigurationError`` for a bad URL or setting, naming it.
     """
 
     def __init__(
@@ -71,7 +74,10 @@ class App:
         default_queue: str | None = None,
         settings: Settings | None = None,
     ) -> None:
-        settings = settings if settings is not None else Settings.from_env()
+        if settings is None:
+            settings = Settings.from_env()
+        elif not isinstance(settings, Settings):
+            raise TypeError(f"settings must be a Settings, got {type(settings).__name__}")
         if default_queue is not None:
             settings = settings.replace(default_queue=default_queue)
         self.settings = settings
@@ -79,12 +85,15 @@ class App:
             broker = settings.broker_url
         if isinstance(broker, str):
             self.broker_url = redact_url(broker)
-            self.broker: Broker = from_url(broker, result_ttl=settings.result_ttl)
+            self.broker: Broker = from_url(broker)
         elif isinstance(broker, Broker):
             self.broker_url = type(broker).__name__
             self.broker = broker
         else:
             raise TypeError(f"broker must be a URL or a Broker, got {type(broker).__name__}")
+        # One rule for a URL and a broker built by hand: what the broker was not given
+        # explicitly (result TTL, key prefix, ...) comes from this App's settings.
+        self.broker.configure(settings)
         self._tasks: dict[str, Task[Any, Any]] = {}
         self.events = Events()
         #: Periodic schedules by name (``periodic``, ``taskit.scheduler.load_schedules``).
@@ -352,8 +361,13 @@ class App:
         """Wait until the job finishes and return its ``JobResult``.
 
         Raises ``JobNotFoundError`` if there is no such job and ``ResultTimeoutError`` if it has
-        not finished within ``timeout`` seconds (``None``: wait as long as it takes).
+        not finished within ``timeout`` seconds (``None``: wait as long as it takes). A
+        ``timeout`` that is not a number >= 0, or a ``poll_interval`` not > 0, raises
+        ``ValueError`` naming it before anything is read.
         """
+        if timeout is not None:
+            _check_seconds(timeout, "timeout", positive=False)
+        _check_seconds(poll_interval, "poll_interval", positive=True)
         delay = min(0.002, poll_interval)
         with anyio.move_on_after(timeout) as scope:
             while True:
@@ -397,3 +411,11 @@ class App:
         """``close`` for code without an event loop."""
         if not self._bridge.stop(before=self.broker.close):
             anyio.run(self.broker.close)  # no loop thread ran: close here (blocking clients)
+
+
+def _check_seconds(value: float, what: str, *, positive: bool) -> None:
+    """``value`` must be a finite number of seconds (not a bool), > 0 or >= 0."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not (value > 0 if positive else value >= 0) or value == float("inf"):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{what} must be a finite number of seconds {bound}, got {value!r}")

@@ -17,8 +17,9 @@ import msgspec
 
 from taskit.broker._memory_state import WAITING, MemoryState, Record, copy_job, encode_for_store
 from taskit.broker._wakeup import Waiter, wake_all
-from taskit.broker.base import Broker
+from taskit.broker.base import Broker, BrokerOptions
 from taskit.clock import Clock
+from taskit.config import Settings
 from taskit.job import (
     Job,
     JobStatus,
@@ -33,14 +34,22 @@ __all__ = ["MemoryBroker"]
 
 
 class MemoryBroker(MemoryState, Broker):
-    """In-process broker. ``result_ttl``: seconds a finished job stays readable.
+    """In-process broker: its jobs live and die with this process (``in_process``).
 
-    ``clock`` (default: the system clock) is what delays, leases and result TTLs are judged by; a
-    ``FakeClock`` lets tests move time by hand.
+    ``result_ttl``: seconds a finished job stays readable; None (the default): the App's
+    ``result_ttl`` setting (``TASKIT_RESULT_TTL``), see ``Broker.configure``. ``clock`` (default:
+    the system clock) is what delays, leases and result TTLs are judged by; a ``FakeClock`` lets
+    tests move time by hand. Raises ``ConfigurationError`` for a bad ``result_ttl``.
     """
 
-    def __init__(self, *, clock: Clock | None = None, result_ttl: float = 86400.0) -> None:
-        super().__init__(clock=clock, result_ttl=result_ttl)
+    in_process = True
+
+    def __init__(self, *, clock: Clock | None = None, result_ttl: float | None = None) -> None:
+        self._options = BrokerOptions(("result_ttl",), result_ttl=result_ttl)
+        super().__init__(clock=clock, result_ttl=self._options.current.result_ttl)
+
+    def configure(self, settings: Settings) -> None:
+        self._result_ttl = self._options.adopt(settings).result_ttl
 
     # -- producing -------------------------------------------------------------------------
     async def enqueue(
