@@ -525,7 +525,8 @@ async def test_several_workers_share_the_jobs() -> None:
 async def test_the_reaper_asks_the_backoff_only_when_a_retry_will_happen() -> None:
     """A job whose lease expires on its last attempt is dead-lettered without calling the
     policy: the RQ spelling ``[10, 60][n - 1]`` must not raise on the dead letter."""
-    app = make_app(visibility_timeout=SHORT_LEASE, reaper_interval=0.05)
+    broker = WatchedBroker()
+    app = make_app(broker, visibility_timeout=SHORT_LEASE, reaper_interval=0.05)
     asked: list[int] = []
 
     def rq_style(attempt: int) -> float:
@@ -538,9 +539,9 @@ async def test_the_reaper_asks_the_backoff_only_when_a_retry_will_happen() -> No
     job = await work.enqueue()
     [dead] = await app.broker.reserve(["default"], count=1, lease=SHORT_LEASE, timeout=0)
     async with app.worker(concurrency=1):
-        with anyio.fail_after(WAIT):
-            while (await stored(app, job.id)).status is not JobStatus.DEAD_LETTER:
-                await anyio.sleep(0.02)
+        [(outcome, applied)] = await broker.wait_settled(1)
 
+    assert (outcome.kind, applied) == (OutcomeKind.DEAD_LETTER, True)
+    assert (await stored(app, job.id)).status is JobStatus.DEAD_LETTER
     assert dead.job.attempts == 1
     assert asked == []
