@@ -166,9 +166,7 @@ def test_a_policy_is_not_asked_after_the_final_attempt() -> None:
     def rq_style(attempt: int) -> float:  # docs/migrating.md's spelling of RQ's interval list
         return [10.0, 60.0][attempt - 1]
 
-    outcomes = [
-        retry_or_dead(_job(n, 2), "token", OSError("down"), rq_style) for n in (1, 2, 3)
-    ]
+    outcomes = [retry_or_dead(_job(n, 2), "token", OSError("down"), rq_style) for n in (1, 2, 3)]
 
     assert [(o.kind, o.delay) for o in outcomes] == [
         (OutcomeKind.RETRY, 10.0),

@@ -516,7 +516,7 @@ def test_the_prefix_rule_explicit_then_url_then_settings_then_default() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("given", [None, 1000.0])
+@pytest.mark.parametrize("given", [None, 1000.0, math.inf])
 async def test_a_memory_broker_built_by_hand_honours_the_apps_result_ttl(
     given: float | None,
 ) -> None:
