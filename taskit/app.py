@@ -34,6 +34,7 @@ from taskit.task import (
     TaskOptions,
     _check_int,
     _check_queue,
+    _check_seconds,
     _check_timeout,
 )
 
@@ -91,9 +92,7 @@ class App:
             self.broker = broker
         else:
             raise TypeError(f"broker must be a URL or a Broker, got {type(broker).__name__}")
-        # One rule for a URL and a broker built by hand: what the broker was not given
-        # explicitly (result TTL, key prefix, ...) comes from this App's settings.
-        self.broker.configure(settings)
+        self.broker.configure(settings)  # one rule for a URL and a broker built by hand
         self._tasks: dict[str, Task[Any, Any]] = {}
         self.events = Events()
         #: Periodic schedules by name (``periodic``, ``taskit.scheduler.load_schedules``).
@@ -361,9 +360,8 @@ class App:
         """Wait until the job finishes and return its ``JobResult``.
 
         Raises ``JobNotFoundError`` if there is no such job and ``ResultTimeoutError`` if it has
-        not finished within ``timeout`` seconds (``None``: wait as long as it takes). A
-        ``timeout`` that is not a number >= 0, or a ``poll_interval`` not > 0, raises
-        ``ValueError`` naming it before anything is read.
+        not finished within ``timeout`` seconds (``None``: wait as long as it takes). A bad
+        ``timeout`` or ``poll_interval`` raises ``ValueError`` naming it, before any read.
         """
         if timeout is not None:
             _check_seconds(timeout, "timeout", positive=False)
@@ -411,11 +409,3 @@ class App:
         """``close`` for code without an event loop."""
         if not self._bridge.stop(before=self.broker.close):
             anyio.run(self.broker.close)  # no loop thread ran: close here (blocking clients)
-
-
-def _check_seconds(value: float, what: str, *, positive: bool) -> None:
-    """``value`` must be a finite number of seconds (not a bool), > 0 or >= 0."""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not (value > 0 if positive else value >= 0) or value == float("inf"):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{what} must be a finite number of seconds {bound}, got {value!r}")

@@ -120,6 +120,7 @@ def test_a_worker_on_the_memory_broker_says_at_start_what_it_can_reach() -> None
     assert "TASKIT_BROKER_URL=redis://" in line
 
 
+@pytest.mark.redis
 def test_a_worker_on_redis_does_not_warn_about_memory(redis_url: str) -> None:
     env = {**os.environ, "TASKIT_BROKER_URL": f"{redis_url}?prefix=cli-nowarn"}
     done = taskit("worker", "examples.app:app", "--burst", env=env)
