@@ -3,9 +3,10 @@ schedulers run.
 
     python examples/periodic.py          # a scheduler and a worker in one process, for 1.2 s
 
-In production, run the schedules next to the workers (`taskit worker examples.periodic:app
---scheduler`) or in their own process (`taskit scheduler examples.periodic:app`); any number of
-them may run: each due run is claimed in the broker, and only the winner enqueues it.
+In production, with the App on Redis (not the memory:// broker here, which one process owns),
+run the schedules next to the workers (`taskit worker APP --scheduler`) or in their own process
+(`taskit scheduler APP`); any number of them may run: each due run is claimed in the broker, and
+only the winner enqueues it.
 """
 
 from __future__ import annotations

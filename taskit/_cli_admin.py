@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import textwrap
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -16,11 +17,12 @@ import click
 import msgspec
 
 from taskit.app import App
+from taskit.config import MAX_COUNT, MAX_SECONDS
 from taskit.errors import BrokerError, SerializationError, UnknownTaskError
 from taskit.job import Job, JobStatus
 from taskit.registry import live_workers
 
-__all__ = ["add_admin_commands"]
+__all__ = ["Seconds", "add_admin_commands", "refuse_in_process"]
 
 T = TypeVar("T")
 
@@ -30,9 +32,53 @@ _YES = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmati
 
 
 def _load(path: str) -> App:
+    """The App at ``path``; refused (see ``refuse_in_process``) if its broker is in-process."""
     from taskit.cli import load_app  # the CLI module registers these commands
 
-    return load_app(path)
+    app = load_app(path)
+    refuse_in_process(app, click.get_current_context().command_path)
+    return app
+
+
+class NotShared(click.ClickException):
+    """The App's broker lives in one process, so a command run as its own process cannot work."""
+
+    exit_code = 2
+
+
+def refuse_in_process(app: App, command: str) -> None:
+    """Raise ``NotShared`` (one line, exit 2) when ``app``'s broker is in-process (``memory://``):
+    a command that runs as its own process would see only its own empty broker, and a job it
+    enqueued would vanish with it, so saying nothing would be a lie."""
+    if not app.broker.in_process:
+        return
+    raise NotShared(
+        f"{command} cannot work with the in-process memory:// broker: its jobs live inside one "
+        "process, so this command would see only its own empty broker, and a job it enqueued "
+        "would be lost when it exits. Point the App at Redis, e.g. "
+        "export TASKIT_BROKER_URL=redis://127.0.0.1:6379/0 (pip install 'taskit[redis]'), "
+        "and run the workers with the same setting."
+    )
+
+
+class Seconds(click.FloatRange):
+    """A delay in seconds: a finite number from 0 to ``MAX_SECONDS`` (ten years); ``nan``,
+    ``inf`` and the like are a clear usage error, never a traceback."""
+
+    name = "seconds"
+
+    def __init__(self) -> None:
+        super().__init__(0, MAX_SECONDS)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):  # a range lets NaN through (it compares false)
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
 
 
 def run(app: App, fn: Callable[[], Awaitable[T]]) -> T:
@@ -150,7 +196,7 @@ async def _dead(app: App, queue: str | None, limit: int) -> list[Job]:
 @dlq.command("list")
 @_APP
 @click.option("--queue", "-q", help="Only this queue (default: every queue).")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, MAX_COUNT))
 @_JSON
 def dlq_list(app_path: str, queue: str | None, limit: int, as_json: bool) -> None:
     """Dead-lettered jobs, oldest first, with their last error."""
@@ -227,7 +273,7 @@ def _json_arg(text: str, kind: type, option: str) -> Any:
 @click.argument("task_name", metavar="TASK")
 @click.option("--args", "args_json", default="[]", help="Positional arguments, a JSON list.")
 @click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments, a JSON object.")
-@click.option("--delay", type=click.FloatRange(min=0), help="Seconds before it may run.")
+@click.option("--delay", type=Seconds(), help="Seconds before it may run (0 to ten years).")
 @click.option("--queue", "-q", help="Queue (default: the task's).")
 @_JSON
 def enqueue(

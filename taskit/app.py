@@ -34,6 +34,7 @@ from taskit.task import (
     TaskOptions,
     _check_int,
     _check_queue,
+    _check_seconds,
     _check_timeout,
 )
 
@@ -62,6 +63,9 @@ class App:
     ``broker`` is a URL (``memory://``, ``redis://...``) or a ``Broker``; with none, the
     ``TASKIT_BROKER_URL`` setting, else ``memory://``. ``settings`` defaults to
     ``Settings.from_env()``; ``default_queue`` overrides its queue for tasks that name none.
+    The broker takes every option it was not given explicitly (result TTL, Redis key prefix)
+    from these settings (``Broker.configure``), whether it came as a URL or an object.
+    Raises ``ConfigurationError`` for a bad URL or setting, naming it.
     """
 
     def __init__(
@@ -71,7 +75,10 @@ class App:
         default_queue: str | None = None,
         settings: Settings | None = None,
     ) -> None:
-        settings = settings if settings is not None else Settings.from_env()
+        if settings is None:
+            settings = Settings.from_env()
+        elif not isinstance(settings, Settings):
+            raise TypeError(f"settings must be a Settings, got {type(settings).__name__}")
         if default_queue is not None:
             settings = settings.replace(default_queue=default_queue)
         self.settings = settings
@@ -79,12 +86,13 @@ class App:
             broker = settings.broker_url
         if isinstance(broker, str):
             self.broker_url = redact_url(broker)
-            self.broker: Broker = from_url(broker, result_ttl=settings.result_ttl)
+            self.broker: Broker = from_url(broker)
         elif isinstance(broker, Broker):
             self.broker_url = type(broker).__name__
             self.broker = broker
         else:
             raise TypeError(f"broker must be a URL or a Broker, got {type(broker).__name__}")
+        self.broker.configure(settings)  # one rule for a URL and a broker built by hand
         self._tasks: dict[str, Task[Any, Any]] = {}
         self.events = Events()
         #: Periodic schedules by name (``periodic``, ``taskit.scheduler.load_schedules``).
@@ -356,8 +364,12 @@ class App:
         """Wait until the job finishes and return its ``JobResult``.
 
         Raises ``JobNotFoundError`` if there is no such job and ``ResultTimeoutError`` if it has
-        not finished within ``timeout`` seconds (``None``: wait as long as it takes).
+        not finished within ``timeout`` seconds (``None``: wait as long as it takes). A bad
+        ``timeout`` or ``poll_interval`` raises ``ValueError`` naming it, before any read.
         """
+        if timeout is not None:
+            _check_seconds(timeout, "timeout", positive=False)
+        _check_seconds(poll_interval, "poll_interval", positive=True)
         delay = min(0.002, poll_interval)
         with anyio.move_on_after(timeout) as scope:
             while True:

@@ -23,8 +23,9 @@ import anyio
 import click
 
 from taskit import __version__
-from taskit._cli_admin import add_admin_commands
+from taskit._cli_admin import add_admin_commands, refuse_in_process
 from taskit.app import App
+from taskit.config import MAX_COUNT
 from taskit.errors import BrokerAuthenticationError, BrokerError, ConfigurationError
 from taskit.registry import live_workers
 from taskit.scheduler import Scheduler, load_schedules
@@ -134,7 +135,7 @@ def main() -> None:
 @main.command()
 @click.argument("app_path", metavar="MODULE:ATTR")
 @click.option("--queues", "-q", help="Comma-separated queues, most preferred first.")
-@click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Jobs run at once.")
+@click.option("--concurrency", "-c", type=click.IntRange(1, MAX_COUNT), help="Jobs run at once.")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 @click.option(
     "--log-level",
@@ -161,6 +162,7 @@ def worker(
     the queues are empty). A first signal stops gracefully, a second at once."""
     _configure_logging(log_level, log_format)
     app = load_app(app_path)
+    _warn_in_process(app)
     _load_schedules(app, schedules)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not names:
@@ -182,6 +184,18 @@ def worker(
             raise
         # Bad credentials do not heal by waiting: one clear line (no password), exit 1.
         raise click.ClickException(str(refused)) from None
+
+
+def _warn_in_process(app: App) -> None:
+    """A worker on the in-process memory:// broker is useful only for jobs its own process
+    enqueues (``--scheduler``, or the App's code at import): say so at start, not never."""
+    if app.broker.in_process:
+        logging.getLogger(__name__).warning(
+            "the broker is the in-process memory:// one: this worker runs only jobs enqueued "
+            "inside this process (its --scheduler, or the App's own code); `taskit enqueue`, "
+            "web apps and other processes cannot reach it. For a worker that takes jobs from "
+            "other processes, use Redis: export TASKIT_BROKER_URL=redis://127.0.0.1:6379/0"
+        )
 
 
 def _refusal(exc: BaseException) -> BrokerAuthenticationError | None:
@@ -243,6 +257,8 @@ def scheduler(app_path: str, schedules: str | None, log_level: str, log_format: 
     Run as many as you like: each due run is enqueued once."""
     _configure_logging(log_level, log_format)
     app = load_app(app_path)
+    # Runs enqueued into this process's memory broker would reach no worker.
+    refuse_in_process(app, "taskit scheduler")
     _load_schedules(app, schedules)
     if not app.schedules:
         raise click.ClickException(f"{app_path} has no periodic schedules (and no --schedules)")
@@ -260,11 +276,13 @@ def scheduler(app_path: str, schedules: str | None, log_level: str, log_format: 
 
 @main.command()
 @click.argument("app_path", metavar="MODULE:ATTR")
-@click.option("--min-workers", default=1, show_default=True, type=click.IntRange(min=0))
+@click.option("--min-workers", default=1, show_default=True, type=click.IntRange(0, MAX_COUNT))
 def check(app_path: str, min_workers: int) -> None:
     """Liveness check: exit 0 when the broker answers and at least --min-workers workers are
-    alive; 1 when too few are; 2 when the broker cannot be reached."""
+    alive; 1 when too few are; 2 when the broker cannot be reached (or is the in-process
+    memory:// one, which no other process can reach)."""
     app = load_app(app_path)
+    refuse_in_process(app, "taskit check")
 
     async def probe() -> int:
         try:

@@ -18,21 +18,32 @@ built, and every field can be overridden in code (``Settings(...)`` or ``setting
 | ``TASKIT_REAPER_INTERVAL``    | reaper_interval     | 5 s          |
 | ``TASKIT_HEARTBEAT_INTERVAL`` | heartbeat_interval  | 5 s          |
 | ``TASKIT_MAX_PAYLOAD_BYTES``  | max_payload_bytes   | 1048576      |
+| ``TASKIT_REDIS_PREFIX``       | redis_prefix        | ``taskit``   |
+
+Every number is checked for type and range when a ``Settings`` is built (``bool`` is not an
+int; durations are finite and at most ``MAX_SECONDS``), and so is the broker URL (see
+``taskit._urls``): a bad value raises ``ConfigurationError`` naming the setting (and, from the
+environment, the variable).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from taskit._urls import check_prefix, parse_broker_url, redact_url
 from taskit.errors import ConfigurationError
 
-__all__ = ["Settings", "redact_url"]
+__all__ = ["MAX_COUNT", "MAX_SECONDS", "Settings", "check_number", "redact_url"]
+
+#: The longest duration a setting takes (ten years): past it is surely a typo, and Redis expiry
+#: times and datetimes must still hold ``now + duration``.
+MAX_SECONDS = 10 * 365 * 86400.0
+#: The largest count a setting takes (concurrency, retries, ...): 32-bit signed.
+MAX_COUNT = 2**31 - 1
 
 _ENV = {
     "broker_url": ("TASKIT_BROKER_URL", str),
@@ -48,6 +59,7 @@ _ENV = {
     "reaper_interval": ("TASKIT_REAPER_INTERVAL", float),
     "heartbeat_interval": ("TASKIT_HEARTBEAT_INTERVAL", float),
     "max_payload_bytes": ("TASKIT_MAX_PAYLOAD_BYTES", int),
+    "redis_prefix": ("TASKIT_REDIS_PREFIX", str),
 }
 
 
@@ -61,6 +73,11 @@ class Settings:
     three intervals without one (``taskit check`` then counts the worker as gone).
     ``max_payload_bytes``: the largest encoded arguments a job may carry; a bigger one is
     refused at enqueue (``PayloadTooLargeError``) and nothing is stored.
+    ``redis_prefix``: the key prefix (and Cluster hash tag) of a Redis broker that is not given
+    one in its constructor or its URL (``?prefix=``).
+
+    Brokers take the settings they use (``result_ttl``, ``redis_prefix``) from the App they are
+    given to, for every option not passed to the broker explicitly (``Broker.configure``).
     """
 
     broker_url: str = "memory://"
@@ -76,23 +93,26 @@ class Settings:
     reaper_interval: float = 5.0
     heartbeat_interval: float = 5.0
     max_payload_bytes: int = 1_048_576
+    redis_prefix: str = "taskit"
 
     def __post_init__(self) -> None:
         for name in ("broker_url", "default_queue"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise _invalid(name, f"{name} must be a non-empty string, got {value!r}")
-        for name, (kind, low, exclusive) in _RULES.items():
+        for name in _RULES:
             value = getattr(self, name)
             if value is None and name == "job_timeout":
                 continue
-            allowed = int if kind is int else (int, float)
-            if isinstance(value, bool) or not isinstance(value, allowed):
-                what = "an int" if kind is int else "a number of seconds"
-                raise _invalid(name, f"{name} must be {what}, got {value!r}")
-            if not (value > low if exclusive else value >= low):  # NaN fails both
-                bound = f"> {low}" if exclusive else f">= {low}"
-                raise _invalid(name, f"{name} must be {bound}, got {value!r}")
+            check_number(name, value)
+        try:
+            parse_broker_url(self.broker_url)
+        except ConfigurationError as exc:
+            raise _invalid("broker_url", str(exc)) from None
+        try:
+            check_prefix(self.redis_prefix, "redis_prefix")
+        except ConfigurationError as exc:
+            raise _invalid("redis_prefix", str(exc)) from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -125,42 +145,38 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-# field: (type, lowest value, whether the lowest itself is excluded)
-_RULES: dict[str, tuple[type, float, bool]] = {
-    "max_retries": (int, 0, False),
-    "backoff": (float, 0, False),
-    "job_timeout": (float, 0, True),
-    "visibility_timeout": (float, 0, True),
-    "result_ttl": (float, 0, False),
-    "concurrency": (int, 1, False),
-    "sync_concurrency": (int, 1, False),
-    "grace_period": (float, 0, False),
-    "reaper_interval": (float, 0, True),
-    "heartbeat_interval": (float, 0, True),
-    "max_payload_bytes": (int, 1, False),
+def check_number(name: str, value: object) -> None:
+    """Check ``value`` against the rule of setting ``name`` (type, then range); raise
+    ``ConfigurationError`` naming ``name``. Also used for constructor arguments that override a
+    setting (``Worker(concurrency=...)``), so both are held to one rule."""
+    kind, low, exclusive, high = _RULES[name]
+    allowed = int if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        what = "an int" if kind is int else "a number of seconds"
+        raise _invalid(name, f"{name} must be {what}, got {value!r}")
+    if not (value > low if exclusive else value >= low):  # NaN fails both
+        bound = f"> {low}" if exclusive else f">= {low}"
+        raise _invalid(name, f"{name} must be {bound}, got {value!r}")
+    if not value <= high:  # inf too
+        raise _invalid(name, f"{name} must be <= {high:g}, got {value!r}")
+
+
+# field: (type, lowest value, whether the lowest itself is excluded, highest value)
+_RULES: dict[str, tuple[type, float, bool, float]] = {
+    "max_retries": (int, 0, False, MAX_COUNT),
+    "backoff": (float, 0, False, MAX_SECONDS),
+    "job_timeout": (float, 0, True, MAX_SECONDS),
+    "visibility_timeout": (float, 0, True, MAX_SECONDS),
+    "result_ttl": (float, 0, False, MAX_SECONDS),
+    "concurrency": (int, 1, False, MAX_COUNT),
+    "sync_concurrency": (int, 1, False, MAX_COUNT),
+    "grace_period": (float, 0, False, MAX_SECONDS),
+    "reaper_interval": (float, 0, True, MAX_SECONDS),
+    "heartbeat_interval": (float, 0, True, MAX_SECONDS),
+    # Redis holds at most 512 MiB in one string.
+    "max_payload_bytes": (int, 1, False, 512 * 1024 * 1024),
 }
 
 
 def _invalid(setting: str, message: str) -> ConfigurationError:
     return ConfigurationError(message, setting=setting)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password (in the user part or a ``password=`` query) replaced by ``***``,
-    safe to log. A URL that does not parse is not echoed at all."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparseable url>"
-    netloc = parts.netloc
-    if password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    query = _PASSWORD_QUERY.sub(r"\1***", parts.query)
-    if password is None and query == parts.query:
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-_PASSWORD_QUERY = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 #: Longest retry delay (a year): a longer one (even ``inf``) is cut to it, so a due time always
 #: fits in a datetime.
 MAX_RETRY_DELAY = 365 * 86400.0
-#: Stands in for a task's backoff policy when that raises or answers NaN.
+#: Stands in for a task's backoff policy when that raises or answers no delay (NaN, -1, None).
 _FALLBACK_BACKOFF = Exponential()
 
 
@@ -155,13 +155,12 @@ class Executor:
             await self._on_failure(task, job, error)
             return _outcome(job, token, OutcomeKind.FAIL, error)
         if isinstance(error, Retry):
-            delay = retry_delay(task.opts.backoff, job.attempts, error.delay)
-            outcome = retry_or_dead(job, token, delay, error)
+            outcome = retry_or_dead(job, token, error, task.opts.backoff, error.delay)
             if outcome.kind is OutcomeKind.DEAD_LETTER:  # a requested retry is no failure; the
                 await self._on_failure(task, job, error)  # last one, dead-lettered, is
             return outcome
         await self._on_failure(task, job, error)
-        return retry_or_dead(job, token, retry_delay(task.opts.backoff, job.attempts), error)
+        return retry_or_dead(job, token, error, task.opts.backoff)
 
     async def _on_failure(self, task: Task[Any, Any], job: Job, error: BaseException) -> None:
         hook = task.opts.on_failure
@@ -182,28 +181,55 @@ class Executor:
             )
 
 
-def retry_delay(policy: BackoffPolicy, attempt: int, requested: float | None = None) -> float:
-    """Seconds before the next attempt: ``requested`` (by ``Retry``) or ``policy(attempt)``, cut
-    to ``MAX_RETRY_DELAY``. A policy that raises or answers NaN is logged and replaced by the
-    default exponential backoff: a user's policy must not stop the worker."""
+def retry_or_dead(
+    job: Job,
+    token: str,
+    error: BaseException,
+    policy: BackoffPolicy,
+    requested: float | None = None,
+) -> Outcome:
+    """RETRY while attempts are left (``attempts <= max_retries``), after ``retry_delay``; else
+    DEAD_LETTER. The backoff policy is called only when a retry will happen: never after the
+    final attempt (a policy indexing a list of delays must not fail on the dead letter)."""
+    if job.attempts > job.max_retries:
+        return _outcome(job, token, OutcomeKind.DEAD_LETTER, error)
+    delay = retry_delay(policy, job, requested)
+    return _outcome(job, token, OutcomeKind.RETRY, error, delay=delay)
+
+
+def retry_delay(policy: BackoffPolicy, job: Job, requested: float | None = None) -> float:
+    """Seconds before the next attempt of ``job``: ``requested`` (by ``Retry``) or
+    ``policy(job.attempts)``, cut to ``MAX_RETRY_DELAY``.
+
+    A user's policy must neither stop the worker nor lose the job: one that raises or answers
+    anything but a number >= 0 (NaN, a negative number, ``None``, a string, a bool) is logged
+    once, as one error naming the job, and the default exponential backoff is used instead.
+    """
     if requested is None:
-        try:
-            requested = float(policy(attempt))
-        except Exception:
-            log.exception("backoff policy %r failed for attempt %d", policy, attempt)
-            requested = _FALLBACK_BACKOFF(attempt)
-        if requested != requested:  # NaN, the only value unequal to itself
-            log.error("backoff policy %r gave NaN for attempt %d", policy, attempt)
-            requested = _FALLBACK_BACKOFF(attempt)
-    return min(requested, MAX_RETRY_DELAY)
+        requested = _policy_delay(policy, job)
+    return min(max(requested, 0.0), MAX_RETRY_DELAY)
 
 
-def retry_or_dead(job: Job, token: str, delay: float, error: BaseException) -> Outcome:
-    """RETRY after ``delay`` while attempts are left (``attempts <= max_retries``), else
-    DEAD_LETTER."""
-    if job.attempts <= job.max_retries:
-        return _outcome(job, token, OutcomeKind.RETRY, error, delay=max(delay, 0.0))
-    return _outcome(job, token, OutcomeKind.DEAD_LETTER, error)
+def _policy_delay(policy: BackoffPolicy, job: Job) -> float:
+    attempt = job.attempts
+    extra = {"job_id": job.id, "task": job.task, "attempt": attempt}
+    try:
+        answer: object = policy(attempt)
+    except Exception as exc:
+        log.error(
+            "backoff policy %r raised %s for attempt %d of job %s; retrying it with the "
+            "default exponential backoff instead",
+            policy, type(exc).__name__, attempt, job.id, exc_info=True, extra=extra,
+        )  # fmt: skip
+        return _FALLBACK_BACKOFF(attempt)
+    if isinstance(answer, bool) or not isinstance(answer, int | float) or not answer >= 0:
+        log.error(
+            "backoff policy %r gave %r for attempt %d of job %s, not a number of seconds "
+            ">= 0; retrying it with the default exponential backoff instead",
+            policy, answer, attempt, job.id, extra=extra,
+        )  # fmt: skip
+        return _FALLBACK_BACKOFF(attempt)
+    return float(answer)
 
 
 def _stopped(job: Job, token: str, reason: StopReason | None) -> Outcome | None:

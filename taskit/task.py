@@ -313,3 +313,11 @@ def _check_timeout(timeout: float | None) -> None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+
+
+def _check_seconds(value: float, what: str, *, positive: bool) -> None:
+    """``value`` must be a finite number of seconds (not a bool), > 0 or >= 0."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not (value > 0 if positive else value >= 0) or value == float("inf"):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{what} must be a finite number of seconds {bound}, got {value!r}")

@@ -33,9 +33,10 @@ import anyio.abc
 from taskit._inbox import Inbox
 from taskit._settler import Settler
 from taskit.backoff import Exponential, as_policy
+from taskit.config import check_number
 from taskit.errors import BrokerAuthenticationError, TaskitError
 from taskit.events import WorkerEvents
-from taskit.execution import Executor, RunningJob, StopReason, retry_delay, retry_or_dead
+from taskit.execution import Executor, RunningJob, StopReason, retry_or_dead
 from taskit.job import Job, Lease, LeaseState, Outcome, OutcomeKind
 from taskit.registry import announce
 
@@ -86,7 +87,11 @@ _STAT_OF: dict[OutcomeKind | None, str] = {
 class Worker:
     """Runs an App's jobs from ``queues`` (in that order of preference) with ``concurrency``
     jobs at a time. Use ``await worker.run()``, or ``async with worker:`` to run it in the
-    background of an application (its exit stops the worker gracefully)."""
+    background of an application (its exit stops the worker gracefully).
+
+    ``concurrency`` (default: the App's setting) must be an int >= 1 (``True`` is not one),
+    ``name`` a non-empty string: anything else raises ``ConfigurationError`` /
+    ``ValueError`` naming the argument, here rather than when the worker runs."""
 
     def __init__(
         self,
@@ -101,9 +106,11 @@ class Worker:
         self.queues = list(queues) if queues else [settings.default_queue]
         if not all(isinstance(q, str) and q for q in self.queues):
             raise ValueError(f"queues must be non-empty names, got {self.queues!r}")
+        if concurrency is not None:  # held to the setting's rule: an int (not a bool), >= 1
+            check_number("concurrency", concurrency)
         self.concurrency = concurrency if concurrency is not None else settings.concurrency
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
         self.name = name or f"{socket.gethostname()}.{os.getpid()}"
         self.lease = settings.visibility_timeout
         self.grace = settings.grace_period
@@ -351,8 +358,7 @@ class Worker:
             error = TimeoutError(
                 f"lease expired: the worker running attempt {job.attempts} stopped responding"
             )
-            delay = retry_delay(policy, job.attempts)
-            outcomes.append(retry_or_dead(job, lease.token, delay, error))
+            outcomes.append(retry_or_dead(job, lease.token, error, policy))
             log.warning(
                 "job %s (%s): lease expired on attempt %d; %s",
                 job.id, job.task, job.attempts, outcomes[-1].kind.value,

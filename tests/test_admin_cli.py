@@ -120,7 +120,11 @@ def test_enqueue_with_kwargs_delay_and_queue(broker: RedisBroker) -> None:
         (["ops.add", "--kwargs", '{"a": 1, "b": 2, "c": 3}'], "unexpected keyword argument 'c'"),
         (["ops.add", "--args", "[1, 2"], "not JSON"),
         (["ops.add", "--args", '{"a": 1}'], "must be a JSON list"),
-        (["ops.add", "--args", "[1, 2]", "--delay", "-1"], "-1.0 is not in the range x>=0"),
+        (["ops.add", "--args", "[1, 2]", "--delay", "-1"], "-1.0 is not in the range 0<=x<="),
+        (["ops.add", "--args", "[1, 2]", "--delay", "nan"], "'nan' is not a finite number"),
+        (["ops.add", "--args", "[1, 2]", "--delay", "inf"], "inf is not in the range 0<=x<="),
+        (["ops.add", "--args", "[1, 2]", "--delay", "1e300"], "1e+300 is not in the range"),
+        (["ops.add", "--args", "[1, 2]", "--delay", "soon"], "'soon' is not a number of seconds"),
     ],
 )
 def test_enqueue_checks_arguments_like_code_does(
@@ -249,3 +253,38 @@ def test_enqueue_takes_base64_for_bytes(broker: RedisBroker) -> None:
     run_worker()
     data = json.loads(ok("job", APP, job_id, "--json"))
     assert (data["status"], data["result"]["value"]) == ("completed", 3)
+
+
+# -- the in-process memory:// broker -------------------------------------------------------------
+MEMORY_APP = "tests.apps.memory_app:app"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["info"],
+        ["job", "some-id"],
+        ["dlq", "list"],
+        ["dlq", "requeue", "--all"],
+        ["dlq", "purge", "--yes"],
+        ["enqueue", "memory.add", "--args", "[1, 2]"],
+        ["cancel", "some-id"],
+        ["purge", "default", "--yes"],
+        ["check"],
+        ["scheduler"],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_commands_that_cannot_work_across_processes_refuse_the_memory_broker(
+    command: list[str],
+) -> None:
+    """On memory:// each process has its own empty broker: ``enqueue`` printed an id for a job
+    that died with it, ``info`` always showed nothing. Each says so instead, and how to fix it."""
+    at = 2 if command[0] == "dlq" else 1  # dlq's subcommand comes before the App
+    args = [*command[:at], MEMORY_APP, *command[at:]]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "in-process memory:// broker" in result.output
+    assert "TASKIT_BROKER_URL=redis://" in result.output
+    assert "Traceback" not in result.output

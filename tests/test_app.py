@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from typing import Any
 
@@ -367,3 +368,27 @@ async def test_handlers_can_enqueue_follow_up_jobs() -> None:
 
     assert seen == ["sync 0", "sync 1", "sync 2", "async 0", "async 1", "async 2"]
     assert stats.completed == 6
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"timeout": -1}, "timeout must be a finite number of seconds >= 0"),
+        ({"timeout": math.nan}, "timeout must be"),
+        ({"timeout": True}, "timeout must be"),
+        ({"poll_interval": 0}, "poll_interval must be a finite number of seconds > 0"),
+        ({"poll_interval": math.inf}, "poll_interval must be"),
+        ({"poll_interval": "1"}, "poll_interval must be"),
+    ],
+)
+async def test_result_checks_its_numeric_arguments_first(
+    options: dict[str, Any], match: str
+) -> None:
+    app = App("memory://", settings=Settings())
+    with pytest.raises(ValueError, match=match):
+        await app.result("no-such-job", **options)
+
+
+def test_app_refuses_settings_that_are_not_settings() -> None:
+    with pytest.raises(TypeError, match="settings must be a Settings"):
+        App("memory://", settings={"concurrency": 2})  # type: ignore[arg-type]

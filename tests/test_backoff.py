@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 
+import msgspec
 import pytest
 
+from taskit import App, Job, Settings
 from taskit.backoff import Exponential, Fixed, as_policy
+from taskit.execution import retry_or_dead
+from taskit.job import OutcomeKind
 
 
 def test_exponential_doubles_from_its_base() -> None:
@@ -145,3 +150,42 @@ def test_as_policy_rejects_negative_seconds() -> None:
 def test_a_nan_delay_is_rejected(policy: Callable[[float], object]) -> None:
     with pytest.raises(ValueError, match="nan"):
         policy(float("nan"))
+
+
+# -- how the executor and the reaper use a policy (taskit.execution.retry_or_dead) --------------
+def _job(attempts: int, max_retries: int) -> Job:
+    app = App("memory://", settings=Settings())
+
+    @app.task(max_retries=max_retries)
+    async def work() -> None: ...
+
+    return msgspec.structs.replace(work.prepare(), attempts=attempts)
+
+
+def test_a_policy_is_not_asked_after_the_final_attempt() -> None:
+    def rq_style(attempt: int) -> float:  # docs/migrating.md's spelling of RQ's interval list
+        return [10.0, 60.0][attempt - 1]
+
+    outcomes = [retry_or_dead(_job(n, 2), "token", OSError("down"), rq_style) for n in (1, 2, 3)]
+
+    assert [(o.kind, o.delay) for o in outcomes] == [
+        (OutcomeKind.RETRY, 10.0),
+        (OutcomeKind.RETRY, 60.0),
+        (OutcomeKind.DEAD_LETTER, 0.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [lambda n: 1 / 0, lambda n: -5, lambda n: None, lambda n: "3", lambda n: False],
+    ids=["raises", "negative", "none", "string", "bool"],
+)
+def test_a_broken_policy_never_loses_the_job(
+    policy: Callable[[int], float], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="taskit.execution"):
+        outcome = retry_or_dead(_job(1, 3), "token", OSError("down"), policy)
+
+    assert outcome.kind is OutcomeKind.RETRY
+    assert 0.5 <= outcome.delay <= 1.0  # the default backoff for attempt 1
+    assert len(caplog.records) == 1

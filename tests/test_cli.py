@@ -106,3 +106,61 @@ def test_password_never_logged_while_the_broker_is_unreachable() -> None:
         worker.wait_for_line("reserve failed")  # it tried, failed, and said so
         assert worker.terminate() == 0
     assert "s3cret" not in worker.log
+
+
+def test_a_worker_on_the_memory_broker_says_at_start_what_it_can_reach() -> None:
+    """On memory:// a worker sees only jobs its own process enqueues: said once at start, with
+    the fix, instead of a worker that silently never receives a job."""
+    env = {**os.environ, "TASKIT_BROKER_URL": "memory://"}
+    done = taskit("worker", "examples.app:app", "--burst", env=env)
+    assert done.returncode == 0, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "WARNING" in line]
+    assert "in-process memory:// one" in line
+    assert "only jobs enqueued inside this process" in line
+    assert "TASKIT_BROKER_URL=redis://" in line
+
+
+@pytest.mark.redis
+def test_a_worker_on_redis_does_not_warn_about_memory(redis_url: str) -> None:
+    env = {**os.environ, "TASKIT_BROKER_URL": f"{redis_url}?prefix=cli-nowarn"}
+    done = taskit("worker", "examples.app:app", "--burst", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "in-process memory://" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["worker", "examples.app:app", "-c", "2147483648"], "'--concurrency'"),
+        (["worker", "examples.app:app", "-c", "2.5"], "'--concurrency'"),
+        (["worker", "examples.app:app", "--metrics-port", "70000"], "'--metrics-port'"),
+        (["check", "examples.app:app", "--min-workers", "-1"], "'--min-workers'"),
+        (["dlq", "list", "examples.app:app", "--limit", "nan"], "'--limit'"),
+        (["enqueue", "examples.app:app", "examples.add", "--delay", "inf"], "'--delay'"),
+        (["enqueue", "examples.app:app", "examples.add", "--delay", "1e300"], "'--delay'"),
+    ],
+)
+def test_a_numeric_option_out_of_range_is_a_usage_error_not_a_traceback(
+    args: list[str], message: str
+) -> None:
+    done = taskit(*args)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"Invalid value for {message}" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "part"),
+    [
+        ("redis://127.0.0.1:99999/0", "port '99999'"),
+        ("redis://127.0.0.1/x", "the database /x"),
+        ("redis://127.0.0.1/0?bogus=1", "unknown option 'bogus'"),
+    ],
+)
+def test_a_bad_broker_url_stops_the_worker_at_start_with_one_line(url: str, part: str) -> None:
+    done = taskit(
+        "worker", "examples.app:app", "--burst", env={**os.environ, "TASKIT_BROKER_URL": url}
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert f"TASKIT_BROKER_URL: broker URL {url}: {part}" in done.stderr

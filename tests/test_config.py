@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 
 from taskit.config import Settings, redact_url
@@ -241,3 +244,310 @@ def test_a_setting_of_the_wrong_type_is_a_configuration_error_naming_it(
 def test_from_env_names_the_variable_of_a_value_that_parses_but_is_invalid() -> None:
     with pytest.raises(ConfigurationError, match="TASKIT_CONCURRENCY: concurrency must be >= 1"):
         Settings.from_env({"TASKIT_CONCURRENCY": "0"})
+
+
+# -- every setting, every way in ---------------------------------------------------------------
+def test_every_setting_has_an_environment_variable() -> None:
+    from taskit.config import _ENV
+
+    assert set(_ENV) == {f.name for f in dataclasses.fields(Settings)}
+
+
+def test_the_redis_prefix_comes_from_the_environment() -> None:
+    settings = Settings.from_env({"TASKIT_REDIS_PREFIX": "shop"})
+
+    assert settings.redis_prefix == "shop"
+    assert Settings().redis_prefix == "taskit"
+
+
+@pytest.mark.parametrize("prefix", ["{shop}", "a}b", ""])
+def test_a_bad_redis_prefix_is_refused_naming_it(prefix: str) -> None:
+    with pytest.raises(ConfigurationError, match="redis_prefix") as caught:
+        Settings(redis_prefix=prefix)
+    assert caught.value.setting == "redis_prefix"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("result_ttl", math.inf),
+        ("result_ttl", 1e300),
+        ("visibility_timeout", math.inf),
+        ("grace_period", 1e300),
+        ("backoff", math.inf),
+        ("job_timeout", math.inf),
+        ("reaper_interval", 1e12),
+        ("heartbeat_interval", math.inf),
+        ("concurrency", 2**31),
+        ("max_retries", 10**30),
+        ("sync_concurrency", 2**40),
+        ("max_payload_bytes", 2**40),
+    ],
+)
+def test_a_setting_past_its_range_is_refused_naming_it(field: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError, match=f"{field} must be <=") as caught:
+        Settings(**{field: value})
+    assert caught.value.setting == field
+
+
+def test_an_infinite_result_ttl_from_the_environment_names_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match="TASKIT_RESULT_TTL: result_ttl must be <="):
+        Settings.from_env({"TASKIT_RESULT_TTL": "inf"})
+
+
+# -- broker URLs -------------------------------------------------------------------------------
+BAD_URLS = [
+    ("redis://h:99999/0", "port '99999'"),
+    ("redis://h:abc/0", "port 'abc'"),
+    ("redis://h:0/0", "port 0"),
+    ("rediss://h:70000/1", "port '70000'"),
+    ("redis://h/x", "database /x"),
+    ("redis://h/-1", "database /-1"),
+    ("redis://h/0/1", "database /0/1"),
+    ("redis://h/1?db=2", "names two databases"),
+    ("redis://h/0?db=x", "option db"),
+    ("redis://h/0?db=-3", "option db"),
+    ("unix:///run/r.sock?db=abc", "option db"),
+    ("redis://h/0?socket_timeout=1", "unknown option 'socket_timeout'"),
+    ("redis://h/0?bogus=1", "unknown option 'bogus'"),
+    ("unix:///run/r.sock?bogus=1", "unknown option 'bogus'"),
+    ("rediss://h/0?bogus=1", "unknown option 'bogus'"),
+    ("redis://h/0?ssl_cert_reqs=none", "TLS options need rediss://"),
+    ("rediss://h/0?ssl_cert_reqs=maybe", "ssl_cert_reqs must be"),
+    ("redis://h/0?db", "option 'db' has no value"),
+    ("redis://h/0?db=1&db=1", "given twice"),
+    ("redis://h/0?prefix=", "option 'prefix' has no value"),
+    ("redis://h/0?prefix=%7Bx%7D", "option prefix must be"),
+    ("redis://h/0#frag", "fragment"),
+    ("unix://host/run/r.sock", "not a host"),
+    ("unix://", "needs a socket path"),
+    ("memory://somewhere", "memory:// takes no"),
+    ("memory://?prefix=x", "memory:// takes no"),
+    ("http://h/0", "unsupported broker URL scheme 'http'"),
+    ("redis://[::1/0", "does not parse"),
+]
+
+
+@pytest.mark.parametrize(("url", "part"), BAD_URLS)
+def test_a_bad_broker_url_is_refused_when_settings_are_built(url: str, part: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(part)) as caught:
+        Settings(broker_url=url)
+    assert caught.value.setting == "broker_url"
+
+
+@pytest.mark.parametrize(("url", "part"), BAD_URLS)
+def test_a_bad_broker_url_is_refused_by_every_way_of_building_a_broker(
+    url: str, part: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskit import App
+    from taskit.broker import from_url
+
+    with pytest.raises(ConfigurationError, match=re.escape(part)):
+        from_url(url)
+    with pytest.raises(ConfigurationError, match=re.escape(part)):
+        App(url)
+    monkeypatch.setenv("TASKIT_BROKER_URL", url)
+    with pytest.raises(ConfigurationError, match=f"TASKIT_BROKER_URL: .*{re.escape(part)}"):
+        App()
+
+
+@pytest.mark.parametrize(
+    ("url", "part"), [(u, p) for u, p in BAD_URLS if u.split(":")[0] in ("redis", "rediss", "unix")]
+)
+def test_a_bad_url_is_refused_by_the_redis_broker(url: str, part: str) -> None:
+    from taskit.broker.redis import RedisBroker
+
+    with pytest.raises(ConfigurationError, match=re.escape(part)):
+        RedisBroker(url)
+
+
+def test_a_bad_url_error_never_shows_the_password() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings(broker_url="redis://user:s3cret@h:99999/0")
+    assert "s3cret" not in str(caught.value)
+    assert "redis://user:***@h:99999/0" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "prefix"),
+    [
+        ("memory://", None),
+        ("redis://", None),
+        ("redis://localhost", None),
+        ("redis://localhost:6379", None),
+        ("redis://localhost:6379/", None),
+        ("redis://user:p%40ss@localhost:6379/15?prefix=shop", "shop"),
+        ("redis://localhost/0?db=0&password=x", None),
+        ("rediss://h:6380/1?ssl_cert_reqs=none&ssl_ca_certs=/ca.pem&prefix=a:b", "a:b"),
+        ("unix:///run/redis.sock?db=2&prefix=p", "p"),
+        ("unix://:pw@/run/redis.sock", None),
+        ("redis://[::1]:6379/0", None),
+    ],
+)
+def test_a_good_broker_url_is_accepted_and_its_prefix_read(url: str, prefix: str | None) -> None:
+    from taskit._urls import parse_broker_url
+
+    parsed = parse_broker_url(url)
+
+    assert parsed.prefix == prefix
+    assert "prefix=" not in parsed.url  # taskit's own option is not for the Redis client
+    assert Settings(broker_url=url).broker_url == url
+
+
+# -- brokers take the App's settings -----------------------------------------------------------
+def _unique(stem: str) -> str:
+    import uuid
+
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def redis_keys(redis_url: str) -> Iterator[list[str]]:
+    """Prefixes a test used; their keys are deleted afterwards."""
+    import redis
+
+    used: list[str] = []
+    yield used
+    client = redis.Redis.from_url(redis_url)
+    for prefix in used:
+        doomed = list(client.scan_iter(match=f"{{{prefix}}}:*", count=500))
+        if doomed:
+            client.delete(*doomed)
+    client.close()
+
+
+async def _finished_ttl(app: Any) -> tuple[str, float]:
+    """Run one job to completion on ``app``; (its broker's prefix, the done record's TTL in s)."""
+    import redis.asyncio
+
+    @app.task(name=_unique("t"))
+    async def work() -> int:
+        return 1
+
+    job = await work.enqueue()
+    await app.worker(concurrency=1).run(burst=True)
+    broker = app.broker
+    client = redis.asyncio.Redis.from_url(str(broker._url))
+    try:
+        ttl = await client.pttl(broker.keys.done(job.id))
+    finally:
+        await client.aclose()
+        await app.close()
+    return broker.keys.prefix, ttl / 1000
+
+
+@pytest.mark.redis
+def test_a_broker_built_by_hand_honours_the_apps_result_ttl_and_prefix(
+    redis_url: str, redis_keys: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskit import App
+    from taskit.broker.redis import RedisBroker
+
+    prefix = _unique("byhand")
+    redis_keys.append(prefix)
+    monkeypatch.setenv("TASKIT_RESULT_TTL", "120")
+    monkeypatch.setenv("TASKIT_REDIS_PREFIX", prefix)
+
+    used, ttl = anyio.run(_finished_ttl, App(RedisBroker(redis_url)))  # the deployment doc's form
+
+    assert used == prefix
+    assert 100 < ttl <= 120
+
+
+@pytest.mark.redis
+def test_an_explicit_prefix_keeps_it_and_still_takes_the_result_ttl(
+    redis_url: str, redis_keys: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskit import App
+    from taskit.broker.redis import RedisBroker
+
+    prefix = _unique("shop")
+    redis_keys += [prefix, "taskit-from-env"]
+    monkeypatch.setenv("TASKIT_RESULT_TTL", "90")
+    monkeypatch.setenv("TASKIT_REDIS_PREFIX", "taskit-from-env")
+
+    used, ttl = anyio.run(_finished_ttl, App(RedisBroker(redis_url, prefix=prefix)))
+
+    assert used == prefix
+    assert 60 < ttl <= 90
+
+
+@pytest.mark.redis
+def test_the_prefix_comes_from_the_url_with_every_other_setting_honoured(
+    redis_url: str, redis_keys: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskit import App
+
+    prefix = _unique("fromurl")
+    redis_keys += [prefix, "taskit-from-env"]
+    monkeypatch.setenv("TASKIT_BROKER_URL", f"{redis_url}?prefix={prefix}")
+    monkeypatch.setenv("TASKIT_REDIS_PREFIX", "taskit-from-env")  # the URL is more specific
+    monkeypatch.setenv("TASKIT_RESULT_TTL", "30")
+
+    used, ttl = anyio.run(_finished_ttl, App())
+
+    assert used == prefix
+    assert 10 < ttl <= 30
+
+
+def test_the_prefix_rule_explicit_then_url_then_settings_then_default() -> None:
+    from taskit import App
+    from taskit.broker.redis import RedisBroker
+
+    url = "redis://127.0.0.1:6379/0"
+    settings = Settings(redis_prefix="from-settings", result_ttl=5)
+    cases = [
+        (RedisBroker(url), "taskit"),  # no App: the defaults
+        (App(RedisBroker(url), settings=settings).broker, "from-settings"),
+        (App(RedisBroker(url + "?prefix=u"), settings=settings).broker, "u"),
+        (App(RedisBroker(url, prefix="arg"), settings=settings).broker, "arg"),
+        (App(url + "?prefix=u", settings=settings).broker, "u"),
+        (App(url, settings=settings).broker, "from-settings"),
+    ]
+    for broker, prefix in cases:
+        assert isinstance(broker, RedisBroker)
+        assert broker.keys.prefix == prefix
+    with pytest.raises(ConfigurationError, match="two key prefixes"):
+        RedisBroker(url + "?prefix=u", prefix="arg")
+    with pytest.raises(ConfigurationError, match="redis_prefix"):
+        RedisBroker(url, prefix="{x}")
+    with pytest.raises(ConfigurationError, match="result_ttl"):
+        RedisBroker(url, result_ttl=math.inf)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("given", [None, 1000.0, math.inf])
+async def test_a_memory_broker_built_by_hand_honours_the_apps_result_ttl(
+    given: float | None,
+) -> None:
+    from taskit import App
+    from taskit.broker import MemoryBroker
+    from taskit.testing import FakeClock
+
+    clock = FakeClock()
+    app = App(MemoryBroker(clock=clock, result_ttl=given), settings=Settings(result_ttl=10))
+
+    @app.task
+    async def work() -> int:
+        return 1
+
+    job = await work.enqueue()
+    await app.worker(concurrency=1).run(burst=True)
+    clock.advance(11)
+
+    found = await app.get_job(job.id)
+    assert (found is None) == (given is None)  # the setting, unless given explicitly
+
+
+def test_two_apps_with_different_settings_cannot_share_one_broker() -> None:
+    from taskit import App
+    from taskit.broker import MemoryBroker
+
+    broker = MemoryBroker()
+    App(broker, settings=Settings(result_ttl=10))
+    App(broker, settings=Settings(result_ttl=10, concurrency=3))  # what it uses agrees: fine
+    with pytest.raises(ConfigurationError, match=r"result_ttl=10 \(this App: 20\)"):
+        App(broker, settings=Settings(result_ttl=20))
+    shared = MemoryBroker(result_ttl=5)  # given explicitly: any App may share it
+    App(shared, settings=Settings(result_ttl=10))
+    App(shared, settings=Settings(result_ttl=20))

@@ -446,6 +446,68 @@ async def test_a_broken_backoff_policy_falls_back_and_the_worker_lives_on(
     assert any("backoff policy" in r.getMessage() for r in caplog.records)
 
 
+async def test_the_backoff_is_asked_only_when_a_retry_will_happen(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """docs/migrating.md's RQ spelling indexes a list of delays: asked after the final attempt
+    it raised IndexError, logged on every dead letter."""
+    clock = FakeClock()
+    broker = WatchedBroker(clock)
+    app = make_app(broker)
+    asked: list[int] = []
+
+    def rq_style(attempt: int) -> float:
+        asked.append(attempt)
+        return [10, 60, 60][attempt - 1]
+
+    @app.task(max_retries=3, backoff=rq_style)
+    async def broken() -> None:
+        raise OSError("down")
+
+    job = await broken.enqueue()
+    with caplog.at_level(logging.WARNING, logger="taskit"):
+        async with app.worker(concurrency=1):
+            for count, delay in enumerate([10, 60, 60], start=1):
+                [*_, outcome] = await broker.outcomes(count)
+                assert (outcome.kind, outcome.delay) == (OutcomeKind.RETRY, delay)
+                clock.advance(delay)
+            [*_, last] = await broker.outcomes(4)
+
+    assert last.kind is OutcomeKind.DEAD_LETTER
+    assert asked == [1, 2, 3]
+    assert (await stored(app, job.id)).status is JobStatus.DEAD_LETTER
+    assert not [r for r in caplog.records if "backoff" in r.getMessage()]
+
+
+@pytest.mark.parametrize("answer", [-1.0, None, "5", True, math.nan, -math.inf], ids=repr)
+async def test_a_backoff_answer_that_is_no_delay_retries_with_the_default_and_logs_once(
+    answer: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    broker = WatchedBroker(clock)
+    app = make_app(broker)
+
+    @app.task(max_retries=1, backoff=lambda attempt: answer)  # type: ignore[arg-type, return-value]
+    async def broken() -> None:
+        raise OSError("down")
+
+    job = await broken.enqueue()
+    with caplog.at_level(logging.WARNING, logger="taskit"):
+        async with app.worker(concurrency=1):
+            [first] = await broker.outcomes(1)
+            clock.advance(first.delay)
+            [_, second] = await broker.outcomes(2)
+
+    assert first.kind is OutcomeKind.RETRY
+    assert 0.5 <= first.delay <= 1.0  # the default exponential backoff, attempt 1
+    assert second.kind is OutcomeKind.DEAD_LETTER  # the job went on: retried, then dead
+    assert (await stored(app, job.id)).attempts == 2
+    [record] = [r for r in caplog.records if "backoff" in r.getMessage()]
+    assert repr(answer) in record.getMessage()
+    assert "default exponential backoff" in record.getMessage()
+    assert record.job_id == job.id  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("delay", [math.nan, math.inf, -1.0])
 def test_retry_rejects_a_delay_that_is_not_a_finite_number_of_seconds(delay: float) -> None:
     with pytest.raises(ValueError, match="finite number of seconds"):

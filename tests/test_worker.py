@@ -87,6 +87,28 @@ def test_bad_worker_options(options: dict[str, Any], match: str) -> None:
         make_app().worker(**options)
 
 
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"concurrency": 2.5}, "concurrency must be an int, got 2.5"),
+        ({"concurrency": True}, "concurrency must be an int, got True"),
+        ({"concurrency": "4"}, "concurrency must be an int, got '4'"),
+        ({"concurrency": -1}, "concurrency must be >= 1"),
+        ({"concurrency": 2**31}, "concurrency must be <="),
+        ({"name": ""}, "name must be a non-empty string"),
+        ({"name": 5}, "name must be a non-empty string"),
+    ],
+)
+def test_worker_arguments_are_checked_for_type_and_range_when_it_is_built(
+    options: dict[str, Any], match: str
+) -> None:
+    app = make_app()
+    with pytest.raises(ValueError, match=match):
+        app.worker(**options)
+    with pytest.raises(ValueError, match=match):
+        Worker(app, **options)
+
+
 def test_worker_defaults_come_from_settings() -> None:
     app = make_app(default_queue="jobs", concurrency=3)
     worker = app.worker()
@@ -498,3 +520,28 @@ async def test_several_workers_share_the_jobs() -> None:
 
     assert sorted(seen) == list(range(20))  # each exactly once
     assert sum(s.completed for s in stats) == 20
+
+
+async def test_the_reaper_asks_the_backoff_only_when_a_retry_will_happen() -> None:
+    """A job whose lease expires on its last attempt is dead-lettered without calling the
+    policy: the RQ spelling ``[10, 60][n - 1]`` must not raise on the dead letter."""
+    broker = WatchedBroker()
+    app = make_app(broker, visibility_timeout=SHORT_LEASE, reaper_interval=0.05)
+    asked: list[int] = []
+
+    def rq_style(attempt: int) -> float:
+        asked.append(attempt)
+        return [10.0][attempt - 1]
+
+    @app.task(max_retries=0, backoff=rq_style)
+    async def work() -> None: ...
+
+    job = await work.enqueue()
+    [dead] = await app.broker.reserve(["default"], count=1, lease=SHORT_LEASE, timeout=0)
+    async with app.worker(concurrency=1):
+        [(outcome, applied)] = await broker.wait_settled(1)
+
+    assert (outcome.kind, applied) == (OutcomeKind.DEAD_LETTER, True)
+    assert (await stored(app, job.id)).status is JobStatus.DEAD_LETTER
+    assert dead.job.attempts == 1
+    assert asked == []

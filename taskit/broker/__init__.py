@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from taskit._urls import parse_broker_url
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.errors import ConfigurationError
@@ -18,18 +18,16 @@ if TYPE_CHECKING:
 __all__ = ["Broker", "MemoryBroker", "RedisBroker", "from_url"]
 
 
-def from_url(url: str, *, result_ttl: float = 86400.0) -> Broker:
+def from_url(url: str, *, result_ttl: float | None = None) -> Broker:
     """A new broker for ``url``: ``memory://`` (each call a fresh, empty broker), or
     ``redis://``, ``rediss://`` (TLS), ``unix://`` for a ``RedisBroker`` (needs the ``redis``
-    extra: ``pip install taskit[redis]``). Raises ``ConfigurationError`` for any other scheme."""
-    scheme = urlsplit(url).scheme.lower()
+    extra: ``pip install taskit[redis]``). Options not given (here or in the URL) come from the
+    settings of the App it is given to (``Broker.configure``). Raises ``ConfigurationError`` for
+    any other scheme, or a URL that names a bad port, db or option (``taskit._urls``)."""
+    scheme = parse_broker_url(url).scheme
     if scheme == "memory":
         return MemoryBroker(result_ttl=result_ttl)
-    if scheme in ("redis", "rediss", "unix"):
-        return _redis_broker_class()(url, result_ttl=result_ttl)
-    raise ConfigurationError(
-        f"unsupported broker URL scheme {scheme!r}: use memory://, redis://, rediss:// or unix://"
-    )
+    return _redis_broker_class()(url, result_ttl=result_ttl)
 
 
 def _redis_broker_class() -> type[RedisBroker]:

@@ -11,17 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 from redis.asyncio import Redis
 
+from taskit._urls import REDIS_SCHEMES, parse_broker_url
 from taskit.broker._watch import ServerWatch
-from taskit.broker.base import Broker
+from taskit.broker.base import Broker, BrokerOptions
 from taskit.broker.keys import LATEST, Keys, build_job, parse_state, split_record
 from taskit.broker.keys import placeholder_job as _placeholder
 from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
-from taskit.config import redact_url
+from taskit.config import Settings, redact_url
 from taskit.errors import ConfigurationError, SerializationError
 from taskit.job import Job, QueueStats
 
@@ -40,23 +40,38 @@ class RedisBase(Broker):
         self,
         url: str = "redis://127.0.0.1:6379/0",
         *,
-        prefix: str = "taskit",
-        result_ttl: float = 86400.0,
+        prefix: str | None = None,
+        result_ttl: float | None = None,
         connect: Callable[[], Redis] | None = None,
     ) -> None:
-        scheme = urlsplit(url).scheme.lower()
-        if scheme not in ("redis", "rediss", "unix"):
+        if not isinstance(url, str) or url.partition(":")[0].lower() not in REDIS_SCHEMES:
             raise ConfigurationError(
-                f"not a Redis URL: {redact_url(url)} (use redis://, rediss:// or unix://)"
+                f"not a Redis URL: {redact_url(str(url))} (use redis://, rediss:// or unix://)"
             )
-        if not result_ttl >= 0:
-            raise ConfigurationError(f"result_ttl must be >= 0 seconds, got {result_ttl!r}")
-        self._keys = Keys(prefix)
-        self._ttl_ms = math.ceil(result_ttl * 1000)
-        self._conn = Connections(url, connect)
+        parsed = parse_broker_url(url)
+        if prefix is not None and parsed.prefix is not None and prefix != parsed.prefix:
+            raise ConfigurationError(
+                f"two key prefixes: prefix={prefix!r} and ?prefix={parsed.prefix!r} in "
+                f"{redact_url(url)}; give one"
+            )
+        given_prefix = prefix if prefix is not None else parsed.prefix
+        self._options = BrokerOptions(
+            ("redis_prefix", "result_ttl"), redis_prefix=given_prefix, result_ttl=result_ttl
+        )
+        self._url = parsed.url
+        self._conn = Connections(parsed.url, connect)
+        self._apply(self._options.current)
+
+    def configure(self, settings: Settings) -> None:
+        self._apply(self._options.adopt(settings))
+
+    def _apply(self, settings: Settings) -> None:
+        """Use the resolved ``settings``: key prefix and result TTL."""
+        self._keys = Keys(settings.redis_prefix)
+        self._ttl_ms = math.ceil(settings.result_ttl * 1000)
         # Notices a Redis that came back empty, and an eviction policy that may lose jobs.
         self._watch = ServerWatch(
-            self._keys.epoch, redact_url(url), self._conn.guard, self._keys.legacy
+            self._keys.epoch, redact_url(self._url), self._conn.guard, self._keys.legacy
         )
         # Out-of-memory refusals, from any call, are logged once per interval (see _watch).
         self._conn.on_full = self._watch.full

@@ -24,16 +24,30 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, ClassVar, Self
 
+from taskit.config import Settings
+from taskit.errors import ConfigurationError
 from taskit.job import Job, Lease, LeaseState, Outcome, QueueStats
 
-__all__ = ["Broker"]
+__all__ = ["Broker", "BrokerOptions"]
 
 
 class Broker(abc.ABC):
     """Abstract base of every broker. Subclasses must be safe to share between tasks of one
     event loop; the memory broker is also safe across threads."""
+
+    #: True for a broker whose jobs live in this process only (``memory://``): another process
+    #: (a worker, ``taskit enqueue``, ``taskit info``) cannot see them, and the CLI says so.
+    in_process: ClassVar[bool] = False
+
+    def configure(self, settings: Settings) -> None:  # noqa: B027 - optional: most take none
+        """Take every option this broker was not given in its constructor (or URL) from
+        ``settings``. An App calls it with its own settings when it is given the broker or
+        builds it from a URL, before any other call; until then a broker uses the defaults of
+        ``Settings()``. Options given explicitly always win. Raises ``ConfigurationError`` when
+        a second App's settings differ from those the broker already took. The default: a broker
+        that takes no settings ignores them."""
 
     @abc.abstractmethod
     async def enqueue(
@@ -174,3 +188,37 @@ class Broker(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class BrokerOptions:
+    """The settings a broker uses (``names``, ``Settings`` fields), resolved by one rule: a
+    value given explicitly (not None) wins; the rest come from the settings of the App the
+    broker is given to, or from ``Settings()``'s defaults until then.
+
+    ``current`` is the resolved ``Settings``. Explicit values are checked at construction like
+    settings (``ConfigurationError`` naming the field).
+    """
+
+    def __init__(self, names: tuple[str, ...], **given: Any) -> None:
+        self._names = names
+        self._given = {name: value for name, value in given.items() if value is not None}
+        self._adopted: tuple[Any, ...] | None = None
+        self.current = Settings(**self._given)
+
+    def adopt(self, settings: Settings) -> Settings:
+        """Resolve against an App's ``settings``; the result becomes ``current``."""
+        merged = settings.replace(**self._given)
+        values = tuple(getattr(merged, name) for name in self._names)
+        if self._adopted is not None and values != self._adopted:
+            taken = ", ".join(
+                f"{n}={a!r} (this App: {b!r})"
+                for n, a, b in zip(self._names, self._adopted, values, strict=True)
+                if a != b
+            )
+            raise ConfigurationError(
+                f"this broker already took {taken} from another App's settings: give it "
+                "these options explicitly to share it, or give each App its own broker"
+            )
+        self._adopted = values
+        self.current = merged
+        return merged

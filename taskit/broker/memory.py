@@ -10,6 +10,7 @@ loops (for instance a worker loop and a sync web view).
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 
 import anyio
@@ -18,8 +19,9 @@ import msgspec
 from taskit._storable import storable
 from taskit.broker._memory_state import WAITING, MemoryState, Record, copy_job, encode_for_store
 from taskit.broker._wakeup import Waiter, wake_all
-from taskit.broker.base import Broker
+from taskit.broker.base import Broker, BrokerOptions
 from taskit.clock import Clock
+from taskit.config import MAX_SECONDS, Settings
 from taskit.job import (
     Job,
     JobStatus,
@@ -34,14 +36,30 @@ __all__ = ["MemoryBroker"]
 
 
 class MemoryBroker(MemoryState, Broker):
-    """In-process broker. ``result_ttl``: seconds a finished job stays readable.
+    """In-process broker: its jobs live and die with this process (``in_process``).
 
-    ``clock`` (default: the system clock) is what delays, leases and result TTLs are judged by; a
-    ``FakeClock`` lets tests move time by hand.
+    ``result_ttl``: seconds a finished job stays readable (``math.inf``: for ever); None (the
+    default): the App's ``result_ttl`` setting (``TASKIT_RESULT_TTL``), see
+    ``Broker.configure``. ``clock`` (default: the system clock) is what delays, leases and
+    result TTLs are judged by; a ``FakeClock`` lets tests move time by hand. Raises
+    ``ConfigurationError`` for a bad ``result_ttl``.
     """
 
-    def __init__(self, *, clock: Clock | None = None, result_ttl: float = 86400.0) -> None:
-        super().__init__(clock=clock, result_ttl=result_ttl)
+    in_process = True
+
+    def __init__(self, *, clock: Clock | None = None, result_ttl: float | None = None) -> None:
+        # ``inf`` (finished jobs never expire) is one value memory can keep and Redis cannot, so
+        # it is outside the setting's range: checked here, and held as given.
+        self._forever = result_ttl == math.inf
+        given = MAX_SECONDS if self._forever else result_ttl
+        self._options = BrokerOptions(("result_ttl",), result_ttl=given)
+        super().__init__(clock=clock, result_ttl=self._ttl(self._options.current))
+
+    def configure(self, settings: Settings) -> None:
+        self._result_ttl = self._ttl(self._options.adopt(settings))
+
+    def _ttl(self, settings: Settings) -> float:
+        return math.inf if self._forever else settings.result_ttl
 
     # -- producing -------------------------------------------------------------------------
     async def enqueue(

@@ -56,12 +56,17 @@ class RedisBroker(RedisBase):
     """The Broker contract on Redis (6.0 or newer; Cluster-ready: one hash tag per prefix).
 
     ``url``: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
-    ``unix:///path/to/socket[?db=n]``. ``prefix`` namespaces every key (``{prefix}:...``).
-    ``result_ttl``: seconds a finished job stays readable. ``connect``: for tests, a factory of
-    ready clients (e.g. fakeredis) used instead of connecting to ``url``; called per event loop,
-    twice (commands and blocking waits).
+    ``unix:///path/to/socket[?db=n]``, with options ``?db=``, ``?password=``, ``?prefix=`` (and
+    redis-py's ``ssl_*`` on ``rediss://``); see ``taskit._urls``. ``prefix`` namespaces every
+    key (``{prefix}:...``). ``result_ttl``: seconds a finished job stays readable. ``prefix`` and
+    ``result_ttl`` left None (the default) come from the URL's ``?prefix=``, else from the
+    settings of the App the broker is given to (``TASKIT_REDIS_PREFIX``, ``TASKIT_RESULT_TTL``;
+    see ``Broker.configure``), else ``taskit`` and one day. ``connect``: for tests, a factory
+    of ready clients (e.g. fakeredis) used instead of connecting to ``url``; called per event
+    loop, twice (commands and blocking waits).
 
-    Raises ``ConfigurationError`` for an unusable URL or prefix; calls raise
+    Raises ``ConfigurationError`` at construction for an unusable URL (naming the bad port, db
+    or option), prefix or TTL; calls raise
     ``BrokerConnectionError`` (password never shown) when Redis cannot be reached or refuses the
     credentials, and ``BrokerError`` when it answers with an error.
     """

@@ -1,0 +1,193 @@
+"""Broker URLs: read and checked once, when ``Settings`` or a broker is built, so that a typo
+stops a deployment at start-up with a ``ConfigurationError`` naming the bad part, never later
+with a raw ``ValueError`` from a client library.
+
+| form                                                    | options (``?name=value&...``)        |
+|---------------------------------------------------------|--------------------------------------|
+| ``memory://``                                           | none                                 |
+| ``redis://[user:password@]host[:port][/db]``            | ``db``, ``password``, ``prefix``     |
+| ``rediss://...`` (TLS), as ``redis://``                 | those, and ``ssl_*`` (redis-py's)    |
+| ``unix://[user:password@]/path/to/socket``              | ``db``, ``password``, ``prefix``     |
+
+``prefix`` is taskit's own (the Redis key prefix); the others go to the Redis client. Imports
+nothing of taskit but its errors: ``config`` and the brokers both use it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+
+from taskit.errors import ConfigurationError
+
+__all__ = ["REDIS_SCHEMES", "BrokerURL", "check_prefix", "parse_broker_url", "redact_url"]
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+_OPTIONS = frozenset({"db", "password", "prefix"})
+# What redis-py's TLS connection takes from a URL (SSLConnection's ssl_* arguments).
+_TLS_OPTIONS = frozenset(
+    {
+        "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data",
+        "ssl_ca_path", "ssl_check_hostname", "ssl_min_version", "ssl_ciphers", "ssl_password",
+        "ssl_include_verify_flags", "ssl_exclude_verify_flags",
+    }
+)  # fmt: skip
+_CERT_REQS = frozenset({"none", "optional", "required"})
+_BOOLS = frozenset({"0", "1", "true", "false", "yes", "no", "f", "n", "t", "y"})
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerURL:
+    """A checked broker URL. ``url`` is what the Redis client is given: the original without
+    taskit's own ``prefix`` option. ``prefix`` is that option's value, or None."""
+
+    scheme: str
+    url: str
+    prefix: str | None = None
+
+
+def parse_broker_url(url: str) -> BrokerURL:
+    """Check ``url`` (see the module's table) and split off taskit's options.
+
+    Raises ``ConfigurationError`` naming the bad part (scheme, port, db, option, ...) for any URL
+    a broker could not use; the password is never shown.
+    """
+    if not isinstance(url, str):
+        raise ConfigurationError(f"a broker URL must be a string, got {type(url).__name__}")
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"broker URL {shown} does not parse: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        if parts.netloc or parts.path.strip("/") or parts.query or parts.fragment:
+            raise ConfigurationError(
+                f"broker URL {shown}: memory:// takes no host, path or options"
+            )
+        return BrokerURL("memory", "memory://")
+    if scheme not in REDIS_SCHEMES:
+        raise ConfigurationError(
+            f"unsupported broker URL scheme {scheme!r} in {shown}: "
+            "use memory://, redis://, rediss:// or unix://"
+        )
+    if parts.fragment:
+        raise ConfigurationError(f"broker URL {shown}: a fragment (#...) means nothing here")
+    options = _options(parts.query, scheme, shown)
+    db = _where(parts, scheme, shown)
+    if "db" in options:
+        query_db = _db(options["db"], f"broker URL {shown}: option db")
+        if db is not None and db != query_db:
+            raise ConfigurationError(
+                f"broker URL {shown} names two databases: /{db} in the path and db={query_db}"
+            )
+    prefix = options.get("prefix")
+    if prefix is not None:
+        check_prefix(prefix, f"broker URL {shown}: option prefix")
+    if prefix is None:
+        return BrokerURL(scheme, url)
+    query = "&".join(p for p in parts.query.split("&") if p and p.partition("=")[0] != "prefix")
+    base = url.partition("?")[0]  # not urlunsplit: it writes unix:///x as unix:/x
+    return BrokerURL(scheme, f"{base}?{query}" if query else base, prefix)
+
+
+def check_prefix(prefix: object, what: str = "prefix") -> str:
+    """``prefix`` if it can name Redis keys (non-empty, no braces: it is the Cluster hash tag);
+    else ``ConfigurationError`` starting with ``what``."""
+    if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+        raise ConfigurationError(
+            f"{what} must be a non-empty string without braces, got {prefix!r}"
+        )
+    return prefix
+
+
+def _options(query: str, scheme: str, shown: str) -> dict[str, str]:
+    """The query options by name (values unquoted); each must be known, given once, non-empty."""
+    known = _OPTIONS | _TLS_OPTIONS if scheme == "rediss" else _OPTIONS
+    found: dict[str, str] = {}
+    for part in query.split("&"):
+        if not part:
+            continue
+        name, sep, raw = part.partition("=")
+        name = unquote(name)
+        if name not in known:
+            hint = " (TLS options need rediss://)" if name in _TLS_OPTIONS else ""
+            raise ConfigurationError(
+                f"broker URL {shown}: unknown option {name!r}{hint}; "
+                f"{scheme}:// takes {', '.join(sorted(known))}"
+            )
+        if name in found:
+            raise ConfigurationError(f"broker URL {shown}: option {name!r} is given twice")
+        if not sep or not raw:
+            raise ConfigurationError(f"broker URL {shown}: option {name!r} has no value")
+        found[name] = unquote(raw)
+    _check_tls(found, shown)
+    return found
+
+
+def _check_tls(options: dict[str, str], shown: str) -> None:
+    reqs = options.get("ssl_cert_reqs")
+    if reqs is not None and reqs.lower() not in _CERT_REQS:
+        raise ConfigurationError(
+            f"broker URL {shown}: option ssl_cert_reqs must be none, optional or required, "
+            f"got {reqs!r}"
+        )
+    check = options.get("ssl_check_hostname")
+    if check is not None and check.lower() not in _BOOLS:
+        raise ConfigurationError(
+            f"broker URL {shown}: option ssl_check_hostname must be true or false, got {check!r}"
+        )
+
+
+def _where(parts: SplitResult, scheme: str, shown: str) -> int | None:
+    """Check host, port and path; the db the path names (redis://, rediss://), or None."""
+    try:
+        port = parts.port
+    except ValueError:
+        raw = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        raise ConfigurationError(
+            f"broker URL {shown}: port {raw!r} is not a number from 1 to 65535"
+        ) from None
+    if scheme == "unix":
+        if parts.hostname or port is not None:
+            raise ConfigurationError(
+                f"broker URL {shown}: unix:// takes a socket path, not a host "
+                "(unix:///path/to/redis.sock, three slashes)"
+            )
+        if not parts.path.strip("/"):
+            raise ConfigurationError(f"broker URL {shown}: unix:// needs a socket path")
+        return None
+    if port == 0:
+        raise ConfigurationError(f"broker URL {shown}: port 0 is not a number from 1 to 65535")
+    path = parts.path
+    if path in ("", "/"):
+        return None
+    return _db(unquote(path[1:]), f"broker URL {shown}: the database /{path[1:]}")
+
+
+def _db(raw: str, what: str) -> int:
+    if not re.fullmatch(r"[0-9]+", raw):
+        raise ConfigurationError(f"{what} must be a whole number >= 0, got {raw!r}")
+    return int(raw)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password (in the user part or a ``password=`` query) replaced by ``***``,
+    safe to log. A URL that does not parse is not echoed at all."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable url>"
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = _PASSWORD_QUERY.sub(r"\1***", parts.query)
+    if password is None and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_PASSWORD_QUERY = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
