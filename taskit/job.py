@@ -261,13 +261,16 @@ os.register_at_fork(after_in_child=_reset_entropy)
 
 
 def new_job_id() -> str:
-    """A fresh random job id: 128 bits (from ``os.urandom``) as 22 URL-safe characters."""
+    """A fresh random job id: 128 bits (from ``os.urandom``) as 22 URL-safe characters, never
+    starting with ``-`` (a command line would read ``taskit cancel APP -x...`` as an option; the
+    leading ``-`` becomes ``_``, which costs 0.02 of the 128 bits)."""
     entropy = _entropy
     chunk = next(entropy.ids, None)
     if chunk is None:
         entropy.ids = struct.iter_unpack("16s", os.urandom(_POOL_BYTES))
         chunk = next(entropy.ids)
-    return binascii.b2a_base64(chunk[0], newline=False).translate(_URL_SAFE, b"=").decode()
+    text = binascii.b2a_base64(chunk[0], newline=False).translate(_URL_SAFE, b"=")
+    return ("_" + text[1:].decode()) if text[0] == 45 else text.decode()  # 45: ord("-")
 
 
 def utc_from_timestamp(seconds: float) -> datetime:

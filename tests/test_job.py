@@ -256,6 +256,14 @@ def test_job_ids_are_22_url_safe_characters_and_do_not_repeat() -> None:
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", job_id) for job_id in ids)
 
 
+def test_job_ids_never_start_with_a_dash() -> None:
+    """A leading ``-`` made ``taskit cancel APP <id>`` read the id as an option (1 id in 64)."""
+    ids = [new_job_id() for _ in range(20_000)]  # P(no dash-led id before the fix) ~ 1e-137
+
+    assert not [job_id for job_id in ids if job_id.startswith("-")]
+    assert sum(job_id.startswith("_") for job_id in ids) > 0
+
+
 def test_threads_never_share_job_ids() -> None:
     made: list[list[str]] = [[] for _ in range(4)]
 
