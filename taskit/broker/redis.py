@@ -37,7 +37,7 @@ from taskit.broker.keys import (
     split_token,
 )
 from taskit.broker.scripts import Arg
-from taskit.errors import BrokerError, SerializationError
+from taskit.errors import BrokerError, CorruptJobError, SerializationError
 from taskit.job import (
     Job,
     Lease,
@@ -180,20 +180,13 @@ class RedisBroker(RedisBase):
         for i in range(0, len(rows), 5):
             q, raw_id, spec, state, err = rows[i : i + 5]
             job_id, queue = raw_id.decode(), queues[int(q) - 1]
-            parsed = parse_state(state)
-            token = f"{parsed.token}|{queue}"
+            # The script checked the state and wrote it anew: field 5 is the token it gave.
+            token = f"{state.split(b'|', 5)[4].decode(errors='replace')}|{queue}"
             try:
+                parsed = parse_state(state, job_id)
                 job = merge_state(decode_job(spec), job_id, parsed, err, b"")
-            except (SerializationError, msgspec.DecodeError, ValueError) as exc:
-                now.append(
-                    Outcome(
-                        job_id=job_id,
-                        token=token,
-                        kind=OutcomeKind.DEAD_LETTER,
-                        error=f"stored job does not decode: {exc}",
-                        error_type=SerializationError.__name__,
-                    )
-                )
+            except (SerializationError, CorruptJobError, msgspec.DecodeError) as exc:
+                now.append(_unreadable(job_id, token, exc))
                 continue
             if parsed.cancel and reclaimed:  # its cancel was requested: it ends CANCELLED
                 now.append(Outcome(job_id=job_id, token=token, kind=OutcomeKind.CANCEL))
@@ -249,14 +242,27 @@ class RedisBroker(RedisBase):
         if not queues or limit < 1:
             return []
         k = self._keys
-        keys = [k.jobs, k.err, *(k.leases(q) for q in queues)]
-        args: list[Arg] = [ms(lease), limit, secrets.token_hex(16)]
+        keys = [k.jobs, k.err, k.seq]
+        for q in queues:
+            keys += [k.leases(q), k.dead(q)]
+        args: list[Arg] = [ms(lease), limit, secrets.token_hex(16), *queues]
         reply = await self._run("reclaim", keys, args)
         deadline = (int(reply[0]) + ms(lease)) / 1000
         leases, now = self._leases(queues, reply[1:], deadline, reclaimed=True)
         if now:  # only a settle, given the job ids, can name their done keys
             await self.settle(now)
         return leases
+
+
+def _unreadable(job_id: str, token: str, exc: Exception) -> Outcome:
+    """The DEAD_LETTER outcome of a leased job whose stored bytes do not decode."""
+    return Outcome(
+        job_id=job_id,
+        token=token,
+        kind=OutcomeKind.DEAD_LETTER,
+        error=f"stored job does not decode: {exc}",
+        error_type=type(exc).__name__,
+    )
 
 
 class _Enqueue:
