@@ -19,6 +19,7 @@ from taskit.broker._memory_state import WAITING, MemoryState, Record, copy_job, 
 from taskit.broker._wakeup import Waiter, wake_all
 from taskit.broker.base import Broker
 from taskit.clock import Clock
+from taskit.errors import CorruptJobError
 from taskit.job import (
     Job,
     JobStatus,
@@ -166,7 +167,10 @@ class MemoryBroker(MemoryState, Broker):
                     if record.cancel_requested:
                         self._finish(record, JobStatus.CANCELLED, now)
                         continue
-                    taken.append(self._lease(record, lease, now))
+                    try:
+                        taken.append(self._lease(record, lease, now))
+                    except CorruptJobError as exc:
+                        self._bury(record, exc, now)
         return taken
 
     # -- reading and admin -----------------------------------------------------------------
@@ -198,7 +202,7 @@ class MemoryBroker(MemoryState, Broker):
     async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
         with self._lock:
             ids = list(self._dead[queue])[offset : offset + limit]
-            return [copy_job(self._records[i].job) for i in ids]
+            return [self._readable(self._records[i]) for i in ids]
 
     async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
         with self._lock:
