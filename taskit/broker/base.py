@@ -108,7 +108,10 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def get(self, job_id: str) -> Job | None:
-        """The job with that id, or ``None`` (never existed, or its finished record expired)."""
+        """The job with that id, or ``None`` (never existed, or its finished record expired).
+
+        ``CorruptJobError`` (naming the job and the field) if its stored record is unreadable;
+        a job whose arguments alone do not decode comes back as a stand-in with no task."""
 
     @abc.abstractmethod
     async def cancel(self, job_id: str) -> bool:
@@ -122,12 +125,14 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
-        """Dead-lettered jobs of ``queue``, oldest first, with their errors."""
+        """Dead-lettered jobs of ``queue``, oldest first, with their errors. Never fails on an
+        unreadable record: it is listed as a stand-in (no task) whose error names the problem."""
 
     @abc.abstractmethod
     async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
         """Make dead letters PENDING again (all of ``queue``'s when ``job_ids`` is None) with
-        ``attempts`` reset to 0. Returns how many were requeued; unknown ids are skipped."""
+        ``attempts`` reset to 0. Returns how many were requeued; unknown ids are skipped, and so
+        are dead letters whose record is unreadable (they stay, to be read and purged)."""
 
     @abc.abstractmethod
     async def purge(self, queue: str) -> int:
