@@ -45,7 +45,8 @@ class Broker(abc.ABC):
         due in the future is SCHEDULED, otherwise PENDING. A job whose id already exists and is not
         finished is left as it is and returned instead (unique jobs: nothing new is enqueued).
         A finished job with that id is replaced. Raises ``SerializationError`` before storing
-        anything if a job cannot be encoded.
+        anything if a job cannot be encoded, and ``CorruptJobError`` if a job of that id exists
+        whose stored record is unreadable (it is never replaced unseen).
         """
 
     def enqueue_blocking(

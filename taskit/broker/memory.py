@@ -56,6 +56,10 @@ class MemoryBroker(MemoryState, Broker):
         with self._lock:
             now = self._clock.time()
             self._expire(now)
+            for job in jobs:  # an unreadable job of that id: CorruptJobError, nothing stored
+                existing = self._records.get(job.id)
+                if existing is not None and not existing.job.status.finished:
+                    copy_job(existing.job)
             for i, stored in enumerate(decoded):
                 existing = self._records.get(jobs[i].id)
                 if existing is not None and not existing.job.status.finished:

@@ -299,6 +299,11 @@ class _Enqueue:
         return keys, args
 
     def answer(self, reply: list[Any]) -> None:
+        if reply[0] == b"unreadable":  # nothing was written: the record is not replaced unseen
+            field, _, detail = reply[2].decode(errors="replace").partition(" ")
+            raise CorruptJobError(
+                self._jobs[int(reply[1]) - 1].id, field, f"{detail}; nothing was enqueued"
+            )
         if reply[0] != b"ok":
             self._rounds += 1  # each round learns one job's dead-letter queue
             if self._rounds > len(self._jobs):  # pragma: no cover - only if Redis keeps changing

@@ -255,9 +255,7 @@ async def test_get_reads_live_and_finished_records(rh: RedisHarness) -> None:
     k = rh.broker.keys
     await enqueue(rh, "j1")
     live = await run(rh, "get", [k.jobs, k.err, k.done("j1")], ["j1"])
-    await rh.client.hset(
-        k.done("j2"), mapping={"spec": SPEC, "state": b"completed|1|0|||||1|2||q"}
-    )
+    await rh.client.hset(k.done("j2"), mapping={"spec": SPEC, "state": b"completed|1|0|||||1|2||q"})
     done = await run(rh, "get", [k.jobs, k.err, k.done("j2")], ["j2"])
     missing = await run(rh, "get", [k.jobs, k.err, k.done("j3")], ["j3"])
 

@@ -214,3 +214,48 @@ def test_the_fuzz_corrupts_what_it_says() -> None:
     assert split_record(corrupt_record(raw, "attempts", b"1.5"))[0] == b"pending|1.5|0||||||||q"
     assert split_record(corrupt_record(raw, "failed", b"x"))[0] == b"pending|0|0|||||||x|q"
     assert corrupt_record(raw, "spec", b"zz").endswith(b"zz")
+
+
+# -- enqueue over a poison record ------------------------------------------------------------
+
+
+async def enqueue_over_poison(broker: Broker, spoil: Any) -> None:
+    """Enqueueing a batch whose second job has the id of an unreadable record stores nothing
+    and names the job; the record stays as it was."""
+    queue = new_queue()
+    [poison] = await broker.enqueue([make_job(queue, "poison")])
+    await spoil(poison.id)
+    fresh = make_job(queue, "fresh")
+    again = make_job(queue, "again", job_id=poison.id)
+    with pytest.raises(CorruptJobError) as caught:
+        await broker.enqueue([fresh, again])
+    assert caught.value.job_id == poison.id
+    assert await broker.get(fresh.id) is None  # all or none
+    assert (await broker.stats([queue]))[queue].queued in (0, 1)  # the poison may be buried
+
+
+@pytest.mark.parametrize("kind", ["redis", "fakeredis"])
+def test_an_enqueue_never_replaces_an_unreadable_record_on_redis(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    async def go() -> None:
+        async with open_redis_harness(kind, request) as h:
+
+            async def spoil(job_id: str) -> None:
+                raw = await h.client.hget(h.broker.keys.jobs, job_id)
+                await h.client.hset(
+                    h.broker.keys.jobs, job_id, corrupt_record(raw, "attempts", b"1.5")
+                )
+
+            await enqueue_over_poison(h.broker, spoil)
+
+    anyio.run(go)
+
+
+def test_an_enqueue_never_replaces_an_unreadable_record_in_memory() -> None:
+    broker = MemoryBroker()
+
+    async def spoil(job_id: str) -> None:
+        broker._records[job_id].job.attempts = 1.5  # type: ignore[assignment]
+
+    anyio.run(enqueue_over_poison, broker, spoil)

@@ -237,6 +237,8 @@ end
 -- client shows a stand-in then), and `why` becomes its error. G = {jobs=, err=, seq=, dead=,
 -- queue=}; the caller has taken `id` out of the structure it found it in.
 local function bury(G, id, why, now)
+  redis.log(redis.LOG_WARNING, 'taskit: job ' .. quote(id) .. ' of queue ' .. quote(G.queue) ..
+    ' dead-lettered, its record is unreadable: ' .. why)
   local raw = rcall('HGET', G.jobs, id) or ''
   local n, at = string.match(raw, '^(%d+):()')
   local spec = raw
