@@ -140,7 +140,7 @@ async def test_undecodable_bytes_are_dead_lettered_while_other_jobs_flow(
     assert "does not decode" in letters[victim.id].error
     assert letters[victim.id].attempts == 1
     assert letters["ghost"].error == (
-        "job record unreadable: missing (its id was ready, its record gone)"
+        "job record unreadable: record missing (its id was ready, its record gone)"
     )
     stats = (await broker.stats(["q"]))["q"]
     assert (stats.running, stats.dead, stats.queued) == (2, 2, 0)

@@ -245,9 +245,9 @@ local function bury(G, id, why, now)
   if n and #n <= 9 and tonumber(n) <= #raw - at + 1 then
     spec = string.sub(raw, at + n)
   end
-  local s = {status = 'dead_letter', attempts = 0, score = '0', seq = '', token = '',
-    cancel = '', sched = '', started = '', completed = now, failed = now, queue = G.queue,
-    spec = spec}
+  local s = {status = 'dead_letter', attempts = 1, score = '0', seq = '', token = '',
+    cancel = '', sched = '', started = now, completed = now, failed = now, queue = G.queue,
+    spec = spec} -- dead on its first attempt, as a job whose spec does not decode
   save_state(G.jobs, id, s)
   rcall('HSET', G.err, id, mp_error('job record unreadable: ' .. why, 'CorruptJobError'))
   rcall('ZADD', G.dead, rcall('INCR', G.seq), id)

@@ -39,7 +39,7 @@ for q = 1, nq do
     for _, id in ipairs(ids) do
       local s, why = load_state(KEYS[1], id)
       if s == nil then -- dead-lettered so it is seen, not silently dropped
-        bury(G, id, why or 'missing (its id was ready, its record gone)', now)
+        bury(G, id, why or 'record missing (its id was ready, its record gone)', now)
       elseif s.status == 'pending' then
         taken = taken + 1
         s.status = 'running'
