@@ -1,5 +1,6 @@
 """A worker meeting poison records (issue 11, item 1): it drains the good jobs, dead-letters the
-poison with a reason and keeps running; ``get_job`` and ``taskit job`` give a clear error.
+poison with a reason and keeps running; ``get_job`` and ``taskit job`` give a clear error, and
+``taskit dlq list`` shows the reason.
 
 Real Redis: the defect was a bare ``ValueError`` out of the Redis broker's reserve (a state
 field holding a value the layout never writes), which ended the worker's fetch loop.
@@ -12,11 +13,13 @@ from collections.abc import AsyncIterator
 
 import anyio
 import pytest
+import redis
 import redis.asyncio
 
 from taskit import App, CorruptJobError, JobStatus, Settings
 from taskit.broker.keys import join_record, split_record
 from taskit.broker.redis import RedisBroker
+from tests.apps import ops_app
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -105,3 +108,36 @@ async def test_get_job_of_a_poison_record_names_the_job_and_field(app: App, redi
     with pytest.raises(CorruptJobError, match="record"):
         await app.get_job(job.id)
     await client.aclose()
+
+
+def test_the_admin_cli_names_a_poison_record_and_lists_it_once_dead(redis_url: str) -> None:
+    from tests.test_admin_cli import APP, ok, run_worker, taskit
+
+    saved = ops_app.app.broker
+    ops_app.app.broker = broker = RedisBroker(redis_url, prefix=f"ops-{uuid.uuid4().hex[:10]}")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        job_id = ok("enqueue", APP, "ops.add", "--args", "[1, 2]").strip()
+        state, spec = split_record(client.hget(broker.keys.jobs, job_id))
+        fields = state.split(b"|", 10)
+        fields[6] = b"not-a-time"  # sched
+        client.hset(broker.keys.jobs, job_id, join_record(b"|".join(fields), spec))
+
+        shown = taskit("job", APP, "--", job_id)  # ("--": an id may start with "-")
+        assert shown.exit_code == 1
+        assert f"job {job_id!r} has an unreadable stored record: sched" in shown.output
+        assert "Traceback" not in shown.output
+        run_worker()  # burst: meets the poison, dead-letters it, returns
+        listed = ok("dlq", "list", APP)
+        assert job_id in listed
+        assert "job record unreadable: sched" in listed
+        assert ok("info", APP).splitlines()[1].split() == ["default", "0", "0", "0", "0", "0", "1"]
+        assert ok("dlq", "requeue", APP, "--all").strip() == "requeued 1 job"  # state rebuilt
+        run_worker()
+        assert "status:       completed" in ok("job", APP, "--", job_id)
+    finally:
+        ops_app.app.broker = saved
+        doomed = list(client.scan_iter(match=broker.keys.pattern(), count=500))
+        if doomed:
+            client.delete(*doomed)
+        client.close()

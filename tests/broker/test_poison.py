@@ -259,3 +259,90 @@ def test_an_enqueue_never_replaces_an_unreadable_record_in_memory() -> None:
         broker._records[job_id].job.attempts = 1.5  # type: ignore[assignment]
 
     anyio.run(enqueue_over_poison, broker, spoil)
+
+
+# -- the scripts themselves, called directly --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("index", "value", "named"),
+    [(0, b"bogus", "status 'bogus'"), (1, b"1.5", "attempts '1.5'"), (2, b"x", "score 'x'"),
+     (3, b"1e3", "seq '1e3'"), (5, b"yes", "cancel 'yes'"), (7, b"-5", "started '-5'"),
+     (6, b"not-a-time", "sched 'not-a-time'"), (6, b"nan", "sched 'nan'"),
+     (9, b"\xff", "failed '?'")],
+)  # fmt: skip
+def test_each_script_path_dead_letters_a_bad_field_by_name(
+    index: int, value: bytes, named: str, request: pytest.FixtureRequest
+) -> None:
+    anyio.run(_script_paths, index, value, named, request)
+
+
+async def _script_paths(index: int, value: bytes, named: str, request: Any) -> None:
+    from tests.broker.test_lua_scripts import enqueue, reserve, run
+
+    async with open_redis_harness("redis", request) as rh:
+        k = rh.broker.keys
+
+        async def spoil(job_id: str) -> None:
+            state, spec = split_record(await rh.client.hget(k.jobs, job_id))
+            fields = state.split(b"|", 10)
+            fields[index] = value
+            await rh.client.hset(k.jobs, job_id, join_record(b"|".join(fields), spec))
+
+        async def error_of(job_id: str) -> str:
+            assert await rh.client.zscore(k.dead("q"), job_id) is not None
+            text, kind, _ = msgspec.msgpack.decode(await rh.client.hget(k.err, job_id))
+            assert kind == "CorruptJobError"
+            return str(text)
+
+        # reserve: a ready poison between two good jobs
+        for job_id in ("a", "ready", "b"):
+            await enqueue(rh, job_id)
+        await spoil("ready")
+        reply = await reserve(rh)
+        assert reply[3::5] == [b"a", b"b"]
+        assert await error_of("ready") == f"job record unreadable: {named}"
+        # promotion (reserve and stats): a due poison
+        await enqueue(rh, "due", delay_ms=60_000)
+        await spoil("due")
+        await rh.client.zadd(k.delayed("q"), {"due": 0})
+        keys = [k.jobs, k.seq, k.err, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.leases("q")]
+        assert await run(rh, "stats", [*keys, k.dead("q"), k.totals("q")], [100, "q"])
+        assert await error_of("due") == f"job record unreadable: {named}"
+        # reclaim: a poison whose lease expired
+        await enqueue(rh, "leased")
+        await reserve(rh, lease_ms=0)
+        await spoil("leased")
+        reclaim_keys = [k.jobs, k.err, k.seq, k.leases("q"), k.dead("q")]
+        assert await run(rh, "reclaim", reclaim_keys, [5_000, 10, "new", "q"]) == [ANY_NOW]
+        assert await error_of("leased") == f"job record unreadable: {named}"
+        assert await rh.client.zcard(k.leases("q")) == 2  # a and b, still held
+
+
+class _AnyNow(int):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int) and other > 0
+
+    __hash__ = int.__hash__
+
+
+ANY_NOW = _AnyNow()
+
+
+@pytest.mark.parametrize("kind", ["redis", "fakeredis"])
+def test_get_of_a_finished_record_that_is_unreadable_names_the_field(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    async def go() -> None:
+        async with open_redis_harness(kind, request) as h:
+            done = h.broker.keys.done("j")
+            state = b"completed|1|0|||||1|2||q"
+            await h.client.hset(done, mapping={"spec": _SPEC, "state": state, "res": b"\xc1"})
+            with pytest.raises(CorruptJobError) as caught:
+                await h.broker.get("j")
+            assert (caught.value.job_id, caught.value.field) == ("j", "result")
+            await h.client.hset(done, mapping={"state": b"completed|x|0|||||1|2||q", "res": b""})
+            with pytest.raises(CorruptJobError, match="attempts"):
+                await h.broker.get("j")
+
+    anyio.run(go)
