@@ -164,9 +164,18 @@ _STATUSES = frozenset(status.value for status in JobStatus)
 # The values the layout writes, checked as the scripts check them (state_fault in _common.lua):
 # whatever a script accepts, this accepts, so a leased job's state always parses.
 _COUNT = re.compile(r"\d{1,9}")
-_SIGNED = re.compile(r"-?\d{1,20}")
+_SIGNED = re.compile(r"-?\d{1,21}")
 _TIME = re.compile(r"\d{1,20}")
 _SECONDS = re.compile(r"[0-9.eE+-]{1,40}")
+
+
+#: A whole well-formed state string at once (the common case: one match, no per-field work).
+_STATE = re.compile(
+    "(" + "|".join(sorted(_STATUSES)) + ")"
+    r"\|(\d{1,9})\|-?\d{1,21}\|(?:-?\d{1,21})?\|([^|]*)\|(1?)\|([0-9.eE+-]{0,40})"
+    r"\|(\d{0,20})\|(\d{0,20})\|(\d{0,20})\|(.*)",
+    re.DOTALL,
+)
 
 
 def parse_state(raw: bytes, job_id: str = "") -> State:
@@ -176,10 +185,36 @@ def parse_state(raw: bytes, job_id: str = "") -> State:
         text = raw.decode()
     except UnicodeDecodeError:
         raise CorruptJobError(job_id, "state", f"is not UTF-8: {raw[:80]!r}") from None
+    match = _STATE.fullmatch(text)
+    if match is None:
+        _fault(text, raw, job_id)
+    assert match is not None  # _fault raised otherwise
+    status, attempts, token, cancel, sched, started, completed, failed, queue = match.groups()
+    try:
+        due = float(sched) if sched else None
+    except ValueError:
+        due = math.nan
+    if due is not None and not 0 <= due < math.inf:  # also NaN
+        _fault(text, raw, job_id)
+    return State(
+        status=JobStatus(status),
+        attempts=int(attempts),
+        token=token,
+        cancel=cancel == "1",
+        sched=due,
+        started=_ms(started),
+        completed=_ms(completed),
+        failed=_ms(failed),
+        queue=queue,
+    )
+
+
+def _fault(text: str, raw: bytes, job_id: str) -> None:
+    """Raise the ``CorruptJobError`` naming the first bad field of a state ``_STATE`` refused."""
     parts = text.split("|", 10)
     if len(parts) != 11:
         raise CorruptJobError(job_id, "state", f"does not have 11 fields: {raw[:80]!r}")
-    status, attempts, score, seq, token, cancel, sched, started, completed, failed, queue = parts
+    status, attempts, score, seq, _token, cancel, sched, started, completed, failed, _ = parts
     checks = (
         ("status", status, status in _STATUSES),
         ("attempts", attempts, _COUNT.fullmatch(attempts)),
@@ -194,17 +229,7 @@ def parse_state(raw: bytes, job_id: str = "") -> State:
     for field, value, ok in checks:
         if not ok:
             raise CorruptJobError(job_id, field, f"holds {value[:80]!r}")
-    return State(
-        status=JobStatus(status),
-        attempts=int(attempts),
-        token=token,
-        cancel=cancel == "1",
-        sched=float(sched) if sched else None,
-        started=_ms(started),
-        completed=_ms(completed),
-        failed=_ms(failed),
-        queue=queue,
-    )
+    raise CorruptJobError(job_id, "state", f"is malformed: {raw[:80]!r}")  # pragma: no cover
 
 
 def _is_seconds(text: str) -> bool:
