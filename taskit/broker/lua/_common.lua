@@ -48,6 +48,14 @@ end
 -- arithmetic and commands with these fields: a bad one must make the record unreadable (a dead
 -- letter with a reason), never a script error that fails the call for every other job.
 local function state_fault(s)
+  -- The common case first, in one match: every numeric field well formed.
+  if STATUSES[s.status] and #s.attempts <= 9 and #s.score <= 21 and #s.seq <= 21
+      and #s.started <= 20 and #s.completed <= 20 and #s.failed <= 20 and s.seq ~= '-'
+      and (s.cancel == '' or s.cancel == '1') and (s.sched == '' or is_seconds(s.sched))
+      and string.find(s.attempts .. '|' .. s.score .. '|' .. s.seq .. '|' .. s.started .. '|' ..
+        s.completed .. '|' .. s.failed, '^%d+|%-?%d+|%-?%d*|%d*|%d*|%d*$') then
+    return nil
+  end
   if not STATUSES[s.status] then
     return 'status', s.status
   elseif not is_int(s.attempts, 9, false, false) then
