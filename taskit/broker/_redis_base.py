@@ -90,9 +90,11 @@ class RedisBase(Broker):
         return self._job(job_id, spec, state, err, res)
 
     async def cancel(self, job_id: str) -> bool:
+        """See ``Broker.cancel``; ``CorruptJobError`` if the job's record is unreadable (its
+        queue, and so what to cancel, cannot be known): nothing changes."""
         k = self._keys
         raw = await self._conn.guard(self._conn.pair().main.hget(k.jobs, job_id))
-        queue = None if raw is None else _queue_of(raw)
+        queue = None if raw is None else parse_state(split_record(raw, job_id)[0], job_id).queue
         for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
             if queue is None:
                 return False
@@ -217,14 +219,6 @@ class RedisBase(Broker):
         if self._watch.due():
             await self._watch.check(pair.main)
         return await self._conn.guard(_SCRIPTS.call(pair.scripts, name, keys, args))
-
-
-def _queue_of(raw: bytes) -> str | None:
-    """The queue of a live record, or None if the record is not well-formed."""
-    try:
-        return parse_state(split_record(raw)[0]).queue
-    except CorruptJobError:
-        return None
 
 
 def ms(seconds: float) -> int:

@@ -118,7 +118,8 @@ class Broker(abc.ABC):
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job. PENDING, SCHEDULED or RETRYING: leaves its queue, CANCELLED, ``True``.
         RUNNING: cancel requested (the worker learns it when it next extends), ``True``.
-        Finished or unknown: nothing changes, ``False``."""
+        Finished or unknown: nothing changes, ``False``. A job whose stored record is
+        unreadable: nothing changes, ``CorruptJobError``."""
 
     @abc.abstractmethod
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:

@@ -302,7 +302,9 @@ class _Enqueue:
         if reply[0] == b"unreadable":  # nothing was written: the record is not replaced unseen
             field, _, detail = reply[2].decode(errors="replace").partition(" ")
             raise CorruptJobError(
-                self._jobs[int(reply[1]) - 1].id, field, f"{detail}; nothing was enqueued"
+                self._jobs[int(reply[1]) - 1].id,
+                field.rstrip(":"),
+                f"{detail}; nothing was enqueued",
             )
         if reply[0] != b"ok":
             self._rounds += 1  # each round learns one job's dead-letter queue
