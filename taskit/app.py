@@ -20,6 +20,7 @@ from taskit.backoff import Backoff, as_policy
 from taskit.broker import Broker, from_url
 from taskit.config import Settings, redact_url
 from taskit.errors import (
+    CorruptJobError,
     DuplicateTaskError,
     JobNotFoundError,
     PayloadTooLargeError,
@@ -328,7 +329,8 @@ class App:
 
     # -- reading -----------------------------------------------------------------------------
     async def get_job(self, job_id: str) -> Job | None:
-        """The job, or ``None`` if it never existed or its finished record expired."""
+        """The job, or ``None`` if it never existed or its finished record expired.
+        ``CorruptJobError`` if its stored record is unreadable (it names the field)."""
         return await self.broker.get(job_id)
 
     async def cancel(self, job_id: str) -> bool:
@@ -349,7 +351,10 @@ class App:
             chosen = [job.id for job in await self.broker.dead_letters(queue, limit=1_000_000)]
         count = await self.broker.requeue_dead(queue, chosen)
         for job_id in chosen:
-            again = await self.broker.get(job_id)
+            try:
+                again = await self.broker.get(job_id)
+            except CorruptJobError:  # an unreadable dead letter: left where it is, not requeued
+                continue
             if again is not None and again.status is JobStatus.PENDING:
                 await self.events.job(EventKind.REQUEUED, again)
         return count

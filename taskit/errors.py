@@ -18,6 +18,7 @@ __all__ = [
     "BrokerError",
     "BrokerOutOfMemoryError",
     "ConfigurationError",
+    "CorruptJobError",
     "DuplicateTaskError",
     "Fail",
     "JobNotFoundError",
@@ -93,6 +94,22 @@ class ResultTimeoutError(TaskitError, TimeoutError):
 
 class BrokerError(TaskitError):
     """The broker failed or answered something it should not have."""
+
+
+class CorruptJobError(BrokerError):
+    """A job's stored record cannot be read: a field holds a value taskit never writes (damaged
+    by hand, by a bad restore, or by another program).
+
+    Raised only by read-only calls (``get``); paths that move jobs dead-letter such a record with
+    the reason instead. ``job_id`` is the job's id, ``field`` the part that is unreadable (a state
+    field such as ``attempts``, or ``record``, ``error``, ``result``).
+    """
+
+    def __init__(self, job_id: str, field: str, detail: str) -> None:
+        super().__init__(f"job {job_id!r} has an unreadable stored record: {field} {detail}")
+        self.job_id = job_id
+        self.field = field
+        self.detail = detail
 
 
 class BrokerConnectionError(BrokerError, ConnectionError):

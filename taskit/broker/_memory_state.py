@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 import msgspec
 
 from taskit.broker._wakeup import Waiter, wake_all
+from taskit.broker.keys import corrupt_job
 from taskit.clock import Clock, FakeClock, SystemClock
-from taskit.errors import SerializationError
+from taskit.errors import CorruptJobError, SerializationError
 from taskit.job import (
     Job,
     JobStatus,
@@ -129,16 +130,37 @@ class MemoryState:
                 record.job.attempts += 1
                 record.job.started_at = utc_from_timestamp(now)
                 self._set_status(record, JobStatus.RUNNING)
-                taken.append(self._lease(record, lease, now))
+                try:
+                    taken.append(self._lease(record, lease, now))
+                except CorruptJobError as exc:
+                    self._bury(record, exc, now)
         return taken
 
+    def _bury(self, record: Record, exc: CorruptJobError, now: float) -> None:
+        """Dead-letter a job whose stored form no longer reads back (``copy_job``), with the
+        reason, rather than fail the call for every other job (as the Redis broker does)."""
+        job = record.job
+        record.token = ""
+        job.error, job.error_type, job.traceback = f"{exc}", type(exc).__name__, None
+        job.failed_at = job.completed_at = utc_from_timestamp(now)
+        self._set_status(record, JobStatus.DEAD_LETTER)
+        self._dead[job.queue][job.id] = None
+
+    def _readable(self, record: Record) -> Job:
+        """A copy of a dead letter's job, or a stand-in naming why it cannot be read."""
+        try:
+            return copy_job(record.job)
+        except CorruptJobError as exc:
+            return corrupt_job(record.job.id, record.job.queue, str(exc))
+
     def _lease(self, record: Record, lease: float, now: float) -> Lease:
+        job = copy_job(record.job)  # first: a job that does not read back is not leased
         record.token = secrets.token_hex(16)
         record.deadline = now + lease
         heapq.heappush(
             self._leases[record.job.queue], (record.deadline, record.job.id, record.token)
         )
-        return Lease(job=copy_job(record.job), token=record.token, deadline=record.deadline)
+        return Lease(job=job, token=record.token, deadline=record.deadline)
 
     def _held(self, job_id: str, token: str) -> Record | None:
         record = self._records.get(job_id)
@@ -241,4 +263,9 @@ def encode_for_store(job: Job) -> bytes:
 
 
 def copy_job(job: Job) -> Job:
-    return decode_job(encode_job(job))
+    """``job`` through its stored form (no aliasing). ``CorruptJobError`` if it no longer
+    encodes and decodes back (a field was given a value of the wrong type in place)."""
+    try:
+        return decode_job(encode_job(job))
+    except (SerializationError, TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        raise CorruptJobError(job.id, "job", f"does not read back: {exc}") from None

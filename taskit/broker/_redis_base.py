@@ -18,11 +18,18 @@ from redis.asyncio import Redis
 from taskit._urls import REDIS_SCHEMES, parse_broker_url
 from taskit.broker._watch import ServerWatch
 from taskit.broker.base import Broker, BrokerOptions
-from taskit.broker.keys import LATEST, Keys, build_job, parse_state, split_record
-from taskit.broker.keys import placeholder_job as _placeholder
+from taskit.broker.keys import (
+    LATEST,
+    Keys,
+    build_job,
+    corrupt_job,
+    parse_state,
+    placeholder_job,
+    split_record,
+)
 from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
 from taskit.config import Settings, redact_url
-from taskit.errors import ConfigurationError, SerializationError
+from taskit.errors import ConfigurationError, CorruptJobError, SerializationError
 from taskit.job import Job, QueueStats
 
 __all__ = ["RedisBase"]
@@ -88,17 +95,23 @@ class RedisBase(Broker):
 
     # -- reading and admin -----------------------------------------------------------------
     async def get(self, job_id: str) -> Job | None:
+        """See ``Broker.get``; ``CorruptJobError`` (naming the field) if the job's stored record
+        is unreadable. A spec that does not decode gives a stand-in job instead (no task)."""
         k = self._keys
         reply = await self._run("get", [k.jobs, k.err, k.done(job_id)], [job_id])
         if reply is None:
             return None
         spec, state, err, res = reply
+        if not state:  # the script could not split the record: say which part is wrong
+            parse_state(split_record(spec, job_id)[0], job_id)
         return self._job(job_id, spec, state, err, res)
 
     async def cancel(self, job_id: str) -> bool:
+        """See ``Broker.cancel``; ``CorruptJobError`` if the job's record is unreadable (its
+        queue, and so what to cancel, cannot be known): nothing changes."""
         k = self._keys
         raw = await self._conn.guard(self._conn.pair().main.hget(k.jobs, job_id))
-        queue = None if raw is None else _queue_of(raw)
+        queue = None if raw is None else parse_state(split_record(raw, job_id)[0], job_id).queue
         for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
             if queue is None:
                 return False
@@ -128,7 +141,8 @@ class RedisBase(Broker):
         keys = [k.jobs, k.seq]
         for q in queues:
             keys += [k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q), k.totals(q)]
-        reply = await self._run("stats", keys, [BATCH])
+        keys.insert(2, k.err)
+        reply = await self._run("stats", keys, [BATCH, *queues])
         names = ("queued", "scheduled", "running", "completed", "failed", "dead")
         return {
             q: QueueStats(
@@ -144,8 +158,19 @@ class RedisBase(Broker):
         )
         rows = [reply[i : i + 4] for i in range(0, len(reply), 4)]
         return [
-            self._job(job_id.decode(), spec, state, err, b"") for job_id, spec, state, err in rows
+            self._dead_letter(queue, job_id.decode(), spec, state, err)
+            for job_id, spec, state, err in rows
         ]
+
+    def _dead_letter(self, queue: str, job_id: str, spec: bytes, state: bytes, err: bytes) -> Job:
+        """A dead letter as a Job; a stand-in naming the problem when its record is unreadable
+        (a listing must show every dead letter, never fail on one)."""
+        try:
+            if not state:  # the script could not split the record
+                parse_state(split_record(spec, job_id)[0], job_id)
+            return self._job(job_id, spec, state, err, b"")
+        except CorruptJobError as exc:
+            return corrupt_job(job_id, queue, str(exc))
 
     async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
         k = self._keys
@@ -198,10 +223,12 @@ class RedisBase(Broker):
 
     # -- plumbing --------------------------------------------------------------------------
     def _job(self, job_id: str, spec: bytes, state: bytes, err: bytes, res: bytes) -> Job:
+        """The Job of a record; a stand-in when only its spec does not decode.
+        ``CorruptJobError`` when its state, error or result is unreadable."""
         try:
             job = build_job(job_id, spec, state, err, res)
         except (SerializationError, msgspec.DecodeError) as exc:
-            return _placeholder(job_id, state, err, res, f"stored job does not decode: {exc}")
+            return placeholder_job(job_id, state, err, res, f"stored job does not decode: {exc}")
         return job
 
     async def _run(self, name: ScriptName, keys: list[str], args: list[Arg]) -> Any:
@@ -209,14 +236,6 @@ class RedisBase(Broker):
         if self._watch.due():
             await self._watch.check(pair.main)
         return await self._conn.guard(_SCRIPTS.call(pair.scripts, name, keys, args))
-
-
-def _queue_of(raw: bytes) -> str | None:
-    """The queue of a live record, or None if the record is not well-formed."""
-    try:
-        return parse_state(split_record(raw)[0]).queue
-    except ValueError:
-        return None
 
 
 def ms(seconds: float) -> int:

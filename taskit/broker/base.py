@@ -59,7 +59,8 @@ class Broker(abc.ABC):
         due in the future is SCHEDULED, otherwise PENDING. A job whose id already exists and is not
         finished is left as it is and returned instead (unique jobs: nothing new is enqueued).
         A finished job with that id is replaced. Raises ``SerializationError`` before storing
-        anything if a job cannot be encoded.
+        anything if a job cannot be encoded, and ``CorruptJobError`` if a job of that id exists
+        whose stored record is unreadable (it is never replaced unseen).
         """
 
     def enqueue_blocking(
@@ -128,13 +129,17 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def get(self, job_id: str) -> Job | None:
-        """The job with that id, or ``None`` (never existed, or its finished record expired)."""
+        """The job with that id, or ``None`` (never existed, or its finished record expired).
+
+        ``CorruptJobError`` (naming the job and the field) if its stored record is unreadable;
+        a job whose arguments alone do not decode comes back as a stand-in with no task."""
 
     @abc.abstractmethod
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job. PENDING, SCHEDULED or RETRYING: leaves its queue, CANCELLED, ``True``.
         RUNNING: cancel requested (the worker learns it when it next extends), ``True``.
-        Finished or unknown: nothing changes, ``False``."""
+        Finished or unknown: nothing changes, ``False``. A job whose stored record is
+        unreadable: nothing changes, ``CorruptJobError``."""
 
     @abc.abstractmethod
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
@@ -142,12 +147,14 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
-        """Dead-lettered jobs of ``queue``, oldest first, with their errors."""
+        """Dead-lettered jobs of ``queue``, oldest first, with their errors. Never fails on an
+        unreadable record: it is listed as a stand-in (no task) whose error names the problem."""
 
     @abc.abstractmethod
     async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
         """Make dead letters PENDING again (all of ``queue``'s when ``job_ids`` is None) with
-        ``attempts`` reset to 0. Returns how many were requeued; unknown ids are skipped."""
+        ``attempts`` reset to 0. Returns how many were requeued; unknown ids are skipped, and so
+        are dead letters whose record is unreadable (they stay, to be read and purged)."""
 
     @abc.abstractmethod
     async def purge(self, queue: str) -> int:

@@ -22,6 +22,7 @@ from taskit.broker._wakeup import Waiter, wake_all
 from taskit.broker.base import Broker, BrokerOptions
 from taskit.clock import Clock
 from taskit.config import MAX_SECONDS, Settings
+from taskit.errors import CorruptJobError
 from taskit.job import (
     Job,
     JobStatus,
@@ -74,6 +75,10 @@ class MemoryBroker(MemoryState, Broker):
         with self._lock:
             now = self._clock.time()
             self._expire(now)
+            for job in jobs:  # an unreadable job of that id: CorruptJobError, nothing stored
+                existing = self._records.get(job.id)
+                if existing is not None and not existing.job.status.finished:
+                    copy_job(existing.job)
             for i, stored in enumerate(decoded):
                 existing = self._records.get(jobs[i].id)
                 if existing is not None and not existing.job.status.finished:
@@ -189,7 +194,10 @@ class MemoryBroker(MemoryState, Broker):
                     if record.cancel_requested:
                         self._finish(record, JobStatus.CANCELLED, now)
                         continue
-                    taken.append(self._lease(record, lease, now))
+                    try:
+                        taken.append(self._lease(record, lease, now))
+                    except CorruptJobError as exc:
+                        self._bury(record, exc, now)
         return taken
 
     # -- reading and admin -----------------------------------------------------------------
@@ -221,7 +229,7 @@ class MemoryBroker(MemoryState, Broker):
     async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
         with self._lock:
             ids = list(self._dead[queue])[offset : offset + limit]
-            return [copy_job(self._records[i].job) for i in ids]
+            return [self._readable(self._records[i]) for i in ids]
 
     async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
         with self._lock:

@@ -38,7 +38,7 @@ from taskit.broker.keys import (
     split_token,
 )
 from taskit.broker.scripts import Arg
-from taskit.errors import BrokerError, SerializationError
+from taskit.errors import BrokerError, CorruptJobError, SerializationError
 from taskit.job import (
     Job,
     Lease,
@@ -185,20 +185,13 @@ class RedisBroker(RedisBase):
         for i in range(0, len(rows), 5):
             q, raw_id, spec, state, err = rows[i : i + 5]
             job_id, queue = raw_id.decode(), queues[int(q) - 1]
-            parsed = parse_state(state)
-            token = f"{parsed.token}|{queue}"
+            # The script checked the state and wrote it anew: field 5 is the token it gave.
+            token = f"{state.split(b'|', 5)[4].decode(errors='replace')}|{queue}"
             try:
+                parsed = parse_state(state, job_id)
                 job = merge_state(decode_job(spec), job_id, parsed, err, b"")
-            except (SerializationError, msgspec.DecodeError, ValueError) as exc:
-                now.append(
-                    Outcome(
-                        job_id=job_id,
-                        token=token,
-                        kind=OutcomeKind.DEAD_LETTER,
-                        error=f"stored job does not decode: {exc}",
-                        error_type=SerializationError.__name__,
-                    )
-                )
+            except (SerializationError, CorruptJobError, msgspec.DecodeError) as exc:
+                now.append(_unreadable(job_id, token, exc))
                 continue
             if parsed.cancel and reclaimed:  # its cancel was requested: it ends CANCELLED
                 now.append(Outcome(job_id=job_id, token=token, kind=OutcomeKind.CANCEL))
@@ -257,14 +250,27 @@ class RedisBroker(RedisBase):
         if not queues or limit < 1:
             return []
         k = self._keys
-        keys = [k.jobs, k.err, *(k.leases(q) for q in queues)]
-        args: list[Arg] = [ms(lease), limit, secrets.token_hex(16)]
+        keys = [k.jobs, k.err, k.seq]
+        for q in queues:
+            keys += [k.leases(q), k.dead(q)]
+        args: list[Arg] = [ms(lease), limit, secrets.token_hex(16), *queues]
         reply = await self._run("reclaim", keys, args)
         deadline = (int(reply[0]) + ms(lease)) / 1000
         leases, now = self._leases(queues, reply[1:], deadline, reclaimed=True)
         if now:  # only a settle, given the job ids, can name their done keys
             await self.settle(now)
         return leases
+
+
+def _unreadable(job_id: str, token: str, exc: Exception) -> Outcome:
+    """The DEAD_LETTER outcome of a leased job whose stored bytes do not decode."""
+    return Outcome(
+        job_id=job_id,
+        token=token,
+        kind=OutcomeKind.DEAD_LETTER,
+        error=f"stored job does not decode: {exc}",
+        error_type=type(exc).__name__,
+    )
 
 
 class _Enqueue:
@@ -301,6 +307,13 @@ class _Enqueue:
         return keys, args
 
     def answer(self, reply: list[Any]) -> None:
+        if reply[0] == b"unreadable":  # nothing was written: the record is not replaced unseen
+            field, _, detail = reply[2].decode(errors="replace").partition(" ")
+            raise CorruptJobError(
+                self._jobs[int(reply[1]) - 1].id,
+                field.rstrip(":"),
+                f"{detail}; nothing was enqueued",
+            )
         if reply[0] != b"ok":
             self._rounds += 1  # each round learns one job's dead-letter queue
             if self._rounds > len(self._jobs):  # pragma: no cover - only if Redis keeps changing

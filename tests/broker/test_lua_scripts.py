@@ -174,7 +174,8 @@ async def test_reclaim_takes_expired_leases_under_a_new_token(rh: RedisHarness) 
     await enqueue(rh, "j1")
     await reserve(rh, lease_ms=0)
 
-    reply = await run(rh, "reclaim", [k.jobs, k.err, k.leases("q")], [5_000, 10, "new"])
+    keys = [k.jobs, k.err, k.seq, k.leases("q"), k.dead("q")]
+    reply = await run(rh, "reclaim", keys, [5_000, 10, "new", "q"])
 
     assert isinstance(reply, list)
     now, q, job_id, spec, state, _err = reply
@@ -244,19 +245,17 @@ async def test_stats_counts_and_promotes(rh: RedisHarness) -> None:
     await enqueue(rh, "b", delay_ms=60_000)
     await enqueue(rh, "c")
     await reserve(rh, count=1)
-    keys = [k.jobs, k.seq, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.leases("q"), k.dead("q")]
-    keys.append(k.totals("q"))
+    keys = [k.jobs, k.seq, k.err, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.leases("q")]
+    keys += [k.dead("q"), k.totals("q")]
 
-    assert await run(rh, "stats", keys, [100]) == [1, 1, 1, 0, 0, 0]
+    assert await run(rh, "stats", keys, [100, "q"]) == [1, 1, 1, 0, 0, 0]
 
 
 async def test_get_reads_live_and_finished_records(rh: RedisHarness) -> None:
     k = rh.broker.keys
     await enqueue(rh, "j1")
     live = await run(rh, "get", [k.jobs, k.err, k.done("j1")], ["j1"])
-    await rh.client.hset(
-        k.done("j2"), mapping={"spec": SPEC, "state": b"completed|1|0|x||||1|2||q"}
-    )
+    await rh.client.hset(k.done("j2"), mapping={"spec": SPEC, "state": b"completed|1|0|||||1|2||q"})
     done = await run(rh, "get", [k.jobs, k.err, k.done("j2")], ["j2"])
     missing = await run(rh, "get", [k.jobs, k.err, k.done("j3")], ["j3"])
 

@@ -1,10 +1,10 @@
 """Long mode of the chaos suite: ``python -m tests.chaos [--jobs N] [--storm-seconds S] ...``.
 
 Runs the kill storm far longer than CI does, the Redis restarts under every persistence setting,
-a SIGKILL recovery measurement, retention over many jobs, a Redis out of memory at times (row 20;
-alone: ``python -m tests.chaos.memory``), and the Hypothesis state machine with
-many more examples (shrinking on). Writes ``benchmarks/results/reliability-<date>.md`` and the
-figures table of ``docs/reliability.md`` (between its ``figures`` markers). Needs
+a SIGKILL recovery measurement, poison fields under load, retention over many jobs, a Redis out
+of memory at times (row 20; alone: ``python -m tests.chaos.memory``), and the Hypothesis state
+machine with many more examples (shrinking on). Writes ``benchmarks/results/reliability-<date>.md``
+and the figures table of ``docs/reliability.md`` (between its ``figures`` markers). Needs
 ``redis-server`` on PATH and a Redis at 127.0.0.1:6379 for the state machine.
 """
 
@@ -24,6 +24,7 @@ import anyio
 from taskit import App
 from tests.chaos.harness import cluster, wait_until
 from tests.chaos.memory import run_memory, table_row
+from tests.chaos.poison import row_cells, run_poison
 from tests.chaos.producing import enqueue_work
 from tests.chaos.restart import run_restart
 from tests.chaos.retention import run_retention
@@ -103,6 +104,10 @@ async def main(args: argparse.Namespace) -> str:
             f"{len(r.rollback_reruns)}; empty restart detected: {f.detected}; "
             f"stuck in flight: {f.stuck_running}")  # fmt: skip
 
+    poison = await run_poison(tmp / "poison", jobs=args.poison_jobs, workers=3,
+                              corrupt_every=0.01, seed=11, max_seconds=600.0)  # fmt: skip
+    row(*row_cells(poison, 0.01))
+
     (tmp / "retention").mkdir()
     server = RedisServer(tmp / "retention")
     server.start()
@@ -162,6 +167,7 @@ if __name__ == "__main__":
     parser.add_argument("--retention-jobs", type=int, default=200_000)
     parser.add_argument("--memory-jobs", type=int, default=5000, help="row 20 jobs")
     parser.add_argument("--memory-cycles", type=int, default=8, help="row 20 full cycles")
+    parser.add_argument("--poison-jobs", type=int, default=3000)
     parser.add_argument("--model-examples", type=int, default=200)
     parser.add_argument("--model-steps", type=int, default=50)
     parser.add_argument("--no-write", action="store_true", help="print only")

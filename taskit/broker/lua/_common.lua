@@ -36,24 +36,87 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- A record's state table (with its spec as `s.spec`), or nil when `raw` is not well-formed.
+local STATUSES = {pending = true, scheduled = true, running = true, completed = true,
+  failed = true, retrying = true, dead_letter = true, cancelled = true}
+
+-- Whether `v` is up to `width` decimal digits ('-' first when `signed`), or '' when `empty`.
+local function is_int(v, width, signed, empty)
+  if v == '' then
+    return empty
+  end
+  return #v <= width and string.match(v, signed and '^%-?%d+$' or '^%d+$') ~= nil
+end
+
+-- Whether `v` is '' or a finite number >= 0 as plain text (no hex, spaces, inf or nan).
+local function is_seconds(v)
+  if v == '' then
+    return true
+  end
+  local x = #v <= 40 and string.match(v, '^[%d%.eE+-]+$') and tonumber(v)
+  return x ~= nil and x == x and x >= 0 and x < math.huge
+end
+
+-- The first field of state `s` that holds a value this layout never writes, or nil. Scripts do
+-- arithmetic and commands with these fields: a bad one must make the record unreadable (a dead
+-- letter with a reason), never a script error that fails the call for every other job.
+local function state_fault(s)
+  -- The common case first, in one match: every numeric field well formed.
+  if STATUSES[s.status] and #s.attempts <= 9 and #s.score <= 21 and #s.seq <= 21
+      and #s.started <= 20 and #s.completed <= 20 and #s.failed <= 20 and s.seq ~= '-'
+      and (s.cancel == '' or s.cancel == '1') and (s.sched == '' or is_seconds(s.sched))
+      and string.find(s.attempts .. '|' .. s.score .. '|' .. s.seq .. '|' .. s.started .. '|' ..
+        s.completed .. '|' .. s.failed, '^%d+|%-?%d+|%-?%d*|%d*|%d*|%d*$') then
+    return nil
+  end
+  if not STATUSES[s.status] then
+    return 'status', s.status
+  elseif not is_int(s.attempts, 9, false, false) then
+    return 'attempts', s.attempts
+  elseif not is_int(s.score, 21, true, false) then
+    return 'score', s.score
+  elseif not is_int(s.seq, 21, true, true) then
+    return 'seq', s.seq
+  elseif s.cancel ~= '' and s.cancel ~= '1' then
+    return 'cancel', s.cancel
+  elseif not is_seconds(s.sched) then
+    return 'sched', s.sched
+  end
+  for _, f in ipairs({'started', 'completed', 'failed'}) do
+    if not is_int(s[f], 20, false, true) then
+      return f, s[f]
+    end
+  end
+  return nil
+end
+
+-- A short printable quote of stored bytes, for an error message (always valid UTF-8).
+local function quote(v)
+  return "'" .. string.gsub(string.sub(v, 1, 40), '[^%w%.%-+_:]', '?') .. "'"
+end
+
+-- A record's state table (with its spec as `s.spec`), or nil and why it is unreadable.
 local function parse_record(raw)
   local n, at = string.match(raw, '^(%d+):()')
-  if not n then
-    return nil
+  if not n or #n > 9 or tonumber(n) > #raw - at + 1 then
+    return nil, 'record: no state length prefix ' .. quote(raw)
   end
   local s = {}
   s.status, s.attempts, s.score, s.seq, s.token, s.cancel, s.sched, s.started, s.completed,
     s.failed, s.queue = string.match(string.sub(raw, at, at + n - 1), STATE_PATTERN)
   if not s.status then
-    return nil
+    return nil, 'state: not 11 fields ' .. quote(string.sub(raw, at, at + n - 1))
   end
-  s.attempts = tonumber(s.attempts) or 0
+  local field, value = state_fault(s)
+  if field then
+    return nil, field .. ' ' .. quote(value)
+  end
+  s.attempts = tonumber(s.attempts)
   s.spec = string.sub(raw, at + n)
   return s
 end
 
--- The live record of job `id`, as a table, or nil when there is no (well-formed) record.
+-- The live record of job `id`, as a table; nil when there is none, and nil plus why when it is
+-- unreadable (see parse_record).
 local function load_state(jobs_key, id)
   local raw = rcall('HGET', jobs_key, id)
   if not raw then
@@ -175,23 +238,6 @@ local function wake_if_earliest(delayed_key, wake_key, id)
   end
 end
 
--- Move up to `batch` due jobs from the delayed set to the ready structures R (see make_ready).
-local function promote(jobs_key, R, delayed_key, now, batch)
-  local due = rcall('ZRANGEBYSCORE', delayed_key, '-inf', now, 'LIMIT', 0, batch)
-  if #due == 0 then
-    return
-  end
-  each_chunk('ZREM', delayed_key, due)
-  for _, id in ipairs(due) do
-    local s = load_state(jobs_key, id)
-    if s and (s.status == 'scheduled' or s.status == 'retrying') then
-      s.status = 'pending'
-      make_ready(R, id, s, false)
-      save_state(jobs_key, id, s)
-    end
-  end
-end
-
 -- The msgpack of [text, etype, nil], as the client writes errors (short strings only).
 local function mp_error(text, etype)
   local function str(v)
@@ -203,6 +249,48 @@ local function mp_error(text, etype)
     return '\218' .. string.char(math.floor(#v / 256) % 256, #v % 256) .. v
   end
   return '\147' .. str(text) .. str(etype) .. '\192'
+end
+
+-- Dead-letter job `id` of queue G.queue, whose record is missing or unreadable (`why`), so that
+-- it is seen and can be requeued, never dropped and never a script error. It gets a fresh state
+-- in that queue; its spec is kept as it was (the whole record when it cannot even be split; the
+-- client shows a stand-in then), and `why` becomes its error. G = {jobs=, err=, seq=, dead=,
+-- queue=}; the caller has taken `id` out of the structure it found it in.
+local function bury(G, id, why, now)
+  redis.log(redis.LOG_WARNING, 'taskit: job ' .. quote(id) .. ' of queue ' .. quote(G.queue) ..
+    ' dead-lettered, its record is unreadable: ' .. why)
+  local raw = rcall('HGET', G.jobs, id) or ''
+  local n, at = string.match(raw, '^(%d+):()')
+  local spec = raw
+  if n and #n <= 9 and tonumber(n) <= #raw - at + 1 then
+    spec = string.sub(raw, at + n)
+  end
+  local s = {status = 'dead_letter', attempts = 1, score = '0', seq = '', token = '',
+    cancel = '', sched = '', started = now, completed = now, failed = now, queue = G.queue,
+    spec = spec} -- dead on its first attempt, as a job whose spec does not decode
+  save_state(G.jobs, id, s)
+  rcall('HSET', G.err, id, mp_error('job record unreadable: ' .. why, 'CorruptJobError'))
+  rcall('ZADD', G.dead, rcall('INCR', G.seq), id)
+end
+
+-- Move up to `batch` due jobs from the delayed set to the ready structures R (see make_ready).
+-- A due job whose record is unreadable is dead-lettered: G = {jobs=, err=, seq=, dead=, queue=}.
+local function promote(G, R, delayed_key, now, batch)
+  local due = rcall('ZRANGEBYSCORE', delayed_key, '-inf', now, 'LIMIT', 0, batch)
+  if #due == 0 then
+    return
+  end
+  each_chunk('ZREM', delayed_key, due)
+  for _, id in ipairs(due) do
+    local s, why = load_state(G.jobs, id)
+    if why then
+      bury(G, id, why, now)
+    elseif s and (s.status == 'scheduled' or s.status == 'retrying') then
+      s.status = 'pending'
+      make_ready(R, id, s, false)
+      save_state(G.jobs, id, s)
+    end
+  end
 end
 
 -- End a live job: its record moves to its own key `done_key`, which expires after `ttl` ms.

@@ -3,7 +3,9 @@
 KEYS[1] dead set   KEYS[2] jobs hash   KEYS[3] error hash
 ARGV[1] offset   ARGV[2] limit
 
-Returns per dead letter: id, spec, state, error (a member without a record is skipped).
+Returns per dead letter: id, spec, state, error (a member without a record is skipped). A record
+that is unreadable comes back whole as its spec, with an empty state (the client shows a
+stand-in naming what is wrong).
 ]]
 local rcall = redis.call
 -- @include _common.lua
@@ -14,9 +16,14 @@ if limit <= 0 then
   return out
 end
 for _, id in ipairs(rcall('ZRANGE', KEYS[1], offset, offset + limit - 1)) do
-  local s = load_state(KEYS[2], id)
-  if s then
-    for _, v in ipairs({id, s.spec, pack_state(s), rcall('HGET', KEYS[3], id) or ''}) do
+  local raw = rcall('HGET', KEYS[2], id)
+  if raw then
+    local s = parse_record(raw)
+    local spec, state = raw, ''
+    if s then
+      spec, state = s.spec, pack_state(s)
+    end
+    for _, v in ipairs({id, spec, state, rcall('HGET', KEYS[3], id) or ''}) do
       out[#out + 1] = v
     end
   end

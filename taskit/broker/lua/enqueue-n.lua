@@ -15,6 +15,8 @@ then per job i (base = 1 + nq + 4 * (i - 1)):
 Returns {'ok', then per job: kept (1: an existing job, 0: stored now), spec, state, error, result}
 (spec '' for a job stored now: the client has it). Returns {'moved', i, queue} and writes nothing
 when job i would replace a dead letter of another queue, whose dead set the client must pass.
+Returns {'unreadable', i, why} and writes nothing when a job of job i's id exists with a record
+that is unreadable (see parse_record in _common.lua).
 
 Out of memory (over maxmemory, nothing to evict): Redis refuses the whole call, nothing written
 (the client raises BrokerOutOfMemoryError). That holds because the first write of any call that
@@ -41,7 +43,10 @@ end
 -- First pass, read only: every key this call needs was passed, or nothing is written.
 local olds = {}
 for i = 1, n do
-  local s = load_state(KEYS[1], jobs[i].id)
+  local s, why = load_state(KEYS[1], jobs[i].id)
+  if why then -- never replaced unseen: it is dead-lettered where it waits, or read by hand
+    return {'unreadable', i, why}
+  end
   if s and s.status == 'dead_letter' and s.queue ~= ARGV[1 + jobs[i].d] then
     return {'moved', i, s.queue}
   end

@@ -1,12 +1,13 @@
 --[[ reclaim: take over up to `limit` jobs whose lease deadline has passed.
 
-KEYS[1] jobs hash    KEYS[2] error hash
-then per queue q: KEYS[2+q] the lease set of queue q
-ARGV[1] lease in ms   ARGV[2] limit   ARGV[3] random token stem
+KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] sequence counter
+then per queue q: KEYS[2+2q] the lease set of queue q, KEYS[3+2q] its dead set
+ARGV[1] lease in ms   ARGV[2] limit   ARGV[3] random token stem   ARGV[3+q] name of queue q
 
 Each expired lease gets a fresh token (stem .. '.' .. n) and deadline now + lease; attempts are
 unchanged. Jobs whose cancel was requested come back too (their state says so): the client ends
-them with CANCEL, as only it can name their done keys.
+them with CANCEL, as only it can name their done keys. An expired job whose record is unreadable
+is dead-lettered in its queue with the reason (see bury in _common.lua).
 
 Returns {now_ms, then per lease: q, id, spec, state, error}.
 ]]
@@ -18,18 +19,23 @@ local lease, limit, stem = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
 local out = {now}
 local taken = 0
-for q = 1, #KEYS - 2 do
+for q = 1, (#KEYS - 3) / 2 do
   if taken >= limit then
     break
   end
-  local expired = rcall('ZRANGEBYSCORE', KEYS[2 + q], '-inf', now, 'LIMIT', 0, limit - taken)
+  local leases = KEYS[2 + 2 * q]
+  local expired = rcall('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit - taken)
   for _, id in ipairs(expired) do
-    local s = load_state(KEYS[1], id)
-    if s == nil or s.status ~= 'running' then
-      rcall('ZREM', KEYS[2 + q], id) -- a leftover entry: its job is no longer leased
+    local s, why = load_state(KEYS[1], id)
+    if why then
+      rcall('ZREM', leases, id)
+      bury({jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], dead = KEYS[3 + 2 * q],
+        queue = ARGV[3 + q]}, id, why, now)
+    elseif s == nil or s.status ~= 'running' then
+      rcall('ZREM', leases, id) -- a leftover entry: its job is no longer leased
     else
       taken = taken + 1
-      hand_out({jobs = KEYS[1], err = KEYS[2], leases = KEYS[2 + q]}, out, q, id, s,
+      hand_out({jobs = KEYS[1], err = KEYS[2], leases = leases}, out, q, id, s,
         stem .. '.' .. taken, now + lease)
     end
   end

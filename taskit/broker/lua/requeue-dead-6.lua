@@ -5,7 +5,8 @@ KEYS[5] dead set    KEYS[6] wake list
 ARGV[1] batch size; ARGV[2..] job ids, or none for the oldest `batch` dead letters
 
 Ids that are not dead letters of this queue are skipped. Each requeued job goes to the back of
-its priority. Returns how many were requeued.
+its priority. A dead letter whose record is unreadable stays where it is (requeued it could only
+be dead-lettered again; it is there to be read and purged). Returns how many were requeued.
 ]]
 local rcall = redis.call
 -- @include _common.lua
@@ -22,8 +23,8 @@ end
 local R = {fifo = KEYS[3], ranked = KEYS[4], seq = KEYS[2]}
 local n = 0
 for _, id in ipairs(ids) do
-  if rcall('ZREM', KEYS[5], id) == 1 then
-    local s = load_state(KEYS[1], id)
+  local s, why = load_state(KEYS[1], id)
+  if not why and rcall('ZREM', KEYS[5], id) == 1 then
     if s then
       n = n + 1
       s.status = 'pending'

@@ -9,8 +9,9 @@ ARGV[4+q] name of queue q
 
 Each queue's due delayed jobs are promoted (at most one batch), then ready jobs are taken (higher
 priorities first, FIFO within one): each becomes running with attempts + 1, started = now,
-token = stem .. '.' .. n, and a lease deadline of now + lease. A ready entry whose record is
-missing is dead-lettered on the spot.
+token = stem .. '.' .. n, and a lease deadline of now + lease. A ready or due entry whose record is
+missing or unreadable (a field holding a value this layout never writes) is dead-lettered on the
+spot, with the reason as its error (see bury in _common.lua).
 
 Returns {now_ms, wait_ms, then per lease: q, id, spec, state, error}. wait_ms is -1 unless nothing
 was leased and a delayed job exists: then the ms until the earliest is due (0 if overdue).
@@ -25,31 +26,21 @@ local out = {now, -1}
 local taken = 0
 local nq = (#KEYS - 3) / 6
 
--- A ready entry with no record: record it as a dead letter so it is seen, not silently dropped.
-local function bury(id, queue, dead_key)
-  local raw = rcall('HGET', KEYS[1], id)
-  local s = {status = 'dead_letter', attempts = 1, score = '0', seq = '', token = '',
-    cancel = '', sched = '', started = now, completed = now, failed = now, queue = queue,
-    spec = raw or ''}
-  save_state(KEYS[1], id, s)
-  rcall('HSET', KEYS[2], id, mp_error('job record missing or unreadable', 'BrokerError'))
-  rcall('ZADD', dead_key, rcall('INCR', KEYS[3]), id)
-end
-
 for q = 1, nq do
   local k = 3 + 6 * (q - 1)
   local R = {fifo = KEYS[k + 1], ranked = KEYS[k + 2], seq = KEYS[3]}
   local K = {jobs = KEYS[1], err = KEYS[2], leases = KEYS[k + 4]}
-  promote(KEYS[1], R, KEYS[k + 3], now, batch)
+  local G = {jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], dead = KEYS[k + 5], queue = ARGV[4 + q]}
+  promote(G, R, KEYS[k + 3], now, batch)
   while taken < count do
     local ids = pop_ready(R, count - taken)
     if #ids == 0 then
       break
     end
     for _, id in ipairs(ids) do
-      local s = load_state(KEYS[1], id)
-      if s == nil then
-        bury(id, ARGV[4 + q], KEYS[k + 5])
+      local s, why = load_state(KEYS[1], id)
+      if s == nil then -- dead-lettered so it is seen, not silently dropped
+        bury(G, id, why or 'record missing (its id was ready, its record gone)', now)
       elseif s.status == 'pending' then
         taken = taken + 1
         s.status = 'running'
