@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from taskit._outage import Outage
 from taskit.backoff import Exponential
 from taskit.errors import TaskitError
 from taskit.job import Outcome
@@ -46,6 +47,7 @@ class Settler:
         self._pending: list[Outcome] = []
         self._wake = anyio.Event()
         self._closed = False
+        self._outage = Outage("settle", log, backoff=_OUTAGE_BACKOFF)
 
     def submit(self, outcome: Outcome) -> None:
         """Queue an outcome; it is sent with the next batch."""
@@ -75,16 +77,14 @@ class Settler:
 
     async def _send(self, batch: list[Outcome]) -> list[bool]:
         give_up = anyio.current_time() + self._lease
-        failures = 0
         while True:
             try:
-                return await self._broker.settle(batch)
+                applied = await self._broker.settle(batch)
             except (TaskitError, OSError) as exc:
-                failures += 1
                 if anyio.current_time() >= give_up:
                     log.error("could not settle %d jobs for a whole lease: %s", len(batch), exc)
                     return [False] * len(batch)
-                delay = _OUTAGE_BACKOFF(failures)
-                if failures == 1 or failures % 20 == 0:
-                    log.warning("settle failed (%s); retrying in %.2f s", exc, delay)
-                await anyio.sleep(delay)
+                await anyio.sleep(self._outage.failed(exc))
+                continue
+            self._outage.recovered()
+            return applied

@@ -25,6 +25,7 @@ import click
 from taskit import __version__
 from taskit._cli_admin import add_admin_commands
 from taskit.app import App
+from taskit.broker.redis import RedisBroker
 from taskit.errors import BrokerAuthenticationError, BrokerError, ConfigurationError
 from taskit.registry import live_workers
 from taskit.scheduler import Scheduler, load_schedules
@@ -169,6 +170,11 @@ def worker(
     metrics = _metrics(app, metrics_port)
     try:
         backend, options = _event_loop(loop)
+        if backend == "trio" and isinstance(app.broker, RedisBroker):
+            raise click.UsageError(
+                "--loop trio: RedisBroker runs on asyncio only (redis-py does not support "
+                "trio); use --loop asyncio or uvloop"
+            )
         shown = backend + ("+uvloop" if options.get("use_uvloop") else "")
         logging.getLogger(__name__).info("event loop: %s", shown)
         anyio.run(
@@ -176,21 +182,26 @@ def worker(
             backend=backend,
             backend_options=options,
         )
-    except (BrokerAuthenticationError, BaseExceptionGroup) as exc:
-        refused = _refusal(exc)
-        if refused is None:
+    except (BrokerAuthenticationError, ConfigurationError, BaseExceptionGroup) as exc:
+        fatal = _fatal(exc)
+        if fatal is None:
             raise
-        # Bad credentials do not heal by waiting: one clear line (no password), exit 1.
-        raise click.ClickException(str(refused)) from None
+        # Bad credentials, or a broker that cannot run on this event loop, do not heal by
+        # waiting: one clear line (no password), exit 1.
+        hint = " (use --loop asyncio or uvloop)" if loop == "trio" else ""
+        raise click.ClickException(
+            f"{fatal}{hint if isinstance(fatal, ConfigurationError) else ''}"
+        ) from None
 
 
-def _refusal(exc: BaseException) -> BrokerAuthenticationError | None:
-    """The ``BrokerAuthenticationError`` in ``exc`` (possibly nested in exception groups)."""
-    if isinstance(exc, BrokerAuthenticationError):
+def _fatal(exc: BaseException) -> BrokerAuthenticationError | ConfigurationError | None:
+    """The error in ``exc`` that stopped the worker for good (possibly nested in exception
+    groups): refused credentials, or a configuration the broker cannot work with."""
+    if isinstance(exc, BrokerAuthenticationError | ConfigurationError):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _refusal(inner)
+            found = _fatal(inner)
             if found is not None:
                 return found
     return None

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from taskit._outage import Outage
 from taskit.errors import ConfigurationError, TaskitError
 from taskit.events import EventKind, JobEvent
 
@@ -116,13 +117,17 @@ class Metrics:
         self.workers.set(len(await self.app.broker.heartbeat()))
 
     async def refresh_forever(self, interval: float = REFRESH_INTERVAL) -> None:
-        """``refresh`` every ``interval`` seconds until cancelled; broker errors are logged."""
+        """``refresh`` every ``interval`` seconds until cancelled; broker errors are logged
+        once per outage and retried with backoff (``taskit._outage``)."""
+        outage = Outage("refreshing the metrics gauges", log)
         while True:
+            pause = interval
             try:
                 await self.refresh()
+                outage.recovered()
             except (TaskitError, OSError) as exc:
-                log.warning("refreshing the metrics gauges failed: %s", exc)
-            await anyio.sleep(interval)
+                pause = max(pause, outage.failed(exc))
+            await anyio.sleep(pause)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
         """Serve ``/metrics`` over HTTP on ``addr:port`` from a daemon thread; returns the

@@ -17,6 +17,7 @@ blocking timeouts only ten times a second, so short waits are cut by the client 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 from collections.abc import Sequence
@@ -104,7 +105,8 @@ class RedisBroker(RedisBase):
         while True:
             remaining = give_up - anyio.current_time()
             if leases or remaining <= 0:
-                return leases
+                # The taking step is shielded: a caller cancelled meanwhile gets them released.
+                return await self._handed_over(leases)
             if buried:
                 leases, buried, wait = await self._reserve_once(queues, count, lease)
                 continue
@@ -159,11 +161,20 @@ class RedisBroker(RedisBase):
             return await self._reserve_once(queues, count, lease)
         keys, args = self._reserve_call(queues, count, lease)
         command = ("EVALSHA", _SCRIPTS["reserve"].sha, len(keys), *keys, *args)
-        raw = await wait_then_run(self._conn, wake, seconds, command)
+
+        async def salvage(raw: Any) -> None:
+            """The caller was cancelled, but the reserve behind the wait ran: hand back what it
+            took (the cancellation goes on once this returns)."""
+            if not _missing_script(raw):
+                with contextlib.suppress(BrokerError):  # an error reply: it took nothing
+                    got = await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
+                    await self._release(got[0])
+
+        raw = await wait_then_run(self._conn, wake, seconds, command, salvage)
         with anyio.CancelScope(shield=True):  # a reply may carry leases: never drop it
             if raw is None:
                 got: tuple[list[Lease], bool, float | None] = ([], False, None)
-            elif isinstance(raw, redis.exceptions.ResponseError) and "NOSCRIPT" in str(raw):
+            elif _missing_script(raw):
                 got = await self._reserve_once(queues, count, lease)  # loads the scripts
             else:
                 got = await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
@@ -311,6 +322,11 @@ class _Enqueue:
         if state.startswith(b"pending|"):
             return job  # stored as it was sent: pending, nothing else set
         return build_job(job.id, spec, state, b"", b"")
+
+
+def _missing_script(reply: Any) -> bool:
+    """Whether a raw reply is NOSCRIPT (Redis lost the scripts: nothing ran)."""
+    return isinstance(reply, redis.exceptions.ResponseError) and "NOSCRIPT" in str(reply)
 
 
 async def _checked(reply: Any) -> Any:
