@@ -9,6 +9,7 @@ an idle one still settles each job the moment it ends (the batch is just smaller
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,8 @@ class Settler:
         self._pending: list[Outcome] = []
         self._wake = anyio.Event()
         self._closed = False
+        self._give_up_at = math.inf  # anyio clock: set by close()
+        self._hurry = anyio.Event()  # cuts short the backoff pauses in progress
         self._outage = Outage("settle", log, backoff=_OUTAGE_BACKOFF)
 
     def submit(self, outcome: Outcome) -> None:
@@ -54,9 +57,14 @@ class Settler:
         self._pending.append(outcome)
         self._wake.set()
 
-    def close(self) -> None:
-        """No more outcomes will come: ``run`` returns once everything queued is settled."""
+    def close(self, give_up_at: float = math.inf) -> None:
+        """No more outcomes will come: ``run`` returns once everything queued is settled, or at
+        ``give_up_at`` (anyio clock) for what the broker did not take by then: a stopping worker
+        does not wait out a broker outage; those jobs' leases expire and they are reclaimed."""
         self._closed = True
+        self._give_up_at = give_up_at
+        self._hurry.set()
+        self._hurry = anyio.Event()
         self._wake.set()
 
     async def run(self) -> None:
@@ -76,15 +84,22 @@ class Settler:
                 self._on_settled(outcome, ok)
 
     async def _send(self, batch: list[Outcome]) -> list[bool]:
-        give_up = anyio.current_time() + self._lease
+        lease_end = anyio.current_time() + self._lease
         while True:
             try:
                 applied = await self._broker.settle(batch)
             except (TaskitError, OSError) as exc:
-                if anyio.current_time() >= give_up:
-                    log.error("could not settle %d jobs for a whole lease: %s", len(batch), exc)
+                left = min(lease_end, self._give_up_at) - anyio.current_time()
+                if left <= 0:
+                    why = "for a whole lease" if lease_end <= self._give_up_at else "as it stopped"
+                    log.error(
+                        "could not settle %d jobs %s (%s): their leases expire and they are "
+                        "reclaimed", len(batch), why, exc,
+                    )  # fmt: skip
                     return [False] * len(batch)
-                await anyio.sleep(self._outage.failed(exc))
+                hurry = self._hurry
+                with anyio.move_on_after(min(self._outage.failed(exc), left)):
+                    await hurry.wait()
                 continue
             self._outage.recovered()
             return applied

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 BLOCK_SECONDS = 5.0
 #: In burst mode, how long a reserve waits before checking whether the queues are empty.
 BURST_TICK = 0.05
+#: How long a stopping worker keeps trying to settle after its grace period (a broker outage).
+SETTLE_AFTER_GRACE = 1.0
 #: Errors that waiting does not heal (refused credentials, a broker that cannot run on this event
 #: loop): the worker stops with them instead of retrying.
 _FATAL = (BrokerAuthenticationError, ConfigurationError)
@@ -167,19 +169,27 @@ class Worker:
                 finally:
                     self._fetching = None
                     inbox.close()
-                began = self._stopped_at if self._stopped_at is not None else anyio.current_time()
-                with anyio.CancelScope(deadline=-math.inf if self._hard else began + self.grace):
-                    await self._drained.wait()
-                self._hard = True  # grace is over: what is still running or buffered goes back
-                for running in list(self._running.values()):
-                    running.stop(StopReason.RELEASE)
-            settler.close()  # every runner is done: deliver what they settled, then stop
+                grace_end = await self._grace()
+            # Every runner is done: deliver what they settled, then stop; a broker that is down
+            # is not waited out past the grace period (the leases expire, the jobs come back).
+            settler.close(give_up_at=max(grace_end, anyio.current_time()) + SETTLE_AFTER_GRACE)
             await settled.wait()
             if events:
                 await events.close()  # deliver what is left before the services stop
             services.cancel_scope.cancel()
         log.info("worker %s stopped: %s", self.name, self.stats)
         return self.stats
+
+    async def _grace(self) -> float:
+        """Let running jobs finish until the grace period, counted from the stop, ends (at once
+        after a hard stop); then stop the rest, to be handed back. Returns when it ends."""
+        began = self._stopped_at if self._stopped_at is not None else anyio.current_time()
+        with anyio.CancelScope(deadline=-math.inf if self._hard else began + self.grace):
+            await self._drained.wait()
+        self._hard = True  # grace is over: what is still running or buffered goes back
+        for running in list(self._running.values()):
+            running.stop(StopReason.RELEASE)
+        return began + self.grace
 
     def stop(self, *, graceful: bool = True) -> None:
         """Stop reserving now; running jobs get the grace period, counted from the first call,
