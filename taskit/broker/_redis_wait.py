@@ -37,7 +37,7 @@ PIPELINE_FROM = 1.0
 #: everything at most (seconds).
 _UNBLOCK_TRIES = 10
 _UNBLOCK_WAIT = 0.1
-_CUT_SHORT_WAIT = 1.0
+_CUT_SHORT_WAIT = 0.5
 
 
 async def wait(conn: Connections, wake: Sequence[str], seconds: float) -> None:
