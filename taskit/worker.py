@@ -21,6 +21,7 @@ backoff and logs it once per outage (``taskit._outage``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -201,7 +202,8 @@ class Worker:
                 running.stop(StopReason.RELEASE)
             self._drained.set()
         if self._stopped_at is None:
-            self._stopped_at = anyio.current_time()
+            with contextlib.suppress(RuntimeError):  # no event loop: not running, no grace yet
+                self._stopped_at = anyio.current_time()
         self._stopping.set()
         if self._fetching is not None:
             self._fetching.cancel()
