@@ -49,7 +49,7 @@ class Settler:
         self._wake = anyio.Event()
         self._closed = False
         self._give_up_at = math.inf  # anyio clock: set by close()
-        self._hurry = anyio.Event()  # cuts short the backoff pauses in progress
+        self._sending: anyio.CancelScope | None = None  # the batch in flight
         self._outage = Outage("settle", log, backoff=_OUTAGE_BACKOFF)
 
     def submit(self, outcome: Outcome) -> None:
@@ -63,13 +63,14 @@ class Settler:
         does not wait out a broker outage; those jobs' leases expire and they are reclaimed."""
         self._closed = True
         self._give_up_at = give_up_at
-        self._hurry.set()
-        self._hurry = anyio.Event()
+        if self._sending is not None:
+            self._sending.deadline = give_up_at
         self._wake.set()
 
     async def run(self) -> None:
         """Send batches until closed and drained. Sending is shielded from cancellation, so a
-        batch taken from the queue is always delivered (or given up after one lease)."""
+        batch taken from the queue is always delivered (or given up after one lease, or at the
+        ``give_up_at`` of ``close``)."""
         while True:
             if not self._pending:
                 if self._closed:
@@ -78,28 +79,28 @@ class Settler:
                 await self._wake.wait()
                 continue
             batch, self._pending = self._pending, []
-            with anyio.CancelScope(shield=True):
+            applied = [False] * len(batch)
+            with anyio.CancelScope(shield=True, deadline=self._give_up_at) as self._sending:
                 applied = await self._send(batch)
+            if self._sending.cancelled_caught:
+                log.error(
+                    "gave up settling %d jobs as the worker stopped (the broker did not answer): "
+                    "their leases expire and they are reclaimed", len(batch),
+                )  # fmt: skip
+            self._sending = None
             for outcome, ok in zip(batch, applied, strict=True):
                 self._on_settled(outcome, ok)
 
     async def _send(self, batch: list[Outcome]) -> list[bool]:
-        lease_end = anyio.current_time() + self._lease
+        give_up = anyio.current_time() + self._lease
         while True:
             try:
                 applied = await self._broker.settle(batch)
             except (TaskitError, OSError) as exc:
-                left = min(lease_end, self._give_up_at) - anyio.current_time()
-                if left <= 0:
-                    why = "for a whole lease" if lease_end <= self._give_up_at else "as it stopped"
-                    log.error(
-                        "could not settle %d jobs %s (%s): their leases expire and they are "
-                        "reclaimed", len(batch), why, exc,
-                    )  # fmt: skip
+                if anyio.current_time() >= give_up:
+                    log.error("could not settle %d jobs for a whole lease: %s", len(batch), exc)
                     return [False] * len(batch)
-                hurry = self._hurry
-                with anyio.move_on_after(min(self._outage.failed(exc), left)):
-                    await hurry.wait()
+                await anyio.sleep(self._outage.failed(exc))
                 continue
             self._outage.recovered()
             return applied

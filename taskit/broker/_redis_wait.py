@@ -10,6 +10,10 @@ reply, so nothing it leased goes unseen. Only when no reply comes (within ``_CUT
 stopped server must not hold up a stopping worker) is the connection dropped: the ``BLPOP`` still
 blocked then, so the command behind it never ran.
 
+``call_or_salvage`` is the same promise for a reserve sent on its own (no wait in front): its
+caller may be cancelled while the reply is on its way, without waiting for a server that has
+stopped answering.
+
 Cancellation always propagates: a cancelled wait whose command ran hands the reply to the
 caller's ``salvage`` (shielded; the reserve releases what it took) and then re-raises. It never
 returns instead, which would let a cancelled reserve loop on (and lease jobs for a caller that is
@@ -28,7 +32,7 @@ import redis.exceptions
 from taskit.broker._resp import FastClient
 from taskit.broker.scripts import Connections
 
-__all__ = ["PIPELINE_FROM", "wait", "wait_then_run"]
+__all__ = ["PIPELINE_FROM", "call_or_salvage", "wait", "wait_then_run"]
 
 #: Waits at least this long (seconds) may carry a command behind them; shorter ones must end on
 #: time, which only the client can ensure (Redis checks blocking timeouts ten times a second).
@@ -108,6 +112,29 @@ async def wait_then_run(
         else:
             reply = await conn.guard(asyncio.shield(call))
     return reply
+
+
+async def call_or_salvage(
+    conn: Connections,
+    client: FastClient,
+    command: Sequence[Any],
+    salvage: Callable[[Any], Awaitable[None]],
+) -> Any:
+    """Send ``command`` and return its raw reply (an error reply as a ``ResponseError``
+    instance). The caller may be cancelled at any point: before the command went out nothing
+    ran; after, its reply gets up to ``_CUT_SHORT_WAIT`` seconds to come and goes to ``salvage``
+    (shielded, must not raise); then the cancellation propagates. A reply later than that is
+    left unread: what the command leased expires and is reclaimed, nothing is lost."""
+    [call] = await conn.guard(client.send(command))
+    try:
+        return await conn.guard(asyncio.shield(call))
+    except BaseException:  # cancelled, or the connection failed: never swallowed
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(_CUT_SHORT_WAIT):
+                await asyncio.wait([call])
+            if call.done() and not call.cancelled() and call.exception() is None:
+                await salvage(call.result())
+        raise
 
 
 async def _cut_short(waits: FastClient, main: FastClient, call: asyncio.Future[Any]) -> Any:

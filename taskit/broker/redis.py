@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -28,7 +28,7 @@ import msgspec
 import redis.exceptions
 
 from taskit.broker._redis_base import _SCRIPTS, BATCH, RedisBase, ms
-from taskit.broker._redis_wait import PIPELINE_FROM, wait, wait_then_run
+from taskit.broker._redis_wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
 from taskit.broker._resp import FastClient
 from taskit.broker.keys import (
     build_job,
@@ -131,12 +131,36 @@ class RedisBroker(RedisBase):
         if not queues:
             return [], False, None
         keys, args = self._reserve_call(queues, count, lease)
-        # Shielded: once the script has leased jobs, a cancelled caller must still get them back
-        # (the caller returns them without another checkpoint), never leave them leased unseen.
-        with anyio.CancelScope(shield=True):
-            reply = await self._run("reserve", keys, args)
-            got = await self._reserved(queues, lease, reply)
-        return got  # noqa: RET504 - returned outside the scope, whose exit may swallow (mypy)
+        pair = self._conn.pair()
+        if not isinstance(pair.scripts, FastClient):
+            # redis-py (TLS, tests): the round trip is shielded, so a cancelled caller still
+            # gets what the script leased (``reserve`` then hands it back and re-raises).
+            with anyio.CancelScope(shield=True):
+                got = await self._reserved(queues, lease, await self._run("reserve", keys, args))
+            return got  # noqa: RET504 - outside the scope, whose exit may swallow (mypy)
+        # Cancellable while the reply is on its way (a stopped server must not hold up a stop):
+        # a reply that comes anyway is salvaged, its leases handed back (``_redis_wait``).
+        if self._watch.due():
+            await self._watch.check(pair.main)
+        command = ("EVALSHA", _SCRIPTS["reserve"].sha, len(keys), *keys, *args)
+        raw = await call_or_salvage(self._conn, pair.scripts, command, self._salvage(queues, lease))
+        with anyio.CancelScope(shield=True):  # a reply may carry leases: never drop it
+            if _missing_script(raw):
+                got = await self._reserved(queues, lease, await self._run("reserve", keys, args))
+            else:
+                got = await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
+        return got
+
+    def _salvage(self, queues: Sequence[str], lease: float) -> Callable[[Any], Awaitable[None]]:
+        """What a cancelled reserve does with a reply that came anyway: hand back its leases."""
+
+        async def salvage(raw: Any) -> None:
+            if not _missing_script(raw):  # NOSCRIPT or another error reply: it took nothing
+                with contextlib.suppress(BrokerError):
+                    got = await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
+                    await self._release(got[0])
+
+        return salvage
 
     async def _reserved(
         self, queues: Sequence[str], lease: float, reply: list[Any]
@@ -161,16 +185,7 @@ class RedisBroker(RedisBase):
             return await self._reserve_once(queues, count, lease)
         keys, args = self._reserve_call(queues, count, lease)
         command = ("EVALSHA", _SCRIPTS["reserve"].sha, len(keys), *keys, *args)
-
-        async def salvage(raw: Any) -> None:
-            """The caller was cancelled, but the reserve behind the wait ran: hand back what it
-            took (the cancellation goes on once this returns)."""
-            if not _missing_script(raw):
-                with contextlib.suppress(BrokerError):  # an error reply: it took nothing
-                    got = await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
-                    await self._release(got[0])
-
-        raw = await wait_then_run(self._conn, wake, seconds, command, salvage)
+        raw = await wait_then_run(self._conn, wake, seconds, command, self._salvage(queues, lease))
         with anyio.CancelScope(shield=True):  # a reply may carry leases: never drop it
             if raw is None:
                 got: tuple[list[Lease], bool, float | None] = ([], False, None)

@@ -262,3 +262,34 @@ async def test_loop_trio_with_redis_is_refused_at_once(chaos: Cluster) -> None:
     assert worker.proc.wait(timeout=30) == 2  # a usage error, before anything runs
     assert "RedisBroker runs on asyncio only" in worker.log
     assert "use --loop asyncio or uvloop" in worker.log
+
+
+@pytest.mark.parametrize("when", ["idle", "mid-job", "at start"])
+async def test_sigterm_stops_a_worker_whose_redis_is_paused(tmp_path: Path, when: str) -> None:
+    # A paused (SIGSTOP) server accepts connections and answers nothing. A reply still owed
+    # gets half a second, a hand-back one second after the grace period; then the worker goes
+    # (what it leased expires and is reclaimed once Redis runs again).
+    with cluster(tmp_path, visibility_timeout=60.0, grace_period=0.5) as chaos:
+        assert chaos.server.proc is not None
+        client = chaos.client()
+        try:
+            if when == "at start":
+                chaos.server.proc.send_signal(signal.SIGSTOP)
+            worker = chaos.spawn("-c", "4")
+            if when == "idle":
+                wait_blocked(client)
+            elif when == "mid-job":
+                app = App(chaos.url)
+                try:
+                    await enqueue_work(app, ["long"], 30.0)
+                    wait_until(lambda: started(chaos, worker.pid) == 1, 20, what="the start")
+                finally:
+                    await app.close()
+            if when != "at start":
+                chaos.server.proc.send_signal(signal.SIGSTOP)
+            await anyio.sleep(0.3)  # the worker is in the middle of a call now, or between
+            took = stop_and_time(chaos, worker)
+        finally:
+            chaos.server.proc.send_signal(signal.SIGCONT)
+            client.close()
+        assert took < 0.5 + 1.0 + PROMPT, took
