@@ -144,12 +144,13 @@ class RedisBroker(RedisBase):
             await self._watch.check(pair.main)
         command = ("EVALSHA", _SCRIPTS["reserve"].sha, len(keys), *keys, *args)
         raw = await call_or_salvage(self._conn, pair.scripts, command, self._salvage(queues, lease))
-        with anyio.CancelScope(shield=True):  # a reply may carry leases: never drop it
-            if _missing_script(raw):
+        if _missing_script(raw):  # Redis lost its scripts: load them (rare; shielded as above)
+            with anyio.CancelScope(shield=True):
                 got = await self._reserved(queues, lease, await self._run("reserve", keys, args))
-            else:
-                got = await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
-        return got
+            return got  # noqa: RET504 - outside the scope, whose exit may swallow (mypy)
+        # No checkpoint from here to the caller's ``_handed_over`` (``_reserved`` shields its
+        # own settle): leases reach it even if a cancellation came meanwhile.
+        return await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
 
     def _salvage(self, queues: Sequence[str], lease: float) -> Callable[[Any], Awaitable[None]]:
         """What a cancelled reserve does with a reply that came anyway: hand back its leases."""
@@ -165,12 +166,14 @@ class RedisBroker(RedisBase):
     async def _reserved(
         self, queues: Sequence[str], lease: float, reply: list[Any]
     ) -> tuple[list[Lease], bool, float | None]:
-        """``_reserve_once``'s answer from a reserve script's reply (call it shielded)."""
+        """``_reserve_once``'s answer from a reserve script's reply. Its only checkpoint, the
+        settle of records that do not decode, is shielded."""
         now_ms, wait_ms = int(reply[0]), int(reply[1])
         deadline = (now_ms + ms(lease)) / 1000
         leases, bad = self._leases(queues, reply[2:], deadline, reclaimed=False)
         if bad:
-            await self.settle(bad)
+            with anyio.CancelScope(shield=True):
+                await self.settle(bad)
         return leases, bool(bad), None if wait_ms < 0 else wait_ms / 1000
 
     async def _wait_and_reserve(
