@@ -8,8 +8,8 @@ gives the median, and the range in brackets, of:
 * **signal → exit**: SIGTERM to the process's exit (adds the interpreter's own teardown);
 * **signal → release**: SIGTERM to the log line of the running job handed back to the queue
   (scenarios with a job: a 30 s job and a grace period of 0.2 s, so this should read ~200 ms;
-  with Redis killed there is nothing to hand it back to: the worker gives the release up one
-  second after the grace period, and the job's lease expires).
+  with Redis killed or paused nothing takes the hand-back: the worker gives it up one second
+  after the grace period, and the job's lease expires).
 
 Scenarios without a loop in their name run on asyncio. Broker states: memory; Redis up; Redis
 unreachable (a port nothing listens on); a read-only replica (``--replicaof`` a dead port); Redis
@@ -46,6 +46,8 @@ RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.apps.stop_app:app"
 GRACE = 0.2
+#: Broker states in which a running job cannot be handed back (the worker gives it up).
+GONE = ("killed", "paused")
 #: A run that has not exited by then is killed and reported as a failure.
 WATCHDOG = 60.0
 
@@ -184,7 +186,7 @@ def one_run(scenario: Scenario, figures: Figures) -> None:
         return
     figures.exited.append(took)
     figures.stopped.append(log_time(stopped) - at)
-    if scenario.job and scenario.broker != "killed":  # there, nothing can be handed back
+    if scenario.job and scenario.broker not in GONE:  # nothing can take the hand-back there
         release = next((line for line in worker.lines if "(stop.sleep) release in" in line), None)
         if release is None:
             figures.failures.append("the running job was not handed back")
@@ -209,6 +211,7 @@ def scenarios() -> list[Scenario]:
         Scenario("Redis killed under the worker, idle", "killed", "asyncio"),
         Scenario("Redis killed under a running job, grace 0.2 s", "killed", "asyncio", True),
         Scenario("Redis paused (SIGSTOP), idle", "paused", "asyncio"),
+        Scenario("Redis paused under a running job, grace 0.2 s", "paused", "asyncio", True),
     ]
     return out
 
@@ -270,7 +273,7 @@ def main(runs: int) -> str:
     for scenario, figures in results.items():
         lines.append(
             f"| {scenario.name} | {ms(figures.stopped)} | {ms(figures.exited)} | "
-            f"{ms(figures.released) if scenario.job and scenario.broker != 'killed' else '-'} |"
+            f"{ms(figures.released) if scenario.job and scenario.broker not in GONE else '-'} |"
         )
     failures = [(s.name, f) for s, fig in results.items() for f in fig.failures]
     if failures:
