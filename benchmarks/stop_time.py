@@ -58,6 +58,7 @@ class Scenario:
     broker: str  # memory, up, unreachable, replica, killed, paused
     loop: str
     job: bool = False
+    extra: tuple[str, ...] = ()  # more worker options
 
 
 @dataclass
@@ -71,11 +72,11 @@ class Figures:
 class Worker:
     """One `taskit worker` process; its stderr lines with the time each was read."""
 
-    def __init__(self, env: dict[str, str], loop: str) -> None:
+    def __init__(self, env: dict[str, str], loop: str, *extra: str) -> None:
         self.lines: list[str] = []
         self._seen = threading.Condition()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "taskit", "worker", APP, "-c", "4", "--loop", loop],
+            [sys.executable, "-m", "taskit", "worker", APP, "-c", "4", "--loop", loop, *extra],
             cwd=ROOT,
             env={**os.environ, **env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
             stdout=subprocess.DEVNULL,
@@ -161,7 +162,8 @@ def one_run(scenario: Scenario, figures: Figures) -> None:
         env = {"TASKIT_BROKER_URL": url, "TASKIT_GRACE_PERIOD": str(GRACE)}
         if scenario.job:
             env["STOP_SEED"] = "30"
-        worker = Worker(env, scenario.loop)
+        extra = [a.replace("PORT", str(free_port())) for a in scenario.extra]
+        worker = Worker(env, scenario.loop, *extra)
         server_pid = None
         try:
             worker.wait_for("starting: queues=")
@@ -202,6 +204,10 @@ def scenarios() -> list[Scenario]:
     out = [Scenario(f"memory, {loop}, idle", "memory", loop) for loop in [*loops, "trio"]]
     out += [Scenario(f"memory, {loop}, a running job, grace 0.2 s", "memory", loop, True)
             for loop in [*loops, "trio"]]  # fmt: skip
+    if importlib.util.find_spec("prometheus_client"):
+        metrics = ("--metrics-port", "PORT", "--scheduler")
+        out.append(Scenario("memory, --metrics-port and --scheduler, idle", "memory", "asyncio",
+                            extra=metrics))  # fmt: skip
     out += [Scenario(f"Redis up, {loop}, idle", "up", loop) for loop in loops]
     out += [Scenario(f"Redis up, {loop}, a running job, grace 0.2 s", "up", loop, True)
             for loop in loops]  # fmt: skip

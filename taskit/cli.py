@@ -233,7 +233,9 @@ async def _run_worker(
         finally:
             services.cancel_scope.cancel()
             if metrics is not None:
-                metrics[1].shutdown()
+                from taskit.metrics import stop_serving
+
+                stop_serving(metrics[1])
 
 
 def _load_schedules(app: App, path: str | None) -> None:
