@@ -183,14 +183,16 @@ class Worker:
 
     async def _grace(self) -> float:
         """Let running jobs finish until the grace period, counted from the stop, ends (at once
-        after a hard stop); then stop the rest, to be handed back. Returns when it ends."""
+        after a hard stop); then stop the rest, to be handed back. Returns when it ends (anyio
+        clock): the settler may go on until then even if every job is done sooner."""
         began = self._stopped_at if self._stopped_at is not None else anyio.current_time()
         with anyio.CancelScope(deadline=-math.inf if self._hard else began + self.grace):
             await self._drained.wait()
+        cut_short = self._hard  # a hard stop (second signal) ended the grace period early
         self._hard = True  # grace is over: what is still running or buffered goes back
         for running in list(self._running.values()):
             running.stop(StopReason.RELEASE)
-        return began + self.grace
+        return anyio.current_time() if cut_short else began + self.grace
 
     def stop(self, *, graceful: bool = True) -> None:
         """Stop reserving now; running jobs get the grace period, counted from the first call,

@@ -293,3 +293,25 @@ async def test_sigterm_stops_a_worker_whose_redis_is_paused(tmp_path: Path, when
             chaos.server.proc.send_signal(signal.SIGCONT)
             client.close()
         assert took < 0.5 + 1.0 + PROMPT, took
+
+
+async def test_a_second_signal_stops_at_once_even_when_redis_cannot_take_the_hand_back(
+    tmp_path: Path,
+) -> None:
+    with cluster(tmp_path, visibility_timeout=60.0, grace_period=30.0) as chaos:
+        assert chaos.server.proc is not None
+        worker = chaos.spawn("-c", "4")
+        app = App(chaos.url)
+        try:
+            await enqueue_work(app, ["long"], 30.0)
+            wait_until(lambda: started(chaos, worker.pid) == 1, 20, what="the start")
+        finally:
+            await app.close()
+        chaos.server.proc.send_signal(signal.SIGSTOP)
+        try:
+            chaos.kill(worker, signal.SIGTERM)
+            worker.wait_for_line("stopping gracefully")
+            took = stop_and_time(chaos, worker)  # the second signal: the grace period ends
+        finally:
+            chaos.server.proc.send_signal(signal.SIGCONT)
+        assert took < 0.5 + 1.0 + PROMPT, took  # not the 30 s grace period
