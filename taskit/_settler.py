@@ -15,12 +15,14 @@ the error. An outage is retried for the whole batch, as every member suffers it 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
 
+from taskit._outage import Outage
 from taskit._storable import refused
 from taskit.backoff import Exponential
 from taskit.errors import SerializationError, TaskitError
@@ -57,20 +59,29 @@ class Settler:
         self._pending: list[Outcome] = []
         self._wake = anyio.Event()
         self._closed = False
+        self._give_up_at = math.inf  # anyio clock: set by close()
+        self._sending: anyio.CancelScope | None = None  # the batch in flight
+        self._outage = Outage("settle", log, backoff=_OUTAGE_BACKOFF)
 
     def submit(self, outcome: Outcome) -> None:
         """Queue an outcome; it is sent with the next batch."""
         self._pending.append(outcome)
         self._wake.set()
 
-    def close(self) -> None:
-        """No more outcomes will come: ``run`` returns once everything queued is settled."""
+    def close(self, give_up_at: float = math.inf) -> None:
+        """No more outcomes will come: ``run`` returns once everything queued is settled, or at
+        ``give_up_at`` (anyio clock) for what the broker did not take by then: a stopping worker
+        does not wait out a broker outage; those jobs' leases expire and they are reclaimed."""
         self._closed = True
+        self._give_up_at = give_up_at
+        if self._sending is not None:
+            self._sending.deadline = give_up_at
         self._wake.set()
 
     async def run(self) -> None:
         """Send batches until closed and drained. Sending is shielded from cancellation, so a
-        batch taken from the queue is always delivered (or given up after one lease)."""
+        batch taken from the queue is always delivered (or given up after one lease, or at the
+        ``give_up_at`` of ``close``)."""
         while True:
             if not self._pending:
                 if self._closed:
@@ -79,8 +90,15 @@ class Settler:
                 await self._wake.wait()
                 continue
             batch, self._pending = self._pending, []
-            with anyio.CancelScope(shield=True):
+            settled = [(outcome, False) for outcome in batch]
+            with anyio.CancelScope(shield=True, deadline=self._give_up_at) as self._sending:
                 settled = await self._settle(batch)
+            if self._sending.cancelled_caught:
+                log.error(
+                    "gave up settling %d jobs as the worker stopped (the broker did not answer): "
+                    "their leases expire and they are reclaimed", len(batch),
+                )  # fmt: skip
+            self._sending = None
             for outcome, ok in settled:
                 self._on_settled(outcome, ok)
 
@@ -111,18 +129,16 @@ class Settler:
 
     async def _send(self, batch: list[Outcome]) -> list[bool]:
         give_up = anyio.current_time() + self._lease
-        failures = 0
         while True:
             try:
-                return await self._broker.settle(batch)
+                applied = await self._broker.settle(batch)
             except SerializationError:
                 raise  # about what the batch holds: retrying it cannot help (see ``_settle``)
             except (TaskitError, OSError) as exc:
-                failures += 1
                 if anyio.current_time() >= give_up:
                     log.error("could not settle %d jobs for a whole lease: %s", len(batch), exc)
                     return [False] * len(batch)
-                delay = _OUTAGE_BACKOFF(failures)
-                if failures == 1 or failures % 20 == 0:
-                    log.warning("settle failed (%s); retrying in %.2f s", exc, delay)
-                await anyio.sleep(delay)
+                await anyio.sleep(self._outage.failed(exc))
+                continue
+            self._outage.recovered()
+            return applied

@@ -171,6 +171,11 @@ def worker(
     metrics = _metrics(app, metrics_port)
     try:
         backend, options = _event_loop(loop)
+        if backend == "trio" and app.broker.asyncio_only:
+            raise click.UsageError(
+                f"--loop trio: {type(app.broker).__name__} runs on asyncio only "
+                "(redis-py does not support trio); use --loop asyncio or uvloop"
+            )
         shown = backend + ("+uvloop" if options.get("use_uvloop") else "")
         logging.getLogger(__name__).info("event loop: %s", shown)
         anyio.run(
@@ -178,12 +183,16 @@ def worker(
             backend=backend,
             backend_options=options,
         )
-    except (BrokerAuthenticationError, BaseExceptionGroup) as exc:
-        refused = _refusal(exc)
-        if refused is None:
+    except (BrokerAuthenticationError, ConfigurationError, BaseExceptionGroup) as exc:
+        fatal = _fatal(exc)
+        if fatal is None:
             raise
-        # Bad credentials do not heal by waiting: one clear line (no password), exit 1.
-        raise click.ClickException(str(refused)) from None
+        # Bad credentials, or a broker that cannot run on this event loop, do not heal by
+        # waiting: one clear line (no password), exit 1.
+        hint = " (use --loop asyncio or uvloop)" if loop == "trio" else ""
+        raise click.ClickException(
+            f"{fatal}{hint if isinstance(fatal, ConfigurationError) else ''}"
+        ) from None
 
 
 def _warn_in_process(app: App) -> None:
@@ -198,13 +207,14 @@ def _warn_in_process(app: App) -> None:
         )
 
 
-def _refusal(exc: BaseException) -> BrokerAuthenticationError | None:
-    """The ``BrokerAuthenticationError`` in ``exc`` (possibly nested in exception groups)."""
-    if isinstance(exc, BrokerAuthenticationError):
+def _fatal(exc: BaseException) -> BrokerAuthenticationError | ConfigurationError | None:
+    """The error in ``exc`` that stopped the worker for good (possibly nested in exception
+    groups): refused credentials, or a configuration the broker cannot work with."""
+    if isinstance(exc, BrokerAuthenticationError | ConfigurationError):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _refusal(inner)
+            found = _fatal(inner)
             if found is not None:
                 return found
     return None
@@ -236,7 +246,9 @@ async def _run_worker(
         finally:
             services.cancel_scope.cancel()
             if metrics is not None:
-                metrics[1].shutdown()
+                from taskit.metrics import stop_serving
+
+                stop_serving(metrics[1])
 
 
 def _load_schedules(app: App, path: str | None) -> None:

@@ -25,18 +25,22 @@ is any attempt that did not succeed: ``failed``, ``retried`` (except a requested
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import threading
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from taskit._outage import Outage
 from taskit.errors import ConfigurationError, TaskitError
 from taskit.events import EventKind, JobEvent
 
 if TYPE_CHECKING:
     from taskit.app import App
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "stop_serving"]
 
 log = logging.getLogger(__name__)
 
@@ -116,17 +120,21 @@ class Metrics:
         self.workers.set(len(await self.app.broker.heartbeat()))
 
     async def refresh_forever(self, interval: float = REFRESH_INTERVAL) -> None:
-        """``refresh`` every ``interval`` seconds until cancelled; broker errors are logged."""
+        """``refresh`` every ``interval`` seconds until cancelled; broker errors are logged
+        once per outage and retried with backoff (``taskit._outage``)."""
+        outage = Outage("refreshing the metrics gauges", log)
         while True:
+            pause = interval
             try:
                 await self.refresh()
+                outage.recovered()
             except (TaskitError, OSError) as exc:
-                log.warning("refreshing the metrics gauges failed: %s", exc)
-            await anyio.sleep(interval)
+                pause = max(pause, outage.failed(exc))
+            await anyio.sleep(pause)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
         """Serve ``/metrics`` over HTTP on ``addr:port`` from a daemon thread; returns the
-        server (call ``.shutdown()`` to stop it). ``OSError`` if the port is taken."""
+        server (``stop_serving(server)`` stops it at once). ``OSError`` if the port is taken."""
         server, _thread = _prometheus().start_http_server(port, addr, registry=self.registry)
         return server
 
@@ -134,3 +142,19 @@ class Metrics:
         """The metrics in the Prometheus text format."""
         data: bytes = _prometheus().generate_latest(self.registry)
         return data.decode()
+
+
+def stop_serving(server: Any, timeout: float = 1.0) -> None:
+    """Stop a server of ``Metrics.serve`` without waiting out its poll: ``shutdown()`` alone
+    returns only at ``serve_forever``'s next half-second poll, which a stopping worker would
+    wait for; a connection wakes the poll at once."""
+    stopper = threading.Thread(target=server.shutdown, daemon=True)
+    stopper.start()
+    host, port = server.server_address[:2]
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    for _ in range(int(timeout / 0.05)):
+        with contextlib.suppress(OSError):
+            socket.create_connection((host, port), timeout=0.05).close()
+        stopper.join(0.05)
+        if not stopper.is_alive():
+            return

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
+from taskit._outage import Outage
 from taskit.broker.base import Broker
 from taskit.errors import TaskitError
 
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 
 #: A record lives this many heartbeat intervals without renewal.
 TTL_INTERVALS = 3
-#: How long a stopping worker tries to withdraw its record.
-_WITHDRAW_TIMEOUT = 2.0
+#: How long a stopping worker tries to withdraw its record (it expires on its own anyway, and a
+#: broker that does not answer must not hold up the exit).
+_WITHDRAW_TIMEOUT = 0.5
 
 
 class WorkerInfo(msgspec.Struct, kw_only=True):
@@ -63,22 +65,21 @@ def _info(worker: Worker, started: datetime) -> WorkerInfo:
 
 async def announce(worker: Worker) -> None:
     """Keep ``worker``'s record alive until cancelled, then withdraw it. Broker errors are
-    logged (once per outage) and the beat goes on."""
+    logged (once per outage, see ``taskit._outage``) and the beat goes on."""
     broker = worker.app.broker
     interval = worker.app.settings.heartbeat_interval
     started = datetime.now(UTC)
-    failing = False
+    outage = Outage(f"worker {worker.name}: heartbeat", log)
     try:
         while True:
             record = _ENCODER.encode(_info(worker, started))
+            pause = interval
             try:
                 await broker.heartbeat(worker.name, record, ttl=interval * TTL_INTERVALS)
-                failing = False
+                outage.recovered()
             except (TaskitError, OSError) as exc:
-                if not failing:
-                    log.warning("worker %s: heartbeat failed: %s", worker.name, exc)
-                failing = True
-            await anyio.sleep(interval)
+                pause = max(pause, outage.failed(exc))
+            await anyio.sleep(pause)
     finally:
         with anyio.move_on_after(_WITHDRAW_TIMEOUT, shield=True):
             try:

@@ -46,6 +46,7 @@ import anyio
 import msgspec
 from cronsim import CronSim, CronSimError
 
+from taskit._outage import Outage
 from taskit.clock import Clock, SystemClock
 from taskit.errors import ConfigurationError, SerializationError, TaskitError, UnknownTaskError
 from taskit.job import Job
@@ -272,6 +273,8 @@ class Scheduler:
         # Claims won here whose enqueue failed (Redis full, an outage): the run is still ours to
         # enqueue on the next tick, not "taken by another scheduler".
         self._won: set[str] = set()
+        self._outage = Outage("scheduler", log)
+        self._retry_in = 0.0  # after a tick that failed: seconds to wait (backoff)
 
     def start(self) -> None:
         """Place each schedule's cursor by its missed-runs policy (``tick`` does it if needed)."""
@@ -281,11 +284,13 @@ class Scheduler:
 
     async def tick(self) -> list[Job]:
         """Enqueue each schedule's latest due run not dealt with yet (if this process wins its
-        claim); return the jobs enqueued here. Broker errors are logged and retried next tick."""
+        claim); return the jobs enqueued here. Broker errors are logged (once per outage) and
+        retried next tick; ``run`` waits a backoff before that tick."""
         if not self._cursor:
             self.start()
         now = self.clock.time()
         jobs: list[Job] = []
+        failed = False
         for s in self.schedules:
             due = s.timing.latest(now)
             if due <= self._cursor[s.name]:
@@ -293,11 +298,17 @@ class Scheduler:
             try:
                 job = await self._fire(s, due)
             except (TaskitError, OSError) as exc:
-                log.warning("schedule %s: run due %s not enqueued yet: %s", s.name, _iso(due), exc)
+                if not failed:  # one failure per tick: the backoff grows per tick, not per run
+                    what = f"schedule {s.name}: run due {_iso(due)} not enqueued yet"
+                    self._retry_in = self._outage.failed(exc, what)
+                failed = True
                 continue
             self._cursor[s.name] = due
             if job is not None:
                 jobs.append(job)
+        if not failed:
+            self._outage.recovered()
+            self._retry_in = 0.0
         return jobs
 
     async def _fire(self, s: Schedule, due: float) -> Job | None:
@@ -332,6 +343,9 @@ class Scheduler:
         self.start()
         while True:
             await self.tick()
+            if self._retry_in:  # the broker failed: the missed run is due at once, so back off
+                await anyio.sleep(self._retry_in)
+                continue
             upcoming = self.next_due()
             nap = MAX_NAP if upcoming is None else upcoming - self.clock.time()
             await anyio.sleep(min(max(nap, 0.0), MAX_NAP))

@@ -10,14 +10,20 @@ Inside one anyio task group:
   jobs whose lease was lost or whose cancel was requested;
 * the **reaper** reclaims leases that expired on dead workers and retries or dead-letters them.
 
-Shutdown (``stop()``, SIGTERM or SIGINT): stop reserving, let running jobs finish for up to the
-grace period, then stop the rest and hand them back to the queue at once. A second signal (or
-``stop(graceful=False)``) skips the grace period. Either way nothing is lost.
+Shutdown (``stop()``, SIGTERM or SIGINT): the fetcher is cancelled at once, wherever it waits
+(a cancelled reserve raises and hands back anything it took in that moment, see
+``Broker.reserve``), so nothing is reserved after the stop; running jobs may finish until the grace
+period, counted from the stop, runs out; then the rest are stopped and handed back to the queue at
+once. A second signal (or ``stop(graceful=False)``) ends the grace period there. Either way
+nothing is lost. Every loop that talks to the broker waits out a failure with a capped, jittered
+backoff and logs it once per outage (``taskit._outage``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -25,16 +31,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Self
 
 import anyio
 import anyio.abc
 
 from taskit._inbox import Inbox
+from taskit._outage import Outage
 from taskit._settler import Settler
-from taskit.backoff import Exponential, as_policy
+from taskit.backoff import as_policy
 from taskit.config import check_number
-from taskit.errors import BrokerAuthenticationError, TaskitError
+from taskit.errors import BrokerAuthenticationError, ConfigurationError, TaskitError
 from taskit.events import WorkerEvents
 from taskit.execution import Executor, RunningJob, StopReason, retry_or_dead
 from taskit.job import Job, Lease, LeaseState, Outcome, OutcomeKind
@@ -45,16 +52,17 @@ if TYPE_CHECKING:
 
 __all__ = ["Worker", "WorkerStats"]
 
-T = TypeVar("T")
-
 log = logging.getLogger(__name__)
 
 #: Longest single blocking reserve; the fetcher then loops (and notices a stop at once anyway).
 BLOCK_SECONDS = 5.0
 #: In burst mode, how long a reserve waits before checking whether the queues are empty.
 BURST_TICK = 0.05
-#: Broker errors outside a job are retried with this backoff, so a broker outage never spins.
-_OUTAGE_BACKOFF = Exponential(base=0.1, cap=5.0)
+#: How long a stopping worker keeps trying to settle after its grace period (a broker outage).
+SETTLE_AFTER_GRACE = 1.0
+#: Errors that waiting does not heal (refused credentials, a broker that cannot run on this event
+#: loop): the worker stops with them instead of retrying.
+_FATAL = (BrokerAuthenticationError, ConfigurationError)
 
 
 @dataclass
@@ -124,8 +132,9 @@ class Worker:
         self._events: WorkerEvents | None = None
         self._busy = 0
         self._stopping = anyio.Event()
+        self._stopped_at: float | None = None  # anyio clock: the grace period counts from here
         self._hard = False
-        self._wait_scope: anyio.CancelScope | None = None
+        self._fetching: anyio.CancelScope | None = None  # the fetcher's scope, while it runs
         self._slot_free = anyio.Event()
         self._drained = anyio.Event()
         self._runners_left = 0
@@ -161,15 +170,17 @@ class Worker:
                 for _ in range(self.concurrency):
                     runners.start_soon(self._runner, inbox, executor)
                 try:
-                    await self._fetch(inbox, burst)
+                    with anyio.CancelScope() as self._fetching:  # stop() cancels it
+                        if self._stopping.is_set():
+                            self._fetching.cancel()
+                        await self._fetch(inbox, burst)
                 finally:
+                    self._fetching = None
                     inbox.close()
-                with anyio.move_on_after(0 if self._hard else self.grace):
-                    await self._drained.wait()
-                self._hard = True  # grace is over: what is still running or buffered goes back
-                for running in list(self._running.values()):
-                    running.stop(StopReason.RELEASE)
-            settler.close()  # every runner is done: deliver what they settled, then stop
+                grace_end = await self._grace()
+            # Every runner is done: deliver what they settled, then stop; a broker that is down
+            # is not waited out past the grace period (the leases expire, the jobs come back).
+            settler.close(give_up_at=max(grace_end, anyio.current_time()) + SETTLE_AFTER_GRACE)
             await settled.wait()
             if events:
                 await events.close()  # deliver what is left before the services stop
@@ -177,17 +188,34 @@ class Worker:
         log.info("worker %s stopped: %s", self.name, self.stats)
         return self.stats
 
+    async def _grace(self) -> float:
+        """Let running jobs finish until the grace period, counted from the stop, ends (at once
+        after a hard stop); then stop the rest, to be handed back. Returns when it ends (anyio
+        clock): the settler may go on until then even if every job is done sooner."""
+        began = self._stopped_at if self._stopped_at is not None else anyio.current_time()
+        with anyio.CancelScope(deadline=-math.inf if self._hard else began + self.grace):
+            await self._drained.wait()
+        cut_short = self._hard  # a hard stop (second signal) ended the grace period early
+        self._hard = True  # grace is over: what is still running or buffered goes back
+        for running in list(self._running.values()):
+            running.stop(StopReason.RELEASE)
+        return anyio.current_time() if cut_short else began + self.grace
+
     def stop(self, *, graceful: bool = True) -> None:
-        """Stop reserving; running jobs get the grace period unless ``graceful`` is false, in
-        which case they are stopped and handed back now. Call from the worker's event loop."""
+        """Stop reserving now; running jobs get the grace period, counted from the first call,
+        unless ``graceful`` is false or this is the second call: then they are stopped and handed
+        back now. Call from the worker's event loop."""
         if not graceful or self._stopping.is_set():
             self._hard = True
             for running in list(self._running.values()):
                 running.stop(StopReason.RELEASE)
             self._drained.set()
+        if self._stopped_at is None:
+            with contextlib.suppress(RuntimeError):  # no event loop: not running, no grace yet
+                self._stopped_at = anyio.current_time()
         self._stopping.set()
-        if self._wait_scope is not None:
-            self._wait_scope.cancel()
+        if self._fetching is not None:
+            self._fetching.cancel()
 
     async def __aenter__(self) -> Self:
         self._tg = anyio.create_task_group()
@@ -215,12 +243,14 @@ class Worker:
 
     # -- fetching ----------------------------------------------------------------------------
     async def _fetch(self, inbox: Inbox, burst: bool) -> None:
-        failures = 0
+        """Reserve jobs for idle runners until cancelled (``stop``) or, in burst mode, until the
+        queues are empty. Every wait in here is a checkpoint of the ``_fetching`` scope."""
+        outage = Outage("reserve", log)
         while not self._stopping.is_set():
             free = self.concurrency - self._busy
             if free <= 0:
                 self._slot_free = anyio.Event()
-                await self._interruptible(self._slot_free.wait())
+                await self._slot_free.wait()
                 continue
             try:
                 leases = await self._reserve(free, 0 if burst else BLOCK_SECONDS)
@@ -228,13 +258,15 @@ class Worker:
                     if self._busy == 0 and await self._idle():
                         return
                     leases = await self._reserve(free, BURST_TICK)
-                failures = 0
-            except BrokerAuthenticationError:
-                raise  # refused credentials do not heal by waiting: stop with the error
+                outage.recovered()
+            except _FATAL:
+                raise  # waiting does not heal these: stop with the error
             except (TaskitError, OSError) as exc:
-                failures += 1
-                await self._outage("reserve", exc, failures)
+                await anyio.sleep(outage.failed(exc))
                 continue
+            if self._stopping.is_set():  # a broker that returned leases to a cancelled reserve
+                self._hand_back(leases)
+                return
             self._busy += len(leases)
             inbox.put(leases)
             if 0 < len(leases) < free:
@@ -243,33 +275,21 @@ class Worker:
                 await anyio.lowlevel.checkpoint()
 
     async def _reserve(self, count: int, timeout: float) -> list[Lease]:
-        reserve = self.app.broker.reserve(
+        return await self.app.broker.reserve(
             self.queues, count=count, lease=self.lease, timeout=timeout
         )
-        return await self._interruptible(reserve) or []
 
-    async def _interruptible(self, waiting: Awaitable[T]) -> T | None:
-        """Await ``waiting`` unless ``stop()`` comes first (then ``None``). Brokers keep a
-        cancelled reserve from leaving jobs leased (see ``Broker.reserve``)."""
-        scope = self._wait_scope = anyio.CancelScope()
-        if self._stopping.is_set():
-            scope.cancel()
-        with scope:
-            return await waiting
-        return None
+    def _hand_back(self, leases: list[Lease]) -> None:
+        """Release leases that came after the stop (through the settler: it is shielded)."""
+        for lease in leases:
+            self._settling[lease.token] = (lease.job, 0.0)
+            self._settler.submit(
+                Outcome(job_id=lease.job.id, token=lease.token, kind=OutcomeKind.RELEASE)
+            )
 
     async def _idle(self) -> bool:
         stats = await self.app.broker.stats(self.queues)
         return all(s.queued + s.scheduled + s.running == 0 for s in stats.values())
-
-    async def _outage(self, what: str, exc: BaseException, failures: int) -> None:
-        delay = _OUTAGE_BACKOFF(failures)
-        if failures == 1 or failures % 20 == 0:
-            log.warning("%s failed (%s); retrying in %.2f s", what, exc, delay)
-        if what == "reserve":
-            await self._interruptible(anyio.sleep(delay))
-        else:
-            await anyio.sleep(delay)
 
     # -- running -----------------------------------------------------------------------------
     async def _runner(self, inbox: Inbox, executor: Executor) -> None:
@@ -324,15 +344,20 @@ class Worker:
 
     # -- lease upkeep ------------------------------------------------------------------------
     async def _heartbeat(self) -> None:
+        outage = Outage("extending leases", log)
+        pause = self.lease / 3
         while True:
-            await anyio.sleep(self.lease / 3)
+            await anyio.sleep(pause)
+            pause = self.lease / 3
             running = list(self._running.values())
             if not running:
                 continue
             try:
                 states = await self.app.broker.extend([r.lease for r in running], lease=self.lease)
+                outage.recovered()
             except (TaskitError, OSError) as exc:
-                log.warning("extending %d leases failed: %s", len(running), exc)
+                # Try again sooner than the period (backoff): the leases run out meanwhile.
+                pause = min(pause, outage.failed(exc, f"extending {len(running)} leases failed"))
                 continue
             for job, state in zip(running, states, strict=True):
                 if state is LeaseState.LOST:
@@ -341,12 +366,15 @@ class Worker:
                     job.stop(StopReason.CANCEL)
 
     async def _reaper(self) -> None:
+        outage = Outage("reclaiming expired leases", log)
         while True:
+            pause = self.reaper_interval
             try:
                 await self._reap()
+                outage.recovered()
             except (TaskitError, OSError) as exc:
-                log.warning("reclaiming expired leases failed: %s", exc)
-            await anyio.sleep(self.reaper_interval)
+                pause = max(pause, outage.failed(exc))
+            await anyio.sleep(pause)
 
     async def _reap(self) -> None:
         leases = await self.app.broker.reclaim(self.queues, lease=self.lease)

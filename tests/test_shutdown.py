@@ -225,3 +225,15 @@ async def test_a_signal_stops_gracefully_and_a_second_one_at_once(signum: signal
 
     assert worker.stats == WorkerStats(completed=2, released=2)
     await assert_nothing_lost(s, completed=s.shorts)
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_worker_whose_broker_cannot_run_on_this_loop_stops_with_the_error() -> None:
+    # redis-py runs on asyncio only: every call under trio raises ConfigurationError, which
+    # the worker's loops used to retry as an outage, for ever (even with burst).
+    from taskit import ConfigurationError
+    from taskit.broker.redis import RedisBroker
+
+    app = App(RedisBroker("redis://127.0.0.1:1/0"))
+    with anyio.fail_after(WAIT), pytest.RaisesGroup(ConfigurationError, flatten_subgroups=True):
+        await app.worker().run(burst=True)

@@ -43,6 +43,8 @@ class RedisBase(Broker):
     """Connections, script calls, reading and admin of the Broker contract on Redis. The
     constructor's arguments and errors are documented on ``RedisBroker``, the class to use."""
 
+    asyncio_only = True
+
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",

@@ -6,14 +6,24 @@ wake lists (see ``taskit.broker.redis``), on a connection of its own.
 worker has its jobs one round trip sooner (the leases are made by the same script, under the same
 fencing). A wait cut short (the caller is cancelled, or the server does not answer in time) first
 ends the ``BLPOP`` with ``CLIENT UNBLOCK`` from the script connection and reads the command's
-reply, so nothing it leased goes unseen. Only when no reply comes is the connection dropped: the
-``BLPOP`` still blocked then, so the command behind it never ran.
+reply, so nothing it leased goes unseen. Only when no reply comes (within ``_CUT_SHORT_WAIT``: a
+stopped server must not hold up a stopping worker) is the connection dropped: the ``BLPOP`` still
+blocked then, so the command behind it never ran.
+
+``call_or_salvage`` is the same promise for a reserve sent on its own (no wait in front): its
+caller may be cancelled while the reply is on its way, without waiting for a server that has
+stopped answering.
+
+Cancellation always propagates: a cancelled wait whose command ran hands the reply to the
+caller's ``salvage`` (shielded; the reserve releases what it took) and then re-raises. It never
+returns instead, which would let a cancelled reserve loop on (and lease jobs for a caller that is
+gone).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -22,14 +32,16 @@ import redis.exceptions
 from taskit.broker._resp import FastClient
 from taskit.broker.scripts import Connections
 
-__all__ = ["PIPELINE_FROM", "wait", "wait_then_run"]
+__all__ = ["PIPELINE_FROM", "call_or_salvage", "wait", "wait_then_run"]
 
 #: Waits at least this long (seconds) may carry a command behind them; shorter ones must end on
 #: time, which only the client can ensure (Redis checks blocking timeouts ten times a second).
 PIPELINE_FROM = 1.0
-#: A cut-short wait: CLIENT UNBLOCK tries, and how long to wait for the reply after each.
+#: A cut-short wait: CLIENT UNBLOCK tries, how long to wait for the reply after each, and for
+#: everything at most (seconds).
 _UNBLOCK_TRIES = 10
 _UNBLOCK_WAIT = 0.1
+_CUT_SHORT_WAIT = 0.5
 
 
 async def wait(conn: Connections, wake: Sequence[str], seconds: float) -> None:
@@ -64,14 +76,19 @@ async def wait(conn: Connections, wake: Sequence[str], seconds: float) -> None:
 
 
 async def wait_then_run(
-    conn: Connections, wake: Sequence[str], seconds: float, command: Sequence[Any]
+    conn: Connections,
+    wake: Sequence[str],
+    seconds: float,
+    command: Sequence[Any],
+    salvage: Callable[[Any], Awaitable[None]],
 ) -> Any:
     """Wait like ``wait`` (``seconds`` >= ``PIPELINE_FROM``, a ``FastClient`` pair), then return
     the raw reply of ``command`` (an error reply as a ``ResponseError`` instance, not raised).
 
-    Returns None when the wait was cut short and no reply came (nothing ran). If the caller is
-    cancelled and a reply came, the reply is returned all the same: the caller must handle it
-    without another checkpoint (shielded). Raises ``BrokerConnectionError`` as ``guard`` does.
+    Returns None when the wait was cut short by its own timeout and no reply came (nothing ran).
+    If the caller is cancelled (or the wait fails) after ``command`` ran, its reply goes to
+    ``salvage`` (awaited shielded, must not raise) and the cancellation (or error) propagates.
+    Raises ``BrokerConnectionError`` as ``guard`` does.
     """
     pair = conn.pair()
     waits, main = pair.waits, pair.scripts
@@ -83,12 +100,12 @@ async def wait_then_run(
         with anyio.move_on_after(seconds + 1.0):  # Redis times the wait out; this is a backstop
             await conn.guard(asyncio.shield(blpop))
             woken = True
-    except BaseException:  # cancelled, or the connection failed
+    except BaseException:  # cancelled, or the connection failed: never swallowed
         with anyio.CancelScope(shield=True):
             reply = await _cut_short(waits, main, call)
-        if reply is None:
-            raise
-        return reply
+            if reply is not None:
+                await salvage(reply)
+        raise
     with anyio.CancelScope(shield=True):
         if not woken:
             reply = await _cut_short(waits, main, call)
@@ -97,21 +114,46 @@ async def wait_then_run(
     return reply
 
 
+async def call_or_salvage(
+    conn: Connections,
+    client: FastClient,
+    command: Sequence[Any],
+    salvage: Callable[[Any], Awaitable[None]],
+) -> Any:
+    """Send ``command`` and return its raw reply (an error reply as a ``ResponseError``
+    instance). The caller may be cancelled at any point: before the command went out nothing
+    ran; after, its reply gets up to ``_CUT_SHORT_WAIT`` seconds to come and goes to ``salvage``
+    (shielded, must not raise); then the cancellation propagates. A reply later than that is
+    left unread: what the command leased expires and is reclaimed, nothing is lost."""
+    [call] = await conn.guard(client.send(command))
+    try:
+        return await conn.guard(asyncio.shield(call))
+    except BaseException:  # cancelled, or the connection failed: never swallowed
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(_CUT_SHORT_WAIT):
+                await asyncio.wait([call])
+            if call.done() and not call.cancelled() and call.exception() is None:
+                await salvage(call.result())
+        raise
+
+
 async def _cut_short(waits: FastClient, main: FastClient, call: asyncio.Future[Any]) -> Any:
-    """End the BLPOP in front of ``call`` and return ``call``'s reply, or None (call shielded)."""
+    """End the BLPOP in front of ``call`` and return ``call``'s reply, or None (call shielded).
+    Gives up after ``_CUT_SHORT_WAIT`` seconds (a stopped server answers nothing)."""
     unblockable = waits.client_id is not None
-    for _ in range(_UNBLOCK_TRIES if unblockable else 1):
-        if call.done():
-            break
-        if unblockable:
-            try:
-                await main.execute("CLIENT", "UNBLOCK", waits.client_id)
-            except (redis.exceptions.RedisError, OSError):
-                unblockable = False  # refused (an ACL, a proxy): only a reply in flight counts
-        with anyio.move_on_after(_UNBLOCK_WAIT):
-            await asyncio.wait([call])
-        if not unblockable:
-            break
+    with anyio.move_on_after(_CUT_SHORT_WAIT):
+        for _ in range(_UNBLOCK_TRIES if unblockable else 1):
+            if call.done():
+                break
+            if unblockable:
+                try:
+                    await main.execute("CLIENT", "UNBLOCK", waits.client_id)
+                except (redis.exceptions.RedisError, OSError):
+                    unblockable = False  # refused (an ACL, a proxy): only a reply in flight
+            with anyio.move_on_after(_UNBLOCK_WAIT):
+                await asyncio.wait([call])
+            if not unblockable:
+                break
     if not call.done() or call.cancelled() or call.exception() is not None:
         waits.drop()  # no reply: the BLPOP still blocks, so the command behind it never ran
         return None

@@ -22,15 +22,21 @@ Durations are float seconds; timestamps are seconds since the epoch on the broke
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
+import anyio
+import anyio.lowlevel
+
 from taskit.config import Settings
-from taskit.errors import ConfigurationError
-from taskit.job import Job, Lease, LeaseState, Outcome, QueueStats
+from taskit.errors import ConfigurationError, TaskitError
+from taskit.job import Job, Lease, LeaseState, Outcome, OutcomeKind, QueueStats
 
 __all__ = ["Broker", "BrokerOptions"]
+
+log = logging.getLogger(__name__)
 
 
 class Broker(abc.ABC):
@@ -40,6 +46,9 @@ class Broker(abc.ABC):
     #: True for a broker whose jobs live in this process only (``memory://``): another process
     #: (a worker, ``taskit enqueue``, ``taskit info``) cannot see them, and the CLI says so.
     in_process: ClassVar[bool] = False
+    #: True for a broker that runs on asyncio only (redis-py): ``taskit worker --loop trio``
+    #: refuses it at once rather than failing on the first call.
+    asyncio_only: ClassVar[bool] = False
 
     def configure(self, settings: Settings) -> None:  # noqa: B027 - optional: most take none
         """Take every option this broker was not given in its constructor (or URL) from
@@ -86,8 +95,10 @@ class Broker(abc.ABC):
         Bytes that do not decode as a job are dead-lettered by the broker with the decode error
         (they cannot be returned); the call goes on with the other jobs.
 
-        Cancel-safe: a reserve cancelled while it waits returns nothing and leases nothing; the
-        step that takes jobs is shielded, so a cancelled call never leaves jobs leased unseen.
+        Cancel-safe: a cancelled reserve raises the cancellation (never returns instead) and
+        leaves nothing leased. A reserve called in a cancelled scope takes nothing; jobs taken in
+        the same moment as the cancellation are handed back (``RELEASE``: PENDING again at once,
+        attempt refunded) before it propagates. See ``_handed_over``.
         """
 
     @abc.abstractmethod
@@ -181,6 +192,35 @@ class Broker(abc.ABC):
         withdraw it now); with ``name`` None change nothing. Then return every live
         announcement by name (expired ones are forgotten). One atomic step; times are the
         broker's clock. Workers use it to register themselves and to count who is alive."""
+
+    async def _handed_over(self, leases: list[Lease]) -> list[Lease]:
+        """What a reserve returns: ``leases``, unless its caller was cancelled while they were
+        taken. Then they are released (shielded) and the cancellation is raised: a job never
+        goes to a caller that is gone, and never waits out a lease for nothing."""
+        if not leases:
+            return leases
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._release(leases)
+            raise
+        return leases
+
+    async def _release(self, leases: Sequence[Lease]) -> None:
+        """Hand ``leases`` back (``RELEASE``) without raising: if the broker fails now, the
+        leases expire and are reclaimed (retried), so nothing is lost either way."""
+        outcomes = [
+            Outcome(job_id=held.job.id, token=held.token, kind=OutcomeKind.RELEASE)
+            for held in leases
+        ]
+        try:
+            await self.settle(outcomes)
+        except (TaskitError, OSError) as exc:
+            log.warning(
+                "handing back %d jobs reserved as the reserve was cancelled failed (%s): they "
+                "are retried when their lease expires", len(leases), exc,
+            )  # fmt: skip
 
     async def close(self) -> None:  # noqa: B027 - optional hook: brokers without resources keep it
         """Release connections. The broker may be used again afterwards (it reconnects)."""

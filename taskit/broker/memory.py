@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from taskit._storable import storable
@@ -121,17 +122,21 @@ class MemoryBroker(MemoryState, Broker):
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         give_up = anyio.current_time() + max(timeout, 0.0)
+        await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller takes nothing
         while True:
-            with self._lock:
+            waiter: Waiter | None = None
+            with self._lock:  # one lock for taking and waiting: no enqueue slips in between
                 now = self._clock.time()
                 leases = self._take(queues, count, lease, now)
                 remaining = give_up - anyio.current_time()
-                if leases or remaining <= 0:
-                    return leases
-                waiter = Waiter()
-                self._waiters.append(waiter)
-                if self._delayed and not self._clock_driven:
-                    remaining = min(remaining, max(self._delayed[0][0] - now, 0.0) + 0.001)
+                if not leases and remaining > 0:
+                    waiter = Waiter()
+                    self._waiters.append(waiter)
+                    if self._delayed and not self._clock_driven:
+                        remaining = min(remaining, max(self._delayed[0][0] - now, 0.0) + 0.001)
+            if waiter is None:
+                # Woken and cancelled at once: what was just taken goes back, then the cancel.
+                return await self._handed_over(leases)
             try:
                 await waiter.wait(remaining)
             finally:

@@ -17,9 +17,10 @@ blocking timeouts only ten times a second, so short waits are cut by the client 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -28,7 +29,7 @@ import redis.exceptions
 
 from taskit._storable import storable
 from taskit.broker._redis_base import _SCRIPTS, BATCH, RedisBase, ms
-from taskit.broker._redis_wait import PIPELINE_FROM, wait, wait_then_run
+from taskit.broker._redis_wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
 from taskit.broker._resp import FastClient
 from taskit.broker.keys import (
     build_job,
@@ -109,7 +110,8 @@ class RedisBroker(RedisBase):
         while True:
             remaining = give_up - anyio.current_time()
             if leases or remaining <= 0:
-                return leases
+                # The taking step is shielded: a caller cancelled meanwhile gets them released.
+                return await self._handed_over(leases)
             if buried:
                 leases, buried, wait = await self._reserve_once(queues, count, lease)
                 continue
@@ -134,22 +136,49 @@ class RedisBroker(RedisBase):
         if not queues:
             return [], False, None
         keys, args = self._reserve_call(queues, count, lease)
-        # Shielded: once the script has leased jobs, a cancelled caller must still get them back
-        # (the caller returns them without another checkpoint), never leave them leased unseen.
-        with anyio.CancelScope(shield=True):
-            reply = await self._run("reserve", keys, args)
-            got = await self._reserved(queues, lease, reply)
-        return got  # noqa: RET504 - returned outside the scope, whose exit may swallow (mypy)
+        pair = self._conn.pair()
+        if not isinstance(pair.scripts, FastClient):
+            # redis-py (TLS, tests): the round trip is shielded, so a cancelled caller still
+            # gets what the script leased (``reserve`` then hands it back and re-raises).
+            with anyio.CancelScope(shield=True):
+                got = await self._reserved(queues, lease, await self._run("reserve", keys, args))
+            return got  # noqa: RET504 - outside the scope, whose exit may swallow (mypy)
+        # Cancellable while the reply is on its way (a stopped server must not hold up a stop):
+        # a reply that comes anyway is salvaged, its leases handed back (``_redis_wait``).
+        if self._watch.due():
+            await self._watch.check(pair.main)
+        command = ("EVALSHA", _SCRIPTS["reserve"].sha, len(keys), *keys, *args)
+        raw = await call_or_salvage(self._conn, pair.scripts, command, self._salvage(queues, lease))
+        if _missing_script(raw):  # Redis lost its scripts: load them (rare; shielded as above)
+            with anyio.CancelScope(shield=True):
+                got = await self._reserved(queues, lease, await self._run("reserve", keys, args))
+            return got  # noqa: RET504 - outside the scope, whose exit may swallow (mypy)
+        # No checkpoint from here to the caller's ``_handed_over`` (``_reserved`` shields its
+        # own settle): leases reach it even if a cancellation came meanwhile.
+        return await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
+
+    def _salvage(self, queues: Sequence[str], lease: float) -> Callable[[Any], Awaitable[None]]:
+        """What a cancelled reserve does with a reply that came anyway: hand back its leases."""
+
+        async def salvage(raw: Any) -> None:
+            if not _missing_script(raw):  # NOSCRIPT or another error reply: it took nothing
+                with contextlib.suppress(BrokerError):
+                    got = await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
+                    await self._release(got[0])
+
+        return salvage
 
     async def _reserved(
         self, queues: Sequence[str], lease: float, reply: list[Any]
     ) -> tuple[list[Lease], bool, float | None]:
-        """``_reserve_once``'s answer from a reserve script's reply (call it shielded)."""
+        """``_reserve_once``'s answer from a reserve script's reply. Its only checkpoint, the
+        settle of records that do not decode, is shielded."""
         now_ms, wait_ms = int(reply[0]), int(reply[1])
         deadline = (now_ms + ms(lease)) / 1000
         leases, bad = self._leases(queues, reply[2:], deadline, reclaimed=False)
         if bad:
-            await self.settle(bad)
+            with anyio.CancelScope(shield=True):
+                await self.settle(bad)
         return leases, bool(bad), None if wait_ms < 0 else wait_ms / 1000
 
     async def _wait_and_reserve(
@@ -164,11 +193,11 @@ class RedisBroker(RedisBase):
             return await self._reserve_once(queues, count, lease)
         keys, args = self._reserve_call(queues, count, lease)
         command = ("EVALSHA", _SCRIPTS["reserve"].sha, len(keys), *keys, *args)
-        raw = await wait_then_run(self._conn, wake, seconds, command)
+        raw = await wait_then_run(self._conn, wake, seconds, command, self._salvage(queues, lease))
         with anyio.CancelScope(shield=True):  # a reply may carry leases: never drop it
             if raw is None:
                 got: tuple[list[Lease], bool, float | None] = ([], False, None)
-            elif isinstance(raw, redis.exceptions.ResponseError) and "NOSCRIPT" in str(raw):
+            elif _missing_script(raw):
                 got = await self._reserve_once(queues, count, lease)  # loads the scripts
             else:
                 got = await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
@@ -332,6 +361,11 @@ class _Enqueue:
         if state.startswith(b"pending|"):
             return job  # stored as it was sent: pending, nothing else set
         return build_job(job.id, spec, state, b"", b"")
+
+
+def _missing_script(reply: Any) -> bool:
+    """Whether a raw reply is NOSCRIPT (Redis lost the scripts: nothing ran)."""
+    return isinstance(reply, redis.exceptions.ResponseError) and "NOSCRIPT" in str(reply)
 
 
 async def _checked(reply: Any) -> Any:

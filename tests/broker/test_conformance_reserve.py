@@ -204,3 +204,37 @@ async def test_one_job_wakes_one_of_several_blocked_reserves(harness: BrokerHarn
             [job] = await harness.broker.enqueue([make_job(queue)])
 
     assert [lease.job.id for lease in got] == [job.id]
+
+
+# -- cancellation (issue 11 item 4: a stopping worker must not go on reserving) ---------------
+async def test_a_reserve_in_a_cancelled_scope_raises_and_takes_nothing(
+    harness: BrokerHarness,
+) -> None:
+    queue = new_queue()
+    [job] = await harness.broker.enqueue([make_job(queue)])
+    returned = False
+
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await harness.broker.reserve([queue], count=1, lease=LONG, timeout=0)
+        returned = True
+
+    assert not returned  # the cancellation propagated: no jobs for a caller that is gone
+    fetched = await harness.broker.get(job.id)
+    assert fetched is not None
+    assert (fetched.status, fetched.attempts) == (JobStatus.PENDING, 0)
+    assert await reserve_ids(harness.broker, [queue], 1) == [job.id]  # still first in line
+
+
+async def test_a_cancelled_blocking_reserve_raises_at_once(harness: BrokerHarness) -> None:
+    queue = new_queue()
+    started = anyio.current_time()
+
+    with anyio.move_on_after(0.2) as scope:
+        await harness.broker.reserve([queue], count=1, lease=LONG, timeout=BLOCK)
+
+    took = anyio.current_time() - started
+    assert scope.cancelled_caught  # raised, not swallowed (a swallowed cancel loops on)
+    assert took < 0.2 + PROMPT / 2
+    [job] = await harness.broker.enqueue([make_job(queue)])
+    assert await reserve_ids(harness.broker, [queue], 1) == [job.id]  # the broker serves on

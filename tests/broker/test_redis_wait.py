@@ -12,8 +12,9 @@ import anyio
 import pytest
 import redis.exceptions
 
+from taskit.broker._redis_base import _SCRIPTS
 from taskit.broker._resp import FastClient
-from taskit.broker.redis import RedisBroker
+from taskit.broker.redis import RedisBroker, _Enqueue
 from taskit.job import Job, JobStatus, Lease
 from tests.broker._helpers import make_job, new_queue
 from tests.broker._redis_kinds import RedisHarness, open_redis_harness
@@ -188,3 +189,43 @@ async def test_a_refused_unblock_drops_the_wait_at_once_and_loses_nothing(
     assert took < 0.5  # one short look for a reply in flight, then the connection is dropped
     got, job = await reserve_while(rh, queue, lambda: enqueue_one(rh, queue))
     assert [lease.job.id for lease in got] == [job.id]
+
+
+async def enqueue_unseen(rh: RedisHarness, queue: str) -> Job:
+    """Store a ready job but take its wake-up token away in the same transaction: a blocked
+    wait does not wake, yet the reserve behind it finds the job once the wait is cut short."""
+    job = make_job(queue)
+    keys, args = _Enqueue(rh.broker, [job], None).request()
+    script = _SCRIPTS["enqueue"]
+    await rh.client.script_load(script.source)
+    async with rh.client.pipeline(transaction=True) as pipe:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.delete(rh.broker.keys.wake(queue))
+        await pipe.execute()
+    return job
+
+
+async def test_a_cancelled_wait_hands_back_what_the_reserve_behind_it_took(
+    rh: RedisHarness,
+) -> None:
+    queue = new_queue()
+    got: list[Lease] = []
+    returned = False
+
+    async def consume() -> None:
+        nonlocal returned
+        got.extend(await rh.broker.reserve([queue], count=1, lease=LONG, timeout=BLOCK))
+        returned = True
+
+    with anyio.fail_after(PROMPT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            job = await enqueue_unseen(rh, queue)
+            tg.cancel_scope.cancel()  # CLIENT UNBLOCK: the reserve behind the BLPOP takes it
+
+    assert (returned, got) == (False, [])  # the cancellation propagated
+    fetched = await rh.broker.get(job.id)
+    assert fetched is not None
+    assert (fetched.status, fetched.attempts) == (JobStatus.PENDING, 0)  # handed back
+    assert (await rh.broker.stats([queue]))[queue].running == 0

@@ -24,13 +24,16 @@ def free_port() -> int:
 
 
 class WorkerProcess:
-    """A `taskit worker` subprocess whose log lines are collected by a reader thread."""
+    """A `taskit worker` (or other ``command``) subprocess whose log lines are collected by a
+    reader thread."""
 
-    def __init__(self, app_path: str, env: dict[str, str], *args: str) -> None:
+    def __init__(
+        self, app_path: str, env: dict[str, str], *args: str, command: str = "worker"
+    ) -> None:
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "taskit", "worker", app_path, *args],
+            [sys.executable, "-m", "taskit", command, app_path, *args],
             cwd=ROOT,
             env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.DEVNULL,

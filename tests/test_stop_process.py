@@ -1,0 +1,103 @@
+"""`taskit worker` and `taskit scheduler` processes (issue 11 items 4 and 5): a worker on the
+memory broker stops at once on every event loop and counts its grace period from the signal;
+against a Redis that cannot be reached, the scheduler and the worker's loops back off and log a
+few lines, not thousands. The Redis cases of stopping are in ``tests/chaos/test_shutdown.py``."""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import time
+
+import pytest
+
+from tests._ci import missing
+from tests.e2e.helpers import WorkerProcess, free_port
+
+APP = "tests.apps.stop_app:app"
+#: A bound a prompt stop meets with room to spare on a busy machine (the precise figures come
+#: from ``benchmarks/stop_time.py``).
+PROMPT = 2.0
+#: How long the outage tests let a process run against an unreachable Redis.
+OUTAGE = 3.0
+
+
+def spawn(*args: str, **env: str) -> WorkerProcess:
+    worker = WorkerProcess(APP, {"TASKIT_BROKER_URL": "memory://", **env}, *args)
+    worker.wait_for_line("starting: queues=")
+    return worker
+
+
+def stop_and_time(worker: WorkerProcess, sig: int = signal.SIGTERM) -> float:
+    """Send ``sig``; seconds until the process exited (with status 0)."""
+    signalled = time.monotonic()
+    worker.proc.send_signal(sig)
+    assert worker.proc.wait(timeout=30) == 0, worker.log
+    return time.monotonic() - signalled
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop", "trio"])
+def test_an_idle_memory_worker_exits_at_once(loop: str) -> None:
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        missing("uvloop is not installed (taskit[fast])")
+    worker = spawn("--loop", loop)
+    try:
+        assert stop_and_time(worker) < PROMPT
+    finally:
+        worker.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_the_grace_period_counts_from_the_signal(loop: str) -> None:
+    worker = spawn("--loop", loop, STOP_SEED="3", TASKIT_GRACE_PERIOD="0.2")
+    try:
+        worker.wait_for_line("attempt 1 started")
+        assert stop_and_time(worker) < 0.2 + PROMPT
+        assert "job seeded (stop.sleep) release" in worker.log  # handed back, not finished
+        assert "(stop.sleep) complete" not in worker.log
+    finally:
+        worker.close()
+
+
+def test_a_second_signal_hands_back_at_once_and_never_re_reserves() -> None:
+    worker = spawn(STOP_SEED="30", TASKIT_GRACE_PERIOD="30")
+    try:
+        worker.wait_for_line("attempt 1 started")
+        worker.proc.send_signal(signal.SIGTERM)
+        worker.wait_for_line("stopping gracefully")
+        assert stop_and_time(worker) < PROMPT
+        assert worker.log.count("started [") == 1, worker.log
+        assert "released=1" in worker.log
+    finally:
+        worker.close()
+
+
+# -- item 5: outages are logged once in a while, not per try ---------------------------------
+def warnings_against_unreachable_redis(command: str, *args: str) -> list[str]:
+    """Run ``taskit <command> tests.apps.ops_app:app`` against a port nothing listens on for
+    ``OUTAGE`` seconds (a schedule falls due every second); its WARNING lines."""
+    env = {
+        "TASKIT_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "OPS_PREFIX": "taskit-outage",
+        "OPS_EVERY": "1",
+    }
+    proc = WorkerProcess("tests.apps.ops_app:app", env, *args, command=command)
+    try:
+        time.sleep(OUTAGE)
+        assert stop_and_time(proc) < PROMPT
+    finally:
+        proc.close()
+    return [line for line in proc.lines if " WARNING " in line]
+
+
+def test_a_worker_with_a_scheduler_logs_an_outage_a_few_times() -> None:
+    warnings = warnings_against_unreachable_redis("worker", "--scheduler")
+    # One line per loop at the start (reserve, reaper, registry, scheduler), then one per loop
+    # every LOG_EVERY seconds at most.
+    assert 1 <= len(warnings) <= 6, "".join(warnings[:10])
+    assert any("taskit.scheduler" in line for line in warnings)
+
+
+def test_the_scheduler_logs_an_outage_a_few_times() -> None:
+    warnings = warnings_against_unreachable_redis("scheduler")
+    assert 1 <= len(warnings) <= 2, "".join(warnings[:10])
