@@ -79,7 +79,9 @@ class App:
             broker = settings.broker_url
         if isinstance(broker, str):
             self.broker_url = redact_url(broker)
-            self.broker: Broker = from_url(broker, result_ttl=settings.result_ttl)
+            self.broker: Broker = from_url(
+                broker, result_ttl=settings.result_ttl, timeout=settings.broker_timeout
+            )
         elif isinstance(broker, Broker):
             self.broker_url = type(broker).__name__
             self.broker = broker

@@ -18,6 +18,7 @@ built, and every field can be overridden in code (``Settings(...)`` or ``setting
 | ``TASKIT_REAPER_INTERVAL``    | reaper_interval     | 5 s          |
 | ``TASKIT_HEARTBEAT_INTERVAL`` | heartbeat_interval  | 5 s          |
 | ``TASKIT_MAX_PAYLOAD_BYTES``  | max_payload_bytes   | 1048576      |
+| ``TASKIT_BROKER_TIMEOUT``     | broker_timeout      | 5 s          |
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ _ENV = {
     "reaper_interval": ("TASKIT_REAPER_INTERVAL", float),
     "heartbeat_interval": ("TASKIT_HEARTBEAT_INTERVAL", float),
     "max_payload_bytes": ("TASKIT_MAX_PAYLOAD_BYTES", int),
+    "broker_timeout": ("TASKIT_BROKER_TIMEOUT", float),
 }
 
 
@@ -61,6 +63,9 @@ class Settings:
     three intervals without one (``taskit check`` then counts the worker as gone).
     ``max_payload_bytes``: the largest encoded arguments a job may carry; a bigger one is
     refused at enqueue (``PayloadTooLargeError``) and nothing is stored.
+    ``broker_timeout``: the longest any broker call waits to connect or for a reply (a blocking
+    wait: its own length plus this). Past it the call raises ``BrokerConnectionError`` if the
+    command was not sent, ``BrokerOutcomeUnknownError`` if it was (it may have run).
     """
 
     broker_url: str = "memory://"
@@ -76,6 +81,7 @@ class Settings:
     reaper_interval: float = 5.0
     heartbeat_interval: float = 5.0
     max_payload_bytes: int = 1_048_576
+    broker_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("broker_url", "default_queue"):
@@ -93,6 +99,8 @@ class Settings:
             if not (value > low if exclusive else value >= low):  # NaN fails both
                 bound = f"> {low}" if exclusive else f">= {low}"
                 raise _invalid(name, f"{name} must be {bound}, got {value!r}")
+        if self.broker_timeout == float("inf"):  # a bound that never ends is no bound
+            raise _invalid("broker_timeout", "broker_timeout must be finite, got inf")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -138,6 +146,7 @@ _RULES: dict[str, tuple[type, float, bool]] = {
     "reaper_interval": (float, 0, True),
     "heartbeat_interval": (float, 0, True),
     "max_payload_bytes": (int, 1, False),
+    "broker_timeout": (float, 0, True),
 }
 
 

@@ -18,15 +18,16 @@ if TYPE_CHECKING:
 __all__ = ["Broker", "MemoryBroker", "RedisBroker", "from_url"]
 
 
-def from_url(url: str, *, result_ttl: float = 86400.0) -> Broker:
+def from_url(url: str, *, result_ttl: float = 86400.0, timeout: float = 5.0) -> Broker:
     """A new broker for ``url``: ``memory://`` (each call a fresh, empty broker), or
     ``redis://``, ``rediss://`` (TLS), ``unix://`` for a ``RedisBroker`` (needs the ``redis``
-    extra: ``pip install taskit[redis]``). Raises ``ConfigurationError`` for any other scheme."""
+    extra: ``pip install taskit[redis]``), whose connects and replies take at most ``timeout``
+    seconds. Raises ``ConfigurationError`` for any other scheme."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
         return MemoryBroker(result_ttl=result_ttl)
     if scheme in ("redis", "rediss", "unix"):
-        return _redis_broker_class()(url, result_ttl=result_ttl)
+        return _redis_broker_class()(url, result_ttl=result_ttl, timeout=timeout)
     raise ConfigurationError(
         f"unsupported broker URL scheme {scheme!r}: use memory://, redis://, rediss:// or unix://"
     )

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import msgspec
 from redis.asyncio import Redis
 
+from taskit.broker._resp import DEFAULT_TIMEOUT
 from taskit.broker._watch import ServerWatch
 from taskit.broker.base import Broker
 from taskit.broker.keys import LATEST, Keys, build_job, parse_state, split_record
@@ -42,6 +43,7 @@ class RedisBase(Broker):
         *,
         prefix: str = "taskit",
         result_ttl: float = 86400.0,
+        timeout: float = DEFAULT_TIMEOUT,
         connect: Callable[[], Redis] | None = None,
     ) -> None:
         scheme = urlsplit(url).scheme.lower()
@@ -51,9 +53,13 @@ class RedisBase(Broker):
             )
         if not result_ttl >= 0:
             raise ConfigurationError(f"result_ttl must be >= 0 seconds, got {result_ttl!r}")
+        if not 0 < timeout < math.inf:  # also rejects NaN
+            raise ConfigurationError(
+                f"timeout must be a finite number of seconds > 0, got {timeout!r}"
+            )
         self._keys = Keys(prefix)
         self._ttl_ms = math.ceil(result_ttl * 1000)
-        self._conn = Connections(url, connect)
+        self._conn = Connections(url, connect, timeout)
         # Notices a Redis that came back empty, and an eviction policy that may lose jobs.
         self._watch = ServerWatch(
             self._keys.epoch, redact_url(url), self._conn.guard, self._keys.legacy

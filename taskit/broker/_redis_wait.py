@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import redis.exceptions
 
-from taskit.broker._resp import FastClient
+from taskit.broker._resp import FastClient, ReplyLost
 from taskit.broker.scripts import Connections
 
 __all__ = ["PIPELINE_FROM", "wait", "wait_then_run"]
@@ -54,7 +54,8 @@ async def wait(conn: Connections, wake: Sequence[str], seconds: float) -> None:
     precise = seconds < PIPELINE_FROM
     finished = False
     try:
-        with anyio.move_on_after(seconds if precise else seconds + 1.0):
+        # A long wait's backstop: its own length plus the broker's bound on a reply.
+        with anyio.move_on_after(seconds if precise else seconds + conn.timeout):
             server = seconds + 1.0 if precise else seconds
             await conn.guard(pair.waits.execute("BLPOP", *wake, f"{server:.3f}"))
             finished = True
@@ -80,7 +81,8 @@ async def wait_then_run(
     blpop, call = await conn.guard(waits.send(("BLPOP", *wake, f"{seconds:.3f}"), command))
     woken = False
     try:
-        with anyio.move_on_after(seconds + 1.0):  # Redis times the wait out; this is a backstop
+        # Redis times the wait out; this backstop allows the broker's bound on a reply on top.
+        with anyio.move_on_after(seconds + conn.timeout):
             await conn.guard(asyncio.shield(blpop))
             woken = True
     except BaseException:  # cancelled, or the connection failed
@@ -93,8 +95,22 @@ async def wait_then_run(
         if not woken:
             reply = await _cut_short(waits, main, call)
         else:
-            reply = await conn.guard(asyncio.shield(call))
+            reply = await _reply_of(conn, waits, call)
     return reply
+
+
+async def _reply_of(conn: Connections, waits: FastClient, call: asyncio.Future[Any]) -> Any:
+    """``call``'s reply once its BLPOP returned, within the broker's bound on a reply; past it
+    the connection is dropped and ``BrokerOutcomeUnknownError`` raised (it may have run)."""
+    with anyio.move_on_after(conn.timeout):
+        return await conn.guard(asyncio.shield(call))
+    waits.drop()
+    lost = ReplyLost(f"no reply from Redis within {conn.timeout:g} s after a wait")
+    return await conn.guard(_raise(lost))
+
+
+async def _raise(exc: BaseException) -> Any:
+    raise exc
 
 
 async def _cut_short(waits: FastClient, main: FastClient, call: asyncio.Future[Any]) -> Any:

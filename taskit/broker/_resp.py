@@ -7,11 +7,13 @@ only what the hot path needs: ``EVALSHA`` and ``SCRIPT LOAD`` on one connection 
 many callers at once (replies come back in the order commands went out), hiredis for packing and
 parsing. Everything else (TLS URLs, blocking waits, admin commands) stays on redis-py.
 
-Errors are redis-py's exception types, so the broker maps them in one place: a refused or lost
-connection is ``redis.exceptions.ConnectionError``; error replies are ``ResponseError`` (or
-``NoScriptError``, ``AuthenticationError``, ``NoPermissionError``). A call made while the
-connection is known to be down reconnects first; a call whose connection drops after the command
-was written fails (it may have run, so it is never sent twice).
+Errors are redis-py's exception types, so the broker maps them in one place: a refused
+connection, or one not made and logged into within ``timeout``, is
+``redis.exceptions.ConnectionError`` (nothing was sent); a command whose connection drops, or
+whose reply does not come within ``timeout``, after it was written fails with ``ReplyLost`` (it
+may have run, so it is never sent twice; the connection is dropped and the next call connects
+anew). Error replies are ``ResponseError`` (or ``NoScriptError``, ``AuthenticationError``,
+``NoPermissionError``). A call made while the connection is known to be down reconnects first.
 """
 
 from __future__ import annotations
@@ -26,9 +28,15 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 import redis.exceptions as rexc
 
-__all__ = ["FastClient", "Target", "error_of", "pack", "supports"]
+__all__ = ["DEFAULT_TIMEOUT", "FastClient", "ReplyLost", "Target", "error_of", "pack", "supports"]
 
-_CONNECT_TIMEOUT = 5.0
+#: Seconds a connect (with its handshake) or a command's reply may take (``broker_timeout``).
+DEFAULT_TIMEOUT = 5.0
+
+
+class ReplyLost(rexc.ConnectionError):
+    """The command was written, then its connection failed or its reply did not come in time:
+    it may or may not have run."""
 
 
 def supports(url: str) -> bool:
@@ -74,7 +82,8 @@ class _Protocol(asyncio.Protocol):
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = rexc.ConnectionError(f"connection to Redis lost: {exc or 'closed'}")
+        # Every waiting future belongs to a command already written: its outcome is unknown.
+        self.lost = ReplyLost(f"connection to Redis lost before the reply: {exc or 'closed'}")
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():
@@ -82,6 +91,7 @@ class _Protocol(asyncio.Protocol):
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
         if self.lost is not None or self._transport is None or self._loop is None:
+            # Not written: a plain connection error (nothing ran), never ReplyLost.
             raise rexc.ConnectionError("connection to Redis is closed")
         future: asyncio.Future[Any] = self._loop.create_future()
         self._waiting.append(future)
@@ -139,12 +149,16 @@ class Target:
 class FastClient:
     """Script calls over one pipelined connection to a ``redis://`` or ``unix://`` URL.
 
-    Bound to the event loop it is first used on (the broker keeps one per loop).
+    Bound to the event loop it is first used on (the broker keeps one per loop). ``timeout``
+    (seconds) bounds connecting with its handshake, and each reply ``execute`` waits for.
     """
 
-    def __init__(self, url: str, client_name: str = "taskit") -> None:
+    def __init__(
+        self, url: str, client_name: str = "taskit", timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         self._target = Target.of(url)
         self._name = client_name
+        self._timeout = timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         #: The server's id of the current connection (``CLIENT ID``), for ``CLIENT UNBLOCK``.
@@ -157,9 +171,20 @@ class FastClient:
         return await self.execute("SCRIPT", "LOAD", source)
 
     async def execute(self, *args: Any) -> Any:
-        """Send one command and return its reply; raises redis-py exceptions."""
+        """Send one command and return its reply; raises redis-py exceptions, ``ReplyLost``
+        when no reply came within the timeout (the connection is then dropped)."""
         protocol = await self._live()
-        return self.raise_for(await protocol.send(pack(args)))
+        future = protocol.send(pack(args))
+        try:
+            async with asyncio.timeout(self._timeout):
+                reply = await future
+        except TimeoutError:
+            # A reply still owed would answer the next command sent here: drop the connection.
+            self._abandon(protocol)
+            raise ReplyLost(
+                f"no reply from Redis at {self._target.where()} within {self._timeout:g} s"
+            ) from None
+        return self.raise_for(reply)
 
     async def send(self, *commands: Sequence[Any]) -> list[asyncio.Future[Any]]:
         """Write ``commands`` back to back on the connection and return a future per reply, in
@@ -192,22 +217,29 @@ class FastClient:
             if self._protocol is not None and self._protocol.lost is None:
                 return self._protocol  # another caller connected while this one waited
             loop, target = asyncio.get_running_loop(), self._target
+            protocol: _Protocol | None = None
             try:
-                async with asyncio.timeout(_CONNECT_TIMEOUT):
+                async with asyncio.timeout(self._timeout):  # connect and handshake alike
                     if target.unix is not None:
                         _, protocol = await loop.create_unix_connection(_Protocol, target.unix)
                     else:
                         _, protocol = await loop.create_connection(
                             _Protocol, target.host, target.port
                         )
-            except (OSError, TimeoutError) as exc:
+                    await self._handshake(protocol)
+            except (OSError, TimeoutError, rexc.ConnectionError) as exc:
+                # The caller's command was not sent: a plain connection error, never ReplyLost.
+                if protocol is not None:
+                    protocol.close()
+                if isinstance(exc, rexc.AuthenticationError):
+                    raise
+                why = exc if str(exc) else f"no answer within {self._timeout:g} s"
                 raise rexc.ConnectionError(
-                    f"cannot connect to Redis at {target.where()}: {exc}"
+                    f"cannot connect to Redis at {target.where()}: {why}"
                 ) from None
-            try:
-                await self._handshake(protocol)
             except BaseException:
-                protocol.close()
+                if protocol is not None:
+                    protocol.close()
                 raise
             self._protocol = protocol
             return protocol
@@ -220,6 +252,12 @@ class FastClient:
         # A server (or proxy) that refuses CLIENT ID only loses the early unblock.
         reply = await protocol.send(pack(("CLIENT", "ID")))
         self.client_id = reply if isinstance(reply, int) else None
+
+    def _abandon(self, protocol: _Protocol) -> None:
+        """Close ``protocol`` and forget it, unless another caller already replaced it."""
+        if self._protocol is protocol:
+            self._protocol = None
+        protocol.close()
 
     def drop(self) -> None:
         """Close the connection now (a later call reconnects): for a command that was cut

@@ -57,13 +57,16 @@ class RedisBroker(RedisBase):
 
     ``url``: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
     ``unix:///path/to/socket[?db=n]``. ``prefix`` namespaces every key (``{prefix}:...``).
-    ``result_ttl``: seconds a finished job stays readable. ``connect``: for tests, a factory of
-    ready clients (e.g. fakeredis) used instead of connecting to ``url``; called per event loop,
-    twice (commands and blocking waits).
+    ``result_ttl``: seconds a finished job stays readable. ``timeout``: seconds any connect or
+    reply may take (``Settings.broker_timeout``, 5 s by default; a blocking wait gets its own
+    length plus this). ``connect``: for tests, a factory of ready clients (e.g. fakeredis) used
+    instead of connecting to ``url``; called per event loop, twice (commands and blocking waits).
 
-    Raises ``ConfigurationError`` for an unusable URL or prefix; calls raise
+    Raises ``ConfigurationError`` for an unusable URL, prefix or timeout; calls raise
     ``BrokerConnectionError`` (password never shown) when Redis cannot be reached or refuses the
-    credentials, and ``BrokerError`` when it answers with an error.
+    credentials (nothing was sent), its subclass ``BrokerOutcomeUnknownError`` when a command was
+    sent but its reply did not come within ``timeout`` or its connection dropped (it may have
+    run), and ``BrokerError`` when it answers with an error.
     """
 
     # -- producing -------------------------------------------------------------------------

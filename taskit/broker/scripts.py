@@ -13,7 +13,10 @@ loads the script and retries once, transparently. Nothing else is retried here.
 ``Connections``: redis.asyncio clients belong to one event loop, and an App may use one broker
 from two loops (its worker loop and a portal thread for sync enqueues), so there is a pair of
 clients per running loop, made on first use: one pool for commands, one for blocking waits (no
-socket timeout there, as a wait may be long). ``close()`` closes them all.
+socket timeout there, as a wait may be long: the caller bounds it). ``close()`` closes them all.
+Every connect and every reply is bounded by the broker's ``timeout``; ``guard`` tells a command
+that was never sent (``BrokerConnectionError``) from one whose reply was lost
+(``BrokerOutcomeUnknownError``).
 """
 
 from __future__ import annotations
@@ -37,13 +40,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
 from taskit.broker._packing import use_fast_packing
-from taskit.broker._resp import FastClient, supports
+from taskit.broker._resp import DEFAULT_TIMEOUT, FastClient, ReplyLost, supports
 from taskit.broker._resp_sync import BlockingClient
 from taskit.config import redact_url
 from taskit.errors import (
     BrokerAuthenticationError,
     BrokerConnectionError,
     BrokerError,
+    BrokerOutcomeUnknownError,
     ConfigurationError,
 )
 
@@ -144,6 +148,17 @@ class Scripts:
         return script
 
 
+def _reply_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` came after the command was written: our clients say so with
+    ``ReplyLost``; redis-py only in its messages (a read that timed out or found the
+    connection closed)."""
+    if isinstance(exc, ReplyLost):
+        return True
+    return isinstance(
+        exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
+    ) and str(exc).startswith(_READING)
+
+
 def _check_loaded(script: Script, reply: Any) -> None:
     """The server hashes what it got: a SHA other than ours is a bug here."""
     loaded = reply.decode() if isinstance(reply, bytes) else str(reply)
@@ -151,9 +166,9 @@ def _check_loaded(script: Script, reply: Any) -> None:
         raise RuntimeError(f"Redis gave script {script.name} SHA {loaded}, expected {script.sha}")
 
 
-_CONNECT_TIMEOUT = 5.0
-_COMMAND_TIMEOUT = 30.0
 _CLOSE_TIMEOUT = 5.0
+#: redis-py's messages for a failure after the command was written (reading its reply).
+_READING = ("Timeout reading", "Error while reading", "Connection closed by server")
 
 
 #: What runs scripts: redis-py's client, or the faster pipelined one for plain URLs.
@@ -176,10 +191,17 @@ class Connections:
     """The clients of one broker, per running event loop, and the mapping of redis-py errors.
 
     ``connect`` (tests only) replaces connecting to ``url``: a factory of ready clients.
+    ``timeout``: seconds a connect or a reply may take (see ``Settings.broker_timeout``).
     """
 
-    def __init__(self, url: str, connect: Callable[[], Redis] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        connect: Callable[[], Redis] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         self._url = url
+        self.timeout = timeout
         self._password = urlsplit(url).password
         self._connect = connect
         self._lock = threading.Lock()
@@ -206,8 +228,9 @@ class Connections:
                     del self._pairs[old]
                 main = self._client(False)
                 fast = self._connect is None and supports(self._url)
-                scripts: ScriptClient = FastClient(self._url) if fast else main
-                waits = FastClient(self._url, "taskit-wait") if fast else None
+                t = self.timeout
+                scripts: ScriptClient = FastClient(self._url, timeout=t) if fast else main
+                waits = FastClient(self._url, "taskit-wait", t) if fast else None
                 pair = ClientPair(main, self._client(True), scripts, waits)
                 self._pairs[loop] = pair
             return pair
@@ -217,8 +240,8 @@ class Connections:
             return self._connect()
         client = Redis.from_url(
             self._url,
-            socket_connect_timeout=_CONNECT_TIMEOUT,
-            socket_timeout=None if blocking else _COMMAND_TIMEOUT,
+            socket_connect_timeout=self.timeout,
+            socket_timeout=None if blocking else self.timeout,
             # One immediate retry on a broken connection (a pooled socket that died when Redis
             # restarted); never on a timeout, where the first attempt may still run.
             retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
@@ -234,7 +257,7 @@ class Connections:
             return None
         client: BlockingClient | None = getattr(self._local, "client", None)
         if client is None:
-            client = self._local.client = BlockingClient(self._url)
+            client = self._local.client = BlockingClient(self._url, timeout=self.timeout)
             with self._lock:
                 self._blocking.add(client)
         return client
@@ -242,7 +265,9 @@ class Connections:
     async def guard(self, call: Awaitable[Any]) -> Any:
         """Await a redis-py call: ``BrokerAuthenticationError`` when Redis refuses the
         credentials or the user's permissions (waiting will not help), ``BrokerConnectionError``
-        when it cannot be reached, ``BrokerError`` for an error reply. No password is shown."""
+        when it cannot be reached (nothing was sent), ``BrokerOutcomeUnknownError`` when the
+        command was sent and its reply lost, ``BrokerError`` for an error reply. No password is
+        shown."""
         try:
             return await call
         except (redis.exceptions.RedisError, OSError) as exc:
@@ -263,6 +288,13 @@ class Connections:
         ):
             return BrokerAuthenticationError(
                 f"Redis at {redact_url(self._url)} refused the credentials: {self._scrub(exc)}"
+            )
+        if _reply_lost(exc):
+            return BrokerOutcomeUnknownError(
+                f"Redis at {redact_url(self._url)} did not reply: {self._scrub(exc)}. The command"
+                " was sent, so its outcome is unknown: it may have run. Retry only what is safe"
+                " to repeat, e.g. an enqueue with the same job id (idempotent while the job is"
+                " unfinished)"
             )
         if isinstance(
             exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError
