@@ -44,6 +44,8 @@ class Record:
     seq: int
     due: float = 0.0
     token: str = ""
+    #: ``"<token> <kind>"`` of the settle that ended the last lease, until the next lease.
+    settled: str = ""
     deadline: float = 0.0
     cancel_requested: bool = False
     expires: float = 0.0
@@ -134,6 +136,7 @@ class MemoryState:
 
     def _lease(self, record: Record, lease: float, now: float) -> Lease:
         record.token = secrets.token_hex(16)
+        record.settled = ""
         record.deadline = now + lease
         heapq.heappush(
             self._leases[record.job.queue], (record.deadline, record.job.id, record.token)
@@ -145,6 +148,11 @@ class MemoryState:
         if record is None or record.token != token or record.job.status is not JobStatus.RUNNING:
             return None
         return record
+
+    def _settled_as(self, outcome: Outcome) -> bool:
+        """Whether ``outcome`` (same token, same kind) was applied already: a retried settle."""
+        record = self._records.get(outcome.job_id)
+        return record is not None and record.settled == f"{outcome.token} {outcome.kind.value}"
 
     def _apply(self, record: Record, outcome: Outcome, now: float) -> bool:
         """Apply a held job's outcome. True: it is pending again, and the caller puts it back
@@ -160,6 +168,7 @@ class MemoryState:
                 outcome.traceback,
             )
         record.token = ""
+        record.settled = f"{outcome.token} {outcome.kind.value}"
         if kind is OutcomeKind.COMPLETE:
             job.result = outcome.result
             self._finish(record, JobStatus.COMPLETED, now)

@@ -140,7 +140,7 @@ class MemoryBroker(MemoryState, Broker):
                 record = self._held(outcome.job_id, outcome.token)
                 if record is not None and self._apply(record, outcome, now):
                     fronts.append(record)
-                applied.append(record is not None)
+                applied.append(record is not None or self._settled_as(outcome))
             # In the order they were reserved, ahead of every waiting job (as on Redis).
             fronts.sort(key=lambda r: r.seq)
             self._seq += len(fronts)
