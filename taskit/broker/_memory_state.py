@@ -44,7 +44,8 @@ class Record:
     seq: int
     due: float = 0.0
     token: str = ""
-    #: ``"<token> <kind>"`` of the settle that ended the last lease, until the next lease.
+    #: ``"<token> <kind>"`` of the settle that ended the last lease, until the job is leased,
+    #: cancelled or requeued (as the mark in the Redis broker's state).
     settled: str = ""
     deadline: float = 0.0
     cancel_requested: bool = False
@@ -168,7 +169,6 @@ class MemoryState:
                 outcome.traceback,
             )
         record.token = ""
-        record.settled = f"{outcome.token} {outcome.kind.value}"
         if kind is OutcomeKind.COMPLETE:
             job.result = outcome.result
             self._finish(record, JobStatus.COMPLETED, now)
@@ -200,6 +200,7 @@ class MemoryState:
         self._set_status(record, status)
         record.job.completed_at = utc_from_timestamp(now)
         record.token = ""
+        record.settled = ""  # a settle sets it after this; a cancel leaves none
         if status in (JobStatus.COMPLETED, JobStatus.FAILED):
             self._totals[record.job.queue][status.value] += 1
         record.expires = now + self._result_ttl

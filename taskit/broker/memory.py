@@ -138,8 +138,10 @@ class MemoryBroker(MemoryState, Broker):
             fronts: list[Record] = []  # ready again, at the front of their priority
             for outcome in outcomes:
                 record = self._held(outcome.job_id, outcome.token)
-                if record is not None and self._apply(record, outcome, now):
-                    fronts.append(record)
+                if record is not None:
+                    if self._apply(record, outcome, now):
+                        fronts.append(record)
+                    record.settled = f"{outcome.token} {outcome.kind.value}"
                 applied.append(record is not None or self._settled_as(outcome))
             # In the order they were reserved, ahead of every waiting job (as on Redis).
             fronts.sort(key=lambda r: r.seq)
@@ -211,6 +213,7 @@ class MemoryBroker(MemoryState, Broker):
                 self._set_status(record, JobStatus.PENDING)
                 record.job.attempts = 0
                 record.cancel_requested = False  # a requeue is a fresh start
+                record.settled = ""
                 record.seq = self._next_seq()
                 self._push_ready(record)
             waiters = self._take_waiters()

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import redis.exceptions
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
@@ -148,6 +148,29 @@ class Scripts:
         return script
 
 
+def _handshake_is_connecting(pool: ConnectionPool) -> None:
+    """Make a failed handshake (AUTH, SELECT, CLIENT SETNAME) of ``pool``'s connections a
+    plain connection error: the caller's command was not sent yet, whatever redis-py's message
+    (a handshake read that timed out reads like a lost reply)."""
+    base = pool.connection_class
+    if getattr(base, "_taskit_handshake", False):
+        return
+
+    class Connecting(base):  # type: ignore[valid-type,misc]
+        _taskit_handshake = True
+
+        async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                await super().connect_check_health(*args, **kwargs)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                if isinstance(exc, redis.exceptions.AuthenticationError):
+                    raise
+                raise redis.exceptions.ConnectionError(f"cannot connect: {exc}") from None
+
+    Connecting.__name__ = Connecting.__qualname__ = f"Connecting{base.__name__}"
+    pool.connection_class = Connecting
+
+
 def _reply_lost(exc: BaseException) -> bool:
     """Whether ``exc`` came after the command was written: our clients say so with
     ``ReplyLost``; redis-py only in its messages (a read that timed out or found the
@@ -242,12 +265,14 @@ class Connections:
             self._url,
             socket_connect_timeout=self.timeout,
             socket_timeout=None if blocking else self.timeout,
-            # One immediate retry on a broken connection (a pooled socket that died when Redis
-            # restarted); never on a timeout, where the first attempt may still run.
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+            # Never sent twice: a connection that fails after the command went out may have run
+            # it (guard says so). A pooled socket that died with a restarted Redis is found and
+            # made anew when taken from the pool, before anything is sent on it.
+            retry=Retry(NoBackoff(), 0),
             client_name="taskit",
         )
         use_fast_packing(client.connection_pool)
+        _handshake_is_connecting(client.connection_pool)
         return client
 
     def blocking(self) -> BlockingClient | None:
