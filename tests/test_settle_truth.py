@@ -71,8 +71,7 @@ async def test_a_settle_whose_reply_was_lost_is_logged_as_applied(
             job = await producer.enqueue("add", 1, 2)
             assert (await producer.result(job.id, timeout=WAIT)).value == 3
             with anyio.fail_after(WAIT):
-                while worker.stats == WorkerStats(completed=1):
-                    await anyio.sleep(0.01)
+                await logged(f"job {job.id}")
     finally:
         await app.close()
         await producer.close()
@@ -83,12 +82,31 @@ async def test_a_settle_whose_reply_was_lost_is_logged_as_applied(
     assert worker.stats == WorkerStats(completed=2)
 
 
+async def logged(text: str) -> None:
+    """Wait until the worker logs a line starting with ``text`` that is not a job's start: the
+    line of its settle."""
+    seen = anyio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith(text) and not message.endswith("started"):
+                seen.set()  # the worker logs on the test's own event loop thread
+
+    watch = Watch()
+    logger = logging.getLogger("taskit.worker")
+    logger.addHandler(watch)
+    try:
+        await seen.wait()
+    finally:
+        logger.removeHandler(watch)
+
+
 async def settle_one(app: App) -> WorkerStats:
-    """Run a worker until it reports one outcome (a job left running ends no burst)."""
+    """Run a worker until it logs one job's outcome (a job left running ends no burst)."""
     async with app.worker() as worker:
         with anyio.fail_after(WAIT):
-            while worker.stats == WorkerStats():
-                await anyio.sleep(0.01)
+            await logged("job ")
     return worker.stats
 
 
