@@ -241,3 +241,35 @@ def test_a_setting_of_the_wrong_type_is_a_configuration_error_naming_it(
 def test_from_env_names_the_variable_of_a_value_that_parses_but_is_invalid() -> None:
     with pytest.raises(ConfigurationError, match="TASKIT_CONCURRENCY: concurrency must be >= 1"):
         Settings.from_env({"TASKIT_CONCURRENCY": "0"})
+
+
+# -- broker_timeout ------------------------------------------------------------------------------
+def test_broker_timeout_defaults_to_a_few_seconds_and_reads_its_variable() -> None:
+    assert Settings().broker_timeout == 5.0
+    assert Settings.from_env({"TASKIT_BROKER_TIMEOUT": "0.75"}).broker_timeout == 0.75
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, math.nan, math.inf])
+def test_broker_timeout_must_be_a_finite_positive_number(value: float) -> None:
+    with pytest.raises(ConfigurationError, match="broker_timeout"):
+        Settings(broker_timeout=value)
+    with pytest.raises(ConfigurationError, match="TASKIT_BROKER_TIMEOUT"):
+        Settings.from_env({"TASKIT_BROKER_TIMEOUT": str(value)})
+
+
+def test_an_app_gives_its_redis_broker_the_broker_timeout() -> None:
+    from taskit import App
+    from taskit.broker.redis import RedisBroker
+
+    app = App("redis://127.0.0.1:1/0", settings=Settings(broker_timeout=0.25))
+    assert isinstance(app.broker, RedisBroker)
+    assert app.broker._conn.timeout == 0.25
+    assert RedisBroker("redis://127.0.0.1:1/0")._conn.timeout == 5.0  # built by hand
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, math.nan, math.inf])
+def test_a_redis_broker_refuses_a_timeout_that_bounds_nothing(value: float) -> None:
+    from taskit.broker.redis import RedisBroker
+
+    with pytest.raises(ConfigurationError, match="timeout"):
+        RedisBroker("redis://127.0.0.1:1/0", timeout=value)
