@@ -312,8 +312,14 @@ def render(table: str) -> str:
 
 
 def write(text: str) -> None:
+    """Into ``benchmarks/results/`` and between the markers of ``docs/reliability.md``."""
+    from datetime import UTC, datetime
+
     from tests.e2e.helpers import ROOT
 
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    result = ROOT / "benchmarks" / "results" / f"reliability-connection-{day}.md"
+    result.write_text(f"# Connection-fault figures, {day}\n\n{text}")
     doc = ROOT / "docs" / "reliability.md"
     page = doc.read_text()
     head, _, rest = page.partition(BEGIN)
