@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import redis.exceptions
 
-from taskit.broker._resp import FastClient, ReplyLost
+from taskit.broker._resp import FastClient
 from taskit.broker.scripts import Connections
 
 __all__ = ["PIPELINE_FROM", "wait", "wait_then_run"]
@@ -57,7 +57,7 @@ async def wait(conn: Connections, wake: Sequence[str], seconds: float) -> None:
         # A long wait's backstop: its own length plus the broker's bound on a reply.
         with anyio.move_on_after(seconds if precise else seconds + conn.timeout):
             server = seconds + 1.0 if precise else seconds
-            await conn.guard(pair.waits.execute("BLPOP", *wake, f"{server:.3f}"))
+            await conn.guard(pair.waits.execute("BLPOP", *wake, f"{server:.3f}", wait=server))
             finished = True
     finally:
         if not finished:
@@ -78,7 +78,9 @@ async def wait_then_run(
     waits, main = pair.waits, pair.scripts
     if waits is None or not isinstance(main, FastClient):
         raise ValueError("wait_then_run needs the FastClient connections of a redis:// URL")
-    blpop, call = await conn.guard(waits.send(("BLPOP", *wake, f"{seconds:.3f}"), command))
+    blpop, call = await conn.guard(
+        waits.send(("BLPOP", *wake, f"{seconds:.3f}"), command, wait=seconds)
+    )
     woken = False
     try:
         # Redis times the wait out; this backstop allows the broker's bound on a reply on top.
@@ -94,23 +96,9 @@ async def wait_then_run(
     with anyio.CancelScope(shield=True):
         if not woken:
             reply = await _cut_short(waits, main, call)
-        else:
-            reply = await _reply_of(conn, waits, call)
+        else:  # bounded by the connection's watchdog (see _resp): no reply in time fails it
+            reply = await conn.guard(asyncio.shield(call))
     return reply
-
-
-async def _reply_of(conn: Connections, waits: FastClient, call: asyncio.Future[Any]) -> Any:
-    """``call``'s reply once its BLPOP returned, within the broker's bound on a reply; past it
-    the connection is dropped and ``BrokerOutcomeUnknownError`` raised (it may have run)."""
-    with anyio.move_on_after(conn.timeout):
-        return await conn.guard(asyncio.shield(call))
-    waits.drop()
-    lost = ReplyLost(f"no reply from Redis within {conn.timeout:g} s after a wait")
-    return await conn.guard(_raise(lost))
-
-
-async def _raise(exc: BaseException) -> Any:
-    raise exc
 
 
 async def _cut_short(waits: FastClient, main: FastClient, call: asyncio.Future[Any]) -> Any:

@@ -19,6 +19,7 @@ anew). Error replies are ``ResponseError`` (or ``NoScriptError``, ``Authenticati
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,13 +59,24 @@ def error_of(reply: rexc.ResponseError) -> rexc.RedisError:
 
 
 class _Protocol(asyncio.Protocol):
-    """One connection: futures wait in command order; replies resolve them in the same order."""
+    """One connection: futures wait in command order; replies resolve them in the same order.
 
-    def __init__(self) -> None:
+    A watchdog bounds the wait for replies: when the oldest command still owed a reply was sent
+    more than ``timeout`` seconds ago (plus the wait a blocking command was allowed), and no
+    reply at all came for ``timeout`` seconds, the connection is aborted and every waiting
+    future fails with ``ReplyLost``. One timer per connection, not one per call: the hot path
+    only reads the loop's clock.
+    """
+
+    def __init__(self, timeout: float) -> None:
         self._reader = hiredis.Reader(replyError=rexc.ResponseError)
-        self._waiting: deque[asyncio.Future[Any]] = deque()
+        # (future, loop time by which its reply is due)
+        self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timeout = timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._progress = 0.0  # loop time of the last reply, or of the first send after idling
         self.lost: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,27 +88,61 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
+        got = False
         while (reply := self._reader.gets()) is not False:
-            future = self._waiting.popleft()
+            future, _ = self._waiting.popleft()
+            got = True
             if not future.done():  # a caller that was cancelled no longer waits
                 future.set_result(reply)
+        if got and self._loop is not None:
+            self._progress = self._loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        # Every waiting future belongs to a command already written: its outcome is unknown.
-        self.lost = ReplyLost(f"connection to Redis lost before the reply: {exc or 'closed'}")
-        while self._waiting:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(self.lost)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.lost is None:
+            # Every waiting future belongs to a command already written: its outcome is unknown.
+            self.lost = ReplyLost(f"connection to Redis lost before the reply: {exc or 'closed'}")
+        self._fail_waiting()
 
-    def send(self, packed: bytes) -> asyncio.Future[Any]:
-        if self.lost is not None or self._transport is None or self._loop is None:
+    def _fail_waiting(self) -> None:
+        while self._waiting:
+            future, _ = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(cast(BaseException, self.lost))
+
+    def send(self, packed: bytes, wait: float = 0.0) -> asyncio.Future[Any]:
+        """Write a command; its reply's future. ``wait``: seconds the command may block on the
+        server (BLPOP) before its reply is late."""
+        loop = self._loop
+        if self.lost is not None or self._transport is None or loop is None:
             # Not written: a plain connection error (nothing ran), never ReplyLost.
             raise rexc.ConnectionError("connection to Redis is closed")
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._waiting.append(future)
+        future: asyncio.Future[Any] = loop.create_future()
+        now = loop.time()
+        if not self._waiting:
+            self._progress = now  # idle until now: no reply was owed
+        due = now + self._timeout + wait
+        self._waiting.append((future, due))
+        if self._timer is None:
+            self._timer = loop.call_at(due, self._watch)
         self._transport.write(packed)
         return future
+
+    def _watch(self) -> None:
+        """The watchdog's tick: abort a connection that owes a reply past its due time."""
+        self._timer = None
+        if not self._waiting or self.lost is not None or self._loop is None:
+            return
+        due = max(self._waiting[0][1], self._progress + self._timeout)
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._watch)
+            return
+        self.lost = ReplyLost(f"no reply from Redis within {self._timeout:g} s")
+        self._fail_waiting()
+        if self._transport is not None:
+            self._transport.abort()  # a reply still owed must never answer a later command
 
     def close(self) -> None:
         if self._transport is not None:
@@ -150,7 +196,7 @@ class FastClient:
     """Script calls over one pipelined connection to a ``redis://`` or ``unix://`` URL.
 
     Bound to the event loop it is first used on (the broker keeps one per loop). ``timeout``
-    (seconds) bounds connecting with its handshake, and each reply ``execute`` waits for.
+    (seconds) bounds connecting with its handshake, and every reply (see ``_Protocol``).
     """
 
     def __init__(
@@ -170,28 +216,21 @@ class FastClient:
     async def script_load(self, source: bytes) -> Any:
         return await self.execute("SCRIPT", "LOAD", source)
 
-    async def execute(self, *args: Any) -> Any:
+    async def execute(self, *args: Any, wait: float = 0.0) -> Any:
         """Send one command and return its reply; raises redis-py exceptions, ``ReplyLost``
-        when no reply came within the timeout (the connection is then dropped)."""
+        when the connection drops or owes a reply past the timeout (plus ``wait``, the seconds
+        a blocking command may block)."""
         protocol = await self._live()
-        future = protocol.send(pack(args))
-        try:
-            async with asyncio.timeout(self._timeout):
-                reply = await future
-        except TimeoutError:
-            # A reply still owed would answer the next command sent here: drop the connection.
-            self._abandon(protocol)
-            raise ReplyLost(
-                f"no reply from Redis at {self._target.where()} within {self._timeout:g} s"
-            ) from None
-        return self.raise_for(reply)
+        return self.raise_for(await protocol.send(pack(args), wait))
 
-    async def send(self, *commands: Sequence[Any]) -> list[asyncio.Future[Any]]:
+    async def send(self, *commands: Sequence[Any], wait: float = 0.0) -> list[asyncio.Future[Any]]:
         """Write ``commands`` back to back on the connection and return a future per reply, in
-        order. A reply is the raw value, or a ``ResponseError`` instance for an error reply (see
-        ``raise_for``): the caller owns the futures and decides what a cut-short wait means."""
+        order (the first may block ``wait`` seconds). A reply is the raw value, or a
+        ``ResponseError`` instance for an error reply (see ``raise_for``): the caller owns the
+        futures and decides what a cut-short wait means."""
         protocol = await self._live()
-        futures = [protocol.send(pack(command)) for command in commands]
+        futures = [protocol.send(pack(command), wait if i == 0 else 0.0)
+                   for i, command in enumerate(commands)]  # fmt: skip
         for future in futures:  # a reply nobody reads (a dropped wait) must not be logged
             future.add_done_callback(_retrieved)
         return futures
@@ -220,12 +259,11 @@ class FastClient:
             protocol: _Protocol | None = None
             try:
                 async with asyncio.timeout(self._timeout):  # connect and handshake alike
+                    made = functools.partial(_Protocol, self._timeout)
                     if target.unix is not None:
-                        _, protocol = await loop.create_unix_connection(_Protocol, target.unix)
+                        _, protocol = await loop.create_unix_connection(made, target.unix)
                     else:
-                        _, protocol = await loop.create_connection(
-                            _Protocol, target.host, target.port
-                        )
+                        _, protocol = await loop.create_connection(made, target.host, target.port)
                     await self._handshake(protocol)
             except (OSError, TimeoutError, rexc.ConnectionError) as exc:
                 # The caller's command was not sent: a plain connection error, never ReplyLost.
@@ -252,12 +290,6 @@ class FastClient:
         # A server (or proxy) that refuses CLIENT ID only loses the early unblock.
         reply = await protocol.send(pack(("CLIENT", "ID")))
         self.client_id = reply if isinstance(reply, int) else None
-
-    def _abandon(self, protocol: _Protocol) -> None:
-        """Close ``protocol`` and forget it, unless another caller already replaced it."""
-        if self._protocol is protocol:
-            self._protocol = None
-        protocol.close()
 
     def drop(self) -> None:
         """Close the connection now (a later call reconnects): for a command that was cut

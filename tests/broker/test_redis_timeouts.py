@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 
 import anyio
 import pytest
 
 from taskit import App, BrokerConnectionError, BrokerOutcomeUnknownError, JobStatus, Settings
+from taskit.broker._resp import FastClient, ReplyLost
 from taskit.broker.redis import RedisBroker
 from tests._proxy import LossyProxy, lossy_proxy
 from tests.broker._redis_kinds import OwnRedisServer, free_port
@@ -213,3 +215,18 @@ async def test_a_lost_reply_on_the_command_client_is_an_unknown_outcome(
         assert proxy.cuts == 1
     finally:
         await app.close()
+
+
+async def test_a_blocking_command_may_block_its_own_length_past_the_bound(redis_url: str) -> None:
+    # The watchdog allows a BLPOP its wait on top of the bound, and no more.
+    client = FastClient(redis_url, timeout=0.3)
+    key = f"taskit-test-{uuid.uuid4().hex}"
+    try:
+        began = anyio.current_time()
+        assert await client.execute("BLPOP", key, "0.8", wait=0.8) is None
+        assert anyio.current_time() - began >= 0.75
+        with pytest.raises(ReplyLost, match="no reply"):
+            await client.execute("BLPOP", key, "2")  # no wait allowed: late after 0.3 s
+        assert await client.execute("PING") == b"PONG"  # a new connection
+    finally:
+        await client.aclose()
