@@ -9,6 +9,7 @@ asyncio only, so under trio every call raises ``ConfigurationError``.
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +24,7 @@ from taskit.broker.keys import LATEST, Keys, build_job, parse_state, split_recor
 from taskit.broker.keys import placeholder_job as _placeholder
 from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
 from taskit.config import redact_url
-from taskit.errors import ConfigurationError, SerializationError
+from taskit.errors import BrokerOutcomeUnknownError, ConfigurationError, SerializationError
 from taskit.job import Job, QueueStats
 
 __all__ = ["RedisBase"]
@@ -170,8 +171,14 @@ class RedisBase(Broker):
     async def claim(self, key: str, ttl: float) -> bool:
         if not ttl > 0:
             raise ValueError(f"a claim's ttl must be > 0 seconds, got {ttl!r}")
-        main = self._conn.pair().main
-        taken = await self._conn.guard(main.set(self._keys.claim(key), b"1", nx=True, px=ms(ttl)))
+        main, name = self._conn.pair().main, self._keys.claim(key)
+        mine = secrets.token_hex(8).encode()
+        try:
+            taken = await self._conn.guard(main.set(name, mine, nx=True, px=ms(ttl)))
+        except BrokerOutcomeUnknownError:
+            # The SET may have run: then the key holds this call's value. Answering False
+            # would leave a claim nobody acts on (a periodic run skipped by every scheduler).
+            return bool(await self._conn.guard(main.get(name)) == mine)
         return bool(taken)
 
     async def heartbeat(

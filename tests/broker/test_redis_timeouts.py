@@ -230,3 +230,19 @@ async def test_a_blocking_command_may_block_its_own_length_past_the_bound(redis_
         assert await client.execute("PING") == b"PONG"  # a new connection
     finally:
         await client.aclose()
+
+
+async def test_a_claim_whose_reply_was_lost_is_still_known_to_be_taken(
+    server: OwnRedisServer, proxy: LossyProxy
+) -> None:
+    # A scheduler's claim (SET NX) that ran but lost its reply must answer True: answering
+    # False would leave a claim nobody acts on, and the periodic run would be skipped.
+    broker = RedisBroker(proxy.url, prefix="claims", timeout=BOUND)
+    try:
+        assert await broker.claim("warm", 60)
+        proxy.cut(b"\r\nNX\r\n")
+        assert await broker.claim("tick-1", 60)
+        assert proxy.cuts == 1
+        assert not await broker.claim("tick-1", 60)
+    finally:
+        await broker.close()
