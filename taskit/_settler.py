@@ -14,6 +14,7 @@ the error. An outage is retried for the whole batch, as every member suffers it 
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from collections.abc import Callable
@@ -25,13 +26,13 @@ import msgspec
 from taskit._outage import Outage
 from taskit._storable import refused
 from taskit.backoff import Exponential
-from taskit.errors import SerializationError, TaskitError
+from taskit.errors import BrokerOutcomeUnknownError, SerializationError, TaskitError
 from taskit.job import Outcome
 
 if TYPE_CHECKING:
     from taskit.broker.base import Broker
 
-__all__ = ["Settler"]
+__all__ = ["Settled", "Settler"]
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,48 @@ _OUTAGE_BACKOFF = Exponential(base=0.05, cap=2.0)
 _CONTENT_ERRORS = (SerializationError, TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 
+class Settled(enum.Enum):
+    """What became of one outcome handed to the ``Settler``."""
+
+    #: The broker applied it (on the first try, or a retry found the first try had applied).
+    APPLIED = "applied"
+    #: The broker refused it: the lease had passed to another worker. Nothing changed.
+    STALE = "stale"
+    #: Never delivered: the broker stayed unreachable for a whole lease (nothing was sent).
+    UNDELIVERED = "undelivered"
+    #: Sent, but the reply was lost, and no later try could tell whether it applied.
+    UNKNOWN = "unknown"
+
+    @property
+    def meaning(self) -> str:
+        """What happened, in the words of a log line ("job X: complete <meaning>")."""
+        return _MEANING[self]
+
+
+_MEANING = {
+    Settled.APPLIED: "applied",
+    Settled.STALE: "rejected, the lease had passed to another worker",
+    Settled.UNDELIVERED: (
+        "not delivered, the broker stayed unreachable for a whole lease; the job runs again "
+        "once its lease is reclaimed"
+    ),
+    Settled.UNKNOWN: (
+        "outcome unknown: the reply to the first try was lost and the retry found the lease "
+        "gone (it may have applied; if not, the job runs again)"
+    ),
+}
+
+
 class Settler:
     """Collects outcomes and settles them in batches.
 
-    ``on_settled(outcome, applied)`` is called for each outcome once the broker answered
-    (``applied`` false: the token was stale, or the broker stayed unreachable for a lease), with
-    the outcome as settled: a FAIL in place of one the broker refused to store.
+    ``on_settled(outcome, settled)`` is called for each outcome once the broker answered, or
+    after a lease of trying (``Settled`` says which), with the outcome as settled: a FAIL in
+    place of one the broker refused to store.
     """
 
     def __init__(
-        self, broker: Broker, lease: float, on_settled: Callable[[Outcome, bool], None]
+        self, broker: Broker, lease: float, on_settled: Callable[[Outcome, Settled], None]
     ) -> None:
         self._broker = broker
         self._lease = lease
@@ -90,7 +123,8 @@ class Settler:
                 await self._wake.wait()
                 continue
             batch, self._pending = self._pending, []
-            settled = [(outcome, False) for outcome in batch]
+            # Given up mid-send at shutdown: it may or may not have reached the broker.
+            settled = [(outcome, Settled.UNKNOWN) for outcome in batch]
             with anyio.CancelScope(shield=True, deadline=self._give_up_at) as self._sending:
                 settled = await self._settle(batch)
             if self._sending.cancelled_caught:
@@ -102,7 +136,7 @@ class Settler:
             for outcome, ok in settled:
                 self._on_settled(outcome, ok)
 
-    async def _settle(self, batch: list[Outcome]) -> list[tuple[Outcome, bool]]:
+    async def _settle(self, batch: list[Outcome]) -> list[tuple[Outcome, Settled]]:
         """Settle ``batch``; if the broker refuses it for what it holds, each member alone."""
         try:
             return list(zip(batch, await self._send(batch), strict=True))
@@ -114,7 +148,7 @@ class Settler:
             )
             return [settled for outcome in batch for settled in await self._settle([outcome])]
 
-    async def _fail_refused(self, outcome: Outcome, exc: Exception) -> tuple[Outcome, bool]:
+    async def _fail_refused(self, outcome: Outcome, exc: Exception) -> tuple[Outcome, Settled]:
         """Settle a FAIL naming ``exc`` in place of ``outcome``, which the broker refused."""
         failed = refused(outcome, f"{type(exc).__name__}: {exc}")
         extra = {"job_id": outcome.job_id}
@@ -125,20 +159,25 @@ class Settler:
         except _CONTENT_ERRORS as again:
             log.error("job %s: not settled (%s); it runs again once its lease expires",
                       outcome.job_id, again, extra=extra)  # fmt: skip
-            return outcome, False
+            return outcome, Settled.UNDELIVERED
 
-    async def _send(self, batch: list[Outcome]) -> list[bool]:
+    async def _send(self, batch: list[Outcome]) -> list[Settled]:
         give_up = anyio.current_time() + self._lease
+        # Once a try was sent and its reply lost, a "stale" answer may be the lease having passed
+        # on after that try applied (the broker answers "applied" only while it can tell).
+        sent = False
         while True:
             try:
                 applied = await self._broker.settle(batch)
             except SerializationError:
                 raise  # about what the batch holds: retrying it cannot help (see ``_settle``)
             except (TaskitError, OSError) as exc:
+                sent = sent or isinstance(exc, BrokerOutcomeUnknownError)
                 if anyio.current_time() >= give_up:
                     log.error("could not settle %d jobs for a whole lease: %s", len(batch), exc)
-                    return [False] * len(batch)
+                    return [Settled.UNKNOWN if sent else Settled.UNDELIVERED] * len(batch)
                 await anyio.sleep(self._outage.failed(exc))
                 continue
             self._outage.recovered()
-            return applied
+            not_applied = Settled.UNKNOWN if sent else Settled.STALE
+            return [Settled.APPLIED if ok else not_applied for ok in applied]

@@ -19,6 +19,7 @@ built, and every field can be overridden in code (``Settings(...)`` or ``setting
 | ``TASKIT_HEARTBEAT_INTERVAL`` | heartbeat_interval  | 5 s          |
 | ``TASKIT_MAX_PAYLOAD_BYTES``  | max_payload_bytes   | 1048576      |
 | ``TASKIT_REDIS_PREFIX``       | redis_prefix        | ``taskit``   |
+| ``TASKIT_BROKER_TIMEOUT``     | broker_timeout      | 5 s          |
 
 Every number is checked for type and range when a ``Settings`` is built (``bool`` is not an
 int; durations are finite and at most ``MAX_SECONDS``), and so is the broker URL (see
@@ -60,6 +61,7 @@ _ENV = {
     "heartbeat_interval": ("TASKIT_HEARTBEAT_INTERVAL", float),
     "max_payload_bytes": ("TASKIT_MAX_PAYLOAD_BYTES", int),
     "redis_prefix": ("TASKIT_REDIS_PREFIX", str),
+    "broker_timeout": ("TASKIT_BROKER_TIMEOUT", float),
 }
 
 
@@ -73,10 +75,15 @@ class Settings:
     three intervals without one (``taskit check`` then counts the worker as gone).
     ``max_payload_bytes``: the largest encoded arguments a job may carry; a bigger one is
     refused at enqueue (``PayloadTooLargeError``) and nothing is stored.
+    ``broker_timeout``: the longest any broker call waits to connect or for a reply (a blocking
+    wait: its own length plus this). Past it the call raises ``BrokerConnectionError`` if the
+    command was not sent, ``BrokerOutcomeUnknownError`` if it was (it may have run).
+
     ``redis_prefix``: the key prefix (and Cluster hash tag) of a Redis broker that is not given
     one in its constructor or its URL (``?prefix=``).
 
-    Brokers take the settings they use (``result_ttl``, ``redis_prefix``) from the App they are
+    Brokers take the settings they use (``result_ttl``, ``redis_prefix``, ``broker_timeout``) from
+    the App they are
     given to, for every option not passed to the broker explicitly (``Broker.configure``).
     """
 
@@ -94,6 +101,7 @@ class Settings:
     heartbeat_interval: float = 5.0
     max_payload_bytes: int = 1_048_576
     redis_prefix: str = "taskit"
+    broker_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("broker_url", "default_queue"):
@@ -175,6 +183,7 @@ _RULES: dict[str, tuple[type, float, bool, float]] = {
     "heartbeat_interval": (float, 0, True, MAX_SECONDS),
     # Redis holds at most 512 MiB in one string.
     "max_payload_bytes": (int, 1, False, 512 * 1024 * 1024),
+    "broker_timeout": (float, 0, True, MAX_SECONDS),
 }
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "BrokerConnectionError",
     "BrokerError",
     "BrokerOutOfMemoryError",
+    "BrokerOutcomeUnknownError",
     "ConfigurationError",
     "CorruptJobError",
     "DuplicateTaskError",
@@ -113,7 +114,18 @@ class CorruptJobError(BrokerError):
 
 
 class BrokerConnectionError(BrokerError, ConnectionError):
-    """The broker cannot be reached (refused, timed out, bad credentials)."""
+    """The broker cannot be reached (refused, or no connection within ``broker_timeout``, bad
+    credentials): the command was not sent, so nothing happened. Its subclass
+    ``BrokerOutcomeUnknownError`` says the command was sent and its reply lost."""
+
+
+class BrokerOutcomeUnknownError(BrokerConnectionError):
+    """The command reached the broker, but its reply did not come back (the connection dropped
+    or ``broker_timeout`` passed): it may or may not have run.
+
+    Retrying is safe where the command is idempotent: an enqueue with the same job id changes
+    nothing if the first one was stored and the job has not finished (see the guide, "Retrying
+    an enqueue safely"); a worker's settle is fenced by its lease token."""
 
 
 class BrokerOutOfMemoryError(BrokerError):

@@ -38,7 +38,7 @@ import anyio.abc
 
 from taskit._inbox import Inbox
 from taskit._outage import Outage
-from taskit._settler import Settler
+from taskit._settler import Settled, Settler
 from taskit.backoff import as_policy
 from taskit.config import check_number
 from taskit.errors import BrokerAuthenticationError, ConfigurationError, TaskitError
@@ -75,14 +75,23 @@ class WorkerStats:
     dead_lettered: int = 0
     cancelled: int = 0
     released: int = 0
+    #: Outcomes the broker refused: the lease had passed to another worker.
     lost: int = 0
+    #: Outcomes never delivered (the broker unreachable for a whole lease): the job runs again.
+    undelivered: int = 0
+    #: Outcomes sent whose reply was lost, where no retry could tell whether they applied.
+    unknown: int = 0
 
-    def count(self, kind: OutcomeKind | None) -> None:
+    def count(self, kind: OutcomeKind | Settled | None) -> None:
+        """Count one outcome applied (its kind), or one that was not (None: the lease was lost)."""
         attr = _STAT_OF.get(kind, "lost")
         setattr(self, attr, getattr(self, attr) + 1)
 
 
-_STAT_OF: dict[OutcomeKind | None, str] = {
+_STAT_OF: dict[OutcomeKind | Settled | None, str] = {
+    Settled.STALE: "lost",
+    Settled.UNDELIVERED: "undelivered",
+    Settled.UNKNOWN: "unknown",
     OutcomeKind.COMPLETE: "completed",
     OutcomeKind.FAIL: "failed",
     OutcomeKind.RETRY: "retried",
@@ -316,7 +325,7 @@ class Worker:
             outcome = await executor.execute(running)
             if outcome is None:
                 log.warning("job %s lost its lease; its outcome is dropped", job.id, extra=extra)
-                self.stats.count(None)
+                self.stats.count(Settled.STALE)
             else:
                 self._settling[outcome.token] = (job, time.perf_counter() - began)
                 self._settler.submit(outcome)
@@ -325,10 +334,10 @@ class Worker:
             self._busy -= 1
             self._slot_free.set()
 
-    def _settled(self, outcome: Outcome, applied: bool) -> None:
+    def _settled(self, outcome: Outcome, settled: Settled) -> None:
         job, took = self._settling.pop(outcome.token)
         extra = {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempts}
-        if applied:
+        if settled is Settled.APPLIED:
             log.info(
                 "job %s (%s) %s in %.3f s", job.id, job.task, outcome.kind.value, took,
                 extra={**extra, "duration": round(took, 6)},
@@ -337,10 +346,10 @@ class Worker:
                 self._events.settled(job, outcome, took)
         else:
             log.warning(
-                "job %s: %s rejected, the lease had passed to another worker",
-                outcome.job_id, outcome.kind.value, extra=extra,
+                "job %s: %s %s", outcome.job_id, outcome.kind.value, settled.meaning,
+                extra={**extra, "settled": settled.value},
             )  # fmt: skip
-        self.stats.count(outcome.kind if applied else None)
+        self.stats.count(outcome.kind if settled is Settled.APPLIED else settled)
 
     # -- lease upkeep ------------------------------------------------------------------------
     async def _heartbeat(self) -> None:
@@ -387,15 +396,21 @@ class Worker:
                 f"lease expired: the worker running attempt {job.attempts} stopped responding"
             )
             outcomes.append(retry_or_dead(job, lease.token, error, policy))
+        if not outcomes:
+            return
+        # Logged once settled, as it happened: a settle that fails leaves the jobs under this
+        # pass's lease, and a later pass reclaims (and reports) them.
+        applied = await self.app.broker.settle(outcomes)
+        for lease, outcome, ok in zip(leases, outcomes, applied, strict=True):
+            job = lease.job
             log.warning(
-                "job %s (%s): lease expired on attempt %d; %s",
-                job.id, job.task, job.attempts, outcomes[-1].kind.value,
+                "job %s (%s): lease expired on attempt %d; %s%s",
+                job.id, job.task, job.attempts, outcome.kind.value,
+                "" if ok else " refused, the job changed meanwhile",
                 extra={"job_id": job.id, "task": job.task, "attempt": job.attempts},
             )  # fmt: skip
-        if outcomes:
-            applied = await self.app.broker.settle(outcomes)
-            if self._events:
-                self._events.reclaimed(leases, outcomes, applied)
+        if self._events:
+            self._events.reclaimed(leases, outcomes, applied)
 
     async def _watch_signals(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

@@ -551,3 +551,40 @@ def test_two_apps_with_different_settings_cannot_share_one_broker() -> None:
     shared = MemoryBroker(result_ttl=5)  # given explicitly: any App may share it
     App(shared, settings=Settings(result_ttl=10))
     App(shared, settings=Settings(result_ttl=20))
+
+
+# -- broker_timeout ------------------------------------------------------------------------------
+def test_broker_timeout_defaults_to_a_few_seconds_and_reads_its_variable() -> None:
+    assert Settings().broker_timeout == 5.0
+    assert Settings.from_env({"TASKIT_BROKER_TIMEOUT": "0.75"}).broker_timeout == 0.75
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, math.nan, math.inf])
+def test_broker_timeout_must_be_a_finite_positive_number(value: float) -> None:
+    with pytest.raises(ConfigurationError, match="broker_timeout"):
+        Settings(broker_timeout=value)
+    with pytest.raises(ConfigurationError, match="TASKIT_BROKER_TIMEOUT"):
+        Settings.from_env({"TASKIT_BROKER_TIMEOUT": str(value)})
+
+
+def test_an_app_gives_its_redis_broker_the_broker_timeout() -> None:
+    from taskit import App
+    from taskit.broker.redis import RedisBroker
+
+    app = App("redis://127.0.0.1:1/0", settings=Settings(broker_timeout=0.25))
+    assert isinstance(app.broker, RedisBroker)
+    assert app.broker._conn.timeout == 0.25
+    assert RedisBroker("redis://127.0.0.1:1/0")._conn.timeout == 5.0  # built by hand
+    by_hand = App(RedisBroker("redis://127.0.0.1:1/0"), settings=Settings(broker_timeout=0.5))
+    assert by_hand.broker._conn.timeout == 0.5  # type: ignore[attr-defined]
+    explicit = RedisBroker("redis://127.0.0.1:1/0", timeout=2.0)
+    App(explicit, settings=Settings(broker_timeout=0.5))
+    assert explicit._conn.timeout == 2.0  # given explicitly: it wins
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, math.nan, math.inf])
+def test_a_redis_broker_refuses_a_timeout_that_bounds_nothing(value: float) -> None:
+    from taskit.broker.redis import RedisBroker
+
+    with pytest.raises(ConfigurationError, match="timeout"):
+        RedisBroker("redis://127.0.0.1:1/0", timeout=value)

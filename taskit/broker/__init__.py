@@ -18,16 +18,17 @@ if TYPE_CHECKING:
 __all__ = ["Broker", "MemoryBroker", "RedisBroker", "from_url"]
 
 
-def from_url(url: str, *, result_ttl: float | None = None) -> Broker:
+def from_url(url: str, *, result_ttl: float | None = None, timeout: float | None = None) -> Broker:
     """A new broker for ``url``: ``memory://`` (each call a fresh, empty broker), or
     ``redis://``, ``rediss://`` (TLS), ``unix://`` for a ``RedisBroker`` (needs the ``redis``
-    extra: ``pip install taskit[redis]``). Options not given (here or in the URL) come from the
+    extra: ``pip install taskit[redis]``), whose connects and replies take at most ``timeout``
+    seconds. Options not given (here or in the URL) come from the
     settings of the App it is given to (``Broker.configure``). Raises ``ConfigurationError`` for
     any other scheme, or a URL that names a bad port, db or option (``taskit._urls``)."""
     scheme = parse_broker_url(url).scheme
     if scheme == "memory":
         return MemoryBroker(result_ttl=result_ttl)
-    return _redis_broker_class()(url, result_ttl=result_ttl)
+    return _redis_broker_class()(url, result_ttl=result_ttl, timeout=timeout)
 
 
 def _redis_broker_class() -> type[RedisBroker]:

@@ -45,6 +45,9 @@ class Record:
     seq: int
     due: float = 0.0
     token: str = ""
+    #: ``"<token> <kind>"`` of the settle that ended the last lease, until the job is leased,
+    #: cancelled or requeued (as the mark in the Redis broker's state).
+    settled: str = ""
     deadline: float = 0.0
     cancel_requested: bool = False
     expires: float = 0.0
@@ -156,6 +159,7 @@ class MemoryState:
     def _lease(self, record: Record, lease: float, now: float) -> Lease:
         job = copy_job(record.job)  # first: a job that does not read back is not leased
         record.token = secrets.token_hex(16)
+        record.settled = ""
         record.deadline = now + lease
         heapq.heappush(
             self._leases[record.job.queue], (record.deadline, record.job.id, record.token)
@@ -167,6 +171,11 @@ class MemoryState:
         if record is None or record.token != token or record.job.status is not JobStatus.RUNNING:
             return None
         return record
+
+    def _settled_as(self, outcome: Outcome) -> bool:
+        """Whether ``outcome`` (same token, same kind) was applied already: a retried settle."""
+        record = self._records.get(outcome.job_id)
+        return record is not None and record.settled == f"{outcome.token} {outcome.kind.value}"
 
     def _apply(self, record: Record, outcome: Outcome, now: float) -> bool:
         """Apply a held job's outcome. True: it is pending again, and the caller puts it back
@@ -213,6 +222,7 @@ class MemoryState:
         self._set_status(record, status)
         record.job.completed_at = utc_from_timestamp(now)
         record.token = ""
+        record.settled = ""  # a settle sets it after this; a cancel leaves none
         if status in (JobStatus.COMPLETED, JobStatus.FAILED):
             self._totals[record.job.queue][status.value] += 1
         record.expires = now + self._result_ttl

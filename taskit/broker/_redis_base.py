@@ -9,6 +9,7 @@ asyncio only, so under trio every call raises ``ConfigurationError``.
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,7 +30,12 @@ from taskit.broker.keys import (
 )
 from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
 from taskit.config import Settings, redact_url
-from taskit.errors import ConfigurationError, CorruptJobError, SerializationError
+from taskit.errors import (
+    BrokerOutcomeUnknownError,
+    ConfigurationError,
+    CorruptJobError,
+    SerializationError,
+)
 from taskit.job import Job, QueueStats
 
 __all__ = ["RedisBase"]
@@ -51,6 +57,7 @@ class RedisBase(Broker):
         *,
         prefix: str | None = None,
         result_ttl: float | None = None,
+        timeout: float | None = None,
         connect: Callable[[], Redis] | None = None,
     ) -> None:
         if not isinstance(url, str) or url.partition(":")[0].lower() not in REDIS_SCHEMES:
@@ -65,7 +72,10 @@ class RedisBase(Broker):
             )
         given_prefix = prefix if prefix is not None else parsed.prefix
         self._options = BrokerOptions(
-            ("redis_prefix", "result_ttl"), redis_prefix=given_prefix, result_ttl=result_ttl
+            ("redis_prefix", "result_ttl", "broker_timeout"),
+            redis_prefix=given_prefix,
+            result_ttl=result_ttl,
+            broker_timeout=timeout,
         )
         self._url = parsed.url
         self._conn = Connections(parsed.url, connect)
@@ -75,9 +85,11 @@ class RedisBase(Broker):
         self._apply(self._options.adopt(settings))
 
     def _apply(self, settings: Settings) -> None:
-        """Use the resolved ``settings``: key prefix and result TTL."""
+        """Use the resolved ``settings``: key prefix, result TTL and the bound on every wait
+        (taken by connections made from here on)."""
         self._keys = Keys(settings.redis_prefix)
         self._ttl_ms = math.ceil(settings.result_ttl * 1000)
+        self._conn.timeout = settings.broker_timeout
         # Notices a Redis that came back empty, and an eviction policy that may lose jobs.
         self._watch = ServerWatch(
             self._keys.epoch, redact_url(self._url), self._conn.guard, self._keys.legacy
@@ -208,8 +220,14 @@ class RedisBase(Broker):
     async def claim(self, key: str, ttl: float) -> bool:
         if not ttl > 0:
             raise ValueError(f"a claim's ttl must be > 0 seconds, got {ttl!r}")
-        main = self._conn.pair().main
-        taken = await self._conn.guard(main.set(self._keys.claim(key), b"1", nx=True, px=ms(ttl)))
+        main, name = self._conn.pair().main, self._keys.claim(key)
+        mine = secrets.token_hex(8).encode()
+        try:
+            taken = await self._conn.guard(main.set(name, mine, nx=True, px=ms(ttl)))
+        except BrokerOutcomeUnknownError:
+            # The SET may have run: then the key holds this call's value. Answering False
+            # would leave a claim nobody acts on (a periodic run skipped by every scheduler).
+            return bool(await self._conn.guard(main.get(name)) == mine)
         return bool(taken)
 
     async def heartbeat(

@@ -66,9 +66,10 @@ async def wait(conn: Connections, wake: Sequence[str], seconds: float) -> None:
     precise = seconds < PIPELINE_FROM
     finished = False
     try:
-        with anyio.move_on_after(seconds if precise else seconds + 1.0):
+        # A long wait's backstop: its own length plus the broker's bound on a reply.
+        with anyio.move_on_after(seconds if precise else seconds + conn.timeout):
             server = seconds + 1.0 if precise else seconds
-            await conn.guard(pair.waits.execute("BLPOP", *wake, f"{server:.3f}"))
+            await conn.guard(pair.waits.execute("BLPOP", *wake, f"{server:.3f}", wait=server))
             finished = True
     finally:
         if not finished:
@@ -94,10 +95,13 @@ async def wait_then_run(
     waits, main = pair.waits, pair.scripts
     if waits is None or not isinstance(main, FastClient):
         raise ValueError("wait_then_run needs the FastClient connections of a redis:// URL")
-    blpop, call = await conn.guard(waits.send(("BLPOP", *wake, f"{seconds:.3f}"), command))
+    blpop, call = await conn.guard(
+        waits.send(("BLPOP", *wake, f"{seconds:.3f}"), command, wait=seconds)
+    )
     woken = False
     try:
-        with anyio.move_on_after(seconds + 1.0):  # Redis times the wait out; this is a backstop
+        # Redis times the wait out; this backstop allows the broker's bound on a reply on top.
+        with anyio.move_on_after(seconds + conn.timeout):
             await conn.guard(asyncio.shield(blpop))
             woken = True
     except BaseException:  # cancelled, or the connection failed: never swallowed
@@ -109,7 +113,7 @@ async def wait_then_run(
     with anyio.CancelScope(shield=True):
         if not woken:
             reply = await _cut_short(waits, main, call)
-        else:
+        else:  # bounded by the connection's watchdog (see _resp): no reply in time fails it
             reply = await conn.guard(asyncio.shield(call))
     return reply
 

@@ -7,16 +7,20 @@ only what the hot path needs: ``EVALSHA`` and ``SCRIPT LOAD`` on one connection 
 many callers at once (replies come back in the order commands went out), hiredis for packing and
 parsing. Everything else (TLS URLs, blocking waits, admin commands) stays on redis-py.
 
-Errors are redis-py's exception types, so the broker maps them in one place: a refused or lost
-connection is ``redis.exceptions.ConnectionError``; error replies are ``ResponseError`` (or
-``NoScriptError``, ``AuthenticationError``, ``NoPermissionError``, ``OutOfMemoryError``). A call
-made while the connection is known to be down reconnects first; a call whose connection drops
-after the command was written fails (it may have run, so it is never sent twice).
+Errors are redis-py's exception types, so the broker maps them in one place: a refused
+connection, or one not made and logged into within ``timeout``, is
+``redis.exceptions.ConnectionError`` (nothing was sent); a command whose connection drops, or
+whose reply does not come within ``timeout``, after it was written fails with ``ReplyLost`` (it
+may have run, so it is never sent twice; the connection is dropped and the next call connects
+anew). Error replies are ``ResponseError`` (or ``NoScriptError``, ``AuthenticationError``,
+``NoPermissionError``, ``OutOfMemoryError``). A call made while the connection is known to be
+down reconnects first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,9 +30,24 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 import redis.exceptions as rexc
 
-__all__ = ["OOM_REPLY", "FastClient", "Target", "error_of", "pack", "supports"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "OOM_REPLY",
+    "FastClient",
+    "ReplyLost",
+    "Target",
+    "error_of",
+    "pack",
+    "supports",
+]
 
-_CONNECT_TIMEOUT = 5.0
+#: Seconds a connect (with its handshake) or a command's reply may take (``broker_timeout``).
+DEFAULT_TIMEOUT = 5.0
+
+
+class ReplyLost(rexc.ConnectionError):
+    """The command was written, then its connection failed or its reply did not come in time:
+    it may or may not have run."""
 
 
 def supports(url: str) -> bool:
@@ -58,13 +77,24 @@ def error_of(reply: rexc.ResponseError) -> rexc.RedisError:
 
 
 class _Protocol(asyncio.Protocol):
-    """One connection: futures wait in command order; replies resolve them in the same order."""
+    """One connection: futures wait in command order; replies resolve them in the same order.
 
-    def __init__(self) -> None:
+    A watchdog bounds the wait for replies: when the oldest command still owed a reply was sent
+    more than ``timeout`` seconds ago (plus the wait a blocking command was allowed), and no
+    reply at all came for ``timeout`` seconds, the connection is aborted and every waiting
+    future fails with ``ReplyLost``. One timer per connection, not one per call: the hot path
+    only reads the loop's clock.
+    """
+
+    def __init__(self, timeout: float) -> None:
         self._reader = hiredis.Reader(replyError=rexc.ResponseError)
-        self._waiting: deque[asyncio.Future[Any]] = deque()
+        # (future, loop time by which its reply is due)
+        self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timeout = timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._progress = 0.0  # loop time of the last reply, or of the first send after idling
         self.lost: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,25 +106,61 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
+        got = False
         while (reply := self._reader.gets()) is not False:
-            future = self._waiting.popleft()
+            future, _ = self._waiting.popleft()
+            got = True
             if not future.done():  # a caller that was cancelled no longer waits
                 future.set_result(reply)
+        if got and self._loop is not None:
+            self._progress = self._loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = rexc.ConnectionError(f"connection to Redis lost: {exc or 'closed'}")
-        while self._waiting:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(self.lost)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.lost is None:
+            # Every waiting future belongs to a command already written: its outcome is unknown.
+            self.lost = ReplyLost(f"connection to Redis lost before the reply: {exc or 'closed'}")
+        self._fail_waiting()
 
-    def send(self, packed: bytes) -> asyncio.Future[Any]:
-        if self.lost is not None or self._transport is None or self._loop is None:
+    def _fail_waiting(self) -> None:
+        while self._waiting:
+            future, _ = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(cast(BaseException, self.lost))
+
+    def send(self, packed: bytes, wait: float = 0.0) -> asyncio.Future[Any]:
+        """Write a command; its reply's future. ``wait``: seconds the command may block on the
+        server (BLPOP) before its reply is late."""
+        loop = self._loop
+        if self.lost is not None or self._transport is None or loop is None:
+            # Not written: a plain connection error (nothing ran), never ReplyLost.
             raise rexc.ConnectionError("connection to Redis is closed")
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._waiting.append(future)
+        future: asyncio.Future[Any] = loop.create_future()
+        now = loop.time()
+        if not self._waiting:
+            self._progress = now  # idle until now: no reply was owed
+        due = now + self._timeout + wait
+        self._waiting.append((future, due))
+        if self._timer is None:
+            self._timer = loop.call_at(due, self._watch)
         self._transport.write(packed)
         return future
+
+    def _watch(self) -> None:
+        """The watchdog's tick: abort a connection that owes a reply past its due time."""
+        self._timer = None
+        if not self._waiting or self.lost is not None or self._loop is None:
+            return
+        due = max(self._waiting[0][1], self._progress + self._timeout)
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._watch)
+            return
+        self.lost = ReplyLost(f"no reply from Redis within {self._timeout:g} s")
+        self._fail_waiting()
+        if self._transport is not None:
+            self._transport.abort()  # a reply still owed must never answer a later command
 
     def close(self) -> None:
         if self._transport is not None:
@@ -147,12 +213,16 @@ class Target:
 class FastClient:
     """Script calls over one pipelined connection to a ``redis://`` or ``unix://`` URL.
 
-    Bound to the event loop it is first used on (the broker keeps one per loop).
+    Bound to the event loop it is first used on (the broker keeps one per loop). ``timeout``
+    (seconds) bounds connecting with its handshake, and every reply (see ``_Protocol``).
     """
 
-    def __init__(self, url: str, client_name: str = "taskit") -> None:
+    def __init__(
+        self, url: str, client_name: str = "taskit", timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         self._target = Target.of(url)
         self._name = client_name
+        self._timeout = timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         #: The server's id of the current connection (``CLIENT ID``), for ``CLIENT UNBLOCK``.
@@ -164,17 +234,21 @@ class FastClient:
     async def script_load(self, source: bytes) -> Any:
         return await self.execute("SCRIPT", "LOAD", source)
 
-    async def execute(self, *args: Any) -> Any:
-        """Send one command and return its reply; raises redis-py exceptions."""
+    async def execute(self, *args: Any, wait: float = 0.0) -> Any:
+        """Send one command and return its reply; raises redis-py exceptions, ``ReplyLost``
+        when the connection drops or owes a reply past the timeout (plus ``wait``, the seconds
+        a blocking command may block)."""
         protocol = await self._live()
-        return self.raise_for(await protocol.send(pack(args)))
+        return self.raise_for(await protocol.send(pack(args), wait))
 
-    async def send(self, *commands: Sequence[Any]) -> list[asyncio.Future[Any]]:
+    async def send(self, *commands: Sequence[Any], wait: float = 0.0) -> list[asyncio.Future[Any]]:
         """Write ``commands`` back to back on the connection and return a future per reply, in
-        order. A reply is the raw value, or a ``ResponseError`` instance for an error reply (see
-        ``raise_for``): the caller owns the futures and decides what a cut-short wait means."""
+        order (the first may block ``wait`` seconds). A reply is the raw value, or a
+        ``ResponseError`` instance for an error reply (see ``raise_for``): the caller owns the
+        futures and decides what a cut-short wait means."""
         protocol = await self._live()
-        futures = [protocol.send(pack(command)) for command in commands]
+        futures = [protocol.send(pack(command), wait if i == 0 else 0.0)
+                   for i, command in enumerate(commands)]  # fmt: skip
         for future in futures:  # a reply nobody reads (a dropped wait) must not be logged
             future.add_done_callback(_retrieved)
         return futures
@@ -200,22 +274,28 @@ class FastClient:
             if self._protocol is not None and self._protocol.lost is None:
                 return self._protocol  # another caller connected while this one waited
             loop, target = asyncio.get_running_loop(), self._target
+            protocol: _Protocol | None = None
             try:
-                async with asyncio.timeout(_CONNECT_TIMEOUT):
+                async with asyncio.timeout(self._timeout):  # connect and handshake alike
+                    made = functools.partial(_Protocol, self._timeout)
                     if target.unix is not None:
-                        _, protocol = await loop.create_unix_connection(_Protocol, target.unix)
+                        _, protocol = await loop.create_unix_connection(made, target.unix)
                     else:
-                        _, protocol = await loop.create_connection(
-                            _Protocol, target.host, target.port
-                        )
-            except (OSError, TimeoutError) as exc:
+                        _, protocol = await loop.create_connection(made, target.host, target.port)
+                    await self._handshake(protocol)
+            except (OSError, TimeoutError, rexc.ConnectionError) as exc:
+                # The caller's command was not sent: a plain connection error, never ReplyLost.
+                if protocol is not None:
+                    protocol.close()
+                if isinstance(exc, rexc.AuthenticationError):
+                    raise
+                why = exc if str(exc) else f"no answer within {self._timeout:g} s"
                 raise rexc.ConnectionError(
-                    f"cannot connect to Redis at {target.where()}: {exc}"
+                    f"cannot connect to Redis at {target.where()}: {why}"
                 ) from None
-            try:
-                await self._handshake(protocol)
             except BaseException:
-                protocol.close()
+                if protocol is not None:
+                    protocol.close()
                 raise
             self._protocol = protocol
             return protocol

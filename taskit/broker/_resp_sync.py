@@ -5,10 +5,11 @@ round trip to Redis itself. ``BlockingClient`` is one socket, used by one thread
 broker keeps one per thread), with hiredis for packing and parsing. It speaks to ``redis://`` and
 ``unix://`` URLs; TLS stays on the async path.
 
-Errors are redis-py's exception types, as in ``_resp``: a refused or lost connection is
-``redis.exceptions.ConnectionError``, a timeout ``redis.exceptions.TimeoutError``, error replies
-``ResponseError`` and its kin. A command whose connection fails after it was written is never
-sent again (it may have run); the next call connects anew.
+Errors are redis-py's exception types, as in ``_resp``: a refused connection, or one not made
+within ``timeout``, is ``redis.exceptions.ConnectionError`` (nothing was sent); a command whose
+connection fails, or whose reply does not come within ``timeout``, after it was written raises
+``ReplyLost`` (it may have run, so it is never sent again; the next call connects anew). Error
+replies are ``ResponseError`` and its kin.
 """
 
 from __future__ import annotations
@@ -19,20 +20,21 @@ from typing import Any
 import hiredis
 import redis.exceptions as rexc
 
-from taskit.broker._resp import Target, error_of, pack
+from taskit.broker._resp import DEFAULT_TIMEOUT, ReplyLost, Target, error_of, pack
 
 __all__ = ["BlockingClient"]
 
-_CONNECT_TIMEOUT = 5.0
-_COMMAND_TIMEOUT = 30.0
-
 
 class BlockingClient:
-    """Commands over one blocking connection; not for concurrent use from several threads."""
+    """Commands over one blocking connection; not for concurrent use from several threads.
+    ``timeout`` (seconds) bounds connecting, and each send and reply."""
 
-    def __init__(self, url: str, client_name: str = "taskit") -> None:
+    def __init__(
+        self, url: str, client_name: str = "taskit", timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         self._target = Target.of(url)
         self._name = client_name
+        self._timeout = timeout
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader(replyError=rexc.ResponseError)
 
@@ -53,17 +55,22 @@ class BlockingClient:
     def _round_trip(self, sock: socket.socket, packed: bytes) -> Any:
         try:
             sock.sendall(packed)
+        except OSError as exc:
+            # Not all of it was written: Redis never runs a partial command.
+            self.close()
+            raise rexc.ConnectionError(f"connection to Redis lost: {exc}") from None
+        try:
             while (reply := self._reader.gets()) is False:
                 data = sock.recv(65536)
                 if not data:
                     raise ConnectionResetError("closed by the server")
                 self._reader.feed(data)
-        except TimeoutError:
+        except OSError as exc:  # TimeoutError too: written, then no reply in time
             self.close()
-            raise rexc.TimeoutError(f"Redis at {self._target.where()} did not answer") from None
-        except OSError as exc:
-            self.close()
-            raise rexc.ConnectionError(f"connection to Redis lost: {exc}") from None
+            why = f"no reply within {self._timeout:g} s" if isinstance(exc, TimeoutError) else exc
+            raise ReplyLost(
+                f"connection to Redis at {self._target.where()} lost before the reply: {why}"
+            ) from None
         return reply
 
     def _connect(self) -> socket.socket:
@@ -72,19 +79,20 @@ class BlockingClient:
             if target.unix is not None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
-                    sock.settimeout(_CONNECT_TIMEOUT)
+                    sock.settimeout(self._timeout)
                     sock.connect(target.unix)
                 except OSError:
                     sock.close()
                     raise
             else:
-                sock = socket.create_connection((target.host, target.port), _CONNECT_TIMEOUT)
+                sock = socket.create_connection((target.host, target.port), self._timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
+            why = f"no answer within {self._timeout:g} s" if isinstance(exc, TimeoutError) else exc
             raise rexc.ConnectionError(
-                f"cannot connect to Redis at {target.where()}: {exc}"
+                f"cannot connect to Redis at {target.where()}: {why}"
             ) from None
-        sock.settimeout(_COMMAND_TIMEOUT)
+        sock.settimeout(self._timeout)
         self._reader = hiredis.Reader(replyError=rexc.ResponseError)
         self._sock = sock
         try:
@@ -92,6 +100,11 @@ class BlockingClient:
                 reply = self._round_trip(sock, pack(command))
                 if isinstance(reply, rexc.ResponseError):
                     raise error_of(reply)
+        except ReplyLost as exc:  # the caller's command was not sent: nothing ran
+            self.close()
+            raise rexc.ConnectionError(
+                f"cannot connect to Redis at {target.where()}: {exc}"
+            ) from None
         except BaseException:
             self.close()
             raise

@@ -115,6 +115,10 @@ class Broker(abc.ABC):
         """Apply each outcome if its token is current; ``False`` for a stale one (nothing changes).
         A lease past its deadline still settles until ``reclaim`` has taken it over.
 
+        Idempotent for a retry: the same outcome (token and kind) sent again after it applied
+        (its reply was lost) changes nothing and is answered ``True`` again, until the job is
+        leased anew. A different kind under a token already settled is stale.
+
         COMPLETE / FAIL / CANCEL finish the job (its record then expires after the broker's result
         TTL); RETRY makes it RETRYING, due after ``delay``; DEAD_LETTER moves it to its queue's dead
         letters; RELEASE makes it PENDING at once and refunds the attempt (shutdown, not failure).

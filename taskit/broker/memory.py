@@ -171,9 +171,13 @@ class MemoryBroker(MemoryState, Broker):
             for given in checked:
                 outcome = None if given is None else given[0]
                 record = None if outcome is None else self._held(outcome.job_id, outcome.token)
-                if outcome is not None and record is not None and self._apply(record, outcome, now):
-                    fronts.append(record)
-                applied.append(record is not None)
+                if outcome is not None and record is not None:
+                    if self._apply(record, outcome, now):
+                        fronts.append(record)
+                    record.settled = f"{outcome.token} {outcome.kind.value}"
+                applied.append(
+                    record is not None or (outcome is not None and self._settled_as(outcome))
+                )
             # In the order they were reserved, ahead of every waiting job (as on Redis).
             fronts.sort(key=lambda r: r.seq)
             self._seq += len(fronts)
@@ -247,6 +251,7 @@ class MemoryBroker(MemoryState, Broker):
                 self._set_status(record, JobStatus.PENDING)
                 record.job.attempts = 0
                 record.cancel_requested = False  # a requeue is a fresh start
+                record.settled = ""
                 record.seq = self._next_seq()
                 self._push_ready(record)
             waiters = self._take_waiters()

@@ -62,14 +62,18 @@ class RedisBroker(RedisBase):
     key (``{prefix}:...``). ``result_ttl``: seconds a finished job stays readable. ``prefix`` and
     ``result_ttl`` left None (the default) come from the URL's ``?prefix=``, else from the
     settings of the App the broker is given to (``TASKIT_REDIS_PREFIX``, ``TASKIT_RESULT_TTL``;
-    see ``Broker.configure``), else ``taskit`` and one day. ``connect``: for tests, a factory
-    of ready clients (e.g. fakeredis) used instead of connecting to ``url``; called per event
-    loop, twice (commands and blocking waits).
+    see ``Broker.configure``), else ``taskit`` and one day. ``timeout``: seconds any connect or
+    reply may take (``Settings.broker_timeout``, ``TASKIT_BROKER_TIMEOUT``, from the App's
+    settings when None; 5 s by default; a blocking wait gets its own length plus this).
+    ``connect``: for tests, a factory of ready clients (e.g. fakeredis) used instead of
+    connecting to ``url``; called per event loop, twice (commands and blocking waits).
 
     Raises ``ConfigurationError`` at construction for an unusable URL (naming the bad port, db
-    or option), prefix or TTL; calls raise
+    or option), prefix, TTL or timeout; calls raise
     ``BrokerConnectionError`` (password never shown) when Redis cannot be reached or refuses the
-    credentials, and ``BrokerError`` when it answers with an error.
+    credentials (nothing was sent), its subclass ``BrokerOutcomeUnknownError`` when a command was
+    sent but its reply did not come within ``timeout`` or its connection dropped (it may have
+    run), and ``BrokerError`` when it answers with an error.
     """
 
     # -- producing -------------------------------------------------------------------------

@@ -13,7 +13,10 @@ loads the script and retries once, transparently. Nothing else is retried here.
 ``Connections``: redis.asyncio clients belong to one event loop, and an App may use one broker
 from two loops (its worker loop and a portal thread for sync enqueues), so there is a pair of
 clients per running loop, made on first use: one pool for commands, one for blocking waits (no
-socket timeout there, as a wait may be long). ``close()`` closes them all.
+socket timeout there, as a wait may be long: the caller bounds it). ``close()`` closes them all.
+Every connect and every reply is bounded by the broker's ``timeout``; ``guard`` tells a command
+that was never sent (``BrokerConnectionError``) from one whose reply was lost
+(``BrokerOutcomeUnknownError``).
 """
 
 from __future__ import annotations
@@ -31,19 +34,20 @@ from urllib.parse import urlsplit
 
 import anyio
 import redis.exceptions
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
 from taskit.broker._packing import use_fast_packing
-from taskit.broker._resp import OOM_REPLY, FastClient, supports
+from taskit.broker._resp import DEFAULT_TIMEOUT, OOM_REPLY, FastClient, ReplyLost, supports
 from taskit.broker._resp_sync import BlockingClient
 from taskit.config import redact_url
 from taskit.errors import (
     BrokerAuthenticationError,
     BrokerConnectionError,
     BrokerError,
+    BrokerOutcomeUnknownError,
     BrokerOutOfMemoryError,
     ConfigurationError,
 )
@@ -145,6 +149,40 @@ class Scripts:
         return script
 
 
+def _handshake_is_connecting(pool: ConnectionPool) -> None:
+    """Make a failed handshake (AUTH, SELECT, CLIENT SETNAME) of ``pool``'s connections a
+    plain connection error: the caller's command was not sent yet, whatever redis-py's message
+    (a handshake read that timed out reads like a lost reply)."""
+    base = pool.connection_class
+    if getattr(base, "_taskit_handshake", False):
+        return
+
+    class Connecting(base):  # type: ignore[valid-type,misc]
+        _taskit_handshake = True
+
+        async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                await super().connect_check_health(*args, **kwargs)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                if isinstance(exc, redis.exceptions.AuthenticationError):
+                    raise
+                raise redis.exceptions.ConnectionError(f"cannot connect: {exc}") from None
+
+    Connecting.__name__ = Connecting.__qualname__ = f"Connecting{base.__name__}"
+    pool.connection_class = Connecting
+
+
+def _reply_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` came after the command was written: our clients say so with
+    ``ReplyLost``; redis-py only in its messages (a read that timed out or found the
+    connection closed)."""
+    if isinstance(exc, ReplyLost):
+        return True
+    return isinstance(
+        exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
+    ) and str(exc).startswith(_READING)
+
+
 def _check_loaded(script: Script, reply: Any) -> None:
     """The server hashes what it got: a SHA other than ours is a bug here."""
     loaded = reply.decode() if isinstance(reply, bytes) else str(reply)
@@ -152,9 +190,9 @@ def _check_loaded(script: Script, reply: Any) -> None:
         raise RuntimeError(f"Redis gave script {script.name} SHA {loaded}, expected {script.sha}")
 
 
-_CONNECT_TIMEOUT = 5.0
-_COMMAND_TIMEOUT = 30.0
 _CLOSE_TIMEOUT = 5.0
+#: redis-py's messages for a failure after the command was written (reading its reply).
+_READING = ("Timeout reading", "Error while reading", "Connection closed by server")
 
 
 #: What runs scripts: redis-py's client, or the faster pipelined one for plain URLs.
@@ -177,10 +215,17 @@ class Connections:
     """The clients of one broker, per running event loop, and the mapping of redis-py errors.
 
     ``connect`` (tests only) replaces connecting to ``url``: a factory of ready clients.
+    ``timeout``: seconds a connect or a reply may take (see ``Settings.broker_timeout``).
     """
 
-    def __init__(self, url: str, connect: Callable[[], Redis] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        connect: Callable[[], Redis] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         self._url = url
+        self.timeout = timeout
         self._password = urlsplit(url).password
         self._connect = connect
         self._lock = threading.Lock()
@@ -209,8 +254,9 @@ class Connections:
                     del self._pairs[old]
                 main = self._client(False)
                 fast = self._connect is None and supports(self._url)
-                scripts: ScriptClient = FastClient(self._url) if fast else main
-                waits = FastClient(self._url, "taskit-wait") if fast else None
+                t = self.timeout
+                scripts: ScriptClient = FastClient(self._url, timeout=t) if fast else main
+                waits = FastClient(self._url, "taskit-wait", t) if fast else None
                 pair = ClientPair(main, self._client(True), scripts, waits)
                 self._pairs[loop] = pair
             return pair
@@ -220,14 +266,16 @@ class Connections:
             return self._connect()
         client = Redis.from_url(
             self._url,
-            socket_connect_timeout=_CONNECT_TIMEOUT,
-            socket_timeout=None if blocking else _COMMAND_TIMEOUT,
-            # One immediate retry on a broken connection (a pooled socket that died when Redis
-            # restarted); never on a timeout, where the first attempt may still run.
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+            socket_connect_timeout=self.timeout,
+            socket_timeout=None if blocking else self.timeout,
+            # Never sent twice: a connection that fails after the command went out may have run
+            # it (guard says so). A pooled socket that died with a restarted Redis is found and
+            # made anew when taken from the pool, before anything is sent on it.
+            retry=Retry(NoBackoff(), 0),
             client_name="taskit",
         )
         use_fast_packing(client.connection_pool)
+        _handshake_is_connecting(client.connection_pool)
         return client
 
     def blocking(self) -> BlockingClient | None:
@@ -237,7 +285,7 @@ class Connections:
             return None
         client: BlockingClient | None = getattr(self._local, "client", None)
         if client is None:
-            client = self._local.client = BlockingClient(self._url)
+            client = self._local.client = BlockingClient(self._url, timeout=self.timeout)
             with self._lock:
                 self._blocking.add(client)
         return client
@@ -245,8 +293,9 @@ class Connections:
     async def guard(self, call: Awaitable[Any]) -> Any:
         """Await a redis-py call: ``BrokerAuthenticationError`` when Redis refuses the
         credentials or the user's permissions (waiting will not help), ``BrokerConnectionError``
-        when it cannot be reached, ``BrokerOutOfMemoryError`` when it is over ``maxmemory``,
-        ``BrokerError`` for another error reply. No password is shown."""
+        when it cannot be reached (nothing was sent), ``BrokerOutcomeUnknownError`` when the
+        command was sent and its reply lost, ``BrokerOutOfMemoryError`` when it is over
+        ``maxmemory``, ``BrokerError`` for another error reply. No password is shown."""
         try:
             return await call
         except (redis.exceptions.RedisError, OSError) as exc:
@@ -283,6 +332,13 @@ class Connections:
                 "'maxmemory' and nothing may be evicted (maxmemory-policy noeviction), so it "
                 "refused to store more; nothing of this call was stored. Free memory or raise "
                 "maxmemory (docs/operations.md)."
+            )
+        if _reply_lost(exc):
+            return BrokerOutcomeUnknownError(
+                f"Redis at {redact_url(self._url)} did not reply: {self._scrub(exc)}. The command"
+                " was sent, so its outcome is unknown: it may have run. Retry only what is safe"
+                " to repeat, e.g. an enqueue with the same job id (idempotent while the job is"
+                " unfinished)"
             )
         if isinstance(
             exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError

@@ -89,7 +89,12 @@ class LedgerBroker(RedisBroker):
 
 
 _settings = Settings.from_env()
-app = App(LedgerBroker(_settings.broker_url, result_ttl=_settings.result_ttl), settings=_settings)
+app = App(
+    LedgerBroker(
+        _settings.broker_url, result_ttl=_settings.result_ttl, timeout=_settings.broker_timeout
+    ),
+    settings=_settings,
+)
 
 
 def _start(key: str) -> None:
@@ -104,6 +109,26 @@ def _end(key: str, outcome: str) -> None:
 async def work(key: str, seconds: float) -> str:
     """Sleep ``seconds`` (cooperatively). The job id must be ``key``."""
     _start(key)
+    try:
+        await anyio.sleep(seconds)
+    except BaseException as exc:
+        _end(key, type(exc).__name__)
+        raise
+    _end(key, "ok")
+    return key
+
+
+@app.task(name="chaos.first_long")
+async def first_long(key: str, first: float, then: float) -> str:
+    """Sleep ``first`` seconds (cooperatively: the lease is kept) on the job's first start
+    anywhere, ``then`` seconds on later starts."""
+    _start(key)
+    try:
+        os.close(os.open(_LEDGER_DIR / f"started-{key}", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        seconds = then
+    else:
+        seconds = first
     try:
         await anyio.sleep(seconds)
     except BaseException as exc:

@@ -279,6 +279,46 @@ async def test_a_lease_settles_only_once(harness: BrokerHarness) -> None:
     assert job.error is None
 
 
+@pytest.mark.parametrize(
+    "kind",
+    list(OutcomeKind),
+)
+async def test_a_settle_sent_again_is_answered_applied_and_changes_nothing(
+    harness: BrokerHarness, kind: OutcomeKind
+) -> None:
+    # A worker whose settle reply was lost sends the same batch again: the broker must say the
+    # outcome applied (it did, on the first try), not that the lease passed to another worker.
+    queue = new_queue()
+    held = await running(harness.broker, queue)
+    once = outcome(held, kind, delay=0.0)
+    assert await harness.broker.settle([once]) == [True]
+    after_first = await harness.broker.get(held.job.id)
+    stats = await harness.broker.stats([queue])
+
+    assert await harness.broker.settle([once, outcome(held, OutcomeKind.FAIL)]) == [
+        True,
+        kind is OutcomeKind.FAIL,
+    ]
+
+    assert await harness.broker.get(held.job.id) == after_first
+    assert await harness.broker.stats([queue]) == stats
+    ready = await reserve_all(harness.broker, queue)
+    assert len(ready) == (1 if kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE) else 0)
+
+
+async def test_a_settle_sent_again_after_the_job_was_leased_anew_is_stale(
+    harness: BrokerHarness,
+) -> None:
+    queue = new_queue()
+    held = await running(harness.broker, queue)
+    released = outcome(held, OutcomeKind.RELEASE)
+    assert await harness.broker.settle([released]) == [True]
+    [again] = await reserve_all(harness.broker, queue)
+
+    assert await harness.broker.settle([released]) == [False]
+    assert await harness.broker.extend([again], lease=LONG) == [LeaseState.HELD]
+
+
 async def test_settle_applies_each_outcome_of_a_batch(harness: BrokerHarness) -> None:
     queue = new_queue()
     await harness.broker.enqueue([make_job(queue), make_job(queue)])

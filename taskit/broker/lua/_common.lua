@@ -6,7 +6,8 @@
 -- name last (it may itself contain '|'):
 --   status|attempts|score|seq|token|cancel|sched|started|completed|failed|queue
 -- score: minus the priority ('0' for the default priority); seq: for a job of another priority,
--- its place in the ranked set ('' otherwise); token: the current lease token ('' when none);
+-- its place in the ranked set ('' otherwise); token: the current lease token of a running job,
+-- else '' or the mark '=<token>:<kind>' of the settle that ended its last lease (see settle);
 -- cancel: '1' once cancel was requested; sched: the due time as seconds text;
 -- started/completed/failed: server times in ms ('' when unset).
 --
@@ -294,11 +295,12 @@ local function promote(G, R, delayed_key, now, batch)
 end
 
 -- End a live job: its record moves to its own key `done_key`, which expires after `ttl` ms.
--- K = {jobs=, err=, done=, totals=}; `result` is the msgpack JobResult or ''.
+-- K = {jobs=, err=, done=, totals=, mark=}; `result` is the msgpack JobResult or ''; `mark`
+-- (optional) the settle's mark, kept in the token field.
 local function finish(K, id, s, status, now, ttl, result)
   s.status = status
   s.completed = now
-  s.token = ''
+  s.token = K.mark or ''
   local err = rcall('HGET', K.err, id) or ''
   rcall('DEL', K.done)
   rcall('HSET', K.done, 'spec', s.spec, 'state', pack_state(s), 'err', err, 'res', result)

@@ -19,7 +19,12 @@ retrying (delayed set) or, with no delay, pending at the front of its priority; 
 pending at the front of its priority and refunds the attempt (jobs put back by one call keep
 the order they were reserved in); DEAD_LETTER moves it to the dead set. A RETRY or RELEASE of a job whose cancel was requested while it ran ends it CANCELLED instead.
 
-Returns per outcome 1 (applied) or 0 (stale token: nothing changed).
+An applied outcome leaves the mark '=<token>:<kind as sent>' in the token field of the job's
+state (live or done record) until the job is leased again: a settle retried because the reply to
+the first try was lost finds it and is answered 1 again, changing nothing (the first try applied).
+
+Returns per outcome 1 (applied, now or by the first try of this same token and kind) or 0 (stale
+token: nothing changed).
 ]]
 local rcall = redis.call
 -- @include _common.lua
@@ -29,6 +34,19 @@ local ttl = tonumber(ARGV[1])
 local now = now_ms()
 local out = {}
 local FINAL = {complete = 'completed', fail = 'failed', cancel = 'cancelled'}
+
+-- Whether the job's record (live state `s`, else its done key) carries `mark`: this token's
+-- outcome of this kind was applied already.
+local function settled_as(s, done_key, mark)
+  if s == nil then
+    local state = rcall('HGET', done_key, 'state')
+    if not state then
+      return false
+    end
+    s = parse_record(#state .. ':' .. state)
+  end
+  return s ~= nil and s.token == mark
+end
 
 local nq = tonumber(ARGV[2])
 local unleased = {} -- q -> ids to drop from its lease set
@@ -41,8 +59,9 @@ for i = 1, (#ARGV - 2) / 4 do
   local b = 3 + 7 * (q - 1)
   local delayed, dead, totals, wake_key = KEYS[b + 3], KEYS[b + 5], KEYS[b + 6], KEYS[b + 7]
   local s = load_state(KEYS[1], id)
+  local mark = '=' .. token .. ':' .. kind
   if s == nil or s.status ~= 'running' or s.token ~= token or token == '' then
-    out[i] = 0
+    out[i] = settled_as(s, KEYS[3 + 7 * nq + i], mark) and 1 or 0
   else
     out[i] = 1
     if s.cancel == '1' and (kind == 'retry' or kind == 'release') then
@@ -51,7 +70,7 @@ for i = 1, (#ARGV - 2) / 4 do
     if ARGV[a + 3] ~= '' then
       rcall('HSET', KEYS[2], id, ARGV[a + 3])
     end
-    s.token = ''
+    s.token = mark
     local ids = unleased[q]
     if not ids then
       ids = {}
@@ -66,8 +85,8 @@ for i = 1, (#ARGV - 2) / 4 do
       if kind == 'cancel' then
         result = ''
       end
-      finish({jobs = KEYS[1], err = KEYS[2], done = KEYS[3 + 7 * nq + i], totals = totals},
-        id, s, FINAL[kind], now, ttl, result)
+      finish({jobs = KEYS[1], err = KEYS[2], done = KEYS[3 + 7 * nq + i], totals = totals,
+        mark = mark}, id, s, FINAL[kind], now, ttl, result)
     elseif kind == 'dead_letter' then
       s.failed = now
       s.completed = now
