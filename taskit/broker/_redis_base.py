@@ -92,7 +92,7 @@ class RedisBase(Broker):
         self._conn.timeout = settings.broker_timeout
         # Notices a Redis that came back empty, and an eviction policy that may lose jobs.
         self._watch = ServerWatch(
-            self._keys.epoch, redact_url(self._url), self._conn.guard, self._keys.legacy
+            self._keys.epoch, redact_url(self._url), self._conn.guard_repeatable, self._keys.legacy
         )
         # Out-of-memory refusals, from any call, are logged once per interval (see _watch).
         self._conn.on_full = self._watch.full

@@ -25,6 +25,7 @@ at INFO.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import threading
@@ -52,7 +53,9 @@ FULL_LOG_INTERVAL = 30.0
 
 
 class ServerWatch:
-    """The epoch and eviction checks of one broker. ``guard`` maps redis-py errors."""
+    """The epoch and eviction checks of one broker. ``guard`` (``Connections.guard_repeatable``)
+    runs a command, made again once on a connection failure (each here is safe to repeat), and
+    maps redis-py errors."""
 
     def __init__(
         self, epoch_key: str, where: str, guard: Any, legacy: tuple[str, ...] = ()
@@ -86,7 +89,7 @@ class ServerWatch:
             await self._check_legacy(client)
         fresh = secrets.token_hex(8).encode()
         try:
-            created = await self._guard(client.set(self._key, fresh, nx=True))
+            created = await self._guard(lambda: client.set(self._key, fresh, nx=True))
         except BrokerOutOfMemoryError:
             created = None  # reported by full(): read the epoch instead
         else:
@@ -94,7 +97,7 @@ class ServerWatch:
         if created:
             current: bytes | None = fresh
         else:
-            current = await self._guard(client.get(self._key))
+            current = await self._guard(lambda: client.get(self._key))
         if self._epoch is not None and current != self._epoch:
             self.restarts_detected += 1
             log.error(
@@ -136,7 +139,7 @@ class ServerWatch:
 
     async def _check_legacy(self, client: Redis) -> None:
         for key in self._legacy:
-            if await self._guard(client.exists(key)):
+            if await self._guard(functools.partial(client.exists, key)):
                 log.error(
                     "Redis at %s holds jobs in an older taskit key layout (%s exists): this "
                     "version does not see them. Let workers of the older version drain them, "
@@ -146,7 +149,7 @@ class ServerWatch:
 
     async def _check_policy(self, client: Redis) -> None:
         try:
-            reply = await self._guard(client.config_get("maxmemory-policy"))
+            reply = await self._guard(lambda: client.config_get("maxmemory-policy"))
         except BrokerConnectionError as exc:
             if not isinstance(exc, BrokerAuthenticationError):
                 raise  # unreachable now: check again next time

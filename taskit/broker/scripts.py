@@ -302,6 +302,18 @@ class Connections:
             error = self._failed(exc)
             raise error from (exc if type(error) is BrokerError else None)
 
+    async def guard_repeatable(self, make: Callable[[], Awaitable[T]]) -> T:
+        """``guard`` for a command that is safe to run twice (a read, or a write that a repeat
+        cannot change, like ``SET NX`` of one value): made by ``make``, and made once more on a
+        connection failure. Why: a pooled connection whose server restarted looks alive until
+        the loop reads its end, so the first command on it fails with nothing run; only a
+        command that may run twice can be sent again."""
+        try:
+            return await make()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            pass
+        return await self.guard(make())  # type: ignore[no-any-return]
+
     def guard_blocking(self, call: Callable[[], T]) -> T:
         """``guard`` for a blocking call."""
         try:
