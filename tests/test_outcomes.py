@@ -17,7 +17,7 @@ import msgspec
 import pytest
 
 from taskit import App, Job, JobResult, JobStatus, MemoryBroker, Settings, WorkerStats
-from taskit._settler import Settler
+from taskit._settler import Settled, Settler
 from taskit.broker.base import Broker
 from taskit.errors import BrokerConnectionError, SerializationError
 from taskit.job import (
@@ -223,9 +223,9 @@ class PickyBroker(MemoryBroker):
 
 async def settle_through(
     broker: Broker, outcomes: list[Outcome]
-) -> dict[str, tuple[Outcome, bool]]:
+) -> dict[str, tuple[Outcome, Settled]]:
     """Submit ``outcomes`` to a Settler at once; what it reported, by job id."""
-    reported: dict[str, tuple[Outcome, bool]] = {}
+    reported: dict[str, tuple[Outcome, Settled]] = {}
     settler = Settler(broker, 5.0, lambda o, ok: reported.__setitem__(o.job_id, (o, ok)))
     for item in outcomes:
         settler.submit(item)
@@ -254,7 +254,7 @@ async def test_a_batch_refused_for_one_member_settles_the_others_and_fails_that_
     reported = await settle_through(broker, outcomes)
 
     assert broker.calls[0] == 6  # one batch first, then each member alone
-    assert all(ok for _, ok in reported.values())
+    assert all(ok is Settled.APPLIED for _, ok in reported.values())
     bad = leases[3].job.id
     assert reported[bad][0].kind is OutcomeKind.FAIL
     for job in jobs:
@@ -305,4 +305,4 @@ async def test_an_outage_is_retried_for_the_whole_batch_not_split() -> None:
     reported = await settle_through(broker, outcomes)
 
     assert broker.calls == [3, 3]
-    assert [(o.kind, ok) for o, ok in reported.values()] == [(OutcomeKind.COMPLETE, True)] * 3
+    assert [(o.kind, ok) for o, ok in reported.values()] == [(OutcomeKind.COMPLETE, Settled.APPLIED)] * 3

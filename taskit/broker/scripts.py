@@ -311,7 +311,10 @@ class Connections:
         try:
             return await make()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-            pass
+            pass  # made again below
+        except redis.exceptions.RedisError as exc:  # an error reply: mapped as ``guard`` does
+            error = self._failed(exc)
+            raise error from (exc if type(error) is BrokerError else None)
         return await self.guard(make())  # type: ignore[no-any-return]
 
     def guard_blocking(self, call: Callable[[], T]) -> T:
