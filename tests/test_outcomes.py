@@ -305,4 +305,6 @@ async def test_an_outage_is_retried_for_the_whole_batch_not_split() -> None:
     reported = await settle_through(broker, outcomes)
 
     assert broker.calls == [3, 3]
-    assert [(o.kind, ok) for o, ok in reported.values()] == [(OutcomeKind.COMPLETE, Settled.APPLIED)] * 3
+    assert [(o.kind, ok) for o, ok in reported.values()] == [
+        (OutcomeKind.COMPLETE, Settled.APPLIED)
+    ] * 3

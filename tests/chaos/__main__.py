@@ -2,7 +2,7 @@
 
 Runs the kill storm far longer than CI does, the Redis restarts under every persistence setting,
 a SIGKILL recovery measurement, poison fields under load, retention over many jobs, a Redis out
-of memory at times (row 20; alone: ``python -m tests.chaos.memory``), and the Hypothesis state
+of memory at times (row 22; alone: ``python -m tests.chaos.memory``), and the Hypothesis state
 machine with many more examples (shrinking on). Writes ``benchmarks/results/reliability-<date>.md``
 and the figures table of ``docs/reliability.md`` (between its ``figures`` markers). Needs
 ``redis-server`` on PATH and a Redis at 127.0.0.1:6379 for the state machine.
@@ -165,8 +165,8 @@ if __name__ == "__main__":
     parser.add_argument("--kill-runs", type=int, default=5)
     parser.add_argument("--restart-seconds", type=float, default=3.0)
     parser.add_argument("--retention-jobs", type=int, default=200_000)
-    parser.add_argument("--memory-jobs", type=int, default=5000, help="row 20 jobs")
-    parser.add_argument("--memory-cycles", type=int, default=8, help="row 20 full cycles")
+    parser.add_argument("--memory-jobs", type=int, default=5000, help="row 22 jobs")
+    parser.add_argument("--memory-cycles", type=int, default=8, help="row 22 full cycles")
     parser.add_argument("--poison-jobs", type=int, default=3000)
     parser.add_argument("--model-examples", type=int, default=200)
     parser.add_argument("--model-steps", type=int, default=50)

@@ -1,4 +1,4 @@
-"""Redis out of memory (catalogue row 20), shared by the short test and the long-mode runner.
+"""Redis out of memory (catalogue row 22), shared by the short test and the long-mode runner.
 
 A redis-server with a small ``maxmemory`` and ``maxmemory-policy noeviction`` serves several
 `taskit worker` processes, while the test process enqueues a mix of jobs (most succeed; some are
@@ -222,7 +222,7 @@ class _Run:
 
 
 def table_row(f: MemoryFigures) -> str:
-    """Row 20 of the figures table of docs/reliability.md."""
+    """Row 22 of the figures table of docs/reliability.md."""
     r = f.report
     cells = [
         20, "maxmemory + noeviction, full at times (3 workers x 8, a SIGKILL each time)", "none",
@@ -247,7 +247,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Row 20 alone: " + __doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Row 22 alone: " + __doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--cycles", type=int, default=8)
     parser.add_argument("--full-seconds", type=float, default=5.0)

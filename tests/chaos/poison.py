@@ -201,7 +201,7 @@ def row_cells(f: PoisonFigures, corrupt_every: float) -> list[object]:
     r = f.report
     parts = ", ".join(f"{k} {v}" for k, v in sorted(f.parts.items()))
     return [
-        "11b",
+        "20",
         f"poison fields ({f.workers} workers x 4, a record corrupted every "
         f"{corrupt_every * 1000:.0f} ms)",
         "none", "1 s", "0.2 s", r.acked, len(r.lost), len(r.dup), len(r.unjustified),
@@ -215,7 +215,7 @@ if __name__ == "__main__":
     import argparse
     import tempfile
 
-    parser = argparse.ArgumentParser(description="row 11b of docs/reliability.md alone")
+    parser = argparse.ArgumentParser(description="row 20 of docs/reliability.md alone")
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--corrupt-every", type=float, default=0.01)
     args = parser.parse_args()

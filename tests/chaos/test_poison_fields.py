@@ -14,11 +14,11 @@ from tests.chaos.poison import run_poison
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 
-async def test_row11b_poison_fields_under_load_lose_and_stick_nothing(tmp_path: Path) -> None:
+async def test_row20_poison_fields_under_load_lose_and_stick_nothing(tmp_path: Path) -> None:
     figures = await run_poison(
         tmp_path, jobs=300, workers=3, corrupt_every=0.01, seed=11, max_seconds=60.0
     )
-    print(f"row 11b: {figures.line()} parts={figures.parts}")
+    print(f"row 20: {figures.line()} parts={figures.parts}")
     figures.report.assert_clean()
     assert figures.poisoned, "the run corrupted nothing: the scenario proved nothing"
     assert figures.stuck == 0
