@@ -285,7 +285,7 @@ class RedisBroker(RedisBase):
         k = self._keys
         keys = [k.jobs, k.err, k.seq]
         for q in queues:
-            keys += [k.leases(q), k.dead(q)]
+            keys += [k.leases(q), k.dead(q), k.fifo(q), k.ranked(q), k.delayed(q)]
         args: list[Arg] = [ms(lease), limit, secrets.token_hex(16), *queues]
         reply = await self._run("reclaim", keys, args)
         deadline = (int(reply[0]) + ms(lease)) / 1000

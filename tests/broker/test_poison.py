@@ -164,6 +164,52 @@ def test_a_poison_field_is_dead_lettered_and_the_queue_flows_on_redis(
     portal.call(poison_on_redis, h, stage, part, value)
 
 
+#: A readable status that has no business where the job was found (stage), while the job is in
+#: no structure of that status: dropping the entry would lose the job unseen.
+MISPLACED = [
+    *(("ready", s) for s in ("running", "scheduled", "retrying", "dead_letter", "completed")),
+    *(("due", s) for s in ("pending", "running", "dead_letter", "failed")),
+    *(("expired", s) for s in ("pending", "scheduled", "retrying", "dead_letter", "cancelled")),
+]
+
+
+@pytest.mark.parametrize(("stage", "status"), MISPLACED)
+def test_a_status_changed_by_hand_is_dead_lettered_not_dropped_on_redis(
+    redis_portal: tuple[Any, Any], stage: str, status: str
+) -> None:
+    """The fuzz skips readable values; a valid status in the wrong place is one: reserve,
+    promotion and reclaim dropped its only entry, and the job sat in the jobs hash unseen."""
+    portal, h = redis_portal
+    portal.call(poison_on_redis, h, stage, "status", status.encode())
+
+
+async def stray_entry_on_redis(h: Any, stage: str) -> None:
+    """A leftover entry (its job placed right, elsewhere) is dropped; the job is untouched."""
+    broker: RedisBroker = h.broker
+    k: Keys = broker.keys
+    queue = new_queue()
+    [job] = await broker.enqueue([make_job(queue, "stray")])
+    [held] = await broker.reserve([queue], count=1, lease=LONG, timeout=0)  # RUNNING, leased
+    if stage == "ready":
+        await h.client.rpush(k.fifo(queue), job.id)
+    else:
+        await h.client.zadd(k.delayed(queue), {job.id: 0})
+    assert await broker.reserve([queue], count=1, lease=LONG, timeout=0) == []
+    assert await broker.reclaim([queue], lease=LONG) == []
+    assert (await broker.stats([queue]))[queue].dead == 0
+    assert await broker.settle([outcome(held, OutcomeKind.COMPLETE)]) == [True]
+    got = await broker.get(job.id)
+    assert got is not None and got.status is JobStatus.COMPLETED and got.attempts == 1
+
+
+@pytest.mark.parametrize("stage", ["ready", "due"])
+def test_a_stray_entry_of_a_job_placed_right_is_dropped_on_redis(
+    redis_portal: tuple[Any, Any], stage: str
+) -> None:
+    portal, h = redis_portal
+    portal.call(stray_entry_on_redis, h, stage)
+
+
 def full_job(queue: str, *args: Any) -> Job:
     """A job whose spec holds every field (the last one set, so none is left out)."""
     return msgspec.structs.replace(make_job(queue, *args), created_by="fuzz")
@@ -379,7 +425,8 @@ async def _script_paths(index: int, value: bytes, named: str, request: Any) -> N
         await enqueue(rh, "leased")
         await reserve(rh, lease_ms=0)
         await spoil("leased")
-        reclaim_keys = [k.jobs, k.err, k.seq, k.leases("q"), k.dead("q")]
+        reclaim_keys = [k.jobs, k.err, k.seq, k.leases("q"), k.dead("q"), k.fifo("q")]
+        reclaim_keys += [k.ranked("q"), k.delayed("q")]
         assert await run(rh, "reclaim", reclaim_keys, [5_000, 10, "new", "q"]) == [ANY_NOW]
         assert await error_of("leased") == f"job record unreadable: {named}"
         assert await rh.client.zcard(k.leases("q")) == 2  # a and b, still held

@@ -274,16 +274,45 @@ local function bury(G, id, why, now)
   rcall('ZADD', G.dead, rcall('INCR', G.seq), id)
 end
 
--- Move up to `batch` due jobs from the delayed set to the ready structures R (see make_ready).
--- A due job whose record is unreadable is dead-lettered: G = {jobs=, err=, seq=, dead=, queue=}.
-local function promote(G, R, delayed_key, now, batch)
-  local due = rcall('ZRANGEBYSCORE', delayed_key, '-inf', now, 'LIMIT', 0, batch)
+-- Why live job `id` (state `s`, readable) is lost if the entry that led to it (in `found`) is
+-- dropped: nil when the job also sits where its status puts it (the entry was a stray: drop it),
+-- else the reason (the caller dead-letters it with bury, so that no job vanishes unseen).
+-- P = {fifo=, ranked=, delayed=, leases=, dead=} of the queue the entry was found in.
+local function misplaced(P, id, s, found)
+  local status, placed = s.status, false
+  if status == 'running' then
+    placed = rcall('ZSCORE', P.leases, id)
+  elseif status == 'scheduled' or status == 'retrying' then
+    placed = rcall('ZSCORE', P.delayed, id)
+  elseif status == 'dead_letter' then
+    placed = rcall('ZSCORE', P.dead, id)
+  elseif status == 'pending' and s.score == '0' then
+    placed = rcall('LPOS', P.fifo, id) -- O(n), on this path of damaged data only
+  elseif status == 'pending' then
+    placed = rcall('ZSCORE', P.ranked, id)
+  end
+  if placed then
+    return nil
+  end
+  return 'status ' .. quote(status) .. ' found in the ' .. found ..
+    ', and the job is in no structure of that status'
+end
+
+-- Move up to `batch` due jobs from the delayed set P.delayed to the ready structures R (see
+-- make_ready). A due job whose record is unreadable, or whose status has no business in the
+-- delayed set and that is nowhere else, is dead-lettered: G = {jobs=, err=, seq=, dead=,
+-- queue=}; P as for misplaced.
+local function promote(G, R, P, now, batch)
+  local due = rcall('ZRANGEBYSCORE', P.delayed, '-inf', now, 'LIMIT', 0, batch)
   if #due == 0 then
     return
   end
-  each_chunk('ZREM', delayed_key, due)
+  each_chunk('ZREM', P.delayed, due)
   for _, id in ipairs(due) do
     local s, why = load_state(G.jobs, id)
+    if s and not why and s.status ~= 'scheduled' and s.status ~= 'retrying' then
+      why = misplaced(P, id, s, 'delayed set')
+    end
     if why then
       bury(G, id, why, now)
     elseif s and (s.status == 'scheduled' or s.status == 'retrying') then

@@ -1,13 +1,16 @@
 --[[ reclaim: take over up to `limit` jobs whose lease deadline has passed.
 
 KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] sequence counter
-then per queue q: KEYS[2+2q] the lease set of queue q, KEYS[3+2q] its dead set
+then per queue q (base = 3 + 5 * (q - 1)): KEYS[base+1] the lease set of queue q,
+  KEYS[base+2] its dead set, KEYS[base+3] FIFO list, KEYS[base+4] ranked set,
+  KEYS[base+5] delayed set
 ARGV[1] lease in ms   ARGV[2] limit   ARGV[3] random token stem   ARGV[3+q] name of queue q
 
 Each expired lease gets a fresh token (stem .. '.' .. n) and deadline now + lease; attempts are
 unchanged. Jobs whose cancel was requested come back too (their state says so): the client ends
 them with CANCEL, as only it can name their done keys. An expired job whose record is unreadable
-is dead-lettered in its queue with the reason (see bury in _common.lua).
+is dead-lettered in its queue with the reason (see bury in _common.lua), and so is one whose
+status is not running while the job is in no structure of its status (see misplaced).
 
 Returns {now_ms, then per lease: q, id, spec, state, error}.
 ]]
@@ -19,19 +22,28 @@ local lease, limit, stem = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
 local out = {now}
 local taken = 0
-for q = 1, (#KEYS - 3) / 2 do
+for q = 1, (#KEYS - 3) / 5 do
   if taken >= limit then
     break
   end
-  local leases = KEYS[2 + 2 * q]
+  local k = 3 + 5 * (q - 1)
+  local leases = KEYS[k + 1]
+  local G = {jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], dead = KEYS[k + 2], queue = ARGV[3 + q]}
+  local P = {leases = leases, dead = KEYS[k + 2], fifo = KEYS[k + 3], ranked = KEYS[k + 4],
+    delayed = KEYS[k + 5]}
   local expired = rcall('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit - taken)
   for _, id in ipairs(expired) do
     local s, why = load_state(KEYS[1], id)
+    if s and not why and s.status ~= 'running' then
+      why = misplaced(P, id, s, 'lease set')
+      if not why then
+        s = nil -- a leftover entry: its job is where its status says
+      end
+    end
     if why then
       rcall('ZREM', leases, id)
-      bury({jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], dead = KEYS[3 + 2 * q],
-        queue = ARGV[3 + q]}, id, why, now)
-    elseif s == nil or s.status ~= 'running' then
+      bury(G, id, why, now)
+    elseif s == nil then
       rcall('ZREM', leases, id) -- a leftover entry: its job is no longer leased
     else
       taken = taken + 1

@@ -10,8 +10,9 @@ ARGV[4+q] name of queue q
 Each queue's due delayed jobs are promoted (at most one batch), then ready jobs are taken (higher
 priorities first, FIFO within one): each becomes running with attempts + 1, started = now,
 token = stem .. '.' .. n, and a lease deadline of now + lease. A ready or due entry whose record is
-missing or unreadable (a field holding a value this layout never writes) is dead-lettered on the
-spot, with the reason as its error (see bury in _common.lua).
+missing or unreadable (a field holding a value this layout never writes), or whose status is not
+pending while the job is in no structure of its status, is dead-lettered on the spot, with the
+reason as its error (see bury and misplaced in _common.lua).
 
 Returns {now_ms, wait_ms, then per lease: q, id, spec, state, error}. wait_ms is -1 unless nothing
 was leased and a delayed job exists: then the ms until the earliest is due (0 if overdue).
@@ -31,7 +32,9 @@ for q = 1, nq do
   local R = {fifo = KEYS[k + 1], ranked = KEYS[k + 2], seq = KEYS[3]}
   local K = {jobs = KEYS[1], err = KEYS[2], leases = KEYS[k + 4]}
   local G = {jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], dead = KEYS[k + 5], queue = ARGV[4 + q]}
-  promote(G, R, KEYS[k + 3], now, batch)
+  local P = {fifo = R.fifo, ranked = R.ranked, delayed = KEYS[k + 3], leases = KEYS[k + 4],
+    dead = KEYS[k + 5]}
+  promote(G, R, P, now, batch)
   while taken < count do
     local ids = pop_ready(R, count - taken)
     if #ids == 0 then
@@ -47,6 +50,11 @@ for q = 1, nq do
         s.attempts = s.attempts + 1
         s.started = now
         hand_out(K, out, q, id, s, stem .. '.' .. taken, now + lease)
+      else -- a stray entry, or the only trace of a job whose status was changed by hand
+        local lost = misplaced(P, id, s, 'ready list')
+        if lost then
+          bury(G, id, lost, now)
+        end
       end
     end
   end

@@ -20,7 +20,9 @@ for q = 1, (#KEYS - 3) / 6 do
   local k = 3 + 6 * (q - 1)
   local R = {fifo = KEYS[k + 1], ranked = KEYS[k + 2], seq = KEYS[2]}
   local G = {jobs = KEYS[1], err = KEYS[3], seq = KEYS[2], dead = KEYS[k + 5], queue = ARGV[1 + q]}
-  promote(G, R, KEYS[k + 3], now, tonumber(ARGV[1]))
+  local P = {fifo = R.fifo, ranked = R.ranked, delayed = KEYS[k + 3], leases = KEYS[k + 4],
+    dead = KEYS[k + 5]}
+  promote(G, R, P, now, tonumber(ARGV[1]))
   local overdue = rcall('ZCOUNT', KEYS[k + 3], '-inf', now)
   local totals = rcall('HMGET', KEYS[k + 6], 'completed', 'failed')
   for _, v in ipairs({ready_count(R) + overdue,
