@@ -199,7 +199,8 @@ async def stray_entry_on_redis(h: Any, stage: str) -> None:
     assert (await broker.stats([queue]))[queue].dead == 0
     assert await broker.settle([outcome(held, OutcomeKind.COMPLETE)]) == [True]
     got = await broker.get(job.id)
-    assert got is not None and got.status is JobStatus.COMPLETED and got.attempts == 1
+    assert got is not None
+    assert (got.status, got.attempts) == (JobStatus.COMPLETED, 1)
 
 
 @pytest.mark.parametrize("stage", ["ready", "due"])
