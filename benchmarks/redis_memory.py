@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import platform
 import statistics
 import time
@@ -23,6 +22,7 @@ import anyio
 import redis
 from redis.asyncio import Redis
 
+from benchmarks._machine import machine_line
 from benchmarks._server import redis_server
 from taskit.broker.keys import split_record
 from taskit.broker.redis import RedisBroker
@@ -179,8 +179,7 @@ async def measure_all(url: str, jobs: int) -> str:
     header = [
         f"# Redis broker measurements, {today}",
         "",
-        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-        f"Python {platform.python_version()}; Redis {server_version}; "
+        f"{machine_line()} Python {platform.python_version()}; Redis {server_version}; "
         f"redis-py {redis.__version__}.",
         f"{jobs:,} small jobs queued (task name, one e-mail address, one keyword argument).",
         "",

@@ -8,12 +8,12 @@ import os
 import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
+from benchmarks._machine import cpu_model, machine_line, package_versions
 from benchmarks.scenarios import Sizes
 
 __all__ = ["Result", "server_info", "write"]
@@ -90,24 +90,9 @@ def _fmt(value: float | None) -> str:
     return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _versions(result: Result) -> dict[str, str]:
-    out = {"python": platform.python_version(), "redis-server": result.server["redis_version"]}
-    for package in ("redis", "hiredis", "anyio", "msgspec"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "not installed"
+    out = package_versions(("redis", "hiredis", "anyio", "msgspec"))
+    out["redis-server"] = result.server["redis_version"]
     for _, versions in result.systems.values():
         out |= versions
     return out
@@ -120,8 +105,7 @@ def markdown(result: Result, when: datetime) -> str:
     lines = [
         f"# taskit and peers, {when:%Y-%m-%d %H:%M} UTC ({mode})",
         "",
-        f"Machine: {platform.node()}, {_cpu_model()}, {os.cpu_count()} cores, "
-        f"{platform.platform()}.",
+        machine_line(),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in _versions(result).items()) + ".",
         f"Sizes: {dataclasses.asdict(result.sizes)}; median of "
         f"{max((len(r) for r in result.runs.values()), default=0)} run(s). "
@@ -190,7 +174,7 @@ def write(result: Result, out: Path) -> str:
         table += f"\n![drain rate vs queue depth]({stem.with_suffix('.png').name})\n"
     stem.with_suffix(".md").write_text(table)
     raw: dict[str, Any] = dataclasses.asdict(result)
-    raw |= {"date": when.isoformat(), "machine": platform.node(), "cpu": _cpu_model()}
+    raw |= {"date": when.isoformat(), "machine": platform.node(), "cpu": cpu_model()}
     raw |= {"cores": os.cpu_count(), "versions": _versions(result)}
     stem.with_suffix(".json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
     return table

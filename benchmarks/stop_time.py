@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -35,11 +34,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import redis
 
+from benchmarks._machine import machine_line, package_versions
 from benchmarks._server import free_port, redis_server
 
 RESULTS = Path(__file__).parent / "results"
@@ -230,29 +229,14 @@ def ms(values: list[float]) -> str:
 
 
 def versions() -> str:
-    out = [f"Python {platform.python_version()}"]
     try:
         server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
-        out.append("redis-server " + server.stdout.split("v=")[1].split()[0])
+        redis_server = server.stdout.split("v=")[1].split()[0]
     except (OSError, IndexError):
-        out.append("redis-server unknown")
-    for package in ("taskit", "redis", "hiredis", "anyio", "uvloop", "trio"):
-        try:
-            out.append(f"{package} {version(package)}")
-        except PackageNotFoundError:
-            out.append(f"{package} not installed")
-    return ", ".join(out)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+        redis_server = "unknown"
+    found = package_versions(("taskit", "redis", "hiredis", "anyio", "uvloop", "trio"))
+    found["redis-server"] = redis_server
+    return ", ".join(f"{name} {number}" for name, number in found.items())
 
 
 def main(runs: int) -> str:
@@ -266,8 +250,7 @@ def main(runs: int) -> str:
     lines = [
         f"# Stopping a worker on SIGTERM, {when:%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {platform.node()}, {cpu_model()}, {os.cpu_count()} cores, "
-        f"{platform.platform()}.",
+        machine_line(),
         f"Versions: {versions()}.",
         f"Median of {runs} runs, range in brackets, milliseconds. `taskit worker "
         f"{APP} -c 4 --loop LOOP`; grace period {GRACE} s; the job sleeps 30 s. "

@@ -14,7 +14,6 @@ it, with the date and machine, to ``benchmarks/results/validation-<date>.md``.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from benchmarks._machine import machine_line
 from benchmarks._server import redis_server
 from taskit import App, MemoryBroker
 from taskit.broker.redis import RedisBroker
@@ -129,8 +129,7 @@ def main(runs: int, calls: int, jobs: int) -> str:
     lines = [
         f"# Argument type check at enqueue, {today}",
         "",
-        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-        f"Python {platform.python_version()}; msgspec {msgspec.__version__}.",
+        f"{machine_line()} Python {platform.python_version()}; msgspec {msgspec.__version__}.",
         f"`task.prepare(...)`, median of {runs} runs of {calls:,} calls each "
         "(`python -m benchmarks.validation`).",
         "",
