@@ -117,6 +117,12 @@ def _event_loop(choice: str) -> tuple[str, dict[str, Any]]:
     return "asyncio", {"use_uvloop": installed and choice in ("auto", "uvloop")}
 
 
+_LOG_LEVEL = click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 _LOG_FORMAT = click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -137,12 +143,7 @@ def main() -> None:
 @click.option("--queues", "-q", help="Comma-separated queues, most preferred first.")
 @click.option("--concurrency", "-c", type=click.IntRange(1, MAX_COUNT), help="Jobs run at once.")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
-@click.option(
-    "--log-level",
-    default="INFO",
-    show_default=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-)
+@_LOG_LEVEL
 @_LOG_FORMAT
 @click.option("--scheduler", is_flag=True, help="Also enqueue the App's periodic schedules.")
 @click.option("--schedules", type=click.Path(dir_okay=False), help="Schedules file (TOML/JSON).")
@@ -262,7 +263,7 @@ def _load_schedules(app: App, path: str | None) -> None:
 @main.command()
 @click.argument("app_path", metavar="MODULE:ATTR")
 @click.option("--schedules", type=click.Path(dir_okay=False), help="Schedules file (TOML/JSON).")
-@click.option("--log-level", default="INFO", show_default=True)
+@_LOG_LEVEL
 @_LOG_FORMAT
 def scheduler(app_path: str, schedules: str | None, log_level: str, log_format: str) -> None:
     """Enqueue the App's periodic schedules (and those of --schedules) until SIGTERM/SIGINT.

@@ -138,9 +138,11 @@ def test_a_worker_on_redis_does_not_warn_about_memory(redis_url: str) -> None:
         (["dlq", "list", "examples.app:app", "--limit", "nan"], "'--limit'"),
         (["enqueue", "examples.app:app", "examples.add", "--delay", "inf"], "'--delay'"),
         (["enqueue", "examples.app:app", "examples.add", "--delay", "1e300"], "'--delay'"),
+        (["scheduler", "examples.app:app", "--log-level", "bogus"], "'--log-level'"),
+        (["worker", "examples.app:app", "--log-level", "bogus"], "'--log-level'"),
     ],
 )
-def test_a_numeric_option_out_of_range_is_a_usage_error_not_a_traceback(
+def test_a_bad_option_value_is_a_usage_error_not_a_traceback(
     args: list[str], message: str
 ) -> None:
     done = taskit(*args)
