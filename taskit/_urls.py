@@ -56,6 +56,13 @@ def parse_broker_url(url: str) -> BrokerURL:
     if not isinstance(url, str):
         raise ConfigurationError(f"a broker URL must be a string, got {type(url).__name__}")
     shown = redact_url(url)
+    if _DROPPED.search(url):
+        # urlsplit drops these silently (and the Redis client with it), so the URL checked
+        # would not be the URL given: a pasted newline or padding is a typo, not a broker
+        raise ConfigurationError(
+            f"broker URL {shown!r} has surrounding spaces or a control character "
+            "(a tab, newline, ...); remove it, or percent-encode it in a password"
+        )
     try:
         parts = urlsplit(url)
     except ValueError as exc:
@@ -190,4 +197,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+# What urlsplit strips from the ends (C0 controls, space) or drops anywhere (tab, CR, LF), and
+# the other controls: no URL means them.
+_DROPPED = re.compile(r"^ | $|[\x00-\x1f\x7f]")
 _PASSWORD_QUERY = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)

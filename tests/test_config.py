@@ -325,7 +325,19 @@ BAD_URLS = [
     ("memory://?prefix=x", "memory:// takes no"),
     ("http://h/0", "unsupported broker URL scheme 'http'"),
     ("redis://[::1/0", "does not parse"),
+    ("redis://h:63\t79/0", "control character"),
+    ("redis://h/0?prefix=a\nb", "control character"),
+    ("redis://:pass\x1bword@h/0", "control character"),
 ]
+
+
+@pytest.mark.parametrize("url", [" redis://h/0", "redis://h/0 ", "\tmemory://", "memory://\n"])
+def test_a_broker_url_with_surrounding_spaces_is_refused_by_settings_as_by_the_broker(
+    url: str,
+) -> None:
+    # urlsplit strips them: Settings took the URL that App then refused
+    with pytest.raises(ConfigurationError, match="surrounding spaces"):
+        Settings(broker_url=url)
 
 
 @pytest.mark.parametrize(("url", "part"), BAD_URLS)
