@@ -13,7 +13,8 @@ So a tuple passed into an unannotated (``Any``) parameter, which would arrive as
 refused, and so are a ``Decimal``, a ``set``, an enum member or a naive ``datetime`` there;
 annotated ``tuple[int, int]``, ``set[int]``, ``Decimal``, ``datetime`` or the enum class, each
 arrives as itself. The one conversion allowed: an ``int`` where the annotation says ``float``
-arrives as that ``float`` (equal value), as msgspec and PEP 484 have it.
+arrives as that ``float`` (equal value, so only if the float is exact), as msgspec and PEP 484
+have it.
 
 Plain values (``str``, ``int``, ``float``, ``bool``, ``None``, ``bytes``) into a parameter
 annotated with one of those types (or a union of them, or ``Any``) are checked by their exact type
