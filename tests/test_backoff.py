@@ -192,7 +192,9 @@ def test_a_broken_policy_never_loses_the_job(
     assert len(caplog.records) == 1
 
 
-@pytest.mark.parametrize("answer", [10**400, math.inf, 1e300], ids=["int-past-float", "inf", "1e300"])
+@pytest.mark.parametrize(
+    "answer", [10**400, math.inf, 1e300], ids=["int-past-float", "inf", "1e300"]
+)
 def test_a_policy_answering_a_huge_delay_is_cut_to_the_longest(answer: float) -> None:
     # an int too large for a float raised OverflowError out of the runner: the worker died
     outcome = retry_or_dead(_job(1, 3), "token", OSError("down"), lambda n: answer)

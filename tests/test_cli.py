@@ -142,9 +142,7 @@ def test_a_worker_on_redis_does_not_warn_about_memory(redis_url: str) -> None:
         (["worker", "examples.app:app", "--log-level", "bogus"], "'--log-level'"),
     ],
 )
-def test_a_bad_option_value_is_a_usage_error_not_a_traceback(
-    args: list[str], message: str
-) -> None:
+def test_a_bad_option_value_is_a_usage_error_not_a_traceback(args: list[str], message: str) -> None:
     done = taskit(*args)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
