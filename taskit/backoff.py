@@ -71,7 +71,8 @@ def as_policy(backoff: Backoff) -> BackoffPolicy:
     if isinstance(backoff, int | float):
         if not 0 <= backoff <= MAX_SECONDS:  # NaN and inf fail too, as for TASKIT_BACKOFF
             raise ValueError(
-                f"backoff (the exponential base) must be seconds from 0 to ten years, got {backoff!r}"
+                "backoff (the exponential base) must be seconds from 0 to ten years, "
+                f"got {backoff!r}"
             )
         return Exponential(base=float(backoff))
     if callable(backoff):

@@ -11,7 +11,6 @@ Two exceptions here are not errors but requests a task handler raises to steer i
 from __future__ import annotations
 
 import math
-
 from datetime import timedelta
 
 __all__ = [
