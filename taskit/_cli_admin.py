@@ -16,6 +16,7 @@ import anyio
 import click
 import msgspec
 
+from taskit._urls import parse_broker_url, redact_url
 from taskit.app import App
 from taskit.config import MAX_COUNT, MAX_SECONDS
 from taskit.errors import BrokerError, SerializationError, UnknownTaskError
@@ -55,9 +56,24 @@ def refuse_in_process(app: App, command: str) -> None:
     raise NotShared(
         f"{command} cannot work with the in-process memory:// broker: its jobs live inside one "
         "process, so this command would see only its own empty broker, and a job it enqueued "
-        "would be lost when it exits. Point the App at Redis, e.g. "
-        "export TASKIT_BROKER_URL=redis://127.0.0.1:6379/0 (pip install 'taskit[redis]'), "
-        "and run the workers with the same setting."
+        f"would be lost when it exits. {how_to_share(app)}, and run the workers with the same "
+        "setting."
+    )
+
+
+def how_to_share(app: App) -> str:
+    """How to point ``app`` (on an in-process broker) at Redis. If its settings already name a
+    shared broker (``TASKIT_BROKER_URL``), the code gave the App the memory broker, which wins
+    over the variable: telling the user to set it again would send them round in circles."""
+    if parse_broker_url(app.settings.broker_url).scheme == "memory":
+        return (
+            "Point the App at Redis, e.g. export TASKIT_BROKER_URL=redis://127.0.0.1:6379/0 "
+            "(pip install 'taskit[redis]')"
+        )
+    return (
+        f"The App's code gives it the memory broker ({app.broker_url}), which overrides "
+        f"TASKIT_BROKER_URL={redact_url(app.settings.broker_url)}: build it as App() to use the "
+        "variable (a URL or broker given to App(...) wins over it)"
     )
 
 

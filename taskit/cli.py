@@ -23,7 +23,7 @@ import anyio
 import click
 
 from taskit import __version__
-from taskit._cli_admin import add_admin_commands, refuse_in_process
+from taskit._cli_admin import add_admin_commands, how_to_share, refuse_in_process
 from taskit.app import App
 from taskit.config import MAX_COUNT
 from taskit.errors import BrokerAuthenticationError, BrokerError, ConfigurationError
@@ -204,7 +204,8 @@ def _warn_in_process(app: App) -> None:
             "the broker is the in-process memory:// one: this worker runs only jobs enqueued "
             "inside this process (its --scheduler, or the App's own code); `taskit enqueue`, "
             "web apps and other processes cannot reach it. For a worker that takes jobs from "
-            "other processes, use Redis: export TASKIT_BROKER_URL=redis://127.0.0.1:6379/0"
+            "other processes: %s",
+            how_to_share(app),
         )
 
 
