@@ -77,6 +77,21 @@ def how_to_share(app: App) -> str:
     )
 
 
+def _plain(value: Any) -> bool:
+    """Whether a command-line number is written as an operator means it: ASCII, no '_' (int()
+    and float() also read '1_000' and non-ASCII digits)."""
+    return not isinstance(value, str) or (value.isascii() and "_" not in value)
+
+
+class Count(click.IntRange):
+    """A whole number in a range, written in plain ASCII digits."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not _plain(value):
+            self.fail(f"{value!r} is not a whole number in ASCII digits", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class Seconds(click.FloatRange):
     """A delay in seconds: a finite number from 0 to ``MAX_SECONDS`` (ten years); ``nan``,
     ``inf`` and the like are a clear usage error, never a traceback."""
@@ -88,6 +103,8 @@ class Seconds(click.FloatRange):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         try:
+            if not _plain(value):
+                raise ValueError(value)
             float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
@@ -212,7 +229,7 @@ async def _dead(app: App, queue: str | None, limit: int) -> list[Job]:
 @dlq.command("list")
 @_APP
 @click.option("--queue", "-q", help="Only this queue (default: every queue).")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, MAX_COUNT))
+@click.option("--limit", default=100, show_default=True, type=Count(1, MAX_COUNT))
 @_JSON
 def dlq_list(app_path: str, queue: str | None, limit: int, as_json: bool) -> None:
     """Dead-lettered jobs, oldest first, with their last error."""

@@ -164,6 +164,13 @@ def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -
         ("TASKIT_RESULT_TTL", "1 day"),
         ("TASKIT_GRACE_PERIOD", "--1"),
         ("TASKIT_REAPER_INTERVAL", "five"),
+        # Python's int()/float() read these; a deployment value should be plain ASCII digits
+        ("TASKIT_CONCURRENCY", "1_000"),
+        ("TASKIT_MAX_PAYLOAD_BYTES", "\u0663"),  # ARABIC-INDIC DIGIT THREE
+        ("TASKIT_MAX_RETRIES", "\uff11"),  # FULLWIDTH DIGIT ONE
+        ("TASKIT_BACKOFF", "1_0.5"),
+        ("TASKIT_VISIBILITY_TIMEOUT", "\u0663\u0660"),
+        ("TASKIT_BROKER_TIMEOUT", "\uff15"),
     ],
 )
 def test_from_env_names_a_variable_that_does_not_parse(variable: str, raw: str) -> None:
