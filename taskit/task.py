@@ -277,11 +277,18 @@ def _scheduled(job: Job, when: When) -> tuple[Job, float]:
             raise ValueError(
                 "schedule() needs an aware datetime (e.g. datetime.now(UTC) + ...); got a naive one"
             )
-        return msgspec.structs.replace(job, scheduled_at=when.astimezone(UTC)), 0.0
+        try:
+            at = when.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 in another zone: past the range in UTC
+            raise ValueError(
+                f"schedule() time {when!r} is outside the datetime range in UTC"
+            ) from None
+        return msgspec.structs.replace(job, scheduled_at=at), 0.0
     if isinstance(when, timedelta):
         seconds = when.total_seconds()
     elif isinstance(when, int | float) and not isinstance(when, bool):
-        seconds = float(when)
+        # an int past float range (10**400) is as far off as inf
+        seconds = float(when) if isinstance(when, float) or when < 2**1000 else float("inf")
     else:
         raise TypeError(
             f"schedule() takes an aware datetime, a timedelta or seconds; got {type(when).__name__}"

@@ -337,6 +337,10 @@ async def test_schedule_at_an_aware_datetime() -> None:
         (timedelta.max, ValueError, "delay"),
         ("tomorrow", TypeError, "aware datetime, a timedelta or seconds"),
         (True, TypeError, "aware datetime, a timedelta or seconds"),
+        # were a raw OverflowError: an int past float range, a datetime past the range in UTC
+        (10**400, ValueError, "too far in the future"),
+        (datetime.max.replace(tzinfo=timezone(timedelta(hours=-5))), ValueError, "in UTC"),
+        (datetime.min.replace(tzinfo=timezone(timedelta(hours=5))), ValueError, "in UTC"),
     ],
 )
 async def test_bad_when_is_a_clear_error_and_enqueues_nothing(
