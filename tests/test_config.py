@@ -236,6 +236,18 @@ def test_redact_url_hides_a_password_query_parameter() -> None:
     assert "s3cret" not in redact_url("redis://localhost:6379/0?password=s3cret")
 
 
+@pytest.mark.parametrize("mark", ["/", "?", "#", "/?#"])
+def test_a_password_with_an_unencoded_delimiter_is_never_shown(mark: str) -> None:
+    # urlsplit ends the host at the first '/', '?' or '#': the rest of such a password was read
+    # as the path, query or fragment, and the error naming the bad part showed it
+    url = f"redis://user:s3{mark}cret@127.0.0.1:6379/0"
+    assert redact_url(url) == "redis://user:***@127.0.0.1:6379/0"
+    with pytest.raises(ConfigurationError) as caught:
+        Settings(broker_url=url)
+    assert "cret" not in str(caught.value)
+    assert "s3" not in str(caught.value)  # the error named the piece before it as the port
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("concurrency", "3"), ("backoff", "1.0"), ("max_retries", True), ("default_queue", "  ")],
@@ -332,6 +344,7 @@ BAD_URLS = [
     ("memory://?prefix=x", "memory:// takes no"),
     ("http://h/0", "unsupported broker URL scheme 'http'"),
     ("redis://[::1/0", "does not parse"),
+    ("redis://:one@h/0?password=two", "gives two passwords"),
     ("redis://h:63\t79/0", "control character"),
     ("redis://h/0?prefix=a\nb", "control character"),
     ("redis://:pass\x1bword@h/0", "control character"),
