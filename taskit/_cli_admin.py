@@ -322,7 +322,10 @@ def enqueue(
     app = _load(app_path)
     try:
         task = app.get_task(task_name)
-        variant = task.options(queue=queue, created_by="taskit enqueue", validate=True)
+        try:
+            variant = task.options(queue=queue, created_by="taskit enqueue", validate=True)
+        except ValueError as exc:  # the only option given here: --queue
+            raise click.BadParameter(str(exc), param_hint="'--queue'") from None
         # JSON to the parameter types; values that do not convert are left for the check
         # below, which refuses them in the words of code's enqueue
         with contextlib.suppress(msgspec.ValidationError):

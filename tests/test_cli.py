@@ -143,6 +143,8 @@ def test_a_worker_on_redis_does_not_warn_about_memory(redis_url: str) -> None:
         (["enqueue", "examples.app:app", "examples.add", "--delay", "1_0"], "'--delay'"),
         (["enqueue", "examples.app:app", "examples.add", "--delay", "\uff15"], "'--delay'"),
         (["scheduler", "examples.app:app", "--log-level", "bogus"], "'--log-level'"),
+        # was exit 1, "arguments do not fit task ...: queue must be a non-empty string"
+        (["enqueue", "tests.apps.ops_app:app", "ops.add", "-q", " "], "'--queue'"),
         (["worker", "examples.app:app", "--log-level", "bogus"], "'--log-level'"),
     ],
 )
