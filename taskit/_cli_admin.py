@@ -41,6 +41,14 @@ def _load(path: str) -> App:
     return app
 
 
+def _queue_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A queue name given on the command line: None (not given) or non-empty, as everywhere
+    else (a blank name matched no queue, and purge answered 'deleted 0')."""
+    if value is not None and not value.strip():
+        raise click.BadParameter(f"a queue name must be non-empty, got {value!r}")
+    return value
+
+
 class NotShared(click.ClickException):
     """The App's broker lives in one process, so a command run as its own process cannot work."""
 
@@ -228,7 +236,7 @@ async def _dead(app: App, queue: str | None, limit: int) -> list[Job]:
 
 @dlq.command("list")
 @_APP
-@click.option("--queue", "-q", help="Only this queue (default: every queue).")
+@click.option("--queue", "-q", callback=_queue_name, help="Only this queue (default: every queue).")
 @click.option("--limit", default=100, show_default=True, type=Count(1, MAX_COUNT))
 @_JSON
 def dlq_list(app_path: str, queue: str | None, limit: int, as_json: bool) -> None:
@@ -248,7 +256,7 @@ def dlq_list(app_path: str, queue: str | None, limit: int, as_json: bool) -> Non
 @_APP
 @click.argument("job_ids", nargs=-1, metavar="[ID]...")
 @click.option("--all", "every", is_flag=True, help="Every dead letter (of --queue, if given).")
-@click.option("--queue", "-q", help="With --all: only this queue.")
+@click.option("--queue", "-q", callback=_queue_name, help="With --all: only this queue.")
 def dlq_requeue(app_path: str, job_ids: tuple[str, ...], every: bool, queue: str | None) -> None:
     """Make dead letters pending again (attempts reset), by ID or --all."""
     if bool(job_ids) == every:
@@ -274,7 +282,7 @@ def dlq_requeue(app_path: str, job_ids: tuple[str, ...], every: bool, queue: str
 
 @dlq.command("purge")
 @_APP
-@click.option("--queue", "-q", help="Only this queue (default: every queue).")
+@click.option("--queue", "-q", callback=_queue_name, help="Only this queue (default: every queue).")
 @_YES
 def dlq_purge(app_path: str, queue: str | None, yes: bool) -> None:
     """Delete dead letters for good."""
@@ -307,7 +315,7 @@ def _json_arg(text: str, kind: type, option: str) -> Any:
 @click.option("--args", "args_json", default="[]", help="Positional arguments, a JSON list.")
 @click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments, a JSON object.")
 @click.option("--delay", type=Seconds(), help="Seconds before it may run (0 to ten years).")
-@click.option("--queue", "-q", help="Queue (default: the task's).")
+@click.option("--queue", "-q", callback=_queue_name, help="Queue (default: the task's).")
 @_JSON
 def enqueue(
     app_path: str, task_name: str, args_json: str, kwargs_json: str, delay: float | None,
@@ -322,10 +330,7 @@ def enqueue(
     app = _load(app_path)
     try:
         task = app.get_task(task_name)
-        try:
-            variant = task.options(queue=queue, created_by="taskit enqueue", validate=True)
-        except ValueError as exc:  # the only option given here: --queue
-            raise click.BadParameter(str(exc), param_hint="'--queue'") from None
+        variant = task.options(queue=queue, created_by="taskit enqueue", validate=True)
         # JSON to the parameter types; values that do not convert are left for the check
         # below, which refuses them in the words of code's enqueue
         with contextlib.suppress(msgspec.ValidationError):
@@ -360,7 +365,7 @@ def cancel(app_path: str, job_id: str) -> None:
 
 @click.command()
 @_APP
-@click.argument("queue")
+@click.argument("queue", callback=_queue_name)
 @_YES
 def purge(app_path: str, queue: str, yes: bool) -> None:
     """Delete QUEUE's waiting jobs (pending, scheduled, retrying); running ones are left."""

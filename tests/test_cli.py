@@ -145,6 +145,11 @@ def test_a_worker_on_redis_does_not_warn_about_memory(redis_url: str) -> None:
         (["scheduler", "examples.app:app", "--log-level", "bogus"], "'--log-level'"),
         # was exit 1, "arguments do not fit task ...: queue must be a non-empty string"
         (["enqueue", "tests.apps.ops_app:app", "ops.add", "-q", " "], "'--queue'"),
+        # were 'deleted 0' and exit 0: a blank name matched no queue
+        (["purge", "tests.apps.ops_app:app", " ", "--yes"], "'QUEUE'"),
+        (["dlq", "purge", "tests.apps.ops_app:app", "-q", "", "--yes"], "'--queue'"),
+        (["dlq", "list", "tests.apps.ops_app:app", "-q", " "], "'--queue'"),
+        (["dlq", "requeue", "tests.apps.ops_app:app", "--all", "-q", " "], "'--queue'"),
         (["worker", "examples.app:app", "--log-level", "bogus"], "'--log-level'"),
     ],
 )
