@@ -13,7 +13,8 @@ So a tuple passed into an unannotated (``Any``) parameter, which would arrive as
 refused, and so are a ``Decimal``, a ``set``, an enum member or a naive ``datetime`` there;
 annotated ``tuple[int, int]``, ``set[int]``, ``Decimal``, ``datetime`` or the enum class, each
 arrives as itself. The one conversion allowed: an ``int`` where the annotation says ``float``
-arrives as that ``float`` (equal value), as msgspec and PEP 484 have it.
+arrives as that ``float`` (equal value, so only if the float is exact), as msgspec and PEP 484
+have it.
 
 Plain values (``str``, ``int``, ``float``, ``bool``, ``None``, ``bytes``) into a parameter
 annotated with one of those types (or a union of them, or ``Any``) are checked by their exact type
@@ -45,7 +46,9 @@ _SIMPLE: dict[Any, frozenset[type]] = {
     Any: _PLAIN,
     str: frozenset({str}),
     int: frozenset({int}),
-    float: frozenset({float, int}),  # an int arrives as the float the annotation asks for
+    # not int: an int arrives as the float the annotation asks for only if that float is exact
+    # (2**53 + 1 is not), which the trip checks
+    float: frozenset({float}),
     bool: frozenset({bool}),
     bytes: frozenset({bytes}),
     None: frozenset({_NONE}),
@@ -122,6 +125,8 @@ class ArgCheck:
             return  # encode_arguments names the argument in a SerializationError
         try:
             received = self.arrival.decode(data)
+        except TypeError as exc:  # an annotation msgspec cannot decode: no value fits it
+            raise TypeError(f"argument {_label(name, index)}: {exc}") from None
         except msgspec.ValidationError as exc:
             detail = f" ({exc})" if "$" in str(exc) else ""
             raise TypeError(
@@ -235,8 +240,8 @@ def _diff(sent: Any, got: Any) -> tuple[str, str] | None:
     """``(path, reason)`` of the first difference (``{at}`` in the reason stands for the path)."""
     ts, tg = type(sent), type(got)
     if ts is not tg:
-        if ts is int and tg is float and sent == got:
-            return None
+        if ts is int and tg is float:
+            return None if sent == got else ("", f"{sent!r}{{at}} would arrive as {got!r}")
         return "", f"{ts.__qualname__}{{at}} would arrive as {tg.__qualname__}"
     if ts in _PLAIN:
         if sent == got or (sent != sent and got != got):  # NaN is NaN here
@@ -335,9 +340,19 @@ def _simple(hint: Any) -> frozenset[type]:
         return frozenset()
     if get_origin(hint) in (Union, types.UnionType):
         parts = [_SIMPLE.get(arg) for arg in get_args(hint)]
-        if all(p is not None for p in parts):
+        if all(p is not None for p in parts) and _decodable(hint):
             return frozenset().union(*(p for p in parts if p is not None))
     return frozenset()
+
+
+def _decodable(hint: Any) -> bool:
+    """Whether msgspec can decode ``hint`` (``str | bytes`` it cannot): a union it cannot decode
+    would fail every job at the worker, so its values take the trip, which says so at enqueue."""
+    try:
+        msgspec.msgpack.Decoder(hint)
+    except TypeError:
+        return False
+    return True
 
 
 def type_name(hint: Any) -> str:

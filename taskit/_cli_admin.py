@@ -16,6 +16,7 @@ import anyio
 import click
 import msgspec
 
+from taskit._urls import parse_broker_url, redact_url
 from taskit.app import App
 from taskit.config import MAX_COUNT, MAX_SECONDS
 from taskit.errors import BrokerError, SerializationError, UnknownTaskError
@@ -40,6 +41,14 @@ def _load(path: str) -> App:
     return app
 
 
+def _queue_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A queue name given on the command line: None (not given) or non-empty, as everywhere
+    else (a blank name matched no queue, and purge answered 'deleted 0')."""
+    if value is not None and not value.strip():
+        raise click.BadParameter(f"a queue name must be non-empty, got {value!r}")
+    return value
+
+
 class NotShared(click.ClickException):
     """The App's broker lives in one process, so a command run as its own process cannot work."""
 
@@ -55,10 +64,40 @@ def refuse_in_process(app: App, command: str) -> None:
     raise NotShared(
         f"{command} cannot work with the in-process memory:// broker: its jobs live inside one "
         "process, so this command would see only its own empty broker, and a job it enqueued "
-        "would be lost when it exits. Point the App at Redis, e.g. "
-        "export TASKIT_BROKER_URL=redis://127.0.0.1:6379/0 (pip install 'taskit[redis]'), "
-        "and run the workers with the same setting."
+        f"would be lost when it exits. {how_to_share(app)}, and run the workers with the same "
+        "setting."
     )
+
+
+def how_to_share(app: App) -> str:
+    """How to point ``app`` (on an in-process broker) at Redis. If its settings already name a
+    shared broker (``TASKIT_BROKER_URL``), the code gave the App the memory broker, which wins
+    over the variable: telling the user to set it again would send them round in circles."""
+    if parse_broker_url(app.settings.broker_url).scheme == "memory":
+        return (
+            "Point the App at Redis, e.g. export TASKIT_BROKER_URL=redis://127.0.0.1:6379/0 "
+            "(pip install 'taskit[redis]')"
+        )
+    return (
+        f"The App's code gives it the memory broker ({app.broker_url}), which overrides "
+        f"TASKIT_BROKER_URL={redact_url(app.settings.broker_url)}: build it as App() to use the "
+        "variable (a URL or broker given to App(...) wins over it)"
+    )
+
+
+def _plain(value: Any) -> bool:
+    """Whether a command-line number is written as an operator means it: ASCII, no '_' (int()
+    and float() also read '1_000' and non-ASCII digits)."""
+    return not isinstance(value, str) or (value.isascii() and "_" not in value)
+
+
+class Count(click.IntRange):
+    """A whole number in a range, written in plain ASCII digits."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not _plain(value):
+            self.fail(f"{value!r} is not a whole number in ASCII digits", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class Seconds(click.FloatRange):
@@ -72,6 +111,8 @@ class Seconds(click.FloatRange):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         try:
+            if not _plain(value):
+                raise ValueError(value)
             float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
@@ -195,8 +236,8 @@ async def _dead(app: App, queue: str | None, limit: int) -> list[Job]:
 
 @dlq.command("list")
 @_APP
-@click.option("--queue", "-q", help="Only this queue (default: every queue).")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, MAX_COUNT))
+@click.option("--queue", "-q", callback=_queue_name, help="Only this queue (default: every queue).")
+@click.option("--limit", default=100, show_default=True, type=Count(1, MAX_COUNT))
 @_JSON
 def dlq_list(app_path: str, queue: str | None, limit: int, as_json: bool) -> None:
     """Dead-lettered jobs, oldest first, with their last error."""
@@ -215,7 +256,7 @@ def dlq_list(app_path: str, queue: str | None, limit: int, as_json: bool) -> Non
 @_APP
 @click.argument("job_ids", nargs=-1, metavar="[ID]...")
 @click.option("--all", "every", is_flag=True, help="Every dead letter (of --queue, if given).")
-@click.option("--queue", "-q", help="With --all: only this queue.")
+@click.option("--queue", "-q", callback=_queue_name, help="With --all: only this queue.")
 def dlq_requeue(app_path: str, job_ids: tuple[str, ...], every: bool, queue: str | None) -> None:
     """Make dead letters pending again (attempts reset), by ID or --all."""
     if bool(job_ids) == every:
@@ -241,7 +282,7 @@ def dlq_requeue(app_path: str, job_ids: tuple[str, ...], every: bool, queue: str
 
 @dlq.command("purge")
 @_APP
-@click.option("--queue", "-q", help="Only this queue (default: every queue).")
+@click.option("--queue", "-q", callback=_queue_name, help="Only this queue (default: every queue).")
 @_YES
 def dlq_purge(app_path: str, queue: str | None, yes: bool) -> None:
     """Delete dead letters for good."""
@@ -274,7 +315,7 @@ def _json_arg(text: str, kind: type, option: str) -> Any:
 @click.option("--args", "args_json", default="[]", help="Positional arguments, a JSON list.")
 @click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments, a JSON object.")
 @click.option("--delay", type=Seconds(), help="Seconds before it may run (0 to ten years).")
-@click.option("--queue", "-q", help="Queue (default: the task's).")
+@click.option("--queue", "-q", callback=_queue_name, help="Queue (default: the task's).")
 @_JSON
 def enqueue(
     app_path: str, task_name: str, args_json: str, kwargs_json: str, delay: float | None,
@@ -324,7 +365,7 @@ def cancel(app_path: str, job_id: str) -> None:
 
 @click.command()
 @_APP
-@click.argument("queue")
+@click.argument("queue", callback=_queue_name)
 @_YES
 def purge(app_path: str, queue: str, yes: bool) -> None:
     """Delete QUEUE's waiting jobs (pending, scheduled, retrying); running ones are left."""

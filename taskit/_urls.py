@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from taskit.errors import ConfigurationError
 
@@ -53,9 +53,40 @@ def parse_broker_url(url: str) -> BrokerURL:
     Raises ``ConfigurationError`` naming the bad part (scheme, port, db, option, ...) for any URL
     a broker could not use; the password is never shown.
     """
+    try:
+        return _parse(url)
+    except ConfigurationError:
+        if isinstance(url, str) and _stray_at(url):
+            # a password with an unencoded '/', '?' or '#': the "bad part" is a piece of it
+            scheme = url.partition("://")[0]
+            raise ConfigurationError(
+                f"broker URL {scheme}://***@{url.rpartition('@')[2]} does not parse: if its "
+                "password holds '/', '?', '#' or '@', percent-encode them (%2F, %3F, %23, %40)"
+            ) from None
+        raise
+
+
+def _stray_at(url: str) -> bool:
+    """Whether an ``@`` sits after where ``urlsplit`` ends the host (in the path, query or
+    fragment): the sign of a user part that holds a delimiter."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "@" in url
+    return "@" not in parts.netloc and "@" in url.partition("://")[2]
+
+
+def _parse(url: str) -> BrokerURL:
     if not isinstance(url, str):
         raise ConfigurationError(f"a broker URL must be a string, got {type(url).__name__}")
     shown = redact_url(url)
+    if _DROPPED.search(url):
+        # urlsplit drops these silently (and the Redis client with it), so the URL checked
+        # would not be the URL given: a pasted newline or padding is a typo, not a broker
+        raise ConfigurationError(
+            f"broker URL {shown!r} has surrounding spaces or a control character "
+            "(a tab, newline, ...); remove it, or percent-encode it in a password"
+        )
     try:
         parts = urlsplit(url)
     except ValueError as exc:
@@ -75,6 +106,10 @@ def parse_broker_url(url: str) -> BrokerURL:
     if parts.fragment:
         raise ConfigurationError(f"broker URL {shown}: a fragment (#...) means nothing here")
     options = _options(parts.query, scheme, shown)
+    if "password" in options and parts.password is not None:
+        raise ConfigurationError(
+            f"broker URL {shown} gives two passwords, in the user part and as ?password=; give one"
+        )
     db = _where(parts, scheme, shown)
     if "db" in options:
         query_db = _db(options["db"], f"broker URL {shown}: option db")
@@ -174,20 +209,25 @@ def _db(raw: str, what: str) -> int:
 
 def redact_url(url: str) -> str:
     """``url`` with any password (in the user part or a ``password=`` query) replaced by ``***``,
-    safe to log. A URL that does not parse is not echoed at all."""
+    safe to log. A URL that does not parse is not echoed at all.
+
+    The user part ends at the last ``@``, not where ``urlsplit`` ends the host: a password with
+    an unencoded ``/``, ``?`` or ``#`` (a common mistake, the one these error messages report)
+    would otherwise be read as part of the path, query or fragment and shown."""
     try:
-        parts = urlsplit(url)
-        password = parts.password
+        urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    netloc = parts.netloc
-    if password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    query = _PASSWORD_QUERY.sub(r"\1***", parts.query)
-    if password is None and query == parts.query:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    userinfo, at, tail = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:***@{tail}"
+    return f"{scheme}://" + _PASSWORD_QUERY.sub(r"\1***", rest)
 
 
-_PASSWORD_QUERY = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
+# What urlsplit strips from the ends (C0 controls, space) or drops anywhere (tab, CR, LF), and
+# the other controls: no URL means them.
+_DROPPED = re.compile(r"^ | $|[\x00-\x1f\x7f]")
+_PASSWORD_QUERY = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)

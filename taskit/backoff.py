@@ -12,6 +12,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from taskit.config import MAX_SECONDS
+
 __all__ = ["Backoff", "BackoffPolicy", "Exponential", "Fixed", "as_policy"]
 
 #: A retry-delay policy: attempt number (1-based) of the failed run -> delay in seconds.
@@ -67,6 +69,11 @@ def as_policy(backoff: Backoff) -> BackoffPolicy:
     if isinstance(backoff, bool):
         raise TypeError("backoff must be seconds (a number) or a callable attempt -> seconds")
     if isinstance(backoff, int | float):
+        if not 0 <= backoff <= MAX_SECONDS:  # NaN and inf fail too, as for TASKIT_BACKOFF
+            raise ValueError(
+                "backoff (the exponential base) must be seconds from 0 to ten years, "
+                f"got {backoff!r}"
+            )
         return Exponential(base=float(backoff))
     if callable(backoff):
         return backoff

@@ -23,7 +23,7 @@ import anyio
 import click
 
 from taskit import __version__
-from taskit._cli_admin import add_admin_commands, refuse_in_process
+from taskit._cli_admin import Count, add_admin_commands, how_to_share, refuse_in_process
 from taskit.app import App
 from taskit.config import MAX_COUNT
 from taskit.errors import BrokerAuthenticationError, BrokerError, ConfigurationError
@@ -117,6 +117,12 @@ def _event_loop(choice: str) -> tuple[str, dict[str, Any]]:
     return "asyncio", {"use_uvloop": installed and choice in ("auto", "uvloop")}
 
 
+_LOG_LEVEL = click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 _LOG_FORMAT = click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -135,18 +141,13 @@ def main() -> None:
 @main.command()
 @click.argument("app_path", metavar="MODULE:ATTR")
 @click.option("--queues", "-q", help="Comma-separated queues, most preferred first.")
-@click.option("--concurrency", "-c", type=click.IntRange(1, MAX_COUNT), help="Jobs run at once.")
+@click.option("--concurrency", "-c", type=Count(1, MAX_COUNT), help="Jobs run at once.")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
-@click.option(
-    "--log-level",
-    default="INFO",
-    show_default=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-)
+@_LOG_LEVEL
 @_LOG_FORMAT
 @click.option("--scheduler", is_flag=True, help="Also enqueue the App's periodic schedules.")
 @click.option("--schedules", type=click.Path(dir_okay=False), help="Schedules file (TOML/JSON).")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics.")
+@click.option("--metrics-port", type=Count(0, 65535), help="Serve Prometheus metrics.")
 @click.option(
     "--loop",
     type=click.Choice(["auto", "asyncio", "uvloop", "trio"]),
@@ -203,7 +204,8 @@ def _warn_in_process(app: App) -> None:
             "the broker is the in-process memory:// one: this worker runs only jobs enqueued "
             "inside this process (its --scheduler, or the App's own code); `taskit enqueue`, "
             "web apps and other processes cannot reach it. For a worker that takes jobs from "
-            "other processes, use Redis: export TASKIT_BROKER_URL=redis://127.0.0.1:6379/0"
+            "other processes: %s",
+            how_to_share(app),
         )
 
 
@@ -262,7 +264,7 @@ def _load_schedules(app: App, path: str | None) -> None:
 @main.command()
 @click.argument("app_path", metavar="MODULE:ATTR")
 @click.option("--schedules", type=click.Path(dir_okay=False), help="Schedules file (TOML/JSON).")
-@click.option("--log-level", default="INFO", show_default=True)
+@_LOG_LEVEL
 @_LOG_FORMAT
 def scheduler(app_path: str, schedules: str | None, log_level: str, log_format: str) -> None:
     """Enqueue the App's periodic schedules (and those of --schedules) until SIGTERM/SIGINT.
@@ -288,7 +290,7 @@ def scheduler(app_path: str, schedules: str | None, log_level: str, log_format: 
 
 @main.command()
 @click.argument("app_path", metavar="MODULE:ATTR")
-@click.option("--min-workers", default=1, show_default=True, type=click.IntRange(0, MAX_COUNT))
+@click.option("--min-workers", default=1, show_default=True, type=Count(0, MAX_COUNT))
 def check(app_path: str, min_workers: int) -> None:
     """Liveness check: exit 0 when the broker answers and at least --min-workers workers are
     alive; 1 when too few are; 2 when the broker cannot be reached (or is the in-process

@@ -136,6 +136,10 @@ class Settings:
                 values[field] = None
                 continue
             try:
+                if kind is not str and (not raw.isascii() or "_" in raw):
+                    # int() and float() take '1_000' and non-ASCII digits ('\u0663'): not what
+                    # an operator means to type, and not what other tools read
+                    raise ValueError(raw)
                 values[field] = kind(raw.strip())
             except ValueError:
                 raise ConfigurationError(f"{var}={raw!r} is not a valid {kind.__name__}") from None

@@ -10,6 +10,7 @@ Two exceptions here are not errors but requests a task handler raises to steer i
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 __all__ = [
@@ -148,7 +149,12 @@ class BrokerAuthenticationError(BrokerConnectionError):
 def _seconds(delay: float | timedelta | None) -> float | None:
     if delay is None:
         return None
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+    try:
+        if isinstance(delay, bool):
+            raise TypeError
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+    except (TypeError, ValueError, OverflowError):  # junk, or an int past float range
+        seconds = math.nan
     if not 0 <= seconds < float("inf"):  # also rejects NaN
         raise ValueError(f"retry delay must be a finite number of seconds >= 0, got {delay!r}")
     return seconds

@@ -229,7 +229,8 @@ def _policy_delay(policy: BackoffPolicy, job: Job) -> float:
             policy, answer, attempt, job.id, extra=extra,
         )  # fmt: skip
         return _FALLBACK_BACKOFF(attempt)
-    return float(answer)
+    # min before float: an int past float range (10**400) would raise OverflowError
+    return float(min(answer, MAX_RETRY_DELAY))
 
 
 def _stopped(job: Job, token: str, reason: StopReason | None) -> Outcome | None:

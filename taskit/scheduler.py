@@ -178,6 +178,8 @@ def add_schedule(
         timing = _timing(every, cron, tz)
         if missed not in ("skip", "once"):
             raise ConfigurationError(f"missed= must be 'skip' or 'once', got {missed!r}")
+        if isinstance(args, str | bytes):  # a sequence too: args="ab" was two arguments
+            raise ConfigurationError(f"args= must be a list or tuple, got the string {args!r}")
         task = app.get_task(task_name)
         task.options(queue=queue).prepare(*args, **dict(kwargs or {}))
     except UnknownTaskError:

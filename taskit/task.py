@@ -20,6 +20,7 @@ import msgspec
 
 from taskit._arguments import ArgumentTypes
 from taskit.backoff import BackoffPolicy
+from taskit.config import MAX_COUNT, MAX_SECONDS
 from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
 
 if TYPE_CHECKING:
@@ -276,11 +277,18 @@ def _scheduled(job: Job, when: When) -> tuple[Job, float]:
             raise ValueError(
                 "schedule() needs an aware datetime (e.g. datetime.now(UTC) + ...); got a naive one"
             )
-        return msgspec.structs.replace(job, scheduled_at=when.astimezone(UTC)), 0.0
+        try:
+            at = when.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 in another zone: past the range in UTC
+            raise ValueError(
+                f"schedule() time {when!r} is outside the datetime range in UTC"
+            ) from None
+        return msgspec.structs.replace(job, scheduled_at=at), 0.0
     if isinstance(when, timedelta):
         seconds = when.total_seconds()
     elif isinstance(when, int | float) and not isinstance(when, bool):
-        seconds = float(when)
+        # an int past float range (10**400) is as far off as inf
+        seconds = float(when) if isinstance(when, float) or when < 2**1000 else float("inf")
     else:
         raise TypeError(
             f"schedule() takes an aware datetime, a timedelta or seconds; got {type(when).__name__}"
@@ -299,20 +307,31 @@ def _check_queue(queue: str | None, what: str) -> None:
         raise ValueError(f"{what} must be a non-empty string, got {queue!r}")
 
 
-def _check_int(value: int | None, what: str, *, low: int | None = None) -> None:
+def _check_int(value: int | None, what: str, *, low: int = -MAX_COUNT) -> None:
+    """A count or priority: an int from ``low`` to ``MAX_COUNT``, as the settings take (past
+    64 bits a job could not even be encoded; past 2**53 Redis would rank priorities as floats)."""
     if value is None:
         return
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{what} must be an int, got {type(value).__name__}")
-    if low is not None and value < low:
+    if value < low:
         raise ValueError(f"{what} must be >= {low}, got {value}")
+    if value > MAX_COUNT:
+        raise ValueError(f"{what} must be <= {MAX_COUNT}, got {value}")
 
 
 def _check_timeout(timeout: float | None) -> None:
+    """Finite and at most ``MAX_SECONDS`` (ten years), as ``TASKIT_JOB_TIMEOUT``; None: none."""
     if timeout is None:
         return
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout <= MAX_SECONDS  # NaN and inf fail too
+    ):
+        raise ValueError(
+            f"timeout must be a number of seconds > 0 and at most ten years, got {timeout!r}"
+        )
 
 
 def _check_seconds(value: float, what: str, *, positive: bool) -> None:

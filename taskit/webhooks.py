@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 import anyio.to_thread
 import msgspec
 
+from taskit.config import MAX_SECONDS
 from taskit.handlers import JobHandler
 from taskit.job import Job, JobResult
 
@@ -105,10 +106,20 @@ class WebhookDelivery(JobHandler):
     ) -> None:
         if not (isinstance(secrets, Mapping) or callable(secrets)):
             raise TypeError("secrets must be a mapping or a callable topic -> secret")
-        if not header or any(c in header for c in ":\r\n "):
+        if not isinstance(header, str) or not header or any(c in header for c in ":\r\n "):
             raise ValueError(f"not a valid header name: {header!r}")
-        if not request_timeout > 0:
-            raise ValueError(f"request_timeout must be > 0 seconds, got {request_timeout!r}")
+        if (
+            isinstance(request_timeout, bool)
+            or not isinstance(request_timeout, int | float)
+            or not 0 < request_timeout <= MAX_SECONDS  # inf: the socket would refuse it
+        ):
+            raise ValueError(
+                f"request_timeout must be seconds > 0, at most ten years, got {request_timeout!r}"
+            )
+        if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 0:
+            raise ValueError(f"max_body must be an int >= 0 (characters), got {max_body!r}")
+        if not isinstance(job_type, str) or not job_type.strip():
+            raise ValueError(f"job_type must be a non-empty string, got {job_type!r}")
         self.job_type = job_type
         self._secrets = secrets
         self.header = header

@@ -120,8 +120,10 @@ class Worker:
     ) -> None:
         settings = app.settings
         self.app = app
+        if isinstance(queues, str | bytes):  # a str is a sequence: "emails" was 6 queues
+            raise ValueError(f"queues must be a list of names, got the string {queues!r}")
         self.queues = list(queues) if queues else [settings.default_queue]
-        if not all(isinstance(q, str) and q for q in self.queues):
+        if not all(isinstance(q, str) and q.strip() for q in self.queues):
             raise ValueError(f"queues must be non-empty names, got {self.queues!r}")
         if concurrency is not None:  # held to the setting's rule: an int (not a bool), >= 1
             check_number("concurrency", concurrency)

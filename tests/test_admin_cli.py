@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 import msgspec
@@ -288,3 +292,32 @@ def test_commands_that_cannot_work_across_processes_refuse_the_memory_broker(
     assert "in-process memory:// broker" in result.output
     assert "TASKIT_BROKER_URL=redis://" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["enqueue", "hard.add", "--args", "[1, 2]"], ["worker"]])
+def test_a_memory_broker_given_in_code_is_named_as_what_overrides_the_variable(
+    command: list[str], tmp_path: Path
+) -> None:
+    """The quick start's ``App("memory://")`` with ``TASKIT_BROKER_URL=redis://...`` exported
+    (what the README's Redis section says to do): the refusal told the user to export the
+    variable they had exported; it must say that the code's URL wins over it."""
+    (tmp_path / "hardcoded.py").write_text(
+        "from taskit import App\n"
+        "app = App('memory://')\n"
+        "@app.task(name='hard.add')\n"
+        "async def add(a: int, b: int) -> int:\n"
+        "    return a + b\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env["TASKIT_BROKER_URL"] = "redis://:s3cret@127.0.0.1:6379/0"
+    args = [command[0], "hardcoded:app", *command[1:]]
+    if command[0] == "worker":
+        args.append("--burst")
+    done = subprocess.run(
+        [sys.executable, "-m", "taskit", *args],
+        capture_output=True, text=True, timeout=30, check=False, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert "overrides TASKIT_BROKER_URL=redis://:***@127.0.0.1:6379/0" in done.stderr
+    assert "build it as App()" in done.stderr
+    assert "export TASKIT_BROKER_URL" not in done.stderr
+    assert "s3cret" not in done.stderr

@@ -132,6 +132,13 @@ def unannotated(x):  # type: ignore[no-untyped-def]
         (datetime, datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2))), "pass it in UTC"),
         (Point, {"x": 1, "y": 2}, "dict would arrive as Point"),
         (Literal["a", "b"], "c", "must be Literal['a', 'b'], got str 'c'"),
+        # an int where float is asked arrives as that float only if the float is exact
+        (float, 2**53 + 1, "9007199254740993 would arrive as 9007199254740992.0"),
+        (float | None, -(2**60) - 1, "would arrive as -1.152921504606847e+18"),
+        (float, 2**53, None),
+        # plain types in a union msgspec cannot decode: the worker would fail every such job
+        (str | bytes, "x", "annotation str | bytes: Type unions may not contain more"),
+        (str | bytes | None, None, "annotation str | bytes | None: Type unions"),
     ],
 )
 def test_a_value_the_trip_would_change_is_refused(

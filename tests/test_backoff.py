@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
 
 import msgspec
 import pytest
 
-from taskit import App, Job, Settings
+from taskit import App, Job, Retry, Settings
 from taskit.backoff import Exponential, Fixed, as_policy
-from taskit.execution import retry_or_dead
+from taskit.execution import MAX_RETRY_DELAY, retry_or_dead
 from taskit.job import OutcomeKind
 
 
@@ -189,3 +190,19 @@ def test_a_broken_policy_never_loses_the_job(
     assert outcome.kind is OutcomeKind.RETRY
     assert 0.5 <= outcome.delay <= 1.0  # the default backoff for attempt 1
     assert len(caplog.records) == 1
+
+
+@pytest.mark.parametrize(
+    "answer", [10**400, math.inf, 1e300], ids=["int-past-float", "inf", "1e300"]
+)
+def test_a_policy_answering_a_huge_delay_is_cut_to_the_longest(answer: float) -> None:
+    # an int too large for a float raised OverflowError out of the runner: the worker died
+    outcome = retry_or_dead(_job(1, 3), "token", OSError("down"), lambda n: answer)
+
+    assert (outcome.kind, outcome.delay) == (OutcomeKind.RETRY, MAX_RETRY_DELAY)
+
+
+@pytest.mark.parametrize("delay", [10**400, True, "soon", math.nan, -1], ids=repr)
+def test_a_retry_with_a_junk_delay_says_so(delay: object) -> None:
+    with pytest.raises(ValueError, match="retry delay must be a finite number of seconds"):
+        Retry(delay=delay)  # type: ignore[arg-type]

@@ -138,11 +138,22 @@ def test_a_worker_on_redis_does_not_warn_about_memory(redis_url: str) -> None:
         (["dlq", "list", "examples.app:app", "--limit", "nan"], "'--limit'"),
         (["enqueue", "examples.app:app", "examples.add", "--delay", "inf"], "'--delay'"),
         (["enqueue", "examples.app:app", "examples.add", "--delay", "1e300"], "'--delay'"),
+        (["worker", "examples.app:app", "-c", "1_000"], "'--concurrency'"),
+        (["worker", "examples.app:app", "-c", "\u0663"], "'--concurrency'"),
+        (["enqueue", "examples.app:app", "examples.add", "--delay", "1_0"], "'--delay'"),
+        (["enqueue", "examples.app:app", "examples.add", "--delay", "\uff15"], "'--delay'"),
+        (["scheduler", "examples.app:app", "--log-level", "bogus"], "'--log-level'"),
+        # was exit 1, "arguments do not fit task ...: queue must be a non-empty string"
+        (["enqueue", "tests.apps.ops_app:app", "ops.add", "-q", " "], "'--queue'"),
+        # were 'deleted 0' and exit 0: a blank name matched no queue
+        (["purge", "tests.apps.ops_app:app", " ", "--yes"], "'QUEUE'"),
+        (["dlq", "purge", "tests.apps.ops_app:app", "-q", "", "--yes"], "'--queue'"),
+        (["dlq", "list", "tests.apps.ops_app:app", "-q", " "], "'--queue'"),
+        (["dlq", "requeue", "tests.apps.ops_app:app", "--all", "-q", " "], "'--queue'"),
+        (["worker", "examples.app:app", "--log-level", "bogus"], "'--log-level'"),
     ],
 )
-def test_a_numeric_option_out_of_range_is_a_usage_error_not_a_traceback(
-    args: list[str], message: str
-) -> None:
+def test_a_bad_option_value_is_a_usage_error_not_a_traceback(args: list[str], message: str) -> None:
     done = taskit(*args)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr

@@ -164,6 +164,13 @@ def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -
         ("TASKIT_RESULT_TTL", "1 day"),
         ("TASKIT_GRACE_PERIOD", "--1"),
         ("TASKIT_REAPER_INTERVAL", "five"),
+        # Python's int()/float() read these; a deployment value should be plain ASCII digits
+        ("TASKIT_CONCURRENCY", "1_000"),
+        ("TASKIT_MAX_PAYLOAD_BYTES", "\u0663"),  # ARABIC-INDIC DIGIT THREE
+        ("TASKIT_MAX_RETRIES", "\uff11"),  # FULLWIDTH DIGIT ONE
+        ("TASKIT_BACKOFF", "1_0.5"),
+        ("TASKIT_VISIBILITY_TIMEOUT", "\u0663\u0660"),
+        ("TASKIT_BROKER_TIMEOUT", "\uff15"),
     ],
 )
 def test_from_env_names_a_variable_that_does_not_parse(variable: str, raw: str) -> None:
@@ -227,6 +234,18 @@ def test_redact_url_keeps_an_ipv6_host_intact() -> None:
 
 def test_redact_url_hides_a_password_query_parameter() -> None:
     assert "s3cret" not in redact_url("redis://localhost:6379/0?password=s3cret")
+
+
+@pytest.mark.parametrize("mark", ["/", "?", "#", "/?#"])
+def test_a_password_with_an_unencoded_delimiter_is_never_shown(mark: str) -> None:
+    # urlsplit ends the host at the first '/', '?' or '#': the rest of such a password was read
+    # as the path, query or fragment, and the error naming the bad part showed it
+    url = f"redis://user:s3{mark}cret@127.0.0.1:6379/0"
+    assert redact_url(url) == "redis://user:***@127.0.0.1:6379/0"
+    with pytest.raises(ConfigurationError) as caught:
+        Settings(broker_url=url)
+    assert "cret" not in str(caught.value)
+    assert "s3" not in str(caught.value)  # the error named the piece before it as the port
 
 
 @pytest.mark.parametrize(
@@ -325,7 +344,20 @@ BAD_URLS = [
     ("memory://?prefix=x", "memory:// takes no"),
     ("http://h/0", "unsupported broker URL scheme 'http'"),
     ("redis://[::1/0", "does not parse"),
+    ("redis://:one@h/0?password=two", "gives two passwords"),
+    ("redis://h:63\t79/0", "control character"),
+    ("redis://h/0?prefix=a\nb", "control character"),
+    ("redis://:pass\x1bword@h/0", "control character"),
 ]
+
+
+@pytest.mark.parametrize("url", [" redis://h/0", "redis://h/0 ", "\tmemory://", "memory://\n"])
+def test_a_broker_url_with_surrounding_spaces_is_refused_by_settings_as_by_the_broker(
+    url: str,
+) -> None:
+    # urlsplit strips them: Settings took the URL that App then refused
+    with pytest.raises(ConfigurationError, match="surrounding spaces"):
+        Settings(broker_url=url)
 
 
 @pytest.mark.parametrize(("url", "part"), BAD_URLS)

@@ -207,6 +207,8 @@ def test_declaration_checks_the_arguments_and_the_name() -> None:
         app.periodic(every=5, kwargs={"fmt": object()})(report)
     with pytest.raises(ConfigurationError, match="missed= must be 'skip' or 'once'"):
         app.periodic(every=5, kwargs={"fmt": "a"}, missed="twice")(report)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="args= must be a list or tuple, got the string"):
+        app.periodic(every=5, args="a")(report)  # a str is a sequence: it was args=("a",)
     app.periodic(every=5, kwargs={"fmt": "a"})(report)
     with pytest.raises(ConfigurationError, match="schedule named 'report' is already registered"):
         app.periodic(every=9, kwargs={"fmt": "b"})(report)

@@ -184,6 +184,15 @@ async def test_calling_an_async_task_returns_its_coroutine() -> None:
         ({"backoff": "fast"}, TypeError, "backoff"),
         ({"backoff": True}, TypeError, "backoff"),
         ({"on_failure": 5}, TypeError, "on_failure"),
+        # the settings' bounds: a job past 64 bits could not be encoded, a timeout must end
+        ({"max_retries": 2**31}, ValueError, "max_retries must be <= 2147483647"),
+        ({"max_retries": 2**70}, ValueError, "max_retries must be <= 2147483647"),
+        ({"priority": 2**63}, ValueError, "priority must be <= 2147483647"),
+        ({"priority": -(2**63) - 1}, ValueError, "priority must be >= -2147483647"),
+        ({"timeout": math.inf}, ValueError, "timeout"),
+        ({"timeout": 1e300}, ValueError, "timeout"),
+        ({"backoff": math.inf}, ValueError, "backoff"),
+        ({"backoff": math.nan}, ValueError, "backoff"),
     ],
 )
 def test_bad_task_options_raise_named_errors(
@@ -328,6 +337,10 @@ async def test_schedule_at_an_aware_datetime() -> None:
         (timedelta.max, ValueError, "delay"),
         ("tomorrow", TypeError, "aware datetime, a timedelta or seconds"),
         (True, TypeError, "aware datetime, a timedelta or seconds"),
+        # were a raw OverflowError: an int past float range, a datetime past the range in UTC
+        (10**400, ValueError, "too far in the future"),
+        (datetime.max.replace(tzinfo=timezone(timedelta(hours=-5))), ValueError, "in UTC"),
+        (datetime.min.replace(tzinfo=timezone(timedelta(hours=5))), ValueError, "in UTC"),
     ],
 )
 async def test_bad_when_is_a_clear_error_and_enqueues_nothing(

@@ -5,6 +5,7 @@ Retries run through taskit.testing's drain(), so backoff costs no real time."""
 from __future__ import annotations
 
 import json
+import math
 import socket
 import threading
 import time
@@ -224,3 +225,23 @@ def test_delivery_options_are_checked() -> None:
         WebhookDelivery(secrets={}, header="X-Bad: header")
     with pytest.raises(ValueError, match="request_timeout"):
         WebhookDelivery(secrets={}, request_timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"request_timeout": math.inf}, "request_timeout"),  # the socket refused it at delivery
+        ({"request_timeout": 1e300}, "request_timeout"),
+        ({"request_timeout": "5"}, "request_timeout"),  # was a TypeError about '>'
+        ({"request_timeout": True}, "request_timeout"),
+        ({"max_body": -1}, "max_body"),
+        ({"max_body": "x"}, "max_body"),
+        ({"max_body": 1.5}, "max_body"),
+        ({"job_type": ""}, "job_type"),
+        ({"job_type": 5}, "job_type"),
+        ({"header": 5}, "header"),
+    ],
+)
+def test_a_bad_delivery_option_is_refused_naming_it(options: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        WebhookDelivery({"t": "secret"}, **options)

@@ -23,6 +23,7 @@ from taskit import (
     Retry,
     Settings,
     Worker,
+    WorkerManager,
     WorkerStats,
 )
 from taskit.clock import FakeClock
@@ -80,11 +81,19 @@ def no_delay(attempt: int) -> float:
 # -- construction -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("options", "match"),
-    [({"concurrency": 0}, "concurrency"), ({"queues": ["a", ""]}, "queues")],
+    [
+        ({"concurrency": 0}, "concurrency"),
+        ({"queues": ["a", ""]}, "queues"),
+        ({"queues": ["a", "  "]}, "queues"),  # a task's queue=" " is refused too
+        # a string is a sequence of strings: queues="emails" served six one-letter queues
+        ({"queues": "emails"}, "queues must be a list of names, got the string 'emails'"),
+    ],
 )
 def test_bad_worker_options(options: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make_app().worker(**options)
+    with pytest.raises(ValueError, match=match):
+        WorkerManager(make_app(), **options)
 
 
 @pytest.mark.parametrize(
