@@ -8,6 +8,7 @@ asyncio only, so under trio every call raises ``ConfigurationError``.
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from taskit.job import Job, QueueStats
 
 __all__ = ["RedisBase"]
 
+log = logging.getLogger(__name__)
 _SCRIPTS = Scripts()
 # Jobs promoted, purged or requeued per script call: bounds how long one call holds Redis.
 BATCH = 1000
@@ -149,7 +151,7 @@ class RedisBase(Broker):
         k = self._keys
         if queues is None:
             members = await self._conn.guard(self._conn.pair().main.smembers(k.queues))
-            queues = sorted(m.decode() for m in members)
+            queues = sorted(_names(members, "queue name", k.queues))
         if not queues:
             return {}
         keys = [k.jobs, k.seq]
@@ -171,18 +173,20 @@ class RedisBase(Broker):
             "dead-letters", [k.dead(queue), k.jobs, k.err], [max(offset, 0), limit]
         )
         rows = [reply[i : i + 4] for i in range(0, len(reply), 4)]
-        return [
-            self._dead_letter(queue, job_id.decode(), spec, state, err)
-            for job_id, spec, state, err in rows
-        ]
+        return [self._dead_letter(queue, *row) for row in rows]
 
-    def _dead_letter(self, queue: str, job_id: str, spec: bytes, state: bytes, err: bytes) -> Job:
-        """A dead letter as a Job; a stand-in naming the problem when its record is unreadable
-        (a listing must show every dead letter, never fail on one)."""
+    def _dead_letter(self, queue: str, raw_id: bytes, spec: bytes, state: bytes, err: bytes) -> Job:
+        """A dead letter as a Job; a stand-in naming the problem when its record or its id is
+        unreadable (a listing must show every dead letter, never fail on one)."""
+        job_id = raw_id.decode(errors="backslashreplace")
         try:
+            if not raw_id.isascii():
+                raw_id.decode()
             if not state:  # the script could not split the record
                 parse_state(split_record(spec, job_id)[0], job_id)
             return self._job(job_id, spec, state, err, b"")
+        except UnicodeDecodeError:
+            return corrupt_job(job_id, queue, f"job id {job_id!r} is not UTF-8")
         except CorruptJobError as exc:
             return corrupt_job(job_id, queue, str(exc))
 
@@ -236,7 +240,11 @@ class RedisBase(Broker):
         k = self._keys
         args: list[Arg] = [name or "", record, ms(ttl) if name else 0]
         reply = await self._run("heartbeat", [k.workers, k.beats], args)
-        return {reply[i].decode(): bytes(reply[i + 1]) for i in range(0, len(reply), 2)}
+        # A name is shown, never used as a key: one that is not UTF-8 is shown escaped.
+        return {
+            reply[i].decode(errors="backslashreplace"): bytes(reply[i + 1])
+            for i in range(0, len(reply), 2)
+        }
 
     async def close(self) -> None:
         await self._conn.close()
@@ -256,6 +264,18 @@ class RedisBase(Broker):
         if self._watch.due():
             await self._watch.check(pair.main)
         return await self._conn.guard(_SCRIPTS.call(pair.scripts, name, keys, args))
+
+
+def _names(members: Any, what: str, key: str) -> list[str]:
+    """The members of a set of names as text; one that is not UTF-8 (damaged data: no name
+    taskit writes is) is left out with a warning naming it and ``key``."""
+    names = []
+    for m in members:
+        try:
+            names.append(m.decode())
+        except UnicodeDecodeError:
+            log.warning("%s %r in %s is not UTF-8; left out", what, bytes(m), key)
+    return names
 
 
 def ms(seconds: float) -> int:

@@ -217,12 +217,20 @@ class RedisBroker(RedisBase):
         now: list[Outcome] = []
         for i in range(0, len(rows), 5):
             q, raw_id, spec, state, err = rows[i : i + 5]
-            job_id, queue = raw_id.decode(), queues[int(q) - 1]
+            queue = queues[int(q) - 1]
             # The script checked the state and wrote it anew: field 5 is the token it gave.
             token = f"{state.split(b'|', 5)[4].decode(errors='replace')}|{queue}"
+            # An id that is not UTF-8 (damaged data) is settled under its very bytes (_packing).
+            job_id = raw_id.decode(errors="surrogateescape")
             try:
+                if not raw_id.isascii():
+                    raw_id.decode()  # an id taskit never writes: a dead letter with a reason
                 parsed = parse_state(state, job_id)
                 job = merge_state(decode_job(spec), job_id, parsed, err, b"")
+            except UnicodeDecodeError:
+                shown = raw_id.decode(errors="backslashreplace")
+                now.append(_unreadable(job_id, token, CorruptJobError(shown, "id", "is not UTF-8")))
+                continue
             except (SerializationError, CorruptJobError, msgspec.DecodeError) as exc:
                 now.append(_unreadable(job_id, token, exc))
                 continue

@@ -337,7 +337,9 @@ local function finish(K, id, s, status, now, ttl, result)
   rcall('HDEL', K.jobs, id)
   rcall('HDEL', K.err, id)
   if status == 'completed' or status == 'failed' then
-    rcall('HINCRBY', K.totals, status, 1)
+    -- pcall: a counter holding a non-integer (or a key of another type) is damaged data; it
+    -- must never fail the settle that ends this job and the others of its call.
+    redis.pcall('HINCRBY', K.totals, status, 1)
   end
 end
 

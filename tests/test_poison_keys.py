@@ -1,0 +1,113 @@
+"""Damaged keys other than a job's own record (issue 11, item 1): ids, queue names and worker
+names that are not UTF-8, and counters that are not numbers. Nothing may stop a worker or fail a
+call for every other job; the odd entry is dead-lettered, shown or skipped, never lost unseen.
+
+Real Redis: the defects were a bare ``UnicodeDecodeError`` out of reserve (ending the worker),
+``stats`` and ``heartbeat`` (tracebacks from ``taskit info`` / ``dlq list`` / ``check``, and a
+worker whose heartbeat ended it), and a ``HINCRBY`` on a counter holding a non-integer, which
+failed every settle of the queue (its jobs ran again and again).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+import redis.asyncio
+
+from taskit import App, JobStatus, Settings
+from taskit.broker.redis import RedisBroker
+from taskit.registry import live_workers
+
+pytestmark = [pytest.mark.redis, pytest.mark.anyio]
+
+BAD = b"\xff\xfe-not-utf8"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def app(redis_url: str) -> AsyncIterator[App]:
+    broker = RedisBroker(redis_url, prefix=f"poisonkeys-{uuid.uuid4().hex[:10]}")
+    made = App(broker, settings=Settings(visibility_timeout=0.5, reaper_interval=0.1))
+
+    @made.task(name="add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    yield made
+    client = redis.asyncio.Redis.from_url(redis_url)
+    doomed = [key async for key in client.scan_iter(match=broker.keys.pattern(), count=500)]
+    if doomed:
+        await client.delete(*doomed)
+    await client.aclose()
+    await made.broker.close()
+
+
+async def test_an_id_that_is_not_utf8_is_dead_lettered_and_listed(app: App, redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    keys = app.broker.keys  # type: ignore[attr-defined]
+    good = await app.tasks["add"].enqueue(1, 2)
+    await client.hset(keys.jobs, BAD, await client.hget(keys.jobs, good.id))  # a copied record
+    await client.lpush(keys.fifo("default"), BAD)  # ahead of the good job
+    await client.zadd(keys.leases("default"), {BAD + b"2": 0})  # an expired lease, no record
+    await client.hset(keys.jobs, BAD + b"2", await client.hget(keys.jobs, good.id))
+
+    worker = app.worker(concurrency=2)
+    with anyio.fail_after(10):
+        await worker.run(burst=True)  # ended, not crashed
+
+    assert (await app.get_job(good.id)).status is JobStatus.COMPLETED  # type: ignore[union-attr]
+    dead = await app.broker.dead_letters("default")
+    assert len(dead) == 2
+    assert all("not UTF-8" in (job.error or "") for job in dead)
+    assert {job.id for job in dead} == {"\\xff\\xfe-not-utf8", "\\xff\\xfe-not-utf82"}
+    assert await app.broker.purge_dead("default") == 2
+    await client.aclose()
+
+
+async def test_names_that_are_not_utf8_are_skipped_or_shown(app: App, redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    keys = app.broker.keys  # type: ignore[attr-defined]
+    await app.tasks["add"].enqueue(1, 2)
+    await client.sadd(keys.queues, BAD)
+    await client.zadd(keys.workers, {BAD: 2**52})
+    await client.hset(keys.beats, BAD, b"{}")
+
+    assert set(await app.stats()) == {"default"}  # a name no queue can have is left out
+    assert list(await app.broker.heartbeat()) == ["\\xff\\xfe-not-utf8"]
+    assert await live_workers(app.broker) == []  # its record does not decode: ignored
+    worker = app.worker()
+    with anyio.fail_after(10):
+        await worker.run(burst=True)  # its heartbeat lists every live name
+    assert worker.stats.completed == 1
+    await client.aclose()
+
+
+@pytest.mark.parametrize("damage", ["not a number", "1.5", "wrong type"])
+async def test_a_damaged_counter_never_fails_a_settle(
+    app: App, redis_url: str, damage: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    totals = app.broker.keys.totals("default")  # type: ignore[attr-defined]
+    if damage == "wrong type":
+        await client.rpush(totals, b"x")
+    else:
+        await client.hset(totals, mapping={"completed": damage, "failed": "1e400"})
+    jobs = [await app.tasks["add"].enqueue(i, i) for i in range(3)]
+
+    worker = app.worker(concurrency=3)
+    with anyio.fail_after(10):
+        await worker.run(burst=True)
+
+    for job in jobs:
+        assert (await app.get_job(job.id)).status is JobStatus.COMPLETED  # type: ignore[union-attr]
+    if damage != "wrong type":
+        stats = (await app.stats(["default"]))["default"]
+        assert (stats.completed, stats.failed) == (0, 0)  # unreadable counts show as 0
+    await client.aclose()
