@@ -23,7 +23,8 @@ __all__ = ["check_result", "refused", "storable"]
 
 _ENCODER = msgspec.msgpack.Encoder()
 _RESULT = msgspec.msgpack.Decoder(JobResult)
-_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
+# RecursionError: a value that contains itself (a list holding itself).
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
 #: The kinds whose result a broker keeps (the others end without one, or run again).
 _KEEPS_RESULT = (OutcomeKind.COMPLETE, OutcomeKind.FAIL)
 _TEXT = ("error", "error_type", "traceback")

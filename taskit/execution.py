@@ -108,8 +108,10 @@ class Executor:
         with scope:
             try:
                 value = await self._call(task, args, kwargs)
-            except Exception as exc:
-                error = exc
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt, any BaseException
+                error = exc  # raised by a handler fail its job alone, never end the worker
         duration = time.perf_counter() - started
         if running.reason is not None:
             return _stopped(job, token, running.reason)

@@ -308,3 +308,63 @@ async def test_an_outage_is_retried_for_the_whole_batch_not_split() -> None:
     assert [(o.kind, ok) for o, ok in reported.values()] == [
         (OutcomeKind.COMPLETE, Settled.APPLIED)
     ] * 3
+
+
+# -- handlers that raise or return the odd things user code does --------------------------------
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+class Custom(BaseException):
+    """Not an Exception: a worker catching only ``Exception`` let it end the worker."""
+
+
+def _loop() -> list[Any]:
+    looped: list[Any] = []
+    looped.append(looped)
+    return looped
+
+
+ODD: dict[str, tuple[Any, str]] = {  # what the handler does with it, and the stored error type
+    "raises unprintable": (Unprintable("x"), "Unprintable"),
+    "raises SystemExit": (SystemExit(3), "SystemExit"),
+    "raises KeyboardInterrupt": (KeyboardInterrupt(), "KeyboardInterrupt"),
+    "raises a BaseException": (Custom("c"), "Custom"),
+    "returns unprintable": (Unprintable("x"), "Unprintable"),
+    "returns itself": (None, "SerializationError"),
+}
+
+
+@pytest.mark.parametrize("odd", list(ODD), ids=list(ODD))
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_handler_raising_or_returning_anything_fails_its_job_alone(
+    kind: str, odd: str, request: pytest.FixtureRequest
+) -> None:
+    thing, error_type = ODD[odd]
+    async with app_on(kind, request) as app:
+
+        @app.task
+        async def good(n: int) -> int:
+            return n
+
+        @app.task(max_retries=0)
+        def strange() -> Any:  # sync: runs in a thread, as most handlers do
+            if odd.startswith("raises"):
+                raise thing
+            return _loop() if thing is None else JobResult(success=False, error=thing)
+
+        goods = [await good.enqueue(n) for n in range(3)]
+        job = await strange.enqueue()
+        stats = await burst(app, 4)  # ends: the worker was not stopped by the handler
+
+        assert (stats.completed, stats.lost) == (3, 0)
+        for n, done in enumerate(goods):
+            assert (await app.result(done.id)).value == n
+        stored = await app.get_job(job.id)
+        assert stored is not None
+        assert stored.status in (JobStatus.FAILED, JobStatus.DEAD_LETTER)
+        assert (stored.attempts, stored.error_type) == (1, error_type)
+        assert stored.error
+        if "unprintable" in odd:
+            assert stored.error == "<Unprintable: str() raised RuntimeError>"
