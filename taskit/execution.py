@@ -175,7 +175,9 @@ class Executor:
                 outcome = await anyio.to_thread.run_sync(hook, job, error, limiter=self._limiter)
                 if inspect.isawaitable(outcome):
                     await outcome
-        except Exception:
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException:  # user code: even SystemExit must not end the worker
             log.exception(
                 "on_failure hook of task %s raised; the job's retry flow is unchanged",
                 task.name,

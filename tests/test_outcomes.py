@@ -368,3 +368,31 @@ async def test_a_handler_raising_or_returning_anything_fails_its_job_alone(
         assert stored.error
         if "unprintable" in odd:
             assert stored.error == "<Unprintable: str() raised RuntimeError>"
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_hooks_and_subscribers_raising_a_base_exception_never_end_the_worker(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    async with app_on(kind, request) as app:
+
+        def hook(job: Job, error: BaseException) -> None:
+            raise SystemExit(1)
+
+        @app.on("completed")
+        def listener(event: Any) -> None:
+            raise KeyboardInterrupt
+
+        @app.task(max_retries=0, on_failure=hook)
+        def flaky(n: int) -> int:
+            if n == 0:
+                raise ValueError("n is 0")
+            return n
+
+        jobs = [await flaky.enqueue(n) for n in range(3)]
+        stats = await burst(app, 3)
+
+        assert (stats.completed, stats.dead_lettered, stats.lost) == (2, 1, 0)
+        stored = await app.get_job(jobs[0].id)
+        assert stored is not None
+        assert (stored.status, stored.error) == (JobStatus.DEAD_LETTER, "n is 0")
