@@ -17,7 +17,7 @@ import anyio
 import pytest
 import redis.asyncio
 
-from taskit import App, JobStatus, Settings
+from taskit import App, BrokerError, JobStatus, Settings
 from taskit.broker.redis import RedisBroker
 from taskit.registry import live_workers
 
@@ -110,4 +110,53 @@ async def test_a_damaged_counter_never_fails_a_settle(
     if damage != "wrong type":
         stats = (await app.stats(["default"]))["default"]
         assert (stats.completed, stats.failed) == (0, 0)  # unreadable counts show as 0
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("key", "call"),
+    [
+        ("fifo", "reserve"),
+        ("done", "get"),
+        ("jobs", "cancel"),
+        ("queues", "stats"),
+        ("workers", "heartbeat"),
+        ("dead", "dead_letters"),
+    ],
+)
+async def test_a_key_of_the_wrong_type_is_named_in_the_error(
+    app: App, redis_url: str, key: str, call: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    keys = app.broker.keys  # type: ignore[attr-defined]
+    job = await app.tasks["add"].enqueue(1, 2)
+    if key == "done":
+        await app.worker().run(burst=True)
+    name = {
+        "fifo": keys.fifo("default"),
+        "done": keys.done(job.id),
+        "jobs": keys.jobs,
+        "queues": keys.queues,
+        "workers": keys.workers,
+        "dead": keys.dead("default"),
+    }[key]
+    await client.delete(name)
+    await client.rpush(name, b"x") if key == "done" else await client.set(name, b"x")
+    broker = app.broker
+    calls = {
+        "reserve": lambda: broker.reserve(["default"], count=1, lease=1, timeout=0),
+        "get": lambda: broker.get(job.id),
+        "cancel": lambda: broker.cancel(job.id),
+        "stats": lambda: broker.stats(),
+        "heartbeat": lambda: broker.heartbeat(),
+        "dead_letters": lambda: broker.dead_letters("default"),
+    }
+
+    with pytest.raises(BrokerError, match="WRONGTYPE") as caught:
+        await calls[call]()
+
+    kept = "list" if key in ("fifo",) else "hash" if key in ("done", "jobs") else "zset"
+    kept = "set" if key == "queues" else kept
+    found = "list" if key == "done" else "string"
+    assert f"key {name!r} holds a {found} where taskit keeps a {kept}" in str(caught.value)
     await client.aclose()

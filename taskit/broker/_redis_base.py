@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -32,6 +32,7 @@ from taskit.broker.keys import (
 from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
 from taskit.config import Settings, redact_url
 from taskit.errors import (
+    BrokerError,
     BrokerOutcomeUnknownError,
     ConfigurationError,
     CorruptJobError,
@@ -126,7 +127,7 @@ class RedisBase(Broker):
         """See ``Broker.cancel``; ``CorruptJobError`` if the job's record is unreadable (its
         queue, and so what to cancel, cannot be known): nothing changes."""
         k = self._keys
-        raw = await self._conn.guard(self._conn.pair().main.hget(k.jobs, job_id))
+        raw = await self._named([k.jobs], self._conn.pair().main.hget(k.jobs, job_id))
         queue = None if raw is None else parse_state(split_record(raw, job_id)[0], job_id).queue
         for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
             if queue is None:
@@ -150,7 +151,7 @@ class RedisBase(Broker):
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         k = self._keys
         if queues is None:
-            members = await self._conn.guard(self._conn.pair().main.smembers(k.queues))
+            members = await self._named([k.queues], self._conn.pair().main.smembers(k.queues))
             queues = sorted(_names(members, "queue name", k.queues))
         if not queues:
             return {}
@@ -263,7 +264,29 @@ class RedisBase(Broker):
         pair = self._conn.pair()
         if self._watch.due():
             await self._watch.check(pair.main)
-        return await self._conn.guard(_SCRIPTS.call(pair.scripts, name, keys, args))
+        return await self._named(keys, _SCRIPTS.call(pair.scripts, name, keys, args))
+
+    async def _named(self, keys: list[str], call: Awaitable[Any]) -> Any:
+        """``guard(call)``; a ``WRONGTYPE`` error (a key holding another type than this layout
+        keeps there: damaged data) names the key(s) of ``keys`` at fault and what each holds."""
+        try:
+            return await self._conn.guard(call)
+        except BrokerError as exc:
+            if type(exc) is not BrokerError or "WRONGTYPE" not in str(exc):
+                raise
+            main = self._conn.pair().main
+            found = [(key, (await self._conn.guard(main.type(key))).decode()) for key in keys]
+            wrong = [
+                f"key {key!r} holds a {kind} where taskit keeps a {self._keys.kind_of(key)}"
+                for key, kind in found
+                if kind != "none" and self._keys.kind_of(key) not in (None, kind)
+            ]
+            if not wrong:
+                raise
+            raise BrokerError(
+                f"{exc}: damaged data, {'; '.join(wrong)} (not written by taskit: repair or "
+                "delete it)"
+            ) from exc
 
 
 def _names(members: Any, what: str, key: str) -> list[str]:

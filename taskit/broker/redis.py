@@ -159,7 +159,7 @@ class RedisBroker(RedisBase):
             return got  # noqa: RET504 - outside the scope, whose exit may swallow (mypy)
         # No checkpoint from here to the caller's ``_handed_over`` (``_reserved`` shields its
         # own settle): leases reach it even if a cancellation came meanwhile.
-        return await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
+        return await self._reserved(queues, lease, await self._named(keys, _checked(raw)))
 
     def _salvage(self, queues: Sequence[str], lease: float) -> Callable[[Any], Awaitable[None]]:
         """What a cancelled reserve does with a reply that came anyway: hand back its leases."""
@@ -204,7 +204,7 @@ class RedisBroker(RedisBase):
             elif _missing_script(raw):
                 got = await self._reserve_once(queues, count, lease)  # loads the scripts
             else:
-                got = await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
+                got = await self._reserved(queues, lease, await self._named(keys, _checked(raw)))
         return got
 
     def _leases(
