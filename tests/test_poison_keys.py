@@ -160,3 +160,24 @@ async def test_a_key_of_the_wrong_type_is_named_in_the_error(
     found = "list" if key == "done" else "string"
     assert f"key {name!r} holds a {found} where taskit keeps a {kept}" in str(caught.value)
     await client.aclose()
+
+
+async def test_a_damaged_epoch_key_is_logged_once_and_fails_no_call(
+    app: App, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    keys = app.broker.keys  # type: ignore[attr-defined]
+    job = await app.tasks["add"].enqueue(1, 2)
+    await client.delete(keys.epoch)
+    await client.hset(keys.epoch, "a", "b")  # the watch's check reads it every 2 s
+    broker = RedisBroker(redis_url, prefix=keys.prefix)  # a fresh broker checks at once
+
+    for _ in range(2):
+        assert (await broker.get(job.id)) is not None
+        assert (await broker.stats())["default"].queued == 1
+        broker._watch._due = 0  # type: ignore[attr-defined]  # the check is due again
+    lines = [r.getMessage() for r in caplog.records if keys.epoch in r.getMessage()]
+    assert len(lines) == 1
+    assert "holds a hash where taskit keeps a string" in lines[0]
+    await broker.close()
+    await client.aclose()
