@@ -19,6 +19,7 @@ import pytest
 from taskit import App, Job, JobResult, JobStatus, MemoryBroker, Settings, WorkerStats
 from taskit._settler import Settled, Settler
 from taskit.broker.base import Broker
+from taskit.broker.redis import RedisBroker
 from taskit.errors import BrokerConnectionError, SerializationError
 from taskit.job import (
     MAX_TRACEBACK,
@@ -29,7 +30,7 @@ from taskit.job import (
     result_of,
     utc_from_timestamp,
 )
-from tests.broker._redis_kinds import open_redis_harness
+from tests.broker._redis_kinds import OwnRedisServer, open_redis_harness
 
 pytestmark = pytest.mark.anyio
 
@@ -396,3 +397,55 @@ async def test_hooks_and_subscribers_raising_a_base_exception_never_end_the_work
         stored = await app.get_job(jobs[0].id)
         assert stored is not None
         assert (stored.status, stored.error) == (JobStatus.DEAD_LETTER, "n is 0")
+
+
+@pytest.mark.redis
+async def test_a_result_bigger_than_redis_takes_fails_its_job_alone() -> None:
+    """Redis refuses an argument over ``proto-max-bulk-len`` (512 MB by default; 1 MB here) as a
+    protocol error: the batch holding it was retried as an outage for a whole lease, and every
+    job in it ran again."""
+    server = OwnRedisServer("--proto-max-bulk-len", "1mb")
+    server.start()
+    try:
+        settings = Settings(visibility_timeout=2.0, reaper_interval=0.2, backoff=0.0)
+        app = App(RedisBroker(server.url, prefix="big"), settings=settings)
+        started = 0
+        all_in = anyio.Event()
+
+        async def together() -> None:
+            nonlocal started
+            started += 1
+            if started == 6:
+                all_in.set()
+            await all_in.wait()
+
+        @app.task
+        async def good(n: int) -> int:
+            await together()
+            return n
+
+        @app.task(max_retries=0)
+        async def big() -> str:
+            await together()
+            return "x" * 2_000_000
+
+        goods = [await good.enqueue(n) for n in range(5)]
+        job = await big.enqueue()
+        stats = await burst(app, 6)
+
+        assert (stats.completed, stats.failed, stats.lost, stats.unknown) == (5, 1, 0, 0)
+        for n, done in enumerate(goods):
+            stored = await app.get_job(done.id)
+            assert stored is not None
+            assert (stored.status, stored.attempts, stored.result.value) == (  # type: ignore[union-attr]
+                JobStatus.COMPLETED,
+                1,
+                n,
+            )
+        failed = await app.get_job(job.id)
+        assert failed is not None
+        assert (failed.status, failed.attempts) == (JobStatus.FAILED, 1)
+        assert "proto-max-bulk-len" in (failed.error or "")
+        await app.broker.close()
+    finally:
+        server.stop()
