@@ -181,3 +181,22 @@ async def test_a_damaged_epoch_key_is_logged_once_and_fails_no_call(
     assert "holds a hash where taskit keeps a string" in lines[0]
     await broker.close()
     await client.aclose()
+
+
+async def test_a_stray_entry_of_a_finished_job_never_hides_its_result(
+    app: App, redis_url: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    keys = app.broker.keys  # type: ignore[attr-defined]
+    job = await app.tasks["add"].enqueue(1, 2)
+    await app.worker().run(burst=True)
+    await client.rpush(keys.fifo("default"), job.id)  # its id ready again, its record long gone
+
+    await app.worker().run(burst=True)  # meets the entry: dead-lettered, so it is seen
+
+    assert [d.id for d in await app.broker.dead_letters("default")] == [job.id]
+    stored = await app.get_job(job.id)
+    assert stored is not None
+    assert stored.status is JobStatus.COMPLETED  # the finished job, not the stray's trace
+    assert (await app.result(job.id)).value == 3
+    await client.aclose()
