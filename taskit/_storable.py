@@ -68,6 +68,10 @@ def storable(outcome: Outcome) -> tuple[Outcome, bytes] | None:
             outcome = _failed(outcome, f"{', '.join(bad)} must be text", outcome.kind)
     if outcome.kind not in _KEEPS_RESULT or outcome.result is None:
         return msgspec.structs.replace(outcome, result=None), b""
+    given: Any = outcome.result
+    if not isinstance(given, JobResult):  # nothing else has a JobResult's fields
+        why = f"its result must be a JobResult, got {type(given).__name__}"
+        outcome = _failed(msgspec.structs.replace(outcome, result=None), why, OutcomeKind.FAIL)
     try:
         result, data = check_result(outcome.result)
     except SerializationError as exc:
