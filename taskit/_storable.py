@@ -73,7 +73,7 @@ def storable(outcome: Outcome) -> tuple[Outcome, bytes] | None:
         why = f"its result must be a JobResult, got {type(given).__name__}"
         outcome = _failed(msgspec.structs.replace(outcome, result=None), why, OutcomeKind.FAIL)
     try:
-        result, data = check_result(outcome.result)
+        result, data = check_result(outcome.result or JobResult(success=False))
     except SerializationError as exc:
         outcome = _failed(outcome, f"its result {exc}", OutcomeKind.FAIL)
         result, data = check_result(outcome.result or JobResult(success=False))
