@@ -17,7 +17,8 @@ import anyio
 import pytest
 import redis.asyncio
 
-from taskit import App, BrokerError, JobStatus, Settings
+from taskit import App, BrokerError, CorruptJobError, JobStatus, Settings
+from taskit.broker.keys import join_record, split_record
 from taskit.broker.redis import RedisBroker
 from taskit.registry import live_workers
 
@@ -199,4 +200,26 @@ async def test_a_stray_entry_of_a_finished_job_never_hides_its_result(
     assert stored is not None
     assert stored.status is JobStatus.COMPLETED  # the finished job, not the stray's trace
     assert (await app.result(job.id)).value == 3
+    await client.aclose()
+
+
+async def test_enqueue_over_a_dead_letter_whose_queue_is_not_utf8_names_it(
+    app: App, redis_url: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    keys = app.broker.keys  # type: ignore[attr-defined]
+    add = app.tasks["add"]
+    job = await add.options(job_id="dl").enqueue(1, 2)
+    await app.broker.reserve(["default"], count=1, lease=30, timeout=0)
+    state, spec = split_record(await client.hget(keys.jobs, job.id))
+    fields = state.split(b"|", 10)
+    fields[0], fields[10] = b"dead_letter", BAD  # a dead letter of a queue named by damage
+    await client.hset(keys.jobs, job.id, join_record(b"|".join(fields), spec))
+    await client.zadd(keys.tag.encode() + b":q:" + BAD + b":dead", {job.id: 1})
+
+    with pytest.raises(CorruptJobError, match="queue is not UTF-8") as caught:
+        await add.options(job_id="dl").enqueue(3, 4)
+
+    assert caught.value.job_id == "dl"
+    assert (await client.hget(keys.jobs, job.id)).endswith(spec)  # nothing was replaced
     await client.aclose()

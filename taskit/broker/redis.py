@@ -359,7 +359,13 @@ class _Enqueue:
             self._rounds += 1  # each round learns one job's dead-letter queue
             if self._rounds > len(self._jobs):  # pragma: no cover - only if Redis keeps changing
                 raise BrokerError("enqueue kept finding dead letters in other queues")
-            self._dead_in[int(reply[1]) - 1] = reply[2].decode()  # a dead letter elsewhere
+            i = int(reply[1]) - 1
+            try:
+                self._dead_in[i] = reply[2].decode()  # a dead letter elsewhere
+            except UnicodeDecodeError:  # as get and cancel read its state: unreadable
+                raise CorruptJobError(
+                    self._jobs[i].id, "queue", f"is not UTF-8: {reply[2]!r}; nothing was enqueued"
+                ) from None
             return
         self.done = [
             self._row(job, spec, reply[1 + 5 * i : 6 + 5 * i])
