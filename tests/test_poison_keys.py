@@ -223,3 +223,38 @@ async def test_enqueue_over_a_dead_letter_whose_queue_is_not_utf8_names_it(
     assert caught.value.job_id == "dl"
     assert (await client.hget(keys.jobs, job.id)).endswith(spec)  # nothing was replaced
     await client.aclose()
+
+
+@pytest.mark.parametrize("kind", ["leases", "dead", "wake", "jobs", "err"])
+async def test_a_key_of_the_wrong_type_never_strands_jobs_taken_out(
+    app: App, redis_url: str, kind: str
+) -> None:
+    """Redis keeps a script's writes up to its error: reserve popped ready ids, then its write to
+    a key of the wrong type failed, and the jobs were in no structure any more (lost)."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    keys = app.broker.keys  # type: ignore[attr-defined]
+    add = app.tasks["add"]
+    jobs = [await add.enqueue(i, i) for i in range(3)]
+    due = await add.schedule(0.01, 5, 5)  # due at once: promote moves it too
+    await anyio.sleep(0.05)
+    name = getattr(keys, kind) if kind in ("jobs", "err") else getattr(keys, kind)("default")
+    saved = await client.dump(name)
+    await client.delete(name)
+    await client.set(name, b"x")
+
+    calls = [lambda: app.broker.reserve(["default"], count=5, lease=30, timeout=0)]
+    if kind != "wake":  # stats promotes due jobs too; it has no wake list
+        calls.append(lambda: app.broker.stats(["default"]))
+    for call in calls:
+        with pytest.raises(BrokerError, match="holds a string where taskit keeps"):
+            await call()
+
+    await client.delete(name)
+    if saved is not None:
+        await client.restore(name, 0, saved)
+    assert await client.llen(keys.fifo("default")) == 3
+    assert await client.zcard(keys.delayed("default")) == 1
+    await app.worker().run(burst=True)  # once repaired, every job runs
+    for job in [*jobs, due]:
+        assert (await app.get_job(job.id)).status is JobStatus.COMPLETED  # type: ignore[union-attr]
+    await client.aclose()

@@ -95,6 +95,22 @@ local function quote(v)
   return "'" .. string.gsub(string.sub(v, 1, 40), '[^%w%.%-+_:]', '?') .. "'"
 end
 
+-- The first of `keys` that holds another type than `kinds` names (TYPE's names; a missing key is
+-- fine, and so is any type where `kinds` says '*'), as an error text for redis.error_reply, or nil. A script that takes entries out of one
+-- structure and writes them to another checks first: a write refused midway (WRONGTYPE) would
+-- leave what it had taken out nowhere, and Redis keeps a script's writes up to its error.
+local function wrong_type(keys, kinds)
+  for i, key in ipairs(keys) do
+    local kind = rcall('TYPE', key).ok
+    if kind ~= 'none' and kinds[i] ~= '*' and kind ~= kinds[i] then
+      return 'WRONGTYPE damaged data: key \'' .. key .. '\' holds a ' .. kind ..
+        ' where taskit keeps a ' .. kinds[i] .. ' (not written by taskit: repair or delete it);' ..
+        ' nothing was changed'
+    end
+  end
+  return nil
+end
+
 -- A record's state table (with its spec as `s.spec`), or nil and why it is unreadable.
 local function parse_record(raw)
   local n, at = string.match(raw, '^(%d+):()')

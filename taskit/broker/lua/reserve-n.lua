@@ -21,6 +21,17 @@ local rcall = redis.call
 -- @include _common.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
+local KINDS = {'hash', 'hash', 'string'} -- then per queue, in the order of its KEYS
+for _ = 1, (#KEYS - 3) / 6 do
+  for _, kind in ipairs({'list', 'zset', 'zset', 'zset', 'zset', 'list'}) do
+    KINDS[#KINDS + 1] = kind
+  end
+end
+local fault = wrong_type(KEYS, KINDS) -- ids popped, then a refused write: jobs lost
+if fault then
+  return redis.error_reply(fault)
+end
+
 local count, lease, stem, batch = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 local out = {now, -1}
