@@ -20,6 +20,7 @@ import redis.asyncio
 from taskit import App, BrokerError, CorruptJobError, JobStatus, Settings
 from taskit.broker.keys import join_record, split_record
 from taskit.broker.redis import RedisBroker
+from taskit.job import Outcome, OutcomeKind
 from taskit.registry import live_workers
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
@@ -257,4 +258,34 @@ async def test_a_key_of_the_wrong_type_never_strands_jobs_taken_out(
     await app.worker().run(burst=True)  # once repaired, every job runs
     for job in [*jobs, due]:
         assert (await app.get_job(job.id)).status is JobStatus.COMPLETED  # type: ignore[union-attr]
+    await client.aclose()
+
+
+async def test_every_script_that_moves_jobs_checks_its_keys_first(app: App, redis_url: str) -> None:
+    """settle, reclaim, cancel and requeue_dead take a job out of one structure and write it to
+    another: with one of their keys damaged they change nothing, and the job is where it was."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    keys = app.broker.keys  # type: ignore[attr-defined]
+    broker, add = app.broker, app.tasks["add"]
+    await add.enqueue(0, 0)  # held below
+    waiting = await add.enqueue(1, 1)
+    await add.enqueue(2, 2)
+    [held] = await broker.reserve(["default"], count=1, lease=0.05, timeout=0)
+    await client.set(keys.ranked("default"), b"x")
+
+    retry = Outcome(job_id=held.job.id, token=held.token, kind=OutcomeKind.RETRY, delay=10)
+    await anyio.sleep(0.1)  # its lease has expired too
+    for call in (
+        lambda: broker.settle([retry]),
+        lambda: broker.reclaim(["default"], lease=30),
+        lambda: broker.cancel(waiting.id),
+        lambda: broker.requeue_dead("default"),
+    ):
+        with pytest.raises(BrokerError, match="holds a string where taskit keeps a zset"):
+            await call()
+
+    assert await client.zscore(keys.leases("default"), held.job.id) is not None
+    assert await client.llen(keys.fifo("default")) == 2
+    await client.delete(keys.ranked("default"))
+    assert await broker.settle([retry]) == [True]  # repaired: it applies
     await client.aclose()

@@ -95,16 +95,24 @@ local function quote(v)
   return "'" .. string.gsub(string.sub(v, 1, 40), '[^%w%.%-+_:]', '?') .. "'"
 end
 
--- The first of `keys` that holds another type than `kinds` names (TYPE's names; a missing key is
--- fine, and so is any type where `kinds` says '*'), as an error text for redis.error_reply, or nil. A script that takes entries out of one
--- structure and writes them to another checks first: a write refused midway (WRONGTYPE) would
--- leave what it had taken out nowhere, and Redis keeps a script's writes up to its error.
-local function wrong_type(keys, kinds)
-  for i, key in ipairs(keys) do
-    local kind = rcall('TYPE', key).ok
-    if kind ~= 'none' and kinds[i] ~= '*' and kind ~= kinds[i] then
-      return 'WRONGTYPE damaged data: key \'' .. key .. '\' holds a ' .. kind ..
-        ' where taskit keeps a ' .. kinds[i] .. ' (not written by taskit: repair or delete it);' ..
+-- Why a key of KEYS holds another type than this layout keeps there (TYPE's names; a missing
+-- key is fine), as an error text for redis.error_reply, or nil. KEYS is laid out as the kinds
+-- `head`, then the kinds `per` once for each of `nq` queues; keys after those (done keys, which
+-- finish deletes first) and '*' kinds may hold anything. A script that takes entries out of one
+-- structure and writes them to another checks first: Redis keeps a script's writes up to an
+-- error, so a write refused midway (WRONGTYPE) would leave what it took out in no structure.
+local function layout_fault(head, per, nq)
+  local kinds = {unpack(head)}
+  for _ = 1, nq do
+    for _, kind in ipairs(per) do
+      kinds[#kinds + 1] = kind
+    end
+  end
+  for i, want in ipairs(kinds) do
+    local kind = rcall('TYPE', KEYS[i]).ok
+    if kind ~= 'none' and want ~= '*' and kind ~= want then
+      return 'WRONGTYPE damaged data: key \'' .. KEYS[i] .. '\' holds a ' .. kind ..
+        ' where taskit keeps a ' .. want .. ' (not written by taskit: repair or delete it);' ..
         ' nothing was changed'
     end
   end

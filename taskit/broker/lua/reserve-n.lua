@@ -21,13 +21,9 @@ local rcall = redis.call
 -- @include _common.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
-local KINDS = {'hash', 'hash', 'string'} -- then per queue, in the order of its KEYS
-for _ = 1, (#KEYS - 3) / 6 do
-  for _, kind in ipairs({'list', 'zset', 'zset', 'zset', 'zset', 'list'}) do
-    KINDS[#KINDS + 1] = kind
-  end
-end
-local fault = wrong_type(KEYS, KINDS) -- ids popped, then a refused write: jobs lost
+-- ids popped, then a refused write: jobs lost
+local fault = layout_fault({'hash', 'hash', 'string'},
+  {'list', 'zset', 'zset', 'zset', 'zset', 'list'}, (#KEYS - 3) / 6)
 if fault then
   return redis.error_reply(fault)
 end

@@ -19,13 +19,9 @@ local function count(v)
   return v and is_int(v, 18, false, false) and tonumber(v) or 0
 end
 
-local KINDS = {'hash', 'string', 'hash'} -- then per queue, in the order of its KEYS
-for _ = 1, (#KEYS - 3) / 6 do
-  for _, kind in ipairs({'list', 'zset', 'zset', 'zset', 'zset', '*'}) do -- totals: read only
-    KINDS[#KINDS + 1] = kind
-  end
-end
-local fault = wrong_type(KEYS, KINDS) -- due jobs taken out, then a refused write: jobs lost
+-- due jobs taken out, then a refused write: jobs lost (totals are only read)
+local fault = layout_fault({'hash', 'string', 'hash'},
+  {'list', 'zset', 'zset', 'zset', 'zset', '*'}, (#KEYS - 3) / 6)
 if fault then
   return redis.error_reply(fault)
 end
