@@ -23,7 +23,8 @@ __all__ = ["check_result", "refused", "storable"]
 
 _ENCODER = msgspec.msgpack.Encoder()
 _RESULT = msgspec.msgpack.Decoder(JobResult)
-_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
+# RecursionError: a value that contains itself (a list holding itself).
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
 #: The kinds whose result a broker keeps (the others end without one, or run again).
 _KEEPS_RESULT = (OutcomeKind.COMPLETE, OutcomeKind.FAIL)
 _TEXT = ("error", "error_type", "traceback")
@@ -67,8 +68,12 @@ def storable(outcome: Outcome) -> tuple[Outcome, bytes] | None:
             outcome = _failed(outcome, f"{', '.join(bad)} must be text", outcome.kind)
     if outcome.kind not in _KEEPS_RESULT or outcome.result is None:
         return msgspec.structs.replace(outcome, result=None), b""
+    given: Any = outcome.result
+    if not isinstance(given, JobResult):  # nothing else has a JobResult's fields
+        why = f"its result must be a JobResult, got {type(given).__name__}"
+        outcome = _failed(msgspec.structs.replace(outcome, result=None), why, OutcomeKind.FAIL)
     try:
-        result, data = check_result(outcome.result)
+        result, data = check_result(outcome.result or JobResult(success=False))
     except SerializationError as exc:
         outcome = _failed(outcome, f"its result {exc}", OutcomeKind.FAIL)
         result, data = check_result(outcome.result or JobResult(success=False))

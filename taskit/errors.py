@@ -129,6 +129,14 @@ class BrokerOutcomeUnknownError(BrokerConnectionError):
     an enqueue safely"); a worker's settle is fenced by its lease token."""
 
 
+class BrokerValueTooLargeError(BrokerError, SerializationError):
+    """Redis refused a value bigger than it takes in one argument (``proto-max-bulk-len``,
+    512 MB by default): nothing of the call was stored. A ``SerializationError`` too, as it is
+    about what the call holds, not the broker's health: a worker fails that job alone (the
+    other outcomes settled with it are settled one by one), and retrying the same call cannot
+    help."""
+
+
 class BrokerOutOfMemoryError(BrokerError):
     """Redis is full: its used memory is over ``maxmemory`` and, with ``maxmemory-policy
     noeviction``, it refuses every command that would store more. Nothing of the refused call was

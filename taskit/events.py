@@ -157,7 +157,9 @@ class Events:
                     outcome = fn(event)
                     if inspect.isawaitable(outcome):
                         await outcome
-            except Exception:
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException:  # user code: even SystemExit must not end the worker
                 log.exception(
                     "event subscriber %r raised on %s of job %s; the job is unaffected",
                     fn, event.kind.value, event.job_id,

@@ -108,8 +108,10 @@ class Executor:
         with scope:
             try:
                 value = await self._call(task, args, kwargs)
-            except Exception as exc:
-                error = exc
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt, any BaseException
+                error = exc  # raised by a handler fail its job alone, never end the worker
         duration = time.perf_counter() - started
         if running.reason is not None:
             return _stopped(job, token, running.reason)
@@ -173,7 +175,9 @@ class Executor:
                 outcome = await anyio.to_thread.run_sync(hook, job, error, limiter=self._limiter)
                 if inspect.isawaitable(outcome):
                     await outcome
-        except Exception:
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException:  # user code: even SystemExit must not end the worker
             log.exception(
                 "on_failure hook of task %s raised; the job's retry flow is unchanged",
                 task.name,

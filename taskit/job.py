@@ -288,8 +288,15 @@ def describe_error(error: BaseException) -> tuple[str, str, str]:
     msgpack cannot carry, are escaped (``\\udc80``). The same three fields are kept on ``Job``,
     ``JobResult`` and ``Outcome``, whether the handler raised the exception or returned it.
     """
-    message = str(error) or type(error).__name__
-    trace = "".join(_traceback.format_exception(error))[-MAX_TRACEBACK:]
+    name = type(error).__name__
+    try:  # a user's exception is any code: its __str__ may raise, or return a non-string
+        message = str(error) or name
+    except Exception as exc:
+        message = f"<{name}: str() raised {type(exc).__name__}>"
+    try:
+        trace = "".join(_traceback.format_exception(error))[-MAX_TRACEBACK:]
+    except Exception as exc:  # pragma: no cover - traceback guards str() itself
+        trace = f"<traceback of {name} could not be formatted: {type(exc).__name__}>"
     return storable_text(message), storable_text(type(error).__qualname__), storable_text(trace)
 
 
@@ -306,8 +313,8 @@ def encode_value(value: Any) -> bytes:
     """msgpack-encode ``value``; raises ``SerializationError`` naming its type."""
     try:
         return _ENCODER.encode(value)
-    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
-        raise SerializationError(
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
+        raise SerializationError(  # RecursionError: a value that contains itself
             f"cannot encode a value of type {type(value).__name__}: {exc}"
         ) from exc
 

@@ -19,6 +19,7 @@ import pytest
 from taskit import App, Job, JobResult, JobStatus, MemoryBroker, Settings, WorkerStats
 from taskit._settler import Settled, Settler
 from taskit.broker.base import Broker
+from taskit.broker.redis import RedisBroker
 from taskit.errors import BrokerConnectionError, SerializationError
 from taskit.job import (
     MAX_TRACEBACK,
@@ -29,7 +30,7 @@ from taskit.job import (
     result_of,
     utc_from_timestamp,
 )
-from tests.broker._redis_kinds import open_redis_harness
+from tests.broker._redis_kinds import OwnRedisServer, open_redis_harness
 
 pytestmark = pytest.mark.anyio
 
@@ -308,3 +309,143 @@ async def test_an_outage_is_retried_for_the_whole_batch_not_split() -> None:
     assert [(o.kind, ok) for o, ok in reported.values()] == [
         (OutcomeKind.COMPLETE, Settled.APPLIED)
     ] * 3
+
+
+# -- handlers that raise or return the odd things user code does --------------------------------
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+class Custom(BaseException):
+    """Not an Exception: a worker catching only ``Exception`` let it end the worker."""
+
+
+def _loop() -> list[Any]:
+    looped: list[Any] = []
+    looped.append(looped)
+    return looped
+
+
+ODD: dict[str, tuple[Any, str]] = {  # what the handler does with it, and the stored error type
+    "raises unprintable": (Unprintable("x"), "Unprintable"),
+    "raises SystemExit": (SystemExit(3), "SystemExit"),
+    "raises KeyboardInterrupt": (KeyboardInterrupt(), "KeyboardInterrupt"),
+    "raises a BaseException": (Custom("c"), "Custom"),
+    "returns unprintable": (Unprintable("x"), "Unprintable"),
+    "returns itself": (None, "SerializationError"),
+}
+
+
+@pytest.mark.parametrize("odd", list(ODD), ids=list(ODD))
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_handler_raising_or_returning_anything_fails_its_job_alone(
+    kind: str, odd: str, request: pytest.FixtureRequest
+) -> None:
+    thing, error_type = ODD[odd]
+    async with app_on(kind, request) as app:
+
+        @app.task
+        async def good(n: int) -> int:
+            return n
+
+        @app.task(max_retries=0)
+        def strange() -> Any:  # sync: runs in a thread, as most handlers do
+            if odd.startswith("raises"):
+                raise thing
+            return _loop() if thing is None else JobResult(success=False, error=thing)
+
+        goods = [await good.enqueue(n) for n in range(3)]
+        job = await strange.enqueue()
+        stats = await burst(app, 4)  # ends: the worker was not stopped by the handler
+
+        assert (stats.completed, stats.lost) == (3, 0)
+        for n, done in enumerate(goods):
+            assert (await app.result(done.id)).value == n
+        stored = await app.get_job(job.id)
+        assert stored is not None
+        assert stored.status in (JobStatus.FAILED, JobStatus.DEAD_LETTER)
+        assert (stored.attempts, stored.error_type) == (1, error_type)
+        assert stored.error
+        if "unprintable" in odd:
+            assert stored.error == "<Unprintable: str() raised RuntimeError>"
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_hooks_and_subscribers_raising_a_base_exception_never_end_the_worker(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    async with app_on(kind, request) as app:
+
+        def hook(job: Job, error: BaseException) -> None:
+            raise SystemExit(1)
+
+        @app.on("completed")
+        def listener(event: Any) -> None:
+            raise KeyboardInterrupt
+
+        @app.task(max_retries=0, on_failure=hook)
+        def flaky(n: int) -> int:
+            if n == 0:
+                raise ValueError("n is 0")
+            return n
+
+        jobs = [await flaky.enqueue(n) for n in range(3)]
+        stats = await burst(app, 3)
+
+        assert (stats.completed, stats.dead_lettered, stats.lost) == (2, 1, 0)
+        stored = await app.get_job(jobs[0].id)
+        assert stored is not None
+        assert (stored.status, stored.error) == (JobStatus.DEAD_LETTER, "n is 0")
+
+
+@pytest.mark.redis
+async def test_a_result_bigger_than_redis_takes_fails_its_job_alone() -> None:
+    """Redis refuses an argument over ``proto-max-bulk-len`` (512 MB by default; 1 MB here) as a
+    protocol error: the batch holding it was retried as an outage for a whole lease, and every
+    job in it ran again."""
+    server = OwnRedisServer("--proto-max-bulk-len", "1mb")
+    server.start()
+    try:
+        settings = Settings(visibility_timeout=2.0, reaper_interval=0.2, backoff=0.0)
+        app = App(RedisBroker(server.url, prefix="big"), settings=settings)
+        started = 0
+        all_in = anyio.Event()
+
+        async def together() -> None:
+            nonlocal started
+            started += 1
+            if started == 6:
+                all_in.set()
+            await all_in.wait()
+
+        @app.task
+        async def good(n: int) -> int:
+            await together()
+            return n
+
+        @app.task(max_retries=0)
+        async def big() -> str:
+            await together()
+            return "x" * 2_000_000
+
+        goods = [await good.enqueue(n) for n in range(5)]
+        job = await big.enqueue()
+        stats = await burst(app, 6)
+
+        assert (stats.completed, stats.failed, stats.lost, stats.unknown) == (5, 1, 0, 0)
+        for n, done in enumerate(goods):
+            stored = await app.get_job(done.id)
+            assert stored is not None
+            assert (stored.status, stored.attempts, stored.result.value) == (  # type: ignore[union-attr]
+                JobStatus.COMPLETED,
+                1,
+                n,
+            )
+        failed = await app.get_job(job.id)
+        assert failed is not None
+        assert (failed.status, failed.attempts) == (JobStatus.FAILED, 1)
+        assert "proto-max-bulk-len" in (failed.error or "")
+        await app.broker.close()
+    finally:
+        server.stop()

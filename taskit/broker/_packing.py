@@ -19,7 +19,20 @@ try:
 except ImportError:  # pragma: no cover - hiredis is part of the `redis` extra
     _pack = None
 
-__all__ = ["use_fast_packing"]
+__all__ = ["plain", "use_fast_packing"]
+
+
+def plain(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` as hiredis takes them: buffers as bytes, and text as UTF-8 with lone surrogates
+    sent as the bytes they stand for (``surrogateescape``), so that an id read from Redis that is
+    not UTF-8 (damaged data) goes back as the very bytes it was. Only called after a plain pack
+    failed: the common call pays nothing."""
+    return tuple(
+        bytes(a) if isinstance(a, bytearray | memoryview)
+        else a.encode("utf-8", "surrogateescape") if isinstance(a, str)
+        else a
+        for a in args
+    )  # fmt: skip
 
 
 def use_fast_packing(pool: ConnectionPool) -> None:
@@ -41,14 +54,8 @@ def _packing_with(
                 args = (*words, *args[1:])
             try:
                 return [pack(args)]
-            except TypeError:  # hiredis takes str, int, float and bytes only
-                return [
-                    pack(
-                        tuple(
-                            bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args
-                        )
-                    )
-                ]
+            except (TypeError, UnicodeEncodeError):  # see plain
+                return [pack(plain(args))]
 
     HiredisPacking.__name__ = HiredisPacking.__qualname__ = f"HiredisPacking{base.__name__}"
     return HiredisPacking

@@ -8,9 +8,10 @@ asyncio only, so under trio every call raises ``ConfigurationError``.
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -31,6 +32,7 @@ from taskit.broker.keys import (
 from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
 from taskit.config import Settings, redact_url
 from taskit.errors import (
+    BrokerError,
     BrokerOutcomeUnknownError,
     ConfigurationError,
     CorruptJobError,
@@ -40,6 +42,7 @@ from taskit.job import Job, QueueStats
 
 __all__ = ["RedisBase"]
 
+log = logging.getLogger(__name__)
 _SCRIPTS = Scripts()
 # Jobs promoted, purged or requeued per script call: bounds how long one call holds Redis.
 BATCH = 1000
@@ -124,7 +127,7 @@ class RedisBase(Broker):
         """See ``Broker.cancel``; ``CorruptJobError`` if the job's record is unreadable (its
         queue, and so what to cancel, cannot be known): nothing changes."""
         k = self._keys
-        raw = await self._conn.guard(self._conn.pair().main.hget(k.jobs, job_id))
+        raw = await self._named([k.jobs], self._conn.pair().main.hget(k.jobs, job_id))
         queue = None if raw is None else parse_state(split_record(raw, job_id)[0], job_id).queue
         for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
             if queue is None:
@@ -148,8 +151,8 @@ class RedisBase(Broker):
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         k = self._keys
         if queues is None:
-            members = await self._conn.guard(self._conn.pair().main.smembers(k.queues))
-            queues = sorted(m.decode() for m in members)
+            members = await self._named([k.queues], self._conn.pair().main.smembers(k.queues))
+            queues = sorted(_names(members, "queue name", k.queues))
         if not queues:
             return {}
         keys = [k.jobs, k.seq]
@@ -171,18 +174,20 @@ class RedisBase(Broker):
             "dead-letters", [k.dead(queue), k.jobs, k.err], [max(offset, 0), limit]
         )
         rows = [reply[i : i + 4] for i in range(0, len(reply), 4)]
-        return [
-            self._dead_letter(queue, job_id.decode(), spec, state, err)
-            for job_id, spec, state, err in rows
-        ]
+        return [self._dead_letter(queue, *row) for row in rows]
 
-    def _dead_letter(self, queue: str, job_id: str, spec: bytes, state: bytes, err: bytes) -> Job:
-        """A dead letter as a Job; a stand-in naming the problem when its record is unreadable
-        (a listing must show every dead letter, never fail on one)."""
+    def _dead_letter(self, queue: str, raw_id: bytes, spec: bytes, state: bytes, err: bytes) -> Job:
+        """A dead letter as a Job; a stand-in naming the problem when its record or its id is
+        unreadable (a listing must show every dead letter, never fail on one)."""
+        job_id = raw_id.decode(errors="backslashreplace")
         try:
+            if not raw_id.isascii():
+                raw_id.decode()
             if not state:  # the script could not split the record
                 parse_state(split_record(spec, job_id)[0], job_id)
             return self._job(job_id, spec, state, err, b"")
+        except UnicodeDecodeError:
+            return corrupt_job(job_id, queue, f"job id {job_id!r} is not UTF-8")
         except CorruptJobError as exc:
             return corrupt_job(job_id, queue, str(exc))
 
@@ -236,7 +241,11 @@ class RedisBase(Broker):
         k = self._keys
         args: list[Arg] = [name or "", record, ms(ttl) if name else 0]
         reply = await self._run("heartbeat", [k.workers, k.beats], args)
-        return {reply[i].decode(): bytes(reply[i + 1]) for i in range(0, len(reply), 2)}
+        # A name is shown, never used as a key: one that is not UTF-8 is shown escaped.
+        return {
+            reply[i].decode(errors="backslashreplace"): bytes(reply[i + 1])
+            for i in range(0, len(reply), 2)
+        }
 
     async def close(self) -> None:
         await self._conn.close()
@@ -255,7 +264,43 @@ class RedisBase(Broker):
         pair = self._conn.pair()
         if self._watch.due():
             await self._watch.check(pair.main)
-        return await self._conn.guard(_SCRIPTS.call(pair.scripts, name, keys, args))
+        return await self._named(keys, _SCRIPTS.call(pair.scripts, name, keys, args))
+
+    async def _named(self, keys: list[str], call: Awaitable[Any]) -> Any:
+        """``guard(call)``; a ``WRONGTYPE`` error (a key holding another type than this layout
+        keeps there: damaged data) names the key(s) of ``keys`` at fault and what each holds."""
+        try:
+            return await self._conn.guard(call)
+        except BrokerError as exc:
+            if type(exc) is not BrokerError or "WRONGTYPE" not in str(exc):
+                raise
+            if "where taskit keeps" in str(exc):  # a script that checked first named it
+                raise
+            main = self._conn.pair().main
+            found = [(key, (await self._conn.guard(main.type(key))).decode()) for key in keys]
+            wrong = [
+                f"key {key!r} holds a {kind} where taskit keeps a {self._keys.kind_of(key)}"
+                for key, kind in found
+                if kind != "none" and self._keys.kind_of(key) not in (None, kind)
+            ]
+            if not wrong:
+                raise
+            raise BrokerError(
+                f"{exc}: damaged data, {'; '.join(wrong)} (not written by taskit: repair or "
+                "delete it)"
+            ) from exc
+
+
+def _names(members: Any, what: str, key: str) -> list[str]:
+    """The members of a set of names as text; one that is not UTF-8 (damaged data: no name
+    taskit writes is) is left out with a warning naming it and ``key``."""
+    names = []
+    for m in members:
+        try:
+            names.append(m.decode())
+        except UnicodeDecodeError:
+            log.warning("%s %r in %s is not UTF-8; left out", what, bytes(m), key)
+    return names
 
 
 def ms(seconds: float) -> int:

@@ -30,6 +30,8 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 import redis.exceptions as rexc
 
+from taskit.broker._packing import plain
+
 __all__ = [
     "DEFAULT_TIMEOUT",
     "OOM_REPLY",
@@ -328,7 +330,6 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
 def pack(args: Sequence[Any]) -> bytes:
     try:
         packed = hiredis.pack_command(cast(Any, tuple(args)))
-    except TypeError:  # hiredis takes str, int, float and bytes only
-        plain = tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)
-        packed = hiredis.pack_command(cast(Any, plain))
+    except (TypeError, UnicodeEncodeError):  # a buffer, or text not UTF-8 (see plain)
+        packed = hiredis.pack_command(cast(Any, plain(tuple(args))))
     return cast(bytes, packed)

@@ -67,6 +67,7 @@ class ServerWatch:
         self._epoch: bytes | None = None
         self._due = 0.0
         self._policy_checked = False
+        self._damage_logged = False
         #: How many times this broker found its server's data gone.
         self.restarts_detected = 0
         # Out of memory: when the last warning was logged, whether no "accepts writes again"
@@ -97,7 +98,13 @@ class ServerWatch:
         if created:
             current: bytes | None = fresh
         else:
-            current = await self._guard(lambda: client.get(self._key))
+            try:
+                current = await self._guard(lambda: client.get(self._key))
+            except BrokerError as exc:
+                if type(exc) is not BrokerError:  # unreachable: the caller's command fails too
+                    raise
+                await self._damaged(client, exc)  # damaged data: never fails the call it rides on
+                return
         if self._epoch is not None and current != self._epoch:
             self.restarts_detected += 1
             log.error(
@@ -109,6 +116,19 @@ class ServerWatch:
                 (current or b"-").decode(errors="replace"),
             )  # fmt: skip
         self._epoch = current
+
+    async def _damaged(self, client: Redis, exc: BrokerError) -> None:
+        """The epoch key holds another type than a string (WRONGTYPE): say so once."""
+        if self._damage_logged:
+            return
+        self._damage_logged = True
+        kind = await self._guard(lambda: client.type(self._key))
+        log.error(
+            "Redis at %s: key %r holds a %s where taskit keeps a string (damaged data, not "
+            "written by taskit); a restart that lost the data cannot be noticed until it is "
+            "deleted: %s",
+            self._where, self._key, kind.decode(errors="replace"), exc,
+        )  # fmt: skip
 
     def full(self) -> None:
         """Redis refused a write for being over ``maxmemory``: warn, at most once per

@@ -140,6 +140,23 @@ class Keys:
         """A SCAN pattern matching every key of this prefix."""
         return f"{self.tag}*"
 
+    def kind_of(self, key: str) -> str | None:
+        """The Redis type (as ``TYPE`` names it) this layout keeps at ``key``; None for a key
+        that is not this prefix's."""
+        fixed = {self.jobs: "hash", self.err: "hash", self.beats: "hash", self.seq: "string",
+                 self.epoch: "string", self.queues: "set", self.workers: "zset"}  # fmt: skip
+        if key in fixed:
+            return fixed[key]
+        for part, kind in ((":done:", "hash"), (":claim:", "string"), (":q:", None)):
+            if key.startswith(self.tag + part):
+                return kind or _QUEUE_KINDS.get(key.rpartition(":")[2])
+        return None
+
+
+#: The Redis type of each queue key, by its last part (see ``Keys.queue``).
+_QUEUE_KINDS = {"fifo": "list", "wake": "list", "ranked": "zset", "delayed": "zset",
+                "leases": "zset", "dead": "zset", "totals": "hash"}  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class State:

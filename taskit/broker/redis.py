@@ -159,7 +159,7 @@ class RedisBroker(RedisBase):
             return got  # noqa: RET504 - outside the scope, whose exit may swallow (mypy)
         # No checkpoint from here to the caller's ``_handed_over`` (``_reserved`` shields its
         # own settle): leases reach it even if a cancellation came meanwhile.
-        return await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
+        return await self._reserved(queues, lease, await self._named(keys, _checked(raw)))
 
     def _salvage(self, queues: Sequence[str], lease: float) -> Callable[[Any], Awaitable[None]]:
         """What a cancelled reserve does with a reply that came anyway: hand back its leases."""
@@ -204,7 +204,7 @@ class RedisBroker(RedisBase):
             elif _missing_script(raw):
                 got = await self._reserve_once(queues, count, lease)  # loads the scripts
             else:
-                got = await self._reserved(queues, lease, await self._conn.guard(_checked(raw)))
+                got = await self._reserved(queues, lease, await self._named(keys, _checked(raw)))
         return got
 
     def _leases(
@@ -217,12 +217,20 @@ class RedisBroker(RedisBase):
         now: list[Outcome] = []
         for i in range(0, len(rows), 5):
             q, raw_id, spec, state, err = rows[i : i + 5]
-            job_id, queue = raw_id.decode(), queues[int(q) - 1]
+            queue = queues[int(q) - 1]
             # The script checked the state and wrote it anew: field 5 is the token it gave.
             token = f"{state.split(b'|', 5)[4].decode(errors='replace')}|{queue}"
+            # An id that is not UTF-8 (damaged data) is settled under its very bytes (_packing).
+            job_id = raw_id.decode(errors="surrogateescape")
             try:
+                if not raw_id.isascii():
+                    raw_id.decode()  # an id taskit never writes: a dead letter with a reason
                 parsed = parse_state(state, job_id)
                 job = merge_state(decode_job(spec), job_id, parsed, err, b"")
+            except UnicodeDecodeError:
+                shown = raw_id.decode(errors="backslashreplace")
+                now.append(_unreadable(job_id, token, CorruptJobError(shown, "id", "is not UTF-8")))
+                continue
             except (SerializationError, CorruptJobError, msgspec.DecodeError) as exc:
                 now.append(_unreadable(job_id, token, exc))
                 continue
@@ -351,7 +359,13 @@ class _Enqueue:
             self._rounds += 1  # each round learns one job's dead-letter queue
             if self._rounds > len(self._jobs):  # pragma: no cover - only if Redis keeps changing
                 raise BrokerError("enqueue kept finding dead letters in other queues")
-            self._dead_in[int(reply[1]) - 1] = reply[2].decode()  # a dead letter elsewhere
+            i = int(reply[1]) - 1
+            try:
+                self._dead_in[i] = reply[2].decode()  # a dead letter elsewhere
+            except UnicodeDecodeError:  # as get and cancel read its state: unreadable
+                raise CorruptJobError(
+                    self._jobs[i].id, "queue", f"is not UTF-8: {reply[2]!r}; nothing was enqueued"
+                ) from None
             return
         self.done = [
             self._row(job, spec, reply[1 + 5 * i : 6 + 5 * i])

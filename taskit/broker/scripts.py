@@ -49,10 +49,14 @@ from taskit.errors import (
     BrokerError,
     BrokerOutcomeUnknownError,
     BrokerOutOfMemoryError,
+    BrokerValueTooLargeError,
     ConfigurationError,
 )
 
 __all__ = ["Arg", "ClientPair", "Connections", "Script", "ScriptName", "Scripts"]
+
+#: How Redis refuses an argument over ``proto-max-bulk-len`` (it then drops the connection).
+_TOO_LARGE = "Protocol error: invalid bulk length"
 
 #: Every command script, by the name before its key count.
 ScriptName = Literal[
@@ -347,6 +351,12 @@ class Connections:
                 "'maxmemory' and nothing may be evicted (maxmemory-policy noeviction), so it "
                 "refused to store more; nothing of this call was stored. Free memory or raise "
                 "maxmemory (docs/operations.md)."
+            )
+        if isinstance(exc, redis.exceptions.ResponseError) and _TOO_LARGE in str(exc):
+            return BrokerValueTooLargeError(
+                f"Redis at {redact_url(self._url)} refused a value bigger than it takes in one "
+                f"argument (proto-max-bulk-len, 512 MB by default): {self._scrub(exc)}; nothing "
+                "of this call was stored"
             )
         if _reply_lost(exc):
             return BrokerOutcomeUnknownError(

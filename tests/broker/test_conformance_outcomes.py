@@ -87,6 +87,8 @@ UNSTORABLE: dict[str, tuple[Any, str]] = {
     "raw not msgpack": (_raw_not_msgpack(), "is not serializable"),
     "error of wrong type": (JobResult(success=False, error=42), "field 'error'"),  # type: ignore[arg-type]
     "success not a bool": (JobResult(success="yes"), "field 'success'"),  # type: ignore[arg-type]
+    "not a JobResult": (42, "result must be a JobResult, got int"),
+    "a dict for a JobResult": ({"success": True}, "result must be a JobResult, got dict"),
 }
 
 

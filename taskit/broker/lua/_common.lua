@@ -95,6 +95,30 @@ local function quote(v)
   return "'" .. string.gsub(string.sub(v, 1, 40), '[^%w%.%-+_:]', '?') .. "'"
 end
 
+-- Why a key of KEYS holds another type than this layout keeps there (TYPE's names; a missing
+-- key is fine), as an error text for redis.error_reply, or nil. KEYS is laid out as the kinds
+-- `head`, then the kinds `per` once for each of `nq` queues; keys after those (done keys, which
+-- finish deletes first) and '*' kinds may hold anything. A script that takes entries out of one
+-- structure and writes them to another checks first: Redis keeps a script's writes up to an
+-- error, so a write refused midway (WRONGTYPE) would leave what it took out in no structure.
+local function layout_fault(head, per, nq)
+  local kinds = {unpack(head)}
+  for _ = 1, nq do
+    for _, kind in ipairs(per) do
+      kinds[#kinds + 1] = kind
+    end
+  end
+  for i, want in ipairs(kinds) do
+    local kind = rcall('TYPE', KEYS[i]).ok
+    if kind ~= 'none' and want ~= '*' and kind ~= want then
+      return 'WRONGTYPE damaged data: key \'' .. KEYS[i] .. '\' holds a ' .. kind ..
+        ' where taskit keeps a ' .. want .. ' (not written by taskit: repair or delete it);' ..
+        ' nothing was changed'
+    end
+  end
+  return nil
+end
+
 -- A record's state table (with its spec as `s.spec`), or nil and why it is unreadable.
 local function parse_record(raw)
   local n, at = string.match(raw, '^(%d+):()')
@@ -337,7 +361,9 @@ local function finish(K, id, s, status, now, ttl, result)
   rcall('HDEL', K.jobs, id)
   rcall('HDEL', K.err, id)
   if status == 'completed' or status == 'failed' then
-    rcall('HINCRBY', K.totals, status, 1)
+    -- pcall: a counter holding a non-integer (or a key of another type) is damaged data; it
+    -- must never fail the settle that ends this job and the others of its call.
+    redis.pcall('HINCRBY', K.totals, status, 1)
   end
 end
 

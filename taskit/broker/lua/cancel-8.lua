@@ -13,6 +13,10 @@ Cancelling a pending job of the default priority scans its queue's FIFO list: O(
 local rcall = redis.call
 -- @include _common.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
+local fault = layout_fault({'hash', 'hash', '*', 'list', 'zset', 'zset', 'zset', '*'}, {}, 0)
+if fault then -- a job out of its queue, then a refused write: the job lost
+  return redis.error_reply(fault)
+end
 
 local id, queue, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local s = load_state(KEYS[1], id)

@@ -17,6 +17,11 @@ Returns {now_ms, then per lease: q, id, spec, state, error}.
 local rcall = redis.call
 -- @include _common.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
+local fault = layout_fault({'hash', 'hash', 'string'},
+  {'zset', 'zset', 'list', 'zset', 'zset'}, (#KEYS - 3) / 5)
+if fault then -- a job out of its lease set, then a refused write: the job lost
+  return redis.error_reply(fault)
+end
 
 local lease, limit, stem = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()

@@ -11,6 +11,10 @@ be dead-lettered again; it is there to be read and purged). Returns how many wer
 local rcall = redis.call
 -- @include _common.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
+local fault = layout_fault({'hash', 'string', 'list', 'zset', 'zset', 'list'}, {}, 0)
+if fault then -- a dead letter out of its set, then a refused write: the job lost
+  return redis.error_reply(fault)
+end
 
 local ids = {}
 if #ARGV > 1 then

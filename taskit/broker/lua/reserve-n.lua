@@ -21,6 +21,13 @@ local rcall = redis.call
 -- @include _common.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
+-- ids popped, then a refused write: jobs lost
+local fault = layout_fault({'hash', 'hash', 'string'},
+  {'list', 'zset', 'zset', 'zset', 'zset', 'list'}, (#KEYS - 3) / 6)
+if fault then
+  return redis.error_reply(fault)
+end
+
 local count, lease, stem, batch = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 local out = {now, -1}

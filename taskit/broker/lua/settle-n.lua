@@ -29,6 +29,11 @@ token: nothing changed).
 local rcall = redis.call
 -- @include _common.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
+local fault = layout_fault({'hash', 'hash', 'string'},
+  {'list', 'zset', 'zset', 'zset', 'zset', '*', 'list'}, tonumber(ARGV[2]))
+if fault then -- a job out of its lease set, then a refused write: the job lost
+  return redis.error_reply(fault)
+end
 
 local ttl = tonumber(ARGV[1])
 local now = now_ms()

@@ -14,6 +14,18 @@ local rcall = redis.call
 -- @include _common.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
+-- A stored count, or 0 for none or one that is not up to 18 digits.
+local function count(v)
+  return v and is_int(v, 18, false, false) and tonumber(v) or 0
+end
+
+-- due jobs taken out, then a refused write: jobs lost (totals are only read)
+local fault = layout_fault({'hash', 'string', 'hash'},
+  {'list', 'zset', 'zset', 'zset', 'zset', '*'}, (#KEYS - 3) / 6)
+if fault then
+  return redis.error_reply(fault)
+end
+
 local now = now_ms()
 local out = {}
 for q = 1, (#KEYS - 3) / 6 do
@@ -24,10 +36,14 @@ for q = 1, (#KEYS - 3) / 6 do
     dead = KEYS[k + 5]}
   promote(G, R, P, now, tonumber(ARGV[1]))
   local overdue = rcall('ZCOUNT', KEYS[k + 3], '-inf', now)
-  local totals = rcall('HMGET', KEYS[k + 6], 'completed', 'failed')
+  -- Counters are only counts: a damaged one (not digits, or not a hash) reads as 0.
+  local totals = redis.pcall('HMGET', KEYS[k + 6], 'completed', 'failed')
+  if totals.err then
+    totals = {}
+  end
   for _, v in ipairs({ready_count(R) + overdue,
       rcall('ZCARD', KEYS[k + 3]) - overdue, rcall('ZCARD', KEYS[k + 4]),
-      tonumber(totals[1]) or 0, tonumber(totals[2]) or 0, rcall('ZCARD', KEYS[k + 5])}) do
+      count(totals[1]), count(totals[2]), rcall('ZCARD', KEYS[k + 5])}) do
     out[#out + 1] = v
   end
 end
