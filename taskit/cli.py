@@ -183,6 +183,11 @@ def worker(
             backend=backend,
             backend_options=options,
         )
+        if the_worker.threads_running:
+            # Abandoned handler threads (logged by the worker): Python's exit would join them,
+            # holding a stopped worker for as long as a handler runs, maybe for ever.
+            logging.shutdown()
+            os._exit(0)
     except (BrokerAuthenticationError, ConfigurationError, BaseExceptionGroup) as exc:
         fatal = _fatal(exc)
         if fatal is None:

@@ -148,6 +148,7 @@ class Worker:
         self._drained = anyio.Event()
         self._runners_left = 0
         self._tg: anyio.abc.TaskGroup | None = None
+        self._executor: Executor | None = None
 
     # -- public ------------------------------------------------------------------------------
     async def run(self, *, burst: bool = False, handle_signals: bool = False) -> WorkerStats:
@@ -155,7 +156,7 @@ class Worker:
         scheduled, retrying or running). ``handle_signals``: SIGTERM/SIGINT stop the worker
         (main thread only). Returns what this run did."""
         limiter = anyio.CapacityLimiter(self.app.settings.sync_concurrency)
-        executor = Executor(self.app, limiter)
+        executor = self._executor = Executor(self.app, limiter)
         settler = self._settler = Settler(self.app.broker, self.lease, self._settled)
         inbox = Inbox()
         events = WorkerEvents(self.app.events, self.name) if self.app.events else None
@@ -195,7 +196,19 @@ class Worker:
                 await events.close()  # deliver what is left before the services stop
             services.cancel_scope.cancel()
         log.info("worker %s stopped: %s", self.name, self.stats)
+        if executor.threads_running:
+            log.warning(
+                "worker %s: %d sync handler thread(s) still running, abandoned (a thread cannot "
+                "be stopped; their jobs were handed back or failed)",
+                self.name, executor.threads_running,
+            )  # fmt: skip
         return self.stats
+
+    @property
+    def threads_running(self) -> int:
+        """Sync handlers of this worker still running in threads (after a stop: abandoned;
+        a process that exits waits for them unless it ends with ``os._exit``)."""
+        return 0 if self._executor is None else self._executor.threads_running
 
     async def _grace(self) -> float:
         """Let running jobs finish until the grace period, counted from the stop, ends (at once
