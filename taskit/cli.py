@@ -249,11 +249,19 @@ async def _run_worker(
         try:
             await the_worker.run(burst=burst, handle_signals=True)
         finally:
+            _ignore_stop_signals()
             services.cancel_scope.cancel()
             if metrics is not None:
                 from taskit.metrics import stop_serving
 
                 stop_serving(metrics[1])
+
+
+def _ignore_stop_signals() -> None:
+    """Stopped: the process only exits now. Without this, a second Ctrl-C or SIGTERM in the
+    teardown killed it (status -15) or raised KeyboardInterrupt ("Aborted!", status 1)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _load_schedules(app: App, path: str | None) -> None:
@@ -286,7 +294,9 @@ def scheduler(app_path: str, schedules: str | None, log_level: str, log_format: 
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
                     logging.getLogger("taskit.scheduler").info("scheduler stopping")
-                    tg.cancel_scope.cancel()
+                    break
+            _ignore_stop_signals()  # once the receiver is closed: closing restores the defaults
+            tg.cancel_scope.cancel()
 
     anyio.run(serve)
 

@@ -155,6 +155,14 @@ class Worker:
         """Run until ``stop()`` (or, with ``burst``, until the queues are empty: nothing ready,
         scheduled, retrying or running). ``handle_signals``: SIGTERM/SIGINT stop the worker
         (main thread only). Returns what this run did."""
+        async with anyio.create_task_group() as watch:
+            if handle_signals:  # to the very end: a second signal in the last steps still counts
+                await watch.start(self._watch_signals)
+            await self._run(burst)
+            watch.cancel_scope.cancel()
+        return self.stats
+
+    async def _run(self, burst: bool) -> None:
         limiter = anyio.CapacityLimiter(self.app.settings.sync_concurrency)
         executor = self._executor = Executor(self.app, limiter)
         settler = self._settler = Settler(self.app.broker, self.lease, self._settled)
@@ -162,8 +170,6 @@ class Worker:
         events = WorkerEvents(self.app.events, self.name) if self.app.events else None
         self._events = events
         async with anyio.create_task_group() as services:
-            if handle_signals:
-                await services.start(self._watch_signals)
             log.info(
                 "worker %s starting: queues=%s concurrency=%d broker=%s",
                 self.name, ",".join(self.queues), self.concurrency, self.app.broker_url,
@@ -202,7 +208,6 @@ class Worker:
                 "be stopped; their jobs were handed back or failed)",
                 self.name, executor.threads_running,
             )  # fmt: skip
-        return self.stats
 
     @property
     def threads_running(self) -> int:

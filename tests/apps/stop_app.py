@@ -9,6 +9,7 @@ The worker's own log lines say when a job started and how it was settled.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -29,6 +30,7 @@ async def sleep(seconds: float) -> float:
 @app.task(name="stop.block")
 def block(seconds: float) -> float:
     """Sleep ``seconds`` in a worker thread: nothing can stop it sooner."""
+    logging.getLogger(__name__).info("stop.block sleeping in its thread")
     time.sleep(seconds)
     return seconds
 
