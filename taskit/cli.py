@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -241,20 +242,29 @@ def _metrics(app: App, port: int | None) -> tuple[Metrics, Any] | None:
 async def _run_worker(
     the_worker: Worker, burst: bool, scheduler: bool, metrics: tuple[Metrics, Any] | None
 ) -> None:
-    async with anyio.create_task_group() as services:
-        if metrics is not None:
-            services.start_soon(metrics[0].refresh_forever)
-        if scheduler:
-            services.start_soon(Scheduler(the_worker.app).run)
-        try:
-            await the_worker.run(burst=burst, handle_signals=True)
-        finally:
-            _ignore_stop_signals()
-            services.cancel_scope.cancel()
+    # Signals are taken here, not by the worker: the receiver closes (restoring the default
+    # handlers) in this task, and stop signals are ignored right after, with no await between.
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with anyio.create_task_group() as services:
+            services.start_soon(_relay, signals, the_worker)
             if metrics is not None:
-                from taskit.metrics import stop_serving
+                services.start_soon(metrics[0].refresh_forever)
+            if scheduler:
+                services.start_soon(Scheduler(the_worker.app).run)
+            try:
+                await the_worker.run(burst=burst)
+            finally:
+                services.cancel_scope.cancel()
+                if metrics is not None:
+                    from taskit.metrics import stop_serving
 
-                stop_serving(metrics[1])
+                    stop_serving(metrics[1])
+    _ignore_stop_signals()
+
+
+async def _relay(signals: AsyncIterator[int], the_worker: Worker) -> None:
+    async for signum in signals:
+        the_worker.signalled(signum)
 
 
 def _ignore_stop_signals() -> None:

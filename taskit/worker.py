@@ -257,7 +257,8 @@ class Worker:
         tb: TracebackType | None,
     ) -> bool | None:
         assert self._tg is not None
-        self.stop()
+        # Cancelled from outside: stop at once, handing running jobs back (not left leased).
+        self.stop(graceful=not isinstance(exc, anyio.get_cancelled_exc_class()))
         if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
             # The application's own error: stop the worker, then let the error out unwrapped
             # (handed to the task group, it would come out inside an ExceptionGroup).
@@ -266,7 +267,11 @@ class Worker:
         return await self._tg.__aexit__(exc_type, exc, tb)
 
     async def _run_embedded(self) -> None:
-        await self.run()
+        # Shielded: a cancelled host must not cut the worker's stop short (running jobs would
+        # stay leased until their leases expire); ``__aexit__`` always stops it, and a stop
+        # ends in bounded time.
+        with anyio.CancelScope(shield=True):
+            await self.run()
 
     # -- fetching ----------------------------------------------------------------------------
     async def _fetch(self, inbox: Inbox, burst: bool) -> None:
@@ -436,12 +441,16 @@ class Worker:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             task_status.started()
             async for signum in signals:
-                graceful = not self._stopping.is_set()
-                log.info(
-                    "worker %s got %s: %s", self.name, signal.Signals(signum).name,
-                    "stopping gracefully" if graceful else "stopping now",
-                )  # fmt: skip
-                self.stop(graceful=graceful)
+                self.signalled(signum)
+
+    def signalled(self, signum: int) -> None:
+        """Act on a stop signal: the first stops gracefully, any later one at once."""
+        graceful = not self._stopping.is_set()
+        log.info(
+            "worker %s got %s: %s", self.name, signal.Signals(signum).name,
+            "stopping gracefully" if graceful else "stopping now",
+        )  # fmt: skip
+        self.stop(graceful=graceful)
 
 
 async def _set_after(run: Callable[[], Awaitable[None]], done: anyio.Event) -> None:
