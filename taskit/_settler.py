@@ -50,7 +50,8 @@ class Settled(enum.Enum):
     APPLIED = "applied"
     #: The broker refused it: the lease had passed to another worker. Nothing changed.
     STALE = "stale"
-    #: Never delivered: the broker stayed unreachable for a whole lease (nothing was sent).
+    #: Never delivered: the broker stayed unreachable for a whole lease, or until a stopping
+    #: worker gave up (nothing was sent).
     UNDELIVERED = "undelivered"
     #: Sent, but the reply was lost, and no later try could tell whether it applied.
     UNKNOWN = "unknown"
@@ -65,12 +66,12 @@ _MEANING = {
     Settled.APPLIED: "applied",
     Settled.STALE: "rejected, the lease had passed to another worker",
     Settled.UNDELIVERED: (
-        "not delivered, the broker stayed unreachable for a whole lease; the job runs again "
+        "not delivered, the broker could not be reached (nothing was sent); the job runs again "
         "once its lease is reclaimed"
     ),
     Settled.UNKNOWN: (
-        "outcome unknown: the reply to the first try was lost and the retry found the lease "
-        "gone (it may have applied; if not, the job runs again)"
+        "outcome unknown: a try was sent but its reply was lost, and no later answer could tell "
+        "whether it applied (it may have; if not, the job runs again)"
     ),
 }
 
@@ -95,6 +96,9 @@ class Settler:
         self._give_up_at = math.inf  # anyio clock: set by close()
         self._sending: anyio.CancelScope | None = None  # the batch in flight
         self._outage = Outage("settle", log, backoff=_OUTAGE_BACKOFF)
+        # The batch in flight: whether a try of it may have reached the broker (sent, its reply
+        # lost, or a call under way when it was given up); otherwise it was never delivered.
+        self._maybe_sent = False
 
     def submit(self, outcome: Outcome) -> None:
         """Queue an outcome; it is sent with the next batch."""
@@ -123,11 +127,15 @@ class Settler:
                 await self._wake.wait()
                 continue
             batch, self._pending = self._pending, []
-            # Given up mid-send at shutdown: it may or may not have reached the broker.
-            settled = [(outcome, Settled.UNKNOWN) for outcome in batch]
+            self._maybe_sent = False
+            settled: list[tuple[Outcome, Settled]] = []
             with anyio.CancelScope(shield=True, deadline=self._give_up_at) as self._sending:
                 settled = await self._settle(batch)
             if self._sending.cancelled_caught:
+                # Given up at shutdown: unknown if a try may have reached the broker, else
+                # never delivered (a broker that refused every connection got nothing).
+                gave_up = Settled.UNKNOWN if self._maybe_sent else Settled.UNDELIVERED
+                settled = [(outcome, gave_up) for outcome in batch]
                 log.error(
                     "gave up settling %d jobs as the worker stopped (the broker did not answer): "
                     "their leases expire and they are reclaimed", len(batch),
@@ -167,12 +175,17 @@ class Settler:
         # on after that try applied (the broker answers "applied" only while it can tell).
         sent = False
         while True:
+            before, self._maybe_sent = (
+                self._maybe_sent,
+                True,
+            )  # given up during the call: maybe sent
             try:
                 applied = await self._broker.settle(batch)
             except SerializationError:
                 raise  # about what the batch holds: retrying it cannot help (see ``_settle``)
             except (TaskitError, OSError) as exc:
                 sent = sent or isinstance(exc, BrokerOutcomeUnknownError)
+                self._maybe_sent = before or sent
                 if anyio.current_time() >= give_up:
                     log.error("could not settle %d jobs for a whole lease: %s", len(batch), exc)
                     return [Settled.UNKNOWN if sent else Settled.UNDELIVERED] * len(batch)

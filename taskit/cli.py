@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -184,6 +185,11 @@ def worker(
             backend=backend,
             backend_options=options,
         )
+        if the_worker.threads_running:
+            # Abandoned handler threads (logged by the worker): Python's exit would join them,
+            # holding a stopped worker for as long as a handler runs, maybe for ever.
+            logging.shutdown()
+            os._exit(0)
     except (BrokerAuthenticationError, ConfigurationError, BaseExceptionGroup) as exc:
         fatal = _fatal(exc)
         if fatal is None:
@@ -238,19 +244,36 @@ def _metrics(app: App, port: int | None) -> tuple[Metrics, Any] | None:
 async def _run_worker(
     the_worker: Worker, burst: bool, scheduler: bool, metrics: tuple[Metrics, Any] | None
 ) -> None:
-    async with anyio.create_task_group() as services:
-        if metrics is not None:
-            services.start_soon(metrics[0].refresh_forever)
-        if scheduler:
-            services.start_soon(Scheduler(the_worker.app).run)
-        try:
-            await the_worker.run(burst=burst, handle_signals=True)
-        finally:
-            services.cancel_scope.cancel()
+    # Signals are taken here, not by the worker: the receiver closes (restoring the default
+    # handlers) in this task, and stop signals are ignored right after, with no await between.
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with anyio.create_task_group() as services:
+            services.start_soon(_relay, signals, the_worker)
             if metrics is not None:
-                from taskit.metrics import stop_serving
+                services.start_soon(metrics[0].refresh_forever)
+            if scheduler:
+                services.start_soon(Scheduler(the_worker.app).run)
+            try:
+                await the_worker.run(burst=burst)
+            finally:
+                services.cancel_scope.cancel()
+                if metrics is not None:
+                    from taskit.metrics import stop_serving
 
-                stop_serving(metrics[1])
+                    stop_serving(metrics[1])
+    _ignore_stop_signals()
+
+
+async def _relay(signals: AsyncIterator[int], the_worker: Worker) -> None:
+    async for signum in signals:
+        the_worker.signalled(signum)
+
+
+def _ignore_stop_signals() -> None:
+    """Stopped: the process only exits now. Without this, a second Ctrl-C or SIGTERM in the
+    teardown killed it (status -15) or raised KeyboardInterrupt ("Aborted!", status 1)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _load_schedules(app: App, path: str | None) -> None:
@@ -283,7 +306,9 @@ def scheduler(app_path: str, schedules: str | None, log_level: str, log_format: 
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
                     logging.getLogger("taskit.scheduler").info("scheduler stopping")
-                    tg.cancel_scope.cancel()
+                    break
+            _ignore_stop_signals()  # once the receiver is closed: closing restores the defaults
+            tg.cancel_scope.cancel()
 
     anyio.run(serve)
 

@@ -21,6 +21,7 @@ import enum
 import functools
 import inspect
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,15 @@ class Executor:
     def __init__(self, app: App, limiter: anyio.CapacityLimiter) -> None:
         self._app = app
         self._limiter = limiter
+        self._threads = 0  # sync handlers running in threads now, abandoned ones included
+        self._threads_lock = threading.Lock()
+
+    @property
+    def threads_running(self) -> int:
+        """Sync handlers still running in threads. A thread cannot be stopped: a job stopped
+        by the worker (timeout, cancel, the end of the grace period) abandons its thread, which
+        runs on until the handler returns."""
+        return self._threads
 
     async def execute(self, running: RunningJob) -> Outcome | None:
         """Run the job and say how to settle it (``None``: do not settle, the lease is lost)."""
@@ -127,8 +137,21 @@ class Executor:
         assert task.fn is not None
         if task.is_async:
             return await task.fn(*args, **kwargs)
-        call = functools.partial(task.fn, *args, **kwargs)
-        return await anyio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
+        return await anyio.to_thread.run_sync(
+            functools.partial(self._in_thread, task.fn, args, kwargs),
+            limiter=self._limiter,
+            abandon_on_cancel=True,
+        )
+
+    def _in_thread(self, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Run a sync handler, counted in ``threads_running`` while it runs (in its thread)."""
+        with self._threads_lock:
+            self._threads += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self._threads_lock:
+                self._threads -= 1
 
     def _success(
         self, task: Task[Any, Any], job: Job, token: str, value: Any, duration: float

@@ -218,9 +218,10 @@ class WorkerManager:
         tg, self._tg = self._tg, None
         if tg is None:
             return None
-        for worker in self.workers:
-            worker.stop(graceful=graceful)
-        if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
+        cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+        for worker in self.workers:  # cancelled from outside: at once, handing jobs back
+            worker.stop(graceful=graceful and not cancelled)
+        if exc is not None and not cancelled:
             # The application's own error: stop the workers, then let it out unwrapped.
             await tg.__aexit__(None, None, None)
             return None
@@ -242,7 +243,10 @@ class WorkerManager:
 
 
 async def _run(worker: Worker) -> None:
-    await worker.run()
+    # Shielded: a cancelled host must not cut a worker's stop short (its running jobs would
+    # stay leased until their leases expire); ``_exit`` always stops it, in bounded time.
+    with anyio.CancelScope(shield=True):
+        await worker.run()
 
 
 def _host_name() -> str:

@@ -150,21 +150,28 @@ class Worker:
         self._drained = anyio.Event()
         self._runners_left = 0
         self._tg: anyio.abc.TaskGroup | None = None
+        self._executor: Executor | None = None
 
     # -- public ------------------------------------------------------------------------------
     async def run(self, *, burst: bool = False, handle_signals: bool = False) -> WorkerStats:
         """Run until ``stop()`` (or, with ``burst``, until the queues are empty: nothing ready,
         scheduled, retrying or running). ``handle_signals``: SIGTERM/SIGINT stop the worker
         (main thread only). Returns what this run did."""
+        async with anyio.create_task_group() as watch:
+            if handle_signals:  # to the very end: a second signal in the last steps still counts
+                await watch.start(self._watch_signals)
+            await self._run(burst)
+            watch.cancel_scope.cancel()
+        return self.stats
+
+    async def _run(self, burst: bool) -> None:
         limiter = anyio.CapacityLimiter(self.app.settings.sync_concurrency)
-        executor = Executor(self.app, limiter)
+        executor = self._executor = Executor(self.app, limiter)
         settler = self._settler = Settler(self.app.broker, self.lease, self._settled)
         inbox = Inbox()
         events = WorkerEvents(self.app.events, self.name) if self.app.events else None
         self._events = events
         async with anyio.create_task_group() as services:
-            if handle_signals:
-                await services.start(self._watch_signals)
             log.info(
                 "worker %s starting: queues=%s concurrency=%d broker=%s",
                 self.name, ",".join(self.queues), self.concurrency, self.app.broker_url,
@@ -197,7 +204,18 @@ class Worker:
                 await events.close()  # deliver what is left before the services stop
             services.cancel_scope.cancel()
         log.info("worker %s stopped: %s", self.name, self.stats)
-        return self.stats
+        if executor.threads_running:
+            log.warning(
+                "worker %s: %d sync handler thread(s) still running, abandoned (a thread cannot "
+                "be stopped; their jobs were handed back or failed)",
+                self.name, executor.threads_running,
+            )  # fmt: skip
+
+    @property
+    def threads_running(self) -> int:
+        """Sync handlers of this worker still running in threads (after a stop: abandoned;
+        a process that exits waits for them unless it ends with ``os._exit``)."""
+        return 0 if self._executor is None else self._executor.threads_running
 
     async def _grace(self) -> float:
         """Let running jobs finish until the grace period, counted from the stop, ends (at once
@@ -241,7 +259,8 @@ class Worker:
         tb: TracebackType | None,
     ) -> bool | None:
         assert self._tg is not None
-        self.stop()
+        # Cancelled from outside: stop at once, handing running jobs back (not left leased).
+        self.stop(graceful=not isinstance(exc, anyio.get_cancelled_exc_class()))
         if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
             # The application's own error: stop the worker, then let the error out unwrapped
             # (handed to the task group, it would come out inside an ExceptionGroup).
@@ -250,7 +269,11 @@ class Worker:
         return await self._tg.__aexit__(exc_type, exc, tb)
 
     async def _run_embedded(self) -> None:
-        await self.run()
+        # Shielded: a cancelled host must not cut the worker's stop short (running jobs would
+        # stay leased until their leases expire); ``__aexit__`` always stops it, and a stop
+        # ends in bounded time.
+        with anyio.CancelScope(shield=True):
+            await self.run()
 
     # -- fetching ----------------------------------------------------------------------------
     async def _fetch(self, inbox: Inbox, burst: bool) -> None:
@@ -420,12 +443,16 @@ class Worker:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             task_status.started()
             async for signum in signals:
-                graceful = not self._stopping.is_set()
-                log.info(
-                    "worker %s got %s: %s", self.name, signal.Signals(signum).name,
-                    "stopping gracefully" if graceful else "stopping now",
-                )  # fmt: skip
-                self.stop(graceful=graceful)
+                self.signalled(signum)
+
+    def signalled(self, signum: int) -> None:
+        """Act on a stop signal: the first stops gracefully, any later one at once."""
+        graceful = not self._stopping.is_set()
+        log.info(
+            "worker %s got %s: %s", self.name, signal.Signals(signum).name,
+            "stopping gracefully" if graceful else "stopping now",
+        )  # fmt: skip
+        self.stop(graceful=graceful)
 
 
 async def _set_after(run: Callable[[], Awaitable[None]], done: anyio.Event) -> None:

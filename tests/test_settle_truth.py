@@ -142,7 +142,7 @@ async def test_an_unknown_settle_outcome_is_logged_as_unknown(
     assert broker.stolen == 1
     assert stats == WorkerStats(unknown=1)
     assert REJECTED not in caplog.text
-    assert "retry outcome unknown: the reply to the first try was lost" in caplog.text
+    assert "retry outcome unknown: a try was sent but its reply was lost" in caplog.text
 
 
 class DownBroker(MemoryBroker):
@@ -166,4 +166,48 @@ async def test_a_settle_never_delivered_is_logged_as_not_delivered(
 
     assert stats == WorkerStats(undelivered=1)
     assert REJECTED not in caplog.text
-    assert "complete not delivered, the broker stayed unreachable" in caplog.text
+    assert "complete not delivered, the broker could not be reached" in caplog.text
+
+
+class FrozenBroker(MemoryBroker):
+    """A broker whose settle is sent and never answered (a paused Redis)."""
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        await anyio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    ("broker", "said", "stats"),
+    [
+        (DownBroker, "not delivered, the broker could not be reached", WorkerStats(undelivered=1)),
+        (FrozenBroker, "outcome unknown: a try was sent", WorkerStats(unknown=1)),
+    ],
+    ids=["refused", "sent, no reply"],
+)
+async def test_a_settle_given_up_at_shutdown_says_whether_it_was_sent(
+    caplog: pytest.LogCaptureFixture, broker: type[MemoryBroker], said: str, stats: WorkerStats
+) -> None:
+    # A stopping worker gives up a settle the broker does not take. Every such job was logged
+    # "outcome unknown: the reply to the first try was lost and the retry found the lease gone",
+    # even when nothing had ever been sent (Redis killed: every connection refused).
+    settling = anyio.Event()
+
+    class Watched(broker):  # type: ignore[valid-type,misc]
+        async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+            settling.set()
+            return await super().settle(outcomes)
+
+    app = App(Watched(), settings=Settings(visibility_timeout=60.0, grace_period=0.1))
+
+    @app.task(name="noop")
+    async def noop() -> None:
+        return None
+
+    await noop.enqueue()
+    async with app.worker() as worker:
+        with anyio.fail_after(WAIT):
+            await settling.wait()  # the stop comes with its settle under way
+    assert worker.stats == stats
+    assert said in caplog.text
+    assert "first try" not in caplog.text

@@ -237,3 +237,32 @@ async def test_a_worker_whose_broker_cannot_run_on_this_loop_stops_with_the_erro
     app = App(RedisBroker("redis://127.0.0.1:1/0"))
     with anyio.fail_after(WAIT), pytest.RaisesGroup(ConfigurationError, flatten_subgroups=True):
         await app.worker().run(burst=True)
+
+
+@pytest.mark.parametrize("host", ["worker", "manager"])
+async def test_an_embedded_worker_cancelled_from_outside_hands_its_jobs_back(host: str) -> None:
+    # The host's cancel scope (a lifespan or task group torn down) cut the worker's stop short:
+    # its running job stayed RUNNING, leased, until the lease expired, and then ran again with
+    # an attempt spent. A cancelled host now gets the hard stop: the job goes back at once.
+    from taskit import WorkerManager
+
+    app = App(MemoryBroker(), settings=Settings(grace_period=LONG_GRACE, visibility_timeout=60))
+    started = anyio.Event()
+
+    @app.task(name="endless")
+    async def endless() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    job = await endless.enqueue()
+    with anyio.fail_after(WAIT):  # neither the grace period nor the lease is waited out
+        with anyio.CancelScope() as host_scope:
+            running = app.worker() if host == "worker" else WorkerManager(app, workers=1)
+            async with running:
+                await started.wait()
+                host_scope.cancel()
+                await anyio.sleep_forever()
+    stored = await app.get_job(job.id)
+    assert stored is not None
+    assert stored.status is JobStatus.PENDING
+    assert stored.attempts == 0

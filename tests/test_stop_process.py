@@ -72,6 +72,47 @@ def test_a_second_signal_hands_back_at_once_and_never_re_reserves() -> None:
         worker.close()
 
 
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_sync_handler_past_the_grace_period_does_not_hold_the_exit(signals: int) -> None:
+    # A thread cannot be stopped: its job is handed back at the end of the grace period and the
+    # thread abandoned. The process waited for it at exit all the same (interpreter shutdown
+    # joins threads), 8 s here, and a second signal did not help.
+    worker = spawn(STOP_SEED_SYNC="8", TASKIT_GRACE_PERIOD="0.2")
+    try:
+        worker.wait_for_line("stop.block sleeping in its thread")
+        if signals == 2:
+            worker.proc.send_signal(signal.SIGTERM)
+            worker.wait_for_line("stopping gracefully")
+        assert stop_and_time(worker) < 0.2 + PROMPT, worker.log
+        assert "job seeded-sync (stop.block) release" in worker.log
+        worker.wait_for_line("1 sync handler thread(s) still running")  # said, not dropped silently
+    finally:
+        worker.close()
+
+
+@pytest.mark.parametrize("command", ["worker", "scheduler"])
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_more_signals_while_stopping_never_kill_the_process(
+    command: str, second: signal.Signals
+) -> None:
+    # Ctrl-C pressed twice, or a supervisor's repeated SIGTERM: one that came after the stop
+    # but before the exit (the teardown, tens of milliseconds) killed the process (-2, -15)
+    # or raised KeyboardInterrupt ("Aborted!", status 1).
+    env = {"TASKIT_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0", "OPS_PREFIX": "stop-twice"}
+    proc = WorkerProcess("tests.apps.ops_app:app", env, command=command)
+    try:
+        proc.wait_for_line("starting")
+        proc.proc.send_signal(signal.SIGTERM)
+        while proc.proc.poll() is None:
+            proc.proc.send_signal(second)
+            time.sleep(0.005)
+        assert proc.proc.wait(timeout=30) == 0, proc.log
+        assert "Aborted" not in proc.log, proc.log
+        assert "Traceback" not in proc.log, proc.log
+    finally:
+        proc.close()
+
+
 # -- item 5: outages are logged once in a while, not per try ---------------------------------
 def warnings_against_unreachable_redis(command: str, *args: str) -> list[str]:
     """Run ``taskit <command> tests.apps.ops_app:app`` against a port nothing listens on for

@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import re
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -195,6 +196,9 @@ def _check_loaded(script: Script, reply: Any) -> None:
 
 
 _CLOSE_TIMEOUT = 5.0
+#: A connection failure within this share of ``timeout`` came at once (a dead pooled socket
+#: found on use), not after a wait for a silent server: only such a failure is worth a repeat.
+_PROMPT = 0.1
 #: redis-py's messages for a failure after the command was written (reading its reply).
 _READING = ("Timeout reading", "Error while reading", "Connection closed by server")
 
@@ -311,11 +315,16 @@ class Connections:
         cannot change, like ``SET NX`` of one value): made by ``make``, and made once more on a
         connection failure. Why: a pooled connection whose server restarted looks alive until
         the loop reads its end, so the first command on it fails with nothing run; only a
-        command that may run twice can be sent again."""
+        command that may run twice can be sent again. Only a failure that came at once is
+        repeated: one that waited (a frozen or silent server) would wait again, and the caller
+        would wait twice ``timeout``."""
+        began = time.monotonic()
         try:
             return await make()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-            pass  # made again below
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            if time.monotonic() - began >= self.timeout * _PROMPT:
+                error = self._failed(exc)
+                raise error from (exc if type(error) is BrokerError else None)
         except redis.exceptions.RedisError as exc:  # an error reply: mapped as ``guard`` does
             error = self._failed(exc)
             raise error from (exc if type(error) is BrokerError else None)

@@ -18,6 +18,7 @@ import anyio
 import pytest
 
 from taskit import App, BrokerConnectionError, BrokerOutcomeUnknownError, JobStatus, Settings
+from taskit.broker import _watch
 from taskit.broker._resp import FastClient, ReplyLost
 from taskit.broker.redis import RedisBroker
 from tests._proxy import LossyProxy, lossy_proxy
@@ -246,3 +247,40 @@ async def test_a_claim_whose_reply_was_lost_is_still_known_to_be_taken(
         assert not await broker.claim("tick-1", 60)
     finally:
         await broker.close()
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["new connections", "live connections"])
+async def test_no_call_waits_twice_the_bound_on_a_frozen_redis(
+    server: OwnRedisServer, warm: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broker's server checks (epoch, eviction policy) are repeated once on a connection
+    # failure, for a pooled socket that died with a restarted Redis. A frozen server fails them
+    # only after the whole bound: a repeat then made each call wait twice the bound.
+    monkeypatch.setattr(_watch, "CHECK_INTERVAL", 0.0)  # every call checks the server
+    calls = {
+        "enqueue": lambda app: app.enqueue("add", 1, 2),
+        "get": lambda app: app.get_job("nope"),
+        "cancel": lambda app: app.cancel("nope"),
+        "stats": lambda app: app.stats(),
+        "requeue": lambda app: app.requeue_dead("default"),
+    }
+    for name, call in calls.items():
+        app = App(server.url, settings=Settings(broker_timeout=BOUND))
+        app.task(name="add")(_add)
+        try:
+            if warm:
+                await app.stats()
+                await app.get_job("warm")
+            freeze(server)
+            began = anyio.current_time()
+            with pytest.raises(BrokerConnectionError):
+                await call(app)
+            took = anyio.current_time() - began
+            assert took < BOUND * 1.6, f"{name} took {took:.2f} s (bound {BOUND} s)"
+        finally:
+            thaw(server)
+            await app.close()
+
+
+async def _add(a: int, b: int) -> int:
+    return a + b

@@ -318,3 +318,32 @@ async def test_a_second_signal_stops_at_once_even_when_redis_cannot_take_the_han
         finally:
             chaos.server.proc.send_signal(signal.SIGCONT)
         assert took < 0.5 + 1.0 + PROMPT, took  # not the 30 s grace period
+
+
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_second_signal_while_the_worker_signs_off_still_exits_cleanly(
+    tmp_path: Path, second: signal.Signals
+) -> None:
+    # The worker's last steps (withdrawing its registry record: up to half a second on a paused
+    # Redis) ran after it had stopped listening for signals: a second SIGTERM then killed it
+    # (status -15) and a second Ctrl-C raised KeyboardInterrupt ("Aborted!", status 1).
+    with cluster(tmp_path, visibility_timeout=60.0, grace_period=5.0) as chaos:
+        assert chaos.server.proc is not None
+        client = chaos.client()
+        try:
+            worker = chaos.spawn("-c", "2")
+            wait_blocked(client)
+            chaos.server.proc.send_signal(signal.SIGSTOP)
+            chaos.kill(worker, signal.SIGTERM)
+            worker.wait_for_line("stopping gracefully")
+            for _ in range(20):  # one in each of its last steps, until it is gone
+                await anyio.sleep(0.15)
+                if worker.proc.poll() is not None:
+                    break
+                worker.proc.send_signal(second)
+            assert worker.proc.wait(timeout=30) == 0, worker.log
+            assert "Traceback" not in worker.log, worker.log
+            assert "Aborted" not in worker.log, worker.log
+        finally:
+            chaos.server.proc.send_signal(signal.SIGCONT)
+            client.close()
