@@ -8,7 +8,8 @@ Inside one anyio task group:
 * ``concurrency`` **runners** each run one job at a time (``taskit.execution``) and settle it;
 * the **heartbeat** extends every running lease each third of the visibility timeout, and stops
   jobs whose lease was lost or whose cancel was requested;
-* the **reaper** reclaims leases that expired on dead workers and retries or dead-letters them.
+* the **reaper** reclaims leases that expired on dead workers and retries or dead-letters them
+  (these two: ``taskit._leases``).
 
 Shutdown (``stop()``, SIGTERM or SIGINT): the fetcher is cancelled at once, wherever it waits
 (a cancelled reserve raises and hands back anything it took in that moment, see
@@ -37,14 +38,14 @@ import anyio
 import anyio.abc
 
 from taskit._inbox import Inbox
+from taskit._leases import Reaper, keep_leases
 from taskit._outage import Outage
 from taskit._settler import Settled, Settler
-from taskit.backoff import as_policy
 from taskit.config import check_number
 from taskit.errors import BrokerAuthenticationError, ConfigurationError, TaskitError
 from taskit.events import WorkerEvents
-from taskit.execution import Executor, RunningJob, StopReason, retry_or_dead
-from taskit.job import Job, Lease, LeaseState, Outcome, OutcomeKind
+from taskit.execution import Executor, RunningJob, StopReason
+from taskit.job import Job, Lease, Outcome, OutcomeKind
 from taskit.registry import announce
 
 if TYPE_CHECKING:
@@ -176,8 +177,12 @@ class Worker:
                 "worker %s starting: queues=%s concurrency=%d broker=%s",
                 self.name, ",".join(self.queues), self.concurrency, self.app.broker_url,
             )  # fmt: skip
-            services.start_soon(self._heartbeat)
-            services.start_soon(self._reaper)
+            services.start_soon(keep_leases, self.app.broker, self._jobs_running, self.lease)
+            reaper = Reaper(
+                self.app, self.queues, lease=self.lease, interval=self.reaper_interval,
+                events=events,
+            )  # fmt: skip
+            services.start_soon(reaper.run)
             services.start_soon(announce, self)
             if events:
                 services.start_soon(events.run)
@@ -376,66 +381,8 @@ class Worker:
             )  # fmt: skip
         self.stats.count(outcome.kind if settled is Settled.APPLIED else settled)
 
-    # -- lease upkeep ------------------------------------------------------------------------
-    async def _heartbeat(self) -> None:
-        outage = Outage("extending leases", log)
-        pause = self.lease / 3
-        while True:
-            await anyio.sleep(pause)
-            pause = self.lease / 3
-            running = list(self._running.values())
-            if not running:
-                continue
-            try:
-                states = await self.app.broker.extend([r.lease for r in running], lease=self.lease)
-                outage.recovered()
-            except (TaskitError, OSError) as exc:
-                # Try again sooner than the period (backoff): the leases run out meanwhile.
-                pause = min(pause, outage.failed(exc, f"extending {len(running)} leases failed"))
-                continue
-            for job, state in zip(running, states, strict=True):
-                if state is LeaseState.LOST:
-                    job.stop(StopReason.LEASE_LOST)
-                elif state is LeaseState.CANCELLED:
-                    job.stop(StopReason.CANCEL)
-
-    async def _reaper(self) -> None:
-        outage = Outage("reclaiming expired leases", log)
-        while True:
-            pause = self.reaper_interval
-            try:
-                await self._reap()
-                outage.recovered()
-            except (TaskitError, OSError) as exc:
-                pause = max(pause, outage.failed(exc))
-            await anyio.sleep(pause)
-
-    async def _reap(self) -> None:
-        leases = await self.app.broker.reclaim(self.queues, lease=self.lease)
-        outcomes = []
-        for lease in leases:
-            job = lease.job
-            task = self.app.tasks.get(job.task)
-            policy = task.opts.backoff if task else as_policy(self.app.settings.backoff)
-            error = TimeoutError(
-                f"lease expired: the worker running attempt {job.attempts} stopped responding"
-            )
-            outcomes.append(retry_or_dead(job, lease.token, error, policy))
-        if not outcomes:
-            return
-        # Logged once settled, as it happened: a settle that fails leaves the jobs under this
-        # pass's lease, and a later pass reclaims (and reports) them.
-        applied = await self.app.broker.settle(outcomes)
-        for lease, outcome, ok in zip(leases, outcomes, applied, strict=True):
-            job = lease.job
-            log.warning(
-                "job %s (%s): lease expired on attempt %d; %s%s",
-                job.id, job.task, job.attempts, outcome.kind.value,
-                "" if ok else " refused, the job changed meanwhile",
-                extra={"job_id": job.id, "task": job.task, "attempt": job.attempts},
-            )  # fmt: skip
-        if self._events:
-            self._events.reclaimed(leases, outcomes, applied)
+    def _jobs_running(self) -> list[RunningJob]:
+        return list(self._running.values())
 
     async def _watch_signals(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

@@ -1,0 +1,120 @@
+"""Lease upkeep, two loops of every worker:
+
+* ``keep_leases`` extends the leases of the jobs a worker runs, each third of the lease, and
+  stops jobs whose lease was lost or whose cancel was requested;
+* the ``Reaper`` takes over jobs whose lease expired on a worker that died or stalled, and retries
+  or dead-letters each as its task's policy says (only a worker knows the backoff, so the broker
+  hands them back under a fresh lease, see ``Broker.reclaim``). Any number of reapers may sweep
+  the same queues at once: ``reclaim`` is atomic, so each expired lease is taken over once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import anyio
+
+from taskit._outage import Outage
+from taskit.backoff import as_policy
+from taskit.errors import TaskitError
+from taskit.execution import RunningJob, StopReason, retry_or_dead
+from taskit.job import LeaseState
+
+if TYPE_CHECKING:
+    from taskit.app import App
+    from taskit.broker.base import Broker
+    from taskit.events import WorkerEvents
+
+__all__ = ["Reaper", "keep_leases"]
+
+log = logging.getLogger("taskit.worker")  # operators filter the worker's lines by this name
+
+
+async def keep_leases(
+    broker: Broker, running: Callable[[], list[RunningJob]], lease: float
+) -> None:
+    """Until cancelled, every ``lease / 3`` seconds extend the leases of ``running()`` by
+    ``lease`` seconds; a job whose lease was lost, or whose cancel was requested, is stopped. A
+    broker failure is tried again sooner (a capped backoff), as the leases run out meanwhile."""
+    outage = Outage("extending leases", log)
+    pause = lease / 3
+    while True:
+        await anyio.sleep(pause)
+        pause = lease / 3
+        jobs = running()
+        if not jobs:
+            continue
+        try:
+            states = await broker.extend([r.lease for r in jobs], lease=lease)
+            outage.recovered()
+        except (TaskitError, OSError) as exc:
+            pause = min(pause, outage.failed(exc, f"extending {len(jobs)} leases failed"))
+            continue
+        for job, state in zip(jobs, states, strict=True):
+            if state is LeaseState.LOST:
+                job.stop(StopReason.LEASE_LOST)
+            elif state is LeaseState.CANCELLED:
+                job.stop(StopReason.CANCEL)
+
+
+class Reaper:
+    """Reclaims ``queues``' expired leases every ``interval`` seconds, taking each over for
+    ``lease`` seconds, and settles it RETRY or DEAD_LETTER; ``events`` (if any) hears of each."""
+
+    def __init__(
+        self,
+        app: App,
+        queues: Sequence[str],
+        *,
+        lease: float,
+        interval: float,
+        events: WorkerEvents | None = None,
+    ) -> None:
+        self.app = app
+        self.queues = list(queues)
+        self.lease = lease
+        self.interval = interval
+        self.events = events
+
+    async def run(self) -> None:
+        """Sweep until cancelled; a broker failure waits a capped backoff, logged once per
+        outage."""
+        outage = Outage("reclaiming expired leases", log)
+        while True:
+            pause = self.interval
+            try:
+                await self.sweep()
+                outage.recovered()
+            except (TaskitError, OSError) as exc:
+                pause = max(pause, outage.failed(exc))
+            await anyio.sleep(pause)
+
+    async def sweep(self) -> None:
+        """One pass: reclaim what expired, settle each, log what happened."""
+        leases = await self.app.broker.reclaim(self.queues, lease=self.lease)
+        outcomes = []
+        for lease in leases:
+            job = lease.job
+            task = self.app.tasks.get(job.task)
+            policy = task.opts.backoff if task else as_policy(self.app.settings.backoff)
+            error = TimeoutError(
+                f"lease expired: the worker running attempt {job.attempts} stopped responding"
+            )
+            outcomes.append(retry_or_dead(job, lease.token, error, policy))
+        if not outcomes:
+            return
+        # Logged once settled, as it happened: a settle that fails leaves the jobs under this
+        # pass's lease, and a later pass reclaims (and reports) them.
+        applied = await self.app.broker.settle(outcomes)
+        for lease, outcome, ok in zip(leases, outcomes, applied, strict=True):
+            job = lease.job
+            log.warning(
+                "job %s (%s): lease expired on attempt %d; %s%s",
+                job.id, job.task, job.attempts, outcome.kind.value,
+                "" if ok else " refused, the job changed meanwhile",
+                extra={"job_id": job.id, "task": job.task, "attempt": job.attempts},
+            )  # fmt: skip
+        if self.events:
+            self.events.reclaimed(leases, outcomes, applied)
