@@ -157,30 +157,36 @@ BAD: dict[str, Any] = {
 }
 
 
+class Gate:
+    """Holds its first ``n - 1`` waiters until the ``n``-th arrives, then lets all through."""
+
+    def __init__(self, n: int) -> None:
+        self._left = n
+        self._open = anyio.Event()
+
+    async def wait(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self._open.set()
+        await self._open.wait()
+
+
 @pytest.mark.parametrize("bad", list(BAD), ids=list(BAD))
 @pytest.mark.parametrize("kind", KINDS)
 async def test_one_bad_outcome_does_not_touch_the_jobs_settled_with_it(
     kind: str, bad: str, request: pytest.FixtureRequest
 ) -> None:
     async with app_on(kind, request) as app:
-        started = 0
-        all_in = anyio.Event()
-
-        async def together() -> None:  # all six end at once: their outcomes share batches
-            nonlocal started
-            started += 1
-            if started == 6:
-                all_in.set()
-            await all_in.wait()
+        together = Gate(6)  # all six end at once: their outcomes share batches
 
         @app.task
         async def good(n: int) -> int:
-            await together()
+            await together.wait()
             return n
 
         @app.task
         async def odd() -> Any:
-            await together()
+            await together.wait()
             return BAD[bad]
 
         goods = [await good.enqueue(n) for n in range(5)]
@@ -409,24 +415,16 @@ async def test_a_result_bigger_than_redis_takes_fails_its_job_alone() -> None:
     try:
         settings = Settings(visibility_timeout=2.0, reaper_interval=0.2, backoff=0.0)
         app = App(RedisBroker(server.url, prefix="big"), settings=settings)
-        started = 0
-        all_in = anyio.Event()
-
-        async def together() -> None:
-            nonlocal started
-            started += 1
-            if started == 6:
-                all_in.set()
-            await all_in.wait()
+        together = Gate(6)
 
         @app.task
         async def good(n: int) -> int:
-            await together()
+            await together.wait()
             return n
 
         @app.task(max_retries=0)
         async def big() -> str:
-            await together()
+            await together.wait()
             return "x" * 2_000_000
 
         goods = [await good.enqueue(n) for n in range(5)]

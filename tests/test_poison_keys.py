@@ -10,18 +10,18 @@ failed every settle of the queue (its jobs ran again and again).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import anyio
 import pytest
 import redis.asyncio
 
-from taskit import App, BrokerError, CorruptJobError, JobStatus, Settings
+from taskit import App, BrokerError, CorruptJobError, JobStatus
 from taskit.broker.keys import join_record, split_record
 from taskit.broker.redis import RedisBroker
 from taskit.job import Outcome, OutcomeKind
 from taskit.registry import live_workers
+from tests._poison_app import poison_app
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -35,20 +35,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def app(redis_url: str) -> AsyncIterator[App]:
-    broker = RedisBroker(redis_url, prefix=f"poisonkeys-{uuid.uuid4().hex[:10]}")
-    made = App(broker, settings=Settings(visibility_timeout=0.5, reaper_interval=0.1))
-
-    @made.task(name="add")
-    async def add(a: int, b: int) -> int:
-        return a + b
-
-    yield made
-    client = redis.asyncio.Redis.from_url(redis_url)
-    doomed = [key async for key in client.scan_iter(match=broker.keys.pattern(), count=500)]
-    if doomed:
-        await client.delete(*doomed)
-    await client.aclose()
-    await made.broker.close()
+    async with poison_app(redis_url, "poisonkeys") as made:
+        yield made
 
 
 async def test_an_id_that_is_not_utf8_is_dead_lettered_and_listed(app: App, redis_url: str) -> None:

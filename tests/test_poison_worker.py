@@ -16,9 +16,10 @@ import pytest
 import redis
 import redis.asyncio
 
-from taskit import App, CorruptJobError, JobStatus, Settings
+from taskit import App, CorruptJobError, JobStatus
 from taskit.broker.keys import join_record, split_record
 from taskit.broker.redis import RedisBroker
+from tests._poison_app import poison_app
 from tests.apps import ops_app
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
@@ -31,20 +32,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def app(redis_url: str) -> AsyncIterator[App]:
-    broker = RedisBroker(redis_url, prefix=f"poison-{uuid.uuid4().hex[:10]}")
-    made = App(broker, settings=Settings(visibility_timeout=0.5, reaper_interval=0.1))
-
-    @made.task(name="add")
-    async def add(a: int, b: int) -> int:
-        return a + b
-
-    yield made
-    client = redis.asyncio.Redis.from_url(redis_url)
-    doomed = [key async for key in client.scan_iter(match=broker.keys.pattern(), count=500)]
-    if doomed:
-        await client.delete(*doomed)
-    await client.aclose()
-    await made.broker.close()
+    async with poison_app(redis_url, "poison") as made:
+        yield made
 
 
 async def set_field(app: App, client: redis.asyncio.Redis, job_id: str, i: int, v: bytes) -> None:
