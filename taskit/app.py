@@ -16,19 +16,18 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from taskit._portal import SyncBridge
+from taskit._results import wait_for_result
 from taskit.backoff import Backoff, as_policy
 from taskit.broker import Broker, from_url
 from taskit.config import Settings, redact_url
 from taskit.errors import (
     CorruptJobError,
     DuplicateTaskError,
-    JobNotFoundError,
     PayloadTooLargeError,
-    ResultTimeoutError,
     UnknownTaskError,
 )
 from taskit.events import EventKind, Events, Subscriber
-from taskit.job import Job, JobResult, JobStatus, QueueStats, result_of
+from taskit.job import Job, JobResult, JobStatus, QueueStats
 from taskit.task import (
     OnFailure,
     Task,
@@ -375,18 +374,7 @@ class App:
         if timeout is not None:
             _check_seconds(timeout, "timeout", positive=False)
         _check_seconds(poll_interval, "poll_interval", positive=True)
-        delay = min(0.002, poll_interval)
-        with anyio.move_on_after(timeout) as scope:
-            while True:
-                job = await self.broker.get(job_id)
-                if job is None:
-                    raise JobNotFoundError(job_id)
-                if job.status.finished:
-                    return result_of(job)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, poll_interval)
-        assert scope.cancelled_caught
-        raise ResultTimeoutError(f"job {job_id!r} did not finish within {timeout} s")
+        return await wait_for_result(self.broker, job_id, timeout, poll_interval)
 
     # -- running -----------------------------------------------------------------------------
     def worker(
