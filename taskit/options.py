@@ -173,7 +173,8 @@ class TaskOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class CallOptions:
-    """Per-call options (``Task.options``); ``None``: the task's own. Checked when built."""
+    """Per-call options (``Task.options``); ``None``: the task's own. Checked when built;
+    ``metadata`` is copied, so a later change to the caller's mapping changes no job."""
 
     queue: str | None = None
     priority: int | None = None
@@ -189,6 +190,7 @@ class CallOptions:
             value = getattr(self, f.name)
             if value is not None:
                 OPTIONS[f.name].check(value)
+        object.__setattr__(self, "metadata", dict(self.metadata))
 
 
 def given_options(**given: Any) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""Tasks: a function registered on an App, and the typed ways to enqueue it.
+"""Tasks: a function with its options (``taskit.options``), and the typed ways to enqueue it.
+
+A task stores its jobs through a ``taskit.producer.Producer`` (``App.task`` gives it the App's),
+never through the App itself, so a task can be built and used without one.
 
 ``Task[P, R]`` keeps the function's parameters ``P``, so a type checker checks
 ``task.enqueue(...)`` exactly as it checks a call of the function. When the job is prepared the
@@ -140,13 +143,11 @@ class Task(TaskVariant[P, R]):
         the task's own. ``validate=False`` skips the argument type check for these calls (the
         signature is still bound). ``created_by`` is kept as a string. A bad option raises
         ``ValueError`` or ``TypeError`` naming it."""
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
         if isinstance(created_by, uuid.UUID):
             created_by = str(created_by)
         overrides = CallOptions(
             queue=queue, priority=priority, max_retries=max_retries, timeout=timeout,
-            validate=validate, job_id=job_id, metadata=dict(metadata or {}),
+            validate=validate, job_id=job_id, metadata={} if metadata is None else metadata,
             created_by=created_by,
         )  # fmt: skip
         return TaskVariant(self, overrides)
