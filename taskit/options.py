@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from taskit.backoff import BackoffPolicy, as_policy
@@ -142,6 +142,8 @@ OPTIONS: Mapping[str, Option] = {
 #: ``on_failure``, see there) and of the per-call ones (``Task.options``, ``create_job``).
 TASK_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.task)
 CALL_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.call)
+#: (name, check) of each per-call option, for ``CallOptions`` (built on every ``Task.options``).
+_CALL_CHECKS = tuple((name, OPTIONS[name].check) for name in CALL_OPTIONS)
 #: Task options whose resolved value may be ``None``: no timeout, no hook.
 _NULLABLE = ("timeout", "on_failure")
 
@@ -186,10 +188,10 @@ class CallOptions:
     created_by: str | None = None
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name, check in _CALL_CHECKS:
+            value = getattr(self, name)
             if value is not None:
-                OPTIONS[f.name].check(value)
+                check(value)
         object.__setattr__(self, "metadata", dict(self.metadata))
 
 
