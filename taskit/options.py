@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from taskit.backoff import BackoffPolicy, as_policy
@@ -108,7 +109,7 @@ def _metadata(value: object) -> None:
 
 def _created_by(value: object) -> None:
     if not isinstance(value, str | uuid.UUID):
-        raise TypeError(f"created_by must be a string, got {type(value).__name__}")
+        raise TypeError(f"created_by must be a string or UUID, got {type(value).__name__}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,18 +127,20 @@ class Option:
 
 
 #: Every option, in the order the spellings list them.
-OPTIONS: Mapping[str, Option] = {
-    "queue": Option("str", _queue, True, True, lambda s: s.default_queue),
-    "priority": Option("int", _count("priority", -MAX_COUNT), True, True, lambda s: 0),
-    "max_retries": Option("int", _count("max_retries", 0), True, True, lambda s: s.max_retries),
-    "backoff": Option("Backoff", _backoff, True, False, lambda s: s.backoff),
-    "timeout": Option("float", _timeout, True, True, lambda s: s.job_timeout),
-    "on_failure": Option("OnFailure", _on_failure, True, False),
-    "validate": Option("bool", _bool("validate"), True, True, lambda s: True),
-    "job_id": Option("str", _job_id, False, True),
-    "metadata": Option("Mapping[str, Any]", _metadata, False, True),
-    "created_by": Option("str | uuid.UUID", _created_by, False, True),
-}
+OPTIONS: Mapping[str, Option] = MappingProxyType(
+    {
+        "queue": Option("str", _queue, True, True, lambda s: s.default_queue),
+        "priority": Option("int", _count("priority", -MAX_COUNT), True, True, lambda s: 0),
+        "max_retries": Option("int", _count("max_retries", 0), True, True, lambda s: s.max_retries),
+        "backoff": Option("Backoff", _backoff, True, False, lambda s: s.backoff),
+        "timeout": Option("float", _timeout, True, True, lambda s: s.job_timeout),
+        "on_failure": Option("OnFailure", _on_failure, True, False),
+        "validate": Option("bool", _bool("validate"), True, True, lambda s: True),
+        "job_id": Option("str", _job_id, False, True),
+        "metadata": Option("Mapping[str, Any]", _metadata, False, True),
+        "created_by": Option("str | uuid.UUID", _created_by, False, True),
+    }
+)
 #: The names of a task's fixed options (``App.task``; ``register`` and ``remote`` omit
 #: ``on_failure``, see there) and of the per-call ones (``Task.options``, ``create_job``).
 TASK_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.task)
