@@ -12,7 +12,7 @@ from taskit.job import JobResult, result_of
 if TYPE_CHECKING:
     from taskit.broker.base import Broker
 
-__all__ = ["wait_for_result"]
+__all__ = ["check_wait", "wait_for_result"]
 
 #: The first pause between two reads; it doubles up to the caller's ``poll_interval``.
 FIRST_POLL = 0.002
@@ -21,7 +21,7 @@ FIRST_POLL = 0.002
 async def wait_for_result(
     broker: Broker, job_id: str, timeout: float | None, poll_interval: float
 ) -> JobResult:
-    """The finished job's ``JobResult`` (see ``App.result``, which checks the arguments).
+    """The finished job's ``JobResult`` (``App.result`` checks the arguments: ``check_wait``).
     Raises ``JobNotFoundError`` or ``ResultTimeoutError``."""
     delay = min(FIRST_POLL, poll_interval)
     with anyio.move_on_after(timeout) as scope:
@@ -35,3 +35,18 @@ async def wait_for_result(
             delay = min(delay * 2, poll_interval)
     assert scope.cancelled_caught
     raise ResultTimeoutError(f"job {job_id!r} did not finish within {timeout} s")
+
+
+def check_wait(timeout: float | None, poll_interval: float) -> None:
+    """``ValueError`` naming ``timeout`` (``None``, or a finite number of seconds >= 0) or
+    ``poll_interval`` (a finite number of seconds > 0) if it is not one."""
+    if timeout is not None:
+        _check_seconds(timeout, "timeout", positive=False)
+    _check_seconds(poll_interval, "poll_interval", positive=True)
+
+
+def _check_seconds(value: float, what: str, *, positive: bool) -> None:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not (value > 0 if positive else value >= 0) or value == float("inf"):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{what} must be a finite number of seconds {bound}, got {value!r}")

@@ -16,30 +16,19 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from taskit._portal import SyncBridge
-from taskit._results import wait_for_result
-from taskit.backoff import Backoff, as_policy
+from taskit._results import check_wait, wait_for_result
+from taskit.backoff import Backoff
 from taskit.broker import Broker, from_url
 from taskit.config import Settings, redact_url
-from taskit.errors import (
-    CorruptJobError,
-    DuplicateTaskError,
-    PayloadTooLargeError,
-    UnknownTaskError,
-)
+from taskit.errors import CorruptJobError, DuplicateTaskError, UnknownTaskError
 from taskit.events import EventKind, Events, Subscriber
+from taskit.handlers import HandlerTask, JobHandler, handler_task
 from taskit.job import Job, JobResult, JobStatus, QueueStats
-from taskit.task import (
-    OnFailure,
-    Task,
-    TaskOptions,
-    _check_int,
-    _check_queue,
-    _check_seconds,
-    _check_timeout,
-)
+from taskit.options import OnFailure, check_name, given_options, task_options
+from taskit.producer import Producer
+from taskit.task import Task
 
 if TYPE_CHECKING:
-    from taskit.handlers import HandlerTask, JobHandler
     from taskit.scheduler import Missed, Schedule
     from taskit.worker import Worker
 
@@ -86,21 +75,32 @@ class App:
             broker = settings.broker_url
         if isinstance(broker, str):
             self.broker_url = redact_url(broker)
-            self.broker: Broker = from_url(broker)
+            broker = from_url(broker)
         elif isinstance(broker, Broker):
             self.broker_url = type(broker).__name__
-            self.broker = broker
         else:
             raise TypeError(f"broker must be a URL or a Broker, got {type(broker).__name__}")
-        self.broker.configure(settings)  # one rule for a URL and a broker built by hand
+        broker.configure(settings)  # one rule for a URL and a broker built by hand
         self._tasks: dict[str, Task[Any, Any]] = {}
         self.events = Events()
         #: Periodic schedules by name (``periodic``, ``taskit.scheduler.load_schedules``).
         self.schedules: dict[str, Schedule] = {}
         self._bridge = SyncBridge()
+        #: Stores the jobs of every task this App makes (``enqueue_many`` too).
+        self.producer = Producer(broker, settings, self.events, self._bridge)
 
     def __repr__(self) -> str:
         return f"<App broker={self.broker_url} tasks={len(self._tasks)}>"
+
+    @property
+    def broker(self) -> Broker:
+        """The broker jobs travel through. Assigning one (as ``taskit.testing.Harness`` does)
+        switches this App's producer, hence every task's enqueues, to it."""
+        return self.producer.broker
+
+    @broker.setter
+    def broker(self, broker: Broker) -> None:
+        self.producer.broker = broker
 
     # -- registry ----------------------------------------------------------------------------
     @overload
@@ -111,13 +111,13 @@ class App:
         self,
         *,
         name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
         max_retries: int | None = None,
         backoff: Backoff | None = None,
         timeout: float | None = None,
-        queue: str | None = None,
-        priority: int = 0,
         on_failure: OnFailure | None = None,
-        validate: bool = True,
+        validate: bool | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -125,46 +125,37 @@ class App:
         fn: Callable[P, R] | None = None,
         *,
         name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
         max_retries: int | None = None,
         backoff: Backoff | None = None,
         timeout: float | None = None,
-        queue: str | None = None,
-        priority: int = 0,
         on_failure: OnFailure | None = None,
-        validate: bool = True,
+        validate: bool | None = None,
     ) -> Task[P, R] | TaskDecorator:
         """Register a function (``async def`` or ``def``) as a task.
 
         ``name`` defaults to ``module.qualname``; a name already registered raises
-        ``DuplicateTaskError``. ``max_retries=3`` allows four runs. ``backoff`` is an exponential
-        base in seconds or a callable ``attempt -> seconds``. ``timeout`` (seconds) cancels an
-        async handler; a sync handler's thread cannot be stopped: it is abandoned and runs on,
-        its result discarded. ``on_failure(job, error)`` runs on every failure. ``validate=False``
-        skips the argument type check at enqueue (guide: "Arguments").
+        ``DuplicateTaskError``. Unset options (``None``) take the settings' value (``queue``,
+        ``max_retries``, ``backoff``, ``timeout``) or their default (``priority`` 0,
+        ``validate`` true); see ``taskit.options``. ``max_retries=3`` allows four runs.
+        ``backoff`` is an exponential base in seconds or a callable ``attempt -> seconds``.
+        ``timeout`` (seconds) cancels an async handler; a sync handler's thread cannot be
+        stopped: it is abandoned and runs on, its result discarded. ``on_failure(job, error)``
+        runs on every failure. ``validate=False`` skips the argument type check at enqueue
+        (guide: "Arguments"). A bad option raises ``ValueError``/``TypeError`` naming it.
         """
-        _check_queue(queue, "queue")
-        _check_int(priority, "priority")
-        _check_int(max_retries, "max_retries", low=0)
-        _check_timeout(timeout)
-        if on_failure is not None and not callable(on_failure):
-            raise TypeError("on_failure must be a callable (job, error) -> None")
-        policy = as_policy(backoff if backoff is not None else self.settings.backoff)
+        given = given_options(
+            queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
+            timeout=timeout, on_failure=on_failure, validate=validate,
+        )  # fmt: skip
 
         def register(func: Callable[P, R]) -> Task[P, R]:
             if not callable(func):
                 raise TypeError(f"@app.task decorates a function, got {type(func).__name__}")
             task_name = name or f"{func.__module__}.{func.__qualname__}"
-            opts = TaskOptions(
-                name=task_name,
-                queue=queue or self.settings.default_queue,
-                priority=priority,
-                max_retries=self.settings.max_retries if max_retries is None else max_retries,
-                backoff=policy,
-                timeout=timeout if timeout is not None else self.settings.job_timeout,
-                on_failure=on_failure,
-                validate=validate,
-            )
-            return self._register(Task(self, func, opts))
+            opts = task_options(self.settings, task_name, given)
+            return self._register(Task(self.producer, func, opts))
 
         return register(fn) if fn is not None else register  # type: ignore[return-value]
 
@@ -173,20 +164,20 @@ class App:
         handler: JobHandler,
         *,
         queue: str | None = None,
+        priority: int | None = None,
         max_retries: int | None = None,
         backoff: Backoff | None = None,
         timeout: float | None = None,
-        priority: int = 0,
+        validate: bool | None = None,
     ) -> HandlerTask:
         """Register a class-based handler (``taskit.handlers.JobHandler``) as the task named by
-        its ``job_type``, with the options of ``App.task`` and exactly its retry, dead-letter and
-        result semantics. Its jobs take a keyword payload; ``handle`` receives the ``Job``.
-        Raises ``DuplicateTaskError`` if the name is taken."""
-        from taskit.handlers import handler_task
-
+        its ``job_type``, with the options of ``App.task`` (``on_failure`` is the handler's own
+        method) and exactly its retry, dead-letter and result semantics. Its jobs take a keyword
+        payload; ``handle`` receives the ``Job``. Raises ``DuplicateTaskError`` if the name is
+        taken."""
         task = handler_task(
-            self, handler, queue=queue, max_retries=max_retries, backoff=backoff,
-            timeout=timeout, priority=priority,
+            self.producer, handler, queue=queue, priority=priority, max_retries=max_retries,
+            backoff=backoff, timeout=timeout, validate=validate,
         )  # fmt: skip
         self._register(task)
         return task
@@ -241,44 +232,35 @@ class App:
         name: str,
         *,
         queue: str | None = None,
-        max_retries: int | None = None,
         priority: int | None = None,
+        max_retries: int | None = None,
+        backoff: Backoff | None = None,
         timeout: float | None = None,
+        validate: bool | None = None,
     ) -> Task[..., Any]:
         """A handle to enqueue task ``name`` without registering or importing it here.
 
         For producers that do not import the workers' code: arguments are not checked against a
         signature (the worker checks them), and the name is not checked either. If ``name`` is
         registered here, its signature is checked and its options apply unless given here.
+        Options are those of ``App.task`` but ``on_failure``, checked alike. ``queue``,
+        ``priority``, ``max_retries`` and ``timeout`` travel on the job; ``backoff`` (like
+        ``on_failure``) is the business of the worker that runs the task, which uses its own
+        task's, so here it is only checked and kept in ``opts``. Unset, the job's ``timeout``
+        stays ``None`` for a task not registered here, so the worker's own task timeout applies.
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"a task name must be a non-empty string, got {name!r}")
-        _check_queue(queue, "queue")
-        _check_int(priority, "priority")
-        _check_int(max_retries, "max_retries", low=0)
-        _check_timeout(timeout)
-        given = {
-            "queue": queue,
-            "priority": priority,
-            "max_retries": max_retries,
-            "timeout": timeout,
-        }
-        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        check_name(name)
+        changes = given_options(
+            queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
+            timeout=timeout, validate=validate,
+        )  # fmt: skip
         known = self._tasks.get(name)
         if known is not None:
             if not changes:
                 return known
-            return type(known)(self, known.fn, dataclasses.replace(known.opts, **changes))
-        opts = TaskOptions(
-            name=name,
-            queue=queue or self.settings.default_queue,
-            priority=priority if priority is not None else 0,
-            max_retries=self.settings.max_retries if max_retries is None else max_retries,
-            backoff=as_policy(self.settings.backoff),
-            timeout=timeout,
-            on_failure=None,
-        )
-        return Task(self, None, opts)
+            return type(known)(self.producer, known.fn, dataclasses.replace(known.opts, **changes))
+        changes.setdefault("timeout", None)  # see above: the worker's task timeout applies
+        return Task(self.producer, None, task_options(self.settings, name, changes))
 
     # -- producing ---------------------------------------------------------------------------
     async def enqueue(self, name: str, /, *args: Any, **kwargs: Any) -> Job:
@@ -288,43 +270,11 @@ class App:
 
     async def enqueue_many(self, jobs: Iterable[Job]) -> list[Job]:
         """Enqueue prepared jobs (``task.prepare(...)``) in one broker round trip, all or none."""
-        return await self._submit(list(jobs), None)
+        return await self.producer.submit(list(jobs))
 
     def enqueue_many_sync(self, jobs: Iterable[Job]) -> list[Job]:
         """``enqueue_many`` for code without an event loop."""
-        return self._submit_sync(list(jobs), None)
-
-    async def _submit(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> list[Job]:
-        self._check_batch(jobs)
-        return await self._store(jobs, delays)
-
-    async def _store(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> list[Job]:
-        """Enqueue checked ``jobs`` and tell the event handlers."""
-        stored = await self.broker.enqueue(jobs, delays=delays)
-        if self.events:
-            await self.events.created(jobs, stored)
-        return stored
-
-    def _submit_sync(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> list[Job]:
-        """``_submit`` from a thread without an event loop: on the broker's blocking path when
-        it has one and no event handler needs the loop, else on the App's loop thread."""
-        self._bridge.refuse_async()
-        self._check_batch(jobs)
-        if not self.events:
-            stored = self.broker.enqueue_blocking(jobs, delays=delays)
-            if stored is not None:
-                return stored
-        return self.run_sync(self._store, jobs, delays)
-
-    def _check_batch(self, jobs: Sequence[Job]) -> None:
-        limit = self.settings.max_payload_bytes
-        for job in jobs:
-            if not isinstance(job, Job):
-                raise TypeError(
-                    f"expected Job objects (task.prepare(...)), got {type(job).__name__}"
-                )
-            if len(job.payload) > limit:  # checked for the whole batch before any is stored
-                raise PayloadTooLargeError(job.id, len(job.payload), limit)
+        return self.producer.submit_sync(list(jobs))
 
     # -- reading -----------------------------------------------------------------------------
     async def get_job(self, job_id: str) -> Job | None:
@@ -371,9 +321,7 @@ class App:
         not finished within ``timeout`` seconds (``None``: wait as long as it takes). A bad
         ``timeout`` or ``poll_interval`` raises ``ValueError`` naming it, before any read.
         """
-        if timeout is not None:
-            _check_seconds(timeout, "timeout", positive=False)
-        _check_seconds(poll_interval, "poll_interval", positive=True)
+        check_wait(timeout, poll_interval)
         return await wait_for_result(self.broker, job_id, timeout, poll_interval)
 
     # -- running -----------------------------------------------------------------------------

@@ -33,16 +33,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from taskit._arguments import check_any
-from taskit.backoff import Backoff, as_policy
+from taskit.backoff import Backoff
 from taskit.errors import SerializationError
 from taskit.job import Job, JobResult, decode_arguments
-from taskit.task import Task, TaskOptions, _check_int, _check_queue, _check_timeout
-
-if TYPE_CHECKING:
-    from taskit.app import App
+from taskit.options import resolve_options
+from taskit.producer import Producer
+from taskit.task import Task
 
 __all__ = ["HandlerTask", "JobHandler", "handler_task"]
 
@@ -135,19 +134,22 @@ class HandlerTask(Task[..., Any]):
 
 
 def handler_task(
-    app: App,
+    producer: Producer,
     handler: JobHandler,
     *,
     queue: str | None = None,
+    priority: int | None = None,
     max_retries: int | None = None,
     backoff: Backoff | None = None,
     timeout: float | None = None,
-    priority: int = 0,
+    validate: bool | None = None,
 ) -> HandlerTask:
-    """Build (not register) the task for ``handler``; options default as in ``App.task``.
+    """Build (not register) the task for ``handler``, its jobs stored through ``producer``;
+    options default as in ``App.task`` (from ``producer.settings``), ``on_failure`` is the
+    handler's own.
 
-    Raises ``TypeError`` if ``handler`` is not a ``JobHandler`` and ``ValueError`` if its
-    ``job_type`` is missing or empty.
+    Raises ``TypeError`` if ``handler`` is not a ``JobHandler``, ``ValueError`` if its
+    ``job_type`` is missing or empty, and ``ValueError``/``TypeError`` naming a bad option.
     """
     if not isinstance(handler, JobHandler):
         raise TypeError(f"app.register() takes a JobHandler instance, got {type(handler).__name__}")
@@ -156,21 +158,11 @@ def handler_task(
         raise ValueError(
             f"{type(handler).__name__}.job_type must be a non-empty string, got {job_type!r}"
         )
-    _check_queue(queue, "queue")
-    _check_int(priority, "priority")
-    _check_int(max_retries, "max_retries", low=0)
-    _check_timeout(timeout)
-    settings = app.settings
-    opts = TaskOptions(
-        name=job_type,
-        queue=queue or settings.default_queue,
-        priority=priority,
-        max_retries=settings.max_retries if max_retries is None else max_retries,
-        backoff=as_policy(backoff if backoff is not None else settings.backoff),
-        timeout=timeout if timeout is not None else settings.job_timeout,
-        on_failure=handler.on_failure,
-    )
-    return HandlerTask(app, _Run(handler), opts)
+    opts = resolve_options(
+        producer.settings, job_type, queue=queue, priority=priority, max_retries=max_retries,
+        backoff=backoff, timeout=timeout, validate=validate, on_failure=handler.on_failure,
+    )  # fmt: skip
+    return HandlerTask(producer, _Run(handler), opts)
 
 
 def check_payload(payload: Any) -> dict[str, Any]:

@@ -68,26 +68,32 @@ class JobService:
         job_type: str,
         payload: Mapping[str, Any] | None = None,
         *,
+        scheduled_at: datetime | None = None,
         queue: str | None = None,
         priority: int | None = None,
-        scheduled_at: datetime | None = None,
         max_retries: int | None = None,
-        created_by: str | uuid.UUID | None = None,
+        timeout: float | None = None,
+        validate: bool | None = None,
+        job_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        created_by: str | uuid.UUID | None = None,
     ) -> Job:
         """Create and enqueue a job of the registered task ``job_type``; returns it as stored.
 
-        ``queue``, ``priority`` and ``max_retries`` default to the task's own. ``scheduled_at``
-        must be timezone-aware (``datetime.now(UTC) + ...``); the job never runs before it.
-        ``created_by`` is kept as a string. Raises, with nothing enqueued: ``UnknownTaskError``
-        (a ``ValueError``) for an unregistered type; ``SerializationError`` (a ``ValueError``)
-        for a payload or metadata that cannot be encoded or a payload key that is not a string;
-        ``TypeError`` for a payload that is not a mapping or does not fit the task's signature;
-        ``ValueError`` for a naive ``scheduled_at`` or a bad option.
+        The options are ``Task.options``'s (``taskit.options.CALL_OPTIONS``): unset ones keep
+        the task's own. ``scheduled_at`` must be timezone-aware (``datetime.now(UTC) + ...``);
+        the job never runs before it. ``created_by`` is kept as a string. Raises, with nothing
+        enqueued: ``UnknownTaskError`` (a ``ValueError``) for an unregistered type;
+        ``SerializationError`` (a ``ValueError``) for a payload or metadata that cannot be
+        encoded or a payload key that is not a string; ``TypeError`` for a payload that is not a
+        mapping or does not fit the task's signature; ``ValueError`` for a naive
+        ``scheduled_at``; ``ValueError``/``TypeError`` naming a bad option.
         """
         variant, kwargs = self._prepare(
-            job_type, payload, queue, priority, max_retries, created_by, metadata
-        )
+            job_type, payload, queue=queue, priority=priority, max_retries=max_retries,
+            timeout=timeout, validate=validate, job_id=job_id, metadata=metadata,
+            created_by=created_by,
+        )  # fmt: skip
         if scheduled_at is None:
             return await variant.enqueue(**kwargs)
         return await variant.schedule(scheduled_at, **kwargs)
@@ -97,40 +103,36 @@ class JobService:
         job_type: str,
         payload: Mapping[str, Any] | None = None,
         *,
+        scheduled_at: datetime | None = None,
         queue: str | None = None,
         priority: int | None = None,
-        scheduled_at: datetime | None = None,
         max_retries: int | None = None,
-        created_by: str | uuid.UUID | None = None,
+        timeout: float | None = None,
+        validate: bool | None = None,
+        job_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        created_by: str | uuid.UUID | None = None,
     ) -> Job:
         """``create_job`` for code without an event loop (a Flask or Django view, a script)."""
         variant, kwargs = self._prepare(
-            job_type, payload, queue, priority, max_retries, created_by, metadata
-        )
+            job_type, payload, queue=queue, priority=priority, max_retries=max_retries,
+            timeout=timeout, validate=validate, job_id=job_id, metadata=metadata,
+            created_by=created_by,
+        )  # fmt: skip
         if scheduled_at is None:
             return variant.enqueue_sync(**kwargs)
         return variant.schedule_sync(scheduled_at, **kwargs)
 
     def _prepare(
-        self,
-        job_type: str,
-        payload: Mapping[str, Any] | None,
-        queue: str | None,
-        priority: int | None,
-        max_retries: int | None,
-        created_by: str | uuid.UUID | None,
-        metadata: Mapping[str, Any] | None,
+        self, job_type: str, payload: Mapping[str, Any] | None, **options: Any
     ) -> tuple[TaskVariant[..., Any], dict[str, Any]]:
+        """The task's variant with ``options`` (``Task.options`` checks them) and the payload
+        as keyword arguments; refuses unencodable metadata now, not halfway into the broker."""
         task = self.app.get_task(job_type)
         kwargs = check_payload({} if payload is None else payload)
-        if metadata is not None:
-            encode_value(dict(metadata))  # refuse now, not halfway into the broker
-        creator = str(created_by) if isinstance(created_by, uuid.UUID) else created_by
-        variant = task.options(
-            queue=queue, priority=priority, max_retries=max_retries,
-            metadata=metadata, created_by=creator,
-        )  # fmt: skip
+        variant = task.options(**options)
+        if options.get("metadata"):
+            encode_value(dict(options["metadata"]))
         return variant, kwargs
 
     async def get_job(self, job_id: str) -> Job | None:

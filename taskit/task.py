@@ -1,4 +1,7 @@
-"""Tasks: a function registered on an App, and the typed ways to enqueue it.
+"""Tasks: a function with its options (``taskit.options``), and the typed ways to enqueue it.
+
+A task stores its jobs through a ``taskit.producer.Producer`` (``App.task`` gives it the App's),
+never through the App itself, so a task can be built and used without one.
 
 ``Task[P, R]`` keeps the function's parameters ``P``, so a type checker checks
 ``task.enqueue(...)`` exactly as it checks a call of the function. When the job is prepared the
@@ -11,21 +14,19 @@ Either way nothing is enqueued. ``validate=False`` (on the task or per call) ski
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 import msgspec
 
 from taskit._arguments import ArgumentTypes
-from taskit.backoff import BackoffPolicy
-from taskit.config import MAX_COUNT, MAX_SECONDS
 from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
+from taskit.options import CallOptions, OnFailure, TaskOptions
+from taskit.producer import Producer
 
-if TYPE_CHECKING:
-    from taskit.app import App
-
+# TaskOptions and OnFailure are defined in taskit.options; importable from here as before.
 __all__ = ["OnFailure", "Task", "TaskOptions", "TaskVariant", "When"]
 
 P = ParamSpec("P")
@@ -33,39 +34,6 @@ R = TypeVar("R")
 
 #: When a scheduled job becomes due: an aware datetime, or a delay (timedelta or seconds).
 When = datetime | timedelta | float | int
-#: ``on_failure(job, error)``: called on every failure of the task, sync or async.
-OnFailure = Callable[[Job, BaseException], "Awaitable[None] | None"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class TaskOptions:
-    """A task's fixed options (see ``App.task``)."""
-
-    name: str
-    queue: str
-    priority: int
-    max_retries: int
-    backoff: BackoffPolicy
-    timeout: float | None
-    on_failure: OnFailure | None
-    #: Check argument types at enqueue (``@app.task(validate=False)`` turns it off).
-    validate: bool = True
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.validate, bool):
-            raise TypeError(f"validate must be a bool, got {type(self.validate).__name__}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Overrides:
-    queue: str | None = None
-    priority: int | None = None
-    job_id: str | None = None
-    max_retries: int | None = None
-    timeout: float | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    created_by: str | None = None
-    validate: bool | None = None
 
 
 class TaskVariant(Generic[P, R]):
@@ -73,7 +41,7 @@ class TaskVariant(Generic[P, R]):
 
     __slots__ = ("_overrides", "_task")
 
-    def __init__(self, task: Task[P, R], overrides: _Overrides) -> None:
+    def __init__(self, task: Task[P, R], overrides: CallOptions) -> None:
         self._task = task
         self._overrides = overrides
 
@@ -102,30 +70,32 @@ class TaskVariant(Generic[P, R]):
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Enqueue a job to run as soon as a worker is free; returns it as stored."""
         job = self.prepare(*args, **kwargs)
-        return (await self._task.app._submit([job], None))[0]
+        return (await self._task.producer.submit([job]))[0]
 
     async def schedule(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Enqueue a job to run at ``when`` (aware datetime) or after it (delay), never before."""
         job, delay = _scheduled(self.prepare(*args, **kwargs), when)
-        return (await self._task.app._submit([job], [delay]))[0]
+        return (await self._task.producer.submit([job], [delay]))[0]
 
     def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """``enqueue`` for code without an event loop (a Flask/Django view, a script)."""
         job = self.prepare(*args, **kwargs)
-        return self._task.app.enqueue_many_sync([job])[0]
+        return self._task.producer.submit_sync([job])[0]
 
     def schedule_sync(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Job:
         """``schedule`` for code without an event loop."""
         job, delay = _scheduled(self.prepare(*args, **kwargs), when)
-        return self._task.app._submit_sync([job], [delay])[0]
+        return self._task.producer.submit_sync([job], [delay])[0]
 
 
 class Task(TaskVariant[P, R]):
-    """A registered task. Calling it calls the function directly, in this process."""
+    """A task: its function (``None`` for a handle to a task registered elsewhere, see
+    ``App.remote``), its resolved options, and the ``Producer`` its jobs are stored through.
+    Calling it calls the function directly, in this process."""
 
-    def __init__(self, app: App, fn: Callable[P, R] | None, opts: TaskOptions) -> None:
-        super().__init__(self, _Overrides())
-        self.app = app
+    def __init__(self, producer: Producer, fn: Callable[P, R] | None, opts: TaskOptions) -> None:
+        super().__init__(self, _NO_OVERRIDES)
+        self.producer = producer
         self.fn = fn
         self.opts = opts
         self.signature = inspect.signature(fn) if fn is not None else None
@@ -162,35 +132,25 @@ class Task(TaskVariant[P, R]):
         *,
         queue: str | None = None,
         priority: int | None = None,
-        job_id: str | None = None,
         max_retries: int | None = None,
         timeout: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        created_by: str | None = None,
         validate: bool | None = None,
+        job_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_by: str | uuid.UUID | None = None,
     ) -> TaskVariant[P, R]:
-        """This task with per-call options; unset ones keep the task's own. ``validate=False``
-        skips the argument type check for these calls (the signature is still bound)."""
-        _check_queue(queue, "queue")
-        _check_int(priority, "priority")
-        _check_int(max_retries, "max_retries", low=0)
-        _check_timeout(timeout)
-        if job_id is not None and (not isinstance(job_id, str) or not job_id):
-            raise ValueError(f"job_id must be a non-empty string, got {job_id!r}")
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
-        if created_by is not None and not isinstance(created_by, str):
-            raise TypeError(f"created_by must be a string, got {type(created_by).__name__}")
-        if validate is not None and not isinstance(validate, bool):
-            raise TypeError(f"validate must be a bool, got {type(validate).__name__}")
-        return TaskVariant(
-            self,
-            _Overrides(
-                queue=queue, priority=priority, job_id=job_id, max_retries=max_retries,
-                timeout=timeout, metadata=dict(metadata or {}), created_by=created_by,
-                validate=validate,
-            ),
+        """This task with per-call options (``taskit.options.CALL_OPTIONS``); unset ones keep
+        the task's own. ``validate=False`` skips the argument type check for these calls (the
+        signature is still bound). ``created_by`` is kept as a string. A bad option raises
+        ``ValueError`` or ``TypeError`` naming it."""
+        if isinstance(created_by, uuid.UUID):
+            created_by = str(created_by)
+        overrides = CallOptions(
+            queue=queue, priority=priority, max_retries=max_retries, timeout=timeout,
+            validate=validate, job_id=job_id, metadata={} if metadata is None else metadata,
+            created_by=created_by,
         )  # fmt: skip
+        return TaskVariant(self, overrides)
 
     def check_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, validate: bool = True
@@ -302,41 +262,5 @@ def _scheduled(job: Job, when: When) -> tuple[Job, float]:
     return job, seconds
 
 
-def _check_queue(queue: str | None, what: str) -> None:
-    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
-        raise ValueError(f"{what} must be a non-empty string, got {queue!r}")
-
-
-def _check_int(value: int | None, what: str, *, low: int = -MAX_COUNT) -> None:
-    """A count or priority: an int from ``low`` to ``MAX_COUNT``, as the settings take (past
-    64 bits a job could not even be encoded; past 2**53 Redis would rank priorities as floats)."""
-    if value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{what} must be >= {low}, got {value}")
-    if value > MAX_COUNT:
-        raise ValueError(f"{what} must be <= {MAX_COUNT}, got {value}")
-
-
-def _check_timeout(timeout: float | None) -> None:
-    """Finite and at most ``MAX_SECONDS`` (ten years), as ``TASKIT_JOB_TIMEOUT``; None: none."""
-    if timeout is None:
-        return
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not 0 < timeout <= MAX_SECONDS  # NaN and inf fail too
-    ):
-        raise ValueError(
-            f"timeout must be a number of seconds > 0 and at most ten years, got {timeout!r}"
-        )
-
-
-def _check_seconds(value: float, what: str, *, positive: bool) -> None:
-    """``value`` must be a finite number of seconds (not a bool), > 0 or >= 0."""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not (value > 0 if positive else value >= 0) or value == float("inf"):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{what} must be a finite number of seconds {bound}, got {value!r}")
+#: A task's own calls: no per-call option.
+_NO_OVERRIDES = CallOptions()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import assert_type
 
@@ -55,6 +56,8 @@ async def produce() -> None:
     await fetch.enqueue("https://example.com")
     await loose.enqueue({"k": 1})
     await add.options(validate=False).enqueue(1)
+    await app.remote("elsewhere.task", backoff=2.0, validate=False, priority=None).enqueue(1)
+    await add.options(created_by=uuid.uuid4(), priority=None).enqueue(1)
 
 
 def produce_sync() -> Job:
