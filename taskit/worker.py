@@ -275,6 +275,11 @@ class Worker:
         return len(self._running)
 
     @property
+    def settling_count(self) -> int:
+        """Outcomes handed to the broker whose answer has not come yet (read-only)."""
+        return len(self._settling)
+
+    @property
     def jobs_done(self) -> int:
         """Jobs this worker settled, any outcome but a release (``WorkerStats.jobs_done``)."""
         return self.stats.jobs_done
