@@ -16,12 +16,13 @@ import anyio
 import click
 import msgspec
 
+from taskit._cli_load import load_app
 from taskit._urls import parse_broker_url, redact_url
 from taskit.app import App
 from taskit.config import MAX_COUNT, MAX_SECONDS
 from taskit.errors import BrokerError, SerializationError, UnknownTaskError
 from taskit.job import Job, JobStatus
-from taskit.registry import live_workers
+from taskit.presence import live_workers
 
 __all__ = ["Seconds", "add_admin_commands", "refuse_in_process"]
 
@@ -34,8 +35,6 @@ _YES = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmati
 
 def _load(path: str) -> App:
     """The App at ``path``; refused (see ``refuse_in_process``) if its broker is in-process."""
-    from taskit.cli import load_app  # the CLI module registers these commands
-
     app = load_app(path)
     refuse_in_process(app, click.get_current_context().command_path)
     return app

@@ -11,21 +11,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from taskit._outage import Outage
-from taskit.backoff import as_policy
+from taskit.backoff import BackoffPolicy
 from taskit.errors import TaskitError
 from taskit.execution import RunningJob, StopReason, retry_or_dead
 from taskit.job import LeaseState
 
 if TYPE_CHECKING:
-    from taskit.app import App
     from taskit.broker.base import Broker
     from taskit.events import WorkerEvents
+    from taskit.task import Task
 
 __all__ = ["Reaper", "keep_leases"]
 
@@ -60,19 +60,24 @@ async def keep_leases(
 
 
 class Reaper:
-    """Reclaims ``queues``' expired leases every ``interval`` seconds, taking each over for
-    ``lease`` seconds, and settles it RETRY or DEAD_LETTER; ``events`` (if any) hears of each."""
+    """Reclaims ``queues``' expired leases in ``broker`` every ``interval`` seconds, taking each
+    over for ``lease`` seconds, and settles it RETRY or DEAD_LETTER by its task's backoff (found
+    in ``tasks`` by name; ``backoff`` for a task not there); ``events`` (if any) hears of each."""
 
     def __init__(
         self,
-        app: App,
+        broker: Broker,
+        tasks: Mapping[str, Task[Any, Any]],
         queues: Sequence[str],
         *,
         lease: float,
         interval: float,
+        backoff: BackoffPolicy,
         events: WorkerEvents | None = None,
     ) -> None:
-        self.app = app
+        self.broker = broker
+        self.tasks = tasks
+        self.backoff = backoff
         self.queues = list(queues)
         self.lease = lease
         self.interval = interval
@@ -93,12 +98,12 @@ class Reaper:
 
     async def sweep(self) -> None:
         """One pass: reclaim what expired, settle each, log what happened."""
-        leases = await self.app.broker.reclaim(self.queues, lease=self.lease)
+        leases = await self.broker.reclaim(self.queues, lease=self.lease)
         outcomes = []
         for lease in leases:
             job = lease.job
-            task = self.app.tasks.get(job.task)
-            policy = task.opts.backoff if task else as_policy(self.app.settings.backoff)
+            task = self.tasks.get(job.task)
+            policy = task.opts.backoff if task else self.backoff
             error = TimeoutError(
                 f"lease expired: the worker running attempt {job.attempts} stopped responding"
             )
@@ -107,7 +112,7 @@ class Reaper:
             return
         # Logged once settled, as it happened: a settle that fails leaves the jobs under this
         # pass's lease, and a later pass reclaims (and reports) them.
-        applied = await self.app.broker.settle(outcomes)
+        applied = await self.broker.settle(outcomes)
         for lease, outcome, ok in zip(leases, outcomes, applied, strict=True):
             job = lease.job
             log.warning(

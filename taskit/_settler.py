@@ -36,8 +36,9 @@ __all__ = ["Settled", "Settler"]
 
 log = logging.getLogger(__name__)
 
-#: How long to keep retrying a settle call through a broker outage, as a share of the lease:
-#: past the lease the jobs belong to whoever reclaims them, and their outcome no longer counts.
+#: The pause between tries of a settle call through a broker outage. Tries go on for one lease
+#: (``Settler._send``): past it the jobs belong to whoever reclaims them, and their outcome no
+#: longer counts.
 _OUTAGE_BACKOFF = Exponential(base=0.05, cap=2.0)
 #: What a broker raises when it cannot store what a batch holds: no retry can help the batch.
 _CONTENT_ERRORS = (SerializationError, TypeError, ValueError, OverflowError, msgspec.EncodeError)
@@ -80,8 +81,8 @@ class Settler:
     """Collects outcomes and settles them in batches.
 
     ``on_settled(outcome, settled)`` is called for each outcome once the broker answered, or
-    after a lease of trying (``Settled`` says which), with the outcome as settled: a FAIL in
-    place of one the broker refused to store.
+    after a lease of trying, or at the ``give_up_at`` of ``close`` (``Settled`` says which),
+    with the outcome as settled: a FAIL in place of one the broker refused to store.
     """
 
     def __init__(
@@ -175,10 +176,8 @@ class Settler:
         # on after that try applied (the broker answers "applied" only while it can tell).
         sent = False
         while True:
-            before, self._maybe_sent = (
-                self._maybe_sent,
-                True,
-            )  # given up during the call: maybe sent
+            # Given up during the call (``close``'s deadline), this try may have been sent.
+            before, self._maybe_sent = self._maybe_sent, True
             try:
                 applied = await self._broker.settle(batch)
             except SerializationError:

@@ -332,10 +332,14 @@ class App:
         concurrency: int | None = None,
         name: str | None = None,
     ) -> Worker:
-        """A worker for this App (see ``taskit.worker.Worker``)."""
-        from taskit.worker import Worker
+        """A worker for this App's broker, tasks, settings and events (``taskit.worker``)."""
+        from taskit.worker import Worker, WorkerParts
 
-        return Worker(self, queues=queues, concurrency=concurrency, name=name)
+        parts = WorkerParts(
+            broker=self.broker, tasks=self.tasks, settings=self.settings, events=self.events,
+            broker_url=self.broker_url,
+        )  # fmt: skip
+        return Worker(parts, queues=queues, concurrency=concurrency, name=name)
 
     # -- sync bridge -------------------------------------------------------------------------
     def run_sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -25,10 +25,11 @@ import click
 
 from taskit import __version__
 from taskit._cli_admin import Count, add_admin_commands, how_to_share, refuse_in_process
+from taskit._cli_load import load_app
 from taskit.app import App
 from taskit.config import MAX_COUNT
 from taskit.errors import BrokerAuthenticationError, BrokerError, ConfigurationError
-from taskit.registry import live_workers
+from taskit.presence import live_workers
 from taskit.scheduler import Scheduler, load_schedules
 from taskit.worker import Worker
 
@@ -64,37 +65,6 @@ class _JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
-
-
-def load_app(path: str) -> App:
-    """Import ``MODULE:ATTR`` (from the current directory too) and return the App it names.
-
-    Raises ``click.UsageError`` / ``click.ClickException`` with one line saying what is wrong.
-    """
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise click.UsageError(f"expected MODULE:ATTR (e.g. myproject.tasks:app), got {path!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise click.ClickException(f"cannot import {module_name!r}: no such module") from None
-        raise click.ClickException(f"importing {module_name!r} failed: {exc}") from None
-    except Exception as exc:
-        raise click.ClickException(
-            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise click.ClickException(f"{module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, App):
-        raise click.ClickException(f"{path!r} is a {type(obj).__name__}, not a taskit.App")
-    return obj
 
 
 def _configure_logging(level: str, log_format: str = "text") -> None:
@@ -170,6 +140,7 @@ def worker(
     if queues is not None and not names:
         raise click.BadParameter(f"no queue names in {queues!r}", param_hint="--queues")
     the_worker = app.worker(queues=names, concurrency=concurrency)
+    the_scheduler = Scheduler(app) if scheduler else None
     metrics = _metrics(app, metrics_port)
     try:
         backend, options = _event_loop(loop)
@@ -181,7 +152,7 @@ def worker(
         shown = backend + ("+uvloop" if options.get("use_uvloop") else "")
         logging.getLogger(__name__).info("event loop: %s", shown)
         anyio.run(
-            functools.partial(_run_worker, the_worker, burst, scheduler, metrics),
+            functools.partial(_run_worker, the_worker, burst, the_scheduler, metrics),
             backend=backend,
             backend_options=options,
         )
@@ -242,7 +213,10 @@ def _metrics(app: App, port: int | None) -> tuple[Metrics, Any] | None:
 
 
 async def _run_worker(
-    the_worker: Worker, burst: bool, scheduler: bool, metrics: tuple[Metrics, Any] | None
+    the_worker: Worker,
+    burst: bool,
+    scheduler: Scheduler | None,
+    metrics: tuple[Metrics, Any] | None,
 ) -> None:
     # Signals are taken here, not by the worker: the receiver closes (restoring the default
     # handlers) in this task, and stop signals are ignored right after, with no await between.
@@ -251,8 +225,8 @@ async def _run_worker(
             services.start_soon(_relay, signals, the_worker)
             if metrics is not None:
                 services.start_soon(metrics[0].refresh_forever)
-            if scheduler:
-                services.start_soon(Scheduler(the_worker.app).run)
+            if scheduler is not None:
+                services.start_soon(scheduler.run)
             try:
                 await the_worker.run(burst=burst)
             finally:

@@ -1,4 +1,6 @@
-"""Clocks for the memory broker: the system clock, and a fake one that tests move by hand."""
+"""Wall clocks, injectable where time decides something: the memory broker (due times, leases,
+result TTLs, claims) and the scheduler (due runs) take a ``Clock``; ``SystemClock`` by default,
+a ``FakeClock`` that tests move by hand (``taskit.testing.Harness`` drives one)."""
 
 from __future__ import annotations
 
@@ -24,10 +26,12 @@ class SystemClock:
 
 
 class FakeClock:
-    """A clock that stands still until ``advance()`` or ``set()`` moves it.
+    """A clock that stands still until ``advance()`` or ``set()`` moves it (forward only).
 
-    Brokers that use it subscribe with ``on_change`` so that moving the clock wakes workers
-    blocked on a delayed job. Thread-safe.
+    A memory broker on it subscribes with ``on_change``: each move wakes its blocked reserves,
+    so a delayed job that fell due is taken at once (on this clock the broker cannot time its
+    waits to the next due job). Moving it is thread-safe; listeners run in the mover's thread,
+    after the move.
     """
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:

@@ -23,6 +23,7 @@ import inspect
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,6 @@ from taskit.job import (
 )
 
 if TYPE_CHECKING:
-    from taskit.app import App
     from taskit.task import Task
 
 __all__ = ["Executor", "RunningJob", "StopReason", "retry_delay", "retry_or_dead"]
@@ -81,10 +81,12 @@ class RunningJob:
 
 
 class Executor:
-    """Runs jobs for one worker. ``limiter`` caps how many sync handlers run in threads."""
+    """Runs jobs for one worker: each by the task of its name in ``tasks`` (read at each job, so
+    a live view such as ``App.tasks`` sees tasks registered later). ``limiter`` caps how many
+    sync handlers run in threads."""
 
-    def __init__(self, app: App, limiter: anyio.CapacityLimiter) -> None:
-        self._app = app
+    def __init__(self, tasks: Mapping[str, Task[Any, Any]], limiter: anyio.CapacityLimiter) -> None:
+        self._tasks = tasks
         self._limiter = limiter
         self._threads = 0  # sync handlers running in threads now, abandoned ones included
         self._threads_lock = threading.Lock()
@@ -99,7 +101,7 @@ class Executor:
     async def execute(self, running: RunningJob) -> Outcome | None:
         """Run the job and say how to settle it (``None``: do not settle, the lease is lost)."""
         job, token = running.lease.job, running.lease.token
-        task = self._app.tasks.get(job.task)
+        task = self._tasks.get(job.task)
         if task is None or task.fn is None:
             return _outcome(job, token, OutcomeKind.DEAD_LETTER, UnknownTaskError(job.task))
         try:

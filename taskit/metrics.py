@@ -14,7 +14,7 @@
 | ``taskit_queue_scheduled``                  | gauge     | queue              | the broker    |
 | ``taskit_dead_letters``                     | gauge     | queue              | the broker    |
 | ``taskit_jobs_running``                     | gauge     | queue              | the broker    |
-| ``taskit_workers``                          | gauge     |                    | the registry  |
+| ``taskit_workers``                          | gauge     |                    | live workers  |
 
 Counters count what this process's worker did (sum them over workers); gauges describe the whole
 broker, so every worker reports the same values (take ``max``, not ``sum``, across workers).
@@ -29,18 +29,18 @@ import contextlib
 import logging
 import socket
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from taskit._outage import Outage
 from taskit.errors import ConfigurationError, TaskitError
-from taskit.events import EventKind, JobEvent
+from taskit.events import EventKind, Events, JobEvent
 
 if TYPE_CHECKING:
-    from taskit.app import App
+    from taskit.broker.base import Broker
 
-__all__ = ["Metrics", "stop_serving"]
+__all__ = ["Metrics", "Observed", "stop_serving"]
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,24 @@ def _prometheus() -> Any:
     return prometheus_client
 
 
-class Metrics:
-    """Taskit's metrics for ``app``, in ``registry`` (a new ``CollectorRegistry`` by default;
-    pass ``prometheus_client.REGISTRY`` to add them to the process-wide one). Subscribes to the
-    App's job events at once; ``refresh`` (or ``refresh_forever``) updates the broker gauges."""
+class Observed(Protocol):
+    """What metrics are taken from (an ``App`` is one): its job ``events`` and its ``broker``."""
 
-    def __init__(self, app: App, registry: Any = None) -> None:
+    @property
+    def events(self) -> Events: ...
+    @property
+    def broker(self) -> Broker: ...
+
+
+class Metrics:
+    """Taskit's metrics for ``app`` (an App, or anything with its ``events`` and ``broker``), in
+    ``registry`` (a new ``CollectorRegistry`` by default; pass ``prometheus_client.REGISTRY`` to
+    add them to the process-wide one). Subscribes to the job events at once; ``refresh`` (or
+    ``refresh_forever``) updates the broker gauges from the broker ``app`` had when given."""
+
+    def __init__(self, app: Observed, registry: Any = None) -> None:
         prom = _prometheus()
-        self.app = app
+        self.broker = app.broker
         self.registry = registry if registry is not None else prom.CollectorRegistry()
         r = self.registry
         self.processed = prom.Counter(
@@ -111,13 +121,13 @@ class Metrics:
 
     async def refresh(self) -> None:
         """Read the queue counts and live workers from the broker into the gauges."""
-        stats = await self.app.stats()
+        stats = await self.broker.stats()
         for queue, s in stats.items():
             self.depth.labels(queue).set(s.queued)
             self.scheduled.labels(queue).set(s.scheduled)
             self.dead.labels(queue).set(s.dead)
             self.running.labels(queue).set(s.running)
-        self.workers.set(len(await self.app.broker.heartbeat()))
+        self.workers.set(len(await self.broker.heartbeat()))
 
     async def refresh_forever(self, interval: float = REFRESH_INTERVAL) -> None:
         """``refresh`` every ``interval`` seconds until cancelled; broker errors are logged

@@ -35,11 +35,11 @@ from __future__ import annotations
 import logging
 import math
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -52,10 +52,13 @@ from taskit.errors import ConfigurationError, SerializationError, TaskitError, U
 from taskit.job import Job
 
 if TYPE_CHECKING:
-    from taskit.app import App
+    from taskit.broker.base import Broker
     from taskit.task import Task
 
-__all__ = ["Missed", "Schedule", "Scheduler", "load_schedules", "periodic"]
+__all__ = [
+    "Missed", "Schedule", "ScheduleBook", "Scheduler", "SchedulerHost", "load_schedules",
+    "periodic",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +159,33 @@ class Schedule:
         return 2 * (self.timing.after(due) - due) + 60.0
 
 
+class ScheduleBook(Protocol):
+    """Where schedules are kept (an ``App`` is one): the ``tasks`` they run, by name, and the
+    ``schedules`` themselves, by name."""
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]: ...
+    @property
+    def schedules(self) -> MutableMapping[str, Schedule]: ...
+
+
+class SchedulerHost(ScheduleBook, Protocol):
+    """What a ``Scheduler`` runs on (an ``App`` is one): a ``ScheduleBook`` and the ``broker``
+    its claims go to."""
+
+    @property
+    def broker(self) -> Broker: ...
+
+
+def _task(tasks: Mapping[str, Task[Any, Any]], name: str) -> Task[Any, Any]:
+    try:
+        return tasks[name]
+    except KeyError:
+        raise UnknownTaskError(name) from None
+
+
 def add_schedule(
-    app: App,
+    book: ScheduleBook,
     task_name: str,
     *,
     name: str | None = None,
@@ -169,7 +197,7 @@ def add_schedule(
     queue: str | None = None,
     missed: Missed = "skip",
 ) -> Schedule:
-    """Check and add a schedule of registered task ``task_name`` to ``app.schedules``.
+    """Check and add a schedule of registered task ``task_name`` to ``book.schedules``.
 
     Raises ``ConfigurationError`` (bad timing, unknown task, duplicate name, bad missed policy,
     arguments that do not fit the task or cannot be encoded), naming the schedule."""
@@ -180,23 +208,23 @@ def add_schedule(
             raise ConfigurationError(f"missed= must be 'skip' or 'once', got {missed!r}")
         if isinstance(args, str | bytes):  # a sequence too: args="ab" was two arguments
             raise ConfigurationError(f"args= must be a list or tuple, got the string {args!r}")
-        task = app.get_task(task_name)
+        task = _task(book.tasks, task_name)
         task.options(queue=queue).prepare(*args, **dict(kwargs or {}))
     except UnknownTaskError:
         raise ConfigurationError(f"schedule {label!r}: unknown task {task_name!r}") from None
     except (ConfigurationError, TypeError, ValueError, SerializationError) as exc:
         raise ConfigurationError(f"schedule {label!r}: {exc}") from None
-    if label in app.schedules:
+    if label in book.schedules:
         raise ConfigurationError(f"a schedule named {label!r} is already registered")
     sched = Schedule(
         name=label, task=task_name, every=every, cron=cron, tz=tz, args=tuple(args),
         kwargs=dict(kwargs or {}), queue=queue, missed=missed, timing=timing,
     )  # fmt: skip
-    app.schedules[label] = sched
+    book.schedules[label] = sched
     return sched
 
 
-def periodic(app: App, **options: Any) -> Callable[[Task[P, R]], Task[P, R]]:
+def periodic(book: ScheduleBook, **options: Any) -> Callable[[Task[P, R]], Task[P, R]]:
     """``app.periodic``: the timing is checked now, the rest when the decorator gets the task."""
     _timing(options.get("every"), options.get("cron"), options.get("tz", "UTC"))
 
@@ -208,7 +236,7 @@ def periodic(app: App, **options: Any) -> Callable[[Task[P, R]], Task[P, R]]:
                 "@app.periodic goes above @app.task (it schedules a registered task), "
                 f"got {type(task).__name__}"
             )
-        add_schedule(app, task.name, **options)
+        add_schedule(book, task.name, **options)
         return task
 
     return attach
@@ -230,10 +258,11 @@ class _File(msgspec.Struct, forbid_unknown_fields=True):
     schedules: list[_Entry]
 
 
-def load_schedules(app: App, path: str | Path) -> list[Schedule]:
+def load_schedules(book: ScheduleBook, path: str | Path) -> list[Schedule]:
     """Add the schedules listed in a TOML (``[[schedules]]`` tables) or JSON file (a list, or
-    ``{"schedules": [...]}``) to ``app``, all or none. Each entry has ``task``, ``every`` or
-    ``cron``, and optionally ``name``, ``tz``, ``args``, ``kwargs``, ``queue``, ``missed``.
+    ``{"schedules": [...]}``) to ``book`` (an App), all or none. Each entry has ``task``,
+    ``every`` or ``cron``, and optionally ``name``, ``tz``, ``args``, ``kwargs``, ``queue``,
+    ``missed``.
     Raises ``ConfigurationError`` naming the file, the entry and the problem."""
     path = Path(path)
     try:
@@ -251,25 +280,31 @@ def load_schedules(app: App, path: str | Path) -> list[Schedule]:
         for i, entry in enumerate(entries, 1):
             options = {f: getattr(entry, f) for f in entry.__struct_fields__ if f != "task"}
             try:
-                added.append(add_schedule(app, entry.task, **options))
+                added.append(add_schedule(book, entry.task, **options))
             except ConfigurationError as exc:
                 raise ConfigurationError(f"{path}: entry {i}: {exc}") from None
     except ConfigurationError:
         for sched in added:
-            del app.schedules[sched.name]
+            del book.schedules[sched.name]
         raise
     return added
 
 
 class Scheduler:
-    """Enqueues the due runs of ``app.schedules`` (or of ``schedules``) on ``clock`` (default
-    the system clock; give the memory broker's ``FakeClock`` in tests and call ``tick``)."""
+    """Enqueues the due runs of ``host.schedules`` (or of ``schedules``) on ``clock`` (default
+    the system clock; give the memory broker's ``FakeClock`` in tests and call ``tick``).
+    ``host`` (an App) is read once, here: its broker takes the claims, its tasks the runs."""
 
     def __init__(
-        self, app: App, *, schedules: Sequence[Schedule] | None = None, clock: Clock | None = None
+        self,
+        host: SchedulerHost,
+        *,
+        schedules: Sequence[Schedule] | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        self.app = app
-        self.schedules = list(app.schedules.values() if schedules is None else schedules)
+        self.broker = host.broker
+        self.tasks = host.tasks
+        self.schedules = list(host.schedules.values() if schedules is None else schedules)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._cursor: dict[str, float] = {}  # schedule name -> runs up to here are dealt with
         # Claims won here whose enqueue failed (Redis full, an outage): the run is still ours to
@@ -315,11 +350,11 @@ class Scheduler:
 
     async def _fire(self, s: Schedule, due: float) -> Job | None:
         key = s.claim_key(due)
-        if key not in self._won and not await self.app.broker.claim(key, s.claim_ttl(due)):
+        if key not in self._won and not await self.broker.claim(key, s.claim_ttl(due)):
             log.debug("schedule %s: run due %s taken by another scheduler", s.name, _iso(due))
             return None
         self._won.add(key)
-        task = self.app.get_task(s.task)
+        task = _task(self.tasks, s.task)
         job = await task.options(
             queue=s.queue, job_id=key, created_by=f"scheduler:{s.name}",
             metadata={"schedule": s.name, "due_at": _iso(due)},

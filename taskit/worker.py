@@ -9,7 +9,12 @@ Inside one anyio task group:
 * the **heartbeat** extends every running lease each third of the visibility timeout, and stops
   jobs whose lease was lost or whose cancel was requested;
 * the **reaper** reclaims leases that expired on dead workers and retries or dead-letters them
-  (these two: ``taskit._leases``).
+  (these two: ``taskit._leases``);
+* the **announcer** keeps the worker's record in the broker (``taskit.presence``).
+
+A worker takes only what it runs on (``WorkerParts``: the broker, the tasks by name, the
+settings, the event subscribers), not the App: ``App.worker`` builds it from the App's parts, and a
+test builds one without any App. ``Worker(app, ...)`` works too (an App has those parts).
 
 Shutdown (``stop()``, SIGTERM or SIGINT): the fetcher is cancelled at once, wherever it waits
 (a cancelled reserve raises and hands back anything it took in that moment, see
@@ -23,16 +28,17 @@ backoff and logs it once per outage (``taskit._outage``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import anyio
 import anyio.abc
@@ -41,17 +47,19 @@ from taskit._inbox import Inbox
 from taskit._leases import Reaper, keep_leases
 from taskit._outage import Outage
 from taskit._settler import Settled, Settler
-from taskit.config import check_number
+from taskit.backoff import as_policy
+from taskit.broker.base import Broker
+from taskit.config import Settings, check_number
 from taskit.errors import BrokerAuthenticationError, ConfigurationError, TaskitError
-from taskit.events import WorkerEvents
+from taskit.events import Events, WorkerEvents
 from taskit.execution import Executor, RunningJob, StopReason
 from taskit.job import Job, Lease, Outcome, OutcomeKind
-from taskit.registry import announce
+from taskit.presence import announce
 
 if TYPE_CHECKING:
-    from taskit.app import App
+    from taskit.task import Task
 
-__all__ = ["Worker", "WorkerStats"]
+__all__ = ["Worker", "WorkerParts", "WorkerSource", "WorkerStats"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +96,11 @@ class WorkerStats:
         attr = _STAT_OF.get(kind, "lost")
         setattr(self, attr, getattr(self, attr) + 1)
 
+    @property
+    def jobs_done(self) -> int:
+        """Jobs whose outcome the broker applied (released ones excepted: they run again)."""
+        return self.completed + self.failed + self.retried + self.dead_lettered + self.cancelled
+
 
 _STAT_OF: dict[OutcomeKind | Settled | None, str] = {
     Settled.STALE: "lost",
@@ -102,25 +115,64 @@ _STAT_OF: dict[OutcomeKind | Settled | None, str] = {
 }
 
 
-class Worker:
-    """Runs an App's jobs from ``queues`` (in that order of preference) with ``concurrency``
-    jobs at a time. Use ``await worker.run()``, or ``async with worker:`` to run it in the
-    background of an application (its exit stops the worker gracefully).
+class WorkerSource(Protocol):
+    """What a worker is built from: an ``App`` is one, a ``WorkerParts`` another."""
 
-    ``concurrency`` (default: the App's setting) must be an int >= 1 (``True`` is not one),
+    @property
+    def broker(self) -> Broker: ...
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def events(self) -> Events | None: ...
+    @property
+    def broker_url(self) -> str: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerParts:
+    """What a worker runs on: the ``broker``; the ``tasks`` it can run, by name (read at each
+    job: a live view such as ``App.tasks`` sees tasks registered later); the ``settings`` it
+    takes its defaults, lease, grace period and intervals from; the ``events`` subscribers to
+    tell (none: no events); and ``broker_url``, how its log lines name the broker (default: the
+    broker's class)."""
+
+    broker: Broker
+    tasks: Mapping[str, Task[Any, Any]]
+    settings: Settings = dataclasses.field(default_factory=Settings)
+    events: Events | None = None
+    broker_url: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.broker_url:
+            object.__setattr__(self, "broker_url", type(self.broker).__name__)
+
+
+class Worker:
+    """Runs the jobs of ``parts`` (a ``WorkerParts``, or an ``App``) from ``queues`` (in that
+    order of preference) with ``concurrency`` jobs at a time. Use ``await worker.run()``, or
+    ``async with worker:`` to run it in the background of an application (its exit stops the
+    worker gracefully). The parts are read once, here: a worker keeps the broker it was built
+    with.
+
+    ``concurrency`` (default: the settings') must be an int >= 1 (``True`` is not one),
     ``name`` a non-empty string: anything else raises ``ConfigurationError`` /
     ``ValueError`` naming the argument, here rather than when the worker runs."""
 
     def __init__(
         self,
-        app: App,
+        parts: WorkerSource,
         *,
         queues: Sequence[str] | None = None,
         concurrency: int | None = None,
         name: str | None = None,
     ) -> None:
-        settings = app.settings
-        self.app = app
+        settings = self.settings = parts.settings
+        self.broker = parts.broker
+        self.broker_url = parts.broker_url
+        self.tasks = parts.tasks
+        self.events = parts.events
         if isinstance(queues, str | bytes):  # a str is a sequence: "emails" was 6 queues
             raise ValueError(f"queues must be a list of names, got the string {queues!r}")
         self.queues = list(queues) if queues else [settings.default_queue]
@@ -166,24 +218,25 @@ class Worker:
         return self.stats
 
     async def _run(self, burst: bool) -> None:
-        limiter = anyio.CapacityLimiter(self.app.settings.sync_concurrency)
-        executor = self._executor = Executor(self.app, limiter)
-        settler = self._settler = Settler(self.app.broker, self.lease, self._settled)
+        settings, broker = self.settings, self.broker
+        limiter = anyio.CapacityLimiter(settings.sync_concurrency)
+        executor = self._executor = Executor(self.tasks, limiter)
+        settler = self._settler = Settler(broker, self.lease, self._settled)
         inbox = Inbox()
-        events = WorkerEvents(self.app.events, self.name) if self.app.events else None
+        events = WorkerEvents(self.events, self.name) if self.events else None
         self._events = events
         async with anyio.create_task_group() as services:
             log.info(
                 "worker %s starting: queues=%s concurrency=%d broker=%s",
-                self.name, ",".join(self.queues), self.concurrency, self.app.broker_url,
+                self.name, ",".join(self.queues), self.concurrency, self.broker_url,
             )  # fmt: skip
-            services.start_soon(keep_leases, self.app.broker, self._jobs_running, self.lease)
+            services.start_soon(keep_leases, broker, self._jobs_running, self.lease)
             reaper = Reaper(
-                self.app, self.queues, lease=self.lease, interval=self.reaper_interval,
-                events=events,
+                broker, self.tasks, self.queues, lease=self.lease, interval=self.reaper_interval,
+                backoff=as_policy(settings.backoff), events=events,
             )  # fmt: skip
             services.start_soon(reaper.run)
-            services.start_soon(announce, self)
+            services.start_soon(announce, self, broker, settings.heartbeat_interval)
             if events:
                 services.start_soon(events.run)
             settled = anyio.Event()
@@ -215,6 +268,21 @@ class Worker:
                 "be stopped; their jobs were handed back or failed)",
                 self.name, executor.threads_running,
             )  # fmt: skip
+
+    @property
+    def running_count(self) -> int:
+        """Jobs running now (read-only)."""
+        return len(self._running)
+
+    @property
+    def settling_count(self) -> int:
+        """Outcomes handed to the broker whose answer has not come yet (read-only)."""
+        return len(self._settling)
+
+    @property
+    def jobs_done(self) -> int:
+        """Jobs this worker settled, any outcome but a release (``WorkerStats.jobs_done``)."""
+        return self.stats.jobs_done
 
     @property
     def threads_running(self) -> int:
@@ -314,7 +382,7 @@ class Worker:
                 await anyio.lowlevel.checkpoint()
 
     async def _reserve(self, count: int, timeout: float) -> list[Lease]:
-        return await self.app.broker.reserve(
+        return await self.broker.reserve(
             self.queues, count=count, lease=self.lease, timeout=timeout
         )
 
@@ -327,7 +395,7 @@ class Worker:
             )
 
     async def _idle(self) -> bool:
-        stats = await self.app.broker.stats(self.queues)
+        stats = await self.broker.stats(self.queues)
         return all(s.queued + s.scheduled + s.running == 0 for s in stats.values())
 
     # -- running -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+import taskit.worker
 from taskit import App, Fail, MemoryBroker, Retry
 from taskit.clock import FakeClock
 from taskit.events import EventKind, Events, JobEvent, WorkerEvents
@@ -177,17 +178,22 @@ def test_unknown_kind_and_non_callable_are_rejected() -> None:
     assert not events
 
 
-async def test_without_subscribers_the_worker_builds_no_events() -> None:
+async def test_without_subscribers_the_worker_builds_no_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     app = App(MemoryBroker())
 
     @app.task(name="t")
     def t() -> None: ...
 
+    def no_events(*args: object) -> None:
+        raise AssertionError("a worker without subscribers built its events")
+
+    monkeypatch.setattr(taskit.worker, "WorkerEvents", no_events)
     await app.enqueue("t")
     worker = app.worker()
-    await worker.run(burst=True)
-    assert worker._events is None
-    assert worker._settling == {}
+    assert (await worker.run(burst=True)).completed == 1
+    assert (worker.settling_count, worker.running_count) == (0, 0)
 
 
 async def test_reclaimed_leases_become_retried_or_dead_lettered_events() -> None:

@@ -9,7 +9,6 @@ import logging
 import math
 import threading
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,35 +31,13 @@ from taskit import (
 )
 from taskit.backoff import BackoffPolicy
 from taskit.clock import FakeClock
-from taskit.job import Outcome, OutcomeKind, utc_from_timestamp
+from taskit.execution import Executor, RunningJob
+from taskit.job import OutcomeKind, utc_from_timestamp
+from tests._doubles import StubTask, WatchedBroker, no_app, stub_job
 
 pytestmark = pytest.mark.anyio
 
 WAIT = 5.0  # upper bound on any wait: a hang fails the test instead of stalling the run
-
-
-class WatchedBroker(MemoryBroker):
-    """A MemoryBroker that records every settle, so a test can wait for the n-th one."""
-
-    def __init__(self, clock: FakeClock | None = None) -> None:
-        super().__init__(clock=clock)
-        self.settled: list[tuple[Outcome, bool]] = []
-        self._news: anyio.Event | None = None
-
-    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        applied = await super().settle(outcomes)
-        self.settled.extend(zip(outcomes, applied, strict=True))
-        if self._news is not None:
-            self._news.set()
-        return applied
-
-    async def outcomes(self, count: int) -> list[Outcome]:
-        """The first ``count`` settled outcomes, waiting until there are that many."""
-        with anyio.fail_after(WAIT):
-            while len(self.settled) < count:
-                self._news = anyio.Event()
-                await self._news.wait()
-        return [outcome for outcome, _ in self.settled[:count]]
 
 
 def make_app(broker: MemoryBroker | None = None, **settings: Any) -> App:
@@ -808,3 +785,40 @@ async def test_a_job_for_an_unknown_task_is_dead_lettered() -> None:
     assert dead.status is JobStatus.DEAD_LETTER
     assert dead.error_type == "UnknownTaskError"
     assert stats.dead_lettered == 1
+
+
+# -- without an App ---------------------------------------------------------------------------
+async def test_the_executor_runs_jobs_from_a_task_mapping_without_an_app(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(App, "__init__", no_app)
+    seen: list[tuple[str, str]] = []
+
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    def boom() -> None:
+        raise ValueError("no")
+
+    def hook(job: Job, error: BaseException) -> None:
+        seen.append((job.task, type(error).__name__))
+
+    failing = StubTask(boom, name="boom")
+    failing.opts.on_failure = hook
+    tasks = {"add": StubTask(add, name="add"), "boom": failing}
+    broker = MemoryBroker()
+    await broker.enqueue([stub_job("add", 2, 3), stub_job("boom", max_retries=1), stub_job("x")])
+    leases = await broker.reserve(["default"], count=3, lease=30.0, timeout=0)
+    executor = Executor(tasks, anyio.CapacityLimiter(1))
+
+    outcomes = [await executor.execute(RunningJob(lease)) for lease in leases]
+
+    assert [o.kind if o else None for o in outcomes] == [
+        OutcomeKind.COMPLETE, OutcomeKind.RETRY, OutcomeKind.DEAD_LETTER,
+    ]  # fmt: skip
+    done, retry, dead = (o for o in outcomes if o is not None)
+    assert done.result is not None
+    assert done.result.value == 5
+    assert (retry.error_type, retry.delay) == ("ValueError", 0.0)
+    assert dead.error_type == "UnknownTaskError"
+    assert seen == [("boom", "ValueError")]

@@ -27,35 +27,15 @@ from taskit import (
     WorkerStats,
 )
 from taskit.clock import FakeClock
+from taskit.events import EventKind, Events
 from taskit.job import Outcome, OutcomeKind, utc_from_timestamp
+from taskit.worker import WorkerParts
+from tests._doubles import StubTask, WatchedBroker, no_app, stub_job
 
 pytestmark = pytest.mark.anyio
 
 WAIT = 5.0  # upper bound on any wait: a hang fails the test instead of stalling the run
 SHORT_LEASE = 0.3  # a visibility timeout that really passes during a test
-
-
-class WatchedBroker(MemoryBroker):
-    """A MemoryBroker that records every settle, so a test can wait for the n-th one."""
-
-    def __init__(self, clock: FakeClock | None = None) -> None:
-        super().__init__(clock=clock)
-        self.settled: list[tuple[Outcome, bool]] = []
-        self._news: anyio.Event | None = None
-
-    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        applied = await super().settle(outcomes)
-        self.settled.extend(zip(outcomes, applied, strict=True))
-        if self._news is not None:
-            self._news.set()
-        return applied
-
-    async def wait_settled(self, count: int) -> list[tuple[Outcome, bool]]:
-        with anyio.fail_after(WAIT):
-            while len(self.settled) < count:
-                self._news = anyio.Event()
-                await self._news.wait()
-        return self.settled[:count]
 
 
 def make_app(broker: MemoryBroker | None = None, **settings: Any) -> App:
@@ -123,6 +103,35 @@ def test_worker_defaults_come_from_settings() -> None:
     worker = app.worker()
     assert isinstance(worker, Worker)
     assert (worker.queues, worker.concurrency) == (["jobs"], 3)
+
+
+async def test_a_worker_runs_on_its_parts_without_an_app(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(App, "__init__", no_app)
+    caplog.set_level("INFO", "taskit.worker")
+    events = Events()
+    seen: list[tuple[EventKind, str]] = []
+    events.subscribe(
+        lambda event: seen.append((event.kind, event.task)), ["completed", "dead_lettered"]
+    )
+
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    broker = WatchedBroker()
+    await broker.enqueue([stub_job("add", 1, 2), stub_job("nobody")])
+    parts = WorkerParts(broker=broker, tasks={"add": StubTask(add, name="add")}, events=events)
+    worker = Worker(parts, concurrency=2, name="bare")
+
+    with anyio.fail_after(WAIT):
+        stats = await worker.run(burst=True)
+
+    assert (stats.completed, stats.dead_lettered, worker.jobs_done) == (1, 1, 2)
+    settled = sorted((o.kind.value, applied) for o, applied in broker.settled)
+    assert settled == [("complete", True), ("dead_letter", True)]
+    assert sorted(seen) == [(EventKind.COMPLETED, "add"), (EventKind.DEAD_LETTERED, "nobody")]
+    assert "worker bare starting: queues=default concurrency=2 broker=WatchedBroker" in caplog.text
 
 
 # -- order ------------------------------------------------------------------------------------
