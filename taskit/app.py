@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 import anyio
 import anyio.from_thread
@@ -26,11 +26,9 @@ from taskit.handlers import HandlerTask, JobHandler, handler_task
 from taskit.job import Job, JobResult, JobStatus, QueueStats
 from taskit.options import OnFailure, check_name, given_options, task_options
 from taskit.producer import Producer
+from taskit.scheduler import Missed, Schedule, periodic
 from taskit.task import Task
-
-if TYPE_CHECKING:
-    from taskit.scheduler import Missed, Schedule
-    from taskit.worker import Worker
+from taskit.worker import Worker, WorkerParts
 
 __all__ = ["App"]
 
@@ -203,8 +201,6 @@ class App:
         """Run the task below (``@app.periodic(...)`` above ``@app.task``) every ``every``
         seconds or at each ``cron`` time in time zone ``tz``, with ``args``/``kwargs``; see
         ``taskit.scheduler``. A bad expression or zone raises ``ConfigurationError`` here."""
-        from taskit.scheduler import periodic
-
         return periodic(
             self, every=every, cron=cron, tz=tz, name=name, args=args, kwargs=kwargs,
             queue=queue, missed=missed,
@@ -333,8 +329,6 @@ class App:
         name: str | None = None,
     ) -> Worker:
         """A worker for this App's broker, tasks, settings and events (``taskit.worker``)."""
-        from taskit.worker import Worker, WorkerParts
-
         parts = WorkerParts(
             broker=self.broker, tasks=self.tasks, settings=self.settings, events=self.events,
             broker_url=self.broker_url,

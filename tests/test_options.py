@@ -4,13 +4,11 @@ types and defaults, and refuses a bad value with the same error. A task and its 
 
 from __future__ import annotations
 
-import ast
 import inspect
 import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, get_overloads
 
 import pytest
@@ -294,22 +292,3 @@ def test_a_task_enqueues_without_a_loop_over_a_producer_alone() -> None:
         assert producer.run_sync(producer.broker.stats)["default"].queued == 1
     finally:
         producer.bridge.stop()
-
-
-# -- import direction ------------------------------------------------------------------------
-LOW = ["options.py", "producer.py", "task.py", "handlers.py"]
-UPPER = {"taskit.app", "taskit.worker", "taskit.execution", "taskit.scheduler", "taskit.cli"}
-
-
-@pytest.mark.parametrize("module", LOW)
-def test_tasks_and_their_parts_never_import_the_app(module: str) -> None:
-    """Not at top level, not under TYPE_CHECKING, not inside a function."""
-    source = Path(taskit.__file__).with_name(module).read_text()
-    imported: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module)
-            imported.update(f"{node.module}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Import):
-            imported.update(alias.name for alias in node.names)
-    assert not imported & UPPER
