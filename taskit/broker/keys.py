@@ -267,7 +267,8 @@ def parse_state(raw: bytes, job_id: str = "") -> State:
 
 
 def format_state(state: State) -> bytes:
-    """The state string of ``state``, as the scripts write it (``pack_state``)."""
+    """The state string of ``state``, as the scripts write it (``pack_state``); ``sched`` as the
+    shortest text of its seconds (the scripts write a due time they compute as ``%.3f``)."""
     return "|".join(f.text(getattr(state, f.name)) for f in STATE_FIELDS).encode()
 
 
