@@ -366,8 +366,8 @@ def stored_form(job: Job) -> tuple[Job, bytes]:
     and nothing is stored.
     """
     stored = job if _is_fresh(job) else msgspec.structs.replace(job, **LIVE_FIELDS)
-    try:
-        spec = encode_spec(
+    try:  # fresh by construction: ``encode_spec``'s check would be a second ``_is_fresh``
+        spec = _ENCODER.encode(
             JobSpec(
                 task=job.task,
                 queue=job.queue,
