@@ -1,5 +1,10 @@
 """The data that travels: jobs, results, leases and outcomes, as msgspec Structs on msgpack.
 
+A job is two things kept apart: what it is (``JobSpec``: task, arguments, options; stored once
+at enqueue and never changed) and where it stands (``LIVE_FIELDS``: status, attempts, times,
+error, result; owned by the broker). ``Job`` is the read model, both in one object, built by a
+broker from the two (``job_of``); ``stored_form`` is the one way to a spec's bytes.
+
 A job's arguments are encoded once, when it is prepared, into ``Job.payload``: the msgpack of
 ``[args, kwargs]``. Brokers store and move those bytes untouched; only the worker that runs the
 job decodes them, straight into the handler's annotated parameter types. Nothing here is pickled.
@@ -8,21 +13,33 @@ job decodes them, straight into the handler's annotated parameter types. Nothing
 from __future__ import annotations
 
 import enum
-import traceback as _traceback
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import operator
+from collections.abc import Mapping
+from datetime import datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from taskit._ids import new_job_id
+from taskit._values import (
+    MAX_TRACEBACK,
+    decode_arguments,
+    describe_error,
+    encode_arguments,
+    encode_value,
+    storable_text,
+    utc_from_timestamp,
+)
 from taskit.errors import SerializationError
 
 __all__ = [
+    "LIVE_FIELDS",
     "MAX_TRACEBACK",
     "SCHEMA_VERSION",
     "Job",
     "JobResult",
+    "JobSpec",
     "JobStatus",
     "Lease",
     "LeaseState",
@@ -31,10 +48,13 @@ __all__ = [
     "QueueStats",
     "decode_arguments",
     "decode_job",
+    "decode_spec",
     "describe_error",
     "encode_arguments",
     "encode_job",
+    "encode_spec",
     "encode_value",
+    "job_of",
     "new_job_id",
     "result_of",
     "storable_text",
@@ -44,8 +64,6 @@ __all__ = [
 
 #: Version of the ``Job`` wire format; bumped on any change a reader of older bytes must know.
 SCHEMA_VERSION = 2
-#: Tracebacks kept on a job or result are cut to their last this-many characters.
-MAX_TRACEBACK = 16_000
 
 
 class JobStatus(enum.StrEnum):
@@ -121,16 +139,20 @@ class Job(
     tag_field="v",
     tag=SCHEMA_VERSION,
 ):
-    """One unit of work and its state.
+    """One unit of work and where it stands: the read model a broker hands out.
 
+    What a job is (``JobSpec``: what an enqueue stores) and where it stands (``LIVE_FIELDS``,
+    kept by the broker) in one object, built by the broker from the two (``job_of``).
     ``attempts`` counts runs started (it is incremented when a worker reserves the job), so the
     second run of a job shows ``attempts == 2``. ``max_retries=3`` allows four runs in all.
     ``error`` and ``traceback`` hold the most recent failure, also after a later retry succeeds.
     Times are timezone-aware UTC datetimes. On the wire a job is a msgpack array: first
-    ``SCHEMA_VERSION``, then the fields in the order below, trailing defaults left out (a small
-    job is about half the size of a keyed map). Bytes of another version fail to decode (and are
-    dead-lettered) rather than being misread. A new optional field goes at the end and does not
-    change the version; anything else does.
+    ``SCHEMA_VERSION``, then every field in the order below, defaults included (msgspec writes
+    every position of an ``array_like`` struct; a reader fills positions missing at the end
+    with their defaults). Position is the schema: the exact bytes are pinned by
+    ``tests/test_wire.py``. Bytes of another version fail to decode (and are dead-lettered)
+    rather than being misread. A new optional field goes at the end (of ``JobSpec`` too) and
+    does not change the version; anything else does.
     """
 
     id: str
@@ -157,19 +179,88 @@ class Job(
     @property
     def args(self) -> tuple[Any, ...]:
         """The positional arguments, decoded to plain msgpack types (no annotation applied)."""
-        return tuple(_decode_arguments(self.payload)[0])
+        return tuple(decode_arguments(self.payload)[0])
 
     @property
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments, decoded to plain msgpack types (no annotation applied)."""
-        return _decode_arguments(self.payload)[1]
+        return decode_arguments(self.payload)[1]
 
     def to_builtins(self) -> dict[str, Any]:
         """A JSON-friendly dict of the job, with ``args``/``kwargs`` in place of the raw payload."""
         fields = {f: getattr(self, f) for f in self.__struct_fields__ if f != "payload"}
         data: dict[str, Any] = msgspec.to_builtins(fields)
-        data["args"], data["kwargs"] = msgspec.to_builtins(list(_decode_arguments(self.payload)))
+        data["args"], data["kwargs"] = msgspec.to_builtins(list(decode_arguments(self.payload)))
         return data
+
+
+#: Where a job stands, as opposed to what it is (``JobSpec``): the fields a broker owns, each
+#: with its value before the job first ran. An enqueue resets them (``stored_form``); a broker
+#: keeps them apart from the spec (the Redis broker: its state string, error and result) and
+#: lays them over the spec when it reads the job back (``job_of``).
+LIVE_FIELDS: Mapping[str, Any] = MappingProxyType(
+    {
+        "status": JobStatus.PENDING,
+        "attempts": 0,
+        "scheduled_at": None,
+        "started_at": None,
+        "completed_at": None,
+        "failed_at": None,
+        "error": None,
+        "error_type": None,
+        "traceback": None,
+        "result": None,
+    }
+)
+
+
+class JobSpec(
+    msgspec.Struct,
+    kw_only=True,
+    omit_defaults=True,
+    array_like=True,
+    tag_field="v",
+    tag=SCHEMA_VERSION,
+):
+    """What a job is: what a broker stores when it is enqueued, and never changes after.
+
+    Its bytes are the ``Job`` wire format (same tag, same positions) with an empty ``id`` (the
+    record's key holds it) and every live field fresh: what released versions write and read.
+    Because ``array_like`` makes position the schema and version 2 interleaves what a job is
+    with where it stands, the ten positions of ``LIVE_FIELDS`` stay here as slots of the same
+    types, below their own heading. ``encode_spec`` refuses a spec whose slots are not fresh.
+    A spec written otherwise still decodes, as before: its slot values stand until the broker's
+    state says otherwise (``job_of``), as they did when a spec was decoded as a ``Job``.
+    """
+
+    id: str = ""
+    task: str
+    queue: str
+    payload: msgspec.Raw
+    created_at: datetime
+    priority: int = 0
+    # -- slots of LIVE_FIELDS: fresh in every spec taskit writes ------------------------------
+    status: JobStatus = JobStatus.PENDING
+    attempts: int = 0
+    # -- what a job is, continued -------------------------------------------------------------
+    max_retries: int = 3
+    timeout: float | None = None
+    # -- slots of LIVE_FIELDS: fresh in every spec taskit writes ------------------------------
+    scheduled_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    result: JobResult | None = None
+    # -- what a job is, continued -------------------------------------------------------------
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    created_by: str | None = None
+
+
+if JobSpec.__struct_fields__ != Job.__struct_fields__:  # pragma: no cover - a definition error
+    raise TypeError("JobSpec must keep Job's field positions: array_like makes them the schema")
 
 
 class Lease(msgspec.Struct, frozen=True):
@@ -228,91 +319,10 @@ class QueueStats(msgspec.Struct, kw_only=True):
 
 _ENCODER = msgspec.msgpack.Encoder()
 _JOB_DECODER = msgspec.msgpack.Decoder(Job)
-_ARGS_DECODER = msgspec.msgpack.Decoder(tuple[list[Any], dict[str, Any]])
-
-
-def utc_from_timestamp(seconds: float) -> datetime:
-    """Seconds since the epoch as an aware UTC datetime."""
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def describe_error(error: BaseException) -> tuple[str, str, str]:
-    """How taskit stores a failure: ``(error, error_type, traceback)``, all text.
-
-    ``error`` is ``str(error)``, or the type's name when that is empty; ``error_type`` the type's
-    qualified name (``__qualname__``: ``ValueError``, ``Client.Declined``); ``traceback`` the
-    formatted traceback (``traceback.format_exception``: only the last line for an exception
-    that was never raised), cut to its last ``MAX_TRACEBACK`` characters. Lone surrogates, which
-    msgpack cannot carry, are escaped (``\\udc80``). The same three fields are kept on ``Job``,
-    ``JobResult`` and ``Outcome``, whether the handler raised the exception or returned it.
-    """
-    name = type(error).__name__
-    try:  # a user's exception is any code: its __str__ may raise, or return a non-string
-        message = str(error) or name
-    except Exception as exc:
-        message = f"<{name}: str() raised {type(exc).__name__}>"
-    try:
-        trace = "".join(_traceback.format_exception(error))[-MAX_TRACEBACK:]
-    except Exception as exc:  # pragma: no cover - traceback guards str() itself
-        trace = f"<traceback of {name} could not be formatted: {type(exc).__name__}>"
-    return storable_text(message), storable_text(type(error).__qualname__), storable_text(trace)
-
-
-def storable_text(text: str) -> str:
-    """``text`` as msgpack can carry it: lone surrogates escaped, anything else unchanged."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode()
-    return text
-
-
-def encode_value(value: Any) -> bytes:
-    """msgpack-encode ``value``; raises ``SerializationError`` naming its type."""
-    try:
-        return _ENCODER.encode(value)
-    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
-        raise SerializationError(  # RecursionError: a value that contains itself
-            f"cannot encode a value of type {type(value).__name__}: {exc}"
-        ) from exc
-
-
-def encode_arguments(
-    args: Sequence[Any], kwargs: dict[str, Any], names: Sequence[str] = ()
-) -> msgspec.Raw:
-    """Encode ``[args, kwargs]`` as a job payload.
-
-    ``names`` are the parameter names of the positional arguments, used only to name the culprit
-    when a value cannot be encoded: the ``SerializationError`` says which argument and why.
-    """
-    try:
-        return msgspec.Raw(_ENCODER.encode((args, kwargs)))
-    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
-        labelled = [
-            (f"argument {names[i]!r}" if i < len(names) else f"positional argument {i}", value)
-            for i, value in enumerate(args)
-        ]
-        labelled += [(f"argument {key!r}", value) for key, value in kwargs.items()]
-        for label, value in labelled:
-            try:
-                _ENCODER.encode(value)
-            except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as inner:
-                raise SerializationError(
-                    f"{label} cannot be serialized (type {type(value).__name__}): {inner}"
-                ) from inner
-        raise SerializationError(f"arguments cannot be serialized: {exc}") from exc
-
-
-def _decode_arguments(payload: msgspec.Raw) -> tuple[list[Any], dict[str, Any]]:
-    try:
-        return _ARGS_DECODER.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise SerializationError(f"job payload does not decode as [args, kwargs]: {exc}") from exc
-
-
-def decode_arguments(payload: msgspec.Raw) -> tuple[list[Any], dict[str, Any]]:
-    """Decode a job payload into plain ``(args, kwargs)``; ``SerializationError`` if malformed."""
-    return _decode_arguments(payload)
+_SPEC_DECODER = msgspec.msgpack.Decoder(JobSpec)
+#: The live fields of a job or spec as one tuple (a C call), and that tuple when all are fresh.
+_live_values = operator.attrgetter(*LIVE_FIELDS)
+_FRESH_VALUES = tuple(LIVE_FIELDS.values())
 
 
 def encode_job(job: Job) -> bytes:
@@ -328,53 +338,81 @@ def decode_job(data: bytes | memoryview) -> Job:
         raise SerializationError(f"stored bytes are not a valid job: {exc}") from exc
 
 
+def encode_spec(spec: JobSpec) -> bytes:
+    """The stored bytes of ``spec``. ``ValueError`` if a live slot is not fresh (a spec never
+    says where a job stands); msgspec's ``EncodeError`` or ``TypeError`` if a value cannot be
+    encoded. The bytes are not checked to decode back: ``stored_form`` does that."""
+    if not _is_fresh(spec):
+        raise ValueError("a JobSpec's live slots must hold their fresh values (LIVE_FIELDS)")
+    return _ENCODER.encode(spec)
+
+
+def decode_spec(data: bytes | memoryview) -> JobSpec:
+    """Decode stored spec bytes; ``SerializationError`` (naming the problem) if they are not a
+    spec. Live slots that are not fresh are kept, not refused (see ``JobSpec``)."""
+    try:
+        return _SPEC_DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise SerializationError(f"stored bytes are not a valid job: {exc}") from exc
+
+
 def stored_form(job: Job) -> tuple[Job, bytes]:
     """``job`` as a broker stores it when it is enqueued, and its spec: the bytes to store.
 
-    The stored job is pending, with attempts, times, error and result cleared (``job`` itself
-    when they already are, as for every job ``prepare`` makes). The spec is its encoding with an
-    empty id (the record's key holds the id), checked to decode back: a payload that is not
-    msgpack, or a field of the wrong type, raises ``SerializationError`` and nothing is stored.
+    The stored job has every live field fresh (``LIVE_FIELDS``: pending, attempts, times, error
+    and result cleared; ``job`` itself when they already are, as for every job ``prepare``
+    makes). The spec is the encoded ``JobSpec`` of what the job is, checked to decode back: a
+    payload that is not msgpack, or a field of the wrong type, raises ``SerializationError``
+    and nothing is stored.
     """
-    stored = job if _is_fresh(job) else msgspec.structs.replace(job, **_FRESH)
-    try:
-        spec = _ENCODER.encode(msgspec.structs.replace(stored, id=""))
+    stored = job if _is_fresh(job) else msgspec.structs.replace(job, **LIVE_FIELDS)
+    try:  # fresh by construction: ``encode_spec``'s check would be a second ``_is_fresh``
+        spec = _ENCODER.encode(
+            JobSpec(
+                task=job.task,
+                queue=job.queue,
+                payload=job.payload,
+                created_at=job.created_at,
+                priority=job.priority,
+                max_retries=job.max_retries,
+                timeout=job.timeout,
+                metadata=job.metadata,
+                created_by=job.created_by,
+            )
+        )
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         raise SerializationError(f"job {job.id!r} cannot be serialized: {exc}") from exc
-    decode_job(spec)  # a payload that is not msgpack encodes as it is, but must not be stored
+    decode_spec(spec)  # a payload that is not msgpack encodes as it is, but must not be stored
     return stored, spec
 
 
-#: The fields an enqueue resets (``stored_form``).
-_FRESH: dict[str, Any] = {
-    "status": JobStatus.PENDING,
-    "attempts": 0,
-    "scheduled_at": None,
-    "started_at": None,
-    "completed_at": None,
-    "failed_at": None,
-    "result": None,
-    "error": None,
-    "error_type": None,
-    "traceback": None,
-}
-
-
-def _is_fresh(job: Job) -> bool:
-    """Whether ``job`` already has every ``_FRESH`` value (checked field by field: faster than
-    ``msgspec.structs.replace`` with ten keywords)."""
-    return (
-        job.status is JobStatus.PENDING
-        and job.attempts == 0
-        and job.scheduled_at is None
-        and job.started_at is None
-        and job.completed_at is None
-        and job.failed_at is None
-        and job.result is None
-        and job.error is None
-        and job.error_type is None
-        and job.traceback is None
+def job_of(spec: JobSpec, job_id: str, queue: str, live: dict[str, Any]) -> Job:
+    """The ``Job`` a broker reads back: what ``spec`` says the job is, with ``job_id``, its
+    ``queue`` and where it stands (``live``: values of ``LIVE_FIELDS`` by name) from the
+    broker's own state. A live field missing from ``live`` is fresh, or, for a spec whose slots
+    are not (see ``JobSpec``), as the spec's slot holds it."""
+    if not _is_fresh(spec):
+        live = dict(zip(LIVE_FIELDS, _live_values(spec), strict=True)) | live
+    return Job(
+        id=job_id,
+        task=spec.task,
+        queue=queue,
+        payload=spec.payload,
+        created_at=spec.created_at,
+        priority=spec.priority,
+        max_retries=spec.max_retries,
+        timeout=spec.timeout,
+        metadata=spec.metadata,
+        created_by=spec.created_by,
+        **live,
     )
+
+
+def _is_fresh(job: Job | JobSpec) -> bool:
+    """Whether every live field of ``job`` holds its fresh value (``LIVE_FIELDS``). One tuple
+    compare, faster than ``msgspec.structs.replace``; the status by identity, so a status given
+    as plain text (``"pending"``) is made the enum member."""
+    return job.status is JobStatus.PENDING and _live_values(job) == _FRESH_VALUES
 
 
 def result_of(job: Job) -> JobResult:

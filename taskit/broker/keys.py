@@ -34,12 +34,15 @@ fixed hash and every queue key is named before a script runs, and a done key is 
 script that was given the job id, every script gets every key it touches in KEYS.
 
 A live record is ``<n>:<state><spec>``: ``n`` the length of the state string in decimal, then the
-state, then the encoded ``Job`` as enqueued (one hash field per job keeps Redis memory per queued
-job low: about 260 bytes for a small job, see ``benchmarks/redis_memory.py``). The state string
-is ``status|attempts|score|seq|token|cancel|sched|started|completed|failed|queue`` (queue last: it
-may contain ``|``); ``score`` is minus the priority, ``seq`` the ranked-set place of a job of a
-non-default priority (``-<15 digits>`` for one put back at the front) or empty; times are server
-milliseconds, ``sched`` is seconds text.
+state (where the job stands), then its spec (what it is: the encoded ``JobSpec``, written once at
+enqueue; one hash field per job keeps Redis memory per queued job low: about 260 bytes for a small
+job, see ``benchmarks/redis_memory.py``). The state string is the fields of ``STATE_FIELDS``
+joined by ``|``: ``status|attempts|score|seq|token|cancel|sched|started|completed|failed|queue``
+(queue last: it may contain ``|``); ``score`` is minus the priority, ``seq`` the ranked-set place
+of a job of a non-default priority (``-<15 digits>`` for one put back at the front) or empty;
+times are server milliseconds, ``sched`` is seconds text. The scripts write it (``pack_state``
+in ``lua/_common.lua``); Python reads it (``parse_state``) and writes it only in tests
+(``format_state``); ``tests/test_wire.py`` proves the two languages agree.
 
 Ready jobs of the default priority wait in a list (a few bytes per job, against over a hundred in
 a sorted set); other priorities in a sorted set. Jobs are taken from the ranked set's positive
@@ -54,22 +57,34 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from taskit.errors import ConfigurationError, CorruptJobError, SerializationError
-from taskit.job import Job, JobResult, JobStatus, decode_job, utc_from_timestamp
+from taskit.job import (
+    Job,
+    JobResult,
+    JobSpec,
+    JobStatus,
+    decode_spec,
+    job_of,
+    utc_from_timestamp,
+)
 
 __all__ = [
     "LATEST",
+    "STATE_FIELDS",
     "Keys",
     "State",
+    "StateField",
     "build_job",
     "corrupt_job",
     "encode_error",
+    "format_state",
     "join_record",
     "merge_state",
     "parse_state",
@@ -160,10 +175,12 @@ _QUEUE_KINDS = {"fifo": "list", "wake": "list", "ranked": "zset", "delayed": "zs
 
 @dataclass(frozen=True, slots=True)
 class State:
-    """A parsed state string (see the module docstring)."""
+    """A parsed state string: its fields in ``STATE_FIELDS`` order; times in seconds."""
 
     status: JobStatus
     attempts: int
+    score: int
+    seq: str
     token: str
     cancel: bool
     sched: float | None
@@ -173,26 +190,45 @@ class State:
     queue: str
 
 
-def _ms(text: str) -> float | None:
-    return int(text) / 1000 if text else None
+@dataclass(frozen=True, slots=True)
+class StateField:
+    """One field of the state string: its name (a ``State`` attribute), the values this layout
+    writes (a regular expression: what ``state_fault`` in ``_common.lua`` accepts) and how a
+    ``State`` value is written as text."""
+
+    name: str
+    pattern: str
+    text: Callable[[Any], str]
+
+
+def _ms_text(seconds: float | None) -> str:
+    return "" if seconds is None else str(round(seconds * 1000))
 
 
 _STATUSES = frozenset(status.value for status in JobStatus)
-# The values the layout writes, checked as the scripts check them (state_fault in _common.lua):
-# whatever a script accepts, this accepts, so a leased job's state always parses.
-_COUNT = re.compile(r"\d{1,9}")
-_SIGNED = re.compile(r"-?\d{1,21}")
-_TIME = re.compile(r"\d{1,20}")
-_SECONDS = re.compile(r"[0-9.eE+-]{1,40}")
-
-
-#: A whole well-formed state string at once (the common case: one match, no per-field work).
-_STATE = re.compile(
-    "(" + "|".join(sorted(_STATUSES)) + ")"
-    r"\|(\d{1,9})\|-?\d{1,21}\|(?:-?\d{1,21})?\|([^|]*)\|(1?)\|([0-9.eE+-]{0,40})"
-    r"\|(\d{0,20})\|(\d{0,20})\|(\d{0,20})\|(.*)",
-    re.DOTALL,
+#: The state string, field by field in order (its position in the string is its place here).
+STATE_FIELDS = (
+    StateField("status", "|".join(sorted(_STATUSES)), lambda status: status.value),
+    StateField("attempts", r"\d{1,9}", str),
+    StateField("score", r"-?\d{1,21}", str),
+    StateField("seq", r"(?:-?\d{1,21})?", str),
+    StateField("token", r"[^|]*", str),
+    StateField("cancel", r"1?", lambda cancel: "1" if cancel else ""),
+    StateField("sched", r"[0-9.eE+-]{0,40}", lambda due: "" if due is None else repr(due)),
+    StateField("started", r"\d{0,20}", _ms_text),
+    StateField("completed", r"\d{0,20}", _ms_text),
+    StateField("failed", r"\d{0,20}", _ms_text),
+    StateField("queue", r".*", str),  # last: it may contain "|"
 )
+if tuple(f.name for f in STATE_FIELDS) != tuple(f.name for f in fields(State)):
+    raise TypeError("State must list the fields of STATE_FIELDS, in order")  # pragma: no cover
+_CHECKS = tuple((f.name, re.compile(f.pattern, re.DOTALL)) for f in STATE_FIELDS)
+#: A whole well-formed state string at once (the common case: one match, no per-field work).
+_STATE = re.compile(r"\|".join(f"({f.pattern})" for f in STATE_FIELDS), re.DOTALL)
+
+
+def _ms(text: str) -> float | None:
+    return int(text) / 1000 if text else None
 
 
 def parse_state(raw: bytes, job_id: str = "") -> State:
@@ -206,7 +242,9 @@ def parse_state(raw: bytes, job_id: str = "") -> State:
     if match is None:
         _fault(text, raw, job_id)
     assert match is not None  # _fault raised otherwise
-    status, attempts, token, cancel, sched, started, completed, failed, queue = match.groups()
+    status, attempts, score, seq, token, cancel, sched, started, completed, failed, queue = (
+        match.groups()
+    )
     try:
         due = float(sched) if sched else None
     except ValueError:
@@ -214,44 +252,40 @@ def parse_state(raw: bytes, job_id: str = "") -> State:
     if due is not None and not 0 <= due < math.inf:  # also NaN
         _fault(text, raw, job_id)
     return State(
-        status=JobStatus(status),
-        attempts=int(attempts),
-        token=token,
-        cancel=cancel == "1",
-        sched=due,
-        started=_ms(started),
-        completed=_ms(completed),
-        failed=_ms(failed),
-        queue=queue,
+        JobStatus(status),
+        int(attempts),
+        int(score),
+        seq,
+        token,
+        cancel == "1",
+        due,
+        _ms(started),
+        _ms(completed),
+        _ms(failed),
+        queue,
     )
+
+
+def format_state(state: State) -> bytes:
+    """The state string of ``state``, as the scripts write it (``pack_state``); ``sched`` as the
+    shortest text of its seconds (the scripts write a due time they compute as ``%.3f``)."""
+    return "|".join(f.text(getattr(state, f.name)) for f in STATE_FIELDS).encode()
 
 
 def _fault(text: str, raw: bytes, job_id: str) -> None:
     """Raise the ``CorruptJobError`` naming the first bad field of a state ``_STATE`` refused."""
-    parts = text.split("|", 10)
-    if len(parts) != 11:
-        raise CorruptJobError(job_id, "state", f"does not have 11 fields: {raw[:80]!r}")
-    status, attempts, score, seq, _token, cancel, sched, started, completed, failed, _ = parts
-    checks = (
-        ("status", status, status in _STATUSES),
-        ("attempts", attempts, _COUNT.fullmatch(attempts)),
-        ("score", score, _SIGNED.fullmatch(score)),
-        ("seq", seq, not seq or _SIGNED.fullmatch(seq)),
-        ("cancel", cancel, cancel in ("", "1")),
-        ("sched", sched, not sched or _is_seconds(sched)),
-        ("started", started, not started or _TIME.fullmatch(started)),
-        ("completed", completed, not completed or _TIME.fullmatch(completed)),
-        ("failed", failed, not failed or _TIME.fullmatch(failed)),
-    )
-    for field, value, ok in checks:
-        if not ok:
+    parts = text.split("|", len(STATE_FIELDS) - 1)
+    if len(parts) != len(STATE_FIELDS):
+        raise CorruptJobError(
+            job_id, "state", f"does not have {len(STATE_FIELDS)} fields: {raw[:80]!r}"
+        )
+    for (field, check), value in zip(_CHECKS, parts, strict=True):
+        if not check.fullmatch(value) or (field == "sched" and value and not _is_seconds(value)):
             raise CorruptJobError(job_id, field, f"holds {value[:80]!r}")
     raise CorruptJobError(job_id, "state", f"is malformed: {raw[:80]!r}")  # pragma: no cover
 
 
 def _is_seconds(text: str) -> bool:
-    if not _SECONDS.fullmatch(text):
-        return False
     try:
         seconds = float(text)
     except ValueError:
@@ -295,7 +329,7 @@ def build_job(job_id: str, spec: bytes, state: bytes, err: bytes, res: bytes) ->
     """The ``Job`` a record describes. Raises ``SerializationError`` if ``spec`` does not decode
     (use ``placeholder_job`` for a readable stand-in) and ``CorruptJobError`` if the state, the
     error or the result is unreadable."""
-    return merge_state(decode_job(spec), job_id, parse_state(state, job_id), err, res)
+    return merge_state(decode_spec(spec), job_id, parse_state(state, job_id), err, res)
 
 
 def placeholder_job(job_id: str, state: bytes, err: bytes, res: bytes, why: str) -> Job:
@@ -303,36 +337,27 @@ def placeholder_job(job_id: str, state: bytes, err: bytes, res: bytes, why: str)
     the error unless the record has its own (a dead letter's decode error). ``CorruptJobError``
     if the state, error or result is unreadable too."""
     parsed = parse_state(state, job_id)
-    job = _stand_in(job_id, parsed.queue, why)
-    return merge_state(job, job_id, parsed, err, res)
+    job = merge_state(_stand_in(parsed.queue), job_id, parsed, err, res)
+    if not err:
+        job.error, job.error_type = why, SerializationError.__name__
+    return job
 
 
 def corrupt_job(job_id: str, queue: str, why: str) -> Job:
     """A stand-in for a dead letter of ``queue`` whose record cannot be read at all: status
     DEAD_LETTER, no task, no arguments, ``why`` as the error (so a listing can show it)."""
-    return msgspec.structs.replace(
-        _stand_in(job_id, queue, why), status=JobStatus.DEAD_LETTER, error_type="CorruptJobError"
-    )
+    live = {"status": JobStatus.DEAD_LETTER, "error": why, "error_type": "CorruptJobError"}
+    return job_of(_stand_in(queue), job_id, queue, live)
 
 
-def _stand_in(job_id: str, queue: str, why: str) -> Job:
-    return Job(
-        id=job_id,
-        task="",
-        queue=queue,
-        payload=_EMPTY_PAYLOAD,
-        created_at=utc_from_timestamp(0),
-        error=why,
-        error_type=SerializationError.__name__,
-    )
+def _stand_in(queue: str) -> JobSpec:
+    return JobSpec(task="", queue=queue, payload=_EMPTY_PAYLOAD, created_at=utc_from_timestamp(0))
 
 
-def merge_state(job: Job, job_id: str, state: State, err: bytes, res: bytes) -> Job:
-    """``job`` (decoded from its spec) with the live fields of its record applied;
-    ``CorruptJobError`` if ``err`` or ``res`` does not decode."""
-    changes: dict[str, Any] = {
-        "id": job_id,
-        "queue": state.queue,
+def merge_state(spec: JobSpec, job_id: str, state: State, err: bytes, res: bytes) -> Job:
+    """The ``Job`` of ``spec`` where its record's state, error (``err``) and result (``res``)
+    say it stands; ``CorruptJobError`` if ``err`` or ``res`` does not decode."""
+    live: dict[str, Any] = {
         "status": state.status,
         "attempts": state.attempts,
         "scheduled_at": _time(state.sched),
@@ -342,15 +367,15 @@ def merge_state(job: Job, job_id: str, state: State, err: bytes, res: bytes) -> 
     }
     try:
         if err:
-            changes["error"], changes["error_type"], changes["traceback"] = _ERROR.decode(err)
+            live["error"], live["error_type"], live["traceback"] = _ERROR.decode(err)
     except msgspec.DecodeError as exc:
         raise CorruptJobError(job_id, "error", f"does not decode: {exc}") from None
     try:
         if res:
-            changes["result"] = _RESULT.decode(res)
+            live["result"] = _RESULT.decode(res)
     except msgspec.DecodeError as exc:
         raise CorruptJobError(job_id, "result", f"does not decode: {exc}") from None
-    return msgspec.structs.replace(job, **changes)
+    return job_of(spec, job_id, state.queue, live)
 
 
 def _time(seconds: float | None) -> Any:

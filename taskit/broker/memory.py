@@ -25,6 +25,7 @@ from taskit.clock import Clock
 from taskit.config import MAX_SECONDS, Settings
 from taskit.errors import CorruptJobError
 from taskit.job import (
+    LIVE_FIELDS,
     Job,
     JobStatus,
     Lease,
@@ -90,19 +91,7 @@ class MemoryBroker(MemoryState, Broker):
                 due = now + (delays[i] if delays is not None else 0.0)
                 if jobs[i].scheduled_at is not None:
                     due = max(due, jobs[i].scheduled_at.timestamp())  # type: ignore[union-attr]
-                job = msgspec.structs.replace(
-                    stored,
-                    status=JobStatus.PENDING,
-                    attempts=0,
-                    scheduled_at=None,
-                    started_at=None,
-                    completed_at=None,
-                    failed_at=None,
-                    result=None,
-                    error=None,
-                    error_type=None,
-                    traceback=None,
-                )
+                job = msgspec.structs.replace(stored, **LIVE_FIELDS)  # where it stands: afresh
                 record = Record(job, self._next_seq())
                 self._records[job.id] = record
                 self._counts[job.queue][JobStatus.PENDING] += 1

@@ -46,7 +46,7 @@ from taskit.job import (
     LeaseState,
     Outcome,
     OutcomeKind,
-    decode_job,
+    decode_spec,
     stored_form,
 )
 
@@ -226,7 +226,7 @@ class RedisBroker(RedisBase):
                 if not raw_id.isascii():
                     raw_id.decode()  # an id taskit never writes: a dead letter with a reason
                 parsed = parse_state(state, job_id)
-                job = merge_state(decode_job(spec), job_id, parsed, err, b"")
+                job = merge_state(decode_spec(spec), job_id, parsed, err, b"")
             except UnicodeDecodeError:
                 shown = raw_id.decode(errors="backslashreplace")
                 now.append(_unreadable(job_id, token, CorruptJobError(shown, "id", "is not UTF-8")))

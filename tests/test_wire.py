@@ -1,0 +1,510 @@
+"""The exact bytes taskit stores and sends, pinned: a spec, a record, a job, a result, an outcome,
+an error value and the Redis state string.
+
+Producers and workers of two releases share one Redis during a rolling deploy, and with
+``array_like`` a field's position is its schema: a reordered or retyped field would be misread,
+not refused. So every format is pinned here byte for byte (hex, one line per field), both ways:
+what the code writes must be these bytes, and these bytes must read back as these values. Change
+a pin only together with ``SCHEMA_VERSION`` (or for a new optional field at the end).
+
+The state string is written by the Lua scripts and read by Python (``parse_state``); the Redis
+tests below drive each script that writes one and prove Python reads back every field of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taskit.broker.keys import (
+    STATE_FIELDS,
+    State,
+    build_job,
+    encode_error,
+    format_state,
+    join_record,
+    parse_state,
+    split_record,
+)
+from taskit.errors import CorruptJobError
+from taskit.job import (
+    LIVE_FIELDS,
+    Job,
+    JobResult,
+    JobSpec,
+    JobStatus,
+    Outcome,
+    OutcomeKind,
+    decode_job,
+    decode_spec,
+    encode_arguments,
+    encode_job,
+    encode_spec,
+    stored_form,
+)
+from tests.broker._redis_kinds import RedisHarness, open_redis_harness
+
+CREATED = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+
+# -- the pins --------------------------------------------------------------------------------------
+#: ``stored_form(minimal_job())[1]``: the spec of a job with only its required fields given.
+MINIMAL_SPEC = bytes.fromhex(
+    "dc0015"  # an array of 21: the tag, then the 20 fields in order, defaults included
+    "02"  # v: SCHEMA_VERSION
+    "a0"  # id: '' (the record's key holds it)
+    "a974657374732e616464"  # task: 'tests.add'
+    "a764656661756c74"  # queue: 'default'
+    "9292010280"  # payload: [[1, 2], {}]
+    "d6ff663235c8"  # created_at: 2024-05-01 12:30 UTC (timestamp 32)
+    "00"  # priority: 0
+    "a770656e64696e67"  # status: 'pending' (a live slot: always fresh)
+    "00"  # attempts: 0 (a live slot)
+    "03"  # max_retries: 3
+    "c0"  # timeout: None
+    "c0"  # scheduled_at: None (a live slot, as are the next seven)
+    "c0"  # started_at: None
+    "c0"  # completed_at: None
+    "c0"  # failed_at: None
+    "c0"  # error: None
+    "c0"  # error_type: None
+    "c0"  # traceback: None
+    "c0"  # result: None
+    "80"  # metadata: {}
+    "c0"  # created_by: None
+)
+#: ``stored_form(full_job())[1]``: every spec field set; the live fields set on the job are reset.
+FULL_SPEC = bytes.fromhex(
+    "dc0015"  # an array of 21
+    "02"  # v: SCHEMA_VERSION
+    "a0"  # id: ''
+    "ac74657374732e7265706f7274"  # task: 'tests.report'
+    "a77265706f727473"  # queue: 'reports'
+    "929201a374776f81a4666c6167c3"  # payload: [[1, 'two'], {'flag': True}]
+    "d7ff000f4240663235c8"  # created_at: 2024-05-01 12:30:00.000250 UTC (timestamp 64)
+    "07"  # priority: 7
+    "a770656e64696e67"  # status: 'pending'
+    "00"  # attempts: 0
+    "05"  # max_retries: 5
+    "cb4029000000000000"  # timeout: 12.5
+    "c0c0c0c0c0c0c0c0"  # scheduled_at .. result: None (eight live slots)
+    "81a57472616365a3616263"  # metadata: {'trace': 'abc'}
+    "a57465737473"  # created_by: 'tests'
+)
+#: ``encode_job(full_job())``: the read model's own encoding (the memory broker's stored form).
+FULL_JOB = bytes.fromhex(
+    "dc0015"  # an array of 21
+    "02"  # v: SCHEMA_VERSION
+    "a56a6f622d32"  # id: 'job-2'
+    "ac74657374732e7265706f7274"  # task: 'tests.report'
+    "a77265706f727473"  # queue: 'reports'
+    "929201a374776f81a4666c6167c3"  # payload: [[1, 'two'], {'flag': True}]
+    "d7ff000f4240663235c8"  # created_at: 2024-05-01 12:30:00.000250 UTC
+    "07"  # priority: 7
+    "a87265747279696e67"  # status: 'retrying'
+    "02"  # attempts: 2
+    "05"  # max_retries: 5
+    "cb4029000000000000"  # timeout: 12.5
+    "d6ff663236f4"  # scheduled_at: 12:35:00
+    "d6ff663235c9"  # started_at: 12:30:01
+    "d6ff663235ca"  # completed_at: 12:30:02
+    "d6ff663235cb"  # failed_at: 12:30:03
+    "a4626f6f6d"  # error: 'boom'
+    "ac52756e74696d654572726f72"  # error_type: 'RuntimeError'
+    "ad54726163656261636b202e2e2e"  # traceback: 'Traceback ...'
+    "85"  # result: a JobResult, a map of its five fields that are not default:
+    "a773756363657373c2"  # success: False
+    "a576616c7565920102"  # value: [1, 2]
+    "a56572726f72a4626f6f6d"  # error: 'boom'
+    "aa6572726f725f74797065a158"  # error_type: 'X'
+    "a86475726174696f6ecb3fd0000000000000"  # duration: 0.25
+    "81a57472616365a3616263"  # metadata: {'trace': 'abc'}
+    "a57465737473"  # created_by: 'tests'
+)
+#: A ``JobResult`` with every field set (a map: defaults left out, as for ``Outcome``).
+RESULT = bytes.fromhex(
+    "86"  # a map of 6
+    "a773756363657373c2"  # success: False
+    "a576616c7565920102"  # value: [1, 2]
+    "a56572726f72a4626f6f6d"  # error: 'boom'
+    "aa6572726f725f74797065a158"  # error_type: 'X'
+    "a86475726174696f6ecb3fd0000000000000"  # duration: 0.25
+    "a974726163656261636ba27462"  # traceback: 'tb'
+)
+#: An ``Outcome`` with every field set.
+OUTCOME = bytes.fromhex(
+    "88"  # a map of 8
+    "a66a6f625f6964a56a6f622d32"  # job_id: 'job-2'
+    "a5746f6b656ea56162637c71"  # token: 'abc|q'
+    "a46b696e64a57265747279"  # kind: 'retry'
+    "a6726573756c7482a773756363657373c3a576616c756503"  # result: {success: True, value: 3}
+    "a56572726f72a4626f6f6d"  # error: 'boom'
+    "aa6572726f725f74797065aa56616c75654572726f72"  # error_type: 'ValueError'
+    "a974726163656261636ba27462"  # traceback: 'tb'
+    "a564656c6179cb3ff8000000000000"  # delay: 1.5
+)
+#: ``encode_error("boom", "ValueError", None)``: a value of the error hash.
+ERROR = bytes.fromhex("93a4626f6f6daa56616c75654572726f72c0")
+#: The state string of a job just enqueued to ``default`` (the Lua scripts write it).
+ENQUEUED_STATE = b"pending|0|0||||||||default"
+
+
+def minimal_job() -> Job:
+    return Job(
+        id="job-1",
+        task="tests.add",
+        queue="default",
+        payload=encode_arguments((1, 2), {}),
+        created_at=CREATED,
+    )
+
+
+def full_job() -> Job:
+    return Job(
+        id="job-2",
+        task="tests.report",
+        queue="reports",
+        payload=encode_arguments([1, "two"], {"flag": True}),
+        created_at=CREATED + timedelta(microseconds=250),
+        priority=7,
+        status=JobStatus.RETRYING,
+        attempts=2,
+        max_retries=5,
+        timeout=12.5,
+        scheduled_at=CREATED + timedelta(minutes=5),
+        started_at=CREATED + timedelta(seconds=1),
+        completed_at=CREATED + timedelta(seconds=2),
+        failed_at=CREATED + timedelta(seconds=3),
+        error="boom",
+        error_type="RuntimeError",
+        traceback="Traceback ...",
+        result=JobResult(success=False, value=[1, 2], error="boom", error_type="X", duration=0.25),
+        metadata={"trace": "abc"},
+        created_by="tests",
+    )
+
+
+def same(read: msgspec.Struct, expected: msgspec.Struct) -> bool:
+    """Whether ``read`` equals ``expected`` with every field of the same type (so a field
+    retyped ``int`` -> ``float`` shows, though ``7 == 7.0``)."""
+    fields = expected.__struct_fields__
+    types = [type(getattr(read, f)) for f in fields] == [type(getattr(expected, f)) for f in fields]
+    return read == expected and types
+
+
+def spec_of(job: Job) -> JobSpec:
+    """What ``job`` is, as its spec holds it (an empty id; every live slot fresh)."""
+    fields = {f: getattr(job, f) for f in JobSpec.__struct_fields__ if f not in LIVE_FIELDS}
+    return JobSpec(**(fields | {"id": ""}))
+
+
+# -- spec, job, result, outcome, error: written as pinned, and read back ---------------------------
+@pytest.mark.parametrize(
+    ("job", "pinned"), [(minimal_job(), MINIMAL_SPEC), (full_job(), FULL_SPEC)], ids=["min", "full"]
+)
+def test_a_spec_is_stored_as_these_bytes_and_reads_back_field_by_field(
+    job: Job, pinned: bytes
+) -> None:
+    assert stored_form(job)[1] == pinned
+    assert same(decode_spec(pinned), spec_of(job))
+    assert encode_spec(spec_of(job)) == pinned
+
+
+def test_a_spec_is_the_job_wire_format_released_versions_read() -> None:
+    """A release before JobSpec wrote, and reads, a spec as the encoded fresh ``Job``."""
+    fresh = msgspec.structs.replace(full_job(), id="", **LIVE_FIELDS)
+
+    assert encode_job(fresh) == FULL_SPEC
+    assert same(decode_job(FULL_SPEC), fresh)
+
+
+def test_a_job_is_encoded_as_these_bytes_and_reads_back() -> None:
+    assert encode_job(full_job()) == FULL_JOB
+    assert same(decode_job(FULL_JOB), full_job())
+
+
+def test_a_result_an_outcome_and_an_error_value_are_these_bytes() -> None:
+    result = JobResult(
+        success=False, value=[1, 2], error="boom", error_type="X", duration=0.25, traceback="tb"
+    )
+    outcome = Outcome(
+        job_id="job-2",
+        token="abc|q",
+        kind=OutcomeKind.RETRY,
+        result=JobResult(success=True, value=3),
+        error="boom",
+        error_type="ValueError",
+        traceback="tb",
+        delay=1.5,
+    )
+
+    assert msgspec.msgpack.encode(result) == RESULT
+    assert same(msgspec.msgpack.decode(RESULT, type=JobResult), result)
+    assert msgspec.msgpack.encode(outcome) == OUTCOME
+    assert same(msgspec.msgpack.decode(OUTCOME, type=Outcome), outcome)
+    assert encode_error("boom", "ValueError", None) == ERROR
+
+
+@given(
+    task=st.text(max_size=20),
+    queue=st.text(min_size=1, max_size=20),
+    args=st.lists(st.integers(-(2**63), 2**63) | st.text(max_size=5), max_size=3),
+    priority=st.integers(-(2**31), 2**31),
+    max_retries=st.integers(0, 100),
+    timeout=st.none() | st.floats(0, 1e6),
+    metadata=st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63), max_size=3),
+    created_by=st.none() | st.text(max_size=10),
+    attempts=st.integers(0, 5),
+)
+def test_any_spec_is_the_fresh_job_without_its_id(**fields: Any) -> None:
+    args, attempts = fields.pop("args"), fields.pop("attempts")
+    job = Job(
+        id="x",
+        payload=encode_arguments(args, {}),
+        created_at=CREATED,
+        attempts=attempts,
+        **fields,
+    )
+
+    stored, spec = stored_form(job)
+
+    assert spec == encode_job(msgspec.structs.replace(job, id="", **LIVE_FIELDS))
+    assert stored == msgspec.structs.replace(job, **LIVE_FIELDS)
+
+
+def test_a_spec_never_says_where_a_job_stands() -> None:
+    for name in LIVE_FIELDS:
+        stale = msgspec.structs.replace(spec_of(full_job()), **{name: getattr(full_job(), name)})
+        with pytest.raises(ValueError, match="live slots"):
+            encode_spec(stale)
+
+
+# -- a record: state and spec read back as one Job ----------------------------------------------
+def test_a_record_reads_back_as_the_job_it_stored() -> None:
+    state = b"running|2|-7||tok|1|1714566900.5|1714566601000|1714566602000|1714566603000|reports"
+    result = msgspec.msgpack.encode(full_job().result)
+    error = encode_error("boom", "RuntimeError", "Traceback ...")
+
+    job = build_job("job-2", FULL_SPEC, state, error, result)
+
+    expected = msgspec.structs.replace(
+        full_job(),
+        status=JobStatus.RUNNING,
+        scheduled_at=datetime.fromtimestamp(1714566900.5, UTC),
+    )
+    assert job == expected
+
+
+def test_every_live_field_comes_from_the_record_not_the_spec() -> None:
+    """A live field added to LIVE_FIELDS must be carried by the broker's state: a record with
+    every part set shows each of them away from its fresh value."""
+    state = b"failed|1|0||=t:fail||5|1000|2000|3000|q"
+    error = encode_error("boom", "ValueError", "Traceback ...")
+    job = build_job("j", MINIMAL_SPEC, state, error, RESULT)
+
+    assert [f for f, fresh in LIVE_FIELDS.items() if getattr(job, f) == fresh] == []
+
+
+def test_a_spec_with_stale_live_slots_reads_as_it_did_before_jobspec() -> None:
+    """Bytes another writer stored with live values in the spec: the record's state wins for
+    status, attempts and times, its error and result when it has them; the spec's otherwise."""
+    stale = encode_job(msgspec.structs.replace(full_job(), id=""))
+    state = b"pending|0|-7|0000000000000001|||||||reports"
+
+    plain = build_job("job-2", stale, state, b"", b"")
+    errored = build_job("job-2", stale, state, ERROR, b"")
+
+    assert (plain.status, plain.attempts, plain.started_at) == (JobStatus.PENDING, 0, None)
+    assert (plain.error, plain.traceback, plain.result) == (
+        "boom",
+        "Traceback ...",
+        full_job().result,
+    )
+    assert (errored.error, errored.error_type, errored.traceback) == ("boom", "ValueError", None)
+
+
+def test_a_reordered_spec_is_refused_not_misread() -> None:
+    """Swap two fields of the pinned bytes (created_at and queue): decoding fails."""
+    items = msgspec.msgpack.decode(FULL_SPEC)
+    items[3], items[5] = items[5], items[3]
+
+    with pytest.raises(Exception, match="Expected"):
+        decode_spec(msgspec.msgpack.encode(items))
+
+
+# -- the state string: one table, the same in Python and in Lua ---------------------------------
+def test_the_state_table_names_the_fields_the_scripts_write_in_their_order() -> None:
+    # pack_state in lua/_common.lua: status, attempts, score, seq, token, cancel, sched,
+    # started, completed, failed, queue.
+    lua = "status attempts score seq token cancel sched started completed failed queue"
+    assert [f.name for f in STATE_FIELDS] == lua.split()
+
+
+def test_a_state_string_parses_field_by_field_and_formats_back() -> None:
+    raw = b"retrying|3|-5|-999999999999998|=ab:retry|1|1714566900.25|1|22|333|a|b"
+
+    state = parse_state(raw)
+
+    assert (state.status, state.attempts, state.score, state.seq) == (
+        JobStatus.RETRYING,
+        3,
+        -5,
+        "-999999999999998",
+    )
+    assert (state.token, state.cancel, state.sched) == ("=ab:retry", True, 1714566900.25)
+    assert (state.started, state.completed, state.failed, state.queue) == (
+        0.001,
+        0.022,
+        0.333,
+        "a|b",
+    )
+    assert format_state(state) == raw
+    assert format_state(parse_state(ENQUEUED_STATE)) == ENQUEUED_STATE
+
+
+@pytest.mark.parametrize(
+    "field", [f.name for f in STATE_FIELDS if f.name not in ("token", "queue")]
+)
+def test_a_bad_state_field_is_named(field: str) -> None:
+    parts = ENQUEUED_STATE.split(b"|")
+    parts[[f.name for f in STATE_FIELDS].index(field)] = b"x"
+
+    with pytest.raises(CorruptJobError, match=f"{field} holds 'x'"):
+        parse_state(b"|".join(parts), "j")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # redis-py
+
+
+@pytest.fixture
+async def rh(request: pytest.FixtureRequest) -> AsyncIterator[RedisHarness]:
+    async with open_redis_harness("redis", request) as harness:
+        yield harness
+
+
+def _read(raw: bytes) -> State:
+    """``raw`` parsed; and ``format_state`` writes each field as the scripts did (``sched`` the
+    same seconds: Lua writes a computed due time as ``%.3f``, Python the shortest text)."""
+    state = parse_state(raw)
+    n = len(STATE_FIELDS) - 1
+    for field, ours, theirs in zip(
+        STATE_FIELDS, format_state(state).split(b"|", n), raw.split(b"|", n), strict=True
+    ):
+        if field.name == "sched":
+            assert (float(ours) if ours else None) == (float(theirs) if theirs else None)
+        else:
+            assert ours == theirs, field.name
+    assert parse_state(format_state(state)) == state
+    return state
+
+
+async def _state(rh: RedisHarness, job_id: str) -> bytes:
+    """The state string of ``job_id``: from its live record, or from its done key."""
+    raw = await rh.client.hget(rh.broker.keys.jobs, job_id)
+    if raw is not None:
+        return split_record(raw)[0]
+    done = await rh.client.hget(rh.broker.keys.done(job_id), "state")
+    assert done is not None
+    return bytes(done)
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_a_record_after_enqueue_on_redis_is_these_bytes(rh: RedisHarness) -> None:
+    await rh.broker.enqueue([minimal_job()])
+
+    raw = await rh.client.hget(rh.broker.keys.jobs, "job-1")
+
+    assert raw == b"26:" + ENQUEUED_STATE + MINIMAL_SPEC
+    got = await rh.broker.get("job-1")
+    assert got is not None
+    assert same(got, minimal_job())
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_python_reads_every_state_the_scripts_write(rh: RedisHarness) -> None:
+    """Each script that writes a state (enqueue, reserve, extend, settle of every kind, cancel,
+    requeue): Python parses it, and writes it back field for field (``_read``)."""
+    b = rh.broker
+    seen: list[bytes] = []
+
+    async def look(job_id: str, status: JobStatus, attempts: int) -> None:
+        raw = await _state(rh, job_id)
+        state = _read(raw)
+        assert (state.status, state.attempts, state.queue) == (status, attempts, "q")
+        seen.append(raw)
+
+    def job(job_id: str, **options: Any) -> Job:
+        return Job(id=job_id, task="t", queue="q", payload=encode_arguments((), {}),
+                   created_at=CREATED, **options)  # fmt: skip
+
+    later = datetime(2100, 1, 1, tzinfo=UTC)
+    await b.enqueue([job("a"), job("b", priority=5), job("c", scheduled_at=later)])
+    assert await _state(rh, "a") == b"pending|0|0||||||||q"
+    assert await _state(rh, "b") == b"pending|0|-5|0000000000000001|||||||q"
+    assert await _state(rh, "c") == b"scheduled|0|0||||4102444800.0||||q"
+    await look("c", JobStatus.SCHEDULED, 0)
+
+    leases = {lease.job.id: lease for lease in await b.reserve(["q"], count=2, lease=30, timeout=0)}
+    await look("a", JobStatus.RUNNING, 1)
+    await b.extend(list(leases.values()), lease=60)
+    await look("b", JobStatus.RUNNING, 1)
+    await b.settle([
+        Outcome(job_id="a", token=leases["a"].token, kind=OutcomeKind.RETRY, delay=60),
+        Outcome(job_id="b", token=leases["b"].token, kind=OutcomeKind.RETRY, error="x"),
+    ])  # fmt: skip
+    await look("a", JobStatus.RETRYING, 1)
+    await look("b", JobStatus.PENDING, 1)  # at the front of its priority: seq '-<15 digits>'
+    assert parse_state(await _state(rh, "b")).seq.startswith("-")
+
+    (lease,) = await b.reserve(["q"], count=1, lease=30, timeout=0)
+    await b.settle([Outcome(job_id="b", token=lease.token, kind=OutcomeKind.DEAD_LETTER)])
+    await look("b", JobStatus.DEAD_LETTER, 2)
+    await b.requeue_dead("q")
+    await look("b", JobStatus.PENDING, 0)
+    (lease,) = await b.reserve(["q"], count=1, lease=30, timeout=0)
+    await b.cancel("b")
+    await look("b", JobStatus.RUNNING, 1)
+    assert parse_state(await _state(rh, "b")).cancel
+    await b.settle([Outcome(job_id="b", token=lease.token, kind=OutcomeKind.RELEASE)])
+    await look("b", JobStatus.CANCELLED, 1)
+    await b.cancel("c")
+    await look("c", JobStatus.CANCELLED, 0)
+
+    await b.enqueue([job("d"), job("e"), job("f")])
+    got = {lease.job.id: lease for lease in await b.reserve(["q"], count=3, lease=30, timeout=0)}
+    await b.settle([
+        Outcome(job_id="d", token=got["d"].token, kind=OutcomeKind.COMPLETE,
+                result=JobResult(success=True, value=1)),
+        Outcome(job_id="e", token=got["e"].token, kind=OutcomeKind.FAIL, error="no"),
+        Outcome(job_id="f", token=got["f"].token, kind=OutcomeKind.RELEASE),
+    ])  # fmt: skip
+    await look("d", JobStatus.COMPLETED, 1)
+    await look("e", JobStatus.FAILED, 1)
+    await look("f", JobStatus.PENDING, 0)
+    assert len(set(seen)) == len(seen)
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_the_scripts_write_an_error_value_as_python_does(rh: RedisHarness) -> None:
+    """``mp_error`` (Lua) and ``encode_error`` (Python) agree: a job whose state cannot be read
+    is dead-lettered by the reserve script, with an error value Python could have written."""
+    k = rh.broker.keys
+    await rh.broker.enqueue([minimal_job()])
+    _, spec = split_record(await rh.client.hget(k.jobs, "job-1"))
+    await rh.client.hset(k.jobs, "job-1", join_record(b"pending|x|0||||||||default", spec))
+
+    assert await rh.broker.reserve(["default"], count=1, lease=30, timeout=0) == []
+
+    why = "job record unreadable: attempts 'x'"
+    assert await rh.client.hget(k.err, "job-1") == encode_error(why, "CorruptJobError", None)
+    assert _read(await _state(rh, "job-1")).status is JobStatus.DEAD_LETTER
