@@ -28,17 +28,15 @@ backoff and logs it once per outage (``taskit._outage``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Self
 
 import anyio
 import anyio.abc
@@ -47,17 +45,17 @@ from taskit._inbox import Inbox
 from taskit._leases import Reaper, keep_leases
 from taskit._outage import Outage
 from taskit._settler import Settled, Settler
+from taskit._worker_parts import WorkerParts, WorkerSource, WorkerStats
 from taskit.backoff import as_policy
-from taskit.broker.base import Broker
-from taskit.config import Settings, check_number
+from taskit.config import check_number
 from taskit.errors import BrokerAuthenticationError, ConfigurationError, TaskitError
-from taskit.events import Events, WorkerEvents
+from taskit.events import WorkerEvents
 from taskit.execution import Executor, RunningJob, StopReason
 from taskit.job import Job, Lease, Outcome, OutcomeKind
 from taskit.presence import announce
 
 if TYPE_CHECKING:
-    from taskit.task import Task
+    pass
 
 __all__ = ["Worker", "WorkerParts", "WorkerSource", "WorkerStats"]
 
@@ -72,81 +70,6 @@ SETTLE_AFTER_GRACE = 1.0
 #: Errors that waiting does not heal (refused credentials, a broker that cannot run on this event
 #: loop): the worker stops with them instead of retrying.
 _FATAL = (BrokerAuthenticationError, ConfigurationError)
-
-
-@dataclass
-class WorkerStats:
-    """What one ``run`` did, by outcome."""
-
-    completed: int = 0
-    failed: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    cancelled: int = 0
-    released: int = 0
-    #: Outcomes the broker refused: the lease had passed to another worker.
-    lost: int = 0
-    #: Outcomes never delivered (the broker unreachable for a whole lease): the job runs again.
-    undelivered: int = 0
-    #: Outcomes sent whose reply was lost, where no retry could tell whether they applied.
-    unknown: int = 0
-
-    def count(self, kind: OutcomeKind | Settled | None) -> None:
-        """Count one outcome applied (its kind), or one that was not (None: the lease was lost)."""
-        attr = _STAT_OF.get(kind, "lost")
-        setattr(self, attr, getattr(self, attr) + 1)
-
-    @property
-    def jobs_done(self) -> int:
-        """Jobs whose outcome the broker applied (released ones excepted: they run again)."""
-        return self.completed + self.failed + self.retried + self.dead_lettered + self.cancelled
-
-
-_STAT_OF: dict[OutcomeKind | Settled | None, str] = {
-    Settled.STALE: "lost",
-    Settled.UNDELIVERED: "undelivered",
-    Settled.UNKNOWN: "unknown",
-    OutcomeKind.COMPLETE: "completed",
-    OutcomeKind.FAIL: "failed",
-    OutcomeKind.RETRY: "retried",
-    OutcomeKind.DEAD_LETTER: "dead_lettered",
-    OutcomeKind.CANCEL: "cancelled",
-    OutcomeKind.RELEASE: "released",
-}
-
-
-class WorkerSource(Protocol):
-    """What a worker is built from: an ``App`` is one, a ``WorkerParts`` another."""
-
-    @property
-    def broker(self) -> Broker: ...
-    @property
-    def tasks(self) -> Mapping[str, Task[Any, Any]]: ...
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def events(self) -> Events | None: ...
-    @property
-    def broker_url(self) -> str: ...
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorkerParts:
-    """What a worker runs on: the ``broker``; the ``tasks`` it can run, by name (read at each
-    job: a live view such as ``App.tasks`` sees tasks registered later); the ``settings`` it
-    takes its defaults, lease, grace period and intervals from; the ``events`` subscribers to
-    tell (none: no events); and ``broker_url``, how its log lines name the broker (default: the
-    broker's class)."""
-
-    broker: Broker
-    tasks: Mapping[str, Task[Any, Any]]
-    settings: Settings = dataclasses.field(default_factory=Settings)
-    events: Events | None = None
-    broker_url: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.broker_url:
-            object.__setattr__(self, "broker_url", type(self.broker).__name__)
 
 
 class Worker:

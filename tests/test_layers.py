@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("producing", ("taskit._arguments", "taskit.producer", "taskit.task", "taskit._results",
                    "taskit.handlers", "taskit.webhooks")),
     ("running", ("taskit.execution", "taskit._settler", "taskit._leases", "taskit._inbox",
+                 "taskit._worker_parts",
                  "taskit.presence", "taskit.registry", "taskit.worker", "taskit.scheduler",
                  "taskit.metrics")),
     ("wiring", ("taskit.app", "taskit.service", "taskit.testing", "taskit.pytest_plugin")),
