@@ -1,7 +1,7 @@
 """Broker outages as one loop sees them: how long to wait before the next try, and what to log.
 
 Every loop that talks to the broker (the worker's fetcher, lease heartbeat, reaper and settler,
-the registry announce, the scheduler, the metrics refresher) keeps one ``Outage``. After a failed
+the presence announcer, the scheduler, the metrics refresher) keeps one ``Outage``. After a failed
 call it waits ``outage.failed(exc)`` seconds, a capped exponential backoff with jitter, so a
 broker that is down is never hammered; after a call that worked it calls ``outage.recovered()``.
 

@@ -1,6 +1,6 @@
-"""App: the registry of tasks, the settings, and the broker they travel through.
+"""App: the table of tasks, the settings, and the broker they travel through.
 
-There is no global state: each App owns its registry, its settings (read from ``TASKIT_*`` once,
+There is no global state: each App owns its tasks, its settings (read from ``TASKIT_*`` once,
 when the App is built) and its broker, and ``@app.task`` binds a function to that App only.
 """
 
@@ -100,7 +100,7 @@ class App:
     def broker(self, broker: Broker) -> None:
         self.producer.broker = broker
 
-    # -- registry ----------------------------------------------------------------------------
+    # -- tasks --------------------------------------------------------------------------------
     @overload
     def task(self, fn: Callable[P, R]) -> Task[P, R]: ...
 

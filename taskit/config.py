@@ -71,7 +71,7 @@ class Settings:
 
     ``visibility_timeout`` is the lease: a reserved job whose worker neither settles nor extends it
     within that time is handed to another worker. Workers extend their leases every third of it.
-    ``heartbeat_interval``: how often a worker renews its registry record, which expires after
+    ``heartbeat_interval``: how often a worker renews its presence record, which expires after
     three intervals without one (``taskit check`` then counts the worker as gone).
     ``max_payload_bytes``: the largest encoded arguments a job may carry; a bigger one is
     refused at enqueue (``PayloadTooLargeError``) and nothing is stored.
