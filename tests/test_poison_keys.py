@@ -17,8 +17,8 @@ import pytest
 import redis.asyncio
 
 from taskit import App, BrokerError, CorruptJobError, JobStatus
-from taskit.broker.keys import join_record, split_record
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.records import join_record, split_record
 from taskit.job import Outcome, OutcomeKind
 from taskit.registry import live_workers
 from tests._poison_app import poison_app

@@ -20,9 +20,9 @@ from redis.asyncio import Redis
 from taskit._urls import REDIS_SCHEMES, parse_broker_url
 from taskit.broker._watch import ServerWatch
 from taskit.broker.base import Broker, BrokerOptions
-from taskit.broker.keys import (
+from taskit.broker.redis.keys import Keys
+from taskit.broker.redis.records import (
     LATEST,
-    Keys,
     build_job,
     corrupt_job,
     parse_state,

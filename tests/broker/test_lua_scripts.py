@@ -9,7 +9,8 @@ from importlib import resources
 import msgspec
 import pytest
 
-from taskit.broker.keys import Keys, join_record, parse_state, split_record
+from taskit.broker.redis.keys import Keys
+from taskit.broker.redis.records import join_record, parse_state, split_record
 from taskit.broker.scripts import Scripts
 from taskit.job import JobStatus
 from tests.broker._redis_kinds import RedisHarness

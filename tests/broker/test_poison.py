@@ -23,9 +23,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from taskit.broker.base import Broker
-from taskit.broker.keys import Keys, join_record, parse_state, split_record
 from taskit.broker.memory import MemoryBroker
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.keys import Keys
+from taskit.broker.redis.records import join_record, parse_state, split_record
 from taskit.clock import FakeClock
 from taskit.errors import CorruptJobError, SerializationError
 from taskit.job import Job, JobResult, JobStatus, OutcomeKind, decode_job

@@ -15,8 +15,8 @@ import pytest
 from redis.crc import key_slot
 
 from taskit.broker import from_url
-from taskit.broker.keys import join_record, split_record
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.records import join_record, split_record
 from taskit.errors import BrokerConnectionError, ConfigurationError
 from taskit.job import Job, JobStatus, Outcome, OutcomeKind, encode_arguments
 from tests.broker._redis_kinds import RedisHarness, open_redis_harness

@@ -14,7 +14,7 @@ import redis.exceptions
 
 from taskit.broker._redis_base import _SCRIPTS
 from taskit.broker._resp import FastClient
-from taskit.broker.redis import RedisBroker, _Enqueue
+from taskit.broker.redis.broker import RedisBroker, _Enqueue
 from taskit.job import Job, JobStatus, Lease
 from tests.broker._helpers import make_job, new_queue
 from tests.broker._redis_kinds import RedisHarness, open_redis_harness

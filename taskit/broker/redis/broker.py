@@ -1,6 +1,6 @@
 """RedisBroker: the Broker contract on Redis, every state change one Lua script.
 
-The key layout and record format are in ``taskit.broker.keys``; the scripts in ``lua/``. This
+The key layout is in ``keys``, the record format in ``records``; the scripts in ``lua/``. This
 module marshals arguments, calls the scripts by SHA and turns their replies into Jobs and Leases.
 
 Connections, script calls, reading and admin are in ``_redis_base.RedisBase``; this module has
@@ -31,7 +31,7 @@ from taskit._storable import storable
 from taskit.broker._redis_base import _SCRIPTS, BATCH, RedisBase, ms
 from taskit.broker._redis_wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
 from taskit.broker._resp import FastClient
-from taskit.broker.keys import (
+from taskit.broker.redis.records import (
     build_job,
     encode_error,
     merge_state,
