@@ -23,7 +23,7 @@ from taskit import (
     Settings,
     WorkerStats,
 )
-from taskit.broker._redis_base import _SCRIPTS
+from taskit.broker.redis.base import _SCRIPTS
 from taskit.job import Outcome
 from tests._proxy import LossyProxy, lossy_proxy
 from tests.broker._redis_kinds import OwnRedisServer

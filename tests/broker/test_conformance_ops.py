@@ -11,7 +11,7 @@ import uuid
 import anyio
 import pytest
 
-from taskit.broker.scripts import Scripts
+from taskit.broker.redis.scripts import Scripts
 from tests.broker._redis_kinds import open_redis_harness
 from tests.broker.conftest import BrokerHarness
 

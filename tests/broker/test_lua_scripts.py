@@ -11,7 +11,7 @@ import pytest
 
 from taskit.broker.redis.keys import Keys
 from taskit.broker.redis.records import join_record, parse_state, split_record
-from taskit.broker.scripts import Scripts
+from taskit.broker.redis.scripts import Scripts
 from taskit.job import JobStatus
 from tests.broker._redis_kinds import RedisHarness
 
@@ -67,7 +67,7 @@ def state_of(raw: bytes) -> tuple[JobStatus, int, str]:
 
 
 def test_every_command_script_documents_its_keys_args_and_reply() -> None:
-    folder = resources.files("taskit.broker").joinpath("lua")
+    folder = resources.files("taskit.broker.redis").joinpath("lua")
     names = sorted(e.name for e in folder.iterdir() if not e.name.startswith("_"))
     assert len(names) == len(SCRIPTS.names) == 13
     for name in names:

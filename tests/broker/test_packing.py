@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 
-from taskit.broker._packing import use_fast_packing
+from taskit.broker.redis.transport.packing import use_fast_packing
 
 
 @pytest.mark.parametrize(

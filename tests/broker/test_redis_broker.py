@@ -304,7 +304,7 @@ async def test_jobs_in_an_older_key_layout_are_reported_by_key(
     old = rh.broker.keys.legacy[0]
     await rh.client.hset(old, "job-1", "pending|0|0|0000000000000001|||||||default")
 
-    with caplog.at_level(logging.ERROR, logger="taskit.broker._watch"):
+    with caplog.at_level(logging.ERROR, logger="taskit.broker.redis.watch"):
         await rh.broker.stats(["default"])
         await rh.broker.stats(["default"])
 
@@ -318,7 +318,7 @@ async def test_a_current_layout_alone_is_not_reported(
 ) -> None:
     await rh.broker.enqueue([make_job("default")])
 
-    with caplog.at_level(logging.ERROR, logger="taskit.broker._watch"):
+    with caplog.at_level(logging.ERROR, logger="taskit.broker.redis.watch"):
         await rh.broker.stats(["default"])
 
     assert "older taskit key layout" not in caplog.text

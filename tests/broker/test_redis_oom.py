@@ -18,10 +18,10 @@ import anyio
 import pytest
 import redis.exceptions
 
-from taskit.broker import _watch
-from taskit.broker._resp import error_of
 from taskit.broker.redis import RedisBroker
-from taskit.broker.scripts import Connections
+from taskit.broker.redis import watch as _watch
+from taskit.broker.redis.scripts import Connections
+from taskit.broker.redis.transport.fast import error_of
 from taskit.errors import BrokerOutOfMemoryError
 from taskit.job import Job, JobStatus, Lease, LeaseState, Outcome, OutcomeKind, encode_arguments
 from tests.broker._full import empty, fill, small_redis

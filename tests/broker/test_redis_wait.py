@@ -1,5 +1,5 @@
 """The Redis broker's long blocking waits, which carry the reserve script right behind their
-BLPOP (``taskit.broker._redis_wait``): a woken wait leases in the same round trip, a cut-short
+BLPOP (``taskit.broker.redis.wait``): a woken wait leases in the same round trip, a cut-short
 one hands back whatever its script leased, and a lost script cache is survived. Real Redis only:
 the pipelined path needs the broker's own RESP connections, which fakeredis does not provide."""
 
@@ -12,9 +12,9 @@ import anyio
 import pytest
 import redis.exceptions
 
-from taskit.broker._redis_base import _SCRIPTS
-from taskit.broker._resp import FastClient
+from taskit.broker.redis.base import _SCRIPTS
 from taskit.broker.redis.broker import RedisBroker, _Enqueue
+from taskit.broker.redis.transport.fast import FastClient
 from taskit.job import Job, JobStatus, Lease
 from tests.broker._helpers import make_job, new_queue
 from tests.broker._redis_kinds import RedisHarness, open_redis_harness

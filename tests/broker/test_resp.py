@@ -10,7 +10,7 @@ import pytest
 import redis
 import redis.exceptions as rexc
 
-from taskit.broker._resp import FastClient, supports
+from taskit.broker.redis.transport.fast import FastClient, supports
 from tests.e2e.helpers import redis_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]

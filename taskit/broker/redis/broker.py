@@ -28,9 +28,7 @@ import msgspec
 import redis.exceptions
 
 from taskit._storable import storable
-from taskit.broker._redis_base import _SCRIPTS, BATCH, RedisBase, ms
-from taskit.broker._redis_wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
-from taskit.broker._resp import FastClient
+from taskit.broker.redis.base import _SCRIPTS, BATCH, RedisBase, ms
 from taskit.broker.redis.records import (
     build_job,
     encode_error,
@@ -38,7 +36,9 @@ from taskit.broker.redis.records import (
     parse_state,
     split_token,
 )
-from taskit.broker.scripts import Arg
+from taskit.broker.redis.scripts import Arg
+from taskit.broker.redis.transport.fast import FastClient
+from taskit.broker.redis.wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
 from taskit.errors import BrokerError, CorruptJobError, SerializationError
 from taskit.job import (
     Job,

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from taskit.broker._wakeup import Waiter, wake_all
+from taskit.broker.memory.wakeup import Waiter, wake_all
 from taskit.broker.redis.records import corrupt_job
 from taskit.clock import Clock, FakeClock, SystemClock
 from taskit.errors import CorruptJobError, SerializationError

@@ -40,9 +40,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
-from taskit.broker._packing import use_fast_packing
-from taskit.broker._resp import DEFAULT_TIMEOUT, OOM_REPLY, FastClient, ReplyLost, supports
-from taskit.broker._resp_sync import BlockingClient
+from taskit.broker.redis.transport.fast import (
+    DEFAULT_TIMEOUT,
+    OOM_REPLY,
+    FastClient,
+    ReplyLost,
+    supports,
+)
+from taskit.broker.redis.transport.packing import use_fast_packing
+from taskit.broker.redis.transport.sync import BlockingClient
 from taskit.config import redact_url
 from taskit.errors import (
     BrokerAuthenticationError,
@@ -97,7 +103,7 @@ class Scripts:
     """The loaded scripts of the ``taskit.broker`` package; one instance serves any client."""
 
     def __init__(self) -> None:
-        folder = resources.files("taskit.broker").joinpath("lua")
+        folder = resources.files("taskit.broker.redis").joinpath("lua")
         texts = {entry.name: entry.read_text("utf-8") for entry in folder.iterdir()}
         self._scripts: dict[str, Script] = {}
         for filename, text in sorted(texts.items()):

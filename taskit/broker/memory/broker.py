@@ -18,9 +18,9 @@ import anyio.lowlevel
 import msgspec
 
 from taskit._storable import storable
-from taskit.broker._memory_state import WAITING, MemoryState, Record, copy_job, encode_for_store
-from taskit.broker._wakeup import Waiter, wake_all
 from taskit.broker.base import Broker, BrokerOptions
+from taskit.broker.memory.state import WAITING, MemoryState, Record, copy_job, encode_for_store
+from taskit.broker.memory.wakeup import Waiter, wake_all
 from taskit.clock import Clock
 from taskit.config import MAX_SECONDS, Settings
 from taskit.errors import CorruptJobError

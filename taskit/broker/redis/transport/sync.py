@@ -20,7 +20,7 @@ from typing import Any
 import hiredis
 import redis.exceptions as rexc
 
-from taskit.broker._resp import DEFAULT_TIMEOUT, ReplyLost, Target, error_of, pack
+from taskit.broker.redis.transport.fast import DEFAULT_TIMEOUT, ReplyLost, Target, error_of, pack
 
 __all__ = ["BlockingClient"]
 

@@ -18,7 +18,6 @@ import msgspec
 from redis.asyncio import Redis
 
 from taskit._urls import REDIS_SCHEMES, parse_broker_url
-from taskit.broker._watch import ServerWatch
 from taskit.broker.base import Broker, BrokerOptions
 from taskit.broker.redis.keys import Keys
 from taskit.broker.redis.records import (
@@ -29,7 +28,8 @@ from taskit.broker.redis.records import (
     placeholder_job,
     split_record,
 )
-from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
+from taskit.broker.redis.scripts import Arg, Connections, ScriptName, Scripts
+from taskit.broker.redis.watch import ServerWatch
 from taskit.config import Settings, redact_url
 from taskit.errors import (
     BrokerError,

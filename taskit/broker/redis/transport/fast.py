@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 import redis.exceptions as rexc
 
-from taskit.broker._packing import plain
+from taskit.broker.redis.transport.packing import plain
 
 __all__ = [
     "DEFAULT_TIMEOUT",

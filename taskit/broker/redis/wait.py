@@ -29,8 +29,8 @@ from typing import Any
 import anyio
 import redis.exceptions
 
-from taskit.broker._resp import FastClient
-from taskit.broker.scripts import Connections
+from taskit.broker.redis.scripts import Connections
+from taskit.broker.redis.transport.fast import FastClient
 
 __all__ = ["PIPELINE_FROM", "call_or_salvage", "wait", "wait_then_run"]
 

@@ -1,0 +1,2 @@
+"""How the Redis broker talks to Redis: the fast hiredis transport (``fast``, ``sync``) and its
+command packing (``packing``)."""
