@@ -1,7 +1,7 @@
 """The worker registry: each running worker keeps a record of itself in the broker.
 
 A worker renews its record every ``Settings.heartbeat_interval`` seconds (through
-``Broker.heartbeat``); the record expires after three intervals without renewal, so a worker that
+``Broker.announce``); the record expires after three intervals without renewal, so a worker that
 died (SIGKILL, a lost host) drops out of ``live_workers`` on its own. A worker that stops cleanly
 withdraws its record at once. Records are JSON, readable with any Redis client.
 """
@@ -75,7 +75,7 @@ async def announce(worker: Worker) -> None:
             record = _ENCODER.encode(_info(worker, started))
             pause = interval
             try:
-                await broker.heartbeat(worker.name, record, ttl=interval * TTL_INTERVALS)
+                await broker.announce(worker.name, record, ttl=interval * TTL_INTERVALS)
                 outage.recovered()
             except (TaskitError, OSError) as exc:
                 pause = max(pause, outage.failed(exc))
@@ -83,7 +83,7 @@ async def announce(worker: Worker) -> None:
     finally:
         with anyio.move_on_after(_WITHDRAW_TIMEOUT, shield=True):
             try:
-                await broker.heartbeat(worker.name)
+                await broker.withdraw(worker.name)
             except (TaskitError, OSError) as exc:  # it expires on its own anyway
                 log.debug("worker %s: withdrawing its record failed: %s", worker.name, exc)
 
@@ -91,7 +91,7 @@ async def announce(worker: Worker) -> None:
 async def live_workers(broker: Broker) -> list[WorkerInfo]:
     """The records of every live worker, by name. Raises the broker's errors."""
     workers = []
-    for name, raw in (await broker.heartbeat()).items():
+    for name, raw in (await broker.live()).items():
         try:
             workers.append(_DECODER.decode(raw))
         except msgspec.DecodeError:

@@ -180,7 +180,7 @@ class Broker(abc.ABC):
     async def purge_dead(self, queue: str) -> int:
         """Delete ``queue``'s dead letters. Returns how many were deleted."""
 
-    # -- coordination between processes (scheduler claims, worker heartbeats) ------------------
+    # -- coordination between processes (scheduler claims, worker announcements) ------------------
     @abc.abstractmethod
     async def claim(self, key: str, ttl: float) -> bool:
         """Take ``key`` for ``ttl`` seconds (> 0) if nobody holds it: ``True`` for the one caller
@@ -189,13 +189,19 @@ class Broker(abc.ABC):
         exactly one of them enqueues each due run."""
 
     @abc.abstractmethod
-    async def heartbeat(
-        self, name: str | None = None, record: bytes = b"", *, ttl: float = 0.0
-    ) -> dict[str, bytes]:
-        """Announce that ``name`` is alive, with ``record``, for ``ttl`` seconds (``ttl <= 0``:
-        withdraw it now); with ``name`` None change nothing. Then return every live
-        announcement by name (expired ones are forgotten). One atomic step; times are the
-        broker's clock. Workers use it to register themselves and to count who is alive."""
+    async def announce(self, name: str, record: bytes, *, ttl: float) -> None:
+        """Say that ``name`` is alive, with ``record``, for ``ttl`` seconds (> 0, else
+        ``ValueError``) on the broker's clock; a later announce of ``name`` replaces its record
+        and expiry. Workers announce themselves to register, again and again to stay live."""
+
+    @abc.abstractmethod
+    async def withdraw(self, name: str) -> None:
+        """Forget ``name``'s announcement now (a name not announced, or expired, is fine)."""
+
+    @abc.abstractmethod
+    async def live(self) -> dict[str, bytes]:
+        """Every live announcement's record by name, in name order; expired ones are
+        forgotten (on the broker's clock). This is how anyone counts who is alive."""
 
     async def _handed_over(self, leases: list[Lease]) -> list[Lease]:
         """What a reserve returns: ``leases``, unless its caller was cancelled while they were

@@ -69,12 +69,12 @@ def state_of(raw: bytes) -> tuple[JobStatus, int, str]:
 def test_every_command_script_documents_its_keys_args_and_reply() -> None:
     folder = resources.files("taskit.broker.redis").joinpath("lua")
     names = sorted(e.name for e in folder.iterdir() if not e.name.startswith("_"))
-    assert len(names) == len(SCRIPTS.names) == 13
+    assert len(names) == len(SCRIPTS.names) == 15
     for name in names:
         text = folder.joinpath(name).read_text("utf-8")
         header = text.split("]]", 1)[0]
         assert text.startswith("--[["), name
-        for part in ("KEYS[1]", "ARGV[", "Returns"):
+        for part in ("KEYS[1]", "ARGV", "Returns"):
             assert part in header, name
         assert "local rcall = redis.call" in text, name
         # Server time only; key names only from KEYS (no key text assembled in Lua).

@@ -159,7 +159,9 @@ async def test_reserve_heartbeat_stats_requeue_and_purge_work_on_a_full_redis(
     await anyio.sleep(0.1)
     assert (await broker.stats(["q"]))["q"].queued == 4  # the due delayed job promoted
     assert len(await broker.reserve(["q"], count=2, lease=30, timeout=0)) == 2
-    assert "w1" in await broker.heartbeat("w1", b"{}", ttl=30)
+    await broker.announce("w1", b"{}", ttl=30)
+    assert "w1" in await broker.live()
+    await broker.withdraw("w1")
     assert await broker.requeue_dead("q") == 1
     assert await broker.purge("q") == 3
     assert (await broker.stats(["q"]))["q"].running == 2

@@ -235,12 +235,19 @@ class RedisBase(Broker):
             return bool(await self._conn.guard(main.get(name)) == mine)
         return bool(taken)
 
-    async def heartbeat(
-        self, name: str | None = None, record: bytes = b"", *, ttl: float = 0.0
-    ) -> dict[str, bytes]:
+    async def announce(self, name: str, record: bytes, *, ttl: float) -> None:
+        if not ttl > 0:
+            raise ValueError(f"an announcement's ttl must be > 0 seconds, got {ttl!r}")
         k = self._keys
-        args: list[Arg] = [name or "", record, ms(ttl) if name else 0]
-        reply = await self._run("heartbeat", [k.workers, k.beats], args)
+        await self._run("announce", [k.workers, k.beats], [name, record, ms(ttl)])
+
+    async def withdraw(self, name: str) -> None:
+        k = self._keys
+        await self._run("withdraw", [k.workers, k.beats], [name])
+
+    async def live(self) -> dict[str, bytes]:
+        k = self._keys
+        reply = await self._run("live", [k.workers, k.beats], [])
         # A name is shown, never used as a key: one that is not UTF-8 is shown escaped.
         return {
             reply[i].decode(errors="backslashreplace"): bytes(reply[i + 1])

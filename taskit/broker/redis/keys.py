@@ -23,8 +23,8 @@ key                         type    holds
 ``{p}:q:<queue>:totals``    hash    ``completed`` / ``failed`` counters
 ``{p}:q:<queue>:wake``      list    wake-up tokens (at most 16) for blocked reserves
 ``{p}:claim:<key>``         string  a ``Broker.claim``, held until it expires (PX)
-``{p}:workers``             zset    heartbeat names scored by expiry (ms)
-``{p}:beats``               hash    heartbeat name -> its record
+``{p}:workers``             zset    announced names (``Broker.announce``) by expiry (ms)
+``{p}:beats``               hash    announced name -> its record
 ``{p}:epoch``               string  random id of this data set: gone or changed = data lost
 ==========================  ======  ===================================================
 

@@ -67,12 +67,13 @@ _TOO_LARGE = "Protocol error: invalid bulk length"
 
 #: Every command script, by the name before its key count.
 ScriptName = Literal[
+    "announce",
     "cancel",
     "dead-letters",
     "enqueue",
     "extend",
     "get",
-    "heartbeat",
+    "live",
     "purge",
     "purge-dead",
     "reclaim",
@@ -80,6 +81,7 @@ ScriptName = Literal[
     "reserve",
     "settle",
     "stats",
+    "withdraw",
 ]
 
 _FILE = re.compile(r"^(?P<name>[a-z][a-z-]*?)-(?P<keys>\d+|n)\.lua$")
