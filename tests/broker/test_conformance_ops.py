@@ -106,25 +106,25 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.mark.parametrize("kind", ["redis", "fakeredis"])
+@pytest.mark.parametrize("kind", ["fast-real", "redispy-fakeredis"])
 async def test_announce_withdraw_and_live_scripts_directly(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
     async with open_redis_harness(kind, request) as rh:
         k, scripts = rh.broker.keys, Scripts()
         keys = [k.workers, k.beats]
-        assert await scripts.call(rh.client, "announce", keys, ["w1", b"rec", 60_000]) == 1
+        assert await scripts.call(rh.direct, "announce", keys, ["w1", b"rec", 60_000]) == 1
         assert await rh.client.zscore(k.workers, "w1") is not None
-        assert await scripts.call(rh.client, "live", keys, []) == [b"w1", b"rec"]
-        await scripts.call(rh.client, "announce", keys, ["w0", b"gone", 1])
+        assert await scripts.call(rh.direct, "live", keys, []) == [b"w1", b"rec"]
+        await scripts.call(rh.direct, "announce", keys, ["w0", b"gone", 1])
         await anyio.sleep(0.01)
-        assert await scripts.call(rh.client, "live", keys, []) == [b"w1", b"rec"]
+        assert await scripts.call(rh.direct, "live", keys, []) == [b"w1", b"rec"]
         assert await rh.client.hkeys(k.beats) == [b"w1"]  # the expired record was deleted
-        await scripts.call(rh.client, "announce", keys, ["w2", b"r2", 1])
+        await scripts.call(rh.direct, "announce", keys, ["w2", b"r2", 1])
         await anyio.sleep(0.01)
-        await scripts.call(rh.client, "announce", keys, ["w1", b"rec", 60_000])
+        await scripts.call(rh.direct, "announce", keys, ["w1", b"rec", 60_000])
         assert await rh.client.hkeys(k.beats) == [b"w1"]  # announce forgets expired ones too
-        assert await scripts.call(rh.client, "withdraw", keys, ["w1"]) == 1
-        assert await scripts.call(rh.client, "withdraw", keys, ["w1"]) == 0
-        assert await scripts.call(rh.client, "live", keys, []) == []
+        assert await scripts.call(rh.direct, "withdraw", keys, ["w1"]) == 1
+        assert await scripts.call(rh.direct, "withdraw", keys, ["w1"]) == 0
+        assert await scripts.call(rh.direct, "live", keys, []) == []
         assert await rh.client.exists(k.workers, k.beats) == 0

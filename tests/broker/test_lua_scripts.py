@@ -27,7 +27,7 @@ def anyio_backend() -> str:
 
 
 async def run(rh: RedisHarness, name: str, keys: list[str], args: list[object]) -> object:
-    return await SCRIPTS.call(rh.client, name, keys, args)  # type: ignore[arg-type]
+    return await SCRIPTS.call(rh.direct, name, keys, args)  # type: ignore[arg-type]
 
 
 def enqueue_keys(k: Keys, job_id: str, queue: str = "q") -> list[str]:

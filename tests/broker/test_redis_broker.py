@@ -100,7 +100,7 @@ async def test_finished_jobs_expire_and_live_ones_carry_no_ttl(rh: RedisHarness)
 async def test_a_zero_result_ttl_forgets_finished_jobs_at_once(
     request: pytest.FixtureRequest,
 ) -> None:
-    async with open_redis_harness("fakeredis", request, result_ttl=0.0) as h:
+    async with open_redis_harness("redispy-fakeredis", request, result_ttl=0.0) as h:
         await h.broker.enqueue([make_job("q")])
         [held] = await h.broker.reserve(["q"], count=1, lease=LONG, timeout=0)
         await h.broker.settle(

@@ -20,8 +20,7 @@ import redis.exceptions
 
 from taskit.broker.redis import RedisBroker
 from taskit.broker.redis import watch as _watch
-from taskit.broker.redis.scripts import Connections
-from taskit.broker.redis.transport.fast import error_of
+from taskit.broker.redis.errors import ErrorMap, error_of
 from taskit.errors import BrokerOutOfMemoryError
 from taskit.job import Job, JobStatus, Lease, LeaseState, Outcome, OutcomeKind, encode_arguments
 from tests.broker._full import empty, fill, small_redis
@@ -237,7 +236,7 @@ async def test_out_of_memory_is_logged_once_per_interval_and_its_end_once(
 
 
 def test_out_of_memory_replies_of_redis_6_and_7_map_to_one_error() -> None:
-    conn = Connections("redis://:secret@127.0.0.1:1/0")
+    errors = ErrorMap("redis://:secret@127.0.0.1:1/0", "secret")
     replies = [
         "OOM command not allowed when used memory > 'maxmemory'.",
         "OOM command not allowed when used memory > 'maxmemory'. script: 1f2e, on @user_script:3.",
@@ -248,7 +247,7 @@ def test_out_of_memory_replies_of_redis_6_and_7_map_to_one_error() -> None:
         mapped = error_of(redis.exceptions.ResponseError(text))
         assert isinstance(mapped, redis.exceptions.OutOfMemoryError)
         for exc in (mapped, redis.exceptions.ResponseError(text)):
-            error = conn._translated(exc)
+            error = errors.translate(exc)
             assert isinstance(error, BrokerOutOfMemoryError)
             assert "maxmemory" in str(error)
             assert "secret" not in str(error)

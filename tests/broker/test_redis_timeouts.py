@@ -20,7 +20,8 @@ import pytest
 from taskit import App, BrokerConnectionError, BrokerOutcomeUnknownError, JobStatus, Settings
 from taskit.broker.redis import RedisBroker
 from taskit.broker.redis import watch as _watch
-from taskit.broker.redis.transport.fast import FastClient, ReplyLost
+from taskit.broker.redis.errors import ReplyLost
+from taskit.broker.redis.transport.fast import FastClient
 from tests._proxy import LossyProxy, lossy_proxy
 from tests.broker._redis_kinds import OwnRedisServer, free_port
 

@@ -1,9 +1,9 @@
-"""The Redis broker's base: connections, script calls, and reading and administering jobs.
+"""The Redis broker's base: construction and settings, script calls, reading and admin.
 
-``RedisBroker`` (``taskit.broker.redis``) adds the job lifecycle (enqueue, reserve, extend,
-settle, reclaim) on top. Connections (``scripts.Connections``) are kept per running event loop,
-as an App may use one broker from its worker loop and from a portal thread; redis-py runs on
-asyncio only, so under trio every call raises ``ConfigurationError``.
+``RedisBroker`` (``broker``) adds the job lifecycle (enqueue, reserve, extend, settle, reclaim)
+on top. Transports (``connections``) are kept per running event loop, as an App may use one
+broker from its worker loop and from a portal thread; they are asyncio protocols, so under trio
+every call raises ``ConfigurationError``.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
 
 from taskit._urls import REDIS_SCHEMES, parse_broker_url
 from taskit.broker.base import Broker, BrokerOptions
+from taskit.broker.redis.connections import Connections
 from taskit.broker.redis.keys import Keys
 from taskit.broker.redis.records import (
     LATEST,
@@ -28,7 +28,8 @@ from taskit.broker.redis.records import (
     placeholder_job,
     split_record,
 )
-from taskit.broker.redis.scripts import Arg, Connections, ScriptName, Scripts
+from taskit.broker.redis.scripts import SCRIPTS, ScriptName
+from taskit.broker.redis.transport import Arg, Connect
 from taskit.broker.redis.watch import ServerWatch
 from taskit.config import Settings, redact_url
 from taskit.errors import (
@@ -43,14 +44,13 @@ from taskit.job import Job, QueueStats
 __all__ = ["RedisBase"]
 
 log = logging.getLogger(__name__)
-_SCRIPTS = Scripts()
 # Jobs promoted, purged or requeued per script call: bounds how long one call holds Redis.
 BATCH = 1000
 
 
 class RedisBase(Broker):
-    """Connections, script calls, reading and admin of the Broker contract on Redis. The
-    constructor's arguments and errors are documented on ``RedisBroker``, the class to use."""
+    """Construction, settings, script calls, reading and admin of the Broker contract on Redis;
+    use ``RedisBroker``, which adds the job lifecycle."""
 
     asyncio_only = True
 
@@ -61,8 +61,32 @@ class RedisBase(Broker):
         prefix: str | None = None,
         result_ttl: float | None = None,
         timeout: float | None = None,
-        connect: Callable[[], Redis] | None = None,
+        connect: Connect | None = None,
     ) -> None:
+        """A broker on the Redis at ``url``.
+
+        ``url``: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
+        ``unix:///path/to/socket[?db=n]``, with options ``?db=``, ``?password=``, ``?prefix=``
+        (and redis-py's ``ssl_*`` on ``rediss://``, read the same way: see
+        ``transport.target``); see ``taskit._urls``. ``prefix`` namespaces every key
+        (``{prefix}:...``). ``result_ttl``: seconds a finished job stays readable. ``prefix``
+        and ``result_ttl`` left None (the default) come from the URL's ``?prefix=``, else from
+        the settings of the App the broker is given to (``TASKIT_REDIS_PREFIX``,
+        ``TASKIT_RESULT_TTL``; see ``Broker.configure``), else ``taskit`` and one day.
+        ``timeout``: seconds any connect or reply may take (``Settings.broker_timeout``,
+        ``TASKIT_BROKER_TIMEOUT``, from the App's settings when None; 5 s by default; a
+        blocking wait gets its own length plus this). ``connect``: for tests, makes the
+        transports instead of the fast transport to ``url`` (``transport.Connect``; e.g.
+        ``transport.redispy.over`` for fakeredis); called per event loop, once per role.
+
+        Raises ``ConfigurationError`` at construction for an unusable URL (naming the bad port,
+        db or option), prefix, TTL or timeout, and at the first call for TLS options it cannot
+        use (a missing certificate file); calls raise ``BrokerConnectionError`` (password never
+        shown) when Redis cannot be reached or refuses the credentials (nothing was sent), its
+        subclass ``BrokerOutcomeUnknownError`` when a command was sent but its reply did not
+        come within ``timeout`` or its connection dropped (it may have run), and
+        ``BrokerError`` when it answers with an error.
+        """
         if not isinstance(url, str) or url.partition(":")[0].lower() not in REDIS_SCHEMES:
             raise ConfigurationError(
                 f"not a Redis URL: {redact_url(str(url))} (use redis://, rediss:// or unix://)"
@@ -127,7 +151,9 @@ class RedisBase(Broker):
         """See ``Broker.cancel``; ``CorruptJobError`` if the job's record is unreadable (its
         queue, and so what to cancel, cannot be known): nothing changes."""
         k = self._keys
-        raw = await self._named([k.jobs], self._conn.pair().main.hget(k.jobs, job_id))
+        raw = await self._named(
+            [k.jobs], self._conn.pair().commands.execute("HGET", k.jobs, job_id)
+        )
         queue = None if raw is None else parse_state(split_record(raw, job_id)[0], job_id).queue
         for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
             if queue is None:
@@ -151,7 +177,9 @@ class RedisBase(Broker):
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         k = self._keys
         if queues is None:
-            members = await self._named([k.queues], self._conn.pair().main.smembers(k.queues))
+            members = await self._named(
+                [k.queues], self._conn.pair().commands.execute("SMEMBERS", k.queues)
+            )
             queues = sorted(_names(members, "queue name", k.queues))
         if not queues:
             return {}
@@ -225,14 +253,14 @@ class RedisBase(Broker):
     async def claim(self, key: str, ttl: float) -> bool:
         if not ttl > 0:
             raise ValueError(f"a claim's ttl must be > 0 seconds, got {ttl!r}")
-        main, name = self._conn.pair().main, self._keys.claim(key)
+        commands, name = self._conn.pair().commands, self._keys.claim(key)
         mine = secrets.token_hex(8).encode()
         try:
-            taken = await self._conn.guard(main.set(name, mine, nx=True, px=ms(ttl)))
+            taken = await self._conn.guard(commands.execute("SET", name, mine, "NX", "PX", ms(ttl)))
         except BrokerOutcomeUnknownError:
             # The SET may have run: then the key holds this call's value. Answering False
             # would leave a claim nobody acts on (a periodic run skipped by every scheduler).
-            return bool(await self._conn.guard(main.get(name)) == mine)
+            return bool(await self._conn.guard(commands.execute("GET", name)) == mine)
         return bool(taken)
 
     async def announce(self, name: str, record: bytes, *, ttl: float) -> None:
@@ -268,10 +296,10 @@ class RedisBase(Broker):
         return job
 
     async def _run(self, name: ScriptName, keys: list[str], args: list[Arg]) -> Any:
-        pair = self._conn.pair()
+        commands = self._conn.pair().commands
         if self._watch.due():
-            await self._watch.check(pair.main)
-        return await self._named(keys, _SCRIPTS.call(pair.scripts, name, keys, args))
+            await self._watch.check(commands)
+        return await self._named(keys, SCRIPTS.call(commands, name, keys, args))
 
     async def _named(self, keys: list[str], call: Awaitable[Any]) -> Any:
         """``guard(call)``; a ``WRONGTYPE`` error (a key holding another type than this layout
@@ -283,8 +311,11 @@ class RedisBase(Broker):
                 raise
             if "where taskit keeps" in str(exc):  # a script that checked first named it
                 raise
-            main = self._conn.pair().main
-            found = [(key, (await self._conn.guard(main.type(key))).decode()) for key in keys]
+            commands = self._conn.pair().commands
+            found = [
+                (key, (await self._conn.guard(commands.execute("TYPE", key))).decode())
+                for key in keys
+            ]
             wrong = [
                 f"key {key!r} holds a {kind} where taskit keeps a {self._keys.kind_of(key)}"
                 for key, kind in found

@@ -28,7 +28,7 @@ import msgspec
 import redis.exceptions
 
 from taskit._storable import storable
-from taskit.broker.redis.base import _SCRIPTS, BATCH, RedisBase, ms
+from taskit.broker.redis.base import BATCH, RedisBase, ms
 from taskit.broker.redis.records import (
     build_job,
     encode_error,
@@ -36,7 +36,8 @@ from taskit.broker.redis.records import (
     parse_state,
     split_token,
 )
-from taskit.broker.redis.scripts import Arg
+from taskit.broker.redis.scripts import SCRIPTS
+from taskit.broker.redis.transport import Arg
 from taskit.broker.redis.transport.fast import FastClient
 from taskit.broker.redis.wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
 from taskit.errors import BrokerError, CorruptJobError, SerializationError
@@ -56,24 +57,8 @@ __all__ = ["RedisBroker"]
 class RedisBroker(RedisBase):
     """The Broker contract on Redis (6.0 or newer; Cluster-ready: one hash tag per prefix).
 
-    ``url``: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
-    ``unix:///path/to/socket[?db=n]``, with options ``?db=``, ``?password=``, ``?prefix=`` (and
-    redis-py's ``ssl_*`` on ``rediss://``); see ``taskit._urls``. ``prefix`` namespaces every
-    key (``{prefix}:...``). ``result_ttl``: seconds a finished job stays readable. ``prefix`` and
-    ``result_ttl`` left None (the default) come from the URL's ``?prefix=``, else from the
-    settings of the App the broker is given to (``TASKIT_REDIS_PREFIX``, ``TASKIT_RESULT_TTL``;
-    see ``Broker.configure``), else ``taskit`` and one day. ``timeout``: seconds any connect or
-    reply may take (``Settings.broker_timeout``, ``TASKIT_BROKER_TIMEOUT``, from the App's
-    settings when None; 5 s by default; a blocking wait gets its own length plus this).
-    ``connect``: for tests, a factory of ready clients (e.g. fakeredis) used instead of
-    connecting to ``url``; called per event loop, twice (commands and blocking waits).
-
-    Raises ``ConfigurationError`` at construction for an unusable URL (naming the bad port, db
-    or option), prefix, TTL or timeout; calls raise
-    ``BrokerConnectionError`` (password never shown) when Redis cannot be reached or refuses the
-    credentials (nothing was sent), its subclass ``BrokerOutcomeUnknownError`` when a command was
-    sent but its reply did not come within ``timeout`` or its connection dropped (it may have
-    run), and ``BrokerError`` when it answers with an error.
+    Its arguments and the errors its calls raise are documented on ``__init__`` (defined with
+    the connections and settings in ``RedisBase``); this class adds the job lifecycle.
     """
 
     # -- producing -------------------------------------------------------------------------
@@ -88,8 +73,8 @@ class RedisBroker(RedisBase):
     def enqueue_blocking(
         self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
     ) -> list[Job] | None:
-        """``enqueue`` for a thread without an event loop, on a blocking connection of its own
-        (``redis://`` and ``unix://``; None for other URLs: use ``enqueue``)."""
+        """``enqueue`` for a thread without an event loop, on a blocking connection of its own;
+        None when tests replaced the transport (``connect``): use ``enqueue``."""
         client = self._conn.blocking()
         if client is None:
             return None
@@ -98,7 +83,7 @@ class RedisBroker(RedisBase):
             keys, args = call.request()
             call.answer(
                 self._conn.guard_blocking(
-                    lambda: _SCRIPTS.call_blocking(client, "enqueue", keys, args)  # noqa: B023
+                    lambda: SCRIPTS.call_blocking(client, "enqueue", keys, args)  # noqa: B023
                 )
             )
         return call.done
@@ -140,9 +125,9 @@ class RedisBroker(RedisBase):
         if not queues:
             return [], False, None
         keys, args = self._reserve_call(queues, count, lease)
-        pair = self._conn.pair()
-        if not isinstance(pair.scripts, FastClient):
-            # redis-py (TLS, tests): the round trip is shielded, so a cancelled caller still
+        commands = self._conn.pair().commands
+        if not isinstance(commands, FastClient):
+            # redis-py (tests): the round trip is shielded, so a cancelled caller still
             # gets what the script leased (``reserve`` then hands it back and re-raises).
             with anyio.CancelScope(shield=True):
                 got = await self._reserved(queues, lease, await self._run("reserve", keys, args))
@@ -150,9 +135,9 @@ class RedisBroker(RedisBase):
         # Cancellable while the reply is on its way (a stopped server must not hold up a stop):
         # a reply that comes anyway is salvaged, its leases handed back (``_redis_wait``).
         if self._watch.due():
-            await self._watch.check(pair.main)
-        command = ("EVALSHA", _SCRIPTS["reserve"].sha, len(keys), *keys, *args)
-        raw = await call_or_salvage(self._conn, pair.scripts, command, self._salvage(queues, lease))
+            await self._watch.check(commands)
+        command = ("EVALSHA", SCRIPTS["reserve"].sha, len(keys), *keys, *args)
+        raw = await call_or_salvage(self._conn, commands, command, self._salvage(queues, lease))
         if _missing_script(raw):  # Redis lost its scripts: load them (rare; shielded as above)
             with anyio.CancelScope(shield=True):
                 got = await self._reserved(queues, lease, await self._run("reserve", keys, args))
@@ -191,12 +176,12 @@ class RedisBroker(RedisBase):
         """Wait for a wake-up (at most ``seconds``), then reserve once. A long wait carries the
         reserve script right behind its BLPOP (see ``_redis_wait``): one round trip fewer."""
         wake = [self._keys.wake(q) for q in queues]
-        pair = self._conn.pair()
-        if pair.waits is None or seconds < PIPELINE_FROM or not wake:
+        fast = isinstance(self._conn.pair().waits, FastClient)
+        if not fast or seconds < PIPELINE_FROM or not wake:
             await wait(self._conn, wake, seconds)
             return await self._reserve_once(queues, count, lease)
         keys, args = self._reserve_call(queues, count, lease)
-        command = ("EVALSHA", _SCRIPTS["reserve"].sha, len(keys), *keys, *args)
+        command = ("EVALSHA", SCRIPTS["reserve"].sha, len(keys), *keys, *args)
         raw = await wait_then_run(self._conn, wake, seconds, command, self._salvage(queues, lease))
         with anyio.CancelScope(shield=True):  # a reply may carry leases: never drop it
             if raw is None:
