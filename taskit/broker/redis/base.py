@@ -18,6 +18,7 @@ import msgspec
 
 from taskit._urls import REDIS_SCHEMES, parse_broker_url
 from taskit.broker.base import Broker, BrokerOptions
+from taskit.broker.redis import requests
 from taskit.broker.redis.connections import Connections
 from taskit.broker.redis.keys import Keys
 from taskit.broker.redis.records import (
@@ -28,6 +29,7 @@ from taskit.broker.redis.records import (
     placeholder_job,
     split_record,
 )
+from taskit.broker.redis.requests import BATCH
 from taskit.broker.redis.scripts import SCRIPTS, ScriptName
 from taskit.broker.redis.transport import Arg, Connect
 from taskit.broker.redis.watch import ServerWatch
@@ -44,8 +46,6 @@ from taskit.job import Job, QueueStats
 __all__ = ["RedisBase"]
 
 log = logging.getLogger(__name__)
-# Jobs promoted, purged or requeued per script call: bounds how long one call holds Redis.
-BATCH = 1000
 
 
 class RedisBase(Broker):
@@ -138,8 +138,7 @@ class RedisBase(Broker):
     async def get(self, job_id: str) -> Job | None:
         """See ``Broker.get``; ``CorruptJobError`` (naming the field) if the job's stored record
         is unreadable. A spec that does not decode gives a stand-in job instead (no task)."""
-        k = self._keys
-        reply = await self._run("get", [k.jobs, k.err, k.done(job_id)], [job_id])
+        reply = await self._call(requests.Get(job_id))
         if reply is None:
             return None
         spec, state, err, res = reply
@@ -158,17 +157,7 @@ class RedisBase(Broker):
         for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
             if queue is None:
                 return False
-            keys = [
-                k.jobs,
-                k.err,
-                k.done(job_id),
-                k.fifo(queue),
-                k.ranked(queue),
-                k.delayed(queue),
-                k.leases(queue),
-                k.totals(queue),
-            ]
-            reply = await self._run("cancel", keys, [job_id, queue, self._ttl_ms])
+            reply = await self._call(requests.Cancel(job_id, queue, self._ttl_ms))
             if not isinstance(reply, bytes):
                 return bool(reply)
             queue = reply.decode()
@@ -183,11 +172,7 @@ class RedisBase(Broker):
             queues = sorted(_names(members, "queue name", k.queues))
         if not queues:
             return {}
-        keys = [k.jobs, k.seq]
-        for q in queues:
-            keys += [k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q), k.totals(q)]
-        keys.insert(2, k.err)
-        reply = await self._run("stats", keys, [BATCH, *queues])
+        reply = await self._call(requests.Stats(queues))
         names = ("queued", "scheduled", "running", "completed", "failed", "dead")
         return {
             q: QueueStats(
@@ -197,10 +182,7 @@ class RedisBase(Broker):
         }
 
     async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
-        k = self._keys
-        reply = await self._run(
-            "dead-letters", [k.dead(queue), k.jobs, k.err], [max(offset, 0), limit]
-        )
+        reply = await self._call(requests.DeadLetters(queue, offset, limit))
         rows = [reply[i : i + 4] for i in range(0, len(reply), 4)]
         return [self._dead_letter(queue, *row) for row in rows]
 
@@ -220,31 +202,25 @@ class RedisBase(Broker):
             return corrupt_job(job_id, queue, str(exc))
 
     async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
-        k = self._keys
-        keys = [k.jobs, k.seq, k.fifo(queue), k.ranked(queue), k.dead(queue), k.wake(queue)]
         if job_ids is not None:
             total = 0
             for start in range(0, len(job_ids), BATCH):
                 chunk = list(job_ids[start : start + BATCH])
-                total += int(await self._run("requeue-dead", keys, [BATCH, *chunk]))
+                total += int(await self._call(requests.RequeueDead(queue, chunk)))
             return total
-        return await self._drain("requeue-dead", keys)
+        return await self._drain(requests.RequeueDead(queue))
 
     async def purge(self, queue: str) -> int:
-        k = self._keys
-        return await self._drain(
-            "purge", [k.jobs, k.err, k.fifo(queue), k.ranked(queue), k.delayed(queue)]
-        )
+        return await self._drain(requests.Purge(queue))
 
     async def purge_dead(self, queue: str) -> int:
-        k = self._keys
-        return await self._drain("purge-dead", [k.jobs, k.err, k.dead(queue)])
+        return await self._drain(requests.PurgeDead(queue))
 
-    async def _drain(self, name: ScriptName, keys: list[str]) -> int:
+    async def _drain(self, request: requests.Request) -> int:
         """Call a batch script until it reports a short batch; the total it reported."""
         total = 0
         while True:
-            n = int(await self._run(name, keys, [BATCH]))
+            n = int(await self._call(request))
             total += n
             if n < BATCH:
                 return total
@@ -266,16 +242,13 @@ class RedisBase(Broker):
     async def announce(self, name: str, record: bytes, *, ttl: float) -> None:
         if not ttl > 0:
             raise ValueError(f"an announcement's ttl must be > 0 seconds, got {ttl!r}")
-        k = self._keys
-        await self._run("announce", [k.workers, k.beats], [name, record, ms(ttl)])
+        await self._call(requests.Announce(name, record, ms(ttl)))
 
     async def withdraw(self, name: str) -> None:
-        k = self._keys
-        await self._run("withdraw", [k.workers, k.beats], [name])
+        await self._call(requests.Withdraw(name))
 
     async def live(self) -> dict[str, bytes]:
-        k = self._keys
-        reply = await self._run("live", [k.workers, k.beats], [])
+        reply = await self._call(requests.Live())
         # A name is shown, never used as a key: one that is not UTF-8 is shown escaped.
         return {
             reply[i].decode(errors="backslashreplace"): bytes(reply[i + 1])
@@ -294,6 +267,10 @@ class RedisBase(Broker):
         except (SerializationError, msgspec.DecodeError) as exc:
             return placeholder_job(job_id, state, err, res, f"stored job does not decode: {exc}")
         return job
+
+    async def _call(self, request: requests.Request) -> Any:
+        """Run ``request``'s script; its raw reply (errors mapped as ``_named`` does)."""
+        return await self._run(request.script, request.keys(self._keys), request.args())
 
     async def _run(self, name: ScriptName, keys: list[str], args: list[Arg]) -> Any:
         commands = self._conn.pair().commands

@@ -18,7 +18,6 @@ blocking timeouts only ten times a second, so short waits are cut by the client 
 from __future__ import annotations
 
 import contextlib
-import math
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -28,7 +27,8 @@ import msgspec
 import redis.exceptions
 
 from taskit._storable import storable
-from taskit.broker.redis.base import BATCH, RedisBase, ms
+from taskit.broker.redis import requests
+from taskit.broker.redis.base import RedisBase, ms
 from taskit.broker.redis.records import (
     build_job,
     encode_error,
@@ -67,7 +67,7 @@ class RedisBroker(RedisBase):
     ) -> list[Job]:
         call = _Enqueue(self, jobs, delays)
         while call.done is None:
-            call.answer(await self._run("enqueue", *call.request()))
+            call.answer(await self._call(call.request()))
         return call.done
 
     def enqueue_blocking(
@@ -80,7 +80,8 @@ class RedisBroker(RedisBase):
             return None
         call = _Enqueue(self, jobs, delays)
         while call.done is None:
-            keys, args = call.request()
+            request = call.request()
+            keys, args = request.keys(self._keys), request.args()
             call.answer(
                 self._conn.guard_blocking(
                     lambda: SCRIPTS.call_blocking(client, "enqueue", keys, args)  # noqa: B023
@@ -111,11 +112,8 @@ class RedisBroker(RedisBase):
         self, queues: Sequence[str], count: int, lease: float
     ) -> tuple[list[str], list[Arg]]:
         """KEYS and ARGV of a reserve script call (a fresh token stem each time)."""
-        k = self._keys
-        keys = [k.jobs, k.err, k.seq]
-        for q in queues:
-            keys += [k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q), k.wake(q)]
-        return keys, [count, ms(lease), secrets.token_hex(16), BATCH, *queues]
+        request = requests.Reserve(queues, count, ms(lease), secrets.token_hex(16))
+        return request.keys(self._keys), request.args()
 
     async def _reserve_once(
         self, queues: Sequence[str], count: int, lease: float
@@ -228,21 +226,16 @@ class RedisBroker(RedisBase):
     async def extend(self, leases: Sequence[Lease], *, lease: float) -> list[LeaseState]:
         if not leases:
             return []
-        keys = [self._keys.jobs]
-        args: list[Arg] = [ms(lease)]
+        each = []
         for held in leases:
             rand, queue = split_token(held.token) or ("", held.job.queue)
-            keys.append(self._keys.leases(queue))
-            args += [held.job.id, rand]
-        reply = await self._run("extend", keys, args)
+            each.append((held.job.id, queue, rand))
+        reply = await self._call(requests.Extend(ms(lease), each))
         return [LeaseState(state.decode()) for state in reply]
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        k = self._keys
         applied: list[bool] = [False] * len(outcomes)
-        queues: dict[str, int] = {}
-        done: list[str] = []
-        args: list[Arg] = [self._ttl_ms, 0]
+        each: list[tuple[str, str, str, str, int, bytes, bytes]] = []
         sent: list[int] = []
         for i, given in enumerate(outcomes):
             # Each outcome is encoded alone: one that cannot be stored fails its own job (see
@@ -253,19 +246,12 @@ class RedisBroker(RedisBase):
                 continue  # not a token this broker made: stale by definition
             outcome, result = checked
             rand, queue = parts
-            q = queues.setdefault(queue, len(queues) + 1)
-            done.append(k.done(outcome.job_id))
             error = encode_error(outcome.error, outcome.error_type, outcome.traceback)
-            meta = f"{rand} {outcome.kind.value} {q} {ms(outcome.delay)}"
-            args += [outcome.job_id, meta, error, result]
+            each.append((outcome.job_id, rand, outcome.kind.value, queue, ms(outcome.delay),
+                         error, result))  # fmt: skip
             sent.append(i)
         if sent:
-            args[1] = len(queues)
-            keys = [k.jobs, k.err, k.seq]
-            for queue in queues:
-                keys += [k.fifo(queue), k.ranked(queue), k.delayed(queue), k.leases(queue),
-                         k.dead(queue), k.totals(queue), k.wake(queue)]  # fmt: skip
-            reply = await self._run("settle", keys + done, args)
+            reply = await self._call(requests.Settle(self._ttl_ms, each))
             for i, ok in zip(sent, reply, strict=True):
                 applied[i] = bool(ok)
         return applied
@@ -275,12 +261,7 @@ class RedisBroker(RedisBase):
     ) -> list[Lease]:
         if not queues or limit < 1:
             return []
-        k = self._keys
-        keys = [k.jobs, k.err, k.seq]
-        for q in queues:
-            keys += [k.leases(q), k.dead(q), k.fifo(q), k.ranked(q), k.delayed(q)]
-        args: list[Arg] = [ms(lease), limit, secrets.token_hex(16), *queues]
-        reply = await self._run("reclaim", keys, args)
+        reply = await self._call(requests.Reclaim(queues, ms(lease), limit, secrets.token_hex(16)))
         deadline = (int(reply[0]) + ms(lease)) / 1000
         leases, now = self._leases(queues, reply[1:], deadline, reclaimed=True)
         if now:  # only a settle, given the job ids, can name their done keys
@@ -300,8 +281,9 @@ def _unreadable(job_id: str, token: str, exc: Exception) -> Outcome:
 
 
 class _Enqueue:
-    """One enqueue: the script's KEYS and ARGV, and its reply as stored Jobs (``done``). A reply
-    naming a dead letter of another queue asks for another round with that queue's keys."""
+    """One enqueue: its request (``requests.Enqueue``) each round, and its reply as stored Jobs
+    (``done``). A reply naming a dead letter of another queue asks for another round with that
+    queue's keys."""
 
     def __init__(
         self, broker: RedisBroker, jobs: Sequence[Job], delays: Sequence[float] | None
@@ -315,22 +297,11 @@ class _Enqueue:
         self._rounds = 0
         self.done: list[Job] | None = [] if not jobs else None
 
-    def request(self) -> tuple[list[str], list[Arg]]:
-        jobs, delays, k = self._jobs, self._delays, self._broker.keys
-        queues: dict[str, int] = {}
-        args: list[Arg] = [0]
-        for i, job in enumerate(jobs):
-            q = queues.setdefault(job.queue, len(queues) + 1)
-            d = queues.setdefault(self._dead_in[i], len(queues) + 1)
-            args += _enqueue_args(job, self._forms[i][1], delays[i] if delays else 0.0, q, d)
-        args[0] = len(queues)
-        args[1:1] = list(queues)
-        keys = [k.jobs, k.err, k.seq, k.queues]
-        for queue in queues:
-            keys += [k.fifo(queue), k.ranked(queue), k.delayed(queue), k.wake(queue),
-                     k.dead(queue)]  # fmt: skip
-        keys += [k.done(job.id) for job in jobs]
-        return keys, args
+    def request(self) -> requests.Enqueue:
+        delays = self._delays
+        delays_ms = [ms(d) for d in delays] if delays else [0] * len(self._jobs)
+        specs = [spec for _, spec in self._forms]
+        return requests.Enqueue(self._jobs, specs, delays_ms, list(self._dead_in))
 
     def answer(self, reply: list[Any]) -> None:
         if reply[0] == b"unreadable":  # nothing was written: the record is not replaced unseen
@@ -374,11 +345,3 @@ def _missing_script(reply: Any) -> bool:
 async def _checked(reply: Any) -> Any:
     """``reply``, or the redis-py exception of an error reply raised (for ``guard``)."""
     return FastClient.raise_for(reply)
-
-
-def _enqueue_args(job: Job, spec: bytes, delay: float, q: int, d: int) -> list[Arg]:
-    """The four ARGV entries of one job for the enqueue script (see its header)."""
-    at = job.scheduled_at.timestamp() if job.scheduled_at is not None else None
-    at_ms = -1 if at is None else math.ceil(at * 1000)
-    meta = f"{q} {d} {-job.priority} {ms(delay)} {at_ms}"
-    return [job.id, spec, meta, "" if at is None else repr(at)]

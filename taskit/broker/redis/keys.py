@@ -38,9 +38,11 @@ The record format (what ``{p}:jobs`` holds) is in ``records``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from taskit.errors import ConfigurationError
 
-__all__ = ["Keys"]
+__all__ = ["QUEUE_KINDS", "Keys"]
 
 
 class Keys:
@@ -96,6 +98,12 @@ class Keys:
     def wake(self, queue: str) -> str:
         return self.queue(queue, "wake")
 
+    def of(self, queue: str, kinds: Sequence[str]) -> list[str]:
+        """The keys ``kinds`` (each one of ``QUEUE_KINDS``) of ``queue``, in that order: each
+        script takes its own selection of a queue's keys (``requests``)."""
+        head = f"{self.tag}:q:{queue}:"
+        return [head + kind for kind in kinds]
+
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this prefix."""
         return f"{self.tag}*"
@@ -109,10 +117,10 @@ class Keys:
             return fixed[key]
         for part, kind in ((":done:", "hash"), (":claim:", "string"), (":q:", None)):
             if key.startswith(self.tag + part):
-                return kind or _QUEUE_KINDS.get(key.rpartition(":")[2])
+                return kind or QUEUE_KINDS.get(key.rpartition(":")[2])
         return None
 
 
-#: The Redis type of each queue key, by its last part (see ``Keys.queue``).
-_QUEUE_KINDS = {"fifo": "list", "wake": "list", "ranked": "zset", "delayed": "zset",
-                "leases": "zset", "dead": "zset", "totals": "hash"}  # fmt: skip
+#: Every key of a queue, by its last part (see ``Keys.queue``), and the Redis type it holds.
+QUEUE_KINDS = {"fifo": "list", "wake": "list", "ranked": "zset", "delayed": "zset",
+               "leases": "zset", "dead": "zset", "totals": "hash"}  # fmt: skip
