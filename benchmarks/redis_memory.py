@@ -24,8 +24,8 @@ from redis.asyncio import Redis
 
 from benchmarks._machine import machine_line
 from benchmarks._server import redis_server
-from taskit.broker.keys import split_record
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.records import split_record
 from taskit.job import Job, Outcome, OutcomeKind, encode_arguments, new_job_id
 
 RESULTS = Path(__file__).parent / "results"

@@ -127,7 +127,7 @@ class Metrics:
             self.scheduled.labels(queue).set(s.scheduled)
             self.dead.labels(queue).set(s.dead)
             self.running.labels(queue).set(s.running)
-        self.workers.set(len(await self.broker.heartbeat()))
+        self.workers.set(len(await self.broker.live()))
 
     async def refresh_forever(self, interval: float = REFRESH_INTERVAL) -> None:
         """``refresh`` every ``interval`` seconds until cancelled; broker errors are logged

@@ -1,7 +1,7 @@
 """Live workers: each running worker keeps a record of itself in the broker (its presence).
 
 A worker renews its record every ``Settings.heartbeat_interval`` seconds (through
-``Broker.heartbeat``); the record expires after three intervals without renewal, so a worker that
+``Broker.announce``); the record expires after three intervals without renewal, so a worker that
 died (SIGKILL, a lost host) drops out of ``live_workers`` on its own. A worker that stops cleanly
 withdraws its record at once. Records are JSON, readable with any Redis client.
 """
@@ -89,7 +89,7 @@ async def announce(worker: Announced, broker: Broker, interval: float) -> None:
             record = _ENCODER.encode(_info(worker, started))
             pause = interval
             try:
-                await broker.heartbeat(worker.name, record, ttl=interval * TTL_INTERVALS)
+                await broker.announce(worker.name, record, ttl=interval * TTL_INTERVALS)
                 outage.recovered()
             except (TaskitError, OSError) as exc:
                 pause = max(pause, outage.failed(exc))
@@ -97,7 +97,7 @@ async def announce(worker: Announced, broker: Broker, interval: float) -> None:
     finally:
         with anyio.move_on_after(_WITHDRAW_TIMEOUT, shield=True):
             try:
-                await broker.heartbeat(worker.name)
+                await broker.withdraw(worker.name)
             except (TaskitError, OSError) as exc:  # it expires on its own anyway
                 log.debug("worker %s: withdrawing its record failed: %s", worker.name, exc)
 
@@ -105,7 +105,7 @@ async def announce(worker: Announced, broker: Broker, interval: float) -> None:
 async def live_workers(broker: Broker) -> list[WorkerInfo]:
     """The records of every live worker, by name. Raises the broker's errors."""
     workers = []
-    for name, raw in (await broker.heartbeat()).items():
+    for name, raw in (await broker.live()).items():
         try:
             workers.append(_DECODER.decode(raw))
         except msgspec.DecodeError:

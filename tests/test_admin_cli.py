@@ -68,11 +68,11 @@ def sync(fn, *args):  # type: ignore[no-untyped-def]
 
 
 def beat(broker: RedisBroker, name: str) -> None:
-    """Register a worker record, as a live worker's heartbeat would."""
+    """Register a worker record, as a live worker's announcement would."""
     now = datetime.now(UTC)
     info = WorkerInfo(name=name, host="box", pid=42, queues=["default"], concurrency=4,
                       started_at=now, beat_at=now, running=1, jobs_done=9)  # fmt: skip
-    sync(functools.partial(broker.heartbeat, name, msgspec.json.encode(info), ttl=30.0))
+    sync(functools.partial(broker.announce, name, msgspec.json.encode(info), ttl=30.0))
 
 
 def run_worker() -> None:

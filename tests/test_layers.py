@@ -53,7 +53,12 @@ def _imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            candidates = [target] + [f"{target}.{alias.name}" for alias in node.names]
+            # ``from package import module`` imports the module; any other name comes from
+            # the package itself (a package's parents run first in any case: not an import).
+            submodules = [f"{target}.{alias.name}" for alias in node.names]
+            candidates = [m for m in submodules if m in known]
+            if len(candidates) < len(submodules):
+                candidates.append(target)
         elif isinstance(node, ast.Import):
             candidates = [alias.name for alias in node.names]
         else:
@@ -128,6 +133,21 @@ def test_imports_point_down_the_layers() -> None:
         if _layer(target) > _layer(module)
     ]
     assert upward == []
+
+
+BROKERS = ("taskit.broker.memory", "taskit.broker.redis")
+
+
+def test_no_broker_imports_another() -> None:
+    """What two brokers share lives in ``taskit.broker.base``, not in one of them."""
+    crossing = [
+        f"{module} imports {target}"
+        for module, targets in sorted(_graph().items())
+        for target in sorted(targets)
+        for own in BROKERS
+        if module.startswith(own) and target.startswith(BROKERS) and not target.startswith(own)
+    ]
+    assert crossing == []
 
 
 def test_the_checker_sees_a_cycle_and_an_upward_import() -> None:

@@ -60,7 +60,7 @@ async def test_gauges_come_from_the_broker() -> None:
     metrics = Metrics(app)
     await app.enqueue("ok")
     await app.get_task("ok").options(queue="later").schedule(60)
-    await app.broker.heartbeat("w1", b"{}", ttl=30)
+    await app.broker.announce("w1", b"{}", ttl=30)
     await metrics.refresh()
     assert value(metrics, "taskit_queue_depth", queue="default") == 1
     assert value(metrics, "taskit_queue_scheduled", queue="later") == 1

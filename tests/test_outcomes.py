@@ -35,7 +35,7 @@ from tests.broker._redis_kinds import OwnRedisServer, open_redis_harness
 pytestmark = pytest.mark.anyio
 
 WAIT = 10.0  # a hang fails the test instead of stalling the run
-KINDS = ["memory", "redis", "fakeredis"]
+KINDS = ["memory", "fast-real", "redispy-fakeredis"]
 
 
 # -- the stored form of a failure ---------------------------------------------------------------
@@ -377,7 +377,7 @@ async def test_a_handler_raising_or_returning_anything_fails_its_job_alone(
             assert stored.error == "<Unprintable: str() raised RuntimeError>"
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
+@pytest.mark.parametrize("kind", ["memory", "fast-real"])
 async def test_hooks_and_subscribers_raising_a_base_exception_never_end_the_worker(
     kind: str, request: pytest.FixtureRequest
 ) -> None:

@@ -3,9 +3,9 @@ names that are not UTF-8, and counters that are not numbers. Nothing may stop a 
 call for every other job; the odd entry is dead-lettered, shown or skipped, never lost unseen.
 
 Real Redis: the defects were a bare ``UnicodeDecodeError`` out of reserve (ending the worker),
-``stats`` and ``heartbeat`` (tracebacks from ``taskit info`` / ``dlq list`` / ``check``, and a
-worker whose heartbeat ended it), and a ``HINCRBY`` on a counter holding a non-integer, which
-failed every settle of the queue (its jobs ran again and again).
+``stats`` and ``heartbeat`` (now ``live``; tracebacks from ``taskit info`` / ``dlq list`` /
+``check``, and a worker whose heartbeat ended it), and a ``HINCRBY`` on a counter holding a
+non-integer, which failed every settle of the queue (its jobs ran again and again).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 import redis.asyncio
 
 from taskit import App, BrokerError, CorruptJobError, JobStatus
-from taskit.broker.keys import join_record, split_record
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.records import join_record, split_record
 from taskit.job import Outcome, OutcomeKind
 from taskit.registry import live_workers
 from tests._poison_app import poison_app
@@ -70,11 +70,11 @@ async def test_names_that_are_not_utf8_are_skipped_or_shown(app: App, redis_url:
     await client.hset(keys.beats, BAD, b"{}")
 
     assert set(await app.stats()) == {"default"}  # a name no queue can have is left out
-    assert list(await app.broker.heartbeat()) == ["\\xff\\xfe-not-utf8"]
+    assert list(await app.broker.live()) == ["\\xff\\xfe-not-utf8"]
     assert await live_workers(app.broker) == []  # its record does not decode: ignored
     worker = app.worker()
     with anyio.fail_after(10):
-        await worker.run(burst=True)  # its heartbeat lists every live name
+        await worker.run(burst=True)  # its registry lists every live name
     assert worker.stats.completed == 1
     await client.aclose()
 
@@ -110,7 +110,7 @@ async def test_a_damaged_counter_never_fails_a_settle(
         ("done", "get"),
         ("jobs", "cancel"),
         ("queues", "stats"),
-        ("workers", "heartbeat"),
+        ("workers", "live"),
         ("dead", "dead_letters"),
     ],
 )
@@ -138,7 +138,7 @@ async def test_a_key_of_the_wrong_type_is_named_in_the_error(
         "get": lambda: broker.get(job.id),
         "cancel": lambda: broker.cancel(job.id),
         "stats": lambda: broker.stats(),
-        "heartbeat": lambda: broker.heartbeat(),
+        "live": lambda: broker.live(),
         "dead_letters": lambda: broker.dead_letters("default"),
     }
 

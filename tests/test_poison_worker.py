@@ -17,8 +17,8 @@ import redis
 import redis.asyncio
 
 from taskit import App, CorruptJobError, JobStatus
-from taskit.broker.keys import join_record, split_record
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.records import join_record, split_record
 from tests._poison_app import poison_app
 from tests.apps import ops_app
 

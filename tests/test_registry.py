@@ -57,15 +57,15 @@ async def test_a_running_worker_is_registered_and_withdrawn_when_it_stops() -> N
 async def test_a_record_expires_after_three_missed_beats() -> None:
     clock = FakeClock()
     app = make_app(clock)
-    await app.broker.heartbeat("gone", b"{}", ttl=0.05 * TTL_INTERVALS)
+    await app.broker.announce("gone", b"{}", ttl=0.05 * TTL_INTERVALS)
     clock.advance(0.05 * TTL_INTERVALS - 0.001)
-    assert list(await app.broker.heartbeat()) == ["gone"]
+    assert list(await app.broker.live()) == ["gone"]
     clock.advance(0.002)
-    assert await app.broker.heartbeat() == {}
+    assert await app.broker.live() == {}
 
 
 async def test_an_undecodable_record_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
     app = make_app()
-    await app.broker.heartbeat("junk", b"not json", ttl=10)
+    await app.broker.announce("junk", b"not json", ttl=10)
     assert await live_workers(app.broker) == []
     assert "worker record 'junk' does not decode" in caplog.text

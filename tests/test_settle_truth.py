@@ -23,7 +23,7 @@ from taskit import (
     Settings,
     WorkerStats,
 )
-from taskit.broker._redis_base import _SCRIPTS
+from taskit.broker.redis.scripts import SCRIPTS
 from taskit.job import Outcome
 from tests._proxy import LossyProxy, lossy_proxy
 from tests.broker._redis_kinds import OwnRedisServer
@@ -67,7 +67,7 @@ async def test_a_settle_whose_reply_was_lost_is_logged_as_applied(
         async with app.worker() as worker:
             warm = await producer.enqueue("add", 0, 0)  # loads the script: the cut hits a settle
             await producer.result(warm.id, timeout=WAIT)
-            proxy.cut(_SCRIPTS["settle"].sha.encode())
+            proxy.cut(SCRIPTS["settle"].sha.encode())
             job = await producer.enqueue("add", 1, 2)
             assert (await producer.result(job.id, timeout=WAIT)).value == 3
             with anyio.fail_after(WAIT):

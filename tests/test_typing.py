@@ -124,7 +124,11 @@ def test_a_wheel_install_type_checks_the_same(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("taskit-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"taskit/py.typed", "taskit/task.py"} <= names
-    assert any(n.startswith("taskit/broker/lua/") and n.endswith(".lua") for n in names)
+    lua = {
+        f"taskit/broker/redis/lua/{p.name}" for p in (ROOT / "taskit/broker/redis/lua").iterdir()
+    }
+    assert lua <= names  # every script, and the helpers they include
+    assert "taskit/broker/redis/transport/fast.py" in names
     env_dir = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
     python = str(env_dir / "bin" / "python")

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskit.broker.keys import (
+from taskit.broker.redis.records import (
     STATE_FIELDS,
     State,
     build_job,
@@ -48,7 +48,7 @@ from taskit.job import (
     encode_spec,
     stored_form,
 )
-from tests.broker._redis_kinds import RedisHarness, open_redis_harness
+from tests.broker._redis_kinds import REAL, RedisHarness, open_redis_harness
 
 CREATED = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
 
@@ -385,7 +385,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def rh(request: pytest.FixtureRequest) -> AsyncIterator[RedisHarness]:
-    async with open_redis_harness("redis", request) as harness:
+    async with open_redis_harness(REAL, request) as harness:
         yield harness
 
 

@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from taskit import App, Fail, JobStatus, Settings
-from taskit.broker import _watch
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis import watch as _watch
 from taskit.worker import Worker
 from tests.broker._full import fill, small_redis
 from tests.broker._redis_kinds import OwnRedisServer
@@ -84,4 +84,4 @@ async def test_a_worker_on_a_full_redis_settles_every_kind_and_logs_once_per_int
         await app.close()
     full = [r for r in caplog.records if "maxmemory" in r.getMessage()]
     assert 1 <= len(full) <= took / LOG_INTERVAL + 2, [r.getMessage() for r in full]
-    assert all(r.name == "taskit.broker._watch" for r in full)
+    assert all(r.name == "taskit.broker.redis.watch" for r in full)

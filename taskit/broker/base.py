@@ -29,12 +29,24 @@ from typing import Any, ClassVar, Self
 
 import anyio
 import anyio.lowlevel
+import msgspec
 
 from taskit.config import Settings
 from taskit.errors import ConfigurationError, TaskitError
-from taskit.job import Job, Lease, LeaseState, Outcome, OutcomeKind, QueueStats
+from taskit.job import (
+    Job,
+    JobSpec,
+    JobStatus,
+    Lease,
+    LeaseState,
+    Outcome,
+    OutcomeKind,
+    QueueStats,
+    job_of,
+    utc_from_timestamp,
+)
 
-__all__ = ["Broker", "BrokerOptions"]
+__all__ = ["Broker", "BrokerOptions", "corrupt_job", "stand_in"]
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +192,7 @@ class Broker(abc.ABC):
     async def purge_dead(self, queue: str) -> int:
         """Delete ``queue``'s dead letters. Returns how many were deleted."""
 
-    # -- coordination between processes (scheduler claims, worker heartbeats) ------------------
+    # -- coordination between processes (scheduler claims, worker announcements) ------------------
     @abc.abstractmethod
     async def claim(self, key: str, ttl: float) -> bool:
         """Take ``key`` for ``ttl`` seconds (> 0) if nobody holds it: ``True`` for the one caller
@@ -189,13 +201,19 @@ class Broker(abc.ABC):
         exactly one of them enqueues each due run."""
 
     @abc.abstractmethod
-    async def heartbeat(
-        self, name: str | None = None, record: bytes = b"", *, ttl: float = 0.0
-    ) -> dict[str, bytes]:
-        """Announce that ``name`` is alive, with ``record``, for ``ttl`` seconds (``ttl <= 0``:
-        withdraw it now); with ``name`` None change nothing. Then return every live
-        announcement by name (expired ones are forgotten). One atomic step; times are the
-        broker's clock. Workers use it to register themselves and to count who is alive."""
+    async def announce(self, name: str, record: bytes, *, ttl: float) -> None:
+        """Say that ``name`` is alive, with ``record``, for ``ttl`` seconds (> 0, else
+        ``ValueError``) on the broker's clock; a later announce of ``name`` replaces its record
+        and expiry. Workers announce themselves to register, again and again to stay live."""
+
+    @abc.abstractmethod
+    async def withdraw(self, name: str) -> None:
+        """Forget ``name``'s announcement now (a name not announced, or expired, is fine)."""
+
+    @abc.abstractmethod
+    async def live(self) -> dict[str, bytes]:
+        """Every live announcement's record by name, in name order; expired ones are
+        forgotten (on the broker's clock). This is how anyone counts who is alive."""
 
     async def _handed_over(self, leases: list[Lease]) -> list[Lease]:
         """What a reserve returns: ``leases``, unless its caller was cancelled while they were
@@ -273,3 +291,20 @@ class BrokerOptions:
         self._adopted = values
         self.current = merged
         return merged
+
+
+_NO_ARGUMENTS = msgspec.Raw(b"\x92\x90\x80")  # msgpack of [[], {}]
+
+
+def stand_in(queue: str) -> JobSpec:
+    """The spec a broker shows for a job of ``queue`` whose own spec cannot be read: no task, no
+    arguments, created at the epoch."""
+    return JobSpec(task="", queue=queue, payload=_NO_ARGUMENTS, created_at=utc_from_timestamp(0))
+
+
+def corrupt_job(job_id: str, queue: str, why: str) -> Job:
+    """What ``dead_letters`` lists for a dead letter of ``queue`` whose record cannot be read at
+    all: status DEAD_LETTER, no task, no arguments, ``why`` as the error (``CorruptJobError``),
+    so a listing never fails and can show it."""
+    live = {"status": JobStatus.DEAD_LETTER, "error": why, "error_type": "CorruptJobError"}
+    return job_of(stand_in(queue), job_id, queue, live)

@@ -1,9 +1,15 @@
-"""The Redis kinds of the broker conformance suite: a real server and fakeredis (with Lua).
+"""The Redis kinds of the broker conformance suite: each names the transport it covers and the
+server behind it.
+
+* ``fast-real``: the fast transport (what every ``RedisBroker`` uses) to a real server.
+* ``redispy-real``: the redis-py transport (``transport.redispy.to_url``) to a real server, so
+  the two transports are held to the same suite.
+* ``redispy-fakeredis``: the redis-py transport to fakeredis (with Lua), in process.
 
 ``open_redis_harness(kind, request)`` yields a harness whose broker works under a key prefix of
 its own, deleted afterwards. On a real server time cannot be faked, so ``advance`` sleeps.
-The real-server kind takes the ``redis_url`` fixture: it fails under ``CI=true`` when no Redis
-answers, and skips elsewhere.
+The real-server kinds take the ``redis_url`` fixture: they fail under ``CI=true`` when no Redis
+answers, and skip elsewhere.
 """
 
 from __future__ import annotations
@@ -15,19 +21,56 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from redis.asyncio import Redis
 
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.transport import Arg
+from taskit.broker.redis.transport.redispy import over, to_url
 from tests._ci import missing
 from tests.e2e.helpers import RedisServer, free_port
 
-__all__ = ["REDIS_KINDS", "OwnRedisServer", "RedisHarness", "free_port", "open_redis_harness"]
+__all__ = [
+    "REAL",
+    "REDIS_KINDS",
+    "SHORT_KINDS",
+    "Direct",
+    "OwnRedisServer",
+    "RedisHarness",
+    "free_port",
+    "open_redis_harness",
+]
 
-# (kind, anyio backend) pairs: redis-py runs on asyncio only.
-REDIS_KINDS: list[tuple[str, str]] = [("redis", "asyncio"), ("fakeredis", "asyncio")]
+#: The kind on a real server through the transport every broker uses.
+REAL = "fast-real"
+#: The kinds a Redis broker's own tests run on: the production transport, and fakeredis.
+SHORT_KINDS = [REAL, "redispy-fakeredis"]
+# (kind, anyio backend) pairs of the conformance suite: the transports are asyncio protocols.
+REDIS_KINDS: list[tuple[str, str]] = [
+    (REAL, "asyncio"),
+    ("redispy-real", "asyncio"),
+    ("redispy-fakeredis", "asyncio"),
+]
+
+
+class Direct:
+    """A redis-py client as a ``Transport`` that leaves it as it is (its reply conversions on),
+    for calling a script directly from a test."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+
+    async def execute(self, *args: Arg, wait: float = 0.0) -> Any:
+        return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+    def drop(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
 
 
 @dataclass
@@ -36,6 +79,11 @@ class RedisHarness:
     #: A separate client on the same data, for tests that look at or tamper with keys.
     client: Redis
     kind: str
+
+    @property
+    def direct(self) -> Direct:
+        """``client`` as a transport, for ``Scripts.call``."""
+        return Direct(self.client)
 
     async def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass on the server's clock (a real sleep)."""
@@ -46,22 +94,23 @@ class RedisHarness:
 async def open_redis_harness(
     kind: str, request: pytest.FixtureRequest, *, result_ttl: float = 60.0
 ) -> AsyncIterator[RedisHarness]:
-    """A harness on ``kind`` ("redis" or "fakeredis") under a fresh key prefix."""
+    """A harness on ``kind`` (see the module docstring) under a fresh key prefix."""
     prefix = f"taskit-test-{uuid.uuid4().hex[:12]}"
-    if kind == "redis":
+    if kind in (REAL, "redispy-real"):
         url = request.getfixturevalue("redis_url")
-        broker = RedisBroker(url, prefix=prefix, result_ttl=result_ttl)
+        connect = None if kind == REAL else to_url(url)
+        broker = RedisBroker(url, prefix=prefix, result_ttl=result_ttl, connect=connect)
         client = Redis.from_url(url)
-    elif kind == "fakeredis":
+    elif kind == "redispy-fakeredis":
         import fakeredis
 
         server = fakeredis.FakeServer()
 
-        def connect() -> Redis:
+        def fake() -> Redis:
             return fakeredis.FakeAsyncRedis(server=server)
 
-        broker = RedisBroker(prefix=prefix, result_ttl=result_ttl, connect=connect)
-        client = connect()
+        broker = RedisBroker(prefix=prefix, result_ttl=result_ttl, connect=over(fake))
+        client = fake()
     else:  # pragma: no cover - a typo in a parametrisation
         raise ValueError(f"unknown Redis kind {kind!r}")
     try:

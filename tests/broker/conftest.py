@@ -4,15 +4,15 @@
 ``FakeClock`` that ``advance`` moves at once; a Redis broker runs on the server's clock, so
 ``advance`` really sleeps (tests keep those durations short).
 
-Kinds and backends are paired here: the memory broker runs under asyncio and trio; Redis brokers
-(added by ``_redis_kinds``) under asyncio, which is what redis-py supports.
+Kinds and backends are paired here: the memory broker runs under asyncio and trio; the Redis
+kinds (``_redis_kinds``: one per transport and server) under asyncio only, as the Redis broker's
+transports are asyncio protocols. A test that takes the ``harness`` fixture runs on every pair.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import pytest
@@ -20,16 +20,10 @@ import pytest
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.clock import FakeClock
+from tests.broker._redis_kinds import REDIS_KINDS, SHORT_KINDS, RedisHarness, open_redis_harness
 
 # (kind, anyio backend) pairs the conformance suite runs on.
-KINDS: list[tuple[str, str]] = [("memory", "asyncio"), ("memory", "trio")]
-
-try:  # The Redis kinds register themselves when the Redis broker is present.
-    from tests.broker._redis_kinds import REDIS_KINDS, open_redis_harness
-except ImportError:  # pragma: no cover - before the Redis broker exists
-    REDIS_KINDS = []
-    open_redis_harness = None
-KINDS += REDIS_KINDS
+KINDS: list[tuple[str, str]] = [("memory", "asyncio"), ("memory", "trio"), *REDIS_KINDS]
 
 
 @dataclass
@@ -66,16 +60,14 @@ async def harness(broker_kind: str, request: pytest.FixtureRequest) -> AsyncIter
         yield BrokerHarness(broker, advance, broker_kind)
         await broker.close()
         return
-    assert open_redis_harness is not None
-    factory: Any = open_redis_harness
-    async with factory(broker_kind, request) as made:
+    async with open_redis_harness(broker_kind, request) as made:
         yield BrokerHarness(made.broker, made.advance, broker_kind)
 
 
-@pytest.fixture(params=["redis", "fakeredis"])
-async def rh(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """A ``RedisHarness`` (``_redis_kinds``) on real Redis and on fakeredis, for the Redis
-    broker's own tests (which run on asyncio only: they set ``anyio_backend`` themselves)."""
-    assert open_redis_harness is not None
+@pytest.fixture(params=SHORT_KINDS)
+async def rh(request: pytest.FixtureRequest) -> AsyncIterator[RedisHarness]:
+    """A ``RedisHarness`` (``_redis_kinds``) for the Redis broker's own tests, on the fast
+    transport to real Redis and on fakeredis (these tests run on asyncio only: they set
+    ``anyio_backend`` themselves)."""
     async with open_redis_harness(request.param, request) as harness:
         yield harness

@@ -1,7 +1,9 @@
-"""Broker conformance: ``claim`` and ``heartbeat``, the two coordination operations.
+"""Broker conformance: ``claim``, and ``announce`` / ``withdraw`` / ``live``, the coordination
+operations.
 
-Runs unchanged against every broker kind; each test uses keys and names of its own. The last test
-calls the ``heartbeat`` Lua script directly, as every script has a direct test.
+Runs unchanged against every broker kind; each test uses keys and names of its own. The last
+tests call the ``announce``, ``withdraw`` and ``live`` Lua scripts directly, as every script has
+a direct test.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import uuid
 import anyio
 import pytest
 
-from taskit.broker.scripts import Scripts
+from taskit.broker.redis.scripts import Scripts
 from tests.broker._redis_kinds import open_redis_harness
 from tests.broker.conftest import BrokerHarness
 
@@ -57,33 +59,46 @@ async def test_claims_are_apart_from_jobs(harness: BrokerHarness) -> None:
     assert await harness.broker.get(key) is None
 
 
-async def test_heartbeat_lists_live_names_until_they_expire(harness: BrokerHarness) -> None:
+async def test_live_lists_announced_names_until_they_expire(harness: BrokerHarness) -> None:
     broker = harness.broker
     a, b = fresh("a"), fresh("b")
-    assert await broker.heartbeat(a, b"one", ttl=0.3) == {a: b"one"}
-    seen = await broker.heartbeat(b, b"two", ttl=30.0)
+    await broker.announce(a, b"one", ttl=0.3)
+    assert await broker.live() == {a: b"one"}
+    await broker.announce(b, b"two", ttl=30.0)
+    seen = await broker.live()
     assert seen == {a: b"one", b: b"two"}
     assert list(seen) == sorted(seen)  # in name order
-    assert await broker.heartbeat(a, b"one again", ttl=0.3) == {a: b"one again", b: b"two"}
+    await broker.announce(a, b"one again", ttl=0.3)
+    assert await broker.live() == {a: b"one again", b: b"two"}
     await harness.advance(0.4)
-    assert await broker.heartbeat() == {b: b"two"}  # a's record expired: it stopped beating
+    assert await broker.live() == {b: b"two"}  # a's record expired: it stopped announcing
 
 
-async def test_heartbeat_without_a_name_only_reads(harness: BrokerHarness) -> None:
-    assert await harness.broker.heartbeat() == {}
-    assert await harness.broker.heartbeat(None, b"ignored", ttl=10.0) == {}
+async def test_live_only_reads(harness: BrokerHarness) -> None:
+    assert await harness.broker.live() == {}
+    assert await harness.broker.live() == {}
 
 
-async def test_heartbeat_with_no_ttl_withdraws_the_name(harness: BrokerHarness) -> None:
+async def test_announce_needs_a_positive_ttl(harness: BrokerHarness) -> None:
+    for ttl in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="ttl"):
+            await harness.broker.announce(fresh("a"), b"x", ttl=ttl)
+    assert await harness.broker.live() == {}
+
+
+async def test_withdraw_forgets_the_name(harness: BrokerHarness) -> None:
     broker, a = harness.broker, fresh("a")
-    await broker.heartbeat(a, b"x", ttl=30.0)
-    assert await broker.heartbeat(a) == {}
-    assert await broker.heartbeat(fresh("never-announced")) == {}  # withdrawing nothing is fine
+    await broker.announce(a, b"x", ttl=30.0)
+    await broker.withdraw(a)
+    assert await broker.live() == {}
+    await broker.withdraw(fresh("never-announced"))  # withdrawing nothing is fine
+    assert await broker.live() == {}
 
 
-async def test_heartbeat_keeps_binary_records_intact(harness: BrokerHarness) -> None:
+async def test_announce_keeps_binary_records_intact(harness: BrokerHarness) -> None:
     a, record = fresh("a"), bytes(range(256))
-    assert await harness.broker.heartbeat(a, record, ttl=30.0) == {a: record}
+    await harness.broker.announce(a, record, ttl=30.0)
+    assert await harness.broker.live() == {a: record}
 
 
 @pytest.fixture
@@ -91,17 +106,25 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.mark.parametrize("kind", ["redis", "fakeredis"])
-async def test_heartbeat_script_directly(kind: str, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("kind", ["fast-real", "redispy-fakeredis"])
+async def test_announce_withdraw_and_live_scripts_directly(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
     async with open_redis_harness(kind, request) as rh:
         k, scripts = rh.broker.keys, Scripts()
         keys = [k.workers, k.beats]
-        reply = await scripts.call(rh.client, "heartbeat", keys, ["w1", b"rec", 60_000])
-        assert reply == [b"w1", b"rec"]
+        assert await scripts.call(rh.direct, "announce", keys, ["w1", b"rec", 60_000]) == 1
         assert await rh.client.zscore(k.workers, "w1") is not None
-        await scripts.call(rh.client, "heartbeat", keys, ["w0", b"gone", 1])
+        assert await scripts.call(rh.direct, "live", keys, []) == [b"w1", b"rec"]
+        await scripts.call(rh.direct, "announce", keys, ["w0", b"gone", 1])
         await anyio.sleep(0.01)
-        assert await scripts.call(rh.client, "heartbeat", keys, ["", b"", 0]) == [b"w1", b"rec"]
+        assert await scripts.call(rh.direct, "live", keys, []) == [b"w1", b"rec"]
         assert await rh.client.hkeys(k.beats) == [b"w1"]  # the expired record was deleted
-        assert await scripts.call(rh.client, "heartbeat", keys, ["w1", b"", 0]) == []
+        await scripts.call(rh.direct, "announce", keys, ["w2", b"r2", 1])
+        await anyio.sleep(0.01)
+        await scripts.call(rh.direct, "announce", keys, ["w1", b"rec", 60_000])
+        assert await rh.client.hkeys(k.beats) == [b"w1"]  # announce forgets expired ones too
+        assert await scripts.call(rh.direct, "withdraw", keys, ["w1"]) == 1
+        assert await scripts.call(rh.direct, "withdraw", keys, ["w1"]) == 0
+        assert await scripts.call(rh.direct, "live", keys, []) == []
         assert await rh.client.exists(k.workers, k.beats) == 0

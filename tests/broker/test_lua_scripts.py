@@ -9,8 +9,9 @@ from importlib import resources
 import msgspec
 import pytest
 
-from taskit.broker.keys import Keys, join_record, parse_state, split_record
-from taskit.broker.scripts import Scripts
+from taskit.broker.redis.keys import Keys
+from taskit.broker.redis.records import join_record, parse_state, split_record
+from taskit.broker.redis.scripts import Scripts
 from taskit.job import JobStatus
 from tests.broker._redis_kinds import RedisHarness
 
@@ -26,7 +27,7 @@ def anyio_backend() -> str:
 
 
 async def run(rh: RedisHarness, name: str, keys: list[str], args: list[object]) -> object:
-    return await SCRIPTS.call(rh.client, name, keys, args)  # type: ignore[arg-type]
+    return await SCRIPTS.call(rh.direct, name, keys, args)  # type: ignore[arg-type]
 
 
 def enqueue_keys(k: Keys, job_id: str, queue: str = "q") -> list[str]:
@@ -66,14 +67,14 @@ def state_of(raw: bytes) -> tuple[JobStatus, int, str]:
 
 
 def test_every_command_script_documents_its_keys_args_and_reply() -> None:
-    folder = resources.files("taskit.broker").joinpath("lua")
+    folder = resources.files("taskit.broker.redis").joinpath("lua")
     names = sorted(e.name for e in folder.iterdir() if not e.name.startswith("_"))
-    assert len(names) == len(SCRIPTS.names) == 13
+    assert len(names) == len(SCRIPTS.names) == 15
     for name in names:
         text = folder.joinpath(name).read_text("utf-8")
         header = text.split("]]", 1)[0]
         assert text.startswith("--[["), name
-        for part in ("KEYS[1]", "ARGV[", "Returns"):
+        for part in ("KEYS[1]", "ARGV", "Returns"):
             assert part in header, name
         assert "local rcall = redis.call" in text, name
         # Server time only; key names only from KEYS (no key text assembled in Lua).

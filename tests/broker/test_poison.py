@@ -23,9 +23,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from taskit.broker.base import Broker
-from taskit.broker.keys import Keys, join_record, parse_state, split_record
 from taskit.broker.memory import MemoryBroker
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.keys import Keys
+from taskit.broker.redis.records import join_record, parse_state, split_record
 from taskit.clock import FakeClock
 from taskit.errors import CorruptJobError, SerializationError
 from taskit.job import Job, JobResult, JobStatus, OutcomeKind, decode_job
@@ -118,7 +119,7 @@ async def read_paths(broker: Broker, queue: str, poison: str) -> None:
 # -- Redis ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["redis", "fakeredis"])
+@pytest.fixture(params=["fast-real", "redispy-fakeredis"])
 def redis_portal(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any]]:
     """A blocking portal and a Redis harness living in it, for the whole fuzz run."""
     with (
@@ -347,7 +348,7 @@ async def enqueue_over_poison(broker: Broker, spoil: Any) -> None:
     assert (await broker.stats([queue]))[queue].queued in (0, 1)  # the poison may be buried
 
 
-@pytest.mark.parametrize("kind", ["redis", "fakeredis"])
+@pytest.mark.parametrize("kind", ["fast-real", "redispy-fakeredis"])
 def test_an_enqueue_never_replaces_an_unreadable_record_on_redis(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
@@ -393,7 +394,7 @@ def test_each_script_path_dead_letters_a_bad_field_by_name(
 async def _script_paths(index: int, value: bytes, named: str, request: Any) -> None:
     from tests.broker.test_lua_scripts import enqueue, reserve, run
 
-    async with open_redis_harness("redis", request) as rh:
+    async with open_redis_harness("fast-real", request) as rh:
         k = rh.broker.keys
 
         async def spoil(job_id: str) -> None:
@@ -443,7 +444,7 @@ class _AnyNow(int):
 ANY_NOW = _AnyNow()
 
 
-@pytest.mark.parametrize("kind", ["redis", "fakeredis"])
+@pytest.mark.parametrize("kind", ["fast-real", "redispy-fakeredis"])
 def test_get_of_a_finished_record_that_is_unreadable_names_the_field(
     kind: str, request: pytest.FixtureRequest
 ) -> None:

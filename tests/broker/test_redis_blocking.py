@@ -13,6 +13,7 @@ import pytest
 
 from taskit import App
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.transport.redispy import over
 from taskit.errors import BrokerConnectionError, PayloadTooLargeError
 from taskit.events import JobEvent
 from taskit.job import JobStatus
@@ -178,11 +179,11 @@ def test_it_reconnects_after_redis_restarts_and_reloads_its_scripts() -> None:
         anyio.run(broker.close)
 
 
-def test_urls_it_cannot_serve_fall_back_to_the_loop_thread(redis_url: str) -> None:
+def test_a_broker_without_the_fast_transport_falls_back_to_the_loop_thread(redis_url: str) -> None:
     import fakeredis
 
     server = fakeredis.FakeServer()
-    broker = RedisBroker(connect=lambda: fakeredis.FakeAsyncRedis(server=server))
+    broker = RedisBroker(connect=over(lambda: fakeredis.FakeAsyncRedis(server=server)))
     assert broker.enqueue_blocking([make_job("q")]) is None
     app = App(broker)
 

@@ -15,8 +15,8 @@ import pytest
 from redis.crc import key_slot
 
 from taskit.broker import from_url
-from taskit.broker.keys import join_record, split_record
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.records import join_record, split_record
 from taskit.errors import BrokerConnectionError, ConfigurationError
 from taskit.job import Job, JobStatus, Outcome, OutcomeKind, encode_arguments
 from tests.broker._redis_kinds import RedisHarness, open_redis_harness
@@ -100,7 +100,7 @@ async def test_finished_jobs_expire_and_live_ones_carry_no_ttl(rh: RedisHarness)
 async def test_a_zero_result_ttl_forgets_finished_jobs_at_once(
     request: pytest.FixtureRequest,
 ) -> None:
-    async with open_redis_harness("fakeredis", request, result_ttl=0.0) as h:
+    async with open_redis_harness("redispy-fakeredis", request, result_ttl=0.0) as h:
         await h.broker.enqueue([make_job("q")])
         [held] = await h.broker.reserve(["q"], count=1, lease=LONG, timeout=0)
         await h.broker.settle(
@@ -304,7 +304,7 @@ async def test_jobs_in_an_older_key_layout_are_reported_by_key(
     old = rh.broker.keys.legacy[0]
     await rh.client.hset(old, "job-1", "pending|0|0|0000000000000001|||||||default")
 
-    with caplog.at_level(logging.ERROR, logger="taskit.broker._watch"):
+    with caplog.at_level(logging.ERROR, logger="taskit.broker.redis.watch"):
         await rh.broker.stats(["default"])
         await rh.broker.stats(["default"])
 
@@ -318,7 +318,7 @@ async def test_a_current_layout_alone_is_not_reported(
 ) -> None:
     await rh.broker.enqueue([make_job("default")])
 
-    with caplog.at_level(logging.ERROR, logger="taskit.broker._watch"):
+    with caplog.at_level(logging.ERROR, logger="taskit.broker.redis.watch"):
         await rh.broker.stats(["default"])
 
     assert "older taskit key layout" not in caplog.text

@@ -18,10 +18,9 @@ import anyio
 import pytest
 import redis.exceptions
 
-from taskit.broker import _watch
-from taskit.broker._resp import error_of
 from taskit.broker.redis import RedisBroker
-from taskit.broker.scripts import Connections
+from taskit.broker.redis import watch as _watch
+from taskit.broker.redis.errors import ErrorMap, error_of
 from taskit.errors import BrokerOutOfMemoryError
 from taskit.job import Job, JobStatus, Lease, LeaseState, Outcome, OutcomeKind, encode_arguments
 from tests.broker._full import empty, fill, small_redis
@@ -159,7 +158,9 @@ async def test_reserve_heartbeat_stats_requeue_and_purge_work_on_a_full_redis(
     await anyio.sleep(0.1)
     assert (await broker.stats(["q"]))["q"].queued == 4  # the due delayed job promoted
     assert len(await broker.reserve(["q"], count=2, lease=30, timeout=0)) == 2
-    assert "w1" in await broker.heartbeat("w1", b"{}", ttl=30)
+    await broker.announce("w1", b"{}", ttl=30)
+    assert "w1" in await broker.live()
+    await broker.withdraw("w1")
     assert await broker.requeue_dead("q") == 1
     assert await broker.purge("q") == 3
     assert (await broker.stats(["q"]))["q"].running == 2
@@ -235,7 +236,7 @@ async def test_out_of_memory_is_logged_once_per_interval_and_its_end_once(
 
 
 def test_out_of_memory_replies_of_redis_6_and_7_map_to_one_error() -> None:
-    conn = Connections("redis://:secret@127.0.0.1:1/0")
+    errors = ErrorMap("redis://:secret@127.0.0.1:1/0", "secret")
     replies = [
         "OOM command not allowed when used memory > 'maxmemory'.",
         "OOM command not allowed when used memory > 'maxmemory'. script: 1f2e, on @user_script:3.",
@@ -246,7 +247,7 @@ def test_out_of_memory_replies_of_redis_6_and_7_map_to_one_error() -> None:
         mapped = error_of(redis.exceptions.ResponseError(text))
         assert isinstance(mapped, redis.exceptions.OutOfMemoryError)
         for exc in (mapped, redis.exceptions.ResponseError(text)):
-            error = conn._translated(exc)
+            error = errors.translate(exc)
             assert isinstance(error, BrokerOutOfMemoryError)
             assert "maxmemory" in str(error)
             assert "secret" not in str(error)

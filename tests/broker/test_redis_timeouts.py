@@ -18,9 +18,10 @@ import anyio
 import pytest
 
 from taskit import App, BrokerConnectionError, BrokerOutcomeUnknownError, JobStatus, Settings
-from taskit.broker import _watch
-from taskit.broker._resp import FastClient, ReplyLost
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis import watch as _watch
+from taskit.broker.redis.errors import ReplyLost
+from taskit.broker.redis.transport.fast import FastClient
 from tests._proxy import LossyProxy, lossy_proxy
 from tests.broker._redis_kinds import OwnRedisServer, free_port
 

@@ -1,5 +1,5 @@
 """The Redis broker's long blocking waits, which carry the reserve script right behind their
-BLPOP (``taskit.broker._redis_wait``): a woken wait leases in the same round trip, a cut-short
+BLPOP (``taskit.broker.redis.wait``): a woken wait leases in the same round trip, a cut-short
 one hands back whatever its script leased, and a lost script cache is survived. Real Redis only:
 the pipelined path needs the broker's own RESP connections, which fakeredis does not provide."""
 
@@ -12,9 +12,9 @@ import anyio
 import pytest
 import redis.exceptions
 
-from taskit.broker._redis_base import _SCRIPTS
-from taskit.broker._resp import FastClient
-from taskit.broker.redis import RedisBroker, _Enqueue
+from taskit.broker.redis.broker import RedisBroker, _Enqueue
+from taskit.broker.redis.scripts import SCRIPTS
+from taskit.broker.redis.transport.fast import FastClient
 from taskit.job import Job, JobStatus, Lease
 from tests.broker._helpers import make_job, new_queue
 from tests.broker._redis_kinds import RedisHarness, open_redis_harness
@@ -33,7 +33,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def rh(request: pytest.FixtureRequest) -> AsyncIterator[RedisHarness]:
-    async with open_redis_harness("redis", request) as harness:
+    async with open_redis_harness("fast-real", request) as harness:
         yield harness
 
 
@@ -102,7 +102,7 @@ async def test_cancelling_a_long_wait_unblocks_it_and_keeps_the_connection(
         tg.start_soon(consume)
         await anyio.wait_all_tasks_blocked()
         waits = rh.broker._conn.pair().waits
-        assert waits is not None
+        assert isinstance(waits, FastClient)
         before = waits.client_id
         started = anyio.current_time()
         tg.cancel_scope.cancel()
@@ -165,7 +165,7 @@ async def test_a_refused_unblock_drops_the_wait_at_once_and_loses_nothing(
     rh: RedisHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     queue = new_queue()
-    main = rh.broker._conn.pair().scripts
+    main = rh.broker._conn.pair().commands
     assert isinstance(main, FastClient)
     plain = main.execute
 
@@ -195,8 +195,9 @@ async def enqueue_unseen(rh: RedisHarness, queue: str) -> Job:
     """Store a ready job but take its wake-up token away in the same transaction: a blocked
     wait does not wake, yet the reserve behind it finds the job once the wait is cut short."""
     job = make_job(queue)
-    keys, args = _Enqueue(rh.broker, [job], None).request()
-    script = _SCRIPTS["enqueue"]
+    request = _Enqueue(rh.broker, [job], None).request()
+    keys, args = request.keys(rh.broker.keys), request.args()
+    script = SCRIPTS["enqueue"]
     await rh.client.script_load(script.source)
     async with rh.client.pipeline(transaction=True) as pipe:
         pipe.evalsha(script.sha, len(keys), *keys, *args)

@@ -1,8 +1,10 @@
-"""FastClient, the pipelined transport for script calls, against real redis-server processes."""
+"""FastClient, the fast transport (every RedisBroker's), against real redis-server processes;
+and how it reads a URL (``Target``). TLS is in ``test_redis_tls``."""
 
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 
 import anyio
@@ -10,7 +12,8 @@ import pytest
 import redis
 import redis.exceptions as rexc
 
-from taskit.broker._resp import FastClient, supports
+from taskit.broker.redis.transport.fast import FastClient
+from taskit.broker.redis.transport.target import Target
 from tests.e2e.helpers import redis_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -23,21 +26,55 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def test_it_serves_plain_and_unix_urls_only() -> None:
-    assert supports("redis://h:1/0")
-    assert supports("unix:///tmp/r.sock")
-    assert not supports("rediss://h:1/0")
-    with pytest.raises(ValueError, match="rediss"):
-        FastClient("rediss://h:1/0")
+def test_it_reads_plain_tls_and_unix_urls() -> None:
+    plain = Target.of("redis://u:p%40ss@h:7/2")
+    assert (plain.host, plain.port, plain.username, plain.password, plain.db) == (
+        "h",
+        7,
+        "u",
+        "p@ss",
+        2,
+    )
+    assert plain.tls is None
+    unix = Target.of("unix:///tmp/r.sock?db=3&password=pw")
+    assert (unix.unix, unix.db, unix.password) == ("/tmp/r.sock", 3, "pw")
+    tls = Target.of("rediss://h:1/0").tls
+    assert tls is not None
+    assert tls.verify_mode is ssl.CERT_REQUIRED
+    assert tls.check_hostname
+    with pytest.raises(ValueError, match="http"):
+        FastClient("http://h:1/0")
+
+
+@pytest.mark.parametrize(
+    ("query", "mode", "check"),
+    [
+        ("ssl_cert_reqs=none", ssl.CERT_NONE, False),
+        ("ssl_cert_reqs=optional", ssl.CERT_OPTIONAL, True),
+        ("ssl_cert_reqs=required&ssl_check_hostname=false", ssl.CERT_REQUIRED, False),
+    ],
+)
+def test_tls_options_are_read_as_redis_py_reads_them(
+    query: str, mode: ssl.VerifyMode, check: bool
+) -> None:
+    tls = Target.of(f"rediss://h:1/0?{query}").tls
+    assert tls is not None
+    assert (tls.verify_mode, tls.check_hostname) == (mode, check)
+    strict = Target.of(
+        "rediss://h/0?ssl_include_verify_flags=VERIFY_X509_STRICT&ssl_min_version=771"
+    )
+    assert strict.tls is not None
+    assert strict.tls.verify_flags & ssl.VerifyFlags.VERIFY_X509_STRICT
+    assert strict.tls.minimum_version is ssl.TLSVersion.TLSv1_2
 
 
 async def test_scripts_load_and_run(redis_url: str) -> None:
     client = FastClient(redis_url)
     try:
-        sha = (await client.script_load(ECHO.encode())).decode()
-        assert await client.evalsha(sha, 1, "k", b"\x00v\xff") == [b"k", b"\x00v\xff"]
+        sha = (await client.execute("SCRIPT", "LOAD", ECHO.encode())).decode()
+        assert await client.execute("EVALSHA", sha, 1, "k", b"\x00v\xff") == [b"k", b"\x00v\xff"]
         with pytest.raises(rexc.NoScriptError):
-            await client.evalsha("0" * 40, 0)
+            await client.execute("EVALSHA", "0" * 40, 0)
         with pytest.raises(rexc.ResponseError, match="boom"):
             await client.execute("EVAL", "return redis.error_reply('boom')", 0)
     finally:
@@ -46,11 +83,11 @@ async def test_scripts_load_and_run(redis_url: str) -> None:
 
 async def test_concurrent_callers_each_get_their_own_reply(redis_url: str) -> None:
     client = FastClient(redis_url)
-    sha = (await client.script_load(ECHO.encode())).decode()
+    sha = (await client.execute("SCRIPT", "LOAD", ECHO.encode())).decode()
     replies: dict[int, object] = {}
 
     async def call(i: int) -> None:
-        replies[i] = await client.evalsha(sha, 1, f"k{i}", str(i))
+        replies[i] = await client.execute("EVALSHA", sha, 1, f"k{i}", str(i))
 
     try:
         async with anyio.create_task_group() as tg:

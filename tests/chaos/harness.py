@@ -33,7 +33,8 @@ from typing import Any
 
 import redis
 
-from taskit.broker.keys import Keys, parse_state, split_record
+from taskit.broker.redis.keys import Keys
+from taskit.broker.redis.records import parse_state, split_record
 from taskit.errors import CorruptJobError
 from tests.e2e.helpers import ROOT, RedisServer, WorkerProcess
 

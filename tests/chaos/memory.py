@@ -28,7 +28,7 @@ import redis
 import redis.exceptions
 
 from taskit import App, BrokerOutOfMemoryError, Job
-from taskit.broker.keys import Keys
+from taskit.broker.redis.keys import Keys
 from tests.chaos.harness import PREFIX, Cluster, Report, cluster, consistency_problems
 
 #: Put Redis firmly over maxmemory: a script that has written may grow memory past it.

@@ -21,7 +21,8 @@ import anyio
 import redis
 
 from taskit import App
-from taskit.broker.keys import Keys, join_record, parse_state, split_record
+from taskit.broker.redis.keys import Keys
+from taskit.broker.redis.records import join_record, parse_state, split_record
 from taskit.errors import CorruptJobError
 from taskit.job import decode_job
 from tests.chaos.harness import PREFIX, Report, cluster

@@ -11,7 +11,8 @@ import msgspec
 import pytest
 
 from taskit import App, JobStatus
-from taskit.broker.keys import Keys, join_record
+from taskit.broker.redis.keys import Keys
+from taskit.broker.redis.records import join_record
 from tests.chaos.harness import PREFIX, Cluster, cluster, wait_until
 from tests.chaos.producing import enqueue_work
 

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from taskit import App, Job
-from taskit.broker.keys import Keys
+from taskit.broker.redis.keys import Keys
 from tests.chaos.harness import PREFIX, Cluster, cluster, consistency_problems, wait_until
 from tests.chaos.producing import work_jobs
 from tests.chaos.retention import run_retention

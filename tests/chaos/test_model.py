@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio.from_thread
 import pytest
+import redis.asyncio
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -104,10 +105,11 @@ class BrokerMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         async def clean() -> None:
             pattern = self.redis.keys.pattern()
-            client = self.redis._conn.pair().main
+            client = redis.asyncio.Redis.from_url(self.redis_url)
             doomed = [k async for k in client.scan_iter(match=pattern, count=500)]
             if doomed:
                 await client.delete(*doomed)
+            await client.aclose()
             await self.redis.close()
 
         self.portal.call(clean)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from taskit.broker import _watch
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis import watch as _watch
 from tests.broker._redis_kinds import OwnRedisServer
 from tests.chaos.restart import run_restart
 
@@ -78,7 +78,7 @@ async def test_broker_detects_an_empty_restart_and_logs_it_without_raising(
         assert broker.restarts_detected == 0  # the epoch it wrote is still there
         own.kill()
         own.start()
-        with caplog.at_level(logging.ERROR, logger="taskit.broker._watch"):
+        with caplog.at_level(logging.ERROR, logger="taskit.broker.redis.watch"):
             await broker.stats(["q"])
         assert broker.restarts_detected == 1
         assert "lost its data" in caplog.text
@@ -115,7 +115,7 @@ async def test_eviction_policy_other_than_noeviction_is_warned_about(
     server.start()
     broker = RedisBroker(server.url)
     try:
-        with caplog.at_level(logging.WARNING, logger="taskit.broker._watch"):
+        with caplog.at_level(logging.WARNING, logger="taskit.broker.redis.watch"):
             await broker.stats(["q"])
             await broker.stats(["q"])
     finally:

@@ -4,14 +4,11 @@ at enqueue and nothing is stored."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from taskit import (
     App,
@@ -21,7 +18,8 @@ from taskit import (
     Settings,
 )
 from taskit.broker.redis import RedisBroker
-from tests.broker._redis_kinds import OwnRedisServer, free_port
+from tests.broker._redis_kinds import OwnRedisServer
+from tests.broker._tls import tls_redis
 from tests.chaos.harness import wait_until
 from tests.e2e.helpers import WorkerProcess
 
@@ -101,48 +99,8 @@ def test_worker_with_bad_credentials_exits_at_once_without_the_password(
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A redis-server with only a TLS port, its certificate signed by a CA made here."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("openssl is needed to make the TLS test's certificates")
-    ca_key, ca, key, csr, cert = (
-        tmp_path / n for n in ("ca.key", "ca.crt", "s.key", "s.csr", "s.crt")
-    )
-    run = [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    subprocess.run([*run, "-keyout", ca_key, "-out", ca, "-subj", "/CN=taskit test CA"],
-                   check=True, capture_output=True)  # fmt: skip
-    subprocess.run([openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
-                    "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)  # fmt: skip
-    ext = tmp_path / "ext.cnf"
-    ext.write_text("subjectAltName=IP:127.0.0.1\n")
-    subprocess.run([openssl, "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
-                    "-CAcreateserial", "-out", cert, "-days", "1", "-extfile", ext],
-                   check=True, capture_output=True)  # fmt: skip
-    port = free_port()
-    proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", "0", "--tls-port", str(port),
-         "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--tls-cert-file", str(cert),
-         "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        client = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(ca))
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"redis-server without TLS support? {proc.stderr.read()}")  # type: ignore[union-attr]
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        wait_until(up, 10, what="the TLS port")
-        client.close()
-        yield port, ca
-    finally:
-        proc.kill()
-        proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    with tls_redis(tmp_path) as server:
+        yield server.port, server.ca
 
 
 async def test_tls_port_through_rediss_url(tls_server: tuple[int, Path]) -> None:

@@ -2,8 +2,8 @@
 
 Without it a sync enqueue crosses to the App's loop thread and back, which costs more than the
 round trip to Redis itself. ``BlockingClient`` is one socket, used by one thread at a time (the
-broker keeps one per thread), with hiredis for packing and parsing. It speaks to ``redis://`` and
-``unix://`` URLs; TLS stays on the async path.
+broker keeps one per thread), with hiredis for packing and parsing. It speaks to ``redis://``,
+``rediss://`` (TLS, as ``target`` reads the URL) and ``unix://`` URLs.
 
 Errors are redis-py's exception types, as in ``_resp``: a refused connection, or one not made
 within ``timeout``, is ``redis.exceptions.ConnectionError`` (nothing was sent); a command whose
@@ -20,7 +20,10 @@ from typing import Any
 import hiredis
 import redis.exceptions as rexc
 
-from taskit.broker._resp import DEFAULT_TIMEOUT, ReplyLost, Target, error_of, pack
+from taskit.broker.redis.errors import ReplyLost, error_of
+from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Arg
+from taskit.broker.redis.transport.packing import pack
+from taskit.broker.redis.transport.target import Target
 
 __all__ = ["BlockingClient"]
 
@@ -30,21 +33,15 @@ class BlockingClient:
     ``timeout`` (seconds) bounds connecting, and each send and reply."""
 
     def __init__(
-        self, url: str, client_name: str = "taskit", timeout: float = DEFAULT_TIMEOUT
+        self, url: str | Target, client_name: str = "taskit", timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        self._target = Target.of(url)
+        self._target = url if isinstance(url, Target) else Target.of(url)
         self._name = client_name
         self._timeout = timeout
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader(replyError=rexc.ResponseError)
 
-    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        return self.execute("EVALSHA", sha, numkeys, *keys_and_args)
-
-    def script_load(self, source: bytes) -> Any:
-        return self.execute("SCRIPT", "LOAD", source)
-
-    def execute(self, *args: Any) -> Any:
+    def execute(self, *args: Arg) -> Any:
         """Send one command and return its reply; raises redis-py exceptions."""
         sock = self._sock if self._sock is not None else self._connect()
         reply = self._round_trip(sock, pack(args))
@@ -87,6 +84,12 @@ class BlockingClient:
             else:
                 sock = socket.create_connection((target.host, target.port), self._timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if target.tls is not None:  # the TLS handshake is bounded by the timeout too
+                    try:
+                        sock = target.tls.wrap_socket(sock, server_hostname=target.host)
+                    except OSError:
+                        sock.close()
+                        raise
         except OSError as exc:
             why = f"no answer within {self._timeout:g} s" if isinstance(exc, TimeoutError) else exc
             raise rexc.ConnectionError(

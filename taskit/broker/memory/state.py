@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from taskit.broker._wakeup import Waiter, wake_all
-from taskit.broker.keys import corrupt_job
+from taskit.broker.base import corrupt_job
+from taskit.broker.memory.wakeup import Waiter, wake_all
 from taskit.clock import Clock, FakeClock, SystemClock
 from taskit.errors import CorruptJobError, SerializationError
 from taskit.job import (

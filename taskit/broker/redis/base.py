@@ -1,9 +1,9 @@
-"""The Redis broker's base: connections, script calls, and reading and administering jobs.
+"""The Redis broker's base: construction and settings, script calls, reading and admin.
 
-``RedisBroker`` (``taskit.broker.redis``) adds the job lifecycle (enqueue, reserve, extend,
-settle, reclaim) on top. Connections (``scripts.Connections``) are kept per running event loop,
-as an App may use one broker from its worker loop and from a portal thread; redis-py runs on
-asyncio only, so under trio every call raises ``ConfigurationError``.
+``RedisBroker`` (``broker``) adds the job lifecycle (enqueue, reserve, extend, settle, reclaim)
+on top. Transports (``connections``) are kept per running event loop, as an App may use one
+broker from its worker loop and from a portal thread; they are asyncio protocols, so under trio
+every call raises ``ConfigurationError``.
 """
 
 from __future__ import annotations
@@ -11,25 +11,27 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
 
 from taskit._urls import REDIS_SCHEMES, parse_broker_url
-from taskit.broker._watch import ServerWatch
-from taskit.broker.base import Broker, BrokerOptions
-from taskit.broker.keys import (
+from taskit.broker.base import Broker, BrokerOptions, corrupt_job
+from taskit.broker.redis import requests
+from taskit.broker.redis.connections import Connections
+from taskit.broker.redis.keys import Keys
+from taskit.broker.redis.records import (
     LATEST,
-    Keys,
     build_job,
-    corrupt_job,
     parse_state,
     placeholder_job,
     split_record,
 )
-from taskit.broker.scripts import Arg, Connections, ScriptName, Scripts
+from taskit.broker.redis.requests import BATCH
+from taskit.broker.redis.scripts import SCRIPTS, ScriptName
+from taskit.broker.redis.transport import Arg, Connect
+from taskit.broker.redis.watch import ServerWatch
 from taskit.config import Settings, redact_url
 from taskit.errors import (
     BrokerError,
@@ -43,14 +45,11 @@ from taskit.job import Job, QueueStats
 __all__ = ["RedisBase"]
 
 log = logging.getLogger(__name__)
-_SCRIPTS = Scripts()
-# Jobs promoted, purged or requeued per script call: bounds how long one call holds Redis.
-BATCH = 1000
 
 
 class RedisBase(Broker):
-    """Connections, script calls, reading and admin of the Broker contract on Redis. The
-    constructor's arguments and errors are documented on ``RedisBroker``, the class to use."""
+    """Construction, settings, script calls, reading and admin of the Broker contract on Redis;
+    use ``RedisBroker``, which adds the job lifecycle."""
 
     asyncio_only = True
 
@@ -61,8 +60,32 @@ class RedisBase(Broker):
         prefix: str | None = None,
         result_ttl: float | None = None,
         timeout: float | None = None,
-        connect: Callable[[], Redis] | None = None,
+        connect: Connect | None = None,
     ) -> None:
+        """A broker on the Redis at ``url``.
+
+        ``url``: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
+        ``unix:///path/to/socket[?db=n]``, with options ``?db=``, ``?password=``, ``?prefix=``
+        (and redis-py's ``ssl_*`` on ``rediss://``, read the same way: see
+        ``transport.target``); see ``taskit._urls``. ``prefix`` namespaces every key
+        (``{prefix}:...``). ``result_ttl``: seconds a finished job stays readable. ``prefix``
+        and ``result_ttl`` left None (the default) come from the URL's ``?prefix=``, else from
+        the settings of the App the broker is given to (``TASKIT_REDIS_PREFIX``,
+        ``TASKIT_RESULT_TTL``; see ``Broker.configure``), else ``taskit`` and one day.
+        ``timeout``: seconds any connect or reply may take (``Settings.broker_timeout``,
+        ``TASKIT_BROKER_TIMEOUT``, from the App's settings when None; 5 s by default; a
+        blocking wait gets its own length plus this). ``connect``: for tests, makes the
+        transports instead of the fast transport to ``url`` (``transport.Connect``; e.g.
+        ``transport.redispy.over`` for fakeredis); called per event loop, once per role.
+
+        Raises ``ConfigurationError`` at construction for an unusable URL (naming the bad port,
+        db or option), prefix, TTL or timeout, and at the first call for TLS options it cannot
+        use (a missing certificate file); calls raise ``BrokerConnectionError`` (password never
+        shown) when Redis cannot be reached or refuses the credentials (nothing was sent), its
+        subclass ``BrokerOutcomeUnknownError`` when a command was sent but its reply did not
+        come within ``timeout`` or its connection dropped (it may have run), and
+        ``BrokerError`` when it answers with an error.
+        """
         if not isinstance(url, str) or url.partition(":")[0].lower() not in REDIS_SCHEMES:
             raise ConfigurationError(
                 f"not a Redis URL: {redact_url(str(url))} (use redis://, rediss:// or unix://)"
@@ -114,8 +137,7 @@ class RedisBase(Broker):
     async def get(self, job_id: str) -> Job | None:
         """See ``Broker.get``; ``CorruptJobError`` (naming the field) if the job's stored record
         is unreadable. A spec that does not decode gives a stand-in job instead (no task)."""
-        k = self._keys
-        reply = await self._run("get", [k.jobs, k.err, k.done(job_id)], [job_id])
+        reply = await self._call(requests.Get(job_id))
         if reply is None:
             return None
         spec, state, err, res = reply
@@ -127,22 +149,14 @@ class RedisBase(Broker):
         """See ``Broker.cancel``; ``CorruptJobError`` if the job's record is unreadable (its
         queue, and so what to cancel, cannot be known): nothing changes."""
         k = self._keys
-        raw = await self._named([k.jobs], self._conn.pair().main.hget(k.jobs, job_id))
+        raw = await self._named(
+            [k.jobs], self._conn.pair().commands.execute("HGET", k.jobs, job_id)
+        )
         queue = None if raw is None else parse_state(split_record(raw, job_id)[0], job_id).queue
         for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
             if queue is None:
                 return False
-            keys = [
-                k.jobs,
-                k.err,
-                k.done(job_id),
-                k.fifo(queue),
-                k.ranked(queue),
-                k.delayed(queue),
-                k.leases(queue),
-                k.totals(queue),
-            ]
-            reply = await self._run("cancel", keys, [job_id, queue, self._ttl_ms])
+            reply = await self._call(requests.Cancel(job_id, queue, self._ttl_ms))
             if not isinstance(reply, bytes):
                 return bool(reply)
             queue = reply.decode()
@@ -151,15 +165,13 @@ class RedisBase(Broker):
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         k = self._keys
         if queues is None:
-            members = await self._named([k.queues], self._conn.pair().main.smembers(k.queues))
+            members = await self._named(
+                [k.queues], self._conn.pair().commands.execute("SMEMBERS", k.queues)
+            )
             queues = sorted(_names(members, "queue name", k.queues))
         if not queues:
             return {}
-        keys = [k.jobs, k.seq]
-        for q in queues:
-            keys += [k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q), k.totals(q)]
-        keys.insert(2, k.err)
-        reply = await self._run("stats", keys, [BATCH, *queues])
+        reply = await self._call(requests.Stats(queues))
         names = ("queued", "scheduled", "running", "completed", "failed", "dead")
         return {
             q: QueueStats(
@@ -169,10 +181,7 @@ class RedisBase(Broker):
         }
 
     async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
-        k = self._keys
-        reply = await self._run(
-            "dead-letters", [k.dead(queue), k.jobs, k.err], [max(offset, 0), limit]
-        )
+        reply = await self._call(requests.DeadLetters(queue, offset, limit))
         rows = [reply[i : i + 4] for i in range(0, len(reply), 4)]
         return [self._dead_letter(queue, *row) for row in rows]
 
@@ -192,31 +201,25 @@ class RedisBase(Broker):
             return corrupt_job(job_id, queue, str(exc))
 
     async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
-        k = self._keys
-        keys = [k.jobs, k.seq, k.fifo(queue), k.ranked(queue), k.dead(queue), k.wake(queue)]
         if job_ids is not None:
             total = 0
             for start in range(0, len(job_ids), BATCH):
                 chunk = list(job_ids[start : start + BATCH])
-                total += int(await self._run("requeue-dead", keys, [BATCH, *chunk]))
+                total += int(await self._call(requests.RequeueDead(queue, chunk)))
             return total
-        return await self._drain("requeue-dead", keys)
+        return await self._drain(requests.RequeueDead(queue))
 
     async def purge(self, queue: str) -> int:
-        k = self._keys
-        return await self._drain(
-            "purge", [k.jobs, k.err, k.fifo(queue), k.ranked(queue), k.delayed(queue)]
-        )
+        return await self._drain(requests.Purge(queue))
 
     async def purge_dead(self, queue: str) -> int:
-        k = self._keys
-        return await self._drain("purge-dead", [k.jobs, k.err, k.dead(queue)])
+        return await self._drain(requests.PurgeDead(queue))
 
-    async def _drain(self, name: ScriptName, keys: list[str]) -> int:
+    async def _drain(self, request: requests.Request) -> int:
         """Call a batch script until it reports a short batch; the total it reported."""
         total = 0
         while True:
-            n = int(await self._run(name, keys, [BATCH]))
+            n = int(await self._call(request))
             total += n
             if n < BATCH:
                 return total
@@ -225,22 +228,26 @@ class RedisBase(Broker):
     async def claim(self, key: str, ttl: float) -> bool:
         if not ttl > 0:
             raise ValueError(f"a claim's ttl must be > 0 seconds, got {ttl!r}")
-        main, name = self._conn.pair().main, self._keys.claim(key)
+        commands, name = self._conn.pair().commands, self._keys.claim(key)
         mine = secrets.token_hex(8).encode()
         try:
-            taken = await self._conn.guard(main.set(name, mine, nx=True, px=ms(ttl)))
+            taken = await self._conn.guard(commands.execute("SET", name, mine, "NX", "PX", ms(ttl)))
         except BrokerOutcomeUnknownError:
             # The SET may have run: then the key holds this call's value. Answering False
             # would leave a claim nobody acts on (a periodic run skipped by every scheduler).
-            return bool(await self._conn.guard(main.get(name)) == mine)
+            return bool(await self._conn.guard(commands.execute("GET", name)) == mine)
         return bool(taken)
 
-    async def heartbeat(
-        self, name: str | None = None, record: bytes = b"", *, ttl: float = 0.0
-    ) -> dict[str, bytes]:
-        k = self._keys
-        args: list[Arg] = [name or "", record, ms(ttl) if name else 0]
-        reply = await self._run("heartbeat", [k.workers, k.beats], args)
+    async def announce(self, name: str, record: bytes, *, ttl: float) -> None:
+        if not ttl > 0:
+            raise ValueError(f"an announcement's ttl must be > 0 seconds, got {ttl!r}")
+        await self._call(requests.Announce(name, record, ms(ttl)))
+
+    async def withdraw(self, name: str) -> None:
+        await self._call(requests.Withdraw(name))
+
+    async def live(self) -> dict[str, bytes]:
+        reply = await self._call(requests.Live())
         # A name is shown, never used as a key: one that is not UTF-8 is shown escaped.
         return {
             reply[i].decode(errors="backslashreplace"): bytes(reply[i + 1])
@@ -260,11 +267,15 @@ class RedisBase(Broker):
             return placeholder_job(job_id, state, err, res, f"stored job does not decode: {exc}")
         return job
 
+    async def _call(self, request: requests.Request) -> Any:
+        """Run ``request``'s script; its raw reply (errors mapped as ``_named`` does)."""
+        return await self._run(request.script, request.keys(self._keys), request.args())
+
     async def _run(self, name: ScriptName, keys: list[str], args: list[Arg]) -> Any:
-        pair = self._conn.pair()
+        commands = self._conn.pair().commands
         if self._watch.due():
-            await self._watch.check(pair.main)
-        return await self._named(keys, _SCRIPTS.call(pair.scripts, name, keys, args))
+            await self._watch.check(commands)
+        return await self._named(keys, SCRIPTS.call(commands, name, keys, args))
 
     async def _named(self, keys: list[str], call: Awaitable[Any]) -> Any:
         """``guard(call)``; a ``WRONGTYPE`` error (a key holding another type than this layout
@@ -276,8 +287,11 @@ class RedisBase(Broker):
                 raise
             if "where taskit keeps" in str(exc):  # a script that checked first named it
                 raise
-            main = self._conn.pair().main
-            found = [(key, (await self._conn.guard(main.type(key))).decode()) for key in keys]
+            commands = self._conn.pair().commands
+            found = [
+                (key, (await self._conn.guard(commands.execute("TYPE", key))).decode())
+                for key in keys
+            ]
             wrong = [
                 f"key {key!r} holds a {kind} where taskit keeps a {self._keys.kind_of(key)}"
                 for key, kind in found

@@ -377,3 +377,11 @@ local function hand_out(K, out, q, id, s, token, deadline)
     out[#out + 1] = v
   end
 end
+
+-- Forget the announcements (see announce-2.lua) whose expiry has passed by `now` (server ms).
+local function forget_expired(workers_key, beats_key, now)
+  for _, old in ipairs(rcall('ZRANGEBYSCORE', workers_key, '-inf', now)) do
+    rcall('ZREM', workers_key, old)
+    rcall('HDEL', beats_key, old)
+  end
+end

@@ -1,11 +1,12 @@
-"""A narrow, pipelined RESP2 transport for the Redis broker's script calls.
+"""The fast transport: a narrow, pipelined RESP2 connection with hiredis.
 
 Why: every job crosses Redis in a script call (enqueue, reserve, settle), and redis-py's asyncio
 client spends about 200 µs of CPU per command on this machine (pool checkout, timeouts, hooks),
 four times what the same round trip costs over a bare asyncio connection. ``FastClient`` does
-only what the hot path needs: ``EVALSHA`` and ``SCRIPT LOAD`` on one connection per event loop,
-many callers at once (replies come back in the order commands went out), hiredis for packing and
-parsing. Everything else (TLS URLs, blocking waits, admin commands) stays on redis-py.
+only what the broker needs: any command on one connection, many callers at once (replies come
+back in the order commands went out), hiredis for packing and parsing, TLS by the URL's
+``ssl_*`` options (``target``). The broker keeps one for commands and one for blocking waits per
+event loop.
 
 Errors are redis-py's exception types, so the broker maps them in one place: a refused
 connection, or one not made and logged into within ``timeout``, is
@@ -23,59 +24,17 @@ import asyncio
 import functools
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
 
 import hiredis
 import redis.exceptions as rexc
 
-from taskit.broker._packing import plain
+from taskit.broker.redis.errors import ReplyLost, error_of
+from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Arg
+from taskit.broker.redis.transport.packing import pack
+from taskit.broker.redis.transport.target import Target
 
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "OOM_REPLY",
-    "FastClient",
-    "ReplyLost",
-    "Target",
-    "error_of",
-    "pack",
-    "supports",
-]
-
-#: Seconds a connect (with its handshake) or a command's reply may take (``broker_timeout``).
-DEFAULT_TIMEOUT = 5.0
-
-
-class ReplyLost(rexc.ConnectionError):
-    """The command was written, then its connection failed or its reply did not come in time:
-    it may or may not have run."""
-
-
-def supports(url: str) -> bool:
-    """Whether ``FastClient`` can serve ``url`` (plain TCP or a unix socket; not TLS)."""
-    return urlsplit(url).scheme in ("redis", "unix")
-
-
-#: What Redis says when it refuses a write over ``maxmemory``: the reply itself starts with it
-#: (``OOM ...``), and so does a script's error on Redis 7; Redis 6 wraps it inside a script error
-#: (``ERR Error running script ... -OOM command not allowed ...``).
-OOM_REPLY = "OOM command not allowed"
-
-
-def error_of(reply: rexc.ResponseError) -> rexc.RedisError:
-    """The redis-py exception for an error reply."""
-    text = str(reply)
-    code = text.split(" ", 1)[0]
-    if code == "NOSCRIPT":
-        return rexc.NoScriptError(text)
-    if OOM_REPLY in text:
-        return rexc.OutOfMemoryError(text)
-    if code in ("WRONGPASS", "NOAUTH") or text.startswith("invalid password"):
-        return rexc.AuthenticationError(text)
-    if code == "NOPERM":
-        return rexc.NoPermissionError(text)
-    return reply
+__all__ = ["FastClient"]
 
 
 class _Protocol(asyncio.Protocol):
@@ -169,60 +128,19 @@ class _Protocol(asyncio.Protocol):
             self._transport.close()
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a ``redis://`` or ``unix://`` URL points, and how to log in there."""
-
-    unix: str | None
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    db: int
-
-    @classmethod
-    def of(cls, url: str) -> Target:
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "unix"):
-            raise ValueError(f"takes redis:// or unix:// URLs, not {parts.scheme}://")
-        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
-        password = parts.password or query.get("password")
-        path_db = parts.path.strip("/") if parts.scheme == "redis" else ""
-        return cls(
-            unix=parts.path if parts.scheme == "unix" else None,
-            host=parts.hostname or "localhost",
-            port=parts.port or 6379,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(password) if password else None,
-            db=int(query.get("db") or path_db or 0),
-        )
-
-    def where(self) -> str:
-        return self.unix or f"{self.host}:{self.port}"
-
-    def handshake(self, client_name: str) -> list[Sequence[Any]]:
-        """The commands that open a connection: AUTH, SELECT, CLIENT SETNAME."""
-        commands: list[Sequence[Any]] = []
-        if self.password is not None:
-            auth = (self.username, self.password) if self.username else (self.password,)
-            commands.append(("AUTH", *auth))
-        if self.db:
-            commands.append(("SELECT", self.db))
-        commands.append(("CLIENT", "SETNAME", client_name))
-        return commands
-
-
 class FastClient:
-    """Script calls over one pipelined connection to a ``redis://`` or ``unix://`` URL.
+    """The ``Transport`` (and ``Pipelined``) over one connection to a ``redis://``,
+    ``rediss://`` (TLS) or ``unix://`` URL, or a ``Target`` read from one.
 
-    Bound to the event loop it is first used on (the broker keeps one per loop). ``timeout``
-    (seconds) bounds connecting with its handshake, and every reply (see ``_Protocol``).
+    Bound to the event loop it is first used on (the broker keeps two per loop). ``timeout``
+    (seconds) bounds connecting with its handshake (TLS included), and every reply (see
+    ``_Protocol``).
     """
 
     def __init__(
-        self, url: str, client_name: str = "taskit", timeout: float = DEFAULT_TIMEOUT
+        self, url: str | Target, client_name: str = "taskit", timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        self._target = Target.of(url)
+        self._target = url if isinstance(url, Target) else Target.of(url)
         self._name = client_name
         self._timeout = timeout
         self._protocol: _Protocol | None = None
@@ -230,20 +148,14 @@ class FastClient:
         #: The server's id of the current connection (``CLIENT ID``), for ``CLIENT UNBLOCK``.
         self.client_id: int | None = None
 
-    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
-
-    async def script_load(self, source: bytes) -> Any:
-        return await self.execute("SCRIPT", "LOAD", source)
-
-    async def execute(self, *args: Any, wait: float = 0.0) -> Any:
+    async def execute(self, *args: Arg, wait: float = 0.0) -> Any:
         """Send one command and return its reply; raises redis-py exceptions, ``ReplyLost``
         when the connection drops or owes a reply past the timeout (plus ``wait``, the seconds
         a blocking command may block)."""
         protocol = await self._live()
         return self.raise_for(await protocol.send(pack(args), wait))
 
-    async def send(self, *commands: Sequence[Any], wait: float = 0.0) -> list[asyncio.Future[Any]]:
+    async def send(self, *commands: Sequence[Arg], wait: float = 0.0) -> list[asyncio.Future[Any]]:
         """Write ``commands`` back to back on the connection and return a future per reply, in
         order (the first may block ``wait`` seconds). A reply is the raw value, or a
         ``ResponseError`` instance for an error reply (see ``raise_for``): the caller owns the
@@ -283,7 +195,9 @@ class FastClient:
                     if target.unix is not None:
                         _, protocol = await loop.create_unix_connection(made, target.unix)
                     else:
-                        _, protocol = await loop.create_connection(made, target.host, target.port)
+                        _, protocol = await loop.create_connection(
+                            made, target.host, target.port, ssl=target.tls
+                        )
                     await self._handshake(protocol)
             except (OSError, TimeoutError, rexc.ConnectionError) as exc:
                 # The caller's command was not sent: a plain connection error, never ReplyLost.
@@ -325,11 +239,3 @@ class FastClient:
 def _retrieved(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
-
-
-def pack(args: Sequence[Any]) -> bytes:
-    try:
-        packed = hiredis.pack_command(cast(Any, tuple(args)))
-    except (TypeError, UnicodeEncodeError):  # a buffer, or text not UTF-8 (see plain)
-        packed = hiredis.pack_command(cast(Any, plain(tuple(args))))
-    return cast(bytes, packed)

@@ -1,5 +1,5 @@
 """Blocking waits of the Redis broker: an idle ``reserve`` sleeps in ``BLPOP`` on its queues'
-wake lists (see ``taskit.broker.redis``), on a connection of its own.
+wake lists (see ``broker``), on a connection of its own (``connections``).
 
 ``wait`` only waits. ``wait_then_run`` also sends a command (the reserve script) right behind the
 ``BLPOP`` on the same connection: Redis runs it the moment the ``BLPOP`` returns, so a woken
@@ -29,8 +29,9 @@ from typing import Any
 import anyio
 import redis.exceptions
 
-from taskit.broker._resp import FastClient
-from taskit.broker.scripts import Connections
+from taskit.broker.redis.connections import Connections
+from taskit.broker.redis.transport import Arg
+from taskit.broker.redis.transport.fast import FastClient
 
 __all__ = ["PIPELINE_FROM", "call_or_salvage", "wait", "wait_then_run"]
 
@@ -52,12 +53,13 @@ async def wait(conn: Connections, wake: Sequence[str], seconds: float) -> None:
     if not wake:
         await anyio.sleep(seconds)
         return
-    pair = conn.pair()
-    if pair.waits is None:
+    waits = conn.pair().waits
+    if not isinstance(waits, FastClient):
         # Redis checks blocking timeouts only every 100 ms: the client cuts the wait on time
-        # (the connection is dropped then and made anew); the server timeout is a backstop.
+        # (redis-py drops the connection of a cancelled command); the server timeout is a
+        # backstop.
         with anyio.move_on_after(seconds):
-            await conn.guard(pair.blocking.blpop(list(wake), timeout=seconds + 1.0))
+            await conn.guard(waits.execute("BLPOP", *wake, f"{seconds + 1.0:.3f}", wait=seconds))
         return
     # A short wait (a delayed job falls due, a burst tick) must end on time: the client cuts
     # it. A long one (an idle worker's loop) may end up to 100 ms late, so Redis times it
@@ -69,21 +71,21 @@ async def wait(conn: Connections, wake: Sequence[str], seconds: float) -> None:
         # A long wait's backstop: its own length plus the broker's bound on a reply.
         with anyio.move_on_after(seconds if precise else seconds + conn.timeout):
             server = seconds + 1.0 if precise else seconds
-            await conn.guard(pair.waits.execute("BLPOP", *wake, f"{server:.3f}", wait=server))
+            await conn.guard(waits.execute("BLPOP", *wake, f"{server:.3f}", wait=server))
             finished = True
     finally:
         if not finished:
-            pair.waits.drop()
+            waits.drop()
 
 
 async def wait_then_run(
     conn: Connections,
     wake: Sequence[str],
     seconds: float,
-    command: Sequence[Any],
+    command: Sequence[Arg],
     salvage: Callable[[Any], Awaitable[None]],
 ) -> Any:
-    """Wait like ``wait`` (``seconds`` >= ``PIPELINE_FROM``, a ``FastClient`` pair), then return
+    """Wait like ``wait`` (``seconds`` >= ``PIPELINE_FROM``, fast transports), then return
     the raw reply of ``command`` (an error reply as a ``ResponseError`` instance, not raised).
 
     Returns None when the wait was cut short by its own timeout and no reply came (nothing ran).
@@ -92,9 +94,9 @@ async def wait_then_run(
     Raises ``BrokerConnectionError`` as ``guard`` does.
     """
     pair = conn.pair()
-    waits, main = pair.waits, pair.scripts
-    if waits is None or not isinstance(main, FastClient):
-        raise ValueError("wait_then_run needs the FastClient connections of a redis:// URL")
+    waits, main = pair.waits, pair.commands
+    if not isinstance(waits, FastClient) or not isinstance(main, FastClient):
+        raise ValueError("wait_then_run needs the fast transport (FastClient)")
     blpop, call = await conn.guard(
         waits.send(("BLPOP", *wake, f"{seconds:.3f}"), command, wait=seconds)
     )
@@ -121,7 +123,7 @@ async def wait_then_run(
 async def call_or_salvage(
     conn: Connections,
     client: FastClient,
-    command: Sequence[Any],
+    command: Sequence[Arg],
     salvage: Callable[[Any], Awaitable[None]],
 ) -> Any:
     """Send ``command`` and return its raw reply (an error reply as a ``ResponseError``
@@ -144,14 +146,15 @@ async def call_or_salvage(
 async def _cut_short(waits: FastClient, main: FastClient, call: asyncio.Future[Any]) -> Any:
     """End the BLPOP in front of ``call`` and return ``call``'s reply, or None (call shielded).
     Gives up after ``_CUT_SHORT_WAIT`` seconds (a stopped server answers nothing)."""
-    unblockable = waits.client_id is not None
+    client_id = waits.client_id
     with anyio.move_on_after(_CUT_SHORT_WAIT):
+        unblockable = client_id is not None
         for _ in range(_UNBLOCK_TRIES if unblockable else 1):
             if call.done():
                 break
-            if unblockable:
+            if unblockable and client_id is not None:
                 try:
-                    await main.execute("CLIENT", "UNBLOCK", waits.client_id)
+                    await main.execute("CLIENT", "UNBLOCK", client_id)
                 except (redis.exceptions.RedisError, OSError):
                     unblockable = False  # refused (an ACL, a proxy): only a reply in flight
             with anyio.move_on_after(_UNBLOCK_WAIT):

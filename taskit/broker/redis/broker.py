@@ -1,6 +1,6 @@
 """RedisBroker: the Broker contract on Redis, every state change one Lua script.
 
-The key layout and record format are in ``taskit.broker.keys``; the scripts in ``lua/``. This
+The key layout is in ``keys``, the record format in ``records``; the scripts in ``lua/``. This
 module marshals arguments, calls the scripts by SHA and turns their replies into Jobs and Leases.
 
 Connections, script calls, reading and admin are in ``_redis_base.RedisBase``; this module has
@@ -18,7 +18,6 @@ blocking timeouts only ten times a second, so short waits are cut by the client 
 from __future__ import annotations
 
 import contextlib
-import math
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -28,17 +27,19 @@ import msgspec
 import redis.exceptions
 
 from taskit._storable import storable
-from taskit.broker._redis_base import _SCRIPTS, BATCH, RedisBase, ms
-from taskit.broker._redis_wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
-from taskit.broker._resp import FastClient
-from taskit.broker.keys import (
+from taskit.broker.redis import requests
+from taskit.broker.redis.base import RedisBase, ms
+from taskit.broker.redis.records import (
     build_job,
     encode_error,
     merge_state,
     parse_state,
     split_token,
 )
-from taskit.broker.scripts import Arg
+from taskit.broker.redis.scripts import SCRIPTS
+from taskit.broker.redis.transport import Arg
+from taskit.broker.redis.transport.fast import FastClient
+from taskit.broker.redis.wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
 from taskit.errors import BrokerError, CorruptJobError, SerializationError
 from taskit.job import (
     Job,
@@ -56,24 +57,8 @@ __all__ = ["RedisBroker"]
 class RedisBroker(RedisBase):
     """The Broker contract on Redis (6.0 or newer; Cluster-ready: one hash tag per prefix).
 
-    ``url``: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
-    ``unix:///path/to/socket[?db=n]``, with options ``?db=``, ``?password=``, ``?prefix=`` (and
-    redis-py's ``ssl_*`` on ``rediss://``); see ``taskit._urls``. ``prefix`` namespaces every
-    key (``{prefix}:...``). ``result_ttl``: seconds a finished job stays readable. ``prefix`` and
-    ``result_ttl`` left None (the default) come from the URL's ``?prefix=``, else from the
-    settings of the App the broker is given to (``TASKIT_REDIS_PREFIX``, ``TASKIT_RESULT_TTL``;
-    see ``Broker.configure``), else ``taskit`` and one day. ``timeout``: seconds any connect or
-    reply may take (``Settings.broker_timeout``, ``TASKIT_BROKER_TIMEOUT``, from the App's
-    settings when None; 5 s by default; a blocking wait gets its own length plus this).
-    ``connect``: for tests, a factory of ready clients (e.g. fakeredis) used instead of
-    connecting to ``url``; called per event loop, twice (commands and blocking waits).
-
-    Raises ``ConfigurationError`` at construction for an unusable URL (naming the bad port, db
-    or option), prefix, TTL or timeout; calls raise
-    ``BrokerConnectionError`` (password never shown) when Redis cannot be reached or refuses the
-    credentials (nothing was sent), its subclass ``BrokerOutcomeUnknownError`` when a command was
-    sent but its reply did not come within ``timeout`` or its connection dropped (it may have
-    run), and ``BrokerError`` when it answers with an error.
+    Its arguments and the errors its calls raise are documented on ``__init__`` (defined with
+    the connections and settings in ``RedisBase``); this class adds the job lifecycle.
     """
 
     # -- producing -------------------------------------------------------------------------
@@ -82,23 +67,24 @@ class RedisBroker(RedisBase):
     ) -> list[Job]:
         call = _Enqueue(self, jobs, delays)
         while call.done is None:
-            call.answer(await self._run("enqueue", *call.request()))
+            call.answer(await self._call(call.request()))
         return call.done
 
     def enqueue_blocking(
         self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
     ) -> list[Job] | None:
-        """``enqueue`` for a thread without an event loop, on a blocking connection of its own
-        (``redis://`` and ``unix://``; None for other URLs: use ``enqueue``)."""
+        """``enqueue`` for a thread without an event loop, on a blocking connection of its own;
+        None when tests replaced the transport (``connect``): use ``enqueue``."""
         client = self._conn.blocking()
         if client is None:
             return None
         call = _Enqueue(self, jobs, delays)
         while call.done is None:
-            keys, args = call.request()
+            request = call.request()
+            keys, args = request.keys(self._keys), request.args()
             call.answer(
                 self._conn.guard_blocking(
-                    lambda: _SCRIPTS.call_blocking(client, "enqueue", keys, args)  # noqa: B023
+                    lambda: SCRIPTS.call_blocking(client, "enqueue", keys, args)  # noqa: B023
                 )
             )
         return call.done
@@ -126,11 +112,8 @@ class RedisBroker(RedisBase):
         self, queues: Sequence[str], count: int, lease: float
     ) -> tuple[list[str], list[Arg]]:
         """KEYS and ARGV of a reserve script call (a fresh token stem each time)."""
-        k = self._keys
-        keys = [k.jobs, k.err, k.seq]
-        for q in queues:
-            keys += [k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q), k.wake(q)]
-        return keys, [count, ms(lease), secrets.token_hex(16), BATCH, *queues]
+        request = requests.Reserve(queues, count, ms(lease), secrets.token_hex(16))
+        return request.keys(self._keys), request.args()
 
     async def _reserve_once(
         self, queues: Sequence[str], count: int, lease: float
@@ -140,9 +123,9 @@ class RedisBroker(RedisBase):
         if not queues:
             return [], False, None
         keys, args = self._reserve_call(queues, count, lease)
-        pair = self._conn.pair()
-        if not isinstance(pair.scripts, FastClient):
-            # redis-py (TLS, tests): the round trip is shielded, so a cancelled caller still
+        commands = self._conn.pair().commands
+        if not isinstance(commands, FastClient):
+            # redis-py (tests): the round trip is shielded, so a cancelled caller still
             # gets what the script leased (``reserve`` then hands it back and re-raises).
             with anyio.CancelScope(shield=True):
                 got = await self._reserved(queues, lease, await self._run("reserve", keys, args))
@@ -150,9 +133,9 @@ class RedisBroker(RedisBase):
         # Cancellable while the reply is on its way (a stopped server must not hold up a stop):
         # a reply that comes anyway is salvaged, its leases handed back (``_redis_wait``).
         if self._watch.due():
-            await self._watch.check(pair.main)
-        command = ("EVALSHA", _SCRIPTS["reserve"].sha, len(keys), *keys, *args)
-        raw = await call_or_salvage(self._conn, pair.scripts, command, self._salvage(queues, lease))
+            await self._watch.check(commands)
+        command = ("EVALSHA", SCRIPTS["reserve"].sha, len(keys), *keys, *args)
+        raw = await call_or_salvage(self._conn, commands, command, self._salvage(queues, lease))
         if _missing_script(raw):  # Redis lost its scripts: load them (rare; shielded as above)
             with anyio.CancelScope(shield=True):
                 got = await self._reserved(queues, lease, await self._run("reserve", keys, args))
@@ -191,12 +174,12 @@ class RedisBroker(RedisBase):
         """Wait for a wake-up (at most ``seconds``), then reserve once. A long wait carries the
         reserve script right behind its BLPOP (see ``_redis_wait``): one round trip fewer."""
         wake = [self._keys.wake(q) for q in queues]
-        pair = self._conn.pair()
-        if pair.waits is None or seconds < PIPELINE_FROM or not wake:
+        fast = isinstance(self._conn.pair().waits, FastClient)
+        if not fast or seconds < PIPELINE_FROM or not wake:
             await wait(self._conn, wake, seconds)
             return await self._reserve_once(queues, count, lease)
         keys, args = self._reserve_call(queues, count, lease)
-        command = ("EVALSHA", _SCRIPTS["reserve"].sha, len(keys), *keys, *args)
+        command = ("EVALSHA", SCRIPTS["reserve"].sha, len(keys), *keys, *args)
         raw = await wait_then_run(self._conn, wake, seconds, command, self._salvage(queues, lease))
         with anyio.CancelScope(shield=True):  # a reply may carry leases: never drop it
             if raw is None:
@@ -243,21 +226,16 @@ class RedisBroker(RedisBase):
     async def extend(self, leases: Sequence[Lease], *, lease: float) -> list[LeaseState]:
         if not leases:
             return []
-        keys = [self._keys.jobs]
-        args: list[Arg] = [ms(lease)]
+        each = []
         for held in leases:
             rand, queue = split_token(held.token) or ("", held.job.queue)
-            keys.append(self._keys.leases(queue))
-            args += [held.job.id, rand]
-        reply = await self._run("extend", keys, args)
+            each.append((held.job.id, queue, rand))
+        reply = await self._call(requests.Extend(ms(lease), each))
         return [LeaseState(state.decode()) for state in reply]
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        k = self._keys
         applied: list[bool] = [False] * len(outcomes)
-        queues: dict[str, int] = {}
-        done: list[str] = []
-        args: list[Arg] = [self._ttl_ms, 0]
+        each: list[tuple[str, str, str, str, int, bytes, bytes]] = []
         sent: list[int] = []
         for i, given in enumerate(outcomes):
             # Each outcome is encoded alone: one that cannot be stored fails its own job (see
@@ -268,19 +246,12 @@ class RedisBroker(RedisBase):
                 continue  # not a token this broker made: stale by definition
             outcome, result = checked
             rand, queue = parts
-            q = queues.setdefault(queue, len(queues) + 1)
-            done.append(k.done(outcome.job_id))
             error = encode_error(outcome.error, outcome.error_type, outcome.traceback)
-            meta = f"{rand} {outcome.kind.value} {q} {ms(outcome.delay)}"
-            args += [outcome.job_id, meta, error, result]
+            each.append((outcome.job_id, rand, outcome.kind.value, queue, ms(outcome.delay),
+                         error, result))  # fmt: skip
             sent.append(i)
         if sent:
-            args[1] = len(queues)
-            keys = [k.jobs, k.err, k.seq]
-            for queue in queues:
-                keys += [k.fifo(queue), k.ranked(queue), k.delayed(queue), k.leases(queue),
-                         k.dead(queue), k.totals(queue), k.wake(queue)]  # fmt: skip
-            reply = await self._run("settle", keys + done, args)
+            reply = await self._call(requests.Settle(self._ttl_ms, each))
             for i, ok in zip(sent, reply, strict=True):
                 applied[i] = bool(ok)
         return applied
@@ -290,12 +261,7 @@ class RedisBroker(RedisBase):
     ) -> list[Lease]:
         if not queues or limit < 1:
             return []
-        k = self._keys
-        keys = [k.jobs, k.err, k.seq]
-        for q in queues:
-            keys += [k.leases(q), k.dead(q), k.fifo(q), k.ranked(q), k.delayed(q)]
-        args: list[Arg] = [ms(lease), limit, secrets.token_hex(16), *queues]
-        reply = await self._run("reclaim", keys, args)
+        reply = await self._call(requests.Reclaim(queues, ms(lease), limit, secrets.token_hex(16)))
         deadline = (int(reply[0]) + ms(lease)) / 1000
         leases, now = self._leases(queues, reply[1:], deadline, reclaimed=True)
         if now:  # only a settle, given the job ids, can name their done keys
@@ -315,8 +281,9 @@ def _unreadable(job_id: str, token: str, exc: Exception) -> Outcome:
 
 
 class _Enqueue:
-    """One enqueue: the script's KEYS and ARGV, and its reply as stored Jobs (``done``). A reply
-    naming a dead letter of another queue asks for another round with that queue's keys."""
+    """One enqueue: its request (``requests.Enqueue``) each round, and its reply as stored Jobs
+    (``done``). A reply naming a dead letter of another queue asks for another round with that
+    queue's keys."""
 
     def __init__(
         self, broker: RedisBroker, jobs: Sequence[Job], delays: Sequence[float] | None
@@ -330,22 +297,11 @@ class _Enqueue:
         self._rounds = 0
         self.done: list[Job] | None = [] if not jobs else None
 
-    def request(self) -> tuple[list[str], list[Arg]]:
-        jobs, delays, k = self._jobs, self._delays, self._broker.keys
-        queues: dict[str, int] = {}
-        args: list[Arg] = [0]
-        for i, job in enumerate(jobs):
-            q = queues.setdefault(job.queue, len(queues) + 1)
-            d = queues.setdefault(self._dead_in[i], len(queues) + 1)
-            args += _enqueue_args(job, self._forms[i][1], delays[i] if delays else 0.0, q, d)
-        args[0] = len(queues)
-        args[1:1] = list(queues)
-        keys = [k.jobs, k.err, k.seq, k.queues]
-        for queue in queues:
-            keys += [k.fifo(queue), k.ranked(queue), k.delayed(queue), k.wake(queue),
-                     k.dead(queue)]  # fmt: skip
-        keys += [k.done(job.id) for job in jobs]
-        return keys, args
+    def request(self) -> requests.Enqueue:
+        delays = self._delays
+        delays_ms = [ms(d) for d in delays] if delays else [0] * len(self._jobs)
+        specs = [spec for _, spec in self._forms]
+        return requests.Enqueue(self._jobs, specs, delays_ms, list(self._dead_in))
 
     def answer(self, reply: list[Any]) -> None:
         if reply[0] == b"unreadable":  # nothing was written: the record is not replaced unseen
@@ -389,11 +345,3 @@ def _missing_script(reply: Any) -> bool:
 async def _checked(reply: Any) -> Any:
     """``reply``, or the redis-py exception of an error reply raised (for ``guard``)."""
     return FastClient.raise_for(reply)
-
-
-def _enqueue_args(job: Job, spec: bytes, delay: float, q: int, d: int) -> list[Arg]:
-    """The four ARGV entries of one job for the enqueue script (see its header)."""
-    at = job.scheduled_at.timestamp() if job.scheduled_at is not None else None
-    at_ms = -1 if at is None else math.ceil(at * 1000)
-    meta = f"{q} {d} {-job.priority} {ms(delay)} {at_ms}"
-    return [job.id, spec, meta, "" if at is None else repr(at)]

@@ -18,9 +18,9 @@ import anyio.lowlevel
 import msgspec
 
 from taskit._storable import storable
-from taskit.broker._memory_state import WAITING, MemoryState, Record, copy_job, encode_for_store
-from taskit.broker._wakeup import Waiter, wake_all
 from taskit.broker.base import Broker, BrokerOptions
+from taskit.broker.memory.state import WAITING, MemoryState, Record, copy_job, encode_for_store
+from taskit.broker.memory.wakeup import Waiter, wake_all
 from taskit.clock import Clock
 from taskit.config import MAX_SECONDS, Settings
 from taskit.errors import CorruptJobError
@@ -278,16 +278,24 @@ class MemoryBroker(MemoryState, Broker):
             self._claims[key] = now + ttl
             return True
 
-    async def heartbeat(
-        self, name: str | None = None, record: bytes = b"", *, ttl: float = 0.0
-    ) -> dict[str, bytes]:
+    async def announce(self, name: str, record: bytes, *, ttl: float) -> None:
+        if not ttl > 0:
+            raise ValueError(f"an announcement's ttl must be > 0 seconds, got {ttl!r}")
         with self._lock:
-            now = self._clock.time()
-            if name is not None:
-                if ttl > 0:
-                    self._beats[name] = (now + ttl, bytes(record))
-                else:
-                    self._beats.pop(name, None)
-            for gone in [n for n, (expiry, _) in self._beats.items() if expiry <= now]:
-                del self._beats[gone]
+            self._forget_expired()
+            self._beats[name] = (self._clock.time() + ttl, bytes(record))
+
+    async def withdraw(self, name: str) -> None:
+        with self._lock:
+            self._beats.pop(name, None)
+
+    async def live(self) -> dict[str, bytes]:
+        with self._lock:
+            self._forget_expired()
             return {n: rec for n, (_, rec) in sorted(self._beats.items())}
+
+    def _forget_expired(self) -> None:
+        """Drop announcements whose expiry has passed (call with the lock held)."""
+        now = self._clock.time()
+        for gone in [n for n, (expiry, _) in self._beats.items() if expiry <= now]:
+            del self._beats[gone]

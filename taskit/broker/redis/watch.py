@@ -32,8 +32,7 @@ import threading
 import time
 from typing import Any
 
-from redis.asyncio import Redis
-
+from taskit.broker.redis.transport import Transport
 from taskit.errors import (
     BrokerAuthenticationError,
     BrokerConnectionError,
@@ -55,7 +54,7 @@ FULL_LOG_INTERVAL = 30.0
 class ServerWatch:
     """The epoch and eviction checks of one broker. ``guard`` (``Connections.guard_repeatable``)
     runs a command, made again once on a connection failure (each here is safe to repeat), and
-    maps redis-py errors."""
+    maps the transport's errors."""
 
     def __init__(
         self, epoch_key: str, where: str, guard: Any, legacy: tuple[str, ...] = ()
@@ -81,7 +80,7 @@ class ServerWatch:
     def due(self) -> bool:
         return time.monotonic() >= self._due
 
-    async def check(self, client: Redis) -> None:
+    async def check(self, client: Transport) -> None:
         """Read (or create) the epoch; log if it changed. Raises what ``guard`` raises when the
         server cannot be reached (the caller's own command would fail the same way)."""
         self._due = time.monotonic() + CHECK_INTERVAL  # before awaiting: one check at a time
@@ -90,7 +89,7 @@ class ServerWatch:
             await self._check_legacy(client)
         fresh = secrets.token_hex(8).encode()
         try:
-            created = await self._guard(lambda: client.set(self._key, fresh, nx=True))
+            created = await self._guard(lambda: client.execute("SET", self._key, fresh, "NX"))
         except BrokerOutOfMemoryError:
             created = None  # reported by full(): read the epoch instead
         else:
@@ -99,7 +98,7 @@ class ServerWatch:
             current: bytes | None = fresh
         else:
             try:
-                current = await self._guard(lambda: client.get(self._key))
+                current = await self._guard(lambda: client.execute("GET", self._key))
             except BrokerError as exc:
                 if type(exc) is not BrokerError:  # unreachable: the caller's command fails too
                     raise
@@ -117,12 +116,12 @@ class ServerWatch:
             )  # fmt: skip
         self._epoch = current
 
-    async def _damaged(self, client: Redis, exc: BrokerError) -> None:
+    async def _damaged(self, client: Transport, exc: BrokerError) -> None:
         """The epoch key holds another type than a string (WRONGTYPE): say so once."""
         if self._damage_logged:
             return
         self._damage_logged = True
-        kind = await self._guard(lambda: client.type(self._key))
+        kind = await self._guard(lambda: client.execute("TYPE", self._key))
         log.error(
             "Redis at %s: key %r holds a %s where taskit keeps a string (damaged data, not "
             "written by taskit); a restart that lost the data cannot be noticed until it is "
@@ -157,9 +156,9 @@ class ServerWatch:
             log.info("Redis at %s accepts writes again (used memory is below 'maxmemory')",
                      self._where)  # fmt: skip
 
-    async def _check_legacy(self, client: Redis) -> None:
+    async def _check_legacy(self, client: Transport) -> None:
         for key in self._legacy:
-            if await self._guard(functools.partial(client.exists, key)):
+            if await self._guard(functools.partial(client.execute, "EXISTS", key)):
                 log.error(
                     "Redis at %s holds jobs in an older taskit key layout (%s exists): this "
                     "version does not see them. Let workers of the older version drain them, "
@@ -167,9 +166,9 @@ class ServerWatch:
                     self._where, key,
                 )  # fmt: skip
 
-    async def _check_policy(self, client: Redis) -> None:
+    async def _check_policy(self, client: Transport) -> None:
         try:
-            reply = await self._guard(lambda: client.config_get("maxmemory-policy"))
+            reply = await self._guard(lambda: client.execute("CONFIG", "GET", "maxmemory-policy"))
         except BrokerConnectionError as exc:
             if not isinstance(exc, BrokerAuthenticationError):
                 raise  # unreachable now: check again next time
@@ -181,9 +180,8 @@ class ServerWatch:
             self._policy_checked = True
             return
         self._policy_checked = True
-        policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else None
-        if isinstance(policy, bytes):
-            policy = policy.decode()
+        # A flat [name, value] list; empty where the server hides the setting.
+        policy = reply[1].decode() if isinstance(reply, list) and len(reply) == 2 else None
         if policy and policy != "noeviction":
             log.warning(
                 "Redis at %s has maxmemory-policy %s: under memory pressure it deletes keys, "

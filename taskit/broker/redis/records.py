@@ -1,37 +1,5 @@
-"""The Redis layout of the Redis broker: every key name, and the format of what they hold.
-
-All keys of one broker share the hash tag ``{<prefix>}`` (default ``{taskit}``), so every key of a
-queue, and every key any one script touches, lives in one Cluster slot. (Per-queue tags cannot
-work with this contract: ``get``, ``cancel`` and unique ids are by job id alone, a batch enqueue
-spans queues all-or-none, and a multi-queue blocking reserve waits on several queues at once.)
-Scale a Cluster out by giving apps different prefixes.
-
-==========================  ======  ===================================================
-key                         type    holds
-==========================  ======  ===================================================
-``{p}:jobs``                hash    live job id -> its record: state and spec (below)
-``{p}:err``                 hash    live job id -> msgpack ``[error, type, traceback]``
-``{p}:seq``                 string  sequence counter (ranked-set order, dead letters)
-``{p}:queues``              set     every queue name ever enqueued to
-``{p}:done:<id>``           hash    a finished job: spec, state, err, res; has a TTL
-``{p}:q:<queue>:fifo``      list    ready ids of the default priority (0), oldest first
-``{p}:q:<queue>:ranked``    zset    ready ``<seq>:<id>`` of other priorities, scored
-                                    ``-priority``
-``{p}:q:<queue>:delayed``   zset    scheduled / retrying id scored by due time (ms)
-``{p}:q:<queue>:leases``    zset    running id scored by lease deadline (ms)
-``{p}:q:<queue>:dead``      zset    dead-lettered id scored by ``seq`` (oldest first)
-``{p}:q:<queue>:totals``    hash    ``completed`` / ``failed`` counters
-``{p}:q:<queue>:wake``      list    wake-up tokens (at most 16) for blocked reserves
-``{p}:claim:<key>``         string  a ``Broker.claim``, held until it expires (PX)
-``{p}:workers``             zset    heartbeat names scored by expiry (ms)
-``{p}:beats``               hash    heartbeat name -> its record
-``{p}:epoch``               string  random id of this data set: gone or changed = data lost
-==========================  ======  ===================================================
-
-Live jobs (waiting, running, dead letters) are fields of the fixed hashes and never carry a TTL;
-finishing moves a job to its own ``done`` key, which expires after the result TTL. Because every
-fixed hash and every queue key is named before a script runs, and a done key is only touched by a
-script that was given the job id, every script gets every key it touches in KEYS.
+"""The record codec of the Redis broker: what a live record, a state string, an error value and
+a lease token look like, and the ``Job`` they describe. (Key names are in ``keys``.)
 
 A live record is ``<n>:<state><spec>``: ``n`` the length of the state string in decimal, then the
 state (where the job stands), then its spec (what it is: the encoded ``JobSpec``, written once at
@@ -64,7 +32,8 @@ from typing import Any
 
 import msgspec
 
-from taskit.errors import ConfigurationError, CorruptJobError, SerializationError
+from taskit.broker.base import stand_in
+from taskit.errors import CorruptJobError, SerializationError
 from taskit.job import (
     Job,
     JobResult,
@@ -78,11 +47,9 @@ from taskit.job import (
 __all__ = [
     "LATEST",
     "STATE_FIELDS",
-    "Keys",
     "State",
     "StateField",
     "build_job",
-    "corrupt_job",
     "encode_error",
     "format_state",
     "join_record",
@@ -96,81 +63,6 @@ __all__ = [
 
 #: The latest time a datetime can show (seconds); a job due later shows this, and never falls due.
 LATEST = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
-
-
-class Keys:
-    """Key names for one prefix. Queue keys are ``{prefix}:q:<queue>:<kind>``; queue names may
-    hold any character (the last ``:`` part is always one of the fixed kinds)."""
-
-    def __init__(self, prefix: str) -> None:
-        if not prefix or "{" in prefix or "}" in prefix:
-            raise ConfigurationError(
-                f"Redis key prefix must be non-empty, without braces: {prefix!r}"
-            )
-        self.prefix = prefix
-        self.tag = "{" + prefix + "}"
-        self.jobs = f"{self.tag}:jobs"
-        self.err = f"{self.tag}:err"
-        self.seq = f"{self.tag}:seq"
-        self.queues = f"{self.tag}:queues"
-        self.workers = f"{self.tag}:workers"
-        self.beats = f"{self.tag}:beats"
-        self.epoch = f"{self.tag}:epoch"
-        #: Keys that only an older layout writes (its live-job hashes): found, they hold jobs
-        #: this version cannot see.
-        self.legacy = (f"{self.tag}:state", f"{self.tag}:spec")
-
-    def done(self, job_id: str) -> str:
-        return f"{self.tag}:done:{job_id}"
-
-    def claim(self, key: str) -> str:
-        return f"{self.tag}:claim:{key}"
-
-    def queue(self, queue: str, kind: str) -> str:
-        """Key ``kind`` (fifo, ranked, delayed, leases, dead, totals, wake) of ``queue``."""
-        return f"{self.tag}:q:{queue}:{kind}"
-
-    def fifo(self, queue: str) -> str:
-        return self.queue(queue, "fifo")
-
-    def ranked(self, queue: str) -> str:
-        return self.queue(queue, "ranked")
-
-    def delayed(self, queue: str) -> str:
-        return self.queue(queue, "delayed")
-
-    def leases(self, queue: str) -> str:
-        return self.queue(queue, "leases")
-
-    def dead(self, queue: str) -> str:
-        return self.queue(queue, "dead")
-
-    def totals(self, queue: str) -> str:
-        return self.queue(queue, "totals")
-
-    def wake(self, queue: str) -> str:
-        return self.queue(queue, "wake")
-
-    def pattern(self) -> str:
-        """A SCAN pattern matching every key of this prefix."""
-        return f"{self.tag}*"
-
-    def kind_of(self, key: str) -> str | None:
-        """The Redis type (as ``TYPE`` names it) this layout keeps at ``key``; None for a key
-        that is not this prefix's."""
-        fixed = {self.jobs: "hash", self.err: "hash", self.beats: "hash", self.seq: "string",
-                 self.epoch: "string", self.queues: "set", self.workers: "zset"}  # fmt: skip
-        if key in fixed:
-            return fixed[key]
-        for part, kind in ((":done:", "hash"), (":claim:", "string"), (":q:", None)):
-            if key.startswith(self.tag + part):
-                return kind or _QUEUE_KINDS.get(key.rpartition(":")[2])
-        return None
-
-
-#: The Redis type of each queue key, by its last part (see ``Keys.queue``).
-_QUEUE_KINDS = {"fifo": "list", "wake": "list", "ranked": "zset", "delayed": "zset",
-                "leases": "zset", "dead": "zset", "totals": "hash"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +209,6 @@ def split_token(token: str) -> tuple[str, str] | None:
 _ERROR = msgspec.msgpack.Decoder(tuple[str | None, str | None, str | None])
 _RESULT = msgspec.msgpack.Decoder(JobResult)
 _ENCODER = msgspec.msgpack.Encoder()
-_EMPTY_PAYLOAD = msgspec.Raw(b"\x92\x90\x80")  # msgpack of [[], {}]
 
 
 def encode_error(error: str | None, error_type: str | None, traceback: str | None) -> bytes:
@@ -337,21 +228,10 @@ def placeholder_job(job_id: str, state: bytes, err: bytes, res: bytes, why: str)
     the error unless the record has its own (a dead letter's decode error). ``CorruptJobError``
     if the state, error or result is unreadable too."""
     parsed = parse_state(state, job_id)
-    job = merge_state(_stand_in(parsed.queue), job_id, parsed, err, res)
+    job = merge_state(stand_in(parsed.queue), job_id, parsed, err, res)
     if not err:
         job.error, job.error_type = why, SerializationError.__name__
     return job
-
-
-def corrupt_job(job_id: str, queue: str, why: str) -> Job:
-    """A stand-in for a dead letter of ``queue`` whose record cannot be read at all: status
-    DEAD_LETTER, no task, no arguments, ``why`` as the error (so a listing can show it)."""
-    live = {"status": JobStatus.DEAD_LETTER, "error": why, "error_type": "CorruptJobError"}
-    return job_of(_stand_in(queue), job_id, queue, live)
-
-
-def _stand_in(queue: str) -> JobSpec:
-    return JobSpec(task="", queue=queue, payload=_EMPTY_PAYLOAD, created_at=utc_from_timestamp(0))
 
 
 def merge_state(spec: JobSpec, job_id: str, state: State, err: bytes, res: bytes) -> Job:

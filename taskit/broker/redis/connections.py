@@ -1,0 +1,199 @@
+"""The Redis broker's connections: two transports per event loop, one blocking client per
+thread, and the guards that turn their failures into taskit's errors (``errors``).
+
+A transport belongs to one event loop, and an App may use one broker from two loops (its worker
+loop and a portal thread for sync enqueues), so each running loop gets its own ``Pair``, made on
+first use: ``commands`` (scripts and plain commands, pipelined: many callers share it) and
+``waits`` (blocking ``BLPOP`` waits, which hold their connection). Two sockets per loop is the
+least that keeps both promises: a wait never delays a command, and every reply but a wait's is
+bounded by ``timeout``. A thread without an event loop (a sync enqueue from a web view) gets a
+``BlockingClient`` of its own. ``close()`` closes them all.
+
+The transports are the fast one (``transport.fast``) for every URL, unless ``connect`` (tests)
+makes them: e.g. ``transport.redispy.over`` for fakeredis. Sync enqueues need the fast one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+import redis.exceptions
+
+from taskit.broker.redis.errors import ErrorMap
+from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Connect, Role, Transport
+from taskit.broker.redis.transport.fast import FastClient
+from taskit.broker.redis.transport.sync import BlockingClient
+from taskit.broker.redis.transport.target import Target
+from taskit.config import redact_url
+from taskit.errors import BrokerError, BrokerOutOfMemoryError, ConfigurationError
+
+__all__ = ["Connections", "Pair"]
+
+T = TypeVar("T")
+
+_CLOSE_TIMEOUT = 5.0
+#: A connection failure within this share of ``timeout`` came at once (a dead pooled socket
+#: found on use), not after a wait for a silent server: only such a failure is worth a repeat.
+_PROMPT = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One event loop's transports: ``commands`` for everything but blocking waits."""
+
+    commands: Transport
+    waits: Transport
+
+
+class Connections:
+    """The transports of one broker, per running event loop, and the mapping of their errors.
+
+    ``connect`` (tests only) makes the transports instead of the fast transport to ``url``.
+    ``timeout``: seconds a connect or a reply may take (see ``Settings.broker_timeout``).
+    """
+
+    def __init__(
+        self, url: str, connect: Connect | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self._url = url
+        self.timeout = timeout
+        self._errors = ErrorMap(url, urlsplit(url).password)
+        self._connect = connect
+        self._target: Target | None = None
+        self._lock = threading.Lock()
+        self._pairs: dict[asyncio.AbstractEventLoop, Pair] = {}
+        self._local = threading.local()  # .client: this thread's BlockingClient
+        # Weak: a thread that ends takes its client (and socket) with it.
+        self._blocking: weakref.WeakSet[BlockingClient] = weakref.WeakSet()
+        #: Called (from any thread) each time Redis refuses a write for being out of memory.
+        self.on_full: Callable[[], None] | None = None
+
+    def pair(self) -> Pair:
+        """This event loop's transports, made on first use; ``ConfigurationError`` off asyncio
+        or for TLS options that cannot be used (a missing certificate file...)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise ConfigurationError(
+                "RedisBroker runs on asyncio only (its transports are asyncio protocols)"
+            ) from None
+        pair = self._pairs.get(loop)  # every script call comes here: no lock once it exists
+        if pair is not None:
+            return pair
+        with self._lock:
+            pair = self._pairs.get(loop)
+            if pair is None:
+                for old in [lp for lp in self._pairs if lp.is_closed()]:
+                    del self._pairs[old]
+                connect = self._connect or self._fast
+                pair = Pair(connect("commands", self.timeout), connect("waits", self.timeout))
+                self._pairs[loop] = pair
+            return pair
+
+    def _fast(self, role: Role, timeout: float) -> Transport:
+        name = "taskit" if role == "commands" else "taskit-wait"
+        return FastClient(self._target_of(), name, timeout)
+
+    def _target_of(self) -> Target:
+        """The URL read once (with its TLS context, which may load files)."""
+        if self._target is None:
+            try:
+                self._target = Target.of(self._url)
+            except (OSError, ssl.SSLError, KeyError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"broker URL {redact_url(self._url)}: cannot use its TLS options: {exc!r}"
+                ) from None
+        return self._target
+
+    def blocking(self) -> BlockingClient | None:
+        """This thread's blocking connection (made on first use), or None when ``connect``
+        replaces the fast transport."""
+        if self._connect is not None:
+            return None
+        client: BlockingClient | None = getattr(self._local, "client", None)
+        if client is None:
+            target = self._target_of()
+            client = self._local.client = BlockingClient(target, timeout=self.timeout)
+            with self._lock:
+                self._blocking.add(client)
+        return client
+
+    async def guard(self, call: Awaitable[T]) -> T:
+        """Await a transport call: ``BrokerAuthenticationError`` when Redis refuses the
+        credentials or the user's permissions (waiting will not help), ``BrokerConnectionError``
+        when it cannot be reached (nothing was sent), ``BrokerOutcomeUnknownError`` when the
+        command was sent and its reply lost, ``BrokerOutOfMemoryError`` when it is over
+        ``maxmemory``, ``BrokerError`` for another error reply. No password is shown."""
+        try:
+            return await call
+        except (redis.exceptions.RedisError, OSError) as exc:
+            error = self._failed(exc)
+            raise error from (exc if type(error) is BrokerError else None)
+
+    async def guard_repeatable(self, make: Callable[[], Awaitable[T]]) -> T:
+        """``guard`` for a command that is safe to run twice (a read, or a write that a repeat
+        cannot change, like ``SET NX`` of one value): made by ``make``, and made once more on a
+        connection failure. Why: a connection whose server restarted may look alive until the
+        loop reads its end, so the first command on it fails with nothing run; only a command
+        that may run twice can be sent again. Only a failure that came at once is repeated: one
+        that waited (a frozen or silent server) would wait again, and the caller would wait
+        twice ``timeout``."""
+        began = time.monotonic()
+        try:
+            return await make()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            if time.monotonic() - began >= self.timeout * _PROMPT:
+                error = self._failed(exc)
+                raise error from (exc if type(error) is BrokerError else None)
+        except redis.exceptions.RedisError as exc:  # an error reply: mapped as ``guard`` does
+            error = self._failed(exc)
+            raise error from (exc if type(error) is BrokerError else None)
+        return await self.guard(make())
+
+    def guard_blocking(self, call: Callable[[], T]) -> T:
+        """``guard`` for a blocking call."""
+        try:
+            return call()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            error = self._failed(exc)
+            raise error from (exc if type(error) is BrokerError else None)
+
+    def _failed(self, exc: BaseException) -> BrokerError:
+        """``exc`` translated; an out-of-memory refusal is also reported to ``on_full``."""
+        error = self._errors.translate(exc)
+        if isinstance(error, BrokerOutOfMemoryError) and self.on_full is not None:
+            self.on_full()
+        return error
+
+    async def close(self) -> None:
+        """Close every loop's transports: this loop's now, a live other loop's on that loop."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, {}
+            blocking = list(self._blocking)  # kept: a thread using one reconnects on next use
+        for sync_client in blocking:
+            sync_client.close()
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for loop, pair in pairs.items():
+            for client in (pair.commands, pair.waits):
+                if loop is here:
+                    await client.aclose()
+                elif not loop.is_closed() and loop.is_running():
+                    done = asyncio.run_coroutine_threadsafe(_aclose(client), loop)
+                    with anyio.move_on_after(_CLOSE_TIMEOUT):  # that loop may be busy or ending
+                        await asyncio.wrap_future(done)
+
+
+async def _aclose(client: Transport) -> Any:
+    await client.aclose()

@@ -1,0 +1,111 @@
+"""What a Redis failure means to a caller: the one place that maps errors to taskit's.
+
+Both transports raise redis-py's exception types (``transport``), so the mapping is written
+once: ``ErrorMap.translate`` turns a failure into ``BrokerAuthenticationError`` (credentials or
+permissions refused), ``BrokerOutOfMemoryError`` (over ``maxmemory``),
+``BrokerValueTooLargeError`` (an argument over ``proto-max-bulk-len``),
+``BrokerOutcomeUnknownError`` (the command was sent and its reply lost: it may have run),
+``BrokerConnectionError`` (nothing was sent) or ``BrokerError`` (another error reply). No
+password is ever shown.
+"""
+
+from __future__ import annotations
+
+import redis.exceptions as rexc
+
+from taskit.config import redact_url
+from taskit.errors import (
+    BrokerAuthenticationError,
+    BrokerConnectionError,
+    BrokerError,
+    BrokerOutcomeUnknownError,
+    BrokerOutOfMemoryError,
+    BrokerValueTooLargeError,
+)
+
+__all__ = ["OOM_REPLY", "ErrorMap", "ReplyLost", "error_of"]
+
+#: What Redis says when it refuses a write over ``maxmemory``: the reply itself starts with it
+#: (``OOM ...``), and so does a script's error on Redis 7; Redis 6 wraps it inside a script error
+#: (``ERR Error running script ... -OOM command not allowed ...``).
+OOM_REPLY = "OOM command not allowed"
+#: How Redis refuses an argument over ``proto-max-bulk-len`` (it then drops the connection).
+_TOO_LARGE = "Protocol error: invalid bulk length"
+#: redis-py's messages for a failure after the command was written (reading its reply).
+_READING = ("Timeout reading", "Error while reading", "Connection closed by server")
+
+
+class ReplyLost(rexc.ConnectionError):
+    """The command was written, then its connection failed or its reply did not come in time:
+    it may or may not have run."""
+
+
+def error_of(reply: rexc.ResponseError) -> rexc.RedisError:
+    """The redis-py exception for an error reply (as redis-py itself would raise it)."""
+    text = str(reply)
+    code = text.split(" ", 1)[0]
+    if code == "NOSCRIPT":
+        return rexc.NoScriptError(text)
+    if OOM_REPLY in text:
+        return rexc.OutOfMemoryError(text)
+    if code in ("WRONGPASS", "NOAUTH") or text.startswith("invalid password"):
+        return rexc.AuthenticationError(text)
+    if code == "NOPERM":
+        return rexc.NoPermissionError(text)
+    return reply
+
+
+def _reply_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` came after the command was written: the fast transport says so with
+    ``ReplyLost``; redis-py only in its messages (a read that timed out or found the
+    connection closed)."""
+    if isinstance(exc, ReplyLost):
+        return True
+    return isinstance(exc, rexc.ConnectionError | rexc.TimeoutError) and str(exc).startswith(
+        _READING
+    )
+
+
+class ErrorMap:
+    """The mapping for one Redis URL (named, password redacted, in every message)."""
+
+    def __init__(self, url: str, password: str | None) -> None:
+        self._where = redact_url(url)
+        self._password = password
+
+    def translate(self, exc: BaseException) -> BrokerError:
+        """``exc`` (a redis-py error or an ``OSError``) as taskit's error (module docstring)."""
+        where = self._where
+        if isinstance(exc, rexc.AuthenticationError | rexc.NoPermissionError):
+            return BrokerAuthenticationError(
+                f"Redis at {where} refused the credentials: {self._scrub(exc)}"
+            )
+        if isinstance(exc, rexc.OutOfMemoryError) or (
+            isinstance(exc, rexc.ResponseError) and OOM_REPLY in str(exc)
+        ):
+            return BrokerOutOfMemoryError(
+                f"Redis at {where} is out of memory: used memory is over "
+                "'maxmemory' and nothing may be evicted (maxmemory-policy noeviction), so it "
+                "refused to store more; nothing of this call was stored. Free memory or raise "
+                "maxmemory (docs/operations.md)."
+            )
+        if isinstance(exc, rexc.ResponseError) and _TOO_LARGE in str(exc):
+            return BrokerValueTooLargeError(
+                f"Redis at {where} refused a value bigger than it takes in one "
+                f"argument (proto-max-bulk-len, 512 MB by default): {self._scrub(exc)}; nothing "
+                "of this call was stored"
+            )
+        if _reply_lost(exc):
+            return BrokerOutcomeUnknownError(
+                f"Redis at {where} did not reply: {self._scrub(exc)}. The command"
+                " was sent, so its outcome is unknown: it may have run. Retry only what is safe"
+                " to repeat, e.g. an enqueue with the same job id (idempotent while the job is"
+                " unfinished)"
+            )
+        if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
+            return BrokerConnectionError(f"Redis at {where} cannot be reached: {self._scrub(exc)}")
+        return BrokerError(f"Redis at {where} failed: {self._scrub(exc)}")
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = str(exc) or type(exc).__name__
+        return text.replace(self._password, "***") if self._password else text

@@ -1,0 +1,126 @@
+"""The Redis layout of the Redis broker: every key name, and the format of what they hold.
+
+All keys of one broker share the hash tag ``{<prefix>}`` (default ``{taskit}``), so every key of a
+queue, and every key any one script touches, lives in one Cluster slot. (Per-queue tags cannot
+work with this contract: ``get``, ``cancel`` and unique ids are by job id alone, a batch enqueue
+spans queues all-or-none, and a multi-queue blocking reserve waits on several queues at once.)
+Scale a Cluster out by giving apps different prefixes.
+
+==========================  ======  ===================================================
+key                         type    holds
+==========================  ======  ===================================================
+``{p}:jobs``                hash    live job id -> its record: state and spec (below)
+``{p}:err``                 hash    live job id -> msgpack ``[error, type, traceback]``
+``{p}:seq``                 string  sequence counter (ranked-set order, dead letters)
+``{p}:queues``              set     every queue name ever enqueued to
+``{p}:done:<id>``           hash    a finished job: spec, state, err, res; has a TTL
+``{p}:q:<queue>:fifo``      list    ready ids of the default priority (0), oldest first
+``{p}:q:<queue>:ranked``    zset    ready ``<seq>:<id>`` of other priorities, scored
+                                    ``-priority``
+``{p}:q:<queue>:delayed``   zset    scheduled / retrying id scored by due time (ms)
+``{p}:q:<queue>:leases``    zset    running id scored by lease deadline (ms)
+``{p}:q:<queue>:dead``      zset    dead-lettered id scored by ``seq`` (oldest first)
+``{p}:q:<queue>:totals``    hash    ``completed`` / ``failed`` counters
+``{p}:q:<queue>:wake``      list    wake-up tokens (at most 16) for blocked reserves
+``{p}:claim:<key>``         string  a ``Broker.claim``, held until it expires (PX)
+``{p}:workers``             zset    announced names (``Broker.announce``) by expiry (ms)
+``{p}:beats``               hash    announced name -> its record
+``{p}:epoch``               string  random id of this data set: gone or changed = data lost
+==========================  ======  ===================================================
+
+Live jobs (waiting, running, dead letters) are fields of the fixed hashes and never carry a TTL;
+finishing moves a job to its own ``done`` key, which expires after the result TTL. Because every
+fixed hash and every queue key is named before a script runs, and a done key is only touched by a
+script that was given the job id, every script gets every key it touches in KEYS.
+
+The record format (what ``{p}:jobs`` holds) is in ``records``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from taskit.errors import ConfigurationError
+
+__all__ = ["QUEUE_KINDS", "Keys"]
+
+
+class Keys:
+    """Key names for one prefix. Queue keys are ``{prefix}:q:<queue>:<kind>``; queue names may
+    hold any character (the last ``:`` part is always one of the fixed kinds)."""
+
+    def __init__(self, prefix: str) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ConfigurationError(
+                f"Redis key prefix must be non-empty, without braces: {prefix!r}"
+            )
+        self.prefix = prefix
+        self.tag = "{" + prefix + "}"
+        self.jobs = f"{self.tag}:jobs"
+        self.err = f"{self.tag}:err"
+        self.seq = f"{self.tag}:seq"
+        self.queues = f"{self.tag}:queues"
+        self.workers = f"{self.tag}:workers"
+        self.beats = f"{self.tag}:beats"
+        self.epoch = f"{self.tag}:epoch"
+        #: Keys that only an older layout writes (its live-job hashes): found, they hold jobs
+        #: this version cannot see.
+        self.legacy = (f"{self.tag}:state", f"{self.tag}:spec")
+
+    def done(self, job_id: str) -> str:
+        return f"{self.tag}:done:{job_id}"
+
+    def claim(self, key: str) -> str:
+        return f"{self.tag}:claim:{key}"
+
+    def queue(self, queue: str, kind: str) -> str:
+        """Key ``kind`` (fifo, ranked, delayed, leases, dead, totals, wake) of ``queue``."""
+        return f"{self.tag}:q:{queue}:{kind}"
+
+    def fifo(self, queue: str) -> str:
+        return self.queue(queue, "fifo")
+
+    def ranked(self, queue: str) -> str:
+        return self.queue(queue, "ranked")
+
+    def delayed(self, queue: str) -> str:
+        return self.queue(queue, "delayed")
+
+    def leases(self, queue: str) -> str:
+        return self.queue(queue, "leases")
+
+    def dead(self, queue: str) -> str:
+        return self.queue(queue, "dead")
+
+    def totals(self, queue: str) -> str:
+        return self.queue(queue, "totals")
+
+    def wake(self, queue: str) -> str:
+        return self.queue(queue, "wake")
+
+    def of(self, queue: str, kinds: Sequence[str]) -> list[str]:
+        """The keys ``kinds`` (each one of ``QUEUE_KINDS``) of ``queue``, in that order: each
+        script takes its own selection of a queue's keys (``requests``)."""
+        head = f"{self.tag}:q:{queue}:"
+        return [head + kind for kind in kinds]
+
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this prefix."""
+        return f"{self.tag}*"
+
+    def kind_of(self, key: str) -> str | None:
+        """The Redis type (as ``TYPE`` names it) this layout keeps at ``key``; None for a key
+        that is not this prefix's."""
+        fixed = {self.jobs: "hash", self.err: "hash", self.beats: "hash", self.seq: "string",
+                 self.epoch: "string", self.queues: "set", self.workers: "zset"}  # fmt: skip
+        if key in fixed:
+            return fixed[key]
+        for part, kind in ((":done:", "hash"), (":claim:", "string"), (":q:", None)):
+            if key.startswith(self.tag + part):
+                return kind or QUEUE_KINDS.get(key.rpartition(":")[2])
+        return None
+
+
+#: Every key of a queue, by its last part (see ``Keys.queue``), and the Redis type it holds.
+QUEUE_KINDS = {"fifo": "list", "wake": "list", "ranked": "zset", "delayed": "zset",
+               "leases": "zset", "dead": "zset", "totals": "hash"}  # fmt: skip

@@ -1,0 +1,132 @@
+"""The Lua script registry: each ``lua/<name>-<numkeys>.lua`` loaded once, called by SHA.
+
+A command script is one file whose name ends in its key count (``cancel-8.lua``) or in ``n``
+when the count depends on the batch (``reserve-n.lua``). Files whose name starts with ``_`` hold
+shared helpers: a command pastes one in with a line ``-- @include _common.lua``. The expanded
+source is what Redis sees and what the SHA is computed from.
+
+Calls go out as ``EVALSHA``; a ``NOSCRIPT`` answer (Redis restarted, ``SCRIPT FLUSH``, failover)
+loads the script and retries once, transparently. Nothing else is retried here. What each
+script takes (KEYS and ARGV, in the order its header lists them) is built in ``requests``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+from redis.exceptions import NoScriptError
+
+from taskit.broker.redis.transport import Arg, Transport
+from taskit.broker.redis.transport.sync import BlockingClient
+
+__all__ = ["SCRIPTS", "Script", "ScriptName", "Scripts"]
+
+#: Every command script, by the name before its key count.
+ScriptName = Literal[
+    "announce",
+    "cancel",
+    "dead-letters",
+    "enqueue",
+    "extend",
+    "get",
+    "live",
+    "purge",
+    "purge-dead",
+    "reclaim",
+    "requeue-dead",
+    "reserve",
+    "settle",
+    "stats",
+    "withdraw",
+]
+
+_FILE = re.compile(r"^(?P<name>[a-z][a-z-]*?)-(?P<keys>\d+|n)\.lua$")
+_INCLUDE = re.compile(r"^-- @include (?P<file>_[a-z_]+\.lua)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """One command script: its expanded source, SHA-1 and declared key count (None: varies)."""
+
+    name: str
+    source: bytes
+    sha: str
+    numkeys: int | None
+
+
+class Scripts:
+    """The loaded scripts of the ``taskit.broker`` package; one instance serves any client."""
+
+    def __init__(self) -> None:
+        folder = resources.files("taskit.broker.redis").joinpath("lua")
+        texts = {entry.name: entry.read_text("utf-8") for entry in folder.iterdir()}
+        self._scripts: dict[str, Script] = {}
+        for filename, text in sorted(texts.items()):
+            match = _FILE.match(filename)
+            if filename.startswith("_") or match is None:
+                continue
+            source = _INCLUDE.sub(lambda m: texts[m.group("file")], text).encode()
+            keys = match.group("keys")
+            self._scripts[match.group("name")] = Script(
+                name=match.group("name"),
+                source=source,
+                sha=hashlib.sha1(source).hexdigest(),
+                numkeys=None if keys == "n" else int(keys),
+            )
+
+    def __getitem__(self, name: ScriptName) -> Script:
+        return self._scripts[name]
+
+    @property
+    def names(self) -> list[str]:
+        """The names of every loaded command script."""
+        return sorted(self._scripts)
+
+    async def call(
+        self, client: Transport, name: ScriptName, keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
+        """Run script ``name`` with ``keys`` and ``args``; its raw reply.
+
+        Raises ``ValueError`` if a fixed-key script gets the wrong number of keys, and whatever
+        the transport raises for a failed call (connection errors, script errors), except
+        NOSCRIPT.
+        """
+        script = self._for(name, keys)
+        try:
+            return await client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            _check_loaded(script, await client.execute("SCRIPT", "LOAD", script.source))
+        return await client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def call_blocking(
+        self, client: BlockingClient, name: ScriptName, keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
+        """``call`` on a blocking connection (same errors)."""
+        script = self._for(name, keys)
+        try:
+            return client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            _check_loaded(script, client.execute("SCRIPT", "LOAD", script.source))
+        return client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def _for(self, name: ScriptName, keys: Sequence[str]) -> Script:
+        script = self._scripts[name]
+        if script.numkeys is not None and len(keys) != script.numkeys:
+            raise ValueError(f"script {name} takes {script.numkeys} keys, got {len(keys)}")
+        return script
+
+
+def _check_loaded(script: Script, reply: Any) -> None:
+    """The server hashes what it got: a SHA other than ours is a bug here."""
+    loaded = reply.decode() if isinstance(reply, bytes) else str(reply)
+    if loaded != script.sha:
+        raise RuntimeError(f"Redis gave script {script.name} SHA {loaded}, expected {script.sha}")
+
+
+#: The scripts of this package, loaded once (read only: one instance serves every broker).
+SCRIPTS = Scripts()

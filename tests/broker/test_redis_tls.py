@@ -1,0 +1,145 @@
+"""TLS (``rediss://``) on both transports, against a real TLS-only ``redis-server`` started here
+(``_tls``): the broker's fast transport (``fast-tls``), its blocking twin for sync enqueues, and
+the redis-py transport (``redispy-tls``) reading the same URL options the same way."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.transport.fast import FastClient
+from taskit.broker.redis.transport.redispy import to_url
+from taskit.errors import BrokerConnectionError
+from taskit.job import JobStatus, OutcomeKind
+from tests.broker._helpers import make_job, new_queue, outcome
+from tests.broker._tls import TlsRedis, tls_redis
+
+pytestmark = pytest.mark.anyio
+
+TRANSPORTS = ["fast-tls", "redispy-tls"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
+    with tls_redis(tmp_path_factory.mktemp("tls")) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def mutual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
+    """A server that demands a client certificate."""
+    with tls_redis(tmp_path_factory.mktemp("mtls"), auth_clients=True) as made:
+        yield made
+
+
+def make_broker(url: str, transport: str) -> RedisBroker:
+    return RedisBroker(url, prefix=f"tls-{new_queue()}", connect=None if transport == "fast-tls"
+                       else to_url(url))  # fmt: skip
+
+
+@pytest.fixture(params=TRANSPORTS)
+async def broker(server: TlsRedis, request: pytest.FixtureRequest) -> AsyncIterator[RedisBroker]:
+    made = make_broker(server.url(), request.param)
+    yield made
+    await made.close()
+
+
+async def test_a_job_goes_round_over_tls(broker: RedisBroker) -> None:
+    queue = new_queue()
+    got: list[object] = []
+
+    async def consume() -> None:  # blocks first: the wait and the reserve behind it, over TLS
+        got.extend(await broker.reserve([queue], count=1, lease=30, timeout=5))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await anyio.wait_all_tasks_blocked()
+        [job] = await broker.enqueue([make_job(queue, "over tls")])
+    [held] = got
+    assert held.job.id == job.id  # type: ignore[attr-defined]
+    assert await broker.settle([outcome(held, OutcomeKind.COMPLETE)]) == [True]  # type: ignore[arg-type]
+    done = await broker.get(job.id)
+    assert done is not None
+    assert done.status is JobStatus.COMPLETED
+    assert await broker.claim(new_queue(), 5.0)  # a plain command over the same transport
+
+
+async def test_the_broker_runs_the_fast_transport_over_tls(server: TlsRedis) -> None:
+    broker = RedisBroker(server.url())
+    try:
+        await broker.live()
+        pair = broker._conn.pair()
+        assert isinstance(pair.commands, FastClient)
+        assert isinstance(pair.waits, FastClient)
+    finally:
+        await broker.close()
+
+
+def test_sync_enqueues_run_over_tls(server: TlsRedis) -> None:
+    broker = RedisBroker(server.url(), prefix=f"tls-{new_queue()}")
+    try:
+        stored = broker.enqueue_blocking([make_job(new_queue())])
+        assert stored is not None
+        assert stored[0].status is JobStatus.PENDING
+    finally:
+        anyio.run(broker.close)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_untrusted_certificate_is_refused(server: TlsRedis, transport: str) -> None:
+    url = f"rediss://127.0.0.1:{server.port}/0"  # the system CAs only: the test CA is unknown
+    broker = make_broker(url, transport)
+    try:
+        with pytest.raises(BrokerConnectionError, match="certificate"):
+            await broker.live()
+    finally:
+        await broker.close()
+    if transport == "fast-tls":  # the blocking connection refuses it as well
+        with pytest.raises(BrokerConnectionError, match="certificate"):
+            RedisBroker(url).enqueue_blocking([make_job(new_queue())])
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_ssl_cert_reqs_none_connects_without_checking(
+    server: TlsRedis, transport: str
+) -> None:
+    broker = make_broker(f"rediss://127.0.0.1:{server.port}/0?ssl_cert_reqs=none", transport)
+    try:
+        assert await broker.live() == {}
+    finally:
+        await broker.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_client_certificate_comes_from_the_url(mutual: TlsRedis, transport: str) -> None:
+    without = make_broker(mutual.url(), transport)
+    try:
+        with pytest.raises(BrokerConnectionError):
+            await without.live()
+    finally:
+        await without.close()
+    cert = f"ssl_certfile={mutual.client_cert}&ssl_keyfile={mutual.client_key}"
+    broker = make_broker(mutual.url(cert), transport)
+    try:
+        await broker.announce("w", b"rec", ttl=5.0)
+        assert await broker.live() == {"w": b"rec"}
+    finally:
+        await broker.close()
+
+
+async def test_tls_options_it_cannot_use_are_a_configuration_error(tmp_path: Path) -> None:
+    from taskit.errors import ConfigurationError
+
+    broker = RedisBroker(f"rediss://127.0.0.1:1/0?ssl_ca_certs={tmp_path / 'missing.pem'}")
+    with pytest.raises(ConfigurationError, match="TLS options"):
+        await broker.live()
+    await broker.close()
