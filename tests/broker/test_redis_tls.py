@@ -4,6 +4,7 @@ the redis-py transport (``redispy-tls``) reading the same URL options the same w
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -143,3 +144,28 @@ async def test_tls_options_it_cannot_use_are_a_configuration_error(tmp_path: Pat
     with pytest.raises(ConfigurationError, match="TLS options"):
         await broker.live()
     await broker.close()
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+async def test_closing_a_tls_connection_closes_its_socket_at_once(server: TlsRedis) -> None:
+    """A TLS transport's ``close`` keeps the socket open until the server answers its
+    close_notify: an event loop that ended first (a test's, the sync bridge's) leaked it, seen
+    as an unclosed-socket warning in a later test. ``aclose`` returns once it is closed."""
+    before = _open_fds()
+    client = FastClient(server.url())
+    assert await client.execute("PING") == b"PONG"
+    assert _open_fds() - before  # the connection's socket
+    await client.aclose()
+    assert _open_fds() - before == set()
+
+
+async def test_closing_a_plain_connection_closes_its_socket_at_once(redis_url: str) -> None:
+    """The same without TLS, where ``close`` left the socket to a later loop iteration."""
+    before = _open_fds()
+    client = FastClient(redis_url)
+    assert await client.execute("PING") == b"PONG"
+    await client.aclose()
+    assert _open_fds() - before == set()

@@ -21,6 +21,7 @@ down reconnects first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections import deque
 from collections.abc import Sequence
@@ -35,6 +36,9 @@ from taskit.broker.redis.transport.packing import pack
 from taskit.broker.redis.transport.target import Target
 
 __all__ = ["FastClient"]
+
+#: Seconds ``aclose`` waits for the aborted socket to be closed (one loop iteration, normally).
+_CLOSE_LIMIT = 1.0
 
 
 class _Protocol(asyncio.Protocol):
@@ -57,6 +61,7 @@ class _Protocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._progress = 0.0  # loop time of the last reply, or of the first send after idling
         self.lost: BaseException | None = None
+        self._gone: asyncio.Future[None] | None = None  # done once the socket is closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP and Unix transports are not asyncio.Transport subclasses, only alike:
@@ -64,6 +69,7 @@ class _Protocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         # Kept: on Python 3.11 every get_running_loop() is a getpid() system call.
         self._loop = asyncio.get_running_loop()
+        self._gone = self._loop.create_future()
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -84,6 +90,8 @@ class _Protocol(asyncio.Protocol):
             # Every waiting future belongs to a command already written: its outcome is unknown.
             self.lost = ReplyLost(f"connection to Redis lost before the reply: {exc or 'closed'}")
         self._fail_waiting()
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
 
     def _fail_waiting(self) -> None:
         while self._waiting:
@@ -124,8 +132,19 @@ class _Protocol(asyncio.Protocol):
             self._transport.abort()  # a reply still owed must never answer a later command
 
     def close(self) -> None:
+        """Close the connection at once. ``abort``, not ``close``: nothing written is still
+        wanted, and a TLS transport's ``close`` keeps the socket open until the server answers
+        its close_notify, so an event loop that ends first (a test's, a sync bridge's) leaks
+        the socket."""
         if self._transport is not None:
-            self._transport.close()
+            self._transport.abort()
+
+    async def wait_closed(self, limit: float) -> None:
+        """Wait (at most ``limit`` seconds) until the socket is closed, after ``close``."""
+        if self._gone is not None and not self._gone.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(limit):
+                    await asyncio.shield(self._gone)
 
 
 class FastClient:
@@ -233,7 +252,10 @@ class FastClient:
             protocol.close()
 
     async def aclose(self) -> None:
+        protocol = self._protocol
         self.drop()
+        if protocol is not None:  # closed when this returns, not a loop iteration later
+            await protocol.wait_closed(_CLOSE_LIMIT)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
