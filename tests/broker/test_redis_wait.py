@@ -195,7 +195,7 @@ async def enqueue_unseen(rh: RedisHarness, queue: str) -> Job:
     """Store a ready job but take its wake-up token away in the same transaction: a blocked
     wait does not wake, yet the reserve behind it finds the job once the wait is cut short."""
     job = make_job(queue)
-    request = _Enqueue(rh.broker, [job], None).request()
+    request = _Enqueue([job], None).request()
     keys, args = request.keys(rh.broker.keys), request.args()
     script = SCRIPTS["enqueue"]
     await rh.client.script_load(script.source)
