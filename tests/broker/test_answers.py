@@ -123,7 +123,7 @@ def test_batch_scripts_answer_a_count(request_: requests.Request[int]) -> None:
 
 # -- coordination ------------------------------------------------------------------------------
 def test_announce_withdraw_and_live() -> None:
-    assert requests.Announce("w", b"r", 1000).answer(1) is None
+    requests.Announce("w", b"r", 1000).answer(1)  # the script always answers 1: nothing to read
     assert requests.Withdraw("w").answer(1) is True
     assert requests.Withdraw("w").answer(0) is False
     reply = [b"a", b"rec-a", NOT_UTF8, b"rec-b"]
