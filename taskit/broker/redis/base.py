@@ -117,6 +117,18 @@ class RedisBase(Broker):
         return self._keys
 
     @property
+    def url(self) -> str:
+        """The URL of the Redis this broker uses, any password shown as ``***`` (taskit's own
+        options such as ``?prefix=`` taken off)."""
+        return redact_url(self._url)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a connect or a reply may take: the ``timeout`` given, else the App's
+        ``Settings.broker_timeout`` once the broker is given to an App, else 5."""
+        return self._conn.timeout
+
+    @property
     def restarts_detected(self) -> int:
         """How many times this broker found its Redis emptied under it (see ``_watch``)."""
         return self._watch.restarts_detected
