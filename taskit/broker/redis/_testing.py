@@ -8,13 +8,13 @@ Each function takes the broker it looks into. What a user may want to know (the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 from taskit.broker.redis.base import RedisBase
 from taskit.broker.redis.broker import RedisBroker
 from taskit.broker.redis.connections import Pair
+from taskit.broker.redis.requests import Leased
 from taskit.broker.redis.transport.sync import BlockingClient
 
 __all__ = ["blocking_client", "check_server_soon", "count_plain_reserves", "transports", "url_of"]
@@ -50,9 +50,9 @@ def count_plain_reserves(broker: RedisBroker) -> Iterator[list[int]]:
     calls = [0]
     plain = broker._reserve_once
 
-    async def counted(*args: Any) -> Any:
+    async def counted(queues: Sequence[str], count: int, lease: float) -> Leased:
         calls[0] += 1
-        return await plain(*args)
+        return await plain(queues, count, lease)
 
     broker._reserve_once = counted  # type: ignore[method-assign]
     try:

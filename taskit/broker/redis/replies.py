@@ -66,7 +66,8 @@ def leased(
         queue = queues[int(q) - 1]
         # The script checked the state and wrote it anew: field 5 is the token it gave.
         token = f"{state.split(b'|', 5)[4].decode(errors='replace')}|{queue}"
-        # An id that is not UTF-8 (damaged data) is settled under its very bytes (transport.packing).
+        # An id that is not UTF-8 (damaged data) is settled under its very bytes (see
+        # transport.packing).
         job_id = raw_id.decode(errors="surrogateescape")
         try:
             if not raw_id.isascii():

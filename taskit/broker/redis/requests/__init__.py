@@ -7,8 +7,9 @@ call and of its reply is written once, next to its peers, instead of inline in t
 methods. The answer is a method of the request rather than a paired type because most replies
 can only be read with what was asked (which queue is number ``q``, the lease length, the jobs
 sent). A queue's keys come from ``Keys.of`` with the selection the script's header names
-(``*_KINDS`` in ``admin`` and ``lifecycle``); ``tests/broker/test_requests.py`` checks each request against its file: the
-key count, and each queue key's kind; ``tests/broker/test_answers.py`` reads raw replies.
+(``*_KINDS`` in ``admin`` and ``lifecycle``); ``tests/broker/test_requests.py`` checks each
+request against its file: the key count, and each queue key's kind;
+``tests/broker/test_answers.py`` reads raw replies.
 
 ``answer`` sees only a script's own replies: an error reply was raised by the transport before
 it. Decoding rows into Jobs and Leases is in ``replies``. Durations arrive here already in
