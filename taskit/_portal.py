@@ -62,6 +62,11 @@ class SyncBridge:
             portal = self._portal
         return portal.call(fn, *args)
 
+    @property
+    def running(self) -> bool:
+        """Whether the loop thread is running (started by a ``call``, not yet stopped)."""
+        return self._portal is not None
+
     def stop(self, before: Callable[[], Awaitable[None]] | None = None) -> bool:
         """Stop the loop thread (after running ``before`` on it), if it was started; whether it
         was."""

@@ -343,6 +343,13 @@ class App:
         """
         return self._bridge.call(fn, *args)
 
+    @property
+    def sync_thread_running(self) -> bool:
+        """Whether the App's loop thread (started by the first ``run_sync``, or a ``*_sync``
+        call that needs it) is running; ``close`` stops it. A ``Task.enqueue_sync`` on a broker
+        with a blocking path (Redis) does not start it."""
+        return self._bridge.running
+
     async def close(self) -> None:
         """Close the broker's connections and stop the sync bridge's thread."""
         await self.broker.close()

@@ -452,6 +452,8 @@ async def _finished_ttl(app: Any) -> tuple[str, float]:
     """Run one job to completion on ``app``; (its broker's prefix, the done record's TTL in s)."""
     import redis.asyncio
 
+    from taskit.broker.redis._testing import url_of
+
     @app.task(name=_unique("t"))
     async def work() -> int:
         return 1
@@ -459,7 +461,7 @@ async def _finished_ttl(app: Any) -> tuple[str, float]:
     job = await work.enqueue()
     await app.worker(concurrency=1).run(burst=True)
     broker = app.broker
-    client = redis.asyncio.Redis.from_url(str(broker._url))
+    client = redis.asyncio.Redis.from_url(url_of(broker))
     try:
         ttl = await client.pttl(broker.keys.done(job.id))
     finally:
@@ -599,19 +601,28 @@ def test_broker_timeout_must_be_a_finite_positive_number(value: float) -> None:
         Settings.from_env({"TASKIT_BROKER_TIMEOUT": str(value)})
 
 
+def test_a_redis_broker_shows_its_url_without_the_password() -> None:
+    from taskit.broker.redis import RedisBroker
+    from taskit.broker.redis._testing import url_of
+
+    broker = RedisBroker("redis://jobs:s3cret@127.0.0.1:1/2?prefix=shop")
+    assert broker.url == "redis://jobs:***@127.0.0.1:1/2"
+    assert url_of(broker) == "redis://jobs:s3cret@127.0.0.1:1/2"  # what it connects to
+
+
 def test_an_app_gives_its_redis_broker_the_broker_timeout() -> None:
     from taskit import App
     from taskit.broker.redis import RedisBroker
 
     app = App("redis://127.0.0.1:1/0", settings=Settings(broker_timeout=0.25))
     assert isinstance(app.broker, RedisBroker)
-    assert app.broker._conn.timeout == 0.25
-    assert RedisBroker("redis://127.0.0.1:1/0")._conn.timeout == 5.0  # built by hand
+    assert app.broker.timeout == 0.25
+    assert RedisBroker("redis://127.0.0.1:1/0").timeout == 5.0  # built by hand
     by_hand = App(RedisBroker("redis://127.0.0.1:1/0"), settings=Settings(broker_timeout=0.5))
-    assert by_hand.broker._conn.timeout == 0.5  # type: ignore[attr-defined]
+    assert by_hand.broker.timeout == 0.5  # type: ignore[attr-defined]
     explicit = RedisBroker("redis://127.0.0.1:1/0", timeout=2.0)
     App(explicit, settings=Settings(broker_timeout=0.5))
-    assert explicit._conn.timeout == 2.0  # given explicitly: it wins
+    assert explicit.timeout == 2.0  # given explicitly: it wins
 
 
 @pytest.mark.parametrize("value", [0.0, -1.0, math.nan, math.inf])

@@ -18,6 +18,7 @@ import redis.asyncio
 
 from taskit import App, BrokerError, CorruptJobError, JobStatus
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis._testing import check_server_soon
 from taskit.broker.redis.records import join_record, split_record
 from taskit.job import Outcome, OutcomeKind
 from taskit.registry import live_workers
@@ -165,7 +166,7 @@ async def test_a_damaged_epoch_key_is_logged_once_and_fails_no_call(
     for _ in range(2):
         assert (await broker.get(job.id)) is not None
         assert (await broker.stats())["default"].queued == 1
-        broker._watch._due = 0  # type: ignore[attr-defined]  # the check is due again
+        check_server_soon(broker)  # the check is due again
     lines = [r.getMessage() for r in caplog.records if keys.epoch in r.getMessage()]
     assert len(lines) == 1
     assert "holds a hash where taskit keeps a string" in lines[0]

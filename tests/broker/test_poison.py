@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
+from taskit.broker.memory._testing import damage
 from taskit.broker.redis import RedisBroker
 from taskit.broker.redis.keys import Keys
 from taskit.broker.redis.records import join_record, parse_state, split_record
@@ -310,7 +311,7 @@ async def poison_in_memory(stage: str, field: str) -> None:
         await broker.reserve([queue], count=1, lease=1.0, timeout=0)
     good = [make_job(queue, n) for n in range(3)]
     await broker.enqueue(good)
-    setattr(broker._records[poison.id].job, field, MEMORY_POISONS[field])
+    damage(broker, poison.id, field, MEMORY_POISONS[field])
     clock.advance(2.0)
     await drain_and_check(broker, queue, poison.id, {j.id for j in good})
 
@@ -370,7 +371,7 @@ def test_an_enqueue_never_replaces_an_unreadable_record_in_memory() -> None:
     broker = MemoryBroker()
 
     async def spoil(job_id: str) -> None:
-        broker._records[job_id].job.attempts = 1.5  # type: ignore[assignment]
+        damage(broker, job_id, "attempts", 1.5)
 
     anyio.run(enqueue_over_poison, broker, spoil)
 

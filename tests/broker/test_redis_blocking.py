@@ -13,6 +13,7 @@ import pytest
 
 from taskit import App
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis._testing import blocking_client
 from taskit.broker.redis.transport.redispy import over
 from taskit.errors import BrokerConnectionError, PayloadTooLargeError
 from taskit.events import JobEvent
@@ -27,7 +28,7 @@ def app(redis_url: str) -> App:
 
 
 def portal_started(app: App) -> bool:
-    return app._bridge._portal is not None
+    return app.sync_thread_running
 
 
 def test_enqueue_sync_stores_the_job_without_the_loop_thread(app: App) -> None:
@@ -105,7 +106,7 @@ def test_threads_enqueue_at_once_each_on_its_own_connection(app: App) -> None:
         mine = [noop.enqueue_sync(i).id for i in range(start, start + 100)]
         with lock:
             ids.extend(mine)
-            clients.append(app.broker._conn.blocking())  # type: ignore[attr-defined]
+            clients.append(blocking_client(app.broker))  # type: ignore[arg-type]
 
     try:
         threads = [threading.Thread(target=produce, args=(n * 100,)) for n in range(4)]
@@ -230,7 +231,7 @@ def test_a_connection_made_again_after_close_is_closed_by_the_next_close(redis_u
     assert broker.enqueue_blocking([make_job(queue)])
     anyio.run(broker.close)
     assert broker.enqueue_blocking([make_job(queue)])  # this thread reconnects
-    client = broker._conn.blocking()
+    client = blocking_client(broker)
     assert client is not None
     assert client._sock is not None
 

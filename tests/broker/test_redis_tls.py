@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis._testing import transports
 from taskit.broker.redis.transport.fast import FastClient
 from taskit.broker.redis.transport.redispy import to_url
 from taskit.errors import BrokerConnectionError
@@ -78,7 +79,7 @@ async def test_the_broker_runs_the_fast_transport_over_tls(server: TlsRedis) -> 
     broker = RedisBroker(server.url())
     try:
         await broker.live()
-        pair = broker._conn.pair()
+        pair = transports(broker)
         assert isinstance(pair.commands, FastClient)
         assert isinstance(pair.waits, FastClient)
     finally:

@@ -67,7 +67,7 @@ def test_sync_enqueues_travel_over_a_unix_socket_with_a_password(tmp_path: Path)
 
             try:
                 job = mul.enqueue_sync(6, 7)
-                assert app._bridge._portal is None  # the blocking path: no loop thread
+                assert not app.sync_thread_running  # the blocking path: no loop thread
                 direct = redis.Redis(unix_socket_path=str(socket_path), db=3, password="pw")
                 try:
                     assert direct.hexists("{taskit}:jobs", job.id)

@@ -12,10 +12,11 @@ import anyio
 import pytest
 import redis.exceptions
 
-from taskit.broker.redis.broker import RedisBroker, _Enqueue
+from taskit.broker.redis import requests
+from taskit.broker.redis._testing import count_plain_reserves, transports
 from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.transport.fast import FastClient
-from taskit.job import Job, JobStatus, Lease
+from taskit.job import Job, JobStatus, Lease, stored_form
 from tests.broker._helpers import make_job, new_queue
 from tests.broker._redis_kinds import RedisHarness, open_redis_harness
 
@@ -60,26 +61,10 @@ async def enqueue_one(rh: RedisHarness, queue: str) -> Job:
     return job
 
 
-def count_reserve_calls(broker: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the broker's plain (not pipelined) reserve script calls."""
-    calls = [0]
-    plain = broker._reserve_once
-
-    async def counted(*args: Any) -> Any:
-        calls[0] += 1
-        return await plain(*args)
-
-    monkeypatch.setattr(broker, "_reserve_once", counted)
-    return calls
-
-
-async def test_a_woken_long_wait_leases_in_the_same_round_trip(
-    rh: RedisHarness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_woken_long_wait_leases_in_the_same_round_trip(rh: RedisHarness) -> None:
     queue = new_queue()
-    calls = count_reserve_calls(rh.broker, monkeypatch)
-
-    got, job = await reserve_while(rh, queue, lambda: enqueue_one(rh, queue))
+    with count_plain_reserves(rh.broker) as calls:
+        got, job = await reserve_while(rh, queue, lambda: enqueue_one(rh, queue))
 
     assert [lease.job.id for lease in got] == [job.id]
     assert got[0].job.status is JobStatus.RUNNING
@@ -101,7 +86,7 @@ async def test_cancelling_a_long_wait_unblocks_it_and_keeps_the_connection(
     async with anyio.create_task_group() as tg:
         tg.start_soon(consume)
         await anyio.wait_all_tasks_blocked()
-        waits = rh.broker._conn.pair().waits
+        waits = transports(rh.broker).waits
         assert isinstance(waits, FastClient)
         before = waits.client_id
         started = anyio.current_time()
@@ -165,7 +150,7 @@ async def test_a_refused_unblock_drops_the_wait_at_once_and_loses_nothing(
     rh: RedisHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     queue = new_queue()
-    main = rh.broker._conn.pair().commands
+    main = transports(rh.broker).commands
     assert isinstance(main, FastClient)
     plain = main.execute
 
@@ -195,7 +180,7 @@ async def enqueue_unseen(rh: RedisHarness, queue: str) -> Job:
     """Store a ready job but take its wake-up token away in the same transaction: a blocked
     wait does not wake, yet the reserve behind it finds the job once the wait is cut short."""
     job = make_job(queue)
-    request = _Enqueue(rh.broker, [job], None).request()
+    request = requests.Enqueue([job], [stored_form(job)], [0], [queue])
     keys, args = request.keys(rh.broker.keys), request.args()
     script = SCRIPTS["enqueue"]
     await rh.client.script_load(script.source)

@@ -36,7 +36,15 @@ SAMPLES: list[tuple[requests.Request, list[str]]] = [
     (requests.Announce("w", b"rec", 1000), []),
     (requests.Withdraw("w"), []),
     (requests.Live(), []),
-    (requests.Enqueue([job("a", QA), job("b", QB)], [b"s", b"s"], [0, 5], [QA, QC]), [QA, QB, QC]),
+    (
+        requests.Enqueue(
+            [job("a", QA), job("b", QB)],
+            [(job("a", QA), b"s"), (job("b", QB), b"s")],
+            [0, 5],
+            [QA, QC],
+        ),
+        [QA, QB, QC],
+    ),
     (requests.Reserve([QA, QB], 3, 30_000, "stem"), [QA, QB]),
     (requests.Extend(30_000, [("a", QA, "r1"), ("b", QB, "r2")]), []),
     (
@@ -127,7 +135,9 @@ def test_the_keys_are_the_ones_the_script_header_names(
 
 def test_args_follow_the_headers_for_the_batch_scripts() -> None:
     """Spot checks of ARGV against the headers (the broker's tests run every script)."""
-    enqueue = requests.Enqueue([job("a", QA), job("b", QB)], [b"s", b"t"], [0, 5], [QA, QC])
+    enqueue = requests.Enqueue(
+        [job("a", QA), job("b", QB)], [(job("a", QA), b"s"), (job("b", QB), b"t")], [0, 5], [QA, QC]
+    )
     assert enqueue.args()[:4] == [3, QA, QB, QC]
     assert enqueue.args()[4:8] == ["a", b"s", "1 1 0 0 -1", ""]
     assert enqueue.args()[8:12] == ["b", b"t", "2 3 0 5 -1", ""]

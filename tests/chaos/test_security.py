@@ -87,7 +87,7 @@ def test_worker_with_bad_credentials_exits_at_once_without_the_password(
     worker = WorkerProcess("tests.apps.chaos_app:app", env)
     try:
         code = worker.proc.wait(timeout=30)
-        wait_until(lambda: not worker._reader.is_alive(), 5, what="the log to close")
+        wait_until(lambda: worker.log_complete, 5, what="the log to close")
     finally:
         worker.close()
     assert code == 1, worker.log

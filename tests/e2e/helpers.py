@@ -65,9 +65,14 @@ class WorkerProcess:
                     if text in line:
                         return line
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                if remaining <= 0 or (self.proc.poll() is not None and self.log_complete):
                     raise AssertionError(f"no log line with {text!r}; log:\n{self.log}")
                 self._changed.wait(min(remaining, 0.5))
+
+    @property
+    def log_complete(self) -> bool:
+        """Whether the whole log is in: the process closed its stderr and every line was read."""
+        return not self._reader.is_alive()
 
     @property
     def log(self) -> str:

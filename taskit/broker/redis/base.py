@@ -12,39 +12,27 @@ import logging
 import math
 import secrets
 from collections.abc import Awaitable, Sequence
-from typing import Any
-
-import msgspec
+from typing import Any, TypeVar
 
 from taskit._urls import REDIS_SCHEMES, parse_broker_url
-from taskit.broker.base import Broker, BrokerOptions, corrupt_job
+from taskit.broker.base import Broker, BrokerOptions
 from taskit.broker.redis import requests
 from taskit.broker.redis.connections import Connections
 from taskit.broker.redis.keys import Keys
-from taskit.broker.redis.records import (
-    LATEST,
-    build_job,
-    parse_state,
-    placeholder_job,
-    split_record,
-)
-from taskit.broker.redis.requests import BATCH
+from taskit.broker.redis.records import LATEST, parse_state, split_record
+from taskit.broker.redis.requests import BATCH, Moved, Request
 from taskit.broker.redis.scripts import SCRIPTS, ScriptName
 from taskit.broker.redis.transport import Arg, Connect
 from taskit.broker.redis.watch import ServerWatch
 from taskit.config import Settings, redact_url
-from taskit.errors import (
-    BrokerError,
-    BrokerOutcomeUnknownError,
-    ConfigurationError,
-    CorruptJobError,
-    SerializationError,
-)
+from taskit.errors import BrokerError, BrokerOutcomeUnknownError, ConfigurationError
 from taskit.job import Job, QueueStats
 
 __all__ = ["RedisBase"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class RedisBase(Broker):
@@ -129,6 +117,18 @@ class RedisBase(Broker):
         return self._keys
 
     @property
+    def url(self) -> str:
+        """The URL of the Redis this broker uses, any password shown as ``***`` (taskit's own
+        options such as ``?prefix=`` taken off)."""
+        return redact_url(self._url)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a connect or a reply may take: the ``timeout`` given, else the App's
+        ``Settings.broker_timeout`` once the broker is given to an App, else 5."""
+        return self._conn.timeout
+
+    @property
     def restarts_detected(self) -> int:
         """How many times this broker found its Redis emptied under it (see ``_watch``)."""
         return self._watch.restarts_detected
@@ -137,13 +137,7 @@ class RedisBase(Broker):
     async def get(self, job_id: str) -> Job | None:
         """See ``Broker.get``; ``CorruptJobError`` (naming the field) if the job's stored record
         is unreadable. A spec that does not decode gives a stand-in job instead (no task)."""
-        reply = await self._call(requests.Get(job_id))
-        if reply is None:
-            return None
-        spec, state, err, res = reply
-        if not state:  # the script could not split the record: say which part is wrong
-            parse_state(split_record(spec, job_id)[0], job_id)
-        return self._job(job_id, spec, state, err, res)
+        return await self._call(requests.Get(job_id))
 
     async def cancel(self, job_id: str) -> bool:
         """See ``Broker.cancel``; ``CorruptJobError`` if the job's record is unreadable (its
@@ -156,10 +150,10 @@ class RedisBase(Broker):
         for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
             if queue is None:
                 return False
-            reply = await self._call(requests.Cancel(job_id, queue, self._ttl_ms))
-            if not isinstance(reply, bytes):
-                return bool(reply)
-            queue = reply.decode()
+            answer = await self._call(requests.Cancel(job_id, queue, self._ttl_ms))
+            if not isinstance(answer, Moved):
+                return answer
+            queue = answer.queue
         return False  # pragma: no cover - a job re-created in another queue three times over
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
@@ -171,41 +165,17 @@ class RedisBase(Broker):
             queues = sorted(_names(members, "queue name", k.queues))
         if not queues:
             return {}
-        reply = await self._call(requests.Stats(queues))
-        names = ("queued", "scheduled", "running", "completed", "failed", "dead")
-        return {
-            q: QueueStats(
-                **{n: int(v) for n, v in zip(names, reply[6 * i : 6 * i + 6], strict=True)}
-            )
-            for i, q in enumerate(queues)
-        }
+        return await self._call(requests.Stats(queues))
 
     async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
-        reply = await self._call(requests.DeadLetters(queue, offset, limit))
-        rows = [reply[i : i + 4] for i in range(0, len(reply), 4)]
-        return [self._dead_letter(queue, *row) for row in rows]
-
-    def _dead_letter(self, queue: str, raw_id: bytes, spec: bytes, state: bytes, err: bytes) -> Job:
-        """A dead letter as a Job; a stand-in naming the problem when its record or its id is
-        unreadable (a listing must show every dead letter, never fail on one)."""
-        job_id = raw_id.decode(errors="backslashreplace")
-        try:
-            if not raw_id.isascii():
-                raw_id.decode()
-            if not state:  # the script could not split the record
-                parse_state(split_record(spec, job_id)[0], job_id)
-            return self._job(job_id, spec, state, err, b"")
-        except UnicodeDecodeError:
-            return corrupt_job(job_id, queue, f"job id {job_id!r} is not UTF-8")
-        except CorruptJobError as exc:
-            return corrupt_job(job_id, queue, str(exc))
+        return await self._call(requests.DeadLetters(queue, offset, limit))
 
     async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
         if job_ids is not None:
             total = 0
             for start in range(0, len(job_ids), BATCH):
                 chunk = list(job_ids[start : start + BATCH])
-                total += int(await self._call(requests.RequeueDead(queue, chunk)))
+                total += await self._call(requests.RequeueDead(queue, chunk))
             return total
         return await self._drain(requests.RequeueDead(queue))
 
@@ -215,11 +185,11 @@ class RedisBase(Broker):
     async def purge_dead(self, queue: str) -> int:
         return await self._drain(requests.PurgeDead(queue))
 
-    async def _drain(self, request: requests.Request) -> int:
+    async def _drain(self, request: Request[int]) -> int:
         """Call a batch script until it reports a short batch; the total it reported."""
         total = 0
         while True:
-            n = int(await self._call(request))
+            n = await self._call(request)
             total += n
             if n < BATCH:
                 return total
@@ -247,29 +217,16 @@ class RedisBase(Broker):
         await self._call(requests.Withdraw(name))
 
     async def live(self) -> dict[str, bytes]:
-        reply = await self._call(requests.Live())
-        # A name is shown, never used as a key: one that is not UTF-8 is shown escaped.
-        return {
-            reply[i].decode(errors="backslashreplace"): bytes(reply[i + 1])
-            for i in range(0, len(reply), 2)
-        }
+        return await self._call(requests.Live())
 
     async def close(self) -> None:
         await self._conn.close()
 
     # -- plumbing --------------------------------------------------------------------------
-    def _job(self, job_id: str, spec: bytes, state: bytes, err: bytes, res: bytes) -> Job:
-        """The Job of a record; a stand-in when only its spec does not decode.
-        ``CorruptJobError`` when its state, error or result is unreadable."""
-        try:
-            job = build_job(job_id, spec, state, err, res)
-        except (SerializationError, msgspec.DecodeError) as exc:
-            return placeholder_job(job_id, state, err, res, f"stored job does not decode: {exc}")
-        return job
-
-    async def _call(self, request: requests.Request) -> Any:
-        """Run ``request``'s script; its raw reply (errors mapped as ``_named`` does)."""
-        return await self._run(request.script, request.keys(self._keys), request.args())
+    async def _call(self, request: Request[T]) -> T:
+        """Run ``request``'s script; its answer (errors mapped as ``_named`` does)."""
+        keys = request.keys(self._keys)
+        return request.answer(await self._run(request.script, keys, request.args()))
 
     async def _run(self, name: ScriptName, keys: list[str], args: list[Arg]) -> Any:
         commands = self._conn.pair().commands

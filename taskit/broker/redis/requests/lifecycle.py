@@ -1,0 +1,215 @@
+"""Requests of the job lifecycle: enqueue, reserve, extend, settle, reclaim (the hot path:
+each reply is read in one pass, with no object per job beyond its Job or Lease)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from taskit.broker.redis.keys import Keys
+from taskit.broker.redis.records import build_job
+from taskit.broker.redis.replies import job_from, leased
+from taskit.broker.redis.requests.request import BATCH, DeadElsewhere, Leased, Request
+from taskit.broker.redis.scripts import ScriptName
+from taskit.broker.redis.transport import Arg
+from taskit.errors import CorruptJobError
+from taskit.job import Job, LeaseState
+
+__all__ = ["Enqueue", "Extend", "Reclaim", "Reserve", "Settle"]
+
+# The keys of each queue a script takes, in the order of its header.
+ENQUEUE_KINDS = ("fifo", "ranked", "delayed", "wake", "dead")
+RECLAIM_KINDS = ("leases", "dead", "fifo", "ranked", "delayed")
+RESERVE_KINDS = ("fifo", "ranked", "delayed", "leases", "dead", "wake")
+SETTLE_KINDS = ("fifo", "ranked", "delayed", "leases", "dead", "totals", "wake")
+
+
+# -- the job lifecycle -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Enqueue(Request[list[Job] | DeadElsewhere]):
+    """``jobs`` as sent (their ids, queues, priorities and ``scheduled_at``), ``forms`` what each
+    is stored as (``job.stored_form``: the job, fresh, and its encoded spec), ``delays_ms``, and
+    the queue where each one's dead letter (if any) may be (``dead_in``: its own queue until an
+    answer says otherwise)."""
+
+    script: ClassVar[ScriptName] = "enqueue"
+    jobs: Sequence[Job]
+    forms: Sequence[tuple[Job, bytes]]
+    delays_ms: Sequence[int]
+    dead_in: Sequence[str]
+
+    def _queues(self) -> dict[str, int]:
+        """Each queue named (own or dead-letter), numbered from 1 in order of first mention."""
+        queues: dict[str, int] = {}
+        for job, dead in zip(self.jobs, self.dead_in, strict=True):
+            queues.setdefault(job.queue, len(queues) + 1)
+            queues.setdefault(dead, len(queues) + 1)
+        return queues
+
+    def keys(self, k: Keys) -> list[str]:
+        keys = [k.jobs, k.err, k.seq, k.queues]
+        for queue in self._queues():
+            keys += k.of(queue, ENQUEUE_KINDS)
+        keys += [k.done(job.id) for job in self.jobs]
+        return keys
+
+    def args(self) -> list[Arg]:
+        queues = self._queues()
+        args: list[Arg] = [len(queues), *queues]
+        for job, (_, spec), delay_ms, dead in zip(
+            self.jobs, self.forms, self.delays_ms, self.dead_in, strict=True
+        ):
+            at = job.scheduled_at.timestamp() if job.scheduled_at is not None else None
+            at_ms = -1 if at is None else math.ceil(at * 1000)
+            meta = f"{queues[job.queue]} {queues[dead]} {-job.priority} {delay_ms} {at_ms}"
+            args += [job.id, spec, meta, "" if at is None else repr(at)]
+        return args
+
+    def answer(self, reply: Any) -> list[Job] | DeadElsewhere:
+        """The stored jobs (each form's job, or an unfinished job of the same id kept as it was), or
+        ``DeadElsewhere``; ``CorruptJobError`` when a job of a sent id has an unreadable record
+        or a dead-letter queue name that is not UTF-8 (nothing was written)."""
+        if reply[0] == b"ok":
+            return [
+                _stored(job, spec, reply[1 + 5 * i : 6 + 5 * i])
+                for i, (job, spec) in enumerate(self.forms)
+            ]
+        i = int(reply[1]) - 1
+        if reply[0] == b"unreadable":  # nothing was written: the record is not replaced unseen
+            field, _, detail = reply[2].decode(errors="replace").partition(" ")
+            raise CorruptJobError(
+                self.jobs[i].id, field.rstrip(":"), f"{detail}; nothing was enqueued"
+            )
+        try:
+            return DeadElsewhere(i, reply[2].decode())  # 'moved': a dead letter elsewhere
+        except UnicodeDecodeError:  # as get and cancel read its state: unreadable
+            raise CorruptJobError(
+                self.jobs[i].id, "queue", f"is not UTF-8: {reply[2]!r}; nothing was enqueued"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve(Request[Leased]):
+    """Lease up to ``count`` jobs of ``queues`` for ``lease_ms``, under tokens made from
+    ``stem`` (random, fresh per call)."""
+
+    script: ClassVar[ScriptName] = "reserve"
+    queues: Sequence[str]
+    count: int
+    lease_ms: int
+    stem: str
+
+    def keys(self, k: Keys) -> list[str]:
+        keys = [k.jobs, k.err, k.seq]
+        for q in self.queues:
+            keys += k.of(q, RESERVE_KINDS)
+        return keys
+
+    def args(self) -> list[Arg]:
+        return [self.count, self.lease_ms, self.stem, BATCH, *self.queues]
+
+    def answer(self, reply: Any) -> Leased:
+        """The leases (deadline: the server's now plus ``lease_ms``), the rows that do not
+        decode (to dead-letter), and the wait until the earliest delayed job is due."""
+        now_ms, wait_ms = int(reply[0]), int(reply[1])
+        deadline = (now_ms + self.lease_ms) / 1000
+        leases, bad = leased(self.queues, reply[2:], deadline, reclaimed=False)
+        return Leased(leases, bad, None if wait_ms < 0 else wait_ms / 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Extend(Request[list[LeaseState]]):
+    """Extend each lease, given as (job id, queue, random part of its token), by ``lease_ms``."""
+
+    script: ClassVar[ScriptName] = "extend"
+    lease_ms: int
+    leases: Sequence[tuple[str, str, str]]
+
+    def keys(self, k: Keys) -> list[str]:
+        return [k.jobs, *(k.leases(queue) for _, queue, _ in self.leases)]
+
+    def args(self) -> list[Arg]:
+        args: list[Arg] = [self.lease_ms]
+        for job_id, _, rand in self.leases:
+            args += [job_id, rand]
+        return args
+
+    def answer(self, reply: Any) -> list[LeaseState]:
+        """Each lease's state, in order."""
+        return [LeaseState(state.decode()) for state in reply]
+
+
+@dataclass(frozen=True, slots=True)
+class Settle(Request[list[bool]]):
+    """Settle each outcome, given as (job id, random part of its token, kind, queue, delay in
+    ms, encoded error or b"", encoded result or b""); a finished job's record is kept
+    ``ttl_ms``."""
+
+    script: ClassVar[ScriptName] = "settle"
+    ttl_ms: int
+    outcomes: Sequence[tuple[str, str, str, str, int, bytes, bytes]]
+
+    def _queues(self) -> dict[str, int]:
+        queues: dict[str, int] = {}
+        for outcome in self.outcomes:
+            queues.setdefault(outcome[3], len(queues) + 1)
+        return queues
+
+    def keys(self, k: Keys) -> list[str]:
+        keys = [k.jobs, k.err, k.seq]
+        for queue in self._queues():
+            keys += k.of(queue, SETTLE_KINDS)
+        keys += [k.done(outcome[0]) for outcome in self.outcomes]
+        return keys
+
+    def args(self) -> list[Arg]:
+        queues = self._queues()
+        args: list[Arg] = [self.ttl_ms, len(queues)]
+        for job_id, rand, kind, queue, delay_ms, error, result in self.outcomes:
+            args += [job_id, f"{rand} {kind} {queues[queue]} {delay_ms}", error, result]
+        return args
+
+    def answer(self, reply: Any) -> list[bool]:
+        """Per outcome, in order: whether it applied (False: a stale token, nothing changed)."""
+        return [ok == 1 for ok in reply]
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaim(Request[Leased]):
+    """Re-lease up to ``limit`` expired leases of ``queues`` for ``lease_ms``."""
+
+    script: ClassVar[ScriptName] = "reclaim"
+    queues: Sequence[str]
+    lease_ms: int
+    limit: int
+    stem: str
+
+    def keys(self, k: Keys) -> list[str]:
+        keys = [k.jobs, k.err, k.seq]
+        for q in self.queues:
+            keys += k.of(q, RECLAIM_KINDS)
+        return keys
+
+    def args(self) -> list[Arg]:
+        return [self.lease_ms, self.limit, self.stem, *self.queues]
+
+    def answer(self, reply: Any) -> Leased:
+        """The leases (deadline: the server's now plus ``lease_ms``), and the rows to settle at
+        once: unreadable ones (dead-lettered), and jobs whose cancel was requested (cancelled;
+        only a settle, given their ids, can name their done keys)."""
+        deadline = (int(reply[0]) + self.lease_ms) / 1000
+        leases, now = leased(self.queues, reply[1:], deadline, reclaimed=True)
+        return Leased(leases, now)
+
+
+def _stored(job: Job, spec: bytes, row: Sequence[Any]) -> Job:
+    """One job of enqueue's 'ok' reply: the stored ``job`` (``spec`` its encoding), or the
+    unfinished job of its id that was kept."""
+    kept, old_spec, state, err, res = row
+    if kept:
+        return job_from(job.id, old_spec, state, err, res)
+    if state.startswith(b"pending|"):
+        return job  # stored as it was sent: pending, nothing else set
+    return build_job(job.id, spec, state, b"", b"")
