@@ -35,6 +35,8 @@ FIGURES = {
     "latency_p99_ms": ("latency p99 (ms)", "down"),
     "drain_rss_mb": ("worker peak RSS (MB)", "down"),
 }
+#: The scenarios compared when ``--only`` is not given.
+DEFAULT_ONLY = ["enqueue", "drain", "latency"]
 
 
 def one_run(tree: Path, only: list[str], out: Path) -> dict[str, float]:
@@ -92,7 +94,8 @@ def report(sha: str, runs: int, only: list[str], figures: dict[str, list[dict[st
         lines.append(f"| {label} {arrow} | {a:,.2f} | {b:,.2f} | {b / a:.2f} |")
     table = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"versus-{sha}-{when.date().isoformat()}.md").write_text(table)
+    scope = "" if only == DEFAULT_ONLY else "-" + "-".join(only)  # one file per comparison
+    (RESULTS / f"versus-{sha}{scope}-{when.date().isoformat()}.md").write_text(table)
     return table
 
 
@@ -102,4 +105,4 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", action="append", default=[], help="benchmarks.run scenarios")
     options = parser.parse_args()
-    print(main(options.rev, options.runs, options.only or ["enqueue", "drain", "latency"]))
+    print(main(options.rev, options.runs, options.only or DEFAULT_ONLY))
