@@ -64,7 +64,8 @@ _STAT_OF: dict[OutcomeKind | Settled | None, str] = {
 
 
 class WorkerSource(Protocol):
-    """What a worker is built from: an ``App`` is one, a ``WorkerParts`` another."""
+    """What a worker is built from: an ``App`` is one, a ``WorkerParts`` another. A ``hooks``
+    attribute (``taskit.hooks.Hooks``), which both have, is read when present."""
 
     @property
     def broker(self) -> Broker: ...
