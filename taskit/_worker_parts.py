@@ -13,6 +13,7 @@ from taskit._settler import Settled
 from taskit.broker.base import Broker
 from taskit.config import Settings
 from taskit.events import Events
+from taskit.hooks import Hooks
 from taskit.job import OutcomeKind
 
 if TYPE_CHECKING:
@@ -63,7 +64,8 @@ _STAT_OF: dict[OutcomeKind | Settled | None, str] = {
 
 
 class WorkerSource(Protocol):
-    """What a worker is built from: an ``App`` is one, a ``WorkerParts`` another."""
+    """What a worker is built from: an ``App`` is one, a ``WorkerParts`` another. A ``hooks``
+    attribute (``taskit.hooks.Hooks``), which both have, is read when present."""
 
     @property
     def broker(self) -> Broker: ...
@@ -82,14 +84,15 @@ class WorkerParts:
     """What a worker runs on: the ``broker``; the ``tasks`` it can run, by name (read at each
     job: a live view such as ``App.tasks`` sees tasks registered later); the ``settings`` it
     takes its defaults, lease, grace period and intervals from; the ``events`` subscribers to
-    tell (none: no events); and ``broker_url``, how its log lines name the broker (default: the
-    broker's class)."""
+    tell (none: no events); ``broker_url``, how its log lines name the broker (default: the
+    broker's class); and the ``hooks`` whose run hooks follow each attempt (none: no hooks)."""
 
     broker: Broker
     tasks: Mapping[str, Task[Any, Any]]
     settings: Settings = dataclasses.field(default_factory=Settings)
     events: Events | None = None
     broker_url: str = ""
+    hooks: Hooks | None = None
 
     def __post_init__(self) -> None:
         if not self.broker_url:

@@ -23,6 +23,7 @@ from taskit.config import Settings, redact_url
 from taskit.errors import CorruptJobError, DuplicateTaskError, UnknownTaskError
 from taskit.events import EventKind, Events, Subscriber
 from taskit.handlers import HandlerTask, JobHandler, handler_task
+from taskit.hooks import Hooks
 from taskit.job import Job, JobResult, JobStatus, QueueStats
 from taskit.options import OnFailure, check_name, given_options, task_options
 from taskit.producer import Producer
@@ -81,11 +82,13 @@ class App:
         broker.configure(settings)  # one rule for a URL and a broker built by hand
         self._tasks: dict[str, Task[Any, Any]] = {}
         self.events = Events()
+        #: Code run inside each enqueue and each attempt (``taskit.hooks``; ``taskit.otel``).
+        self.hooks = Hooks()
         #: Periodic schedules by name (``periodic``, ``taskit.scheduler.load_schedules``).
         self.schedules: dict[str, Schedule] = {}
         self._bridge = SyncBridge()
         #: Stores the jobs of every task this App makes (``enqueue_many`` too).
-        self.producer = Producer(broker, settings, self.events, self._bridge)
+        self.producer = Producer(broker, settings, self.events, self._bridge, self.hooks)
 
     def __repr__(self) -> str:
         return f"<App broker={self.broker_url} tasks={len(self._tasks)}>"
@@ -328,10 +331,11 @@ class App:
         concurrency: int | None = None,
         name: str | None = None,
     ) -> Worker:
-        """A worker for this App's broker, tasks, settings and events (``taskit.worker``)."""
+        """A worker for this App's broker, tasks, settings, events and hooks
+        (``taskit.worker``)."""
         parts = WorkerParts(
             broker=self.broker, tasks=self.tasks, settings=self.settings, events=self.events,
-            broker_url=self.broker_url,
+            broker_url=self.broker_url, hooks=self.hooks,
         )  # fmt: skip
         return Worker(parts, queues=queues, concurrency=concurrency, name=name)
 

@@ -77,8 +77,9 @@ _OF_OUTCOME = {
 class JobEvent:
     """One transition of one job. ``at`` is when it was emitted; ``attempt`` counts runs started
     (0 before the first). ``duration`` (seconds the attempt ran), ``delay`` (seconds until the
-    retry), ``error`` and ``error_type`` are set where they apply; ``worker`` names the worker
-    that emitted it."""
+    retry), ``error``, ``error_type`` and ``traceback`` (the failure as text: the message, the
+    exception's qualified type name, the formatted traceback; see ``taskit.job.describe_error``)
+    are set where they apply; ``worker`` names the worker that emitted it."""
 
     kind: EventKind
     job_id: str
@@ -96,6 +97,7 @@ class JobEvent:
     error: str | None = None
     error_type: str | None = None
     worker: str | None = None
+    traceback: str | None = None
 
     def to_builtins(self) -> dict[str, Any]:
         """A JSON-friendly dict (times as ISO 8601 strings)."""
@@ -205,7 +207,7 @@ class WorkerEvents:
         """After the broker applied ``outcome`` of ``job`` (``duration``: seconds it ran)."""
         self._post(
             _OF_OUTCOME[outcome.kind], job, duration=duration, error=outcome.error,
-            error_type=outcome.error_type,
+            error_type=outcome.error_type, traceback=outcome.traceback,
             delay=outcome.delay if outcome.kind is OutcomeKind.RETRY else None,
         )  # fmt: skip
 

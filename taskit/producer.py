@@ -1,9 +1,10 @@
 """The producer: what turns prepared jobs into stored ones.
 
 A ``Producer`` checks a batch (every item a ``Job``, no payload over ``max_payload_bytes``),
-enqueues it in one broker call, all or none, and tells the event handlers. Tasks hold one (an
-App builds one and wires it to every task it makes); it needs only a broker, the settings, the
-events and a sync bridge, so a task can be built and tested without an App.
+enqueues it in one broker call, all or none, inside the enqueue hooks (``taskit.hooks``), and
+tells the event handlers. Tasks hold one (an App builds one and wires it to every task it
+makes); it needs only a broker, the settings, the events, a sync bridge and the hooks, so a task
+can be built and tested without an App.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from taskit.broker.base import Broker
 from taskit.config import Settings
 from taskit.errors import PayloadTooLargeError
 from taskit.events import Events
+from taskit.hooks import Hooks
 from taskit.job import Job
 
 __all__ = ["Producer"]
@@ -24,14 +26,15 @@ T = TypeVar("T")
 
 
 class Producer:
-    """Stores prepared jobs through ``broker`` and tells ``events`` (default: none subscribed).
+    """Stores prepared jobs through ``broker``, inside the enqueue hooks of ``hooks`` (default:
+    none), and tells ``events`` (default: none subscribed).
 
     ``bridge`` runs async code for callers without an event loop (default: a new one, whose
     thread starts on first use; ``stop()`` it when done). ``broker`` may be replaced later
     (``App.broker = ...`` does, as ``taskit.testing.Harness`` relies on).
     """
 
-    __slots__ = ("bridge", "broker", "events", "settings")
+    __slots__ = ("bridge", "broker", "events", "hooks", "settings")
 
     def __init__(
         self,
@@ -39,11 +42,13 @@ class Producer:
         settings: Settings,
         events: Events | None = None,
         bridge: SyncBridge | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.broker = broker
         self.settings = settings
         self.events = events if events is not None else Events()
         self.bridge = bridge if bridge is not None else SyncBridge()
+        self.hooks = hooks if hooks is not None else Hooks()
 
     def __repr__(self) -> str:
         return f"<Producer broker={type(self.broker).__name__}>"
@@ -53,14 +58,24 @@ class Producer:
         as stored. ``TypeError`` for an item that is not a ``Job``, ``PayloadTooLargeError`` for
         a payload over the limit: either way nothing is stored."""
         self.check_batch(jobs)
-        return await self._store(jobs, delays)
+        if not self.hooks:
+            return await self._store(jobs, delays)
+        with self.hooks.enqueueing(jobs) as hooked:
+            return await self._store(hooked, delays)
 
     def submit_sync(self, jobs: Sequence[Job], delays: Sequence[float] | None = None) -> list[Job]:
         """``submit`` from a thread without an event loop: on the broker's blocking path when
-        it has one and no event handler needs the loop, else on the bridge's loop thread.
+        it has one and no event handler needs the loop, else on the bridge's loop thread. The
+        enqueue hooks run in the calling thread (its context is the one they see).
         ``RuntimeError`` when called from async code."""
         self.bridge.refuse_async()
         self.check_batch(jobs)
+        if not self.hooks:
+            return self._store_sync(jobs, delays)
+        with self.hooks.enqueueing(jobs) as hooked:
+            return self._store_sync(hooked, delays)
+
+    def _store_sync(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> list[Job]:
         if not self.events:
             stored = self.broker.enqueue_blocking(jobs, delays=delays)
             if stored is not None:

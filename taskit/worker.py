@@ -13,8 +13,9 @@ Inside one anyio task group:
 * the **announcer** keeps the worker's record in the broker (``taskit.presence``).
 
 A worker takes only what it runs on (``WorkerParts``: the broker, the tasks by name, the
-settings, the event subscribers), not the App: ``App.worker`` builds it from the App's parts, and a
-test builds one without any App. ``Worker(app, ...)`` works too (an App has those parts).
+settings, the event subscribers, the hooks), not the App: ``App.worker`` builds it from the App's
+parts, and a test builds one without any App. ``Worker(app, ...)`` works too (an App has those
+parts).
 
 Shutdown (``stop()``, SIGTERM or SIGINT): the fetcher is cancelled at once, wherever it waits
 (a cancelled reserve raises and hands back anything it took in that moment, see
@@ -51,6 +52,7 @@ from taskit.config import check_number
 from taskit.errors import BrokerAuthenticationError, ConfigurationError, TaskitError
 from taskit.events import WorkerEvents
 from taskit.execution import Executor, RunningJob, StopReason
+from taskit.hooks import Attempt, Hooks
 from taskit.job import Job, Lease, Outcome, OutcomeKind
 from taskit.presence import announce
 
@@ -96,6 +98,8 @@ class Worker:
         self.broker_url = parts.broker_url
         self.tasks = parts.tasks
         self.events = parts.events
+        # Read leniently: a source shaped before hooks existed has none (no hooks).
+        self.hooks: Hooks | None = getattr(parts, "hooks", None)
         if isinstance(queues, str | bytes):  # a str is a sequence: "emails" was 6 queues
             raise ValueError(f"queues must be a list of names, got the string {queues!r}")
         self.queues = list(queues) if queues else [settings.default_queue]
@@ -113,9 +117,9 @@ class Worker:
         self.stats = WorkerStats()
         # By lease token, not job id: after a lease is lost unseen, one job can run twice here.
         self._running: dict[str, RunningJob] = {}
-        # Submitted outcomes by lease token: the job and how long it ran, for the log line and
-        # the events once the broker applied them.
-        self._settling: dict[str, tuple[Job, float]] = {}
+        # Submitted outcomes by lease token: the job, how long it ran and its run hooks'
+        # attempt, for the log line, the events and the hooks once the broker answered.
+        self._settling: dict[str, tuple[Job, float, Attempt | None]] = {}
         self._events: WorkerEvents | None = None
         self._busy = 0
         self._stopping = anyio.Event()
@@ -312,7 +316,7 @@ class Worker:
     def _hand_back(self, leases: list[Lease]) -> None:
         """Release leases that came after the stop (through the settler: it is shielded)."""
         for lease in leases:
-            self._settling[lease.token] = (lease.job, 0.0)
+            self._settling[lease.token] = (lease.job, 0.0, None)
             self._settler.submit(
                 Outcome(job_id=lease.job.id, token=lease.token, kind=OutcomeKind.RELEASE)
             )
@@ -343,12 +347,19 @@ class Worker:
             if self._events:
                 self._events.started(job)
             began = time.perf_counter()
-            outcome = await executor.execute(running)
+            attempt = self.hooks.attempt(job) if self.hooks else None
+            if attempt is None:
+                outcome = await executor.execute(running)
+            else:
+                with attempt:
+                    outcome = await executor.execute(running)
             if outcome is None:
                 log.warning("job %s lost its lease; its outcome is dropped", job.id, extra=extra)
                 self.stats.count(Settled.STALE)
+                if attempt is not None:
+                    attempt.settled(None, False)
             else:
-                self._settling[outcome.token] = (job, time.perf_counter() - began)
+                self._settling[outcome.token] = (job, time.perf_counter() - began, attempt)
                 self._settler.submit(outcome)
         finally:
             del self._running[lease.token]
@@ -356,7 +367,7 @@ class Worker:
             self._slot_free.set()
 
     def _settled(self, outcome: Outcome, settled: Settled) -> None:
-        job, took = self._settling.pop(outcome.token)
+        job, took, attempt = self._settling.pop(outcome.token)
         extra = {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempts}
         if settled is Settled.APPLIED:
             log.info(
@@ -371,6 +382,8 @@ class Worker:
                 extra={**extra, "settled": settled.value},
             )  # fmt: skip
         self.stats.count(outcome.kind if settled is Settled.APPLIED else settled)
+        if attempt is not None:
+            attempt.settled(outcome, settled is Settled.APPLIED)
 
     def _jobs_running(self) -> list[RunningJob]:
         return list(self._running.values())

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("taskit.errors", "taskit._ids", "taskit._urls", "taskit.config",
                      "taskit.backoff", "taskit.clock", "taskit._outage", "taskit._portal")),
     ("data", ("taskit.job", "taskit._values", "taskit._storable", "taskit.options",
-              "taskit.events")),
+              "taskit.events", "taskit.hooks")),
     ("brokers", ("taskit.broker", "taskit.broker.")),
     ("producing", ("taskit._arguments", "taskit.producer", "taskit.task", "taskit._results",
                    "taskit.handlers", "taskit.webhooks")),
@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                  "taskit._worker_parts",
                  "taskit.presence", "taskit.registry", "taskit.worker", "taskit.scheduler",
                  "taskit.metrics")),
-    ("wiring", ("taskit.app", "taskit.service", "taskit.testing", "taskit.pytest_plugin")),
+    ("wiring", ("taskit.app", "taskit.service", "taskit.testing", "taskit.pytest_plugin",
+                "taskit.otel")),
     ("entry points", ("taskit._cli_load", "taskit._cli_admin", "taskit.cli", "taskit.__main__",
                       "taskit")),
 ]  # fmt: skip
