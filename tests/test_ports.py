@@ -124,7 +124,8 @@ async def test_create_job_takes_the_ports_spelling(app: App) -> None:
     today = await service.create_job("email.send", {"to": "di@example.com"}, queue="mail")
     assert today.queue == "mail"
     stored = await service.get_job(job.id)
-    assert stored is not None and (stored.queue, stored.priority) == ("emails", 5)
+    assert stored is not None
+    assert (stored.queue, stored.priority) == ("emails", 5)
 
 
 async def test_create_job_refuses_both_queue_spellings_with_nothing_enqueued(app: App) -> None:
@@ -135,7 +136,8 @@ async def test_create_job_refuses_both_queue_spellings_with_nothing_enqueued(app
         service.create_job_sync("email.send", {"to": "a"}, "a", queue="a")
     with pytest.raises(ValueError, match="queue must be a non-empty string"):
         await service.create_job("email.send", {"to": "a"}, queue_name=" ")
-    with pytest.raises(ValueError):  # the port's promise: an unregistered type is a ValueError
+    # the port's promise: an unregistered type is a ValueError
+    with pytest.raises(ValueError, match="nope"):
         await service.create_job("nope", {}, queue_name="a")
     assert (await service.get_job_stats()).queued == 0
 
@@ -156,11 +158,15 @@ async def test_process_one_runs_one_job_and_returns_its_result(app: App) -> None
     result = await service.process_one()
     assert isinstance(result, JobResult)
     assert (result.success, result.value) == (True, "sent to ada: hi")
-    assert result.duration is not None and result.duration >= 0
+    assert result.duration is not None
+    assert result.duration >= 0
     done = await service.get_job(first.id)
-    assert done is not None and done.status is JobStatus.COMPLETED and done.attempts == 1
+    assert done is not None
+    assert done.status is JobStatus.COMPLETED
+    assert done.attempts == 1
     still = await service.get_job(second.id)
-    assert still is not None and still.status is JobStatus.PENDING  # at most one job
+    assert still is not None
+    assert still.status is JobStatus.PENDING
     assert (await service.process_one("default")) is not None
     assert await service.process_one() is None
 
@@ -170,31 +176,41 @@ async def test_process_one_takes_queues_in_order(app: App) -> None:
     low = await service.create_job("email.send", {"to": "low"}, queue_name="low")
     await service.create_job("email.send", {"to": "high"}, queue_name="high")
     result = await service.process_one(["high", "low"])
-    assert result is not None and result.value == "sent to high: "
+    assert result is not None
+    assert result.value == "sent to high: "
     result = await service.process_one(["high", "low"])
-    assert result is not None and result.value == "sent to low: "
+    assert result is not None
+    assert result.value == "sent to low: "
     job = await service.get_job(low.id)
-    assert job is not None and job.status is JobStatus.COMPLETED
+    assert job is not None
+    assert job.status is JobStatus.COMPLETED
 
 
 async def test_process_one_settles_failures_as_a_worker_does(app: App) -> None:
     service = JobService(app)
     job = await service.create_job("flaky", {})
     result = await service.process_one()
-    assert result is not None and not result.success
+    assert result is not None
+    assert not result.success
     assert (result.error, result.error_type) == ("SMTP down", "OSError")
     retrying = await service.get_job(job.id)
     # backoff 0: due again at once (the memory broker makes it PENDING, Redis RETRYING)
-    assert retrying is not None and retrying.status in (JobStatus.RETRYING, JobStatus.PENDING)
+    assert retrying is not None
+    assert retrying.status in (JobStatus.RETRYING, JobStatus.PENDING)
     result = await service.process_one(timeout=5.0)
-    assert result is not None and not result.success
+    assert result is not None
+    assert not result.success
     dead = await service.get_job(job.id)
-    assert dead is not None and dead.status is JobStatus.DEAD_LETTER and dead.attempts == 2
+    assert dead is not None
+    assert dead.status is JobStatus.DEAD_LETTER
+    assert dead.attempts == 2
     asked = await service.create_job("again", {})
     result = await service.process_one()
-    assert result is not None and (result.success, result.error_type) == (False, "Retry")
+    assert result is not None
+    assert (result.success, result.error_type) == (False, "Retry")
     later = await service.get_job(asked.id)
-    assert later is not None and later.status is JobStatus.RETRYING
+    assert later is not None
+    assert later.status is JobStatus.RETRYING
 
 
 async def test_process_one_keeps_the_lease_of_a_job_longer_than_it() -> None:
@@ -202,9 +218,12 @@ async def test_process_one_keeps_the_lease_of_a_job_longer_than_it() -> None:
     service = JobService(app)
     job = await service.create_job("slow", {"seconds": 0.8})
     result = await service.process_one()
-    assert result is not None and result.value == "done"
+    assert result is not None
+    assert result.value == "done"
     done = await service.get_job(job.id)
-    assert done is not None and done.status is JobStatus.COMPLETED and done.attempts == 1
+    assert done is not None
+    assert done.status is JobStatus.COMPLETED
+    assert done.attempts == 1
 
 
 async def test_process_one_cancelled_hands_the_job_back(app: App) -> None:
@@ -213,7 +232,9 @@ async def test_process_one_cancelled_hands_the_job_back(app: App) -> None:
     with anyio.move_on_after(0.3):
         await service.process_one()
     back = await service.get_job(job.id)
-    assert back is not None and back.status is JobStatus.PENDING and back.attempts == 0
+    assert back is not None
+    assert back.status is JobStatus.PENDING
+    assert back.attempts == 0
 
 
 async def test_process_one_tells_the_events_and_runs_without_an_app() -> None:
@@ -223,7 +244,8 @@ async def test_process_one_tells_the_events_and_runs_without_an_app() -> None:
     await JobService(app).create_job("email.send", {"to": "ada"})
     parts = WorkerParts(broker=app.broker, tasks=app.tasks, events=app.events)
     result = await process_one(parts, "default", name="script")
-    assert result is not None and result.success
+    assert result is not None
+    assert result.success
     assert [e.kind for e in seen] == [EventKind.CREATED, EventKind.STARTED, EventKind.COMPLETED]
     assert seen[-1].worker == "script"
     with pytest.raises(ValueError, match="non-empty names"):
