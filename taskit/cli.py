@@ -214,13 +214,15 @@ def _metrics(app: App, port: int | None, prefix: str | None) -> tuple[Metrics, A
         return None
     from taskit.metrics import Metrics
 
+    if prefix is not None:
+        try:  # held to the setting's rule
+            app.settings.replace(metrics_prefix=prefix)
+        except ConfigurationError as exc:
+            raise click.ClickException(f"--metrics-prefix {prefix}: {exc}") from None
     try:
         metrics = Metrics(app, prefix=prefix)
-    except ConfigurationError as exc:
-        raise click.ClickException(f"--metrics-prefix {prefix}: {exc}") from None
-    try:
         return metrics, metrics.serve(port)
-    except OSError as exc:
+    except (ConfigurationError, OSError) as exc:
         raise click.ClickException(f"--metrics-port {port}: {exc}") from None
 
 
