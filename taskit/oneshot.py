@@ -63,31 +63,52 @@ async def process_one(
     if not leases:
         return None
     (lease,) = leases
-    job = lease.job
     executor = Executor(parts.tasks, anyio.CapacityLimiter(settings.sync_concurrency))
     worker = name or f"{socket.gethostname()}.{os.getpid()}.process_one"
     events = WorkerEvents(parts.events, worker) if parts.events else None
-    extra = {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempts}
+    failed: Exception | None = None  # raised after the events' task group, not inside a group
     async with anyio.create_task_group() as services:
         if events:
             services.start_soon(events.run)
-            events.started(job)
-        log.info("job %s (%s) attempt %d started", job.id, job.task, job.attempts, extra=extra)
-        began = time.perf_counter()
-        outcome = await _execute(broker, lease, executor, settings.visibility_timeout)
-        took = time.perf_counter() - began
-        applied = outcome is not None and (await broker.settle([outcome]))[0]
-        if outcome is not None and applied:
-            log.info("job %s (%s) %s in %.3f s", job.id, job.task, outcome.kind.value, took,
-                     extra={**extra, "duration": round(took, 6)})  # fmt: skip
-            if events:
-                events.settled(job, outcome, took)
-        else:
-            log.warning("job %s lost its lease; its outcome is dropped", job.id, extra=extra)
+        try:
+            outcome, applied, took = await _run_and_settle(
+                broker, lease, executor, settings.visibility_timeout, events
+            )
+        except Exception as exc:
+            failed = exc
         if events:
             await events.close()  # deliver the events before returning
         services.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
     return _result(outcome if applied else None, took)
+
+
+async def _run_and_settle(
+    broker: Broker,
+    lease: Lease,
+    executor: Executor,
+    lease_seconds: float,
+    events: WorkerEvents | None,
+) -> tuple[Outcome | None, bool, float]:
+    """Run the job and settle it; the outcome, whether the broker applied it, the run time."""
+    job = lease.job
+    extra = {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempts}
+    if events:
+        events.started(job)
+    log.info("job %s (%s) attempt %d started", job.id, job.task, job.attempts, extra=extra)
+    began = time.perf_counter()
+    outcome = await _execute(broker, lease, executor, lease_seconds)
+    took = time.perf_counter() - began
+    applied = outcome is not None and (await broker.settle([outcome]))[0]
+    if outcome is not None and applied:
+        log.info("job %s (%s) %s in %.3f s", job.id, job.task, outcome.kind.value, took,
+                 extra={**extra, "duration": round(took, 6)})  # fmt: skip
+        if events:
+            events.settled(job, outcome, took)
+    else:
+        log.warning("job %s lost its lease; its outcome is dropped", job.id, extra=extra)
+    return outcome, applied, took
 
 
 async def _execute(

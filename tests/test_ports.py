@@ -17,7 +17,7 @@ import redis
 import taskit
 from taskit import App, Job, JobCreator, JobResult, JobService, JobStatus, MemoryBroker, Settings
 from taskit.broker.redis import RedisBroker
-from taskit.errors import Retry
+from taskit.errors import BrokerConnectionError, Retry
 from taskit.events import EventKind, JobEvent
 from taskit.oneshot import process_one
 from taskit.worker import WorkerParts
@@ -250,3 +250,20 @@ async def test_process_one_tells_the_events_and_runs_without_an_app() -> None:
     assert seen[-1].worker == "script"
     with pytest.raises(ValueError, match="non-empty names"):
         await process_one(parts, [" "])
+
+
+async def test_process_one_raises_a_settle_error_unwrapped(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = JobService(app)
+    seen: list[JobEvent] = []
+    app.events.subscribe(seen.append)
+    await service.create_job("email.send", {"to": "ada"})
+
+    async def down(outcomes: object) -> list[bool]:
+        raise BrokerConnectionError("broker down")
+
+    monkeypatch.setattr(app.broker, "settle", down)
+    with pytest.raises(BrokerConnectionError, match="broker down"):
+        await service.process_one()
+    assert [e.kind for e in seen] == [EventKind.CREATED, EventKind.STARTED]
