@@ -42,6 +42,7 @@ from taskit.errors import (
 from taskit.events import EventKind, JobEvent
 from taskit.handlers import JobHandler
 from taskit.job import Job, JobResult, JobStatus, QueueStats
+from taskit.ports import JobCreator
 from taskit.service import JobService, JobStats, WorkerManager
 from taskit.task import Task, TaskVariant
 from taskit.worker import Worker, WorkerStats
@@ -68,6 +69,7 @@ __all__ = [
     "Fail",
     "Fixed",
     "Job",
+    "JobCreator",
     "JobEvent",
     "JobHandler",
     "JobNotFoundError",

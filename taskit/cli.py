@@ -1,7 +1,8 @@
 """The ``taskit`` command. The only module that configures logging.
 
 taskit worker MODULE:ATTR [--queues a,b] [--concurrency N] [--burst] [--scheduler]
-                         [--schedules FILE] [--metrics-port N] [--log-level L] [--log-format F]
+                         [--schedules FILE] [--metrics-port N] [--metrics-prefix P]
+                         [--log-level L] [--log-format F]
 taskit scheduler MODULE:ATTR [--schedules FILE]    taskit check MODULE:ATTR
 taskit info | job | dlq list/requeue/purge | enqueue | cancel | purge  (see taskit._cli_admin)
 taskit --version
@@ -30,7 +31,7 @@ from taskit.app import App
 from taskit.config import MAX_COUNT
 from taskit.errors import BrokerAuthenticationError, BrokerError, ConfigurationError
 from taskit.presence import live_workers
-from taskit.scheduler import Scheduler, load_schedules
+from taskit.scheduler import Scheduler, load_schedules, load_schedules_json
 from taskit.worker import Worker
 
 if TYPE_CHECKING:
@@ -120,6 +121,10 @@ def main() -> None:
 @click.option("--schedules", type=click.Path(dir_okay=False), help="Schedules file (TOML/JSON).")
 @click.option("--metrics-port", type=Count(0, 65535), help="Serve Prometheus metrics.")
 @click.option(
+    "--metrics-prefix",
+    help="First part of every metric name (default: TASKIT_METRICS_PREFIX, else taskit).",
+)
+@click.option(
     "--loop",
     type=click.Choice(["auto", "asyncio", "uvloop", "trio"]),
     default="auto",
@@ -128,7 +133,8 @@ def main() -> None:
 )
 def worker(
     app_path: str, queues: str | None, concurrency: int | None, burst: bool, log_level: str,
-    log_format: str, scheduler: bool, schedules: str | None, metrics_port: int | None, loop: str,
+    log_format: str, scheduler: bool, schedules: str | None, metrics_port: int | None,
+    metrics_prefix: str | None, loop: str,
 ) -> None:  # fmt: skip
     """Run a worker for the App at MODULE:ATTR until SIGTERM/SIGINT (or, with --burst, until
     the queues are empty). A first signal stops gracefully, a second at once."""
@@ -141,7 +147,7 @@ def worker(
         raise click.BadParameter(f"no queue names in {queues!r}", param_hint="--queues")
     the_worker = app.worker(queues=names, concurrency=concurrency)
     the_scheduler = Scheduler(app) if scheduler else None
-    metrics = _metrics(app, metrics_port)
+    metrics = _metrics(app, metrics_port, metrics_prefix)
     try:
         backend, options = _event_loop(loop)
         if backend == "trio" and app.broker.asyncio_only:
@@ -199,14 +205,22 @@ def _fatal(exc: BaseException) -> BrokerAuthenticationError | ConfigurationError
     return None
 
 
-def _metrics(app: App, port: int | None) -> tuple[Metrics, Any] | None:
-    """Metrics subscribed to the App's events (before its worker starts) and their server."""
+def _metrics(app: App, port: int | None, prefix: str | None) -> tuple[Metrics, Any] | None:
+    """Metrics subscribed to the App's events (before its worker starts) and their server;
+    ``prefix`` (None: the App's ``metrics_prefix`` setting) starts every metric name."""
     if port is None:
+        if prefix is not None:
+            raise click.UsageError("--metrics-prefix needs --metrics-port")
         return None
     from taskit.metrics import Metrics
 
+    if prefix is not None:
+        try:  # held to the setting's rule
+            app.settings.replace(metrics_prefix=prefix)
+        except ConfigurationError as exc:
+            raise click.ClickException(f"--metrics-prefix {prefix}: {exc}") from None
     try:
-        metrics = Metrics(app)
+        metrics = Metrics(app, prefix=prefix)
         return metrics, metrics.serve(port)
     except (ConfigurationError, OSError) as exc:
         raise click.ClickException(f"--metrics-port {port}: {exc}") from None
@@ -251,11 +265,15 @@ def _ignore_stop_signals() -> None:
 
 
 def _load_schedules(app: App, path: str | None) -> None:
-    if path is not None:
-        try:
+    """Add the schedules of ``path`` (``--schedules``) and of the ``schedule_json`` setting
+    (``TASKIT_SCHEDULE_JSON``), each all or none."""
+    try:
+        if path is not None:
             load_schedules(app, path)
-        except ConfigurationError as exc:
-            raise click.ClickException(str(exc)) from None
+        if app.settings.schedule_json is not None:
+            load_schedules_json(app, app.settings.schedule_json)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -272,7 +290,9 @@ def scheduler(app_path: str, schedules: str | None, log_level: str, log_format: 
     refuse_in_process(app, "taskit scheduler")
     _load_schedules(app, schedules)
     if not app.schedules:
-        raise click.ClickException(f"{app_path} has no periodic schedules (and no --schedules)")
+        raise click.ClickException(
+            f"{app_path} has no periodic schedules (and no --schedules or TASKIT_SCHEDULE_JSON)"
+        )
 
     async def serve() -> None:
         async with anyio.create_task_group() as tg:

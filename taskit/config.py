@@ -20,6 +20,8 @@ built, and every field can be overridden in code (``Settings(...)`` or ``setting
 | ``TASKIT_MAX_PAYLOAD_BYTES``  | max_payload_bytes   | 1048576      |
 | ``TASKIT_REDIS_PREFIX``       | redis_prefix        | ``taskit``   |
 | ``TASKIT_BROKER_TIMEOUT``     | broker_timeout      | 5 s          |
+| ``TASKIT_METRICS_PREFIX``     | metrics_prefix      | ``taskit``   |
+| ``TASKIT_SCHEDULE_JSON``      | schedule_json       | none         |
 
 Every number is checked for type and range when a ``Settings`` is built (``bool`` is not an
 int; durations are finite and at most ``MAX_SECONDS``), and so is the broker URL (see
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +65,11 @@ _ENV = {
     "max_payload_bytes": ("TASKIT_MAX_PAYLOAD_BYTES", int),
     "redis_prefix": ("TASKIT_REDIS_PREFIX", str),
     "broker_timeout": ("TASKIT_BROKER_TIMEOUT", float),
+    "metrics_prefix": ("TASKIT_METRICS_PREFIX", str),
+    "schedule_json": ("TASKIT_SCHEDULE_JSON", str),
 }
+#: A Prometheus metric name's first part: what ``metrics_prefix`` may be.
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +88,11 @@ class Settings:
 
     ``redis_prefix``: the key prefix (and Cluster hash tag) of a Redis broker that is not given
     one in its constructor or its URL (``?prefix=``).
+
+    ``metrics_prefix``: the first part of every Prometheus metric name (``taskit_queue_depth``):
+    letters, digits, ``_`` and ``:``, not starting with a digit. ``schedule_json``: periodic
+    schedules as JSON text, in the schedules file's JSON format (``taskit.scheduler``), added
+    wherever the schedules file is loaded (``taskit worker``, ``taskit scheduler``).
 
     Brokers take the settings they use (``result_ttl``, ``redis_prefix``, ``broker_timeout``) from
     the App they are
@@ -102,6 +114,8 @@ class Settings:
     max_payload_bytes: int = 1_048_576
     redis_prefix: str = "taskit"
     broker_timeout: float = 5.0
+    metrics_prefix: str = "taskit"
+    schedule_json: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("broker_url", "default_queue"):
@@ -117,6 +131,18 @@ class Settings:
             parse_broker_url(self.broker_url)
         except ConfigurationError as exc:
             raise _invalid("broker_url", str(exc)) from None
+        if not isinstance(self.metrics_prefix, str) or not _METRIC_NAME.fullmatch(
+            self.metrics_prefix
+        ):
+            raise _invalid(
+                "metrics_prefix",
+                "metrics_prefix must be letters, digits, '_' or ':', not starting with a digit, "
+                f"got {self.metrics_prefix!r}",
+            )
+        if self.schedule_json is not None and not isinstance(self.schedule_json, str):
+            raise _invalid(
+                "schedule_json", f"schedule_json must be JSON text, got {self.schedule_json!r}"
+            )
         try:
             check_prefix(self.redis_prefix, "redis_prefix")
         except ConfigurationError as exc:

@@ -18,6 +18,9 @@
 
 Counters count what this process's worker did (sum them over workers); gauges describe the whole
 broker, so every worker reports the same values (take ``max``, not ``sum``, across workers).
+``taskit`` is the default prefix of every name: ``prefix=`` (or the ``metrics_prefix`` setting,
+``TASKIT_METRICS_PREFIX``, ``taskit worker --metrics-prefix``) replaces it, as in
+``myapp_jobs_processed_total``.
 ``outcome`` is one of completed, failed, retried, dead_lettered, cancelled, requeued. A failure
 is any attempt that did not succeed: ``failed``, ``retried`` (except a requested ``Retry``) and
 ``dead_lettered``.
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from taskit._outage import Outage
+from taskit.config import Settings
 from taskit.errors import ConfigurationError, TaskitError
 from taskit.events import EventKind, Events, JobEvent
 
@@ -79,33 +83,41 @@ class Observed(Protocol):
 class Metrics:
     """Taskit's metrics for ``app`` (an App, or anything with its ``events`` and ``broker``), in
     ``registry`` (a new ``CollectorRegistry`` by default; pass ``prometheus_client.REGISTRY`` to
-    add them to the process-wide one). Subscribes to the job events at once; ``refresh`` (or
+    add them to the process-wide one), each name starting with ``prefix`` (default: the
+    ``metrics_prefix`` setting of ``app``'s settings, if it has any, else ``taskit``; a bad one
+    raises ``ConfigurationError``). Subscribes to the job events at once; ``refresh`` (or
     ``refresh_forever``) updates the broker gauges from the broker ``app`` had when given."""
 
-    def __init__(self, app: Observed, registry: Any = None) -> None:
+    def __init__(self, app: Observed, registry: Any = None, *, prefix: str | None = None) -> None:
         prom = _prometheus()
+        if prefix is None:
+            settings = getattr(app, "settings", None)
+            prefix = settings.metrics_prefix if isinstance(settings, Settings) else "taskit"
+        else:  # held to the setting's rule
+            prefix = Settings(metrics_prefix=prefix).metrics_prefix
+        self.prefix = prefix
         self.broker = app.broker
         self.registry = registry if registry is not None else prom.CollectorRegistry()
-        r = self.registry
+        r, p = self.registry, prefix
         self.processed = prom.Counter(
-            "taskit_jobs_processed", "Jobs settled by this worker.", ["task", "outcome"], registry=r
+            f"{p}_jobs_processed", "Jobs settled by this worker.", ["task", "outcome"], registry=r
         )
         self.duration = prom.Histogram(
-            "taskit_job_duration_seconds", "Run time of each attempt.", ["task"], registry=r
+            f"{p}_job_duration_seconds", "Run time of each attempt.", ["task"], registry=r
         )
         self.failures = prom.Counter(
-            "taskit_job_failures", "Failed attempts by error type.", ["task", "error_type"],
+            f"{p}_job_failures", "Failed attempts by error type.", ["task", "error_type"],
             registry=r,
         )  # fmt: skip
-        self.retries = prom.Counter("taskit_job_retries", "Retries.", ["task"], registry=r)
+        self.retries = prom.Counter(f"{p}_job_retries", "Retries.", ["task"], registry=r)
         gauge = prom.Gauge
-        self.depth = gauge("taskit_queue_depth", "Jobs ready to run.", ["queue"], registry=r)
+        self.depth = gauge(f"{p}_queue_depth", "Jobs ready to run.", ["queue"], registry=r)
         self.scheduled = gauge(
-            "taskit_queue_scheduled", "Jobs waiting for their time.", ["queue"], registry=r
+            f"{p}_queue_scheduled", "Jobs waiting for their time.", ["queue"], registry=r
         )
-        self.dead = gauge("taskit_dead_letters", "Dead-lettered jobs.", ["queue"], registry=r)
-        self.running = gauge("taskit_jobs_running", "Jobs running now.", ["queue"], registry=r)
-        self.workers = gauge("taskit_workers", "Live workers (registry records).", registry=r)
+        self.dead = gauge(f"{p}_dead_letters", "Dead-lettered jobs.", ["queue"], registry=r)
+        self.running = gauge(f"{p}_jobs_running", "Jobs running now.", ["queue"], registry=r)
+        self.workers = gauge(f"{p}_workers", "Live workers (registry records).", registry=r)
         app.events.subscribe(self.observe, _OUTCOMES)
 
     def observe(self, event: JobEvent) -> None:

@@ -16,6 +16,11 @@ Or from a file (``load_schedules``), for deployments that configure jobs without
     cron = "0 3 * * *"
     kwargs = { fmt = "pdf" }
 
+or from JSON text in the same format (``load_schedules_json``; the CLI adds the
+``TASKIT_SCHEDULE_JSON`` setting's this way wherever it loads a schedules file):
+
+    TASKIT_SCHEDULE_JSON='[{"task": "reports.report", "cron": "0 3 * * *"}]'
+
 Due times are absolute, so every process computes the same ones: an interval schedule is due at
 each multiple of ``every`` seconds since the epoch; a cron one at each match of its five fields
 (minute hour day-of-month month day-of-week; ranges, steps, lists, names, ``@daily`` and friends)
@@ -57,7 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Missed", "Schedule", "ScheduleBook", "Scheduler", "SchedulerHost", "load_schedules",
-    "periodic",
+    "load_schedules_json", "periodic",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -267,14 +272,28 @@ def load_schedules(book: ScheduleBook, path: str | Path) -> list[Schedule]:
     path = Path(path)
     try:
         text = path.read_text("utf-8")
-        data: Any = tomllib.loads(text) if path.suffix == ".toml" else msgspec.json.decode(text)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read schedules from {path}: {exc}") from None
+    return _add_all(book, text, str(path), toml=path.suffix == ".toml")
+
+
+def load_schedules_json(
+    book: ScheduleBook, text: str, source: str = "TASKIT_SCHEDULE_JSON"
+) -> list[Schedule]:
+    """``load_schedules`` for JSON text instead of a file (the ``schedule_json`` setting,
+    ``TASKIT_SCHEDULE_JSON``): the same format and the same errors, naming ``source``."""
+    return _add_all(book, text, source, toml=False)
+
+
+def _add_all(book: ScheduleBook, text: str, source: str, *, toml: bool) -> list[Schedule]:
+    """Parse ``text`` as a schedules file and add every entry to ``book``, all or none."""
+    try:
+        data: Any = tomllib.loads(text) if toml else msgspec.json.decode(text)
         if isinstance(data, list):
             data = {"schedules": data}
         entries = msgspec.convert(data, _File).schedules
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read schedules from {path}: {exc}") from None
     except (tomllib.TOMLDecodeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ConfigurationError(f"{path}: not a valid schedules file: {exc}") from None
+        raise ConfigurationError(f"{source}: not a valid schedules file: {exc}") from None
     added: list[Schedule] = []
     try:
         for i, entry in enumerate(entries, 1):
@@ -282,7 +301,7 @@ def load_schedules(book: ScheduleBook, path: str | Path) -> list[Schedule]:
             try:
                 added.append(add_schedule(book, entry.task, **options))
             except ConfigurationError as exc:
-                raise ConfigurationError(f"{path}: entry {i}: {exc}") from None
+                raise ConfigurationError(f"{source}: entry {i}: {exc}") from None
     except ConfigurationError:
         for sched in added:
             del book.schedules[sched.name]

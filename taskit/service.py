@@ -4,9 +4,13 @@ and a manager that runs several workers inside an application's lifespan.
     service = JobService(app)
     job = await service.create_job("email.send", {"to": "ada@example.com"}, queue="emails",
                                    priority=5, created_by="user-42", metadata={"campaign": "x"})
+    job = await service.create_job("email.send", {"to": "ada@example.com"},
+                                   queue_name="emails", priority=5)   # the JobCreator port's way
+    isinstance(service, JobCreator)                 # True: adapters can depend on the port
     await service.get_job(job.id)
     await service.cancel_job(job.id)
     stats = await service.get_job_stats()          # queued, processing, completed, failed
+    result = await service.process_one("emails")   # run one job here (scripts, tests)
 
     async with WorkerManager(app, workers=2, queues=["emails", "default"]):
         ...                                         # serve requests; leaving stops gracefully
@@ -30,7 +34,8 @@ import anyio
 import anyio.abc
 
 from taskit.handlers import check_payload
-from taskit.job import Job, encode_value
+from taskit.job import Job, JobResult, encode_value
+from taskit.oneshot import process_one
 from taskit.task import TaskVariant
 from taskit.worker import Worker, WorkerStats
 
@@ -67,10 +72,11 @@ class JobService:
         self,
         job_type: str,
         payload: Mapping[str, Any] | None = None,
+        queue_name: str | None = None,
+        priority: int | None = None,
         *,
         scheduled_at: datetime | None = None,
         queue: str | None = None,
-        priority: int | None = None,
         max_retries: int | None = None,
         timeout: float | None = None,
         validate: bool | None = None,
@@ -81,8 +87,11 @@ class JobService:
         """Create and enqueue a job of the registered task ``job_type``; returns it as stored.
 
         The options are ``Task.options``'s (``taskit.options.CALL_OPTIONS``): unset ones keep
-        the task's own. ``scheduled_at`` must be timezone-aware (``datetime.now(UTC) + ...``);
-        the job never runs before it. ``created_by`` is kept as a string. Raises, with nothing
+        the task's own. ``queue_name`` is ``queue`` as the ``JobCreator`` port
+        (``taskit.ports``) spells it; give one or the other (both: ``TypeError``).
+        ``queue_name`` and ``priority`` may also be passed by position, as the port allows.
+        ``scheduled_at`` must be timezone-aware (``datetime.now(UTC) + ...``); the job never
+        runs before it. ``created_by`` is kept as a string. Raises, with nothing
         enqueued: ``UnknownTaskError`` (a ``ValueError``) for an unregistered type;
         ``SerializationError`` (a ``ValueError``) for a payload or metadata that cannot be
         encoded or a payload key that is not a string; ``TypeError`` for a payload that is not a
@@ -90,9 +99,9 @@ class JobService:
         ``scheduled_at``; ``ValueError``/``TypeError`` naming a bad option.
         """
         variant, kwargs = self._prepare(
-            job_type, payload, queue=queue, priority=priority, max_retries=max_retries,
-            timeout=timeout, validate=validate, job_id=job_id, metadata=metadata,
-            created_by=created_by,
+            job_type, payload, queue=_one_queue(queue, queue_name), priority=priority,
+            max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
+            metadata=metadata, created_by=created_by,
         )  # fmt: skip
         if scheduled_at is None:
             return await variant.enqueue(**kwargs)
@@ -102,10 +111,11 @@ class JobService:
         self,
         job_type: str,
         payload: Mapping[str, Any] | None = None,
+        queue_name: str | None = None,
+        priority: int | None = None,
         *,
         scheduled_at: datetime | None = None,
         queue: str | None = None,
-        priority: int | None = None,
         max_retries: int | None = None,
         timeout: float | None = None,
         validate: bool | None = None,
@@ -115,9 +125,9 @@ class JobService:
     ) -> Job:
         """``create_job`` for code without an event loop (a Flask or Django view, a script)."""
         variant, kwargs = self._prepare(
-            job_type, payload, queue=queue, priority=priority, max_retries=max_retries,
-            timeout=timeout, validate=validate, job_id=job_id, metadata=metadata,
-            created_by=created_by,
+            job_type, payload, queue=_one_queue(queue, queue_name), priority=priority,
+            max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
+            metadata=metadata, created_by=created_by,
         )  # fmt: skip
         if scheduled_at is None:
             return variant.enqueue_sync(**kwargs)
@@ -134,6 +144,15 @@ class JobService:
         if options.get("metadata"):
             encode_value(dict(options["metadata"]))
         return variant, kwargs
+
+    async def process_one(
+        self, queue: str | Sequence[str] | None = None, *, timeout: float = 0.0
+    ) -> JobResult | None:
+        """Run at most one job of ``queue`` (a name or names, most preferred first; default: the
+        default queue) in this process, as a worker would, and return its ``JobResult``; ``None``
+        if none was ready within ``timeout`` seconds. For scripts and tests; see
+        ``taskit.oneshot.process_one`` for what the result holds."""
+        return await process_one(self.app, queue, timeout=timeout)
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job, or ``None`` if it never existed or its finished record has expired."""
@@ -249,6 +268,15 @@ async def _run(worker: Worker) -> None:
     # stay leased until their leases expire); ``_exit`` always stops it, in bounded time.
     with anyio.CancelScope(shield=True):
         await worker.run()
+
+
+def _one_queue(queue: str | None, queue_name: str | None) -> str | None:
+    """The queue ``create_job`` was given, by either of its names."""
+    if queue_name is None:
+        return queue
+    if queue is not None:
+        raise TypeError(f"give queue or queue_name, not both (got {queue!r} and {queue_name!r})")
+    return queue_name
 
 
 def _host_name() -> str:

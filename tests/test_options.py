@@ -52,6 +52,10 @@ def keywords(fn: Callable[..., Any]) -> list[tuple[str, object, object]]:
     return [(p.name, p.annotation, p.default) for p in params if p.kind is p.KEYWORD_ONLY]
 
 
+#: The options ``JobService.create_job`` takes by position too (the ``JobCreator`` port's way).
+PORT = ("priority",)
+
+
 def table(names: tuple[str, ...], *, without: tuple[str, ...] = ()) -> list[tuple[str, str, None]]:
     return [(n, f"{OPTIONS[n].annotation} | None", None) for n in names if n not in without]
 
@@ -76,10 +80,14 @@ def test_the_table_splits_into_task_and_per_call_options() -> None:
         (handler_task, table(TASK_OPTIONS, without=("on_failure",))),
         (App.remote, table(TASK_OPTIONS, without=("on_failure",))),
         (Task.options, table(CALL_OPTIONS)),
-        (JobService.create_job, [("scheduled_at", "datetime | None", None), *table(CALL_OPTIONS)]),
+        # priority: by position or keyword, as the JobCreator port spells it (test below)
+        (
+            JobService.create_job,
+            [("scheduled_at", "datetime | None", None), *table(CALL_OPTIONS, without=PORT)],
+        ),
         (
             JobService.create_job_sync,
-            [("scheduled_at", "datetime | None", None), *table(CALL_OPTIONS)],
+            [("scheduled_at", "datetime | None", None), *table(CALL_OPTIONS, without=PORT)],
         ),
     ],
     ids=["register", "handler_task", "remote", "options", "create_job", "create_job_sync"],
@@ -88,6 +96,21 @@ def test_each_spelling_takes_the_tables_options(
     spelling: Callable[..., Any], expected: list[tuple[str, str, None]]
 ) -> None:
     assert keywords(spelling) == expected
+
+
+@pytest.mark.parametrize("spelling", [JobService.create_job, JobService.create_job_sync])
+def test_create_job_takes_the_ports_options_by_position_with_the_tables_types(
+    spelling: Callable[..., Any],
+) -> None:
+    params = inspect.signature(spelling).parameters
+    assert list(params)[:5] == ["self", "job_type", "payload", "queue_name", *PORT]
+    for name in PORT:
+        p = params[name]
+        assert p.kind is p.POSITIONAL_OR_KEYWORD
+        assert (p.annotation, p.default) == (f"{OPTIONS[name].annotation} | None", None)
+    assert (params["queue_name"].annotation, params["queue_name"].default) == (
+        f"{OPTIONS['queue'].annotation} | None", None,
+    )  # fmt: skip
 
 
 def test_app_task_and_its_keyword_overload_take_the_tables_options() -> None:

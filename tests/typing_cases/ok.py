@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import assert_type
 
-from taskit import App, Job, JobResult, WorkerStats
+from taskit import App, Job, JobCreator, JobResult, JobService, WorkerStats
 
 app = App()
 
@@ -81,3 +81,10 @@ def declined(exc: ValueError) -> JobResult:
     result = JobResult(success=False, error=exc)  # an exception is taken as the error
     assert_type(result.error, str | None)  # and read back as text
     return result
+
+
+async def through_the_port() -> Job:
+    jobs: JobCreator = JobService(app)  # JobService satisfies the port's signature
+    await jobs.create_job("email.send", {"to": "ada"}, "emails", 5)
+    assert_type(await JobService(app).process_one("emails"), JobResult | None)
+    return await jobs.create_job("email.send", {"to": "ada"}, queue_name="emails", priority=5)
