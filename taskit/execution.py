@@ -6,6 +6,7 @@ what happened into an ``Outcome`` for the broker.
 | returned ``v``                                  | COMPLETE, ``JobResult(success=True, v)`` |
 | returned ``JobResult(success=False)``, ``Fail`` | FAIL (expected, not retried)            |
 | raised, or timed out, attempts left             | RETRY after the backoff delay           |
+| raised or timed out, not one the task retries   | FAIL (``retry_on`` / ``dont_retry_on``) |
 | ``Retry(delay)`` raised, attempts left          | RETRY after ``delay``                   |
 | raised, timed out or ``Retry``, none left       | DEAD_LETTER                             |
 | unknown task name                               | DEAD_LETTER (nothing here can run it)   |
@@ -44,9 +45,10 @@ from taskit.job import (
 )
 
 if TYPE_CHECKING:
+    from taskit.options import TaskOptions
     from taskit.task import Task
 
-__all__ = ["Executor", "RunningJob", "StopReason", "retry_delay", "retry_or_dead"]
+__all__ = ["Executor", "RunningJob", "StopReason", "retries", "retry_delay", "retry_or_dead"]
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +189,8 @@ class Executor:
                 await self._on_failure(task, job, error)  # last one, dead-lettered, is
             return outcome
         await self._on_failure(task, job, error)
+        if not retries(task.opts, error):
+            return _outcome(job, token, OutcomeKind.FAIL, error)
         return retry_or_dead(job, token, error, task.opts.backoff)
 
     async def _on_failure(self, task: Task[Any, Any], job: Job, error: BaseException) -> None:
@@ -208,6 +212,16 @@ class Executor:
                 task.name,
                 extra={"job_id": job.id, "task": task.name, "attempt": job.attempts},
             )
+
+
+def retries(opts: TaskOptions, error: BaseException) -> bool:
+    """Whether the task retries ``error`` (raised by its handler, or its ``JobTimeoutError``):
+    never if it is one of ``dont_retry_on`` (which wins), else if ``retry_on`` is unset or it is
+    one of those (subclasses match, as in ``except``). ``Retry`` and ``Fail`` are decided before
+    this, and the reaper's expired leases never ask: a job whose worker died raised nothing."""
+    if opts.dont_retry_on is not None and isinstance(error, opts.dont_retry_on):
+        return False
+    return opts.retry_on is None or isinstance(error, opts.retry_on)
 
 
 def retry_or_dead(

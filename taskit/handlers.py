@@ -39,7 +39,7 @@ from taskit._arguments import check_any
 from taskit.backoff import Backoff
 from taskit.errors import SerializationError
 from taskit.job import Job, JobResult, decode_arguments
-from taskit.options import resolve_options
+from taskit.options import ExceptionTypes, resolve_options
 from taskit.producer import Producer
 from taskit.task import Task
 
@@ -142,6 +142,8 @@ def handler_task(
     max_retries: int | None = None,
     backoff: Backoff | None = None,
     timeout: float | None = None,
+    retry_on: ExceptionTypes | None = None,
+    dont_retry_on: ExceptionTypes | None = None,
     validate: bool | None = None,
 ) -> HandlerTask:
     """Build (not register) the task for ``handler``, its jobs stored through ``producer``;
@@ -160,7 +162,8 @@ def handler_task(
         )
     opts = resolve_options(
         producer.settings, job_type, queue=queue, priority=priority, max_retries=max_retries,
-        backoff=backoff, timeout=timeout, validate=validate, on_failure=handler.on_failure,
+        backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
+        validate=validate, on_failure=handler.on_failure,
     )  # fmt: skip
     return HandlerTask(producer, _Run(handler), opts)
 

@@ -73,7 +73,9 @@ class JobStatus(enum.StrEnum):
     SCHEDULED = "scheduled"  #: waiting for its ``scheduled_at``
     RUNNING = "running"  #: leased to a worker
     COMPLETED = "completed"  #: the handler returned a successful result
-    FAILED = "failed"  #: an expected failure: ``JobResult(success=False)`` or ``Fail``; not retried
+    #: an expected failure: ``JobResult(success=False)``, ``Fail``, or an exception its task does
+    #: not retry (``retry_on`` / ``dont_retry_on``); not retried
+    FAILED = "failed"
     RETRYING = "retrying"  #: failed, waiting for its next attempt
     DEAD_LETTER = "dead_letter"  #: retries spent or not runnable; kept until requeued or purged
     CANCELLED = "cancelled"  #: cancelled before or while it ran

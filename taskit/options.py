@@ -6,6 +6,9 @@ task options (a task's fixed ones, ``TaskOptions``); ``Task.options`` and
 ``JobService.create_job`` take the per-call ones (``CallOptions``). Their signatures are spelled
 out for type checkers and IDEs, and a test compares each with this table, so they cannot drift.
 
+``retry_on`` / ``dont_retry_on`` choose which raised exceptions are retried (the worker's decision
+is ``taskit.execution.retries``; guide: "Choosing what to retry").
+
 A bad value raises ``ValueError`` or ``TypeError`` naming the option, the same error from every
 spelling: the check runs in ``TaskOptions.__post_init__`` (when a task is decorated, registered
 or made remote) and ``CallOptions.__post_init__`` (when ``Task.options`` is called), never on
@@ -22,6 +25,7 @@ from typing import Any
 
 from taskit.backoff import BackoffPolicy, as_policy
 from taskit.config import MAX_COUNT, MAX_SECONDS, Settings
+from taskit.errors import Fail, Retry
 from taskit.job import Job
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "OPTIONS",
     "TASK_OPTIONS",
     "CallOptions",
+    "ExceptionTypes",
     "OnFailure",
     "Option",
     "TaskOptions",
@@ -40,6 +45,8 @@ __all__ = [
 
 #: ``on_failure(job, error)``: called on every failure of the task, sync or async.
 OnFailure = Callable[[Job, BaseException], "Awaitable[None] | None"]
+#: ``retry_on`` / ``dont_retry_on``: an exception class or a tuple of them, as ``except`` takes.
+ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
 
 
 def _queue(value: object) -> None:
@@ -81,6 +88,27 @@ def _backoff(value: object) -> None:
 def _on_failure(value: object) -> None:
     if not callable(value):
         raise TypeError("on_failure must be a callable (job, error) -> None")
+
+
+def _exception_types(what: str) -> Callable[[object], None]:
+    """An exception class or a tuple of them (``()``: none). ``Retry`` and ``Fail`` are refused:
+    raising them already says whether to retry, whatever the filters say."""
+
+    def check(value: object) -> None:
+        classes = value if isinstance(value, tuple) else (value,)
+        for cls in classes:
+            if not isinstance(cls, type) or not issubclass(cls, BaseException):
+                raise TypeError(
+                    f"{what} must be an exception class or a tuple of them, got {cls!r}"
+                    + ("" if isinstance(value, tuple | type) else " (write a tuple)")
+                )
+            if issubclass(cls, Retry | Fail):
+                raise ValueError(
+                    f"{what} cannot name {cls.__name__}: raising Retry or Fail already says "
+                    "whether the job is retried"
+                )
+
+    return check
 
 
 def _bool(what: str) -> Callable[[object], None]:
@@ -135,6 +163,8 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         "backoff": Option("Backoff", _backoff, True, False, lambda s: s.backoff),
         "timeout": Option("float", _timeout, True, True, lambda s: s.job_timeout),
         "on_failure": Option("OnFailure", _on_failure, True, False),
+        "retry_on": Option("ExceptionTypes", _exception_types("retry_on"), True, False),
+        "dont_retry_on": Option("ExceptionTypes", _exception_types("dont_retry_on"), True, False),
         "validate": Option("bool", _bool("validate"), True, True, lambda s: True),
         "job_id": Option("str", _job_id, False, True),
         "metadata": Option("Mapping[str, Any]", _metadata, False, True),
@@ -147,8 +177,8 @@ TASK_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.task)
 CALL_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.call)
 #: (name, check) of each per-call option, for ``CallOptions`` (built on every ``Task.options``).
 _CALL_CHECKS = tuple((name, OPTIONS[name].check) for name in CALL_OPTIONS)
-#: Task options whose resolved value may be ``None``: no timeout, no hook.
-_NULLABLE = ("timeout", "on_failure")
+#: Task options whose resolved value may be ``None``: no timeout, no hook, no exception filter.
+_NULLABLE = ("timeout", "on_failure", "retry_on", "dont_retry_on")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,6 +192,10 @@ class TaskOptions:
     backoff: BackoffPolicy
     timeout: float | None
     on_failure: OnFailure | None
+    #: Retry only these exceptions (``None``: every one); others fail the job at once.
+    retry_on: ExceptionTypes | None = None
+    #: Never retry these (wins over ``retry_on``): the job fails at once.
+    dont_retry_on: ExceptionTypes | None = None
     #: Check argument types at enqueue (``@app.task(validate=False)`` turns it off).
     validate: bool = True
 

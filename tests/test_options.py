@@ -58,7 +58,8 @@ def table(names: tuple[str, ...], *, without: tuple[str, ...] = ()) -> list[tupl
 
 def test_the_table_splits_into_task_and_per_call_options() -> None:
     assert TASK_OPTIONS == (
-        "queue", "priority", "max_retries", "backoff", "timeout", "on_failure", "validate"
+        "queue", "priority", "max_retries", "backoff", "timeout", "on_failure", "retry_on",
+        "dont_retry_on", "validate",
     )  # fmt: skip
     assert CALL_OPTIONS == (
         "queue", "priority", "max_retries", "timeout", "validate", "job_id", "metadata",
@@ -170,6 +171,13 @@ BAD = [
     ("timeout", math.nan),
     ("timeout", 1e300),
     ("on_failure", 5),
+    ("retry_on", ValueError()),
+    ("retry_on", [ValueError]),
+    ("retry_on", (ValueError, "KeyError")),
+    ("retry_on", int),
+    ("retry_on", taskit.Retry),
+    ("dont_retry_on", (taskit.Fail,)),
+    ("dont_retry_on", "ValueError"),
     ("validate", "no"),
     ("validate", 0),
     ("job_id", ""),
