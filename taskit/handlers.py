@@ -17,7 +17,8 @@
 
 A registered handler is an ordinary task named ``job_type`` and runs through the same executor as a
 decorated function, so the semantics are the same: a raised exception (or a timeout) is retried
-with the task's backoff until ``max_retries`` is spent, then the job is dead-lettered; a returned
+with the task's backoff until ``max_retries`` is spent, then the job is dead-lettered (one that
+``retry_on`` / ``dont_retry_on`` leave out fails the job at once); a returned
 ``JobResult(success=False)`` or a raised ``Fail`` fails the job at once, without retry;
 ``on_failure`` runs on every failure, retried or not, and an exception inside it is logged and
 changes nothing.
