@@ -31,8 +31,10 @@ app = App(sys.argv[1] if len(sys.argv) > 1 else "memory://", settings=Settings(b
 runs: dict[str, int] = {}
 
 
-def alert(job: Job, error: BaseException) -> None:
-    """``on_failure`` runs once for a failure not retried, as for every raised failure."""
+async def alert(job: Job, error: BaseException) -> None:
+    """``on_failure`` runs once for a failure not retried, as for every raised failure. Async,
+    so it runs on the event loop: a sync hook runs in a thread, and two threads' prints could
+    interleave."""
     print(f"alert: {job.args[0]} attempt {job.attempts}: {type(error).__name__}")
 
 
