@@ -20,6 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -140,6 +141,22 @@ def _created_by(value: object) -> None:
         raise TypeError(f"created_by must be a string or UUID, got {type(value).__name__}")
 
 
+def _expires(value: object) -> None:
+    """Seconds from the enqueue (finite, > 0, at most ``MAX_SECONDS``) or an aware datetime."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"expires must be timezone-aware, got {value!r}")
+    elif (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= MAX_SECONDS  # NaN and inf fail too
+    ):
+        raise ValueError(
+            "expires must be a number of seconds > 0 and at most ten years, or an aware "
+            f"datetime, got {value!r}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     """One option. ``annotation``: its type as every spelling writes it (each adds ``| None``,
@@ -169,6 +186,7 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         "job_id": Option("str", _job_id, False, True),
         "metadata": Option("Mapping[str, Any]", _metadata, False, True),
         "created_by": Option("str | uuid.UUID", _created_by, False, True),
+        "expires": Option("float | datetime", _expires, False, True),
     }
 )
 #: The names of a task's fixed options (``App.task``; ``register`` and ``remote`` omit
@@ -223,6 +241,8 @@ class CallOptions:
     job_id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     created_by: str | None = None
+    #: Drop the job if no worker starts it by then: seconds from the enqueue, or a datetime.
+    expires: float | datetime | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CALL_CHECKS:

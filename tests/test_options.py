@@ -63,7 +63,7 @@ def test_the_table_splits_into_task_and_per_call_options() -> None:
     )  # fmt: skip
     assert CALL_OPTIONS == (
         "queue", "priority", "max_retries", "timeout", "validate", "job_id", "metadata",
-        "created_by",
+        "created_by", "expires",
     )  # fmt: skip
     assert [f for f in CallOptions.__dataclass_fields__] == list(CALL_OPTIONS)
     assert [f for f in TaskOptions.__dataclass_fields__] == ["name", *TASK_OPTIONS]
@@ -184,6 +184,10 @@ BAD = [
     ("job_id", 12),
     ("metadata", ["a"]),
     ("created_by", 3),
+    ("expires", 0),
+    ("expires", "soon"),
+    ("expires", math.inf),
+    ("expires", datetime(2030, 1, 1)),  # naive
 ]
 
 
