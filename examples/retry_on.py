@@ -1,8 +1,9 @@
-"""Choosing what to retry: ``retry_on`` and ``dont_retry_on``.
+"""Choosing what to retry: ``retry_on`` and ``dont_retry_on``; and a job that expires.
 
 A payment task retries what may pass (the gateway hung up, a timeout) and fails at once on what
 cannot (the card was declined): the declined job is ``failed`` after one attempt, with its error
-and traceback kept, and never fills the dead letters.
+and traceback kept, and never fills the dead letters. A charge enqueued with ``expires`` that no
+worker started in time is dropped unrun (``cancelled``, "Expired").
 
 Runs on the in-process memory broker, or on the broker URL given:
 
@@ -13,6 +14,7 @@ Runs on the in-process memory broker, or on the broker URL given:
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 
 import anyio
 
@@ -60,6 +62,8 @@ async def charge(order: str) -> str:
 
 async def main() -> None:
     jobs = [await charge.enqueue(order) for order in ("A-1", "A-2", "A-3", "A-4")]
+    # Expired already when a worker takes it: dropped, never run.
+    jobs.append(await charge.options(expires=datetime.now(UTC)).enqueue("A-5"))
     stats = await app.worker(concurrency=2).run(burst=True)
     for job in jobs:
         final = await app.get_job(job.id)
@@ -67,6 +71,8 @@ async def main() -> None:
         if final.status.value == "completed":
             assert final.result is not None
             shown = final.result.value
+        elif final.status.value == "cancelled":
+            shown = f"{final.error_type}: {final.error}"
         else:  # the error and the last line of its traceback are kept on the job
             assert final.traceback is not None
             shown = final.traceback.splitlines()[-1]

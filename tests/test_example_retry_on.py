@@ -1,4 +1,5 @@
-"""examples/retry_on.py runs, on the memory broker and on the real Redis, and shows what it says."""
+"""examples/retry_on.py (retry_on, dont_retry_on, expires) runs, on the memory broker and on the
+real Redis, and shows what it says."""
 
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ def check(lines: list[str]) -> None:
         ["A-2", "failed", "attempts=1", "StolenCard: card reported stolen"],
         ["A-3", "failed", "attempts=1", "KeyError: 'currency'"],
         ["A-4", "completed", "attempts=2", "A-4 charged on attempt 2"],
+        ["A-5", "cancelled", "attempts=1", rows[-1][3]],
     ]
+    assert rows[-1][3].startswith("Expired: job expired at ")
     assert "dead letters: 0" in lines
-    assert "completed=2, failed=2, retried=3, dead_lettered=0" in lines[-1]
+    assert "completed=2, failed=2, retried=3, dead_lettered=0, cancelled=1" in lines[-1]
 
 
 def test_the_example_runs_on_the_memory_broker() -> None:
