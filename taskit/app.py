@@ -25,7 +25,7 @@ from taskit.events import EventKind, Events, Subscriber
 from taskit.handlers import HandlerTask, JobHandler, handler_task
 from taskit.hooks import Hooks
 from taskit.job import Job, JobResult, JobStatus, QueueStats
-from taskit.options import OnFailure, check_name, given_options, task_options
+from taskit.options import ExceptionTypes, OnFailure, check_name, given_options, task_options
 from taskit.producer import Producer
 from taskit.scheduler import Missed, Schedule, periodic
 from taskit.task import Task
@@ -118,6 +118,8 @@ class App:
         backoff: Backoff | None = None,
         timeout: float | None = None,
         on_failure: OnFailure | None = None,
+        retry_on: ExceptionTypes | None = None,
+        dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
     ) -> TaskDecorator: ...
 
@@ -132,6 +134,8 @@ class App:
         backoff: Backoff | None = None,
         timeout: float | None = None,
         on_failure: OnFailure | None = None,
+        retry_on: ExceptionTypes | None = None,
+        dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
     ) -> Task[P, R] | TaskDecorator:
         """Register a function (``async def`` or ``def``) as a task.
@@ -143,12 +147,15 @@ class App:
         ``backoff`` is an exponential base in seconds or a callable ``attempt -> seconds``.
         ``timeout`` (seconds) cancels an async handler; a sync handler's thread cannot be
         stopped: it is abandoned and runs on, its result discarded. ``on_failure(job, error)``
-        runs on every failure. ``validate=False`` skips the argument type check at enqueue
+        runs on every failure. ``retry_on`` / ``dont_retry_on`` (exception classes) choose
+        which raised exceptions are retried; any other fails the job at once (guide: "Choosing
+        what to retry"). ``validate=False`` skips the argument type check at enqueue
         (guide: "Arguments"). A bad option raises ``ValueError``/``TypeError`` naming it.
         """
         given = given_options(
             queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
-            timeout=timeout, on_failure=on_failure, validate=validate,
+            timeout=timeout, on_failure=on_failure, retry_on=retry_on,
+            dont_retry_on=dont_retry_on, validate=validate,
         )  # fmt: skip
 
         def register(func: Callable[P, R]) -> Task[P, R]:
@@ -169,6 +176,8 @@ class App:
         max_retries: int | None = None,
         backoff: Backoff | None = None,
         timeout: float | None = None,
+        retry_on: ExceptionTypes | None = None,
+        dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
     ) -> HandlerTask:
         """Register a class-based handler (``taskit.handlers.JobHandler``) as the task named by
@@ -178,7 +187,8 @@ class App:
         taken."""
         task = handler_task(
             self.producer, handler, queue=queue, priority=priority, max_retries=max_retries,
-            backoff=backoff, timeout=timeout, validate=validate,
+            backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
+            validate=validate,
         )  # fmt: skip
         self._register(task)
         return task
@@ -235,6 +245,8 @@ class App:
         max_retries: int | None = None,
         backoff: Backoff | None = None,
         timeout: float | None = None,
+        retry_on: ExceptionTypes | None = None,
+        dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
     ) -> Task[..., Any]:
         """A handle to enqueue task ``name`` without registering or importing it here.
@@ -243,15 +255,16 @@ class App:
         signature (the worker checks them), and the name is not checked either. If ``name`` is
         registered here, its signature is checked and its options apply unless given here.
         Options are those of ``App.task`` but ``on_failure``, checked alike. ``queue``,
-        ``priority``, ``max_retries`` and ``timeout`` travel on the job; ``backoff`` (like
-        ``on_failure``) is the business of the worker that runs the task, which uses its own
-        task's, so here it is only checked and kept in ``opts``. Unset, the job's ``timeout``
+        ``priority``, ``max_retries`` and ``timeout`` travel on the job; ``backoff``,
+        ``retry_on`` and ``dont_retry_on`` (like ``on_failure``) are the business of the worker
+        that runs the task, which uses its own task's, so here they are only checked and kept
+        in ``opts``. Unset, the job's ``timeout``
         stays ``None`` for a task not registered here, so the worker's own task timeout applies.
         """
         check_name(name)
         changes = given_options(
             queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
-            timeout=timeout, validate=validate,
+            timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on, validate=validate,
         )  # fmt: skip
         known = self._tasks.get(name)
         if known is not None:

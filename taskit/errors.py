@@ -79,7 +79,8 @@ class PayloadTooLargeError(SerializationError):
 
 
 class JobTimeoutError(TaskitError, TimeoutError):
-    """A job ran longer than its ``timeout``; counts as a failure and is retried."""
+    """A job ran longer than its ``timeout``; counts as a failure and is retried (unless its
+    task's ``retry_on`` / ``dont_retry_on`` leave it out)."""
 
 
 class JobNotFoundError(TaskitError, LookupError):

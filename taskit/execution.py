@@ -6,8 +6,10 @@ what happened into an ``Outcome`` for the broker.
 | returned ``v``                                  | COMPLETE, ``JobResult(success=True, v)`` |
 | returned ``JobResult(success=False)``, ``Fail`` | FAIL (expected, not retried)            |
 | raised, or timed out, attempts left             | RETRY after the backoff delay           |
+| raised or timed out, not one the task retries   | FAIL (``retry_on`` / ``dont_retry_on``) |
 | ``Retry(delay)`` raised, attempts left          | RETRY after ``delay``                   |
 | raised, timed out or ``Retry``, none left       | DEAD_LETTER                             |
+| not started by its ``expires_at``                | CANCEL, ``error_type`` "Expired"        |
 | unknown task name                               | DEAD_LETTER (nothing here can run it)   |
 | arguments that do not fit the signature/types   | FAIL (permanent: retrying cannot help)  |
 | the worker stopped it: shutdown                 | RELEASE (back in the queue at once)     |
@@ -33,6 +35,7 @@ import msgspec
 
 from taskit._storable import check_result
 from taskit.backoff import BackoffPolicy, Exponential
+from taskit.clock import Clock, SystemClock
 from taskit.errors import Fail, JobTimeoutError, Retry, SerializationError, UnknownTaskError
 from taskit.job import (
     Job,
@@ -44,9 +47,10 @@ from taskit.job import (
 )
 
 if TYPE_CHECKING:
+    from taskit.options import TaskOptions
     from taskit.task import Task
 
-__all__ = ["Executor", "RunningJob", "StopReason", "retry_delay", "retry_or_dead"]
+__all__ = ["Executor", "RunningJob", "StopReason", "retries", "retry_delay", "retry_or_dead"]
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +87,18 @@ class RunningJob:
 class Executor:
     """Runs jobs for one worker: each by the task of its name in ``tasks`` (read at each job, so
     a live view such as ``App.tasks`` sees tasks registered later). ``limiter`` caps how many
-    sync handlers run in threads."""
+    sync handlers run in threads. ``clock`` judges a job's ``expires_at`` (the system clock by
+    default)."""
 
-    def __init__(self, tasks: Mapping[str, Task[Any, Any]], limiter: anyio.CapacityLimiter) -> None:
+    def __init__(
+        self,
+        tasks: Mapping[str, Task[Any, Any]],
+        limiter: anyio.CapacityLimiter,
+        clock: Clock | None = None,
+    ) -> None:
         self._tasks = tasks
         self._limiter = limiter
+        self._clock = clock if clock is not None else SystemClock()
         self._threads = 0  # sync handlers running in threads now, abandoned ones included
         self._threads_lock = threading.Lock()
 
@@ -101,6 +112,8 @@ class Executor:
     async def execute(self, running: RunningJob) -> Outcome | None:
         """Run the job and say how to settle it (``None``: do not settle, the lease is lost)."""
         job, token = running.lease.job, running.lease.token
+        if job.expires_at is not None and self._clock.time() > job.expires_at.timestamp():
+            return _expired(job, token)
         task = self._tasks.get(job.task)
         if task is None or task.fn is None:
             return _outcome(job, token, OutcomeKind.DEAD_LETTER, UnknownTaskError(job.task))
@@ -187,6 +200,8 @@ class Executor:
                 await self._on_failure(task, job, error)  # last one, dead-lettered, is
             return outcome
         await self._on_failure(task, job, error)
+        if not retries(task.opts, error):
+            return _outcome(job, token, OutcomeKind.FAIL, error)
         return retry_or_dead(job, token, error, task.opts.backoff)
 
     async def _on_failure(self, task: Task[Any, Any], job: Job, error: BaseException) -> None:
@@ -208,6 +223,16 @@ class Executor:
                 task.name,
                 extra={"job_id": job.id, "task": task.name, "attempt": job.attempts},
             )
+
+
+def retries(opts: TaskOptions, error: BaseException) -> bool:
+    """Whether the task retries ``error`` (raised by its handler, or its ``JobTimeoutError``):
+    never if it is one of ``dont_retry_on`` (which wins), else if ``retry_on`` is unset or it is
+    one of those (subclasses match, as in ``except``). ``Retry`` and ``Fail`` are decided before
+    this, and the reaper's expired leases never ask: a job whose worker died raised nothing."""
+    if opts.dont_retry_on is not None and isinstance(error, opts.dont_retry_on):
+        return False
+    return opts.retry_on is None or isinstance(error, opts.retry_on)
 
 
 def retry_or_dead(
@@ -260,6 +285,17 @@ def _policy_delay(policy: BackoffPolicy, job: Job) -> float:
         return _FALLBACK_BACKOFF(attempt)
     # min before float: an int past float range (10**400) would raise OverflowError
     return float(min(answer, MAX_RETRY_DELAY))
+
+
+def _expired(job: Job, token: str) -> Outcome:
+    """A job no worker started before its ``expires_at`` is dropped unrun, as Celery revokes an
+    expired task: CANCELLED (not a failure: nothing ran, no retry, no ``on_failure``), with the
+    reason as its error."""
+    assert job.expires_at is not None
+    return Outcome(
+        job_id=job.id, token=token, kind=OutcomeKind.CANCEL, error_type="Expired",
+        error=f"job expired at {job.expires_at.isoformat()} before a worker started it",
+    )  # fmt: skip
 
 
 def _stopped(job: Job, token: str, reason: StopReason | None) -> Outcome | None:

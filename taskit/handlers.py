@@ -17,7 +17,8 @@
 
 A registered handler is an ordinary task named ``job_type`` and runs through the same executor as a
 decorated function, so the semantics are the same: a raised exception (or a timeout) is retried
-with the task's backoff until ``max_retries`` is spent, then the job is dead-lettered; a returned
+with the task's backoff until ``max_retries`` is spent, then the job is dead-lettered (one that
+``retry_on`` / ``dont_retry_on`` leave out fails the job at once); a returned
 ``JobResult(success=False)`` or a raised ``Fail`` fails the job at once, without retry;
 ``on_failure`` runs on every failure, retried or not, and an exception inside it is logged and
 changes nothing.
@@ -39,7 +40,7 @@ from taskit._arguments import check_any
 from taskit.backoff import Backoff
 from taskit.errors import SerializationError
 from taskit.job import Job, JobResult, decode_arguments
-from taskit.options import resolve_options
+from taskit.options import ExceptionTypes, resolve_options
 from taskit.producer import Producer
 from taskit.task import Task
 
@@ -142,6 +143,8 @@ def handler_task(
     max_retries: int | None = None,
     backoff: Backoff | None = None,
     timeout: float | None = None,
+    retry_on: ExceptionTypes | None = None,
+    dont_retry_on: ExceptionTypes | None = None,
     validate: bool | None = None,
 ) -> HandlerTask:
     """Build (not register) the task for ``handler``, its jobs stored through ``producer``;
@@ -160,7 +163,8 @@ def handler_task(
         )
     opts = resolve_options(
         producer.settings, job_type, queue=queue, priority=priority, max_retries=max_retries,
-        backoff=backoff, timeout=timeout, validate=validate, on_failure=handler.on_failure,
+        backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
+        validate=validate, on_failure=handler.on_failure,
     )  # fmt: skip
     return HandlerTask(producer, _Run(handler), opts)
 

@@ -73,10 +73,12 @@ class JobStatus(enum.StrEnum):
     SCHEDULED = "scheduled"  #: waiting for its ``scheduled_at``
     RUNNING = "running"  #: leased to a worker
     COMPLETED = "completed"  #: the handler returned a successful result
-    FAILED = "failed"  #: an expected failure: ``JobResult(success=False)`` or ``Fail``; not retried
+    #: an expected failure: ``JobResult(success=False)``, ``Fail``, or an exception its task does
+    #: not retry (``retry_on`` / ``dont_retry_on``); not retried
+    FAILED = "failed"
     RETRYING = "retrying"  #: failed, waiting for its next attempt
     DEAD_LETTER = "dead_letter"  #: retries spent or not runnable; kept until requeued or purged
-    CANCELLED = "cancelled"  #: cancelled before or while it ran
+    CANCELLED = "cancelled"  #: cancelled before or while it ran, or expired before it started
 
     @property
     def finished(self) -> bool:
@@ -175,6 +177,8 @@ class Job(
     result: JobResult | None = None
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     created_by: str | None = None
+    #: Not started by then, it is dropped (CANCELLED, ``error_type`` "Expired"), never run.
+    expires_at: datetime | None = None
 
     @property
     def args(self) -> tuple[Any, ...]:
@@ -257,6 +261,7 @@ class JobSpec(
     # -- what a job is, continued -------------------------------------------------------------
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     created_by: str | None = None
+    expires_at: datetime | None = None
 
 
 if JobSpec.__struct_fields__ != Job.__struct_fields__:  # pragma: no cover - a definition error
@@ -289,7 +294,7 @@ class OutcomeKind(enum.StrEnum):
     FAIL = "fail"  #: expected failure: status FAILED, not retried
     RETRY = "retry"  #: status RETRYING, runnable again after ``delay`` seconds
     DEAD_LETTER = "dead_letter"  #: status DEAD_LETTER, moved to the queue's dead letters
-    CANCEL = "cancel"  #: status CANCELLED (a running job whose cancel was requested)
+    CANCEL = "cancel"  #: status CANCELLED (a running job whose cancel was requested, or expired)
     RELEASE = "release"  #: hand back unrun (shutdown): PENDING at once, the attempt refunded
 
 
@@ -378,6 +383,7 @@ def stored_form(job: Job) -> tuple[Job, bytes]:
                 timeout=job.timeout,
                 metadata=job.metadata,
                 created_by=job.created_by,
+                expires_at=job.expires_at,
             )
         )
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
@@ -404,6 +410,7 @@ def job_of(spec: JobSpec, job_id: str, queue: str, live: dict[str, Any]) -> Job:
         timeout=spec.timeout,
         metadata=spec.metadata,
         created_by=spec.created_by,
+        expires_at=spec.expires_at,
         **live,
     )
 

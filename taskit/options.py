@@ -6,6 +6,9 @@ task options (a task's fixed ones, ``TaskOptions``); ``Task.options`` and
 ``JobService.create_job`` take the per-call ones (``CallOptions``). Their signatures are spelled
 out for type checkers and IDEs, and a test compares each with this table, so they cannot drift.
 
+``retry_on`` / ``dont_retry_on`` choose which raised exceptions are retried (the worker's decision
+is ``taskit.execution.retries``; guide: "Choosing what to retry").
+
 A bad value raises ``ValueError`` or ``TypeError`` naming the option, the same error from every
 spelling: the check runs in ``TaskOptions.__post_init__`` (when a task is decorated, registered
 or made remote) and ``CallOptions.__post_init__`` (when ``Task.options`` is called), never on
@@ -17,11 +20,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 from taskit.backoff import BackoffPolicy, as_policy
 from taskit.config import MAX_COUNT, MAX_SECONDS, Settings
+from taskit.errors import Fail, Retry
 from taskit.job import Job
 
 __all__ = [
@@ -29,6 +34,7 @@ __all__ = [
     "OPTIONS",
     "TASK_OPTIONS",
     "CallOptions",
+    "ExceptionTypes",
     "OnFailure",
     "Option",
     "TaskOptions",
@@ -40,6 +46,8 @@ __all__ = [
 
 #: ``on_failure(job, error)``: called on every failure of the task, sync or async.
 OnFailure = Callable[[Job, BaseException], "Awaitable[None] | None"]
+#: ``retry_on`` / ``dont_retry_on``: an exception class or a tuple of them, as ``except`` takes.
+ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
 
 
 def _queue(value: object) -> None:
@@ -83,6 +91,27 @@ def _on_failure(value: object) -> None:
         raise TypeError("on_failure must be a callable (job, error) -> None")
 
 
+def _exception_types(what: str) -> Callable[[object], None]:
+    """An exception class or a tuple of them (``()``: none). ``Retry`` and ``Fail`` are refused:
+    raising them already says whether to retry, whatever the filters say."""
+
+    def check(value: object) -> None:
+        classes = value if isinstance(value, tuple) else (value,)
+        for cls in classes:
+            if not isinstance(cls, type) or not issubclass(cls, BaseException):
+                raise TypeError(
+                    f"{what} must be an exception class or a tuple of them, got {cls!r}"
+                    + ("" if isinstance(value, tuple | type) else " (write a tuple)")
+                )
+            if issubclass(cls, Retry | Fail):
+                raise ValueError(
+                    f"{what} cannot name {cls.__name__}: raising Retry or Fail already says "
+                    "whether the job is retried"
+                )
+
+    return check
+
+
 def _bool(what: str) -> Callable[[object], None]:
     def check(value: object) -> None:
         if not isinstance(value, bool):
@@ -112,6 +141,22 @@ def _created_by(value: object) -> None:
         raise TypeError(f"created_by must be a string or UUID, got {type(value).__name__}")
 
 
+def _expires(value: object) -> None:
+    """Seconds from the enqueue (finite, > 0, at most ``MAX_SECONDS``) or an aware datetime."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"expires must be timezone-aware, got {value!r}")
+    elif (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= MAX_SECONDS  # NaN and inf fail too
+    ):
+        raise ValueError(
+            "expires must be a number of seconds > 0 and at most ten years, or an aware "
+            f"datetime, got {value!r}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     """One option. ``annotation``: its type as every spelling writes it (each adds ``| None``,
@@ -135,10 +180,13 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         "backoff": Option("Backoff", _backoff, True, False, lambda s: s.backoff),
         "timeout": Option("float", _timeout, True, True, lambda s: s.job_timeout),
         "on_failure": Option("OnFailure", _on_failure, True, False),
+        "retry_on": Option("ExceptionTypes", _exception_types("retry_on"), True, False),
+        "dont_retry_on": Option("ExceptionTypes", _exception_types("dont_retry_on"), True, False),
         "validate": Option("bool", _bool("validate"), True, True, lambda s: True),
         "job_id": Option("str", _job_id, False, True),
         "metadata": Option("Mapping[str, Any]", _metadata, False, True),
         "created_by": Option("str | uuid.UUID", _created_by, False, True),
+        "expires": Option("float | datetime", _expires, False, True),
     }
 )
 #: The names of a task's fixed options (``App.task``; ``register`` and ``remote`` omit
@@ -147,8 +195,8 @@ TASK_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.task)
 CALL_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.call)
 #: (name, check) of each per-call option, for ``CallOptions`` (built on every ``Task.options``).
 _CALL_CHECKS = tuple((name, OPTIONS[name].check) for name in CALL_OPTIONS)
-#: Task options whose resolved value may be ``None``: no timeout, no hook.
-_NULLABLE = ("timeout", "on_failure")
+#: Task options whose resolved value may be ``None``: no timeout, no hook, no exception filter.
+_NULLABLE = ("timeout", "on_failure", "retry_on", "dont_retry_on")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,6 +210,10 @@ class TaskOptions:
     backoff: BackoffPolicy
     timeout: float | None
     on_failure: OnFailure | None
+    #: Retry only these exceptions (``None``: every one); others fail the job at once.
+    retry_on: ExceptionTypes | None = None
+    #: Never retry these (wins over ``retry_on``): the job fails at once.
+    dont_retry_on: ExceptionTypes | None = None
     #: Check argument types at enqueue (``@app.task(validate=False)`` turns it off).
     validate: bool = True
 
@@ -189,6 +241,8 @@ class CallOptions:
     job_id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     created_by: str | None = None
+    #: Drop the job if no worker starts it by then: seconds from the enqueue, or a datetime.
+    expires: float | datetime | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CALL_CHECKS:

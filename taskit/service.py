@@ -83,6 +83,7 @@ class JobService:
         job_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         created_by: str | uuid.UUID | None = None,
+        expires: float | datetime | None = None,
     ) -> Job:
         """Create and enqueue a job of the registered task ``job_type``; returns it as stored.
 
@@ -101,7 +102,7 @@ class JobService:
         variant, kwargs = self._prepare(
             job_type, payload, queue=_one_queue(queue, queue_name), priority=priority,
             max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
-            metadata=metadata, created_by=created_by,
+            metadata=metadata, created_by=created_by, expires=expires,
         )  # fmt: skip
         if scheduled_at is None:
             return await variant.enqueue(**kwargs)
@@ -122,12 +123,13 @@ class JobService:
         job_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         created_by: str | uuid.UUID | None = None,
+        expires: float | datetime | None = None,
     ) -> Job:
         """``create_job`` for code without an event loop (a Flask or Django view, a script)."""
         variant, kwargs = self._prepare(
             job_type, payload, queue=_one_queue(queue, queue_name), priority=priority,
             max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
-            metadata=metadata, created_by=created_by,
+            metadata=metadata, created_by=created_by, expires=expires,
         )  # fmt: skip
         if scheduled_at is None:
             return variant.enqueue_sync(**kwargs)

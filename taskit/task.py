@@ -54,17 +54,19 @@ class TaskVariant(Generic[P, R]):
         elif validate and task.fn is not None:
             (task._types or task.argument_types()).check_positional(task.positional_names, args)
         opts = task.opts
+        created_at = datetime.now(UTC)
         return Job(
             id=new_job_id() if o.job_id is None else o.job_id,
             task=opts.name,
             queue=opts.queue if o.queue is None else o.queue,
             payload=encode_arguments(args, kwargs, task.positional_names),
-            created_at=datetime.now(UTC),
+            created_at=created_at,
             priority=opts.priority if o.priority is None else o.priority,
             max_retries=opts.max_retries if o.max_retries is None else o.max_retries,
             timeout=opts.timeout if o.timeout is None else o.timeout,
             metadata=dict(o.metadata) if o.metadata else {},
             created_by=o.created_by,
+            expires_at=_expires_at(o.expires, created_at),
         )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
@@ -138,17 +140,20 @@ class Task(TaskVariant[P, R]):
         job_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         created_by: str | uuid.UUID | None = None,
+        expires: float | datetime | None = None,
     ) -> TaskVariant[P, R]:
         """This task with per-call options (``taskit.options.CALL_OPTIONS``); unset ones keep
         the task's own. ``validate=False`` skips the argument type check for these calls (the
         signature is still bound). ``created_by`` is kept as a string. A bad option raises
-        ``ValueError`` or ``TypeError`` naming it."""
+        ``ValueError`` or ``TypeError`` naming it. ``expires`` (seconds from the enqueue, or an
+        aware datetime): a job no worker started by then is dropped, never run (guide: "Job
+        expiry")."""
         if isinstance(created_by, uuid.UUID):
             created_by = str(created_by)
         overrides = CallOptions(
             queue=queue, priority=priority, max_retries=max_retries, timeout=timeout,
             validate=validate, job_id=job_id, metadata={} if metadata is None else metadata,
-            created_by=created_by,
+            created_by=created_by, expires=expires,
         )  # fmt: skip
         return TaskVariant(self, overrides)
 
@@ -264,3 +269,13 @@ def _scheduled(job: Job, when: When) -> tuple[Job, float]:
 
 #: A task's own calls: no per-call option.
 _NO_OVERRIDES = CallOptions()
+
+
+def _expires_at(expires: float | datetime | None, created_at: datetime) -> datetime | None:
+    """The job's ``expires_at``: ``expires`` seconds after ``created_at``, or the datetime in
+    UTC."""
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        return expires.astimezone(UTC)
+    return created_at + timedelta(seconds=expires)

@@ -145,7 +145,9 @@ class Harness:
 
     async def _drain(self, queues: Sequence[str] | None, max_jobs: int) -> WorkerStats:
         settings = self.app.settings
-        executor = Executor(self.app.tasks, anyio.CapacityLimiter(settings.sync_concurrency))
+        executor = Executor(
+            self.app.tasks, anyio.CapacityLimiter(settings.sync_concurrency), self.clock
+        )
         stats = WorkerStats()
         ran = 0
         while True:

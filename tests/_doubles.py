@@ -53,13 +53,16 @@ def _no_backoff(attempt: int) -> float:
 @dataclass
 class StubTask:
     """A stand-in for ``Task`` with exactly what the worker and the executor use of one (``name``,
-    ``fn``, ``is_async``, ``opts``' timeout, backoff and on_failure, ``load_arguments``), so they
-    can be tested without any App. Arguments are decoded, not converted."""
+    ``fn``, ``is_async``, ``opts``' timeout, backoff, on_failure, retry_on and dont_retry_on,
+    ``load_arguments``), so they can be tested without any App. Arguments are decoded, not
+    converted."""
 
     fn: Callable[..., Any]
     name: str = "stub"
     opts: Any = field(
-        default_factory=lambda: SimpleNamespace(timeout=None, backoff=_no_backoff, on_failure=None)
+        default_factory=lambda: SimpleNamespace(
+            timeout=None, backoff=_no_backoff, on_failure=None, retry_on=None, dont_retry_on=None
+        )
     )
 
     @property

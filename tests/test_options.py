@@ -62,11 +62,12 @@ def table(names: tuple[str, ...], *, without: tuple[str, ...] = ()) -> list[tupl
 
 def test_the_table_splits_into_task_and_per_call_options() -> None:
     assert TASK_OPTIONS == (
-        "queue", "priority", "max_retries", "backoff", "timeout", "on_failure", "validate"
+        "queue", "priority", "max_retries", "backoff", "timeout", "on_failure", "retry_on",
+        "dont_retry_on", "validate",
     )  # fmt: skip
     assert CALL_OPTIONS == (
         "queue", "priority", "max_retries", "timeout", "validate", "job_id", "metadata",
-        "created_by",
+        "created_by", "expires",
     )  # fmt: skip
     assert [f for f in CallOptions.__dataclass_fields__] == list(CALL_OPTIONS)
     assert [f for f in TaskOptions.__dataclass_fields__] == ["name", *TASK_OPTIONS]
@@ -193,12 +194,23 @@ BAD = [
     ("timeout", math.nan),
     ("timeout", 1e300),
     ("on_failure", 5),
+    ("retry_on", ValueError()),
+    ("retry_on", [ValueError]),
+    ("retry_on", (ValueError, "KeyError")),
+    ("retry_on", int),
+    ("retry_on", taskit.Retry),
+    ("dont_retry_on", (taskit.Fail,)),
+    ("dont_retry_on", "ValueError"),
     ("validate", "no"),
     ("validate", 0),
     ("job_id", ""),
     ("job_id", 12),
     ("metadata", ["a"]),
     ("created_by", 3),
+    ("expires", 0),
+    ("expires", "soon"),
+    ("expires", math.inf),
+    ("expires", datetime(2030, 1, 1)),  # naive
 ]
 
 

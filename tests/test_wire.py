@@ -55,7 +55,7 @@ CREATED = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
 # -- the pins --------------------------------------------------------------------------------------
 #: ``stored_form(minimal_job())[1]``: the spec of a job with only its required fields given.
 MINIMAL_SPEC = bytes.fromhex(
-    "dc0015"  # an array of 21: the tag, then the 20 fields in order, defaults included
+    "dc0016"  # an array of 22: the tag, then the 21 fields in order, defaults included
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: '' (the record's key holds it)
     "a974657374732e616464"  # task: 'tests.add'
@@ -77,10 +77,11 @@ MINIMAL_SPEC = bytes.fromhex(
     "c0"  # result: None
     "80"  # metadata: {}
     "c0"  # created_by: None
+    "c0"  # expires_at: None
 )
 #: ``stored_form(full_job())[1]``: every spec field set; the live fields set on the job are reset.
 FULL_SPEC = bytes.fromhex(
-    "dc0015"  # an array of 21
+    "dc0016"  # an array of 22
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: ''
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -95,10 +96,11 @@ FULL_SPEC = bytes.fromhex(
     "c0c0c0c0c0c0c0c0"  # scheduled_at .. result: None (eight live slots)
     "81a57472616365a3616263"  # metadata: {'trace': 'abc'}
     "a57465737473"  # created_by: 'tests'
+    "d6ff663243d8"  # expires_at: 13:30:00
 )
 #: ``encode_job(full_job())``: the read model's own encoding (the memory broker's stored form).
 FULL_JOB = bytes.fromhex(
-    "dc0015"  # an array of 21
+    "dc0016"  # an array of 22
     "02"  # v: SCHEMA_VERSION
     "a56a6f622d32"  # id: 'job-2'
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -125,6 +127,7 @@ FULL_JOB = bytes.fromhex(
     "a86475726174696f6ecb3fd0000000000000"  # duration: 0.25
     "81a57472616365a3616263"  # metadata: {'trace': 'abc'}
     "a57465737473"  # created_by: 'tests'
+    "d6ff663243d8"  # expires_at: 13:30:00
 )
 #: A ``JobResult`` with every field set (a map: defaults left out, as for ``Outcome``).
 RESULT = bytes.fromhex(
@@ -186,6 +189,7 @@ def full_job() -> Job:
         result=JobResult(success=False, value=[1, 2], error="boom", error_type="X", duration=0.25),
         metadata={"trace": "abc"},
         created_by="tests",
+        expires_at=CREATED + timedelta(hours=1),
     )
 
 
@@ -259,6 +263,7 @@ def test_a_result_an_outcome_and_an_error_value_are_these_bytes() -> None:
     timeout=st.none() | st.floats(0, 1e6),
     metadata=st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63), max_size=3),
     created_by=st.none() | st.text(max_size=10),
+    expires_at=st.none() | st.just(CREATED + timedelta(seconds=30)),
     attempts=st.integers(0, 5),
 )
 def test_any_spec_is_the_fresh_job_without_its_id(**fields: Any) -> None:
