@@ -7,6 +7,8 @@ Release (0): deletes the key if this run holds it; anything else is left as it i
 Done (> 0): the key becomes 'done:<token>' for the ttl, unless another run already marked it
 done. The work happened, so it is remembered even when this run's hold expired meanwhile (the
 key free again, or taken by another run). Sent again (its reply lost), it changes nothing new.
+On a full Redis (out of memory) both still run while the key exists; a done mark for a key
+that expired meanwhile is refused (BrokerOutOfMemoryError).
 Returns 1 if this run held the key (or had already marked it done), else 0. O(1).
 ]]
 local rcall = redis.call
@@ -24,6 +26,11 @@ if held == finished then
   return 1
 end
 if not held or string.sub(held, 1, 5) ~= 'done:' then
+  if held then
+    -- A write that never grows memory first: a full Redis then still records a success, so a
+    -- retry does not repeat the work (see allow_oom in _common.lua; the SET replaces the TTL).
+    rcall('PEXPIRE', KEYS[1], ttl)
+  end
   rcall('SET', KEYS[1], finished, 'PX', ttl)
 end
 if held == running then
