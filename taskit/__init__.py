@@ -32,6 +32,7 @@ from taskit.errors import (
     Fail,
     JobNotFoundError,
     JobTimeoutError,
+    OnceBusy,
     PayloadTooLargeError,
     ResultTimeoutError,
     Retry,
@@ -42,6 +43,7 @@ from taskit.errors import (
 from taskit.events import EventKind, JobEvent
 from taskit.handlers import JobHandler
 from taskit.job import Job, JobResult, JobStatus, QueueStats
+from taskit.once import Once
 from taskit.ports import JobCreator
 from taskit.service import JobService, JobStats, WorkerManager
 from taskit.task import Task, TaskVariant
@@ -79,6 +81,8 @@ __all__ = [
     "JobStatus",
     "JobTimeoutError",
     "MemoryBroker",
+    "Once",
+    "OnceBusy",
     "PayloadTooLargeError",
     "QueueStats",
     "ResultTimeoutError",

@@ -25,6 +25,7 @@ from taskit.events import EventKind, Events, Subscriber
 from taskit.handlers import HandlerTask, JobHandler, handler_task
 from taskit.hooks import Hooks
 from taskit.job import Job, JobResult, JobStatus, QueueStats
+from taskit.once import DEFAULT_TTL, Once
 from taskit.options import ExceptionTypes, OnFailure, check_name, given_options, task_options
 from taskit.producer import Producer
 from taskit.scheduler import Missed, Schedule, periodic
@@ -335,6 +336,19 @@ class App:
         """
         check_wait(timeout, poll_interval)
         return await wait_for_result(self.broker, job_id, timeout, poll_interval)
+
+    # -- doing a side effect once --------------------------------------------------------------
+    def once(self, key: str, *, ttl: float = DEFAULT_TTL, hold: float | None = None) -> Once:
+        """A guard that lets one run do the work of ``key``: ``async with app.once(key) as
+        first: if first: ...`` (``with`` in sync code); see ``taskit.once`` for what it promises.
+
+        ``ttl``: seconds a success is remembered (a day by default). ``hold``: seconds a run
+        holds the key, after which a worker that died in the body is given up (the settings'
+        ``visibility_timeout``, a job's lease, by default); make it longer than the body takes.
+        ``ValueError`` for an empty key or a duration that is not > 0."""
+        if hold is None:
+            hold = self.settings.visibility_timeout
+        return Once(self.broker, key, ttl=ttl, hold=hold, bridge=self._bridge)
 
     # -- running -----------------------------------------------------------------------------
     def worker(

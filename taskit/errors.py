@@ -25,6 +25,7 @@ __all__ = [
     "Fail",
     "JobNotFoundError",
     "JobTimeoutError",
+    "OnceBusy",
     "PayloadTooLargeError",
     "ResultTimeoutError",
     "Retry",
@@ -190,3 +191,15 @@ class Fail(Exception):
     def __init__(self, reason: str = "failed") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class OnceBusy(TaskitError, Retry):
+    """Entering ``App.once(key)`` found ``key`` held by another run: its work is under way, or
+    its worker died less than the guard's ``hold`` ago. Neither done nor free, so the caller may
+    neither skip nor do the work now. A ``Retry``: raised out of a handler, the job is retried
+    after ``delay`` (the task's backoff when None) and then finds the key done (it skips) or
+    free (it does the work). It counts as an attempt."""
+
+    def __init__(self, key: str, delay: float | timedelta | None = None) -> None:
+        Retry.__init__(self, delay, f"once key {key!r} is held by another run")
+        self.key = key

@@ -22,6 +22,7 @@ Durations are float seconds; timestamps are seconds since the epoch on the broke
 from __future__ import annotations
 
 import abc
+import enum
 import logging
 from collections.abc import Sequence
 from types import TracebackType
@@ -46,9 +47,17 @@ from taskit.job import (
     utc_from_timestamp,
 )
 
-__all__ = ["Broker", "BrokerOptions", "corrupt_job", "stand_in"]
+__all__ = ["Broker", "BrokerOptions", "OnceState", "corrupt_job", "stand_in"]
 
 log = logging.getLogger(__name__)
+
+
+class OnceState(enum.Enum):
+    """What ``Broker.begin_once`` found at a once key."""
+
+    TAKEN = "taken"  #: it was free: the caller now holds it and does the work
+    DONE = "done"  #: a run did the work and said so (``end_once`` with ``done_for``)
+    HELD = "held"  #: another run holds it: its work is under way, or its worker died
 
 
 class Broker(abc.ABC):
@@ -199,6 +208,29 @@ class Broker(abc.ABC):
         that took it, ``False`` while it is held. Claims are apart from jobs and queues, and
         nothing releases one early: it expires. This is how any number of schedulers agree that
         exactly one of them enqueues each due run."""
+
+    @abc.abstractmethod
+    async def begin_once(self, key: str, token: str, *, hold: float) -> OnceState:
+        """One atomic step on once key ``key`` (apart from claims, jobs and queues): if it is
+        free, the run ``token`` takes it for ``hold`` seconds (> 0, else ``ValueError``) and
+        the answer is TAKEN; else DONE (a run marked it done and that has not expired) or HELD
+        (another run holds it; nothing changes). Among concurrent callers on a free key exactly
+        one is answered TAKEN. A hold nobody ends (its worker died) expires after ``hold``
+        seconds: the key is free again. This is how ``taskit.once`` lets one run per key do a
+        side effect."""
+
+    @abc.abstractmethod
+    async def end_once(self, key: str, token: str, *, done_for: float | None) -> bool:
+        """End run ``token``'s hold on once key ``key``, in one atomic step.
+
+        ``done_for`` None releases it: the key is freed if ``token`` holds it, else nothing
+        changes. ``done_for`` seconds (> 0, else ``ValueError``) marks the work done for that
+        long, so ``begin_once`` answers DONE, unless another run had already marked it done:
+        the work happened, so this holds even when ``token``'s hold expired meanwhile (the key
+        free, or held by another run). Answers whether ``token`` held the key when called
+        (``False``: its hold had expired). Idempotent for a retry: the same call sent again
+        after it applied (its reply was lost) changes nothing and gives the same answer for
+        ``done_for``."""
 
     @abc.abstractmethod
     async def announce(self, name: str, record: bytes, *, ttl: float) -> None:

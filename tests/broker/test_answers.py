@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from taskit.broker.base import OnceState
 from taskit.broker.redis import requests
 from taskit.broker.redis.records import State, format_state
 from taskit.errors import CorruptJobError
@@ -129,6 +130,15 @@ def test_announce_withdraw_and_live() -> None:
     reply = [b"a", b"rec-a", NOT_UTF8, b"rec-b"]
     assert requests.Live().answer(reply) == {"a": b"rec-a", "\\xff\\xfe": b"rec-b"}
     assert requests.Live().answer([]) == {}
+
+
+def test_once_begin_and_end() -> None:
+    begin = requests.OnceBegin("k", "t", 1000)
+    assert begin.answer(b"taken") is OnceState.TAKEN
+    assert begin.answer(b"done") is OnceState.DONE
+    assert begin.answer(b"held") is OnceState.HELD
+    assert requests.OnceEnd("k", "t", 0).answer(1) is True
+    assert requests.OnceEnd("k", "t", 5000).answer(0) is False
 
 
 # -- the job lifecycle -------------------------------------------------------------------------

@@ -36,6 +36,8 @@ SAMPLES: list[tuple[requests.Request, list[str]]] = [
     (requests.Announce("w", b"rec", 1000), []),
     (requests.Withdraw("w"), []),
     (requests.Live(), []),
+    (requests.OnceBegin("k", "t", 1000), []),
+    (requests.OnceEnd("k", "t", 0), []),
     (
         requests.Enqueue(
             [job("a", QA), job("b", QB)],
@@ -71,6 +73,8 @@ def named(key: str) -> tuple[str, str | None]:
         return fixed[key], None
     if key.startswith(K.tag + ":done:"):
         return "done key", None
+    if key.startswith(K.tag + ":once:"):
+        return "once key", None
     head = K.tag + ":q:"
     assert key.startswith(head), key
     queue, _, kind = key[len(head) :].rpartition(":")

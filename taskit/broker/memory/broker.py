@@ -18,7 +18,7 @@ import anyio.lowlevel
 import msgspec
 
 from taskit._storable import storable
-from taskit.broker.base import Broker, BrokerOptions
+from taskit.broker.base import Broker, BrokerOptions, OnceState
 from taskit.broker.memory.state import WAITING, MemoryState, Record, copy_job, encode_for_store
 from taskit.broker.memory.wakeup import Waiter, wake_all
 from taskit.clock import Clock
@@ -277,6 +277,46 @@ class MemoryBroker(MemoryState, Broker):
                 del self._claims[old]  # cheap enough: claims are few (one per schedule run)
             self._claims[key] = now + ttl
             return True
+
+    async def begin_once(self, key: str, token: str, *, hold: float) -> OnceState:
+        if not hold > 0:
+            raise ValueError(f"a once key's hold must be > 0 seconds, got {hold!r}")
+        with self._lock:
+            held = self._once_value(key)
+            if held is None:
+                self._onces[key] = ("run:" + token, self._clock.time() + hold)
+                return OnceState.TAKEN
+            return OnceState.DONE if held.startswith("done:") else OnceState.HELD
+
+    async def end_once(self, key: str, token: str, *, done_for: float | None) -> bool:
+        if done_for is not None and not done_for > 0:
+            raise ValueError(f"a once key's done_for must be > 0 seconds, got {done_for!r}")
+        running, finished = "run:" + token, "done:" + token
+        with self._lock:
+            held = self._once_value(key)
+            if done_for is None:
+                if held == running:
+                    del self._onces[key]
+                return held == running
+            if held == finished:
+                return True
+            if held is None or not held.startswith("done:"):
+                self._onces[key] = (finished, self._clock.time() + done_for)
+            return held == running
+
+    def _once_value(self, key: str) -> str | None:
+        """What once key ``key`` holds now (None: free); forgets expired keys, all of them
+        whenever their number has doubled since the last sweep (amortised O(1) a call)."""
+        now = self._clock.time()
+        if len(self._onces) > 2 * self._onces_kept + 64:
+            for old in [k for k, (_, expiry) in self._onces.items() if expiry <= now]:
+                del self._onces[old]
+            self._onces_kept = len(self._onces)
+        value, expiry = self._onces.get(key, ("", now))
+        if expiry <= now:
+            self._onces.pop(key, None)
+            return None
+        return value
 
     async def announce(self, name: str, record: bytes, *, ttl: float) -> None:
         if not ttl > 0:

@@ -70,6 +70,8 @@ class MemoryState:
         self._totals: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._seq = 0
         self._claims: dict[str, float] = {}  # key -> expiry
+        self._onces: dict[str, tuple[str, float]] = {}  # once key -> ("run:"/"done:" token, expiry)
+        self._onces_kept = 0  # how many were left after the last sweep of expired ones
         self._beats: dict[str, tuple[float, bytes]] = {}  # name -> (expiry, record)
         self._waiters: list[Waiter] = []
         self._clock_driven = isinstance(self._clock, FakeClock)

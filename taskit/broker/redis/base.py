@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 from taskit._urls import REDIS_SCHEMES, parse_broker_url
-from taskit.broker.base import Broker, BrokerOptions
+from taskit.broker.base import Broker, BrokerOptions, OnceState
 from taskit.broker.redis import requests
 from taskit.broker.redis.connections import Connections
 from taskit.broker.redis.keys import Keys
@@ -207,6 +207,17 @@ class RedisBase(Broker):
             # would leave a claim nobody acts on (a periodic run skipped by every scheduler).
             return bool(await self._conn.guard(commands.execute("GET", name)) == mine)
         return bool(taken)
+
+    async def begin_once(self, key: str, token: str, *, hold: float) -> OnceState:
+        if not hold > 0:
+            raise ValueError(f"a once key's hold must be > 0 seconds, got {hold!r}")
+        return await self._call(requests.OnceBegin(key, token, ms(hold)))
+
+    async def end_once(self, key: str, token: str, *, done_for: float | None) -> bool:
+        if done_for is not None and not done_for > 0:
+            raise ValueError(f"a once key's done_for must be > 0 seconds, got {done_for!r}")
+        done_ms = 0 if done_for is None else ms(done_for)
+        return await self._call(requests.OnceEnd(key, token, done_ms))
 
     async def announce(self, name: str, record: bytes, *, ttl: float) -> None:
         if not ttl > 0:

@@ -23,6 +23,8 @@ key                         type    holds
 ``{p}:q:<queue>:totals``    hash    ``completed`` / ``failed`` counters
 ``{p}:q:<queue>:wake``      list    wake-up tokens (at most 16) for blocked reserves
 ``{p}:claim:<key>``         string  a ``Broker.claim``, held until it expires (PX)
+``{p}:once:<key>``          string  a once key (``Broker.begin_once``): ``run:<token>``
+                                    for a hold, ``done:<token>`` once done; has a TTL
 ``{p}:workers``             zset    announced names (``Broker.announce``) by expiry (ms)
 ``{p}:beats``               hash    announced name -> its record
 ``{p}:epoch``               string  random id of this data set: gone or changed = data lost
@@ -73,6 +75,9 @@ class Keys:
     def claim(self, key: str) -> str:
         return f"{self.tag}:claim:{key}"
 
+    def once(self, key: str) -> str:
+        return f"{self.tag}:once:{key}"
+
     def queue(self, queue: str, kind: str) -> str:
         """Key ``kind`` (fifo, ranked, delayed, leases, dead, totals, wake) of ``queue``."""
         return f"{self.tag}:q:{queue}:{kind}"
@@ -115,7 +120,8 @@ class Keys:
                  self.epoch: "string", self.queues: "set", self.workers: "zset"}  # fmt: skip
         if key in fixed:
             return fixed[key]
-        for part, kind in ((":done:", "hash"), (":claim:", "string"), (":q:", None)):
+        parts = ((":done:", "hash"), (":claim:", "string"), (":once:", "string"), (":q:", None))
+        for part, kind in parts:
             if key.startswith(self.tag + part):
                 return kind or QUEUE_KINDS.get(key.rpartition(":")[2])
         return None

@@ -35,6 +35,8 @@ ScriptName = Literal[
     "extend",
     "get",
     "live",
+    "once-begin",
+    "once-end",
     "purge",
     "purge-dead",
     "reclaim",

@@ -29,6 +29,7 @@ from taskit.broker.redis.requests.admin import (
     Withdraw,
 )
 from taskit.broker.redis.requests.lifecycle import Enqueue, Extend, Reclaim, Reserve, Settle
+from taskit.broker.redis.requests.once import OnceBegin, OnceEnd
 from taskit.broker.redis.requests.request import BATCH, DeadElsewhere, Leased, Moved, Request
 
 __all__ = [
@@ -43,6 +44,8 @@ __all__ = [
     "Leased",
     "Live",
     "Moved",
+    "OnceBegin",
+    "OnceEnd",
     "Purge",
     "PurgeDead",
     "Reclaim",
