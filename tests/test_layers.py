@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "taskit.events")),
     ("brokers", ("taskit.broker", "taskit.broker.")),
     ("producing", ("taskit._arguments", "taskit.producer", "taskit.task", "taskit._results",
-                   "taskit.handlers", "taskit.webhooks")),
+                   "taskit.handlers", "taskit.webhooks", "taskit.outbox", "taskit.outbox.")),
     ("running", ("taskit.execution", "taskit._settler", "taskit._leases", "taskit._inbox",
                  "taskit._worker_parts",
                  "taskit.presence", "taskit.registry", "taskit.worker", "taskit.scheduler",
