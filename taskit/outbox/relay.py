@@ -36,7 +36,7 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, bindparam, delete, select
 
 from taskit._outage import Outage
 from taskit.errors import SerializationError
@@ -103,33 +103,47 @@ class Relay:
 
     def _pass(self) -> int:
         """The pass, in a worker thread: the connection stays in this thread throughout."""
-        with self.engine.connect() as conn, conn.begin():
-            rows = self._claim(conn)
-            if not rows:
-                return 0
-            jobs = _decoded(rows)
-            anyio.from_thread.run(self._send, jobs)
+        with self.engine.connect() as conn:
             if conn.dialect.name != "sqlite":
-                t = self.outbox.table
-                conn.execute(delete(t).where(t.c.job_id.in_([row.job_id for row in rows])))
+                # No gap locks (MySQL and MariaDB default to REPEATABLE READ, whose next-key
+                # locks deadlock two relays claiming neighbouring rows): only claimed rows lock.
+                conn.execution_options(isolation_level="READ COMMITTED")
+            with conn.begin():
+                return self._pass_in(conn)
+
+    def _pass_in(self, conn: Connection) -> int:
+        """The pass inside its transaction on ``conn``."""
+        rows = self._claim(conn)
+        if not rows:
+            return 0
+        jobs = _decoded(rows)
+        anyio.from_thread.run(self._send, jobs)
+        if conn.dialect.name != "sqlite":
+            t = self.outbox.table
+            # One row at a time by its key: a ``seq IN (...)`` may be planned as a scan that
+            # waits on rows another relay holds, and so deadlock with it (seen on MariaDB).
+            conn.execute(
+                delete(t).where(t.c.seq == bindparam("claimed")),
+                [{"claimed": row.seq} for row in rows],
+            )
         return len(rows)
 
     def _claim(self, conn: Connection) -> Sequence[Any]:
         """Lock (or, on SQLite, delete) the oldest ``batch`` rows; returned oldest first.
-        Rows are SQLAlchemy's (``job_id``, ``job``, ``created_at``); typed ``Any`` because
+        Rows are SQLAlchemy's (``seq``, ``job_id``, ``job``, ``created_at``); typed ``Any`` because
         ``Row``'s generic form differs between SQLAlchemy 2.0 and 2.1."""
         t = self.outbox.table
-        oldest = select(t.c.job_id).order_by(t.c.created_at, t.c.job_id).limit(self.batch)
+        oldest = select(t.c.seq).order_by(t.c.seq).limit(self.batch)
         if conn.dialect.name == "sqlite":
             claimed = conn.execute(
                 delete(t)
-                .where(t.c.job_id.in_(oldest.scalar_subquery()))
-                .returning(t.c.job_id, t.c.job, t.c.created_at)
+                .where(t.c.seq.in_(oldest.scalar_subquery()))
+                .returning(t.c.seq, t.c.job_id, t.c.job, t.c.created_at)
             ).all()
-            return sorted(claimed, key=lambda row: (row.created_at, row.job_id))
+            return sorted(claimed, key=lambda row: row.seq)
         return conn.execute(
-            select(t.c.job_id, t.c.job, t.c.created_at)
-            .order_by(t.c.created_at, t.c.job_id)
+            select(t.c.seq, t.c.job_id, t.c.job, t.c.created_at)
+            .order_by(t.c.seq)
             .limit(self.batch)
             .with_for_update(skip_locked=True)
         ).all()

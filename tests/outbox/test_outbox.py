@@ -215,8 +215,22 @@ async def test_a_relay_skips_the_rows_another_relay_holds(engine: Engine, outbox
         held, free = (outbox.enqueue(session, task, name) for name in ("ada", "bob"))
     t = outbox.table
     with engine.connect() as other, other.begin():  # another relay, mid-pass on the first row
-        other.execute(select(t.c.job_id).where(t.c.job_id == held.id).with_for_update())
+        other.execute(select(t.c.seq).order_by(t.c.seq).limit(1).with_for_update())
         assert await Relay(engine, outbox, app.producer).relay_once() == 1
         assert [job.id for job in await queued(app)] == [free.id]
     assert await Relay(engine, outbox, app.producer).relay_once() == 1
     assert [job.id for job in await queued(app)] == [held.id]
+
+
+async def test_one_job_id_in_two_rows_is_one_job(engine: Engine, outbox: Outbox) -> None:
+    app = make_app()
+    for batch in (1, 5):  # the twin in the next pass, and in the same pass
+        unique = app.get_task("signup.welcome").options(job_id=f"welcome-{batch}")
+        for name in ("ada", "twin"):
+            with Session(engine) as session, session.begin():
+                outbox.enqueue(session, unique, name)
+        relay = Relay(engine, outbox, app.producer, batch=batch)
+        while await relay.relay_once():
+            pass
+        [job] = await queued(app)
+        assert (job.id, job.args) == (f"welcome-{batch}", ("ada",))
