@@ -28,8 +28,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                  "taskit.presence", "taskit.registry", "taskit.worker", "taskit.scheduler",
                  "taskit.metrics")),
     ("wiring", ("taskit.app", "taskit.service", "taskit.testing", "taskit.pytest_plugin")),
-    ("entry points", ("taskit._cli_load", "taskit._cli_admin", "taskit.cli", "taskit.__main__",
-                      "taskit")),
+    ("entry points", ("taskit._cli_load", "taskit._cli_admin", "taskit._cli_outbox", "taskit.cli",
+                      "taskit.__main__", "taskit")),
 ]  # fmt: skip
 
 
