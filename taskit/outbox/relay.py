@@ -86,6 +86,10 @@ class Relay:
         after ``idle`` seconds; a failed pass is retried with backoff. Cancellation mid-pass
         rolls that pass back (nothing is lost; nothing is enqueued twice)."""
         outage = Outage("outbox relay", log)
+        log.info(
+            "outbox relay started: table %s on %s, %d rows a pass",
+            self.outbox.table.name, self.engine.dialect.name, self.batch,
+        )  # fmt: skip
         while True:
             try:
                 moved = await self.relay_once()
