@@ -10,15 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, create_engine  # the dev extra has it
+from sqlalchemy.exc import OperationalError
 
+from taskit.outbox import Outbox
 from tests._ci import missing
-
-sqlalchemy = pytest.importorskip("sqlalchemy")  # the dev extra has it; CI fails below if not
-
-from sqlalchemy import Engine, create_engine  # noqa: E402
-from sqlalchemy.exc import OperationalError  # noqa: E402
-
-from taskit.outbox import Outbox  # noqa: E402
 
 POSTGRES_URL = os.environ.get(
     "TASKIT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
