@@ -45,6 +45,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     engine.dispose()
 
 
+@pytest.fixture(params=["postgresql", "mariadb"])
+def row_locking(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Engine, Outbox]]:
+    """An engine on a database with row locks (SQLite has one writer) and an outbox table."""
+    engine = engine_for(request.param, tmp_path)
+    box = Outbox(name=f"i13_outbox_{uuid.uuid4().hex[:12]}")
+    box.create(engine)
+    yield engine, box
+    box.table.drop(engine, checkfirst=True)
+    engine.dispose()
+
+
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     engine = create_engine(db_url)

@@ -206,9 +206,10 @@ def test_bad_relay_settings_are_refused(engine: Engine, outbox: Outbox) -> None:
         Relay(engine, outbox, producer, idle=-1)
 
 
-async def test_a_relay_skips_the_rows_another_relay_holds(engine: Engine, outbox: Outbox) -> None:
-    if engine.dialect.name == "sqlite":
-        pytest.skip("SQLite has one writer: a second relay waits for the first (no row locks)")
+async def test_a_relay_skips_the_rows_another_relay_holds(
+    row_locking: tuple[Engine, Outbox],
+) -> None:
+    engine, outbox = row_locking  # SQLite has one writer: a second relay waits for the first
     app = make_app()
     task = app.get_task("signup.welcome")
     with Session(engine) as session, session.begin():
