@@ -3,15 +3,17 @@
 One pass, in one database transaction:
 
 1. **Claim** up to ``batch`` of the oldest rows. PostgreSQL, MySQL and MariaDB lock them with
-   ``SELECT ... FOR UPDATE SKIP LOCKED``, so any number of relays share the table, each row
-   claimed by one at a time. SQLite has one writer: the claim is a ``DELETE ... RETURNING``,
-   which takes the database's write lock at once (a second relay waits for the first to commit).
-2. **Look up** each row's job id in the broker and **enqueue** only those not there. The row id
-   is the job id: a relay that died after its enqueue but before its commit left the rows in
-   the table (the database rolled its transaction back) and the jobs in the broker; the next pass
-   finds them by id and enqueues nothing again. The look-up is needed because the broker
-   *replaces* a finished job on an enqueue of its id (``Broker.enqueue``): without it a job that
-   already ran would run twice. The broker's own dedupe covers a job not yet finished.
+   ``SELECT ... FOR UPDATE SKIP LOCKED`` (at READ COMMITTED: no gap locks), so any number of
+   relays share the table, each row claimed by one at a time. SQLite has one writer: the claim
+   is a ``DELETE ... RETURNING``, which takes the database's write lock at once (a second relay
+   waits for the first to commit).
+2. **Look up** each row's job id in the broker and **enqueue** only those not there. The row
+   carries the job's id, fixed when it was written: a relay that died after its enqueue but
+   before its commit left the rows in the table (the database rolled its transaction back) and
+   the jobs in the broker; the next pass finds them by id and enqueues nothing again. The
+   look-up is needed because the broker *replaces* a finished job on an enqueue of its id
+   (``Broker.enqueue``): without it a job that already ran would run twice. The broker's own
+   dedupe covers a job not yet finished.
 3. **Delete** the rows (SQLite: already done in step 1) and **commit**.
 
 A row whose bytes are not a job is logged and dropped. Any other failure (broker or database)
