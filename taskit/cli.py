@@ -2,8 +2,9 @@
 
 taskit worker MODULE:ATTR [--queues a,b] [--concurrency N] [--burst] [--scheduler]
                          [--schedules FILE] [--metrics-port N] [--metrics-prefix P]
-                         [--log-level L] [--log-format F]
+                         [--log-level L] [--log-format F] [--outbox URL [--outbox-table T]]
 taskit scheduler MODULE:ATTR [--schedules FILE]    taskit check MODULE:ATTR
+taskit outbox-relay MODULE:ATTR --db URL [--table T] [--batch N]
 taskit info | job | dlq list/requeue/purge | enqueue | cancel | purge  (see taskit._cli_admin)
 taskit --version
 """
@@ -27,6 +28,7 @@ import click
 from taskit import __version__
 from taskit._cli_admin import Count, add_admin_commands, how_to_share, refuse_in_process
 from taskit._cli_load import load_app
+from taskit._cli_outbox import build_relay
 from taskit.app import App
 from taskit.config import MAX_COUNT
 from taskit.errors import BrokerAuthenticationError, BrokerError, ConfigurationError
@@ -36,6 +38,7 @@ from taskit.worker import Worker
 
 if TYPE_CHECKING:
     from taskit.metrics import Metrics
+    from taskit.outbox import Relay
 
 __all__ = ["load_app", "main"]
 
@@ -131,10 +134,15 @@ def main() -> None:
     show_default=True,
     help="Event loop; auto: uvloop when installed (taskit[fast]), else asyncio.",
 )
+@click.option(
+    "--outbox", "outbox_url", metavar="URL",
+    help="Also relay this database's outbox (taskit.outbox) into the broker: a SQLAlchemy URL.",
+)  # fmt: skip
+@click.option("--outbox-table", default="taskit_outbox", show_default=True, help="With --outbox.")
 def worker(
     app_path: str, queues: str | None, concurrency: int | None, burst: bool, log_level: str,
     log_format: str, scheduler: bool, schedules: str | None, metrics_port: int | None,
-    metrics_prefix: str | None, loop: str,
+    metrics_prefix: str | None, loop: str, outbox_url: str | None, outbox_table: str,
 ) -> None:  # fmt: skip
     """Run a worker for the App at MODULE:ATTR until SIGTERM/SIGINT (or, with --burst, until
     the queues are empty). A first signal stops gracefully, a second at once."""
@@ -147,6 +155,7 @@ def worker(
         raise click.BadParameter(f"no queue names in {queues!r}", param_hint="--queues")
     the_worker = app.worker(queues=names, concurrency=concurrency)
     the_scheduler = Scheduler(app) if scheduler else None
+    relay = build_relay(app, outbox_url, outbox_table) if outbox_url else None
     metrics = _metrics(app, metrics_port, metrics_prefix)
     try:
         backend, options = _event_loop(loop)
@@ -158,7 +167,7 @@ def worker(
         shown = backend + ("+uvloop" if options.get("use_uvloop") else "")
         logging.getLogger(__name__).info("event loop: %s", shown)
         anyio.run(
-            functools.partial(_run_worker, the_worker, burst, the_scheduler, metrics),
+            functools.partial(_run_worker, the_worker, burst, the_scheduler, metrics, relay),
             backend=backend,
             backend_options=options,
         )
@@ -231,6 +240,7 @@ async def _run_worker(
     burst: bool,
     scheduler: Scheduler | None,
     metrics: tuple[Metrics, Any] | None,
+    relay: Relay | None = None,
 ) -> None:
     # Signals are taken here, not by the worker: the receiver closes (restoring the default
     # handlers) in this task, and stop signals are ignored right after, with no await between.
@@ -241,6 +251,8 @@ async def _run_worker(
                 services.start_soon(metrics[0].refresh_forever)
             if scheduler is not None:
                 services.start_soon(scheduler.run)
+            if relay is not None:
+                services.start_soon(relay.run)
             try:
                 await the_worker.run(burst=burst)
             finally:
@@ -302,6 +314,37 @@ def scheduler(app_path: str, schedules: str | None, log_level: str, log_format: 
                     logging.getLogger("taskit.scheduler").info("scheduler stopping")
                     break
             _ignore_stop_signals()  # once the receiver is closed: closing restores the defaults
+            tg.cancel_scope.cancel()
+
+    anyio.run(serve)
+
+
+@main.command("outbox-relay")
+@click.argument("app_path", metavar="MODULE:ATTR")
+@click.option("--db", "url", required=True, metavar="URL", help="The database (SQLAlchemy URL).")
+@click.option("--table", default="taskit_outbox", show_default=True, help="The outbox table.")
+@click.option("--batch", default=100, show_default=True, type=Count(1, 10_000))
+@_LOG_LEVEL
+@_LOG_FORMAT
+def outbox_relay(
+    app_path: str, url: str, table: str, batch: int, log_level: str, log_format: str
+) -> None:
+    """Move the committed jobs of the database's outbox (taskit.outbox) into the App's broker,
+    each exactly once, until SIGTERM/SIGINT. Run as many as you like."""
+    _configure_logging(log_level, log_format)
+    app = load_app(app_path)
+    # Jobs relayed into this process's memory broker would reach no worker (and leave the table).
+    refuse_in_process(app, "taskit outbox-relay")
+    relay = build_relay(app, url, table, batch)
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(relay.run)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    logging.getLogger("taskit.outbox").info("outbox relay stopping")
+                    break
+            _ignore_stop_signals()
             tg.cancel_scope.cancel()
 
     anyio.run(serve)

@@ -27,7 +27,7 @@ from taskit.options import CallOptions, OnFailure, TaskOptions
 from taskit.producer import Producer
 
 # TaskOptions and OnFailure are defined in taskit.options; importable from here as before.
-__all__ = ["OnFailure", "Task", "TaskOptions", "TaskVariant", "When"]
+__all__ = ["OnFailure", "Task", "TaskOptions", "TaskVariant", "When", "scheduled"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,6 +44,11 @@ class TaskVariant(Generic[P, R]):
     def __init__(self, task: Task[P, R], overrides: CallOptions) -> None:
         self._task = task
         self._overrides = overrides
+
+    @property
+    def task(self) -> Task[P, R]:
+        """The task these options apply to (itself, for a ``Task``)."""
+        return self._task
 
     def prepare(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Build (but do not enqueue) a job for this call; for ``App.enqueue_many``."""
@@ -76,7 +81,7 @@ class TaskVariant(Generic[P, R]):
 
     async def schedule(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Enqueue a job to run at ``when`` (aware datetime) or after it (delay), never before."""
-        job, delay = _scheduled(self.prepare(*args, **kwargs), when)
+        job, delay = scheduled(self.prepare(*args, **kwargs), when)
         return (await self._task.producer.submit([job], [delay]))[0]
 
     def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job:
@@ -86,7 +91,7 @@ class TaskVariant(Generic[P, R]):
 
     def schedule_sync(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Job:
         """``schedule`` for code without an event loop."""
-        job, delay = _scheduled(self.prepare(*args, **kwargs), when)
+        job, delay = scheduled(self.prepare(*args, **kwargs), when)
         return self._task.producer.submit_sync([job], [delay])[0]
 
 
@@ -235,7 +240,7 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
-def _scheduled(job: Job, when: When) -> tuple[Job, float]:
+def scheduled(job: Job, when: When) -> tuple[Job, float]:
     """The job and the delay to enqueue it with, for ``schedule(when, ...)``."""
     if isinstance(when, datetime):
         if when.tzinfo is None or when.utcoffset() is None:

@@ -22,15 +22,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "taskit.events", "taskit.hooks")),
     ("brokers", ("taskit.broker", "taskit.broker.")),
     ("producing", ("taskit._arguments", "taskit.producer", "taskit.task", "taskit._results",
-                   "taskit.handlers", "taskit.webhooks", "taskit.ports", "taskit.once")),
+                   "taskit.handlers", "taskit.webhooks", "taskit.ports", "taskit.once",
+                   "taskit.outbox", "taskit.outbox.")),
     ("running", ("taskit.execution", "taskit._settler", "taskit._leases", "taskit._inbox",
                  "taskit._worker_parts",
                  "taskit.presence", "taskit.registry", "taskit.worker", "taskit.scheduler",
                  "taskit.metrics", "taskit.oneshot")),
     ("wiring", ("taskit.app", "taskit.service", "taskit.testing", "taskit.pytest_plugin",
                 "taskit.otel")),
-    ("entry points", ("taskit._cli_load", "taskit._cli_admin", "taskit.cli", "taskit.__main__",
-                      "taskit")),
+    ("entry points", ("taskit._cli_load", "taskit._cli_admin", "taskit._cli_outbox", "taskit.cli",
+                      "taskit.__main__", "taskit")),
 ]  # fmt: skip
 
 
