@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -166,8 +166,12 @@ def worker(
             )
         shown = backend + ("+uvloop" if options.get("use_uvloop") else "")
         logging.getLogger(__name__).info("event loop: %s", shown)
-        anyio.run(
-            functools.partial(_run_worker, the_worker, burst, the_scheduler, metrics, relay),
+        stopping = _Stopping()
+        _run_until_stopped(
+            stopping,
+            functools.partial(
+                _run_worker, the_worker, burst, the_scheduler, metrics, relay, stopping
+            ),
             backend=backend,
             backend_options=options,
         )
@@ -241,6 +245,7 @@ async def _run_worker(
     scheduler: Scheduler | None,
     metrics: tuple[Metrics, Any] | None,
     relay: Relay | None = None,
+    stopping: _Stopping | None = None,
 ) -> None:
     # Signals are taken here, not by the worker: the receiver closes (restoring the default
     # handlers) in this task, and stop signals are ignored right after, with no await between.
@@ -261,12 +266,37 @@ async def _run_worker(
                     from taskit.metrics import stop_serving
 
                     stop_serving(metrics[1])
+        if stopping is not None:
+            stopping.done = True
     _ignore_stop_signals()
 
 
 async def _relay(signals: AsyncIterator[int], the_worker: Worker) -> None:
     async for signum in signals:
         the_worker.signalled(signum)
+
+
+class _Stopping:
+    """Whether a command has stopped and is closing its signal receiver. Closing restores
+    Python's default SIGINT handler for a moment before ``_ignore_stop_signals``: a Ctrl-C in
+    that moment raises ``KeyboardInterrupt`` out of ``anyio.run``, which is then the stop
+    already under way, not a new one (``_run_until_stopped``)."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+
+def _run_until_stopped(stopping: _Stopping, fn: Callable[[], Awaitable[None]], **run: Any) -> None:
+    """``anyio.run(fn, **run)``, where a ``KeyboardInterrupt`` after ``stopping.done`` ends
+    the command cleanly (exit status 0, no "Aborted!") instead of killing it."""
+    try:
+        anyio.run(fn, **run)
+    except KeyboardInterrupt:
+        _ignore_stop_signals()
+        if not stopping.done:
+            raise
 
 
 def _ignore_stop_signals() -> None:
@@ -306,6 +336,8 @@ def scheduler(app_path: str, schedules: str | None, log_level: str, log_format: 
             f"{app_path} has no periodic schedules (and no --schedules or TASKIT_SCHEDULE_JSON)"
         )
 
+    stopping = _Stopping()
+
     async def serve() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(Scheduler(app).run)
@@ -313,10 +345,11 @@ def scheduler(app_path: str, schedules: str | None, log_level: str, log_format: 
                 async for _ in signals:
                     logging.getLogger("taskit.scheduler").info("scheduler stopping")
                     break
+                stopping.done = True
             _ignore_stop_signals()  # once the receiver is closed: closing restores the defaults
             tg.cancel_scope.cancel()
 
-    anyio.run(serve)
+    _run_until_stopped(stopping, serve)
 
 
 @main.command("outbox-relay")
@@ -337,6 +370,8 @@ def outbox_relay(
     refuse_in_process(app, "taskit outbox-relay")
     relay = build_relay(app, url, table, batch)
 
+    stopping = _Stopping()
+
     async def serve() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(relay.run)
@@ -344,10 +379,11 @@ def outbox_relay(
                 async for _ in signals:
                     logging.getLogger("taskit.outbox").info("outbox relay stopping")
                     break
+                stopping.done = True
             _ignore_stop_signals()
             tg.cancel_scope.cancel()
 
-    anyio.run(serve)
+    _run_until_stopped(stopping, serve)
 
 
 @main.command()

@@ -8,9 +8,11 @@ from __future__ import annotations
 import importlib.util
 import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from taskit.cli import _run_until_stopped, _Stopping
 from tests._ci import missing
 from tests.e2e.helpers import WorkerProcess, free_port
 
@@ -142,3 +144,38 @@ def test_a_worker_with_a_scheduler_logs_an_outage_a_few_times() -> None:
 def test_the_scheduler_logs_an_outage_a_few_times() -> None:
     warnings = warnings_against_unreachable_redis("scheduler")
     assert 1 <= len(warnings) <= 2, "".join(warnings[:10])
+
+
+@pytest.fixture
+def saved_stop_handlers() -> Iterator[None]:
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@pytest.mark.usefixtures("saved_stop_handlers")
+def test_a_ctrl_c_in_the_moment_the_receiver_closes_ends_the_command_cleanly() -> None:
+    # Closing the signal receiver restores Python's SIGINT handler for a moment before the
+    # command ignores stop signals; a Ctrl-C then (seen in CI under load, one in many runs of
+    # the test above) raised KeyboardInterrupt out of anyio.run: "Aborted!", or status -2.
+    stopping = _Stopping()
+
+    async def stopped_then_interrupted() -> None:
+        stopping.done = True
+        raise KeyboardInterrupt
+
+    _run_until_stopped(stopping, stopped_then_interrupted)  # returns: the stop was under way
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+
+
+@pytest.mark.usefixtures("saved_stop_handlers")
+def test_a_ctrl_c_before_the_stop_still_interrupts() -> None:
+    async def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run_until_stopped(_Stopping(), interrupted)
