@@ -136,7 +136,10 @@ async def subscribe(
     ``TypeError``/``ValueError`` for bad arguments at the first iteration, and the broker's
     errors as they come."""
     _check_app(app)
-    group, consumer = _name("group", group), _name("consumer", consumer or _default_consumer())
+    group, consumer = (
+        _name("group", group),
+        _name("consumer", _default_consumer() if consumer is None else consumer),
+    )
     for name, value in (("batch", batch), ("claim_after", claim_after), ("poll", poll)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ValueError(f"{name} must be a number > 0, got {value!r}")
