@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -128,7 +128,7 @@ async def subscribe(
     batch: int = 100,
     claim_after: float = 30.0,
     poll: float = 0.5,
-) -> AsyncIterator[Delivery]:
+) -> AsyncGenerator[Delivery, None]:
     """Audit events for ``consumer`` (default: host and process id) of ``group``, for ever,
     oldest first; each must be acknowledged (``Delivery.ack``). Reads up to ``batch`` at a time
     and, when none came, waits ``poll`` seconds (it polls: no connection is held blocking).
