@@ -47,7 +47,7 @@ from taskit.job import (
     utc_from_timestamp,
 )
 
-__all__ = ["Broker", "BrokerOptions", "OnceState", "corrupt_job", "stand_in"]
+__all__ = ["Broker", "BrokerOptions", "OnceState", "check_stream", "corrupt_job", "stand_in"]
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,33 @@ class Broker(abc.ABC):
         """Every live announcement's record by name, in name order; expired ones are
         forgotten (on the broker's clock). This is how anyone counts who is alive."""
 
+    # -- streams: capped, append-only logs read by consumer groups (``taskit.audit``) --------------
+    # Optional: the defaults raise ``NotImplementedError``, so a broker written before streams
+    # keeps working for everything else.
+    async def stream_add(self, stream: str, entry: bytes, *, maxlen: int) -> str:
+        """Append ``entry`` to ``stream`` (created on first use) and return its id; keep about
+        the newest ``maxlen`` entries (> 0, else ``ValueError``): older ones are dropped, for
+        every group, read or not. Ids are opaque text, unique within the stream."""
+        raise NotImplementedError(f"{type(self).__name__} has no streams")
+
+    async def stream_read(
+        self, stream: str, group: str, consumer: str, *, count: int, claim_after: float
+    ) -> list[tuple[str, bytes]]:
+        """Deliver up to ``count`` (> 0) entries of ``stream`` to ``consumer`` of ``group``, as
+        ``(id, entry)`` oldest first, without waiting (empty: nothing to deliver now).
+
+        A group is made on first use, starting at the oldest entry still kept. Each entry goes
+        to one consumer of a group, and stays pending until ``stream_ack``; one left pending
+        for ``claim_after`` seconds (> 0, else ``ValueError``; its consumer died, or never
+        acknowledged) is delivered again, to the caller, before new entries (at-least-once).
+        A pending entry dropped by the length cap is never delivered again."""
+        raise NotImplementedError(f"{type(self).__name__} has no streams")
+
+    async def stream_ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        """Acknowledge ``ids`` for ``group``: they are not delivered to it again. Answers how
+        many were pending (unknown or already acknowledged ids are skipped)."""
+        raise NotImplementedError(f"{type(self).__name__} has no streams")
+
     async def _handed_over(self, leases: list[Lease]) -> list[Lease]:
         """What a reserve returns: ``leases``, unless its caller was cancelled while they were
         taken. Then they are released (shielded) and the cancellation is raised: a job never
@@ -340,3 +367,11 @@ def corrupt_job(job_id: str, queue: str, why: str) -> Job:
     so a listing never fails and can show it."""
     live = {"status": JobStatus.DEAD_LETTER, "error": why, "error_type": "CorruptJobError"}
     return job_of(stand_in(queue), job_id, queue, live)
+
+
+def check_stream(**values: float) -> None:
+    """What each broker's stream calls check first: ``ValueError`` naming the first of
+    ``values`` (counts and durations) that is not > 0."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"a stream's {name} must be > 0, got {value!r}")

@@ -18,8 +18,9 @@ import anyio.lowlevel
 import msgspec
 
 from taskit._storable import storable
-from taskit.broker.base import Broker, BrokerOptions, OnceState
+from taskit.broker.base import Broker, BrokerOptions, OnceState, check_stream
 from taskit.broker.memory.state import WAITING, MemoryState, Record, copy_job, encode_for_store
+from taskit.broker.memory.streams import Stream
 from taskit.broker.memory.wakeup import Waiter, wake_all
 from taskit.clock import Clock
 from taskit.config import MAX_SECONDS, Settings
@@ -333,6 +334,25 @@ class MemoryBroker(MemoryState, Broker):
         with self._lock:
             self._forget_expired()
             return {n: rec for n, (_, rec) in sorted(self._beats.items())}
+
+    # -- streams ---------------------------------------------------------------------------
+    async def stream_add(self, stream: str, entry: bytes, *, maxlen: int) -> str:
+        check_stream(maxlen=maxlen)
+        with self._lock:
+            return self._streams.setdefault(stream, Stream()).add(entry, maxlen)
+
+    async def stream_read(
+        self, stream: str, group: str, consumer: str, *, count: int, claim_after: float
+    ) -> list[tuple[str, bytes]]:
+        check_stream(count=count, claim_after=claim_after)
+        with self._lock:
+            found = self._streams.setdefault(stream, Stream())
+            return found.read(group, count, claim_after, self._clock.time())
+
+    async def stream_ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        with self._lock:
+            found = self._streams.get(stream)
+            return 0 if found is None else found.ack(group, ids)
 
     def _forget_expired(self) -> None:
         """Drop announcements whose expiry has passed (call with the lock held)."""

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from taskit.broker.base import corrupt_job
+from taskit.broker.memory.streams import Stream
 from taskit.broker.memory.wakeup import Waiter, wake_all
 from taskit.clock import Clock, FakeClock, SystemClock
 from taskit.errors import CorruptJobError, SerializationError
@@ -74,6 +75,7 @@ class MemoryState:
         self._onces_kept = 0  # how many were left after the last sweep of expired ones
         self._beats: dict[str, tuple[float, bytes]] = {}  # name -> (expiry, record)
         self._waiters: list[Waiter] = []
+        self._streams: dict[str, Stream] = {}  # name -> stream (``streams``)
         self._clock_driven = isinstance(self._clock, FakeClock)
         if isinstance(self._clock, FakeClock):
             self._clock.on_change(self._wake_waiters)

@@ -28,11 +28,13 @@ import anyio
 import redis.exceptions
 
 from taskit._storable import storable
+from taskit.broker.base import check_stream
 from taskit.broker.redis import requests
 from taskit.broker.redis.base import RedisBase, ms
 from taskit.broker.redis.records import encode_error, split_token
 from taskit.broker.redis.requests import DeadElsewhere, Leased
 from taskit.broker.redis.scripts import SCRIPTS
+from taskit.broker.redis.streams import StreamCommands
 from taskit.broker.redis.transport.fast import FastClient
 from taskit.broker.redis.wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
 from taskit.errors import BrokerError
@@ -206,6 +208,28 @@ class RedisBroker(RedisBase):
         for i, ok in zip(sent, answer, strict=True):
             applied[i] = ok
         return applied
+
+    # -- streams (``streams``) -----------------------------------------------------------------
+    async def stream_add(self, stream: str, entry: bytes, *, maxlen: int) -> str:
+        check_stream(maxlen=maxlen)
+        return await self._stream(stream).add(entry, maxlen)
+
+    async def stream_read(
+        self, stream: str, group: str, consumer: str, *, count: int, claim_after: float
+    ) -> list[tuple[str, bytes]]:
+        check_stream(count=count, claim_after=claim_after)
+        return await self._stream(stream).read(group, consumer, count, ms(claim_after))
+
+    async def stream_ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        return await self._stream(stream).ack(group, ids)
+
+    def _stream(self, stream: str) -> StreamCommands:
+        commands = self._conn.pair().commands
+
+        async def execute(*command: Any) -> Any:
+            return await self._conn.guard(commands.execute(*command))
+
+        return StreamCommands(execute, self._keys.stream(stream))
 
     async def reclaim(
         self, queues: Sequence[str], *, lease: float, limit: int = 100

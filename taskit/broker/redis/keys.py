@@ -28,6 +28,8 @@ key                         type    holds
 ``{p}:workers``             zset    announced names (``Broker.announce``) by expiry (ms)
 ``{p}:beats``               hash    announced name -> its record
 ``{p}:epoch``               string  random id of this data set: gone or changed = data lost
+``{p}:stream:<name>``       stream  a capped log (``Broker.stream_add``), entry field ``e``;
+                                    read by consumer groups (``taskit.audit``)
 ==========================  ======  ===================================================
 
 Live jobs (waiting, running, dead letters) are fields of the fixed hashes and never carry a TTL;
@@ -78,6 +80,9 @@ class Keys:
     def once(self, key: str) -> str:
         return f"{self.tag}:once:{key}"
 
+    def stream(self, name: str) -> str:
+        return f"{self.tag}:stream:{name}"
+
     def queue(self, queue: str, kind: str) -> str:
         """Key ``kind`` (fifo, ranked, delayed, leases, dead, totals, wake) of ``queue``."""
         return f"{self.tag}:q:{queue}:{kind}"
@@ -120,7 +125,8 @@ class Keys:
                  self.epoch: "string", self.queues: "set", self.workers: "zset"}  # fmt: skip
         if key in fixed:
             return fixed[key]
-        parts = ((":done:", "hash"), (":claim:", "string"), (":once:", "string"), (":q:", None))
+        parts = ((":done:", "hash"), (":claim:", "string"), (":once:", "string"),
+                 (":stream:", "stream"), (":q:", None))  # fmt: skip
         for part, kind in parts:
             if key.startswith(self.tag + part):
                 return kind or QUEUE_KINDS.get(key.rpartition(":")[2])
