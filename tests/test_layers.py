@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("producing", ("taskit._arguments", "taskit.producer", "taskit.task", "taskit._results",
                    "taskit.handlers", "taskit.webhooks", "taskit.ports", "taskit.once",
                    "taskit.outbox", "taskit.outbox.")),
-    ("running", ("taskit.execution", "taskit._settler", "taskit._leases", "taskit._inbox",
+    ("running", ("taskit.execution", "taskit._settler", "taskit._leases", "taskit._handoff",
                  "taskit._worker_parts",
                  "taskit.presence", "taskit.registry", "taskit.worker", "taskit.scheduler",
                  "taskit.metrics", "taskit.oneshot")),
