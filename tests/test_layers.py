@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("brokers", ("taskit.broker", "taskit.broker.")),
     ("producing", ("taskit._arguments", "taskit.producer", "taskit.task", "taskit._results",
                    "taskit.handlers", "taskit.webhooks", "taskit.ports", "taskit.once",
-                   "taskit.outbox", "taskit.outbox.")),
+                   "taskit.outbox", "taskit.outbox.", "taskit.inbox", "taskit.inbox.")),
     ("running", ("taskit.execution", "taskit._settler", "taskit._leases", "taskit._handoff",
                  "taskit._worker_parts",
                  "taskit.presence", "taskit.registry", "taskit.worker", "taskit.scheduler",
