@@ -91,9 +91,14 @@ def wait_until_blocked(engine: Engine, inbox: Inbox, claimer: Future[bool]) -> N
 
 
 @pytest.mark.parametrize("first_ends", ["commit", "rollback"])
+@pytest.mark.parametrize("key_was", ["new", "expired"])
 def test_of_two_racing_transactions_exactly_one_holds_the_key(
-    engine: Engine, inbox: Inbox, first_ends: str
+    engine: Engine, inbox: Inbox, clock: FakeClock, key_was: str, first_ends: str
 ) -> None:
+    if key_was == "expired":
+        with Session(engine) as session, session.begin():
+            assert inbox.claim(session, "race", ttl=10)
+        clock.advance(10)
     with ThreadPoolExecutor(1) as pool, Session(engine) as first:
         assert inbox.claim(first, "race")
         second = pool.submit(claim_alone, engine, inbox, "race")
