@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Self
 import anyio
 import anyio.abc
 
-from taskit._inbox import Inbox
+from taskit._handoff import Handoff
 from taskit._leases import Reaper, keep_leases
 from taskit._outage import Outage
 from taskit._settler import Settled, Settler
@@ -149,7 +149,7 @@ class Worker:
         limiter = anyio.CapacityLimiter(settings.sync_concurrency)
         executor = self._executor = Executor(self.tasks, limiter)
         settler = self._settler = Settler(broker, self.lease, self._settled)
-        inbox = Inbox()
+        handoff = Handoff()
         events = WorkerEvents(self.events, self.name) if self.events else None
         self._events = events
         async with anyio.create_task_group() as services:
@@ -171,15 +171,15 @@ class Worker:
             async with anyio.create_task_group() as runners:
                 self._runners_left = self.concurrency
                 for _ in range(self.concurrency):
-                    runners.start_soon(self._runner, inbox, executor)
+                    runners.start_soon(self._runner, handoff, executor)
                 try:
                     with anyio.CancelScope() as self._fetching:  # stop() cancels it
                         if self._stopping.is_set():
                             self._fetching.cancel()
-                        await self._fetch(inbox, burst)
+                        await self._fetch(handoff, burst)
                 finally:
                     self._fetching = None
-                    inbox.close()
+                    handoff.close()
                 grace_end = await self._grace()
             # Every runner is done: deliver what they settled, then stop; a broker that is down
             # is not waited out past the grace period (the leases expire, the jobs come back).
@@ -276,7 +276,7 @@ class Worker:
             await self.run()
 
     # -- fetching ----------------------------------------------------------------------------
-    async def _fetch(self, inbox: Inbox, burst: bool) -> None:
+    async def _fetch(self, handoff: Handoff, burst: bool) -> None:
         """Reserve jobs for idle runners until cancelled (``stop``) or, in burst mode, until the
         queues are empty. Every wait in here is a checkpoint of the ``_fetching`` scope."""
         outage = Outage("reserve", log)
@@ -302,7 +302,7 @@ class Worker:
                 self._hand_back(leases)
                 return
             self._busy += len(leases)
-            inbox.put(leases)
+            handoff.put(leases)
             if 0 < len(leases) < free:
                 # The queues ran dry: let the runners start these before asking the broker
                 # again (that call would find nothing and only delay them: ~60 us on Redis).
@@ -326,9 +326,9 @@ class Worker:
         return all(s.queued + s.scheduled + s.running == 0 for s in stats.values())
 
     # -- running -----------------------------------------------------------------------------
-    async def _runner(self, inbox: Inbox, executor: Executor) -> None:
+    async def _runner(self, handoff: Handoff, executor: Executor) -> None:
         try:
-            while (lease := await inbox.get()) is not None:
+            while (lease := await handoff.get()) is not None:
                 await self._run_one(lease, executor)
         finally:
             self._runners_left -= 1

@@ -12,10 +12,10 @@ import anyio
 
 from taskit.job import Lease
 
-__all__ = ["Inbox"]
+__all__ = ["Handoff"]
 
 
-class Inbox:
+class Handoff:
     """Leases waiting for a runner. ``get`` returns ``None`` once closed and empty."""
 
     def __init__(self) -> None:
