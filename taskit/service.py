@@ -26,7 +26,7 @@ import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -84,6 +84,7 @@ class JobService:
         metadata: Mapping[str, Any] | None = None,
         created_by: str | uuid.UUID | None = None,
         expires: float | datetime | None = None,
+        result_ttl: float | timedelta | None = None,
     ) -> Job:
         """Create and enqueue a job of the registered task ``job_type``; returns it as stored.
 
@@ -102,7 +103,7 @@ class JobService:
         variant, kwargs = self._prepare(
             job_type, payload, queue=_one_queue(queue, queue_name), priority=priority,
             max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
-            metadata=metadata, created_by=created_by, expires=expires,
+            metadata=metadata, created_by=created_by, expires=expires, result_ttl=result_ttl,
         )  # fmt: skip
         if scheduled_at is None:
             return await variant.enqueue(**kwargs)
@@ -124,12 +125,13 @@ class JobService:
         metadata: Mapping[str, Any] | None = None,
         created_by: str | uuid.UUID | None = None,
         expires: float | datetime | None = None,
+        result_ttl: float | timedelta | None = None,
     ) -> Job:
         """``create_job`` for code without an event loop (a Flask or Django view, a script)."""
         variant, kwargs = self._prepare(
             job_type, payload, queue=_one_queue(queue, queue_name), priority=priority,
             max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
-            metadata=metadata, created_by=created_by, expires=expires,
+            metadata=metadata, created_by=created_by, expires=expires, result_ttl=result_ttl,
         )  # fmt: skip
         if scheduled_at is None:
             return variant.enqueue_sync(**kwargs)
