@@ -35,7 +35,7 @@ import anyio.abc
 
 from taskit.handlers import check_payload
 from taskit.job import Job, JobResult, encode_value
-from taskit.oneshot import process_one
+from taskit.oneshot import JobFunction, process_one
 from taskit.task import TaskVariant
 from taskit.worker import Worker, WorkerStats
 
@@ -150,13 +150,19 @@ class JobService:
         return variant, kwargs
 
     async def process_one(
-        self, queue: str | Sequence[str] | None = None, *, timeout: float = 0.0
+        self,
+        queue: str | Sequence[str] | None = None,
+        handler: JobFunction | None = None,
+        *,
+        timeout: float = 0.0,
     ) -> JobResult | None:
         """Run at most one job of ``queue`` (a name or names, most preferred first; default: the
         default queue) in this process, as a worker would, and return its ``JobResult``; ``None``
         if none was ready within ``timeout`` seconds. For scripts and tests; see
-        ``taskit.oneshot.process_one`` for what the result holds."""
-        return await process_one(self.app, queue, timeout=timeout)
+        ``taskit.oneshot.process_one`` for what the result holds. ``handler(job)`` (sync or
+        async) runs the job instead of its registered task, whatever its task name; its return
+        value is the result, and what it raises is retried as the task's would be."""
+        return await process_one(self.app, queue, handler, timeout=timeout)
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job, or ``None`` if it never existed or its finished record has expired."""

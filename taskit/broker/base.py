@@ -146,7 +146,8 @@ class Broker(abc.ABC):
         retried after a lost reply is answered ``False``). An outcome whose ``result_ttl`` is
         not None or seconds from 0 to ten years is answered ``False``. RETRY makes it RETRYING,
         due after ``delay``; DEAD_LETTER moves it to its queue's dead letters (no TTL: kept until
-        requeued or purged); RELEASE makes it PENDING at once and refunds the attempt (shutdown, not failure).
+        requeued or purged); RELEASE makes it PENDING at once and refunds the attempt (shutdown,
+        not failure).
         A RETRY or RELEASE of a job whose cancel was requested while it ran ends it CANCELLED.
 
         One outcome never fails the call, nor the others in it: each is checked and encoded on
@@ -179,8 +180,8 @@ class Broker(abc.ABC):
         """Cancel a job. PENDING, SCHEDULED or RETRYING: leaves its queue, CANCELLED, ``True``.
         RUNNING: cancel requested (the worker learns it when it next extends), ``True``.
         A job cancelled here (or by ``reclaim``, its cancel requested) is kept for its own
-        ``result_ttl``, else the broker's. Finished or unknown: nothing changes, ``False``. A job whose stored record is
-        unreadable: nothing changes, ``CorruptJobError``."""
+        ``result_ttl``, else the broker's. Finished or unknown: nothing changes, ``False``. A
+        job whose stored record is unreadable: nothing changes, ``CorruptJobError``."""
 
     @abc.abstractmethod
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
