@@ -15,6 +15,7 @@ import pytest
 from taskit.broker.base import Broker
 from taskit.broker.redis import requests
 from taskit.job import Job, JobResult, JobStatus, Lease, Outcome, OutcomeKind
+from tests.broker import test_lua_scripts as lua
 from tests.broker._helpers import LONG, make_job, new_queue, outcome, reserve_all, status_of
 from tests.broker._redis_kinds import RedisHarness
 from tests.broker.conftest import BrokerHarness
@@ -174,3 +175,25 @@ async def test_the_settle_script_keeps_the_done_key_for_the_ttl_it_is_given(
     assert 4_000 < await rh.client.pttl(k.done(f"{q}-own")) <= 5_000
     assert not await rh.client.exists(k.done(f"{q}-zero"))
     assert 59_000 < await rh.client.pttl(k.done(f"{q}-default")) <= 60_000
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_settle_script_reads_the_ttl_after_the_delay_else_argv_1(
+    rh: RedisHarness,
+) -> None:
+    """The script itself, called with the ARGV its header documents (no request object)."""
+    k = rh.broker.keys
+    for job_id in ("own", "zero", "default"):
+        await lua.enqueue(rh, job_id)
+    await lua.reserve(rh)  # tokens stem.1, stem.2, stem.3 in enqueue order
+    args: list[object] = [60_000, 1]
+    for i, (job_id, own) in enumerate([("own", " 5000"), ("zero", " 0"), ("default", "")]):
+        args += [job_id, f"stem.{i + 1} complete 1 0{own}", "", ""]
+
+    settled = await lua.run(rh, "settle", lua.settle_keys(k, "own", "zero", "default"), args)
+
+    assert settled == [1, 1, 1]
+    assert 4_000 < await rh.client.pttl(k.done("own")) <= 5_000
+    assert not await rh.client.exists(k.done("zero"))
+    assert 59_000 < await rh.client.pttl(k.done("default")) <= 60_000
+    assert await rh.client.hget(k.totals("q"), "completed") == b"3"
