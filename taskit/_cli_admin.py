@@ -205,6 +205,8 @@ def job(app_path: str, job_id: str, as_json: bool) -> None:
     for key in ("created_at", "scheduled_at", "started_at", "failed_at", "completed_at"):
         if data.get(key):
             click.echo(f"{key + ':':<14}{data[key]}")
+    if found.result_ttl is not None:  # the job's own retention once finished (0: none)
+        click.echo(f"{'result_ttl:':<14}{found.result_ttl:g} s")
     click.echo(f"{'args:':<14}{json.dumps(data['args'])}")
     click.echo(f"{'kwargs:':<14}{json.dumps(data['kwargs'])}")
     for key in ("created_by", "metadata", "error_type", "error"):

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from taskit.config import MAX_SECONDS
 from taskit.errors import SerializationError
 from taskit.job import JobResult, Outcome, OutcomeKind, describe_error, storable_text
 
@@ -90,7 +91,15 @@ def _names_a_lease(outcome: Outcome) -> bool:
         and delay is not True
         and delay is not False
         and delay == delay  # not NaN
+        and _is_ttl(outcome.result_ttl)
     )
+
+
+def _is_ttl(ttl: Any) -> bool:
+    """None (the broker's TTL) or seconds from 0 to ten years (NaN fails)."""
+    if ttl is None:
+        return True
+    return isinstance(ttl, _DELAYS) and not isinstance(ttl, bool) and 0 <= ttl <= MAX_SECONDS
 
 
 def _no_error(item: JobResult | Outcome) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
@@ -122,6 +123,7 @@ class App:
         retry_on: ExceptionTypes | None = None,
         dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
+        result_ttl: float | timedelta | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -138,6 +140,7 @@ class App:
         retry_on: ExceptionTypes | None = None,
         dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
+        result_ttl: float | timedelta | None = None,
     ) -> Task[P, R] | TaskDecorator:
         """Register a function (``async def`` or ``def``) as a task.
 
@@ -151,12 +154,14 @@ class App:
         runs on every failure. ``retry_on`` / ``dont_retry_on`` (exception classes) choose
         which raised exceptions are retried; any other fails the job at once (guide: "Choosing
         what to retry"). ``validate=False`` skips the argument type check at enqueue
-        (guide: "Arguments"). A bad option raises ``ValueError``/``TypeError`` naming it.
+        (guide: "Arguments"). ``result_ttl`` (seconds or a timedelta; 0: none) is how long
+        its finished jobs stay readable, instead of the broker's ``result_ttl`` (guide: "Result
+        retention per job"). A bad option raises ``ValueError``/``TypeError`` naming it.
         """
         given = given_options(
             queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
             timeout=timeout, on_failure=on_failure, retry_on=retry_on,
-            dont_retry_on=dont_retry_on, validate=validate,
+            dont_retry_on=dont_retry_on, validate=validate, result_ttl=result_ttl,
         )  # fmt: skip
 
         def register(func: Callable[P, R]) -> Task[P, R]:
@@ -180,6 +185,7 @@ class App:
         retry_on: ExceptionTypes | None = None,
         dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
+        result_ttl: float | timedelta | None = None,
     ) -> HandlerTask:
         """Register a class-based handler (``taskit.handlers.JobHandler``) as the task named by
         its ``job_type``, with the options of ``App.task`` (``on_failure`` is the handler's own
@@ -189,7 +195,7 @@ class App:
         task = handler_task(
             self.producer, handler, queue=queue, priority=priority, max_retries=max_retries,
             backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
-            validate=validate,
+            validate=validate, result_ttl=result_ttl,
         )  # fmt: skip
         self._register(task)
         return task
@@ -249,6 +255,7 @@ class App:
         retry_on: ExceptionTypes | None = None,
         dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
+        result_ttl: float | timedelta | None = None,
     ) -> Task[..., Any]:
         """A handle to enqueue task ``name`` without registering or importing it here.
 
@@ -256,16 +263,17 @@ class App:
         signature (the worker checks them), and the name is not checked either. If ``name`` is
         registered here, its signature is checked and its options apply unless given here.
         Options are those of ``App.task`` but ``on_failure``, checked alike. ``queue``,
-        ``priority``, ``max_retries`` and ``timeout`` travel on the job; ``backoff``,
-        ``retry_on`` and ``dont_retry_on`` (like ``on_failure``) are the business of the worker
-        that runs the task, which uses its own task's, so here they are only checked and kept
-        in ``opts``. Unset, the job's ``timeout``
+        ``priority``, ``max_retries``, ``timeout`` and ``result_ttl`` travel on the job;
+        ``backoff``, ``retry_on`` and ``dont_retry_on`` (like ``on_failure``) are the business
+        of the worker that runs the task, which uses its own task's, so here they are only
+        checked and kept in ``opts``. Unset, the job's ``timeout``
         stays ``None`` for a task not registered here, so the worker's own task timeout applies.
         """
         check_name(name)
         changes = given_options(
             queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
             timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on, validate=validate,
+            result_ttl=result_ttl,
         )  # fmt: skip
         known = self._tasks.get(name)
         if known is not None:

@@ -110,7 +110,15 @@ class Executor:
         return self._threads
 
     async def execute(self, running: RunningJob) -> Outcome | None:
-        """Run the job and say how to settle it (``None``: do not settle, the lease is lost)."""
+        """Run the job and say how to settle it (``None``: do not settle, the lease is lost).
+        The outcome carries the job's ``result_ttl``, for the broker to keep it that long."""
+        outcome = await self._execute(running)
+        ttl = running.lease.job.result_ttl
+        if outcome is None or ttl is None:
+            return outcome
+        return msgspec.structs.replace(outcome, result_ttl=ttl)
+
+    async def _execute(self, running: RunningJob) -> Outcome | None:
         job, token = running.lease.job, running.lease.token
         if job.expires_at is not None and self._clock.time() > job.expires_at.timestamp():
             return _expired(job, token)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from taskit._arguments import check_any
@@ -146,6 +147,7 @@ def handler_task(
     retry_on: ExceptionTypes | None = None,
     dont_retry_on: ExceptionTypes | None = None,
     validate: bool | None = None,
+    result_ttl: float | timedelta | None = None,
 ) -> HandlerTask:
     """Build (not register) the task for ``handler``, its jobs stored through ``producer``;
     options default as in ``App.task`` (from ``producer.settings``), ``on_failure`` is the
@@ -164,7 +166,7 @@ def handler_task(
     opts = resolve_options(
         producer.settings, job_type, queue=queue, priority=priority, max_retries=max_retries,
         backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
-        validate=validate, on_failure=handler.on_failure,
+        validate=validate, on_failure=handler.on_failure, result_ttl=result_ttl,
     )  # fmt: skip
     return HandlerTask(producer, _Run(handler), opts)
 

@@ -179,6 +179,9 @@ class Job(
     created_by: str | None = None
     #: Not started by then, it is dropped (CANCELLED, ``error_type`` "Expired"), never run.
     expires_at: datetime | None = None
+    #: Seconds the broker keeps this job once it is completed, failed or cancelled (``None``:
+    #: the broker's ``result_ttl``; 0: dropped at the settle). Dead letters are kept regardless.
+    result_ttl: float | None = None
 
     @property
     def args(self) -> tuple[Any, ...]:
@@ -262,6 +265,7 @@ class JobSpec(
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     created_by: str | None = None
     expires_at: datetime | None = None
+    result_ttl: float | None = None
 
 
 if JobSpec.__struct_fields__ != Job.__struct_fields__:  # pragma: no cover - a definition error
@@ -309,6 +313,9 @@ class Outcome(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     error_type: str | None = None
     traceback: str | None = None
     delay: float = 0.0
+    #: Seconds the broker keeps the job's record once this outcome ends it (COMPLETE, FAIL,
+    #: CANCEL); ``None``: the broker's ``result_ttl``. The worker copies its job's ``result_ttl``.
+    result_ttl: float | None = None
 
 
 class QueueStats(msgspec.Struct, kw_only=True):
@@ -384,6 +391,7 @@ def stored_form(job: Job) -> tuple[Job, bytes]:
                 metadata=job.metadata,
                 created_by=job.created_by,
                 expires_at=job.expires_at,
+                result_ttl=job.result_ttl,
             )
         )
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
@@ -411,6 +419,7 @@ def job_of(spec: JobSpec, job_id: str, queue: str, live: dict[str, Any]) -> Job:
         metadata=spec.metadata,
         created_by=spec.created_by,
         expires_at=spec.expires_at,
+        result_ttl=spec.result_ttl,
         **live,
     )
 

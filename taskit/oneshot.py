@@ -8,6 +8,18 @@ does the same for many jobs at once, with a fetch loop, a reaper and its presenc
 
 It takes the worker's parts (``WorkerParts``, or an App), never the App itself, so it can be
 built and tested without one. ``JobService.process_one`` is the spelling on the job service.
+
+With a ``handler`` (a function of the ``Job``, ``async def`` or ``def``), the job is run by it
+instead of by its registered task, whatever its task name, registered here or not:
+
+    async def my_handler(job: Job) -> object:
+        if job.task == "send_email":
+            return await send_email(**job.kwargs)
+        raise Fail(f"no handler for {job.task}")
+
+    result = await process_one(app, "emails", my_handler)
+
+A ``taskit worker`` still runs registered tasks only: a handler is for this call alone.
 """
 
 from __future__ import annotations
@@ -16,7 +28,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import anyio
 import msgspec
@@ -27,9 +40,17 @@ from taskit.broker.base import Broker
 from taskit.errors import TaskitError
 from taskit.events import WorkerEvents
 from taskit.execution import Executor, RunningJob
-from taskit.job import JobResult, Lease, Outcome, OutcomeKind
+from taskit.job import Job, JobResult, Lease, Outcome, OutcomeKind
+from taskit.options import task_options
+from taskit.producer import Producer
+from taskit.task import Task
 
-__all__ = ["process_one"]
+__all__ = ["JobFunction", "process_one"]
+
+#: A caller's handler for ``process_one``: called with the ``Job`` (``async def`` or ``def``; a
+#: sync one runs in a worker thread). Its return value is the job's result (a ``JobResult`` is
+#: taken as it is); raising follows the job's retry policy, ``Fail`` fails it at once.
+JobFunction = Callable[[Job], Any]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +58,7 @@ log = logging.getLogger(__name__)
 async def process_one(
     parts: WorkerSource,
     queues: str | Sequence[str] | None = None,
+    handler: JobFunction | None = None,
     *,
     timeout: float = 0.0,
     name: str | None = None,
@@ -51,10 +73,18 @@ async def process_one(
     a failure, a retry to come, a cancel, or a lease lost to another worker (``error_type``
     ``"LeaseLost"``: its outcome was dropped). ``get_job`` tells where the job stands now.
 
+    ``handler`` (see ``JobFunction``): run the job by it instead of by its task, also a job
+    whose task is not registered here (it is not dead-lettered as unknown). The job keeps the
+    policy of its registered task (retries, backoff, ``retry_on`` / ``dont_retry_on``,
+    timeout, ``on_failure``), or the settings' defaults for a task not registered here, with
+    the job's own ``max_retries`` and ``timeout``. ``TypeError`` if it is not callable.
+
     Cancelled while the job runs: the job is stopped and handed back to its queue (attempt
     refunded) before the cancellation goes on. A broker error while settling is raised; the
     job then runs again once its lease expires.
     """
+    if handler is not None and not callable(handler):
+        raise TypeError(f"handler must be a callable (job) -> result, got {handler!r}")
     names = _queue_names(queues, parts.settings.default_queue)
     settings, broker = parts.settings, parts.broker
     leases = await broker.reserve(
@@ -63,7 +93,8 @@ async def process_one(
     if not leases:
         return None
     (lease,) = leases
-    executor = Executor(parts.tasks, anyio.CapacityLimiter(settings.sync_concurrency))
+    tasks = parts.tasks if handler is None else _HandlerTasks(parts, handler)
+    executor = Executor(tasks, anyio.CapacityLimiter(settings.sync_concurrency))
     worker = name or f"{socket.gethostname()}.{os.getpid()}.process_one"
     events = WorkerEvents(parts.events, worker) if parts.events else None
     failed: Exception | None = None  # raised after the events' task group, not inside a group
@@ -153,6 +184,37 @@ def _result(outcome: Outcome | None, took: float) -> JobResult:
     if result.duration is None:
         result = msgspec.structs.replace(result, duration=took)
     return result
+
+
+class _HandlerCall(Task[..., Any]):
+    """A task whose function is the caller's handler: it is given the ``Job`` itself."""
+
+    def load_arguments(self, job: Job) -> tuple[list[Any], dict[str, Any]]:
+        return [job], {}
+
+
+class _HandlerTasks(Mapping[str, Task[Any, Any]]):
+    """The executor's task lookup for ``process_one(..., handler)``: every task name gives the
+    handler, under its registered task's options when there is one, else the settings'."""
+
+    def __init__(self, parts: WorkerSource, handler: JobFunction) -> None:
+        self._parts, self._handler = parts, handler
+
+    def __getitem__(self, name: str) -> Task[Any, Any]:
+        known = self._parts.tasks.get(name)
+        if known is not None:
+            return _HandlerCall(known.producer, self._handler, known.opts)
+        if not isinstance(name, str) or not name:  # a stand-in for an unreadable job
+            raise KeyError(name)
+        producer = Producer(self._parts.broker, self._parts.settings)  # never used to enqueue
+        opts = task_options(self._parts.settings, name, {})
+        return _HandlerCall(producer, self._handler, opts)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parts.tasks)
+
+    def __len__(self) -> int:
+        return len(self._parts.tasks)
 
 
 def _queue_names(queues: str | Sequence[str] | None, default: str) -> list[str]:

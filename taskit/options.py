@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -41,6 +41,7 @@ __all__ = [
     "check_name",
     "given_options",
     "resolve_options",
+    "result_ttl_seconds",
     "task_options",
 ]
 
@@ -157,6 +158,29 @@ def _expires(value: object) -> None:
         )
 
 
+def _result_ttl(value: object) -> None:
+    """Seconds (or a ``timedelta``) from 0 to ``MAX_SECONDS``: how long a finished job's record
+    is kept. 0 keeps nothing past the settle. Negative values (RQ's -1, "for ever"), NaN and
+    inf are refused: a broker keeps nothing for ever (ten years is the longest)."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 <= seconds <= MAX_SECONDS  # NaN and inf fail too
+    ):
+        raise ValueError(
+            "result_ttl must be a number of seconds (or a timedelta) >= 0 and at most ten "
+            f"years, got {value!r} (there is no 'keep for ever': give a long TTL)"
+        )
+
+
+def result_ttl_seconds(value: float | timedelta | None) -> float | None:
+    """A checked ``result_ttl`` as the float seconds a job carries (None stays None)."""
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     """One option. ``annotation``: its type as every spelling writes it (each adds ``| None``,
@@ -187,6 +211,7 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         "metadata": Option("Mapping[str, Any]", _metadata, False, True),
         "created_by": Option("str | uuid.UUID", _created_by, False, True),
         "expires": Option("float | datetime", _expires, False, True),
+        "result_ttl": Option("float | timedelta", _result_ttl, True, True),
     }
 )
 #: The names of a task's fixed options (``App.task``; ``register`` and ``remote`` omit
@@ -196,7 +221,7 @@ CALL_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.call)
 #: (name, check) of each per-call option, for ``CallOptions`` (built on every ``Task.options``).
 _CALL_CHECKS = tuple((name, OPTIONS[name].check) for name in CALL_OPTIONS)
 #: Task options whose resolved value may be ``None``: no timeout, no hook, no exception filter.
-_NULLABLE = ("timeout", "on_failure", "retry_on", "dont_retry_on")
+_NULLABLE = ("timeout", "on_failure", "retry_on", "dont_retry_on", "result_ttl")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,6 +241,8 @@ class TaskOptions:
     dont_retry_on: ExceptionTypes | None = None
     #: Check argument types at enqueue (``@app.task(validate=False)`` turns it off).
     validate: bool = True
+    #: Seconds its finished jobs stay readable (``None``: the broker's ``result_ttl``).
+    result_ttl: float | timedelta | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -243,6 +270,8 @@ class CallOptions:
     created_by: str | None = None
     #: Drop the job if no worker starts it by then: seconds from the enqueue, or a datetime.
     expires: float | datetime | None = None
+    #: Seconds the finished job stays readable (``None``: the task's, else the broker's).
+    result_ttl: float | timedelta | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CALL_CHECKS:

@@ -26,7 +26,7 @@ import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -35,7 +35,7 @@ import anyio.abc
 
 from taskit.handlers import check_payload
 from taskit.job import Job, JobResult, encode_value
-from taskit.oneshot import process_one
+from taskit.oneshot import JobFunction, process_one
 from taskit.task import TaskVariant
 from taskit.worker import Worker, WorkerStats
 
@@ -84,6 +84,7 @@ class JobService:
         metadata: Mapping[str, Any] | None = None,
         created_by: str | uuid.UUID | None = None,
         expires: float | datetime | None = None,
+        result_ttl: float | timedelta | None = None,
     ) -> Job:
         """Create and enqueue a job of the registered task ``job_type``; returns it as stored.
 
@@ -102,7 +103,7 @@ class JobService:
         variant, kwargs = self._prepare(
             job_type, payload, queue=_one_queue(queue, queue_name), priority=priority,
             max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
-            metadata=metadata, created_by=created_by, expires=expires,
+            metadata=metadata, created_by=created_by, expires=expires, result_ttl=result_ttl,
         )  # fmt: skip
         if scheduled_at is None:
             return await variant.enqueue(**kwargs)
@@ -124,12 +125,13 @@ class JobService:
         metadata: Mapping[str, Any] | None = None,
         created_by: str | uuid.UUID | None = None,
         expires: float | datetime | None = None,
+        result_ttl: float | timedelta | None = None,
     ) -> Job:
         """``create_job`` for code without an event loop (a Flask or Django view, a script)."""
         variant, kwargs = self._prepare(
             job_type, payload, queue=_one_queue(queue, queue_name), priority=priority,
             max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
-            metadata=metadata, created_by=created_by, expires=expires,
+            metadata=metadata, created_by=created_by, expires=expires, result_ttl=result_ttl,
         )  # fmt: skip
         if scheduled_at is None:
             return variant.enqueue_sync(**kwargs)
@@ -148,13 +150,19 @@ class JobService:
         return variant, kwargs
 
     async def process_one(
-        self, queue: str | Sequence[str] | None = None, *, timeout: float = 0.0
+        self,
+        queue: str | Sequence[str] | None = None,
+        handler: JobFunction | None = None,
+        *,
+        timeout: float = 0.0,
     ) -> JobResult | None:
         """Run at most one job of ``queue`` (a name or names, most preferred first; default: the
         default queue) in this process, as a worker would, and return its ``JobResult``; ``None``
         if none was ready within ``timeout`` seconds. For scripts and tests; see
-        ``taskit.oneshot.process_one`` for what the result holds."""
-        return await process_one(self.app, queue, timeout=timeout)
+        ``taskit.oneshot.process_one`` for what the result holds. ``handler(job)`` (sync or
+        async) runs the job instead of its registered task, whatever its task name; its return
+        value is the result, and what it raises is retried as the task's would be."""
+        return await process_one(self.app, queue, handler, timeout=timeout)
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job, or ``None`` if it never existed or its finished record has expired."""

@@ -23,7 +23,7 @@ import msgspec
 
 from taskit._arguments import ArgumentTypes
 from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
-from taskit.options import CallOptions, OnFailure, TaskOptions
+from taskit.options import CallOptions, OnFailure, TaskOptions, result_ttl_seconds
 from taskit.producer import Producer
 
 # TaskOptions and OnFailure are defined in taskit.options; importable from here as before.
@@ -72,6 +72,9 @@ class TaskVariant(Generic[P, R]):
             metadata=dict(o.metadata) if o.metadata else {},
             created_by=o.created_by,
             expires_at=_expires_at(o.expires, created_at),
+            result_ttl=result_ttl_seconds(
+                opts.result_ttl if o.result_ttl is None else o.result_ttl
+            ),
         )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
@@ -146,19 +149,22 @@ class Task(TaskVariant[P, R]):
         metadata: Mapping[str, Any] | None = None,
         created_by: str | uuid.UUID | None = None,
         expires: float | datetime | None = None,
+        result_ttl: float | timedelta | None = None,
     ) -> TaskVariant[P, R]:
         """This task with per-call options (``taskit.options.CALL_OPTIONS``); unset ones keep
         the task's own. ``validate=False`` skips the argument type check for these calls (the
         signature is still bound). ``created_by`` is kept as a string. A bad option raises
         ``ValueError`` or ``TypeError`` naming it. ``expires`` (seconds from the enqueue, or an
         aware datetime): a job no worker started by then is dropped, never run (guide: "Job
-        expiry")."""
+        expiry"). ``result_ttl`` (seconds or a timedelta; 0: none): how long the finished job
+        stays readable, instead of the task's or the broker's (guide: "Result retention per
+        job")."""
         if isinstance(created_by, uuid.UUID):
             created_by = str(created_by)
         overrides = CallOptions(
             queue=queue, priority=priority, max_retries=max_retries, timeout=timeout,
             validate=validate, job_id=job_id, metadata={} if metadata is None else metadata,
-            created_by=created_by, expires=expires,
+            created_by=created_by, expires=expires, result_ttl=result_ttl,
         )  # fmt: skip
         return TaskVariant(self, overrides)
 

@@ -63,11 +63,11 @@ def table(names: tuple[str, ...], *, without: tuple[str, ...] = ()) -> list[tupl
 def test_the_table_splits_into_task_and_per_call_options() -> None:
     assert TASK_OPTIONS == (
         "queue", "priority", "max_retries", "backoff", "timeout", "on_failure", "retry_on",
-        "dont_retry_on", "validate",
+        "dont_retry_on", "validate", "result_ttl",
     )  # fmt: skip
     assert CALL_OPTIONS == (
         "queue", "priority", "max_retries", "timeout", "validate", "job_id", "metadata",
-        "created_by", "expires",
+        "created_by", "expires", "result_ttl",
     )  # fmt: skip
     assert [f for f in CallOptions.__dataclass_fields__] == list(CALL_OPTIONS)
     assert [f for f in TaskOptions.__dataclass_fields__] == ["name", *TASK_OPTIONS]
@@ -211,6 +211,14 @@ BAD = [
     ("expires", "soon"),
     ("expires", math.inf),
     ("expires", datetime(2030, 1, 1)),  # naive
+    ("result_ttl", -1),  # RQ's "for ever": refused, give a long TTL
+    ("result_ttl", -0.5),
+    ("result_ttl", math.nan),
+    ("result_ttl", math.inf),
+    ("result_ttl", 1e300),
+    ("result_ttl", "1h"),
+    ("result_ttl", True),
+    ("result_ttl", timedelta(seconds=-1)),
 ]
 
 

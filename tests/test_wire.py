@@ -55,7 +55,7 @@ CREATED = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
 # -- the pins --------------------------------------------------------------------------------------
 #: ``stored_form(minimal_job())[1]``: the spec of a job with only its required fields given.
 MINIMAL_SPEC = bytes.fromhex(
-    "dc0016"  # an array of 22: the tag, then the 21 fields in order, defaults included
+    "dc0017"  # an array of 23: the tag, then the 22 fields in order, defaults included
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: '' (the record's key holds it)
     "a974657374732e616464"  # task: 'tests.add'
@@ -78,10 +78,11 @@ MINIMAL_SPEC = bytes.fromhex(
     "80"  # metadata: {}
     "c0"  # created_by: None
     "c0"  # expires_at: None
+    "c0"  # result_ttl: None
 )
 #: ``stored_form(full_job())[1]``: every spec field set; the live fields set on the job are reset.
 FULL_SPEC = bytes.fromhex(
-    "dc0016"  # an array of 22
+    "dc0017"  # an array of 23
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: ''
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -97,10 +98,13 @@ FULL_SPEC = bytes.fromhex(
     "81a57472616365a3616263"  # metadata: {'trace': 'abc'}
     "a57465737473"  # created_by: 'tests'
     "d6ff663243d8"  # expires_at: 13:30:00
+    "cb4056800000000000"  # result_ttl: 90.0
 )
+#: The last position of ``FULL_SPEC`` and ``FULL_JOB`` (``result_ttl``: 90.0), the newest field.
+RESULT_TTL = bytes.fromhex("cb4056800000000000")
 #: ``encode_job(full_job())``: the read model's own encoding (the memory broker's stored form).
 FULL_JOB = bytes.fromhex(
-    "dc0016"  # an array of 22
+    "dc0017"  # an array of 23
     "02"  # v: SCHEMA_VERSION
     "a56a6f622d32"  # id: 'job-2'
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -128,6 +132,7 @@ FULL_JOB = bytes.fromhex(
     "81a57472616365a3616263"  # metadata: {'trace': 'abc'}
     "a57465737473"  # created_by: 'tests'
     "d6ff663243d8"  # expires_at: 13:30:00
+    "cb4056800000000000"  # result_ttl: 90.0
 )
 #: A ``JobResult`` with every field set (a map: defaults left out, as for ``Outcome``).
 RESULT = bytes.fromhex(
@@ -141,7 +146,7 @@ RESULT = bytes.fromhex(
 )
 #: An ``Outcome`` with every field set.
 OUTCOME = bytes.fromhex(
-    "88"  # a map of 8
+    "89"  # a map of 9
     "a66a6f625f6964a56a6f622d32"  # job_id: 'job-2'
     "a5746f6b656ea56162637c71"  # token: 'abc|q'
     "a46b696e64a57265747279"  # kind: 'retry'
@@ -150,6 +155,7 @@ OUTCOME = bytes.fromhex(
     "aa6572726f725f74797065aa56616c75654572726f72"  # error_type: 'ValueError'
     "a974726163656261636ba27462"  # traceback: 'tb'
     "a564656c6179cb3ff8000000000000"  # delay: 1.5
+    "aa726573756c745f74746ccb4056800000000000"  # result_ttl: 90.0
 )
 #: ``encode_error("boom", "ValueError", None)``: a value of the error hash.
 ERROR = bytes.fromhex("93a4626f6f6daa56616c75654572726f72c0")
@@ -190,6 +196,7 @@ def full_job() -> Job:
         metadata={"trace": "abc"},
         created_by="tests",
         expires_at=CREATED + timedelta(hours=1),
+        result_ttl=90.0,
     )
 
 
@@ -227,6 +234,18 @@ def test_a_spec_is_the_job_wire_format_released_versions_read() -> None:
     assert same(decode_job(FULL_SPEC), fresh)
 
 
+def test_bytes_written_before_result_ttl_still_decode_with_the_default() -> None:
+    """A spec or job of a release before ``result_ttl`` has one position fewer (22): it reads
+    back with ``result_ttl`` None (the broker's default), every other field as written."""
+    spec_before = b"\xdc\x00\x16" + FULL_SPEC[3 : -len(RESULT_TTL)]
+    job_before = b"\xdc\x00\x16" + FULL_JOB[3 : -len(RESULT_TTL)]
+
+    assert same(
+        decode_spec(spec_before), msgspec.structs.replace(spec_of(full_job()), result_ttl=None)
+    )
+    assert same(decode_job(job_before), msgspec.structs.replace(full_job(), result_ttl=None))
+
+
 def test_a_job_is_encoded_as_these_bytes_and_reads_back() -> None:
     assert encode_job(full_job()) == FULL_JOB
     assert same(decode_job(FULL_JOB), full_job())
@@ -245,6 +264,7 @@ def test_a_result_an_outcome_and_an_error_value_are_these_bytes() -> None:
         error_type="ValueError",
         traceback="tb",
         delay=1.5,
+        result_ttl=90.0,
     )
 
     assert msgspec.msgpack.encode(result) == RESULT
@@ -264,6 +284,7 @@ def test_a_result_an_outcome_and_an_error_value_are_these_bytes() -> None:
     metadata=st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63), max_size=3),
     created_by=st.none() | st.text(max_size=10),
     expires_at=st.none() | st.just(CREATED + timedelta(seconds=30)),
+    result_ttl=st.none() | st.floats(0, 1e6),
     attempts=st.integers(0, 5),
 )
 def test_any_spec_is_the_fresh_job_without_its_id(**fields: Any) -> None:

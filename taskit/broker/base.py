@@ -140,9 +140,14 @@ class Broker(abc.ABC):
         (its reply was lost) changes nothing and is answered ``True`` again, until the job is
         leased anew. A different kind under a token already settled is stale.
 
-        COMPLETE / FAIL / CANCEL finish the job (its record then expires after the broker's result
-        TTL); RETRY makes it RETRYING, due after ``delay``; DEAD_LETTER moves it to its queue's dead
-        letters; RELEASE makes it PENDING at once and refunds the attempt (shutdown, not failure).
+        COMPLETE / FAIL / CANCEL finish the job: its record then expires after the outcome's
+        ``result_ttl`` (the worker copies the job's), or the broker's result TTL when it is
+        None; a TTL of 0 keeps no record at all (``get`` answers None at once, and a settle
+        retried after a lost reply is answered ``False``). An outcome whose ``result_ttl`` is
+        not None or seconds from 0 to ten years is answered ``False``. RETRY makes it RETRYING,
+        due after ``delay``; DEAD_LETTER moves it to its queue's dead letters (no TTL: kept until
+        requeued or purged); RELEASE makes it PENDING at once and refunds the attempt (shutdown,
+        not failure).
         A RETRY or RELEASE of a job whose cancel was requested while it ran ends it CANCELLED.
 
         One outcome never fails the call, nor the others in it: each is checked and encoded on
@@ -174,8 +179,9 @@ class Broker(abc.ABC):
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job. PENDING, SCHEDULED or RETRYING: leaves its queue, CANCELLED, ``True``.
         RUNNING: cancel requested (the worker learns it when it next extends), ``True``.
-        Finished or unknown: nothing changes, ``False``. A job whose stored record is
-        unreadable: nothing changes, ``CorruptJobError``."""
+        A job cancelled here (or by ``reclaim``, its cancel requested) is kept for its own
+        ``result_ttl``, else the broker's. Finished or unknown: nothing changes, ``False``. A
+        job whose stored record is unreadable: nothing changes, ``CorruptJobError``."""
 
     @abc.abstractmethod
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:

@@ -191,7 +191,7 @@ class MemoryBroker(MemoryState, Broker):
                     if record is None or record.deadline != deadline:
                         continue  # settled, re-leased or extended since: a stale heap entry
                     if record.cancel_requested:
-                        self._finish(record, JobStatus.CANCELLED, now)
+                        self._finish(record, JobStatus.CANCELLED, now, record.job.result_ttl)
                         continue
                     try:
                         taken.append(self._lease(record, lease, now))
@@ -216,7 +216,7 @@ class MemoryBroker(MemoryState, Broker):
             if record.job.status is JobStatus.RUNNING:
                 record.cancel_requested = True
             else:
-                self._finish(record, JobStatus.CANCELLED, now)
+                self._finish(record, JobStatus.CANCELLED, now, record.job.result_ttl)
             return True
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:

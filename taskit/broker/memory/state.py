@@ -8,7 +8,7 @@ from __future__ import annotations
 import heapq
 import secrets
 import threading
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,7 +66,7 @@ class MemoryState:
         self._delayed: list[tuple[float, int, str]] = []
         self._leases: defaultdict[str, list[tuple[float, str, str]]] = defaultdict(list)
         self._dead: defaultdict[str, dict[str, None]] = defaultdict(dict)
-        self._finished: deque[tuple[float, str]] = deque()
+        self._finished: list[tuple[float, str]] = []  # a heap: (expiry, id); TTLs differ
         self._counts: defaultdict[str, Counter[JobStatus]] = defaultdict(Counter)
         self._totals: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._seq = 0
@@ -197,13 +197,13 @@ class MemoryState:
         record.token = ""
         if kind is OutcomeKind.COMPLETE:
             job.result = outcome.result
-            self._finish(record, JobStatus.COMPLETED, now)
+            self._finish(record, JobStatus.COMPLETED, now, outcome.result_ttl)
         elif kind is OutcomeKind.FAIL:
             job.result = outcome.result
             job.failed_at = utc_from_timestamp(now)
-            self._finish(record, JobStatus.FAILED, now)
+            self._finish(record, JobStatus.FAILED, now, outcome.result_ttl)
         elif kind is OutcomeKind.CANCEL:
-            self._finish(record, JobStatus.CANCELLED, now)
+            self._finish(record, JobStatus.CANCELLED, now, outcome.result_ttl)
         elif kind is OutcomeKind.RETRY:
             job.failed_at = utc_from_timestamp(now)
             if outcome.delay > 0:
@@ -222,15 +222,17 @@ class MemoryState:
             return True
         return False
 
-    def _finish(self, record: Record, status: JobStatus, now: float) -> None:
+    def _finish(self, record: Record, status: JobStatus, now: float, ttl: float | None) -> None:
+        """End a job; its record is kept ``ttl`` seconds (None: the broker's ``result_ttl``; 0:
+        gone at the next read), as the Redis broker's done key."""
         self._set_status(record, status)
         record.job.completed_at = utc_from_timestamp(now)
         record.token = ""
         record.settled = ""  # a settle sets it after this; a cancel leaves none
         if status in (JobStatus.COMPLETED, JobStatus.FAILED):
             self._totals[record.job.queue][status.value] += 1
-        record.expires = now + self._result_ttl
-        self._finished.append((record.expires, record.job.id))
+        record.expires = now + (self._result_ttl if ttl is None else ttl)
+        heapq.heappush(self._finished, (record.expires, record.job.id))
 
     def _drop(self, record: Record) -> None:
         """Forget a record entirely; heap entries pointing at it become stale and are skipped."""
@@ -241,7 +243,7 @@ class MemoryState:
 
     def _expire(self, now: float) -> None:
         while self._finished and self._finished[0][0] <= now:
-            expires, job_id = self._finished.popleft()
+            expires, job_id = heapq.heappop(self._finished)
             record = self._records.get(job_id)
             if record is not None and record.expires == expires:
                 self._drop(record)

@@ -25,8 +25,13 @@ from taskit.broker.redis.scripts import SCRIPTS, ScriptName
 from taskit.broker.redis.transport import Arg, Connect
 from taskit.broker.redis.watch import ServerWatch
 from taskit.config import Settings, redact_url
-from taskit.errors import BrokerError, BrokerOutcomeUnknownError, ConfigurationError
-from taskit.job import Job, QueueStats
+from taskit.errors import (
+    BrokerError,
+    BrokerOutcomeUnknownError,
+    ConfigurationError,
+    SerializationError,
+)
+from taskit.job import Job, QueueStats, decode_spec
 
 __all__ = ["RedisBase"]
 
@@ -146,15 +151,29 @@ class RedisBase(Broker):
         raw = await self._named(
             [k.jobs], self._conn.pair().commands.execute("HGET", k.jobs, job_id)
         )
-        queue = None if raw is None else parse_state(split_record(raw, job_id)[0], job_id).queue
+        if raw is None:
+            return False
+        state, spec = split_record(raw, job_id)
+        queue: str | None = parse_state(state, job_id).queue
+        ttl_ms = self._own_ttl_ms(spec)
         for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
             if queue is None:
                 return False
-            answer = await self._call(requests.Cancel(job_id, queue, self._ttl_ms))
+            answer = await self._call(requests.Cancel(job_id, queue, ttl_ms))
             if not isinstance(answer, Moved):
                 return answer
             queue = answer.queue
         return False  # pragma: no cover - a job re-created in another queue three times over
+
+    def _own_ttl_ms(self, spec: bytes) -> int:
+        """How long a job ended by ``cancel`` is kept, in ms: its own ``result_ttl`` (read from
+        its spec, which never changes), else the broker's (also when the spec does not
+        decode: the cancel goes on)."""
+        try:
+            own = decode_spec(spec).result_ttl
+        except SerializationError:
+            return self._ttl_ms
+        return self._ttl_ms if own is None else ms(own)
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         k = self._keys

@@ -185,6 +185,7 @@ class RedisBroker(RedisBase):
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         each: list[tuple[str, str, str, str, int, bytes, bytes]] = []
+        ttls: list[int | None] = []  # each job's own result TTL in ms (None: the broker's)
         sent: list[int] = []
         for i, given in enumerate(outcomes):
             # Each outcome is encoded alone: one that cannot be stored fails its own job (see
@@ -198,10 +199,11 @@ class RedisBroker(RedisBase):
             error = encode_error(outcome.error, outcome.error_type, outcome.traceback)
             each.append((outcome.job_id, rand, outcome.kind.value, queue, ms(outcome.delay),
                          error, result))  # fmt: skip
+            ttls.append(None if outcome.result_ttl is None else ms(outcome.result_ttl))
             sent.append(i)
         if not sent:
             return [False] * len(outcomes)
-        answer = await self._call(requests.Settle(self._ttl_ms, each))
+        answer = await self._call(requests.Settle(self._ttl_ms, each, ttls))
         if len(sent) == len(outcomes):  # every outcome was sent: the answer is in their order
             return answer
         applied = [False] * len(outcomes)

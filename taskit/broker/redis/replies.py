@@ -82,10 +82,16 @@ def leased(
             now.append(_unreadable(job_id, token, exc))
             continue
         if parsed.cancel and reclaimed:  # its cancel was requested: it ends CANCELLED
-            now.append(Outcome(job_id=job_id, token=token, kind=OutcomeKind.CANCEL))
+            now.append(_cancelled(job, token))
             continue
         leases.append(Lease(job=job, token=token, deadline=deadline))
     return leases, now
+
+
+def _cancelled(job: Job, token: str) -> Outcome:
+    """The CANCEL outcome of a reclaimed job whose cancel was requested (kept its
+    ``result_ttl``, as every job that ends)."""
+    return Outcome(job_id=job.id, token=token, kind=OutcomeKind.CANCEL, result_ttl=job.result_ttl)
 
 
 def _unreadable(job_id: str, token: str, exc: Exception) -> Outcome:

@@ -347,17 +347,19 @@ local function promote(G, R, P, now, batch)
   end
 end
 
--- End a live job: its record moves to its own key `done_key`, which expires after `ttl` ms.
--- K = {jobs=, err=, done=, totals=, mark=}; `result` is the msgpack JobResult or ''; `mark`
--- (optional) the settle's mark, kept in the token field.
+-- End a live job: its record moves to its own key `done_key`, which expires after `ttl` ms
+-- (0: no record is kept at all). K = {jobs=, err=, done=, totals=, mark=}; `result` is the
+-- msgpack JobResult or ''; `mark` (optional) the settle's mark, kept in the token field.
 local function finish(K, id, s, status, now, ttl, result)
   s.status = status
   s.completed = now
   s.token = K.mark or ''
-  local err = rcall('HGET', K.err, id) or ''
   rcall('DEL', K.done)
-  rcall('HSET', K.done, 'spec', s.spec, 'state', pack_state(s), 'err', err, 'res', result)
-  rcall('PEXPIRE', K.done, ttl)
+  if ttl > 0 then
+    local err = rcall('HGET', K.err, id) or ''
+    rcall('HSET', K.done, 'spec', s.spec, 'state', pack_state(s), 'err', err, 'res', result)
+    rcall('PEXPIRE', K.done, ttl)
+  end
   rcall('HDEL', K.jobs, id)
   rcall('HDEL', K.err, id)
   if status == 'completed' or status == 'failed' then

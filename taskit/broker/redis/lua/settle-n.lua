@@ -6,15 +6,17 @@ then per queue q = 1..ARGV[2] (base = 3 + 7 * (q - 1)), each queue named once pe
   KEYS[base+4] lease set   KEYS[base+5] dead set    KEYS[base+6] totals hash
   KEYS[base+7] wake list
 then per outcome i: KEYS[3 + 7 * nq + i] the job's done key
-ARGV[1] result TTL in ms    ARGV[2] nq, the number of queues
+ARGV[1] result TTL in ms (the broker's)    ARGV[2] nq, the number of queues
 then per outcome i (base = 2 + 4 * (i - 1)):
   ARGV[base+1] id
-  ARGV[base+2] '<token> <kind> <q> <delay ms>', kind one of complete, fail, retry,
-               dead_letter, cancel, release; q the index of the job's queue above
+  ARGV[base+2] '<token> <kind> <q> <delay ms>[ <ttl ms>]', kind one of complete, fail, retry,
+               dead_letter, cancel, release; q the index of the job's queue above; ttl the
+               job's own result TTL (absent: ARGV[1]; 0: its record is gone at once)
   ARGV[base+3] msgpack [error, error_type, traceback] or ''
   ARGV[base+4] msgpack JobResult or ''
 
-COMPLETE, FAIL and CANCEL end the job: its record moves to its done key with a TTL. RETRY makes it
+COMPLETE, FAIL and CANCEL end the job: its record moves to its done key with a TTL (the job's own,
+else ARGV[1]); a dead letter has none (kept until requeued or purged). RETRY makes it
 retrying (delayed set) or, with no delay, pending at the front of its priority; RELEASE makes it
 pending at the front of its priority and refunds the attempt (jobs put back by one call keep
 the order they were reserved in); DEAD_LETTER moves it to the dead set. A RETRY or RELEASE of a job whose cancel was requested while it ran ends it CANCELLED instead.
@@ -59,7 +61,7 @@ local fronts = {} -- {q, id, state, started, n} of jobs ready again at the front
 for i = 1, (#ARGV - 2) / 4 do
   local a = 2 + 4 * (i - 1)
   local id = ARGV[a + 1]
-  local token, kind, q, delay = string.match(ARGV[a + 2], '^(%S+) (%S+) (%d+) (%d+)$')
+  local token, kind, q, delay, own = string.match(ARGV[a + 2], '^(%S+) (%S+) (%d+) (%d+) ?(%d*)$')
   q = tonumber(q)
   local b = 3 + 7 * (q - 1)
   local delayed, dead, totals, wake_key = KEYS[b + 3], KEYS[b + 5], KEYS[b + 6], KEYS[b + 7]
@@ -91,7 +93,7 @@ for i = 1, (#ARGV - 2) / 4 do
         result = ''
       end
       finish({jobs = KEYS[1], err = KEYS[2], done = KEYS[3 + 7 * nq + i], totals = totals,
-        mark = mark}, id, s, FINAL[kind], now, ttl, result)
+        mark = mark}, id, s, FINAL[kind], now, own ~= '' and tonumber(own) or ttl, result)
     elseif kind == 'dead_letter' then
       s.failed = now
       s.completed = now

@@ -145,11 +145,13 @@ class Extend(Request[list[LeaseState]]):
 class Settle(Request[list[bool]]):
     """Settle each outcome, given as (job id, random part of its token, kind, queue, delay in
     ms, encoded error or b"", encoded result or b""); a finished job's record is kept
-    ``ttl_ms``."""
+    ``ttl_ms``, or its own TTL in ms where ``job_ttls_ms`` (one per outcome, or empty) gives
+    one."""
 
     script: ClassVar[ScriptName] = "settle"
     ttl_ms: int
     outcomes: Sequence[tuple[str, str, str, str, int, bytes, bytes]]
+    job_ttls_ms: Sequence[int | None] = ()
 
     def _queues(self) -> dict[str, int]:
         queues: dict[str, int] = {}
@@ -167,8 +169,12 @@ class Settle(Request[list[bool]]):
     def args(self) -> list[Arg]:
         queues = self._queues()
         args: list[Arg] = [self.ttl_ms, len(queues)]
-        for job_id, rand, kind, queue, delay_ms, error, result in self.outcomes:
-            args += [job_id, f"{rand} {kind} {queues[queue]} {delay_ms}", error, result]
+        ttls = self.job_ttls_ms or [None] * len(self.outcomes)
+        for (job_id, rand, kind, queue, delay_ms, error, result), ttl in zip(
+            self.outcomes, ttls, strict=True
+        ):
+            own = "" if ttl is None else f" {ttl}"
+            args += [job_id, f"{rand} {kind} {queues[queue]} {delay_ms}{own}", error, result]
         return args
 
     def answer(self, reply: Any) -> list[bool]:
