@@ -41,6 +41,7 @@ from taskit.job import (
     JobStatus,
     Outcome,
     OutcomeKind,
+    Progress,
     decode_job,
     decode_spec,
     encode_arguments,
@@ -55,7 +56,7 @@ CREATED = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
 # -- the pins --------------------------------------------------------------------------------------
 #: ``stored_form(minimal_job())[1]``: the spec of a job with only its required fields given.
 MINIMAL_SPEC = bytes.fromhex(
-    "dc0016"  # an array of 22: the tag, then the 21 fields in order, defaults included
+    "dc0017"  # an array of 23: the tag, then the 22 fields in order, defaults included
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: '' (the record's key holds it)
     "a974657374732e616464"  # task: 'tests.add'
@@ -78,10 +79,11 @@ MINIMAL_SPEC = bytes.fromhex(
     "80"  # metadata: {}
     "c0"  # created_by: None
     "c0"  # expires_at: None
+    "c0"  # progress: None (a live slot)
 )
 #: ``stored_form(full_job())[1]``: every spec field set; the live fields set on the job are reset.
 FULL_SPEC = bytes.fromhex(
-    "dc0016"  # an array of 22
+    "dc0017"  # an array of 23
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: ''
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -97,10 +99,11 @@ FULL_SPEC = bytes.fromhex(
     "81a57472616365a3616263"  # metadata: {'trace': 'abc'}
     "a57465737473"  # created_by: 'tests'
     "d6ff663243d8"  # expires_at: 13:30:00
+    "c0"  # progress: None
 )
 #: ``encode_job(full_job())``: the read model's own encoding (the memory broker's stored form).
 FULL_JOB = bytes.fromhex(
-    "dc0016"  # an array of 22
+    "dc0017"  # an array of 23
     "02"  # v: SCHEMA_VERSION
     "a56a6f622d32"  # id: 'job-2'
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -128,6 +131,11 @@ FULL_JOB = bytes.fromhex(
     "81a57472616365a3616263"  # metadata: {'trace': 'abc'}
     "a57465737473"  # created_by: 'tests'
     "d6ff663243d8"  # expires_at: 13:30:00
+    "84"  # progress: a Progress, a map of its four fields that are not default:
+    "aa757064617465645f6174d6ff663235cc"  # updated_at: 12:30:04
+    "a86672616374696f6ecb3fe0000000000000"  # fraction: 0.5
+    "a76d657373616765a468616c66"  # message: 'half'
+    "a46461746181a16e03"  # data: {'n': 3}
 )
 #: A ``JobResult`` with every field set (a map: defaults left out, as for ``Outcome``).
 RESULT = bytes.fromhex(
@@ -190,6 +198,9 @@ def full_job() -> Job:
         metadata={"trace": "abc"},
         created_by="tests",
         expires_at=CREATED + timedelta(hours=1),
+        progress=Progress(
+            updated_at=CREATED + timedelta(seconds=4), fraction=0.5, message="half", data={"n": 3}
+        ),
     )
 
 
@@ -295,7 +306,8 @@ def test_a_record_reads_back_as_the_job_it_stored() -> None:
     result = msgspec.msgpack.encode(full_job().result)
     error = encode_error("boom", "RuntimeError", "Traceback ...")
 
-    job = build_job("job-2", FULL_SPEC, state, error, result)
+    progress = msgspec.msgpack.encode(full_job().progress)
+    job = build_job("job-2", FULL_SPEC, state, error, result, progress)
 
     expected = msgspec.structs.replace(
         full_job(),
@@ -310,7 +322,8 @@ def test_every_live_field_comes_from_the_record_not_the_spec() -> None:
     every part set shows each of them away from its fresh value."""
     state = b"failed|1|0||=t:fail||5|1000|2000|3000|q"
     error = encode_error("boom", "ValueError", "Traceback ...")
-    job = build_job("j", MINIMAL_SPEC, state, error, RESULT)
+    progress = msgspec.msgpack.encode(full_job().progress)
+    job = build_job("j", MINIMAL_SPEC, state, error, RESULT, progress)
 
     assert [f for f, fresh in LIVE_FIELDS.items() if getattr(job, f) == fresh] == []
 
