@@ -151,7 +151,8 @@ def settle_keys(k: Keys, *job_ids: str) -> list[str]:
     """KEYS of a settle call for jobs of queue "q": the queue's keys once, then a done key each."""
     q = "q"
     return [k.jobs, k.err, k.seq, k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q),
-            k.totals(q), k.wake(q), *(k.done(job_id) for job_id in job_ids), k.progress]  # fmt: skip
+            k.totals(q), k.wake(q), *(k.done(job_id) for job_id in job_ids),
+            k.progress]  # fmt: skip
 
 
 async def test_settle_applies_current_tokens_only(rh: RedisHarness) -> None:

@@ -1,7 +1,7 @@
 """Rows of script replies as Jobs and Leases: the decoding the answers of ``requests`` share.
 
-A record comes back from a script as (spec, state, error, result, progress) bytes; ``job_from`` makes it
-a Job (a stand-in when only its spec does not decode). Reserve and reclaim give leased rows
+A record comes back from a script as (spec, state, error, result, progress) bytes; ``job_from``
+makes it a Job (a stand-in when only its spec does not decode). Reserve and reclaim give leased rows
 ``(q, id, spec, state, error)``; ``leased`` makes them Leases, and the outcomes to settle at
 once for the rows that cannot run (unreadable records, reclaimed jobs whose cancel was asked).
 """
