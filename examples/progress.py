@@ -51,7 +51,8 @@ def resize(images: int) -> str:
 async def watch(job_id: str) -> None:
     await seen.wait()
     job = await app.get_job(job_id)  # any process can ask: the progress is in the broker
-    assert job is not None and job.progress is not None
+    assert job is not None
+    assert job.progress is not None
     print(f"while running: {job.status.value} {job.progress.fraction:.0%} {job.progress.message}")
     halfway.set()
 
@@ -64,7 +65,8 @@ async def main() -> None:
         await app.worker(concurrency=2).run(burst=True)
     for job_id in (rows.id, images.id):
         done = await app.get_job(job_id)
-        assert done is not None and done.progress is not None
+        assert done is not None
+        assert done.progress is not None
         name = done.task.rpartition(".")[2]
         line = f"{done.progress.fraction:.0%} {done.progress.message} {done.progress.data}"
         print(f"{name:<11} {done.status.value:<9} {line}")
