@@ -158,30 +158,29 @@ class reporting:  # lower case: a context manager, like contextlib's
 
 
 class ProgressFlusher:
-    """Sends the unsent progress of ``reporters()`` (the running attempts) to ``broker`` in one
-    ``set_progress`` call: every ``interval`` seconds in ``run``, and on demand (``flush``, as
-    a job ends). One flush at a time, so a later value never lands before an earlier one.
-    ``on_stored(job, progress)`` is called for each value the broker stored (the events)."""
+    """Sends the unsent progress of running attempts to ``broker`` in one ``set_progress``
+    call: every ``interval`` seconds in ``run``, and on demand (``flush``, as a job ends). One
+    flush at a time, so a later value never lands before an earlier one. ``on_stored(job,
+    progress)`` is called for each value the broker stored (the events)."""
 
     def __init__(
         self,
         broker: Broker,
-        reporters: Callable[[], Iterable[Reporter]],
         interval: float,
         on_stored: Callable[[Job, Progress], None] | None = None,
     ) -> None:
         self._broker = broker
-        self._reporters = reporters
         self._interval = interval
         self._on_stored = on_stored
         self._lock = anyio.Lock()
         self._outage = Outage("storing progress", log)
 
-    async def run(self) -> None:
-        """Flush every ``interval`` seconds until cancelled."""
+    async def run(self, reporters: Callable[[], Iterable[Reporter]]) -> None:
+        """Flush ``reporters()`` (the running attempts) every ``interval`` seconds until
+        cancelled."""
         while True:
             await anyio.sleep(self._interval)
-            await self.flush(self._reporters())
+            await self.flush(reporters())
 
     async def flush(self, reporters: Iterable[Reporter]) -> None:
         """Send the unsent progress of ``reporters`` (nothing to send: no call). A broker

@@ -166,10 +166,9 @@ class Worker:
             )  # fmt: skip
             services.start_soon(reaper.run)
             services.start_soon(announce, self, broker, settings.heartbeat_interval)
-            progress = self._progress = ProgressFlusher(
-                broker, self._reporters, self.progress_interval, events.progress if events else None
-            )
-            services.start_soon(progress.run)
+            on_stored = events.progress if events else None
+            progress = self._progress = ProgressFlusher(broker, self.progress_interval, on_stored)
+            services.start_soon(progress.run, self._reporters)
             if events:
                 services.start_soon(events.run)
             settled = anyio.Event()

@@ -251,3 +251,26 @@ def test_a_job_stored_before_progress_existed_still_decodes() -> None:
 
     assert decode_job(older) == job
     assert decode_job(older).progress is None
+
+
+async def test_process_one_stores_the_last_report_before_it_settles() -> None:
+    from taskit.oneshot import process_one
+
+    app, broker = make_app()
+
+    @app.task
+    async def one() -> str:
+        for i in range(10):
+            report_progress(i / 9)
+        return "done"
+
+    job = await one.enqueue()
+    result = await process_one(app)
+
+    assert result is not None
+    assert result.value == "done"
+    final = await app.get_job(job.id)
+    assert final is not None
+    assert final.progress is not None
+    assert final.progress.fraction == 1.0
+    assert broker.progress_calls == [1]
