@@ -42,9 +42,10 @@ from taskit.errors import (
 )
 from taskit.events import EventKind, JobEvent
 from taskit.handlers import JobHandler
-from taskit.job import Job, JobResult, JobStatus, QueueStats
+from taskit.job import Job, JobResult, JobStatus, Progress, QueueStats
 from taskit.once import Once
 from taskit.ports import JobCreator
+from taskit.progress import report_progress
 from taskit.service import JobService, JobStats, WorkerManager
 from taskit.task import Task, TaskVariant
 from taskit.worker import Worker, WorkerStats
@@ -84,6 +85,7 @@ __all__ = [
     "Once",
     "OnceBusy",
     "PayloadTooLargeError",
+    "Progress",
     "QueueStats",
     "ResultTimeoutError",
     "Retry",
@@ -97,4 +99,5 @@ __all__ = [
     "WorkerManager",
     "WorkerStats",
     "__version__",
+    "report_progress",
 ]

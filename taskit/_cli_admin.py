@@ -21,7 +21,7 @@ from taskit._urls import parse_broker_url, redact_url
 from taskit.app import App
 from taskit.config import MAX_COUNT, MAX_SECONDS
 from taskit.errors import BrokerError, SerializationError, UnknownTaskError
-from taskit.job import Job, JobStatus
+from taskit.job import Job, JobStatus, Progress
 from taskit.presence import live_workers
 
 __all__ = ["Seconds", "add_admin_commands", "refuse_in_process"]
@@ -212,6 +212,8 @@ def job(app_path: str, job_id: str, as_json: bool) -> None:
     for key in ("created_by", "metadata", "error_type", "error"):
         if data.get(key):
             click.echo(f"{key + ':':<14}{data[key]}")
+    if found.progress is not None:
+        click.echo(f"{'progress:':<14}{_progress_line(found.progress)}")
     result = None if found.result is None else msgspec.to_builtins(found.result)
     trace = found.traceback or (result or {}).pop("traceback", None)
     if trace:
@@ -219,6 +221,16 @@ def job(app_path: str, job_id: str, as_json: bool) -> None:
     if result is not None:
         result.pop("traceback", None)  # shown above
         click.echo(f"{'result:':<14}{json.dumps(result)}")
+
+
+def _progress_line(progress: Progress) -> str:
+    """``40% copying files {"done": 4} (at 2024-05-01T12:30:04+00:00)``: the parts it has."""
+    parts = [] if progress.fraction is None else [f"{progress.fraction:.0%}"]
+    if progress.message:
+        parts.append(progress.message)
+    if progress.data:
+        parts.append(json.dumps(msgspec.to_builtins(progress.data), sort_keys=True))
+    return " ".join([*parts, f"(at {progress.updated_at.isoformat()})"])
 
 
 # -- dead letters -------------------------------------------------------------------------------

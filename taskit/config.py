@@ -22,6 +22,7 @@ built, and every field can be overridden in code (``Settings(...)`` or ``setting
 | ``TASKIT_BROKER_TIMEOUT``     | broker_timeout      | 5 s          |
 | ``TASKIT_METRICS_PREFIX``     | metrics_prefix      | ``taskit``   |
 | ``TASKIT_SCHEDULE_JSON``      | schedule_json       | none         |
+| ``TASKIT_PROGRESS_INTERVAL``  | progress_interval   | 1 s          |
 
 Every number is checked for type and range when a ``Settings`` is built (``bool`` is not an
 int; durations are finite and at most ``MAX_SECONDS``), and so is the broker URL (see
@@ -67,6 +68,7 @@ _ENV = {
     "broker_timeout": ("TASKIT_BROKER_TIMEOUT", float),
     "metrics_prefix": ("TASKIT_METRICS_PREFIX", str),
     "schedule_json": ("TASKIT_SCHEDULE_JSON", str),
+    "progress_interval": ("TASKIT_PROGRESS_INTERVAL", float),
 }
 #: A Prometheus metric name's first part: what ``metrics_prefix`` may be.
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -94,6 +96,10 @@ class Settings:
     schedules as JSON text, in the schedules file's JSON format (``taskit.scheduler``), added
     wherever the schedules file is loaded (``taskit worker``, ``taskit scheduler``).
 
+    ``progress_interval``: how often a worker stores the progress its running jobs reported
+    (``taskit.report_progress``), all of them in one broker call; a job's last report is also
+    stored before it settles.
+
     Brokers take the settings they use (``result_ttl``, ``redis_prefix``, ``broker_timeout``) from
     the App they are
     given to, for every option not passed to the broker explicitly (``Broker.configure``).
@@ -116,6 +122,7 @@ class Settings:
     broker_timeout: float = 5.0
     metrics_prefix: str = "taskit"
     schedule_json: str | None = None
+    progress_interval: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("broker_url", "default_queue"):
@@ -214,6 +221,7 @@ _RULES: dict[str, tuple[type, float, bool, float]] = {
     # Redis holds at most 512 MiB in one string.
     "max_payload_bytes": (int, 1, False, 512 * 1024 * 1024),
     "broker_timeout": (float, 0, True, MAX_SECONDS),
+    "progress_interval": (float, 0, True, MAX_SECONDS),
 }
 
 

@@ -18,6 +18,8 @@
 | dead_lettered   | the worker           | retries spent, or the job cannot run here               |
 | cancelled       | worker or canceller  | a waiting job was cancelled, or a running one stopped   |
 | requeued        | worker or admin      | a dead letter was requeued, or shutdown handed it back  |
+| progress        | the worker           | a running job's reported progress was stored (coalesced:|
+|                 |                      | at most once per ``progress_interval``, and as it ends) |
 
 Events are emitted in the process where the transition happens, after the broker applied it.
 Subscribers run one after another on the event loop: ``async def`` ones are awaited, plain ones
@@ -39,8 +41,9 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 import anyio
+import msgspec
 
-from taskit.job import Job, JobStatus, Lease, Outcome, OutcomeKind
+from taskit.job import Job, JobStatus, Lease, Outcome, OutcomeKind, Progress
 
 __all__ = ["EventKind", "Events", "JobEvent", "Subscriber", "WorkerEvents"]
 
@@ -61,6 +64,7 @@ class EventKind(enum.StrEnum):
     DEAD_LETTERED = "dead_lettered"
     CANCELLED = "cancelled"
     REQUEUED = "requeued"
+    PROGRESS = "progress"
 
 
 _OF_OUTCOME = {
@@ -98,6 +102,8 @@ class JobEvent:
     error_type: str | None = None
     worker: str | None = None
     traceback: str | None = None
+    #: The progress stored, on a ``progress`` event (``Job.progress``).
+    progress: Progress | None = None
 
     def to_builtins(self) -> dict[str, Any]:
         """A JSON-friendly dict (times as ISO 8601 strings)."""
@@ -106,6 +112,8 @@ class JobEvent:
             if isinstance(value, datetime):
                 data[key] = value.isoformat()
         data["metadata"] = dict(self.metadata)
+        if self.progress is not None:
+            data["progress"] = msgspec.to_builtins(self.progress)
         return data
 
 
@@ -210,6 +218,10 @@ class WorkerEvents:
             error_type=outcome.error_type, traceback=outcome.traceback,
             delay=outcome.delay if outcome.kind is OutcomeKind.RETRY else None,
         )  # fmt: skip
+
+    def progress(self, job: Job, progress: Progress) -> None:
+        """After the broker stored ``progress`` of running ``job``."""
+        self._post(EventKind.PROGRESS, job, progress=progress)
 
     def reclaimed(
         self, leases: Sequence[Lease], outcomes: Sequence[Outcome], applied: Sequence[bool]

@@ -45,6 +45,7 @@ from taskit.job import (
     OutcomeKind,
     describe_error,
 )
+from taskit.progress import Reporter, reporting
 
 if TYPE_CHECKING:
     from taskit.options import TaskOptions
@@ -71,11 +72,16 @@ class StopReason(enum.Enum):
 
 @dataclass(eq=False)
 class RunningJob:
-    """A job being run: its lease and the cancel scope that lets the worker stop it."""
+    """A job being run: its lease, the cancel scope that lets the worker stop it, and where
+    its handler's ``report_progress`` calls land (``reporter``)."""
 
     lease: Lease
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     reason: StopReason | None = None
+    reporter: Reporter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reporter = Reporter(self.lease.job, self.lease.token)
 
     def stop(self, reason: StopReason) -> None:
         """Stop the handler; the first reason given wins."""
@@ -138,7 +144,7 @@ class Executor:
         scope = running.scope
         if timeout:  # one scope for both: a stop by the worker sets ``running.reason``
             scope.deadline = anyio.current_time() + timeout
-        with scope:
+        with scope, reporting(running.reporter):
             try:
                 value = await self._call(task, args, kwargs)
             except anyio.get_cancelled_exc_class():

@@ -45,13 +45,17 @@ __all__ = [
     "LeaseState",
     "Outcome",
     "OutcomeKind",
+    "Progress",
+    "ProgressUpdate",
     "QueueStats",
     "decode_arguments",
     "decode_job",
+    "decode_progress",
     "decode_spec",
     "describe_error",
     "encode_arguments",
     "encode_job",
+    "encode_progress",
     "encode_spec",
     "encode_value",
     "job_of",
@@ -133,6 +137,30 @@ class JobResult(msgspec.Struct, kw_only=True, omit_defaults=True):
             self.traceback = self.traceback or traceback
 
 
+class Progress(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """How far a running job says it has come: the latest ``taskit.report_progress`` call.
+
+    ``fraction`` is in 0..1 (None: not said), ``message`` a short text, ``data`` small
+    msgpack-able metadata, ``updated_at`` when the job reported it (timezone-aware UTC). A
+    broker stores it with the job (``Job.progress``, shown by ``get``) for as long as the job's
+    record; the checks on what a handler may report are in ``taskit.progress``.
+    """
+
+    updated_at: datetime
+    fraction: float | None = None
+    message: str | None = None
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class ProgressUpdate(msgspec.Struct, frozen=True):
+    """One job's latest progress as a worker sends it to ``Broker.set_progress``, fenced by the
+    lease ``token`` it runs under."""
+
+    job_id: str
+    token: str
+    progress: Progress
+
+
 class Job(
     msgspec.Struct,
     kw_only=True,
@@ -182,6 +210,9 @@ class Job(
     #: Seconds the broker keeps this job once it is completed, failed or cancelled (``None``:
     #: the broker's ``result_ttl``; 0: dropped at the settle). Dead letters are kept regardless.
     result_ttl: float | None = None
+    #: The latest progress the job reported (``taskit.report_progress``), as ``get`` shows it;
+    #: None until it reports. Kept after the job ends, for as long as its record.
+    progress: Progress | None = None
 
     @property
     def args(self) -> tuple[Any, ...]:
@@ -217,6 +248,7 @@ LIVE_FIELDS: Mapping[str, Any] = MappingProxyType(
         "error_type": None,
         "traceback": None,
         "result": None,
+        "progress": None,
     }
 )
 
@@ -234,7 +266,7 @@ class JobSpec(
     Its bytes are the ``Job`` wire format (same tag, same positions) with an empty ``id`` (the
     record's key holds it) and every live field fresh: what released versions write and read.
     Because ``array_like`` makes position the schema and version 2 interleaves what a job is
-    with where it stands, the ten positions of ``LIVE_FIELDS`` stay here as slots of the same
+    with where it stands, the positions of ``LIVE_FIELDS`` stay here as slots of the same
     types, below their own heading. ``encode_spec`` refuses a spec whose slots are not fresh.
     A spec written otherwise still decodes, as before: its slot values stand until the broker's
     state says otherwise (``job_of``), as they did when a spec was decoded as a ``Job``.
@@ -266,6 +298,8 @@ class JobSpec(
     created_by: str | None = None
     expires_at: datetime | None = None
     result_ttl: float | None = None
+    # -- slot of LIVE_FIELDS: fresh in every spec taskit writes -------------------------------
+    progress: Progress | None = None
 
 
 if JobSpec.__struct_fields__ != Job.__struct_fields__:  # pragma: no cover - a definition error
@@ -332,6 +366,7 @@ class QueueStats(msgspec.Struct, kw_only=True):
 _ENCODER = msgspec.msgpack.Encoder()
 _JOB_DECODER = msgspec.msgpack.Decoder(Job)
 _SPEC_DECODER = msgspec.msgpack.Decoder(JobSpec)
+_PROGRESS_DECODER = msgspec.msgpack.Decoder(Progress)
 #: The live fields of a job or spec as one tuple (a C call), and that tuple when all are fresh.
 _live_values = operator.attrgetter(*LIVE_FIELDS)
 _FRESH_VALUES = tuple(LIVE_FIELDS.values())
@@ -348,6 +383,20 @@ def decode_job(data: bytes | memoryview) -> Job:
         return _JOB_DECODER.decode(data)
     except msgspec.DecodeError as exc:
         raise SerializationError(f"stored bytes are not a valid job: {exc}") from exc
+
+
+def encode_progress(progress: Progress) -> bytes:
+    """The stored form of a job's progress (msgpack); msgspec's ``EncodeError`` or
+    ``TypeError`` for data that cannot be encoded (``taskit.progress`` checks that first)."""
+    return _ENCODER.encode(progress)
+
+
+def decode_progress(data: bytes | memoryview) -> Progress:
+    """A progress from ``encode_progress``'s bytes; ``SerializationError`` if they are not one."""
+    try:
+        return _PROGRESS_DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise SerializationError(f"stored bytes are not a valid progress: {exc}") from exc
 
 
 def encode_spec(spec: JobSpec) -> bytes:

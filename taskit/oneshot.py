@@ -43,6 +43,7 @@ from taskit.execution import Executor, RunningJob
 from taskit.job import Job, JobResult, Lease, Outcome, OutcomeKind
 from taskit.options import task_options
 from taskit.producer import Producer
+from taskit.progress import ProgressFlusher
 from taskit.task import Task
 
 __all__ = ["JobFunction", "process_one"]
@@ -102,8 +103,10 @@ async def process_one(
         if events:
             services.start_soon(events.run)
         try:
+            on_stored = events.progress if events else None
+            progress = ProgressFlusher(broker, settings.progress_interval, on_stored)
             outcome, applied, took = await _run_and_settle(
-                broker, lease, executor, settings.visibility_timeout, events
+                broker, lease, executor, (settings.visibility_timeout, progress), events
             )
         except Exception as exc:
             failed = exc
@@ -119,7 +122,7 @@ async def _run_and_settle(
     broker: Broker,
     lease: Lease,
     executor: Executor,
-    lease_seconds: float,
+    upkeep: tuple[float, ProgressFlusher],
     events: WorkerEvents | None,
 ) -> tuple[Outcome | None, bool, float]:
     """Run the job and settle it; the outcome, whether the broker applied it, the run time."""
@@ -129,7 +132,7 @@ async def _run_and_settle(
         events.started(job)
     log.info("job %s (%s) attempt %d started", job.id, job.task, job.attempts, extra=extra)
     began = time.perf_counter()
-    outcome = await _execute(broker, lease, executor, lease_seconds)
+    outcome = await _execute(broker, lease, executor, upkeep)
     took = time.perf_counter() - began
     applied = outcome is not None and (await broker.settle([outcome]))[0]
     if outcome is not None and applied:
@@ -143,15 +146,20 @@ async def _run_and_settle(
 
 
 async def _execute(
-    broker: Broker, lease: Lease, executor: Executor, lease_seconds: float
+    broker: Broker, lease: Lease, executor: Executor, upkeep: tuple[float, ProgressFlusher]
 ) -> Outcome | None:
-    """Run the leased job, extending its lease meanwhile; hand it back if cancelled."""
+    """Run the leased job, extending its lease and storing its progress meanwhile (its last
+    report before it settles); hand it back if cancelled."""
     running = RunningJob(lease)
+    lease_seconds, progress = upkeep
     try:
-        async with anyio.create_task_group() as upkeep:
-            upkeep.start_soon(keep_leases, broker, lambda: [running], lease_seconds)
+        async with anyio.create_task_group() as loops:
+            loops.start_soon(keep_leases, broker, lambda: [running], lease_seconds)
+            loops.start_soon(progress.run, lambda: [running.reporter])
             outcome = await executor.execute(running)
-            upkeep.cancel_scope.cancel()
+            loops.cancel_scope.cancel()
+        if outcome is not None:
+            await progress.flush([running.reporter])
         return outcome
     except anyio.get_cancelled_exc_class():
         with anyio.CancelScope(shield=True):

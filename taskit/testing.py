@@ -20,6 +20,9 @@
   the same drain, after the current one.
 * ``harness.clock`` is the ``FakeClock``; ``harness.advance(seconds)`` moves it without running
   anything.
+* ``harness.reports[job_id]`` lists every ``taskit.report_progress`` a drained job made, in
+  order; its last one is stored before the job settles, as a worker does (``Job.progress``,
+  and a ``progress`` event for the App's subscribers).
 
 With pytest, the ``taskit_harness`` fixture (``taskit.pytest_plugin``, loaded automatically when
 taskit is installed) opens harnesses and closes them at the end of the test:
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
@@ -40,8 +44,18 @@ import anyio
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.clock import FakeClock
+from taskit.events import EventKind
 from taskit.execution import Executor, RunningJob
-from taskit.job import Job, JobStatus, Outcome, OutcomeKind, utc_from_timestamp
+from taskit.job import (
+    Job,
+    JobStatus,
+    Outcome,
+    OutcomeKind,
+    Progress,
+    ProgressUpdate,
+    utc_from_timestamp,
+)
+from taskit.progress import Reporter
 from taskit.worker import WorkerStats
 
 if TYPE_CHECKING:
@@ -97,6 +111,8 @@ class Harness:
         self.clock = clock if clock is not None else FakeClock(time.time())
         self.broker = _HarnessBroker(self, self.clock)
         self.draining = False
+        #: Every progress report of the jobs drained, by job id, in the order made.
+        self.reports: defaultdict[str, list[Progress]] = defaultdict(list)
         self._saved: tuple[Broker, str] | None = None
 
     def __enter__(self) -> Self:
@@ -168,11 +184,27 @@ class Harness:
                     [Outcome(job_id=lease.job.id, token=lease.token, kind=OutcomeKind.RELEASE)]
                 )
                 raise DrainError(f"drain() ran {ran} jobs and the queues are still not empty")
-            outcome = await executor.execute(RunningJob(leases[0]))
+            running = RunningJob(leases[0])
+            running.reporter.listener = self._reported
+            outcome = await executor.execute(running)
             if outcome is not None:
+                await self._store_progress(running.reporter)
                 await self.broker.settle([outcome])
             stats.count(outcome.kind if outcome else None)
             ran += 1
+
+    def _reported(self, job: Job, progress: Progress) -> None:
+        self.reports[job.id].append(progress)
+
+    async def _store_progress(self, reporter: Reporter) -> None:
+        """The job's last report, stored and announced as a worker's flush does."""
+        progress = reporter.unsent
+        if progress is None:
+            return
+        reporter.sent = progress
+        update = ProgressUpdate(reporter.job.id, reporter.token, progress)
+        if (await self.broker.set_progress([update]))[0] and self.app.events:
+            await self.app.events.job(EventKind.PROGRESS, reporter.job, progress=progress)
 
     def drain_sync(
         self, queues: Sequence[str] | None = None, *, max_jobs: int = MAX_JOBS

@@ -55,6 +55,7 @@ from taskit.execution import Executor, RunningJob, StopReason
 from taskit.hooks import Attempt, Hooks
 from taskit.job import Job, Lease, Outcome, OutcomeKind
 from taskit.presence import announce
+from taskit.progress import ProgressFlusher, Reporter
 
 if TYPE_CHECKING:
     pass
@@ -114,6 +115,7 @@ class Worker:
         self.lease = settings.visibility_timeout
         self.grace = settings.grace_period
         self.reaper_interval = settings.reaper_interval
+        self.progress_interval = settings.progress_interval
         self.stats = WorkerStats()
         # By lease token, not job id: after a lease is lost unseen, one job can run twice here.
         self._running: dict[str, RunningJob] = {}
@@ -164,6 +166,9 @@ class Worker:
             )  # fmt: skip
             services.start_soon(reaper.run)
             services.start_soon(announce, self, broker, settings.heartbeat_interval)
+            on_stored = events.progress if events else None
+            progress = self._progress = ProgressFlusher(broker, self.progress_interval, on_stored)
+            services.start_soon(progress.run, self._reporters)
             if events:
                 services.start_soon(events.run)
             settled = anyio.Event()
@@ -353,6 +358,8 @@ class Worker:
             else:
                 with attempt:
                     outcome = await executor.execute(running)
+            if outcome is not None and running.reporter.unsent is not None:
+                await self._progress.flush(self._reporters())  # its last report, before settling
             if outcome is None:
                 log.warning("job %s lost its lease; its outcome is dropped", job.id, extra=extra)
                 self.stats.count(Settled.STALE)
@@ -387,6 +394,9 @@ class Worker:
 
     def _jobs_running(self) -> list[RunningJob]:
         return list(self._running.values())
+
+    def _reporters(self) -> list[Reporter]:
+        return [running.reporter for running in self._running.values()]
 
     async def _watch_signals(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

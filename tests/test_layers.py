@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                    "taskit.handlers", "taskit.webhooks", "taskit.ports", "taskit.once",
                    "taskit.outbox", "taskit.outbox.", "taskit.inbox", "taskit.inbox.")),
     ("running", ("taskit.execution", "taskit._settler", "taskit._leases", "taskit._handoff",
-                 "taskit._worker_parts",
+                 "taskit._worker_parts", "taskit.progress",
                  "taskit.presence", "taskit.registry", "taskit.worker", "taskit.scheduler",
                  "taskit.metrics", "taskit.oneshot")),
     ("wiring", ("taskit.app", "taskit.service", "taskit.testing", "taskit.pytest_plugin",

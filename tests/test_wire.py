@@ -41,6 +41,7 @@ from taskit.job import (
     JobStatus,
     Outcome,
     OutcomeKind,
+    Progress,
     decode_job,
     decode_spec,
     encode_arguments,
@@ -55,7 +56,7 @@ CREATED = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
 # -- the pins --------------------------------------------------------------------------------------
 #: ``stored_form(minimal_job())[1]``: the spec of a job with only its required fields given.
 MINIMAL_SPEC = bytes.fromhex(
-    "dc0017"  # an array of 23: the tag, then the 22 fields in order, defaults included
+    "dc0018"  # an array of 24: the tag, then the 23 fields in order, defaults included
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: '' (the record's key holds it)
     "a974657374732e616464"  # task: 'tests.add'
@@ -79,10 +80,11 @@ MINIMAL_SPEC = bytes.fromhex(
     "c0"  # created_by: None
     "c0"  # expires_at: None
     "c0"  # result_ttl: None
+    "c0"  # progress: None (a live slot)
 )
 #: ``stored_form(full_job())[1]``: every spec field set; the live fields set on the job are reset.
 FULL_SPEC = bytes.fromhex(
-    "dc0017"  # an array of 23
+    "dc0018"  # an array of 24
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: ''
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -99,12 +101,13 @@ FULL_SPEC = bytes.fromhex(
     "a57465737473"  # created_by: 'tests'
     "d6ff663243d8"  # expires_at: 13:30:00
     "cb4056800000000000"  # result_ttl: 90.0
+    "c0"  # progress: None
 )
-#: The last position of ``FULL_SPEC`` and ``FULL_JOB`` (``result_ttl``: 90.0), the newest field.
+#: ``result_ttl`` (90.0) in ``FULL_SPEC`` and ``FULL_JOB``, the position before ``progress``.
 RESULT_TTL = bytes.fromhex("cb4056800000000000")
 #: ``encode_job(full_job())``: the read model's own encoding (the memory broker's stored form).
 FULL_JOB = bytes.fromhex(
-    "dc0017"  # an array of 23
+    "dc0018"  # an array of 24
     "02"  # v: SCHEMA_VERSION
     "a56a6f622d32"  # id: 'job-2'
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -133,6 +136,11 @@ FULL_JOB = bytes.fromhex(
     "a57465737473"  # created_by: 'tests'
     "d6ff663243d8"  # expires_at: 13:30:00
     "cb4056800000000000"  # result_ttl: 90.0
+    "84"  # progress: a Progress, a map of its four fields that are not default:
+    "aa757064617465645f6174d6ff663235cc"  # updated_at: 12:30:04
+    "a86672616374696f6ecb3fe0000000000000"  # fraction: 0.5
+    "a76d657373616765a468616c66"  # message: 'half'
+    "a46461746181a16e03"  # data: {'n': 3}
 )
 #: A ``JobResult`` with every field set (a map: defaults left out, as for ``Outcome``).
 RESULT = bytes.fromhex(
@@ -197,6 +205,9 @@ def full_job() -> Job:
         created_by="tests",
         expires_at=CREATED + timedelta(hours=1),
         result_ttl=90.0,
+        progress=Progress(
+            updated_at=CREATED + timedelta(seconds=4), fraction=0.5, message="half", data={"n": 3}
+        ),
     )
 
 
@@ -235,15 +246,18 @@ def test_a_spec_is_the_job_wire_format_released_versions_read() -> None:
 
 
 def test_bytes_written_before_result_ttl_still_decode_with_the_default() -> None:
-    """A spec or job of a release before ``result_ttl`` has one position fewer (22): it reads
-    back with ``result_ttl`` None (the broker's default), every other field as written."""
-    spec_before = b"\xdc\x00\x16" + FULL_SPEC[3 : -len(RESULT_TTL)]
-    job_before = b"\xdc\x00\x16" + FULL_JOB[3 : -len(RESULT_TTL)]
+    """A spec or job of a release before ``result_ttl`` has one position fewer (22, so no
+    ``progress`` either): it reads back with ``result_ttl`` None (the broker's default), every
+    other field as written."""
+    spec_before = b"\xdc\x00\x16" + FULL_SPEC[3 : FULL_SPEC.rindex(RESULT_TTL)]
+    job_before = b"\xdc\x00\x16" + FULL_JOB[3 : FULL_JOB.rindex(RESULT_TTL)]
 
     assert same(
         decode_spec(spec_before), msgspec.structs.replace(spec_of(full_job()), result_ttl=None)
     )
-    assert same(decode_job(job_before), msgspec.structs.replace(full_job(), result_ttl=None))
+    assert same(
+        decode_job(job_before), msgspec.structs.replace(full_job(), result_ttl=None, progress=None)
+    )
 
 
 def test_a_job_is_encoded_as_these_bytes_and_reads_back() -> None:
@@ -316,7 +330,8 @@ def test_a_record_reads_back_as_the_job_it_stored() -> None:
     result = msgspec.msgpack.encode(full_job().result)
     error = encode_error("boom", "RuntimeError", "Traceback ...")
 
-    job = build_job("job-2", FULL_SPEC, state, error, result)
+    progress = msgspec.msgpack.encode(full_job().progress)
+    job = build_job("job-2", FULL_SPEC, state, error, result, progress)
 
     expected = msgspec.structs.replace(
         full_job(),
@@ -331,7 +346,8 @@ def test_every_live_field_comes_from_the_record_not_the_spec() -> None:
     every part set shows each of them away from its fresh value."""
     state = b"failed|1|0||=t:fail||5|1000|2000|3000|q"
     error = encode_error("boom", "ValueError", "Traceback ...")
-    job = build_job("j", MINIMAL_SPEC, state, error, RESULT)
+    progress = msgspec.msgpack.encode(full_job().progress)
+    job = build_job("j", MINIMAL_SPEC, state, error, RESULT, progress)
 
     assert [f for f, fresh in LIVE_FIELDS.items() if getattr(job, f) == fresh] == []
 

@@ -42,6 +42,7 @@ from taskit.job import (
     LeaseState,
     Outcome,
     OutcomeKind,
+    ProgressUpdate,
     QueueStats,
     job_of,
     utc_from_timestamp,
@@ -156,6 +157,18 @@ class Broker(abc.ABC):
         ``SerializationError`` naming the problem (answered ``True``: it was settled); an outcome
         whose job id or token is not text is answered ``False``. Nothing unreadable is stored.
         """
+
+    @abc.abstractmethod
+    async def set_progress(self, updates: Sequence[ProgressUpdate]) -> list[bool]:
+        """Store each update's ``progress`` on its job, replacing the one before, if its token
+        still holds the running job; ``False`` for a stale one (lease lost or settled, job gone,
+        a token this broker never made): nothing changes. One call for many jobs, each update
+        atomic on its own: a worker sends the latest progress of all its running jobs at once.
+
+        The progress is shown by ``get`` (``Job.progress``), not by the leases ``reserve`` and
+        ``reclaim`` hand out nor by ``dead_letters``; it stays with the job's record until that
+        is deleted (a finished job's record expires, a purge, an enqueue of the same id
+        replacing it), across retries and requeues, until the job reports again."""
 
     @abc.abstractmethod
     async def reclaim(

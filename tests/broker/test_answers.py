@@ -49,14 +49,14 @@ def leased_row(job: Job, q: int, *, token: str = "s.1", cancel: bool = False) ->
 def test_get_reads_a_record_and_none() -> None:
     job = make_job(QA, 1, 2)
     assert requests.Get(job.id).answer(None) is None
-    got = requests.Get(job.id).answer([spec_of(job), state(), b"", b""])
+    got = requests.Get(job.id).answer([spec_of(job), state(), b"", b"", b""])
     assert got is not None
     assert (got.id, got.task, got.status, got.payload) == (job.id, job.task, JobStatus.PENDING,
                                                            job.payload)  # fmt: skip
 
 
 def test_get_answers_a_stand_in_for_a_spec_that_does_not_decode() -> None:
-    got = requests.Get("j").answer([b"not msgpack", state(), b"", b""])
+    got = requests.Get("j").answer([b"not msgpack", state(), b"", b"", b""])
     assert got is not None
     assert got.status is JobStatus.PENDING
     assert got.error is not None
@@ -73,7 +73,7 @@ def test_get_answers_a_stand_in_for_a_spec_that_does_not_decode() -> None:
 )
 def test_get_names_the_unreadable_field(spec: bytes, state_: bytes, field: str) -> None:
     with pytest.raises(CorruptJobError) as caught:
-        requests.Get("j").answer([spec, state_, b"", b""])
+        requests.Get("j").answer([spec, state_, b"", b"", b""])
     assert caught.value.field == field
     assert caught.value.job_id == "j"
 

@@ -34,7 +34,7 @@ def enqueue_keys(k: Keys, job_id: str, queue: str = "q") -> list[str]:
     """KEYS of an enqueue call of one job to ``queue``: fixed keys, the queue's, the done key."""
     fixed = [k.jobs, k.err, k.seq, k.queues]
     mine = [k.fifo(queue), k.ranked(queue), k.delayed(queue), k.wake(queue), k.dead(queue)]
-    return [*fixed, *mine, k.done(job_id)]
+    return [*fixed, *mine, k.done(job_id), k.progress]
 
 
 async def enqueue(rh: RedisHarness, job_id: str, *, delay_ms: int = 0, priority: int = 0) -> list:
@@ -69,7 +69,7 @@ def state_of(raw: bytes) -> tuple[JobStatus, int, str]:
 def test_every_command_script_documents_its_keys_args_and_reply() -> None:
     folder = resources.files("taskit.broker.redis").joinpath("lua")
     names = sorted(e.name for e in folder.iterdir() if not e.name.startswith("_"))
-    assert len(names) == len(SCRIPTS.names) == 17
+    assert len(names) == len(SCRIPTS.names) == 18
     for name in names:
         text = folder.joinpath(name).read_text("utf-8")
         header = text.split("]]", 1)[0]
@@ -151,7 +151,8 @@ def settle_keys(k: Keys, *job_ids: str) -> list[str]:
     """KEYS of a settle call for jobs of queue "q": the queue's keys once, then a done key each."""
     q = "q"
     return [k.jobs, k.err, k.seq, k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q),
-            k.totals(q), k.wake(q), *(k.done(job_id) for job_id in job_ids)]  # fmt: skip
+            k.totals(q), k.wake(q), *(k.done(job_id) for job_id in job_ids),
+            k.progress]  # fmt: skip
 
 
 async def test_settle_applies_current_tokens_only(rh: RedisHarness) -> None:
@@ -188,7 +189,7 @@ async def test_reclaim_takes_expired_leases_under_a_new_token(rh: RedisHarness) 
 
 def cancel_keys(k: Keys, job_id: str, q: str = "q") -> list[str]:
     return [k.jobs, k.err, k.done(job_id), k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q),
-            k.totals(q)]  # fmt: skip
+            k.totals(q), k.progress]  # fmt: skip
 
 
 async def test_cancel_ends_a_waiting_job_and_names_a_wrong_queue(rh: RedisHarness) -> None:
@@ -224,8 +225,8 @@ async def test_dead_letters_requeue_dead_and_purge_dead(rh: RedisHarness) -> Non
     assert await run(rh, "requeue-dead", requeue_keys, [100, "d2", "nope"]) == 1
     assert state_of(await state_in(rh, "d2"))[:2] == (JobStatus.PENDING, 0)
     assert await rh.client.lrange(k.fifo("q"), 0, -1) == [b"d2"]
-    assert await run(rh, "purge-dead", [k.jobs, k.err, k.dead("q")], [1]) == 1
-    assert await run(rh, "purge-dead", [k.jobs, k.err, k.dead("q")], [100]) == 1
+    assert await run(rh, "purge-dead", [k.jobs, k.err, k.dead("q"), k.progress], [1]) == 1
+    assert await run(rh, "purge-dead", [k.jobs, k.err, k.dead("q"), k.progress], [100]) == 1
     assert await run(rh, "requeue-dead", requeue_keys, [100]) == 0
 
 
@@ -233,7 +234,7 @@ async def test_purge_deletes_waiting_jobs_in_batches(rh: RedisHarness) -> None:
     k = rh.broker.keys
     await enqueue(rh, "p1")
     await enqueue(rh, "p2", delay_ms=60_000)
-    keys = [k.jobs, k.err, k.fifo("q"), k.ranked("q"), k.delayed("q")]
+    keys = [k.jobs, k.err, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.progress]
 
     assert await run(rh, "purge", keys, [1]) == 1
     assert await run(rh, "purge", keys, [1]) == 1
@@ -256,10 +257,10 @@ async def test_stats_counts_and_promotes(rh: RedisHarness) -> None:
 async def test_get_reads_live_and_finished_records(rh: RedisHarness) -> None:
     k = rh.broker.keys
     await enqueue(rh, "j1")
-    live = await run(rh, "get", [k.jobs, k.err, k.done("j1")], ["j1"])
+    live = await run(rh, "get", [k.jobs, k.err, k.done("j1"), k.progress], ["j1"])
     await rh.client.hset(k.done("j2"), mapping={"spec": SPEC, "state": b"completed|1|0|||||1|2||q"})
-    done = await run(rh, "get", [k.jobs, k.err, k.done("j2")], ["j2"])
-    missing = await run(rh, "get", [k.jobs, k.err, k.done("j3")], ["j3"])
+    done = await run(rh, "get", [k.jobs, k.err, k.done("j2"), k.progress], ["j2"])
+    missing = await run(rh, "get", [k.jobs, k.err, k.done("j3"), k.progress], ["j3"])
 
     assert isinstance(live, list)
     assert live[0] == SPEC
@@ -270,7 +271,7 @@ async def test_get_reads_live_and_finished_records(rh: RedisHarness) -> None:
 
 
 async def test_a_fixed_key_script_refuses_the_wrong_key_count(rh: RedisHarness) -> None:
-    with pytest.raises(ValueError, match="takes 3 keys"):
+    with pytest.raises(ValueError, match="takes 4 keys"):
         await run(rh, "get", ["only-one"], ["x"])
 
 

@@ -38,6 +38,7 @@ SAMPLES: list[tuple[requests.Request, list[str]]] = [
     (requests.Live(), []),
     (requests.OnceBegin("k", "t", 1000), []),
     (requests.OnceEnd("k", "t", 0), []),
+    (requests.SetProgress([("a", "r1", b"p"), ("b", "r2", b"p")]), []),
     (
         requests.Enqueue(
             [job("a", QA), job("b", QB)],
@@ -66,7 +67,8 @@ _QUEUE_NAMES = {"fifo": "FIFO list", "ranked": "ranked set", "delayed": "delayed
 
 def named(key: str) -> tuple[str, str | None]:
     """What a header calls ``key``, and the queue it belongs to (None for other keys)."""
-    fixed = {K.jobs: "jobs hash", K.err: "error hash", K.seq: "sequence counter",
+    fixed = {K.jobs: "jobs hash", K.err: "error hash", K.progress: "progress hash",
+             K.seq: "sequence counter",
              K.queues: "queue-name set", K.workers: "workers zset",
              K.beats: "beats hash"}  # fmt: skip
     if key in fixed:
@@ -104,12 +106,15 @@ def test_the_keys_are_the_ones_the_script_header_names(
     fixed: dict[int, str] = {}
     per_queue: dict[int, str] = {}
     tail: list[str] = []
+    last: str | None = None  # KEYS[#KEYS]: one key after every per-job one
     for match in re.finditer(r"KEYS\[([^\]]+)\]((?:(?!KEYS\[).)*)", header, re.DOTALL):
         where, text = match.group(1), match.group(2).split("then")[0].strip()
         if where.isdigit():
             fixed[int(where)] = text
         elif where.startswith("base+"):
             per_queue[int(where[5:])] = text
+        elif where == "#KEYS":
+            last = text
         else:  # one more key per job, lease or outcome
             tail.append(text)
     f, s = max(fixed), max(per_queue, default=0)
@@ -117,6 +122,9 @@ def test_the_keys_are_the_ones_the_script_header_names(
         base = re.search(r"base = (\d+) \+ (\d+) \* \(q - 1\)", header)
         assert base is not None, script
         assert (int(base.group(1)), int(base.group(2))) == (f, s), script
+    if last is not None:
+        assert named(keys[-1])[0] in last, (script, keys[-1], last)
+        keys = keys[:-1]
     extra = len(keys) - f - s * len(queues)
     assert extra == (2 if tail else 0), script  # each sample has two jobs / leases / outcomes
     if SCRIPTS[script].numkeys is not None:
@@ -148,6 +156,6 @@ def test_args_follow_the_headers_for_the_batch_scripts() -> None:
     settle = requests.Settle(9, [("a", "r1", "complete", QA, 0, b"", b""),
                                  ("b", "r2", "retry", QA, 5, b"e", b"")])  # fmt: skip
     assert settle.args() == [9, 1, "a", "r1 complete 1 0", b"", b"", "b", "r2 retry 1 5", b"e", b""]
-    assert len(settle.keys(K)) == 3 + 7 + 2
+    assert len(settle.keys(K)) == 3 + 7 + 2 + 1  # and the progress hash, last
     extend = requests.Extend(7, [("a", QA, "r1")])
     assert extend.args() == [7, "a", "r1"]

@@ -32,8 +32,11 @@ from taskit.job import (
     Lease,
     LeaseState,
     Outcome,
+    ProgressUpdate,
     QueueStats,
     decode_job,
+    decode_progress,
+    encode_progress,
 )
 
 __all__ = ["MemoryBroker"]
@@ -177,6 +180,17 @@ class MemoryBroker(MemoryState, Broker):
         wake_all(waiters)
         return applied
 
+    async def set_progress(self, updates: Sequence[ProgressUpdate]) -> list[bool]:
+        encoded = [encode_progress(update.progress) for update in updates]  # before the lock
+        with self._lock:
+            stored = []
+            for update, progress in zip(updates, encoded, strict=True):
+                record = self._held(update.job_id, update.token)
+                if record is not None:
+                    record.progress = progress
+                stored.append(record is not None)
+            return stored
+
     async def reclaim(
         self, queues: Sequence[str], *, lease: float, limit: int = 100
     ) -> list[Lease]:
@@ -204,7 +218,12 @@ class MemoryBroker(MemoryState, Broker):
         with self._lock:
             self._expire(self._clock.time())
             record = self._records.get(job_id)
-            return None if record is None else copy_job(record.job)
+            if record is None:
+                return None
+            job, progress = copy_job(record.job), record.progress
+        if progress:
+            job.progress = decode_progress(progress)
+        return job
 
     async def cancel(self, job_id: str) -> bool:
         with self._lock:

@@ -52,6 +52,9 @@ class Record:
     deadline: float = 0.0
     cancel_requested: bool = False
     expires: float = 0.0
+    #: The job's latest progress, encoded (``Broker.set_progress``); ``get`` alone shows it,
+    #: as on Redis, where it is kept apart from the record.
+    progress: bytes = b""
 
 
 class MemoryState:

@@ -38,7 +38,15 @@ from taskit.broker.redis.streams import StreamCommands
 from taskit.broker.redis.transport.fast import FastClient
 from taskit.broker.redis.wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
 from taskit.errors import BrokerError
-from taskit.job import Job, Lease, LeaseState, Outcome, stored_form
+from taskit.job import (
+    Job,
+    Lease,
+    LeaseState,
+    Outcome,
+    ProgressUpdate,
+    encode_progress,
+    stored_form,
+)
 
 __all__ = ["RedisBroker"]
 
@@ -182,6 +190,21 @@ class RedisBroker(RedisBase):
             rand, queue = split_token(held.token) or ("", held.job.queue)
             each.append((held.job.id, queue, rand))
         return await self._call(requests.Extend(ms(lease), each))
+
+    async def set_progress(self, updates: Sequence[ProgressUpdate]) -> list[bool]:
+        sent: list[tuple[str, str, bytes]] = []
+        ours: list[int] = []  # which updates carry a token this broker made
+        for i, update in enumerate(updates):
+            parts = split_token(update.token)
+            if parts is not None and isinstance(update.job_id, str):
+                sent.append((update.job_id, parts[0], encode_progress(update.progress)))
+                ours.append(i)
+        answered = [False] * len(updates)
+        if sent:
+            stored = await self._call(requests.SetProgress(sent))
+            for i, ok in zip(ours, stored, strict=True):
+                answered[i] = ok
+        return answered
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         each: list[tuple[str, str, str, str, int, bytes, bytes]] = []

@@ -11,9 +11,10 @@ key                         type    holds
 ==========================  ======  ===================================================
 ``{p}:jobs``                hash    live job id -> its record: state and spec (below)
 ``{p}:err``                 hash    live job id -> msgpack ``[error, type, traceback]``
+``{p}:progress``            hash    live job id -> msgpack ``Progress`` (its latest report)
 ``{p}:seq``                 string  sequence counter (ranked-set order, dead letters)
 ``{p}:queues``              set     every queue name ever enqueued to
-``{p}:done:<id>``           hash    a finished job: spec, state, err, res; has a TTL
+``{p}:done:<id>``           hash    a finished job: spec, state, err, res, prog; has a TTL
 ``{p}:q:<queue>:fifo``      list    ready ids of the default priority (0), oldest first
 ``{p}:q:<queue>:ranked``    zset    ready ``<seq>:<id>`` of other priorities, scored
                                     ``-priority``
@@ -62,6 +63,7 @@ class Keys:
         self.tag = "{" + prefix + "}"
         self.jobs = f"{self.tag}:jobs"
         self.err = f"{self.tag}:err"
+        self.progress = f"{self.tag}:progress"
         self.seq = f"{self.tag}:seq"
         self.queues = f"{self.tag}:queues"
         self.workers = f"{self.tag}:workers"
@@ -121,8 +123,9 @@ class Keys:
     def kind_of(self, key: str) -> str | None:
         """The Redis type (as ``TYPE`` names it) this layout keeps at ``key``; None for a key
         that is not this prefix's."""
-        fixed = {self.jobs: "hash", self.err: "hash", self.beats: "hash", self.seq: "string",
-                 self.epoch: "string", self.queues: "set", self.workers: "zset"}  # fmt: skip
+        fixed = {self.jobs: "hash", self.err: "hash", self.progress: "hash", self.beats: "hash",
+                 self.seq: "string", self.epoch: "string", self.queues: "set",
+                 self.workers: "zset"}  # fmt: skip
         if key in fixed:
             return fixed[key]
         parts = ((":done:", "hash"), (":claim:", "string"), (":once:", "string"),

@@ -39,6 +39,7 @@ from taskit.job import (
     JobResult,
     JobSpec,
     JobStatus,
+    Progress,
     decode_spec,
     job_of,
     utc_from_timestamp,
@@ -208,6 +209,7 @@ def split_token(token: str) -> tuple[str, str] | None:
 
 _ERROR = msgspec.msgpack.Decoder(tuple[str | None, str | None, str | None])
 _RESULT = msgspec.msgpack.Decoder(JobResult)
+_PROGRESS = msgspec.msgpack.Decoder(Progress)
 _ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -216,27 +218,33 @@ def encode_error(error: str | None, error_type: str | None, traceback: str | Non
     return b"" if error is None else _ENCODER.encode((error, error_type, traceback))
 
 
-def build_job(job_id: str, spec: bytes, state: bytes, err: bytes, res: bytes) -> Job:
+def build_job(
+    job_id: str, spec: bytes, state: bytes, err: bytes, res: bytes, prog: bytes = b""
+) -> Job:
     """The ``Job`` a record describes. Raises ``SerializationError`` if ``spec`` does not decode
     (use ``placeholder_job`` for a readable stand-in) and ``CorruptJobError`` if the state, the
-    error or the result is unreadable."""
-    return merge_state(decode_spec(spec), job_id, parse_state(state, job_id), err, res)
+    error, the result or the progress is unreadable."""
+    return merge_state(decode_spec(spec), job_id, parse_state(state, job_id), err, res, prog)
 
 
-def placeholder_job(job_id: str, state: bytes, err: bytes, res: bytes, why: str) -> Job:
+def placeholder_job(
+    job_id: str, state: bytes, err: bytes, res: bytes, why: str, prog: bytes = b""
+) -> Job:
     """A stand-in for a record whose spec does not decode: no task, no arguments, ``why`` as
     the error unless the record has its own (a dead letter's decode error). ``CorruptJobError``
-    if the state, error or result is unreadable too."""
+    if the state, error, result or progress is unreadable too."""
     parsed = parse_state(state, job_id)
-    job = merge_state(stand_in(parsed.queue), job_id, parsed, err, res)
+    job = merge_state(stand_in(parsed.queue), job_id, parsed, err, res, prog)
     if not err:
         job.error, job.error_type = why, SerializationError.__name__
     return job
 
 
-def merge_state(spec: JobSpec, job_id: str, state: State, err: bytes, res: bytes) -> Job:
-    """The ``Job`` of ``spec`` where its record's state, error (``err``) and result (``res``)
-    say it stands; ``CorruptJobError`` if ``err`` or ``res`` does not decode."""
+def merge_state(
+    spec: JobSpec, job_id: str, state: State, err: bytes, res: bytes, prog: bytes = b""
+) -> Job:
+    """The ``Job`` of ``spec`` where its record's state, error (``err``), result (``res``) and
+    progress (``prog``) say it stands; ``CorruptJobError`` if one of those does not decode."""
     live: dict[str, Any] = {
         "status": state.status,
         "attempts": state.attempts,
@@ -255,6 +263,11 @@ def merge_state(spec: JobSpec, job_id: str, state: State, err: bytes, res: bytes
             live["result"] = _RESULT.decode(res)
     except msgspec.DecodeError as exc:
         raise CorruptJobError(job_id, "result", f"does not decode: {exc}") from None
+    try:
+        if prog:
+            live["progress"] = _PROGRESS.decode(prog)
+    except msgspec.DecodeError as exc:
+        raise CorruptJobError(job_id, "progress", f"does not decode: {exc}") from None
     return job_of(spec, job_id, state.queue, live)
 
 

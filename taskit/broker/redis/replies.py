@@ -1,7 +1,7 @@
 """Rows of script replies as Jobs and Leases: the decoding the answers of ``requests`` share.
 
-A record comes back from a script as (spec, state, error, result) bytes; ``job_from`` makes it
-a Job (a stand-in when only its spec does not decode). Reserve and reclaim give leased rows
+A record comes back from a script as (spec, state, error, result, progress) bytes; ``job_from``
+makes it a Job (a stand-in when only its spec does not decode). Reserve and reclaim give leased rows
 ``(q, id, spec, state, error)``; ``leased`` makes them Leases, and the outcomes to settle at
 once for the rows that cannot run (unreadable records, reclaimed jobs whose cancel was asked).
 """
@@ -27,13 +27,16 @@ from taskit.job import Job, Lease, Outcome, OutcomeKind, decode_spec
 __all__ = ["dead_letter", "job_from", "leased"]
 
 
-def job_from(job_id: str, spec: bytes, state: bytes, err: bytes, res: bytes) -> Job:
+def job_from(
+    job_id: str, spec: bytes, state: bytes, err: bytes, res: bytes, prog: bytes = b""
+) -> Job:
     """The Job of a record; a stand-in when only its spec does not decode.
-    ``CorruptJobError`` when its state, error or result is unreadable."""
+    ``CorruptJobError`` when its state, error, result or progress is unreadable."""
     try:
-        job = build_job(job_id, spec, state, err, res)
+        job = build_job(job_id, spec, state, err, res, prog)
     except (SerializationError, msgspec.DecodeError) as exc:
-        return placeholder_job(job_id, state, err, res, f"stored job does not decode: {exc}")
+        why = f"stored job does not decode: {exc}"
+        return placeholder_job(job_id, state, err, res, why, prog)
     return job
 
 

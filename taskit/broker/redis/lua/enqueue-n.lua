@@ -5,6 +5,7 @@ then per queue q = 1..ARGV[1] (base = 4 + 5 * (q - 1)), each queue named once pe
   KEYS[base+1] FIFO list    KEYS[base+2] ranked set    KEYS[base+3] delayed set
   KEYS[base+4] wake list    KEYS[base+5] dead set
 then per job i: KEYS[4 + 5 * nq + i] the job's done key
+last: KEYS[#KEYS] progress hash (a replaced dead letter's progress goes with it)
 ARGV[1] nq, the number of queues    ARGV[1+q] the name of queue q
 then per job i (base = 1 + nq + 4 * (i - 1)):
   ARGV[base+1] id    ARGV[base+2] encoded job
@@ -133,6 +134,7 @@ each_chunk('HSET', KEYS[1], records)
 for _, r in ipairs(replaced) do
   rcall('ZREM', r[1], r[2])
   rcall('HDEL', KEYS[2], r[2])
+  rcall('HDEL', KEYS[#KEYS], r[2])
 end
 for i = 1, #done, CHUNK do
   rcall('DEL', unpack(done, i, math.min(i + CHUNK - 1, #done)))

@@ -6,6 +6,7 @@ then per queue q = 1..ARGV[2] (base = 3 + 7 * (q - 1)), each queue named once pe
   KEYS[base+4] lease set   KEYS[base+5] dead set    KEYS[base+6] totals hash
   KEYS[base+7] wake list
 then per outcome i: KEYS[3 + 7 * nq + i] the job's done key
+last: KEYS[#KEYS] progress hash (a job that ends takes its progress to its done key)
 ARGV[1] result TTL in ms (the broker's)    ARGV[2] nq, the number of queues
 then per outcome i (base = 2 + 4 * (i - 1)):
   ARGV[base+1] id
@@ -92,8 +93,9 @@ for i = 1, (#ARGV - 2) / 4 do
       if kind == 'cancel' then
         result = ''
       end
-      finish({jobs = KEYS[1], err = KEYS[2], done = KEYS[3 + 7 * nq + i], totals = totals,
-        mark = mark}, id, s, FINAL[kind], now, own ~= '' and tonumber(own) or ttl, result)
+      finish({jobs = KEYS[1], err = KEYS[2], prog = KEYS[#KEYS], done = KEYS[3 + 7 * nq + i],
+        totals = totals, mark = mark}, id, s, FINAL[kind], now, own ~= '' and tonumber(own) or ttl,
+        result)
     elseif kind == 'dead_letter' then
       s.failed = now
       s.completed = now

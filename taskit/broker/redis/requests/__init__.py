@@ -30,6 +30,7 @@ from taskit.broker.redis.requests.admin import (
 )
 from taskit.broker.redis.requests.lifecycle import Enqueue, Extend, Reclaim, Reserve, Settle
 from taskit.broker.redis.requests.once import OnceBegin, OnceEnd
+from taskit.broker.redis.requests.progress import SetProgress
 from taskit.broker.redis.requests.request import BATCH, DeadElsewhere, Leased, Moved, Request
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "Request",
     "RequeueDead",
     "Reserve",
+    "SetProgress",
     "Settle",
     "Stats",
     "Withdraw",

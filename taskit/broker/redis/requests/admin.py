@@ -44,7 +44,7 @@ class Get(Request[Job | None]):
     job_id: str
 
     def keys(self, k: Keys) -> list[str]:
-        return [k.jobs, k.err, k.done(self.job_id)]
+        return [k.jobs, k.err, k.done(self.job_id), k.progress]
 
     def args(self) -> list[Arg]:
         return [self.job_id]
@@ -54,10 +54,10 @@ class Get(Request[Job | None]):
         ``CorruptJobError`` naming the field when its record is unreadable."""
         if reply is None:
             return None
-        spec, state, err, res = reply
+        spec, state, err, res, prog = reply
         if not state:  # the script could not split the record: say which part is wrong
             parse_state(split_record(spec, self.job_id)[0], self.job_id)
-        return job_from(self.job_id, spec, state, err, res)
+        return job_from(self.job_id, spec, state, err, res, prog)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ class Cancel(Request[bool | Moved]):
     ttl_ms: int
 
     def keys(self, k: Keys) -> list[str]:
-        return [k.jobs, k.err, k.done(self.job_id), *k.of(self.queue, CANCEL_KINDS)]
+        return [k.jobs, k.err, k.done(self.job_id), *k.of(self.queue, CANCEL_KINDS), k.progress]
 
     def args(self) -> list[Arg]:
         return [self.job_id, self.queue, self.ttl_ms]
@@ -149,7 +149,7 @@ class Purge(Request[int]):
     queue: str
 
     def keys(self, k: Keys) -> list[str]:
-        return [k.jobs, k.err, *k.of(self.queue, PURGE_KINDS)]
+        return [k.jobs, k.err, *k.of(self.queue, PURGE_KINDS), k.progress]
 
     def args(self) -> list[Arg]:
         return [BATCH]
@@ -165,7 +165,7 @@ class PurgeDead(Request[int]):
     queue: str
 
     def keys(self, k: Keys) -> list[str]:
-        return [k.jobs, k.err, k.dead(self.queue)]
+        return [k.jobs, k.err, k.dead(self.queue), k.progress]
 
     def args(self) -> list[Arg]:
         return [BATCH]

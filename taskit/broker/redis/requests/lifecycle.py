@@ -53,6 +53,7 @@ class Enqueue(Request[list[Job] | DeadElsewhere]):
         for queue in self._queues():
             keys += k.of(queue, ENQUEUE_KINDS)
         keys += [k.done(job.id) for job in self.jobs]
+        keys.append(k.progress)
         return keys
 
     def args(self) -> list[Arg]:
@@ -164,6 +165,7 @@ class Settle(Request[list[bool]]):
         for queue in self._queues():
             keys += k.of(queue, SETTLE_KINDS)
         keys += [k.done(outcome[0]) for outcome in self.outcomes]
+        keys.append(k.progress)
         return keys
 
     def args(self) -> list[Arg]:

@@ -1,6 +1,6 @@
 --[[ purge-dead: delete up to one batch of a queue's dead letters.
 
-KEYS[1] jobs hash   KEYS[2] error hash   KEYS[3] dead set
+KEYS[1] jobs hash   KEYS[2] error hash   KEYS[3] dead set   KEYS[4] progress hash
 ARGV[1] batch size
 
 Returns how many were deleted (0: none is left).
@@ -14,5 +14,6 @@ if #ids > 0 then
   each_chunk('ZREM', KEYS[3], ids)
   each_chunk('HDEL', KEYS[1], ids)
   each_chunk('HDEL', KEYS[2], ids)
+  each_chunk('HDEL', KEYS[4], ids)
 end
 return #ids

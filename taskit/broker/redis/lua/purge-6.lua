@@ -1,7 +1,7 @@
 --[[ purge: delete up to one batch of a queue's waiting jobs (pending, scheduled, retrying).
 
 KEYS[1] jobs hash   KEYS[2] error hash   KEYS[3] FIFO list   KEYS[4] ranked set
-KEYS[5] delayed set
+KEYS[5] delayed set   KEYS[6] progress hash
 ARGV[1] batch size
 
 Running jobs and dead letters are left alone. Returns how many were deleted (0: none is left).
@@ -24,5 +24,6 @@ end
 if #ids > 0 then
   each_chunk('HDEL', KEYS[1], ids)
   each_chunk('HDEL', KEYS[2], ids)
+  each_chunk('HDEL', KEYS[6], ids)
 end
 return #ids
