@@ -119,7 +119,6 @@ async def test_progress_goes_with_the_record(harness: BrokerHarness) -> None:
     assert (got.status, got.progress) == (JobStatus.PENDING, None)
 
 
-
 async def test_a_job_kept_for_no_time_takes_its_progress_with_it(harness: BrokerHarness) -> None:
     """``result_ttl=0``: nothing of the finished job is kept, its progress included."""
     broker = harness.broker
@@ -134,6 +133,7 @@ async def test_a_job_kept_for_no_time_takes_its_progress_with_it(harness: Broker
     got = await broker.get(held.job.id)
     assert got is not None
     assert (got.status, got.progress) == (JobStatus.PENDING, None)
+
 
 async def test_a_dead_letter_replaced_by_an_enqueue_leaves_no_progress(
     harness: BrokerHarness,

@@ -41,7 +41,6 @@ async def test_settle_moves_progress_into_the_done_key(rh: RedisHarness) -> None
     assert got[4] == b"p1"
 
 
-
 async def test_a_job_kept_for_no_time_leaves_no_progress_behind(rh: RedisHarness) -> None:
     """A job settled with its own result TTL of 0 keeps no record: its progress goes too."""
     k = rh.broker.keys
@@ -54,6 +53,7 @@ async def test_a_job_kept_for_no_time_leaves_no_progress_behind(rh: RedisHarness
 
     assert await rh.client.hlen(k.progress) == 0
     assert await rh.client.exists(k.done("j1")) == 0
+
 
 def test_set_progress_answers_one_bool_per_update() -> None:
     assert requests.SetProgress([]).answer([1, 0, 1]) == [True, False, True]
