@@ -1,0 +1,13 @@
+"""Django 6's tasks framework on taskit: ``pip install 'taskit[django]'`` (Python >= 3.12).
+
+``TaskitBackend`` (``taskit.django.backend``) is a ``django.tasks`` backend: Django ``@task``
+functions enqueue through a taskit App, run on ``taskit worker taskit.django.worker:app``
+(``taskit.django.runner``), and read back as Django ``TaskResult`` objects
+(``taskit.django.results``). Nothing else in taskit imports this package; importing it without
+Django installed raises ``ImportError``. Guide: "Django tasks backend".
+"""
+
+from taskit.django.backend import TaskitBackend
+from taskit.django.runner import JOB_TYPE, DjangoTaskHandler, RefusedTaskError
+
+__all__ = ["JOB_TYPE", "DjangoTaskHandler", "RefusedTaskError", "TaskitBackend"]
