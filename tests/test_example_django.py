@@ -178,6 +178,8 @@ def test_the_worker_refuses_what_is_not_a_django_task_of_a_taskit_backend(
     assert "unknown OPTIONS ['brokr_url']" in seen["unknown_option"]
     assert "give OPTIONS 'app' or 'broker_url'" in seen["both_app_and_url"]
     assert "is a Task, not a taskit.App" in seen["app_not_an_app"]
+    assert "max_retries must be >= 0, got -1" in seen["negative_retries"]
+    assert "'enqueue_on_commit' is a bool" in seen["on_commit_not_bool"]
     # max_retries=1: the first failure is retried, kept in errors; the second attempt succeeds
     assert seen["flaky"] == {
         "status": "SUCCESSFUL", "return_value": 2, "attempts": 2,

@@ -48,6 +48,7 @@ from taskit.app import App
 from taskit.django.results import Payload, task_result
 from taskit.django.runner import JOB_TYPE, RefusedTaskError, install, resolve_task
 from taskit.job import Job
+from taskit.options import CallOptions
 from taskit.task import scheduled
 
 if TYPE_CHECKING:
@@ -90,6 +91,10 @@ class TaskitBackend(BaseTaskBackend):
         self._call_options = {
             "max_retries": options.get("max_retries", 0), "timeout": options.get("timeout"),
         }  # fmt: skip
+        try:  # checked here, as taskit checks them, rather than at the first enqueue
+            CallOptions(**self._call_options)
+        except (TypeError, ValueError) as exc:
+            raise InvalidTaskBackend(f"task backend {alias!r}: OPTIONS {exc}") from None
         self._app: App | None = None  # built on first use: Django may not be set up yet here
 
     @property

@@ -65,6 +65,8 @@ async def main() -> None:
     seen["unknown_option"] = bad_options({"brokr_url": "memory://"})
     seen["both_app_and_url"] = bad_options({"app": "x:app", "broker_url": "memory://"})
     seen["app_not_an_app"] = bad_options({"app": "shop.tasks:add"})
+    seen["negative_retries"] = bad_options({"max_retries": -1})
+    seen["on_commit_not_bool"] = bad_options({"enqueue_on_commit": "yes"})
     backend = task_backends["default"]
     assert isinstance(backend, TaskitBackend)
     with Harness(backend.app) as harness:
