@@ -9,8 +9,10 @@ real PostgreSQL; ``tests/apps/django_checks.py`` checks what the worker refuses,
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -175,6 +177,7 @@ def test_the_worker_refuses_what_is_not_a_django_task_of_a_taskit_backend(
         assert seen[name]["status"] == "failed"
         assert seen[name]["error_type"] == "taskit.django.runner.RefusedTaskError"
     assert "'other' of 'shop.tasks.add' is not a taskit backend" in seen["other_backend"]["error"]
+    assert seen["plain_job_read"] == "does not exist"  # a taskit job of another task
     assert "unknown OPTIONS ['brokr_url']" in seen["unknown_option"]
     assert "give OPTIONS 'app' or 'broker_url'" in seen["both_app_and_url"]
     assert "is a Task, not a taskit.App" in seen["app_not_an_app"]
@@ -185,6 +188,12 @@ def test_the_worker_refuses_what_is_not_a_django_task_of_a_taskit_backend(
         "status": "SUCCESSFUL", "return_value": 2, "attempts": 2,
         "errors": ["builtins.ConnectionError"],
     }  # fmt: skip
+
+
+def test_without_django_6_the_import_error_names_the_extra() -> None:
+    """taskit's own venv (Python 3.11) cannot install Django 6."""
+    with pytest.raises(ImportError, match=re.escape("pip install 'taskit[django]'")):
+        importlib.import_module("taskit.django")
 
 
 def test_nothing_else_in_taskit_imports_taskit_django() -> None:

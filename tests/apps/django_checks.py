@@ -31,7 +31,7 @@ settings.configure(
 django.setup()
 
 from django.tasks import task_backends  # noqa: E402
-from django.tasks.exceptions import InvalidTaskBackend  # noqa: E402
+from django.tasks.exceptions import InvalidTaskBackend, TaskResultDoesNotExist  # noqa: E402
 from shop import tasks  # noqa: E402
 
 from taskit.django import JOB_TYPE, RefusedTaskError, TaskitBackend  # noqa: E402
@@ -77,6 +77,12 @@ async def main() -> None:
         outside = await backend.app.get_task(JOB_TYPE).enqueue(
             task="json.tool.main", backend="default", args=[], kwargs={}
         )
+        plain = await backend.app.remote("billing.invoice").enqueue(7)  # not a Django call
+        try:
+            await backend.aget_result(plain.id)
+            seen["plain_job_read"] = "read"
+        except TaskResultDoesNotExist:
+            seen["plain_job_read"] = "does not exist"
         await harness.drain()
         result = await backend.aget_result(flaky.id)
         seen["flaky"] = {
