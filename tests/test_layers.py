@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                  "taskit.presence", "taskit.registry", "taskit.worker", "taskit.scheduler",
                  "taskit.metrics", "taskit.oneshot")),
     ("wiring", ("taskit.app", "taskit.service", "taskit.testing", "taskit.pytest_plugin",
-                "taskit.otel", "taskit.audit")),
+                "taskit.otel", "taskit.audit", "taskit.django", "taskit.django.")),
     ("entry points", ("taskit._cli_load", "taskit._cli_admin", "taskit._cli_outbox", "taskit.cli",
                       "taskit.__main__", "taskit")),
 ]  # fmt: skip
