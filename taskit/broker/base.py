@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
@@ -47,6 +47,7 @@ from taskit.job import (
     job_of,
     utc_from_timestamp,
 )
+from taskit.limits import LimitSpec, LimitUsage
 
 __all__ = ["Broker", "BrokerOptions", "OnceState", "check_stream", "corrupt_job", "stand_in"]
 
@@ -169,6 +170,39 @@ class Broker(abc.ABC):
         ``reclaim`` hand out nor by ``dead_letters``; it stays with the job's record until that
         is deleted (a finished job's record expires, a purge, an enqueue of the same id
         replacing it), across retries and requeues, until the job reports again."""
+
+    # -- flow control (issue 14): limits and paused queues ---------------------------------------
+
+    async def set_limits(
+        self, specs: Mapping[str, LimitSpec | None], *, only_new: bool = False
+    ) -> None:
+        """Store each named limit's definition (``None``: delete it), atomically for all.
+        ``only_new``: keep a definition the broker already has (a worker writing its App's
+        declared limits at start). Raising a concurrency (or deleting the limit) moves the jobs
+        held back for the slots it frees back to their queues at once, and wakes reserves."""
+        raise NotImplementedError("set_limits: flow control is being built (issue 14)")
+
+    async def limit_specs(self) -> dict[str, LimitSpec]:
+        """Every stored limit definition by name."""
+        raise NotImplementedError("limit_specs: flow control is being built (issue 14)")
+
+    async def limit_usage(self, name: str, *, top: int = 10) -> LimitUsage:
+        """One limit's live definition and its ``top`` busiest limit keys: running and waiting."""
+        raise NotImplementedError("limit_usage: flow control is being built (issue 14)")
+
+    async def pause_queue(self, queue: str) -> bool:
+        """Stop handing out jobs of ``queue`` (they wait; nothing is lost); ``False`` if it was
+        paused already."""
+        raise NotImplementedError("pause_queue: flow control is being built (issue 14)")
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Hand out jobs of ``queue`` again, waking blocked reserves; ``False`` if it was not
+        paused."""
+        raise NotImplementedError("resume_queue: flow control is being built (issue 14)")
+
+    async def paused_queues(self) -> frozenset[str]:
+        """The names of the paused queues."""
+        raise NotImplementedError("paused_queues: flow control is being built (issue 14)")
 
     @abc.abstractmethod
     async def reclaim(
