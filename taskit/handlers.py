@@ -41,7 +41,7 @@ from taskit._arguments import check_any
 from taskit.backoff import Backoff
 from taskit.errors import SerializationError
 from taskit.job import Job, JobResult, decode_arguments
-from taskit.options import ExceptionTypes, resolve_options
+from taskit.options import ExceptionTypes, FairBy, resolve_options
 from taskit.producer import Producer
 from taskit.task import Task
 
@@ -148,6 +148,7 @@ def handler_task(
     dont_retry_on: ExceptionTypes | None = None,
     validate: bool | None = None,
     result_ttl: float | timedelta | None = None,
+    fair_by: FairBy | None = None,
 ) -> HandlerTask:
     """Build (not register) the task for ``handler``, its jobs stored through ``producer``;
     options default as in ``App.task`` (from ``producer.settings``), ``on_failure`` is the
@@ -167,6 +168,7 @@ def handler_task(
         producer.settings, job_type, queue=queue, priority=priority, max_retries=max_retries,
         backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
         validate=validate, on_failure=handler.on_failure, result_ttl=result_ttl,
+        fair_by=fair_by,
     )  # fmt: skip
     return HandlerTask(producer, _Run(handler), opts)
 

@@ -22,6 +22,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 import msgspec
 
 from taskit._arguments import ArgumentTypes
+from taskit.fairness import group_of
 from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
 from taskit.options import CallOptions, OnFailure, TaskOptions, result_ttl_seconds
 from taskit.producer import Producer
@@ -75,6 +76,9 @@ class TaskVariant(Generic[P, R]):
             result_ttl=result_ttl_seconds(
                 opts.result_ttl if o.result_ttl is None else o.result_ttl
             ),
+            group=None
+            if opts.fair_by is None
+            else group_of(opts.fair_by, task.signature, args, kwargs),
         )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
