@@ -330,7 +330,8 @@ local function pop_ready(R, n)
   end
   if #ids < n and rcall('LLEN', R.turns) > 0 then
     take_turns(R, n - #ids, ids)
-  elseif #ids < n then
+  end
+  if #ids < n then -- no turns, or they ended (no group has ready jobs left): plain FIFO
     local got = rcall('LRANGE', R.fifo, 0, n - #ids - 1)
     if #got > 0 then
       rcall('LTRIM', R.fifo, #got, -1)
