@@ -33,6 +33,7 @@ it before anything is enqueued by overriding ``validate_payload``.
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -103,6 +104,11 @@ class HandlerTask(Task[..., Any]):
         """The registered handler instance."""
         assert isinstance(self.fn, _Run)
         return self.fn.handler
+
+    @property
+    def bound_by(self) -> inspect.Signature | None:
+        """The payload is keywords: ``fair_by`` reads them as they are."""
+        return None
 
     def check_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, validate: bool = True

@@ -16,6 +16,20 @@ Delivery is *fenced at-least-once*:
 Ordering: within a queue, higher ``priority`` first, FIFO among equals. A job scheduled for a time
 never becomes reservable before that time on the broker's clock.
 
+Fair queues: among the ready jobs of the default priority (0), those with a ``group`` are served
+in turns over the groups that have ready jobs, one job per group per turn, FIFO within a group;
+the ungrouped ones take one turn like a group (FIFO among them). Jobs of any other priority keep
+the order above and ignore their group: higher priorities before every turn, lower ones after.
+A group enters the rotation after every group already in it (it waits one round), or, for a
+job put back at the front of its priority (a release, a retry at once), as the next turn; it
+leaves with its last ready job. So of the jobs ready at a moment, while two groups both have
+ready jobs, the numbers reserved from each differ by at most one. Every way a job becomes ready
+(enqueue, a delay or retry falling due, release, retry at once, requeue of a dead letter) puts
+a grouped job in its group, every way one stops being ready (reserve, cancel, purge) takes it
+out; ``stats`` counts grouped jobs as queued. ``enqueue`` refuses a job whose group is not 1 to
+``taskit.fairness.MAX_GROUP`` characters without NUL (``ValueError``, nothing stored). A queue
+without groups costs nothing more (the Redis broker: one LLEN per queue per reserve).
+
 Durations are float seconds; timestamps are seconds since the epoch on the broker's clock.
 """
 
@@ -92,7 +106,9 @@ class Broker(abc.ABC):
         finished is left as it is and returned instead (unique jobs: nothing new is enqueued).
         A finished job with that id is replaced. Raises ``SerializationError`` before storing
         anything if a job cannot be encoded, and ``CorruptJobError`` if a job of that id exists
-        whose stored record is unreadable (it is never replaced unseen).
+        whose stored record is unreadable (it is never replaced unseen). Raises ``ValueError``
+        (``TypeError``) before storing anything if a job's ``group`` is not valid (see "Fair
+        queues" above).
         """
 
     def enqueue_blocking(

@@ -46,8 +46,14 @@ async def drain(broker: Broker, queue: str, count: int = 1) -> list[str]:
 async def test_groups_take_turns_fifo_within_each(harness: BrokerHarness) -> None:
     q = new_queue()
     await harness.broker.enqueue(
-        [job(q, "a1", "a"), job(q, "a2", "a"), job(q, "a3", "a"), job(q, "b1", "b"),
-         job(q, "b2", "b"), job(q, "c1", "c")]  # fmt: skip
+        [
+            job(q, "a1", "a"),
+            job(q, "a2", "a"),
+            job(q, "a3", "a"),
+            job(q, "b1", "b"),
+            job(q, "b2", "b"),
+            job(q, "c1", "c"),
+        ]
     )
 
     assert await drain(harness.broker, q) == ["a1", "b1", "c1", "a2", "b2", "a3"]
@@ -83,8 +89,14 @@ async def test_a_queue_without_groups_stays_fifo(harness: BrokerHarness) -> None
 async def test_priorities_come_before_and_after_the_turns(harness: BrokerHarness) -> None:
     q = new_queue()
     await harness.broker.enqueue(
-        [job(q, "a1", "a"), job(q, "a2", "a"), job(q, "low", "a", priority=-1),
-         job(q, "b1", "b"), job(q, "high", "b", priority=5), job(q, "top", priority=9)]  # fmt: skip
+        [
+            job(q, "a1", "a"),
+            job(q, "a2", "a"),
+            job(q, "low", "a", priority=-1),
+            job(q, "b1", "b"),
+            job(q, "high", "b", priority=5),
+            job(q, "top", priority=9),
+        ]
     )
 
     assert await drain(harness.broker, q) == ["top", "high", "a1", "b1", "a2", "low"]
@@ -187,7 +199,8 @@ async def test_a_job_of_a_group_can_be_read_back_with_it(harness: BrokerHarness)
     [stored] = await harness.broker.enqueue([job(q, "a1", "tenant 7|x:y")])
 
     got = await harness.broker.get(stored.id)
-    assert got is not None and got.group == "tenant 7|x:y"
+    assert got is not None
+    assert got.group == "tenant 7|x:y"
     [held] = await harness.broker.reserve([q], count=1, lease=LONG, timeout=0)
     assert held.job.group == "tenant 7|x:y"
     assert await harness.broker.settle([outcome(held, OutcomeKind.COMPLETE)]) == [True]

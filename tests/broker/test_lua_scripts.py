@@ -30,7 +30,9 @@ async def run(rh: RedisHarness, name: str, keys: list[str], args: list[object]) 
     return await SCRIPTS.call(rh.direct, name, keys, args)  # type: ignore[arg-type]
 
 
-def fair(k: Keys, q: str = "q", kinds: tuple[str, ...] = ("groups", "turns", "groupof")) -> list[str]:
+def fair(
+    k: Keys, q: str = "q", kinds: tuple[str, ...] = ("groups", "turns", "groupof")
+) -> list[str]:
     """A queue's fair-turn keys, which scripts take after the queue's others."""
     return k.of(q, kinds)
 

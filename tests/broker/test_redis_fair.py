@@ -52,7 +52,9 @@ async def test_every_way_a_grouped_job_ends_cleans_its_group_entries(rh: RedisHa
     leases = await rh.broker.reserve([q], count=5, lease=LONG, timeout=0)
     kinds = [OutcomeKind.COMPLETE, OutcomeKind.FAIL, OutcomeKind.DEAD_LETTER, OutcomeKind.CANCEL,
              OutcomeKind.RETRY]  # fmt: skip
-    await rh.broker.settle([outcome(lease, kind) for lease, kind in zip(leases, kinds)])
+    await rh.broker.settle(
+        [outcome(lease, kind) for lease, kind in zip(leases, kinds, strict=True)]
+    )
     [again] = await rh.broker.reserve([q], count=1, lease=LONG, timeout=0)  # the retried one
     await rh.broker.settle([outcome(again, OutcomeKind.COMPLETE)])
 
