@@ -354,6 +354,11 @@ local function ready_count(R)
   return rcall('LLEN', R.fifo) + rcall('ZCARD', R.ranked) + rcall('ZCARD', R.groups)
 end
 
+-- Whether the queue has a ready job: ready_count > 0, usually in one command.
+local function has_ready(R)
+  return rcall('LLEN', R.fifo) > 0 or rcall('ZCARD', R.ranked) > 0 or rcall('ZCARD', R.groups) > 0
+end
+
 -- Push up to `n` wake-up tokens for workers blocked on this queue (BLPOP), never past WAKE_CAP.
 local function wake(wake_key, n)
   local room = math.min(n, WAKE_CAP - rcall('LLEN', wake_key))

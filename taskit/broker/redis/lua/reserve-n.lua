@@ -71,7 +71,7 @@ for q = 1, nq do
   end
   if taken >= count then
     -- Jobs are left for others: pass the wake-up on to another idle worker.
-    if ready_count(R) > 0 and rcall('LLEN', KEYS[k + 6]) == 0 then
+    if has_ready(R) and rcall('LLEN', KEYS[k + 6]) == 0 then
       wake(KEYS[k + 6], 1)
     end
     break
