@@ -27,7 +27,14 @@ from taskit.handlers import HandlerTask, JobHandler, handler_task
 from taskit.hooks import Hooks
 from taskit.job import Job, JobResult, JobStatus, QueueStats
 from taskit.once import DEFAULT_TTL, Once
-from taskit.options import ExceptionTypes, OnFailure, check_name, given_options, task_options
+from taskit.options import (
+    ExceptionTypes,
+    FairBy,
+    OnFailure,
+    check_name,
+    given_options,
+    task_options,
+)
 from taskit.producer import Producer
 from taskit.scheduler import Missed, Schedule, periodic
 from taskit.task import Task
@@ -124,6 +131,7 @@ class App:
         dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
         result_ttl: float | timedelta | None = None,
+        fair_by: FairBy | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -141,6 +149,7 @@ class App:
         dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
         result_ttl: float | timedelta | None = None,
+        fair_by: FairBy | None = None,
     ) -> Task[P, R] | TaskDecorator:
         """Register a function (``async def`` or ``def``) as a task.
 
@@ -156,12 +165,15 @@ class App:
         what to retry"). ``validate=False`` skips the argument type check at enqueue
         (guide: "Arguments"). ``result_ttl`` (seconds or a timedelta; 0: none) is how long
         its finished jobs stay readable, instead of the broker's ``result_ttl`` (guide: "Result
-        retention per job"). A bad option raises ``ValueError``/``TypeError`` naming it.
+        retention per job"). ``fair_by`` (an argument name, or a function of the arguments
+        returning a str or int) gives each job a group: its queue serves groups in turns
+        (guide: "Fair queues"). A bad option raises ``ValueError``/``TypeError`` naming it.
         """
         given = given_options(
             queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
             timeout=timeout, on_failure=on_failure, retry_on=retry_on,
             dont_retry_on=dont_retry_on, validate=validate, result_ttl=result_ttl,
+            fair_by=fair_by,
         )  # fmt: skip
 
         def register(func: Callable[P, R]) -> Task[P, R]:
@@ -186,6 +198,7 @@ class App:
         dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
         result_ttl: float | timedelta | None = None,
+        fair_by: FairBy | None = None,
     ) -> HandlerTask:
         """Register a class-based handler (``taskit.handlers.JobHandler``) as the task named by
         its ``job_type``, with the options of ``App.task`` (``on_failure`` is the handler's own
@@ -195,7 +208,7 @@ class App:
         task = handler_task(
             self.producer, handler, queue=queue, priority=priority, max_retries=max_retries,
             backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
-            validate=validate, result_ttl=result_ttl,
+            validate=validate, result_ttl=result_ttl, fair_by=fair_by,
         )  # fmt: skip
         self._register(task)
         return task
@@ -256,6 +269,7 @@ class App:
         dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
         result_ttl: float | timedelta | None = None,
+        fair_by: FairBy | None = None,
     ) -> Task[..., Any]:
         """A handle to enqueue task ``name`` without registering or importing it here.
 
@@ -273,7 +287,7 @@ class App:
         changes = given_options(
             queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
             timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on, validate=validate,
-            result_ttl=result_ttl,
+            result_ttl=result_ttl, fair_by=fair_by,
         )  # fmt: skip
         known = self._tasks.get(name)
         if known is not None:

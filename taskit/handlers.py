@@ -33,6 +33,7 @@ it before anything is enqueued by overriding ``validate_payload``.
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -41,7 +42,7 @@ from taskit._arguments import check_any
 from taskit.backoff import Backoff
 from taskit.errors import SerializationError
 from taskit.job import Job, JobResult, decode_arguments
-from taskit.options import ExceptionTypes, resolve_options
+from taskit.options import ExceptionTypes, FairBy, resolve_options
 from taskit.producer import Producer
 from taskit.task import Task
 
@@ -104,6 +105,11 @@ class HandlerTask(Task[..., Any]):
         assert isinstance(self.fn, _Run)
         return self.fn.handler
 
+    @property
+    def bound_by(self) -> inspect.Signature | None:
+        """The payload is keywords: ``fair_by`` reads them as they are."""
+        return None
+
     def check_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, validate: bool = True
     ) -> None:
@@ -148,6 +154,7 @@ def handler_task(
     dont_retry_on: ExceptionTypes | None = None,
     validate: bool | None = None,
     result_ttl: float | timedelta | None = None,
+    fair_by: FairBy | None = None,
 ) -> HandlerTask:
     """Build (not register) the task for ``handler``, its jobs stored through ``producer``;
     options default as in ``App.task`` (from ``producer.settings``), ``on_failure`` is the
@@ -167,6 +174,7 @@ def handler_task(
         producer.settings, job_type, queue=queue, priority=priority, max_retries=max_retries,
         backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
         validate=validate, on_failure=handler.on_failure, result_ttl=result_ttl,
+        fair_by=fair_by,
     )  # fmt: skip
     return HandlerTask(producer, _Run(handler), opts)
 

@@ -213,6 +213,11 @@ class Job(
     #: The latest progress the job reported (``taskit.report_progress``), as ``get`` shows it;
     #: None until it reports. Kept after the job ends, for as long as its record.
     progress: Progress | None = None
+    #: The concrete limit keys this job needs a slot or a start in (``taskit.limits``):
+    #: ``"<name>"`` for a global limit, ``"<name>:<key>"`` for one key of a keyed limit.
+    limits: tuple[str, ...] = ()
+    #: The job's fairness key in its queue: ready jobs of different groups are served in turns.
+    group: str | None = None
 
     @property
     def args(self) -> tuple[Any, ...]:
@@ -229,6 +234,7 @@ class Job(
         fields = {f: getattr(self, f) for f in self.__struct_fields__ if f != "payload"}
         data: dict[str, Any] = msgspec.to_builtins(fields)
         data["args"], data["kwargs"] = msgspec.to_builtins(list(decode_arguments(self.payload)))
+        data["limits"] = list(self.limits)  # a tuple stays one in to_builtins: JSON has lists
         return data
 
 
@@ -300,6 +306,9 @@ class JobSpec(
     result_ttl: float | None = None
     # -- slot of LIVE_FIELDS: fresh in every spec taskit writes -------------------------------
     progress: Progress | None = None
+    # -- what a job is, continued -------------------------------------------------------------
+    limits: tuple[str, ...] = ()
+    group: str | None = None
 
 
 if JobSpec.__struct_fields__ != Job.__struct_fields__:  # pragma: no cover - a definition error
@@ -441,6 +450,8 @@ def stored_form(job: Job) -> tuple[Job, bytes]:
                 created_by=job.created_by,
                 expires_at=job.expires_at,
                 result_ttl=job.result_ttl,
+                limits=job.limits,
+                group=job.group,
             )
         )
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
@@ -469,6 +480,8 @@ def job_of(spec: JobSpec, job_id: str, queue: str, live: dict[str, Any]) -> Job:
         created_by=spec.created_by,
         expires_at=spec.expires_at,
         result_ttl=spec.result_ttl,
+        limits=spec.limits,
+        group=spec.group,
         **live,
     )
 

@@ -35,6 +35,7 @@ __all__ = [
     "TASK_OPTIONS",
     "CallOptions",
     "ExceptionTypes",
+    "FairBy",
     "OnFailure",
     "Option",
     "TaskOptions",
@@ -45,6 +46,9 @@ __all__ = [
     "task_options",
 ]
 
+#: ``fair_by``: the name of the argument whose value is a job's fairness group, or a function
+#: called with the bound arguments as keywords that returns it (guide: "Fair queues").
+FairBy = str | Callable[..., str | int]
 #: ``on_failure(job, error)``: called on every failure of the task, sync or async.
 OnFailure = Callable[[Job, BaseException], "Awaitable[None] | None"]
 #: ``retry_on`` / ``dont_retry_on``: an exception class or a tuple of them, as ``except`` takes.
@@ -174,6 +178,17 @@ def _result_ttl(value: object) -> None:
         )
 
 
+def _fair_by(value: object) -> None:
+    if isinstance(value, str):
+        if not value.isidentifier():
+            raise ValueError(f"fair_by must name an argument (an identifier), got {value!r}")
+    elif not callable(value):
+        raise TypeError(
+            "fair_by must be an argument name or a function of the arguments, got "
+            f"{type(value).__name__}"
+        )
+
+
 def result_ttl_seconds(value: float | timedelta | None) -> float | None:
     """A checked ``result_ttl`` as the float seconds a job carries (None stays None)."""
     if value is None:
@@ -212,6 +227,7 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         "created_by": Option("str | uuid.UUID", _created_by, False, True),
         "expires": Option("float | datetime", _expires, False, True),
         "result_ttl": Option("float | timedelta", _result_ttl, True, True),
+        "fair_by": Option("FairBy", _fair_by, True, False),
     }
 )
 #: The names of a task's fixed options (``App.task``; ``register`` and ``remote`` omit
@@ -221,7 +237,7 @@ CALL_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.call)
 #: (name, check) of each per-call option, for ``CallOptions`` (built on every ``Task.options``).
 _CALL_CHECKS = tuple((name, OPTIONS[name].check) for name in CALL_OPTIONS)
 #: Task options whose resolved value may be ``None``: no timeout, no hook, no exception filter.
-_NULLABLE = ("timeout", "on_failure", "retry_on", "dont_retry_on", "result_ttl")
+_NULLABLE = ("timeout", "on_failure", "retry_on", "dont_retry_on", "result_ttl", "fair_by")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,6 +259,8 @@ class TaskOptions:
     validate: bool = True
     #: Seconds its finished jobs stay readable (``None``: the broker's ``result_ttl``).
     result_ttl: float | timedelta | None = None
+    #: What gives each job its fairness group (``Job.group``); ``None``: its jobs have none.
+    fair_by: FairBy | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)

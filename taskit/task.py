@@ -22,6 +22,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 import msgspec
 
 from taskit._arguments import ArgumentTypes
+from taskit.fairness import group_of
 from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
 from taskit.options import CallOptions, OnFailure, TaskOptions, result_ttl_seconds
 from taskit.producer import Producer
@@ -60,6 +61,9 @@ class TaskVariant(Generic[P, R]):
             (task._types or task.argument_types()).check_positional(task.positional_names, args)
         opts = task.opts
         created_at = datetime.now(UTC)
+        group = (
+            None if opts.fair_by is None else group_of(opts.fair_by, task.bound_by, args, kwargs)
+        )
         return Job(
             id=new_job_id() if o.job_id is None else o.job_id,
             task=opts.name,
@@ -75,6 +79,7 @@ class TaskVariant(Generic[P, R]):
             result_ttl=result_ttl_seconds(
                 opts.result_ttl if o.result_ttl is None else o.result_ttl
             ),
+            group=group,
         )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
@@ -128,6 +133,12 @@ class Task(TaskVariant[P, R]):
     @property
     def name(self) -> str:
         return self.opts.name
+
+    @property
+    def bound_by(self) -> inspect.Signature | None:
+        """The signature a call's arguments bind to for ``fair_by`` (``None``: keywords only,
+        as for a task not registered here)."""
+        return self.signature
 
     def __repr__(self) -> str:
         return f"<Task {self.opts.name!r} queue={self.opts.queue!r}>"

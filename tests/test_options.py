@@ -63,7 +63,7 @@ def table(names: tuple[str, ...], *, without: tuple[str, ...] = ()) -> list[tupl
 def test_the_table_splits_into_task_and_per_call_options() -> None:
     assert TASK_OPTIONS == (
         "queue", "priority", "max_retries", "backoff", "timeout", "on_failure", "retry_on",
-        "dont_retry_on", "validate", "result_ttl",
+        "dont_retry_on", "validate", "result_ttl", "fair_by",
     )  # fmt: skip
     assert CALL_OPTIONS == (
         "queue", "priority", "max_retries", "timeout", "validate", "job_id", "metadata",

@@ -56,7 +56,7 @@ CREATED = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
 # -- the pins --------------------------------------------------------------------------------------
 #: ``stored_form(minimal_job())[1]``: the spec of a job with only its required fields given.
 MINIMAL_SPEC = bytes.fromhex(
-    "dc0018"  # an array of 24: the tag, then the 23 fields in order, defaults included
+    "dc001a"  # an array of 26: the tag, then the 25 fields in order, defaults included
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: '' (the record's key holds it)
     "a974657374732e616464"  # task: 'tests.add'
@@ -81,10 +81,12 @@ MINIMAL_SPEC = bytes.fromhex(
     "c0"  # expires_at: None
     "c0"  # result_ttl: None
     "c0"  # progress: None (a live slot)
+    "90"  # limits: ()
+    "c0"  # group: None
 )
 #: ``stored_form(full_job())[1]``: every spec field set; the live fields set on the job are reset.
 FULL_SPEC = bytes.fromhex(
-    "dc0018"  # an array of 24
+    "dc001a"  # an array of 26
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: ''
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -102,12 +104,14 @@ FULL_SPEC = bytes.fromhex(
     "d6ff663243d8"  # expires_at: 13:30:00
     "cb4056800000000000"  # result_ttl: 90.0
     "c0"  # progress: None
+    "91aa6578706f7274733a6331"  # limits: ('exports:c1',)
+    "a27431"  # group: 't1'
 )
 #: ``result_ttl`` (90.0) in ``FULL_SPEC`` and ``FULL_JOB``, the position before ``progress``.
 RESULT_TTL = bytes.fromhex("cb4056800000000000")
 #: ``encode_job(full_job())``: the read model's own encoding (the memory broker's stored form).
 FULL_JOB = bytes.fromhex(
-    "dc0018"  # an array of 24
+    "dc001a"  # an array of 26
     "02"  # v: SCHEMA_VERSION
     "a56a6f622d32"  # id: 'job-2'
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -141,6 +145,8 @@ FULL_JOB = bytes.fromhex(
     "a86672616374696f6ecb3fe0000000000000"  # fraction: 0.5
     "a76d657373616765a468616c66"  # message: 'half'
     "a46461746181a16e03"  # data: {'n': 3}
+    "91aa6578706f7274733a6331"  # limits: ('exports:c1',)
+    "a27431"  # group: 't1'
 )
 #: A ``JobResult`` with every field set (a map: defaults left out, as for ``Outcome``).
 RESULT = bytes.fromhex(
@@ -208,6 +214,8 @@ def full_job() -> Job:
         progress=Progress(
             updated_at=CREATED + timedelta(seconds=4), fraction=0.5, message="half", data={"n": 3}
         ),
+        limits=("exports:c1",),
+        group="t1",
     )
 
 
@@ -253,10 +261,12 @@ def test_bytes_written_before_result_ttl_still_decode_with_the_default() -> None
     job_before = b"\xdc\x00\x16" + FULL_JOB[3 : FULL_JOB.rindex(RESULT_TTL)]
 
     assert same(
-        decode_spec(spec_before), msgspec.structs.replace(spec_of(full_job()), result_ttl=None)
+        decode_spec(spec_before),
+        msgspec.structs.replace(spec_of(full_job()), result_ttl=None, limits=(), group=None),
     )
     assert same(
-        decode_job(job_before), msgspec.structs.replace(full_job(), result_ttl=None, progress=None)
+        decode_job(job_before),
+        msgspec.structs.replace(full_job(), result_ttl=None, progress=None, limits=(), group=None),
     )
 
 

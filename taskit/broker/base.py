@@ -16,6 +16,20 @@ Delivery is *fenced at-least-once*:
 Ordering: within a queue, higher ``priority`` first, FIFO among equals. A job scheduled for a time
 never becomes reservable before that time on the broker's clock.
 
+Fair queues: among the ready jobs of the default priority (0), those with a ``group`` are served
+in turns over the groups that have ready jobs, one job per group per turn, FIFO within a group;
+the ungrouped ones take one turn like a group (FIFO among them). Jobs of any other priority keep
+the order above and ignore their group: higher priorities before every turn, lower ones after.
+A group enters the rotation after every group already in it (it waits one round), or, for a
+job put back at the front of its priority (a release, a retry at once), as the next turn; it
+leaves with its last ready job. So of the jobs ready at a moment, while two groups both have
+ready jobs, the numbers reserved from each differ by at most one. Every way a job becomes ready
+(enqueue, a delay or retry falling due, release, retry at once, requeue of a dead letter) puts
+a grouped job in its group, every way one stops being ready (reserve, cancel, purge) takes it
+out; ``stats`` counts grouped jobs as queued. ``enqueue`` refuses a job whose group is not 1 to
+``taskit.fairness.MAX_GROUP`` characters without NUL (``ValueError``, nothing stored). A queue
+without groups costs nothing more (the Redis broker: one LLEN per queue per reserve).
+
 Durations are float seconds; timestamps are seconds since the epoch on the broker's clock.
 """
 
@@ -24,7 +38,7 @@ from __future__ import annotations
 import abc
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
@@ -47,6 +61,7 @@ from taskit.job import (
     job_of,
     utc_from_timestamp,
 )
+from taskit.limits import LimitSpec, LimitUsage
 
 __all__ = ["Broker", "BrokerOptions", "OnceState", "check_stream", "corrupt_job", "stand_in"]
 
@@ -91,7 +106,9 @@ class Broker(abc.ABC):
         finished is left as it is and returned instead (unique jobs: nothing new is enqueued).
         A finished job with that id is replaced. Raises ``SerializationError`` before storing
         anything if a job cannot be encoded, and ``CorruptJobError`` if a job of that id exists
-        whose stored record is unreadable (it is never replaced unseen).
+        whose stored record is unreadable (it is never replaced unseen). Raises ``ValueError``
+        (``TypeError``) before storing anything if a job's ``group`` is not valid (see "Fair
+        queues" above).
         """
 
     def enqueue_blocking(
@@ -169,6 +186,39 @@ class Broker(abc.ABC):
         ``reclaim`` hand out nor by ``dead_letters``; it stays with the job's record until that
         is deleted (a finished job's record expires, a purge, an enqueue of the same id
         replacing it), across retries and requeues, until the job reports again."""
+
+    # -- flow control (issue 14): limits and paused queues ---------------------------------------
+
+    async def set_limits(
+        self, specs: Mapping[str, LimitSpec | None], *, only_new: bool = False
+    ) -> None:
+        """Store each named limit's definition (``None``: delete it), atomically for all.
+        ``only_new``: keep a definition the broker already has (a worker writing its App's
+        declared limits at start). Raising a concurrency (or deleting the limit) moves the jobs
+        held back for the slots it frees back to their queues at once, and wakes reserves."""
+        raise NotImplementedError("set_limits: flow control is being built (issue 14)")
+
+    async def limit_specs(self) -> dict[str, LimitSpec]:
+        """Every stored limit definition by name."""
+        raise NotImplementedError("limit_specs: flow control is being built (issue 14)")
+
+    async def limit_usage(self, name: str, *, top: int = 10) -> LimitUsage:
+        """One limit's live definition and its ``top`` busiest limit keys: running and waiting."""
+        raise NotImplementedError("limit_usage: flow control is being built (issue 14)")
+
+    async def pause_queue(self, queue: str) -> bool:
+        """Stop handing out jobs of ``queue`` (they wait; nothing is lost); ``False`` if it was
+        paused already."""
+        raise NotImplementedError("pause_queue: flow control is being built (issue 14)")
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Hand out jobs of ``queue`` again, waking blocked reserves; ``False`` if it was not
+        paused."""
+        raise NotImplementedError("resume_queue: flow control is being built (issue 14)")
+
+    async def paused_queues(self) -> frozenset[str]:
+        """The names of the paused queues."""
+        raise NotImplementedError("paused_queues: flow control is being built (issue 14)")
 
     @abc.abstractmethod
     async def reclaim(

@@ -30,10 +30,18 @@ async def run(rh: RedisHarness, name: str, keys: list[str], args: list[object]) 
     return await SCRIPTS.call(rh.direct, name, keys, args)  # type: ignore[arg-type]
 
 
+def fair(
+    k: Keys, q: str = "q", kinds: tuple[str, ...] = ("groups", "turns", "groupof")
+) -> list[str]:
+    """A queue's fair-turn keys, which scripts take after the queue's others."""
+    return k.of(q, kinds)
+
+
 def enqueue_keys(k: Keys, job_id: str, queue: str = "q") -> list[str]:
     """KEYS of an enqueue call of one job to ``queue``: fixed keys, the queue's, the done key."""
     fixed = [k.jobs, k.err, k.seq, k.queues]
     mine = [k.fifo(queue), k.ranked(queue), k.delayed(queue), k.wake(queue), k.dead(queue)]
+    mine += fair(k, queue)
     return [*fixed, *mine, k.done(job_id), k.progress]
 
 
@@ -48,7 +56,7 @@ async def enqueue(rh: RedisHarness, job_id: str, *, delay_ms: int = 0, priority:
 async def reserve(rh: RedisHarness, count: int = 10, lease_ms: int = 30_000) -> list:
     k = rh.broker.keys
     keys = [k.jobs, k.err, k.seq, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.leases("q")]
-    keys += [k.dead("q"), k.wake("q")]
+    keys += [k.dead("q"), k.wake("q"), *fair(k)]
     reply = await run(rh, "reserve", keys, [count, lease_ms, "stem", 100, "q"])
     assert isinstance(reply, list)
     return reply
@@ -151,7 +159,7 @@ def settle_keys(k: Keys, *job_ids: str) -> list[str]:
     """KEYS of a settle call for jobs of queue "q": the queue's keys once, then a done key each."""
     q = "q"
     return [k.jobs, k.err, k.seq, k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q),
-            k.totals(q), k.wake(q), *(k.done(job_id) for job_id in job_ids),
+            k.totals(q), k.wake(q), *fair(k, q), *(k.done(job_id) for job_id in job_ids),
             k.progress]  # fmt: skip
 
 
@@ -177,7 +185,7 @@ async def test_reclaim_takes_expired_leases_under_a_new_token(rh: RedisHarness) 
     await reserve(rh, lease_ms=0)
 
     keys = [k.jobs, k.err, k.seq, k.leases("q"), k.dead("q")]
-    keys += [k.fifo("q"), k.ranked("q"), k.delayed("q")]
+    keys += [k.fifo("q"), k.ranked("q"), k.delayed("q"), *fair(k, "q", ("groups", "groupof"))]
     reply = await run(rh, "reclaim", keys, [5_000, 10, "new", "q"])
 
     assert isinstance(reply, list)
@@ -189,7 +197,7 @@ async def test_reclaim_takes_expired_leases_under_a_new_token(rh: RedisHarness) 
 
 def cancel_keys(k: Keys, job_id: str, q: str = "q") -> list[str]:
     return [k.jobs, k.err, k.done(job_id), k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q),
-            k.totals(q), k.progress]  # fmt: skip
+            k.totals(q), k.progress, *fair(k, q)]  # fmt: skip
 
 
 async def test_cancel_ends_a_waiting_job_and_names_a_wrong_queue(rh: RedisHarness) -> None:
@@ -221,12 +229,13 @@ async def test_dead_letters_requeue_dead_and_purge_dead(rh: RedisHarness) -> Non
     assert isinstance(page, list)
     assert page[0] == b"d2"
     assert page[1] == SPEC
-    requeue_keys = [k.jobs, k.seq, k.fifo("q"), k.ranked("q"), k.dead("q"), k.wake("q")]
+    requeue_keys = [k.jobs, k.seq, k.fifo("q"), k.ranked("q"), k.dead("q"), k.wake("q"), *fair(k)]
+    purge_dead_keys = [k.jobs, k.err, k.dead("q"), k.progress, *fair(k, "q", ("groupof",))]
     assert await run(rh, "requeue-dead", requeue_keys, [100, "d2", "nope"]) == 1
     assert state_of(await state_in(rh, "d2"))[:2] == (JobStatus.PENDING, 0)
     assert await rh.client.lrange(k.fifo("q"), 0, -1) == [b"d2"]
-    assert await run(rh, "purge-dead", [k.jobs, k.err, k.dead("q"), k.progress], [1]) == 1
-    assert await run(rh, "purge-dead", [k.jobs, k.err, k.dead("q"), k.progress], [100]) == 1
+    assert await run(rh, "purge-dead", purge_dead_keys, [1]) == 1
+    assert await run(rh, "purge-dead", purge_dead_keys, [100]) == 1
     assert await run(rh, "requeue-dead", requeue_keys, [100]) == 0
 
 
@@ -234,7 +243,7 @@ async def test_purge_deletes_waiting_jobs_in_batches(rh: RedisHarness) -> None:
     k = rh.broker.keys
     await enqueue(rh, "p1")
     await enqueue(rh, "p2", delay_ms=60_000)
-    keys = [k.jobs, k.err, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.progress]
+    keys = [k.jobs, k.err, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.progress, *fair(k)]
 
     assert await run(rh, "purge", keys, [1]) == 1
     assert await run(rh, "purge", keys, [1]) == 1
@@ -249,7 +258,7 @@ async def test_stats_counts_and_promotes(rh: RedisHarness) -> None:
     await enqueue(rh, "c")
     await reserve(rh, count=1)
     keys = [k.jobs, k.seq, k.err, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.leases("q")]
-    keys += [k.dead("q"), k.totals("q")]
+    keys += [k.dead("q"), k.totals("q"), *fair(k)]
 
     assert await run(rh, "stats", keys, [100, "q"]) == [1, 1, 1, 0, 0, 0]
 

@@ -422,14 +422,15 @@ async def _script_paths(index: int, value: bytes, named: str, request: Any) -> N
         await spoil("due")
         await rh.client.zadd(k.delayed("q"), {"due": 0})
         keys = [k.jobs, k.seq, k.err, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.leases("q")]
-        assert await run(rh, "stats", [*keys, k.dead("q"), k.totals("q")], [100, "q"])
+        fair = k.of("q", ("groups", "turns", "groupof"))
+        assert await run(rh, "stats", [*keys, k.dead("q"), k.totals("q"), *fair], [100, "q"])
         assert await error_of("due") == f"job record unreadable: {named}"
         # reclaim: a poison whose lease expired
         await enqueue(rh, "leased")
         await reserve(rh, lease_ms=0)
         await spoil("leased")
         reclaim_keys = [k.jobs, k.err, k.seq, k.leases("q"), k.dead("q"), k.fifo("q")]
-        reclaim_keys += [k.ranked("q"), k.delayed("q")]
+        reclaim_keys += [k.ranked("q"), k.delayed("q"), *k.of("q", ("groups", "groupof"))]
         assert await run(rh, "reclaim", reclaim_keys, [5_000, 10, "new", "q"]) == [ANY_NOW]
         assert await error_of("leased") == f"job record unreadable: {named}"
         assert await rh.client.zcard(k.leases("q")) == 2  # a and b, still held

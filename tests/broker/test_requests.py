@@ -62,7 +62,8 @@ SAMPLES: list[tuple[requests.Request, list[str]]] = [
 
 _QUEUE_NAMES = {"fifo": "FIFO list", "ranked": "ranked set", "delayed": "delayed set",
                 "leases": "lease set", "dead": "dead set", "totals": "totals hash",
-                "wake": "wake list"}  # fmt: skip
+                "wake": "wake list", "groups": "group set", "turns": "turns list",
+                "groupof": "group hash"}  # fmt: skip
 
 
 def named(key: str) -> tuple[str, str | None]:
@@ -156,6 +157,6 @@ def test_args_follow_the_headers_for_the_batch_scripts() -> None:
     settle = requests.Settle(9, [("a", "r1", "complete", QA, 0, b"", b""),
                                  ("b", "r2", "retry", QA, 5, b"e", b"")])  # fmt: skip
     assert settle.args() == [9, 1, "a", "r1 complete 1 0", b"", b"", "b", "r2 retry 1 5", b"e", b""]
-    assert len(settle.keys(K)) == 3 + 7 + 2 + 1  # and the progress hash, last
+    assert len(settle.keys(K)) == 3 + 10 + 2 + 1  # and the progress hash, last
     extend = requests.Extend(7, [("a", QA, "r1")])
     assert extend.args() == [7, "a", "r1"]

@@ -25,6 +25,7 @@ from taskit.broker.memory.wakeup import Waiter, wake_all
 from taskit.clock import Clock
 from taskit.config import MAX_SECONDS, Settings
 from taskit.errors import CorruptJobError
+from taskit.fairness import check_groups
 from taskit.job import (
     LIVE_FIELDS,
     Job,
@@ -74,6 +75,7 @@ class MemoryBroker(MemoryState, Broker):
     ) -> list[Job]:
         if delays is not None and len(delays) != len(jobs):
             raise ValueError(f"got {len(delays)} delays for {len(jobs)} jobs")
+        check_groups(jobs)
         # Everything encodes and decodes back, or nothing is stored: a payload that is not
         # msgpack encodes (its bytes are copied as they are) but fails here, not halfway through.
         decoded = [decode_job(encode_for_store(job)) for job in jobs]
@@ -174,7 +176,7 @@ class MemoryBroker(MemoryState, Broker):
             # In the order they were reserved, ahead of every waiting job (as on Redis).
             fronts.sort(key=lambda r: r.seq)
             self._seq += len(fronts)
-            for i, record in enumerate(fronts):
+            for i, record in reversed(list(enumerate(fronts))):  # last first, as on Redis
                 self._push_front(record, i - self._seq)
             waiters = self._take_waiters()
         wake_all(waiters)
@@ -235,6 +237,7 @@ class MemoryBroker(MemoryState, Broker):
             if record.job.status is JobStatus.RUNNING:
                 record.cancel_requested = True
             else:
+                self._unready(record)
                 self._finish(record, JobStatus.CANCELLED, now, record.job.result_ttl)
             return True
 
@@ -276,6 +279,7 @@ class MemoryBroker(MemoryState, Broker):
             ]
             for record in doomed:
                 self._drop(record)
+            self._turns.pop(queue, None)
             return len(doomed)
 
     async def purge_dead(self, queue: str) -> int:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from taskit.broker.base import corrupt_job
+from taskit.broker.memory.fair import Turns
 from taskit.broker.memory.streams import Stream
 from taskit.broker.memory.wakeup import Waiter, wake_all
 from taskit.clock import Clock, FakeClock, SystemClock
@@ -66,6 +67,7 @@ class MemoryState:
         self._lock = threading.Lock()
         self._records: dict[str, Record] = {}
         self._ready: defaultdict[str, list[tuple[int, int, str]]] = defaultdict(list)
+        self._turns: defaultdict[str, Turns] = defaultdict(Turns)  # grouped ready jobs (fair)
         self._delayed: list[tuple[float, int, str]] = []
         self._leases: defaultdict[str, list[tuple[float, str, str]]] = defaultdict(list)
         self._dead: defaultdict[str, dict[str, None]] = defaultdict(dict)
@@ -94,16 +96,52 @@ class MemoryState:
         counts[status] += 1
         record.job.status = status
 
-    def _push_ready(self, record: Record) -> None:
-        heapq.heappush(
-            self._ready[record.job.queue], (-record.job.priority, record.seq, record.job.id)
-        )
+    def _push_ready(self, record: Record, *, front: bool = False) -> None:
+        """The one way a job becomes ready: a job of the default priority with a group waits
+        for its group's turn (``Turns``); any other in its queue's heap."""
+        job = record.job
+        if job.group is not None and job.priority == 0:
+            self._turns[job.queue].add(job.group, record.seq, job.id, front=front)
+            return
+        heapq.heappush(self._ready[job.queue], (-job.priority, record.seq, job.id))
 
     def _push_front(self, record: Record, seq: int) -> None:
         """Ready again at the front of its priority (``seq`` < 0: below every other), as on
         Redis."""
         record.seq = seq
-        self._push_ready(record)
+        self._push_ready(record, front=True)
+
+    def _unready(self, record: Record) -> None:
+        """Take a pending job out of its group's turn (a heap entry is skipped when popped)."""
+        job = record.job
+        if job.status is JobStatus.PENDING and job.group is not None and job.priority == 0:
+            turns = self._turns.get(job.queue)
+            if turns is not None:
+                turns.remove(job.group, job.id)
+
+    def _pop_ready(self, queue: str) -> Record | None:
+        """The next ready job of ``queue``, taken out: higher priorities first, then the default
+        priority in turns over its groups (the ungrouped jobs one turn), then lower ones."""
+        heap = self._ready.get(queue, [])
+        turns = self._turns.get(queue)
+        while True:
+            while heap and self._stale(heap[0][1], heap[0][2]):
+                heapq.heappop(heap)
+            if not turns or (heap and heap[0][0] < 0):
+                return self._records[heapq.heappop(heap)[2]] if heap else None
+            turn = turns.rotate()
+            if turn is None:  # the ungrouped jobs' turn
+                if heap and heap[0][0] == 0:
+                    return self._records[heapq.heappop(heap)[2]]
+                continue
+            job_id = turns.take(turn)
+            record = self._records.get(job_id)
+            if record is not None and record.job.status is JobStatus.PENDING:
+                return record
+
+    def _stale(self, seq: int, job_id: str) -> bool:
+        record = self._records.get(job_id)
+        return record is None or record.seq != seq or record.job.status is not JobStatus.PENDING
 
     def _schedule(self, record: Record, due: float, status: JobStatus) -> None:
         self._set_status(record, status)
@@ -127,16 +165,10 @@ class MemoryState:
         self._promote(now)
         taken: list[Lease] = []
         for queue in queues:
-            heap = self._ready.get(queue)
-            while heap and len(taken) < count:
-                _, seq, job_id = heapq.heappop(heap)
-                record = self._records.get(job_id)
-                if (
-                    record is None
-                    or record.seq != seq
-                    or record.job.status is not JobStatus.PENDING
-                ):
-                    continue
+            while len(taken) < count:
+                record = self._pop_ready(queue)
+                if record is None:
+                    break
                 record.job.attempts += 1
                 record.job.started_at = utc_from_timestamp(now)
                 self._set_status(record, JobStatus.RUNNING)

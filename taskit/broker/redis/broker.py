@@ -38,6 +38,7 @@ from taskit.broker.redis.streams import StreamCommands
 from taskit.broker.redis.transport.fast import FastClient
 from taskit.broker.redis.wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
 from taskit.errors import BrokerError
+from taskit.fairness import check_groups
 from taskit.job import (
     Job,
     Lease,
@@ -275,6 +276,7 @@ class _Enqueue:
     def __init__(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> None:
         if delays is not None and len(delays) != len(jobs):
             raise ValueError(f"got {len(delays)} delays for {len(jobs)} jobs")
+        check_groups(jobs)
         self._jobs, self._delays = jobs, delays
         # Everything encodes and decodes back, or nothing is stored.
         self._forms = [stored_form(job) for job in jobs]

@@ -23,6 +23,13 @@ key                         type    holds
 ``{p}:q:<queue>:dead``      zset    dead-lettered id scored by ``seq`` (oldest first)
 ``{p}:q:<queue>:totals``    hash    ``completed`` / ``failed`` counters
 ``{p}:q:<queue>:wake``      list    wake-up tokens (at most 16) for blocked reserves
+``{p}:q:<queue>:groups``    zset    ready grouped jobs of the default priority (fair
+                                    turns): ``<group>\0<seq>\0<id>``, all scored 0
+                                    (ordered by member: by group, then FIFO)
+``{p}:q:<queue>:turns``     list    each group with ready jobs once, and ``\0`` for
+                                    the ungrouped (FIFO) jobs: the rotation of turns;
+                                    absent while no group has ready jobs
+``{p}:q:<queue>:groupof``   hash    live grouped job id -> its group
 ``{p}:claim:<key>``         string  a ``Broker.claim``, held until it expires (PX)
 ``{p}:once:<key>``          string  a once key (``Broker.begin_once``): ``run:<token>``
                                     for a hold, ``done:<token>`` once done; has a TTL
@@ -138,4 +145,5 @@ class Keys:
 
 #: Every key of a queue, by its last part (see ``Keys.queue``), and the Redis type it holds.
 QUEUE_KINDS = {"fifo": "list", "wake": "list", "ranked": "zset", "delayed": "zset",
-               "leases": "zset", "dead": "zset", "totals": "hash"}  # fmt: skip
+               "leases": "zset", "dead": "zset", "totals": "hash", "groups": "zset",
+               "turns": "list", "groupof": "hash"}  # fmt: skip

@@ -180,11 +180,116 @@ local function ranked_member(s, id)
   return s.seq .. ':' .. id
 end
 
--- Make pending job `id` ready in its queue: R = {fifo=, ranked=, seq=}. At the back of its
--- priority, or at the front when `front` (a release or an immediate retry: next to run).
+-- Fair turns. A ready job of the default priority that has a group (its fairness key) waits in
+-- its queue's group set R.groups, member '<group>\0<seq>\0<id>' (score 0: ordered by member,
+-- so by group, then FIFO by seq), not in the FIFO list. The turns list R.turns holds each group
+-- with ready jobs once, plus '\0' for the ungrouped jobs (the FIFO list), which take one turn
+-- like a group; it is empty (deleted) while no group has ready jobs, so a queue without groups
+-- pays one LLEN per pop_ready. A turn is taken with RPOPLPUSH (works on Redis 6.0, where LMOVE
+-- does not exist): the next turn is at the right end and moves to the left end. The group hash
+-- R.groupof maps each live grouped job to its group, for as long as its record lives. A grouped
+-- job's state keeps digits in its seq field (its place in the group set when ready, '0' before
+-- it ever was): score '0' and a seq other than '' is how a script knows a job is grouped
+-- without reading anything.
+
+local function grouped(s)
+  return s.score == '0' and s.seq ~= ''
+end
+
+local function group_member(group, seq, id)
+  return group .. '\0' .. seq .. '\0' .. id
+end
+
+-- The number of ready jobs of `group` in group set `groups`.
+local function group_size(groups, group)
+  return rcall('ZLEXCOUNT', groups, '[' .. group .. '\0', '(' .. group .. '\1')
+end
+
+-- Make grouped job `id` ready (see make_ready); `group` if the caller knows it.
+local function group_ready(R, id, s, front, group)
+  group = group or rcall('HGET', R.groupof, id)
+  if not group then -- its group entry is gone (damaged data): served as an ungrouped job
+    s.seq = ''
+    rcall(front and 'LPUSH' or 'RPUSH', R.fifo, id)
+    return
+  end
+  local n = rcall('INCR', R.seq)
+  if front then -- '-' sorts before digits; later fronts sort first
+    s.seq = '-' .. string.format('%015d', 999999999999999 - n)
+  else
+    s.seq = string.format('%016d', n)
+  end
+  rcall('ZADD', R.groups, 0, group_member(group, s.seq, id))
+  if group_size(R.groups, group) == 1 then -- the group enters the turns
+    if rcall('LLEN', R.turns) == 0 then
+      rcall('LPUSH', R.turns, '\0')
+    end
+    rcall(front and 'RPUSH' or 'LPUSH', R.turns, group) -- next turn, or after a full round
+  end
+end
+
+-- Take grouped job `id` (pending) out of its group; its group leaves the turns with its last job.
+local function group_unready(R, id, s)
+  local group = rcall('HGET', R.groupof, id)
+  if not group then
+    rcall('LREM', R.fifo, 1, id) -- made ready as an ungrouped job (see group_ready)
+    return
+  end
+  rcall('ZREM', R.groups, group_member(group, s.seq, id))
+  if group_size(R.groups, group) == 0 then
+    rcall('LREM', R.turns, 1, group)
+    if rcall('LLEN', R.turns) == 1 then
+      rcall('DEL', R.turns) -- only the ungrouped turn is left
+    end
+  end
+end
+
+-- Up to `n` ready ids of the default priority taken in turns (appended to `ids`): one job of
+-- the group whose turn it is (its oldest), or of the FIFO list for the '\0' turn. Bounded: a
+-- damaged turns list costs at most 2n + 2 turns per call.
+local function take_turns(R, n, ids)
+  local want = #ids + n
+  for _ = 1, 2 * n + 2 do
+    if #ids >= want then
+      return
+    end
+    local turn = rcall('RPOPLPUSH', R.turns, R.turns)
+    if not turn then
+      return
+    elseif turn == '\0' then
+      local id = rcall('LPOP', R.fifo)
+      if id then
+        ids[#ids + 1] = id
+      elseif rcall('LLEN', R.turns) <= 1 then
+        rcall('DEL', R.turns)
+        return
+      end
+    else
+      local got = rcall('ZRANGEBYLEX', R.groups, '[' .. turn .. '\0', '(' .. turn .. '\1',
+        'LIMIT', 0, 2)
+      if got[1] then
+        rcall('ZREM', R.groups, got[1])
+        ids[#ids + 1] = string.match(got[1], '^[^%z]*%z[^%z]*%z(.*)$')
+      end
+      if not got[2] then -- that was its last: the group leaves the turns (now at the left)
+        rcall('LPOP', R.turns)
+        if rcall('LLEN', R.turns) == 1 then
+          rcall('DEL', R.turns)
+        end
+      end
+    end
+  end
+end
+
+-- Make pending job `id` ready in its queue: R = {fifo=, ranked=, seq=, groups=, turns=,
+-- groupof=}. At the back of its priority (of its group), or at the front when `front` (a
+-- release or an immediate retry: next to run). The one way a job becomes ready.
 local function make_ready(R, id, s, front)
   if s.score == '0' then
-    s.seq = ''
+    if s.seq ~= '' then
+      group_ready(R, id, s, front)
+      return
+    end
     rcall(front and 'LPUSH' or 'RPUSH', R.fifo, id)
     return
   end
@@ -199,7 +304,9 @@ end
 
 -- Take pending job `id` out of its queue's ready structures (O(n) in the FIFO list's length).
 local function unready(R, id, s)
-  if s.score == '0' then
+  if grouped(s) then
+    group_unready(R, id, s)
+  elseif s.score == '0' then
     rcall('LREM', R.fifo, 1, id)
   else
     rcall('ZREM', R.ranked, ranked_member(s, id))
@@ -207,7 +314,8 @@ local function unready(R, id, s)
 end
 
 -- Up to `n` ready job ids of one queue, removed, in the order they run: higher priorities,
--- then the default priority (FIFO), then lower ones.
+-- then the default priority (FIFO, or in turns over its groups, see take_turns), then lower
+-- ones.
 local function pop_ready(R, n)
   local ids = {}
   local function from_ranked(members)
@@ -220,7 +328,10 @@ local function pop_ready(R, n)
     rcall('ZREMRANGEBYRANK', R.ranked, 0, #high - 1)
     from_ranked(high)
   end
-  if #ids < n then
+  if #ids < n and rcall('LLEN', R.turns) > 0 then
+    take_turns(R, n - #ids, ids)
+  end
+  if #ids < n then -- no turns, or they ended (no group has ready jobs left): plain FIFO
     local got = rcall('LRANGE', R.fifo, 0, n - #ids - 1)
     if #got > 0 then
       rcall('LTRIM', R.fifo, #got, -1)
@@ -240,7 +351,12 @@ local function pop_ready(R, n)
 end
 
 local function ready_count(R)
-  return rcall('LLEN', R.fifo) + rcall('ZCARD', R.ranked)
+  return rcall('LLEN', R.fifo) + rcall('ZCARD', R.ranked) + rcall('ZCARD', R.groups)
+end
+
+-- Whether the queue has a ready job: ready_count > 0, usually in one command.
+local function has_ready(R)
+  return rcall('LLEN', R.fifo) > 0 or rcall('ZCARD', R.ranked) > 0 or rcall('ZCARD', R.groups) > 0
 end
 
 -- Push up to `n` wake-up tokens for workers blocked on this queue (BLPOP), never past WAKE_CAP.
@@ -280,7 +396,7 @@ end
 -- it is seen and can be requeued, never dropped and never a script error. It gets a fresh state
 -- in that queue; its spec is kept as it was (the whole record when it cannot even be split; the
 -- client shows a stand-in then), and `why` becomes its error. G = {jobs=, err=, seq=, dead=,
--- queue=}; the caller has taken `id` out of the structure it found it in.
+-- queue=, groupof=}; the caller has taken `id` out of the structure it found it in.
 local function bury(G, id, why, now)
   redis.log(redis.LOG_WARNING, 'taskit: job ' .. quote(id) .. ' of queue ' .. quote(G.queue) ..
     ' dead-lettered, its record is unreadable: ' .. why)
@@ -296,12 +412,13 @@ local function bury(G, id, why, now)
   save_state(G.jobs, id, s)
   rcall('HSET', G.err, id, mp_error('job record unreadable: ' .. why, 'CorruptJobError'))
   rcall('ZADD', G.dead, rcall('INCR', G.seq), id)
+  rcall('HDEL', G.groupof, id) -- its fresh state is ungrouped
 end
 
 -- Why live job `id` (state `s`, readable) is lost if the entry that led to it (in `found`) is
 -- dropped: nil when the job also sits where its status puts it (the entry was a stray: drop it),
 -- else the reason (the caller dead-letters it with bury, so that no job vanishes unseen).
--- P = {fifo=, ranked=, delayed=, leases=, dead=} of the queue the entry was found in.
+-- P = {fifo=, ranked=, delayed=, leases=, dead=, groups=, groupof=} of the queue the entry was found in.
 local function misplaced(P, id, s, found)
   local status, placed = s.status, false
   if status == 'running' then
@@ -310,6 +427,10 @@ local function misplaced(P, id, s, found)
     placed = rcall('ZSCORE', P.delayed, id)
   elseif status == 'dead_letter' then
     placed = rcall('ZSCORE', P.dead, id)
+  elseif status == 'pending' and grouped(s) then
+    local group = rcall('HGET', P.groupof, id)
+    placed = group and rcall('ZSCORE', P.groups, group_member(group, s.seq, id))
+      or rcall('LPOS', P.fifo, id)
   elseif status == 'pending' and s.score == '0' then
     placed = rcall('LPOS', P.fifo, id) -- O(n), on this path of damaged data only
   elseif status == 'pending' then
@@ -348,7 +469,7 @@ local function promote(G, R, P, now, batch)
 end
 
 -- End a live job: its record moves to its own key `done_key`, which expires after `ttl` ms
--- (0: no record is kept at all). K = {jobs=, err=, prog=, done=, totals=, mark=}; `result` is
+-- (0: no record is kept at all). K = {jobs=, err=, prog=, done=, totals=, mark=, groupof=}; `result` is
 -- the msgpack JobResult or ''; `mark` (optional) the settle's mark, kept in the token field.
 -- Its progress (progress-2.lua), if it reported any, moves to the done key's `prog` field.
 local function finish(K, id, s, status, now, ttl, result)
@@ -366,6 +487,9 @@ local function finish(K, id, s, status, now, ttl, result)
     rcall('PEXPIRE', K.done, ttl)
   end
   rcall('HDEL', K.prog, id)
+  if grouped(s) then
+    rcall('HDEL', K.groupof, id)
+  end
   rcall('HDEL', K.jobs, id)
   rcall('HDEL', K.err, id)
   if status == 'completed' or status == 'failed' then

@@ -1,16 +1,18 @@
 --[[ enqueue: store a batch of jobs, all or none; an unfinished job with the same id is kept.
 
 KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] sequence counter    KEYS[4] queue-name set
-then per queue q = 1..ARGV[1] (base = 4 + 5 * (q - 1)), each queue named once per call:
+then per queue q = 1..ARGV[1] (base = 4 + 8 * (q - 1)), each queue named once per call:
   KEYS[base+1] FIFO list    KEYS[base+2] ranked set    KEYS[base+3] delayed set
-  KEYS[base+4] wake list    KEYS[base+5] dead set
-then per job i: KEYS[4 + 5 * nq + i] the job's done key
+  KEYS[base+4] wake list    KEYS[base+5] dead set      KEYS[base+6] group set
+  KEYS[base+7] turns list   KEYS[base+8] group hash
+then per job i: KEYS[4 + 8 * nq + i] the job's done key
 last: KEYS[#KEYS] progress hash (a replaced dead letter's progress goes with it)
 ARGV[1] nq, the number of queues    ARGV[1+q] the name of queue q
 then per job i (base = 1 + nq + 4 * (i - 1)):
   ARGV[base+1] id    ARGV[base+2] encoded job
-  ARGV[base+3] '<q> <d> <ready score> <delay ms> <scheduled_at ms or -1>': q its queue, d the
-               queue whose dead set a dead-lettered job of that id is expected in (its own)
+  ARGV[base+3] '<q> <d> <ready score> <delay ms> <scheduled_at ms or -1>[ <group>]': q its
+               queue, d the queue whose dead set a dead-lettered job of that id is expected in
+               (its own); group its fairness group (see fair turns in _common.lua), if any
   ARGV[base+4] scheduled_at as seconds text, or ''
 
 Returns {'ok', then per job: kept (1: an existing job, 0: stored now), spec, state, error, result}
@@ -33,12 +35,14 @@ local n = (#ARGV - 1 - nq) / 4
 local jobs = {}
 for i = 1, n do
   local a = 1 + nq + 4 * (i - 1)
-  local q, d, score, delay, at = string.match(ARGV[a + 3], '^(%d+) (%d+) (%S+) (%d+) (%-?%d+)$')
+  local q, d, score, delay, at, group = string.match(ARGV[a + 3],
+    '^(%d+) (%d+) (%S+) (%d+) (%-?%d+) ?(.*)$')
   jobs[i] = {id = ARGV[a + 1], spec = ARGV[a + 2], q = tonumber(q), d = tonumber(d),
-    score = score, delay = tonumber(delay), at = tonumber(at), at_text = ARGV[a + 4]}
+    score = score, delay = tonumber(delay), at = tonumber(at), at_text = ARGV[a + 4],
+    group = score == '0' and group ~= '' and group or nil} -- other priorities keep their order
 end
 local function qkey(q, offset)
-  return KEYS[4 + 5 * (q - 1) + offset]
+  return KEYS[4 + 8 * (q - 1) + offset]
 end
 
 -- First pass, read only: every key this call needs was passed, or nothing is written.
@@ -68,7 +72,8 @@ local fifo = {} -- q -> ids to append to its FIFO list
 local done = {}
 local named = {}
 local wakes = {}
-local replaced = {} -- {dead set, id} of dead letters this call replaces
+local replaced = {} -- {dead set, id, group hash} of dead letters this call replaces
+local groupof = {} -- q -> id, group, ... of grouped jobs stored now
 for i = 1, n do
   local job = jobs[i]
   local id, queue = job.id, ARGV[1 + job.q]
@@ -79,9 +84,9 @@ for i = 1, n do
     out[o + 4], out[o + 5] = stored[id] and '' or rcall('HGET', KEYS[2], id) or '', ''
   else
     if old then -- a dead letter is finished: replaced (its leftovers go last, see above)
-      replaced[#replaced + 1] = {qkey(job.d, 5), id}
+      replaced[#replaced + 1] = {qkey(job.d, 5), id, qkey(job.d, 8)}
     end
-    done[#done + 1] = KEYS[4 + 5 * nq + i]
+    done[#done + 1] = KEYS[4 + 8 * nq + i]
     local due, sched = nil, ''
     if now then
       due = now + job.delay
@@ -98,11 +103,20 @@ for i = 1, n do
     local s = {status = 'pending', attempts = 0, score = job.score, seq = '', token = '',
       cancel = '', sched = '', started = '', completed = '', failed = '', queue = queue,
       spec = job.spec}
+    if job.group then
+      s.seq = '0' -- grouped (see fair turns in _common.lua)
+      local entries = groupof[job.q] or {}
+      groupof[job.q] = entries
+      entries[#entries + 1], entries[#entries + 2] = id, job.group
+    end
     if due then
       s.status = 'scheduled'
       s.sched = sched
       rcall('ZADD', qkey(job.q, 3), due, id)
       wake_if_earliest(qkey(job.q, 3), qkey(job.q, 4), id)
+    elseif job.group then
+      group_ready({fifo = qkey(job.q, 1), seq = KEYS[3], groups = qkey(job.q, 6),
+        turns = qkey(job.q, 7), groupof = qkey(job.q, 8)}, id, s, false, job.group)
     elseif s.score == '0' then
       local ids = fifo[job.q]
       if not ids then
@@ -111,7 +125,8 @@ for i = 1, n do
       end
       ids[#ids + 1] = id
     else
-      make_ready({fifo = qkey(job.q, 1), ranked = qkey(job.q, 2), seq = KEYS[3]}, id, s, false)
+      make_ready({fifo = qkey(job.q, 1), ranked = qkey(job.q, 2), seq = KEYS[3],
+        groups = qkey(job.q, 6), turns = qkey(job.q, 7), groupof = qkey(job.q, 8)}, id, s, false)
     end
     if s.status == 'pending' then
       wakes[job.q] = (wakes[job.q] or 0) + 1
@@ -135,6 +150,12 @@ for _, r in ipairs(replaced) do
   rcall('ZREM', r[1], r[2])
   rcall('HDEL', KEYS[2], r[2])
   rcall('HDEL', KEYS[#KEYS], r[2])
+  if not (stored[r[2]] and stored[r[2]].seq ~= '' and stored[r[2]].score == '0') then
+    rcall('HDEL', r[3], r[2]) -- its group entry, unless the new job of that id has one
+  end
+end
+for q, entries in pairs(groupof) do
+  each_chunk('HSET', qkey(q, 8), entries)
 end
 for i = 1, #done, CHUNK do
   rcall('DEL', unpack(done, i, math.min(i + CHUNK - 1, #done)))

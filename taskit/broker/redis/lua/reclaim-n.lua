@@ -1,9 +1,9 @@
 --[[ reclaim: take over up to `limit` jobs whose lease deadline has passed.
 
 KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] sequence counter
-then per queue q (base = 3 + 5 * (q - 1)): KEYS[base+1] the lease set of queue q,
+then per queue q (base = 3 + 7 * (q - 1)): KEYS[base+1] the lease set of queue q,
   KEYS[base+2] its dead set, KEYS[base+3] FIFO list, KEYS[base+4] ranked set,
-  KEYS[base+5] delayed set
+  KEYS[base+5] delayed set, KEYS[base+6] group set, KEYS[base+7] group hash
 ARGV[1] lease in ms   ARGV[2] limit   ARGV[3] random token stem   ARGV[3+q] name of queue q
 
 Each expired lease gets a fresh token (stem .. '.' .. n) and deadline now + lease; attempts are
@@ -18,7 +18,7 @@ local rcall = redis.call
 -- @include _common.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 local fault = layout_fault({'hash', 'hash', 'string'},
-  {'zset', 'zset', 'list', 'zset', 'zset'}, (#KEYS - 3) / 5)
+  {'zset', 'zset', 'list', 'zset', 'zset', 'zset', 'hash'}, (#KEYS - 3) / 7)
 if fault then -- a job out of its lease set, then a refused write: the job lost
   return redis.error_reply(fault)
 end
@@ -27,15 +27,16 @@ local lease, limit, stem = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
 local out = {now}
 local taken = 0
-for q = 1, (#KEYS - 3) / 5 do
+for q = 1, (#KEYS - 3) / 7 do
   if taken >= limit then
     break
   end
-  local k = 3 + 5 * (q - 1)
+  local k = 3 + 7 * (q - 1)
   local leases = KEYS[k + 1]
-  local G = {jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], dead = KEYS[k + 2], queue = ARGV[3 + q]}
+  local G = {jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], dead = KEYS[k + 2], queue = ARGV[3 + q],
+    groupof = KEYS[k + 7]}
   local P = {leases = leases, dead = KEYS[k + 2], fifo = KEYS[k + 3], ranked = KEYS[k + 4],
-    delayed = KEYS[k + 5]}
+    delayed = KEYS[k + 5], groups = KEYS[k + 6], groupof = KEYS[k + 7]}
   local expired = rcall('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit - taken)
   for _, id in ipairs(expired) do
     local s, why = load_state(KEYS[1], id)

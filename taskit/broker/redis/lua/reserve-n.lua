@@ -1,14 +1,16 @@
 --[[ reserve: lease up to `count` ready jobs, taking the queues in order.
 
 KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] sequence counter
-then per queue q (base = 3 + 6 * (q - 1)):
+then per queue q (base = 3 + 9 * (q - 1)):
   KEYS[base+1] FIFO list   KEYS[base+2] ranked set   KEYS[base+3] delayed set
   KEYS[base+4] lease set   KEYS[base+5] dead set     KEYS[base+6] wake list
+  KEYS[base+7] group set   KEYS[base+8] turns list   KEYS[base+9] group hash
 ARGV[1] count   ARGV[2] lease in ms   ARGV[3] random token stem   ARGV[4] promotion batch size
 ARGV[4+q] name of queue q
 
 Each queue's due delayed jobs are promoted (at most one batch), then ready jobs are taken (higher
-priorities first, FIFO within one): each becomes running with attempts + 1, started = now,
+priorities first, FIFO within one; the default priority's jobs
+in turns over their groups, see fair turns in _common.lua): each becomes running with attempts + 1, started = now,
 token = stem .. '.' .. n, and a lease deadline of now + lease. A ready or due entry whose record is
 missing or unreadable (a field holding a value this layout never writes), or whose status is not
 pending while the job is in no structure of its status, is dead-lettered on the spot, with the
@@ -23,7 +25,7 @@ allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored
 
 -- ids popped, then a refused write: jobs lost
 local fault = layout_fault({'hash', 'hash', 'string'},
-  {'list', 'zset', 'zset', 'zset', 'zset', 'list'}, (#KEYS - 3) / 6)
+  {'list', 'zset', 'zset', 'zset', 'zset', 'list', 'zset', 'list', 'hash'}, (#KEYS - 3) / 9)
 if fault then
   return redis.error_reply(fault)
 end
@@ -32,15 +34,17 @@ local count, lease, stem, batch = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3],
 local now = now_ms()
 local out = {now, -1}
 local taken = 0
-local nq = (#KEYS - 3) / 6
+local nq = (#KEYS - 3) / 9
 
 for q = 1, nq do
-  local k = 3 + 6 * (q - 1)
-  local R = {fifo = KEYS[k + 1], ranked = KEYS[k + 2], seq = KEYS[3]}
+  local k = 3 + 9 * (q - 1)
+  local R = {fifo = KEYS[k + 1], ranked = KEYS[k + 2], seq = KEYS[3], groups = KEYS[k + 7],
+    turns = KEYS[k + 8], groupof = KEYS[k + 9]}
   local K = {jobs = KEYS[1], err = KEYS[2], leases = KEYS[k + 4]}
-  local G = {jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], dead = KEYS[k + 5], queue = ARGV[4 + q]}
+  local G = {jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], dead = KEYS[k + 5], queue = ARGV[4 + q],
+    groupof = R.groupof}
   local P = {fifo = R.fifo, ranked = R.ranked, delayed = KEYS[k + 3], leases = KEYS[k + 4],
-    dead = KEYS[k + 5]}
+    dead = KEYS[k + 5], groups = R.groups, groupof = R.groupof}
   promote(G, R, P, now, batch)
   while taken < count do
     local ids = pop_ready(R, count - taken)
@@ -67,7 +71,7 @@ for q = 1, nq do
   end
   if taken >= count then
     -- Jobs are left for others: pass the wake-up on to another idle worker.
-    if ready_count(R) > 0 and rcall('LLEN', KEYS[k + 6]) == 0 then
+    if has_ready(R) and rcall('LLEN', KEYS[k + 6]) == 0 then
       wake(KEYS[k + 6], 1)
     end
     break
@@ -77,7 +81,7 @@ end
 if taken == 0 then
   local earliest = nil
   for q = 1, nq do
-    local first = rcall('ZRANGE', KEYS[3 + 6 * (q - 1) + 3], 0, 0, 'WITHSCORES')
+    local first = rcall('ZRANGE', KEYS[3 + 9 * (q - 1) + 3], 0, 0, 'WITHSCORES')
     if first[2] and (earliest == nil or tonumber(first[2]) < earliest) then
       earliest = tonumber(first[2])
     end

@@ -1,12 +1,13 @@
 --[[ stats: counts per queue, after promoting each queue's due delayed jobs (one batch).
 
 KEYS[1] jobs hash    KEYS[2] sequence counter    KEYS[3] error hash
-then per queue q (base = 3 + 6 * (q - 1)):
+then per queue q (base = 3 + 9 * (q - 1)):
   KEYS[base+1] FIFO list   KEYS[base+2] ranked set  KEYS[base+3] delayed set
   KEYS[base+4] lease set   KEYS[base+5] dead set    KEYS[base+6] totals hash
+  KEYS[base+7] group set   KEYS[base+8] turns list  KEYS[base+9] group hash
 ARGV[1] promotion batch size   ARGV[1+q] name of queue q
 
-Returns per queue: queued, scheduled, running, completed, failed, dead. Due jobs left over past
+Returns per queue: queued (grouped ready jobs included), scheduled, running, completed, failed, dead. Due jobs left over past
 the batch count as queued. O(batch + log n) per queue. A due job whose record is unreadable is
 dead-lettered (see promote in _common.lua).
 ]]
@@ -21,19 +22,21 @@ end
 
 -- due jobs taken out, then a refused write: jobs lost (totals are only read)
 local fault = layout_fault({'hash', 'string', 'hash'},
-  {'list', 'zset', 'zset', 'zset', 'zset', '*'}, (#KEYS - 3) / 6)
+  {'list', 'zset', 'zset', 'zset', 'zset', '*', 'zset', 'list', 'hash'}, (#KEYS - 3) / 9)
 if fault then
   return redis.error_reply(fault)
 end
 
 local now = now_ms()
 local out = {}
-for q = 1, (#KEYS - 3) / 6 do
-  local k = 3 + 6 * (q - 1)
-  local R = {fifo = KEYS[k + 1], ranked = KEYS[k + 2], seq = KEYS[2]}
-  local G = {jobs = KEYS[1], err = KEYS[3], seq = KEYS[2], dead = KEYS[k + 5], queue = ARGV[1 + q]}
+for q = 1, (#KEYS - 3) / 9 do
+  local k = 3 + 9 * (q - 1)
+  local R = {fifo = KEYS[k + 1], ranked = KEYS[k + 2], seq = KEYS[2], groups = KEYS[k + 7],
+    turns = KEYS[k + 8], groupof = KEYS[k + 9]}
+  local G = {jobs = KEYS[1], err = KEYS[3], seq = KEYS[2], dead = KEYS[k + 5], queue = ARGV[1 + q],
+    groupof = R.groupof}
   local P = {fifo = R.fifo, ranked = R.ranked, delayed = KEYS[k + 3], leases = KEYS[k + 4],
-    dead = KEYS[k + 5]}
+    dead = KEYS[k + 5], groups = R.groups, groupof = R.groupof}
   promote(G, R, P, now, tonumber(ARGV[1]))
   local overdue = rcall('ZCOUNT', KEYS[k + 3], '-inf', now)
   -- Counters are only counts: a damaged one (not digits, or not a hash) reads as 0.

@@ -33,6 +33,8 @@ CANCEL_KINDS = ("fifo", "ranked", "delayed", "leases", "totals")
 REQUEUE_DEAD_KINDS = ("fifo", "ranked", "dead", "wake")
 PURGE_KINDS = ("fifo", "ranked", "delayed")
 STATS_KINDS = ("fifo", "ranked", "delayed", "leases", "dead", "totals")
+#: A queue's fair-turn keys (see ``keys``), after the others where a script takes them.
+FAIR_KINDS = ("groups", "turns", "groupof")
 
 _STATS = ("queued", "scheduled", "running", "completed", "failed", "dead")
 
@@ -68,7 +70,10 @@ class Cancel(Request[bool | Moved]):
     ttl_ms: int
 
     def keys(self, k: Keys) -> list[str]:
-        return [k.jobs, k.err, k.done(self.job_id), *k.of(self.queue, CANCEL_KINDS), k.progress]
+        return [
+            k.jobs, k.err, k.done(self.job_id), *k.of(self.queue, CANCEL_KINDS), k.progress,
+            *k.of(self.queue, FAIR_KINDS),
+        ]  # fmt: skip
 
     def args(self) -> list[Arg]:
         return [self.job_id, self.queue, self.ttl_ms]
@@ -89,7 +94,7 @@ class Stats(Request[dict[str, QueueStats]]):
     def keys(self, k: Keys) -> list[str]:
         keys = [k.jobs, k.seq, k.err]
         for q in self.queues:
-            keys += k.of(q, STATS_KINDS)
+            keys += k.of(q, STATS_KINDS + FAIR_KINDS)
         return keys
 
     def args(self) -> list[Arg]:
@@ -133,7 +138,7 @@ class RequeueDead(Request[int]):
     job_ids: Sequence[str] | None = None
 
     def keys(self, k: Keys) -> list[str]:
-        return [k.jobs, k.seq, *k.of(self.queue, REQUEUE_DEAD_KINDS)]
+        return [k.jobs, k.seq, *k.of(self.queue, REQUEUE_DEAD_KINDS + FAIR_KINDS)]
 
     def args(self) -> list[Arg]:
         return [BATCH, *(self.job_ids or ())]
@@ -149,7 +154,8 @@ class Purge(Request[int]):
     queue: str
 
     def keys(self, k: Keys) -> list[str]:
-        return [k.jobs, k.err, *k.of(self.queue, PURGE_KINDS), k.progress]
+        return [k.jobs, k.err, *k.of(self.queue, PURGE_KINDS), k.progress,
+                *k.of(self.queue, FAIR_KINDS)]  # fmt: skip
 
     def args(self) -> list[Arg]:
         return [BATCH]
@@ -165,7 +171,7 @@ class PurgeDead(Request[int]):
     queue: str
 
     def keys(self, k: Keys) -> list[str]:
-        return [k.jobs, k.err, k.dead(self.queue), k.progress]
+        return [k.jobs, k.err, k.dead(self.queue), k.progress, k.queue(self.queue, "groupof")]
 
     def args(self) -> list[Arg]:
         return [BATCH]

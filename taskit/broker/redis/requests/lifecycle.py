@@ -20,10 +20,12 @@ from taskit.job import Job, LeaseState
 __all__ = ["Enqueue", "Extend", "Reclaim", "Reserve", "Settle"]
 
 # The keys of each queue a script takes, in the order of its header.
-ENQUEUE_KINDS = ("fifo", "ranked", "delayed", "wake", "dead")
-RECLAIM_KINDS = ("leases", "dead", "fifo", "ranked", "delayed")
-RESERVE_KINDS = ("fifo", "ranked", "delayed", "leases", "dead", "wake")
-SETTLE_KINDS = ("fifo", "ranked", "delayed", "leases", "dead", "totals", "wake")
+ENQUEUE_KINDS = ("fifo", "ranked", "delayed", "wake", "dead", "groups", "turns", "groupof")
+RECLAIM_KINDS = ("leases", "dead", "fifo", "ranked", "delayed", "groups", "groupof")
+RESERVE_KINDS = ("fifo", "ranked", "delayed", "leases", "dead", "wake", "groups", "turns",
+                 "groupof")  # fmt: skip
+SETTLE_KINDS = ("fifo", "ranked", "delayed", "leases", "dead", "totals", "wake", "groups",
+                "turns", "groupof")  # fmt: skip
 
 
 # -- the job lifecycle -------------------------------------------------------------------------
@@ -65,6 +67,8 @@ class Enqueue(Request[list[Job] | DeadElsewhere]):
             at = job.scheduled_at.timestamp() if job.scheduled_at is not None else None
             at_ms = -1 if at is None else math.ceil(at * 1000)
             meta = f"{queues[job.queue]} {queues[dead]} {-job.priority} {delay_ms} {at_ms}"
+            if job.group is not None:
+                meta += f" {job.group}"
             args += [job.id, spec, meta, "" if at is None else repr(at)]
         return args
 

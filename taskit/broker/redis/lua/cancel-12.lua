@@ -3,6 +3,7 @@
 KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] the job's done key
 KEYS[4] FIFO list    KEYS[5] ranked set    KEYS[6] delayed set    KEYS[7] lease set
 KEYS[8] totals hash  (the keys of queue ARGV[2])    KEYS[9] progress hash
+KEYS[10] group set   KEYS[11] turns list   KEYS[12] group hash  (of queue ARGV[2])
 ARGV[1] job id   ARGV[2] the queue the client believes the job is in   ARGV[3] result TTL in ms
 
 Pending, scheduled or retrying: leaves its queue, ends cancelled (done key with a TTL). Running:
@@ -13,7 +14,8 @@ Cancelling a pending job of the default priority scans its queue's FIFO list: O(
 local rcall = redis.call
 -- @include _common.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
-local fault = layout_fault({'hash', 'hash', '*', 'list', 'zset', 'zset', 'zset', '*', 'hash'}, {}, 0)
+local fault = layout_fault({'hash', 'hash', '*', 'list', 'zset', 'zset', 'zset', '*', 'hash',
+  'zset', 'list', 'hash'}, {}, 0)
 if fault then -- a job out of its queue, then a refused write: the job lost
   return redis.error_reply(fault)
 end
@@ -32,10 +34,12 @@ if s.status == 'running' then
   return 1
 end
 if s.status == 'pending' then
-  unready({fifo = KEYS[4], ranked = KEYS[5]}, id, s)
+  unready({fifo = KEYS[4], ranked = KEYS[5], groups = KEYS[10], turns = KEYS[11],
+    groupof = KEYS[12]}, id, s)
 end
 rcall('ZREM', KEYS[6], id)
 rcall('ZREM', KEYS[7], id)
-finish({jobs = KEYS[1], err = KEYS[2], prog = KEYS[9], done = KEYS[3], totals = KEYS[8]},
+finish({jobs = KEYS[1], err = KEYS[2], prog = KEYS[9], done = KEYS[3], totals = KEYS[8],
+  groupof = KEYS[12]},
   id, s, 'cancelled', now_ms(), ttl, '')
 return 1

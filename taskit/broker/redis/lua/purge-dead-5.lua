@@ -1,6 +1,7 @@
 --[[ purge-dead: delete up to one batch of a queue's dead letters.
 
 KEYS[1] jobs hash   KEYS[2] error hash   KEYS[3] dead set   KEYS[4] progress hash
+KEYS[5] group hash (of the queue)
 ARGV[1] batch size
 
 Returns how many were deleted (0: none is left).
@@ -15,5 +16,6 @@ if #ids > 0 then
   each_chunk('HDEL', KEYS[1], ids)
   each_chunk('HDEL', KEYS[2], ids)
   each_chunk('HDEL', KEYS[4], ids)
+  each_chunk('HDEL', KEYS[5], ids)
 end
 return #ids
