@@ -21,6 +21,7 @@ from taskit._results import check_wait, wait_for_result
 from taskit.backoff import Backoff
 from taskit.broker import Broker, from_url
 from taskit.config import Settings, redact_url
+from taskit.dedup import DedupPolicy
 from taskit.errors import CorruptJobError, DuplicateTaskError, UnknownTaskError
 from taskit.events import EventKind, Events, Subscriber
 from taskit.handlers import HandlerTask, JobHandler, handler_task
@@ -124,6 +125,7 @@ class App:
         dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
         result_ttl: float | timedelta | None = None,
+        dedup: DedupPolicy | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -141,6 +143,7 @@ class App:
         dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
         result_ttl: float | timedelta | None = None,
+        dedup: DedupPolicy | None = None,
     ) -> Task[P, R] | TaskDecorator:
         """Register a function (``async def`` or ``def``) as a task.
 
@@ -156,12 +159,14 @@ class App:
         what to retry"). ``validate=False`` skips the argument type check at enqueue
         (guide: "Arguments"). ``result_ttl`` (seconds or a timedelta; 0: none) is how long
         its finished jobs stay readable, instead of the broker's ``result_ttl`` (guide: "Result
-        retention per job"). A bad option raises ``ValueError``/``TypeError`` naming it.
+        retention per job"). ``dedup`` (``taskit.Throttle`` or ``taskit.Debounce``) keeps one
+        job of a key per window (guide: "Dedup windows"). A bad option raises
+        ``ValueError``/``TypeError`` naming it.
         """
         given = given_options(
             queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
             timeout=timeout, on_failure=on_failure, retry_on=retry_on,
-            dont_retry_on=dont_retry_on, validate=validate, result_ttl=result_ttl,
+            dont_retry_on=dont_retry_on, validate=validate, result_ttl=result_ttl, dedup=dedup,
         )  # fmt: skip
 
         def register(func: Callable[P, R]) -> Task[P, R]:
@@ -186,6 +191,7 @@ class App:
         dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
         result_ttl: float | timedelta | None = None,
+        dedup: DedupPolicy | None = None,
     ) -> HandlerTask:
         """Register a class-based handler (``taskit.handlers.JobHandler``) as the task named by
         its ``job_type``, with the options of ``App.task`` (``on_failure`` is the handler's own
@@ -195,7 +201,7 @@ class App:
         task = handler_task(
             self.producer, handler, queue=queue, priority=priority, max_retries=max_retries,
             backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
-            validate=validate, result_ttl=result_ttl,
+            validate=validate, result_ttl=result_ttl, dedup=dedup,
         )  # fmt: skip
         self._register(task)
         return task
@@ -256,6 +262,7 @@ class App:
         dont_retry_on: ExceptionTypes | None = None,
         validate: bool | None = None,
         result_ttl: float | timedelta | None = None,
+        dedup: DedupPolicy | None = None,
     ) -> Task[..., Any]:
         """A handle to enqueue task ``name`` without registering or importing it here.
 
@@ -273,7 +280,7 @@ class App:
         changes = given_options(
             queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
             timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on, validate=validate,
-            result_ttl=result_ttl,
+            result_ttl=result_ttl, dedup=dedup,
         )  # fmt: skip
         known = self._tasks.get(name)
         if known is not None:

@@ -39,6 +39,7 @@ from typing import Any
 
 from taskit._arguments import check_any
 from taskit.backoff import Backoff
+from taskit.dedup import DedupPolicy
 from taskit.errors import SerializationError
 from taskit.job import Job, JobResult, decode_arguments
 from taskit.options import ExceptionTypes, resolve_options
@@ -148,6 +149,7 @@ def handler_task(
     dont_retry_on: ExceptionTypes | None = None,
     validate: bool | None = None,
     result_ttl: float | timedelta | None = None,
+    dedup: DedupPolicy | None = None,
 ) -> HandlerTask:
     """Build (not register) the task for ``handler``, its jobs stored through ``producer``;
     options default as in ``App.task`` (from ``producer.settings``), ``on_failure`` is the
@@ -166,7 +168,7 @@ def handler_task(
     opts = resolve_options(
         producer.settings, job_type, queue=queue, priority=priority, max_retries=max_retries,
         backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
-        validate=validate, on_failure=handler.on_failure, result_ttl=result_ttl,
+        validate=validate, on_failure=handler.on_failure, result_ttl=result_ttl, dedup=dedup,
     )  # fmt: skip
     return HandlerTask(producer, _Run(handler), opts)
 

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("taskit.errors", "taskit._ids", "taskit._urls", "taskit.config",
                      "taskit.backoff", "taskit.clock", "taskit._outage", "taskit._portal")),
     ("data", ("taskit.job", "taskit._values", "taskit._storable", "taskit.options",
-              "taskit.events", "taskit.hooks", "taskit.limits")),
+              "taskit.events", "taskit.hooks", "taskit.limits", "taskit.dedup")),
     ("brokers", ("taskit.broker", "taskit.broker.")),
     ("producing", ("taskit._arguments", "taskit.producer", "taskit.task", "taskit._results",
                    "taskit.handlers", "taskit.webhooks", "taskit.ports", "taskit.once",
