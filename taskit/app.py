@@ -340,6 +340,16 @@ class App:
         """Per-queue counts: queued, scheduled, running, completed, failed, dead."""
         return await self.broker.stats(queues)
 
+    async def pause(self, queue: str) -> bool:
+        """Pause ``queue`` for every worker: none starts another of its jobs (running ones
+        finish; waiting ones wait) until ``resume``. ``False`` if it was paused already."""
+        return await self.broker.pause_queue(queue)
+
+    async def resume(self, queue: str) -> bool:
+        """Resume a paused ``queue``: waiting workers take its jobs at once. ``False`` if it
+        was not paused."""
+        return await self.broker.resume_queue(queue)
+
     async def result(
         self, job_id: str, *, timeout: float | None = None, poll_interval: float = 0.05
     ) -> JobResult:

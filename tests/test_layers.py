@@ -30,7 +30,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                  "taskit.metrics", "taskit.oneshot")),
     ("wiring", ("taskit.app", "taskit.service", "taskit.testing", "taskit.pytest_plugin",
                 "taskit.otel", "taskit.audit")),
-    ("entry points", ("taskit._cli_load", "taskit._cli_admin", "taskit._cli_outbox", "taskit.cli",
+    ("entry points", ("taskit._cli_load", "taskit._cli_admin", "taskit._cli_outbox",
+                      "taskit._cli_flow", "taskit.cli",
                       "taskit.__main__", "taskit")),
 ]  # fmt: skip
 
