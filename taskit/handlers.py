@@ -39,7 +39,7 @@ from typing import Any
 
 from taskit._arguments import check_any
 from taskit.backoff import Backoff
-from taskit.dedup import DedupPolicy
+from taskit.dedup import Dedup, DedupPolicy, dedup_of
 from taskit.errors import SerializationError
 from taskit.job import Job, JobResult, decode_arguments
 from taskit.options import ExceptionTypes, resolve_options
@@ -104,6 +104,10 @@ class HandlerTask(Task[..., Any]):
         """The registered handler instance."""
         assert isinstance(self.fn, _Run)
         return self.fn.handler
+
+    def dedup_of(self, policy: DedupPolicy, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Dedup:
+        """The dedup window of a job of this payload: its keys are the arguments by name."""
+        return dedup_of(policy, self.name, kwargs)
 
     def check_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, validate: bool = True
