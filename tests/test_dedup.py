@@ -189,7 +189,9 @@ async def test_unique_until_finished_is_the_job_id_and_for_a_period_a_throttle()
     def invoice(order: int) -> None: ...
 
     first = await invoice.options(job_id="invoice-7").enqueue(7)
-    assert (await invoice.options(job_id="invoice-7").enqueue(7)).duplicate
+    again = await invoice.options(job_id="invoice-7").enqueue(7)
+    assert again.duplicate
+    assert again.created_at == first.created_at  # the same job, kept as it was
     await app.worker().run(burst=True)
     after = await invoice.options(job_id="invoice-7").enqueue(7)
     assert not after.duplicate  # finished: the id is free again, a new run of it
