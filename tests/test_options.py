@@ -219,6 +219,8 @@ BAD = [
     ("result_ttl", "1h"),
     ("result_ttl", True),
     ("result_ttl", timedelta(seconds=-1)),
+    ("dedup", 60),
+    ("dedup", "throttle"),
 ]
 
 

@@ -19,7 +19,7 @@ from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
 
-WINDOW = 0.4
+WINDOW = 0.25
 
 
 def throttled(queue: str, *args: object, key: str = "k", window: float = WINDOW) -> Job:

@@ -110,7 +110,7 @@ async def test_a_blocked_reserve_is_not_handed_jobs_enqueued_to_a_paused_queue(
     got: list[Lease] = []
 
     async def consume() -> None:
-        got.extend(await broker.reserve([queue], count=1, lease=LONG, timeout=0.5))
+        got.extend(await broker.reserve([queue], count=1, lease=LONG, timeout=0.25))
 
     with anyio.fail_after(PROMPT * 2):
         async with anyio.create_task_group() as tg:

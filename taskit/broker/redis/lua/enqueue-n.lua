@@ -28,8 +28,9 @@ Windows that ended are forgotten last (at most 100 a call).
 
 Returns {'ok', then per job: kept, spec, state, error, result}: kept is 0 for a job stored now
 (spec '': the client has it), 1 for an existing job of its id, or the id of the job a dedup
-window kept in its place (spec '' when that job has finished: read it with get). Returns {'moved', i, queue} and writes nothing
-when job i would replace a dead letter of another queue, whose dead set the client must pass.
+window kept in its place (spec '' when that job has finished: read it with get).
+Returns {'moved', i, queue} and writes nothing when job i would replace a dead letter of another
+queue, whose dead set the client must pass.
 Returns {'unreadable', i, why} and writes nothing when a job of job i's id exists with a record
 that is unreadable (see parse_record in _common.lua).
 
@@ -111,7 +112,8 @@ end
 -- Answer job i with the job `id` (state `s`, or nil: finished) kept in its place.
 local function answer_kept(id, s)
   local o = #out
-  out[o + 1], out[o + 2], out[o + 3], out[o + 5] = id, s and s.spec or '', s and pack_state(s) or '', ''
+  out[o + 1], out[o + 5] = id, ''
+  out[o + 2], out[o + 3] = s and s.spec or '', s and pack_state(s) or ''
   out[o + 4] = s and not stored[id] and rcall('HGET', KEYS[2], id) or ''
 end
 

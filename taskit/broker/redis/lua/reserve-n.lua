@@ -10,12 +10,12 @@ ARGV[4+q] name of queue q
 
 Each queue's due delayed jobs are promoted (at most one batch), then ready jobs are taken (higher
 priorities first, FIFO within one): each becomes running with attempts + 1, started = now,
-token = stem .. '.' .. n, and a lease deadline of now + lease. A paused queue (its name in the
-paused set: one SMEMBERS a call) is promoted but not taken from, and its delayed jobs do not
-shorten the wait. A ready or due entry whose record is
+token = stem .. '.' .. n, and a lease deadline of now + lease. A ready or due entry whose record is
 missing or unreadable (a field holding a value this layout never writes), or whose status is not
 pending while the job is in no structure of its status, is dead-lettered on the spot, with the
-reason as its error (see bury and misplaced in _common.lua).
+reason as its error (see bury and misplaced in _common.lua). A paused queue (its name in the
+paused set: one SMEMBERS a call) is promoted but not taken from, and its delayed jobs do not
+shorten the wait.
 
 Returns {now_ms, wait_ms, then per lease: q, id, spec, state, error}. wait_ms is -1 unless nothing
 was leased and a delayed job exists: then the ms until the earliest is due (0 if overdue).
