@@ -19,6 +19,7 @@ from taskit.backoff import Exponential, Fixed
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.config import Settings
+from taskit.dedup import Debounce, Throttle
 from taskit.errors import (
     BrokerAuthenticationError,
     BrokerConnectionError,
@@ -42,7 +43,7 @@ from taskit.errors import (
 )
 from taskit.events import EventKind, JobEvent
 from taskit.handlers import JobHandler
-from taskit.job import Job, JobResult, JobStatus, Progress, QueueStats
+from taskit.job import Job, JobResult, JobStatus, KeptJob, Progress, QueueStats
 from taskit.once import Once
 from taskit.ports import JobCreator
 from taskit.progress import report_progress
@@ -66,6 +67,7 @@ __all__ = [
     "BrokerValueTooLargeError",
     "ConfigurationError",
     "CorruptJobError",
+    "Debounce",
     "DuplicateTaskError",
     "EventKind",
     "Exponential",
@@ -81,6 +83,7 @@ __all__ = [
     "JobStats",
     "JobStatus",
     "JobTimeoutError",
+    "KeptJob",
     "MemoryBroker",
     "Once",
     "OnceBusy",
@@ -94,6 +97,7 @@ __all__ = [
     "Task",
     "TaskVariant",
     "TaskitError",
+    "Throttle",
     "UnknownTaskError",
     "Worker",
     "WorkerManager",

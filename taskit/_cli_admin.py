@@ -163,16 +163,18 @@ def info(app_path: str, as_json: bool) -> None:
     """Queues (queued, scheduled, running, completed, failed, dead) and live workers."""
     app = _load(app_path)
 
-    async def read() -> tuple[dict[str, Any], list[Any]]:
-        return await app.stats(), await live_workers(app.broker)
+    async def read() -> tuple[dict[str, Any], list[Any], frozenset[str]]:
+        return await app.stats(), await live_workers(app.broker), await app.broker.paused_queues()
 
-    stats, workers = run(app, read)
+    stats, workers, paused = run(app, read)
     if as_json:
-        echo_json({"queues": stats, "workers": workers})
+        echo_json({"queues": stats, "workers": workers, "paused": sorted(paused)})
         return
     fields = ("queued", "scheduled", "running", "completed", "failed", "dead")
     rows = [[q, *(getattr(s, f) for f in fields)] for q, s in stats.items()]
     echo_table(["QUEUE", *(f.upper() for f in fields)], rows)
+    if paused:
+        click.echo(f"paused: {', '.join(sorted(paused))}")
     click.echo()
     echo_table(
         ["WORKER", "HOST", "PID", "QUEUES", "CONCURRENCY", "RUNNING", "DONE", "STARTED", "BEAT"],

@@ -21,6 +21,7 @@ from taskit._results import check_wait, wait_for_result
 from taskit.backoff import Backoff
 from taskit.broker import Broker, from_url
 from taskit.config import Settings, redact_url
+from taskit.dedup import DedupPolicy
 from taskit.errors import CorruptJobError, DuplicateTaskError, UnknownTaskError
 from taskit.events import EventKind, Events, Subscriber
 from taskit.handlers import HandlerTask, JobHandler, handler_task
@@ -132,6 +133,7 @@ class App:
         validate: bool | None = None,
         result_ttl: float | timedelta | None = None,
         fair_by: FairBy | None = None,
+        dedup: DedupPolicy | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -150,6 +152,7 @@ class App:
         validate: bool | None = None,
         result_ttl: float | timedelta | None = None,
         fair_by: FairBy | None = None,
+        dedup: DedupPolicy | None = None,
     ) -> Task[P, R] | TaskDecorator:
         """Register a function (``async def`` or ``def``) as a task.
 
@@ -167,13 +170,15 @@ class App:
         its finished jobs stay readable, instead of the broker's ``result_ttl`` (guide: "Result
         retention per job"). ``fair_by`` (an argument name, or a function of the arguments
         returning a str or int) gives each job a group: its queue serves groups in turns
-        (guide: "Fair queues"). A bad option raises ``ValueError``/``TypeError`` naming it.
+        (guide: "Fair queues"). ``dedup`` (``taskit.Throttle`` or ``taskit.Debounce``) keeps one
+        job of a key per window (guide: "Dedup windows"). A bad option raises
+        ``ValueError``/``TypeError`` naming it.
         """
         given = given_options(
             queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
             timeout=timeout, on_failure=on_failure, retry_on=retry_on,
             dont_retry_on=dont_retry_on, validate=validate, result_ttl=result_ttl,
-            fair_by=fair_by,
+            fair_by=fair_by, dedup=dedup,
         )  # fmt: skip
 
         def register(func: Callable[P, R]) -> Task[P, R]:
@@ -199,6 +204,7 @@ class App:
         validate: bool | None = None,
         result_ttl: float | timedelta | None = None,
         fair_by: FairBy | None = None,
+        dedup: DedupPolicy | None = None,
     ) -> HandlerTask:
         """Register a class-based handler (``taskit.handlers.JobHandler``) as the task named by
         its ``job_type``, with the options of ``App.task`` (``on_failure`` is the handler's own
@@ -208,7 +214,7 @@ class App:
         task = handler_task(
             self.producer, handler, queue=queue, priority=priority, max_retries=max_retries,
             backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
-            validate=validate, result_ttl=result_ttl, fair_by=fair_by,
+            validate=validate, result_ttl=result_ttl, fair_by=fair_by, dedup=dedup,
         )  # fmt: skip
         self._register(task)
         return task
@@ -270,6 +276,7 @@ class App:
         validate: bool | None = None,
         result_ttl: float | timedelta | None = None,
         fair_by: FairBy | None = None,
+        dedup: DedupPolicy | None = None,
     ) -> Task[..., Any]:
         """A handle to enqueue task ``name`` without registering or importing it here.
 
@@ -287,7 +294,7 @@ class App:
         changes = given_options(
             queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
             timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on, validate=validate,
-            result_ttl=result_ttl, fair_by=fair_by,
+            result_ttl=result_ttl, fair_by=fair_by, dedup=dedup,
         )  # fmt: skip
         known = self._tasks.get(name)
         if known is not None:
@@ -346,6 +353,16 @@ class App:
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         """Per-queue counts: queued, scheduled, running, completed, failed, dead."""
         return await self.broker.stats(queues)
+
+    async def pause(self, queue: str) -> bool:
+        """Pause ``queue`` for every worker: none starts another of its jobs (running ones
+        finish; waiting ones wait) until ``resume``. ``False`` if it was paused already."""
+        return await self.broker.pause_queue(queue)
+
+    async def resume(self, queue: str) -> bool:
+        """Resume a paused ``queue``: waiting workers take its jobs at once. ``False`` if it
+        was not paused."""
+        return await self.broker.resume_queue(queue)
 
     async def result(
         self, job_id: str, *, timeout: float | None = None, poll_interval: float = 0.05

@@ -184,9 +184,10 @@ class Events:
 
     async def created(self, sent: Sequence[Job], stored: Sequence[Job]) -> None:
         """After an enqueue: ``created`` for each job stored anew. A unique id that was already
-        waiting comes back as the stored job, with its own (earlier) ``created_at``."""
+        waiting comes back as the stored job, with its own (earlier) ``created_at``; a job a
+        dedup window kept instead comes back as a ``KeptJob`` (``duplicate``)."""
         for mine, kept in zip(sent, stored, strict=True):
-            if kept.created_at == mine.created_at:
+            if kept.created_at == mine.created_at and not kept.duplicate:
                 await self.job(EventKind.CREATED, kept)
 
     async def after_cancel(self, job: Job | None) -> None:

@@ -40,6 +40,7 @@ from typing import Any
 
 from taskit._arguments import check_any
 from taskit.backoff import Backoff
+from taskit.dedup import Dedup, DedupPolicy, dedup_of
 from taskit.errors import SerializationError
 from taskit.job import Job, JobResult, decode_arguments
 from taskit.options import ExceptionTypes, FairBy, resolve_options
@@ -110,6 +111,10 @@ class HandlerTask(Task[..., Any]):
         """The payload is keywords: ``fair_by`` reads them as they are."""
         return None
 
+    def dedup_of(self, policy: DedupPolicy, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Dedup:
+        """The dedup window of a job of this payload: its keys are the arguments by name."""
+        return dedup_of(policy, self.name, kwargs)
+
     def check_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, validate: bool = True
     ) -> None:
@@ -155,6 +160,7 @@ def handler_task(
     validate: bool | None = None,
     result_ttl: float | timedelta | None = None,
     fair_by: FairBy | None = None,
+    dedup: DedupPolicy | None = None,
 ) -> HandlerTask:
     """Build (not register) the task for ``handler``, its jobs stored through ``producer``;
     options default as in ``App.task`` (from ``producer.settings``), ``on_failure`` is the
@@ -174,7 +180,7 @@ def handler_task(
         producer.settings, job_type, queue=queue, priority=priority, max_retries=max_retries,
         backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
         validate=validate, on_failure=handler.on_failure, result_ttl=result_ttl,
-        fair_by=fair_by,
+        fair_by=fair_by, dedup=dedup,
     )  # fmt: skip
     return HandlerTask(producer, _Run(handler), opts)
 

@@ -17,7 +17,7 @@ import operator
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
@@ -31,6 +31,7 @@ from taskit._values import (
     storable_text,
     utc_from_timestamp,
 )
+from taskit.dedup import Dedup
 from taskit.errors import SerializationError
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "JobResult",
     "JobSpec",
     "JobStatus",
+    "KeptJob",
     "Lease",
     "LeaseState",
     "Outcome",
@@ -59,6 +61,7 @@ __all__ = [
     "encode_spec",
     "encode_value",
     "job_of",
+    "kept_job",
     "new_job_id",
     "result_of",
     "storable_text",
@@ -218,6 +221,10 @@ class Job(
     limits: tuple[str, ...] = ()
     #: The job's fairness key in its queue: ready jobs of different groups are served in turns.
     group: str | None = None
+    #: The job's dedup window (``taskit.dedup``): throttle or debounce, its key and seconds.
+    dedup: Dedup | None = None
+    #: True for a ``KeptJob``: what an enqueue answers in place of a job it did not store.
+    duplicate: ClassVar[bool] = False
 
     @property
     def args(self) -> tuple[Any, ...]:
@@ -309,6 +316,21 @@ class JobSpec(
     # -- what a job is, continued -------------------------------------------------------------
     limits: tuple[str, ...] = ()
     group: str | None = None
+    dedup: Dedup | None = None
+
+
+class KeptJob(Job):
+    """A job an enqueue answers in place of the one it was given, which it did not store: a job
+    of the same id already waiting or running (unique ids), or the job a dedup window kept
+    (``taskit.dedup``: a throttle's first job, or a debounced job given the new arguments).
+    ``duplicate`` is True; otherwise it is the ``Job`` as stored, with the same bytes."""
+
+    duplicate: ClassVar[bool] = True
+
+
+def kept_job(job: Job) -> KeptJob:
+    """``job`` as a ``KeptJob`` (the same fields)."""
+    return KeptJob(**{name: getattr(job, name) for name in job.__struct_fields__})
 
 
 if JobSpec.__struct_fields__ != Job.__struct_fields__:  # pragma: no cover - a definition error
@@ -452,6 +474,7 @@ def stored_form(job: Job) -> tuple[Job, bytes]:
                 result_ttl=job.result_ttl,
                 limits=job.limits,
                 group=job.group,
+                dedup=job.dedup,
             )
         )
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
@@ -482,6 +505,7 @@ def job_of(spec: JobSpec, job_id: str, queue: str, live: dict[str, Any]) -> Job:
         result_ttl=spec.result_ttl,
         limits=spec.limits,
         group=spec.group,
+        dedup=spec.dedup,
         **live,
     )
 

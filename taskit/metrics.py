@@ -14,6 +14,7 @@
 | ``taskit_queue_scheduled``                  | gauge     | queue              | the broker    |
 | ``taskit_dead_letters``                     | gauge     | queue              | the broker    |
 | ``taskit_jobs_running``                     | gauge     | queue              | the broker    |
+| ``taskit_queue_paused``                     | gauge     | queue              | the broker    |
 | ``taskit_workers``                          | gauge     |                    | live workers  |
 
 Counters count what this process's worker did (sum them over workers); gauges describe the whole
@@ -117,6 +118,9 @@ class Metrics:
         )
         self.dead = gauge(f"{p}_dead_letters", "Dead-lettered jobs.", ["queue"], registry=r)
         self.running = gauge(f"{p}_jobs_running", "Jobs running now.", ["queue"], registry=r)
+        self.paused = gauge(
+            f"{p}_queue_paused", "1 while the queue is paused.", ["queue"], registry=r
+        )
         self.workers = gauge(f"{p}_workers", "Live workers (registry records).", registry=r)
         app.events.subscribe(self.observe, _OUTCOMES)
 
@@ -139,6 +143,9 @@ class Metrics:
             self.scheduled.labels(queue).set(s.scheduled)
             self.dead.labels(queue).set(s.dead)
             self.running.labels(queue).set(s.running)
+        paused = await self.broker.paused_queues()
+        for queue in paused | stats.keys():
+            self.paused.labels(queue).set(1 if queue in paused else 0)
         self.workers.set(len(await self.broker.live()))
 
     async def refresh_forever(self, interval: float = REFRESH_INTERVAL) -> None:

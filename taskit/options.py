@@ -26,6 +26,7 @@ from typing import Any
 
 from taskit.backoff import BackoffPolicy, as_policy
 from taskit.config import MAX_COUNT, MAX_SECONDS, Settings
+from taskit.dedup import DedupPolicy, check_dedup
 from taskit.errors import Fail, Retry
 from taskit.job import Job
 
@@ -228,6 +229,7 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         "expires": Option("float | datetime", _expires, False, True),
         "result_ttl": Option("float | timedelta", _result_ttl, True, True),
         "fair_by": Option("FairBy", _fair_by, True, False),
+        "dedup": Option("DedupPolicy", check_dedup, True, True),
     }
 )
 #: The names of a task's fixed options (``App.task``; ``register`` and ``remote`` omit
@@ -237,7 +239,9 @@ CALL_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.call)
 #: (name, check) of each per-call option, for ``CallOptions`` (built on every ``Task.options``).
 _CALL_CHECKS = tuple((name, OPTIONS[name].check) for name in CALL_OPTIONS)
 #: Task options whose resolved value may be ``None``: no timeout, no hook, no exception filter.
-_NULLABLE = ("timeout", "on_failure", "retry_on", "dont_retry_on", "result_ttl", "fair_by")
+_NULLABLE = (
+    "timeout", "on_failure", "retry_on", "dont_retry_on", "result_ttl", "fair_by", "dedup",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,6 +265,8 @@ class TaskOptions:
     result_ttl: float | timedelta | None = None
     #: What gives each job its fairness group (``Job.group``); ``None``: its jobs have none.
     fair_by: FairBy | None = None
+    #: Its dedup window (``taskit.dedup``: ``Throttle`` or ``Debounce``); None: none.
+    dedup: DedupPolicy | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -290,6 +296,8 @@ class CallOptions:
     expires: float | datetime | None = None
     #: Seconds the finished job stays readable (``None``: the task's, else the broker's).
     result_ttl: float | timedelta | None = None
+    #: A dedup window for these calls (``None``: the task's own, if any).
+    dedup: DedupPolicy | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CALL_CHECKS:

@@ -22,6 +22,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 import msgspec
 
 from taskit._arguments import ArgumentTypes
+from taskit.dedup import Dedup, DedupPolicy, dedup_of
 from taskit.fairness import group_of
 from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
 from taskit.options import CallOptions, OnFailure, TaskOptions, result_ttl_seconds
@@ -64,6 +65,7 @@ class TaskVariant(Generic[P, R]):
         group = (
             None if opts.fair_by is None else group_of(opts.fair_by, task.bound_by, args, kwargs)
         )
+        policy = opts.dedup if o.dedup is None else o.dedup
         return Job(
             id=new_job_id() if o.job_id is None else o.job_id,
             task=opts.name,
@@ -80,6 +82,7 @@ class TaskVariant(Generic[P, R]):
                 opts.result_ttl if o.result_ttl is None else o.result_ttl
             ),
             group=group,
+            dedup=None if policy is None else task.dedup_of(policy, args, kwargs),
         )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
@@ -161,6 +164,7 @@ class Task(TaskVariant[P, R]):
         created_by: str | uuid.UUID | None = None,
         expires: float | datetime | None = None,
         result_ttl: float | timedelta | None = None,
+        dedup: DedupPolicy | None = None,
     ) -> TaskVariant[P, R]:
         """This task with per-call options (``taskit.options.CALL_OPTIONS``); unset ones keep
         the task's own. ``validate=False`` skips the argument type check for these calls (the
@@ -169,13 +173,14 @@ class Task(TaskVariant[P, R]):
         aware datetime): a job no worker started by then is dropped, never run (guide: "Job
         expiry"). ``result_ttl`` (seconds or a timedelta; 0: none): how long the finished job
         stays readable, instead of the task's or the broker's (guide: "Result retention per
-        job")."""
+        job"). ``dedup`` (``Throttle`` or ``Debounce``): a dedup window for these calls
+        (guide: "Dedup windows")."""
         if isinstance(created_by, uuid.UUID):
             created_by = str(created_by)
         overrides = CallOptions(
             queue=queue, priority=priority, max_retries=max_retries, timeout=timeout,
             validate=validate, job_id=job_id, metadata={} if metadata is None else metadata,
-            created_by=created_by, expires=expires, result_ttl=result_ttl,
+            created_by=created_by, expires=expires, result_ttl=result_ttl, dedup=dedup,
         )  # fmt: skip
         return TaskVariant(self, overrides)
 
@@ -224,6 +229,22 @@ class Task(TaskVariant[P, R]):
             if arrival is not None:
                 bound[name] = arrival.named(name, value, from_json=from_json)
         return _reshape(self.signature, bound, len(args), kwargs)
+
+    def dedup_of(self, policy: DedupPolicy, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Dedup:
+        """The dedup window a job of these arguments carries (``taskit.dedup``): its key from
+        the arguments by name, defaults applied (a remote task's: its keyword arguments only).
+        ``TypeError``/``ValueError`` naming the problem (see ``dedup_of``)."""
+        if self.signature is None:
+            return dedup_of(policy, self.name, kwargs)
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            if self.signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                arguments.update(value)
+            else:
+                arguments[name] = value
+        return dedup_of(policy, self.name, arguments)
 
     def argument_types(self) -> ArgumentTypes:
         """The parameters' types, resolved on first use (``SerializationError`` if an

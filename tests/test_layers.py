@@ -19,7 +19,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("taskit.errors", "taskit._ids", "taskit._urls", "taskit.config",
                      "taskit.backoff", "taskit.clock", "taskit._outage", "taskit._portal")),
     ("data", ("taskit.job", "taskit._values", "taskit._storable", "taskit.options",
-              "taskit.events", "taskit.hooks", "taskit.limits", "taskit.fairness")),
+              "taskit.events", "taskit.hooks", "taskit.limits", "taskit.fairness",
+              "taskit.dedup")),
     ("brokers", ("taskit.broker", "taskit.broker.")),
     ("producing", ("taskit._arguments", "taskit.producer", "taskit.task", "taskit._results",
                    "taskit.handlers", "taskit.webhooks", "taskit.ports", "taskit.once",
@@ -30,7 +31,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                  "taskit.metrics", "taskit.oneshot")),
     ("wiring", ("taskit.app", "taskit.service", "taskit.testing", "taskit.pytest_plugin",
                 "taskit.otel", "taskit.audit", "taskit.django", "taskit.django.")),
-    ("entry points", ("taskit._cli_load", "taskit._cli_admin", "taskit._cli_outbox", "taskit.cli",
+    ("entry points", ("taskit._cli_load", "taskit._cli_admin", "taskit._cli_outbox",
+                      "taskit._cli_flow", "taskit.cli",
                       "taskit.__main__", "taskit")),
 ]  # fmt: skip
 

@@ -32,6 +32,7 @@ from taskit.broker.redis.records import (
     parse_state,
     split_record,
 )
+from taskit.dedup import Dedup
 from taskit.errors import CorruptJobError
 from taskit.job import (
     LIVE_FIELDS,
@@ -56,7 +57,7 @@ CREATED = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
 # -- the pins --------------------------------------------------------------------------------------
 #: ``stored_form(minimal_job())[1]``: the spec of a job with only its required fields given.
 MINIMAL_SPEC = bytes.fromhex(
-    "dc001a"  # an array of 26: the tag, then the 25 fields in order, defaults included
+    "dc001b"  # an array of 27: the tag, then the 26 fields in order, defaults included
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: '' (the record's key holds it)
     "a974657374732e616464"  # task: 'tests.add'
@@ -83,10 +84,11 @@ MINIMAL_SPEC = bytes.fromhex(
     "c0"  # progress: None (a live slot)
     "90"  # limits: ()
     "c0"  # group: None
+    "c0"  # dedup: None
 )
 #: ``stored_form(full_job())[1]``: every spec field set; the live fields set on the job are reset.
 FULL_SPEC = bytes.fromhex(
-    "dc001a"  # an array of 26
+    "dc001b"  # an array of 27
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: ''
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -106,12 +108,15 @@ FULL_SPEC = bytes.fromhex(
     "c0"  # progress: None
     "91aa6578706f7274733a6331"  # limits: ('exports:c1',)
     "a27431"  # group: 't1'
+    "93a86465626f756e6365"  # dedup: ['debounce',
+    "af74657374732e7265706f7274006331"  # 'tests.report\0c1',
+    "cb4014000000000000"  # 5.0]
 )
 #: ``result_ttl`` (90.0) in ``FULL_SPEC`` and ``FULL_JOB``, the position before ``progress``.
 RESULT_TTL = bytes.fromhex("cb4056800000000000")
 #: ``encode_job(full_job())``: the read model's own encoding (the memory broker's stored form).
 FULL_JOB = bytes.fromhex(
-    "dc001a"  # an array of 26
+    "dc001b"  # an array of 27
     "02"  # v: SCHEMA_VERSION
     "a56a6f622d32"  # id: 'job-2'
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -147,6 +152,9 @@ FULL_JOB = bytes.fromhex(
     "a46461746181a16e03"  # data: {'n': 3}
     "91aa6578706f7274733a6331"  # limits: ('exports:c1',)
     "a27431"  # group: 't1'
+    "93a86465626f756e6365"  # dedup: ['debounce',
+    "af74657374732e7265706f7274006331"  # 'tests.report\0c1',
+    "cb4014000000000000"  # 5.0]
 )
 #: A ``JobResult`` with every field set (a map: defaults left out, as for ``Outcome``).
 RESULT = bytes.fromhex(
@@ -216,6 +224,7 @@ def full_job() -> Job:
         ),
         limits=("exports:c1",),
         group="t1",
+        dedup=Dedup("debounce", "tests.report\0c1", 5.0),
     )
 
 
@@ -262,12 +271,30 @@ def test_bytes_written_before_result_ttl_still_decode_with_the_default() -> None
 
     assert same(
         decode_spec(spec_before),
-        msgspec.structs.replace(spec_of(full_job()), result_ttl=None, limits=(), group=None),
+        msgspec.structs.replace(
+            spec_of(full_job()), result_ttl=None, limits=(), group=None, dedup=None
+        ),
     )
     assert same(
         decode_job(job_before),
-        msgspec.structs.replace(full_job(), result_ttl=None, progress=None, limits=(), group=None),
+        msgspec.structs.replace(
+            full_job(), result_ttl=None, progress=None, limits=(), group=None, dedup=None
+        ),
     )
+
+
+#: ``dedup`` in ``FULL_SPEC`` and ``FULL_JOB``: their last position.
+DEDUP = bytes.fromhex("93a86465626f756e6365af74657374732e7265706f7274006331cb4014000000000000")
+
+
+def test_bytes_written_before_dedup_still_decode_without_one() -> None:
+    """A spec or job of a release before ``dedup`` ends at ``group`` (26 positions): it reads
+    back with ``dedup`` None, every other field as written."""
+    spec_before = b"\xdc\x00\x1a" + FULL_SPEC[3 : FULL_SPEC.rindex(DEDUP)]
+    job_before = b"\xdc\x00\x1a" + FULL_JOB[3 : FULL_JOB.rindex(DEDUP)]
+
+    assert same(decode_spec(spec_before), msgspec.structs.replace(spec_of(full_job()), dedup=None))
+    assert same(decode_job(job_before), msgspec.structs.replace(full_job(), dedup=None))
 
 
 def test_a_job_is_encoded_as_these_bytes_and_reads_back() -> None:

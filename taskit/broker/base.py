@@ -52,6 +52,7 @@ from taskit.job import (
     Job,
     JobSpec,
     JobStatus,
+    KeptJob,
     Lease,
     LeaseState,
     Outcome,
@@ -59,11 +60,21 @@ from taskit.job import (
     ProgressUpdate,
     QueueStats,
     job_of,
+    kept_job,
     utc_from_timestamp,
 )
 from taskit.limits import LimitSpec, LimitUsage
 
-__all__ = ["Broker", "BrokerOptions", "OnceState", "check_stream", "corrupt_job", "stand_in"]
+__all__ = [
+    "Broker",
+    "BrokerOptions",
+    "OnceState",
+    "check_queue",
+    "check_stream",
+    "corrupt_job",
+    "kept_or_expired",
+    "stand_in",
+]
 
 log = logging.getLogger(__name__)
 
@@ -206,19 +217,23 @@ class Broker(abc.ABC):
         """One limit's live definition and its ``top`` busiest limit keys: running and waiting."""
         raise NotImplementedError("limit_usage: flow control is being built (issue 14)")
 
+    @abc.abstractmethod
     async def pause_queue(self, queue: str) -> bool:
-        """Stop handing out jobs of ``queue`` (they wait; nothing is lost); ``False`` if it was
-        paused already."""
-        raise NotImplementedError("pause_queue: flow control is being built (issue 14)")
+        """Stop handing out jobs of ``queue``, atomically for every worker: from the next
+        ``reserve`` on, no job of it is leased (its jobs wait; nothing is lost). Enqueue, cancel,
+        purge, settle and ``reclaim`` of expired leases go on as before; delayed jobs still fall
+        due (PENDING) and wait. A reserve blocked on a paused queue is not woken to spin on it.
+        ``False`` if it was paused already. ``ValueError`` for a blank name. The paused state is
+        the broker's (every process sees it) and survives restarts of the workers."""
 
+    @abc.abstractmethod
     async def resume_queue(self, queue: str) -> bool:
-        """Hand out jobs of ``queue`` again, waking blocked reserves; ``False`` if it was not
-        paused."""
-        raise NotImplementedError("resume_queue: flow control is being built (issue 14)")
+        """Hand out jobs of ``queue`` again, and wake reserves blocked on it at once; ``False``
+        if it was not paused. ``ValueError`` for a blank name."""
 
+    @abc.abstractmethod
     async def paused_queues(self) -> frozenset[str]:
         """The names of the paused queues."""
-        raise NotImplementedError("paused_queues: flow control is being built (issue 14)")
 
     @abc.abstractmethod
     async def reclaim(
@@ -436,6 +451,24 @@ def corrupt_job(job_id: str, queue: str, why: str) -> Job:
     so a listing never fails and can show it."""
     live = {"status": JobStatus.DEAD_LETTER, "error": why, "error_type": "CorruptJobError"}
     return job_of(stand_in(queue), job_id, queue, live)
+
+
+def check_queue(queue: object) -> str:
+    """``queue`` if it names a queue (non-empty text), else ``ValueError`` naming it."""
+    if not isinstance(queue, str) or not queue.strip():
+        raise ValueError(f"a queue name must be a non-empty string, got {queue!r}")
+    return queue
+
+
+def kept_or_expired(found: Job | None, job_id: str, queue: str) -> KeptJob:
+    """What an enqueue answers for a job a dedup window dropped in favour of job ``job_id`` of
+    ``queue``, which has finished: that job as ``get`` read it (``found``), or, once its record
+    has expired, a stand-in (no task) with its id, CANCELLED, whose error says so."""
+    if found is not None:
+        return kept_job(found)
+    why = f"job {job_id!r} kept by the dedup window has finished; its record has expired"
+    live = {"status": JobStatus.CANCELLED, "error": why, "error_type": "Duplicate"}
+    return kept_job(job_of(stand_in(queue), job_id, queue, live))
 
 
 def check_stream(**values: float) -> None:

@@ -42,7 +42,7 @@ def enqueue_keys(k: Keys, job_id: str, queue: str = "q") -> list[str]:
     fixed = [k.jobs, k.err, k.seq, k.queues]
     mine = [k.fifo(queue), k.ranked(queue), k.delayed(queue), k.wake(queue), k.dead(queue)]
     mine += fair(k, queue)
-    return [*fixed, *mine, k.done(job_id), k.progress]
+    return [*fixed, *mine, k.done(job_id), k.progress, k.dedup, k.dedup_until]
 
 
 async def enqueue(rh: RedisHarness, job_id: str, *, delay_ms: int = 0, priority: int = 0) -> list:
@@ -56,7 +56,7 @@ async def enqueue(rh: RedisHarness, job_id: str, *, delay_ms: int = 0, priority:
 async def reserve(rh: RedisHarness, count: int = 10, lease_ms: int = 30_000) -> list:
     k = rh.broker.keys
     keys = [k.jobs, k.err, k.seq, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.leases("q")]
-    keys += [k.dead("q"), k.wake("q"), *fair(k)]
+    keys += [k.dead("q"), k.wake("q"), *fair(k), k.paused]
     reply = await run(rh, "reserve", keys, [count, lease_ms, "stem", 100, "q"])
     assert isinstance(reply, list)
     return reply
@@ -77,7 +77,7 @@ def state_of(raw: bytes) -> tuple[JobStatus, int, str]:
 def test_every_command_script_documents_its_keys_args_and_reply() -> None:
     folder = resources.files("taskit.broker.redis").joinpath("lua")
     names = sorted(e.name for e in folder.iterdir() if not e.name.startswith("_"))
-    assert len(names) == len(SCRIPTS.names) == 18
+    assert len(names) == len(SCRIPTS.names) == 19
     for name in names:
         text = folder.joinpath(name).read_text("utf-8")
         header = text.split("]]", 1)[0]

@@ -58,6 +58,7 @@ SAMPLES: list[tuple[requests.Request, list[str]]] = [
         [QA, QB],
     ),
     (requests.Reclaim([QA, QB], 30_000, 100, "stem"), [QA, QB]),
+    (requests.Pause(QA, True), []),
 ]
 
 _QUEUE_NAMES = {"fifo": "FIFO list", "ranked": "ranked set", "delayed": "delayed set",
@@ -71,7 +72,8 @@ def named(key: str) -> tuple[str, str | None]:
     fixed = {K.jobs: "jobs hash", K.err: "error hash", K.progress: "progress hash",
              K.seq: "sequence counter",
              K.queues: "queue-name set", K.workers: "workers zset",
-             K.beats: "beats hash"}  # fmt: skip
+             K.beats: "beats hash", K.paused: "paused set", K.dedup: "dedup hash",
+             K.dedup_until: "dedup window set"}  # fmt: skip
     if key in fixed:
         return fixed[key], None
     if key.startswith(K.tag + ":done:"):
@@ -107,15 +109,15 @@ def test_the_keys_are_the_ones_the_script_header_names(
     fixed: dict[int, str] = {}
     per_queue: dict[int, str] = {}
     tail: list[str] = []
-    last: str | None = None  # KEYS[#KEYS]: one key after every per-job one
+    lasts: dict[int, str] = {}  # KEYS[#KEYS-n]: keys after every per-job one, n from the end
     for match in re.finditer(r"KEYS\[([^\]]+)\]((?:(?!KEYS\[).)*)", header, re.DOTALL):
         where, text = match.group(1), match.group(2).split("then")[0].strip()
         if where.isdigit():
             fixed[int(where)] = text
         elif where.startswith("base+"):
             per_queue[int(where[5:])] = text
-        elif where == "#KEYS":
-            last = text
+        elif where.startswith("#KEYS"):
+            lasts[int(where[5:] or "0")] = text
         else:  # one more key per job, lease or outcome
             tail.append(text)
     f, s = max(fixed), max(per_queue, default=0)
@@ -123,9 +125,9 @@ def test_the_keys_are_the_ones_the_script_header_names(
         base = re.search(r"base = (\d+) \+ (\d+) \* \(q - 1\)", header)
         assert base is not None, script
         assert (int(base.group(1)), int(base.group(2))) == (f, s), script
-    if last is not None:
-        assert named(keys[-1])[0] in last, (script, keys[-1], last)
-        keys = keys[:-1]
+    for back, text in lasts.items():
+        assert named(keys[-1 + back])[0] in text, (script, keys[-1 + back], text)
+    keys = keys[: len(keys) - len(lasts)]
     extra = len(keys) - f - s * len(queues)
     assert extra == (2 if tail else 0), script  # each sample has two jobs / leases / outcomes
     if SCRIPTS[script].numkeys is not None:

@@ -18,8 +18,14 @@ import anyio.lowlevel
 import msgspec
 
 from taskit._storable import storable
-from taskit.broker.base import Broker, BrokerOptions, OnceState, check_stream
-from taskit.broker.memory.state import WAITING, MemoryState, Record, copy_job, encode_for_store
+from taskit.broker.base import (
+    Broker,
+    BrokerOptions,
+    OnceState,
+    check_stream,
+)
+from taskit.broker.memory.flow import FlowState
+from taskit.broker.memory.state import WAITING, Record, copy_job, encode_for_store
 from taskit.broker.memory.streams import Stream
 from taskit.broker.memory.wakeup import Waiter, wake_all
 from taskit.clock import Clock
@@ -38,12 +44,13 @@ from taskit.job import (
     decode_job,
     decode_progress,
     encode_progress,
+    kept_job,
 )
 
 __all__ = ["MemoryBroker"]
 
 
-class MemoryBroker(MemoryState, Broker):
+class MemoryBroker(FlowState, Broker):
     """In-process broker: its jobs live and die with this process (``in_process``).
 
     ``result_ttl``: seconds a finished job stays readable (``math.inf``: for ever); None (the
@@ -90,11 +97,19 @@ class MemoryBroker(MemoryState, Broker):
             for i, stored in enumerate(decoded):
                 existing = self._records.get(jobs[i].id)
                 if existing is not None and not existing.job.status.finished:
-                    out.append(copy_job(existing.job))
+                    out.append(kept_job(copy_job(existing.job)))
                     continue
+                delay = delays[i] if delays is not None else 0.0
+                if stored.dedup is not None:
+                    if stored.dedup.mode == "debounce":
+                        delay = max(delay, stored.dedup.window)
+                    kept = self._deduped(stored, now, delay)
+                    if kept is not None:
+                        out.append(kept)
+                        continue
                 if existing is not None:
                     self._drop(existing)
-                due = now + (delays[i] if delays is not None else 0.0)
+                due = now + delay
                 if jobs[i].scheduled_at is not None:
                     due = max(due, jobs[i].scheduled_at.timestamp())  # type: ignore[union-attr]
                 job = msgspec.structs.replace(stored, **LIVE_FIELDS)  # where it stands: afresh
@@ -105,6 +120,9 @@ class MemoryBroker(MemoryState, Broker):
                     self._schedule(record, due, JobStatus.SCHEDULED)
                 else:
                     self._push_ready(record)
+                if job.dedup is not None:  # its key's window starts (a debounce's: until due)
+                    end = now + job.dedup.window if job.dedup.mode == "throttle" else due
+                    self._windows.start(job.dedup.key, job.id, end, now)
                 out.append(copy_job(job))
             waiters = self._take_waiters()
         wake_all(waiters)
@@ -122,7 +140,8 @@ class MemoryBroker(MemoryState, Broker):
             waiter: Waiter | None = None
             with self._lock:  # one lock for taking and waiting: no enqueue slips in between
                 now = self._clock.time()
-                leases = self._take(queues, count, lease, now)
+                open_queues = [q for q in queues if q not in self._paused]
+                leases = self._take(open_queues, count, lease, now)
                 remaining = give_up - anyio.current_time()
                 if not leases and remaining > 0:
                     waiter = Waiter()

@@ -28,7 +28,7 @@ import anyio
 import redis.exceptions
 
 from taskit._storable import storable
-from taskit.broker.base import check_stream
+from taskit.broker.base import check_queue, check_stream, kept_or_expired
 from taskit.broker.redis import requests
 from taskit.broker.redis.base import RedisBase, ms
 from taskit.broker.redis.records import encode_error, split_token
@@ -66,7 +66,10 @@ class RedisBroker(RedisBase):
         call = _Enqueue(jobs, delays)
         while call.done is None:
             call.answer(await self._call(call.request()))
-        return call.done
+        return [
+            got if isinstance(got, Job) else kept_or_expired(await self.get(got), got, job.queue)
+            for got, job in zip(call.done, jobs, strict=True)
+        ]
 
     def enqueue_blocking(
         self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
@@ -84,7 +87,17 @@ class RedisBroker(RedisBase):
                 lambda: SCRIPTS.call_blocking(client, "enqueue", keys, args)  # noqa: B023
             )
             call.answer(request.answer(raw))
-        return call.done
+        out: list[Job] = []
+        for got, job in zip(call.done, jobs, strict=True):
+            if not isinstance(got, Job):  # a dedup window's job that has finished: read it
+                read = requests.Get(got)
+                keys, args = read.keys(self._keys), read.args()
+                raw = self._conn.guard_blocking(
+                    lambda: SCRIPTS.call_blocking(client, "get", keys, args)  # noqa: B023
+                )
+                got = kept_or_expired(read.answer(raw), got, job.queue)
+            out.append(got)
+        return out
 
     # -- consuming -------------------------------------------------------------------------
     async def reserve(
@@ -267,6 +280,18 @@ class RedisBroker(RedisBase):
             await self.settle(got.settle)
         return got.leases
 
+    # -- flow control: paused queues ---------------------------------------------------------
+    async def pause_queue(self, queue: str) -> bool:
+        return await self._call(requests.Pause(check_queue(queue), True))
+
+    async def resume_queue(self, queue: str) -> bool:
+        return await self._call(requests.Pause(check_queue(queue), False))
+
+    async def paused_queues(self) -> frozenset[str]:
+        key = self._keys.paused
+        members = await self._named([key], self._conn.pair().commands.execute("SMEMBERS", key))
+        return frozenset(m.decode(errors="replace") for m in members)
+
 
 class _Enqueue:
     """One enqueue: its request (``requests.Enqueue``) each round, and the stored Jobs
@@ -282,14 +307,14 @@ class _Enqueue:
         self._forms = [stored_form(job) for job in jobs]
         self._dead_in = [job.queue for job in jobs]
         self._rounds = 0
-        self.done: list[Job] | None = [] if not jobs else None
+        self.done: list[Job | str] | None = [] if not jobs else None
 
     def request(self) -> requests.Enqueue:
         delays = self._delays
         delays_ms = [ms(d) for d in delays] if delays else [0] * len(self._jobs)
         return requests.Enqueue(self._jobs, self._forms, delays_ms, list(self._dead_in))
 
-    def answer(self, answer: list[Job] | DeadElsewhere) -> None:
+    def answer(self, answer: list[Job | str] | DeadElsewhere) -> None:
         if isinstance(answer, DeadElsewhere):
             self._rounds += 1  # each round learns one job's dead-letter queue
             if self._rounds > len(self._jobs):  # pragma: no cover - only if Redis keeps changing

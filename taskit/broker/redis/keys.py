@@ -36,6 +36,9 @@ key                         type    holds
 ``{p}:workers``             zset    announced names (``Broker.announce``) by expiry (ms)
 ``{p}:beats``               hash    announced name -> its record
 ``{p}:epoch``               string  random id of this data set: gone or changed = data lost
+``{p}:paused``              set     names of the paused queues (``Broker.pause_queue``)
+``{p}:dedup``               hash    dedup key (``taskit.dedup``) -> the id of its kept job
+``{p}:dedup:until``         zset    dedup key scored by the end of its window (ms)
 ``{p}:stream:<name>``       stream  a capped log (``Broker.stream_add``), entry field ``e``;
                                     read by consumer groups (``taskit.audit``)
 ==========================  ======  ===================================================
@@ -76,6 +79,9 @@ class Keys:
         self.workers = f"{self.tag}:workers"
         self.beats = f"{self.tag}:beats"
         self.epoch = f"{self.tag}:epoch"
+        self.paused = f"{self.tag}:paused"
+        self.dedup = f"{self.tag}:dedup"
+        self.dedup_until = f"{self.tag}:dedup:until"
         #: Keys that only an older layout writes (its live-job hashes): found, they hold jobs
         #: this version cannot see.
         self.legacy = (f"{self.tag}:state", f"{self.tag}:spec")
@@ -132,7 +138,8 @@ class Keys:
         that is not this prefix's."""
         fixed = {self.jobs: "hash", self.err: "hash", self.progress: "hash", self.beats: "hash",
                  self.seq: "string", self.epoch: "string", self.queues: "set",
-                 self.workers: "zset"}  # fmt: skip
+                 self.workers: "zset", self.paused: "set", self.dedup: "hash",
+                 self.dedup_until: "zset"}  # fmt: skip
         if key in fixed:
             return fixed[key]
         parts = ((":done:", "hash"), (":claim:", "string"), (":once:", "string"),

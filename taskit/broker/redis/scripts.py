@@ -37,6 +37,7 @@ ScriptName = Literal[
     "live",
     "once-begin",
     "once-end",
+    "pause",
     "progress",
     "purge",
     "purge-dead",

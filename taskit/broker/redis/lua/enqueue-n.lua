@@ -6,18 +6,33 @@ then per queue q = 1..ARGV[1] (base = 4 + 8 * (q - 1)), each queue named once pe
   KEYS[base+4] wake list    KEYS[base+5] dead set      KEYS[base+6] group set
   KEYS[base+7] turns list   KEYS[base+8] group hash
 then per job i: KEYS[4 + 8 * nq + i] the job's done key
-last: KEYS[#KEYS] progress hash (a replaced dead letter's progress goes with it)
-ARGV[1] nq, the number of queues    ARGV[1+q] the name of queue q
+then: KEYS[#KEYS-2] progress hash (a replaced dead letter's progress goes with it)
+  KEYS[#KEYS-1] dedup hash    KEYS[#KEYS] dedup window set (see dedup below)
+ARGV[1] nq, the number of queues, or 'nq m' when m jobs carry a dedup window
+ARGV[1+q] the name of queue q
 then per job i (base = 1 + nq + 4 * (i - 1)):
   ARGV[base+1] id    ARGV[base+2] encoded job
   ARGV[base+3] '<q> <d> <ready score> <delay ms> <scheduled_at ms or -1>[ <group>]': q its
                queue, d the queue whose dead set a dead-lettered job of that id is expected in
                (its own); group its fairness group (see fair turns in _common.lua), if any
   ARGV[base+4] scheduled_at as seconds text, or ''
+then per job j = 1..m with a dedup window (base = #ARGV - 3 * m + 3 * (j - 1)):
+  ARGV[base+1] its job number i    ARGV[base+2] '<t or d> <window ms>'    ARGV[base+3] its key
 
-Returns {'ok', then per job: kept (1: an existing job, 0: stored now), spec, state, error, result}
-(spec '' for a job stored now: the client has it). Returns {'moved', i, queue} and writes nothing
-when job i would replace a dead letter of another queue, whose dead set the client must pass.
+Dedup (taskit.dedup): the dedup hash maps a key to the id of the job its window kept, the window
+set scores the key by the end of its window. A job whose id is stored and unfinished is kept as
+ever, first. Else a throttled job ('t') whose key has an open window is dropped: it is answered
+with the kept job. A debounced job ('d') waits at least its window; if its key's window is open
+and the kept job is still scheduled in the same queue, that job takes its spec and is due at the
+end of the new window instead (answered as the kept job). Otherwise the job is stored and its
+key's window starts: a throttle's ends after its window, a debounce's when the job falls due.
+Windows that ended are forgotten last (at most 100 a call).
+
+Returns {'ok', then per job: kept, spec, state, error, result}: kept is 0 for a job stored now
+(spec '': the client has it), 1 for an existing job of its id, or the id of the job a dedup
+window kept in its place (spec '' when that job has finished: read it with get).
+Returns {'moved', i, queue} and writes nothing when job i would replace a dead letter of another
+queue, whose dead set the client must pass.
 Returns {'unreadable', i, why} and writes nothing when a job of job i's id exists with a record
 that is unreadable (see parse_record in _common.lua).
 
@@ -30,8 +45,16 @@ through. A call that only finds its jobs already stored writes nothing and is an
 local rcall = redis.call
 -- @include _common.lua
 
-local nq = tonumber(ARGV[1])
-local n = (#ARGV - 1 - nq) / 4
+local nq, m = string.match(ARGV[1], '^(%d+) ?(%d*)$')
+nq, m = tonumber(nq), tonumber(m) or 0
+local n = (#ARGV - 1 - nq - 3 * m) / 4
+local nk = 4 + 8 * nq + n -- the keys before the progress hash
+local dd = {} -- job number -> {mode = 't' or 'd', window = ms, key = dedup key}
+for j = 1, m do
+  local a = #ARGV - 3 * m + 3 * (j - 1)
+  local mode, window = string.match(ARGV[a + 2], '^([td]) (%d+)$')
+  dd[tonumber(ARGV[a + 1])] = {mode = mode, window = tonumber(window), key = ARGV[a + 3]}
+end
 local jobs = {}
 for i = 1, n do
   local a = 1 + nq + 4 * (i - 1)
@@ -58,9 +81,9 @@ for i = 1, n do
   olds[i] = s or false
 end
 
-local now = nil -- server time, read only if a job has a due time
+local now = nil -- server time, read only if a job has a due time or a dedup window
 for i = 1, n do
-  if jobs[i].delay > 0 or jobs[i].at >= 0 then
+  if jobs[i].delay > 0 or jobs[i].at >= 0 or dd[i] then
     now = now_ms()
     break
   end
@@ -74,14 +97,65 @@ local named = {}
 local wakes = {}
 local replaced = {} -- {dead set, id, group hash} of dead letters this call replaces
 local groupof = {} -- q -> id, group, ... of grouped jobs stored now
+local at_record = {} -- id -> its place in records (a debounce may rewrite it)
+local DK, DU = KEYS[nk + 2], KEYS[nk + 3]
+
+-- The job a dedup window of `d` keeps, if the window is open: its id and state (nil when its
+-- record is gone or unreadable).
+local function window_kept(d)
+  local until_ms = rcall('ZSCORE', DU, d.key)
+  if not until_ms or tonumber(until_ms) <= now then
+    return nil
+  end
+  local id = rcall('HGET', DK, d.key)
+  if not id then
+    return nil
+  end
+  return id, stored[id] or load_state(KEYS[1], id)
+end
+
+-- Answer job i with the job `id` (state `s`, or nil: finished) kept in its place.
+local function answer_kept(id, s)
+  local o = #out
+  out[o + 1], out[o + 5] = id, ''
+  out[o + 2], out[o + 3] = s and s.spec or '', s and pack_state(s) or ''
+  out[o + 4] = s and not stored[id] and rcall('HGET', KEYS[2], id) or ''
+end
+
+-- Give scheduled job `id` (state `s`, of queue q) the spec of debounced `job`, due at `due`.
+local function debounce(id, s, job, q, due)
+  s.spec = job.spec
+  s.sched = string.format('%.3f', due / 1000)
+  rcall('ZADD', qkey(q, 3), due, id)
+  rcall('ZADD', DU, due, job.dd.key)
+  if at_record[id] then
+    records[at_record[id]] = pack_record(s)
+  else
+    save_state(KEYS[1], id, s)
+  end
+  answer_kept(id, s)
+end
+
 for i = 1, n do
   local job = jobs[i]
   local id, queue = job.id, ARGV[1 + job.q]
   local old = stored[id] or olds[i]
+  job.dd = dd[i]
+  local kept_id, kept = nil, nil
+  if job.dd and not (old and old.status ~= 'dead_letter') then
+    if job.dd.mode == 'd' then
+      job.delay = math.max(job.delay, job.dd.window)
+    end
+    kept_id, kept = window_kept(job.dd)
+  end
   if old and old.status ~= 'dead_letter' then
     local o = #out
     out[o + 1], out[o + 2], out[o + 3] = 1, old.spec, pack_state(old)
     out[o + 4], out[o + 5] = stored[id] and '' or rcall('HGET', KEYS[2], id) or '', ''
+  elseif kept_id and job.dd.mode == 't' then
+    answer_kept(kept_id, kept)
+  elseif kept_id and kept and kept.status == 'scheduled' and kept.queue == queue then
+    debounce(kept_id, kept, job, job.q, math.max(now + job.delay, job.at))
   else
     if old then -- a dead letter is finished: replaced (its leftovers go last, see above)
       replaced[#replaced + 1] = {qkey(job.d, 5), id, qkey(job.d, 8)}
@@ -139,7 +213,12 @@ for i = 1, n do
     end
     local r = #records
     records[r + 1], records[r + 2] = id, #state .. ':' .. state .. job.spec
+    at_record[id] = r + 2
     stored[id] = s
+    if job.dd then -- its key's window starts: a debounce's lasts until it falls due
+      rcall('HSET', DK, job.dd.key, id)
+      rcall('ZADD', DU, job.dd.mode == 't' and now + job.dd.window or due, job.dd.key)
+    end
     named[queue] = true
     local o = #out
     out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 0, '', state, '', ''
@@ -149,13 +228,20 @@ each_chunk('HSET', KEYS[1], records)
 for _, r in ipairs(replaced) do
   rcall('ZREM', r[1], r[2])
   rcall('HDEL', KEYS[2], r[2])
-  rcall('HDEL', KEYS[#KEYS], r[2])
+  rcall('HDEL', KEYS[nk + 1], r[2])
   if not (stored[r[2]] and stored[r[2]].seq ~= '' and stored[r[2]].score == '0') then
     rcall('HDEL', r[3], r[2]) -- its group entry, unless the new job of that id has one
   end
 end
 for q, entries in pairs(groupof) do
   each_chunk('HSET', qkey(q, 8), entries)
+end
+if now and m > 0 then -- last, as the leftovers above: windows that ended are forgotten
+  local ended = rcall('ZRANGEBYSCORE', DU, '-inf', now, 'LIMIT', 0, 100)
+  if #ended > 0 then
+    each_chunk('ZREM', DU, ended)
+    each_chunk('HDEL', DK, ended)
+  end
 end
 for i = 1, #done, CHUNK do
   rcall('DEL', unpack(done, i, math.min(i + CHUNK - 1, #done)))

@@ -5,6 +5,7 @@ then per queue q (base = 3 + 9 * (q - 1)):
   KEYS[base+1] FIFO list   KEYS[base+2] ranked set   KEYS[base+3] delayed set
   KEYS[base+4] lease set   KEYS[base+5] dead set     KEYS[base+6] wake list
   KEYS[base+7] group set   KEYS[base+8] turns list   KEYS[base+9] group hash
+last: KEYS[#KEYS] paused set (names of the paused queues)
 ARGV[1] count   ARGV[2] lease in ms   ARGV[3] random token stem   ARGV[4] promotion batch size
 ARGV[4+q] name of queue q
 
@@ -14,7 +15,9 @@ in turns over their groups, see fair turns in _common.lua): each becomes running
 token = stem .. '.' .. n, and a lease deadline of now + lease. A ready or due entry whose record is
 missing or unreadable (a field holding a value this layout never writes), or whose status is not
 pending while the job is in no structure of its status, is dead-lettered on the spot, with the
-reason as its error (see bury and misplaced in _common.lua).
+reason as its error (see bury and misplaced in _common.lua). A paused queue (its name in the
+paused set: one SMEMBERS a call) is promoted but not taken from, and its delayed jobs do not
+shorten the wait.
 
 Returns {now_ms, wait_ms, then per lease: q, id, spec, state, error}. wait_ms is -1 unless nothing
 was leased and a delayed job exists: then the ms until the earliest is due (0 if overdue).
@@ -25,7 +28,7 @@ allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored
 
 -- ids popped, then a refused write: jobs lost
 local fault = layout_fault({'hash', 'hash', 'string'},
-  {'list', 'zset', 'zset', 'zset', 'zset', 'list', 'zset', 'list', 'hash'}, (#KEYS - 3) / 9)
+  {'list', 'zset', 'zset', 'zset', 'zset', 'list', 'zset', 'list', 'hash'}, (#KEYS - 4) / 9)
 if fault then
   return redis.error_reply(fault)
 end
@@ -34,7 +37,11 @@ local count, lease, stem, batch = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3],
 local now = now_ms()
 local out = {now, -1}
 local taken = 0
-local nq = (#KEYS - 3) / 9
+local nq = (#KEYS - 4) / 9
+local paused = {}
+for _, name in ipairs(rcall('SMEMBERS', KEYS[#KEYS])) do
+  paused[name] = true
+end
 
 for q = 1, nq do
   local k = 3 + 9 * (q - 1)
@@ -46,7 +53,7 @@ for q = 1, nq do
   local P = {fifo = R.fifo, ranked = R.ranked, delayed = KEYS[k + 3], leases = KEYS[k + 4],
     dead = KEYS[k + 5], groups = R.groups, groupof = R.groupof}
   promote(G, R, P, now, batch)
-  while taken < count do
+  while taken < count and not paused[G.queue] do
     local ids = pop_ready(R, count - taken)
     if #ids == 0 then
       break
@@ -81,7 +88,8 @@ end
 if taken == 0 then
   local earliest = nil
   for q = 1, nq do
-    local first = rcall('ZRANGE', KEYS[3 + 9 * (q - 1) + 3], 0, 0, 'WITHSCORES')
+    local first = paused[ARGV[4 + q]] and {} or rcall('ZRANGE', KEYS[3 + 9 * (q - 1) + 3], 0, 0,
+      'WITHSCORES')
     if first[2] and (earliest == nil or tonumber(first[2]) < earliest) then
       earliest = tonumber(first[2])
     end

@@ -28,6 +28,7 @@ from taskit.broker.redis.requests.admin import (
     Stats,
     Withdraw,
 )
+from taskit.broker.redis.requests.flow import Pause
 from taskit.broker.redis.requests.lifecycle import Enqueue, Extend, Reclaim, Reserve, Settle
 from taskit.broker.redis.requests.once import OnceBegin, OnceEnd
 from taskit.broker.redis.requests.progress import SetProgress
@@ -47,6 +48,7 @@ __all__ = [
     "Moved",
     "OnceBegin",
     "OnceEnd",
+    "Pause",
     "Purge",
     "PurgeDead",
     "Reclaim",

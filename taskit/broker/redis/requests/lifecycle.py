@@ -15,7 +15,7 @@ from taskit.broker.redis.requests.request import BATCH, DeadElsewhere, Leased, R
 from taskit.broker.redis.scripts import ScriptName
 from taskit.broker.redis.transport import Arg
 from taskit.errors import CorruptJobError
-from taskit.job import Job, LeaseState
+from taskit.job import Job, LeaseState, kept_job
 
 __all__ = ["Enqueue", "Extend", "Reclaim", "Reserve", "Settle"]
 
@@ -30,11 +30,11 @@ SETTLE_KINDS = ("fifo", "ranked", "delayed", "leases", "dead", "totals", "wake",
 
 # -- the job lifecycle -------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Enqueue(Request[list[Job] | DeadElsewhere]):
-    """``jobs`` as sent (their ids, queues, priorities and ``scheduled_at``), ``forms`` what each
-    is stored as (``job.stored_form``: the job, fresh, and its encoded spec), ``delays_ms``, and
-    the queue where each one's dead letter (if any) may be (``dead_in``: its own queue until an
-    answer says otherwise)."""
+class Enqueue(Request[list[Job | str] | DeadElsewhere]):
+    """``jobs`` as sent (their ids, queues, priorities, ``scheduled_at`` and ``dedup``),
+    ``forms`` what each is stored as (``job.stored_form``: the job, fresh, and its encoded spec),
+    ``delays_ms``, and the queue where each one's dead letter (if any) may be (``dead_in``: its
+    own queue until an answer says otherwise)."""
 
     script: ClassVar[ScriptName] = "enqueue"
     jobs: Sequence[Job]
@@ -55,12 +55,18 @@ class Enqueue(Request[list[Job] | DeadElsewhere]):
         for queue in self._queues():
             keys += k.of(queue, ENQUEUE_KINDS)
         keys += [k.done(job.id) for job in self.jobs]
-        keys.append(k.progress)
+        keys += [k.progress, k.dedup, k.dedup_until]
         return keys
 
     def args(self) -> list[Arg]:
         queues = self._queues()
-        args: list[Arg] = [len(queues), *queues]
+        windows: list[Arg] = []  # the dedup section, after every job's own
+        for i, job in enumerate(self.jobs, 1):
+            if job.dedup is not None:
+                d = job.dedup
+                windows += [i, f"{d.mode[0]} {math.ceil(d.window * 1000)}", d.key]
+        head: Arg = f"{len(queues)} {len(windows) // 3}" if windows else len(queues)
+        args: list[Arg] = [head, *queues]
         for job, (_, spec), delay_ms, dead in zip(
             self.jobs, self.forms, self.delays_ms, self.dead_in, strict=True
         ):
@@ -70,12 +76,14 @@ class Enqueue(Request[list[Job] | DeadElsewhere]):
             if job.group is not None:
                 meta += f" {job.group}"
             args += [job.id, spec, meta, "" if at is None else repr(at)]
-        return args
+        return args + windows
 
-    def answer(self, reply: Any) -> list[Job] | DeadElsewhere:
-        """The stored jobs (each form's job, or an unfinished job of the same id kept as it was), or
-        ``DeadElsewhere``; ``CorruptJobError`` when a job of a sent id has an unreadable record
-        or a dead-letter queue name that is not UTF-8 (nothing was written)."""
+    def answer(self, reply: Any) -> list[Job | str] | DeadElsewhere:
+        """The stored jobs (each form's job; or, as a ``KeptJob``, an unfinished job of the same
+        id kept as it was, or the job a dedup window kept; or the id of a job a dedup window
+        kept that has finished, for the caller to read), or ``DeadElsewhere``;
+        ``CorruptJobError`` when a job of a sent id has an unreadable record or a dead-letter
+        queue name that is not UTF-8 (nothing was written)."""
         if reply[0] == b"ok":
             return [
                 _stored(job, spec, reply[1 + 5 * i : 6 + 5 * i])
@@ -110,6 +118,7 @@ class Reserve(Request[Leased]):
         keys = [k.jobs, k.err, k.seq]
         for q in self.queues:
             keys += k.of(q, RESERVE_KINDS)
+        keys.append(k.paused)
         return keys
 
     def args(self) -> list[Arg]:
@@ -216,12 +225,16 @@ class Reclaim(Request[Leased]):
         return Leased(leases, now)
 
 
-def _stored(job: Job, spec: bytes, row: Sequence[Any]) -> Job:
-    """One job of enqueue's 'ok' reply: the stored ``job`` (``spec`` its encoding), or the
-    unfinished job of its id that was kept."""
+def _stored(job: Job, spec: bytes, row: Sequence[Any]) -> Job | str:
+    """One job of enqueue's 'ok' reply: the stored ``job`` (``spec`` its encoding), or the job
+    kept in its place (its id's, or a dedup window's; only the id of one that has finished)."""
     kept, old_spec, state, err, res = row
+    if isinstance(kept, bytes):  # a dedup window kept another job
+        if not state:
+            return kept.decode()
+        return kept_job(job_from(kept.decode(), old_spec, state, err, res))
     if kept:
-        return job_from(job.id, old_spec, state, err, res)
+        return kept_job(job_from(job.id, old_spec, state, err, res))
     if state.startswith(b"pending|"):
         return job  # stored as it was sent: pending, nothing else set
     return build_job(job.id, spec, state, b"", b"")
