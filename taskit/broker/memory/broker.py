@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import anyio
 import anyio.lowlevel
 import msgspec
 
 from taskit._storable import storable
-from taskit.broker.base import Broker, BrokerOptions, OnceState, check_stream
+from taskit.broker.base import (
+    Broker,
+    BrokerOptions,
+    OnceState,
+    check_specs,
+    check_stream,
+    check_usage,
+)
 from taskit.broker.memory.state import WAITING, MemoryState, Record, copy_job, encode_for_store
 from taskit.broker.memory.streams import Stream
 from taskit.broker.memory.wakeup import Waiter, wake_all
@@ -38,6 +45,7 @@ from taskit.job import (
     decode_progress,
     encode_progress,
 )
+from taskit.limits import LimitSpec, LimitUsage
 
 __all__ = ["MemoryBroker"]
 
@@ -205,6 +213,7 @@ class MemoryBroker(MemoryState, Broker):
                     if record is None or record.deadline != deadline:
                         continue  # settled, re-leased or extended since: a stale heap entry
                     if record.cancel_requested:
+                        self._unhold(record)
                         self._finish(record, JobStatus.CANCELLED, now, record.job.result_ttl)
                         continue
                     try:
@@ -212,6 +221,27 @@ class MemoryBroker(MemoryState, Broker):
                     except CorruptJobError as exc:
                         self._bury(record, exc, now)
         return taken
+
+    # -- limits ------------------------------------------------------------------------------
+    async def set_limits(
+        self, specs: Mapping[str, LimitSpec | None], *, only_new: bool = False
+    ) -> None:
+        checked = check_specs(specs)
+        with self._lock:
+            for job_id in self._limits.set(checked, only_new=only_new):
+                self._seq += 1
+                self._push_front(self._records[job_id], -self._seq)
+            waiters = self._take_waiters()
+        wake_all(waiters)
+
+    async def limit_specs(self) -> dict[str, LimitSpec]:
+        with self._lock:
+            return dict(self._limits.specs)
+
+    async def limit_usage(self, name: str, *, top: int = 10) -> LimitUsage:
+        check_usage(name, top)
+        with self._lock:
+            return self._limits.usage(name, top)
 
     # -- reading and admin -----------------------------------------------------------------
     async def get(self, job_id: str) -> Job | None:
@@ -235,6 +265,7 @@ class MemoryBroker(MemoryState, Broker):
             if record.job.status is JobStatus.RUNNING:
                 record.cancel_requested = True
             else:
+                self._unhold(record, gone=True)
                 self._finish(record, JobStatus.CANCELLED, now, record.job.result_ttl)
             return True
 

@@ -34,6 +34,9 @@ ScriptName = Literal[
     "enqueue",
     "extend",
     "get",
+    "limits-get",
+    "limits-set",
+    "limits-usage",
     "live",
     "once-begin",
     "once-end",
@@ -45,6 +48,7 @@ ScriptName = Literal[
     "reserve",
     "settle",
     "stats",
+    "wake",
     "withdraw",
 ]
 

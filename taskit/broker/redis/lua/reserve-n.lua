@@ -1,7 +1,9 @@
 --[[ reserve: lease up to `count` ready jobs, taking the queues in order.
 
 KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] sequence counter
-then per queue q (base = 3 + 6 * (q - 1)):
+KEYS[4] limit specs hash    KEYS[5] limit holding zset    KEYS[6] limit waiting zset
+KEYS[7] limit held hash    KEYS[8] limit freed zset    KEYS[9] limit rate zset
+then per queue q (base = 9 + 6 * (q - 1)):
   KEYS[base+1] FIFO list   KEYS[base+2] ranked set   KEYS[base+3] delayed set
   KEYS[base+4] lease set   KEYS[base+5] dead set     KEYS[base+6] wake list
 ARGV[1] count   ARGV[2] lease in ms   ARGV[3] random token stem   ARGV[4] promotion batch size
@@ -14,16 +16,21 @@ missing or unreadable (a field holding a value this layout never writes), or who
 pending while the job is in no structure of its status, is dead-lettered on the spot, with the
 reason as its error (see bury and misplaced in _common.lua).
 
+Limits (see _limits.lua): a queue's freed jobs come back first, at the front; a popped job whose
+limits hold it back is not leased and spends no attempt (it waits in line, or is delayed until its
+rate allows it). After HOLD_CAP jobs held back the call stops looking (wait_ms 0: call again).
+
 Returns {now_ms, wait_ms, then per lease: q, id, spec, state, error}. wait_ms is -1 unless nothing
 was leased and a delayed job exists: then the ms until the earliest is due (0 if overdue).
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _limits.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 -- ids popped, then a refused write: jobs lost
-local fault = layout_fault({'hash', 'hash', 'string'},
-  {'list', 'zset', 'zset', 'zset', 'zset', 'list'}, (#KEYS - 3) / 6)
+local fault = layout_fault({'hash', 'hash', 'string', unpack(LIMIT_KINDS)},
+  {'list', 'zset', 'zset', 'zset', 'zset', 'list'}, (#KEYS - 9) / 6)
 if fault then
   return redis.error_reply(fault)
 end
@@ -32,17 +39,23 @@ local count, lease, stem, batch = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3],
 local now = now_ms()
 local out = {now, -1}
 local taken = 0
-local nq = (#KEYS - 3) / 6
+local nq = (#KEYS - 9) / 6
+local L = {jobs = KEYS[1], seq = KEYS[3], specs = KEYS[4], holding = KEYS[5], waiting = KEYS[6],
+  held = KEYS[7], freed = KEYS[8], rate = KEYS[9]}
+L.any_freed = rcall('EXISTS', L.freed) == 1 -- the one read a call pays when no limit is in use
+local held = 0 -- jobs held back by their limits
 
 for q = 1, nq do
-  local k = 3 + 6 * (q - 1)
+  local k = 9 + 6 * (q - 1)
   local R = {fifo = KEYS[k + 1], ranked = KEYS[k + 2], seq = KEYS[3]}
   local K = {jobs = KEYS[1], err = KEYS[2], leases = KEYS[k + 4]}
   local G = {jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], dead = KEYS[k + 5], queue = ARGV[4 + q]}
   local P = {fifo = R.fifo, ranked = R.ranked, delayed = KEYS[k + 3], leases = KEYS[k + 4],
     dead = KEYS[k + 5]}
   promote(G, R, P, now, batch)
-  while taken < count do
+  local Q = {delayed = KEYS[k + 3], wake = KEYS[k + 6]} -- where a rate-limited job goes
+  limits_return(L, R, G.queue, batch)
+  while taken < count and held < HOLD_CAP do
     local ids = pop_ready(R, count - taken)
     if #ids == 0 then
       break
@@ -51,6 +64,8 @@ for q = 1, nq do
       local s, why = load_state(KEYS[1], id)
       if s == nil then -- dead-lettered so it is seen, not silently dropped
         bury(G, id, why or 'record missing (its id was ready, its record gone)', now)
+      elseif s.status == 'pending' and not limits_pass(L, Q, id, s, now) then
+        held = held + 1 -- held back by a limit: waits, or is delayed; no attempt spent
       elseif s.status == 'pending' then
         taken = taken + 1
         s.status = 'running'
@@ -77,13 +92,16 @@ end
 if taken == 0 then
   local earliest = nil
   for q = 1, nq do
-    local first = rcall('ZRANGE', KEYS[3 + 6 * (q - 1) + 3], 0, 0, 'WITHSCORES')
+    local first = rcall('ZRANGE', KEYS[9 + 6 * (q - 1) + 3], 0, 0, 'WITHSCORES')
     if first[2] and (earliest == nil or tonumber(first[2]) < earliest) then
       earliest = tonumber(first[2])
     end
   end
   if earliest then
     out[2] = math.max(earliest - now, 0)
+  end
+  if held >= HOLD_CAP then
+    out[2] = 0 -- it stopped looking: more jobs may be ready behind those held back
   end
 end
 return out

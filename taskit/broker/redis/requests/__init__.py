@@ -29,6 +29,7 @@ from taskit.broker.redis.requests.admin import (
     Withdraw,
 )
 from taskit.broker.redis.requests.lifecycle import Enqueue, Extend, Reclaim, Reserve, Settle
+from taskit.broker.redis.requests.limits import LimitsGet, LimitsSet, LimitsUsage, Wake
 from taskit.broker.redis.requests.once import OnceBegin, OnceEnd
 from taskit.broker.redis.requests.progress import SetProgress
 from taskit.broker.redis.requests.request import BATCH, DeadElsewhere, Leased, Moved, Request
@@ -43,6 +44,9 @@ __all__ = [
     "Extend",
     "Get",
     "Leased",
+    "LimitsGet",
+    "LimitsSet",
+    "LimitsUsage",
     "Live",
     "Moved",
     "OnceBegin",
@@ -56,5 +60,6 @@ __all__ = [
     "SetProgress",
     "Settle",
     "Stats",
+    "Wake",
     "Withdraw",
 ]

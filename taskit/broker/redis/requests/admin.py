@@ -68,7 +68,8 @@ class Cancel(Request[bool | Moved]):
     ttl_ms: int
 
     def keys(self, k: Keys) -> list[str]:
-        return [k.jobs, k.err, k.done(self.job_id), *k.of(self.queue, CANCEL_KINDS), k.progress]
+        return [k.jobs, k.err, k.done(self.job_id), *k.of(self.queue, CANCEL_KINDS), k.progress,
+                *k.limit_keys()]  # fmt: skip
 
     def args(self) -> list[Arg]:
         return [self.job_id, self.queue, self.ttl_ms]
@@ -149,10 +150,10 @@ class Purge(Request[int]):
     queue: str
 
     def keys(self, k: Keys) -> list[str]:
-        return [k.jobs, k.err, *k.of(self.queue, PURGE_KINDS), k.progress]
+        return [k.jobs, k.err, *k.of(self.queue, PURGE_KINDS), k.progress, *k.limit_keys()]
 
     def args(self) -> list[Arg]:
-        return [BATCH]
+        return [BATCH, self.queue]
 
     def answer(self, reply: Any) -> int:
         """How many jobs it changed (fewer than ``BATCH``: the last batch)."""

@@ -2,12 +2,17 @@
 
 KEYS[1] jobs hash   KEYS[2] error hash   KEYS[3] FIFO list   KEYS[4] ranked set
 KEYS[5] delayed set   KEYS[6] progress hash
-ARGV[1] batch size
+KEYS[7] limit specs hash    KEYS[8] limit holding zset    KEYS[9] limit waiting zset
+KEYS[10] limit held hash    KEYS[11] limit freed zset    KEYS[12] limit rate zset
+ARGV[1] batch size    ARGV[2] the queue's name
 
-Running jobs and dead letters are left alone. Returns how many were deleted (0: none is left).
+Jobs held back by their limits (in a line, or freed: see _limits.lua) are waiting jobs of the
+queue too; finding those in a line reads every line (O(jobs in lines)). Running jobs and dead
+letters are left alone. Returns how many were deleted (0: none is left).
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _limits.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 local batch = tonumber(ARGV[1])
@@ -21,7 +26,13 @@ if #ids < batch then
     end
   end
 end
+local L = {jobs = KEYS[1], specs = KEYS[7], holding = KEYS[8], waiting = KEYS[9],
+  held = KEYS[10], freed = KEYS[11], rate = KEYS[12]}
+if #ids < batch then
+  limits_held_of(L, ARGV[2], batch - #ids, ids)
+end
 if #ids > 0 then
+  each_chunk('HDEL', L.held, ids)
   each_chunk('HDEL', KEYS[1], ids)
   each_chunk('HDEL', KEYS[2], ids)
   each_chunk('HDEL', KEYS[6], ids)
