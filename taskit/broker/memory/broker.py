@@ -130,6 +130,8 @@ class MemoryBroker(MemoryState, Broker):
                 now = self._clock.time()
                 leases = self._take(queues, count, lease, now)
                 remaining = give_up - anyio.current_time()
+                if not leases and self._capped:
+                    continue  # it stopped looking past held-back jobs: look again at once
                 if not leases and remaining > 0:
                     waiter = Waiter()
                     self._waiters.append(waiter)

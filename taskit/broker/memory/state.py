@@ -81,6 +81,7 @@ class MemoryState:
         self._waiters: list[Waiter] = []
         self._streams: dict[str, Stream] = {}  # name -> stream (``streams``)
         self._limits = LimitBook()
+        self._capped = False  # the last _take stopped at HOLD_CAP: more may be ready
         self._clock_driven = isinstance(self._clock, FakeClock)
         if isinstance(self._clock, FakeClock):
             self._clock.on_change(self._wake_waiters)
@@ -128,7 +129,7 @@ class MemoryState:
         self._expire(now)
         self._promote(now)
         taken: list[Lease] = []
-        held_back = 0
+        held_back = 0  # jobs held back by their limits: the scan stops at HOLD_CAP
         for queue in queues:
             heap = self._ready.get(queue)
             while heap and len(taken) < count and held_back < HOLD_CAP:
@@ -150,6 +151,7 @@ class MemoryState:
                     taken.append(self._lease(record, lease, now))
                 except CorruptJobError as exc:
                     self._bury(record, exc, now)
+        self._capped = held_back >= HOLD_CAP
         return taken
 
     def _may_start(self, record: Record, now: float) -> bool:
