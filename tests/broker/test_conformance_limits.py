@@ -49,7 +49,9 @@ async def test_at_most_n_run_per_key_and_a_held_job_spends_no_attempt(
 
     assert got == {a[0].id, a[1].id, b.id}
     held = await broker.get(a[2].id)
-    assert held is not None and held.status is JobStatus.PENDING and held.attempts == 0
+    assert held is not None
+    assert held.status is JobStatus.PENDING
+    assert held.attempts == 0
     usage = await broker.limit_usage("ex")
     assert usage.running == {"ex:a": 2, "ex:b": 1}
     assert usage.waiting == {"ex:a": 1}
@@ -78,7 +80,8 @@ async def test_several_limits_are_taken_all_or_none(harness: BrokerHarness) -> N
     assert await running_of(broker, "a") == {}  # no slot of "a:x" taken by the held-back job
     await broker.settle([outcome(first, OutcomeKind.COMPLETE)])
     [again] = await take(broker, q)
-    assert again.job.id == both.id and again.job.attempts == 1
+    assert again.job.id == both.id
+    assert again.job.attempts == 1
     assert await running_of(broker, "a") == {"a:x": 1}
 
 
@@ -138,7 +141,8 @@ async def test_a_reclaimed_job_keeps_its_slot_until_the_reclaimer_settles(
     await broker.settle([outcome(again, OutcomeKind.RETRY, delay=60.0)])
 
     [next_one] = await take(broker, q)
-    assert next_one.job.id == waiting.id and next_one.job.attempts == 1
+    assert next_one.job.id == waiting.id
+    assert next_one.job.attempts == 1
 
 
 async def test_the_line_of_a_key_is_first_in_first_out(harness: BrokerHarness) -> None:
@@ -178,7 +182,9 @@ async def test_a_limit_with_no_definition_holds_nothing_back(harness: BrokerHarn
 
     assert len(await take(broker, q)) == 3
     usage = await broker.limit_usage("nowhere")
-    assert usage.spec is None and usage.running == {} and usage.waiting == {}
+    assert usage.spec is None
+    assert usage.running == {}
+    assert usage.waiting == {}
 
 
 async def test_definitions_are_stored_and_only_new_keeps_a_stored_one(
@@ -208,7 +214,9 @@ async def test_a_rate_delays_jobs_past_its_burst_and_spends_no_attempt(
 
     assert len(await take(broker, q)) == 2
     later = await broker.get(jobs[3].id)
-    assert later is not None and later.status is JobStatus.SCHEDULED and later.attempts == 0
+    assert later is not None
+    assert later.status is JobStatus.SCHEDULED
+    assert later.attempts == 0
     await harness.advance(0.25)
     [third] = await take(broker, q)
     assert third.job.attempts == 1
