@@ -56,6 +56,8 @@ async def test_at_most_n_run_per_key_and_a_held_job_spends_no_attempt(
     assert usage.running == {"ex:a": 2, "ex:b": 1}
     assert usage.waiting == {"ex:a": 1}
     assert await take(broker, q) == []  # held back, not reserved by anyone
+    stats = (await broker.stats([q]))[q]
+    assert (stats.queued, stats.running) == (1, 3)  # held back: still a waiting job
 
 
 async def test_a_global_limit_counts_every_job_that_names_it(harness: BrokerHarness) -> None:

@@ -249,7 +249,8 @@ async def test_stats_counts_and_promotes(rh: RedisHarness) -> None:
     await enqueue(rh, "b", delay_ms=60_000)
     await enqueue(rh, "c")
     await reserve(rh, count=1)
-    keys = [k.jobs, k.seq, k.err, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.leases("q")]
+    keys = [k.jobs, k.seq, k.err, k.limit_keys()[-1], k.fifo("q"), k.ranked("q"), k.delayed("q")]
+    keys += [k.leases("q")]
     keys += [k.dead("q"), k.totals("q")]
 
     assert await run(rh, "stats", keys, [100, "q"]) == [1, 1, 1, 0, 0, 0]

@@ -163,6 +163,6 @@ def test_args_follow_the_headers_for_the_batch_scripts() -> None:
     settle = requests.Settle(9, [("a", "r1", "complete", QA, 0, b"", b""),
                                  ("b", "r2", "retry", QA, 5, b"e", b"")])  # fmt: skip
     assert settle.args() == [9, 1, "a", "r1 complete 1 0", b"", b"", "b", "r2 retry 1 5", b"e", b""]
-    assert len(settle.keys(K)) == 3 + 6 + 7 + 2 + 1  # and the progress hash, last
+    assert len(settle.keys(K)) == 3 + 7 + 7 + 2 + 1  # and the progress hash, last
     extend = requests.Extend(7, [("a", QA, "r1")])
     assert extend.args() == [7, "a", "r1"]

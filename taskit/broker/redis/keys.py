@@ -41,6 +41,8 @@ key                         type    holds
                                     at the front of their queue at its next reserve
 ``{p}:limits:rate``         zset    rate limit key scored by its theoretical arrival time
                                     (ms, GCRA); passed ones are swept
+``{p}:limits:queued``       hash    queue -> how many of its jobs are held back (in a line
+                                    or freed): ``stats`` counts them as queued
 ``{p}:stream:<name>``       stream  a capped log (``Broker.stream_add``), entry field ``e``;
                                     read by consumer groups (``taskit.audit``)
 ==========================  ======  ===================================================
@@ -88,7 +90,7 @@ class Keys:
 
     def limit_keys(self) -> list[str]:
         """The fixed keys of limits, in the order every script that takes them lists them:
-        specs, holding, waiting, held, freed, rate (see ``lua/_limits.lua``)."""
+        specs, holding, waiting, held, freed, rate, queued (see ``lua/_limits.lua``)."""
         return [self.limits, *(f"{self.limits}:{kind}" for kind in LIMIT_KINDS if kind)]
 
     def done(self, job_id: str) -> str:
@@ -163,4 +165,4 @@ QUEUE_KINDS = {"fifo": "list", "wake": "list", "ranked": "zset", "delayed": "zse
 #: The fixed keys of limits, by the part after ``{p}:limits`` (``""``: the specs hash itself), and
 #: the Redis type each holds, in the order scripts take them (``Keys.limit_keys``).
 LIMIT_KINDS = {"": "hash", "holding": "zset", "waiting": "zset", "held": "hash", "freed": "zset",
-               "rate": "zset"}  # fmt: skip
+               "rate": "zset", "queued": "hash"}  # fmt: skip

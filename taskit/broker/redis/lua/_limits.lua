@@ -2,7 +2,8 @@
 --
 -- A job's limit keys are read from its spec (Job.limits, an array of text in the msgpack spec),
 -- so a job without limits costs one comparison of its spec's last bytes. Fixed keys only (all
--- under the prefix's hash tag), passed as L = {specs=, holding=, waiting=, held=, freed=, rate=}:
+-- under the prefix's hash tag), passed as L = {specs=, holding=, waiting=, held=, freed=, rate=,
+-- queued=}:
 --   specs    hash  limit name -> '<concurrency>|<rate>|<per ms>|<burst>' ('' for none)
 --   holding  zset  '<limit key>\0<id>' of every job holding a slot (scores 0: ordered by member)
 --   waiting  zset  '<limit key>\0<seq, 20 digits>\0<id>' of jobs held back by a full key (FIFO)
@@ -12,6 +13,8 @@
 --            next reserve of that queue (a release cannot name another queue's keys)
 --   rate     zset  rate limit key scored by its theoretical arrival time (ms, GCRA); keys whose
 --            time has passed are swept (they allow a full burst, as a missing key does)
+--   queued   hash  queue -> how many of its jobs are held back (in a line or freed): stats count
+--            them as queued, as they are PENDING
 
 local HOLD_CAP = 100 -- jobs one reserve call may hold back before it stops looking
 local SPEC_LIMITS = 25 -- the place of Job.limits in a spec array (its tag first), see job.py
@@ -20,8 +23,15 @@ local SPEC_LIMITS = 25 -- the place of Job.limits in a spec array (its tag first
 local NO_LIMITS_TAIL = '\192\144\192'
 local SEQ_WIDTH = 20
 -- The types of L's keys, in the order scripts take them (specs, holding, waiting, held, freed,
--- rate): for layout_fault.
-local LIMIT_KINDS = {'hash', 'zset', 'zset', 'hash', 'zset', 'zset'}
+-- rate, queued): for layout_fault.
+local LIMIT_KINDS = {'hash', 'zset', 'zset', 'hash', 'zset', 'zset', 'hash'}
+
+-- Count `n` more (or fewer) jobs of `queue` held back; a count back at 0 is deleted.
+local function count_held(L, queue, n)
+  if rcall('HINCRBY', L.queued, queue, n) <= 0 then
+    rcall('HDEL', L.queued, queue)
+  end
+end
 
 local MP_FIXED = {[0xc0] = 1, [0xc2] = 1, [0xc3] = 1, [0xca] = 5, [0xcb] = 9, [0xcc] = 2,
   [0xcd] = 3, [0xce] = 5, [0xcf] = 9, [0xd0] = 2, [0xd1] = 3, [0xd2] = 5, [0xd3] = 9,
@@ -204,6 +214,7 @@ local function limits_pass(L, Q, id, s, now)
     seq = seq or string.format('%0' .. SEQ_WIDTH .. 'd', rcall('INCR', L.seq))
     rcall('ZADD', L.waiting, 0, arg .. '\0' .. seq .. '\0' .. id)
     rcall('HSET', L.held, id, seq .. '\0' .. arg)
+    count_held(L, s.queue, 1)
   elseif verdict == 'later' then
     s.status = 'scheduled'
     s.sched = string.format('%.3f', arg / 1000)
@@ -268,11 +279,17 @@ local function limits_forget(L, id, s)
   end
   rcall('HDEL', L.held, id)
   local at = string.find(held, '\0', 1, true)
+  local out
   if at then -- '<seq>\0<limit key>': in that key's line
     local member = string.sub(held, at + 1) .. '\0' .. string.sub(held, 1, at - 1) .. '\0' .. id
-    return rcall('ZREM', L.waiting, member) == 1
+    out = rcall('ZREM', L.waiting, member) == 1
+  else
+    out = rcall('ZREM', L.freed, s.queue .. '\0' .. held .. '\0' .. id) == 1
   end
-  return rcall('ZREM', L.freed, s.queue .. '\0' .. held .. '\0' .. id) == 1
+  if out then
+    count_held(L, s.queue, -1)
+  end
+  return out
 end
 
 -- Put the freed jobs of `queue` back at the front of its ready structures R (oldest first).
@@ -288,6 +305,7 @@ local function limits_return(L, R, queue, batch)
     local s = load_state(L.jobs, id)
     if string.byte(m, #queue + SEQ_WIDTH + 2) == 0 and s and s.queue == queue then
       rcall('ZREM', L.freed, m)
+      count_held(L, queue, -1)
       if s.status == 'pending' then
         make_ready(R, id, s, true)
         save_state(L.jobs, id, s)
@@ -317,6 +335,7 @@ local function limits_held_of(L, queue, n, ids)
     local s = load_state(L.jobs, id)
     if string.byte(m, #queue + SEQ_WIDTH + 2) == 0 and s and s.queue == queue then
       rcall('ZREM', L.freed, m)
+      count_held(L, queue, -1)
       ids[#ids + 1] = id
       n = n - 1
     end
@@ -330,6 +349,7 @@ local function limits_held_of(L, queue, n, ids)
     local s = load_state(L.jobs, id)
     if s and s.queue == queue then
       rcall('ZREM', L.waiting, m)
+      count_held(L, queue, -1)
       ids[#ids + 1] = id
       n = n - 1
       if n == 0 then

@@ -3,7 +3,8 @@
 KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] sequence counter
 KEYS[4] limit specs hash    KEYS[5] limit holding zset    KEYS[6] limit waiting zset
 KEYS[7] limit held hash    KEYS[8] limit freed zset    KEYS[9] limit rate zset
-then per queue q (base = 9 + 6 * (q - 1)):
+KEYS[10] limit queued hash
+then per queue q (base = 10 + 6 * (q - 1)):
   KEYS[base+1] FIFO list   KEYS[base+2] ranked set   KEYS[base+3] delayed set
   KEYS[base+4] lease set   KEYS[base+5] dead set     KEYS[base+6] wake list
 ARGV[1] count   ARGV[2] lease in ms   ARGV[3] random token stem   ARGV[4] promotion batch size
@@ -30,7 +31,7 @@ allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored
 
 -- ids popped, then a refused write: jobs lost
 local fault = layout_fault({'hash', 'hash', 'string', unpack(LIMIT_KINDS)},
-  {'list', 'zset', 'zset', 'zset', 'zset', 'list'}, (#KEYS - 9) / 6)
+  {'list', 'zset', 'zset', 'zset', 'zset', 'list'}, (#KEYS - 10) / 6)
 if fault then
   return redis.error_reply(fault)
 end
@@ -39,14 +40,14 @@ local count, lease, stem, batch = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3],
 local now = now_ms()
 local out = {now, -1}
 local taken = 0
-local nq = (#KEYS - 9) / 6
+local nq = (#KEYS - 10) / 6
 local L = {jobs = KEYS[1], seq = KEYS[3], specs = KEYS[4], holding = KEYS[5], waiting = KEYS[6],
-  held = KEYS[7], freed = KEYS[8], rate = KEYS[9]}
+  held = KEYS[7], freed = KEYS[8], rate = KEYS[9], queued = KEYS[10]}
 L.any_freed = rcall('EXISTS', L.freed) == 1 -- the one read a call pays when no limit is in use
 local held = 0 -- jobs held back by their limits
 
 for q = 1, nq do
-  local k = 9 + 6 * (q - 1)
+  local k = 10 + 6 * (q - 1)
   local R = {fifo = KEYS[k + 1], ranked = KEYS[k + 2], seq = KEYS[3]}
   local K = {jobs = KEYS[1], err = KEYS[2], leases = KEYS[k + 4]}
   local G = {jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], dead = KEYS[k + 5], queue = ARGV[4 + q]}
@@ -92,7 +93,7 @@ end
 if taken == 0 then
   local earliest = nil
   for q = 1, nq do
-    local first = rcall('ZRANGE', KEYS[9 + 6 * (q - 1) + 3], 0, 0, 'WITHSCORES')
+    local first = rcall('ZRANGE', KEYS[10 + 6 * (q - 1) + 3], 0, 0, 'WITHSCORES')
     if first[2] and (earliest == nil or tonumber(first[2]) < earliest) then
       earliest = tonumber(first[2])
     end

@@ -88,7 +88,7 @@ class Stats(Request[dict[str, QueueStats]]):
     queues: Sequence[str]
 
     def keys(self, k: Keys) -> list[str]:
-        keys = [k.jobs, k.seq, k.err]
+        keys = [k.jobs, k.seq, k.err, k.limit_keys()[-1]]  # held-back jobs count as queued
         for q in self.queues:
             keys += k.of(q, STATS_KINDS)
         return keys

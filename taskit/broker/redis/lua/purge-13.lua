@@ -4,6 +4,7 @@ KEYS[1] jobs hash   KEYS[2] error hash   KEYS[3] FIFO list   KEYS[4] ranked set
 KEYS[5] delayed set   KEYS[6] progress hash
 KEYS[7] limit specs hash    KEYS[8] limit holding zset    KEYS[9] limit waiting zset
 KEYS[10] limit held hash    KEYS[11] limit freed zset    KEYS[12] limit rate zset
+KEYS[13] limit queued hash
 ARGV[1] batch size    ARGV[2] the queue's name
 
 Jobs held back by their limits (in a line, or freed: see _limits.lua) are waiting jobs of the
@@ -27,7 +28,7 @@ if #ids < batch then
   end
 end
 local L = {jobs = KEYS[1], specs = KEYS[7], holding = KEYS[8], waiting = KEYS[9],
-  held = KEYS[10], freed = KEYS[11], rate = KEYS[12]}
+  held = KEYS[10], freed = KEYS[11], rate = KEYS[12], queued = KEYS[13]}
 if #ids < batch then
   limits_held_of(L, ARGV[2], batch - #ids, ids)
 end

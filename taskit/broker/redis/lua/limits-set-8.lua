@@ -3,6 +3,7 @@
 KEYS[1] jobs hash
 KEYS[2] limit specs hash    KEYS[3] limit holding zset    KEYS[4] limit waiting zset
 KEYS[5] limit held hash    KEYS[6] limit freed zset    KEYS[7] limit rate zset
+KEYS[8] limit queued hash
 ARGV[1] '1': keep a definition already stored (only_new), '0': replace it
 then per limit: ARGV[2i] its name, ARGV[2i+1] '<concurrency>|<rate>|<per ms>|<burst>' or '' to
 delete it
@@ -22,7 +23,7 @@ if fault then
 end
 
 local L = {jobs = KEYS[1], specs = KEYS[2], holding = KEYS[3], waiting = KEYS[4],
-  held = KEYS[5], freed = KEYS[6], rate = KEYS[7]}
+  held = KEYS[5], freed = KEYS[6], rate = KEYS[7], queued = KEYS[8]}
 local changed = {}
 for i = 2, #ARGV, 2 do
   local name, spec = ARGV[i], ARGV[i + 1]

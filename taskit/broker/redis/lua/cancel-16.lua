@@ -5,6 +5,7 @@ KEYS[4] FIFO list    KEYS[5] ranked set    KEYS[6] delayed set    KEYS[7] lease 
 KEYS[8] totals hash  (the keys of queue ARGV[2])    KEYS[9] progress hash
 KEYS[10] limit specs hash    KEYS[11] limit holding zset    KEYS[12] limit waiting zset
 KEYS[13] limit held hash    KEYS[14] limit freed zset    KEYS[15] limit rate zset
+KEYS[16] limit queued hash
 ARGV[1] job id   ARGV[2] the queue the client believes the job is in   ARGV[3] result TTL in ms
 
 Pending, scheduled or retrying: leaves its queue, ends cancelled (done key with a TTL). Running:
@@ -37,7 +38,7 @@ if s.status == 'running' then
   return 1
 end
 local L = {jobs = KEYS[1], specs = KEYS[10], holding = KEYS[11], waiting = KEYS[12],
-  held = KEYS[13], freed = KEYS[14], rate = KEYS[15]}
+  held = KEYS[13], freed = KEYS[14], rate = KEYS[15], queued = KEYS[16]}
 if not limits_forget(L, id, s) and s.status == 'pending' then
   unready({fifo = KEYS[4], ranked = KEYS[5]}, id, s)
 end
