@@ -37,7 +37,7 @@ LONG = 300.0
 WORKERS = 3
 #: The limit keys a job may need: two keys of a keyed limit, and a global one.
 KEY_SETS = [("ex:a",), ("ex:b",), ("ex:a", "g"), ("g",), ()]
-EXAMPLES = int(os.environ.get("LIMITS_MODEL_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("LIMITS_MODEL_EXAMPLES", "15"))
 STEPS = int(os.environ.get("LIMITS_MODEL_STEPS", "30"))
 KINDS = [OutcomeKind.COMPLETE, OutcomeKind.FAIL, OutcomeKind.RETRY, OutcomeKind.RELEASE,
          OutcomeKind.DEAD_LETTER]  # fmt: skip
@@ -159,17 +159,18 @@ class LimitsMachine(RuleBasedStateMachine):
             self.call(self.clean())
 
     def drain(self) -> None:
-        """Delete the limits, settle everything: every job ends, every slot and line empties."""
-        self.call(self.broker.set_limits({"ex": None, "g": None}))
+        """Settle what runs, then drain under limits of 1 (no worker dies now): every job ends,
+        so no job is stuck in a line while a slot is free, and every slot and line empties."""
         self.reclaim(0)
         leases = [x for w in self.held for x in w]
+        self.held = [[] for _ in range(WORKERS)]
+        self.call(self.broker.set_limits({"ex": LimitSpec(concurrency=1),
+                                          "g": LimitSpec(concurrency=1)}))  # fmt: skip
         for _ in range(len(self.keys) + 1):
-            done = [
-                Outcome(job_id=x.job.id, token=x.token, kind=OutcomeKind.COMPLETE) for x in leases
-            ]
+            done = [Outcome(job_id=x.job.id, token=x.token, kind=OutcomeKind.COMPLETE)
+                    for x in leases]  # fmt: skip
             if done:
                 self.call(self.broker.settle(done))
-            self.done.update(x.job.id for x in leases)
             leases = self.call(self.broker.reserve([Q], count=50, lease=LONG, timeout=0))
             if not leases:
                 break
