@@ -16,6 +16,7 @@ workers write and from Redis:
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections import defaultdict
@@ -128,7 +129,7 @@ def attempt_gaps(entries: list[Entry], deaths: dict[int, float]) -> list[str]:
         reserved.sort(key=lambda e: e.attempt)
         if reserved[0].attempt != 1 and not deaths:
             gaps.append(f"{job_id}: first reservation is attempt {reserved[0].attempt}")
-        for a, b in zip(reserved, reserved[1:], strict=False):
+        for a, b in itertools.pairwise(reserved):
             died = any(a.at - 1 <= at <= b.at for at in deaths.values())
             if b.attempt - a.attempt > 1 and not died:
                 gaps.append(f"{job_id}: attempt {a.attempt} then {b.attempt}")
