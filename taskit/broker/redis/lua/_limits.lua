@@ -195,7 +195,12 @@ local function limit_gate(L, id, keys, now)
   for _, start in ipairs(starts) do
     rcall('ZADD', L.rate, start[2], start[1])
   end
-  rcall('HDEL', L.held, id)
+  if L.any_held == nil then -- read once a call: usually no job was ever held back
+    L.any_held = rcall('EXISTS', L.held) == 1
+  end
+  if L.any_held then
+    rcall('HDEL', L.held, id)
+  end
   return 'go'
 end
 
@@ -214,6 +219,7 @@ local function limits_pass(L, Q, id, s, now)
     seq = seq or string.format('%0' .. SEQ_WIDTH .. 'd', rcall('INCR', L.seq))
     rcall('ZADD', L.waiting, 0, arg .. '\0' .. seq .. '\0' .. id)
     rcall('HSET', L.held, id, seq .. '\0' .. arg)
+    L.any_held = true
     count_held(L, s.queue, 1)
   elseif verdict == 'later' then
     s.status = 'scheduled'
@@ -228,6 +234,10 @@ end
 -- Take up to `most` (nil: as many as the slots allow) jobs out of key `key`'s line, into the
 -- freed set of their queues; each queue is noted in L.woken (the caller wakes it).
 local function free_waiting(L, key, most)
+  local low, high = range_of(key)
+  if #rcall('ZRANGEBYLEX', L.waiting, low, high, 'LIMIT', 0, 1) == 0 then
+    return -- nobody in line (the common case: one read)
+  end
   local spec = limit_spec(L, name_of(key))
   local room = most or -1
   if spec and spec.c then
@@ -239,7 +249,6 @@ local function free_waiting(L, key, most)
   if room == 0 then
     return
   end
-  local low, high = range_of(key)
   for _, m in ipairs(rcall('ZRANGEBYLEX', L.waiting, low, high, 'LIMIT', 0, room)) do
     rcall('ZREM', L.waiting, m)
     local seq = string.sub(m, #key + 2, #key + 1 + SEQ_WIDTH)
