@@ -63,14 +63,16 @@ from taskit.job import (
     kept_job,
     utc_from_timestamp,
 )
-from taskit.limits import LimitSpec, LimitUsage
+from taskit.limits import LimitSpec, LimitUsage, check_limit_name
 
 __all__ = [
     "Broker",
     "BrokerOptions",
     "OnceState",
     "check_queue",
+    "check_specs",
     "check_stream",
+    "check_usage",
     "corrupt_job",
     "kept_or_expired",
     "stand_in",
@@ -200,22 +202,39 @@ class Broker(abc.ABC):
 
     # -- flow control (issue 14): limits and paused queues ---------------------------------------
 
+    @abc.abstractmethod
     async def set_limits(
         self, specs: Mapping[str, LimitSpec | None], *, only_new: bool = False
     ) -> None:
         """Store each named limit's definition (``None``: delete it), atomically for all.
         ``only_new``: keep a definition the broker already has (a worker writing its App's
-        declared limits at start). Raising a concurrency (or deleting the limit) moves the jobs
-        held back for the slots it frees back to their queues at once, and wakes reserves."""
-        raise NotImplementedError("set_limits: flow control is being built (issue 14)")
+        declared limits at start). Raising a concurrency (or deleting the limit, or its
+        concurrency) moves the jobs held back for the slots it frees back to the front of their
+        queues at once, and wakes reserves; lowering it stops new starts until the running jobs
+        are under it (nothing running is stopped). ``TypeError``/``ValueError`` naming a bad
+        name or a value that is not a ``LimitSpec`` or None, before anything is stored.
 
+        How limits hold jobs (both brokers, inside their atomic reserve): a popped pending job
+        whose ``Job.limits`` name a stored definition starts only if every concurrency key has
+        a free slot and every rate key allows a start now (all or none). Then it holds one slot
+        per concurrency key while it is leased: every settle (any kind) frees them, and a lease
+        that expires keeps them through ``reclaim`` until the reclaimer settles. A job held by
+        a full key is not leased and spends no attempt: it waits, PENDING, in that key's line
+        (FIFO by when it was first held back) and goes back to the front of its queue when a
+        slot of that key frees. A job held by a rate is not leased either: it becomes SCHEDULED,
+        due when the rate allows its start (GCRA: one start every ``per / rate`` seconds, up to
+        ``bucket`` at once after an idle time). A limit with no stored definition holds nothing
+        back. One reserve call holds back at most a bounded number of jobs before it returns."""
+
+    @abc.abstractmethod
     async def limit_specs(self) -> dict[str, LimitSpec]:
         """Every stored limit definition by name."""
-        raise NotImplementedError("limit_specs: flow control is being built (issue 14)")
 
+    @abc.abstractmethod
     async def limit_usage(self, name: str, *, top: int = 10) -> LimitUsage:
-        """One limit's live definition and its ``top`` busiest limit keys: running and waiting."""
-        raise NotImplementedError("limit_usage: flow control is being built (issue 14)")
+        """One limit's live definition and its ``top`` (>= 1) busiest limit keys: slots held
+        (running jobs) and jobs waiting in line, each largest first (ties by key). Read in one
+        atomic step. ``ValueError`` for a bad name or ``top``."""
 
     @abc.abstractmethod
     async def pause_queue(self, queue: str) -> bool:
@@ -469,6 +488,25 @@ def kept_or_expired(found: Job | None, job_id: str, queue: str) -> KeptJob:
     why = f"job {job_id!r} kept by the dedup window has finished; its record has expired"
     live = {"status": JobStatus.CANCELLED, "error": why, "error_type": "Duplicate"}
     return kept_job(job_of(stand_in(queue), job_id, queue, live))
+
+
+def check_specs(specs: Mapping[str, LimitSpec | None]) -> dict[str, LimitSpec | None]:
+    """What ``set_limits`` checks first: every name a valid limit name, every value a
+    ``LimitSpec`` or None (``TypeError``/``ValueError`` naming the first bad one)."""
+    for name, spec in specs.items():
+        check_limit_name(name)
+        if spec is not None and not isinstance(spec, LimitSpec):
+            raise TypeError(
+                f"limit {name!r}: a definition must be a LimitSpec or None, got {spec!r}"
+            )
+    return dict(specs)
+
+
+def check_usage(name: str, top: int) -> None:
+    """What ``limit_usage`` checks first: a valid name, and ``top`` an int >= 1."""
+    check_limit_name(name)
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"limit_usage: top must be an int >= 1, got {top!r}")
 
 
 def check_stream(**values: float) -> None:

@@ -252,5 +252,6 @@ def test_extend_answers_each_lease_state() -> None:
 
 def test_settle_answers_applied_or_stale_per_outcome() -> None:
     request = requests.Settle(1000, [("a", "x", "complete", QA, 0, b"", b"")] * 3)
-    assert request.answer([1, 0, 1]) == [True, False, True]
-    assert request.answer([]) == []
+    assert request.answer([1, 0, 1]) == ([True, False, True], [])
+    # After the outcomes: the queues whose held-back jobs a freed limit slot let out of line.
+    assert request.answer([1, 0, 1, b"qa", b"q|b"]) == ([True, False, True], ["qa", "q|b"])

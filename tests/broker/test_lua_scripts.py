@@ -55,8 +55,8 @@ async def enqueue(rh: RedisHarness, job_id: str, *, delay_ms: int = 0, priority:
 
 async def reserve(rh: RedisHarness, count: int = 10, lease_ms: int = 30_000) -> list:
     k = rh.broker.keys
-    keys = [k.jobs, k.err, k.seq, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.leases("q")]
-    keys += [k.dead("q"), k.wake("q"), *fair(k), k.paused]
+    keys = [k.jobs, k.err, k.seq, *k.limit_keys(), k.fifo("q"), k.ranked("q"), k.delayed("q")]
+    keys += [k.leases("q"), k.dead("q"), k.wake("q"), *fair(k), k.paused]
     reply = await run(rh, "reserve", keys, [count, lease_ms, "stem", 100, "q"])
     assert isinstance(reply, list)
     return reply
@@ -77,12 +77,12 @@ def state_of(raw: bytes) -> tuple[JobStatus, int, str]:
 def test_every_command_script_documents_its_keys_args_and_reply() -> None:
     folder = resources.files("taskit.broker.redis").joinpath("lua")
     names = sorted(e.name for e in folder.iterdir() if not e.name.startswith("_"))
-    assert len(names) == len(SCRIPTS.names) == 19
+    assert len(names) == len(SCRIPTS.names) == 23
     for name in names:
         text = folder.joinpath(name).read_text("utf-8")
         header = text.split("]]", 1)[0]
         assert text.startswith("--[["), name
-        for part in ("KEYS[1]", "ARGV", "Returns"):
+        for part in ("KEYS[", "ARGV", "Returns"):  # KEYS[1], or KEYS[base+1] per queue
             assert part in header, name
         assert "local rcall = redis.call" in text, name
         # Server time only; key names only from KEYS (no key text assembled in Lua).
@@ -158,8 +158,9 @@ async def test_extend_answers_per_token(rh: RedisHarness) -> None:
 def settle_keys(k: Keys, *job_ids: str) -> list[str]:
     """KEYS of a settle call for jobs of queue "q": the queue's keys once, then a done key each."""
     q = "q"
-    return [k.jobs, k.err, k.seq, k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q), k.dead(q),
-            k.totals(q), k.wake(q), *fair(k, q), *(k.done(job_id) for job_id in job_ids),
+    return [k.jobs, k.err, k.seq, *k.limit_keys(), k.fifo(q), k.ranked(q), k.delayed(q),
+            k.leases(q), k.dead(q), k.totals(q), k.wake(q), *fair(k, q),
+            *(k.done(job_id) for job_id in job_ids),
             k.progress]  # fmt: skip
 
 
@@ -197,7 +198,7 @@ async def test_reclaim_takes_expired_leases_under_a_new_token(rh: RedisHarness) 
 
 def cancel_keys(k: Keys, job_id: str, q: str = "q") -> list[str]:
     return [k.jobs, k.err, k.done(job_id), k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q),
-            k.totals(q), k.progress, *fair(k, q)]  # fmt: skip
+            k.totals(q), k.progress, *fair(k, q), *k.limit_keys()]  # fmt: skip
 
 
 async def test_cancel_ends_a_waiting_job_and_names_a_wrong_queue(rh: RedisHarness) -> None:
@@ -244,10 +245,11 @@ async def test_purge_deletes_waiting_jobs_in_batches(rh: RedisHarness) -> None:
     await enqueue(rh, "p1")
     await enqueue(rh, "p2", delay_ms=60_000)
     keys = [k.jobs, k.err, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.progress, *fair(k)]
+    keys += k.limit_keys()
 
-    assert await run(rh, "purge", keys, [1]) == 1
-    assert await run(rh, "purge", keys, [1]) == 1
-    assert await run(rh, "purge", keys, [1]) == 0
+    assert await run(rh, "purge", keys, [1, "q"]) == 1
+    assert await run(rh, "purge", keys, [1, "q"]) == 1
+    assert await run(rh, "purge", keys, [1, "q"]) == 0
     assert await rh.client.hlen(k.jobs) == 0
 
 
@@ -257,7 +259,8 @@ async def test_stats_counts_and_promotes(rh: RedisHarness) -> None:
     await enqueue(rh, "b", delay_ms=60_000)
     await enqueue(rh, "c")
     await reserve(rh, count=1)
-    keys = [k.jobs, k.seq, k.err, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.leases("q")]
+    keys = [k.jobs, k.seq, k.err, k.limit_keys()[-1], k.fifo("q"), k.ranked("q"), k.delayed("q")]
+    keys += [k.leases("q")]
     keys += [k.dead("q"), k.totals("q"), *fair(k)]
 
     assert await run(rh, "stats", keys, [100, "q"]) == [1, 1, 1, 0, 0, 0]

@@ -11,7 +11,7 @@ from importlib import resources
 import pytest
 
 from taskit.broker.redis import requests
-from taskit.broker.redis.keys import Keys
+from taskit.broker.redis.keys import LIMIT_KINDS, Keys
 from taskit.broker.redis.scripts import SCRIPTS
 from taskit.job import Job, encode_arguments
 
@@ -36,6 +36,10 @@ SAMPLES: list[tuple[requests.Request, list[str]]] = [
     (requests.Announce("w", b"rec", 1000), []),
     (requests.Withdraw("w"), []),
     (requests.Live(), []),
+    (requests.LimitsSet({"ex": None}, only_new=False), []),
+    (requests.LimitsGet(), []),
+    (requests.LimitsUsage("ex", 10), []),
+    (requests.Wake([QA, QB]), [QA, QB]),
     (requests.OnceBegin("k", "t", 1000), []),
     (requests.OnceEnd("k", "t", 0), []),
     (requests.SetProgress([("a", "r1", b"p"), ("b", "r2", b"p")]), []),
@@ -73,13 +77,16 @@ def named(key: str) -> tuple[str, str | None]:
              K.seq: "sequence counter",
              K.queues: "queue-name set", K.workers: "workers zset",
              K.beats: "beats hash", K.paused: "paused set", K.dedup: "dedup hash",
-             K.dedup_until: "dedup window set"}  # fmt: skip
+             K.dedup_until: "dedup window set", K.limits: "limit specs hash"}  # fmt: skip
     if key in fixed:
         return fixed[key], None
     if key.startswith(K.tag + ":done:"):
         return "done key", None
     if key.startswith(K.tag + ":once:"):
         return "once key", None
+    if key.startswith(K.limits + ":"):
+        kind = key.rpartition(":")[2]
+        return f"limit {kind} {LIMIT_KINDS[kind]}", None
     head = K.tag + ":q:"
     assert key.startswith(head), key
     queue, _, kind = key[len(head) :].rpartition(":")
@@ -120,7 +127,7 @@ def test_the_keys_are_the_ones_the_script_header_names(
             lasts[int(where[5:] or "0")] = text
         else:  # one more key per job, lease or outcome
             tail.append(text)
-    f, s = max(fixed), max(per_queue, default=0)
+    f, s = max(fixed, default=0), max(per_queue, default=0)
     if per_queue:
         base = re.search(r"base = (\d+) \+ (\d+) \* \(q - 1\)", header)
         assert base is not None, script
@@ -159,6 +166,6 @@ def test_args_follow_the_headers_for_the_batch_scripts() -> None:
     settle = requests.Settle(9, [("a", "r1", "complete", QA, 0, b"", b""),
                                  ("b", "r2", "retry", QA, 5, b"e", b"")])  # fmt: skip
     assert settle.args() == [9, 1, "a", "r1 complete 1 0", b"", b"", "b", "r2 retry 1 5", b"e", b""]
-    assert len(settle.keys(K)) == 3 + 10 + 2 + 1  # and the progress hash, last
+    assert len(settle.keys(K)) == 3 + 7 + 10 + 2 + 1  # and the progress hash, last
     extend = requests.Extend(7, [("a", QA, "r1")])
     assert extend.args() == [7, "a", "r1"]

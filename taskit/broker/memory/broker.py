@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import anyio
 import anyio.lowlevel
@@ -22,7 +22,9 @@ from taskit.broker.base import (
     Broker,
     BrokerOptions,
     OnceState,
+    check_specs,
     check_stream,
+    check_usage,
 )
 from taskit.broker.memory.flow import FlowState
 from taskit.broker.memory.state import WAITING, Record, copy_job, encode_for_store
@@ -46,6 +48,7 @@ from taskit.job import (
     encode_progress,
     kept_job,
 )
+from taskit.limits import LimitSpec, LimitUsage
 
 __all__ = ["MemoryBroker"]
 
@@ -143,6 +146,8 @@ class MemoryBroker(FlowState, Broker):
                 open_queues = [q for q in queues if q not in self._paused]
                 leases = self._take(open_queues, count, lease, now)
                 remaining = give_up - anyio.current_time()
+                if not leases and self._capped:
+                    continue  # it stopped looking past held-back jobs: look again at once
                 if not leases and remaining > 0:
                     waiter = Waiter()
                     self._waiters.append(waiter)
@@ -226,6 +231,7 @@ class MemoryBroker(FlowState, Broker):
                     if record is None or record.deadline != deadline:
                         continue  # settled, re-leased or extended since: a stale heap entry
                     if record.cancel_requested:
+                        self._unhold(record)
                         self._finish(record, JobStatus.CANCELLED, now, record.job.result_ttl)
                         continue
                     try:
@@ -233,6 +239,27 @@ class MemoryBroker(FlowState, Broker):
                     except CorruptJobError as exc:
                         self._bury(record, exc, now)
         return taken
+
+    # -- limits ------------------------------------------------------------------------------
+    async def set_limits(
+        self, specs: Mapping[str, LimitSpec | None], *, only_new: bool = False
+    ) -> None:
+        checked = check_specs(specs)
+        with self._lock:
+            for job_id in self._limits.set(checked, only_new=only_new):
+                self._seq += 1
+                self._push_front(self._records[job_id], -self._seq)
+            waiters = self._take_waiters()
+        wake_all(waiters)
+
+    async def limit_specs(self) -> dict[str, LimitSpec]:
+        with self._lock:
+            return dict(self._limits.specs)
+
+    async def limit_usage(self, name: str, *, top: int = 10) -> LimitUsage:
+        check_usage(name, top)
+        with self._lock:
+            return self._limits.usage(name, top)
 
     # -- reading and admin -----------------------------------------------------------------
     async def get(self, job_id: str) -> Job | None:
@@ -257,6 +284,7 @@ class MemoryBroker(FlowState, Broker):
                 record.cancel_requested = True
             else:
                 self._unready(record)
+                self._unhold(record, gone=True)
                 self._finish(record, JobStatus.CANCELLED, now, record.job.result_ttl)
             return True
 

@@ -17,6 +17,7 @@ import msgspec
 
 from taskit.broker.base import corrupt_job
 from taskit.broker.memory.fair import Turns
+from taskit.broker.memory.limits import HOLD_CAP, LimitBook
 from taskit.broker.memory.streams import Stream
 from taskit.broker.memory.wakeup import Waiter, wake_all
 from taskit.clock import Clock, FakeClock, SystemClock
@@ -81,6 +82,8 @@ class MemoryState:
         self._beats: dict[str, tuple[float, bytes]] = {}  # name -> (expiry, record)
         self._waiters: list[Waiter] = []
         self._streams: dict[str, Stream] = {}  # name -> stream (``streams``)
+        self._limits = LimitBook()
+        self._capped = False  # the last _take stopped at HOLD_CAP: more may be ready
         self._clock_driven = isinstance(self._clock, FakeClock)
         if isinstance(self._clock, FakeClock):
             self._clock.on_change(self._wake_waiters)
@@ -164,11 +167,15 @@ class MemoryState:
         self._expire(now)
         self._promote(now)
         taken: list[Lease] = []
+        held_back = 0  # jobs held back by their limits: the scan stops at HOLD_CAP
         for queue in queues:
-            while len(taken) < count:
+            while len(taken) < count and held_back < HOLD_CAP:
                 record = self._pop_ready(queue)
                 if record is None:
                     break
+                if record.job.limits and not self._may_start(record, now):
+                    held_back += 1
+                    continue
                 record.job.attempts += 1
                 record.job.started_at = utc_from_timestamp(now)
                 self._set_status(record, JobStatus.RUNNING)
@@ -176,13 +183,39 @@ class MemoryState:
                     taken.append(self._lease(record, lease, now))
                 except CorruptJobError as exc:
                     self._bury(record, exc, now)
+        self._capped = held_back >= HOLD_CAP
         return taken
+
+    def _may_start(self, record: Record, now: float) -> bool:
+        """Whether a popped pending job passes its limits (it then holds its slots); if not,
+        it waits in its limit key's line, or is delayed until its rate allows a start."""
+        verdict, arg = self._limits.gate(record.job.id, record.job.limits, now)
+        if verdict == "wait":
+            self._limits.wait(record.job.id, str(arg), self._next_seq)
+        elif verdict == "later":
+            self._schedule(record, float(arg), JobStatus.SCHEDULED)  # type: ignore[arg-type]
+        return verdict == "go"
+
+    def _unhold(self, record: Record, *, gone: bool = False) -> None:
+        """``record``'s job stops holding slots (``gone``: it also leaves any line); the
+        waiting jobs that frees go back to the front of their queues, and waiters wake."""
+        job = record.job
+        if not job.limits:
+            return
+        if gone:
+            freed = self._limits.forget(job.id, job.limits)
+        else:
+            freed = self._limits.release(job.id, job.limits)
+        for job_id in freed:
+            self._seq += 1
+            self._push_front(self._records[job_id], -self._seq)
 
     def _bury(self, record: Record, exc: CorruptJobError, now: float) -> None:
         """Dead-letter a job whose stored form no longer reads back (``copy_job``), with the
         reason, rather than fail the call for every other job (as the Redis broker does)."""
         job = record.job
         record.token = ""
+        self._unhold(record, gone=True)
         job.error, job.error_type, job.traceback = f"{exc}", type(exc).__name__, None
         job.failed_at = job.completed_at = utc_from_timestamp(now)
         self._set_status(record, JobStatus.DEAD_LETTER)
@@ -230,6 +263,7 @@ class MemoryState:
                 outcome.traceback,
             )
         record.token = ""
+        self._unhold(record)
         if kind is OutcomeKind.COMPLETE:
             job.result = outcome.result
             self._finish(record, JobStatus.COMPLETED, now, outcome.result_ttl)
@@ -272,6 +306,7 @@ class MemoryState:
     def _drop(self, record: Record) -> None:
         """Forget a record entirely; heap entries pointing at it become stale and are skipped."""
         job = record.job
+        self._unhold(record, gone=True)
         self._counts[job.queue][job.status] -= 1
         self._dead[job.queue].pop(job.id, None)
         del self._records[job.id]

@@ -21,14 +21,20 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
 import redis.exceptions
 
 from taskit._storable import storable
-from taskit.broker.base import check_queue, check_stream, kept_or_expired
+from taskit.broker.base import (
+    check_queue,
+    check_specs,
+    check_stream,
+    check_usage,
+    kept_or_expired,
+)
 from taskit.broker.redis import requests
 from taskit.broker.redis.base import RedisBase, ms
 from taskit.broker.redis.records import encode_error, split_token
@@ -48,6 +54,7 @@ from taskit.job import (
     encode_progress,
     stored_form,
 )
+from taskit.limits import LimitSpec, LimitUsage
 
 __all__ = ["RedisBroker"]
 
@@ -240,13 +247,37 @@ class RedisBroker(RedisBase):
             sent.append(i)
         if not sent:
             return [False] * len(outcomes)
-        answer = await self._call(requests.Settle(self._ttl_ms, each, ttls))
+        answer, woken = await self._call(requests.Settle(self._ttl_ms, each, ttls))
+        await self._wake(woken)
         if len(sent) == len(outcomes):  # every outcome was sent: the answer is in their order
             return answer
         applied = [False] * len(outcomes)
         for i, ok in zip(sent, answer, strict=True):
             applied[i] = ok
         return applied
+
+    # -- limits ----------------------------------------------------------------------------
+    async def set_limits(
+        self, specs: Mapping[str, LimitSpec | None], *, only_new: bool = False
+    ) -> None:
+        checked = check_specs(specs)
+        if checked:
+            woken = await self._call(requests.LimitsSet(checked, only_new))
+            await self._wake(woken)
+
+    async def limit_specs(self) -> dict[str, LimitSpec]:
+        return await self._call(requests.LimitsGet())
+
+    async def limit_usage(self, name: str, *, top: int = 10) -> LimitUsage:
+        check_usage(name, top)
+        return await self._call(requests.LimitsUsage(name, top))
+
+    async def _wake(self, queues: Sequence[str]) -> None:
+        """Wake blocked reserves of ``queues``, whose held-back jobs a limit let out of line.
+        Lost (the call fails): they are seen at those queues' next reserve."""
+        if queues:
+            with contextlib.suppress(BrokerError):
+                await self._call(requests.Wake(queues))
 
     # -- streams (``streams``) -----------------------------------------------------------------
     async def stream_add(self, stream: str, entry: bytes, *, maxlen: int) -> str:

@@ -39,6 +39,20 @@ key                         type    holds
 ``{p}:paused``              set     names of the paused queues (``Broker.pause_queue``)
 ``{p}:dedup``               hash    dedup key (``taskit.dedup``) -> the id of its kept job
 ``{p}:dedup:until``         zset    dedup key scored by the end of its window (ms)
+``{p}:limits``              hash    limit name -> its definition: ``<concurrency>|<rate>|``
+                                    ``<per ms>|<burst>`` (each ``''`` for none)
+``{p}:limits:holding``      zset    ``<limit key>\0<id>`` of each job holding a slot (all
+                                    scores 0: ordered, counted by member, ``ZLEXCOUNT``)
+``{p}:limits:waiting``      zset    ``<limit key>\0<seq>\0<id>`` of each job held back by a
+                                    full limit key: FIFO per key (``seq``: 20 digits)
+``{p}:limits:held``         hash    held-back job id -> ``<seq>`` (its place in line, kept
+                                    until it starts), ``<seq>\0<limit key>`` while in line
+``{p}:limits:freed``        zset    ``<queue>\0<seq>\0<id>`` of jobs let out of line, back
+                                    at the front of their queue at its next reserve
+``{p}:limits:rate``         zset    rate limit key scored by its theoretical arrival time
+                                    (ms, GCRA); passed ones are swept
+``{p}:limits:queued``       hash    queue -> how many of its jobs are held back (in a line
+                                    or freed): ``stats`` counts them as queued
 ``{p}:stream:<name>``       stream  a capped log (``Broker.stream_add``), entry field ``e``;
                                     read by consumer groups (``taskit.audit``)
 ==========================  ======  ===================================================
@@ -57,7 +71,7 @@ from collections.abc import Sequence
 
 from taskit.errors import ConfigurationError
 
-__all__ = ["QUEUE_KINDS", "Keys"]
+__all__ = ["LIMIT_KINDS", "QUEUE_KINDS", "Keys"]
 
 
 class Keys:
@@ -82,9 +96,15 @@ class Keys:
         self.paused = f"{self.tag}:paused"
         self.dedup = f"{self.tag}:dedup"
         self.dedup_until = f"{self.tag}:dedup:until"
+        self.limits = f"{self.tag}:limits"
         #: Keys that only an older layout writes (its live-job hashes): found, they hold jobs
         #: this version cannot see.
         self.legacy = (f"{self.tag}:state", f"{self.tag}:spec")
+
+    def limit_keys(self) -> list[str]:
+        """The fixed keys of limits, in the order every script that takes them lists them:
+        specs, holding, waiting, held, freed, rate, queued (see ``lua/_limits.lua``)."""
+        return [self.limits, *(f"{self.limits}:{kind}" for kind in LIMIT_KINDS if kind)]
 
     def done(self, job_id: str) -> str:
         return f"{self.tag}:done:{job_id}"
@@ -142,6 +162,8 @@ class Keys:
                  self.dedup_until: "zset"}  # fmt: skip
         if key in fixed:
             return fixed[key]
+        if key == self.limits or key.startswith(self.limits + ":"):
+            return LIMIT_KINDS.get(key[len(self.limits) + 1 :])
         parts = ((":done:", "hash"), (":claim:", "string"), (":once:", "string"),
                  (":stream:", "stream"), (":q:", None))  # fmt: skip
         for part, kind in parts:
@@ -154,3 +176,8 @@ class Keys:
 QUEUE_KINDS = {"fifo": "list", "wake": "list", "ranked": "zset", "delayed": "zset",
                "leases": "zset", "dead": "zset", "totals": "hash", "groups": "zset",
                "turns": "list", "groupof": "hash"}  # fmt: skip
+
+#: The fixed keys of limits, by the part after ``{p}:limits`` (``""``: the specs hash itself), and
+#: the Redis type each holds, in the order scripts take them (``Keys.limit_keys``).
+LIMIT_KINDS = {"": "hash", "holding": "zset", "waiting": "zset", "held": "hash", "freed": "zset",
+               "rate": "zset", "queued": "hash"}  # fmt: skip

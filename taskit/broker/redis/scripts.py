@@ -1,6 +1,6 @@
 """The Lua script registry: each ``lua/<name>-<numkeys>.lua`` loaded once, called by SHA.
 
-A command script is one file whose name ends in its key count (``cancel-9.lua``) or in ``n``
+A command script is one file whose name ends in its key count (``cancel-16.lua``) or in ``n``
 when the count depends on the batch (``reserve-n.lua``). Files whose name starts with ``_`` hold
 shared helpers: a command pastes one in with a line ``-- @include _common.lua``. The expanded
 source is what Redis sees and what the SHA is computed from.
@@ -34,6 +34,9 @@ ScriptName = Literal[
     "enqueue",
     "extend",
     "get",
+    "limits-get",
+    "limits-set",
+    "limits-usage",
     "live",
     "once-begin",
     "once-end",
@@ -46,6 +49,7 @@ ScriptName = Literal[
     "reserve",
     "settle",
     "stats",
+    "wake",
     "withdraw",
 ]
 

@@ -1,7 +1,10 @@
 --[[ reserve: lease up to `count` ready jobs, taking the queues in order.
 
 KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] sequence counter
-then per queue q (base = 3 + 9 * (q - 1)):
+KEYS[4] limit specs hash    KEYS[5] limit holding zset    KEYS[6] limit waiting zset
+KEYS[7] limit held hash    KEYS[8] limit freed zset    KEYS[9] limit rate zset
+KEYS[10] limit queued hash
+then per queue q (base = 10 + 9 * (q - 1)):
   KEYS[base+1] FIFO list   KEYS[base+2] ranked set   KEYS[base+3] delayed set
   KEYS[base+4] lease set   KEYS[base+5] dead set     KEYS[base+6] wake list
   KEYS[base+7] group set   KEYS[base+8] turns list   KEYS[base+9] group hash
@@ -19,16 +22,21 @@ reason as its error (see bury and misplaced in _common.lua). A paused queue (its
 paused set: one SMEMBERS a call) is promoted but not taken from, and its delayed jobs do not
 shorten the wait.
 
+Limits (see _limits.lua): a queue's freed jobs come back first, at the front; a popped job whose
+limits hold it back is not leased and spends no attempt (it waits in line, or is delayed until its
+rate allows it). After HOLD_CAP jobs held back the call stops looking (wait_ms 0: call again).
+
 Returns {now_ms, wait_ms, then per lease: q, id, spec, state, error}. wait_ms is -1 unless nothing
 was leased and a delayed job exists: then the ms until the earliest is due (0 if overdue).
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _limits.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 -- ids popped, then a refused write: jobs lost
-local fault = layout_fault({'hash', 'hash', 'string'},
-  {'list', 'zset', 'zset', 'zset', 'zset', 'list', 'zset', 'list', 'hash'}, (#KEYS - 4) / 9)
+local fault = layout_fault({'hash', 'hash', 'string', unpack(LIMIT_KINDS)},
+  {'list', 'zset', 'zset', 'zset', 'zset', 'list', 'zset', 'list', 'hash'}, (#KEYS - 11) / 9)
 if fault then
   return redis.error_reply(fault)
 end
@@ -37,14 +45,18 @@ local count, lease, stem, batch = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3],
 local now = now_ms()
 local out = {now, -1}
 local taken = 0
-local nq = (#KEYS - 4) / 9
+local nq = (#KEYS - 11) / 9
 local paused = {}
 for _, name in ipairs(rcall('SMEMBERS', KEYS[#KEYS])) do
   paused[name] = true
 end
+local L = {jobs = KEYS[1], seq = KEYS[3], specs = KEYS[4], holding = KEYS[5], waiting = KEYS[6],
+  held = KEYS[7], freed = KEYS[8], rate = KEYS[9], queued = KEYS[10]}
+L.any_freed = rcall('EXISTS', L.freed) == 1 -- the one read a call pays when no limit is in use
+local held = 0 -- jobs held back by their limits
 
 for q = 1, nq do
-  local k = 3 + 9 * (q - 1)
+  local k = 10 + 9 * (q - 1)
   local R = {fifo = KEYS[k + 1], ranked = KEYS[k + 2], seq = KEYS[3], groups = KEYS[k + 7],
     turns = KEYS[k + 8], groupof = KEYS[k + 9]}
   local K = {jobs = KEYS[1], err = KEYS[2], leases = KEYS[k + 4]}
@@ -53,7 +65,9 @@ for q = 1, nq do
   local P = {fifo = R.fifo, ranked = R.ranked, delayed = KEYS[k + 3], leases = KEYS[k + 4],
     dead = KEYS[k + 5], groups = R.groups, groupof = R.groupof}
   promote(G, R, P, now, batch)
-  while taken < count and not paused[G.queue] do
+  local Q = {delayed = KEYS[k + 3], wake = KEYS[k + 6]} -- where a rate-limited job goes
+  limits_return(L, R, G.queue, batch)
+  while taken < count and held < HOLD_CAP and not paused[G.queue] do
     local ids = pop_ready(R, count - taken)
     if #ids == 0 then
       break
@@ -62,6 +76,8 @@ for q = 1, nq do
       local s, why = load_state(KEYS[1], id)
       if s == nil then -- dead-lettered so it is seen, not silently dropped
         bury(G, id, why or 'record missing (its id was ready, its record gone)', now)
+      elseif s.status == 'pending' and not limits_pass(L, Q, id, s, now) then
+        held = held + 1 -- held back by a limit: waits, or is delayed; no attempt spent
       elseif s.status == 'pending' then
         taken = taken + 1
         s.status = 'running'
@@ -88,7 +104,7 @@ end
 if taken == 0 then
   local earliest = nil
   for q = 1, nq do
-    local first = paused[ARGV[4 + q]] and {} or rcall('ZRANGE', KEYS[3 + 9 * (q - 1) + 3], 0, 0,
+    local first = paused[ARGV[4 + q]] and {} or rcall('ZRANGE', KEYS[10 + 9 * (q - 1) + 3], 0, 0,
       'WITHSCORES')
     if first[2] and (earliest == nil or tonumber(first[2]) < earliest) then
       earliest = tonumber(first[2])
@@ -96,6 +112,9 @@ if taken == 0 then
   end
   if earliest then
     out[2] = math.max(earliest - now, 0)
+  end
+  if held >= HOLD_CAP then
+    out[2] = 0 -- it stopped looking: more jobs may be ready behind those held back
   end
 end
 return out

@@ -1,12 +1,15 @@
 --[[ settle: apply each outcome whose token is current; a stale one changes nothing.
 
 KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] sequence counter
-then per queue q = 1..ARGV[2] (base = 3 + 10 * (q - 1)), each queue named once per call:
+KEYS[4] limit specs hash    KEYS[5] limit holding zset    KEYS[6] limit waiting zset
+KEYS[7] limit held hash    KEYS[8] limit freed zset    KEYS[9] limit rate zset
+KEYS[10] limit queued hash
+then per queue q = 1..ARGV[2] (base = 10 + 10 * (q - 1)), each queue named once per call:
   KEYS[base+1] FIFO list   KEYS[base+2] ranked set  KEYS[base+3] delayed set
   KEYS[base+4] lease set   KEYS[base+5] dead set    KEYS[base+6] totals hash
   KEYS[base+7] wake list   KEYS[base+8] group set   KEYS[base+9] turns list
   KEYS[base+10] group hash
-then per outcome i: KEYS[3 + 10 * nq + i] the job's done key
+then per outcome i: KEYS[10 + 10 * nq + i] the job's done key
 last: KEYS[#KEYS] progress hash (a job that ends takes its progress to its done key)
 ARGV[1] result TTL in ms (the broker's)    ARGV[2] nq, the number of queues
 then per outcome i (base = 2 + 4 * (i - 1)):
@@ -27,13 +30,17 @@ An applied outcome leaves the mark '=<token>:<kind as sent>' in the token field 
 state (live or done record) until the job is leased again: a settle retried because the reply to
 the first try was lost finds it and is answered 1 again, changing nothing (the first try applied).
 
+Every applied outcome frees the job's limit slots (see _limits.lua): the next job in line of each
+freed key goes to its queue's freed set.
+
 Returns per outcome 1 (applied, now or by the first try of this same token and kind) or 0 (stale
-token: nothing changed).
+token: nothing changed), then the names of the queues that got freed jobs (to wake).
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _limits.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
-local fault = layout_fault({'hash', 'hash', 'string'},
+local fault = layout_fault({'hash', 'hash', 'string', unpack(LIMIT_KINDS)},
   {'list', 'zset', 'zset', 'zset', 'zset', '*', 'list', 'zset', 'list', 'hash'},
   tonumber(ARGV[2]))
 if fault then -- a job out of its lease set, then a refused write: the job lost
@@ -59,6 +66,8 @@ local function settled_as(s, done_key, mark)
 end
 
 local nq = tonumber(ARGV[2])
+local L = {jobs = KEYS[1], seq = KEYS[3], specs = KEYS[4], holding = KEYS[5], waiting = KEYS[6],
+  held = KEYS[7], freed = KEYS[8], rate = KEYS[9], queued = KEYS[10]}
 local unleased = {} -- q -> ids to drop from its lease set
 local fronts = {} -- {q, id, state, started, n} of jobs ready again at the front
 for i = 1, (#ARGV - 2) / 4 do
@@ -66,14 +75,15 @@ for i = 1, (#ARGV - 2) / 4 do
   local id = ARGV[a + 1]
   local token, kind, q, delay, own = string.match(ARGV[a + 2], '^(%S+) (%S+) (%d+) (%d+) ?(%d*)$')
   q = tonumber(q)
-  local b = 3 + 10 * (q - 1)
+  local b = 10 + 10 * (q - 1)
   local delayed, dead, totals, wake_key = KEYS[b + 3], KEYS[b + 5], KEYS[b + 6], KEYS[b + 7]
   local s = load_state(KEYS[1], id)
   local mark = '=' .. token .. ':' .. kind
   if s == nil or s.status ~= 'running' or s.token ~= token or token == '' then
-    out[i] = settled_as(s, KEYS[3 + 10 * nq + i], mark) and 1 or 0
+    out[i] = settled_as(s, KEYS[10 + 10 * nq + i], mark) and 1 or 0
   else
     out[i] = 1
+    limits_release(L, id, s.spec) -- every kind: the job no longer runs
     if s.cancel == '1' and (kind == 'retry' or kind == 'release') then
       kind = 'cancel' -- a cancel requested while it ran wins over running it again
     end
@@ -95,8 +105,9 @@ for i = 1, (#ARGV - 2) / 4 do
       if kind == 'cancel' then
         result = ''
       end
-      finish({jobs = KEYS[1], err = KEYS[2], prog = KEYS[#KEYS], done = KEYS[3 + 10 * nq + i],
-        totals = totals, mark = mark, groupof = KEYS[b + 10]}, id, s, FINAL[kind], now, own ~= '' and tonumber(own) or ttl,
+      finish({jobs = KEYS[1], err = KEYS[2], prog = KEYS[#KEYS], done = KEYS[10 + 10 * nq + i],
+        totals = totals, mark = mark, groupof = KEYS[b + 10]}, id, s, FINAL[kind], now,
+        own ~= '' and tonumber(own) or ttl,
         result)
     elseif kind == 'dead_letter' then
       s.failed = now
@@ -134,13 +145,16 @@ table.sort(fronts, function(x, y)
 end)
 for j = #fronts, 1, -1 do
   local q, id, s = fronts[j][1], fronts[j][2], fronts[j][3]
-  local b = 3 + 10 * (q - 1)
+  local b = 10 + 10 * (q - 1)
   make_ready({fifo = KEYS[b + 1], ranked = KEYS[b + 2], seq = KEYS[3], groups = KEYS[b + 8],
     turns = KEYS[b + 9], groupof = KEYS[b + 10]}, id, s, true)
   save_state(KEYS[1], id, s)
   wake(KEYS[b + 7], 1)
 end
 for q, ids in pairs(unleased) do
-  each_chunk('ZREM', KEYS[3 + 10 * (q - 1) + 4], ids)
+  each_chunk('ZREM', KEYS[10 + 10 * (q - 1) + 4], ids)
+end
+for _, queue in ipairs(limits_woken(L)) do
+  out[#out + 1] = queue
 end
 return out

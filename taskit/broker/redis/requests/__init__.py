@@ -30,6 +30,7 @@ from taskit.broker.redis.requests.admin import (
 )
 from taskit.broker.redis.requests.flow import Pause
 from taskit.broker.redis.requests.lifecycle import Enqueue, Extend, Reclaim, Reserve, Settle
+from taskit.broker.redis.requests.limits import LimitsGet, LimitsSet, LimitsUsage, Wake
 from taskit.broker.redis.requests.once import OnceBegin, OnceEnd
 from taskit.broker.redis.requests.progress import SetProgress
 from taskit.broker.redis.requests.request import BATCH, DeadElsewhere, Leased, Moved, Request
@@ -44,6 +45,9 @@ __all__ = [
     "Extend",
     "Get",
     "Leased",
+    "LimitsGet",
+    "LimitsSet",
+    "LimitsUsage",
     "Live",
     "Moved",
     "OnceBegin",
@@ -58,5 +62,6 @@ __all__ = [
     "SetProgress",
     "Settle",
     "Stats",
+    "Wake",
     "Withdraw",
 ]

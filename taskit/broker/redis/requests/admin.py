@@ -72,7 +72,7 @@ class Cancel(Request[bool | Moved]):
     def keys(self, k: Keys) -> list[str]:
         return [
             k.jobs, k.err, k.done(self.job_id), *k.of(self.queue, CANCEL_KINDS), k.progress,
-            *k.of(self.queue, FAIR_KINDS),
+            *k.of(self.queue, FAIR_KINDS), *k.limit_keys(),
         ]  # fmt: skip
 
     def args(self) -> list[Arg]:
@@ -92,7 +92,7 @@ class Stats(Request[dict[str, QueueStats]]):
     queues: Sequence[str]
 
     def keys(self, k: Keys) -> list[str]:
-        keys = [k.jobs, k.seq, k.err]
+        keys = [k.jobs, k.seq, k.err, k.limit_keys()[-1]]  # held-back jobs count as queued
         for q in self.queues:
             keys += k.of(q, STATS_KINDS + FAIR_KINDS)
         return keys
@@ -155,10 +155,10 @@ class Purge(Request[int]):
 
     def keys(self, k: Keys) -> list[str]:
         return [k.jobs, k.err, *k.of(self.queue, PURGE_KINDS), k.progress,
-                *k.of(self.queue, FAIR_KINDS)]  # fmt: skip
+                *k.of(self.queue, FAIR_KINDS), *k.limit_keys()]  # fmt: skip
 
     def args(self) -> list[Arg]:
-        return [BATCH]
+        return [BATCH, self.queue]
 
     def answer(self, reply: Any) -> int:
         """How many jobs it changed (fewer than ``BATCH``: the last batch)."""

@@ -115,7 +115,7 @@ class Reserve(Request[Leased]):
     stem: str
 
     def keys(self, k: Keys) -> list[str]:
-        keys = [k.jobs, k.err, k.seq]
+        keys = [k.jobs, k.err, k.seq, *k.limit_keys()]
         for q in self.queues:
             keys += k.of(q, RESERVE_KINDS)
         keys.append(k.paused)
@@ -156,7 +156,7 @@ class Extend(Request[list[LeaseState]]):
 
 
 @dataclass(frozen=True, slots=True)
-class Settle(Request[list[bool]]):
+class Settle(Request[tuple[list[bool], list[str]]]):
     """Settle each outcome, given as (job id, random part of its token, kind, queue, delay in
     ms, encoded error or b"", encoded result or b""); a finished job's record is kept
     ``ttl_ms``, or its own TTL in ms where ``job_ttls_ms`` (one per outcome, or empty) gives
@@ -174,7 +174,7 @@ class Settle(Request[list[bool]]):
         return queues
 
     def keys(self, k: Keys) -> list[str]:
-        keys = [k.jobs, k.err, k.seq]
+        keys = [k.jobs, k.err, k.seq, *k.limit_keys()]
         for queue in self._queues():
             keys += k.of(queue, SETTLE_KINDS)
         keys += [k.done(outcome[0]) for outcome in self.outcomes]
@@ -192,9 +192,12 @@ class Settle(Request[list[bool]]):
             args += [job_id, f"{rand} {kind} {queues[queue]} {delay_ms}{own}", error, result]
         return args
 
-    def answer(self, reply: Any) -> list[bool]:
-        """Per outcome, in order: whether it applied (False: a stale token, nothing changed)."""
-        return [ok == 1 for ok in reply]
+    def answer(self, reply: Any) -> tuple[list[bool], list[str]]:
+        """Per outcome, in order: whether it applied (False: a stale token, nothing changed);
+        and the queues whose held-back jobs the freed limit slots let out of line (to wake)."""
+        n = len(self.outcomes)
+        woken = [name.decode(errors="replace") for name in reply[n:]]
+        return [ok == 1 for ok in reply[:n]], woken
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,18 @@
 KEYS[1] jobs hash   KEYS[2] error hash   KEYS[3] FIFO list   KEYS[4] ranked set
 KEYS[5] delayed set   KEYS[6] progress hash   KEYS[7] group set   KEYS[8] turns list
 KEYS[9] group hash
-ARGV[1] batch size
+KEYS[10] limit specs hash    KEYS[11] limit holding zset    KEYS[12] limit waiting zset
+KEYS[13] limit held hash    KEYS[14] limit freed zset    KEYS[15] limit rate zset
+KEYS[16] limit queued hash
+ARGV[1] batch size    ARGV[2] the queue's name
 
-Running jobs and dead letters are left alone. Returns how many were deleted (0: none is left).
+Jobs held back by their limits (in a line, or freed: see _limits.lua) are waiting jobs of the
+queue too; finding those in a line reads every line (O(jobs in lines)). Running jobs and dead
+letters are left alone. Returns how many were deleted (0: none is left).
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _limits.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 local batch = tonumber(ARGV[1])
@@ -22,7 +28,13 @@ if #ids < batch then
     end
   end
 end
+local L = {jobs = KEYS[1], specs = KEYS[10], holding = KEYS[11], waiting = KEYS[12],
+  held = KEYS[13], freed = KEYS[14], rate = KEYS[15], queued = KEYS[16]}
+if #ids < batch then
+  limits_held_of(L, ARGV[2], batch - #ids, ids)
+end
 if #ids > 0 then
+  each_chunk('HDEL', L.held, ids)
   each_chunk('HDEL', KEYS[1], ids)
   each_chunk('HDEL', KEYS[2], ids)
   each_chunk('HDEL', KEYS[6], ids)

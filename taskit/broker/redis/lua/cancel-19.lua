@@ -4,18 +4,23 @@ KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] the job's done key
 KEYS[4] FIFO list    KEYS[5] ranked set    KEYS[6] delayed set    KEYS[7] lease set
 KEYS[8] totals hash  (the keys of queue ARGV[2])    KEYS[9] progress hash
 KEYS[10] group set   KEYS[11] turns list   KEYS[12] group hash  (of queue ARGV[2])
+KEYS[13] limit specs hash    KEYS[14] limit holding zset    KEYS[15] limit waiting zset
+KEYS[16] limit held hash    KEYS[17] limit freed zset    KEYS[18] limit rate zset
+KEYS[19] limit queued hash
 ARGV[1] job id   ARGV[2] the queue the client believes the job is in   ARGV[3] result TTL in ms
 
 Pending, scheduled or retrying: leaves its queue, ends cancelled (done key with a TTL). Running:
 cancel requested (extend reports it). Returns 1 in those cases; 0 when the job is finished, dead
 or unknown (nothing changes); the job's real queue name when it is not in ARGV[2].
 Cancelling a pending job of the default priority scans its queue's FIFO list: O(n) in its length.
+A job held back by its limits leaves its line (see _limits.lua) instead.
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _limits.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 local fault = layout_fault({'hash', 'hash', '*', 'list', 'zset', 'zset', 'zset', '*', 'hash',
-  'zset', 'list', 'hash'}, {}, 0)
+  'zset', 'list', 'hash', unpack(LIMIT_KINDS)}, {}, 0)
 if fault then -- a job out of its queue, then a refused write: the job lost
   return redis.error_reply(fault)
 end
@@ -33,7 +38,9 @@ if s.status == 'running' then
   save_state(KEYS[1], id, s)
   return 1
 end
-if s.status == 'pending' then
+local L = {jobs = KEYS[1], specs = KEYS[13], holding = KEYS[14], waiting = KEYS[15],
+  held = KEYS[16], freed = KEYS[17], rate = KEYS[18], queued = KEYS[19]}
+if not limits_forget(L, id, s) and s.status == 'pending' then
   unready({fifo = KEYS[4], ranked = KEYS[5], groups = KEYS[10], turns = KEYS[11],
     groupof = KEYS[12]}, id, s)
 end
