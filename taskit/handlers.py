@@ -33,7 +33,7 @@ it before anything is enqueued by overriding ``validate_payload``.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -41,6 +41,7 @@ from taskit._arguments import check_any
 from taskit.backoff import Backoff
 from taskit.errors import SerializationError
 from taskit.job import Job, JobResult, decode_arguments
+from taskit.limiting import Limit, LimitPlan, LimitUse
 from taskit.options import ExceptionTypes, resolve_options
 from taskit.producer import Producer
 from taskit.task import Task
@@ -104,6 +105,10 @@ class HandlerTask(Task[..., Any]):
         assert isinstance(self.fn, _Run)
         return self.fn.handler
 
+    def limit_plan(self, uses: Sequence[Limit | LimitUse]) -> LimitPlan | None:
+        """As ``Task.limit_plan``, with keys read from the keyword payload."""
+        return LimitPlan(self.name, uses, None) if uses else None
+
     def check_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, validate: bool = True
     ) -> None:
@@ -148,6 +153,7 @@ def handler_task(
     dont_retry_on: ExceptionTypes | None = None,
     validate: bool | None = None,
     result_ttl: float | timedelta | None = None,
+    limits: Sequence[Limit | LimitUse] | None = None,
 ) -> HandlerTask:
     """Build (not register) the task for ``handler``, its jobs stored through ``producer``;
     options default as in ``App.task`` (from ``producer.settings``), ``on_failure`` is the
@@ -166,7 +172,7 @@ def handler_task(
     opts = resolve_options(
         producer.settings, job_type, queue=queue, priority=priority, max_retries=max_retries,
         backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
-        validate=validate, on_failure=handler.on_failure, result_ttl=result_ttl,
+        validate=validate, on_failure=handler.on_failure, result_ttl=result_ttl, limits=limits,
     )  # fmt: skip
     return HandlerTask(producer, _Run(handler), opts)
 

@@ -18,7 +18,7 @@ the enqueue path.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -28,6 +28,7 @@ from taskit.backoff import BackoffPolicy, as_policy
 from taskit.config import MAX_COUNT, MAX_SECONDS, Settings
 from taskit.errors import Fail, Retry
 from taskit.job import Job
+from taskit.limiting import Limit, LimitUse, check_limits
 
 __all__ = [
     "CALL_OPTIONS",
@@ -212,6 +213,7 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         "created_by": Option("str | uuid.UUID", _created_by, False, True),
         "expires": Option("float | datetime", _expires, False, True),
         "result_ttl": Option("float | timedelta", _result_ttl, True, True),
+        "limits": Option("Sequence[Limit | LimitUse]", check_limits, True, True),
     }
 )
 #: The names of a task's fixed options (``App.task``; ``register`` and ``remote`` omit
@@ -221,7 +223,7 @@ CALL_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.call)
 #: (name, check) of each per-call option, for ``CallOptions`` (built on every ``Task.options``).
 _CALL_CHECKS = tuple((name, OPTIONS[name].check) for name in CALL_OPTIONS)
 #: Task options whose resolved value may be ``None``: no timeout, no hook, no exception filter.
-_NULLABLE = ("timeout", "on_failure", "retry_on", "dont_retry_on", "result_ttl")
+_NULLABLE = ("timeout", "on_failure", "retry_on", "dont_retry_on", "result_ttl", "limits")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,6 +245,8 @@ class TaskOptions:
     validate: bool = True
     #: Seconds its finished jobs stay readable (``None``: the broker's ``result_ttl``).
     result_ttl: float | timedelta | None = None
+    #: The limits its jobs need (``taskit.limiting``); ``None``: none.
+    limits: Sequence[Limit | LimitUse] | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -253,6 +257,8 @@ class TaskOptions:
                     raise TypeError(f"backoff must be a policy (a callable), got {value!r}")
             elif value is not None or name not in _NULLABLE:
                 OPTIONS[name].check(value)
+        if self.limits is not None:  # a copy: a later change to the caller's list changes nothing
+            object.__setattr__(self, "limits", tuple(self.limits))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,6 +278,8 @@ class CallOptions:
     expires: float | datetime | None = None
     #: Seconds the finished job stays readable (``None``: the task's, else the broker's).
     result_ttl: float | timedelta | None = None
+    #: The limits these jobs need instead of the task's (``[]``: none).
+    limits: Sequence[Limit | LimitUse] | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CALL_CHECKS:
@@ -279,6 +287,8 @@ class CallOptions:
             if value is not None:
                 check(value)
         object.__setattr__(self, "metadata", dict(self.metadata))
+        if self.limits is not None:
+            object.__setattr__(self, "limits", tuple(self.limits))
 
 
 def given_options(**given: Any) -> dict[str, Any]:

@@ -35,6 +35,7 @@ import anyio.abc
 
 from taskit.handlers import check_payload
 from taskit.job import Job, JobResult, encode_value
+from taskit.limiting import Limit, LimitUse
 from taskit.oneshot import JobFunction, process_one
 from taskit.task import TaskVariant
 from taskit.worker import Worker, WorkerStats
@@ -85,6 +86,7 @@ class JobService:
         created_by: str | uuid.UUID | None = None,
         expires: float | datetime | None = None,
         result_ttl: float | timedelta | None = None,
+        limits: Sequence[Limit | LimitUse] | None = None,
     ) -> Job:
         """Create and enqueue a job of the registered task ``job_type``; returns it as stored.
 
@@ -104,6 +106,7 @@ class JobService:
             job_type, payload, queue=_one_queue(queue, queue_name), priority=priority,
             max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
             metadata=metadata, created_by=created_by, expires=expires, result_ttl=result_ttl,
+            limits=limits,
         )  # fmt: skip
         if scheduled_at is None:
             return await variant.enqueue(**kwargs)
@@ -126,12 +129,14 @@ class JobService:
         created_by: str | uuid.UUID | None = None,
         expires: float | datetime | None = None,
         result_ttl: float | timedelta | None = None,
+        limits: Sequence[Limit | LimitUse] | None = None,
     ) -> Job:
         """``create_job`` for code without an event loop (a Flask or Django view, a script)."""
         variant, kwargs = self._prepare(
             job_type, payload, queue=_one_queue(queue, queue_name), priority=priority,
             max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
             metadata=metadata, created_by=created_by, expires=expires, result_ttl=result_ttl,
+            limits=limits,
         )  # fmt: skip
         if scheduled_at is None:
             return variant.enqueue_sync(**kwargs)
