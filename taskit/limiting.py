@@ -161,7 +161,7 @@ class LimitPlan:
         bound: dict[str, Any] | None = None
         for name, key in self._keyed:
             if isinstance(key, str):
-                value = self._argument(key, args, kwargs)
+                value = self._argument(name, key, args, kwargs)
                 source = f"argument {key!r}"
             else:
                 if bound is None:
@@ -171,18 +171,17 @@ class LimitPlan:
             found.append(limit_key(name, _key_text(self._task, name, source, value)))
         return tuple(found)
 
-    def _argument(self, key: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    def _argument(
+        self, name: str, key: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Any:
         if key in kwargs:
             return kwargs[key]
         position = self._positions.get(key)
         if position is not None and position < len(args):
             return args[position]
-        bound = self._bound(args, kwargs, key)
+        bound = self._bound(args, kwargs, name)
         if key not in bound:
-            raise TypeError(
-                f"task {self._task!r}: limit key argument {key!r} is missing"
-                + ("" if self._signature is not None else " (pass it by keyword)")
-            )
+            raise TypeError(f"task {self._task!r}: limit {name!r}: key argument {key!r} is missing")
         return bound[key]
 
     def _bound(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -190,8 +189,8 @@ class LimitPlan:
         if self._signature is None:
             if args:
                 raise TypeError(
-                    f"task {self._task!r} has no signature here: limit {name!r} needs its "
-                    "arguments by keyword"
+                    f"task {self._task!r} has no signature here: limit {name!r} takes its key "
+                    "from arguments passed by keyword"
                 )
             return dict(kwargs)
         bound = self._signature.bind(*args, **kwargs)
