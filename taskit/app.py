@@ -258,7 +258,9 @@ class App:
         with other values (guide: "Flow control")."""
         spec = None
         if concurrency is not None or rate is not None or burst is not None or per != 1.0:
-            spec = LimitSpec(concurrency=concurrency, rate=rate, per=per, burst=burst)
+            spec = LimitSpec(concurrency=concurrency, rate=rate, burst=burst)
+            if per != spec.per:  # the default stays the default (left out of its JSON)
+                spec = LimitSpec(concurrency=concurrency, rate=rate, per=per, burst=burst)
         return self.limits.declare(name, spec)
 
     def on(self, *kinds: EventKind | str) -> Callable[[S], S]:

@@ -33,7 +33,8 @@ def test_app_limit_declares_a_definition_once() -> None:
         "exports": LimitSpec(concurrency=2),
         "api-token": LimitSpec(rate=100, per=60, burst=100),
     }
-    assert token.spec is not None and token.spec.bucket == 100
+    assert token.spec is not None
+    assert token.spec.bucket == 100
 
 
 def test_a_limit_without_values_is_a_reference_declaring_nothing() -> None:
@@ -82,7 +83,8 @@ async def test_a_job_gets_its_concrete_limit_keys_at_enqueue() -> None:
     assert (await export.enqueue("acme")).limits == ("payment-api", "exports:acme")
     assert (await export.enqueue(customer_id="zeta")).limits == ("payment-api", "exports:zeta")
     stored = await app.get_job((await export.enqueue("acme", "pdf")).id)
-    assert stored is not None and stored.limits == ("payment-api", "exports:acme")
+    assert stored is not None
+    assert stored.limits == ("payment-api", "exports:acme")
 
 
 async def test_a_key_function_gets_the_bound_arguments_defaults_included() -> None:
