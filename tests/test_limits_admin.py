@@ -176,7 +176,8 @@ def test_limit_set_refuses_what_is_not_a_definition(
     double: LimitsDouble, args: list[str], error: str
 ) -> None:
     result = taskit("limit", "set", APP, *args)
-    assert result.exit_code == 2 and error in result.output, result.output
+    assert result.exit_code == 2, result.output
+    assert error in result.output
     assert not [c for c in double.calls if c[0] == "set_limits"]
 
 
