@@ -42,7 +42,9 @@ def _run(app: App, fn: Callable[[], Awaitable[T]]) -> T:
     try:
         return run(app, fn)
     except NotImplementedError:
-        raise click.ClickException(f"the broker {app.broker_url} does not store limits") from None
+        raise click.ClickException(
+            f"the broker {type(app.broker).__name__} does not store limits"
+        ) from None
 
 
 def _name(value: str) -> str:

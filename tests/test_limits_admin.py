@@ -19,6 +19,7 @@ from taskit import App, ConfigurationError, LimitSpec, LimitUsage, MemoryBroker,
 from taskit.cli import main
 from taskit.job import Lease
 from taskit.metrics import LIMIT_TOP_KEYS, Metrics
+from tests.apps.limits_app import app
 
 pytestmark = pytest.mark.anyio
 
@@ -60,16 +61,7 @@ class LimitsDouble(MemoryBroker):
         return await super().reserve(queues, **options)
 
 
-#: The App the CLI loads (``tests.test_limits_admin:app``); each test gives it a fresh double.
-app = App(MemoryBroker(), settings=Settings())
-exports = app.limit("exports", concurrency=2)
-payment = app.limit("payment-api", concurrency=50)
-token = app.limit("api-token", rate=100, per=60, burst=10)
-APP = "tests.test_limits_admin:app"
-
-
-@app.task(name="export", limits=[exports.by("customer_id"), payment])
-def export(customer_id: str) -> None: ...
+APP = "tests.apps.limits_app:app"
 
 
 @pytest.fixture
