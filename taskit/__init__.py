@@ -44,6 +44,8 @@ from taskit.errors import (
 from taskit.events import EventKind, JobEvent
 from taskit.handlers import JobHandler
 from taskit.job import Job, JobResult, JobStatus, KeptJob, Progress, QueueStats
+from taskit.limiting import Limit, LimitUse
+from taskit.limits import LimitSpec, LimitUsage
 from taskit.once import Once
 from taskit.ports import JobCreator
 from taskit.progress import report_progress
@@ -84,6 +86,10 @@ __all__ = [
     "JobStatus",
     "JobTimeoutError",
     "KeptJob",
+    "Limit",
+    "LimitSpec",
+    "LimitUsage",
+    "LimitUse",
     "MemoryBroker",
     "Once",
     "OnceBusy",

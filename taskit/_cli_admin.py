@@ -17,6 +17,7 @@ import click
 import msgspec
 
 from taskit._cli_load import load_app
+from taskit._limit_report import LIMIT_HEADERS, LimitReport, limit_reports, limit_rows
 from taskit._urls import parse_broker_url, redact_url
 from taskit.app import App
 from taskit.config import MAX_COUNT, MAX_SECONDS
@@ -160,15 +161,23 @@ def _ago(when: datetime | None) -> str:
 @_APP
 @_JSON
 def info(app_path: str, as_json: bool) -> None:
-    """Queues (queued, scheduled, running, completed, failed, dead) and live workers."""
+    """Queues (queued, scheduled, running, completed, failed, dead), live workers, and limits
+    (their three busiest keys; ``taskit limits`` shows more)."""
     app = _load(app_path)
 
-    async def read() -> tuple[dict[str, Any], list[Any], frozenset[str]]:
-        return await app.stats(), await live_workers(app.broker), await app.broker.paused_queues()
+    Info = tuple[dict[str, Any], list[Any], frozenset[str], list[LimitReport] | None]
 
-    stats, workers, paused = run(app, read)
+    async def read() -> Info:
+        try:
+            limits: list[LimitReport] | None = await limit_reports(app, top=3)
+        except NotImplementedError:  # a broker that does not store limits
+            limits = None
+        paused = await app.broker.paused_queues()
+        return await app.stats(), await live_workers(app.broker), paused, limits
+
+    stats, workers, paused, limits = run(app, read)
     if as_json:
-        echo_json({"queues": stats, "workers": workers, "paused": sorted(paused)})
+        echo_json({"queues": stats, "workers": workers, "paused": sorted(paused), "limits": limits})
         return
     fields = ("queued", "scheduled", "running", "completed", "failed", "dead")
     rows = [[q, *(getattr(s, f) for f in fields)] for q, s in stats.items()]
@@ -186,6 +195,9 @@ def info(app_path: str, as_json: bool) -> None:
     )  # fmt: skip
     if not workers:
         click.echo("(no live worker)")
+    if limits:
+        click.echo()
+        echo_table(LIMIT_HEADERS, limit_rows(limits))
 
 
 @click.command()

@@ -15,6 +15,7 @@ from taskit.config import Settings
 from taskit.events import Events
 from taskit.hooks import Hooks
 from taskit.job import OutcomeKind
+from taskit.limits import LimitSpec
 
 if TYPE_CHECKING:
     from taskit.task import Task
@@ -65,7 +66,8 @@ _STAT_OF: dict[OutcomeKind | Settled | None, str] = {
 
 class WorkerSource(Protocol):
     """What a worker is built from: an ``App`` is one, a ``WorkerParts`` another. A ``hooks``
-    attribute (``taskit.hooks.Hooks``), which both have, is read when present."""
+    attribute (``taskit.hooks.Hooks``) and a ``limits`` one (declared limit definitions by
+    name), which both have, are read when present."""
 
     @property
     def broker(self) -> Broker: ...
@@ -85,7 +87,9 @@ class WorkerParts:
     job: a live view such as ``App.tasks`` sees tasks registered later); the ``settings`` it
     takes its defaults, lease, grace period and intervals from; the ``events`` subscribers to
     tell (none: no events); ``broker_url``, how its log lines name the broker (default: the
-    broker's class); and the ``hooks`` whose run hooks follow each attempt (none: no hooks)."""
+    broker's class); the ``hooks`` whose run hooks follow each attempt (none: no hooks); and
+    the ``limits`` it declares, written before its first reserve where the broker has none
+    (``taskit._declare_limits``; none: nothing written)."""
 
     broker: Broker
     tasks: Mapping[str, Task[Any, Any]]
@@ -93,6 +97,7 @@ class WorkerParts:
     events: Events | None = None
     broker_url: str = ""
     hooks: Hooks | None = None
+    limits: Mapping[str, LimitSpec] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.broker_url:

@@ -27,6 +27,8 @@ from taskit.events import EventKind, Events, Subscriber
 from taskit.handlers import HandlerTask, JobHandler, handler_task
 from taskit.hooks import Hooks
 from taskit.job import Job, JobResult, JobStatus, QueueStats
+from taskit.limiting import Limit, LimitBook, LimitUse, parse_limits_json
+from taskit.limits import LimitSpec
 from taskit.once import DEFAULT_TTL, Once
 from taskit.options import (
     ExceptionTypes,
@@ -97,6 +99,11 @@ class App:
         #: Periodic schedules by name (``periodic``, ``taskit.scheduler.load_schedules``).
         self.schedules: dict[str, Schedule] = {}
         self._bridge = SyncBridge()
+        #: Declared limit definitions (``limit``, ``TASKIT_LIMITS_JSON``, which wins); workers
+        #: write them where the broker has none.
+        self.limits = LimitBook(
+            None if settings.limits_json is None else parse_limits_json(settings.limits_json)
+        )
         #: Stores the jobs of every task this App makes (``enqueue_many`` too).
         self.producer = Producer(broker, settings, self.events, self._bridge, self.hooks)
 
@@ -134,6 +141,7 @@ class App:
         result_ttl: float | timedelta | None = None,
         fair_by: FairBy | None = None,
         dedup: DedupPolicy | None = None,
+        limits: Sequence[Limit | LimitUse] | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -153,6 +161,7 @@ class App:
         result_ttl: float | timedelta | None = None,
         fair_by: FairBy | None = None,
         dedup: DedupPolicy | None = None,
+        limits: Sequence[Limit | LimitUse] | None = None,
     ) -> Task[P, R] | TaskDecorator:
         """Register a function (``async def`` or ``def``) as a task.
 
@@ -171,14 +180,16 @@ class App:
         retention per job"). ``fair_by`` (an argument name, or a function of the arguments
         returning a str or int) gives each job a group: its queue serves groups in turns
         (guide: "Fair queues"). ``dedup`` (``taskit.Throttle`` or ``taskit.Debounce``) keeps one
-        job of a key per window (guide: "Dedup windows"). A bad option raises
+        job of a key per window (guide: "Dedup windows"). ``limits`` (``app.limit`` limits,
+        bare or ``.by(key)``) are the concurrency and rate limits its jobs need (guide: "Flow
+        control"). A bad option raises
         ``ValueError``/``TypeError`` naming it.
         """
         given = given_options(
             queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
             timeout=timeout, on_failure=on_failure, retry_on=retry_on,
             dont_retry_on=dont_retry_on, validate=validate, result_ttl=result_ttl,
-            fair_by=fair_by, dedup=dedup,
+            fair_by=fair_by, dedup=dedup, limits=limits,
         )  # fmt: skip
 
         def register(func: Callable[P, R]) -> Task[P, R]:
@@ -205,6 +216,7 @@ class App:
         result_ttl: float | timedelta | None = None,
         fair_by: FairBy | None = None,
         dedup: DedupPolicy | None = None,
+        limits: Sequence[Limit | LimitUse] | None = None,
     ) -> HandlerTask:
         """Register a class-based handler (``taskit.handlers.JobHandler``) as the task named by
         its ``job_type``, with the options of ``App.task`` (``on_failure`` is the handler's own
@@ -214,7 +226,7 @@ class App:
         task = handler_task(
             self.producer, handler, queue=queue, priority=priority, max_retries=max_retries,
             backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
-            validate=validate, result_ttl=result_ttl, fair_by=fair_by, dedup=dedup,
+            validate=validate, result_ttl=result_ttl, fair_by=fair_by, dedup=dedup, limits=limits,
         )  # fmt: skip
         self._register(task)
         return task
@@ -244,6 +256,31 @@ class App:
             self, every=every, cron=cron, tz=tz, name=name, args=args, kwargs=kwargs,
             queue=queue, missed=missed,
         )  # fmt: skip
+
+    def limit(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        rate: int | None = None,
+        per: float = 1.0,
+        burst: int | None = None,
+    ) -> Limit:
+        """Declare the limit ``name``, for tasks' ``limits=[...]``: at most ``concurrency`` jobs
+        running at once and/or at most ``rate`` starts per ``per`` seconds (bursts of up to
+        ``burst``, default ``rate``), per key when used as ``.by(key)``, else over all its
+        jobs. With neither ``concurrency`` nor ``rate``: a reference to a limit defined
+        elsewhere (configuration, or the broker), declaring nothing. Workers write the
+        declared definition where the broker has none; the broker's live one is what counts
+        (``taskit limit set``); ``TASKIT_LIMITS_JSON`` wins over the code for a name both
+        give. ``ValueError``/``TypeError`` for a bad name or value, or a name declared again
+        with other values (guide: "Flow control")."""
+        spec = None
+        if concurrency is not None or rate is not None or burst is not None or per != 1.0:
+            spec = LimitSpec(concurrency=concurrency, rate=rate, burst=burst)
+            if per != spec.per:  # the default stays the default (left out of its JSON)
+                spec = LimitSpec(concurrency=concurrency, rate=rate, per=per, burst=burst)
+        return self.limits.declare(name, spec)
 
     def on(self, *kinds: EventKind | str) -> Callable[[S], S]:
         """Subscribe the decorated ``fn(event: JobEvent)`` (sync or async) to job events of
@@ -277,6 +314,7 @@ class App:
         result_ttl: float | timedelta | None = None,
         fair_by: FairBy | None = None,
         dedup: DedupPolicy | None = None,
+        limits: Sequence[Limit | LimitUse] | None = None,
     ) -> Task[..., Any]:
         """A handle to enqueue task ``name`` without registering or importing it here.
 
@@ -294,7 +332,7 @@ class App:
         changes = given_options(
             queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
             timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on, validate=validate,
-            result_ttl=result_ttl, fair_by=fair_by, dedup=dedup,
+            result_ttl=result_ttl, fair_by=fair_by, dedup=dedup, limits=limits,
         )  # fmt: skip
         known = self._tasks.get(name)
         if known is not None:
@@ -401,7 +439,7 @@ class App:
         (``taskit.worker``)."""
         parts = WorkerParts(
             broker=self.broker, tasks=self.tasks, settings=self.settings, events=self.events,
-            broker_url=self.broker_url, hooks=self.hooks,
+            broker_url=self.broker_url, hooks=self.hooks, limits=self.limits,
         )  # fmt: skip
         return Worker(parts, queues=queues, concurrency=concurrency, name=name)
 

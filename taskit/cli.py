@@ -28,6 +28,7 @@ import click
 from taskit import __version__
 from taskit._cli_admin import Count, add_admin_commands, how_to_share, refuse_in_process
 from taskit._cli_flow import add_flow_commands
+from taskit._cli_limits import add_limit_commands
 from taskit._cli_load import load_app
 from taskit._cli_outbox import build_relay
 from taskit.app import App
@@ -416,6 +417,7 @@ def check(app_path: str, min_workers: int) -> None:
 
 add_admin_commands(main)
 add_flow_commands(main)
+add_limit_commands(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

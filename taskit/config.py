@@ -23,6 +23,7 @@ built, and every field can be overridden in code (``Settings(...)`` or ``setting
 | ``TASKIT_METRICS_PREFIX``     | metrics_prefix      | ``taskit``   |
 | ``TASKIT_SCHEDULE_JSON``      | schedule_json       | none         |
 | ``TASKIT_PROGRESS_INTERVAL``  | progress_interval   | 1 s          |
+| ``TASKIT_LIMITS_JSON``        | limits_json         | none         |
 
 Every number is checked for type and range when a ``Settings`` is built (``bool`` is not an
 int; durations are finite and at most ``MAX_SECONDS``), and so is the broker URL (see
@@ -69,6 +70,7 @@ _ENV = {
     "metrics_prefix": ("TASKIT_METRICS_PREFIX", str),
     "schedule_json": ("TASKIT_SCHEDULE_JSON", str),
     "progress_interval": ("TASKIT_PROGRESS_INTERVAL", float),
+    "limits_json": ("TASKIT_LIMITS_JSON", str),
 }
 #: A Prometheus metric name's first part: what ``metrics_prefix`` may be.
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -100,6 +102,10 @@ class Settings:
     (``taskit.report_progress``), all of them in one broker call; a job's last report is also
     stored before it settles.
 
+    ``limits_json``: limit definitions as JSON text, an object of name to definition
+    (``taskit.limiting.parse_limits_json``), read when an App is built; for a name the code
+    declares too (``App.limit``), this one wins.
+
     Brokers take the settings they use (``result_ttl``, ``redis_prefix``, ``broker_timeout``) from
     the App they are
     given to, for every option not passed to the broker explicitly (``Broker.configure``).
@@ -123,6 +129,7 @@ class Settings:
     metrics_prefix: str = "taskit"
     schedule_json: str | None = None
     progress_interval: float = 1.0
+    limits_json: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("broker_url", "default_queue"):
@@ -149,6 +156,10 @@ class Settings:
         if self.schedule_json is not None and not isinstance(self.schedule_json, str):
             raise _invalid(
                 "schedule_json", f"schedule_json must be JSON text, got {self.schedule_json!r}"
+            )
+        if self.limits_json is not None and not isinstance(self.limits_json, str):
+            raise _invalid(
+                "limits_json", f"limits_json must be JSON text, got {self.limits_json!r}"
             )
         try:
             check_prefix(self.redis_prefix, "redis_prefix")

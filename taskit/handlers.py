@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -43,6 +43,7 @@ from taskit.backoff import Backoff
 from taskit.dedup import Dedup, DedupPolicy, dedup_of
 from taskit.errors import SerializationError
 from taskit.job import Job, JobResult, decode_arguments
+from taskit.limiting import Limit, LimitPlan, LimitUse
 from taskit.options import ExceptionTypes, FairBy, resolve_options
 from taskit.producer import Producer
 from taskit.task import Task
@@ -115,6 +116,10 @@ class HandlerTask(Task[..., Any]):
         """The dedup window of a job of this payload: its keys are the arguments by name."""
         return dedup_of(policy, self.name, kwargs)
 
+    def limit_plan(self, uses: Sequence[Limit | LimitUse]) -> LimitPlan | None:
+        """As ``Task.limit_plan``, with keys read from the keyword payload."""
+        return LimitPlan(self.name, uses, None) if uses else None
+
     def check_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, validate: bool = True
     ) -> None:
@@ -161,6 +166,7 @@ def handler_task(
     result_ttl: float | timedelta | None = None,
     fair_by: FairBy | None = None,
     dedup: DedupPolicy | None = None,
+    limits: Sequence[Limit | LimitUse] | None = None,
 ) -> HandlerTask:
     """Build (not register) the task for ``handler``, its jobs stored through ``producer``;
     options default as in ``App.task`` (from ``producer.settings``), ``on_failure`` is the
@@ -180,7 +186,7 @@ def handler_task(
         producer.settings, job_type, queue=queue, priority=priority, max_retries=max_retries,
         backoff=backoff, timeout=timeout, retry_on=retry_on, dont_retry_on=dont_retry_on,
         validate=validate, on_failure=handler.on_failure, result_ttl=result_ttl,
-        fair_by=fair_by, dedup=dedup,
+        fair_by=fair_by, dedup=dedup, limits=limits,
     )  # fmt: skip
     return HandlerTask(producer, _Run(handler), opts)
 

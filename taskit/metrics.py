@@ -16,12 +16,18 @@
 | ``taskit_jobs_running``                     | gauge     | queue              | the broker    |
 | ``taskit_queue_paused``                     | gauge     | queue              | the broker    |
 | ``taskit_workers``                          | gauge     |                    | live workers  |
+| ``taskit_limit_running``                    | gauge     | limit, key         | the broker    |
+| ``taskit_limit_waiting``                    | gauge     | limit, key         | the broker    |
 
 Counters count what this process's worker did (sum them over workers); gauges describe the whole
 broker, so every worker reports the same values (take ``max``, not ``sum``, across workers).
 ``taskit`` is the default prefix of every name: ``prefix=`` (or the ``metrics_prefix`` setting,
 ``TASKIT_METRICS_PREFIX``, ``taskit worker --metrics-prefix``) replaces it, as in
 ``myapp_jobs_processed_total``.
+The limit gauges (flow control, ``taskit.limiting``) count running jobs and jobs held back
+waiting for a slot, per limit key (``key`` is the limit key, ``exports:acme``, or the name of a
+global limit), for the ``LIMIT_TOP_KEYS`` busiest keys of each limit the broker defines: the label
+count stays bounded however many keys there are. A broker that stores no limits has none.
 ``outcome`` is one of completed, failed, retried, dead_lettered, cancelled, requeued. A failure
 is any attempt that did not succeed: ``failed``, ``retried`` (except a requested ``Retry``) and
 ``dead_lettered``.
@@ -45,12 +51,14 @@ from taskit.events import EventKind, Events, JobEvent
 if TYPE_CHECKING:
     from taskit.broker.base import Broker
 
-__all__ = ["Metrics", "Observed", "stop_serving"]
+__all__ = ["LIMIT_TOP_KEYS", "Metrics", "Observed", "stop_serving"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds between two refreshes of the broker gauges.
 REFRESH_INTERVAL = 5.0
+#: Keys per limit in the limit gauges (the busiest ones), bounding their label count.
+LIMIT_TOP_KEYS = 10
 _OUTCOMES = (
     EventKind.COMPLETED,
     EventKind.FAILED,
@@ -122,6 +130,15 @@ class Metrics:
             f"{p}_queue_paused", "1 while the queue is paused.", ["queue"], registry=r
         )
         self.workers = gauge(f"{p}_workers", "Live workers (registry records).", registry=r)
+        self.limit_running = gauge(
+            f"{p}_limit_running", "Running jobs per limit key (busiest keys).", ["limit", "key"],
+            registry=r,
+        )  # fmt: skip
+        self.limit_waiting = gauge(
+            f"{p}_limit_waiting", "Jobs held back for a slot per limit key (busiest keys).",
+            ["limit", "key"], registry=r,
+        )  # fmt: skip
+        self._limits_stored = True  # until the broker says it stores none
         app.events.subscribe(self.observe, _OUTCOMES)
 
     def observe(self, event: JobEvent) -> None:
@@ -147,6 +164,24 @@ class Metrics:
         for queue in paused | stats.keys():
             self.paused.labels(queue).set(1 if queue in paused else 0)
         self.workers.set(len(await self.broker.live()))
+        if self._limits_stored:
+            await self._refresh_limits()
+
+    async def _refresh_limits(self) -> None:
+        """The limit gauges, rebuilt: a key that left the busiest ones leaves the gauges."""
+        try:
+            names = list(await self.broker.limit_specs())
+        except NotImplementedError:  # a broker without flow control: no limit gauges
+            self._limits_stored = False
+            return
+        usages = [await self.broker.limit_usage(n, top=LIMIT_TOP_KEYS) for n in names]
+        self.limit_running.clear()
+        self.limit_waiting.clear()
+        for usage in usages:
+            for key, count in usage.running.items():
+                self.limit_running.labels(usage.name, key).set(count)
+            for key, count in usage.waiting.items():
+                self.limit_waiting.labels(usage.name, key).set(count)
 
     async def refresh_forever(self, interval: float = REFRESH_INTERVAL) -> None:
         """``refresh`` every ``interval`` seconds until cancelled; broker errors are logged

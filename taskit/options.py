@@ -18,7 +18,7 @@ the enqueue path.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -29,6 +29,7 @@ from taskit.config import MAX_COUNT, MAX_SECONDS, Settings
 from taskit.dedup import DedupPolicy, check_dedup
 from taskit.errors import Fail, Retry
 from taskit.job import Job
+from taskit.limiting import Limit, LimitUse, check_limits
 
 __all__ = [
     "CALL_OPTIONS",
@@ -230,6 +231,7 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         "result_ttl": Option("float | timedelta", _result_ttl, True, True),
         "fair_by": Option("FairBy", _fair_by, True, False),
         "dedup": Option("DedupPolicy", check_dedup, True, True),
+        "limits": Option("Sequence[Limit | LimitUse]", check_limits, True, True),
     }
 )
 #: The names of a task's fixed options (``App.task``; ``register`` and ``remote`` omit
@@ -241,6 +243,7 @@ _CALL_CHECKS = tuple((name, OPTIONS[name].check) for name in CALL_OPTIONS)
 #: Task options whose resolved value may be ``None``: no timeout, no hook, no exception filter.
 _NULLABLE = (
     "timeout", "on_failure", "retry_on", "dont_retry_on", "result_ttl", "fair_by", "dedup",
+    "limits",
 )  # fmt: skip
 
 
@@ -267,6 +270,8 @@ class TaskOptions:
     fair_by: FairBy | None = None
     #: Its dedup window (``taskit.dedup``: ``Throttle`` or ``Debounce``); None: none.
     dedup: DedupPolicy | None = None
+    #: The limits its jobs need (``taskit.limiting``); ``None``: none.
+    limits: Sequence[Limit | LimitUse] | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -277,6 +282,8 @@ class TaskOptions:
                     raise TypeError(f"backoff must be a policy (a callable), got {value!r}")
             elif value is not None or name not in _NULLABLE:
                 OPTIONS[name].check(value)
+        if self.limits is not None:  # a copy: a later change to the caller's list changes nothing
+            object.__setattr__(self, "limits", tuple(self.limits))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -298,6 +305,8 @@ class CallOptions:
     result_ttl: float | timedelta | None = None
     #: A dedup window for these calls (``None``: the task's own, if any).
     dedup: DedupPolicy | None = None
+    #: The limits these jobs need instead of the task's (``[]``: none).
+    limits: Sequence[Limit | LimitUse] | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CALL_CHECKS:
@@ -305,6 +314,8 @@ class CallOptions:
             if value is not None:
                 check(value)
         object.__setattr__(self, "metadata", dict(self.metadata))
+        if self.limits is not None:
+            object.__setattr__(self, "limits", tuple(self.limits))
 
 
 def given_options(**given: Any) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import anyio.abc
 from taskit.dedup import DedupPolicy
 from taskit.handlers import check_payload
 from taskit.job import Job, JobResult, encode_value
+from taskit.limiting import Limit, LimitUse
 from taskit.oneshot import JobFunction, process_one
 from taskit.task import TaskVariant
 from taskit.worker import Worker, WorkerStats
@@ -87,6 +88,7 @@ class JobService:
         expires: float | datetime | None = None,
         result_ttl: float | timedelta | None = None,
         dedup: DedupPolicy | None = None,
+        limits: Sequence[Limit | LimitUse] | None = None,
     ) -> Job:
         """Create and enqueue a job of the registered task ``job_type``; returns it as stored.
 
@@ -107,6 +109,7 @@ class JobService:
             max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
             metadata=metadata, created_by=created_by, expires=expires, result_ttl=result_ttl,
             dedup=dedup,
+            limits=limits,
         )  # fmt: skip
         if scheduled_at is None:
             return await variant.enqueue(**kwargs)
@@ -130,6 +133,7 @@ class JobService:
         expires: float | datetime | None = None,
         result_ttl: float | timedelta | None = None,
         dedup: DedupPolicy | None = None,
+        limits: Sequence[Limit | LimitUse] | None = None,
     ) -> Job:
         """``create_job`` for code without an event loop (a Flask or Django view, a script)."""
         variant, kwargs = self._prepare(
@@ -137,6 +141,7 @@ class JobService:
             max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
             metadata=metadata, created_by=created_by, expires=expires, result_ttl=result_ttl,
             dedup=dedup,
+            limits=limits,
         )  # fmt: skip
         if scheduled_at is None:
             return variant.enqueue_sync(**kwargs)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -25,6 +25,7 @@ from taskit._arguments import ArgumentTypes
 from taskit.dedup import Dedup, DedupPolicy, dedup_of
 from taskit.fairness import group_of
 from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
+from taskit.limiting import Limit, LimitPlan, LimitUse
 from taskit.options import CallOptions, OnFailure, TaskOptions, result_ttl_seconds
 from taskit.producer import Producer
 
@@ -41,11 +42,15 @@ When = datetime | timedelta | float | int
 class TaskVariant(Generic[P, R]):
     """A task with per-call options (from ``Task.options``): prepares and enqueues jobs."""
 
-    __slots__ = ("_overrides", "_task")
+    __slots__ = ("_limits", "_overrides", "_task")
 
     def __init__(self, task: Task[P, R], overrides: CallOptions) -> None:
         self._task = task
         self._overrides = overrides
+        # The plan that gives its jobs their limit keys; None: no limits, nothing to compute.
+        self._limits: LimitPlan | None = (
+            task._limits if overrides.limits is None else task.limit_plan(overrides.limits)
+        )
 
     @property
     def task(self) -> Task[P, R]:
@@ -83,6 +88,7 @@ class TaskVariant(Generic[P, R]):
             ),
             group=group,
             dedup=None if policy is None else task.dedup_of(policy, args, kwargs),
+            limits=() if self._limits is None else self._limits.keys(args, kwargs),
         )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
@@ -112,11 +118,12 @@ class Task(TaskVariant[P, R]):
     Calling it calls the function directly, in this process."""
 
     def __init__(self, producer: Producer, fn: Callable[P, R] | None, opts: TaskOptions) -> None:
-        super().__init__(self, _NO_OVERRIDES)
         self.producer = producer
         self.fn = fn
         self.opts = opts
         self.signature = inspect.signature(fn) if fn is not None else None
+        self._limits = self.limit_plan(opts.limits or ())
+        super().__init__(self, _NO_OVERRIDES)
         self.is_async = fn is not None and _is_async(fn)
         self.positional_names: tuple[str, ...] = tuple(
             p.name
@@ -165,6 +172,7 @@ class Task(TaskVariant[P, R]):
         expires: float | datetime | None = None,
         result_ttl: float | timedelta | None = None,
         dedup: DedupPolicy | None = None,
+        limits: Sequence[Limit | LimitUse] | None = None,
     ) -> TaskVariant[P, R]:
         """This task with per-call options (``taskit.options.CALL_OPTIONS``); unset ones keep
         the task's own. ``validate=False`` skips the argument type check for these calls (the
@@ -174,15 +182,22 @@ class Task(TaskVariant[P, R]):
         expiry"). ``result_ttl`` (seconds or a timedelta; 0: none): how long the finished job
         stays readable, instead of the task's or the broker's (guide: "Result retention per
         job"). ``dedup`` (``Throttle`` or ``Debounce``): a dedup window for these calls
-        (guide: "Dedup windows")."""
+        (guide: "Dedup windows"). ``limits`` replaces the task's limits for these calls (``[]``:
+        none; guide: "Flow control")."""
         if isinstance(created_by, uuid.UUID):
             created_by = str(created_by)
         overrides = CallOptions(
             queue=queue, priority=priority, max_retries=max_retries, timeout=timeout,
             validate=validate, job_id=job_id, metadata={} if metadata is None else metadata,
             created_by=created_by, expires=expires, result_ttl=result_ttl, dedup=dedup,
+            limits=limits,
         )  # fmt: skip
         return TaskVariant(self, overrides)
+
+    def limit_plan(self, uses: Sequence[Limit | LimitUse]) -> LimitPlan | None:
+        """How this task's jobs get their limit keys from ``uses`` (None: no limits). Raises
+        ``ValueError`` for a key argument the function does not take."""
+        return LimitPlan(self.name, uses, self.signature) if uses else None
 
     def check_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, validate: bool = True

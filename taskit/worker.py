@@ -35,13 +35,14 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 import anyio
 import anyio.abc
 
+from taskit._declare_limits import declare_limits
 from taskit._handoff import Handoff
 from taskit._leases import Reaper, keep_leases
 from taskit._outage import Outage
@@ -54,6 +55,7 @@ from taskit.events import WorkerEvents
 from taskit.execution import Executor, RunningJob, StopReason
 from taskit.hooks import Attempt, Hooks
 from taskit.job import Job, Lease, Outcome, OutcomeKind
+from taskit.limits import LimitSpec
 from taskit.presence import announce
 from taskit.progress import ProgressFlusher, Reporter
 
@@ -101,6 +103,7 @@ class Worker:
         self.events = parts.events
         # Read leniently: a source shaped before hooks existed has none (no hooks).
         self.hooks: Hooks | None = getattr(parts, "hooks", None)
+        self.limits: Mapping[str, LimitSpec] = getattr(parts, "limits", None) or {}
         if isinstance(queues, str | bytes):  # a str is a sequence: "emails" was 6 queues
             raise ValueError(f"queues must be a list of names, got the string {queues!r}")
         self.queues = list(queues) if queues else [settings.default_queue]
@@ -284,6 +287,7 @@ class Worker:
     async def _fetch(self, handoff: Handoff, burst: bool) -> None:
         """Reserve jobs for idle runners until cancelled (``stop``) or, in burst mode, until the
         queues are empty. Every wait in here is a checkpoint of the ``_fetching`` scope."""
+        await declare_limits(self.broker, self.limits)  # before the first reserve
         outage = Outage("reserve", log)
         while not self._stopping.is_set():
             free = self.concurrency - self._busy

@@ -63,11 +63,11 @@ def table(names: tuple[str, ...], *, without: tuple[str, ...] = ()) -> list[tupl
 def test_the_table_splits_into_task_and_per_call_options() -> None:
     assert TASK_OPTIONS == (
         "queue", "priority", "max_retries", "backoff", "timeout", "on_failure", "retry_on",
-        "dont_retry_on", "validate", "result_ttl", "fair_by", "dedup",
+        "dont_retry_on", "validate", "result_ttl", "fair_by", "dedup", "limits",
     )  # fmt: skip
     assert CALL_OPTIONS == (
         "queue", "priority", "max_retries", "timeout", "validate", "job_id", "metadata",
-        "created_by", "expires", "result_ttl", "dedup",
+        "created_by", "expires", "result_ttl", "dedup", "limits",
     )  # fmt: skip
     assert [f for f in CallOptions.__dataclass_fields__] == list(CALL_OPTIONS)
     assert [f for f in TaskOptions.__dataclass_fields__] == ["name", *TASK_OPTIONS]
@@ -221,6 +221,9 @@ BAD = [
     ("result_ttl", timedelta(seconds=-1)),
     ("dedup", 60),
     ("dedup", "throttle"),
+    ("limits", "exports"),  # a string is not a list of limits
+    ("limits", [5]),
+    ("limits", [taskit.Limit("a"), taskit.Limit("a").by("x")]),  # one limit named twice
 ]
 
 
