@@ -1,4 +1,4 @@
-"""The limit commands of the ``taskit`` CLI (flow control; guide: "Flow control"):
+"""The limit commands of the ``taskit`` CLI (flow control; flow control: "Limits"):
 
     taskit limits APP                        every limit: live, declared, running and waiting keys
     taskit limit set APP NAME --concurrency 5 --rate 100 --per 60 --burst 100

@@ -178,12 +178,11 @@ class App:
         (guide: "Arguments"). ``result_ttl`` (seconds or a timedelta; 0: none) is how long
         its finished jobs stay readable, instead of the broker's ``result_ttl`` (guide: "Result
         retention per job"). ``fair_by`` (an argument name, or a function of the arguments
-        returning a str or int) gives each job a group: its queue serves groups in turns
-        (guide: "Fair queues"). ``dedup`` (``taskit.Throttle`` or ``taskit.Debounce``) keeps one
-        job of a key per window (guide: "Dedup windows"). ``limits`` (``app.limit`` limits,
-        bare or ``.by(key)``) are the concurrency and rate limits its jobs need (guide: "Flow
-        control"). A bad option raises
-        ``ValueError``/``TypeError`` naming it.
+        returning a str or int) gives each job a group: its queue serves groups in turns (flow
+        control: "Fair queues"). ``dedup`` (``taskit.Throttle`` or ``taskit.Debounce``) keeps
+        one job of a key per window (flow control: "Dedup windows"). ``limits`` (``app.limit``
+        limits, bare or ``.by(key)``) are the concurrency and rate limits its jobs need (flow
+        control: "Limits"). A bad option raises ``ValueError``/``TypeError`` naming it.
         """
         given = given_options(
             queue=queue, priority=priority, max_retries=max_retries, backoff=backoff,
@@ -274,7 +273,7 @@ class App:
         declared definition where the broker has none; the broker's live one is what counts
         (``taskit limit set``); ``TASKIT_LIMITS_JSON`` wins over the code for a name both
         give. ``ValueError``/``TypeError`` for a bad name or value, or a name declared again
-        with other values (guide: "Flow control")."""
+        with other values (flow control: "Limits")."""
         spec = None
         if concurrency is not None or rate is not None or burst is not None or per != 1.0:
             spec = LimitSpec(concurrency=concurrency, rate=rate, burst=burst)

@@ -1,4 +1,5 @@
-"""Fairness groups: the key a job's queue serves in turns (``Job.group``; guide: "Fair queues").
+"""Fairness groups: the key a job's queue serves in turns (``Job.group``; docs: flow control,
+"Fair queues").
 
 A task's ``fair_by`` names the argument whose value is the group, or is a function called with
 the bound arguments as keywords that returns it. A group is text of 1 to ``MAX_GROUP``

@@ -1,4 +1,4 @@
-"""Limits as code declares and tasks use them (issue 14, flow control; guide: "Flow control").
+"""Limits as code declares and tasks use them (flow control: "Limits").
 
     exports = app.limit("exports", concurrency=2)                     # used per key below
     payment_api = app.limit("payment-api", concurrency=50)            # used bare: global
@@ -154,8 +154,9 @@ class LimitPlan:
     def keys(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[str, ...]:
         """The concrete limit keys of a job called with ``args`` and ``kwargs`` (already bound
         against the signature by the task): its global limits first, then its keyed ones, each
-        in the order given (the order changes nothing: a job starts only when all allow). Raises ``TypeError`` for a missing argument or a
-        key that is not a ``str``/``int``, ``ValueError`` for one holding NUL or too long."""
+        in the order given (the order changes nothing: a job starts only when all allow).
+        Raises ``TypeError`` for a missing argument or a key that is not a ``str``/``int``,
+        ``ValueError`` for one holding NUL or too long."""
         if not self._keyed:
             return self._fixed
         found = list(self._fixed)

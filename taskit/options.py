@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 #: ``fair_by``: the name of the argument whose value is a job's fairness group, or a function
-#: called with the bound arguments as keywords that returns it (guide: "Fair queues").
+#: called with the bound arguments as keywords that returns it (flow control: "Fair
+#: queues").
 FairBy = str | Callable[..., str | int]
 #: ``on_failure(job, error)``: called on every failure of the task, sync or async.
 OnFailure = Callable[[Job, BaseException], "Awaitable[None] | None"]

@@ -181,9 +181,9 @@ class Task(TaskVariant[P, R]):
         aware datetime): a job no worker started by then is dropped, never run (guide: "Job
         expiry"). ``result_ttl`` (seconds or a timedelta; 0: none): how long the finished job
         stays readable, instead of the task's or the broker's (guide: "Result retention per
-        job"). ``dedup`` (``Throttle`` or ``Debounce``): a dedup window for these calls
-        (guide: "Dedup windows"). ``limits`` replaces the task's limits for these calls (``[]``:
-        none; guide: "Flow control")."""
+        job"). ``dedup`` (``Throttle`` or ``Debounce``): a dedup window for these calls (flow
+        control: "Dedup windows"). ``limits`` replaces the task's limits for these calls
+        (``[]``: none; flow control: "Limits")."""
         if isinstance(created_by, uuid.UUID):
             created_by = str(created_by)
         overrides = CallOptions(
