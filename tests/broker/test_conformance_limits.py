@@ -225,6 +225,22 @@ async def test_a_rate_delays_jobs_past_its_burst_and_spends_no_attempt(
     assert await take(broker, q) == []  # the fourth: not before another 0.2 s
 
 
+
+async def test_a_late_start_counts_from_its_due_time_so_lateness_does_not_add_up(
+    harness: BrokerHarness,
+) -> None:
+    broker, q = harness.broker, new_queue()
+    # One start every 0.5 s, no burst: the second is due at 0.5 s, the third at 1.0 s.
+    await broker.set_limits({"api": LimitSpec(rate=1, per=0.5, burst=1)})
+    await broker.enqueue([limited(q, "api:t") for _ in range(3)])
+    assert len(await take(broker, q)) == 1
+
+    await harness.advance(0.6)  # a worker that comes 0.1 s late
+    assert len(await take(broker, q)) == 1
+    await harness.advance(0.45)  # 1.05 s: the third's time (it would be 1.1 s counted from 0.6)
+
+    assert len(await take(broker, q)) == 1
+
 async def test_cancel_and_purge_take_held_back_jobs_out_of_their_lines(
     harness: BrokerHarness,
 ) -> None:

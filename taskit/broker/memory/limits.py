@@ -24,6 +24,11 @@ HOLD_CAP = 100
 Verdict = tuple[str, str | float | None]
 
 
+#: Seconds: a start later than this past its key's arrival time counts from now (as on Redis,
+#: where rate keys idle that long are swept).
+CATCH_UP = 1.0
+
+
 class LimitBook:
     """Limit definitions and their live state: which jobs hold a slot of each limit key, which
     wait for one (FIFO by the sequence number each got when first held back), and each rate
@@ -60,8 +65,7 @@ class LimitBook:
             if spec is not None and spec.concurrency is not None:
                 self._holding.setdefault(key, set()).add(job_id)
             if spec is not None and spec.rate is not None:
-                interval = spec.per / spec.rate
-                self._tat[key] = max(self._tat.get(key, now), now) + interval
+                self._tat[key] = self._counted_from(key, spec, now) + spec.per / spec.rate
         self._seqs.pop(job_id, None)
         return "go", None
 
@@ -71,6 +75,17 @@ class LimitBook:
         interval = spec.per / spec.rate  # type: ignore[operator]
         tat = max(self._tat.get(key, now), now)
         return tat - (spec.bucket - 1) * interval  # type: ignore[operator]
+
+    def _counted_from(self, key: str, spec: LimitSpec, now: float) -> float:
+        """The time a start of ``key`` at ``now`` counts from: its arrival time when ``now`` is
+        less than one interval (and under ``CATCH_UP`` seconds) past it, so a worker that wakes
+        a little late does not push every later start back (lateness does not add up); else
+        ``now`` or the arrival time, whichever is later."""
+        stored = self._tat.get(key, now)
+        interval = spec.per / spec.rate  # type: ignore[operator]
+        if stored < now and now - stored < min(interval, CATCH_UP):
+            return stored
+        return max(stored, now)
 
     def wait(self, job_id: str, key: str, next_seq: Callable[[], int]) -> None:
         """Put ``job_id`` in ``key``'s line: at its old place if it waited before, else last."""

@@ -154,15 +154,25 @@ local function in_use(L, key)
 end
 
 -- When rate key `key` (definition `spec`) allows its next start: one start each per/rate ms,
--- up to `burst` at once after an idle time (GCRA). Also answers the key's arrival time now.
+-- up to `burst` at once after an idle time (GCRA), and the interval.
+-- The third answer is the time the start is counted from: a start that comes less than one
+-- interval (and under CATCH_UP ms) after its key's arrival time counts from that time, so a
+-- worker that wakes a little late does not push every later start back (lateness does not add
+-- up); any later, from now.
+local CATCH_UP = 1000
 local function allowed_at(L, key, spec, now)
-  if not L.swept then -- keys whose time passed allow a full burst, like a missing key
-    rcall('ZREMRANGEBYSCORE', L.rate, '-inf', now)
+  if not L.swept then -- keys whose time passed long ago allow a full burst, like a missing key
+    rcall('ZREMRANGEBYSCORE', L.rate, '-inf', '(' .. (now - CATCH_UP))
     L.swept = true
   end
   local interval = spec.per / spec.r
-  local tat = math.max(tonumber(rcall('ZSCORE', L.rate, key) or now), now)
-  return tat - (spec.burst - 1) * interval, tat, interval
+  local stored = tonumber(rcall('ZSCORE', L.rate, key) or now)
+  local tat = math.max(stored, now)
+  local from = tat
+  if stored < now and now - stored < math.min(interval, CATCH_UP) then
+    from = stored
+  end
+  return tat - (spec.burst - 1) * interval, from, interval
 end
 
 -- Whether job `id` (limit keys `keys`) may start now: all or none. 'go': it took a slot in each
