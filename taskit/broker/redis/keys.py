@@ -46,7 +46,8 @@ key                         type    holds
 ``{p}:limits:waiting``      zset    ``<limit key>\0<seq>\0<id>`` of each job held back by a
                                     full limit key: FIFO per key (``seq``: 20 digits)
 ``{p}:limits:held``         hash    held-back job id -> ``<seq>`` (its place in line, kept
-                                    until it starts), ``<seq>\0<limit key>`` while in line
+                                    until it starts), ``<seq>\0<limit key>`` while in line;
+                                    a running job's id -> ``!<limit key>\0...``, its slots
 ``{p}:limits:freed``        zset    ``<queue>\0<seq>\0<id>`` of jobs let out of line, back
                                     at the front of their queue at its next reserve
 ``{p}:limits:rate``         zset    rate limit key scored by its theoretical arrival time

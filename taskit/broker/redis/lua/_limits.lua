@@ -8,7 +8,9 @@
 --   holding  zset  '<limit key>\0<id>' of every job holding a slot (scores 0: ordered by member)
 --   waiting  zset  '<limit key>\0<seq, 20 digits>\0<id>' of jobs held back by a full key (FIFO)
 --   held     hash  id -> '<seq>' or '<seq>\0<limit key>' (waiting): a held-back job's place in
---            line, kept until it starts, so a job that has to wait again keeps its place
+--            line, kept until it starts, so a job that has to wait again keeps its place;
+--            then, while it runs, '!<limit key>\0<limit key>...': the slots it holds, which its
+--            settle frees (so a settle never reads the job's spec for them)
 --   freed    zset  '<queue>\0<seq>\0<id>' of jobs out of line, due back in their queue at the
 --            next reserve of that queue (a release cannot name another queue's keys)
 --   rate     zset  rate limit key scored by its theoretical arrival time (ms, GCRA); keys whose
@@ -82,6 +84,43 @@ local function mp_item(b, i)
   return sized[2] == 'a' and n or 2 * n, start, start
 end
 
+-- Where the `n` msgpack values starting at byte `i` of `b` end (+1), each with all it holds; nil
+-- if a byte starts no value. One loop, no call per value: the hot path of job_limits.
+local function mp_skip(b, i, n)
+  local byte = string.byte
+  while n > 0 do
+    local c = byte(b, i)
+    if c == nil then
+      return nil
+    end
+    n = n - 1
+    if c <= 0x7f or c >= 0xe0 then
+      i = i + 1
+    elseif c >= 0xa0 and c <= 0xbf then
+      i = i + 1 + c - 0xa0
+    elseif c >= 0x90 and c <= 0x9f then
+      n, i = n + c - 0x90, i + 1
+    elseif c >= 0x80 and c <= 0x8f then
+      n, i = n + 2 * (c - 0x80), i + 1
+    elseif MP_FIXED[c] then
+      i = i + MP_FIXED[c]
+    else
+      local sized = MP_SIZED[c]
+      if sized == nil then
+        return nil
+      end
+      local len = mp_uint(b, i + 1, sized[1])
+      local start = i + 1 + sized[1] + sized[3]
+      if sized[2] == 'n' then
+        i = start + len
+      else
+        n, i = n + (sized[2] == 'a' and len or 2 * len), start
+      end
+    end
+  end
+  return i
+end
+
 -- The limit keys spec `spec` names (Job.limits), or nil for none (or a spec that is not one).
 local function job_limits(spec)
   if string.sub(spec, -3) == NO_LIMITS_TAIL then
@@ -91,16 +130,7 @@ local function job_limits(spec)
   if count == nil or count < SPEC_LIMITS then
     return nil -- a spec written before limits existed
   end
-  for _ = 1, SPEC_LIMITS - 1 do -- skip the fields before limits, each with all it holds
-    local left = 1
-    while left > 0 and i do
-      local inner, after = mp_item(spec, i)
-      if inner == nil then
-        return nil
-      end
-      left, i = left - 1 + inner, after
-    end
-  end
+  i = mp_skip(spec, i, SPEC_LIMITS - 1) -- the fields before limits, each with all it holds
   local first = string.byte(spec, i or 0)
   if first ~= 0x90 and not (first and first > 0x90 and first <= 0x9f) and first ~= 0xdc then
     return nil
@@ -196,20 +226,27 @@ local function limit_gate(L, id, keys, now)
   if due then
     return 'later', math.ceil(due)
   end
+  local slots = {}
   for _, key in ipairs(keys) do
     local spec = limit_spec(L, name_of(key))
     if spec and spec.c then
       rcall('ZADD', L.holding, 0, key .. '\0' .. id)
+      slots[#slots + 1] = key
     end
   end
   for _, start in ipairs(starts) do
     rcall('ZADD', L.rate, start[2], start[1])
   end
-  if L.any_held == nil then -- read once a call: usually no job was ever held back
-    L.any_held = rcall('EXISTS', L.held) == 1
-  end
-  if L.any_held then
-    rcall('HDEL', L.held, id)
+  if #slots > 0 then -- what it holds, for its settle to free without reading its spec again
+    rcall('HSET', L.held, id, '!' .. table.concat(slots, '\0'))
+    L.any_held = true
+  else
+    if L.any_held == nil then -- read once a call: usually no job was ever held back
+      L.any_held = rcall('EXISTS', L.held) == 1
+    end
+    if L.any_held then
+      rcall('HDEL', L.held, id)
+    end
   end
   return 'go'
 end
@@ -275,17 +312,25 @@ local function free_waiting(L, key, most)
   end
 end
 
--- Job `id` (spec `spec`) stops holding its slots: each slot freed lets the next job of that key
--- out of line (free_waiting). Idempotent.
+-- Job `id` (spec `spec`) stops holding its slots (the keys its held entry names, '!k1\0k2...'):
+-- each slot freed lets the next job of that key out of line (free_waiting). Idempotent.
 local function limits_release(L, id, spec)
-  local keys = job_limits(spec)
-  if keys == nil then
+  if string.sub(spec, -3) == NO_LIMITS_TAIL then
     return
   end
-  for _, key in ipairs(keys) do
+  local held = rcall('HGET', L.held, id)
+  if not held or string.byte(held, 1) ~= 33 then -- '!': the slots of a running job
+    return
+  end
+  rcall('HDEL', L.held, id)
+  local from = 2
+  while from <= #held do
+    local at = string.find(held, '\0', from, true) or (#held + 1)
+    local key = string.sub(held, from, at - 1)
     if rcall('ZREM', L.holding, key .. '\0' .. id) == 1 then
       free_waiting(L, key, 1)
     end
+    from = at + 1
   end
 end
 
@@ -297,6 +342,9 @@ local function limits_forget(L, id, s)
     return false
   end
   rcall('HDEL', L.held, id)
+  if string.byte(held, 1) == 33 then -- '!': slots of a run (a settle frees them), not a line
+    return false
+  end
   local at = string.find(held, '\0', 1, true)
   local out
   if at then -- '<seq>\0<limit key>': in that key's line
