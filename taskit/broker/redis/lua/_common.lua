@@ -469,24 +469,29 @@ local function promote(G, R, P, now, batch)
 end
 
 -- End a live job: its record moves to its own key `done_key`, which expires after `ttl` ms
--- (0: no record is kept at all). K = {jobs=, err=, prog=, done=, totals=, mark=, groupof=}; `result` is
--- the msgpack JobResult or ''; `mark` (optional) the settle's mark, kept in the token field.
+-- (0: no record is kept at all). K = {jobs=, err=, prog=, no_prog=, done=, totals=, mark=,
+-- groupof=}; `result` is the msgpack JobResult or ''; `mark` (optional) the settle's mark, kept
+-- in the token field.
 -- Its progress (progress-2.lua), if it reported any, moves to the done key's `prog` field.
 local function finish(K, id, s, status, now, ttl, result)
   s.status = status
   s.completed = now
   s.token = K.mark or ''
   rcall('DEL', K.done)
+  -- K.no_prog: the caller found the progress hash empty (one EXISTS a call, not two commands
+  -- a job): no job reported progress, so this one has none to keep.
+  local prog = not K.no_prog and rcall('HGET', K.prog, id)
   if ttl > 0 then
     local err = rcall('HGET', K.err, id) or ''
     rcall('HSET', K.done, 'spec', s.spec, 'state', pack_state(s), 'err', err, 'res', result)
-    local prog = rcall('HGET', K.prog, id)
     if prog then
       rcall('HSET', K.done, 'prog', prog)
     end
     rcall('PEXPIRE', K.done, ttl)
   end
-  rcall('HDEL', K.prog, id)
+  if prog then
+    rcall('HDEL', K.prog, id)
+  end
   if grouped(s) then
     rcall('HDEL', K.groupof, id)
   end

@@ -70,6 +70,7 @@ local L = {jobs = KEYS[1], seq = KEYS[3], specs = KEYS[4], holding = KEYS[5], wa
   held = KEYS[7], freed = KEYS[8], rate = KEYS[9], queued = KEYS[10]}
 local unleased = {} -- q -> ids to drop from its lease set
 local fronts = {} -- {q, id, state, started, n} of jobs ready again at the front
+local no_prog = nil -- whether the progress hash is empty (see finish in _common.lua)
 for i = 1, (#ARGV - 2) / 4 do
   local a = 2 + 4 * (i - 1)
   local id = ARGV[a + 1]
@@ -105,8 +106,12 @@ for i = 1, (#ARGV - 2) / 4 do
       if kind == 'cancel' then
         result = ''
       end
-      finish({jobs = KEYS[1], err = KEYS[2], prog = KEYS[#KEYS], done = KEYS[10 + 10 * nq + i],
-        totals = totals, mark = mark, groupof = KEYS[b + 10]}, id, s, FINAL[kind], now,
+      if no_prog == nil then -- read once a call, and only when a job ends
+        no_prog = rcall('EXISTS', KEYS[#KEYS]) == 0
+      end
+      finish({jobs = KEYS[1], err = KEYS[2], prog = KEYS[#KEYS], no_prog = no_prog,
+        done = KEYS[10 + 10 * nq + i], totals = totals, mark = mark, groupof = KEYS[b + 10]},
+        id, s, FINAL[kind], now,
         own ~= '' and tonumber(own) or ttl,
         result)
     elseif kind == 'dead_letter' then
