@@ -225,7 +225,6 @@ async def test_a_rate_delays_jobs_past_its_burst_and_spends_no_attempt(
     assert await take(broker, q) == []  # the fourth: not before another 0.2 s
 
 
-
 async def test_a_late_start_counts_from_its_due_time_so_lateness_does_not_add_up(
     harness: BrokerHarness,
 ) -> None:
@@ -240,6 +239,7 @@ async def test_a_late_start_counts_from_its_due_time_so_lateness_does_not_add_up
     await harness.advance(0.45)  # 1.05 s: the third's time (it would be 1.1 s counted from 0.6)
 
     assert len(await take(broker, q)) == 1
+
 
 async def test_cancel_and_purge_take_held_back_jobs_out_of_their_lines(
     harness: BrokerHarness,
