@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
 
+import anyio
 import msgspec
 import pytest
 
@@ -79,3 +80,27 @@ async def test_a_job_with_a_group_and_no_limits_is_not_limited(rh: RedisHarness)
     await broker.enqueue([job])
 
     assert len(await broker.reserve([q], count=5, lease=LONG, timeout=0)) == 1
+
+
+@pytest.mark.anyio
+async def test_a_run_dead_lettered_by_reclaim_frees_its_slots(rh: RedisHarness) -> None:
+    """A leased job whose record became unreadable is dead-lettered when its lease expires;
+    its slot is freed with it (its held entry names it), and the next job of the key starts."""
+    broker, q = rh.broker, new_queue()
+    await broker.set_limits({"ex": LimitSpec(concurrency=1)})
+    jobs = [
+        Job(id=f"{q}-{i}", task="t", queue=q, payload=encode_arguments((), {}),
+            created_at=datetime.now(UTC), limits=("ex:k",))
+        for i in range(2)
+    ]  # fmt: skip
+    await broker.enqueue(jobs)
+    [held] = await broker.reserve([q], count=5, lease=0.05, timeout=0)
+    assert (await broker.limit_usage("ex")).waiting == {"ex:k": 1}
+    await rh.client.hset(broker.keys.jobs, held.job.id, b"not a record")
+    await anyio.sleep(0.1)  # past the lease
+
+    assert await broker.reclaim([q], lease=LONG) == []
+
+    assert (await broker.limit_usage("ex")).running == {}
+    [second] = await broker.reserve([q], count=5, lease=LONG, timeout=0)
+    assert second.job.id == jobs[1].id

@@ -185,7 +185,7 @@ async def test_reclaim_takes_expired_leases_under_a_new_token(rh: RedisHarness) 
     await enqueue(rh, "j1")
     await reserve(rh, lease_ms=0)
 
-    keys = [k.jobs, k.err, k.seq, k.leases("q"), k.dead("q")]
+    keys = [k.jobs, k.err, k.seq, *k.limit_keys(), k.leases("q"), k.dead("q")]
     keys += [k.fifo("q"), k.ranked("q"), k.delayed("q"), *fair(k, "q", ("groups", "groupof"))]
     reply = await run(rh, "reclaim", keys, [5_000, 10, "new", "q"])
 

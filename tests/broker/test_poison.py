@@ -430,7 +430,8 @@ async def _script_paths(index: int, value: bytes, named: str, request: Any) -> N
         await enqueue(rh, "leased")
         await reserve(rh, lease_ms=0)
         await spoil("leased")
-        reclaim_keys = [k.jobs, k.err, k.seq, k.leases("q"), k.dead("q"), k.fifo("q")]
+        reclaim_keys = [k.jobs, k.err, k.seq, *k.limit_keys(), k.leases("q"), k.dead("q")]
+        reclaim_keys += [k.fifo("q")]
         reclaim_keys += [k.ranked("q"), k.delayed("q"), *k.of("q", ("groups", "groupof"))]
         assert await run(rh, "reclaim", reclaim_keys, [5_000, 10, "new", "q"]) == [ANY_NOW]
         assert await error_of("leased") == f"job record unreadable: {named}"

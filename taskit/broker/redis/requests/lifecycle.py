@@ -211,7 +211,7 @@ class Reclaim(Request[Leased]):
     stem: str
 
     def keys(self, k: Keys) -> list[str]:
-        keys = [k.jobs, k.err, k.seq]
+        keys = [k.jobs, k.err, k.seq, *k.limit_keys()]
         for q in self.queues:
             keys += k.of(q, RECLAIM_KINDS)
         return keys
