@@ -3,16 +3,10 @@ event left unacknowledged comes again to another consumer."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
-from pathlib import Path
-
 import pytest
-import redis
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests._examples import redis_prefix
+from tests._examples import run_example as run
 
 EXPECTED = [
     "dashboard  resize  created",
@@ -27,12 +21,7 @@ EXPECTED = [
 
 
 def run_example(env: dict[str, str]) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "examples/audit.py"], cwd=ROOT, env={**os.environ, **env},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()
+    return run("audit.py", env=env)
 
 
 def test_audit_example_in_memory() -> None:
@@ -41,14 +30,7 @@ def test_audit_example_in_memory() -> None:
 
 @pytest.mark.redis
 def test_audit_example_on_redis(redis_url: str) -> None:
-    prefix = f"audit-example-{uuid.uuid4().hex[:10]}"
-    client = redis.Redis.from_url(redis_url)
-    try:
+    with redis_prefix(redis_url) as (prefix, client):
         env = {"TASKIT_BROKER_URL": redis_url, "TASKIT_REDIS_PREFIX": prefix}
         assert run_example(env) == EXPECTED
         assert client.exists("{" + prefix + "}:stream:audit")
-    finally:
-        doomed = list(client.scan_iter(match="{" + prefix + "}*", count=500))
-        if doomed:
-            client.delete(*doomed)
-        client.close()

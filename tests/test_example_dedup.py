@@ -4,16 +4,10 @@ until it is resumed."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
-from pathlib import Path
-
 import pytest
-import redis
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests._examples import redis_prefix
+from tests._examples import run_example as run
 
 EXPECTED = [
     "webhooks: 6 received, 2 jobs, 4 merged",
@@ -26,12 +20,7 @@ EXPECTED = [
 
 
 def run_example(env: dict[str, str]) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "examples/dedup.py"], cwd=ROOT, env={**os.environ, **env},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()
+    return run("dedup.py", env=env)
 
 
 def test_dedup_example_in_memory() -> None:
@@ -40,14 +29,7 @@ def test_dedup_example_in_memory() -> None:
 
 @pytest.mark.redis
 def test_dedup_example_on_redis(redis_url: str) -> None:
-    prefix = f"dedup-example-{uuid.uuid4().hex[:10]}"
-    client = redis.Redis.from_url(redis_url)
-    try:
+    with redis_prefix(redis_url) as (prefix, client):
         lines = run_example({"TASKIT_BROKER_URL": redis_url, "TASKIT_REDIS_PREFIX": prefix})
         assert lines == EXPECTED
         assert client.smembers("{" + prefix + "}:paused") == set()  # resumed: nothing left
-    finally:
-        doomed = list(client.scan_iter(match="{" + prefix + "}*", count=500))
-        if doomed:
-            client.delete(*doomed)
-        client.close()

@@ -3,23 +3,12 @@ the memory broker and on the real Redis, and every limit held."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import uuid
-from pathlib import Path
-
-from redis import Redis
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests._examples import redis_prefix
+from tests._examples import run_example as run
 
 
 def run_example(*args: str) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "examples/limits.py", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()
+    return run("limits.py", *args)
 
 
 def number(lines: list[str], start: str) -> float:
@@ -45,12 +34,5 @@ def test_the_example_runs_on_the_memory_broker() -> None:
 
 
 def test_the_example_runs_on_real_redis(redis_url: str) -> None:
-    prefix = f"taskit-test-{uuid.uuid4().hex[:12]}"
-    client = Redis.from_url(redis_url)
-    try:
+    with redis_prefix(redis_url) as (prefix, _client):
         check(run_example(f"{redis_url}?prefix={prefix}"))
-    finally:
-        doomed = list(client.scan_iter(match=f"{{{prefix}}}*", count=500))
-        if doomed:
-            client.delete(*doomed)
-        client.close()

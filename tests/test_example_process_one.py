@@ -3,15 +3,11 @@ runs, on the memory broker and on the real Redis, and shows what it says."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import uuid
-from pathlib import Path
-
 import pytest
-from redis import Redis
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests._examples import redis_prefix
+from tests._examples import run_example as run
+
 EXPECTED = [
     "ran: built the report for 2026-11",
     "ran: sent to ada@example.com",
@@ -26,12 +22,7 @@ EXPECTED = [
 
 
 def run_example(*args: str) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "examples/process_one.py", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()
+    return run("process_one.py", *args)
 
 
 def test_the_example_runs_on_the_memory_broker() -> None:
@@ -40,17 +31,10 @@ def test_the_example_runs_on_the_memory_broker() -> None:
 
 @pytest.mark.redis
 def test_the_example_runs_on_real_redis(redis_url: str) -> None:
-    prefix = f"taskit-test-{uuid.uuid4().hex[:12]}"
-    client = Redis.from_url(redis_url)
-    try:
+    with redis_prefix(redis_url) as (prefix, client):
         assert run_example(f"{redis_url}?prefix={prefix}") == EXPECTED
         done_keys = list(client.scan_iter(match=f"{{{prefix}}}:done:*"))
         ttls = sorted(client.ttl(key) for key in done_keys)  # the ping left no record
         assert len(ttls) == 2
         assert 86_000 < ttls[0] <= 86_400  # the email: the broker's day
         assert 604_000 < ttls[1] <= 604_800  # the report: its own week
-    finally:
-        doomed = list(client.scan_iter(match=f"{{{prefix}}}*", count=500))
-        if doomed:
-            client.delete(*doomed)
-        client.close()
