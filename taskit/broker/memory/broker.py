@@ -18,14 +18,8 @@ import anyio.lowlevel
 import msgspec
 
 from taskit._storable import storable
-from taskit.broker.base import (
-    Broker,
-    BrokerOptions,
-    OnceState,
-    check_specs,
-    check_stream,
-    check_usage,
-)
+from taskit.broker.base import Broker, BrokerOptions, OnceState
+from taskit.broker.checks import check_specs, check_stream, check_usage
 from taskit.broker.memory.flow import FlowState
 from taskit.broker.memory.state import WAITING, Record, copy_job, encode_for_store
 from taskit.broker.memory.streams import Stream

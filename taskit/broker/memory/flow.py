@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import msgspec
 
-from taskit.broker.base import check_queue, kept_or_expired
+from taskit.broker.checks import check_queue, kept_or_expired
 from taskit.broker.memory.state import MemoryState, copy_job
 from taskit.broker.memory.wakeup import wake_all
 from taskit.clock import Clock

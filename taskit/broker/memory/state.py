@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from taskit.broker.base import corrupt_job
+from taskit.broker.checks import corrupt_job
 from taskit.broker.memory.fair import Turns
 from taskit.broker.memory.limits import HOLD_CAP, LimitBook
 from taskit.broker.memory.streams import Stream

@@ -28,7 +28,7 @@ import anyio
 import redis.exceptions
 
 from taskit._storable import storable
-from taskit.broker.base import (
+from taskit.broker.checks import (
     check_queue,
     check_specs,
     check_stream,

@@ -32,7 +32,7 @@ from typing import Any
 
 import msgspec
 
-from taskit.broker.base import stand_in
+from taskit.broker.checks import stand_in
 from taskit.errors import CorruptJobError, SerializationError
 from taskit.job import (
     Job,

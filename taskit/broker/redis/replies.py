@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from taskit.broker.base import corrupt_job
+from taskit.broker.checks import corrupt_job
 from taskit.broker.redis.records import (
     build_job,
     merge_state,
