@@ -32,6 +32,7 @@ from taskit._values import (
     utc_from_timestamp,
 )
 from taskit.dedup import Dedup
+from taskit.dependencies import After
 from taskit.errors import SerializationError
 
 __all__ = [
@@ -77,6 +78,8 @@ class JobStatus(enum.StrEnum):
     """Where a job is in its life. Terminal: COMPLETED, FAILED, DEAD_LETTER, CANCELLED."""
 
     PENDING = "pending"  #: ready, waiting for a worker
+    #: waiting for the jobs it depends on (``Job.after``) to end; in no queue until then
+    DEFERRED = "deferred"
     SCHEDULED = "scheduled"  #: waiting for its ``scheduled_at``
     RUNNING = "running"  #: leased to a worker
     COMPLETED = "completed"  #: the handler returned a successful result
@@ -223,6 +226,10 @@ class Job(
     group: str | None = None
     #: The job's dedup window (``taskit.dedup``): throttle or debounce, its key and seconds.
     dedup: Dedup | None = None
+    #: The id of the workflow this job is a node of (``taskit.canvas``), if any.
+    workflow: str | None = None
+    #: The jobs it waits for, and what it is fed from them (``taskit.dependencies``).
+    after: After | None = None
     #: True for a ``KeptJob``: what an enqueue answers in place of a job it did not store.
     duplicate: ClassVar[bool] = False
 
@@ -317,6 +324,8 @@ class JobSpec(
     limits: tuple[str, ...] = ()
     group: str | None = None
     dedup: Dedup | None = None
+    workflow: str | None = None
+    after: After | None = None
 
 
 class KeptJob(Job):
@@ -392,6 +401,9 @@ class QueueStats(msgspec.Struct, kw_only=True):
     completed: int = 0
     failed: int = 0
     dead: int = 0
+    #: Jobs of the queue waiting for the jobs they depend on (DEFERRED): in no queue structure
+    #: yet, counted here so that nothing is out of sight.
+    deferred: int = 0
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -475,6 +487,8 @@ def stored_form(job: Job) -> tuple[Job, bytes]:
                 limits=job.limits,
                 group=job.group,
                 dedup=job.dedup,
+                workflow=job.workflow,
+                after=job.after,
             )
         )
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
@@ -506,6 +520,8 @@ def job_of(spec: JobSpec, job_id: str, queue: str, live: dict[str, Any]) -> Job:
         limits=spec.limits,
         group=spec.group,
         dedup=spec.dedup,
+        workflow=spec.workflow,
+        after=spec.after,
         **live,
     )
 

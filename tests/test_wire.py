@@ -13,8 +13,10 @@ tests below drive each script that writes one and prove Python reads back every 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,6 +24,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from taskit.broker.redis import records
 from taskit.broker.redis.records import (
     STATE_FIELDS,
     State,
@@ -33,6 +36,7 @@ from taskit.broker.redis.records import (
     split_record,
 )
 from taskit.dedup import Dedup
+from taskit.dependencies import After, Feed, IfFailed
 from taskit.errors import CorruptJobError
 from taskit.job import (
     LIVE_FIELDS,
@@ -57,7 +61,7 @@ CREATED = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
 # -- the pins --------------------------------------------------------------------------------------
 #: ``stored_form(minimal_job())[1]``: the spec of a job with only its required fields given.
 MINIMAL_SPEC = bytes.fromhex(
-    "dc001b"  # an array of 27: the tag, then the 26 fields in order, defaults included
+    "dc001d"  # an array of 29: the tag, then the 28 fields in order, defaults included
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: '' (the record's key holds it)
     "a974657374732e616464"  # task: 'tests.add'
@@ -85,10 +89,12 @@ MINIMAL_SPEC = bytes.fromhex(
     "90"  # limits: ()
     "c0"  # group: None
     "c0"  # dedup: None
+    "c0"  # workflow: None
+    "c0"  # after: None
 )
 #: ``stored_form(full_job())[1]``: every spec field set; the live fields set on the job are reset.
 FULL_SPEC = bytes.fromhex(
-    "dc001b"  # an array of 27
+    "dc001d"  # an array of 29
     "02"  # v: SCHEMA_VERSION
     "a0"  # id: ''
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -111,12 +117,15 @@ FULL_SPEC = bytes.fromhex(
     "93a86465626f756e6365"  # dedup: ['debounce',
     "af74657374732e7265706f7274006331"  # 'tests.report\0c1',
     "cb4014000000000000"  # 5.0]
+    "a477662d31"  # workflow: 'wf-1'
+    "9391a56a6f622d31"  # after: [('job-1',),
+    "a36f6e65a8636f6e74696e7565"  # 'one', 'continue']
 )
 #: ``result_ttl`` (90.0) in ``FULL_SPEC`` and ``FULL_JOB``, the position before ``progress``.
 RESULT_TTL = bytes.fromhex("cb4056800000000000")
 #: ``encode_job(full_job())``: the read model's own encoding (the memory broker's stored form).
 FULL_JOB = bytes.fromhex(
-    "dc001b"  # an array of 27
+    "dc001d"  # an array of 29
     "02"  # v: SCHEMA_VERSION
     "a56a6f622d32"  # id: 'job-2'
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -155,6 +164,9 @@ FULL_JOB = bytes.fromhex(
     "93a86465626f756e6365"  # dedup: ['debounce',
     "af74657374732e7265706f7274006331"  # 'tests.report\0c1',
     "cb4014000000000000"  # 5.0]
+    "a477662d31"  # workflow: 'wf-1'
+    "9391a56a6f622d31"  # after: [('job-1',),
+    "a36f6e65a8636f6e74696e7565"  # 'one', 'continue']
 )
 #: A ``JobResult`` with every field set (a map: defaults left out, as for ``Outcome``).
 RESULT = bytes.fromhex(
@@ -225,6 +237,8 @@ def full_job() -> Job:
         limits=("exports:c1",),
         group="t1",
         dedup=Dedup("debounce", "tests.report\0c1", 5.0),
+        workflow="wf-1",
+        after=After(("job-1",), Feed.ONE, IfFailed.CONTINUE),
     )
 
 
@@ -272,18 +286,46 @@ def test_bytes_written_before_result_ttl_still_decode_with_the_default() -> None
     assert same(
         decode_spec(spec_before),
         msgspec.structs.replace(
-            spec_of(full_job()), result_ttl=None, limits=(), group=None, dedup=None
+            spec_of(full_job()),
+            result_ttl=None,
+            limits=(),
+            group=None,
+            dedup=None,
+            workflow=None,
+            after=None,
         ),
     )
     assert same(
         decode_job(job_before),
         msgspec.structs.replace(
-            full_job(), result_ttl=None, progress=None, limits=(), group=None, dedup=None
+            full_job(),
+            result_ttl=None,
+            progress=None,
+            limits=(),
+            group=None,
+            dedup=None,
+            workflow=None,
+            after=None,
         ),
     )
 
 
-#: ``dedup`` in ``FULL_SPEC`` and ``FULL_JOB``: their last position.
+#: ``workflow`` and ``after`` in ``FULL_SPEC`` and ``FULL_JOB``: their last two positions.
+WORKFLOW = bytes.fromhex("a477662d319391a56a6f622d31a36f6e65a8636f6e74696e7565")
+
+
+def test_bytes_written_before_workflows_still_decode_without_them() -> None:
+    """A spec or job of a release before workflows ends at ``dedup`` (27 positions): it reads
+    back with ``workflow`` and ``after`` None, every other field as written."""
+    spec_before = b"\xdc\x00\x1b" + FULL_SPEC[3 : FULL_SPEC.rindex(WORKFLOW)]
+    job_before = b"\xdc\x00\x1b" + FULL_JOB[3 : FULL_JOB.rindex(WORKFLOW)]
+    plain = {"workflow": None, "after": None}
+
+    assert same(decode_spec(spec_before), msgspec.structs.replace(spec_of(full_job()), **plain))
+    assert same(decode_job(job_before), msgspec.structs.replace(full_job(), **plain))
+
+
+#: ``dedup`` in ``FULL_SPEC`` and ``FULL_JOB``, just before ``workflow``.
 DEDUP = bytes.fromhex("93a86465626f756e6365af74657374732e7265706f7274006331cb4014000000000000")
 
 
@@ -292,9 +334,10 @@ def test_bytes_written_before_dedup_still_decode_without_one() -> None:
     back with ``dedup`` None, every other field as written."""
     spec_before = b"\xdc\x00\x1a" + FULL_SPEC[3 : FULL_SPEC.rindex(DEDUP)]
     job_before = b"\xdc\x00\x1a" + FULL_JOB[3 : FULL_JOB.rindex(DEDUP)]
+    plain = {"dedup": None, "workflow": None, "after": None}
 
-    assert same(decode_spec(spec_before), msgspec.structs.replace(spec_of(full_job()), dedup=None))
-    assert same(decode_job(job_before), msgspec.structs.replace(full_job(), dedup=None))
+    assert same(decode_spec(spec_before), msgspec.structs.replace(spec_of(full_job()), **plain))
+    assert same(decode_job(job_before), msgspec.structs.replace(full_job(), **plain))
 
 
 def test_a_job_is_encoded_as_these_bytes_and_reads_back() -> None:
@@ -587,3 +630,17 @@ async def test_the_scripts_write_an_error_value_as_python_does(rh: RedisHarness)
     why = "job record unreadable: attempts 'x'"
     assert await rh.client.hget(k.err, "job-1") == encode_error(why, "CorruptJobError", None)
     assert _read(await _state(rh, "job-1")).status is JobStatus.DEAD_LETTER
+
+
+def test_the_scripts_know_a_job_without_limits_by_the_last_bytes_of_its_spec() -> None:
+    """``_limits.lua`` decides that a job has no limits from its spec's tail alone: the tail of
+    a spec with every field from ``limits`` on at its default. Its constant must be those bytes
+    (a field added after ``limits`` changes them), or every job takes the slow path."""
+    lua = (Path(records.__file__).parent / "lua" / "_limits.lua").read_text()
+    found = re.search(r"^local NO_LIMITS_TAIL = '((?:\\\d+)+)'$", lua, re.M)
+    assert found is not None
+    tail = bytes(int(code) for code in found.group(1).split("\\")[1:])
+
+    assert MINIMAL_SPEC.endswith(tail)
+    assert MINIMAL_SPEC[: -len(tail)].endswith(b"\xc0")  # progress: the tail starts at limits
+    assert not FULL_SPEC.endswith(tail)

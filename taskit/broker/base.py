@@ -30,6 +30,29 @@ out; ``stats`` counts grouped jobs as queued. ``enqueue`` refuses a job whose gr
 ``taskit.fairness.MAX_GROUP`` characters without NUL (``ValueError``, nothing stored). A queue
 without groups costs nothing more (the Redis broker: one LLEN per queue per reserve).
 
+Workflows (``taskit.dependencies``, ``taskit.workflow``): a job with ``Job.after`` waits for
+the jobs it names, DEFERRED and in no queue. A job **ends** the first time it becomes COMPLETED,
+FAILED, DEAD_LETTER or CANCELLED (by ``settle``, ``cancel``, ``cancel_workflow``, a ``purge``, a
+dependency's failure, or a broker that dead-letters an unreadable record). In the same atomic
+step as a job's end, the broker records its result in its workflow and applies it to each job
+waiting for it:
+
+* COMPLETED, or any end for a waiting job whose ``if_failed`` is CONTINUE: one parent fewer to
+  wait for. With none left the job is **released**: PENDING at the back of its queue (or
+  SCHEDULED until its due time, which counts from its enqueue as for any job), and reserves of
+  its queue are woken.
+* FAILED or DEAD_LETTER, for ``if_failed`` FAIL: the waiting job ends FAILED without running,
+  ``error_type`` "DependencyFailed", its error naming the parent and the parent's error.
+* CANCELLED (a purge counts as a cancel), for ``if_failed`` FAIL: it ends CANCELLED without
+  running, ``error_type`` "DependencyCancelled", naming the parent.
+
+An ending job's own waiting jobs are handled the same way in that step (a cascade), so no job
+ever waits for one that has ended. A job's end counts once: settles are fenced by the lease
+token, and a job that ends again later (a requeued dead letter that then completes) changes
+nothing in its workflow. Each ended node's result (``JobResult``; a failure's names its error)
+stays in the workflow's record whatever its job's ``result_ttl``, until the workflow expires:
+the broker's result TTL after its last node ended.
+
 Durations are float seconds; timestamps are seconds since the epoch on the broker's clock.
 """
 
@@ -49,6 +72,7 @@ from taskit.config import Settings
 from taskit.errors import ConfigurationError, TaskitError
 from taskit.job import (
     Job,
+    JobResult,
     Lease,
     LeaseState,
     Outcome,
@@ -57,6 +81,7 @@ from taskit.job import (
     QueueStats,
 )
 from taskit.limits import LimitSpec, LimitUsage
+from taskit.workflow import WorkflowState
 
 __all__ = [
     "Broker",
@@ -108,6 +133,19 @@ class Broker(abc.ABC):
         whose stored record is unreadable (it is never replaced unseen). Raises ``ValueError``
         (``TypeError``) before storing anything if a job's ``group`` is not valid (see "Fair
         queues" above).
+
+        Workflows (see above): a job with ``workflow`` set is a node of that workflow, whose
+        record this call creates (or extends: a workflow gains nodes later, even after it
+        ended). A job with ``after`` is stored DEFERRED until its parents have ended (released
+        at once if they all have: a completed parent, or any ended parent under CONTINUE; ended
+        at once, as above, if one failed or was cancelled under FAIL). Each parent must be a
+        job earlier in ``jobs`` or a stored job (live, or finished with its record kept) of the
+        same workflow or of none (a job of none joins the workflow: its end, past or future,
+        counts for its dependents). ``ValueError`` naming the job and the parent before
+        anything is stored for: a job with ``after`` and no workflow, a parent unknown (never
+        stored, or its record expired), of another workflow, later in ``jobs``, or the job
+        itself (``taskit.dependencies.check_after`` for the rest). A job kept in place of one
+        given (an unfinished job of its id, a dedup window) changes no workflow.
         """
 
     def enqueue_blocking(
@@ -240,6 +278,31 @@ class Broker(abc.ABC):
     async def paused_queues(self) -> frozenset[str]:
         """The names of the paused queues."""
 
+    # -- workflows (issue 15): dependencies between jobs ------------------------------------------
+
+    @abc.abstractmethod
+    async def workflow(self, workflow_id: str) -> WorkflowState | None:
+        """The workflow's record, read in one atomic step: every node in the order it was
+        enqueued, with its job's status now (its final status once it ended, also after its
+        job record is gone), the parents it waits for, and its result once it ended. ``None``
+        for an unknown workflow, or one whose record expired."""
+
+    @abc.abstractmethod
+    async def workflow_results(
+        self, workflow_id: str, job_ids: Sequence[str]
+    ) -> list[JobResult | None]:
+        """The results of nodes ``job_ids`` of the workflow, in that order (``None`` for a node
+        that has not ended, or is not in it): what a released job is fed (``After.feed``). One
+        round trip whatever the number of ids."""
+
+    @abc.abstractmethod
+    async def cancel_workflow(self, workflow_id: str) -> int:
+        """Cancel every node of the workflow that has not ended, in one atomic step: a node
+        DEFERRED, PENDING, SCHEDULED or RETRYING ends CANCELLED (``error_type`` "Cancelled");
+        a RUNNING one has its cancel requested (as ``cancel`` does; it ends when its worker
+        settles). Answers how many nodes it cancelled or asked to stop; 0 for a workflow
+        unknown, expired or ended."""
+
     @abc.abstractmethod
     async def reclaim(
         self, queues: Sequence[str], *, lease: float, limit: int = 100
@@ -262,13 +325,16 @@ class Broker(abc.ABC):
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job. PENDING, SCHEDULED or RETRYING: leaves its queue, CANCELLED, ``True``.
         RUNNING: cancel requested (the worker learns it when it next extends), ``True``.
+        DEFERRED (waiting for its dependencies): CANCELLED, ``True``; either way its dependents
+        are handled in the same step (see Workflows above).
         A job cancelled here (or by ``reclaim``, its cancel requested) is kept for its own
         ``result_ttl``, else the broker's. Finished or unknown: nothing changes, ``False``. A
         job whose stored record is unreadable: nothing changes, ``CorruptJobError``."""
 
     @abc.abstractmethod
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
-        """Counts per queue, for ``queues`` or for every queue the broker knows. O(1) per queue."""
+        """Counts per queue, for ``queues`` or for every queue the broker knows. O(1) per queue.
+        DEFERRED jobs are counted in ``deferred`` of their queue, in no other count."""
 
     @abc.abstractmethod
     async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
@@ -283,8 +349,9 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def purge(self, queue: str) -> int:
-        """Delete ``queue``'s waiting jobs (PENDING, SCHEDULED, RETRYING); running jobs are left.
-        Returns how many were deleted."""
+        """Delete ``queue``'s waiting jobs (PENDING, SCHEDULED, RETRYING); running and DEFERRED
+        jobs are left. A deleted job of a workflow ends for it as CANCELLED, so its dependents
+        never wait for it (see Workflows above). Returns how many were deleted."""
 
     @abc.abstractmethod
     async def purge_dead(self, queue: str) -> int:

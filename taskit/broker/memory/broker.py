@@ -31,6 +31,7 @@ from taskit.fairness import check_groups
 from taskit.job import (
     LIVE_FIELDS,
     Job,
+    JobResult,
     JobStatus,
     Lease,
     LeaseState,
@@ -43,6 +44,7 @@ from taskit.job import (
     kept_job,
 )
 from taskit.limits import LimitSpec, LimitUsage
+from taskit.workflow import WorkflowState
 
 __all__ = ["MemoryBroker"]
 
@@ -210,6 +212,18 @@ class MemoryBroker(FlowState, Broker):
                     record.progress = progress
                 stored.append(record is not None)
             return stored
+
+    # -- workflows: being built (issue 15) -------------------------------------------------------
+    async def workflow(self, workflow_id: str) -> WorkflowState | None:
+        raise NotImplementedError("workflows: issue 15")
+
+    async def workflow_results(
+        self, workflow_id: str, job_ids: Sequence[str]
+    ) -> list[JobResult | None]:
+        raise NotImplementedError("workflows: issue 15")
+
+    async def cancel_workflow(self, workflow_id: str) -> int:
+        raise NotImplementedError("workflows: issue 15")
 
     async def reclaim(
         self, queues: Sequence[str], *, lease: float, limit: int = 100

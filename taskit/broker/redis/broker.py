@@ -47,6 +47,7 @@ from taskit.errors import BrokerError
 from taskit.fairness import check_groups
 from taskit.job import (
     Job,
+    JobResult,
     Lease,
     LeaseState,
     Outcome,
@@ -55,6 +56,7 @@ from taskit.job import (
     stored_form,
 )
 from taskit.limits import LimitSpec, LimitUsage
+from taskit.workflow import WorkflowState
 
 __all__ = ["RedisBroker"]
 
@@ -300,6 +302,18 @@ class RedisBroker(RedisBase):
             return await self._conn.guard(commands.execute(*command))
 
         return StreamCommands(execute, self._keys.stream(stream))
+
+    # -- workflows: being built (issue 15) -------------------------------------------------------
+    async def workflow(self, workflow_id: str) -> WorkflowState | None:
+        raise NotImplementedError("workflows: issue 15")
+
+    async def workflow_results(
+        self, workflow_id: str, job_ids: Sequence[str]
+    ) -> list[JobResult | None]:
+        raise NotImplementedError("workflows: issue 15")
+
+    async def cancel_workflow(self, workflow_id: str) -> int:
+        raise NotImplementedError("workflows: issue 15")
 
     async def reclaim(
         self, queues: Sequence[str], *, lease: float, limit: int = 100

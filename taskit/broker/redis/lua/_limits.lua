@@ -20,9 +20,10 @@
 
 local HOLD_CAP = 100 -- jobs one reserve call may hold back before it stops looking
 local SPEC_LIMITS = 25 -- the place of Job.limits in a spec array (its tag first), see job.py
--- A spec ending in progress None, limits () and group None: a job with no limits. (No limit key
--- can end the same way: 0xc0 never occurs in UTF-8 text.)
-local NO_LIMITS_TAIL = '\192\144\192'
+-- A spec ending in limits (), then group, dedup, workflow and after all None: a job with no
+-- limits (the common case, decided without parsing the spec). (No limit key can end the same
+-- way: 0xc0 never occurs in UTF-8 text.) A test pins it to the bytes job.py writes.
+local NO_LIMITS_TAIL = '\144\192\192\192\192'
 local SEQ_WIDTH = 20
 -- The types of L's keys, in the order scripts take them (specs, holding, waiting, held, freed,
 -- rate, queued): for layout_fault.
@@ -123,7 +124,7 @@ end
 
 -- The limit keys spec `spec` names (Job.limits), or nil for none (or a spec that is not one).
 local function job_limits(spec)
-  if string.sub(spec, -3) == NO_LIMITS_TAIL then
+  if string.sub(spec, -#NO_LIMITS_TAIL) == NO_LIMITS_TAIL then
     return nil
   end
   local count, i = mp_item(spec, 1)
@@ -315,7 +316,7 @@ end
 -- Job `id` (spec `spec`) stops holding its slots (the keys its held entry names, '!k1\0k2...'):
 -- each slot freed lets the next job of that key out of line (free_waiting). Idempotent.
 local function limits_release(L, id, spec)
-  if string.sub(spec, -3) == NO_LIMITS_TAIL then
+  if string.sub(spec, -#NO_LIMITS_TAIL) == NO_LIMITS_TAIL then
     return
   end
   local held = rcall('HGET', L.held, id)
