@@ -642,5 +642,6 @@ def test_the_scripts_know_a_job_without_limits_by_the_last_bytes_of_its_spec() -
     tail = bytes(int(code) for code in found.group(1).split("\\")[1:])
 
     assert MINIMAL_SPEC.endswith(tail)
-    assert MINIMAL_SPEC[: -len(tail)].endswith(b"\xc0")  # progress: the tail starts at limits
+    # It starts at progress (None: 0xc0, which no UTF-8 limit key holds), then limits ().
+    assert MINIMAL_SPEC[-len(tail) :] == b"\xc0\x90" + b"\xc0" * (len(tail) - 2)
     assert not FULL_SPEC.endswith(tail)

@@ -20,10 +20,11 @@
 
 local HOLD_CAP = 100 -- jobs one reserve call may hold back before it stops looking
 local SPEC_LIMITS = 25 -- the place of Job.limits in a spec array (its tag first), see job.py
--- A spec ending in limits (), then group, dedup, workflow and after all None: a job with no
--- limits (the common case, decided without parsing the spec). (No limit key can end the same
--- way: 0xc0 never occurs in UTF-8 text.) A test pins it to the bytes job.py writes.
-local NO_LIMITS_TAIL = '\144\192\192\192\192'
+-- A spec ending in progress None, limits (), then group, dedup, workflow and after all None: a
+-- job with no limits (the common case, decided without parsing the spec). No spec with a limit
+-- key ends the same way: the tail starts with the 0xc0 of progress, and 0xc0 never occurs in
+-- UTF-8 text. tests/test_wire.py pins it to the bytes job.py writes.
+local NO_LIMITS_TAIL = '\192\144\192\192\192\192'
 local SEQ_WIDTH = 20
 -- The types of L's keys, in the order scripts take them (specs, holding, waiting, held, freed,
 -- rate, queued): for layout_fault.
