@@ -155,3 +155,21 @@ def test_a_job_of_no_workflow_ending_changes_nothing_in_the_book() -> None:
     assert book.results("wf", ["x"]) == [None]
     book.expire(1e12)  # nothing to expire: no error
     assert book.results("wf", []) == []
+
+
+async def test_a_plain_job_replacing_another_workflows_node_is_adopted_by_the_new_one(
+    broker: MemoryBroker,
+) -> None:
+    q = new_queue()
+    old = node(q, "p", "wf-old")
+    await broker.enqueue([old])
+    await run(broker, q, old.id)
+    plain = node(q, "p", None)  # the same id, finished: replaced by this enqueue
+    child = node(q, "child", "wf-new", plain.id)
+
+    await broker.enqueue([plain, child])
+
+    assert [n.id for n in (await flow(broker, "wf-new")).nodes] == [plain.id, child.id]
+    await run(broker, q, plain.id)
+    assert await status(broker, child.id) is JobStatus.PENDING
+    assert statuses(await flow(broker, "wf-old")) == {old.id: JobStatus.COMPLETED}

@@ -263,7 +263,7 @@ class WorkflowsState(FlowState):
         verdict: Failure | bool = True
         if job.workflow is not None:
             for parent in () if job.after is None else job.after.jobs:
-                if self._flows.workflow_of(parent) is None:
+                if self._flows.workflow_of(parent) != job.workflow:  # of none (checked)
                     self._flows.adopt(job.workflow, self._records[parent].job, now)
             verdict = self._flows.join(job.workflow, job, now)
         if verdict is True:  # stored PENDING: ready now, or scheduled
