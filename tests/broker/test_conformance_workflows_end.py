@@ -77,6 +77,31 @@ async def test_a_failure_fails_its_dependents_down_the_chain_but_not_continue_on
     assert (await flow(broker, "wf")).status is WorkflowStatus.FAILED
 
 
+async def test_a_continue_dependent_runs_after_every_parent_ended_however(
+    harness: BrokerHarness,
+) -> None:
+    broker, q = harness.broker, new_queue()
+    members = [node(q, f"m{i}", "wf") for i in range(3)]
+    callback = node(
+        q, "cb", "wf", *(m.id for m in members), feed=Feed.ALL, if_failed=IfFailed.CONTINUE
+    )
+    await broker.enqueue([*members, callback])
+    held = await take(broker, q)
+    await finish(broker, held[members[0].id], OutcomeKind.FAIL, error="no")
+    await finish(broker, held[members[1].id], OutcomeKind.DEAD_LETTER, error="gone")
+    assert await status(broker, callback.id) is JobStatus.DEFERRED
+
+    await finish(broker, held[members[2].id])
+
+    assert list(await take(broker, q)) == [callback.id]
+    results = await broker.workflow_results("wf", [m.id for m in members])
+    assert [(r.success, r.error) for r in results if r is not None] == [
+        (False, "no"),
+        (False, "gone"),
+        (True, None),
+    ]
+
+
 async def test_a_dead_letter_fails_its_dependents_once_even_if_requeued_and_completed(
     harness: BrokerHarness,
 ) -> None:
@@ -177,18 +202,21 @@ async def test_cancel_workflow_ends_every_waiting_node_as_cancel_does(
 ) -> None:
     broker, q = harness.broker, new_queue()
     done, runs = node(q, "done", "wf"), node(q, "runs", "wf")
-    await broker.enqueue([done, runs])
+    retries = node(q, "retries", "wf")
+    await broker.enqueue([done, runs, retries])
     held = await take(broker, q)
     await finish(broker, held[done.id])
+    await finish(broker, held[retries.id], OutcomeKind.RETRY, delay=30.0)
+    assert await status(broker, retries.id) is JobStatus.RETRYING
     waits = node(q, "waits", "wf", runs.id)
     below = node(q, "below", "wf", waits.id)
     pending, later = node(q, "pending", "wf"), node(q, "later", "wf")
     await broker.enqueue([waits, below, pending, later], delays=[0.0, 0.0, 0.0, 30.0])
 
-    assert await broker.cancel_workflow("wf") == 5  # four cancelled, one asked to stop
+    assert await broker.cancel_workflow("wf") == 6  # five cancelled, one asked to stop
 
     state = await flow(broker, "wf")
-    for job_id in (waits.id, below.id, pending.id, later.id):
+    for job_id in (retries.id, waits.id, below.id, pending.id, later.id):
         job = await ended_as_its_job(broker, state, job_id)
         assert (job.status, job.error_type) == (JobStatus.CANCELLED, None), job_id
         assert the_node(state, job_id).result == MADE_UP_CANCEL
