@@ -276,24 +276,25 @@ async def test_a_node_kept_no_time_keeps_its_result_in_the_workflow(
 async def test_a_workflow_expires_its_result_ttl_after_its_last_node_ended(
     harness: BrokerHarness, request: pytest.FixtureRequest
 ) -> None:
-    async with short_lived(harness, request, result_ttl=0.4) as (broker, advance):
+    ttl = 0.6  # seconds; a real sleep on Redis: each check keeps 0.2 s or more of margin
+    async with short_lived(harness, request, result_ttl=ttl) as (broker, advance):
         q = new_queue()
         a, b = node(q, "a", "wf", result_ttl=3600.0), node(q, "b", "wf")
         await broker.enqueue([a, b])
         await run(broker, q, a.id, result_ttl=3600.0)
-        await advance(0.6)
+        await advance(ttl + 0.2)
         assert await broker.workflow("wf") is not None  # b has not ended
         await run(broker, q, b.id, result_ttl=3600.0)
         await advance(0.2)
         c = node(q, "c", "wf", a.id)  # a node enqueued into it keeps it again
         await broker.enqueue([c])
-        await advance(0.3)
+        await advance(ttl - 0.1)  # past b's end + ttl
         assert [n.id for n in (await flow(broker, "wf")).nodes] == [a.id, b.id, c.id]
         await run(broker, q, c.id, result_ttl=3600.0)
         await advance(0.2)
         assert (await flow(broker, "wf")).status is WorkflowStatus.COMPLETED
 
-        await advance(0.35)
+        await advance(ttl)
 
         assert await broker.workflow("wf") is None
         assert await broker.workflow_results("wf", [a.id]) == [None]
