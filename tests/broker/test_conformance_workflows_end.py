@@ -197,6 +197,26 @@ async def test_a_running_parent_cancelled_ends_its_dependents_when_its_worker_se
     assert job_b.error_type == "DependencyCancelled"
 
 
+async def test_a_cancelled_parent_whose_lease_expired_ends_its_dependents_at_its_reclaim(
+    harness: BrokerHarness,
+) -> None:
+    broker, q = harness.broker, new_queue()
+    a, b = node(q, "a", "wf"), node(q, "b", "wf", f"{q}-a")
+    keep = node(q, "keep", "wf", a.id, if_failed=IfFailed.CONTINUE)
+    await broker.enqueue([a, b, keep])
+    await broker.reserve([q], count=1, lease=0.05, timeout=0)
+    assert await broker.cancel(a.id) is True
+    await harness.advance(0.1)
+
+    assert await broker.reclaim([q], lease=LONG) == []  # it ends CANCELLED instead
+
+    state = await flow(broker, "wf")
+    assert statuses(state)[a.id] is JobStatus.CANCELLED
+    job_b = await ended_as_its_job(broker, state, b.id)
+    assert (job_b.status, job_b.error_type) == (JobStatus.CANCELLED, "DependencyCancelled")
+    assert list(await take(broker, q)) == [keep.id]
+
+
 async def test_cancel_workflow_ends_every_waiting_node_as_cancel_does(
     harness: BrokerHarness,
 ) -> None:
