@@ -25,18 +25,20 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("brokers", ("taskit.broker", "taskit.broker.")),
     ("producing", ("taskit._arguments", "taskit.producer", "taskit.task", "taskit._results",
                    "taskit.handlers", "taskit.webhooks", "taskit.ports", "taskit.once",
-                   "taskit.outbox", "taskit.outbox.", "taskit.inbox", "taskit.inbox.")),
+                   "taskit.outbox", "taskit.outbox.", "taskit.inbox", "taskit.inbox.",
+                   "taskit._depends", "taskit._canvas_build", "taskit._workflow_handle",
+                   "taskit.canvas")),
     ("running", ("taskit.execution", "taskit._settler", "taskit._leases", "taskit._handoff",
                  "taskit._declare_limits",
                  "taskit._worker_parts", "taskit.progress",
                  "taskit.presence", "taskit.registry", "taskit.worker", "taskit.scheduler",
-                 "taskit.metrics", "taskit.oneshot")),
+                 "taskit.metrics", "taskit.oneshot", "taskit._feed")),
     ("wiring", ("taskit.app", "taskit.service", "taskit.testing", "taskit.pytest_plugin",
                 "taskit._limit_report",
                 "taskit.otel", "taskit.audit", "taskit.django", "taskit.django.")),
     ("entry points", ("taskit._cli_load", "taskit._cli_admin", "taskit._cli_outbox",
                       "taskit._cli_flow", "taskit._cli_limits", "taskit.cli",
-                      "taskit.__main__", "taskit")),
+                      "taskit.__main__", "taskit", "taskit._cli_workflow")),
 ]  # fmt: skip
 
 
