@@ -13,18 +13,29 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
+from typing import Any, Union, get_args, get_origin
 
 import msgspec
 
 from taskit.dependencies import After, Feed, IfFailed
-from taskit.job import Job, JobResult, new_job_id
+from taskit.job import Job, new_job_id
 from taskit.producer import Producer
 
-if TYPE_CHECKING:
-    from taskit.canvas import Canvas, NodeSpec, Step
+__all__ = ["Builder", "NodeSpec", "Upstream", "accepts", "if_failed_of", "type_label"]
 
-__all__ = ["Builder", "Upstream", "accepts", "check_feed", "if_failed_of", "type_label"]
+
+@dataclass(frozen=True, eq=False, slots=True)
+class NodeSpec:
+    """What a node takes from its task: the prepared job (a step's without its fed first
+    argument), the producer that stores it, whether its id was given (``options(job_id=)``),
+    and the task's return and first-parameter annotations (``Any`` when unknown)."""
+
+    task: str
+    producer: Producer
+    job: Job
+    fixed_id: bool
+    returns: Any
+    fed: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,25 +86,6 @@ def if_failed_of(value: object) -> IfFailed:
         return IfFailed(value) if isinstance(value, str) else IfFailed(str(value))
     except ValueError:
         raise ValueError(f"if_failed must be 'fail' or 'continue', got {value!r}") from None
-
-
-def check_feed(
-    before: Canvas[Any] | Step[Any, Any], step: Step[Any, Any], policy: IfFailed
-) -> None:
-    """``TypeError`` naming both tasks when what ``before`` gives cannot be ``step``'s first
-    argument: its result (a list after a group), or under CONTINUE its ``JobResult`` (a list of
-    them). Checked only where both annotations are plain enough to compare."""
-    many = getattr(before, "_many", False)
-    if policy is IfFailed.CONTINUE:
-        given: Any = types.GenericAlias(list, (JobResult,)) if many else JobResult
-    else:
-        given = before._returns
-    wanted = step.spec.fed
-    if not accepts(wanted, given):
-        raise TypeError(
-            f"{step._label} cannot be fed by {before._label}: its first parameter takes "
-            f"{type_label(wanted)}, and it would get {type_label(given)}"
-        )
 
 
 _UNIONS = (Union, types.UnionType)

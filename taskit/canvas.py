@@ -29,11 +29,17 @@ from __future__ import annotations
 import inspect
 import itertools
 import types
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from taskit._canvas_build import Builder, Upstream, check_feed, if_failed_of
+from taskit._canvas_build import (
+    Builder,
+    NodeSpec,
+    Upstream,
+    accepts,
+    if_failed_of,
+    type_label,
+)
 from taskit._workflow_handle import Workflow
 from taskit.dependencies import IfFailed
 from taskit.job import Job, JobResult
@@ -63,7 +69,6 @@ D = TypeVar("D")
 E = TypeVar("E")
 F = TypeVar("F")
 R_co = TypeVar("R_co", covariant=True)
-A_contra = TypeVar("A_contra", contravariant=True)
 
 #: "fail" or "continue" (or the ``IfFailed`` member).
 Policy = Literal["fail", "continue"] | IfFailed
@@ -78,20 +83,6 @@ class _Fed:
 
 #: The stand-in for a step's fed argument (``Task.step`` binds the rest after it).
 FED: Any = _Fed()
-
-
-@dataclass(frozen=True, eq=False, slots=True)
-class NodeSpec:
-    """What a node takes from its task: the prepared job (a step's without its fed first
-    argument), the producer that stores it, whether its id was given (``options(job_id=)``),
-    and the task's return and first-parameter annotations (``Any`` when unknown)."""
-
-    task: str
-    producer: Producer
-    job: Job
-    fixed_id: bool
-    returns: Any
-    fed: Any
 
 
 def hints_of(fn: Callable[..., Any] | None) -> tuple[Any, Any]:
@@ -163,8 +154,8 @@ class Canvas(Generic[R_co]):
     def __or__(self, other: Canvas[B]) -> Chain[B]: ...
     def __or__(self, other: Step[Any, Any] | Canvas[Any]) -> Chain[Any]:
         if isinstance(self, Chain) and self.if_failed is IfFailed.FAIL:
-            return chain(*self.links, other)  # a | b | c: one chain, not nested ones
-        return chain(self, other)
+            return _chained((*self.links, other), IfFailed.FAIL)  # a | b | c: one chain
+        return _chained((self, other), IfFailed.FAIL)
 
     def jobs(self, workflow_id: str | None = None) -> list[Job]:
         """The jobs ``enqueue`` would store (a fresh workflow id unless given), in order."""
@@ -218,9 +209,9 @@ class Call(Canvas[R_co]):
         return (builder.add(self.spec, up, fed=False),)
 
 
-class Step(Generic[A_contra, R_co]):
+class Step(Generic[A, R_co]):
     """A task call whose first argument is the result of what runs before it
-    (``task.step(...)``): an ``A_contra`` in, an ``R_co`` out. It cannot run alone."""
+    (``task.step(...)``): an ``A`` in, an ``R_co`` out. It cannot run alone."""
 
     __slots__ = ("spec",)
 
@@ -244,8 +235,28 @@ class Step(Generic[A_contra, R_co]):
         return (builder.add(self.spec, up, fed=True),)
 
 
-class _CanS(Protocol[P, R_co]):
-    def s(self, *args: P.args, **kwargs: P.kwargs) -> Call[R_co]: ...
+class _Typed(Protocol[P, R_co]):
+    """A task (or its variant) as a type checker sees it: parameters ``P``, result ``R_co``
+    (a coroutine's for an ``async def``)."""
+
+    def _typed(self) -> Callable[P, R_co]: ...
+
+
+class CallMaker:
+    """``task.s``: typed as the task's parameters, giving a ``Call`` of its (awaited) result."""
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> CallMaker: ...
+    @overload
+    def __get__(
+        self, obj: _Typed[P, Coroutine[Any, Any, R]], owner: type[Any]
+    ) -> Callable[P, Call[R]]: ...
+    @overload
+    def __get__(self, obj: _Typed[P, R], owner: type[Any]) -> Callable[P, Call[R]]: ...
+    def __get__(self, obj: Any, owner: type[Any]) -> Any:
+        if obj is None:
+            return self
+        return lambda *args, **kwargs: obj._call(args, kwargs)
 
 
 class StepMaker:
@@ -256,12 +267,39 @@ class StepMaker:
     def __get__(self, obj: None, owner: type[Any]) -> StepMaker: ...
     @overload
     def __get__(
-        self, obj: _CanS[Concatenate[A, Q], R], owner: type[Any]
+        self, obj: _Typed[Concatenate[A, Q], Coroutine[Any, Any, R]], owner: type[Any]
+    ) -> Callable[Q, Step[A, R]]: ...
+    @overload
+    def __get__(
+        self, obj: _Typed[Concatenate[A, Q], R], owner: type[Any]
     ) -> Callable[Q, Step[A, R]]: ...
     def __get__(self, obj: Any, owner: type[Any]) -> Any:
         if obj is None:
             return self
         return lambda *args, **kwargs: obj._step(args, kwargs)
+
+
+class Mapper(Protocol[R]):
+    """``task.map``'s signature (see ``TaskVariant._map``)."""
+
+    def __call__(
+        self, arg_sets: Iterable[Sequence[Any]], *, concurrency: int | None = None
+    ) -> Group[R]: ...
+
+
+class MapMaker:
+    """``task.map``: a ``Group`` of the task's (awaited) result."""
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> MapMaker: ...
+    @overload
+    def __get__(self, obj: _Typed[..., Coroutine[Any, Any, R]], owner: type[Any]) -> Mapper[R]: ...
+    @overload
+    def __get__(self, obj: _Typed[..., R], owner: type[Any]) -> Mapper[R]: ...
+    def __get__(self, obj: Any, owner: type[Any]) -> Any:
+        if obj is None:
+            return self
+        return obj._map
 
 
 class Chain(Canvas[R_co]):
@@ -395,6 +433,25 @@ class Chord(Canvas[R_co]):
         return self.callback._place(builder, Upstream(exits, True, self.if_failed))
 
 
+def _check_feed(
+    before: Canvas[Any] | Step[Any, Any], step: Step[Any, Any], policy: IfFailed
+) -> None:
+    """``TypeError`` naming both tasks when what ``before`` gives cannot be ``step``'s first
+    argument: its result (a list after a group), or under CONTINUE its ``JobResult`` (a list of
+    them). Checked only where both annotations are plain enough to compare."""
+    many = getattr(before, "_many", False)
+    if policy is IfFailed.CONTINUE:
+        given: Any = types.GenericAlias(list, (JobResult,)) if many else JobResult
+    else:
+        given = before._returns
+    wanted = step.spec.fed
+    if not accepts(wanted, given):
+        raise TypeError(
+            f"{step._label} cannot be fed by {before._label}: its first parameter takes "
+            f"{type_label(wanted)}, and it would get {type_label(given)}"
+        )
+
+
 def _not_member(value: object) -> str:
     if isinstance(value, Step):
         return (
@@ -462,14 +519,35 @@ def chain(
     if_failed: Literal["fail"] = "fail",
 ) -> Chain[F]: ...
 @overload
-def chain(*links: Canvas[Any] | Step[Any, Any], if_failed: Policy = "fail") -> Chain[Any]: ...
+def chain(
+    a: Canvas[Any],
+    b: Step[Any, Any] | Canvas[Any],
+    c: Step[Any, Any] | Canvas[Any],
+    d: Step[Any, Any] | Canvas[Any],
+    e: Step[Any, Any] | Canvas[Any],
+    f: Step[Any, Any] | Canvas[Any],
+    g: Step[Any, Any] | Canvas[Any],
+    /,
+    *links: Step[Any, Any] | Canvas[Any],
+    if_failed: Policy = "fail",
+) -> Chain[Any]: ...
+@overload
+def chain(
+    first: Canvas[Any],
+    /,
+    *links: Canvas[Any] | Step[Any, Any],
+    if_failed: Literal["continue", IfFailed.CONTINUE],
+) -> Chain[Any]: ...
 def chain(*links: Canvas[Any] | Step[Any, Any], if_failed: Policy = "fail") -> Chain[Any]:
     """Run ``links`` one after another: a step is fed the result of the link before it, any
     other link waits for it. The chain's result is its last link's. Typed for up to six links
     (more, or ``if_failed="continue"``: checked when built, typed ``Any``). ``ValueError`` for
     no link or a bad ``if_failed``; ``TypeError`` for a first link that is a step, or a step
     whose fed type does not fit the result before it (naming both tasks)."""
-    policy = if_failed_of(if_failed)
+    return _chained(links, if_failed_of(if_failed))
+
+
+def _chained(links: tuple[object, ...], policy: IfFailed) -> Chain[Any]:
     if not links:
         raise ValueError("a chain needs at least one link")
     checked = tuple(_link(link) for link in links)
@@ -477,7 +555,7 @@ def chain(*links: Canvas[Any] | Step[Any, Any], if_failed: Policy = "fail") -> C
         raise TypeError(_not_member(checked[0]))
     for before, link in itertools.pairwise(checked):
         if isinstance(link, Step):
-            check_feed(before, link, policy)
+            _check_feed(before, link, policy)
     return Chain(checked, policy)
 
 
@@ -511,5 +589,5 @@ def chord(
         raise TypeError(f"a chord's header is a group (group(...)), got {type(header).__name__}")
     _link(callback)
     if isinstance(callback, Step):
-        check_feed(header, callback, policy)
+        _check_feed(header, callback, policy)
     return Chord(header, callback, policy)

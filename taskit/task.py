@@ -17,13 +17,24 @@ import inspect
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import msgspec
 
 from taskit._arguments import ArgumentTypes
+from taskit._canvas_build import NodeSpec
 from taskit._depends import waiting_for
-from taskit.canvas import FED, Call, Group, NodeSpec, Step, StepMaker, fed_parameter, hints_of
+from taskit.canvas import (
+    FED,
+    Call,
+    CallMaker,
+    Group,
+    MapMaker,
+    Step,
+    StepMaker,
+    fed_parameter,
+    hints_of,
+)
 from taskit.dedup import Dedup, DedupPolicy, dedup_of
 from taskit.fairness import group_of
 from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
@@ -141,18 +152,27 @@ class TaskVariant(Generic[P, R]):
         return self._task.producer.run_sync(self._parents, job)
 
     # -- workflows (taskit.canvas) --------------------------------------------------------------
-    def s(self, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
-        """This call with all its arguments, as a workflow node (``taskit.canvas``): enqueue it
-        in a ``chain``, ``group`` or ``chord``, or alone (``await add.s(1, 2).enqueue()``).
-        Checked now as ``enqueue`` checks its arguments."""
-        return Call(self._node(self._prepare(args, kwargs)))
+    if TYPE_CHECKING:  # what the typed makers below read the task's signature from
+
+        def _typed(self) -> Callable[P, R]: ...
+
+    #: ``task.s(*args, **kwargs)``: this call with all its arguments, as a workflow node
+    #: (``taskit.canvas.Call``): enqueue it in a ``chain``, ``group`` or ``chord``, or alone.
+    #: Checked now as ``enqueue`` checks its arguments.
+    s = CallMaker()
 
     #: ``task.step(*rest)``: a node whose first argument is the previous node's result
     #: (``taskit.canvas.Step``); the rest are checked now. ``TypeError`` for a task with no
     #: positional parameter to feed.
     step = StepMaker()
+    #: ``task.map(arg_sets, concurrency=None)``: a ``Group`` of one call per argument tuple
+    #: (``_map``).
+    map = MapMaker()
 
-    def _step(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Step[Any, R]:
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call[Any]:
+        return Call(self._node(self._prepare(args, kwargs)))
+
+    def _step(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Step[Any, Any]:
         """The ``Step`` of this call: ``args``/``kwargs`` bound after a fed first argument."""
         task = self._task
         validate = (
@@ -169,12 +189,22 @@ class TaskVariant(Generic[P, R]):
                 task.argument_types().check_bound(bound)
         return Step(self._node(self._job(args, kwargs)))
 
-    def map(self, arg_sets: Iterable[Sequence[Any]], *, concurrency: int | None = None) -> Group[R]:
+    def _map(
+        self, arg_sets: Iterable[Sequence[Any]], *, concurrency: int | None = None
+    ) -> Group[Any]:
         """A group of one call per argument tuple of ``arg_sets``, each checked as ``s`` checks
         it; ``concurrency``: at most that many of them running at once (a sliding window: the
         member ``i`` waits for the member ``i - concurrency`` to end, whatever its outcome).
-        ``ValueError`` for no argument set or a ``concurrency`` below 1."""
-        calls: list[Call[R]] = [Call(self._node(self._prepare(tuple(a), {}))) for a in arg_sets]
+        ``ValueError`` for no argument set or a ``concurrency`` below 1; ``TypeError`` for an
+        argument set that is not a tuple or list, or does not fit the task."""
+        calls: list[Call[Any]] = []
+        for arg_set in arg_sets:
+            if not isinstance(arg_set, tuple | list):
+                raise TypeError(
+                    f"task {self._task.name!r}: map() takes argument tuples; each must be a tuple "
+                    f"or list, got {type(arg_set).__name__}"
+                )
+            calls.append(Call(self._node(self._prepare(tuple(arg_set), {}))))
         return Group(tuple(calls), concurrency=concurrency)
 
     def _node(self, job: Job) -> NodeSpec:
