@@ -36,6 +36,7 @@ from taskit.canvas import (
     hints_of,
 )
 from taskit.dedup import Dedup, DedupPolicy, dedup_of
+from taskit.errors import SerializationError
 from taskit.fairness import group_of
 from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
 from taskit.limiting import Limit, LimitPlan, LimitUse
@@ -90,13 +91,20 @@ class TaskVariant(Generic[P, R]):
             (task._types or task.argument_types()).check_positional(task.positional_names, args)
         return self._job(args, kwargs)
 
-    def _job(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Job:
-        """The job of checked arguments, every option applied."""
+    def _job(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], keyed: tuple[Any, ...] | None = None
+    ) -> Job:
+        """The job of checked arguments, every option applied. ``keyed``: the positional
+        arguments its fairness group, dedup and limit keys are read from, when not ``args`` (a
+        step's, with its fed argument's stand-in first)."""
         task, o = self._task, self._overrides
         opts = task.opts
         created_at = datetime.now(UTC)
+        key_args = args if keyed is None else keyed
         group = (
-            None if opts.fair_by is None else group_of(opts.fair_by, task.bound_by, args, kwargs)
+            None
+            if opts.fair_by is None
+            else group_of(opts.fair_by, task.bound_by, key_args, kwargs)
         )
         policy = opts.dedup if o.dedup is None else o.dedup
         return Job(
@@ -115,8 +123,8 @@ class TaskVariant(Generic[P, R]):
                 opts.result_ttl if o.result_ttl is None else o.result_ttl
             ),
             group=group,
-            dedup=None if policy is None else task.dedup_of(policy, args, kwargs),
-            limits=() if self._limits is None else self._limits.keys(args, kwargs),
+            dedup=None if policy is None else task.dedup_of(policy, key_args, kwargs),
+            limits=() if self._limits is None else self._limits.keys(key_args, kwargs),
         )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
@@ -187,7 +195,14 @@ class TaskVariant(Generic[P, R]):
             del bound[fed]
             if validate and task.fn is not None:
                 task.argument_types().check_bound(bound)
-        return Step(self._node(self._job(args, kwargs)))
+        try:
+            job = self._job(args, kwargs, keyed=(FED, *args))
+        except (TypeError, ValueError, SerializationError) as exc:  # a key of the fed value
+            raise TypeError(
+                f"task {task.name!r}: step(): {exc} (a step's fair_by, dedup and limit keys "
+                "cannot come from its fed argument, unknown until it runs: use a call, task.s(...))"
+            ) from None
+        return Step(self._node(job))
 
     def _map(
         self, arg_sets: Iterable[Sequence[Any]], *, concurrency: int | None = None
@@ -209,6 +224,11 @@ class TaskVariant(Generic[P, R]):
 
     def _node(self, job: Job) -> NodeSpec:
         task = self._task
+        if job.dedup is not None:
+            raise ValueError(
+                f"task {task.name!r} has a dedup window, so it cannot be a workflow node: a job "
+                "kept in its place by the window would not be a node of the workflow"
+            )
         return NodeSpec(
             task=task.name, producer=task.producer, job=job, fixed_id=self._overrides.job_id
             is not None, returns=task.returns(), fed=task.fed_type(),

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from taskit import App, Job, JobResult, MemoryBroker, Settings, chain, chord, group
+from taskit import App, Job, JobResult, MemoryBroker, Settings, Throttle, chain, chord, group
 from taskit.dependencies import Feed, IfFailed
 from taskit.errors import PayloadTooLargeError
 from taskit.job import JobStatus
@@ -290,3 +290,26 @@ async def test_a_workflow_lives_in_one_broker() -> None:
     other = App(MemoryBroker()).task(name="elsewhere")(plus)
     with pytest.raises(ValueError, match="another broker"):
         group(add.s(1, 2), other.s(3, 4)).jobs()
+
+
+def test_keys_of_a_step_come_from_its_bound_arguments_never_its_fed_one() -> None:
+    @app.task(name="fair_by_first", fair_by="x")
+    async def by_first(x: int, y: int) -> int:
+        return x
+
+    @app.task(name="fair_by_second", fair_by="y")
+    async def by_second(x: int, y: int) -> int:
+        return x
+
+    assert chain(add.s(1, 2), by_second.step(7)).jobs()[1].group == "7"
+    with pytest.raises(TypeError, match="cannot come from its fed argument"):
+        by_first.step(7)
+
+
+def test_a_task_with_a_dedup_window_cannot_be_a_node() -> None:
+    @app.task(name="throttled", dedup=Throttle(60.0))
+    async def throttled(x: int) -> int:
+        return x
+
+    with pytest.raises(ValueError, match="has a dedup window, so it cannot be a workflow node"):
+        throttled.s(1)
