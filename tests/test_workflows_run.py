@@ -13,6 +13,7 @@ import pytest
 
 from taskit import (
     App,
+    BrokerConnectionError,
     JobResult,
     JobStatus,
     MemoryBroker,
@@ -301,3 +302,48 @@ async def test_an_executor_without_a_broker_fails_a_fed_job_naming_why() -> None
     assert outcome is not None
     assert outcome.kind.value == "fail"
     assert "no broker to read them from" in (outcome.error or "")
+
+
+async def test_continue_in_a_chain_feeds_the_one_jobresult() -> None:
+    app, t = make_app()
+
+    @app.task(name="describe")
+    async def describe(result: JobResult) -> str:
+        return "ok" if result.success else f"failed: {result.error}"
+
+    wf: Workflow[Any] = await chain(t["boom"].s(4), describe.step(), if_failed="continue").enqueue()
+    await run_all(app)
+    assert await wf.result(timeout=5) == "failed: boom 4"
+
+
+class FlakyResults(MemoryBroker):
+    """A memory broker whose first ``workflow_results`` call fails as an outage would."""
+
+    failures = 1
+
+    async def workflow_results(self, workflow_id: str, job_ids: Any) -> list[JobResult | None]:
+        if self.failures:
+            self.failures -= 1
+            raise BrokerConnectionError("the broker is away")
+        return await super().workflow_results(workflow_id, job_ids)
+
+
+async def test_a_broker_error_while_reading_the_fed_results_retries_the_step() -> None:
+    app = App(FlakyResults())
+
+    @app.task(name="one")
+    async def one() -> int:
+        return 1
+
+    @app.task(name="inc", backoff=0.0)
+    async def inc(x: int) -> int:
+        return x + 1
+
+    wf = await chain(one.s(), inc.step()).enqueue()
+    stats = await app.worker().run(burst=True)
+    assert stats.retried == 1
+    assert await wf.result(timeout=5) == 2
+    node = (await wf.state()).nodes[1]
+    job = await app.get_job(node.id)
+    assert job is not None
+    assert job.attempts == 2
