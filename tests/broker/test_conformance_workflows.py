@@ -99,6 +99,7 @@ async def test_a_release_wakes_a_reserve_waiting_on_the_dependents_queue(
     a, b = node(q, "a", "wf"), node(q2, "b", "wf", f"{q}-a")
     await broker.enqueue([a, b])
     [held] = await broker.reserve([q], count=1, lease=LONG, timeout=0)
+    assert [(await broker.stats([x]))[x].deferred for x in (q, q2)] == [0, 1]  # b's queue
     got: list[str] = []
 
     async def wait() -> None:
@@ -273,6 +274,42 @@ async def test_a_finished_plain_parent_is_adopted_with_its_result(harness: Broke
     assert list(await take(broker, q)) == [released.id]
 
 
+async def test_a_cancelled_plain_parent_ends_its_new_dependent_at_once(
+    harness: BrokerHarness,
+) -> None:
+    broker, q = harness.broker, new_queue()
+    gone = node(q, "gone", None)
+    await broker.enqueue([gone])
+    assert await broker.cancel(gone.id)
+    waits = node(q, "waits", "wf", gone.id)
+    runs = node(q, "runs", "wf", gone.id, if_failed=IfFailed.CONTINUE)
+
+    stored = await broker.enqueue([waits, runs])
+
+    assert [j.status for j in stored] == [JobStatus.CANCELLED, JobStatus.PENDING]
+    state = await flow(broker, "wf")
+    job = await ended_as_its_job(broker, state, waits.id)
+    assert (job.error_type, job.error) == (
+        "DependencyCancelled",
+        waited(gone.id, JobStatus.CANCELLED, "job was cancelled"),
+    )
+    assert the_node(state, gone.id).status is JobStatus.CANCELLED
+
+
+async def test_a_job_kept_in_place_of_the_one_given_changes_no_workflow(
+    harness: BrokerHarness,
+) -> None:
+    broker, q = harness.broker, new_queue()
+    plain = node(q, "same", None)
+    await broker.enqueue([plain])
+
+    [kept] = await broker.enqueue([node(q, "same", "wf")])
+
+    assert kept.duplicate
+    assert kept.workflow is None
+    assert await broker.workflow("wf") is None
+
+
 async def test_a_job_waiting_for_ended_nodes_of_its_workflow_is_released_at_once(
     harness: BrokerHarness,
 ) -> None:
@@ -339,28 +376,3 @@ async def test_unknown_workflows_and_nodes_read_as_none(harness: BrokerHarness) 
         JobResult(success=True, value=a.id),
     ]
     assert await broker.workflow_results("wf", []) == []
-
-
-async def test_a_continue_dependent_runs_after_every_parent_ended_however(
-    harness: BrokerHarness,
-) -> None:
-    broker, q = harness.broker, new_queue()
-    members = [node(q, f"m{i}", "wf") for i in range(3)]
-    callback = node(
-        q, "cb", "wf", *(m.id for m in members), feed=Feed.ALL, if_failed=IfFailed.CONTINUE
-    )
-    await broker.enqueue([*members, callback])
-    held = await take(broker, q)
-    await finish(broker, held[members[0].id], OutcomeKind.FAIL, error="no")
-    await finish(broker, held[members[1].id], OutcomeKind.DEAD_LETTER, error="gone")
-    assert await status(broker, callback.id) is JobStatus.DEFERRED
-
-    await finish(broker, held[members[2].id])
-
-    assert list(await take(broker, q)) == [callback.id]
-    results = await broker.workflow_results("wf", [m.id for m in members])
-    assert [(r.success, r.error) for r in results if r is not None] == [
-        (False, "no"),
-        (False, "gone"),
-        (True, None),
-    ]

@@ -77,6 +77,31 @@ async def test_a_failure_fails_its_dependents_down_the_chain_but_not_continue_on
     assert (await flow(broker, "wf")).status is WorkflowStatus.FAILED
 
 
+async def test_a_continue_dependent_runs_after_every_parent_ended_however(
+    harness: BrokerHarness,
+) -> None:
+    broker, q = harness.broker, new_queue()
+    members = [node(q, f"m{i}", "wf") for i in range(3)]
+    callback = node(
+        q, "cb", "wf", *(m.id for m in members), feed=Feed.ALL, if_failed=IfFailed.CONTINUE
+    )
+    await broker.enqueue([*members, callback])
+    held = await take(broker, q)
+    await finish(broker, held[members[0].id], OutcomeKind.FAIL, error="no")
+    await finish(broker, held[members[1].id], OutcomeKind.DEAD_LETTER, error="gone")
+    assert await status(broker, callback.id) is JobStatus.DEFERRED
+
+    await finish(broker, held[members[2].id])
+
+    assert list(await take(broker, q)) == [callback.id]
+    results = await broker.workflow_results("wf", [m.id for m in members])
+    assert [(r.success, r.error) for r in results if r is not None] == [
+        (False, "no"),
+        (False, "gone"),
+        (True, None),
+    ]
+
+
 async def test_a_dead_letter_fails_its_dependents_once_even_if_requeued_and_completed(
     harness: BrokerHarness,
 ) -> None:
@@ -123,6 +148,8 @@ async def test_cancelling_a_waiting_parent_cancels_its_dependents(harness: Broke
         "DependencyCancelled",
         first,
     )
+    assert job_b.completed_at is not None  # ended as a cancel ends a job: no failed_at
+    assert job_b.failed_at is None
     job_c = await ended_as_its_job(broker, state, c.id)
     assert (job_c.error_type, job_c.error) == (
         "DependencyCancelled",
@@ -172,23 +199,46 @@ async def test_a_running_parent_cancelled_ends_its_dependents_when_its_worker_se
     assert job_b.error_type == "DependencyCancelled"
 
 
+async def test_a_cancelled_parent_whose_lease_expired_ends_its_dependents_at_its_reclaim(
+    harness: BrokerHarness,
+) -> None:
+    broker, q = harness.broker, new_queue()
+    a, b = node(q, "a", "wf"), node(q, "b", "wf", f"{q}-a")
+    keep = node(q, "keep", "wf", a.id, if_failed=IfFailed.CONTINUE)
+    await broker.enqueue([a, b, keep])
+    await broker.reserve([q], count=1, lease=0.05, timeout=0)
+    assert await broker.cancel(a.id) is True
+    await harness.advance(0.1)
+
+    assert await broker.reclaim([q], lease=LONG) == []  # it ends CANCELLED instead
+
+    state = await flow(broker, "wf")
+    assert statuses(state)[a.id] is JobStatus.CANCELLED
+    job_b = await ended_as_its_job(broker, state, b.id)
+    assert (job_b.status, job_b.error_type) == (JobStatus.CANCELLED, "DependencyCancelled")
+    assert list(await take(broker, q)) == [keep.id]
+
+
 async def test_cancel_workflow_ends_every_waiting_node_as_cancel_does(
     harness: BrokerHarness,
 ) -> None:
     broker, q = harness.broker, new_queue()
     done, runs = node(q, "done", "wf"), node(q, "runs", "wf")
-    await broker.enqueue([done, runs])
+    retries = node(q, "retries", "wf")
+    await broker.enqueue([done, runs, retries])
     held = await take(broker, q)
     await finish(broker, held[done.id])
+    await finish(broker, held[retries.id], OutcomeKind.RETRY, delay=30.0)
+    assert await status(broker, retries.id) is JobStatus.RETRYING
     waits = node(q, "waits", "wf", runs.id)
     below = node(q, "below", "wf", waits.id)
     pending, later = node(q, "pending", "wf"), node(q, "later", "wf")
     await broker.enqueue([waits, below, pending, later], delays=[0.0, 0.0, 0.0, 30.0])
 
-    assert await broker.cancel_workflow("wf") == 5  # four cancelled, one asked to stop
+    assert await broker.cancel_workflow("wf") == 6  # five cancelled, one asked to stop
 
     state = await flow(broker, "wf")
-    for job_id in (waits.id, below.id, pending.id, later.id):
+    for job_id in (retries.id, waits.id, below.id, pending.id, later.id):
         job = await ended_as_its_job(broker, state, job_id)
         assert (job.status, job.error_type) == (JobStatus.CANCELLED, None), job_id
         assert the_node(state, job_id).result == MADE_UP_CANCEL
@@ -248,24 +298,25 @@ async def test_a_node_kept_no_time_keeps_its_result_in_the_workflow(
 async def test_a_workflow_expires_its_result_ttl_after_its_last_node_ended(
     harness: BrokerHarness, request: pytest.FixtureRequest
 ) -> None:
-    async with short_lived(harness, request, result_ttl=0.4) as (broker, advance):
+    ttl = 0.6  # seconds; a real sleep on Redis: each check keeps 0.2 s or more of margin
+    async with short_lived(harness, request, result_ttl=ttl) as (broker, advance):
         q = new_queue()
         a, b = node(q, "a", "wf", result_ttl=3600.0), node(q, "b", "wf")
         await broker.enqueue([a, b])
         await run(broker, q, a.id, result_ttl=3600.0)
-        await advance(0.6)
+        await advance(ttl + 0.2)
         assert await broker.workflow("wf") is not None  # b has not ended
         await run(broker, q, b.id, result_ttl=3600.0)
         await advance(0.2)
         c = node(q, "c", "wf", a.id)  # a node enqueued into it keeps it again
         await broker.enqueue([c])
-        await advance(0.3)
+        await advance(ttl - 0.1)  # past b's end + ttl
         assert [n.id for n in (await flow(broker, "wf")).nodes] == [a.id, b.id, c.id]
         await run(broker, q, c.id, result_ttl=3600.0)
         await advance(0.2)
         assert (await flow(broker, "wf")).status is WorkflowStatus.COMPLETED
 
-        await advance(0.35)
+        await advance(ttl)
 
         assert await broker.workflow("wf") is None
         assert await broker.workflow_results("wf", [a.id]) == [None]

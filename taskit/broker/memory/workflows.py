@@ -2,7 +2,7 @@
 
 ``WorkflowBook`` is the graph alone, as the Redis broker keeps it in a workflow's keys: each
 workflow's nodes in the order they joined, the parents each node still waits for, and each
-ended node's final status and result. It knows nothing of records or queues: ``WorkflowState``
+ended node's final status and result. It knows nothing of records or queues: ``WorkflowsState``
 (the memory state with workflows) tells it when a job joins (``join``) and when one ends
 (``ended``), and does to the records what it answers (release a job, or end it for its
 parent's failure). Call every method with the state's lock held.
@@ -27,7 +27,7 @@ from taskit.dependencies import IfFailed, check_after
 from taskit.job import Job, JobResult, JobStatus, result_of, utc_from_timestamp
 from taskit.workflow import WorkflowNode, WorkflowState
 
-__all__ = ["Failure", "WorkflowBook", "WorkflowsState"]
+__all__ = ["Failure", "WorkflowBook", "WorkflowsState", "node_result"]
 
 _RESULT = msgspec.msgpack.Decoder(JobResult)
 _ENCODER = msgspec.msgpack.Encoder()
@@ -36,6 +36,15 @@ _ENCODER = msgspec.msgpack.Encoder()
 def _copy(result: JobResult) -> JobResult:
     """``result`` through its stored form: what the book keeps never aliases a job's."""
     return _RESULT.decode(_ENCODER.encode(result))
+
+
+def node_result(job: Job) -> JobResult:
+    """What a node keeps of its job's end: ``result_of`` it, copied; for a job whose result
+    no longer encodes (a damaged record, dead-lettered for it), the error that buried it."""
+    try:
+        return _copy(result_of(job))
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError, msgspec.DecodeError):
+        return JobResult(success=False, error=job.error, error_type=job.error_type)
 
 
 class Failure(NamedTuple):
@@ -111,7 +120,7 @@ class WorkflowBook:
         if job.status.finished:
             flow = self._flows.setdefault(workflow_id, _Flow(created_at=now))
             node = _Node(job.id, job.task, job.queue, status=job.status)
-            node.result = _copy(result_of(job))
+            node.result = node_result(job)
             flow.nodes[job.id] = node
             self._member[job.id] = workflow_id
             return
@@ -120,14 +129,15 @@ class WorkflowBook:
     def ended(
         self, job_id: str, status: JobStatus, result: JobResult, now: float, ttl: float
     ) -> list[tuple[str, Failure | None]]:
-        """Job ``job_id`` ended ``status`` with ``result``: record it (its first end only) and
+        """Job ``job_id`` ended ``status`` with ``result`` (kept as it is: give a copy, see
+        ``node_result``): record it (its first end only) and
         answer what becomes of each job waiting for it: ``(id, None)`` released, or
         ``(id, Failure)`` ended. ``ttl``: seconds the workflow is kept once every node ended."""
         flow = self._flows.get(self._member.get(job_id, ""))
         node = None if flow is None else flow.nodes.get(job_id)
         if flow is None or node is None or node.status is not None:
             return []
-        node.status, node.result = status, _copy(result)
+        node.status, node.result = status, result
         flow.open -= 1
         if flow.open == 0:
             flow.expires = now + ttl
@@ -253,7 +263,7 @@ class WorkflowsState(FlowState):
         verdict: Failure | bool = True
         if job.workflow is not None:
             for parent in () if job.after is None else job.after.jobs:
-                if self._flows.workflow_of(parent) is None:
+                if self._flows.workflow_of(parent) != job.workflow:  # of none (checked)
                     self._flows.adopt(job.workflow, self._records[parent].job, now)
             verdict = self._flows.join(job.workflow, job, now)
         if verdict is True:  # stored PENDING: ready now, or scheduled
@@ -270,7 +280,7 @@ class WorkflowsState(FlowState):
     # -- ends (call with the lock held) ------------------------------------------------------
     def _ended(self, record: Record, now: float) -> None:
         if self._flows.workflow_of(record.job.id) is not None:
-            self._ended_as(record.job.id, record.job.status, result_of(record.job), now)
+            self._ended_as(record.job.id, record.job.status, node_result(record.job), now)
 
     def _ended_as(self, job_id: str, status: JobStatus, result: JobResult, now: float) -> None:
         """Apply job ``job_id``'s end to its workflow: release or end the jobs waiting for it,
@@ -324,7 +334,7 @@ class WorkflowsState(FlowState):
         for record in records:
             if self._flows.workflow_of(record.job.id) is not None:
                 gone = msgspec.structs.replace(record.job, status=JobStatus.CANCELLED)
-                self._ended_as(gone.id, JobStatus.CANCELLED, result_of(gone), now)
+                self._ended_as(gone.id, JobStatus.CANCELLED, node_result(gone), now)
 
     # -- the contract's workflow methods -------------------------------------------------------
     async def workflow(self, workflow_id: str) -> WorkflowState | None:
