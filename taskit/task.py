@@ -23,18 +23,9 @@ import msgspec
 
 from taskit._arguments import ArgumentTypes
 from taskit._canvas_build import NodeSpec
+from taskit._canvas_nodes import FED, Call, Group, Step, fed_parameter, hints_of
+from taskit._canvas_typing import CallMaker, MapMaker, StepMaker
 from taskit._depends import waiting_for
-from taskit.canvas import (
-    FED,
-    Call,
-    CallMaker,
-    Group,
-    MapMaker,
-    Step,
-    StepMaker,
-    fed_parameter,
-    hints_of,
-)
 from taskit.dedup import Dedup, DedupPolicy, dedup_of
 from taskit.errors import SerializationError
 from taskit.fairness import group_of

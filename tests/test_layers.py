@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                    "taskit.handlers", "taskit.webhooks", "taskit.ports", "taskit.once",
                    "taskit.outbox", "taskit.outbox.", "taskit.inbox", "taskit.inbox.",
                    "taskit._depends", "taskit._canvas_build", "taskit._workflow_handle",
-                   "taskit.canvas")),
+                   "taskit._canvas_nodes", "taskit._canvas_typing", "taskit.canvas")),
     ("running", ("taskit.execution", "taskit._settler", "taskit._leases", "taskit._handoff",
                  "taskit._declare_limits",
                  "taskit._worker_parts", "taskit.progress",
