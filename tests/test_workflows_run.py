@@ -347,3 +347,17 @@ async def test_a_broker_error_while_reading_the_fed_results_retries_the_step() -
     job = await app.get_job(node.id)
     assert job is not None
     assert job.attempts == 2
+
+
+async def test_nested_shapes_run_end_to_end() -> None:
+    app, t = make_app()
+    add, mul, total = t["add"], t["mul"], t["total"]
+    # a group of a chain and a chord, then a step fed their two results, then a waiting call
+    inner = group(
+        chain(add.s(1, 1), mul.step(10)), chord(group(add.s(2, 2), add.s(3, 3)), total.step())
+    )
+    wf: Workflow[Any] = await chain(inner, total.step(), add.s(0, 1)).enqueue()
+    await run_all(app)
+    assert await wf.result(timeout=5) == 1
+    values = [n.result.value for n in (await wf.state()).nodes if n.result]
+    assert values == [2, 20, 4, 6, 10, 30, 1]  # total([20, 10]) == 30 before the last call
