@@ -90,8 +90,18 @@ class Workflow(Generic[R_co]):
     async def cancel(self) -> int:
         """Cancel every node that has not ended: waiting ones end CANCELLED at once, running
         ones are asked to stop. How many it cancelled or asked; 0 for an ended or unknown
-        workflow."""
-        return await self._producer.broker.cancel_workflow(self.id)
+        workflow. Event subscribers hear ``cancelled`` for each node it ended, as after
+        ``App.cancel`` (a running one is reported by its worker when it stops)."""
+        broker, events = self._producer.broker, self._producer.events
+        if not events:
+            return await broker.cancel_workflow(self.id)
+        before = await broker.workflow(self.id)
+        count = await broker.cancel_workflow(self.id)
+        if before is not None and count:
+            for node in before.nodes:
+                if not node.ended:
+                    await events.after_cancel(await broker.get(node.id))
+        return count
 
     def state_sync(self) -> WorkflowState:
         """``state`` for code without an event loop."""

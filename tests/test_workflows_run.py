@@ -14,6 +14,8 @@ import pytest
 from taskit import (
     App,
     BrokerConnectionError,
+    EventKind,
+    JobEvent,
     JobResult,
     JobStatus,
     MemoryBroker,
@@ -361,3 +363,20 @@ async def test_nested_shapes_run_end_to_end() -> None:
     assert await wf.result(timeout=5) == 1
     values = [n.result.value for n in (await wf.state()).nodes if n.result]
     assert values == [2, 20, 4, 6, 10, 30, 1]  # total([20, 10]) == 30 before the last call
+
+
+async def test_cancel_tells_the_event_subscribers_of_each_node_it_ended() -> None:
+    app, t = make_app()
+    heard: list[str] = []
+
+    @app.on(EventKind.CANCELLED)
+    def cancelled(event: JobEvent) -> None:
+        heard.append(event.job_id)
+
+    done = await t["add"].s(1, 1).enqueue()
+    await run_all(app)
+    wf: Workflow[Any] = await chain(t["add"].s(1, 2), t["mul"].step(3)).enqueue()
+    assert await wf.cancel() == 2
+    assert heard == [n.id for n in (await wf.state()).nodes]
+    assert await done.cancel() == 0
+    assert len(heard) == 2
