@@ -2,14 +2,15 @@
 ``__get__`` reads the task's parameters and result from its type (``_Typed``), so a type
 checker checks ``task.s(...)`` like a call of the function, ``task.step(...)`` like a call
 without its first parameter (which it takes as the fed type), and unwraps an ``async def``'s
-coroutine to what it returns. At run time each hands the call to the task's ``_call``,
-``_step`` or ``_map``."""
+coroutine to what it returns. At run time each hands the call to ``taskit._canvas_calls``."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
+from taskit._canvas_calls import call_of, map_of, step_of
 from taskit._canvas_nodes import Call, Group, Step
 
 __all__ = ["CallMaker", "MapMaker", "Mapper", "StepMaker"]
@@ -42,7 +43,7 @@ class CallMaker:
     def __get__(self, obj: Any, owner: type[Any]) -> Any:
         if obj is None:
             return self
-        return lambda *args, **kwargs: obj._call(args, kwargs)
+        return lambda *args, **kwargs: call_of(obj, args, kwargs)
 
 
 class StepMaker:
@@ -62,11 +63,11 @@ class StepMaker:
     def __get__(self, obj: Any, owner: type[Any]) -> Any:
         if obj is None:
             return self
-        return lambda *args, **kwargs: obj._step(args, kwargs)
+        return lambda *args, **kwargs: step_of(obj, args, kwargs)
 
 
 class Mapper(Protocol[R]):
-    """``task.map``'s signature (see ``TaskVariant._map``)."""
+    """``task.map``'s signature (see ``taskit._canvas_calls.map_of``)."""
 
     def __call__(
         self, arg_sets: Iterable[Sequence[Any]], *, concurrency: int | None = None
@@ -85,4 +86,4 @@ class MapMaker:
     def __get__(self, obj: Any, owner: type[Any]) -> Any:
         if obj is None:
             return self
-        return obj._map
+        return functools.partial(map_of, obj)

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import msgspec
 
 from taskit._arguments import ArgumentTypes
-from taskit._canvas_build import NodeSpec
-from taskit._canvas_nodes import FED, Call, Group, Step, fed_parameter, hints_of
+from taskit._canvas_nodes import hints_of
 from taskit._canvas_typing import CallMaker, MapMaker, StepMaker
 from taskit._depends import waiting_for
 from taskit.dedup import Dedup, DedupPolicy, dedup_of
-from taskit.errors import SerializationError
 from taskit.fairness import group_of
 from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
 from taskit.limiting import Limit, LimitPlan, LimitUse
@@ -165,65 +163,23 @@ class TaskVariant(Generic[P, R]):
     #: positional parameter to feed.
     step = StepMaker()
     #: ``task.map(arg_sets, concurrency=None)``: a ``Group`` of one call per argument tuple
-    #: (``_map``).
+    #: (``taskit._canvas_calls.map_of``).
     map = MapMaker()
 
-    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call[Any]:
-        return Call(self._node(self._prepare(args, kwargs)))
+    @property
+    def overrides(self) -> CallOptions:
+        """The per-call options (``Task.options``) this variant applies."""
+        return self._overrides
 
-    def _step(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Step[Any, Any]:
-        """The ``Step`` of this call: ``args``/``kwargs`` bound after a fed first argument."""
-        task = self._task
-        validate = (
-            task.opts.validate if self._overrides.validate is None else self._overrides.validate
-        )
-        if task.signature is not None:
-            fed = fed_parameter(task.name, task.signature)
-            try:
-                bound = task.signature.bind(FED, *args, **kwargs).arguments
-            except TypeError as exc:
-                raise TypeError(f"task {task.name!r}: step(): {exc}") from None
-            del bound[fed]
-            if validate and task.fn is not None:
-                task.argument_types().check_bound(bound)
-        try:
-            job = self._job(args, kwargs, keyed=(FED, *args))
-        except (TypeError, ValueError, SerializationError) as exc:  # a key of the fed value
-            raise TypeError(
-                f"task {task.name!r}: step(): {exc} (a step's fair_by, dedup and limit keys "
-                "cannot come from its fed argument, unknown until it runs: use a call, task.s(...))"
-            ) from None
-        return Step(self._node(job))
+    def checked_job(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Job:
+        """``prepare(*args, **kwargs)`` without its ``depends_on`` check (a workflow node)."""
+        return self._prepare(args, kwargs)
 
-    def _map(
-        self, arg_sets: Iterable[Sequence[Any]], *, concurrency: int | None = None
-    ) -> Group[Any]:
-        """A group of one call per argument tuple of ``arg_sets``, each checked as ``s`` checks
-        it; ``concurrency``: at most that many of them running at once (a sliding window: the
-        member ``i`` waits for the member ``i - concurrency`` to end, whatever its outcome).
-        ``ValueError`` for no argument set or a ``concurrency`` below 1; ``TypeError`` for an
-        argument set that is not a tuple or list, or does not fit the task."""
-        calls: list[Call[Any]] = []
-        for arg_set in arg_sets:
-            if not isinstance(arg_set, tuple | list):
-                raise TypeError(
-                    f"task {self._task.name!r}: map() takes argument tuples; each must be a tuple "
-                    f"or list, got {type(arg_set).__name__}"
-                )
-            calls.append(Call(self._node(self._prepare(tuple(arg_set), {}))))
-        return Group(tuple(calls), concurrency=concurrency)
-
-    def _node(self, job: Job) -> NodeSpec:
-        task = self._task
-        if job.dedup is not None:
-            raise ValueError(
-                f"task {task.name!r} has a dedup window, so it cannot be a workflow node: a job "
-                "kept in its place by the window would not be a node of the workflow"
-            )
-        return NodeSpec(
-            task=task.name, producer=task.producer, job=job, fixed_id=self._overrides.job_id
-            is not None, returns=task.returns(), fed=task.fed_type(),
-        )  # fmt: skip
+    def job_of(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], keyed: tuple[Any, ...] | None = None
+    ) -> Job:
+        """The job of arguments already checked (see ``_job``)."""
+        return self._job(args, kwargs, keyed)
 
 
 class Task(TaskVariant[P, R]):
@@ -312,18 +268,13 @@ class Task(TaskVariant[P, R]):
         )  # fmt: skip
         return TaskVariant(self, overrides)
 
-    def returns(self) -> Any:
-        """The function's return annotation, resolved (``Any`` when absent, unresolvable, a
-        ``JobResult``, or for a remote task): what a workflow checks a fed step against."""
+    def hints(self) -> tuple[Any, Any]:
+        """(return annotation, first parameter's annotation), resolved once; ``Any`` for each
+        that is absent or unknown (``taskit._canvas_nodes.hints_of``): what a workflow checks
+        a step's fed value against."""
         if self._hints is None:
             self._hints = hints_of(self.fn)
-        return self._hints[0]
-
-    def fed_type(self) -> Any:
-        """The annotation of the first parameter (``Any`` when absent or unknown)."""
-        if self._hints is None:
-            self._hints = hints_of(self.fn)
-        return self._hints[1]
+        return self._hints
 
     def limit_plan(self, uses: Sequence[Limit | LimitUse]) -> LimitPlan | None:
         """How this task's jobs get their limit keys from ``uses`` (None: no limits). Raises
