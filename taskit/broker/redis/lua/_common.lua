@@ -38,7 +38,7 @@ local function now_ms()
 end
 
 local STATUSES = {pending = true, scheduled = true, running = true, completed = true,
-  failed = true, retrying = true, dead_letter = true, cancelled = true}
+  failed = true, retrying = true, dead_letter = true, cancelled = true, deferred = true}
 
 -- Whether `v` is up to `width` decimal digits ('-' first when `signed`), or '' when `empty`.
 local function is_int(v, width, signed, empty)
