@@ -79,16 +79,16 @@ def test_get_names_the_unreadable_field(spec: bytes, state_: bytes, field: str) 
 
 
 def test_cancel_answers_a_bool_or_the_queue_the_job_is_in() -> None:
-    cancel = requests.Cancel("j", QA, 1000)
+    cancel = requests.Cancel("j", QA, 1000, 1000)
     assert cancel.answer(1) is True
     assert cancel.answer(0) is False
     assert cancel.answer(QB.encode()) == requests.Moved(QB)
 
 
 def test_stats_counts_each_queue_in_order() -> None:
-    got = requests.Stats([QA, QB]).answer([1, 2, 3, 4, 5, 6, 0, 0, 0, 0, 0, 7])
+    got = requests.Stats([QA, QB]).answer([1, 2, 3, 4, 5, 6, 8, 0, 0, 0, 0, 0, 7, 0])
     assert got == {
-        QA: QueueStats(queued=1, scheduled=2, running=3, completed=4, failed=5, dead=6),
+        QA: QueueStats(queued=1, scheduled=2, running=3, completed=4, failed=5, dead=6, deferred=8),
         QB: QueueStats(queued=0, scheduled=0, running=0, completed=0, failed=0, dead=7),
     }
     assert requests.Stats([]).answer([]) == {}
@@ -115,7 +115,7 @@ def test_dead_letters_shows_every_row_even_unreadable_ones() -> None:
 
 
 @pytest.mark.parametrize(
-    "request_", [requests.RequeueDead(QA, ["j"]), requests.Purge(QA), requests.PurgeDead(QA)]
+    "request_", [requests.RequeueDead(QA, ["j"]), requests.Purge(QA, 1000), requests.PurgeDead(QA)]
 )
 def test_batch_scripts_answer_a_count(request_: requests.Request[int]) -> None:
     assert request_.answer(0) == 0

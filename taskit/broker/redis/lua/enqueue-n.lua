@@ -6,9 +6,9 @@ then per queue q = 1..ARGV[1] (base = 4 + 8 * (q - 1)), each queue named once pe
   KEYS[base+4] wake list    KEYS[base+5] dead set      KEYS[base+6] group set
   KEYS[base+7] turns list   KEYS[base+8] group hash
 then per job i: KEYS[4 + 8 * nq + i] the job's done key
-then: KEYS[nk+1] progress hash (a replaced dead letter's progress goes with it)
-  KEYS[nk+2] dedup hash    KEYS[nk+3] dedup window set (see dedup below)
-  KEYS[nk+4] workflow node hash    KEYS[nk+5] deferred count hash (see _workflow.lua)
+then: KEYS[#KEYS-4] progress hash (a replaced dead letter's progress goes with it)
+  KEYS[#KEYS-3] dedup hash    KEYS[#KEYS-2] dedup window set (see dedup below)
+  KEYS[#KEYS-1] workflow node hash    KEYS[#KEYS] deferred count hash (see _workflow.lua)
 ARGV[1] nq, the number of queues, or 'nq m' when m jobs carry a dedup window, or 'nq m w ttl'
   when w jobs are nodes of a workflow (ttl: the broker's result TTL in ms)
 ARGV[1+q] the name of queue q

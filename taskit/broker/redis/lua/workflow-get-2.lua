@@ -1,6 +1,7 @@
 --[[ workflow-get: one workflow's record and where each of its live nodes stands (read only).
 
 KEYS[1] the workflow's hash (see _workflow.lua)    KEYS[2] jobs hash
+ARGV none
 
 Returns nil for an unknown (or expired) workflow, else {fields, states}: fields the hash's
 fields and values, flat; states per node that has not ended: its id and its live state string
