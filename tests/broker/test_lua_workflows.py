@@ -1,0 +1,266 @@
+"""Workflows inside the Redis broker's scripts (``lua/_workflow.lua``): the keys they keep, a
+node's end applied once, cascades (deep, and wide: a 1,000-member chord in one call), the
+release across queues, the errors of enqueue, and the keys the scripts build themselves (all in
+the broker's one slot). The conformance suite checks the same contract on every broker."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import msgspec
+import pytest
+
+from taskit.broker.redis.workflows import end_result, pack_ids, unpack_ids
+from taskit.dependencies import After, IfFailed
+from taskit.job import Job, JobResult, JobStatus, Lease, Outcome, OutcomeKind
+from taskit.workflow import WorkflowStatus
+from tests.broker._helpers import LONG, make_job
+from tests.broker._redis_kinds import RedisHarness
+from tests.broker.test_lua_scripts import anyio_backend
+
+__all__ = ["anyio_backend"]  # the fixture, re-used: these tests run on asyncio only
+
+pytestmark = pytest.mark.anyio
+
+WF = "wf-1"
+
+
+def node(
+    queue: str, job_id: str, *parents: str, workflow: str = WF, keep_going: bool = False
+) -> Job:
+    after = None
+    if parents:
+        policy = IfFailed.CONTINUE if keep_going else IfFailed.FAIL
+        after = After(tuple(parents), if_failed=policy)
+    return msgspec.structs.replace(make_job(queue, job_id=job_id), workflow=workflow, after=after)
+
+
+def done(lease: Lease, value: object = None) -> Outcome:
+    return Outcome(job_id=lease.job.id, token=lease.token, kind=OutcomeKind.COMPLETE,
+                   result=JobResult(success=True, value=value))  # fmt: skip
+
+
+def failed(lease: Lease, error: str = "boom") -> Outcome:
+    return Outcome(job_id=lease.job.id, token=lease.token, kind=OutcomeKind.FAIL, error=error,
+                   error_type="ValueError",
+                   result=JobResult(success=False, error=error, error_type="ValueError"))  # fmt: skip
+
+
+async def take(rh: RedisHarness, queue: str, count: int = 1) -> list[Lease]:
+    return await rh.broker.reserve([queue], count=count, lease=LONG, timeout=0)
+
+
+async def status(rh: RedisHarness, job_id: str) -> JobStatus | None:
+    job = await rh.broker.get(job_id)
+    return None if job is None else job.status
+
+
+def test_id_lists_survive_any_text() -> None:
+    ids = ["", "a:b", "3:x", "ünï|cödé", "\0", "12:"]
+    assert unpack_ids(pack_ids(ids)) == ids
+
+
+async def test_a_release_crosses_queues_and_keeps_the_workflow_keys(rh: RedisHarness) -> None:
+    b, k = rh.broker, rh.broker.keys
+    await b.enqueue([node("qa", "a"), node("qb", "b", "a"), node("qa", "c", "b")])
+    assert await rh.client.hget(k.wf_of, "b") == WF.encode()
+    assert (await b.stats(["qa", "qb"]))["qb"].deferred == 1
+    assert await rh.client.llen(k.fifo("qb")) == 0  # DEFERRED: in no queue structure
+
+    [lease] = await take(rh, "qa")
+    assert await b.settle([done(lease, 3)]) == [True]
+
+    assert await status(rh, "b") is JobStatus.PENDING
+    assert await rh.client.lrange(k.fifo("qb"), 0, -1) == [b"b"]
+    assert await rh.client.llen(k.wake("qb")) >= 1  # its queue's reserves are woken
+    assert await rh.client.hexists(k.wf_of, "a") == 0  # ended: no longer a live node
+    stats = await b.stats(["qa", "qb"])
+    assert (stats["qa"].deferred, stats["qb"].deferred, stats["qb"].queued) == (1, 0, 1)
+    state = await b.workflow(WF)
+    assert state is not None
+    assert [(n.id, n.status) for n in state.nodes] == [
+        ("a", JobStatus.COMPLETED), ("b", JobStatus.PENDING), ("c", JobStatus.DEFERRED)
+    ]  # fmt: skip
+    assert await b.workflow_results(WF, ["a", "b"]) == [JobResult(success=True, value=3), None]
+
+
+async def test_a_nodes_end_counts_once(rh: RedisHarness) -> None:
+    """A retried settle (same token and kind) and a dead letter requeued and completed later
+    change nothing in the workflow."""
+    b, k = rh.broker, rh.broker.keys
+    await b.enqueue([node("q", "a"), node("q", "b", "a"), node("q", "c", "a", keep_going=True)])
+    [lease] = await take(rh, "q")
+    dead = Outcome(job_id="a", token=lease.token, kind=OutcomeKind.DEAD_LETTER, error="gone")
+    assert await b.settle([dead]) == [True]
+    assert await b.settle([dead]) == [True]  # the retry of a lost reply: applied once
+    before = await rh.client.hgetall(k.workflow(WF))
+    assert await status(rh, "b") is JobStatus.FAILED
+    assert await status(rh, "c") is JobStatus.PENDING  # continue: released
+
+    assert await b.requeue_dead("q", ["a"]) == 1
+    leases = {held.job.id: held for held in await take(rh, "q", count=5)}
+    assert await b.settle([done(leases["a"])]) == [True]
+
+    after = await rh.client.hgetall(k.workflow(WF))
+    assert after[b"e:a"] == before[b"e:a"]
+    assert after[b"left"] == before[b"left"] == b"1"  # c is still running
+    state = await b.workflow(WF)
+    assert state is not None and state.node("a") is not None
+    assert state.node("a").status is JobStatus.DEAD_LETTER  # type: ignore[union-attr]
+
+
+async def test_a_cascade_goes_down_a_long_chain_in_one_call(rh: RedisHarness) -> None:
+    b, k = rh.broker, rh.broker.keys
+    jobs = [node("q", "n0")] + [node("q", f"n{i}", f"n{i - 1}") for i in range(1, 60)]
+    await b.enqueue(jobs)
+    [lease] = await take(rh, "q")
+
+    assert await b.settle([failed(lease)]) == [True]
+
+    assert await rh.client.hlen(k.jobs) == 0
+    n1, n59 = await b.get("n1"), await b.get("n59")
+    assert n1 is not None and n59 is not None
+    assert (n1.error, n1.error_type) == ("waited for job n0, which ended failed: boom",
+                                         "DependencyFailed")  # fmt: skip
+    assert n59.status is JobStatus.FAILED and n59.error is not None
+    assert n59.error.startswith("waited for job n58, which ended failed: waited for job n57")
+    assert (await b.stats(["q"]))["q"].failed == 60
+    state = await b.workflow(WF)
+    assert state is not None and state.status is WorkflowStatus.FAILED
+    assert 0 < await rh.client.pttl(k.workflow(WF)) <= 60_000  # expires: its last node ended
+
+
+async def test_a_chord_of_1000_is_released_once_and_cascades_in_one_call(
+    rh: RedisHarness,
+) -> None:
+    b, k = rh.broker, rh.broker.keys
+    members = [node("q", f"m{i}") for i in range(1000)]
+    callback = node("cb", "cb", *(m.id for m in members))
+    await b.enqueue([*members, callback])
+    leases = await take(rh, "q", count=1000)
+    assert len(leases) == 1000
+
+    assert await b.settle([done(held, i) for i, held in enumerate(leases[:999])]) == [True] * 999
+    assert await status(rh, "cb") is JobStatus.DEFERRED
+    assert await b.settle([done(leases[999]), done(leases[999])]) == [True, True]  # twice
+
+    assert await rh.client.lrange(k.fifo("cb"), 0, -1) == [b"cb"]  # released exactly once
+    got = await b.workflow_results(WF, [m.id for m in members])
+    assert [r.value for r in got if r is not None][:3] == [0, 1, 2]
+
+    # The other way: a root whose failure ends 1,000 waiting members and their callback.
+    wide = [node("q", "root", workflow="w2")]
+    wide += [node("q", f"w{i}", "root", workflow="w2") for i in range(1000)]
+    wide.append(node("cb", "wcb", *(f"w{i}" for i in range(1000)), workflow="w2"))
+    await b.enqueue(wide)
+    [root] = await take(rh, "q")
+    assert await b.settle([failed(root)]) == [True]
+    wcb = await b.get("wcb")
+    assert wcb is not None and wcb.status is JobStatus.FAILED
+    assert wcb.error == "waited for job w0, which ended failed: waited for job root, which ended failed: boom"
+    assert await rh.client.hlen(k.wf_deferred) == 0
+
+
+async def test_enqueue_refuses_bad_parents_and_stores_nothing(rh: RedisHarness) -> None:
+    b, k = rh.broker, rh.broker.keys
+    await b.enqueue([node("q", "other", workflow="w-other")])
+    before = await rh.client.hlen(k.jobs)
+    cases = [
+        ([node("q", "x", "nope")], "'nope', which is unknown"),
+        ([node("q", "x", "other")], "'other', which belongs to another workflow"),
+        ([node("q", "x", "y"), node("q", "y")], "'y', which comes later in the batch"),
+        ([node("q", "x", "x")], "cannot wait for itself"),
+        ([msgspec.structs.replace(node("q", "x", "other"), workflow=None)], "needs a workflow"),
+    ]
+    for batch, words in cases:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            await b.enqueue([node("q", "fine"), *batch])
+    assert await rh.client.hlen(k.jobs) == before
+    assert await rh.client.exists(k.workflow(WF)) == 0
+
+
+async def test_enqueue_after_ended_parents_and_a_plain_job_adopted(rh: RedisHarness) -> None:
+    b, k = rh.broker, rh.broker.keys
+    await b.enqueue([make_job("q", job_id="plain"), node("q", "bad")])
+    leases = {held.job.id: held for held in await take(rh, "q", count=2)}
+    await b.settle([done(leases["plain"], 7), failed(leases["bad"])])
+
+    got = await b.enqueue([node("q", "ok", "plain"), node("q", "doomed", "bad", "ok"),
+                           node("q", "next", "doomed")])  # fmt: skip
+
+    assert [j.status for j in got] == [JobStatus.PENDING, JobStatus.FAILED, JobStatus.FAILED]
+    assert got[1].error == "waited for job bad, which ended failed: boom"
+    assert got[1].error_type == "DependencyFailed"
+    state = await b.workflow(WF)
+    assert state is not None
+    assert [n.id for n in state.nodes] == ["bad", "plain", "ok", "doomed", "next"]
+    plain = state.node("plain")
+    assert plain is not None and plain.result == JobResult(success=True, value=7)
+    assert await rh.client.pttl(k.workflow(WF)) == -1  # "ok" has not ended
+
+
+async def test_cancel_and_purge_end_nodes_for_their_workflow(rh: RedisHarness) -> None:
+    b = rh.broker
+    await b.enqueue([node("q", "a"), node("q", "b", "a"), node("q", "c", "b")])
+    assert await b.cancel("b") is True  # DEFERRED
+    c = await b.get("c")
+    assert c is not None and c.status is JobStatus.CANCELLED
+    assert (c.error, c.error_type) == ("waited for job b, which ended cancelled: job was "
+                                       "cancelled", "DependencyCancelled")  # fmt: skip
+    assert (await b.stats(["q"]))["q"].deferred == 0
+
+    await b.enqueue([node("p", "d", workflow="w2"), node("p", "e", "d", workflow="w2")])
+    assert await b.purge("p") == 1
+    assert await status(rh, "e") is JobStatus.CANCELLED
+    state = await b.workflow("w2")
+    assert state is not None
+    assert [n.status for n in state.nodes] == [JobStatus.CANCELLED, JobStatus.CANCELLED]
+
+
+async def test_cancel_workflow_cancels_as_cancel_does(rh: RedisHarness) -> None:
+    b = rh.broker
+    await b.enqueue([node("q", "a"), node("q", "b"), node("q", "c", "a", "b")])
+    [running] = await take(rh, "q")
+
+    assert await b.cancel_workflow(WF) == 3
+    b_job, c_job = await b.get("b"), await b.get("c")
+    assert b_job is not None and c_job is not None
+    assert (c_job.status, c_job.error_type) == (JobStatus.CANCELLED, None)
+    assert b_job.status is JobStatus.CANCELLED
+    assert await b.cancel_workflow(WF) == 1  # the running one, asked again
+    canceled = Outcome(job_id="a", token=running.token, kind=OutcomeKind.CANCEL)
+    assert await b.settle([canceled]) == [True]
+    state = await b.workflow(WF)
+    assert state is not None and state.status is WorkflowStatus.CANCELLED
+    assert await b.cancel_workflow(WF) == 0
+
+
+async def test_scripts_build_keys_only_in_the_workflow_include(rh: RedisHarness) -> None:
+    """Every key a workflow run leaves is under the broker's hash tag (one Cluster slot), and
+    only ``_workflow.lua`` assembles key names."""
+    b, k = rh.broker, rh.broker.keys
+    await b.enqueue([node("qa", "a"), node("qb", "b", "a"), node("qc", "c", "a")])
+    [lease] = await take(rh, "qa")
+    await b.settle([failed(lease)])
+    keys = [key.decode() async for key in rh.client.scan_iter(match=k.pattern())]
+    assert keys and all(key.startswith(k.tag + ":") for key in keys)
+    assert k.done("b") in keys and k.totals("qc") in keys  # named inside the scripts
+
+    folder = resources.files("taskit.broker.redis").joinpath("lua")
+    for entry in folder.iterdir():
+        text = entry.read_text("utf-8")
+        built = re.findall(r"rcall\('[A-Z]+', [A-Za-z_.]+ \.\.", text)
+        assert not built or entry.name == "_workflow.lua", entry.name
+    text = folder.joinpath("_workflow.lua").read_text("utf-8")
+    for expr in re.findall(r"(\w+(?:\.\w+)?) \.\. '(:[a-z]+:)", text):
+        assert expr[0] in ("tag", "W.tag"), expr  # every name starts from the broker's tag
+
+
+def test_an_end_record_reads_as_result_of_gives_it() -> None:
+    err = msgspec.msgpack.encode(("oops", "KeyError", "tb"))
+    assert end_result(b"dead_letter|%d|%s" % (len(err), err)) == (
+        JobStatus.DEAD_LETTER,
+        JobResult(success=False, error="oops", error_type="KeyError", traceback="tb"),
+    )
+    assert end_result(b"cancelled|0|")[1].error_type == "Cancelled"
