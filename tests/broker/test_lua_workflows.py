@@ -42,9 +42,9 @@ def done(lease: Lease, value: object = None) -> Outcome:
 
 
 def failed(lease: Lease, error: str = "boom") -> Outcome:
+    result = JobResult(success=False, error=error, error_type="ValueError")
     return Outcome(job_id=lease.job.id, token=lease.token, kind=OutcomeKind.FAIL, error=error,
-                   error_type="ValueError",
-                   result=JobResult(success=False, error=error, error_type="ValueError"))  # fmt: skip
+                   error_type="ValueError", result=result)  # fmt: skip
 
 
 async def take(rh: RedisHarness, queue: str, count: int = 1) -> list[Lease]:
@@ -106,7 +106,8 @@ async def test_a_nodes_end_counts_once(rh: RedisHarness) -> None:
     assert after[b"e:a"] == before[b"e:a"]
     assert after[b"left"] == before[b"left"] == b"1"  # c is still running
     state = await b.workflow(WF)
-    assert state is not None and state.node("a") is not None
+    assert state is not None
+    assert state.node("a") is not None
     assert state.node("a").status is JobStatus.DEAD_LETTER  # type: ignore[union-attr]
 
 
@@ -120,14 +121,17 @@ async def test_a_cascade_goes_down_a_long_chain_in_one_call(rh: RedisHarness) ->
 
     assert await rh.client.hlen(k.jobs) == 0
     n1, n59 = await b.get("n1"), await b.get("n59")
-    assert n1 is not None and n59 is not None
+    assert n1 is not None
+    assert n59 is not None
     assert (n1.error, n1.error_type) == ("waited for job n0, which ended failed: boom",
                                          "DependencyFailed")  # fmt: skip
-    assert n59.status is JobStatus.FAILED and n59.error is not None
+    assert n59.status is JobStatus.FAILED
+    assert n59.error is not None
     assert n59.error.startswith("waited for job n58, which ended failed: waited for job n57")
     assert (await b.stats(["q"]))["q"].failed == 60
     state = await b.workflow(WF)
-    assert state is not None and state.status is WorkflowStatus.FAILED
+    assert state is not None
+    assert state.status is WorkflowStatus.FAILED
     assert 0 < await rh.client.pttl(k.workflow(WF)) <= 60_000  # expires: its last node ended
 
 
@@ -157,8 +161,10 @@ async def test_a_chord_of_1000_is_released_once_and_cascades_in_one_call(
     [root] = await take(rh, "q")
     assert await b.settle([failed(root)]) == [True]
     wcb = await b.get("wcb")
-    assert wcb is not None and wcb.status is JobStatus.FAILED
-    assert wcb.error == "waited for job w0, which ended failed: waited for job root, which ended failed: boom"
+    assert wcb is not None
+    assert wcb.status is JobStatus.FAILED
+    root_text = "waited for job root, which ended failed: boom"
+    assert wcb.error == f"waited for job w0, which ended failed: {root_text}"
     assert await rh.client.hlen(k.wf_deferred) == 0
 
 
@@ -196,7 +202,8 @@ async def test_enqueue_after_ended_parents_and_a_plain_job_adopted(rh: RedisHarn
     assert state is not None
     assert [n.id for n in state.nodes] == ["bad", "plain", "ok", "doomed", "next"]
     plain = state.node("plain")
-    assert plain is not None and plain.result == JobResult(success=True, value=7)
+    assert plain is not None
+    assert plain.result == JobResult(success=True, value=7)
     assert await rh.client.pttl(k.workflow(WF)) == -1  # "ok" has not ended
 
 
@@ -205,7 +212,8 @@ async def test_cancel_and_purge_end_nodes_for_their_workflow(rh: RedisHarness) -
     await b.enqueue([node("q", "a"), node("q", "b", "a"), node("q", "c", "b")])
     assert await b.cancel("b") is True  # DEFERRED
     c = await b.get("c")
-    assert c is not None and c.status is JobStatus.CANCELLED
+    assert c is not None
+    assert c.status is JobStatus.CANCELLED
     assert (c.error, c.error_type) == ("waited for job b, which ended cancelled: job was "
                                        "cancelled", "DependencyCancelled")  # fmt: skip
     assert (await b.stats(["q"]))["q"].deferred == 0
@@ -225,14 +233,16 @@ async def test_cancel_workflow_cancels_as_cancel_does(rh: RedisHarness) -> None:
 
     assert await b.cancel_workflow(WF) == 3
     b_job, c_job = await b.get("b"), await b.get("c")
-    assert b_job is not None and c_job is not None
+    assert b_job is not None
+    assert c_job is not None
     assert (c_job.status, c_job.error_type) == (JobStatus.CANCELLED, None)
     assert b_job.status is JobStatus.CANCELLED
     assert await b.cancel_workflow(WF) == 1  # the running one, asked again
     canceled = Outcome(job_id="a", token=running.token, kind=OutcomeKind.CANCEL)
     assert await b.settle([canceled]) == [True]
     state = await b.workflow(WF)
-    assert state is not None and state.status is WorkflowStatus.CANCELLED
+    assert state is not None
+    assert state.status is WorkflowStatus.CANCELLED
     assert await b.cancel_workflow(WF) == 0
 
 
@@ -244,8 +254,10 @@ async def test_scripts_build_keys_only_in_the_workflow_include(rh: RedisHarness)
     [lease] = await take(rh, "qa")
     await b.settle([failed(lease)])
     keys = [key.decode() async for key in rh.client.scan_iter(match=k.pattern())]
-    assert keys and all(key.startswith(k.tag + ":") for key in keys)
-    assert k.done("b") in keys and k.totals("qc") in keys  # named inside the scripts
+    assert keys
+    assert all(key.startswith(k.tag + ":") for key in keys)
+    assert k.done("b") in keys
+    assert k.totals("qc") in keys
 
     folder = resources.files("taskit.broker.redis").joinpath("lua")
     for entry in folder.iterdir():
