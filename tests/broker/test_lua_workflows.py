@@ -276,3 +276,38 @@ def test_an_end_record_reads_as_result_of_gives_it() -> None:
         JobResult(success=False, error="oops", error_type="KeyError", traceback="tb"),
     )
     assert end_result(b"cancelled|0|")[1].error_type == "Cancelled"
+
+
+async def test_a_node_whose_record_is_buried_ends_for_its_workflow(rh: RedisHarness) -> None:
+    """A node dead-lettered by a script because its record is unreadable is an end too."""
+    b, k = rh.broker, rh.broker.keys
+    await b.enqueue([node("q", "a"), node("q", "b", "a")])
+    await rh.client.hset(k.jobs, "a", b"5:bogus")  # not a state string this layout writes
+
+    assert await take(rh, "q") == []  # a's entry was buried, b is not released
+
+    b_job = await b.get("b")
+    assert b_job is not None
+    assert b_job.status is JobStatus.FAILED
+    assert b_job.error is not None
+    assert b_job.error.startswith("waited for job a, which ended dead_letter: job record unread")
+    assert (await b.stats(["q"]))["q"].dead == 1
+
+
+async def test_a_finished_node_enqueued_again_starts_afresh_in_its_place(rh: RedisHarness) -> None:
+    b, k = rh.broker, rh.broker.keys
+    await b.enqueue([node("q", "a"), node("q", "b", "a")])
+    [lease] = await take(rh, "q")
+    await b.settle([failed(lease)])  # a fails, b with it
+
+    await b.enqueue([node("q", "a"), node("q", "c", "a")])
+
+    state = await b.workflow(WF)
+    assert state is not None
+    assert [(n.id, n.status) for n in state.nodes] == [
+        ("a", JobStatus.PENDING), ("b", JobStatus.FAILED), ("c", JobStatus.DEFERRED)
+    ]  # fmt: skip
+    assert await rh.client.hget(k.workflow(WF), "left") == b"2"
+    [lease] = await take(rh, "q")
+    await b.settle([done(lease)])
+    assert await status(rh, "c") is JobStatus.PENDING

@@ -6,7 +6,8 @@
 -- as every key the script was given.
 --
 --   {p}:wf:<id>       hash  one workflow: 'created' (ms), 'count' (nodes so far), 'left' (nodes
---                           not ended), and per node j:
+--                           not ended), 'ttl' (the broker's result TTL at its last enqueue, ms),
+--                           and per node j:
 --                             'n:<j>' '<order>|<f or c>|<own ttl ms or ''>|' .. ids_pack({task,
 --                                     queue, parent, ...}): f/c its if_failed (fail, continue)
 --                             'c:<j>' ids_pack of the nodes waiting for j
@@ -19,7 +20,9 @@
 --
 -- A DEFERRED job is a live record (status 'deferred', its due time in sched) in no queue
 -- structure. W = {tag=, jobs=, err=, seq=, prog=, of=, deferred=, ttl=, now=}: ttl the broker's
--- result TTL in ms (a workflow's record expires that long after its last node ended).
+-- result TTL in ms (a workflow's record expires that long after its last node ended); a script
+-- that is not given it (one that buries an unreadable record) leaves it nil, and the TTL the
+-- workflow's last enqueue stored in its hash ('ttl') is used.
 
 local function wf_tag(jobs_key)
   return string.sub(jobs_key, 1, -6) -- '<tag>:jobs'
@@ -161,7 +164,7 @@ end
 -- dead_letter or cancelled; `text` the error of its result) and `c` does not continue on
 -- failure: FAILED or CANCELLED without running, its error naming the parent; its record kept
 -- its own TTL (`own` ms) or the broker's. Returns its end: {c, status, err, res}.
-local function wf_kill(W, wk, c, s, parent, pst, text, own)
+local function wf_kill(W, wk, c, s, parent, pst, text, own, ttl)
   local status = pst == 'cancelled' and 'cancelled' or 'failed'
   local msg = 'waited for job ' .. parent .. ', which ended ' .. pst
   if text then
@@ -177,7 +180,7 @@ local function wf_kill(W, wk, c, s, parent, pst, text, own)
   finish({jobs = W.jobs, err = W.err, prog = W.prog, no_prog = true,
     done = W.tag .. ':done:' .. c, totals = wf_q(W.tag, s.queue, 'totals'),
     groupof = wf_q(W.tag, s.queue, 'groupof')}, c, s, status, W.now,
-    own ~= '' and tonumber(own) or W.ttl, '')
+    own ~= '' and tonumber(own) or ttl, '')
   return {c, status, err, ''}
 end
 
@@ -195,8 +198,9 @@ local function wf_end(W, id, status, err, res)
       rcall('HDEL', W.of, jid)
       local wk = wf_key(W.tag, wid)
       if rcall('HSETNX', wk, 'e:' .. jid, end_record(st, e, r)) == 1 then
+        local ttl = W.ttl or tonumber(rcall('HGET', wk, 'ttl') or '') or 0
         if rcall('HINCRBY', wk, 'left', -1) <= 0 then
-          rcall('PEXPIRE', wk, math.max(W.ttl, 1))
+          rcall('PEXPIRE', wk, math.max(ttl, 1))
         end
         local kids = rcall('HGET', wk, 'c:' .. jid)
         local text, texted = nil, false
@@ -212,7 +216,7 @@ local function wf_end(W, id, status, err, res)
               if not texted then
                 text, texted = result_error(st, e, r), true
               end
-              todo[#todo + 1] = wf_kill(W, wk, c, s, jid, st, text, own)
+              todo[#todo + 1] = wf_kill(W, wk, c, s, jid, st, text, own, ttl)
             end
           end
         end
@@ -279,9 +283,10 @@ end
 local function wf_join(W, node, id, kids)
   local wk = wf_key(W.tag, node.wid)
   if rcall('EXISTS', wk) == 0 then
-    rcall('HSET', wk, 'created', W.now, 'count', 0, 'left', 0)
+    rcall('HSET', wk, 'created', W.now, 'count', 0, 'left', 0, 'ttl', W.ttl)
   else
     rcall('PERSIST', wk)
+    rcall('HSET', wk, 'ttl', W.ttl)
   end
   local waiting, failed = {}, nil
   for _, p in ipairs(node.parents) do
@@ -295,7 +300,13 @@ local function wf_join(W, node, id, kids)
       failed = {p, rec}
     end
   end
-  local order = rcall('HINCRBY', wk, 'count', 1)
+  -- A finished node enqueued again (its id replaced) keeps its place and starts afresh.
+  local order = string.match(rcall('HGET', wk, 'n:' .. id) or '', '^(%d+)|')
+  if order then
+    rcall('HDEL', wk, 'e:' .. id, 'c:' .. id, 'w:' .. id)
+  else
+    order = rcall('HINCRBY', wk, 'count', 1)
+  end
   rcall('HSET', wk, 'n:' .. id, order .. '|' .. node.mode .. '|' .. node.own .. '|' .. node.pack)
   rcall('HSET', W.of, id, node.wid)
   rcall('HINCRBY', wk, 'left', 1)
@@ -347,4 +358,16 @@ local function wf_cancel_node(W, L, wk, id)
     totals = wf_q(tag, q, 'totals'), groupof = wf_q(tag, q, 'groupof')}, id, s, 'cancelled',
     W.now, (own or '') ~= '' and tonumber(own) or W.ttl, '')
   return 'ended', err
+end
+
+-- Bury's hook (see _common.lua): a node dead-lettered because its record is unreadable ends for
+-- its workflow. Its script was given none of the workflow keys: they are named from the tag
+-- here, as the rest (one EXISTS, on this rare path only).
+wf_buried = function(jobs_key, id, err, now)
+  local tag = wf_tag(jobs_key)
+  local W = {tag = tag, jobs = jobs_key, err = tag .. ':err', seq = tag .. ':seq',
+    prog = tag .. ':progress', of = tag .. ':wfnodes', deferred = tag .. ':deferred', now = now}
+  if rcall('EXISTS', W.of) == 1 then
+    wf_end(W, id, 'dead_letter', err, '')
+  end
 end

@@ -11,10 +11,13 @@ ARGV[1] promotion batch size   ARGV[1+q] name of queue q
 Returns per queue: queued (grouped ready jobs included), scheduled, running, completed, failed,
 dead, deferred. Due jobs left over past the batch count as queued, and so do jobs held back by their limits
 (see _limits.lua). O(batch + log n) per queue. A due job whose record is unreadable is
-dead-lettered (see promote in _common.lua).
+dead-lettered (see promote in _common.lua). A workflow node so dead-lettered ends for its
+workflow in the same call (see wf_buried in _workflow.lua).
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _limits.lua
+-- @include _workflow.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 -- A stored count, or 0 for none or one that is not up to 18 digits.
