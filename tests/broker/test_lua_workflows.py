@@ -133,6 +133,8 @@ async def test_a_cascade_goes_down_a_long_chain_in_one_call(rh: RedisHarness) ->
     assert state is not None
     assert state.status is WorkflowStatus.FAILED
     assert 0 < await rh.client.pttl(k.workflow(WF)) <= 60_000  # expires: its last node ended
+    await b.enqueue([node("q", "later")])  # a workflow gains nodes after it ended
+    assert await rh.client.pttl(k.workflow(WF)) == -1  # kept again
 
 
 async def test_a_chord_of_1000_is_released_once_and_cascades_in_one_call(
@@ -145,9 +147,10 @@ async def test_a_chord_of_1000_is_released_once_and_cascades_in_one_call(
     leases = await take(rh, "q", count=1000)
     assert len(leases) == 1000
 
-    assert await b.settle([done(held, i) for i, held in enumerate(leases[:999])]) == [True] * 999
+    assert await b.settle([done(held, i) for i, held in enumerate(leases[:998])]) == [True] * 998
     assert await status(rh, "cb") is JobStatus.DEFERRED
-    assert await b.settle([done(leases[999]), done(leases[999])]) == [True, True]  # twice
+    last = [done(leases[998]), done(leases[999]), done(leases[999])]  # the last two, one twice
+    assert await b.settle(last) == [True, True, True]
 
     assert await rh.client.lrange(k.fifo("cb"), 0, -1) == [b"cb"]  # released exactly once
     got = await b.workflow_results(WF, [m.id for m in members])
@@ -311,3 +314,22 @@ async def test_a_finished_node_enqueued_again_starts_afresh_in_its_place(rh: Red
     [lease] = await take(rh, "q")
     await b.settle([done(lease)])
     assert await status(rh, "c") is JobStatus.PENDING
+
+
+async def test_damaged_workflow_keys_never_fail_the_settle_that_ends_a_job(
+    rh: RedisHarness,
+) -> None:
+    b, k = rh.broker, rh.broker.keys
+    await b.enqueue([node("q", "a"), node("q", "b", "a")])
+    await rh.client.delete(k.workflow(WF))
+    await rh.client.set(k.workflow(WF), "not a hash")
+    [lease] = await take(rh, "q")
+
+    assert await b.settle([done(lease)]) == [True]  # the job ends; its workflow is left
+
+    assert await status(rh, "a") is JobStatus.COMPLETED
+    await rh.client.delete(k.wf_of)
+    await rh.client.set(k.wf_of, "not a hash either")
+    await b.enqueue([make_job("q", job_id="plain")])
+    [lease] = await take(rh, "q")
+    assert await b.settle([done(lease)]) == [True]

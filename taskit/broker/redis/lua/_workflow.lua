@@ -124,7 +124,9 @@ end
 
 -- Count `n` more (or fewer) DEFERRED jobs of `queue`; a count back at 0 is deleted.
 local function count_deferred(W, queue, n)
-  if rcall('HINCRBY', W.deferred, queue, n) <= 0 then
+  -- pcall: a count that is not a number (damaged data) must not fail the call that ends jobs
+  local left = redis.pcall('HINCRBY', W.deferred, queue, n)
+  if type(left) == 'number' and left <= 0 then
     rcall('HDEL', W.deferred, queue)
   end
 end
@@ -197,7 +199,13 @@ local function wf_end(W, id, status, err, res)
     if wid then
       rcall('HDEL', W.of, jid)
       local wk = wf_key(W.tag, wid)
-      if rcall('HSETNX', wk, 'e:' .. jid, end_record(st, e, r)) == 1 then
+      -- pcall: a workflow key holding another type (damaged data) must not fail the call that
+      -- ended the job, after its writes; that workflow is left as it is, and the log says so
+      local first = redis.pcall('HSETNX', wk, 'e:' .. jid, end_record(st, e, r))
+      if type(first) == 'table' then
+        redis.log(redis.LOG_WARNING, 'taskit: workflow ' .. quote(wid) .. ' not updated for job ' ..
+          quote(jid) .. ': ' .. tostring(first.err))
+      elseif first == 1 then
         local ttl = W.ttl or tonumber(rcall('HGET', wk, 'ttl') or '') or 0
         if rcall('HINCRBY', wk, 'left', -1) <= 0 then
           rcall('PEXPIRE', wk, math.max(ttl, 1))
@@ -225,7 +233,14 @@ local function wf_end(W, id, status, err, res)
   end
 end
 
--- Whether a live node `id` is in a workflow (the caller then reads its error before it ends).
+-- Whether any job is a node of a workflow now: the one read a call that ends jobs pays (a
+-- node hash of another type, damaged data, reads as none, so it never fails that call).
+local function wf_any(W)
+  return rcall('TYPE', W.of).ok == 'hash'
+end
+
+-- Whether a live node `id` is in a workflow (the caller then reads its error before it ends);
+-- only after wf_any.
 local function wf_member(W, id)
   return rcall('HEXISTS', W.of, id) == 1
 end
@@ -362,12 +377,12 @@ end
 
 -- Bury's hook (see _common.lua): a node dead-lettered because its record is unreadable ends for
 -- its workflow. Its script was given none of the workflow keys: they are named from the tag
--- here, as the rest (one EXISTS, on this rare path only).
+-- here, as the rest (one TYPE, on this rare path only).
 wf_buried = function(jobs_key, id, err, now)
   local tag = wf_tag(jobs_key)
   local W = {tag = tag, jobs = jobs_key, err = tag .. ':err', seq = tag .. ':seq',
     prog = tag .. ':progress', of = tag .. ':wfnodes', deferred = tag .. ':deferred', now = now}
-  if rcall('EXISTS', W.of) == 1 then
+  if wf_any(W) then
     wf_end(W, id, 'dead_letter', err, '')
   end
 end

@@ -56,7 +56,7 @@ local W = {tag = wf_tag(KEYS[1]), jobs = KEYS[1], err = KEYS[2], seq = KEYS[22],
 if s.status == 'deferred' then
   count_deferred(W, s.queue, -1)
 end
-local node_err = rcall('EXISTS', W.of) == 1 and wf_member(W, id) and
+local node_err = wf_any(W) and wf_member(W, id) and
   (rcall('HGET', KEYS[2], id) or '')
 finish({jobs = KEYS[1], err = KEYS[2], prog = KEYS[9], done = KEYS[3], totals = KEYS[8],
   groupof = KEYS[12]},

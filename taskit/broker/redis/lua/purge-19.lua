@@ -45,7 +45,7 @@ if #ids > 0 then
   each_chunk('HDEL', KEYS[9], ids)
   local W = {tag = wf_tag(KEYS[1]), jobs = KEYS[1], err = KEYS[2], seq = KEYS[19],
     prog = KEYS[6], of = KEYS[17], deferred = KEYS[18], ttl = tonumber(ARGV[3])}
-  if rcall('EXISTS', W.of) == 1 then
+  if wf_any(W) then
     W.now = now_ms()
     for _, id in ipairs(ids) do
       wf_end(W, id, 'cancelled', '', '') -- nothing for a job that is no node

@@ -33,7 +33,8 @@ the first try was lost finds it and is answered 1 again, changing nothing (the f
 
 A job that ends (completes, fails, is cancelled or dead-lettered) and is a node of a workflow
 has its end applied to the workflow in this same call (see wf_end in _workflow.lua): jobs
-waiting for it are released or ended, in any queue. A call ending no such job pays one EXISTS.
+waiting for it are released or ended, in any queue. A call ending no such job pays one TYPE
+(of the node hash).
 
 Every applied outcome frees the job's limit slots (see _limits.lua): the next job in line of each
 freed key goes to its queue's freed set.
@@ -86,7 +87,7 @@ local no_wf = nil -- whether no job is a node of a workflow now (read once a cal
 -- it), else nil.
 local function node_error(id)
   if no_wf == nil then
-    no_wf = rcall('EXISTS', W.of) == 0
+    no_wf = not wf_any(W)
   end
   if no_wf or not wf_member(W, id) then
     return nil
