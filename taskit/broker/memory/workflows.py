@@ -2,7 +2,7 @@
 
 ``WorkflowBook`` is the graph alone, as the Redis broker keeps it in a workflow's keys: each
 workflow's nodes in the order they joined, the parents each node still waits for, and each
-ended node's final status and result. It knows nothing of records or queues: ``WorkflowState``
+ended node's final status and result. It knows nothing of records or queues: ``WorkflowsState``
 (the memory state with workflows) tells it when a job joins (``join``) and when one ends
 (``ended``), and does to the records what it answers (release a job, or end it for its
 parent's failure). Call every method with the state's lock held.
