@@ -215,7 +215,9 @@ local function wf_end(W, id, status, err, res)
         for _, c in ipairs(kids and ids_unpack(kids) or {}) do
           local mode, own = node_mode(wk, c)
           if st == 'completed' or mode == 'c' then
-            if rcall('HINCRBY', wk, 'w:' .. c, -1) <= 0 then
+            -- 'w:' exists while it waits (gone once it ended: nothing to count down)
+            if rcall('HEXISTS', wk, 'w:' .. c) == 1
+                and rcall('HINCRBY', wk, 'w:' .. c, -1) <= 0 then
               wf_release(W, wk, c)
             end
           elseif mode then

@@ -249,7 +249,7 @@ for i = 1, n do
         groupof[job.q] = entries
         entries[#entries + 1], entries[#entries + 2] = id, job.group
       end
-      if fate and fate > 0 then -- waits for a parent: in no queue until its release (see _workflow.lua)
+      if fate and fate > 0 then -- waits for a parent: in no queue until released (_workflow.lua)
         s.status = 'deferred'
         s.sched = due and sched or ''
         count_deferred(W, queue, 1)
