@@ -333,3 +333,13 @@ async def test_damaged_workflow_keys_never_fail_the_settle_that_ends_a_job(
     await b.enqueue([make_job("q", job_id="plain")])
     [lease] = await take(rh, "q")
     assert await b.settle([done(lease)]) == [True]
+
+
+async def test_a_parent_kept_in_the_batch_is_checked_as_the_stored_job(rh: RedisHarness) -> None:
+    """A batch job whose id is already stored unfinished is kept as it was: a job waiting for it
+    waits for that job, which must be of its workflow or of none."""
+    b = rh.broker
+    await b.enqueue([node("q", "p", workflow="w-other")])
+    with pytest.raises(ValueError, match="'p', which belongs to another workflow"):
+        await b.enqueue([node("q", "p"), node("q", "child", "p")])
+    assert await b.get("child") is None

@@ -116,7 +116,9 @@ for i = 1, n do
   if node then
     local wk = wf_key(W.tag, node.wid)
     for _, p in ipairs(node.parents) do
-      local why = not first[p] and wf_refused(W, wk, p)
+      local at = first[p] -- an earlier job of the batch; kept (its id unfinished): as stored
+      local kept = at and olds[at] and olds[at].status ~= 'dead_letter'
+      local why = (not at or kept) and wf_refused(W, wk, p)
       if why then
         return {'parent', i, p, why}
       end
