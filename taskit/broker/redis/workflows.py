@@ -86,6 +86,8 @@ def end_result(raw: bytes, job_id: str = "") -> tuple[JobStatus, JobResult]:
     ``CorruptJobError`` naming the job if it does not read."""
     try:
         status, n, rest = raw.split(b"|", 2)
+        if int(n) > len(rest):
+            raise ValueError(f"its error is cut short: {raw[:80]!r}")
         err, res = rest[: int(n)], rest[int(n) :]
         error, error_type, traceback = _ERROR.decode(err) if err else (None, None, None)
         job = Job(
@@ -109,16 +111,21 @@ def build_state(
     workflow_id: str, fields: Sequence[bytes], states: Sequence[bytes]
 ) -> WorkflowState:
     """The ``WorkflowState`` of a workflow hash's ``fields`` (flat, as HGETALL gives them) and
-    the live ``states`` of its nodes that have not ended (flat: id, state string)."""
+    the live ``states`` of its nodes that have not ended (flat: id, state string);
+    ``CorruptJobError`` naming the node whose entry does not read (damaged data)."""
     record = {fields[i]: fields[i + 1] for i in range(0, len(fields), 2)}
     live = {states[i].decode(): states[i + 1] for i in range(0, len(states), 2)}
     rows: list[tuple[int, WorkflowNode]] = []
     for name, value in record.items():
         if not name.startswith(b"n:"):
             continue
-        job_id = name[2:].decode()
-        order, _, _, packed = value.split(b"|", 3)
-        task, queue, *parents = unpack_ids(packed)
+        job_id = name[2:].decode(errors="replace")
+        try:
+            order, _, _, packed = value.split(b"|", 3)
+            task, queue, *parents = unpack_ids(packed)
+            place = int(order)
+        except ValueError as exc:
+            raise CorruptJobError(job_id, "workflow node", f"does not read: {exc}") from None
         ended = record.get(b"e:" + name[2:])
         if ended is not None:
             status, result = end_result(ended, job_id)
@@ -128,7 +135,7 @@ def build_state(
             node = WorkflowNode(id=job_id, task=task, queue=queue,
                                 status=_live_status(live.get(job_id, b"")),
                                 after=tuple(parents))  # fmt: skip
-        rows.append((int(order), node))
+        rows.append((place, node))
     rows.sort(key=lambda row: row[0])
     created = utc_from_timestamp(int(record.get(b"created", b"0")) / 1000)
     return WorkflowState(id=workflow_id, created_at=created, nodes=tuple(n for _, n in rows))
