@@ -301,9 +301,9 @@ local function wf_join(W, node, id, kids)
   local wk = wf_key(W.tag, node.wid)
   if rcall('EXISTS', wk) == 0 then
     rcall('HSET', wk, 'created', W.now, 'count', 0, 'left', 0, 'ttl', W.ttl)
-  else
-    rcall('PERSIST', wk)
+  else -- HSET first: an enqueue's first write must grow memory (see enqueue-n.lua on OOM)
     rcall('HSET', wk, 'ttl', W.ttl)
+    rcall('PERSIST', wk)
   end
   local waiting, failed = {}, nil
   for _, p in ipairs(node.parents) do
