@@ -343,3 +343,15 @@ async def test_a_parent_kept_in_the_batch_is_checked_as_the_stored_job(rh: Redis
     with pytest.raises(ValueError, match="'p', which belongs to another workflow"):
         await b.enqueue([node("q", "p"), node("q", "child", "p")])
     assert await b.get("child") is None
+
+
+async def test_a_plain_job_earlier_in_the_batch_joins_the_workflow(rh: RedisHarness) -> None:
+    b = rh.broker
+    got = await b.enqueue([make_job("q", job_id="plain"), node("q", "child", "plain")])
+    assert [j.status for j in got] == [JobStatus.PENDING, JobStatus.DEFERRED]
+    state = await b.workflow(WF)
+    assert state is not None
+    assert [n.id for n in state.nodes] == ["plain", "child"]
+    [lease] = await take(rh, "q")
+    await b.settle([done(lease)])
+    assert await status(rh, "child") is JobStatus.PENDING

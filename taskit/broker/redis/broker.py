@@ -43,7 +43,6 @@ from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.streams import StreamCommands
 from taskit.broker.redis.transport.fast import FastClient
 from taskit.broker.redis.wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
-from taskit.broker.redis.workflows import check_batch
 from taskit.dependencies import check_after
 from taskit.errors import BrokerError
 from taskit.fairness import check_groups
@@ -354,7 +353,6 @@ class _Enqueue:
         for job in jobs:
             if job.workflow is not None or job.after is not None:
                 check_after(job.id, job.workflow, job.after)
-        check_batch(jobs)
         self._jobs, self._delays, self._ttl_ms = jobs, delays, ttl_ms
         # Everything encodes and decodes back, or nothing is stored.
         self._forms = [stored_form(job) for job in jobs]

@@ -20,7 +20,7 @@ from taskit.errors import CorruptJobError
 from taskit.job import Job, JobResult, JobStatus, result_of, utc_from_timestamp
 from taskit.workflow import WorkflowNode, WorkflowState
 
-__all__ = ["build_state", "check_batch", "end_result", "node_args", "pack_ids", "unpack_ids"]
+__all__ = ["build_state", "end_result", "node_args", "pack_ids", "unpack_ids"]
 
 _ERROR = msgspec.msgpack.Decoder(tuple[str | None, str | None, str | None])
 _RESULT = msgspec.msgpack.Decoder(JobResult)
@@ -56,29 +56,6 @@ def node_args(job: Job, result_ttl_ms: int | None) -> tuple[str, bytes]:
     own = "" if result_ttl_ms is None else str(result_ttl_ms)
     parents = () if after is None else after.jobs
     return mode + own, pack_ids([job.task, job.queue, *parents])
-
-
-def check_batch(jobs: Sequence[Job]) -> None:
-    """``ValueError`` naming the job and the parent for a parent that comes later in ``jobs``,
-    or earlier in a job of another workflow (the script checks parents stored before)."""
-    first: dict[str, int] = {}
-    for i, job in enumerate(jobs):
-        first.setdefault(job.id, i)
-    for i, job in enumerate(jobs):
-        if job.after is None:
-            continue
-        for parent in job.after.jobs:
-            at = first.get(parent)
-            if at is None:
-                continue
-            if at > i:
-                raise ValueError(
-                    f"job {job.id!r} waits for job {parent!r}, which comes later in the batch"
-                )
-            if jobs[at].workflow != job.workflow:
-                raise ValueError(
-                    f"job {job.id!r} waits for job {parent!r}, which belongs to another workflow"
-                )
 
 
 def end_result(raw: bytes, job_id: str = "") -> tuple[JobStatus, JobResult]:

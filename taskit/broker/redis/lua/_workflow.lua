@@ -266,9 +266,10 @@ end
 
 -- Make job `p` (of no workflow, see wf_refused) a node of workflow `wid` (hash `wk`), after its
 -- last node: a live job until its end, which will count then; a finished job (or a dead letter)
--- as ended, its result copied from its record.
-local function wf_adopt(W, wk, wid, p)
-  local s = load_state(W.jobs, p)
+-- as ended, its result copied from its record. `stored`: the states of the jobs the calling
+-- enqueue stores, whose records it writes last.
+local function wf_adopt(W, wk, wid, p, stored)
+  local s = stored[p] or load_state(W.jobs, p)
   local queue, task
   if s and s.status ~= 'dead_letter' then
     rcall('HSET', W.of, p, wid)
@@ -293,11 +294,11 @@ end
 
 -- Join node `id` (sent as `node` = {wid=, mode=, own=, pack=, parents=}, stored now) to its
 -- workflow, made if new (kept again if it was expiring), after any parent of no workflow it
--- adopts. Returns, with the workflow's hash: the number of its parents not ended (it waits
+-- adopts (`stored`: see wf_adopt). Returns, with the workflow's hash: the number of its parents not ended (it waits
 -- for them: `kids`, the caller's, gets it per parent, written after the batch); or the first
 -- parent that ended failed, dead or cancelled when it does not continue on failure, as {parent,
 -- its end record}: the caller stores it ended.
-local function wf_join(W, node, id, kids)
+local function wf_join(W, node, id, kids, stored)
   local wk = wf_key(W.tag, node.wid)
   if rcall('EXISTS', wk) == 0 then
     rcall('HSET', wk, 'created', W.now, 'count', 0, 'left', 0, 'ttl', W.ttl)
@@ -308,7 +309,7 @@ local function wf_join(W, node, id, kids)
   local waiting, failed = {}, nil
   for _, p in ipairs(node.parents) do
     if rcall('HEXISTS', wk, 'n:' .. p) == 0 then
-      wf_adopt(W, wk, node.wid, p)
+      wf_adopt(W, wk, node.wid, p, stored)
     end
     local rec = rcall('HGET', wk, 'e:' .. p)
     if not rec then

@@ -112,19 +112,31 @@ local W = {tag = wf_tag(KEYS[1]), jobs = KEYS[1], err = KEYS[2], seq = KEYS[3],
   prog = KEYS[nk + 1], of = KEYS[nk + 4], deferred = KEYS[nk + 5], ttl = tonumber(wttl)}
 local first = {} -- id -> its first job number in this batch
 for i = 1, n do
+  first[jobs[i].id] = first[jobs[i].id] or i
+end
+for i = 1, n do
   local node = nodes[i]
   if node then
     local wk = wf_key(W.tag, node.wid)
     for _, p in ipairs(node.parents) do
-      local at = first[p] -- an earlier job of the batch; kept (its id unfinished): as stored
-      local kept = at and olds[at] and olds[at].status ~= 'dead_letter'
-      local why = (not at or kept) and wf_refused(W, wk, p)
+      -- a job of the batch stored by this call (not kept: its id unfinished, then it is the
+      -- stored job) must come earlier, of this workflow or of none (it joins)
+      local at = first[p]
+      local why = nil
+      if at and not (olds[at] and olds[at].status ~= 'dead_letter') then
+        if at > i then
+          why = 'comes later in the batch'
+        elseif nodes[at] and nodes[at].wid ~= node.wid then
+          why = 'belongs to another workflow'
+        end
+      else
+        why = wf_refused(W, wk, p)
+      end
       if why then
         return {'parent', i, p, why}
       end
     end
   end
-  first[jobs[i].id] = first[jobs[i].id] or i
 end
 
 local now = nil -- server time, read only if a job has a due time or a dedup window
@@ -213,7 +225,7 @@ for i = 1, n do
     end
     local node, fate, wk = nodes[i], nil, nil
     if node then
-      fate, wk = wf_join(W, node, id, kids)
+      fate, wk = wf_join(W, node, id, kids, stored)
     end
     local due, sched = nil, ''
     if now then
