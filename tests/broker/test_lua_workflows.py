@@ -355,3 +355,17 @@ async def test_a_plain_job_earlier_in_the_batch_joins_the_workflow(rh: RedisHarn
     [lease] = await take(rh, "q")
     await b.settle([done(lease)])
     assert await status(rh, "child") is JobStatus.PENDING
+
+
+async def test_a_released_job_keeps_its_priority_and_its_group(rh: RedisHarness) -> None:
+    b, k = rh.broker, rh.broker.keys
+    ranked = msgspec.structs.replace(node("r", "ranked", "a"), priority=5)
+    grouped = msgspec.structs.replace(node("g", "grouped", "a"), group="tenant-1")
+    await b.enqueue([node("q", "a"), ranked, grouped])
+    [lease] = await take(rh, "q")
+    await b.settle([done(lease)])
+
+    assert await rh.client.zcard(k.ranked("r")) == 1
+    assert await rh.client.zcard(k.queue("g", "groups")) == 1
+    assert [held.job.id for held in await take(rh, "r")] == ["ranked"]
+    assert [held.job.id for held in await take(rh, "g")] == ["grouped"]
