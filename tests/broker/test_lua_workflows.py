@@ -16,7 +16,7 @@ from taskit.dependencies import After, IfFailed
 from taskit.job import Job, JobResult, JobStatus, Lease, Outcome, OutcomeKind
 from taskit.workflow import WorkflowStatus
 from tests.broker._helpers import LONG, make_job
-from tests.broker._redis_kinds import RedisHarness
+from tests.broker._redis_kinds import REAL, RedisHarness
 from tests.broker.test_lua_scripts import anyio_backend
 
 __all__ = ["anyio_backend"]  # the fixture, re-used: these tests run on asyncio only
@@ -140,26 +140,29 @@ async def test_a_cascade_goes_down_a_long_chain_in_one_call(rh: RedisHarness) ->
 async def test_a_chord_of_1000_is_released_once_and_cascades_in_one_call(
     rh: RedisHarness,
 ) -> None:
+    """1,000 on a real server; 100 on fakeredis, whose Lua is slow in Python."""
     b, k = rh.broker, rh.broker.keys
-    members = [node("q", f"m{i}") for i in range(1000)]
+    n = 1000 if rh.kind == REAL else 100
+    members = [node("q", f"m{i}") for i in range(n)]
     callback = node("cb", "cb", *(m.id for m in members))
     await b.enqueue([*members, callback])
-    leases = await take(rh, "q", count=1000)
-    assert len(leases) == 1000
+    leases = await take(rh, "q", count=n)
+    assert len(leases) == n
 
-    assert await b.settle([done(held, i) for i, held in enumerate(leases[:998])]) == [True] * 998
+    first = [done(held, i) for i, held in enumerate(leases[: n - 2])]
+    assert await b.settle(first) == [True] * (n - 2)
     assert await status(rh, "cb") is JobStatus.DEFERRED
-    last = [done(leases[998]), done(leases[999]), done(leases[999])]  # the last two, one twice
+    last = [done(leases[-2]), done(leases[-1]), done(leases[-1])]  # the last two, one twice
     assert await b.settle(last) == [True, True, True]
 
     assert await rh.client.lrange(k.fifo("cb"), 0, -1) == [b"cb"]  # released exactly once
     got = await b.workflow_results(WF, [m.id for m in members])
     assert [r.value for r in got if r is not None][:3] == [0, 1, 2]
 
-    # The other way: a root whose failure ends 1,000 waiting members and their callback.
+    # The other way: a root whose failure ends every waiting member and their callback.
     wide = [node("q", "root", workflow="w2")]
-    wide += [node("q", f"w{i}", "root", workflow="w2") for i in range(1000)]
-    wide.append(node("cb", "wcb", *(f"w{i}" for i in range(1000)), workflow="w2"))
+    wide += [node("q", f"w{i}", "root", workflow="w2") for i in range(n)]
+    wide.append(node("cb", "wcb", *(f"w{i}" for i in range(n)), workflow="w2"))
     await b.enqueue(wide)
     [root] = await take(rh, "q")
     assert await b.settle([failed(root)]) == [True]
