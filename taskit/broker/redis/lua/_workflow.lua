@@ -1,15 +1,17 @@
 -- Workflows (taskit.dependencies) inside the scripts: pasted after _common.lua and _limits.lua
 -- (its msgpack reader) by `-- @include _workflow.lua`. The one place that names keys a script
 -- was not given in KEYS (see keys.py): a job's end reaches jobs of any queue and any workflow,
--- which its caller cannot know before the script runs. Each such key is built here from the
+-- which its caller cannot know before the script runs (and bury's hook, in scripts given no
+-- workflow key at all, names the fixed ones too). Each such key is built here from the
 -- broker's hash tag (the jobs hash's name minus ':jobs'), so it lies in the same Cluster slot
 -- as every key the script was given.
 --
 --   {p}:wf:<id>       hash  one workflow: 'created' (ms), 'count' (nodes so far), 'left' (nodes
 --                           not ended), 'ttl' (the broker's result TTL at its last enqueue, ms),
 --                           and per node j:
---                             'n:<j>' '<order>|<f or c>|<own ttl ms or ''>|' .. ids_pack({task,
---                                     queue, parent, ...}): f/c its if_failed (fail, continue)
+--                             'n:<j>' '<order>|<f, c or ->|<own ttl ms or ''>|' ..
+--                                     ids_pack({task, queue, parent, ...}): its if_failed
+--                                     (fail, continue; '-' when it waits for nothing)
 --                             'c:<j>' ids_pack of the nodes waiting for j
 --                             'w:<j>' how many of j's parents have not ended (while deferred)
 --                             'e:<j>' '<status>|<#err>|<err><res>' once j ended: its error hash
