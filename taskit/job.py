@@ -249,6 +249,10 @@ class Job(
         data: dict[str, Any] = msgspec.to_builtins(fields)
         data["args"], data["kwargs"] = msgspec.to_builtins(list(decode_arguments(self.payload)))
         data["limits"] = list(self.limits)  # a tuple stays one in to_builtins: JSON has lists
+        if self.after is not None:  # by name, not as the array it travels as
+            after = self.after
+            data["after"] = {"jobs": list(after.jobs), "feed": after.feed.value,
+                             "if_failed": after.if_failed.value}  # fmt: skip
         return data
 
 

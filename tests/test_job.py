@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from taskit.dependencies import After, Feed, IfFailed
 from taskit.errors import SerializationError
 from taskit.job import (
     SCHEMA_VERSION,
@@ -344,3 +345,16 @@ def test_stored_form_names_the_job_whose_value_cannot_be_encoded() -> None:
 
     with pytest.raises(SerializationError, match="job-1"):
         stored_form(job)
+
+
+def test_to_builtins_names_what_a_job_waits_for() -> None:
+    job = msgspec.structs.replace(
+        make_job(), workflow="wf-1", after=After(("a", "b"), Feed.ALL, IfFailed.CONTINUE)
+    )
+
+    data = job.to_builtins()
+
+    assert data["workflow"] == "wf-1"
+    assert data["after"] == {"jobs": ["a", "b"], "feed": "all", "if_failed": "continue"}
+    assert msgspec.json.decode(msgspec.json.encode(data)) == data
+    assert make_job().to_builtins()["after"] is None
