@@ -1,0 +1,441 @@
+"""A Hypothesis state machine drives workflows through a broker: random DAGs of chains, groups
+and chords (``_workflow_model``), enqueued in one call, then workers reserve, settle (every
+kind), settle again (a lost reply: same token, same kind) or late (a stale token), die (their
+leases expire) and reclaim; nodes and whole workflows are cancelled, dead letters requeued, new
+dependents added to running workflows, and time passes. After every step every node is where
+the model says (the job, and its node in the workflow record), and at the end everything is
+driven to an end.
+
+Invariants: every node reaches a final state; no job is released (nor leased) before all its
+parents ended; a node with parents is leased for its first attempt at most once, and never
+twice at a time; a node that did not run ended FAILED or CANCELLED with spec.md's reason;
+``workflow_results`` of a released node's parents are in ``after.jobs`` order and equal to each
+parent's result; ``workflow()`` agrees with ``get()`` for nodes that have not ended.
+
+Runs on the memory broker (fake clock), real Redis and fakeredis, with a fixed seed and a few
+examples each (``WORKFLOW_MODEL_EXAMPLES`` and ``WORKFLOW_MODEL_STEPS`` raise them).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import anyio
+import anyio.from_thread
+import pytest
+import redis.asyncio
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from taskit.broker.base import Broker
+from taskit.broker.memory import MemoryBroker
+from taskit.broker.redis import RedisBroker
+from taskit.clock import FakeClock
+from taskit.dependencies import IfFailed
+from taskit.job import JobResult, JobStatus, Lease, LeaseState, Outcome, OutcomeKind
+from tests.broker._workflow_model import (
+    DEFERRED,
+    QUEUES,
+    READY,
+    READY_STATUSES,
+    RUNNING,
+    SHAPES,
+    TRAITS,
+    Compiler,
+    Model,
+    Node,
+    Shape,
+    new_workflow_id,
+)
+
+T = TypeVar("T")
+LONG = 300.0
+WORKERS = 2
+EXAMPLES = int(os.environ.get("WORKFLOW_MODEL_EXAMPLES", "0"))
+STEPS = int(os.environ.get("WORKFLOW_MODEL_STEPS", "30"))
+#: Examples per broker kind in the default (fast) profile.
+DEFAULT_EXAMPLES = {"memory": 40, "redis": 20, "fakeredis": 6}
+KINDS = list(OutcomeKind)
+
+
+class WorkflowMachine(RuleBasedStateMachine):
+    portal: anyio.from_thread.BlockingPortal
+    kind: str
+    redis_url: str
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broker: Broker
+        self.clock = FakeClock()
+        self.prefix = f"taskit-wf-model-{uuid.uuid4().hex[:10]}"
+        self.delay = 1.0  # a delayed job's delay; time passes by ``delay / 2`` a step
+        if self.kind == "memory":
+            self.broker = MemoryBroker(clock=self.clock, result_ttl=3600.0)
+        elif self.kind == "redis":
+            self.delay = 0.05  # real time on a real server
+            self.broker = RedisBroker(self.redis_url, prefix=self.prefix, result_ttl=3600.0)
+        else:
+            import fakeredis
+
+            from taskit.broker.redis.transport.redispy import over
+
+            server = fakeredis.FakeServer()
+            self.delay = 0.05
+            self.broker = RedisBroker(
+                prefix=self.prefix, result_ttl=3600.0,
+                connect=over(lambda: fakeredis.FakeAsyncRedis(server=server)),
+            )  # fmt: skip
+        self.model = Model()
+        self.held: list[list[Lease]] = [[] for _ in range(WORKERS)]
+        self.orphans: list[Lease] = []  # leases of dead workers, expired, not reclaimed yet
+        self.dead_tokens: list[Lease] = []  # leases taken over by a reclaim: stale for good
+        # Applied settles: the outcome, the node's snapshot after it, and its lease count then.
+        self.settled: list[tuple[Outcome, tuple[object, ...], int]] = []
+
+    def call(self, awaitable: Awaitable[T]) -> T:
+        async def run() -> T:
+            return await awaitable
+
+        return self.portal.call(run)
+
+    # -- building ----------------------------------------------------------------------------
+    @initialize(
+        shapes=st.lists(SHAPES, min_size=1, max_size=2),
+        traits=st.lists(TRAITS, min_size=1, max_size=12),
+    )
+    def enqueue_workflows(
+        self, shapes: list[Shape], traits: list[tuple[IfFailed, int, bool, bool]]
+    ) -> None:
+        compiler = Compiler(traits, self.delay)
+        for shape in shapes:
+            compiler.compile(shape, new_workflow_id(), [])
+        jobs = [p.job for p in compiler.planned]
+        stored = self.call(self.broker.enqueue(jobs, delays=[p.delay for p in compiler.planned]))
+        assert [j.id for j in stored] == [j.id for j in jobs]
+        for job, got in zip(jobs, stored, strict=True):
+            node = self.model.add(job)
+            self.assert_status(node, got.status)
+
+    @rule(pick=st.integers(0, 10_000), parents=st.integers(1, 3), fail=st.sampled_from(IfFailed))
+    def add_dependent(self, pick: int, parents: int, fail: IfFailed) -> None:
+        """A job enqueued into a running (or ended) workflow, waiting for nodes already in it,
+        some of which may have ended."""
+        workflows = sorted(self.model.workflows)
+        workflow = workflows[pick % len(workflows)]
+        ids = self.model.workflows[workflow]
+        chosen = [ids[(pick // 7 + i * 3) % len(ids)] for i in range(parents)]
+        compiler = Compiler([(fail, pick % 2, False, bool(pick % 3))], 0.0, f"late{len(ids)}-")
+        compiler.job(workflow, list(dict.fromkeys(chosen)), if_failed=fail)
+        job = compiler.planned[0].job
+        [got] = self.call(self.broker.enqueue([job]))
+        node = self.model.add(job)
+        self.assert_status(node, got.status)
+
+    # -- working -----------------------------------------------------------------------------
+    @rule(worker=st.integers(0, WORKERS - 1), count=st.integers(1, 3))
+    def reserve(self, worker: int, count: int) -> None:
+        got = self.call(self.broker.reserve(list(QUEUES), count=count, lease=LONG, timeout=0))
+        for lease in got:
+            node = self.model.nodes[lease.job.id]
+            assert node.status == READY, (node.id, node.status)  # never two live leases
+            assert not node.waiting, (node.id, node.waiting)
+            assert lease.job.attempts == node.attempts + 1, (node.id, lease.job.attempts)
+            assert lease.job.after == node.job.after
+            assert lease.job.workflow == node.job.workflow
+            node.status, node.attempts = RUNNING, node.attempts + 1
+            node.leases += 1
+            if node.attempts == 1 and node.after and node.ended_as is None:
+                node.first_runs += 1
+                assert node.first_runs == 1, (node.id, "released twice")
+            self.check_fed(node)
+        self.held[worker] += got
+
+    def check_fed(self, node: Node) -> None:
+        """A leased node's parents all ended, and ``workflow_results`` gives their results in
+        ``after.jobs`` order."""
+        if not node.after:
+            return
+        workflow = node.job.workflow
+        assert workflow is not None
+        state = self.call(self.broker.workflow(workflow))
+        assert state is not None
+        for parent in node.after:
+            seen = state.node(parent)
+            assert seen is not None, (node.id, parent)
+            assert seen.ended, (node.id, parent, seen)
+        results = self.call(self.broker.workflow_results(workflow, list(node.after)))
+        assert results == [self.model.nodes[p].wf_result for p in node.after], node.id
+
+    def outcome(self, lease: Lease, kind: OutcomeKind, retry_later: bool) -> Outcome:
+        job_id, attempt = lease.job.id, lease.job.attempts
+        if kind is OutcomeKind.COMPLETE:
+            result = JobResult(success=True, value=f"{job_id}#{attempt}")
+            return Outcome(job_id=job_id, token=lease.token, kind=kind, result=result)
+        if kind in (OutcomeKind.FAIL, OutcomeKind.RETRY, OutcomeKind.DEAD_LETTER):
+            return Outcome(
+                job_id=job_id, token=lease.token, kind=kind, error=f"{kind.value} {job_id}",
+                error_type="E", delay=self.delay if retry_later else 0.0,
+            )  # fmt: skip
+        return Outcome(job_id=job_id, token=lease.token, kind=kind)
+
+    @rule(
+        worker=st.integers(0, WORKERS),  # WORKERS: an orphan (a lease past its deadline)
+        pick=st.integers(0, 100),
+        kind=st.sampled_from(KINDS),
+        later=st.booleans(),
+    )
+    def settle(self, worker: int, pick: int, kind: OutcomeKind, later: bool) -> None:
+        pool = self.orphans if worker == WORKERS else self.held[worker]
+        if not pool:
+            return
+        lease = pool.pop(pick % len(pool))
+        done = self.outcome(lease, kind, later)
+        assert self.call(self.broker.settle([done])) == [True], (lease.job.id, kind)
+        self.apply(done)
+
+    def apply(self, done: Outcome) -> None:
+        node = self.model.nodes[done.job_id]
+        kind = done.kind
+        if node.cancel_requested and kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE):
+            kind = OutcomeKind.CANCEL  # a cancel requested while it ran wins over a rerun
+        if done.error is not None:
+            node.error, node.error_type = done.error, done.error_type
+        if kind is OutcomeKind.COMPLETE:
+            node.result = done.result
+            self.model.end(node.id, JobStatus.COMPLETED)
+        elif kind is OutcomeKind.FAIL:
+            node.result = done.result
+            self.model.end(node.id, JobStatus.FAILED)
+        elif kind is OutcomeKind.DEAD_LETTER:
+            self.model.end(node.id, JobStatus.DEAD_LETTER)
+        elif kind is OutcomeKind.CANCEL:
+            self.model.end(node.id, JobStatus.CANCELLED)
+        elif kind is OutcomeKind.RETRY:
+            node.status = READY
+        else:  # RELEASE: the attempt is refunded
+            node.status = READY
+            if node.attempts == 1 and node.after and node.ended_as is None:
+                node.first_runs -= 1
+            node.attempts -= 1
+        self.settled.append((done, node.snapshot(), node.leases))
+
+    @precondition(lambda self: bool(self.settled))
+    @rule(pick=st.integers(0, 1000))
+    def settle_again(self, pick: int) -> None:
+        """The same outcome sent again (its reply was lost): True while the job has not changed
+        since (nothing applies twice); False once it was leased anew."""
+        done, snapshot, leases = self.settled[pick % len(self.settled)]
+        node = self.model.nodes[done.job_id]
+        [answer] = self.call(self.broker.settle([done]))
+        if node.leases != leases:
+            assert answer is False, (node.id, done.kind, "after a new lease")
+        elif node.snapshot() == snapshot:
+            assert answer is True, (node.id, done.kind, "a retried settle")
+
+    @rule(pick=st.integers(0, 1000), kind=st.sampled_from(KINDS))
+    def settle_stale(self, pick: int, kind: OutcomeKind) -> None:
+        """A token taken over by a reclaim, or a settled token with another kind: stale."""
+        stale = [self.outcome(x, kind, False) for x in self.dead_tokens]
+        stale += [
+            self.outcome_like(done, kind) for done, _, _ in self.settled if done.kind is not kind
+        ]
+        if not stale:
+            return
+        assert self.call(self.broker.settle([stale[pick % len(stale)]])) == [False]
+
+    @staticmethod
+    def outcome_like(done: Outcome, kind: OutcomeKind) -> Outcome:
+        return Outcome(
+            job_id=done.job_id, token=done.token, kind=kind, error="late", error_type="E"
+        )
+
+    @rule(worker=st.integers(0, WORKERS - 1))
+    def die(self, worker: int) -> None:
+        """kill -9: the worker's leases run out (extended to now), nobody settles them."""
+        if self.held[worker]:
+            states = self.call(self.broker.extend(self.held[worker], lease=0.0))
+            for lease, state in zip(self.held[worker], states, strict=True):
+                node = self.model.nodes[lease.job.id]
+                want = LeaseState.CANCELLED if node.cancel_requested else LeaseState.HELD
+                assert state is want, (node.id, state)
+        self.orphans += self.held[worker]
+        self.held[worker] = []
+
+    @rule(worker=st.integers(0, WORKERS - 1))
+    def reclaim(self, worker: int) -> None:
+        got = self.call(self.broker.reclaim(list(QUEUES), lease=LONG))
+        nodes = {x.job.id: self.model.nodes[x.job.id] for x in self.orphans}
+        taken = sorted(i for i, n in nodes.items() if not n.cancel_requested)
+        assert sorted(x.job.id for x in got) == taken
+        for job_id, node in nodes.items():
+            if node.cancel_requested:  # a reclaimed job whose cancel was requested ends
+                self.model.end(job_id, JobStatus.CANCELLED)
+        for lease in got:
+            node = nodes[lease.job.id]
+            assert lease.job.attempts == node.attempts
+            node.leases += 1
+        self.dead_tokens += self.orphans
+        self.orphans = []
+        self.held[worker] += got
+
+    # -- cancelling and admin ----------------------------------------------------------------
+    @rule(pick=st.integers(0, 10_000))
+    def cancel(self, pick: int) -> None:
+        ids = sorted(self.model.nodes)
+        node = self.model.nodes[ids[pick % len(ids)]]
+        answer = self.call(self.broker.cancel(node.id))
+        assert answer is (not isinstance(node.status, JobStatus)), (node.id, node.status)
+        if node.status == RUNNING:
+            node.cancel_requested = True
+        elif node.status in (READY, DEFERRED):
+            self.model.cancel_waiting(node.id)
+
+    @rule(pick=st.integers(0, 10))
+    def cancel_workflow(self, pick: int) -> None:
+        workflows = sorted(self.model.workflows)
+        workflow = workflows[pick % len(workflows)]
+        low, high = self.model.cancel_workflow(workflow)
+        count = self.call(self.broker.cancel_workflow(workflow))
+        assert low <= count <= high, (workflow, count, low, high)
+
+    @rule(pick=st.integers(0, 10_000))
+    def requeue_dead(self, pick: int) -> None:
+        """A dead letter made PENDING again: its workflow keeps the node's first end."""
+        dead = sorted(n.id for n in self.model if n.status is JobStatus.DEAD_LETTER)
+        if not dead:
+            return
+        node = self.model.nodes[dead[pick % len(dead)]]
+        assert self.call(self.broker.requeue_dead(node.job.queue, [node.id])) == 1
+        node.status, node.attempts, node.cancel_requested = READY, 0, False
+
+    @rule()
+    def advance(self) -> None:
+        self.pass_time(self.delay / 2)
+
+    def pass_time(self, seconds: float) -> None:
+        if self.kind == "memory":
+            self.clock.advance(seconds)
+        else:
+            self.call(anyio.sleep(seconds))
+
+    # -- checking ----------------------------------------------------------------------------
+    def assert_status(self, node: Node, seen: JobStatus) -> None:
+        if node.accept and seen is not node.status:
+            assert seen in {a[0] for a in node.accept}, (node.id, seen, node.accept)
+        elif node.status == READY:
+            assert seen in READY_STATUSES, (node.id, seen)
+        elif node.status == DEFERRED:
+            assert seen is JobStatus.DEFERRED, (node.id, seen)
+        elif node.status == RUNNING:
+            assert seen is JobStatus.RUNNING, (node.id, seen)
+        else:
+            assert seen is node.status, (node.id, seen, node.status)
+
+    @invariant()
+    def broker_agrees_with_the_model(self) -> None:
+        for node in self.model:
+            job = self.call(self.broker.get(node.id))
+            assert job is not None, node.id
+            if node.accept:
+                self.model.fix(node, (job.status, job.error_type, job.error))
+            self.assert_status(node, job.status)
+            ended = node.ended_as is not None and node.status is node.ended_as
+            if ended and node.error_type in ("DependencyFailed", "DependencyCancelled"):
+                # Ended without running, by a parent: the exact reason.
+                assert (job.error_type, job.error) == (node.error_type, node.error), node.id
+        for workflow, ids in self.model.workflows.items():
+            state = self.call(self.broker.workflow(workflow))
+            assert state is not None, workflow
+            assert [n.id for n in state.nodes] == ids, workflow  # in enqueue order
+            for seen in state.nodes:
+                node = self.model.nodes[seen.id]
+                assert seen.after == node.after, seen.id
+                assert seen.queue == node.job.queue, seen.id
+                if node.ended_as is None:
+                    assert seen.result is None, seen.id
+                    job = self.call(self.broker.get(seen.id))
+                    assert job is not None, seen.id
+                    assert seen.status is job.status, (seen.id, seen.status, job.status)
+                else:
+                    assert seen.status is node.ended_as, (seen.id, seen.status, node.ended_as)
+                    assert seen.result == node.wf_result, (seen.id, seen.result, node.wf_result)
+            results = self.call(self.broker.workflow_results(workflow, [*ids, "no-such-node"]))
+            assert results == [self.model.nodes[i].wf_result for i in ids] + [None], workflow
+        stats = self.call(self.broker.stats(list(QUEUES)))
+        for queue in QUEUES:
+            deferred = [n for n in self.model if n.job.queue == queue and n.status == DEFERRED]
+            running = [n for n in self.model if n.job.queue == queue and n.status == RUNNING]
+            assert stats[queue].deferred == len(deferred), (queue, stats[queue])
+            assert stats[queue].running == len(running), (queue, stats[queue])
+
+    # -- the end -----------------------------------------------------------------------------
+    def teardown(self) -> None:
+        try:
+            self.drive_to_the_end()
+        finally:
+            self.call(self.clean())
+
+    def drive_to_the_end(self) -> None:
+        """No worker dies now: reclaim what the dead left, complete every lease, and run what
+        is released until nothing is left. Every node has then ended, in the broker as in the
+        model, and every workflow is finished."""
+        self.reclaim(0)
+        for _ in range(4 * len(self.model.nodes) + 20):
+            for worker in range(WORKERS):
+                while self.held[worker]:
+                    self.settle(worker, 0, OutcomeKind.COMPLETE, False)
+            if not self.model.ready_ids():
+                break
+            self.pass_time(self.delay)
+            self.reserve(0, 50)
+        assert self.model.ready_ids() == [], self.model.ready_ids()
+        self.broker_agrees_with_the_model()
+        for workflow in self.model.workflows:
+            state = self.call(self.broker.workflow(workflow))
+            assert state is not None, workflow
+            assert state.finished, workflow
+            assert all(n.ended for n in state.nodes), workflow
+
+    async def clean(self) -> None:
+        await self.broker.close()
+        if self.kind == "redis":
+            client = redis.asyncio.Redis.from_url(self.redis_url)
+            assert isinstance(self.broker, RedisBroker)
+            keys = [k async for k in client.scan_iter(match=self.broker.keys.pattern())]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis", "fakeredis"])
+def test_every_workflow_node_ends_and_every_callback_runs_once_at_most(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    with anyio.from_thread.start_blocking_portal("asyncio") as portal:
+        WorkflowMachine.portal = portal
+        WorkflowMachine.kind = kind
+        if kind == "redis":
+            WorkflowMachine.redis_url = request.getfixturevalue("redis_url")
+        run_state_machine_as_test(
+            WorkflowMachine,
+            settings=settings(
+                max_examples=EXAMPLES or DEFAULT_EXAMPLES[kind],
+                stateful_step_count=STEPS,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+                phases=[p for p in Phase if p is not Phase.shrink],
+            ),
+        )
