@@ -252,7 +252,7 @@ class Model:
         # Each waiting node ends CANCELLED by itself, or, if the broker ends its parents first,
         # through a cancelled parent (under FAIL): either is the contract's.
         doomed_ids = {n.id for n in doomed}
-        plain = {n.id: (JobStatus.CANCELLED, None, n.error) for n in doomed}
+        plain = {n.id: (JobStatus.CANCELLED, n.error_type, n.error) for n in doomed}
         for node in doomed:
             if node.ended_as is None:
                 self.end(node.id, JobStatus.CANCELLED)
