@@ -20,10 +20,10 @@ import msgspec
 from taskit._storable import storable
 from taskit.broker.base import Broker, BrokerOptions, OnceState
 from taskit.broker.checks import check_specs, check_stream, check_usage
-from taskit.broker.memory.flow import FlowState
 from taskit.broker.memory.state import WAITING, Record, copy_job, encode_for_store
 from taskit.broker.memory.streams import Stream
 from taskit.broker.memory.wakeup import Waiter, wake_all
+from taskit.broker.memory.workflows import WorkflowsState
 from taskit.clock import Clock
 from taskit.config import MAX_SECONDS, Settings
 from taskit.errors import CorruptJobError
@@ -31,7 +31,6 @@ from taskit.fairness import check_groups
 from taskit.job import (
     LIVE_FIELDS,
     Job,
-    JobResult,
     JobStatus,
     Lease,
     LeaseState,
@@ -44,12 +43,11 @@ from taskit.job import (
     kept_job,
 )
 from taskit.limits import LimitSpec, LimitUsage
-from taskit.workflow import WorkflowState
 
 __all__ = ["MemoryBroker"]
 
 
-class MemoryBroker(FlowState, Broker):
+class MemoryBroker(WorkflowsState, Broker):
     """In-process broker: its jobs live and die with this process (``in_process``).
 
     ``result_ttl``: seconds a finished job stays readable (``math.inf``: for ever); None (the
@@ -93,6 +91,7 @@ class MemoryBroker(FlowState, Broker):
                 existing = self._records.get(job.id)
                 if existing is not None and not existing.job.status.finished:
                     copy_job(existing.job)
+            self._check_workflows(jobs, now)  # ValueError naming a bad parent: nothing stored
             for i, stored in enumerate(decoded):
                 existing = self._records.get(jobs[i].id)
                 if existing is not None and not existing.job.status.finished:
@@ -115,10 +114,7 @@ class MemoryBroker(FlowState, Broker):
                 record = Record(job, self._next_seq())
                 self._records[job.id] = record
                 self._counts[job.queue][JobStatus.PENDING] += 1
-                if due > now:
-                    self._schedule(record, due, JobStatus.SCHEDULED)
-                else:
-                    self._push_ready(record)
+                self._place(record, due, now)  # its workflow's node; DEFERRED while it waits
                 if job.dedup is not None:  # its key's window starts (a debounce's: until due)
                     end = now + job.dedup.window if job.dedup.mode == "throttle" else due
                     self._windows.start(job.dedup.key, job.id, end, now)
@@ -213,18 +209,6 @@ class MemoryBroker(FlowState, Broker):
                 stored.append(record is not None)
             return stored
 
-    # -- workflows: being built (issue 15) -------------------------------------------------------
-    async def workflow(self, workflow_id: str) -> WorkflowState | None:
-        raise NotImplementedError("workflows: issue 15")
-
-    async def workflow_results(
-        self, workflow_id: str, job_ids: Sequence[str]
-    ) -> list[JobResult | None]:
-        raise NotImplementedError("workflows: issue 15")
-
-    async def cancel_workflow(self, workflow_id: str) -> int:
-        raise NotImplementedError("workflows: issue 15")
-
     async def reclaim(
         self, queues: Sequence[str], *, lease: float, limit: int = 100
     ) -> list[Lease]:
@@ -246,6 +230,8 @@ class MemoryBroker(FlowState, Broker):
                         taken.append(self._lease(record, lease, now))
                     except CorruptJobError as exc:
                         self._bury(record, exc, now)
+            waiters = self._take_waiters()  # an end may have released waiting jobs
+        wake_all(waiters)
         return taken
 
     # -- limits ------------------------------------------------------------------------------
@@ -294,7 +280,9 @@ class MemoryBroker(FlowState, Broker):
                 self._unready(record)
                 self._unhold(record, gone=True)
                 self._finish(record, JobStatus.CANCELLED, now, record.job.result_ttl)
-            return True
+            waiters = self._take_waiters()  # its end may have released waiting jobs
+        wake_all(waiters)
+        return True
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         with self._lock:
@@ -335,7 +323,10 @@ class MemoryBroker(FlowState, Broker):
             for record in doomed:
                 self._drop(record)
             self._turns.pop(queue, None)
-            return len(doomed)
+            self._purged(doomed, self._clock.time())  # they end CANCELLED for their workflows
+            waiters = self._take_waiters()
+        wake_all(waiters)
+        return len(doomed)
 
     async def purge_dead(self, queue: str) -> int:
         with self._lock:

@@ -220,6 +220,7 @@ class MemoryState:
         job.failed_at = job.completed_at = utc_from_timestamp(now)
         self._set_status(record, JobStatus.DEAD_LETTER)
         self._dead[job.queue][job.id] = None
+        self._ended(record, now)
 
     def _readable(self, record: Record) -> Job:
         """A copy of a dead letter's job, or a stand-in naming why it cannot be read."""
@@ -285,6 +286,7 @@ class MemoryState:
             job.completed_at = utc_from_timestamp(now)
             self._set_status(record, JobStatus.DEAD_LETTER)
             self._dead[job.queue][job.id] = None
+            self._ended(record, now)
         else:  # RELEASE: shutdown handed it back unrun; it is the next of its priority to run
             job.attempts = max(job.attempts - 1, 0)
             self._set_status(record, JobStatus.PENDING)
@@ -302,6 +304,11 @@ class MemoryState:
             self._totals[record.job.queue][status.value] += 1
         record.expires = now + (self._result_ttl if ttl is None else ttl)
         heapq.heappush(self._finished, (record.expires, record.job.id))
+        self._ended(record, now)
+
+    def _ended(self, record: Record, now: float) -> None:
+        """The hook every end of a job calls (finished, or dead-lettered), its record updated:
+        the workflows (``workflows.WorkflowsState``) apply it to the jobs waiting for it."""
 
     def _drop(self, record: Record) -> None:
         """Forget a record entirely; heap entries pointing at it become stale and are skipped."""
@@ -329,6 +336,7 @@ class MemoryState:
             completed=totals["completed"],
             failed=totals["failed"],
             dead=len(self._dead.get(queue, ())),
+            deferred=counts[JobStatus.DEFERRED],
         )
 
     def _take_waiters(self) -> list[Waiter]:
