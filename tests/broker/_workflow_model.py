@@ -11,16 +11,18 @@ The model (``Model``) keeps, per node, the job's status as a worker sees it (``d
 workflow's view of it (``ended_as``: the first end, which a requeued dead letter never changes),
 and applies the rules of spec.md: a first end cascades to the jobs waiting for it (one parent
 fewer, released at none; or ended FAILED / CANCELLED with the exact reason). Where the contract
-leaves a choice (which of two failed parents a late dependent names; whether ``cancel_workflow``
-ends a waiting node by itself or through its cancelled parent), the node lists what it accepts
-(``Node.accept``) and the test fixes the broker's pick into the model once it has checked it.
+leaves a choice, the node is marked ``open``: which parent a job ended by its parents names when
+several ended without success in one step (a cascade may reach it through either; a late
+dependent may find several ended), and whether ``cancel_workflow`` ends a waiting node by itself
+or through its cancelled parent. After the step the test reads the broker's pick, checks it is
+one of the choices (``Model.choices``, from the parents as they were picked: nodes are checked
+in enqueue order, parents first) and fixes it into the model (``Model.fix``).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,9 +54,16 @@ def _composite(kids: st.SearchStrategy[Shape]) -> st.SearchStrategy[Shape]:
     )
 
 
-SHAPES: st.SearchStrategy[Shape] = st.recursive(st.just(LEAF), _composite, max_leaves=8)
-#: What one job draws: if_failed, queue index, delayed, fed (else feed NONE).
-TRAITS = st.tuples(st.sampled_from(IfFailed), st.integers(0, 1), st.booleans(), st.booleans())
+#: A chain, group or chord at the top (a lone job has no workflow worth the name).
+SHAPES: st.SearchStrategy[Shape] = _composite(st.recursive(st.just(LEAF), _composite, max_leaves=6))
+#: What one job draws: if_failed (FAIL twice as often: cascades), queue index, delayed, fed
+#: (else feed NONE).
+TRAITS = st.tuples(
+    st.sampled_from([IfFailed.FAIL, IfFailed.FAIL, IfFailed.CONTINUE]),
+    st.integers(0, 1),
+    st.booleans(),
+    st.booleans(),
+)
 
 
 @dataclass
@@ -116,10 +125,6 @@ class Compiler:
         return job_id
 
 
-def new_workflow_id() -> str:
-    return f"wf{uuid.uuid4().hex[:8]}"
-
-
 # -- the model -------------------------------------------------------------------------------
 def reason(parent: str, status: JobStatus, error: str | None) -> str:
     """The error of a job ended by its parent's end (spec.md, "Exact texts")."""
@@ -139,7 +144,8 @@ class Node:
     cancel_requested: bool = False
     ended_as: JobStatus | None = None  # the workflow's view: the first end
     wf_result: JobResult | None = None  # the node's result in the workflow record
-    accept: list[Ending] = field(default_factory=list)  # a choice the broker may make
+    open: bool = False  # ended by a step that leaves the broker a choice (see the module)
+    plain: Ending | None = None  # with ``open``: ended as ``cancel`` does is one of them
     leases: int = 0  # leases handed out (reserve, reclaim): a settle's token is of one of them
     first_runs: int = 0  # reserves of attempt 1 not refunded by a RELEASE, before its end
 
@@ -196,8 +202,8 @@ class Model:
                 failed.append(parent)
         if failed:  # stored already ended, naming one of its failed parents
             node.status = DEFERRED
-            node.accept = [self.dependency_ending(p) for p in failed]
-            status, node.error_type, node.error = node.accept[0]
+            status, node.error_type, node.error = self.dependency_ending(failed[0])
+            node.open = True
             self.end(node.id, status)
         elif node.waiting:
             node.status = DEFERRED
@@ -233,7 +239,7 @@ class Model:
             else:
                 ending = self.dependency_ending(node)
                 child.status, child.error_type, child.error = ending
-                child.accept = []
+                child.open = True  # another parent ending in this step may be the one named
                 self.end(child_id, ending[0])
 
     def cancel_waiting(self, job_id: str) -> None:
@@ -251,24 +257,29 @@ class Model:
             node.cancel_requested = True
         # Each waiting node ends CANCELLED by itself, or, if the broker ends its parents first,
         # through a cancelled parent (under FAIL): either is the contract's.
-        doomed_ids = {n.id for n in doomed}
         plain = {n.id: (JobStatus.CANCELLED, n.error_type, n.error) for n in doomed}
         for node in doomed:
             if node.ended_as is None:
                 self.end(node.id, JobStatus.CANCELLED)
         for node in doomed:
-            by_parent = [
-                self.dependency_ending(self.nodes[p])
-                for p in node.after
-                if p in doomed_ids and node.if_failed is IfFailed.FAIL
-            ]
-            node.accept = [plain[node.id], *by_parent]
+            node.open, node.plain = True, plain[node.id]
         return low, len(doomed) + len(running)
 
+    def choices(self, node: Node) -> list[Ending]:
+        """What an ``open`` node may have ended as, given its parents as they stand."""
+        found = [node.plain] if node.plain else []
+        if node.if_failed is IfFailed.FAIL:
+            for parent_id in node.after:
+                parent = self.nodes[parent_id]
+                if parent.ended_as not in (None, JobStatus.COMPLETED):
+                    found.append(self.dependency_ending(parent))
+        return found
+
     def fix(self, node: Node, seen: Ending) -> None:
-        """The broker picked ``seen`` among ``node.accept``: the model follows it."""
-        assert seen in node.accept, (node.id, seen, node.accept)
-        node.accept = []
+        """The broker ended ``node`` as ``seen``, one of its choices: the model follows."""
+        choices = self.choices(node)
+        assert seen in choices, (node.id, seen, choices)
+        node.open, node.plain = False, None
         node.status, node.error_type, node.error = seen
         node.ended_as = seen[0]
         node.wf_result = node.expected_result()

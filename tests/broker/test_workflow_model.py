@@ -13,7 +13,11 @@ twice at a time; a node that did not run ended FAILED or CANCELLED with spec.md'
 parent's result; ``workflow()`` agrees with ``get()`` for nodes that have not ended.
 
 Runs on the memory broker (fake clock), real Redis and fakeredis, with a fixed seed and a few
-examples each (``WORKFLOW_MODEL_EXAMPLES`` and ``WORKFLOW_MODEL_STEPS`` raise them).
+examples each (``WORKFLOW_MODEL_EXAMPLES`` and ``WORKFLOW_MODEL_STEPS`` raise them; with
+``WORKFLOW_MODEL_RANDOM=1`` each run draws new examples instead of the fixed ones). Rules that
+end much at once (``cancel``, ``cancel_workflow``) act on a fraction of their draws, and
+``run_one`` (a reserve and a settle in one step) fails jobs as often as it completes them, so
+that most examples reach deep cascades before the teardown completes what is left.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import anyio
 import anyio.from_thread
 import pytest
 import redis.asyncio
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -56,17 +60,19 @@ from tests.broker._workflow_model import (
     Model,
     Node,
     Shape,
-    new_workflow_id,
 )
 
 T = TypeVar("T")
 LONG = 300.0
 WORKERS = 2
 EXAMPLES = int(os.environ.get("WORKFLOW_MODEL_EXAMPLES", "0"))
-STEPS = int(os.environ.get("WORKFLOW_MODEL_STEPS", "30"))
+STEPS = int(os.environ.get("WORKFLOW_MODEL_STEPS", "40"))
 #: Examples per broker kind in the default (fast) profile.
 DEFAULT_EXAMPLES = {"memory": 40, "redis": 20, "fakeredis": 6}
 KINDS = list(OutcomeKind)
+#: What ``run_one`` settles with: ends that fail, and so cascade, as often as completions.
+RUN_KINDS = [OutcomeKind.COMPLETE, OutcomeKind.COMPLETE, OutcomeKind.FAIL, OutcomeKind.DEAD_LETTER,
+             OutcomeKind.RETRY, OutcomeKind.CANCEL, OutcomeKind.RELEASE]  # fmt: skip
 
 
 class WorkflowMachine(RuleBasedStateMachine):
@@ -118,8 +124,8 @@ class WorkflowMachine(RuleBasedStateMachine):
         self, shapes: list[Shape], traits: list[tuple[IfFailed, int, bool, bool]]
     ) -> None:
         compiler = Compiler(traits, self.delay)
-        for shape in shapes:
-            compiler.compile(shape, new_workflow_id(), [])
+        for i, shape in enumerate(shapes):  # ids the same in every run: examples replay
+            compiler.compile(shape, f"wf{i}", [])
         jobs = [p.job for p in compiler.planned]
         stored = self.call(self.broker.enqueue(jobs, delays=[p.delay for p in compiler.planned]))
         assert [j.id for j in stored] == [j.id for j in jobs]
@@ -141,6 +147,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         [got] = self.call(self.broker.enqueue([job]))
         node = self.model.add(job)
         self.assert_status(node, got.status)
+        event(f"late dependent: {node.status}")
 
     # -- working -----------------------------------------------------------------------------
     @rule(worker=st.integers(0, WORKERS - 1), count=st.integers(1, 3))
@@ -155,6 +162,8 @@ class WorkflowMachine(RuleBasedStateMachine):
             assert lease.job.workflow == node.job.workflow
             node.status, node.attempts = RUNNING, node.attempts + 1
             node.leases += 1
+            if node.after:
+                event("leased a node with parents")
             if node.attempts == 1 and node.after and node.ended_as is None:
                 node.first_runs += 1
                 assert node.first_runs == 1, (node.id, "released twice")
@@ -188,6 +197,14 @@ class WorkflowMachine(RuleBasedStateMachine):
                 error_type="E", delay=self.delay if retry_later else 0.0,
             )  # fmt: skip
         return Outcome(job_id=job_id, token=lease.token, kind=kind)
+
+    @rule(worker=st.integers(0, WORKERS - 1), kind=st.sampled_from(RUN_KINDS), later=st.booleans())
+    def run_one(self, worker: int, kind: OutcomeKind, later: bool) -> None:
+        """The common path in one step: a worker takes a job and settles it at once."""
+        before = len(self.held[worker])
+        self.reserve(worker, 1)
+        if len(self.held[worker]) > before:
+            self.settle(worker, len(self.held[worker]) - 1, kind, later)
 
     @rule(
         worker=st.integers(0, WORKERS),  # WORKERS: an orphan (a lease past its deadline)
@@ -238,6 +255,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         done, snapshot, leases = self.settled[pick % len(self.settled)]
         node = self.model.nodes[done.job_id]
         [answer] = self.call(self.broker.settle([done]))
+        event(f"settled again: {answer}")
         if node.leases != leases:
             assert answer is False, (node.id, done.kind, "after a new lease")
         elif node.snapshot() == snapshot:
@@ -292,8 +310,10 @@ class WorkflowMachine(RuleBasedStateMachine):
     # -- cancelling and admin ----------------------------------------------------------------
     @rule(pick=st.integers(0, 10_000))
     def cancel(self, pick: int) -> None:
+        if pick % 3:
+            return  # a third as often as the other rules: it ends a node and its dependents
         ids = sorted(self.model.nodes)
-        node = self.model.nodes[ids[pick % len(ids)]]
+        node = self.model.nodes[ids[pick // 3 % len(ids)]]
         answer = self.call(self.broker.cancel(node.id))
         assert answer is (not isinstance(node.status, JobStatus)), (node.id, node.status)
         if node.status == RUNNING:
@@ -301,8 +321,10 @@ class WorkflowMachine(RuleBasedStateMachine):
         elif node.status in (READY, DEFERRED):
             self.model.cancel_waiting(node.id)
 
-    @rule(pick=st.integers(0, 10))
+    @rule(pick=st.integers(0, 15))
     def cancel_workflow(self, pick: int) -> None:
+        if pick > 1:
+            return  # rare: it ends a whole workflow
         workflows = sorted(self.model.workflows)
         workflow = workflows[pick % len(workflows)]
         low, high = self.model.cancel_workflow(workflow)
@@ -331,8 +353,8 @@ class WorkflowMachine(RuleBasedStateMachine):
 
     # -- checking ----------------------------------------------------------------------------
     def assert_status(self, node: Node, seen: JobStatus) -> None:
-        if node.accept and seen is not node.status:
-            assert seen in {a[0] for a in node.accept}, (node.id, seen, node.accept)
+        if node.open:
+            assert seen in (JobStatus.FAILED, JobStatus.CANCELLED), (node.id, seen)
         elif node.status == READY:
             assert seen in READY_STATUSES, (node.id, seen)
         elif node.status == DEFERRED:
@@ -342,13 +364,22 @@ class WorkflowMachine(RuleBasedStateMachine):
         else:
             assert seen is node.status, (node.id, seen, node.status)
 
+    def resolve_open(self) -> None:
+        """Read how the broker ended each ``open`` node, parents first, and fix it into the
+        model once checked (``Model.fix``)."""
+        for node in self.model:
+            if node.open:
+                job = self.call(self.broker.get(node.id))
+                assert job is not None, node.id
+                event(f"the broker's pick: {job.status} {job.error_type}")
+                self.model.fix(node, (job.status, job.error_type, job.error))
+
     @invariant()
     def broker_agrees_with_the_model(self) -> None:
+        self.resolve_open()
         for node in self.model:
             job = self.call(self.broker.get(node.id))
             assert job is not None, node.id
-            if node.accept:
-                self.model.fix(node, (job.status, job.error_type, job.error))
             self.assert_status(node, job.status)
             ended = node.ended_as is not None and node.status is node.ended_as
             if ended and node.error_type in ("DependencyFailed", "DependencyCancelled"):
@@ -395,11 +426,14 @@ class WorkflowMachine(RuleBasedStateMachine):
             for worker in range(WORKERS):
                 while self.held[worker]:
                     self.settle(worker, 0, OutcomeKind.COMPLETE, False)
+            self.resolve_open()  # invariants do not run between these calls
             if not self.model.ready_ids():
                 break
             self.pass_time(self.delay)
             self.reserve(0, 50)
         assert self.model.ready_ids() == [], self.model.ready_ids()
+        for node in self.model:
+            event(f"ended: {node.ended_as} {node.error_type if node.attempts == 0 else 'ran'}")
         self.broker_agrees_with_the_model()
         for workflow in self.model.workflows:
             state = self.call(self.broker.workflow(workflow))
@@ -433,7 +467,7 @@ def test_every_workflow_node_ends_and_every_callback_runs_once_at_most(
                 max_examples=EXAMPLES or DEFAULT_EXAMPLES[kind],
                 stateful_step_count=STEPS,
                 deadline=None,
-                derandomize=True,
+                derandomize=os.environ.get("WORKFLOW_MODEL_RANDOM") != "1",
                 database=None,
                 suppress_health_check=list(HealthCheck),
                 phases=[p for p in Phase if p is not Phase.shrink],
