@@ -100,7 +100,10 @@ async def ended_as_its_job(broker: Broker, state: WorkflowState, job_id: str) ->
 
 
 def waited(parent: str, parent_status: JobStatus, error: str | None) -> str:
-    """The error of a job ended by parent ``parent``'s failure (spec: exact texts)."""
+    """The error of a job ended by parent ``parent``'s failure (spec: exact texts). A job
+    ended because its parent was itself ended by a failed dependency carries that parent's
+    error unchanged instead: it names the failure that started the cascade, and the text does
+    not grow down a long chain."""
     text = f"waited for job {parent}, which ended {parent_status.value}"
     return text if error is None else f"{text}: {error}"
 

@@ -320,8 +320,11 @@ class WorkflowsState(FlowState):
         job = record.job
         cancelled = failure.status is JobStatus.CANCELLED
         error = f"waited for job {failure.parent}, which ended {failure.status.value}"
-        if failure.result is not None and failure.result.error:
-            error = f"{error}: {failure.result.error}"
+        parent = failure.result
+        if parent is not None and parent.error_type == "DependencyFailed" and parent.error:
+            error = parent.error  # a cascade: name the failure that started it (no growth)
+        elif parent is not None and parent.error:
+            error = f"{error}: {parent.error}"
         job.error, job.traceback = error, None
         job.error_type = "DependencyCancelled" if cancelled else "DependencyFailed"
         if not cancelled:
