@@ -79,16 +79,16 @@ def test_get_names_the_unreadable_field(spec: bytes, state_: bytes, field: str) 
 
 
 def test_cancel_answers_a_bool_or_the_queue_the_job_is_in() -> None:
-    cancel = requests.Cancel("j", QA, 1000)
+    cancel = requests.Cancel("j", QA, 1000, 1000)
     assert cancel.answer(1) is True
     assert cancel.answer(0) is False
     assert cancel.answer(QB.encode()) == requests.Moved(QB)
 
 
 def test_stats_counts_each_queue_in_order() -> None:
-    got = requests.Stats([QA, QB]).answer([1, 2, 3, 4, 5, 6, 0, 0, 0, 0, 0, 7])
+    got = requests.Stats([QA, QB]).answer([1, 2, 3, 4, 5, 6, 8, 0, 0, 0, 0, 0, 7, 0])
     assert got == {
-        QA: QueueStats(queued=1, scheduled=2, running=3, completed=4, failed=5, dead=6),
+        QA: QueueStats(queued=1, scheduled=2, running=3, completed=4, failed=5, dead=6, deferred=8),
         QB: QueueStats(queued=0, scheduled=0, running=0, completed=0, failed=0, dead=7),
     }
     assert requests.Stats([]).answer([]) == {}
@@ -115,7 +115,7 @@ def test_dead_letters_shows_every_row_even_unreadable_ones() -> None:
 
 
 @pytest.mark.parametrize(
-    "request_", [requests.RequeueDead(QA, ["j"]), requests.Purge(QA), requests.PurgeDead(QA)]
+    "request_", [requests.RequeueDead(QA, ["j"]), requests.Purge(QA, 1000), requests.PurgeDead(QA)]
 )
 def test_batch_scripts_answer_a_count(request_: requests.Request[int]) -> None:
     assert request_.answer(0) == 0
@@ -255,3 +255,28 @@ def test_settle_answers_applied_or_stale_per_outcome() -> None:
     assert request.answer([1, 0, 1]) == ([True, False, True], [])
     # After the outcomes: the queues whose held-back jobs a freed limit slot let out of line.
     assert request.answer([1, 0, 1, b"qa", b"q|b"]) == ([True, False, True], ["qa", "q|b"])
+
+
+def test_workflow_requests_read_the_record_results_and_count() -> None:
+    from taskit.broker.redis.workflows import pack_ids
+    from taskit.job import JobResult
+
+    ok = b"\x82\xa7success\xc3\xa5value\x07"  # msgpack {"success": True, "value": 7}
+    fields = [b"created", b"1000", b"n:b", b"2|f||" + pack_ids(["t", QB, "a"]),
+              b"n:a", b"1|-||" + pack_ids(["t", QA]), b"e:a", b"completed|0|" + ok]  # fmt: skip
+    got = requests.WorkflowGet("w").answer([fields, [b"b", state(JobStatus.DEFERRED)]])
+    assert got is not None
+    assert [(n.id, n.queue, n.status, n.after) for n in got.nodes] == [
+        ("a", QA, JobStatus.COMPLETED, ()), ("b", QB, JobStatus.DEFERRED, ("a",))
+    ]  # fmt: skip
+    assert got.nodes[0].result == JobResult(success=True, value=7)
+    assert got.created_at.timestamp() == 1.0
+    assert requests.WorkflowGet("w").answer(None) is None
+    results = requests.WorkflowResults("w", ["a", "x"]).answer([b"cancelled|0|", None])
+    assert results == [JobResult(success=False, error="job was cancelled", error_type="Cancelled"),
+                       None]  # fmt: skip
+    with pytest.raises(CorruptJobError, match="'a'"):
+        requests.WorkflowResults("w", ["a"]).answer([b"completed|9|"])
+    with pytest.raises(CorruptJobError, match="'b'"):
+        requests.WorkflowGet("w").answer([[b"n:b", b"x|f||2:t"], []])
+    assert requests.WorkflowCancel("w", 1000).answer(3) == 3

@@ -42,7 +42,8 @@ def enqueue_keys(k: Keys, job_id: str, queue: str = "q") -> list[str]:
     fixed = [k.jobs, k.err, k.seq, k.queues]
     mine = [k.fifo(queue), k.ranked(queue), k.delayed(queue), k.wake(queue), k.dead(queue)]
     mine += fair(k, queue)
-    return [*fixed, *mine, k.done(job_id), k.progress, k.dedup, k.dedup_until]
+    return [*fixed, *mine, k.done(job_id), k.progress, k.dedup, k.dedup_until, k.wf_of,
+            k.wf_deferred]  # fmt: skip
 
 
 async def enqueue(rh: RedisHarness, job_id: str, *, delay_ms: int = 0, priority: int = 0) -> list:
@@ -77,7 +78,7 @@ def state_of(raw: bytes) -> tuple[JobStatus, int, str]:
 def test_every_command_script_documents_its_keys_args_and_reply() -> None:
     folder = resources.files("taskit.broker.redis").joinpath("lua")
     names = sorted(e.name for e in folder.iterdir() if not e.name.startswith("_"))
-    assert len(names) == len(SCRIPTS.names) == 23
+    assert len(names) == len(SCRIPTS.names) == 26
     for name in names:
         text = folder.joinpath(name).read_text("utf-8")
         header = text.split("]]", 1)[0]
@@ -85,7 +86,8 @@ def test_every_command_script_documents_its_keys_args_and_reply() -> None:
         for part in ("KEYS[", "ARGV", "Returns"):  # KEYS[1], or KEYS[base+1] per queue
             assert part in header, name
         assert "local rcall = redis.call" in text, name
-        # Server time only; key names only from KEYS (no key text assembled in Lua).
+        # Server time only; key names only from KEYS (no key text assembled in Lua, except by
+        # the workflow include, _workflow.lua: see keys.py and test_lua_workflows.py).
         assert "os.time" not in text, name
         assert "{" + "taskit" not in text, name
         assert not re.search(r"rcall\('[A-Z]+', [a-z_]+ \.\.", text), name
@@ -161,7 +163,7 @@ def settle_keys(k: Keys, *job_ids: str) -> list[str]:
     return [k.jobs, k.err, k.seq, *k.limit_keys(), k.fifo(q), k.ranked(q), k.delayed(q),
             k.leases(q), k.dead(q), k.totals(q), k.wake(q), *fair(k, q),
             *(k.done(job_id) for job_id in job_ids),
-            k.progress]  # fmt: skip
+            k.progress, k.wf_of, k.wf_deferred]  # fmt: skip
 
 
 async def test_settle_applies_current_tokens_only(rh: RedisHarness) -> None:
@@ -198,16 +200,19 @@ async def test_reclaim_takes_expired_leases_under_a_new_token(rh: RedisHarness) 
 
 def cancel_keys(k: Keys, job_id: str, q: str = "q") -> list[str]:
     return [k.jobs, k.err, k.done(job_id), k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q),
-            k.totals(q), k.progress, *fair(k, q), *k.limit_keys()]  # fmt: skip
+            k.totals(q), k.progress, *fair(k, q), *k.limit_keys(), k.wf_of, k.wf_deferred,
+            k.seq]  # fmt: skip
 
 
 async def test_cancel_ends_a_waiting_job_and_names_a_wrong_queue(rh: RedisHarness) -> None:
     k = rh.broker.keys
     await enqueue(rh, "j1")
 
-    assert await run(rh, "cancel", cancel_keys(k, "j1", "other"), ["j1", "other", 1000]) == b"q"
-    assert await run(rh, "cancel", cancel_keys(k, "j1"), ["j1", "q", 1000]) == 1
-    assert await run(rh, "cancel", cancel_keys(k, "j1"), ["j1", "q", 1000]) == 0
+    assert (
+        await run(rh, "cancel", cancel_keys(k, "j1", "other"), ["j1", "other", 1000, 1000]) == b"q"
+    )
+    assert await run(rh, "cancel", cancel_keys(k, "j1"), ["j1", "q", 1000, 1000]) == 1
+    assert await run(rh, "cancel", cancel_keys(k, "j1"), ["j1", "q", 1000, 1000]) == 0
     assert state_of(await rh.client.hget(k.done("j1"), "state"))[0] is JobStatus.CANCELLED
     assert await rh.client.llen(k.fifo("q")) == 0
 
@@ -245,11 +250,11 @@ async def test_purge_deletes_waiting_jobs_in_batches(rh: RedisHarness) -> None:
     await enqueue(rh, "p1")
     await enqueue(rh, "p2", delay_ms=60_000)
     keys = [k.jobs, k.err, k.fifo("q"), k.ranked("q"), k.delayed("q"), k.progress, *fair(k)]
-    keys += k.limit_keys()
+    keys += [*k.limit_keys(), k.wf_of, k.wf_deferred, k.seq]
 
-    assert await run(rh, "purge", keys, [1, "q"]) == 1
-    assert await run(rh, "purge", keys, [1, "q"]) == 1
-    assert await run(rh, "purge", keys, [1, "q"]) == 0
+    assert await run(rh, "purge", keys, [1, "q", 1000]) == 1
+    assert await run(rh, "purge", keys, [1, "q", 1000]) == 1
+    assert await run(rh, "purge", keys, [1, "q", 1000]) == 0
     assert await rh.client.hlen(k.jobs) == 0
 
 
@@ -259,11 +264,11 @@ async def test_stats_counts_and_promotes(rh: RedisHarness) -> None:
     await enqueue(rh, "b", delay_ms=60_000)
     await enqueue(rh, "c")
     await reserve(rh, count=1)
-    keys = [k.jobs, k.seq, k.err, k.limit_keys()[-1], k.fifo("q"), k.ranked("q"), k.delayed("q")]
-    keys += [k.leases("q")]
+    keys = [k.jobs, k.seq, k.err, k.limit_keys()[-1], k.wf_deferred, k.fifo("q"), k.ranked("q")]
+    keys += [k.delayed("q"), k.leases("q")]
     keys += [k.dead("q"), k.totals("q"), *fair(k)]
 
-    assert await run(rh, "stats", keys, [100, "q"]) == [1, 1, 1, 0, 0, 0]
+    assert await run(rh, "stats", keys, [100, "q"]) == [1, 1, 1, 0, 0, 0, 0]
 
 
 async def test_get_reads_live_and_finished_records(rh: RedisHarness) -> None:

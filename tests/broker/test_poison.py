@@ -421,7 +421,7 @@ async def _script_paths(index: int, value: bytes, named: str, request: Any) -> N
         await enqueue(rh, "due", delay_ms=60_000)
         await spoil("due")
         await rh.client.zadd(k.delayed("q"), {"due": 0})
-        keys = [k.jobs, k.seq, k.err, k.limit_keys()[-1], k.fifo("q"), k.ranked("q")]
+        keys = [k.jobs, k.seq, k.err, k.limit_keys()[-1], k.wf_deferred, k.fifo("q"), k.ranked("q")]
         keys += [k.delayed("q"), k.leases("q")]
         fair = k.of("q", ("groups", "turns", "groupof"))
         assert await run(rh, "stats", [*keys, k.dead("q"), k.totals("q"), *fair], [100, "q"])

@@ -27,11 +27,11 @@ def job(job_id: str, queue: str) -> Job:
 #: One request per script, and the queues it names in order (its per-queue key groups).
 SAMPLES: list[tuple[requests.Request, list[str]]] = [
     (requests.Get("j"), []),
-    (requests.Cancel("j", QA, 1000), []),
+    (requests.Cancel("j", QA, 1000, 2000), []),
     (requests.Stats([QA, QB]), [QA, QB]),
     (requests.DeadLetters(QA, 0, 10), []),
     (requests.RequeueDead(QA, ["j"]), []),
-    (requests.Purge(QA), []),
+    (requests.Purge(QA, 1000), []),
     (requests.PurgeDead(QA), []),
     (requests.Announce("w", b"rec", 1000), []),
     (requests.Withdraw("w"), []),
@@ -63,6 +63,9 @@ SAMPLES: list[tuple[requests.Request, list[str]]] = [
     ),
     (requests.Reclaim([QA, QB], 30_000, 100, "stem"), [QA, QB]),
     (requests.Pause(QA, True), []),
+    (requests.WorkflowGet("w"), []),
+    (requests.WorkflowResults("w", ["a", "b"]), []),
+    (requests.WorkflowCancel("w", 1000), []),
 ]
 
 _QUEUE_NAMES = {"fifo": "FIFO list", "ranked": "ranked set", "delayed": "delayed set",
@@ -77,9 +80,12 @@ def named(key: str) -> tuple[str, str | None]:
              K.seq: "sequence counter",
              K.queues: "queue-name set", K.workers: "workers zset",
              K.beats: "beats hash", K.paused: "paused set", K.dedup: "dedup hash",
-             K.dedup_until: "dedup window set", K.limits: "limit specs hash"}  # fmt: skip
+             K.dedup_until: "dedup window set", K.limits: "limit specs hash",
+             K.wf_of: "workflow node hash", K.wf_deferred: "deferred count hash"}  # fmt: skip
     if key in fixed:
         return fixed[key], None
+    if key.startswith(K.tag + ":wf:"):
+        return "the workflow's hash", None
     if key.startswith(K.tag + ":done:"):
         return "done key", None
     if key.startswith(K.tag + ":once:"):
@@ -166,6 +172,7 @@ def test_args_follow_the_headers_for_the_batch_scripts() -> None:
     settle = requests.Settle(9, [("a", "r1", "complete", QA, 0, b"", b""),
                                  ("b", "r2", "retry", QA, 5, b"e", b"")])  # fmt: skip
     assert settle.args() == [9, 1, "a", "r1 complete 1 0", b"", b"", "b", "r2 retry 1 5", b"e", b""]
-    assert len(settle.keys(K)) == 3 + 7 + 10 + 2 + 1  # and the progress hash, last
+    # and the progress hash, the workflow node hash and the deferred count hash, last
+    assert len(settle.keys(K)) == 3 + 7 + 10 + 2 + 3
     extend = requests.Extend(7, [("a", QA, "r1")])
     assert extend.args() == [7, "a", "r1"]

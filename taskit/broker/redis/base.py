@@ -159,7 +159,7 @@ class RedisBase(Broker):
         for _ in range(3):  # the job's queue changes only if it finishes and is enqueued anew
             if queue is None:
                 return False
-            answer = await self._call(requests.Cancel(job_id, queue, ttl_ms))
+            answer = await self._call(requests.Cancel(job_id, queue, ttl_ms, self._ttl_ms))
             if not isinstance(answer, Moved):
                 return answer
             queue = answer.queue
@@ -199,7 +199,7 @@ class RedisBase(Broker):
         return await self._drain(requests.RequeueDead(queue))
 
     async def purge(self, queue: str) -> int:
-        return await self._drain(requests.Purge(queue))
+        return await self._drain(requests.Purge(queue, self._ttl_ms))
 
     async def purge_dead(self, queue: str) -> int:
         return await self._drain(requests.PurgeDead(queue))

@@ -43,6 +43,7 @@ from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.streams import StreamCommands
 from taskit.broker.redis.transport.fast import FastClient
 from taskit.broker.redis.wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
+from taskit.dependencies import check_after
 from taskit.errors import BrokerError
 from taskit.fairness import check_groups
 from taskit.job import (
@@ -72,7 +73,7 @@ class RedisBroker(RedisBase):
     async def enqueue(
         self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
     ) -> list[Job]:
-        call = _Enqueue(jobs, delays)
+        call = _Enqueue(jobs, delays, self._ttl_ms)
         while call.done is None:
             call.answer(await self._call(call.request()))
         return [
@@ -88,7 +89,7 @@ class RedisBroker(RedisBase):
         client = self._conn.blocking()
         if client is None:
             return None
-        call = _Enqueue(jobs, delays)
+        call = _Enqueue(jobs, delays, self._ttl_ms)
         while call.done is None:
             request = call.request()
             keys, args = request.keys(self._keys), request.args()
@@ -303,17 +304,19 @@ class RedisBroker(RedisBase):
 
         return StreamCommands(execute, self._keys.stream(stream))
 
-    # -- workflows: being built (issue 15) -------------------------------------------------------
+    # -- workflows (``workflows``, ``lua/_workflow.lua``) -----------------------------------------
     async def workflow(self, workflow_id: str) -> WorkflowState | None:
-        raise NotImplementedError("workflows: issue 15")
+        return await self._call(requests.WorkflowGet(workflow_id))
 
     async def workflow_results(
         self, workflow_id: str, job_ids: Sequence[str]
     ) -> list[JobResult | None]:
-        raise NotImplementedError("workflows: issue 15")
+        if not job_ids:
+            return []
+        return await self._call(requests.WorkflowResults(workflow_id, job_ids))
 
     async def cancel_workflow(self, workflow_id: str) -> int:
-        raise NotImplementedError("workflows: issue 15")
+        return await self._call(requests.WorkflowCancel(workflow_id, self._ttl_ms))
 
     async def reclaim(
         self, queues: Sequence[str], *, lease: float, limit: int = 100
@@ -343,11 +346,14 @@ class _Enqueue:
     (``done``) once an answer has them. An answer naming a dead letter of another queue asks
     for another round with that queue's keys."""
 
-    def __init__(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> None:
+    def __init__(self, jobs: Sequence[Job], delays: Sequence[float] | None, ttl_ms: int) -> None:
         if delays is not None and len(delays) != len(jobs):
             raise ValueError(f"got {len(delays)} delays for {len(jobs)} jobs")
         check_groups(jobs)
-        self._jobs, self._delays = jobs, delays
+        for job in jobs:
+            if job.workflow is not None or job.after is not None:
+                check_after(job.id, job.workflow, job.after)
+        self._jobs, self._delays, self._ttl_ms = jobs, delays, ttl_ms
         # Everything encodes and decodes back, or nothing is stored.
         self._forms = [stored_form(job) for job in jobs]
         self._dead_in = [job.queue for job in jobs]
@@ -357,7 +363,9 @@ class _Enqueue:
     def request(self) -> requests.Enqueue:
         delays = self._delays
         delays_ms = [ms(d) for d in delays] if delays else [0] * len(self._jobs)
-        return requests.Enqueue(self._jobs, self._forms, delays_ms, list(self._dead_in))
+        return requests.Enqueue(
+            self._jobs, self._forms, delays_ms, list(self._dead_in), self._ttl_ms
+        )
 
     def answer(self, answer: list[Job | str] | DeadElsewhere) -> None:
         if isinstance(answer, DeadElsewhere):

@@ -56,12 +56,23 @@ key                         type    holds
                                     or freed): ``stats`` counts them as queued
 ``{p}:stream:<name>``       stream  a capped log (``Broker.stream_add``), entry field ``e``;
                                     read by consumer groups (``taskit.audit``)
+``{p}:wf:<id>``             hash    one workflow (``taskit.workflow``): its nodes, what
+                                    each waits for, how each ended (``lua/_workflow.lua``);
+                                    expires the result TTL after its last node ended
+``{p}:wfnodes``             hash    live workflow node's job id -> its workflow id
+``{p}:deferred``            hash    queue -> how many of its jobs are DEFERRED
 ==========================  ======  ===================================================
 
 Live jobs (waiting, running, dead letters) are fields of the fixed hashes and never carry a TTL;
 finishing moves a job to its own ``done`` key, which expires after the result TTL. Because every
 fixed hash and every queue key is named before a script runs, and a done key is only touched by a
-script that was given the job id, every script gets every key it touches in KEYS.
+script that was given the job id, every script gets every key it touches in KEYS, with one
+exception: workflows. A job's end releases or ends the jobs waiting for it, in the same script
+call, and those may be in any queue and have their own done keys; which ones is only known
+inside the script (a cascade goes down any number of levels). So the scripts that end jobs
+(enqueue, settle, cancel, purge, workflow-cancel) name those keys themselves: the queue keys,
+done keys and workflow hashes of the jobs they reach, built in one place (``lua/_workflow.lua``)
+from this broker's hash tag, so they lie in the same Cluster slot as every key passed.
 
 The record format (what ``{p}:jobs`` holds) is in ``records``.
 """
@@ -98,6 +109,8 @@ class Keys:
         self.dedup = f"{self.tag}:dedup"
         self.dedup_until = f"{self.tag}:dedup:until"
         self.limits = f"{self.tag}:limits"
+        self.wf_of = f"{self.tag}:wfnodes"
+        self.wf_deferred = f"{self.tag}:deferred"
         #: Keys that only an older layout writes (its live-job hashes): found, they hold jobs
         #: this version cannot see.
         self.legacy = (f"{self.tag}:state", f"{self.tag}:spec")
@@ -109,6 +122,10 @@ class Keys:
 
     def done(self, job_id: str) -> str:
         return f"{self.tag}:done:{job_id}"
+
+    def workflow(self, workflow_id: str) -> str:
+        """The hash of one workflow (named the same way inside ``lua/_workflow.lua``)."""
+        return f"{self.tag}:wf:{workflow_id}"
 
     def claim(self, key: str) -> str:
         return f"{self.tag}:claim:{key}"
@@ -160,13 +177,14 @@ class Keys:
         fixed = {self.jobs: "hash", self.err: "hash", self.progress: "hash", self.beats: "hash",
                  self.seq: "string", self.epoch: "string", self.queues: "set",
                  self.workers: "zset", self.paused: "set", self.dedup: "hash",
-                 self.dedup_until: "zset"}  # fmt: skip
+                 self.dedup_until: "zset", self.wf_of: "hash",
+                 self.wf_deferred: "hash"}  # fmt: skip
         if key in fixed:
             return fixed[key]
         if key == self.limits or key.startswith(self.limits + ":"):
             return LIMIT_KINDS.get(key[len(self.limits) + 1 :])
         parts = ((":done:", "hash"), (":claim:", "string"), (":once:", "string"),
-                 (":stream:", "stream"), (":q:", None))  # fmt: skip
+                 (":stream:", "stream"), (":wf:", "hash"), (":q:", None))  # fmt: skip
         for part, kind in parts:
             if key.startswith(self.tag + part):
                 return kind or QUEUE_KINDS.get(key.rpartition(":")[2])

@@ -51,6 +51,9 @@ ScriptName = Literal[
     "stats",
     "wake",
     "withdraw",
+    "workflow-cancel",
+    "workflow-get",
+    "workflow-results",
 ]
 
 _FILE = re.compile(r"^(?P<name>[a-z][a-z-]*?)-(?P<keys>\d+|n)\.lua$")

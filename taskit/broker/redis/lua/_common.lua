@@ -38,7 +38,7 @@ local function now_ms()
 end
 
 local STATUSES = {pending = true, scheduled = true, running = true, completed = true,
-  failed = true, retrying = true, dead_letter = true, cancelled = true}
+  failed = true, retrying = true, dead_letter = true, cancelled = true, deferred = true}
 
 -- Whether `v` is up to `width` decimal digits ('-' first when `signed`), or '' when `empty`.
 local function is_int(v, width, signed, empty)
@@ -392,6 +392,10 @@ local function mp_error(text, etype)
   return '\147' .. str(text) .. str(etype) .. '\192'
 end
 
+-- What a script that includes _workflow.lua does when bury dead-letters a job (it ends for its
+-- workflow, if it is a node of one); nil in the others.
+local wf_buried = nil
+
 -- Dead-letter job `id` of queue G.queue, whose record is missing or unreadable (`why`), so that
 -- it is seen and can be requeued, never dropped and never a script error. It gets a fresh state
 -- in that queue; its spec is kept as it was (the whole record when it cannot even be split; the
@@ -410,9 +414,13 @@ local function bury(G, id, why, now)
     cancel = '', sched = '', started = now, completed = now, failed = now, queue = G.queue,
     spec = spec} -- dead on its first attempt, as a job whose spec does not decode
   save_state(G.jobs, id, s)
-  rcall('HSET', G.err, id, mp_error('job record unreadable: ' .. why, 'CorruptJobError'))
+  local err = mp_error('job record unreadable: ' .. why, 'CorruptJobError')
+  rcall('HSET', G.err, id, err)
   rcall('ZADD', G.dead, rcall('INCR', G.seq), id)
   rcall('HDEL', G.groupof, id) -- its fresh state is ungrouped
+  if wf_buried then
+    wf_buried(G.jobs, id, err, now)
+  end
 end
 
 -- Why live job `id` (state `s`, readable) is lost if the entry that led to it (in `found`) is

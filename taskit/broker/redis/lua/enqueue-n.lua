@@ -6,9 +6,11 @@ then per queue q = 1..ARGV[1] (base = 4 + 8 * (q - 1)), each queue named once pe
   KEYS[base+4] wake list    KEYS[base+5] dead set      KEYS[base+6] group set
   KEYS[base+7] turns list   KEYS[base+8] group hash
 then per job i: KEYS[4 + 8 * nq + i] the job's done key
-then: KEYS[#KEYS-2] progress hash (a replaced dead letter's progress goes with it)
-  KEYS[#KEYS-1] dedup hash    KEYS[#KEYS] dedup window set (see dedup below)
-ARGV[1] nq, the number of queues, or 'nq m' when m jobs carry a dedup window
+then: KEYS[#KEYS-4] progress hash (a replaced dead letter's progress goes with it)
+  KEYS[#KEYS-3] dedup hash    KEYS[#KEYS-2] dedup window set (see dedup below)
+  KEYS[#KEYS-1] workflow node hash    KEYS[#KEYS] deferred count hash (see _workflow.lua)
+ARGV[1] nq, the number of queues, or 'nq m' when m jobs carry a dedup window, or 'nq m w ttl'
+  when w jobs are nodes of a workflow (ttl: the broker's result TTL in ms)
 ARGV[1+q] the name of queue q
 then per job i (base = 1 + nq + 4 * (i - 1)):
   ARGV[base+1] id    ARGV[base+2] encoded job
@@ -16,6 +18,11 @@ then per job i (base = 1 + nq + 4 * (i - 1)):
                queue, d the queue whose dead set a dead-lettered job of that id is expected in
                (its own); group its fairness group (see fair turns in _common.lua), if any
   ARGV[base+4] scheduled_at as seconds text, or ''
+then per node j = 1..w (base = 1 + nq + 4 * n + 4 * (j - 1)):
+  ARGV[base+1] its job number i    ARGV[base+2] its workflow id
+  ARGV[base+3] '<f, c or -><own result TTL ms or nothing>': its if_failed (fail, continue), or
+               '-' for a job that waits for nothing
+  ARGV[base+4] ids_pack({task, queue, parent, ...}) (see _workflow.lua)
 then per job j = 1..m with a dedup window (base = #ARGV - 3 * m + 3 * (j - 1)):
   ARGV[base+1] its job number i    ARGV[base+2] '<t or d> <window ms>'    ARGV[base+3] its key
 
@@ -28,6 +35,12 @@ end of the new window instead (answered as the kept job). Otherwise the job is s
 key's window starts: a throttle's ends after its window, a debounce's when the job falls due.
 Windows that ended are forgotten last (at most 100 a call).
 
+Workflows (see _workflow.lua and base.py): a node stored now joins its workflow's record (made
+if new; kept again if it was expiring); a parent of no workflow joins it first. With a parent
+not ended it is stored DEFERRED (in no queue); with every parent ended it is stored ready; with
+a parent that failed or was cancelled (if_failed fail) it is stored ended, and its own nodes
+follow. A node kept in place of the one sent changes no workflow.
+
 Returns {'ok', then per job: kept, spec, state, error, result}: kept is 0 for a job stored now
 (spec '': the client has it), 1 for an existing job of its id, or the id of the job a dedup
 window kept in its place (spec '' when that job has finished: read it with get).
@@ -35,6 +48,8 @@ Returns {'moved', i, queue} and writes nothing when job i would replace a dead l
 queue, whose dead set the client must pass.
 Returns {'unreadable', i, why} and writes nothing when a job of job i's id exists with a record
 that is unreadable (see parse_record in _common.lua).
+Returns {'parent', i, parent, why} and writes nothing when node i may not wait for that parent
+(the client checked the parents within the batch).
 
 Out of memory (over maxmemory, nothing to evict): Redis refuses the whole call, nothing written
 (the client raises BrokerOutOfMemoryError). That holds because the first write of any call that
@@ -44,16 +59,29 @@ through. A call that only finds its jobs already stored writes nothing and is an
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _limits.lua
+-- @include _workflow.lua
 
-local nq, m = string.match(ARGV[1], '^(%d+) ?(%d*)$')
-nq, m = tonumber(nq), tonumber(m) or 0
-local n = (#ARGV - 1 - nq - 3 * m) / 4
+local nq, m, w, wttl = string.match(ARGV[1], '^(%d+) ?(%d*) ?(%d*) ?(%d*)$')
+nq, m, w = tonumber(nq), tonumber(m) or 0, tonumber(w) or 0
+local n = (#ARGV - 1 - nq - 3 * m - 4 * w) / 4
 local nk = 4 + 8 * nq + n -- the keys before the progress hash
 local dd = {} -- job number -> {mode = 't' or 'd', window = ms, key = dedup key}
 for j = 1, m do
   local a = #ARGV - 3 * m + 3 * (j - 1)
   local mode, window = string.match(ARGV[a + 2], '^([td]) (%d+)$')
   dd[tonumber(ARGV[a + 1])] = {mode = mode, window = tonumber(window), key = ARGV[a + 3]}
+end
+local nodes = {} -- job number -> {wid=, mode=, own=, pack=, parents=}
+for j = 1, w do
+  local a = 1 + nq + 4 * n + 4 * (j - 1)
+  local mode, own = string.match(ARGV[a + 3], '^([fc-])(%d*)$')
+  local list, parents = ids_unpack(ARGV[a + 4]), {}
+  for k = 3, #list do
+    parents[k - 2] = list[k]
+  end
+  nodes[tonumber(ARGV[a + 1])] = {wid = ARGV[a + 2], mode = mode, own = own, pack = ARGV[a + 4],
+    parents = parents}
 end
 local jobs = {}
 for i = 1, n do
@@ -80,6 +108,36 @@ for i = 1, n do
   end
   olds[i] = s or false
 end
+local W = {tag = wf_tag(KEYS[1]), jobs = KEYS[1], err = KEYS[2], seq = KEYS[3],
+  prog = KEYS[nk + 1], of = KEYS[nk + 4], deferred = KEYS[nk + 5], ttl = tonumber(wttl)}
+local first = {} -- id -> its first job number in this batch
+for i = 1, n do
+  first[jobs[i].id] = first[jobs[i].id] or i
+end
+for i = 1, n do
+  local node = nodes[i]
+  if node then
+    local wk = wf_key(W.tag, node.wid)
+    for _, p in ipairs(node.parents) do
+      -- a job of the batch stored by this call (not kept: its id unfinished, then it is the
+      -- stored job) must come earlier, of this workflow or of none (it joins)
+      local at = first[p]
+      local why = nil
+      if at and not (olds[at] and olds[at].status ~= 'dead_letter') then
+        if at > i then
+          why = 'comes later in the batch'
+        elseif nodes[at] and nodes[at].wid ~= node.wid then
+          why = 'belongs to another workflow'
+        end
+      else
+        why = wf_refused(W, wk, p)
+      end
+      if why then
+        return {'parent', i, p, why}
+      end
+    end
+  end
+end
 
 local now = nil -- server time, read only if a job has a due time or a dedup window
 for i = 1, n do
@@ -88,6 +146,11 @@ for i = 1, n do
     break
   end
 end
+if w > 0 and not now then
+  now = now_ms() -- a workflow's creation time
+end
+W.now = now
+local kids = {} -- workflow hash -> parent id -> ids_pack of the nodes stored now waiting for it
 local out = {'ok'}
 local stored = {} -- id -> state table written by this call (an id may repeat in a batch)
 local records = {} -- HSET arguments: id, record, ...
@@ -160,7 +223,10 @@ for i = 1, n do
     if old then -- a dead letter is finished: replaced (its leftovers go last, see above)
       replaced[#replaced + 1] = {qkey(job.d, 5), id, qkey(job.d, 8)}
     end
-    done[#done + 1] = KEYS[4 + 8 * nq + i]
+    local node, fate, wk = nodes[i], nil, nil
+    if node then
+      fate, wk = wf_join(W, node, id, kids, stored)
+    end
     local due, sched = nil, ''
     if now then
       due = now + job.delay
@@ -177,54 +243,78 @@ for i = 1, n do
     local s = {status = 'pending', attempts = 0, score = job.score, seq = '', token = '',
       cancel = '', sched = '', started = '', completed = '', failed = '', queue = queue,
       spec = job.spec}
-    if job.group then
-      s.seq = '0' -- grouped (see fair turns in _common.lua)
-      local entries = groupof[job.q] or {}
-      groupof[job.q] = entries
-      entries[#entries + 1], entries[#entries + 2] = id, job.group
-    end
-    if due then
-      s.status = 'scheduled'
-      s.sched = sched
-      rcall('ZADD', qkey(job.q, 3), due, id)
-      wake_if_earliest(qkey(job.q, 3), qkey(job.q, 4), id)
-    elseif job.group then
-      group_ready({fifo = qkey(job.q, 1), seq = KEYS[3], groups = qkey(job.q, 6),
-        turns = qkey(job.q, 7), groupof = qkey(job.q, 8)}, id, s, false, job.group)
-    elseif s.score == '0' then
-      local ids = fifo[job.q]
-      if not ids then
-        ids = {}
-        fifo[job.q] = ids
+    if type(fate) == 'table' then -- a parent failed or was cancelled: stored ended
+      local pst, ne, at = string.match(fate[2], '^([^|]*)|(%d+)|()')
+      local e, r = string.sub(fate[2], at, at + ne - 1), string.sub(fate[2], at + ne)
+      count_deferred(W, queue, 1) -- wf_kill counts it out
+      local ended = wf_kill(W, wk, id, s, fate[1], pst, result_error(pst, e, r), node.own,
+        W.ttl)
+      wf_end(W, id, ended[2], ended[3], '')
+      stored[id] = s
+      named[queue] = true
+      local o = #out
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 0, '', pack_state(s),
+        ended[3], ''
+    else
+      done[#done + 1] = KEYS[4 + 8 * nq + i]
+      if job.group then
+        s.seq = '0' -- grouped (see fair turns in _common.lua)
+        local entries = groupof[job.q] or {}
+        groupof[job.q] = entries
+        entries[#entries + 1], entries[#entries + 2] = id, job.group
       end
-      ids[#ids + 1] = id
-    else
-      make_ready({fifo = qkey(job.q, 1), ranked = qkey(job.q, 2), seq = KEYS[3],
-        groups = qkey(job.q, 6), turns = qkey(job.q, 7), groupof = qkey(job.q, 8)}, id, s, false)
+      if fate and fate > 0 then -- waits for a parent: in no queue until released (_workflow.lua)
+        s.status = 'deferred'
+        s.sched = due and sched or ''
+        count_deferred(W, queue, 1)
+      elseif due then
+        s.status = 'scheduled'
+        s.sched = sched
+        rcall('ZADD', qkey(job.q, 3), due, id)
+        wake_if_earliest(qkey(job.q, 3), qkey(job.q, 4), id)
+      elseif job.group then
+        group_ready({fifo = qkey(job.q, 1), seq = KEYS[3], groups = qkey(job.q, 6),
+          turns = qkey(job.q, 7), groupof = qkey(job.q, 8)}, id, s, false, job.group)
+      elseif s.score == '0' then
+        local ids = fifo[job.q]
+        if not ids then
+          ids = {}
+          fifo[job.q] = ids
+        end
+        ids[#ids + 1] = id
+      else
+        make_ready({fifo = qkey(job.q, 1), ranked = qkey(job.q, 2), seq = KEYS[3],
+          groups = qkey(job.q, 6), turns = qkey(job.q, 7), groupof = qkey(job.q, 8)}, id, s, false)
+      end
+      if s.status == 'pending' then
+        wakes[job.q] = (wakes[job.q] or 0) + 1
+      end
+      local state
+      if s.status == 'pending' and s.seq == '' then -- the common case, without the table walk
+        state = 'pending|0|' .. s.score .. '||||||||' .. queue
+      else
+        state = pack_state(s)
+      end
+      local r = #records
+      records[r + 1], records[r + 2] = id, #state .. ':' .. state .. job.spec
+      at_record[id] = r + 2
+      stored[id] = s
+      if job.dd then -- its key's window starts: a debounce's lasts until it falls due
+        rcall('HSET', DK, job.dd.key, id)
+        rcall('ZADD', DU, job.dd.mode == 't' and now + job.dd.window or due, job.dd.key)
+      end
+      named[queue] = true
+      local o = #out
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 0, '', state, '', ''
     end
-    if s.status == 'pending' then
-      wakes[job.q] = (wakes[job.q] or 0) + 1
-    end
-    local state
-    if s.status == 'pending' and s.seq == '' then -- the common case, without the table walk
-      state = 'pending|0|' .. s.score .. '||||||||' .. queue
-    else
-      state = pack_state(s)
-    end
-    local r = #records
-    records[r + 1], records[r + 2] = id, #state .. ':' .. state .. job.spec
-    at_record[id] = r + 2
-    stored[id] = s
-    if job.dd then -- its key's window starts: a debounce's lasts until it falls due
-      rcall('HSET', DK, job.dd.key, id)
-      rcall('ZADD', DU, job.dd.mode == 't' and now + job.dd.window or due, job.dd.key)
-    end
-    named[queue] = true
-    local o = #out
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 0, '', state, '', ''
   end
 end
 each_chunk('HSET', KEYS[1], records)
+for wk, lists in pairs(kids) do -- after every node of the batch: see wf_join
+  for p, more in pairs(lists) do
+    rcall('HSET', wk, 'c:' .. p, (rcall('HGET', wk, 'c:' .. p) or '') .. more)
+  end
+end
 for _, r in ipairs(replaced) do
   rcall('ZREM', r[1], r[2])
   rcall('HDEL', KEYS[2], r[2])

@@ -13,7 +13,8 @@ Each expired lease gets a fresh token (stem .. '.' .. n) and deadline now + leas
 unchanged. Jobs whose cancel was requested come back too (their state says so): the client ends
 them with CANCEL, as only it can name their done keys. An expired job whose record is unreadable
 is dead-lettered in its queue with the reason (see bury in _common.lua), and so is one whose
-status is not running while the job is in no structure of its status (see misplaced). A job
+status is not running while the job is in no structure of its status (see misplaced). A workflow node so dead-lettered ends for its
+workflow in the same call (see wf_buried in _workflow.lua). A job
 dead-lettered so frees the limit slots its run held (see _limits.lua); the jobs that lets out of
 line go back to their queues at those queues' next reserve.
 
@@ -22,6 +23,7 @@ Returns {now_ms, then per lease: q, id, spec, state, error}.
 local rcall = redis.call
 -- @include _common.lua
 -- @include _limits.lua
+-- @include _workflow.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 local fault = layout_fault({'hash', 'hash', 'string', unpack(LIMIT_KINDS)},
   {'zset', 'zset', 'list', 'zset', 'zset', 'zset', 'hash'}, (#KEYS - 10) / 7)

@@ -18,7 +18,8 @@ in turns over their groups, see fair turns in _common.lua): each becomes running
 token = stem .. '.' .. n, and a lease deadline of now + lease. A ready or due entry whose record is
 missing or unreadable (a field holding a value this layout never writes), or whose status is not
 pending while the job is in no structure of its status, is dead-lettered on the spot, with the
-reason as its error (see bury and misplaced in _common.lua). A paused queue (its name in the
+reason as its error (see bury and misplaced in _common.lua). A workflow node so dead-lettered ends for its
+workflow in the same call (see wf_buried in _workflow.lua). A paused queue (its name in the
 paused set: one SMEMBERS a call) is promoted but not taken from, and its delayed jobs do not
 shorten the wait.
 
@@ -32,6 +33,7 @@ was leased and a delayed job exists: then the ms until the earliest is due (0 if
 local rcall = redis.call
 -- @include _common.lua
 -- @include _limits.lua
+-- @include _workflow.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 -- ids popped, then a refused write: jobs lost

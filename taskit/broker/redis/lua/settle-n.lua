@@ -10,7 +10,8 @@ then per queue q = 1..ARGV[2] (base = 10 + 10 * (q - 1)), each queue named once 
   KEYS[base+7] wake list   KEYS[base+8] group set   KEYS[base+9] turns list
   KEYS[base+10] group hash
 then per outcome i: KEYS[10 + 10 * nq + i] the job's done key
-last: KEYS[#KEYS] progress hash (a job that ends takes its progress to its done key)
+last: KEYS[#KEYS-2] progress hash (a job that ends takes its progress to its done key)
+  KEYS[#KEYS-1] workflow node hash    KEYS[#KEYS] deferred count hash (see _workflow.lua)
 ARGV[1] result TTL in ms (the broker's)    ARGV[2] nq, the number of queues
 then per outcome i (base = 2 + 4 * (i - 1)):
   ARGV[base+1] id
@@ -30,6 +31,11 @@ An applied outcome leaves the mark '=<token>:<kind as sent>' in the token field 
 state (live or done record) until the job is leased again: a settle retried because the reply to
 the first try was lost finds it and is answered 1 again, changing nothing (the first try applied).
 
+A job that ends (completes, fails, is cancelled or dead-lettered) and is a node of a workflow
+has its end applied to the workflow in this same call (see wf_end in _workflow.lua): jobs
+waiting for it are released or ended, in any queue. A call ending no such job pays one TYPE
+(of the node hash).
+
 Every applied outcome frees the job's limit slots (see _limits.lua): the next job in line of each
 freed key goes to its queue's freed set.
 
@@ -39,6 +45,7 @@ token: nothing changed), then the names of the queues that got freed jobs (to wa
 local rcall = redis.call
 -- @include _common.lua
 -- @include _limits.lua
+-- @include _workflow.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 local fault = layout_fault({'hash', 'hash', 'string', unpack(LIMIT_KINDS)},
   {'list', 'zset', 'zset', 'zset', 'zset', '*', 'list', 'zset', 'list', 'hash'},
@@ -71,6 +78,22 @@ local L = {jobs = KEYS[1], seq = KEYS[3], specs = KEYS[4], holding = KEYS[5], wa
 local unleased = {} -- q -> ids to drop from its lease set
 local fronts = {} -- {q, id, state, started, n} of jobs ready again at the front
 local no_prog = nil -- whether the progress hash is empty (see finish in _common.lua)
+local PROG = KEYS[#KEYS - 2]
+local W = {tag = wf_tag(KEYS[1]), jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], prog = PROG,
+  of = KEYS[#KEYS - 1], deferred = KEYS[#KEYS], ttl = ttl, now = now}
+local no_wf = nil -- whether no job is a node of a workflow now (read once a call, at an end)
+
+-- The error hash value of job `id` if it is a node of a workflow (read before its end takes
+-- it), else nil.
+local function node_error(id)
+  if no_wf == nil then
+    no_wf = not wf_any(W)
+  end
+  if no_wf or not wf_member(W, id) then
+    return nil
+  end
+  return rcall('HGET', KEYS[2], id) or ''
+end
 for i = 1, (#ARGV - 2) / 4 do
   local a = 2 + 4 * (i - 1)
   local id = ARGV[a + 1]
@@ -107,19 +130,27 @@ for i = 1, (#ARGV - 2) / 4 do
         result = ''
       end
       if no_prog == nil then -- read once a call, and only when a job ends
-        no_prog = rcall('EXISTS', KEYS[#KEYS]) == 0
+        no_prog = rcall('EXISTS', PROG) == 0
       end
-      finish({jobs = KEYS[1], err = KEYS[2], prog = KEYS[#KEYS], no_prog = no_prog,
+      local node_err = node_error(id)
+      finish({jobs = KEYS[1], err = KEYS[2], prog = PROG, no_prog = no_prog,
         done = KEYS[10 + 10 * nq + i], totals = totals, mark = mark, groupof = KEYS[b + 10]},
         id, s, FINAL[kind], now,
         own ~= '' and tonumber(own) or ttl,
         result)
+      if node_err then
+        wf_end(W, id, FINAL[kind], node_err, result)
+      end
     elseif kind == 'dead_letter' then
       s.failed = now
       s.completed = now
       s.status = 'dead_letter'
       save_state(KEYS[1], id, s)
       rcall('ZADD', dead, rcall('INCR', KEYS[3]), id)
+      local node_err = node_error(id)
+      if node_err then
+        wf_end(W, id, 'dead_letter', node_err, '')
+      end
     elseif kind == 'retry' and tonumber(delay) > 0 then
       local due = now + tonumber(delay)
       s.failed = now

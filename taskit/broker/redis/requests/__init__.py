@@ -34,6 +34,7 @@ from taskit.broker.redis.requests.limits import LimitsGet, LimitsSet, LimitsUsag
 from taskit.broker.redis.requests.once import OnceBegin, OnceEnd
 from taskit.broker.redis.requests.progress import SetProgress
 from taskit.broker.redis.requests.request import BATCH, DeadElsewhere, Leased, Moved, Request
+from taskit.broker.redis.requests.workflows import WorkflowCancel, WorkflowGet, WorkflowResults
 
 __all__ = [
     "BATCH",
@@ -64,4 +65,7 @@ __all__ = [
     "Stats",
     "Wake",
     "Withdraw",
+    "WorkflowCancel",
+    "WorkflowGet",
+    "WorkflowResults",
 ]

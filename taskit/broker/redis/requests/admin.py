@@ -36,7 +36,7 @@ STATS_KINDS = ("fifo", "ranked", "delayed", "leases", "dead", "totals")
 #: A queue's fair-turn keys (see ``keys``), after the others where a script takes them.
 FAIR_KINDS = ("groups", "turns", "groupof")
 
-_STATS = ("queued", "scheduled", "running", "completed", "failed", "dead")
+_STATS = ("queued", "scheduled", "running", "completed", "failed", "dead", "deferred")
 
 
 # -- reading and admin -----------------------------------------------------------------------
@@ -68,15 +68,16 @@ class Cancel(Request[bool | Moved]):
     job_id: str
     queue: str
     ttl_ms: int
+    broker_ttl_ms: int
 
     def keys(self, k: Keys) -> list[str]:
         return [
             k.jobs, k.err, k.done(self.job_id), *k.of(self.queue, CANCEL_KINDS), k.progress,
-            *k.of(self.queue, FAIR_KINDS), *k.limit_keys(),
+            *k.of(self.queue, FAIR_KINDS), *k.limit_keys(), k.wf_of, k.wf_deferred, k.seq,
         ]  # fmt: skip
 
     def args(self) -> list[Arg]:
-        return [self.job_id, self.queue, self.ttl_ms]
+        return [self.job_id, self.queue, self.ttl_ms, self.broker_ttl_ms]
 
     def answer(self, reply: Any) -> bool | Moved:
         """Whether the job was cancelled (or its cancel requested), or the queue it is really
@@ -92,7 +93,8 @@ class Stats(Request[dict[str, QueueStats]]):
     queues: Sequence[str]
 
     def keys(self, k: Keys) -> list[str]:
-        keys = [k.jobs, k.seq, k.err, k.limit_keys()[-1]]  # held-back jobs count as queued
+        # held-back jobs count as queued; DEFERRED ones are counted apart
+        keys = [k.jobs, k.seq, k.err, k.limit_keys()[-1], k.wf_deferred]
         for q in self.queues:
             keys += k.of(q, STATS_KINDS + FAIR_KINDS)
         return keys
@@ -104,7 +106,7 @@ class Stats(Request[dict[str, QueueStats]]):
         """Each queue's counts."""
         return {
             q: QueueStats(
-                **{n: int(v) for n, v in zip(_STATS, reply[6 * i : 6 * i + 6], strict=True)}
+                **{n: int(v) for n, v in zip(_STATS, reply[7 * i : 7 * i + 7], strict=True)}
             )
             for i, q in enumerate(self.queues)
         }
@@ -152,13 +154,15 @@ class RequeueDead(Request[int]):
 class Purge(Request[int]):
     script: ClassVar[ScriptName] = "purge"
     queue: str
+    ttl_ms: int
 
     def keys(self, k: Keys) -> list[str]:
         return [k.jobs, k.err, *k.of(self.queue, PURGE_KINDS), k.progress,
-                *k.of(self.queue, FAIR_KINDS), *k.limit_keys()]  # fmt: skip
+                *k.of(self.queue, FAIR_KINDS), *k.limit_keys(), k.wf_of, k.wf_deferred,
+                k.seq]  # fmt: skip
 
     def args(self) -> list[Arg]:
-        return [BATCH, self.queue]
+        return [BATCH, self.queue, self.ttl_ms]
 
     def answer(self, reply: Any) -> int:
         """How many jobs it changed (fewer than ``BATCH``: the last batch)."""

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from taskit.broker.redis.keys import Keys
-from taskit.broker.redis.records import build_job
+from taskit.broker.redis.records import LATEST, build_job
 from taskit.broker.redis.replies import job_from, leased
 from taskit.broker.redis.requests.request import BATCH, DeadElsewhere, Leased, Request
 from taskit.broker.redis.scripts import ScriptName
 from taskit.broker.redis.transport import Arg
+from taskit.broker.redis.workflows import node_args
 from taskit.errors import CorruptJobError
 from taskit.job import Job, LeaseState, kept_job
 
@@ -34,13 +35,15 @@ class Enqueue(Request[list[Job | str] | DeadElsewhere]):
     """``jobs`` as sent (their ids, queues, priorities, ``scheduled_at`` and ``dedup``),
     ``forms`` what each is stored as (``job.stored_form``: the job, fresh, and its encoded spec),
     ``delays_ms``, and the queue where each one's dead letter (if any) may be (``dead_in``: its
-    own queue until an answer says otherwise)."""
+    own queue until an answer says otherwise); ``ttl_ms`` the broker's result TTL (a workflow
+    whose last node ends in this call expires after it)."""
 
     script: ClassVar[ScriptName] = "enqueue"
     jobs: Sequence[Job]
     forms: Sequence[tuple[Job, bytes]]
     delays_ms: Sequence[int]
     dead_in: Sequence[str]
+    ttl_ms: int = 0
 
     def _queues(self) -> dict[str, int]:
         """Each queue named (own or dead-letter), numbered from 1 in order of first mention."""
@@ -55,7 +58,7 @@ class Enqueue(Request[list[Job | str] | DeadElsewhere]):
         for queue in self._queues():
             keys += k.of(queue, ENQUEUE_KINDS)
         keys += [k.done(job.id) for job in self.jobs]
-        keys += [k.progress, k.dedup, k.dedup_until]
+        keys += [k.progress, k.dedup, k.dedup_until, k.wf_of, k.wf_deferred]
         return keys
 
     def args(self) -> list[Arg]:
@@ -65,7 +68,14 @@ class Enqueue(Request[list[Job | str] | DeadElsewhere]):
             if job.dedup is not None:
                 d = job.dedup
                 windows += [i, f"{d.mode[0]} {math.ceil(d.window * 1000)}", d.key]
+        nodes: list[Arg] = []  # the workflow section, between the jobs and the dedup one
+        for i, job in enumerate(self.jobs, 1):
+            if job.workflow is not None:
+                own = None if job.result_ttl is None else _ms(job.result_ttl)
+                nodes += [i, job.workflow, *node_args(job, own)]
         head: Arg = f"{len(queues)} {len(windows) // 3}" if windows else len(queues)
+        if nodes:
+            head = f"{len(queues)} {len(windows) // 3} {len(nodes) // 4} {self.ttl_ms}"
         args: list[Arg] = [head, *queues]
         for job, (_, spec), delay_ms, dead in zip(
             self.jobs, self.forms, self.delays_ms, self.dead_in, strict=True
@@ -76,7 +86,7 @@ class Enqueue(Request[list[Job | str] | DeadElsewhere]):
             if job.group is not None:
                 meta += f" {job.group}"
             args += [job.id, spec, meta, "" if at is None else repr(at)]
-        return args + windows
+        return args + nodes + windows
 
     def answer(self, reply: Any) -> list[Job | str] | DeadElsewhere:
         """The stored jobs (each form's job; or, as a ``KeptJob``, an unfinished job of the same
@@ -90,6 +100,9 @@ class Enqueue(Request[list[Job | str] | DeadElsewhere]):
                 for i, (job, spec) in enumerate(self.forms)
             ]
         i = int(reply[1]) - 1
+        if reply[0] == b"parent":  # nothing was written
+            parent, why = reply[2].decode(errors="replace"), reply[3].decode(errors="replace")
+            raise ValueError(f"job {self.jobs[i].id!r} waits for job {parent!r}, which {why}")
         if reply[0] == b"unreadable":  # nothing was written: the record is not replaced unseen
             field, _, detail = reply[2].decode(errors="replace").partition(" ")
             raise CorruptJobError(
@@ -178,7 +191,7 @@ class Settle(Request[tuple[list[bool], list[str]]]):
         for queue in self._queues():
             keys += k.of(queue, SETTLE_KINDS)
         keys += [k.done(outcome[0]) for outcome in self.outcomes]
-        keys.append(k.progress)
+        keys += [k.progress, k.wf_of, k.wf_deferred]
         return keys
 
     def args(self) -> list[Arg]:
@@ -228,6 +241,11 @@ class Reclaim(Request[Leased]):
         return Leased(leases, now)
 
 
+def _ms(seconds: float) -> int:
+    """Seconds as whole milliseconds, as ``base.ms`` rounds them (0 for none)."""
+    return math.ceil(min(seconds, LATEST) * 1000) if seconds > 0 else 0
+
+
 def _stored(job: Job, spec: bytes, row: Sequence[Any]) -> Job | str:
     """One job of enqueue's 'ok' reply: the stored ``job`` (``spec`` its encoding), or the job
     kept in its place (its id's, or a dedup window's; only the id of one that has finished)."""
@@ -240,4 +258,4 @@ def _stored(job: Job, spec: bytes, row: Sequence[Any]) -> Job | str:
         return kept_job(job_from(job.id, old_spec, state, err, res))
     if state.startswith(b"pending|"):
         return job  # stored as it was sent: pending, nothing else set
-    return build_job(job.id, spec, state, b"", b"")
+    return build_job(job.id, spec, state, err, b"")  # err: a node ended by its parent's end

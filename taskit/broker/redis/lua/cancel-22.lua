@@ -6,18 +6,23 @@ KEYS[8] totals hash  (the keys of queue ARGV[2])    KEYS[9] progress hash
 KEYS[10] group set   KEYS[11] turns list   KEYS[12] group hash  (of queue ARGV[2])
 KEYS[13] limit specs hash    KEYS[14] limit holding zset    KEYS[15] limit waiting zset
 KEYS[16] limit held hash    KEYS[17] limit freed zset    KEYS[18] limit rate zset
-KEYS[19] limit queued hash
+KEYS[19] limit queued hash    KEYS[20] workflow node hash    KEYS[21] deferred count hash
+KEYS[22] sequence counter
 ARGV[1] job id   ARGV[2] the queue the client believes the job is in   ARGV[3] result TTL in ms
+(the job's own, else the broker's)   ARGV[4] the broker's result TTL in ms
 
-Pending, scheduled or retrying: leaves its queue, ends cancelled (done key with a TTL). Running:
+Pending, scheduled, retrying or deferred (waiting for its parents): leaves its queue, ends cancelled (done key with a TTL). Running:
 cancel requested (extend reports it). Returns 1 in those cases; 0 when the job is finished, dead
 or unknown (nothing changes); the job's real queue name when it is not in ARGV[2].
 Cancelling a pending job of the default priority scans its queue's FIFO list: O(n) in its length.
-A job held back by its limits leaves its line (see _limits.lua) instead.
+A job held back by its limits leaves its line (see _limits.lua) instead. A node of a workflow
+has its end applied there in the same call (see wf_end in _workflow.lua): its dependents are
+released or ended, in any queue.
 ]]
 local rcall = redis.call
 -- @include _common.lua
 -- @include _limits.lua
+-- @include _workflow.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 local fault = layout_fault({'hash', 'hash', '*', 'list', 'zset', 'zset', 'zset', '*', 'hash',
   'zset', 'list', 'hash', unpack(LIMIT_KINDS)}, {}, 0)
@@ -46,7 +51,17 @@ if not limits_forget(L, id, s) and s.status == 'pending' then
 end
 rcall('ZREM', KEYS[6], id)
 rcall('ZREM', KEYS[7], id)
+local W = {tag = wf_tag(KEYS[1]), jobs = KEYS[1], err = KEYS[2], seq = KEYS[22], prog = KEYS[9],
+  of = KEYS[20], deferred = KEYS[21], ttl = tonumber(ARGV[4]), now = now_ms()}
+if s.status == 'deferred' then
+  count_deferred(W, s.queue, -1)
+end
+local node_err = wf_any(W) and wf_member(W, id) and
+  (rcall('HGET', KEYS[2], id) or '')
 finish({jobs = KEYS[1], err = KEYS[2], prog = KEYS[9], done = KEYS[3], totals = KEYS[8],
   groupof = KEYS[12]},
-  id, s, 'cancelled', now_ms(), ttl, '')
+  id, s, 'cancelled', W.now, ttl, '')
+if node_err then
+  wf_end(W, id, 'cancelled', node_err, '')
+end
 return 1
