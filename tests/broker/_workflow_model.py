@@ -127,7 +127,8 @@ class Compiler:
 
 # -- the model -------------------------------------------------------------------------------
 def reason(parent: str, status: JobStatus, error: str | None) -> str:
-    """The error of a job ended by its parent's end (spec.md, "Exact texts")."""
+    """The error of a job ended by its parent's end (spec.md, "Exact texts"), when the parent
+    did not end so itself (``Model.dependency_ending``)."""
     text = f"waited for job {parent}, which ended {status.value}"
     return f"{text}: {error}" if error else text
 
@@ -217,7 +218,10 @@ class Model:
             status, error_type = JobStatus.FAILED, "DependencyFailed"
         else:
             status, error_type = JobStatus.CANCELLED, "DependencyCancelled"
-        return status, error_type, reason(parent.id, parent.ended_as, parent.wf_result.error)
+        before = parent.wf_result
+        if before.error_type == "DependencyFailed" and before.error:
+            return status, error_type, before.error  # down a cascade: the failure that began it
+        return status, error_type, reason(parent.id, parent.ended_as, before.error)
 
     def end(self, job_id: str, status: JobStatus) -> None:
         """The job ends ``status``; the first end is the workflow's, and cascades."""
