@@ -37,7 +37,6 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -247,11 +246,12 @@ class WorkflowMachine(RuleBasedStateMachine):
             node.attempts -= 1
         self.settled.append((done, node.snapshot(), node.leases))
 
-    @precondition(lambda self: bool(self.settled))
     @rule(pick=st.integers(0, 1000))
     def settle_again(self, pick: int) -> None:
         """The same outcome sent again (its reply was lost): True while the job has not changed
         since (nothing applies twice); False once it was leased anew."""
+        if not self.settled:
+            return  # no precondition: on Redis, time is real, and a replay may differ
         done, snapshot, leases = self.settled[pick % len(self.settled)]
         node = self.model.nodes[done.job_id]
         [answer] = self.call(self.broker.settle([done]))
