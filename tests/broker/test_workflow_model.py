@@ -67,7 +67,7 @@ WORKERS = 2
 EXAMPLES = int(os.environ.get("WORKFLOW_MODEL_EXAMPLES", "0"))
 STEPS = int(os.environ.get("WORKFLOW_MODEL_STEPS", "40"))
 #: Examples per broker kind in the default (fast) profile.
-DEFAULT_EXAMPLES = {"memory": 40, "redis": 20, "fakeredis": 6}
+DEFAULT_EXAMPLES = {"memory": 30, "redis": 8, "fakeredis": 2}
 KINDS = list(OutcomeKind)
 #: What ``run_one`` settles with: ends that fail, and so cascade, as often as completions.
 RUN_KINDS = [OutcomeKind.COMPLETE, OutcomeKind.COMPLETE, OutcomeKind.FAIL, OutcomeKind.DEAD_LETTER,
