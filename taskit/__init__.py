@@ -18,6 +18,7 @@ from taskit.app import App
 from taskit.backoff import Exponential, Fixed
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
+from taskit.canvas import Call, Chain, Chord, Group, Step, Workflow, chain, chord, group
 from taskit.config import Settings
 from taskit.dedup import Debounce, Throttle
 from taskit.errors import (
@@ -40,6 +41,9 @@ from taskit.errors import (
     SerializationError,
     TaskitError,
     UnknownTaskError,
+    WorkflowCancelled,
+    WorkflowFailed,
+    WorkflowNotFoundError,
 )
 from taskit.events import EventKind, JobEvent
 from taskit.handlers import JobHandler
@@ -52,6 +56,7 @@ from taskit.progress import report_progress
 from taskit.service import JobService, JobStats, WorkerManager
 from taskit.task import Task, TaskVariant
 from taskit.worker import Worker, WorkerStats
+from taskit.workflow import WorkflowNode, WorkflowState, WorkflowStatus
 
 try:
     __version__ = version("taskit")
@@ -67,6 +72,9 @@ __all__ = [
     "BrokerOutOfMemoryError",
     "BrokerOutcomeUnknownError",
     "BrokerValueTooLargeError",
+    "Call",
+    "Chain",
+    "Chord",
     "ConfigurationError",
     "CorruptJobError",
     "Debounce",
@@ -75,6 +83,7 @@ __all__ = [
     "Exponential",
     "Fail",
     "Fixed",
+    "Group",
     "Job",
     "JobCreator",
     "JobEvent",
@@ -100,6 +109,7 @@ __all__ = [
     "Retry",
     "SerializationError",
     "Settings",
+    "Step",
     "Task",
     "TaskVariant",
     "TaskitError",
@@ -108,6 +118,16 @@ __all__ = [
     "Worker",
     "WorkerManager",
     "WorkerStats",
+    "Workflow",
+    "WorkflowCancelled",
+    "WorkflowFailed",
+    "WorkflowNode",
+    "WorkflowNotFoundError",
+    "WorkflowState",
+    "WorkflowStatus",
     "__version__",
+    "chain",
+    "chord",
+    "group",
     "report_progress",
 ]

@@ -18,6 +18,7 @@ import anyio.lowlevel
 
 from taskit._portal import SyncBridge
 from taskit._results import check_wait, wait_for_result
+from taskit._workflow_handle import Workflow
 from taskit.backoff import Backoff
 from taskit.broker import Broker, from_url
 from taskit.config import Settings, redact_url
@@ -412,6 +413,12 @@ class App:
         """
         check_wait(timeout, poll_interval)
         return await wait_for_result(self.broker, job_id, timeout, poll_interval)
+
+    def workflow(self, workflow_id: str) -> Workflow[Any]:
+        """The handle of workflow ``workflow_id`` (``taskit.canvas``), as enqueued anywhere:
+        its ``state``, ``result`` (its sinks' values: one value for one sink, else their list)
+        and ``cancel``. Nothing is read until one of them is called."""
+        return Workflow(workflow_id, self.producer)
 
     # -- doing a side effect once --------------------------------------------------------------
     def once(self, key: str, *, ttl: float = DEFAULT_TTL, hold: float | None = None) -> Once:

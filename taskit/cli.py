@@ -6,6 +6,7 @@ taskit worker MODULE:ATTR [--queues a,b] [--concurrency N] [--burst] [--schedule
 taskit scheduler MODULE:ATTR [--schedules FILE]    taskit check MODULE:ATTR
 taskit outbox-relay MODULE:ATTR --db URL [--table T] [--batch N]
 taskit info | job | dlq list/requeue/purge | enqueue | cancel | purge  (see taskit._cli_admin)
+taskit workflow MODULE:ATTR ID [--json] [--cancel]   (see taskit._cli_workflow)
 taskit --version
 """
 
@@ -31,6 +32,7 @@ from taskit._cli_flow import add_flow_commands
 from taskit._cli_limits import add_limit_commands
 from taskit._cli_load import load_app
 from taskit._cli_outbox import build_relay
+from taskit._cli_workflow import add_workflow_commands
 from taskit.app import App
 from taskit.config import MAX_COUNT
 from taskit.errors import BrokerAuthenticationError, BrokerError, ConfigurationError
@@ -418,6 +420,7 @@ def check(app_path: str, min_workers: int) -> None:
 add_admin_commands(main)
 add_flow_commands(main)
 add_limit_commands(main)
+add_workflow_commands(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

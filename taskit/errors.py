@@ -32,6 +32,9 @@ __all__ = [
     "SerializationError",
     "TaskitError",
     "UnknownTaskError",
+    "WorkflowCancelled",
+    "WorkflowFailed",
+    "WorkflowNotFoundError",
 ]
 
 
@@ -90,6 +93,52 @@ class JobNotFoundError(TaskitError, LookupError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"no job with id {job_id!r}")
         self.job_id = job_id
+
+
+class WorkflowNotFoundError(TaskitError, LookupError):
+    """No workflow with that id exists (never created, or its record expired)."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"no workflow with id {workflow_id!r} (never created, or it expired)")
+        self.workflow_id = workflow_id
+
+
+class WorkflowFailed(TaskitError):
+    """A workflow ended without a result: a node failed (or was dead-lettered) and what the
+    caller waited for did not complete. It names the node that caused it (the first that failed
+    of itself, not because a node it waited for did): ``node_id``, its ``task``, its
+    ``status`` ("failed", "dead_letter", "cancelled"), its ``error_type`` and ``error``."""
+
+    verb = "failed"
+
+    def __init__(
+        self,
+        workflow_id: str,
+        node_id: str,
+        task: str,
+        status: str,
+        error: str | None,
+        error_type: str | None,
+    ) -> None:
+        reason = ": ".join(part for part in (error_type, error) if part) or "no error recorded"
+        super().__init__(
+            f"workflow {workflow_id!r} {self.verb}: node {node_id!r} (task {task!r}) ended "
+            f"{status}: {reason}"
+        )
+        self.workflow_id = workflow_id
+        self.node_id = node_id
+        self.task = task
+        self.status = status
+        self.error = error
+        self.error_type = error_type
+
+
+class WorkflowCancelled(WorkflowFailed):
+    """A workflow ended without a result because a node was cancelled (``Workflow.cancel``,
+    ``App.cancel`` of a node, a purge, an expiry) and none failed. A ``WorkflowFailed``, so one
+    ``except`` catches both."""
+
+    verb = "was cancelled"
 
 
 class ResultTimeoutError(TaskitError, TimeoutError):

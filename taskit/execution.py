@@ -33,6 +33,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
+from taskit._feed import fed_value, is_fed
 from taskit._storable import check_result
 from taskit.backoff import BackoffPolicy, Exponential
 from taskit.clock import Clock, SystemClock
@@ -43,11 +44,13 @@ from taskit.job import (
     Lease,
     Outcome,
     OutcomeKind,
+    decode_arguments,
     describe_error,
 )
 from taskit.progress import Reporter, reporting
 
 if TYPE_CHECKING:
+    from taskit.broker.base import Broker
     from taskit.options import TaskOptions
     from taskit.task import Task
 
@@ -94,15 +97,19 @@ class Executor:
     """Runs jobs for one worker: each by the task of its name in ``tasks`` (read at each job, so
     a live view such as ``App.tasks`` sees tasks registered later). ``limiter`` caps how many
     sync handlers run in threads. ``clock`` judges a job's ``expires_at`` (the system clock by
-    default)."""
+    default). ``broker`` is where a workflow node's fed results are read (``taskit._feed``);
+    without one, such a job fails, naming the reason."""
 
     def __init__(
         self,
         tasks: Mapping[str, Task[Any, Any]],
         limiter: anyio.CapacityLimiter,
         clock: Clock | None = None,
+        *,
+        broker: Broker | None = None,
     ) -> None:
         self._tasks = tasks
+        self._broker = broker
         self._limiter = limiter
         self._clock = clock if clock is not None else SystemClock()
         self._threads = 0  # sync handlers running in threads now, abandoned ones included
@@ -132,7 +139,14 @@ class Executor:
         if task is None or task.fn is None:
             return _outcome(job, token, OutcomeKind.DEAD_LETTER, UnknownTaskError(job.task))
         try:
-            args, kwargs = task.load_arguments(job)
+            fed = await fed_value(self._broker, job) if is_fed(job) else _NOT_FED
+        except SerializationError as exc:
+            await self._on_failure(task, job, exc)
+            return _outcome(job, token, OutcomeKind.FAIL, exc)
+        except Exception as exc:  # the broker failed: try again later, as for any error
+            return retry_or_dead(job, token, exc, task.opts.backoff)
+        try:
+            args, kwargs = _arguments(task, job, fed)
         except (SerializationError, TypeError, msgspec.ValidationError) as exc:
             unfit = SerializationError(f"job arguments do not fit task {task.name!r}: {exc}")
             await self._on_failure(task, job, unfit)
@@ -299,6 +313,19 @@ def _policy_delay(policy: BackoffPolicy, job: Job) -> float:
         return _FALLBACK_BACKOFF(attempt)
     # min before float: an int past float range (10**400) would raise OverflowError
     return float(min(answer, MAX_RETRY_DELAY))
+
+
+#: No fed argument (most jobs).
+_NOT_FED = object()
+
+
+def _arguments(task: Task[Any, Any], job: Job, fed: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The job's arguments converted for its handler, ``fed`` first unless ``_NOT_FED``."""
+    if fed is _NOT_FED:
+        return task.load_arguments(job)
+    args, kwargs = decode_arguments(job.payload)
+    args.insert(0, fed)
+    return task.convert_arguments(args, kwargs)
 
 
 def _expired(job: Job, token: str) -> Outcome:

@@ -95,7 +95,9 @@ async def process_one(
         return None
     (lease,) = leases
     tasks = parts.tasks if handler is None else _HandlerTasks(parts, handler)
-    executor = Executor(tasks, anyio.CapacityLimiter(settings.sync_concurrency))
+    executor = Executor(
+        tasks, anyio.CapacityLimiter(settings.sync_concurrency), broker=parts.broker
+    )
     worker = name or f"{socket.gethostname()}.{os.getpid()}.process_one"
     events = WorkerEvents(parts.events, worker) if parts.events else None
     failed: Exception | None = None  # raised after the events' task group, not inside a group

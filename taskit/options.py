@@ -192,6 +192,17 @@ def _fair_by(value: object) -> None:
         )
 
 
+def _depends_on(value: object) -> None:
+    """The jobs a call waits for: a list or tuple of ``Job`` s or job ids (``[]``: none)."""
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"depends_on must be a list of jobs or job ids, got {type(value).__name__}")
+    for item in value:
+        if isinstance(item, Job):
+            continue
+        if not isinstance(item, str) or not item:
+            raise TypeError(f"depends_on must name jobs (a Job or a job id), got {item!r}")
+
+
 def result_ttl_seconds(value: float | timedelta | None) -> float | None:
     """A checked ``result_ttl`` as the float seconds a job carries (None stays None)."""
     if value is None:
@@ -233,6 +244,7 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         "fair_by": Option("FairBy", _fair_by, True, False),
         "dedup": Option("DedupPolicy", check_dedup, True, True),
         "limits": Option("Sequence[Limit | LimitUse]", check_limits, True, True),
+        "depends_on": Option("Sequence[Job | str]", _depends_on, False, True),
     }
 )
 #: The names of a task's fixed options (``App.task``; ``register`` and ``remote`` omit
@@ -308,6 +320,8 @@ class CallOptions:
     dedup: DedupPolicy | None = None
     #: The limits these jobs need instead of the task's (``[]``: none).
     limits: Sequence[Limit | LimitUse] | None = None
+    #: The jobs (or ids) these jobs wait for: DEFERRED until each has ended (``taskit.canvas``).
+    depends_on: Sequence[Job | str] | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CALL_CHECKS:
@@ -317,6 +331,8 @@ class CallOptions:
         object.__setattr__(self, "metadata", dict(self.metadata))
         if self.limits is not None:
             object.__setattr__(self, "limits", tuple(self.limits))
+        if self.depends_on is not None:
+            object.__setattr__(self, "depends_on", tuple(self.depends_on))
 
 
 def given_options(**given: Any) -> dict[str, Any]:

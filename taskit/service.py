@@ -89,6 +89,7 @@ class JobService:
         result_ttl: float | timedelta | None = None,
         dedup: DedupPolicy | None = None,
         limits: Sequence[Limit | LimitUse] | None = None,
+        depends_on: Sequence[Job | str] | None = None,
     ) -> Job:
         """Create and enqueue a job of the registered task ``job_type``; returns it as stored.
 
@@ -109,7 +110,7 @@ class JobService:
             max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
             metadata=metadata, created_by=created_by, expires=expires, result_ttl=result_ttl,
             dedup=dedup,
-            limits=limits,
+            limits=limits, depends_on=depends_on,
         )  # fmt: skip
         if scheduled_at is None:
             return await variant.enqueue(**kwargs)
@@ -134,6 +135,7 @@ class JobService:
         result_ttl: float | timedelta | None = None,
         dedup: DedupPolicy | None = None,
         limits: Sequence[Limit | LimitUse] | None = None,
+        depends_on: Sequence[Job | str] | None = None,
     ) -> Job:
         """``create_job`` for code without an event loop (a Flask or Django view, a script)."""
         variant, kwargs = self._prepare(
@@ -141,7 +143,7 @@ class JobService:
             max_retries=max_retries, timeout=timeout, validate=validate, job_id=job_id,
             metadata=metadata, created_by=created_by, expires=expires, result_ttl=result_ttl,
             dedup=dedup,
-            limits=limits,
+            limits=limits, depends_on=depends_on,
         )  # fmt: skip
         if scheduled_at is None:
             return variant.enqueue_sync(**kwargs)

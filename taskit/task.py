@@ -17,11 +17,14 @@ import inspect
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import msgspec
 
 from taskit._arguments import ArgumentTypes
+from taskit._canvas_nodes import hints_of
+from taskit._canvas_typing import CallMaker, MapMaker, StepMaker
+from taskit._depends import waiting_for
 from taskit.dedup import Dedup, DedupPolicy, dedup_of
 from taskit.fairness import group_of
 from taskit.job import Job, decode_arguments, encode_arguments, new_job_id
@@ -58,17 +61,39 @@ class TaskVariant(Generic[P, R]):
         return self._task
 
     def prepare(self, *args: P.args, **kwargs: P.kwargs) -> Job:
-        """Build (but do not enqueue) a job for this call; for ``App.enqueue_many``."""
+        """Build (but do not enqueue) a job for this call; for ``App.enqueue_many``.
+        ``ValueError`` with ``depends_on`` set: finding the parents' workflow takes the broker
+        (use ``enqueue`` or ``schedule``)."""
+        if self._overrides.depends_on:
+            raise ValueError(
+                f"task {self._task.name!r}: a job with depends_on cannot be prepared alone (its "
+                "parents' workflow is read from the broker): use enqueue() or schedule()"
+            )
+        return self._prepare(args, kwargs)
+
+    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Job:
         task, o = self._task, self._overrides
         validate = task.opts.validate if o.validate is None else o.validate
         if kwargs or len(args) != task._plain_arity:  # plain positional calls bind by count
             task.check_call(args, kwargs, validate=validate)
         elif validate and task.fn is not None:
             (task._types or task.argument_types()).check_positional(task.positional_names, args)
+        return self._job(args, kwargs)
+
+    def _job(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], keyed: tuple[Any, ...] | None = None
+    ) -> Job:
+        """The job of checked arguments, every option applied. ``keyed``: the positional
+        arguments its fairness group, dedup and limit keys are read from, when not ``args`` (a
+        step's, with its fed argument's stand-in first)."""
+        task, o = self._task, self._overrides
         opts = task.opts
         created_at = datetime.now(UTC)
+        key_args = args if keyed is None else keyed
         group = (
-            None if opts.fair_by is None else group_of(opts.fair_by, task.bound_by, args, kwargs)
+            None
+            if opts.fair_by is None
+            else group_of(opts.fair_by, task.bound_by, key_args, kwargs)
         )
         policy = opts.dedup if o.dedup is None else o.dedup
         return Job(
@@ -87,29 +112,74 @@ class TaskVariant(Generic[P, R]):
                 opts.result_ttl if o.result_ttl is None else o.result_ttl
             ),
             group=group,
-            dedup=None if policy is None else task.dedup_of(policy, args, kwargs),
-            limits=() if self._limits is None else self._limits.keys(args, kwargs),
+            dedup=None if policy is None else task.dedup_of(policy, key_args, kwargs),
+            limits=() if self._limits is None else self._limits.keys(key_args, kwargs),
         )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Enqueue a job to run as soon as a worker is free; returns it as stored."""
-        job = self.prepare(*args, **kwargs)
+        job = await self._parents(self._prepare(args, kwargs))
         return (await self._task.producer.submit([job]))[0]
 
     async def schedule(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Enqueue a job to run at ``when`` (aware datetime) or after it (delay), never before."""
-        job, delay = scheduled(self.prepare(*args, **kwargs), when)
+        job, delay = scheduled(await self._parents(self._prepare(args, kwargs)), when)
         return (await self._task.producer.submit([job], [delay]))[0]
 
     def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """``enqueue`` for code without an event loop (a Flask/Django view, a script)."""
-        job = self.prepare(*args, **kwargs)
+        job = self._parents_sync(self._prepare(args, kwargs))
         return self._task.producer.submit_sync([job])[0]
 
     def schedule_sync(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Job:
         """``schedule`` for code without an event loop."""
-        job, delay = scheduled(self.prepare(*args, **kwargs), when)
+        job, delay = scheduled(self._parents_sync(self._prepare(args, kwargs)), when)
         return self._task.producer.submit_sync([job], [delay])[0]
+
+    async def _parents(self, job: Job) -> Job:
+        """``job`` waiting for the ``depends_on`` jobs, if any (``taskit._depends``)."""
+        parents = self._overrides.depends_on
+        if not parents:
+            return job
+        return await waiting_for(self._task.producer.broker, job, parents)
+
+    def _parents_sync(self, job: Job) -> Job:
+        if not self._overrides.depends_on:
+            return job
+        return self._task.producer.run_sync(self._parents, job)
+
+    # -- workflows (taskit.canvas) --------------------------------------------------------------
+    if TYPE_CHECKING:  # what the typed makers below read the task's signature from
+
+        def _typed(self) -> Callable[P, R]: ...
+
+    #: ``task.s(*args, **kwargs)``: this call with all its arguments, as a workflow node
+    #: (``taskit.canvas.Call``): enqueue it in a ``chain``, ``group`` or ``chord``, or alone.
+    #: Checked now as ``enqueue`` checks its arguments.
+    s = CallMaker()
+
+    #: ``task.step(*rest)``: a node whose first argument is the previous node's result
+    #: (``taskit.canvas.Step``); the rest are checked now. ``TypeError`` for a task with no
+    #: positional parameter to feed.
+    step = StepMaker()
+    #: ``task.map(arg_sets, concurrency=None)``: a ``Group`` of one call per argument tuple
+    #: (``taskit._canvas_calls.map_of``).
+    map = MapMaker()
+
+    @property
+    def overrides(self) -> CallOptions:
+        """The per-call options (``Task.options``) this variant applies."""
+        return self._overrides
+
+    def checked_job(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Job:
+        """``prepare(*args, **kwargs)`` without its ``depends_on`` check (a workflow node)."""
+        return self._prepare(args, kwargs)
+
+    def job_of(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], keyed: tuple[Any, ...] | None = None
+    ) -> Job:
+        """The job of arguments already checked (see ``_job``)."""
+        return self._job(args, kwargs, keyed)
 
 
 class Task(TaskVariant[P, R]):
@@ -131,6 +201,7 @@ class Task(TaskVariant[P, R]):
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         )
         self._types: ArgumentTypes | None = None
+        self._hints: tuple[Any, Any] | None = None  # (returns, first parameter), on first use
         # Number of parameters when every one is a plain positional one without a default (the
         # payload then binds by position alone); -1 otherwise.
         params = list(self.signature.parameters.values()) if self.signature else []
@@ -173,6 +244,7 @@ class Task(TaskVariant[P, R]):
         result_ttl: float | timedelta | None = None,
         dedup: DedupPolicy | None = None,
         limits: Sequence[Limit | LimitUse] | None = None,
+        depends_on: Sequence[Job | str] | None = None,
     ) -> TaskVariant[P, R]:
         """This task with per-call options (``taskit.options.CALL_OPTIONS``); unset ones keep
         the task's own. ``validate=False`` skips the argument type check for these calls (the
@@ -183,16 +255,26 @@ class Task(TaskVariant[P, R]):
         stays readable, instead of the task's or the broker's (guide: "Result retention per
         job"). ``dedup`` (``Throttle`` or ``Debounce``): a dedup window for these calls (flow
         control: "Dedup windows"). ``limits`` replaces the task's limits for these calls
-        (``[]``: none; flow control: "Limits")."""
+        (``[]``: none; flow control: "Limits"). ``depends_on`` (jobs or job ids): the job
+        waits, DEFERRED, until each has ended, and joins their workflow (workflows guide:
+        "depends_on"); ``prepare`` refuses it."""
         if isinstance(created_by, uuid.UUID):
             created_by = str(created_by)
         overrides = CallOptions(
             queue=queue, priority=priority, max_retries=max_retries, timeout=timeout,
             validate=validate, job_id=job_id, metadata={} if metadata is None else metadata,
             created_by=created_by, expires=expires, result_ttl=result_ttl, dedup=dedup,
-            limits=limits,
+            limits=limits, depends_on=depends_on,
         )  # fmt: skip
         return TaskVariant(self, overrides)
+
+    def hints(self) -> tuple[Any, Any]:
+        """(return annotation, first parameter's annotation), resolved once; ``Any`` for each
+        that is absent or unknown (``taskit._canvas_nodes.hints_of``): what a workflow checks
+        a step's fed value against."""
+        if self._hints is None:
+            self._hints = hints_of(self.fn)
+        return self._hints
 
     def limit_plan(self, uses: Sequence[Limit | LimitUse]) -> LimitPlan | None:
         """How this task's jobs get their limit keys from ``uses`` (None: no limits). Raises

@@ -162,7 +162,10 @@ class Harness:
     async def _drain(self, queues: Sequence[str] | None, max_jobs: int) -> WorkerStats:
         settings = self.app.settings
         executor = Executor(
-            self.app.tasks, anyio.CapacityLimiter(settings.sync_concurrency), self.clock
+            self.app.tasks,
+            anyio.CapacityLimiter(settings.sync_concurrency),
+            self.clock,
+            broker=self.broker,
         )
         stats = WorkerStats()
         ran = 0

@@ -152,7 +152,7 @@ class Worker:
     async def _run(self, burst: bool) -> None:
         settings, broker = self.settings, self.broker
         limiter = anyio.CapacityLimiter(settings.sync_concurrency)
-        executor = self._executor = Executor(self.tasks, limiter)
+        executor = self._executor = Executor(self.tasks, limiter, broker=broker)
         settler = self._settler = Settler(broker, self.lease, self._settled)
         handoff = Handoff()
         events = WorkerEvents(self.events, self.name) if self.events else None

@@ -67,7 +67,7 @@ def test_the_table_splits_into_task_and_per_call_options() -> None:
     )  # fmt: skip
     assert CALL_OPTIONS == (
         "queue", "priority", "max_retries", "timeout", "validate", "job_id", "metadata",
-        "created_by", "expires", "result_ttl", "dedup", "limits",
+        "created_by", "expires", "result_ttl", "dedup", "limits", "depends_on",
     )  # fmt: skip
     assert [f for f in CallOptions.__dataclass_fields__] == list(CALL_OPTIONS)
     assert [f for f in TaskOptions.__dataclass_fields__] == ["name", *TASK_OPTIONS]
@@ -224,6 +224,9 @@ BAD = [
     ("limits", "exports"),  # a string is not a list of limits
     ("limits", [5]),
     ("limits", [taskit.Limit("a"), taskit.Limit("a").by("x")]),  # one limit named twice
+    ("depends_on", "job-1"),  # a string is not a list of jobs
+    ("depends_on", [5]),
+    ("depends_on", [""]),
 ]
 
 

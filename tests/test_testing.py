@@ -11,7 +11,19 @@ from typing import Any
 import anyio
 import pytest
 
-from taskit import App, Job, JobResult, JobStatus, MemoryBroker, Retry, Settings
+from taskit import (
+    App,
+    Job,
+    JobResult,
+    JobStatus,
+    MemoryBroker,
+    Retry,
+    Settings,
+    WorkflowFailed,
+    chain,
+    chord,
+    group,
+)
 from taskit.handlers import JobHandler
 from taskit.testing import DrainError, FakeClock, Harness, eager
 
@@ -241,3 +253,30 @@ def test_entering_twice_is_refused() -> None:
     harness = Harness(make_app())
     with harness, pytest.raises(RuntimeError, match="already in use"):
         harness.__enter__()
+
+
+async def test_drain_and_eager_mode_run_workflows() -> None:
+    app = make_app()
+
+    @app.task(name="add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(name="total", max_retries=2)
+    async def total(values: list[int]) -> int:
+        if len(values) < 3:
+            raise Retry(delay=HOUR)  # retried hours later on the fake clock, then dead
+        return sum(values)
+
+    with Harness(app) as harness:
+        wf = await chord(group(*(add.s(i, i) for i in range(3))), total.step()).enqueue()
+        assert (await wf.state()).nodes[-1].status is JobStatus.DEFERRED
+        stats = await harness.drain()
+        assert stats.completed == 4
+        assert await wf.result(timeout=0) == 6
+    with Harness(app, eager=True):
+        eager_wf = await chain(add.s(1, 2), add.step(10)).enqueue()
+        assert await eager_wf.result(timeout=0) == 13  # the enqueue ran every node
+        short = await chord(group(add.s(1, 1)), total.step()).enqueue()
+        with pytest.raises(WorkflowFailed, match="'total'"):
+            await short.result(timeout=0)

@@ -1,7 +1,7 @@
 """``Task[P, R]`` checks ``.enqueue(...)`` and ``.schedule(...)`` against the function's signature.
 
-``mypy --strict`` runs once over ``tests/typing_cases/``: ``ok.py`` must pass as it is, and each
-``bad_*.py`` must fail exactly on the lines marked ``# E: <error code>``, with that code.
+``mypy --strict`` runs once over ``tests/typing_cases/``: each ``ok*.py`` must pass as it is, and
+each ``bad_*.py`` must fail exactly on the lines marked ``# E: <error code>``, with that code.
 (The case files are not named ``test_*.py``, so pytest never collects them.)
 
 mypy runs on copies of the cases in a directory outside the source tree, without ``MYPYPATH`` or
@@ -30,6 +30,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CASES = Path(__file__).resolve().parent / "typing_cases"
 BAD = sorted(p.name for p in CASES.glob("bad_*.py"))
+OK = sorted(p.name for p in CASES.glob("ok*.py"))
 MARKER = re.compile(r"#\s*E:\s*([a-z-]+)")
 REPORTED = re.compile(r"^(?P<path>[^:]+\.py):(?P<line>\d+): error: .*\[(?P<code>[a-z-]+)\]$")
 
@@ -91,8 +92,9 @@ def expected_errors(name: str) -> set[tuple[int, str]]:
 
 
 @pytest.mark.slow
-def test_correct_use_type_checks(mypy_errors: Errors) -> None:
-    assert mypy_errors.get("ok.py", set()) == set()
+@pytest.mark.parametrize("name", OK)
+def test_correct_use_type_checks(mypy_errors: Errors, name: str) -> None:
+    assert mypy_errors.get(name, set()) == set()
 
 
 @pytest.mark.slow
@@ -106,6 +108,8 @@ def test_misuse_is_rejected_on_the_marked_lines(mypy_errors: Errors, name: str) 
 def test_there_are_cases_for_enqueue_and_schedule() -> None:
     assert {"bad_arg_type.py", "bad_missing_arg.py", "bad_unknown_kwarg.py"} <= set(BAD)
     assert "bad_schedule.py" in BAD
+    assert {"ok.py", "ok_workflows.py"} <= set(OK)
+    assert "bad_workflows.py" in BAD
 
 
 @pytest.mark.slow
@@ -145,6 +149,7 @@ def test_a_wheel_install_type_checks_the_same(tmp_path: Path) -> None:
     ).stdout.strip()  # fmt: skip
     assert found.startswith(str(env_dir)), found  # the wheel's taskit, not the source tree
     errors = run_mypy(copy_cases(tmp_path / "cases"), tmp_path / "mypy-cache", python)
-    assert errors.get("ok.py", set()) == set()
+    for name in OK:
+        assert errors.get(name, set()) == set(), name
     for name in BAD:
         assert errors.get(name, set()) == expected_errors(name), name
