@@ -5,7 +5,7 @@ written to this process's ledger) and two tasks, a chord member and a chord call
 A run hook puts each attempt's job id and attempt number in a context variable for the handler:
 both tasks write their start and end to the ledger under their job id (so the chaos checker
 sees every run), and the callback records its side effect in Redis before it returns: one
-``RPUSH`` to ``EFFECTS`` of ``[job id, attempt, chord, results]``. A callback released twice,
+``RPUSH`` of ``[job id, attempt, chord, results]`` to the list ``CHAOS_WORKFLOW_EFFECTS`` names. A callback released twice,
 or fed its members' results out of order, shows there.
 """
 
@@ -24,8 +24,8 @@ from taskit.config import Settings
 from taskit.job import Outcome
 from tests.apps.chaos_app import LedgerBroker, now, record
 
-#: The Redis list every callback run appends its side effect to.
-EFFECTS = "chaos-workflows:effects"
+#: The Redis list every callback run appends its side effect to (the test names it).
+EFFECTS = os.environ.get("CHAOS_WORKFLOW_EFFECTS", "chaos-workflows:effects")
 
 _running: ContextVar[tuple[str, int]] = ContextVar("chaos_workflow_running", default=("", 0))
 

@@ -30,13 +30,14 @@ import anyio
 
 from taskit import App, chord, group
 from taskit.workflow import WorkflowState, WorkflowStatus
-from tests.apps.chaos_workflow_app import EFFECTS
 from tests.chaos.harness import Cluster, Report
 from tests.e2e.helpers import WorkerProcess
 
 APP = "tests.apps.chaos_workflow_app:app"
 #: Chords enqueued between two looks at the storm.
 BATCH = 10
+#: The Redis list the callbacks record their runs in (the app reads it from its environment).
+EFFECTS = "chaos-workflows:effects"
 
 
 @dataclass
@@ -75,7 +76,7 @@ class ChordStormFigures:
 
 def spawn(chaos: Cluster, *, wait: bool = True) -> WorkerProcess:
     """A worker of the workflow chaos app on the cluster (killed with it)."""
-    worker = WorkerProcess(APP, chaos.env(), "-c", "8")
+    worker = WorkerProcess(APP, chaos.env(CHAOS_WORKFLOW_EFFECTS=EFFECTS), "-c", "8")
     chaos.workers.append(worker)
     if wait:
         worker.wait_for_line("starting: queues=", timeout=30)
