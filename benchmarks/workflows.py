@@ -38,8 +38,8 @@ from redis.asyncio import Redis
 
 from benchmarks._machine import machine_line, package_versions
 from benchmarks._server import redis_server
-from benchmarks.workflow_app import make_app
-from taskit import App, Task, chain, chord, group
+from benchmarks.workflow_app import IntTask, make_app
+from taskit import App, chain, chord, group
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,8 +52,8 @@ class Bench:
     """The producer's App and tasks, and how many jobs of the queue have completed so far."""
 
     app: App
-    step: Task[[int], int]
-    total: Task[[list[int]], int]
+    step: IntTask
+    total: IntTask
     done: int = 0
 
     async def completed(self, jobs: int) -> None:

@@ -5,8 +5,8 @@ written to this process's ledger) and two tasks, a chord member and a chord call
 A run hook puts each attempt's job id and attempt number in a context variable for the handler:
 both tasks write their start and end to the ledger under their job id (so the chaos checker
 sees every run), and the callback records its side effect in Redis before it returns: one
-``RPUSH`` of ``[job id, attempt, chord, results]`` to the list ``CHAOS_WORKFLOW_EFFECTS`` names. A callback released twice,
-or fed its members' results out of order, shows there.
+``RPUSH`` of ``[job id, attempt, chord, results]`` to the list ``CHAOS_WORKFLOW_EFFECTS``
+names. A callback released twice, or fed its members' results out of order, shows there.
 """
 
 from __future__ import annotations

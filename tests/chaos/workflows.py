@@ -130,7 +130,7 @@ def read_effects(chaos: Cluster) -> list[tuple[str, int, int, list[str]]]:
     """Every callback run's side effect: (job id, attempt, chord, results)."""
     client = chaos.client()
     try:
-        return [tuple(json.loads(raw)) for raw in client.lrange(EFFECTS, 0, -1)]  # type: ignore[misc]
+        return [tuple(json.loads(raw)) for raw in client.lrange(EFFECTS, 0, -1)]
     finally:
         client.close()
 
