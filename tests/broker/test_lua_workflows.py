@@ -127,7 +127,7 @@ async def test_a_cascade_goes_down_a_long_chain_in_one_call(rh: RedisHarness) ->
                                          "DependencyFailed")  # fmt: skip
     assert n59.status is JobStatus.FAILED
     assert n59.error is not None
-    assert n59.error.startswith("waited for job n58, which ended failed: waited for job n57")
+    assert n59.error == n1.error  # a cascade names the failure that started it (no growth)
     assert (await b.stats(["q"]))["q"].failed == 60
     state = await b.workflow(WF)
     assert state is not None
@@ -169,8 +169,7 @@ async def test_a_chord_of_1000_is_released_once_and_cascades_in_one_call(
     wcb = await b.get("wcb")
     assert wcb is not None
     assert wcb.status is JobStatus.FAILED
-    root_text = "waited for job root, which ended failed: boom"
-    assert wcb.error == f"waited for job w0, which ended failed: {root_text}"
+    assert wcb.error == "waited for job root, which ended failed: boom"
     assert await rh.client.hlen(k.wf_deferred) == 0
 
 

@@ -74,39 +74,42 @@ local function mp_text(b, i)
   return string.sub(b, i + 1 + w, i + w + n), i + 1 + w + n
 end
 
--- The error text of an ended job's result, as taskit.job.result_of gives it: a cancelled job's
--- made-up one, else its JobResult's error field, else its error hash value's; nil for none.
+-- The error text and error type of an ended job's result, as taskit.job.result_of gives them:
+-- a cancelled job's made-up one, else its JobResult's fields, else its error hash value's
+-- (nil for none).
 local function result_error(status, err, res)
   if status == 'cancelled' and res == '' then
-    return 'job was cancelled'
+    return 'job was cancelled', 'Cancelled'
   end
+  local found = {}
   if res ~= '' then
     local c = string.byte(res, 1)
     if not (c and ((c >= 0x80 and c <= 0x8f) or c == 0xde or c == 0xdf)) then
-      return nil
+      return nil, nil
     end
     local n, i = mp_item(res, 1)
     for _ = 1, n / 2 do
       local key, at = mp_text(res, i)
       if key == nil then
-        return nil
-      elseif key == 'error' then
-        return (mp_text(res, at))
+        break
       end
+      found[key] = mp_text(res, at)
       i = mp_skip(res, at, 1)
       if not i then
-        return nil
+        break
       end
     end
-    return nil
+    return found.error, found.error_type
   end
   if err ~= '' then
     local n, i = mp_item(err, 1)
-    if n and n >= 1 then
-      return (mp_text(err, i))
+    if n and n >= 2 then
+      local text, at = mp_text(err, i)
+      at = at or mp_skip(err, i, 1)
+      return text, at and mp_text(err, at)
     end
   end
-  return nil
+  return nil, nil
 end
 
 -- The task name in an encoded spec (its third item, after the tag and the empty id), or ''.
@@ -165,14 +168,18 @@ local function wf_release(W, wk, c)
 end
 
 -- End deferred job `c` (state `s`) because its parent `parent` ended `pst` (failed,
--- dead_letter or cancelled; `text` the error of its result) and `c` does not continue on
--- failure: FAILED or CANCELLED without running, its error naming the parent; its record kept
--- its own TTL (`own` ms) or the broker's. Returns its end: {c, status, err, res}.
-local function wf_kill(W, wk, c, s, parent, pst, text, own, ttl)
+-- dead_letter or cancelled; `why` = {error, error type} of its result) and `c` does not
+-- continue on failure: FAILED or CANCELLED without running, its error naming the parent (or,
+-- when the parent was itself ended by a failed dependency, that parent's error as it is: it
+-- names the failure that started the cascade, and does not grow down a chain); its record
+-- kept its own TTL (`own` ms) or the broker's. Returns its end: {c, status, err, res}.
+local function wf_kill(W, wk, c, s, parent, pst, why, own, ttl)
   local status = pst == 'cancelled' and 'cancelled' or 'failed'
   local msg = 'waited for job ' .. parent .. ', which ended ' .. pst
-  if text then
-    msg = msg .. ': ' .. text
+  if why[1] and why[2] == 'DependencyFailed' then
+    msg = why[1]
+  elseif why[1] then
+    msg = msg .. ': ' .. why[1]
   end
   local err = mp_error(msg, status == 'failed' and 'DependencyFailed' or 'DependencyCancelled')
   rcall('HSET', W.err, c, err)
@@ -226,7 +233,7 @@ local function wf_end(W, id, status, err, res)
             local s = load_state(W.jobs, c)
             if s and s.status == 'deferred' then
               if not texted then
-                text, texted = result_error(st, e, r), true
+                text, texted = {result_error(st, e, r)}, true
               end
               todo[#todo + 1] = wf_kill(W, wk, c, s, jid, st, text, own, ttl)
             end
@@ -296,10 +303,10 @@ end
 
 -- Join node `id` (sent as `node` = {wid=, mode=, own=, pack=, parents=}, stored now) to its
 -- workflow, made if new (kept again if it was expiring), after any parent of no workflow it
--- adopts (`stored`: see wf_adopt). Returns, with the workflow's hash: the number of its parents not ended (it waits
--- for them: `kids`, the caller's, gets it per parent, written after the batch); or the first
--- parent that ended failed, dead or cancelled when it does not continue on failure, as {parent,
--- its end record}: the caller stores it ended.
+-- adopts (`stored`: see wf_adopt). Returns, with the workflow's hash: the number of its
+-- parents not ended (it waits for them: `kids`, the caller's, gets it per parent, written
+-- after the batch); or the first parent that ended failed, dead or cancelled when it does not
+-- continue on failure, as {parent, its end record}: the caller stores it ended.
 local function wf_join(W, node, id, kids, stored)
   local wk = wf_key(W.tag, node.wid)
   if rcall('EXISTS', wk) == 0 then

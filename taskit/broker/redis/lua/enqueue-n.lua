@@ -247,7 +247,7 @@ for i = 1, n do
       local pst, ne, at = string.match(fate[2], '^([^|]*)|(%d+)|()')
       local e, r = string.sub(fate[2], at, at + ne - 1), string.sub(fate[2], at + ne)
       count_deferred(W, queue, 1) -- wf_kill counts it out
-      local ended = wf_kill(W, wk, id, s, fate[1], pst, result_error(pst, e, r), node.own,
+      local ended = wf_kill(W, wk, id, s, fate[1], pst, {result_error(pst, e, r)}, node.own,
         W.ttl)
       wf_end(W, id, ended[2], ended[3], '')
       stored[id] = s
