@@ -434,6 +434,14 @@ class WorkflowMachine(RuleBasedStateMachine):
         assert self.model.ready_ids() == [], self.model.ready_ids()
         for node in self.model:
             event(f"ended: {node.ended_as} {node.error_type if node.attempts == 0 else 'ran'}")
+            if node.leases == 0:  # never ran: failed by a parent, or cancelled, with its reason
+                job = self.call(self.broker.get(node.id))
+                assert job is not None, node.id
+                if node.ended_as is JobStatus.FAILED:
+                    assert job.error_type == "DependencyFailed", (node.id, job.error_type)
+                else:
+                    assert node.ended_as is JobStatus.CANCELLED, (node.id, node.ended_as)
+                    assert job.error_type in (None, "DependencyCancelled"), (node.id, job.error)
         self.broker_agrees_with_the_model()
         for workflow in self.model.workflows:
             state = self.call(self.broker.workflow(workflow))
