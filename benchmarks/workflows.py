@@ -185,10 +185,14 @@ def main() -> None:
         "",
         machine_line(),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
-        f"One `taskit worker` process, concurrency {args.concurrency}; the producer in the "
+        f"One `taskit worker` process (`--loop auto`: uvloop when installed), concurrency "
+        f"{args.concurrency}; the producer in the "
         f"benchmark's process; a scenario ends when the queue's completed total (read every "
         f"{POLL * 1000:g} ms) shows all its jobs done. Median of {args.runs} rounds [range], "
-        "milliseconds; per-node overhead: the median of (workflow - baseline) / nodes.",
+        "milliseconds; per-node overhead: the median of (workflow - baseline) / nodes. The "
+        "chain's baseline learns of each completion by those reads before it enqueues the "
+        "next job, as a caller without chains would; a chain releases its next step in the "
+        "broker, in the step that completes the one before.",
         "",
         "| workflow | ms | baseline | ms | per-node overhead |",
         "|---|---|---|---|---|",
