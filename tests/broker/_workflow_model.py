@@ -30,7 +30,16 @@ import msgspec
 from hypothesis import strategies as st
 
 from taskit.dependencies import After, Feed, IfFailed
-from taskit.job import Job, JobResult, JobStatus, encode_arguments, result_of
+from taskit.job import (
+    Job,
+    JobResult,
+    JobStatus,
+    Lease,
+    Outcome,
+    OutcomeKind,
+    encode_arguments,
+    result_of,
+)
 
 QUEUES = ("wa", "wb")
 DEFERRED, READY, RUNNING = "deferred", "ready", "running"
@@ -125,7 +134,37 @@ class Compiler:
         return job_id
 
 
+# -- outcomes ------------------------------------------------------------------------------
+def outcome_for(lease: Lease, kind: OutcomeKind, delay: float) -> Outcome:
+    """A worker's outcome of ``kind`` for ``lease``: a completion's value names the job and
+    attempt; a failure, retry or dead letter names its kind and job in its error."""
+    job_id, attempt = lease.job.id, lease.job.attempts
+    if kind is OutcomeKind.COMPLETE:
+        result = JobResult(success=True, value=f"{job_id}#{attempt}")
+        return Outcome(job_id=job_id, token=lease.token, kind=kind, result=result)
+    if kind in (OutcomeKind.FAIL, OutcomeKind.RETRY, OutcomeKind.DEAD_LETTER):
+        return Outcome(
+            job_id=job_id, token=lease.token, kind=kind, error=f"{kind.value} {job_id}",
+            error_type="E", delay=delay,
+        )  # fmt: skip
+    return Outcome(job_id=job_id, token=lease.token, kind=kind)
+
+
+def restated(done: Outcome, kind: OutcomeKind) -> Outcome:
+    """An outcome of another ``kind`` under ``done``'s token (stale once ``done`` applied)."""
+    return Outcome(job_id=done.job_id, token=done.token, kind=kind, error="late", error_type="E")
+
+
 # -- the model -------------------------------------------------------------------------------
+#: The outcomes that end a job, and how.
+_ENDS = {
+    OutcomeKind.COMPLETE: JobStatus.COMPLETED,
+    OutcomeKind.FAIL: JobStatus.FAILED,
+    OutcomeKind.DEAD_LETTER: JobStatus.DEAD_LETTER,
+    OutcomeKind.CANCEL: JobStatus.CANCELLED,
+}
+
+
 def reason(parent: str, status: JobStatus, error: str | None) -> str:
     """The error of a job ended by its parent's end (spec.md, "Exact texts"), when the parent
     did not end so itself (``Model.dependency_ending``)."""
@@ -245,6 +284,27 @@ class Model:
                 child.status, child.error_type, child.error = ending
                 child.open = True  # another parent ending in this step may be the one named
                 self.end(child_id, ending[0])
+
+    def settled(self, done: Outcome) -> Node:
+        """Apply an outcome the broker applied (its token was current); the node."""
+        node = self.nodes[done.job_id]
+        kind = done.kind
+        if node.cancel_requested and kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE):
+            kind = OutcomeKind.CANCEL  # a cancel requested while it ran wins over a rerun
+        if done.error is not None:
+            node.error, node.error_type = done.error, done.error_type
+        if kind in (OutcomeKind.COMPLETE, OutcomeKind.FAIL):
+            node.result = done.result
+        if kind in _ENDS:
+            self.end(node.id, _ENDS[kind])
+        elif kind is OutcomeKind.RETRY:
+            node.status = READY
+        else:  # RELEASE: the attempt is refunded
+            node.status = READY
+            if node.attempts == 1 and node.after and node.ended_as is None:
+                node.first_runs -= 1
+            node.attempts -= 1
+        return node
 
     def cancel_waiting(self, job_id: str) -> None:
         """``cancel`` of a DEFERRED or ready job: CANCELLED, its error fields untouched."""

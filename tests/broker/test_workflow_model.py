@@ -46,19 +46,20 @@ from taskit.broker.memory import MemoryBroker
 from taskit.broker.redis import RedisBroker
 from taskit.clock import FakeClock
 from taskit.dependencies import IfFailed
-from taskit.job import JobResult, JobStatus, Lease, LeaseState, Outcome, OutcomeKind
+from taskit.job import JobStatus, Lease, LeaseState, Outcome, OutcomeKind
+from tests.broker._workflow_checks import Checks
 from tests.broker._workflow_model import (
     DEFERRED,
     QUEUES,
     READY,
-    READY_STATUSES,
     RUNNING,
     SHAPES,
     TRAITS,
     Compiler,
     Model,
-    Node,
     Shape,
+    outcome_for,
+    restated,
 )
 
 T = TypeVar("T")
@@ -74,7 +75,9 @@ RUN_KINDS = [OutcomeKind.COMPLETE, OutcomeKind.COMPLETE, OutcomeKind.FAIL, Outco
              OutcomeKind.RETRY, OutcomeKind.CANCEL, OutcomeKind.RELEASE]  # fmt: skip
 
 
-class WorkflowMachine(RuleBasedStateMachine):
+class WorkflowMachine(Checks, RuleBasedStateMachine):
+    """The rules; what is checked after each is ``Checks`` (``_workflow_checks``)."""
+
     portal: anyio.from_thread.BlockingPortal
     kind: str
     redis_url: str
@@ -169,34 +172,6 @@ class WorkflowMachine(RuleBasedStateMachine):
             self.check_fed(node)
         self.held[worker] += got
 
-    def check_fed(self, node: Node) -> None:
-        """A leased node's parents all ended, and ``workflow_results`` gives their results in
-        ``after.jobs`` order."""
-        if not node.after:
-            return
-        workflow = node.job.workflow
-        assert workflow is not None
-        state = self.call(self.broker.workflow(workflow))
-        assert state is not None
-        for parent in node.after:
-            seen = state.node(parent)
-            assert seen is not None, (node.id, parent)
-            assert seen.ended, (node.id, parent, seen)
-        results = self.call(self.broker.workflow_results(workflow, list(node.after)))
-        assert results == [self.model.nodes[p].wf_result for p in node.after], node.id
-
-    def outcome(self, lease: Lease, kind: OutcomeKind, retry_later: bool) -> Outcome:
-        job_id, attempt = lease.job.id, lease.job.attempts
-        if kind is OutcomeKind.COMPLETE:
-            result = JobResult(success=True, value=f"{job_id}#{attempt}")
-            return Outcome(job_id=job_id, token=lease.token, kind=kind, result=result)
-        if kind in (OutcomeKind.FAIL, OutcomeKind.RETRY, OutcomeKind.DEAD_LETTER):
-            return Outcome(
-                job_id=job_id, token=lease.token, kind=kind, error=f"{kind.value} {job_id}",
-                error_type="E", delay=self.delay if retry_later else 0.0,
-            )  # fmt: skip
-        return Outcome(job_id=job_id, token=lease.token, kind=kind)
-
     @rule(worker=st.integers(0, WORKERS - 1), kind=st.sampled_from(RUN_KINDS), later=st.booleans())
     def run_one(self, worker: int, kind: OutcomeKind, later: bool) -> None:
         """The common path in one step: a worker takes a job and settles it at once."""
@@ -216,34 +191,9 @@ class WorkflowMachine(RuleBasedStateMachine):
         if not pool:
             return
         lease = pool.pop(pick % len(pool))
-        done = self.outcome(lease, kind, later)
+        done = outcome_for(lease, kind, self.delay if later else 0.0)
         assert self.call(self.broker.settle([done])) == [True], (lease.job.id, kind)
-        self.apply(done)
-
-    def apply(self, done: Outcome) -> None:
-        node = self.model.nodes[done.job_id]
-        kind = done.kind
-        if node.cancel_requested and kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE):
-            kind = OutcomeKind.CANCEL  # a cancel requested while it ran wins over a rerun
-        if done.error is not None:
-            node.error, node.error_type = done.error, done.error_type
-        if kind is OutcomeKind.COMPLETE:
-            node.result = done.result
-            self.model.end(node.id, JobStatus.COMPLETED)
-        elif kind is OutcomeKind.FAIL:
-            node.result = done.result
-            self.model.end(node.id, JobStatus.FAILED)
-        elif kind is OutcomeKind.DEAD_LETTER:
-            self.model.end(node.id, JobStatus.DEAD_LETTER)
-        elif kind is OutcomeKind.CANCEL:
-            self.model.end(node.id, JobStatus.CANCELLED)
-        elif kind is OutcomeKind.RETRY:
-            node.status = READY
-        else:  # RELEASE: the attempt is refunded
-            node.status = READY
-            if node.attempts == 1 and node.after and node.ended_as is None:
-                node.first_runs -= 1
-            node.attempts -= 1
+        node = self.model.settled(done)
         self.settled.append((done, node.snapshot(), node.leases))
 
     @rule(pick=st.integers(0, 1000))
@@ -264,19 +214,11 @@ class WorkflowMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 1000), kind=st.sampled_from(KINDS))
     def settle_stale(self, pick: int, kind: OutcomeKind) -> None:
         """A token taken over by a reclaim, or a settled token with another kind: stale."""
-        stale = [self.outcome(x, kind, False) for x in self.dead_tokens]
-        stale += [
-            self.outcome_like(done, kind) for done, _, _ in self.settled if done.kind is not kind
-        ]
+        stale = [outcome_for(x, kind, 0.0) for x in self.dead_tokens]
+        stale += [restated(done, kind) for done, _, _ in self.settled if done.kind is not kind]
         if not stale:
             return
         assert self.call(self.broker.settle([stale[pick % len(stale)]])) == [False]
-
-    @staticmethod
-    def outcome_like(done: Outcome, kind: OutcomeKind) -> Outcome:
-        return Outcome(
-            job_id=done.job_id, token=done.token, kind=kind, error="late", error_type="E"
-        )
 
     @rule(worker=st.integers(0, WORKERS - 1))
     def die(self, worker: int) -> None:
@@ -351,64 +293,9 @@ class WorkflowMachine(RuleBasedStateMachine):
         else:
             self.call(anyio.sleep(seconds))
 
-    # -- checking ----------------------------------------------------------------------------
-    def assert_status(self, node: Node, seen: JobStatus) -> None:
-        if node.open:
-            assert seen in (JobStatus.FAILED, JobStatus.CANCELLED), (node.id, seen)
-        elif node.status == READY:
-            assert seen in READY_STATUSES, (node.id, seen)
-        elif node.status == DEFERRED:
-            assert seen is JobStatus.DEFERRED, (node.id, seen)
-        elif node.status == RUNNING:
-            assert seen is JobStatus.RUNNING, (node.id, seen)
-        else:
-            assert seen is node.status, (node.id, seen, node.status)
-
-    def resolve_open(self) -> None:
-        """Read how the broker ended each ``open`` node, parents first, and fix it into the
-        model once checked (``Model.fix``)."""
-        for node in self.model:
-            if node.open:
-                job = self.call(self.broker.get(node.id))
-                assert job is not None, node.id
-                event(f"the broker's pick: {job.status} {job.error_type}")
-                self.model.fix(node, (job.status, job.error_type, job.error))
-
     @invariant()
     def broker_agrees_with_the_model(self) -> None:
-        self.resolve_open()
-        for node in self.model:
-            job = self.call(self.broker.get(node.id))
-            assert job is not None, node.id
-            self.assert_status(node, job.status)
-            ended = node.ended_as is not None and node.status is node.ended_as
-            if ended and node.error_type in ("DependencyFailed", "DependencyCancelled"):
-                # Ended without running, by a parent: the exact reason.
-                assert (job.error_type, job.error) == (node.error_type, node.error), node.id
-        for workflow, ids in self.model.workflows.items():
-            state = self.call(self.broker.workflow(workflow))
-            assert state is not None, workflow
-            assert [n.id for n in state.nodes] == ids, workflow  # in enqueue order
-            for seen in state.nodes:
-                node = self.model.nodes[seen.id]
-                assert seen.after == node.after, seen.id
-                assert seen.queue == node.job.queue, seen.id
-                if node.ended_as is None:
-                    assert seen.result is None, seen.id
-                    job = self.call(self.broker.get(seen.id))
-                    assert job is not None, seen.id
-                    assert seen.status is job.status, (seen.id, seen.status, job.status)
-                else:
-                    assert seen.status is node.ended_as, (seen.id, seen.status, node.ended_as)
-                    assert seen.result == node.wf_result, (seen.id, seen.result, node.wf_result)
-            results = self.call(self.broker.workflow_results(workflow, [*ids, "no-such-node"]))
-            assert results == [self.model.nodes[i].wf_result for i in ids] + [None], workflow
-        stats = self.call(self.broker.stats(list(QUEUES)))
-        for queue in QUEUES:
-            deferred = [n for n in self.model if n.job.queue == queue and n.status == DEFERRED]
-            running = [n for n in self.model if n.job.queue == queue and n.status == RUNNING]
-            assert stats[queue].deferred == len(deferred), (queue, stats[queue])
-            assert stats[queue].running == len(running), (queue, stats[queue])
+        self.agree()
 
     # -- the end -----------------------------------------------------------------------------
     def teardown(self) -> None:
@@ -432,16 +319,7 @@ class WorkflowMachine(RuleBasedStateMachine):
             self.pass_time(self.delay)
             self.reserve(0, 50)
         assert self.model.ready_ids() == [], self.model.ready_ids()
-        for node in self.model:
-            event(f"ended: {node.ended_as} {node.error_type if node.attempts == 0 else 'ran'}")
-            if node.leases == 0:  # never ran: failed by a parent, or cancelled, with its reason
-                job = self.call(self.broker.get(node.id))
-                assert job is not None, node.id
-                if node.ended_as is JobStatus.FAILED:
-                    assert job.error_type == "DependencyFailed", (node.id, job.error_type)
-                else:
-                    assert node.ended_as is JobStatus.CANCELLED, (node.id, node.ended_as)
-                    assert job.error_type in (None, "DependencyCancelled"), (node.id, job.error)
+        self.check_never_ran()
         self.broker_agrees_with_the_model()
         for workflow in self.model.workflows:
             state = self.call(self.broker.workflow(workflow))
