@@ -3,8 +3,8 @@ and chords (``_workflow_model``), enqueued in one call, then workers reserve, se
 kind), settle again (a lost reply: same token, same kind) or late (a stale token), die (their
 leases expire) and reclaim; nodes and whole workflows are cancelled, dead letters requeued, new
 dependents added to running workflows, and time passes. After every step every node is where
-the model says (the job, and its node in the workflow record), and at the end everything is
-driven to an end.
+the model says (the job, and its node in the workflow record: ``_workflow_checks``), and at
+the end everything is driven to an end.
 
 Invariants: every node reaches a final state; no job is released (nor leased) before all its
 parents ended; a node with parents is leased for its first attempt at most once, and never
