@@ -42,9 +42,16 @@ waiting for it:
   SCHEDULED until its due time, which counts from its enqueue as for any job), and reserves of
   its queue are woken.
 * FAILED or DEAD_LETTER, for ``if_failed`` FAIL: the waiting job ends FAILED without running,
-  ``error_type`` "DependencyFailed", its error naming the parent and the parent's error.
+  ``error_type`` "DependencyFailed".
 * CANCELLED (a purge counts as a cancel), for ``if_failed`` FAIL: it ends CANCELLED without
-  running, ``error_type`` "DependencyCancelled", naming the parent.
+  running, ``error_type`` "DependencyCancelled".
+
+The error of a job ended so is ``f"waited for job {parent}, which ended {status}"`` (``status``
+the parent's ``JobStatus`` value), then ``f": {error}"`` when the parent's result has an error
+text; but when the parent was itself ended so (its result's ``error_type`` is
+"DependencyFailed"), it is the parent's error unchanged: it names the failure that started the
+cascade, and does not grow down a long chain. A node's result, in its workflow, is
+``taskit.job.result_of`` of its job as it stood at its end.
 
 An ending job's own waiting jobs are handled the same way in that step (a cascade), so no job
 ever waits for one that has ended. A job's end counts once: settles are fenced by the lease

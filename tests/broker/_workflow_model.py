@@ -9,8 +9,9 @@ chain waits for the last nodes (the sinks) of the step before it. Each job draws
 The model (``Model``) keeps, per node, the job's status as a worker sees it (``deferred``,
 ``ready``: PENDING, SCHEDULED or RETRYING, ``running``, or a final status) apart from the
 workflow's view of it (``ended_as``: the first end, which a requeued dead letter never changes),
-and applies the rules of spec.md: a first end cascades to the jobs waiting for it (one parent
-fewer, released at none; or ended FAILED / CANCELLED with the exact reason). Where the contract
+and applies the rules of the broker contract (taskit/broker/base.py, "Workflows"): a first end
+cascades to the jobs waiting for it (one parent fewer, released at none; or ended FAILED /
+CANCELLED with the exact reason). Where the contract
 leaves a choice, the node is marked ``open``: which parent a job ended by its parents names when
 several ended without success in one step (a cascade may reach it through either; a late
 dependent may find several ended), and whether ``cancel_workflow`` ends a waiting node by itself
@@ -166,8 +167,8 @@ _ENDS = {
 
 
 def reason(parent: str, status: JobStatus, error: str | None) -> str:
-    """The error of a job ended by its parent's end (spec.md, "Exact texts"), when the parent
-    did not end so itself (``Model.dependency_ending``)."""
+    """The error of a job ended by its parent's end (the broker contract, "Workflows"), when
+    the parent did not end so itself (``Model.dependency_ending``)."""
     text = f"waited for job {parent}, which ended {status.value}"
     return f"{text}: {error}" if error else text
 
@@ -205,7 +206,8 @@ class Node:
         return (self.status, self.attempts, self.cancel_requested, self.ended_as, self.leases)
 
     def expected_result(self) -> JobResult:
-        """``result_of`` of the node's job as it stands now (spec.md: a node's result)."""
+        """``result_of`` of the node's job as it stands now (the broker contract: a node's
+        result)."""
         assert isinstance(self.status, JobStatus)
         job = msgspec.structs.replace(
             self.job, status=self.status, error=self.error, error_type=self.error_type,

@@ -8,8 +8,8 @@ the end everything is driven to an end.
 
 Invariants: every node reaches a final state; no job is released (nor leased) before all its
 parents ended; a node with parents is leased for its first attempt at most once, and never
-twice at a time; a node that did not run ended FAILED or CANCELLED with spec.md's reason;
-``workflow_results`` of a released node's parents are in ``after.jobs`` order and equal to each
+twice at a time; a node that did not run ended FAILED or CANCELLED with the reason the broker
+contract gives; ``workflow_results`` of a released node's parents are in ``after.jobs`` order and equal to each
 parent's result; ``workflow()`` agrees with ``get()`` for nodes that have not ended.
 
 Runs on the memory broker (fake clock), real Redis and fakeredis, with a fixed seed and a few
@@ -68,7 +68,7 @@ WORKERS = 2
 EXAMPLES = int(os.environ.get("WORKFLOW_MODEL_EXAMPLES", "0"))
 STEPS = int(os.environ.get("WORKFLOW_MODEL_STEPS", "40"))
 #: Examples per broker kind in the default (fast) profile.
-DEFAULT_EXAMPLES = {"memory": 30, "redis": 8, "fakeredis": 2}
+DEFAULT_EXAMPLES = {"memory": 12, "redis": 4, "fakeredis": 1}
 KINDS = list(OutcomeKind)
 #: What ``run_one`` settles with: ends that fail, and so cascade, as often as completions.
 RUN_KINDS = [OutcomeKind.COMPLETE, OutcomeKind.COMPLETE, OutcomeKind.FAIL, OutcomeKind.DEAD_LETTER,
