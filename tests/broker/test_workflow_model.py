@@ -9,8 +9,9 @@ the end everything is driven to an end.
 Invariants: every node reaches a final state; no job is released (nor leased) before all its
 parents ended; a node with parents is leased for its first attempt at most once, and never
 twice at a time; a node that did not run ended FAILED or CANCELLED with the reason the broker
-contract gives; ``workflow_results`` of a released node's parents are in ``after.jobs`` order and equal to each
-parent's result; ``workflow()`` agrees with ``get()`` for nodes that have not ended.
+contract gives; ``workflow_results`` of a released node's parents are in ``after.jobs`` order
+and equal to each parent's result; ``workflow()`` agrees with ``get()`` for nodes that have
+not ended.
 
 Runs on the memory broker (fake clock), real Redis and fakeredis, with a fixed seed and a few
 examples each (``WORKFLOW_MODEL_EXAMPLES`` and ``WORKFLOW_MODEL_STEPS`` raise them; with
