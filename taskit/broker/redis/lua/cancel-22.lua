@@ -21,6 +21,7 @@ released or ended, in any queue.
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _msgpack.lua
 -- @include _limits.lua
 -- @include _workflow.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
@@ -62,6 +63,6 @@ finish({jobs = KEYS[1], err = KEYS[2], prog = KEYS[9], done = KEYS[3], totals = 
   groupof = KEYS[12]},
   id, s, 'cancelled', W.now, ttl, '')
 if node_err then
-  wf_end(W, id, 'cancelled', node_err, '')
+  WF().wf_end(W, id, 'cancelled', node_err, '')
 end
 return 1

@@ -22,7 +22,7 @@ then per node j = 1..w (base = 1 + nq + 4 * n + 4 * (j - 1)):
   ARGV[base+1] its job number i    ARGV[base+2] its workflow id
   ARGV[base+3] '<f, c or -><own result TTL ms or nothing>': its if_failed (fail, continue), or
                '-' for a job that waits for nothing
-  ARGV[base+4] ids_pack({task, queue, parent, ...}) (see _workflow.lua)
+  ARGV[base+4] WF().ids_pack({task, queue, parent, ...}) (see _workflow.lua)
 then per job j = 1..m with a dedup window (base = #ARGV - 3 * m + 3 * (j - 1)):
   ARGV[base+1] its job number i    ARGV[base+2] '<t or d> <window ms>'    ARGV[base+3] its key
 
@@ -59,7 +59,7 @@ through. A call that only finds its jobs already stored writes nothing and is an
 ]]
 local rcall = redis.call
 -- @include _common.lua
--- @include _limits.lua
+-- @include _msgpack.lua
 -- @include _workflow.lua
 
 local nq, m, w, wttl = string.match(ARGV[1], '^(%d+) ?(%d*) ?(%d*) ?(%d*)$')
@@ -76,7 +76,7 @@ local nodes = {} -- job number -> {wid=, mode=, own=, pack=, parents=}
 for j = 1, w do
   local a = 1 + nq + 4 * n + 4 * (j - 1)
   local mode, own = string.match(ARGV[a + 3], '^([fc-])(%d*)$')
-  local list, parents = ids_unpack(ARGV[a + 4]), {}
+  local list, parents = WF().ids_unpack(ARGV[a + 4]), {}
   for k = 3, #list do
     parents[k - 2] = list[k]
   end
@@ -108,13 +108,16 @@ for i = 1, n do
   end
   olds[i] = s or false
 end
-local W = {tag = wf_tag(KEYS[1]), jobs = KEYS[1], err = KEYS[2], seq = KEYS[3],
-  prog = KEYS[nk + 1], of = KEYS[nk + 4], deferred = KEYS[nk + 5], ttl = tonumber(wttl)}
+local W = {} -- the workflow keys (_workflow.lua), for a batch with nodes only
 local first = {} -- id -> its first job number in this batch
-for i = 1, n do
-  first[jobs[i].id] = first[jobs[i].id] or i
+if w > 0 then
+  W = {tag = wf_tag(KEYS[1]), jobs = KEYS[1], err = KEYS[2], seq = KEYS[3],
+    prog = KEYS[nk + 1], of = KEYS[nk + 4], deferred = KEYS[nk + 5], ttl = tonumber(wttl)}
+  for i = 1, n do
+    first[jobs[i].id] = first[jobs[i].id] or i
+  end
 end
-for i = 1, n do
+for i = 1, w > 0 and n or 0 do
   local node = nodes[i]
   if node then
     local wk = wf_key(W.tag, node.wid)
@@ -130,7 +133,7 @@ for i = 1, n do
           why = 'belongs to another workflow'
         end
       else
-        why = wf_refused(W, wk, p)
+        why = WF().wf_refused(W, wk, p)
       end
       if why then
         return {'parent', i, p, why}
@@ -225,7 +228,7 @@ for i = 1, n do
     end
     local node, fate, wk = nodes[i], nil, nil
     if node then
-      fate, wk = wf_join(W, node, id, kids, stored)
+      fate, wk = WF().wf_join(W, node, id, kids, stored)
     end
     local due, sched = nil, ''
     if now then
@@ -247,9 +250,10 @@ for i = 1, n do
       local pst, ne, at = string.match(fate[2], '^([^|]*)|(%d+)|()')
       local e, r = string.sub(fate[2], at, at + ne - 1), string.sub(fate[2], at + ne)
       count_deferred(W, queue, 1) -- wf_kill counts it out
-      local ended = wf_kill(W, wk, id, s, fate[1], pst, {result_error(pst, e, r)}, node.own,
-        W.ttl)
-      wf_end(W, id, ended[2], ended[3], '')
+      local lib = WF()
+      local ended = lib.wf_kill(W, wk, id, s, fate[1], pst, {lib.result_error(pst, e, r)},
+        node.own, W.ttl)
+      WF().wf_end(W, id, ended[2], ended[3], '')
       stored[id] = s
       named[queue] = true
       local o = #out

@@ -16,6 +16,7 @@ Returns the names of the queues that got freed jobs (to wake).
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _msgpack.lua
 -- @include _limits.lua
 local fault = layout_fault({'hash', unpack(LIMIT_KINDS)}, {}, 0)
 if fault then

@@ -17,6 +17,7 @@ dependents are released or ended, in any queue. Returns how many were deleted (0
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _msgpack.lua
 -- @include _limits.lua
 -- @include _workflow.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
@@ -48,7 +49,7 @@ if #ids > 0 then
   if wf_any(W) then
     W.now = now_ms()
     for _, id in ipairs(ids) do
-      wf_end(W, id, 'cancelled', '', '') -- nothing for a job that is no node
+      WF().wf_end(W, id, 'cancelled', '', '') -- nothing for a job that is no node
     end
   end
 end

@@ -22,6 +22,7 @@ Returns {now_ms, then per lease: q, id, spec, state, error}.
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _msgpack.lua
 -- @include _limits.lua
 -- @include _workflow.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs

@@ -44,6 +44,7 @@ token: nothing changed), then the names of the queues that got freed jobs (to wa
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _msgpack.lua
 -- @include _limits.lua
 -- @include _workflow.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
@@ -139,7 +140,7 @@ for i = 1, (#ARGV - 2) / 4 do
         own ~= '' and tonumber(own) or ttl,
         result)
       if node_err then
-        wf_end(W, id, FINAL[kind], node_err, result)
+        WF().wf_end(W, id, FINAL[kind], node_err, result)
       end
     elseif kind == 'dead_letter' then
       s.failed = now
@@ -149,7 +150,7 @@ for i = 1, (#ARGV - 2) / 4 do
       rcall('ZADD', dead, rcall('INCR', KEYS[3]), id)
       local node_err = node_error(id)
       if node_err then
-        wf_end(W, id, 'dead_letter', node_err, '')
+        WF().wf_end(W, id, 'dead_letter', node_err, '')
       end
     elseif kind == 'retry' and tonumber(delay) > 0 then
       local due = now + tonumber(delay)

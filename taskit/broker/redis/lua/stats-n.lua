@@ -16,6 +16,7 @@ workflow in the same call (see wf_buried in _workflow.lua).
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _msgpack.lua
 -- @include _limits.lua
 -- @include _workflow.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs

@@ -14,6 +14,7 @@ dependency's casualty. Returns how many nodes it cancelled or asked to stop.
 ]]
 local rcall = redis.call
 -- @include _common.lua
+-- @include _msgpack.lua
 -- @include _limits.lua
 -- @include _workflow.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
@@ -22,7 +23,7 @@ local wk = KEYS[14]
 local W = {tag = wf_tag(KEYS[1]), jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], prog = KEYS[4],
   of = KEYS[12], deferred = KEYS[13], ttl = tonumber(ARGV[1]), now = now_ms()}
 local L = {jobs = KEYS[1], seq = KEYS[3], specs = KEYS[5], holding = KEYS[6], waiting = KEYS[7],
-  held = KEYS[8], freed = KEYS[9], rate = KEYS[10], queued = KEYS[11]}
+  held = KEYS[8], freed = KEYS[9], rate = KEYS[10], queued = KEYS[11], forget = limits_forget}
 local fields = rcall('HGETALL', wk)
 local ended = {}
 for i = 1, #fields, 2 do
@@ -34,7 +35,7 @@ local count, ends = 0, {}
 for i = 1, #fields, 2 do
   local id = string.sub(fields[i], 3)
   if string.sub(fields[i], 1, 2) == 'n:' and not ended[id] then
-    local what, err = wf_cancel_node(W, L, wk, id)
+    local what, err = WF().wf_cancel_node(W, L, wk, id)
     if what then
       count = count + 1
     end
@@ -44,6 +45,6 @@ for i = 1, #fields, 2 do
   end
 end
 for _, e in ipairs(ends) do
-  wf_end(W, e[1], 'cancelled', e[2], '')
+  WF().wf_end(W, e[1], 'cancelled', e[2], '')
 end
 return count
