@@ -191,12 +191,27 @@ async def enqueue_unseen(rh: RedisHarness, queue: str) -> Job:
     return job
 
 
+async def blocked_clients(rh: RedisHarness) -> int:
+    """How many clients the server holds in a blocking command now."""
+    return int((await rh.client.info("clients"))["blocked_clients"])
+
+
+async def until_blocked(rh: RedisHarness, before: int) -> None:
+    """Return once the server holds more clients blocked than ``before``: a wait is in its
+    ``BLPOP``. (That every task is blocked only says the wait was sent, or is still connecting:
+    a job stored before its ``BLPOP`` arrives is found by the reserve in front of it.)"""
+    # The server's state is only polled: no event crosses from Redis to the test.
+    while await blocked_clients(rh) <= before:  # noqa: ASYNC110
+        await anyio.sleep(0.005)
+
+
 async def test_a_cancelled_wait_hands_back_what_the_reserve_behind_it_took(
     rh: RedisHarness,
 ) -> None:
     queue = new_queue()
     got: list[Lease] = []
     returned = False
+    before = await blocked_clients(rh)
 
     async def consume() -> None:
         nonlocal returned
@@ -206,7 +221,7 @@ async def test_a_cancelled_wait_hands_back_what_the_reserve_behind_it_took(
     with anyio.fail_after(PROMPT):
         async with anyio.create_task_group() as tg:
             tg.start_soon(consume)
-            await anyio.wait_all_tasks_blocked()
+            await until_blocked(rh, before)
             job = await enqueue_unseen(rh, queue)
             tg.cancel_scope.cancel()  # CLIENT UNBLOCK: the reserve behind the BLPOP takes it
 
