@@ -44,7 +44,6 @@ async def test_app_pause_and_resume_answer_whether_anything_changed() -> None:
 
 
 async def test_the_paused_gauge_shows_each_queue() -> None:
-    pytest.importorskip("prometheus_client")
     app = App(MemoryBroker())
 
     @app.task(queue="reports")
