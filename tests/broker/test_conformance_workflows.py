@@ -110,7 +110,7 @@ async def test_a_release_wakes_a_reserve_waiting_on_the_dependents_queue(
     with anyio.fail_after(4):
         async with anyio.create_task_group() as tg:
             tg.start_soon(wait)
-            await anyio.sleep(0.05)
+            await anyio.wait_all_tasks_blocked()  # the reserve waits: the release must wake it
             await finish(broker, held)
     assert got == [b.id]
     assert anyio.current_time() - started < 3.0
