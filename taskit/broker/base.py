@@ -60,6 +60,9 @@ nothing in its workflow. Each ended node's result (``JobResult``; a failure's na
 stays in the workflow's record whatever its job's ``result_ttl``, until the workflow expires:
 the broker's result TTL after its last node ended.
 
+Browsing (``taskit.broker.browse``, the methods of ``Browsing``): jobs listed by state with a
+cursor, counts per minute, ``promote``, ``forget`` and ``stream_tail``, for dashboards.
+
 Durations are float seconds; timestamps are seconds since the epoch on the broker's clock.
 """
 
@@ -75,6 +78,7 @@ from typing import Any, ClassVar, Self
 import anyio
 import anyio.lowlevel
 
+from taskit.broker.browse import Browsing
 from taskit.config import Settings
 from taskit.errors import ConfigurationError, TaskitError
 from taskit.job import (
@@ -107,7 +111,7 @@ class OnceState(enum.Enum):
     HELD = "held"  #: another run holds it: its work is under way, or its worker died
 
 
-class Broker(abc.ABC):
+class Broker(Browsing, abc.ABC):
     """Abstract base of every broker. Subclasses must be safe to share between tasks of one
     event loop; the memory broker is also safe across threads."""
 
@@ -118,7 +122,7 @@ class Broker(abc.ABC):
     #: refuses it at once rather than failing on the first call.
     asyncio_only: ClassVar[bool] = False
 
-    def configure(self, settings: Settings) -> None:  # noqa: B027 - optional: most take none
+    def configure(self, settings: Settings) -> None:
         """Take every option this broker was not given in its constructor (or URL) from
         ``settings``. An App calls it with its own settings when it is given the broker or
         builds it from a URL, before any other call; until then a broker uses the defaults of
@@ -466,7 +470,7 @@ class Broker(abc.ABC):
                 "are retried when their lease expires", len(leases), exc,
             )  # fmt: skip
 
-    async def close(self) -> None:  # noqa: B027 - optional hook: brokers without resources keep it
+    async def close(self) -> None:
         """Release connections. The broker may be used again afterwards (it reconnects)."""
 
     async def __aenter__(self) -> Self:
