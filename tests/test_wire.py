@@ -711,3 +711,36 @@ def test_the_scripts_know_a_job_without_limits_by_the_last_bytes_of_its_spec() -
     # It starts at progress (None: 0xc0, which no UTF-8 limit key holds), then limits ().
     assert MINIMAL_SPEC[-len(tail) :] == b"\xc0\x90" + b"\xc0" * (len(tail) - 2)
     assert not FULL_SPEC.endswith(tail)
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_the_settle_script_writes_an_attempt_as_pinned(rh: RedisHarness) -> None:
+    """``lua/_attempts.lua`` appends an attempt as ``FAILED_ERROR`` holds it, byte for byte (but
+    its end: the server's time): the job's second run of ``full_job()``, settled RETRY."""
+    k = rh.broker.keys
+    await rh.broker.enqueue([minimal_job()])
+    _, spec = split_record(await rh.client.hget(k.jobs, "job-1"))
+    state = b"running|2|0||tok|||1714566601000|||default"
+    await rh.client.hset(k.jobs, "job-1", join_record(state, spec))
+    first = msgspec.msgpack.decode(FAILED_ERROR)[3]
+    await rh.client.hset(
+        k.err, "job-1", msgspec.msgpack.encode(["first", "ValueError", None, first])
+    )
+    job = full_job()
+    retry = Outcome(
+        job_id="job-1",
+        token="tok|default",
+        kind=OutcomeKind.RETRY,
+        delay=60,
+        error=job.error,
+        error_type=job.error_type,
+        traceback=job.traceback,
+    )
+
+    assert await rh.broker.settle([retry]) == [True]
+
+    raw = await rh.client.hget(k.err, "job-1")
+    ended = msgspec.msgpack.decode(raw)[4][2]
+    pinned_end = bytes.fromhex("cf0000018f342220f8")
+    assert raw == FAILED_ERROR.replace(pinned_end, b"\xcf" + ended.to_bytes(8, "big"))
