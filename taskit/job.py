@@ -216,8 +216,9 @@ class Job(
     every position of an ``array_like`` struct; a reader fills positions missing at the end
     with their defaults). Position is the schema: the exact bytes are pinned by
     ``tests/test_wire.py``. Bytes of another version fail to decode (and are dead-lettered)
-    rather than being misread. A new optional field goes at the end (of ``JobSpec`` too) and
-    does not change the version; anything else does.
+    rather than being misread. A new optional field goes at the end (of ``JobSpec`` too, which
+    then needs a slot for ``failures`` first) and does not change the version; anything else
+    does.
     """
 
     id: str
