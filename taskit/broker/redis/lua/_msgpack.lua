@@ -1,6 +1,6 @@
--- A reader of msgpack bytes (a job's spec, a stored result or error) without decoding them, and
--- a writer of the few values scripts build (below): pasted by `-- @include _msgpack.lua` before
--- _limits.lua, _workflow.lua and _attempts.lua, which use it.
+-- A reader of msgpack bytes (a job's spec, a stored result or error) without decoding them:
+-- pasted by `-- @include _msgpack.lua` before _limits.lua, _workflow.lua and _attempts.lua,
+-- which use it.
 
 -- The headers of a fixed size: byte -> its size; and the headers with a length (below). Built on
 -- first use: a table made at the top of a script is made again on every call of the script,
@@ -98,52 +98,4 @@ local function mp_skip(b, i, n)
     end
   end
   return i
-end
-
--- A writer of the few msgpack values scripts build themselves (a job's failed attempts, see
--- settle-n.lua): an array header, a non-negative integer, a string.
-
--- The header of an array of `n` items.
-local function mp_array(n)
-  if n < 16 then
-    return string.char(0x90 + n)
-  end
-  return string.char(0xdc, math.floor(n / 256) % 256, n % 256)
-end
-
--- The `n` low bytes of integer `v` >= 0, big-endian (exact up to 2^53: Lua numbers are doubles).
-local function mp_bytes(v, n)
-  local out = {}
-  for j = n, 1, -1 do
-    out[j] = v % 256
-    v = math.floor(v / 256)
-  end
-  return string.char(unpack(out))
-end
-
--- An integer `v` >= 0 (up to 2^53), in its shortest form.
-local function mp_uint_w(v)
-  if v < 128 then
-    return string.char(v)
-  elseif v < 256 then
-    return '\204' .. string.char(v)
-  elseif v < 65536 then
-    return '\205' .. mp_bytes(v, 2)
-  elseif v < 4294967296 then
-    return '\206' .. mp_bytes(v, 4)
-  end
-  return '\207' .. mp_bytes(v, 8)
-end
-
--- A string `v`.
-local function mp_str(v)
-  local n = #v
-  if n < 32 then
-    return string.char(0xa0 + n) .. v
-  elseif n < 256 then
-    return '\217' .. string.char(n) .. v
-  elseif n < 65536 then
-    return '\218' .. mp_bytes(n, 2) .. v
-  end
-  return '\219' .. mp_bytes(n, 4) .. v
 end
