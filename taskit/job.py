@@ -37,8 +37,10 @@ from taskit.errors import SerializationError
 
 __all__ = [
     "LIVE_FIELDS",
+    "MAX_FAILURES",
     "MAX_TRACEBACK",
     "SCHEMA_VERSION",
+    "Attempt",
     "Job",
     "JobResult",
     "JobSpec",
@@ -167,6 +169,31 @@ class ProgressUpdate(msgspec.Struct, frozen=True):
     progress: Progress
 
 
+#: The most failed attempts a job keeps (``Job.failures``): the newest, the older ones dropped.
+MAX_FAILURES = 20
+
+
+class Attempt(msgspec.Struct, frozen=True, array_like=True):
+    """One attempt of a job that ended in a failure, as ``Job.failures`` keeps it.
+
+    ``number`` is the attempt's number, 1-based: the job's ``attempts`` when it ran (a dead
+    letter requeued starts again at 1, see ``Broker.requeue_dead``). ``started_at`` is when the
+    lease it ran under began (None if the broker had no start time), ``ended_at`` when the broker
+    applied its outcome (the broker's clock); both timezone-aware UTC. ``outcome`` is how it was
+    settled: ``OutcomeKind.RETRY``, ``FAIL`` or ``DEAD_LETTER``. ``error`` and ``error_type``
+    are the failure's message and type name, as sent with the outcome (None when it sent none);
+    the traceback is not kept per attempt (the latest is ``Job.traceback``). On the wire a
+    msgpack array of the fields in this order.
+    """
+
+    number: int
+    started_at: datetime | None
+    ended_at: datetime
+    outcome: OutcomeKind
+    error: str | None = None
+    error_type: str | None = None
+
+
 class Job(
     msgspec.Struct,
     kw_only=True,
@@ -181,14 +208,17 @@ class Job(
     kept by the broker) in one object, built by the broker from the two (``job_of``).
     ``attempts`` counts runs started (it is incremented when a worker reserves the job), so the
     second run of a job shows ``attempts == 2``. ``max_retries=3`` allows four runs in all.
-    ``error`` and ``traceback`` hold the most recent failure, also after a later retry succeeds.
+    ``error`` and ``traceback`` hold the most recent failure, also after a later retry succeeds;
+    ``failures`` every attempt that ended in a failure (retried, failed or dead-lettered), oldest
+    first, at most ``MAX_FAILURES`` (the newest), with its number, times, outcome and error.
     Times are timezone-aware UTC datetimes. On the wire a job is a msgpack array: first
     ``SCHEMA_VERSION``, then every field in the order below, defaults included (msgspec writes
     every position of an ``array_like`` struct; a reader fills positions missing at the end
     with their defaults). Position is the schema: the exact bytes are pinned by
     ``tests/test_wire.py``. Bytes of another version fail to decode (and are dead-lettered)
-    rather than being misread. A new optional field goes at the end (of ``JobSpec`` too) and
-    does not change the version; anything else does.
+    rather than being misread. A new optional field goes at the end (of ``JobSpec`` too, which
+    then needs a slot for ``failures`` first) and does not change the version; anything else
+    does.
     """
 
     id: str
@@ -230,6 +260,12 @@ class Job(
     workflow: str | None = None
     #: The jobs it waits for, and what it is fed from them (``taskit.dependencies``).
     after: After | None = None
+    #: The attempts that ended in a failure (settled RETRY, FAIL or DEAD_LETTER), oldest first:
+    #: at most ``MAX_FAILURES``, the newest kept. Nothing is added for a success, a release or a
+    #: cancel, nor by a reclaim (the reclaimed run's own settle adds it). Kept with the job's
+    #: error: on its record, in its dead letter, once it ended; also through ``requeue_dead``.
+    #: A live field the read model alone has: not a slot of ``JobSpec`` (its last position).
+    failures: tuple[Attempt, ...] = ()
     #: True for a ``KeptJob``: what an enqueue answers in place of a job it did not store.
     duplicate: ClassVar[bool] = False
 
@@ -249,6 +285,10 @@ class Job(
         data: dict[str, Any] = msgspec.to_builtins(fields)
         data["args"], data["kwargs"] = msgspec.to_builtins(list(decode_arguments(self.payload)))
         data["limits"] = list(self.limits)  # a tuple stays one in to_builtins: JSON has lists
+        data["failures"] = [  # by name, not as the arrays they travel as; outcome by value
+            msgspec.to_builtins({f: getattr(a, f) for f in a.__struct_fields__})
+            for a in self.failures
+        ]
         if self.after is not None:  # by name, not as the array it travels as
             after = self.after
             data["after"] = {"jobs": list(after.jobs), "feed": after.feed.value,
@@ -273,6 +313,7 @@ LIVE_FIELDS: Mapping[str, Any] = MappingProxyType(
         "traceback": None,
         "result": None,
         "progress": None,
+        "failures": (),
     }
 )
 
@@ -289,6 +330,9 @@ class JobSpec(
 
     Its bytes are the ``Job`` wire format (same tag, same positions) with an empty ``id`` (the
     record's key holds it) and every live field fresh: what released versions write and read.
+    It ends where ``Job`` had ended before ``failures``: that last live field of ``Job`` has no
+    slot here (a reader fills a position missing at the end with its default, and ignores
+    extra ones), so a spec's bytes did not change when ``Job`` grew it.
     Because ``array_like`` makes position the schema and version 2 interleaves what a job is
     with where it stands, the positions of ``LIVE_FIELDS`` stay here as slots of the same
     types, below their own heading. ``encode_spec`` refuses a spec whose slots are not fresh.
@@ -346,8 +390,11 @@ def kept_job(job: Job) -> KeptJob:
     return KeptJob(**{name: getattr(job, name) for name in job.__struct_fields__})
 
 
-if JobSpec.__struct_fields__ != Job.__struct_fields__:  # pragma: no cover - a definition error
+_SPEC_FIELDS = JobSpec.__struct_fields__
+if Job.__struct_fields__[: len(_SPEC_FIELDS)] != _SPEC_FIELDS:  # pragma: no cover - a bug
     raise TypeError("JobSpec must keep Job's field positions: array_like makes them the schema")
+#: The live fields that have a slot in ``JobSpec``: all but those ``Job`` alone has at its end.
+_SLOTS = tuple(name for name in LIVE_FIELDS if name in _SPEC_FIELDS)
 
 
 class Lease(msgspec.Struct, frozen=True):
@@ -414,9 +461,9 @@ _ENCODER = msgspec.msgpack.Encoder()
 _JOB_DECODER = msgspec.msgpack.Decoder(Job)
 _SPEC_DECODER = msgspec.msgpack.Decoder(JobSpec)
 _PROGRESS_DECODER = msgspec.msgpack.Decoder(Progress)
-#: The live fields of a job or spec as one tuple (a C call), and that tuple when all are fresh.
-_live_values = operator.attrgetter(*LIVE_FIELDS)
-_FRESH_VALUES = tuple(LIVE_FIELDS.values())
+#: The live slots of a job or spec as one tuple (a C call), and that tuple when all are fresh.
+_live_values = operator.attrgetter(*_SLOTS)
+_FRESH_VALUES = tuple(LIVE_FIELDS[name] for name in _SLOTS)
 
 
 def encode_job(job: Job) -> bytes:
@@ -473,7 +520,8 @@ def stored_form(job: Job) -> tuple[Job, bytes]:
     payload that is not msgpack, or a field of the wrong type, raises ``SerializationError``
     and nothing is stored.
     """
-    stored = job if _is_fresh(job) else msgspec.structs.replace(job, **LIVE_FIELDS)
+    fresh = _is_fresh(job) and not job.failures
+    stored = job if fresh else msgspec.structs.replace(job, **LIVE_FIELDS)
     try:  # fresh by construction: ``encode_spec``'s check would be a second ``_is_fresh``
         spec = _ENCODER.encode(
             JobSpec(
@@ -507,7 +555,7 @@ def job_of(spec: JobSpec, job_id: str, queue: str, live: dict[str, Any]) -> Job:
     broker's own state. A live field missing from ``live`` is fresh, or, for a spec whose slots
     are not (see ``JobSpec``), as the spec's slot holds it."""
     if not _is_fresh(spec):
-        live = dict(zip(LIVE_FIELDS, _live_values(spec), strict=True)) | live
+        live = dict(zip(_SLOTS, _live_values(spec), strict=True)) | live
     return Job(
         id=job_id,
         task=spec.task,
@@ -531,7 +579,8 @@ def job_of(spec: JobSpec, job_id: str, queue: str, live: dict[str, Any]) -> Job:
 
 
 def _is_fresh(job: Job | JobSpec) -> bool:
-    """Whether every live field of ``job`` holds its fresh value (``LIVE_FIELDS``). One tuple
+    """Whether every live slot of ``job`` holds its fresh value (``LIVE_FIELDS``; a ``Job``'s
+    ``failures``, which a spec has no slot for, is the caller's to check). One tuple
     compare, faster than ``msgspec.structs.replace``; the status by identity, so a status given
     as plain text (``"pending"``) is made the enum member."""
     return job.status is JobStatus.PENDING and _live_values(job) == _FRESH_VALUES

@@ -15,9 +15,11 @@ from taskit.dependencies import After, Feed, IfFailed
 from taskit.errors import SerializationError
 from taskit.job import (
     SCHEMA_VERSION,
+    Attempt,
     Job,
     JobResult,
     JobStatus,
+    OutcomeKind,
     decode_arguments,
     decode_job,
     encode_arguments,
@@ -318,7 +320,7 @@ def test_stored_form_clears_what_an_enqueue_resets() -> None:
     fresh = msgspec.structs.replace(
         job, status=JobStatus.PENDING, attempts=0, scheduled_at=None, started_at=None,
         completed_at=None, failed_at=None, result=None, error=None, error_type=None,
-        traceback=None,
+        traceback=None, failures=(),
     )  # fmt: skip
     assert stored == fresh
     assert job.status is JobStatus.RETRYING  # the caller's job is left as it was
@@ -358,3 +360,36 @@ def test_to_builtins_names_what_a_job_waits_for() -> None:
     assert data["after"] == {"jobs": ["a", "b"], "feed": "all", "if_failed": "continue"}
     assert msgspec.json.decode(msgspec.json.encode(data)) == data
     assert make_job().to_builtins()["after"] is None
+
+
+def test_to_builtins_names_each_failed_attempts_fields() -> None:
+    ended = CREATED + timedelta(seconds=2)
+    job = msgspec.structs.replace(
+        make_job(),
+        failures=(
+            Attempt(1, None, CREATED, OutcomeKind.RETRY),
+            Attempt(2, CREATED, ended, OutcomeKind.DEAD_LETTER, "boom", "ValueError"),
+        ),
+    )
+
+    data = job.to_builtins()
+
+    assert data["failures"] == [
+        {"number": 1, "started_at": None, "ended_at": "2024-05-01T12:30:00Z",
+         "outcome": "retry", "error": None, "error_type": None},
+        {"number": 2, "started_at": "2024-05-01T12:30:00Z", "ended_at": "2024-05-01T12:30:02Z",
+         "outcome": "dead_letter", "error": "boom", "error_type": "ValueError"},
+    ]  # fmt: skip
+    assert msgspec.json.decode(msgspec.json.encode(data)) == data
+    assert make_job().to_builtins()["failures"] == []
+
+
+def test_stored_form_clears_the_failed_attempts() -> None:
+    job = msgspec.structs.replace(
+        make_job(), failures=(Attempt(1, None, CREATED, OutcomeKind.FAIL),)
+    )
+
+    stored, _ = stored_form(job)
+
+    assert stored.failures == ()
+    assert stored == msgspec.structs.replace(job, failures=())

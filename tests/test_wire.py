@@ -1,5 +1,5 @@
 """The exact bytes taskit stores and sends, pinned: a spec, a record, a job, a result, an outcome,
-an error value and the Redis state string.
+an error value (with a job's failed attempts) and the Redis state string.
 
 Producers and workers of two releases share one Redis during a rolling deploy, and with
 ``array_like`` a field's position is its schema: a reordered or retyped field would be misread,
@@ -29,6 +29,7 @@ from taskit.broker.redis.records import (
     STATE_FIELDS,
     State,
     build_job,
+    decode_error,
     encode_error,
     format_state,
     join_record,
@@ -40,6 +41,7 @@ from taskit.dependencies import After, Feed, IfFailed
 from taskit.errors import CorruptJobError
 from taskit.job import (
     LIVE_FIELDS,
+    Attempt,
     Job,
     JobResult,
     JobSpec,
@@ -125,7 +127,7 @@ FULL_SPEC = bytes.fromhex(
 RESULT_TTL = bytes.fromhex("cb4056800000000000")
 #: ``encode_job(full_job())``: the read model's own encoding (the memory broker's stored form).
 FULL_JOB = bytes.fromhex(
-    "dc001d"  # an array of 29
+    "dc001e"  # an array of 30: the spec's 29, then failures (a live field with no spec slot)
     "02"  # v: SCHEMA_VERSION
     "a56a6f622d32"  # id: 'job-2'
     "ac74657374732e7265706f7274"  # task: 'tests.report'
@@ -167,7 +169,14 @@ FULL_JOB = bytes.fromhex(
     "a477662d31"  # workflow: 'wf-1'
     "9391a56a6f622d31"  # after: [('job-1',),
     "a36f6e65a8636f6e74696e7565"  # 'one', 'continue']
+    "92"  # failures: two Attempts, each an array of its six fields:
+    "9601c0d6ff663235c8"  # [1, None, 12:30:00,
+    "a57265747279a56669727374aa56616c75654572726f72"  # 'retry', 'first', 'ValueError']
+    "9602d6ff663235c9d6ff663235cb"  # [2, 12:30:01, 12:30:03,
+    "a57265747279a4626f6f6dac52756e74696d654572726f72"  # 'retry', 'boom', 'RuntimeError']
 )
+#: ``failures`` in ``FULL_JOB``: its last position.
+FAILURES = FULL_JOB[FULL_JOB.rindex(bytes.fromhex("929601")) :]
 #: A ``JobResult`` with every field set (a map: defaults left out, as for ``Outcome``).
 RESULT = bytes.fromhex(
     "86"  # a map of 6
@@ -193,6 +202,18 @@ OUTCOME = bytes.fromhex(
 )
 #: ``encode_error("boom", "ValueError", None)``: a value of the error hash.
 ERROR = bytes.fromhex("93a4626f6f6daa56616c75654572726f72c0")
+#: The error hash value of ``full_job()`` on Redis: its error, then its failed attempts, which
+#: ``lua/_attempts.lua`` appends (times as integer server milliseconds).
+FAILED_ERROR = bytes.fromhex(
+    "95"  # an array of 5: error, error_type, traceback, then one item per attempt
+    "a4626f6f6d"  # error: 'boom'
+    "ac52756e74696d654572726f72"  # error_type: 'RuntimeError'
+    "ad54726163656261636b202e2e2e"  # traceback: 'Traceback ...'
+    "9601c0cf0000018f34221540"  # [1, None, 1714566600000 (12:30:00),
+    "a57265747279a56669727374aa56616c75654572726f72"  # 'retry', 'first', 'ValueError']
+    "9602cf0000018f34221928cf0000018f342220f8"  # [2, 12:30:01, 12:30:03 (ms),
+    "a57265747279a4626f6f6dac52756e74696d654572726f72"  # 'retry', 'boom', 'RuntimeError']
+)
 #: The state string of a job just enqueued to ``default`` (the Lua scripts write it).
 ENQUEUED_STATE = b"pending|0|0||||||||default"
 
@@ -239,6 +260,17 @@ def full_job() -> Job:
         dedup=Dedup("debounce", "tests.report\0c1", 5.0),
         workflow="wf-1",
         after=After(("job-1",), Feed.ONE, IfFailed.CONTINUE),
+        failures=(
+            Attempt(1, None, CREATED, OutcomeKind.RETRY, "first", "ValueError"),
+            Attempt(
+                2,
+                CREATED + timedelta(seconds=1),
+                CREATED + timedelta(seconds=3),
+                OutcomeKind.RETRY,
+                "boom",
+                "RuntimeError",
+            ),
+        ),
     )
 
 
@@ -269,11 +301,13 @@ def test_a_spec_is_stored_as_these_bytes_and_reads_back_field_by_field(
 
 
 def test_a_spec_is_the_job_wire_format_released_versions_read() -> None:
-    """A release before JobSpec wrote, and reads, a spec as the encoded fresh ``Job``."""
+    """A release before JobSpec wrote, and reads, a spec as the encoded fresh ``Job``: the
+    fresh ``Job`` is the spec's bytes, then ``failures`` (empty), which ``Job`` alone has."""
     fresh = msgspec.structs.replace(full_job(), id="", **LIVE_FIELDS)
 
-    assert encode_job(fresh) == FULL_SPEC
+    assert encode_job(fresh) == b"\xdc\x00\x1e" + FULL_SPEC[3:] + b"\x90"
     assert same(decode_job(FULL_SPEC), fresh)
+    assert same(decode_spec(encode_job(fresh)), spec_of(full_job()))  # the extra item ignored
 
 
 def test_bytes_written_before_result_ttl_still_decode_with_the_default() -> None:
@@ -306,6 +340,7 @@ def test_bytes_written_before_result_ttl_still_decode_with_the_default() -> None
             dedup=None,
             workflow=None,
             after=None,
+            failures=(),
         ),
     )
 
@@ -322,7 +357,7 @@ def test_bytes_written_before_workflows_still_decode_without_them() -> None:
     plain = {"workflow": None, "after": None}
 
     assert same(decode_spec(spec_before), msgspec.structs.replace(spec_of(full_job()), **plain))
-    assert same(decode_job(job_before), msgspec.structs.replace(full_job(), **plain))
+    assert same(decode_job(job_before), msgspec.structs.replace(full_job(), **plain, failures=()))
 
 
 #: ``dedup`` in ``FULL_SPEC`` and ``FULL_JOB``, just before ``workflow``.
@@ -337,7 +372,15 @@ def test_bytes_written_before_dedup_still_decode_without_one() -> None:
     plain = {"dedup": None, "workflow": None, "after": None}
 
     assert same(decode_spec(spec_before), msgspec.structs.replace(spec_of(full_job()), **plain))
-    assert same(decode_job(job_before), msgspec.structs.replace(full_job(), **plain))
+    assert same(decode_job(job_before), msgspec.structs.replace(full_job(), **plain, failures=()))
+
+
+def test_a_job_written_before_failures_still_decodes_without_them() -> None:
+    """A job of a release before ``failures`` ends at ``after`` (29 positions, the spec's):
+    it reads back with no failures, every other field as written."""
+    job_before = b"\xdc\x00\x1d" + FULL_JOB[3 : FULL_JOB.rindex(FAILURES)]
+
+    assert same(decode_job(job_before), msgspec.structs.replace(full_job(), failures=()))
 
 
 def test_a_job_is_encoded_as_these_bytes_and_reads_back() -> None:
@@ -368,6 +411,30 @@ def test_a_result_an_outcome_and_an_error_value_are_these_bytes() -> None:
     assert encode_error("boom", "ValueError", None) == ERROR
 
 
+def test_an_error_value_with_failed_attempts_reads_back_as_the_jobs_error_and_failures() -> None:
+    job = full_job()
+
+    assert decode_error(FAILED_ERROR) == (job.error, job.error_type, job.traceback, job.failures)
+    assert decode_error(ERROR) == ("boom", "ValueError", None, ())  # three items: no attempts
+    assert msgspec.msgpack.encode(job.failures) == FAILURES
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        msgspec.msgpack.encode(["boom", "X"]),  # too short
+        msgspec.msgpack.encode(["boom", "X", None, "not an attempt"]),
+        msgspec.msgpack.encode([[1, None, 1, "retry", None, None], "X", None]),  # an attempt first
+        msgspec.msgpack.encode(["boom", "X", None, [1, None, 1, "nope", None, None]]),
+    ],
+)
+def test_an_error_value_of_another_shape_is_corrupt(raw: bytes) -> None:
+    state = b"failed|1|0||=t:fail||5|1000|2000|3000|q"
+
+    with pytest.raises(CorruptJobError, match="error"):
+        build_job("j", MINIMAL_SPEC, state, raw, b"")
+
+
 @given(
     task=st.text(max_size=20),
     queue=st.text(min_size=1, max_size=20),
@@ -393,12 +460,13 @@ def test_any_spec_is_the_fresh_job_without_its_id(**fields: Any) -> None:
 
     stored, spec = stored_form(job)
 
-    assert spec == encode_job(msgspec.structs.replace(job, id="", **LIVE_FIELDS))
+    fresh = encode_job(msgspec.structs.replace(job, id="", **LIVE_FIELDS))
+    assert spec == b"\xdc\x00\x1d" + fresh[3:-1]  # less failures (empty), which it has no slot of
     assert stored == msgspec.structs.replace(job, **LIVE_FIELDS)
 
 
 def test_a_spec_never_says_where_a_job_stands() -> None:
-    for name in LIVE_FIELDS:
+    for name in (f for f in LIVE_FIELDS if f in JobSpec.__struct_fields__):
         stale = msgspec.structs.replace(spec_of(full_job()), **{name: getattr(full_job(), name)})
         with pytest.raises(ValueError, match="live slots"):
             encode_spec(stale)
@@ -408,10 +476,9 @@ def test_a_spec_never_says_where_a_job_stands() -> None:
 def test_a_record_reads_back_as_the_job_it_stored() -> None:
     state = b"running|2|-7||tok|1|1714566900.5|1714566601000|1714566602000|1714566603000|reports"
     result = msgspec.msgpack.encode(full_job().result)
-    error = encode_error("boom", "RuntimeError", "Traceback ...")
 
     progress = msgspec.msgpack.encode(full_job().progress)
-    job = build_job("job-2", FULL_SPEC, state, error, result, progress)
+    job = build_job("job-2", FULL_SPEC, state, FAILED_ERROR, result, progress)
 
     expected = msgspec.structs.replace(
         full_job(),
@@ -425,9 +492,8 @@ def test_every_live_field_comes_from_the_record_not_the_spec() -> None:
     """A live field added to LIVE_FIELDS must be carried by the broker's state: a record with
     every part set shows each of them away from its fresh value."""
     state = b"failed|1|0||=t:fail||5|1000|2000|3000|q"
-    error = encode_error("boom", "ValueError", "Traceback ...")
     progress = msgspec.msgpack.encode(full_job().progress)
-    job = build_job("j", MINIMAL_SPEC, state, error, RESULT, progress)
+    job = build_job("j", MINIMAL_SPEC, state, FAILED_ERROR, RESULT, progress)
 
     assert [f for f, fresh in LIVE_FIELDS.items() if getattr(job, f) == fresh] == []
 
@@ -645,3 +711,36 @@ def test_the_scripts_know_a_job_without_limits_by_the_last_bytes_of_its_spec() -
     # It starts at progress (None: 0xc0, which no UTF-8 limit key holds), then limits ().
     assert MINIMAL_SPEC[-len(tail) :] == b"\xc0\x90" + b"\xc0" * (len(tail) - 2)
     assert not FULL_SPEC.endswith(tail)
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_the_settle_script_writes_an_attempt_as_pinned(rh: RedisHarness) -> None:
+    """``lua/_attempts.lua`` appends an attempt as ``FAILED_ERROR`` holds it, byte for byte (but
+    its end: the server's time): the job's second run of ``full_job()``, settled RETRY."""
+    k = rh.broker.keys
+    await rh.broker.enqueue([minimal_job()])
+    _, spec = split_record(await rh.client.hget(k.jobs, "job-1"))
+    state = b"running|2|0||tok|||1714566601000|||default"
+    await rh.client.hset(k.jobs, "job-1", join_record(state, spec))
+    first = msgspec.msgpack.decode(FAILED_ERROR)[3]
+    await rh.client.hset(
+        k.err, "job-1", msgspec.msgpack.encode(["first", "ValueError", None, first])
+    )
+    job = full_job()
+    retry = Outcome(
+        job_id="job-1",
+        token="tok|default",
+        kind=OutcomeKind.RETRY,
+        delay=60,
+        error=job.error,
+        error_type=job.error_type,
+        traceback=job.traceback,
+    )
+
+    assert await rh.broker.settle([retry]) == [True]
+
+    raw = await rh.client.hget(k.err, "job-1")
+    ended = msgspec.msgpack.decode(raw)[4][2]
+    pinned_end = bytes.fromhex("cf0000018f342220f8")
+    assert raw == FAILED_ERROR.replace(pinned_end, b"\xcf" + ended.to_bytes(8, "big"))

@@ -215,6 +215,9 @@ class Broker(Browsing, abc.ABC):
         requeued or purged); RELEASE makes it PENDING at once and refunds the attempt (shutdown,
         not failure).
         A RETRY or RELEASE of a job whose cancel was requested while it ran ends it CANCELLED.
+        An applied RETRY, FAIL or DEAD_LETTER appends the attempt to the job's ``failures``
+        (``taskit.job.Attempt``: its number, the lease's start, the broker's time now, the kind,
+        the outcome's error and type) in the same step, the newest ``MAX_FAILURES`` kept.
 
         One outcome never fails the call, nor the others in it: each is checked and encoded on
         its own (``taskit._storable.storable``). An exception given as an error is stored as text
@@ -356,7 +359,9 @@ class Broker(Browsing, abc.ABC):
     async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
         """Make dead letters PENDING again (all of ``queue``'s when ``job_ids`` is None) with
         ``attempts`` reset to 0. Returns how many were requeued; unknown ids are skipped, and so
-        are dead letters whose record is unreadable (they stay, to be read and purged)."""
+        are dead letters whose record is unreadable (they stay, to be read and purged). A job
+        keeps its error and ``failures``; its next attempt is number 1 again (``attempts``
+        restarts), so its history may hold the same number twice."""
 
     @abc.abstractmethod
     async def purge(self, queue: str) -> int:

@@ -198,6 +198,34 @@ async def test_reclaim_takes_expired_leases_under_a_new_token(rh: RedisHarness) 
     assert await rh.client.zscore(k.leases("q"), "j1") == now + 5_000
 
 
+async def test_settle_appends_each_failed_attempt_to_the_error_value(rh: RedisHarness) -> None:
+    """A retry, then a dead letter: the error value is the last error sent, then one array per
+    failed attempt (number, start and end in ms, kind, error, type); a complete adds none."""
+    k = rh.broker.keys
+    await enqueue(rh, "j1")
+    await enqueue(rh, "j2")
+    error = msgspec.msgpack.encode(["boom", "E", "tb"])
+    for kind, triple in (("retry", error), ("dead_letter", b"")):
+        rows = await reserve(rh, count=1)
+        state = parse_state(rows[5])
+        args = [1000, 1, "j1", f"{state.token} {kind} 1 0", triple, ""]
+        assert await run(rh, "settle", settle_keys(k, "j1"), args) == [1]
+        assert state.started is not None
+        value = msgspec.msgpack.decode(await rh.client.hget(k.err, "j1"))
+        number, started, _, written, *texts = value[-1]
+        assert (number, started, written) == (state.attempts, round(state.started * 1000), kind)
+        assert texts == (["boom", "E"] if triple else [None, None])
+    rows = await reserve(rh, count=1)
+    args = [1000, 1, "j2", f"{parse_state(rows[5]).token} complete 1 0", "", ""]
+    assert await run(rh, "settle", settle_keys(k, "j2"), args) == [1]
+
+    [first, second] = value[3:]
+    assert value[:3] == ["boom", "E", "tb"]  # no error sent with the dead letter: kept
+    assert (first[0], second[0]) == (1, 2)
+    assert first[1] <= first[2] <= second[1] <= second[2]
+    assert await rh.client.hget(k.done("j2"), "err") == b""
+
+
 def cancel_keys(k: Keys, job_id: str, q: str = "q") -> list[str]:
     return [k.jobs, k.err, k.done(job_id), k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q),
             k.totals(q), k.progress, *fair(k, q), *k.limit_keys(), k.wf_of, k.wf_deferred,

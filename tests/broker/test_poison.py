@@ -30,7 +30,7 @@ from taskit.broker.redis.keys import Keys
 from taskit.broker.redis.records import join_record, parse_state, split_record
 from taskit.clock import FakeClock
 from taskit.errors import CorruptJobError, SerializationError
-from taskit.job import Job, JobResult, JobStatus, OutcomeKind, decode_job
+from taskit.job import Job, JobResult, JobSpec, JobStatus, OutcomeKind, decode_job, stored_form
 from tests.broker._helpers import LONG, make_job, new_queue, outcome
 from tests.broker._redis_kinds import open_redis_harness
 
@@ -218,9 +218,9 @@ def full_job(queue: str, *args: Any) -> Job:
     return msgspec.structs.replace(make_job(queue, *args), created_by="fuzz")
 
 
-_SPEC = msgspec.msgpack.encode(msgspec.structs.replace(full_job("q"), id=""))
-#: The parts of the spec: a msgpack array of the schema tag, then every Job field in order.
-SPEC_FIELDS = ("v", *Job.__struct_fields__)
+_SPEC = stored_form(full_job("q"))[1]
+#: The parts of the spec: a msgpack array of the schema tag, then every JobSpec field in order.
+SPEC_FIELDS = ("v", *JobSpec.__struct_fields__)
 ANY_VALUE = st.one_of(
     st.none(),
     st.booleans(),

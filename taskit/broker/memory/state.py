@@ -23,6 +23,8 @@ from taskit.broker.memory.wakeup import Waiter, wake_all
 from taskit.clock import Clock, FakeClock, SystemClock
 from taskit.errors import CorruptJobError, SerializationError
 from taskit.job import (
+    MAX_FAILURES,
+    Attempt,
     Job,
     JobStatus,
     Lease,
@@ -37,6 +39,8 @@ from taskit.job import (
 __all__ = ["WAITING", "MemoryState", "Record", "copy_job", "encode_for_store"]
 
 WAITING = (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING)
+#: The outcomes that end an attempt in a failure: each is kept in ``Job.failures``.
+_FAILURES = frozenset({OutcomeKind.RETRY, OutcomeKind.FAIL, OutcomeKind.DEAD_LETTER})
 #: The latest ``scheduled_at`` a datetime can show; a job due later (a delay of ``inf``, or of
 #: ten thousand years) shows this and, in effect, never falls due.
 _LATEST = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
@@ -266,6 +270,11 @@ class MemoryState:
                 outcome.error_type,
                 outcome.traceback,
             )
+        if kind in _FAILURES:  # the attempt's history, kept with its error (as on Redis)
+            job.failures = (
+                *job.failures[1 - MAX_FAILURES :],
+                failed_attempt(job, kind, outcome, now),
+            )
         record.token = ""
         self._unhold(record)
         if kind is OutcomeKind.COMPLETE:
@@ -350,6 +359,13 @@ class MemoryState:
         with self._lock:
             waiters = self._take_waiters()
         wake_all(waiters)
+
+
+def failed_attempt(job: Job, kind: OutcomeKind, outcome: Outcome, now: float) -> Attempt:
+    """The attempt ``job`` (leased, its ``attempts`` counting this run) ended by ``outcome``
+    (settled as ``kind``) at ``now``."""
+    ended = utc_from_timestamp(now)
+    return Attempt(job.attempts, job.started_at, ended, kind, outcome.error, outcome.error_type)
 
 
 def encode_for_store(job: Job) -> bytes:

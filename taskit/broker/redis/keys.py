@@ -10,7 +10,8 @@ Scale a Cluster out by giving apps different prefixes.
 key                         type    holds
 ==========================  ======  ===================================================
 ``{p}:jobs``                hash    live job id -> its record: state and spec (below)
-``{p}:err``                 hash    live job id -> msgpack ``[error, type, traceback]``
+``{p}:err``                 hash    live job id -> msgpack ``[error, type, traceback]``,
+                                    then its failed attempts (``lua/_attempts.lua``)
 ``{p}:progress``            hash    live job id -> msgpack ``Progress`` (its latest report)
 ``{p}:seq``                 string  sequence counter (ranked-set order, dead letters)
 ``{p}:queues``              set     every queue name ever enqueued to

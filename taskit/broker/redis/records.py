@@ -35,10 +35,12 @@ import msgspec
 from taskit.broker.checks import stand_in
 from taskit.errors import CorruptJobError, SerializationError
 from taskit.job import (
+    Attempt,
     Job,
     JobResult,
     JobSpec,
     JobStatus,
+    OutcomeKind,
     Progress,
     decode_spec,
     job_of,
@@ -51,6 +53,7 @@ __all__ = [
     "State",
     "StateField",
     "build_job",
+    "decode_error",
     "encode_error",
     "format_state",
     "join_record",
@@ -207,7 +210,23 @@ def split_token(token: str) -> tuple[str, str] | None:
     return (rand, queue) if sep and rand else None
 
 
-_ERROR = msgspec.msgpack.Decoder(tuple[str | None, str | None, str | None])
+class _StoredAttempt(msgspec.Struct, array_like=True, frozen=True):
+    """A failed attempt as ``lua/_attempts.lua`` writes it: times in server milliseconds."""
+
+    number: int
+    started: int | None
+    ended: int
+    kind: OutcomeKind
+    error: str | None
+    error_type: str | None
+
+    def attempt(self) -> Attempt:
+        started = None if self.started is None else _time(self.started / 1000)
+        ended = _time(self.ended / 1000)
+        return Attempt(self.number, started, ended, self.kind, self.error, self.error_type)
+
+
+_ERROR = msgspec.msgpack.Decoder(tuple[str | _StoredAttempt | None, ...])
 _RESULT = msgspec.msgpack.Decoder(JobResult)
 _PROGRESS = msgspec.msgpack.Decoder(Progress)
 _ENCODER = msgspec.msgpack.Encoder()
@@ -216,6 +235,26 @@ _ENCODER = msgspec.msgpack.Encoder()
 def encode_error(error: str | None, error_type: str | None, traceback: str | None) -> bytes:
     """The error hash value for a failure; ``b""`` when there is no error to record."""
     return b"" if error is None else _ENCODER.encode((error, error_type, traceback))
+
+
+def decode_error(
+    err: bytes,
+) -> tuple[str | None, str | None, str | None, tuple[Attempt, ...]]:
+    """``(error, error_type, traceback, failures)`` of an error hash value: the msgpack array
+    ``[error, error_type, traceback, attempt...]`` (``lua/_attempts.lua``; the three items alone
+    when the job has no failed attempt, as ``encode_error`` writes and releases before attempts
+    were kept wrote). ``msgspec.ValidationError`` if it is not one."""
+    items = _ERROR.decode(err)
+    texts = [v for v in items[:3] if not isinstance(v, _StoredAttempt)]
+    if len(texts) != 3:
+        raise msgspec.ValidationError(f"not [error, error_type, traceback, ...]: {err[:80]!r}")
+    failures = []
+    for item in items[3:]:
+        if not isinstance(item, _StoredAttempt):
+            raise msgspec.ValidationError(f"an attempt is not an array: {item!r}"[:120])
+        failures.append(item.attempt())
+    error, error_type, traceback = texts
+    return error, error_type, traceback, tuple(failures)
 
 
 def build_job(
@@ -235,7 +274,7 @@ def placeholder_job(
     if the state, error, result or progress is unreadable too."""
     parsed = parse_state(state, job_id)
     job = merge_state(stand_in(parsed.queue), job_id, parsed, err, res, prog)
-    if not err:
+    if job.error is None:
         job.error, job.error_type = why, SerializationError.__name__
     return job
 
@@ -255,7 +294,10 @@ def merge_state(
     }
     try:
         if err:
-            live["error"], live["error_type"], live["traceback"] = _ERROR.decode(err)
+            error, error_type, traceback, failures = decode_error(err)
+            live["error"], live["error_type"], live["traceback"] = error, error_type, traceback
+            if failures:
+                live["failures"] = failures
     except msgspec.DecodeError as exc:
         raise CorruptJobError(job_id, "error", f"does not decode: {exc}") from None
     try:

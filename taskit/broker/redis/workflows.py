@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from taskit.broker.redis.records import decode_error
 from taskit.dependencies import IfFailed
 from taskit.errors import CorruptJobError
 from taskit.job import Job, JobResult, JobStatus, result_of, utc_from_timestamp
@@ -22,7 +23,6 @@ from taskit.workflow import WorkflowNode, WorkflowState
 
 __all__ = ["build_state", "end_result", "node_args", "pack_ids", "unpack_ids"]
 
-_ERROR = msgspec.msgpack.Decoder(tuple[str | None, str | None, str | None])
 _RESULT = msgspec.msgpack.Decoder(JobResult)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_PAYLOAD = msgspec.Raw(b"\x90")
@@ -66,7 +66,7 @@ def end_result(raw: bytes, job_id: str = "") -> tuple[JobStatus, JobResult]:
         if int(n) > len(rest):
             raise ValueError(f"its error is cut short: {raw[:80]!r}")
         err, res = rest[: int(n)], rest[int(n) :]
-        error, error_type, traceback = _ERROR.decode(err) if err else (None, None, None)
+        error, error_type, traceback = decode_error(err)[:3] if err else (None, None, None)
         job = Job(
             id=job_id,
             task="",

@@ -1,5 +1,6 @@
 -- A reader of msgpack bytes (a job's spec, a stored result or error) without decoding them:
--- pasted by `-- @include _msgpack.lua` before _limits.lua and _workflow.lua, which use it.
+-- pasted by `-- @include _msgpack.lua` before _limits.lua, _workflow.lua and _attempts.lua,
+-- which use it.
 
 -- The headers of a fixed size: byte -> its size; and the headers with a length (below). Built on
 -- first use: a table made at the top of a script is made again on every call of the script,

@@ -27,6 +27,11 @@ retrying (delayed set) or, with no delay, pending at the front of its priority; 
 pending at the front of its priority and refunds the attempt (jobs put back by one call keep
 the order they were reserved in); DEAD_LETTER moves it to the dead set. A RETRY or RELEASE of a job whose cancel was requested while it ran ends it CANCELLED instead.
 
+An applied RETRY, FAIL or DEAD_LETTER (a failure) also appends the attempt to the job's failed
+attempts, kept in its error hash value with its error (see _attempts.lua): its number (the
+job's attempts), its start (the state's) and end (now), its kind, and the error and error type
+of ARGV[base+3]. A success, a release or a cancel adds none and reads nothing more.
+
 An applied outcome leaves the mark '=<token>:<kind as sent>' in the token field of the job's
 state (live or done record) until the job is leased again: a settle retried because the reply to
 the first try was lost finds it and is answered 1 again, changing nothing (the first try applied).
@@ -45,6 +50,7 @@ token: nothing changed), then the names of the queues that got freed jobs (to wa
 local rcall = redis.call
 -- @include _common.lua
 -- @include _msgpack.lua
+-- @include _attempts.lua
 -- @include _limits.lua
 -- @include _workflow.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
@@ -112,9 +118,7 @@ for i = 1, (#ARGV - 2) / 4 do
     if s.cancel == '1' and (kind == 'retry' or kind == 'release') then
       kind = 'cancel' -- a cancel requested while it ran wins over running it again
     end
-    if ARGV[a + 3] ~= '' then
-      rcall('HSET', KEYS[2], id, ARGV[a + 3])
-    end
+    set_error(KEYS[2], id, ARGV[a + 3], s, kind, now) -- a failure with its attempt
     s.token = mark
     local ids = unleased[q]
     if not ids then
