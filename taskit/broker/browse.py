@@ -12,7 +12,9 @@ never twice. Orders, by listing:
 * QUEUED: ready (PENDING) jobs, held-back ones (a full limit) included, roughly in the order
   they would be reserved (the broker's own; fair turns and limits are not replayed).
 * SCHEDULED and RETRYING: by due time, soonest first.
-* RUNNING: by lease deadline, soonest first.
+* RUNNING: by lease deadline, soonest first. A worker extends its leases while its jobs run,
+  which moves them later: a running job may be listed again in a later page of the same walk
+  (the one exception to exactly once).
 * DEFERRED: no order (the broker's own).
 * COMPLETED, FAILED, CANCELLED: by end time, newest first; a job is listed while its record is
   kept (``get`` finds it), and at most the broker's ``result_ttl`` after its end (a longer
