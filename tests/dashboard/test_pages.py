@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from html import unescape
 
 import pytest
 
-from taskit.job import OutcomeKind
+from taskit.job import OutcomeKind, Progress, ProgressUpdate
 from tests.dashboard._site import Site
 
 PAGES = {
@@ -182,6 +183,21 @@ def test_schedules_limits_workflows_and_progress(site: Site) -> None:
     assert '<tr data-limit="api">' in site.client.get("/limits").text
     job = site.running(1, 2)
     assert f'data-progress-job="{job.id}"' in site.client.get("/progress").text
+
+
+def test_progress_shows_each_running_jobs_latest_report(site: Site) -> None:
+    job = site.enqueue(1, 2)
+    lease = site.take(job)
+    report = Progress(updated_at=datetime.now(UTC), fraction=0.4, message="rows")
+    update = ProgressUpdate(job.id, lease.token, report)
+    assert site.run(lambda: site.broker.set_progress([update])) == [True]
+    assert (
+        f'<span data-progress-job="{job.id}">40% rows</span>' in site.client.get("/progress").text
+    )
+    page = site.client.get(f"/jobs/{job.id}").text
+    assert re.search(r'data-testid="job-progress" data-progress-job="[^"]+">40% rows</dd>', page)
+    running = site.client.get("/api/overview").json()["running"]
+    assert [(r["id"], r["percent"], r["message"]) for r in running] == [(job.id, 40, "rows")]
 
 
 def test_a_workflow_is_a_tree_of_nodes_with_their_status(site: Site) -> None:

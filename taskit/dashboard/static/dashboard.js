@@ -131,7 +131,11 @@
     var svg = $("[data-testid=chart]");
     if (!svg || !data || !data.chart) return;
     while (svg.firstChild) svg.removeChild(svg.firstChild);
-    var points = data.chart, width = 600, height = 160, left = 36, bottom = 18, top = 8;
+    // Drawn at the element's own size (one user unit a pixel), so text is never stretched.
+    var width = Math.max(300, Math.round(svg.clientWidth || 600));
+    var height = Math.max(120, Math.round(svg.clientHeight || 200));
+    svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+    var points = data.chart, left = 36, bottom = 18, top = 8;
     var most = 1;
     points.forEach(function (p) { most = Math.max(most, p.completed, p.failed); });
     var x = function (i) { return left + (width - left - 4) * i / Math.max(1, points.length - 1); };
@@ -240,5 +244,6 @@
   }
 
   drawChart(initialOverview());
+  window.addEventListener("resize", function () { drawChart(lastOverview || initialOverview()); });
   connect();
 })();
