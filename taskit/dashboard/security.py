@@ -116,10 +116,15 @@ def csrf_token(secret: bytes, nonce: str) -> str:
 
 
 def _same_origin(request: Request) -> bool:
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
     origin = request.headers.get("origin")
     if origin is None:  # not sent by every browser on same-origin requests; the token still holds
-        return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+        return True
+    # Behind a proxy that rewrites Host, X-Forwarded-Host names the address the browser used (a
+    # page on another site cannot set it: a custom header needs a CORS preflight, never allowed).
+    hosts = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")}
+    return urlsplit(origin).netloc in hosts - {""}
 
 
 def check_action(request: Request, secret: bytes) -> JSONResponse | None:

@@ -11,8 +11,9 @@ from html import unescape
 
 import pytest
 
+from taskit.errors import BrokerConnectionError
 from taskit.job import OutcomeKind, Progress, ProgressUpdate
-from tests.dashboard._site import Site
+from tests.dashboard._site import CSRF, Site
 
 PAGES = {
     "/": "overview", "/queues": "queues", "/jobs": "jobs", "/dead": "dead",
@@ -232,3 +233,27 @@ def test_mounted_under_a_path_links_carry_it() -> None:
 def test_a_failed_job_is_listed_as_failed(site: Site) -> None:
     failed = site.settle(site.enqueue(1, 2), OutcomeKind.FAIL, error="nope")
     assert ids(site.client.get("/jobs?state=failed").text) == [failed.id]
+
+
+def test_a_broker_that_fails_is_a_503_saying_so(
+    site: Site, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def down(*args: object) -> None:
+        raise BrokerConnectionError("redis at 10.0.0.1:6379 refused the connection")
+
+    monkeypatch.setattr(site.broker, "stats", down)
+    page = site.client.get("/queues")
+    assert page.status_code == 503
+    assert "the broker cannot be reached: BrokerConnectionError" in page.text
+    monkeypatch.setattr(site.broker, "pause_queue", down)
+    reply = site.client.post("/actions/queues/default/pause", json={}, headers={
+        "X-CSRF-Token": token_from(site.client.get("/workers").text)})  # fmt: skip
+    assert reply.status_code == 503
+    assert reply.json()["ok"] is False
+    assert "the broker failed" in caplog.text
+
+
+def token_from(html: str) -> str:
+    found = CSRF.search(html)
+    assert found is not None
+    return found.group(1)
