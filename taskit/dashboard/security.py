@@ -35,7 +35,6 @@ __all__ = [
     "check_action",
     "csrf_token",
     "new_nonce",
-    "parse_basic_auth",
 ]
 
 #: The per-browser CSRF cookie, and the header an action carries its token in.
@@ -44,15 +43,6 @@ HEADER = "x-csrf-token"
 
 #: ``auth(request)``: may this request see the dashboard (and act, unless read-only)?
 AuthHook = Callable[[Request], bool | Awaitable[bool]]
-
-
-def parse_basic_auth(text: str) -> tuple[str, str]:
-    """``"user:password"`` as a pair; ``ValueError`` naming the problem for text without a
-    colon or with an empty user or password (the password may hold colons)."""
-    user, colon, password = text.partition(":")
-    if not colon or not user or not password:
-        raise ValueError("basic auth takes USER:PASSWORD, both non-empty")
-    return user, password
 
 
 def _basic_ok(header: str | None, expected: tuple[str, str]) -> bool:

@@ -62,9 +62,9 @@
   }
 
   // Several queues: one request each, their counts summed into one message.
-  function bulk(verb, requests) {
+  function bulk(verb, requests, none) {
     var done = verb === "requeue" ? "requeued" : "deleted";
-    if (!requests.length) { flash("Select some dead letters first.", false); return; }
+    if (!requests.length) { flash(none, false); return; }
     var total = 0;
     var chain = Promise.resolve({ ok: true });
     requests.forEach(function (item) {
@@ -85,14 +85,14 @@
       var byQueue = selected();
       bulk(verb, Object.keys(byQueue).map(function (queue) {
         return { queue: queue, payload: { ids: byQueue[queue] } };
-      }));
+      }), "Select some dead letters first.");
       return;
     }
     var panel = $(".bulk");
     var queues = JSON.parse(panel.dataset.queues || "[]");
     bulk(verb, queues.map(function (queue) {
       return { queue: queue, payload: { all: true, task: panel.dataset.task || null, q: panel.dataset.q || null } };
-    }));
+    }), "No queue has dead letters.");
   }
 
   document.addEventListener("click", function (event) {
