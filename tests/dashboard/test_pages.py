@@ -12,7 +12,7 @@ from html import unescape
 import pytest
 
 from taskit.errors import BrokerConnectionError
-from taskit.job import OutcomeKind, Progress, ProgressUpdate
+from taskit.job import JobResult, OutcomeKind, Progress, ProgressUpdate
 from tests.dashboard._site import CSRF, Site
 
 PAGES = {
@@ -152,6 +152,24 @@ def test_the_job_page_shows_everything_and_only_the_actions_that_apply(site: Sit
         "cancel", "promote",
     ]  # fmt: skip
     assert site.client.get("/jobs/unknown-id").status_code == 404
+
+
+def test_the_job_page_lists_every_attempt(site: Site) -> None:
+    job = site.enqueue(5, 6)
+    site.settle(job, OutcomeKind.RETRY, error="first", error_type="KeyError")
+    site.settle(job, OutcomeKind.RETRY, error="second", error_type="OSError")
+    site.settle(job, OutcomeKind.COMPLETE, result=JobResult(success=True, value=11))
+    html = site.client.get(f"/jobs/{job.id}").text
+    rows = re.findall(r'<tr data-attempt="(\d+)"( data-current="true")?>(.*?)</tr>', html)
+    assert [(n, bool(current)) for n, current, _ in rows] == [
+        ("1", False), ("2", False), ("3", True),
+    ]  # fmt: skip
+    assert "retry" in rows[0][2]
+    assert "KeyError: first" in rows[0][2]
+    assert "OSError: second" in rows[1][2]
+    assert "completed" in rows[2][2]
+    fresh = site.enqueue(1, 2)
+    assert "data-attempt=" not in site.client.get(f"/jobs/{fresh.id}").text
 
 
 def test_dead_letters_have_checkboxes_and_bulk_buttons(site: Site) -> None:
