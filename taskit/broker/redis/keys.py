@@ -194,7 +194,8 @@ class Keys:
 #: Every key of a queue, by its last part (see ``Keys.queue``), and the Redis type it holds.
 QUEUE_KINDS = {"fifo": "list", "wake": "list", "ranked": "zset", "delayed": "zset",
                "leases": "zset", "dead": "zset", "totals": "hash", "groups": "zset",
-               "turns": "list", "groupof": "hash"}  # fmt: skip
+               "turns": "list", "groupof": "hash", "completed": "zset", "failed": "zset",
+               "cancelled": "zset"}  # fmt: skip
 
 #: The fixed keys of limits, by the part after ``{p}:limits`` (``""``: the specs hash itself), and
 #: the Redis type each holds, in the order scripts take them (``Keys.limit_keys``).
