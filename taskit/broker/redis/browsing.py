@@ -107,11 +107,14 @@ class _Pos:
 
 
 class Browser:
-    """The browsing methods of one ``RedisBroker``: ``call`` runs a request, ``execute`` one
-    plain command (both guarded by the broker)."""
+    """The browsing methods of one ``RedisBroker`` of result TTL ``ttl_ms``: ``call`` runs a
+    request, ``execute`` one plain command (both guarded by the broker)."""
 
-    def __init__(self, keys: Keys, call: Call, execute: Callable[..., Awaitable[Any]]) -> None:
+    def __init__(
+        self, keys: Keys, ttl_ms: int, call: Call, execute: Callable[..., Awaitable[Any]]
+    ) -> None:
         self._keys = keys
+        self._ttl_ms = ttl_ms
         self._call = call
         self._execute = execute
 
@@ -176,7 +179,17 @@ class Browser:
         status = "" if phase.mode == "ids" else listing.status.value
         return await self._call(
             BrowseZset(
-                queue, key, phase.order, phase.part, pos.a, pos.b, n, budget, status, phase.mode
+                queue,
+                key,
+                phase.order,
+                phase.part,
+                pos.a,
+                pos.b,
+                n,
+                budget,
+                status,
+                phase.mode,
+                self._ttl_ms if phase.mode == "ids" else None,
             )
         )
 
@@ -282,7 +295,9 @@ def _entries(raw: Any) -> list[tuple[str, bytes]]:
     left out."""
     out = []
     for entry_id, fields in raw or ():
-        values = fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
+        if not isinstance(fields, dict):
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
+        values = fields
         if FIELD in values:
             text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
             out.append((text, bytes(values[FIELD])))

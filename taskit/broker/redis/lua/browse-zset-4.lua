@@ -7,7 +7,8 @@ ARGV[1] 'asc' or 'desc'    ARGV[2] the part walked: 'all', 'neg' (scores < 0) or
 ARGV[3] the cursor's score ('' from the start)    ARGV[4] the cursor's member
 ARGV[5] n, rows wanted    ARGV[6] budget, most members examined
 ARGV[7] the status listed ('' any)    ARGV[8] 'live' (rows with records), 'ranked' (live, members
-'<seq>:<id>') or 'ids' (the id alone)
+'<seq>:<id>') or 'ids' (the id alone)    ARGV[9] keep: when not '', members scored (ms) before
+now - keep are not walked (a finished-job index lists a job at most the broker's result TTL)
 
 Resumes after the cursor, exclusive, whether or not its member is still there: its place is
 found by rank (ZRANK when the member still has that score, else a binary search among the
@@ -60,6 +61,9 @@ if part == 'neg' then
   last = rcall('ZCOUNT', key, '-inf', '(0') - 1
 elseif part == 'pos' then
   first = rcall('ZCOUNT', key, '-inf', 0)
+end
+if ARGV[9] ~= '' then
+  first = rcall('ZCOUNT', key, '-inf', '(' .. (now_ms() - tonumber(ARGV[9])))
 end
 
 local at -- the next rank to examine
