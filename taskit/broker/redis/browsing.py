@@ -136,7 +136,7 @@ class Browser:
         jobs: list[Job] = []
         scanned = 0
         cut: _Pos | None = None  # where the page ends when one more job was found
-        jobs_at = ("", "")  # the position of the last job of the page
+        jobs_at = _Pos()  # the position of the last job of the page (its phase too)
         while cut is None and pos.phase < len(phases):
             if filtered and scanned >= SCAN_BUDGET:
                 return JobPage(jobs, _encode(queue, listing, pos), scanned)
@@ -148,10 +148,10 @@ class Browser:
                 if job is None or not matches(job, task, text):
                     continue
                 if len(jobs) == limit:  # one more: the page ends at the last job returned
-                    cut = _Pos(pos.phase, *jobs_at)
+                    cut = jobs_at
                     break
                 jobs.append(job)
-                jobs_at = (row.a, row.b)
+                jobs_at = _Pos(pos.phase, row.a, row.b)
             if cut is None:
                 pos = _Pos(pos.phase, page.a, page.b) if page.more else _Pos(pos.phase + 1)
         if cut is not None:

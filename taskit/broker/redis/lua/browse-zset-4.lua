@@ -2,7 +2,8 @@
 (read only): delayed (SCHEDULED, RETRYING), leases (RUNNING), dead (DEAD), ranked (QUEUED, by
 priority) and the finished-job indexes (COMPLETED, FAILED, CANCELLED).
 
-KEYS[1] the sorted set walked    KEYS[2] jobs hash    KEYS[3] error hash    KEYS[4] progress hash
+KEYS[1] the sorted set walked: a delayed set, lease set, dead set, ranked set, completed set,
+  failed set or cancelled set    KEYS[2] jobs hash    KEYS[3] error hash    KEYS[4] progress hash
 ARGV[1] 'asc' or 'desc'    ARGV[2] the part walked: 'all', 'neg' (scores < 0) or 'pos' (> 0)
 ARGV[3] the cursor's score ('' from the start)    ARGV[4] the cursor's member
 ARGV[5] n, rows wanted    ARGV[6] budget, most members examined
