@@ -11,8 +11,8 @@ from importlib import resources
 import pytest
 
 from taskit.broker.redis import requests
-from taskit.broker.redis.requests import browse
 from taskit.broker.redis.keys import LIMIT_KINDS, Keys
+from taskit.broker.redis.requests import browse
 from taskit.broker.redis.scripts import SCRIPTS
 from taskit.job import Job, encode_arguments
 
