@@ -78,7 +78,7 @@ def state_of(raw: bytes) -> tuple[JobStatus, int, str]:
 def test_every_command_script_documents_its_keys_args_and_reply() -> None:
     folder = resources.files("taskit.broker.redis").joinpath("lua")
     names = sorted(e.name for e in folder.iterdir() if not e.name.startswith("_"))
-    assert len(names) == len(SCRIPTS.names) == 26
+    assert len(names) == len(SCRIPTS.names) == 35
     for name in names:
         text = folder.joinpath(name).read_text("utf-8")
         header = text.split("]]", 1)[0]
@@ -87,7 +87,8 @@ def test_every_command_script_documents_its_keys_args_and_reply() -> None:
             assert part in header, name
         assert "local rcall = redis.call" in text, name
         # Server time only; key names only from KEYS (no key text assembled in Lua, except by
-        # the workflow include, _workflow.lua: see keys.py and test_lua_workflows.py).
+        # the workflow include, _workflow.lua, and the counts include, _counts.lua: see keys.py,
+        # test_lua_workflows.py and test_lua_browse.py).
         assert "os.time" not in text, name
         assert "{" + "taskit" not in text, name
         assert not re.search(r"rcall\('[A-Z]+', [a-z_]+ \.\.", text), name
@@ -162,6 +163,7 @@ def settle_keys(k: Keys, *job_ids: str) -> list[str]:
     q = "q"
     return [k.jobs, k.err, k.seq, *k.limit_keys(), k.fifo(q), k.ranked(q), k.delayed(q),
             k.leases(q), k.dead(q), k.totals(q), k.wake(q), *fair(k, q),
+            *k.of(q, ("completed", "failed", "cancelled")),
             *(k.done(job_id) for job_id in job_ids),
             k.progress, k.wf_of, k.wf_deferred]  # fmt: skip
 
@@ -229,7 +231,7 @@ async def test_settle_appends_each_failed_attempt_to_the_error_value(rh: RedisHa
 def cancel_keys(k: Keys, job_id: str, q: str = "q") -> list[str]:
     return [k.jobs, k.err, k.done(job_id), k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q),
             k.totals(q), k.progress, *fair(k, q), *k.limit_keys(), k.wf_of, k.wf_deferred,
-            k.seq]  # fmt: skip
+            k.seq, *k.of(q, ("completed", "failed", "cancelled"))]  # fmt: skip
 
 
 async def test_cancel_ends_a_waiting_job_and_names_a_wrong_queue(rh: RedisHarness) -> None:

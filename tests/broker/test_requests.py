@@ -12,6 +12,7 @@ import pytest
 
 from taskit.broker.redis import requests
 from taskit.broker.redis.keys import LIMIT_KINDS, Keys
+from taskit.broker.redis.requests import browse
 from taskit.broker.redis.scripts import SCRIPTS
 from taskit.job import Job, encode_arguments
 
@@ -66,12 +67,22 @@ SAMPLES: list[tuple[requests.Request, list[str]]] = [
     (requests.WorkflowGet("w"), []),
     (requests.WorkflowResults("w", ["a", "b"]), []),
     (requests.WorkflowCancel("w", 1000), []),
+    (browse.BrowseZset(QA, K.delayed(QA), "asc", "all", "", "", 10, 100, "", "live"), []),
+    (browse.BrowseList(QA, "", 10, 100), []),
+    (browse.BrowseLex(QA, K.limits + ":freed", "-", "+", "", 10, 100, False, "pending"), []),
+    (browse.BrowseScan(QA, "0", 0, 10, 100), []),
+    (browse.BrowseDone(QA, "completed", ["a", "b"]), []),
+    (browse.CountsRead([60, 120]), []),
+    (browse.Promote("j", QA), []),
+    (browse.Locate(["a", "b"]), []),
+    (browse.Forget([("a", QA), ("b", QB)]), [QA, QB]),
 ]
 
 _QUEUE_NAMES = {"fifo": "FIFO list", "ranked": "ranked set", "delayed": "delayed set",
                 "leases": "lease set", "dead": "dead set", "totals": "totals hash",
                 "wake": "wake list", "groups": "group set", "turns": "turns list",
-                "groupof": "group hash"}  # fmt: skip
+                "groupof": "group hash", "completed": "completed set",
+                "failed": "failed set", "cancelled": "cancelled set"}  # fmt: skip
 
 
 def named(key: str) -> tuple[str, str | None]:
@@ -88,6 +99,8 @@ def named(key: str) -> tuple[str, str | None]:
         return "the workflow's hash", None
     if key.startswith(K.tag + ":done:"):
         return "done key", None
+    if key.startswith(K.tag + ":counts:"):
+        return "counts hash", None
     if key.startswith(K.tag + ":once:"):
         return "once key", None
     if key.startswith(K.limits + ":"):
@@ -173,6 +186,6 @@ def test_args_follow_the_headers_for_the_batch_scripts() -> None:
                                  ("b", "r2", "retry", QA, 5, b"e", b"")])  # fmt: skip
     assert settle.args() == [9, 1, "a", "r1 complete 1 0", b"", b"", "b", "r2 retry 1 5", b"e", b""]
     # and the progress hash, the workflow node hash and the deferred count hash, last
-    assert len(settle.keys(K)) == 3 + 7 + 10 + 2 + 3
+    assert len(settle.keys(K)) == 3 + 7 + 13 + 2 + 3
     extend = requests.Extend(7, [("a", QA, "r1")])
     assert extend.args() == [7, "a", "r1"]
