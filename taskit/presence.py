@@ -22,7 +22,7 @@ from taskit._outage import Outage
 from taskit.broker.base import Broker
 from taskit.errors import TaskitError
 
-__all__ = ["Announced", "WorkerInfo", "announce", "live_workers"]
+__all__ = ["MAX_JOBS", "Announced", "RunningJob", "WorkerInfo", "announce", "live_workers"]
 
 log = logging.getLogger("taskit.registry")  # the name operators filter by (this module's old name)
 
@@ -31,6 +31,18 @@ TTL_INTERVALS = 3
 #: How long a stopping worker tries to withdraw its record (it expires on its own anyway, and a
 #: broker that does not answer must not hold up the exit).
 _WITHDRAW_TIMEOUT = 0.5
+#: The most running jobs a record lists (the newest): a record stays small however wide the
+#: worker, and ``running`` still counts them all.
+MAX_JOBS = 100
+
+
+class RunningJob(msgspec.Struct, kw_only=True, frozen=True):
+    """One job a worker runs now, as its record lists it: since when (``started_at``, the
+    attempt's start, UTC) is what an operator watching a stuck job wants."""
+
+    id: str
+    task: str
+    started_at: datetime | None = None
 
 
 class WorkerInfo(msgspec.Struct, kw_only=True):
@@ -46,6 +58,9 @@ class WorkerInfo(msgspec.Struct, kw_only=True):
     beat_at: datetime
     running: int = 0
     jobs_done: int = 0
+    #: The jobs it runs now, oldest first, at most ``MAX_JOBS`` (the newest); empty in a record
+    #: of a worker older than this field.
+    jobs: list[RunningJob] = msgspec.field(default_factory=list)
 
 
 class Announced(Protocol):
@@ -65,6 +80,9 @@ class Announced(Protocol):
     def jobs_done(self) -> int:
         """Jobs settled so far (any outcome)."""
 
+    def running_jobs(self) -> Sequence[RunningJob]:
+        """The jobs running now, oldest first."""
+
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(WorkerInfo)
@@ -75,6 +93,7 @@ def _info(worker: Announced, started: datetime) -> WorkerInfo:
         name=worker.name, host=socket.gethostname(), pid=os.getpid(), queues=list(worker.queues),
         concurrency=worker.concurrency, started_at=started, beat_at=datetime.now(UTC),
         running=worker.running_count, jobs_done=worker.jobs_done,
+        jobs=list(worker.running_jobs()[-MAX_JOBS:]),
     )  # fmt: skip
 
 

@@ -56,6 +56,7 @@ from taskit.execution import Executor, RunningJob, StopReason
 from taskit.hooks import Attempt, Hooks
 from taskit.job import Job, Lease, Outcome, OutcomeKind
 from taskit.limits import LimitSpec
+from taskit.presence import RunningJob as ListedJob
 from taskit.presence import announce
 from taskit.progress import ProgressFlusher, Reporter
 
@@ -208,6 +209,13 @@ class Worker:
     def running_count(self) -> int:
         """Jobs running now (read-only)."""
         return len(self._running)
+
+    def running_jobs(self) -> list[ListedJob]:
+        """The jobs running now, oldest first, as the worker's presence record lists them."""
+        return [
+            ListedJob(id=r.lease.job.id, task=r.lease.job.task, started_at=r.lease.job.started_at)
+            for r in self._running.values()
+        ]
 
     @property
     def settling_count(self) -> int:
