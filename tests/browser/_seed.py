@@ -18,7 +18,9 @@ from anyio.from_thread import BlockingPortal
 
 from taskit import App, JobStatus
 from taskit.broker.redis import RedisBroker
+from taskit.canvas import chain
 from taskit.job import Job, JobResult, Lease, Outcome, OutcomeKind, Progress, ProgressUpdate
+from taskit.limits import LimitSpec
 from tests.browser._app import make_app
 
 __all__ = ["Seeder"]
@@ -153,6 +155,20 @@ class Seeder:
         }  # fmt: skip
         raw = msgspec.json.encode(record)
         self.call(lambda: self.broker.announce(name, raw, ttl=LEASE))
+
+    def limit(self, name: str, concurrency: int) -> None:
+        """Store the limit ``name`` (``Broker.set_limits``) with ``concurrency`` slots."""
+        specs = {name: LimitSpec(concurrency=concurrency)}
+        self.call(lambda: self.broker.set_limits(specs))
+
+    def workflow(self) -> tuple[str, list[str]]:
+        """A chain of two resizes, stored: (its workflow id, its node job ids, first first);
+        the first node PENDING, the second DEFERRED behind it."""
+        resize = self.app.tasks["shop.resize"]
+        flow = chain(resize.s("/img/a.png", 320), resize.s("/img/b.png", 640))
+        handle = self.call(flow.enqueue)
+        state = self.call(handle.state)
+        return handle.id, [node.id for node in state.nodes]
 
     def get(self, job_id: str) -> Job | None:
         """The job as the broker has it now."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +25,10 @@ from tests.browser._seed import Seeder
 from tests.browser._web import VIEWPORT, chromium_missing, launch, serve
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page, Response
+    from playwright.sync_api import Browser, Dialog, Page, Response
 
+#: Opens a tab (a fresh browser context, with these options) on a base URL.
+Tab = Callable[..., "Dash"]
 #: Starts the dashboard of the test's prefix with these ``dashboard()`` options; its base URL.
 Serve = Callable[..., str]
 
@@ -52,35 +54,46 @@ def portal() -> Iterator[BlockingPortal]:
         yield running
 
 
-@pytest.fixture
-def seed(redis_url: str, portal: BlockingPortal) -> Iterator[Seeder]:
+@contextmanager
+def seeding(portal: BlockingPortal, url: str) -> Iterator[Seeder]:
     """A ``Seeder`` on a fresh key prefix; the prefix's keys are deleted afterwards."""
     prefix = f"dash-{uuid.uuid4().hex[:10]}"
-    seeder = Seeder(portal, redis_url, prefix)
+    seeder = Seeder(portal, url, prefix)
     try:
         yield seeder
     finally:
         seeder.close()
-        client = redis.Redis.from_url(redis_url)
+        client = redis.Redis.from_url(url)
         doomed = list(client.scan_iter(match="{" + prefix + "}*", count=1000))
         if doomed:
             client.delete(*doomed)
         client.close()
 
 
-@pytest.fixture
-def serve_dashboard(seed: Seeder) -> Iterator[Serve]:
-    """Start the dashboard (``taskit.dashboard.dashboard``) of a fresh App on the seeder's
-    prefix under uvicorn, with the given options; every server started stops at the end."""
+@contextmanager
+def dashboard_of(seed: Seeder, **options: Any) -> Iterator[str]:
+    """Serve the dashboard (``taskit.dashboard.dashboard``, with ``options``) of a fresh App
+    on ``seed``'s prefix under uvicorn; its base URL."""
     from taskit.dashboard import dashboard
 
+    app = make_app(seed.url, seed.prefix)
+    with serve(dashboard(app, **options), close=app.close) as base:
+        yield base
+
+
+@pytest.fixture
+def seed(redis_url: str, portal: BlockingPortal) -> Iterator[Seeder]:
+    """A ``Seeder`` on a fresh key prefix for one test."""
+    with seeding(portal, redis_url) as seeder:
+        yield seeder
+
+
+@pytest.fixture
+def serve_dashboard(seed: Seeder) -> Iterator[Serve]:
+    """Start the dashboard of the test's prefix with the given options; its base URL. Every
+    server started stops at the end of the test."""
     with ExitStack() as stack:
-
-        def start(**options: Any) -> str:
-            app = make_app(seed.url, seed.prefix)
-            return stack.enter_context(serve(dashboard(app, **options), close=app.close))
-
-        yield start
+        yield lambda **options: stack.enter_context(dashboard_of(seed, **options))
 
 
 @dataclass
@@ -90,6 +103,10 @@ class Dash:
     page: Page
     base: str
     errors: list[str] = field(default_factory=list)
+    #: The messages of the dialogs (``window.confirm``) the page opened, in order.
+    dialogs: list[str] = field(default_factory=list)
+    #: Whether the next dialogs are accepted (OK) or dismissed (Cancel).
+    accept: bool = True
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -102,19 +119,30 @@ class Dash:
         return response
 
 
+def answer(dash: Dash, dialog: Dialog) -> None:
+    dash.dialogs.append(dialog.message)
+    if dash.accept:
+        dialog.accept()
+    else:
+        dialog.dismiss()
+
+
 @pytest.fixture
-def tab(browser: Browser) -> Iterator[Callable[[str], Dash]]:
-    """Open a fresh browser context (no cookies) on a base URL: a ``Dash`` whose ``errors``
-    collect console errors and uncaught page errors. Contexts close at the end."""
+def tab(browser: Browser) -> Iterator[Tab]:
+    """Open a fresh browser context (no cookies; ``context`` options for
+    ``Browser.new_context``) on a base URL: a ``Dash`` whose ``errors`` collect console errors
+    and uncaught page errors, and whose dialogs are answered by its ``accept``. Contexts close
+    at the end."""
     contexts = []
 
-    def open_tab(base: str) -> Dash:
-        context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    def open_tab(base: str, **context_options: Any) -> Dash:
+        context = browser.new_context(viewport=VIEWPORT, **context_options)  # type: ignore[arg-type]
         contexts.append(context)
         page = context.new_page()
         dash = Dash(page, base)
         page.on("console", lambda m: dash.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda exc: dash.errors.append(str(exc)))
+        page.on("dialog", lambda dialog: answer(dash, dialog))
         return dash
 
     yield open_tab
@@ -123,6 +151,6 @@ def tab(browser: Browser) -> Iterator[Callable[[str], Dash]]:
 
 
 @pytest.fixture
-def dash(serve_dashboard: Serve, tab: Callable[[str], Dash]) -> Dash:
+def dash(serve_dashboard: Serve, tab: Tab) -> Dash:
     """A tab on the dashboard of the test's prefix (default options)."""
     return tab(serve_dashboard())
