@@ -1,4 +1,4 @@
-"""Fixtures of the browser tests: one headless Chromium per session, the dashboard served by
+"""Fixtures of the browser tests: one headless Chromium per module, the dashboard served by
 uvicorn in a thread against the real Redis (a fresh key prefix per test), a ``Seeder`` that
 puts jobs in every state through the broker API, and a page that records console errors.
 
@@ -33,9 +33,11 @@ Tab = Callable[..., "Dash"]
 Serve = Callable[..., str]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless Chromium (Debian's), one for the session."""
+    """Headless Chromium (Debian's), one per test module. Not one per session: between its
+    calls Playwright's sync API leaves its event loop marked as running in the test's thread,
+    so no anyio test of another module could run its loop while it lives."""
     why = chromium_missing()
     if why is not None:
         missing(why)
