@@ -162,6 +162,7 @@ def settle_keys(k: Keys, *job_ids: str) -> list[str]:
     q = "q"
     return [k.jobs, k.err, k.seq, *k.limit_keys(), k.fifo(q), k.ranked(q), k.delayed(q),
             k.leases(q), k.dead(q), k.totals(q), k.wake(q), *fair(k, q),
+            *k.of(q, ("completed", "failed", "cancelled")),
             *(k.done(job_id) for job_id in job_ids),
             k.progress, k.wf_of, k.wf_deferred]  # fmt: skip
 
@@ -201,7 +202,7 @@ async def test_reclaim_takes_expired_leases_under_a_new_token(rh: RedisHarness) 
 def cancel_keys(k: Keys, job_id: str, q: str = "q") -> list[str]:
     return [k.jobs, k.err, k.done(job_id), k.fifo(q), k.ranked(q), k.delayed(q), k.leases(q),
             k.totals(q), k.progress, *fair(k, q), *k.limit_keys(), k.wf_of, k.wf_deferred,
-            k.seq]  # fmt: skip
+            k.seq, *k.of(q, ("completed", "failed", "cancelled"))]  # fmt: skip
 
 
 async def test_cancel_ends_a_waiting_job_and_names_a_wrong_queue(rh: RedisHarness) -> None:

@@ -71,7 +71,8 @@ SAMPLES: list[tuple[requests.Request, list[str]]] = [
 _QUEUE_NAMES = {"fifo": "FIFO list", "ranked": "ranked set", "delayed": "delayed set",
                 "leases": "lease set", "dead": "dead set", "totals": "totals hash",
                 "wake": "wake list", "groups": "group set", "turns": "turns list",
-                "groupof": "group hash"}  # fmt: skip
+                "groupof": "group hash", "completed": "completed set",
+                "failed": "failed set", "cancelled": "cancelled set"}  # fmt: skip
 
 
 def named(key: str) -> tuple[str, str | None]:
@@ -173,6 +174,6 @@ def test_args_follow_the_headers_for_the_batch_scripts() -> None:
                                  ("b", "r2", "retry", QA, 5, b"e", b"")])  # fmt: skip
     assert settle.args() == [9, 1, "a", "r1 complete 1 0", b"", b"", "b", "r2 retry 1 5", b"e", b""]
     # and the progress hash, the workflow node hash and the deferred count hash, last
-    assert len(settle.keys(K)) == 3 + 7 + 10 + 2 + 3
+    assert len(settle.keys(K)) == 3 + 7 + 13 + 2 + 3
     extend = requests.Extend(7, [("a", QA, "r1")])
     assert extend.args() == [7, "a", "r1"]

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 from taskit._urls import REDIS_SCHEMES, parse_broker_url
 from taskit.broker.base import Broker, BrokerOptions, OnceState
+from taskit.broker.browse import Counts, JobPage, Listing
 from taskit.broker.redis import requests
+from taskit.broker.redis.browsing import Browser
 from taskit.broker.redis.connections import Connections
 from taskit.broker.redis.keys import Keys
 from taskit.broker.redis.records import LATEST, parse_state, split_record
@@ -115,6 +117,11 @@ class RedisBase(Broker):
         )
         # Out-of-memory refusals, from any call, are logged once per interval (see _watch).
         self._conn.on_full = self._watch.full
+        self._browser = Browser(self._keys, self._call, self._execute)
+
+    async def _execute(self, *command: Any) -> Any:
+        """One plain command, guarded."""
+        return await self._conn.guard(self._conn.pair().commands.execute(*command))
 
     @property
     def keys(self) -> Keys:
@@ -137,6 +144,46 @@ class RedisBase(Broker):
     def restarts_detected(self) -> int:
         """How many times this broker found its Redis emptied under it (see ``_watch``)."""
         return self._watch.restarts_detected
+
+    # -- browsing (``browsing``) ---------------------------------------------------------------
+    async def list_jobs(
+        self,
+        queue: str,
+        listing: Listing,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+        task: str | None = None,
+        text: str | None = None,
+    ) -> JobPage:
+        return await self._browser.list_jobs(queue, listing, cursor, limit, task, text)
+
+    async def counts(
+        self, since: float, until: float | None = None, queues: Sequence[str] | None = None
+    ) -> list[Counts]:
+        return await self._browser.counts(since, until, queues)
+
+    async def promote(self, job_id: str) -> bool:
+        return await self._browser.promote(job_id, await self._queue_of(job_id))
+
+    async def forget(self, job_ids: Sequence[str]) -> int:
+        return await self._browser.forget(job_ids)
+
+    async def stream_tail(
+        self, stream: str, *, after: str | None = None, count: int = 100
+    ) -> list[tuple[str, bytes]]:
+        return await self._browser.stream_tail(stream, after, count)
+
+    async def _queue_of(self, job_id: str) -> str | None:
+        """The queue of live job ``job_id`` (None: no live record); ``CorruptJobError`` if its
+        record is unreadable."""
+        k = self._keys
+        raw = await self._named(
+            [k.jobs], self._conn.pair().commands.execute("HGET", k.jobs, job_id)
+        )
+        if raw is None:
+            return None
+        return parse_state(split_record(raw, job_id)[0], job_id).queue
 
     # -- reading and admin -----------------------------------------------------------------
     async def get(self, job_id: str) -> Job | None:

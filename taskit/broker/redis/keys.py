@@ -61,6 +61,17 @@ key                         type    holds
                                     expires the result TTL after its last node ended
 ``{p}:wfnodes``             hash    live workflow node's job id -> its workflow id
 ``{p}:deferred``            hash    queue -> how many of its jobs are DEFERRED
+``{p}:q:<queue>:completed`` zset    finished-job indexes (browsing): the id of each job
+``{p}:q:<queue>:failed``            that ended so with its record kept, scored by its
+``{p}:q:<queue>:cancelled``         end (ms); trimmed of entries older than the
+                                    broker's result TTL as they are written, entries
+                                    whose done key is gone dropped as they are listed
+``{p}:counts:<minute>``     hash    per-minute counts (``Broker.counts``; minute: epoch
+                                    seconds, a multiple of 60, server clock):
+                                    ``<queue>\0<c>`` for c in e c f r d x (enqueued,
+                                    completed, failed, retried, dead, cancelled) and
+                                    ``<queue>\0t<i>`` (runs in bucket i); expires
+                                    ``COUNTS_KEPT`` + 120 s after its last write
 ==========================  ======  ===================================================
 
 Live jobs (waiting, running, dead letters) are fields of the fixed hashes and never carry a TTL;
@@ -72,7 +83,10 @@ call, and those may be in any queue and have their own done keys; which ones is 
 inside the script (a cascade goes down any number of levels). So the scripts that end jobs
 (enqueue, settle, cancel, purge, workflow-cancel) name those keys themselves: the queue keys,
 done keys and workflow hashes of the jobs they reach, built in one place (``lua/_workflow.lua``)
-from this broker's hash tag, so they lie in the same Cluster slot as every key passed.
+from this broker's hash tag, so they lie in the same Cluster slot as every key passed. (The
+queue keys so named include the finished-job indexes of the jobs a cascade ends.) The counts
+hash is the second exception: its minute is the server's, read inside the script, so enqueue and
+settle name it themselves, from the hash tag too (``lua/_counts.lua``).
 
 The record format (what ``{p}:jobs`` holds) is in ``records``.
 """
@@ -126,6 +140,11 @@ class Keys:
     def workflow(self, workflow_id: str) -> str:
         """The hash of one workflow (named the same way inside ``lua/_workflow.lua``)."""
         return f"{self.tag}:wf:{workflow_id}"
+
+    def counts(self, minute: int) -> str:
+        """The per-minute counts hash of ``minute`` (epoch seconds, a multiple of 60; named the
+        same way inside ``lua/_counts.lua``)."""
+        return f"{self.tag}:counts:{minute}"
 
     def claim(self, key: str) -> str:
         return f"{self.tag}:claim:{key}"
@@ -184,7 +203,8 @@ class Keys:
         if key == self.limits or key.startswith(self.limits + ":"):
             return LIMIT_KINDS.get(key[len(self.limits) + 1 :])
         parts = ((":done:", "hash"), (":claim:", "string"), (":once:", "string"),
-                 (":stream:", "stream"), (":wf:", "hash"), (":q:", None))  # fmt: skip
+                 (":stream:", "stream"), (":wf:", "hash"), (":counts:", "hash"),
+                 (":q:", None))  # fmt: skip
         for part, kind in parts:
             if key.startswith(self.tag + part):
                 return kind or QUEUE_KINDS.get(key.rpartition(":")[2])
@@ -194,7 +214,8 @@ class Keys:
 #: Every key of a queue, by its last part (see ``Keys.queue``), and the Redis type it holds.
 QUEUE_KINDS = {"fifo": "list", "wake": "list", "ranked": "zset", "delayed": "zset",
                "leases": "zset", "dead": "zset", "totals": "hash", "groups": "zset",
-               "turns": "list", "groupof": "hash"}  # fmt: skip
+               "turns": "list", "groupof": "hash", "completed": "zset", "failed": "zset",
+               "cancelled": "zset"}  # fmt: skip
 
 #: The fixed keys of limits, by the part after ``{p}:limits`` (``""``: the specs hash itself), and
 #: the Redis type each holds, in the order scripts take them (``Keys.limit_keys``).

@@ -476,10 +476,28 @@ local function promote(G, R, P, now, batch)
   end
 end
 
+-- The finished-job indexes (browsing): a queue's zsets 'completed', 'failed' and 'cancelled'
+-- hold the ids of its jobs that ended so, scored by their end (ms). Each is trimmed of entries
+-- older than the broker's result TTL (`keep` ms) the first time a script call adds to it (the
+-- clock does not move within a call): one ZREMRANGEBYSCORE per index per call, O(log n) each.
+local trimmed = {}
+
+-- Index job `id`, ended now, in `index` (see above): the one place a finished job is listed
+-- from, called by finish for every kept done key.
+-- pcall: an index of another type (damaged data) must never fail the call that ends jobs.
+local function index_ended(index, id, now, keep)
+  if not trimmed[index] then
+    trimmed[index] = true
+    redis.pcall('ZREMRANGEBYSCORE', index, '-inf', '(' .. (now - keep))
+  end
+  redis.pcall('ZADD', index, now, id)
+end
+
 -- End a live job: its record moves to its own key `done_key`, which expires after `ttl` ms
 -- (0: no record is kept at all). K = {jobs=, err=, prog=, no_prog=, done=, totals=, mark=,
--- groupof=}; `result` is the msgpack JobResult or ''; `mark` (optional) the settle's mark, kept
--- in the token field.
+-- groupof=, completed=, failed=, cancelled=, keep=}: the last four the queue's finished-job
+-- indexes and the broker's result TTL (ms; see index_ended); `result` is the msgpack JobResult
+-- or ''; `mark` (optional) the settle's mark, kept in the token field.
 -- Its progress (progress-2.lua), if it reported any, moves to the done key's `prog` field.
 local function finish(K, id, s, status, now, ttl, result)
   s.status = status
@@ -496,6 +514,7 @@ local function finish(K, id, s, status, now, ttl, result)
       rcall('HSET', K.done, 'prog', prog)
     end
     rcall('PEXPIRE', K.done, ttl)
+    index_ended(K[status], id, now, K.keep or ttl)
   end
   if prog then
     rcall('HDEL', K.prog, id)

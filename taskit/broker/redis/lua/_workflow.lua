@@ -209,7 +209,9 @@ local function WF()
       end
       finish({jobs = W.jobs, err = W.err, prog = W.prog, no_prog = true,
         done = W.tag .. ':done:' .. c, totals = wf_q(W.tag, s.queue, 'totals'),
-        groupof = wf_q(W.tag, s.queue, 'groupof')}, c, s, status, W.now,
+        groupof = wf_q(W.tag, s.queue, 'groupof'), completed = wf_q(W.tag, s.queue, 'completed'),
+        failed = wf_q(W.tag, s.queue, 'failed'), cancelled = wf_q(W.tag, s.queue, 'cancelled'),
+        keep = W.ttl or ttl}, c, s, status, W.now,
         own ~= '' and tonumber(own) or ttl, '')
       return {c, status, err, ''}
     end
@@ -390,7 +392,9 @@ local function WF()
       local _, own = node_mode(wk, id)
       local err = rcall('HGET', W.err, id) or ''
       finish({jobs = W.jobs, err = W.err, prog = W.prog, done = tag .. ':done:' .. id,
-        totals = wf_q(tag, q, 'totals'), groupof = wf_q(tag, q, 'groupof')}, id, s, 'cancelled',
+        totals = wf_q(tag, q, 'totals'), groupof = wf_q(tag, q, 'groupof'),
+        completed = wf_q(tag, q, 'completed'), failed = wf_q(tag, q, 'failed'),
+        cancelled = wf_q(tag, q, 'cancelled'), keep = W.ttl}, id, s, 'cancelled',
         W.now, (own or '') ~= '' and tonumber(own) or W.ttl, '')
       return 'ended', err
     end

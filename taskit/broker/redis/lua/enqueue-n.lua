@@ -51,6 +51,8 @@ that is unreadable (see parse_record in _common.lua).
 Returns {'parent', i, parent, why} and writes nothing when node i may not wait for that parent
 (the client checked the parents within the batch).
 
+Each job stored (not kept) counts as enqueued in the hash of the current minute (_counts.lua).
+
 Out of memory (over maxmemory, nothing to evict): Redis refuses the whole call, nothing written
 (the client raises BrokerOutOfMemoryError). That holds because the first write of any call that
 stores a job grows memory (ZADD, INCR or HSET), and Redis refuses a script at such a first write;
@@ -61,6 +63,7 @@ local rcall = redis.call
 -- @include _common.lua
 -- @include _msgpack.lua
 -- @include _workflow.lua
+-- @include _counts.lua
 
 local nq, m, w, wttl = string.match(ARGV[1], '^(%d+) ?(%d*) ?(%d*) ?(%d*)$')
 nq, m, w = tonumber(nq), tonumber(m) or 0, tonumber(w) or 0
@@ -256,6 +259,7 @@ for i = 1, n do
       WF().wf_end(W, id, ended[2], ended[3], '')
       stored[id] = s
       named[queue] = true
+      count(queue, 'e', 1)
       local o = #out
       out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 0, '', pack_state(s),
         ended[3], ''
@@ -308,6 +312,7 @@ for i = 1, n do
         rcall('ZADD', DU, job.dd.mode == 't' and now + job.dd.window or due, job.dd.key)
       end
       named[queue] = true
+      count(queue, 'e', 1)
       local o = #out
       out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 0, '', state, '', ''
     end
@@ -348,5 +353,8 @@ for q, count in pairs(wakes) do
 end
 for queue in pairs(named) do
   rcall('SADD', KEYS[4], queue)
+end
+if counted_any then -- the jobs stored, in the hash of this minute (_counts.lua)
+  counts_flush(wf_tag(KEYS[1]), now or now_ms())
 end
 return out

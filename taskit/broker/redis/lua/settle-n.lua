@@ -4,12 +4,13 @@ KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] sequence counter
 KEYS[4] limit specs hash    KEYS[5] limit holding zset    KEYS[6] limit waiting zset
 KEYS[7] limit held hash    KEYS[8] limit freed zset    KEYS[9] limit rate zset
 KEYS[10] limit queued hash
-then per queue q = 1..ARGV[2] (base = 10 + 10 * (q - 1)), each queue named once per call:
+then per queue q = 1..ARGV[2] (base = 10 + 13 * (q - 1)), each queue named once per call:
   KEYS[base+1] FIFO list   KEYS[base+2] ranked set  KEYS[base+3] delayed set
   KEYS[base+4] lease set   KEYS[base+5] dead set    KEYS[base+6] totals hash
   KEYS[base+7] wake list   KEYS[base+8] group set   KEYS[base+9] turns list
-  KEYS[base+10] group hash
-then per outcome i: KEYS[10 + 10 * nq + i] the job's done key
+  KEYS[base+10] group hash    KEYS[base+11] completed set    KEYS[base+12] failed set
+  KEYS[base+13] cancelled set (the finished-job indexes, see index_ended in _common.lua)
+then per outcome i: KEYS[10 + 13 * nq + i] the job's done key
 last: KEYS[#KEYS-2] progress hash (a job that ends takes its progress to its done key)
   KEYS[#KEYS-1] workflow node hash    KEYS[#KEYS] deferred count hash (see _workflow.lua)
 ARGV[1] result TTL in ms (the broker's)    ARGV[2] nq, the number of queues
@@ -36,6 +37,11 @@ has its end applied to the workflow in this same call (see wf_end in _workflow.l
 waiting for it are released or ended, in any queue. A call ending no such job pays one TYPE
 (of the node hash).
 
+Every applied outcome but a release is counted in the hash of the current minute (see
+_counts.lua), with its run time (from its start, reserve or reclaim, to now). A job that ends
+COMPLETED, FAILED or CANCELLED with its record kept is listed in its queue's index of that end
+(index_ended in _common.lua).
+
 Every applied outcome frees the job's limit slots (see _limits.lua): the next job in line of each
 freed key goes to its queue's freed set.
 
@@ -47,9 +53,10 @@ local rcall = redis.call
 -- @include _msgpack.lua
 -- @include _limits.lua
 -- @include _workflow.lua
+-- @include _counts.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 local fault = layout_fault({'hash', 'hash', 'string', unpack(LIMIT_KINDS)},
-  {'list', 'zset', 'zset', 'zset', 'zset', '*', 'list', 'zset', 'list', 'hash'},
+  {'list', 'zset', 'zset', 'zset', 'zset', '*', 'list', 'zset', 'list', 'hash', '*', '*', '*'},
   tonumber(ARGV[2]))
 if fault then -- a job out of its lease set, then a refused write: the job lost
   return redis.error_reply(fault)
@@ -59,6 +66,7 @@ local ttl = tonumber(ARGV[1])
 local now = now_ms()
 local out = {}
 local FINAL = {complete = 'completed', fail = 'failed', cancel = 'cancelled'}
+local COUNTED = {complete = 'c', fail = 'f', retry = 'r', dead_letter = 'd', cancel = 'x'}
 
 -- Whether the job's record (live state `s`, else its done key) carries `mark`: this token's
 -- outcome of this kind was applied already.
@@ -100,17 +108,23 @@ for i = 1, (#ARGV - 2) / 4 do
   local id = ARGV[a + 1]
   local token, kind, q, delay, own = string.match(ARGV[a + 2], '^(%S+) (%S+) (%d+) (%d+) ?(%d*)$')
   q = tonumber(q)
-  local b = 10 + 10 * (q - 1)
+  local b = 10 + 13 * (q - 1)
   local delayed, dead, totals, wake_key = KEYS[b + 3], KEYS[b + 5], KEYS[b + 6], KEYS[b + 7]
   local s = load_state(KEYS[1], id)
   local mark = '=' .. token .. ':' .. kind
   if s == nil or s.status ~= 'running' or s.token ~= token or token == '' then
-    out[i] = settled_as(s, KEYS[10 + 10 * nq + i], mark) and 1 or 0
+    out[i] = settled_as(s, KEYS[10 + 13 * nq + i], mark) and 1 or 0
   else
     out[i] = 1
     limits_release(L, id, s.spec) -- every kind: the job no longer runs
     if s.cancel == '1' and (kind == 'retry' or kind == 'release') then
       kind = 'cancel' -- a cancel requested while it ran wins over running it again
+    end
+    if COUNTED[kind] then -- the per-minute counts (_counts.lua): its outcome and its run time
+      count(s.queue, COUNTED[kind], 1)
+      if s.started ~= '' then
+        count_run(s.queue, now - tonumber(s.started))
+      end
     end
     if ARGV[a + 3] ~= '' then
       rcall('HSET', KEYS[2], id, ARGV[a + 3])
@@ -135,7 +149,8 @@ for i = 1, (#ARGV - 2) / 4 do
       end
       local node_err = node_error(id)
       finish({jobs = KEYS[1], err = KEYS[2], prog = PROG, no_prog = no_prog,
-        done = KEYS[10 + 10 * nq + i], totals = totals, mark = mark, groupof = KEYS[b + 10]},
+        done = KEYS[10 + 13 * nq + i], totals = totals, mark = mark, groupof = KEYS[b + 10],
+        completed = KEYS[b + 11], failed = KEYS[b + 12], cancelled = KEYS[b + 13], keep = ttl},
         id, s, FINAL[kind], now,
         own ~= '' and tonumber(own) or ttl,
         result)
@@ -182,15 +197,16 @@ table.sort(fronts, function(x, y)
 end)
 for j = #fronts, 1, -1 do
   local q, id, s = fronts[j][1], fronts[j][2], fronts[j][3]
-  local b = 10 + 10 * (q - 1)
+  local b = 10 + 13 * (q - 1)
   make_ready({fifo = KEYS[b + 1], ranked = KEYS[b + 2], seq = KEYS[3], groups = KEYS[b + 8],
     turns = KEYS[b + 9], groupof = KEYS[b + 10]}, id, s, true)
   save_state(KEYS[1], id, s)
   wake(KEYS[b + 7], 1)
 end
 for q, ids in pairs(unleased) do
-  each_chunk('ZREM', KEYS[10 + 10 * (q - 1) + 4], ids)
+  each_chunk('ZREM', KEYS[10 + 13 * (q - 1) + 4], ids)
 end
+counts_flush(wf_tag(KEYS[1]), now)
 for _, queue in ipairs(limits_woken(L)) do
   out[#out + 1] = queue
 end

@@ -35,6 +35,8 @@ PURGE_KINDS = ("fifo", "ranked", "delayed")
 STATS_KINDS = ("fifo", "ranked", "delayed", "leases", "dead", "totals")
 #: A queue's fair-turn keys (see ``keys``), after the others where a script takes them.
 FAIR_KINDS = ("groups", "turns", "groupof")
+#: A queue's finished-job indexes (browsing), in the order scripts take them.
+ENDED_KINDS = ("completed", "failed", "cancelled")
 
 _STATS = ("queued", "scheduled", "running", "completed", "failed", "dead", "deferred")
 
@@ -74,6 +76,7 @@ class Cancel(Request[bool | Moved]):
         return [
             k.jobs, k.err, k.done(self.job_id), *k.of(self.queue, CANCEL_KINDS), k.progress,
             *k.of(self.queue, FAIR_KINDS), *k.limit_keys(), k.wf_of, k.wf_deferred, k.seq,
+            *k.of(self.queue, ENDED_KINDS),
         ]  # fmt: skip
 
     def args(self) -> list[Arg]:

@@ -26,7 +26,7 @@ RECLAIM_KINDS = ("leases", "dead", "fifo", "ranked", "delayed", "groups", "group
 RESERVE_KINDS = ("fifo", "ranked", "delayed", "leases", "dead", "wake", "groups", "turns",
                  "groupof")  # fmt: skip
 SETTLE_KINDS = ("fifo", "ranked", "delayed", "leases", "dead", "totals", "wake", "groups",
-                "turns", "groupof")  # fmt: skip
+                "turns", "groupof", "completed", "failed", "cancelled")  # fmt: skip
 
 
 # -- the job lifecycle -------------------------------------------------------------------------

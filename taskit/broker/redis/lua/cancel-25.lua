@@ -7,7 +7,8 @@ KEYS[10] group set   KEYS[11] turns list   KEYS[12] group hash  (of queue ARGV[2
 KEYS[13] limit specs hash    KEYS[14] limit holding zset    KEYS[15] limit waiting zset
 KEYS[16] limit held hash    KEYS[17] limit freed zset    KEYS[18] limit rate zset
 KEYS[19] limit queued hash    KEYS[20] workflow node hash    KEYS[21] deferred count hash
-KEYS[22] sequence counter
+KEYS[22] sequence counter    KEYS[23] completed set    KEYS[24] failed set
+KEYS[25] cancelled set  (of queue ARGV[2]: its finished-job indexes, see index_ended in _common.lua)
 ARGV[1] job id   ARGV[2] the queue the client believes the job is in   ARGV[3] result TTL in ms
 (the job's own, else the broker's)   ARGV[4] the broker's result TTL in ms
 
@@ -60,7 +61,8 @@ end
 local node_err = wf_any(W) and wf_member(W, id) and
   (rcall('HGET', KEYS[2], id) or '')
 finish({jobs = KEYS[1], err = KEYS[2], prog = KEYS[9], done = KEYS[3], totals = KEYS[8],
-  groupof = KEYS[12]},
+  groupof = KEYS[12], completed = KEYS[23], failed = KEYS[24], cancelled = KEYS[25],
+  keep = W.ttl},
   id, s, 'cancelled', W.now, ttl, '')
 if node_err then
   WF().wf_end(W, id, 'cancelled', node_err, '')
