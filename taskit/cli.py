@@ -28,6 +28,7 @@ import click
 
 from taskit import __version__
 from taskit._cli_admin import Count, add_admin_commands, how_to_share, refuse_in_process
+from taskit._cli_dashboard import add_dashboard_commands
 from taskit._cli_flow import add_flow_commands
 from taskit._cli_limits import add_limit_commands
 from taskit._cli_load import load_app
@@ -421,6 +422,7 @@ add_admin_commands(main)
 add_flow_commands(main)
 add_limit_commands(main)
 add_workflow_commands(main)
+add_dashboard_commands(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

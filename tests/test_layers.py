@@ -39,7 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "taskit.otel", "taskit.audit", "taskit.django", "taskit.django.")),
     ("entry points", ("taskit._cli_load", "taskit._cli_admin", "taskit._cli_outbox",
                       "taskit._cli_flow", "taskit._cli_limits", "taskit.cli",
-                      "taskit.__main__", "taskit", "taskit._cli_workflow")),
+                      "taskit.__main__", "taskit", "taskit._cli_workflow",
+                      "taskit._cli_dashboard", "taskit.dashboard", "taskit.dashboard.")),
 ]  # fmt: skip
 
 
