@@ -78,7 +78,7 @@ def state_of(raw: bytes) -> tuple[JobStatus, int, str]:
 def test_every_command_script_documents_its_keys_args_and_reply() -> None:
     folder = resources.files("taskit.broker.redis").joinpath("lua")
     names = sorted(e.name for e in folder.iterdir() if not e.name.startswith("_"))
-    assert len(names) == len(SCRIPTS.names) == 26
+    assert len(names) == len(SCRIPTS.names) == 35
     for name in names:
         text = folder.joinpath(name).read_text("utf-8")
         header = text.split("]]", 1)[0]
@@ -87,7 +87,8 @@ def test_every_command_script_documents_its_keys_args_and_reply() -> None:
             assert part in header, name
         assert "local rcall = redis.call" in text, name
         # Server time only; key names only from KEYS (no key text assembled in Lua, except by
-        # the workflow include, _workflow.lua: see keys.py and test_lua_workflows.py).
+        # the workflow include, _workflow.lua, and the counts include, _counts.lua: see keys.py,
+        # test_lua_workflows.py and test_lua_browse.py).
         assert "os.time" not in text, name
         assert "{" + "taskit" not in text, name
         assert not re.search(r"rcall\('[A-Z]+', [a-z_]+ \.\.", text), name

@@ -12,6 +12,7 @@ import pytest
 
 from taskit.broker.redis import requests
 from taskit.broker.redis.keys import LIMIT_KINDS, Keys
+from taskit.broker.redis.requests import browse
 from taskit.broker.redis.scripts import SCRIPTS
 from taskit.job import Job, encode_arguments
 
@@ -66,6 +67,15 @@ SAMPLES: list[tuple[requests.Request, list[str]]] = [
     (requests.WorkflowGet("w"), []),
     (requests.WorkflowResults("w", ["a", "b"]), []),
     (requests.WorkflowCancel("w", 1000), []),
+    (browse.BrowseZset(QA, K.delayed(QA), "asc", "all", "", "", 10, 100, "", "live"), []),
+    (browse.BrowseList(QA, "", 10, 100), []),
+    (browse.BrowseLex(QA, K.limits + ":freed", "-", "+", "", 10, 100, False, "pending"), []),
+    (browse.BrowseScan(QA, "0", 0, 10, 100), []),
+    (browse.BrowseDone(QA, "completed", ["a", "b"]), []),
+    (browse.CountsRead([60, 120]), []),
+    (browse.Promote("j", QA), []),
+    (browse.Locate(["a", "b"]), []),
+    (browse.Forget([("a", QA), ("b", QB)]), [QA, QB]),
 ]
 
 _QUEUE_NAMES = {"fifo": "FIFO list", "ranked": "ranked set", "delayed": "delayed set",
@@ -89,6 +99,8 @@ def named(key: str) -> tuple[str, str | None]:
         return "the workflow's hash", None
     if key.startswith(K.tag + ":done:"):
         return "done key", None
+    if key.startswith(K.tag + ":counts:"):
+        return "counts hash", None
     if key.startswith(K.tag + ":once:"):
         return "once key", None
     if key.startswith(K.limits + ":"):

@@ -117,7 +117,7 @@ class RedisBase(Broker):
         )
         # Out-of-memory refusals, from any call, are logged once per interval (see _watch).
         self._conn.on_full = self._watch.full
-        self._browser = Browser(self._keys, self._call, self._execute)
+        self._browser = Browser(self._keys, self._ttl_ms, self._call, self._execute)
 
     async def _execute(self, *command: Any) -> Any:
         """One plain command, guarded."""

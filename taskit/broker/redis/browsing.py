@@ -107,11 +107,14 @@ class _Pos:
 
 
 class Browser:
-    """The browsing methods of one ``RedisBroker``: ``call`` runs a request, ``execute`` one
-    plain command (both guarded by the broker)."""
+    """The browsing methods of one ``RedisBroker`` of result TTL ``ttl_ms``: ``call`` runs a
+    request, ``execute`` one plain command (both guarded by the broker)."""
 
-    def __init__(self, keys: Keys, call: Call, execute: Callable[..., Awaitable[Any]]) -> None:
+    def __init__(
+        self, keys: Keys, ttl_ms: int, call: Call, execute: Callable[..., Awaitable[Any]]
+    ) -> None:
         self._keys = keys
+        self._ttl_ms = ttl_ms
         self._call = call
         self._execute = execute
 
@@ -133,7 +136,7 @@ class Browser:
         jobs: list[Job] = []
         scanned = 0
         cut: _Pos | None = None  # where the page ends when one more job was found
-        jobs_at = ("", "")  # the position of the last job of the page
+        jobs_at = _Pos()  # the position of the last job of the page (its phase too)
         while cut is None and pos.phase < len(phases):
             if filtered and scanned >= SCAN_BUDGET:
                 return JobPage(jobs, _encode(queue, listing, pos), scanned)
@@ -145,10 +148,10 @@ class Browser:
                 if job is None or not matches(job, task, text):
                     continue
                 if len(jobs) == limit:  # one more: the page ends at the last job returned
-                    cut = _Pos(pos.phase, *jobs_at)
+                    cut = jobs_at
                     break
                 jobs.append(job)
-                jobs_at = (row.a, row.b)
+                jobs_at = _Pos(pos.phase, row.a, row.b)
             if cut is None:
                 pos = _Pos(pos.phase, page.a, page.b) if page.more else _Pos(pos.phase + 1)
         if cut is not None:
@@ -176,7 +179,17 @@ class Browser:
         status = "" if phase.mode == "ids" else listing.status.value
         return await self._call(
             BrowseZset(
-                queue, key, phase.order, phase.part, pos.a, pos.b, n, budget, status, phase.mode
+                queue,
+                key,
+                phase.order,
+                phase.part,
+                pos.a,
+                pos.b,
+                n,
+                budget,
+                status,
+                phase.mode,
+                self._ttl_ms if phase.mode == "ids" else None,
             )
         )
 
@@ -282,7 +295,9 @@ def _entries(raw: Any) -> list[tuple[str, bytes]]:
     left out."""
     out = []
     for entry_id, fields in raw or ():
-        values = fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
+        if not isinstance(fields, dict):
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
+        values = fields
         if FIELD in values:
             text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
             out.append((text, bytes(values[FIELD])))

@@ -1,7 +1,7 @@
 --[[ browse-done: the records of finished jobs listed by browse-zset in 'ids' mode; entries of
 the index whose done key has gone (expired, forgotten) or holds another end are removed.
 
-KEYS[1] the finished-job index (completed, failed or cancelled set)
+KEYS[1] the finished-job index: a completed set, failed set or cancelled set
 then per job i: KEYS[1 + i] the job's done key
 ARGV[1] the status of that index    then per job i: ARGV[1 + i] its id
 

@@ -2,7 +2,8 @@
 cursor (read only): a queue's group set (ready grouped jobs), and the limit sets of held-back
 jobs (freed: '<queue>\0<seq>\0<id>'; waiting: '<limit key>\0<seq>\0<id>', of every queue).
 
-KEYS[1] the sorted set walked    KEYS[2] jobs hash    KEYS[3] error hash    KEYS[4] progress hash
+KEYS[1] the sorted set walked: a group set, the limit freed zset or the limit waiting zset
+KEYS[2] jobs hash    KEYS[3] error hash    KEYS[4] progress hash
 ARGV[1] lowest member walked (ZRANGEBYLEX form: '-', '[x')    ARGV[2] highest ('+', '(x')
 ARGV[3] the last member listed ('' from the lowest)    ARGV[4] n, rows wanted
 ARGV[5] budget, most members examined    ARGV[6] the queue listed ('' any: the set is the

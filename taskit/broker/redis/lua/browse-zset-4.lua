@@ -2,12 +2,14 @@
 (read only): delayed (SCHEDULED, RETRYING), leases (RUNNING), dead (DEAD), ranked (QUEUED, by
 priority) and the finished-job indexes (COMPLETED, FAILED, CANCELLED).
 
-KEYS[1] the sorted set walked    KEYS[2] jobs hash    KEYS[3] error hash    KEYS[4] progress hash
+KEYS[1] the sorted set walked: a delayed set, lease set, dead set, ranked set, completed set,
+  failed set or cancelled set    KEYS[2] jobs hash    KEYS[3] error hash    KEYS[4] progress hash
 ARGV[1] 'asc' or 'desc'    ARGV[2] the part walked: 'all', 'neg' (scores < 0) or 'pos' (> 0)
 ARGV[3] the cursor's score ('' from the start)    ARGV[4] the cursor's member
 ARGV[5] n, rows wanted    ARGV[6] budget, most members examined
 ARGV[7] the status listed ('' any)    ARGV[8] 'live' (rows with records), 'ranked' (live, members
-'<seq>:<id>') or 'ids' (the id alone)
+'<seq>:<id>') or 'ids' (the id alone)    ARGV[9] keep: when not '', members scored (ms) before
+now - keep are not walked (a finished-job index lists a job at most the broker's result TTL)
 
 Resumes after the cursor, exclusive, whether or not its member is still there: its place is
 found by rank (ZRANK when the member still has that score, else a binary search among the
@@ -60,6 +62,9 @@ if part == 'neg' then
   last = rcall('ZCOUNT', key, '-inf', '(0') - 1
 elseif part == 'pos' then
   first = rcall('ZCOUNT', key, '-inf', 0)
+end
+if ARGV[9] ~= '' then
+  first = rcall('ZCOUNT', key, '-inf', '(' .. (now_ms() - tonumber(ARGV[9])))
 end
 
 local at -- the next rank to examine

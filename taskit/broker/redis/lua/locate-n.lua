@@ -15,7 +15,7 @@ for i, id in ipairs(ARGV) do
   local queue = ''
   if s then
     queue = s.status == 'dead_letter' and s.queue or ''
-  elseif not rcall('HEXISTS', KEYS[1], id) then
+  elseif rcall('HEXISTS', KEYS[1], id) == 0 then
     local state = rcall('HGET', KEYS[1 + i], 'state')
     s = state and parse_record(#state .. ':' .. state)
     queue = s and s.queue or ''

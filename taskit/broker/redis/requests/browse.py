@@ -98,7 +98,7 @@ def _row_job(
 class BrowseZset(_Browse):
     """A page of sorted set ``key`` of ``queue`` by (score, member) from (``score``,
     ``member``), exclusive; see ``lua/browse-zset-4.lua`` for ``order``, ``part``, ``status``
-    and ``mode``."""
+    and ``mode``; ``keep_ms``: walk only members scored after now minus that."""
 
     script: ClassVar[ScriptName] = "browse-zset"
     queue: str
@@ -111,13 +111,15 @@ class BrowseZset(_Browse):
     budget: int
     status: str
     mode: str
+    keep_ms: int | None = None
 
     def keys(self, k: Keys) -> list[str]:
         return [self.key, k.jobs, k.err, k.progress]
 
     def args(self) -> list[Arg]:
+        keep = "" if self.keep_ms is None else self.keep_ms
         return [self.order, self.part, self.score, self.member, self.n, self.budget,
-                self.status, self.mode]  # fmt: skip
+                self.status, self.mode, keep]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
