@@ -48,9 +48,17 @@
     });
   }
 
-  function report(reply) {
+  function report(reply, action) {
     flash(reply.ok ? reply.message : reply.error, reply.ok);
-    if (reply.ok) return refresh();
+    if (!reply.ok) return;
+    // A job deleted from its own page is gone: re-reading the page would answer 404.
+    if (action === "delete" && body.dataset.page === "job") {
+      var status = $("[data-testid=job-status]");
+      if (status) { status.textContent = "deleted"; status.className = "status-deleted"; }
+      $$("button[data-action]").forEach(function (other) { other.remove(); });
+      return;
+    }
+    return refresh();
   }
 
   function selected() {
@@ -103,7 +111,7 @@
     var action = button.dataset.action;
     if (/-(selected|matching)$/.test(action)) { deadAction(action); return; }
     button.disabled = true;
-    post(button.dataset.url, {}).then(report).catch(function (error) {
+    post(button.dataset.url, {}).then(function (reply) { return report(reply, action); }).catch(function (error) {
       flash("The request failed: " + error, false);
     }).then(function () { button.disabled = false; });
   });
