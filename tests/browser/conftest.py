@@ -25,7 +25,7 @@ from tests.browser._seed import Seeder
 from tests.browser._web import VIEWPORT, chromium_missing, launch, serve
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Dialog, Page, Response
+    from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, Response
 
 #: Opens a tab (a fresh browser context, with these options) on a base URL.
 Tab = Callable[..., "Dash"]
@@ -121,7 +121,26 @@ class Dash:
         return response
 
 
-def answer(dash: Dash, dialog: Dialog) -> None:
+def open_dash(browser: Browser, base: str, **context_options: Any) -> Dash:
+    """A tab in a fresh browser context (no cookies; ``context_options`` for
+    ``Browser.new_context``) on ``base``: a ``Dash`` whose ``errors`` collect console errors
+    and uncaught page errors, and whose dialogs are answered by its ``accept``. Close it with
+    ``dash.page.context.close()``."""
+    context = browser.new_context(viewport=VIEWPORT, **context_options)  # type: ignore[arg-type]
+    page = context.new_page()
+    dash = Dash(page, base)
+    page.on("console", lambda message: _console(dash, message))
+    page.on("pageerror", lambda exc: dash.errors.append(str(exc)))
+    page.on("dialog", lambda dialog: _answer(dash, dialog))
+    return dash
+
+
+def _console(dash: Dash, message: ConsoleMessage) -> None:
+    if message.type == "error":
+        dash.errors.append(f"{message.text} ({message.location.get('url')})")
+
+
+def _answer(dash: Dash, dialog: Dialog) -> None:
     dash.dialogs.append(dialog.message)
     if dash.accept:
         dialog.accept()
@@ -131,25 +150,16 @@ def answer(dash: Dash, dialog: Dialog) -> None:
 
 @pytest.fixture
 def tab(browser: Browser) -> Iterator[Tab]:
-    """Open a fresh browser context (no cookies; ``context`` options for
-    ``Browser.new_context``) on a base URL: a ``Dash`` whose ``errors`` collect console errors
-    and uncaught page errors, and whose dialogs are answered by its ``accept``. Contexts close
-    at the end."""
-    contexts = []
+    """Opens tabs (``open_dash``) for one test; they close at its end."""
+    opened: list[Dash] = []
 
     def open_tab(base: str, **context_options: Any) -> Dash:
-        context = browser.new_context(viewport=VIEWPORT, **context_options)  # type: ignore[arg-type]
-        contexts.append(context)
-        page = context.new_page()
-        dash = Dash(page, base)
-        page.on("console", lambda m: dash.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda exc: dash.errors.append(str(exc)))
-        page.on("dialog", lambda dialog: answer(dash, dialog))
-        return dash
+        opened.append(open_dash(browser, base, **context_options))
+        return opened[-1]
 
     yield open_tab
-    for context in contexts:
-        context.close()
+    for dash in opened:
+        dash.page.context.close()
 
 
 @pytest.fixture

@@ -17,10 +17,15 @@ from tests.browser.conftest import Dash
 pytestmark = pytest.mark.redis
 
 
-def click(dash: Dash, selector: str) -> None:
-    """Click the button and wait for the action's reply in the flash area."""
+def click(dash: Dash, selector: str) -> str:
+    """Click the button, wait for the action's reply in the flash area; its text. The reply
+    must be a success (the flash's ``ok`` class)."""
     dash.page.locator(selector).click()
-    expect(dash.page.locator("[data-testid=flash]")).to_have_text(re.compile(r"\S"))
+    flash = dash.page.locator("[data-testid=flash]")
+    expect(flash).to_have_text(re.compile(r"\S"))
+    text = flash.inner_text()
+    assert "ok" in (flash.get_attribute("class") or "").split(), f"the action failed: {text}"
+    return text
 
 
 def test_requeue_a_dead_letter_from_its_page(dash: Dash, seed: Seeder) -> None:
@@ -50,6 +55,7 @@ def test_promote_a_scheduled_job_and_delete_a_finished_one(dash: Dash, seed: See
     dash.open(f"/jobs/{completed.id}")
     click(dash, "button[data-action=delete]")
     assert seed.get(completed.id) is None
+    expect(dash.page.locator("[data-testid=job-status]")).to_have_text("deleted")
     assert dash.errors == []
 
 
