@@ -14,6 +14,7 @@ from anyio.from_thread import BlockingPortal
 from playwright.sync_api import Browser, expect
 
 from taskit.broker.browse import Listing
+from taskit.dashboard.pages import PAGE
 from taskit.job import Job, Lease
 from tests.browser._app import SCHEDULE
 from tests.browser.conftest import Dash, dashboard_of, open_dash, seeding
@@ -36,6 +37,8 @@ class World:
     dead: list[Job]
     workflow: str
     nodes: list[str]
+    #: More completed jobs than a page holds, on queue "bulk".
+    bulk: list[Job]
 
     def ids(self, listing: Listing) -> set[str]:
         """The ids of the jobs seeded into ``listing`` on queue "default"."""
@@ -57,10 +60,12 @@ def world(redis_url: str, portal: BlockingPortal) -> Iterator[World]:
         seed.progress(running[0], 0.4, "sent 40 of 100")
         seed.worker("worker-1", running, queues=["emails", "default"])
         seed.limit("api", 5)
+        bulk = seed.completed(PAGE + 10, queue="bulk")
         world = World(
             base="", retrying=seed.retrying(1), running=running, completed=seed.completed(3),
             failed=seed.failed(1), dead=seed.dead(2), queued=seed.enqueue(3),
-            scheduled=seed.scheduled(1), cancelled=seed.cancelled(1), workflow="", nodes=[],
+            scheduled=seed.scheduled(1), cancelled=seed.cancelled(1), bulk=bulk,
+            workflow="", nodes=[],
         )  # fmt: skip
         workflow, nodes = seed.workflow()
         world = replace(world, workflow=workflow, nodes=nodes)
@@ -143,6 +148,19 @@ def test_jobs_lists_running_jobs(page: Dash, world: World) -> None:
     page.open("/jobs?queue=emails&state=running")
     for lease in world.running:
         expect(page.page.locator(f"tr[data-job-id='{lease.job.id}']")).to_have_count(1)
+
+
+def test_jobs_pages_follow_the_cursor(page: Dash, world: World) -> None:
+    page.open("/jobs?queue=bulk&state=completed")
+    rows = page.page.locator("tr[data-job-id]")
+    expect(rows).to_have_count(PAGE)
+    first = {rows.nth(i).get_attribute("data-job-id") for i in range(PAGE)}
+    page.page.locator("a[data-testid=next-page]").click()
+    expect(rows).to_have_count(len(world.bulk) - PAGE)
+    second = {rows.nth(i).get_attribute("data-job-id") for i in range(len(world.bulk) - PAGE)}
+    assert first | second == {job.id for job in world.bulk}
+    assert not first & second
+    expect(page.page.locator("a[data-testid=next-page]")).to_have_count(0)
 
 
 def test_jobs_search_by_argument_text_and_task(page: Dash, world: World) -> None:
