@@ -42,6 +42,7 @@ from taskit import App
 from taskit.broker.browse import Listing
 from taskit.broker.redis import RedisBroker
 from taskit.dashboard import dashboard
+from taskit.dashboard.views import encode_cursor
 from taskit.job import Job, JobResult, Lease, Outcome, OutcomeKind, Progress, ProgressUpdate
 from tests.browser._app import make_app
 from tests.browser._web import VIEWPORT, launch, serve
@@ -113,11 +114,12 @@ async def seed(url: str, prefix: str, dead: int, completed: int, batch: int) -> 
     if cursor is None or not dead_page.jobs:
         raise SystemExit("the seeded listings are shorter than expected")
     await app.close()
-    return Seeded(dead_page.jobs[0].id, cursor, seconds)
+    # The pages' cursors name their queue around the broker's (a walk across queues).
+    return Seeded(dead_page.jobs[0].id, encode_cursor(QUEUE, cursor), seconds)
 
 
 async def _live(app: App) -> list[Lease]:
-    """A few queued, scheduled and running jobs (two with progress), as a busy system has."""
+    """A few queued, scheduled and running jobs (with progress), as a busy system has."""
     broker = app.broker
     emails = app.tasks["shop.send_email"]
     waiting = [emails.prepare(f"user{i}@example.com", f"order {i}") for i in range(40)]
@@ -128,7 +130,7 @@ async def _live(app: App) -> list[Lease]:
     updates = [
         ProgressUpdate(x.job.id, x.token,
                        Progress(updated_at=now, fraction=f, message=f"{int(f * 100)} of 100 sent"))
-        for x, f in zip(leases, (0.4, 0.75), strict=False)
+        for x, f in zip(leases, (0.4, 0.75, 0.1, 0.95, 0.6, 0.25), strict=False)
     ]  # fmt: skip
     await broker.set_progress(updates)
     return leases
