@@ -133,6 +133,12 @@ def test_a_wheel_install_type_checks_the_same(tmp_path: Path) -> None:
     }
     assert lua <= names  # every script, and the helpers they include
     assert "taskit/broker/redis/transport/fast.py" in names
+    assets = ROOT / "taskit/dashboard"
+    shipped = {
+        f"taskit/dashboard/{p.relative_to(assets).as_posix()}"
+        for p in [*(assets / "templates").iterdir(), *(assets / "static").iterdir()]
+    }
+    assert shipped <= names  # the dashboard's templates, JS and CSS
     env_dir = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
     python = str(env_dir / "bin" / "python")

@@ -7,23 +7,27 @@ built from the request's ``root_path``, so the app works mounted under any path.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskit.app import App
 from taskit.dashboard import actions, live, pages
-from taskit.dashboard.context import HERE, Dashboard, templates
+from taskit.dashboard.context import HERE, Dashboard, render, templates
 from taskit.dashboard.security import AuthHook, Guard
+from taskit.errors import TaskitError
 
 __all__ = ["Timing", "build"]
+
+log = logging.getLogger(__name__)
 
 
 class Timing:
@@ -54,6 +58,15 @@ async def not_found(request: Request, exc: Exception) -> Response:
     return HTMLResponse("<h1>Not found</h1>", 404)
 
 
+async def broker_down(request: Request, exc: Exception) -> Response:
+    """The broker failed (unreachable, timed out): say so, with 503, and log it once here."""
+    log.warning("dashboard: %s %s: the broker failed: %s", request.method, request.url.path, exc)
+    message = f"the broker cannot be reached: {type(exc).__name__}: {exc}"
+    if "/actions/" in request.url.path or "/api/" in request.url.path:
+        return JSONResponse({"ok": False, "error": message}, 503)
+    return render(request, "error", {"message": message}, 503)
+
+
 def build(
     app: App,
     *,
@@ -81,7 +94,7 @@ def build(
             Middleware(Timing),
             Middleware(Guard, basic_auth=basic_auth, auth=auth),
         ],
-        exception_handlers={404: not_found},
+        exception_handlers={404: not_found, TaskitError: broker_down, OSError: broker_down},
     )
     web.state.dashboard = dash
     return web

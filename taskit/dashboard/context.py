@@ -77,6 +77,7 @@ def templates() -> Jinja2Templates:
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        auto_reload=False,  # package files do not change under a running server
     )
     env.filters.update(when=when, ago=ago, seconds=seconds)
     return Jinja2Templates(env=env)

@@ -35,7 +35,6 @@ __all__ = [
     "check_action",
     "csrf_token",
     "new_nonce",
-    "parse_basic_auth",
 ]
 
 #: The per-browser CSRF cookie, and the header an action carries its token in.
@@ -44,15 +43,6 @@ HEADER = "x-csrf-token"
 
 #: ``auth(request)``: may this request see the dashboard (and act, unless read-only)?
 AuthHook = Callable[[Request], bool | Awaitable[bool]]
-
-
-def parse_basic_auth(text: str) -> tuple[str, str]:
-    """``"user:password"`` as a pair; ``ValueError`` naming the problem for text without a
-    colon or with an empty user or password (the password may hold colons)."""
-    user, colon, password = text.partition(":")
-    if not colon or not user or not password:
-        raise ValueError("basic auth takes USER:PASSWORD, both non-empty")
-    return user, password
 
 
 def _basic_ok(header: str | None, expected: tuple[str, str]) -> bool:
@@ -116,10 +106,15 @@ def csrf_token(secret: bytes, nonce: str) -> str:
 
 
 def _same_origin(request: Request) -> bool:
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
     origin = request.headers.get("origin")
     if origin is None:  # not sent by every browser on same-origin requests; the token still holds
-        return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+        return True
+    # Behind a proxy that rewrites Host, X-Forwarded-Host names the address the browser used (a
+    # page on another site cannot set it: a custom header needs a CORS preflight, never allowed).
+    hosts = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")}
+    return urlsplit(origin).netloc in hosts - {""}
 
 
 def check_action(request: Request, secret: bytes) -> JSONResponse | None:

@@ -299,6 +299,25 @@ async def test_memory_run_times_fall_in_their_buckets() -> None:
     assert total["runs"] == expected
 
 
+async def test_memory_a_reclaimed_run_is_timed_from_its_reclaim() -> None:
+    clock = FakeClock()
+    broker = MemoryBroker(clock=clock, result_ttl=60.0)
+    q = new_queue()
+    await broker.enqueue([make_job(q)])
+    await broker.reserve([q], count=1, lease=5.0, timeout=0)
+    clock.advance(600.0)  # its lease ran out long ago
+    [again] = await broker.reclaim([q], lease=LONG)
+    clock.advance(0.25)
+    assert await broker.settle([outcome(again, OutcomeKind.DEAD_LETTER, error="x")]) == [True]
+
+    total = await summed(broker, q, clock.time() - 7200)
+
+    assert total["dead"] == 1
+    expected = [0] * (len(RUN_TIME_BOUNDS) + 1)
+    expected[RUN_TIME_BOUNDS.index(0.25)] = 1  # not the 600 s since its first reserve
+    assert total["runs"] == expected
+
+
 async def test_memory_counts_are_by_minute_and_kept_a_day() -> None:
     start = 1_699_999_980  # a minute's start
     clock = FakeClock(float(start))

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from taskit import App, JobResult, MemoryBroker, Settings
 from taskit.dashboard import dashboard
-from taskit.job import Job, OutcomeKind
+from taskit.job import Job, Lease, OutcomeKind
 from taskit.job import Outcome as Settle
 from taskit.limits import LimitSpec
 from taskit.presence import RunningJob, WorkerInfo
@@ -79,37 +79,45 @@ class Site:
             return self.run(lambda: task.schedule(delay, *args))
         return self.run(lambda: task.enqueue(*args))
 
-    def settle(self, queue: str, kind: OutcomeKind, **fields: Any) -> Job:
-        """Reserve the next job of ``queue`` and settle it with ``kind``; the job as it is now."""
+    def take(self, job: Job) -> Lease:
+        """Lease ``job`` (the others leased on the way are handed back)."""
+
+        async def go() -> Lease:
+            leases = await self.broker.reserve([job.queue], count=1000, lease=30, timeout=0)
+            (mine,) = [held for held in leases if held.job.id == job.id]
+            others = [held for held in leases if held is not mine]
+            await self.broker.settle([
+                Settle(job_id=o.job.id, token=o.token, kind=OutcomeKind.RELEASE) for o in others
+            ])  # fmt: skip
+            return mine
+
+        return self.run(go)
+
+    def settle(self, job: Job, kind: OutcomeKind, **fields: Any) -> Job:
+        """Lease ``job`` and settle it with ``kind``; the job as it is then."""
+        lease = self.take(job)
 
         async def go() -> Job:
-            (lease,) = await self.broker.reserve([queue], count=1, lease=30, timeout=0)
-            await self.broker.settle(
-                [Settle(job_id=lease.job.id, token=lease.token, kind=kind, **fields)]
-            )
-            job = await self.broker.get(lease.job.id)
-            assert job is not None
-            return job
+            outcome = Settle(job_id=job.id, token=lease.token, kind=kind, **fields)
+            assert await self.broker.settle([outcome]) == [True]
+            found = await self.broker.get(job.id)
+            assert found is not None
+            return found
 
         return self.run(go)
 
     def dead(self, *args: int, queue: str = "default") -> Job:
-        self.enqueue(*args, queue=queue)
-        return self.settle(queue, OutcomeKind.DEAD_LETTER, error="boom", error_type="ValueError")
+        job = self.enqueue(*args, queue=queue)
+        return self.settle(job, OutcomeKind.DEAD_LETTER, error="boom", error_type="ValueError")
 
     def completed(self, *args: int, queue: str = "default") -> Job:
-        self.enqueue(*args, queue=queue)
-        result = JobResult(success=True, value=sum(args))
-        return self.settle(queue, OutcomeKind.COMPLETE, result=result)
+        job = self.enqueue(*args, queue=queue)
+        return self.settle(
+            job, OutcomeKind.COMPLETE, result=JobResult(success=True, value=sum(args))
+        )
 
     def running(self, *args: int, queue: str = "default") -> Job:
-        self.enqueue(*args, queue=queue)
-
-        async def go() -> Job:
-            (lease,) = await self.broker.reserve([queue], count=1, lease=30, timeout=0)
-            return lease.job
-
-        return self.run(go)
+        return self.take(self.enqueue(*args, queue=queue)).job
 
     def worker(self, name: str, jobs: list[Job]) -> None:
         now = datetime.now(UTC)

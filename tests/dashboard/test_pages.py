@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from html import unescape
 
 import pytest
 
-from taskit.job import OutcomeKind
-from tests.dashboard._site import Site
+from taskit.errors import BrokerConnectionError
+from taskit.job import OutcomeKind, Progress, ProgressUpdate
+from tests.dashboard._site import CSRF, Site
 
 PAGES = {
     "/": "overview", "/queues": "queues", "/jobs": "jobs", "/dead": "dead",
@@ -133,7 +137,8 @@ def test_the_job_page_shows_everything_and_only_the_actions_that_apply(site: Sit
     dead = site.dead(3, 4)
     html = site.client.get(f"/jobs/{dead.id}").text
     assert '<span data-testid="job-status" class="status-dead_letter">dead_letter</span>' in html
-    assert re.search(r'data-testid="job-args">\{\s+"args": \[\s+3,\s+4\s+\]', html)
+    shown = unescape(html[html.index('data-testid="job-args">') :].split("</pre>")[0])
+    assert json.loads(shown.split(">", 1)[1]) == {"args": [3, 4], "kwargs": {}}
     assert 'data-testid="job-error">ValueError: boom</pre>' in html
     assert 'data-testid="job-traceback"' in html
     assert 'data-testid="job-attempts">1 of 4</dd>' in html
@@ -181,11 +186,26 @@ def test_schedules_limits_workflows_and_progress(site: Site) -> None:
     assert f'data-progress-job="{job.id}"' in site.client.get("/progress").text
 
 
+def test_progress_shows_each_running_jobs_latest_report(site: Site) -> None:
+    job = site.enqueue(1, 2)
+    lease = site.take(job)
+    report = Progress(updated_at=datetime.now(UTC), fraction=0.4, message="rows")
+    update = ProgressUpdate(job.id, lease.token, report)
+    assert site.run(lambda: site.broker.set_progress([update])) == [True]
+    assert (
+        f'<span data-progress-job="{job.id}">40% rows</span>' in site.client.get("/progress").text
+    )
+    page = site.client.get(f"/jobs/{job.id}").text
+    assert re.search(r'data-testid="job-progress" data-progress-job="[^"]+">40% rows</dd>', page)
+    running = site.client.get("/api/overview").json()["running"]
+    assert [(r["id"], r["percent"], r["message"]) for r in running] == [(job.id, 40, "rows")]
+
+
 def test_a_workflow_is_a_tree_of_nodes_with_their_status(site: Site) -> None:
     from taskit import chain
 
     add = site.app.get_task("add")
-    flow = site.run(lambda: chain(add.s(1, 2), add.s(3)).enqueue())
+    flow = site.run(lambda: chain(add.s(1, 2), add.s(3, 4)).enqueue())
     html = site.client.get(f"/workflows/{flow.id}").text
     nodes = re.findall(r'data-node="([^"]+)" data-status="(\w+)"', html)
     assert [status for _, status in nodes] == ["pending", "deferred"]
@@ -211,6 +231,29 @@ def test_mounted_under_a_path_links_carry_it() -> None:
 
 
 def test_a_failed_job_is_listed_as_failed(site: Site) -> None:
-    site.enqueue(1, 2)
-    failed = site.settle("default", OutcomeKind.FAIL, error="nope")
+    failed = site.settle(site.enqueue(1, 2), OutcomeKind.FAIL, error="nope")
     assert ids(site.client.get("/jobs?state=failed").text) == [failed.id]
+
+
+def test_a_broker_that_fails_is_a_503_saying_so(
+    site: Site, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def down(*args: object) -> None:
+        raise BrokerConnectionError("redis at 10.0.0.1:6379 refused the connection")
+
+    monkeypatch.setattr(site.broker, "stats", down)
+    page = site.client.get("/queues")
+    assert page.status_code == 503
+    assert "the broker cannot be reached: BrokerConnectionError" in page.text
+    monkeypatch.setattr(site.broker, "pause_queue", down)
+    reply = site.client.post("/actions/queues/default/pause", json={}, headers={
+        "X-CSRF-Token": token_from(site.client.get("/workers").text)})  # fmt: skip
+    assert reply.status_code == 503
+    assert reply.json()["ok"] is False
+    assert "the broker failed" in caplog.text
+
+
+def token_from(html: str) -> str:
+    found = CSRF.search(html)
+    assert found is not None
+    return found.group(1)

@@ -71,6 +71,8 @@ def test_csrf_missing_wrong_foreign_or_cross_origin_is_refused() -> None:
             assert stolen.status_code == 403
         same = site.post(url, Origin="http://dash.test")
         assert same.json() == {"ok": True, "message": "queue default paused"}
+        proxied = {"Origin": "https://ops.example", "X-Forwarded-Host": "ops.example"}
+        assert site.post("/actions/queues/default/resume", **proxied).json()["ok"] is True
 
 
 def test_the_cookie_is_strict_and_the_token_is_stable_per_browser() -> None:

@@ -20,10 +20,10 @@ import msgspec
 from taskit._storable import storable
 from taskit.broker.base import Broker, BrokerOptions, OnceState
 from taskit.broker.checks import check_specs, check_stream, check_usage
+from taskit.broker.memory.browse import BrowseState
 from taskit.broker.memory.state import WAITING, Record, copy_job, encode_for_store
 from taskit.broker.memory.streams import Stream
 from taskit.broker.memory.wakeup import Waiter, wake_all
-from taskit.broker.memory.workflows import WorkflowsState
 from taskit.clock import Clock
 from taskit.config import MAX_SECONDS, Settings
 from taskit.errors import CorruptJobError
@@ -47,7 +47,7 @@ from taskit.limits import LimitSpec, LimitUsage
 __all__ = ["MemoryBroker"]
 
 
-class MemoryBroker(WorkflowsState, Broker):
+class MemoryBroker(BrowseState, Broker):
     """In-process broker: its jobs live and die with this process (``in_process``).
 
     ``result_ttl``: seconds a finished job stays readable (``math.inf``: for ever); None (the

@@ -52,6 +52,8 @@ class Record:
     #: cancelled or requeued (as the mark in the Redis broker's state).
     settled: str = ""
     deadline: float = 0.0
+    #: When its current lease began (reserve or reclaim): its run time is timed from there.
+    leased_at: float = 0.0
     cancel_requested: bool = False
     expires: float = 0.0
     #: The job's latest progress, encoded (``Broker.set_progress``); ``get`` alone shows it,
@@ -234,6 +236,7 @@ class MemoryState:
         record.token = secrets.token_hex(16)
         record.settled = ""
         record.deadline = now + lease
+        record.leased_at = now
         heapq.heappush(
             self._leases[record.job.queue], (record.deadline, record.job.id, record.token)
         )

@@ -51,6 +51,19 @@ class Stream:
             mine.read_to = max(mine.read_to, number)
         return [(_id(n), kept[n]) for n in chosen]
 
+    def tail(self, after: str | None, count: int) -> list[tuple[str, bytes]]:
+        """Up to ``count`` entries after id ``after``, oldest first; with ``after`` None, the
+        newest ``count``. Nothing is delivered. ``ValueError`` for an id this stream never
+        made."""
+        if after is None:
+            chosen = list(self._entries)[-count:]
+        else:
+            number = _number(after)
+            if number is None:
+                raise ValueError(f"stream_tail: after must be an entry id, got {after!r}")
+            chosen = [(n, entry) for n, entry in self._entries if n > number][:count]
+        return [(_id(n), entry) for n, entry in chosen]
+
     def ack(self, group: str, ids: Sequence[str]) -> int:
         mine = self._groups.get(group)
         if mine is None:

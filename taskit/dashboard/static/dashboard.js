@@ -70,9 +70,9 @@
   }
 
   // Several queues: one request each, their counts summed into one message.
-  function bulk(verb, requests) {
+  function bulk(verb, requests, none) {
     var done = verb === "requeue" ? "requeued" : "deleted";
-    if (!requests.length) { flash("Select some dead letters first.", false); return; }
+    if (!requests.length) { flash(none, false); return; }
     var total = 0;
     var chain = Promise.resolve({ ok: true });
     requests.forEach(function (item) {
@@ -93,14 +93,14 @@
       var byQueue = selected();
       bulk(verb, Object.keys(byQueue).map(function (queue) {
         return { queue: queue, payload: { ids: byQueue[queue] } };
-      }));
+      }), "Select some dead letters first.");
       return;
     }
     var panel = $(".bulk");
     var queues = JSON.parse(panel.dataset.queues || "[]");
     bulk(verb, queues.map(function (queue) {
       return { queue: queue, payload: { all: true, task: panel.dataset.task || null, q: panel.dataset.q || null } };
-    }));
+    }), "No queue has dead letters.");
   }
 
   document.addEventListener("click", function (event) {
@@ -139,7 +139,11 @@
     var svg = $("[data-testid=chart]");
     if (!svg || !data || !data.chart) return;
     while (svg.firstChild) svg.removeChild(svg.firstChild);
-    var points = data.chart, width = 600, height = 160, left = 36, bottom = 18, top = 8;
+    // Drawn at the element's own size (one user unit a pixel), so text is never stretched.
+    var width = Math.max(300, Math.round(svg.clientWidth || 600));
+    var height = Math.max(120, Math.round(svg.clientHeight || 200));
+    svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+    var points = data.chart, left = 36, bottom = 18, top = 8;
     var most = 1;
     points.forEach(function (p) { most = Math.max(most, p.completed, p.failed); });
     var x = function (i) { return left + (width - left - 4) * i / Math.max(1, points.length - 1); };
@@ -248,5 +252,6 @@
   }
 
   drawChart(initialOverview());
+  window.addEventListener("resize", function () { drawChart(lastOverview || initialOverview()); });
   connect();
 })();
