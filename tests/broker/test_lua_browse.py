@@ -295,3 +295,15 @@ async def test_a_page_costs_the_same_with_100_or_5000_jobs_in_the_state() -> Non
     finally:
         await broker.close()
         server.stop()
+
+
+async def test_the_counts_hash_is_named_from_the_brokers_tag(rh: RedisHarness) -> None:
+    """The one key besides the workflow ones that a script names itself (its minute is the
+    server's): under the broker's hash tag, so in the same Cluster slot as every key passed."""
+    b, k = rh.broker, rh.broker.keys
+    await b.enqueue([named("q", "a")])
+    keys = [key.decode() async for key in rh.client.scan_iter(match=k.tag + ":counts:*")]
+    assert len(keys) == 1
+    assert int(keys[0].rpartition(":")[2]) % 60 == 0
+    text = resources.files("taskit.broker.redis").joinpath("lua/_counts.lua").read_text("utf-8")
+    assert re.findall(r"(\w+) \.\. ':counts:'", text) == ["tag"]

@@ -61,11 +61,12 @@ key                         type    holds
                                     expires the result TTL after its last node ended
 ``{p}:wfnodes``             hash    live workflow node's job id -> its workflow id
 ``{p}:deferred``            hash    queue -> how many of its jobs are DEFERRED
-``{p}:q:<queue>:completed`` zset    finished-job indexes (browsing): the id of each job
-``{p}:q:<queue>:failed``            that ended so with its record kept, scored by its
-``{p}:q:<queue>:cancelled``         end (ms); trimmed of entries older than the
-                                    broker's result TTL as they are written, entries
-                                    whose done key is gone dropped as they are listed
+``{p}:q:<queue>:<end>``     zset    finished-job index (browsing), end one of
+                                    ``completed``, ``failed``, ``cancelled``: the id of
+                                    each job that ended so with its record kept, scored
+                                    by its end (ms); trimmed of ends older than the
+                                    broker's result TTL as it is written; an entry
+                                    whose done key is gone is dropped when listed
 ``{p}:counts:<minute>``     hash    per-minute counts (``Broker.counts``; minute: epoch
                                     seconds, a multiple of 60, server clock):
                                     ``<queue>\0<c>`` for c in e c f r d x (enqueued,

@@ -1,6 +1,7 @@
 --[[ counts: the per-minute counts of some minutes (read only).
 
 KEYS[i] the counts hash of minute i ({p}:counts:<minute>, see _counts.lua)
+ARGV none
 
 Returns per minute i: the number of its fields, then field, value, ... (HGETALL).
 ]]

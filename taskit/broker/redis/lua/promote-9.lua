@@ -7,8 +7,10 @@ ARGV[1] job id    ARGV[2] the queue the client believes the job is in
 
 A SCHEDULED or RETRYING job leaves the delayed set and becomes PENDING at the back of its
 priority (of its group, for a grouped job), as if it had just fallen due, and one reserve of its
-queue is woken: returns 1. Any other status, or no such job: 0, nothing changes. The job's real
-queue when it is not ARGV[2]; {'unreadable', why} when its record is unreadable. O(log n).
+queue is woken. O(log n).
+
+Returns 1 when promoted; 0 for any other status or no such job (nothing changes); the job's
+real queue when it is not ARGV[2]; {'unreadable', why} when its record is unreadable.
 ]]
 local rcall = redis.call
 -- @include _common.lua
