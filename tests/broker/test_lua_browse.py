@@ -307,3 +307,14 @@ async def test_the_counts_hash_is_named_from_the_brokers_tag(rh: RedisHarness) -
     assert int(keys[0].rpartition(":")[2]) % 60 == 0
     text = resources.files("taskit.broker.redis").joinpath("lua/_counts.lua").read_text("utf-8")
     assert re.findall(r"(\w+) \.\. ':counts:'", text) == ["tag"]
+
+
+async def test_an_index_expires_with_the_records_it_lists(rh: RedisHarness) -> None:
+    """A queue where nothing ends any more keeps no index: it expires the broker's result TTL
+    after its last write, as the last record it listed does."""
+    b, k = rh.broker, rh.broker.keys
+    await b.enqueue([named("q", "a")])
+    [lease] = await b.reserve(["q"], count=1, lease=LONG, timeout=0)
+    await b.settle([end(lease, OutcomeKind.COMPLETE)])
+    assert 0 < await rh.client.pttl(k.queue("q", "completed")) <= 60_000
+    assert 0 < await rh.client.pttl(k.done("q-a")) <= 60_000

@@ -65,8 +65,9 @@ key                         type    holds
                                     ``completed``, ``failed``, ``cancelled``: the id of
                                     each job that ended so with its record kept, scored
                                     by its end (ms); trimmed of ends older than the
-                                    broker's result TTL as it is written; an entry
-                                    whose done key is gone is dropped when listed
+                                    broker's result TTL as it is written, and expires
+                                    that TTL after its last write; an entry whose
+                                    done key is gone is dropped when listed
 ``{p}:counts:<minute>``     hash    per-minute counts (``Broker.counts``; minute: epoch
                                     seconds, a multiple of 60, server clock):
                                     ``<queue>\0<c>`` for c in e c f r d x (enqueued,

@@ -479,18 +479,21 @@ end
 -- The finished-job indexes (browsing): a queue's zsets 'completed', 'failed' and 'cancelled'
 -- hold the ids of its jobs that ended so, scored by their end (ms). Each is trimmed of entries
 -- older than the broker's result TTL (`keep` ms) the first time a script call adds to it (the
--- clock does not move within a call): one ZREMRANGEBYSCORE per index per call, O(log n) each.
+-- clock does not move within a call), and expires `keep` after that call: an index of a queue
+-- where nothing ends any more goes with the records it listed. One ZREMRANGEBYSCORE and one
+-- PEXPIRE per index per call, one ZADD per job: O(log n) each.
 local trimmed = {}
 
 -- Index job `id`, ended now, in `index` (see above): the one place a finished job is listed
 -- from, called by finish for every kept done key.
 -- pcall: an index of another type (damaged data) must never fail the call that ends jobs.
 local function index_ended(index, id, now, keep)
+  redis.pcall('ZADD', index, now, id)
   if not trimmed[index] then
     trimmed[index] = true
     redis.pcall('ZREMRANGEBYSCORE', index, '-inf', '(' .. (now - keep))
+    redis.pcall('PEXPIRE', index, math.max(keep, 1))
   end
-  redis.pcall('ZADD', index, now, id)
 end
 
 -- End a live job: its record moves to its own key `done_key`, which expires after `ttl` ms
