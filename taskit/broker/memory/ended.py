@@ -45,10 +45,9 @@ class EndIndex:
         self._compact(where)
 
     def remove(self, job_id: str) -> None:
-        entry = self._current.pop(job_id, None)
-        if entry is not None:
-            self._live[entry[:2]] -= 1
-            self._compact(entry[:2])
+        where = self._forget(job_id)
+        if where is not None:
+            self._compact(where)
 
     def trim(self, queue: str, status: JobStatus, kept_since: float) -> None:
         """Drop the oldest entries while they ended at or before ``kept_since`` (past the
@@ -62,10 +61,11 @@ class EndIndex:
         ):
             start += 1
         if start:
-            for number, _, job_id in entries[:start]:
-                if self._current.get(job_id) == (queue, status, number):
-                    self.remove(job_id)
+            for entry in entries[:start]:
+                if self._is_current(queue, status, entry):
+                    self._forget(entry[2])
             del entries[:start]
+            self._compact((queue, status))
 
     def walk(
         self, queue: str, status: JobStatus, below: int | None
@@ -78,6 +78,15 @@ class EndIndex:
             i -= 1
             if self._is_current(queue, status, entries[i]):
                 yield entries[i]
+
+    def _forget(self, job_id: str) -> tuple[str, JobStatus] | None:
+        """Drop the job's live entry (it stays in its list until compacted); where it was."""
+        entry = self._current.pop(job_id, None)
+        if entry is None:
+            return None
+        where = entry[:2]
+        self._live[where] -= 1
+        return where
 
     def _is_current(self, queue: str, status: JobStatus, entry: _Entry) -> bool:
         return self._current.get(entry[2]) == (queue, status, entry[0])
