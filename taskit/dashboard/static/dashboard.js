@@ -143,9 +143,11 @@
     var width = Math.max(300, Math.round(svg.clientWidth || 600));
     var height = Math.max(120, Math.round(svg.clientHeight || 200));
     svg.setAttribute("viewBox", "0 0 " + width + " " + height);
-    var points = data.chart, left = 36, bottom = 18, top = 8;
+    var points = data.chart, bottom = 18, top = 8;
     var most = 1;
     points.forEach(function (p) { most = Math.max(most, p.completed, p.failed); });
+    // Room for the longest axis label (about 7 px a digit): "100000" must not be cut off.
+    var left = Math.max(36, 10 + 7 * String(most).length);
     var x = function (i) { return left + (width - left - 4) * i / Math.max(1, points.length - 1); };
     var y = function (v) { return top + (height - top - bottom) * (1 - v / most); };
     [0, 0.5, 1].forEach(function (f) {
