@@ -48,9 +48,17 @@
     });
   }
 
-  function report(reply) {
+  function report(reply, action) {
     flash(reply.ok ? reply.message : reply.error, reply.ok);
-    if (reply.ok) return refresh();
+    if (!reply.ok) return;
+    // A job deleted from its own page is gone: re-reading the page would answer 404.
+    if (action === "delete" && body.dataset.page === "job") {
+      var status = $("[data-testid=job-status]");
+      if (status) { status.textContent = "deleted"; status.className = "status-deleted"; }
+      $$("button[data-action]").forEach(function (other) { other.remove(); });
+      return;
+    }
+    return refresh();
   }
 
   function selected() {
@@ -103,7 +111,7 @@
     var action = button.dataset.action;
     if (/-(selected|matching)$/.test(action)) { deadAction(action); return; }
     button.disabled = true;
-    post(button.dataset.url, {}).then(report).catch(function (error) {
+    post(button.dataset.url, {}).then(function (reply) { return report(reply, action); }).catch(function (error) {
       flash("The request failed: " + error, false);
     }).then(function () { button.disabled = false; });
   });
@@ -135,9 +143,11 @@
     var width = Math.max(300, Math.round(svg.clientWidth || 600));
     var height = Math.max(120, Math.round(svg.clientHeight || 200));
     svg.setAttribute("viewBox", "0 0 " + width + " " + height);
-    var points = data.chart, left = 36, bottom = 18, top = 8;
+    var points = data.chart, bottom = 18, top = 8;
     var most = 1;
     points.forEach(function (p) { most = Math.max(most, p.completed, p.failed); });
+    // Room for the longest axis label (about 7 px a digit): "100000" must not be cut off.
+    var left = Math.max(36, 10 + 7 * String(most).length);
     var x = function (i) { return left + (width - left - 4) * i / Math.max(1, points.length - 1); };
     var y = function (v) { return top + (height - top - bottom) * (1 - v / most); };
     [0, 0.5, 1].forEach(function (f) {
