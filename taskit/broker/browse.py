@@ -3,11 +3,13 @@ actions an operator takes from a dashboard. ``Browsing`` holds the methods; ``Br
 them.
 
 **Listings.** ``list_jobs(queue, listing)`` walks one queue's jobs in one state (``Listing``),
-a page at a time. A page is one atomic read per structure it walks, never a read of the whole
-state: a page costs the same with 100 or 1,000,000 jobs in the state. Its ``cursor`` continues
-the walk; ``None`` means the walk is over. A walk lists each job that stays in the state for the
-whole walk exactly once; one that enters or leaves the state meanwhile may be listed or not,
-never twice. Orders, by listing:
+a page at a time. A page is one atomic read per structure it walks, never a copy of the whole
+state: on Redis a page costs O(log n) in the state's size n (the ready list: one ``LPOS``, a
+scan in C, to find where the last page stopped); the memory broker, for one process and tests,
+sorts a live state's jobs for each page (a finished state's page reads its index). Its
+``cursor`` continues the walk; ``None`` means the walk is over. A walk lists each job that stays
+in the state for the whole walk exactly once; one that enters or leaves the state meanwhile may
+be listed or not, never twice. Orders, by listing:
 
 * QUEUED: ready (PENDING) jobs, held-back ones (a full limit) included, roughly in the order
   they would be reserved (the broker's own; fair turns and limits are not replayed).
