@@ -17,7 +17,8 @@ be listed or not, never twice. Orders, by listing:
 * RUNNING: by lease deadline, soonest first. A worker extends its leases while its jobs run,
   which moves them later: a running job may be listed again in a later page of the same walk
   (the one exception to exactly once).
-* DEFERRED: no order (the broker's own).
+* DEFERRED: no order (the broker's own). On Redis the walk is an ``HSCAN``, which may return
+  a job twice when the hash it walks is resized during the walk (the other exception).
 * COMPLETED, FAILED, CANCELLED: by end time, newest first; a job is listed while its record is
   kept (``get`` finds it), and at most the broker's ``result_ttl`` after its end (a longer
   ``Job.result_ttl`` keeps it for ``get`` only). A job kept for 0 seconds is never listed.
