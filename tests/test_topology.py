@@ -139,3 +139,17 @@ def test_min_replicas_to_write_is_set_on_every_data_node(tmp_path: Path) -> None
             setting = server.call("CONFIG", "GET", "min-replicas-to-write")
             assert setting == {"min-replicas-to-write": "1"}
         assert made.master().call("SET", "k", "v") is True  # its replica is there
+
+
+def test_sentinel_replaces_a_killed_master(sentinel_set: SentinelSet) -> None:
+    old = sentinel_set.master()
+    old.call("SET", "topology-sentinel-kill", "1")
+    pid = old.pid
+    new = sentinel_set.kill_master()
+    assert new is not old
+    assert sentinel_set.master() is new
+    assert new.call("GET", "topology-sentinel-kill") == "1"
+    assert old.pid != pid  # killed, then started again as the new master's replica
+    role = old.call("ROLE")
+    assert isinstance(role, list)
+    assert (role[0], role[2], role[3]) == ("slave", new.port, "connected")

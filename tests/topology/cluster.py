@@ -209,7 +209,8 @@ class RedisCluster:
         (writes acknowledged by the master but not yet replicated are lost: Redis's own
         window). Returns the new owner once every live node agrees. With ``rejoin`` the killed
         node is started again (empty, same nodes.conf) and waited for as the new replica, so
-        the cluster is whole again for the next test."""
+        the cluster is whole again for the next test; without, it stays dead and its shard has
+        no replica (``revive()`` brings it back)."""
         old = self.owner(slot)
         new = self.replica_of(old)
         old.kill()
@@ -241,6 +242,14 @@ class RedisCluster:
             node.call("CLUSTER", "SETSLOT", slot, "NODE", target.id)
         wait_until(lambda: self.owner(slot) is target, f"slot {slot} owned by {target.address}")
         return target
+
+    def revive(self) -> None:
+        """Start again every node killed with ``kill_master(..., rejoin=False)`` and wait until
+        the cluster is whole (each comes back as the replica of the master that replaced it)."""
+        for node in self.nodes:
+            if not node.alive:
+                node.start()
+        self._wait_healthy()
 
     def flushall(self) -> None:
         """FLUSHALL on every master (the replicas follow)."""

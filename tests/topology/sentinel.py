@@ -43,6 +43,7 @@ class SentinelSet:
         binary = redis_server_binary()
         if binary is None:
             raise AssertionError("redis-server is not installed (a Sentinel set needs it)")
+        self.min_replicas_to_write = min_replicas_to_write
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, not {replicas}")
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="taskit-sentinel-")
@@ -148,18 +149,34 @@ class SentinelSet:
             return self.sentinels[0].call("SENTINEL", "FAILOVER", MASTER_NAME) in (True, "OK")
 
         wait_until(started, "SENTINEL FAILOVER accepted")
-
-        def switched() -> bool:
-            return len({self.reported(s) for s in self.sentinels} - {old.address}) == 1 and all(
-                self.reported(s) != old.address for s in self.sentinels
-            )
-
-        wait_until(switched, "every sentinel reporting a new master")
-        new = self.master()
-        wait_until(lambda: _role(new) == "master", f"{new.address} answering ROLE master")
+        new = self._switched_from(old)
         if demote:
             old.call("REPLICAOF", new.host, new.port)
             self._wait_replicated(new)
+        return new
+
+    def kill_master(self, *, rejoin: bool = True) -> Server:
+        """SIGKILL the master (once a replica has all it wrote); the sentinels find it down
+        after ``down-after-milliseconds`` (1 s), agree (quorum 2) and promote the replica.
+        Returns the new master once every sentinel reports it and it answers ROLE master.
+
+        With ``rejoin`` the killed server is started again as the new master's replica, as an
+        operator brings one back (started as it was, it would be an empty master until
+        Sentinel demotes it, ~8 s later), and waited for in sync."""
+        old = self.master()
+        self._wait_replicated(old)
+        old.kill()
+        new = self._switched_from(old)
+        if rejoin:
+            old.args = _data_args(old.port, new.port, self.min_replicas_to_write)
+            old.start()
+            self._wait_replicated(new)
+        return new
+
+    def _switched_from(self, old: Server) -> Server:
+        wait_until(lambda: self.master() is not old, "every sentinel reporting a new master")
+        new = self.master()
+        wait_until(lambda: _role(new) == "master", f"{new.address} answering ROLE master")
         return new
 
     def wait_settled(self) -> None:
