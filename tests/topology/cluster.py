@@ -87,8 +87,11 @@ class RedisCluster:
         binary = redis_server_binary()
         if binary is None:
             raise AssertionError("redis-server is not installed (a Redis Cluster needs it)")
-        self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="taskit-cluster-")
-        self.directory = directory or Path(self._tmp.name)  # type: ignore[union-attr]
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if directory is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="taskit-cluster-")
+            directory = Path(self._tmp.name)
+        self.directory = directory
         ports = free_ports(12)
         self.nodes = [
             ClusterNode(binary, self.directory / str(port), port, bus,
@@ -99,7 +102,8 @@ class RedisCluster:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> RedisCluster:
         """Start the six nodes, join them, give each master a third of the slots, attach a
-        replica to each, and wait for ``cluster_state:ok`` everywhere (about a second)."""
+        replica to each, and wait for ``cluster_state:ok`` everywhere: about 2 s, the time a
+        master waits after it starts before it says ok."""
         try:
             self._start()
         except BaseException:

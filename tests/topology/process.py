@@ -62,6 +62,7 @@ class Server:
         self.port = port
         self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
+        self._own: redis.Redis | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -72,6 +73,11 @@ class Server:
     def address(self) -> str:
         """``127.0.0.1:<port>``."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``: this one server, as a plain URL names it."""
+        return f"redis://{self.address}/0"
 
     @property
     def pid(self) -> int | None:
@@ -118,6 +124,9 @@ class Server:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+        if self._own is not None:
+            self._own.close()
+            self._own = None
 
     def client(self, timeout: float = 5.0) -> redis.Redis:
         """A fresh redis-py client on this server (``str`` replies); the caller closes it."""
@@ -127,7 +136,8 @@ class Server:
         )  # fmt: skip
 
     def call(self, *args: str | int) -> object:
-        """One command on a fresh connection: the topologies' own calls are rare, and a
-        connection kept across a SIGKILL and restart would only fail once more."""
-        with self.client() as client:
-            return client.execute_command(*args)
+        """One command, on the topology's own client of this server (kept, not one connection
+        a call: the waits poll every few ms and would fill the port range with TIME_WAITs)."""
+        if self._own is None:
+            self._own = self.client()
+        return self._own.execute_command(*args)  # type: ignore[no-untyped-call]

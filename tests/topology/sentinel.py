@@ -46,8 +46,11 @@ class SentinelSet:
         self.min_replicas_to_write = min_replicas_to_write
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, not {replicas}")
-        self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="taskit-sentinel-")
-        self.directory = directory or Path(self._tmp.name)  # type: ignore[union-attr]
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if directory is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="taskit-sentinel-")
+            directory = Path(self._tmp.name)
+        self.directory = directory
         ports = free_ports(replicas + 1 + SENTINELS)
         data_ports, sentinel_ports = ports[: replicas + 1], ports[replicas + 1 :]
         self.data = [
@@ -56,14 +59,14 @@ class SentinelSet:
             for index, port in enumerate(data_ports)
         ]  # fmt: skip
         ids = [secrets.token_hex(20) for _ in sentinel_ports]
-        self.sentinels = []
+        self.sentinels: list[Server] = []
         for port, myid in zip(sentinel_ports, ids, strict=True):
-            directory = self.directory / f"sentinel-{port}"
-            directory.mkdir(parents=True)
+            home = self.directory / f"sentinel-{port}"
+            home.mkdir(parents=True)
             peers = [(p, i) for p, i in zip(sentinel_ports, ids, strict=True) if p != port]
             conf = _sentinel_conf(port, myid, data_ports, peers)
-            (directory / "sentinel.conf").write_text(conf)
-            self.sentinels.append(Server(binary, directory, port, ["sentinel.conf", "--sentinel"]))
+            (home / "sentinel.conf").write_text(conf)
+            self.sentinels.append(Server(binary, home, port, ["sentinel.conf", "--sentinel"]))
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> SentinelSet:
@@ -220,7 +223,8 @@ def _replicates(server: Server, master: Server) -> bool:
     """Whether ``server`` replicates ``master``, online on the master's side too (a replica
     that just loaded its sync is not yet sent the stream), and has caught up with all the
     master had written when asked."""
-    info = master.client().info("replication")
+    info = master.call("INFO", "replication")
+    assert isinstance(info, dict)
     written = int(info["master_repl_offset"])
     online = any(
         isinstance(v, dict) and int(v["port"]) == server.port and v["state"] == "online"
