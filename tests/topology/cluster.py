@@ -12,7 +12,13 @@ from types import TracebackType
 
 from redis.crc import key_slot
 
-from tests.topology.process import Server, free_ports, redis_server_binary, wait_until
+from tests.topology.process import (
+    Server,
+    free_ports,
+    redis_server_binary,
+    replicates,
+    wait_until,
+)
 
 __all__ = ["ClusterNode", "RedisCluster", "slot_of"]
 
@@ -188,14 +194,14 @@ class RedisCluster:
         return self.owner(slot_of(key))
 
     def replica_of(self, master: ClusterNode) -> ClusterNode:
-        """The live replica of ``master`` whose link to it is up (waits for one)."""
+        """A live replica of ``master`` with its link up (waits for one)."""
         found: list[ClusterNode] = []
 
         def linked() -> bool:
-            found[:] = [n for n in self._live() if n.role() == ("slave", master.port)]
+            found[:] = [n for n in self._live() if n is not master and replicates(n, master)]
             return bool(found)
 
-        wait_until(linked, f"a replica of {master.address} in sync")
+        wait_until(linked, f"a replica of {master.address} linked")
         return found[0]
 
     # -- moves -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-__all__ = ["Server", "free_ports", "redis_server_binary", "wait_until"]
+__all__ = ["Server", "free_ports", "redis_server_binary", "replicates", "wait_until"]
 
 #: How long a topology may take to reach a state it waits for (start, failover, migration).
 PATIENCE = 30.0
@@ -141,3 +141,22 @@ class Server:
         if self._own is None:
             self._own = self.client()
         return self._own.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def replicates(server: Server, master: Server) -> bool:
+    """Whether ``server`` replicates ``master`` with the link up on both sides: connected on
+    the replica's, online on the master's (a replica that just loaded its first sync is not
+    sent the stream until its first ack: promoted then, it lacks the latest writes). No offset
+    check: under load a replica is always a little behind, which a failover must not wait
+    out (CLUSTER FAILOVER waits for it itself; Sentinel's does not, its window)."""
+    info = master.call("INFO", "replication")
+    assert isinstance(info, dict)
+    online = any(
+        isinstance(v, dict) and int(v["port"]) == server.port and v["state"] == "online"
+        for k, v in info.items() if k.startswith("slave")
+    )  # fmt: skip
+    reply = server.call("ROLE")
+    assert isinstance(reply, list)
+    return (
+        online and reply[0] == "slave" and int(reply[2]) == master.port and reply[3] == "connected"
+    )

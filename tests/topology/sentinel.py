@@ -9,7 +9,13 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
-from tests.topology.process import Server, free_ports, redis_server_binary, wait_until
+from tests.topology.process import (
+    Server,
+    free_ports,
+    redis_server_binary,
+    replicates,
+    wait_until,
+)
 
 __all__ = ["MASTER_NAME", "SentinelSet"]
 
@@ -134,12 +140,12 @@ class SentinelSet:
 
     # -- moves -------------------------------------------------------------------------------
     def failover(self, *, demote: bool = False) -> Server:
-        """SENTINEL FAILOVER, once a replica has all the master wrote (if a failover just ran,
-        that waits until Sentinel demoted the old master, ~10 s). Returns the new master once
+        """SENTINEL FAILOVER, once a replica's link is up (if a failover just ran, that waits
+        until Sentinel demoted the old master, ~10 s). Returns the new master once
         every sentinel reports it and it answers ROLE master.
 
-        Sentinel's failover does not wait for the replica: a write the master acknowledged
-        after that check and before the switch can be lost (``min-replicas-to-write`` bounds
+        Sentinel's failover does not wait for the replica to catch up: a write the master
+        acknowledged just before the switch can be lost (``min-replicas-to-write`` bounds
         the window, it does not close it). And Sentinel demotes the old master only ~8 s after
         the switch: until then it is a master still, taking writes that the resync will drop.
         ``demote=True`` makes it a replica at once (REPLICAOF), for tests about something else.
@@ -159,7 +165,7 @@ class SentinelSet:
         return new
 
     def kill_master(self, *, rejoin: bool = True) -> Server:
-        """SIGKILL the master (once a replica has all it wrote); the sentinels find it down
+        """SIGKILL the master (once a replica's link is up); the sentinels find it down
         after ``down-after-milliseconds`` (1 s), agree (quorum 2) and promote the replica.
         Returns the new master once every sentinel reports it and it answers ROLE master.
 
@@ -205,35 +211,35 @@ class SentinelSet:
             wait_until(partial(sees_all, sentinel), f"sentinel {sentinel.address} settled")
 
     def _wait_replicated(self, master: Server) -> None:
-        for server in self.data:
-            if server is not master:
-                wait_until(
-                    partial(_replicates, server, master),
-                    f"{server.address} replicating {master.address}",
-                )
+        """Every other data node linked to ``master`` and acknowledging its stream: a replica
+        fresh from its first sync gets the stream only after its first ack (up to 1 s later),
+        and a forced SENTINEL FAILOVER before then would drop the writes made in between."""
+        others = [server for server in self.data if server is not master]
+        for server in others:
+            wait_until(
+                partial(replicates, server, master),
+                f"{server.address} replicating {master.address}",
+            )
+        wait_until(
+            partial(_acknowledged, master, len(others)), f"{master.address}'s replicas acking"
+        )
+
+
+def _acknowledged(master: Server, replicas: int) -> bool:
+    """Whether ``replicas`` replicas acknowledge a PUBLISH made on ``master`` now (WAIT counts
+    the acks of the connection's last replicated command; PUBLISH is one, touching no key)."""
+    with master.client() as client:
+        pipe = client.pipeline(transaction=False)
+        pipe.publish("__topology__", "ack?")
+        pipe.execute_command("WAIT", replicas, 100)
+        acked = pipe.execute()[1]
+    return int(acked) >= replicas
 
 
 def _role(server: Server) -> str:
     reply = server.call("ROLE")
     assert isinstance(reply, list)
     return str(reply[0])
-
-
-def _replicates(server: Server, master: Server) -> bool:
-    """Whether ``server`` replicates ``master``, online on the master's side too (a replica
-    that just loaded its sync is not yet sent the stream), and has caught up with all the
-    master had written when asked."""
-    info = master.call("INFO", "replication")
-    assert isinstance(info, dict)
-    written = int(info["master_repl_offset"])
-    online = any(
-        isinstance(v, dict) and int(v["port"]) == server.port and v["state"] == "online"
-        for k, v in info.items() if k.startswith("slave")
-    )  # fmt: skip
-    reply = server.call("ROLE")
-    assert isinstance(reply, list)
-    linked = reply[0] == "slave" and int(reply[2]) == master.port and reply[3] == "connected"
-    return online and linked and int(reply[4]) >= written
 
 
 def _pairs(reply: object) -> dict[str, str]:
