@@ -165,9 +165,10 @@ class SentinelSet:
         return new
 
     def kill_master(self, *, rejoin: bool = True) -> Server:
-        """SIGKILL the master (once a replica's link is up); the sentinels find it down
-        after ``down-after-milliseconds`` (1 s), agree (quorum 2) and promote the replica.
-        Returns the new master once every sentinel reports it and it answers ROLE master.
+        """SIGKILL the master (once every replica acks it: after a ``failover()`` without
+        ``demote``, that waits ~10 s for Sentinel to demote the old master); the sentinels find
+        it down after ``down-after-milliseconds`` (1 s), agree (quorum 2) and promote the
+        replica. Returns the new master once every sentinel reports it and it answers ROLE master.
 
         With ``rejoin`` the killed server is started again as the new master's replica, as an
         operator brings one back (started as it was, it would be an empty master until
