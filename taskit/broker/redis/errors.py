@@ -1,10 +1,11 @@
 """What a Redis failure means to a caller: the one place that maps errors to taskit's.
 
 Both transports raise redis-py's exception types (``transport``), so the mapping is written
-once: ``ErrorMap.translate`` turns a failure into ``BrokerAuthenticationError`` (credentials or
-permissions refused), ``BrokerOutOfMemoryError`` (over ``maxmemory``),
-``BrokerValueTooLargeError`` (an argument over ``proto-max-bulk-len``),
-``BrokerOutcomeUnknownError`` (the command was sent and its reply lost: it may have run),
+once: ``ErrorMap.translate`` turns a failure into ``BrokerAuthenticationError`` (credentials
+refused, or a command refused by the user's ACL: the message names which),
+``BrokerOutOfMemoryError`` (over ``maxmemory``), ``BrokerValueTooLargeError`` (an argument
+over ``proto-max-bulk-len``), ``BrokerOutcomeUnknownError`` (the command was sent and its reply
+lost: it may have run),
 ``BrokerConnectionError`` (nothing was sent) or ``BrokerError`` (another error reply). No
 password is ever shown.
 """
@@ -76,7 +77,12 @@ class ErrorMap:
     def translate(self, exc: BaseException) -> BrokerError:
         """``exc`` (a redis-py error or an ``OSError``) as taskit's error (module docstring)."""
         where = self._where
-        if isinstance(exc, rexc.AuthenticationError | rexc.NoPermissionError):
+        if isinstance(exc, rexc.NoPermissionError):  # the login worked; the ACL said no
+            return BrokerAuthenticationError(
+                f"Redis at {where} refused a command to this user (its ACL does not allow it; "
+                f"docs/deployment.md lists what taskit needs): {self._scrub(exc)}"
+            )
+        if isinstance(exc, rexc.AuthenticationError):
             return BrokerAuthenticationError(
                 f"Redis at {where} refused the credentials: {self._scrub(exc)}"
             )

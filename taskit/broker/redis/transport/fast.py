@@ -32,6 +32,7 @@ import redis.exceptions as rexc
 
 from taskit.broker.redis.errors import ReplyLost, error_of
 from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Arg
+from taskit.broker.redis.transport.handshake import Handshake, error_for
 from taskit.broker.redis.transport.packing import pack
 from taskit.broker.redis.transport.target import Target
 
@@ -164,6 +165,7 @@ class FastClient:
         self._timeout = timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
+        self._checks = Handshake(self._target.where())
         #: The server's id of the current connection (``CLIENT ID``), for ``CLIENT UNBLOCK``.
         self.client_id: int | None = None
 
@@ -172,7 +174,10 @@ class FastClient:
         when the connection drops or owes a reply past the timeout (plus ``wait``, the seconds
         a blocking command may block)."""
         protocol = await self._live()
-        return self.raise_for(await protocol.send(pack(args), wait))
+        reply = await protocol.send(pack(args), wait)
+        if isinstance(reply, rexc.ResponseError):
+            raise error_for(reply, args)
+        return reply
 
     async def send(self, *commands: Sequence[Arg], wait: float = 0.0) -> list[asyncio.Future[Any]]:
         """Write ``commands`` back to back on the connection and return a future per reply, in
@@ -237,9 +242,7 @@ class FastClient:
 
     async def _handshake(self, protocol: _Protocol) -> None:
         for command in self._target.handshake(self._name):
-            reply = await protocol.send(pack(command))
-            if isinstance(reply, rexc.ResponseError):
-                raise error_of(reply)
+            self._checks.check(command, await protocol.send(pack(command)))
         # A server (or proxy) that refuses CLIENT ID only loses the early unblock.
         reply = await protocol.send(pack(("CLIENT", "ID")))
         self.client_id = reply if isinstance(reply, int) else None

@@ -27,8 +27,9 @@ from typing import Any
 import hiredis
 import redis.exceptions as rexc
 
-from taskit.broker.redis.errors import ReplyLost, error_of
+from taskit.broker.redis.errors import ReplyLost
 from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Arg
+from taskit.broker.redis.transport.handshake import Handshake, error_for
 from taskit.broker.redis.transport.packing import pack
 from taskit.broker.redis.transport.target import Target
 
@@ -51,6 +52,7 @@ class BlockingClient:
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader(replyError=rexc.ResponseError)
         self._poll = select.poll()
+        self._checks = Handshake(self._target.where())
 
     def execute(self, *args: Arg) -> Any:
         """Send one command and return its reply; raises redis-py exceptions."""
@@ -59,7 +61,7 @@ class BlockingClient:
             sock = self._connect()
         reply = self._round_trip(sock, pack(args))
         if isinstance(reply, rexc.ResponseError):
-            raise error_of(reply)
+            raise error_for(reply, args)
         return reply
 
     def _round_trip(self, sock: socket.socket, packed: bytes) -> Any:
@@ -133,9 +135,7 @@ class BlockingClient:
         self._poll.register(sock, select.POLLIN)
         try:
             for command in target.handshake(self._name):
-                reply = self._round_trip(sock, pack(command))
-                if isinstance(reply, rexc.ResponseError):
-                    raise error_of(reply)
+                self._checks.check(command, self._round_trip(sock, pack(command)))
         except ReplyLost as exc:  # the caller's command was not sent: nothing ran
             self.close()
             raise rexc.ConnectionError(
