@@ -157,6 +157,42 @@ async def test_the_documented_user_runs_the_broker(
         await app.close()
 
 
+async def test_the_documented_user_runs_the_admin_calls(
+    server: OwnRedisServer, admin: redis.Redis
+) -> None:
+    """What ``taskit`` admin commands and the dashboard call, beside the lifecycle above."""
+    broker = RedisBroker(url(server))
+    queue = new_queue()
+    try:
+        [later] = await broker.enqueue([make_job(queue)], delays=[3600.0])
+        assert await broker.promote(later.id)
+        [lease] = await broker.reserve([queue], count=1, lease=0.05, timeout=0)
+        assert await broker.extend([lease], lease=0.05)
+        assert await broker.set_progress([]) == []
+        await anyio.sleep(0.1)  # the lease runs out on the server's clock
+        [back] = await broker.reclaim([queue], lease=30.0)
+        assert back.job.id == later.id
+        assert await broker.cancel(later.id)
+        assert await broker.forget([later.id]) == 0  # still running (its cancel asked): kept
+        await broker.enqueue([make_job(queue) for _ in range(3)])
+        assert await broker.pause_queue(queue)
+        assert queue in await broker.paused_queues()
+        assert await broker.resume_queue(queue)
+        assert await broker.purge(queue) == 3
+        assert await broker.purge_dead(queue) == 0
+        assert await broker.limit_specs() == {}
+        await broker.announce("w-1", b"record", ttl=5.0)
+        assert await broker.live() == {"w-1": b"record"}
+        await broker.withdraw("w-1")
+        assert await broker.workflow("no-such-workflow") is None
+        assert await broker.workflow_results("no-such-workflow", ["x"]) == [None]
+        assert await broker.cancel_workflow("no-such-workflow") == 0
+        assert (await broker.begin_once("k", "t", hold=5.0)).value == "taken"
+        assert await broker.end_once("k", "t", done_for=5.0)
+    finally:
+        await broker.close()
+
+
 async def test_clients_are_named_when_the_user_may(
     server: OwnRedisServer, admin: redis.Redis
 ) -> None:
