@@ -138,6 +138,73 @@ async def test_an_untrusted_certificate_is_refused(server: TlsRedis, transport: 
             RedisBroker(url).enqueue_blocking([make_job(new_queue())])
 
 
+def _other_ca(directory: Path) -> Path:
+    """A self-signed CA that signed nothing the server has."""
+    import subprocess
+
+    cert = directory / "other-ca.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", directory / "other-ca.key", "-out", cert, "-subj", "/CN=other"],
+                   check=True, capture_output=True)  # fmt: skip
+    return cert
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_wrong_ca_is_refused_saying_which_option_fixes_it(
+    server: TlsRedis, transport: str, tmp_path: Path
+) -> None:
+    url = f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={_other_ca(tmp_path)}"
+    broker = make_broker(url, transport)
+    try:
+        with pytest.raises(BrokerConnectionError, match="certificate verify failed") as caught:
+            await broker.live()
+    finally:
+        await broker.close()
+    assert "?ssl_ca_certs=/path/to/ca.pem" in str(caught.value)
+    if transport == "fast-tls":
+        with pytest.raises(BrokerConnectionError, match="must be the one that signed it"):
+            RedisBroker(url).enqueue_blocking([make_job(new_queue())])
+
+
+async def test_a_host_the_certificate_does_not_name_is_refused_saying_so(
+    server: TlsRedis,
+) -> None:
+    broker = RedisBroker(f"rediss://localhost:{server.port}/0?ssl_ca_certs={server.ca}")
+    try:
+        with pytest.raises(BrokerConnectionError, match="does not name the URL's host"):
+            await broker.live()
+    finally:
+        await broker.close()
+
+
+@pytest.mark.parametrize("option", ["ssl_ca_data", "ssl_ca_path"])
+def test_the_ca_may_come_as_pem_text_or_a_directory(
+    server: TlsRedis, option: str, tmp_path: Path
+) -> None:
+    import shutil
+    import subprocess
+    from urllib.parse import quote
+
+    if option == "ssl_ca_data":
+        value = quote(server.ca.read_text(), safe="")
+    else:
+        shutil.copy(server.ca, tmp_path / "ca.pem")
+        subprocess.run(["openssl", "rehash", tmp_path], check=True, capture_output=True)
+        value = str(tmp_path)
+    broker = RedisBroker(f"rediss://127.0.0.1:{server.port}/0?{option}={value}",
+                         prefix=f"tls-{new_queue()}")  # fmt: skip
+
+    async def fast_then_close() -> dict[str, bytes]:
+        try:
+            return await broker.live()
+        finally:
+            await broker.close()
+
+    stored = broker.enqueue_blocking([make_job(new_queue())])  # the blocking client
+    assert stored is not None
+    assert anyio.run(fast_then_close) == {}  # the fast transport
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_ssl_cert_reqs_none_connects_without_checking(
     server: TlsRedis, transport: str

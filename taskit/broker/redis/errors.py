@@ -67,6 +67,22 @@ def _reply_lost(exc: BaseException) -> bool:
     )
 
 
+def _tls_hint(text: str) -> str:
+    """What to do about a server certificate the client refused, or nothing."""
+    if "CERTIFICATE_VERIFY_FAILED" not in text:
+        return ""
+    if "Hostname mismatch" in text or "IP address mismatch" in text:
+        return (
+            ". The server's certificate does not name the URL's host: connect by a name it"
+            " carries (or, knowingly, ?ssl_check_hostname=false)"
+        )
+    return (
+        ". The server's certificate is not signed by a CA this client trusts: a private or"
+        " self-signed CA goes in the URL, ?ssl_ca_certs=/path/to/ca.pem (or ssl_ca_path,"
+        " ssl_ca_data), and must be the one that signed it (docs/deployment.md)"
+    )
+
+
 class ErrorMap:
     """The mapping for one Redis URL (named, password redacted, in every message)."""
 
@@ -109,7 +125,9 @@ class ErrorMap:
                 " unfinished)"
             )
         if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
-            return BrokerConnectionError(f"Redis at {where} cannot be reached: {self._scrub(exc)}")
+            return BrokerConnectionError(
+                f"Redis at {where} cannot be reached: {self._scrub(exc)}{_tls_hint(str(exc))}"
+            )
         return BrokerError(f"Redis at {where} failed: {self._scrub(exc)}")
 
     def _scrub(self, exc: BaseException) -> str:
