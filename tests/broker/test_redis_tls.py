@@ -265,3 +265,39 @@ async def test_closing_a_plain_connection_closes_its_socket_at_once(redis_url: s
     assert await client.execute("PING") == b"PONG"
     await client.aclose()
     assert _open_fds() - before == set()
+
+
+async def test_a_tls_connection_the_server_closed_is_made_again(server: TlsRedis) -> None:
+    import redis
+
+    client = FastClient(server.url())
+    admin = redis.Redis(host="127.0.0.1", port=server.port, ssl=True, ssl_ca_certs=str(server.ca))
+    try:
+        assert await client.execute("CLIENT", "SETNAME", "doomed") == b"OK"
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        protocol = client._protocol
+        assert protocol is not None
+        await protocol.wait_closed(5.0)  # the loop read the server's close
+        assert protocol.lost is not None
+        assert await client.execute("PING") == b"PONG"  # a new connection, a new handshake
+    finally:
+        admin.close()
+        await client.aclose()
+
+
+async def test_a_server_that_never_answers_the_handshake_fails_within_the_timeout() -> None:
+    import socket
+    import time
+
+    import redis.exceptions
+
+    with socket.socket() as silent:  # accepts TCP (the backlog), never speaks TLS
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        client = FastClient(f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none", timeout=0.3)
+        began = time.monotonic()
+        with pytest.raises(redis.exceptions.ConnectionError, match=r"no answer within 0\.3 s"):
+            await client.execute("PING")
+        assert time.monotonic() - began < 2.0
+        await client.aclose()
