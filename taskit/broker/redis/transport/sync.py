@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import select
 import socket
-import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Arg
 from taskit.broker.redis.transport.handshake import Handshake, error_for
 from taskit.broker.redis.transport.packing import pack
 from taskit.broker.redis.transport.target import Target
+from taskit.broker.redis.transport.tlsbio import TlsSocket
 
 __all__ = ["BlockingClient", "BlockingPool"]
 
@@ -49,7 +49,10 @@ class BlockingClient:
         self._target = url if isinstance(url, Target) else Target.of(url)
         self._name = client_name
         self._timeout = timeout
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | None = None  # the TCP or Unix socket itself
+        # What writes and reads through it: the socket's own, or its TLS layer's (``tlsbio``).
+        self._send: Callable[[bytes], None] = _nothing_sent
+        self._recv: Callable[[int], bytes] = _nothing_read
         self._reader = hiredis.Reader(replyError=rexc.ResponseError)
         self._poll = select.poll()
         self._checks = Handshake(self._target.where())
@@ -59,21 +62,21 @@ class BlockingClient:
         sock = self._sock
         if sock is None or (self._poll.poll(0) and self._gone(sock)):
             sock = self._connect()
-        reply = self._round_trip(sock, pack(args))
+        reply = self._round_trip(pack(args))
         if isinstance(reply, rexc.ResponseError):
             raise error_for(reply, args)
         return reply
 
-    def _round_trip(self, sock: socket.socket, packed: bytes) -> Any:
+    def _round_trip(self, packed: bytes) -> Any:
         try:
-            sock.sendall(packed)
+            self._send(packed)
         except OSError as exc:
             # Not all of it was written: Redis never runs a partial command.
             self.close()
             raise rexc.ConnectionError(f"connection to Redis lost: {exc}") from None
         try:
             while (reply := self._reader.gets()) is False:
-                data = sock.recv(65536)
+                data = self._recv(65536)
                 if not data:
                     raise ConnectionResetError("closed by the server")
                 self._reader.feed(data)
@@ -94,8 +97,8 @@ class BlockingClient:
         TLS a record with no data for the caller (a session ticket) is read and ignored."""
         sock.settimeout(0)
         try:
-            sock.recv(65536)
-        except (ssl.SSLWantReadError, BlockingIOError):
+            self._recv(65536)
+        except BlockingIOError:  # nothing for the caller (over TLS: a session ticket, read)
             return False
         except OSError:
             return True
@@ -118,12 +121,15 @@ class BlockingClient:
             else:
                 sock = socket.create_connection((target.host, target.port), self._timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if target.tls is not None:  # the TLS handshake is bounded by the timeout too
-                    try:
-                        sock = target.tls.wrap_socket(sock, server_hostname=target.host)
-                    except OSError:
-                        sock.close()
-                        raise
+            self._send, self._recv = sock.sendall, sock.recv
+            if target.tls is not None:  # the TLS handshake is bounded by the timeout too
+                tls = TlsSocket(sock, target.tls, target.host)
+                try:
+                    tls.handshake()
+                except OSError:
+                    sock.close()
+                    raise
+                self._send, self._recv = tls.sendall, tls.recv
         except OSError as exc:
             why = f"no answer within {self._timeout:g} s" if isinstance(exc, TimeoutError) else exc
             raise rexc.ConnectionError(
@@ -135,7 +141,7 @@ class BlockingClient:
         self._poll.register(sock, select.POLLIN)
         try:
             for command in target.handshake(self._name):
-                self._checks.check(command, self._round_trip(sock, pack(command)))
+                self._checks.check(command, self._round_trip(pack(command)))
         except ReplyLost as exc:  # the caller's command was not sent: nothing ran
             self.close()
             raise rexc.ConnectionError(
@@ -155,6 +161,14 @@ class BlockingClient:
 
     def __del__(self) -> None:  # dropped by its pool
         self.close()
+
+
+def _nothing_sent(data: bytes) -> None:
+    raise rexc.ConnectionError("not connected")
+
+
+def _nothing_read(size: int) -> bytes:
+    return b""
 
 
 class BlockingPool:
