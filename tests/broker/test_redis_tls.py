@@ -301,3 +301,22 @@ async def test_a_server_that_never_answers_the_handshake_fails_within_the_timeou
             await client.execute("PING")
         assert time.monotonic() - began < 2.0
         await client.aclose()
+
+
+def test_a_pooled_tls_connection_the_server_closed_is_made_again(server: TlsRedis) -> None:
+    import redis
+
+    broker = RedisBroker(server.url(), prefix=f"tls-{new_queue()}")
+    admin = redis.Redis(host="127.0.0.1", port=server.port, ssl=True, ssl_ca_certs=str(server.ca))
+    queue = new_queue()
+    try:
+        assert broker.enqueue_blocking([make_job(queue)])
+        [client] = blocking_clients(broker)
+        assert client._sock is not None
+        host, port = client._sock.getsockname()[:2]
+        assert admin.client_kill(f"{host}:{port}")
+        [again] = broker.enqueue_blocking([make_job(queue)]) or []  # not a lost reply
+        assert again.status is JobStatus.PENDING
+    finally:
+        admin.close()
+        anyio.run(broker.close)
