@@ -22,6 +22,8 @@ __all__ = ["Handshake", "error_for", "refused"]
 
 logger = logging.getLogger(__name__)
 
+#: Commands the ACL names with their subcommand (``CLIENT|SETNAME``), of those taskit sends.
+_WITH_SUBCOMMANDS = ("CLIENT", "SCRIPT", "CONFIG", "XGROUP")
 #: Handshake commands a connection works without, by their first two words.
 _OPTIONAL = {("CLIENT", "SETNAME")}
 
@@ -29,7 +31,7 @@ _OPTIONAL = {("CLIENT", "SETNAME")}
 def _name(command: Sequence[Any]) -> str:
     """The command's name as an ACL spells it: ``EVALSHA``, ``CLIENT|SETNAME``."""
     words = [w.decode() if isinstance(w, bytes) else str(w) for w in command[:2]]
-    if len(words) == 2 and words[0].upper() in ("CLIENT", "SCRIPT", "CONFIG", "ACL", "XINFO"):
+    if len(words) == 2 and words[0].upper() in _WITH_SUBCOMMANDS:
         return f"{words[0]}|{words[1]}".upper()
     return words[0].upper() if words else "?"
 

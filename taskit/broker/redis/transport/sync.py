@@ -61,7 +61,7 @@ class BlockingClient:
         """Send one command and return its reply; raises redis-py exceptions."""
         sock = self._sock
         if sock is None or (self._poll.poll(0) and self._gone(sock)):
-            sock = self._connect()
+            self._connect()
         reply = self._round_trip(pack(args))
         if isinstance(reply, rexc.ResponseError):
             raise error_for(reply, args)
@@ -155,6 +155,7 @@ class BlockingClient:
     def close(self) -> None:
         """Close the connection (the next call connects anew)."""
         sock, self._sock = self._sock, None
+        self._send, self._recv = _nothing_sent, _nothing_read
         if sock is not None:
             self._poll.unregister(sock)
             sock.close()
