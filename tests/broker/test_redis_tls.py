@@ -106,7 +106,7 @@ def _connections_made(server: TlsRedis) -> int:
 
 def test_sync_enqueues_from_a_thread_each_share_one_tls_handshake(server: TlsRedis) -> None:
     """As a web server that starts a thread per request: the TLS connection is pooled, so the
-    handshake (~2 ms of CPU on each side) is paid once, not per request."""
+    handshake (~1 ms of CPU on each side) is paid once, not per request."""
     import threading
 
     broker = RedisBroker(server.url(), prefix=f"tls-{new_queue()}")

@@ -5,7 +5,7 @@ round trip to Redis itself. ``BlockingClient`` is one socket, used by one thread
 hiredis for packing and parsing. It speaks to ``redis://``, ``rediss://`` (TLS, as ``target``
 reads the URL) and ``unix://`` URLs. ``BlockingPool`` lends them to threads: a web server that
 starts a thread per request reuses one connection, not a connection (and, over TLS, a
-handshake, ~2 ms of CPU) per request.
+handshake, ~1 ms of CPU on each side) per request.
 
 Errors are redis-py's exception types, as in ``_resp``: a refused connection, or one not made
 within ``timeout``, is ``redis.exceptions.ConnectionError`` (nothing was sent); a command whose
