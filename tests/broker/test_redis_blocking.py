@@ -1,6 +1,6 @@
 """The sync spelling's blocking path on Redis (``Broker.enqueue_blocking``): the same results as
-``enqueue``, no loop thread, one connection per thread, errors mapped, and the fallbacks (event
-handlers, TLS and test factories) still on the App's loop thread."""
+``enqueue``, no loop thread, pooled connections (lent to one thread at a time), errors mapped,
+and the fallbacks (event handlers, test factories) still on the App's loop thread."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from taskit import App
 from taskit.broker.redis import RedisBroker
-from taskit.broker.redis._testing import blocking_client
+from taskit.broker.redis._testing import blocking_clients
 from taskit.broker.redis.transport.redispy import over
 from taskit.errors import BrokerConnectionError, PayloadTooLargeError
 from taskit.events import JobEvent
@@ -94,19 +94,20 @@ def test_bad_input_is_refused_before_anything_is_stored(app: App) -> None:
         app.close_sync()
 
 
-def test_threads_enqueue_at_once_each_on_its_own_connection(app: App) -> None:
+def test_threads_enqueue_at_once_each_on_a_connection_of_its_own(app: App) -> None:
     @app.task(name="noop")
     def noop(i: int) -> None: ...
 
     ids: list[str] = []
-    clients: list[object] = []
     lock = threading.Lock()
+    together = threading.Barrier(4)
 
     def produce(start: int) -> None:
-        mine = [noop.enqueue_sync(i).id for i in range(start, start + 100)]
+        noop.enqueue_sync(start)
+        together.wait(timeout=10)  # each has been lent a connection: none is idle for another
+        mine = [noop.enqueue_sync(i).id for i in range(start + 1, start + 100)]
         with lock:
             ids.extend(mine)
-            clients.append(blocking_client(app.broker))  # type: ignore[arg-type]
 
     try:
         threads = [threading.Thread(target=produce, args=(n * 100,)) for n in range(4)]
@@ -114,9 +115,10 @@ def test_threads_enqueue_at_once_each_on_its_own_connection(app: App) -> None:
             thread.start()
         for thread in threads:
             thread.join(timeout=30)
-        assert len(set(ids)) == 400
+        assert len(set(ids)) == 396
         assert app.run_sync(app.stats)["default"].queued == 400
-        assert len({id(client) for client in clients}) == 4  # a connection per thread
+        idle = blocking_clients(app.broker)  # type: ignore[arg-type]
+        assert 1 <= len(idle) <= 4  # never more connections than threads at once
     finally:
         app.close_sync()
 
@@ -207,9 +209,11 @@ def test_a_thread_per_request_does_not_pile_up_connections(app: App, redis_url: 
     def noop() -> None: ...
 
     direct = redis.Redis.from_url(redis_url)
+    db = str(direct.connection_pool.connection_kwargs.get("db", 0))
 
-    def ours() -> int:
-        return sum(1 for c in direct.client_list() if c.get("name") == "taskit")
+    def ours() -> int:  # this db's only: other test runs may share the server
+        named = (c for c in direct.client_list() if c.get("name") == "taskit")
+        return sum(1 for c in named if c.get("db") == db)
 
     try:
         before = ours()
@@ -218,8 +222,9 @@ def test_a_thread_per_request_does_not_pile_up_connections(app: App, redis_url: 
             thread.start()
             thread.join(timeout=10)
         gc.collect()
+        assert ours() - before == 1  # each thread borrowed the same pooled connection
+        assert len(blocking_clients(app.broker)) == 1  # type: ignore[arg-type]
         assert app.run_sync(app.stats)["default"].queued == 30
-        assert ours() - before <= 3  # each ended thread's connection closed with it
     finally:
         direct.close()
         app.close_sync()
@@ -230,9 +235,8 @@ def test_a_connection_made_again_after_close_is_closed_by_the_next_close(redis_u
     queue = new_queue()
     assert broker.enqueue_blocking([make_job(queue)])
     anyio.run(broker.close)
-    assert broker.enqueue_blocking([make_job(queue)])  # this thread reconnects
-    client = blocking_client(broker)
-    assert client is not None
+    assert broker.enqueue_blocking([make_job(queue)])  # the pool reconnects
+    [client] = blocking_clients(broker)
     assert client._sock is not None
 
     anyio.run(broker.close)
@@ -244,3 +248,26 @@ def test_a_connection_made_again_after_close_is_closed_by_the_next_close(redis_u
         await broker.close()
 
     anyio.run(tidy)
+
+
+def test_a_pooled_connection_the_server_closed_is_made_again_before_the_command(
+    redis_url: str,
+) -> None:
+    """Found closed while idle (a restart, the server's idle ``timeout``, ``CLIENT KILL``), it
+    is a reconnect, not a reply lost after sending (``BrokerOutcomeUnknownError``)."""
+    import redis
+
+    broker = RedisBroker(redis_url, prefix=f"taskit-test-{uuid.uuid4().hex[:12]}")
+    direct = redis.Redis.from_url(redis_url)
+    queue = new_queue()
+    try:
+        assert broker.enqueue_blocking([make_job(queue)])
+        [client] = blocking_clients(broker)
+        assert client._sock is not None
+        host, port = client._sock.getsockname()[:2]
+        assert direct.client_kill(f"{host}:{port}")
+        [again] = broker.enqueue_blocking([make_job(queue)]) or []
+        assert again.status is JobStatus.PENDING
+    finally:
+        direct.close()
+        anyio.run(broker.close)

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from taskit.broker.redis import RedisBroker
-from taskit.broker.redis._testing import transports
+from taskit.broker.redis._testing import blocking_clients, transports
 from taskit.broker.redis.transport.fast import FastClient
 from taskit.broker.redis.transport.redispy import to_url
 from taskit.errors import BrokerConnectionError
@@ -96,6 +96,34 @@ def test_sync_enqueues_run_over_tls(server: TlsRedis) -> None:
         anyio.run(broker.close)
 
 
+def _connections_made(server: TlsRedis) -> int:
+    import redis
+
+    with redis.Redis(host="127.0.0.1", port=server.port, ssl=True,
+                     ssl_ca_certs=str(server.ca)) as client:  # fmt: skip
+        return int(client.info("stats")["total_connections_received"])
+
+
+def test_sync_enqueues_from_a_thread_each_share_one_tls_handshake(server: TlsRedis) -> None:
+    """As a web server that starts a thread per request: the TLS connection is pooled, so the
+    handshake (~1 ms of CPU on each side) is paid once, not per request."""
+    import threading
+
+    broker = RedisBroker(server.url(), prefix=f"tls-{new_queue()}")
+    queue = new_queue()
+    try:
+        broker.enqueue_blocking([make_job(queue)])
+        before = _connections_made(server)
+        for _ in range(20):
+            thread = threading.Thread(target=broker.enqueue_blocking, args=([make_job(queue)],))
+            thread.start()
+            thread.join(timeout=10)
+        assert _connections_made(server) - before == 1  # the counting client's own
+        assert len(blocking_clients(broker)) == 1
+    finally:
+        anyio.run(broker.close)
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_an_untrusted_certificate_is_refused(server: TlsRedis, transport: str) -> None:
     url = f"rediss://127.0.0.1:{server.port}/0"  # the system CAs only: the test CA is unknown
@@ -108,6 +136,73 @@ async def test_an_untrusted_certificate_is_refused(server: TlsRedis, transport: 
     if transport == "fast-tls":  # the blocking connection refuses it as well
         with pytest.raises(BrokerConnectionError, match="certificate"):
             RedisBroker(url).enqueue_blocking([make_job(new_queue())])
+
+
+def _other_ca(directory: Path) -> Path:
+    """A self-signed CA that signed nothing the server has."""
+    import subprocess
+
+    cert = directory / "other-ca.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", directory / "other-ca.key", "-out", cert, "-subj", "/CN=other"],
+                   check=True, capture_output=True)  # fmt: skip
+    return cert
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_wrong_ca_is_refused_saying_which_option_fixes_it(
+    server: TlsRedis, transport: str, tmp_path: Path
+) -> None:
+    url = f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={_other_ca(tmp_path)}"
+    broker = make_broker(url, transport)
+    try:
+        with pytest.raises(BrokerConnectionError, match="certificate verify failed") as caught:
+            await broker.live()
+    finally:
+        await broker.close()
+    assert "?ssl_ca_certs=/path/to/ca.pem" in str(caught.value)
+    if transport == "fast-tls":
+        with pytest.raises(BrokerConnectionError, match="must be the one that signed it"):
+            RedisBroker(url).enqueue_blocking([make_job(new_queue())])
+
+
+async def test_a_host_the_certificate_does_not_name_is_refused_saying_so(
+    server: TlsRedis,
+) -> None:
+    broker = RedisBroker(f"rediss://localhost:{server.port}/0?ssl_ca_certs={server.ca}")
+    try:
+        with pytest.raises(BrokerConnectionError, match="does not name the URL's host"):
+            await broker.live()
+    finally:
+        await broker.close()
+
+
+@pytest.mark.parametrize("option", ["ssl_ca_data", "ssl_ca_path"])
+def test_the_ca_may_come_as_pem_text_or_a_directory(
+    server: TlsRedis, option: str, tmp_path: Path
+) -> None:
+    import shutil
+    import subprocess
+    from urllib.parse import quote
+
+    if option == "ssl_ca_data":
+        value = quote(server.ca.read_text(), safe="")
+    else:
+        shutil.copy(server.ca, tmp_path / "ca.pem")
+        subprocess.run(["openssl", "rehash", tmp_path], check=True, capture_output=True)
+        value = str(tmp_path)
+    broker = RedisBroker(f"rediss://127.0.0.1:{server.port}/0?{option}={value}",
+                         prefix=f"tls-{new_queue()}")  # fmt: skip
+
+    async def fast_then_close() -> dict[str, bytes]:
+        try:
+            return await broker.live()
+        finally:
+            await broker.close()
+
+    stored = broker.enqueue_blocking([make_job(new_queue())])  # the blocking client
+    assert stored is not None
+    assert anyio.run(fast_then_close) == {}  # the fast transport
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -170,3 +265,58 @@ async def test_closing_a_plain_connection_closes_its_socket_at_once(redis_url: s
     assert await client.execute("PING") == b"PONG"
     await client.aclose()
     assert _open_fds() - before == set()
+
+
+async def test_a_tls_connection_the_server_closed_is_made_again(server: TlsRedis) -> None:
+    import redis
+
+    client = FastClient(server.url())
+    admin = redis.Redis(host="127.0.0.1", port=server.port, ssl=True, ssl_ca_certs=str(server.ca))
+    try:
+        assert await client.execute("CLIENT", "SETNAME", "doomed") == b"OK"
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        protocol = client._protocol
+        assert protocol is not None
+        await protocol.wait_closed(5.0)  # the loop read the server's close
+        assert protocol.lost is not None
+        assert await client.execute("PING") == b"PONG"  # a new connection, a new handshake
+    finally:
+        admin.close()
+        await client.aclose()
+
+
+async def test_a_server_that_never_answers_the_handshake_fails_within_the_timeout() -> None:
+    import socket
+    import time
+
+    import redis.exceptions
+
+    with socket.socket() as silent:  # accepts TCP (the backlog), never speaks TLS
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        client = FastClient(f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none", timeout=0.3)
+        began = time.monotonic()
+        with pytest.raises(redis.exceptions.ConnectionError, match=r"no answer within 0\.3 s"):
+            await client.execute("PING")
+        assert time.monotonic() - began < 2.0
+        await client.aclose()
+
+
+def test_a_pooled_tls_connection_the_server_closed_is_made_again(server: TlsRedis) -> None:
+    import redis
+
+    broker = RedisBroker(server.url(), prefix=f"tls-{new_queue()}")
+    admin = redis.Redis(host="127.0.0.1", port=server.port, ssl=True, ssl_ca_certs=str(server.ca))
+    queue = new_queue()
+    try:
+        assert broker.enqueue_blocking([make_job(queue)])
+        [client] = blocking_clients(broker)
+        assert client._sock is not None
+        host, port = client._sock.getsockname()[:2]
+        assert admin.client_kill(f"{host}:{port}")
+        [again] = broker.enqueue_blocking([make_job(queue)]) or []  # not a lost reply
+        assert again.status is JobStatus.PENDING
+    finally:
+        admin.close()
+        anyio.run(broker.close)

@@ -17,7 +17,7 @@ from taskit.broker.redis.connections import Pair
 from taskit.broker.redis.requests import Leased
 from taskit.broker.redis.transport.sync import BlockingClient
 
-__all__ = ["blocking_client", "check_server_soon", "count_plain_reserves", "transports", "url_of"]
+__all__ = ["blocking_clients", "check_server_soon", "count_plain_reserves", "transports", "url_of"]
 
 
 def transports(broker: RedisBase) -> Pair:
@@ -26,10 +26,9 @@ def transports(broker: RedisBase) -> Pair:
     return broker._conn.pair()
 
 
-def blocking_client(broker: RedisBase) -> BlockingClient | None:
-    """This thread's blocking connection (``enqueue_blocking``'s), None when the transport was
-    replaced (``connect``)."""
-    return broker._conn.blocking()
+def blocking_clients(broker: RedisBase) -> list[BlockingClient]:
+    """The idle blocking connections (``enqueue_blocking``'s), most recently used last."""
+    return broker._conn.pool.idle()
 
 
 def url_of(broker: RedisBase) -> str:

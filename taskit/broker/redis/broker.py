@@ -86,28 +86,29 @@ class RedisBroker(RedisBase):
     ) -> list[Job] | None:
         """``enqueue`` for a thread without an event loop, on a blocking connection of its own;
         None when tests replaced the transport (``connect``): use ``enqueue``."""
-        client = self._conn.blocking()
-        if client is None:
+        lent = self._conn.blocking()
+        if lent is None:
             return None
-        call = _Enqueue(jobs, delays, self._ttl_ms)
-        while call.done is None:
-            request = call.request()
-            keys, args = request.keys(self._keys), request.args()
-            raw = self._conn.guard_blocking(
-                lambda: SCRIPTS.call_blocking(client, "enqueue", keys, args)  # noqa: B023
-            )
-            call.answer(request.answer(raw))
-        out: list[Job] = []
-        for got, job in zip(call.done, jobs, strict=True):
-            if not isinstance(got, Job):  # a dedup window's job that has finished: read it
-                read = requests.Get(got)
-                keys, args = read.keys(self._keys), read.args()
+        with lent as client:
+            call = _Enqueue(jobs, delays, self._ttl_ms)
+            while call.done is None:
+                request = call.request()
+                keys, args = request.keys(self._keys), request.args()
                 raw = self._conn.guard_blocking(
-                    lambda: SCRIPTS.call_blocking(client, "get", keys, args)  # noqa: B023
+                    lambda: SCRIPTS.call_blocking(client, "enqueue", keys, args)  # noqa: B023
                 )
-                got = kept_or_expired(read.answer(raw), got, job.queue)
-            out.append(got)
-        return out
+                call.answer(request.answer(raw))
+            out: list[Job] = []
+            for got, job in zip(call.done, jobs, strict=True):
+                if not isinstance(got, Job):  # a dedup window's job that has finished: read it
+                    read = requests.Get(got)
+                    keys, args = read.keys(self._keys), read.args()
+                    raw = self._conn.guard_blocking(
+                        lambda: SCRIPTS.call_blocking(client, "get", keys, args)  # noqa: B023
+                    )
+                    got = kept_or_expired(read.answer(raw), got, job.queue)
+                out.append(got)
+            return out
 
     # -- consuming -------------------------------------------------------------------------
     async def reserve(

@@ -6,8 +6,8 @@ loop and a portal thread for sync enqueues), so each running loop gets its own `
 first use: ``commands`` (scripts and plain commands, pipelined: many callers share it) and
 ``waits`` (blocking ``BLPOP`` waits, which hold their connection). Two sockets per loop is the
 least that keeps both promises: a wait never delays a command, and every reply but a wait's is
-bounded by ``timeout``. A thread without an event loop (a sync enqueue from a web view) gets a
-``BlockingClient`` of its own. ``close()`` closes them all.
+bounded by ``timeout``. A thread without an event loop (a sync enqueue from a web view) borrows
+a ``BlockingClient`` from a pool for its call (``blocking``). ``close()`` closes them all.
 
 The transports are the fast one (``transport.fast``) for every URL, unless ``connect`` (tests)
 makes them: e.g. ``transport.redispy.over`` for fakeredis. Sync enqueues need the fast one.
@@ -19,8 +19,8 @@ import asyncio
 import ssl
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -31,7 +31,7 @@ import redis.exceptions
 from taskit.broker.redis.errors import ErrorMap
 from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Connect, Role, Transport
 from taskit.broker.redis.transport.fast import FastClient
-from taskit.broker.redis.transport.sync import BlockingClient
+from taskit.broker.redis.transport.sync import BlockingClient, BlockingPool
 from taskit.broker.redis.transport.target import Target
 from taskit.config import redact_url
 from taskit.errors import BrokerError, BrokerOutOfMemoryError, ConfigurationError
@@ -71,9 +71,7 @@ class Connections:
         self._target: Target | None = None
         self._lock = threading.Lock()
         self._pairs: dict[asyncio.AbstractEventLoop, Pair] = {}
-        self._local = threading.local()  # .client: this thread's BlockingClient
-        # Weak: a thread that ends takes its client (and socket) with it.
-        self._blocking: weakref.WeakSet[BlockingClient] = weakref.WeakSet()
+        self.pool = BlockingPool(self._blocking_client)
         #: Called (from any thread) each time Redis refuses a write for being out of memory.
         self.on_full: Callable[[], None] | None = None
 
@@ -114,18 +112,15 @@ class Connections:
                 ) from None
         return self._target
 
-    def blocking(self) -> BlockingClient | None:
-        """This thread's blocking connection (made on first use), or None when ``connect``
-        replaces the fast transport."""
+    def blocking(self) -> AbstractContextManager[BlockingClient] | None:
+        """A blocking connection lent to this thread for the block (``with``), or None when
+        ``connect`` replaces the fast transport."""
         if self._connect is not None:
             return None
-        client: BlockingClient | None = getattr(self._local, "client", None)
-        if client is None:
-            target = self._target_of()
-            client = self._local.client = BlockingClient(target, timeout=self.timeout)
-            with self._lock:
-                self._blocking.add(client)
-        return client
+        return self.pool.client()
+
+    def _blocking_client(self) -> BlockingClient:
+        return BlockingClient(self._target_of(), timeout=self.timeout)
 
     async def guard(self, call: Awaitable[T]) -> T:
         """Await a transport call: ``BrokerAuthenticationError`` when Redis refuses the
@@ -178,9 +173,7 @@ class Connections:
         """Close every loop's transports: this loop's now, a live other loop's on that loop."""
         with self._lock:
             pairs, self._pairs = self._pairs, {}
-            blocking = list(self._blocking)  # kept: a thread using one reconnects on next use
-        for sync_client in blocking:
-            sync_client.close()
+        self.pool.close()
         try:
             here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

@@ -1,10 +1,11 @@
 """What a Redis failure means to a caller: the one place that maps errors to taskit's.
 
 Both transports raise redis-py's exception types (``transport``), so the mapping is written
-once: ``ErrorMap.translate`` turns a failure into ``BrokerAuthenticationError`` (credentials or
-permissions refused), ``BrokerOutOfMemoryError`` (over ``maxmemory``),
-``BrokerValueTooLargeError`` (an argument over ``proto-max-bulk-len``),
-``BrokerOutcomeUnknownError`` (the command was sent and its reply lost: it may have run),
+once: ``ErrorMap.translate`` turns a failure into ``BrokerAuthenticationError`` (credentials
+refused, or a command refused by the user's ACL: the message names which),
+``BrokerOutOfMemoryError`` (over ``maxmemory``), ``BrokerValueTooLargeError`` (an argument
+over ``proto-max-bulk-len``), ``BrokerOutcomeUnknownError`` (the command was sent and its reply
+lost: it may have run),
 ``BrokerConnectionError`` (nothing was sent) or ``BrokerError`` (another error reply). No
 password is ever shown.
 """
@@ -66,6 +67,22 @@ def _reply_lost(exc: BaseException) -> bool:
     )
 
 
+def _tls_hint(text: str) -> str:
+    """What to do about a server certificate the client refused, or nothing."""
+    if "CERTIFICATE_VERIFY_FAILED" not in text:
+        return ""
+    if "Hostname mismatch" in text or "IP address mismatch" in text:
+        return (
+            ". The server's certificate does not name the URL's host: connect by a name it"
+            " carries (or, knowingly, ?ssl_check_hostname=false)"
+        )
+    return (
+        ". The server's certificate is not signed by a CA this client trusts: a private or"
+        " self-signed CA goes in the URL, ?ssl_ca_certs=/path/to/ca.pem (or ssl_ca_path,"
+        " ssl_ca_data), and must be the one that signed it (docs/deployment.md)"
+    )
+
+
 class ErrorMap:
     """The mapping for one Redis URL (named, password redacted, in every message)."""
 
@@ -76,7 +93,12 @@ class ErrorMap:
     def translate(self, exc: BaseException) -> BrokerError:
         """``exc`` (a redis-py error or an ``OSError``) as taskit's error (module docstring)."""
         where = self._where
-        if isinstance(exc, rexc.AuthenticationError | rexc.NoPermissionError):
+        if isinstance(exc, rexc.NoPermissionError):  # the login worked; the ACL said no
+            return BrokerAuthenticationError(
+                f"Redis at {where} refused a command to this user (its ACL does not allow it; "
+                f"docs/deployment.md lists what taskit needs): {self._scrub(exc)}"
+            )
+        if isinstance(exc, rexc.AuthenticationError):
             return BrokerAuthenticationError(
                 f"Redis at {where} refused the credentials: {self._scrub(exc)}"
             )
@@ -103,7 +125,9 @@ class ErrorMap:
                 " unfinished)"
             )
         if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
-            return BrokerConnectionError(f"Redis at {where} cannot be reached: {self._scrub(exc)}")
+            return BrokerConnectionError(
+                f"Redis at {where} cannot be reached: {self._scrub(exc)}{_tls_hint(str(exc))}"
+            )
         return BrokerError(f"Redis at {where} failed: {self._scrub(exc)}")
 
     def _scrub(self, exc: BaseException) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from taskit.broker.redis.transport import Arg, Transport
 from taskit.broker.redis.transport.sync import BlockingClient
@@ -67,6 +67,12 @@ ScriptName = Literal[
 
 _FILE = re.compile(r"^(?P<name>[a-z][a-z-]*?)-(?P<keys>\d+|n)\.lua$")
 _INCLUDE = re.compile(r"^-- @include (?P<file>_[a-z_]+\.lua)\s*$", re.MULTILINE)
+#: A command refused by the ACL inside a script: Redis 7.0 says ``ERR The user executing the
+#: script can't run this command or subcommand script: <sha>, on @user_script:<line>.`` (the
+#: command unnamed); later ones ``NOPERM ...``. The line names it (``_refused_inside``).
+_SCRIPT_ACL = re.compile(r"(NOPERM|user executing the script can't).*@user_script:(?P<line>\d+)")
+_CHUNKED = re.compile(r"\(([A-Z]+)\) script: ")
+_LITERAL = re.compile(r"'([A-Z]+)'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +124,13 @@ class Scripts:
         """
         script = self._for(name, keys)
         try:
+            try:
+                return await client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                _check_loaded(script, await client.execute("SCRIPT", "LOAD", script.source))
             return await client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            _check_loaded(script, await client.execute("SCRIPT", "LOAD", script.source))
-        return await client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            raise _refused_inside(script, exc) from None
 
     def call_blocking(
         self, client: BlockingClient, name: ScriptName, keys: Sequence[str], args: Sequence[Arg]
@@ -129,16 +138,38 @@ class Scripts:
         """``call`` on a blocking connection (same errors)."""
         script = self._for(name, keys)
         try:
+            try:
+                return client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                _check_loaded(script, client.execute("SCRIPT", "LOAD", script.source))
             return client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            _check_loaded(script, client.execute("SCRIPT", "LOAD", script.source))
-        return client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            raise _refused_inside(script, exc) from None
 
     def _for(self, name: ScriptName, keys: Sequence[str]) -> Script:
         script = self._scripts[name]
         if script.numkeys is not None and len(keys) != script.numkeys:
             raise ValueError(f"script {name} takes {script.numkeys} keys, got {len(keys)}")
         return script
+
+
+def _refused_inside(script: Script, exc: ResponseError) -> ResponseError:
+    """``exc`` itself, or, for a command the ACL refused inside ``script``, a
+    ``NoPermissionError`` naming the script, the command and its line."""
+    text = str(exc)
+    found = _SCRIPT_ACL.search(text)
+    if found is None:
+        return exc
+    lines = script.source.decode().splitlines()
+    number = int(found.group("line"))
+    line = lines[number - 1].strip() if 0 < number <= len(lines) else "?"
+    # A helper that runs a command given to it (each_chunk) appends its name: `(HSET)`; its
+    # own line would show only the helper.
+    chunked = _CHUNKED.search(text)
+    command = chunked or _LITERAL.search(line)
+    what = f" refused {command.group(1)}" if command else ""
+    where = "" if chunked else f" (line {number}: {line})"
+    return NoPermissionError(f"script {script.name}{what}{where}: {text}")
 
 
 def _check_loaded(script: Script, reply: Any) -> None:

@@ -168,10 +168,14 @@ local function save_state(jobs_key, id, s)
   return state
 end
 
--- `cmd key v1 v2 ...` for every value of `values`, in chunks.
+-- `cmd key v1 v2 ...` for every value of `values`, in chunks. An error names `cmd`: an ACL
+-- refusal inside a script names no command, and this line alone cannot show it.
 local function each_chunk(cmd, key, values)
   for i = 1, #values, CHUNK do
-    rcall(cmd, key, unpack(values, i, math.min(i + CHUNK - 1, #values)))
+    local reply = redis.pcall(cmd, key, unpack(values, i, math.min(i + CHUNK - 1, #values)))
+    if type(reply) == 'table' and reply.err then
+      error({err = reply.err .. ' (' .. cmd .. ')'})
+    end
   end
 end
 
