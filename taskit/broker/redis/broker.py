@@ -37,6 +37,7 @@ from taskit.broker.checks import (
 )
 from taskit.broker.redis import requests
 from taskit.broker.redis.base import RedisBase, ms
+from taskit.broker.redis.errors import refusal_of
 from taskit.broker.redis.records import encode_error, split_token
 from taskit.broker.redis.requests import DeadElsewhere, Leased
 from taskit.broker.redis.scripts import SCRIPTS
@@ -153,7 +154,9 @@ class RedisBroker(RedisBase):
             await self._watch.check(commands)
         command = ("EVALSHA", SCRIPTS["reserve"].sha, len(keys), *keys, *request.args())
         raw = await call_or_salvage(self._conn, commands, command, self._salvage(request))
-        if _missing_script(raw):  # Redis lost its scripts: load them (rare; shielded as above)
+        if _missing_script(raw) or _refused(raw):
+            # Redis lost its scripts (loaded there), or the command did not run where it went
+            # (a failover, a reshard: followed there): rare; shielded as above.
             with anyio.CancelScope(shield=True):
                 got = await self._reserved(
                     request, await self._run("reserve", keys, request.args())
@@ -200,8 +203,8 @@ class RedisBroker(RedisBase):
         with anyio.CancelScope(shield=True):  # a reply may carry leases: never drop it
             if raw is None:
                 got = Leased([], [])
-            elif _missing_script(raw):
-                got = await self._reserve_once(queues, count, lease)  # loads the scripts
+            elif _missing_script(raw) or _refused(raw):  # loads the scripts, or follows
+                got = await self._reserve_once(queues, count, lease)
             else:
                 got = await self._reserved(request, await self._named(keys, _checked(raw)))
         return got
@@ -380,6 +383,12 @@ class _Enqueue:
 def _missing_script(reply: Any) -> bool:
     """Whether a raw reply is NOSCRIPT (Redis lost the scripts: nothing ran)."""
     return isinstance(reply, redis.exceptions.ResponseError) and "NOSCRIPT" in str(reply)
+
+
+def _refused(reply: Any) -> bool:
+    """Whether a raw reply says the command did not run there (MOVED, READONLY...: see
+    ``errors.refusal_of``); a script call made again through ``execute`` follows it."""
+    return isinstance(reply, redis.exceptions.ResponseError) and refusal_of(reply) is not None
 
 
 async def _checked(reply: Any) -> Any:

@@ -11,6 +11,10 @@ bounded by ``timeout``. A thread without an event loop (a sync enqueue from a we
 
 The transports are the fast one (``transport.fast``) for every URL, unless ``connect`` (tests)
 makes them: e.g. ``transport.redispy.over`` for fakeredis. Sync enqueues need the fast one.
+
+Every transport made here connects where one shared ``Locator`` (``transport.locate``) says:
+the URL's server, the cluster node serving the broker's slot, or the master the sentinels
+name; each follows a refusal (MOVED, READONLY...) by asking it again, within ``timeout``.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ import anyio
 import redis.exceptions
 
 from taskit.broker.redis.errors import ErrorMap
-from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Connect, Role, Transport
+from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Connect, Locator, Role, Transport
 from taskit.broker.redis.transport.fast import FastClient
+from taskit.broker.redis.transport.locate import locator_of
 from taskit.broker.redis.transport.sync import BlockingClient
-from taskit.broker.redis.transport.target import Target
 from taskit.config import redact_url
 from taskit.errors import BrokerError, BrokerOutOfMemoryError, ConfigurationError
 
@@ -68,8 +72,9 @@ class Connections:
         self.timeout = timeout
         self._errors = ErrorMap(url, urlsplit(url).password)
         self._connect = connect
-        self._target: Target | None = None
-        self._lock = threading.Lock()
+        self._locator: Locator | None = None
+        self._key = ""  # the hash tag of the broker's keys (``aim``)
+        self._lock = threading.RLock()  # re-entered: pair() makes transports, which read the URL
         self._pairs: dict[asyncio.AbstractEventLoop, Pair] = {}
         self._local = threading.local()  # .client: this thread's BlockingClient
         # Weak: a thread that ends takes its client (and socket) with it.
@@ -101,18 +106,29 @@ class Connections:
 
     def _fast(self, role: Role, timeout: float) -> Transport:
         name = "taskit" if role == "commands" else "taskit-wait"
-        return FastClient(self._target_of(), name, timeout)
+        return FastClient(self._locator_of(), name, timeout)
 
-    def _target_of(self) -> Target:
+    def aim(self, key: str) -> None:
+        """Serve the Cluster slot of ``key`` (the broker's hash tag; one slot for all keys)."""
+        self._key = key
+        if self._locator is not None:
+            self._locator.aim(key)
+
+    def _locator_of(self) -> Locator:
         """The URL read once (with its TLS context, which may load files)."""
-        if self._target is None:
-            try:
-                self._target = Target.of(self._url)
-            except (OSError, ssl.SSLError, KeyError, ValueError) as exc:
-                raise ConfigurationError(
-                    f"broker URL {redact_url(self._url)}: cannot use its TLS options: {exc!r}"
-                ) from None
-        return self._target
+        if self._locator is None:
+            with self._lock:
+                if self._locator is None:
+                    try:
+                        locator = locator_of(self._url)
+                    except (OSError, ssl.SSLError, KeyError, ValueError) as exc:
+                        raise ConfigurationError(
+                            f"broker URL {redact_url(self._url)}: cannot use its TLS options: "
+                            f"{exc!r}"
+                        ) from None
+                    locator.aim(self._key)
+                    self._locator = locator
+        return self._locator
 
     def blocking(self) -> BlockingClient | None:
         """This thread's blocking connection (made on first use), or None when ``connect``
@@ -121,8 +137,8 @@ class Connections:
             return None
         client: BlockingClient | None = getattr(self._local, "client", None)
         if client is None:
-            target = self._target_of()
-            client = self._local.client = BlockingClient(target, timeout=self.timeout)
+            locator = self._locator_of()
+            client = self._local.client = BlockingClient(locator, timeout=self.timeout)
             with self._lock:
                 self._blocking.add(client)
         return client
