@@ -241,6 +241,19 @@ class FastClient:
                 await asyncio.sleep(min(pause, left))
                 pause = min(pause * 2, LAST_PAUSE)
 
+    async def relocate(self, reply: Any) -> bool:
+        """For a caller of ``send`` whose raw ``reply`` is a refusal this client follows: ask
+        the locator again (a failed lookup is left for the next try) and return True; the
+        caller sends again. False for any other reply (ASK too: only ``execute`` follows it)."""
+        if not isinstance(reply, rexc.ResponseError):
+            return False
+        refusal = refusal_of(error_of(reply))
+        if refusal is None or refusal.kind == "ASK" or not self._locator.follows(refusal):
+            return False
+        with contextlib.suppress(rexc.ConnectionError):
+            await self._locator.arefresh(refusal, self._at)
+        return True
+
     async def _asking(self, node: Target, args: Sequence[Arg]) -> Any:
         """``args`` run once on ``node`` (an ASK redirect: the slot is migrating there), on a
         one-off connection; the raw reply."""
