@@ -33,6 +33,8 @@ __all__ = ["OOM_REPLY", "ErrorMap", "Refusal", "ReplyLost", "error_of", "refusal
 OOM_REPLY = "OOM command not allowed"
 #: How Redis refuses an argument over ``proto-max-bulk-len`` (it then drops the connection).
 _TOO_LARGE = "Protocol error: invalid bulk length"
+#: What a cluster node says to SELECT of a database other than 0.
+_CLUSTER_DB = "SELECT is not allowed in cluster mode"
 #: redis-py's messages for a failure after the command was written (reading its reply).
 _READING = ("Timeout reading", "Error while reading", "Connection closed by server")
 
@@ -167,6 +169,12 @@ class ErrorMap:
                 f"Redis at {where} refused a value bigger than it takes in one "
                 f"argument (proto-max-bulk-len, 512 MB by default): {self._scrub(exc)}; nothing "
                 "of this call was stored"
+            )
+        if isinstance(exc, rexc.ResponseError) and _CLUSTER_DB in str(exc):
+            return BrokerError(
+                f"Redis at {where} is a cluster node, and a Redis Cluster has only database "
+                "0: drop the database from the URL (use redis+cluster://host:port,... and keep "
+                "apps apart with ?prefix=)"
             )
         if _reply_lost(exc):
             return BrokerOutcomeUnknownError(

@@ -241,6 +241,24 @@ class FastClient:
                 await asyncio.sleep(min(pause, left))
                 pause = min(pause * 2, LAST_PAUSE)
 
+    async def _reach(self, exc: rexc.ConnectionError) -> _Protocol:
+        """A connection after the refused connect ``exc``, the locator asked again between
+        tries, within ``timeout``; raises ``exc`` (or the last failure) if none is made."""
+        refusal = refusal_of(exc)
+        if refusal is None or not self._locator.follows(refusal):
+            raise exc
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + self._timeout, FIRST_PAUSE
+        while True:
+            try:
+                return await self._live(await self._locator.arefresh(refusal, self._at))
+            except rexc.ConnectionError as failed:
+                refusal, left = refusal_of(failed), deadline - loop.time()
+                if refusal is None or left <= 0:
+                    raise
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, LAST_PAUSE)
+
     async def relocate(self, reply: Any) -> bool:
         """For a caller of ``send`` whose raw ``reply`` is a refusal this client follows: ask
         the locator again (a failed lookup is left for the next try) and return True; the
@@ -268,8 +286,12 @@ class FastClient:
         """Write ``commands`` back to back on the connection and return a future per reply, in
         order (the first may block ``wait`` seconds). A reply is the raw value, or a
         ``ResponseError`` instance for an error reply (see ``raise_for``): the caller owns the
-        futures and decides what a cut-short wait means."""
-        protocol = await self._live()
+        futures and decides what a cut-short wait means. A refused connection is followed
+        (nothing was sent yet); refusals in the replies are the caller's (``relocate``)."""
+        try:
+            protocol = await self._live()
+        except rexc.ConnectionError as exc:
+            protocol = await self._reach(exc)
         futures = [protocol.send(pack(command), wait if i == 0 else 0.0)
                    for i, command in enumerate(commands)]  # fmt: skip
         for future in futures:  # a reply nobody reads (a dropped wait) must not be logged
