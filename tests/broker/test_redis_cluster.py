@@ -17,6 +17,7 @@ import anyio.to_thread
 import pytest
 
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.transport.redispy import to_url
 from taskit.errors import BrokerError, ConfigurationError
 from taskit.job import JobStatus, OutcomeKind
 from tests.broker._helpers import make_job, new_queue, outcome, status_of
@@ -170,3 +171,16 @@ async def test_a_blocked_reserve_follows_a_failover(
             await anyio.to_thread.run_sync(redis_cluster.failover, slot)
             [job] = await broker.enqueue([make_job(queue)])
     assert [held.job.id for held in got] == [job.id]
+
+
+async def test_the_redis_py_transport_follows_a_failover_too(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    url = redis_cluster.url(prefix=prefix)
+    broker = RedisBroker(url, result_ttl=600, connect=to_url(url.partition("?")[0]))
+    slot = slot_of("{" + prefix + "}")
+    try:
+        counted = await under_load(broker, new_queue(), lambda: redis_cluster.failover(slot))
+    finally:
+        await broker.close()
+    no_loss(counted)
