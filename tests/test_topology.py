@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,48 @@ def _fill(client: redis.Redis, tag: str, count: int) -> set[str]:
     keys = {f"{{{tag}}}:{n}" for n in range(count)}
     client.mset(dict.fromkeys(keys, "1"))
     return keys
+
+
+@pytest.fixture
+def cluster_client(redis_cluster: RedisCluster) -> Iterator[PyCluster]:
+    node = redis_cluster.nodes[0]
+    seed = PyNode(node.host, node.port)  # type: ignore[no-untyped-call]
+    client = PyCluster(startup_nodes=[seed], decode_responses=True)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextmanager
+def _load(client: PyCluster, tag: str) -> Iterator[list[str]]:
+    """A thread SETting keys under ``{tag}`` through redis-py's cluster client (it follows
+    ASK, MOVED and a failover) until the block ends; yields the keys acknowledged so far."""
+    written: list[str] = []
+    failed: list[redis.RedisError] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        n = 0
+        while not stop.is_set():
+            key = f"{{{tag}}}:load:{n}"
+            try:
+                client.set(key, "1")
+            except redis.RedisError as error:  # the client gave up: the move was not followed
+                failed.append(error)
+                return
+            written.append(key)
+            n += 1
+
+    writer = threading.Thread(target=run)
+    writer.start()
+    try:
+        yield written
+    finally:
+        stop.set()
+        writer.join()
+    assert not failed, f"the load failed: {failed[0]!r}"
+    assert written, "the load wrote nothing"
 
 
 def test_cluster_starts_whole(redis_cluster: RedisCluster) -> None:
@@ -41,18 +84,23 @@ def test_cluster_starts_whole(redis_cluster: RedisCluster) -> None:
         other.call("GET", "{taskit}:started")
 
 
-def test_cluster_failover_promotes_the_replica(redis_cluster: RedisCluster) -> None:
-    slot = slot_of("{topology-failover}")
+def test_cluster_failover_promotes_the_replica_under_load(
+    redis_cluster: RedisCluster, cluster_client: PyCluster
+) -> None:
+    tag = "topology-failover"
+    slot = slot_of(f"{{{tag}}}")
     old = redis_cluster.owner(slot)
     with old.client() as client:
-        keys = _fill(client, "topology-failover", 50)
-    new = redis_cluster.failover(slot)
+        keys = _fill(client, tag, 50)
+    with _load(cluster_client, tag) as written:
+        new = redis_cluster.failover(slot)
     assert new is not old
     assert new.role() == ("master", None)
     assert old.role() == ("slave", new.port)
     assert redis_cluster.owner(slot) is new
     with new.client() as client:
         assert client.exists(*keys) == len(keys)
+        assert client.exists(*written) == len(written)  # a manual failover loses nothing
 
 
 def test_a_killed_master_is_replaced_and_rejoins(redis_cluster: RedisCluster) -> None:
@@ -66,17 +114,6 @@ def test_a_killed_master_is_replaced_and_rejoins(redis_cluster: RedisCluster) ->
     assert old.role() == ("slave", new.port)
 
 
-@pytest.fixture
-def cluster_client(redis_cluster: RedisCluster) -> Iterator[PyCluster]:
-    node = redis_cluster.nodes[0]
-    seed = PyNode(node.host, node.port)  # type: ignore[no-untyped-call]
-    client = PyCluster(startup_nodes=[seed], decode_responses=True)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 def test_a_slot_migrates_with_its_keys_under_load(
     redis_cluster: RedisCluster, cluster_client: PyCluster
 ) -> None:
@@ -85,28 +122,11 @@ def test_a_slot_migrates_with_its_keys_under_load(
     source = redis_cluster.owner(slot)
     with source.client() as client:
         keys = _fill(client, tag, 450)  # five batches of 100
-    written: list[str] = []
-    stop = threading.Event()
-
-    def load() -> None:  # redis-py's cluster client follows the ASK / MOVED replies
-        n = 0
-        while not stop.is_set():
-            key = f"{{{tag}}}:load:{n}"
-            cluster_client.set(key, "1")
-            written.append(key)
-            n += 1
-
-    writer = threading.Thread(target=load)
-    writer.start()
-    try:
+    with _load(cluster_client, tag) as written:
         target = redis_cluster.migrate_slot(slot, batch=100)
-    finally:
-        stop.set()
-        writer.join()
     assert target is not source
     assert redis_cluster.owner(slot) is target
     assert source.call("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
-    assert written, "the load wrote nothing while the slot moved"
     with target.client() as client:
         assert client.exists(*keys) == len(keys)
         assert client.exists(*written) == len(written)
@@ -139,3 +159,17 @@ def test_min_replicas_to_write_is_set_on_every_data_node(tmp_path: Path) -> None
             setting = server.call("CONFIG", "GET", "min-replicas-to-write")
             assert setting == {"min-replicas-to-write": "1"}
         assert made.master().call("SET", "k", "v") is True  # its replica is there
+
+
+def test_sentinel_replaces_a_killed_master(sentinel_set: SentinelSet) -> None:
+    old = sentinel_set.master()
+    old.call("SET", "topology-sentinel-kill", "1")
+    pid = old.pid
+    new = sentinel_set.kill_master()
+    assert new is not old
+    assert sentinel_set.master() is new
+    assert new.call("GET", "topology-sentinel-kill") == "1"
+    assert old.pid != pid  # killed, then started again as the new master's replica
+    role = old.call("ROLE")
+    assert isinstance(role, list)
+    assert (role[0], role[2], role[3]) == ("slave", new.port, "connected")

@@ -12,7 +12,13 @@ from types import TracebackType
 
 from redis.crc import key_slot
 
-from tests.topology.process import Server, free_ports, redis_server_binary, wait_until
+from tests.topology.process import (
+    Server,
+    free_ports,
+    redis_server_binary,
+    replicates,
+    wait_until,
+)
 
 __all__ = ["ClusterNode", "RedisCluster", "slot_of"]
 
@@ -87,8 +93,11 @@ class RedisCluster:
         binary = redis_server_binary()
         if binary is None:
             raise AssertionError("redis-server is not installed (a Redis Cluster needs it)")
-        self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="taskit-cluster-")
-        self.directory = directory or Path(self._tmp.name)  # type: ignore[union-attr]
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if directory is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="taskit-cluster-")
+            directory = Path(self._tmp.name)
+        self.directory = directory
         ports = free_ports(12)
         self.nodes = [
             ClusterNode(binary, self.directory / str(port), port, bus,
@@ -99,7 +108,8 @@ class RedisCluster:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> RedisCluster:
         """Start the six nodes, join them, give each master a third of the slots, attach a
-        replica to each, and wait for ``cluster_state:ok`` everywhere (about a second)."""
+        replica to each, and wait for ``cluster_state:ok`` everywhere: about 2 s, the time a
+        master waits after it starts before it says ok."""
         try:
             self._start()
         except BaseException:
@@ -184,14 +194,14 @@ class RedisCluster:
         return self.owner(slot_of(key))
 
     def replica_of(self, master: ClusterNode) -> ClusterNode:
-        """The live replica of ``master`` whose link to it is up (waits for one)."""
+        """A live replica of ``master`` with its link up (waits for one)."""
         found: list[ClusterNode] = []
 
         def linked() -> bool:
-            found[:] = [n for n in self._live() if n.role() == ("slave", master.port)]
+            found[:] = [n for n in self._live() if n is not master and replicates(n, master)]
             return bool(found)
 
-        wait_until(linked, f"a replica of {master.address} in sync")
+        wait_until(linked, f"a replica of {master.address} linked")
         return found[0]
 
     # -- moves -------------------------------------------------------------------------------
@@ -209,7 +219,8 @@ class RedisCluster:
         (writes acknowledged by the master but not yet replicated are lost: Redis's own
         window). Returns the new owner once every live node agrees. With ``rejoin`` the killed
         node is started again (empty, same nodes.conf) and waited for as the new replica, so
-        the cluster is whole again for the next test."""
+        the cluster is whole again for the next test; without, it stays dead and its shard has
+        no replica (``revive()`` brings it back)."""
         old = self.owner(slot)
         new = self.replica_of(old)
         old.kill()
@@ -241,6 +252,14 @@ class RedisCluster:
             node.call("CLUSTER", "SETSLOT", slot, "NODE", target.id)
         wait_until(lambda: self.owner(slot) is target, f"slot {slot} owned by {target.address}")
         return target
+
+    def revive(self) -> None:
+        """Start again every node killed with ``kill_master(..., rejoin=False)`` and wait until
+        the cluster is whole (each comes back as the replica of the master that replaced it)."""
+        for node in self.nodes:
+            if not node.alive:
+                node.start()
+        self._wait_healthy()
 
     def flushall(self) -> None:
         """FLUSHALL on every master (the replicas follow)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-__all__ = ["Server", "free_ports", "redis_server_binary", "wait_until"]
+__all__ = ["Server", "free_ports", "redis_server_binary", "replicates", "wait_until"]
 
 #: How long a topology may take to reach a state it waits for (start, failover, migration).
 PATIENCE = 30.0
@@ -62,6 +62,7 @@ class Server:
         self.port = port
         self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
+        self._own: redis.Redis | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -72,6 +73,11 @@ class Server:
     def address(self) -> str:
         """``127.0.0.1:<port>``."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``: this one server, as a plain URL names it."""
+        return f"redis://{self.address}/0"
 
     @property
     def pid(self) -> int | None:
@@ -118,6 +124,9 @@ class Server:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+        if self._own is not None:
+            self._own.close()
+            self._own = None
 
     def client(self, timeout: float = 5.0) -> redis.Redis:
         """A fresh redis-py client on this server (``str`` replies); the caller closes it."""
@@ -127,7 +136,27 @@ class Server:
         )  # fmt: skip
 
     def call(self, *args: str | int) -> object:
-        """One command on a fresh connection: the topologies' own calls are rare, and a
-        connection kept across a SIGKILL and restart would only fail once more."""
-        with self.client() as client:
-            return client.execute_command(*args)
+        """One command, on the topology's own client of this server (kept, not one connection
+        a call: the waits poll every few ms and would fill the port range with TIME_WAITs)."""
+        if self._own is None:
+            self._own = self.client()
+        return self._own.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def replicates(server: Server, master: Server) -> bool:
+    """Whether ``server`` replicates ``master`` with the link up on both sides: connected on
+    the replica's, online on the master's (a replica that just loaded its first sync is not
+    sent the stream until its first ack: promoted then, it lacks the latest writes). No offset
+    check: under load a replica is always a little behind, which a failover must not wait
+    out (CLUSTER FAILOVER waits for it itself; Sentinel's does not, its window)."""
+    info = master.call("INFO", "replication")
+    assert isinstance(info, dict)
+    online = any(
+        isinstance(v, dict) and int(v["port"]) == server.port and v["state"] == "online"
+        for k, v in info.items() if k.startswith("slave")
+    )  # fmt: skip
+    reply = server.call("ROLE")
+    assert isinstance(reply, list)
+    return (
+        online and reply[0] == "slave" and int(reply[2]) == master.port and reply[3] == "connected"
+    )

@@ -9,7 +9,13 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
-from tests.topology.process import Server, free_ports, redis_server_binary, wait_until
+from tests.topology.process import (
+    Server,
+    free_ports,
+    redis_server_binary,
+    replicates,
+    wait_until,
+)
 
 __all__ = ["MASTER_NAME", "SentinelSet"]
 
@@ -43,10 +49,14 @@ class SentinelSet:
         binary = redis_server_binary()
         if binary is None:
             raise AssertionError("redis-server is not installed (a Sentinel set needs it)")
+        self.min_replicas_to_write = min_replicas_to_write
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, not {replicas}")
-        self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="taskit-sentinel-")
-        self.directory = directory or Path(self._tmp.name)  # type: ignore[union-attr]
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if directory is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="taskit-sentinel-")
+            directory = Path(self._tmp.name)
+        self.directory = directory
         ports = free_ports(replicas + 1 + SENTINELS)
         data_ports, sentinel_ports = ports[: replicas + 1], ports[replicas + 1 :]
         self.data = [
@@ -55,14 +65,14 @@ class SentinelSet:
             for index, port in enumerate(data_ports)
         ]  # fmt: skip
         ids = [secrets.token_hex(20) for _ in sentinel_ports]
-        self.sentinels = []
+        self.sentinels: list[Server] = []
         for port, myid in zip(sentinel_ports, ids, strict=True):
-            directory = self.directory / f"sentinel-{port}"
-            directory.mkdir(parents=True)
+            home = self.directory / f"sentinel-{port}"
+            home.mkdir(parents=True)
             peers = [(p, i) for p, i in zip(sentinel_ports, ids, strict=True) if p != port]
             conf = _sentinel_conf(port, myid, data_ports, peers)
-            (directory / "sentinel.conf").write_text(conf)
-            self.sentinels.append(Server(binary, directory, port, ["sentinel.conf", "--sentinel"]))
+            (home / "sentinel.conf").write_text(conf)
+            self.sentinels.append(Server(binary, home, port, ["sentinel.conf", "--sentinel"]))
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> SentinelSet:
@@ -130,12 +140,12 @@ class SentinelSet:
 
     # -- moves -------------------------------------------------------------------------------
     def failover(self, *, demote: bool = False) -> Server:
-        """SENTINEL FAILOVER, once a replica has all the master wrote (if a failover just ran,
-        that waits until Sentinel demoted the old master, ~10 s). Returns the new master once
+        """SENTINEL FAILOVER, once a replica's link is up (if a failover just ran, that waits
+        until Sentinel demoted the old master, ~10 s). Returns the new master once
         every sentinel reports it and it answers ROLE master.
 
-        Sentinel's failover does not wait for the replica: a write the master acknowledged
-        after that check and before the switch can be lost (``min-replicas-to-write`` bounds
+        Sentinel's failover does not wait for the replica to catch up: a write the master
+        acknowledged just before the switch can be lost (``min-replicas-to-write`` bounds
         the window, it does not close it). And Sentinel demotes the old master only ~8 s after
         the switch: until then it is a master still, taking writes that the resync will drop.
         ``demote=True`` makes it a replica at once (REPLICAOF), for tests about something else.
@@ -148,18 +158,35 @@ class SentinelSet:
             return self.sentinels[0].call("SENTINEL", "FAILOVER", MASTER_NAME) in (True, "OK")
 
         wait_until(started, "SENTINEL FAILOVER accepted")
-
-        def switched() -> bool:
-            return len({self.reported(s) for s in self.sentinels} - {old.address}) == 1 and all(
-                self.reported(s) != old.address for s in self.sentinels
-            )
-
-        wait_until(switched, "every sentinel reporting a new master")
-        new = self.master()
-        wait_until(lambda: _role(new) == "master", f"{new.address} answering ROLE master")
+        new = self._switched_from(old)
         if demote:
             old.call("REPLICAOF", new.host, new.port)
             self._wait_replicated(new)
+        return new
+
+    def kill_master(self, *, rejoin: bool = True) -> Server:
+        """SIGKILL the master (once every replica acks it: after a ``failover()`` without
+        ``demote``, that waits ~10 s for Sentinel to demote the old master); the sentinels find
+        it down after ``down-after-milliseconds`` (1 s), agree (quorum 2) and promote the
+        replica. Returns the new master once every sentinel reports it and it answers ROLE master.
+
+        With ``rejoin`` the killed server is started again as the new master's replica, as an
+        operator brings one back (started as it was, it would be an empty master until
+        Sentinel demotes it, ~8 s later), and waited for in sync."""
+        old = self.master()
+        self._wait_replicated(old)
+        old.kill()
+        new = self._switched_from(old)
+        if rejoin:
+            old.args = _data_args(old.port, new.port, self.min_replicas_to_write)
+            old.start()
+            self._wait_replicated(new)
+        return new
+
+    def _switched_from(self, old: Server) -> Server:
+        wait_until(lambda: self.master() is not old, "every sentinel reporting a new master")
+        new = self.master()
+        wait_until(lambda: _role(new) == "master", f"{new.address} answering ROLE master")
         return new
 
     def wait_settled(self) -> None:
@@ -185,34 +212,35 @@ class SentinelSet:
             wait_until(partial(sees_all, sentinel), f"sentinel {sentinel.address} settled")
 
     def _wait_replicated(self, master: Server) -> None:
-        for server in self.data:
-            if server is not master:
-                wait_until(
-                    partial(_replicates, server, master),
-                    f"{server.address} replicating {master.address}",
-                )
+        """Every other data node linked to ``master`` and acknowledging its stream: a replica
+        fresh from its first sync gets the stream only after its first ack (up to 1 s later),
+        and a forced SENTINEL FAILOVER before then would drop the writes made in between."""
+        others = [server for server in self.data if server is not master]
+        for server in others:
+            wait_until(
+                partial(replicates, server, master),
+                f"{server.address} replicating {master.address}",
+            )
+        wait_until(
+            partial(_acknowledged, master, len(others)), f"{master.address}'s replicas acking"
+        )
+
+
+def _acknowledged(master: Server, replicas: int) -> bool:
+    """Whether ``replicas`` replicas acknowledge a PUBLISH made on ``master`` now (WAIT counts
+    the acks of the connection's last replicated command; PUBLISH is one, touching no key)."""
+    with master.client() as client:
+        pipe = client.pipeline(transaction=False)
+        pipe.publish("__topology__", "ack?")
+        pipe.execute_command("WAIT", replicas, 100)
+        acked = pipe.execute()[1]
+    return int(acked) >= replicas
 
 
 def _role(server: Server) -> str:
     reply = server.call("ROLE")
     assert isinstance(reply, list)
     return str(reply[0])
-
-
-def _replicates(server: Server, master: Server) -> bool:
-    """Whether ``server`` replicates ``master``, online on the master's side too (a replica
-    that just loaded its sync is not yet sent the stream), and has caught up with all the
-    master had written when asked."""
-    info = master.client().info("replication")
-    written = int(info["master_repl_offset"])
-    online = any(
-        isinstance(v, dict) and int(v["port"]) == server.port and v["state"] == "online"
-        for k, v in info.items() if k.startswith("slave")
-    )  # fmt: skip
-    reply = server.call("ROLE")
-    assert isinstance(reply, list)
-    linked = reply[0] == "slave" and int(reply[2]) == master.port and reply[3] == "connected"
-    return online and linked and int(reply[4]) >= written
 
 
 def _pairs(reply: object) -> dict[str, str]:
