@@ -11,12 +11,14 @@ from pathlib import Path
 import anyio.to_thread
 import pytest
 
+from taskit import App
 from taskit.broker.redis import RedisBroker
-from taskit.errors import BrokerConnectionError
-from taskit.job import JobStatus, OutcomeKind
+from taskit.errors import BrokerConnectionError, BrokerError
+from taskit.job import Job, JobStatus, OutcomeKind
 from tests._ci import missing
 from tests.broker._helpers import make_job, new_queue, outcome, status_of
 from tests.broker._load import under_load
+from tests.e2e.helpers import worker_process
 from tests.topology import SentinelSet
 from tests.topology.process import redis_server_binary
 
@@ -88,3 +90,35 @@ async def test_a_failover_under_load_with_min_replicas_to_write_loses_nothing(
     assert counted.lost == [], f"{len(counted.lost)} of {len(counted.acked)} acknowledged lost"
     refused = [e for e in counted.errors if "NOREPLICAS" not in e and "READONLY" not in e]
     assert refused == [], refused[:5]
+
+
+async def test_a_worker_process_follows_a_failover_without_a_restart(
+    safe_set: SentinelSet, prefix: str
+) -> None:
+    url = safe_set.url(prefix=prefix)
+    app = App(url)
+    sleep = app.remote("stop.sleep")
+    try:
+        with worker_process("tests.apps.stop_app:app", {"TASKIT_BROKER_URL": url}) as worker:
+            before = [await sleep.enqueue(0.0) for _ in range(10)]
+            for job in before:
+                await app.result(job.id, timeout=15)
+            await anyio.to_thread.run_sync(safe_set.failover)
+            after = [await _enqueue_refused_meanwhile(app) for _ in range(10)]
+            for job in after:
+                await app.result(job.id, timeout=30)
+            assert worker.proc.poll() is None, worker.log  # the same process all along
+            assert worker.terminate() == 0
+    finally:
+        await app.close()
+
+
+async def _enqueue_refused_meanwhile(app: App) -> Job:
+    """Enqueue one job; refused (NOREPLICAS) until the new master has a replica again."""
+    with anyio.fail_after(30):
+        while True:
+            try:
+                job: Job = await app.remote("stop.sleep").enqueue(0.0)
+                return job
+            except BrokerError:
+                await anyio.sleep(0.2)  # Sentinel demotes the old master in its own time
