@@ -17,7 +17,10 @@ import anyio.to_thread
 import pytest
 
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.transport.fast import FastClient
+from taskit.broker.redis.transport.locate import locator_of
 from taskit.broker.redis.transport.redispy import to_url
+from taskit.broker.redis.transport.sync import BlockingClient
 from taskit.errors import BrokerError, ConfigurationError
 from taskit.job import JobStatus, OutcomeKind
 from tests.broker._helpers import make_job, new_queue, outcome, status_of
@@ -184,3 +187,37 @@ async def test_the_redis_py_transport_follows_a_failover_too(
     finally:
         await broker.close()
     no_loss(counted)
+
+
+async def test_ask_is_followed_while_a_slot_migrates(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    # A key already moved to the importing node: its old owner answers ASK; the client asks
+    # the new node once, ASKING first (fast and blocking clients alike).
+    slot = slot_of("{" + prefix + "}")
+    key = "{" + prefix + "}:k"
+    source = redis_cluster.owner(slot)
+    target = next(m for m in redis_cluster.masters() if m is not source)
+    source.call("SET", key, "v")
+    target.call("CLUSTER", "SETSLOT", slot, "IMPORTING", source.id)
+    source.call("CLUSTER", "SETSLOT", slot, "MIGRATING", target.id)
+    source.call("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", key)
+    locator = locator_of(redis_cluster.url())
+    locator.aim("{" + prefix + "}")
+    fast = FastClient(locator)
+    try:
+        assert await fast.execute("GET", key) == b"v"
+        blocking = BlockingClient(locator)
+        assert await anyio.to_thread.run_sync(blocking.execute, "GET", key) == b"v"
+        blocking.close()
+        assert locator.current() is not None
+        assert locator.current().port == source.port  # ASK moves one command, not the slot
+    finally:
+        await fast.aclose()
+        for node in [
+            target,
+            source,
+            *(m for m in redis_cluster.masters() if m not in (target, source)),
+        ]:
+            node.call("CLUSTER", "SETSLOT", slot, "NODE", target.id)
+    assert redis_cluster.owner(slot) is target
