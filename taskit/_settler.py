@@ -106,6 +106,11 @@ class Settler:
         self._pending.append(outcome)
         self._wake.set()
 
+    @property
+    def failing(self) -> bool:
+        """Whether the last try to settle failed (the broker is down or refuses writes)."""
+        return self._outage.failures > 0
+
     def close(self, give_up_at: float = math.inf) -> None:
         """No more outcomes will come: ``run`` returns once everything queued is settled, or at
         ``give_up_at`` (anyio clock) for what the broker did not take by then: a stopping worker

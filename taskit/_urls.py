@@ -8,9 +8,19 @@ with a raw ``ValueError`` from a client library.
 | ``redis://[user:password@]host[:port][/db]``            | ``db``, ``password``, ``prefix``     |
 | ``rediss://...`` (TLS), as ``redis://``                 | those, and ``ssl_*`` (redis-py's)    |
 | ``unix://[user:password@]/path/to/socket``              | ``db``, ``password``, ``prefix``     |
+| ``redis+cluster://[user:password@]h1:p1,h2:p2[/0]``     | ``password``, ``prefix`` (db 0 only) |
+| ``rediss+cluster://...`` (TLS), as ``redis+cluster://`` | those, and ``ssl_*``                 |
+| ``redis+sentinel://[u:pw@]s1:p1,s2:p2/name[/db]``       | ``db``, ``password``, ``prefix``,    |
+|                                                         | ``sentinel_username``,               |
+|                                                         | ``sentinel_password``                |
+| ``rediss+sentinel://...`` (TLS to the data nodes)       | those, and ``ssl_*``                 |
 
-``prefix`` is taskit's own (the Redis key prefix); the others go to the Redis client. Imports
-nothing of taskit but its errors: ``config`` and the brokers both use it.
+A cluster URL lists seed nodes (any nodes of the cluster; the broker finds the one serving its
+slot); a cluster has only database 0, so any other is refused. A Sentinel URL lists sentinels
+and names the master they watch; the user and password are the data nodes', the sentinels'
+own (if they ask for one) are ``sentinel_username`` / ``sentinel_password``. ``prefix`` is
+taskit's own (the Redis key prefix); the others go to the Redis client. Imports nothing of
+taskit but its errors: ``config`` and the brokers both use it.
 """
 
 from __future__ import annotations
@@ -21,10 +31,24 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from taskit.errors import ConfigurationError
 
-__all__ = ["REDIS_SCHEMES", "BrokerURL", "check_prefix", "parse_broker_url", "redact_url"]
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "REDIS_SCHEMES",
+    "SENTINEL_SCHEMES",
+    "BrokerURL",
+    "check_prefix",
+    "hosts_of",
+    "parse_broker_url",
+    "redact_url",
+    "sentinel_master",
+]
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+REDIS_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES, *SENTINEL_SCHEMES)
 _OPTIONS = frozenset({"db", "password", "prefix"})
+_SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password"})
+_TLS_SCHEMES = ("rediss", "rediss+cluster", "rediss+sentinel")
 # What redis-py's TLS connection takes from a URL (SSLConnection's ssl_* arguments).
 _TLS_OPTIONS = frozenset(
     {
@@ -100,8 +124,9 @@ def _parse(url: str) -> BrokerURL:
         return BrokerURL("memory", "memory://")
     if scheme not in REDIS_SCHEMES:
         raise ConfigurationError(
-            f"unsupported broker URL scheme {scheme!r} in {shown}: "
-            "use memory://, redis://, rediss:// or unix://"
+            f"unsupported broker URL scheme {scheme!r} in {shown}: use memory://, redis://, "
+            "rediss://, unix://, redis+cluster://, rediss+cluster://, redis+sentinel:// or "
+            "rediss+sentinel://"
         )
     if parts.fragment:
         raise ConfigurationError(f"broker URL {shown}: a fragment (#...) means nothing here")
@@ -110,13 +135,22 @@ def _parse(url: str) -> BrokerURL:
         raise ConfigurationError(
             f"broker URL {shown} gives two passwords, in the user part and as ?password=; give one"
         )
-    db = _where(parts, scheme, shown)
+    if scheme in CLUSTER_SCHEMES or scheme in SENTINEL_SCHEMES:
+        db = _many(parts, scheme, shown)
+    else:
+        db = _where(parts, scheme, shown)
     if "db" in options:
         query_db = _db(options["db"], f"broker URL {shown}: option db")
         if db is not None and db != query_db:
             raise ConfigurationError(
                 f"broker URL {shown} names two databases: /{db} in the path and db={query_db}"
             )
+    if scheme in CLUSTER_SCHEMES and (db or int(options.get("db", 0))):
+        raise ConfigurationError(
+            f"broker URL {shown}: a Redis Cluster has only database 0, not "
+            f"{db or options['db']}; drop the database from the URL (keys are kept apart by "
+            "the key prefix, ?prefix=)"
+        )
     prefix = options.get("prefix")
     if prefix is not None:
         check_prefix(prefix, f"broker URL {shown}: option prefix")
@@ -139,7 +173,9 @@ def check_prefix(prefix: object, what: str = "prefix") -> str:
 
 def _options(query: str, scheme: str, shown: str) -> dict[str, str]:
     """The query options by name (values unquoted); each must be known, given once, non-empty."""
-    known = _OPTIONS | _TLS_OPTIONS if scheme == "rediss" else _OPTIONS
+    known = _OPTIONS | _SENTINEL_OPTIONS if scheme in SENTINEL_SCHEMES else _OPTIONS
+    if scheme in _TLS_SCHEMES:
+        known = known | _TLS_OPTIONS
     found: dict[str, str] = {}
     for part in query.split("&"):
         if not part:
@@ -147,7 +183,11 @@ def _options(query: str, scheme: str, shown: str) -> dict[str, str]:
         name, sep, raw = part.partition("=")
         name = unquote(name)
         if name not in known:
-            hint = " (TLS options need rediss://)" if name in _TLS_OPTIONS else ""
+            hint = (
+                " (TLS options need rediss://)" if name in _TLS_OPTIONS
+                else " (sentinel options need redis+sentinel://)" if name in _SENTINEL_OPTIONS
+                else ""
+            )  # fmt: skip
             raise ConfigurationError(
                 f"broker URL {shown}: unknown option {name!r}{hint}; "
                 f"{scheme}:// takes {', '.join(sorted(known))}"
@@ -201,6 +241,54 @@ def _where(parts: SplitResult, scheme: str, shown: str) -> int | None:
     return _db(unquote(path[1:]), f"broker URL {shown}: the database /{path[1:]}")
 
 
+def hosts_of(netloc: str) -> list[tuple[str, int]]:
+    """The ``host:port`` pairs of a cluster or Sentinel URL's host part (after any user part),
+    in order; the port defaults to 6379. ``ValueError`` naming a bad one."""
+    found = []
+    for item in netloc.rpartition("@")[2].split(","):
+        host, colon, port = item.strip().rpartition(":") if ":" in item else (item, "", "")
+        host = host.strip("[]")
+        if not host or (colon and not re.fullmatch(r"[0-9]{1,5}", port)):
+            raise ValueError(f"host {item!r} is not host[:port]")
+        number = int(port) if colon else 6379
+        if not 0 < number < 65536:
+            raise ValueError(f"port {port!r} of {item!r} is not a number from 1 to 65535")
+        found.append((host, number))
+    return found
+
+
+def _many(parts: SplitResult, scheme: str, shown: str) -> int | None:
+    """Check a cluster or Sentinel URL's hosts and path; the db its path names, or None."""
+    try:
+        hosts_of(parts.netloc)
+    except ValueError as exc:
+        raise ConfigurationError(f"broker URL {shown}: {exc}") from None
+    path = [unquote(p) for p in parts.path.split("/")[1:]]
+    if scheme in CLUSTER_SCHEMES:
+        if len(path) > 1 or (path and path[0] and not path[0].isdigit()):
+            raise ConfigurationError(
+                f"broker URL {shown}: a cluster URL's path is at most a database (/0)"
+            )
+        return _db(path[0], f"broker URL {shown}: the database") if path and path[0] else None
+    if not path or not path[0]:
+        raise ConfigurationError(
+            f"broker URL {shown}: name the master the sentinels watch "
+            f"({scheme}://sentinel1:26379,sentinel2:26379/mymaster)"
+        )
+    if len(path) > 2:
+        raise ConfigurationError(
+            f"broker URL {shown}: a Sentinel URL's path is /<master name>[/<db>]"
+        )
+    if len(path) == 2 and path[1]:
+        return _db(path[1], f"broker URL {shown}: the database /{path[1]}")
+    return None
+
+
+def sentinel_master(url: str) -> str:
+    """The master name of a checked Sentinel URL (its path's first part)."""
+    return unquote(urlsplit(url).path.split("/")[1])
+
+
 def _db(raw: str, what: str) -> int:
     if not re.fullmatch(r"[0-9]+", raw):
         raise ConfigurationError(f"{what} must be a whole number >= 0, got {raw!r}")
@@ -230,4 +318,4 @@ def redact_url(url: str) -> str:
 # What urlsplit strips from the ends (C0 controls, space) or drops anywhere (tab, CR, LF), and
 # the other controls: no URL means them.
 _DROPPED = re.compile(r"^ | $|[\x00-\x1f\x7f]")
-_PASSWORD_QUERY = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_PASSWORD_QUERY = re.compile(r"([?&](?:sentinel_)?password=)[^&#]*", re.IGNORECASE)

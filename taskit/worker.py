@@ -192,7 +192,9 @@ class Worker:
                 grace_end = await self._grace()
             # Every runner is done: deliver what they settled, then stop; a broker that is down
             # is not waited out past the grace period (the leases expire, the jobs come back).
-            settler.close(give_up_at=max(grace_end, anyio.current_time()) + SETTLE_AFTER_GRACE)
+            # One failing all along (down, or refusing writes: READONLY) gets no time past it.
+            after = 0.0 if settler.failing else SETTLE_AFTER_GRACE
+            settler.close(give_up_at=max(grace_end, anyio.current_time()) + after)
             await settled.wait()
             if events:
                 await events.close()  # deliver what is left before the services stop

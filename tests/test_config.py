@@ -236,6 +236,14 @@ def test_redact_url_hides_a_password_query_parameter() -> None:
     assert "s3cret" not in redact_url("redis://localhost:6379/0?password=s3cret")
 
 
+def test_redact_url_hides_the_passwords_of_a_sentinel_url() -> None:
+    url = "redis+sentinel://u:s3cret@s1:26379,s2:26379/m?sentinel_password=s3cret2&prefix=x"
+    assert (
+        redact_url(url)
+        == "redis+sentinel://u:***@s1:26379,s2:26379/m?sentinel_password=***&prefix=x"
+    )
+
+
 @pytest.mark.parametrize("mark", ["/", "?", "#", "/?#"])
 def test_a_password_with_an_unencoded_delimiter_is_never_shown(mark: str) -> None:
     # urlsplit ends the host at the first '/', '?' or '#': the rest of such a password was read
@@ -348,6 +356,18 @@ BAD_URLS = [
     ("redis://h:63\t79/0", "control character"),
     ("redis://h/0?prefix=a\nb", "control character"),
     ("redis://:pass\x1bword@h/0", "control character"),
+    ("redis+cluster://a:1,b:2/3", "only database 0"),
+    ("redis+cluster://a:1?db=1", "only database 0"),
+    ("redis+cluster://a:1,b:x", "host 'b:x'"),
+    ("redis+cluster://a:1,,b:2", "host ''"),
+    ("redis+cluster://a:1/0/1", "at most a database"),
+    ("redis+cluster://a:1?ssl_cert_reqs=none", "TLS options need rediss://"),
+    ("redis+cluster://a:1?sentinel_password=x", "sentinel options need redis+sentinel://"),
+    ("redis+sentinel://s:26379", "name the master"),
+    ("redis+sentinel://s:26379/m/x", "database /x"),
+    ("redis+sentinel://s:26379/m/1/2", "/<master name>[/<db>]"),
+    ("redis+sentinel://s:99999/m", "port '99999'"),
+    ("rediss+sentinel://s:1/m?ssl_cert_reqs=maybe", "ssl_cert_reqs must be"),
 ]
 
 
@@ -414,6 +434,12 @@ def test_a_bad_url_error_never_shows_the_password() -> None:
         ("unix:///run/redis.sock?db=2&prefix=p", "p"),
         ("unix://:pw@/run/redis.sock", None),
         ("redis://[::1]:6379/0", None),
+        ("redis+cluster://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3", None),
+        ("redis+cluster://u:pw@n1:7000/0?prefix=shop", "shop"),
+        ("rediss+cluster://n1:7000?ssl_cert_reqs=none&prefix=p", "p"),
+        ("redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster", None),
+        ("redis+sentinel://:pw@s1:26379/mymaster/2?sentinel_password=spw&prefix=q", "q"),
+        ("rediss+sentinel://s1:26379/m?ssl_ca_certs=/ca.pem&sentinel_username=u", None),
     ],
 )
 def test_a_good_broker_url_is_accepted_and_its_prefix_read(url: str, prefix: str | None) -> None:

@@ -5,6 +5,10 @@ server behind it.
 * ``redispy-real``: the redis-py transport (``transport.redispy.to_url``) to a real server, so
   the two transports are held to the same suite.
 * ``redispy-fakeredis``: the redis-py transport to fakeredis (with Lua), in process.
+* ``fast-cluster``: the fast transport to the session's Redis Cluster (``redis_cluster``,
+  tests/topology) through a ``redis+cluster://`` URL of every node: the suite on a cluster. Only
+  with ``TASKIT_TEST_CLUSTER=1`` (``.ci/run``'s cluster profile), so the default suite keeps its
+  time; the cluster's own tests (test_redis_cluster.py) always run.
 
 ``open_redis_harness(kind, request)`` yields a harness whose broker works under a key prefix of
 its own, deleted afterwards. On a real server time cannot be faked, so ``advance`` sleeps.
@@ -14,6 +18,7 @@ answers, and skip elsewhere.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -34,6 +39,7 @@ from tests._ci import missing
 from tests.e2e.helpers import RedisServer, free_port
 
 __all__ = [
+    "CLUSTER",
     "REAL",
     "REDIS_KINDS",
     "SHORT_KINDS",
@@ -54,6 +60,10 @@ REDIS_KINDS: list[tuple[str, str]] = [
     ("redispy-real", "asyncio"),
     ("redispy-fakeredis", "asyncio"),
 ]
+#: The suite on a Redis Cluster too, when asked (module docstring).
+CLUSTER = "fast-cluster"
+if os.environ.get("TASKIT_TEST_CLUSTER") == "1":
+    REDIS_KINDS.append((CLUSTER, "asyncio"))
 
 
 class Direct:
@@ -101,6 +111,11 @@ async def open_redis_harness(
         connect = None if kind == REAL else to_url(url)
         broker = RedisBroker(url, prefix=prefix, result_ttl=result_ttl, connect=connect)
         client = Redis.from_url(url)
+    elif kind == CLUSTER:
+        cluster = request.getfixturevalue("redis_cluster")
+        broker = RedisBroker(cluster.url(), prefix=prefix, result_ttl=result_ttl)
+        owner = cluster.owner_of("{" + prefix + "}")  # every key of the prefix lives there
+        client = Redis(host=owner.host, port=owner.port)
     elif kind == "redispy-fakeredis":
         import fakeredis
 

@@ -25,6 +25,10 @@ __all__ = ["ClusterNode", "RedisCluster", "slot_of"]
 SLOTS = 16384
 #: ``cluster-node-timeout`` (ms): a killed master is replaced about this long after it dies.
 NODE_TIMEOUT_MS = 1000
+#: A manual failover that has not moved the slot in this long (s; Redis gives up on its own
+#: after 5 s) is asked for again, at most this many times.
+MANUAL_FAILOVER = 6.0
+FAILOVER_TRIES = 3
 
 
 def slot_of(key: str) -> int:
@@ -210,9 +214,23 @@ class RedisCluster:
         stops writes until the replica caught up, so nothing acknowledged is lost). Returns the
         new owner once every node agrees and the old master replicates it."""
         old = self.owner(slot)
-        new = self.replica_of(old)
-        new.call("CLUSTER", "FAILOVER")
-        return self._taken_over(slot, old, new)
+        for _ in range(FAILOVER_TRIES):
+            new = self.replica_of(old)
+            new.call("CLUSTER", "FAILOVER")
+            try:
+                wait_until(partial(self._owned_by, slot, new), "failover", MANUAL_FAILOVER)
+            except AssertionError:
+                # Seen on Redis 7.0: a replica that was master earlier in the session wins
+                # its election at once on a stale epoch, and the next configuration turns it
+                # back into a replica (the log says "Failover election won", then
+                # "Configuration change detected"). Nothing moved: ask again.
+                old = self.owner(slot)
+                continue
+            return self._taken_over(slot, old, new)
+        raise AssertionError(f"slot {slot}: no manual failover took in {FAILOVER_TRIES} tries")
+
+    def _owned_by(self, slot: int, node: ClusterNode) -> bool:
+        return all(View.of(live).owner.get(slot) == node.id for live in self._live())
 
     def kill_master(self, slot: int, *, rejoin: bool = True) -> ClusterNode:
         """SIGKILL ``slot``'s master; its replica takes over after ``cluster-node-timeout``

@@ -62,8 +62,13 @@ class RedisBase(Broker):
         ``url``: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
         ``unix:///path/to/socket[?db=n]``, with options ``?db=``, ``?password=``, ``?prefix=``
         (and redis-py's ``ssl_*`` on ``rediss://``, read the same way: see
-        ``transport.target``); see ``taskit._urls``. ``prefix`` namespaces every key
-        (``{prefix}:...``). ``result_ttl``: seconds a finished job stays readable. ``prefix``
+        ``transport.target``); a Redis Cluster as ``redis+cluster://host1:port1,host2:port2``
+        (or ``rediss+cluster://``; database 0 only), a Sentinel set as
+        ``redis+sentinel://host1:port1,host2:port2/<master name>[/db]`` (or
+        ``rediss+sentinel://``, TLS to the data nodes); see ``taskit._urls`` and
+        ``transport.locate``. Failovers and reshards are followed within ``timeout``.
+        ``prefix`` namespaces every key (``{prefix}:...``). ``result_ttl``: seconds a finished
+        job stays readable. ``prefix``
         and ``result_ttl`` left None (the default) come from the URL's ``?prefix=``, else from
         the settings of the App the broker is given to (``TASKIT_REDIS_PREFIX``,
         ``TASKIT_RESULT_TTL``; see ``Broker.configure``), else ``taskit`` and one day.
@@ -83,7 +88,8 @@ class RedisBase(Broker):
         """
         if not isinstance(url, str) or url.partition(":")[0].lower() not in REDIS_SCHEMES:
             raise ConfigurationError(
-                f"not a Redis URL: {redact_url(str(url))} (use redis://, rediss:// or unix://)"
+                f"not a Redis URL: {redact_url(str(url))} (use redis://, rediss://, unix://, "
+                "redis+cluster:// or redis+sentinel://)"
             )
         parsed = parse_broker_url(url)
         if prefix is not None and parsed.prefix is not None and prefix != parsed.prefix:
@@ -109,6 +115,7 @@ class RedisBase(Broker):
         """Use the resolved ``settings``: key prefix, result TTL and the bound on every wait
         (taken by connections made from here on)."""
         self._keys = Keys(settings.redis_prefix)
+        self._conn.aim(self._keys.tag)
         self._ttl_ms = math.ceil(settings.result_ttl * 1000)
         self._conn.timeout = settings.broker_timeout
         # Notices a Redis that came back empty, and an eviction policy that may lose jobs.

@@ -37,11 +37,12 @@ from taskit.broker.checks import (
 )
 from taskit.broker.redis import requests
 from taskit.broker.redis.base import RedisBase, ms
+from taskit.broker.redis.errors import refusal_of
 from taskit.broker.redis.records import encode_error, split_token
 from taskit.broker.redis.requests import DeadElsewhere, Leased
 from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.streams import StreamCommands
-from taskit.broker.redis.transport.fast import FastClient
+from taskit.broker.redis.transport.fast import FIRST_PAUSE, LAST_PAUSE, FastClient
 from taskit.broker.redis.wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
 from taskit.dependencies import check_after
 from taskit.errors import BrokerError
@@ -154,7 +155,16 @@ class RedisBroker(RedisBase):
             await self._watch.check(commands)
         command = ("EVALSHA", SCRIPTS["reserve"].sha, len(keys), *keys, *request.args())
         raw = await call_or_salvage(self._conn, commands, command, self._salvage(request))
-        if _missing_script(raw):  # Redis lost its scripts: load them (rare; shielded as above)
+        pause, give_up = FIRST_PAUSE, anyio.current_time() + self._conn.timeout
+        while await commands.relocate(raw) and anyio.current_time() < give_up:
+            # Refused where it went (a failover, a reshard): nothing ran; sent again where the
+            # locator now says, cancellable as the first try (a stopping worker stops).
+            await anyio.sleep(pause)
+            pause = min(pause * 2, LAST_PAUSE)
+            raw = await call_or_salvage(self._conn, commands, command, self._salvage(request))
+        if _missing_script(raw) or _asked(raw):
+            # Redis lost its scripts (loaded there), or the slot is migrating (ASK, followed
+            # by ``execute``): rare; shielded as above.
             with anyio.CancelScope(shield=True):
                 got = await self._reserved(
                     request, await self._run("reserve", keys, request.args())
@@ -201,8 +211,8 @@ class RedisBroker(RedisBase):
         with anyio.CancelScope(shield=True):  # a reply may carry leases: never drop it
             if raw is None:
                 got = Leased([], [])
-            elif _missing_script(raw):
-                got = await self._reserve_once(queues, count, lease)  # loads the scripts
+            elif _missing_script(raw) or _refused(raw):  # loads the scripts, or follows it
+                got = await self._reserve_once(queues, count, lease)
             else:
                 got = await self._reserved(request, await self._named(keys, _checked(raw)))
         return got
@@ -381,6 +391,17 @@ class _Enqueue:
 def _missing_script(reply: Any) -> bool:
     """Whether a raw reply is NOSCRIPT (Redis lost the scripts: nothing ran)."""
     return isinstance(reply, redis.exceptions.ResponseError) and "NOSCRIPT" in str(reply)
+
+
+def _asked(reply: Any) -> bool:
+    """Whether a raw reply is ASK (its slot is migrating: nothing ran)."""
+    return isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith("ASK ")
+
+
+def _refused(reply: Any) -> bool:
+    """Whether a raw reply says the command did not run there (MOVED, READONLY...: see
+    ``errors.refusal_of``); a script call made again through ``execute`` follows it."""
+    return isinstance(reply, redis.exceptions.ResponseError) and refusal_of(reply) is not None
 
 
 async def _checked(reply: Any) -> Any:

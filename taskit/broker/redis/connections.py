@@ -11,6 +11,10 @@ a ``BlockingClient`` from a pool for its call (``blocking``). ``close()`` closes
 
 The transports are the fast one (``transport.fast``) for every URL, unless ``connect`` (tests)
 makes them: e.g. ``transport.redispy.over`` for fakeredis. Sync enqueues need the fast one.
+
+Every transport made here connects where one shared ``Locator`` (``transport.locate``) says:
+the URL's server, the cluster node serving the broker's slot, or the master the sentinels
+name; each follows a refusal (MOVED, READONLY...) by asking it again, within ``timeout``.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ import anyio
 import redis.exceptions
 
 from taskit.broker.redis.errors import ErrorMap
-from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Connect, Role, Transport
+from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Connect, Locator, Role, Transport
 from taskit.broker.redis.transport.fast import FastClient
+from taskit.broker.redis.transport.locate import locator_of
 from taskit.broker.redis.transport.sync import BlockingClient, BlockingPool
-from taskit.broker.redis.transport.target import Target
 from taskit.config import redact_url
 from taskit.errors import BrokerError, BrokerOutOfMemoryError, ConfigurationError
 
@@ -68,8 +72,9 @@ class Connections:
         self.timeout = timeout
         self._errors = ErrorMap(url, urlsplit(url).password)
         self._connect = connect
-        self._target: Target | None = None
-        self._lock = threading.Lock()
+        self._locator: Locator | None = None
+        self._key = ""  # the hash tag of the broker's keys (``aim``)
+        self._lock = threading.RLock()  # re-entered: pair() makes transports, which read the URL
         self._pairs: dict[asyncio.AbstractEventLoop, Pair] = {}
         self.pool = BlockingPool(self._blocking_client)
         #: Called (from any thread) each time Redis refuses a write for being out of memory.
@@ -99,18 +104,29 @@ class Connections:
 
     def _fast(self, role: Role, timeout: float) -> Transport:
         name = "taskit" if role == "commands" else "taskit-wait"
-        return FastClient(self._target_of(), name, timeout)
+        return FastClient(self._locator_of(), name, timeout)
 
-    def _target_of(self) -> Target:
+    def aim(self, key: str) -> None:
+        """Serve the Cluster slot of ``key`` (the broker's hash tag; one slot for all keys)."""
+        self._key = key
+        if self._locator is not None:
+            self._locator.aim(key)
+
+    def _locator_of(self) -> Locator:
         """The URL read once (with its TLS context, which may load files)."""
-        if self._target is None:
-            try:
-                self._target = Target.of(self._url)
-            except (OSError, ssl.SSLError, KeyError, ValueError) as exc:
-                raise ConfigurationError(
-                    f"broker URL {redact_url(self._url)}: cannot use its TLS options: {exc!r}"
-                ) from None
-        return self._target
+        if self._locator is None:
+            with self._lock:
+                if self._locator is None:
+                    try:
+                        locator = locator_of(self._url)
+                    except (OSError, ssl.SSLError, KeyError, ValueError) as exc:
+                        raise ConfigurationError(
+                            f"broker URL {redact_url(self._url)}: cannot use its TLS options: "
+                            f"{exc!r}"
+                        ) from None
+                    locator.aim(self._key)
+                    self._locator = locator
+        return self._locator
 
     def blocking(self) -> AbstractContextManager[BlockingClient] | None:
         """A blocking connection lent to this thread for the block (``with``), or None when
@@ -120,7 +136,7 @@ class Connections:
         return self.pool.client()
 
     def _blocking_client(self) -> BlockingClient:
-        return BlockingClient(self._target_of(), timeout=self.timeout)
+        return BlockingClient(self._locator_of(), timeout=self.timeout)
 
     async def guard(self, call: Awaitable[T]) -> T:
         """Await a transport call: ``BrokerAuthenticationError`` when Redis refuses the

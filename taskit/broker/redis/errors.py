@@ -12,6 +12,8 @@ password is ever shown.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import redis.exceptions as rexc
 
 from taskit.config import redact_url
@@ -24,7 +26,7 @@ from taskit.errors import (
     BrokerValueTooLargeError,
 )
 
-__all__ = ["OOM_REPLY", "ErrorMap", "ReplyLost", "error_of"]
+__all__ = ["OOM_REPLY", "ErrorMap", "Refusal", "ReplyLost", "error_of", "refusal_of"]
 
 #: What Redis says when it refuses a write over ``maxmemory``: the reply itself starts with it
 #: (``OOM ...``), and so does a script's error on Redis 7; Redis 6 wraps it inside a script error
@@ -32,8 +34,81 @@ __all__ = ["OOM_REPLY", "ErrorMap", "ReplyLost", "error_of"]
 OOM_REPLY = "OOM command not allowed"
 #: How Redis refuses an argument over ``proto-max-bulk-len`` (it then drops the connection).
 _TOO_LARGE = "Protocol error: invalid bulk length"
+#: What a cluster node says to SELECT of a database other than 0.
+_CLUSTER_DB = "SELECT is not allowed in cluster mode"
 #: redis-py's messages for a failure after the command was written (reading its reply).
 _READING = ("Timeout reading", "Error while reading", "Connection closed by server")
+
+
+#: Error replies that mean the command did not run here, and may run elsewhere or later: the
+#: key's slot is served by another node (MOVED; ASK while it migrates), its keys are half
+#: migrated (TRYAGAIN), the cluster cannot serve it (CLUSTERDOWN), this node is a replica
+#: (READONLY; MASTERDOWN on a replica cut off from its master), it is loading its data
+#: (LOADING), or it lost the replicas ``min-replicas-to-write`` asks for (NOREPLICAS); a
+#: blocked BLPOP ended by a role change (UNBLOCKED) took nothing.
+_REFUSALS = frozenset(
+    {
+        "MOVED",
+        "ASK",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "READONLY",
+        "MASTERDOWN",
+        "LOADING",
+        "NOREPLICAS",
+        "UNBLOCKED",
+    }
+)
+#: redis-py's exceptions for those replies (its parser drops the code from the text); most
+#: specific first.
+_REDISPY: tuple[tuple[type[rexc.RedisError], str], ...] = (
+    (rexc.MovedError, "MOVED"),  # a subclass of AskError
+    (rexc.AskError, "ASK"),
+    (rexc.TryAgainError, "TRYAGAIN"),
+    (rexc.MasterDownError, "MASTERDOWN"),
+    (rexc.ClusterDownError, "CLUSTERDOWN"),
+    (rexc.ReadOnlyError, "READONLY"),
+    (rexc.BusyLoadingError, "LOADING"),
+)
+#: What a Redis 6 script says when its first write meets a replica (it wrote nothing).
+_SCRIPT_READONLY = "-READONLY "
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a command did not run where it was sent (``refusal_of``); ``kind`` is the reply's
+    code (``MOVED``, ``ASK``, ...) or ``refused`` (the connection could not be made, so nothing
+    was sent). ``host``/``port``: where MOVED or ASK points (else None)."""
+
+    kind: str
+    host: str | None = None
+    port: int | None = None
+    text: str = ""
+
+
+def refusal_of(exc: BaseException) -> Refusal | None:
+    """The ``Refusal`` an error reply or a failed connect means, or None when the command may
+    have run (a lost reply) or failed for another reason (a script error, bad credentials)."""
+    if isinstance(exc, rexc.AuthenticationError | ReplyLost):
+        return None
+    for kind, code in _REDISPY:  # redis-py's parser takes the code off the message
+        if isinstance(exc, kind):
+            return refusal_of(rexc.ResponseError(f"{code} {exc}"))
+    if isinstance(exc, rexc.ConnectionError) and not isinstance(exc, rexc.ResponseError):
+        return Refusal("refused", text=str(exc)) if not _reply_lost(exc) else None
+    if not isinstance(exc, rexc.ResponseError):
+        return None
+    text = str(exc)
+    code = text.split(" ", 1)[0]
+    if code not in _REFUSALS:
+        return Refusal("READONLY", text=text) if _SCRIPT_READONLY in text else None
+    if code in ("MOVED", "ASK"):  # MOVED <slot> <host>:<port>
+        where = text.split(" ")[2] if text.count(" ") >= 2 else ""
+        host, _, port = where.rpartition(":")
+        if host and port.isdigit():
+            return Refusal(code, host.strip("[]"), int(port), text)
+        return Refusal("CLUSTERDOWN", text=text)  # no address: ask the cluster
+    return Refusal(code, text=text)
 
 
 class ReplyLost(rexc.ConnectionError):
@@ -116,6 +191,12 @@ class ErrorMap:
                 f"Redis at {where} refused a value bigger than it takes in one "
                 f"argument (proto-max-bulk-len, 512 MB by default): {self._scrub(exc)}; nothing "
                 "of this call was stored"
+            )
+        if isinstance(exc, rexc.ResponseError) and _CLUSTER_DB in str(exc):
+            return BrokerError(
+                f"Redis at {where} is a cluster node, and a Redis Cluster has only database "
+                "0: drop the database from the URL (use redis+cluster://host:port,... and keep "
+                "apps apart with ?prefix=)"
             )
         if _reply_lost(exc):
             return BrokerOutcomeUnknownError(

@@ -6,7 +6,8 @@ shared helpers: a command pastes one in with a line ``-- @include _common.lua``.
 source is what Redis sees and what the SHA is computed from.
 
 Calls go out as ``EVALSHA``; a ``NOSCRIPT`` answer (Redis restarted, ``SCRIPT FLUSH``, failover)
-loads the script and retries once, transparently. Nothing else is retried here. What each
+loads the script and retries, transparently (a few times: the server may change between the
+load and the call when a failover or reshard is followed). Nothing else is retried here. What each
 script takes (KEYS and ARGV, in the order its header lists them) is built in ``requests``.
 """
 
@@ -64,6 +65,10 @@ ScriptName = Literal[
     "workflow-get",
     "workflow-results",
 ]
+
+#: NOSCRIPT answers loaded for and retried in one call: more than one when the server changed
+#: between the load and the call (a failover or a reshard followed in between).
+_LOADS = 3
 
 _FILE = re.compile(r"^(?P<name>[a-z][a-z-]*?)-(?P<keys>\d+|n)\.lua$")
 _INCLUDE = re.compile(r"^-- @include (?P<file>_[a-z_]+\.lua)\s*$", re.MULTILINE)
@@ -124,10 +129,11 @@ class Scripts:
         """
         script = self._for(name, keys)
         try:
-            try:
-                return await client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                _check_loaded(script, await client.execute("SCRIPT", "LOAD", script.source))
+            for _ in range(_LOADS):
+                try:
+                    return await client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+                except NoScriptError:
+                    _check_loaded(script, await client.execute("SCRIPT", "LOAD", script.source))
             return await client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
         except ResponseError as exc:
             raise _refused_inside(script, exc) from None
@@ -138,10 +144,11 @@ class Scripts:
         """``call`` on a blocking connection (same errors)."""
         script = self._for(name, keys)
         try:
-            try:
-                return client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                _check_loaded(script, client.execute("SCRIPT", "LOAD", script.source))
+            for _ in range(_LOADS):
+                try:
+                    return client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+                except NoScriptError:
+                    _check_loaded(script, client.execute("SCRIPT", "LOAD", script.source))
             return client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
         except ResponseError as exc:
             raise _refused_inside(script, exc) from None

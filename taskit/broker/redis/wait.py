@@ -30,6 +30,7 @@ import anyio
 import redis.exceptions
 
 from taskit.broker.redis.connections import Connections
+from taskit.broker.redis.errors import refusal_of
 from taskit.broker.redis.transport import Arg
 from taskit.broker.redis.transport.fast import FastClient
 
@@ -104,7 +105,7 @@ async def wait_then_run(
     try:
         # Redis times the wait out; this backstop allows the broker's bound on a reply on top.
         with anyio.move_on_after(seconds + conn.timeout):
-            await conn.guard(asyncio.shield(blpop))
+            woke = await conn.guard(asyncio.shield(blpop))
             woken = True
     except BaseException:  # cancelled, or the connection failed: never swallowed
         with anyio.CancelScope(shield=True):
@@ -115,9 +116,27 @@ async def wait_then_run(
     with anyio.CancelScope(shield=True):
         if not woken:
             reply = await _cut_short(waits, main, call)
+        elif _refusal(woke):
+            reply = await _after_refusal(woke, call)
         else:  # bounded by the connection's watchdog (see _resp): no reply in time fails it
             reply = await conn.guard(asyncio.shield(call))
     return reply
+
+
+def _refusal(reply: Any) -> bool:
+    return isinstance(reply, redis.exceptions.ResponseError) and refusal_of(reply) is not None
+
+
+async def _after_refusal(woke: redis.exceptions.ResponseError, call: asyncio.Future[Any]) -> Any:
+    """The reply of the command behind a BLPOP that was refused (MOVED after a reshard, or
+    UNBLOCKED when its master became a replica): that reply, or the BLPOP's refusal if the
+    connection closed first. Redis closes a connection after UNBLOCKED without reading on, and
+    a node no longer serving the slot refuses the command too, so it never ran: the caller
+    follows the refusal (``FastClient.relocate``)."""
+    try:
+        return await asyncio.shield(call)
+    except redis.exceptions.ConnectionError:
+        return woke
 
 
 async def call_or_salvage(

@@ -10,6 +10,12 @@
 * ``sync.BlockingClient``: the fast transport's blocking twin, for enqueues from threads
   without an event loop.
 
+Where a transport connects is a ``Locator``'s answer (``locate``): a fixed server, the node of a
+Redis Cluster that serves the broker's slot, or the master a Sentinel set names. The fast and
+blocking transports follow a refusal (``errors.refusal_of``: MOVED, ASK, READONLY, a refused
+connection...) by asking the locator again and resending, within their timeout: such a reply
+means the command did not run, so a resend cannot run it twice.
+
 A transport is bound to the event loop it is first used on; the broker keeps two per loop
 (``connections``): one for commands, one for blocking waits (a ``BLPOP`` holds its connection).
 
@@ -23,9 +29,13 @@ which ``errors`` reads); an error reply is ``ResponseError`` or its kin (``NoScr
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-__all__ = ["DEFAULT_TIMEOUT", "Arg", "Connect", "Role", "Transport"]
+if TYPE_CHECKING:
+    from taskit.broker.redis.errors import Refusal
+    from taskit.broker.redis.transport.target import Target
+
+__all__ = ["DEFAULT_TIMEOUT", "Arg", "Connect", "Locator", "Role", "Transport"]
 
 #: Seconds a connect (with its handshake) or a command's reply may take (``broker_timeout``).
 DEFAULT_TIMEOUT = 5.0
@@ -54,6 +64,38 @@ class Transport(Protocol):
 
     async def aclose(self) -> None:
         """Close the connection (it may be used again: it reconnects)."""
+        ...
+
+
+class Locator(Protocol):
+    """Which Redis server the broker's keys live on now (``locate``). Safe to share between
+    threads and event loops; ``current`` is cheap (called on every command)."""
+
+    def current(self) -> Target | None:
+        """The server to talk to, as last found (None: not looked up yet: ``refresh``)."""
+        ...
+
+    def follows(self, refusal: Refusal) -> bool:
+        """Whether a command refused so is sent again after a ``refresh`` (False: the refusal
+        is raised, as from a single server that cannot be elsewhere)."""
+        ...
+
+    def node(self, host: str, port: int) -> Target:
+        """The server at ``host:port`` with this locator's login and TLS (for ASK)."""
+        ...
+
+    def aim(self, key: str) -> None:
+        """Serve ``key``'s slot (every key of the broker shares its hash tag)."""
+        ...
+
+    async def arefresh(self, refusal: Refusal, tried: Target | None) -> Target:
+        """Look again after ``tried`` (the server that refused, None: none yet) refused; the
+        server to use now. Returns at once when another caller already moved on from
+        ``tried``. Raises ``redis.exceptions.ConnectionError`` when no one can say."""
+        ...
+
+    def refresh(self, refusal: Refusal, tried: Target | None) -> Target:
+        """``arefresh`` for a thread without an event loop (blocking)."""
         ...
 
 

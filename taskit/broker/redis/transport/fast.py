@@ -16,6 +16,16 @@ may have run, so it is never sent twice; the connection is dropped and the next 
 anew). Error replies are ``ResponseError`` (or ``NoScriptError``, ``AuthenticationError``,
 ``NoPermissionError``, ``OutOfMemoryError``). A call made while the connection is known to be
 down reconnects first.
+
+Where it connects is its ``Locator``'s ``current()`` server (``locate``; a plain URL or
+``Target``: that server, ``target.Fixed``). ``execute`` follows a refusal the locator follows
+(MOVED, ASK, READONLY, a refused connection...: ``errors.refusal_of``): it asks the locator
+again and resends, pausing between tries (not after MOVED or ASK, which name the server),
+until ``timeout`` has passed since the refusal; then it raises the last refusal. ASK is
+answered on a one-off connection to the server it names, with ``ASKING`` in front. A
+connection whose server is no longer current is retired: it closes once the replies it owes
+have come, so a command already sent there is never cut short by another's refusal. ``send``
+(futures) does not follow: its caller reads the raw replies.
 """
 
 from __future__ import annotations
@@ -31,11 +41,11 @@ from typing import Any, cast
 import hiredis
 import redis.exceptions as rexc
 
-from taskit.broker.redis.errors import ReplyLost, error_of
-from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Arg
+from taskit.broker.redis.errors import Refusal, ReplyLost, error_of, refusal_of
+from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Arg, Locator
 from taskit.broker.redis.transport.handshake import Handshake, error_for
 from taskit.broker.redis.transport.packing import pack
-from taskit.broker.redis.transport.target import Target
+from taskit.broker.redis.transport.target import Fixed, Target
 
 __all__ = ["FastClient"]
 
@@ -43,6 +53,10 @@ __all__ = ["FastClient"]
 _READ_SIZE = 262_144
 #: Seconds ``aclose`` waits for the aborted socket to be closed (one loop iteration, normally).
 _CLOSE_LIMIT = 1.0
+#: Seconds between two tries of a refused command, doubling from the first up to the last: a
+#: failover or a reshard takes from milliseconds to seconds.
+FIRST_PAUSE = 0.02
+LAST_PAUSE = 0.5
 
 
 class _Protocol(asyncio.Protocol):
@@ -66,6 +80,7 @@ class _Protocol(asyncio.Protocol):
         self._progress = 0.0  # loop time of the last reply, or of the first send after idling
         self.lost: BaseException | None = None
         self._gone: asyncio.Future[None] | None = None  # done once the socket is closed
+        self._retired = False  # no longer used for new commands: close once nothing is owed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP and Unix transports are not asyncio.Transport subclasses, only alike:
@@ -86,6 +101,15 @@ class _Protocol(asyncio.Protocol):
                 future.set_result(reply)
         if got and self._loop is not None:
             self._progress = self._loop.time()
+        if self._retired and not self._waiting:
+            self.close()
+
+    def retire(self) -> None:
+        """Take no new command; close once every reply owed has come (or the watchdog
+        gives up on it)."""
+        self._retired = True
+        if not self._waiting:
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -231,41 +255,126 @@ class _TlsProtocol(_Protocol):
 
 class FastClient:
     """The ``Transport`` (and ``Pipelined``) over one connection to a ``redis://``,
-    ``rediss://`` (TLS) or ``unix://`` URL, or a ``Target`` read from one.
+    ``rediss://`` (TLS) or ``unix://`` URL, a ``Target`` read from one, or the server a
+    ``Locator`` names (module docstring).
 
     Bound to the event loop it is first used on (the broker keeps two per loop). ``timeout``
-    (seconds) bounds connecting with its handshake (TLS included), and every reply (see
-    ``_Protocol``).
+    (seconds) bounds connecting with its handshake (TLS included), every reply (see
+    ``_Protocol``), and the following of a refusal.
     """
 
     def __init__(
-        self, url: str | Target, client_name: str = "taskit", timeout: float = DEFAULT_TIMEOUT
+        self,
+        url: str | Target | Locator,
+        client_name: str = "taskit",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._target = url if isinstance(url, Target) else Target.of(url)
+        if isinstance(url, str):
+            url = Target.of(url)
+        self._locator: Locator = Fixed(url) if isinstance(url, Target) else url
+        self._at: Target | None = None  # the server of the connection (being) made
         self._name = client_name
         self._timeout = timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
-        self._checks = Handshake(self._target.where())
+        self._checks = Handshake()
         #: The server's id of the current connection (``CLIENT ID``), for ``CLIENT UNBLOCK``.
         self.client_id: int | None = None
 
     async def execute(self, *args: Arg, wait: float = 0.0) -> Any:
         """Send one command and return its reply; raises redis-py exceptions, ``ReplyLost``
         when the connection drops or owes a reply past the timeout (plus ``wait``, the seconds
-        a blocking command may block)."""
-        protocol = await self._live()
+        a blocking command may block). A refusal is followed (module docstring)."""
+        try:
+            protocol = await self._live()
+        except rexc.ConnectionError as exc:
+            return await self._follow(args, wait, exc)
         reply = await protocol.send(pack(args), wait)
         if isinstance(reply, rexc.ResponseError):
-            raise error_for(reply, args)
+            return await self._follow(args, wait, error_for(reply, args))
         return reply
+
+    async def _follow(self, args: Sequence[Arg], wait: float, exc: rexc.RedisError) -> Any:
+        """Follow the refusal ``exc`` (asking the locator, resending ``args``) until a reply
+        that is not a refusal, or ``timeout``; raises ``exc`` if it is not one to follow."""
+        refusal = refusal_of(exc)
+        if refusal is None or not self._locator.follows(refusal):
+            raise exc
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + self._timeout, FIRST_PAUSE
+        while True:
+            try:
+                target = await self._locator.arefresh(refusal, self._at)
+                if refusal.kind == "ASK" and refusal.host and refusal.port:
+                    reply = await self._asking(self._locator.node(refusal.host, refusal.port), args)
+                else:
+                    protocol = await self._live(target)
+                    reply = await protocol.send(pack(args), wait)
+            except rexc.ConnectionError as failed:
+                exc = failed
+            else:
+                if not isinstance(reply, rexc.ResponseError):
+                    return reply
+                exc = error_for(reply, args)
+            refusal = refusal_of(exc)
+            left = deadline - loop.time()
+            if refusal is None or left <= 0:
+                raise exc
+            if refusal.kind not in ("MOVED", "ASK"):
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 2, LAST_PAUSE)
+
+    async def _reach(self, exc: rexc.ConnectionError) -> _Protocol:
+        """A connection after the refused connect ``exc``, the locator asked again between
+        tries, within ``timeout``; raises ``exc`` (or the last failure) if none is made."""
+        refusal = refusal_of(exc)
+        if refusal is None or not self._locator.follows(refusal):
+            raise exc
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + self._timeout, FIRST_PAUSE
+        while True:
+            try:
+                return await self._live(await self._locator.arefresh(refusal, self._at))
+            except rexc.ConnectionError as failed:
+                refusal, left = refusal_of(failed), deadline - loop.time()
+                if refusal is None or left <= 0:
+                    raise
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, LAST_PAUSE)
+
+    async def relocate(self, reply: Any) -> bool:
+        """For a caller of ``send`` whose raw ``reply`` is a refusal this client follows: ask
+        the locator again (a failed lookup is left for the next try) and return True; the
+        caller sends again. False for any other reply (ASK too: only ``execute`` follows it)."""
+        if not isinstance(reply, rexc.ResponseError):
+            return False
+        refusal = refusal_of(error_of(reply))
+        if refusal is None or refusal.kind == "ASK" or not self._locator.follows(refusal):
+            return False
+        with contextlib.suppress(rexc.ConnectionError):
+            await self._locator.arefresh(refusal, self._at)
+        return True
+
+    async def _asking(self, node: Target, args: Sequence[Arg]) -> Any:
+        """``args`` run once on ``node`` (an ASK redirect: the slot is migrating there), on a
+        one-off connection; the raw reply."""
+        client = FastClient(node, self._name, self._timeout)
+        try:
+            _, reply = await client.send(("ASKING",), args)
+            return await reply
+        finally:
+            await client.aclose()
 
     async def send(self, *commands: Sequence[Arg], wait: float = 0.0) -> list[asyncio.Future[Any]]:
         """Write ``commands`` back to back on the connection and return a future per reply, in
         order (the first may block ``wait`` seconds). A reply is the raw value, or a
         ``ResponseError`` instance for an error reply (see ``raise_for``): the caller owns the
-        futures and decides what a cut-short wait means."""
-        protocol = await self._live()
+        futures and decides what a cut-short wait means. A refused connection is followed
+        (nothing was sent yet); refusals in the replies are the caller's (``relocate``)."""
+        try:
+            protocol = await self._live()
+        except rexc.ConnectionError as exc:
+            protocol = await self._reach(exc)
         futures = [protocol.send(pack(command), wait if i == 0 else 0.0)
                    for i, command in enumerate(commands)]  # fmt: skip
         for future in futures:  # a reply nobody reads (a dropped wait) must not be logged
@@ -279,20 +388,30 @@ class FastClient:
             raise error_of(reply)
         return reply
 
-    async def _live(self) -> _Protocol:
-        """The open connection, connecting first if there is none (or it was lost)."""
+    async def _live(self, target: Target | None = None) -> _Protocol:
+        """The open connection to the locator's current server (or ``target``), connecting
+        first if there is none (or it was lost, or goes elsewhere)."""
         protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
-            protocol = await self._connect()
+        if target is None:
+            target = self._locator.current()
+        if protocol is None or protocol.lost is not None or self._at is not target:
+            protocol = await self._connect(target)
         return protocol
 
-    async def _connect(self) -> _Protocol:
+    async def _connect(self, target: Target | None) -> _Protocol:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._protocol is not None and self._protocol.lost is None:
-                return self._protocol  # another caller connected while this one waited
-            loop, target = asyncio.get_running_loop(), self._target
+            if target is None:  # not looked up yet (a cluster or Sentinel URL)
+                target = await self._locator.arefresh(_UNKNOWN, None)
+            old = self._protocol
+            if old is not None and old.lost is None:
+                if self._at is target:
+                    return old  # another caller connected while this one waited
+                self._protocol = None
+                old.retire()  # its replies still come to their callers
+            self._at = target
+            loop = asyncio.get_running_loop()
             protocol: _Protocol | None = None
             try:
                 async with asyncio.timeout(self._timeout):  # connect and handshake alike
@@ -309,7 +428,7 @@ class FastClient:
                         await cast(asyncio.Future[None], tls.ready)
                     else:
                         _, protocol = await loop.create_connection(made, target.host, target.port)
-                    await self._handshake(protocol)
+                    await self._handshake(protocol, target)
             except (OSError, TimeoutError, rexc.ConnectionError) as exc:
                 # The caller's command was not sent: a plain connection error, never ReplyLost.
                 if protocol is not None:
@@ -327,9 +446,9 @@ class FastClient:
             self._protocol = protocol
             return protocol
 
-    async def _handshake(self, protocol: _Protocol) -> None:
-        for command in self._target.handshake(self._name):
-            self._checks.check(command, await protocol.send(pack(command)))
+    async def _handshake(self, protocol: _Protocol, target: Target) -> None:
+        for command in target.handshake(self._name):
+            self._checks.check(command, await protocol.send(pack(command)), target.where())
         # A server (or proxy) that refuses CLIENT ID only loses the early unblock.
         reply = await protocol.send(pack(("CLIENT", "ID")))
         self.client_id = reply if isinstance(reply, int) else None
@@ -346,6 +465,10 @@ class FastClient:
         self.drop()
         if protocol is not None:  # closed when this returns, not a loop iteration later
             await protocol.wait_closed(_CLOSE_LIMIT)
+
+
+#: The refusal of a connection not made yet: look the server up.
+_UNKNOWN = Refusal("refused", text="not looked up yet")
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

@@ -52,11 +52,10 @@ class Handshake:
     """Checks one client's handshake replies (the module docstring); logs the optional
     command's refusal once per client."""
 
-    def __init__(self, where: str) -> None:
-        self._where = where
+    def __init__(self) -> None:
         self._told = False
 
-    def check(self, command: Sequence[Any], reply: Any) -> None:
+    def check(self, command: Sequence[Any], reply: Any, where: str) -> None:
         """Nothing for a good reply or a refused optional command; else raise the redis-py
         error of the reply (``NoPermissionError`` naming the command)."""
         if not isinstance(reply, rexc.ResponseError):
@@ -70,5 +69,5 @@ class Handshake:
             self._told = True
             logger.debug(
                 "Redis at %s refused %s to this user (%s): its connections stay unnamed",
-                self._where, _name(command), error,
+                where, _name(command), error,
             )  # fmt: skip

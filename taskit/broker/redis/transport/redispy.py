@@ -9,10 +9,18 @@ off for the wrapped client (``SET`` answers ``b"OK"``, ``CONFIG GET`` a flat lis
 not valid UTF-8 (a damaged id read with ``surrogateescape``) is sent as the bytes it stood for,
 as ``packing`` does. A failed handshake (AUTH, SELECT, CLIENT SETNAME) is a plain connection
 error: the caller's command was not sent yet, whatever redis-py's message says.
+
+On a cluster or Sentinel URL (``to_url``) the client is made for the server the URL's
+``Locator`` names (``locate``) and made anew when it names another; a refusal (MOVED, READONLY,
+a refused connection: ``errors.refusal_of``) is followed as the fast transport follows it, by
+asking again and resending within the timeout (ASK is raised: the broker uses this transport in
+tests only).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +36,12 @@ from redis.asyncio.connection import (
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from taskit.broker.redis.transport import Arg, Connect, Role, Transport
+from taskit._urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES
+from taskit.broker.redis.errors import Refusal, refusal_of
+from taskit.broker.redis.transport import Arg, Connect, Locator, Role, Transport
+from taskit.broker.redis.transport.fast import FIRST_PAUSE, LAST_PAUSE
+from taskit.broker.redis.transport.locate import locator_of
+from taskit.broker.redis.transport.target import Target
 
 __all__ = ["RedisPy", "over", "to_url"]
 
@@ -63,22 +76,98 @@ def to_url(url: str) -> Connect:
     """A ``Connect`` of redis-py clients to ``url``, bounded as the fast transport is: connects
     and (for commands) replies by the broker's timeout, never retried (a command that may have
     run is never sent twice); a blocking wait's reply is bounded by the wait itself."""
-    connection_class = _CLASSES[urlsplit(url).scheme]
+    scheme = urlsplit(url).scheme
+    if scheme in CLUSTER_SCHEMES or scheme in SENTINEL_SCHEMES:
+        locator = locator_of(url)
+
+        def located(role: Role, timeout: float) -> Transport:
+            return _Followed(locator, url, role, timeout)
+
+        return located
 
     def connect(role: Role, timeout: float) -> Transport:
-        return RedisPy(
-            Redis.from_url(
-                url,
-                socket_connect_timeout=timeout,
-                socket_timeout=None if role == "waits" else timeout,
-                retry=Retry(NoBackoff(), 0),
-                client_name="taskit",
-                encoding_errors="surrogateescape",
-                connection_class=connection_class,
-            )
-        )
+        return RedisPy(_client(url, role, timeout))
 
     return connect
+
+
+def _client(url: str, role: Role, timeout: float) -> Redis:
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=timeout,
+        socket_timeout=None if role == "waits" else timeout,
+        retry=Retry(NoBackoff(), 0),
+        client_name="taskit",
+        encoding_errors="surrogateescape",
+        connection_class=_CLASSES[urlsplit(url).scheme],
+    )
+
+
+class _Followed:
+    """A ``RedisPy`` to the server ``locator`` names, following refusals (module docstring)."""
+
+    def __init__(self, locator: Locator, url: str, role: Role, timeout: float) -> None:
+        self._locator, self._url, self._role, self._timeout = locator, url, role, timeout
+        self._at: Target | None = None
+        self._clients: dict[tuple[str, int], RedisPy] = {}
+
+    async def execute(self, *args: Arg, wait: float = 0.0) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + self._timeout, FIRST_PAUSE
+        while True:
+            try:
+                return await (await self._current()).execute(*args, wait=wait)
+            except rexc.RedisError as exc:
+                refusal = refusal_of(exc)
+                left = deadline - loop.time()
+                if refusal is None or refusal.kind == "ASK" or not self._locator.follows(refusal):
+                    raise
+                if left <= 0:
+                    raise
+                with contextlib.suppress(rexc.ConnectionError):  # asked again next round
+                    await self._locator.arefresh(refusal, self._at)
+                if refusal.kind != "MOVED":
+                    await asyncio.sleep(min(pause, left))
+                    pause = min(pause * 2, LAST_PAUSE)
+
+    async def _current(self) -> RedisPy:
+        """The client of the current server. One is kept per server, all closed by
+        ``aclose``: a move must not close a client another caller's command is still on."""
+        target = self._locator.current()
+        if target is None:
+            target = await self._locator.arefresh(_UNKNOWN, None)
+        self._at = target
+        where = (target.host, target.port)
+        client = self._clients.get(where)
+        if client is None:
+            made = _client(_url_of(self._url, target), self._role, self._timeout)
+            client = self._clients[where] = RedisPy(made)
+        return client
+
+    def drop(self) -> None:
+        """Nothing to do: redis-py disconnects a connection whose command was cancelled."""
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+def _url_of(url: str, target: Target) -> str:
+    """A one-server URL for ``target`` with the login and options of a cluster or Sentinel URL
+    (the sentinels' own options left out)."""
+    parts = urlsplit(url)
+    scheme = "rediss" if parts.scheme.startswith("rediss") else "redis"
+    login = parts.netloc.rpartition("@")[0]
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    query = "&".join(
+        p for p in parts.query.split("&") if p and not p.startswith(("sentinel_", "db="))
+    )
+    where = f"{login}@{host}:{target.port}" if login else f"{host}:{target.port}"
+    return f"{scheme}://{where}/{target.db}" + (f"?{query}" if query else "")
+
+
+_UNKNOWN = Refusal("refused", text="not looked up yet")
 
 
 class _HandshakeIsConnecting(AbstractConnection):

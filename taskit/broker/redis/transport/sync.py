@@ -11,7 +11,8 @@ Errors are redis-py's exception types, as in ``_resp``: a refused connection, or
 within ``timeout``, is ``redis.exceptions.ConnectionError`` (nothing was sent); a command whose
 connection fails, or whose reply does not come within ``timeout``, after it was written raises
 ``ReplyLost`` (it may have run, so it is never sent again; the next call connects anew). Error
-replies are ``ResponseError`` and its kin.
+replies are ``ResponseError`` and its kin. A refusal is followed as the fast transport does
+(``fast``: the locator asked again, the command resent, within ``timeout``).
 """
 
 from __future__ import annotations
@@ -19,18 +20,20 @@ from __future__ import annotations
 import select
 import socket
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import hiredis
 import redis.exceptions as rexc
 
-from taskit.broker.redis.errors import ReplyLost
-from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Arg
+from taskit.broker.redis.errors import Refusal, ReplyLost, refusal_of
+from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Arg, Locator
+from taskit.broker.redis.transport.fast import FIRST_PAUSE, LAST_PAUSE
 from taskit.broker.redis.transport.handshake import Handshake, error_for
 from taskit.broker.redis.transport.packing import pack
-from taskit.broker.redis.transport.target import Target
+from taskit.broker.redis.transport.target import Fixed, Target
 from taskit.broker.redis.transport.tlsbio import TlsSocket
 
 __all__ = ["BlockingClient", "BlockingPool"]
@@ -44,9 +47,15 @@ class BlockingClient:
     ``timeout`` (seconds) bounds connecting, and each send and reply."""
 
     def __init__(
-        self, url: str | Target, client_name: str = "taskit", timeout: float = DEFAULT_TIMEOUT
+        self,
+        url: str | Target | Locator,
+        client_name: str = "taskit",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._target = url if isinstance(url, Target) else Target.of(url)
+        if isinstance(url, str):
+            url = Target.of(url)
+        self._locator: Locator = Fixed(url) if isinstance(url, Target) else url
+        self._at: Target | None = None  # the server of the connection (being) made
         self._name = client_name
         self._timeout = timeout
         self._sock: socket.socket | None = None  # the TCP or Unix socket itself
@@ -55,19 +64,72 @@ class BlockingClient:
         self._recv: Callable[[int], bytes] = _nothing_read
         self._reader = hiredis.Reader(replyError=rexc.ResponseError)
         self._poll = select.poll()
-        self._checks = Handshake(self._target.where())
+        self._checks = Handshake()
 
     def execute(self, *args: Arg) -> Any:
-        """Send one command and return its reply; raises redis-py exceptions."""
-        sock = self._sock
-        if sock is None or (self._poll.poll(0) and self._gone(sock)):
-            self._connect()
-        reply = self._round_trip(pack(args))
+        """Send one command and return its reply; raises redis-py exceptions. A refusal is
+        followed (module docstring)."""
+        try:
+            reply = self._round_trip(self._live(), pack(args))
+        except rexc.ConnectionError as exc:
+            return self._follow(args, exc)
         if isinstance(reply, rexc.ResponseError):
-            raise error_for(reply, args)
+            return self._follow(args, error_for(reply, args))
         return reply
 
-    def _round_trip(self, packed: bytes) -> Any:
+    def _follow(self, args: Sequence[Arg], exc: rexc.RedisError) -> Any:
+        refusal = refusal_of(exc)
+        if refusal is None or not self._locator.follows(refusal):
+            raise exc
+        deadline, pause = time.monotonic() + self._timeout, FIRST_PAUSE
+        while True:
+            try:
+                target = self._locator.refresh(refusal, self._at)
+                if refusal.kind == "ASK" and refusal.host and refusal.port:
+                    node = self._locator.node(refusal.host, refusal.port)
+                    reply = self._asking(node, args)
+                else:
+                    reply = self._round_trip(self._live(target), pack(args))
+            except rexc.ConnectionError as failed:
+                exc = failed
+            else:
+                if not isinstance(reply, rexc.ResponseError):
+                    return reply
+                exc = error_for(reply, args)
+            refusal = refusal_of(exc)
+            left = deadline - time.monotonic()
+            if refusal is None or left <= 0:
+                raise exc
+            if refusal.kind not in ("MOVED", "ASK"):
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, LAST_PAUSE)
+
+    def _asking(self, node: Target, args: Sequence[Arg]) -> Any:
+        """``args`` run once on ``node`` after ``ASKING``, on a one-off connection."""
+        client = BlockingClient(node, self._name, self._timeout)
+        try:
+            sock = client._live()
+            client._round_trip(sock, pack(("ASKING",)))
+            return client._round_trip(sock, pack(args))
+        finally:
+            client.close()
+
+    def _live(self, target: Target | None = None) -> socket.socket:
+        """The open socket to the locator's current server (or ``target``)."""
+        if target is None:
+            target = self._locator.current()
+            if target is None:
+                target = self._locator.refresh(_UNKNOWN, None)
+        sock = self._sock
+        # A pooled connection the server closed while it was idle is made anew, not used.
+        stale = sock is not None and bool(self._poll.poll(0)) and self._gone(sock)
+        if sock is not None and self._at is target and not stale:
+            return sock
+        self.close()
+        self._at = target
+        return self._connect(target)
+
+    def _round_trip(self, sock: socket.socket, packed: bytes) -> Any:
         try:
             self._send(packed)
         except OSError as exc:
@@ -83,8 +145,9 @@ class BlockingClient:
         except OSError as exc:  # TimeoutError too: written, then no reply in time
             self.close()
             why = f"no reply within {self._timeout:g} s" if isinstance(exc, TimeoutError) else exc
+            where = self._at.where() if self._at is not None else "?"
             raise ReplyLost(
-                f"connection to Redis at {self._target.where()} lost before the reply: {why}"
+                f"connection to Redis at {where} lost before the reply: {why}"
             ) from None
         except BaseException:  # interrupted (KeyboardInterrupt): a reply may still be owed
             self.close()
@@ -106,9 +169,7 @@ class BlockingClient:
             sock.settimeout(self._timeout)
         return True  # the end of the stream, or bytes that no command asked for
 
-    def _connect(self) -> socket.socket:
-        self.close()
-        target = self._target
+    def _connect(self, target: Target) -> socket.socket:
         try:
             if target.unix is not None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -141,7 +202,7 @@ class BlockingClient:
         self._poll.register(sock, select.POLLIN)
         try:
             for command in target.handshake(self._name):
-                self._checks.check(command, self._round_trip(pack(command)))
+                self._checks.check(command, self._round_trip(sock, pack(command)), target.where())
         except ReplyLost as exc:  # the caller's command was not sent: nothing ran
             self.close()
             raise rexc.ConnectionError(
@@ -217,3 +278,7 @@ class BlockingPool:
             self._generation += 1
         for client in idle:
             client.close()
+
+
+#: The refusal of a connection not made yet: look the server up.
+_UNKNOWN = Refusal("refused", text="not looked up yet")

@@ -8,17 +8,23 @@ true; off when ``ssl_cert_reqs=none``), ``ssl_ca_certs``, ``ssl_ca_path``, ``ssl
 ``ssl_certfile``, ``ssl_keyfile``, ``ssl_password``, ``ssl_min_version`` (a
 ``ssl.TLSVersion`` number), ``ssl_ciphers``, ``ssl_include_verify_flags`` and
 ``ssl_exclude_verify_flags`` (comma-separated ``ssl.VerifyFlags`` names).
+
+``Fixed`` is the ``Locator`` of one server that is where it is: refusals are raised, never
+followed (``locate`` has the ones that look again).
 """
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["Target"]
+if TYPE_CHECKING:
+    from taskit.broker.redis.errors import Refusal
+
+__all__ = ["Fixed", "Target"]
 
 _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 _FALSE = ("0", "f", "false", "n", "no")
@@ -69,6 +75,12 @@ class Target:
     def where(self) -> str:
         return self.unix or f"{self.host}:{self.port}"
 
+    def at(self, host: str, port: int) -> Target:
+        """The same login, database and TLS settings, on another server (a cluster node)."""
+        checked = self.tls is not None and self.tls.check_hostname
+        return replace(self, unix=None, host=host, port=port,
+                       server_hostname=host if checked else None)  # fmt: skip
+
     def handshake(self, client_name: str) -> list[Sequence[Any]]:
         """The commands that open a connection: AUTH, SELECT, CLIENT SETNAME."""
         commands: list[Sequence[Any]] = []
@@ -79,6 +91,31 @@ class Target:
             commands.append(("SELECT", self.db))
         commands.append(("CLIENT", "SETNAME", client_name))
         return commands
+
+
+class Fixed:
+    """The ``Locator`` of one server: always ``target``; a refusal is never followed."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+
+    def current(self) -> Target:
+        return self._target
+
+    def follows(self, refusal: Refusal) -> bool:
+        return False
+
+    def node(self, host: str, port: int) -> Target:
+        return self._target.at(host, port)
+
+    def aim(self, key: str) -> None:
+        pass
+
+    async def arefresh(self, refusal: Refusal, tried: Target | None) -> Target:
+        return self._target
+
+    def refresh(self, refusal: Refusal, tried: Target | None) -> Target:
+        return self._target
 
 
 def _tls_context(options: dict[str, str]) -> ssl.SSLContext:
