@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up .venv (if needed) with taskit and its dev, redis and examples extras (the examples'
 # tests need FastAPI and Flask and must not skip), then runs the whole test suite.
-# Extra arguments go to pytest. Tests that need Redis use 127.0.0.1:6379.
+# Extra arguments go to pytest (and skip the cluster profile below). Tests that need Redis use 127.0.0.1:6379.
 # The editable install is a plain path entry (pyproject.toml maps the root as the package
 # directory), not an import hook, so mypy finds taskit in it: tests/test_typing.py checks that
 # from outside the tree, and a wheel install too.
@@ -12,4 +12,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,redis,examples]' 2>&1 \
   | { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+# The cluster profile, with no arguments (the whole suite): the broker conformance suite once
+# more, on a Redis Cluster of the tests' own (the fast-cluster kind of
+# tests/broker/_redis_kinds.py, ~40 s).
+if [ "$#" -eq 0 ]; then
+  TASKIT_TEST_CLUSTER=1 .venv/bin/python -m pytest -q -p no:randomly tests/broker -k fast-cluster
+fi
