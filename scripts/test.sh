@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up .venv (if needed) with taskit and its dev, redis and examples extras (the examples'
 # tests need FastAPI and Flask and must not skip), then runs the whole test suite.
-# Extra arguments go to pytest (and skip the cluster profile below). Tests that need Redis use 127.0.0.1:6379.
+# Extra arguments go to pytest (and skip the cluster profile below). Tests that need Redis
+# use 127.0.0.1:6379.
 # The editable install is a plain path entry (pyproject.toml maps the root as the package
 # directory), not an import hook, so mypy finds taskit in it: tests/test_typing.py checks that
 # from outside the tree, and a wheel install too.
