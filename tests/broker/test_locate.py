@@ -10,6 +10,7 @@ import redis.exceptions as rexc
 
 from taskit.broker.redis.errors import ReplyLost, refusal_of
 from taskit.broker.redis.transport.locate import Cluster, Sentinel, Single, locator_of
+from taskit.broker.redis.transport.switches import SwitchListener
 
 
 def test_each_url_kind_gets_its_locator() -> None:
@@ -97,3 +98,18 @@ def test_a_single_server_follows_only_a_cluster_redirect() -> None:
     assert single.follows(moved)
     assert not single.follows(readonly)  # one server: a refusal is raised as before
     assert not locator_of("unix:///run/r.sock").follows(moved)
+
+
+def test_a_switch_message_is_followed_only_for_the_watched_master() -> None:
+    seen: list[tuple[str, int]] = []
+    listener = SwitchListener([], "my master", lambda host, port: seen.append((host, port)))
+    listener._read([b"message", b"+switch-master", b"other 10.0.0.1 6379 10.0.0.2 6380"])
+    listener._read([b"pong", b""])  # the answer to the listener's PING
+    listener._read([b"message", b"+switch-master", b"my 10.0.0.1 6379 10.0.0.2 6380"])
+    assert seen == []
+    # A master name with a space cannot be told from the addresses: Sentinel's own format.
+    listener = SwitchListener([], "m", lambda host, port: seen.append((host, port)))
+    listener._read([b"message", b"+switch-master", b"m 10.0.0.1 6379 10.0.0.2 6380"])
+    assert seen == [("10.0.0.2", 6380)]
+    assert not listener.alive()  # never started: close is a no-op
+    listener.close()

@@ -1,6 +1,8 @@
 """The Redis broker behind Sentinel (tests/topology: a master, a replica, 3 sentinels): the
-master found through the sentinels, and a failover under load followed with no acknowledged
-job lost when the master refuses writes no replica takes (``min-replicas-to-write 1``)."""
+master found through the sentinels, ``+switch-master`` followed before any command is refused
+(and on another sentinel when its own goes), and a failover under load followed with no
+acknowledged job lost when the master refuses writes no replica takes
+(``min-replicas-to-write 1``)."""
 
 from __future__ import annotations
 
@@ -13,13 +15,15 @@ import pytest
 
 from taskit import App
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.transport.locate import Sentinel
+from taskit.broker.redis.transport.switches import THREAD_NAME
 from taskit.errors import BrokerConnectionError, BrokerError
 from taskit.job import Job, JobStatus, OutcomeKind
 from tests._ci import missing
 from tests.broker._helpers import make_job, new_queue, outcome, status_of
 from tests.broker._load import under_load
 from tests.e2e.helpers import worker_process
-from tests.topology import SentinelSet
+from tests.topology import SentinelSet, Server
 from tests.topology.process import redis_server_binary
 
 pytestmark = pytest.mark.anyio
@@ -71,6 +75,79 @@ async def test_a_master_name_no_sentinel_knows_is_a_connection_error(
             await broker.enqueue([make_job(new_queue())])
     finally:
         await broker.close()
+
+
+async def test_a_switch_master_is_followed_before_any_command_is_refused(
+    sentinel_set: SentinelSet, prefix: str
+) -> None:
+    broker = RedisBroker(sentinel_set.url(prefix=prefix), result_ttl=600)
+    try:
+        await broker.enqueue([make_job(new_queue())])  # finds the master, starts listening
+        locator = _sentinel_of(broker)
+        switches = locator._switches
+        assert switches is not None
+        assert switches.alive()
+        new = await anyio.to_thread.run_sync(sentinel_set.failover)
+        # Nothing is sent to the old master from here: only +switch-master can move current().
+        await _names_within(locator, new, 2.0)
+    finally:
+        await broker.close()
+    assert locator._switches is None
+    assert not switches.alive()  # the listener's thread ended with the broker
+
+
+async def test_the_listener_moves_to_another_sentinel_when_its_own_goes(
+    tmp_path: Path, prefix: str
+) -> None:
+    if redis_server_binary() is None:
+        missing("redis-server is not installed; the Sentinel tests cannot run")
+    with SentinelSet(tmp_path) as own:
+        broker = RedisBroker(own.url(prefix=prefix), result_ttl=600)
+        try:
+            await broker.enqueue([make_job(new_queue())])
+            locator = _sentinel_of(broker)
+            first = own.sentinels[0]
+            await _listened_on(first)
+            first.kill()
+            await _listened_on(own.sentinels[1])
+            first.start()  # back, so that the set can fail over again
+            await anyio.to_thread.run_sync(own.wait_settled)
+            new = await anyio.to_thread.run_sync(own.failover)
+            await _names_within(locator, new, 2.0)
+        finally:
+            await broker.close()
+
+
+def _sentinel_of(broker: RedisBroker) -> Sentinel:
+    locator = broker._conn._locator
+    assert isinstance(locator, Sentinel)
+    return locator
+
+
+async def _names_within(locator: Sentinel, master: Server, seconds: float) -> None:
+    """Wait until ``locator.current()`` is ``master`` (no event to wait on: it is set on the
+    listener's thread)."""
+    with anyio.fail_after(seconds):
+        while True:
+            current = locator.current()
+            if current is not None and (current.host, current.port) == (master.host, master.port):
+                return
+            await anyio.sleep(0.02)
+
+
+async def _listened_on(sentinel: Server) -> None:
+    """Wait until ``sentinel`` lists the listener's subscribed connection (``CLIENT LIST``)."""
+
+    def listed() -> bool:
+        with sentinel.client() as client:
+            clients = client.client_list()
+        return any(c["name"] == THREAD_NAME and c["cmd"] == "subscribe" for c in clients)
+
+    with anyio.fail_after(5):
+        while True:
+            if await anyio.to_thread.run_sync(listed):
+                return
+            await anyio.sleep(0.05)
 
 
 async def test_a_failover_under_load_with_min_replicas_to_write_loses_nothing(

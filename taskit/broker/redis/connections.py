@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.to_thread
 import redis.exceptions
 
 from taskit.broker.redis.errors import ErrorMap
@@ -190,6 +191,8 @@ class Connections:
         with self._lock:
             pairs, self._pairs = self._pairs, {}
         self.pool.close()
+        if self._locator is not None:
+            await anyio.to_thread.run_sync(self._locator.close)
         try:
             here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

@@ -98,6 +98,11 @@ class Locator(Protocol):
         """``arefresh`` for a thread without an event loop (blocking)."""
         ...
 
+    def close(self) -> None:
+        """Stop what runs in the background (Sentinel's ``+switch-master`` listener; nothing
+        for the others). Blocking, briefly; the locator may be used again after."""
+        ...
+
 
 #: Makes one event loop's transport for a role, with the broker's timeout (seconds).
 Connect = Callable[[Role, float], Transport]

@@ -19,6 +19,7 @@ the locator's answer is then cached, and read by every connection on its next co
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -30,6 +31,7 @@ from taskit._urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, hosts_of, sentinel_m
 from taskit.broker.redis.errors import Refusal
 from taskit.broker.redis.transport import Locator
 from taskit.broker.redis.transport.fast import FastClient
+from taskit.broker.redis.transport.switches import SwitchListener
 from taskit.broker.redis.transport.sync import BlockingClient
 from taskit.broker.redis.transport.target import Target
 
@@ -85,6 +87,9 @@ class Single:
 
     def refresh(self, refusal: Refusal, tried: Target | None) -> Target:
         return self._as_cluster(refusal).refresh(refusal, tried)
+
+    def close(self) -> None:
+        pass
 
     def _as_cluster(self, refusal: Refusal) -> Cluster:
         if self._cluster is None:
@@ -163,6 +168,9 @@ class Cluster:
                 return owner
         raise self._nobody(failures)
 
+    def close(self) -> None:
+        pass
+
     def _moved_on(self, refusal: Refusal, tried: Target | None) -> Target | None:
         """The answer without a lookup: another caller already moved on from ``tried``, or
         MOVED names the owner."""
@@ -220,6 +228,8 @@ class Sentinel:
             for host, port in hosts_of(parts.netloc)
         ]
         self._current: Target | None = None
+        self._lock = threading.Lock()
+        self._switches: SwitchListener | None = None  # started at the first master found
 
     def current(self) -> Target | None:
         return self._current
@@ -229,6 +239,15 @@ class Sentinel:
 
     def node(self, host: str, port: int) -> Target:
         return self._template.at(host, port)
+
+    def close(self) -> None:
+        """Stop listening to ``+switch-master`` and forget the master: used again, the
+        locator looks it up anew (and listens again)."""
+        with self._lock:
+            switches, self._switches = self._switches, None
+            self._current = None
+        if switches is not None:
+            switches.close()
 
     def aim(self, key: str) -> None:
         pass
@@ -277,7 +296,30 @@ class Sentinel:
         if self._current is not master:
             log.info("Sentinel names %s the master of %r", master.where(), self._name)
         self._current = master
+        if self._switches is None:
+            with self._lock:
+                if self._switches is None:
+                    self._switches = SwitchListener(self._sentinels, self._name, self._switched)
+                    self._switches.start()
         return master
+
+    def _switched(self, host: str, port: int) -> None:
+        """A sentinel names ``host:port`` the master (on the listener's thread): taken once it
+        answers ``ROLE`` master; the transports move at their next command."""
+        master = self._master([host.encode(), port], self._sentinels[0])
+        if master is None or master is self._current:
+            return
+        try:
+            role = _ask(master, "ROLE")
+        except rexc.RedisError as exc:
+            log.debug("the announced master %s does not answer: %s", master.where(), exc)
+            return
+        if not _is_master(role):
+            return  # a lookup on the next refusal will say
+        with self._lock:
+            if self._switches is not None:  # not closed meanwhile
+                log.info("Sentinel switched the master of %r to %s", self._name, master.where())
+                self._current = master
 
     def _nobody(self, failures: list[str]) -> rexc.ConnectionError:
         return rexc.ConnectionError(

@@ -117,6 +117,9 @@ class Fixed:
     def refresh(self, refusal: Refusal, tried: Target | None) -> Target:
         return self._target
 
+    def close(self) -> None:
+        pass
+
 
 def _tls_context(options: dict[str, str]) -> ssl.SSLContext:
     """The client TLS context of a ``rediss://`` URL's ``ssl_*`` options (module docstring)."""
