@@ -39,6 +39,9 @@ class Counted:
     errors: list[str] = field(default_factory=list)  # anything else raised, by either side
     lost: list[str] = field(default_factory=list)
     moved_at: tuple[int, int] | None = None  # (acked, completed) when the move returned
+    #: How many were acknowledged when the move began: ``acked[began:]`` were acknowledged
+    #: while it ran (or after), the only ones Redis's asynchronous replication may lose.
+    began: int | None = None
     _progress: anyio.Event = field(default_factory=anyio.Event)
 
     def progressed(self) -> None:
@@ -61,6 +64,7 @@ async def under_load(
             group.start_soon(_produce, broker, queue, counted, sync)
             group.start_soon(_consume, broker, queue, counted)
             await counted.until(lambda: len(counted.completed) >= AFTER_MOVE)  # jobs flow
+            counted.began = len(counted.acked)
             await anyio.to_thread.run_sync(move)
             counted.moved_at = (len(counted.acked), len(counted.completed))
             await counted.until(lambda: _past(counted))
@@ -69,6 +73,14 @@ async def under_load(
             if await broker.get(job_id) is None:
                 counted.lost.append(job_id)
     return counted
+
+
+def lost_before_the_move(counted: Counted) -> list[str]:
+    """The lost jobs that were acknowledged before the move began: none may be, whatever the
+    move (a replica had them; a failover, a kill or a migration cannot take them)."""
+    assert counted.began is not None
+    early = set(counted.acked[: counted.began])
+    return [job_id for job_id in counted.lost if job_id in early]
 
 
 def _past(counted: Counted) -> bool:

@@ -1,8 +1,9 @@
 """The Redis broker behind Sentinel (tests/topology: a master, a replica, 3 sentinels): the
 master found through the sentinels, ``+switch-master`` followed before any command is refused
 (and on another sentinel when its own goes), and a failover under load followed with no
-acknowledged job lost when the master refuses writes no replica takes
-(``min-replicas-to-write 1``)."""
+job lost that was acknowledged before the failover began, when the master refuses writes no
+replica takes (``min-replicas-to-write 1``): Sentinel does not wait for the promoted replica
+to catch up, so writes of the switch itself may be lost (chaos row 25 measures them)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from taskit.errors import BrokerConnectionError, BrokerError
 from taskit.job import Job, JobStatus, OutcomeKind
 from tests._ci import missing
 from tests.broker._helpers import make_job, new_queue, outcome, status_of
-from tests.broker._load import under_load
+from tests.broker._load import lost_before_the_move, under_load
 from tests.e2e.helpers import worker_process
 from tests.topology import SentinelSet, Server
 from tests.topology.process import redis_server_binary
@@ -150,7 +151,7 @@ async def _listened_on(sentinel: Server) -> None:
             await anyio.sleep(0.05)
 
 
-async def test_a_failover_under_load_with_min_replicas_to_write_loses_nothing(
+async def test_a_failover_under_load_with_min_replicas_to_write_loses_nothing_acked_before_it(
     safe_set: SentinelSet, prefix: str
 ) -> None:
     # The old master loses its replica at the switch and refuses writes (NOREPLICAS) from
@@ -164,7 +165,10 @@ async def test_a_failover_under_load_with_min_replicas_to_write_loses_nothing(
     finally:
         await broker.close()
     assert safe_set.master() is not old
-    assert counted.lost == [], f"{len(counted.lost)} of {len(counted.acked)} acknowledged lost"
+    # A write the old master acknowledged during the switch, before the promoted replica had
+    # it, can be lost (Sentinel does not wait for the replica to catch up; measured: a few
+    # jobs of the last 0.1 s, chaos row 25): only those. Nothing acknowledged before may be.
+    assert lost_before_the_move(counted) == [], f"{len(counted.lost)} of {len(counted.acked)}"
     refused = [e for e in counted.errors if "NOREPLICAS" not in e and "READONLY" not in e]
     assert refused == [], refused[:5]
 
