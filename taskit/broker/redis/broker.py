@@ -42,7 +42,8 @@ from taskit.broker.redis.records import encode_error, split_token
 from taskit.broker.redis.requests import DeadElsewhere, Leased
 from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.streams import StreamCommands
-from taskit.broker.redis.transport.fast import FIRST_PAUSE, LAST_PAUSE, FastClient
+from taskit.broker.redis.transport.fast import FastClient
+from taskit.broker.redis.transport.pacing import Pacing
 from taskit.broker.redis.wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
 from taskit.dependencies import check_after
 from taskit.errors import BrokerError
@@ -155,12 +156,11 @@ class RedisBroker(RedisBase):
             await self._watch.check(commands)
         command = ("EVALSHA", SCRIPTS["reserve"].sha, len(keys), *keys, *request.args())
         raw = await call_or_salvage(self._conn, commands, command, self._salvage(request))
-        pause, give_up = FIRST_PAUSE, anyio.current_time() + self._conn.timeout
-        while await commands.relocate(raw) and anyio.current_time() < give_up:
+        pacing = Pacing(anyio.current_time() + self._conn.timeout)
+        while await commands.relocate(raw) and pacing.left(anyio.current_time()) > 0:
             # Refused where it went (a failover, a reshard): nothing ran; sent again where the
             # locator now says, cancellable as the first try (a stopping worker stops).
-            await anyio.sleep(pause)
-            pause = min(pause * 2, LAST_PAUSE)
+            await anyio.sleep(pacing.step())
             raw = await call_or_salvage(self._conn, commands, command, self._salvage(request))
         if _missing_script(raw) or _asked(raw):
             # Redis lost its scripts (loaded there), or the slot is migrating (ASK, followed

@@ -44,6 +44,7 @@ import redis.exceptions as rexc
 from taskit.broker.redis.errors import Refusal, ReplyLost, error_of, refusal_of
 from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Arg, Locator
 from taskit.broker.redis.transport.handshake import Handshake, error_for
+from taskit.broker.redis.transport.pacing import Pacing
 from taskit.broker.redis.transport.packing import pack
 from taskit.broker.redis.transport.target import Fixed, Target
 
@@ -53,10 +54,6 @@ __all__ = ["FastClient"]
 _READ_SIZE = 262_144
 #: Seconds ``aclose`` waits for the aborted socket to be closed (one loop iteration, normally).
 _CLOSE_LIMIT = 1.0
-#: Seconds between two tries of a refused command, doubling from the first up to the last: a
-#: failover or a reshard takes from milliseconds to seconds.
-FIRST_PAUSE = 0.02
-LAST_PAUSE = 0.5
 
 
 class _Protocol(asyncio.Protocol):
@@ -301,7 +298,7 @@ class FastClient:
         if refusal is None or not self._locator.follows(refusal):
             raise exc
         loop = asyncio.get_running_loop()
-        deadline, pause = loop.time() + self._timeout, FIRST_PAUSE
+        pacing = Pacing(loop.time() + self._timeout)
         while True:
             try:
                 target = await self._locator.arefresh(refusal, self._at)
@@ -317,12 +314,11 @@ class FastClient:
                     return reply
                 exc = error_for(reply, args)
             refusal = refusal_of(exc)
-            left = deadline - loop.time()
+            left = pacing.left(loop.time())
             if refusal is None or left <= 0:
                 raise exc
             if refusal.kind not in ("MOVED", "ASK"):
-                await asyncio.sleep(min(pause, left))
-                pause = min(pause * 2, LAST_PAUSE)
+                await asyncio.sleep(pacing.step(left))
 
     async def _reach(self, exc: rexc.ConnectionError) -> _Protocol:
         """A connection after the refused connect ``exc``, the locator asked again between
@@ -331,16 +327,15 @@ class FastClient:
         if refusal is None or not self._locator.follows(refusal):
             raise exc
         loop = asyncio.get_running_loop()
-        deadline, pause = loop.time() + self._timeout, FIRST_PAUSE
+        pacing = Pacing(loop.time() + self._timeout)
         while True:
             try:
                 return await self._live(await self._locator.arefresh(refusal, self._at))
             except rexc.ConnectionError as failed:
-                refusal, left = refusal_of(failed), deadline - loop.time()
+                refusal, left = refusal_of(failed), pacing.left(loop.time())
                 if refusal is None or left <= 0:
                     raise
-            await asyncio.sleep(min(pause, left))
-            pause = min(pause * 2, LAST_PAUSE)
+            await asyncio.sleep(pacing.step(left))
 
     async def relocate(self, reply: Any) -> bool:
         """For a caller of ``send`` whose raw ``reply`` is a refusal this client follows: ask

@@ -39,8 +39,8 @@ from redis.backoff import NoBackoff
 from taskit._urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES
 from taskit.broker.redis.errors import Refusal, refusal_of
 from taskit.broker.redis.transport import Arg, Connect, Locator, Role, Transport
-from taskit.broker.redis.transport.fast import FIRST_PAUSE, LAST_PAUSE
 from taskit.broker.redis.transport.locate import locator_of
+from taskit.broker.redis.transport.pacing import Pacing
 from taskit.broker.redis.transport.target import Target
 
 __all__ = ["RedisPy", "over", "to_url"]
@@ -113,13 +113,13 @@ class _Followed:
 
     async def execute(self, *args: Arg, wait: float = 0.0) -> Any:
         loop = asyncio.get_running_loop()
-        deadline, pause = loop.time() + self._timeout, FIRST_PAUSE
+        pacing = Pacing(loop.time() + self._timeout)
         while True:
             try:
                 return await (await self._current()).execute(*args, wait=wait)
             except rexc.RedisError as exc:
                 refusal = refusal_of(exc)
-                left = deadline - loop.time()
+                left = pacing.left(loop.time())
                 if refusal is None or refusal.kind == "ASK" or not self._locator.follows(refusal):
                     raise
                 if left <= 0:
@@ -127,8 +127,7 @@ class _Followed:
                 with contextlib.suppress(rexc.ConnectionError):  # asked again next round
                     await self._locator.arefresh(refusal, self._at)
                 if refusal.kind != "MOVED":
-                    await asyncio.sleep(min(pause, left))
-                    pause = min(pause * 2, LAST_PAUSE)
+                    await asyncio.sleep(pacing.step(left))
 
     async def _current(self) -> RedisPy:
         """The client of the current server. One is kept per server, all closed by

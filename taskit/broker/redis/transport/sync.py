@@ -30,8 +30,8 @@ import redis.exceptions as rexc
 
 from taskit.broker.redis.errors import Refusal, ReplyLost, refusal_of
 from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Arg, Locator
-from taskit.broker.redis.transport.fast import FIRST_PAUSE, LAST_PAUSE
 from taskit.broker.redis.transport.handshake import Handshake, error_for
+from taskit.broker.redis.transport.pacing import Pacing
 from taskit.broker.redis.transport.packing import pack
 from taskit.broker.redis.transport.target import Fixed, Target
 from taskit.broker.redis.transport.tlsbio import TlsSocket
@@ -81,7 +81,7 @@ class BlockingClient:
         refusal = refusal_of(exc)
         if refusal is None or not self._locator.follows(refusal):
             raise exc
-        deadline, pause = time.monotonic() + self._timeout, FIRST_PAUSE
+        pacing = Pacing(time.monotonic() + self._timeout)
         while True:
             try:
                 target = self._locator.refresh(refusal, self._at)
@@ -97,12 +97,11 @@ class BlockingClient:
                     return reply
                 exc = error_for(reply, args)
             refusal = refusal_of(exc)
-            left = deadline - time.monotonic()
+            left = pacing.left(time.monotonic())
             if refusal is None or left <= 0:
                 raise exc
             if refusal.kind not in ("MOVED", "ASK"):
-                time.sleep(min(pause, left))
-                pause = min(pause * 2, LAST_PAUSE)
+                time.sleep(pacing.step(left))
 
     def _asking(self, node: Target, args: Sequence[Arg]) -> Any:
         """``args`` run once on ``node`` after ``ASKING``, on a one-off connection."""
