@@ -109,6 +109,17 @@ class ShardedBroker(Broker):
             self._replaced.extend(self._shards)
             self._shards, self._settings = self._made(merged), merged
 
+    # ``Broker`` declares these two per class; a sharded broker has its shards' (any kind).
+    @property
+    def in_process(self) -> bool:  # type: ignore[override]
+        """Whether its shards live in this process only (memory brokers)."""
+        return any(shard.in_process for shard in self._shards)
+
+    @property
+    def asyncio_only(self) -> bool:  # type: ignore[override]
+        """Whether a shard runs on asyncio only (Redis brokers)."""
+        return any(shard.asyncio_only for shard in self._shards)
+
     @property
     def shards(self) -> tuple[Broker, ...]:
         """The shards, home (``placement.HOME``) first."""
