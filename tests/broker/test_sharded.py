@@ -226,6 +226,6 @@ async def test_leases_beyond_count_from_shards_woken_together_are_handed_back(
     assert (back.status, back.attempts) == (JobStatus.PENDING, 0)
 
 
-def test_a_sharded_broker_has_its_shards_kind_flags(broker: ShardedBroker) -> None:
+async def test_a_sharded_broker_has_its_shards_kind_flags(broker: ShardedBroker) -> None:
     assert broker.in_process is True
     assert broker.asyncio_only is False
