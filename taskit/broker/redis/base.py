@@ -47,9 +47,10 @@ class RedisBase(Broker):
     use ``RedisBroker``, which adds the job lifecycle."""
 
     asyncio_only = True
-    #: How many shards the layout this broker belongs to has (1: not sharded); set by
-    #: ``shards`` on the shards it builds, checked and recorded by ``ServerWatch``.
-    _layout = 1
+    #: How many shards the layout this broker belongs to has (1: not sharded), and the counts
+    #: whose shards are all among them (``shards.covered_counts``): set by ``shards`` on the
+    #: shards it builds; checked against the count kept, and recorded, by ``ServerWatch``.
+    _layout: tuple[int, tuple[int, ...]] = (1, (1,))
 
     def __init__(
         self,
@@ -136,7 +137,7 @@ class RedisBase(Broker):
             redact_url(self._url),
             self._conn.guard_repeatable,
             self._keys.legacy,
-            (self._keys.shards, self._layout),
+            (self._keys.shards, *self._layout),
         )
         # Out-of-memory refusals, from any call, are logged once per interval (see _watch).
         self._conn.on_full = self._watch.full

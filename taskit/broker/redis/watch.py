@@ -15,12 +15,13 @@ looks for jobs stored in an older key layout (``legacy`` keys, e.g. ``{taskit}:s
 taskit before layout 3): this version cannot see them, so it says so at ERROR, naming the key.
 
 **Shards.** Before its first call runs, a broker also reads the shard count kept in
-``{prefix}:shards`` (see ``keys``, Sharding), and, as one shard of a sharded broker of more, records
-its own (``lua/shards-1.lua`` keeps the larger). A broker of fewer shards than the count kept
-refuses that call and every later one with ``ConfigurationError`` naming both counts: the jobs on
-the shards it lacks would be invisible to it (never served, never found by id). A plain broker is
-a layout of one shard, so it refuses on a prefix a sharded broker used. A check that could not
-reach the server is made again at the next call.
+``{prefix}:shards`` (see ``keys``, Sharding), and, as one shard of a sharded broker, records its
+layout's count when larger (``lua/shards-1.lua``). It refuses that call and every later one
+with ``ConfigurationError`` naming both counts unless its shards include every shard of the
+count kept (``shards.covered_counts``: a smaller count that divides its own, in general):
+otherwise the jobs on the shards it lacks would be invisible to it (never run, never found by
+id). A plain broker is a layout of one shard, so it refuses on a prefix a sharded broker used.
+A check that could not reach the server is made again at the next call.
 
 **Memory.** A Redis over ``maxmemory`` that may not evict refuses every command that would store
 more (``BrokerOutOfMemoryError``). The epoch check's ``SET NX`` is such a command, so it doubles as
@@ -61,11 +62,28 @@ CHECK_INTERVAL = 2.0
 FULL_LOG_INTERVAL = 30.0
 
 
+def _refusal(where: str, key: str, kept: int, mine: int) -> str:
+    """Why a broker of ``mine`` shards may not run where ``kept`` is kept."""
+    if kept > mine:
+        lacks = f"has {mine}: the jobs on the {kept - mine} shard(s) it lacks"
+    else:
+        lacks = (
+            f"has {mine}, which do not include them all (a count grows safely to a multiple of "
+            "itself; the shards of others are placed anew): the jobs on the shards it lacks"
+        )
+    return (
+        f"Redis at {where}: this prefix's jobs are spread over {kept} shards ({key} = {kept}), "
+        f"and this broker {lacks} would be invisible to it (never run, never found by id). Use "
+        f"?shards={kept} or a multiple of it in the broker URL (taskit.broker.from_url). To "
+        f"change to another count, drain every queue with {kept} shards first, then delete {key}."
+    )
+
+
 class ServerWatch:
     """The epoch, eviction and shard count checks of one broker. ``guard``
     (``Connections.guard_repeatable``) runs a command, made again once on a connection failure
     (each here is safe to repeat), and maps the transport's errors. ``shards``: the key of the
-    shard count and the broker's own count (None: no such check)."""
+    shard count, the broker's own count and the counts it covers (None: no such check)."""
 
     def __init__(
         self,
@@ -73,7 +91,7 @@ class ServerWatch:
         where: str,
         guard: Any,
         legacy: tuple[str, ...] = (),
-        shards: tuple[str, int] | None = None,
+        shards: tuple[str, int, tuple[int, ...]] | None = None,
     ) -> None:
         self._key = epoch_key
         self._legacy = legacy
@@ -142,21 +160,17 @@ class ServerWatch:
         self._epoch = current
 
     async def _check_shards(self, client: Transport) -> None:
-        """Record this broker's shard count, read the one kept; refuse (now and from now on)
-        when it is larger."""
+        """Read the shard count kept (recording this broker's when larger and allowed); refuse,
+        now and from now on, unless this broker covers it."""
         if self._refusal is None and self._shards is not None:
-            key, mine = self._shards
-            kept = int(await self._guard(lambda: SCRIPTS.call(client, "shards", [key], [mine])))
-            if kept <= mine:
+            key, mine, covers = self._shards
+            kept = int(
+                await self._guard(lambda: SCRIPTS.call(client, "shards", [key], [mine, *covers]))
+            )
+            if kept in covers:
                 self._shards_known = True
                 return
-            self._refusal = (
-                f"Redis at {self._where}: this prefix's jobs are spread over {kept} shards "
-                f"({key} = {kept}), and this broker has {mine}: the jobs on the {kept - mine} "
-                f"shard(s) it lacks would be invisible to it (never run, never found by id). Use "
-                f"?shards={kept} (or more) in the broker URL (taskit.broker.from_url). To shrink, "
-                f"drain every queue with {kept} shards first, then delete {key}."
-            )
+            self._refusal = _refusal(self._where, key, kept, mine)
         raise ConfigurationError(self._refusal)
 
     async def _damaged(self, client: Transport, exc: BrokerError) -> None:
