@@ -281,6 +281,18 @@ async def test_a_larger_count_without_every_shard_of_the_kept_one_is_refused(
         await client.aclose()
 
 
+async def test_a_first_call_that_reaches_another_shard_records_the_count_at_home(
+    made: Make, redis_url: str, prefix: str
+) -> None:
+    job_id = next(f"job-{i}" for i in range(100) if shard_of(f"job-{i}", 3) != 0)
+    await made(3).enqueue([make_job(new_queue(), job_id=job_id)])  # stored in shard 1 or 2
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        assert await client.get("{" + prefix + "}:shards") == b"3"
+    finally:
+        await client.aclose()
+
+
 async def test_a_round_trip_on_a_plain_redis_with_three_shards(
     made: Make,
 ) -> None:

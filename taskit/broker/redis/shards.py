@@ -148,11 +148,10 @@ def sharded_redis(
     )
 
     def build(settings: Settings) -> Sequence[Broker]:
-        home = settings.redis_prefix
-        covers = covered_counts(home, count)
-        return [
-            _Shard(parsed.url, (count, covers), p, settings) for p in shard_prefixes(home, count)
-        ]
+        layout = (count, covered_counts(settings.redis_prefix, count))
+        home, *others = shard_prefixes(settings.redis_prefix, count)
+        first = _Shard(parsed.url, layout, home, settings)
+        return [first, *(_Shard(parsed.url, layout, p, settings, first) for p in others)]
 
     return ShardedBroker(options, build)
 
@@ -160,12 +159,19 @@ def sharded_redis(
 class _Shard(RedisBroker):
     """One shard of a layout: a ``RedisBroker`` on prefix ``prefix`` that records the layout's
     shard count on first use, and refuses to run on data of a count it does not cover
-    (``layout``: the count and its ``covered_counts``; see ``watch``, Shards)."""
+    (``layout``: the count and its ``covered_counts``), the ``home`` shard's check first (see
+    ``watch``, Shards)."""
 
     def __init__(
-        self, url: str, layout: tuple[int, tuple[int, ...]], prefix: str, settings: Settings
+        self,
+        url: str,
+        layout: tuple[int, tuple[int, ...]],
+        prefix: str,
+        settings: Settings,
+        home: RedisBroker | None = None,
     ) -> None:
-        self._layout = layout  # before __init__, which builds the watch that checks it
+        # Before __init__, which builds the watch that checks them.
+        self._layout, self._home = layout, home
         super().__init__(
             url, prefix=prefix, result_ttl=settings.result_ttl, timeout=settings.broker_timeout
         )

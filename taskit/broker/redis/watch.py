@@ -21,7 +21,10 @@ with ``ConfigurationError`` naming both counts unless its shards include every s
 count kept (``shards.covered_counts``: a smaller count that divides its own, in general):
 otherwise the jobs on the shards it lacks would be invisible to it (never run, never found by
 id). A plain broker is a layout of one shard, so it refuses on a prefix a sharded broker used.
-A check that could not reach the server is made again at the next call.
+The home shard's key is the one every layout of a prefix shares, so each other shard has the
+home shard's check pass before its own (``first``): whichever shard a sharded broker's first
+call reaches, the count is checked and recorded at home. A check that could not reach the
+server is made again at the next call.
 
 **Memory.** A Redis over ``maxmemory`` that may not evict refuses every command that would store
 more (``BrokerOutOfMemoryError``). The epoch check's ``SET NX`` is such a command, so it doubles as
@@ -39,8 +42,11 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from taskit.broker.redis.keys import Keys
+from taskit.broker.redis.requests import Shards
 from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.transport import Transport
 from taskit.errors import (
@@ -82,8 +88,9 @@ def _refusal(where: str, key: str, kept: int, mine: int) -> str:
 class ServerWatch:
     """The epoch, eviction and shard count checks of one broker. ``guard``
     (``Connections.guard_repeatable``) runs a command, made again once on a connection failure
-    (each here is safe to repeat), and maps the transport's errors. ``shards``: the key of the
-    shard count, the broker's own count and the counts it covers (None: no such check)."""
+    (each here is safe to repeat), and maps the transport's errors. ``shards``: the broker's keys
+    and its shard count check (None: no such check); ``first``, a check to pass before it (a
+    shard's: its home shard's)."""
 
     def __init__(
         self,
@@ -91,13 +98,15 @@ class ServerWatch:
         where: str,
         guard: Any,
         legacy: tuple[str, ...] = (),
-        shards: tuple[str, int, tuple[int, ...]] | None = None,
+        shards: tuple[Keys, Shards] | None = None,
+        first: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._key = epoch_key
         self._legacy = legacy
         self._where = where
         self._guard = guard
         self._shards = shards
+        self._first = first
         self._shards_known = shards is None  # checked, and this broker may run
         self._refusal: str | None = None  # why it may not (fewer shards than kept)
         self._epoch: bytes | None = None
@@ -162,15 +171,22 @@ class ServerWatch:
     async def _check_shards(self, client: Transport) -> None:
         """Read the shard count kept (recording this broker's when larger and allowed); refuse,
         now and from now on, unless this broker covers it."""
-        if self._refusal is None and self._shards is not None:
-            key, mine, covers = self._shards
-            kept = int(
-                await self._guard(lambda: SCRIPTS.call(client, "shards", [key], [mine, *covers]))
-            )
-            if kept in covers:
-                self._shards_known = True
-                return
-            self._refusal = _refusal(self._where, key, kept, mine)
+        if self._refusal is not None:
+            raise ConfigurationError(self._refusal)
+        if self._first is not None:
+            await self._first()
+        if self._shards is None:
+            self._shards_known = True
+            return
+        keys, request = self._shards
+        names, args = request.keys(keys), request.args()
+        kept = request.answer(
+            await self._guard(lambda: SCRIPTS.call(client, request.script, names, args))
+        )
+        if kept in request.covers:
+            self._shards_known = True
+            return
+        self._refusal = _refusal(self._where, keys.shards, kept, request.mine)
         raise ConfigurationError(self._refusal)
 
     async def _damaged(self, client: Transport, exc: BrokerError) -> None:
