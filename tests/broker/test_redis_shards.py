@@ -142,6 +142,7 @@ def test_from_url_builds_a_sharded_broker_for_more_than_one_shard() -> None:
     made = from_url("redis://127.0.0.1:6379/0?prefix=pre&shards=3", timeout=2.0)
     assert isinstance(made, ShardedBroker)
     assert made.count == 3
+    assert made.asyncio_only  # taskit worker --loop trio refuses it at once
     assert all(isinstance(shard, RedisBroker) for shard in made.shards)
     assert [keys_of(shard).prefix for shard in made.shards] == shard_prefixes("pre", 3)
     assert all(timeout_of(shard) == 2.0 for shard in made.shards)

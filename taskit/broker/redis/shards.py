@@ -153,7 +153,14 @@ def sharded_redis(
         first = _Shard(parsed.url, layout, home, settings)
         return [first, *(_Shard(parsed.url, layout, p, settings, first) for p in others)]
 
-    return ShardedBroker(options, build)
+    return _RedisShards(options, build)
+
+
+class _RedisShards(ShardedBroker):
+    """A ``ShardedBroker`` of Redis shards: on asyncio only, as they are (``taskit worker
+    --loop trio`` refuses it at once)."""
+
+    asyncio_only = True
 
 
 class _Shard(RedisBroker):
