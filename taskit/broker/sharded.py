@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 import anyio
 import msgspec
 
+from taskit._urls import MAX_SHARDS
 from taskit.broker._fanout import add_counts, add_stats, first, gather
 from taskit.broker.base import Broker, BrokerOptions, OnceState
 from taskit.broker.browse import Counts, JobPage, Listing, check_page
@@ -69,9 +70,6 @@ __all__ = ["ShardedBroker"]
 
 T = TypeVar("T")
 H = TypeVar("H", Lease, Outcome, ProgressUpdate)
-
-#: Most shards one broker may have.
-MAX_SHARDS = 64
 
 
 class ShardedBroker(Broker):

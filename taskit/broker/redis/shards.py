@@ -153,14 +153,7 @@ def sharded_redis(
         first = _Shard(parsed.url, layout, home, settings)
         return [first, *(_Shard(parsed.url, layout, p, settings, first) for p in others)]
 
-    return _RedisShards(options, build)
-
-
-class _RedisShards(ShardedBroker):
-    """A ``ShardedBroker`` of Redis shards: on asyncio only, as they are (``taskit worker
-    --loop trio`` refuses it at once)."""
-
-    asyncio_only = True
+    return ShardedBroker(options, build)
 
 
 class _Shard(RedisBroker):
