@@ -14,6 +14,7 @@ with a raw ``ValueError`` from a client library.
 |                                                         | ``sentinel_username``,               |
 |                                                         | ``sentinel_password``                |
 | ``rediss+sentinel://...`` (TLS to the data nodes)       | those, and ``ssl_*``                 |
+| any ``redis...://`` URL                                 | ``replicas``, ``replicas_timeout``   |
 
 A cluster URL lists seed nodes (any nodes of the cluster; the broker finds the one serving its
 slot); a cluster has only database 0, so any other is refused. A Sentinel URL lists sentinels
@@ -21,6 +22,11 @@ and names the master they watch; the user and password are the data nodes', the 
 own (if they ask for one) are ``sentinel_username`` / ``sentinel_password``. ``prefix`` is
 taskit's own (the Redis key prefix); the others go to the Redis client. Imports nothing of
 taskit but its errors: ``config`` and the brokers both use it.
+
+``replicas=N`` (taskit's own, a whole number >= 1) makes every write the broker acknowledges
+(enqueues, settles, admin writes) wait until N replicas have it (Redis ``WAIT N ms``, sent
+right behind the write), else raise ``BrokerOutcomeUnknownError``; ``replicas_timeout`` is how
+long that wait may take, in milliseconds (>= 1; 1000 by default; only with ``replicas``).
 """
 
 from __future__ import annotations
@@ -46,7 +52,11 @@ __all__ = [
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 REDIS_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES, *SENTINEL_SCHEMES)
-_OPTIONS = frozenset({"db", "password", "prefix"})
+#: taskit's acknowledgement that waits for replicas (``replicas``); taken off the client's URL.
+_REPLICA_OPTIONS = frozenset({"replicas", "replicas_timeout"})
+#: Milliseconds a ``WAIT`` for replicas may take when ``replicas_timeout`` is not given.
+REPLICAS_TIMEOUT_MS = 1000
+_OPTIONS = frozenset({"db", "password", "prefix"}) | _REPLICA_OPTIONS
 _SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password"})
 _TLS_SCHEMES = ("rediss", "rediss+cluster", "rediss+sentinel")
 # What redis-py's TLS connection takes from a URL (SSLConnection's ssl_* arguments).
@@ -64,11 +74,15 @@ _BOOLS = frozenset({"0", "1", "true", "false", "yes", "no", "f", "n", "t", "y"})
 @dataclass(frozen=True, slots=True)
 class BrokerURL:
     """A checked broker URL. ``url`` is what the Redis client is given: the original without
-    taskit's own ``prefix`` option. ``prefix`` is that option's value, or None."""
+    taskit's own options. ``prefix`` is that option's value, or None; ``replicas`` the
+    replicas an acknowledged write waits for (None: it does not wait), for at most
+    ``replicas_timeout_ms`` milliseconds."""
 
     scheme: str
     url: str
     prefix: str | None = None
+    replicas: int | None = None
+    replicas_timeout_ms: int = REPLICAS_TIMEOUT_MS
 
 
 def parse_broker_url(url: str) -> BrokerURL:
@@ -154,11 +168,39 @@ def _parse(url: str) -> BrokerURL:
     prefix = options.get("prefix")
     if prefix is not None:
         check_prefix(prefix, f"broker URL {shown}: option prefix")
-    if prefix is None:
+    replicas, replicas_ms = _replicas(options, shown)
+    own = {"prefix"} | _REPLICA_OPTIONS
+    if not own & options.keys():
         return BrokerURL(scheme, url)
-    query = "&".join(p for p in parts.query.split("&") if p and p.partition("=")[0] != "prefix")
+    query = "&".join(
+        p for p in parts.query.split("&") if p and unquote(p.partition("=")[0]) not in own
+    )
     base = url.partition("?")[0]  # not urlunsplit: it writes unix:///x as unix:/x
-    return BrokerURL(scheme, f"{base}?{query}" if query else base, prefix)
+    return BrokerURL(scheme, f"{base}?{query}" if query else base, prefix, replicas, replicas_ms)
+
+
+def _replicas(options: dict[str, str], shown: str) -> tuple[int | None, int]:
+    """The ``replicas`` and ``replicas_timeout`` options, checked (module docstring)."""
+    raw, raw_ms = options.get("replicas"), options.get("replicas_timeout")
+    if raw is None:
+        if raw_ms is not None:
+            raise ConfigurationError(
+                f"broker URL {shown}: option replicas_timeout means nothing without replicas= "
+                "(the number of replicas an acknowledged write waits for)"
+            )
+        return None, REPLICAS_TIMEOUT_MS
+    replicas = _whole(raw, f"broker URL {shown}: option replicas (replicas to wait for)")
+    wait_ms = REPLICAS_TIMEOUT_MS
+    if raw_ms is not None:
+        wait_ms = _whole(raw_ms, f"broker URL {shown}: option replicas_timeout (milliseconds)")
+    return replicas, wait_ms
+
+
+def _whole(raw: str, what: str) -> int:
+    """``raw`` as a whole number >= 1 (0 would make Redis's WAIT return at once, or never)."""
+    if not re.fullmatch(r"[0-9]+", raw) or int(raw) < 1:
+        raise ConfigurationError(f"{what} must be a whole number >= 1, got {raw!r}")
+    return int(raw)
 
 
 def check_prefix(prefix: object, what: str = "prefix") -> str:
