@@ -40,6 +40,7 @@ from taskit.errors import ConfigurationError
 __all__ = [
     "CLUSTER_SCHEMES",
     "REDIS_SCHEMES",
+    "REPLICAS_TIMEOUT_MS",
     "SENTINEL_SCHEMES",
     "BrokerURL",
     "check_prefix",
