@@ -1,0 +1,255 @@
+"""One App over 1, 2 and 3 Redis Cluster masters with shards to match (issue 17): Redis CPU per
+master per job, commands per job and throughput.
+
+Starts three private Redis Clusters from Debian's ``redis-server`` (``benchmarks._cluster``: 1,
+2 and 3 masters, no replicas, equal slot ranges, loopback ports, no persistence) and a plain
+``redis-server`` the probes report to (so the clusters' counters hold only taskit's work). Each
+configuration, as ``(masters, shards)``: (1, 1), (2, 2), (3, 3), and (3, 1) for contrast (the
+old layout: one slot, so one master, however many there are). For each, in three timed phases:
+
+* **single**: ``--producers`` processes (``benchmarks._producer``), each with ``--tasks``
+  coroutines awaiting one ``noop.enqueue()`` after another, ``--single`` jobs in all;
+* **batch**: the same processes' ``app.enqueue_many`` of 1,000 jobs a call, ``--batch`` in all;
+* **drain**: ``--workers`` ``taskit worker`` processes (``-c --concurrency``) run every job
+  queued (the warm-up ones too); each job calls ``probe.tally()``, the probes' counts must sum
+  to exactly the jobs enqueued, and the queue's stats must then say 0 queued and that many
+  completed, or the run stops.
+
+Each phase reads ``INFO`` of every master before and after: Redis CPU (``used_cpu_user +
+used_cpu_sys``) and calls by command (``INFO`` left out); and the machine's busy cores from
+``/proc/stat``. Per phase: jobs/s (enqueue: jobs over the wall time from the producers' common
+start to the last one's end; drain: ``(n - 1)`` over the first to the last job's end, as
+``benchmarks.run`` counts it), Redis CPU µs per job (all masters), commands per job, each
+master's share of the Redis CPU and max share / min share. The drain's window runs from the
+workers' start (their start-up commands are in it) to the last job counted.
+
+Ratios are taken within one run (the configurations take turns) and the report gives the median
+over ``--runs`` (3) runs, range in brackets. Writes ``benchmarks/results/shards-<date>[-quick]``
+``.md`` and ``.json`` with the date, machine and versions.
+
+    .venv/bin/python -m benchmarks.shards [--runs 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from benchmarks._cluster import BenchCluster, NodeCounters
+from benchmarks._producer import WARMUP
+from benchmarks._server import redis_server
+from benchmarks._shards_report import PHASES, Phase, config_name, report
+from benchmarks._workers import WorkerGroup
+from benchmarks.peers.taskit_app import make_app
+from benchmarks.probe import probe_key
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "bench"
+QUEUE = "default"
+#: (masters, shards): shards to match 1, 2, 3 masters, then 3 masters in the old layout.
+CONFIGS = "1:1,2:2,3:3,3:1"
+#: A producer that has not said it is ready (imports, connections, warm-up) in this long failed.
+READY_TIMEOUT = 60.0
+
+
+def busy_core_seconds() -> float:
+    """The machine's busy CPU time so far (all cores, seconds), from ``/proc/stat``."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def phase(
+    jobs: int, seconds: float, before: list[NodeCounters], after: list[NodeCounters], busy: float
+) -> Phase:
+    return Phase(
+        jobs=jobs,
+        seconds=seconds,
+        cpu=[a.cpu - b.cpu for a, b in zip(after, before, strict=True)],
+        calls=[a.calls_since(b) for a, b in zip(after, before, strict=True)],
+        busy_cores=busy / seconds,
+    )
+
+
+@contextmanager
+def producers(
+    url: str, mode: str, jobs: int, opts: argparse.Namespace
+) -> Iterator[list[subprocess.Popen[str]]]:
+    """``--producers`` producer processes, each ready (warmed up) and waiting for its go line;
+    killed by pid on leaving if still running."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for k in range(opts.producers):
+            share = jobs // opts.producers + (k < jobs % opts.producers)
+            argv = [
+                sys.executable,
+                "-m",
+                "benchmarks._producer",
+                url,
+                mode,
+                str(share),
+                str(opts.tasks),
+            ]
+            procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE))  # fmt: skip
+        for proc in procs:
+            _line(proc, "warmup")
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def _line(proc: subprocess.Popen[str], key: str) -> dict[str, float]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"a producer exited with {proc.wait()} before saying {key!r}")
+    said: dict[str, float] = json.loads(line)
+    if key not in said:
+        raise RuntimeError(f"a producer said {line!r}, not {key!r}")
+    return said
+
+
+def enqueue_phase(
+    cluster: BenchCluster, url: str, mode: str, jobs: int, opts: argparse.Namespace
+) -> tuple[Phase, int]:
+    """Run one enqueue phase; the phase and the jobs enqueued (warm-up ones included)."""
+    with producers(url, mode, jobs, opts) as procs:
+        before, busy, began = cluster.counters(), busy_core_seconds(), time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        done = [_line(proc, "jobs") for proc in procs]
+        seconds = time.perf_counter() - began
+        after, busy = cluster.counters(), busy_core_seconds() - busy
+    timed = int(sum(d["jobs"] for d in done))
+    if timed != jobs:
+        raise RuntimeError(f"{mode}: the producers enqueued {timed} jobs, not {jobs}")
+    return phase(jobs, seconds, before, after, busy), jobs + len(procs) * WARMUP
+
+
+async def drain_phase(cluster: BenchCluster, url: str, probe_url: str, run: str, expect: int,
+                      opts: argparse.Namespace) -> Phase:  # fmt: skip
+    """Start the workers, wait until their probes counted ``expect`` jobs; check it was exactly
+    that many, and that the queue agrees."""
+    argv = [sys.executable, "-m", "taskit", "worker", "benchmarks.peers.taskit_app:app",
+            "-c", str(opts.concurrency), "--log-level", "warning"]  # fmt: skip
+    group = WorkerGroup(argv, run, probe_url, "periodic")
+    group.env["BENCH_APP_URL"] = url
+    probe = Redis.from_url(probe_url)
+    try:
+        before, busy, began = cluster.counters(), busy_core_seconds(), time.perf_counter()
+        group.start(opts.workers)
+        drained = await group.wait_count(probe, expect, timeout=max(120.0, expect / 100))
+        seconds = time.perf_counter() - began
+        after, busy = cluster.counters(), busy_core_seconds() - busy
+        await asyncio.sleep(0.3)  # a second run of a job would show in the next report
+        await check_exact(probe, url, run, expect)
+    finally:
+        group.stop()
+        await probe.aclose()
+    result = phase(expect, seconds, before, after, busy)
+    result.span = drained.seconds
+    return result
+
+
+async def check_exact(probe: Redis, url: str, run: str, expect: int) -> None:
+    keys = [k async for k in probe.scan_iter(match=probe_key(run, "*"))]
+    counted = sum(int(json.loads(v)["count"]) for v in await probe.mget(keys) if v)
+    app = make_app(url)
+    try:
+        stats = (await app.stats([QUEUE]))[QUEUE]
+    finally:
+        await app.close()
+    if counted != expect or stats.completed != expect or stats.queued or stats.running:
+        raise RuntimeError(f"{expect} jobs enqueued, but the probes counted {counted} and the "
+                           f"queue says {stats}")  # fmt: skip
+
+
+def one_config(cluster: BenchCluster, shards: int, probe_url: str, run: str,
+               opts: argparse.Namespace) -> dict[str, Phase]:  # fmt: skip
+    cluster.flushall()
+    url = cluster.url(PREFIX, shards)
+    single, queued = enqueue_phase(cluster, url, "single", opts.single, opts)
+    batch, more = enqueue_phase(cluster, url, "batch", opts.batch, opts)
+    drain = asyncio.run(drain_phase(cluster, url, probe_url, run, queued + more, opts))
+    return {"single": single, "batch": batch, "drain": drain}
+
+
+def parse_configs(text: str) -> list[tuple[int, int]]:
+    """``"1:1,3:3"`` as ``[(1, 1), (3, 3)]``; SystemExit naming a bad item."""
+    configs = []
+    for item in text.split(","):
+        masters, _, shards = item.partition(":")
+        if not (masters.isdigit() and shards.isdigit() and 1 <= int(masters) <= 16
+                and 1 <= int(shards) <= 64):  # fmt: skip
+            raise SystemExit(f"--configs: {item!r} is not masters:shards (1..16, 1..64)")
+        configs.append((int(masters), int(shards)))
+    return configs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=None, help="default 3 (quick: 1)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run: a check")
+    parser.add_argument(
+        "--single", type=int, default=None, help="single enqueues (20,000; quick 1,000)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=None, help="batch-enqueued jobs (100,000; quick 5,000)"
+    )
+    parser.add_argument("--producers", type=int, default=2)
+    parser.add_argument("--tasks", type=int, default=4, help="coroutines per producer (single)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--configs", default=CONFIGS, help=f"masters:shards,... ({CONFIGS})")
+    opts = parser.parse_args()
+    configs = parse_configs(opts.configs)
+    opts.runs = opts.runs or (1 if opts.quick else 3)
+    opts.single = opts.single or (1000 if opts.quick else 20_000)
+    opts.batch = opts.batch or (5000 if opts.quick else 100_000)
+    runs: list[dict[str, dict[str, Phase]]] = []
+    with ExitStack() as stack:
+        probe_url = stack.enter_context(redis_server())
+        clusters = {
+            m: stack.enter_context(BenchCluster(m)) for m in sorted({m for m, _ in configs})
+        }
+        for i in range(opts.runs):
+            runs.append({})
+            for masters, shards in configs:
+                name = config_name(masters, shards)
+                print(f"run {i + 1}/{opts.runs}: {masters} masters, {shards} shards", flush=True)
+                got = one_config(clusters[masters], shards, probe_url, f"{name}-{i}", opts)
+                runs[-1][name] = got
+                print("  " + ", ".join(f"{p} {got[p].rate:,.0f}/s {got[p].redis_us:.1f} µs"
+                                       for p in PHASES), flush=True)  # fmt: skip
+    when = datetime.now(UTC)
+    text, data = report(when, runs, configs, vars(opts))
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"shards-{when:%Y-%m-%d}{'-quick' if opts.quick else ''}"
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {stem}.md and .json")
+
+
+if __name__ == "__main__":
+    main()
