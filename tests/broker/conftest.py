@@ -21,9 +21,14 @@ from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.clock import FakeClock
 from tests.broker._redis_kinds import REDIS_KINDS, SHORT_KINDS, RedisHarness, open_redis_harness
+from tests.broker._sharded import SHARDED_MEMORY, memory_shards
 
 # (kind, anyio backend) pairs the conformance suite runs on.
-KINDS: list[tuple[str, str]] = [("memory", "asyncio"), ("memory", "trio"), *REDIS_KINDS]
+KINDS: list[tuple[str, str]] = [
+    ("memory", "asyncio"),
+    ("memory", "trio"),
+    *REDIS_KINDS,
+]
 
 
 @dataclass
@@ -59,6 +64,17 @@ async def harness(broker_kind: str, request: pytest.FixtureRequest) -> AsyncIter
         broker = MemoryBroker(clock=clock, result_ttl=60.0)
         yield BrokerHarness(broker, advance, broker_kind)
         await broker.close()
+        return
+    if broker_kind == SHARDED_MEMORY:
+        clock = FakeClock()
+
+        async def advance_sharded(seconds: float) -> None:
+            clock.advance(seconds)
+            await anyio.lowlevel.checkpoint()
+
+        sharded = memory_shards(clock, result_ttl=60.0)
+        yield BrokerHarness(sharded, advance_sharded, broker_kind)
+        await sharded.close()
         return
     async with open_redis_harness(broker_kind, request) as made:
         yield BrokerHarness(made.broker, made.advance, broker_kind)

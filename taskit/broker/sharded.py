@@ -1,0 +1,551 @@
+"""ShardedBroker: one broker made of N complete brokers (shards), so that one App's throughput
+grows with the Redis masters it runs on.
+
+Each shard is an ordinary broker on its own key prefix (on Redis a hash tag of its own: one
+Cluster slot, on its own master when the shard count matches the masters; see
+``taskit.broker.redis.shards``). A job lives in one shard for its whole life
+(``taskit.broker.placement``), and every step on it is that shard's own atomic step, so each
+promise of ``Broker`` holds **within a shard** exactly as on one broker. What this class adds is
+the routing, and these rules across shards:
+
+* **Jobs by id.** ``get``, ``cancel`` and ``promote`` ask the shard of the id first, then the
+  others (a job placed in the home shard by its limits, dedup window or workflow). A unique
+  id (a second enqueue of an unfinished job's id) is kept in place within a shard: the same id
+  enqueued once with limits (home) and once without (its own shard) is two jobs.
+* **Leases.** A token this broker hands out names its shard (``"<k>/<token>"``); ``extend``,
+  ``settle`` and ``set_progress`` go to that shard. A token without a valid shard is stale.
+* **Enqueue** checks every job first (encoding, groups, workflow fields: nothing is stored when
+  one is bad), then stores each shard's jobs in one step of that shard, the shards concurrently.
+  All-or-none holds per shard: when a shard fails (unreachable), the others' jobs may be
+  stored. An enqueue retried with the same ids stores nothing twice.
+* **Reserve** takes from the shards in rotation (a fresh start each call), without waiting,
+  until it has ``count`` jobs; with none ready anywhere it waits on every shard at once and
+  returns the first shard's jobs (what another shard leased in that same moment is kept up to
+  ``count``, the rest handed back at once). Priority, FIFO, fair turns and the order of
+  ``queues`` hold among the jobs of one shard; across shards the rotation decides.
+* **Counting and listing.** ``stats`` and ``counts`` add the shards up. ``list_jobs`` walks
+  shard 0, then 1, and so on: its orders hold within each shard's part of the walk.
+  ``dead_letters`` lists shard by shard the same way.
+* **Fan-out.** ``requeue_dead``, ``purge``, ``purge_dead``, ``forget`` and ``reclaim`` act on
+  every shard, each shard in one step of its own. ``pause_queue`` and ``resume_queue`` write
+  every shard (the home shard first; each shard's reserve reads its own copy), so a pause is in
+  force everywhere once it returns.
+* **The home shard** keeps limits, dedup windows, claims, once keys, announcements, streams and
+  the paused set that ``paused_queues`` reads; workflows are looked up there first.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import msgspec
+
+from taskit.broker._fanout import add_counts, add_stats, first, gather
+from taskit.broker.base import Broker, BrokerOptions, OnceState
+from taskit.broker.browse import Counts, JobPage, Listing, check_page
+from taskit.broker.placement import HOME, place, shard_of
+from taskit.config import Settings
+from taskit.dependencies import check_after
+from taskit.errors import ConfigurationError
+from taskit.fairness import check_groups
+from taskit.job import (
+    Job,
+    JobResult,
+    Lease,
+    LeaseState,
+    Outcome,
+    ProgressUpdate,
+    QueueStats,
+    stored_form,
+)
+from taskit.limits import LimitSpec, LimitUsage
+from taskit.workflow import WorkflowState
+
+__all__ = ["ShardedBroker"]
+
+T = TypeVar("T")
+H = TypeVar("H", Lease, Outcome, ProgressUpdate)
+
+#: Most shards one broker may have.
+MAX_SHARDS = 64
+
+
+class ShardedBroker(Broker):
+    """The Broker contract over N shards (see the module docstring for what holds across them).
+
+    ``build(settings)`` makes the shards for the resolved settings: at construction (with
+    ``options.current``) and again when ``configure`` resolves different ones (an App's
+    settings, taken before any call). ``ConfigurationError`` unless it makes 2 to
+    ``MAX_SHARDS`` brokers, none of them sharded itself.
+    """
+
+    def __init__(
+        self, options: BrokerOptions, build: Callable[[Settings], Sequence[Broker]]
+    ) -> None:
+        self._options = options
+        self._build = build
+        self._settings = options.current
+        self._shards = self._made(options.current)
+        self._replaced: list[Broker] = []
+        self._turn = itertools.count()
+
+    def _made(self, settings: Settings) -> tuple[Broker, ...]:
+        shards = tuple(self._build(settings))
+        if not 2 <= len(shards) <= MAX_SHARDS:
+            raise ConfigurationError(
+                f"a sharded broker needs 2 to {MAX_SHARDS} shards, got {len(shards)}"
+            )
+        if any(isinstance(shard, ShardedBroker) for shard in shards):
+            raise ConfigurationError("a shard of a sharded broker cannot be sharded itself")
+        return shards
+
+    def configure(self, settings: Settings) -> None:
+        merged = self._options.adopt(settings)
+        if merged != self._settings:
+            self._replaced.extend(self._shards)
+            self._shards, self._settings = self._made(merged), merged
+
+    @property
+    def shards(self) -> tuple[Broker, ...]:
+        """The shards, home (``placement.HOME``) first."""
+        return self._shards
+
+    @property
+    def count(self) -> int:
+        """How many shards."""
+        return len(self._shards)
+
+    @property
+    def _home(self) -> Broker:
+        return self._shards[HOME]
+
+    # -- producing -------------------------------------------------------------------------
+    async def enqueue(
+        self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
+    ) -> list[Job]:
+        _check(jobs, delays)
+        return await self._store(jobs, delays, await self._targets(jobs))
+
+    def enqueue_blocking(
+        self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
+    ) -> list[Job] | None:
+        """``enqueue`` blocking this thread, shard after shard; None (use ``enqueue``) for a
+        batch with workflow jobs, whose shard is looked up, or when a shard has no such path."""
+        _check(jobs, delays)
+        if any(job.workflow is not None for job in jobs):
+            return None
+        targets = [place(job, self.count) for job in jobs]
+        out: list[Job | None] = [None] * len(jobs)
+        for k, indexes in _parts(targets).items():
+            part = [jobs[i] for i in indexes]
+            stored = self._shards[k].enqueue_blocking(part, delays=_pick(delays, indexes))
+            if stored is None:
+                return None
+            for i, job in zip(indexes, stored, strict=True):
+                out[i] = job
+        return out  # type: ignore[return-value]  # every index is in one part
+
+    async def _store(
+        self, jobs: Sequence[Job], delays: Sequence[float] | None, targets: list[int]
+    ) -> list[Job]:
+        parts = _parts(targets)
+        stored = await gather(
+            [
+                partial(self._shards[k].enqueue, [jobs[i] for i in ix], delays=_pick(delays, ix))
+                for k, ix in parts.items()
+            ]
+        )
+        out: list[Job | None] = [None] * len(jobs)
+        for indexes, got in zip(parts.values(), stored, strict=True):
+            for i, job in zip(indexes, got, strict=True):
+                out[i] = job
+        return out  # type: ignore[return-value]  # every index is in one part
+
+    async def _targets(self, jobs: Sequence[Job]) -> list[int]:
+        """Each job's shard: ``place``, then each workflow's jobs moved to their workflow's."""
+        targets = [place(job, self.count) for job in jobs]
+        flows = dict.fromkeys(job.workflow for job in jobs if job.workflow is not None)
+        if not flows:
+            return targets
+        given = {job.id for job in jobs}
+        for workflow in flows:
+            members = [i for i, job in enumerate(jobs) if job.workflow == workflow]
+            parents = {p for i in members for p in _parents(jobs[i]) if p not in given}
+            k = await self._workflow_shard(workflow, parents)
+            for i in members:
+                if k != HOME and jobs[i].limits:
+                    raise ValueError(
+                        f"job {jobs[i].id!r} carries limits {list(jobs[i].limits)}, but its "
+                        f"workflow {workflow!r} lives on shard {k} of {self.count} (it adopted "
+                        "jobs stored there): limits are counted on the home shard, so a "
+                        "limited job can join only a workflow of the home shard"
+                    )
+                targets[i] = k
+        return targets
+
+    async def _workflow_shard(self, workflow: str, parents: set[str]) -> int:
+        """The shard holding ``workflow``'s record; else the one shard holding the stored jobs
+        it waits for (they join it); else the home shard."""
+        found = await first(self.count, HOME, lambda k: self._shards[k].workflow(workflow))
+        if found is not None:
+            return found[0]
+        where: dict[int, str] = {}
+        for parent in sorted(parents):
+            located = await first(
+                self.count, shard_of(parent, self.count), partial(self._get_from, parent)
+            )
+            if located is not None:
+                where.setdefault(located[0], parent)
+        if len(where) > 1:
+            named = ", ".join(f"job {p!r} on shard {k}" for k, p in sorted(where.items()))
+            raise ValueError(
+                f"workflow {workflow!r} would wait for jobs of different shards ({named}): "
+                f"with {self.count} shards, a job can wait only for jobs of one shard. Enqueue "
+                "the jobs it waits for as one workflow (taskit.canvas), or give them a "
+                "workflow when they are enqueued"
+            )
+        return next(iter(where), HOME)
+
+    async def _get_from(self, job_id: str, k: int) -> Job | None:
+        return await self._shards[k].get(job_id)
+
+    # -- consuming -------------------------------------------------------------------------
+    async def reserve(
+        self, queues: Sequence[str], *, count: int, lease: float, timeout: float
+    ) -> list[Lease]:
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        got: list[Lease] = []
+        errors: list[Exception] = []
+        try:
+            start = next(self._turn) % self.count
+            for step in range(self.count):
+                k = (start + step) % self.count
+                try:
+                    leases = await self._shards[k].reserve(
+                        queues, count=count - len(got), lease=lease, timeout=0
+                    )
+                except Exception as exc:
+                    errors.append(exc)
+                    continue
+                got.extend(_named(k, leases))
+                if len(got) >= count:
+                    break
+            if not got and errors:
+                raise errors[0]
+            if not got and timeout > 0:
+                got = await self._wait_all(queues, count, lease, timeout)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._release(got)
+            raise
+        return await self._handed_over(got)
+
+    async def _wait_all(
+        self, queues: Sequence[str], count: int, lease: float, timeout: float
+    ) -> list[Lease]:
+        """Every shard's reserve waiting at once: the first to lease jobs ends the others'
+        waits (their reserves hand back what they took as they are cancelled); leases that came
+        in the same moment are kept up to ``count`` and the rest handed back."""
+        got: list[Lease] = []
+        errors: list[Exception] = []
+
+        async def wait(k: int, scope: anyio.CancelScope) -> None:
+            try:
+                leases = await self._shards[k].reserve(
+                    queues, count=count, lease=lease, timeout=timeout
+                )
+            except Exception as exc:
+                errors.append(exc)
+                return
+            got.extend(_named(k, leases))
+            if leases:
+                scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as group:
+                for k in range(self.count):
+                    group.start_soon(wait, k, group.cancel_scope)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._release(got)
+            raise
+        if not got and errors:
+            raise errors[0]
+        if len(got) > count:
+            with anyio.CancelScope(shield=True):
+                await self._release(got[count:])
+            del got[count:]
+        return got
+
+    async def extend(self, leases: Sequence[Lease], *, lease: float) -> list[LeaseState]:
+        answers = await self._by_token(
+            leases, lambda k, part: self._shards[k].extend(part, lease=lease)
+        )
+        return [LeaseState.LOST if a is None else a for a in answers]
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        answers = await self._by_token(outcomes, lambda k, part: self._shards[k].settle(part))
+        return [bool(a) for a in answers]
+
+    async def set_progress(self, updates: Sequence[ProgressUpdate]) -> list[bool]:
+        answers = await self._by_token(updates, lambda k, part: self._shards[k].set_progress(part))
+        return [bool(a) for a in answers]
+
+    async def _by_token(
+        self, held: Sequence[H], call: Callable[[int, list[H]], Awaitable[list[T]]]
+    ) -> list[T | None]:
+        """``call`` per shard with its part of ``held`` (their tokens made the shard's own
+        again); None for one whose token names no shard of this broker (stale)."""
+        parts: dict[int, list[int]] = {}
+        inner: list[H | None] = []
+        for i, one in enumerate(held):
+            parsed = _split(one.token, self.count)
+            if parsed is None:
+                inner.append(None)
+                continue
+            k, token = parsed
+            inner.append(msgspec.structs.replace(one, token=token))
+            parts.setdefault(k, []).append(i)
+        answers: list[T | None] = [None] * len(held)
+        got = await gather(
+            [
+                partial(call, k, [inner[i] for i in ix])  # type: ignore[misc]
+                for k, ix in parts.items()
+            ]
+        )
+        for indexes, each in zip(parts.values(), got, strict=True):
+            for i, answer in zip(indexes, each, strict=True):
+                answers[i] = answer
+        return answers
+
+    async def reclaim(
+        self, queues: Sequence[str], *, lease: float, limit: int = 100
+    ) -> list[Lease]:
+        got: list[Lease] = []
+        for k, shard in enumerate(self._shards):
+            if len(got) >= limit:
+                break
+            got.extend(_named(k, await shard.reclaim(queues, lease=lease, limit=limit - len(got))))
+        return got
+
+    # -- jobs by id ------------------------------------------------------------------------
+    async def get(self, job_id: str) -> Job | None:
+        return await self._by_id(job_id, lambda shard: shard.get(job_id))
+
+    async def cancel(self, job_id: str) -> bool:
+        return bool(await self._by_id(job_id, lambda shard: shard.cancel(job_id)))
+
+    async def promote(self, job_id: str) -> bool:
+        return bool(await self._by_id(job_id, lambda shard: shard.promote(job_id)))
+
+    async def _by_id(self, job_id: str, call: Callable[[Broker], Awaitable[T | None]]) -> T | None:
+        """``call``'s answer from the shard holding the job: its id's shard, else another."""
+        if not isinstance(job_id, str):
+            return await call(self._home)  # the shard's own error for a bad id
+        found = await first(
+            self.count, shard_of(job_id, self.count), lambda k: call(self._shards[k])
+        )
+        return None if found is None else found[1]
+
+    # -- counting, listing, admin ----------------------------------------------------------
+    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        return add_stats(await self._each(lambda shard: shard.stats(queues)))
+
+    async def counts(
+        self, since: float, until: float | None = None, queues: Sequence[str] | None = None
+    ) -> list[Counts]:
+        return add_counts(await self._each(lambda shard: shard.counts(since, until, queues)))
+
+    async def list_jobs(
+        self,
+        queue: str,
+        listing: Listing,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+        task: str | None = None,
+        text: str | None = None,
+    ) -> JobPage:
+        check_page(limit, cursor)
+        k, inner = (0, None) if cursor is None else _cursor(cursor, self.count)
+        jobs: list[Job] = []
+        scanned = 0
+        while True:
+            page = await self._shards[k].list_jobs(
+                queue, listing, cursor=inner, limit=limit - len(jobs), task=task, text=text
+            )
+            jobs.extend(page.jobs)
+            scanned += page.scanned
+            if page.cursor is not None:
+                return JobPage(jobs, f"{k}:{page.cursor}", scanned)
+            k, inner = k + 1, None
+            if k == self.count:
+                return JobPage(jobs, None, scanned)
+            if len(jobs) >= limit:
+                return JobPage(jobs, f"{k}:", scanned)
+
+    async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        got: list[Job] = []
+        skip = offset
+        for shard in self._shards:
+            if len(got) >= limit:
+                break
+            if skip > 0:
+                held = (await shard.stats([queue])).get(queue, QueueStats()).dead
+                if skip >= held:
+                    skip -= held
+                    continue
+            got.extend(await shard.dead_letters(queue, limit=limit - len(got), offset=skip))
+            skip = 0
+        return got
+
+    async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
+        return sum(await self._each(lambda shard: shard.requeue_dead(queue, job_ids)))
+
+    async def purge(self, queue: str) -> int:
+        return sum(await self._each(lambda shard: shard.purge(queue)))
+
+    async def purge_dead(self, queue: str) -> int:
+        return sum(await self._each(lambda shard: shard.purge_dead(queue)))
+
+    async def forget(self, job_ids: Sequence[str]) -> int:
+        return sum(await self._each(lambda shard: shard.forget(job_ids)))
+
+    async def pause_queue(self, queue: str) -> bool:
+        changed = await self._home.pause_queue(queue)
+        await gather([partial(s.pause_queue, queue) for s in self._shards[1:]])
+        return changed
+
+    async def resume_queue(self, queue: str) -> bool:
+        changed = await self._home.resume_queue(queue)
+        await gather([partial(s.resume_queue, queue) for s in self._shards[1:]])
+        return changed
+
+    async def paused_queues(self) -> frozenset[str]:
+        return await self._home.paused_queues()
+
+    async def _each(self, call: Callable[[Broker], Awaitable[T]]) -> list[T]:
+        return await gather([partial(call, s) for s in self._shards])
+
+    # -- the home shard: limits, coordination, streams ----------------------------------------
+    async def set_limits(
+        self, specs: Mapping[str, LimitSpec | None], *, only_new: bool = False
+    ) -> None:
+        await self._home.set_limits(specs, only_new=only_new)
+
+    async def limit_specs(self) -> dict[str, LimitSpec]:
+        return await self._home.limit_specs()
+
+    async def limit_usage(self, name: str, *, top: int = 10) -> LimitUsage:
+        return await self._home.limit_usage(name, top=top)
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        return await self._home.claim(key, ttl)
+
+    async def begin_once(self, key: str, token: str, *, hold: float) -> OnceState:
+        return await self._home.begin_once(key, token, hold=hold)
+
+    async def end_once(self, key: str, token: str, *, done_for: float | None) -> bool:
+        return await self._home.end_once(key, token, done_for=done_for)
+
+    async def announce(self, name: str, record: bytes, *, ttl: float) -> None:
+        await self._home.announce(name, record, ttl=ttl)
+
+    async def withdraw(self, name: str) -> None:
+        await self._home.withdraw(name)
+
+    async def live(self) -> dict[str, bytes]:
+        return await self._home.live()
+
+    async def stream_add(self, stream: str, entry: bytes, *, maxlen: int) -> str:
+        return await self._home.stream_add(stream, entry, maxlen=maxlen)
+
+    async def stream_read(
+        self, stream: str, group: str, consumer: str, *, count: int, claim_after: float
+    ) -> list[tuple[str, bytes]]:
+        return await self._home.stream_read(
+            stream, group, consumer, count=count, claim_after=claim_after
+        )
+
+    async def stream_ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        return await self._home.stream_ack(stream, group, ids)
+
+    async def stream_tail(
+        self, stream: str, *, after: str | None = None, count: int = 100
+    ) -> list[tuple[str, bytes]]:
+        return await self._home.stream_tail(stream, after=after, count=count)
+
+    # -- workflows: each lives in one shard ---------------------------------------------------
+    async def workflow(self, workflow_id: str) -> WorkflowState | None:
+        found = await first(self.count, HOME, lambda k: self._shards[k].workflow(workflow_id))
+        return None if found is None else found[1]
+
+    async def workflow_results(
+        self, workflow_id: str, job_ids: Sequence[str]
+    ) -> list[JobResult | None]:
+        found = await first(self.count, HOME, lambda k: self._shards[k].workflow(workflow_id))
+        shard = self._home if found is None else self._shards[found[0]]
+        return await shard.workflow_results(workflow_id, job_ids)
+
+    async def cancel_workflow(self, workflow_id: str) -> int:
+        return sum(await self._each(lambda shard: shard.cancel_workflow(workflow_id)))
+
+    async def close(self) -> None:
+        closing, self._replaced = [*self._replaced, *self._shards], []
+        await gather([s.close for s in closing])
+
+
+def _check(jobs: Sequence[Job], delays: Sequence[float] | None) -> None:
+    """What every shard would refuse before storing anything, checked for the whole batch, so
+    one bad job stores none of the others on any shard."""
+    if delays is not None and len(delays) != len(jobs):
+        raise ValueError(f"got {len(delays)} delays for {len(jobs)} jobs")
+    check_groups(jobs)
+    for job in jobs:
+        if job.workflow is not None or job.after is not None:
+            check_after(job.id, job.workflow, job.after)
+        stored_form(job)
+
+
+def _parents(job: Job) -> tuple[str, ...]:
+    return () if job.after is None else job.after.jobs
+
+
+def _parts(targets: list[int]) -> dict[int, list[int]]:
+    """The indexes of each shard's jobs, in their order in the batch."""
+    parts: dict[int, list[int]] = {}
+    for i, k in enumerate(targets):
+        parts.setdefault(k, []).append(i)
+    return parts
+
+
+def _pick(delays: Sequence[float] | None, indexes: list[int]) -> list[float] | None:
+    return None if delays is None else [delays[i] for i in indexes]
+
+
+def _named(k: int, leases: Sequence[Lease]) -> list[Lease]:
+    """``leases`` of shard ``k`` with tokens that name it."""
+    return [msgspec.structs.replace(held, token=f"{k}/{held.token}") for held in leases]
+
+
+def _split(token: Any, count: int) -> tuple[int, str] | None:
+    """(shard, the shard's own token) of a token ``_named`` made; None for any other."""
+    if not isinstance(token, str):
+        return None
+    head, slash, rest = token.partition("/")
+    if not slash or not head.isdigit() or len(head) > 2 or int(head) >= count:
+        return None
+    return int(head), rest
+
+
+def _cursor(cursor: str, count: int) -> tuple[int, str | None]:
+    """(shard, the shard's own cursor or None for its start) of a ``list_jobs`` cursor."""
+    head, colon, rest = cursor.partition(":")
+    if not colon or not head.isdigit() or len(head) > 2 or int(head) >= count:
+        raise ValueError(f"list_jobs: cursor {cursor!r} was not made by this sharded broker")
+    return int(head), rest or None
