@@ -23,11 +23,13 @@ __all__ = ["BenchCluster", "NodeCounters", "node_counters"]
 @dataclass(frozen=True)
 class NodeCounters:
     """One master's totals at one moment: CPU seconds (``used_cpu_user + used_cpu_sys``, every
-    thread of the process), command calls by name, and keys in db 0."""
+    thread of the process), command calls by name, and read events (``total_reads_processed``:
+    one per request or pipeline a client sends, so one per round trip; the ``INFO`` that reads
+    these counters is one of them)."""
 
     cpu: float
     calls: dict[str, int]
-    keys: int
+    reads: int
 
     def calls_since(self, before: NodeCounters) -> dict[str, int]:
         """Calls by name since ``before``, leaving out ``INFO`` (the measuring itself)."""
@@ -47,9 +49,8 @@ def node_counters(node: ClusterNode) -> NodeCounters:
         for key, value in info.items()
         if key.startswith("cmdstat_")
     }
-    db0 = info.get("db0")
-    keys = int(db0["keys"]) if isinstance(db0, dict) else 0
-    return NodeCounters(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]), calls, keys)
+    cpu = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return NodeCounters(cpu, calls, int(info["total_reads_processed"]))
 
 
 class BenchCluster:

@@ -24,14 +24,15 @@ Run = dict[str, dict[str, "Phase"]]
 
 @dataclass
 class Phase:
-    """One timed phase: jobs, wall seconds, Redis CPU seconds and calls by command per master
-    (in node order), the machine's busy cores over the phase, and (a drain) the seconds from
-    the first job's end to the last one's."""
+    """One timed phase: jobs, wall seconds, Redis CPU seconds, calls by command and round trips
+    per master (in node order), the machine's busy cores over the phase, and (a drain) the
+    seconds from the first job's end to the last one's."""
 
     jobs: int
     seconds: float
     cpu: list[float]
     calls: list[dict[str, int]]
+    reads: list[int]
     busy_cores: float
     span: float | None = None
 
@@ -51,6 +52,11 @@ class Phase:
     def commands(self) -> float:
         """Commands per job, all masters (those run inside scripts too)."""
         return sum(sum(c.values()) for c in self.calls) / self.jobs
+
+    @property
+    def trips(self) -> float:
+        """Round trips (read events) per job, all masters."""
+        return sum(self.reads) / self.jobs
 
     @property
     def shares(self) -> list[float]:
@@ -101,7 +107,7 @@ def _whole(run: Run, name: str, phases: tuple[str, ...]) -> Phase:
     jobs = parts[-1].jobs
     cpu = [sum(p.cpu[i] * jobs / p.jobs for p in parts) for i in range(len(parts[0].cpu))]
     return Phase(jobs=jobs, seconds=sum(p.seconds for p in parts), cpu=cpu,
-                 calls=[{} for _ in cpu], busy_cores=0.0)  # fmt: skip
+                 calls=[{} for _ in cpu], reads=[0 for _ in cpu], busy_cores=0.0)  # fmt: skip
 
 
 def _life_us(run: Run, name: str, phases: tuple[str, ...]) -> float:
@@ -120,7 +126,8 @@ def config_rows(runs: list[Run], configs: list[tuple[int, int]]) -> list[str]:
             rows.append(
                 f"| {masters} | {shards} | {p} | {_summary([g.rate for g in got])} "
                 f"| {_summary([g.redis_us for g in got], '.1f')} "
-                f"| {_summary([g.commands for g in got], '.2f')} | {shares} "
+                f"| {_summary([g.commands for g in got], '.2f')} "
+                f"| {_summary([g.trips for g in got], '.2f')} | {shares} "
                 f"| {_summary([g.spread for g in got], '.2f') if masters > 1 else '-'} "
                 f"| {_summary([g.redis_cores for g in got], '.2f')} "
                 f"| {_summary([g.busy_cores for g in got], '.2f')} |"
@@ -174,7 +181,11 @@ def ceiling_rows(runs: list[Run], configs: list[tuple[int, int]]) -> list[str]:
 
 
 def report(
-    when: datetime, runs: list[Run], configs: list[tuple[int, int]], args: dict[str, Any]
+    when: datetime,
+    runs: list[Run],
+    configs: list[tuple[int, int]],
+    args: dict[str, Any],
+    idle_ms: float,
 ) -> tuple[str, dict[str, Any]]:
     """The markdown report and the JSON data (every phase of every run) of ``runs``."""
     versions = package_versions(("taskit", "redis", "hiredis", "anyio", "msgspec"))
@@ -191,11 +202,12 @@ def report(
         f"enqueues), {args['single']:,} single then {args['batch']:,} batch-enqueued no-op jobs, "
         f"then {args['workers']} `taskit worker` processes (concurrency {args['concurrency']}) "
         "drain them all; clusters without replicas, one slot range per master. Median [range] "
-        f"of {args['runs']} runs; ratios are taken within a run.",
+        f"of {args['runs']} runs; ratios are taken within a run. Idle, a master used at most "
+        f"{idle_ms:.1f} ms of CPU a second (cron, cluster bus), counted in the figures below.",
         "",
-        "| masters | shards | phase | jobs/s | Redis µs/job | commands/job | CPU share per "
-        "master | max / min | Redis cores | machine busy cores |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| masters | shards | phase | jobs/s | Redis µs/job | commands/job | round trips/job "
+        "| CPU share per master | max / min | Redis cores | machine busy cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *config_rows(runs, configs),
         "",
         "| figure | measured | goal |",
@@ -212,9 +224,10 @@ def report(
     ]
     data = {
         "date": when.isoformat(), "machine": machine_line(), "versions": versions, "args": args,
-        "configs": [config_name(m, s) for m, s in configs],
+        "configs": [config_name(m, s) for m, s in configs], "idle_ms_per_s": idle_ms,
         "runs": [{name: {p: {**asdict(ph), "rate": ph.rate, "redis_us": ph.redis_us,
-                             "commands": ph.commands, "shares": ph.shares}
+                             "commands": ph.commands, "trips": ph.trips,
+                             "shares": ph.shares}
                          for p, ph in cfg.items()} for name, cfg in run.items()} for run in runs],
     }  # fmt: skip
     return "\n".join(lines) + "\n", data

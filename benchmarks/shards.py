@@ -60,6 +60,8 @@ PREFIX = "bench"
 QUEUE = "default"
 #: (masters, shards): shards to match 1, 2, 3 masters, then 3 masters in the old layout.
 CONFIGS = "1:1,2:2,3:3,3:1"
+#: Seconds the clusters are watched idle before the runs.
+IDLE = 2.0
 #: A producer that has not said it is ready (imports, connections, warm-up) in this long failed.
 READY_TIMEOUT = 60.0
 
@@ -80,6 +82,7 @@ def phase(
         seconds=seconds,
         cpu=[a.cpu - b.cpu for a, b in zip(after, before, strict=True)],
         calls=[a.calls_since(b) for a, b in zip(after, before, strict=True)],
+        reads=[a.reads - b.reads - 1 for a, b in zip(after, before, strict=True)],
         busy_cores=busy / seconds,
     )
 
@@ -194,6 +197,18 @@ def one_config(cluster: BenchCluster, shards: int, probe_url: str, run: str,
     return {"single": single, "batch": batch, "drain": drain}
 
 
+def idle_cpu(clusters: dict[int, BenchCluster], seconds: float = IDLE) -> float:
+    """The most CPU (ms per second) any master of ``clusters`` used over ``seconds`` with
+    nothing to do (cron, cluster bus): what a phase's figures hold besides taskit's work."""
+    before = {m: c.counters() for m, c in clusters.items()}
+    time.sleep(seconds)
+    return max(
+        (a.cpu - b.cpu) / seconds * 1e3
+        for m, c in clusters.items()
+        for a, b in zip(c.counters(), before[m], strict=True)
+    )
+
+
 def parse_configs(text: str) -> list[tuple[int, int]]:
     """``"1:1,3:3"`` as ``[(1, 1), (3, 3)]``; SystemExit naming a bad item."""
     configs = []
@@ -232,6 +247,7 @@ def main() -> None:
         clusters = {
             m: stack.enter_context(BenchCluster(m)) for m in sorted({m for m, _ in configs})
         }
+        idle = idle_cpu(clusters)
         for i in range(opts.runs):
             runs.append({})
             for masters, shards in configs:
@@ -242,7 +258,7 @@ def main() -> None:
                 print("  " + ", ".join(f"{p} {got[p].rate:,.0f}/s {got[p].redis_us:.1f} µs"
                                        for p in PHASES), flush=True)  # fmt: skip
     when = datetime.now(UTC)
-    text, data = report(when, runs, configs, vars(opts))
+    text, data = report(when, runs, configs, vars(opts), idle)
     print(text)
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"shards-{when:%Y-%m-%d}{'-quick' if opts.quick else ''}"
