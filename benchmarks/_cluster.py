@@ -25,11 +25,14 @@ class NodeCounters:
     """One master's totals at one moment: CPU seconds (``used_cpu_user + used_cpu_sys``, every
     thread of the process), command calls by name, and read events (``total_reads_processed``:
     one per request or pipeline a client sends, so one per round trip; the ``INFO`` that reads
-    these counters is one of them)."""
+    these counters is one of them), and the process's voluntary context switches (from
+    ``/proc/<pid>/status``: each is a sleep in ``epoll_wait`` with nothing to do, so each
+    later wake-up costs CPU that no command asked for)."""
 
     cpu: float
     calls: dict[str, int]
     reads: int
+    sleeps: int
 
     def calls_since(self, before: NodeCounters) -> dict[str, int]:
         """Calls by name since ``before``, leaving out ``INFO`` (the measuring itself)."""
@@ -50,7 +53,15 @@ def node_counters(node: ClusterNode) -> NodeCounters:
         if key.startswith("cmdstat_")
     }
     cpu = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-    return NodeCounters(cpu, calls, int(info["total_reads_processed"]))
+    return NodeCounters(cpu, calls, int(info["total_reads_processed"]), _sleeps(node))
+
+
+def _sleeps(node: ClusterNode) -> int:
+    with open(f"/proc/{node.pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no voluntary_ctxt_switches in /proc/{node.pid}/status")
 
 
 class BenchCluster:

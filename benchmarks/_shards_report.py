@@ -24,15 +24,17 @@ Run = dict[str, dict[str, "Phase"]]
 
 @dataclass
 class Phase:
-    """One timed phase: jobs, wall seconds, Redis CPU seconds, calls by command and round trips
-    per master (in node order), the machine's busy cores over the phase, and (a drain) the
-    seconds from the first job's end to the last one's."""
+    """One timed phase: jobs, wall seconds, Redis CPU seconds, calls by command, round trips
+    and sleeps (voluntary context switches) per master (in node order), the machine's busy
+    cores over the phase, and (a drain) the seconds from the first job's end to the last
+    one's."""
 
     jobs: int
     seconds: float
     cpu: list[float]
     calls: list[dict[str, int]]
     reads: list[int]
+    sleeps: list[int]
     busy_cores: float
     span: float | None = None
 
@@ -57,6 +59,11 @@ class Phase:
     def trips(self) -> float:
         """Round trips (read events) per job, all masters."""
         return sum(self.reads) / self.jobs
+
+    @property
+    def wakeups(self) -> float:
+        """Times a master slept and woke again per job, all masters."""
+        return sum(self.sleeps) / self.jobs
 
     @property
     def shares(self) -> list[float]:
@@ -107,7 +114,8 @@ def _whole(run: Run, name: str, phases: tuple[str, ...]) -> Phase:
     jobs = parts[-1].jobs
     cpu = [sum(p.cpu[i] * jobs / p.jobs for p in parts) for i in range(len(parts[0].cpu))]
     return Phase(jobs=jobs, seconds=sum(p.seconds for p in parts), cpu=cpu,
-                 calls=[{} for _ in cpu], reads=[0 for _ in cpu], busy_cores=0.0)  # fmt: skip
+                 calls=[{} for _ in cpu], reads=[0 for _ in cpu], sleeps=[0 for _ in cpu],
+                 busy_cores=0.0)  # fmt: skip
 
 
 def _life_us(run: Run, name: str, phases: tuple[str, ...]) -> float:
@@ -127,7 +135,8 @@ def config_rows(runs: list[Run], configs: list[tuple[int, int]]) -> list[str]:
                 f"| {masters} | {shards} | {p} | {_summary([g.rate for g in got])} "
                 f"| {_summary([g.redis_us for g in got], '.1f')} "
                 f"| {_summary([g.commands for g in got], '.2f')} "
-                f"| {_summary([g.trips for g in got], '.2f')} | {shares} "
+                f"| {_summary([g.trips for g in got], '.2f')} "
+                f"| {_summary([g.wakeups for g in got], '.2f')} | {shares} "
                 f"| {_summary([g.spread for g in got], '.2f') if masters > 1 else '-'} "
                 f"| {_summary([g.redis_cores for g in got], '.2f')} "
                 f"| {_summary([g.busy_cores for g in got], '.2f')} |"
@@ -206,8 +215,8 @@ def report(
         f"{idle_ms:.1f} ms of CPU a second (cron, cluster bus), counted in the figures below.",
         "",
         "| masters | shards | phase | jobs/s | Redis µs/job | commands/job | round trips/job "
-        "| CPU share per master | max / min | Redis cores | machine busy cores |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| wake-ups/job | CPU share per master | max / min | Redis cores | machine busy cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *config_rows(runs, configs),
         "",
         "| figure | measured | goal |",
@@ -226,7 +235,7 @@ def report(
         "date": when.isoformat(), "machine": machine_line(), "versions": versions, "args": args,
         "configs": [config_name(m, s) for m, s in configs], "idle_ms_per_s": idle_ms,
         "runs": [{name: {p: {**asdict(ph), "rate": ph.rate, "redis_us": ph.redis_us,
-                             "commands": ph.commands, "trips": ph.trips,
+                             "commands": ph.commands, "trips": ph.trips, "wakeups": ph.wakeups,
                              "shares": ph.shares}
                          for p, ph in cfg.items()} for name, cfg in run.items()} for run in runs],
     }  # fmt: skip

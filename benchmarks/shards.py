@@ -83,6 +83,7 @@ def phase(
         cpu=[a.cpu - b.cpu for a, b in zip(after, before, strict=True)],
         calls=[a.calls_since(b) for a, b in zip(after, before, strict=True)],
         reads=[a.reads - b.reads - 1 for a, b in zip(after, before, strict=True)],
+        sleeps=[a.sleeps - b.sleeps for a, b in zip(after, before, strict=True)],
         busy_cores=busy / seconds,
     )
 
