@@ -26,8 +26,9 @@ Run = dict[str, dict[str, "Phase"]]
 class Phase:
     """One timed phase: jobs, wall seconds, Redis CPU seconds, calls by command, round trips
     and sleeps (voluntary context switches) per master (in node order), the machine's busy
-    cores over the phase, and (a drain) the seconds from the first job's end to the last
-    one's."""
+    cores over the phase, (a drain) the seconds from the first job's end to the last one's,
+    and the clients' CPU per job (µs: the producers' over the timed part, the workers' from
+    the first job counted to the last)."""
 
     jobs: int
     seconds: float
@@ -37,6 +38,7 @@ class Phase:
     sleeps: list[int]
     busy_cores: float
     span: float | None = None
+    client_us: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -80,6 +82,11 @@ class Phase:
     def redis_cores(self) -> float:
         """Cores the masters kept busy together over the phase."""
         return sum(self.cpu) / self.seconds
+
+    @property
+    def client_cores(self) -> float:
+        """Cores the benchmark's clients (producers or workers) kept busy at this rate."""
+        return self.client_us * self.rate / 1e6
 
     @property
     def ceiling(self) -> float:
@@ -134,11 +141,13 @@ def config_rows(runs: list[Run], configs: list[tuple[int, int]]) -> list[str]:
             rows.append(
                 f"| {masters} | {shards} | {p} | {_summary([g.rate for g in got])} "
                 f"| {_summary([g.redis_us for g in got], '.1f')} "
+                f"| {_summary([g.client_us for g in got], '.1f')} "
                 f"| {_summary([g.commands for g in got], '.2f')} "
                 f"| {_summary([g.trips for g in got], '.2f')} "
                 f"| {_summary([g.wakeups for g in got], '.2f')} | {shares} "
                 f"| {_summary([g.spread for g in got], '.2f') if masters > 1 else '-'} "
                 f"| {_summary([g.redis_cores for g in got], '.2f')} "
+                f"| {_summary([g.client_cores for g in got], '.2f')} "
                 f"| {_summary([g.busy_cores for g in got], '.2f')} |"
             )
     return rows
@@ -195,6 +204,7 @@ def report(
     configs: list[tuple[int, int]],
     args: dict[str, Any],
     idle_ms: float,
+    load: tuple[float, float],
 ) -> tuple[str, dict[str, Any]]:
     """The markdown report and the JSON data (every phase of every run) of ``runs``."""
     versions = package_versions(("taskit", "redis", "hiredis", "anyio", "msgspec"))
@@ -212,11 +222,14 @@ def report(
         f"then {args['workers']} `taskit worker` processes (concurrency {args['concurrency']}) "
         "drain them all; clusters without replicas, one slot range per master. Median [range] "
         f"of {args['runs']} runs; ratios are taken within a run. Idle, a master used at most "
-        f"{idle_ms:.1f} ms of CPU a second (cron, cluster bus), counted in the figures below.",
+        f"{idle_ms:.1f} ms of CPU a second (cron, cluster bus), counted in the figures below. "
+        f"The machine's 1-minute load average was {load[0]:.1f} at the start and {load[1]:.1f} "
+        "at the end (busy cores beyond Redis's and the clients' are other work on the machine).",
         "",
-        "| masters | shards | phase | jobs/s | Redis µs/job | commands/job | round trips/job "
-        "| wake-ups/job | CPU share per master | max / min | Redis cores | machine busy cores |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| masters | shards | phase | jobs/s | Redis µs/job | clients' µs/job | commands/job "
+        "| round trips/job | wake-ups/job | CPU share per master | max / min | Redis cores "
+        "| clients' cores | machine busy cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *config_rows(runs, configs),
         "",
         "| figure | measured | goal |",
@@ -234,6 +247,7 @@ def report(
     data = {
         "date": when.isoformat(), "machine": machine_line(), "versions": versions, "args": args,
         "configs": [config_name(m, s) for m, s in configs], "idle_ms_per_s": idle_ms,
+        "load_average": load,
         "runs": [{name: {p: {**asdict(ph), "rate": ph.rate, "redis_us": ph.redis_us,
                              "commands": ph.commands, "trips": ph.trips, "wakeups": ph.wakeups,
                              "shares": ph.shares}

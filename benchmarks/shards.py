@@ -147,37 +147,76 @@ def enqueue_phase(
     timed = int(sum(d["jobs"] for d in done))
     if timed != jobs:
         raise RuntimeError(f"{mode}: the producers enqueued {timed} jobs, not {jobs}")
-    return phase(jobs, seconds, before, after, busy), jobs + len(procs) * WARMUP
+    result = phase(jobs, seconds, before, after, busy)
+    result.client_us = sum(d["cpu"] for d in done) / jobs * 1e6
+    return result, jobs + len(procs) * WARMUP
 
 
 async def drain_phase(cluster: BenchCluster, url: str, probe_url: str, run: str, expect: int,
                       opts: argparse.Namespace) -> Phase:  # fmt: skip
     """Start the workers, wait until their probes counted ``expect`` jobs; check it was exactly
-    that many, and that the queue agrees."""
+    that many, and that the queue agrees. The workers' CPU per job is taken from the first
+    count seen to the last (their start-up left out)."""
     argv = [sys.executable, "-m", "taskit", "worker", "benchmarks.peers.taskit_app:app",
             "-c", str(opts.concurrency), "--log-level", "warning"]  # fmt: skip
     group = WorkerGroup(argv, run, probe_url, "periodic")
     group.env["BENCH_APP_URL"] = url
     probe = Redis.from_url(probe_url)
+    deadline = time.monotonic() + max(120.0, expect / 100)
     try:
         before, busy, began = cluster.counters(), busy_core_seconds(), time.perf_counter()
         group.start(opts.workers)
-        drained = await group.wait_count(probe, expect, timeout=max(120.0, expect / 100))
+        counted, reports = 0, list[dict[str, float]]()
+        while counted == 0:
+            counted, reports = await _next_count(probe, run, group, deadline)
+        first, cpu = counted, _cpu_of(group)
+        while counted < expect:
+            counted, reports = await _next_count(probe, run, group, deadline)
         seconds = time.perf_counter() - began
         after, busy = cluster.counters(), busy_core_seconds() - busy
+        cpu = _cpu_of(group) - cpu
         await asyncio.sleep(0.3)  # a second run of a job would show in the next report
         await check_exact(probe, url, run, expect)
     finally:
         group.stop()
         await probe.aclose()
     result = phase(expect, seconds, before, after, busy)
-    result.span = drained.seconds
+    result.span = max(r["last"] for r in reports) - min(r["first"] for r in reports if r["count"])
+    result.client_us = cpu / max(1, counted - first) * 1e6
     return result
 
 
-async def check_exact(probe: Redis, url: str, run: str, expect: int) -> None:
+async def _next_count(
+    probe: Redis, run: str, group: WorkerGroup, deadline: float
+) -> tuple[int, list[dict[str, float]]]:
+    """``_counted`` 50 ms from now; TimeoutError past ``deadline``, RuntimeError (with its
+    log) if a worker exited."""
+    await asyncio.sleep(0.05)
+    if time.monotonic() > deadline:
+        raise TimeoutError("the workers did not run every job in time")
+    group.check_alive()
+    return await _counted(probe, run)
+
+
+async def _counted(probe: Redis, run: str) -> tuple[int, list[dict[str, float]]]:
+    """The jobs the workers' probes counted so far, and their reports."""
     keys = [k async for k in probe.scan_iter(match=probe_key(run, "*"))]
-    counted = sum(int(json.loads(v)["count"]) for v in await probe.mget(keys) if v)
+    reports = [json.loads(v) for v in await probe.mget(keys) if v] if keys else []
+    return sum(int(r["count"]) for r in reports), reports
+
+
+def _cpu_of(group: WorkerGroup) -> float:
+    """The worker processes' CPU seconds so far (utime + stime, every thread)."""
+    total = 0
+    for proc in group.procs:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def check_exact(probe: Redis, url: str, run: str, expect: int) -> None:
+    counted, _ = await _counted(probe, run)
     app = make_app(url)
     try:
         stats = (await app.stats([QUEUE]))[QUEUE]
@@ -248,6 +287,7 @@ def main() -> None:
         clusters = {
             m: stack.enter_context(BenchCluster(m)) for m in sorted({m for m, _ in configs})
         }
+        load = os.getloadavg()[0]
         idle = idle_cpu(clusters)
         for i in range(opts.runs):
             runs.append({})
@@ -259,7 +299,7 @@ def main() -> None:
                 print("  " + ", ".join(f"{p} {got[p].rate:,.0f}/s {got[p].redis_us:.1f} µs"
                                        for p in PHASES), flush=True)  # fmt: skip
     when = datetime.now(UTC)
-    text, data = report(when, runs, configs, vars(opts), idle)
+    text, data = report(when, runs, configs, vars(opts), idle, (load, os.getloadavg()[0]))
     print(text)
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"shards-{when:%Y-%m-%d}{'-quick' if opts.quick else ''}"
