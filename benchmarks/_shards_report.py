@@ -26,9 +26,9 @@ Run = dict[str, dict[str, "Phase"]]
 class Phase:
     """One timed phase: jobs, wall seconds, Redis CPU seconds, calls by command, round trips
     and sleeps (voluntary context switches) per master (in node order), the machine's busy
-    cores over the phase, (a drain) the seconds from the first job's end to the last one's,
-    and the clients' CPU per job (µs: the producers' over the timed part, the workers' from
-    the first job counted to the last)."""
+    cores over the phase, the clients' CPU per job (µs: the producers' over the timed part,
+    the workers' over the drain's window) and, for a drain, the seconds from the first job's
+    end to the last one's over its ``span_jobs`` jobs."""
 
     jobs: int
     seconds: float
@@ -38,13 +38,15 @@ class Phase:
     sleeps: list[int]
     busy_cores: float
     span: float | None = None
+    span_jobs: int = 0
     client_us: float = 0.0
 
     @property
     def rate(self) -> float:
-        """Jobs/s: a drain's ``(n - 1) / span``, an enqueue's jobs over its wall time."""
+        """Jobs/s: a drain's ``(span_jobs - 1) / span``, an enqueue's jobs over its wall
+        time."""
         if self.span:
-            return (self.jobs - 1) / self.span
+            return (self.span_jobs - 1) / self.span
         return self.jobs / self.seconds
 
     @property

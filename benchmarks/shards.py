@@ -16,18 +16,23 @@ old layout: one slot, so one master, however many there are). For each, in three
   completed, or the run stops.
 
 Each phase reads ``INFO`` of every master before and after: Redis CPU (``used_cpu_user +
-used_cpu_sys``) and calls by command (``INFO`` left out); and the machine's busy cores from
-``/proc/stat``. Per phase: jobs/s (enqueue: jobs over the wall time from the producers' common
-start to the last one's end; drain: ``(n - 1)`` over the first to the last job's end, as
-``benchmarks.run`` counts it), Redis CPU µs per job (all masters), commands per job, each
-master's share of the Redis CPU and max share / min share. The drain's window runs from the
-workers' start (their start-up commands are in it) to the last job counted.
+used_cpu_sys``), calls by command (``INFO`` left out) and read events (round trips); each
+master's voluntary context switches (``/proc/<pid>/status``: sleeps in ``epoll_wait``, each
+followed by a wake-up); the clients' own CPU; and the machine's busy cores (``/proc/stat``:
+other work on the machine counts too). Per phase: jobs/s (enqueue: jobs over the wall time from
+the producers' common start to the last one's end; drain: ``(n - 1)`` over the first to the
+last job's end, as ``benchmarks.run`` counts it), Redis CPU µs per job (all masters), the
+clients' µs per job, commands, round trips and wake-ups per job, each master's share of the
+Redis CPU and max share / min share. A drain's counters are read from the first job counted to
+the last (the workers' start-up left out), per job counted in between. Over a job's life (its
+enqueue plus its drain), the report also gives the jobs/s at which the busiest master would use
+one whole core: the ceiling when clients are not the limit.
 
 Ratios are taken within one run (the configurations take turns) and the report gives the median
 over ``--runs`` (3) runs, range in brackets. Writes ``benchmarks/results/shards-<date>[-quick]``
 ``.md`` and ``.json`` with the date, machine and versions.
 
-    .venv/bin/python -m benchmarks.shards [--runs 3] [--quick]
+    .venv/bin/python -m benchmarks.shards [--runs 3] [--quick] [--configs 1:1,2:2,3:3,3:1]
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -62,7 +68,8 @@ QUEUE = "default"
 CONFIGS = "1:1,2:2,3:3,3:1"
 #: Seconds the clusters are watched idle before the runs.
 IDLE = 2.0
-#: A producer that has not said it is ready (imports, connections, warm-up) in this long failed.
+#: A producer that has not said it is ready (imports, connections, warm-up) in this long failed;
+#: one enqueuing gets this long or a second per 100 jobs, whichever is more.
 READY_TIMEOUT = 60.0
 
 
@@ -99,19 +106,12 @@ def producers(
     try:
         for k in range(opts.producers):
             share = jobs // opts.producers + (k < jobs % opts.producers)
-            argv = [
-                sys.executable,
-                "-m",
-                "benchmarks._producer",
-                url,
-                mode,
-                str(share),
-                str(opts.tasks),
-            ]
+            argv = [sys.executable, "-m", "benchmarks._producer", url, mode, str(share),
+                    str(opts.tasks)]  # fmt: skip
             procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE))  # fmt: skip
         for proc in procs:
-            _line(proc, "warmup")
+            _line(proc, "warmup", READY_TIMEOUT)
         yield procs
     finally:
         for proc in procs:
@@ -120,8 +120,12 @@ def producers(
             proc.wait()
 
 
-def _line(proc: subprocess.Popen[str], key: str) -> dict[str, float]:
+def _line(proc: subprocess.Popen[str], key: str, timeout: float) -> dict[str, float]:
+    """The producer's next line, which must hold ``key``; RuntimeError when it exits or says
+    nothing for ``timeout`` seconds."""
     assert proc.stdout is not None
+    if not select.select([proc.stdout], [], [], timeout)[0]:
+        raise RuntimeError(f"a producer said nothing for {timeout:.0f} s (waiting for {key!r})")
     line = proc.stdout.readline()
     if not line:
         raise RuntimeError(f"a producer exited with {proc.wait()} before saying {key!r}")
@@ -141,7 +145,7 @@ def enqueue_phase(
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        done = [_line(proc, "jobs") for proc in procs]
+        done = [_line(proc, "jobs", max(READY_TIMEOUT, jobs / 100)) for proc in procs]
         seconds = time.perf_counter() - began
         after, busy = cluster.counters(), busy_core_seconds() - busy
     timed = int(sum(d["jobs"] for d in done))
@@ -155,8 +159,9 @@ def enqueue_phase(
 async def drain_phase(cluster: BenchCluster, url: str, probe_url: str, run: str, expect: int,
                       opts: argparse.Namespace) -> Phase:  # fmt: skip
     """Start the workers, wait until their probes counted ``expect`` jobs; check it was exactly
-    that many, and that the queue agrees. The workers' CPU per job is taken from the first
-    count seen to the last (their start-up left out)."""
+    that many, and that the queue agrees. CPU (Redis's and the workers') and commands are
+    taken from the first count seen to the last, over the jobs counted in between (the
+    workers' start-up left out); the rate over every job, from the probes' times."""
     argv = [sys.executable, "-m", "taskit", "worker", "benchmarks.peers.taskit_app:app",
             "-c", str(opts.concurrency), "--log-level", "warning"]  # fmt: skip
     group = WorkerGroup(argv, run, probe_url, "periodic")
@@ -164,25 +169,28 @@ async def drain_phase(cluster: BenchCluster, url: str, probe_url: str, run: str,
     probe = Redis.from_url(probe_url)
     deadline = time.monotonic() + max(120.0, expect / 100)
     try:
-        before, busy, began = cluster.counters(), busy_core_seconds(), time.perf_counter()
         group.start(opts.workers)
         counted, reports = 0, list[dict[str, float]]()
         while counted == 0:
             counted, reports = await _next_count(probe, run, group, deadline)
-        first, cpu = counted, _cpu_of(group)
+        first, workers = counted, _cpu_of(group)
+        before, busy, began = cluster.counters(), busy_core_seconds(), time.perf_counter()
         while counted < expect:
             counted, reports = await _next_count(probe, run, group, deadline)
         seconds = time.perf_counter() - began
         after, busy = cluster.counters(), busy_core_seconds() - busy
-        cpu = _cpu_of(group) - cpu
+        workers = _cpu_of(group) - workers
         await asyncio.sleep(0.3)  # a second run of a job would show in the next report
         await check_exact(probe, url, run, expect)
     finally:
         group.stop()
         await probe.aclose()
-    result = phase(expect, seconds, before, after, busy)
+    if counted == first:
+        raise RuntimeError(f"all {expect} jobs ran before the first look: too few to measure")
+    result = phase(counted - first, seconds, before, after, busy)
     result.span = max(r["last"] for r in reports) - min(r["first"] for r in reports if r["count"])
-    result.client_us = cpu / max(1, counted - first) * 1e6
+    result.span_jobs = expect
+    result.client_us = workers / (counted - first) * 1e6
     return result
 
 
