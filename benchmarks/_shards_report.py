@@ -217,8 +217,7 @@ def report(
         "",
         machine_line(),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
-        f"`python -m benchmarks.shards{' --quick' if args['quick'] else ''} "
-        f"--runs {args['runs']} --configs {args['configs']}`: "
+        f"`python -m benchmarks.shards {args['command']}`: "
         f"{args['producers']} producer processes ({args['tasks']} coroutines each for single "
         f"enqueues), {args['single']:,} single then {args['batch']:,} batch-enqueued no-op jobs, "
         f"then {args['workers']} `taskit worker` processes (concurrency {args['concurrency']}) "

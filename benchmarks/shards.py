@@ -30,7 +30,7 @@ one whole core: the ceiling when clients are not the limit.
 
 Ratios are taken within one run (the configurations take turns) and the report gives the median
 over ``--runs`` (3) runs, range in brackets. Writes ``benchmarks/results/shards-<date>[-quick]``
-``.md`` and ``.json`` with the date, machine and versions.
+``[-<tag>].md`` and ``.json`` with the date, machine and versions.
 
     .venv/bin/python -m benchmarks.shards [--runs 3] [--quick] [--configs 1:1,2:2,3:3,3:1]
 """
@@ -284,8 +284,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--configs", default=CONFIGS, help=f"masters:shards,... ({CONFIGS})")
+    parser.add_argument("--tag", default="", help="added to the result files' names")
     opts = parser.parse_args()
     configs = parse_configs(opts.configs)
+    command = " ".join(sys.argv[1:])
     opts.runs = opts.runs or (1 if opts.quick else 3)
     opts.single = opts.single or (1000 if opts.quick else 20_000)
     opts.batch = opts.batch or (5000 if opts.quick else 100_000)
@@ -307,10 +309,12 @@ def main() -> None:
                 print("  " + ", ".join(f"{p} {got[p].rate:,.0f}/s {got[p].redis_us:.1f} µs"
                                        for p in PHASES), flush=True)  # fmt: skip
     when = datetime.now(UTC)
-    text, data = report(when, runs, configs, vars(opts), idle, (load, os.getloadavg()[0]))
+    args = {**vars(opts), "command": command}
+    text, data = report(when, runs, configs, args, idle, (load, os.getloadavg()[0]))
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"shards-{when:%Y-%m-%d}{'-quick' if opts.quick else ''}"
+    tag = ("-quick" if opts.quick else "") + (f"-{opts.tag}" if opts.tag else "")
+    stem = RESULTS / f"shards-{when:%Y-%m-%d}{tag}"
     stem.with_suffix(".md").write_text(text)
     stem.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {stem}.md and .json")
