@@ -24,7 +24,11 @@ the routing, and these rules across shards:
   ``count``, the rest handed back at once). Priority, FIFO, fair turns and the order of
   ``queues`` hold among the jobs of one shard; across shards the rotation decides.
 * **Counting and listing.** ``stats`` and ``counts`` add the shards up. ``list_jobs`` walks
-  shard 0, then 1, and so on: its orders hold within each shard's part of the walk.
+  shard 0, then 1, and so on: its orders hold within each shard's part of the walk, and a walk
+  lists each job that stays in its state exactly once, as on one broker. A page that fills up
+  at the end of a shard's part has a cursor (the next shards are not asked ahead), so a walk
+  may end with an empty page. A filtered page examines at most ``SCAN_BUDGET`` jobs, as on one
+  broker: it goes on to the next shard's part only while it has examined none.
   ``dead_letters`` lists shard by shard the same way.
 * **Fan-out.** ``requeue_dead``, ``purge``, ``purge_dead``, ``forget`` and ``reclaim`` act on
   every shard, each shard in one step of its own. ``pause_queue`` and ``resume_queue`` write
@@ -37,6 +41,7 @@ the routing, and these rules across shards:
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -372,7 +377,9 @@ class ShardedBroker(Broker):
         text: str | None = None,
     ) -> JobPage:
         check_page(limit, cursor)
-        k, inner = (0, None) if cursor is None else _cursor(cursor, self.count)
+        mark = _mark(queue, listing)
+        k, inner = (0, None) if cursor is None else _cursor(cursor, self.count, mark)
+        filtered = task is not None or text is not None
         jobs: list[Job] = []
         scanned = 0
         while True:
@@ -382,12 +389,14 @@ class ShardedBroker(Broker):
             jobs.extend(page.jobs)
             scanned += page.scanned
             if page.cursor is not None:
-                return JobPage(jobs, f"{k}:{page.cursor}", scanned)
+                return JobPage(jobs, f"{k}:{mark}:{page.cursor}", scanned)
             k, inner = k + 1, None
             if k == self.count:
                 return JobPage(jobs, None, scanned)
-            if len(jobs) >= limit:
-                return JobPage(jobs, f"{k}:", scanned)
+            # A filtered part may examine up to SCAN_BUDGET jobs: the next shard's part would
+            # take the page past the budget unless nothing was examined yet.
+            if len(jobs) >= limit or (filtered and scanned > 0):
+                return JobPage(jobs, f"{k}:{mark}:", scanned)
 
     async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
         got: list[Job] = []
@@ -543,9 +552,19 @@ def _split(token: Any, count: int) -> tuple[int, str] | None:
     return int(head), rest
 
 
-def _cursor(cursor: str, count: int) -> tuple[int, str | None]:
-    """(shard, the shard's own cursor or None for its start) of a ``list_jobs`` cursor."""
-    head, colon, rest = cursor.partition(":")
+def _mark(queue: str, listing: Listing) -> str:
+    """What a ``list_jobs`` cursor carries of its queue and listing (CRC-32 in hex), so that
+    one made for another is refused even where it starts a shard's part (no inner cursor)."""
+    return f"{zlib.crc32(f'{listing.value}:{queue}'.encode()):08x}"
+
+
+def _cursor(cursor: str, count: int, mark: str) -> tuple[int, str | None]:
+    """(shard, the shard's own cursor or None for its start) of a ``list_jobs`` cursor
+    ``"<k>:<mark>:<inner>"`` made for the queue and listing of ``mark``."""
+    head, _, rest = cursor.partition(":")
+    made_for, colon, inner = rest.partition(":")
     if not colon or not head.isdigit() or len(head) > 2 or int(head) >= count:
         raise ValueError(f"list_jobs: cursor {cursor!r} was not made by this sharded broker")
-    return int(head), rest or None
+    if made_for != mark:
+        raise ValueError(f"list_jobs: cursor {cursor!r} was made for another queue or listing")
+    return int(head), inner or None
