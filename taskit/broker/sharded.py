@@ -15,9 +15,12 @@ the routing, and these rules across shards:
 * **Leases.** A token this broker hands out names its shard (``"<k>/<token>"``); ``extend``,
   ``settle`` and ``set_progress`` go to that shard. A token without a valid shard is stale.
 * **Enqueue** checks every job first (encoding, groups, workflow fields: nothing is stored when
-  one is bad), then stores each shard's jobs in one step of that shard, the shards concurrently.
-  All-or-none holds per shard: when a shard fails (unreachable), the others' jobs may be
-  stored. An enqueue retried with the same ids stores nothing twice.
+  one is bad), then stores each shard's jobs in one step of that shard: the parts holding
+  workflow jobs first, one after another (a shard refuses a workflow job whose parent it does
+  not hold, and then none of the batch's plain jobs is stored yet), then the others
+  concurrently. All-or-none holds per shard: when a shard fails (unreachable), or refuses a
+  workflow's part after another workflow's part of the batch was stored on another shard, the
+  parts stored stay. An enqueue retried with the same ids stores nothing twice.
 * **Reserve** takes from the shards in rotation (a fresh start each call), without waiting,
   until it has ``count`` jobs; with none ready anywhere it waits on every shard at once and
   returns the first shard's jobs (what another shard leased in that same moment is kept up to
@@ -34,6 +37,11 @@ the routing, and these rules across shards:
   every shard, each shard in one step of its own. ``pause_queue`` and ``resume_queue`` write
   every shard (the home shard first; each shard's reserve reads its own copy), so a pause is in
   force everywhere once it returns.
+* **Workflows.** A workflow lives in one shard (the home shard when new, else where the jobs it
+  adopts are stored), with the plain jobs of the batch its jobs wait for, so a job can wait
+  only for jobs of its workflow's shard: waiting for stored jobs of other shards is a
+  ``ValueError`` naming them, as is a job with limits or a dedup window joining a workflow
+  outside the home shard.
 * **The home shard** keeps limits, dedup windows, claims, once keys, announcements, streams and
   the paused set that ``paused_queues`` reads; workflows are looked up there first.
 """
@@ -157,21 +165,28 @@ class ShardedBroker(Broker):
     async def _store(
         self, jobs: Sequence[Job], delays: Sequence[float] | None, targets: list[int]
     ) -> list[Job]:
+        """Each shard's part stored by one enqueue of that shard. The parts holding workflow
+        jobs go first, one after another, then the others concurrently: a shard refuses a
+        workflow job for what only it knows (a parent unknown there, or a node of another
+        workflow), and then none of the batch's plain parts is stored yet."""
         parts = _parts(targets)
-        stored = await gather(
-            [
-                partial(self._shards[k].enqueue, [jobs[i] for i in ix], delays=_pick(delays, ix))
-                for k, ix in parts.items()
-            ]
-        )
         out: list[Job | None] = [None] * len(jobs)
-        for indexes, got in zip(parts.values(), stored, strict=True):
-            for i, job in zip(indexes, got, strict=True):
+
+        async def store(k: int) -> None:
+            ix = parts[k]
+            got = await self._shards[k].enqueue([jobs[i] for i in ix], delays=_pick(delays, ix))
+            for i, job in zip(ix, got, strict=True):
                 out[i] = job
+
+        flows = [k for k, ix in parts.items() if any(jobs[i].workflow is not None for i in ix)]
+        for k in flows:
+            await store(k)
+        await gather([partial(store, k) for k in parts if k not in flows])
         return out  # type: ignore[return-value]  # every index is in one part
 
     async def _targets(self, jobs: Sequence[Job]) -> list[int]:
-        """Each job's shard: ``place``, then each workflow's jobs moved to their workflow's."""
+        """Each job's shard: ``place``, then each workflow's jobs, and the plain jobs of the
+        batch they wait for (the workflow adopts them), moved to their workflow's shard."""
         targets = [place(job, self.count) for job in jobs]
         flows = dict.fromkeys(job.workflow for job in jobs if job.workflow is not None)
         if not flows:
@@ -179,32 +194,38 @@ class ShardedBroker(Broker):
         given = {job.id for job in jobs}
         for workflow in flows:
             members = [i for i, job in enumerate(jobs) if job.workflow == workflow]
-            parents = {p for i in members for p in _parents(jobs[i]) if p not in given}
-            k = await self._workflow_shard(workflow, parents)
-            for i in members:
-                if k != HOME and jobs[i].limits:
-                    raise ValueError(
-                        f"job {jobs[i].id!r} carries limits {list(jobs[i].limits)}, but its "
-                        f"workflow {workflow!r} lives on shard {k} of {self.count} (it adopted "
-                        "jobs stored there): limits are counted on the home shard, so a "
-                        "limited job can join only a workflow of the home shard"
-                    )
+            waited = {p for i in members for p in _parents(jobs[i])}
+            adopted = [i for i, job in enumerate(jobs) if job.workflow is None and job.id in waited]
+            k = await self._workflow_shard(workflow, waited - given)
+            for i in [*members, *adopted]:
+                if k != HOME and (jobs[i].limits or jobs[i].dedup is not None):
+                    _refuse_away_from_home(jobs[i], workflow, k, self.count)
                 targets[i] = k
         return targets
 
     async def _workflow_shard(self, workflow: str, parents: set[str]) -> int:
         """The shard holding ``workflow``'s record; else the one shard holding the stored jobs
-        it waits for (they join it); else the home shard."""
+        it waits for (they join it); else the home shard. ``ValueError`` when the stored jobs
+        it waits for are not all in that one shard."""
         found = await first(self.count, HOME, lambda k: self._shards[k].workflow(workflow))
-        if found is not None:
-            return found[0]
         where: dict[int, str] = {}
         for parent in sorted(parents):
-            located = await first(
-                self.count, shard_of(parent, self.count), partial(self._get_from, parent)
-            )
+            start = shard_of(parent, self.count) if found is None else found[0]
+            located = await first(self.count, start, partial(self._get_from, parent))
             if located is not None:
                 where.setdefault(located[0], parent)
+        if found is not None:
+            away = {k: p for k, p in where.items() if k != found[0]}
+            if away:
+                named = ", ".join(f"job {p!r} on shard {k}" for k, p in sorted(away.items()))
+                raise ValueError(
+                    f"workflow {workflow!r} lives on shard {found[0]} of {self.count}, but a "
+                    f"job of it would wait for jobs of other shards ({named}): a job can wait "
+                    "only for jobs of its workflow's shard. Enqueue the jobs it waits for as "
+                    "one workflow (taskit.canvas), or give them a workflow when they are "
+                    "enqueued"
+                )
+            return found[0]
         if len(where) > 1:
             named = ", ".join(f"job {p!r} on shard {k}" for k, p in sorted(where.items()))
             raise ValueError(
@@ -519,6 +540,19 @@ def _check(jobs: Sequence[Job], delays: Sequence[float] | None) -> None:
         if job.workflow is not None or job.after is not None:
             check_after(job.id, job.workflow, job.after)
         stored_form(job)
+
+
+def _refuse_away_from_home(job: Job, workflow: str, k: int, count: int) -> None:
+    """The ``ValueError`` for a job with limits or a dedup window that would join
+    ``workflow`` on shard ``k``, not the home shard, where limits and dedup windows are kept."""
+    kept = [f"limits {list(job.limits)}"] if job.limits else []
+    if job.dedup is not None:
+        kept.append(f"a {job.dedup.mode} window")
+    raise ValueError(
+        f"job {job.id!r} carries {' and '.join(kept)}, but its workflow {workflow!r} lives on "
+        f"shard {k} of {count} (it adopted jobs stored there): limits and dedup windows are "
+        "kept on the home shard, so such a job can join only a workflow of the home shard"
+    )
 
 
 def _parents(job: Job) -> tuple[str, ...]:
