@@ -122,6 +122,17 @@ class ShardedBroker(Broker):
             self._replaced.extend(self._shards)
             self._shards, self._settings = self._made(merged), merged
 
+    # ``Broker`` declares these two per class; a sharded broker has its shards' (any kind).
+    @property
+    def in_process(self) -> bool:  # type: ignore[override]
+        """Whether its shards live in this process only (memory brokers)."""
+        return any(shard.in_process for shard in self._shards)
+
+    @property
+    def asyncio_only(self) -> bool:  # type: ignore[override]
+        """Whether a shard runs on asyncio only (Redis brokers)."""
+        return any(shard.asyncio_only for shard in self._shards)
+
     @property
     def shards(self) -> tuple[Broker, ...]:
         """The shards, home (``placement.HOME``) first."""
@@ -185,19 +196,19 @@ class ShardedBroker(Broker):
         return out  # type: ignore[return-value]  # every index is in one part
 
     async def _targets(self, jobs: Sequence[Job]) -> list[int]:
-        """Each job's shard: ``place``, then each workflow's jobs, and the plain jobs of the
-        batch they wait for (the workflow adopts them), moved to their workflow's shard."""
+        """Each job's shard: ``place``, then each workflow's jobs, and the jobs of no workflow
+        earlier in the batch that they wait for (they join it), moved to their workflow's."""
         targets = [place(job, self.count) for job in jobs]
         flows = dict.fromkeys(job.workflow for job in jobs if job.workflow is not None)
         if not flows:
             return targets
-        given = {job.id for job in jobs}
+        index = {job.id: i for i, job in enumerate(jobs)}
         for workflow in flows:
             members = [i for i, job in enumerate(jobs) if job.workflow == workflow]
-            waited = {p for i in members for p in _parents(jobs[i])}
-            adopted = [i for i, job in enumerate(jobs) if job.workflow is None and job.id in waited]
-            k = await self._workflow_shard(workflow, waited - given)
-            for i in [*members, *adopted]:
+            parents = {p for i in members for p in _parents(jobs[i])}
+            joining = [index[p] for p in parents if p in index and jobs[index[p]].workflow is None]
+            k = await self._workflow_shard(workflow, {p for p in parents if p not in index})
+            for i in [*members, *joining]:
                 if k != HOME and (jobs[i].limits or jobs[i].dedup is not None):
                     _refuse_away_from_home(jobs[i], workflow, k, self.count)
                 targets[i] = k
@@ -302,11 +313,14 @@ class ShardedBroker(Broker):
             raise
         if not got and errors:
             raise errors[0]
+        return await self._kept(got, count)
+
+    async def _kept(self, got: list[Lease], count: int) -> list[Lease]:
+        """The first ``count`` of ``got``; the rest handed back at once (shielded)."""
         if len(got) > count:
             with anyio.CancelScope(shield=True):
                 await self._release(got[count:])
-            del got[count:]
-        return got
+        return got[:count]
 
     async def extend(self, leases: Sequence[Lease], *, lease: float) -> list[LeaseState]:
         answers = await self._by_token(
