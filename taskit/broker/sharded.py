@@ -564,8 +564,9 @@ def _refuse_away_from_home(job: Job, workflow: str, k: int, count: int) -> None:
         kept.append(f"a {job.dedup.mode} window")
     raise ValueError(
         f"job {job.id!r} carries {' and '.join(kept)}, but its workflow {workflow!r} lives on "
-        f"shard {k} of {count} (it adopted jobs stored there): limits and dedup windows are "
-        "kept on the home shard, so such a job can join only a workflow of the home shard"
+        f"shard {k} of {count} (it adopted jobs stored there): limits are counted on the home "
+        "shard, and dedup windows kept there, so such a job can join only a workflow of the "
+        "home shard"
     )
 
 

@@ -210,7 +210,7 @@ async def test_a_token_of_another_shard_or_a_made_up_one_is_stale(
         f"{broker.count}/{inner}",  # no such shard
         f"99/{inner}",
         inner,  # the shard's own token, not named
-        f"1/{inner}x",
+        f"1/x{inner}",  # not the shard's token
         "1/",
         "/",
         "",
