@@ -36,6 +36,7 @@ from taskit.broker.base import Broker, BrokerOptions
 from taskit.broker.memory import MemoryBroker
 from taskit.broker.placement import shard_of
 from taskit.broker.redis import RedisBroker
+from taskit.broker.redis.shards import sharded_redis
 from taskit.broker.sharded import ShardedBroker
 from taskit.clock import Clock, FakeClock
 
@@ -110,27 +111,23 @@ async def open_sharded(
         url = cluster.url()
     else:  # pragma: no cover - a typo in a parametrisation
         raise ValueError(f"unknown sharded kind {kind!r}")
-    options = BrokerOptions(("result_ttl",), result_ttl=result_ttl)
-    broker = ShardedBroker(
-        options,
-        lambda settings: [
-            RedisBroker(url, prefix=f"{prefix}~{k}", result_ttl=settings.result_ttl)
-            for k in range(SHARDS)
-        ],
-    )
-    patterns = [shard.keys.pattern() for shard in broker.shards if isinstance(shard, RedisBroker)]
+    broker = sharded_redis(url, shards=SHARDS, prefix=prefix, result_ttl=result_ttl)
+    shard_prefixes = [
+        shard.keys.prefix for shard in broker.shards if isinstance(shard, RedisBroker)
+    ]
     try:
         yield broker, anyio.sleep
     finally:
         await broker.close()
-        for k, pattern in enumerate(patterns):
+        for shard_prefix in shard_prefixes:
+            tag = "{" + shard_prefix + "}"
             if kind == SHARDED_CLUSTER:
-                owner = cluster.owner_of("{" + f"{prefix}~{k}" + "}")
+                owner = cluster.owner_of(tag)
                 client = Redis(host=owner.host, port=owner.port)
             else:
                 client = Redis.from_url(url)
             try:
-                doomed = [key async for key in client.scan_iter(match=pattern, count=500)]
+                doomed = [key async for key in client.scan_iter(match=f"{tag}*", count=500)]
                 if doomed:
                     await client.delete(*doomed)
             finally:
