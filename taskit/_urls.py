@@ -5,22 +5,27 @@ with a raw ``ValueError`` from a client library.
 | form                                                    | options (``?name=value&...``)        |
 |---------------------------------------------------------|--------------------------------------|
 | ``memory://``                                           | none                                 |
-| ``redis://[user:password@]host[:port][/db]``            | ``db``, ``password``, ``prefix``     |
+| ``redis://[user:password@]host[:port][/db]``            | ``db``, ``password``, ``prefix``,    |
+|                                                         | ``shards``                           |
 | ``rediss://...`` (TLS), as ``redis://``                 | those, and ``ssl_*`` (redis-py's)    |
-| ``unix://[user:password@]/path/to/socket``              | ``db``, ``password``, ``prefix``     |
-| ``redis+cluster://[user:password@]h1:p1,h2:p2[/0]``     | ``password``, ``prefix`` (db 0 only) |
+| ``unix://[user:password@]/path/to/socket``              | ``db``, ``password``, ``prefix``,    |
+|                                                         | ``shards``                           |
+| ``redis+cluster://[user:password@]h1:p1,h2:p2[/0]``     | ``password``, ``prefix``, ``shards`` |
+|                                                         | (db 0 only)                          |
 | ``rediss+cluster://...`` (TLS), as ``redis+cluster://`` | those, and ``ssl_*``                 |
 | ``redis+sentinel://[u:pw@]s1:p1,s2:p2/name[/db]``       | ``db``, ``password``, ``prefix``,    |
-|                                                         | ``sentinel_username``,               |
+|                                                         | ``shards``, ``sentinel_username``,   |
 |                                                         | ``sentinel_password``                |
 | ``rediss+sentinel://...`` (TLS to the data nodes)       | those, and ``ssl_*``                 |
 
 A cluster URL lists seed nodes (any nodes of the cluster; the broker finds the one serving its
 slot); a cluster has only database 0, so any other is refused. A Sentinel URL lists sentinels
 and names the master they watch; the user and password are the data nodes', the sentinels'
-own (if they ask for one) are ``sentinel_username`` / ``sentinel_password``. ``prefix`` is
-taskit's own (the Redis key prefix); the others go to the Redis client. Imports nothing of
-taskit but its errors: ``config`` and the brokers both use it.
+own (if they ask for one) are ``sentinel_username`` / ``sentinel_password``. ``prefix`` (the
+Redis key prefix) and ``shards`` (how many hash-tag shards one queue is spread over, 1 to
+``MAX_SHARDS``, default 1: see ``taskit.broker.redis.shards``) are taskit's own, taken off the
+URL the Redis client gets; the others go to the client. Imports nothing of taskit but its
+errors: ``config`` and the brokers both use it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from taskit.errors import ConfigurationError
 
 __all__ = [
     "CLUSTER_SCHEMES",
+    "MAX_SHARDS",
     "REDIS_SCHEMES",
     "SENTINEL_SCHEMES",
     "BrokerURL",
@@ -46,7 +52,11 @@ __all__ = [
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 REDIS_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES, *SENTINEL_SCHEMES)
-_OPTIONS = frozenset({"db", "password", "prefix"})
+_OPTIONS = frozenset({"db", "password", "prefix", "shards"})
+#: taskit's own options: read here, taken off the URL the Redis client is given.
+_OWN = frozenset({"prefix", "shards"})
+#: The most shards one queue may be spread over (``?shards=``).
+MAX_SHARDS = 64
 _SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password"})
 _TLS_SCHEMES = ("rediss", "rediss+cluster", "rediss+sentinel")
 # What redis-py's TLS connection takes from a URL (SSLConnection's ssl_* arguments).
@@ -64,11 +74,13 @@ _BOOLS = frozenset({"0", "1", "true", "false", "yes", "no", "f", "n", "t", "y"})
 @dataclass(frozen=True, slots=True)
 class BrokerURL:
     """A checked broker URL. ``url`` is what the Redis client is given: the original without
-    taskit's own ``prefix`` option. ``prefix`` is that option's value, or None."""
+    taskit's own options. ``prefix`` is the ``prefix`` option's value, or None; ``shards`` the
+    ``shards`` option's (1 when not given)."""
 
     scheme: str
     url: str
     prefix: str | None = None
+    shards: int = 1
 
 
 def parse_broker_url(url: str) -> BrokerURL:
@@ -154,11 +166,24 @@ def _parse(url: str) -> BrokerURL:
     prefix = options.get("prefix")
     if prefix is not None:
         check_prefix(prefix, f"broker URL {shown}: option prefix")
-    if prefix is None:
+    shards = _shards(options["shards"], shown) if "shards" in options else 1
+    if not _OWN & options.keys():
         return BrokerURL(scheme, url)
-    query = "&".join(p for p in parts.query.split("&") if p and p.partition("=")[0] != "prefix")
+    query = "&".join(
+        p for p in parts.query.split("&") if p and unquote(p.partition("=")[0]) not in _OWN
+    )
     base = url.partition("?")[0]  # not urlunsplit: it writes unix:///x as unix:/x
-    return BrokerURL(scheme, f"{base}?{query}" if query else base, prefix)
+    return BrokerURL(scheme, f"{base}?{query}" if query else base, prefix, shards)
+
+
+def _shards(raw: str, shown: str) -> int:
+    """The ``shards`` option's value: a whole number from 1 to ``MAX_SHARDS``."""
+    if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= MAX_SHARDS:
+        raise ConfigurationError(
+            f"broker URL {shown}: option shards must be a whole number from 1 to {MAX_SHARDS} "
+            f"(how many hash-tag shards each queue is spread over), got {raw!r}"
+        )
+    return int(raw)
 
 
 def check_prefix(prefix: object, what: str = "prefix") -> str:

@@ -19,15 +19,24 @@ __all__ = ["Broker", "MemoryBroker", "RedisBroker", "from_url"]
 
 
 def from_url(url: str, *, result_ttl: float | None = None, timeout: float | None = None) -> Broker:
-    """A new broker for ``url``: ``memory://`` (each call a fresh, empty broker), or
-    ``redis://``, ``rediss://`` (TLS), ``unix://`` for a ``RedisBroker`` (needs the ``redis``
-    extra: ``pip install taskit[redis]``), whose connects and replies take at most ``timeout``
-    seconds. Options not given (here or in the URL) come from the
-    settings of the App it is given to (``Broker.configure``). Raises ``ConfigurationError`` for
-    any other scheme, or a URL that names a bad port, db or option (``taskit._urls``)."""
-    scheme = parse_broker_url(url).scheme
-    if scheme == "memory":
+    """A new broker for ``url``: ``memory://`` (each call a fresh, empty broker), or a Redis
+    URL (``redis://``, ``rediss://`` (TLS), ``unix://``, ``redis+cluster://``,
+    ``redis+sentinel://``...) for a ``RedisBroker`` (needs the ``redis`` extra:
+    ``pip install taskit[redis]``), or, with ``?shards=N`` (N from 2 to 64), a
+    ``ShardedBroker`` of N of them (``taskit.broker.redis.shards.sharded_redis``); their
+    connects and replies take at most ``timeout`` seconds. Options not given (here or in the
+    URL) come from the settings of the App it is given to (``Broker.configure``). Raises
+    ``ConfigurationError`` for any other scheme, or a URL that names a bad port, db or option
+    (``taskit._urls``)."""
+    parsed = parse_broker_url(url)
+    if parsed.scheme == "memory":
         return MemoryBroker(result_ttl=result_ttl)
+    if parsed.shards > 1:
+        try:
+            from taskit.broker.redis.shards import sharded_redis
+        except ImportError as exc:
+            raise _needs_redis(exc) from exc
+        return sharded_redis(url, shards=parsed.shards, result_ttl=result_ttl, timeout=timeout)
     return _redis_broker_class()(url, result_ttl=result_ttl, timeout=timeout)
 
 
@@ -35,10 +44,14 @@ def _redis_broker_class() -> type[RedisBroker]:
     try:
         from taskit.broker.redis import RedisBroker
     except ImportError as exc:
-        raise ConfigurationError(
-            f"Redis broker URLs need the redis package ({exc}): pip install 'taskit[redis]'"
-        ) from exc
+        raise _needs_redis(exc) from exc
     return RedisBroker
+
+
+def _needs_redis(exc: ImportError) -> ConfigurationError:
+    return ConfigurationError(
+        f"Redis broker URLs need the redis package ({exc}): pip install 'taskit[redis]'"
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -78,7 +78,7 @@ def state_of(raw: bytes) -> tuple[JobStatus, int, str]:
 def test_every_command_script_documents_its_keys_args_and_reply() -> None:
     folder = resources.files("taskit.broker.redis").joinpath("lua")
     names = sorted(e.name for e in folder.iterdir() if not e.name.startswith("_"))
-    assert len(names) == len(SCRIPTS.names) == 35
+    assert len(names) == len(SCRIPTS.names) == 36
     for name in names:
         text = folder.joinpath(name).read_text("utf-8")
         header = text.split("]]", 1)[0]

@@ -47,6 +47,9 @@ class RedisBase(Broker):
     use ``RedisBroker``, which adds the job lifecycle."""
 
     asyncio_only = True
+    #: How many shards the layout this broker belongs to has (1: not sharded); set by
+    #: ``shards`` on the shards it builds, checked and recorded by ``ServerWatch``.
+    _layout = 1
 
     def __init__(
         self,
@@ -79,12 +82,15 @@ class RedisBase(Broker):
         ``transport.redispy.over`` for fakeredis); called per event loop, once per role.
 
         Raises ``ConfigurationError`` at construction for an unusable URL (naming the bad port,
-        db or option), prefix, TTL or timeout, and at the first call for TLS options it cannot
-        use (a missing certificate file); calls raise ``BrokerConnectionError`` (password never
-        shown) when Redis cannot be reached or refuses the credentials (nothing was sent), its
-        subclass ``BrokerOutcomeUnknownError`` when a command was sent but its reply did not
-        come within ``timeout`` or its connection dropped (it may have run), and
-        ``BrokerError`` when it answers with an error.
+        db or option; ``?shards=`` above 1 asks for a sharded broker: ``taskit.broker.from_url``
+        builds one), prefix, TTL or timeout; at its first call (and every later one) on a
+        prefix a sharded broker of more shards used (``keys``, Sharding); and at the first
+        call for TLS options it cannot use (a missing certificate file); calls raise
+        ``BrokerConnectionError`` (password never shown) when Redis cannot be reached or
+        refuses the credentials (nothing was sent), its subclass
+        ``BrokerOutcomeUnknownError`` when a command was sent but its reply did not come
+        within ``timeout`` or its connection dropped (it may have run), and ``BrokerError``
+        when it answers with an error.
         """
         if not isinstance(url, str) or url.partition(":")[0].lower() not in REDIS_SCHEMES:
             raise ConfigurationError(
@@ -92,6 +98,12 @@ class RedisBase(Broker):
                 "redis+cluster:// or redis+sentinel://)"
             )
         parsed = parse_broker_url(url)
+        if parsed.shards > 1:
+            raise ConfigurationError(
+                f"broker URL {redact_url(url)} asks for {parsed.shards} shards, and a "
+                "RedisBroker is one: build it with taskit.broker.from_url(url) (or "
+                "taskit.broker.redis.shards.sharded_redis)"
+            )
         if prefix is not None and parsed.prefix is not None and prefix != parsed.prefix:
             raise ConfigurationError(
                 f"two key prefixes: prefix={prefix!r} and ?prefix={parsed.prefix!r} in "
@@ -120,7 +132,11 @@ class RedisBase(Broker):
         self._conn.timeout = settings.broker_timeout
         # Notices a Redis that came back empty, and an eviction policy that may lose jobs.
         self._watch = ServerWatch(
-            self._keys.epoch, redact_url(self._url), self._conn.guard_repeatable, self._keys.legacy
+            self._keys.epoch,
+            redact_url(self._url),
+            self._conn.guard_repeatable,
+            self._keys.legacy,
+            (self._keys.shards, self._layout),
         )
         # Out-of-memory refusals, from any call, are logged once per interval (see _watch).
         self._conn.on_full = self._watch.full

@@ -38,6 +38,8 @@ key                         type    holds
 ``{p}:workers``             zset    announced names (``Broker.announce``) by expiry (ms)
 ``{p}:beats``               hash    announced name -> its record
 ``{p}:epoch``               string  random id of this data set: gone or changed = data lost
+``{p}:shards``              string  the largest shard count a sharded broker used on this
+                                    prefix (absent: 1, never sharded; see Sharding)
 ``{p}:paused``              set     names of the paused queues (``Broker.pause_queue``)
 ``{p}:dedup``               hash    dedup key (``taskit.dedup``) -> the id of its kept job
 ``{p}:dedup:until``         zset    dedup key scored by the end of its window (ms)
@@ -93,6 +95,20 @@ hash is the second exception: its minute is the server's, read inside the script
 settle name it themselves, from the hash tag too (``lua/_counts.lua``).
 
 The record format (what ``{p}:jobs`` holds) is in ``records``.
+
+**Sharding.** A sharded broker (``?shards=N``, ``shards.sharded_redis``) spreads one App's queues
+over N prefixes, each a complete copy of the layout above under its own hash tag, so each in a
+Cluster slot of its own: shard 0 (the home shard) is ``{p}`` itself, exactly today's keys, and
+shard k is ``{p~j}`` for a small ``j`` chosen so that its slot falls in the k-th of N equal
+ranges of the 16384 slots (``shards.shard_prefixes``: the ranges ``redis-cli --cluster create``
+gives N masters, so with N = masters each shard lands on its own master). A job lives in one
+shard (``taskit.broker.placement``): its id picks it, or the home shard for a job with limits,
+a dedup window, a workflow or dependencies; claims, once keys, announcements, streams, limits,
+workflows and the authoritative paused set live in the home shard. Every shard keeps
+``{p}:shards``: the largest shard count used on it. A broker of fewer shards than recorded
+refuses to run (the jobs on the shards it lacks would be invisible to it); one of more records
+its count (growing is safe). The prefixes ``<p>~<j>`` belong to ``p``'s shards: give no other
+App such a prefix.
 """
 
 from __future__ import annotations
@@ -123,6 +139,7 @@ class Keys:
         self.workers = f"{self.tag}:workers"
         self.beats = f"{self.tag}:beats"
         self.epoch = f"{self.tag}:epoch"
+        self.shards = f"{self.tag}:shards"
         self.paused = f"{self.tag}:paused"
         self.dedup = f"{self.tag}:dedup"
         self.dedup_until = f"{self.tag}:dedup:until"
@@ -198,7 +215,8 @@ class Keys:
         """The Redis type (as ``TYPE`` names it) this layout keeps at ``key``; None for a key
         that is not this prefix's."""
         fixed = {self.jobs: "hash", self.err: "hash", self.progress: "hash", self.beats: "hash",
-                 self.seq: "string", self.epoch: "string", self.queues: "set",
+                 self.seq: "string", self.epoch: "string", self.shards: "string",
+                 self.queues: "set",
                  self.workers: "zset", self.paused: "set", self.dedup: "hash",
                  self.dedup_until: "zset", self.wf_of: "hash",
                  self.wf_deferred: "hash"}  # fmt: skip

@@ -58,6 +58,7 @@ ScriptName = Literal[
     "requeue-dead",
     "reserve",
     "settle",
+    "shards",
     "stats",
     "wake",
     "withdraw",

@@ -14,6 +14,14 @@ Servers that refuse ``CONFIG GET`` (managed services, ACL users) are not warned 
 looks for jobs stored in an older key layout (``legacy`` keys, e.g. ``{taskit}:state`` of
 taskit before layout 3): this version cannot see them, so it says so at ERROR, naming the key.
 
+**Shards.** Before its first call runs, a broker also reads the shard count kept in
+``{prefix}:shards`` (see ``keys``, Sharding), and, as one shard of a sharded broker of more, records
+its own (``lua/shards-1.lua`` keeps the larger). A broker of fewer shards than the count kept
+refuses that call and every later one with ``ConfigurationError`` naming both counts: the jobs on
+the shards it lacks would be invisible to it (never served, never found by id). A plain broker is
+a layout of one shard, so it refuses on a prefix a sharded broker used. A check that could not
+reach the server is made again at the next call.
+
 **Memory.** A Redis over ``maxmemory`` that may not evict refuses every command that would store
 more (``BrokerOutOfMemoryError``). The epoch check's ``SET NX`` is such a command, so it doubles as
 a probe every ``CHECK_INTERVAL``: a refusal there is reported, never raised (the broker's own call,
@@ -32,12 +40,14 @@ import threading
 import time
 from typing import Any
 
+from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.transport import Transport
 from taskit.errors import (
     BrokerAuthenticationError,
     BrokerConnectionError,
     BrokerError,
     BrokerOutOfMemoryError,
+    ConfigurationError,
 )
 
 __all__ = ["CHECK_INTERVAL", "FULL_LOG_INTERVAL", "ServerWatch"]
@@ -52,17 +62,26 @@ FULL_LOG_INTERVAL = 30.0
 
 
 class ServerWatch:
-    """The epoch and eviction checks of one broker. ``guard`` (``Connections.guard_repeatable``)
-    runs a command, made again once on a connection failure (each here is safe to repeat), and
-    maps the transport's errors."""
+    """The epoch, eviction and shard count checks of one broker. ``guard``
+    (``Connections.guard_repeatable``) runs a command, made again once on a connection failure
+    (each here is safe to repeat), and maps the transport's errors. ``shards``: the key of the
+    shard count and the broker's own count (None: no such check)."""
 
     def __init__(
-        self, epoch_key: str, where: str, guard: Any, legacy: tuple[str, ...] = ()
+        self,
+        epoch_key: str,
+        where: str,
+        guard: Any,
+        legacy: tuple[str, ...] = (),
+        shards: tuple[str, int] | None = None,
     ) -> None:
         self._key = epoch_key
         self._legacy = legacy
         self._where = where
         self._guard = guard
+        self._shards = shards
+        self._shards_known = shards is None  # checked, and this broker may run
+        self._refusal: str | None = None  # why it may not (fewer shards than kept)
         self._epoch: bytes | None = None
         self._due = 0.0
         self._policy_checked = False
@@ -78,11 +97,17 @@ class ServerWatch:
         self._refused = 0
 
     def due(self) -> bool:
-        return time.monotonic() >= self._due
+        return not self._shards_known or time.monotonic() >= self._due
 
     async def check(self, client: Transport) -> None:
-        """Read (or create) the epoch; log if it changed. Raises what ``guard`` raises when the
-        server cannot be reached (the caller's own command would fail the same way)."""
+        """Check the shard count (first), then read (or create) the epoch; log if it changed.
+        Raises ``ConfigurationError`` while the shard count forbids this broker to run (see
+        Shards), and what ``guard`` raises when the server cannot be reached (the caller's own
+        command would fail the same way)."""
+        if not self._shards_known:
+            await self._check_shards(client)
+        if time.monotonic() < self._due:
+            return
         self._due = time.monotonic() + CHECK_INTERVAL  # before awaiting: one check at a time
         if not self._policy_checked:
             await self._check_policy(client)
@@ -115,6 +140,24 @@ class ServerWatch:
                 (current or b"-").decode(errors="replace"),
             )  # fmt: skip
         self._epoch = current
+
+    async def _check_shards(self, client: Transport) -> None:
+        """Record this broker's shard count, read the one kept; refuse (now and from now on)
+        when it is larger."""
+        if self._refusal is None and self._shards is not None:
+            key, mine = self._shards
+            kept = int(await self._guard(lambda: SCRIPTS.call(client, "shards", [key], [mine])))
+            if kept <= mine:
+                self._shards_known = True
+                return
+            self._refusal = (
+                f"Redis at {self._where}: this prefix's jobs are spread over {kept} shards "
+                f"({key} = {kept}), and this broker has {mine}: the jobs on the {kept - mine} "
+                f"shard(s) it lacks would be invisible to it (never run, never found by id). Use "
+                f"?shards={kept} (or more) in the broker URL (taskit.broker.from_url). To shrink, "
+                f"drain every queue with {kept} shards first, then delete {key}."
+            )
+        raise ConfigurationError(self._refusal)
 
     async def _damaged(self, client: Transport, exc: BrokerError) -> None:
         """The epoch key holds another type than a string (WRONGTYPE): say so once."""

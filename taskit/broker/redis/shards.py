@@ -1,0 +1,151 @@
+"""Sharded queues on Redis: which key prefixes the shards use, and the broker made of them.
+
+A sharded broker (``taskit.broker.sharded.ShardedBroker``) is N complete ``RedisBroker``s, one
+per key prefix (see ``keys``, Sharding). Each prefix is its own hash tag, so its own Cluster
+slot; ``shard_prefixes`` picks the tags so that the N slots lie in the N equal slot ranges that
+``redis-cli --cluster create`` gives N masters: with as many shards as masters (or a multiple),
+each master serves its share of the shards. Shard 0, the home shard, is the prefix itself: its
+keys are exactly those of an unsharded broker.
+
+``sharded_redis`` builds such a broker; ``taskit.broker.from_url`` does for a Redis URL with
+``?shards=N`` (N > 1).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import itertools
+from collections.abc import Sequence
+
+from redis.crc import key_slot
+
+from taskit._urls import MAX_SHARDS, REDIS_SCHEMES, check_prefix, parse_broker_url
+from taskit.broker.base import Broker, BrokerOptions
+from taskit.broker.redis.broker import RedisBroker
+from taskit.broker.sharded import ShardedBroker
+from taskit.config import Settings, redact_url
+from taskit.errors import ConfigurationError
+
+__all__ = ["SLOTS", "shard_prefixes", "sharded_redis"]
+
+#: The hash slots of a Redis Cluster.
+SLOTS = 16384
+
+
+def shard_prefixes(prefix: str, shards: int) -> list[str]:
+    """The key prefixes of the ``shards`` shards of ``prefix``, shard 0 first.
+
+    Shard 0 (home) is ``prefix`` itself, so ``shards=1`` is ``[prefix]``: today's layout. For
+    two or more, the Cluster's slots are cut into ``shards`` equal ranges
+    ``[k * 16384 // shards, (k + 1) * 16384 // shards)``; the home's slot lies in one, and
+    each other range, in order, gets ``f"{prefix}~{j}"`` for the first ``j = 1, 2, ...`` whose
+    slot lies in it, not on its first or last slot (where ``redis-cli --cluster create``,
+    which rounds, may draw the line one slot off). Pure and deterministic: the same answer on
+    every host and every version, as it must be (the prefixes name where jobs are stored).
+
+    Raises ``ConfigurationError`` naming the value for a prefix that cannot name Redis keys
+    (empty, braces) or a count outside 1..64.
+    """
+    return list(_prefixes(check_prefix(prefix, "a sharded broker's key prefix"), _count(shards)))
+
+
+def _count(shards: object) -> int:
+    if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
+        raise ConfigurationError(
+            f"shards (how many hash-tag shards each queue is spread over) must be a whole "
+            f"number from 1 to {MAX_SHARDS}, got {shards!r}"
+        )
+    return shards
+
+
+@functools.lru_cache(maxsize=256)
+def _prefixes(prefix: str, shards: int) -> tuple[str, ...]:
+    if shards == 1:
+        return (prefix,)
+    starts = [k * SLOTS // shards for k in range(shards)]
+    home = bisect.bisect_right(starts, _slot(prefix)) - 1
+    chosen: dict[int, str] = {home: prefix}
+    for j in itertools.count(1):
+        tag = f"{prefix}~{j}"
+        slot = _slot(tag)
+        k = bisect.bisect_right(starts, slot) - 1
+        end = starts[k + 1] if k + 1 < shards else SLOTS
+        if k not in chosen and starts[k] < slot < end - 1:
+            chosen[k] = tag
+            if len(chosen) == shards:
+                break
+    return tuple(chosen[k] for k in sorted(chosen, key=lambda k: (k != home, k)))
+
+
+def _slot(tag: str) -> int:
+    """The Cluster slot of every key of hash tag ``{tag}``."""
+    return int(key_slot(tag.encode()))
+
+
+def sharded_redis(
+    url: str,
+    *,
+    shards: int,
+    prefix: str | None = None,
+    result_ttl: float | None = None,
+    timeout: float | None = None,
+) -> ShardedBroker:
+    """A ``ShardedBroker`` of ``shards`` ``RedisBroker``s on the Redis (or Cluster, or Sentinel
+    set) at ``url``, one per prefix of ``shard_prefixes``.
+
+    ``url``, ``prefix``, ``result_ttl`` and ``timeout`` are read as ``RedisBroker`` reads them
+    (options left None come from the URL's ``?prefix=``, else from the settings of the App the
+    broker is given to); the shards are made again for the App's settings if they change the
+    prefix, TTL or timeout. A ``?shards=`` in ``url`` must agree with ``shards``.
+
+    Raises ``ConfigurationError`` for an unusable URL, prefix, TTL or timeout, for ``shards``
+    outside 2..64 (one shard is a ``RedisBroker``: use it), and, at the first call, when the
+    prefix's jobs are spread over more shards than ``shards`` (see ``watch``, Shards).
+    """
+    if not isinstance(url, str) or url.partition(":")[0].lower() not in REDIS_SCHEMES:
+        raise ConfigurationError(
+            f"not a Redis URL: {redact_url(str(url))} (use redis://, rediss://, unix://, "
+            "redis+cluster:// or redis+sentinel://)"
+        )
+    parsed = parse_broker_url(url)
+    count = _count(shards)
+    if count == 1:
+        raise ConfigurationError(
+            "shards=1 is no sharded broker: use RedisBroker(url) (or taskit.broker.from_url)"
+        )
+    if parsed.shards not in (1, count):
+        raise ConfigurationError(
+            f"two shard counts: shards={count} and ?shards={parsed.shards} in "
+            f"{redact_url(url)}; give one"
+        )
+    if prefix is not None and parsed.prefix is not None and prefix != parsed.prefix:
+        raise ConfigurationError(
+            f"two key prefixes: prefix={prefix!r} and ?prefix={parsed.prefix!r} in "
+            f"{redact_url(url)}; give one"
+        )
+    options = BrokerOptions(
+        ("redis_prefix", "result_ttl", "broker_timeout"),
+        redis_prefix=prefix if prefix is not None else parsed.prefix,
+        result_ttl=result_ttl,
+        broker_timeout=timeout,
+    )
+
+    def build(settings: Settings) -> Sequence[Broker]:
+        return [
+            _Shard(parsed.url, count, p, settings)
+            for p in shard_prefixes(settings.redis_prefix, count)
+        ]
+
+    return ShardedBroker(options, build)
+
+
+class _Shard(RedisBroker):
+    """One shard of a layout of ``layout`` shards: a ``RedisBroker`` on prefix ``prefix`` that
+    records the count on first use, and refuses to run when a larger one is recorded."""
+
+    def __init__(self, url: str, layout: int, prefix: str, settings: Settings) -> None:
+        self._layout = layout  # before __init__, which builds the watch that checks it
+        super().__init__(
+            url, prefix=prefix, result_ttl=settings.result_ttl, timeout=settings.broker_timeout
+        )
