@@ -14,9 +14,10 @@ import pytest
 import redis
 
 from taskit.broker import from_url
-from taskit.broker.placement import shard_of
+from taskit.broker.placement import HOME, shard_of
 from taskit.broker.redis import RedisBroker
 from taskit.broker.sharded import ShardedBroker
+from taskit.dedup import Throttle
 from taskit.job import JobStatus
 from tests.apps import ops_app
 from tests.test_admin_cli import APP, ok, run_worker, sync, taskit
@@ -91,6 +92,21 @@ def test_a_job_is_found_and_cancelled_by_id_whatever_its_shard(broker: ShardedBr
         assert ok("cancel", APP, job_id).strip() == f"cancelled {job_id}"
         assert json.loads(ok("job", APP, job_id, "--json"))["status"] == "cancelled"
         assert taskit("cancel", APP, job_id).exit_code == 1
+
+
+def test_a_job_placed_in_the_home_shard_is_found_whatever_its_id(broker: ShardedBroker) -> None:
+    # A job with a dedup window lives in the home shard; ids that hash elsewhere are found too.
+    add = ops_app.app.get_task("ops.add")
+    elsewhere = []
+    for i in range(30):
+        job = sync(add.options(dedup=Throttle(60, key="b")).enqueue, 1, i)
+        if shard_of(job.id, SHARDS) != HOME:
+            elsewhere.append(job.id)
+    assert elsewhere
+    assert per_shard(broker)[HOME][0] == 30  # every one in the home shard
+    for job_id in elsewhere:
+        assert json.loads(ok("job", APP, job_id, "--json"))["status"] == "pending"
+    assert ok("cancel", APP, elsewhere[0]).strip() == f"cancelled {elsewhere[0]}"
 
 
 def test_dead_letters_of_every_shard_listed_requeued_and_purged(broker: ShardedBroker) -> None:

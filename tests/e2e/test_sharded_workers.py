@@ -313,6 +313,7 @@ async def test_a_sharded_worker_on_a_cluster_spreads_the_keys_over_every_master(
     }
     assert len(owners) == SHARDS  # one shard per master
     spread = keys_per_master(redis_cluster, on_cluster.prefix)
+    print(f"{counted.acked} jobs; keys per master: {spread}")
     assert sorted(spread) == sorted(owners)
     assert all(n > 0 for n in spread.values()), spread
 
