@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 import anyio
 import msgspec
 
+from taskit._urls import MAX_SHARDS
 from taskit.broker._fanout import add_counts, add_stats, first, gather
 from taskit.broker.base import Broker, BrokerOptions, OnceState
 from taskit.broker.browse import Counts, JobPage, Listing, check_page
@@ -69,9 +70,6 @@ __all__ = ["ShardedBroker", "shard_count"]
 
 T = TypeVar("T")
 H = TypeVar("H", Lease, Outcome, ProgressUpdate)
-
-#: Most shards one broker may have.
-MAX_SHARDS = 64
 
 
 class ShardedBroker(Broker):
@@ -108,6 +106,17 @@ class ShardedBroker(Broker):
         if merged != self._settings:
             self._replaced.extend(self._shards)
             self._shards, self._settings = self._made(merged), merged
+
+    # ``Broker`` declares these two per class; a sharded broker has its shards' (any kind).
+    @property
+    def in_process(self) -> bool:  # type: ignore[override]
+        """Whether its shards live in this process only (memory brokers)."""
+        return any(shard.in_process for shard in self._shards)
+
+    @property
+    def asyncio_only(self) -> bool:  # type: ignore[override]
+        """Whether a shard runs on asyncio only (Redis brokers)."""
+        return any(shard.asyncio_only for shard in self._shards)
 
     @property
     def shards(self) -> tuple[Broker, ...]:

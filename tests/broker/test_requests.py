@@ -36,6 +36,7 @@ SAMPLES: list[tuple[requests.Request, list[str]]] = [
     (requests.PurgeDead(QA), []),
     (requests.Announce("w", b"rec", 1000), []),
     (requests.Withdraw("w"), []),
+    (requests.Shards(3, (1, 3)), []),
     (requests.Live(), []),
     (requests.LimitsSet({"ex": None}, only_new=False), []),
     (requests.LimitsGet(), []),
@@ -92,7 +93,8 @@ def named(key: str) -> tuple[str, str | None]:
              K.queues: "queue-name set", K.workers: "workers zset",
              K.beats: "beats hash", K.paused: "paused set", K.dedup: "dedup hash",
              K.dedup_until: "dedup window set", K.limits: "limit specs hash",
-             K.wf_of: "workflow node hash", K.wf_deferred: "deferred count hash"}  # fmt: skip
+             K.wf_of: "workflow node hash", K.wf_deferred: "deferred count hash",
+             K.shards: "shards string"}  # fmt: skip
     if key in fixed:
         return fixed[key], None
     if key.startswith(K.tag + ":wf:"):

@@ -224,3 +224,8 @@ async def test_leases_beyond_count_from_shards_woken_together_are_handed_back(
     back: Job | None = await broker.get(together[3].job.id)
     assert back is not None
     assert (back.status, back.attempts) == (JobStatus.PENDING, 0)
+
+
+async def test_a_sharded_broker_has_its_shards_kind_flags(broker: ShardedBroker) -> None:
+    assert broker.in_process is True
+    assert broker.asyncio_only is False

@@ -47,9 +47,13 @@ class RedisBase(Broker):
     use ``RedisBroker``, which adds the job lifecycle."""
 
     asyncio_only = True
-    #: How many shards the layout this broker belongs to has (1: not sharded); set by
-    #: ``shards`` on the shards it builds, checked and recorded by ``ServerWatch``.
-    _layout = 1
+    #: How many shards the layout this broker belongs to has (1: not sharded), and the counts
+    #: whose shards are all among them (``shards.covered_counts``): set by ``shards`` on the
+    #: shards it builds; checked against the count kept, and recorded, by ``ServerWatch``.
+    _layout: tuple[int, tuple[int, ...]] = (1, (1,))
+    #: The home shard of that layout, when this broker is another of its shards: its check
+    #: passes before this one's (``watch``, Shards).
+    _home: RedisBase | None = None
 
     def __init__(
         self,
@@ -136,11 +140,17 @@ class RedisBase(Broker):
             redact_url(self._url),
             self._conn.guard_repeatable,
             self._keys.legacy,
-            (self._keys.shards, self._layout),
+            (self._keys, requests.Shards(*self._layout)),
+            None if self._home is None else self._home._checked,
         )
         # Out-of-memory refusals, from any call, are logged once per interval (see _watch).
         self._conn.on_full = self._watch.full
         self._browser = Browser(self._keys, self._ttl_ms, self._call, self._execute)
+
+    async def _checked(self) -> None:
+        """Make the server checks (``watch``) that are due, first of all the shard count."""
+        if self._watch.due():
+            await self._watch.check(self._conn.pair().commands)
 
     async def _execute(self, *command: Any) -> Any:
         """One plain command, guarded."""

@@ -99,16 +99,18 @@ The record format (what ``{p}:jobs`` holds) is in ``records``.
 **Sharding.** A sharded broker (``?shards=N``, ``shards.sharded_redis``) spreads one App's queues
 over N prefixes, each a complete copy of the layout above under its own hash tag, so each in a
 Cluster slot of its own: shard 0 (the home shard) is ``{p}`` itself, exactly today's keys, and
-shard k is ``{p~j}`` for a small ``j`` chosen so that its slot falls in the k-th of N equal
-ranges of the 16384 slots (``shards.shard_prefixes``: the ranges ``redis-cli --cluster create``
-gives N masters, so with N = masters each shard lands on its own master). A job lives in one
-shard (``taskit.broker.placement``): its id picks it, or the home shard for a job with limits,
-a dedup window, a workflow or dependencies; claims, once keys, announcements, streams, limits,
-workflows and the authoritative paused set live in the home shard. Every shard keeps
-``{p}:shards``: the largest shard count used on it. A broker of fewer shards than recorded
-refuses to run (the jobs on the shards it lacks would be invisible to it); one of more records
-its count (growing is safe). The prefixes ``<p>~<j>`` belong to ``p``'s shards: give no other
-App such a prefix.
+each other shard is ``{p~j}`` for the first ``j = 1, 2, ...`` whose slot falls in one of the N
+equal ranges of the 16384 slots that no shard holds yet (``shards.shard_prefixes``: the ranges
+``redis-cli --cluster create`` gives N masters, so with N = masters each shard lands on its
+own master). A job lives in one shard (``taskit.broker.placement``): its id picks it, or the
+home shard for a job with limits, a dedup window or a workflow; claims, once keys,
+announcements, streams, limits, workflows and the authoritative paused set live in the home
+shard. ``{p}:shards`` keeps the largest shard count used on the prefix (each shard keeps its
+own copy; the home shard's, checked before any other shard's, is the one every count shares):
+a broker whose shards do not include every shard of that count (fewer shards, or a count that
+places them anew; any multiple includes them) refuses to run, since the jobs on the shards it
+lacks would be invisible to it; one that does records its count (``watch``, Shards). The
+prefixes ``<p>~<j>`` belong to ``p``'s shards: give no other App such a prefix.
 """
 
 from __future__ import annotations

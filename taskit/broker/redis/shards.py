@@ -27,7 +27,7 @@ from taskit.broker.sharded import ShardedBroker
 from taskit.config import Settings, redact_url
 from taskit.errors import ConfigurationError
 
-__all__ = ["SLOTS", "shard_prefixes", "sharded_redis"]
+__all__ = ["SLOTS", "covered_counts", "shard_prefixes", "sharded_redis"]
 
 #: The hash slots of a Redis Cluster.
 SLOTS = 16384
@@ -40,9 +40,13 @@ def shard_prefixes(prefix: str, shards: int) -> list[str]:
     two or more, the Cluster's slots are cut into ``shards`` equal ranges
     ``[k * 16384 // shards, (k + 1) * 16384 // shards)``; the home's slot lies in one, and
     each other range, in order, gets ``f"{prefix}~{j}"`` for the first ``j = 1, 2, ...`` whose
-    slot lies in it, not on its first or last slot (where ``redis-cli --cluster create``,
-    which rounds, may draw the line one slot off). Pure and deterministic: the same answer on
-    every host and every version, as it must be (the prefixes name where jobs are stored).
+    slot lies in it. Pure and deterministic: the same answer on every host and every version,
+    as it must be (the prefixes name where jobs are stored). (``redis-cli --cluster create``
+    rounds where this floors: a tag on the one slot at such a border, rare, shares a master.)
+
+    The shards of a count are among those of each multiple of it (a range of N is cut into
+    whole ranges of kN, and the first ``j`` in it is the first in its part), not in general
+    among those of other larger counts: see ``covered_counts``.
 
     Raises ``ConfigurationError`` naming the value for a prefix that cannot name Redis keys
     (empty, braces) or a count outside 1..64.
@@ -70,12 +74,24 @@ def _prefixes(prefix: str, shards: int) -> tuple[str, ...]:
         tag = f"{prefix}~{j}"
         slot = _slot(tag)
         k = bisect.bisect_right(starts, slot) - 1
-        end = starts[k + 1] if k + 1 < shards else SLOTS
-        if k not in chosen and starts[k] < slot < end - 1:
+        if k not in chosen:
             chosen[k] = tag
             if len(chosen) == shards:
                 break
     return tuple(chosen[k] for k in sorted(chosen, key=lambda k: (k != home, k)))
+
+
+def covered_counts(prefix: str, shards: int) -> tuple[int, ...]:
+    """The shard counts (1 to ``shards``, ascending) whose every shard is one of the shards of
+    ``shards``: the layouts a broker of ``shards`` shards sees all the jobs of. Always 1,
+    ``shards`` and its divisors; others only by chance. Raises as ``shard_prefixes``."""
+    return _covered(check_prefix(prefix, "a sharded broker's key prefix"), _count(shards))
+
+
+@functools.lru_cache(maxsize=256)
+def _covered(prefix: str, shards: int) -> tuple[int, ...]:
+    mine = set(_prefixes(prefix, shards))
+    return tuple(n for n in range(1, shards + 1) if mine.issuperset(_prefixes(prefix, n)))
 
 
 def _slot(tag: str) -> int:
@@ -132,20 +148,30 @@ def sharded_redis(
     )
 
     def build(settings: Settings) -> Sequence[Broker]:
-        return [
-            _Shard(parsed.url, count, p, settings)
-            for p in shard_prefixes(settings.redis_prefix, count)
-        ]
+        layout = (count, covered_counts(settings.redis_prefix, count))
+        home, *others = shard_prefixes(settings.redis_prefix, count)
+        first = _Shard(parsed.url, layout, home, settings)
+        return [first, *(_Shard(parsed.url, layout, p, settings, first) for p in others)]
 
     return ShardedBroker(options, build)
 
 
 class _Shard(RedisBroker):
-    """One shard of a layout of ``layout`` shards: a ``RedisBroker`` on prefix ``prefix`` that
-    records the count on first use, and refuses to run when a larger one is recorded."""
+    """One shard of a layout: a ``RedisBroker`` on prefix ``prefix`` that records the layout's
+    shard count on first use, and refuses to run on data of a count it does not cover
+    (``layout``: the count and its ``covered_counts``), the ``home`` shard's check first (see
+    ``watch``, Shards)."""
 
-    def __init__(self, url: str, layout: int, prefix: str, settings: Settings) -> None:
-        self._layout = layout  # before __init__, which builds the watch that checks it
+    def __init__(
+        self,
+        url: str,
+        layout: tuple[int, tuple[int, ...]],
+        prefix: str,
+        settings: Settings,
+        home: RedisBroker | None = None,
+    ) -> None:
+        # Before __init__, which builds the watch that checks them.
+        self._layout, self._home = layout, home
         super().__init__(
             url, prefix=prefix, result_ttl=settings.result_ttl, timeout=settings.broker_timeout
         )

@@ -15,12 +15,16 @@ looks for jobs stored in an older key layout (``legacy`` keys, e.g. ``{taskit}:s
 taskit before layout 3): this version cannot see them, so it says so at ERROR, naming the key.
 
 **Shards.** Before its first call runs, a broker also reads the shard count kept in
-``{prefix}:shards`` (see ``keys``, Sharding), and, as one shard of a sharded broker of more, records
-its own (``lua/shards-1.lua`` keeps the larger). A broker of fewer shards than the count kept
-refuses that call and every later one with ``ConfigurationError`` naming both counts: the jobs on
-the shards it lacks would be invisible to it (never served, never found by id). A plain broker is
-a layout of one shard, so it refuses on a prefix a sharded broker used. A check that could not
-reach the server is made again at the next call.
+``{prefix}:shards`` (see ``keys``, Sharding), and, as one shard of a sharded broker, records its
+layout's count when larger (``lua/shards-1.lua``). It refuses that call and every later one
+with ``ConfigurationError`` naming both counts unless its shards include every shard of the
+count kept (``shards.covered_counts``: a smaller count that divides its own, in general):
+otherwise the jobs on the shards it lacks would be invisible to it (never run, never found by
+id). A plain broker is a layout of one shard, so it refuses on a prefix a sharded broker used.
+The home shard's key is the one every layout of a prefix shares, so each other shard has the
+home shard's check pass before its own (``first``): whichever shard a sharded broker's first
+call reaches, the count is checked and recorded at home. A check that could not reach the
+server is made again at the next call.
 
 **Memory.** A Redis over ``maxmemory`` that may not evict refuses every command that would store
 more (``BrokerOutOfMemoryError``). The epoch check's ``SET NX`` is such a command, so it doubles as
@@ -38,8 +42,11 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from taskit.broker.redis.keys import Keys
+from taskit.broker.redis.requests import Shards
 from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.transport import Transport
 from taskit.errors import (
@@ -61,11 +68,29 @@ CHECK_INTERVAL = 2.0
 FULL_LOG_INTERVAL = 30.0
 
 
+def _refusal(where: str, key: str, kept: int, mine: int) -> str:
+    """Why a broker of ``mine`` shards may not run where ``kept`` is kept."""
+    if kept > mine:
+        lacks = f"has {mine}: the jobs on the {kept - mine} shard(s) it lacks"
+    else:
+        lacks = (
+            f"has {mine}, which do not include them all (a count grows safely to a multiple of "
+            "itself; the shards of others are placed anew): the jobs on the shards it lacks"
+        )
+    return (
+        f"Redis at {where}: this prefix's jobs are spread over {kept} shards ({key} = {kept}), "
+        f"and this broker {lacks} would be invisible to it (never run, never found by id). Use "
+        f"?shards={kept} or a multiple of it in the broker URL (taskit.broker.from_url). To "
+        f"change to another count, drain every queue with {kept} shards first, then delete {key}."
+    )
+
+
 class ServerWatch:
     """The epoch, eviction and shard count checks of one broker. ``guard``
     (``Connections.guard_repeatable``) runs a command, made again once on a connection failure
-    (each here is safe to repeat), and maps the transport's errors. ``shards``: the key of the
-    shard count and the broker's own count (None: no such check)."""
+    (each here is safe to repeat), and maps the transport's errors. ``shards``: the broker's keys
+    and its shard count check (None: no such check); ``first``, a check to pass before it (a
+    shard's: its home shard's)."""
 
     def __init__(
         self,
@@ -73,13 +98,15 @@ class ServerWatch:
         where: str,
         guard: Any,
         legacy: tuple[str, ...] = (),
-        shards: tuple[str, int] | None = None,
+        shards: tuple[Keys, Shards] | None = None,
+        first: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._key = epoch_key
         self._legacy = legacy
         self._where = where
         self._guard = guard
         self._shards = shards
+        self._first = first
         self._shards_known = shards is None  # checked, and this broker may run
         self._refusal: str | None = None  # why it may not (fewer shards than kept)
         self._epoch: bytes | None = None
@@ -142,21 +169,24 @@ class ServerWatch:
         self._epoch = current
 
     async def _check_shards(self, client: Transport) -> None:
-        """Record this broker's shard count, read the one kept; refuse (now and from now on)
-        when it is larger."""
-        if self._refusal is None and self._shards is not None:
-            key, mine = self._shards
-            kept = int(await self._guard(lambda: SCRIPTS.call(client, "shards", [key], [mine])))
-            if kept <= mine:
-                self._shards_known = True
-                return
-            self._refusal = (
-                f"Redis at {self._where}: this prefix's jobs are spread over {kept} shards "
-                f"({key} = {kept}), and this broker has {mine}: the jobs on the {kept - mine} "
-                f"shard(s) it lacks would be invisible to it (never run, never found by id). Use "
-                f"?shards={kept} (or more) in the broker URL (taskit.broker.from_url). To shrink, "
-                f"drain every queue with {kept} shards first, then delete {key}."
-            )
+        """Read the shard count kept (recording this broker's when larger and allowed); refuse,
+        now and from now on, unless this broker covers it."""
+        if self._refusal is not None:
+            raise ConfigurationError(self._refusal)
+        if self._first is not None:
+            await self._first()
+        if self._shards is None:
+            self._shards_known = True
+            return
+        keys, request = self._shards
+        names, args = request.keys(keys), request.args()
+        kept = request.answer(
+            await self._guard(lambda: SCRIPTS.call(client, request.script, names, args))
+        )
+        if kept in request.covers:
+            self._shards_known = True
+            return
+        self._refusal = _refusal(self._where, keys.shards, kept, request.mine)
         raise ConfigurationError(self._refusal)
 
     async def _damaged(self, client: Transport, exc: BrokerError) -> None:

@@ -25,6 +25,7 @@ from taskit.broker.redis.requests.admin import (
     Purge,
     PurgeDead,
     RequeueDead,
+    Shards,
     Stats,
     Withdraw,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "Reserve",
     "SetProgress",
     "Settle",
+    "Shards",
     "Stats",
     "Wake",
     "Withdraw",

@@ -239,3 +239,23 @@ class Live(Request[dict[str, bytes]]):
             reply[i].decode(errors="backslashreplace"): bytes(reply[i + 1])
             for i in range(0, len(reply), 2)
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Shards(Request[int]):
+    """The shard count check of a broker of ``mine`` shards that holds every shard of each
+    count in ``covers`` (see ``watch``, Shards)."""
+
+    script: ClassVar[ScriptName] = "shards"
+    mine: int
+    covers: tuple[int, ...]
+
+    def keys(self, k: Keys) -> list[str]:
+        return [k.shards]
+
+    def args(self) -> list[Arg]:
+        return [self.mine, *self.covers]
+
+    def answer(self, reply: Any) -> int:
+        """The count kept before the call (1: none)."""
+        return int(reply)
