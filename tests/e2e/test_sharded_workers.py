@@ -72,10 +72,14 @@ class Ledger:
         return int(await anyio.to_thread.run_sync(self.client.llen, self.key))
 
     async def until(self, done: Callable[[int], bool], what: str) -> None:
-        """Poll (the runs happen in another process) until ``done(runs)``."""
-        with anyio.fail_after(LIMIT):
-            while not done(await self.runs()):  # noqa: ASYNC110 (no event crosses processes)
-                await anyio.sleep(0.05)
+        """Poll (the runs happen in another process) until ``done(runs)``; fail naming
+        ``what`` after ``LIMIT`` seconds."""
+        try:
+            with anyio.fail_after(LIMIT):
+                while not done(await self.runs()):  # noqa: ASYNC110 (no event crosses processes)
+                    await anyio.sleep(0.05)
+        except TimeoutError:
+            raise AssertionError(f"{what}: {await self.runs()} runs after {LIMIT} s") from None
 
 
 @dataclass
