@@ -16,7 +16,9 @@ fi
 .venv/bin/python -m pytest "$@"
 # The cluster profile, with no arguments (the whole suite): the broker conformance suite once
 # more, on a Redis Cluster of the tests' own (the fast-cluster kind of
-# tests/broker/_redis_kinds.py, ~40 s).
+# tests/broker/_redis_kinds.py, ~40 s), and on sharded brokers of three Redis shards, on the
+# real server and on that cluster (fast-sharded, fast-cluster-sharded: tests/broker/_sharded.py).
 if [ "$#" -eq 0 ]; then
-  TASKIT_TEST_CLUSTER=1 .venv/bin/python -m pytest -q -p no:randomly tests/broker -k fast-cluster
+  TASKIT_TEST_CLUSTER=1 .venv/bin/python -m pytest -q -p no:randomly tests/broker \
+    -k "fast-cluster or fast-sharded"
 fi

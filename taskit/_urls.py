@@ -17,6 +17,7 @@ with a raw ``ValueError`` from a client library.
 |                                                         | ``shards``, ``sentinel_username``,   |
 |                                                         | ``sentinel_password``                |
 | ``rediss+sentinel://...`` (TLS to the data nodes)       | those, and ``ssl_*``                 |
+| any ``redis...://`` URL                                 | ``replicas``, ``replicas_timeout``   |
 
 A cluster URL lists seed nodes (any nodes of the cluster; the broker finds the one serving its
 slot); a cluster has only database 0, so any other is refused. A Sentinel URL lists sentinels
@@ -26,6 +27,11 @@ Redis key prefix) and ``shards`` (how many hash-tag shards one queue is spread o
 ``MAX_SHARDS``, default 1: see ``taskit.broker.redis.shards``) are taskit's own, taken off the
 URL the Redis client gets; the others go to the client. Imports nothing of taskit but its
 errors: ``config`` and the brokers both use it.
+
+``replicas=N`` (taskit's own, a whole number >= 1) makes every write the broker acknowledges
+(enqueues, settles, admin writes) wait until N replicas have it (Redis ``WAIT N ms``, sent
+right behind the write), else raise ``BrokerOutcomeUnknownError``; ``replicas_timeout`` is how
+long that wait may take, in milliseconds (>= 1; 1000 by default; only with ``replicas``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ __all__ = [
     "CLUSTER_SCHEMES",
     "MAX_SHARDS",
     "REDIS_SCHEMES",
+    "REPLICAS_TIMEOUT_MS",
     "SENTINEL_SCHEMES",
     "BrokerURL",
     "check_prefix",
@@ -52,9 +59,13 @@ __all__ = [
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 REDIS_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES, *SENTINEL_SCHEMES)
-_OPTIONS = frozenset({"db", "password", "prefix", "shards"})
+#: taskit's acknowledgement that waits for replicas (``replicas``); taken off the client's URL.
+_REPLICA_OPTIONS = frozenset({"replicas", "replicas_timeout"})
+#: Milliseconds a ``WAIT`` for replicas may take when ``replicas_timeout`` is not given.
+REPLICAS_TIMEOUT_MS = 1000
+_OPTIONS = frozenset({"db", "password", "prefix", "shards"}) | _REPLICA_OPTIONS
 #: taskit's own options: read here, taken off the URL the Redis client is given.
-_OWN = frozenset({"prefix", "shards"})
+_OWN = frozenset({"prefix", "shards"}) | _REPLICA_OPTIONS
 #: The most shards one queue may be spread over (``?shards=``).
 MAX_SHARDS = 64
 _SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password"})
@@ -75,12 +86,15 @@ _BOOLS = frozenset({"0", "1", "true", "false", "yes", "no", "f", "n", "t", "y"})
 class BrokerURL:
     """A checked broker URL. ``url`` is what the Redis client is given: the original without
     taskit's own options. ``prefix`` is the ``prefix`` option's value, or None; ``shards`` the
-    ``shards`` option's (1 when not given)."""
+    ``shards`` option's (1 when not given); ``replicas`` the replicas an acknowledged write
+    waits for (None: it does not wait), for at most ``replicas_timeout_ms`` milliseconds."""
 
     scheme: str
     url: str
     prefix: str | None = None
     shards: int = 1
+    replicas: int | None = None
+    replicas_timeout_ms: int = REPLICAS_TIMEOUT_MS
 
 
 def parse_broker_url(url: str) -> BrokerURL:
@@ -167,13 +181,16 @@ def _parse(url: str) -> BrokerURL:
     if prefix is not None:
         check_prefix(prefix, f"broker URL {shown}: option prefix")
     shards = _shards(options["shards"], shown) if "shards" in options else 1
+    replicas, replicas_ms = _replicas(options, shown)
     if not _OWN & options.keys():
         return BrokerURL(scheme, url)
     query = "&".join(
         p for p in parts.query.split("&") if p and unquote(p.partition("=")[0]) not in _OWN
     )
     base = url.partition("?")[0]  # not urlunsplit: it writes unix:///x as unix:/x
-    return BrokerURL(scheme, f"{base}?{query}" if query else base, prefix, shards)
+    return BrokerURL(
+        scheme, f"{base}?{query}" if query else base, prefix, shards, replicas, replicas_ms
+    )
 
 
 def _shards(raw: str, shown: str) -> int:
@@ -183,6 +200,30 @@ def _shards(raw: str, shown: str) -> int:
             f"broker URL {shown}: option shards must be a whole number from 1 to {MAX_SHARDS} "
             f"(how many hash-tag shards each queue is spread over), got {raw!r}"
         )
+    return int(raw)
+
+
+def _replicas(options: dict[str, str], shown: str) -> tuple[int | None, int]:
+    """The ``replicas`` and ``replicas_timeout`` options, checked (module docstring)."""
+    raw, raw_ms = options.get("replicas"), options.get("replicas_timeout")
+    if raw is None:
+        if raw_ms is not None:
+            raise ConfigurationError(
+                f"broker URL {shown}: option replicas_timeout means nothing without replicas= "
+                "(the number of replicas an acknowledged write waits for)"
+            )
+        return None, REPLICAS_TIMEOUT_MS
+    replicas = _whole(raw, f"broker URL {shown}: option replicas (replicas to wait for)")
+    wait_ms = REPLICAS_TIMEOUT_MS
+    if raw_ms is not None:
+        wait_ms = _whole(raw_ms, f"broker URL {shown}: option replicas_timeout (milliseconds)")
+    return replicas, wait_ms
+
+
+def _whole(raw: str, what: str) -> int:
+    """``raw`` as a whole number >= 1 (0 would make Redis's WAIT return at once, or never)."""
+    if not re.fullmatch(r"[0-9]+", raw) or int(raw) < 1:
+        raise ConfigurationError(f"{what} must be a whole number >= 1, got {raw!r}")
     return int(raw)
 
 

@@ -27,4 +27,8 @@ def make_app(url: str) -> App:
     return app
 
 
-app = make_app(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+#: The App's broker: ``BENCH_APP_URL`` when set (``benchmarks/shards.py``: a Redis Cluster, while
+#: the probe reports to a plain Redis), else the probe's ``BENCH_REDIS_URL``.
+app = make_app(
+    os.environ.get("BENCH_APP_URL") or os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+)

@@ -15,21 +15,33 @@ the routing, and these rules across shards:
 * **Leases.** A token this broker hands out names its shard (``"<k>/<token>"``); ``extend``,
   ``settle`` and ``set_progress`` go to that shard. A token without a valid shard is stale.
 * **Enqueue** checks every job first (encoding, groups, workflow fields: nothing is stored when
-  one is bad), then stores each shard's jobs in one step of that shard, the shards concurrently.
-  All-or-none holds per shard: when a shard fails (unreachable), the others' jobs may be
-  stored. An enqueue retried with the same ids stores nothing twice.
+  one is bad), then stores each shard's jobs in one step of that shard: the parts holding
+  workflow jobs first, one after another (a shard refuses a workflow job whose parent it does
+  not hold, and then none of the batch's plain jobs is stored yet), then the others
+  concurrently. All-or-none holds per shard: when a shard fails (unreachable), or refuses a
+  workflow's part after another workflow's part of the batch was stored on another shard, the
+  parts stored stay. An enqueue retried with the same ids stores nothing twice.
 * **Reserve** takes from the shards in rotation (a fresh start each call), without waiting,
   until it has ``count`` jobs; with none ready anywhere it waits on every shard at once and
   returns the first shard's jobs (what another shard leased in that same moment is kept up to
   ``count``, the rest handed back at once). Priority, FIFO, fair turns and the order of
   ``queues`` hold among the jobs of one shard; across shards the rotation decides.
 * **Counting and listing.** ``stats`` and ``counts`` add the shards up. ``list_jobs`` walks
-  shard 0, then 1, and so on: its orders hold within each shard's part of the walk.
+  shard 0, then 1, and so on: its orders hold within each shard's part of the walk, and a walk
+  lists each job that stays in its state exactly once, as on one broker. A page that fills up
+  at the end of a shard's part has a cursor (the next shards are not asked ahead), so a walk
+  may end with an empty page. A filtered page examines at most ``SCAN_BUDGET`` jobs, as on one
+  broker: it goes on to the next shard's part only while it has examined none.
   ``dead_letters`` lists shard by shard the same way.
 * **Fan-out.** ``requeue_dead``, ``purge``, ``purge_dead``, ``forget`` and ``reclaim`` act on
   every shard, each shard in one step of its own. ``pause_queue`` and ``resume_queue`` write
   every shard (the home shard first; each shard's reserve reads its own copy), so a pause is in
   force everywhere once it returns.
+* **Workflows.** A workflow lives in one shard (the home shard when new, else where the jobs it
+  adopts are stored), with the plain jobs of the batch its jobs wait for, so a job can wait
+  only for jobs of its workflow's shard: waiting for stored jobs of other shards is a
+  ``ValueError`` naming them, as is a job with limits or a dedup window joining a workflow
+  outside the home shard.
 * **The home shard** keeps limits, dedup windows, claims, once keys, announcements, streams and
   the paused set that ``paused_queues`` reads; workflows are looked up there first.
 """
@@ -37,6 +49,7 @@ the routing, and these rules across shards:
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -161,17 +174,23 @@ class ShardedBroker(Broker):
     async def _store(
         self, jobs: Sequence[Job], delays: Sequence[float] | None, targets: list[int]
     ) -> list[Job]:
+        """Each shard's part stored by one enqueue of that shard. The parts holding workflow
+        jobs go first, one after another, then the others concurrently: a shard refuses a
+        workflow job for what only it knows (a parent unknown there, or a node of another
+        workflow), and then none of the batch's plain parts is stored yet."""
         parts = _parts(targets)
-        stored = await gather(
-            [
-                partial(self._shards[k].enqueue, [jobs[i] for i in ix], delays=_pick(delays, ix))
-                for k, ix in parts.items()
-            ]
-        )
         out: list[Job | None] = [None] * len(jobs)
-        for indexes, got in zip(parts.values(), stored, strict=True):
-            for i, job in zip(indexes, got, strict=True):
+
+        async def store(k: int) -> None:
+            ix = parts[k]
+            got = await self._shards[k].enqueue([jobs[i] for i in ix], delays=_pick(delays, ix))
+            for i, job in zip(ix, got, strict=True):
                 out[i] = job
+
+        flows = [k for k, ix in parts.items() if any(jobs[i].workflow is not None for i in ix)]
+        for k in flows:
+            await store(k)
+        await gather([partial(store, k) for k in parts if k not in flows])
         return out  # type: ignore[return-value]  # every index is in one part
 
     async def _targets(self, jobs: Sequence[Job]) -> list[int]:
@@ -188,29 +207,34 @@ class ShardedBroker(Broker):
             joining = [index[p] for p in parents if p in index and jobs[index[p]].workflow is None]
             k = await self._workflow_shard(workflow, {p for p in parents if p not in index})
             for i in [*members, *joining]:
-                if k != HOME and jobs[i].limits:
-                    raise ValueError(
-                        f"job {jobs[i].id!r} carries limits {list(jobs[i].limits)}, but its "
-                        f"workflow {workflow!r} lives on shard {k} of {self.count} (it adopted "
-                        "jobs stored there): limits are counted on the home shard, so a "
-                        "limited job can join only a workflow of the home shard"
-                    )
+                if k != HOME and (jobs[i].limits or jobs[i].dedup is not None):
+                    _refuse_away_from_home(jobs[i], workflow, k, self.count)
                 targets[i] = k
         return targets
 
     async def _workflow_shard(self, workflow: str, parents: set[str]) -> int:
         """The shard holding ``workflow``'s record; else the one shard holding the stored jobs
-        it waits for (they join it); else the home shard."""
+        it waits for (they join it); else the home shard. ``ValueError`` when the stored jobs
+        it waits for are not all in that one shard."""
         found = await first(self.count, HOME, lambda k: self._shards[k].workflow(workflow))
-        if found is not None:
-            return found[0]
         where: dict[int, str] = {}
         for parent in sorted(parents):
-            located = await first(
-                self.count, shard_of(parent, self.count), partial(self._get_from, parent)
-            )
+            start = shard_of(parent, self.count) if found is None else found[0]
+            located = await first(self.count, start, partial(self._get_from, parent))
             if located is not None:
                 where.setdefault(located[0], parent)
+        if found is not None:
+            away = {k: p for k, p in where.items() if k != found[0]}
+            if away:
+                named = ", ".join(f"job {p!r} on shard {k}" for k, p in sorted(away.items()))
+                raise ValueError(
+                    f"workflow {workflow!r} lives on shard {found[0]} of {self.count}, but a "
+                    f"job of it would wait for jobs of other shards ({named}): a job can wait "
+                    "only for jobs of its workflow's shard. Enqueue the jobs it waits for as "
+                    "one workflow (taskit.canvas), or give them a workflow when they are "
+                    "enqueued"
+                )
+            return found[0]
         if len(where) > 1:
             named = ", ".join(f"job {p!r} on shard {k}" for k, p in sorted(where.items()))
             raise ValueError(
@@ -386,7 +410,9 @@ class ShardedBroker(Broker):
         text: str | None = None,
     ) -> JobPage:
         check_page(limit, cursor)
-        k, inner = (0, None) if cursor is None else _cursor(cursor, self.count)
+        mark = _mark(queue, listing)
+        k, inner = (0, None) if cursor is None else _cursor(cursor, self.count, mark)
+        filtered = task is not None or text is not None
         jobs: list[Job] = []
         scanned = 0
         while True:
@@ -396,12 +422,14 @@ class ShardedBroker(Broker):
             jobs.extend(page.jobs)
             scanned += page.scanned
             if page.cursor is not None:
-                return JobPage(jobs, f"{k}:{page.cursor}", scanned)
+                return JobPage(jobs, f"{k}:{mark}:{page.cursor}", scanned)
             k, inner = k + 1, None
             if k == self.count:
                 return JobPage(jobs, None, scanned)
-            if len(jobs) >= limit:
-                return JobPage(jobs, f"{k}:", scanned)
+            # A filtered part may examine up to SCAN_BUDGET jobs: the next shard's part would
+            # take the page past the budget unless nothing was examined yet.
+            if len(jobs) >= limit or (filtered and scanned > 0):
+                return JobPage(jobs, f"{k}:{mark}:", scanned)
 
     async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
         got: list[Job] = []
@@ -532,6 +560,20 @@ def _check(jobs: Sequence[Job], delays: Sequence[float] | None) -> None:
         stored_form(job)
 
 
+def _refuse_away_from_home(job: Job, workflow: str, k: int, count: int) -> None:
+    """The ``ValueError`` for a job with limits or a dedup window that would join
+    ``workflow`` on shard ``k``, not the home shard, where limits and dedup windows are kept."""
+    kept = [f"limits {list(job.limits)}"] if job.limits else []
+    if job.dedup is not None:
+        kept.append(f"a {job.dedup.mode} window")
+    raise ValueError(
+        f"job {job.id!r} carries {' and '.join(kept)}, but its workflow {workflow!r} lives on "
+        f"shard {k} of {count} (it adopted jobs stored there): limits are counted on the home "
+        "shard, and dedup windows kept there, so such a job can join only a workflow of the "
+        "home shard"
+    )
+
+
 def _parents(job: Job) -> tuple[str, ...]:
     return () if job.after is None else job.after.jobs
 
@@ -563,9 +605,19 @@ def _split(token: Any, count: int) -> tuple[int, str] | None:
     return int(head), rest
 
 
-def _cursor(cursor: str, count: int) -> tuple[int, str | None]:
-    """(shard, the shard's own cursor or None for its start) of a ``list_jobs`` cursor."""
-    head, colon, rest = cursor.partition(":")
+def _mark(queue: str, listing: Listing) -> str:
+    """What a ``list_jobs`` cursor carries of its queue and listing (CRC-32 in hex), so that
+    one made for another is refused even where it starts a shard's part (no inner cursor)."""
+    return f"{zlib.crc32(f'{listing.value}:{queue}'.encode()):08x}"
+
+
+def _cursor(cursor: str, count: int, mark: str) -> tuple[int, str | None]:
+    """(shard, the shard's own cursor or None for its start) of a ``list_jobs`` cursor
+    ``"<k>:<mark>:<inner>"`` made for the queue and listing of ``mark``."""
+    head, _, rest = cursor.partition(":")
+    made_for, colon, inner = rest.partition(":")
     if not colon or not head.isdigit() or len(head) > 2 or int(head) >= count:
         raise ValueError(f"list_jobs: cursor {cursor!r} was not made by this sharded broker")
-    return int(head), rest or None
+    if made_for != mark:
+        raise ValueError(f"list_jobs: cursor {cursor!r} was made for another queue or listing")
+    return int(head), inner or None

@@ -45,9 +45,11 @@ def outcome(lease: Lease, kind: OutcomeKind, **fields: Any) -> Outcome:
     return Outcome(job_id=lease.job.id, token=lease.token, kind=kind, **fields)
 
 
-async def running(broker: Broker, queue: str, *, lease: float = LONG) -> Lease:
-    """Enqueue one job on ``queue`` and reserve it."""
-    await broker.enqueue([make_job(queue)])
+async def running(
+    broker: Broker, queue: str, *, lease: float = LONG, job_id: str | None = None
+) -> Lease:
+    """Enqueue one job on ``queue`` (with ``job_id`` when given) and reserve it."""
+    await broker.enqueue([make_job(queue, job_id=job_id)])
     [held] = await broker.reserve([queue], count=1, lease=lease, timeout=0)
     return held
 

@@ -7,19 +7,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import msgspec
 import pytest
 
 from taskit.broker.base import Broker
-from taskit.broker.memory import MemoryBroker
-from taskit.clock import FakeClock
+from taskit.broker.placement import HOME
 from taskit.dependencies import After, Feed, IfFailed
 from taskit.job import Job, JobResult, JobStatus, Lease, OutcomeKind, result_of
 from taskit.workflow import WorkflowNode, WorkflowState
 from tests.broker._helpers import LONG, make_job, outcome
-from tests.broker._redis_kinds import open_redis_harness
-from tests.broker.conftest import BrokerHarness
+from tests.broker._sharded import shard_name
+from tests.broker.conftest import BrokerHarness, open_harness
 
 
 def node(
@@ -36,6 +34,14 @@ def node(
     job = make_job(queue, job_id=f"{queue}-{name}")
     waits = After(jobs=tuple(after), feed=feed, if_failed=if_failed) if after else None
     return msgspec.structs.replace(job, workflow=workflow, after=waits, **fields)
+
+
+def plain_node(broker: Broker, queue: str, name: str) -> Job:
+    """Job ``<queue>-<name>`` of no workflow; on a sharded broker of the home shard (its id with
+    a tail: ``shard_name``), where a new workflow lives, so a workflow adopting it, or the same
+    id enqueued with a workflow, meets it in one shard as on one broker."""
+    job = node(queue, name, None)
+    return msgspec.structs.replace(job, id=shard_name(broker, job.id, shard=HOME))
 
 
 async def take(broker: Broker, queue: str, count: int = 10) -> dict[str, Lease]:
@@ -117,20 +123,7 @@ async def short_lived(
 ) -> AsyncIterator[tuple[Broker, Callable[[float], Awaitable[None]]]]:
     """A second broker of the harness's kind whose result TTL is ``result_ttl`` seconds, and
     its way to let time pass."""
-    if harness.kind == "memory":
-        clock = FakeClock()
-
-        async def advance(seconds: float) -> None:
-            clock.advance(seconds)
-            await anyio.lowlevel.checkpoint()
-
-        broker = MemoryBroker(clock=clock, result_ttl=result_ttl)
-        try:
-            yield broker, advance
-        finally:
-            await broker.close()
-        return
-    async with open_redis_harness(harness.kind, request, result_ttl=result_ttl) as made:
+    async with open_harness(harness.kind, request, result_ttl=result_ttl) as made:
         yield made.broker, made.advance
 
 

@@ -6,12 +6,15 @@
 
 Kinds and backends are paired here: the memory broker runs under asyncio and trio; the Redis
 kinds (``_redis_kinds``: one per transport and server) under asyncio only, as the Redis broker's
-transports are asyncio protocols. A test that takes the ``harness`` fixture runs on every pair.
+transports are asyncio protocols; the sharded kinds (``_sharded``: a ``ShardedBroker`` of three
+memory or Redis brokers) under asyncio. A test that takes the ``harness`` fixture runs on every
+pair; one that takes ``sharded_harness`` (what holds across shards) on the sharded kinds only.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -19,15 +22,17 @@ import pytest
 
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
+from taskit.broker.sharded import ShardedBroker
 from taskit.clock import FakeClock
 from tests.broker._redis_kinds import REDIS_KINDS, SHORT_KINDS, RedisHarness, open_redis_harness
-from tests.broker._sharded import SHARDED_MEMORY, memory_shards
+from tests.broker._sharded import SHARDED, SHARDED_KINDS, open_sharded
 
 # (kind, anyio backend) pairs the conformance suite runs on.
 KINDS: list[tuple[str, str]] = [
     ("memory", "asyncio"),
     ("memory", "trio"),
     *REDIS_KINDS,
+    *SHARDED_KINDS,
 ]
 
 
@@ -41,43 +46,55 @@ class BrokerHarness:
 @pytest.hookimpl(tryfirst=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "harness" in metafunc.fixturenames:
+        kinds = SHARDED_KINDS if "sharded_harness" in metafunc.fixturenames else KINDS
         # Added as a parametrize *mark*, ahead of pytest's own hooks: pytest then applies it and
         # leaves the parametrised ``anyio_backend`` fixture (tests/conftest.py) alone. A direct
         # ``metafunc.parametrize`` call here would parametrise ``anyio_backend`` a second time
         # and fail collection with "duplicate parametrization".
         metafunc.definition.add_marker(
             pytest.mark.parametrize(
-                ("broker_kind", "anyio_backend"), KINDS, ids=[f"{k}-{b}" for k, b in KINDS]
+                ("broker_kind", "anyio_backend"), kinds, ids=[f"{k}-{b}" for k, b in kinds]
             )
         )
 
 
-@pytest.fixture
-async def harness(broker_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[BrokerHarness]:
-    if broker_kind == "memory":
+@asynccontextmanager
+async def open_harness(
+    kind: str, request: pytest.FixtureRequest, *, result_ttl: float = 60.0
+) -> AsyncIterator[BrokerHarness]:
+    """A harness on a broker of ``kind`` whose result TTL is ``result_ttl`` seconds."""
+    if kind == "memory":
         clock = FakeClock()
 
         async def advance(seconds: float) -> None:
             clock.advance(seconds)
             await anyio.lowlevel.checkpoint()
 
-        broker = MemoryBroker(clock=clock, result_ttl=60.0)
-        yield BrokerHarness(broker, advance, broker_kind)
-        await broker.close()
+        broker = MemoryBroker(clock=clock, result_ttl=result_ttl)
+        try:
+            yield BrokerHarness(broker, advance, kind)
+        finally:
+            await broker.close()
         return
-    if broker_kind == SHARDED_MEMORY:
-        clock = FakeClock()
-
-        async def advance_sharded(seconds: float) -> None:
-            clock.advance(seconds)
-            await anyio.lowlevel.checkpoint()
-
-        sharded = memory_shards(clock, result_ttl=60.0)
-        yield BrokerHarness(sharded, advance_sharded, broker_kind)
-        await sharded.close()
+    if kind in SHARDED:
+        async with open_sharded(kind, request, result_ttl=result_ttl) as (sharded, passing):
+            yield BrokerHarness(sharded, passing, kind)
         return
-    async with open_redis_harness(broker_kind, request) as made:
-        yield BrokerHarness(made.broker, made.advance, broker_kind)
+    async with open_redis_harness(kind, request, result_ttl=result_ttl) as made:
+        yield BrokerHarness(made.broker, made.advance, kind)
+
+
+@pytest.fixture
+async def harness(broker_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[BrokerHarness]:
+    async with open_harness(broker_kind, request) as made:
+        yield made
+
+
+@pytest.fixture
+def sharded_harness(harness: BrokerHarness) -> BrokerHarness:
+    """``harness`` on the sharded kinds only (``SHARDED_KINDS``), for what holds across shards."""
+    assert isinstance(harness.broker, ShardedBroker)
+    return harness
 
 
 @pytest.fixture(params=SHORT_KINDS)

@@ -28,6 +28,7 @@ from tests.broker._helpers import (
     running,
     status_of,
 )
+from tests.broker._sharded import shard_id
 from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
@@ -37,7 +38,9 @@ PAST_DELAY = 0.4
 
 
 async def dead_letter(broker: Broker, queue: str, error: str) -> Lease:
-    held = await running(broker, queue)
+    """A job of ``queue`` dead-lettered with ``error``: of shard 0, so that dead letters of one
+    test are listed in their order on a sharded broker too."""
+    held = await running(broker, queue, job_id=shard_id(broker))
     settled = await broker.settle([outcome(held, OutcomeKind.DEAD_LETTER, error=error)])
     assert settled == [True]
     return held

@@ -20,8 +20,19 @@ from taskit.broker.browse import MAX_PAGE, SCAN_BUDGET, Listing
 from taskit.dependencies import After
 from taskit.job import JobResult, JobStatus, OutcomeKind
 from taskit.limits import LimitSpec
-from tests.broker._browse import PAGE, full_pages, listed, named, take_each, walk, walk_from
+from tests.broker._browse import (
+    PAGE,
+    full_pages,
+    listed,
+    name_id,
+    name_of,
+    named,
+    take_each,
+    walk,
+    walk_from,
+)
 from tests.broker._helpers import LONG, make_job, new_queue, outcome
+from tests.broker._sharded import shard_id
 from tests.broker._workflows import short_lived
 from tests.broker.conftest import BrokerHarness
 
@@ -35,10 +46,10 @@ async def seed(harness: BrokerHarness, q: str, other: str) -> dict[Listing, list
     documented order (DEFERRED: sorted, as it has no order)."""
     broker = harness.broker
     # RUNNING, by lease deadline: the first reserved has the latest deadline.
-    await broker.enqueue([named(q, f"run{i}") for i in range(4)])
+    await broker.enqueue([named(broker, q, f"run{i}") for i in range(4)])
     for i in range(4):
         [held] = await broker.reserve([q], count=1, lease=LONG + 10 * (4 - i), timeout=0)
-        assert held.job.id == f"{q}-run{i}"
+        assert held.job.id == name_id(broker, q, f"run{i}")
     # Ends, each a few milliseconds after the one before: COMPLETED, FAILED, CANCELLED, DEAD,
     # and RETRYING (due the later, the earlier it was settled).
     kinds = {
@@ -48,11 +59,11 @@ async def seed(harness: BrokerHarness, q: str, other: str) -> dict[Listing, list
         "dead": OutcomeKind.DEAD_LETTER,
         "retry": OutcomeKind.RETRY,
     }
-    ending = [named(q, f"{name}{i}") for i in range(4) for name in kinds]
+    ending = [named(broker, q, f"{name}{i}") for i in range(4) for name in kinds]
     await broker.enqueue(ending)
     held = await take_each(broker, q, len(ending))
     for job in ending:
-        name = job.id.removeprefix(f"{q}-")
+        name = name_of(job.id, q)
         kind, n = kinds[name[:-1]], int(name[-1])
         error = None if kind is OutcomeKind.COMPLETE else "boom"
         delay = 1000.0 - 10 * n if kind is OutcomeKind.RETRY else 0.0
@@ -60,27 +71,27 @@ async def seed(harness: BrokerHarness, q: str, other: str) -> dict[Listing, list
         assert await broker.settle([done]) == [True]
         await harness.advance(TICK)
     # A waiting job cancelled: the newest of the cancelled ones.
-    await broker.enqueue([named(q, "cancelled4")])
-    assert await broker.cancel(f"{q}-cancelled4")
+    await broker.enqueue([named(broker, q, "cancelled4")])
+    assert await broker.cancel(name_id(broker, q, "cancelled4"))
     # SCHEDULED, by due time.
     delays = [400.0, 100.0, 300.0, 200.0]
-    await broker.enqueue([named(q, f"later{i}") for i in range(4)], delays=delays)
+    await broker.enqueue([named(broker, q, f"later{i}") for i in range(4)], delays=delays)
     # DEFERRED: waiting for a job of the other queue, due in an hour.
     workflow = f"wf-{uuid.uuid4().hex[:8]}"
-    gate = named(other, "gate", workflow=workflow)
+    gate = named(broker, other, "gate", workflow=workflow)
     waits = After(jobs=(gate.id,))
-    children = [named(q, f"child{i}", workflow=workflow, after=waits) for i in range(4)]
+    children = [named(broker, q, f"child{i}", workflow=workflow, after=waits) for i in range(4)]
     await broker.enqueue([gate, *children], delays=[3600.0] + [0.0] * 4)
     # QUEUED last (the reserves above would take them): FIFO, a higher priority first.
-    await broker.enqueue([named(q, f"ready{i}") for i in range(4)])
-    await broker.enqueue([named(q, "urgent", priority=5)])
+    await broker.enqueue([named(broker, q, f"ready{i}") for i in range(4)])
+    await broker.enqueue([named(broker, q, "urgent", priority=5)])
     # The other queue: one job in a few states, never listed for ``q``.
-    await broker.enqueue([named(other, "ready"), named(other, "done")])
+    await broker.enqueue([named(broker, other, "ready"), named(broker, other, "done")])
     [other_held] = await broker.reserve([other], count=1, lease=LONG, timeout=0)
     assert await broker.settle([outcome(other_held, OutcomeKind.COMPLETE)]) == [True]
 
     def ids(*names: str) -> list[str]:
-        return [f"{q}-{name}" for name in names]
+        return [name_id(broker, q, name) for name in names]
 
     return {
         Listing.QUEUED: ids("urgent", "ready0", "ready1", "ready2", "ready3"),
@@ -108,7 +119,7 @@ async def test_a_walk_lists_each_job_of_the_state_once_in_order(
 
     got = listed(pages)
     assert (sorted(got) if listing is Listing.DEFERRED else got) == expected
-    full_pages(pages, len(expected))
+    full_pages(broker, pages, len(expected))
     for page in pages:
         assert all(job.status is listing.status and job.queue == q for job in page.jobs)
         assert page.scanned >= len(page.jobs)
@@ -121,7 +132,7 @@ async def test_a_walk_lists_each_job_of_the_state_once_in_order(
 
 async def test_a_listed_job_is_the_job_get_finds(harness: BrokerHarness) -> None:
     broker, q = harness.broker, new_queue()
-    await broker.enqueue([named(q, "one", metadata={"k": "v"})])
+    await broker.enqueue([named(broker, q, "one", metadata={"k": "v"})])
     [held] = await broker.reserve([q], count=1, lease=LONG, timeout=0)
 
     [job] = (await broker.list_jobs(q, Listing.RUNNING)).jobs
@@ -135,7 +146,7 @@ async def test_held_back_jobs_are_listed_queued(harness: BrokerHarness) -> None:
     broker, q = harness.broker, new_queue()
     name = f"lim{uuid.uuid4().hex[:6]}"
     await broker.set_limits({name: LimitSpec(concurrency=1)})
-    jobs = [named(q, f"l{i}", limits=(name,)) for i in range(4)]
+    jobs = [named(broker, q, f"l{i}", limits=(name,)) for i in range(4)]
     await broker.enqueue(jobs)
     [held] = await broker.reserve([q], count=4, lease=LONG, timeout=0)  # the others wait in line
     assert held.job.id == jobs[0].id
@@ -144,7 +155,7 @@ async def test_held_back_jobs_are_listed_queued(harness: BrokerHarness) -> None:
     running = await walk(broker, q, Listing.RUNNING)
 
     assert sorted(listed(queued)) == [job.id for job in jobs[1:]]
-    full_pages(queued, 3)
+    full_pages(broker, queued, 3)
     assert listed(running) == [jobs[0].id]
 
 
@@ -152,7 +163,7 @@ async def test_a_walk_never_lists_a_job_twice_while_jobs_come_and_go(
     harness: BrokerHarness,
 ) -> None:
     broker, q = harness.broker, new_queue()
-    first = [named(q, f"a{i:02}") for i in range(12)]
+    first = [named(broker, q, f"a{i:02}") for i in range(12)]
     await broker.enqueue(first)
     page = await broker.list_jobs(q, Listing.QUEUED, limit=PAGE)
     seen = listed([page])
@@ -160,7 +171,7 @@ async def test_a_walk_never_lists_a_job_twice_while_jobs_come_and_go(
     # Between pages: the first five leave (reserved), one further on is cancelled, more come.
     await take_each(broker, q, 5)
     assert await broker.cancel(first[8].id)
-    await broker.enqueue([named(q, f"b{i:02}") for i in range(4)])
+    await broker.enqueue([named(broker, q, f"b{i:02}") for i in range(4)])
     cursor = page.cursor
     while cursor is not None:
         page = await broker.list_jobs(q, Listing.QUEUED, cursor=cursor, limit=PAGE)
@@ -177,7 +188,7 @@ async def test_a_finished_walk_never_lists_a_job_twice_while_jobs_end(
     harness: BrokerHarness,
 ) -> None:
     broker, q = harness.broker, new_queue()
-    jobs = [named(q, f"j{i:02}") for i in range(12)]
+    jobs = [named(broker, q, f"j{i:02}") for i in range(12)]
     await broker.enqueue(jobs)
     held = await take_each(broker, q, 12)
     for job in jobs[:8]:
@@ -225,8 +236,9 @@ async def test_a_filtered_call_stops_at_the_scan_budget_with_a_cursor(
     harness: BrokerHarness,
 ) -> None:
     broker, q = harness.broker, new_queue()
-    haystack = [make_job(q, "hay") for _ in range(SCAN_BUDGET + 10)]
-    needle = make_job(q, "needle")
+    # One shard's: a sharded broker examines one shard's part at a time.
+    haystack = [make_job(q, "hay", job_id=shard_id(broker)) for _ in range(SCAN_BUDGET + 10)]
+    needle = make_job(q, "needle", job_id=shard_id(broker))
     await broker.enqueue([*haystack, needle])
 
     page = await broker.list_jobs(q, Listing.QUEUED, text="needle", limit=10)
@@ -271,32 +283,34 @@ async def test_a_cursor_not_made_for_this_listing_is_refused(harness: BrokerHarn
 
 async def test_a_job_kept_for_no_time_is_never_listed(harness: BrokerHarness) -> None:
     broker, q = harness.broker, new_queue()
-    jobs = [named(q, "zero", result_ttl=0.0), named(q, "kept")]
+    jobs = [named(broker, q, "zero", result_ttl=0.0), named(broker, q, "kept")]
     await broker.enqueue(jobs)
     held = await take_each(broker, q, 2)
     ends = [
-        outcome(held[f"{q}-zero"], OutcomeKind.COMPLETE, result_ttl=0.0),
-        outcome(held[f"{q}-kept"], OutcomeKind.COMPLETE),
+        outcome(held[name_id(broker, q, "zero")], OutcomeKind.COMPLETE, result_ttl=0.0),
+        outcome(held[name_id(broker, q, "kept")], OutcomeKind.COMPLETE),
     ]
     assert await broker.settle(ends) == [True, True]
 
-    assert listed(await walk(broker, q, Listing.COMPLETED)) == [f"{q}-kept"]
-    assert await broker.get(f"{q}-zero") is None
+    assert listed(await walk(broker, q, Listing.COMPLETED)) == [name_id(broker, q, "kept")]
+    assert await broker.get(name_id(broker, q, "zero")) is None
 
 
 async def test_a_finished_job_leaves_its_listing_when_its_record_expires(
     harness: BrokerHarness,
 ) -> None:
     broker, q = harness.broker, new_queue()
-    jobs = [named(q, f"short-{kind}", result_ttl=1.0) for kind in ("done", "failed", "cancel")]
-    await broker.enqueue([*jobs, named(q, "kept")])
+    jobs = [
+        named(broker, q, f"short-{kind}", result_ttl=1.0) for kind in ("done", "failed", "cancel")
+    ]
+    await broker.enqueue([*jobs, named(broker, q, "kept")])
     held = await take_each(broker, q, 4)
     kinds = [OutcomeKind.COMPLETE, OutcomeKind.FAIL, OutcomeKind.CANCEL]
     ends = [
         outcome(held[job.id], kind, result_ttl=1.0, error=None if i == 0 else "x")
         for i, (job, kind) in enumerate(zip(jobs, kinds, strict=True))
     ]
-    ends.append(outcome(held[f"{q}-kept"], OutcomeKind.COMPLETE))
+    ends.append(outcome(held[name_id(broker, q, "kept")], OutcomeKind.COMPLETE))
     assert await broker.settle(ends) == [True] * 4
     for job, listing in zip(
         jobs, [Listing.COMPLETED, Listing.FAILED, Listing.CANCELLED], strict=True
@@ -310,7 +324,7 @@ async def test_a_finished_job_leaves_its_listing_when_its_record_expires(
     ):
         assert await broker.get(job.id) is None
         assert listed(await walk(broker, q, listing)) == (
-            [f"{q}-kept"] if listing is Listing.COMPLETED else []
+            [name_id(broker, q, "kept")] if listing is Listing.COMPLETED else []
         )
 
 
@@ -319,7 +333,7 @@ async def test_a_listing_keeps_a_job_at_most_the_brokers_result_ttl(
 ) -> None:
     async with short_lived(harness, request, 1.0) as (broker, advance):
         q = new_queue()
-        await broker.enqueue([named(q, "long", result_ttl=3600.0)])
+        await broker.enqueue([named(broker, q, "long", result_ttl=3600.0)])
         [held] = await broker.reserve([q], count=1, lease=LONG, timeout=0)
         done = outcome(held, OutcomeKind.COMPLETE, result_ttl=3600.0)
         assert await broker.settle([done]) == [True]
@@ -338,11 +352,11 @@ async def test_a_cascade_failure_and_a_cancelled_dependent_are_listed(
 ) -> None:
     broker, q = harness.broker, new_queue()
     workflow = f"wf-{uuid.uuid4().hex[:8]}"
-    parent = named(q, "parent", workflow=workflow)
-    child = named(q, "child", workflow=workflow, after=After(jobs=(parent.id,)))
-    grandchild = named(q, "grandchild", workflow=workflow, after=After(jobs=(child.id,)))
-    gate = named(q, "gate", workflow=workflow)
-    waiter = named(q, "waiter", workflow=workflow, after=After(jobs=(gate.id,)))
+    parent = named(broker, q, "parent", workflow=workflow)
+    child = named(broker, q, "child", workflow=workflow, after=After(jobs=(parent.id,)))
+    grandchild = named(broker, q, "grandchild", workflow=workflow, after=After(jobs=(child.id,)))
+    gate = named(broker, q, "gate", workflow=workflow)
+    waiter = named(broker, q, "waiter", workflow=workflow, after=After(jobs=(gate.id,)))
     await broker.enqueue([parent, child, grandchild])
     await broker.enqueue([gate, waiter], delays=[3600.0, 0.0])
     [held] = await broker.reserve([q], count=1, lease=LONG, timeout=0)
@@ -362,7 +376,7 @@ async def test_a_cascade_failure_and_a_cancelled_dependent_are_listed(
 
 async def test_a_finished_listing_shows_what_get_shows(harness: BrokerHarness) -> None:
     broker, q = harness.broker, new_queue()
-    jobs = [named(q, f"p{i}") for i in range(3)]
+    jobs = [named(broker, q, f"p{i}") for i in range(3)]
     await broker.enqueue(jobs, delays=[0.0, 100.0, 0.0])
     await broker.purge(q)  # deleted, or kept CANCELLED: whichever ``get`` shows
 
@@ -374,7 +388,7 @@ async def test_a_finished_listing_shows_what_get_shows(harness: BrokerHarness) -
 
 async def test_a_completed_job_keeps_its_result_in_the_listing(harness: BrokerHarness) -> None:
     broker, q = harness.broker, new_queue()
-    await broker.enqueue([named(q, "one")])
+    await broker.enqueue([named(broker, q, "one")])
     [held] = await broker.reserve([q], count=1, lease=LONG, timeout=0)
     result = JobResult(success=True, value={"answer": 42})
     assert await broker.settle([outcome(held, OutcomeKind.COMPLETE, result=result)]) == [True]
@@ -390,15 +404,15 @@ async def test_a_job_that_ends_again_is_listed_once_where_it_ended_last(
     harness: BrokerHarness,
 ) -> None:
     broker, q = harness.broker, new_queue()
-    jobs = [named(q, f"d{i}") for i in range(2)] + [named(q, "done")]
+    jobs = [named(broker, q, f"d{i}") for i in range(2)] + [named(broker, q, "done")]
     await broker.enqueue(jobs)
     held = await take_each(broker, q, 3)
     for job in jobs:  # d0 dies, then d1, then "done" completes
-        kind = OutcomeKind.COMPLETE if job.id.endswith("done") else OutcomeKind.DEAD_LETTER
+        kind = OutcomeKind.COMPLETE if job is jobs[2] else OutcomeKind.DEAD_LETTER
         assert await broker.settle([outcome(held[job.id], kind, error="x")]) == [True]
         await harness.advance(TICK)
     assert await broker.requeue_dead(q, [jobs[0].id]) == 1
-    await broker.enqueue([named(q, "done")])  # a finished job's id: stored anew
+    await broker.enqueue([named(broker, q, "done")])  # a finished job's id: stored anew
     assert listed(await walk(broker, q, Listing.DEAD)) == [jobs[1].id]
     assert listed(await walk(broker, q, Listing.COMPLETED)) == []
 

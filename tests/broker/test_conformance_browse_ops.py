@@ -22,7 +22,7 @@ from taskit.broker.memory import MemoryBroker
 from taskit.clock import FakeClock
 from taskit.dependencies import After
 from taskit.job import JobResult, JobStatus, Lease, OutcomeKind
-from tests.broker._browse import listed, named, take_each, walk
+from tests.broker._browse import listed, name_id, named, take_each, walk
 from tests.broker._helpers import LONG, make_job, new_queue, outcome, status_of
 from tests.broker.conftest import BrokerHarness
 
@@ -142,12 +142,12 @@ async def test_counts_are_per_queue_and_minute_and_filtered(harness: BrokerHarne
 
 async def test_promote_makes_a_scheduled_or_retrying_job_ready_now(harness: BrokerHarness) -> None:
     broker, q = harness.broker, new_queue()
-    retrying = named(q, "retrying")
+    retrying = named(broker, q, "retrying")
     await broker.enqueue([retrying])
     [held] = await broker.reserve([q], count=1, lease=LONG, timeout=0)
     retry = outcome(held, OutcomeKind.RETRY, error="x", delay=3600.0)
     assert await broker.settle([retry]) == [True]
-    ready, scheduled = named(q, "ready"), named(q, "scheduled")
+    ready, scheduled = named(broker, q, "ready"), named(broker, q, "scheduled")
     await broker.enqueue([ready, scheduled], delays=[0.0, 3600.0])
 
     assert await broker.promote(scheduled.id)
@@ -181,45 +181,45 @@ async def test_promote_wakes_a_blocked_reserve(harness: BrokerHarness) -> None:
 async def test_promote_leaves_every_other_job_alone(harness: BrokerHarness) -> None:
     broker, q = harness.broker, new_queue()
     workflow = f"wf-{uuid.uuid4().hex[:8]}"
-    gate = named(q, "gate", workflow=workflow)
-    deferred = named(q, "deferred", workflow=workflow, after=After(jobs=(gate.id,)))
-    jobs = [named(q, "running"), named(q, "done"), named(q, "dead")]
+    gate = named(broker, q, "gate", workflow=workflow)
+    deferred = named(broker, q, "deferred", workflow=workflow, after=After(jobs=(gate.id,)))
+    jobs = [named(broker, q, "running"), named(broker, q, "done"), named(broker, q, "dead")]
     await broker.enqueue(jobs)
     held = await take_each(broker, q, 3)
     ends = [
-        outcome(held[f"{q}-done"], OutcomeKind.COMPLETE),
-        outcome(held[f"{q}-dead"], OutcomeKind.DEAD_LETTER, error="x"),
+        outcome(held[name_id(broker, q, "done")], OutcomeKind.COMPLETE),
+        outcome(held[name_id(broker, q, "dead")], OutcomeKind.DEAD_LETTER, error="x"),
     ]
     assert await broker.settle(ends) == [True, True]
-    await broker.enqueue([gate, deferred, named(q, "pending")], delays=[3600.0, 0.0, 0.0])
+    await broker.enqueue([gate, deferred, named(broker, q, "pending")], delays=[3600.0, 0.0, 0.0])
     before = {job.id: await status_of(broker, job.id) for job in [*jobs, deferred]}
 
     for name in ("running", "done", "dead", "deferred", "pending", "unknown"):
-        assert not await broker.promote(f"{q}-{name}"), name
+        assert not await broker.promote(name_id(broker, q, name)), name
 
     assert {job_id: await status_of(broker, job_id) for job_id in before} == before
-    assert await status_of(broker, f"{q}-pending") is JobStatus.PENDING
+    assert await status_of(broker, name_id(broker, q, "pending")) is JobStatus.PENDING
 
 
 async def test_forget_deletes_finished_jobs_and_dead_letters_only(harness: BrokerHarness) -> None:
     broker, q = harness.broker, new_queue()
-    jobs = [named(q, name) for name in ("done", "failed", "dead", "running")]
+    jobs = [named(broker, q, name) for name in ("done", "failed", "dead", "running")]
     await broker.enqueue(jobs)
     held = await take_each(broker, q, 4)
     ends = [
-        outcome(held[f"{q}-done"], OutcomeKind.COMPLETE),
-        outcome(held[f"{q}-failed"], OutcomeKind.FAIL, error="x"),
-        outcome(held[f"{q}-dead"], OutcomeKind.DEAD_LETTER, error="x"),
+        outcome(held[name_id(broker, q, "done")], OutcomeKind.COMPLETE),
+        outcome(held[name_id(broker, q, "failed")], OutcomeKind.FAIL, error="x"),
+        outcome(held[name_id(broker, q, "dead")], OutcomeKind.DEAD_LETTER, error="x"),
     ]
     assert await broker.settle(ends) == [True] * 3
-    await broker.enqueue([named(q, "cancelled"), named(q, "pending")])
-    await broker.enqueue([named(q, "scheduled")], delays=[3600.0])
-    assert await broker.cancel(f"{q}-cancelled")
+    await broker.enqueue([named(broker, q, "cancelled"), named(broker, q, "pending")])
+    await broker.enqueue([named(broker, q, "scheduled")], delays=[3600.0])
+    assert await broker.cancel(name_id(broker, q, "cancelled"))
     assert (await broker.stats([q]))[q].dead == 1
-    gone = [f"{q}-{name}" for name in ("done", "failed", "cancelled", "dead")]
-    live = [f"{q}-{name}" for name in ("running", "pending", "scheduled")]
+    gone = [name_id(broker, q, name) for name in ("done", "failed", "cancelled", "dead")]
+    live = [name_id(broker, q, name) for name in ("running", "pending", "scheduled")]
 
-    count = await broker.forget([*gone, *live, gone[0], f"{q}-unknown"])
+    count = await broker.forget([*gone, *live, gone[0], name_id(broker, q, "unknown")])
 
     assert count == 4
     for job_id in gone:
@@ -239,7 +239,7 @@ async def test_forget_deletes_finished_jobs_and_dead_letters_only(harness: Broke
 async def test_forget_keeps_a_workflows_results(harness: BrokerHarness) -> None:
     broker, q = harness.broker, new_queue()
     workflow = f"wf-{uuid.uuid4().hex[:8]}"
-    parent = named(q, "parent", workflow=workflow)
+    parent = named(broker, q, "parent", workflow=workflow)
     await broker.enqueue([parent])
     [held] = await broker.reserve([q], count=1, lease=LONG, timeout=0)
     result = JobResult(success=True, value=7)

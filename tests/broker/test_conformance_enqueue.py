@@ -21,6 +21,7 @@ from taskit.job import (
     utc_from_timestamp,
 )
 from tests.broker._helpers import LONG, make_job, new_queue
+from tests.broker._sharded import shard_id
 from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
@@ -190,11 +191,11 @@ async def test_reenqueueing_an_unfinished_id_returns_the_existing_job(
 
 async def test_one_id_twice_in_one_batch_is_stored_once(harness: BrokerHarness) -> None:
     queue = new_queue()
-    first = make_job(queue, "first")
+    first = make_job(queue, "first", job_id=shard_id(harness.broker))
     before, twin, after = (
-        make_job(queue, "before"),
+        make_job(queue, "before", job_id=shard_id(harness.broker)),
         make_job(queue, "twin", job_id=first.id),
-        (make_job(queue, "after")),
+        (make_job(queue, "after", job_id=shard_id(harness.broker))),
     )
 
     stored = await harness.broker.enqueue([before, first, twin, after])

@@ -6,9 +6,14 @@ ungrouped jobs take one turn like a group; a group enters the rotation after eve
 in it (it waits one round), or as the next turn when a job is put back at the front (release,
 retry at once); it leaves with its last ready job. Each test lays out a state where a job routed
 to the wrong structure (the FIFO list, or a group left in the rotation) would change the order.
+On a sharded broker the turns are kept per shard: these tests use jobs of one shard (the ``job``
+fixture); what holds across shards is in test_conformance_shards.py.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -17,6 +22,7 @@ from taskit.broker.base import Broker
 from taskit.fairness import MAX_GROUP
 from taskit.job import Job, JobStatus, OutcomeKind
 from tests.broker._helpers import LONG, make_job, new_queue, outcome
+from tests.broker._sharded import shard_id
 from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
@@ -25,10 +31,20 @@ DELAY = 0.3
 PAST_DELAY = 0.4
 
 
-def job(queue: str, name: str, group: str | None = None, **fields: object) -> Job:
-    """A job whose id is ``name`` plus a unique tail, in ``group``."""
-    made = make_job(queue, job_id=f"{name}-{new_queue()}", **fields)  # type: ignore[arg-type]
-    return msgspec.structs.replace(made, group=group)
+#: ``job(queue, name, group=None, **fields)``: the ``job`` fixture.
+MakeJob = Callable[..., Job]
+
+
+@pytest.fixture
+def job(harness: BrokerHarness) -> MakeJob:
+    """Makes a job whose id is ``name`` plus a unique tail, in ``group``; on a sharded broker
+    every id is of one shard (``shard_id``), as the turns are kept among one shard's jobs."""
+
+    def make(queue: str, name: str, group: str | None = None, **fields: Any) -> Job:
+        made = make_job(queue, job_id=shard_id(harness.broker, f"{name}-"), **fields)
+        return msgspec.structs.replace(made, group=group)
+
+    return make
 
 
 def names(jobs: list[Job]) -> list[str]:
@@ -43,7 +59,7 @@ async def drain(broker: Broker, queue: str, count: int = 1) -> list[str]:
     return names(taken)
 
 
-async def test_groups_take_turns_fifo_within_each(harness: BrokerHarness) -> None:
+async def test_groups_take_turns_fifo_within_each(harness: BrokerHarness, job: MakeJob) -> None:
     q = new_queue()
     await harness.broker.enqueue(
         [
@@ -59,7 +75,9 @@ async def test_groups_take_turns_fifo_within_each(harness: BrokerHarness) -> Non
     assert await drain(harness.broker, q) == ["a1", "b1", "c1", "a2", "b2", "a3"]
 
 
-async def test_the_order_is_the_same_in_one_call_as_one_by_one(harness: BrokerHarness) -> None:
+async def test_the_order_is_the_same_in_one_call_as_one_by_one(
+    harness: BrokerHarness, job: MakeJob
+) -> None:
     q = new_queue()
     jobs = [job(q, f"{g}{i}", g) for g in "abc" for i in range(3)]
     await harness.broker.enqueue(jobs)
@@ -69,7 +87,9 @@ async def test_the_order_is_the_same_in_one_call_as_one_by_one(harness: BrokerHa
     ]  # fmt: skip
 
 
-async def test_ungrouped_jobs_take_one_turn_like_a_group(harness: BrokerHarness) -> None:
+async def test_ungrouped_jobs_take_one_turn_like_a_group(
+    harness: BrokerHarness, job: MakeJob
+) -> None:
     q = new_queue()
     await harness.broker.enqueue([job(q, "u1"), job(q, "u2"), job(q, "u3")])
     await harness.broker.enqueue(
@@ -79,14 +99,16 @@ async def test_ungrouped_jobs_take_one_turn_like_a_group(harness: BrokerHarness)
     assert await drain(harness.broker, q) == ["u1", "a1", "b1", "u2", "a2", "u3", "a3"]
 
 
-async def test_a_queue_without_groups_stays_fifo(harness: BrokerHarness) -> None:
+async def test_a_queue_without_groups_stays_fifo(harness: BrokerHarness, job: MakeJob) -> None:
     q = new_queue()
     await harness.broker.enqueue([job(q, f"u{i}") for i in range(5)])
 
     assert await drain(harness.broker, q, count=2) == ["u0", "u1", "u2", "u3", "u4"]
 
 
-async def test_priorities_come_before_and_after_the_turns(harness: BrokerHarness) -> None:
+async def test_priorities_come_before_and_after_the_turns(
+    harness: BrokerHarness, job: MakeJob
+) -> None:
     q = new_queue()
     await harness.broker.enqueue(
         [
@@ -102,7 +124,9 @@ async def test_priorities_come_before_and_after_the_turns(harness: BrokerHarness
     assert await drain(harness.broker, q) == ["top", "high", "a1", "b1", "a2", "low"]
 
 
-async def test_a_delayed_job_becomes_ready_in_its_group(harness: BrokerHarness) -> None:
+async def test_a_delayed_job_becomes_ready_in_its_group(
+    harness: BrokerHarness, job: MakeJob
+) -> None:
     q = new_queue()
     await harness.broker.enqueue([job(q, "a1", "a")], delays=[DELAY])
     await harness.broker.enqueue([job(q, "u1"), job(q, "u2"), job(q, "b1", "b")])
@@ -112,7 +136,9 @@ async def test_a_delayed_job_becomes_ready_in_its_group(harness: BrokerHarness) 
     assert await drain(harness.broker, q) == ["u1", "b1", "a1", "u2"]
 
 
-async def test_a_retry_later_goes_to_the_back_of_its_group(harness: BrokerHarness) -> None:
+async def test_a_retry_later_goes_to_the_back_of_its_group(
+    harness: BrokerHarness, job: MakeJob
+) -> None:
     q = new_queue()
     await harness.broker.enqueue([job(q, "a1", "a")])
     [held] = await harness.broker.reserve([q], count=1, lease=LONG, timeout=0)
@@ -125,7 +151,7 @@ async def test_a_retry_later_goes_to_the_back_of_its_group(harness: BrokerHarnes
     assert await drain(harness.broker, q) == ["u1", "b1", "a2", "b2", "a1"]
 
 
-async def test_a_released_job_is_next_in_its_group(harness: BrokerHarness) -> None:
+async def test_a_released_job_is_next_in_its_group(harness: BrokerHarness, job: MakeJob) -> None:
     q = new_queue()
     await harness.broker.enqueue([job(q, "a1", "a"), job(q, "a2", "a"), job(q, "b1", "b")])
     [held] = await harness.broker.reserve([q], count=1, lease=LONG, timeout=0)
@@ -137,7 +163,7 @@ async def test_a_released_job_is_next_in_its_group(harness: BrokerHarness) -> No
 
 
 async def test_a_job_put_back_in_an_idle_group_takes_the_next_turn(
-    harness: BrokerHarness,
+    harness: BrokerHarness, job: MakeJob
 ) -> None:
     q = new_queue()
     await harness.broker.enqueue([job(q, "a1", "a")])
@@ -150,7 +176,9 @@ async def test_a_job_put_back_in_an_idle_group_takes_the_next_turn(
     assert (await harness.broker.get(held.job.id)).attempts == 2  # type: ignore[union-attr]
 
 
-async def test_a_requeued_dead_letter_returns_to_its_group(harness: BrokerHarness) -> None:
+async def test_a_requeued_dead_letter_returns_to_its_group(
+    harness: BrokerHarness, job: MakeJob
+) -> None:
     q = new_queue()
     await harness.broker.enqueue([job(q, "a1", "a")])
     [held] = await harness.broker.reserve([q], count=1, lease=LONG, timeout=0)
@@ -163,7 +191,7 @@ async def test_a_requeued_dead_letter_returns_to_its_group(harness: BrokerHarnes
 
 
 async def test_cancel_takes_a_job_out_and_its_group_out_of_the_turns(
-    harness: BrokerHarness,
+    harness: BrokerHarness, job: MakeJob
 ) -> None:
     q = new_queue()
     a1, a2 = job(q, "a1", "a"), job(q, "a2", "a")
@@ -177,7 +205,9 @@ async def test_cancel_takes_a_job_out_and_its_group_out_of_the_turns(
     assert await _status(harness.broker, a1.id) is JobStatus.CANCELLED
 
 
-async def test_stats_count_grouped_jobs_and_purge_removes_them(harness: BrokerHarness) -> None:
+async def test_stats_count_grouped_jobs_and_purge_removes_them(
+    harness: BrokerHarness, job: MakeJob
+) -> None:
     q = new_queue()
     await harness.broker.enqueue(
         [job(q, "a1", "a"), job(q, "a2", "a"), job(q, "b1", "b"), job(q, "u1")]
@@ -194,7 +224,9 @@ async def test_stats_count_grouped_jobs_and_purge_removes_them(harness: BrokerHa
     assert await drain(harness.broker, q) == ["b2", "c1", "b3"]
 
 
-async def test_a_job_of_a_group_can_be_read_back_with_it(harness: BrokerHarness) -> None:
+async def test_a_job_of_a_group_can_be_read_back_with_it(
+    harness: BrokerHarness, job: MakeJob
+) -> None:
     q = new_queue()
     [stored] = await harness.broker.enqueue([job(q, "a1", "tenant 7|x:y")])
 
@@ -211,7 +243,7 @@ async def test_a_job_of_a_group_can_be_read_back_with_it(harness: BrokerHarness)
     [("a\0b", "without NUL"), ("x" * (MAX_GROUP + 1), "1 to 200 characters"), ("", "1 to 200")],
 )
 async def test_a_bad_group_is_refused_and_nothing_is_stored(
-    harness: BrokerHarness, group: str, error: str
+    harness: BrokerHarness, job: MakeJob, group: str, error: str
 ) -> None:
     q = new_queue()
     good = job(q, "ok", "a")
@@ -222,7 +254,9 @@ async def test_a_bad_group_is_refused_and_nothing_is_stored(
     assert await harness.broker.get(good.id) is None
 
 
-async def test_one_big_tenant_does_not_starve_ten_small_ones(harness: BrokerHarness) -> None:
+async def test_one_big_tenant_does_not_starve_ten_small_ones(
+    harness: BrokerHarness, job: MakeJob
+) -> None:
     """10,000 jobs of one tenant enqueued first, then 10 jobs of each of ten tenants: every small
     tenant's jobs are all reserved within the first 110 reservations (11 turns a round)."""
     q = new_queue()

@@ -27,6 +27,7 @@ from tests.broker._helpers import (
     running,
     status_of,
 )
+from tests.broker._sharded import shard_id
 from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
@@ -230,10 +231,10 @@ async def test_released_jobs_run_next_in_the_order_they_were_reserved(
     harness: BrokerHarness,
 ) -> None:
     queue = new_queue()
-    jobs = [make_job(queue) for _ in range(5)]
+    jobs = [make_job(queue, job_id=shard_id(harness.broker)) for _ in range(5)]
     await harness.broker.enqueue(jobs)
     held = await harness.broker.reserve([queue], count=3, lease=LONG, timeout=0)
-    late = make_job(queue)
+    late = make_job(queue, job_id=shard_id(harness.broker))
     await harness.broker.enqueue([late])
     retried = Outcome(job_id=held[2].job.id, token=held[2].token, kind=OutcomeKind.RETRY)
 

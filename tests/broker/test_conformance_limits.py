@@ -12,9 +12,11 @@ import msgspec
 import pytest
 
 from taskit.broker.base import Broker
+from taskit.broker.placement import HOME
 from taskit.job import Job, JobStatus, Lease, OutcomeKind
 from taskit.limits import LimitSpec
 from tests.broker._helpers import LONG, make_job, new_queue, outcome, status_of
+from tests.broker._sharded import shard_id
 from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
@@ -284,7 +286,7 @@ async def test_a_reserve_looks_past_a_long_line_of_held_back_jobs(
     broker, q = harness.broker, new_queue()
     await broker.set_limits({"ex": LimitSpec(concurrency=0)})  # holds every job back
     await broker.enqueue([limited(q, "ex:k") for _ in range(250)])
-    free = make_job(q)
+    free = make_job(q, job_id=shard_id(broker, shard=HOME))  # behind the line, in its shard
     await broker.enqueue([free])
 
     with anyio.fail_after(PROMPT):

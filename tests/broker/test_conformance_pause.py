@@ -12,6 +12,7 @@ import pytest
 
 from taskit.job import Lease
 from tests.broker._helpers import LONG, make_job, new_queue, reserve_all
+from tests.broker._sharded import shard_id
 from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
@@ -24,7 +25,7 @@ PROMPT = 3.0
 
 async def test_a_paused_queue_hands_out_nothing_until_resumed(harness: BrokerHarness) -> None:
     broker, queue = harness.broker, new_queue()
-    jobs = await broker.enqueue([make_job(queue, i) for i in range(3)])
+    jobs = await broker.enqueue([make_job(queue, i, job_id=shard_id(broker)) for i in range(3)])
 
     assert await broker.pause_queue(queue) is True
     assert await broker.pause_queue(queue) is False  # already paused

@@ -2,6 +2,8 @@
 
 Runs unchanged against every broker kind: only the promises of ``taskit.broker.base.Broker``
 are asserted, and waits are bounded by generous real-time limits, never used to synchronise.
+The tests of an order take ids of one shard (``shard_id``): a sharded broker keeps its orders
+within a shard (what holds across shards: test_conformance_shards.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pytest
 from taskit.broker.base import Broker
 from taskit.job import JobStatus, Lease
 from tests.broker._helpers import LONG, make_job, new_queue
+from tests.broker._sharded import shard_id
 from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
@@ -31,11 +34,12 @@ async def reserve_ids(broker: Broker, queues: list[str], count: int) -> list[str
 
 async def test_higher_priority_is_reserved_first(harness: BrokerHarness) -> None:
     queue = new_queue()
+    broker = harness.broker
     low, high, mid, high_later = (
-        make_job(queue, priority=0),
-        make_job(queue, priority=10),
-        make_job(queue, priority=5),
-        make_job(queue, priority=10),
+        make_job(queue, job_id=shard_id(broker), priority=0),
+        make_job(queue, job_id=shard_id(broker), priority=10),
+        make_job(queue, job_id=shard_id(broker), priority=5),
+        make_job(queue, job_id=shard_id(broker), priority=10),
     )
     for job in (low, high, mid, high_later):
         await harness.broker.enqueue([job])
@@ -52,9 +56,9 @@ async def test_jobs_of_equal_priority_are_reserved_in_enqueue_order(
     harness: BrokerHarness,
 ) -> None:
     queue = new_queue()
-    batch = [make_job(queue, i) for i in range(5)]
+    batch = [make_job(queue, i, job_id=shard_id(harness.broker)) for i in range(5)]
     await harness.broker.enqueue(batch)
-    single = make_job(queue, 5)
+    single = make_job(queue, 5, job_id=shard_id(harness.broker))
     await harness.broker.enqueue([single])
 
     first = await reserve_ids(harness.broker, [queue], 2)
@@ -66,8 +70,10 @@ async def test_jobs_of_equal_priority_are_reserved_in_enqueue_order(
 async def test_reserve_drains_the_first_queue_before_the_second(harness: BrokerHarness) -> None:
     first_queue, second_queue = new_queue(), new_queue()
     # Priority orders jobs within a queue only: the first queue still goes first.
-    a1, a2 = make_job(first_queue), make_job(first_queue)
-    b1, b2 = make_job(second_queue, priority=100), make_job(second_queue, priority=100)
+    a1, a2 = (make_job(first_queue, job_id=shard_id(harness.broker)) for _ in range(2))
+    b1, b2 = (
+        make_job(second_queue, job_id=shard_id(harness.broker), priority=100) for _ in range(2)
+    )
     await harness.broker.enqueue([b1, b2, a1, a2])
 
     assert await reserve_ids(harness.broker, [first_queue, second_queue], 3) == [
@@ -98,7 +104,8 @@ async def test_reserve_ignores_queues_it_was_not_asked_for(harness: BrokerHarnes
 
 async def test_a_reserved_job_is_running_under_a_lease(harness: BrokerHarness) -> None:
     queue = new_queue()
-    first, second = make_job(queue, 7, key="v"), make_job(queue)
+    first = make_job(queue, 7, job_id=shard_id(harness.broker), key="v")
+    second = make_job(queue, job_id=shard_id(harness.broker))
     await harness.broker.enqueue([first, second])
 
     leases = await harness.broker.reserve([queue], count=2, lease=LONG, timeout=0)

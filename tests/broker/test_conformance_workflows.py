@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import anyio
+import msgspec
 import pytest
 
 from taskit.dependencies import Feed, IfFailed
@@ -25,6 +26,7 @@ from tests.broker._workflows import (
     finish,
     flow,
     node,
+    plain_node,
     run,
     status,
     statuses,
@@ -250,7 +252,7 @@ async def test_a_plain_live_parent_is_adopted_before_the_job_that_waits_for_it(
 
 async def test_a_finished_plain_parent_is_adopted_with_its_result(harness: BrokerHarness) -> None:
     broker, q = harness.broker, new_queue()
-    good, bad = node(q, "good", None), node(q, "bad", None)
+    good, bad = plain_node(broker, q, "good"), plain_node(broker, q, "bad")
     await broker.enqueue([good, bad])
     await run(broker, q, good.id, result=JobResult(success=True, value=7))
     await run(broker, q, bad.id, kind=OutcomeKind.FAIL, error="boom", error_type="Boom")
@@ -300,10 +302,10 @@ async def test_a_job_kept_in_place_of_the_one_given_changes_no_workflow(
     harness: BrokerHarness,
 ) -> None:
     broker, q = harness.broker, new_queue()
-    plain = node(q, "same", None)
-    await broker.enqueue([plain])
+    alone = plain_node(broker, q, "same")
+    await broker.enqueue([alone])
 
-    [kept] = await broker.enqueue([node(q, "same", "wf")])
+    [kept] = await broker.enqueue([msgspec.structs.replace(alone, workflow="wf")])
 
     assert kept.duplicate
     assert kept.workflow is None

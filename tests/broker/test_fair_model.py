@@ -4,7 +4,8 @@ jobs put back (real Redis and fakeredis).
 
 The stated bound (guide: "Fair queues"): of the jobs ready when reservations start, while two
 turn holders (groups, or the ungrouped jobs) both still have ready jobs, the numbers reserved
-from each differ by at most one, whatever the batch sizes of the reserve calls.
+from each differ by at most one, whatever the batch sizes of the reserve calls. A sharded broker
+(three memory brokers) keeps the turns per shard: there the bound holds among each shard's jobs.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from hypothesis import strategies as st
 
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
+from taskit.broker.placement import shard_of
 from taskit.clock import FakeClock
 from taskit.job import Job, OutcomeKind
 from tests.broker._helpers import LONG, make_job, outcome
 from tests.broker._redis_kinds import RedisHarness
+from tests.broker._sharded import memory_shards
 
 Q = "fair"
 UNGROUPED = "(none)"
@@ -33,40 +36,75 @@ def job(job_id: str, group: str | None, priority: int = 0) -> Job:
     return msgspec.structs.replace(make_job(Q, job_id=job_id, priority=priority), group=group)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
+MIXES = given(
     sizes=st.lists(st.integers(1, 25), min_size=1, max_size=8),
     ungrouped=st.integers(0, 25),
     order=st.randoms(use_true_random=False),
     batches=st.lists(st.integers(1, 7), min_size=1, max_size=5),
 )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@MIXES
 def test_every_active_group_gets_its_share_within_one_job(
     sizes: list[int], ungrouped: int, order: random.Random, batches: list[int]
 ) -> None:
+    jobs = mix(sizes, ungrouped, order)
+
+    taken = anyio.run(drain, MemoryBroker(clock=FakeClock()), jobs, batches)
+
+    assert sorted(taken) == sorted(job.id for job in jobs)  # every job, once
+    assert_shares(jobs, taken)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@MIXES
+def test_on_a_sharded_broker_each_shards_groups_get_their_share_within_one_job(
+    sizes: list[int], ungrouped: int, order: random.Random, batches: list[int]
+) -> None:
+    jobs = mix(sizes, ungrouped, order)
+    broker = memory_shards(FakeClock(), result_ttl=60.0)
+
+    taken = anyio.run(drain, broker, jobs, batches)
+
+    assert sorted(taken) == sorted(job.id for job in jobs)  # every job, once
+    for k in range(broker.count):
+        assert_shares(
+            [j for j in jobs if shard_of(j.id, broker.count) == k],
+            [i for i in taken if shard_of(i, broker.count) == k],
+        )
+
+
+def mix(sizes: list[int], ungrouped: int, order: random.Random) -> list[Job]:
+    """``ungrouped`` jobs of no group and ``sizes[i]`` of group ``g<i>``, interleaved."""
     holders = [UNGROUPED] * ungrouped + [f"g{i}" for i, n in enumerate(sizes) for _ in range(n)]
     order.shuffle(holders)  # interleaved enqueues: FIFO within each holder is kept
-    jobs = [job(f"j{i}", None if h == UNGROUPED else h) for i, h in enumerate(holders)]
-    left = Counter(holders)
+    return [job(f"j{i}", None if h == UNGROUPED else h) for i, h in enumerate(holders)]
 
-    async def run() -> list[str]:
-        broker = MemoryBroker(clock=FakeClock())
-        await broker.enqueue(jobs)
-        taken: list[str] = []
-        for i in range(len(jobs)):
-            count = batches[i % len(batches)]
-            leases = await broker.reserve([Q], count=count, lease=LONG, timeout=0)
-            if not leases:
-                break
-            taken += [lease.job.group or UNGROUPED for lease in leases]
-        return taken
 
-    taken = anyio.run(run)
+async def drain(broker: Broker, jobs: list[Job], batches: list[int]) -> list[str]:
+    """``jobs`` enqueued, then reserved in calls of the ``batches`` sizes in turn: their ids in
+    the order reserved."""
+    await broker.enqueue(jobs)
+    taken: list[str] = []
+    for i in range(len(jobs)):
+        count = batches[i % len(batches)]
+        leases = await broker.reserve([Q], count=count, lease=LONG, timeout=0)
+        if not leases:
+            break
+        taken += [lease.job.id for lease in leases]
+    await broker.close()
+    return taken
 
-    assert sorted(taken) == sorted(holders)  # every job, once
+
+def assert_shares(jobs: list[Job], taken: list[str]) -> None:
+    """The bound over ``jobs`` reserved in the order of ``taken`` (their ids)."""
+    holder = {j.id: j.group or UNGROUPED for j in jobs}
+    left = Counter(holder.values())
     served: Counter[str] = Counter()
-    for holder in taken:
-        served[holder] += 1
-        left[holder] -= 1
+    for job_id in taken:
+        served[holder[job_id]] += 1
+        left[holder[job_id]] -= 1
         active = [h for h in left if left[h] > 0]
         shares = [served[h] for h in active]
         assert not shares or max(shares) - min(shares) <= 1, (served, active)

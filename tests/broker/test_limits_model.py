@@ -4,8 +4,9 @@ under them. After every step: no reserve hands out a job past a key's free slots
 back never spends an attempt, and every job is where the model says (no job lost). At the end,
 with the limits deleted, every job drains and every slot and line is back to empty.
 
-Runs on the memory broker (fake clock) and on real Redis, a fixed seed and a few examples
-(``LIMITS_MODEL_EXAMPLES`` raises them).
+Runs on the memory broker (fake clock), on a sharded broker of three memory brokers (limits are
+kept in the home shard, so they hold exactly; the jobs without limits spread over the shards)
+and on real Redis, a fixed seed and a few examples (``LIMITS_MODEL_EXAMPLES`` raises them).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from taskit.broker.redis import RedisBroker
 from taskit.clock import FakeClock
 from taskit.job import Job, JobStatus, Lease, Outcome, OutcomeKind, encode_arguments
 from taskit.limits import LimitSpec
+from tests.broker._sharded import SHARDED_MEMORY, memory_shards
 
 T = TypeVar("T")
 Q = "q"
@@ -54,6 +56,8 @@ class LimitsMachine(RuleBasedStateMachine):
         self.broker: Broker
         if self.kind == "memory":
             self.broker = MemoryBroker(clock=FakeClock())
+        elif self.kind == SHARDED_MEMORY:
+            self.broker = memory_shards(FakeClock(), result_ttl=86_400.0)
         else:
             self.prefix = f"taskit-limits-model-{uuid.uuid4().hex[:10]}"
             self.broker = RedisBroker(self.redis_url, prefix=self.prefix)
@@ -185,7 +189,7 @@ class LimitsMachine(RuleBasedStateMachine):
 
     async def clean(self) -> None:
         await self.broker.close()
-        if self.kind != "memory":
+        if self.kind == "redis":
             client = redis.asyncio.Redis.from_url(self.redis_url)
             keys = [k async for k in client.scan_iter(match="{" + self.prefix + "}*")]
             if keys:
@@ -193,7 +197,7 @@ class LimitsMachine(RuleBasedStateMachine):
             await client.aclose()
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
+@pytest.mark.parametrize("kind", ["memory", SHARDED_MEMORY, "redis"])
 def test_limits_hold_under_workers_dying_and_limits_changing(
     kind: str, request: pytest.FixtureRequest
 ) -> None:

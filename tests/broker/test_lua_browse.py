@@ -47,7 +47,9 @@ async def test_each_settled_end_with_a_kept_record_is_indexed_by_its_end(
     rh: RedisHarness,
 ) -> None:
     b = rh.broker
-    jobs = [named("q", name) for name in ("done", "failed", "cancelled", "expired", "unkept")]
+    jobs = [
+        named(rh.broker, "q", name) for name in ("done", "failed", "cancelled", "expired", "unkept")
+    ]
     await b.enqueue(jobs)
     held = await take_each(b, "q", len(jobs))
     before = await server_ms(rh)
@@ -69,7 +71,7 @@ async def test_each_settled_end_with_a_kept_record_is_indexed_by_its_end(
 
 
 async def test_a_cancel_of_a_waiting_job_is_indexed(rh: RedisHarness) -> None:
-    job = named("q", "waiting")
+    job = named(rh.broker, "q", "waiting")
     await rh.broker.enqueue([job])
     assert await rh.broker.cancel(job.id)
     assert list(await index(rh, "q", "cancelled")) == [job.id]
@@ -106,7 +108,7 @@ async def test_an_index_is_trimmed_of_ends_older_than_the_result_ttl_as_it_is_wr
     now = await server_ms(rh)
     ttl_ms = 60_000  # the harness's broker keeps results 60 s
     await rh.client.zadd(k.queue("q", "completed"), {"old": now - ttl_ms - 5_000, "young": now})
-    await b.enqueue([named("q", "new")])
+    await b.enqueue([named(rh.broker, "q", "new")])
     [lease] = await b.reserve(["q"], count=1, lease=LONG, timeout=0)
     await b.settle([end(lease, OutcomeKind.COMPLETE)])
 
@@ -115,7 +117,7 @@ async def test_an_index_is_trimmed_of_ends_older_than_the_result_ttl_as_it_is_wr
 
 async def test_a_listing_drops_the_entries_whose_record_is_gone(rh: RedisHarness) -> None:
     b, k = rh.broker, rh.broker.keys
-    await b.enqueue([named("q", "a"), named("q", "b")])
+    await b.enqueue([named(rh.broker, "q", "a"), named(rh.broker, "q", "b")])
     held = await take_each(b, "q", 2)
     await b.settle([end(lease, OutcomeKind.COMPLETE) for lease in held.values()])
     await rh.client.delete(k.done("q-a"))  # as if its own result TTL ran out
@@ -126,7 +128,7 @@ async def test_a_listing_drops_the_entries_whose_record_is_gone(rh: RedisHarness
 
 async def test_forget_removes_index_entries_and_dead_letters(rh: RedisHarness) -> None:
     b, k = rh.broker, rh.broker.keys
-    await b.enqueue([named("q", "a"), named("q", "d")])
+    await b.enqueue([named(rh.broker, "q", "a"), named(rh.broker, "q", "d")])
     held = await take_each(b, "q", 2)
     await b.settle([
         end(held["q-a"], OutcomeKind.COMPLETE),
@@ -153,7 +155,9 @@ async def test_counts_go_to_the_hash_of_the_servers_minute_with_an_expiry(
     rh: RedisHarness,
 ) -> None:
     b, k = rh.broker, rh.broker.keys
-    await b.enqueue([named("q", "a"), named("q", "b"), named("q", "c")])
+    await b.enqueue(
+        [named(rh.broker, "q", "a"), named(rh.broker, "q", "b"), named(rh.broker, "q", "c")]
+    )
     held = await take_each(b, "q", 3)
     await b.settle([
         end(held["q-a"], OutcomeKind.COMPLETE),
@@ -180,7 +184,7 @@ async def test_counts_go_to_the_hash_of_the_servers_minute_with_an_expiry(
 async def test_a_settle_batch_writes_one_field_per_distinct_count(rh: RedisHarness) -> None:
     """Counts are gathered per call: 50 completes add 50 to one field, not 50 writes."""
     b, k = rh.broker, rh.broker.keys
-    await b.enqueue([named("q", str(i)) for i in range(50)])
+    await b.enqueue([named(rh.broker, "q", str(i)) for i in range(50)])
     held = await take_each(b, "q", 50)
     await b.settle([end(lease, OutcomeKind.COMPLETE) for lease in held.values()])
     counted = await b.counts(0)
@@ -192,7 +196,7 @@ async def test_a_settle_batch_writes_one_field_per_distinct_count(rh: RedisHarne
 # -- cursors ------------------------------------------------------------------------------------
 async def test_a_fifo_walk_goes_on_after_reserves_took_its_head(rh: RedisHarness) -> None:
     b = rh.broker
-    await b.enqueue([named("q", f"{i:02}") for i in range(10)])
+    await b.enqueue([named(rh.broker, "q", f"{i:02}") for i in range(10)])
     first = await b.list_jobs("q", Listing.QUEUED, limit=3)
     assert [j.id for j in first.jobs] == ["q-00", "q-01", "q-02"]
     await b.reserve(["q"], count=2, lease=LONG, timeout=0)  # q-00, q-01: before the cursor
@@ -222,10 +226,10 @@ async def test_a_sorted_set_walk_resumes_when_its_cursor_job_left(rh: RedisHarne
 async def test_queued_walks_priorities_then_fifo_then_groups_then_low(rh: RedisHarness) -> None:
     b = rh.broker
     jobs: list[Job] = [
-        named("q", "low", priority=-5),
-        named("q", "plain"),
-        named("q", "grouped", group="g"),
-        named("q", "high", priority=5),
+        named(rh.broker, "q", "low", priority=-5),
+        named(rh.broker, "q", "plain"),
+        named(rh.broker, "q", "grouped", group="g"),
+        named(rh.broker, "q", "high", priority=5),
     ]
     await b.enqueue(jobs)
     pages = await walk(b, "q", Listing.QUEUED, limit=1)
@@ -301,7 +305,7 @@ async def test_the_counts_hash_is_named_from_the_brokers_tag(rh: RedisHarness) -
     """The one key besides the workflow ones that a script names itself (its minute is the
     server's): under the broker's hash tag, so in the same Cluster slot as every key passed."""
     b, k = rh.broker, rh.broker.keys
-    await b.enqueue([named("q", "a")])
+    await b.enqueue([named(rh.broker, "q", "a")])
     keys = [key.decode() async for key in rh.client.scan_iter(match=k.tag + ":counts:*")]
     assert len(keys) == 1
     assert int(keys[0].rpartition(":")[2]) % 60 == 0
@@ -313,7 +317,7 @@ async def test_an_index_expires_with_the_records_it_lists(rh: RedisHarness) -> N
     """A queue where nothing ends any more keeps no index: it expires the broker's result TTL
     after its last write, as the last record it listed does."""
     b, k = rh.broker, rh.broker.keys
-    await b.enqueue([named("q", "a")])
+    await b.enqueue([named(rh.broker, "q", "a")])
     [lease] = await b.reserve(["q"], count=1, lease=LONG, timeout=0)
     await b.settle([end(lease, OutcomeKind.COMPLETE)])
     assert 0 < await rh.client.pttl(k.queue("q", "completed")) <= 60_000

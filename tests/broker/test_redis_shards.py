@@ -25,7 +25,7 @@ from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.shards import SLOTS, covered_counts, shard_prefixes, sharded_redis
 from taskit.broker.sharded import ShardedBroker
 from taskit.config import Settings
-from taskit.errors import BrokerError, ConfigurationError
+from taskit.errors import BrokerError, BrokerOutcomeUnknownError, ConfigurationError
 from taskit.job import JobStatus, OutcomeKind
 from tests.broker._helpers import make_job, new_queue, outcome, status_of
 from tests.broker._redis_kinds import RedisHarness
@@ -304,6 +304,24 @@ async def test_a_round_trip_on_a_plain_redis_with_three_shards(
     settled = await broker.settle([outcome(h, OutcomeKind.COMPLETE) for h in leased])
     assert settled == [True] * 9
     assert [await status_of(broker, job.id) for job in jobs] == [JobStatus.COMPLETED] * 9
+
+
+async def test_every_shard_waits_for_the_replicas_the_url_asks_for(
+    redis_url: str, prefix: str
+) -> None:
+    async with redis.asyncio.Redis.from_url(redis_url) as client:
+        have = int((await client.info("replication"))["connected_slaves"])
+    wait = f"replicas={have + 1}&replicas_timeout=20"
+    broker = from_url(f"{redis_url}?prefix={prefix}-w&shards=3&{wait}", result_ttl=60)
+    queue = new_queue()
+    try:
+        assert isinstance(broker, ShardedBroker)
+        for k in range(3):  # a job stored in each shard: each one's write waits, and fails
+            [job_id] = [i for i in (f"r{n}" for n in range(99)) if shard_of(i, 3) == k][:1]
+            with pytest.raises(BrokerOutcomeUnknownError, match=f"only {have} of the {have + 1}"):
+                await broker.enqueue([make_job(queue, job_id=job_id)])
+    finally:
+        await broker.close()
 
 
 async def test_the_shards_script_records_a_larger_count_that_covers_the_kept_one(

@@ -13,12 +13,14 @@ contract gives; ``workflow_results`` of a released node's parents are in ``after
 and equal to each parent's result; ``workflow()`` agrees with ``get()`` for nodes that have
 not ended.
 
-Runs on the memory broker (fake clock), real Redis and fakeredis, with a fixed seed and a few
-examples each (``WORKFLOW_MODEL_EXAMPLES`` and ``WORKFLOW_MODEL_STEPS`` raise them; with
-``WORKFLOW_MODEL_RANDOM=1`` each run draws new examples instead of the fixed ones). Rules that
-end much at once (``cancel``, ``cancel_workflow``) act on a fraction of their draws, and
-``run_one`` (a reserve and a settle in one step) fails jobs as often as it completes them, so
-that most examples reach deep cascades before the teardown completes what is left.
+Runs on the memory broker (fake clock), a sharded broker of three memory brokers (every workflow
+lives in one shard, the plain jobs it adopts with it: the same invariants hold), real Redis and
+fakeredis, with a fixed seed and a few examples each (``WORKFLOW_MODEL_EXAMPLES`` and
+``WORKFLOW_MODEL_STEPS`` raise them; with ``WORKFLOW_MODEL_RANDOM=1`` each run draws new
+examples instead of the fixed ones). Rules that end much at once (``cancel``,
+``cancel_workflow``) act on a fraction of their draws, and ``run_one`` (a reserve and a settle
+in one step) fails jobs as often as it completes them, so that most examples reach deep
+cascades before the teardown completes what is left.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from taskit.broker.redis import RedisBroker
 from taskit.clock import FakeClock
 from taskit.dependencies import IfFailed
 from taskit.job import JobStatus, Lease, LeaseState, Outcome, OutcomeKind
+from tests.broker._sharded import SHARDED_MEMORY, memory_shards
 from tests.broker._workflow_checks import Checks
 from tests.broker._workflow_model import (
     DEFERRED,
@@ -69,7 +72,7 @@ WORKERS = 2
 EXAMPLES = int(os.environ.get("WORKFLOW_MODEL_EXAMPLES", "0"))
 STEPS = int(os.environ.get("WORKFLOW_MODEL_STEPS", "40"))
 #: Examples per broker kind in the default (fast) profile.
-DEFAULT_EXAMPLES = {"memory": 12, "redis": 4, "fakeredis": 1}
+DEFAULT_EXAMPLES = {"memory": 12, SHARDED_MEMORY: 4, "redis": 4, "fakeredis": 1}
 KINDS = list(OutcomeKind)
 #: What ``run_one`` settles with: ends that fail, and so cascade, as often as completions.
 RUN_KINDS = [OutcomeKind.COMPLETE, OutcomeKind.COMPLETE, OutcomeKind.FAIL, OutcomeKind.DEAD_LETTER,
@@ -91,6 +94,8 @@ class WorkflowMachine(Checks, RuleBasedStateMachine):
         self.delay = 1.0  # a delayed job's delay; time passes by ``delay / 2`` a step
         if self.kind == "memory":
             self.broker = MemoryBroker(clock=self.clock, result_ttl=3600.0)
+        elif self.kind == SHARDED_MEMORY:
+            self.broker = memory_shards(self.clock, result_ttl=3600.0)
         elif self.kind == "redis":
             self.delay = 0.05  # real time on a real server
             self.broker = RedisBroker(self.redis_url, prefix=self.prefix, result_ttl=3600.0)
@@ -289,7 +294,7 @@ class WorkflowMachine(Checks, RuleBasedStateMachine):
         self.pass_time(self.delay / 2)
 
     def pass_time(self, seconds: float) -> None:
-        if self.kind == "memory":
+        if self.kind in ("memory", SHARDED_MEMORY):
             self.clock.advance(seconds)
         else:
             self.call(anyio.sleep(seconds))
@@ -339,7 +344,7 @@ class WorkflowMachine(Checks, RuleBasedStateMachine):
             await client.aclose()
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis", "fakeredis"])
+@pytest.mark.parametrize("kind", ["memory", SHARDED_MEMORY, "redis", "fakeredis"])
 def test_every_workflow_node_ends_and_every_callback_runs_once_at_most(
     kind: str, request: pytest.FixtureRequest
 ) -> None:

@@ -2,19 +2,24 @@
 
 A Sentinel set of its own (tests/topology: 3 sentinels, a master and ``replicas`` replicas,
 ``min-replicas-to-write`` on every data node), a `taskit worker` subprocess running
-``stop.sleep(0)`` jobs, and producers in the test process enqueueing as fast as they can. Once
-``before`` jobs are acknowledged, ``SENTINEL FAILOVER``; the producers go on until ``after`` more
-are acknowledged, then every acknowledged job is awaited.
+``stop.sleep(0)`` jobs, and producers in the test process enqueueing as fast as they can,
+producers and worker with ``?replicas=<replicas>`` in their URL (``wait_for_replicas``: each
+acknowledged write waits until every replica has it). Once ``before`` jobs are acknowledged,
+``SENTINEL FAILOVER``; the producers go on until ``after`` more are acknowledged, then every
+acknowledged job is awaited.
 
 Figures: **acked** (an ``enqueue`` that returned), **completed** (its result read), **lost**
 (acknowledged, and no record of it left: ``JobNotFoundError``), **stuck** (acknowledged, still
 unfinished at the deadline), and **lost outside the window**: lost jobs that were not
 acknowledged by the old master in its last ``WINDOW`` seconds (what asynchronous replication
-and Sentinel's failover, which does not wait for the replica, may drop; nothing else may go).
+and Sentinel's failover, which does not wait for the replica, may drop without
+``?replicas=``; with it, nothing may go).
 Refused enqueues (``NOREPLICAS`` while the new master has no
 replica yet, ``BrokerError``) and those whose outcome is unknown (the connection broke after
-sending) are not acknowledged: counted, offered again under a new id as a real producer would.
-``python -m tests.chaos.sentinel --after N`` runs a longer one.
+sending, or fewer replicas than asked acknowledged it) are not acknowledged: counted, offered
+again under a new id as a real producer would.
+``python -m tests.chaos.sentinel --after N`` runs a longer one (``--no-wait``: without
+``?replicas=``, to see the window it closes).
 """
 
 from __future__ import annotations
@@ -97,6 +102,7 @@ async def run_sentinel_failover(
     after: int = 200,
     replicas: int = 2,
     min_replicas_to_write: int = 2,
+    wait_for_replicas: bool = True,
 ) -> FailoverFigures:
     """One failover under load (module docstring)."""
     figures = FailoverFigures()
@@ -104,6 +110,8 @@ async def run_sentinel_failover(
         directory, replicas=replicas, min_replicas_to_write=min_replicas_to_write
     ) as sentinels:
         url = sentinels.url(prefix=f"taskit-c25-{uuid.uuid4().hex[:8]}")
+        if wait_for_replicas:
+            url += f"&replicas={replicas}"
         app = App(url)
         try:
             with worker_process("tests.apps.stop_app:app", {"TASKIT_BROKER_URL": url}) as worker:
@@ -181,12 +189,14 @@ def main() -> None:
     parser.add_argument("--after", type=int, default=3000)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--min-replicas-to-write", type=int, default=2)
+    parser.add_argument("--no-wait", action="store_true", help="without ?replicas=")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="taskit-c25-") as directory:
         figures = anyio.run(
             lambda: run_sentinel_failover(
                 Path(directory), before=args.before, after=args.after,
                 replicas=args.replicas, min_replicas_to_write=args.min_replicas_to_write,
+                wait_for_replicas=not args.no_wait,
             )
         )  # fmt: skip
     print(f"row 25: {figures.line()}")

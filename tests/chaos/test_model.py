@@ -3,6 +3,11 @@ memory broker through enqueue, reserve, extend, ack, retry, dead-letter, expire,
 acks and cancel, and checks both against a plain model after every step: each job's status and
 attempts, every answer, and that the counts add up.
 
+The same machine drives a sharded broker of three memory brokers (``ShardedBroker``), alone,
+against the model as the sharded broker states it: a reserve takes ``count`` jobs when that many
+are ready, each once, and each shard's jobs in the model's order (across shards the rotation
+decides, so the model follows what was taken); every other check is the same.
+
 Short mode: a fixed seed (``derandomize``), a few dozen runs; no example database is written
 (``database=None``). ``python -m tests.chaos`` runs it with many more examples.
 """
@@ -30,9 +35,11 @@ from hypothesis.stateful import (
 
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
+from taskit.broker.placement import shard_of
 from taskit.broker.redis import RedisBroker
 from taskit.clock import FakeClock
 from taskit.job import Job, JobStatus, Lease, LeaseState, Outcome, OutcomeKind, encode_arguments
+from tests.broker._sharded import memory_shards
 
 pytestmark = pytest.mark.redis
 
@@ -73,44 +80,58 @@ class Model:
 
 class BrokerMachine(RuleBasedStateMachine):
     portal: anyio.from_thread.BlockingPortal
-    redis_url: str
+    #: The real server's URL, or None: the machine drives one sharded memory broker instead.
+    redis_url: str | None
 
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock()
-        self.redis = RedisBroker(self.redis_url, prefix=f"taskit-model-{uuid.uuid4().hex[:10]}",
-                                 result_ttl=LONG)  # fmt: skip
-        self.memory = MemoryBroker(clock=self.clock, result_ttl=LONG)
+        self.redis: RedisBroker | None = None
+        self.brokers: tuple[Broker, ...]
+        self.shards = 1  # of the brokers driven: a sharded one's count
+        if self.redis_url is None:
+            sharded = memory_shards(self.clock, result_ttl=LONG)
+            self.brokers, self.shards = (sharded,), sharded.count
+        else:
+            prefix = f"taskit-model-{uuid.uuid4().hex[:10]}"
+            self.redis = RedisBroker(self.redis_url, prefix=prefix, result_ttl=LONG)
+            self.brokers = (self.redis, MemoryBroker(clock=self.clock, result_ttl=LONG))
         self.model = Model()
-        # job id -> (redis lease, memory lease) for the jobs running now; old tokens kept apart.
-        self.held: dict[str, tuple[Lease, Lease]] = {}
-        self.stale: list[tuple[Lease, Lease]] = []
+        # job id -> each broker's lease for the jobs running now; old tokens kept apart.
+        self.held: dict[str, tuple[Lease, ...]] = {}
+        self.stale: list[tuple[Lease, ...]] = []
 
     # -- plumbing --------------------------------------------------------------------------
-    def both(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-        brokers: tuple[Broker, Broker] = (self.redis, self.memory)
-        return tuple(  # type: ignore[return-value]
-            self.portal.call(lambda b=b: getattr(b, name)(*args, **kwargs)) for b in brokers
+    def both(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Each broker's answer to the same call."""
+        return tuple(
+            self.portal.call(lambda b=b: getattr(b, name)(*args, **kwargs)) for b in self.brokers
         )
 
-    def settle(self, job_id: str, kind: OutcomeKind, *, stale: bool = False) -> tuple[bool, bool]:
+    def settle(self, job_id: str, kind: OutcomeKind, *, stale: bool = False) -> tuple[bool, ...]:
         pair = self.stale[-1] if stale else self.held[job_id]
-        return tuple(  # type: ignore[return-value]
+        return tuple(
             self.portal.call(
                 b.settle, [Outcome(job_id=lease.job.id, token=lease.token, kind=kind, error="e")]
             )[0]
-            for b, lease in zip((self.redis, self.memory), pair, strict=True)
+            for b, lease in zip(self.brokers, pair, strict=True)
         )
+
+    def each(self, answer: object) -> tuple[object, ...]:
+        """``answer`` once per broker driven."""
+        return (answer,) * len(self.brokers)
 
     def teardown(self) -> None:
         async def clean() -> None:
-            pattern = self.redis.keys.pattern()
-            client = redis.asyncio.Redis.from_url(self.redis_url)
-            doomed = [k async for k in client.scan_iter(match=pattern, count=500)]
-            if doomed:
-                await client.delete(*doomed)
-            await client.aclose()
-            await self.redis.close()
+            if self.redis is not None:
+                pattern = self.redis.keys.pattern()
+                client = redis.asyncio.Redis.from_url(str(self.redis_url))
+                doomed = [k async for k in client.scan_iter(match=pattern, count=500)]
+                if doomed:
+                    await client.delete(*doomed)
+                await client.aclose()
+            for broker in self.brokers:
+                await broker.close()
 
         self.portal.call(clean)
 
@@ -136,32 +157,43 @@ class BrokerMachine(RuleBasedStateMachine):
     @rule(count=st.integers(1, 3))
     def reserve(self, count: int) -> None:
         got = self.both("reserve", [Q], count=count, lease=LONG, timeout=0)
-        expected = self.model.ready()[:count]
+        ready = self.model.ready()
         for leases in got:
-            assert [h.job.id for h in leases] == expected
-        for r_lease, m_lease in zip(*got, strict=True):
-            job_id = r_lease.job.id
+            taken = [h.job.id for h in leases]
+            if self.shards == 1:
+                assert taken == ready[:count]
+                continue
+            # Sharded: count when that many are ready, each once; each shard's in its order.
+            assert len(taken) == len(set(taken)) == min(count, len(ready)), (taken, ready)
+            for k in range(self.shards):
+                mine = [i for i in ready if shard_of(i, self.shards) == k]
+                took = [i for i in taken if shard_of(i, self.shards) == k]
+                assert took == mine[: len(took)], (k, took, mine)
+        for leases in zip(*got, strict=True):
+            job_id = leases[0].job.id
+            assert all(lease.job.id == job_id for lease in leases), leases
             self.model.status[job_id] = JobStatus.RUNNING
             self.model.attempts[job_id] += 1
-            assert r_lease.job.attempts == m_lease.job.attempts == self.model.attempts[job_id]
-            self.held[job_id] = (r_lease, m_lease)
+            assert all(lease.job.attempts == self.model.attempts[job_id] for lease in leases)
+            self.held[job_id] = leases
 
     @precondition(lambda self: self.held)
     @rule(data=st.data())
     def extend(self, data: st.DataObject) -> None:
         job_id = data.draw(st.sampled_from(sorted(self.held)))
-        r, m = self.held[job_id]
-        answers = (self.portal.call(lambda: self.redis.extend([r], lease=LONG)),
-                   self.portal.call(lambda: self.memory.extend([m], lease=LONG)))  # fmt: skip
+        answers = tuple(
+            self.portal.call(lambda b=b, held=held: b.extend([held], lease=LONG))
+            for b, held in zip(self.brokers, self.held[job_id], strict=True)
+        )
         want = LeaseState.CANCELLED if job_id in self.model.cancel else LeaseState.HELD
-        assert answers == ([want], [want])
+        assert answers == self.each([want])
         self.model.expired.discard(job_id)
 
     @precondition(lambda self: self.held)
     @rule(data=st.data(), kind=st.sampled_from(SETTLE_KINDS))
     def settle_held(self, data: st.DataObject, kind: OutcomeKind) -> None:
         job_id = data.draw(st.sampled_from(sorted(self.held)))
-        assert self.settle(job_id, kind) == (True, True)
+        assert self.settle(job_id, kind) == self.each(True)
         m = self.model
         if job_id in m.cancel and kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE):
             m.status[job_id] = JobStatus.CANCELLED
@@ -184,9 +216,8 @@ class BrokerMachine(RuleBasedStateMachine):
     def expire(self, data: st.DataObject) -> None:
         """The holder stops extending: its lease runs out (a zero-second extend)."""
         job_id = data.draw(st.sampled_from(sorted(self.held)))
-        r, m = self.held[job_id]
-        self.portal.call(lambda: self.redis.extend([r], lease=0.0))
-        self.portal.call(lambda: self.memory.extend([m], lease=0.0))
+        for b, held in zip(self.brokers, self.held[job_id], strict=True):
+            self.portal.call(lambda b=b, held=held: b.extend([held], lease=0.0))
         self.model.expired.add(job_id)
 
     @rule()
@@ -203,18 +234,17 @@ class BrokerMachine(RuleBasedStateMachine):
                 m.status[job_id] = JobStatus.CANCELLED
                 m.cancel.discard(job_id)
         m.expired.clear()
-        by_id = {h.job.id: h for h in got[1]}
-        for lease in got[0]:
-            assert (
-                lease.job.attempts == by_id[lease.job.id].job.attempts == m.attempts[lease.job.id]
-            )
-            self.held[lease.job.id] = (lease, by_id[lease.job.id])
+        by_id = [{h.job.id: h for h in leases} for leases in got]
+        for job_id in back:
+            leases = tuple(each[job_id] for each in by_id)
+            assert all(lease.job.attempts == m.attempts[job_id] for lease in leases), job_id
+            self.held[job_id] = leases
 
     @precondition(lambda self: self.stale)
     @rule(kind=st.sampled_from([OutcomeKind.COMPLETE, OutcomeKind.RETRY, OutcomeKind.FAIL]))
     def stale_ack(self, kind: OutcomeKind) -> None:
         job_id = self.stale[-1][0].job.id
-        assert self.settle(job_id, kind, stale=True) == (False, False)  # fenced: nothing changes
+        assert self.settle(job_id, kind, stale=True) == self.each(False)  # fenced: no change
 
     @rule(job_id=st.sampled_from(IDS))
     def cancel(self, job_id: str) -> None:
@@ -229,7 +259,7 @@ class BrokerMachine(RuleBasedStateMachine):
         else:
             want = True
             m.status[job_id] = JobStatus.CANCELLED
-        assert got == (want, want)
+        assert got == self.each(want)
 
     # -- invariants ------------------------------------------------------------------------
     @invariant()
@@ -254,13 +284,22 @@ class BrokerMachine(RuleBasedStateMachine):
 
 
 def test_row18_redis_and_memory_brokers_agree_with_the_model(redis_url: str) -> None:
+    run(redis_url, EXAMPLES)
+
+
+def test_row18_a_sharded_broker_agrees_with_the_model() -> None:
+    run(None, EXAMPLES)
+
+
+def run(redis_url: str | None, examples: int) -> None:
+    """The machine on Redis and memory (``redis_url``), or on a sharded memory broker (None)."""
     with anyio.from_thread.start_blocking_portal("asyncio") as portal:
         BrokerMachine.portal = portal
         BrokerMachine.redis_url = redis_url
         run_state_machine_as_test(
             BrokerMachine,
             settings=settings(
-                max_examples=EXAMPLES,
+                max_examples=examples,
                 stateful_step_count=STEPS,
                 deadline=None,
                 derandomize=True,  # a fixed seed in CI

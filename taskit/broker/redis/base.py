@@ -12,7 +12,7 @@ import logging
 import math
 import secrets
 from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from taskit._urls import REDIS_SCHEMES, parse_broker_url
 from taskit.broker.base import Broker, BrokerOptions, OnceState
@@ -22,9 +22,12 @@ from taskit.broker.redis.browsing import Browser
 from taskit.broker.redis.connections import Connections
 from taskit.broker.redis.keys import Keys
 from taskit.broker.redis.records import LATEST, parse_state, split_record
+from taskit.broker.redis.replicas import REPLICATED, Replicas
 from taskit.broker.redis.requests import BATCH, Moved, Request
 from taskit.broker.redis.scripts import SCRIPTS, ScriptName
 from taskit.broker.redis.transport import Arg, Connect
+from taskit.broker.redis.transport.fast import FastClient
+from taskit.broker.redis.transport.sync import BlockingClient
 from taskit.broker.redis.watch import ServerWatch
 from taskit.config import Settings, redact_url
 from taskit.errors import (
@@ -114,6 +117,14 @@ class RedisBase(Broker):
                 f"{redact_url(url)}; give one"
             )
         given_prefix = prefix if prefix is not None else parsed.prefix
+        self._replicas: Replicas | None = None
+        if parsed.replicas is not None:
+            if connect is not None:
+                raise ConfigurationError(
+                    f"broker URL {redact_url(url)}: ?replicas= needs taskit's own transport "
+                    "(its WAIT must follow each write on the same connection); drop connect="
+                )
+            self._replicas = Replicas(parsed.replicas, parsed.replicas_timeout_ms)
         self._options = BrokerOptions(
             ("redis_prefix", "result_ttl", "broker_timeout"),
             redis_prefix=given_prefix,
@@ -342,7 +353,32 @@ class RedisBase(Broker):
         commands = self._conn.pair().commands
         if self._watch.due():
             await self._watch.check(commands)
+        replicas = self._replicas
+        if replicas is not None and name in REPLICATED:
+            # Construction made sure the transport is the fast one (``connect`` is refused).
+            call = SCRIPTS.call_then(cast(FastClient, commands), name, keys, args,
+                                     replicas.command, replicas.seconds)  # fmt: skip
+            reply, acked = await self._named(keys, call)
+            replicas.check(acked, self.url)  # outside the guard: its error is taskit's own
+            return reply
         return await self._named(keys, SCRIPTS.call(commands, name, keys, args))
+
+    def _run_blocking(
+        self, client: BlockingClient, name: ScriptName, keys: list[str], args: list[Arg]
+    ) -> Any:
+        """``_run`` on a blocking connection (a thread without an event loop)."""
+        replicas = self._replicas
+        if replicas is None or name not in REPLICATED:
+            return self._conn.guard_blocking(
+                lambda: SCRIPTS.call_blocking(client, name, keys, args)
+            )
+        reply, acked = self._conn.guard_blocking(
+            lambda: SCRIPTS.call_blocking_then(
+                client, name, keys, args, replicas.command, replicas.seconds
+            )
+        )
+        replicas.check(acked, self.url)
+        return reply
 
     async def _named(self, keys: list[str], call: Awaitable[Any]) -> Any:
         """``guard(call)``; a ``WRONGTYPE`` error (a key holding another type than this layout

@@ -95,19 +95,14 @@ class RedisBroker(RedisBase):
             call = _Enqueue(jobs, delays, self._ttl_ms)
             while call.done is None:
                 request = call.request()
-                keys, args = request.keys(self._keys), request.args()
-                raw = self._conn.guard_blocking(
-                    lambda: SCRIPTS.call_blocking(client, "enqueue", keys, args)  # noqa: B023
-                )
+                raw = self._run_blocking(client, "enqueue", request.keys(self._keys),
+                                         request.args())  # fmt: skip
                 call.answer(request.answer(raw))
             out: list[Job] = []
             for got, job in zip(call.done, jobs, strict=True):
                 if not isinstance(got, Job):  # a dedup window's job that has finished: read it
                     read = requests.Get(got)
-                    keys, args = read.keys(self._keys), read.args()
-                    raw = self._conn.guard_blocking(
-                        lambda: SCRIPTS.call_blocking(client, "get", keys, args)  # noqa: B023
-                    )
+                    raw = self._run_blocking(client, "get", read.keys(self._keys), read.args())
                     got = kept_or_expired(read.answer(raw), got, job.queue)
                 out.append(got)
             return out

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from taskit.broker.redis.transport import Arg, Transport
+from taskit.broker.redis.transport.fast import FastClient
 from taskit.broker.redis.transport.sync import BlockingClient
 
 __all__ = ["SCRIPTS", "Script", "ScriptName", "Scripts"]
@@ -151,6 +152,52 @@ class Scripts:
                 except NoScriptError:
                     _check_loaded(script, client.execute("SCRIPT", "LOAD", script.source))
             return client.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            raise _refused_inside(script, exc) from None
+
+    async def call_then(
+        self,
+        client: FastClient,
+        name: ScriptName,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        then: Sequence[Arg],
+        wait: float,
+    ) -> tuple[Any, Any]:
+        """``call``, with the command ``then`` sent right behind the script on the same
+        connection (``FastClient.execute_then``; it may block ``wait`` seconds): both replies,
+        ``then``'s raw (an error reply a ``ResponseError`` instance). Same errors as ``call``."""
+        script = self._for(name, keys)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            for _ in range(_LOADS):
+                try:
+                    return await client.execute_then(command, then, wait)
+                except NoScriptError:
+                    _check_loaded(script, await client.execute("SCRIPT", "LOAD", script.source))
+            return await client.execute_then(command, then, wait)
+        except ResponseError as exc:
+            raise _refused_inside(script, exc) from None
+
+    def call_blocking_then(
+        self,
+        client: BlockingClient,
+        name: ScriptName,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        then: Sequence[Arg],
+        wait: float,
+    ) -> tuple[Any, Any]:
+        """``call_then`` on a blocking connection (same errors)."""
+        script = self._for(name, keys)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            for _ in range(_LOADS):
+                try:
+                    return client.execute_then(command, then, wait)
+                except NoScriptError:
+                    _check_loaded(script, client.execute("SCRIPT", "LOAD", script.source))
+            return client.execute_then(command, then, wait)
         except ResponseError as exc:
             raise _refused_inside(script, exc) from None
 

@@ -20,7 +20,13 @@ from collections.abc import Sequence
 
 from redis.crc import key_slot
 
-from taskit._urls import MAX_SHARDS, REDIS_SCHEMES, check_prefix, parse_broker_url
+from taskit._urls import (
+    MAX_SHARDS,
+    REDIS_SCHEMES,
+    BrokerURL,
+    check_prefix,
+    parse_broker_url,
+)
 from taskit.broker.base import Broker, BrokerOptions
 from taskit.broker.redis.broker import RedisBroker
 from taskit.broker.sharded import ShardedBroker
@@ -150,10 +156,20 @@ def sharded_redis(
     def build(settings: Settings) -> Sequence[Broker]:
         layout = (count, covered_counts(settings.redis_prefix, count))
         home, *others = shard_prefixes(settings.redis_prefix, count)
-        first = _Shard(parsed.url, layout, home, settings)
-        return [first, *(_Shard(parsed.url, layout, p, settings, first) for p in others)]
+        url = _shard_url(parsed)
+        first = _Shard(url, layout, home, settings)
+        return [first, *(_Shard(url, layout, p, settings, first) for p in others)]
 
     return ShardedBroker(options, build)
+
+
+def _shard_url(parsed: BrokerURL) -> str:
+    """The URL each shard is given: the client's, with the acknowledgement's options (the
+    prefix and the shard count are the layout's, given to each shard on their own)."""
+    if parsed.replicas is None:
+        return parsed.url
+    wait = f"replicas={parsed.replicas}&replicas_timeout={parsed.replicas_timeout_ms}"
+    return f"{parsed.url}{'&' if '?' in parsed.url else '?'}{wait}"
 
 
 class _Shard(RedisBroker):

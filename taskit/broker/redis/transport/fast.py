@@ -143,6 +143,25 @@ class _Protocol(asyncio.Protocol):
         self._write(packed)
         return future
 
+    def send_then(self, packed: bytes, wait: float) -> tuple[asyncio.Future[Any], ...]:
+        """Write ``packed``, two commands back to back (one write), and return the future of
+        each reply; the second may block ``wait`` seconds on the server (``WAIT``)."""
+        loop = self._loop
+        if self.lost is not None or self._transport is None or loop is None:
+            raise rexc.ConnectionError("connection to Redis is closed")
+        first: asyncio.Future[Any] = loop.create_future()
+        second: asyncio.Future[Any] = loop.create_future()
+        second.add_done_callback(_retrieved)  # unread when the first fails
+        now = loop.time()
+        if not self._waiting:
+            self._progress = now
+        self._waiting.append((first, now + self._timeout))
+        self._waiting.append((second, now + self._timeout + wait))
+        if self._timer is None:
+            self._timer = loop.call_at(now + self._timeout, self._watch)
+        self._write(packed)
+        return first, second
+
     def _watch(self) -> None:
         """The watchdog's tick: abort a connection that owes a reply past its due time."""
         self._timer = None
@@ -291,27 +310,62 @@ class FastClient:
             return await self._follow(args, wait, error_for(reply, args))
         return reply
 
-    async def _follow(self, args: Sequence[Arg], wait: float, exc: rexc.RedisError) -> Any:
-        """Follow the refusal ``exc`` (asking the locator, resending ``args``) until a reply
-        that is not a refusal, or ``timeout``; raises ``exc`` if it is not one to follow."""
+    async def execute_then(
+        self, args: Sequence[Arg], then: Sequence[Arg], wait: float
+    ) -> tuple[Any, Any]:
+        """``args``, then ``then`` right behind it on the same connection (one write, one round
+        trip); both replies. ``then`` may block ``wait`` seconds on the server: a ``WAIT`` for
+        replicas, which counts the writes of its own connection only, so the two never go
+        apart. ``args`` is as ``execute`` (errors raised, a refusal followed: both sent again);
+        ``then``'s reply is raw, an error reply a ``ResponseError`` instance, for the caller."""
+        try:
+            protocol = await self._live()
+        except rexc.ConnectionError as exc:
+            followed = await self._follow(args, 0.0, exc, (then, wait))
+            return cast(tuple[Any, Any], followed)
+        first, second = protocol.send_then(pack(args) + pack(then), wait)
+        reply = await first
+        if isinstance(reply, rexc.ResponseError):
+            followed = await self._follow(args, 0.0, error_for(reply, args), (then, wait))
+            return cast(tuple[Any, Any], followed)
+        return reply, await second
+
+    async def _follow(
+        self,
+        args: Sequence[Arg],
+        wait: float,
+        exc: rexc.RedisError,
+        then: tuple[Sequence[Arg], float] | None = None,
+    ) -> Any:
+        """Follow the refusal ``exc`` (asking the locator, resending ``args``, and ``then``'s
+        command right behind it if given) until a reply that is not a refusal, or ``timeout``;
+        raises ``exc`` if it is not one to follow. The reply, or with ``then`` both replies."""
         refusal = refusal_of(exc)
         if refusal is None or not self._locator.follows(refusal):
             raise exc
         loop = asyncio.get_running_loop()
         pacing = Pacing(loop.time() + self._timeout)
         while True:
+            after: Any = None
             try:
                 target = await self._locator.arefresh(refusal, self._at)
                 if refusal.kind == "ASK" and refusal.host and refusal.port:
-                    reply = await self._asking(self._locator.node(refusal.host, refusal.port), args)
-                else:
+                    node = self._locator.node(refusal.host, refusal.port)
+                    reply, after = await self._asking(node, args, then)
+                elif then is None:
                     protocol = await self._live(target)
                     reply = await protocol.send(pack(args), wait)
+                else:
+                    protocol = await self._live(target)
+                    first, second = protocol.send_then(pack(args) + pack(then[0]), then[1])
+                    reply = await first
+                    if not isinstance(reply, rexc.ResponseError):
+                        after = await second
             except rexc.ConnectionError as failed:
                 exc = failed
             else:
                 if not isinstance(reply, rexc.ResponseError):
-                    return reply
+                    return reply if then is None else (reply, after)
                 exc = error_for(reply, args)
             refusal = refusal_of(exc)
             left = pacing.left(loop.time())
@@ -350,13 +404,18 @@ class FastClient:
             await self._locator.arefresh(refusal, self._at)
         return True
 
-    async def _asking(self, node: Target, args: Sequence[Arg]) -> Any:
-        """``args`` run once on ``node`` (an ASK redirect: the slot is migrating there), on a
-        one-off connection; the raw reply."""
+    async def _asking(
+        self, node: Target, args: Sequence[Arg], then: tuple[Sequence[Arg], float] | None
+    ) -> tuple[Any, Any]:
+        """``args`` (and ``then``'s command behind it) run once on ``node`` (an ASK redirect:
+        the slot is migrating there), on a one-off connection; the raw replies (None for
+        ``then``'s without it). Only ``args`` may block, so ``then``'s wait is not added to its
+        reply's time: a ``WAIT`` there is bounded by the broker's timeout."""
         client = FastClient(node, self._name, self._timeout)
         try:
-            _, reply = await client.send(("ASKING",), args)
-            return await reply
+            futures = await client.send(("ASKING",), args, *(() if then is None else (then[0],)))
+            reply = await futures[1]
+            return reply, (await futures[2] if then is not None else None)
         finally:
             await client.aclose()
 

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 import redis.exceptions as rexc
@@ -77,24 +77,49 @@ class BlockingClient:
             return self._follow(args, error_for(reply, args))
         return reply
 
-    def _follow(self, args: Sequence[Arg], exc: rexc.RedisError) -> Any:
+    def execute_then(
+        self, args: Sequence[Arg], then: Sequence[Arg], wait: float
+    ) -> tuple[Any, Any]:
+        """``args``, then ``then`` right behind it on the same connection (one write, one round
+        trip); both replies, as ``FastClient.execute_then`` (``then`` may block ``wait``
+        seconds; its reply is raw; ``args`` is as ``execute``)."""
+        try:
+            reply, after = self._round_trip(self._live(), pack(args) + pack(then), wait)
+        except rexc.ConnectionError as exc:
+            return cast(tuple[Any, Any], self._follow(args, exc, (then, wait)))
+        if isinstance(reply, rexc.ResponseError):
+            return cast(tuple[Any, Any], self._follow(args, error_for(reply, args), (then, wait)))
+        return reply, after
+
+    def _follow(
+        self,
+        args: Sequence[Arg],
+        exc: rexc.RedisError,
+        then: tuple[Sequence[Arg], float] | None = None,
+    ) -> Any:
+        """Follow the refusal ``exc`` as ``FastClient._follow`` does: the reply, or with
+        ``then`` (sent right behind ``args``) both replies."""
         refusal = refusal_of(exc)
         if refusal is None or not self._locator.follows(refusal):
             raise exc
         pacing = Pacing(time.monotonic() + self._timeout)
         while True:
+            after: Any = None
             try:
                 target = self._locator.refresh(refusal, self._at)
                 if refusal.kind == "ASK" and refusal.host and refusal.port:
                     node = self._locator.node(refusal.host, refusal.port)
-                    reply = self._asking(node, args)
-                else:
+                    reply, after = self._asking(node, args, then)
+                elif then is None:
                     reply = self._round_trip(self._live(target), pack(args))
+                else:
+                    packed = pack(args) + pack(then[0])
+                    reply, after = self._round_trip(self._live(target), packed, then[1])
             except rexc.ConnectionError as failed:
                 exc = failed
             else:
                 if not isinstance(reply, rexc.ResponseError):
-                    return reply
+                    return reply if then is None else (reply, after)
                 exc = error_for(reply, args)
             refusal = refusal_of(exc)
             left = pacing.left(time.monotonic())
@@ -103,13 +128,21 @@ class BlockingClient:
             if refusal.kind not in ("MOVED", "ASK"):
                 time.sleep(pacing.step(left))
 
-    def _asking(self, node: Target, args: Sequence[Arg]) -> Any:
-        """``args`` run once on ``node`` after ``ASKING``, on a one-off connection."""
+    def _asking(
+        self, node: Target, args: Sequence[Arg], then: tuple[Sequence[Arg], float] | None
+    ) -> tuple[Any, Any]:
+        """``args`` (and ``then``'s command behind it) run once on ``node`` after ``ASKING``,
+        on a one-off connection; both replies (None for ``then``'s without it)."""
         client = BlockingClient(node, self._name, self._timeout)
         try:
             sock = client._live()
             client._round_trip(sock, pack(("ASKING",)))
-            return client._round_trip(sock, pack(args))
+            if then is None:
+                return client._round_trip(sock, pack(args)), None
+            return cast(
+                tuple[Any, Any],
+                client._round_trip(sock, pack(args) + pack(then[0]), then[1]),
+            )
         finally:
             client.close()
 
@@ -128,7 +161,10 @@ class BlockingClient:
         self._at = target
         return self._connect(target)
 
-    def _round_trip(self, sock: socket.socket, packed: bytes) -> Any:
+    def _round_trip(self, sock: socket.socket, packed: bytes, wait: float | None = None) -> Any:
+        """The reply to the command ``packed``; with ``wait``, ``packed`` holds two commands,
+        the second of which may block ``wait`` seconds on the server: both replies (a tuple;
+        both read, whatever the first says, so the connection stays in step)."""
         try:
             self._send(packed)
         except OSError as exc:
@@ -136,11 +172,11 @@ class BlockingClient:
             self.close()
             raise rexc.ConnectionError(f"connection to Redis lost: {exc}") from None
         try:
-            while (reply := self._reader.gets()) is False:
-                data = self._recv(65536)
-                if not data:
-                    raise ConnectionResetError("closed by the server")
-                self._reader.feed(data)
+            reply = self._reply()
+            if wait is not None:
+                sock.settimeout(self._timeout + wait)
+                reply = (reply, self._reply())
+                sock.settimeout(self._timeout)
         except OSError as exc:  # TimeoutError too: written, then no reply in time
             self.close()
             why = f"no reply within {self._timeout:g} s" if isinstance(exc, TimeoutError) else exc
@@ -151,6 +187,15 @@ class BlockingClient:
         except BaseException:  # interrupted (KeyboardInterrupt): a reply may still be owed
             self.close()
             raise
+        return reply
+
+    def _reply(self) -> Any:
+        """The next reply off the connection (reading as much as it takes)."""
+        while (reply := self._reader.gets()) is False:
+            data = self._recv(65536)
+            if not data:
+                raise ConnectionResetError("closed by the server")
+            self._reader.feed(data)
         return reply
 
     def _gone(self, sock: socket.socket) -> bool:
