@@ -20,12 +20,13 @@ from taskit._cli_load import load_app
 from taskit._limit_report import LIMIT_HEADERS, LimitReport, limit_reports, limit_rows
 from taskit._urls import parse_broker_url, redact_url
 from taskit.app import App
+from taskit.broker.sharded import shard_count
 from taskit.config import MAX_COUNT, MAX_SECONDS
 from taskit.errors import BrokerError, SerializationError, UnknownTaskError
 from taskit.job import Job, JobStatus, Progress
 from taskit.presence import live_workers
 
-__all__ = ["Seconds", "add_admin_commands", "refuse_in_process"]
+__all__ = ["Seconds", "add_admin_commands", "refuse_in_process", "shards_phrase"]
 
 T = TypeVar("T")
 
@@ -149,6 +150,12 @@ def echo_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
+def shards_phrase(app: App) -> str:
+    """``"1 shard"``, ``"3 shards"``: how many shards ``app``'s broker spreads a queue over."""
+    n = shard_count(app.broker)
+    return f"{n} shard{'s' if n != 1 else ''}"
+
+
 def _ago(when: datetime | None) -> str:
     if when is None:
         return ""
@@ -161,8 +168,9 @@ def _ago(when: datetime | None) -> str:
 @_APP
 @_JSON
 def info(app_path: str, as_json: bool) -> None:
-    """Queues (queued, scheduled, running, completed, failed, dead), live workers, and limits
-    (their three busiest keys; ``taskit limits`` shows more)."""
+    """Queues (queued, scheduled, running, completed, failed, dead; on a sharded broker the sums
+    over its shards), how many shards, live workers, and limits (their three busiest keys;
+    ``taskit limits`` shows more)."""
     app = _load(app_path)
 
     Info = tuple[dict[str, Any], list[Any], frozenset[str], list[LimitReport] | None]
@@ -176,14 +184,19 @@ def info(app_path: str, as_json: bool) -> None:
         return await app.stats(), await live_workers(app.broker), paused, limits
 
     stats, workers, paused, limits = run(app, read)
+    shards = shard_count(app.broker)
     if as_json:
-        echo_json({"queues": stats, "workers": workers, "paused": sorted(paused), "limits": limits})
+        echo_json(
+            {"queues": stats, "shards": shards, "workers": workers, "paused": sorted(paused),
+             "limits": limits}
+        )  # fmt: skip
         return
     fields = ("queued", "scheduled", "running", "completed", "failed", "dead")
     rows = [[q, *(getattr(s, f) for f in fields)] for q, s in stats.items()]
     echo_table(["QUEUE", *(f.upper() for f in fields)], rows)
     if paused:
         click.echo(f"paused: {', '.join(sorted(paused))}")
+    click.echo(f"shards: {shards}")
     click.echo()
     echo_table(
         ["WORKER", "HOST", "PID", "QUEUES", "CONCURRENCY", "RUNNING", "DONE", "STARTED", "BEAT"],

@@ -27,7 +27,13 @@ import anyio
 import click
 
 from taskit import __version__
-from taskit._cli_admin import Count, add_admin_commands, how_to_share, refuse_in_process
+from taskit._cli_admin import (
+    Count,
+    add_admin_commands,
+    how_to_share,
+    refuse_in_process,
+    shards_phrase,
+)
 from taskit._cli_dashboard import add_dashboard_commands
 from taskit._cli_flow import add_flow_commands
 from taskit._cli_limits import add_limit_commands
@@ -396,8 +402,9 @@ def outbox_relay(
 @click.option("--min-workers", default=1, show_default=True, type=Count(0, MAX_COUNT))
 def check(app_path: str, min_workers: int) -> None:
     """Liveness check: exit 0 when the broker answers and at least --min-workers workers are
-    alive; 1 when too few are; 2 when the broker cannot be reached (or is the in-process
-    memory:// one, which no other process can reach)."""
+    alive (saying how many shards the broker spreads each queue over); 1 when too few are; 2
+    when the broker cannot be reached (or is the in-process memory:// one, which no other
+    process can reach)."""
     app = load_app(app_path)
     refuse_in_process(app, "taskit check")
 
@@ -415,7 +422,7 @@ def check(app_path: str, min_workers: int) -> None:
     if alive < min_workers:
         click.echo(f"unhealthy: {alive} live worker(s), need {min_workers}", err=True)
         sys.exit(1)
-    click.echo(f"ok: broker reachable, {alive} live worker(s)")
+    click.echo(f"ok: broker reachable ({shards_phrase(app)}), {alive} live worker(s)")
 
 
 add_admin_commands(main)

@@ -79,7 +79,7 @@ from taskit.job import (
 from taskit.limits import LimitSpec, LimitUsage
 from taskit.workflow import WorkflowState
 
-__all__ = ["ShardedBroker"]
+__all__ = ["ShardedBroker", "shard_count"]
 
 T = TypeVar("T")
 H = TypeVar("H", Lease, Outcome, ProgressUpdate)
@@ -540,6 +540,12 @@ class ShardedBroker(Broker):
     async def close(self) -> None:
         closing, self._replaced = [*self._replaced, *self._shards], []
         await gather([s.close for s in closing])
+
+
+def shard_count(broker: Broker) -> int:
+    """How many shards ``broker`` spreads each queue over: a ``ShardedBroker``'s ``count``, 1
+    for any other broker (what ``taskit info`` and ``taskit check`` report)."""
+    return broker.count if isinstance(broker, ShardedBroker) else 1
 
 
 def _check(jobs: Sequence[Job], delays: Sequence[float] | None) -> None:

@@ -2,7 +2,9 @@
 
 Its broker is ``TASKIT_BROKER_URL``. Handlers record what they did in a Redis list named by
 ``E2E_LEDGER`` (a plain key outside taskit's own), so the test process can see the order and
-the attempts of every run.
+the attempts of every run. The list is on the Redis of ``E2E_LEDGER_URL`` (a plain
+``redis://`` URL), by default the broker's (which must then be a plain one, without taskit's
+``?prefix=`` or ``?shards=``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import redis
 from taskit import App
 
 app = App()
-_ledger = redis.Redis.from_url(os.environ.get("TASKIT_BROKER_URL", "redis://127.0.0.1:6379/0"))
+_ledger = redis.Redis.from_url(
+    os.environ.get("E2E_LEDGER_URL")
+    or os.environ.get("TASKIT_BROKER_URL", "redis://127.0.0.1:6379/0")
+)
 LEDGER = os.environ.get("E2E_LEDGER", "e2e:ledger")
 flaky_calls: dict[str, int] = {}
 
