@@ -4,8 +4,8 @@ All keys of one broker share the hash tag ``{<prefix>}`` (default ``{taskit}``),
 queue, and every key any one script touches, lives in one Cluster slot. (Per-queue tags cannot
 work with this contract: ``get``, ``cancel`` and unique ids are by job id alone, a batch enqueue
 spans queues all-or-none, and a multi-queue blocking reserve waits on several queues at once.)
-Scale a Cluster out by giving apps different prefixes. One broker is one slot, so its
-connections go to the one master serving it (``transport.locate`` finds and follows it).
+One broker is one slot, so its connections go to the one master serving it (``transport.locate``
+finds and follows it); a sharded broker (Sharding, below) is several such brokers, one per slot.
 
 ==========================  ======  ===================================================
 key                         type    holds
