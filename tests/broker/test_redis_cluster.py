@@ -136,6 +136,25 @@ async def test_a_killed_owner_under_load_loses_nothing_acked_before_the_kill(
     assert len(counted.acked) > counted.moved_at[0]  # it enqueued after the kill
 
 
+async def test_a_killed_owner_loses_nothing_acknowledged_with_replicas_1(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    # The same kill, with ``?replicas=1``: an enqueue is acknowledged only once the master's
+    # replica has it (WAIT), so the replica promoted in its place has every acknowledged job.
+    # While the new master has no replica (until the killed node rejoins as one), enqueues are
+    # of unknown outcome, never acknowledged.
+    slot = slot_of("{" + prefix + "}")
+    broker = RedisBroker(f"{redis_cluster.url(prefix=prefix)}&replicas=1", result_ttl=600)
+    try:
+        counted = await under_load(broker, new_queue(), lambda: redis_cluster.kill_master(slot))
+    finally:
+        await broker.close()
+    assert counted.lost == [], f"{len(counted.lost)} of {len(counted.acked)} acknowledged lost"
+    assert counted.errors == [], counted.errors[:5]
+    assert counted.moved_at is not None
+    assert len(counted.acked) > counted.moved_at[0]  # it enqueued after the kill
+
+
 async def test_a_slot_migrated_under_load_loses_nothing(
     redis_cluster: RedisCluster, broker: RedisBroker, prefix: str
 ) -> None:
