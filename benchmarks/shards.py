@@ -326,8 +326,8 @@ def main() -> None:
     baseline = _baseline(idle_before, idle_after)
     for run in runs:
         for masters, shards in configs:
-            for got in run[config_name(masters, shards)].values():
-                got.idle = baseline[masters]
+            for measured in run[config_name(masters, shards)].values():
+                measured.idle = baseline[masters]
     when = datetime.now(UTC)
     args = {**vars(opts), "command": command, "idle_seconds": IDLE}
     text, data = report(when, runs, configs, args, idle, (load, os.getloadavg()[0]))
