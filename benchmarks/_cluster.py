@@ -23,16 +23,24 @@ __all__ = ["BenchCluster", "NodeCounters", "node_counters"]
 @dataclass(frozen=True)
 class NodeCounters:
     """One master's totals at one moment: CPU seconds (``used_cpu_user + used_cpu_sys``, every
-    thread of the process), command calls by name, and read events (``total_reads_processed``:
-    one per request or pipeline a client sends, so one per round trip; the ``INFO`` that reads
-    these counters is one of them), and the process's voluntary context switches (from
-    ``/proc/<pid>/status``: each is a sleep in ``epoll_wait`` with nothing to do, so each
-    later wake-up costs CPU that no command asked for)."""
+    thread of the process) and the system part of it (``used_cpu_sys``: the kernel's work on
+    the process's behalf, its syscalls and the loopback TCP they drive), command calls by name
+    (a script's commands counted too), read events (``total_reads_processed``: one per request
+    or pipeline a client sends, so one per round trip; the ``INFO`` that reads these counters
+    is one of them), write events (``total_writes_processed``: reply writes), bytes read
+    (``total_net_input_bytes``), and the process's voluntary and involuntary context switches
+    (from ``/proc/<pid>/status``: a voluntary one is a sleep in ``epoll_wait`` with nothing to
+    do, so each later wake-up costs CPU that no command asked for; an involuntary one is the
+    scheduler taking the core away mid-work)."""
 
     cpu: float
     calls: dict[str, int]
     reads: int
     sleeps: int
+    sys: float = 0.0
+    writes: int = 0
+    net_in: int = 0
+    preempted: int = 0
 
     def calls_since(self, before: NodeCounters) -> dict[str, int]:
         """Calls by name since ``before``, leaving out ``INFO`` (the measuring itself)."""
@@ -47,21 +55,35 @@ def node_counters(node: ClusterNode) -> NodeCounters:
     """Read ``node``'s ``NodeCounters`` with one ``INFO all``."""
     info = node.call("INFO", "all")
     assert isinstance(info, dict)
-    calls = {
-        key.removeprefix("cmdstat_"): int(value["calls"])
-        for key, value in info.items()
+    stats = {
+        key.removeprefix("cmdstat_"): value for key, value in info.items()
         if key.startswith("cmdstat_")
-    }
-    cpu = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-    return NodeCounters(cpu, calls, int(info["total_reads_processed"]), _sleeps(node))
+    }  # fmt: skip
+    sys = float(info["used_cpu_sys"])
+    switches = _switches(node)
+    return NodeCounters(
+        cpu=float(info["used_cpu_user"]) + sys,
+        calls={name: int(value["calls"]) for name, value in stats.items()},
+        reads=int(info["total_reads_processed"]),
+        sleeps=switches["voluntary_ctxt_switches"],
+        sys=sys,
+        writes=int(info["total_writes_processed"]),
+        net_in=int(info["total_net_input_bytes"]),
+        preempted=switches["nonvoluntary_ctxt_switches"],
+    )
 
 
-def _sleeps(node: ClusterNode) -> int:
+def _switches(node: ClusterNode) -> dict[str, int]:
+    """The node's voluntary and involuntary context switches so far."""
+    found = {}
     with open(f"/proc/{node.pid}/status") as f:
         for line in f:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no voluntary_ctxt_switches in /proc/{node.pid}/status")
+            name, _, value = line.partition(":")
+            if name in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+                found[name] = int(value)
+    if len(found) != 2:
+        raise RuntimeError(f"no context switch counts in /proc/{node.pid}/status")
+    return found
 
 
 class BenchCluster:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import statistics
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +28,10 @@ class Phase:
     and sleeps (voluntary context switches) per master (in node order), the machine's busy
     cores over the phase, the clients' CPU per job (µs: the producers' over the timed part,
     the workers' over the drain's window) and, for a drain, the seconds from the first job's
-    end to the last one's over its ``span_jobs`` jobs."""
+    end to the last one's over its ``span_jobs`` jobs. Per master too: the system part of the
+    CPU, reply writes, bytes read, involuntary context
+    switches, and ``idle``: the CPU seconds a second the master used with no clients (the
+    baseline measured around the runs; empty when not measured)."""
 
     jobs: int
     seconds: float
@@ -40,6 +43,11 @@ class Phase:
     span: float | None = None
     span_jobs: int = 0
     client_us: float = 0.0
+    sys: list[float] = field(default_factory=list)
+    writes: list[int] = field(default_factory=list)
+    net_in: list[int] = field(default_factory=list)
+    preempted: list[int] = field(default_factory=list)
+    idle: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -53,6 +61,43 @@ class Phase:
     def redis_us(self) -> float:
         """Redis CPU per job, all masters, µs."""
         return sum(self.cpu) / self.jobs * 1e6
+
+    @property
+    def idle_us(self) -> float:
+        """The masters' idle baseline over the phase's seconds, per job, µs: what they would
+        have used with no clients at all."""
+        return sum(self.idle) * self.seconds / self.jobs * 1e6
+
+    @property
+    def net_us(self) -> float:
+        """Redis CPU per job with the idle baseline taken off (``redis_us - idle_us``), µs."""
+        return self.redis_us - self.idle_us
+
+    def net(self) -> Phase:
+        """This phase with each master's idle baseline over its seconds taken off its CPU."""
+        cpu = [c - r * self.seconds for c, r in zip(self.cpu, self.idle or [0.0] * len(self.cpu),
+                                                    strict=True)]  # fmt: skip
+        return replace(self, cpu=cpu, idle=[])
+
+    @property
+    def sys_us(self) -> float:
+        """The system part of the Redis CPU per job, all masters, µs."""
+        return sum(self.sys) / self.jobs * 1e6
+
+    @property
+    def writes_per_job(self) -> float:
+        """Reply writes per job, all masters."""
+        return sum(self.writes) / self.jobs
+
+    @property
+    def bytes_per_read(self) -> float:
+        """Bytes a master read per read event, all masters together."""
+        return sum(self.net_in) / max(1, sum(self.reads))
+
+    @property
+    def preemptions(self) -> float:
+        """Times the scheduler took a master's core away mid-work, per job, all masters."""
+        return sum(self.preempted) / self.jobs
 
     @property
     def commands(self) -> float:
@@ -116,10 +161,11 @@ def config_name(masters: int, shards: int) -> str:
     return f"{masters}m{shards}s"
 
 
-def _whole(run: Run, name: str, phases: tuple[str, ...]) -> Phase:
+def _whole(run: Run, name: str, phases: tuple[str, ...], net: bool = False) -> Phase:
     """``phases`` of one configuration as one: CPU and calls summed per master, per drained
-    job (a job's life: its enqueue plus its share of the drain)."""
-    parts = [run[name][p] for p in phases]
+    job (a job's life: its enqueue plus its share of the drain); with ``net``, each phase's
+    CPU less its masters' idle baseline over its seconds."""
+    parts = [run[name][p].net() if net else run[name][p] for p in phases]
     jobs = parts[-1].jobs
     cpu = [sum(p.cpu[i] * jobs / p.jobs for p in parts) for i in range(len(parts[0].cpu))]
     return Phase(jobs=jobs, seconds=sum(p.seconds for p in parts), cpu=cpu,
@@ -127,8 +173,8 @@ def _whole(run: Run, name: str, phases: tuple[str, ...]) -> Phase:
                  busy_cores=0.0)  # fmt: skip
 
 
-def _life_us(run: Run, name: str, phases: tuple[str, ...]) -> float:
-    return _whole(run, name, phases).redis_us
+def _life_us(run: Run, name: str, phases: tuple[str, ...], net: bool = False) -> float:
+    return _whole(run, name, phases, net).redis_us
 
 
 def config_rows(runs: list[Run], configs: list[tuple[int, int]]) -> list[str]:
@@ -155,6 +201,40 @@ def config_rows(runs: list[Run], configs: list[tuple[int, int]]) -> list[str]:
     return rows
 
 
+def cause_rows(runs: list[Run], configs: list[tuple[int, int]]) -> list[str]:
+    """Where each phase's Redis CPU per job goes: idle baseline, user and system time, inside
+    and outside commands, and the events that cost it."""
+    rows = []
+    for masters, shards in configs:
+        name = config_name(masters, shards)
+        for p in PHASES:
+            got = [run[name][p] for run in runs]
+            cells = [
+                _summary([g.redis_us for g in got], ".1f"),
+                _summary([g.idle_us for g in got], ".2f"),
+                _summary([g.net_us for g in got], ".1f"),
+                _summary([g.redis_us - g.sys_us for g in got], ".1f"),
+                _summary([g.sys_us for g in got], ".1f"),
+                _summary([g.trips for g in got], ".2f"),
+                _summary([g.writes_per_job for g in got], ".2f"),
+                _summary([g.bytes_per_read for g in got], ",.0f"),
+                _summary([g.wakeups for g in got], ".2f"),
+                _summary([g.preemptions for g in got], ".3f"),
+            ]
+            rows.append(f"| {masters} | {shards} | {p} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def idle_rows(idle: dict[str, dict[int, list[float]]]) -> list[str]:
+    return [
+        f"| {masters} | {when} | "
+        + " / ".join(f"{r * 1e3:.2f}" for r in rates)
+        + f" | {sum(rates) * 1e3:.2f} |"
+        for when, clusters in idle.items()
+        for masters, rates in sorted(clusters.items())
+    ]
+
+
 LIFE = {"single + drain": ("single", "drain"), "batch + drain": ("batch", "drain")}
 
 
@@ -176,13 +256,19 @@ def goal_rows(runs: list[Run]) -> list[str]:
     for shards in (2, 3):
         name = config_name(shards, shards)
         for label, phases in LIFE.items() if {one, name} <= have else ():
-            ratios = [_life_us(run, name, phases) / _life_us(run, one, phases) for run in runs]
-            rows.append((f"Redis CPU per job, {label}: {shards} shards / 1 shard", ratios,
-                         "not above 1 (noise aside)"))  # fmt: skip
+            for net in (False, True):
+                ratios = [_life_us(run, name, phases, net) / _life_us(run, one, phases, net)
+                          for run in runs]  # fmt: skip
+                what = "net of idle" if net else "raw"
+                rows.append((f"Redis CPU per job ({what}), {label}: {shards} shards / 1 shard",
+                             ratios, "not above 1 (noise aside)"))  # fmt: skip
     for label, phases in LIFE.items() if old in have else ():
-        ratios = [_life_us(run, three, phases) / _life_us(run, old, phases) for run in runs]
-        rows.append((f"Redis CPU per job, {label}: 3 masters 3 shards / 3 masters 1 shard",
-                     ratios, ""))  # fmt: skip
+        for net in (False, True):
+            ratios = [_life_us(run, three, phases, net) / _life_us(run, old, phases, net)
+                      for run in runs]  # fmt: skip
+            what = "net of idle" if net else "raw"
+            rows.append((f"Redis CPU per job ({what}), {label}: 3 masters 3 shards / 3 masters "
+                         "1 shard", ratios, ""))  # fmt: skip
     return [f"| {label} | {_summary(values, '.2f')} | {goal} |" for label, values, goal in rows]
 
 
@@ -192,9 +278,11 @@ def ceiling_rows(runs: list[Run], configs: list[tuple[int, int]]) -> list[str]:
         name = config_name(masters, shards)
         for label, phases in LIFE.items():
             lives = [_whole(run, name, phases) for run in runs]
+            nets = [_whole(run, name, phases, net=True) for run in runs]
             rows.append(
                 f"| {masters} | {shards} | {label} "
                 f"| {_summary([life.redis_us for life in lives], '.1f')} "
+                f"| {_summary([life.redis_us for life in nets], '.1f')} "
                 f"| {_summary([life.ceiling for life in lives])} |"
             )
     return rows
@@ -205,13 +293,14 @@ def report(
     runs: list[Run],
     configs: list[tuple[int, int]],
     args: dict[str, Any],
-    idle_ms: float,
+    idle: dict[str, dict[int, list[float]]],
     load: tuple[float, float],
 ) -> tuple[str, dict[str, Any]]:
     """The markdown report and the JSON data (every phase of every run) of ``runs``."""
     versions = package_versions(("taskit", "redis", "hiredis", "anyio", "msgspec"))
     versions["redis-server"] = redis_server_version()
     quick = " (quick: a check that it works, not figures to quote)" if args["quick"] else ""
+    idle_s = args.get("idle_seconds", 0.0)
     lines = [
         f"# One App over 1, 2, 3 Redis Cluster masters{quick}, {when:%Y-%m-%d %H:%M} UTC",
         "",
@@ -222,8 +311,8 @@ def report(
         f"enqueues), {args['single']:,} single then {args['batch']:,} batch-enqueued no-op jobs, "
         f"then {args['workers']} `taskit worker` processes (concurrency {args['concurrency']}) "
         "drain them all; clusters without replicas, one slot range per master. Median [range] "
-        f"of {args['runs']} runs; ratios are taken within a run. Idle, a master used at most "
-        f"{idle_ms:.1f} ms of CPU a second (cron, cluster bus), counted in the figures below. "
+        f"of {args['runs']} runs; ratios are taken within a run. Redis µs/job is raw (every "
+        "CPU second the masters used over the phase) unless marked net of idle. "
         f"The machine's 1-minute load average was {load[0]:.1f} at the start and {load[1]:.1f} "
         "at the end (busy cores beyond Redis's and the clients' are other work on the machine).",
         "",
@@ -241,17 +330,41 @@ def report(
         "jobs/s at which the busiest master would use a whole core (the ceiling when the clients "
         "are not the limit):",
         "",
-        "| masters | shards | life | Redis µs/job | ceiling jobs/s |",
-        "|---|---|---|---|---|",
+        "| masters | shards | life | Redis µs/job (raw) | Redis µs/job (net of idle) "
+        "| ceiling jobs/s (raw) |",
+        "|---|---|---|---|---|---|",
         *ceiling_rows(runs, configs),
+        "",
+        f"Idle baseline: each master's CPU (ms a second) over {idle_s:.0f} s with no clients "
+        "(only the two `INFO` that read it), every cluster over the same window, before the "
+        "runs and after them. Net of idle takes each master's larger rate times the phase's "
+        "seconds off its CPU.",
+        "",
+        "| masters | when | ms/s per master | ms/s all masters |",
+        "|---|---|---|---|",
+        *idle_rows(idle),
+        "",
+        "Where a job's Redis CPU goes, all masters, per job: raw, idle baseline over the phase, "
+        "net of idle; user and system CPU (the kernel splits the two by sampling at its tick, "
+        "so the split is rough over a phase of a second or two); round trips (read events), "
+        "reply writes, bytes per read, sleeps (voluntary context switches) and preemptions "
+        "(involuntary ones):",
+        "",
+        "| masters | shards | phase | raw µs | idle µs | net µs | user µs | system µs "
+        "| round trips | writes | bytes/read | sleeps "
+        "| preemptions |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *cause_rows(runs, configs),
     ]
     data = {
         "date": when.isoformat(), "machine": machine_line(), "versions": versions, "args": args,
-        "configs": [config_name(m, s) for m, s in configs], "idle_ms_per_s": idle_ms,
+        "configs": [config_name(m, s) for m, s in configs],
+        "idle_cpu_per_s": {when: {str(m): r for m, r in c.items()} for when, c in idle.items()},
         "load_average": load,
         "runs": [{name: {p: {**asdict(ph), "rate": ph.rate, "redis_us": ph.redis_us,
                              "commands": ph.commands, "trips": ph.trips, "wakeups": ph.wakeups,
-                             "shares": ph.shares}
+                             "shares": ph.shares, "idle_us": ph.idle_us, "net_us": ph.net_us,
+                             "sys_us": ph.sys_us}
                          for p, ph in cfg.items()} for name, cfg in run.items()} for run in runs],
     }  # fmt: skip
     return "\n".join(lines) + "\n", data

@@ -66,8 +66,8 @@ PREFIX = "bench"
 QUEUE = "default"
 #: (masters, shards): shards to match 1, 2, 3 masters, then 3 masters in the old layout.
 CONFIGS = "1:1,2:2,3:3,3:1"
-#: Seconds the clusters are watched idle before the runs.
-IDLE = 2.0
+#: Seconds the clusters are watched idle before the runs and again after them.
+IDLE = 5.0
 #: A producer that has not said it is ready (imports, connections, warm-up) in this long failed;
 #: one enqueuing gets this long or a second per 100 jobs, whichever is more.
 READY_TIMEOUT = 60.0
@@ -92,6 +92,10 @@ def phase(
         reads=[a.reads - b.reads - 1 for a, b in zip(after, before, strict=True)],
         sleeps=[a.sleeps - b.sleeps for a, b in zip(after, before, strict=True)],
         busy_cores=busy / seconds,
+        sys=[a.sys - b.sys for a, b in zip(after, before, strict=True)],
+        writes=[a.writes - b.writes - 1 for a, b in zip(after, before, strict=True)],
+        net_in=[a.net_in - b.net_in for a, b in zip(after, before, strict=True)],
+        preempted=[a.preempted - b.preempted for a, b in zip(after, before, strict=True)],
     )
 
 
@@ -245,16 +249,25 @@ def one_config(cluster: BenchCluster, shards: int, probe_url: str, run: str,
     return {"single": single, "batch": batch, "drain": drain}
 
 
-def idle_cpu(clusters: dict[int, BenchCluster], seconds: float = IDLE) -> float:
-    """The most CPU (ms per second) any master of ``clusters`` used over ``seconds`` with
-    nothing to do (cron, cluster bus): what a phase's figures hold besides taskit's work."""
+def idle_rates(clusters: dict[int, BenchCluster], seconds: float = IDLE) -> dict[int, list[float]]:
+    """Each master's CPU seconds a second over ``seconds`` with no clients (only the two
+    ``INFO`` that read it): its own cost (serverCron, clusterCron and the cluster bus, timer
+    wake-ups), which a phase's figures hold besides taskit's work. Every cluster is watched
+    over the same window."""
     before = {m: c.counters() for m, c in clusters.items()}
     time.sleep(seconds)
-    return max(
-        (a.cpu - b.cpu) / seconds * 1e3
+    return {
+        m: [(a.cpu - b.cpu) / seconds for a, b in zip(c.counters(), before[m], strict=True)]
         for m, c in clusters.items()
-        for a, b in zip(c.counters(), before[m], strict=True)
-    )
+    }
+
+
+def _baseline(
+    before: dict[int, list[float]], after: dict[int, list[float]]
+) -> dict[int, list[float]]:
+    """Per master, the larger of its idle rates before and after the runs (the larger, so that
+    the net figures take off at least what idling cost)."""
+    return {m: [max(pair) for pair in zip(before[m], after[m], strict=True)] for m in before}
 
 
 def parse_configs(text: str) -> list[tuple[int, int]]:
@@ -298,7 +311,7 @@ def main() -> None:
             m: stack.enter_context(BenchCluster(m)) for m in sorted({m for m, _ in configs})
         }
         load = os.getloadavg()[0]
-        idle = idle_cpu(clusters)
+        idle_before = idle_rates(clusters)
         for i in range(opts.runs):
             runs.append({})
             for masters, shards in configs:
@@ -308,8 +321,15 @@ def main() -> None:
                 runs[-1][name] = got
                 print("  " + ", ".join(f"{p} {got[p].rate:,.0f}/s {got[p].redis_us:.1f} µs"
                                        for p in PHASES), flush=True)  # fmt: skip
+        idle_after = idle_rates(clusters)
+    idle = {"before": idle_before, "after": idle_after}
+    baseline = _baseline(idle_before, idle_after)
+    for run in runs:
+        for masters, shards in configs:
+            for measured in run[config_name(masters, shards)].values():
+                measured.idle = baseline[masters]
     when = datetime.now(UTC)
-    args = {**vars(opts), "command": command}
+    args = {**vars(opts), "command": command, "idle_seconds": IDLE}
     text, data = report(when, runs, configs, args, idle, (load, os.getloadavg()[0]))
     print(text)
     RESULTS.mkdir(exist_ok=True)
