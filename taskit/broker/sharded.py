@@ -49,23 +49,22 @@ the routing, and these rules across shards:
 from __future__ import annotations
 
 import itertools
-import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 import msgspec
 
 from taskit._urls import MAX_SHARDS
 from taskit.broker._fanout import add_counts, add_stats, first, gather
+from taskit.broker._shard_batch import batch_targets, by_shard, check_batch, pick
+from taskit.broker._shard_names import cursor_of, listing_mark, named, split
 from taskit.broker.base import Broker, BrokerOptions, OnceState
 from taskit.broker.browse import Counts, JobPage, Listing, check_page
 from taskit.broker.placement import HOME, place, shard_of
 from taskit.config import Settings
-from taskit.dependencies import check_after
 from taskit.errors import ConfigurationError
-from taskit.fairness import check_groups
 from taskit.job import (
     Job,
     JobResult,
@@ -74,7 +73,6 @@ from taskit.job import (
     Outcome,
     ProgressUpdate,
     QueueStats,
-    stored_form,
 )
 from taskit.limits import LimitSpec, LimitUsage
 from taskit.workflow import WorkflowState
@@ -149,22 +147,22 @@ class ShardedBroker(Broker):
     async def enqueue(
         self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
     ) -> list[Job]:
-        _check(jobs, delays)
-        return await self._store(jobs, delays, await self._targets(jobs))
+        check_batch(jobs, delays)
+        return await self._store(jobs, delays, await batch_targets(self._shards, jobs))
 
     def enqueue_blocking(
         self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
     ) -> list[Job] | None:
         """``enqueue`` blocking this thread, shard after shard; None (use ``enqueue``) for a
         batch with workflow jobs, whose shard is looked up, or when a shard has no such path."""
-        _check(jobs, delays)
+        check_batch(jobs, delays)
         if any(job.workflow is not None for job in jobs):
             return None
         targets = [place(job, self.count) for job in jobs]
         out: list[Job | None] = [None] * len(jobs)
-        for k, indexes in _parts(targets).items():
+        for k, indexes in by_shard(targets).items():
             part = [jobs[i] for i in indexes]
-            stored = self._shards[k].enqueue_blocking(part, delays=_pick(delays, indexes))
+            stored = self._shards[k].enqueue_blocking(part, delays=pick(delays, indexes))
             if stored is None:
                 return None
             for i, job in zip(indexes, stored, strict=True):
@@ -178,12 +176,12 @@ class ShardedBroker(Broker):
         jobs go first, one after another, then the others concurrently: a shard refuses a
         workflow job for what only it knows (a parent unknown there, or a node of another
         workflow), and then none of the batch's plain parts is stored yet."""
-        parts = _parts(targets)
+        parts = by_shard(targets)
         out: list[Job | None] = [None] * len(jobs)
 
         async def store(k: int) -> None:
             ix = parts[k]
-            got = await self._shards[k].enqueue([jobs[i] for i in ix], delays=_pick(delays, ix))
+            got = await self._shards[k].enqueue([jobs[i] for i in ix], delays=pick(delays, ix))
             for i, job in zip(ix, got, strict=True):
                 out[i] = job
 
@@ -192,61 +190,6 @@ class ShardedBroker(Broker):
             await store(k)
         await gather([partial(store, k) for k in parts if k not in flows])
         return out  # type: ignore[return-value]  # every index is in one part
-
-    async def _targets(self, jobs: Sequence[Job]) -> list[int]:
-        """Each job's shard: ``place``, then each workflow's jobs, and the jobs of no workflow
-        earlier in the batch that they wait for (they join it), moved to their workflow's."""
-        targets = [place(job, self.count) for job in jobs]
-        flows = dict.fromkeys(job.workflow for job in jobs if job.workflow is not None)
-        if not flows:
-            return targets
-        index = {job.id: i for i, job in enumerate(jobs)}
-        for workflow in flows:
-            members = [i for i, job in enumerate(jobs) if job.workflow == workflow]
-            parents = {p for i in members for p in _parents(jobs[i])}
-            joining = [index[p] for p in parents if p in index and jobs[index[p]].workflow is None]
-            k = await self._workflow_shard(workflow, {p for p in parents if p not in index})
-            for i in [*members, *joining]:
-                if k != HOME and (jobs[i].limits or jobs[i].dedup is not None):
-                    _refuse_away_from_home(jobs[i], workflow, k, self.count)
-                targets[i] = k
-        return targets
-
-    async def _workflow_shard(self, workflow: str, parents: set[str]) -> int:
-        """The shard holding ``workflow``'s record; else the one shard holding the stored jobs
-        it waits for (they join it); else the home shard. ``ValueError`` when the stored jobs
-        it waits for are not all in that one shard."""
-        found = await first(self.count, HOME, lambda k: self._shards[k].workflow(workflow))
-        where: dict[int, str] = {}
-        for parent in sorted(parents):
-            start = shard_of(parent, self.count) if found is None else found[0]
-            located = await first(self.count, start, partial(self._get_from, parent))
-            if located is not None:
-                where.setdefault(located[0], parent)
-        if found is not None:
-            away = {k: p for k, p in where.items() if k != found[0]}
-            if away:
-                named = ", ".join(f"job {p!r} on shard {k}" for k, p in sorted(away.items()))
-                raise ValueError(
-                    f"workflow {workflow!r} lives on shard {found[0]} of {self.count}, but a "
-                    f"job of it would wait for jobs of other shards ({named}): a job can wait "
-                    "only for jobs of its workflow's shard. Enqueue the jobs it waits for as "
-                    "one workflow (taskit.canvas), or give them a workflow when they are "
-                    "enqueued"
-                )
-            return found[0]
-        if len(where) > 1:
-            named = ", ".join(f"job {p!r} on shard {k}" for k, p in sorted(where.items()))
-            raise ValueError(
-                f"workflow {workflow!r} would wait for jobs of different shards ({named}): "
-                f"with {self.count} shards, a job can wait only for jobs of one shard. Enqueue "
-                "the jobs it waits for as one workflow (taskit.canvas), or give them a "
-                "workflow when they are enqueued"
-            )
-        return next(iter(where), HOME)
-
-    async def _get_from(self, job_id: str, k: int) -> Job | None:
-        return await self._shards[k].get(job_id)
 
     # -- consuming -------------------------------------------------------------------------
     async def reserve(
@@ -267,7 +210,7 @@ class ShardedBroker(Broker):
                 except Exception as exc:
                     errors.append(exc)
                     continue
-                got.extend(_named(k, leases))
+                got.extend(named(k, leases))
                 if len(got) >= count:
                     break
             if not got and errors:
@@ -297,7 +240,7 @@ class ShardedBroker(Broker):
             except Exception as exc:
                 errors.append(exc)
                 return
-            got.extend(_named(k, leases))
+            got.extend(named(k, leases))
             if leases:
                 scope.cancel()
 
@@ -342,7 +285,7 @@ class ShardedBroker(Broker):
         parts: dict[int, list[int]] = {}
         inner: list[H | None] = []
         for i, one in enumerate(held):
-            parsed = _split(one.token, self.count)
+            parsed = split(one.token, self.count)
             if parsed is None:
                 inner.append(None)
                 continue
@@ -368,7 +311,7 @@ class ShardedBroker(Broker):
         for k, shard in enumerate(self._shards):
             if len(got) >= limit:
                 break
-            got.extend(_named(k, await shard.reclaim(queues, lease=lease, limit=limit - len(got))))
+            got.extend(named(k, await shard.reclaim(queues, lease=lease, limit=limit - len(got))))
         return got
 
     # -- jobs by id ------------------------------------------------------------------------
@@ -410,8 +353,8 @@ class ShardedBroker(Broker):
         text: str | None = None,
     ) -> JobPage:
         check_page(limit, cursor)
-        mark = _mark(queue, listing)
-        k, inner = (0, None) if cursor is None else _cursor(cursor, self.count, mark)
+        mark = listing_mark(queue, listing)
+        k, inner = (0, None) if cursor is None else cursor_of(cursor, self.count, mark)
         filtered = task is not None or text is not None
         jobs: list[Job] = []
         scanned = 0
@@ -546,78 +489,3 @@ def shard_count(broker: Broker) -> int:
     """How many shards ``broker`` spreads each queue over: a ``ShardedBroker``'s ``count``, 1
     for any other broker (what ``taskit info`` and ``taskit check`` report)."""
     return broker.count if isinstance(broker, ShardedBroker) else 1
-
-
-def _check(jobs: Sequence[Job], delays: Sequence[float] | None) -> None:
-    """What every shard would refuse before storing anything, checked for the whole batch, so
-    one bad job stores none of the others on any shard."""
-    if delays is not None and len(delays) != len(jobs):
-        raise ValueError(f"got {len(delays)} delays for {len(jobs)} jobs")
-    check_groups(jobs)
-    for job in jobs:
-        if job.workflow is not None or job.after is not None:
-            check_after(job.id, job.workflow, job.after)
-        stored_form(job)
-
-
-def _refuse_away_from_home(job: Job, workflow: str, k: int, count: int) -> None:
-    """The ``ValueError`` for a job with limits or a dedup window that would join
-    ``workflow`` on shard ``k``, not the home shard, where limits and dedup windows are kept."""
-    kept = [f"limits {list(job.limits)}"] if job.limits else []
-    if job.dedup is not None:
-        kept.append(f"a {job.dedup.mode} window")
-    raise ValueError(
-        f"job {job.id!r} carries {' and '.join(kept)}, but its workflow {workflow!r} lives on "
-        f"shard {k} of {count} (it adopted jobs stored there): limits are counted on the home "
-        "shard, and dedup windows kept there, so such a job can join only a workflow of the "
-        "home shard"
-    )
-
-
-def _parents(job: Job) -> tuple[str, ...]:
-    return () if job.after is None else job.after.jobs
-
-
-def _parts(targets: list[int]) -> dict[int, list[int]]:
-    """The indexes of each shard's jobs, in their order in the batch."""
-    parts: dict[int, list[int]] = {}
-    for i, k in enumerate(targets):
-        parts.setdefault(k, []).append(i)
-    return parts
-
-
-def _pick(delays: Sequence[float] | None, indexes: list[int]) -> list[float] | None:
-    return None if delays is None else [delays[i] for i in indexes]
-
-
-def _named(k: int, leases: Sequence[Lease]) -> list[Lease]:
-    """``leases`` of shard ``k`` with tokens that name it."""
-    return [msgspec.structs.replace(held, token=f"{k}/{held.token}") for held in leases]
-
-
-def _split(token: Any, count: int) -> tuple[int, str] | None:
-    """(shard, the shard's own token) of a token ``_named`` made; None for any other."""
-    if not isinstance(token, str):
-        return None
-    head, slash, rest = token.partition("/")
-    if not slash or not head.isdigit() or len(head) > 2 or int(head) >= count:
-        return None
-    return int(head), rest
-
-
-def _mark(queue: str, listing: Listing) -> str:
-    """What a ``list_jobs`` cursor carries of its queue and listing (CRC-32 in hex), so that
-    one made for another is refused even where it starts a shard's part (no inner cursor)."""
-    return f"{zlib.crc32(f'{listing.value}:{queue}'.encode()):08x}"
-
-
-def _cursor(cursor: str, count: int, mark: str) -> tuple[int, str | None]:
-    """(shard, the shard's own cursor or None for its start) of a ``list_jobs`` cursor
-    ``"<k>:<mark>:<inner>"`` made for the queue and listing of ``mark``."""
-    head, _, rest = cursor.partition(":")
-    made_for, colon, inner = rest.partition(":")
-    if not colon or not head.isdigit() or len(head) > 2 or int(head) >= count:
-        raise ValueError(f"list_jobs: cursor {cursor!r} was not made by this sharded broker")
-    if made_for != mark:
-        raise ValueError(f"list_jobs: cursor {cursor!r} was made for another queue or listing")
-    return int(head), inner or None
