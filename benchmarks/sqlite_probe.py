@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import random
 import shutil
 import sqlite3
@@ -277,7 +278,9 @@ def report(runs: list[dict[str, Any]], opts: argparse.Namespace) -> tuple[str, d
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         f"`python -m benchmarks.sqlite_probe {' '.join(sys.argv[1:])}`: {opts.jobs:,} jobs a "
         f"phase, {opts.probes} latency probes a method; median [range] of {len(runs)} runs, "
-        "ratios within a run. Databases on ext4 (the machine's disk). SQL: the native-SQL "
+        "ratios within a run (each Huey phase run just before the SQL phases compared with it). "
+        f"Load average before {opts.load_before[0]:.2f}, after {opts.load_after[0]:.2f} (the "
+        "machine was shared). Databases on ext4 (the machine's disk). SQL: the native-SQL "
         "design at `synchronous=NORMAL` unless the row says FULL. Huey NORMAL: `SqliteHuey` "
         "with `synchronous=NORMAL` (like for like); Huey default: its defaults (FULL). "
         "Every phase counted every job (column 'count').",
@@ -352,14 +355,19 @@ def main() -> None:
     SCRATCH.mkdir(exist_ok=True)
     runs: list[dict[str, Any]] = []
     failed = False
+    opts.load_before = os.getloadavg()
     for i in range(opts.runs):
         run: dict[str, Any] = {"sql": {}, "latency": {}, **{s: {} for s in HUEYS}}
-        for system, phases in (("sql", SQL_PHASES), *((s, HUEY_PHASES) for s in HUEYS)):
-            for phase in phases:
-                got = run[system][phase.key] = run_phase(ctx, system, phase, opts.jobs)
-                failed |= got["check"] != "ok"
-                print(f"run {i + 1}: {system} {phase.key}: {got['rate']:,.0f} jobs/s, "
-                      f"{got['check']}", flush=True)  # fmt: skip
+        # each Huey phase, then at once the SQL phases compared with it: a ratio's two sides
+        # close together in time, so that they share the machine's background load
+        order: list[tuple[str, Phase]] = []
+        for h in HUEY_PHASES:
+            order += [(s, h) for s in HUEYS] + [("sql", p) for p in SQL_PHASES if p.huey == h.key]
+        for system, phase in order:
+            got = run[system][phase.key] = run_phase(ctx, system, phase, opts.jobs)
+            failed |= got["check"] != "ok"
+            print(f"run {i + 1}: {system} {phase.key}: {got['rate']:,.0f} jobs/s, "
+                  f"{got['check']}", flush=True)  # fmt: skip
         for method in (*METHODS, "huey"):
             got = run["latency"][method] = run_latency(ctx, method, opts.probes)
             print(
@@ -368,6 +376,7 @@ def main() -> None:
                 flush=True,
             )
         runs.append(run)
+    opts.load_after = os.getloadavg()
     text, data = report(runs, opts)
     print(text)
     RESULTS.mkdir(exist_ok=True)
