@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import anyio
 import anyio.from_thread
+import msgspec
 import pytest
 from redis.crc import key_slot
 
@@ -18,7 +19,7 @@ from taskit.broker import from_url
 from taskit.broker.redis import RedisBroker
 from taskit.broker.redis.records import join_record, split_record
 from taskit.errors import BrokerConnectionError, ConfigurationError
-from taskit.job import Job, JobStatus, Outcome, OutcomeKind, encode_arguments
+from taskit.job import Job, JobStatus, LeaseState, Outcome, OutcomeKind, encode_arguments
 from tests.broker._redis_kinds import RedisHarness, open_redis_harness
 
 pytestmark = pytest.mark.anyio
@@ -325,3 +326,30 @@ async def test_a_current_layout_alone_is_not_reported(
         await rh.broker.stats(["default"])
 
     assert "older taskit key layout" not in caplog.text
+
+
+async def test_a_token_whose_queue_part_names_another_queue_is_stale(rh: RedisHarness) -> None:
+    """The queue part of a lease token (``<random>|<queue>``) says which queue's keys a settle
+    or extend touches: one naming another queue, with the right random part, is not a token
+    the broker made, and changes nothing there or in the job's own queue."""
+    broker = rh.broker
+    own, other = f"q-{uuid.uuid4().hex[:8]}", f"q-{uuid.uuid4().hex[:8]}"
+    job = Job(id=uuid.uuid4().hex, task="t", queue=own, payload=encode_arguments((), {}),
+              created_at=datetime.now(UTC))  # fmt: skip
+    await broker.enqueue([job])
+    [held] = await broker.reserve([own], count=1, lease=30, timeout=0)
+    rand = held.token.partition("|")[0]
+    tampered = msgspec.structs.replace(held, token=f"{rand}|{other}")
+    assert await broker.extend([tampered], lease=60) == [LeaseState.LOST]
+    retry = Outcome(job_id=job.id, token=tampered.token, kind=OutcomeKind.RETRY, delay=60)
+    assert await broker.settle([retry]) == [False]
+    got = await broker.get(job.id)
+    assert got is not None
+    assert got.status is JobStatus.RUNNING
+    assert await rh.client.zcard(broker.keys.leases(other)) == 0
+    assert await rh.client.zcard(broker.keys.delayed(other)) == 0
+    assert await rh.client.zscore(broker.keys.leases(own), job.id) is not None
+    # The job's own token still holds it and settles it.
+    assert await broker.extend([held], lease=60) == [LeaseState.HELD]
+    done = Outcome(job_id=job.id, token=held.token, kind=OutcomeKind.COMPLETE)
+    assert await broker.settle([done]) == [True]

@@ -6,7 +6,8 @@ ARGV[1] lease in ms
 then per lease i: ARGV[2*i] job id, ARGV[2*i+1] token
 
 Returns per lease 'held', 'cancelled' (held, and cancel was requested) or 'lost' (the token is not
-the job's current one, or the job is not running: nothing changed).
+the job's current one, its queue part names another queue, or the job is not running: nothing
+changed).
 ]]
 local rcall = redis.call
 -- @include _common.lua
@@ -18,7 +19,9 @@ local out = {}
 for i = 1, #KEYS - 1 do
   local id, token = ARGV[2 * i], ARGV[2 * i + 1]
   local s = load_state(KEYS[1], id)
-  if s == nil or s.status ~= 'running' or s.token ~= token then
+  -- A token whose queue part names another queue than the job's is not one the broker made.
+  if s == nil or s.status ~= 'running' or s.token ~= token
+      or KEYS[1 + i] ~= string.sub(KEYS[1], 1, -6) .. ':q:' .. s.queue .. ':leases' then
     out[i] = 'lost'
   else
     rcall('ZADD', KEYS[1 + i], now + lease, id)

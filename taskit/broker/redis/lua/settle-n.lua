@@ -118,7 +118,9 @@ for i = 1, (#ARGV - 2) / 4 do
   local delayed, dead, totals, wake_key = KEYS[b + 3], KEYS[b + 5], KEYS[b + 6], KEYS[b + 7]
   local s = load_state(KEYS[1], id)
   local mark = '=' .. token .. ':' .. kind
-  if s == nil or s.status ~= 'running' or s.token ~= token or token == '' then
+  if s == nil or s.status ~= 'running' or s.token ~= token or token == ''
+      or KEYS[b + 4] ~= wf_q(wf_tag(KEYS[1]), s.queue, 'leases') then
+    -- (the last: a token whose queue part names another queue than the job's is not ours)
     out[i] = settled_as(s, KEYS[10 + 13 * nq + i], mark) and 1 or 0
   else
     out[i] = 1
