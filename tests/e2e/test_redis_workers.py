@@ -16,11 +16,13 @@ import redis
 from taskit import App, BrokerConnectionError, Job, JobStatus
 from tests.e2e.helpers import redis_server, worker_process
 
-# Every test flushes E2E_DB: under pytest-xdist they run in one worker, one after another.
-pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.xdist_group("redis-db9")]
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 APP = "tests.apps.e2e_app:app"
-E2E_DB = 9  # a database of its own on the shared server, flushed before and after each test
+# A database of its own on the shared server, flushed before and after each test: these tests
+# stay in this one module, which pytest-xdist's --dist loadfile (scripts/test.sh) runs in one
+# worker, one test after another.
+E2E_DB = 9
 
 
 @pytest.fixture
