@@ -98,7 +98,7 @@ def test_a_killed_worker_drops_out_of_the_registry(env: dict[str, str]) -> None:
             worker.pid, 3, ["default"],
         )  # fmt: skip
         worker.proc.send_signal(signal.SIGKILL)
-        worker.proc.wait(timeout=10)
+        worker.wait(timeout=10)
         time.sleep(0.8)  # three missed beats and a little
         gone = taskit(env, "check", APP)
         assert gone.returncode == 1

@@ -34,7 +34,7 @@ def stop_and_time(worker: WorkerProcess, sig: int = signal.SIGTERM) -> float:
     """Send ``sig``; seconds until the process exited (with status 0)."""
     signalled = time.monotonic()
     worker.proc.send_signal(sig)
-    assert worker.proc.wait(timeout=30) == 0, worker.log
+    assert worker.wait(timeout=30) == 0, worker.log
     return time.monotonic() - signalled
 
 
@@ -108,7 +108,7 @@ def test_more_signals_while_stopping_never_kill_the_process(
         while proc.proc.poll() is None:
             proc.proc.send_signal(second)
             time.sleep(0.005)
-        assert proc.proc.wait(timeout=30) == 0, proc.log
+        assert proc.wait(timeout=30) == 0, proc.log
         assert "Aborted" not in proc.log, proc.log
         assert "Traceback" not in proc.log, proc.log
     finally:

@@ -30,7 +30,7 @@ def test_a_worker_on_a_server_turned_replica_stops_within_its_grace_period() -> 
             worker.wait_for_line("settle failed")
             signalled = time.monotonic()
             worker.proc.send_signal(signal.SIGTERM)
-            assert worker.proc.wait(timeout=30) == 0, worker.log
+            assert worker.wait(timeout=30) == 0, worker.log
             took = time.monotonic() - signalled
         finally:
             worker.close()

@@ -5,6 +5,10 @@ server behind it.
 * ``redispy-real``: the redis-py transport (``transport.redispy.to_url``) to a real server, so
   the two transports are held to the same suite.
 * ``redispy-fakeredis``: the redis-py transport to fakeredis (with Lua), in process.
+* ``fast-own``: the fast transport to a redis-server of the test's own (``OwnRedisServer``),
+  for tests that change or count what is the whole server's (``SCRIPT FLUSH``, blocked clients
+  in ``INFO``): on the shared server they would disturb, or see, the tests that run beside them
+  (pytest-xdist's other worker, another checkout's run). Not in the conformance suite.
 * ``fast-cluster``: the fast transport to the session's Redis Cluster (``redis_cluster``,
   tests/topology) through a ``redis+cluster://`` URL of every node: the suite on a cluster. Only
   with ``TASKIT_TEST_CLUSTER=1`` (``.ci/run``'s cluster profile), so the default suite keeps its
@@ -40,6 +44,7 @@ from tests.e2e.helpers import RedisServer, free_port
 
 __all__ = [
     "CLUSTER",
+    "OWN",
     "REAL",
     "REDIS_KINDS",
     "SHORT_KINDS",
@@ -60,6 +65,8 @@ REDIS_KINDS: list[tuple[str, str]] = [
     ("redispy-real", "asyncio"),
     ("redispy-fakeredis", "asyncio"),
 ]
+#: The fast transport to a server of the test's own (module docstring).
+OWN = "fast-own"
 #: The suite on a Redis Cluster too, when asked (module docstring).
 CLUSTER = "fast-cluster"
 if os.environ.get("TASKIT_TEST_CLUSTER") == "1":
@@ -106,6 +113,20 @@ async def open_redis_harness(
 ) -> AsyncIterator[RedisHarness]:
     """A harness on ``kind`` (see the module docstring) under a fresh key prefix."""
     prefix = f"taskit-test-{uuid.uuid4().hex[:12]}"
+    if kind == OWN:
+        server = OwnRedisServer()
+        server.start()
+        try:
+            broker = RedisBroker(server.url, prefix=prefix, result_ttl=result_ttl)
+            client = Redis.from_url(server.url)
+            try:
+                yield RedisHarness(broker, client, kind)
+            finally:
+                await broker.close()
+                await client.aclose()
+        finally:
+            server.stop()
+        return
     if kind in (REAL, "redispy-real"):
         url = request.getfixturevalue("redis_url")
         connect = None if kind == REAL else to_url(url)

@@ -7,6 +7,7 @@ import logging
 import math
 import threading
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import anyio
@@ -20,7 +21,7 @@ from taskit.broker.redis import RedisBroker
 from taskit.broker.redis.records import join_record, split_record
 from taskit.errors import BrokerConnectionError, ConfigurationError
 from taskit.job import Job, JobStatus, LeaseState, Outcome, OutcomeKind, encode_arguments
-from tests.broker._redis_kinds import RedisHarness, open_redis_harness
+from tests.broker._redis_kinds import OWN, RedisHarness, open_redis_harness
 
 pytestmark = pytest.mark.anyio
 
@@ -42,12 +43,20 @@ def make_job(queue: str, *args: object, job_id: str | None = None) -> Job:
     )
 
 
-async def test_a_flushed_script_cache_is_reloaded_transparently(rh: RedisHarness) -> None:
-    await rh.broker.enqueue([make_job("q", 1)])
-    await rh.client.script_flush()
+@pytest.fixture(params=[OWN, "redispy-fakeredis"])
+async def flushable(request: pytest.FixtureRequest) -> AsyncIterator[RedisHarness]:
+    """A harness whose script cache the test may flush: a real server of the test's own (on
+    the shared one, every test beside it would lose its scripts too), or fakeredis."""
+    async with open_redis_harness(request.param, request) as harness:
+        yield harness
 
-    [job] = await rh.broker.enqueue([make_job("q", 2)])
-    leases = await rh.broker.reserve(["q"], count=5, lease=LONG, timeout=0)
+
+async def test_a_flushed_script_cache_is_reloaded_transparently(flushable: RedisHarness) -> None:
+    await flushable.broker.enqueue([make_job("q", 1)])
+    await flushable.client.script_flush()
+
+    [job] = await flushable.broker.enqueue([make_job("q", 2)])
+    leases = await flushable.broker.reserve(["q"], count=5, lease=LONG, timeout=0)
 
     assert job.status is JobStatus.PENDING
     assert len(leases) == 2

@@ -18,7 +18,7 @@ from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.transport.fast import FastClient
 from taskit.job import Job, JobStatus, Lease, stored_form
 from tests.broker._helpers import make_job, new_queue
-from tests.broker._redis_kinds import RedisHarness, open_redis_harness
+from tests.broker._redis_kinds import OWN, RedisHarness, open_redis_harness
 
 pytestmark = pytest.mark.anyio
 
@@ -35,6 +35,14 @@ def anyio_backend() -> str:
 @pytest.fixture
 async def rh(request: pytest.FixtureRequest) -> AsyncIterator[RedisHarness]:
     async with open_redis_harness("fast-real", request) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def own_rh(request: pytest.FixtureRequest) -> AsyncIterator[RedisHarness]:
+    """A harness on a redis-server of the test's own: its blocked clients and its script
+    cache are the test's alone."""
+    async with open_redis_harness(OWN, request) as harness:
         yield harness
 
 
@@ -134,14 +142,14 @@ async def test_a_cancel_racing_a_wake_up_never_leaves_a_job_leased_unseen(
     assert stats.running == 25
 
 
-async def test_a_lost_script_cache_behind_a_wait_is_reloaded(rh: RedisHarness) -> None:
+async def test_a_lost_script_cache_behind_a_wait_is_reloaded(own_rh: RedisHarness) -> None:
     queue = new_queue()
 
     async def flush_then_enqueue() -> Job:
-        await rh.client.script_flush()  # the EVALSHA behind the BLPOP now gets NOSCRIPT
-        return await enqueue_one(rh, queue)
+        await own_rh.client.script_flush()  # the EVALSHA behind the BLPOP now gets NOSCRIPT
+        return await enqueue_one(own_rh, queue)
 
-    got, job = await reserve_while(rh, queue, flush_then_enqueue)
+    got, job = await reserve_while(own_rh, queue, flush_then_enqueue)
 
     assert [lease.job.id for lease in got] == [job.id]
 
@@ -192,7 +200,8 @@ async def enqueue_unseen(rh: RedisHarness, queue: str) -> Job:
 
 
 async def blocked_clients(rh: RedisHarness) -> int:
-    """How many clients the server holds in a blocking command now."""
+    """How many clients the server holds in a blocking command now (on a shared server, other
+    tests' waits too: count on a server of the test's own, ``own_rh``)."""
     return int((await rh.client.info("clients"))["blocked_clients"])
 
 
@@ -206,27 +215,27 @@ async def until_blocked(rh: RedisHarness, before: int) -> None:
 
 
 async def test_a_cancelled_wait_hands_back_what_the_reserve_behind_it_took(
-    rh: RedisHarness,
+    own_rh: RedisHarness,
 ) -> None:
     queue = new_queue()
     got: list[Lease] = []
     returned = False
-    before = await blocked_clients(rh)
+    before = await blocked_clients(own_rh)
 
     async def consume() -> None:
         nonlocal returned
-        got.extend(await rh.broker.reserve([queue], count=1, lease=LONG, timeout=BLOCK))
+        got.extend(await own_rh.broker.reserve([queue], count=1, lease=LONG, timeout=BLOCK))
         returned = True
 
     with anyio.fail_after(PROMPT):
         async with anyio.create_task_group() as tg:
             tg.start_soon(consume)
-            await until_blocked(rh, before)
-            job = await enqueue_unseen(rh, queue)
+            await until_blocked(own_rh, before)
+            job = await enqueue_unseen(own_rh, queue)
             tg.cancel_scope.cancel()  # CLIENT UNBLOCK: the reserve behind the BLPOP takes it
 
     assert (returned, got) == (False, [])  # the cancellation propagated
-    fetched = await rh.broker.get(job.id)
+    fetched = await own_rh.broker.get(job.id)
     assert fetched is not None
     assert (fetched.status, fetched.attempts) == (JobStatus.PENDING, 0)  # handed back
-    assert (await rh.broker.stats([queue]))[queue].running == 0
+    assert (await own_rh.broker.stats([queue]))[queue].running == 0

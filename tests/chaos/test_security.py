@@ -86,7 +86,7 @@ def test_worker_with_bad_credentials_exits_at_once_without_the_password(
     env = {"TASKIT_BROKER_URL": url(locked, f"jobs:wrong-{SECRET}")}
     worker = WorkerProcess("tests.apps.chaos_app:app", env)
     try:
-        code = worker.proc.wait(timeout=30)
+        code = worker.wait(timeout=30)
         wait_until(lambda: worker.log_complete, 5, what="the log to close")
     finally:
         worker.close()

@@ -40,7 +40,7 @@ async def test_row3_sigterm_with_a_long_grace_finishes_running_jobs_and_reserves
     acked = await enqueue_work(producer, [f"t{i}" for i in range(40)], 0.4)
     wait_until(lambda: started(chaos, worker.pid) >= 4, 20, what="four starts")
     worker.proc.send_signal(signal.SIGTERM)
-    assert worker.proc.wait(timeout=30) == 0
+    assert worker.wait(timeout=30) == 0
     signalled = log_time(worker.wait_for_line("stopping gracefully"))
     mine = [e for e in chaos.entries() if e.pid == worker.pid]
     reserved_after = [e for e in mine if e.kind == "R" and e.at > signalled + 0.001]
@@ -64,7 +64,7 @@ async def test_row4_sigterm_with_a_short_grace_hands_jobs_back_at_once(tmp_path:
             acked = await enqueue_work(app, ["a", "b", "c"], 30.0)
             wait_until(lambda: started(chaos, worker.pid) == 3, 20, what="three starts")
             signalled = chaos.kill(worker, signal.SIGTERM)
-            assert worker.proc.wait(timeout=20) == 0
+            assert worker.wait(timeout=20) == 0
             back = time.time() - signalled
             for key in acked:
                 job = await app.get_job(key)
@@ -134,7 +134,7 @@ def wait_blocked(client: redis.Redis) -> None:
 def stop_and_time(chaos: Cluster, worker: WorkerProcess) -> float:
     """SIGTERM ``worker``; seconds until it exited (with status 0)."""
     signalled = chaos.kill(worker, signal.SIGTERM)
-    assert worker.proc.wait(timeout=30) == 0, worker.log
+    assert worker.wait(timeout=30) == 0, worker.log
     return time.time() - signalled
 
 
@@ -165,7 +165,7 @@ async def test_a_job_enqueued_after_sigterm_is_not_reserved(chaos: Cluster, prod
     worker.wait_for_line("stopping gracefully")
     await anyio.sleep(0.2)
     await enqueue_work(producer, ["late"], 0.0)
-    assert worker.proc.wait(timeout=30) == 0
+    assert worker.wait(timeout=30) == 0
     assert not [e for e in chaos.entries() if e.job_id == "late"]  # never reserved nor run
     late = await producer.get_job("late")
     assert late is not None
@@ -181,7 +181,7 @@ async def test_the_grace_period_counts_from_the_signal(tmp_path: Path) -> None:
             await enqueue_work(app, ["long"], 3.0)
             wait_until(lambda: started(chaos, worker.pid) == 1, 20, what="the start")
             signalled = chaos.kill(worker, signal.SIGTERM)
-            assert worker.proc.wait(timeout=30) == 0
+            assert worker.wait(timeout=30) == 0
             mine = chaos.entries()
             released = [e for e in mine if e.kind == "X" and e.outcome == "release"]
             assert [(e.job_id, e.applied) for e in released] == [("long", "1")]
@@ -204,7 +204,7 @@ async def test_a_second_signal_hands_back_at_once_and_never_re_reserves(tmp_path
             chaos.kill(worker, signal.SIGTERM)
             worker.wait_for_line("stopping gracefully")
             signalled = chaos.kill(worker, signal.SIGTERM)
-            assert worker.proc.wait(timeout=30) == 0
+            assert worker.wait(timeout=30) == 0
             assert time.time() - signalled < PROMPT
             reserved = [e for e in chaos.entries() if e.kind == "R" and e.job_id == "long"]
             assert len(reserved) == 1, reserved  # the released job was not taken again
@@ -262,7 +262,7 @@ async def test_sigterm_stops_a_worker_of_a_read_only_replica(tmp_path: Path) -> 
 
 async def test_loop_trio_with_redis_is_refused_at_once(chaos: Cluster) -> None:
     worker = chaos.spawn("--loop", "trio", "--burst", wait=False)
-    assert worker.proc.wait(timeout=30) == 2  # a usage error, before anything runs
+    assert worker.wait(timeout=30) == 2  # a usage error, before anything runs
     assert "runs on asyncio only" in worker.log
     assert "use --loop asyncio or uvloop" in worker.log
 
@@ -341,7 +341,7 @@ async def test_a_second_signal_while_the_worker_signs_off_still_exits_cleanly(
                 if worker.proc.poll() is not None:
                     break
                 worker.proc.send_signal(second)
-            assert worker.proc.wait(timeout=30) == 0, worker.log
+            assert worker.wait(timeout=30) == 0, worker.log
             assert "Traceback" not in worker.log, worker.log
             assert "Aborted" not in worker.log, worker.log
         finally:

@@ -84,9 +84,18 @@ class WorkerProcess:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait until the process exits and its whole log is read; its exit status. (After
+        ``proc.wait()`` alone the reader thread may not have read the last lines yet: on a busy
+        machine, a test that looked at ``log`` then missed them.)"""
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
+        assert self.log_complete, f"the log of process {self.pid} was still open after its exit"
+        return code
+
     def terminate(self, timeout: float = 20.0) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        return self.wait(timeout=timeout)
 
     def close(self) -> None:
         if self.proc.poll() is None:

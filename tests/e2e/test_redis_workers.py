@@ -19,7 +19,10 @@ from tests.e2e.helpers import redis_server, worker_process
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 APP = "tests.apps.e2e_app:app"
-E2E_DB = 9  # a database of its own on the shared server, flushed before and after each test
+# A database of its own on the shared server, flushed before and after each test: these tests
+# stay in this one module, which pytest-xdist's --dist loadfile (scripts/test.sh) runs in one
+# worker, one test after another.
+E2E_DB = 9
 
 
 @pytest.fixture
