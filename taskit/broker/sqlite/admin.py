@@ -130,9 +130,7 @@ def purge(tx: Tx, queue: str) -> int:
 
 def purge_dead(tx: Tx, queue: str) -> int:
     """See ``Broker.purge_dead``."""
-    cur = tx.conn.execute(
-        "DELETE FROM jobs WHERE queue = ? AND status = 'dead_letter'", (queue,)
-    )
+    cur = tx.conn.execute("DELETE FROM jobs WHERE queue = ? AND status = 'dead_letter'", (queue,))
     return cur.rowcount
 
 

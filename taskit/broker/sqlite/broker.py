@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -132,7 +132,9 @@ class SqliteBroker(Broker):
             while True:
                 event = self._wake.event()
                 signal.drain()
-                leases, due = await self._run(lambda tx: self._take_or_due(tx, queues, count, lease))
+                leases, due = await self._run(
+                    lambda tx: self._take_or_due(tx, queues, count, lease)
+                )
                 remaining = give_up - anyio.current_time()
                 if leases or remaining <= 0:
                     return await self._handed_over(leases)
@@ -306,7 +308,7 @@ class SqliteBroker(Broker):
         raise not_built("browsing (stream_tail)")
 
 
-def _refuse_later_features(job: Job) -> NoReturn | None:
+def _refuse_later_features(job: Job) -> None:
     """``NotImplementedError`` for a job that uses a feature not built yet."""
     if job.limits:
         raise not_built("flow-control limits (Job.limits)")
@@ -316,4 +318,3 @@ def _refuse_later_features(job: Job) -> NoReturn | None:
         raise not_built("dedup windows (Job.dedup)")
     if job.workflow is not None or job.after is not None:
         raise not_built("workflows (Job.workflow, Job.after)")
-    return None

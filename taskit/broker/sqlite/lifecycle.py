@@ -83,9 +83,7 @@ def _insert(tx: Tx, item: Given) -> Job:
     (rank,) = back_ranks(tx, 1)
     if due > tx.now:
         status, sched = JobStatus.SCHEDULED, shown_time(due)
-        stored = msgspec.structs.replace(
-            job, status=status, scheduled_at=utc_from_timestamp(sched)
-        )
+        stored = msgspec.structs.replace(job, status=status, scheduled_at=utc_from_timestamp(sched))
     else:
         status, sched, stored = JobStatus.PENDING, None, job
         tx.ready = True
@@ -113,7 +111,7 @@ def take(tx: Tx, queues: Sequence[str], count: int, lease: float) -> list[Lease]
             rows.sort(key=lambda row: (-row[0], row[1]))
             for row in rows:
                 try:
-                    job = read_job(row[3:-2] + (None, row[-1]))  # no progress on a lease
+                    job = read_job((*row[3:-2], None, row[-1]))  # no progress on a lease
                 except CorruptJobError as exc:
                     bury(tx, exc.job_id, exc)
                     continue
@@ -184,4 +182,3 @@ def reclaim(
         if len(taken) >= limit:
             break
     return taken
-

@@ -132,9 +132,7 @@ def _apply(
         )
         return False
     if kind is OutcomeKind.RELEASE:  # shutdown handed it back unrun: the attempt is refunded
-        conn.execute(
-            "UPDATE jobs SET attempts = max(attempts - 1, 0) WHERE id = ?", (job_id,)
-        )
+        conn.execute("UPDATE jobs SET attempts = max(attempts - 1, 0) WHERE id = ?", (job_id,))
     conn.execute("UPDATE jobs SET status = 'pending' WHERE id = ?", (job_id,))
     return True
 

@@ -84,9 +84,7 @@ class Store:
     async def run(self, fn: Callable[[Tx], _T]) -> tuple[_T, bool]:
         """``fn`` in one transaction, in a worker thread; its result, and whether it made jobs
         ready. An exception rolls everything back and propagates."""
-        return await anyio.to_thread.run_sync(
-            self._call, self._async, fn, limiter=self._limiter()
-        )
+        return await anyio.to_thread.run_sync(self._call, self._async, fn, limiter=self._limiter())
 
     def run_blocking(self, fn: Callable[[Tx], _T]) -> tuple[_T, bool]:
         """``run`` in the calling thread, on the store's second connection."""
