@@ -17,7 +17,7 @@ import pytest
 from taskit.broker.sqlite import SqliteBroker
 from taskit.broker.sqlite.schema import VERSION
 from taskit.dedup import Dedup
-from taskit.errors import ConfigurationError, CorruptJobError
+from taskit.errors import BrokerError, ConfigurationError, CorruptJobError
 from taskit.job import JobStatus, OutcomeKind
 from tests.broker._helpers import LONG, make_job, new_queue, outcome
 
@@ -241,3 +241,11 @@ async def test_the_methods_not_built_yet_say_so(broker: SqliteBroker) -> None:
         await broker.workflow("w")
     with pytest.raises(NotImplementedError, match=r"SqliteBroker: browsing \(promote\)"):
         await broker.promote("x")
+
+
+async def test_a_file_that_is_not_a_database_is_a_broker_error(db: Path) -> None:
+    await anyio.Path(db).write_bytes(b"not a database, just text " * 100)
+    broker = SqliteBroker(db)
+    with pytest.raises(BrokerError, match="file is not a database"):
+        await broker.stats()
+    await broker.close()

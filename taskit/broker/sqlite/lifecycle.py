@@ -156,7 +156,7 @@ def reclaim(
     for its own ``result_ttl``, else ``default_ttl``)."""
     taken: list[Lease] = []
     deadline = tx.now + lease
-    for queue in queues:
+    for queue in queues if limit > 0 else ():
         rows = tx.conn.execute(
             f"SELECT cancel, {COLUMNS} FROM jobs WHERE status = 'running' AND queue = ? "
             "AND deadline <= ? ORDER BY deadline LIMIT ?",

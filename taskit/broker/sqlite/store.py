@@ -104,15 +104,18 @@ class Store:
 
     def _call(self, connection: _Connection, fn: Callable[[Tx], _T]) -> tuple[_T, bool]:
         with connection.lock:
-            conn = connection.get()
-            transaction(conn)
             try:
-                tx = Tx(conn, self._clock.time())
-                out = fn(tx)
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
+                conn = connection.get()
+                transaction(conn)
+                try:
+                    tx = Tx(conn, self._clock.time())
+                    out = fn(tx)
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+            except sqlite3.Error as exc:  # disk full, I/O error, a damaged file...
+                raise BrokerError(f"SQLite broker {self.path!r}: {exc}") from exc
             return out, tx.ready
 
 

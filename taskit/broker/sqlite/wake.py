@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import secrets
 import socket
@@ -25,6 +26,8 @@ import threading
 from pathlib import Path
 
 import anyio
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FALLBACK", "Signal", "Wakeups", "wake_dir"]
 
@@ -45,31 +48,39 @@ def wake_dir(database: str) -> Path:
 
 
 class Signal:
-    """One waiting reserve's socket; use as a context manager (its file goes at exit)."""
+    """One waiting reserve's socket; use as a context manager (its file goes at exit).
+
+    Where no socket can be bound (the directory not writable by this user), the reserve is
+    woken by its own broker's commits and the fallback poll only, and a warning says so."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(mode=0o700, exist_ok=True)
         self.path = directory / f"{os.getpid()}-{secrets.token_hex(8)}"
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
         try:
+            directory.mkdir(mode=0o700, exist_ok=True)
             self._sock.bind(os.fsdecode(self.path))
-        except BaseException:
+        except OSError as exc:
             self._sock.close()
-            raise
+            self._sock = None
+            log.warning(
+                "SQLite broker: no wake-up socket in %s (%s): a waiting reserve learns of "
+                "other processes' jobs within %.0f s only", directory, exc, FALLBACK,
+            )  # fmt: skip
 
     def __enter__(self) -> Signal:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if self._sock is not None:
+            self._sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
 
     def drain(self) -> None:
         """Forget the wake-ups received so far."""
         with contextlib.suppress(BlockingIOError):
-            while True:
+            while self._sock is not None:
                 self._sock.recv(16)
 
     async def wait(self, event: anyio.Event, timeout: float) -> None:
@@ -82,7 +93,10 @@ class Signal:
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(on_event)
-                await anyio.wait_readable(self._sock)
+                if self._sock is None:
+                    await anyio.sleep_forever()
+                else:
+                    await anyio.wait_readable(self._sock)
             tg.cancel_scope.cancel()
 
 
