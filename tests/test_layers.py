@@ -146,7 +146,7 @@ def test_imports_point_down_the_layers() -> None:
     assert upward == []
 
 
-BROKERS = ("taskit.broker.memory", "taskit.broker.redis")
+BROKERS = ("taskit.broker.memory", "taskit.broker.redis", "taskit.broker.sqlite")
 
 
 def test_no_broker_imports_another() -> None:

@@ -4,7 +4,9 @@
 ``FakeClock`` that ``advance`` moves at once; a Redis broker runs on the server's clock, so
 ``advance`` really sleeps (tests keep those durations short).
 
-Kinds and backends are paired here: the memory broker runs under asyncio and trio; the Redis
+Kinds and backends are paired here: the memory broker runs under asyncio and trio, and so does
+the SQLite broker (``sqlite``: a database file of the test's own, on a ``FakeClock``, on the
+conformance modules of what it builds so far: ``_sqlite``); the Redis
 kinds (``_redis_kinds``: one per transport and server) under asyncio only, as the Redis broker's
 transports are asyncio protocols; the sharded kinds (``_sharded``: a ``ShardedBroker`` of three
 memory or Redis brokers) under asyncio. A test that takes the ``harness`` fixture runs on every
@@ -23,14 +25,18 @@ import pytest
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.broker.sharded import ShardedBroker
+from taskit.broker.sqlite import SqliteBroker
 from taskit.clock import FakeClock
 from tests.broker._redis_kinds import REDIS_KINDS, SHORT_KINDS, RedisHarness, open_redis_harness
 from tests.broker._sharded import SHARDED, SHARDED_KINDS, open_sharded
+from tests.broker._sqlite import runs_on_sqlite
 
 # (kind, anyio backend) pairs the conformance suite runs on.
 KINDS: list[tuple[str, str]] = [
     ("memory", "asyncio"),
     ("memory", "trio"),
+    ("sqlite", "asyncio"),
+    ("sqlite", "trio"),
     *REDIS_KINDS,
     *SHARDED_KINDS,
 ]
@@ -47,6 +53,9 @@ class BrokerHarness:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "harness" in metafunc.fixturenames:
         kinds = SHARDED_KINDS if "sharded_harness" in metafunc.fixturenames else KINDS
+        module = metafunc.module.__name__.rpartition(".")[2]
+        if not runs_on_sqlite(module, metafunc.function.__name__):
+            kinds = [(kind, backend) for kind, backend in kinds if kind != "sqlite"]
         # Added as a parametrize *mark*, ahead of pytest's own hooks: pytest then applies it and
         # leaves the parametrised ``anyio_backend`` fixture (tests/conftest.py) alone. A direct
         # ``metafunc.parametrize`` call here would parametrise ``anyio_backend`` a second time
@@ -75,6 +84,20 @@ async def open_harness(
             yield BrokerHarness(broker, advance, kind)
         finally:
             await broker.close()
+        return
+    if kind == "sqlite":
+        clock = FakeClock()
+
+        async def advance_sqlite(seconds: float) -> None:
+            clock.advance(seconds)
+            await anyio.lowlevel.checkpoint()
+
+        path = request.getfixturevalue("tmp_path") / "broker.sqlite3"
+        made = SqliteBroker(path, clock=clock, result_ttl=result_ttl)
+        try:
+            yield BrokerHarness(made, advance_sqlite, kind)
+        finally:
+            await made.close()
         return
     if kind in SHARDED:
         async with open_sharded(kind, request, result_ttl=result_ttl) as (sharded, passing):

@@ -1,0 +1,320 @@
+"""``SqliteBroker``: the Broker contract on one SQLite file, shared by the processes of a host.
+
+Each call is one ``BEGIN IMMEDIATE`` transaction run off the event loop (``store``), so it is
+atomic across processes; the steps it runs are in ``lifecycle``, ``outcomes``, ``admin``,
+``coordination`` and ``streams``. Reserves wait without polling (``wake``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+import anyio
+import anyio.lowlevel
+
+from taskit._storable import storable
+from taskit.broker.base import Broker, BrokerOptions, OnceState
+from taskit.broker.browse import Counts, JobPage, Listing
+from taskit.broker.checks import check_queue, check_stream
+from taskit.broker.sqlite import admin, coordination, lifecycle, outcomes, streams
+from taskit.broker.sqlite.lifecycle import Given
+from taskit.broker.sqlite.store import Store, Tx
+from taskit.broker.sqlite.wake import FALLBACK, Wakeups
+from taskit.clock import Clock, FakeClock, SystemClock
+from taskit.config import Settings
+from taskit.job import (
+    Job,
+    JobResult,
+    Lease,
+    LeaseState,
+    Outcome,
+    ProgressUpdate,
+    QueueStats,
+    encode_progress,
+    stored_form,
+)
+from taskit.limits import LimitSpec, LimitUsage
+from taskit.workflow import WorkflowState
+
+__all__ = ["SqliteBroker"]
+
+_T = TypeVar("_T")
+
+
+def not_built(feature: str) -> NotImplementedError:
+    """The error for a feature a later session of issue 18 builds."""
+    return NotImplementedError(f"SqliteBroker: {feature} is not built yet (issue 18)")
+
+
+class SqliteBroker(Broker):
+    """A durable broker in one SQLite file (``path``), for the processes of one host.
+
+    ``result_ttl``: seconds a finished job stays readable; None (the default): the App's
+    ``result_ttl`` setting. ``clock`` (default: the machine's wall clock) is what delays, leases
+    and TTLs are judged by; a ``FakeClock`` is for tests in one process only (every process
+    must share one clock). Raises ``ConfigurationError`` for a bad ``result_ttl``; the first
+    call raises it for a database of a newer schema (``schema``).
+    """
+
+    in_process = False
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, result_ttl: float | None = None,
+        clock: Clock | None = None,
+    ) -> None:  # fmt: skip
+        self._options = BrokerOptions(("result_ttl",), result_ttl=result_ttl)
+        self._result_ttl = self._options.current.result_ttl
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._path = os.fspath(path)
+        self._store = Store(self._path, self._clock)
+        self._wake = Wakeups(self._path)
+        self._clock_driven = isinstance(self._clock, FakeClock)
+        if isinstance(self._clock, FakeClock):
+            self._clock.on_change(self._wake.notify)
+
+    def configure(self, settings: Settings) -> None:
+        self._result_ttl = self._options.adopt(settings).result_ttl
+
+    async def _run(self, fn: Callable[[Tx], _T]) -> _T:
+        out, ready = await self._store.run(fn)
+        if ready:
+            self._wake.wake_local()
+            self._wake.notify()
+        return out
+
+    # -- producing -------------------------------------------------------------------------
+    def _given(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> list[Given]:
+        if delays is not None and len(delays) != len(jobs):
+            raise ValueError(f"got {len(delays)} delays for {len(jobs)} jobs")
+        for job in jobs:
+            _refuse_later_features(job)
+        given: list[Given] = []
+        for i, job in enumerate(jobs):
+            stored, spec = stored_form(job)  # SerializationError: nothing stored
+            scheduled = None if job.scheduled_at is None else job.scheduled_at.timestamp()
+            delay = delays[i] if delays is not None else 0.0
+            given.append(Given(stored, spec, delay, scheduled))
+        return given
+
+    async def enqueue(
+        self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
+    ) -> list[Job]:
+        given = self._given(jobs, delays)
+        if not given:
+            return []
+        return await self._run(lambda tx: lifecycle.enqueue(tx, given))
+
+    def enqueue_blocking(
+        self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
+    ) -> list[Job] | None:
+        given = self._given(jobs, delays)
+        if not given:
+            return []
+        out, ready = self._store.run_blocking(lambda tx: lifecycle.enqueue(tx, given))
+        if ready:
+            self._wake.notify()  # this broker's own waiters too: they listen on sockets
+        return out
+
+    # -- consuming -------------------------------------------------------------------------
+    async def reserve(
+        self, queues: Sequence[str], *, count: int, lease: float, timeout: float
+    ) -> list[Lease]:
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller takes nothing
+        give_up = anyio.current_time() + max(timeout, 0.0)
+        leases = await self._run(lambda tx: lifecycle.take(tx, queues, count, lease))
+        if leases or timeout <= 0:
+            return await self._handed_over(leases)
+        with self._wake.signal() as signal:  # bound before the next look: no wake-up lost
+            while True:
+                event = self._wake.event()
+                signal.drain()
+                leases, due = await self._run(
+                    lambda tx: self._take_or_due(tx, queues, count, lease)
+                )
+                remaining = give_up - anyio.current_time()
+                if leases or remaining <= 0:
+                    return await self._handed_over(leases)
+                wait = min(remaining, FALLBACK)
+                if due is not None and not self._clock_driven:
+                    wait = min(wait, max(due - self._clock.time(), 0.0) + 0.001)
+                await signal.wait(event, wait)
+
+    def _take_or_due(
+        self, tx: Tx, queues: Sequence[str], count: int, lease: float
+    ) -> tuple[list[Lease], float | None]:
+        """The leases taken, and, when none were, when the next delayed job of ``queues``
+        falls due (None: none is delayed)."""
+        leases = lifecycle.take(tx, queues, count, lease)
+        if leases or not queues:
+            return leases, None
+        marks = ", ".join("?" * len(queues))
+        (due,) = tx.conn.execute(
+            f"SELECT min(due) FROM jobs WHERE status IN ('scheduled', 'retrying') "
+            f"AND queue IN ({marks})",
+            tuple(queues),
+        ).fetchone()
+        return leases, due
+
+    async def extend(self, leases: Sequence[Lease], *, lease: float) -> list[LeaseState]:
+        return await self._run(lambda tx: lifecycle.extend(tx, leases, lease))
+
+    async def settle(self, outcomes_: Sequence[Outcome]) -> list[bool]:
+        checked = [storable(outcome) for outcome in outcomes_]  # each alone, before the call
+        ttl = self._result_ttl
+        return await self._run(lambda tx: outcomes.settle(tx, checked, ttl))
+
+    async def set_progress(self, updates: Sequence[ProgressUpdate]) -> list[bool]:
+        encoded = [(u.job_id, u.token, encode_progress(u.progress)) for u in updates]
+        return await self._run(lambda tx: lifecycle.set_progress(tx, encoded))
+
+    async def reclaim(
+        self, queues: Sequence[str], *, lease: float, limit: int = 100
+    ) -> list[Lease]:
+        ttl = self._result_ttl
+        return await self._run(lambda tx: lifecycle.reclaim(tx, queues, lease, limit, ttl))
+
+    # -- reading and admin -----------------------------------------------------------------
+    async def get(self, job_id: str) -> Job | None:
+        return await self._run(lambda tx: admin.get(tx, job_id))
+
+    async def cancel(self, job_id: str) -> bool:
+        ttl = self._result_ttl
+        return await self._run(lambda tx: admin.cancel(tx, job_id, ttl))
+
+    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        return await self._run(lambda tx: admin.stats(tx, queues))
+
+    async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        return await self._run(lambda tx: admin.dead_letters(tx, queue, limit, offset))
+
+    async def requeue_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
+        return await self._run(lambda tx: admin.requeue_dead(tx, queue, job_ids))
+
+    async def purge(self, queue: str) -> int:
+        return await self._run(lambda tx: admin.purge(tx, queue))
+
+    async def purge_dead(self, queue: str) -> int:
+        return await self._run(lambda tx: admin.purge_dead(tx, queue))
+
+    async def pause_queue(self, queue: str) -> bool:
+        check_queue(queue)
+        return await self._run(lambda tx: admin.pause(tx, queue))
+
+    async def resume_queue(self, queue: str) -> bool:
+        check_queue(queue)
+        return await self._run(lambda tx: admin.resume(tx, queue))
+
+    async def paused_queues(self) -> frozenset[str]:
+        return await self._run(admin.paused)
+
+    # -- coordination ------------------------------------------------------------------------
+    async def claim(self, key: str, ttl: float) -> bool:
+        if not ttl > 0:
+            raise ValueError(f"a claim's ttl must be > 0 seconds, got {ttl!r}")
+        return await self._run(lambda tx: coordination.claim(tx, key, ttl))
+
+    async def begin_once(self, key: str, token: str, *, hold: float) -> OnceState:
+        if not hold > 0:
+            raise ValueError(f"a once key's hold must be > 0 seconds, got {hold!r}")
+        return await self._run(lambda tx: coordination.begin_once(tx, key, token, hold))
+
+    async def end_once(self, key: str, token: str, *, done_for: float | None) -> bool:
+        if done_for is not None and not done_for > 0:
+            raise ValueError(f"a once key's done_for must be > 0 seconds, got {done_for!r}")
+        return await self._run(lambda tx: coordination.end_once(tx, key, token, done_for))
+
+    async def announce(self, name: str, record: bytes, *, ttl: float) -> None:
+        if not ttl > 0:
+            raise ValueError(f"an announcement's ttl must be > 0 seconds, got {ttl!r}")
+        await self._run(lambda tx: coordination.announce(tx, name, record, ttl))
+
+    async def withdraw(self, name: str) -> None:
+        await self._run(lambda tx: coordination.withdraw(tx, name))
+
+    async def live(self) -> dict[str, bytes]:
+        return await self._run(coordination.live)
+
+    # -- streams -----------------------------------------------------------------------------
+    async def stream_add(self, stream: str, entry: bytes, *, maxlen: int) -> str:
+        check_stream(maxlen=maxlen)
+        return await self._run(lambda tx: streams.add(tx, stream, entry, maxlen))
+
+    async def stream_read(
+        self, stream: str, group: str, consumer: str, *, count: int, claim_after: float
+    ) -> list[tuple[str, bytes]]:
+        check_stream(count=count, claim_after=claim_after)
+        return await self._run(lambda tx: streams.read(tx, stream, group, count, claim_after))
+
+    async def stream_ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        return await self._run(lambda tx: streams.ack(tx, stream, group, ids))
+
+    async def close(self) -> None:
+        self._store.close()
+        self._wake.close()
+
+    # -- left for later sessions of issue 18 -------------------------------------------------
+    async def set_limits(
+        self, specs: Mapping[str, LimitSpec | None], *, only_new: bool = False
+    ) -> None:
+        raise not_built("flow-control limits")
+
+    async def limit_specs(self) -> dict[str, LimitSpec]:
+        raise not_built("flow-control limits")
+
+    async def limit_usage(self, name: str, *, top: int = 10) -> LimitUsage:
+        raise not_built("flow-control limits")
+
+    async def workflow(self, workflow_id: str) -> WorkflowState | None:
+        raise not_built("workflows")
+
+    async def workflow_results(
+        self, workflow_id: str, job_ids: Sequence[str]
+    ) -> list[JobResult | None]:
+        raise not_built("workflows")
+
+    async def cancel_workflow(self, workflow_id: str) -> int:
+        raise not_built("workflows")
+
+    async def list_jobs(
+        self,
+        queue: str,
+        listing: Listing,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+        task: str | None = None,
+        text: str | None = None,
+    ) -> JobPage:
+        raise not_built("browsing (list_jobs)")
+
+    async def counts(
+        self, since: float, until: float | None = None, queues: Sequence[str] | None = None
+    ) -> list[Counts]:
+        raise not_built("browsing (counts)")
+
+    async def promote(self, job_id: str) -> bool:
+        raise not_built("browsing (promote)")
+
+    async def forget(self, job_ids: Sequence[str]) -> int:
+        raise not_built("browsing (forget)")
+
+    async def stream_tail(
+        self, stream: str, *, after: str | None = None, count: int = 100
+    ) -> list[tuple[str, bytes]]:
+        raise not_built("browsing (stream_tail)")
+
+
+def _refuse_later_features(job: Job) -> None:
+    """``NotImplementedError`` for a job that uses a feature not built yet."""
+    if job.limits:
+        raise not_built("flow-control limits (Job.limits)")
+    if job.group is not None:
+        raise not_built("fair groups (Job.group)")
+    if job.dedup is not None:
+        raise not_built("dedup windows (Job.dedup)")
+    if job.workflow is not None or job.after is not None:
+        raise not_built("workflows (Job.workflow, Job.after)")

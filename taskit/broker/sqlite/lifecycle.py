@@ -1,0 +1,184 @@
+"""A job's way through the SQLite broker: enqueue, reserve, extend, progress and reclaim, each
+run inside one transaction (``Tx``) by ``SqliteBroker``. Settling is in ``outcomes``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from taskit.broker.sqlite.moves import back_ranks, bury, finish, promote, sweep
+from taskit.broker.sqlite.records import COLUMNS, read_job, shown_time
+from taskit.broker.sqlite.store import Tx
+from taskit.errors import CorruptJobError
+from taskit.job import (
+    Job,
+    JobStatus,
+    Lease,
+    LeaseState,
+    kept_job,
+    utc_from_timestamp,
+)
+
+__all__ = ["Given", "enqueue", "extend", "reclaim", "set_progress", "take"]
+
+_FINISHED = tuple(status.value for status in JobStatus if status.finished)
+_INSERT = (
+    "INSERT INTO jobs (id, queue, status, priority, rank, due, sched, spec) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The jobs a reserve takes from one queue, marked RUNNING under fresh tokens. RETURNING has no
+# order: ``take`` sorts them as they were ranked.
+_TAKE = f"""
+UPDATE jobs SET status = 'running', token = lower(hex(randomblob(16))), deadline = ?,
+    leased_at = ?, started = ?, attempts = attempts + 1, settled = NULL
+WHERE seq IN (SELECT seq FROM jobs WHERE status = 'pending' AND queue = ?
+              ORDER BY priority DESC, rank LIMIT ?)
+RETURNING priority, rank, token, {COLUMNS}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Given:
+    """A job to enqueue as checked before the transaction: as stored (every live field fresh),
+    its encoded spec, its delay in seconds, and the ``scheduled_at`` it was given (seconds)."""
+
+    job: Job
+    spec: bytes
+    delay: float
+    scheduled: float | None
+
+
+def enqueue(tx: Tx, given: Sequence[Given]) -> list[Job]:
+    """See ``Broker.enqueue``: ``given`` stored, all or none."""
+    sweep(tx)
+    for item in given:  # an unreadable unfinished job of that id: CorruptJobError, nothing stored
+        row = _unfinished(tx, item.job.id)
+        if row is not None:
+            read_job(row)
+    out: list[Job] = []
+    for item in given:
+        row = _unfinished(tx, item.job.id)
+        if row is not None:
+            out.append(kept_job(read_job(row)))
+            continue
+        tx.conn.execute("DELETE FROM jobs WHERE id = ?", (item.job.id,))  # a finished one
+        out.append(_insert(tx, item))
+    return out
+
+
+def _unfinished(tx: Tx, job_id: str) -> tuple[object, ...] | None:
+    row: tuple[object, ...] | None = tx.conn.execute(
+        f"SELECT {COLUMNS} FROM jobs WHERE id = ? AND status NOT IN {_FINISHED}", (job_id,)
+    ).fetchone()
+    return row
+
+
+def _insert(tx: Tx, item: Given) -> Job:
+    job = item.job
+    due = tx.now + item.delay
+    if item.scheduled is not None:
+        due = max(due, item.scheduled)
+    (rank,) = back_ranks(tx, 1)
+    if due > tx.now:
+        status, sched = JobStatus.SCHEDULED, shown_time(due)
+        stored = msgspec.structs.replace(job, status=status, scheduled_at=utc_from_timestamp(sched))
+    else:
+        status, sched, stored = JobStatus.PENDING, None, job
+        tx.ready = True
+    tx.conn.execute(
+        _INSERT,
+        (job.id, job.queue, status.value, job.priority, rank, sched, sched, item.spec),
+    )
+    return stored
+
+
+def take(tx: Tx, queues: Sequence[str], count: int, lease: float) -> list[Lease]:
+    """Lease up to ``count`` ready jobs of ``queues`` (paused ones skipped), in order; due
+    jobs are promoted first. A job whose record does not read back is dead-lettered."""
+    sweep(tx)
+    promote(tx)
+    paused = {q for (q,) in tx.conn.execute("SELECT queue FROM paused")} if queues else set()
+    taken: list[Lease] = []
+    deadline = tx.now + lease
+    for queue in queues:
+        if queue in paused:
+            continue
+        while len(taken) < count:
+            asked = count - len(taken)
+            rows = tx.conn.execute(_TAKE, (deadline, tx.now, tx.now, queue, asked)).fetchall()
+            rows.sort(key=lambda row: (-row[0], row[1]))
+            for row in rows:
+                try:
+                    job = read_job((*row[3:-2], None, row[-1]))  # no progress on a lease
+                except CorruptJobError as exc:
+                    bury(tx, exc.job_id, exc)
+                    continue
+                taken.append(Lease(job=job, token=row[2], deadline=deadline))
+            if len(rows) < asked:
+                break
+    return taken
+
+
+def extend(tx: Tx, leases: Sequence[Lease], lease: float) -> list[LeaseState]:
+    """See ``Broker.extend``."""
+    states: list[LeaseState] = []
+    for held in leases:
+        row = tx.conn.execute(
+            "UPDATE jobs SET deadline = ? WHERE id = ? AND token = ? AND status = 'running' "
+            "RETURNING cancel",
+            (tx.now + lease, held.job.id, held.token),
+        ).fetchone()
+        if row is None:
+            states.append(LeaseState.LOST)
+        else:
+            states.append(LeaseState.CANCELLED if row[0] else LeaseState.HELD)
+    return states
+
+
+def set_progress(tx: Tx, updates: Sequence[tuple[str, str, bytes]]) -> list[bool]:
+    """Store each ``(job id, token, encoded progress)`` whose token holds its running job."""
+    stored: list[bool] = []
+    for job_id, token, progress in updates:
+        cur = tx.conn.execute(
+            "UPDATE jobs SET progress = ? WHERE id = ? AND token = ? AND status = 'running'",
+            (progress, job_id, token),
+        )
+        stored.append(cur.rowcount == 1)
+    return stored
+
+
+def reclaim(
+    tx: Tx, queues: Sequence[str], lease: float, limit: int, default_ttl: float
+) -> list[Lease]:
+    """See ``Broker.reclaim``. A job whose cancel was requested ends CANCELLED instead (kept
+    for its own ``result_ttl``, else ``default_ttl``)."""
+    taken: list[Lease] = []
+    deadline = tx.now + lease
+    for queue in queues if limit > 0 else ():
+        rows = tx.conn.execute(
+            f"SELECT cancel, {COLUMNS} FROM jobs WHERE status = 'running' AND queue = ? "
+            "AND deadline <= ? ORDER BY deadline LIMIT ?",
+            (queue, tx.now, limit - len(taken)),
+        ).fetchall()
+        for cancel, *columns in rows:
+            job_id = columns[0]
+            try:
+                job = read_job((*columns[:-2], None, columns[-1]))
+            except CorruptJobError as exc:
+                bury(tx, job_id, exc)
+                continue
+            if cancel:
+                ttl = default_ttl if job.result_ttl is None else job.result_ttl
+                finish(tx, job_id, JobStatus.CANCELLED, ttl)
+                continue
+            (token,) = tx.conn.execute(
+                "UPDATE jobs SET token = lower(hex(randomblob(16))), deadline = ?, "
+                "leased_at = ?, settled = NULL WHERE id = ? RETURNING token",
+                (deadline, tx.now, job_id),
+            ).fetchone()
+            taken.append(Lease(job=job, token=token, deadline=deadline))
+        if len(taken) >= limit:
+            break
+    return taken

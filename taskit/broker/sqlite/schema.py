@@ -1,0 +1,148 @@
+"""The SQLite broker's tables, and the schema version a database file records.
+
+One ``jobs`` table holds every job, live or finished: ``spec`` is what the job is (the encoded
+``JobSpec``, written once at enqueue) and the other columns are where it stands (status,
+attempts, times, error, result, lease). A finished job is marked in place (its ``expires`` set),
+not moved. ``rank`` orders jobs within their state: ready jobs by (priority desc, rank), FIFO
+among equals (a job put back at the front gets a rank below every other); dead letters by rank,
+oldest first. Partial indexes cover what each call looks up, each holding the rows of one state.
+
+``counts`` keeps how many jobs each queue has in each status, and how many ever completed or
+failed (``total:<status>``), kept by triggers in the same transaction as the change: ``stats``
+reads it in O(1) per queue.
+
+``ensure`` creates the tables in a new file and records ``VERSION``; it refuses a file written
+by a newer taskit (``ConfigurationError`` naming both versions) rather than misread it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from taskit.errors import ConfigurationError
+
+__all__ = ["VERSION", "ensure"]
+
+#: The schema this code reads and writes. Raise it with every change to the tables.
+VERSION = 1
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    rank INTEGER NOT NULL,
+    due REAL,
+    sched REAL,
+    token TEXT,
+    settled TEXT,
+    deadline REAL,
+    leased_at REAL,
+    cancel INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started REAL,
+    completed REAL,
+    failed REAL,
+    error TEXT,
+    error_type TEXT,
+    traceback TEXT,
+    failures BLOB,
+    result BLOB,
+    progress BLOB,
+    expires REAL,
+    spec BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, rank)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due) WHERE status IN ('scheduled', 'retrying');
+CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (queue, deadline) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_dead ON jobs (queue, rank) WHERE status = 'dead_letter';
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires) WHERE expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (queue, status);
+
+CREATE TABLE IF NOT EXISTS counts (
+    queue TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (queue, status)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS jobs_counted_in AFTER INSERT ON jobs BEGIN
+    INSERT INTO counts VALUES (new.queue, new.status, 1)
+        ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_counted_out AFTER DELETE ON jobs BEGIN
+    UPDATE counts SET n = n - 1 WHERE queue = old.queue AND status = old.status;
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_counted_move AFTER UPDATE OF status ON jobs
+    WHEN old.status != new.status BEGIN
+    UPDATE counts SET n = n - 1 WHERE queue = old.queue AND status = old.status;
+    INSERT INTO counts VALUES (new.queue, new.status, 1)
+        ON CONFLICT DO UPDATE SET n = n + 1;
+    INSERT INTO counts SELECT new.queue, 'total:' || new.status, 1
+        WHERE new.status IN ('completed', 'failed')
+        ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+
+CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, expires REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS onces (
+    key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS onces_expiry ON onces (expires);
+CREATE TABLE IF NOT EXISTS beats (
+    name TEXT PRIMARY KEY, record BLOB NOT NULL, expires REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS stream_entries (
+    stream TEXT NOT NULL, n INTEGER NOT NULL, entry BLOB NOT NULL, PRIMARY KEY (stream, n)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_groups (
+    stream TEXT NOT NULL, grp TEXT NOT NULL, read_to INTEGER NOT NULL,
+    PRIMARY KEY (stream, grp)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_pending (
+    stream TEXT NOT NULL, grp TEXT NOT NULL, n INTEGER NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (stream, grp, n)
+) WITHOUT ROWID;
+"""
+
+
+def ensure(conn: sqlite3.Connection, path: str) -> None:
+    """Create the tables if the file has none, and check its schema version: call inside a
+    write transaction. ``ConfigurationError`` for a file of a newer schema than ``VERSION``."""
+    found = _version(conn)
+    if found is not None and found > VERSION:
+        raise ConfigurationError(
+            f"SQLite broker database {path!r} has schema version {found}, newer than this "
+            f"taskit's {VERSION}: upgrade taskit to use it (it is left untouched)"
+        )
+    if found == VERSION:
+        return
+    for statement in _statements(_DDL):
+        conn.execute(statement)
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (VERSION,))
+    conn.execute("INSERT OR IGNORE INTO meta VALUES ('back', 0)")
+    conn.execute("INSERT OR IGNORE INTO meta VALUES ('front', 0)")
+
+
+def _version(conn: sqlite3.Connection) -> int | None:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone()
+    if exists is None:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return None if row is None else int(row[0])
+
+
+def _statements(script: str) -> list[str]:
+    """``script`` split into whole statements (a trigger's body keeps its inner ``;``)."""
+    out: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    return out
