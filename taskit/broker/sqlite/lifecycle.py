@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from taskit.broker.sqlite import workflows
 from taskit.broker.sqlite.moves import back_ranks, bury, finish, promote, sweep
 from taskit.broker.sqlite.records import COLUMNS, read_job, shown_time
 from taskit.broker.sqlite.store import Tx
@@ -50,13 +51,15 @@ class Given:
     scheduled: float | None
 
 
-def enqueue(tx: Tx, given: Sequence[Given]) -> list[Job]:
-    """See ``Broker.enqueue``: ``given`` stored, all or none."""
+def enqueue(tx: Tx, given: Sequence[Given], default_ttl: float) -> list[Job]:
+    """See ``Broker.enqueue``: ``given`` stored, all or none. ``default_ttl``: the broker's
+    result TTL (for a workflow's jobs ended at once)."""
     sweep(tx)
     for item in given:  # an unreadable unfinished job of that id: CorruptJobError, nothing stored
         row = _unfinished(tx, item.job.id)
         if row is not None:
             read_job(row)
+    workflows.check(tx, [item.job for item in given])  # ValueError: nothing stored
     out: list[Job] = []
     for item in given:
         row = _unfinished(tx, item.job.id)
@@ -64,7 +67,7 @@ def enqueue(tx: Tx, given: Sequence[Given]) -> list[Job]:
             out.append(kept_job(read_job(row)))
             continue
         tx.conn.execute("DELETE FROM jobs WHERE id = ?", (item.job.id,))  # a finished one
-        out.append(_insert(tx, item))
+        out.append(_insert(tx, item, default_ttl))
     return out
 
 
@@ -75,7 +78,7 @@ def _unfinished(tx: Tx, job_id: str) -> tuple[object, ...] | None:
     return row
 
 
-def _insert(tx: Tx, item: Given) -> Job:
+def _insert(tx: Tx, item: Given, default_ttl: float) -> Job:
     job = item.job
     due = tx.now + item.delay
     if item.scheduled is not None:
@@ -91,6 +94,8 @@ def _insert(tx: Tx, item: Given) -> Job:
         _INSERT,
         (job.id, job.queue, status.value, job.priority, rank, sched, sched, item.spec),
     )
+    if job.workflow is not None:  # a node: DEFERRED while it waits for its parents
+        return workflows.place(tx, job, due, default_ttl) or stored
     return stored
 
 
