@@ -218,7 +218,6 @@ def test_enqueue_blocking_stores_in_the_calling_thread(db: Path) -> None:
         ("limits", ("api",), "flow-control limits"),
         ("group", "tenant", "fair groups"),
         ("dedup", Dedup(mode="throttle", key="k", window=1.0), "dedup windows"),
-        ("workflow", "w1", "workflows"),
     ],
 )
 async def test_a_job_using_a_feature_not_built_yet_is_refused_whole(
@@ -237,8 +236,6 @@ async def test_a_job_using_a_feature_not_built_yet_is_refused_whole(
 async def test_the_methods_not_built_yet_say_so(broker: SqliteBroker) -> None:
     with pytest.raises(NotImplementedError, match="SqliteBroker: flow-control limits"):
         await broker.limit_specs()
-    with pytest.raises(NotImplementedError, match="SqliteBroker: workflows"):
-        await broker.workflow("w")
     with pytest.raises(NotImplementedError, match=r"SqliteBroker: browsing \(promote\)"):
         await broker.promote("x")
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from pathlib import Path
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TypeVar
 
 import anyio

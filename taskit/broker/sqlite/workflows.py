@@ -241,8 +241,9 @@ def _ended(tx: Tx, job_id: str, status: JobStatus, gone: bool, default_ttl: floa
         tx.conn.execute(
             "UPDATE workflows SET expires = ? WHERE id = ?", (tx.now + default_ttl, workflow)
         )
+    # CROSS JOIN: look the waiting jobs up by their parent, not the workflow's every node.
     children = tx.conn.execute(
-        "SELECT w.child, n.continues, n.ttl FROM wf_waits w JOIN wf_nodes n "
+        "SELECT w.child, n.continues, n.ttl FROM wf_waits w CROSS JOIN wf_nodes n "
         "ON n.workflow = w.workflow AND n.job = w.child "
         "WHERE w.workflow = ? AND w.parent = ? AND n.status IS NULL ORDER BY n.ord",
         (workflow, job_id),
@@ -325,9 +326,7 @@ def _node_result(job: Job) -> bytes:
     try:
         return _ENCODER.encode(result_of(job))
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
-        return _ENCODER.encode(
-            JobResult(success=False, error=job.error, error_type=job.error_type)
-        )
+        return _ENCODER.encode(JobResult(success=False, error=job.error, error_type=job.error_type))
 
 
 # -- the contract's workflow methods -------------------------------------------------------------
@@ -419,17 +418,17 @@ def _sweep(tx: Tx) -> None:
             tx.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (workflow,))
 
 
-def _finished(status: object) -> bool:
+def _finished(status: str) -> bool:
     try:
         return JobStatus(status).finished
     except ValueError:
         return False
 
 
-def _status(value: object) -> JobStatus:
+def _status(value: str | None) -> JobStatus:
     """A node's status from its column (a live node without a record reads as PENDING)."""
     try:
-        return JobStatus(value)
+        return JobStatus(value or "")
     except ValueError:
         return JobStatus.PENDING
 
