@@ -16,7 +16,6 @@ import pytest
 
 from taskit.broker.sqlite import SqliteBroker
 from taskit.broker.sqlite.schema import VERSION
-from taskit.dedup import Dedup
 from taskit.errors import BrokerError, ConfigurationError, CorruptJobError
 from taskit.job import JobStatus, OutcomeKind
 from tests.broker._helpers import LONG, make_job, new_queue, outcome
@@ -215,9 +214,6 @@ def test_enqueue_blocking_stores_in_the_calling_thread(db: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "feature"),
     [
-        ("limits", ("api",), "flow-control limits"),
-        ("group", "tenant", "fair groups"),
-        ("dedup", Dedup(mode="throttle", key="k", window=1.0), "dedup windows"),
         ("workflow", "w1", "workflows"),
     ],
 )
@@ -235,8 +231,6 @@ async def test_a_job_using_a_feature_not_built_yet_is_refused_whole(
 
 
 async def test_the_methods_not_built_yet_say_so(broker: SqliteBroker) -> None:
-    with pytest.raises(NotImplementedError, match="SqliteBroker: flow-control limits"):
-        await broker.limit_specs()
     with pytest.raises(NotImplementedError, match="SqliteBroker: workflows"):
         await broker.workflow("w")
     with pytest.raises(NotImplementedError, match=r"SqliteBroker: browsing \(promote\)"):
