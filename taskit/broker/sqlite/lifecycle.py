@@ -29,11 +29,12 @@ _INSERT = (
     "INSERT INTO jobs (id, queue, status, priority, rank, due, sched, grp, limit_keys, spec) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# The job a reserve takes, marked RUNNING under a fresh token.
+# The jobs a reserve takes (``{}``: their seqs' marks), marked RUNNING under fresh tokens.
+# RETURNING has no order: ``_lease`` puts them in the order they were picked.
 _TAKE = f"""
 UPDATE jobs SET status = 'running', token = lower(hex(randomblob(16))), deadline = ?,
     leased_at = ?, started = ?, attempts = attempts + 1, settled = NULL
-WHERE seq = ? RETURNING token, {COLUMNS}
+WHERE seq IN ({{}}) RETURNING seq, token, {COLUMNS}
 """
 
 
@@ -122,29 +123,37 @@ def take(tx: Tx, queues: Sequence[str], count: int, lease: float) -> tuple[list[
             picked = fair.pick(tx, queue, count - len(taken))
             if not picked:
                 break
+            go: list[int] = []
             for seq, job_id, keys in picked:
                 if held_back >= limits.HOLD_CAP:
                     break
                 if keys is not None and not limits.gate(tx, seq, job_id, keys):
                     held_back += 1
                     continue
-                held = _lease(tx, seq, deadline)
-                if held is not None:
-                    taken.append(held)
+                go.append(seq)
+            taken += _lease(tx, go, deadline)
     return taken, held_back >= limits.HOLD_CAP
 
 
-def _lease(tx: Tx, seq: int, deadline: float) -> Lease | None:
-    """Job ``seq`` leased until ``deadline``; None if its record does not read back (it is
-    dead-lettered, and the slots it just took freed)."""
-    row = tx.conn.execute(_TAKE, (deadline, tx.now, tx.now, seq)).fetchone()
-    try:
-        job = read_job((*row[1:-2], None, row[-1]))  # no progress on a lease
-    except CorruptJobError as exc:
-        bury(tx, exc.job_id, exc)
-        fair.front(tx, limits.release(tx, exc.job_id))
-        return None
-    return Lease(job=job, token=row[0], deadline=deadline)
+def _lease(tx: Tx, seqs: list[int], deadline: float) -> list[Lease]:
+    """Jobs ``seqs`` leased until ``deadline``, in that order; a job whose record does not read
+    back is dead-lettered instead (the slots it just took freed)."""
+    if not seqs:
+        return []
+    sql = _TAKE.format(", ".join("?" * len(seqs)))
+    rows = tx.conn.execute(sql, (deadline, tx.now, tx.now, *seqs)).fetchall()
+    place = {seq: i for i, seq in enumerate(seqs)}
+    rows.sort(key=lambda row: place[row[0]])
+    leases: list[Lease] = []
+    for row in rows:
+        try:
+            job = read_job((*row[2:-2], None, row[-1]))  # no progress on a lease
+        except CorruptJobError as exc:
+            bury(tx, exc.job_id, exc)
+            fair.front(tx, limits.release(tx, exc.job_id))
+            continue
+        leases.append(Lease(job=job, token=row[1], deadline=deadline))
+    return leases
 
 
 def extend(tx: Tx, leases: Sequence[Lease], lease: float) -> list[LeaseState]:
