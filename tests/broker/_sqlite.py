@@ -3,9 +3,8 @@ those modules it leaves out, to shrink to nothing before issue 18 is resolved.
 
 ``SqliteBroker`` (``taskit.broker.sqlite``) is the core so far: it runs the conformance modules
 of what it builds (``MODULES``). ``EXCLUDED`` names, as ``module::test``, each test of those
-modules that uses a feature left for later (limits, fair groups, dedup windows, workflows,
-browsing): the sqlite kind is not generated for it at all (never a skip). Each entry says the
-feature it waits for.
+modules that uses a feature left for later (browsing): the sqlite kind is not generated for it
+at all (never a skip). Each entry says the feature it waits for.
 """
 
 from __future__ import annotations
@@ -16,9 +15,12 @@ __all__ = ["EXCLUDED", "MODULES", "runs_on_sqlite"]
 MODULES = frozenset(
     {
         "test_conformance_admin",
+        "test_conformance_dedup",
         "test_conformance_enqueue",
+        "test_conformance_fair",
         "test_conformance_failures",
         "test_conformance_leases",
+        "test_conformance_limits",
         "test_conformance_once",
         "test_conformance_ops",
         "test_conformance_outcomes",

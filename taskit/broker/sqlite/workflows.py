@@ -426,9 +426,10 @@ def _finished(status: str) -> bool:
 
 
 def _status(value: str | None) -> JobStatus:
-    """A node's status from its column (a live node without a record reads as PENDING)."""
+    """A node's status from its column: a job "held" in a limit's line is PENDING, and so is a
+    live node without a record."""
     try:
-        return JobStatus(value or "")
+        return JobStatus("pending" if value == "held" else value or "")
     except ValueError:
         return JobStatus.PENDING
 
