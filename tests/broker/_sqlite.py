@@ -3,9 +3,8 @@ those modules it leaves out, to shrink to nothing before issue 18 is resolved.
 
 ``SqliteBroker`` (``taskit.broker.sqlite``) is the core so far: it runs the conformance modules
 of what it builds (``MODULES``). ``EXCLUDED`` names, as ``module::test``, each test of those
-modules that uses a feature left for later (limits, fair groups, dedup windows, workflows,
-browsing): the sqlite kind is not generated for it at all (never a skip). Each entry says the
-feature it waits for.
+modules that uses a feature left for later (browsing): the sqlite kind is not generated for it
+at all (never a skip). Each entry says the feature it waits for.
 """
 
 from __future__ import annotations
@@ -30,6 +29,8 @@ MODULES = frozenset(
         "test_conformance_reserve",
         "test_conformance_result_ttl",
         "test_conformance_streams",
+        "test_conformance_workflows",
+        "test_conformance_workflows_end",
     }
 )
 

@@ -243,28 +243,7 @@ def test_enqueue_blocking_stores_in_the_calling_thread(db: Path) -> None:
     assert again.duplicate
 
 
-@pytest.mark.parametrize(
-    ("field", "value", "feature"),
-    [
-        ("workflow", "w1", "workflows"),
-    ],
-)
-async def test_a_job_using_a_feature_not_built_yet_is_refused_whole(
-    broker: SqliteBroker, field: str, value: object, feature: str
-) -> None:
-    queue = new_queue()
-    plain, odd = make_job(queue), make_job(queue)
-    setattr(odd, field, value)
-
-    with pytest.raises(NotImplementedError, match=rf"SqliteBroker: {feature}.* \(issue 18\)"):
-        await broker.enqueue([plain, odd])
-
-    assert await broker.get(plain.id) is None
-
-
 async def test_the_methods_not_built_yet_say_so(broker: SqliteBroker) -> None:
-    with pytest.raises(NotImplementedError, match="SqliteBroker: workflows"):
-        await broker.workflow("w")
     with pytest.raises(NotImplementedError, match=r"SqliteBroker: browsing \(promote\)"):
         await broker.promote("x")
 

@@ -13,7 +13,8 @@ contract gives; ``workflow_results`` of a released node's parents are in ``after
 and equal to each parent's result; ``workflow()`` agrees with ``get()`` for nodes that have
 not ended.
 
-Runs on the memory broker (fake clock), a sharded broker of three memory brokers (every workflow
+Runs on the memory broker (fake clock), the SQLite broker (a file of its own per example, fake
+clock), a sharded broker of three memory brokers (every workflow
 lives in one shard, the plain jobs it adopts with it: the same invariants hold), real Redis and
 fakeredis, with a fixed seed and a few examples each (``WORKFLOW_MODEL_EXAMPLES`` and
 ``WORKFLOW_MODEL_STEPS`` raise them; with ``WORKFLOW_MODEL_RANDOM=1`` each run draws new
@@ -28,6 +29,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TypeVar
 
 import anyio
@@ -47,6 +49,7 @@ from hypothesis.stateful import (
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.broker.redis import RedisBroker
+from taskit.broker.sqlite import SqliteBroker
 from taskit.clock import FakeClock
 from taskit.dependencies import IfFailed
 from taskit.job import JobStatus, Lease, LeaseState, Outcome, OutcomeKind
@@ -72,7 +75,7 @@ WORKERS = 2
 EXAMPLES = int(os.environ.get("WORKFLOW_MODEL_EXAMPLES", "0"))
 STEPS = int(os.environ.get("WORKFLOW_MODEL_STEPS", "40"))
 #: Examples per broker kind in the default (fast) profile.
-DEFAULT_EXAMPLES = {"memory": 12, SHARDED_MEMORY: 4, "redis": 4, "fakeredis": 1}
+DEFAULT_EXAMPLES = {"memory": 12, "sqlite": 6, SHARDED_MEMORY: 4, "redis": 4, "fakeredis": 1}
 KINDS = list(OutcomeKind)
 #: What ``run_one`` settles with: ends that fail, and so cascade, as often as completions.
 RUN_KINDS = [OutcomeKind.COMPLETE, OutcomeKind.COMPLETE, OutcomeKind.FAIL, OutcomeKind.DEAD_LETTER,
@@ -85,6 +88,7 @@ class WorkflowMachine(Checks, RuleBasedStateMachine):
     portal: anyio.from_thread.BlockingPortal
     kind: str
     redis_url: str
+    tmp: Path  # the sqlite kind's directory
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,6 +98,9 @@ class WorkflowMachine(Checks, RuleBasedStateMachine):
         self.delay = 1.0  # a delayed job's delay; time passes by ``delay / 2`` a step
         if self.kind == "memory":
             self.broker = MemoryBroker(clock=self.clock, result_ttl=3600.0)
+        elif self.kind == "sqlite":
+            path = self.tmp / f"{self.prefix}.sqlite3"
+            self.broker = SqliteBroker(path, clock=self.clock, result_ttl=3600.0)
         elif self.kind == SHARDED_MEMORY:
             self.broker = memory_shards(self.clock, result_ttl=3600.0)
         elif self.kind == "redis":
@@ -294,7 +301,7 @@ class WorkflowMachine(Checks, RuleBasedStateMachine):
         self.pass_time(self.delay / 2)
 
     def pass_time(self, seconds: float) -> None:
-        if self.kind in ("memory", SHARDED_MEMORY):
+        if self.kind in ("memory", "sqlite", SHARDED_MEMORY):
             self.clock.advance(seconds)
         else:
             self.call(anyio.sleep(seconds))
@@ -344,7 +351,7 @@ class WorkflowMachine(Checks, RuleBasedStateMachine):
             await client.aclose()
 
 
-@pytest.mark.parametrize("kind", ["memory", SHARDED_MEMORY, "redis", "fakeredis"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", SHARDED_MEMORY, "redis", "fakeredis"])
 def test_every_workflow_node_ends_and_every_callback_runs_once_at_most(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
@@ -353,6 +360,8 @@ def test_every_workflow_node_ends_and_every_callback_runs_once_at_most(
         WorkflowMachine.kind = kind
         if kind == "redis":
             WorkflowMachine.redis_url = request.getfixturevalue("redis_url")
+        if kind == "sqlite":
+            WorkflowMachine.tmp = request.getfixturevalue("tmp_path")
         run_state_machine_as_test(
             WorkflowMachine,
             settings=settings(

@@ -18,7 +18,16 @@ from taskit._storable import storable
 from taskit.broker.base import Broker, BrokerOptions, OnceState
 from taskit.broker.browse import Counts, JobPage, Listing
 from taskit.broker.checks import check_queue, check_specs, check_stream, check_usage
-from taskit.broker.sqlite import admin, coordination, fair, lifecycle, limits, outcomes, streams
+from taskit.broker.sqlite import (
+    admin,
+    coordination,
+    fair,
+    lifecycle,
+    limits,
+    outcomes,
+    streams,
+    workflows,
+)
 from taskit.broker.sqlite.lifecycle import Given
 from taskit.broker.sqlite.store import Store, Tx
 from taskit.broker.sqlite.wake import FALLBACK, Wakeups
@@ -79,18 +88,27 @@ class SqliteBroker(Broker):
         self._result_ttl = self._options.adopt(settings).result_ttl
 
     async def _run(self, fn: Callable[[Tx], _T]) -> _T:
-        out, ready = await self._store.run(fn)
+        out, ready = await self._store.run(self._ending(fn))
         if ready:
             self._wake.wake_local()
             self._wake.notify()
         return out
 
+    def _ending(self, fn: Callable[[Tx], _T]) -> Callable[[Tx], _T]:
+        """``fn``, then, in its transaction, what the jobs it ended do to their workflows."""
+        ttl = self._result_ttl
+
+        def step(tx: Tx) -> _T:
+            out = fn(tx)
+            workflows.apply_ends(tx, ttl)
+            return out
+
+        return step
+
     # -- producing -------------------------------------------------------------------------
     def _given(self, jobs: Sequence[Job], delays: Sequence[float] | None) -> list[Given]:
         if delays is not None and len(delays) != len(jobs):
             raise ValueError(f"got {len(delays)} delays for {len(jobs)} jobs")
-        for job in jobs:
-            _refuse_later_features(job)
         check_groups(jobs)
         given: list[Given] = []
         for i, job in enumerate(jobs):
@@ -108,7 +126,8 @@ class SqliteBroker(Broker):
         given = self._given(jobs, delays)
         if not given:
             return []
-        return await self._run(lambda tx: lifecycle.enqueue(tx, given))
+        ttl = self._result_ttl
+        return await self._run(lambda tx: lifecycle.enqueue(tx, given, ttl))
 
     def enqueue_blocking(
         self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
@@ -116,7 +135,10 @@ class SqliteBroker(Broker):
         given = self._given(jobs, delays)
         if not given:
             return []
-        out, ready = self._store.run_blocking(lambda tx: lifecycle.enqueue(tx, given))
+        ttl = self._result_ttl
+        out, ready = self._store.run_blocking(
+            self._ending(lambda tx: lifecycle.enqueue(tx, given, ttl))
+        )
         if ready:
             self._wake.notify()  # this broker's own waiters too: they listen on sockets
         return out
@@ -266,6 +288,19 @@ class SqliteBroker(Broker):
     async def stream_ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
         return await self._run(lambda tx: streams.ack(tx, stream, group, ids))
 
+    # -- workflows (the ends they apply: ``_ending``) -----------------------------------------
+    async def workflow(self, workflow_id: str) -> WorkflowState | None:
+        return await self._run(lambda tx: workflows.state(tx, workflow_id))
+
+    async def workflow_results(
+        self, workflow_id: str, job_ids: Sequence[str]
+    ) -> list[JobResult | None]:
+        return await self._run(lambda tx: workflows.results(tx, workflow_id, job_ids))
+
+    async def cancel_workflow(self, workflow_id: str) -> int:
+        ttl = self._result_ttl
+        return await self._run(lambda tx: workflows.cancel(tx, workflow_id, ttl))
+
     async def close(self) -> None:
         self._store.close()
         self._wake.close()
@@ -285,17 +320,6 @@ class SqliteBroker(Broker):
         return await self._run(lambda tx: limits.usage(tx, name, top))
 
     # -- left for later sessions of issue 18 -------------------------------------------------
-    async def workflow(self, workflow_id: str) -> WorkflowState | None:
-        raise not_built("workflows")
-
-    async def workflow_results(
-        self, workflow_id: str, job_ids: Sequence[str]
-    ) -> list[JobResult | None]:
-        raise not_built("workflows")
-
-    async def cancel_workflow(self, workflow_id: str) -> int:
-        raise not_built("workflows")
-
     async def list_jobs(
         self,
         queue: str,
@@ -323,9 +347,3 @@ class SqliteBroker(Broker):
         self, stream: str, *, after: str | None = None, count: int = 100
     ) -> list[tuple[str, bytes]]:
         raise not_built("browsing (stream_tail)")
-
-
-def _refuse_later_features(job: Job) -> None:
-    """``NotImplementedError`` for a job that uses a feature not built yet."""
-    if job.workflow is not None or job.after is not None:
-        raise not_built("workflows (Job.workflow, Job.after)")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from taskit.broker.sqlite import dedup, fair, limits
+from taskit.broker.sqlite import dedup, fair, limits, workflows
 from taskit.broker.sqlite.moves import back_ranks, bury, finish, promote, sweep
 from taskit.broker.sqlite.records import COLUMNS, read_job, shown_time
 from taskit.broker.sqlite.store import Tx
@@ -49,13 +49,15 @@ class Given:
     scheduled: float | None
 
 
-def enqueue(tx: Tx, given: Sequence[Given]) -> list[Job]:
-    """See ``Broker.enqueue``: ``given`` stored, all or none."""
+def enqueue(tx: Tx, given: Sequence[Given], default_ttl: float) -> list[Job]:
+    """See ``Broker.enqueue``: ``given`` stored, all or none. ``default_ttl``: the broker's
+    result TTL (for a workflow's jobs ended at once)."""
     sweep(tx)
     for item in given:  # an unreadable unfinished job of that id: CorruptJobError, nothing stored
         row = _unfinished(tx, item.job.id)
         if row is not None:
             read_job(row)
+    workflows.check(tx, [item.job for item in given])  # ValueError: nothing stored
     out: list[Job] = []
     for item in given:
         row = _unfinished(tx, item.job.id)
@@ -69,7 +71,7 @@ def enqueue(tx: Tx, given: Sequence[Given]) -> list[Job]:
                 out.append(kept)
                 continue
         tx.conn.execute("DELETE FROM jobs WHERE id = ?", (item.job.id,))  # a finished one
-        out.append(_insert(tx, item, due))
+        out.append(_insert(tx, item, due, default_ttl))
         if item.job.dedup is not None:
             dedup.start(tx, item.job, due)
     return out
@@ -87,7 +89,7 @@ def _due(tx: Tx, item: Given) -> float:
     return due if item.scheduled is None else max(due, item.scheduled)
 
 
-def _insert(tx: Tx, item: Given, due: float) -> Job:
+def _insert(tx: Tx, item: Given, due: float, default_ttl: float) -> Job:
     job = item.job
     (rank,) = back_ranks(tx, 1)
     if due > tx.now:
@@ -101,6 +103,8 @@ def _insert(tx: Tx, item: Given, due: float) -> Job:
         _INSERT,
         (job.id, job.queue, status.value, job.priority, rank, sched, sched, group, keys, item.spec),
     )
+    if job.workflow is not None:  # a node: DEFERRED while it waits for its parents
+        return workflows.place(tx, job, due, default_ttl) or stored
     return stored
 
 

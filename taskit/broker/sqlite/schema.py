@@ -17,6 +17,14 @@ from its spec.
 failed (``total:<status>``), kept by triggers in the same transaction as the change: ``stats``
 reads it in O(1) per queue.
 
+The workflow tables (``_WORKFLOW_DDL``, used by ``workflows``): ``workflows`` (one row each:
+its creation, how many nodes it has and how many have not ended, and when its record expires
+once they all ended), ``wf_nodes`` (each node in the order it joined: what it waits for, how
+many of those have not ended, its final status and result once it ended), ``wf_of`` (which
+workflow a job is a node of), ``wf_waits`` (each waiting job by the parent it waits for) and
+``wf_ends``: triggers write there, in the same transaction, every end of a job that is a node
+(its status becoming final, or a waiting job deleted by a purge), for ``workflows`` to apply.
+
 ``ensure`` creates the tables in a new file and records ``VERSION``; it refuses a file written
 by a newer taskit (``ConfigurationError`` naming both versions) rather than misread it.
 """
@@ -176,6 +184,42 @@ CREATE TABLE IF NOT EXISTS windows (
 CREATE INDEX IF NOT EXISTS windows_until ON windows (until);
 """
 
+#: The workflow tables (see the docstring), apart from the core's.
+_WORKFLOW_DDL = """
+CREATE TABLE IF NOT EXISTS workflows (
+    id TEXT PRIMARY KEY, created REAL NOT NULL, nodes INTEGER NOT NULL, open INTEGER NOT NULL,
+    expires REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS workflows_expiry ON workflows (expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS wf_nodes (
+    workflow TEXT NOT NULL, job TEXT NOT NULL, ord INTEGER NOT NULL, task TEXT NOT NULL,
+    queue TEXT NOT NULL, after BLOB, continues INTEGER NOT NULL, ttl REAL,
+    waiting INTEGER NOT NULL, status TEXT, result BLOB,
+    PRIMARY KEY (workflow, job)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS wf_nodes_order ON wf_nodes (workflow, ord);
+CREATE TABLE IF NOT EXISTS wf_of (job TEXT PRIMARY KEY, workflow TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS wf_of_workflow ON wf_of (workflow);
+CREATE TABLE IF NOT EXISTS wf_waits (
+    workflow TEXT NOT NULL, parent TEXT NOT NULL, child TEXT NOT NULL,
+    PRIMARY KEY (workflow, parent, child)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS wf_ends (
+    seq INTEGER PRIMARY KEY, job TEXT NOT NULL, status TEXT NOT NULL, gone INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS jobs_wf_ended AFTER UPDATE OF status ON jobs
+    WHEN new.status IN ('completed', 'failed', 'cancelled', 'dead_letter')
+    AND old.status NOT IN ('completed', 'failed', 'cancelled', 'dead_letter') BEGIN
+    INSERT INTO wf_ends (job, status, gone) SELECT new.id, new.status, 0
+        WHERE EXISTS (SELECT 1 FROM wf_of WHERE job = new.id);
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_wf_deleted AFTER DELETE ON jobs
+    WHEN old.status IN ('pending', 'held', 'scheduled', 'retrying', 'deferred') BEGIN
+    INSERT INTO wf_ends (job, status, gone) SELECT old.id, 'cancelled', 1
+        WHERE EXISTS (SELECT 1 FROM wf_of WHERE job = old.id);
+END;
+"""
+
 
 def ensure(conn: sqlite3.Connection, path: str) -> None:
     """Create the tables if the file has none, and check its schema version: call inside a
@@ -188,7 +232,7 @@ def ensure(conn: sqlite3.Connection, path: str) -> None:
         )
     if found == VERSION:
         return
-    for statement in _statements(_DDL + _FLOW_DDL):
+    for statement in _statements(_DDL + _FLOW_DDL + _WORKFLOW_DDL):
         conn.execute(statement)
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (VERSION,))
     conn.execute("INSERT OR IGNORE INTO meta VALUES ('back', 0)")
