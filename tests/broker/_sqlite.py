@@ -16,6 +16,8 @@ __all__ = ["EXCLUDED", "MODULES", "runs_on_sqlite"]
 MODULES = frozenset(
     {
         "test_conformance_admin",
+        "test_conformance_browse",
+        "test_conformance_browse_ops",
         "test_conformance_enqueue",
         "test_conformance_failures",
         "test_conformance_leases",
@@ -31,7 +33,17 @@ MODULES = frozenset(
 )
 
 #: ``module::test`` -> the feature not built yet that it uses.
-EXCLUDED: dict[str, str] = {}
+EXCLUDED: dict[str, str] = {
+    # The seed puts jobs of a workflow in every listing (DEFERRED): tests/broker/
+    # test_sqlite_browse.py walks every other listing on SQLite until workflows are built.
+    "test_conformance_browse::test_a_walk_lists_each_job_of_the_state_once_in_order": "workflows",
+    "test_conformance_browse::test_held_back_jobs_are_listed_queued": "flow-control limits",
+    "test_conformance_browse::test_a_cascade_failure_and_a_cancelled_dependent_are_listed": (
+        "workflows"
+    ),
+    "test_conformance_browse_ops::test_promote_leaves_every_other_job_alone": "workflows",
+    "test_conformance_browse_ops::test_forget_keeps_a_workflows_results": "workflows",
+}
 
 
 def runs_on_sqlite(module: str, test: str) -> bool:

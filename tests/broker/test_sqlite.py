@@ -239,8 +239,6 @@ async def test_the_methods_not_built_yet_say_so(broker: SqliteBroker) -> None:
         await broker.limit_specs()
     with pytest.raises(NotImplementedError, match="SqliteBroker: workflows"):
         await broker.workflow("w")
-    with pytest.raises(NotImplementedError, match=r"SqliteBroker: browsing \(promote\)"):
-        await broker.promote("x")
 
 
 async def test_a_file_that_is_not_a_database_is_a_broker_error(db: Path) -> None:

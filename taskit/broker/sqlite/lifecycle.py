@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from taskit.broker.sqlite import tally
 from taskit.broker.sqlite.moves import back_ranks, bury, finish, promote, sweep
 from taskit.broker.sqlite.records import COLUMNS, read_job, shown_time
 from taskit.broker.sqlite.store import Tx
@@ -91,6 +92,7 @@ def _insert(tx: Tx, item: Given) -> Job:
         _INSERT,
         (job.id, job.queue, status.value, job.priority, rank, sched, sched, item.spec),
     )
+    tally.enqueued(tx, job.queue)
     return stored
 
 

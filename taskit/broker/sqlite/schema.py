@@ -13,18 +13,29 @@ reads it in O(1) per queue.
 
 ``ensure`` creates the tables in a new file and records ``VERSION``; it refuses a file written
 by a newer taskit (``ConfigurationError`` naming both versions) rather than misread it.
+
+Browsing (``browse``) walks each listing through an index in its order: ``jobs_ready`` (queued),
+``jobs_waiting`` (scheduled, retrying: by due time), ``jobs_leases`` (running: by deadline),
+``jobs_queue`` (deferred), ``jobs_ended`` (finished: by end time) and ``jobs_dead`` (dead
+letters: by rank, given as they die); each index ends with ``seq`` (the rowid), which breaks
+ties. ``minutes`` holds the per-minute counts (``tally``): one row per minute and queue, with
+one column per bucket of ``RUN_TIME_BOUNDS`` (``RUN_COLUMNS``; a change to the bounds is a
+change to the tables).
 """
 
 from __future__ import annotations
 
 import sqlite3
 
+from taskit.broker.browse import RUN_TIME_BOUNDS
 from taskit.errors import ConfigurationError
 
-__all__ = ["VERSION", "ensure"]
+__all__ = ["RUN_COLUMNS", "VERSION", "ensure"]
 
 #: The schema this code reads and writes. Raise it with every change to the tables.
-VERSION = 1
+VERSION = 2
+#: The columns of ``minutes`` counting run times, one per bucket of ``RUN_TIME_BOUNDS``.
+RUN_COLUMNS = tuple(f"r{i}" for i in range(len(RUN_TIME_BOUNDS) + 1))
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -62,6 +73,10 @@ CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (queue, deadline) WHERE status = 
 CREATE INDEX IF NOT EXISTS jobs_dead ON jobs (queue, rank) WHERE status = 'dead_letter';
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires) WHERE expires IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (queue, status);
+CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (queue, status, due, rank)
+    WHERE status IN ('scheduled', 'retrying');
+CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (queue, status, completed)
+    WHERE status IN ('completed', 'failed', 'cancelled');
 
 CREATE TABLE IF NOT EXISTS counts (
     queue TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
@@ -83,6 +98,15 @@ CREATE TRIGGER IF NOT EXISTS jobs_counted_move AFTER UPDATE OF status ON jobs
         WHERE new.status IN ('completed', 'failed')
         ON CONFLICT DO UPDATE SET n = n + 1;
 END;
+
+CREATE TABLE IF NOT EXISTS minutes (
+    minute INTEGER NOT NULL, queue TEXT NOT NULL,
+    enqueued INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0, retried INTEGER NOT NULL DEFAULT 0,
+    dead INTEGER NOT NULL DEFAULT 0, cancelled INTEGER NOT NULL DEFAULT 0,
+    <run columns>,
+    PRIMARY KEY (minute, queue)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, expires REAL NOT NULL) WITHOUT ROWID;
@@ -119,7 +143,8 @@ def ensure(conn: sqlite3.Connection, path: str) -> None:
         )
     if found == VERSION:
         return
-    for statement in _statements(_DDL):
+    runs = ", ".join(f"{column} INTEGER NOT NULL DEFAULT 0" for column in RUN_COLUMNS)
+    for statement in _statements(_DDL.replace("<run columns>", runs)):
         conn.execute(statement)
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (VERSION,))
     conn.execute("INSERT OR IGNORE INTO meta VALUES ('back', 0)")
