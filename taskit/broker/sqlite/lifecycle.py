@@ -3,6 +3,7 @@ run inside one transaction (``Tx``) by ``SqliteBroker``. Settling is in ``outcom
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ def enqueue(tx: Tx, given: Sequence[Given]) -> list[Job]:
         if row is not None:
             read_job(row)
     out: list[Job] = []
+    stored: Counter[str] = Counter()  # per queue, for the per-minute counts
     for item in given:
         row = _unfinished(tx, item.job.id)
         if row is not None:
@@ -66,6 +68,8 @@ def enqueue(tx: Tx, given: Sequence[Given]) -> list[Job]:
             continue
         tx.conn.execute("DELETE FROM jobs WHERE id = ?", (item.job.id,))  # a finished one
         out.append(_insert(tx, item))
+        stored[item.job.queue] += 1
+    tally.enqueued(tx, stored)
     return out
 
 
@@ -92,7 +96,6 @@ def _insert(tx: Tx, item: Given) -> Job:
         _INSERT,
         (job.id, job.queue, status.value, job.priority, rank, sched, sched, item.spec),
     )
-    tally.enqueued(tx, job.queue)
     return stored
 
 

@@ -11,7 +11,7 @@ once per queue a minute), and never read.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from taskit.broker.browse import COUNTS_KEPT, RUN_TIME_BOUNDS, Counts
 from taskit.broker.sqlite.schema import RUN_COLUMNS
@@ -32,9 +32,11 @@ _COUNTED = {
 _TOTAL = " + ".join(FIELDS)
 
 
-def enqueued(tx: Tx, queue: str, n: int = 1) -> None:
-    """Count ``n`` jobs of ``queue`` stored now."""
-    _add(tx, queue, ("enqueued",), n)
+def enqueued(tx: Tx, stored: Mapping[str, int]) -> None:
+    """Count the jobs stored now: how many of each queue."""
+    for queue, n in stored.items():
+        if n:
+            _add(tx, queue, ("enqueued",), n)
 
 
 def settled(tx: Tx, job_id: str, kind: OutcomeKind) -> None:
