@@ -11,9 +11,6 @@ oldest first. Partial indexes cover what each call looks up, each holding the ro
 failed (``total:<status>``), kept by triggers in the same transaction as the change: ``stats``
 reads it in O(1) per queue.
 
-``ensure`` creates the tables in a new file and records ``VERSION``; it refuses a file written
-by a newer taskit (``ConfigurationError`` naming both versions) rather than misread it.
-
 Browsing (``browse``) walks each listing through an index in its order: ``jobs_ready`` (queued),
 ``jobs_waiting`` (scheduled, retrying: by due time), ``jobs_leases`` (running: by deadline),
 ``jobs_queue`` (deferred), ``jobs_ended`` (finished: by end time) and ``jobs_dead`` (dead
@@ -21,6 +18,9 @@ letters: by rank, given as they die); each index ends with ``seq`` (the rowid), 
 ties. ``minutes`` holds the per-minute counts (``tally``): one row per minute and queue, with
 one column per bucket of ``RUN_TIME_BOUNDS`` (``RUN_COLUMNS``; a change to the bounds is a
 change to the tables).
+
+``ensure`` creates the tables in a new file and records ``VERSION``; it refuses a file written
+by a newer taskit (``ConfigurationError`` naming both versions) rather than misread it.
 """
 
 from __future__ import annotations
