@@ -18,9 +18,12 @@ MODULES = frozenset(
         "test_conformance_admin",
         "test_conformance_browse",
         "test_conformance_browse_ops",
+        "test_conformance_dedup",
         "test_conformance_enqueue",
+        "test_conformance_fair",
         "test_conformance_failures",
         "test_conformance_leases",
+        "test_conformance_limits",
         "test_conformance_once",
         "test_conformance_ops",
         "test_conformance_outcomes",
@@ -37,7 +40,6 @@ EXCLUDED: dict[str, str] = {
     # The seed puts jobs of a workflow in every listing (DEFERRED): tests/broker/
     # test_sqlite_browse.py walks every other listing on SQLite until workflows are built.
     "test_conformance_browse::test_a_walk_lists_each_job_of_the_state_once_in_order": "workflows",
-    "test_conformance_browse::test_held_back_jobs_are_listed_queued": "flow-control limits",
     "test_conformance_browse::test_a_cascade_failure_and_a_cancelled_dependent_are_listed": (
         "workflows"
     ),

@@ -1,13 +1,15 @@
 """The SQLite broker (issue 18): ``SqliteBroker``, a durable broker in one SQLite file for the
 processes of one host.
 
-State: the core and browsing; limits, groups, dedup and workflows follow. Until they do, their
-methods, and an enqueue of a job that uses them, raise ``NotImplementedError`` saying so. Not
-yet reachable by URL (``sqlite://``) nor exported from ``taskit.broker``.
+State: the core, with fair groups, limits, dedup windows and browsing; workflows follow.
+Until they do, their methods, and an enqueue of a job that uses them, raise
+``NotImplementedError`` saying so. Not yet reachable by URL (``sqlite://``) nor exported from
+``taskit.broker``.
 
 Inside: ``schema`` (the tables and their version), ``store`` (the connection: each call one
 ``BEGIN IMMEDIATE`` transaction, off the event loop), ``records`` (a row as a ``Job``),
 ``moves`` (the steps calls share), ``lifecycle`` and ``outcomes`` (a job's way through),
+``fair`` (turns over groups), ``limits`` (slots, lines, rates) and ``dedup`` (windows),
 ``admin``, ``browse`` (listings, ``promote``, ``forget``, ``stream_tail``), ``tally`` (the
 per-minute counts), ``coordination``, ``streams``, ``wake`` (wake-ups across processes) and
 ``broker`` (the class).

@@ -41,43 +41,50 @@ _ENDED = "('completed', 'failed', 'cancelled', 'dead_letter')"
 
 @dataclass(frozen=True, slots=True)
 class _Order:
-    """How one listing walks its index (``INDEXED BY``: a plan that cannot use it fails
-    rather than scan): ``where`` picks the rows of the state (the partial index's own
-    condition, word for word; ``?``: the status), then ``key`` and ``tie`` (unique) order
-    them, each descending or not. ``kept``: a finished state, listed while kept and at most
-    the broker's result TTL after the end."""
+    """How one listing walks its indexes (``INDEXED BY``: a plan that cannot use one fails
+    rather than scan). ``sources``: each index, with the condition that picks the rows of the
+    state there (the partial index's own, word for word; ``?``: the status); the rows of
+    several sources are merged. ``key`` and ``tie`` (unique) order them, each descending or
+    not. ``kept``: a finished state, listed while kept and at most the broker's result TTL
+    after the end."""
 
-    index: str
-    where: str
+    sources: tuple[tuple[str, str], ...]
     key: str
     tie: str = "seq"
     descending: bool = False
     tie_descending: bool = False
     kept: bool = False
 
+    def sort_key(self, place: _Place) -> tuple[float, float]:
+        key, tie = place
+        return (-key if self.descending else key, -tie if self.tie_descending else tie)
 
-# ``due IS NOT NULL`` (always true there) bounds the key: without a range on it, SQLite sorts
-# the rows of a status picked out of an IN list rather than read them in the index's order.
-_WAITING = "status IN ('scheduled', 'retrying') AND status = ? AND due IS NOT NULL"
-_FINISHED = "status IN ('completed', 'failed', 'cancelled') AND status = ?"
-_ORDERS = {
-    Listing.QUEUED: _Order("jobs_ready", "status = 'pending'", "priority", "rank",
-                           descending=True),
-    Listing.SCHEDULED: _Order("jobs_waiting", _WAITING, "due", "rank"),
-    Listing.RETRYING: _Order("jobs_waiting", _WAITING, "due", "rank"),
-    Listing.RUNNING: _Order("jobs_leases", "status = 'running'", "deadline"),
-    Listing.DEFERRED: _Order("jobs_queue", "status = 'deferred'", "seq"),
-    Listing.COMPLETED: _Order("jobs_ended", _FINISHED, "completed", descending=True,
-                              tie_descending=True, kept=True),
-    Listing.FAILED: _Order("jobs_ended", _FINISHED, "completed", descending=True,
-                           tie_descending=True, kept=True),
-    Listing.CANCELLED: _Order("jobs_ended", _FINISHED, "completed", descending=True,
-                              tie_descending=True, kept=True),
-    Listing.DEAD: _Order("jobs_dead", "status = 'dead_letter'", "rank", descending=True,
-                         tie_descending=True),
-}  # fmt: skip
+
 # A cursor's place: the key and the tie-breaker of the last listed row.
 _Place = tuple[float, int]
+# ``due IS NOT NULL`` (always true there) bounds the key: without a range on it, SQLite sorts
+# the rows of a status picked out of an IN list rather than read them in the index's order.
+_WAITING = (
+    ("jobs_waiting", "status IN ('scheduled', 'retrying') AND status = ? AND due IS NOT NULL"),
+)
+_FINISHED = (("jobs_ended", "status IN ('completed', 'failed', 'cancelled') AND status = ?"),)
+# Ready jobs and those held back in a limit's line (``held``, shown PENDING), merged.
+_QUEUED = (("jobs_ready", "status = 'pending'"), ("jobs_held", "status = 'held'"))
+_ORDERS = {
+    Listing.QUEUED: _Order(_QUEUED, "priority", "rank", descending=True),
+    Listing.SCHEDULED: _Order(_WAITING, "due", "rank"),
+    Listing.RETRYING: _Order(_WAITING, "due", "rank"),
+    Listing.RUNNING: _Order((("jobs_leases", "status = 'running'"),), "deadline"),
+    Listing.DEFERRED: _Order((("jobs_queue", "status = 'deferred'"),), "seq"),
+    Listing.COMPLETED: _Order(_FINISHED, "completed", descending=True, tie_descending=True,
+                              kept=True),
+    Listing.FAILED: _Order(_FINISHED, "completed", descending=True, tie_descending=True,
+                           kept=True),
+    Listing.CANCELLED: _Order(_FINISHED, "completed", descending=True, tie_descending=True,
+                              kept=True),
+    Listing.DEAD: _Order((("jobs_dead", "status = 'dead_letter'"),), "rank", descending=True,
+                         tie_descending=True),
+}  # fmt: skip
 
 
 def list_jobs(
@@ -117,15 +124,35 @@ def list_jobs(
 def _rows(
     tx: Tx, queue: str, listing: Listing, after: _Place | None, count: int, result_ttl: float
 ) -> list[tuple[_Place, tuple[object, ...]]]:
-    """Up to ``count`` rows of ``queue`` in ``listing``, in its order, past ``after``: those
-    of the cursor's key past its tie-breaker, then those past its key (two index seeks)."""
+    """Up to ``count`` rows of ``queue`` in ``listing``, in its order, past ``after``: from
+    each source, those of the cursor's key past its tie-breaker, then those past its key (two
+    index seeks), merged."""
     order = _ORDERS[listing]
+    found: list[tuple[_Place, tuple[object, ...]]] = []
+    for index, where in order.sources:
+        args: list[object] = [listing.status.value] if "?" in where else []
+        found += _walk(tx, order, index, where, args, queue, after, count, result_ttl)
+    if len(order.sources) > 1:
+        found.sort(key=lambda item: order.sort_key(item[0]))
+    return found[:count]
+
+
+def _walk(
+    tx: Tx,
+    order: _Order,
+    index: str,
+    where: str,
+    args: list[object],
+    queue: str,
+    after: _Place | None,
+    count: int,
+    result_ttl: float,
+) -> list[tuple[_Place, tuple[object, ...]]]:
+    """Up to ``count`` rows of one source, in order, past ``after``."""
     key, tie = order.key, order.tie
     base = (
-        f"SELECT {key}, {tie}, {COLUMNS} FROM jobs INDEXED BY {order.index} "
-        f"WHERE {order.where} AND queue = ?"
+        f"SELECT {key}, {tie}, {COLUMNS} FROM jobs INDEXED BY {index} WHERE {where} AND queue = ?"
     )
-    args: list[object] = [listing.status.value] if "?" in order.where else []
     args.append(queue)
     if order.kept:  # listed at most the broker's TTL after its end
         base += f" AND {ALIVE} AND completed > ?"
@@ -134,17 +161,17 @@ def _rows(
     tie_past, tie_way = ("<", "DESC") if order.tie_descending else (">", "ASC")
     sorted_by = f"ORDER BY {key} {key_way}, {tie} {tie_way} LIMIT ?"
     if after is None:
-        found = tx.conn.execute(f"{base} {sorted_by}", (*args, count)).fetchall()
+        rows = tx.conn.execute(f"{base} {sorted_by}", (*args, count)).fetchall()
     else:
         at, tied = after
-        found = tx.conn.execute(
+        rows = tx.conn.execute(
             f"{base} AND {key} = ? AND {tie} {tie_past} ? {sorted_by}", (*args, at, tied, count)
         ).fetchall()
-        if len(found) < count:
-            found += tx.conn.execute(
-                f"{base} AND {key} {key_past} ? {sorted_by}", (*args, at, count - len(found))
+        if len(rows) < count:
+            rows += tx.conn.execute(
+                f"{base} AND {key} {key_past} ? {sorted_by}", (*args, at, count - len(rows))
             ).fetchall()
-    return [((row[0], row[1]), row[2:]) for row in found]
+    return [((row[0], row[1]), row[2:]) for row in rows]
 
 
 def _shown(row: tuple[object, ...], listing: Listing) -> Job:
