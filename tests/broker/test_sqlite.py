@@ -243,11 +243,6 @@ def test_enqueue_blocking_stores_in_the_calling_thread(db: Path) -> None:
     assert again.duplicate
 
 
-async def test_the_methods_not_built_yet_say_so(broker: SqliteBroker) -> None:
-    with pytest.raises(NotImplementedError, match=r"SqliteBroker: browsing \(promote\)"):
-        await broker.promote("x")
-
-
 async def test_a_file_that_is_not_a_database_is_a_broker_error(db: Path) -> None:
     await anyio.Path(db).write_bytes(b"not a database, just text " * 100)
     broker = SqliteBroker(db)

@@ -16,16 +16,18 @@ import anyio.lowlevel
 
 from taskit._storable import storable
 from taskit.broker.base import Broker, BrokerOptions, OnceState
-from taskit.broker.browse import Counts, JobPage, Listing
+from taskit.broker.browse import Counts, JobPage, Listing, check_page
 from taskit.broker.checks import check_queue, check_specs, check_stream, check_usage
 from taskit.broker.sqlite import (
     admin,
+    browse,
     coordination,
     fair,
     lifecycle,
     limits,
     outcomes,
     streams,
+    tally,
     workflows,
 )
 from taskit.broker.sqlite.lifecycle import Given
@@ -51,11 +53,6 @@ from taskit.workflow import WorkflowState
 __all__ = ["SqliteBroker"]
 
 _T = TypeVar("_T")
-
-
-def not_built(feature: str) -> NotImplementedError:
-    """The error for a feature a later session of issue 18 builds."""
-    return NotImplementedError(f"SqliteBroker: {feature} is not built yet (issue 18)")
 
 
 class SqliteBroker(Broker):
@@ -301,6 +298,41 @@ class SqliteBroker(Broker):
         ttl = self._result_ttl
         return await self._run(lambda tx: workflows.cancel(tx, workflow_id, ttl))
 
+    # -- browsing ------------------------------------------------------------------------------
+    async def list_jobs(
+        self,
+        queue: str,
+        listing: Listing,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+        task: str | None = None,
+        text: str | None = None,
+    ) -> JobPage:
+        check_page(limit, cursor)
+        listing, ttl = Listing(listing), self._result_ttl
+        return await self._run(
+            lambda tx: browse.list_jobs(tx, queue, listing, cursor, limit, task, text, ttl)
+        )
+
+    async def counts(
+        self, since: float, until: float | None = None, queues: Sequence[str] | None = None
+    ) -> list[Counts]:
+        return await self._run(lambda tx: tally.read(tx, since, until, queues))
+
+    async def promote(self, job_id: str) -> bool:
+        return await self._run(lambda tx: browse.promote_job(tx, job_id))
+
+    async def forget(self, job_ids: Sequence[str]) -> int:
+        return await self._run(lambda tx: browse.forget(tx, job_ids))
+
+    async def stream_tail(
+        self, stream: str, *, after: str | None = None, count: int = 100
+    ) -> list[tuple[str, bytes]]:
+        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+            raise ValueError(f"stream_tail: count must be an int > 0, got {count!r}")
+        return await self._run(lambda tx: browse.stream_tail(tx, stream, after, count))
+
     async def close(self) -> None:
         self._store.close()
         self._wake.close()
@@ -318,32 +350,3 @@ class SqliteBroker(Broker):
     async def limit_usage(self, name: str, *, top: int = 10) -> LimitUsage:
         check_usage(name, top)
         return await self._run(lambda tx: limits.usage(tx, name, top))
-
-    # -- left for later sessions of issue 18 -------------------------------------------------
-    async def list_jobs(
-        self,
-        queue: str,
-        listing: Listing,
-        *,
-        cursor: str | None = None,
-        limit: int = 50,
-        task: str | None = None,
-        text: str | None = None,
-    ) -> JobPage:
-        raise not_built("browsing (list_jobs)")
-
-    async def counts(
-        self, since: float, until: float | None = None, queues: Sequence[str] | None = None
-    ) -> list[Counts]:
-        raise not_built("browsing (counts)")
-
-    async def promote(self, job_id: str) -> bool:
-        raise not_built("browsing (promote)")
-
-    async def forget(self, job_ids: Sequence[str]) -> int:
-        raise not_built("browsing (forget)")
-
-    async def stream_tail(
-        self, stream: str, *, after: str | None = None, count: int = 100
-    ) -> list[tuple[str, bytes]]:
-        raise not_built("browsing (stream_tail)")

@@ -3,12 +3,13 @@ run inside one transaction (``Tx``) by ``SqliteBroker``. Settling is in ``outcom
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
 
-from taskit.broker.sqlite import dedup, fair, limits, workflows
+from taskit.broker.sqlite import dedup, fair, limits, tally, workflows
 from taskit.broker.sqlite.moves import back_ranks, bury, finish, promote, sweep
 from taskit.broker.sqlite.records import COLUMNS, read_job, shown_time
 from taskit.broker.sqlite.store import Tx
@@ -59,6 +60,7 @@ def enqueue(tx: Tx, given: Sequence[Given], default_ttl: float) -> list[Job]:
             read_job(row)
     workflows.check(tx, [item.job for item in given])  # ValueError: nothing stored
     out: list[Job] = []
+    stored: Counter[str] = Counter()  # per queue, for the per-minute counts
     for item in given:
         row = _unfinished(tx, item.job.id)
         if row is not None:
@@ -72,8 +74,10 @@ def enqueue(tx: Tx, given: Sequence[Given], default_ttl: float) -> list[Job]:
                 continue
         tx.conn.execute("DELETE FROM jobs WHERE id = ?", (item.job.id,))  # a finished one
         out.append(_insert(tx, item, due, default_ttl))
+        stored[item.job.queue] += 1
         if item.job.dedup is not None:
             dedup.start(tx, item.job, due)
+    tally.enqueued(tx, stored)
     return out
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from taskit.broker.sqlite import fair, limits
+from taskit.broker.sqlite import fair, limits, tally
 from taskit.broker.sqlite.moves import ALIVE, back_ranks, finish, front_ranks
 from taskit.broker.sqlite.records import encode_failures, shown_time
 from taskit.broker.sqlite.store import Tx
@@ -94,6 +94,7 @@ def _apply(
     job_id, kind, now = outcome.job_id, outcome.kind, tx.now
     if cancel and kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE):
         kind = OutcomeKind.CANCEL  # a cancel requested while it ran wins over a rerun
+    tally.settled(tx, outcome.job_id, kind)
     conn = tx.conn
     if outcome.error is not None:
         conn.execute(

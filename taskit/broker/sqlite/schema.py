@@ -25,6 +25,14 @@ workflow a job is a node of), ``wf_waits`` (each waiting job by the parent it wa
 ``wf_ends``: triggers write there, in the same transaction, every end of a job that is a node
 (its status becoming final, or a waiting job deleted by a purge), for ``workflows`` to apply.
 
+Browsing (``browse``) walks each listing through indexes in its order: ``jobs_ready`` and
+``jobs_held`` (queued: ready, and held back in a limit's line), ``jobs_waiting`` (scheduled,
+retrying: by due time), ``jobs_leases`` (running: by deadline), ``jobs_queue`` (deferred),
+``jobs_ended`` (finished: by end time) and ``jobs_dead`` (dead letters: by rank, given as they
+die); each index ends with ``seq`` (the rowid), which breaks ties. ``minutes`` holds the
+per-minute counts (``tally``): one row per minute and queue, with one column per bucket of
+``RUN_TIME_BOUNDS`` (``RUN_COLUMNS``; a change to the bounds is a change to the tables).
+
 ``ensure`` creates the tables in a new file and records ``VERSION``; it refuses a file written
 by a newer taskit (``ConfigurationError`` naming both versions) rather than misread it.
 """
@@ -33,12 +41,15 @@ from __future__ import annotations
 
 import sqlite3
 
+from taskit.broker.browse import RUN_TIME_BOUNDS
 from taskit.errors import ConfigurationError
 
-__all__ = ["VERSION", "ensure"]
+__all__ = ["RUN_COLUMNS", "VERSION", "ensure"]
 
 #: The schema this code reads and writes. Raise it with every change to the tables.
-VERSION = 1
+VERSION = 2
+#: The columns of ``minutes`` counting run times, one per bucket of ``RUN_TIME_BOUNDS``.
+RUN_COLUMNS = tuple(f"r{i}" for i in range(len(RUN_TIME_BOUNDS) + 1))
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -85,6 +96,11 @@ CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (queue, deadline) WHERE status = 
 CREATE INDEX IF NOT EXISTS jobs_dead ON jobs (queue, rank) WHERE status = 'dead_letter';
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires) WHERE expires IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (queue, status);
+CREATE INDEX IF NOT EXISTS jobs_held ON jobs (queue, priority DESC, rank) WHERE status = 'held';
+CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (queue, status, due, rank)
+    WHERE status IN ('scheduled', 'retrying');
+CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (queue, status, completed)
+    WHERE status IN ('completed', 'failed', 'cancelled');
 
 CREATE TABLE IF NOT EXISTS counts (
     queue TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
@@ -106,6 +122,15 @@ CREATE TRIGGER IF NOT EXISTS jobs_counted_move AFTER UPDATE OF status ON jobs
         WHERE new.status IN ('completed', 'failed')
         ON CONFLICT DO UPDATE SET n = n + 1;
 END;
+
+CREATE TABLE IF NOT EXISTS minutes (
+    minute INTEGER NOT NULL, queue TEXT NOT NULL,
+    enqueued INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0, retried INTEGER NOT NULL DEFAULT 0,
+    dead INTEGER NOT NULL DEFAULT 0, cancelled INTEGER NOT NULL DEFAULT 0,
+    <run columns>,
+    PRIMARY KEY (minute, queue)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, expires REAL NOT NULL) WITHOUT ROWID;
@@ -232,7 +257,8 @@ def ensure(conn: sqlite3.Connection, path: str) -> None:
         )
     if found == VERSION:
         return
-    for statement in _statements(_DDL + _FLOW_DDL + _WORKFLOW_DDL):
+    runs = ", ".join(f"{column} INTEGER NOT NULL DEFAULT 0" for column in RUN_COLUMNS)
+    for statement in _statements(_DDL.replace("<run columns>", runs) + _FLOW_DDL + _WORKFLOW_DDL):
         conn.execute(statement)
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (VERSION,))
     conn.execute("INSERT OR IGNORE INTO meta VALUES ('back', 0)")
