@@ -2,8 +2,9 @@
 processes of one host.
 
 State: the core; limits, groups, dedup, workflows and browsing follow. Until they do, their
-methods, and an enqueue of a job that uses them, raise ``NotImplementedError`` saying so. Not
-yet reachable by URL (``sqlite://``) nor exported from ``taskit.broker``.
+methods, and an enqueue of a job that uses them, raise ``NotImplementedError`` saying so. Built
+by ``taskit.broker.from_url("sqlite:///jobs.db")`` (``taskit._urls``), exported as
+``taskit.broker.SqliteBroker``, and the ``taskit`` commands' default (``taskit._cli_load``).
 
 Inside: ``schema`` (the tables and their version), ``store`` (the connection: each call one
 ``BEGIN IMMEDIATE`` transaction, off the event loop), ``records`` (a row as a ``Job``),
