@@ -16,9 +16,12 @@ __all__ = ["EXCLUDED", "MODULES", "runs_on_sqlite"]
 MODULES = frozenset(
     {
         "test_conformance_admin",
+        "test_conformance_dedup",
         "test_conformance_enqueue",
+        "test_conformance_fair",
         "test_conformance_failures",
         "test_conformance_leases",
+        "test_conformance_limits",
         "test_conformance_once",
         "test_conformance_ops",
         "test_conformance_outcomes",

@@ -1,6 +1,6 @@
-"""Fair turns as a property: bounded unfairness (Hypothesis, memory broker), and the Redis broker
-taking jobs in exactly the memory broker's order over random mixes of groups, priorities and
-jobs put back (real Redis and fakeredis).
+"""Fair turns as a property: bounded unfairness (Hypothesis, memory broker), and the Redis and
+SQLite brokers taking jobs in exactly the memory broker's order over random mixes of groups,
+priorities and jobs put back (real Redis and fakeredis; a SQLite file of the test's own).
 
 The stated bound (guide: "Fair queues"): of the jobs ready when reservations start, while two
 turn holders (groups, or the ungrouped jobs) both still have ready jobs, the numbers reserved
@@ -11,7 +11,9 @@ from each differ by at most one, whatever the batch sizes of the reserve calls. 
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections import Counter
+from pathlib import Path
 
 import anyio
 import msgspec
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.broker.placement import shard_of
+from taskit.broker.sqlite import SqliteBroker
 from taskit.clock import FakeClock
 from taskit.job import Job, OutcomeKind
 from tests.broker._helpers import LONG, make_job, outcome
@@ -154,6 +157,20 @@ async def test_redis_takes_jobs_in_the_memory_brokers_order(rh: RedisHarness, se
     assert await _script(rh.broker, seed) == expected
     fair_keys = rh.broker.keys.of(Q, ("groups", "turns", "groupof"))
     assert await rh.client.exists(*fair_keys[:2]) == 0  # nothing ready is left in turns
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("seed", range(12))
+async def test_sqlite_takes_jobs_in_the_memory_brokers_order(tmp_path: Path, seed: int) -> None:
+    expected = await _script(MemoryBroker(clock=FakeClock()), seed)
+    path = tmp_path / "fair.sqlite3"
+    broker = SqliteBroker(path, clock=FakeClock())
+    try:
+        assert await _script(broker, seed) == expected
+    finally:
+        await broker.close()
+    with sqlite3.connect(path) as conn:  # nothing ready is left in turns
+        assert conn.execute("SELECT count(*) FROM turns").fetchone() == (0,)
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ back never spends an attempt, and every job is where the model says (no job lost
 with the limits deleted, every job drains and every slot and line is back to empty.
 
 Runs on the memory broker (fake clock), on a sharded broker of three memory brokers (limits are
-kept in the home shard, so they hold exactly; the jobs without limits spread over the shards)
-and on real Redis, a fixed seed and a few examples (``LIMITS_MODEL_EXAMPLES`` raises them).
+kept in the home shard, so they hold exactly; the jobs without limits spread over the shards),
+on the SQLite broker (fake clock, a file of its own per example) and on real Redis, a fixed
+seed and a few examples (``LIMITS_MODEL_EXAMPLES`` raises them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import anyio.from_thread
@@ -28,6 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.broker.redis import RedisBroker
+from taskit.broker.sqlite import SqliteBroker
 from taskit.clock import FakeClock
 from taskit.job import Job, JobStatus, Lease, Outcome, OutcomeKind, encode_arguments
 from taskit.limits import LimitSpec
@@ -50,6 +53,7 @@ class LimitsMachine(RuleBasedStateMachine):
     portal: anyio.from_thread.BlockingPortal
     kind: str
     redis_url: str
+    directory: Path
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,6 +62,9 @@ class LimitsMachine(RuleBasedStateMachine):
             self.broker = MemoryBroker(clock=FakeClock())
         elif self.kind == SHARDED_MEMORY:
             self.broker = memory_shards(FakeClock(), result_ttl=86_400.0)
+        elif self.kind == "sqlite":
+            path = self.directory / f"{uuid.uuid4().hex}.sqlite3"
+            self.broker = SqliteBroker(path, clock=FakeClock(), result_ttl=86_400.0)
         else:
             self.prefix = f"taskit-limits-model-{uuid.uuid4().hex[:10]}"
             self.broker = RedisBroker(self.redis_url, prefix=self.prefix)
@@ -197,13 +204,14 @@ class LimitsMachine(RuleBasedStateMachine):
             await client.aclose()
 
 
-@pytest.mark.parametrize("kind", ["memory", SHARDED_MEMORY, "redis"])
+@pytest.mark.parametrize("kind", ["memory", SHARDED_MEMORY, "sqlite", "redis"])
 def test_limits_hold_under_workers_dying_and_limits_changing(
-    kind: str, request: pytest.FixtureRequest
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     with anyio.from_thread.start_blocking_portal("asyncio") as portal:
         LimitsMachine.portal = portal
         LimitsMachine.kind = kind
+        LimitsMachine.directory = tmp_path
         if kind == "redis":
             LimitsMachine.redis_url = request.getfixturevalue("redis_url")
         run_state_machine_as_test(

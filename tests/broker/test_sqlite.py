@@ -1,7 +1,7 @@
 """What is the SQLite broker's own, beyond the conformance suite (which runs it as the ``sqlite``
 kind): one file shared by brokers of separate connections and processes, wake-ups across
-processes, the schema version, an event loop never blocked by SQLite, unreadable rows, and
-the features left for later refused plainly."""
+processes, flow control kept in the file, the schema version, an event loop never blocked by
+SQLite, unreadable rows, and the features left for later refused plainly."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from taskit.broker.sqlite import SqliteBroker
@@ -19,6 +20,7 @@ from taskit.broker.sqlite.schema import VERSION
 from taskit.dedup import Dedup
 from taskit.errors import BrokerError, ConfigurationError, CorruptJobError
 from taskit.job import JobStatus, OutcomeKind
+from taskit.limits import LimitSpec
 from tests.broker._helpers import LONG, make_job, new_queue, outcome
 
 pytestmark = pytest.mark.anyio
@@ -51,6 +53,35 @@ async def test_two_brokers_on_one_file_see_each_others_jobs(broker: SqliteBroker
         assert await other.settle([outcome(held, OutcomeKind.COMPLETE)]) == [True]
         assert (await broker.get(job.id)).status is JobStatus.COMPLETED  # type: ignore[union-attr]
         assert (await broker.stats([queue]))[queue].completed == 1
+    finally:
+        await other.close()
+
+
+async def test_limits_and_dedup_windows_hold_across_brokers_on_one_file(
+    broker: SqliteBroker, db: Path
+) -> None:
+    """Slots, lines and dedup windows live in the file: another connection (another
+    process) sees and obeys them, and they survive a broker's close."""
+    other = SqliteBroker(db, result_ttl=60.0)
+    queue = new_queue()
+    try:
+        await broker.set_limits({"ex": LimitSpec(concurrency=1)})
+        first, second = (msgspec.structs.replace(make_job(queue), limits=("ex:k",)) for _ in "ab")
+        await broker.enqueue([first, second])
+        [held] = await broker.reserve([queue], count=2, lease=LONG, timeout=0)
+        await broker.close()  # reopened at the next call
+
+        assert await other.reserve([queue], count=2, lease=LONG, timeout=0) == []
+        usage = await other.limit_usage("ex")
+        assert (usage.running, usage.waiting) == ({"ex:k": 1}, {"ex:k": 1})
+        assert await broker.settle([outcome(held, OutcomeKind.COMPLETE)]) == [True]
+        [next_one] = await other.reserve([queue], count=2, lease=LONG, timeout=0)
+        assert next_one.job.id == second.id
+
+        throttled = msgspec.structs.replace(make_job(queue), dedup=Dedup("throttle", "k", 30.0))
+        [kept] = await broker.enqueue([throttled])
+        [again] = await other.enqueue([msgspec.structs.replace(throttled, id="another")])
+        assert (again.duplicate, again.id) == (True, kept.id)
     finally:
         await other.close()
 
@@ -215,9 +246,6 @@ def test_enqueue_blocking_stores_in_the_calling_thread(db: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "feature"),
     [
-        ("limits", ("api",), "flow-control limits"),
-        ("group", "tenant", "fair groups"),
-        ("dedup", Dedup(mode="throttle", key="k", window=1.0), "dedup windows"),
         ("workflow", "w1", "workflows"),
     ],
 )
@@ -235,8 +263,6 @@ async def test_a_job_using_a_feature_not_built_yet_is_refused_whole(
 
 
 async def test_the_methods_not_built_yet_say_so(broker: SqliteBroker) -> None:
-    with pytest.raises(NotImplementedError, match="SqliteBroker: flow-control limits"):
-        await broker.limit_specs()
     with pytest.raises(NotImplementedError, match="SqliteBroker: workflows"):
         await broker.workflow("w")
     with pytest.raises(NotImplementedError, match=r"SqliteBroker: browsing \(promote\)"):

@@ -1,14 +1,16 @@
 """The SQLite broker (issue 18): ``SqliteBroker``, a durable broker in one SQLite file for the
 processes of one host.
 
-State: the core; limits, groups, dedup, workflows and browsing follow. Until they do, their
-methods, and an enqueue of a job that uses them, raise ``NotImplementedError`` saying so. Built
-by ``taskit.broker.from_url("sqlite:///jobs.db")`` (``taskit._urls``), exported as
-``taskit.broker.SqliteBroker``, and the ``taskit`` commands' default (``taskit._cli_load``).
+State: the core, with fair groups, limits and dedup windows; workflows and browsing follow.
+Until they do, their methods, and an enqueue of a job that uses them, raise
+``NotImplementedError`` saying so. Built by ``taskit.broker.from_url("sqlite:///jobs.db")``
+(``taskit._urls``), exported as ``taskit.broker.SqliteBroker``, and the ``taskit`` commands'
+default (``taskit._cli_load``).
 
 Inside: ``schema`` (the tables and their version), ``store`` (the connection: each call one
 ``BEGIN IMMEDIATE`` transaction, off the event loop), ``records`` (a row as a ``Job``),
 ``moves`` (the steps calls share), ``lifecycle`` and ``outcomes`` (a job's way through),
+``fair`` (turns over groups), ``limits`` (slots, lines, rates) and ``dedup`` (windows),
 ``admin``, ``coordination``, ``streams``, ``wake`` (wake-ups across processes) and ``broker``
 (the class).
 """

@@ -25,7 +25,7 @@ __all__ = [
     "stats",
 ]
 
-_WAITING = "('pending', 'scheduled', 'retrying')"
+_WAITING = "('pending', 'held', 'scheduled', 'retrying')"  # held: in a limit's line
 
 
 def get(tx: Tx, job_id: str) -> Job | None:
@@ -66,7 +66,7 @@ def stats(tx: Tx, queues: Sequence[str] | None) -> dict[str, QueueStats]:
     for name in names:
         n = dict(tx.conn.execute("SELECT status, n FROM counts WHERE queue = ?", (name,)))
         out[name] = QueueStats(
-            queued=n.get("pending", 0),
+            queued=n.get("pending", 0) + n.get("held", 0),
             scheduled=n.get("scheduled", 0) + n.get("retrying", 0),
             running=n.get("running", 0),
             completed=n.get("total:completed", 0),

@@ -17,13 +17,14 @@ import anyio.lowlevel
 from taskit._storable import storable
 from taskit.broker.base import Broker, BrokerOptions, OnceState
 from taskit.broker.browse import Counts, JobPage, Listing
-from taskit.broker.checks import check_queue, check_stream
-from taskit.broker.sqlite import admin, coordination, lifecycle, outcomes, streams
+from taskit.broker.checks import check_queue, check_specs, check_stream, check_usage
+from taskit.broker.sqlite import admin, coordination, fair, lifecycle, limits, outcomes, streams
 from taskit.broker.sqlite.lifecycle import Given
 from taskit.broker.sqlite.store import Store, Tx
 from taskit.broker.sqlite.wake import FALLBACK, Wakeups
 from taskit.clock import Clock, FakeClock, SystemClock
 from taskit.config import Settings
+from taskit.fairness import check_groups
 from taskit.job import (
     Job,
     JobResult,
@@ -90,11 +91,14 @@ class SqliteBroker(Broker):
             raise ValueError(f"got {len(delays)} delays for {len(jobs)} jobs")
         for job in jobs:
             _refuse_later_features(job)
+        check_groups(jobs)
         given: list[Given] = []
         for i, job in enumerate(jobs):
             stored, spec = stored_form(job)  # SerializationError: nothing stored
             scheduled = None if job.scheduled_at is None else job.scheduled_at.timestamp()
             delay = delays[i] if delays is not None else 0.0
+            if job.dedup is not None and job.dedup.mode == "debounce":
+                delay = max(delay, job.dedup.window)  # a debounced job waits its window
             given.append(Given(stored, spec, delay, scheduled))
         return given
 
@@ -125,16 +129,18 @@ class SqliteBroker(Broker):
             raise ValueError(f"count must be >= 1, got {count}")
         await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller takes nothing
         give_up = anyio.current_time() + max(timeout, 0.0)
-        leases = await self._run(lambda tx: lifecycle.take(tx, queues, count, lease))
+        leases = await self._take(queues, count, lease)
         if leases or timeout <= 0:
             return await self._handed_over(leases)
         with self._wake.signal() as signal:  # bound before the next look: no wake-up lost
             while True:
                 event = self._wake.event()
                 signal.drain()
-                leases, due = await self._run(
+                leases, due, more = await self._run(
                     lambda tx: self._take_or_due(tx, queues, count, lease)
                 )
+                if more and not leases:
+                    continue  # it stopped looking past held-back jobs: look again at once
                 remaining = give_up - anyio.current_time()
                 if leases or remaining <= 0:
                     return await self._handed_over(leases)
@@ -143,21 +149,29 @@ class SqliteBroker(Broker):
                     wait = min(wait, max(due - self._clock.time(), 0.0) + 0.001)
                 await signal.wait(event, wait)
 
+    async def _take(self, queues: Sequence[str], count: int, lease: float) -> list[Lease]:
+        """``lifecycle.take``, called again while a call stopped looking past jobs its limits
+        held back (each call holds back a bounded number, in its own transaction)."""
+        while True:
+            leases, more = await self._run(lambda tx: lifecycle.take(tx, queues, count, lease))
+            if leases or not more:
+                return leases
+
     def _take_or_due(
         self, tx: Tx, queues: Sequence[str], count: int, lease: float
-    ) -> tuple[list[Lease], float | None]:
-        """The leases taken, and, when none were, when the next delayed job of ``queues``
-        falls due (None: none is delayed)."""
-        leases = lifecycle.take(tx, queues, count, lease)
-        if leases or not queues:
-            return leases, None
+    ) -> tuple[list[Lease], float | None, bool]:
+        """The leases taken; when none were, when the next delayed job of ``queues`` falls due
+        (None: none is delayed); and whether more may be ready (``lifecycle.take``)."""
+        leases, more = lifecycle.take(tx, queues, count, lease)
+        if leases or more or not queues:
+            return leases, None, more
         marks = ", ".join("?" * len(queues))
         (due,) = tx.conn.execute(
             f"SELECT min(due) FROM jobs WHERE status IN ('scheduled', 'retrying') "
             f"AND queue IN ({marks})",
             tuple(queues),
         ).fetchone()
-        return leases, due
+        return leases, due, False
 
     async def extend(self, leases: Sequence[Lease], *, lease: float) -> list[LeaseState]:
         return await self._run(lambda tx: lifecycle.extend(tx, leases, lease))
@@ -256,18 +270,21 @@ class SqliteBroker(Broker):
         self._store.close()
         self._wake.close()
 
-    # -- left for later sessions of issue 18 -------------------------------------------------
+    # -- flow control: limits ---------------------------------------------------------------
     async def set_limits(
         self, specs: Mapping[str, LimitSpec | None], *, only_new: bool = False
     ) -> None:
-        raise not_built("flow-control limits")
+        checked = check_specs(specs)
+        await self._run(lambda tx: fair.front(tx, limits.set_specs(tx, checked, only_new)))
 
     async def limit_specs(self) -> dict[str, LimitSpec]:
-        raise not_built("flow-control limits")
+        return await self._run(limits.specs)
 
     async def limit_usage(self, name: str, *, top: int = 10) -> LimitUsage:
-        raise not_built("flow-control limits")
+        check_usage(name, top)
+        return await self._run(lambda tx: limits.usage(tx, name, top))
 
+    # -- left for later sessions of issue 18 -------------------------------------------------
     async def workflow(self, workflow_id: str) -> WorkflowState | None:
         raise not_built("workflows")
 
@@ -310,11 +327,5 @@ class SqliteBroker(Broker):
 
 def _refuse_later_features(job: Job) -> None:
     """``NotImplementedError`` for a job that uses a feature not built yet."""
-    if job.limits:
-        raise not_built("flow-control limits (Job.limits)")
-    if job.group is not None:
-        raise not_built("fair groups (Job.group)")
-    if job.dedup is not None:
-        raise not_built("dedup windows (Job.dedup)")
     if job.workflow is not None or job.after is not None:
         raise not_built("workflows (Job.workflow, Job.after)")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from taskit.broker.sqlite import dedup, fair, limits
 from taskit.broker.sqlite.moves import back_ranks, bury, finish, promote, sweep
 from taskit.broker.sqlite.records import COLUMNS, read_job, shown_time
 from taskit.broker.sqlite.store import Tx
@@ -25,17 +26,15 @@ __all__ = ["Given", "enqueue", "extend", "reclaim", "set_progress", "take"]
 
 _FINISHED = tuple(status.value for status in JobStatus if status.finished)
 _INSERT = (
-    "INSERT INTO jobs (id, queue, status, priority, rank, due, sched, spec) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO jobs (id, queue, status, priority, rank, due, sched, grp, limit_keys, spec) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# The jobs a reserve takes from one queue, marked RUNNING under fresh tokens. RETURNING has no
-# order: ``take`` sorts them as they were ranked.
+# The jobs a reserve takes (``{}``: their seqs' marks), marked RUNNING under fresh tokens.
+# RETURNING has no order: ``_lease`` puts them in the order they were picked.
 _TAKE = f"""
 UPDATE jobs SET status = 'running', token = lower(hex(randomblob(16))), deadline = ?,
     leased_at = ?, started = ?, attempts = attempts + 1, settled = NULL
-WHERE seq IN (SELECT seq FROM jobs WHERE status = 'pending' AND queue = ?
-              ORDER BY priority DESC, rank LIMIT ?)
-RETURNING priority, rank, token, {COLUMNS}
+WHERE seq IN ({{}}) RETURNING seq, token, {COLUMNS}
 """
 
 
@@ -63,8 +62,16 @@ def enqueue(tx: Tx, given: Sequence[Given]) -> list[Job]:
         if row is not None:
             out.append(kept_job(read_job(row)))
             continue
+        due = _due(tx, item)
+        if item.job.dedup is not None:
+            kept = dedup.deduped(tx, item.job, item.spec, due)
+            if kept is not None:
+                out.append(kept)
+                continue
         tx.conn.execute("DELETE FROM jobs WHERE id = ?", (item.job.id,))  # a finished one
-        out.append(_insert(tx, item))
+        out.append(_insert(tx, item, due))
+        if item.job.dedup is not None:
+            dedup.start(tx, item.job, due)
     return out
 
 
@@ -75,11 +82,13 @@ def _unfinished(tx: Tx, job_id: str) -> tuple[object, ...] | None:
     return row
 
 
-def _insert(tx: Tx, item: Given) -> Job:
-    job = item.job
+def _due(tx: Tx, item: Given) -> float:
     due = tx.now + item.delay
-    if item.scheduled is not None:
-        due = max(due, item.scheduled)
+    return due if item.scheduled is None else max(due, item.scheduled)
+
+
+def _insert(tx: Tx, item: Given, due: float) -> Job:
+    job = item.job
     (rank,) = back_ranks(tx, 1)
     if due > tx.now:
         status, sched = JobStatus.SCHEDULED, shown_time(due)
@@ -87,38 +96,64 @@ def _insert(tx: Tx, item: Given) -> Job:
     else:
         status, sched, stored = JobStatus.PENDING, None, job
         tx.ready = True
+    group, keys = fair.group_of(job.group, job.priority), limits.join_keys(job.limits)
     tx.conn.execute(
         _INSERT,
-        (job.id, job.queue, status.value, job.priority, rank, sched, sched, item.spec),
+        (job.id, job.queue, status.value, job.priority, rank, sched, sched, group, keys, item.spec),
     )
     return stored
 
 
-def take(tx: Tx, queues: Sequence[str], count: int, lease: float) -> list[Lease]:
-    """Lease up to ``count`` ready jobs of ``queues`` (paused ones skipped), in order; due
-    jobs are promoted first. A job whose record does not read back is dead-lettered."""
+def take(tx: Tx, queues: Sequence[str], count: int, lease: float) -> tuple[list[Lease], bool]:
+    """Lease up to ``count`` ready jobs of ``queues`` (paused ones skipped), in order (``fair``:
+    priorities, then turns over groups); due jobs are promoted first. A job its limits hold back
+    is not leased (``limits.gate``); after ``limits.HOLD_CAP`` of them the call stops looking
+    and answers True with its leases (more may be ready: call again). A job whose record does
+    not read back is dead-lettered."""
     sweep(tx)
     promote(tx)
     paused = {q for (q,) in tx.conn.execute("SELECT queue FROM paused")} if queues else set()
     taken: list[Lease] = []
+    held_back = 0
     deadline = tx.now + lease
     for queue in queues:
         if queue in paused:
             continue
-        while len(taken) < count:
-            asked = count - len(taken)
-            rows = tx.conn.execute(_TAKE, (deadline, tx.now, tx.now, queue, asked)).fetchall()
-            rows.sort(key=lambda row: (-row[0], row[1]))
-            for row in rows:
-                try:
-                    job = read_job((*row[3:-2], None, row[-1]))  # no progress on a lease
-                except CorruptJobError as exc:
-                    bury(tx, exc.job_id, exc)
-                    continue
-                taken.append(Lease(job=job, token=row[2], deadline=deadline))
-            if len(rows) < asked:
+        while len(taken) < count and held_back < limits.HOLD_CAP:
+            picked = fair.pick(tx, queue, count - len(taken))
+            if not picked:
                 break
-    return taken
+            go: list[int] = []
+            for seq, job_id, keys in picked:
+                if held_back >= limits.HOLD_CAP:
+                    break
+                if keys is not None and not limits.gate(tx, seq, job_id, keys):
+                    held_back += 1
+                    continue
+                go.append(seq)
+            taken += _lease(tx, go, deadline)
+    return taken, held_back >= limits.HOLD_CAP
+
+
+def _lease(tx: Tx, seqs: list[int], deadline: float) -> list[Lease]:
+    """Jobs ``seqs`` leased until ``deadline``, in that order; a job whose record does not read
+    back is dead-lettered instead (the slots it just took freed)."""
+    if not seqs:
+        return []
+    sql = _TAKE.format(", ".join("?" * len(seqs)))
+    rows = tx.conn.execute(sql, (deadline, tx.now, tx.now, *seqs)).fetchall()
+    place = {seq: i for i, seq in enumerate(seqs)}
+    rows.sort(key=lambda row: place[row[0]])
+    leases: list[Lease] = []
+    for row in rows:
+        try:
+            job = read_job((*row[2:-2], None, row[-1]))  # no progress on a lease
+        except CorruptJobError as exc:
+            bury(tx, exc.job_id, exc)
+            fair.front(tx, limits.release(tx, exc.job_id))
+            continue
+        leases.append(Lease(job=job, token=row[1], deadline=deadline))
+    return leases
 
 
 def extend(tx: Tx, leases: Sequence[Lease], lease: float) -> list[LeaseState]:
@@ -168,10 +203,12 @@ def reclaim(
                 job = read_job((*columns[:-2], None, columns[-1]))
             except CorruptJobError as exc:
                 bury(tx, job_id, exc)
+                fair.front(tx, limits.release(tx, job_id))
                 continue
             if cancel:
                 ttl = default_ttl if job.result_ttl is None else job.result_ttl
                 finish(tx, job_id, JobStatus.CANCELLED, ttl)
+                fair.front(tx, limits.release(tx, job_id))
                 continue
             (token,) = tx.conn.execute(
                 "UPDATE jobs SET token = lower(hex(randomblob(16))), deadline = ?, "

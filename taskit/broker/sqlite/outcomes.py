@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from taskit.broker.sqlite import fair, limits
 from taskit.broker.sqlite.moves import ALIVE, back_ranks, finish, front_ranks
 from taskit.broker.sqlite.records import encode_failures, shown_time
 from taskit.broker.sqlite.store import Tx
@@ -42,6 +43,7 @@ def settle(
     ``taskit._storable.storable`` made it: the outcome and its result's bytes."""
     applied: list[bool] = []
     fronts: list[tuple[int, str]] = []  # (rank when reserved, id): ready again at the front
+    freed: list[str] = []  # jobs let out of limit lines by the slots the settled jobs held
     for given in checked:
         if given is None:
             applied.append(False)
@@ -53,6 +55,7 @@ def settle(
             continue
         if _apply(tx, outcome, result or None, row, default_ttl):
             fronts.append((row[0], outcome.job_id))
+        freed += limits.release(tx, outcome.job_id)
         tx.conn.execute(
             "UPDATE jobs SET settled = ? WHERE id = ?",
             (f"{outcome.token} {outcome.kind.value}", outcome.job_id),
@@ -66,6 +69,7 @@ def settle(
             [(rank, job_id) for rank, (_, job_id) in zip(ranks, fronts, strict=True)],
         )
         tx.ready = True
+    fair.front(tx, [job_id for _, job_id in fronts] + freed)
     return applied
 
 

@@ -68,8 +68,8 @@ def read_job(row: sqlite3.Row | tuple[Any, ...], *, placeholder: bool = False) -
     has its own, names the problem."""
     (job_id, queue, status, attempts, sched, started, completed, failed, error, error_type,
      traceback, failures, result, progress, spec) = row  # fmt: skip
-    try:
-        live: dict[str, Any] = {"status": JobStatus(status)}
+    try:  # a job "held" in a limit's line is PENDING (``limits``)
+        live: dict[str, Any] = {"status": JobStatus("pending" if status == "held" else status)}
     except ValueError:
         raise CorruptJobError(job_id, "status", f"holds {status!r}") from None
     if not isinstance(attempts, int):

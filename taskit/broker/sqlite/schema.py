@@ -1,11 +1,17 @@
 """The SQLite broker's tables, and the schema version a database file records.
 
 One ``jobs`` table holds every job, live or finished: ``spec`` is what the job is (the encoded
-``JobSpec``, written once at enqueue) and the other columns are where it stands (status,
-attempts, times, error, result, lease). A finished job is marked in place (its ``expires`` set),
-not moved. ``rank`` orders jobs within their state: ready jobs by (priority desc, rank), FIFO
-among equals (a job put back at the front gets a rank below every other); dead letters by rank,
-oldest first. Partial indexes cover what each call looks up, each holding the rows of one state.
+``JobSpec``, written at enqueue; only a debounce replaces it, while the job waits) and the other
+columns are where it stands (status, attempts, times, error, result, lease). A finished job is
+marked in place (its ``expires`` set), not moved. ``rank`` orders jobs within their state: ready
+jobs by (priority desc, rank), FIFO among equals (a job put back at the front gets a rank below
+every other); dead letters by rank, oldest first. Partial indexes cover what each call looks up,
+each holding the rows of one state.
+
+A job held back by a full limit key is ``held`` (read back as PENDING, counted as queued) in
+that key's line (``line``, ``line_seq``: see ``limits``); ``grp`` is the group a ready job
+takes turns in (``fair``) and ``limit_keys`` the limit keys it needs, so neither is decoded
+from its spec.
 
 ``counts`` keeps how many jobs each queue has in each status, and how many ever completed or
 failed (``total:<status>``), kept by triggers in the same transaction as the change: ``stats``
@@ -35,6 +41,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     status TEXT NOT NULL,
     priority INTEGER NOT NULL,
     rank INTEGER NOT NULL,
+    grp TEXT,
+    limit_keys TEXT,
+    line TEXT,
+    line_seq INTEGER,
     due REAL,
     sched REAL,
     token TEXT,
@@ -57,6 +67,11 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, rank)
     WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS jobs_plain ON jobs (queue, priority DESC, rank)
+    WHERE status = 'pending' AND grp IS NULL;
+CREATE INDEX IF NOT EXISTS jobs_fair ON jobs (queue, grp, rank)
+    WHERE status = 'pending' AND grp IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_lines ON jobs (line, line_seq) WHERE status = 'held';
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due) WHERE status IN ('scheduled', 'retrying');
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (queue, deadline) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_dead ON jobs (queue, rank) WHERE status = 'dead_letter';
@@ -107,6 +122,60 @@ CREATE TABLE IF NOT EXISTS stream_pending (
 ) WITHOUT ROWID;
 """
 
+# Flow control: fair turns (``fair``), limits (``limits``) and dedup windows (``dedup``).
+# ``turns`` is each queue's rotation over its groups with ready jobs (``grp`` '' for the
+# ungrouped jobs' turn), its next turn the highest ``pos``; the triggers put a group in when a
+# job of it becomes ready and take it out with its last ready job, whatever the call.
+_FLOW_DDL = """
+CREATE TABLE IF NOT EXISTS turns (
+    queue TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL, PRIMARY KEY (queue, grp)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS turns_order ON turns (queue, pos);
+CREATE TRIGGER IF NOT EXISTS jobs_turn_new AFTER INSERT ON jobs
+    WHEN new.status = 'pending' AND new.grp IS NOT NULL BEGIN
+    INSERT INTO turns SELECT new.queue, '', 0
+        WHERE NOT EXISTS (SELECT 1 FROM turns WHERE queue = new.queue);
+    INSERT INTO turns SELECT new.queue, new.grp,
+        (SELECT min(pos) FROM turns WHERE queue = new.queue) - 1 WHERE true
+        ON CONFLICT DO NOTHING;
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_turn_in AFTER UPDATE OF status ON jobs
+    WHEN new.status = 'pending' AND old.status != 'pending' AND new.grp IS NOT NULL BEGIN
+    INSERT INTO turns SELECT new.queue, '', 0
+        WHERE NOT EXISTS (SELECT 1 FROM turns WHERE queue = new.queue);
+    INSERT INTO turns SELECT new.queue, new.grp,
+        (SELECT min(pos) FROM turns WHERE queue = new.queue) - 1 WHERE true
+        ON CONFLICT DO NOTHING;
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_turn_out AFTER UPDATE OF status ON jobs
+    WHEN old.status = 'pending' AND new.status != 'pending' AND old.grp IS NOT NULL BEGIN
+    DELETE FROM turns WHERE queue = old.queue AND grp = old.grp AND NOT EXISTS (
+        SELECT 1 FROM jobs WHERE status = 'pending' AND queue = old.queue AND grp = old.grp);
+    DELETE FROM turns WHERE queue = old.queue AND grp = ''
+        AND (SELECT count(*) FROM turns WHERE queue = old.queue) = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_turn_gone AFTER DELETE ON jobs
+    WHEN old.status = 'pending' AND old.grp IS NOT NULL BEGIN
+    DELETE FROM turns WHERE queue = old.queue AND grp = old.grp AND NOT EXISTS (
+        SELECT 1 FROM jobs WHERE status = 'pending' AND queue = old.queue AND grp = old.grp);
+    DELETE FROM turns WHERE queue = old.queue AND grp = ''
+        AND (SELECT count(*) FROM turns WHERE queue = old.queue) = 1;
+END;
+
+CREATE TABLE IF NOT EXISTS limit_specs (name TEXT PRIMARY KEY, spec BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS slots (
+    key TEXT NOT NULL, job TEXT NOT NULL, PRIMARY KEY (key, job)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS slots_job ON slots (job);
+CREATE TABLE IF NOT EXISTS rates (key TEXT PRIMARY KEY, tat REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rates_tat ON rates (tat);
+
+CREATE TABLE IF NOT EXISTS windows (
+    key TEXT PRIMARY KEY, job TEXT NOT NULL, until REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS windows_until ON windows (until);
+"""
+
 
 def ensure(conn: sqlite3.Connection, path: str) -> None:
     """Create the tables if the file has none, and check its schema version: call inside a
@@ -119,7 +188,7 @@ def ensure(conn: sqlite3.Connection, path: str) -> None:
         )
     if found == VERSION:
         return
-    for statement in _statements(_DDL):
+    for statement in _statements(_DDL + _FLOW_DDL):
         conn.execute(statement)
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (VERSION,))
     conn.execute("INSERT OR IGNORE INTO meta VALUES ('back', 0)")
