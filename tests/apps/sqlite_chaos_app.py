@@ -1,11 +1,13 @@
 """The App the SQLite chaos rows (``tests/chaos/sqlite.py``) run in ``taskit worker``
 subprocesses. Broker: ``TASKIT_BROKER_URL`` (a ``sqlite:///`` URL). Each handler start and end
-is one ``O_APPEND`` line of ``$CHAOS_LEDGER/<pid>.ledger`` (``S|id|pid`` / ``E|id|pid``), whole
+is one ``O_APPEND`` line of ``$CHAOS_LEDGER/<pid>.ledger`` (``S|id|pid|time`` /
+``E|id|pid|time``, wall-clock seconds), whole
 or absent whatever kills the process."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import anyio
@@ -30,7 +32,7 @@ def record(*fields: object) -> None:
 @app.task(name="chaos.work")
 async def work(key: str, seconds: float) -> str:
     """Sleep ``seconds`` (cooperatively); the job id is ``key``."""
-    record("S", key, os.getpid())
+    record("S", key, os.getpid(), f"{time.time():.6f}")
     await anyio.sleep(seconds)
-    record("E", key, os.getpid())
+    record("E", key, os.getpid(), f"{time.time():.6f}")
     return key

@@ -79,14 +79,14 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def starts(directory: Path) -> list[tuple[str, int]]:
-    """``(job id, pid)`` of every handler start in the ledgers, in each file's order."""
-    found: list[tuple[str, int]] = []
-    for path in sorted((directory / "ledger").glob("*.ledger")):
+    """``(job id, pid)`` of every handler start in the ledgers, in the order of their times."""
+    found: list[tuple[float, str, int]] = []
+    for path in (directory / "ledger").glob("*.ledger"):
         for line in path.read_text().splitlines():
             parts = line.split("|")
-            if len(parts) == 3 and parts[0] == "S":
-                found.append((parts[1], int(parts[2])))
-    return found
+            if len(parts) == 4 and parts[0] == "S":
+                found.append((float(parts[3]), parts[1], int(parts[2])))
+    return [(job_id, pid) for _, job_id, pid in sorted(found)]
 
 
 def statuses(db: Path, ids: list[str] | None = None) -> Counter[str]:
