@@ -71,18 +71,23 @@ def refuse_in_process(app: App, command: str) -> None:
 
 
 def how_to_share(app: App) -> str:
-    """How to point ``app`` (on an in-process broker) at Redis. If its settings already name a
-    shared broker (``TASKIT_BROKER_URL``), the code gave the App the memory broker, which wins
-    over the variable: telling the user to set it again would send them round in circles."""
-    if parse_broker_url(app.settings.broker_url).scheme == "memory":
+    """How to give ``app`` (on an in-process broker) a shared one. The memory broker was chosen
+    (an App that named none gets the commands' SQLite file): by its settings
+    (``TASKIT_BROKER_URL=memory://``), or by its code, which wins over the variable: telling the
+    user to set the variable then would send them round in circles."""
+    named = app.settings.broker_url
+    if named is not None and parse_broker_url(named).scheme == "memory":
         return (
-            "Point the App at Redis, e.g. export TASKIT_BROKER_URL=redis://127.0.0.1:6379/0 "
-            "(pip install 'taskit[redis]')"
+            "TASKIT_BROKER_URL (or the App's settings) names memory://: unset it (the taskit "
+            "commands then share the SQLite file ./.taskit/jobs.db), or name a shared broker, "
+            "e.g. export TASKIT_BROKER_URL=sqlite:////srv/app/jobs.db or "
+            "redis://127.0.0.1:6379/0"
         )
+    variable = "TASKIT_BROKER_URL" if named is None else f"TASKIT_BROKER_URL={redact_url(named)}"
     return (
         f"The App's code gives it the memory broker ({app.broker_url}), which overrides "
-        f"TASKIT_BROKER_URL={redact_url(app.settings.broker_url)}: build it as App() to use the "
-        "variable (a URL or broker given to App(...) wins over it)"
+        f"{variable}: build it as App() to use the variable or, with none set, the commands' "
+        "SQLite file ./.taskit/jobs.db (a URL or broker given to App(...) wins over both)"
     )
 
 

@@ -18,6 +18,15 @@ with a raw ``ValueError`` from a client library.
 |                                                         | ``sentinel_password``                |
 | ``rediss+sentinel://...`` (TLS to the data nodes)       | those, and ``ssl_*``                 |
 | any ``redis...://`` URL                                 | ``replicas``, ``replicas_timeout``   |
+| ``sqlite:///relative/jobs.db``, ``sqlite:////abs/jobs.db`` | none                              |
+
+A SQLite URL follows SQLAlchemy's convention: what follows ``sqlite:///`` is the file's path,
+so three slashes give a path relative to the current directory and four an absolute one
+(``sqlite:////var/lib/app/jobs.db``). It takes no host, no options (a SQLite broker's only
+setting, the result TTL, comes from the App's settings as for every broker) and no
+``:memory:`` database (one process only: that is ``memory://``); the path may not end in ``/``.
+Whether the file can be made there (its directory exists, it is not a directory) is checked
+when the broker is built (``check_sqlite_file``).
 
 A cluster URL lists seed nodes (any nodes of the cluster; the broker finds the one serving its
 slot); a cluster has only database 0, so any other is refused. A Sentinel URL lists sentinels
@@ -36,6 +45,7 @@ long that wait may take, in milliseconds (>= 1; 1000 by default; only with ``rep
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from urllib.parse import SplitResult, unquote, urlsplit
@@ -50,6 +60,7 @@ __all__ = [
     "SENTINEL_SCHEMES",
     "BrokerURL",
     "check_prefix",
+    "check_sqlite_file",
     "hosts_of",
     "parse_broker_url",
     "redact_url",
@@ -87,7 +98,8 @@ class BrokerURL:
     """A checked broker URL. ``url`` is what the Redis client is given: the original without
     taskit's own options. ``prefix`` is the ``prefix`` option's value, or None; ``shards`` the
     ``shards`` option's (1 when not given); ``replicas`` the replicas an acknowledged write
-    waits for (None: it does not wait), for at most ``replicas_timeout_ms`` milliseconds."""
+    waits for (None: it does not wait), for at most ``replicas_timeout_ms`` milliseconds.
+    ``path`` is a ``sqlite://`` URL's file path (as given: relative or absolute), else None."""
 
     scheme: str
     url: str
@@ -95,6 +107,7 @@ class BrokerURL:
     shards: int = 1
     replicas: int | None = None
     replicas_timeout_ms: int = REPLICAS_TIMEOUT_MS
+    path: str | None = None
 
 
 def parse_broker_url(url: str) -> BrokerURL:
@@ -148,11 +161,13 @@ def _parse(url: str) -> BrokerURL:
                 f"broker URL {shown}: memory:// takes no host, path or options"
             )
         return BrokerURL("memory", "memory://")
+    if scheme == "sqlite":
+        return BrokerURL("sqlite", url, path=_sqlite_path(url, parts, shown))
     if scheme not in REDIS_SCHEMES:
         raise ConfigurationError(
-            f"unsupported broker URL scheme {scheme!r} in {shown}: use memory://, redis://, "
-            "rediss://, unix://, redis+cluster://, rediss+cluster://, redis+sentinel:// or "
-            "rediss+sentinel://"
+            f"unsupported broker URL scheme {scheme!r} in {shown}: use memory://, sqlite://, "
+            "redis://, rediss://, unix://, redis+cluster://, rediss+cluster://, "
+            "redis+sentinel:// or rediss+sentinel://"
         )
     if parts.fragment:
         raise ConfigurationError(f"broker URL {shown}: a fragment (#...) means nothing here")
@@ -191,6 +206,59 @@ def _parse(url: str) -> BrokerURL:
     return BrokerURL(
         scheme, f"{base}?{query}" if query else base, prefix, shards, replicas, replicas_ms
     )
+
+
+def _sqlite_path(url: str, parts: SplitResult, shown: str) -> str:
+    """The file path of a ``sqlite://`` URL (module docstring), checked for form only."""
+    if parts.netloc:
+        raise ConfigurationError(
+            f"broker URL {shown}: sqlite:// takes a file path, not a host {parts.netloc!r} "
+            "(sqlite:///relative/jobs.db, or sqlite:////absolute/jobs.db: four slashes)"
+        )
+    if not url.partition(":")[2].startswith("///"):
+        raise ConfigurationError(
+            f"broker URL {shown}: write sqlite:///relative/jobs.db (three slashes) or "
+            "sqlite:////absolute/jobs.db (four)"
+        )
+    if parts.fragment:
+        raise ConfigurationError(f"broker URL {shown}: a fragment (#...) means nothing here")
+    if parts.query:
+        name = unquote(parts.query.partition("=")[0])
+        raise ConfigurationError(
+            f"broker URL {shown}: unknown option {name!r}; sqlite:// takes no options "
+            "(the result TTL comes from the App's settings, TASKIT_RESULT_TTL)"
+        )
+    path = parts.path[1:]  # the slash after the empty host; the rest is the path
+    if not path or path == ":memory:":
+        raise ConfigurationError(
+            f"broker URL {shown}: sqlite:// needs a file path (sqlite:///jobs.db, relative to "
+            "the current directory, or sqlite:////absolute/jobs.db); an in-memory database "
+            "serves one process only: use memory://"
+        )
+    if path.endswith("/"):
+        raise ConfigurationError(
+            f"broker URL {shown}: the path {path!r} names a directory; name the database file "
+            f"in it ({path}jobs.db)"
+        )
+    return path
+
+
+def check_sqlite_file(path: str, shown: str) -> str:
+    """``path`` made absolute, if a SQLite database file can be there: it is not a directory
+    and its directory exists. Else ``ConfigurationError`` naming the part that is wrong."""
+    full = os.path.abspath(path)
+    if os.path.isdir(full):
+        raise ConfigurationError(
+            f"broker URL {shown}: {full} is a directory, not a database file; name a file in "
+            "it (.../jobs.db)"
+        )
+    parent = os.path.dirname(full)
+    if not os.path.isdir(parent):
+        raise ConfigurationError(
+            f"broker URL {shown}: the directory {parent} of the database file does not exist; "
+            "create it first"
+        )
+    return full
 
 
 def _shards(raw: str, shown: str) -> int:

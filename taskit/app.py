@@ -61,8 +61,9 @@ class TaskDecorator(Protocol):
 class App:
     """A taskit application.
 
-    ``broker`` is a URL (``memory://``, ``redis://...``) or a ``Broker``; with none, the
-    ``TASKIT_BROKER_URL`` setting, else ``memory://``. ``settings`` defaults to
+    ``broker`` is a URL (``memory://``, ``sqlite:///jobs.db``, ``redis://...``) or a
+    ``Broker``; with none, the ``TASKIT_BROKER_URL`` setting, else ``memory://`` (which the
+    ``taskit`` commands replace with a SQLite file: ``broker_is_default``). ``settings`` defaults to
     ``Settings.from_env()``; ``default_queue`` overrides its queue for tasks that name none.
     The broker takes every option it was not given explicitly (result TTL, Redis key prefix)
     from these settings (``Broker.configure``), whether it came as a URL or an object.
@@ -83,8 +84,12 @@ class App:
         if default_queue is not None:
             settings = settings.replace(default_queue=default_queue)
         self.settings = settings
+        #: Whether neither the code nor the settings named a broker, so the App fell back to
+        #: ``memory://``. Only then do ``taskit``'s commands swap in their shared SQLite file
+        #: (``taskit._cli_load``; docs/configuration.md, "The default broker").
+        self.broker_is_default = broker is None and settings.broker_url is None
         if broker is None:
-            broker = settings.broker_url
+            broker = "memory://" if settings.broker_url is None else settings.broker_url
         if isinstance(broker, str):
             self.broker_url = redact_url(broker)
             broker = from_url(broker)

@@ -5,7 +5,7 @@ built, and every field can be overridden in code (``Settings(...)`` or ``setting
 
 | variable                      | field               | default      |
 |-------------------------------|---------------------|--------------|
-| ``TASKIT_BROKER_URL``         | broker_url          | ``memory://``|
+| ``TASKIT_BROKER_URL``         | broker_url          | none (below) |
 | ``TASKIT_DEFAULT_QUEUE``      | default_queue       | ``default``  |
 | ``TASKIT_MAX_RETRIES``        | max_retries         | 3            |
 | ``TASKIT_BACKOFF``            | backoff             | 1.0 s        |
@@ -90,6 +90,10 @@ class Settings:
     wait: its own length plus this). Past it the call raises ``BrokerConnectionError`` if the
     command was not sent, ``BrokerOutcomeUnknownError`` if it was (it may have run).
 
+    ``broker_url``: where jobs wait (``taskit._urls``); None (the default): nothing chose one,
+    so an App uses ``memory://`` and the ``taskit`` commands a SQLite file (docs/configuration.md,
+    "The default broker").
+
     ``redis_prefix``: the key prefix (and Cluster hash tag) of a Redis broker that is not given
     one in its constructor or its URL (``?prefix=``).
 
@@ -111,7 +115,7 @@ class Settings:
     given to, for every option not passed to the broker explicitly (``Broker.configure``).
     """
 
-    broker_url: str = "memory://"
+    broker_url: str | None = None
     default_queue: str = "default"
     max_retries: int = 3
     backoff: float = 1.0
@@ -134,6 +138,8 @@ class Settings:
     def __post_init__(self) -> None:
         for name in ("broker_url", "default_queue"):
             value = getattr(self, name)
+            if value is None and name == "broker_url":
+                continue
             if not isinstance(value, str) or not value.strip():
                 raise _invalid(name, f"{name} must be a non-empty string, got {value!r}")
         for name in _RULES:
@@ -142,7 +148,8 @@ class Settings:
                 continue
             check_number(name, value)
         try:
-            parse_broker_url(self.broker_url)
+            if self.broker_url is not None:
+                parse_broker_url(self.broker_url)
         except ConfigurationError as exc:
             raise _invalid("broker_url", str(exc)) from None
         if not isinstance(self.metrics_prefix, str) or not _METRIC_NAME.fullmatch(

@@ -19,7 +19,7 @@ from taskit.errors import ConfigurationError
 def test_defaults() -> None:
     settings = Settings()
 
-    assert settings.broker_url == "memory://"
+    assert settings.broker_url is None  # nothing chose one: App() uses memory://, the CLI SQLite
     assert settings.default_queue == "default"
     assert (settings.max_retries, settings.backoff, settings.job_timeout) == (3, 1.0, None)
     assert (settings.visibility_timeout, settings.result_ttl) == (30.0, 86400.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -102,7 +103,9 @@ def test_metrics_are_served_over_http() -> None:
         server.server_close()
 
 
-def test_without_prometheus_client_only_metrics_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_prometheus_client_only_metrics_fail(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", root.handlers[:])  # the CLI configures logging
     monkeypatch.setattr(root, "level", root.level)
@@ -114,6 +117,9 @@ def test_without_prometheus_client_only_metrics_fail(monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigurationError, match=r"pip install 'taskit\[prometheus\]'"):
         taskit.metrics.Metrics(app)
     assert not app.events  # nothing was subscribed
+    # examples.app names no broker: the command's default SQLite file goes in a temporary dir
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(
         taskit.cli.main, ["worker", "examples.app:app", "--burst", "--metrics-port", "0"]
     )

@@ -73,7 +73,7 @@ def test_metric_names_take_the_prefix_from_the_argument_or_the_settings() -> Non
         Metrics(make_app(), prefix="no-dashes")
 
 
-def test_cli_metrics_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_metrics_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", root.handlers[:])  # the CLI configures logging
     monkeypatch.setattr(root, "level", root.level)
@@ -93,6 +93,9 @@ def test_cli_metrics_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         stop_serving(built[1])
         built[1].server_close()
+    # examples.app names no broker: the command's default SQLite file goes in a temporary dir
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     alone = runner.invoke(taskit.cli.main, ["worker", "examples.app:app", "--metrics-prefix", "x"])
     assert alone.exit_code == 2

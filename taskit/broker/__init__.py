@@ -1,25 +1,30 @@
 """Brokers: where jobs wait. ``from_url`` picks one by URL scheme.
 
 ``RedisBroker`` is imported on first use, so the core works without the ``redis`` package.
+``SqliteBroker`` (the standard library's ``sqlite3``) needs no extra.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from taskit._urls import parse_broker_url
+from taskit._urls import check_sqlite_file, parse_broker_url, redact_url
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
+from taskit.broker.sqlite import SqliteBroker
 from taskit.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from taskit.broker.redis import RedisBroker
 
-__all__ = ["Broker", "MemoryBroker", "RedisBroker", "from_url"]
+__all__ = ["Broker", "MemoryBroker", "RedisBroker", "SqliteBroker", "from_url"]
 
 
 def from_url(url: str, *, result_ttl: float | None = None, timeout: float | None = None) -> Broker:
-    """A new broker for ``url``: ``memory://`` (each call a fresh, empty broker), or a Redis
+    """A new broker for ``url``: ``memory://`` (each call a fresh, empty broker), or
+    ``sqlite:///relative.db`` / ``sqlite:////absolute.db`` for a ``SqliteBroker`` on that file
+    (a relative path is made absolute here, against the current directory; the file is created
+    on first use, its directory must exist), or a Redis
     URL (``redis://``, ``rediss://`` (TLS), ``unix://``, ``redis+cluster://``,
     ``redis+sentinel://``...) for a ``RedisBroker`` (needs the ``redis`` extra:
     ``pip install taskit[redis]``), or, with ``?shards=N`` (N from 2 to 64), a
@@ -31,6 +36,8 @@ def from_url(url: str, *, result_ttl: float | None = None, timeout: float | None
     parsed = parse_broker_url(url)
     if parsed.scheme == "memory":
         return MemoryBroker(result_ttl=result_ttl)
+    if parsed.path is not None:
+        return SqliteBroker(check_sqlite_file(parsed.path, redact_url(url)), result_ttl=result_ttl)
     if parsed.shards > 1:
         try:
             from taskit.broker.redis.shards import sharded_redis

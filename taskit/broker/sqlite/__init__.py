@@ -1,8 +1,10 @@
 """The SQLite broker (issue 18): ``SqliteBroker``, a durable broker in one SQLite file for the
 processes of one host.
 
-State: the core, with fair groups, limits, dedup windows, workflows and browsing: the whole
-Broker contract. Not yet reachable by URL (``sqlite://``) nor exported from ``taskit.broker``.
+State: the whole Broker contract: the core, with fair groups, limits, dedup windows, workflows
+and browsing. Built by ``taskit.broker.from_url("sqlite:///jobs.db")`` (``taskit._urls``),
+exported as ``taskit.broker.SqliteBroker``, and the ``taskit`` commands' default
+(``taskit._cli_load``).
 
 Inside: ``schema`` (the tables and their version), ``store`` (the connection: each call one
 ``BEGIN IMMEDIATE`` transaction, off the event loop), ``records`` (a row as a ``Job``),
