@@ -75,8 +75,8 @@ class SqliteBroker(Broker):
         self._result_ttl = self._options.current.result_ttl
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._path = os.fspath(path)
-        self._store = Store(self._path, self._clock)
         self._wake = Wakeups(self._path)
+        self._store = Store(self._path, self._clock, self._wake.notify)  # other processes
         self._clock_driven = isinstance(self._clock, FakeClock)
         if isinstance(self._clock, FakeClock):
             self._clock.on_change(self._wake.notify)
@@ -87,8 +87,7 @@ class SqliteBroker(Broker):
     async def _run(self, fn: Callable[[Tx], _T]) -> _T:
         out, ready = await self._store.run(self._ending(fn))
         if ready:
-            self._wake.wake_local()
-            self._wake.notify()
+            self._wake.wake_local()  # the store notified the other processes' waiters
         return out
 
     def _ending(self, fn: Callable[[Tx], _T]) -> Callable[[Tx], _T]:
