@@ -1,6 +1,6 @@
 """The SQLite broker's connection thread (``taskit.broker.sqlite.store``): calls that queue up
 while it is busy share one transaction, each still all or none, each answered after the
-commit; the first call after ``close`` opens the file again."""
+commit, in the order they called; the first call after ``close`` opens the file again."""
 
 from __future__ import annotations
 
@@ -52,9 +52,11 @@ async def test_queued_calls_share_a_commit_and_each_is_all_or_none(tmp_path: Pat
         tx.conn.execute("INSERT INTO paused VALUES ('broken')")
         tx.conn.execute("SELECT * FROM no_such_table")
 
-    answers: dict[str, object] = {}
+    called: list[str] = []
+    answers: dict[str, object] = {}  # in the order the callers resumed
 
     async def call(name: str, fn: object) -> None:
+        called.append(name)  # ``run`` queues the call before it first waits
         try:
             answers[name] = (await store.run(fn))[0]  # type: ignore[arg-type]
         except Exception as exc:
@@ -80,6 +82,7 @@ async def test_queued_calls_share_a_commit_and_each_is_all_or_none(tmp_path: Pat
     assert "no_such_table" in str(answers["broken"])
     assert _paused(db) == {"a", "b"}  # the failed calls' own writes were undone
     assert len(commits) == 2  # ``first`` alone, then the four queued behind it together
+    assert list(answers) == called  # each resumed after the ones that called before it
 
 
 async def test_a_call_after_close_opens_the_file_again(tmp_path: Path) -> None:

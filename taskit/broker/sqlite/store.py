@@ -22,7 +22,6 @@ first finishes the calls queued before it); the next call opens them again.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import sqlite3
@@ -80,18 +79,28 @@ class _Connection:
 
 @dataclass(slots=True, eq=False)
 class _Call(Generic[_T]):
-    """One ``run``: the function, how to tell its event loop it is done, and the answer."""
+    """One ``run``: the function, how to tell its event loop it is done (False: that loop is
+    closed), the answer, whether its caller has resumed, and the call to tell after that."""
 
     fn: Callable[[Tx], _T]
-    done: Callable[[], None]
+    loop: object
+    done: Callable[[], bool]
     out: Any = None
     ready: bool = False
     error: BaseException | None = field(default=None)
+    resumed: bool = False
+    next: _Call[Any] | None = None
 
 
 class _Worker:
     """The connection thread: takes calls from its queue, runs them in groups (``GROUP``),
-    tells ``on_ready``, then each caller, and ends at ``None``, closing its connection."""
+    tells ``on_ready``, then the callers, and ends at ``None``, closing its connection.
+
+    The callers of one event loop resume one after another, in the order they called, as
+    they did when each call was its own transaction: a call is told by the thread or, if the
+    loop's previous call has not resumed yet, by that call's caller once it has. So two calls
+    made in order finish in order (trio, for one, does not wake tasks in the order they were
+    woken); a loop that never resumes its callers holds up no other loop's."""
 
     def __init__(self, path: str, clock: Clock, on_ready: Callable[[], None] | None) -> None:
         self._connection = _Connection(path)
@@ -100,6 +109,8 @@ class _Worker:
         self._on_ready = on_ready
         self.pid = os.getpid()
         self.calls: queue.SimpleQueue[_Call[Any] | None] = queue.SimpleQueue()
+        self._last: dict[object, _Call[Any]] = {}  # per loop: its last call not resumed
+        self._order = threading.Lock()  # ``resumed``, ``next``, ``_last``: thread and callers
         self.thread = threading.Thread(
             target=self._serve, name=f"taskit-sqlite {path}", daemon=True
         )
@@ -123,8 +134,28 @@ class _Worker:
                 group.append(more)
             self._run(group)
             for call in group:
-                call.done()
+                with self._order:
+                    last = self._last.get(call.loop)
+                    self._last[call.loop] = call
+                    if last is not None and not last.resumed:
+                        last.next = call  # told when ``last`` resumes
+                        continue
+                self.tell(call)
         self._connection.close()
+
+    def tell(self, call: _Call[Any] | None) -> None:
+        """Tell ``call`` it is done; past callers whose loop is closed (they never resume),
+        to the next."""
+        while call is not None and not call.done():
+            call = self.resumed(call)
+
+    def resumed(self, call: _Call[Any]) -> _Call[Any] | None:
+        """``call``'s caller has resumed (or never will): the call to tell next, if any."""
+        with self._order:
+            call.resumed = True
+            if self._last.get(call.loop) is call:
+                del self._last[call.loop]
+            return call.next
 
     def _run(self, group: list[_Call[Any]]) -> None:
         """Every call of ``group`` in one transaction (each in a savepoint of its own when
@@ -205,11 +236,16 @@ class Store:
         delivered after it), so a call that took effect is never reported as not run."""
         await anyio.lowlevel.checkpoint_if_cancelled()
         done = anyio.Event()
-        soon = _call_soon(anyio.lowlevel.current_token().native_token)
-        call: _Call[_T] = _Call(fn, lambda: soon(done.set))
-        self._started().calls.put(call)
-        with anyio.CancelScope(shield=True):
-            await done.wait()
+        loop = anyio.lowlevel.current_token().native_token
+        soon = _call_soon(loop)
+        call: _Call[_T] = _Call(fn, loop, lambda: soon(done.set))
+        worker = self._started()
+        worker.calls.put(call)
+        try:
+            with anyio.CancelScope(shield=True):
+                await done.wait()
+        finally:
+            worker.tell(worker.resumed(call))
         if call.error is not None:
             raise call.error
         return call.out, call.ready
@@ -250,16 +286,19 @@ class Store:
             return worker
 
 
-def _call_soon(native: object) -> Callable[[Callable[[], object]], None]:
+def _call_soon(native: object) -> Callable[[Callable[[], object]], bool]:
     """How another thread has ``fn`` called on the event loop of ``native`` (an asyncio loop
-    or a trio token); a loop already closed is not called."""
+    or a trio token); False: the loop is closed, ``fn`` will not be called."""
     schedule: Callable[[Callable[[], object]], object] = getattr(
         native, "call_soon_threadsafe", None
     ) or getattr(native, "run_sync_soon")  # noqa: B009 (mypy: neither is on ``object``)
 
-    def soon(fn: Callable[[], object]) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+    def soon(fn: Callable[[], object]) -> bool:
+        try:
             schedule(fn)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            return False
+        return True
 
     return soon
 
