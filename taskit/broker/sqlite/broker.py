@@ -1,8 +1,9 @@
 """``SqliteBroker``: the Broker contract on one SQLite file, shared by the processes of a host.
 
-Each call is one ``BEGIN IMMEDIATE`` transaction run off the event loop (``store``), so it is
-atomic across processes; the steps it runs are in ``lifecycle``, ``outcomes``, ``admin``,
-``coordination`` and ``streams``. Reserves wait without polling (``wake``).
+Each call runs all or none in a ``BEGIN IMMEDIATE`` transaction off the event loop (``store``:
+calls queued together share one commit), so it is atomic across processes; the steps it runs
+are in ``lifecycle``, ``outcomes``, ``admin``, ``coordination`` and ``streams``. Reserves wait
+without polling (``wake``).
 """
 
 from __future__ import annotations
