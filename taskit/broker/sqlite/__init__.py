@@ -6,9 +6,10 @@ and browsing. Built by ``taskit.broker.from_url("sqlite:///jobs.db")`` (``taskit
 exported as ``taskit.broker.SqliteBroker``, and the ``taskit`` commands' default
 (``taskit._cli_load``).
 
-Inside: ``schema`` (the tables and their version), ``store`` (the connection: each call one
-``BEGIN IMMEDIATE`` transaction, off the event loop), ``records`` (a row as a ``Job``),
-``moves`` (the steps calls share), ``lifecycle`` and ``outcomes`` (a job's way through),
+Inside: ``schema`` (the tables and their version), ``store`` (the connection thread: each call
+all or none in a ``BEGIN IMMEDIATE`` transaction, calls queued together committed together),
+``records`` (a row as a ``Job``), ``moves`` (the steps calls share), ``lifecycle`` and
+``outcomes`` (a job's way through),
 ``fair`` (turns over groups), ``limits`` (slots, lines, rates), ``dedup`` (windows),
 ``workflows`` (waiting jobs, and the ends applied to them), ``admin``, ``browse`` (listings,
 ``promote``, ``forget``, ``stream_tail``), ``tally`` (the per-minute counts), ``coordination``,

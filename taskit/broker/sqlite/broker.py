@@ -1,8 +1,9 @@
 """``SqliteBroker``: the Broker contract on one SQLite file, shared by the processes of a host.
 
-Each call is one ``BEGIN IMMEDIATE`` transaction run off the event loop (``store``), so it is
-atomic across processes; the steps it runs are in ``lifecycle``, ``outcomes``, ``admin``,
-``coordination`` and ``streams``. Reserves wait without polling (``wake``).
+Each call runs all or none in a ``BEGIN IMMEDIATE`` transaction off the event loop (``store``:
+calls queued together share one commit), so it is atomic across processes; the steps it runs
+are in ``lifecycle``, ``outcomes``, ``admin``, ``coordination`` and ``streams``. Reserves wait
+without polling (``wake``).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ class SqliteBroker(Broker):
         self._result_ttl = self._options.current.result_ttl
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._path = os.fspath(path)
-        self._store = Store(self._path, self._clock)
         self._wake = Wakeups(self._path)
+        self._store = Store(self._path, self._clock, self._wake.notify)  # other processes
         self._clock_driven = isinstance(self._clock, FakeClock)
         if isinstance(self._clock, FakeClock):
             self._clock.on_change(self._wake.notify)
@@ -87,8 +88,7 @@ class SqliteBroker(Broker):
     async def _run(self, fn: Callable[[Tx], _T]) -> _T:
         out, ready = await self._store.run(self._ending(fn))
         if ready:
-            self._wake.wake_local()
-            self._wake.notify()
+            self._wake.wake_local()  # the store notified the other processes' waiters
         return out
 
     def _ending(self, fn: Callable[[Tx], _T]) -> Callable[[Tx], _T]:

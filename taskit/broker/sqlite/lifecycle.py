@@ -54,16 +54,26 @@ def enqueue(tx: Tx, given: Sequence[Given], default_ttl: float) -> list[Job]:
     """See ``Broker.enqueue``: ``given`` stored, all or none. ``default_ttl``: the broker's
     result TTL (for a workflow's jobs ended at once)."""
     sweep(tx)
+    rows: dict[str, tuple[object, ...] | None] = {}  # each id's row before the call
     for item in given:  # an unreadable unfinished job of that id: CorruptJobError, nothing stored
-        row = _unfinished(tx, item.job.id)
-        if row is not None:
-            read_job(row)
+        job_id = item.job.id
+        if job_id not in rows:
+            row = rows[job_id] = _row(tx, job_id)
+            if row is not None and row[2] not in _FINISHED:
+                read_job(row)
     workflows.check(tx, [item.job for item in given])  # ValueError: nothing stored
+    # Plain jobs (no dedup, no workflow) touch no row but their own: the rows read above hold,
+    # and their places in line are taken at once. Others look again, as each may change rows.
+    plain = all(item.job.dedup is None and item.job.workflow is None for item in given)
+    ranks = iter(back_ranks(tx, len(given))) if plain else None
     out: list[Job] = []
     stored: Counter[str] = Counter()  # per queue, for the per-minute counts
+    seen: set[str] = set()
     for item in given:
-        row = _unfinished(tx, item.job.id)
-        if row is not None:
+        job_id = item.job.id
+        row = rows[job_id] if plain and job_id not in seen else _row(tx, job_id)
+        seen.add(job_id)
+        if row is not None and row[2] not in _FINISHED:
             out.append(kept_job(read_job(row)))
             continue
         due = _due(tx, item)
@@ -72,8 +82,10 @@ def enqueue(tx: Tx, given: Sequence[Given], default_ttl: float) -> list[Job]:
             if kept is not None:
                 out.append(kept)
                 continue
-        tx.conn.execute("DELETE FROM jobs WHERE id = ?", (item.job.id,))  # a finished one
-        out.append(_insert(tx, item, due, default_ttl))
+        if row is not None:  # a finished one: its record goes
+            tx.conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        rank = next(ranks) if ranks is not None else back_ranks(tx, 1)[0]
+        out.append(_insert(tx, item, due, rank, default_ttl))
         stored[item.job.queue] += 1
         if item.job.dedup is not None:
             dedup.start(tx, item.job, due)
@@ -81,9 +93,10 @@ def enqueue(tx: Tx, given: Sequence[Given], default_ttl: float) -> list[Job]:
     return out
 
 
-def _unfinished(tx: Tx, job_id: str) -> tuple[object, ...] | None:
+def _row(tx: Tx, job_id: str) -> tuple[object, ...] | None:
+    """The row of job ``job_id``, whatever its status (read with ``COLUMNS``)."""
     row: tuple[object, ...] | None = tx.conn.execute(
-        f"SELECT {COLUMNS} FROM jobs WHERE id = ? AND status NOT IN {_FINISHED}", (job_id,)
+        f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)
     ).fetchone()
     return row
 
@@ -93,9 +106,8 @@ def _due(tx: Tx, item: Given) -> float:
     return due if item.scheduled is None else max(due, item.scheduled)
 
 
-def _insert(tx: Tx, item: Given, due: float, default_ttl: float) -> Job:
+def _insert(tx: Tx, item: Given, due: float, rank: int, default_ttl: float) -> Job:
     job = item.job
-    (rank,) = back_ranks(tx, 1)
     if due > tx.now:
         status, sched = JobStatus.SCHEDULED, shown_time(due)
         stored = msgspec.structs.replace(job, status=status, scheduled_at=utc_from_timestamp(sched))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import msgspec
 
 from taskit.broker.sqlite import fair, limits, tally
-from taskit.broker.sqlite.moves import ALIVE, back_ranks, finish, front_ranks
+from taskit.broker.sqlite.moves import ALIVE, back_ranks, front_ranks
 from taskit.broker.sqlite.records import encode_failures, shown_time
 from taskit.broker.sqlite.store import Tx
 from taskit.job import (
@@ -31,36 +31,39 @@ _ENDS = {
     OutcomeKind.CANCEL: JobStatus.CANCELLED,
 }
 _HELD = (
-    "SELECT rank, cancel, attempts, started, failures FROM jobs "
+    "SELECT rank, cancel, attempts, started, failures, queue, leased_at, limit_keys FROM jobs "
     "WHERE id = ? AND token = ? AND status = 'running'"
 )
+_Held = tuple[int, int, int, float | None, bytes | None, str, float | None, str | None]
 
 
 def settle(
     tx: Tx, checked: Sequence[tuple[Outcome, bytes] | None], default_ttl: float
 ) -> list[bool]:
     """Apply each outcome (``None``: one that names no lease, answered ``False``), as
-    ``taskit._storable.storable`` made it: the outcome and its result's bytes."""
+    ``taskit._storable.storable`` made it: the outcome and its result's bytes. Each applied
+    outcome is one ``UPDATE`` of its row; the per-minute counts are added once a call."""
     applied: list[bool] = []
     fronts: list[tuple[int, str]] = []  # (rank when reserved, id): ready again at the front
     freed: list[str] = []  # jobs let out of limit lines by the slots the settled jobs held
+    counted: list[tuple[str, float | None, OutcomeKind]] = []  # for ``tally.settled``
     for given in checked:
         if given is None:
             applied.append(False)
             continue
         outcome, result = given
-        row = tx.conn.execute(_HELD, (outcome.job_id, outcome.token)).fetchone()
+        row: _Held | None = tx.conn.execute(_HELD, (outcome.job_id, outcome.token)).fetchone()
         if row is None:
             applied.append(_settled_as(tx, outcome))
             continue
-        if _apply(tx, outcome, result or None, row, default_ttl):
+        kind = _apply(tx, outcome, result or None, row, default_ttl)
+        counted.append((row[5], row[6], kind))
+        if kind is OutcomeKind.RELEASE or (kind is OutcomeKind.RETRY and not outcome.delay > 0):
             fronts.append((row[0], outcome.job_id))
-        freed += limits.release(tx, outcome.job_id)
-        tx.conn.execute(
-            "UPDATE jobs SET settled = ? WHERE id = ?",
-            (f"{outcome.token} {outcome.kind.value}", outcome.job_id),
-        )
+        if row[7] is not None:  # only a job with limit keys can hold slots
+            freed += limits.release(tx, outcome.job_id)
         applied.append(True)
+    tally.settled(tx, counted)
     if fronts:  # in the order they were reserved, ahead of every waiting job
         fronts.sort()
         ranks = front_ranks(tx, len(fronts))
@@ -83,24 +86,22 @@ def _settled_as(tx: Tx, outcome: Outcome) -> bool:
 
 
 def _apply(
-    tx: Tx,
-    outcome: Outcome,
-    result: bytes | None,
-    row: tuple[int, int, int, float | None, bytes | None],
-    default_ttl: float,
-) -> bool:
-    """Apply a held job's outcome. True: it is pending again, at the front of its priority."""
-    _, cancel, attempts, started, failures = row
-    job_id, kind, now = outcome.job_id, outcome.kind, tx.now
+    tx: Tx, outcome: Outcome, result: bytes | None, row: _Held, default_ttl: float
+) -> OutcomeKind:
+    """Apply a held job's outcome in one ``UPDATE``; the kind applied (a cancel requested
+    while it ran turns a RETRY or RELEASE into CANCEL). A RELEASE, or a RETRY without delay,
+    leaves it PENDING again (the caller puts it at the front of its priority)."""
+    _, cancel, attempts, started, failures = row[:5]
+    kind, now = outcome.kind, tx.now
     if cancel and kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE):
         kind = OutcomeKind.CANCEL  # a cancel requested while it ran wins over a rerun
-    tally.settled(tx, outcome.job_id, kind)
-    conn = tx.conn
+    sets: dict[str, object] = {
+        "token": None,
+        "deadline": None,
+        "settled": f"{outcome.token} {outcome.kind.value}",  # a retried settle is known
+    }
     if outcome.error is not None:
-        conn.execute(
-            "UPDATE jobs SET error = ?, error_type = ?, traceback = ? WHERE id = ?",
-            (outcome.error, outcome.error_type, outcome.traceback, job_id),
-        )
+        sets.update(error=outcome.error, error_type=outcome.error_type, traceback=outcome.traceback)
     if kind in _FAILURES:  # the attempt's history, kept with its error
         attempt = Attempt(
             attempts,
@@ -111,35 +112,25 @@ def _apply(
             outcome.error_type,
         )
         history = (*_history(failures)[1 - MAX_FAILURES :], attempt)
-        conn.execute(
-            "UPDATE jobs SET failures = ?, failed = ? WHERE id = ?",
-            (encode_failures(history), now, job_id),
-        )
-    conn.execute("UPDATE jobs SET token = NULL, deadline = NULL WHERE id = ?", (job_id,))
-    if kind in _ENDS:
+        sets.update(failures=encode_failures(history), failed=now)
+    if kind in _ENDS:  # as ``moves.finish`` ends a job
         if kind is not OutcomeKind.CANCEL:
-            conn.execute("UPDATE jobs SET result = ? WHERE id = ?", (result, job_id))
+            sets["result"] = result
         ttl = default_ttl if outcome.result_ttl is None else outcome.result_ttl
-        finish(tx, job_id, _ENDS[kind], ttl)
-        return False
-    if kind is OutcomeKind.DEAD_LETTER:
+        sets.update(status=_ENDS[kind].value, completed=now, due=None, expires=now + ttl)
+    elif kind is OutcomeKind.DEAD_LETTER:
         (rank,) = back_ranks(tx, 1)
-        conn.execute(
-            "UPDATE jobs SET status = 'dead_letter', completed = ?, rank = ? WHERE id = ?",
-            (now, rank, job_id),
-        )
-        return False
-    if kind is OutcomeKind.RETRY and outcome.delay > 0:
+        sets.update(status="dead_letter", completed=now, rank=rank)
+    elif kind is OutcomeKind.RETRY and outcome.delay > 0:
         due = shown_time(now + outcome.delay)
-        conn.execute(
-            "UPDATE jobs SET status = 'retrying', due = ?, sched = ? WHERE id = ?",
-            (due, due, job_id),
-        )
-        return False
-    if kind is OutcomeKind.RELEASE:  # shutdown handed it back unrun: the attempt is refunded
-        conn.execute("UPDATE jobs SET attempts = max(attempts - 1, 0) WHERE id = ?", (job_id,))
-    conn.execute("UPDATE jobs SET status = 'pending' WHERE id = ?", (job_id,))
-    return True
+        sets.update(status="retrying", due=due, sched=due)
+    else:
+        if kind is OutcomeKind.RELEASE:  # shutdown handed it back unrun: the attempt is refunded
+            sets["attempts"] = max(attempts - 1, 0)
+        sets["status"] = "pending"
+    columns = ", ".join(f"{column} = ?" for column in sets)
+    tx.conn.execute(f"UPDATE jobs SET {columns} WHERE id = ?", (*sets.values(), outcome.job_id))
+    return kind
 
 
 def _history(failures: bytes | None) -> tuple[Attempt, ...]:

@@ -7,42 +7,50 @@ function run inside one ``BEGIN IMMEDIATE`` transaction: the write lock is taken
 so the call is atomic across processes (as one Lua script is on Redis) and never has to upgrade
 a read lock and fail.
 
-``run`` does it off the event loop (``anyio.to_thread.run_sync``, one call at a time per broker
-through a ``CapacityLimiter(1)``), so a call waiting for another process's write lock never
-blocks the loop; it works under asyncio and trio. ``run_blocking`` does it in the calling
-thread, on a connection of its own (``enqueue_blocking``). ``close`` closes both; the next call
-opens them again.
+``run`` does it off the event loop, on the store's own connection thread (started on first
+use), so a call waiting for another process's write lock never blocks the loop; it works under
+asyncio and trio, and from several event loops at once. The thread takes the calls in the order
+they came; the calls that queued up while it was busy it runs in one transaction, each in a
+``SAVEPOINT`` of its own: each is still all or none (one that raises is rolled back alone and
+gets its exception), and each caller hears back only after the commit that made its call
+durable. One commit for several calls is what lets concurrent callers (a worker's reserves and
+settles, many producers) go faster than one transaction a call; a lone caller pays one hop to
+the thread and back, far less than a thread pool's. ``run_blocking`` does it in the calling
+thread, on a connection of its own (``enqueue_blocking``). ``close`` closes both (the thread
+first finishes the calls queued before it); the next call opens them again.
 """
 
 from __future__ import annotations
 
+import os
+import queue
 import sqlite3
 import threading
-import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
 
 from taskit.broker.sqlite.schema import ensure
 from taskit.clock import Clock
 from taskit.errors import BrokerError
 
-__all__ = ["LOCK_WAIT", "Store", "Tx"]
+__all__ = ["GROUP", "LOCK_WAIT", "Store", "Tx"]
 
 #: Seconds a transaction waits for another process's write lock before it fails.
 LOCK_WAIT = 30.0
+#: The most calls the connection thread runs in one transaction.
+GROUP = 64
 
 _T = TypeVar("_T")
 
 
 @dataclass(slots=True)
 class Tx:
-    """One transaction: its connection, the broker's time at its start, and whether it made
-    jobs ready (reserves are then woken after the commit)."""
+    """One call's part of a transaction: its connection, the broker's time at its start, and
+    whether it made jobs ready (reserves are then woken after the commit)."""
 
     conn: sqlite3.Connection
     now: float
@@ -69,40 +77,182 @@ class _Connection:
                 self._conn = None
 
 
-class Store:
-    """The database at ``path``, its transactions timed by ``clock``."""
+@dataclass(slots=True, eq=False)
+class _Call(Generic[_T]):
+    """One ``run``: the function, how to tell its event loop it is done (False: that loop is
+    closed), the answer, whether its caller has resumed, and the call to tell after that."""
 
-    def __init__(self, path: str, clock: Clock) -> None:
+    fn: Callable[[Tx], _T]
+    loop: object
+    done: Callable[[], bool]
+    out: Any = None
+    ready: bool = False
+    error: BaseException | None = field(default=None)
+    resumed: bool = False
+    next: _Call[Any] | None = None
+
+
+class _Worker:
+    """The connection thread: takes calls from its queue, runs them in groups (``GROUP``),
+    tells ``on_ready``, then the callers, and ends at ``None``, closing its connection.
+
+    The callers of one event loop resume one after another, in the order they called, as
+    they did when each call was its own transaction: a call is told by the thread or, if the
+    loop's previous call has not resumed yet, by that call's caller once it has. So two calls
+    made in order finish in order (trio, for one, does not wake tasks in the order they were
+    woken); a loop that never resumes its callers holds up no other loop's."""
+
+    def __init__(self, path: str, clock: Clock, on_ready: Callable[[], None] | None) -> None:
+        self._connection = _Connection(path)
+        self._clock = clock
+        self._path = path
+        self._on_ready = on_ready
+        self.pid = os.getpid()
+        self.calls: queue.SimpleQueue[_Call[Any] | None] = queue.SimpleQueue()
+        self._last: dict[object, _Call[Any]] = {}  # per loop: its last call not resumed
+        self._order = threading.Lock()  # ``resumed``, ``next``, ``_last``: thread and callers
+        self.thread = threading.Thread(
+            target=self._serve, name=f"taskit-sqlite {path}", daemon=True
+        )
+        self.thread.start()
+
+    def _serve(self) -> None:
+        closing = False
+        while not closing:
+            first = self.calls.get()
+            if first is None:
+                break
+            group: list[_Call[Any]] = [first]
+            while len(group) < GROUP:
+                try:
+                    more = self.calls.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    closing = True
+                    break
+                group.append(more)
+            self._run(group)
+            for call in group:
+                with self._order:
+                    last = self._last.get(call.loop)
+                    self._last[call.loop] = call
+                    if last is not None and not last.resumed:
+                        last.next = call  # told when ``last`` resumes
+                        continue
+                self.tell(call)
+        self._connection.close()
+
+    def tell(self, call: _Call[Any] | None) -> None:
+        """Tell ``call`` it is done; past callers whose loop is closed (they never resume),
+        to the next."""
+        while call is not None and not call.done():
+            call = self.resumed(call)
+
+    def resumed(self, call: _Call[Any]) -> _Call[Any] | None:
+        """``call``'s caller has resumed (or never will): the call to tell next, if any."""
+        with self._order:
+            call.resumed = True
+            if self._last.get(call.loop) is call:
+                del self._last[call.loop]
+            return call.next
+
+    def _run(self, group: list[_Call[Any]]) -> None:
+        """Every call of ``group`` in one transaction (each in a savepoint of its own when
+        there are several); a failure of the transaction itself fails them all."""
+        try:
+            conn = self._connection.get()
+            transaction(conn)
+            try:
+                if len(group) == 1:
+                    _alone(conn, group[0], self._clock)
+                else:
+                    for call in group:
+                        _in_savepoint(conn, call, self._clock, self._path)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        except BaseException as exc:  # the transaction failed: no call of it took effect
+            error = _error(exc, self._path)
+            for call in group:
+                if call.error is None:
+                    call.error = error
+                call.ready = False
+            return
+        if self._on_ready is not None and any(call.ready for call in group):
+            self._on_ready()
+
+
+def _alone(conn: sqlite3.Connection, call: _Call[Any], clock: Clock) -> None:
+    """``call`` as the whole transaction: its exception rolls the transaction back."""
+    tx = Tx(conn, clock.time())
+    call.out = call.fn(tx)
+    call.ready = tx.ready
+
+
+def _in_savepoint(conn: sqlite3.Connection, call: _Call[Any], clock: Clock, path: str) -> None:
+    """``call`` in a savepoint: its exception undoes its own changes only, and is its answer
+    (where the savepoint cannot be rolled back, the whole transaction fails)."""
+    conn.execute("SAVEPOINT call")
+    tx = Tx(conn, clock.time())
+    try:
+        call.out = call.fn(tx)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO call")  # sqlite3.Error: the transaction is lost, all fail
+        call.error = _error(exc, path)
+    else:
+        call.ready = tx.ready
+    conn.execute("RELEASE call")
+
+
+def _error(exc: BaseException, path: str) -> BaseException:
+    """What a caller is told of ``exc``: an SQLite error (disk full, I/O error, a damaged
+    file...) as a ``BrokerError`` naming the file, any other as it is."""
+    if not isinstance(exc, sqlite3.Error):
+        return exc
+    error = BrokerError(f"SQLite broker {path!r}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+class Store:
+    """The database at ``path``, its transactions timed by ``clock``. ``on_ready`` (if given)
+    is called on the connection thread after each commit of ``run`` calls of which one made
+    jobs ready, before their callers hear back: once a commit, however many calls it held."""
+
+    def __init__(self, path: str, clock: Clock, on_ready: Callable[[], None] | None = None) -> None:
         self.path = path
         self._clock = clock
-        self._async = _Connection(path)
+        self._on_ready = on_ready
         self._sync = _Connection(path)
-        self._limiters: weakref.WeakKeyDictionary[object, anyio.CapacityLimiter] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._worker: _Worker | None = None
+        self._lock = threading.Lock()  # the worker is started and stopped by any thread
 
     async def run(self, fn: Callable[[Tx], _T]) -> tuple[_T, bool]:
-        """``fn`` in one transaction, in a worker thread; its result, and whether it made jobs
-        ready. An exception rolls everything back and propagates."""
-        return await anyio.to_thread.run_sync(self._call, self._async, fn, limiter=self._limiter())
+        """``fn`` in one transaction, on the connection thread; its result, and whether it made
+        jobs ready. An exception rolls its changes back and propagates. Once handed to the
+        thread the call is waited for even if the caller is cancelled (the cancellation is
+        delivered after it), so a call that took effect is never reported as not run."""
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        done = anyio.Event()
+        loop = anyio.lowlevel.current_token().native_token
+        soon = _call_soon(loop)
+        call: _Call[_T] = _Call(fn, loop, lambda: soon(done.set))
+        worker = self._started()
+        worker.calls.put(call)
+        try:
+            with anyio.CancelScope(shield=True):
+                await done.wait()
+        finally:
+            worker.tell(worker.resumed(call))
+        if call.error is not None:
+            raise call.error
+        return call.out, call.ready
 
     def run_blocking(self, fn: Callable[[Tx], _T]) -> tuple[_T, bool]:
         """``run`` in the calling thread, on the store's second connection."""
-        return self._call(self._sync, fn)
-
-    def close(self) -> None:
-        self._async.close()
-        self._sync.close()
-
-    def _limiter(self) -> anyio.CapacityLimiter:
-        # One per event loop: a limiter belongs to the loop that made it.
-        loop = anyio.lowlevel.current_token().native_token
-        limiter = self._limiters.get(loop)
-        if limiter is None:
-            limiter = self._limiters[loop] = anyio.CapacityLimiter(1)
-        return limiter
-
-    def _call(self, connection: _Connection, fn: Callable[[Tx], _T]) -> tuple[_T, bool]:
+        connection = self._sync
         with connection.lock:
             try:
                 conn = connection.get()
@@ -117,6 +267,40 @@ class Store:
             except sqlite3.Error as exc:  # disk full, I/O error, a damaged file...
                 raise BrokerError(f"SQLite broker {self.path!r}: {exc}") from exc
             return out, tx.ready
+
+    def close(self) -> None:
+        """Close both connections: the thread's once the calls queued before this are done."""
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.calls.put(None)
+            if threading.current_thread() is not worker.thread:
+                worker.thread.join()
+        self._sync.close()
+
+    def _started(self) -> _Worker:
+        with self._lock:
+            worker = self._worker
+            if worker is None or worker.pid != os.getpid():  # none yet, or a forked copy's
+                worker = self._worker = _Worker(self.path, self._clock, self._on_ready)
+            return worker
+
+
+def _call_soon(native: object) -> Callable[[Callable[[], object]], bool]:
+    """How another thread has ``fn`` called on the event loop of ``native`` (an asyncio loop
+    or a trio token); False: the loop is closed, ``fn`` will not be called."""
+    schedule: Callable[[Callable[[], object]], object] = getattr(
+        native, "call_soon_threadsafe", None
+    ) or getattr(native, "run_sync_soon")  # noqa: B009 (mypy: neither is on ``object``)
+
+    def soon(fn: Callable[[], object]) -> bool:
+        try:
+            schedule(fn)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            return False
+        return True
+
+    return soon
 
 
 def transaction(conn: sqlite3.Connection) -> None:

@@ -11,7 +11,8 @@ once per queue a minute), and never read.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 
 from taskit.broker.browse import COUNTS_KEPT, RUN_TIME_BOUNDS, Counts
 from taskit.broker.sqlite.schema import RUN_COLUMNS
@@ -39,18 +40,19 @@ def enqueued(tx: Tx, stored: Mapping[str, int]) -> None:
             _add(tx, queue, ("enqueued",), n)
 
 
-def settled(tx: Tx, job_id: str, kind: OutcomeKind) -> None:
-    """Count the settle of held job ``job_id`` with ``kind`` (as applied: a RETRY turned
-    CANCEL by a cancel request counts as CANCEL), and time its run. RELEASE is not counted."""
-    field = _COUNTED.get(kind)
-    if field is None:
-        return
-    row = tx.conn.execute("SELECT queue, leased_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    if row is None:
-        return
-    queue, leased_at = row
-    run = 0.0 if leased_at is None else max(tx.now - float(leased_at), 0.0)
-    _add(tx, queue, (field, RUN_COLUMNS[bisect_left(RUN_TIME_BOUNDS, run)]), 1)
+def settled(tx: Tx, settles: Iterable[tuple[str, float | None, OutcomeKind]]) -> None:
+    """Count settles of held jobs, each ``(queue, leased_at, kind)``: its queue, when its lease
+    started, and the kind applied (a RETRY turned CANCEL by a cancel request counts as
+    CANCEL), and time their runs. RELEASE is not counted. One upsert per row and bucket."""
+    counted: Counter[tuple[str, str, str]] = Counter()
+    for queue, leased_at, kind in settles:
+        field = _COUNTED.get(kind)
+        if field is None:
+            continue
+        run = 0.0 if leased_at is None else max(tx.now - float(leased_at), 0.0)
+        counted[queue, field, RUN_COLUMNS[bisect_left(RUN_TIME_BOUNDS, run)]] += 1
+    for (queue, field, bucket), n in counted.items():
+        _add(tx, queue, (field, bucket), n)
 
 
 def _add(tx: Tx, queue: str, columns: Sequence[str], n: int) -> None:

@@ -1,0 +1,95 @@
+"""The SQLite broker's connection thread (``taskit.broker.sqlite.store``): calls that queue up
+while it is busy share one transaction, each still all or none, each answered after the
+commit, in the order they called; the first call after ``close`` opens the file again."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from taskit.broker.sqlite.store import Store, Tx
+from taskit.clock import SystemClock
+from taskit.errors import BrokerError
+
+pytestmark = pytest.mark.anyio
+
+
+def _pause(name: str) -> object:
+    def fn(tx: Tx) -> str:
+        tx.conn.execute("INSERT INTO paused VALUES (?)", (name,))
+        return name
+
+    return fn
+
+
+def _paused(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {queue for (queue,) in conn.execute("SELECT queue FROM paused")}
+
+
+async def test_queued_calls_share_a_commit_and_each_is_all_or_none(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    store = Store(str(db), SystemClock())
+    entered, gate = threading.Event(), threading.Event()
+    commits: list[int] = []
+
+    def first(tx: Tx) -> str:
+        tx.conn.set_trace_callback(lambda sql: commits.append(1) if sql == "COMMIT" else None)
+        entered.set()
+        gate.wait(10)
+        return "first"
+
+    def refused(tx: Tx) -> None:
+        tx.conn.execute("INSERT INTO paused VALUES ('refused')")
+        raise ValueError("refused")
+
+    def broken(tx: Tx) -> None:
+        tx.conn.execute("INSERT INTO paused VALUES ('broken')")
+        tx.conn.execute("SELECT * FROM no_such_table")
+
+    called: list[str] = []
+    answers: dict[str, object] = {}  # in the order the callers resumed
+
+    async def call(name: str, fn: object) -> None:
+        called.append(name)  # ``run`` queues the call before it first waits
+        try:
+            answers[name] = (await store.run(fn))[0]  # type: ignore[arg-type]
+        except Exception as exc:
+            answers[name] = exc
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "first", first)
+            await anyio.to_thread.run_sync(entered.wait)
+            for name, fn in (("a", _pause("a")), ("refused", refused), ("broken", broken),
+                             ("b", _pause("b"))):  # fmt: skip
+                tg.start_soon(call, name, fn)
+            await anyio.wait_all_tasks_blocked()  # all four are queued behind ``first``
+            gate.set()
+    finally:
+        store.close()
+
+    assert answers["first"] == "first"
+    assert answers["a"] == "a"
+    assert answers["b"] == "b"
+    assert isinstance(answers["refused"], ValueError)
+    assert isinstance(answers["broken"], BrokerError)
+    assert "no_such_table" in str(answers["broken"])
+    assert _paused(db) == {"a", "b"}  # the failed calls' own writes were undone
+    assert len(commits) == 2  # ``first`` alone, then the four queued behind it together
+    assert list(answers) == called  # each resumed after the ones that called before it
+
+
+async def test_a_call_after_close_opens_the_file_again(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    store = Store(str(db), SystemClock())
+    assert (await store.run(_pause("a")))[0] == "a"  # type: ignore[arg-type]
+    store.close()
+    assert (await store.run(_pause("b")))[0] == "b"  # type: ignore[arg-type]
+    store.close()
+    assert _paused(db) == {"a", "b"}
