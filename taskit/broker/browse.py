@@ -38,9 +38,12 @@ per-minute hash with an expiry), never recomputed by scanning.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -56,8 +59,10 @@ __all__ = [
     "JobPage",
     "Listing",
     "check_page",
+    "make_cursor",
     "matches",
     "quantile",
+    "read_cursor",
     "searchable",
 ]
 
@@ -143,6 +148,32 @@ def check_page(limit: int, cursor: str | None) -> None:
         raise ValueError(f"list_jobs: limit must be an int from 1 to {MAX_PAGE}, got {limit!r}")
     if cursor is not None and (not isinstance(cursor, str) or not cursor):
         raise ValueError(f"list_jobs: cursor must be a cursor a page returned, got {cursor!r}")
+
+
+def make_cursor(listing: Listing, queue: str, place: Sequence[Any]) -> str:
+    """A ``list_jobs`` cursor: where a walk of ``queue``'s ``listing`` stopped (``place``, the
+    broker's own sort key of the last job listed), bound to that queue and listing."""
+    raw = msgspec.msgpack.encode([listing.value, queue, *place])
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def read_cursor(cursor: str, queue: str, listing: Listing, place: Any) -> tuple[Any, ...]:
+    """The place a ``make_cursor`` cursor continues from, decoded as ``place`` (a tuple type of
+    the broker's sort key); ``ValueError`` naming a cursor not made for ``queue`` and
+    ``listing``, or not made by ``make_cursor`` with that key."""
+    try:
+        raw = base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True)
+        made, for_queue, *rest = msgspec.msgpack.decode(raw, type=list[Any])
+        made, for_queue = msgspec.convert([made, for_queue], type=tuple[str, str])
+        key: tuple[Any, ...] = msgspec.convert(rest, type=place)
+    except (UnicodeEncodeError, binascii.Error, msgspec.DecodeError, ValueError):
+        raise ValueError(f"list_jobs: cursor {cursor!r} is not one a page returned") from None
+    if (made, for_queue) != (listing.value, queue):
+        raise ValueError(
+            f"list_jobs: cursor {cursor!r} continues the {made} listing of queue "
+            f"{for_queue!r}, not the {listing.value} listing of {queue!r}"
+        )
+    return key
 
 
 def searchable(job: Job) -> str:

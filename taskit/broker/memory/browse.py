@@ -18,16 +18,21 @@ lease deadline, which ``extend`` moves later: one extended during a walk may com
 
 from __future__ import annotations
 
-import base64
-import binascii
 import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from itertools import islice
 
-import msgspec
-
-from taskit.broker.browse import SCAN_BUDGET, Counts, JobPage, Listing, check_page, matches
+from taskit.broker.browse import (
+    SCAN_BUDGET,
+    Counts,
+    JobPage,
+    Listing,
+    check_page,
+    make_cursor,
+    matches,
+    read_cursor,
+)
 from taskit.broker.memory.ended import EndIndex, MinuteCounts
 from taskit.broker.memory.state import Record, copy_job
 from taskit.broker.memory.wakeup import wake_all
@@ -93,7 +98,7 @@ class BrowseState(WorkflowsState):
                         break
         page_cursor = None
         if last is not None and len(found) > scanned:  # jobs after the last examined
-            page_cursor = _cursor(listing, queue, last)
+            page_cursor = make_cursor(listing, queue, last)
         return JobPage(jobs, page_cursor, scanned)
 
     async def counts(
@@ -234,24 +239,5 @@ def _past(places: Iterable[_Place], after: _Place) -> Iterable[_Place]:
     return (place for place in places if place > after)
 
 
-def _cursor(listing: Listing, queue: str, place: _Place) -> str:
-    raw = msgspec.msgpack.encode([listing.value, queue, *place])
-    return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
 def _place_of(cursor: str, queue: str, listing: Listing) -> _Place:
-    """The place a cursor continues from; ``ValueError`` naming a cursor this broker did not
-    make for ``queue`` and ``listing``."""
-    try:
-        raw = base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True)
-        made, for_queue, a, b, job_id = msgspec.msgpack.decode(
-            raw, type=tuple[str, str, float, float, str]
-        )
-    except (UnicodeEncodeError, binascii.Error, msgspec.DecodeError):
-        raise ValueError(f"list_jobs: cursor {cursor!r} is not one a page returned") from None
-    if (made, for_queue) != (listing.value, queue):
-        raise ValueError(
-            f"list_jobs: cursor {cursor!r} continues the {made} listing of queue "
-            f"{for_queue!r}, not the {listing.value} listing of {queue!r}"
-        )
-    return (a, b, job_id)
+    return read_cursor(cursor, queue, listing, _Place)

@@ -19,14 +19,12 @@ which ``extend`` moves later: it may come again). The orders:
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
 
-from taskit.broker.browse import SCAN_BUDGET, JobPage, Listing, matches
+from taskit.broker.browse import SCAN_BUDGET, JobPage, Listing, make_cursor, matches, read_cursor
 from taskit.broker.checks import corrupt_job
 from taskit.broker.sqlite.moves import ALIVE, back_ranks, promote, sweep
 from taskit.broker.sqlite.records import COLUMNS, read_job
@@ -117,7 +115,7 @@ def list_jobs(
                 break
     page_cursor = None
     if last is not None and len(rows) > scanned:  # rows after the last examined
-        page_cursor = _cursor(listing, queue, last)
+        page_cursor = make_cursor(listing, queue, last)
     return JobPage(jobs, page_cursor, scanned)
 
 
@@ -234,24 +232,5 @@ def stream_tail(tx: Tx, stream: str, after: str | None, count: int) -> list[tupl
     return [(f"0-{n}", bytes(entry)) for n, entry in rows]
 
 
-def _cursor(listing: Listing, queue: str, place: _Place) -> str:
-    raw = msgspec.msgpack.encode([listing.value, queue, *place])
-    return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
 def _place_of(cursor: str, queue: str, listing: Listing) -> _Place:
-    """The place a cursor continues from; ``ValueError`` naming a cursor this broker did not
-    make for ``queue`` and ``listing``."""
-    try:
-        raw = base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True)
-        made, for_queue, key, tied = msgspec.msgpack.decode(
-            raw, type=tuple[str, str, float | int, int]
-        )
-    except (UnicodeEncodeError, binascii.Error, msgspec.DecodeError):
-        raise ValueError(f"list_jobs: cursor {cursor!r} is not one a page returned") from None
-    if (made, for_queue) != (listing.value, queue):
-        raise ValueError(
-            f"list_jobs: cursor {cursor!r} continues the {made} listing of queue "
-            f"{for_queue!r}, not the {listing.value} listing of {queue!r}"
-        )
-    return (key, tied)
+    return read_cursor(cursor, queue, listing, tuple[float | int, int])
