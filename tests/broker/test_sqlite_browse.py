@@ -1,6 +1,5 @@
-"""The SQLite broker's browsing, beyond the conformance suite: every listing but DEFERRED walked
-in its order (the conformance walk seeds a workflow, not built on SQLite yet), each page an
-index seek (the query plans), the per-minute counts on a clock moved by hand (exact run-time
+"""The SQLite broker's browsing, beyond the conformance suite (whose walk of every listing runs
+on SQLite too): each page an index seek (the query plans), the per-minute counts on a clock moved by hand (exact run-time
 buckets, a reclaimed run timed from its reclaim, minutes kept ``COUNTS_KEPT``), and a file of
 schema version 1 given the browsing tables."""
 
@@ -19,7 +18,7 @@ from taskit.broker.sqlite.schema import VERSION, ensure
 from taskit.broker.sqlite.store import Tx
 from taskit.clock import FakeClock
 from taskit.job import OutcomeKind
-from tests.broker._browse import full_pages, listed, name_id, name_of, named, take_each, walk
+from tests.broker._browse import name_id, name_of, named, take_each
 from tests.broker._helpers import LONG, make_job, new_queue, outcome
 
 pytestmark = pytest.mark.anyio
@@ -84,20 +83,6 @@ async def seed(broker: SqliteBroker, clock: FakeClock, q: str) -> dict[Listing, 
         ),
         Listing.DEAD: ids("dead3", "dead2", "dead1", "dead0"),
     }
-
-
-async def test_every_listing_is_walked_once_in_its_order(
-    broker: SqliteBroker, clock: FakeClock
-) -> None:
-    q = new_queue()
-    expected = await seed(broker, clock, q)
-    await broker.enqueue([make_job(new_queue())])  # another queue's: never listed for ``q``
-
-    for listing in Listing:
-        pages = await walk(broker, q, listing)
-        assert listed(pages) == expected[listing], listing
-        full_pages(broker, pages, len(expected[listing]))
-        assert all(job.status is listing.status for page in pages for job in page.jobs)
 
 
 class _Planned:
