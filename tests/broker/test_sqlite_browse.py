@@ -1,7 +1,7 @@
 """The SQLite broker's browsing, beyond the conformance suite (whose walk of every listing runs
-on SQLite too): each page an index seek (the query plans), the per-minute counts on a clock moved by hand (exact run-time
-buckets, a reclaimed run timed from its reclaim, minutes kept ``COUNTS_KEPT``), and a file of
-schema version 1 given the browsing tables."""
+on SQLite too): each page an index seek (the query plans), the per-minute counts on a clock
+moved by hand (exact run-time buckets, a reclaimed run timed from its reclaim, minutes kept
+``COUNTS_KEPT``), and a file of schema version 1 given the browsing tables."""
 
 from __future__ import annotations
 
