@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 
 from benchmarks import probe
+from benchmarks.peers import bodies
 from taskit import App
 
 
 def make_app(url: str) -> App:
-    """An App on ``url`` with the three benchmark tasks: noop, noop_sync, stamp."""
+    """An App on ``url`` with the benchmark tasks: noop, stamp and the bodies of
+    ``benchmarks.peers.bodies`` (ran, io), each also as a ``def`` (``*_sync``)."""
     app = App(url)
 
     @app.task(name="noop")
@@ -24,7 +26,15 @@ def make_app(url: str) -> App:
     async def stamp(sent: float) -> None:
         probe.stamp(sent)
 
+    app.task(name="ran")(_ran)
+    app.task(name="ran_sync")(bodies.ran)
+    app.task(name="io")(bodies.io)
+    app.task(name="io_sync")(bodies.io_sync)
     return app
+
+
+async def _ran() -> None:
+    bodies.ran()
 
 
 #: The App's broker: ``BENCH_APP_URL`` when set (``benchmarks/shards.py``: a Redis Cluster, while

@@ -7,7 +7,7 @@ import sys
 from importlib.metadata import version
 from typing import Any
 
-from benchmarks.peers.base import System
+from benchmarks.peers.base import System, task_name
 from benchmarks.peers.taskit_app import make_app
 from taskit import App, Task
 
@@ -26,7 +26,6 @@ class Bench(System):
         super().__init__(url)
         self.app: App = make_app(url)
         self.noop: Task[..., Any] = self.app.get_task("noop")
-        self.noop_sync: Task[..., Any] = self.app.get_task("noop_sync")
         self.stamp: Task[..., Any] = self.app.get_task("stamp")
 
     async def open(self) -> None:
@@ -35,8 +34,8 @@ class Bench(System):
     async def close(self) -> None:
         await self.app.close()
 
-    async def enqueue(self, *, sync_job: bool = False) -> None:
-        await (self.noop_sync if sync_job else self.noop).enqueue()
+    async def enqueue(self, *, sync_job: bool = False, body: str = "noop") -> None:
+        await self.app.get_task(task_name(body, sync_job)).enqueue()
 
     async def enqueue_stamped(self, sent: float) -> None:
         await self.stamp.enqueue(sent)
@@ -47,8 +46,8 @@ class Bench(System):
     def enqueue_blocking(self) -> None:
         self.noop.enqueue_sync()
 
-    async def enqueue_batch(self, count: int, *, sync_job: bool = False) -> None:
-        task = self.noop_sync if sync_job else self.noop
+    async def enqueue_batch(self, count: int, *, sync_job: bool = False, body: str = "noop") -> None:
+        task = self.app.get_task(task_name(body, sync_job))
         await self.app.enqueue_many([task.prepare() for _ in range(count)])
 
     def worker_command(self) -> list[str]:

@@ -1,0 +1,27 @@
+"""The jobs of the systems that run plain functions only (Celery, RQ, Dramatiq, Huey), as plain
+functions each app module wraps in its own decorator: ``noop_sync`` and ``stamp`` for
+``benchmarks.run``, and the bodies of ``benchmarks.peers.bodies``."""
+
+from __future__ import annotations
+
+from benchmarks import probe
+from benchmarks.peers import bodies
+
+__all__ = ["JOBS"]
+
+
+def noop_sync() -> None:
+    probe.tally()
+
+
+def stamp(sent: float) -> None:
+    probe.stamp(sent)
+
+
+#: task name -> function
+JOBS = {
+    "noop_sync": noop_sync,
+    "stamp": stamp,
+    "ran_sync": bodies.ran,
+    "io_sync": bodies.io_sync,
+}
