@@ -32,9 +32,17 @@ def make_broker(url: str) -> RedisStreamBroker:
     async def ran() -> None:
         bodies.ran()
 
-    broker.task(task_name="ran_sync")(bodies.ran)
-    broker.task(task_name="io")(bodies.io)
-    broker.task(task_name="io_sync")(bodies.io_sync)
+    @broker.task(task_name="ran_sync")
+    def ran_sync() -> None:
+        bodies.ran()
+
+    @broker.task(task_name="io")
+    async def io() -> None:
+        await bodies.io()
+
+    @broker.task(task_name="io_sync")
+    def io_sync() -> None:
+        bodies.io_sync()
     return broker
 
 

@@ -26,15 +26,23 @@ def make_app(url: str) -> App:
     async def stamp(sent: float) -> None:
         probe.stamp(sent)
 
-    app.task(name="ran")(_ran)
-    app.task(name="ran_sync")(bodies.ran)
-    app.task(name="io")(bodies.io)
-    app.task(name="io_sync")(bodies.io_sync)
+    @app.task(name="ran")
+    async def ran() -> None:
+        bodies.ran()
+
+    @app.task(name="ran_sync")
+    def ran_sync() -> None:
+        bodies.ran()
+
+    @app.task(name="io")
+    async def io() -> None:
+        await bodies.io()
+
+    @app.task(name="io_sync")
+    def io_sync() -> None:
+        bodies.io_sync()
+
     return app
-
-
-async def _ran() -> None:
-    bodies.ran()
 
 
 #: The App's broker: ``BENCH_APP_URL`` when set (``benchmarks/shards.py``: a Redis Cluster, while
