@@ -1,6 +1,6 @@
 """Drain rates of taskit and all seven peers, with both job bodies, side by side.
 
-    benchmarks/.venv-peers/bin/python -m benchmarks.peers_drain --quick    # ~2 minutes
+    benchmarks/.venv-peers/bin/python -m benchmarks.peers_drain --quick    # ~3 minutes
     benchmarks/.venv-peers/bin/python -m benchmarks.peers_drain            # median of 3
 
 For each job body (``ran``: the job only appends a line to a file; ``io``: it makes one Redis
@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -153,39 +154,88 @@ def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"
 
 
-def markdown(args: argparse.Namespace, runs: dict[str, list[Figures]], versions: dict[str, str],
-             driven: dict[str, str], jobs: int) -> str:  # fmt: skip
+def markdown(
+    args: argparse.Namespace,
+    runs: dict[str, list[Figures]],
+    versions: dict[str, str],
+    driven: dict[str, str],
+    jobs: int,
+) -> str:
     medians, ratios = summarise(runs)
     names = list(medians)
     peers = [n for n in names if n != "taskit"]
     mode = "QUICK: one run, small, noisy" if args.quick else f"median of {args.runs} runs"
     lines = [
-        f"# Drains, taskit and its peers, both job bodies, {time.strftime('%Y-%m-%d %H:%M')} "
-        f"UTC ({mode})", "", machine_line(),
+        "# Drains, taskit and its peers, both job bodies, "
+        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} "
+        f"UTC ({mode})",
+        "",
+        machine_line(),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         f"{jobs:,} jobs queued, then one worker drains them. Command: `python -m "
         f"benchmarks.peers_drain {' '.join(sys.argv[1:])}`. Ratios taskit / peer within each "
         "run, then the median (↓ rows: below 1 favours taskit). n/a: the system runs no such "
-        "function. RQ drains a tenth of the jobs (its fork per job is slow; `drain_share`).", "",
+        "function. RQ drains a tenth of the jobs (its fork per job is slow; `drain_share`). "
+        f"taskit's worker: `--loop {args.taskit_loop}`.",
+        "",
         "| figure | unit | " + " | ".join(names) + "".join(f" | taskit/{p}" for p in peers) + " |",
         "|---|---|" + "---:|" * (len(names) + len(peers)),
-    ]  # fmt: skip
+    ]
     for key, label, unit in ROWS:
         cells = [_fmt(medians[n].get(key)) for n in names]
         cells += [_fmt(ratios.get(p, {}).get(key)) for p in peers]
         lines.append(f"| {label} | {unit} | " + " | ".join(cells) + " |")
-    extra = [f"{n} {k.removesuffix('_extra_runs')}: {int(v)} run(s) more than jobs queued"
-             for n, rs in runs.items() for r in rs for k, v in r.items()
-             if k.endswith("_extra_runs") and v]  # fmt: skip
-    lines += ["", "Jobs run more than once (each job counted; a line per run): "
-              + ("; ".join(extra) if extra else "none") + "."]  # fmt: skip
+    extra = [
+        f"{n} {k.removesuffix('_extra_runs')}: {int(v)} run(s) more than jobs queued"
+        for n, rs in runs.items()
+        for r in rs
+        for k, v in r.items()
+        if k.endswith("_extra_runs") and v
+    ]
+    lines += [
+        "",
+        "Jobs run more than once (each job counted; a line per run): "
+        + ("; ".join(extra) if extra else "none")
+        + ".",
+    ]
     lines += ["", "How each worker was run:", ""]
     lines += [f"- **{n}**: {d}" for n, d in driven.items()]
     return "\n".join(lines) + "\n"
 
 
+def save(
+    args: argparse.Namespace,
+    runs: dict[str, list[Figures]],
+    versions: dict[str, str],
+    driven: dict[str, str],
+    jobs: int,
+) -> str:
+    """Write ``peers-drain-<date>[-quick].md`` and ``.json`` under ``args.out``; the table."""
+    medians, ratios = summarise(runs)
+    table = markdown(args, runs, versions, driven, jobs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = (
+        out
+        / f"peers-drain-{time.strftime('%Y-%m-%d', time.gmtime())}{'-quick' if args.quick else ''}"
+    )
+    stem.with_suffix(".md").write_text(table)
+    raw = {
+        "runs": runs,
+        "medians": medians,
+        "ratios": ratios,
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_line(),
+        "jobs": jobs,
+        "argv": sys.argv[1:],
+    }
+    stem.with_suffix(".json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    return table
+
+
 async def main(args: argparse.Namespace) -> int:
-    jobs = 2_000 if args.quick else args.jobs
+    jobs = 1_000 if args.quick else args.jobs
     systems: dict[str, type[System]] = {}
     for name in args.system or list(SYSTEMS):
         found = load(name)
@@ -199,31 +249,30 @@ async def main(args: argparse.Namespace) -> int:
             print(f"run {i + 1}/{args.runs}", flush=True)
             for name, figures in (await one_run(systems, url, jobs)).items():
                 runs[name].append(figures)
-    medians, ratios = summarise(runs)
     versions = package_versions(("redis", "hiredis")) | {"redis-server": str(version)}
     for cls in systems.values():
         versions |= cls(url).versions()
     driven = {n: c.driven for n, c in systems.items()}
-    table = markdown(args, runs, versions, driven, jobs)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"peers-drain-{time.strftime('%Y-%m-%d')}{'-quick' if args.quick else ''}"
-    stem.with_suffix(".md").write_text(table)
-    raw = {"runs": runs, "medians": medians, "ratios": ratios, "versions": versions,
-           "machine": machine_line(), "jobs": jobs, "argv": sys.argv[1:]}  # fmt: skip
-    stem.with_suffix(".json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    table = save(args, runs, versions, driven, jobs)
     print(table)
     return 0
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 jobs, one run")
+    parser.add_argument("--quick", action="store_true", help="1,000 jobs, one run")
     parser.add_argument("--runs", type=int, help="runs to take the median of (default 3)")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs per drain (full mode)")
     parser.add_argument("--system", action="append", choices=list(SYSTEMS), help="repeatable")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument(
+        "--taskit-loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="taskit worker's --loop (auto: uvloop when installed)",
+    )
     args = parser.parse_args(argv)
+    os.environ["BENCH_TASKIT_LOOP"] = args.taskit_loop
     if args.runs is None:
         args.runs = 1 if args.quick else 3
     return args

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import re
 import signal
@@ -76,13 +75,38 @@ class Round:
 def server_argv(system: str, stack: str, procs: int, port: int) -> list[str]:
     """uvicorn or gunicorn for the system's app, ``procs`` web processes, no access log."""
     if stack == "asgi":
-        argv = [sys.executable, "-m", "uvicorn", f"{APPS}.{system}_asgi:api", "--host",
-                "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"{APPS}.{system}_asgi:api",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
         return argv + (["--workers", str(procs)] if procs > 1 else [])
-    return [sys.executable, "-m", "gunicorn", f"{APPS}.{system}_wsgi:web",
-            "--bind", f"127.0.0.1:{port}", "--workers", str(procs), "--worker-class", "gthread",
-            "--threads", "8", "--log-level", "warning",
-            "--config", str(ROOT / "benchmarks/peers/webapps/gunicorn_conf.py")]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        f"{APPS}.{system}_wsgi:web",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(procs),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "8",
+        "--log-level",
+        "warning",
+        "--config",
+        str(ROOT / "benchmarks/peers/webapps/gunicorn_conf.py"),
+    ]
 
 
 def wrk(url: str, seconds: float) -> tuple[float, int, int, int]:
@@ -90,8 +114,10 @@ def wrk(url: str, seconds: float) -> tuple[float, int, int, int]:
     script = ROOT / "benchmarks/peers/webapps/post.lua"
     out = subprocess.run(
         ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "-s", str(script), url],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
     non = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -133,8 +159,14 @@ class Stage:
 
     def start(self, timeout: float = 60.0) -> None:
         self.worker.start()
-        self.server = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, start_new_session=True,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        self.server = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + timeout
         while not _post(self.url):
             if self.server.poll() is not None or time.monotonic() > deadline:
@@ -214,12 +246,16 @@ async def main(args: argparse.Namespace) -> int:
         for i in range(args.rounds):
             for procs in args.procs:
                 for stack, system in stacks:
-                    r = await measure(Round(system, stack, procs, i), url, args.warm, args.seconds,
-                                      args.drain_cap)  # fmt: skip
+                    r = await measure(
+                        Round(system, stack, procs, i), url, args.warm, args.seconds, args.drain_cap
+                    )
                     rounds.append(r)
                     flag = "  MISMATCH: " + "; ".join(r.problems) if r.problems else ""
-                    print(f"round {i + 1} {stack} {procs}p {system:9} {r.rps:8,.0f} req/s "
-                          f"{r.enqueued:7,} jobs, drained +{r.drain_s:4.1f} s{flag}", flush=True)  # fmt: skip
+                    print(
+                        f"round {i + 1} {stack} {procs}p {system:9} {r.rps:8,.0f} req/s "
+                        f"{r.enqueued:7,} jobs, drained +{r.drain_s:4.1f} s{flag}",
+                        flush=True,
+                    )
         table = write(args, rounds, url, time.monotonic() - began)
     print(table)
     return 1 if any(r.problems for r in rounds) else 0
@@ -232,11 +268,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="timed wrk span; default 10 (quick 3)")
     parser.add_argument("--warm", type=float, help="wrk warm-up; default 2 (quick 1)")
     parser.add_argument("--procs", type=int, action="append", help="web processes; default 1, 4")
-    parser.add_argument("--drain-cap", type=float, help="seconds to wait for the worker "
-                        "after wrk; default 60 (quick 20)")  # fmt: skip
+    parser.add_argument(
+        "--drain-cap",
+        type=float,
+        help="seconds to wait for the worker after wrk; default 60 (quick 20)",
+    )
     parser.add_argument("--system", action="append", help="repeatable; default all")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument(
+        "--taskit-loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="taskit worker's --loop (auto: uvloop when installed)",
+    )
     args = parser.parse_args(argv)
+    os.environ["BENCH_TASKIT_LOOP"] = args.taskit_loop
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
     args.warm = args.warm or (1.0 if args.quick else 2.0)

@@ -43,8 +43,12 @@ def summary(rounds: list[Round]) -> dict[str, dict[str, float | None]]:
         if r.system == "taskit":
             ratios, cpu_ratios = [], []
             for x in mine:
-                peers = [p for p in rounds if (p.stack, p.procs, p.index) == (x.stack, x.procs,
-                         x.index) and p.system != "taskit"]  # fmt: skip
+                peers = [
+                    p
+                    for p in rounds
+                    if (p.stack, p.procs, p.index) == (x.stack, x.procs, x.index)
+                    and p.system != "taskit"
+                ]
                 if peers:
                     best = max(peers, key=lambda p: p.rps)
                     ratios.append(x.rps / best.rps)
@@ -60,42 +64,70 @@ def _fmt(v: float | None, digits: int = 0) -> str:
     return "n/a" if v is None else f"{v:,.{digits}f}"
 
 
-def markdown(args: argparse.Namespace, rounds: list[Round], versions: dict[str, str],
-             when: datetime, took: float) -> str:  # fmt: skip
+def markdown(
+    args: argparse.Namespace,
+    rounds: list[Round],
+    versions: dict[str, str],
+    when: datetime,
+    took: float,
+) -> str:
     summ = summary(rounds)
     mode = "QUICK: one short round, NOISY" if args.quick else f"median of {args.rounds} rounds"
     lines = [
-        f"# Web traffic: a POST that enqueues one job, {when:%Y-%m-%d %H:%M} UTC ({mode})", "",
+        f"# Web traffic: a POST that enqueues one job, {when:%Y-%m-%d %H:%M} UTC ({mode})",
+        "",
         machine_line(),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         f"wrk -t2 -c64, {args.warm:g} s warm-up, {args.seconds:g} s timed, a worker draining "
         f"throughout; rounds interleaved. Command: `python -m benchmarks.web "
-        f"{' '.join(sys.argv[1:])}` ({took / 60:.1f} min).", "",
+        f"{' '.join(sys.argv[1:])}` ({took / 60:.1f} min); taskit's worker `--loop "
+        f"{args.taskit_loop}`.",
+        "",
         "taskit / best peer: taskit's req/s over the best peer's of the same round, the "
         "median over rounds. Worker CPU per job: the worker's whole process tree over the timed "
-        "span and the drain after it, divided by the jobs enqueued in the span.", "",
-    ]  # fmt: skip
+        "span and the drain after it, divided by the jobs enqueued in the span.",
+        "",
+    ]
     for stack, title in STACKS.items():
         for procs in args.procs:
             keys = [k for k in summ if k.startswith(f"{stack}/{procs}/")]
             if not keys:
                 continue
-            lines += [f"## {title}, {procs} web process{'es' if procs > 1 else ''}", "",
-                      "| system | req/s ↑ | worker CPU per job (µs) ↓ | rounds with a mismatch |",
-                      "|---|---:|---:|---:|"]  # fmt: skip
+            lines += [
+                f"## {title}, {procs} web process{'es' if procs > 1 else ''}",
+                "",
+                "| system | req/s ↑ | worker CPU per job (µs) ↓ | rounds with a mismatch |",
+                "|---|---:|---:|---:|",
+            ]
             for k in keys:
                 s = summ[k]
-                lines.append(f"| {k.rsplit('/', 1)[1]} | {_fmt(s['rps'])} | "
-                             f"{_fmt(s['worker_cpu_us'])} | {_fmt(s['mismatches'])} |")  # fmt: skip
+                lines.append(
+                    f"| {k.rsplit('/', 1)[1]} | {_fmt(s['rps'])} | "
+                    f"{_fmt(s['worker_cpu_us'])} | {_fmt(s['mismatches'])} |"
+                )
             t = summ.get(f"{stack}/{procs}/taskit", {})
-            lines += ["", f"taskit / best peer (req/s): **{_fmt(t.get('vs_best_peer'), 2)}**"
-                      + (f"; taskit / Huey (worker CPU per job): **{_fmt(t.get('cpu_vs_huey'), 2)}**"
-                         if stack == "wsgi" else ""), ""]  # fmt: skip
-    problems = [f"round {r.index + 1} {r.stack} {r.procs}p {r.system}: " + "; ".join(r.problems)
-                for r in rounds if r.problems]  # fmt: skip
-    lines += ["## Checks", "", "Every round: jobs enqueued = jobs run; wrk's 2xx ≤ enqueued ≤ "
-              "2xx + 64; no non-2xx, no socket errors. "
-              + ("MISMATCHES:" if problems else "All rounds passed.")]  # fmt: skip
+            lines += [
+                "",
+                f"taskit / best peer (req/s): **{_fmt(t.get('vs_best_peer'), 2)}**"
+                + (
+                    f"; taskit / Huey (worker CPU per job): **{_fmt(t.get('cpu_vs_huey'), 2)}**"
+                    if stack == "wsgi"
+                    else ""
+                ),
+                "",
+            ]
+    problems = [
+        f"round {r.index + 1} {r.stack} {r.procs}p {r.system}: " + "; ".join(r.problems)
+        for r in rounds
+        if r.problems
+    ]
+    lines += [
+        "## Checks",
+        "",
+        "Every round: jobs enqueued = jobs run; wrk's 2xx ≤ enqueued ≤ "
+        "2xx + 64; no non-2xx, no socket errors. "
+        + ("MISMATCHES:" if problems else "All rounds passed."),
+    ]
     lines += [f"- {p}" for p in problems]
     return "\n".join(lines) + "\n"
 
@@ -133,8 +165,9 @@ def figure(args: argparse.Namespace, rounds: list[Round], path: Path) -> bool:
 def write(args: argparse.Namespace, rounds: list[Round], url: str, took: float) -> str:
     """Write ``web-<date>[-quick].md``, ``.json`` and ``.png`` under ``args.out``."""
     when = datetime.now(UTC)
-    versions = package_versions(("redis", "hiredis", "fastapi", "uvicorn", "uvloop", "flask",
-                                 "gunicorn"))  # fmt: skip
+    versions = package_versions(
+        ("redis", "hiredis", "fastapi", "uvicorn", "uvloop", "flask", "gunicorn")
+    )
     for system in dict.fromkeys(r.system for r in rounds):
         cls = load(system)
         if not isinstance(cls, str):
@@ -146,8 +179,13 @@ def write(args: argparse.Namespace, rounds: list[Round], url: str, took: float) 
     if figure(args, rounds, stem.with_suffix(".png")):
         table += f"\n![requests/s per system]({stem.with_suffix('.png').name})\n"
     stem.with_suffix(".md").write_text(table)
-    raw = {"date": when.isoformat(), "machine": machine_line(), "versions": versions,
-           "argv": sys.argv[1:], "rounds": [asdict(r) for r in rounds],
-           "summary": summary(rounds)}  # fmt: skip
+    raw = {
+        "date": when.isoformat(),
+        "machine": machine_line(),
+        "versions": versions,
+        "argv": sys.argv[1:],
+        "rounds": [asdict(r) for r in rounds],
+        "summary": summary(rounds),
+    }
     stem.with_suffix(".json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
     return table

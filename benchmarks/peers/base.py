@@ -75,7 +75,9 @@ class System(ABC):
         """Enqueue one no-op job from code without an event loop (the sync spelling)."""
         raise NotSupported
 
-    async def enqueue_batch(self, count: int, *, sync_job: bool = False, body: str = "noop") -> None:
+    async def enqueue_batch(
+        self, count: int, *, sync_job: bool = False, body: str = "noop"
+    ) -> None:
         """Enqueue ``count`` jobs of ``body`` in one call of the system's batch API."""
         raise NotSupported
 

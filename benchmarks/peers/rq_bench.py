@@ -49,7 +49,9 @@ class Bench(System):
     def enqueue_blocking(self) -> None:
         self.queue.enqueue(rq_app.noop_sync)
 
-    async def enqueue_batch(self, count: int, *, sync_job: bool = False, body: str = "noop") -> None:
+    async def enqueue_batch(
+        self, count: int, *, sync_job: bool = False, body: str = "noop"
+    ) -> None:
         if not sync_job:
             raise NotSupported("RQ runs plain functions only")
         fn = getattr(rq_app, task_name(body, sync_job))

@@ -43,6 +43,7 @@ def make_broker(url: str) -> RedisStreamBroker:
     @broker.task(task_name="io_sync")
     def io_sync() -> None:
         bodies.io_sync()
+
     return broker
 
 

@@ -3,6 +3,7 @@ and the ``taskit worker`` CLI with its default settings (concurrency 10)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.metadata import version
 from typing import Any
@@ -17,8 +18,9 @@ __all__ = ["Bench"]
 class Bench(System):
     name = "taskit"
     driven = (
-        "`taskit worker benchmarks.peers.taskit_app:app --log-level WARNING` (defaults: "
-        "concurrency 10, sync_concurrency 10); producer `await task.enqueue()`, "
+        "`taskit worker benchmarks.peers.taskit_app:app --log-level WARNING --loop L` (L: "
+        "`BENCH_TASKIT_LOOP`, default auto: uvloop when installed, as in benchmarks/.venv-peers; "
+        "defaults: concurrency 10, sync_concurrency 10); producer `await task.enqueue()`, "
         "`task.enqueue_sync()`, `app.enqueue_many([task.prepare() ...])`, `task.schedule(delay)`"
     )
 
@@ -46,14 +48,16 @@ class Bench(System):
     def enqueue_blocking(self) -> None:
         self.noop.enqueue_sync()
 
-    async def enqueue_batch(self, count: int, *, sync_job: bool = False, body: str = "noop") -> None:
+    async def enqueue_batch(
+        self, count: int, *, sync_job: bool = False, body: str = "noop"
+    ) -> None:
         task = self.app.get_task(task_name(body, sync_job))
         await self.app.enqueue_many([task.prepare() for _ in range(count)])
 
     def worker_command(self) -> list[str]:
         return [
             sys.executable, "-m", "taskit", "worker", "benchmarks.peers.taskit_app:app",
-            "--log-level", "WARNING",
+            "--log-level", "WARNING", "--loop", os.environ.get("BENCH_TASKIT_LOOP", "auto"),
         ]  # fmt: skip
 
     def versions(self) -> dict[str, str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    module = sys.modules.get(worker.app.cfg.wsgi_app.partition(":")[0]) if worker.app.cfg.wsgi_app else None
+    module = sys.modules.get(str(worker.app.cfg.wsgi_app or "").partition(":")[0])
     shutdown = getattr(module, "shutdown", None)
     if shutdown is not None:
         shutdown()
