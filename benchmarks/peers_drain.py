@@ -133,7 +133,8 @@ def summarise(runs: dict[str, list[Figures]]) -> tuple[dict[str, Figures], dict[
         pairs: dict[str, list[float]] = {}
         for ours, theirs in zip(runs["taskit"], rs, strict=True):
             for k in ours.keys() & theirs.keys():
-                pairs.setdefault(k, []).append(ours[k] / theirs[k])
+                if theirs[k] and not k.endswith(("_extra_runs", "_jobs")):
+                    pairs.setdefault(k, []).append(ours[k] / theirs[k])
         ratios[peer] = {k: statistics.median(v) for k, v in pairs.items()}
     return medians, ratios
 

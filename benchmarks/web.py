@@ -271,7 +271,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--drain-cap",
         type=float,
-        help="seconds to wait for the worker after wrk; default 60 (quick 20)",
+        help="seconds to wait for the worker after wrk; default 60 (quick 8)",
     )
     parser.add_argument("--system", action="append", help="repeatable; default all")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -287,7 +287,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
     args.warm = args.warm or (1.0 if args.quick else 2.0)
     args.procs = args.procs or [1, 4]
-    args.drain_cap = args.drain_cap or (20.0 if args.quick else 60.0)
+    args.drain_cap = args.drain_cap or (8.0 if args.quick else 60.0)
     return args
 
 
