@@ -24,6 +24,8 @@ STACKS = {
     "wsgi": "Flask + gunicorn (gthread, 8 threads), sync enqueue, plain-function job",
 }
 
+SHORT = {"asgi": "FastAPI + uvicorn", "wsgi": "Flask + gunicorn (gthread, 8 threads)"}
+
 
 def summary(rounds: list[Round]) -> dict[str, dict[str, float | None]]:
     """Per "stack/procs/system": median req/s and worker CPU per job, and (taskit) the median
@@ -142,7 +144,7 @@ def figure(args: argparse.Namespace, rounds: list[Round], path: Path) -> bool:
         return False
     summ = summary(rounds)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
-    for ax, (stack, title) in zip(axes, STACKS.items(), strict=True):
+    for ax, stack in zip(axes, STACKS, strict=True):
         systems = list(dict.fromkeys(r.system for r in rounds if r.stack == stack))
         width = 0.8 / max(1, len(args.procs))
         for j, procs in enumerate(args.procs):
@@ -151,7 +153,7 @@ def figure(args: argparse.Namespace, rounds: list[Round], path: Path) -> bool:
             ax.bar(xs, ys, width, label=f"{procs} web process{'es' if procs > 1 else ''}")
         ax.set_xticks([i + width * (len(args.procs) - 1) / 2 for i in range(len(systems))])
         ax.set_xticklabels(systems)
-        ax.set_title(title.split(",")[0], fontsize=10)
+        ax.set_title(SHORT[stack], fontsize=10)
         ax.set_ylabel("requests/s (each enqueues one job)")
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8)
