@@ -1,7 +1,7 @@
 """Drain rates of taskit and all seven peers, with both job bodies, side by side.
 
     benchmarks/.venv-peers/bin/python -m benchmarks.peers_drain --quick    # ~3 minutes
-    benchmarks/.venv-peers/bin/python -m benchmarks.peers_drain            # median of 3
+    benchmarks/.venv-peers/bin/python -m benchmarks.peers_drain            # 5,000 jobs, median of 3
 
 For each job body (``ran``: the job only appends a line to a file; ``io``: it makes one Redis
 call first; ``benchmarks/peers/bodies.py``), as an ``async def`` and as a plain ``def``, and for
@@ -176,7 +176,7 @@ def markdown(
         f"{jobs:,} jobs queued, then one worker drains them. Command: `python -m "
         f"benchmarks.peers_drain {' '.join(sys.argv[1:])}`. Ratios taskit / peer within each "
         "run, then the median (↓ rows: below 1 favours taskit). n/a: the system runs no such "
-        "function. RQ drains a tenth of the jobs (its fork per job is slow; `drain_share`). "
+        "function. RQ drains a twentieth of the jobs (its fork per job is slow; `drain_share`). "
         f"taskit's worker: `--loop {args.taskit_loop}`.",
         "",
         "| figure | unit | " + " | ".join(names) + "".join(f" | taskit/{p}" for p in peers) + " |",
@@ -263,7 +263,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 jobs, one run")
     parser.add_argument("--runs", type=int, help="runs to take the median of (default 3)")
-    parser.add_argument("--jobs", type=int, default=10_000, help="jobs per drain (full mode)")
+    parser.add_argument("--jobs", type=int, default=5_000, help="jobs per drain (full mode)")
     parser.add_argument("--system", action="append", choices=list(SYSTEMS), help="repeatable")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument(

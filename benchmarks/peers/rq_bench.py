@@ -20,7 +20,7 @@ __all__ = ["Bench"]
 class Bench(System):
     name = "rq"
     one_process = False
-    drain_share = 0.1
+    drain_share = 0.05
     driven = (
         "`rq worker --url URL --quiet` (its default `Worker`: a forked work horse per job; "
         "results kept 500 s, its default); producer `queue.enqueue(fn)`, "
