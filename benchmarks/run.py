@@ -1,4 +1,4 @@
-"""Benchmark taskit against arq, SAQ and taskiq on a private Redis, side by side.
+"""Benchmark taskit against its peers on a private Redis, side by side.
 
     benchmarks/.venv/bin/python -m benchmarks.run --quick          # small sizes, one run
     benchmarks/.venv/bin/python -m benchmarks.run                  # full sizes, median of 3
@@ -39,6 +39,8 @@ FULL = Sizes(
 )  # fmt: skip
 
 Runs = dict[str, list[dict[str, float]]]
+#: Scenarios whose jobs are counted in the one worker process (``benchmarks.probe``).
+IN_PROCESS = ("drain", "drain_sync", "depth", "delayed", "procs")
 
 
 async def one_run(
@@ -52,6 +54,8 @@ async def one_run(
             if only and scenario not in only:
                 continue
             for name, cls in systems.items():
+                if not cls.one_process and scenario in IN_PROCESS:
+                    continue  # its jobs run in several processes: benchmarks/peers_drain.py
                 began = time.perf_counter()
                 try:
                     figures[name] |= await measure(Bench(cls, url, client, sizes))

@@ -1,11 +1,16 @@
-"""FastAPI: enqueue from a request handler; the workers run inside the app's lifespan.
+"""FastAPI: enqueue from a request handler; a producer-only lifespan in production.
 
     pip install 'taskit[examples]'
     uvicorn examples.fastapi_app:api                       # memory broker: one process
-    TASKIT_BROKER_URL=redis://localhost:6379/0 uvicorn examples.fastapi_app:api
 
-With Redis, the same jobs can also be run by separate `taskit worker examples.fastapi_app:tasks`
-processes; the in-process workers are then optional.
+    export TASKIT_BROKER_URL=redis://localhost:6379/0      # production: a shared broker
+    uvicorn examples.fastapi_app:api --workers 4           # 4 web processes, producers only
+    taskit worker examples.fastapi_app:tasks               # the workers, as many as you need
+
+On a shared broker (Redis, SQLite) the lifespan starts no worker: under `uvicorn --workers N`
+each web process would start its own, N times the workers you meant, competing with the web tier
+for its CPU. `taskit worker` processes run the jobs, scaled apart from the web processes. Only on
+the memory broker, whose jobs no other process can see, does the app run workers itself.
 """
 
 from __future__ import annotations
@@ -30,12 +35,20 @@ async def send_welcome(email: str) -> str:
     return f"welcome mail sent to {email}"
 
 
+def runs_workers_in_process() -> bool:
+    """Only on the memory broker: its jobs live in this process, so no `taskit worker` sees them."""
+    return tasks.broker_url.startswith("memory:")
+
+
 @asynccontextmanager
 async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-    # Two workers, four jobs each at a time; leaving the block lets in-flight jobs finish.
-    async with WorkerManager(tasks, workers=2, queues=["default"], concurrency=4):
-        yield
-    await tasks.close()
+    if runs_workers_in_process():
+        # Two workers, four jobs each at a time; leaving the block lets in-flight jobs finish.
+        async with WorkerManager(tasks, workers=2, queues=["default"], concurrency=4):
+            yield
+    else:
+        yield  # producer only: enqueues connect on first use; `taskit worker` runs the jobs
+    await tasks.close()  # each web process closes its connections as it stops
 
 
 api = FastAPI(lifespan=lifespan)

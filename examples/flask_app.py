@@ -1,11 +1,21 @@
 """Flask: enqueue from a plain (sync) view with `enqueue_sync`; a worker runs the jobs elsewhere.
 
-    pip install 'taskit[examples,redis]'
+    pip install 'taskit[examples,redis]' gunicorn
     export TASKIT_BROKER_URL=redis://localhost:6379/0
-    flask --app examples.flask_app:web run                 # the web app
+    flask --app examples.flask_app:web run                 # the web app, for development
+    gunicorn examples.flask_app:web -w 4 -k gthread --threads 8 -c examples/gunicorn.conf.py
     taskit worker examples.flask_app:tasks                  # one or more workers
 
-The views never need an event loop: `enqueue_sync` and `run_sync` use the App's own loop thread.
+The views never need an event loop. On Redis, `enqueue_sync` sends the enqueue from the
+request's own thread over a blocking connection borrowed from the App's pool and given back after
+the reply (one round trip; no loop thread is started); on a broker without a blocking path, or
+when the App has event handlers (they are async), it runs on the App's loop thread instead.
+`run_sync` (the status view) always runs on that loop thread, started on first use.
+
+Under gunicorn, each web process closes its App as it stops: `examples/gunicorn.conf.py`'s
+`worker_exit` hook calls `tasks.close_sync()` (the pool's connections, and the loop thread if one
+was started). Build the App at import, as here, and enqueue nothing before
+gunicorn forks (with `--preload`): connections are made on first use, in each web process.
 """
 
 from __future__ import annotations

@@ -91,6 +91,23 @@ def test_fastapi_enqueues_from_a_request_and_runs_workers_in_its_lifespan() -> N
     assert fastapi_app.welcomed == ["ada@example.com"]
 
 
+def test_fastapi_lifespan_is_producer_only_on_a_shared_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from examples import fastapi_app
+
+    # As on Redis or SQLite, where `taskit worker` processes run the jobs.
+    monkeypatch.setattr(fastapi_app, "runs_workers_in_process", lambda: False)
+    with TestClient(fastapi_app.api) as client:
+        before = client.get("/jobs").json()
+        job_id = client.post("/signup", json={"email": "bob@example.com"}).json()["job_id"]
+        assert client.get(f"/jobs/{job_id}").json()["status"] == "pending"
+        assert client.get("/jobs").json()["queued"] == before["queued"] + 1
+    assert "bob@example.com" not in fastapi_app.welcomed
+
+
 def test_flask_enqueues_from_a_sync_view() -> None:
     from examples import flask_app
 

@@ -10,6 +10,7 @@ from arq import run_worker
 from arq.connections import RedisSettings
 
 from benchmarks import probe
+from benchmarks.peers import bodies
 
 
 async def noop(ctx: dict[str, Any]) -> None:
@@ -20,11 +21,19 @@ async def stamp(ctx: dict[str, Any], sent: float) -> None:
     probe.stamp(sent)
 
 
+async def ran(ctx: dict[str, Any]) -> None:
+    bodies.ran()
+
+
+async def io(ctx: dict[str, Any]) -> None:
+    await bodies.io()
+
+
 class WorkerSettings:
     """arq's defaults (max_jobs 10) except ``poll_delay``: 0.5 s by default, which caps a worker
     at a few hundred jobs a second; the issue asks for it tuned down (``BENCH_ARQ_POLL_DELAY``)."""
 
-    functions = [noop, stamp]
+    functions = [noop, stamp, ran, io]
     redis_settings = RedisSettings.from_dsn(
         os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     )

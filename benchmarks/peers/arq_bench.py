@@ -10,7 +10,7 @@ from importlib.metadata import version
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 
-from benchmarks.peers.base import NotSupported, System
+from benchmarks.peers.base import NotSupported, System, task_name
 
 __all__ = ["Bench"]
 
@@ -34,11 +34,11 @@ class Bench(System):
         if self.redis is not None:
             await self.redis.aclose()
 
-    async def enqueue(self, *, sync_job: bool = False) -> None:
+    async def enqueue(self, *, sync_job: bool = False, body: str = "noop") -> None:
         if sync_job:
             raise NotSupported("arq runs async functions only")
         assert self.redis is not None
-        await self.redis.enqueue_job("noop")
+        await self.redis.enqueue_job(task_name(body, sync_job))
 
     async def enqueue_stamped(self, sent: float) -> None:
         assert self.redis is not None

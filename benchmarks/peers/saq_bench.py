@@ -10,7 +10,7 @@ from importlib.metadata import version
 
 from saq import Queue
 
-from benchmarks.peers.base import System
+from benchmarks.peers.base import System, task_name
 from benchmarks.peers.saq_app import make_queue
 
 __all__ = ["Bench"]
@@ -34,8 +34,8 @@ class Bench(System):
     async def close(self) -> None:
         await self.queue.disconnect()
 
-    async def enqueue(self, *, sync_job: bool = False) -> None:
-        await self.queue.enqueue("noop_sync" if sync_job else "noop")
+    async def enqueue(self, *, sync_job: bool = False, body: str = "noop") -> None:
+        await self.queue.enqueue(task_name(body, sync_job))
 
     async def enqueue_stamped(self, sent: float) -> None:
         await self.queue.enqueue("stamp", sent=sent)

@@ -9,10 +9,11 @@ import os
 from taskiq_redis import RedisStreamBroker
 
 from benchmarks import probe
+from benchmarks.peers import bodies
 
 
 def make_broker(url: str) -> RedisStreamBroker:
-    """A broker on ``url`` with the tasks noop, noop_sync and stamp registered."""
+    """A broker on ``url`` with the tasks noop, stamp, ran, io (and ``*_sync`` variants)."""
     broker = RedisStreamBroker(url=url)
 
     @broker.task(task_name="noop")
@@ -26,6 +27,22 @@ def make_broker(url: str) -> RedisStreamBroker:
     @broker.task(task_name="stamp")
     async def stamp(sent: float) -> None:
         probe.stamp(sent)
+
+    @broker.task(task_name="ran")
+    async def ran() -> None:
+        bodies.ran()
+
+    @broker.task(task_name="ran_sync")
+    def ran_sync() -> None:
+        bodies.ran()
+
+    @broker.task(task_name="io")
+    async def io() -> None:
+        await bodies.io()
+
+    @broker.task(task_name="io_sync")
+    def io_sync() -> None:
+        bodies.io_sync()
 
     return broker
 

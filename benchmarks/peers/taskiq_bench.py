@@ -10,7 +10,7 @@ from typing import Any
 
 from taskiq import AsyncTaskiqDecoratedTask
 
-from benchmarks.peers.base import System
+from benchmarks.peers.base import System, task_name
 from benchmarks.peers.taskiq_app import make_broker
 
 __all__ = ["Bench"]
@@ -26,10 +26,8 @@ class Bench(System):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.broker = make_broker(url)
-        tasks = self.broker.get_all_tasks()
-        self.noop: AsyncTaskiqDecoratedTask[Any, Any] = tasks["noop"]
-        self.noop_sync: AsyncTaskiqDecoratedTask[Any, Any] = tasks["noop_sync"]
-        self.stamp: AsyncTaskiqDecoratedTask[Any, Any] = tasks["stamp"]
+        self.tasks: dict[str, AsyncTaskiqDecoratedTask[Any, Any]] = self.broker.get_all_tasks()
+        self.stamp = self.tasks["stamp"]
 
     async def open(self) -> None:
         await self.broker.startup()
@@ -37,8 +35,8 @@ class Bench(System):
     async def close(self) -> None:
         await self.broker.shutdown()
 
-    async def enqueue(self, *, sync_job: bool = False) -> None:
-        await (self.noop_sync if sync_job else self.noop).kiq()
+    async def enqueue(self, *, sync_job: bool = False, body: str = "noop") -> None:
+        await self.tasks[task_name(body, sync_job)].kiq()
 
     async def enqueue_stamped(self, sent: float) -> None:
         await self.stamp.kiq(sent)

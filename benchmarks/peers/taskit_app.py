@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 
 from benchmarks import probe
+from benchmarks.peers import bodies
 from taskit import App
 
 
 def make_app(url: str) -> App:
-    """An App on ``url`` with the three benchmark tasks: noop, noop_sync, stamp."""
+    """An App on ``url`` with the benchmark tasks: noop, stamp and the bodies of
+    ``benchmarks.peers.bodies`` (ran, io), each also as a ``def`` (``*_sync``)."""
     app = App(url)
 
     @app.task(name="noop")
@@ -23,6 +25,22 @@ def make_app(url: str) -> App:
     @app.task(name="stamp")
     async def stamp(sent: float) -> None:
         probe.stamp(sent)
+
+    @app.task(name="ran")
+    async def ran() -> None:
+        bodies.ran()
+
+    @app.task(name="ran_sync")
+    def ran_sync() -> None:
+        bodies.ran()
+
+    @app.task(name="io")
+    async def io() -> None:
+        await bodies.io()
+
+    @app.task(name="io_sync")
+    def io_sync() -> None:
+        bodies.io_sync()
 
     return app
 

@@ -3,11 +3,12 @@ and the ``taskit worker`` CLI with its default settings (concurrency 10)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.metadata import version
 from typing import Any
 
-from benchmarks.peers.base import System
+from benchmarks.peers.base import System, task_name
 from benchmarks.peers.taskit_app import make_app
 from taskit import App, Task
 
@@ -17,8 +18,9 @@ __all__ = ["Bench"]
 class Bench(System):
     name = "taskit"
     driven = (
-        "`taskit worker benchmarks.peers.taskit_app:app --log-level WARNING` (defaults: "
-        "concurrency 10, sync_concurrency 10); producer `await task.enqueue()`, "
+        "`taskit worker benchmarks.peers.taskit_app:app --log-level WARNING --loop L` (L: "
+        "`BENCH_TASKIT_LOOP`, default auto: uvloop when installed, as in benchmarks/.venv-peers; "
+        "defaults: concurrency 10, sync_concurrency 10); producer `await task.enqueue()`, "
         "`task.enqueue_sync()`, `app.enqueue_many([task.prepare() ...])`, `task.schedule(delay)`"
     )
 
@@ -26,7 +28,6 @@ class Bench(System):
         super().__init__(url)
         self.app: App = make_app(url)
         self.noop: Task[..., Any] = self.app.get_task("noop")
-        self.noop_sync: Task[..., Any] = self.app.get_task("noop_sync")
         self.stamp: Task[..., Any] = self.app.get_task("stamp")
 
     async def open(self) -> None:
@@ -35,8 +36,8 @@ class Bench(System):
     async def close(self) -> None:
         await self.app.close()
 
-    async def enqueue(self, *, sync_job: bool = False) -> None:
-        await (self.noop_sync if sync_job else self.noop).enqueue()
+    async def enqueue(self, *, sync_job: bool = False, body: str = "noop") -> None:
+        await self.app.get_task(task_name(body, sync_job)).enqueue()
 
     async def enqueue_stamped(self, sent: float) -> None:
         await self.stamp.enqueue(sent)
@@ -47,14 +48,16 @@ class Bench(System):
     def enqueue_blocking(self) -> None:
         self.noop.enqueue_sync()
 
-    async def enqueue_batch(self, count: int, *, sync_job: bool = False) -> None:
-        task = self.noop_sync if sync_job else self.noop
+    async def enqueue_batch(
+        self, count: int, *, sync_job: bool = False, body: str = "noop"
+    ) -> None:
+        task = self.app.get_task(task_name(body, sync_job))
         await self.app.enqueue_many([task.prepare() for _ in range(count)])
 
     def worker_command(self) -> list[str]:
         return [
             sys.executable, "-m", "taskit", "worker", "benchmarks.peers.taskit_app:app",
-            "--log-level", "WARNING",
+            "--log-level", "WARNING", "--loop", os.environ.get("BENCH_TASKIT_LOOP", "auto"),
         ]  # fmt: skip
 
     def versions(self) -> dict[str, str]:
