@@ -133,6 +133,11 @@ class SharedClient:
         nxt.lead = True
         nxt.done.release()
 
+    def queued(self) -> int:
+        """Commands queued for the next batch (for tests)."""
+        with self._lock:
+            return len(self._queue)
+
     @property
     def client(self) -> BlockingClient:
         """The shared connection (for tests)."""
