@@ -38,7 +38,7 @@ from typing import Any, cast
 
 import redis.exceptions as rexc
 
-from taskit.broker.redis.errors import Refusal, error_of, refusal_of
+from taskit.broker.redis.errors import Refusal, ReplyLost, error_of, refusal_of
 from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Arg, Locator
 from taskit.broker.redis.transport.handshake import Handshake, error_for
 from taskit.broker.redis.transport.pacing import Pacing
@@ -88,7 +88,12 @@ class FastClient:
             protocol = await self._live()
         except rexc.ConnectionError as exc:
             return await self._follow(args, wait, exc)
-        reply = await protocol.send(pack(args), wait)
+        try:
+            reply = await protocol.send(pack(args), wait)
+        except ReplyLost:
+            raise
+        except rexc.ConnectionError as exc:  # never sent (the connection failed first)
+            return await self._follow(args, wait, exc)
         if isinstance(reply, rexc.ResponseError):
             return await self._follow(args, wait, error_for(reply, args))
         return reply
@@ -106,8 +111,14 @@ class FastClient:
         except rexc.ConnectionError as exc:
             followed = await self._follow(args, 0.0, exc, (then, wait))
             return cast(tuple[Any, Any], followed)
-        first, second = protocol.send_then(pack(args) + pack(then), wait)
-        reply = await first
+        try:
+            first, second = protocol.send_then(pack(args) + pack(then), wait)
+            reply = await first
+        except ReplyLost:
+            raise
+        except rexc.ConnectionError as exc:  # never sent (the connection failed first)
+            followed = await self._follow(args, 0.0, exc, (then, wait))
+            return cast(tuple[Any, Any], followed)
         if isinstance(reply, rexc.ResponseError):
             followed = await self._follow(args, 0.0, error_for(reply, args), (then, wait))
             return cast(tuple[Any, Any], followed)

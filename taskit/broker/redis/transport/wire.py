@@ -106,8 +106,7 @@ class Wire(asyncio.Protocol):
         written = len(self._waiting) - self._held_count
         self._held.clear()
         self._held_count = 0
-        unsent = rexc.ConnectionError(f"connection to Redis lost before the command was sent: "
-                                      f"{self.lost}")  # fmt: skip
+        unsent = rexc.ConnectionError("connection to Redis lost before the command was sent")
         for i in range(len(self._waiting)):
             future, _ = self._waiting.popleft()
             if not future.done():
