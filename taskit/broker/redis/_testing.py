@@ -27,8 +27,9 @@ def transports(broker: RedisBase) -> Pair:
 
 
 def blocking_clients(broker: RedisBase) -> list[BlockingClient]:
-    """The idle blocking connections (``enqueue_blocking``'s), most recently used last."""
-    return broker._conn.pool.idle()
+    """The blocking connections (``enqueue_blocking``'s): the one threads share (once made),
+    then the pool's idle ones, most recently used last."""
+    return broker._conn.blocking_clients()
 
 
 def url_of(broker: RedisBase) -> str:

@@ -25,9 +25,8 @@ from taskit.broker.redis.records import LATEST, parse_state, split_record
 from taskit.broker.redis.replicas import REPLICATED, Replicas
 from taskit.broker.redis.requests import BATCH, Moved, Request
 from taskit.broker.redis.scripts import SCRIPTS, ScriptName
-from taskit.broker.redis.transport import Arg, Connect
+from taskit.broker.redis.transport import Arg, Blocking, Connect
 from taskit.broker.redis.transport.fast import FastClient
-from taskit.broker.redis.transport.sync import BlockingClient
 from taskit.broker.redis.watch import ServerWatch
 from taskit.config import Settings, redact_url
 from taskit.errors import (
@@ -364,7 +363,7 @@ class RedisBase(Broker):
         return await self._named(keys, SCRIPTS.call(commands, name, keys, args))
 
     def _run_blocking(
-        self, client: BlockingClient, name: ScriptName, keys: list[str], args: list[Arg]
+        self, client: Blocking, name: ScriptName, keys: list[str], args: list[Arg]
     ) -> Any:
         """``_run`` on a blocking connection (a thread without an event loop)."""
         replicas = self._replicas

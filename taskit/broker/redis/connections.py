@@ -24,7 +24,7 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -34,9 +34,17 @@ import anyio.to_thread
 import redis.exceptions
 
 from taskit.broker.redis.errors import ErrorMap
-from taskit.broker.redis.transport import DEFAULT_TIMEOUT, Connect, Locator, Role, Transport
+from taskit.broker.redis.transport import (
+    DEFAULT_TIMEOUT,
+    Blocking,
+    Connect,
+    Locator,
+    Role,
+    Transport,
+)
 from taskit.broker.redis.transport.fast import FastClient
 from taskit.broker.redis.transport.locate import locator_of
+from taskit.broker.redis.transport.shared import SharedClient
 from taskit.broker.redis.transport.sync import BlockingClient, BlockingPool
 from taskit.config import redact_url
 from taskit.errors import BrokerError, BrokerOutOfMemoryError, ConfigurationError
@@ -78,6 +86,7 @@ class Connections:
         self._lock = threading.RLock()  # re-entered: pair() makes transports, which read the URL
         self._pairs: dict[asyncio.AbstractEventLoop, Pair] = {}
         self.pool = BlockingPool(self._blocking_client)
+        self._shared: SharedClient | None = None  # made on the first sync call
         #: Called (from any thread) each time Redis refuses a write for being out of memory.
         self.on_full: Callable[[], None] | None = None
 
@@ -129,12 +138,24 @@ class Connections:
                     self._locator = locator
         return self._locator
 
-    def blocking(self) -> AbstractContextManager[BlockingClient] | None:
-        """A blocking connection lent to this thread for the block (``with``), or None when
-        ``connect`` replaces the fast transport."""
+    def blocking(self) -> AbstractContextManager[Blocking] | None:
+        """The blocking client for this thread's call (``with``; one connection shared by
+        threads, its commands pipelined: ``transport.shared``), or None when ``connect``
+        replaces the fast transport."""
         if self._connect is not None:
             return None
-        return self.pool.client()
+        shared = self._shared
+        if shared is None:
+            with self._lock:
+                if self._shared is None:
+                    self._shared = SharedClient(self._blocking_client(), self.pool)
+                shared = self._shared
+        return nullcontext(shared)
+
+    def blocking_clients(self) -> list[BlockingClient]:
+        """The shared blocking connection (if made) and the pool's idle ones (for tests)."""
+        shared = self._shared
+        return ([] if shared is None else [shared.client]) + self.pool.idle()
 
     def _blocking_client(self) -> BlockingClient:
         return BlockingClient(self._locator_of(), timeout=self.timeout)
@@ -191,6 +212,8 @@ class Connections:
         with self._lock:
             pairs, self._pairs = self._pairs, {}
         self.pool.close()
+        if self._shared is not None:
+            self._shared.close()
         if self._locator is not None:
             await anyio.to_thread.run_sync(self._locator.close)
         try:

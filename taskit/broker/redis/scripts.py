@@ -22,9 +22,8 @@ from typing import Any, Literal
 
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
-from taskit.broker.redis.transport import Arg, Transport
+from taskit.broker.redis.transport import Arg, Blocking, Transport
 from taskit.broker.redis.transport.fast import FastClient
-from taskit.broker.redis.transport.sync import BlockingClient
 
 __all__ = ["SCRIPTS", "Script", "ScriptName", "Scripts"]
 
@@ -141,7 +140,7 @@ class Scripts:
             raise _refused_inside(script, exc) from None
 
     def call_blocking(
-        self, client: BlockingClient, name: ScriptName, keys: Sequence[str], args: Sequence[Arg]
+        self, client: Blocking, name: ScriptName, keys: Sequence[str], args: Sequence[Arg]
     ) -> Any:
         """``call`` on a blocking connection (same errors)."""
         script = self._for(name, keys)
@@ -181,7 +180,7 @@ class Scripts:
 
     def call_blocking_then(
         self,
-        client: BlockingClient,
+        client: Blocking,
         name: ScriptName,
         keys: Sequence[str],
         args: Sequence[Arg],

@@ -28,14 +28,14 @@ which ``errors`` reads); an error reply is ``ResponseError`` or its kin (``NoScr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from taskit.broker.redis.errors import Refusal
     from taskit.broker.redis.transport.target import Target
 
-__all__ = ["DEFAULT_TIMEOUT", "Arg", "Connect", "Locator", "Role", "Transport"]
+__all__ = ["DEFAULT_TIMEOUT", "Arg", "Blocking", "Connect", "Locator", "Role", "Transport"]
 
 #: Seconds a connect (with its handshake) or a command's reply may take (``broker_timeout``).
 DEFAULT_TIMEOUT = 5.0
@@ -64,6 +64,22 @@ class Transport(Protocol):
 
     async def aclose(self) -> None:
         """Close the connection (it may be used again: it reconnects)."""
+        ...
+
+
+class Blocking(Protocol):
+    """What a sync enqueue needs of a blocking connection (``sync.BlockingClient``, or
+    ``shared.SharedClient`` when threads share one): the ``Transport`` calls without a loop."""
+
+    def execute(self, *args: Arg) -> Any:
+        """Send one command and return its raw reply; error replies are raised."""
+        ...
+
+    def execute_then(
+        self, args: Sequence[Arg], then: Sequence[Arg], wait: float
+    ) -> tuple[Any, Any]:
+        """``args``, then ``then`` right behind it on the same connection (``then`` may block
+        ``wait`` seconds; its reply raw, an error reply a ``ResponseError`` instance)."""
         ...
 
 

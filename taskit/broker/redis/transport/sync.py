@@ -72,9 +72,9 @@ class BlockingClient:
         try:
             reply = self._round_trip(self._live(), pack(args))
         except rexc.ConnectionError as exc:
-            return self._follow(args, exc)
+            return self.follow(args, exc)
         if isinstance(reply, rexc.ResponseError):
-            return self._follow(args, error_for(reply, args))
+            return self.follow(args, error_for(reply, args))
         return reply
 
     def execute_then(
@@ -86,12 +86,18 @@ class BlockingClient:
         try:
             reply, after = self._round_trip(self._live(), pack(args) + pack(then), wait)
         except rexc.ConnectionError as exc:
-            return cast(tuple[Any, Any], self._follow(args, exc, (then, wait)))
+            return cast(tuple[Any, Any], self.follow(args, exc, (then, wait)))
         if isinstance(reply, rexc.ResponseError):
-            return cast(tuple[Any, Any], self._follow(args, error_for(reply, args), (then, wait)))
+            return cast(tuple[Any, Any], self.follow(args, error_for(reply, args), (then, wait)))
         return reply, after
 
-    def _follow(
+    def follows(self, exc: rexc.RedisError) -> bool:
+        """Whether ``follow`` would follow ``exc`` (a refusal its locator follows) rather than
+        raise it at once."""
+        refusal = refusal_of(exc)
+        return refusal is not None and self._locator.follows(refusal)
+
+    def follow(
         self,
         args: Sequence[Arg],
         exc: rexc.RedisError,
@@ -188,6 +194,32 @@ class BlockingClient:
             self.close()
             raise
         return reply
+
+    def batch(self, packed: Sequence[bytes], answer: Callable[[int, Any], None]) -> None:
+        """Write the commands ``packed`` in one write and hand each reply, as it is read, to
+        ``answer(index, reply)`` (an error reply is a ``ResponseError`` instance). Raises
+        ``ConnectionError`` when not connected (nothing was sent) or, for one command, when
+        the write failed (Redis never runs a partial command); ``ReplyLost`` when the write of
+        several failed (some may have gone out whole) or the connection failed after it: the
+        commands not answered yet may have run. The connection is closed on any failure."""
+        sock = self._live()
+        if len(packed) == 1:
+            answer(0, self._round_trip(sock, packed[0]))
+            return
+        try:
+            self._send(b"".join(packed))
+            for index in range(len(packed)):
+                answer(index, self._reply())
+        except OSError as exc:  # TimeoutError too: written, then no reply in time
+            self.close()
+            why = f"no reply within {self._timeout:g} s" if isinstance(exc, TimeoutError) else exc
+            where = self._at.where() if self._at is not None else "?"
+            raise ReplyLost(
+                f"connection to Redis at {where} lost before the reply: {why}"
+            ) from None
+        except BaseException:  # interrupted: replies may still be owed
+            self.close()
+            raise
 
     def _reply(self) -> Any:
         """The next reply off the connection (reading as much as it takes)."""
