@@ -1,11 +1,13 @@
-"""Measure the Redis broker: memory per queued job, commands and round trips per job lifecycle,
-and how fast a blocked reserve wakes.
+"""Measure the Redis broker: memory per queued job (at each of ``--depths``), memory per finished
+job with the default settings and the steady state it makes at 1,000 jobs/s
+(``benchmarks._finished``), commands and round trips per job lifecycle, and how fast a blocked
+reserve wakes.
 
-Starts its own ``redis-server`` (no persistence) on a free port, so nothing else is measured.
-Prints a Markdown table and writes it, with the date and machine, to
+Starts its own ``redis-server`` (no persistence) on a free port (or ``--port``), so nothing else
+is measured. Prints a Markdown table and writes it, with the date and machine, to
 ``benchmarks/results/redis-memory-<date>.md``.
 
-    .venv/bin/python -m benchmarks.redis_memory [--jobs 100000]
+    .venv/bin/python -m benchmarks.redis_memory [--jobs 100000] [--depths 1000,100000,1000000]
 """
 
 from __future__ import annotations
@@ -22,14 +24,20 @@ import anyio
 import redis
 from redis.asyncio import Redis
 
+from benchmarks._finished import Finished, measure_finished
 from benchmarks._machine import machine_line
 from benchmarks._server import redis_server
 from taskit.broker.redis import RedisBroker
 from taskit.broker.redis.records import split_record
+from taskit.config import Settings
 from taskit.job import Job, Outcome, OutcomeKind, encode_arguments, new_job_id
 
 RESULTS = Path(__file__).parent / "results"
 LEASE = 60.0
+#: The steady rate the finished-job figures are given at (issue 19, target 6), jobs/s.
+RATE = 1000.0
+#: The result TTL before issue 19 (a day): the steady state it held, for contrast.
+OLD_TTL = 86400.0
 
 
 def small_job(i: int, queue: str = "default") -> Job:
@@ -87,6 +95,53 @@ async def measure_memory(broker: RedisBroker, client: Redis, jobs: int) -> dict[
     return out
 
 
+async def queued_at_depths(client: Redis, url: str, depths: list[int]) -> dict[int, float]:
+    """``used_memory`` delta per queued job with ``depth`` small jobs queued, for each depth (an
+    emptied database each time, batches of 1,000)."""
+    out: dict[int, float] = {}
+    broker = RedisBroker(url, prefix="depth")
+    try:
+        for depth in depths:
+            await client.flushall()
+            await broker.stats(["default"])
+            before = await used_memory(client)
+            for start in range(0, depth, 1000):
+                await broker.enqueue([small_job(i) for i in range(start, min(start + 1000, depth))])
+            out[depth] = (await used_memory(client) - before) / depth
+        await client.flushall()
+    finally:
+        await broker.close()
+    return out
+
+
+def finished_rows(ends: list[Finished]) -> list[tuple[str, str]]:
+    """The table's rows for the finished-job figures (``benchmarks._finished``)."""
+    rows: list[tuple[str, str]] = []
+    for end in ends:
+        rows += [
+            (
+                f"finished job, {end.label}: used_memory delta per job (B)",
+                f"{end.bytes_per_job:,.1f}",
+            ),
+            (
+                f"finished job, {end.label}: MEMORY USAGE of its done key (B)",
+                f"{end.done_key_bytes:,}",
+            ),
+            (f"finished job, {end.label}: its index entry (B)", f"{end.index_bytes_per_job:,.1f}"),
+            (f"finished job, {end.label}: record TTL with the defaults (s)", f"{end.ttl:,.0f}"),
+            (
+                f"finished job, {end.label}: steady state at {RATE:,.0f} jobs/s with the defaults "
+                f"(GB; bytes x rate x TTL)",
+                f"{end.steady_state(RATE) / 1e9:,.2f}",
+            ),
+            (
+                f"finished job, {end.label}: the same kept a day, the default before issue 19 (GB)",
+                f"{end.bytes_per_job * RATE * OLD_TTL / 1e9:,.1f}",
+            ),
+        ]
+    return rows
+
+
 async def enqueue_script_time(broker: RedisBroker, client: Redis, n: int) -> float:
     """Microseconds Redis spends per single-job enqueue script call (INFO commandstats)."""
     await client.config_resetstat()
@@ -133,17 +188,19 @@ async def wake_latency(broker: RedisBroker, trials: int) -> list[float]:
     return waits
 
 
-async def main(jobs: int) -> str:
-    with redis_server() as url:
-        return await measure_all(url, jobs)
+async def main(jobs: int, depths: list[int], finished: int, port: int | None) -> str:
+    with redis_server(port=port) as url:
+        return await measure_all(url, jobs, depths, finished)
 
 
-async def measure_all(url: str, jobs: int) -> str:
+async def measure_all(url: str, jobs: int, depths: list[int], finished: int) -> str:
     client = Redis.from_url(url)
     broker = RedisBroker(url, prefix="bench")
     try:
         memory = await measure_memory(broker, client, jobs)
         await client.flushall()
+        at_depth = await queued_at_depths(client, url, depths)
+        ends = await measure_finished(url, [small_job(i) for i in range(finished)])
         single = await lifecycle(broker, client, 1000, 1)
         batched = await lifecycle(broker, client, 10_000, 100)
         script_us = await enqueue_script_time(broker, client, 5_000)
@@ -154,6 +211,11 @@ async def measure_all(url: str, jobs: int) -> str:
         await client.aclose()
     waits.sort()
     rows = [(name, f"{value:,.1f}") for name, value in memory.items()]
+    rows += [
+        (f"used_memory delta per queued job, {d:,} queued (B)", f"{b:,.1f}")
+        for d, b in at_depth.items()
+    ]
+    rows += finished_rows(ends)
     rows += [
         (
             "round trips per job lifecycle (enqueue, reserve, settle; 1 job per call)",
@@ -181,7 +243,9 @@ async def measure_all(url: str, jobs: int) -> str:
         "",
         f"{machine_line()} Python {platform.python_version()}; Redis {server_version}; "
         f"redis-py {redis.__version__}.",
-        f"{jobs:,} small jobs queued (task name, one e-mail address, one keyword argument).",
+        f"{jobs:,} small jobs queued (task name, one e-mail address, one keyword argument); "
+        f"{finished:,} of them taken to each end for the finished-job rows, on a broker with "
+        f"the default settings (result_ttl {Settings().result_ttl:g} s).",
         "",
         "| measure | value |",
         "|---|---|",
@@ -195,4 +259,12 @@ async def measure_all(url: str, jobs: int) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
-    print(asyncio.run(main(parser.parse_args().jobs)))
+    parser.add_argument(
+        "--depths", default="1000,100000,1000000",
+        type=lambda text: [int(part) for part in text.split(",")],
+        help="queue depths to measure memory per queued job at (comma-separated)",
+    )  # fmt: skip
+    parser.add_argument("--finished", type=int, default=20_000, help="jobs per kind of end")
+    parser.add_argument("--port", type=int, help="the private redis-server's port (default: free)")
+    args = parser.parse_args()
+    print(asyncio.run(main(args.jobs, args.depths, args.finished, args.port)))

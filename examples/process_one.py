@@ -7,7 +7,7 @@ returns is the job's result; what it raises is retried as a worker would, then d
 A ``taskit worker`` would not run these jobs: it runs registered tasks only.
 
 ``result_ttl`` says how long a finished job stays readable: the report's a week, the ping's not
-at all (0), the others the broker's default (``TASKIT_RESULT_TTL``, a day). Dead letters are
+at all (0), the others the broker's default (``TASKIT_RESULT_TTL``, ten minutes). Dead letters are
 kept until requeued or purged.
 
     python examples/process_one.py

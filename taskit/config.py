@@ -11,7 +11,7 @@ built, and every field can be overridden in code (``Settings(...)`` or ``setting
 | ``TASKIT_BACKOFF``            | backoff             | 1.0 s        |
 | ``TASKIT_JOB_TIMEOUT``        | job_timeout         | none         |
 | ``TASKIT_VISIBILITY_TIMEOUT`` | visibility_timeout  | 30 s         |
-| ``TASKIT_RESULT_TTL``         | result_ttl          | 86400 s      |
+| ``TASKIT_RESULT_TTL``         | result_ttl          | 600 s        |
 | ``TASKIT_CONCURRENCY``        | concurrency         | 10           |
 | ``TASKIT_SYNC_CONCURRENCY``   | sync_concurrency    | 10           |
 | ``TASKIT_GRACE_PERIOD``       | grace_period        | 10 s         |
@@ -43,13 +43,26 @@ from typing import Any
 from taskit._urls import check_prefix, parse_broker_url, redact_url
 from taskit.errors import ConfigurationError
 
-__all__ = ["MAX_COUNT", "MAX_SECONDS", "Settings", "check_number", "redact_url"]
+__all__ = [
+    "DEFAULT_RESULT_TTL",
+    "MAX_COUNT",
+    "MAX_SECONDS",
+    "Settings",
+    "check_number",
+    "redact_url",
+]
 
 #: The longest duration a setting takes (ten years): past it is surely a typo, and Redis expiry
 #: times and datetimes must still hold ``now + duration``.
 MAX_SECONDS = 10 * 365 * 86400.0
 #: The largest count a setting takes (concurrency, retries, ...): 32-bit signed.
 MAX_COUNT = 2**31 - 1
+#: Seconds a finished job (and its result) stays readable when neither its task, its call nor
+#: ``TASKIT_RESULT_TTL`` says otherwise: ten minutes, as SAQ's and Dramatiq's results (RQ: 500 s).
+#: Long enough for anyone awaiting the job to read it; short enough that a Redis holds the
+#: records of a busy App: about 0.5 GB at a steady 1,000 jobs/s (docs/performance.md, "What
+#: finished jobs keep"), where a day held some 75 GB. Dead letters do not expire.
+DEFAULT_RESULT_TTL = 600.0
 
 _ENV = {
     "broker_url": ("TASKIT_BROKER_URL", str),
@@ -90,6 +103,11 @@ class Settings:
     wait: its own length plus this). Past it the call raises ``BrokerConnectionError`` if the
     command was not sent, ``BrokerOutcomeUnknownError`` if it was (it may have run).
 
+    ``result_ttl``: seconds a job that ended COMPLETED, FAILED or CANCELLED stays readable
+    (``get``, waiting for its result, the listings), unless its task or call gives its own
+    ``result_ttl``; also how long a workflow's record outlives its last node. Dead letters do
+    not expire. Default ``DEFAULT_RESULT_TTL``.
+
     ``broker_url``: where jobs wait (``taskit._urls``); None (the default): nothing chose one,
     so an App uses ``memory://`` and the ``taskit`` commands a SQLite file (docs/configuration.md,
     "The default broker").
@@ -121,7 +139,7 @@ class Settings:
     backoff: float = 1.0
     job_timeout: float | None = None
     visibility_timeout: float = 30.0
-    result_ttl: float = 86400.0
+    result_ttl: float = DEFAULT_RESULT_TTL
     concurrency: int = 10
     sync_concurrency: int = 10
     grace_period: float = 10.0

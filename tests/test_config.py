@@ -22,7 +22,7 @@ def test_defaults() -> None:
     assert settings.broker_url is None  # nothing chose one: App() uses memory://, the CLI SQLite
     assert settings.default_queue == "default"
     assert (settings.max_retries, settings.backoff, settings.job_timeout) == (3, 1.0, None)
-    assert (settings.visibility_timeout, settings.result_ttl) == (30.0, 86400.0)
+    assert (settings.visibility_timeout, settings.result_ttl) == (30.0, 600.0)
     assert (settings.concurrency, settings.sync_concurrency) == (10, 10)
     assert (settings.grace_period, settings.reaper_interval) == (10.0, 5.0)
 

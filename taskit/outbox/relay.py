@@ -21,8 +21,11 @@ rolls the transaction back and leaves the rows for the next pass; ``run`` waits 
 ``taskit._outage.Outage``.
 
 Exactly once holds while the broker remembers a finished job, i.e. when the pass after a crash
-comes within the broker's ``result_ttl`` (a day by default; a ``result_ttl`` of 0 forgets a
-finished job at once, and a job relayed by a pass that died could then run again).
+comes within the job's retention. A relayed job whose task and call chose no ``result_ttl`` is
+kept ``RELAYED_RESULT_TTL`` (a day) once finished, not the broker's ``result_ttl`` (ten minutes
+by default): a database outage outlasts ten minutes more often than a day. A job with its own
+``result_ttl`` keeps it (0 forgets a finished job at once, and a job relayed by a pass that died
+could then run again).
 
 The database work is synchronous SQLAlchemy (any driver the application uses) in a worker thread;
 the broker calls go back to the event loop from it.
@@ -38,6 +41,7 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import anyio.to_thread
+import msgspec
 from sqlalchemy import Connection, Engine, bindparam, delete, select
 
 from taskit._outage import Outage
@@ -46,7 +50,7 @@ from taskit.job import Job, decode_job
 from taskit.outbox.writer import Outbox
 from taskit.producer import Producer
 
-__all__ = ["BATCH", "IDLE", "Relay"]
+__all__ = ["BATCH", "IDLE", "RELAYED_RESULT_TTL", "Relay"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,9 @@ log = logging.getLogger(__name__)
 BATCH = 100
 #: Seconds a relay waits after a pass that found fewer than a full batch.
 IDLE = 1.0
+#: Seconds a relayed job with no ``result_ttl`` of its own is kept once finished: the window in
+#: which a pass after a relay's crash still finds it (the module's docstring).
+RELAYED_RESULT_TTL = 86400.0
 
 
 class Relay:
@@ -157,9 +164,16 @@ class Relay:
     async def _send(self, jobs: Sequence[Job]) -> None:
         """Enqueue those of ``jobs`` the broker does not have (see the module's docstring)."""
         broker = self.producer.broker
-        fresh = [job for job in jobs if await broker.get(job.id) is None]
+        fresh = [_remembered(job) for job in jobs if await broker.get(job.id) is None]
         if fresh:
             await self.producer.submit(fresh)
+
+
+def _remembered(job: Job) -> Job:
+    """``job`` kept ``RELAYED_RESULT_TTL`` once finished, unless it chose its own retention."""
+    if job.result_ttl is not None:
+        return job
+    return msgspec.structs.replace(job, result_ttl=RELAYED_RESULT_TTL)
 
 
 def _decoded(rows: Sequence[Any]) -> list[Job]:

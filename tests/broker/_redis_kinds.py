@@ -109,7 +109,7 @@ class RedisHarness:
 
 @asynccontextmanager
 async def open_redis_harness(
-    kind: str, request: pytest.FixtureRequest, *, result_ttl: float = 60.0
+    kind: str, request: pytest.FixtureRequest, *, result_ttl: float | None = 60.0
 ) -> AsyncIterator[RedisHarness]:
     """A harness on ``kind`` (see the module docstring) under a fresh key prefix."""
     prefix = f"taskit-test-{uuid.uuid4().hex[:12]}"

@@ -73,7 +73,7 @@ SHARDED = frozenset({SHARDED_MEMORY, SHARDED_REAL, SHARDED_CLUSTER})
 Advance = Callable[[float], Awaitable[None]]
 
 
-def memory_shards(clock: Clock, *, result_ttl: float, shards: int = SHARDS) -> ShardedBroker:
+def memory_shards(clock: Clock, *, result_ttl: float | None, shards: int = SHARDS) -> ShardedBroker:
     """A ``ShardedBroker`` of ``shards`` memory brokers sharing ``clock``."""
     options = BrokerOptions(("result_ttl",), result_ttl=result_ttl)
     return ShardedBroker(
@@ -86,7 +86,7 @@ def memory_shards(clock: Clock, *, result_ttl: float, shards: int = SHARDS) -> S
 
 @asynccontextmanager
 async def open_sharded(
-    kind: str, request: pytest.FixtureRequest, *, result_ttl: float = 60.0
+    kind: str, request: pytest.FixtureRequest, *, result_ttl: float | None = 60.0
 ) -> AsyncIterator[tuple[ShardedBroker, Advance]]:
     """A sharded broker of ``kind`` (module docstring) with ``result_ttl``, and its way to let
     time pass (a fake clock's for memory; a real sleep on Redis, whose clock is the server's)."""

@@ -69,9 +69,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @asynccontextmanager
 async def open_harness(
-    kind: str, request: pytest.FixtureRequest, *, result_ttl: float = 60.0
+    kind: str, request: pytest.FixtureRequest, *, result_ttl: float | None = 60.0
 ) -> AsyncIterator[BrokerHarness]:
-    """A harness on a broker of ``kind`` whose result TTL is ``result_ttl`` seconds."""
+    """A harness on a broker of ``kind`` whose result TTL is ``result_ttl`` seconds (None: the
+    default, ``Settings().result_ttl``)."""
     if kind == "memory":
         clock = FakeClock()
 

@@ -1,7 +1,8 @@
 """Broker conformance: a job's own ``result_ttl`` (guide: "Result retention per job").
 
 A job that ends COMPLETED, FAILED or CANCELLED (by its outcome, by ``cancel`` or by ``reclaim``)
-is kept for its own TTL, else the broker's (60 s in this harness); 0 keeps no record at all. A
+is kept for its own TTL, else the broker's (60 s in this harness; ten minutes for a broker given
+none, ``DEFAULT_RESULT_TTL``); 0 keeps no record at all. A
 dead letter ignores it: kept until requeued or purged. Unique ids follow the record: once it is
 gone, an enqueue of the same id stores a new job. The Redis tests at the end call the settle
 script and build its request directly.
@@ -14,11 +15,13 @@ import pytest
 
 from taskit.broker.base import Broker
 from taskit.broker.redis import requests
+from taskit.config import DEFAULT_RESULT_TTL, Settings
 from taskit.job import Job, JobResult, JobStatus, Lease, Outcome, OutcomeKind
 from tests.broker import test_lua_scripts as lua
 from tests.broker._helpers import LONG, make_job, new_queue, outcome, reserve_all, status_of
-from tests.broker._redis_kinds import RedisHarness
-from tests.broker.conftest import BrokerHarness
+from tests.broker._redis_kinds import SHORT_KINDS, RedisHarness, open_redis_harness
+from tests.broker._sharded import SHARDED_MEMORY
+from tests.broker.conftest import BrokerHarness, open_harness
 
 pytestmark = pytest.mark.anyio
 
@@ -135,6 +138,60 @@ async def test_an_outcome_with_a_bad_ttl_is_refused_as_stale(
         False
     ]
     assert await status_of(harness.broker, held.job.id) is JobStatus.RUNNING
+
+
+# -- the default: a broker given no result_ttl ---------------------------------------------------
+async def _end_each_way(broker: Broker, q: str) -> list[str]:
+    """A job of ``q`` ended each way with no TTL of its own (completed, failed, cancelled by its
+    outcome, cancelled waiting), one with its own hour and one dead letter; their ids."""
+    kinds = [OutcomeKind.COMPLETE, OutcomeKind.FAIL, OutcomeKind.CANCEL]
+    plain = [job(q, kind.value, None) for kind in kinds]
+    held = await leased(broker, [*plain, job(q, "hour", 3600.0), job(q, "dead", None)])
+    ends = [ending(held[j.id], kind) for j, kind in zip(plain, kinds, strict=True)]
+    ends.append(ending(held[f"{q}-hour"], OutcomeKind.COMPLETE))
+    ends.append(ending(held[f"{q}-dead"], OutcomeKind.DEAD_LETTER))
+    assert await broker.settle(ends) == [True] * 5
+    waiting = job(q, "waiting", None)
+    await broker.enqueue([waiting])
+    assert await broker.cancel(waiting.id)
+    return [j.id for j in plain] + [waiting.id]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", SHARDED_MEMORY])
+async def test_a_broker_given_no_result_ttl_keeps_finished_jobs_the_default_ten_minutes(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """The in-process brokers on their fake clocks; the Redis broker's done keys below."""
+    assert DEFAULT_RESULT_TTL == Settings().result_ttl == 600.0
+    async with open_harness(kind, request, result_ttl=None) as made:
+        broker, q = made.broker, new_queue()
+        ended = await _end_each_way(broker, q)
+
+        await made.advance(DEFAULT_RESULT_TTL - 1)
+        for job_id in ended:
+            assert await broker.get(job_id) is not None, job_id
+        await made.advance(2)
+
+        for job_id in ended:
+            assert await broker.get(job_id) is None, job_id
+        assert await status_of(broker, f"{q}-hour") is JobStatus.COMPLETED  # its own TTL wins
+        assert await status_of(broker, f"{q}-dead") is JobStatus.DEAD_LETTER  # never expires
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("kind", SHORT_KINDS)
+async def test_a_redis_broker_given_no_result_ttl_keeps_done_keys_the_default_ten_minutes(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    async with open_redis_harness(kind, request, result_ttl=None) as rh:
+        k, q = rh.broker.keys, new_queue()
+        ended = await _end_each_way(rh.broker, q)
+
+        for job_id in ended:
+            assert 590_000 < await rh.client.pttl(k.done(job_id)) <= 600_000, job_id
+        assert 3_590_000 < await rh.client.pttl(k.done(f"{q}-hour")) <= 3_600_000
+        assert await status_of(rh.broker, f"{q}-dead") is JobStatus.DEAD_LETTER
 
 
 # -- Redis: the settle script and its request --------------------------------------------------

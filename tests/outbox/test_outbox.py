@@ -13,16 +13,19 @@ from sqlalchemy.orm import Session
 
 from taskit import App, JobStatus
 from taskit.broker.memory import MemoryBroker
+from taskit.clock import FakeClock
+from taskit.config import DEFAULT_RESULT_TTL
 from taskit.errors import PayloadTooLargeError
 from taskit.job import Job, JobResult, Outcome, OutcomeKind
 from taskit.outbox import Outbox, Relay
+from taskit.outbox.relay import RELAYED_RESULT_TTL
 from taskit.producer import Producer
 
 pytestmark = pytest.mark.anyio
 
 
-def make_app() -> App:
-    app = App(MemoryBroker())
+def make_app(broker: MemoryBroker | None = None) -> App:
+    app = App(MemoryBroker() if broker is None else broker)
 
     @app.task(name="signup.welcome", queue="mail")
     def welcome(user: str, n: int = 1) -> str:
@@ -167,6 +170,43 @@ async def test_a_relay_dead_before_its_commit_enqueues_nothing_twice(
     assert finished is not None
     assert finished.status is JobStatus.COMPLETED  # not replaced
     assert [job.id for job in await queued(app)] == [waiting.id]  # and not doubled
+
+
+async def test_a_relayed_job_is_remembered_a_day_past_the_brokers_result_ttl(
+    engine: Engine, outbox: Outbox
+) -> None:
+    clock = FakeClock()
+    app = make_app(MemoryBroker(clock=clock))  # its result TTL: the default, ten minutes
+    task = app.get_task("signup.welcome")
+    with Session(engine) as session, session.begin():
+        ran = outbox.enqueue(session, task, "ada")
+        own = outbox.enqueue(session, task.options(result_ttl=60), "bob")
+    dying = Relay(engine, outbox, DiesAfterEnqueue(app.broker, app.settings))
+    with pytest.raises(ConnectionResetError):
+        await dying.relay_once()
+    leases = await app.broker.reserve(["mail"], count=2, lease=60, timeout=0)
+    assert [held.job.result_ttl for held in leases] == [RELAYED_RESULT_TTL, 60.0]
+    ends = [  # as a worker settles them: with the job's own TTL
+        Outcome(
+            job_id=held.job.id,
+            token=held.token,
+            kind=OutcomeKind.COMPLETE,
+            result=JobResult(success=True, value="hi"),
+            result_ttl=held.job.result_ttl,
+        )
+        for held in leases
+    ]
+    assert await app.broker.settle(ends) == [True, True]
+
+    clock.advance(DEFAULT_RESULT_TTL * 6)  # the database was away an hour
+
+    assert await Relay(engine, outbox, app.producer).relay_once() == 2
+    finished = await app.broker.get(ran.id)
+    assert finished is not None
+    assert finished.status is JobStatus.COMPLETED  # remembered: not enqueued again
+    again = await app.broker.get(own.id)  # its own 60 s chose otherwise: stored anew
+    assert again is not None
+    assert again.status is JobStatus.PENDING
 
 
 async def test_a_row_that_is_not_a_job_is_dropped_and_logged(

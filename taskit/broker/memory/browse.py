@@ -38,6 +38,7 @@ from taskit.broker.memory.state import Record, copy_job
 from taskit.broker.memory.wakeup import wake_all
 from taskit.broker.memory.workflows import WorkflowsState
 from taskit.clock import Clock
+from taskit.config import DEFAULT_RESULT_TTL
 from taskit.job import Job, JobStatus, Outcome, OutcomeKind, decode_progress
 
 __all__ = ["BrowseState"]
@@ -58,7 +59,9 @@ _Place = tuple[float, float, str]
 class BrowseState(WorkflowsState):
     """The browsing half of ``MemoryBroker`` (see the module docstring)."""
 
-    def __init__(self, *, clock: Clock | None = None, result_ttl: float = 86400.0) -> None:
+    def __init__(
+        self, *, clock: Clock | None = None, result_ttl: float = DEFAULT_RESULT_TTL
+    ) -> None:
         super().__init__(clock=clock, result_ttl=result_ttl)
         self._by_status: defaultdict[tuple[str, JobStatus], dict[str, None]] = defaultdict(dict)
         self._ended_index = EndIndex()

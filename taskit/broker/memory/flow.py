@@ -10,6 +10,7 @@ from taskit.broker.checks import check_queue, kept_or_expired
 from taskit.broker.memory.state import MemoryState, copy_job
 from taskit.broker.memory.wakeup import wake_all
 from taskit.clock import Clock
+from taskit.config import DEFAULT_RESULT_TTL
 from taskit.job import Job, JobStatus, kept_job
 
 __all__ = ["DedupWindows", "FlowState"]
@@ -42,7 +43,9 @@ class DedupWindows:
 class FlowState(MemoryState):
     """The memory state with the paused queues and the dedup windows."""
 
-    def __init__(self, *, clock: Clock | None = None, result_ttl: float = 86400.0) -> None:
+    def __init__(
+        self, *, clock: Clock | None = None, result_ttl: float = DEFAULT_RESULT_TTL
+    ) -> None:
         super().__init__(clock=clock, result_ttl=result_ttl)
         self._paused: set[str] = set()
         self._windows = DedupWindows()

@@ -21,6 +21,7 @@ from taskit.broker.memory.limits import HOLD_CAP, LimitBook
 from taskit.broker.memory.streams import Stream
 from taskit.broker.memory.wakeup import Waiter, wake_all
 from taskit.clock import Clock, FakeClock, SystemClock
+from taskit.config import DEFAULT_RESULT_TTL
 from taskit.errors import CorruptJobError, SerializationError
 from taskit.job import (
     MAX_FAILURES,
@@ -68,7 +69,9 @@ class Record:
 class MemoryState:
     """The state of one memory broker (see the module docstring)."""
 
-    def __init__(self, *, clock: Clock | None = None, result_ttl: float = 86400.0) -> None:
+    def __init__(
+        self, *, clock: Clock | None = None, result_ttl: float = DEFAULT_RESULT_TTL
+    ) -> None:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._result_ttl = result_ttl
         self._lock = threading.Lock()

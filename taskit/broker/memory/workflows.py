@@ -23,6 +23,7 @@ from taskit.broker.memory.flow import FlowState
 from taskit.broker.memory.state import Record
 from taskit.broker.memory.wakeup import wake_all
 from taskit.clock import Clock
+from taskit.config import DEFAULT_RESULT_TTL
 from taskit.dependencies import IfFailed, check_after
 from taskit.job import Job, JobResult, JobStatus, result_of, utc_from_timestamp
 from taskit.workflow import WorkflowNode, WorkflowState
@@ -207,7 +208,9 @@ class WorkflowsState(FlowState):
     """The memory state with workflows: every end of a job goes through ``_ended``, which
     records it in its workflow and releases or ends the jobs waiting for it, down the graph."""
 
-    def __init__(self, *, clock: Clock | None = None, result_ttl: float = 86400.0) -> None:
+    def __init__(
+        self, *, clock: Clock | None = None, result_ttl: float = DEFAULT_RESULT_TTL
+    ) -> None:
         super().__init__(clock=clock, result_ttl=result_ttl)
         self._flows = WorkflowBook()
         self._ends: deque[tuple[str, JobStatus, JobResult]] = deque()  # ends not yet applied

@@ -80,7 +80,7 @@ class RedisBase(Broker):
         job stays readable. ``prefix``
         and ``result_ttl`` left None (the default) come from the URL's ``?prefix=``, else from
         the settings of the App the broker is given to (``TASKIT_REDIS_PREFIX``,
-        ``TASKIT_RESULT_TTL``; see ``Broker.configure``), else ``taskit`` and one day.
+        ``TASKIT_RESULT_TTL``; see ``Broker.configure``), else ``taskit`` and ten minutes.
         ``timeout``: seconds any connect or reply may take (``Settings.broker_timeout``,
         ``TASKIT_BROKER_TIMEOUT``, from the App's settings when None; 5 s by default; a
         blocking wait gets its own length plus this). ``connect``: for tests, makes the
