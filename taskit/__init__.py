@@ -12,8 +12,6 @@ Example::
     await send_email.enqueue("ada@example.com")
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from taskit.app import App
 from taskit.backoff import Exponential, Fixed
 from taskit.broker.base import Broker
@@ -58,10 +56,19 @@ from taskit.task import Task, TaskVariant
 from taskit.worker import Worker, WorkerStats
 from taskit.workflow import WorkflowNode, WorkflowState, WorkflowStatus
 
-try:
-    __version__ = version("taskit")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+
+def __getattr__(name: str) -> str:
+    # The version is looked up on first use: importlib.metadata costs a worker a few MB of
+    # memory and tens of milliseconds of start-up for a name it never reads (issue 19).
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("taskit")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            return "0.0.0"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "App",

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import click
 
-from taskit import __version__
 from taskit._cli_admin import (
     Count,
     add_admin_commands,
@@ -118,8 +117,23 @@ _LOG_FORMAT = click.option(
 )
 
 
+def _print_version(ctx: click.Context) -> None:
+    import taskit  # the version is looked up only when asked for (taskit.__getattr__)
+
+    click.echo(f"taskit, version {taskit.__version__}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", "-V", prog_name="taskit")
+@click.option(
+    "--version",
+    "-V",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _param, value: _print_version(ctx) if value else None,
+    help="Show the version and exit.",
+)
 def main() -> None:
     """taskit: background tasks for Python."""
 
