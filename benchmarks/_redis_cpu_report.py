@@ -90,8 +90,8 @@ def _per_command(label: str, runs: list[dict[str, Phase]], jobs: int) -> list[st
 
 def _per_script(label: str, rows: dict[str, dict[str, float]], jobs: int) -> list[str]:
     lines = [
-        f"**{label}**, one untimed round with `SLOWLOG` at every command (top-level commands, "
-        "EVALSHA by script; enqueue and drain together), per job:",
+        f"**{label}**, one untimed round of {jobs} jobs with `SLOWLOG` at every command "
+        "(EVALSHA by script, then the commands scripts ran; enqueue and drain together), per job:",
         "",
         "| command or script | calls/job | usec/job | usec/call |",
         "|---|---:|---:|---:|",
@@ -112,6 +112,7 @@ def write_report(
     scripts: dict[str, dict[str, dict[str, float]]],
     idle: float,
     server: str,
+    slow_jobs: int,
 ) -> None:
     """Print the tables and write them to ``results/redis-cpu-<date>[-<tag>].md`` and ``.json``."""
     now = datetime.now(UTC)
@@ -136,7 +137,7 @@ def write_report(
     for label, runs in rounds.items():
         lines += _per_command(label, runs, args.jobs)
     for label, rows in scripts.items():
-        lines += _per_script(label, rows, args.jobs)
+        lines += _per_script(label, rows, slow_jobs)
     table = "\n".join(lines) + "\n"
     print(table)
     RESULTS.mkdir(exist_ok=True)
