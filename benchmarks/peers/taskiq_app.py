@@ -47,4 +47,8 @@ def make_broker(url: str) -> RedisStreamBroker:
     return broker
 
 
-broker = make_broker(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+#: The broker: ``BENCH_APP_URL`` when set (``benchmarks/redis_cpu.py``: the measured Redis, while
+#: the probe reports to another), else the probe's ``BENCH_REDIS_URL``.
+broker = make_broker(
+    os.environ.get("BENCH_APP_URL") or os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+)

@@ -178,7 +178,8 @@ async def test_counts_go_to_the_hash_of_the_servers_minute_with_an_expiry(
     }
     assert sum(int(v) for v in runs.values()) == 2  # one run each, for complete and retry
     assert all(int(f[3:]) <= len(RUN_TIME_BOUNDS) for f in runs)
-    assert COUNTS_KEPT < await rh.client.ttl(k.counts(minute)) <= COUNTS_KEPT + 120
+    # it expires COUNTS_KEPT + 120 s after its minute ends: the same for every write of it
+    assert COUNTS_KEPT + 120 <= await rh.client.ttl(k.counts(minute)) <= COUNTS_KEPT + 180
 
 
 async def test_a_settle_batch_writes_one_field_per_distinct_count(rh: RedisHarness) -> None:

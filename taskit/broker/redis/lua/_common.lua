@@ -98,7 +98,9 @@ end
 -- Why a key of KEYS holds another type than this layout keeps there (TYPE's names; a missing
 -- key is fine), as an error text for redis.error_reply, or nil. KEYS is laid out as the kinds
 -- `head`, then the kinds `per` once for each of `nq` queues; keys after those (done keys, which
--- finish deletes first) and '*' kinds may hold anything. A script that takes entries out of one
+-- finish deletes first) and '*' kinds may hold anything. One TYPE per other key a call, except
+-- for kinds marked '?' (keys that usually do not exist: limits, priorities, delays, groups):
+-- one EXISTS of all of those first, and their TYPEs only when one of them exists. A script that takes entries out of one
 -- structure and writes them to another checks first: Redis keeps a script's writes up to an
 -- error, so a write refused midway (WRONGTYPE) would leave what it took out in no structure.
 local function layout_fault(head, per, nq)
@@ -108,9 +110,24 @@ local function layout_fault(head, per, nq)
       kinds[#kinds + 1] = kind
     end
   end
+  local rare = {} -- the keys of '?' kinds
   for i, want in ipairs(kinds) do
-    local kind = rcall('TYPE', KEYS[i]).ok
-    if kind ~= 'none' and want ~= '*' and kind ~= want then
+    if string.byte(want) == 63 then -- '?'
+      rare[#rare + 1] = KEYS[i]
+    end
+  end
+  local none_rare = true -- no key of a '?' kind exists: each is fine, as a missing key is
+  for i = 1, #rare, CHUNK do
+    if rcall('EXISTS', unpack(rare, i, math.min(i + CHUNK - 1, #rare))) > 0 then
+      none_rare = false
+      break
+    end
+  end
+  for i, want in ipairs(kinds) do
+    local maybe = string.byte(want) == 63
+    want = maybe and string.sub(want, 2) or want
+    local kind = want ~= '*' and not (maybe and none_rare) and rcall('TYPE', KEYS[i]).ok
+    if kind and kind ~= 'none' and kind ~= want then
       return 'WRONGTYPE damaged data: key \'' .. KEYS[i] .. '\' holds a ' .. kind ..
         ' where taskit keeps a ' .. want .. ' (not written by taskit: repair or delete it);' ..
         ' nothing was changed'
@@ -502,7 +519,8 @@ end
 
 -- End a live job: its record moves to its own key `done_key`, which expires after `ttl` ms
 -- (0: no record is kept at all). K = {jobs=, err=, prog=, no_prog=, done=, totals=, mark=,
--- groupof=, completed=, failed=, cancelled=, keep=}: the last four the queue's finished-job
+-- groupof=, completed=, failed=, cancelled=, keep=, tally=}: tally (optional) a table the caller
+-- writes with tally_flush once a call, else the totals hash is counted at once; the last four the queue's finished-job
 -- indexes and the broker's result TTL (ms; see index_ended); `result` is the msgpack JobResult
 -- or ''; `mark` (optional) the settle's mark, kept in the token field.
 -- Its progress (progress-2.lua), if it reported any, moves to the done key's `prog` field.
@@ -532,9 +550,25 @@ local function finish(K, id, s, status, now, ttl, result)
   rcall('HDEL', K.jobs, id)
   rcall('HDEL', K.err, id)
   if status == 'completed' or status == 'failed' then
-    -- pcall: a counter holding a non-integer (or a key of another type) is damaged data; it
-    -- must never fail the settle that ends this job and the others of its call.
-    redis.pcall('HINCRBY', K.totals, status, 1)
+    if K.tally then -- gathered by the caller, written once a call (tally_flush)
+      local by = K.tally[K.totals] or {}
+      K.tally[K.totals] = by
+      by[status] = (by[status] or 0) + 1
+    else
+      redis.pcall('HINCRBY', K.totals, status, 1) -- pcall: see tally_flush
+    end
+  end
+end
+
+-- Add the ends gathered in `tally` (totals hash -> status -> n, see finish) to their totals
+-- hashes: one HINCRBY per hash and status a call, not one a job.
+local function tally_flush(tally)
+  for key, by in pairs(tally) do
+    for status, n in pairs(by) do
+      -- pcall: a counter holding a non-integer (or a key of another type) is damaged data; it
+      -- must never fail the call that ends jobs.
+      redis.pcall('HINCRBY', key, status, n)
+    end
   end
 end
 

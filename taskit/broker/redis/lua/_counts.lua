@@ -5,13 +5,15 @@
 --                              fields '<queue>\0<c>', c one of e (enqueued), c (completed),
 --                              f (failed), r (retried), d (dead-lettered), x (cancelled), and
 --                              't<i>' (runs in bucket i of RUN_TIME_BOUNDS, taskit.broker.browse);
---                              expires COUNTS_KEPT + 120 s after its last write
+--                              expires COUNTS_KEPT + 120 s after its minute ends (so at least
+--                              that long after its last write)
 --
 -- The one key a script names that is not in KEYS besides the workflow keys (see keys.py): its
 -- minute is the server's, known only inside the script. It is built from the broker's hash tag
 -- (the jobs hash's name minus ':jobs'), so it lies in the same Cluster slot as every key passed.
 -- Counts are gathered during a call and written once at its end (counts_flush): one HINCRBY per
--- distinct field and one EXPIRE, whatever the batch size.
+-- distinct field, whatever the batch size, and one PEXPIRE when a field was new (the expiry is
+-- the same for every write of a minute, so the call that made a field sets it for all).
 
 local COUNTS_TTL = 86400 + 120
 -- RUN_TIME_BOUNDS of taskit.broker.browse in ms (tests/broker/test_lua_browse.py checks them).
@@ -47,11 +49,16 @@ local function counts_flush(tag, now)
   end
   local minute = math.floor(now / 60000) * 60
   local key = tag .. ':counts:' .. minute
+  local fresh = false -- a field made now (its count is this call's)
   for field, n in pairs(counted) do
     -- pcall: a hash of another type (damaged data) must not fail the call that moved the jobs
-    if type(redis.pcall('HINCRBY', key, field, n)) == 'table' then
+    local total = redis.pcall('HINCRBY', key, field, n)
+    if type(total) == 'table' then
       return
     end
+    fresh = fresh or total == n
   end
-  rcall('EXPIRE', key, COUNTS_TTL)
+  if fresh then -- (PEXPIRE to that time: EXPIREAT is not in the documented ACL)
+    rcall('PEXPIRE', key, (minute + 60 + COUNTS_TTL) * 1000 - now)
+  end
 end

@@ -29,7 +29,8 @@ local NO_LIMITS_TAIL = '\192\144\192\192\192\192'
 local SEQ_WIDTH = 20
 -- The types of L's keys, in the order scripts take them (specs, holding, waiting, held, freed,
 -- rate, queued): for layout_fault.
-local LIMIT_KINDS = {'hash', 'zset', 'zset', 'hash', 'zset', 'zset', 'hash'}
+-- '?': usually none exists (see layout_fault).
+local LIMIT_KINDS = {'?hash', '?zset', '?zset', '?hash', '?zset', '?zset', '?hash'}
 
 -- Count `n` more (or fewer) jobs of `queue` held back; a count back at 0 is deleted.
 local function count_held(L, queue, n)

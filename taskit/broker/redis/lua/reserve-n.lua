@@ -39,7 +39,7 @@ allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored
 
 -- ids popped, then a refused write: jobs lost
 local fault = layout_fault({'hash', 'hash', 'string', unpack(LIMIT_KINDS)},
-  {'list', 'zset', 'zset', 'zset', 'zset', 'list', 'zset', 'list', 'hash'}, (#KEYS - 11) / 9)
+  {'list', '?zset', '?zset', 'zset', '?zset', 'list', '?zset', '?list', '?hash'}, (#KEYS - 11) / 9)
 if fault then
   return redis.error_reply(fault)
 end

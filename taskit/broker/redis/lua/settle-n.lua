@@ -62,7 +62,7 @@ local rcall = redis.call
 -- @include _counts.lua
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 local fault = layout_fault({'hash', 'hash', 'string', unpack(LIMIT_KINDS)},
-  {'list', 'zset', 'zset', 'zset', 'zset', '*', 'list', 'zset', 'list', 'hash', '*', '*', '*'},
+  {'list', '?zset', '?zset', 'zset', '?zset', '*', 'list', '?zset', '?list', '?hash', '*', '*', '*'},
   tonumber(ARGV[2]))
 if fault then -- a job out of its lease set, then a refused write: the job lost
   return redis.error_reply(fault)
@@ -97,6 +97,7 @@ local PROG = KEYS[#KEYS - 2]
 local W = {tag = wf_tag(KEYS[1]), jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], prog = PROG,
   of = KEYS[#KEYS - 1], deferred = KEYS[#KEYS], ttl = ttl, now = now}
 local no_wf = nil -- whether no job is a node of a workflow now (read once a call, at an end)
+local tally = {} -- the ends counted in the queues' totals hashes, written once (tally_flush)
 
 -- The error hash value of job `id` if it is a node of a workflow (read before its end takes
 -- it), else nil.
@@ -156,7 +157,8 @@ for i = 1, (#ARGV - 2) / 4 do
       local node_err = node_error(id)
       finish({jobs = KEYS[1], err = KEYS[2], prog = PROG, no_prog = no_prog,
         done = KEYS[10 + 13 * nq + i], totals = totals, mark = mark, groupof = KEYS[b + 10],
-        completed = KEYS[b + 11], failed = KEYS[b + 12], cancelled = KEYS[b + 13], keep = ttl},
+        completed = KEYS[b + 11], failed = KEYS[b + 12], cancelled = KEYS[b + 13], keep = ttl,
+        tally = tally},
         id, s, FINAL[kind], now,
         own ~= '' and tonumber(own) or ttl,
         result)
@@ -212,6 +214,7 @@ end
 for q, ids in pairs(unleased) do
   each_chunk('ZREM', KEYS[10 + 13 * (q - 1) + 4], ids)
 end
+tally_flush(tally)
 counts_flush(wf_tag(KEYS[1]), now)
 for _, queue in ipairs(limits_woken(L)) do
   out[#out + 1] = queue
