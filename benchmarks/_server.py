@@ -26,13 +26,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server(*extra: str) -> Iterator[str]:
-    """Start ``redis-server`` on a free loopback port (no RDB, no AOF; ``extra`` arguments
-    after those); yield its URL."""
+def redis_server(*extra: str, port: int = 0) -> Iterator[str]:
+    """Start ``redis-server`` on ``port`` (default: a free loopback port; no RDB, no AOF;
+    ``extra`` arguments after those); yield its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not on PATH")
-    port = free_port()
+    port = port or free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += extra
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
