@@ -79,6 +79,8 @@ class Tree:
     def pythonpath(self) -> str:
         return f"{self.shim}{os.pathsep}{ROOT}"  # its taskit, this tree's benchmarks
 
+    # Processes run in ``shim``: ``python -m`` puts the working directory first on sys.path.
+
 
 def make_tree(name: str, path: Path, scratch: Path) -> Tree:
     shim = scratch / f"shim-{name}"
@@ -107,16 +109,21 @@ def enqueue(tree: Tree, url: str, task: str, jobs: int) -> None:
     """Queue ``jobs`` jobs of ``task`` with the tree's own taskit (its wire format)."""
     env = {**os.environ, "PYTHONPATH": tree.pythonpath, "BENCH_REDIS_URL": url}
     argv = [sys.executable, "-m", "benchmarks.overhead", "--enqueue", task, str(jobs)]
-    subprocess.run(argv, cwd=ROOT, env=env, check=True)
+    done = subprocess.run(argv, cwd=tree.shim, env=env, check=True, capture_output=True, text=True)
+    used = Path(done.stdout.strip()).resolve()
+    if not used.is_relative_to(tree.path.resolve()):  # the figures would be another tree's
+        raise RuntimeError(f"the {tree.name} run imported taskit from {used}")
 
 
 def _enqueue_here(task_name: str, jobs: int) -> None:
+    import taskit
     from benchmarks.peers.taskit_app import app  # the taskit first on PYTHONPATH
 
     task = app.get_task(task_name)
     for start in range(0, jobs, 1000):
         app.enqueue_many_sync([task.prepare() for _ in range(min(1000, jobs - start))])
     app.close_sync()
+    print(taskit.__file__)  # checked by the caller: the tree meant
 
 
 def drain(tree: Tree, url: str, variant: Variant, jobs: int) -> dict[str, float]:
@@ -132,7 +139,7 @@ def drain(tree: Tree, url: str, variant: Variant, jobs: int) -> dict[str, float]
     argv = [sys.executable, "-m", "taskit", "worker", APP, "--loop", variant.loop,
             "--log-level", variant.level]  # fmt: skip
     with tempfile.NamedTemporaryFile(prefix="overhead-", suffix=".log") as log:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log,
+        proc = subprocess.Popen(argv, cwd=tree.shim, env=env, stdout=log, stderr=log,
                                 start_new_session=True)  # fmt: skip
         try:
             report = _wait_done(client, proc, run, Path(log.name))
