@@ -75,7 +75,21 @@ class Worker:
         self.lines: list[str] = []
         self._seen = threading.Condition()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "taskit", "worker", APP, "-c", "4", "--loop", loop, *extra],
+            # DEBUG: the job's start line ("attempt 1 started") is logged at DEBUG
+            [
+                sys.executable,
+                "-m",
+                "taskit",
+                "worker",
+                APP,
+                "-c",
+                "4",
+                "--loop",
+                loop,
+                "--log-level",
+                "DEBUG",
+                *extra,
+            ],
             cwd=ROOT,
             env={**os.environ, **env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
             stdout=subprocess.DEVNULL,
