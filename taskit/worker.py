@@ -47,6 +47,7 @@ from taskit._handoff import Handoff
 from taskit._leases import Reaper, keep_leases
 from taskit._outage import Outage
 from taskit._settler import Settled, Settler
+from taskit._threads import HandlerThreads
 from taskit._worker_parts import WorkerParts, WorkerSource, WorkerStats
 from taskit.backoff import as_policy
 from taskit.config import check_number
@@ -153,7 +154,17 @@ class Worker:
     async def _run(self, burst: bool) -> None:
         settings, broker = self.settings, self.broker
         limiter = anyio.CapacityLimiter(settings.sync_concurrency)
-        executor = self._executor = Executor(self.tasks, limiter, broker=broker)
+        threads = HandlerThreads(settings.sync_concurrency)
+        try:
+            executor = self._executor = Executor(
+                self.tasks, limiter, broker=broker, threads=threads
+            )
+            await self._serve(executor, burst)
+        finally:
+            threads.close()  # idle threads exit; one still running a handler was abandoned
+
+    async def _serve(self, executor: Executor, burst: bool) -> None:
+        settings, broker = self.settings, self.broker
         settler = self._settler = Settler(broker, self.lease, self._settled)
         handoff = Handoff()
         events = WorkerEvents(self.events, self.name) if self.events else None
