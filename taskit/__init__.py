@@ -12,7 +12,7 @@ Example::
     await send_email.enqueue("ada@example.com")
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from taskit.app import App
 from taskit.backoff import Exponential, Fixed
@@ -58,10 +58,19 @@ from taskit.task import Task, TaskVariant
 from taskit.worker import Worker, WorkerStats
 from taskit.workflow import WorkflowNode, WorkflowState, WorkflowStatus
 
-try:
-    __version__ = version("taskit")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+
+def __getattr__(name: str) -> Any:
+    # ``__version__`` is read from the installed metadata when asked for: importlib.metadata
+    # costs a process tens of milliseconds at start (a worker's start to its first job).
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("taskit")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            return "0.0.0"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "App",

@@ -19,7 +19,6 @@ from typing import Any
 import click
 
 from taskit.app import App
-from taskit.broker.sqlite import SqliteBroker
 
 __all__ = ["DEFAULT_DATABASE", "load_app", "use_default_database"]
 
@@ -80,6 +79,8 @@ def use_default_database(app: App) -> None:
             f"cannot be made ({exc}): set TASKIT_BROKER_URL (sqlite:////path/jobs.db, "
             "redis://...)"
         ) from None
+    from taskit.broker.sqlite import SqliteBroker  # imported when used: workers start sooner
+
     broker = SqliteBroker(path)
     broker.configure(app.settings)
     app.broker = broker

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import click
 
-from taskit import __version__
 from taskit._cli_admin import (
     Count,
     add_admin_commands,
@@ -135,7 +134,8 @@ _LOG_FORMAT = click.option(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", "-V", prog_name="taskit")
+# The version is read when asked for (--version), not at every start: see taskit.__version__.
+@click.version_option(None, "--version", "-V", package_name="taskit", prog_name="taskit")
 def main() -> None:
     """taskit: background tasks for Python."""
 

@@ -1,7 +1,8 @@
 """Brokers: where jobs wait. ``from_url`` picks one by URL scheme.
 
 ``RedisBroker`` is imported on first use, so the core works without the ``redis`` package.
-``SqliteBroker`` (the standard library's ``sqlite3``) needs no extra.
+``SqliteBroker`` (the standard library's ``sqlite3``) needs no extra; it is imported on first use
+too, so a process on another broker does not pay for its import.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 from taskit._urls import check_sqlite_file, parse_broker_url, redact_url
 from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
-from taskit.broker.sqlite import SqliteBroker
 from taskit.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from taskit.broker.redis import RedisBroker
+    from taskit.broker.sqlite import SqliteBroker
 
 __all__ = ["Broker", "MemoryBroker", "RedisBroker", "SqliteBroker", "from_url"]
 
@@ -37,6 +38,8 @@ def from_url(url: str, *, result_ttl: float | None = None, timeout: float | None
     if parsed.scheme == "memory":
         return MemoryBroker(result_ttl=result_ttl)
     if parsed.path is not None:
+        from taskit.broker.sqlite import SqliteBroker  # imported when used: a worker starts sooner
+
         return SqliteBroker(check_sqlite_file(parsed.path, redact_url(url)), result_ttl=result_ttl)
     if parsed.shards > 1:
         try:
@@ -64,4 +67,8 @@ def _needs_redis(exc: ImportError) -> ConfigurationError:
 def __getattr__(name: str) -> Any:
     if name == "RedisBroker":
         return _redis_broker_class()
+    if name == "SqliteBroker":
+        from taskit.broker.sqlite import SqliteBroker
+
+        return SqliteBroker
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
