@@ -71,25 +71,13 @@ class Figures:
 class Worker:
     """One `taskit worker` process; its stderr lines with the time each was read."""
 
-    def __init__(self, env: dict[str, str], loop: str, *extra: str) -> None:
+    def __init__(self, env: dict[str, str], loop: str, *extra: str, app: str = APP) -> None:
         self.lines: list[str] = []
         self._seen = threading.Condition()
+        # DEBUG: the job's start line ("attempt 1 started") is logged at DEBUG
+        argv = [sys.executable, "-m", "taskit", "worker", app, "-c", "4", "--loop", loop]
         self.proc = subprocess.Popen(
-            # DEBUG: the job's start line ("attempt 1 started") is logged at DEBUG
-            [
-                sys.executable,
-                "-m",
-                "taskit",
-                "worker",
-                APP,
-                "-c",
-                "4",
-                "--loop",
-                loop,
-                "--log-level",
-                "DEBUG",
-                *extra,
-            ],
+            [*argv, "--log-level", "DEBUG", *extra],
             cwd=ROOT,
             env={**os.environ, **env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
             stdout=subprocess.DEVNULL,
