@@ -246,7 +246,10 @@ def main(runs: int) -> str:
     for scenario in scenarios():
         figures = results[scenario] = Figures()
         for _ in range(runs):
-            one_run(scenario, figures)
+            try:
+                one_run(scenario, figures)
+            except RuntimeError as exc:  # a run that never got where it is measured from
+                figures.failures.append(str(exc).splitlines()[0])
         print(f"  {scenario.name}: exit {ms(figures.exited)} ms", flush=True)
     when = datetime.now(UTC)
     lines = [
