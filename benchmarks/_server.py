@@ -27,12 +27,13 @@ def free_port() -> int:
 
 @contextmanager
 def redis_server(*extra: str, port: int | None = None) -> Iterator[str]:
-    """Start ``redis-server`` on a loopback port (``port``, else a free one; no RDB, no AOF;
+    """Start ``redis-server`` on a loopback port (``port``, else (None or 0) a free one; no RDB,
+    no AOF;
     ``extra`` arguments after those); yield its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not on PATH")
-    port = free_port() if port is None else port
+    port = port or free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += extra
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,24 +1,31 @@
 """Where one job's microseconds go: a worker drains no-op jobs under cProfile.
 
-Starts its own redis-server (or uses the memory broker), queues ``--jobs`` no-op async jobs, and
-drains them with one in-process worker under ``cProfile``. Prints the functions that cost the most
+Starts its own redis-server (or uses the memory broker), queues ``--jobs`` no-op async jobs
+(``--sync``: ``def`` jobs, run in threads), and drains them with one in-process worker under
+``cProfile``, logging as ``taskit worker --log-level LEVEL`` does (``--log-level``, default INFO,
+the CLI's default; the lines go to a temporary file). Prints the functions that cost the most
 *own* CPU time, as microseconds per job, and the total. cProfile slows everything down (roughly
 2x): read the table as proportions, not as absolute costs.
 
     .venv/bin/python -m benchmarks.profile_worker [--broker redis|memory] [--jobs 20000]
+        [--sync] [--log-level INFO|WARNING] [--loop asyncio|uvloop]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import logging
 import pstats
+import tempfile
 import time
 
 import anyio
 
 from benchmarks._server import redis_server
 from taskit import App, Settings
+from taskit.cli import _configure_logging
 
 
 def build(url: str, concurrency: int) -> App:
@@ -28,11 +35,15 @@ def build(url: str, concurrency: int) -> App:
     async def noop() -> None:
         return None
 
+    @app.task(name="bench.noop_sync")
+    def noop_sync() -> None:
+        return None
+
     return app
 
 
-async def drain(app: App, jobs: int) -> tuple[pstats.Stats, float, int]:
-    noop = app.get_task("bench.noop")
+async def drain(app: App, jobs: int, name: str) -> tuple[pstats.Stats, float, int]:
+    noop = app.get_task(name)
     for start in range(0, jobs, 1000):
         await app.enqueue_many([noop.prepare() for _ in range(min(1000, jobs - start))])
     profile = cProfile.Profile(time.process_time)  # CPU time: waiting on Redis is not counted
@@ -65,12 +76,18 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--sync", action="store_true", help="def jobs (run in threads)")
+    parser.add_argument("--log-level", default="INFO", choices=["INFO", "WARNING"])
+    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     options = parser.parse_args()
-    if options.broker == "memory":
-        result = anyio.run(drain, build("memory://", options.concurrency), options.jobs)
-    else:
-        with redis_server() as url:
-            result = anyio.run(drain, build(url, options.concurrency), options.jobs)
+    name = "bench.noop_sync" if options.sync else "bench.noop"
+    backend = {"use_uvloop": options.loop == "uvloop"}
+    with tempfile.NamedTemporaryFile("w", suffix=".log") as log, contextlib.ExitStack() as stack:
+        _configure_logging(options.log_level)
+        logging.getLogger().handlers[0].setStream(log)  # type: ignore[attr-defined]
+        url = "memory://" if options.broker == "memory" else stack.enter_context(redis_server())
+        app = build(url, options.concurrency)
+        result = anyio.run(drain, app, options.jobs, name, backend_options=backend)
     print(report(*result, options.top))
 
 

@@ -27,7 +27,8 @@ Median over ``--runs`` (3) runs, range in brackets, the ratio taskit / taskiq ta
 run. Writes ``benchmarks/results/redis-cpu-<date>[-<tag>].md`` and ``.json`` with the date,
 machine and versions.
 
-    benchmarks/.venv-peers/bin/python -m benchmarks.redis_cpu [--runs 3] [--jobs 10000] [--port 6391] [--tag T]
+    benchmarks/.venv-peers/bin/python -m benchmarks.redis_cpu [--runs 3] [--jobs 10000]
+        [--port 6391] [--tag T]
 """
 
 from __future__ import annotations

@@ -71,11 +71,13 @@ class Figures:
 class Worker:
     """One `taskit worker` process; its stderr lines with the time each was read."""
 
-    def __init__(self, env: dict[str, str], loop: str, *extra: str) -> None:
+    def __init__(self, env: dict[str, str], loop: str, *extra: str, app: str = APP) -> None:
         self.lines: list[str] = []
         self._seen = threading.Condition()
+        # DEBUG: the job's start line ("attempt 1 started") is logged at DEBUG
+        argv = [sys.executable, "-m", "taskit", "worker", app, "-c", "4", "--loop", loop]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "taskit", "worker", APP, "-c", "4", "--loop", loop, *extra],
+            [*argv, "--log-level", "DEBUG", *extra],
             cwd=ROOT,
             env={**os.environ, **env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
             stdout=subprocess.DEVNULL,
@@ -244,7 +246,10 @@ def main(runs: int) -> str:
     for scenario in scenarios():
         figures = results[scenario] = Figures()
         for _ in range(runs):
-            one_run(scenario, figures)
+            try:
+                one_run(scenario, figures)
+            except RuntimeError as exc:  # a run that never got where it is measured from
+                figures.failures.append(str(exc).splitlines()[0])
         print(f"  {scenario.name}: exit {ms(figures.exited)} ms", flush=True)
     when = datetime.now(UTC)
     lines = [

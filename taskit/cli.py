@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,22 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 
 
 class _Formatter(logging.Formatter):
-    """``time level logger: message`` followed by ``key=value`` for each extra (job_id, ...)."""
+    """``time level logger: message`` followed by ``key=value`` for each extra (job_id, ...).
+
+    A worker writes a line per job, so the time is cheap: its date and second are formatted once
+    a second (``formatTime`` would call ``strftime`` for every line)."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:  # handlers format under their lock: one thread at a time
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

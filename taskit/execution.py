@@ -35,6 +35,7 @@ import msgspec
 
 from taskit._feed import fed_value, is_fed
 from taskit._storable import check_result
+from taskit._threads import HandlerThreads
 from taskit.backoff import BackoffPolicy, Exponential
 from taskit.clock import Clock, SystemClock
 from taskit.errors import Fail, JobTimeoutError, Retry, SerializationError, UnknownTaskError
@@ -98,7 +99,9 @@ class Executor:
     a live view such as ``App.tasks`` sees tasks registered later). ``limiter`` caps how many
     sync handlers run in threads. ``clock`` judges a job's ``expires_at`` (the system clock by
     default). ``broker`` is where a workflow node's fed results are read (``taskit._feed``);
-    without one, such a job fails, naming the reason."""
+    without one, such a job fails, naming the reason. ``threads``: where sync handlers run (a
+    worker's ``HandlerThreads``, which caps them itself); without it, in anyio's threads under
+    ``limiter`` (sync ``on_failure`` hooks always run there)."""
 
     def __init__(
         self,
@@ -107,10 +110,12 @@ class Executor:
         clock: Clock | None = None,
         *,
         broker: Broker | None = None,
+        threads: HandlerThreads | None = None,
     ) -> None:
         self._tasks = tasks
         self._broker = broker
         self._limiter = limiter
+        self._pool = threads
         self._clock = clock if clock is not None else SystemClock()
         self._threads = 0  # sync handlers running in threads now, abandoned ones included
         self._threads_lock = threading.Lock()
@@ -180,6 +185,8 @@ class Executor:
         assert task.fn is not None
         if task.is_async:
             return await task.fn(*args, **kwargs)
+        if self._pool is not None:
+            return await self._pool.run(functools.partial(self._in_thread, task.fn, args, kwargs))
         return await anyio.to_thread.run_sync(
             functools.partial(self._in_thread, task.fn, args, kwargs),
             limiter=self._limiter,

@@ -132,7 +132,7 @@ async def _run_and_settle(
     extra = {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempts}
     if events:
         events.started(job)
-    log.info("job %s (%s) attempt %d started", job.id, job.task, job.attempts, extra=extra)
+    log.debug("job %s (%s) attempt %d started", job.id, job.task, job.attempts, extra=extra)
     began = time.perf_counter()
     outcome = await _execute(broker, lease, executor, upkeep)
     took = time.perf_counter() - began

@@ -47,6 +47,7 @@ from taskit._handoff import Handoff
 from taskit._leases import Reaper, keep_leases
 from taskit._outage import Outage
 from taskit._settler import Settled, Settler
+from taskit._threads import HandlerThreads
 from taskit._worker_parts import WorkerParts, WorkerSource, WorkerStats
 from taskit.backoff import as_policy
 from taskit.config import check_number
@@ -153,7 +154,17 @@ class Worker:
     async def _run(self, burst: bool) -> None:
         settings, broker = self.settings, self.broker
         limiter = anyio.CapacityLimiter(settings.sync_concurrency)
-        executor = self._executor = Executor(self.tasks, limiter, broker=broker)
+        threads = HandlerThreads(settings.sync_concurrency)
+        try:
+            executor = self._executor = Executor(
+                self.tasks, limiter, broker=broker, threads=threads
+            )
+            await self._serve(executor, burst)
+        finally:
+            threads.close()  # idle threads exit; one still running a handler was abandoned
+
+    async def _serve(self, executor: Executor, burst: bool) -> None:
+        settings, broker = self.settings, self.broker
         settler = self._settler = Settler(broker, self.lease, self._settled)
         handoff = Handoff()
         events = WorkerEvents(self.events, self.name) if self.events else None
@@ -358,11 +369,12 @@ class Worker:
         job = lease.job
         running = RunningJob(lease)
         self._running[lease.token] = running
-        extra = {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempts}
         try:
             if self._hard:
                 running.stop(StopReason.RELEASE)
-            log.info("job %s (%s) attempt %d started", job.id, job.task, job.attempts, extra=extra)
+            if log.isEnabledFor(logging.DEBUG):  # one INFO line a job: its end (_settled)
+                log.debug("job %s (%s) attempt %d started", job.id, job.task, job.attempts,
+                          extra=_extra(job))  # fmt: skip
             if self._events:
                 self._events.started(job)
             began = time.perf_counter()
@@ -375,7 +387,8 @@ class Worker:
             if outcome is not None and running.reporter.unsent is not None:
                 await self._progress.flush(self._reporters())  # its last report, before settling
             if outcome is None:
-                log.warning("job %s lost its lease; its outcome is dropped", job.id, extra=extra)
+                log.warning("job %s lost its lease; its outcome is dropped", job.id,
+                            extra=_extra(job))  # fmt: skip
                 self.stats.count(Settled.STALE)
                 if attempt is not None:
                     attempt.settled(None, False)
@@ -389,19 +402,19 @@ class Worker:
 
     def _settled(self, outcome: Outcome, settled: Settled) -> None:
         job, took, attempt = self._settling.pop(outcome.token)
-        extra = {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempts}
         if settled is Settled.APPLIED:
-            log.info(
-                "job %s (%s) %s in %.3f s", job.id, job.task, outcome.kind.value, took,
-                extra={**extra, "duration": round(took, 6)},
-            )  # fmt: skip
+            if log.isEnabledFor(logging.INFO):  # the extras are built only for a line
+                extra = _extra(job)
+                extra["duration"] = round(took, 6)
+                log.info("job %s (%s) %s in %.3f s", job.id, job.task, outcome.kind.value, took,
+                         extra=extra)  # fmt: skip
             if self._events:
                 self._events.settled(job, outcome, took)
         else:
-            log.warning(
-                "job %s: %s %s", outcome.job_id, outcome.kind.value, settled.meaning,
-                extra={**extra, "settled": settled.value},
-            )  # fmt: skip
+            extra = _extra(job)
+            extra["settled"] = settled.value
+            log.warning("job %s: %s %s", outcome.job_id, outcome.kind.value, settled.meaning,
+                        extra=extra)  # fmt: skip
         self.stats.count(outcome.kind if settled is Settled.APPLIED else settled)
         if attempt is not None:
             attempt.settled(outcome, settled is Settled.APPLIED)
@@ -428,6 +441,11 @@ class Worker:
             "stopping gracefully" if graceful else "stopping now",
         )  # fmt: skip
         self.stop(graceful=graceful)
+
+
+def _extra(job: Job) -> dict[str, object]:
+    """A job's log extras: ``job_id``, ``task``, ``queue``, ``attempt``."""
+    return {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempts}
 
 
 async def _set_after(run: Callable[[], Awaitable[None]], done: anyio.Event) -> None:

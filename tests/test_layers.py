@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent / "taskit"
 #: Lowest first. A name ending in "." is a package: every module inside belongs to the layer.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("taskit.errors", "taskit._ids", "taskit._urls", "taskit.config",
-                     "taskit.backoff", "taskit.clock", "taskit._outage", "taskit._portal")),
+                     "taskit.backoff", "taskit.clock", "taskit._outage", "taskit._portal",
+                     "taskit._threads")),
     ("data", ("taskit.job", "taskit._values", "taskit._storable", "taskit.options",
               "taskit.events", "taskit.hooks", "taskit.limits", "taskit.fairness",
               "taskit.dedup", "taskit.limiting", "taskit.dependencies",

@@ -51,7 +51,8 @@ def test_an_idle_memory_worker_exits_at_once(loop: str) -> None:
 
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
 def test_the_grace_period_counts_from_the_signal(loop: str) -> None:
-    worker = spawn("--loop", loop, STOP_SEED="3", TASKIT_GRACE_PERIOD="0.2")
+    # DEBUG: a job's start is logged at DEBUG (INFO has one line a job, at its end)
+    worker = spawn("--loop", loop, "--log-level", "debug", STOP_SEED="3", TASKIT_GRACE_PERIOD="0.2")
     try:
         worker.wait_for_line("attempt 1 started")
         assert stop_and_time(worker) < 0.2 + PROMPT
@@ -62,7 +63,7 @@ def test_the_grace_period_counts_from_the_signal(loop: str) -> None:
 
 
 def test_a_second_signal_hands_back_at_once_and_never_re_reserves() -> None:
-    worker = spawn(STOP_SEED="30", TASKIT_GRACE_PERIOD="30")
+    worker = spawn("--log-level", "debug", STOP_SEED="30", TASKIT_GRACE_PERIOD="30")
     try:
         worker.wait_for_line("attempt 1 started")
         worker.proc.send_signal(signal.SIGTERM)

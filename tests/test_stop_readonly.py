@@ -22,7 +22,7 @@ def test_a_worker_on_a_server_turned_replica_stops_within_its_grace_period() -> 
         master.start()
         mine.start()
         env = {"TASKIT_BROKER_URL": mine.url, "TASKIT_GRACE_PERIOD": str(GRACE), "STOP_SEED": "1"}
-        worker = WorkerProcess(APP, env)
+        worker = WorkerProcess(APP, env, "--log-level", "debug")  # a job's start is at DEBUG
         try:
             worker.wait_for_line("attempt 1 started")
             _call(mine.port, "REPLICAOF", "127.0.0.1", str(master.port))
