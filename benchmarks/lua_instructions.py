@@ -7,8 +7,10 @@ no persistence; stopped by its pid), counting only inside ``evalShaCommand`` (th
 the commands it runs included), and drives that tree's broker with ``benchmarks/_lua_drive.py``
 (its phases: ``jobs`` single enqueues, reserves and settles of 10 a call, one enqueue of 1,000).
 Callgrind dumps after each phase; the table gives instructions per script call and per job, and
-the ratio this tree / REV. Also ``EVALSHA`` of ``return 1`` with no key and with 18 keys (what any
-call costs, this Redis). Writes ``benchmarks/results/lua-instructions-<date>.md`` and ``.json``.
+the ratio this tree / REV. Also ``EVALSHA`` of ``return 1`` with no key, one and 18 keys (what
+any call costs, this Redis), and of loops of 100 of one operation (a command, a pattern match, a
+table, a closure): what each costs inside a script. Writes
+``benchmarks/results/lua-instructions-<date>.md`` and ``.json``.
 
     .venv/bin/python -m benchmarks.lua_instructions REV [--jobs 300] [--port 6391]
 """
@@ -36,8 +38,23 @@ from benchmarks._machine import machine_line, package_versions
 HERE = Path(__file__).resolve().parent.parent
 RESULTS = HERE / "benchmarks" / "results"
 DRIVER = HERE / "benchmarks" / "_lua_drive.py"
-#: Bare calls: (name, keys), each made BARE_CALLS times.
-BARE = (("return 1, no key", 0), ("return 1, 18 keys", 18))
+_STATE = "'^' .. string.rep('([^|]*)|', 10) .. '(.*)$'"  # _common.lua's STATE_PATTERN
+#: Bare calls: (name, script, keys), each made BARE_CALLS times; the "100 x" ones, minus
+#: "return 1, 1 key", over 100, give the cost of one operation inside a script.
+BARE = (
+    ("return 1, no key", "return 1", 0),
+    ("return 1, 1 key", "return 1", 1),
+    ("return 1, 18 keys", "return 1", 18),
+    ("100 x HGET of a missing field", "for i = 1, 100 do redis.call('HGET', KEYS[1], 'f') end", 1),
+    ("100 x (HSET + HDEL)", "for i = 1, 100 do redis.call('HSET', KEYS[1], 'f', 'v') "
+     "redis.call('HDEL', KEYS[1], 'f') end", 1),
+    ("100 x a record state's string.match", f"local p = {_STATE} for i = 1, 100 do "
+     "string.match('pending|0|0||||||||default', p) end", 1),
+    ("100 x a table of 5 fields", "for i = 1, 100 do local t = {a = 1, b = 2, c = 3, d = 4, "
+     "e = i} end", 1),
+    ("100 x a closure of 1 upvalue", "local r = redis.call for i = 1, 100 do "
+     "local f = function() return r end end", 1),
+)  # fmt: skip
 BARE_CALLS = 200
 _TOTALS = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
 
@@ -81,8 +98,8 @@ def measure(tree: Path, port: int, jobs: int) -> dict[str, float]:
         proc = start(port, out)
         try:
             client = redis.Redis(port=port)
-            for _, keys in BARE:
-                sha = client.script_load("return 1")
+            for _, script, keys in BARE:
+                sha = client.script_load(script)
                 client.evalsha(sha, keys, *[f"k{i}" for i in range(keys)])
                 subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
                                capture_output=True)  # fmt: skip
@@ -105,7 +122,7 @@ def measure(tree: Path, port: int, jobs: int) -> dict[str, float]:
         totals = dumps(out, proc.pid)
     calls = [BARE_CALLS] * len(BARE) + [jobs // per for _, per in PHASES]
     calls[-1] = 1  # one enqueue of 1,000
-    names = [name for name, _ in BARE] + [name for name, _ in PHASES]
+    names = [name for name, _, _ in BARE] + [name for name, _ in PHASES]
     return {name: total / n for name, total, n in zip(names, totals, calls, strict=True)}
 
 
@@ -136,7 +153,7 @@ def report(sha: str, jobs: int, before: dict[str, float], after: dict[str, float
     now = datetime.now(UTC)
     server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
     versions = package_versions(("redis",)) | {"redis-server": server.stdout.split()[2][2:]}
-    per = {name: n for name, n in PHASES} | {name: 0 for name, _ in BARE}
+    per = {name: n for name, n in PHASES} | {name: 0 for name, _, _ in BARE}
     lines = [
         f"# Redis instructions per script call, {sha} and this tree, {now:%Y-%m-%d %H:%M} UTC",
         "",
