@@ -9,8 +9,9 @@ the commands it runs included), and drives that tree's broker with ``benchmarks/
 Callgrind dumps after each phase; the table gives instructions per script call and per job, and
 the ratio this tree / REV. Also ``EVALSHA`` of ``return 1`` with no key, one and 18 keys (what
 any call costs, this Redis), and of loops of 100 of one operation (a command, a pattern match, a
-table, a closure): what each costs inside a script. Writes
-``benchmarks/results/lua-instructions-<date>.md`` and ``.json``.
+table, a closure): what each costs inside a script; and of each hot script's includes followed by
+``return 1``, whole and as pasted (``benchmarks.lua_includes``; the same texts for both trees).
+Writes ``benchmarks/results/lua-instructions-<date>.md`` and ``.json``.
 
     .venv/bin/python -m benchmarks.lua_instructions REV [--jobs 300] [--port 6391]
 """
@@ -34,6 +35,7 @@ import redis
 
 from benchmarks._lua_drive import PHASES
 from benchmarks._machine import machine_line, package_versions
+from benchmarks.lua_includes import variants
 
 HERE = Path(__file__).resolve().parent.parent
 RESULTS = HERE / "benchmarks" / "results"
@@ -90,6 +92,12 @@ def dumps(out: Path, pid: int) -> list[int]:
     return totals
 
 
+def bare() -> list[tuple[str, str, int]]:
+    """``BARE``, then each hot script's includes whole and as pasted (``lua_includes``)."""
+    preludes = [(name, text, 0) for name, text in variants().items() if "'s includes" in name]
+    return [*BARE, *preludes]
+
+
 def measure(tree: Path, port: int, jobs: int) -> dict[str, float]:
     """Instructions per script call of each phase (and the bare calls) for the taskit in
     ``tree``."""
@@ -98,7 +106,7 @@ def measure(tree: Path, port: int, jobs: int) -> dict[str, float]:
         proc = start(port, out)
         try:
             client = redis.Redis(port=port)
-            for _, script, keys in BARE:
+            for _, script, keys in bare():
                 sha = client.script_load(script)
                 client.evalsha(sha, keys, *[f"k{i}" for i in range(keys)])
                 subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
@@ -120,9 +128,9 @@ def measure(tree: Path, port: int, jobs: int) -> dict[str, float]:
             proc.terminate()
             proc.wait()
         totals = dumps(out, proc.pid)
-    calls = [BARE_CALLS] * len(BARE) + [jobs // per for _, per in PHASES]
+    calls = [BARE_CALLS] * len(bare()) + [jobs // per for _, per in PHASES]
     calls[-1] = 1  # one enqueue of 1,000
-    names = [name for name, _, _ in BARE] + [name for name, _ in PHASES]
+    names = [name for name, _, _ in bare()] + [name for name, _ in PHASES]
     return {name: total / n for name, total, n in zip(names, totals, calls, strict=True)}
 
 
@@ -153,7 +161,7 @@ def report(sha: str, jobs: int, before: dict[str, float], after: dict[str, float
     now = datetime.now(UTC)
     server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
     versions = package_versions(("redis",)) | {"redis-server": server.stdout.split()[2][2:]}
-    per = {name: n for name, n in PHASES} | {name: 0 for name, _, _ in BARE}
+    per = {name: n for name, n in PHASES} | {name: 0 for name, _, _ in bare()}
     lines = [
         f"# Redis instructions per script call, {sha} and this tree, {now:%Y-%m-%d %H:%M} UTC",
         "",
