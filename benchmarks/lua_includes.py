@@ -2,11 +2,15 @@
 
 A Redis script runs its whole text on every call: every helper it includes is defined again, and
 every table at its top made again, each time. This measures that floor. For each prefix of the
-include chain the scripts use (``_common``, ``_msgpack``, ``_limits``, ``_workflow``) it loads a
-script of those includes followed by ``return 1`` into a private ``redis-server`` and calls it
-``--calls`` times; Redis's own CPU per call is read from ``INFO commandstats`` (``usec`` /
-``calls`` of EVALSHA, which excludes the network), median of ``--runs`` rounds, the variants
-interleaved in each round. Writes ``benchmarks/results/lua-includes-<date>.md`` and ``.json``.
+include chain the scripts use (``_common``, ``_msgpack``, ``_limits``, ``_workflow``), whole, and
+for the hot scripts (enqueue, reserve, settle) the includes as the loader pastes them (only the
+helpers the script reaches, ``taskit.broker.redis.includes``), it loads a script of those
+includes followed by ``return 1`` into a private ``redis-server`` and calls it ``--calls`` times
+(a hot script's own text stays in, under ``if false``, so that it reaches what it reaches), and
+the same includes pasted whole, as before. Redis's own CPU per call is read from ``INFO
+commandstats`` (``usec`` / ``calls`` of EVALSHA, which excludes the network), median of
+``--runs`` rounds, the variants interleaved in each round. Writes
+``benchmarks/results/lua-includes-<date>.md`` and ``.json``.
 
     .venv/bin/python -m benchmarks.lua_includes [--runs 5] [--calls 3000]
 """
@@ -24,10 +28,13 @@ import redis
 
 from benchmarks._machine import machine_line, package_versions
 from benchmarks._server import redis_server
+from taskit.broker.redis.includes import INCLUDE, expand
 
 RESULTS = Path(__file__).parent / "results"
 #: The include chain, in the order scripts paste them.
 CHAIN = ("_common.lua", "_msgpack.lua", "_limits.lua", "_workflow.lua")
+#: The scripts of a job's lifecycle, whose includes as pasted are measured too.
+HOT = ("enqueue-n.lua", "reserve-n.lua", "settle-n.lua")
 
 
 def variants() -> dict[str, str]:
@@ -38,6 +45,17 @@ def variants() -> dict[str, str]:
     for name in CHAIN:
         text += lua.joinpath(name).read_text() + "\n"
         out[" + ".join(CHAIN[: CHAIN.index(name) + 1])] = text + "return 1"
+    texts = {entry.name: entry.read_text("utf-8") for entry in lua.iterdir()}
+    for name in HOT:
+        lines = INCLUDE.findall(texts[name])
+        body = INCLUDE.sub("", texts[name]).replace("local rcall = redis.call\n", "", 1)
+        skipped = "local rcall = redis.call\n"
+        skipped += "".join(f"-- @include {file}\n" for file in lines)
+        skipped += f"if false then\n{body}\nend\nreturn 1\n"
+        out[f"{name}'s includes, whole (before)"] = INCLUDE.sub(
+            lambda m: texts[m.group("file")], skipped
+        )
+        out[f"{name}'s includes, as pasted"] = expand(skipped, texts)
     return out
 
 

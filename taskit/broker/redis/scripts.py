@@ -2,8 +2,9 @@
 
 A command script is one file whose name ends in its key count (``cancel-16.lua``) or in ``n``
 when the count depends on the batch (``reserve-n.lua``). Files whose name starts with ``_`` hold
-shared helpers: a command pastes one in with a line ``-- @include _common.lua``. The expanded
-source is what Redis sees and what the SHA is computed from.
+shared helpers: a command pastes one in with a line ``-- @include _common.lua``, which pastes
+only the helpers the command uses (``includes.expand``: Redis runs a script's whole text on
+every call). The expanded source is what Redis sees and what the SHA is computed from.
 
 Calls go out as ``EVALSHA``; a ``NOSCRIPT`` answer (Redis restarted, ``SCRIPT FLUSH``, failover)
 loads the script and retries, transparently (a few times: the server may change between the
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
+from taskit.broker.redis.includes import expand
 from taskit.broker.redis.transport import Arg, Blocking, Transport
 from taskit.broker.redis.transport.fast import FastClient
 
@@ -72,7 +74,6 @@ ScriptName = Literal[
 _LOADS = 3
 
 _FILE = re.compile(r"^(?P<name>[a-z][a-z-]*?)-(?P<keys>\d+|n)\.lua$")
-_INCLUDE = re.compile(r"^-- @include (?P<file>_[a-z_]+\.lua)\s*$", re.MULTILINE)
 #: A command refused by the ACL inside a script: Redis 7.0 says ``ERR The user executing the
 #: script can't run this command or subcommand script: <sha>, on @user_script:<line>.`` (the
 #: command unnamed); later ones ``NOPERM ...``. The line names it (``_refused_inside``).
@@ -102,7 +103,7 @@ class Scripts:
             match = _FILE.match(filename)
             if filename.startswith("_") or match is None:
                 continue
-            source = _INCLUDE.sub(lambda m: texts[m.group("file")], text).encode()
+            source = expand(text, texts).encode()
             keys = match.group("keys")
             self._scripts[match.group("name")] = Script(
                 name=match.group("name"),
