@@ -65,7 +65,12 @@ _Place = tuple[float, int]
 _WAITING = (
     ("jobs_waiting", "status IN ('scheduled', 'retrying') AND status = ? AND due IS NOT NULL"),
 )
-_FINISHED = (("jobs_ended", "status IN ('completed', 'failed', 'cancelled') AND status = ?"),)
+_FINISHED = (
+    (
+        "jobs_ended",
+        "(status = 'completed' OR status = 'failed' OR status = 'cancelled') AND status = ?",
+    ),
+)
 # Ready jobs and those held back in a limit's line (``held``, shown PENDING), merged.
 _QUEUED = (
     ("jobs_ready", "status = 'pending' AND grp IS NULL"),
