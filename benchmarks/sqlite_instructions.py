@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from benchmarks._machine import machine_line, package_versions
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent.parent
+#: Jobs queued before a reserve-and-settle run, whatever its size (the set-up is subtracted).
+QUEUED = 1000
 OPS = {
     "enqueue": "await enqueue (1 job)",
     "enqueue_sync": "enqueue_sync (1 job)",
@@ -64,7 +67,9 @@ def child(op: str, count: int, directory: Path) -> None:
                 await probe.enqueue(k)
         elif op.startswith("alone"):
             per = int(op.removeprefix("alone"))
-            await app.enqueue_many([probe.prepare(k) for k in range(count + per)])
+            if count + per > QUEUED:
+                raise ValueError(f"at most {QUEUED - per} operations of {op}")
+            await app.enqueue_many([probe.prepare(k) for k in range(QUEUED)])  # same set-up
             done = 0
             while done < count:
                 leases = await app.broker.reserve(["default"], count=per, lease=30.0, timeout=0)
@@ -85,24 +90,28 @@ def child(op: str, count: int, directory: Path) -> None:
 
 def instructions(tree: Path | None, op: str, count: int) -> int:
     """The instructions callgrind counts in a child running ``count`` of ``op``."""
-    env = dict(os.environ)
-    if tree is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(tree), str(ROOT)])
+    # Run from the scratch directory: from ROOT, ``-m`` would import ROOT's taskit first.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(t) for t in (tree, ROOT) if t])}
     with tempfile.TemporaryDirectory(prefix="taskit-cg-") as scratch:
         out = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/cg.out",
              sys.executable, "-m", "benchmarks.sqlite_instructions", "--child", op, str(count),
              scratch],
-            cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+            cwd=scratch, env=env, capture_output=True, text=True, check=True,
         )  # fmt: skip
+    imported = re.search(r"taskit from (\S+)", out.stderr)
+    if imported is None or not imported.group(1).startswith(str(tree or ROOT)):
+        raise RuntimeError(f"the child imported the wrong taskit: {out.stderr[-500:]}")
     found = re.search(r"Collected : (\d+)", out.stderr)
     if found is None:
         raise RuntimeError(f"callgrind gave no count for {op}: {out.stderr[-500:]}")
     return int(found.group(1))
 
 
-def per_op(tree: Path | None, op: str, small: int, large: int) -> int:
-    return (instructions(tree, op, large) - instructions(tree, op, small)) // (large - small)
+def per_op(tree: Path | None, op: str, small: int, large: int, pool: ThreadPoolExecutor) -> int:
+    """One ``op``'s instructions: the two counts taken at once (each child is one process)."""
+    few, many = pool.map(lambda n: instructions(tree, op, n), (small, large))
+    return (many - few) // (large - small)
 
 
 def base_tree(rev: str, into: Path) -> str:
@@ -123,6 +132,9 @@ def main() -> None:
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        import taskit
+
+        print(f"taskit from {taskit.__file__}", file=sys.stderr)
         op, count, directory = args.child
         child(op, int(count), Path(directory))
         return
@@ -135,9 +147,10 @@ def main() -> None:
         trees: dict[str, Path | None] = {f"this tree ({here})": None}
         if args.base:
             trees[f"base ({base_tree(args.base, Path(scratch))})"] = Path(scratch)
-        for label, tree in trees.items():
-            figures[label] = {op: per_op(tree, op, args.small, args.large) for op in OPS}
-            print(label, figures[label], flush=True)
+        with ThreadPoolExecutor(2) as pool:  # counts do not depend on what else runs
+            for label, tree in trees.items():
+                figures[label] = {op: per_op(tree, op, args.small, args.large, pool) for op in OPS}
+                print(label, figures[label], flush=True)
     write(figures, args)
 
 

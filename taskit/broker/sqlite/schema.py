@@ -40,8 +40,8 @@ per-minute counts (``tally``): one row per minute and queue, with one column per
 
 Conditions that a row's write evaluates (partial indexes, triggers' ``WHEN``) spell a set of
 three statuses or more as ``=`` / ``!=`` terms, never ``IN (...)``: SQLite builds a temporary
-b-tree for such a list each time it evaluates it (about 25,000 instructions a row written,
-measured), where a chain of comparisons costs a few hundred.
+b-tree for such a list each time it evaluates it (``OpenEphemeral`` in ``EXPLAIN``), where a
+chain of comparisons costs a few instructions (docs/performance.md, the SQLite broker).
 
 ``ensure`` creates the tables in a new file and records ``VERSION``; it refuses a file written
 by a newer taskit (``ConfigurationError`` naming both versions) rather than misread it.
