@@ -1,12 +1,16 @@
 """The SQLite broker (issue 18) against Huey's SQLite storage, in the same run, on the same disk.
 
 * **Enqueue**, one producer: taskit's ``await task.enqueue(k)`` (one ``BEGIN IMMEDIATE``
-  transaction a job) and ``app.enqueue_many`` in batches of 100; Huey's task call
-  ``probe(k, t0)`` (Huey has no batch enqueue). Rate: jobs / wall time of the loop.
+  transaction a job, on the store's connection thread), ``task.enqueue_sync(k)`` (a sync
+  caller: the transaction in the calling thread, as Huey's is) and ``app.enqueue_many`` in
+  batches of 100; Huey's task call ``probe(k, t0)`` (Huey has no batch enqueue). Rate: jobs /
+  wall time of the loop.
 * **Drain**, one consumer over a full queue of no-op jobs: taskit's ``Worker`` (``run(burst=
   True)``, concurrency 1 and 10) and, beneath it, the broker alone (``reserve`` of 10, then one
   ``settle`` of the 10); Huey's ``Consumer`` with one worker thread (as ``huey_consumer`` runs by
-  default). Rate: jobs / time from the consumer's start to its last job's end.
+  default). Rate: jobs / time from the consumer's start to its last job's end. The same
+  ``Worker`` drains on the memory broker too (row "taskit MemoryBroker"): the worker's own
+  ceiling, with no store beneath it.
 * **Enqueue-to-start latency**: an idle consumer in another process (taskit: a ``Worker`` of
   concurrency 1; Huey: ``Consumer``, workers=1, its defaults), this process enqueueing one job at
   a time after a 1 s idle window, waiting for each to start, then 2-12 ms more; p50 and p99.
@@ -60,8 +64,10 @@ def _fresh() -> Path:
     return SCRATCH / "jobs.db"
 
 
-def _taskit_app(db: Path, ran: Callable[[int, float], None] | None = None) -> tuple[App, Any]:
-    app = App(f"sqlite:///{db}", settings=Settings(result_ttl=60.0))
+def _taskit_app(
+    db: Path, ran: Callable[[int, float], None] | None = None, memory: bool = False
+) -> tuple[App, Any]:
+    app = App("memory://" if memory else f"sqlite:///{db}", settings=Settings(result_ttl=60.0))
 
     @app.task(name="probe", max_retries=0)
     def probe(k: int, t0: float) -> None:
@@ -88,11 +94,24 @@ async def _taskit_enqueue(jobs: int, batch: int) -> float:
     return rate
 
 
-async def _taskit_drain(jobs: int, concurrency: int | None) -> float:
-    """``concurrency`` None: the broker alone (reserve 10, settle 10)."""
+def _taskit_enqueue_sync(jobs: int) -> float:
+    db = _fresh()
+    app, probe = _taskit_app(db)
+    anyio.run(app.stats)  # the file and schema, outside the timing
+    began = time.perf_counter()
+    for k in range(jobs):
+        probe.enqueue_sync(k, 0.0)
+    rate = jobs / (time.perf_counter() - began)
+    anyio.run(app.close)
+    return rate
+
+
+async def _taskit_drain(jobs: int, concurrency: int | None, memory: bool = False) -> float:
+    """``concurrency`` None: the broker alone (reserve 10, settle 10). ``memory``: on the
+    memory broker (the worker's own ceiling)."""
     db = _fresh()
     ends: list[float] = []
-    app, probe = _taskit_app(db, lambda k, t0: ends.append(time.perf_counter()))
+    app, probe = _taskit_app(db, lambda k, t0: ends.append(time.perf_counter()), memory)
     for first in range(0, jobs, 500):
         await app.enqueue_many([probe.prepare(k, 0.0) for k in range(first, first + 500)])
     began = time.perf_counter()
@@ -208,15 +227,21 @@ def one_run(jobs: int, probes: int) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, float]] = {}
     taskit_row = {
         "enqueue_per_s": anyio.run(_taskit_enqueue, jobs, 1),
+        "enqueue_sync_per_s": _taskit_enqueue_sync(jobs),
         "batch_per_s": anyio.run(_taskit_enqueue, jobs, 100),
         "drain_c1_per_s": anyio.run(_taskit_drain, jobs, 1),
         "drain_c10_per_s": anyio.run(_taskit_drain, jobs, 10),
         "drain_broker_per_s": anyio.run(_taskit_drain, jobs, None),
     }
-    rows["taskit SqliteBroker (NORMAL)"] = {**taskit_row, **_latency("taskit", probes)}
+    rows[TASKIT] = {**taskit_row, **_latency("taskit", probes)}
+    rows["taskit MemoryBroker (the worker alone)"] = {
+        "drain_c1_per_s": anyio.run(_taskit_drain, jobs, 1, True),
+        "drain_c10_per_s": anyio.run(_taskit_drain, jobs, 10, True),
+    }
     for label, sync in HUEYS.items():
         rows[label] = {
-            "enqueue_per_s": _huey_enqueue(jobs, sync),
+            "enqueue_per_s": (enqueued := _huey_enqueue(jobs, sync)),
+            "enqueue_sync_per_s": enqueued,  # Huey's one enqueue: a sync call
             "drain_c1_per_s": _huey_drain(jobs, sync),
             **_latency(label, probes),
         }
@@ -226,6 +251,7 @@ def one_run(jobs: int, probes: int) -> dict[str, dict[str, float]]:
 
 COLUMNS = (
     ("enqueue_per_s", "enqueue/s (1 a call)", ",.0f"),
+    ("enqueue_sync_per_s", "enqueue/s (sync caller: enqueue_sync / Huey's call)", ",.0f"),
     ("batch_per_s", "enqueue/s (batches of 100)", ",.0f"),
     ("drain_c1_per_s", "drain/s (1 worker thread / concurrency 1)", ",.0f"),
     ("drain_c10_per_s", "drain/s (concurrency 10)", ",.0f"),
@@ -235,7 +261,14 @@ COLUMNS = (
 )
 
 
+TASKIT = "taskit SqliteBroker (NORMAL)"
+# Rates set against Huey's one drain figure (its consumer has one setting here: 1 thread).
+_HUEY_KEY = {"drain_c10_per_s": "drain_c1_per_s", "drain_broker_per_s": "drain_c1_per_s"}
+
+
 def table(runs: list[dict[str, dict[str, float]]]) -> str:
+    """The median of each figure over ``runs``, then taskit's ratio to each Huey (the median
+    of the ratios within a run)."""
     lines = ["| | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
              "|---" * (len(COLUMNS) + 1) + "|"]  # fmt: skip
     for label in runs[0]:
@@ -244,6 +277,17 @@ def table(runs: list[dict[str, dict[str, float]]]) -> str:
             values = [run[label][key] for run in runs if key in run[label]]
             cells.append(f"{statistics.median(values):{fmt}}" if values else "n/a")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for huey in HUEYS:
+        cells = []
+        for key, _, _ in COLUMNS:
+            theirs = _HUEY_KEY.get(key, key)
+            ratios = [
+                run[TASKIT][key] / run[huey][theirs]
+                for run in runs
+                if key.endswith("per_s") and key in run[TASKIT] and theirs in run[huey]
+            ]
+            cells.append(f"{statistics.median(ratios):.2f}" if ratios else "")
+        lines.append(f"| taskit / {huey} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -34,7 +34,11 @@ import anyio
 
 from taskit import App, Settings
 from taskit.broker import SqliteBroker
+from taskit.broker.sqlite.schema import RANKS
 from tests.chaos.producing import enqueue_work, work_jobs
+
+# Statuses ``counts`` does not keep (finished records: nothing reads their number).
+_UNCOUNTED = frozenset({"completed", "failed", "cancelled"})
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.apps.sqlite_chaos_app:app"
@@ -108,7 +112,9 @@ def consistency(db: Path) -> list[str]:
         conn.execute("BEGIN")
         counted = {
             (q, s): n
-            for q, s, n in conn.execute("SELECT queue, status, n FROM counts")
+            for q, s, n in conn.execute(
+                "SELECT queue, status, n FROM counts WHERE queue != ?", (RANKS,)
+            )
             if n and not s.startswith("total:")  # totals ever, not a status's jobs now
         }
         actual = dict(
@@ -116,6 +122,7 @@ def consistency(db: Path) -> list[str]:
             for q, s, n in conn.execute(
                 "SELECT queue, status, count(*) FROM jobs GROUP BY queue, status"
             )
+            if s not in _UNCOUNTED
         )
         conn.execute("COMMIT")
     finally:

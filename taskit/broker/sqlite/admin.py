@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from taskit.broker.checks import corrupt_job
 from taskit.broker.sqlite.moves import ALIVE, back_ranks, finish, promote, sweep
 from taskit.broker.sqlite.records import COLUMNS, read_job
+from taskit.broker.sqlite.schema import RANKS
 from taskit.broker.sqlite.store import Tx
 from taskit.errors import CorruptJobError
 from taskit.job import Job, JobStatus, QueueStats
@@ -25,7 +26,13 @@ __all__ = [
     "stats",
 ]
 
-_WAITING = "('pending', 'held', 'scheduled', 'retrying')"  # held: in a limit's line
+# The jobs ``purge`` deletes (held: in a limit's line), each part as its index's condition.
+_WAITING_INDEXED = (
+    "status = 'pending' AND grp IS NULL",
+    "status = 'pending' AND grp IS NOT NULL",
+    "status = 'held'",
+    "status IN ('scheduled', 'retrying')",
+)
 
 
 def get(tx: Tx, job_id: str) -> Job | None:
@@ -59,7 +66,12 @@ def stats(tx: Tx, queues: Sequence[str] | None) -> dict[str, QueueStats]:
     """See ``Broker.stats``: read from the ``counts`` the triggers keep."""
     promote(tx)
     if queues is None:
-        names = [q for (q,) in tx.conn.execute("SELECT DISTINCT queue FROM counts ORDER BY 1")]
+        names = [
+            q
+            for (q,) in tx.conn.execute(
+                "SELECT DISTINCT queue FROM counts WHERE queue != ? ORDER BY 1", (RANKS,)
+            )
+        ]
     else:
         names = list(queues)
     out: dict[str, QueueStats] = {}
@@ -124,8 +136,10 @@ def requeue_dead(tx: Tx, queue: str, job_ids: Sequence[str] | None) -> int:
 
 def purge(tx: Tx, queue: str) -> int:
     """See ``Broker.purge``."""
-    cur = tx.conn.execute(f"DELETE FROM jobs WHERE queue = ? AND status IN {_WAITING}", (queue,))
-    return cur.rowcount
+    return sum(
+        tx.conn.execute(f"DELETE FROM jobs WHERE {where} AND queue = ?", (queue,)).rowcount
+        for where in _WAITING_INDEXED
+    )
 
 
 def purge_dead(tx: Tx, queue: str) -> int:

@@ -85,8 +85,9 @@ class SqliteBroker(Broker):
     def configure(self, settings: Settings) -> None:
         self._result_ttl = self._options.adopt(settings).result_ttl
 
-    async def _run(self, fn: Callable[[Tx], _T]) -> _T:
-        out, ready = await self._store.run(self._ending(fn))
+    async def _run(self, fn: Callable[[Tx], _T], *, ends: bool = True) -> _T:
+        """``fn`` in one transaction; ``ends`` False: it ends no job (``_ending`` not needed)."""
+        out, ready = await self._store.run(self._ending(fn) if ends else fn)
         if ready:
             self._wake.wake_local()  # the store notified the other processes' waiters
         return out
@@ -124,7 +125,8 @@ class SqliteBroker(Broker):
         if not given:
             return []
         ttl = self._result_ttl
-        return await self._run(lambda tx: lifecycle.enqueue(tx, given, ttl))
+        ends = not all(lifecycle.plain(item.job) for item in given)
+        return await self._run(lambda tx: lifecycle.enqueue(tx, given, ttl), ends=ends)
 
     def enqueue_blocking(
         self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
@@ -133,9 +135,10 @@ class SqliteBroker(Broker):
         if not given:
             return []
         ttl = self._result_ttl
-        out, ready = self._store.run_blocking(
-            self._ending(lambda tx: lifecycle.enqueue(tx, given, ttl))
-        )
+        call: Callable[[Tx], list[Job]] = lambda tx: lifecycle.enqueue(tx, given, ttl)  # noqa: E731
+        if not all(lifecycle.plain(item.job) for item in given):
+            call = self._ending(call)
+        out, ready = self._store.run_blocking(call)
         if ready:
             self._wake.notify()  # this broker's own waiters too: they listen on sockets
         return out

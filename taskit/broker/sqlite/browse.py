@@ -65,15 +65,24 @@ _Place = tuple[float, int]
 _WAITING = (
     ("jobs_waiting", "status IN ('scheduled', 'retrying') AND status = ? AND due IS NOT NULL"),
 )
-_FINISHED = (("jobs_ended", "status IN ('completed', 'failed', 'cancelled') AND status = ?"),)
+_FINISHED = (
+    (
+        "jobs_ended",
+        "(status = 'completed' OR status = 'failed' OR status = 'cancelled') AND status = ?",
+    ),
+)
 # Ready jobs and those held back in a limit's line (``held``, shown PENDING), merged.
-_QUEUED = (("jobs_ready", "status = 'pending'"), ("jobs_held", "status = 'held'"))
+_QUEUED = (
+    ("jobs_ready", "status = 'pending' AND grp IS NULL"),
+    ("jobs_grouped", "status = 'pending' AND grp IS NOT NULL"),
+    ("jobs_held", "status = 'held'"),
+)
 _ORDERS = {
     Listing.QUEUED: _Order(_QUEUED, "priority", "rank", descending=True),
     Listing.SCHEDULED: _Order(_WAITING, "due", "rank"),
     Listing.RETRYING: _Order(_WAITING, "due", "rank"),
     Listing.RUNNING: _Order((("jobs_leases", "status = 'running'"),), "deadline"),
-    Listing.DEFERRED: _Order((("jobs_queue", "status = 'deferred'"),), "seq"),
+    Listing.DEFERRED: _Order((("jobs_deferred", "status = 'deferred'"),), "seq"),
     Listing.COMPLETED: _Order(_FINISHED, "completed", descending=True, tie_descending=True,
                               kept=True),
     Listing.FAILED: _Order(_FINISHED, "completed", descending=True, tie_descending=True,

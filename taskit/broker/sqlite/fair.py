@@ -25,7 +25,13 @@ _PLAIN = (
     "SELECT seq, id, limit_keys, priority FROM jobs WHERE status = 'pending' AND queue = ? "
     "AND grp IS NULL ORDER BY priority DESC, rank LIMIT ?"
 )
+# A queue without groups in turn has no ready job with a group: its ready jobs are all here.
 _ALL = (
+    "SELECT seq, id, limit_keys FROM jobs WHERE status = 'pending' AND queue = ? "
+    "AND grp IS NULL ORDER BY priority DESC, rank LIMIT ?"
+)
+# Every ready job, grouped or not (a damaged rotation: no index gives this order).
+_ANY = (
     "SELECT seq, id, limit_keys FROM jobs WHERE status = 'pending' AND queue = ? "
     "ORDER BY priority DESC, rank LIMIT ?"
 )
@@ -54,7 +60,7 @@ def pick(tx: Tx, queue: str, most: int) -> list[Pick]:
             "SELECT grp, pos FROM turns WHERE queue = ? ORDER BY pos DESC LIMIT 1", (queue,)
         ).fetchone()
         if row is None:  # every group left (a damaged rotation): the rest in plain order
-            return list(tx.conn.execute(_ALL, (queue, most)))
+            return list(tx.conn.execute(_ANY, (queue, most)))
         group = row[0]
         _to_last(tx, queue, group)
         if group == "":

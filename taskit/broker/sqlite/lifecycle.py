@@ -23,13 +23,14 @@ from taskit.job import (
     utc_from_timestamp,
 )
 
-__all__ = ["Given", "enqueue", "extend", "reclaim", "set_progress", "take"]
+__all__ = ["Given", "enqueue", "extend", "plain", "reclaim", "set_progress", "take"]
 
 _FINISHED = tuple(status.value for status in JobStatus if status.finished)
 _INSERT = (
     "INSERT INTO jobs (id, queue, status, priority, rank, due, sched, grp, limit_keys, spec) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_NEW = _INSERT + " ON CONFLICT DO NOTHING"
 # The jobs a reserve takes (``{}``: their seqs' marks), marked RUNNING under fresh tokens.
 # RETURNING has no order: ``_lease`` puts them in the order they were picked.
 _TAKE = f"""
@@ -53,7 +54,9 @@ class Given:
 def enqueue(tx: Tx, given: Sequence[Given], default_ttl: float) -> list[Job]:
     """See ``Broker.enqueue``: ``given`` stored, all or none. ``default_ttl``: the broker's
     result TTL (for a workflow's jobs ended at once)."""
-    sweep(tx)
+    if all(plain(item.job) for item in given):
+        return _enqueue_plain(tx, given)
+    sweep(tx)  # an expired record of a parent or of a dedup window's job reads as gone
     rows: dict[str, tuple[object, ...] | None] = {}  # each id's row before the call
     for item in given:  # an unreadable unfinished job of that id: CorruptJobError, nothing stored
         job_id = item.job.id
@@ -62,17 +65,11 @@ def enqueue(tx: Tx, given: Sequence[Given], default_ttl: float) -> list[Job]:
             if row is not None and row[2] not in _FINISHED:
                 read_job(row)
     workflows.check(tx, [item.job for item in given])  # ValueError: nothing stored
-    # Plain jobs (no dedup, no workflow) touch no row but their own: the rows read above hold,
-    # and their places in line are taken at once. Others look again, as each may change rows.
-    plain = all(item.job.dedup is None and item.job.workflow is None for item in given)
-    ranks = iter(back_ranks(tx, len(given))) if plain else None
     out: list[Job] = []
     stored: Counter[str] = Counter()  # per queue, for the per-minute counts
-    seen: set[str] = set()
-    for item in given:
+    for item in given:  # each may change rows another reads (dedup windows, workflows)
         job_id = item.job.id
-        row = rows[job_id] if plain and job_id not in seen else _row(tx, job_id)
-        seen.add(job_id)
+        row = _row(tx, job_id)
         if row is not None and row[2] not in _FINISHED:
             out.append(kept_job(read_job(row)))
             continue
@@ -84,11 +81,42 @@ def enqueue(tx: Tx, given: Sequence[Given], default_ttl: float) -> list[Job]:
                 continue
         if row is not None:  # a finished one: its record goes
             tx.conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-        rank = next(ranks) if ranks is not None else back_ranks(tx, 1)[0]
-        out.append(_insert(tx, item, due, rank, default_ttl))
+        job = _insert(tx, item, due, back_ranks(tx, 1)[0], default_ttl)
+        assert job is not None  # the id is free: its row, if any, was deleted
+        out.append(job)
         stored[item.job.queue] += 1
         if item.job.dedup is not None:
             dedup.start(tx, item.job, due)
+    tally.enqueued(tx, stored)
+    return out
+
+
+def plain(job: Job) -> bool:
+    """Whether ``job`` is plain: no dedup window, no workflow, no parent. Its enqueue touches
+    no row but its own, and ends no job (a finished record of its id goes, and that ends
+    nothing)."""
+    return job.dedup is None and job.workflow is None and job.after is None
+
+
+def _enqueue_plain(tx: Tx, given: Sequence[Given]) -> list[Job]:
+    """``enqueue`` of plain jobs: each inserted at once, in its place in line; only an id that
+    is taken is read (kept if unfinished: an unreadable one raises ``CorruptJobError`` and
+    the call's rollback stores nothing; a finished record is replaced)."""
+    out: list[Job] = []
+    stored: Counter[str] = Counter()  # per queue, for the per-minute counts
+    for item, rank in zip(given, back_ranks(tx, len(given)), strict=True):
+        job = _insert(tx, item, _due(tx, item), rank, 0.0, new=True)
+        if job is None:  # the id is taken
+            row = _row(tx, item.job.id)
+            assert row is not None
+            if row[2] not in _FINISHED:
+                out.append(kept_job(read_job(row)))
+                continue
+            tx.conn.execute("DELETE FROM jobs WHERE id = ?", (item.job.id,))
+            job = _insert(tx, item, _due(tx, item), rank, 0.0)
+            assert job is not None
+        out.append(job)
+        stored[item.job.queue] += 1
     tally.enqueued(tx, stored)
     return out
 
@@ -106,19 +134,25 @@ def _due(tx: Tx, item: Given) -> float:
     return due if item.scheduled is None else max(due, item.scheduled)
 
 
-def _insert(tx: Tx, item: Given, due: float, rank: int, default_ttl: float) -> Job:
+def _insert(
+    tx: Tx, item: Given, due: float, rank: int, default_ttl: float, *, new: bool = False
+) -> Job | None:
+    """Store ``item`` (SCHEDULED until ``due``, or PENDING) as it stands; with ``new``, not
+    if its id is taken (None)."""
     job = item.job
-    if due > tx.now:
-        status, sched = JobStatus.SCHEDULED, shown_time(due)
-        stored = msgspec.structs.replace(job, status=status, scheduled_at=utc_from_timestamp(sched))
-    else:
-        status, sched, stored = JobStatus.PENDING, None, job
-        tx.ready = True
+    ready = due <= tx.now
+    status, sched = (JobStatus.PENDING, None) if ready else (JobStatus.SCHEDULED, shown_time(due))
     group, keys = fair.group_of(job.group, job.priority), limits.join_keys(job.limits)
-    tx.conn.execute(
-        _INSERT,
+    cur = tx.conn.execute(
+        _INSERT_NEW if new else _INSERT,
         (job.id, job.queue, status.value, job.priority, rank, sched, sched, group, keys, item.spec),
     )
+    if cur.rowcount == 0:
+        return None
+    tx.ready = tx.ready or ready
+    stored = job
+    if sched is not None:
+        stored = msgspec.structs.replace(job, status=status, scheduled_at=utc_from_timestamp(sched))
     if job.workflow is not None:  # a node: DEFERRED while it waits for its parents
         return workflows.place(tx, job, due, default_ttl) or stored
     return stored
@@ -130,7 +164,8 @@ def take(tx: Tx, queues: Sequence[str], count: int, lease: float) -> tuple[list[
     is not leased (``limits.gate``); after ``limits.HOLD_CAP`` of them the call stops looking
     and answers True with its leases (more may be ready: call again). A job whose record does
     not read back is dead-lettered."""
-    sweep(tx)
+    if sweep(tx):  # finished records went: workflows whose time is up go with them
+        workflows.sweep(tx)
     promote(tx)
     paused = {q for (q,) in tx.conn.execute("SELECT queue FROM paused")} if queues else set()
     taken: list[Lease] = []

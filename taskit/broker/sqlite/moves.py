@@ -4,6 +4,7 @@ due jobs made ready, and the ends of a job. Each runs inside the caller's transa
 
 from __future__ import annotations
 
+from taskit.broker.sqlite.schema import RANKS
 from taskit.broker.sqlite.store import Tx
 from taskit.errors import CorruptJobError
 from taskit.job import JobStatus
@@ -28,7 +29,7 @@ ALIVE = "(expires IS NULL OR expires > ?)"
 def back_ranks(tx: Tx, n: int) -> range:
     """``n`` ranks behind every rank given so far, in order."""
     (last,) = tx.conn.execute(
-        "UPDATE meta SET value = value + ? WHERE key = 'back' RETURNING value", (n,)
+        "UPDATE counts SET n = n + ? WHERE queue = ? AND status = 'back' RETURNING n", (n, RANKS)
     ).fetchone()
     return range(last - n + 1, last + 1)
 
@@ -36,18 +37,19 @@ def back_ranks(tx: Tx, n: int) -> range:
 def front_ranks(tx: Tx, n: int) -> range:
     """``n`` ranks ahead of every rank given so far, in order (the first is the lowest)."""
     (first,) = tx.conn.execute(
-        "UPDATE meta SET value = value - ? WHERE key = 'front' RETURNING value", (n,)
+        "UPDATE counts SET n = n - ? WHERE queue = ? AND status = 'front' RETURNING n", (n, RANKS)
     ).fetchone()
     return range(first, first + n)
 
 
-def sweep(tx: Tx) -> None:
-    """Delete up to ``SWEEP`` finished records whose time to be kept has passed."""
-    tx.conn.execute(
+def sweep(tx: Tx) -> int:
+    """Delete up to ``SWEEP`` finished records whose time to be kept has passed; how many."""
+    cur = tx.conn.execute(
         "DELETE FROM jobs WHERE seq IN "
         "(SELECT seq FROM jobs WHERE expires <= ? ORDER BY expires LIMIT ?)",
         (tx.now, SWEEP),
     )
+    return cur.rowcount
 
 
 def promote(tx: Tx) -> None:

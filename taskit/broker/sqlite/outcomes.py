@@ -34,6 +34,12 @@ _HELD = (
     "SELECT rank, cancel, attempts, started, failures, queue, leased_at, limit_keys FROM jobs "
     "WHERE id = ? AND token = ? AND status = 'running'"
 )
+# A COMPLETE without an error: ``_apply``'s sets for it, in one statement.
+_COMPLETE = (
+    "UPDATE jobs SET token = NULL, deadline = NULL, settled = ?, result = ?, "
+    "status = 'completed', completed = ?, due = NULL, expires = ? "
+    "WHERE id = ? AND token = ? AND status = 'running' RETURNING queue, leased_at, limit_keys"
+)
 _Held = tuple[int, int, int, float | None, bytes | None, str, float | None, str | None]
 
 
@@ -52,15 +58,15 @@ def settle(
             applied.append(False)
             continue
         outcome, result = given
-        row: _Held | None = tx.conn.execute(_HELD, (outcome.job_id, outcome.token)).fetchone()
-        if row is None:
+        done = _settle_one(tx, outcome, result or None, default_ttl)
+        if done is None:
             applied.append(_settled_as(tx, outcome))
             continue
-        kind = _apply(tx, outcome, result or None, row, default_ttl)
-        counted.append((row[5], row[6], kind))
+        kind, rank, queue, leased_at, keys = done
+        counted.append((queue, leased_at, kind))
         if kind is OutcomeKind.RELEASE or (kind is OutcomeKind.RETRY and not outcome.delay > 0):
-            fronts.append((row[0], outcome.job_id))
-        if row[7] is not None:  # only a job with limit keys can hold slots
+            fronts.append((rank, outcome.job_id))
+        if keys is not None:  # only a job with limit keys can hold slots
             freed += limits.release(tx, outcome.job_id)
         applied.append(True)
     tally.settled(tx, counted)
@@ -74,6 +80,25 @@ def settle(
         tx.ready = True
     fair.front(tx, [job_id for _, job_id in fronts] + freed)
     return applied
+
+
+def _settle_one(
+    tx: Tx, outcome: Outcome, result: bytes | None, default_ttl: float
+) -> tuple[OutcomeKind, int, str, float | None, str | None] | None:
+    """Apply ``outcome`` to the job its token holds: the kind applied, the job's rank, queue,
+    lease start and limit keys; None if the token holds no running job. A COMPLETE without an
+    error needs nothing of the row (a cancel request changes nothing of it): one ``UPDATE``
+    with ``_apply``'s sets for it; any other outcome reads the row first."""
+    if outcome.kind is OutcomeKind.COMPLETE and outcome.error is None:
+        ttl = default_ttl if outcome.result_ttl is None else outcome.result_ttl
+        settled = f"{outcome.token} {outcome.kind.value}"  # a retried settle is known
+        args = (settled, result, tx.now, tx.now + ttl, outcome.job_id, outcome.token)
+        done = tx.conn.execute(_COMPLETE, args).fetchone()
+        return None if done is None else (OutcomeKind.COMPLETE, 0, *done)
+    row: _Held | None = tx.conn.execute(_HELD, (outcome.job_id, outcome.token)).fetchone()
+    if row is None:
+        return None
+    return _apply(tx, outcome, result, row, default_ttl), row[0], row[5], row[6], row[7]
 
 
 def _settled_as(tx: Tx, outcome: Outcome) -> bool:

@@ -13,9 +13,11 @@ that key's line (``line``, ``line_seq``: see ``limits``); ``grp`` is the group a
 takes turns in (``fair``) and ``limit_keys`` the limit keys it needs, so neither is decoded
 from its spec.
 
-``counts`` keeps how many jobs each queue has in each status, and how many ever completed or
+``counts`` keeps how many jobs each queue has in each status but the finished ones
+(``completed``, ``failed``, ``cancelled``: nothing reads those), and how many ever completed or
 failed (``total:<status>``), kept by triggers in the same transaction as the change: ``stats``
-reads it in O(1) per queue.
+reads it in O(1) per queue. Its rows of the queue ``RANKS`` (``''``) are the two rank counters
+(``moves``): every enqueue writes that table's page anyway, so the counters cost no page more.
 
 The workflow tables (``_WORKFLOW_DDL``, used by ``workflows``): ``workflows`` (one row each:
 its creation, how many nodes it has and how many have not ended, and when its record expires
@@ -25,13 +27,21 @@ workflow a job is a node of), ``wf_waits`` (each waiting job by the parent it wa
 ``wf_ends``: triggers write there, in the same transaction, every end of a job that is a node
 (its status becoming final, or a waiting job deleted by a purge), for ``workflows`` to apply.
 
-Browsing (``browse``) walks each listing through indexes in its order: ``jobs_ready`` and
-``jobs_held`` (queued: ready, and held back in a limit's line), ``jobs_waiting`` (scheduled,
-retrying: by due time), ``jobs_leases`` (running: by deadline), ``jobs_queue`` (deferred),
+Ready jobs are in ``jobs_ready`` (those without a group in turn) or ``jobs_grouped`` and
+``jobs_fair`` (those with one), so a plain job's enqueue and reserve write one index of ready
+jobs, not two. Browsing (``browse``) walks each listing through indexes in its order:
+``jobs_ready``, ``jobs_grouped`` and ``jobs_held`` (queued: ready, and held back in a limit's
+line), ``jobs_waiting`` (scheduled, retrying: by due time), ``jobs_leases`` (running: by
+deadline), ``jobs_deferred`` (deferred),
 ``jobs_ended`` (finished: by end time) and ``jobs_dead`` (dead letters: by rank, given as they
 die); each index ends with ``seq`` (the rowid), which breaks ties. ``minutes`` holds the
 per-minute counts (``tally``): one row per minute and queue, with one column per bucket of
 ``RUN_TIME_BOUNDS`` (``RUN_COLUMNS``; a change to the bounds is a change to the tables).
+
+Conditions that a row's write evaluates (partial indexes, triggers' ``WHEN``) spell a set of
+three statuses or more as ``=`` / ``!=`` terms, never ``IN (...)``: SQLite builds a temporary
+b-tree for such a list each time it evaluates it (``OpenEphemeral`` in ``EXPLAIN``), where a
+chain of comparisons costs a few instructions (docs/performance.md, the SQLite broker).
 
 ``ensure`` creates the tables in a new file and records ``VERSION``; it refuses a file written
 by a newer taskit (``ConfigurationError`` naming both versions) rather than misread it.
@@ -44,10 +54,13 @@ import sqlite3
 from taskit.broker.browse import RUN_TIME_BOUNDS
 from taskit.errors import ConfigurationError
 
-__all__ = ["RUN_COLUMNS", "VERSION", "ensure"]
+__all__ = ["RANKS", "RUN_COLUMNS", "VERSION", "ensure"]
 
 #: The schema this code reads and writes. Raise it with every change to the tables.
-VERSION = 2
+VERSION = 4
+#: The ``queue`` of the two rows of ``counts`` that hold the rank counters (no queue has an
+#: empty name): they share the page every enqueue writes anyway.
+RANKS = ""
 #: The columns of ``minutes`` counting run times, one per bucket of ``RUN_TIME_BOUNDS``.
 RUN_COLUMNS = tuple(f"r{i}" for i in range(len(RUN_TIME_BOUNDS) + 1))
 
@@ -85,9 +98,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     spec BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, rank)
-    WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS jobs_plain ON jobs (queue, priority DESC, rank)
     WHERE status = 'pending' AND grp IS NULL;
+CREATE INDEX IF NOT EXISTS jobs_grouped ON jobs (queue, priority DESC, rank)
+    WHERE status = 'pending' AND grp IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_fair ON jobs (queue, grp, rank)
     WHERE status = 'pending' AND grp IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_lines ON jobs (line, line_seq) WHERE status = 'held';
@@ -95,31 +108,40 @@ CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due) WHERE status IN ('scheduled', 
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (queue, deadline) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_dead ON jobs (queue, rank) WHERE status = 'dead_letter';
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires) WHERE expires IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (queue, status);
+CREATE INDEX IF NOT EXISTS jobs_deferred ON jobs (queue) WHERE status = 'deferred';
 CREATE INDEX IF NOT EXISTS jobs_held ON jobs (queue, priority DESC, rank) WHERE status = 'held';
 CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (queue, status, due, rank)
     WHERE status IN ('scheduled', 'retrying');
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (queue, status, completed)
-    WHERE status IN ('completed', 'failed', 'cancelled');
+    WHERE status = 'completed' OR status = 'failed' OR status = 'cancelled';
 
 CREATE TABLE IF NOT EXISTS counts (
     queue TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (queue, status)
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS jobs_counted_in AFTER INSERT ON jobs BEGIN
+CREATE TRIGGER IF NOT EXISTS jobs_counted_in AFTER INSERT ON jobs
+    WHEN new.status != 'completed' AND new.status != 'failed' AND new.status != 'cancelled' BEGIN
     INSERT INTO counts VALUES (new.queue, new.status, 1)
         ON CONFLICT DO UPDATE SET n = n + 1;
 END;
-CREATE TRIGGER IF NOT EXISTS jobs_counted_out AFTER DELETE ON jobs BEGIN
+CREATE TRIGGER IF NOT EXISTS jobs_counted_out AFTER DELETE ON jobs
+    WHEN old.status != 'completed' AND old.status != 'failed' AND old.status != 'cancelled' BEGIN
     UPDATE counts SET n = n - 1 WHERE queue = old.queue AND status = old.status;
 END;
-CREATE TRIGGER IF NOT EXISTS jobs_counted_move AFTER UPDATE OF status ON jobs
-    WHEN old.status != new.status BEGIN
+CREATE TRIGGER IF NOT EXISTS jobs_counted_from AFTER UPDATE OF status ON jobs
+    WHEN old.status != new.status AND old.status != 'completed' AND old.status != 'failed'
+    AND old.status != 'cancelled' BEGIN
     UPDATE counts SET n = n - 1 WHERE queue = old.queue AND status = old.status;
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_counted_to AFTER UPDATE OF status ON jobs
+    WHEN old.status != new.status AND new.status != 'completed' AND new.status != 'failed'
+    AND new.status != 'cancelled' BEGIN
     INSERT INTO counts VALUES (new.queue, new.status, 1)
         ON CONFLICT DO UPDATE SET n = n + 1;
-    INSERT INTO counts SELECT new.queue, 'total:' || new.status, 1
-        WHERE new.status IN ('completed', 'failed')
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_counted_total AFTER UPDATE OF status ON jobs
+    WHEN old.status != new.status AND new.status IN ('completed', 'failed') BEGIN
+    INSERT INTO counts VALUES (new.queue, 'total:' || new.status, 1)
         ON CONFLICT DO UPDATE SET n = n + 1;
 END;
 
@@ -233,16 +255,39 @@ CREATE TABLE IF NOT EXISTS wf_ends (
     seq INTEGER PRIMARY KEY, job TEXT NOT NULL, status TEXT NOT NULL, gone INTEGER NOT NULL
 );
 CREATE TRIGGER IF NOT EXISTS jobs_wf_ended AFTER UPDATE OF status ON jobs
-    WHEN new.status IN ('completed', 'failed', 'cancelled', 'dead_letter')
-    AND old.status NOT IN ('completed', 'failed', 'cancelled', 'dead_letter') BEGIN
+    WHEN (new.status = 'completed' OR new.status = 'failed' OR new.status = 'cancelled'
+        OR new.status = 'dead_letter') AND old.status != 'completed' AND old.status != 'failed'
+    AND old.status != 'cancelled' AND old.status != 'dead_letter' BEGIN
     INSERT INTO wf_ends (job, status, gone) SELECT new.id, new.status, 0
         WHERE EXISTS (SELECT 1 FROM wf_of WHERE job = new.id);
 END;
 CREATE TRIGGER IF NOT EXISTS jobs_wf_deleted AFTER DELETE ON jobs
-    WHEN old.status IN ('pending', 'held', 'scheduled', 'retrying', 'deferred') BEGIN
+    WHEN old.status = 'pending' OR old.status = 'held' OR old.status = 'scheduled'
+    OR old.status = 'retrying' OR old.status = 'deferred' BEGIN
     INSERT INTO wf_ends (job, status, gone) SELECT old.id, 'cancelled', 1
         WHERE EXISTS (SELECT 1 FROM wf_of WHERE job = old.id);
 END;
+"""
+
+# A file of an older schema: what versions 3 and 4 changed goes first (the triggers and indexes
+# they redefined, the rank counters moved from ``meta`` into ``counts``, and no count of
+# finished jobs kept); the DDL then makes them anew.
+_BEFORE_4 = """
+DROP TRIGGER IF EXISTS jobs_counted_in;
+DROP TRIGGER IF EXISTS jobs_counted_out;
+DROP TRIGGER IF EXISTS jobs_counted_move;
+DROP TRIGGER IF EXISTS jobs_counted_from;
+DROP TRIGGER IF EXISTS jobs_counted_to;
+DROP TRIGGER IF EXISTS jobs_counted_total;
+DROP TRIGGER IF EXISTS jobs_wf_ended;
+DROP TRIGGER IF EXISTS jobs_wf_deleted;
+DROP INDEX IF EXISTS jobs_ended;
+DROP INDEX IF EXISTS jobs_ready;
+DROP INDEX IF EXISTS jobs_plain;
+DROP INDEX IF EXISTS jobs_queue;
+DELETE FROM counts WHERE status IN ('completed', 'failed', 'cancelled');
+INSERT OR IGNORE INTO counts SELECT '', key, value FROM meta WHERE key IN ('back', 'front');
+DELETE FROM meta WHERE key IN ('back', 'front');
 """
 
 
@@ -257,12 +302,15 @@ def ensure(conn: sqlite3.Connection, path: str) -> None:
         )
     if found == VERSION:
         return
+    if found is not None and found < 4:
+        for statement in _statements(_BEFORE_4):
+            conn.execute(statement)
     runs = ", ".join(f"{column} INTEGER NOT NULL DEFAULT 0" for column in RUN_COLUMNS)
     for statement in _statements(_DDL.replace("<run columns>", runs) + _FLOW_DDL + _WORKFLOW_DDL):
         conn.execute(statement)
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (VERSION,))
-    conn.execute("INSERT OR IGNORE INTO meta VALUES ('back', 0)")
-    conn.execute("INSERT OR IGNORE INTO meta VALUES ('front', 0)")
+    for counter in ("back", "front"):
+        conn.execute("INSERT OR IGNORE INTO counts VALUES (?, ?, 0)", (RANKS, counter))
 
 
 def _version(conn: sqlite3.Connection) -> int | None:

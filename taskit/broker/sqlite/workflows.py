@@ -34,7 +34,7 @@ from taskit.errors import CorruptJobError
 from taskit.job import Job, JobResult, JobStatus, result_of, utc_from_timestamp
 from taskit.workflow import WorkflowNode, WorkflowState
 
-__all__ = ["apply_ends", "cancel", "check", "place", "results", "state"]
+__all__ = ["apply_ends", "cancel", "check", "place", "results", "state", "sweep"]
 
 #: How many expired workflows one call deletes at most (the rest go in later calls).
 SWEEP = 100
@@ -59,7 +59,7 @@ class Failure(NamedTuple):
 def check(tx: Tx, jobs: Sequence[Job]) -> None:
     """``TypeError``/``ValueError`` naming the job and the parent if a job's ``after`` cannot
     be kept (see ``Broker.enqueue``); call before anything of ``jobs`` is stored."""
-    _sweep(tx)
+    sweep(tx)
     first: dict[str, int] = {}
     for i, job in enumerate(jobs):
         first.setdefault(job.id, i)
@@ -332,7 +332,7 @@ def _node_result(job: Job) -> bytes:
 # -- the contract's workflow methods -------------------------------------------------------------
 def state(tx: Tx, workflow: str) -> WorkflowState | None:
     """See ``Broker.workflow``."""
-    _sweep(tx)
+    sweep(tx)
     found = tx.conn.execute(
         f"SELECT w.created FROM workflows w WHERE w.id = ? AND {_KEPT}", (workflow, tx.now)
     ).fetchone()
@@ -359,7 +359,7 @@ def state(tx: Tx, workflow: str) -> WorkflowState | None:
 
 def results(tx: Tx, workflow: str, job_ids: Sequence[str]) -> list[JobResult | None]:
     """See ``Broker.workflow_results``."""
-    _sweep(tx)
+    sweep(tx)
     out: list[JobResult | None] = []
     for job_id in job_ids:
         row = tx.conn.execute(
@@ -373,7 +373,7 @@ def results(tx: Tx, workflow: str, job_ids: Sequence[str]) -> list[JobResult | N
 
 def cancel(tx: Tx, workflow: str, default_ttl: float) -> int:
     """See ``Broker.cancel_workflow``. The ends are applied by ``apply_ends`` after."""
-    _sweep(tx)
+    sweep(tx)
     rows = tx.conn.execute(
         f"SELECT n.job, n.ttl FROM wf_nodes n JOIN workflows w ON w.id = n.workflow "
         f"WHERE n.workflow = ? AND n.status IS NULL AND {_KEPT} ORDER BY n.ord DESC",
@@ -407,7 +407,7 @@ def _member(tx: Tx, job_id: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def _sweep(tx: Tx) -> None:
+def sweep(tx: Tx) -> None:
     """Delete up to ``SWEEP`` workflows whose record has expired, with their nodes."""
     expired = tx.conn.execute(
         "SELECT id FROM workflows WHERE expires <= ? ORDER BY expires LIMIT ?", (tx.now, SWEEP)
