@@ -79,7 +79,7 @@ class TaskVariant(Generic[P, R]):
             task.check_call(args, kwargs, validate=shape.validate)
         elif shape.validate and task.fn is not None:
             (task._types or task.argument_types()).check_positional(task.positional_names, args)
-        return self._job(args, kwargs)
+        return self._job(args, kwargs, shape=shape)
 
     def _shape_now(self) -> _Shape:
         """The ``_Shape`` of this variant's jobs (made anew if the task's options changed)."""
@@ -89,12 +89,18 @@ class TaskVariant(Generic[P, R]):
         return shape
 
     def _job(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], keyed: tuple[Any, ...] | None = None
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        keyed: tuple[Any, ...] | None = None,
+        shape: _Shape | None = None,
     ) -> Job:
         """The job of checked arguments, every option applied. ``keyed``: the positional
         arguments its fairness group, dedup and limit keys are read from, when not ``args`` (a
-        step's, with its fed argument's stand-in first)."""
-        shape = self._shape_now()
+        step's, with its fed argument's stand-in first); ``shape``: ``_shape_now()``'s, when
+        the caller has it."""
+        if shape is None:
+            shape = self._shape_now()
         payload = encode_arguments(args, kwargs, self._task.positional_names)
         if shape.plain:  # nothing read from the arguments, nothing per call but id and time
             return _replace(shape.template, id=new_job_id(), payload=payload,
@@ -122,7 +128,9 @@ class TaskVariant(Generic[P, R]):
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Enqueue a job to run as soon as a worker is free; returns it as stored."""
-        job = await self._parents(self._prepare(args, kwargs))
+        job = self._prepare(args, kwargs)
+        if self._overrides.depends_on:
+            job = await self._parents(job)
         return (await self._task.producer.submit([job]))[0]
 
     async def schedule(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Job:
@@ -132,7 +140,9 @@ class TaskVariant(Generic[P, R]):
 
     def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """``enqueue`` for code without an event loop (a Flask/Django view, a script)."""
-        job = self._parents_sync(self._prepare(args, kwargs))
+        job = self._prepare(args, kwargs)
+        if self._overrides.depends_on:
+            job = self._parents_sync(job)
         return self._task.producer.submit_sync([job])[0]
 
     def schedule_sync(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Job:
