@@ -19,15 +19,28 @@ Redis's read events per job (``total_reads_processed``: about one per round trip
 one per job means commands shared a write). Writes ``benchmarks/results/producers-<date>.md``
 and ``.json``; docs/performance.md quotes it.
 
+With ``--versus REV`` it measures taskit at git revision ``REV`` (checked out into a temporary
+worktree) beside this tree instead, each round running every scenario once per tree, each tree
+in a process of its own (its taskit first on ``PYTHONPATH``), on the same redis-server, trees
+alternating; it reports both trees' figures and their ratios per round (this tree / ``REV``),
+and writes ``benchmarks/results/producers-versus-<rev>-<date>.md`` and ``.json``.
+
     .venv/bin/python -m benchmarks.producers [--runs 5] [--jobs 6400] [--url redis://...]
+    .venv/bin/python -m benchmarks.producers --versus main [--runs 5] [--jobs 6400]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +67,7 @@ THREADS = 8
 class Run:
     rate: float  # jobs (or round trips) per second
     client_us: float  # producer CPU per job, every thread
+    user_us: float  # of which in user space (the Python), every thread
     server_us: float  # Redis CPU per job
     reads: float  # Redis read events per job
 
@@ -78,14 +92,17 @@ def _server(client: redis.Redis) -> tuple[float, int]:
 def _timed(client: redis.Redis, jobs: int, out: list[Run]) -> Iterator[None]:
     """Time the block's ``jobs`` enqueues; append the ``Run``."""
     (cpu_before, reads_before), cpu = _server(client), time.process_time()
+    user = resource.getrusage(resource.RUSAGE_SELF).ru_utime
     began = time.perf_counter()
     yield
     wall = time.perf_counter() - began
+    user = resource.getrusage(resource.RUSAGE_SELF).ru_utime - user
     cpu_after, reads_after = _server(client)
     out.append(
         Run(
             rate=jobs / wall,
             client_us=(time.process_time() - cpu) / jobs * 1e6,
+            user_us=user / jobs * 1e6,
             server_us=(cpu_after - cpu_before) / jobs * 1e6,
             reads=(reads_after - reads_before - 1) / jobs,  # less the first INFO's own read
         )
@@ -94,7 +111,7 @@ def _timed(client: redis.Redis, jobs: int, out: list[Run]) -> Iterator[None]:
 
 def floor(url: str, client: redis.Redis, jobs: int) -> Run:
     rate = asyncio.run(ping_rate(url, jobs))
-    return Run(rate=rate, client_us=0.0, server_us=0.0, reads=1.0)
+    return Run(rate=rate, client_us=0.0, user_us=0.0, server_us=0.0, reads=1.0)
 
 
 def _async(url: str, client: redis.Redis, jobs: int, tasks: int) -> Run:
@@ -206,14 +223,14 @@ def _report(opts: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
         machine_line(),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         "",
-        "| scenario | jobs/s | producer µs/job | Redis µs/job | Redis reads/job |",
-        "|---|---|---|---|---|",
+        "| scenario | jobs/s | producer µs/job | of which user | Redis µs/job | Redis reads/job |",
+        "|---|---|---|---|---|---|",
     ]
     for name, got in runs.items():
         lines.append(
             f"| {name} | {_median([r.rate for r in got])} "
-            f"| {_median([r.client_us for r in got])} | {_median([r.server_us for r in got])} "
-            f"| {_median([r.reads for r in got], 2)} |"
+            f"| {_median([r.client_us for r in got])} | {_median([r.user_us for r in got])} "
+            f"| {_median([r.server_us for r in got])} | {_median([r.reads for r in got], 2)} |"
         )
     lines += ["", "| ratio (within a round) | median [range] |", "|---|---|"]
     lines += [f"| {name} | {_median(values, 2)} |" for name, values in ratios.items()]
@@ -249,18 +266,115 @@ def _measure(url: str, opts: argparse.Namespace) -> dict[str, list[Run]]:
     return runs
 
 
+def _one_round(url: str, jobs: int) -> None:
+    """One round of every scenario, printed as JSON (a ``--versus`` child process)."""
+    client = redis.Redis.from_url(url)
+    try:
+        got = {name: asdict(measure(url, client, jobs)) for name, measure in SCENARIOS.items()}
+        client.flushdb()
+    finally:
+        client.close()
+    print(json.dumps(got))
+
+
+def _round_of(tree: Path, url: str, jobs: int) -> dict[str, Run]:
+    """A round run by the taskit (and benchmark helpers) of ``tree``, in a process of its own."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    argv = [sys.executable, __file__, "--one-round", "--url", url, "--jobs", str(jobs)]
+    done = subprocess.run(argv, cwd=tree, env=env, check=True, capture_output=True, text=True)
+    return {name: Run(**fields) for name, fields in json.loads(done.stdout).items()}
+
+
+def _versus(rev: str, url: str, opts: argparse.Namespace) -> None:
+    here = Path(__file__).resolve().parent.parent
+    git = ["git", "-C", str(here)]
+    sha = subprocess.run([*git, "rev-parse", "--short", rev], check=True, capture_output=True,
+                         text=True).stdout.strip()  # fmt: skip
+    trees = {sha: Path(tempfile.mkdtemp()) / "old", "this tree": here}
+    subprocess.run([*git, "worktree", "add", "--detach", str(trees[sha]), sha], check=True,
+                   capture_output=True)  # fmt: skip
+    runs: dict[str, list[dict[str, Run]]] = {name: [] for name in trees}
+    try:
+        for i in range(opts.runs):
+            for name, tree in trees.items():
+                runs[name].append(_round_of(tree, url, opts.jobs))
+                print(f"round {i + 1}/{opts.runs}: {name} done", flush=True)
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(trees[sha])], check=False,
+                       capture_output=True)  # fmt: skip
+    _report_versus(sha, opts, runs)
+
+
+def _report_versus(
+    sha: str, opts: argparse.Namespace, runs: dict[str, list[dict[str, Run]]]
+) -> None:
+    when = datetime.now(UTC)
+    old, new = runs[sha], runs["this tree"]
+    lines = [
+        f"# Many producers: taskit at {sha} against this tree ({when:%Y-%m-%d})",
+        "",
+        f"`python -m benchmarks.producers --versus {sha} --runs {opts.runs} --jobs {opts.jobs}`: "
+        f"each round runs every scenario once per tree ({sha} first), each tree in a process "
+        "of its own on one private redis-server; median [range] of the rounds; each ratio "
+        "(this tree / the other) taken within a round.",
+        "",
+        machine_line(),
+        "Versions: "
+        + ", ".join(f"{k} {v}" for k, v in package_versions(("redis", "hiredis")).items()),
+        "",
+        f"| scenario | jobs/s {sha} | jobs/s this | producer µs/job {sha} | producer µs/job this "
+        f"| user µs/job {sha} | user µs/job this | CPU/job this/{sha} | jobs/s this/{sha} |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    record: dict[str, Any] = {}
+    for name in SCENARIOS:
+        a, b = [r[name] for r in old], [r[name] for r in new]
+        cpu = [y.client_us / x.client_us if x.client_us else 0.0 for x, y in zip(a, b, strict=True)]
+        rate = [y.rate / x.rate for x, y in zip(a, b, strict=True)]
+        record[name] = {
+            sha: [asdict(r) for r in a],
+            "this tree": [asdict(r) for r in b],
+            "cpu_ratio": statistics.median(cpu),
+            "rate_ratio": statistics.median(rate),
+        }
+        lines.append(
+            f"| {name} | {_median([r.rate for r in a])} | {_median([r.rate for r in b])} "
+            f"| {_median([r.client_us for r in a])} | {_median([r.client_us for r in b])} "
+            f"| {_median([r.user_us for r in a])} | {_median([r.user_us for r in b])} "
+            f"| {_median(cpu, 2)} | {_median(rate, 2)} |"
+        )
+    lines += ["", f"| ratio (within a round) | {sha} | this tree |", "|---|---|---|"]
+    for name, top, bottom in RATIOS:
+        both = [[r[top].rate / r[bottom].rate for r in tree] for tree in (old, new)]
+        lines.append(f"| {name} | {_median(both[0], 2)} | {_median(both[1], 2)} |")
+        record[name] = {sha: statistics.median(both[0]), "this tree": statistics.median(both[1])}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"producers-versus-{sha}-{when:%Y-%m-%d}"
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    meta = {"date": when.isoformat(), "machine": machine_line(), "runs": opts.runs,
+            "jobs": opts.jobs}  # fmt: skip
+    out.with_suffix(".json").write_text(json.dumps({**meta, **record}, indent=2) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out}.md and .json")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=6400)
     parser.add_argument("--url", help="a Redis to use (its db is flushed) instead of a private one")
+    parser.add_argument("--versus", metavar="REV", help="measure taskit at REV beside this tree")
+    parser.add_argument("--one-round", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
-    if opts.url:
-        runs = _measure(opts.url, opts)
-    else:
-        with redis_server() as url:
-            runs = _measure(url, opts)
-    _report(opts, runs)
+    if opts.one_round:
+        _one_round(opts.url, opts.jobs)
+        return
+    with contextlib.ExitStack() as stack:
+        url = opts.url or stack.enter_context(redis_server())
+        if opts.versus:
+            _versus(opts.versus, url, opts)
+        else:
+            _report(opts, _measure(url, opts))
 
 
 if __name__ == "__main__":

@@ -244,6 +244,12 @@ class Scripted:
                 raise ReplyLost("connection lost before the reply: test")
             answer(i, command)
 
+    def round_trip(self, packed: bytes) -> Any:
+        """A batch of one (as ``BlockingClient.round_trip``)."""
+        got: list[Any] = []
+        self.batch([packed], lambda _index, reply: got.append(reply))
+        return got[0]
+
     def follows(self, exc: rexc.RedisError) -> bool:
         return False
 

@@ -78,34 +78,38 @@ class RedisBroker(RedisBase):
         call = _Enqueue(jobs, delays, self._ttl_ms)
         while call.done is None:
             call.answer(await self._call(call.request()))
+        done = call.done
+        if str not in map(type, done):  # the common answer: every job stored or kept, no id
+            return done  # type: ignore[return-value]
         return [
             got if isinstance(got, Job) else kept_or_expired(await self.get(got), got, job.queue)
-            for got, job in zip(call.done, jobs, strict=True)
+            for got, job in zip(done, jobs, strict=True)
         ]
 
     def enqueue_blocking(
         self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
     ) -> list[Job] | None:
-        """``enqueue`` for a thread without an event loop, on a blocking connection of its own;
-        None when tests replaced the transport (``connect``): use ``enqueue``."""
-        lent = self._conn.blocking()
-        if lent is None:
+        """``enqueue`` for a thread without an event loop, on the blocking connection threads
+        share; None when tests replaced the transport (``connect``): use ``enqueue``."""
+        client = self._conn.blocking()
+        if client is None:
             return None
-        with lent as client:
-            call = _Enqueue(jobs, delays, self._ttl_ms)
-            while call.done is None:
-                request = call.request()
-                raw = self._run_blocking(client, "enqueue", request.keys(self._keys),
-                                         request.args())  # fmt: skip
-                call.answer(request.answer(raw))
-            out: list[Job] = []
-            for got, job in zip(call.done, jobs, strict=True):
-                if not isinstance(got, Job):  # a dedup window's job that has finished: read it
-                    read = requests.Get(got)
-                    raw = self._run_blocking(client, "get", read.keys(self._keys), read.args())
-                    got = kept_or_expired(read.answer(raw), got, job.queue)
-                out.append(got)
-            return out
+        call = _Enqueue(jobs, delays, self._ttl_ms)
+        while call.done is None:
+            request = call.request()
+            raw = self._run_blocking(client, "enqueue", request.keys(self._keys), request.args())
+            call.answer(request.answer(raw))
+        done = call.done
+        if str not in map(type, done):  # the common answer: every job stored or kept, no id
+            return done  # type: ignore[return-value]
+        out: list[Job] = []
+        for got, job in zip(done, jobs, strict=True):
+            if not isinstance(got, Job):  # a dedup window's job that has finished: read it
+                read = requests.Get(got)
+                raw = self._run_blocking(client, "get", read.keys(self._keys), read.args())
+                got = kept_or_expired(read.answer(raw), got, job.queue)
+            out.append(got)
+        return out
 
     # -- consuming -------------------------------------------------------------------------
     async def reserve(

@@ -24,7 +24,6 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -138,10 +137,10 @@ class Connections:
                     self._locator = locator
         return self._locator
 
-    def blocking(self) -> AbstractContextManager[Blocking] | None:
-        """The blocking client for this thread's call (``with``; one connection shared by
-        threads, its commands pipelined: ``transport.shared``), or None when ``connect``
-        replaces the fast transport."""
+    def blocking(self) -> Blocking | None:
+        """The blocking client for any thread's calls (one connection shared by threads, its
+        commands pipelined: ``transport.shared``), or None when ``connect`` replaces the fast
+        transport."""
         if self._connect is not None:
             return None
         shared = self._shared
@@ -150,7 +149,7 @@ class Connections:
                 if self._shared is None:
                     self._shared = SharedClient(self._blocking_client(), self.pool)
                 shared = self._shared
-        return nullcontext(shared)
+        return shared
 
     def blocking_clients(self) -> list[BlockingClient]:
         """The shared blocking connection (if made) and the pool's idle ones (for tests)."""

@@ -115,11 +115,12 @@ prefixes ``<p>~<j>`` belong to ``p``'s shards: give no other App such a prefix.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from taskit.errors import ConfigurationError
 
 __all__ = ["LIMIT_KINDS", "QUEUE_KINDS", "Keys"]
+
+#: Queue key selections ``Keys.of`` remembers (a few per queue that is in use).
+_REMEMBERED = 4096
 
 
 class Keys:
@@ -133,6 +134,7 @@ class Keys:
             )
         self.prefix = prefix
         self.tag = "{" + prefix + "}"
+        self._of: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
         self.jobs = f"{self.tag}:jobs"
         self.err = f"{self.tag}:err"
         self.progress = f"{self.tag}:progress"
@@ -203,11 +205,19 @@ class Keys:
     def wake(self, queue: str) -> str:
         return self.queue(queue, "wake")
 
-    def of(self, queue: str, kinds: Sequence[str]) -> list[str]:
+    def of(self, queue: str, kinds: tuple[str, ...]) -> tuple[str, ...]:
         """The keys ``kinds`` (each one of ``QUEUE_KINDS``) of ``queue``, in that order: each
-        script takes its own selection of a queue's keys (``requests``)."""
-        head = f"{self.tag}:q:{queue}:"
-        return [head + kind for kind in kinds]
+        script takes its own selection of a queue's keys (``requests``). Remembered per queue
+        and selection (every enqueue, reserve and settle asks again), up to ``_REMEMBERED``
+        of them; past that, forgotten all at once and remembered anew."""
+        found = self._of.get((queue, kinds))
+        if found is None:
+            head = f"{self.tag}:q:{queue}:"
+            found = tuple([head + kind for kind in kinds])
+            if len(self._of) >= _REMEMBERED:
+                self._of.clear()
+            self._of[queue, kinds] = found
+        return found
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this prefix."""

@@ -8,7 +8,7 @@ damaged id is settled under its own bytes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import hiredis
 
@@ -17,11 +17,12 @@ __all__ = ["pack", "plain"]
 
 def pack(args: Sequence[Any]) -> bytes:
     """``args`` as one RESP command."""
+    command: Any = args if type(args) is tuple else tuple(args)  # no copy, no cast(): hot
     try:
-        packed = hiredis.pack_command(cast(Any, tuple(args)))
+        packed: bytes = hiredis.pack_command(command)
     except (TypeError, UnicodeEncodeError):  # a buffer, or text not UTF-8 (see plain)
-        packed = hiredis.pack_command(cast(Any, plain(tuple(args))))
-    return cast(bytes, packed)
+        packed = hiredis.pack_command(plain(command))
+    return packed
 
 
 def plain(args: tuple[Any, ...]) -> tuple[Any, ...]:

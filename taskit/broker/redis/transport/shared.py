@@ -66,20 +66,39 @@ class SharedClient:
     def execute(self, *args: Arg) -> Any:
         """Send one command and return its reply; raises redis-py exceptions. A refusal is
         followed on a pooled connection."""
-        call = _Call(pack(args))
+        packed = pack(args)
         with self._lock:
-            self._queue.append(call)
-            lead = not self._busy
+            lead = not self._busy  # then nothing is queued either
             self._busy = True
-        if not lead:
-            call.done.acquire()  # until its reply is in, or it is to lead the next batch
-        if lead or call.lead:
+            if not lead:
+                call = _Call(packed)
+                self._queue.append(call)
+        if lead:  # alone on the wire: no hand-off to set up (the common call)
+            return self._alone(args, packed)
+        call.done.acquire()  # until its reply is in, or it is to lead the next batch
+        if call.lead:
             self._lead()
         if call.error is not None:
             return self._follow(args, call.error)
         if isinstance(call.reply, rexc.ResponseError):
             return self._follow(args, error_for(call.reply, args))
         return call.reply
+
+    def _alone(self, args: Sequence[Arg], packed: bytes) -> Any:
+        """``execute`` by the thread that found the wire free: its command is the batch."""
+        self.batches += 1
+        try:
+            reply = self._client.round_trip(packed)
+        except Exception as exc:
+            self._pass_on()
+            return self._follow(args, exc)
+        except BaseException:
+            self._pass_on()
+            raise
+        self._pass_on()
+        if isinstance(reply, rexc.ResponseError):
+            return self._follow(args, error_for(reply, args))
+        return reply
 
     def execute_then(
         self, args: Sequence[Arg], then: Sequence[Arg], wait: float

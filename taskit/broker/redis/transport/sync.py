@@ -195,6 +195,11 @@ class BlockingClient:
             raise
         return reply
 
+    def round_trip(self, packed: bytes) -> Any:
+        """``batch`` of the one command ``packed``: its reply (an error reply a
+        ``ResponseError`` instance), with the same errors."""
+        return self._round_trip(self._live(), packed)
+
     def batch(self, packed: Sequence[bytes], answer: Callable[[int, Any], None]) -> None:
         """Write the commands ``packed`` in one write and hand each reply, as it is read, to
         ``answer(index, reply)`` (an error reply is a ``ResponseError`` instance). Raises
