@@ -148,6 +148,43 @@ async def test_send_all_writes_several_commands_in_one_write() -> None:
     assert [f.result() for f in futures] == [b"PONG", b"a"]
 
 
+async def test_send_all_behind_owed_replies_goes_out_now_with_the_held_ones_in_front() -> None:
+    # Its callers (the blocking reserve's BLPOP and command, a salvaged call) own the futures
+    # and take a dropped connection as "outcome unknown": written now, such a command can never
+    # fail as "not sent", which they would report as "Redis cannot be reached" in a failover
+    # (found by the cluster test that kills a slot owner under load).
+    wire, out = wired()
+    first = wire.send(PING)
+    held = wire.send(ECHO_A)
+    assert out.written == [PING]
+    futures = wire.send_all(ECHO_B + PING, [1.0, 0.0])
+    assert out.written == [PING, ECHO_A + ECHO_B + PING]  # the held one first: replies in order
+    assert wire.writes == 2
+    await asyncio.sleep(0)  # the turn's flush finds nothing left
+    assert wire.writes == 2
+    out.abort()
+    await asyncio.sleep(0)
+    for future in (first, held, *futures):
+        assert isinstance(future.exception(), ReplyLost)
+
+
+async def test_send_all_on_a_closing_connection_fails_as_written_never_as_not_sent() -> None:
+    # The window between a transport's abort and its connection_lost: a plain send held there
+    # alone fails as never sent (its caller follows it to the new master); send_all's callers
+    # get ReplyLost, the outcome unknown, as they did before commands were held.
+    wire, out = wired()
+    first = wire.send(PING)
+    held = wire.send(ECHO_A)
+    out.abort()  # closing now; connection_lost comes at the next loop turn
+    futures = wire.send_all(ECHO_B, [0.0])
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert isinstance(first.exception(), ReplyLost)
+    assert isinstance(futures[0].exception(), ReplyLost)
+    exc = held.exception()
+    assert isinstance(exc, ReplyLost)  # handed to the transport with send_all's, in order
+
+
 @pytest.mark.redis
 async def test_concurrent_callers_on_redis_each_get_their_own_reply_or_error(
     redis_url: str,

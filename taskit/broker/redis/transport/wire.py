@@ -142,9 +142,13 @@ class Wire(asyncio.Protocol):
         return future
 
     def send_all(self, packed: bytes, waits: Sequence[float]) -> list[asyncio.Future[Any]]:
-        """Write ``packed``, one command per item of ``waits`` back to back (one write, or
-        with the others of this loop turn), and return the future of each reply; each command
-        may block its ``waits`` item's seconds on the server."""
+        """Write ``packed``, one command per item of ``waits`` back to back, now (with any
+        commands held for this loop turn in front of it: one write), and return the future of
+        each reply; each command may block its ``waits`` item's seconds on the server.
+        Never held to the next loop turn, even on a connection already closing: its callers
+        own the futures and take a failure of the connection as "the outcome is unknown"
+        (``ReplyLost``), never as "not sent", which they would report as "Redis cannot be
+        reached" where the next call would find the new master."""
         loop = self._ready()
         now = loop.time()
         idle = not self._waiting
@@ -162,6 +166,7 @@ class Wire(asyncio.Protocol):
             self._write(packed)
         else:
             self._hold(loop, packed, len(futures))
+            self._flush(closing_too=True)
         return futures
 
     def send_then(
@@ -180,13 +185,18 @@ class Wire(asyncio.Protocol):
         self._held.append(packed)
         self._held_count += count
 
-    def _flush(self) -> None:
-        """Write every held command at once (in the order they were issued)."""
+    def _flush(self, closing_too: bool = False) -> None:
+        """Write every held command at once (in the order they were issued). On a closing
+        connection nothing is written (``connection_lost`` fails them as never sent), unless
+        ``closing_too``: then they are handed to the closing transport as a write before this
+        change was (it drops them), and fail as written (``ReplyLost``), their outcome unknown."""
         held = self._held
         if not held:  # failed meanwhile (``_fail_waiting``)
             return
         transport = self._transport
-        if self.lost is not None or transport is None or transport.is_closing():
+        if self.lost is not None or transport is None:
+            return
+        if transport.is_closing() and not closing_too:
             return  # closing: ``connection_lost`` fails them as never sent
         self._held = []
         self._held_count = 0
