@@ -54,6 +54,8 @@ from taskit.workflow import WorkflowState
 __all__ = ["SqliteBroker"]
 
 _T = TypeVar("_T")
+#: A call touching up to this many jobs may run on the event loop (``Store.run``'s ``small``).
+SMALL = 16
 
 
 class SqliteBroker(Broker):
@@ -85,9 +87,11 @@ class SqliteBroker(Broker):
     def configure(self, settings: Settings) -> None:
         self._result_ttl = self._options.adopt(settings).result_ttl
 
-    async def _run(self, fn: Callable[[Tx], _T], *, ends: bool = True) -> _T:
-        """``fn`` in one transaction; ``ends`` False: it ends no job (``_ending`` not needed)."""
-        out, ready = await self._store.run(self._ending(fn) if ends else fn)
+    async def _run(self, fn: Callable[[Tx], _T], *, ends: bool = True, rows: int = SMALL + 1) -> _T:
+        """``fn`` in one transaction; ``ends`` False: it ends no job (``_ending`` not needed);
+        ``rows``: about how many jobs it touches (up to ``SMALL``, it may run on the loop)."""
+        fn = self._ending(fn) if ends else fn
+        out, ready = await self._store.run(fn, small=rows <= SMALL)
         if ready:
             self._wake.wake_local()  # the store notified the other processes' waiters
         return out
@@ -126,7 +130,9 @@ class SqliteBroker(Broker):
             return []
         ttl = self._result_ttl
         ends = not all(lifecycle.plain(item.job) for item in given)
-        return await self._run(lambda tx: lifecycle.enqueue(tx, given, ttl), ends=ends)
+        return await self._run(
+            lambda tx: lifecycle.enqueue(tx, given, ttl), ends=ends, rows=len(given)
+        )
 
     def enqueue_blocking(
         self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
@@ -159,7 +165,7 @@ class SqliteBroker(Broker):
                 event = self._wake.event()
                 signal.drain()
                 leases, due, more = await self._run(
-                    lambda tx: self._take_or_due(tx, queues, count, lease)
+                    lambda tx: self._take_or_due(tx, queues, count, lease), rows=count
                 )
                 if more and not leases:
                     continue  # it stopped looking past held-back jobs: look again at once
@@ -175,7 +181,9 @@ class SqliteBroker(Broker):
         """``lifecycle.take``, called again while a call stopped looking past jobs its limits
         held back (each call holds back a bounded number, in its own transaction)."""
         while True:
-            leases, more = await self._run(lambda tx: lifecycle.take(tx, queues, count, lease))
+            leases, more = await self._run(
+                lambda tx: lifecycle.take(tx, queues, count, lease), rows=count
+            )
             if leases or not more:
                 return leases
 
@@ -196,16 +204,16 @@ class SqliteBroker(Broker):
         return leases, due, False
 
     async def extend(self, leases: Sequence[Lease], *, lease: float) -> list[LeaseState]:
-        return await self._run(lambda tx: lifecycle.extend(tx, leases, lease))
+        return await self._run(lambda tx: lifecycle.extend(tx, leases, lease), rows=len(leases))
 
     async def settle(self, outcomes_: Sequence[Outcome]) -> list[bool]:
         checked = [storable(outcome) for outcome in outcomes_]  # each alone, before the call
         ttl = self._result_ttl
-        return await self._run(lambda tx: outcomes.settle(tx, checked, ttl))
+        return await self._run(lambda tx: outcomes.settle(tx, checked, ttl), rows=len(checked))
 
     async def set_progress(self, updates: Sequence[ProgressUpdate]) -> list[bool]:
         encoded = [(u.job_id, u.token, encode_progress(u.progress)) for u in updates]
-        return await self._run(lambda tx: lifecycle.set_progress(tx, encoded))
+        return await self._run(lambda tx: lifecycle.set_progress(tx, encoded), rows=len(encoded))
 
     async def reclaim(
         self, queues: Sequence[str], *, lease: float, limit: int = 100
@@ -215,7 +223,7 @@ class SqliteBroker(Broker):
 
     # -- reading and admin -----------------------------------------------------------------
     async def get(self, job_id: str) -> Job | None:
-        return await self._run(lambda tx: admin.get(tx, job_id))
+        return await self._run(lambda tx: admin.get(tx, job_id), rows=1)
 
     async def cancel(self, job_id: str) -> bool:
         ttl = self._result_ttl

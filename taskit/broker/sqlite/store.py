@@ -9,7 +9,13 @@ a read lock and fail.
 
 ``run`` does it off the event loop, on the store's own connection thread (started on first
 use), so a call waiting for another process's write lock never blocks the loop; it works under
-asyncio and trio, and from several event loops at once. The thread takes the calls in the order
+asyncio and trio, and from several event loops at once. A call its caller marks ``small`` (a few
+rows: one job's enqueue, reserve or settle) runs on the loop itself when it cannot block there:
+nothing is queued for the thread, and the write lock comes at once (a third connection, with no
+busy wait: another process or connection holding the lock sends the call to the thread) and its
+commit writes to the WAL without syncing (``synchronous=NORMAL``; that connection never
+checkpoints, the thread does every ``CHECKPOINT_EVERY`` such commits). Two thread hops and
+their wake-ups are then saved: most of a small call's cost. The thread takes the calls in the order
 they came; the calls that queued up while it was busy it runs in one transaction, each in a
 ``SAVEPOINT`` of its own: each is still all or none (one that raises is rolled back alone and
 gets its exception), and each caller hears back only after the commit that made its call
@@ -22,6 +28,7 @@ first finishes the calls queued before it); the next call opens them again.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sqlite3
@@ -37,14 +44,21 @@ from taskit.broker.sqlite.schema import ensure
 from taskit.clock import Clock
 from taskit.errors import BrokerError
 
-__all__ = ["GROUP", "LOCK_WAIT", "Store", "Tx"]
+__all__ = ["CHECKPOINT_EVERY", "GROUP", "LOCK_WAIT", "Store", "Tx"]
 
 #: Seconds a transaction waits for another process's write lock before it fails.
 LOCK_WAIT = 30.0
 #: The most calls the connection thread runs in one transaction.
 GROUP = 64
+#: Commits on the event loop's connection between two checkpoints of the WAL (by the thread).
+CHECKPOINT_EVERY = 256
+#: SQLite's result codes for a lock another connection holds.
+_BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 _T = TypeVar("_T")
+_CHECKPOINT = object()  # queued for the thread: checkpoint the WAL
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -58,16 +72,18 @@ class Tx:
 
 
 class _Connection:
-    """One connection, opened on first use, used by one thread at a time."""
+    """One connection, opened on first use, used by one thread at a time. ``waits``: False for
+    the event loop's (no busy wait, no checkpoints; the schema is checked by the thread's)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, waits: bool = True) -> None:
         self._path = path
+        self._waits = waits
         self._conn: sqlite3.Connection | None = None
         self.lock = threading.Lock()
 
     def get(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = _open(self._path)
+            self._conn = _open(self._path) if self._waits else _open_unwaiting(self._path)
         return self._conn
 
     def close(self) -> None:
@@ -108,7 +124,8 @@ class _Worker:
         self._path = path
         self._on_ready = on_ready
         self.pid = os.getpid()
-        self.calls: queue.SimpleQueue[_Call[Any] | None] = queue.SimpleQueue()
+        self.calls: queue.SimpleQueue[_Call[Any] | object | None] = queue.SimpleQueue()
+        self.opened = False  # its connection is open: the schema was checked
         self._last: dict[object, _Call[Any]] = {}  # per loop: its last call not resumed
         self._order = threading.Lock()  # ``resumed``, ``next``, ``_last``: thread and callers
         self.thread = threading.Thread(
@@ -122,6 +139,10 @@ class _Worker:
             first = self.calls.get()
             if first is None:
                 break
+            if first is _CHECKPOINT:
+                self._checkpoint()
+                continue
+            assert isinstance(first, _Call)
             group: list[_Call[Any]] = [first]
             while len(group) < GROUP:
                 try:
@@ -131,6 +152,9 @@ class _Worker:
                 if more is None:
                     closing = True
                     break
+                if more is _CHECKPOINT:
+                    continue  # this group's commit may checkpoint; the loop's asks again
+                assert isinstance(more, _Call)
                 group.append(more)
             self._run(group)
             for call in group:
@@ -157,11 +181,22 @@ class _Worker:
                 del self._last[call.loop]
             return call.next
 
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database as far as no reader needs it (the event loop's
+        connection never does, so its commits never wait on a sync)."""
+        try:
+            conn = self._connection.get()
+            self.opened = True
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:  # the next commit or checkpoint tries again
+            log.warning("SQLite broker %r: checkpoint failed: %s", self._path, exc)
+
     def _run(self, group: list[_Call[Any]]) -> None:
         """Every call of ``group`` in one transaction (each in a savepoint of its own when
         there are several); a failure of the transaction itself fails them all."""
         try:
             conn = self._connection.get()
+            self.opened = True
             transaction(conn)
             try:
                 if len(group) == 1:
@@ -226,29 +261,85 @@ class Store:
         self._clock = clock
         self._on_ready = on_ready
         self._sync = _Connection(path)
+        self._here = _Connection(path, waits=False)  # the event loop's, for small calls
+        self._here_pid = os.getpid()
         self._worker: _Worker | None = None
         self._lock = threading.Lock()  # the worker is started and stopped by any thread
+        self._queued = 0  # calls handed to the thread whose callers have not resumed (_lock)
+        self._commits_here = 0  # commits on the loop's connection since the last checkpoint
 
-    async def run(self, fn: Callable[[Tx], _T]) -> tuple[_T, bool]:
+    async def run(self, fn: Callable[[Tx], _T], *, small: bool = False) -> tuple[_T, bool]:
         """``fn`` in one transaction, on the connection thread; its result, and whether it made
         jobs ready. An exception rolls its changes back and propagates. Once handed to the
         thread the call is waited for even if the caller is cancelled (the cancellation is
-        delivered after it), so a call that took effect is never reported as not run."""
+        delivered after it), so a call that took effect is never reported as not run.
+        ``small``: ``fn`` touches a few rows; it runs on the loop when it cannot block there
+        (the module docstring), and the caller still yields to the loop once after it."""
         await anyio.lowlevel.checkpoint_if_cancelled()
+        if small:
+            here = self._run_here(fn)
+            if here is not None:
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+                return here
         done = anyio.Event()
         loop = anyio.lowlevel.current_token().native_token
         soon = _call_soon(loop)
         call: _Call[_T] = _Call(fn, loop, lambda: soon(done.set))
-        worker = self._started()
+        with self._lock:
+            worker = self._started()
+            self._queued += 1
         worker.calls.put(call)
         try:
             with anyio.CancelScope(shield=True):
                 await done.wait()
         finally:
+            with self._lock:
+                self._queued -= 1
             worker.tell(worker.resumed(call))
         if call.error is not None:
             raise call.error
         return call.out, call.ready
+
+    def _run_here(self, fn: Callable[[Tx], _T]) -> tuple[_T, bool] | None:
+        """``fn`` in a transaction on the calling thread if that cannot wait: the thread has
+        nothing queued (calls finish in the order they were made) and has checked the schema,
+        the write lock is free at once and nobody else uses this connection. None: it did not
+        run (nothing changed); the thread is to run it."""
+        with self._lock:
+            worker = self._worker
+            if self._queued or worker is None or not worker.opened or worker.pid != os.getpid():
+                return None
+            if self._here_pid != worker.pid:  # a forked copy: its parent's connection is not ours
+                self._here, self._here_pid = _Connection(self.path, waits=False), worker.pid
+            connection = self._here
+        if not connection.lock.acquire(blocking=False):
+            return None  # another event loop's call is running here
+        try:
+            try:
+                conn = connection.get()
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:  # the lock is held (or the file cannot be opened): the thread
+                return None
+            try:
+                tx = Tx(conn, self._clock.time())
+                out = fn(tx)
+                conn.commit()
+            except BaseException as exc:
+                conn.rollback()
+                if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode in _BUSY:
+                    return None  # rolled back: the thread runs it again, waiting for the lock
+                if isinstance(exc, sqlite3.Error):
+                    raise _error(exc, self.path) from exc
+                raise
+        finally:
+            connection.lock.release()
+        self._commits_here += 1
+        if self._commits_here >= CHECKPOINT_EVERY:
+            self._commits_here = 0
+            worker.calls.put(_CHECKPOINT)
+        if tx.ready and self._on_ready is not None:
+            self._on_ready()
+        return out, tx.ready
 
     def run_blocking(self, fn: Callable[[Tx], _T]) -> tuple[_T, bool]:
         """``run`` in the calling thread, on the store's second connection."""
@@ -277,13 +368,14 @@ class Store:
             if threading.current_thread() is not worker.thread:
                 worker.thread.join()
         self._sync.close()
+        self._here.close()
 
     def _started(self) -> _Worker:
-        with self._lock:
-            worker = self._worker
-            if worker is None or worker.pid != os.getpid():  # none yet, or a forked copy's
-                worker = self._worker = _Worker(self.path, self._clock, self._on_ready)
-            return worker
+        """The connection thread, started if there is none in this process (hold ``_lock``)."""
+        worker = self._worker
+        if worker is None or worker.pid != os.getpid():  # none yet, or a forked copy's
+            worker = self._worker = _Worker(self.path, self._clock, self._on_ready)
+        return worker
 
 
 def _call_soon(native: object) -> Callable[[Callable[[], object]], bool]:
@@ -309,6 +401,20 @@ def transaction(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         raise BrokerError(f"SQLite broker: cannot take the database's write lock: {exc}") from exc
+
+
+def _open_unwaiting(path: str) -> sqlite3.Connection:
+    """A connection that never waits for a lock (``sqlite3.OperationalError`` at once) and never
+    checkpoints: for the event loop. The database is already in WAL mode with its schema."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _open(path: str) -> sqlite3.Connection:
