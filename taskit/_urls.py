@@ -18,12 +18,13 @@ with a raw ``ValueError`` from a client library.
 |                                                         | ``sentinel_password``                |
 | ``rediss+sentinel://...`` (TLS to the data nodes)       | those, and ``ssl_*``                 |
 | any ``redis...://`` URL                                 | ``replicas``, ``replicas_timeout``   |
-| ``sqlite:///relative/jobs.db``, ``sqlite:////abs/jobs.db`` | none                              |
+| ``sqlite:///relative/jobs.db``, ``sqlite:////abs/jobs.db`` | ``synchronous`` (normal, full)    |
 
 A SQLite URL follows SQLAlchemy's convention: what follows ``sqlite:///`` is the file's path,
 so three slashes give a path relative to the current directory and four an absolute one
-(``sqlite:////var/lib/app/jobs.db``). It takes no host, no options (a SQLite broker's only
-setting, the result TTL, comes from the App's settings as for every broker) and no
+(``sqlite:////var/lib/app/jobs.db``). It takes no host, one option, ``synchronous``
+(``normal``, the default: a commit survives the process's crash; ``full``: a power loss too,
+an fsync a commit; the result TTL comes from the App's settings as for every broker) and no
 ``:memory:`` database (one process only: that is ``memory://``); the path may not end in ``/``.
 Whether the file can be made there (its directory exists, it is not a directory) is checked
 when the broker is built (``check_sqlite_file``).
@@ -58,6 +59,7 @@ __all__ = [
     "REDIS_SCHEMES",
     "REPLICAS_TIMEOUT_MS",
     "SENTINEL_SCHEMES",
+    "SQLITE_SYNCHRONOUS",
     "BrokerURL",
     "check_prefix",
     "check_sqlite_file",
@@ -90,6 +92,10 @@ _TLS_OPTIONS = frozenset(
     }
 )  # fmt: skip
 _CERT_REQS = frozenset({"none", "optional", "required"})
+_SQLITE_OPTIONS = frozenset({"synchronous"})
+#: A SQLite broker's ``synchronous`` settings: a commit survives the process's crash (normal),
+#: or a power loss too (full: an fsync a commit).
+SQLITE_SYNCHRONOUS = ("normal", "full")
 _BOOLS = frozenset({"0", "1", "true", "false", "yes", "no", "f", "n", "t", "y"})
 
 
@@ -99,7 +105,8 @@ class BrokerURL:
     taskit's own options. ``prefix`` is the ``prefix`` option's value, or None; ``shards`` the
     ``shards`` option's (1 when not given); ``replicas`` the replicas an acknowledged write
     waits for (None: it does not wait), for at most ``replicas_timeout_ms`` milliseconds.
-    ``path`` is a ``sqlite://`` URL's file path (as given: relative or absolute), else None."""
+    ``path`` is a ``sqlite://`` URL's file path (as given: relative or absolute), else None;
+    ``synchronous`` its ``synchronous`` option, lower-cased (None when not given)."""
 
     scheme: str
     url: str
@@ -108,6 +115,7 @@ class BrokerURL:
     replicas: int | None = None
     replicas_timeout_ms: int = REPLICAS_TIMEOUT_MS
     path: str | None = None
+    synchronous: str | None = None
 
 
 def parse_broker_url(url: str) -> BrokerURL:
@@ -162,7 +170,8 @@ def _parse(url: str) -> BrokerURL:
             )
         return BrokerURL("memory", "memory://")
     if scheme == "sqlite":
-        return BrokerURL("sqlite", url, path=_sqlite_path(url, parts, shown))
+        path, synchronous = _sqlite_path(url, parts, shown)
+        return BrokerURL("sqlite", url, path=path, synchronous=synchronous)
     if scheme not in REDIS_SCHEMES:
         raise ConfigurationError(
             f"unsupported broker URL scheme {scheme!r} in {shown}: use memory://, sqlite://, "
@@ -208,8 +217,9 @@ def _parse(url: str) -> BrokerURL:
     )
 
 
-def _sqlite_path(url: str, parts: SplitResult, shown: str) -> str:
-    """The file path of a ``sqlite://`` URL (module docstring), checked for form only."""
+def _sqlite_path(url: str, parts: SplitResult, shown: str) -> tuple[str, str | None]:
+    """The file path of a ``sqlite://`` URL (module docstring), checked for form only, and its
+    ``synchronous`` option (None: not given)."""
     if parts.netloc:
         raise ConfigurationError(
             f"broker URL {shown}: sqlite:// takes a file path, not a host {parts.netloc!r} "
@@ -222,12 +232,7 @@ def _sqlite_path(url: str, parts: SplitResult, shown: str) -> str:
         )
     if parts.fragment:
         raise ConfigurationError(f"broker URL {shown}: a fragment (#...) means nothing here")
-    if parts.query:
-        name = unquote(parts.query.partition("=")[0])
-        raise ConfigurationError(
-            f"broker URL {shown}: unknown option {name!r}; sqlite:// takes no options "
-            "(the result TTL comes from the App's settings, TASKIT_RESULT_TTL)"
-        )
+    synchronous = _sqlite_options(parts.query, shown)
     path = parts.path[1:]  # the slash after the empty host; the rest is the path
     if not path or path == ":memory:":
         raise ConfigurationError(
@@ -240,7 +245,21 @@ def _sqlite_path(url: str, parts: SplitResult, shown: str) -> str:
             f"broker URL {shown}: the path {path!r} names a directory; name the database file "
             f"in it ({path}jobs.db)"
         )
-    return path
+    return path, synchronous
+
+
+def _sqlite_options(query: str, shown: str) -> str | None:
+    """The ``synchronous`` option of a ``sqlite://`` URL's query, lower-cased (None: not
+    given); any other option, or a value other than normal / full, is refused."""
+    value = _options(query, "sqlite", shown, known=_SQLITE_OPTIONS).get("synchronous")
+    if value is None:
+        return None
+    if value.strip().lower() not in SQLITE_SYNCHRONOUS:
+        raise ConfigurationError(
+            f"broker URL {shown}: synchronous={value!r}; use normal (a commit survives the "
+            "process's crash) or full (a power loss too: an fsync a commit)"
+        )
+    return value.strip().lower()
 
 
 def check_sqlite_file(path: str, shown: str) -> str:
@@ -305,11 +324,15 @@ def check_prefix(prefix: object, what: str = "prefix") -> str:
     return prefix
 
 
-def _options(query: str, scheme: str, shown: str) -> dict[str, str]:
-    """The query options by name (values unquoted); each must be known, given once, non-empty."""
-    known = _OPTIONS | _SENTINEL_OPTIONS if scheme in SENTINEL_SCHEMES else _OPTIONS
-    if scheme in _TLS_SCHEMES:
-        known = known | _TLS_OPTIONS
+def _options(
+    query: str, scheme: str, shown: str, known: frozenset[str] | None = None
+) -> dict[str, str]:
+    """The query options by name (values unquoted); each must be known (``known``, by default
+    the Redis schemes' options), given once, non-empty."""
+    if known is None:
+        known = _OPTIONS | _SENTINEL_OPTIONS if scheme in SENTINEL_SCHEMES else _OPTIONS
+        if scheme in _TLS_SCHEMES:
+            known = known | _TLS_OPTIONS
     found: dict[str, str] = {}
     for part in query.split("&"):
         if not part:

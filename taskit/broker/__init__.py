@@ -25,7 +25,8 @@ def from_url(url: str, *, result_ttl: float | None = None, timeout: float | None
     """A new broker for ``url``: ``memory://`` (each call a fresh, empty broker), or
     ``sqlite:///relative.db`` / ``sqlite:////absolute.db`` for a ``SqliteBroker`` on that file
     (a relative path is made absolute here, against the current directory; the file is created
-    on first use, its directory must exist), or a Redis
+    on first use, its directory must exist; ``?synchronous=full`` for commits that survive a
+    power loss), or a Redis
     URL (``redis://``, ``rediss://`` (TLS), ``unix://``, ``redis+cluster://``,
     ``redis+sentinel://``...) for a ``RedisBroker`` (needs the ``redis`` extra:
     ``pip install taskit[redis]``), or, with ``?shards=N`` (N from 2 to 64), a
@@ -40,7 +41,8 @@ def from_url(url: str, *, result_ttl: float | None = None, timeout: float | None
     if parsed.path is not None:
         from taskit.broker.sqlite import SqliteBroker
 
-        return SqliteBroker(check_sqlite_file(parsed.path, redact_url(url)), result_ttl=result_ttl)
+        path = check_sqlite_file(parsed.path, redact_url(url))
+        return SqliteBroker(path, result_ttl=result_ttl, synchronous=parsed.synchronous or "normal")
     if parsed.shards > 1:
         try:
             from taskit.broker.redis.shards import sharded_redis

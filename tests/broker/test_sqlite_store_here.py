@@ -179,3 +179,17 @@ async def test_a_small_call_cancelled_before_it_starts_does_nothing(tmp_path: Pa
     finally:
         store.close()
     assert _paused(db) == set()
+
+
+async def test_at_synchronous_full_every_call_runs_on_the_thread(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    store = Store(str(db), SystemClock(), full=True)  # a commit syncs: never on the loop
+    threads: list[int] = []
+    try:
+        await _opened(store)
+        await store.run(_pause("a", threads), small=True)
+    finally:
+        store.close()
+    assert len(threads) == 1
+    assert threads[0] != threading.get_ident()
+    assert _paused(db) == {"a"}

@@ -44,6 +44,9 @@ def test_a_sqlite_url_names_a_file_relative_with_three_slashes_absolute_with_fou
         ("sqlite:///jobs.db?result_ttl=60", "unknown option 'result_ttl'"),
         ("sqlite:///jobs.db?prefix=shop", "unknown option 'prefix'"),
         ("sqlite:///jobs.db#x", "fragment"),
+        ("sqlite:///jobs.db?synchronous=off", "synchronous='off'; use normal"),
+        ("sqlite:///jobs.db?synchronous=", "option 'synchronous' has no value"),
+        ("sqlite:///jobs.db?synchronous=full&synchronous=full", "given twice"),
     ],
 )
 def test_a_bad_sqlite_url_is_refused_naming_the_bad_part(url: str, part: str) -> None:
@@ -62,6 +65,38 @@ def test_from_url_builds_a_sqlite_broker_on_the_absolute_path(
     assert broker._path == str(tmp_path / "jobs.db")  # a later chdir does not move it
     assert taskit.broker.SqliteBroker is SqliteBroker
     assert "SqliteBroker" in taskit.broker.__all__
+
+
+@pytest.mark.parametrize(
+    ("query", "synchronous", "pragma"),
+    [("", None, 1), ("?synchronous=normal", "normal", 1), ("?synchronous=FULL", "full", 2)],
+)
+@pytest.mark.anyio
+async def test_synchronous_in_the_url_sets_the_connections_sync(
+    tmp_path: Path, query: str, synchronous: str | None, pragma: int
+) -> None:
+    url = f"sqlite:///{tmp_path}/jobs.db{query}"
+    assert parse_broker_url(url).synchronous == synchronous
+    broker = from_url(url)
+    assert isinstance(broker, SqliteBroker)
+    store = broker._store
+    try:
+        await store.run(lambda tx: None)  # the thread's connection: the schema checked
+        here, _ = await store.run(
+            lambda tx: tx.conn.execute("PRAGMA synchronous").fetchone()[0], small=True
+        )
+        sync, _ = await store.run(lambda tx: tx.conn.execute("PRAGMA synchronous").fetchone()[0])
+        blocking, _ = store.run_blocking(
+            lambda tx: tx.conn.execute("PRAGMA synchronous").fetchone()[0]
+        )
+    finally:
+        await broker.close()
+    assert (here, sync, blocking) == (pragma, pragma, pragma)  # 1: NORMAL, 2: FULL
+
+
+def test_a_bad_synchronous_is_refused_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="synchronous must be one of normal, full"):
+        SqliteBroker(tmp_path / "jobs.db", synchronous="off")
 
 
 def test_from_url_refuses_a_directory_or_a_missing_directory(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import anyio
 import anyio.lowlevel
 
 from taskit._storable import storable
+from taskit._urls import SQLITE_SYNCHRONOUS
 from taskit.broker.base import Broker, BrokerOptions, OnceState
 from taskit.broker.browse import Counts, JobPage, Listing, check_page
 from taskit.broker.checks import check_queue, check_specs, check_stream, check_usage
@@ -36,6 +37,7 @@ from taskit.broker.sqlite.store import Store, Tx
 from taskit.broker.sqlite.wake import FALLBACK, Wakeups
 from taskit.clock import Clock, FakeClock, SystemClock
 from taskit.config import Settings
+from taskit.errors import ConfigurationError
 from taskit.fairness import check_groups
 from taskit.job import (
     Job,
@@ -62,24 +64,33 @@ class SqliteBroker(Broker):
     """A durable broker in one SQLite file (``path``), for the processes of one host.
 
     ``result_ttl``: seconds a finished job stays readable; None (the default): the App's
-    ``result_ttl`` setting. ``clock`` (default: the machine's wall clock) is what delays, leases
-    and TTLs are judged by; a ``FakeClock`` is for tests in one process only (every process
-    must share one clock). Raises ``ConfigurationError`` for a bad ``result_ttl``; the first
-    call raises it for a database of a newer schema (``schema``).
+    ``result_ttl`` setting. ``synchronous``: ``"normal"`` (the default: a commit survives a
+    crash of the process; a power loss may take those since the last checkpoint) or ``"full"``
+    (a power loss too: an fsync a commit, so every call runs on the store's thread). ``clock``
+    (default: the machine's wall clock) is what delays, leases and TTLs are judged by; a
+    ``FakeClock`` is for tests in one process only (every process must share one clock).
+    Raises ``ConfigurationError`` for a bad ``result_ttl`` or ``synchronous``; the first call
+    raises it for a database of a newer schema (``schema``).
     """
 
     in_process = False
 
     def __init__(
         self, path: str | os.PathLike[str], *, result_ttl: float | None = None,
-        clock: Clock | None = None,
+        clock: Clock | None = None, synchronous: str = "normal",
     ) -> None:  # fmt: skip
+        if synchronous not in SQLITE_SYNCHRONOUS:
+            raise ConfigurationError(
+                f"synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}, got {synchronous!r}"
+            )
         self._options = BrokerOptions(("result_ttl",), result_ttl=result_ttl)
         self._result_ttl = self._options.current.result_ttl
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._path = os.fspath(path)
         self._wake = Wakeups(self._path)
-        self._store = Store(self._path, self._clock, self._wake.notify)  # other processes
+        self._store = Store(  # on_ready: other processes' waiters
+            self._path, self._clock, self._wake.notify, full=synchronous == "full"
+        )
         self._clock_driven = isinstance(self._clock, FakeClock)
         if isinstance(self._clock, FakeClock):
             self._clock.on_change(self._wake.notify)

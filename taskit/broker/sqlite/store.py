@@ -1,7 +1,8 @@
 """The SQLite broker's connection: opened once per broker, every call one transaction.
 
 A ``Store`` opens its database file on first use in WAL mode with ``synchronous=NORMAL`` (a
-commit survives a crash of the process, and power loss from the next checkpoint on) and a
+commit survives a crash of the process, and power loss from the next checkpoint on; ``full``:
+``synchronous=FULL``, an fsync a commit, so a commit survives power loss too) and a
 ``busy_timeout``, and creates or checks its schema (``schema.ensure``). Each broker call is one
 function run inside one ``BEGIN IMMEDIATE`` transaction: the write lock is taken at the start,
 so the call is atomic across processes (as one Lua script is on Redis) and never has to upgrade
@@ -75,15 +76,17 @@ class _Connection:
     """One connection, opened on first use, used by one thread at a time. ``waits``: False for
     the event loop's (no busy wait, no checkpoints; the schema is checked by the thread's)."""
 
-    def __init__(self, path: str, *, waits: bool = True) -> None:
+    def __init__(self, path: str, *, waits: bool = True, full: bool = False) -> None:
         self._path = path
         self._waits = waits
+        self._full = full
         self._conn: sqlite3.Connection | None = None
         self.lock = threading.Lock()
 
     def get(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = _open(self._path) if self._waits else _open_unwaiting(self._path)
+            path = self._path
+            self._conn = _open(path, self._full) if self._waits else _open_unwaiting(path)
         return self._conn
 
     def close(self) -> None:
@@ -118,8 +121,10 @@ class _Worker:
     made in order finish in order (trio, for one, does not wake tasks in the order they were
     woken); a loop that never resumes its callers holds up no other loop's."""
 
-    def __init__(self, path: str, clock: Clock, on_ready: Callable[[], None] | None) -> None:
-        self._connection = _Connection(path)
+    def __init__(
+        self, path: str, clock: Clock, on_ready: Callable[[], None] | None, full: bool
+    ) -> None:
+        self._connection = _Connection(path, full=full)
         self._clock = clock
         self._path = path
         self._on_ready = on_ready
@@ -253,14 +258,23 @@ def _error(exc: BaseException, path: str) -> BaseException:
 
 class Store:
     """The database at ``path``, its transactions timed by ``clock``. ``on_ready`` (if given)
-    is called on the connection thread after each commit of ``run`` calls of which one made
-    jobs ready, before their callers hear back: once a commit, however many calls it held."""
+    is called after each commit of ``run`` calls of which one made jobs ready, before their
+    callers hear back: once a commit, however many calls it held. ``full``: every commit is
+    synced to the disk (``synchronous=FULL``)."""
 
-    def __init__(self, path: str, clock: Clock, on_ready: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        clock: Clock,
+        on_ready: Callable[[], None] | None = None,
+        *,
+        full: bool = False,
+    ) -> None:
         self.path = path
         self._clock = clock
         self._on_ready = on_ready
-        self._sync = _Connection(path)
+        self._full = full  # synchronous=FULL: no call runs on the loop (its commit syncs)
+        self._sync = _Connection(path, full=full)
         self._here = _Connection(path, waits=False)  # the event loop's, for small calls
         self._here_pid = os.getpid()
         self._worker: _Worker | None = None
@@ -276,7 +290,7 @@ class Store:
         ``small``: ``fn`` touches a few rows; it runs on the loop when it cannot block there
         (the module docstring), and the caller still yields to the loop once after it."""
         await anyio.lowlevel.checkpoint_if_cancelled()
-        if small:
+        if small and not self._full:
             here = self._run_here(fn)
             if here is not None:
                 await anyio.lowlevel.cancel_shielded_checkpoint()
@@ -374,7 +388,7 @@ class Store:
         """The connection thread, started if there is none in this process (hold ``_lock``)."""
         worker = self._worker
         if worker is None or worker.pid != os.getpid():  # none yet, or a forked copy's
-            worker = self._worker = _Worker(self.path, self._clock, self._on_ready)
+            worker = self._worker = _Worker(self.path, self._clock, self._on_ready, self._full)
         return worker
 
 
@@ -417,14 +431,14 @@ def _open_unwaiting(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _open(path: str) -> sqlite3.Connection:
+def _open(path: str, full: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {LOCK_WAIT * 1000:.0f}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise BrokerError(f"SQLite broker: {path!r} cannot use WAL (journal mode {mode!r})")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if full else 'NORMAL'}")
         transaction(conn)
         try:
             ensure(conn, path)
