@@ -15,12 +15,13 @@
   concurrency 1; Huey: ``Consumer``, workers=1, its defaults), this process enqueueing one job at
   a time after a 1 s idle window, waiting for each to start, then 2-12 ms more; p50 and p99.
 
-``synchronous``: ``SqliteBroker`` always opens its file with ``synchronous=NORMAL`` (WAL: a commit
-is safe from a crash of the process, not from power loss until the next checkpoint). Huey runs at
-its default (``SqliteHuey`` leaves SQLite's, FULL here: an fsync per commit) and with
-``synchronous=NORMAL`` (``benchmarks/_huey_procs.py``), the like-for-like row. Databases live in
-``benchmarks/.sqlite-tmp/`` (on the disk, not a tmpfs). Median of ``--runs`` runs. Writes
-``benchmarks/results/sqlite-<date>[-quick].md`` and ``.json``.
+``synchronous``: ``SqliteBroker`` runs at its default, ``synchronous=NORMAL`` (WAL: a commit is
+safe from a crash of the process, not from power loss until the next checkpoint), and with
+``?synchronous=full`` (an fsync per commit). Huey runs at its default (``SqliteHuey`` leaves
+SQLite's, FULL here) and with ``synchronous=NORMAL`` (``benchmarks/_huey_procs.py``). Ratios:
+each as it ships (taskit NORMAL / Huey FULL), and like for like (NORMAL / NORMAL, FULL / FULL).
+Databases live in ``benchmarks/.sqlite-tmp/`` (on the disk, not a tmpfs). Median of ``--runs``
+runs. Writes ``benchmarks/results/sqlite-<date>[-quick].md`` and ``.json``.
 
     .venv/bin/python -m benchmarks.sqlite [--runs 3] [--jobs 5000] [--probes 200] [--quick]
 """
@@ -65,9 +66,13 @@ def _fresh() -> Path:
 
 
 def _taskit_app(
-    db: Path, ran: Callable[[int, float], None] | None = None, memory: bool = False
+    db: Path,
+    ran: Callable[[int, float], None] | None = None,
+    memory: bool = False,
+    sync: str = "normal",
 ) -> tuple[App, Any]:
-    app = App("memory://" if memory else f"sqlite:///{db}", settings=Settings(result_ttl=60.0))
+    url = "memory://" if memory else f"sqlite:///{db}?synchronous={sync}"
+    app = App(url, settings=Settings(result_ttl=60.0))
 
     @app.task(name="probe", max_retries=0)
     def probe(k: int, t0: float) -> None:
@@ -78,9 +83,9 @@ def _taskit_app(
 
 
 # -- taskit ------------------------------------------------------------------------------------
-async def _taskit_enqueue(jobs: int, batch: int) -> float:
+async def _taskit_enqueue(jobs: int, batch: int, sync: str) -> float:
     db = _fresh()
-    app, probe = _taskit_app(db)
+    app, probe = _taskit_app(db, sync=sync)
     await app.stats()  # the file and schema, outside the timing
     began = time.perf_counter()
     if batch == 1:
@@ -94,9 +99,9 @@ async def _taskit_enqueue(jobs: int, batch: int) -> float:
     return rate
 
 
-def _taskit_enqueue_sync(jobs: int) -> float:
+def _taskit_enqueue_sync(jobs: int, sync: str) -> float:
     db = _fresh()
-    app, probe = _taskit_app(db)
+    app, probe = _taskit_app(db, sync=sync)
     anyio.run(app.stats)  # the file and schema, outside the timing
     began = time.perf_counter()
     for k in range(jobs):
@@ -106,12 +111,14 @@ def _taskit_enqueue_sync(jobs: int) -> float:
     return rate
 
 
-async def _taskit_drain(jobs: int, concurrency: int | None, memory: bool = False) -> float:
+async def _taskit_drain(
+    jobs: int, concurrency: int | None, sync: str = "normal", memory: bool = False
+) -> float:
     """``concurrency`` None: the broker alone (reserve 10, settle 10). ``memory``: on the
     memory broker (the worker's own ceiling)."""
     db = _fresh()
     ends: list[float] = []
-    app, probe = _taskit_app(db, lambda k, t0: ends.append(time.perf_counter()), memory)
+    app, probe = _taskit_app(db, lambda k, t0: ends.append(time.perf_counter()), memory, sync)
     for first in range(0, jobs, 500):
         await app.enqueue_many([probe.prepare(k, 0.0) for k in range(first, first + 500)])
     began = time.perf_counter()
@@ -132,14 +139,16 @@ async def _taskit_drain(jobs: int, concurrency: int | None, memory: bool = False
     return jobs / (last - began)
 
 
-def _taskit_waiter(db: str, ready: Event, stop: Event, acks: Connection, out: Queue[Any]) -> None:
+def _taskit_waiter(
+    db: str, sync: str, ready: Event, stop: Event, acks: Connection, out: Queue[Any]
+) -> None:
     latencies: list[float] = []
 
     def ran(k: int, t0: float) -> None:
         latencies.append(time.monotonic() - t0)
         acks.send(None)
 
-    app, _ = _taskit_app(Path(db), ran)
+    app, _ = _taskit_app(Path(db), ran, sync=sync)
 
     async def serve() -> None:
         async with anyio.create_task_group() as tg:
@@ -159,10 +168,11 @@ def _latency(which: str, probes: int) -> dict[str, float]:
     ctx = mp.get_context("spawn")
     ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
     receive, send = ctx.Pipe(duplex=False)
-    if which == "taskit":
-        app, probe = _taskit_app(db)
+    if which in TASKITS:
+        sync = TASKITS[which]
+        app, probe = _taskit_app(db, sync=sync)
         anyio.run(app.stats)
-        proc = ctx.Process(target=_taskit_waiter, args=(str(db), ready, stop, send, out))
+        proc = ctx.Process(target=_taskit_waiter, args=(str(db), sync, ready, stop, send, out))
 
         def enqueue(k: int) -> None:
             app.broker.enqueue_blocking([probe.prepare(k, time.monotonic())])
@@ -225,18 +235,19 @@ def _huey_drain(jobs: int, sync: str) -> float:
 # -- the run -----------------------------------------------------------------------------------
 def one_run(jobs: int, probes: int) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, float]] = {}
-    taskit_row = {
-        "enqueue_per_s": anyio.run(_taskit_enqueue, jobs, 1),
-        "enqueue_sync_per_s": _taskit_enqueue_sync(jobs),
-        "batch_per_s": anyio.run(_taskit_enqueue, jobs, 100),
-        "drain_c1_per_s": anyio.run(_taskit_drain, jobs, 1),
-        "drain_c10_per_s": anyio.run(_taskit_drain, jobs, 10),
-        "drain_broker_per_s": anyio.run(_taskit_drain, jobs, None),
-    }
-    rows[TASKIT] = {**taskit_row, **_latency("taskit", probes)}
+    for label, sync in TASKITS.items():
+        rows[label] = {
+            "enqueue_per_s": anyio.run(_taskit_enqueue, jobs, 1, sync),
+            "enqueue_sync_per_s": _taskit_enqueue_sync(jobs, sync),
+            "batch_per_s": anyio.run(_taskit_enqueue, jobs, 100, sync),
+            "drain_c1_per_s": anyio.run(_taskit_drain, jobs, 1, sync),
+            "drain_c10_per_s": anyio.run(_taskit_drain, jobs, 10, sync),
+            "drain_broker_per_s": anyio.run(_taskit_drain, jobs, None, sync),
+            **_latency(label, probes),
+        }
     rows["taskit MemoryBroker (the worker alone)"] = {
-        "drain_c1_per_s": anyio.run(_taskit_drain, jobs, 1, True),
-        "drain_c10_per_s": anyio.run(_taskit_drain, jobs, 10, True),
+        "drain_c1_per_s": anyio.run(_taskit_drain, jobs, 1, "normal", True),
+        "drain_c10_per_s": anyio.run(_taskit_drain, jobs, 10, "normal", True),
     }
     for label, sync in HUEYS.items():
         rows[label] = {
@@ -261,7 +272,13 @@ COLUMNS = (
 )
 
 
-TASKIT = "taskit SqliteBroker (NORMAL)"
+TASKIT = "taskit SqliteBroker (NORMAL, its default)"
+TASKIT_FULL = "taskit SqliteBroker (FULL: ?synchronous=full)"
+TASKITS = {TASKIT: "normal", TASKIT_FULL: "full"}
+HUEY_FULL, HUEY_NORMAL = HUEYS
+#: The ratios shown: each as it ships, then at equal durability (NORMAL, then FULL).
+PAIRS = ((TASKIT, HUEY_FULL, "as each ships"), (TASKIT, HUEY_NORMAL, "both NORMAL"),
+         (TASKIT_FULL, HUEY_FULL, "both FULL"))  # fmt: skip
 # Rates set against Huey's one drain figure (its consumer has one setting here: 1 thread).
 _HUEY_KEY = {"drain_c10_per_s": "drain_c1_per_s", "drain_broker_per_s": "drain_c1_per_s"}
 
@@ -277,17 +294,17 @@ def table(runs: list[dict[str, dict[str, float]]]) -> str:
             values = [run[label][key] for run in runs if key in run[label]]
             cells.append(f"{statistics.median(values):{fmt}}" if values else "n/a")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    for huey in HUEYS:
+    for ours, huey, what in PAIRS:
         cells = []
         for key, _, _ in COLUMNS:
             theirs = _HUEY_KEY.get(key, key)
             ratios = [
-                run[TASKIT][key] / run[huey][theirs]
+                run[ours][key] / run[huey][theirs]
                 for run in runs
-                if key.endswith("per_s") and key in run[TASKIT] and theirs in run[huey]
+                if key.endswith("per_s") and key in run[ours] and theirs in run[huey]
             ]
             cells.append(f"{statistics.median(ratios):.2f}" if ratios else "")
-        lines.append(f"| taskit / {huey} | " + " | ".join(cells) + " |")
+        lines.append(f"| {ours} / {huey} ({what}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
