@@ -18,9 +18,14 @@ With ``--base REV``, that commit (checked out into a temporary git worktree, as
 ``benchmarks.overhead`` does) is measured too, the two trees in turn within each run, and the
 table gives each tree's row and the ratio of this tree's median to the base's. Each tree's
 worker queues its job and runs with its own ``taskit`` and this tree's benchmark app.
-Writes ``benchmarks/results/start-time-<date>[-SUFFIX].md``.
+Each tree's ``taskit`` and ``benchmarks`` are compiled to bytecode first (``compileall``), as
+pip compiles an installed package: with ``PYTHONDONTWRITEBYTECODE=1`` (set on this machine) an
+uncompiled source tree is compiled anew by every process, which more than doubled taskit's own
+import time. ``--source`` skips that step (then a tree that holds no bytecode yet is measured
+compiling). Writes ``benchmarks/results/start-time-<date>[-SUFFIX].md``.
 
     .venv/bin/python -m benchmarks.start_time [--runs 5] [--port P] [--base REV] [--suffix S]
+                                              [--source]
 """
 
 from __future__ import annotations
@@ -133,6 +138,13 @@ def ratio(new: list[float], old: list[float]) -> str:
     return f"{statistics.median(new) / statistics.median(old):.2f}"
 
 
+def compile_tree(tree: Tree) -> None:
+    """Bytecode for the tree's taskit and this tree's benchmarks, as an installed package has."""
+    for folder in (tree.path / "taskit", ROOT / "benchmarks"):
+        argv = [sys.executable, "-m", "compileall", "-q", str(folder)]
+        subprocess.run(argv, check=True, capture_output=True)
+
+
 def measure(trees: list[Tree], runs: int, port: int) -> list[str]:
     """The table's rows: every figure of every tree, the trees in turn within each run."""
     loops = ["asyncio", "uvloop"] if importlib.util.find_spec("uvloop") else ["asyncio"]
@@ -173,16 +185,20 @@ def measure(trees: list[Tree], runs: int, port: int) -> list[str]:
     return rows
 
 
-def main(runs: int, port: int, base: str | None, suffix: str | None) -> str:
+def main(runs: int, port: int, base: str | None, suffix: str | None, source: bool) -> str:
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         trees = [make_tree("this tree", ROOT, scratch)]
         if base is not None:
             sha, path = stack.enter_context(base_tree(base, scratch))
             trees.insert(0, make_tree(f"base {sha}", path, scratch))
+        if not source:
+            for tree in trees:
+                compile_tree(tree)
         rows = measure(trees, runs, port)
     when = datetime.now(UTC)
     options = (f" --runs {runs}" if runs != 5 else "") + (f" --base {base}" if base else "")
+    options += " --source" if source else ""
     lines = [
         f"# Starting a worker, {when:%Y-%m-%d %H:%M} UTC",
         "",
@@ -190,7 +206,10 @@ def main(runs: int, port: int, base: str | None, suffix: str | None) -> str:
         f"Versions: {versions()}.",
         f"Median of {runs} runs, range in brackets, milliseconds from the process's spawn; one "
         "job queued on a private redis-server before the spawn; the worker's RSS once its job "
-        "started. " + ("The trees in turn within each run. " if base else "") + "Command: "
+        "started. "
+        + ("The trees in turn within each run. " if base else "")
+        + ("Trees not compiled first. " if source else "Trees compiled to bytecode first. ")
+        + "Command: "
         f"`python -m benchmarks.start_time{options}"
         + (f" --suffix {suffix}`." if suffix else "`."),
         "",
@@ -211,9 +230,10 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=0, help="redis-server port (default: free)")
     parser.add_argument("--base", help="also measure this git rev, in turn (e.g. main)")
     parser.add_argument("--suffix", help="results file start-time-<date>-SUFFIX.md")
+    parser.add_argument("--source", action="store_true", help="do not compile the trees first")
     parser.add_argument("--queue", metavar="URL", help=argparse.SUPPRESS)  # queue_with's child
     options = parser.parse_args()
     if options.queue:
         queue_one(options.queue)
     else:
-        print(main(options.runs, options.port, options.base, options.suffix))
+        print(main(options.runs, options.port, options.base, options.suffix, options.source))
