@@ -20,8 +20,9 @@ table gives each tree's row and the ratio of this tree's median to the base's. E
 worker queues its job and runs with its own ``taskit`` and this tree's benchmark app.
 Each tree's ``taskit`` and ``benchmarks`` are compiled to bytecode first (``compileall``), as
 pip compiles an installed package: with ``PYTHONDONTWRITEBYTECODE=1`` (set on this machine) an
-uncompiled source tree is compiled anew by every process, which more than doubled taskit's own
-import time. ``--source`` skips that step (then a tree that holds no bytecode yet is measured
+uncompiled source tree is compiled anew by every process (``import taskit.cli`` 155 ms from
+source against 110 compiled, start-time-2026-12-01-lean*.md). ``--source`` skips that step
+(then a tree that holds no bytecode yet is measured
 compiling). Writes ``benchmarks/results/start-time-<date>[-SUFFIX].md``.
 
     .venv/bin/python -m benchmarks.start_time [--runs 5] [--port P] [--base REV] [--suffix S]
