@@ -71,15 +71,20 @@ class Figures:
 class Worker:
     """One `taskit worker` process; its stderr lines with the time each was read."""
 
-    def __init__(self, env: dict[str, str], loop: str, *extra: str, app: str = APP) -> None:
+    def __init__(
+        self, env: dict[str, str], loop: str, *extra: str, app: str = APP, where: Path = ROOT,
+        pythonpath: str = str(ROOT),
+    ) -> None:  # fmt: skip
+        """``where``: the working directory; ``pythonpath``: its ``PYTHONPATH`` (the taskit
+        and benchmarks it runs; ``benchmarks.overhead.Tree``)."""
         self.lines: list[str] = []
         self._seen = threading.Condition()
         # DEBUG: the job's start line ("attempt 1 started") is logged at DEBUG
         argv = [sys.executable, "-m", "taskit", "worker", app, "-c", "4", "--loop", loop]
         self.proc = subprocess.Popen(
             [*argv, "--log-level", "DEBUG", *extra],
-            cwd=ROOT,
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+            cwd=where,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from taskit._cli_admin import Count, refuse_in_process
 from taskit._cli_load import load_app
+from taskit._cli_options import Count, refuse_in_process
 
 if TYPE_CHECKING:
     import uvicorn
     from starlette.applications import Starlette
 
-__all__ = ["add_dashboard_commands", "basic_auth_option"]
+__all__ = ["basic_auth_option", "dashboard"]
 
 #: The environment variable ``--basic-auth`` falls back to.
 BASIC_AUTH_ENV = "TASKIT_DASHBOARD_BASIC_AUTH"
@@ -95,8 +95,3 @@ def _server(config: uvicorn.Config, web: Starlette) -> uvicorn.Server:
             super().handle_exit(sig, frame)
 
     return Server(config)
-
-
-def add_dashboard_commands(main: click.Group) -> None:
-    """Register ``taskit dashboard`` on the ``taskit`` group."""
-    main.add_command(dashboard)

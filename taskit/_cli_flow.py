@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import click
 
-from taskit._cli_admin import refuse_in_process, run
+from taskit._cli_admin import run
 from taskit._cli_load import load_app
+from taskit._cli_options import refuse_in_process
 
-__all__ = ["add_flow_commands"]
+__all__ = ["pause", "resume"]
 
 
 def _queues(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -48,9 +49,3 @@ def resume(app_path: str, queues: tuple[str, ...]) -> None:
 
     for queue, changed in zip(queues, run(app, resume_all), strict=True):
         click.echo(f"resumed {queue}" if changed else f"{queue} was not paused")
-
-
-def add_flow_commands(main: click.Group) -> None:
-    """Register the flow-control commands on the ``taskit`` group."""
-    for command in (pause, resume):
-        main.add_command(command)

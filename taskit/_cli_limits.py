@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from taskit._cli_admin import Count, _load, echo_json, echo_table, run
+from taskit._cli_admin import _load, echo_json, echo_table, run
+from taskit._cli_options import Count
 from taskit._limit_report import (
     LIMIT_HEADERS,
     LimitReport,
@@ -28,7 +29,7 @@ from taskit.app import App
 from taskit.config import MAX_COUNT, MAX_SECONDS
 from taskit.limits import LimitSpec, check_limit_name
 
-__all__ = ["add_limit_commands"]
+__all__ = ["limit", "limits"]
 
 T = TypeVar("T")
 
@@ -162,9 +163,3 @@ def limit_delete(app_path: str, name: str, yes: bool) -> None:
     again = " (declared by the App: a worker that starts writes it again)"
     note = again if name in app.limits else ""
     click.echo(f"limit {name}: deleted{note}")
-
-
-def add_limit_commands(main: click.Group) -> None:
-    """Register ``taskit limits`` and ``taskit limit ...`` on the ``taskit`` group."""
-    main.add_command(limits)
-    main.add_command(limit)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import click
 import msgspec
 
-from taskit._cli_admin import echo_json, echo_table, refuse_in_process, run
+from taskit._cli_admin import echo_json, echo_table, run
 from taskit._cli_load import load_app
+from taskit._cli_options import refuse_in_process
 from taskit.workflow import WorkflowNode, WorkflowState
 
-__all__ = ["add_workflow_commands"]
+__all__ = ["workflow"]
 
 #: The longest error text shown in the table (``--json`` has all of it).
 _ERROR_WIDTH = 60
@@ -62,8 +63,3 @@ def _row(node: WorkflowNode, state: WorkflowState) -> list[str]:
         if len(error) > _ERROR_WIDTH:
             error = error[: _ERROR_WIDTH - 3] + "..."
     return [f"#{order[node.id]} {node.id}", node.task, node.queue, node.status.value, waits, error]
-
-
-def add_workflow_commands(main: click.Group) -> None:
-    """Register ``taskit workflow`` on the ``taskit`` group."""
-    main.add_command(workflow)

@@ -6,7 +6,9 @@ taskit worker MODULE:ATTR [--queues a,b] [--concurrency N] [--burst] [--schedule
 taskit scheduler MODULE:ATTR [--schedules FILE]    taskit check MODULE:ATTR
 taskit outbox-relay MODULE:ATTR --db URL [--table T] [--batch N]
 taskit info | job | dlq list/requeue/purge | enqueue | cancel | purge  (see taskit._cli_admin)
+taskit pause | resume (taskit._cli_flow)    taskit limits | limit (taskit._cli_limits)
 taskit workflow MODULE:ATTR ID [--json] [--cancel]   (see taskit._cli_workflow)
+taskit dashboard (taskit._cli_dashboard)    each loaded only when it runs (``_ELSEWHERE``)
 taskit --version
 """
 
@@ -27,19 +29,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import click
 
-from taskit._cli_admin import (
-    Count,
-    add_admin_commands,
-    how_to_share,
-    refuse_in_process,
-    shards_phrase,
-)
-from taskit._cli_dashboard import add_dashboard_commands
-from taskit._cli_flow import add_flow_commands
-from taskit._cli_limits import add_limit_commands
 from taskit._cli_load import load_app
+from taskit._cli_options import Count, how_to_share, refuse_in_process
 from taskit._cli_outbox import build_relay
-from taskit._cli_workflow import add_workflow_commands
 from taskit.app import App
 from taskit.config import MAX_COUNT
 from taskit.errors import BrokerAuthenticationError, BrokerError, ConfigurationError
@@ -140,7 +132,36 @@ def _print_version(ctx: click.Context) -> None:
     ctx.exit()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: The commands defined in other modules: name -> the module defining it under that name. Each
+#: module loads when its command runs (``taskit --help`` loads them all), so ``taskit worker``
+#: does not pay for the admin, limit, workflow and dashboard commands and what they import
+#: (issue 19's start time).
+_ELSEWHERE: dict[str, str] = {
+    **dict.fromkeys(("info", "job", "dlq", "enqueue", "cancel", "purge"), "taskit._cli_admin"),
+    **dict.fromkeys(("pause", "resume"), "taskit._cli_flow"),
+    **dict.fromkeys(("limits", "limit"), "taskit._cli_limits"),
+    "workflow": "taskit._cli_workflow",
+    "dashboard": "taskit._cli_dashboard",
+}
+
+
+class _Commands(click.Group):
+    """The ``taskit`` group: its own commands, and those of ``_ELSEWHERE`` loaded on demand."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_ELSEWHERE})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in _ELSEWHERE:
+            return command
+        found = getattr(importlib.import_module(_ELSEWHERE[cmd_name]), cmd_name)
+        if not isinstance(found, click.Command) or found.name != cmd_name:
+            raise RuntimeError(f"{_ELSEWHERE[cmd_name]}.{cmd_name} is not the {cmd_name} command")
+        return found
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--version",
     "-V",
@@ -435,6 +456,8 @@ def check(app_path: str, min_workers: int) -> None:
     alive (saying how many shards the broker spreads each queue over); 1 when too few are; 2
     when the broker cannot be reached (or is the in-process memory:// one, which no other
     process can reach)."""
+    from taskit._cli_admin import shards_phrase  # with the admin commands it belongs to
+
     app = load_app(app_path)
     refuse_in_process(app, "taskit check")
 
@@ -453,13 +476,6 @@ def check(app_path: str, min_workers: int) -> None:
         click.echo(f"unhealthy: {alive} live worker(s), need {min_workers}", err=True)
         sys.exit(1)
     click.echo(f"ok: broker reachable ({shards_phrase(app)}), {alive} live worker(s)")
-
-
-add_admin_commands(main)
-add_flow_commands(main)
-add_limit_commands(main)
-add_workflow_commands(main)
-add_dashboard_commands(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,17 +39,14 @@ from __future__ import annotations
 
 import logging
 import math
-import tomllib
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
-from zoneinfo import ZoneInfo
 
 import anyio
 import msgspec
-from cronsim import CronSim, CronSimError
 
 from taskit._outage import Outage
 from taskit.clock import Clock, SystemClock
@@ -57,6 +54,8 @@ from taskit.errors import ConfigurationError, SerializationError, TaskitError, U
 from taskit.job import Job
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from taskit.broker.base import Broker
     from taskit.task import Task
 
@@ -100,6 +99,8 @@ class _Timing:
         assert self.cron is not None
         # cronsim's reverse iteration gives matches strictly before its start; cron matches fall
         # on whole minutes, so "<= t" is "< t rounded down to the second, plus one second".
+        from cronsim import CronSim  # loaded by the first cron schedule (_timing)
+
         start = datetime.fromtimestamp(t, self.zone).replace(microsecond=0) + timedelta(seconds=1)
         return next(CronSim(self.cron, start, reverse=True)).timestamp()
 
@@ -108,11 +109,19 @@ class _Timing:
         if self.every_ms is not None:
             return (math.floor(t * 1000) // self.every_ms + 1) * self.every_ms / 1000
         assert self.cron is not None
+        from cronsim import CronSim
+
         return next(CronSim(self.cron, datetime.fromtimestamp(t, self.zone))).timestamp()
 
 
 def _timing(every: float | None, cron: str | None, tz: str) -> _Timing:
     """Parse and check a schedule's timing; ``ConfigurationError`` saying what is wrong."""
+    # zoneinfo and cronsim load with the first schedule: a worker without one never needs them
+    # (issue 19's start time).
+    from zoneinfo import ZoneInfo
+
+    from cronsim import CronSim, CronSimError
+
     if (every is None) == (cron is None):
         raise ConfigurationError("a schedule takes exactly one of every= (seconds) or cron=")
     try:
@@ -285,14 +294,22 @@ def load_schedules_json(
     return _add_all(book, text, source, toml=False)
 
 
+def _toml(text: str) -> Any:
+    """``tomllib.loads``, imported only for a TOML file; its ``TOMLDecodeError`` is a
+    ``ValueError``."""
+    import tomllib
+
+    return tomllib.loads(text)
+
+
 def _add_all(book: ScheduleBook, text: str, source: str, *, toml: bool) -> list[Schedule]:
     """Parse ``text`` as a schedules file and add every entry to ``book``, all or none."""
     try:
-        data: Any = tomllib.loads(text) if toml else msgspec.json.decode(text)
+        data: Any = _toml(text) if toml else msgspec.json.decode(text)
         if isinstance(data, list):
             data = {"schedules": data}
         entries = msgspec.convert(data, _File).schedules
-    except (tomllib.TOMLDecodeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:  # ValueError: TOML
         raise ConfigurationError(f"{source}: not a valid schedules file: {exc}") from None
     added: list[Schedule] = []
     try:

@@ -278,3 +278,13 @@ async def test_scheduled_jobs_run_like_any_other() -> None:
     assert done.status is JobStatus.COMPLETED
     assert done.result is not None
     assert done.result.value == "xxx"
+
+
+def test_a_bad_toml_file_is_a_clear_error(tmp_path: Path) -> None:
+    # tomllib loads only for a TOML file; its decode error is still a ConfigurationError
+    app = make_app(FakeClock())
+    path = tmp_path / "s.toml"
+    path.write_text("[[schedules]\ntask = ")
+    with pytest.raises(ConfigurationError, match=r"s\.toml: not a valid schedules file"):
+        load_schedules(app, path)
+    assert app.schedules == {}

@@ -2,7 +2,8 @@
 
 ``RedisBroker`` is imported on first use, so the core works without the ``redis`` package.
 ``SqliteBroker`` (the standard library's ``sqlite3``) needs no extra; it is imported on first use
-too, so a process on another broker does not load it (a worker's memory, issue 19).
+too, so a process on another broker does not load it (a worker's memory, issue 19), and so is
+``MemoryBroker`` (its package is a tenth of a Redis worker's imports; issue 19's start time).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from taskit._urls import check_sqlite_file, parse_broker_url, redact_url
 from taskit.broker.base import Broker
-from taskit.broker.memory import MemoryBroker
 from taskit.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from taskit.broker.memory import MemoryBroker
     from taskit.broker.redis import RedisBroker
     from taskit.broker.sqlite import SqliteBroker
 
@@ -37,6 +38,8 @@ def from_url(url: str, *, result_ttl: float | None = None, timeout: float | None
     (``taskit._urls``)."""
     parsed = parse_broker_url(url)
     if parsed.scheme == "memory":
+        from taskit.broker.memory import MemoryBroker
+
         return MemoryBroker(result_ttl=result_ttl)
     if parsed.path is not None:
         from taskit.broker.sqlite import SqliteBroker
@@ -67,6 +70,10 @@ def _needs_redis(exc: ImportError) -> ConfigurationError:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "MemoryBroker":
+        from taskit.broker.memory import MemoryBroker
+
+        return MemoryBroker
     if name == "RedisBroker":
         return _redis_broker_class()
     if name == "SqliteBroker":

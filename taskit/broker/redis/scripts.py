@@ -93,32 +93,43 @@ class Script:
 
 
 class Scripts:
-    """The loaded scripts of the ``taskit.broker`` package; one instance serves any client."""
+    """The scripts of the ``taskit.broker`` package; one instance serves any client.
+
+    Each script is expanded (``includes.expand``) and hashed on its first use, not all at
+    import: expanding the 36 of them costs about 70 ms of a process's start, and a worker uses
+    a handful (issue 19). Expanding is deterministic, so two threads expanding the same script
+    at once store equal values."""
 
     def __init__(self) -> None:
         folder = resources.files("taskit.broker.redis").joinpath("lua")
-        texts = {entry.name: entry.read_text("utf-8") for entry in folder.iterdir()}
-        self._scripts: dict[str, Script] = {}
-        for filename, text in sorted(texts.items()):
+        self._texts = {entry.name: entry.read_text("utf-8") for entry in folder.iterdir()}
+        self._files: dict[str, tuple[str, str]] = {}  # name -> (file name, key count)
+        for filename in self._texts:
             match = _FILE.match(filename)
-            if filename.startswith("_") or match is None:
-                continue
-            source = expand(text, texts).encode()
-            keys = match.group("keys")
-            self._scripts[match.group("name")] = Script(
-                name=match.group("name"),
-                source=source,
-                sha=hashlib.sha1(source).hexdigest(),
-                numkeys=None if keys == "n" else int(keys),
-            )
+            if not filename.startswith("_") and match is not None:
+                self._files[match.group("name")] = (filename, match.group("keys"))
+        self._scripts: dict[str, Script] = {}
 
     def __getitem__(self, name: ScriptName) -> Script:
-        return self._scripts[name]
+        script = self._scripts.get(name)
+        return script if script is not None else self._expand(name)
+
+    def _expand(self, name: str) -> Script:
+        filename, keys = self._files[name]
+        source = expand(self._texts[filename], self._texts).encode()
+        script = Script(
+            name=name,
+            source=source,
+            sha=hashlib.sha1(source).hexdigest(),
+            numkeys=None if keys == "n" else int(keys),
+        )
+        self._scripts[name] = script
+        return script
 
     @property
     def names(self) -> list[str]:
-        """The names of every loaded command script."""
-        return sorted(self._scripts)
+        """The names of every command script."""
+        return sorted(self._files)
 
     async def call(
         self, client: Transport, name: ScriptName, keys: Sequence[str], args: Sequence[Arg]
@@ -202,7 +213,7 @@ class Scripts:
             raise _refused_inside(script, exc) from None
 
     def _for(self, name: ScriptName, keys: Sequence[str]) -> Script:
-        script = self._scripts[name]
+        script = self[name]
         if script.numkeys is not None and len(keys) != script.numkeys:
             raise ValueError(f"script {name} takes {script.numkeys} keys, got {len(keys)}")
         return script
@@ -234,5 +245,6 @@ def _check_loaded(script: Script, reply: Any) -> None:
         raise RuntimeError(f"Redis gave script {script.name} SHA {loaded}, expected {script.sha}")
 
 
-#: The scripts of this package, loaded once (read only: one instance serves every broker).
+#: The scripts of this package, each expanded once on first use (one instance serves every
+#: broker).
 SCRIPTS = Scripts()
