@@ -45,6 +45,7 @@ import anyio.abc
 from taskit._declare_limits import declare_limits
 from taskit._handoff import Handoff
 from taskit._leases import Reaper, keep_leases
+from taskit._logline import log_line
 from taskit._outage import Outage
 from taskit._settler import Settled, Settler
 from taskit._threads import HandlerThreads
@@ -406,8 +407,8 @@ class Worker:
             if log.isEnabledFor(logging.INFO):  # the extras are built only for a line
                 extra = _extra(job)
                 extra["duration"] = round(took, 6)
-                log.info("job %s (%s) %s in %.3f s", job.id, job.task, outcome.kind.value, took,
-                         extra=extra)  # fmt: skip
+                log_line(log, logging.INFO, "job %s (%s) %s in %.3f s",
+                         (job.id, job.task, outcome.kind.value, took), extra)  # fmt: skip
             if self._events:
                 self._events.settled(job, outcome, took)
         else:
