@@ -15,9 +15,10 @@ rounds (5); the table gives the medians and the ratio of this tree to the base.
 
 The base is checked out into a temporary git worktree; both trees' workers use this tree's
 benchmark app and probe, and only their own ``taskit`` (a directory holding a link to it comes
-first on ``PYTHONPATH``). Writes ``benchmarks/results/overhead-<date>.md`` and ``.json``.
+first on ``PYTHONPATH``). Writes ``benchmarks/results/overhead-<date>[-<tag>].md`` and ``.json``.
 
     .venv/bin/python -m benchmarks.overhead [--base main] [--runs 5] [--jobs 20000] [--port P]
+        [--only VARIANT ...] [--tag TAG]
 """
 
 from __future__ import annotations
@@ -256,7 +257,8 @@ def main(args: argparse.Namespace) -> str:
             figures = measure(trees, url, only, args.jobs, args.runs)
     table, data = report(sha, only, args.jobs, args.runs, figures)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"overhead-{datetime.now(UTC):%Y-%m-%d}"
+    suffix = f"-{args.tag}" if args.tag else ""
+    stem = RESULTS / f"overhead-{datetime.now(UTC):%Y-%m-%d}{suffix}"
     stem.with_suffix(".md").write_text(table)
     stem.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     return table
@@ -269,6 +271,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs per drain")
     parser.add_argument("--only", action="append", choices=list(VARIANTS), help="repeatable")
     parser.add_argument("--port", type=int, default=0, help="redis-server port (default: free)")
+    parser.add_argument("--tag", default="", help="results file: overhead-<date>-<tag>.md")
     parser.add_argument("--enqueue", nargs=2, metavar=("TASK", "N"), help=argparse.SUPPRESS)
     return parser.parse_args()
 

@@ -83,14 +83,21 @@ class Settler:
     ``on_settled(outcome, settled)`` is called for each outcome once the broker answered, or
     after a lease of trying, or at the ``give_up_at`` of ``close`` (``Settled`` says which),
     with the outcome as settled: a FAIL in place of one the broker refused to store.
+    ``after_batch()``, if given, is called once those calls for one batch are done (the worker
+    writes the batch's log lines then, in one write).
     """
 
     def __init__(
-        self, broker: Broker, lease: float, on_settled: Callable[[Outcome, Settled], None]
+        self,
+        broker: Broker,
+        lease: float,
+        on_settled: Callable[[Outcome, Settled], None],
+        after_batch: Callable[[], None] | None = None,
     ) -> None:
         self._broker = broker
         self._lease = lease
         self._on_settled = on_settled
+        self._after_batch = after_batch
         self._pending: list[Outcome] = []
         self._wake = anyio.Event()
         self._closed = False
@@ -147,8 +154,12 @@ class Settler:
                     "their leases expire and they are reclaimed", len(batch),
                 )  # fmt: skip
             self._sending = None
-            for outcome, ok in settled:
-                self._on_settled(outcome, ok)
+            try:
+                for outcome, ok in settled:
+                    self._on_settled(outcome, ok)
+            finally:
+                if self._after_batch is not None:
+                    self._after_batch()
 
     async def _settle(self, batch: list[Outcome]) -> list[tuple[Outcome, Settled]]:
         """Settle ``batch``; if the broker refuses it for what it holds, each member alone."""

@@ -22,7 +22,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,7 @@ import click
 from taskit._cli_load import load_app
 from taskit._cli_options import Count, how_to_share, refuse_in_process
 from taskit._cli_outbox import build_relay
+from taskit._logline import STANDARD, TextFormatter
 from taskit.app import App
 from taskit.config import MAX_COUNT
 from taskit.errors import BrokerAuthenticationError, BrokerError, ConfigurationError
@@ -45,33 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["load_app", "main"]
 
-# Attributes of a log record that are not extras passed by taskit's loggers.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-
-class _Formatter(logging.Formatter):
-    """``time level logger: message`` followed by ``key=value`` for each extra (job_id, ...).
-
-    A worker writes a line per job, so the time is cheap: its date and second are formatted once
-    a second (``formatTime`` would call ``strftime`` for every line)."""
-
-    def __init__(self, fmt: str) -> None:
-        super().__init__(fmt)
-        self._second = -1
-        self._stamp = ""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        if second != self._second:  # handlers format under their lock: one thread at a time
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
-            self._second = second
-        return f"{self._stamp},{int(record.msecs):03d}"
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        extras = [f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD]
-        return f"{line} [{' '.join(extras)}]" if extras else line
-
 
 class _JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, the extras, and any traceback."""
@@ -83,7 +56,7 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        data.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD)
+        data.update((k, v) for k, v in record.__dict__.items() if k not in STANDARD)
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
@@ -94,7 +67,7 @@ def _configure_logging(level: str, log_format: str = "text") -> None:
     if log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -45,6 +45,7 @@ import anyio.abc
 from taskit._declare_limits import declare_limits
 from taskit._handoff import Handoff
 from taskit._leases import Reaper, keep_leases
+from taskit._logline import LineBatch
 from taskit._outage import Outage
 from taskit._settler import Settled, Settler
 from taskit._threads import HandlerThreads
@@ -138,6 +139,7 @@ class Worker:
         self._runners_left = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._executor: Executor | None = None
+        self._lines = LineBatch(log)  # a settle batch's lines a job, written at its end
 
     # -- public ------------------------------------------------------------------------------
     async def run(self, *, burst: bool = False, handle_signals: bool = False) -> WorkerStats:
@@ -165,7 +167,7 @@ class Worker:
 
     async def _serve(self, executor: Executor, burst: bool) -> None:
         settings, broker = self.settings, self.broker
-        settler = self._settler = Settler(broker, self.lease, self._settled)
+        settler = self._settler = Settler(broker, self.lease, self._settled, self._lines.write)
         handoff = Handoff()
         events = WorkerEvents(self.events, self.name) if self.events else None
         self._events = events
@@ -406,17 +408,19 @@ class Worker:
             if log.isEnabledFor(logging.INFO):  # the extras are built only for a line
                 extra = _extra(job)
                 extra["duration"] = round(took, 6)
-                log.info("job %s (%s) %s in %.3f s", job.id, job.task, outcome.kind.value, took,
-                         extra=extra)  # fmt: skip
+                self._lines.add(logging.INFO, "job %s (%s) %s in %.3f s",
+                                (job.id, job.task, outcome.kind.value, took), extra)  # fmt: skip
             if self._events:
                 self._events.settled(job, outcome, took)
         else:
             extra = _extra(job)
             extra["settled"] = settled.value
+            self._lines.write()  # the batch's lines so far first, in order
             log.warning("job %s: %s %s", outcome.job_id, outcome.kind.value, settled.meaning,
                         extra=extra)  # fmt: skip
         self.stats.count(outcome.kind if settled is Settled.APPLIED else settled)
         if attempt is not None:
+            self._lines.write()  # before anything its hooks log
             attempt.settled(outcome, settled is Settled.APPLIED)
 
     def _jobs_running(self) -> list[RunningJob]:

@@ -242,6 +242,29 @@ async def settle_through(
     return reported
 
 
+async def test_after_batch_is_called_once_a_batchs_outcomes_are_reported() -> None:
+    broker = MemoryBroker()
+    app = App(broker)
+
+    @app.task
+    async def noop() -> None:
+        """Only enqueued and reserved here, never run."""
+
+    for _ in range(3):
+        await noop.enqueue()
+    leases = await broker.reserve(["default"], count=3, lease=30.0, timeout=0)
+    calls: list[str] = []
+    settler = Settler(
+        broker, 5.0, lambda o, ok: calls.append(ok.value), lambda: calls.append("end")
+    )
+    for lease in leases:
+        settler.submit(Outcome(job_id=lease.job.id, token=lease.token, kind=OutcomeKind.RELEASE))
+    settler.close()
+    with anyio.fail_after(WAIT):
+        await settler.run()
+    assert calls == ["applied", "applied", "applied", "end"]
+
+
 async def test_a_batch_refused_for_one_member_settles_the_others_and_fails_that_one() -> None:
     broker = PickyBroker()
     app = App(broker)
