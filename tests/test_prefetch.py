@@ -8,13 +8,18 @@ lease must really pass, the visibility timeout is a fraction of a second.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
-from taskit import App, ConfigurationError, Job, JobStatus, MemoryBroker, Settings, Worker
+from taskit import App, ConfigurationError, Job, JobStatus, Settings, Worker
 from taskit.clock import FakeClock
+from taskit.job import Lease
 from tests._doubles import WatchedBroker
 
 pytestmark = pytest.mark.anyio
@@ -23,9 +28,60 @@ WAIT = 5.0
 SHORT_LEASE = 0.3
 
 
-def make_app(broker: MemoryBroker | None = None, **settings: Any) -> App:
+class CountingBroker(WatchedBroker):
+    """Also counts the leases it hands out, so a test can wait until a worker holds some."""
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        super().__init__(clock)
+        self.leased = 0
+        self._leased_news = anyio.Event()
+
+    async def reserve(
+        self, queues: Sequence[str], *, count: int, lease: float, timeout: float
+    ) -> list[Lease]:
+        leases = await super().reserve(queues, count=count, lease=lease, timeout=timeout)
+        self.leased += len(leases)
+        self._leased_news.set()
+        return leases
+
+    async def wait_leased(self, count: int) -> None:
+        """Until ``count`` leases were handed out in all."""
+        while self.leased < count:
+            self._leased_news = anyio.Event()
+            await self._leased_news.wait()
+
+
+def make_app(broker: WatchedBroker | None = None, **settings: Any) -> tuple[App, CountingBroker]:
     settings.setdefault("backoff", 0.0)
-    return App(broker if broker is not None else MemoryBroker(), settings=Settings(**settings))
+    broker = broker if broker is not None else CountingBroker()
+    assert isinstance(broker, CountingBroker)
+    return App(broker, settings=Settings(**settings)), broker
+
+
+class LogWatch(logging.Handler):
+    """Sets ``seen`` once the worker has logged ``count`` lines containing ``text``."""
+
+    def __init__(self, text: str, count: int) -> None:
+        super().__init__()
+        self.text, self.count = text, count
+        self.seen = anyio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.count -= 1
+            if self.count <= 0:
+                self.seen.set()
+
+
+@contextmanager
+def watching_log(text: str, count: int) -> Iterator[LogWatch]:
+    logger = logging.getLogger("taskit.worker")
+    watch = LogWatch(text, count)
+    logger.addHandler(watch)
+    try:
+        yield watch
+    finally:
+        logger.removeHandler(watch)
 
 
 class Gate:
@@ -63,7 +119,7 @@ async def running_in_broker(app: App) -> int:
 # -- validation ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
 def test_a_bad_prefetch_is_refused_naming_it(value: Any) -> None:
-    app = make_app()
+    app, _ = make_app()
     for build in (lambda: app.worker(prefetch=value), lambda: Worker(app, prefetch=value)):
         with pytest.raises(ConfigurationError, match="prefetch must be"):
             build()
@@ -72,8 +128,8 @@ def test_a_bad_prefetch_is_refused_naming_it(value: Any) -> None:
 
 
 def test_prefetch_comes_from_the_settings_and_the_environment() -> None:
-    assert make_app(prefetch=3).worker().prefetch == 3
-    assert make_app(prefetch=3).worker(prefetch=0).prefetch == 0
+    app, _ = make_app(prefetch=3)
+    assert (app.worker().prefetch, app.worker(prefetch=0).prefetch) == (3, 0)
     assert Settings.from_env({"TASKIT_PREFETCH": "4"}).prefetch == 4
     with pytest.raises(ConfigurationError, match="TASKIT_PREFETCH"):
         Settings.from_env({"TASKIT_PREFETCH": "-1"})
@@ -84,15 +140,14 @@ def test_prefetch_comes_from_the_settings_and_the_environment() -> None:
 async def test_a_worker_holds_prefetch_jobs_beyond_its_runners_and_lists_only_running(
     prefetch: int,
 ) -> None:
-    app = make_app()
+    app, broker = make_app()
     gate = Gate(app)
     jobs = await gate.enqueue("a", "b", "c", "d", "e")
 
     async with app.worker(concurrency=1, prefetch=prefetch) as worker:
         with anyio.fail_after(WAIT):
             await gate.first_started.wait()
-            while await running_in_broker(app) < 1 + prefetch:  # the fetcher's reserve lands
-                await anyio.sleep(0.01)
+            await broker.wait_leased(1 + prefetch)
         await anyio.sleep(0.05)  # and takes no more than its share
         assert await running_in_broker(app) == 1 + prefetch  # leased: running or held
         assert worker.running_count == 1
@@ -107,13 +162,13 @@ async def test_a_worker_holds_prefetch_jobs_beyond_its_runners_and_lists_only_ru
 
 
 async def test_burst_waits_for_held_jobs_and_runs_each_once() -> None:
-    app = make_app()
+    app, _ = make_app()
     ran: list[int] = []
 
     @app.task
     async def note(n: int) -> None:
         ran.append(n)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
     for n in range(25):
         await note.enqueue(n)
@@ -130,7 +185,7 @@ async def test_burst_waits_for_held_jobs_and_runs_each_once() -> None:
 async def test_the_heartbeat_keeps_held_jobs_leased() -> None:
     """The first job runs for several leases while the second is held: without the heartbeat
     on it, the worker's own reaper reclaims the held lease (a retry, attempt 2)."""
-    app = make_app(visibility_timeout=SHORT_LEASE, reaper_interval=0.05)
+    app, _ = make_app(visibility_timeout=SHORT_LEASE, reaper_interval=0.05)
     gate = Gate(app)
     first, held = await gate.enqueue("first", "held")
 
@@ -151,15 +206,14 @@ async def test_the_heartbeat_keeps_held_jobs_leased() -> None:
 
 async def test_a_held_job_whose_cancel_is_requested_is_cancelled_unrun_at_once() -> None:
     """Settled within a heartbeat, while the runner is still busy: not when it frees up."""
-    app = make_app(visibility_timeout=SHORT_LEASE)
+    app, broker = make_app(visibility_timeout=SHORT_LEASE)
     gate = Gate(app)
     first, held = await gate.enqueue("first", "held")
 
     async with app.worker(concurrency=1, prefetch=1) as worker:
         with anyio.fail_after(WAIT):
             await gate.first_started.wait()
-            while await running_in_broker(app) < 2:
-                await anyio.sleep(0.01)
+            await broker.wait_leased(2)
         assert await app.cancel(held.id) is True
         result = await app.result(held.id, timeout=WAIT)
         assert (await stored(app, first)).status is JobStatus.RUNNING  # still busy
@@ -178,22 +232,22 @@ async def test_a_held_job_whose_lease_was_lost_is_never_run() -> None:
     the heartbeat (every 0.1 s of real time) hears they are lost: the running one is stopped,
     the held one dropped unrun, though the runner is free again."""
     clock = FakeClock()
-    broker = WatchedBroker(clock)
-    app = make_app(broker, visibility_timeout=SHORT_LEASE, reaper_interval=60.0)
+    app, broker = make_app(
+        CountingBroker(clock), visibility_timeout=SHORT_LEASE, reaper_interval=60.0
+    )
     gate = Gate(app)
     first, held = await gate.enqueue("first", "held")
 
-    async with app.worker(concurrency=1, prefetch=1) as worker:
-        with anyio.fail_after(WAIT):
-            await gate.first_started.wait()
-            while await running_in_broker(app) < 2:
-                await anyio.sleep(0.01)
-        clock.advance(1.0)
-        taken = await broker.reclaim(["default"], lease=60.0)  # another worker's reaper
-        assert sorted(lease.job.id for lease in taken) == sorted([first.id, held.id])
-        with anyio.fail_after(WAIT):
-            while worker.stats.lost < 2:
-                await anyio.sleep(0.01)
+    with watching_log("lost its lease", 2) as lost:
+        async with app.worker(concurrency=1, prefetch=1) as worker:
+            with anyio.fail_after(WAIT):
+                await gate.first_started.wait()
+                await broker.wait_leased(2)
+            clock.advance(1.0)
+            taken = await broker.reclaim(["default"], lease=60.0)  # another worker's reaper
+            assert sorted(lease.job.id for lease in taken) == sorted([first.id, held.id])
+            with anyio.fail_after(WAIT):
+                await lost.seen.wait()
 
     assert gate.ran == ["first"]
     assert worker.stats.lost == 2
@@ -204,7 +258,7 @@ async def test_a_held_job_whose_lease_was_lost_is_never_run() -> None:
 
 # -- stopping -----------------------------------------------------------------------------------
 async def test_a_stop_hands_held_jobs_back_at_once_unrun_with_their_attempt_refunded() -> None:
-    app = make_app(grace_period=30.0)  # never waited out: the running job finishes first
+    app, broker = make_app(grace_period=30.0)  # never waited out: the first job finishes
     gate = Gate(app)
     first, *held = await gate.enqueue("first", "h1", "h2", "queued")
 
@@ -213,11 +267,10 @@ async def test_a_stop_hands_held_jobs_back_at_once_unrun_with_their_attempt_refu
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker.run)
             await gate.first_started.wait()
-            while await running_in_broker(app) < 3:
-                await anyio.sleep(0.01)
+            await broker.wait_leased(3)
             worker.stop()
-            while worker.stats.released < 2:  # handed back while the first job still runs
-                await anyio.sleep(0.01)
+            released = await broker.outcomes(2)  # handed back while the first job still runs
+            assert {o.kind.value for o in released} == {"release"}
             for job in held:
                 back = await stored(app, job)
                 assert (back.status, back.attempts) == (JobStatus.PENDING, 0)
