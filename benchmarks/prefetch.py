@@ -12,8 +12,10 @@ and the median, over rounds, of each variant's ratio to the base in the same rou
 
 Wall-clock rates on a shared 2-core machine swing several-fold between runs; two figures noise
 cannot move much are given beside them: the process's CPU per job (``time.process_time``, every
-thread) and, on SQLite, the store's transactions per job (``BEGIN IMMEDIATE`` counted by wrapping
-the store's ``transaction``): a reserve and a settle queued together share one.
+thread), the share of jobs a runner had to wait for (the hand-off was empty when it asked: the
+job came only after a reserve's round trip; counted by wrapping ``Handoff.get``) and, on SQLite,
+the store's transactions per job (``BEGIN IMMEDIATE`` counted by wrapping the store's
+``transaction``): a reserve and a settle queued together share one.
 
     .venv/bin/python -m benchmarks.prefetch [--base main] [--runs 3] [--jobs 3000]
         [--prefetch 0,1,2,4] [--port 6391]
@@ -66,17 +68,34 @@ def count_transactions() -> list[int]:
     return counted
 
 
+def count_waits() -> list[int]:
+    """Wrap ``Handoff.get``: count the calls that found nothing waiting (a runner waited)."""
+    from taskit._handoff import Handoff
+
+    counted = [0]
+    get = Handoff.get
+
+    async def counting(self: Handoff) -> Any:
+        if not len(self):
+            counted[0] += 1
+        return await get(self)
+
+    Handoff.get = counting  # type: ignore[method-assign]
+    return counted
+
+
 async def measure_here(
     broker: str, concurrency: int, prefetch: int | None, jobs: int, url: str
 ) -> dict[str, float]:
     """A warm-up drain, then the measured one: rate, CPU us per job, transactions per job."""
-    counted = count_transactions()
+    counted, waits = count_transactions(), count_waits()
     await drain(broker, concurrency, prefetch, 200, url)
-    cpu = time.process_time()
+    cpu, waits[0] = time.process_time(), 0
     rate = await drain(broker, concurrency, prefetch, jobs, url, counted)
     return {
         "rate": rate,
         "cpu_us": (time.process_time() - cpu) * 1e6 / jobs,
+        "waits_per_job": (waits[0] - concurrency) / jobs,  # not the runners' last, at the end
         "tx_per_job": counted[0] / jobs,  # reset by ``drain`` once the jobs are queued
     }
 
@@ -147,8 +166,8 @@ def _median_ratio(runs: list[Run], key: str, base: str, figure: str) -> float:
 def table(runs: list[Run], labels: list[str]) -> str:
     lines = [
         "| broker | concurrency | variant | drain/s | / base | CPU us a job | / base "
-        "| store transactions a job |",
-        "|---" * 8 + "|",
+        "| runner waited, a job | store transactions a job |",
+        "|---" * 9 + "|",
     ]
     for broker in BROKERS:
         for c in CONCURRENCY:
@@ -158,13 +177,14 @@ def table(runs: list[Run], labels: list[str]) -> str:
                 rate = statistics.median(run[key]["rate"] for run in runs)
                 cpu = statistics.median(run[key]["cpu_us"] for run in runs)
                 tx = statistics.median(run[key]["tx_per_job"] for run in runs)
+                waited = statistics.median(run[key]["waits_per_job"] for run in runs)
                 ratios = [
                     "" if key == base else f"{_median_ratio(runs, key, base, figure):.2f}"
                     for figure in ("rate", "cpu_us")
                 ]
                 lines.append(
                     f"| {broker} | {c} | {label} | {rate:,.0f} | {ratios[0]} | {cpu:.0f} | "
-                    f"{ratios[1]} | {f'{tx:.2f}' if broker == 'sqlite' else ''} |"
+                    f"{ratios[1]} | {waited:.2f} | {f'{tx:.2f}' if broker == 'sqlite' else ''} |"
                 )
     return "\n".join(lines)
 

@@ -160,7 +160,7 @@ def main() -> None:
 @click.option("--concurrency", "-c", type=Count(1, MAX_COUNT), help="Jobs run at once.")
 @click.option(
     "--prefetch", type=Count(0, MAX_COUNT),
-    help="Reserved jobs held waiting beyond idle runners (default: TASKIT_PREFETCH, else 1).",
+    help="Reserved jobs held waiting beyond idle runners (default: TASKIT_PREFETCH, else 0).",
 )  # fmt: skip
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 @_LOG_LEVEL

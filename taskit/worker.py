@@ -333,7 +333,10 @@ class Worker:
         outage = Outage("reserve", log)
         while not self._stopping.is_set():
             free = self.concurrency + self.prefetch - self._busy
-            if free <= 0:
+            # While jobs are held and every runner is busy, wait: the buffer is refilled once
+            # it is empty, all its room in one reserve (a reserve of one at each finished job
+            # would cost a round trip each, and break up the batches runners settle together).
+            if free <= 0 or (len(handoff) and len(self._running) >= self.concurrency):
                 self._slot_free = anyio.Event()
                 await self._slot_free.wait()
                 continue

@@ -283,3 +283,42 @@ async def test_a_stop_hands_held_jobs_back_at_once_unrun_with_their_attempt_refu
     assert (counts.completed, counts.queued, counts.running) == (1, 3, 0)
     leases = await app.broker.reserve(["default"], count=10, lease=30.0, timeout=0)
     assert [lease.job.id for lease in leases] == [job.id for job in held]  # in their order
+
+
+class ReserveLog(CountingBroker):
+    """Also records how many leases each reserve handed out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    async def reserve(
+        self, queues: Sequence[str], *, count: int, lease: float, timeout: float
+    ) -> list[Lease]:
+        leases = await super().reserve(queues, count=count, lease=lease, timeout=timeout)
+        if leases:
+            self.sizes.append(len(leases))
+        return leases
+
+
+async def test_the_buffer_is_refilled_once_empty_all_its_room_in_one_reserve() -> None:
+    """One runner, four held: each reserve brings the buffer's whole room once the runner took
+    the last held job, not one job after each finished one (a round trip a job)."""
+    broker = ReserveLog()
+    app, _ = make_app(broker)
+
+    @app.task
+    async def note(n: int) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    for n in range(21):
+        await note.enqueue(n)
+    with anyio.fail_after(WAIT):
+        stats = await app.worker(concurrency=1, prefetch=4).run(burst=True)
+
+    assert stats.completed == 21
+    assert sum(broker.sizes) == 21
+    # 5 first (the runner's and the buffer's), then 4 or 5 (5 when the running job also ended
+    # before the reserve ran), the last what is left
+    assert broker.sizes[0] == 5
+    assert all(size >= 4 for size in broker.sizes[:-1]), broker.sizes
