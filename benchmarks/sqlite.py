@@ -6,11 +6,11 @@
   batches of 100; Huey's task call ``probe(k, t0)`` (Huey has no batch enqueue). Rate: jobs /
   wall time of the loop.
 * **Drain**, one consumer over a full queue of no-op jobs: taskit's ``Worker`` (``run(burst=
-  True)``, concurrency 1 and 10) and, beneath it, the broker alone (``reserve`` of 10, then one
-  ``settle`` of the 10); Huey's ``Consumer`` with one worker thread (as ``huey_consumer`` runs by
-  default). Rate: jobs / time from the consumer's start to its last job's end. The same
-  ``Worker`` drains on the memory broker too (row "taskit MemoryBroker"): the worker's own
-  ceiling, with no store beneath it.
+  True)``, concurrency 1 and 10; again with ``prefetch`` 4, the row "--prefetch 4") and, beneath
+  it, the broker alone (``reserve`` of 10, then one ``settle`` of the 10); Huey's ``Consumer``
+  with one worker thread (as ``huey_consumer`` runs by default). Rate: jobs / time from the
+  consumer's start to its last job's end. The same ``Worker`` drains on the memory broker too (row
+  "taskit MemoryBroker"): the worker's own ceiling, with no store beneath it.
 * **Enqueue-to-start latency**: an idle consumer in another process (taskit: a ``Worker`` of
   concurrency 1; Huey: ``Consumer``, workers=1, its defaults), this process enqueueing one job at
   a time after a 1 s idle window, waiting for each to start, then 2-12 ms more; p50 and p99.
@@ -112,10 +112,14 @@ def _taskit_enqueue_sync(jobs: int, sync: str) -> float:
 
 
 async def _taskit_drain(
-    jobs: int, concurrency: int | None, sync: str = "normal", memory: bool = False
+    jobs: int,
+    concurrency: int | None,
+    sync: str = "normal",
+    memory: bool = False,
+    prefetch: int = 0,
 ) -> float:
     """``concurrency`` None: the broker alone (reserve 10, settle 10). ``memory``: on the
-    memory broker (the worker's own ceiling)."""
+    memory broker (the worker's own ceiling). ``prefetch``: the worker's (``Worker``)."""
     db = _fresh()
     ends: list[float] = []
     app, probe = _taskit_app(db, lambda k, t0: ends.append(time.perf_counter()), memory, sync)
@@ -132,7 +136,7 @@ async def _taskit_drain(
             done += len(leases)
         last = time.perf_counter()
     else:
-        await app.worker(concurrency=concurrency).run(burst=True)
+        await app.worker(concurrency=concurrency, prefetch=prefetch).run(burst=True)
         assert len(ends) == jobs, len(ends)
         last = ends[-1]
     await app.close()
@@ -245,6 +249,10 @@ def one_run(jobs: int, probes: int) -> dict[str, dict[str, float]]:
             "drain_broker_per_s": anyio.run(_taskit_drain, jobs, None, sync),
             **_latency(label, probes),
         }
+    rows[PREFETCHED] = {
+        "drain_c1_per_s": anyio.run(_taskit_drain, jobs, 1, "normal", False, PREFETCH),
+        "drain_c10_per_s": anyio.run(_taskit_drain, jobs, 10, "normal", False, PREFETCH),
+    }
     rows["taskit MemoryBroker (the worker alone)"] = {
         "drain_c1_per_s": anyio.run(_taskit_drain, jobs, 1, "normal", True),
         "drain_c10_per_s": anyio.run(_taskit_drain, jobs, 10, "normal", True),
@@ -275,10 +283,14 @@ COLUMNS = (
 TASKIT = "taskit SqliteBroker (NORMAL, its default)"
 TASKIT_FULL = "taskit SqliteBroker (FULL: ?synchronous=full)"
 TASKITS = {TASKIT: "normal", TASKIT_FULL: "full"}
+#: The worker's prefetch in the row below taskit's (which runs the default, 0).
+PREFETCH = 4
+PREFETCHED = f"taskit SqliteBroker (NORMAL), --prefetch {PREFETCH}"
 HUEY_FULL, HUEY_NORMAL = HUEYS
 #: The ratios shown: each as it ships, then at equal durability (NORMAL, then FULL).
 PAIRS = ((TASKIT, HUEY_FULL, "as each ships"), (TASKIT, HUEY_NORMAL, "both NORMAL"),
-         (TASKIT_FULL, HUEY_FULL, "both FULL"))  # fmt: skip
+         (TASKIT_FULL, HUEY_FULL, "both FULL"), (PREFETCHED, HUEY_FULL, "as each ships"),
+         (PREFETCHED, HUEY_NORMAL, "both NORMAL"))  # fmt: skip
 # Rates set against Huey's one drain figure (its consumer has one setting here: 1 thread).
 _HUEY_KEY = {"drain_c10_per_s": "drain_c1_per_s", "drain_broker_per_s": "drain_c1_per_s"}
 
@@ -301,7 +313,7 @@ def table(runs: list[dict[str, dict[str, float]]]) -> str:
             ratios = [
                 run[ours][key] / run[huey][theirs]
                 for run in runs
-                if key.endswith("per_s") and key in run[ours] and theirs in run[huey]
+                if key.endswith("per_s") and key in run.get(ours, {}) and theirs in run[huey]
             ]
             cells.append(f"{statistics.median(ratios):.2f}" if ratios else "")
         lines.append(f"| {ours} / {huey} ({what}) | " + " | ".join(cells) + " |")

@@ -1,4 +1,9 @@
-"""The hand-off between a worker's fetcher and its runners: reserved leases, first in first out.
+"""The hand-off between a worker's fetcher and its runners: reserved jobs, first in first out.
+
+What waits here is reserved (leased) but not started: taken by a runner as soon as one is idle,
+or buffered beyond the idle runners up to the worker's ``prefetch``. Those waiting jobs are the
+worker's too: the heartbeat keeps their leases (``__iter__``), a lost lease or a cancel takes them
+out unrun (``take_stopped``) and a stop hands them all back (``take_all``).
 
 A plain deque with one wake-up event: cheaper per job than a memory object stream, which matters
 when a worker runs thousands of short jobs a second. Single event loop only (like the worker).
@@ -7,35 +12,53 @@ when a worker runs thousands of short jobs a second. Single event loop only (lik
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 
 import anyio
 
-from taskit.job import Lease
+from taskit.execution import RunningJob
 
 __all__ = ["Handoff"]
 
 
 class Handoff:
-    """Leases waiting for a runner. ``get`` returns ``None`` once closed and empty."""
+    """Jobs waiting for a runner. ``get`` returns ``None`` once closed and empty."""
 
     def __init__(self) -> None:
-        self._items: deque[Lease] = deque()
+        self._items: deque[RunningJob] = deque()
         self._arrived = anyio.Event()
         self._closed = False
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, leases: list[Lease]) -> None:
-        self._items.extend(leases)
+    def __iter__(self) -> Iterator[RunningJob]:
+        return iter(self._items)
+
+    def put(self, jobs: list[RunningJob]) -> None:
+        self._items.extend(jobs)
         self._arrived.set()
 
+    def take_all(self) -> list[RunningJob]:
+        """Remove and return every waiting job (oldest first)."""
+        taken = list(self._items)
+        self._items.clear()
+        return taken
+
+    def take_stopped(self) -> list[RunningJob]:
+        """Remove and return the waiting jobs that were stopped (``RunningJob.reason`` set)."""
+        if all(job.reason is None for job in self._items):
+            return []
+        taken = [job for job in self._items if job.reason is not None]
+        self._items = deque(job for job in self._items if job.reason is None)
+        return taken
+
     def close(self) -> None:
-        """No more leases will come; waiting runners return ``None`` once it is empty."""
+        """No more jobs will come: waiting runners return ``None`` once it is empty."""
         self._closed = True
         self._arrived.set()
 
-    async def get(self) -> Lease | None:
+    async def get(self) -> RunningJob | None:
         while True:
             if self._items:
                 return self._items.popleft()

@@ -33,11 +33,16 @@ log = logging.getLogger("taskit.worker")  # operators filter the worker's lines 
 
 
 async def keep_leases(
-    broker: Broker, running: Callable[[], list[RunningJob]], lease: float
+    broker: Broker,
+    running: Callable[[], list[RunningJob]],
+    lease: float,
+    stopped: Callable[[], None] | None = None,
 ) -> None:
-    """Until cancelled, every ``lease / 3`` seconds extend the leases of ``running()`` by
-    ``lease`` seconds; a job whose lease was lost, or whose cancel was requested, is stopped. A
-    broker failure is tried again sooner (a capped backoff), as the leases run out meanwhile."""
+    """Until cancelled, every ``lease / 3`` seconds extend the leases of ``running()`` (the jobs
+    a worker runs and those it holds waiting to start) by ``lease`` seconds; a job whose lease
+    was lost, or whose cancel was requested, is stopped, and then ``stopped()`` (if given) is
+    called once, for the worker to settle the stopped jobs that were not started. A broker
+    failure is tried again sooner (a capped backoff), as the leases run out meanwhile."""
     outage = Outage("extending leases", log)
     pause = lease / 3
     while True:
@@ -52,11 +57,16 @@ async def keep_leases(
         except (TaskitError, OSError) as exc:
             pause = min(pause, outage.failed(exc, f"extending {len(jobs)} leases failed"))
             continue
+        hit = False
         for job, state in zip(jobs, states, strict=True):
             if state is LeaseState.LOST:
                 job.stop(StopReason.LEASE_LOST)
+                hit = True
             elif state is LeaseState.CANCELLED:
                 job.stop(StopReason.CANCEL)
+                hit = True
+        if hit and stopped is not None:
+            stopped()
 
 
 class Reaper:

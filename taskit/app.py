@@ -445,14 +445,15 @@ class App:
         queues: Sequence[str] | None = None,
         concurrency: int | None = None,
         name: str | None = None,
+        prefetch: int | None = None,
     ) -> Worker:
         """A worker for this App's broker, tasks, settings, events and hooks
-        (``taskit.worker``)."""
+        (``taskit.worker``); ``concurrency`` and ``prefetch`` default to the settings'."""
         parts = WorkerParts(
             broker=self.broker, tasks=self.tasks, settings=self.settings, events=self.events,
             broker_url=self.broker_url, hooks=self.hooks, limits=self.limits,
         )  # fmt: skip
-        return Worker(parts, queues=queues, concurrency=concurrency, name=name)
+        return Worker(parts, queues=queues, concurrency=concurrency, name=name, prefetch=prefetch)
 
     # -- sync bridge -------------------------------------------------------------------------
     def run_sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -1,6 +1,6 @@
 """The ``taskit`` command. The only module that configures logging.
 
-taskit worker MODULE:ATTR [--queues a,b] [--concurrency N] [--burst] [--scheduler]
+taskit worker MODULE:ATTR [--queues a,b] [--concurrency N] [--prefetch N] [--burst] [--scheduler]
                          [--schedules FILE] [--metrics-port N] [--metrics-prefix P]
                          [--log-level L] [--log-format F] [--outbox URL [--outbox-table T]]
 taskit scheduler MODULE:ATTR [--schedules FILE]    taskit check MODULE:ATTR
@@ -152,6 +152,10 @@ def main() -> None:
 @click.argument("app_path", metavar="MODULE:ATTR")
 @click.option("--queues", "-q", help="Comma-separated queues, most preferred first.")
 @click.option("--concurrency", "-c", type=Count(1, MAX_COUNT), help="Jobs run at once.")
+@click.option(
+    "--prefetch", type=Count(0, MAX_COUNT),
+    help="Reserved jobs held waiting beyond idle runners (default: TASKIT_PREFETCH, else 0).",
+)  # fmt: skip
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 @_LOG_LEVEL
 @_LOG_FORMAT
@@ -175,7 +179,8 @@ def main() -> None:
 )  # fmt: skip
 @click.option("--outbox-table", default="taskit_outbox", show_default=True, help="With --outbox.")
 def worker(
-    app_path: str, queues: str | None, concurrency: int | None, burst: bool, log_level: str,
+    app_path: str, queues: str | None, concurrency: int | None, prefetch: int | None,
+    burst: bool, log_level: str,
     log_format: str, scheduler: bool, schedules: str | None, metrics_port: int | None,
     metrics_prefix: str | None, loop: str, outbox_url: str | None, outbox_table: str,
 ) -> None:  # fmt: skip
@@ -188,7 +193,7 @@ def worker(
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not names:
         raise click.BadParameter(f"no queue names in {queues!r}", param_hint="--queues")
-    the_worker = app.worker(queues=names, concurrency=concurrency)
+    the_worker = app.worker(queues=names, concurrency=concurrency, prefetch=prefetch)
     the_scheduler = Scheduler(app) if scheduler else None
     relay = build_relay(app, outbox_url, outbox_table) if outbox_url else None
     metrics = _metrics(app, metrics_port, metrics_prefix)

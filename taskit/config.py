@@ -14,6 +14,7 @@ built, and every field can be overridden in code (``Settings(...)`` or ``setting
 | ``TASKIT_RESULT_TTL``         | result_ttl          | 600 s        |
 | ``TASKIT_CONCURRENCY``        | concurrency         | 10           |
 | ``TASKIT_SYNC_CONCURRENCY``   | sync_concurrency    | 10           |
+| ``TASKIT_PREFETCH``           | prefetch            | 0            |
 | ``TASKIT_GRACE_PERIOD``       | grace_period        | 10 s         |
 | ``TASKIT_REAPER_INTERVAL``    | reaper_interval     | 5 s          |
 | ``TASKIT_HEARTBEAT_INTERVAL`` | heartbeat_interval  | 5 s          |
@@ -74,6 +75,7 @@ _ENV = {
     "result_ttl": ("TASKIT_RESULT_TTL", float),
     "concurrency": ("TASKIT_CONCURRENCY", int),
     "sync_concurrency": ("TASKIT_SYNC_CONCURRENCY", int),
+    "prefetch": ("TASKIT_PREFETCH", int),
     "grace_period": ("TASKIT_GRACE_PERIOD", float),
     "reaper_interval": ("TASKIT_REAPER_INTERVAL", float),
     "heartbeat_interval": ("TASKIT_HEARTBEAT_INTERVAL", float),
@@ -102,6 +104,11 @@ class Settings:
     ``broker_timeout``: the longest any broker call waits to connect or for a reply (a blocking
     wait: its own length plus this). Past it the call raises ``BrokerConnectionError`` if the
     command was not sent, ``BrokerOutcomeUnknownError`` if it was (it may have run).
+
+    ``prefetch``: how many reserved jobs a worker may hold waiting beyond its idle runners (0,
+    the default: it reserves only for idle runners). Held jobs start without a round trip to
+    the broker when a runner frees up; they are leased (the broker counts them as running) and
+    started after a pause of their queue or a limit set to 0 (docs/configuration.md, "Prefetch").
 
     ``result_ttl``: seconds a job that ended COMPLETED, FAILED or CANCELLED stays readable
     (``get``, waiting for its result, the listings), unless its task or call gives its own
@@ -142,6 +149,7 @@ class Settings:
     result_ttl: float = DEFAULT_RESULT_TTL
     concurrency: int = 10
     sync_concurrency: int = 10
+    prefetch: int = 0
     grace_period: float = 10.0
     reaper_interval: float = 5.0
     heartbeat_interval: float = 5.0
@@ -251,6 +259,7 @@ _RULES: dict[str, tuple[type, float, bool, float]] = {
     "result_ttl": (float, 0, False, MAX_SECONDS),
     "concurrency": (int, 1, False, MAX_COUNT),
     "sync_concurrency": (int, 1, False, MAX_COUNT),
+    "prefetch": (int, 0, False, MAX_COUNT),
     "grace_period": (float, 0, False, MAX_SECONDS),
     "reaper_interval": (float, 0, True, MAX_SECONDS),
     "heartbeat_interval": (float, 0, True, MAX_SECONDS),

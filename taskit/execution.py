@@ -55,7 +55,15 @@ if TYPE_CHECKING:
     from taskit.options import TaskOptions
     from taskit.task import Task
 
-__all__ = ["Executor", "RunningJob", "StopReason", "retries", "retry_delay", "retry_or_dead"]
+__all__ = [
+    "Executor",
+    "RunningJob",
+    "StopReason",
+    "retries",
+    "retry_delay",
+    "retry_or_dead",
+    "stopped_outcome",
+]
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +180,10 @@ class Executor:
                 error = exc  # raised by a handler fail its job alone, never end the worker
         duration = time.perf_counter() - started
         if running.reason is not None:
-            return _stopped(job, token, running.reason)
+            return stopped_outcome(job, token, running.reason)
         if scope.cancelled_caught:
             if not timeout:  # cancelled from outside without a reason: hand it back
-                return _stopped(job, token, StopReason.RELEASE)
+                return stopped_outcome(job, token, StopReason.RELEASE)
             error = JobTimeoutError(f"job {job.id} of {task.name!r} timed out after {timeout} s")
         if error is None:
             return self._success(task, job, token, value, duration)
@@ -346,7 +354,10 @@ def _expired(job: Job, token: str) -> Outcome:
     )  # fmt: skip
 
 
-def _stopped(job: Job, token: str, reason: StopReason | None) -> Outcome | None:
+def stopped_outcome(job: Job, token: str, reason: StopReason | None) -> Outcome | None:
+    """How to settle a job the worker stopped (running, or still waiting to start): CANCEL for
+    a cancel, nothing (``None``) for a lost lease, else RELEASE (back in the queue at once, the
+    attempt refunded)."""
     if reason is StopReason.CANCEL:
         return Outcome(
             job_id=job.id, token=token, kind=OutcomeKind.CANCEL, error="job was cancelled",

@@ -3,11 +3,15 @@ reclaims expired ones, and shuts down without losing anything.
 
 Inside one anyio task group:
 
-* the **fetcher** reserves as many jobs as there are idle runners (blocking in the broker while
-  there is nothing to do, so a new job starts at once) and hands them to the runners;
+* the **fetcher** reserves as many jobs as there are idle runners, plus up to ``prefetch`` more
+  held waiting (blocking in the broker while there is nothing to do, so a new job starts at
+  once) and hands them to the runners (``taskit._handoff``). With a job waiting, a runner that
+  finishes one starts the next at once instead of after a reserve, and the reserve that refills
+  the buffer goes to the broker beside the finished job's settle;
 * ``concurrency`` **runners** each run one job at a time (``taskit.execution``) and settle it;
-* the **heartbeat** extends every running lease each third of the visibility timeout, and stops
-  jobs whose lease was lost or whose cancel was requested;
+* the **heartbeat** extends every lease the worker holds (running or waiting) each third of the
+  visibility timeout, and stops jobs whose lease was lost or whose cancel was requested (a
+  waiting one is settled at once, unrun: CANCEL, or dropped for a lost lease);
 * the **reaper** reclaims leases that expired on dead workers and retries or dead-letters them
   (these two: ``taskit._leases``);
 * the **announcer** keeps the worker's record in the broker (``taskit.presence``).
@@ -19,7 +23,8 @@ parts).
 
 Shutdown (``stop()``, SIGTERM or SIGINT): the fetcher is cancelled at once, wherever it waits
 (a cancelled reserve raises and hands back anything it took in that moment, see
-``Broker.reserve``), so nothing is reserved after the stop; running jobs may finish until the grace
+``Broker.reserve``), so nothing is reserved after the stop; jobs waiting for a runner are handed
+back at once (RELEASE: the attempt refunded), not run; running jobs may finish until the grace
 period, counted from the stop, runs out; then the rest are stopped and handed back to the queue at
 once. A second signal (or ``stop(graceful=False)``) ends the grace period there. Either way
 nothing is lost. Every loop that talks to the broker waits out a failure with a capped, jittered
@@ -54,7 +59,7 @@ from taskit.backoff import as_policy
 from taskit.config import check_number
 from taskit.errors import BrokerAuthenticationError, ConfigurationError, TaskitError
 from taskit.events import WorkerEvents
-from taskit.execution import Executor, RunningJob, StopReason
+from taskit.execution import Executor, RunningJob, StopReason, stopped_outcome
 from taskit.hooks import Attempt, Hooks
 from taskit.job import Job, Lease, Outcome, OutcomeKind
 from taskit.limits import LimitSpec
@@ -87,9 +92,15 @@ class Worker:
     worker gracefully). The parts are read once, here: a worker keeps the broker it was built
     with.
 
+    ``prefetch`` (default: the settings'): how many reserved jobs the worker may hold waiting
+    beyond its idle runners, so that a runner that finishes one starts the next without a
+    round trip to the broker; 0 reserves only for idle runners. Waiting jobs are leased (the
+    heartbeat keeps them) but not listed as running; a stop hands them back unrun.
+
     ``concurrency`` (default: the settings') must be an int >= 1 (``True`` is not one),
-    ``name`` a non-empty string: anything else raises ``ConfigurationError`` /
-    ``ValueError`` naming the argument, here rather than when the worker runs."""
+    ``prefetch`` an int >= 0, ``name`` a non-empty string: anything else raises
+    ``ConfigurationError`` / ``ValueError`` naming the argument, here rather than when the
+    worker runs."""
 
     def __init__(
         self,
@@ -98,6 +109,7 @@ class Worker:
         queues: Sequence[str] | None = None,
         concurrency: int | None = None,
         name: str | None = None,
+        prefetch: int | None = None,
     ) -> None:
         settings = self.settings = parts.settings
         self.broker = parts.broker
@@ -115,6 +127,9 @@ class Worker:
         if concurrency is not None:  # held to the setting's rule: an int (not a bool), >= 1
             check_number("concurrency", concurrency)
         self.concurrency = concurrency if concurrency is not None else settings.concurrency
+        if prefetch is not None:  # held to the setting's rule: an int (not a bool), >= 0
+            check_number("prefetch", prefetch)
+        self.prefetch = prefetch if prefetch is not None else settings.prefetch
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         self.name = name or f"{socket.gethostname()}.{os.getpid()}"
@@ -129,7 +144,8 @@ class Worker:
         # attempt, for the log line, the events and the hooks once the broker answered.
         self._settling: dict[str, tuple[Job, float, Attempt | None]] = {}
         self._events: WorkerEvents | None = None
-        self._busy = 0
+        self._handoff: Handoff | None = None  # while serving: the jobs waiting for a runner
+        self._busy = 0  # jobs held: running, or reserved and waiting for a runner
         self._stopping = anyio.Event()
         self._stopped_at: float | None = None  # anyio clock: the grace period counts from here
         self._hard = False
@@ -168,15 +184,18 @@ class Worker:
     async def _serve(self, executor: Executor, burst: bool) -> None:
         settings, broker = self.settings, self.broker
         settler = self._settler = Settler(broker, self.lease, self._settled, self._lines.write)
-        handoff = Handoff()
+        handoff = self._handoff = Handoff()
         events = WorkerEvents(self.events, self.name) if self.events else None
         self._events = events
         async with anyio.create_task_group() as services:
             log.info(
-                "worker %s starting: queues=%s concurrency=%d broker=%s",
+                "worker %s starting: queues=%s concurrency=%d broker=%s prefetch=%d",
                 self.name, ",".join(self.queues), self.concurrency, self.broker_url,
+                self.prefetch,
             )  # fmt: skip
-            services.start_soon(keep_leases, broker, self._jobs_running, self.lease)
+            services.start_soon(
+                keep_leases, broker, self._jobs_held, self.lease, self._settle_stopped_waiting
+            )
             reaper = Reaper(
                 broker, self.tasks, self.queues, lease=self.lease, interval=self.reaper_interval,
                 backoff=as_policy(settings.backoff), events=events,
@@ -201,6 +220,7 @@ class Worker:
                         await self._fetch(handoff, burst)
                 finally:
                     self._fetching = None
+                    self._hand_back_waiting()
                     handoff.close()
                 grace_end = await self._grace()
             # Every runner is done: deliver what they settled, then stop; a broker that is down
@@ -276,6 +296,7 @@ class Worker:
         self._stopping.set()
         if self._fetching is not None:
             self._fetching.cancel()
+        self._hand_back_waiting()
 
     async def __aenter__(self) -> Self:
         self._tg = anyio.create_task_group()
@@ -313,8 +334,11 @@ class Worker:
         await declare_limits(self.broker, self.limits)  # before the first reserve
         outage = Outage("reserve", log)
         while not self._stopping.is_set():
-            free = self.concurrency - self._busy
-            if free <= 0:
+            free = self.concurrency + self.prefetch - self._busy
+            # While jobs are held and every runner is busy, wait: the buffer is refilled once
+            # it is empty, all its room in one reserve (a reserve of one at each finished job
+            # would cost a round trip each, and break up the batches runners settle together).
+            if free <= 0 or (len(handoff) and len(self._running) >= self.concurrency):
                 self._slot_free = anyio.Event()
                 await self._slot_free.wait()
                 continue
@@ -334,7 +358,7 @@ class Worker:
                 self._hand_back(leases)
                 return
             self._busy += len(leases)
-            handoff.put(leases)
+            handoff.put([RunningJob(lease) for lease in leases])
             if 0 < len(leases) < free:
                 # The queues ran dry: let the runners start these before asking the broker
                 # again (that call would find nothing and only delay them: ~60 us on Redis).
@@ -344,6 +368,34 @@ class Worker:
         return await self.broker.reserve(
             self.queues, count=count, lease=self.lease, timeout=timeout
         )
+
+    def _hand_back_waiting(self) -> None:
+        """Hand back, unrun, every job waiting for a runner (a stop: RELEASE, attempt refunded)."""
+        if self._handoff is None:
+            return
+        for waiting in self._handoff.take_all():
+            waiting.stop(StopReason.RELEASE)
+            self._settle_unrun(waiting)
+
+    def _settle_stopped_waiting(self) -> None:
+        """Settle the waiting jobs the heartbeat stopped (lease lost, cancel requested)."""
+        if self._handoff is not None:
+            for waiting in self._handoff.take_stopped():
+                self._settle_unrun(waiting)
+
+    def _settle_unrun(self, waiting: RunningJob) -> None:
+        """Settle a held job that was stopped before it started, and free its place."""
+        job, token = waiting.lease.job, waiting.lease.token
+        outcome = stopped_outcome(job, token, waiting.reason)
+        if outcome is None:
+            log.warning("job %s lost its lease before it started; not run", job.id,
+                        extra=_extra(job))  # fmt: skip
+            self.stats.count(Settled.STALE)
+        else:
+            self._settling[token] = (job, 0.0, None)
+            self._settler.submit(outcome)
+        self._busy -= 1
+        self._slot_free.set()
 
     def _hand_back(self, leases: list[Lease]) -> None:
         """Release leases that came after the stop (through the settler: it is shielded)."""
@@ -360,20 +412,23 @@ class Worker:
     # -- running -----------------------------------------------------------------------------
     async def _runner(self, handoff: Handoff, executor: Executor) -> None:
         try:
-            while (lease := await handoff.get()) is not None:
-                await self._run_one(lease, executor)
+            while (running := await handoff.get()) is not None:
+                await self._run_one(running, executor)
         finally:
             self._runners_left -= 1
             if self._runners_left == 0:
                 self._drained.set()
 
-    async def _run_one(self, lease: Lease, executor: Executor) -> None:
+    async def _run_one(self, running: RunningJob, executor: Executor) -> None:
+        lease = running.lease
         job = lease.job
-        running = RunningJob(lease)
+        if self._hard:
+            running.stop(StopReason.RELEASE)
+        if running.reason is not None:  # stopped while it waited: never started
+            self._settle_unrun(running)
+            return
         self._running[lease.token] = running
         try:
-            if self._hard:
-                running.stop(StopReason.RELEASE)
             if log.isEnabledFor(logging.DEBUG):  # one INFO line a job: its end (_settled)
                 log.debug("job %s (%s) attempt %d started", job.id, job.task, job.attempts,
                           extra=_extra(job))  # fmt: skip
@@ -423,8 +478,12 @@ class Worker:
             self._lines.write()  # before anything its hooks log
             attempt.settled(outcome, settled is Settled.APPLIED)
 
-    def _jobs_running(self) -> list[RunningJob]:
-        return list(self._running.values())
+    def _jobs_held(self) -> list[RunningJob]:
+        """Every job whose lease the worker keeps: running, then waiting for a runner."""
+        held = list(self._running.values())
+        if self._handoff is not None:
+            held.extend(self._handoff)
+        return held
 
     def _reporters(self) -> list[Reporter]:
         return [running.reporter for running in self._running.values()]

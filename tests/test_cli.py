@@ -142,6 +142,8 @@ def test_a_worker_on_redis_does_not_warn_about_memory(redis_url: str) -> None:
         (["enqueue", "examples.app:app", "examples.add", "--delay", "1e300"], "'--delay'"),
         (["worker", "examples.app:app", "-c", "1_000"], "'--concurrency'"),
         (["worker", "examples.app:app", "-c", "\u0663"], "'--concurrency'"),
+        (["worker", "examples.app:app", "--prefetch", "-1"], "'--prefetch'"),
+        (["worker", "examples.app:app", "--prefetch", "1.5"], "'--prefetch'"),
         (["enqueue", "examples.app:app", "examples.add", "--delay", "1_0"], "'--delay'"),
         (["enqueue", "examples.app:app", "examples.add", "--delay", "\uff15"], "'--delay'"),
         (["scheduler", "examples.app:app", "--log-level", "bogus"], "'--log-level'"),

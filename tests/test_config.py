@@ -36,6 +36,9 @@ def test_defaults() -> None:
         ("backoff", math.nan),
         ("concurrency", 0),
         ("sync_concurrency", 0),
+        ("prefetch", -1),
+        ("prefetch", 1.5),
+        ("prefetch", True),
         ("grace_period", -1.0),
         ("result_ttl", -1.0),
         ("visibility_timeout", 0.0),
@@ -64,6 +67,7 @@ def test_configuration_errors_are_value_errors() -> None:
         ("grace_period", 0.0),
         ("result_ttl", 0.0),
         ("concurrency", 1),
+        ("prefetch", 0),
         ("job_timeout", 0.001),
     ],
 )

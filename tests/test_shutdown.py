@@ -1,5 +1,9 @@
 """Shutdown loses nothing: running jobs finish within the grace period or go back to the queue at
-once (PENDING, attempt refunded), jobs not yet started stay queued, nothing stays reserved."""
+once (PENDING, attempt refunded), jobs not yet started stay queued (those the worker held waiting
+for a runner, its prefetch, are handed back at once, unrun), nothing stays reserved.
+
+The scenarios run with ``prefetch`` 0 (only idle runners reserve) and 2 (two of the three queued
+jobs held waiting when the stop comes): each held one is one more release in the stats."""
 
 from __future__ import annotations
 
@@ -18,12 +22,13 @@ pytestmark = pytest.mark.anyio
 WAIT = 5.0
 GRACE = 0.3  # the grace period of the graceful tests: it really passes
 LONG_GRACE = 30.0  # a grace period that must never be waited out
+PREFETCH = pytest.mark.parametrize("prefetch", [0, 2])
 
 
 @dataclass
 class Scenario:
     """Four runners busy with two short jobs (they finish when ``release`` is set) and two
-    endless ones, and three more jobs queued behind them."""
+    endless ones, and three more jobs queued behind them (or held waiting: the prefetch)."""
 
     app: App
     short: Task[[int], Any]
@@ -90,9 +95,10 @@ async def assert_nothing_lost(s: Scenario, completed: list[Job]) -> None:
     assert [lease.job.id for lease in leases] == [job.id for job in rest]
 
 
-async def test_graceful_stop_finishes_short_jobs_and_hands_back_the_rest() -> None:
+@PREFETCH
+async def test_graceful_stop_finishes_short_jobs_and_hands_back_the_rest(prefetch: int) -> None:
     s = await scenario(grace_period=GRACE, visibility_timeout=30.0)
-    worker = s.app.worker(concurrency=4)
+    worker = s.app.worker(concurrency=4, prefetch=prefetch)
     stats = WorkerStats()
 
     async def run() -> None:
@@ -110,14 +116,15 @@ async def test_graceful_stop_finishes_short_jobs_and_hands_back_the_rest() -> No
 
     assert GRACE * 0.9 <= took < GRACE + 2  # it waited out the grace period for the long ones
     assert s.long_stopped == 2
-    assert stats == WorkerStats(completed=2, released=2)
+    assert stats == WorkerStats(completed=2, released=2 + prefetch)
     # Back in the queue at once: the lease is 30 s, and none of it had to pass.
     await assert_nothing_lost(s, completed=s.shorts)
 
 
-async def test_hard_stop_hands_every_running_job_back_at_once() -> None:
+@PREFETCH
+async def test_hard_stop_hands_every_running_job_back_at_once(prefetch: int) -> None:
     s = await scenario(grace_period=LONG_GRACE, visibility_timeout=30.0)
-    worker = s.app.worker(concurrency=4)
+    worker = s.app.worker(concurrency=4, prefetch=prefetch)
     stats = WorkerStats()
 
     async def run() -> None:
@@ -131,13 +138,14 @@ async def test_hard_stop_hands_every_running_job_back_at_once() -> None:
             worker.stop(graceful=False)
 
     assert s.long_stopped == 2
-    assert stats == WorkerStats(released=4)
+    assert stats == WorkerStats(released=4 + prefetch)
     await assert_nothing_lost(s, completed=[])
 
 
-async def test_a_second_stop_skips_the_grace_period() -> None:
+@PREFETCH
+async def test_a_second_stop_skips_the_grace_period(prefetch: int) -> None:
     s = await scenario(grace_period=LONG_GRACE)
-    worker = s.app.worker(concurrency=4)
+    worker = s.app.worker(concurrency=4, prefetch=prefetch)
 
     with anyio.fail_after(WAIT):
         async with anyio.create_task_group() as tg:
@@ -150,19 +158,20 @@ async def test_a_second_stop_skips_the_grace_period() -> None:
             await s.app.result(s.shorts[1].id, timeout=WAIT)
             worker.stop()
 
-    assert worker.stats == WorkerStats(completed=2, released=2)
+    assert worker.stats == WorkerStats(completed=2, released=2 + prefetch)
     await assert_nothing_lost(s, completed=s.shorts)
 
 
-async def test_leaving_the_embedded_worker_is_a_graceful_stop() -> None:
+@PREFETCH
+async def test_leaving_the_embedded_worker_is_a_graceful_stop(prefetch: int) -> None:
     s = await scenario(grace_period=GRACE)
 
     with anyio.fail_after(WAIT):
-        async with s.app.worker(concurrency=4) as worker:
+        async with s.app.worker(concurrency=4, prefetch=prefetch) as worker:
             await s.all_started.wait()
             s.release.set()
 
-    assert worker.stats == WorkerStats(completed=2, released=2)
+    assert worker.stats == WorkerStats(completed=2, released=2 + prefetch)
     await assert_nothing_lost(s, completed=s.shorts)
 
 
@@ -199,9 +208,12 @@ class SignalLog(logging.Handler):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-async def test_a_signal_stops_gracefully_and_a_second_one_at_once(signum: signal.Signals) -> None:
+@PREFETCH
+async def test_a_signal_stops_gracefully_and_a_second_one_at_once(
+    signum: signal.Signals, prefetch: int
+) -> None:
     s = await scenario(grace_period=LONG_GRACE)
-    worker = s.app.worker(concurrency=4)
+    worker = s.app.worker(concurrency=4, prefetch=prefetch)
     signals = SignalLog()
     logger = logging.getLogger("taskit.worker")
     logger.addHandler(signals)
@@ -223,7 +235,7 @@ async def test_a_signal_stops_gracefully_and_a_second_one_at_once(signum: signal
         logger.removeHandler(signals)
         logger.setLevel(level)
 
-    assert worker.stats == WorkerStats(completed=2, released=2)
+    assert worker.stats == WorkerStats(completed=2, released=2 + prefetch)
     await assert_nothing_lost(s, completed=s.shorts)
 
 

@@ -50,7 +50,8 @@ async def test_row3_sigterm_with_a_long_grace_finishes_running_jobs_and_reserves
     assert starts == ends  # every job it started, it finished
     applied = {e.job_id for e in mine if e.kind == "X" and e.applied == "1"}
     assert starts <= applied
-    assert not [e for e in mine if e.kind == "X" and e.outcome == "release"]
+    # No started job was handed back; jobs held unstarted (TASKIT_PREFETCH > 0) are, at once.
+    assert not [e for e in mine if e.kind == "X" and e.outcome == "release" and e.job_id in starts]
     await drain(chaos, producer, acked)
     chaos.report(acked).assert_clean()
 
