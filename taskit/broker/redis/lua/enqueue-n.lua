@@ -1,8 +1,7 @@
 --[[ enqueue: store a batch of jobs, all or none; an unfinished job with the same id is kept.
 
-Two layouts of KEYS and ARGV. The full one, for any batch:
 KEYS[1] jobs hash    KEYS[2] error hash    KEYS[3] sequence counter    KEYS[4] queue-name set
-then per queue q = 1..nq (base = 4 + 8 * (q - 1)), each queue named once per call:
+then per queue q = 1..ARGV[1] (base = 4 + 8 * (q - 1)), each queue named once per call:
   KEYS[base+1] FIFO list    KEYS[base+2] ranked set    KEYS[base+3] delayed set
   KEYS[base+4] wake list    KEYS[base+5] dead set      KEYS[base+6] group set
   KEYS[base+7] turns list   KEYS[base+8] group hash
@@ -10,18 +9,10 @@ then per job i: KEYS[4 + 8 * nq + i] the job's done key
 then: KEYS[#KEYS-4] progress hash (a replaced dead letter's progress goes with it)
   KEYS[#KEYS-3] dedup hash    KEYS[#KEYS-2] dedup window set (see dedup below)
   KEYS[#KEYS-1] workflow node hash    KEYS[#KEYS] deferred count hash (see _workflow.lua)
-The lean layout ('nq L' in ARGV[1]) is for a batch of plain jobs (each of priority 0, with no
-delay, scheduled_at, group, dedup window or workflow: what most enqueues are), which never touch
-the other keys: fewer arguments to pack, send and read. Its keys are the jobs hash, the error
-hash, the progress hash and the queue-name set; per queue q (from 4 + 4 * (q - 1)) its FIFO list,
-wake list, dead set and group hash; last each job's done key (from 4 + 4 * nq).
 ARGV[1] nq, the number of queues, or 'nq m' when m jobs carry a dedup window, or 'nq m w ttl'
-  when w jobs are nodes of a workflow (ttl: the broker's result TTL in ms); 'nq L' for the lean
-  layout
+  when w jobs are nodes of a workflow (ttl: the broker's result TTL in ms)
 ARGV[1+q] the name of queue q
-then, lean, per job i: ARGV[1 + nq + 2 * (i - 1) + 1] id, +2 encoded job, when nq is 1; when
-  nq > 1, ARGV[1 + nq + 3 * (i - 1) + 1] id, +2 encoded job, +3 '<q> <d>' (as below)
-then, full, per job i (base = 1 + nq + 4 * (i - 1)):
+then per job i (base = 1 + nq + 4 * (i - 1)):
   ARGV[base+1] id    ARGV[base+2] encoded job
   ARGV[base+3] '<q> <d> <ready score> <delay ms> <scheduled_at ms or -1>[ <group>]': q its
                queue, d the queue whose dead set a dead-lettered job of that id is expected in
@@ -74,22 +65,10 @@ local rcall = redis.call
 -- @include _workflow.lua
 -- @include _counts.lua
 
-local nq, m, w, wttl = string.match(ARGV[1], '^(%d+) ?([%dL]*) ?(%d*) ?(%d*)$')
-local lean = m == 'L'
-nq, m, w = tonumber(nq), lean and 0 or tonumber(m) or 0, tonumber(w) or 0
--- Each queue key's place among its queue's (qkey), in the layout of this call.
-local FIFO, RANKED, DELAYED, WAKE, DEAD, GROUPS, TURNS, GROUPOF = 1, 2, 3, 4, 5, 6, 7, 8
-local per, each = 8, 4 -- keys per queue, arguments per job
-if lean then
-  FIFO, WAKE, DEAD, GROUPOF, RANKED, DELAYED, GROUPS, TURNS = 1, 2, 3, 4, nil, nil, nil, nil
-  per, each = 4, nq == 1 and 2 or 3
-end
-local n = (#ARGV - 1 - nq - 3 * m - 4 * w) / each
-local nk = 4 + per * nq + n -- the keys before the progress hash (full layout)
-local SEQ, PROG = KEYS[3], KEYS[nk + 1]
-if lean then
-  SEQ, PROG = nil, KEYS[3]
-end
+local nq, m, w, wttl = string.match(ARGV[1], '^(%d+) ?(%d*) ?(%d*) ?(%d*)$')
+nq, m, w = tonumber(nq), tonumber(m) or 0, tonumber(w) or 0
+local n = (#ARGV - 1 - nq - 3 * m - 4 * w) / 4
+local nk = 4 + 8 * nq + n -- the keys before the progress hash
 local dd = {} -- job number -> {mode = 't' or 'd', window = ms, key = dedup key}
 for j = 1, m do
   local a = #ARGV - 3 * m + 3 * (j - 1)
@@ -108,17 +87,7 @@ for j = 1, w do
     parents = parents}
 end
 local jobs = {}
-for i = 1, lean and n or 0 do
-  local a = 1 + nq + each * (i - 1)
-  local q, d = 1, 1
-  if each == 3 then
-    q, d = string.match(ARGV[a + 3], '^(%d+) (%d+)$')
-    q, d = tonumber(q), tonumber(d)
-  end
-  jobs[i] = {id = ARGV[a + 1], spec = ARGV[a + 2], q = q, d = d, score = '0', delay = 0,
-    at = -1, at_text = ''}
-end
-for i = 1, lean and 0 or n do
+for i = 1, n do
   local a = 1 + nq + 4 * (i - 1)
   local q, d, score, delay, at, group = string.match(ARGV[a + 3],
     '^(%d+) (%d+) (%S+) (%d+) (%-?%d+) ?(.*)$')
@@ -127,7 +96,7 @@ for i = 1, lean and 0 or n do
     group = score == '0' and group ~= '' and group or nil} -- other priorities keep their order
 end
 local function qkey(q, offset)
-  return KEYS[4 + per * (q - 1) + offset]
+  return KEYS[4 + 8 * (q - 1) + offset]
 end
 
 -- First pass, read only: every key this call needs was passed, or nothing is written.
@@ -145,8 +114,8 @@ end
 local W = {} -- the workflow keys (_workflow.lua), for a batch with nodes only
 local first = {} -- id -> its first job number in this batch
 if w > 0 then
-  W = {tag = wf_tag(KEYS[1]), jobs = KEYS[1], err = KEYS[2], seq = SEQ,
-    prog = PROG, of = KEYS[nk + 4], deferred = KEYS[nk + 5], ttl = tonumber(wttl)}
+  W = {tag = wf_tag(KEYS[1]), jobs = KEYS[1], err = KEYS[2], seq = KEYS[3],
+    prog = KEYS[nk + 1], of = KEYS[nk + 4], deferred = KEYS[nk + 5], ttl = tonumber(wttl)}
   for i = 1, n do
     first[jobs[i].id] = first[jobs[i].id] or i
   end
@@ -226,7 +195,7 @@ end
 local function debounce(id, s, job, q, due)
   s.spec = job.spec
   s.sched = string.format('%.3f', due / 1000)
-  rcall('ZADD', qkey(q, DELAYED), due, id)
+  rcall('ZADD', qkey(q, 3), due, id)
   rcall('ZADD', DU, due, job.dd.key)
   if at_record[id] then
     records[at_record[id]] = pack_record(s)
@@ -258,7 +227,7 @@ for i = 1, n do
     debounce(kept_id, kept, job, job.q, math.max(now + job.delay, job.at))
   else
     if old then -- a dead letter is finished: replaced (its leftovers go last, see above)
-      replaced[#replaced + 1] = {qkey(job.d, DEAD), id, qkey(job.d, GROUPOF)}
+      replaced[#replaced + 1] = {qkey(job.d, 5), id, qkey(job.d, 8)}
     end
     local node, fate, wk = nodes[i], nil, nil
     if node then
@@ -295,7 +264,7 @@ for i = 1, n do
       out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 0, '', pack_state(s),
         ended[3], ''
     else
-      done[#done + 1] = KEYS[4 + per * nq + i]
+      done[#done + 1] = KEYS[4 + 8 * nq + i]
       if job.group then
         s.seq = '0' -- grouped (see fair turns in _common.lua)
         local entries = groupof[job.q] or {}
@@ -309,11 +278,11 @@ for i = 1, n do
       elseif due then
         s.status = 'scheduled'
         s.sched = sched
-        rcall('ZADD', qkey(job.q, DELAYED), due, id)
-        wake_if_earliest(qkey(job.q, DELAYED), qkey(job.q, WAKE), id)
+        rcall('ZADD', qkey(job.q, 3), due, id)
+        wake_if_earliest(qkey(job.q, 3), qkey(job.q, 4), id)
       elseif job.group then
-        group_ready({fifo = qkey(job.q, FIFO), seq = SEQ, groups = qkey(job.q, GROUPS),
-          turns = qkey(job.q, TURNS), groupof = qkey(job.q, GROUPOF)}, id, s, false, job.group)
+        group_ready({fifo = qkey(job.q, 1), seq = KEYS[3], groups = qkey(job.q, 6),
+          turns = qkey(job.q, 7), groupof = qkey(job.q, 8)}, id, s, false, job.group)
       elseif s.score == '0' then
         local ids = fifo[job.q]
         if not ids then
@@ -322,9 +291,8 @@ for i = 1, n do
         end
         ids[#ids + 1] = id
       else
-        make_ready({fifo = qkey(job.q, FIFO), ranked = qkey(job.q, RANKED), seq = SEQ,
-          groups = qkey(job.q, GROUPS), turns = qkey(job.q, TURNS),
-          groupof = qkey(job.q, GROUPOF)}, id, s, false)
+        make_ready({fifo = qkey(job.q, 1), ranked = qkey(job.q, 2), seq = KEYS[3],
+          groups = qkey(job.q, 6), turns = qkey(job.q, 7), groupof = qkey(job.q, 8)}, id, s, false)
       end
       if s.status == 'pending' then
         wakes[job.q] = (wakes[job.q] or 0) + 1
@@ -359,13 +327,13 @@ end
 for _, r in ipairs(replaced) do
   rcall('ZREM', r[1], r[2])
   rcall('HDEL', KEYS[2], r[2])
-  rcall('HDEL', PROG, r[2])
+  rcall('HDEL', KEYS[nk + 1], r[2])
   if not (stored[r[2]] and stored[r[2]].seq ~= '' and stored[r[2]].score == '0') then
     rcall('HDEL', r[3], r[2]) -- its group entry, unless the new job of that id has one
   end
 end
 for q, entries in pairs(groupof) do
-  each_chunk('HSET', qkey(q, GROUPOF), entries)
+  each_chunk('HSET', qkey(q, 8), entries)
 end
 if now and m > 0 then -- last, as the leftovers above: windows that ended are forgotten
   local ended = rcall('ZRANGEBYSCORE', DU, '-inf', now, 'LIMIT', 0, 100)
@@ -378,10 +346,10 @@ for i = 1, #done, CHUNK do
   rcall('DEL', unpack(done, i, math.min(i + CHUNK - 1, #done)))
 end
 for q, ids in pairs(fifo) do
-  each_chunk('RPUSH', qkey(q, FIFO), ids)
+  each_chunk('RPUSH', qkey(q, 1), ids)
 end
 for q, count in pairs(wakes) do
-  wake(qkey(q, WAKE), count)
+  wake(qkey(q, 4), count)
 end
 for queue in pairs(named) do
   rcall('SADD', KEYS[4], queue)
