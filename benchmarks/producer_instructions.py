@@ -61,7 +61,7 @@ jobs = [job]
 call = _Enqueue(jobs, None, broker._ttl_ms)
 request = call.request()
 keys, args = request.keys(broker._keys), request.args()
-command = ("EVALSHA", SCRIPTS._for("enqueue", keys).sha, len(keys), *keys, *args)
+command = ("EVALSHA", SCRIPTS._for(request.script, keys).sha, len(keys), *keys, *args)
 shared = broker._conn.blocking()
 shared = shared.__enter__() if hasattr(shared, "__enter__") else shared
 async def enqueues(n):

@@ -234,6 +234,25 @@ async def test_reenqueueing_a_running_id_enqueues_nothing(harness: BrokerHarness
     assert await harness.broker.settle([outcome]) == [True]
 
 
+async def test_reenqueueing_a_dead_letter_into_another_queue_replaces_it(
+    harness: BrokerHarness,
+) -> None:
+    first, second = new_queue(), new_queue()
+    original = make_job(first, "first")
+    await harness.broker.enqueue([original])
+    [lease] = await harness.broker.reserve([first], count=1, lease=LONG, timeout=0)
+    dead = Outcome(job_id=original.id, token=lease.token, kind=OutcomeKind.DEAD_LETTER)
+    assert await harness.broker.settle([dead]) == [True]
+    assert [letter.id for letter in await harness.broker.dead_letters(first)] == [original.id]
+
+    [again] = await harness.broker.enqueue([make_job(second, "second", job_id=original.id)])
+
+    assert (again.status, again.queue, again.args) == (JobStatus.PENDING, second, ("second",))
+    assert await harness.broker.dead_letters(first) == []
+    assert await reserved_ids(harness.broker, first) == []
+    assert await reserved_ids(harness.broker, second) == [original.id]
+
+
 async def test_reenqueueing_a_finished_id_replaces_it(harness: BrokerHarness) -> None:
     queue = new_queue()
     original = make_job(queue, "first")

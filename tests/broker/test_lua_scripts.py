@@ -78,7 +78,7 @@ def state_of(raw: bytes) -> tuple[JobStatus, int, str]:
 def test_every_command_script_documents_its_keys_args_and_reply() -> None:
     folder = resources.files("taskit.broker.redis").joinpath("lua")
     names = sorted(e.name for e in folder.iterdir() if not e.name.startswith("_"))
-    assert len(names) == len(SCRIPTS.names) == 36
+    assert len(names) == len(SCRIPTS.names) == 37
     for name in names:
         text = folder.joinpath(name).read_text("utf-8")
         header = text.split("]]", 1)[0]
@@ -120,6 +120,93 @@ async def test_enqueue_asks_for_the_dead_set_of_another_queue(rh: RedisHarness) 
 
     assert reply == [b"moved", 1, b"other"]
     assert not await rh.client.exists(k.fifo("q"))
+
+
+def plain_keys(k: Keys, job_ids: list[str], queues: tuple[str, ...] = ("q",)) -> list[str]:
+    """KEYS of an enqueue-plain call: fixed keys, each queue's, each job's done key."""
+    keys = [k.jobs, k.err, k.progress, k.queues]
+    for queue in queues:
+        keys += k.of(queue, ("fifo", "wake", "dead", "groupof"))
+    return keys + [k.done(job_id) for job_id in job_ids]
+
+
+async def snapshot(rh: RedisHarness) -> dict[bytes, object]:
+    """Every key of the harness's prefix and what it holds (counts hashes by content only)."""
+    found: dict[bytes, object] = {}
+    async for key in rh.client.scan_iter(match=rh.broker.keys.pattern()):
+        kind = (await rh.client.type(key)).decode()
+        read = {"hash": rh.client.hgetall, "list": lambda k: rh.client.lrange(k, 0, -1),
+                "set": rh.client.smembers, "string": rh.client.get,
+                "zset": lambda k: rh.client.zrange(k, 0, -1, withscores=True)}  # fmt: skip
+        found[key] = (kind, await read[kind](key))
+    return found
+
+
+async def wipe(rh: RedisHarness) -> None:
+    async for key in rh.client.scan_iter(match=rh.broker.keys.pattern()):
+        await rh.client.delete(key)
+
+
+#: Plain batches, each (records stored before it: id -> (state, queue); ids sent; queue of the
+#: dead letter each id is expected in).
+PLAIN_CASES = {
+    "new": ({}, ["j1"], ["q"]),
+    "one id twice": ({}, ["j1", "j1"], ["q", "q"]),
+    "unfinished kept": ({"j1": "running|1|0||tok.1|||1|||q"}, ["j1", "j2"], ["q", "q"]),
+    "dead letter replaced": ({"j1": "dead_letter|1|0|||||1|1|1|q"}, ["j1"], ["q"]),
+    "dead letter twice": ({"j1": "dead_letter|1|0|||||1|1|1|q"}, ["j1", "j1"], ["q", "q"]),
+    "dead letter elsewhere": ({"j1": "dead_letter|1|0|||||1|1|1|other"}, ["j1"], ["q"]),
+    "dead letter elsewhere, named": (
+        {"j1": "dead_letter|1|0|||||1|1|1|other"},
+        ["j2", "j1"],
+        ["q", "other"],
+    ),
+    "unreadable": ({"j1": "nonsense"}, ["j1"], ["q"]),
+}
+
+
+@pytest.mark.parametrize("case", PLAIN_CASES)
+async def test_enqueue_plain_does_what_enqueue_does_for_plain_jobs(
+    rh: RedisHarness, case: str
+) -> None:
+    before, ids, dead_in = PLAIN_CASES[case]
+    k = rh.broker.keys
+    queues = list(dict.fromkeys(["q", *dead_in]))  # every job goes to q
+    results = []
+    for script in ("enqueue", "enqueue-plain"):
+        await wipe(rh)
+        for job_id, state in before.items():
+            await rh.client.hset(k.jobs, job_id, join_record(state.encode(), SPEC))
+            await rh.client.hset(k.err, job_id, b"e")
+            await rh.client.zadd(k.dead(state.rpartition("|")[2]), {job_id: 1})
+        await rh.client.hset(k.done("j1"), "spec", b"old")  # a finished j1 of long ago
+        number = {q: i for i, q in enumerate(queues, 1)}
+        if script == "enqueue":
+            keys = [k.jobs, k.err, k.seq, k.queues]
+            for queue in queues:
+                keys += k.of(queue, ("fifo", "ranked", "delayed", "wake", "dead"))
+                keys += fair(k, queue)
+            keys += [k.done(i) for i in ids]
+            keys += [k.progress, k.dedup, k.dedup_until, k.wf_of, k.wf_deferred]
+            args: list[object] = [len(queues), *queues]
+            for job_id, dead in zip(ids, dead_in, strict=True):
+                args += [job_id, SPEC, f"1 {number[dead]} 0 0 -1", ""]
+        else:
+            keys = plain_keys(k, ids, tuple(queues))
+            args = [len(queues), *queues]
+            for job_id, dead in zip(ids, dead_in, strict=True):
+                args += [job_id, SPEC] + ([f"1 {number[dead]}"] if len(queues) > 1 else [])
+        reply = await run(rh, script, keys, args)
+        results.append((reply, await snapshot(rh)))
+
+    assert results[0] == results[1]
+    reply, keys = results[1]
+    assert isinstance(reply, list)
+    if case == "new":  # and so for the others: the same as enqueue
+        assert reply == [b"ok", 0, b"", b"pending|0|0||||||||q", b"", b""]
+        assert keys[k.fifo("q").encode()] == ("list", [b"j1"])
+        assert keys[k.wake("q").encode()] == ("list", [b"1"])
+        assert k.done("j1").encode() not in keys
 
 
 async def test_enqueue_with_a_delay_schedules(rh: RedisHarness) -> None:

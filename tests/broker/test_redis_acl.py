@@ -232,10 +232,10 @@ async def test_without_client_setname_every_connection_kind_works_and_it_is_logg
     ("taken", "named"),
     [
         ("-evalsha", "'evalsha'"),
-        ("-hset", "script enqueue refused HSET"),  # inside a script: the script, its line
+        ("-hset", "script enqueue-plain refused HSET"),  # inside a script: the script, its line
         ("-blpop", "'blpop'"),
         ("-xadd", "XADD"),
-        ("-sadd", "script enqueue refused SADD"),  # a command named on its line
+        ("-sadd", "script enqueue-plain refused SADD"),  # a command named on its line
     ],
 )
 async def test_a_missing_permission_names_what_was_refused(

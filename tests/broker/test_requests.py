@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 from importlib import resources
 
+import msgspec
 import pytest
 
 from taskit.broker.redis import requests
@@ -50,6 +51,15 @@ SAMPLES: list[tuple[requests.Request, list[str]]] = [
             [job("a", QA), job("b", QB)],
             [(job("a", QA), b"s"), (job("b", QB), b"s")],
             [0, 5],
+            [QA, QC],
+        ),
+        [QA, QB, QC],
+    ),
+    (
+        requests.EnqueuePlain(
+            [job("a", QA), job("b", QB)],
+            [(job("a", QA), b"s"), (job("b", QB), b"s")],
+            [0, 0],
             [QA, QC],
         ),
         [QA, QB, QC],
@@ -191,3 +201,30 @@ def test_args_follow_the_headers_for_the_batch_scripts() -> None:
     assert len(settle.keys(K)) == 3 + 7 + 13 + 2 + 3
     extend = requests.Extend(7, [("a", QA, "r1")])
     assert extend.args() == [7, "a", "r1"]
+
+
+def test_plain_enqueue_args_follow_its_header() -> None:
+    jobs = [job("a", QA), job("b", QB)]
+    assert requests.Enqueue.plain(jobs, [0, 0])
+    two = requests.EnqueuePlain(jobs, [(j, b"s") for j in jobs], [0, 0], [QA, QC])
+    assert two.args() == [3, QA, QB, QC, "a", b"s", "1 1", "b", b"s", "2 3"]
+    per_queue = [K.fifo(QA), K.wake(QA), K.dead(QA), K.queue(QA, "groupof")]
+    one = requests.EnqueuePlain([jobs[0]], [(jobs[0], b"s")], [0], [QA])
+    assert one.keys(K) == [K.jobs, K.err, K.progress, K.queues, *per_queue, K.done("a")]
+    assert one.args() == [1, QA, "a", b"s"]
+    same = requests.EnqueuePlain(jobs[:1] * 2, [(jobs[0], b"s")] * 2, [0, 0], [QA, QA])
+    assert same.keys(K) == [K.jobs, K.err, K.progress, K.queues, *per_queue, K.done("a"),
+                            K.done("a")]  # fmt: skip
+    assert same.args() == [1, QA, "a", b"s", "a", b"s"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"priority": 1}, {"group": "g"}, {"scheduled_at": datetime(2030, 1, 1, tzinfo=UTC)}],
+)
+def test_a_batch_with_any_job_that_is_not_plain_goes_to_the_full_enqueue(
+    change: dict[str, object],
+) -> None:
+    special = msgspec.structs.replace(job("b", QA), **change)
+    assert not requests.Enqueue.plain([job("a", QA), special], [0, 0])
+    assert not requests.Enqueue.plain([job("a", QA)], [5])  # a delay

@@ -97,7 +97,8 @@ class RedisBroker(RedisBase):
         call = _Enqueue(jobs, delays, self._ttl_ms)
         while call.done is None:
             request = call.request()
-            raw = self._run_blocking(client, "enqueue", request.keys(self._keys), request.args())
+            keys, args = request.keys(self._keys), request.args()
+            raw = self._run_blocking(client, request.script, keys, args)
             call.answer(request.answer(raw))
         done = call.done
         if str not in map(type, done):  # the common answer: every job stored or kept, no id
@@ -363,19 +364,18 @@ class _Enqueue:
         for job in jobs:
             if job.workflow is not None or job.after is not None:
                 check_after(job.id, job.workflow, job.after)
-        self._jobs, self._delays, self._ttl_ms = jobs, delays, ttl_ms
+        self._jobs, self._ttl_ms = jobs, ttl_ms
         # Everything encodes and decodes back, or nothing is stored.
         self._forms = [stored_form(job) for job in jobs]
         self._dead_in = [job.queue for job in jobs]
+        self._delays_ms = [ms(d) for d in delays] if delays else [0] * len(jobs)
+        self._plain = requests.Enqueue.plain(jobs, self._delays_ms)
         self._rounds = 0
         self.done: list[Job | str] | None = [] if not jobs else None
 
     def request(self) -> requests.Enqueue:
-        delays = self._delays
-        delays_ms = [ms(d) for d in delays] if delays else [0] * len(self._jobs)
-        return requests.Enqueue(
-            self._jobs, self._forms, delays_ms, list(self._dead_in), self._ttl_ms
-        )
+        kind = requests.EnqueuePlain if self._plain else requests.Enqueue
+        return kind(self._jobs, self._forms, self._delays_ms, list(self._dead_in), self._ttl_ms)
 
     def answer(self, answer: list[Job | str] | DeadElsewhere) -> None:
         if isinstance(answer, DeadElsewhere):

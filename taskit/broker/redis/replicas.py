@@ -34,6 +34,7 @@ __all__ = ["REPLICATED", "Replicas"]
 REPLICATED = frozenset(
     {
         "enqueue",
+        "enqueue-plain",
         "settle",
         "cancel",
         "requeue-dead",

@@ -41,6 +41,7 @@ ScriptName = Literal[
     "counts",
     "dead-letters",
     "enqueue",
+    "enqueue-plain",
     "extend",
     "forget",
     "get",

@@ -30,7 +30,14 @@ from taskit.broker.redis.requests.admin import (
     Withdraw,
 )
 from taskit.broker.redis.requests.flow import Pause
-from taskit.broker.redis.requests.lifecycle import Enqueue, Extend, Reclaim, Reserve, Settle
+from taskit.broker.redis.requests.lifecycle import (
+    Enqueue,
+    EnqueuePlain,
+    Extend,
+    Reclaim,
+    Reserve,
+    Settle,
+)
 from taskit.broker.redis.requests.limits import LimitsGet, LimitsSet, LimitsUsage, Wake
 from taskit.broker.redis.requests.once import OnceBegin, OnceEnd
 from taskit.broker.redis.requests.progress import SetProgress
@@ -44,6 +51,7 @@ __all__ = [
     "DeadElsewhere",
     "DeadLetters",
     "Enqueue",
+    "EnqueuePlain",
     "Extend",
     "Get",
     "Leased",

@@ -18,10 +18,11 @@ from taskit.broker.redis.workflows import node_args
 from taskit.errors import CorruptJobError
 from taskit.job import Job, LeaseState, kept_job
 
-__all__ = ["Enqueue", "Extend", "Reclaim", "Reserve", "Settle"]
+__all__ = ["Enqueue", "EnqueuePlain", "Extend", "Reclaim", "Reserve", "Settle"]
 
 # The keys of each queue a script takes, in the order of its header.
 ENQUEUE_KINDS = ("fifo", "ranked", "delayed", "wake", "dead", "groups", "turns", "groupof")
+PLAIN_KINDS = ("fifo", "wake", "dead", "groupof")
 RECLAIM_KINDS = ("leases", "dead", "fifo", "ranked", "delayed", "groups", "groupof")
 RESERVE_KINDS = ("fifo", "ranked", "delayed", "leases", "dead", "wake", "groups", "turns",
                  "groupof")  # fmt: skip
@@ -36,7 +37,8 @@ class Enqueue(Request[list[Job | str] | DeadElsewhere]):
     ``forms`` what each is stored as (``job.stored_form``: the job, fresh, and its encoded spec),
     ``delays_ms``, and the queue where each one's dead letter (if any) may be (``dead_in``: its
     own queue until an answer says otherwise); ``ttl_ms`` the broker's result TTL (a workflow
-    whose last node ends in this call expires after it)."""
+    whose last node ends in this call expires after it). A batch of plain jobs (``plain``)
+    goes as ``EnqueuePlain`` instead."""
 
     script: ClassVar[ScriptName] = "enqueue"
     jobs: Sequence[Job]
@@ -44,6 +46,23 @@ class Enqueue(Request[list[Job | str] | DeadElsewhere]):
     delays_ms: Sequence[int]
     dead_in: Sequence[str]
     ttl_ms: int = 0
+
+    @staticmethod
+    def plain(jobs: Sequence[Job], delays_ms: Sequence[int]) -> bool:
+        """Whether every job is plain: priority 0, no delay, no ``scheduled_at``, no group, no
+        dedup window, no workflow or dependency (what ``EnqueuePlain`` can store)."""
+        for job, delay_ms in zip(jobs, delays_ms, strict=True):
+            if (
+                delay_ms
+                or job.priority
+                or job.scheduled_at is not None
+                or job.group is not None
+                or job.dedup is not None
+                or job.workflow is not None
+                or job.after is not None
+            ):
+                return False
+        return True
 
     def _queues(self) -> dict[str, int]:
         """Each queue named (own or dead-letter), numbered from 1 in order of first mention."""
@@ -114,6 +133,42 @@ class Enqueue(Request[list[Job | str] | DeadElsewhere]):
             raise CorruptJobError(
                 self.jobs[i].id, "queue", f"is not UTF-8: {reply[2]!r}; nothing was enqueued"
             ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueuePlain(Enqueue):
+    """``Enqueue`` of a batch of plain jobs (``Enqueue.plain``; ``delays_ms`` all 0, ``ttl_ms``
+    unused) by a script that takes only the keys and arguments such jobs need
+    (``lua/enqueue-plain-n.lua``); the same answer."""
+
+    script: ClassVar[ScriptName] = "enqueue-plain"
+
+    def keys(self, k: Keys) -> list[str]:
+        jobs = self.jobs
+        if len(jobs) == 1 and self.dead_in[0] == jobs[0].queue:  # the common call
+            job = jobs[0]
+            return [k.jobs, k.err, k.progress, k.queues, *k.of(job.queue, PLAIN_KINDS),
+                    k.done(job.id)]  # fmt: skip
+        keys = [k.jobs, k.err, k.progress, k.queues]
+        for queue in self._queues():
+            keys += k.of(queue, PLAIN_KINDS)
+        return keys + [k.done(job.id) for job in jobs]
+
+    def args(self) -> list[Arg]:
+        """With one queue, each job's id and spec; with more, also its queue's and its dead
+        letter's queue's numbers."""
+        jobs, forms = self.jobs, self.forms
+        if len(jobs) == 1 and self.dead_in[0] == jobs[0].queue:  # the common call
+            return [1, jobs[0].queue, jobs[0].id, forms[0][1]]
+        queues = self._queues()
+        args: list[Arg] = [len(queues), *queues]
+        if len(queues) == 1:
+            for job, (_, spec) in zip(jobs, forms, strict=True):
+                args += [job.id, spec]
+            return args
+        for job, (_, spec), dead in zip(jobs, forms, self.dead_in, strict=True):
+            args += [job.id, spec, f"{queues[job.queue]} {queues[dead]}"]
+        return args
 
 
 @dataclass(frozen=True, slots=True)
