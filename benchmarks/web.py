@@ -242,9 +242,11 @@ async def main(args: argparse.Namespace) -> int:
     stacks = [("asgi", s) for s in ASYNC_SYSTEMS] + [("wsgi", s) for s in SYNC_SYSTEMS]
     if args.system:
         stacks = [(st, s) for st, s in stacks if s in args.system]
+    if args.stack:
+        stacks = [(st, s) for st, s in stacks if st in args.stack]
     rounds: list[Round] = []
     began = time.monotonic()
-    with redis_server() as url:
+    with redis_server(port=args.redis_port) as url:
         for i in range(args.rounds):
             for procs in args.procs:
                 for stack, system in stacks:
@@ -276,7 +278,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds to wait for the worker after wrk; default 30 (quick 8)",
     )
     parser.add_argument("--system", action="append", help="repeatable; default all")
+    parser.add_argument(
+        "--stack",
+        action="append",
+        choices=["asgi", "wsgi"],
+        help="repeatable: asgi (FastAPI + uvicorn), wsgi (Flask + gunicorn); default both",
+    )
+    parser.add_argument(
+        "--redis-port",
+        type=int,
+        default=0,
+        help="private redis-server port; default: a free one",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--tag", default="", help="results file web-<date>[-quick]-<tag>.*")
     parser.add_argument(
         "--taskit-loop",
         choices=["auto", "asyncio", "uvloop"],

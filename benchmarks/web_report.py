@@ -165,7 +165,7 @@ def figure(args: argparse.Namespace, rounds: list[Round], path: Path) -> bool:
 
 
 def write(args: argparse.Namespace, rounds: list[Round], url: str, took: float) -> str:
-    """Write ``web-<date>[-quick].md``, ``.json`` and ``.png`` under ``args.out``."""
+    """Write ``web-<date>[-quick][-<tag>].md``, ``.json`` and ``.png`` under ``args.out``."""
     when = datetime.now(UTC)
     versions = package_versions(
         ("redis", "hiredis", "fastapi", "uvicorn", "uvloop", "flask", "gunicorn")
@@ -176,7 +176,8 @@ def write(args: argparse.Namespace, rounds: list[Round], url: str, took: float) 
             versions |= cls(url).versions()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"web-{when:%Y-%m-%d}{'-quick' if args.quick else ''}"
+    tag = ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
+    stem = out / f"web-{when:%Y-%m-%d}{tag}"
     table = markdown(args, rounds, versions, when, took)
     if figure(args, rounds, stem.with_suffix(".png")):
         table += f"\n![requests/s per system]({stem.with_suffix('.png').name})\n"
