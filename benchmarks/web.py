@@ -53,6 +53,8 @@ WARM_CATCH_UP = 10.0
 #: Seconds a count must hold still to be read as final.
 SETTLE = 0.3
 _ids = itertools.count()
+#: ``--floor``'s system: a Flask app that only counts the request (no enqueue, no worker).
+FLOOR = "floor"
 
 
 @dataclass
@@ -71,6 +73,8 @@ class Round:
     ran: int = 0
     drain_s: float = 0.0
     worker_cpu_us: float | None = None
+    web_cpu_us: float | None = None  # the web server's process tree, per request
+    redis_cpu_us: float | None = None  # redis-server's (``INFO``), per job
     problems: list[str] = field(default_factory=list)
 
 
@@ -147,10 +151,14 @@ class Stage:
 
     def __init__(self, system: str, stack: str, procs: int, url: str, scratch: Path) -> None:
         self.web_file, self.job_file = scratch / "enqueued", scratch / "ran"
-        cls = load(system)
-        if isinstance(cls, str):
-            raise SystemExit(f"{system}: {cls}")
-        worker = cls(url).worker_command()
+        if system == FLOOR:  # no jobs: a worker that only waits (the runner counts none)
+            worker = [sys.executable, "-c", "import time; time.sleep(3600)"]
+        else:
+            cls = load(system)
+            if isinstance(cls, str):
+                raise SystemExit(f"{system}: {cls}")
+            worker = cls(url).worker_command()
+        self.counts_jobs = system != FLOOR
         self.worker = WorkerGroup(worker, f"web-{system}-{next(_ids)}", url, "none")
         self.worker.env["BENCH_JOB_FILE"] = str(self.job_file)
         port = free_port()
@@ -184,12 +192,15 @@ class Stage:
             now, count = time.monotonic(), _count(self.web_file, False)
             if count != enqueued:
                 enqueued, still_since = count, now
-            if now - still_since >= SETTLE and _count(self.job_file, True) >= enqueued:
+            ran = _count(self.job_file, True) if self.counts_jobs else enqueued
+            if now - still_since >= SETTLE and ran >= enqueued:
                 break
             self.worker.check_alive()
             await asyncio.sleep(0.01)
         await asyncio.sleep(SETTLE)  # a job run twice would show by now
-        return _count(self.web_file, False), _count(self.job_file, True), time.monotonic() - began
+        enqueued = _count(self.web_file, False)
+        ran = _count(self.job_file, True) if self.counts_jobs else enqueued
+        return enqueued, ran, time.monotonic() - began
 
     def stop(self) -> None:
         if self.server is not None and self.server.poll() is None:
@@ -202,10 +213,21 @@ class Stage:
         self.worker.stop()
 
 
+async def redis_cpu(client: Redis) -> float:
+    """redis-server's CPU seconds so far (user + system, every thread), from ``INFO cpu``."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def cpu_now(stage: Stage) -> tuple[float, float]:
+    """(the worker's, the web server's) process trees' CPU seconds so far."""
+    assert stage.server is not None
+    return session_cpu(stage.worker.procs[0].pid), session_cpu(stage.server.pid)
+
+
 async def measure(r: Round, url: str, warm: float, seconds: float, drain_cap: float) -> Round:
     client = Redis.from_url(url)
     await client.flushall()
-    await client.aclose()
     with tempfile.TemporaryDirectory() as scratch:
         stage = Stage(r.system, r.stack, r.procs, url, Path(scratch))
         try:
@@ -214,15 +236,19 @@ async def measure(r: Round, url: str, warm: float, seconds: float, drain_cap: fl
             before, ran, _ = await stage.drained(min(drain_cap, WARM_CATCH_UP))
             if ran != before:
                 r.problems.append(f"warm-up: {ran} of {before} jobs ran")
-            cpu0 = session_cpu(stage.worker.procs[0].pid)
+            cpu0, redis0 = cpu_now(stage), await redis_cpu(client)
             r.rps, r.wrk_requests, r.non_2xx, r.socket_errors = wrk(stage.url, seconds)
             enqueued, ran, r.drain_s = await stage.drained(drain_cap)
-            cpu1 = session_cpu(stage.worker.procs[0].pid)
+            cpu1, redis1 = cpu_now(stage), await redis_cpu(client)
         finally:
             stage.stop()
+            await client.aclose()
     r.enqueued, r.ran = enqueued - before, ran - before
     if r.enqueued:
-        r.worker_cpu_us = (cpu1 - cpu0) / r.enqueued * 1e6
+        per = 1e6 / r.enqueued
+        if stage.counts_jobs:
+            r.worker_cpu_us = (cpu1[0] - cpu0[0]) * per
+        r.web_cpu_us, r.redis_cpu_us = (cpu1[1] - cpu0[1]) * per, (redis1 - redis0) * per
     check(r)
     return r
 
@@ -242,9 +268,13 @@ async def main(args: argparse.Namespace) -> int:
     stacks = [("asgi", s) for s in ASYNC_SYSTEMS] + [("wsgi", s) for s in SYNC_SYSTEMS]
     if args.system:
         stacks = [(st, s) for st, s in stacks if s in args.system]
+    if args.stack:
+        stacks = [(st, s) for st, s in stacks if st in args.stack]
+    if args.floor:
+        stacks.append(("wsgi", FLOOR))
     rounds: list[Round] = []
     began = time.monotonic()
-    with redis_server() as url:
+    with redis_server(port=args.redis_port) as url:
         for i in range(args.rounds):
             for procs in args.procs:
                 for stack, system in stacks:
@@ -276,7 +306,25 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds to wait for the worker after wrk; default 30 (quick 8)",
     )
     parser.add_argument("--system", action="append", help="repeatable; default all")
+    parser.add_argument(
+        "--stack",
+        action="append",
+        choices=["asgi", "wsgi"],
+        help="repeatable: asgi (FastAPI + uvicorn), wsgi (Flask + gunicorn); default both",
+    )
+    parser.add_argument(
+        "--redis-port",
+        type=int,
+        default=0,
+        help="private redis-server port; default: a free one",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="add a Flask app that enqueues nothing (the web tier's own ceiling), no worker",
+    )
+    parser.add_argument("--tag", default="", help="results file web-<date>[-quick]-<tag>.*")
     parser.add_argument(
         "--taskit-loop",
         choices=["auto", "asyncio", "uvloop"],

@@ -36,10 +36,12 @@ def summary(rounds: list[Round]) -> dict[str, dict[str, float | None]]:
         if key in out:
             continue
         mine = [x for x in rounds if (x.stack, x.procs, x.system) == (r.stack, r.procs, r.system)]
-        cpus = [x.worker_cpu_us for x in mine if x.worker_cpu_us is not None]
         out[key] = {
             "rps": statistics.median(x.rps for x in mine),
-            "worker_cpu_us": statistics.median(cpus) if cpus else None,
+            "worker_cpu_us": _median([x.worker_cpu_us for x in mine]),
+            "web_cpu_us": _median([x.web_cpu_us for x in mine]),
+            "redis_cpu_us": _median([x.redis_cpu_us for x in mine]),
+            "total_cpu_us": _median([_total(x) for x in mine]),
             "mismatches": float(sum(1 for x in mine if x.problems)),
         }
         if r.system == "taskit":
@@ -49,7 +51,7 @@ def summary(rounds: list[Round]) -> dict[str, dict[str, float | None]]:
                     p
                     for p in rounds
                     if (p.stack, p.procs, p.index) == (x.stack, x.procs, x.index)
-                    and p.system != "taskit"
+                    and p.system not in ("taskit", "floor")
                 ]
                 if peers:
                     best = max(peers, key=lambda p: p.rps)
@@ -60,6 +62,18 @@ def summary(rounds: list[Round]) -> dict[str, dict[str, float | None]]:
             out[key]["vs_best_peer"] = statistics.median(ratios) if ratios else None
             out[key]["cpu_vs_huey"] = statistics.median(cpu_ratios) if cpu_ratios else None
     return out
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _total(r: Round) -> float | None:
+    """Web + worker + Redis CPU per request (the floor has no worker)."""
+    if r.web_cpu_us is None or r.redis_cpu_us is None:
+        return None
+    return r.web_cpu_us + (r.worker_cpu_us or 0.0) + r.redis_cpu_us
 
 
 def _fmt(v: float | None, digits: int = 0) -> str:
@@ -87,7 +101,10 @@ def markdown(
         "",
         "taskit / best peer: taskit's req/s over the best peer's of the same round, the "
         "median over rounds. Worker CPU per job: the worker's whole process tree over the timed "
-        "span and the drain after it, divided by the jobs enqueued in the span.",
+        "span and the drain after it, divided by the jobs enqueued in the span; web CPU: the "
+        "web server's process tree, Redis CPU: `INFO cpu`, over the same time and jobs; total: "
+        "the three (on 2 cores shared by all, req/s at saturation ≈ 2 s / total). `floor`: "
+        "Flask that enqueues nothing, no worker (`--floor`).",
         "",
     ]
     for stack, title in STACKS.items():
@@ -98,14 +115,17 @@ def markdown(
             lines += [
                 f"## {title}, {procs} web process{'es' if procs > 1 else ''}",
                 "",
-                "| system | req/s ↑ | worker CPU per job (µs) ↓ | rounds with a mismatch |",
-                "|---|---:|---:|---:|",
+                "| system | req/s ↑ | worker CPU per job (µs) ↓ | web CPU per request (µs) "
+                "| Redis CPU per job (µs) | total CPU per request (µs) | rounds with a mismatch |",
+                "|---|---:|---:|---:|---:|---:|---:|",
             ]
             for k in keys:
                 s = summ[k]
                 lines.append(
                     f"| {k.rsplit('/', 1)[1]} | {_fmt(s['rps'])} | "
-                    f"{_fmt(s['worker_cpu_us'])} | {_fmt(s['mismatches'])} |"
+                    f"{_fmt(s['worker_cpu_us'])} | {_fmt(s['web_cpu_us'])} | "
+                    f"{_fmt(s['redis_cpu_us'])} | {_fmt(s['total_cpu_us'])} | "
+                    f"{_fmt(s['mismatches'])} |"
                 )
             t = summ.get(f"{stack}/{procs}/taskit", {})
             lines += [
@@ -165,18 +185,19 @@ def figure(args: argparse.Namespace, rounds: list[Round], path: Path) -> bool:
 
 
 def write(args: argparse.Namespace, rounds: list[Round], url: str, took: float) -> str:
-    """Write ``web-<date>[-quick].md``, ``.json`` and ``.png`` under ``args.out``."""
+    """Write ``web-<date>[-quick][-<tag>].md``, ``.json`` and ``.png`` under ``args.out``."""
     when = datetime.now(UTC)
     versions = package_versions(
         ("redis", "hiredis", "fastapi", "uvicorn", "uvloop", "flask", "gunicorn")
     )
-    for system in dict.fromkeys(r.system for r in rounds):
+    for system in dict.fromkeys(r.system for r in rounds if r.system != "floor"):
         cls = load(system)
         if not isinstance(cls, str):
             versions |= cls(url).versions()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"web-{when:%Y-%m-%d}{'-quick' if args.quick else ''}"
+    tag = ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
+    stem = out / f"web-{when:%Y-%m-%d}{tag}"
     table = markdown(args, rounds, versions, when, took)
     if figure(args, rounds, stem.with_suffix(".png")):
         table += f"\n![requests/s per system]({stem.with_suffix('.png').name})\n"

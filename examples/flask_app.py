@@ -7,15 +7,16 @@
     taskit worker examples.flask_app:tasks                  # one or more workers
 
 The views never need an event loop. On Redis, `enqueue_sync` sends the enqueue from the
-request's own thread over a blocking connection borrowed from the App's pool and given back after
-the reply (one round trip; no loop thread is started); on a broker without a blocking path, or
+request's own thread over the one blocking connection the process's threads share, pipelined
+(enqueues issued while a batch is on the wire go out together in one write; no loop thread is
+started); on a broker without a blocking path, or
 when the App has event handlers (they are async), it runs on the App's loop thread instead.
 `run_sync` (the status view) always runs on that loop thread, started on first use.
 
 Under gunicorn, each web process closes its App as it stops: `examples/gunicorn.conf.py`'s
 `worker_exit` hook calls `tasks.close_sync()` (the pool's connections, and the loop thread if one
-was started). Build the App at import, as here, and enqueue nothing before
-gunicorn forks (with `--preload`): connections are made on first use, in each web process.
+was started). Build the App at import, as here: connections are made on first use, in each
+web process (one forked after its parent enqueued, under `--preload`, makes its own).
 """
 
 from __future__ import annotations

@@ -1,0 +1,62 @@
+"""A process forked after a sync enqueue gets blocking connections of its own (gunicorn
+``--preload``): it never writes on its parent's socket, so neither reads the other's replies."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+from taskit.broker.redis.connections import Connections
+from taskit.broker.redis.transport.shared import SharedClient
+
+CALLS = 300
+
+
+def _echo_all(shared: SharedClient, tag: str, wrong: list[str]) -> None:
+    for i in range(CALLS):
+        try:
+            got = shared.execute("ECHO", f"{tag}.{i}")
+        except Exception as exc:  # a stolen reply shows as a timeout
+            wrong.append(f"{tag}.{i}: {exc!r}")
+            return
+        if got != f"{tag}.{i}".encode():
+            wrong.append(f"{tag}.{i}: {got!r}")
+
+
+def _child(conn: Connections, parent: SharedClient) -> int:
+    """The forked process's checks, as an exit status (0: all good)."""
+    shared = conn.blocking()
+    if shared is parent or not isinstance(shared, SharedClient):
+        return 3  # the parent's connection, inherited
+    wrong: list[str] = []
+    _echo_all(shared, f"child{os.getpid()}", wrong)
+    return 1 if wrong else 0
+
+
+def test_a_forked_process_makes_its_own_blocking_connection(redis_url: str) -> None:
+    conn = Connections(redis_url, timeout=2.0)
+    parent = conn.blocking()
+    assert isinstance(parent, SharedClient)
+    assert parent.execute("PING") == b"PONG"  # connected before the fork, as a preloading master
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (pytest's)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status only
+        status = 2
+        try:
+            status = _child(conn, parent)
+        finally:
+            os._exit(status)
+    wrong: list[str] = []
+    worker = threading.Thread(target=_echo_all, args=(parent, "parent", wrong))
+    worker.start()  # the parent keeps using its connection meanwhile
+    worker.join(timeout=30)
+    _, status = os.waitpid(pid, 0)
+    try:
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert not wrong
+        assert conn.blocking() is parent  # the parent's own stays its own
+    finally:
+        parent.close()
+        conn.pool.close()
