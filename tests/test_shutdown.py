@@ -79,9 +79,11 @@ async def status(app: App, job: Job) -> tuple[JobStatus, int]:
     return stored.status, stored.attempts
 
 
-async def assert_nothing_lost(s: Scenario, completed: list[Job]) -> None:
+async def assert_nothing_lost(s: Scenario, completed: list[Job], prefetch: int = 0) -> None:
     """``completed`` finished; every other job is PENDING with no attempt counted, and the
-    next reserve hands them out at once, in their original order."""
+    next reserve hands them out at once, in their original order (with ``prefetch``, as a set:
+    held jobs and running ones may be handed back by two settles, and only the jobs of one
+    settle keep their order at the front of the queue, docs/redis.md "Order")."""
     for job in completed:
         assert await status(s.app, job) == (JobStatus.COMPLETED, 1)
     rest = [job for job in s.jobs if job not in completed]
@@ -92,7 +94,11 @@ async def assert_nothing_lost(s: Scenario, completed: list[Job]) -> None:
     assert (counts.completed, counts.queued) == (len(completed), len(rest))
     assert counts.completed + counts.queued == len(s.jobs)
     leases = await s.app.broker.reserve(["default"], count=10, lease=30.0, timeout=0)
-    assert [lease.job.id for lease in leases] == [job.id for job in rest]
+    got, want = [lease.job.id for lease in leases], [job.id for job in rest]
+    if prefetch:
+        assert sorted(got) == sorted(want)
+    else:
+        assert got == want
 
 
 @PREFETCH
@@ -118,7 +124,7 @@ async def test_graceful_stop_finishes_short_jobs_and_hands_back_the_rest(prefetc
     assert s.long_stopped == 2
     assert stats == WorkerStats(completed=2, released=2 + prefetch)
     # Back in the queue at once: the lease is 30 s, and none of it had to pass.
-    await assert_nothing_lost(s, completed=s.shorts)
+    await assert_nothing_lost(s, completed=s.shorts, prefetch=prefetch)
 
 
 @PREFETCH
@@ -139,7 +145,7 @@ async def test_hard_stop_hands_every_running_job_back_at_once(prefetch: int) -> 
 
     assert s.long_stopped == 2
     assert stats == WorkerStats(released=4 + prefetch)
-    await assert_nothing_lost(s, completed=[])
+    await assert_nothing_lost(s, completed=[], prefetch=prefetch)
 
 
 @PREFETCH
@@ -159,7 +165,7 @@ async def test_a_second_stop_skips_the_grace_period(prefetch: int) -> None:
             worker.stop()
 
     assert worker.stats == WorkerStats(completed=2, released=2 + prefetch)
-    await assert_nothing_lost(s, completed=s.shorts)
+    await assert_nothing_lost(s, completed=s.shorts, prefetch=prefetch)
 
 
 @PREFETCH
@@ -172,7 +178,7 @@ async def test_leaving_the_embedded_worker_is_a_graceful_stop(prefetch: int) -> 
             s.release.set()
 
     assert worker.stats == WorkerStats(completed=2, released=2 + prefetch)
-    await assert_nothing_lost(s, completed=s.shorts)
+    await assert_nothing_lost(s, completed=s.shorts, prefetch=prefetch)
 
 
 async def test_stop_before_the_worker_starts_runs_nothing() -> None:
@@ -236,7 +242,7 @@ async def test_a_signal_stops_gracefully_and_a_second_one_at_once(
         logger.setLevel(level)
 
     assert worker.stats == WorkerStats(completed=2, released=2 + prefetch)
-    await assert_nothing_lost(s, completed=s.shorts)
+    await assert_nothing_lost(s, completed=s.shorts, prefetch=prefetch)
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
