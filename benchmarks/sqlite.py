@@ -21,9 +21,10 @@ safe from a crash of the process, not from power loss until the next checkpoint)
 SQLite's, FULL here) and with ``synchronous=NORMAL`` (``benchmarks/_huey_procs.py``). Ratios:
 each as it ships (taskit NORMAL / Huey FULL), and like for like (NORMAL / NORMAL, FULL / FULL).
 Databases live in ``benchmarks/.sqlite-tmp/`` (on the disk, not a tmpfs). Median of ``--runs``
-runs. Writes ``benchmarks/results/sqlite-<date>[-quick].md`` and ``.json``.
+runs. Writes ``benchmarks/results/sqlite-<date>[-quick][-TAG].md`` and ``.json``.
 
     .venv/bin/python -m benchmarks.sqlite [--runs 3] [--jobs 5000] [--probes 200] [--quick]
+        [--tag T]
 """
 
 from __future__ import annotations
@@ -326,6 +327,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--probes", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="1 run, 1,000 jobs, 50 probes")
+    parser.add_argument("--tag", default="", help="results file suffix (keeps a day's others)")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.jobs, args.probes = 1, 1000, 50
@@ -335,6 +337,7 @@ def main() -> None:
         print(f"run {n + 1}:\n{table(runs[-1:])}", flush=True)
     stamp = datetime.now(UTC)
     name = f"sqlite-{stamp:%Y-%m-%d}{'-quick' if args.quick else ''}"
+    name += f"-{args.tag}" if args.tag else ""
     versions = package_versions(("huey", "anyio"))
     head = (
         f"# SQLite broker vs Huey's SqliteHuey ({stamp:%Y-%m-%d %H:%M} UTC)\n\n"
