@@ -1,12 +1,14 @@
 """The SQLite broker (issue 18) against Huey's SQLite storage, in the same run, on the same disk.
 
 * **Enqueue**, one producer: taskit's ``await task.enqueue(k)`` (one ``BEGIN IMMEDIATE``
-  transaction a job, on the store's connection thread), ``task.enqueue_sync(k)`` (a sync
+  transaction a job, on the event loop when the write lock is free at once, else on the store's
+  connection thread), ``task.enqueue_sync(k)`` (a sync
   caller: the transaction in the calling thread, as Huey's is) and ``app.enqueue_many`` in
   batches of 100; Huey's task call ``probe(k, t0)`` (Huey has no batch enqueue). Rate: jobs /
   wall time of the loop.
 * **Drain**, one consumer over a full queue of no-op jobs: taskit's ``Worker`` (``run(burst=
-  True)``, concurrency 1 and 10; again with ``prefetch`` 4, the row "--prefetch 4") and, beneath
+  True)``, concurrency 1 and 10; again with ``prefetch`` 4, the row "--prefetch 4"; and with
+  the job an ``async def``, rows "async def job": no handler thread) and, beneath
   it, the broker alone (``reserve`` of 10, then one ``settle`` of the 10); Huey's ``Consumer``
   with one worker thread (as ``huey_consumer`` runs by default). Rate: jobs / time from the
   consumer's start to its last job's end. The same ``Worker`` drains on the memory broker too (row
@@ -71,16 +73,21 @@ def _taskit_app(
     ran: Callable[[int, float], None] | None = None,
     memory: bool = False,
     sync: str = "normal",
+    body: str = "def",
 ) -> tuple[App, Any]:
+    """The App and its one task ``probe(k, t0)``: a ``def`` (run on a handler thread, as Huey
+    runs its task) or, ``body="async"``, an ``async def`` (run on the event loop)."""
     url = "memory://" if memory else f"sqlite:///{db}?synchronous={sync}"
     app = App(url, settings=Settings(result_ttl=60.0))
 
-    @app.task(name="probe", max_retries=0)
     def probe(k: int, t0: float) -> None:
         if ran is not None:
             ran(k, t0)
 
-    return app, probe
+    async def aprobe(k: int, t0: float) -> None:
+        probe(k, t0)
+
+    return app, app.task(name="probe", max_retries=0)(aprobe if body == "async" else probe)
 
 
 # -- taskit ------------------------------------------------------------------------------------
@@ -118,12 +125,13 @@ async def _taskit_drain(
     sync: str = "normal",
     memory: bool = False,
     prefetch: int = 0,
+    body: str = "def",
 ) -> float:
     """``concurrency`` None: the broker alone (reserve 10, settle 10). ``memory``: on the
     memory broker (the worker's own ceiling). ``prefetch``: the worker's (``Worker``)."""
     db = _fresh()
     ends: list[float] = []
-    app, probe = _taskit_app(db, lambda k, t0: ends.append(time.perf_counter()), memory, sync)
+    app, probe = _taskit_app(db, lambda k, t0: ends.append(time.perf_counter()), memory, sync, body)
     for first in range(0, jobs, 500):
         await app.enqueue_many([probe.prepare(k, 0.0) for k in range(first, first + 500)])
     began = time.perf_counter()
@@ -254,6 +262,13 @@ def one_run(jobs: int, probes: int) -> dict[str, dict[str, float]]:
         "drain_c1_per_s": anyio.run(_taskit_drain, jobs, 1, "normal", False, PREFETCH),
         "drain_c10_per_s": anyio.run(_taskit_drain, jobs, 10, "normal", False, PREFETCH),
     }
+    for label, prefetch in ((ASYNC, 0), (ASYNC_PREFETCHED, PREFETCH)):
+        rows[label] = {
+            f"drain_c{c}_per_s": anyio.run(
+                _taskit_drain, jobs, c, "normal", False, prefetch, "async"
+            )
+            for c in (1, 10)
+        }
     rows["taskit MemoryBroker (the worker alone)"] = {
         "drain_c1_per_s": anyio.run(_taskit_drain, jobs, 1, "normal", True),
         "drain_c10_per_s": anyio.run(_taskit_drain, jobs, 10, "normal", True),
@@ -287,11 +302,16 @@ TASKITS = {TASKIT: "normal", TASKIT_FULL: "full"}
 #: The worker's prefetch in the row below taskit's (which runs the default, 0).
 PREFETCH = 4
 PREFETCHED = f"taskit SqliteBroker (NORMAL), --prefetch {PREFETCH}"
+#: The same drains with an ``async def`` job (run on the event loop, no handler thread).
+ASYNC = "taskit SqliteBroker (NORMAL), async def job"
+ASYNC_PREFETCHED = f"{ASYNC}, --prefetch {PREFETCH}"
 HUEY_FULL, HUEY_NORMAL = HUEYS
 #: The ratios shown: each as it ships, then at equal durability (NORMAL, then FULL).
 PAIRS = ((TASKIT, HUEY_FULL, "as each ships"), (TASKIT, HUEY_NORMAL, "both NORMAL"),
          (TASKIT_FULL, HUEY_FULL, "both FULL"), (PREFETCHED, HUEY_FULL, "as each ships"),
-         (PREFETCHED, HUEY_NORMAL, "both NORMAL"))  # fmt: skip
+         (PREFETCHED, HUEY_NORMAL, "both NORMAL"), (ASYNC, HUEY_FULL, "as each ships"),
+         (ASYNC, HUEY_NORMAL, "both NORMAL"), (ASYNC_PREFETCHED, HUEY_FULL, "as each ships"),
+         (ASYNC_PREFETCHED, HUEY_NORMAL, "both NORMAL"))  # fmt: skip
 # Rates set against Huey's one drain figure (its consumer has one setting here: 1 thread).
 _HUEY_KEY = {"drain_c10_per_s": "drain_c1_per_s", "drain_broker_per_s": "drain_c1_per_s"}
 
