@@ -193,3 +193,49 @@ async def test_at_synchronous_full_every_call_runs_on_the_thread(tmp_path: Path)
     assert len(threads) == 1
     assert threads[0] != threading.get_ident()
     assert _paused(db) == {"a"}
+
+
+async def test_an_error_the_sqlite3_module_raises_itself_is_a_broker_error_here_too(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "store.db"
+    store = Store(str(db), SystemClock())
+
+    def read(tx: Tx) -> list[tuple[str]]:  # sqlite3's own OperationalError, with no result code
+        return tx.conn.execute("SELECT queue FROM paused").fetchall()
+
+    try:
+        undecodable = "INSERT INTO paused VALUES (CAST(X'FF' AS TEXT))"  # a damaged row
+        await store.run(lambda tx: tx.conn.execute(undecodable))
+        for small in (False, True):
+            with pytest.raises(BrokerError, match="Could not decode to UTF-8"):
+                await store.run(read, small=small)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("code", [5, 6, 261], ids=["busy", "locked", "busy-recovery"])
+async def test_a_small_call_refused_a_lock_midway_is_run_again_on_the_thread(
+    tmp_path: Path, code: int
+) -> None:
+    db = tmp_path / "store.db"
+    store = Store(str(db), SystemClock())
+    threads: list[int] = []
+
+    def refused_once(tx: Tx) -> str:
+        threads.append(threading.get_ident())
+        tx.conn.execute("INSERT INTO paused VALUES (?)", (f"try{len(threads)}",))
+        if len(threads) == 1:
+            busy = sqlite3.OperationalError("database is locked")
+            busy.sqlite_errorcode = code  # type: ignore[attr-defined]
+            raise busy
+        return "done"
+
+    try:
+        await _opened(store)
+        assert (await store.run(refused_once, small=True))[0] == "done"
+    finally:
+        store.close()
+    assert threads[0] == threading.get_ident()
+    assert threads[1] != threading.get_ident()
+    assert _paused(db) == {"try2"}  # the loop's try rolled back

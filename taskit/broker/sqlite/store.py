@@ -53,7 +53,8 @@ LOCK_WAIT = 30.0
 GROUP = 64
 #: Commits on the event loop's connection between two checkpoints of the WAL (by the thread).
 CHECKPOINT_EVERY = 256
-#: SQLite's result codes for a lock another connection holds.
+#: SQLite's primary result codes for a lock another connection holds (an extended code, such
+#: as SQLITE_BUSY_RECOVERY, carries its primary one in its low byte).
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 _T = TypeVar("_T")
@@ -340,7 +341,7 @@ class Store:
                 conn.commit()
             except BaseException as exc:
                 conn.rollback()
-                if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode in _BUSY:
+                if _busy(exc):
                     return None  # rolled back: the thread runs it again, waiting for the lock
                 if isinstance(exc, sqlite3.Error):
                     raise _error(exc, self.path) from exc
@@ -390,6 +391,13 @@ class Store:
         if worker is None or worker.pid != os.getpid():  # none yet, or a forked copy's
             worker = self._worker = _Worker(self.path, self._clock, self._on_ready, self._full)
         return worker
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's refusal for a lock another connection holds. An error the
+    sqlite3 module raises itself (a text column that does not decode...) has no result code."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and code is not None and (code & 0xFF) in _BUSY
 
 
 def _call_soon(native: object) -> Callable[[Callable[[], object]], bool]:
