@@ -348,6 +348,11 @@ def _options(
             raise ConfigurationError(
                 f"broker URL {shown}: unknown option {name!r}{hint}; "
                 f"{scheme}:// takes {', '.join(sorted(known))}"
+                + (
+                    " (the result TTL comes from the App's settings, TASKIT_RESULT_TTL)"
+                    if scheme == "sqlite"
+                    else ""
+                )
             )
         if name in found:
             raise ConfigurationError(f"broker URL {shown}: option {name!r} is given twice")

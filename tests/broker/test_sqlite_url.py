@@ -42,6 +42,7 @@ def test_a_sqlite_url_names_a_file_relative_with_three_slashes_absolute_with_fou
         ("sqlite://localhost/jobs.db", "not a host 'localhost'"),
         ("sqlite:///jobs/", "names a directory"),
         ("sqlite:///jobs.db?result_ttl=60", "unknown option 'result_ttl'"),
+        ("sqlite:///jobs.db?result_ttl=60", "TASKIT_RESULT_TTL"),
         ("sqlite:///jobs.db?prefix=shop", "unknown option 'prefix'"),
         ("sqlite:///jobs.db#x", "fragment"),
         ("sqlite:///jobs.db?synchronous=off", "synchronous='off'; use normal"),
@@ -97,6 +98,7 @@ async def test_synchronous_in_the_url_sets_the_connections_sync(
 def test_a_bad_synchronous_is_refused_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="synchronous must be one of normal, full"):
         SqliteBroker(tmp_path / "jobs.db", synchronous="off")
+    SqliteBroker(tmp_path / "jobs.db", synchronous="FULL")  # any case, as in a URL
 
 
 def test_from_url_refuses_a_directory_or_a_missing_directory(tmp_path: Path) -> None:

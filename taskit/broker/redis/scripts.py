@@ -97,7 +97,7 @@ class Scripts:
     """The scripts of the ``taskit.broker`` package; one instance serves any client.
 
     Each script is expanded (``includes.expand``) and hashed on its first use, not all at
-    import: expanding the 36 of them costs about 70 ms of a process's start, and a worker uses
+    import: expanding the 37 of them costs about 70 ms of a process's start, and a worker uses
     a handful (issue 19). Expanding is deterministic, so two threads expanding the same script
     at once store equal values."""
 

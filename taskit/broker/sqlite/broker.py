@@ -79,6 +79,7 @@ class SqliteBroker(Broker):
         self, path: str | os.PathLike[str], *, result_ttl: float | None = None,
         clock: Clock | None = None, synchronous: str = "normal",
     ) -> None:  # fmt: skip
+        synchronous = synchronous.lower() if isinstance(synchronous, str) else synchronous
         if synchronous not in SQLITE_SYNCHRONOUS:
             raise ConfigurationError(
                 f"synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}, got {synchronous!r}"
