@@ -1,7 +1,7 @@
 """Lease upkeep, two loops of every worker:
 
-* ``keep_leases`` extends the leases of the jobs a worker runs, each third of the lease, and
-  stops jobs whose lease was lost or whose cancel was requested;
+* ``keep_leases`` extends the leases of the jobs a worker runs or holds waiting (its prefetch),
+  each third of the lease, and stops jobs whose lease was lost or whose cancel was requested;
 * the ``Reaper`` takes over jobs whose lease expired on a worker that died or stalled, and retries
   or dead-letters each as its task's policy says (only a worker knows the backoff, so the broker
   hands them back under a fresh lease, see ``Broker.reclaim``). Any number of reapers may sweep

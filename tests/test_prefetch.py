@@ -298,10 +298,20 @@ async def test_a_held_job_whose_lease_ran_out_unextended_is_not_started() -> Non
     assert (await stored(app, held)).status is JobStatus.RUNNING  # the other worker's
 
 
+class NoReaper(CountingBroker):
+    """Reclaims nothing: no reaper anywhere takes an expired lease over (the worker's own first
+    sweep may come after the stall)."""
+
+    async def reclaim(
+        self, queues: Sequence[str], *, lease: float, limit: int = 100
+    ) -> list[Lease]:
+        return []
+
+
 async def test_a_held_job_whose_lease_ran_out_but_was_not_taken_is_handed_back() -> None:
     """Nobody took the expired lease over: the hand-back applies (attempt refunded), and the
     job runs once, under a new lease."""
-    app, broker = make_app(visibility_timeout=SHORT_LEASE, reaper_interval=60.0)
+    app, broker = make_app(NoReaper(), visibility_timeout=SHORT_LEASE)
     stall = Stall(app, broker, reclaim=False)
     await stall.task.enqueue("stall")
     held = await stall.task.enqueue("held")
