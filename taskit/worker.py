@@ -282,9 +282,10 @@ class Worker:
         return anyio.current_time() if cut_short else began + self.grace
 
     def stop(self, *, graceful: bool = True) -> None:
-        """Stop reserving now; running jobs get the grace period, counted from the first call,
-        unless ``graceful`` is false or this is the second call: then they are stopped and handed
-        back now. Call from the worker's event loop."""
+        """Stop reserving now and hand back the jobs held waiting for a runner (``prefetch``),
+        unrun; running jobs get the grace period, counted from the first call, unless
+        ``graceful`` is false or this is the second call: then they are stopped and handed back
+        now. Call from the worker's event loop."""
         if not graceful or self._stopping.is_set():
             self._hard = True
             for running in list(self._running.values()):
