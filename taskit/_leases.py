@@ -1,7 +1,7 @@
 """Lease upkeep, two loops of every worker:
 
-* ``keep_leases`` extends the leases of the jobs a worker runs, each third of the lease, and
-  stops jobs whose lease was lost or whose cancel was requested;
+* ``keep_leases`` extends the leases of the jobs a worker runs or holds waiting (its prefetch),
+  each third of the lease, and stops jobs whose lease was lost or whose cancel was requested;
 * the ``Reaper`` takes over jobs whose lease expired on a worker that died or stalled, and retries
   or dead-letters each as its task's policy says (only a worker knows the backoff, so the broker
   hands them back under a fresh lease, see ``Broker.reclaim``). Any number of reapers may sweep
@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +42,9 @@ async def keep_leases(
     """Until cancelled, every ``lease / 3`` seconds extend the leases of ``running()`` (the jobs
     a worker runs and those it holds waiting to start) by ``lease`` seconds; a job whose lease
     was lost, or whose cancel was requested, is stopped, and then ``stopped()`` (if given) is
-    called once, for the worker to settle the stopped jobs that were not started. A broker
-    failure is tried again sooner (a capped backoff), as the leases run out meanwhile."""
+    called once, for the worker to settle the stopped jobs that were not started; one still
+    held has its ``held_until`` moved on. A broker failure is tried again sooner (a capped
+    backoff), as the leases run out meanwhile."""
     outage = Outage("extending leases", log)
     pause = lease / 3
     while True:
@@ -51,6 +53,7 @@ async def keep_leases(
         jobs = running()
         if not jobs:
             continue
+        asked = time.monotonic()  # each lease held now runs at least a lease from here
         try:
             states = await broker.extend([r.lease for r in jobs], lease=lease)
             outage.recovered()
@@ -59,7 +62,9 @@ async def keep_leases(
             continue
         hit = False
         for job, state in zip(jobs, states, strict=True):
-            if state is LeaseState.LOST:
+            if state is LeaseState.HELD:
+                job.held_until = asked + lease
+            elif state is LeaseState.LOST:
                 job.stop(StopReason.LEASE_LOST)
                 hit = True
             elif state is LeaseState.CANCELLED:

@@ -23,6 +23,7 @@ import enum
 import functools
 import inspect
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -84,12 +85,18 @@ class StopReason(enum.Enum):
 
 @dataclass(eq=False)
 class RunningJob:
-    """A job being run: its lease, the cancel scope that lets the worker stop it, and where
-    its handler's ``report_progress`` calls land (``reporter``)."""
+    """A job being run (or reserved, waiting to start): its lease, the cancel scope that lets
+    the worker stop it, and where its handler's ``report_progress`` calls land (``reporter``).
+
+    ``held_until``: until when the lease surely holds, on ``time.monotonic()`` (the reserve's
+    answer, then each extend's request, plus the lease): a job not started by then is not
+    started (its lease may have passed to another worker while the worker could not extend
+    it)."""
 
     lease: Lease
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     reason: StopReason | None = None
+    held_until: float = math.inf
     reporter: Reporter = field(init=False)
 
     def __post_init__(self) -> None:

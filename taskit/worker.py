@@ -282,9 +282,10 @@ class Worker:
         return anyio.current_time() if cut_short else began + self.grace
 
     def stop(self, *, graceful: bool = True) -> None:
-        """Stop reserving now; running jobs get the grace period, counted from the first call,
-        unless ``graceful`` is false or this is the second call: then they are stopped and handed
-        back now. Call from the worker's event loop."""
+        """Stop reserving now and hand back the jobs held waiting for a runner (``prefetch``),
+        unrun; running jobs get the grace period, counted from the first call, unless
+        ``graceful`` is false or this is the second call: then they are stopped and handed back
+        now. Call from the worker's event loop."""
         if not graceful or self._stopping.is_set():
             self._hard = True
             for running in list(self._running.values()):
@@ -348,6 +349,9 @@ class Worker:
                     if self._busy == 0 and await self._idle():
                         return
                     leases = await self._reserve(free, BURST_TICK)
+                # The leases began during the call (a blocking one waits for its jobs): counted
+                # from its answer, off by at most the answer's way back.
+                held_until = time.monotonic() + self.lease
                 outage.recovered()
             except _FATAL:
                 raise  # waiting does not heal these: stop with the error
@@ -358,7 +362,7 @@ class Worker:
                 self._hand_back(leases)
                 return
             self._busy += len(leases)
-            handoff.put([RunningJob(lease) for lease in leases])
+            handoff.put([RunningJob(lease, held_until=held_until) for lease in leases])
             if 0 < len(leases) < free:
                 # The queues ran dry: let the runners start these before asking the broker
                 # again (that call would find nothing and only delay them: ~60 us on Redis).
@@ -423,6 +427,13 @@ class Worker:
         lease = running.lease
         job = lease.job
         if self._hard:
+            running.stop(StopReason.RELEASE)
+        elif running.reason is None and time.monotonic() >= running.held_until:
+            # Its lease ran out while it waited (the loop stalled, or the broker was out of
+            # reach for a lease): another worker may run it now. Not started here; handed back
+            # (refused if the lease has passed on, applied if not).
+            log.warning("job %s: its lease ran out while it waited for a runner; not run here",
+                        job.id, extra=_extra(job))  # fmt: skip
             running.stop(StopReason.RELEASE)
         if running.reason is not None:  # stopped while it waited: never started
             self._settle_unrun(running)

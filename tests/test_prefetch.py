@@ -9,6 +9,7 @@ lease must really pass, the visibility timeout is a fraction of a second.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -254,6 +255,77 @@ async def test_a_held_job_whose_lease_was_lost_is_never_run() -> None:
     assert worker.stats.completed == 0
     for job in (first, held):  # still the other worker's, untouched
         assert (await stored(app, job)).status is JobStatus.RUNNING
+
+
+class Stall:
+    """A task whose ``stall`` job blocks the event loop for longer than the lease (no heartbeat
+    runs meanwhile), then, if ``reclaim``, has another worker's reaper take over every expired
+    lease, as it could have during the stall (the memory broker's ``reclaim`` does not yield)."""
+
+    def __init__(self, app: App, broker: CountingBroker, *, reclaim: bool) -> None:
+        self.ran: list[str] = []
+        self.taken: list[str] = []
+
+        @app.task(name="stalling")
+        async def stalling(label: str) -> None:
+            self.ran.append(label)
+            if label == "stall":
+                time.sleep(SHORT_LEASE * 2)  # noqa: ASYNC251 - the stall: no heartbeat runs
+                if reclaim:
+                    taken = await broker.reclaim(["default"], lease=60.0)
+                    self.taken.extend(lease.job.id for lease in taken)
+
+        self.task = stalling
+
+
+async def test_a_held_job_whose_lease_ran_out_unextended_is_not_started() -> None:
+    """The loop stalls past the lease and another worker takes the held job over meanwhile:
+    the runner that frees up does not start it before any heartbeat could hear of it."""
+    app, broker = make_app(visibility_timeout=SHORT_LEASE, reaper_interval=60.0)
+    stall = Stall(app, broker, reclaim=True)
+    first = await stall.task.enqueue("stall")
+    held = await stall.task.enqueue("held")
+
+    with watching_log("ran out while it waited", 1) as ran_out:
+        async with app.worker(concurrency=1, prefetch=1) as worker:
+            with anyio.fail_after(WAIT):
+                await ran_out.seen.wait()
+                await broker.outcomes(2)  # the first's COMPLETE, the held one's RELEASE
+
+    assert stall.ran == ["stall"]
+    assert worker.stats.lost == 2  # both refused: the leases had passed on
+    assert sorted(stall.taken) == sorted([first.id, held.id])
+    assert (await stored(app, held)).status is JobStatus.RUNNING  # the other worker's
+
+
+class NoReaper(CountingBroker):
+    """Reclaims nothing: no reaper anywhere takes an expired lease over (the worker's own first
+    sweep may come after the stall)."""
+
+    async def reclaim(
+        self, queues: Sequence[str], *, lease: float, limit: int = 100
+    ) -> list[Lease]:
+        return []
+
+
+async def test_a_held_job_whose_lease_ran_out_but_was_not_taken_is_handed_back() -> None:
+    """Nobody took the expired lease over: the hand-back applies (attempt refunded), and the
+    job runs once, under a new lease."""
+    app, broker = make_app(NoReaper(), visibility_timeout=SHORT_LEASE)
+    stall = Stall(app, broker, reclaim=False)
+    await stall.task.enqueue("stall")
+    held = await stall.task.enqueue("held")
+
+    with watching_log("ran out while it waited", 1) as ran_out:
+        async with app.worker(concurrency=1, prefetch=1) as worker:
+            with anyio.fail_after(WAIT):
+                await ran_out.seen.wait()
+                await app.result(held.id, timeout=WAIT)
+
+    assert stall.ran == ["stall", "held"]
+    done = await stored(app, held)
+    assert (done.status, done.attempts) == (JobStatus.COMPLETED, 1)
+    assert (worker.stats.completed, worker.stats.released) == (2, 1)
 
 
 # -- stopping -----------------------------------------------------------------------------------
