@@ -239,3 +239,34 @@ async def test_a_small_call_refused_a_lock_midway_is_run_again_on_the_thread(
     assert threads[0] == threading.get_ident()
     assert threads[1] != threading.get_ident()
     assert _paused(db) == {"try2"}  # the loop's try rolled back
+
+
+def test_a_forked_process_opens_its_own_blocking_connection(tmp_path: Path) -> None:
+    """gunicorn --preload: a sync enqueue in the parent, then the children write too."""
+    import os
+    import warnings
+
+    db = tmp_path / "store.db"
+    store = Store(str(db), SystemClock())
+    try:
+        store.run_blocking(_pause("parent"))
+        parent = store._sync
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (pytest's)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status only
+            status = 2
+            try:
+                store.run_blocking(_pause(f"child{os.getpid()}"))
+                status = 3 if store._sync is parent else 0
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert store._sync is parent  # the parent's own stays its own
+        store.run_blocking(_pause("parent again"))
+    finally:
+        store.close()
+    assert _paused(db) == {"parent", f"child{pid}", "parent again"}
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -276,6 +276,7 @@ class Store:
         self._on_ready = on_ready
         self._full = full  # synchronous=FULL: no call runs on the loop (its commit syncs)
         self._sync = _Connection(path, full=full)
+        self._sync_pid = os.getpid()
         self._here = _Connection(path, waits=False)  # the event loop's, for small calls
         self._here_pid = os.getpid()
         self._worker: _Worker | None = None
@@ -357,8 +358,13 @@ class Store:
         return out, tx.ready
 
     def run_blocking(self, fn: Callable[[Tx], _T]) -> tuple[_T, bool]:
-        """``run`` in the calling thread, on the store's second connection."""
-        connection = self._sync
+        """``run`` in the calling thread, on the store's second connection (a process forked
+        after a call opens one of its own: SQLite's connections must not cross a fork, and
+        the parent's lock may have been held by a thread the child does not have)."""
+        with self._lock:
+            if self._sync_pid != os.getpid():  # the parent's is left alone, not closed here
+                self._sync, self._sync_pid = _Connection(self.path, full=self._full), os.getpid()
+            connection = self._sync
         with connection.lock:
             try:
                 conn = connection.get()
