@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 
 from taskit.broker.redis.connections import Connections
 from taskit.broker.redis.transport.shared import SharedClient
+from tests._fork import forked
 
 CALLS = 300
 
@@ -39,22 +39,14 @@ def test_a_forked_process_makes_its_own_blocking_connection(redis_url: str) -> N
     parent = conn.blocking()
     assert isinstance(parent, SharedClient)
     assert parent.execute("PING") == b"PONG"  # connected before the fork, as a preloading master
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (pytest's)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through its exit status only
-        status = 2
-        try:
-            status = _child(conn, parent)
-        finally:
-            os._exit(status)
+    _, wait = forked(lambda: _child(conn, parent))
     wrong: list[str] = []
     worker = threading.Thread(target=_echo_all, args=(parent, "parent", wrong))
     worker.start()  # the parent keeps using its connection meanwhile
     worker.join(timeout=30)
-    _, status = os.waitpid(pid, 0)
+    code = wait()
     try:
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert code == 0
         assert not wrong
         assert conn.blocking() is parent  # the parent's own stays its own
     finally:

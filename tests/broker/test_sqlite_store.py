@@ -4,8 +4,8 @@ commit, in the order they called; the first call after ``close`` opens the file 
 
 from __future__ import annotations
 
-import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -15,21 +15,10 @@ import pytest
 from taskit.broker.sqlite.store import Store, Tx
 from taskit.clock import SystemClock
 from taskit.errors import BrokerError
+from tests.broker._store_calls import pause as _pause
+from tests.broker._store_calls import paused as _paused
 
 pytestmark = pytest.mark.anyio
-
-
-def _pause(name: str) -> object:
-    def fn(tx: Tx) -> str:
-        tx.conn.execute("INSERT INTO paused VALUES (?)", (name,))
-        return name
-
-    return fn
-
-
-def _paused(db: Path) -> set[str]:
-    with sqlite3.connect(db) as conn:
-        return {queue for (queue,) in conn.execute("SELECT queue FROM paused")}
 
 
 async def test_queued_calls_share_a_commit_and_each_is_all_or_none(tmp_path: Path) -> None:
@@ -55,10 +44,10 @@ async def test_queued_calls_share_a_commit_and_each_is_all_or_none(tmp_path: Pat
     called: list[str] = []
     answers: dict[str, object] = {}  # in the order the callers resumed
 
-    async def call(name: str, fn: object) -> None:
+    async def call(name: str, fn: Callable[[Tx], object]) -> None:
         called.append(name)  # ``run`` queues the call before it first waits
         try:
-            answers[name] = (await store.run(fn))[0]  # type: ignore[arg-type]
+            answers[name] = (await store.run(fn))[0]
         except Exception as exc:
             answers[name] = exc
 
@@ -88,8 +77,8 @@ async def test_queued_calls_share_a_commit_and_each_is_all_or_none(tmp_path: Pat
 async def test_a_call_after_close_opens_the_file_again(tmp_path: Path) -> None:
     db = tmp_path / "store.db"
     store = Store(str(db), SystemClock())
-    assert (await store.run(_pause("a")))[0] == "a"  # type: ignore[arg-type]
+    assert (await store.run(_pause("a")))[0] == "a"
     store.close()
-    assert (await store.run(_pause("b")))[0] == "b"  # type: ignore[arg-type]
+    assert (await store.run(_pause("b")))[0] == "b"
     store.close()
     assert _paused(db) == {"a", "b"}

@@ -4,6 +4,7 @@ thread, in order; each still all or none; the WAL is checkpointed by the thread.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -17,23 +18,11 @@ from taskit.broker.sqlite import store as store_module
 from taskit.broker.sqlite.store import Store, Tx
 from taskit.clock import SystemClock
 from taskit.errors import BrokerError
+from tests._fork import forked
+from tests.broker._store_calls import pause as _pause
+from tests.broker._store_calls import paused as _paused
 
 pytestmark = pytest.mark.anyio
-
-
-def _pause(name: str, threads: list[int] | None = None) -> Callable[[Tx], str]:
-    def fn(tx: Tx) -> str:
-        if threads is not None:
-            threads.append(threading.get_ident())
-        tx.conn.execute("INSERT INTO paused VALUES (?)", (name,))
-        return name
-
-    return fn
-
-
-def _paused(db: Path) -> set[str]:
-    with sqlite3.connect(db) as conn:
-        return {queue for (queue,) in conn.execute("SELECT queue FROM paused")}
 
 
 async def _opened(store: Store) -> None:
@@ -227,7 +216,7 @@ async def test_a_small_call_refused_a_lock_midway_is_run_again_on_the_thread(
         tx.conn.execute("INSERT INTO paused VALUES (?)", (f"try{len(threads)}",))
         if len(threads) == 1:
             busy = sqlite3.OperationalError("database is locked")
-            busy.sqlite_errorcode = code  # type: ignore[attr-defined]
+            busy.sqlite_errorcode = code
             raise busy
         return "done"
 
@@ -243,26 +232,18 @@ async def test_a_small_call_refused_a_lock_midway_is_run_again_on_the_thread(
 
 def test_a_forked_process_opens_its_own_blocking_connection(tmp_path: Path) -> None:
     """gunicorn --preload: a sync enqueue in the parent, then the children write too."""
-    import os
-    import warnings
-
     db = tmp_path / "store.db"
     store = Store(str(db), SystemClock())
+
+    def child() -> int:
+        store.run_blocking(_pause(f"child{os.getpid()}"))
+        return 3 if store._sync is parent else 0  # 3: the parent's connection, inherited
+
     try:
         store.run_blocking(_pause("parent"))
         parent = store._sync
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (pytest's)
-            pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child reports through its exit status only
-            status = 2
-            try:
-                store.run_blocking(_pause(f"child{os.getpid()}"))
-                status = 3 if store._sync is parent else 0
-            finally:
-                os._exit(status)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        pid, wait = forked(child)
+        assert wait() == 0
         assert store._sync is parent  # the parent's own stays its own
         store.run_blocking(_pause("parent again"))
     finally:
