@@ -8,8 +8,8 @@ every one. ``HandlerThreads`` keeps what is needed and shares the rest:
 * calls wait in one deque under one lock; a thread takes the next call as soon as it is free,
   so a busy thread is never woken, and an idle one is woken only when no other wake-up is on its
   way (the thread that wakes wakes the next one if calls are still waiting). An idle thread
-  parks on a lock of its own, held while it sleeps: waking it is one ``release``, where a
-  ``Condition`` would build a new lock for every wait;
+  sleeps on a ``Bell`` of its own, rung outside the lock: ringing lets go of the GIL, so the
+  woken thread can run at once instead of waking only to wait for the GIL (see ``_bell``);
 * results go back in batches: a finished call is put on a list, and the event loop is woken
   only if no wake-up is pending (``call_soon_threadsafe`` on asyncio, ``run_sync_soon`` on
   trio), to hand every finished call of the list to its waiter at once. On asyncio the waiter
@@ -36,6 +36,8 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+
+from taskit._bell import Bell
 
 try:  # anyio clears it in its worker threads too; without sniffio there is nothing to clear
     from sniffio import current_async_library_cvar as _LIBRARY
@@ -82,12 +84,13 @@ class HandlerThreads:
         self._size = size
         self._lock = threading.Lock()
         self._calls: deque[_Call[Any]] = deque()
-        self._parked: list[threading.Lock] = []  # idle threads' locks, not yet released
+        self._idle: list[Bell] = []  # the bells of idle threads, not rung yet
         self._finished: list[_Call[Any]] = []
         self._threads = 0  # alive
-        self._woken = 0  # released from ``_parked`` and not yet back under the lock
+        self._woken = 0  # rung (taken off ``_idle``) and not yet back under the lock
         self._running = 0  # taken by a thread and not finished (abandoned ones included)
         self._delivery_due = False  # a wake-up of the loop is on its way
+        self._ring_due = False  # the loop rings an idle thread in its next round
         self._closed = False
 
     @property
@@ -97,22 +100,26 @@ class HandlerThreads:
         return self._running
 
     async def run(self, fn: Callable[[], T]) -> T:
-        """``fn()`` in one of the threads; its value, or its exception raised here."""
+        """``fn()`` in one of the threads; its value, or its exception raised here.
+        ``RuntimeError`` once closed; ``OSError`` (or ``RuntimeError``) when no new thread
+        can be started and none is free."""
         context = contextvars.copy_context()
         if _LIBRARY is not None and _LIBRARY.get() is not None:  # unset (None): nothing to clear
             context.run(_LIBRARY.set, None)
         loop = self._loop
         call = _Call(fn, context, loop.create_future() if loop is not None else anyio.Event())
+        ring = None
         with self._lock:
             if self._closed:
                 raise RuntimeError("HandlerThreads is closed")
             self._calls.append(call)
-            if self._parked:
-                if self._woken == 0:  # else the thread on its way wakes the next one
-                    self._wake_one()
+            if self._idle:
+                if self._woken == 0 and not self._ring_due:  # else a wake-up is on its way
+                    ring = self._wake_now_or_soon(loop)
             elif self._threads < self._size:
-                self._threads += 1
-                threading.Thread(target=self._work, name="taskit-sync-handler").start()
+                self._start_thread(call)
+        if ring is not None:
+            ring.ring()
         try:
             await (call.done if loop is not None else call.done.wait())
         except BaseException:
@@ -126,46 +133,86 @@ class HandlerThreads:
         """No more calls: idle threads exit now, busy ones once their call returns."""
         with self._lock:
             self._closed = True
-            while self._parked:
-                self._wake_one()
+            bells = [self._wake_one() for _ in range(len(self._idle))]
+        for bell in bells:
+            bell.ring()
 
-    def _wake_one(self) -> None:  # with the lock held
+    def _wake_now_or_soon(self, loop: asyncio.AbstractEventLoop | None) -> Bell | None:
+        """With the lock held: the bell to ring now, or ``None`` if the loop rings one in its
+        next round. Now if the pool was idle (this call alone, nothing running): the loop is
+        likely to wait for it. Else later, after every caller of this round has queued its call
+        (as a busy pool's results come back in one batch, its next calls come in one burst):
+        each ring lets go of the GIL, and a thread taking it then keeps the loop from queueing
+        the rest; a ring after the burst wakes one thread for all of them (it wakes the next)."""
+        if loop is None or (self._running == 0 and len(self._calls) == 1):
+            return self._wake_one()
+        self._ring_due = True
+        loop.call_soon(self._ring_soon)
+        return None
+
+    def _ring_soon(self) -> None:  # on the event loop, in the round after ``run`` asked for it
+        ring = None
+        with self._lock:
+            self._ring_due = False
+            if self._calls and self._idle and self._woken == 0:
+                ring = self._wake_one()
+        if ring is not None:
+            ring.ring()
+
+    def _start_thread(self, call: _Call[Any]) -> None:  # with the lock held
+        bell = None
+        try:
+            bell = Bell(IDLE_EXIT)
+            thread = threading.Thread(target=self._work, args=(bell,), name="taskit-sync-handler")
+            thread.start()
+        except BaseException:  # out of sockets or threads: this call fails, the next may not
+            if bell is not None:
+                bell.close()
+            self._calls.remove(call)
+            raise
+        self._threads += 1
+
+    def _wake_one(self) -> Bell:  # with the lock held; ring the bell once the lock is let go
         self._woken += 1
-        self._parked.pop().release()  # the latest parked: its stack is likeliest in the cache
+        return self._idle.pop()  # the latest idle: its stack is likeliest in the cache
 
-    def _work(self) -> None:
+    def _work(self, bell: Bell) -> None:
         threadlocals = getattr(anyio.from_thread, "threadlocals", None)
         if threadlocals is not None:  # anyio.from_thread.run works here as in anyio's threads
             # (on asyncio; on trio it needs ``token=``, as from any thread trio did not start)
             threadlocals.current_token = self._token
-        park = threading.Lock()
-        park.acquire()  # held while this thread sleeps: whoever releases it wakes the thread
+        try:
+            self._serve(bell)
+        finally:
+            bell.close()
+
+    def _serve(self, bell: Bell) -> None:
         done: _Call[Any] | None = None
         woken = False
         while True:
-            # One pass under the lock: hand back the call just run, take the next or park.
+            # One pass under the lock: hand back the call just run, take the next or go idle.
             with self._lock:
                 if woken:
                     self._woken -= 1
                 wake_loop = done is not None and self._finish(done)
-                call = self._take()
+                call, ring = self._take()
                 exiting = call is None and self._closed
                 if exiting:
                     self._threads -= 1
                 elif call is None:
-                    self._parked.append(park)
+                    self._idle.append(bell)
+            if ring is not None:
+                ring.ring()
             if wake_loop:  # as late as can be: the loop wants the GIL this thread holds
                 with contextlib.suppress(Exception):  # the loop has ended: nobody waits
                     self._soon(self._deliver)
             if exiting:
                 return
             if call is None:
-                if park.acquire(timeout=IDLE_EXIT):
-                    done, woken = None, True
-                    continue
-                if self._idle_out(park):
+                rung = bell.wait() or self._rung_late(bell)
+                if rung is None:
                     return
-                done, woken = None, False
+                done, woken = None, rung
                 continue
             try:
                 call.value = call.context.run(call.fn)
@@ -173,17 +220,17 @@ class HandlerThreads:
                 call.error = exc
             done, woken = call, False
 
-    def _take(self) -> _Call[Any] | None:  # with the lock held
+    def _take(self) -> tuple[_Call[Any] | None, Bell | None]:  # with the lock held
+        """The next call to run (skipping abandoned ones), and the bell of an idle thread to
+        ring if more calls are waiting."""
         calls = self._calls
         while calls:
             call = calls.popleft()
             if call.abandoned:
                 continue
-            if calls and self._parked:
-                self._wake_one()  # more are waiting: the next idle thread helps
             self._running += 1
-            return call
-        return None
+            return call, self._wake_one() if calls and self._idle else None
+        return None, None
 
     def _finish(self, call: _Call[Any]) -> bool:  # with the lock held
         """Put ``call`` on the list to deliver; whether the loop must be woken for it."""
@@ -194,18 +241,20 @@ class HandlerThreads:
         self._delivery_due = True
         return True
 
-    def _idle_out(self, park: threading.Lock) -> bool:
-        """After a park that timed out: whether this thread exits (no call came)."""
+    def _rung_late(self, bell: Bell) -> bool | None:
+        """After a wait that timed out: ``None`` if this thread exits (idle too long, and no
+        call came); ``True``, rung after all; ``False``, not rung but a call is waiting."""
         with self._lock:
-            if park not in self._parked:  # released just as the wait ran out: it was woken
-                park.acquire()  # already released (under this lock): held again at once
-                self._woken -= 1
-                return False
-            self._parked.remove(park)
-            if self._calls:  # taken soon by this thread (another's wake-up is on its way)
-                return False
-            self._threads -= 1
-            return True
+            rung = bell not in self._idle  # taken off it by a waker who rings just now
+            if not rung:
+                self._idle.remove(bell)
+                if not self._calls:
+                    self._threads -= 1
+                    return None
+        if rung:  # its ring is on its way: take it, so that none is left for a later wait
+            while not bell.wait():
+                pass
+        return rung
 
     def _deliver(self) -> None:  # on the event loop
         with self._lock:
