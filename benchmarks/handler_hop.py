@@ -1,6 +1,8 @@
 """The hop of a sync (``def``) call to a handler thread and back: this tree beside another.
 
-Per call, wall µs and CPU µs (``time.process_time``, every thread) of ``await run(noop)``:
+Per call, wall µs, CPU µs (``time.process_time``, every thread) and the process's context
+switches (``getrusage``: what the noise of a shared machine moves least) of
+``await run(noop)``:
 
 * ``c1``: one call at a time (the loop idle while the thread runs it: every call pays a wake of
   the thread and a wake of the loop), ``--calls`` calls after a warm-up;
@@ -12,7 +14,7 @@ Hops: ``HandlerThreads`` (each tree's own), ``anyio.to_thread.run_sync`` and a f
 ``loop.call_soon_threadsafe(future.set_result)``: no batching, no contexts, no abandon). Then the
 worker's drain at concurrency 1 on the memory broker (``benchmarks.sqlite._taskit_drain``: 3,000
 no-op jobs, ``Worker.run(burst=True)``) with a ``def`` job and, for reference, an ``async def``
-one: µs a job, wall and CPU.
+one: µs a job, wall and CPU, and switches a job.
 
 Each measurement runs in a process of its own with its tree's ``taskit`` first on
 ``PYTHONPATH``; within a round the base and this tree alternate, measurement by measurement, and
@@ -31,6 +33,7 @@ import asyncio
 import json
 import os
 import queue
+import resource
 import statistics
 import subprocess
 import sys
@@ -132,12 +135,21 @@ async def hop_here(which: str, shape: str, calls: int) -> dict[str, float]:
 
     try:
         await _calls(hop, WARMUP, in_flight)
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu, switches = time.perf_counter(), time.process_time(), _switches()
         await _calls(hop, calls, in_flight)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        switches = _switches() - switches
     finally:
         close()
-    return {"wall_us": wall * 1e6 / calls, "cpu_us": cpu * 1e6 / calls}
+    per_call = {"wall_us": wall * 1e6, "cpu_us": cpu * 1e6, "switches": float(switches)}
+    return {figure: value / calls for figure, value in per_call.items()}
+
+
+def _switches() -> int:
+    """The process's context switches so far, voluntary and not (every thread): a figure the
+    machine's noise moves far less than time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
 
 
 def drain_here(body: str) -> dict[str, float]:
@@ -145,9 +157,13 @@ def drain_here(body: str) -> dict[str, float]:
     from benchmarks.sqlite import _taskit_drain
 
     anyio.run(_taskit_drain, 500, 1, "normal", True, 0, body)  # warm-up (whole 500s)
-    cpu = time.process_time()
+    cpu, switches = time.process_time(), _switches()
     rate = anyio.run(_taskit_drain, DRAIN_JOBS, 1, "normal", True, 0, body)
-    return {"wall_us": 1e6 / rate, "cpu_us": (time.process_time() - cpu) * 1e6 / DRAIN_JOBS}
+    return {
+        "wall_us": 1e6 / rate,
+        "cpu_us": (time.process_time() - cpu) * 1e6 / DRAIN_JOBS,
+        "switches": (_switches() - switches) / DRAIN_JOBS,
+    }
 
 
 def one(argv: list[str], calls: int) -> dict[str, float]:
@@ -176,13 +192,14 @@ def measure(tree: Tree, what: str, calls: int) -> dict[str, float]:
 # -- the run -----------------------------------------------------------------------------------
 def table(runs: list[Run]) -> str:
     lines = [
-        "| hop | base wall µs | this wall µs | / base | base CPU µs | this CPU µs | / base |",
-        "|---" * 7 + "|",
+        "| hop | base wall µs | this wall µs | / base | base CPU µs | this CPU µs | / base "
+        "| base switches | this switches |",
+        "|---" * 9 + "|",
     ]
 
     def median(key: str, figure: str) -> str:
         values = [run[key][figure] for run in runs if key in run]
-        return f"{statistics.median(values):.1f}" if values else ""
+        return f"{statistics.median(values):.{2 if figure == 'switches' else 1}f}" if values else ""
 
     for label, _, both in MEASURES:
         cells = [label]
@@ -194,6 +211,7 @@ def table(runs: list[Run]) -> str:
                 else ""
             )
             cells += [median(base, figure), median(this, figure), ratio]
+        cells += [median(f"base {label}", "switches"), median(f"this {label}", "switches")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
