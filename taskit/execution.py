@@ -132,7 +132,7 @@ class Executor:
         self._limiter = limiter
         self._pool = threads
         self._clock = clock if clock is not None else SystemClock()
-        self._threads = 0  # sync handlers running in threads now, abandoned ones included
+        self._threads = 0  # sync handlers running in anyio's threads now, abandoned included
         self._threads_lock = threading.Lock()
 
     @property
@@ -140,7 +140,7 @@ class Executor:
         """Sync handlers still running in threads. A thread cannot be stopped: a job stopped
         by the worker (timeout, cancel, the end of the grace period) abandons its thread, which
         runs on until the handler returns."""
-        return self._threads
+        return self._threads + (self._pool.running if self._pool is not None else 0)
 
     async def execute(self, running: RunningJob) -> Outcome | None:
         """Run the job and say how to settle it (``None``: do not settle, the lease is lost).
@@ -200,8 +200,8 @@ class Executor:
         assert task.fn is not None
         if task.is_async:
             return await task.fn(*args, **kwargs)
-        if self._pool is not None:
-            return await self._pool.run(functools.partial(self._in_thread, task.fn, args, kwargs))
+        if self._pool is not None:  # which counts its running calls itself, under its lock
+            return await self._pool.run(functools.partial(task.fn, *args, **kwargs))
         return await anyio.to_thread.run_sync(
             functools.partial(self._in_thread, task.fn, args, kwargs),
             limiter=self._limiter,
@@ -209,7 +209,8 @@ class Executor:
         )
 
     def _in_thread(self, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """Run a sync handler, counted in ``threads_running`` while it runs (in its thread)."""
+        """Run a sync handler in one of anyio's threads, counted in ``threads_running`` while
+        it runs."""
         with self._threads_lock:
             self._threads += 1
         try:

@@ -727,6 +727,28 @@ async def test_a_sync_handler_past_its_timeout_fails_and_the_worker_goes_on() ->
     assert after == timed_out  # its late return value changed nothing
 
 
+async def test_a_worker_counts_its_abandoned_sync_handler_until_that_returns() -> None:
+    # What the CLI reads once the worker stopped, to exit without joining such a thread.
+    app = make_app()
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+
+    @app.task(timeout=0.05, max_retries=0)
+    def stuck() -> None:
+        threads.append(threading.current_thread())
+        release.wait(WAIT)
+
+    await stuck.enqueue()
+    worker = app.worker(concurrency=1)
+    with anyio.fail_after(WAIT):
+        await worker.run(burst=True)
+    assert worker.threads_running == 1
+    release.set()
+    await anyio.to_thread.run_sync(threads[0].join, WAIT)  # the worker closed it: it ends
+    assert not threads[0].is_alive()
+    assert worker.threads_running == 0
+
+
 # -- where handlers run -----------------------------------------------------------------------
 async def test_async_handlers_run_on_the_loop_and_sync_ones_in_threads() -> None:
     app = make_app()

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent / "taskit"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("taskit.errors", "taskit._ids", "taskit._urls", "taskit.config",
                      "taskit.backoff", "taskit.clock", "taskit._outage", "taskit._portal",
-                     "taskit._threads", "taskit._logline")),
+                     "taskit._threads", "taskit._bell", "taskit._logline")),
     ("data", ("taskit.job", "taskit._values", "taskit._storable", "taskit.options",
               "taskit.events", "taskit.hooks", "taskit.limits", "taskit.fairness",
               "taskit.dedup", "taskit.limiting", "taskit.dependencies",
