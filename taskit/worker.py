@@ -214,25 +214,15 @@ class Worker:
                 services.start_soon(events.run)
             settled = anyio.Event()
             services.start_soon(_set_after, settler.run, settled)
-            async with anyio.create_task_group() as runners:
-                self._runners_left = self.concurrency
-                for _ in range(self.concurrency):
-                    runners.start_soon(self._runner, handoff, executor)
-                try:
-                    with anyio.CancelScope() as self._fetching:  # stop() cancels it
-                        if self._stopping.is_set():
-                            self._fetching.cancel()
-                        await self._fetch(handoff, burst)
-                finally:
-                    self._fetching = None
-                    self._hand_back_waiting()
-                    handoff.close()
-                grace_end = await self._grace()
-            # Every runner is done: deliver what they settled, then stop; a broker that is down
-            # is not waited out past the grace period (the leases expire, the jobs come back).
-            # One failing all along (down, or refusing writes: READONLY) gets no time past it.
-            after = 0.0 if settler.failing else SETTLE_AFTER_GRACE
-            settler.close(give_up_at=max(grace_end, anyio.current_time()) + after)
+            give_up_at: float | None = None
+            try:
+                give_up_at = await self._serve_jobs(executor, handoff, burst)
+            finally:
+                # On every way out: the settler is shielded, and returns only once closed. Out
+                # by an error or a cancel from outside, what it holds gets the time a stop would.
+                if give_up_at is None:
+                    give_up_at = anyio.current_time() + SETTLE_AFTER_GRACE
+                settler.close(give_up_at=give_up_at)
             await settled.wait()
             if events:
                 await events.close()  # deliver what is left before the services stop
@@ -244,6 +234,30 @@ class Worker:
                 "be stopped; their jobs were handed back or failed)",
                 self.name, executor.threads_running,
             )  # fmt: skip
+
+    async def _serve_jobs(self, executor: Executor, handoff: Handoff, burst: bool) -> float:
+        """Fetch and run jobs until stopped (or, in burst mode, done), then let the running
+        ones finish within the grace period. Returns until when the settler may go on (anyio
+        clock)."""
+        async with anyio.create_task_group() as runners:
+            self._runners_left = self.concurrency
+            for _ in range(self.concurrency):
+                runners.start_soon(self._runner, handoff, executor)
+            try:
+                with anyio.CancelScope() as self._fetching:  # stop() cancels it
+                    if self._stopping.is_set():
+                        self._fetching.cancel()
+                    await self._fetch(handoff, burst)
+            finally:
+                self._fetching = None
+                self._hand_back_waiting()
+                handoff.close()
+            grace_end = await self._grace()
+        # Every runner is done: deliver what they settled, then stop; a broker that is down
+        # is not waited out past the grace period (the leases expire, the jobs come back).
+        # One failing all along (down, or refusing writes: READONLY) gets no time past it.
+        after = 0.0 if self._settler.failing else SETTLE_AFTER_GRACE
+        return max(grace_end, anyio.current_time()) + after
 
     @property
     def running_count(self) -> int:
