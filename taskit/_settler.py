@@ -102,7 +102,7 @@ class Settler:
         self._wake = anyio.Event()
         self._closed = False
         self._give_up_at = math.inf  # anyio clock: set by close()
-        self._sending: anyio.CancelScope | None = None  # the batch in flight
+        self._sending: anyio.CancelScope | None = None  # run's, while it runs
         self._outage = Outage("settle", log, backoff=_OUTAGE_BACKOFF)
         # The batch in flight: whether a try of it may have reached the broker (sent, its reply
         # lost, or a call under way when it was given up); otherwise it was never delivered.
@@ -129,37 +129,48 @@ class Settler:
         self._wake.set()
 
     async def run(self) -> None:
-        """Send batches until closed and drained. Sending is shielded from cancellation, so a
-        batch taken from the queue is always delivered (or given up after one lease, or at the
-        ``give_up_at`` of ``close``)."""
-        while True:
-            if not self._pending:
-                if self._closed:
-                    return
-                self._wake = anyio.Event()
-                await self._wake.wait()
-                continue
-            batch, self._pending = self._pending, []
-            self._maybe_sent = False
-            settled: list[tuple[Outcome, Settled]] = []
+        """Send batches until closed and drained. ``run`` is shielded from cancellation for its
+        whole life (one scope, not one a batch: a worker of concurrency 1 sends a batch a job),
+        so a batch taken from the queue is always delivered (or given up after one lease, or at
+        the ``give_up_at`` of ``close``): its owner must ``close`` it on every way out, or it
+        never returns. Outcomes still queued at ``give_up_at`` are reported undelivered."""
+        batch: list[Outcome] = []  # the batch in flight
+        try:
             with anyio.CancelScope(shield=True, deadline=self._give_up_at) as self._sending:
-                settled = await self._settle(batch)
-            if self._sending.cancelled_caught:
-                # Given up at shutdown: unknown if a try may have reached the broker, else
-                # never delivered (a broker that refused every connection got nothing).
-                gave_up = Settled.UNKNOWN if self._maybe_sent else Settled.UNDELIVERED
-                settled = [(outcome, gave_up) for outcome in batch]
-                log.error(
-                    "gave up settling %d jobs as the worker stopped (the broker did not answer): "
-                    "their leases expire and they are reclaimed", len(batch),
-                )  # fmt: skip
+                while True:
+                    if not self._pending:
+                        if self._closed:
+                            return
+                        self._wake = anyio.Event()
+                        await self._wake.wait()
+                        continue
+                    batch, self._pending = self._pending, []
+                    self._maybe_sent = False
+                    settled = await self._settle(batch)
+                    batch = []
+                    self._report(settled)
+        finally:
             self._sending = None
-            try:
-                for outcome, ok in settled:
-                    self._on_settled(outcome, ok)
-            finally:
-                if self._after_batch is not None:
-                    self._after_batch()
+        # Given up at shutdown: unknown if a try may have reached the broker, else never
+        # delivered (a broker that refused every connection got nothing; nor did those queued).
+        gave_up = Settled.UNKNOWN if self._maybe_sent else Settled.UNDELIVERED
+        unsent, self._pending = self._pending, []
+        log.error(
+            "gave up settling %d jobs as the worker stopped (the broker did not answer): "
+            "their leases expire and they are reclaimed", len(batch) + len(unsent),
+        )  # fmt: skip
+        self._report(
+            [(outcome, gave_up) for outcome in batch]
+            + [(outcome, Settled.UNDELIVERED) for outcome in unsent]
+        )
+
+    def _report(self, settled: list[tuple[Outcome, Settled]]) -> None:
+        try:
+            for outcome, ok in settled:
+                self._on_settled(outcome, ok)
+        finally:
+            if self._after_batch is not None:
+                self._after_batch()
 
     async def _settle(self, batch: list[Outcome]) -> list[tuple[Outcome, Settled]]:
         """Settle ``batch``; if the broker refuses it for what it holds, each member alone."""

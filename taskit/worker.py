@@ -7,7 +7,9 @@ Inside one anyio task group:
   held waiting (blocking in the broker while there is nothing to do, so a new job starts at
   once) and hands them to the runners (``taskit._handoff``). With a job waiting, a runner that
   finishes one starts the next at once instead of after a reserve, and the reserve that refills
-  the buffer goes to the broker beside the finished job's settle;
+  the buffer goes to the broker beside the finished job's settle. A worker that holds one job
+  at a time (concurrency 1, prefetch 0) has its runner reserve the next job itself, as long as
+  one is ready at once: the same reserve, without a round of wake-ups between two tasks a job;
 * ``concurrency`` **runners** each run one job at a time (``taskit.execution``) and settle it;
 * the **heartbeat** extends every lease the worker holds (running or waiting) each third of the
   visibility timeout, and stops jobs whose lease was lost or whose cancel was requested (a
@@ -21,14 +23,14 @@ settings, the event subscribers, the hooks), not the App: ``App.worker`` builds 
 parts, and a test builds one without any App. ``Worker(app, ...)`` works too (an App has those
 parts).
 
-Shutdown (``stop()``, SIGTERM or SIGINT): the fetcher is cancelled at once, wherever it waits
-(a cancelled reserve raises and hands back anything it took in that moment, see
-``Broker.reserve``), so nothing is reserved after the stop; jobs waiting for a runner are handed
-back at once (RELEASE: the attempt refunded), not run; running jobs may finish until the grace
-period, counted from the stop, runs out; then the rest are stopped and handed back to the queue at
-once. A second signal (or ``stop(graceful=False)``) ends the grace period there. Either way
-nothing is lost. Every loop that talks to the broker waits out a failure with a capped, jittered
-backoff and logs it once per outage (``taskit._outage``).
+Shutdown (``stop()``, SIGTERM or SIGINT): the fetcher (and a runner's own reserve) is cancelled
+at once, wherever it waits (a cancelled reserve raises and hands back anything it took in that
+moment, see ``Broker.reserve``), so nothing is reserved after the stop; jobs waiting for a runner
+are handed back at once (RELEASE: the attempt refunded), not run; running jobs may finish until
+the grace period, counted from the stop, runs out; then the rest are stopped and handed back to
+the queue at once. A second signal (or ``stop(graceful=False)``) ends the grace period there.
+Either way nothing is lost. Every loop that talks to the broker waits out a failure with a
+capped, jittered backoff and logs it once per outage (``taskit._outage``).
 """
 
 from __future__ import annotations
@@ -150,6 +152,9 @@ class Worker:
         self._stopped_at: float | None = None  # anyio clock: the grace period counts from here
         self._hard = False
         self._fetching: anyio.CancelScope | None = None  # the fetcher's scope, while it runs
+        # A worker that holds one job at a time: its runner reserves the next job itself.
+        self._holds_one = self.concurrency + self.prefetch == 1
+        self._reserving: anyio.CancelScope | None = None  # the runner's, while it reserves
         self._slot_free = anyio.Event()
         self._drained = anyio.Event()
         self._runners_left = 0
@@ -209,25 +214,15 @@ class Worker:
                 services.start_soon(events.run)
             settled = anyio.Event()
             services.start_soon(_set_after, settler.run, settled)
-            async with anyio.create_task_group() as runners:
-                self._runners_left = self.concurrency
-                for _ in range(self.concurrency):
-                    runners.start_soon(self._runner, handoff, executor)
-                try:
-                    with anyio.CancelScope() as self._fetching:  # stop() cancels it
-                        if self._stopping.is_set():
-                            self._fetching.cancel()
-                        await self._fetch(handoff, burst)
-                finally:
-                    self._fetching = None
-                    self._hand_back_waiting()
-                    handoff.close()
-                grace_end = await self._grace()
-            # Every runner is done: deliver what they settled, then stop; a broker that is down
-            # is not waited out past the grace period (the leases expire, the jobs come back).
-            # One failing all along (down, or refusing writes: READONLY) gets no time past it.
-            after = 0.0 if settler.failing else SETTLE_AFTER_GRACE
-            settler.close(give_up_at=max(grace_end, anyio.current_time()) + after)
+            give_up_at: float | None = None
+            try:
+                give_up_at = await self._serve_jobs(executor, handoff, burst)
+            finally:
+                # On every way out: the settler is shielded, and returns only once closed. Out
+                # by an error or a cancel from outside, what it holds gets the time a stop would.
+                if give_up_at is None:
+                    give_up_at = anyio.current_time() + SETTLE_AFTER_GRACE
+                settler.close(give_up_at=give_up_at)
             await settled.wait()
             if events:
                 await events.close()  # deliver what is left before the services stop
@@ -239,6 +234,30 @@ class Worker:
                 "be stopped; their jobs were handed back or failed)",
                 self.name, executor.threads_running,
             )  # fmt: skip
+
+    async def _serve_jobs(self, executor: Executor, handoff: Handoff, burst: bool) -> float:
+        """Fetch and run jobs until stopped (or, in burst mode, done), then let the running
+        ones finish within the grace period. Returns until when the settler may go on (anyio
+        clock)."""
+        async with anyio.create_task_group() as runners:
+            self._runners_left = self.concurrency
+            for _ in range(self.concurrency):
+                runners.start_soon(self._runner, handoff, executor)
+            try:
+                with anyio.CancelScope() as self._fetching:  # stop() cancels it
+                    if self._stopping.is_set():
+                        self._fetching.cancel()
+                    await self._fetch(handoff, burst)
+            finally:
+                self._fetching = None
+                self._hand_back_waiting()
+                handoff.close()
+            grace_end = await self._grace()
+        # Every runner is done: deliver what they settled, then stop; a broker that is down
+        # is not waited out past the grace period (the leases expire, the jobs come back).
+        # One failing all along (down, or refusing writes: READONLY) gets no time past it.
+        after = 0.0 if self._settler.failing else SETTLE_AFTER_GRACE
+        return max(grace_end, anyio.current_time()) + after
 
     @property
     def running_count(self) -> int:
@@ -297,6 +316,8 @@ class Worker:
         self._stopping.set()
         if self._fetching is not None:
             self._fetching.cancel()
+        if self._reserving is not None:
+            self._reserving.cancel()
         self._hand_back_waiting()
 
     async def __aenter__(self) -> Self:
@@ -380,15 +401,18 @@ class Worker:
         for waiting in self._handoff.take_all():
             waiting.stop(StopReason.RELEASE)
             self._settle_unrun(waiting)
+            self._free_slot()
 
     def _settle_stopped_waiting(self) -> None:
         """Settle the waiting jobs the heartbeat stopped (lease lost, cancel requested)."""
         if self._handoff is not None:
             for waiting in self._handoff.take_stopped():
                 self._settle_unrun(waiting)
+                self._free_slot()
 
     def _settle_unrun(self, waiting: RunningJob) -> None:
-        """Settle a held job that was stopped before it started, and free its place."""
+        """Settle a held job that was stopped before it started (its place is freed by the
+        caller)."""
         job, token = waiting.lease.job, waiting.lease.token
         outcome = stopped_outcome(job, token, waiting.reason)
         if outcome is None:
@@ -398,6 +422,9 @@ class Worker:
         else:
             self._settling[token] = (job, 0.0, None)
             self._settler.submit(outcome)
+
+    def _free_slot(self) -> None:
+        """A held job is done with: the fetcher may reserve in its place."""
         self._busy -= 1
         self._slot_free.set()
 
@@ -416,14 +443,49 @@ class Worker:
     # -- running -----------------------------------------------------------------------------
     async def _runner(self, handoff: Handoff, executor: Executor) -> None:
         try:
-            while (running := await handoff.get()) is not None:
-                await self._run_one(running, executor)
+            # The scope of the runner's own reserves (``_run_next``): ``stop`` cancels it.
+            with anyio.CancelScope() as reserving:
+                while (running := await handoff.get()) is not None:
+                    try:
+                        await self._run_one(running, executor)
+                        if self._holds_one:
+                            await self._run_next(executor, reserving)
+                    finally:
+                        self._free_slot()
         finally:
             self._runners_left -= 1
             if self._runners_left == 0:
                 self._drained.set()
 
+    async def _run_next(self, executor: Executor, reserving: anyio.CancelScope) -> None:
+        """Run the next jobs while they come at once, reserving each here (the worker holds
+        one job at a time): the same reserve the fetcher would make for this idle runner, without
+        waking the fetcher and then this runner again (two passes of the event loop a job). The
+        place of the job that ended passes to the next; on an empty queue, an error or a stop,
+        this returns and the caller frees it, waking the fetcher, which waits, backs off and
+        logs as ever."""
+        while True:
+            # Whatever else waits runs first: the settler sends the outcome just submitted.
+            await anyio.lowlevel.checkpoint()
+            if self._stopping.is_set():  # ``stop`` cancels ``reserving`` only while it is used
+                return
+            self._reserving = reserving
+            try:
+                leases = await self._reserve(1, 0)
+            except (TaskitError, OSError):
+                return  # the fetcher's reserve meets it too, and rides it out
+            finally:
+                self._reserving = None
+            held_until = time.monotonic() + self.lease
+            if not leases:
+                return
+            if self._stopping.is_set():  # a broker that returned leases to a cancelled reserve
+                self._hand_back(leases)
+                return
+            await self._run_one(RunningJob(leases[0], held_until=held_until), executor)
+
     async def _run_one(self, running: RunningJob, executor: Executor) -> None:
+        """Run one held job and submit its outcome (its place is freed by the caller)."""
         lease = running.lease
         job = lease.job
         if self._hard:
@@ -465,8 +527,6 @@ class Worker:
                 self._settler.submit(outcome)
         finally:
             del self._running[lease.token]
-            self._busy -= 1
-            self._slot_free.set()
 
     def _settled(self, outcome: Outcome, settled: Settled) -> None:
         job, took, attempt = self._settling.pop(outcome.token)
