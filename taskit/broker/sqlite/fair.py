@@ -13,30 +13,34 @@ a job put back at the front just brought in to the next turn, as the memory brok
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from taskit.broker.sqlite.records import COLUMNS
 from taskit.broker.sqlite.store import Tx
 
 __all__ = ["front", "group_of", "pick"]
 
-#: What ``pick`` answers per job: its ``seq``, id and limit keys (NUL-joined, or None).
-Pick = tuple[int, str, str | None]
+#: What ``pick`` answers per job: its ``seq``, limit keys (NUL-joined, or None) and its row
+#: as ``COLUMNS`` read it (the lease is built from it: the ``UPDATE`` returns nothing).
+Pick = tuple[Any, ...]
 
+_PICKED = f"seq, limit_keys, {COLUMNS}"
 _PLAIN = (
-    "SELECT seq, id, limit_keys, priority FROM jobs WHERE status = 'pending' AND queue = ? "
+    f"SELECT priority, {_PICKED} FROM jobs WHERE status = 'pending' AND queue = ? "
     "AND grp IS NULL ORDER BY priority DESC, rank LIMIT ?"
 )
 # A queue without groups in turn has no ready job with a group: its ready jobs are all here.
 _ALL = (
-    "SELECT seq, id, limit_keys FROM jobs WHERE status = 'pending' AND queue = ? "
+    f"SELECT {_PICKED} FROM jobs WHERE status = 'pending' AND queue = ? "
     "AND grp IS NULL ORDER BY priority DESC, rank LIMIT ?"
 )
 # Every ready job, grouped or not (a damaged rotation: no index gives this order).
 _ANY = (
-    "SELECT seq, id, limit_keys FROM jobs WHERE status = 'pending' AND queue = ? "
+    f"SELECT {_PICKED} FROM jobs WHERE status = 'pending' AND queue = ? "
     "ORDER BY priority DESC, rank LIMIT ?"
 )
 _OF_GROUP = (
-    "SELECT seq, id, limit_keys FROM jobs WHERE status = 'pending' AND queue = ? AND grp = ? "
+    f"SELECT {_PICKED} FROM jobs WHERE status = 'pending' AND queue = ? AND grp = ? "
     "ORDER BY rank LIMIT 1"
 )
 
@@ -53,8 +57,8 @@ def pick(tx: Tx, queue: str, most: int) -> list[Pick]:
     if tx.conn.execute("SELECT 1 FROM turns WHERE queue = ?", (queue,)).fetchone() is None:
         return list(tx.conn.execute(_ALL, (queue, most)))
     top = tx.conn.execute(_PLAIN, (queue, 1)).fetchone()
-    if top is not None and top[3] > 0:
-        return [top[:3]]
+    if top is not None and top[0] > 0:
+        return [top[1:]]
     while True:
         row = tx.conn.execute(
             "SELECT grp, pos FROM turns WHERE queue = ? ORDER BY pos DESC LIMIT 1", (queue,)
@@ -64,8 +68,8 @@ def pick(tx: Tx, queue: str, most: int) -> list[Pick]:
         group = row[0]
         _to_last(tx, queue, group)
         if group == "":
-            if top is not None and top[3] == 0:
-                return [top[:3]]
+            if top is not None and top[0] == 0:
+                return [top[1:]]
             continue  # no ungrouped job of the default priority: the next turn
         found = tx.conn.execute(_OF_GROUP, (queue, group)).fetchone()
         if found is not None:
