@@ -30,9 +30,11 @@ _PLAIN = (
     "AND grp IS NULL ORDER BY priority DESC, rank LIMIT ?"
 )
 # A queue without groups in turn has no ready job with a group: its ready jobs are all here.
-_ALL = (
-    f"SELECT {_PICKED} FROM jobs WHERE status = 'pending' AND queue = ? "
-    "AND grp IS NULL ORDER BY priority DESC, rank LIMIT ?"
+# Neither paused nor in turns: the common case, one statement (an empty answer: look again).
+_FREE = (
+    f"SELECT {_PICKED} FROM jobs WHERE status = 'pending' AND queue = ?1 AND grp IS NULL "
+    "AND NOT EXISTS (SELECT 1 FROM paused WHERE queue = ?1) "
+    "AND NOT EXISTS (SELECT 1 FROM turns WHERE queue = ?1) ORDER BY priority DESC, rank LIMIT ?2"
 )
 # Every ready job, grouped or not (a damaged rotation: no index gives this order).
 _ANY = (
@@ -53,9 +55,15 @@ def group_of(group: str | None, priority: int) -> str | None:
 def pick(tx: Tx, queue: str, most: int) -> list[Pick]:
     """The next ready jobs of ``queue`` in the order a reserve takes them, up to ``most``:
     higher priorities first, then the default priority in turns (one job a turn), then lower
-    ones. A queue with groups in turn answers one job a call (its turn moved to last)."""
+    ones. A queue with groups in turn answers one job a call (its turn moved to last); a
+    paused queue, none."""
+    free: list[Pick] = tx.conn.execute(_FREE, (queue, most)).fetchall()
+    if free:
+        return free
+    if tx.conn.execute("SELECT 1 FROM paused WHERE queue = ?", (queue,)).fetchone() is not None:
+        return []
     if tx.conn.execute("SELECT 1 FROM turns WHERE queue = ?", (queue,)).fetchone() is None:
-        return list(tx.conn.execute(_ALL, (queue, most)))
+        return []  # no ready job: ``_FREE`` would have found it
     top = tx.conn.execute(_PLAIN, (queue, 1)).fetchone()
     if top is not None and top[0] > 0:
         return [top[1:]]

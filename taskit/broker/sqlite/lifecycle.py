@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import msgspec
 
 from taskit.broker.sqlite import dedup, fair, limits, tally, workflows
-from taskit.broker.sqlite.moves import back_ranks, bury, finish, promote, sweep
+from taskit.broker.sqlite.moves import back_ranks, bury, chores, finish, sweep
 from taskit.broker.sqlite.records import COLUMNS, read_job, shown_time
 from taskit.broker.sqlite.store import Tx
 from taskit.errors import CorruptJobError
@@ -166,16 +166,12 @@ def take(tx: Tx, queues: Sequence[str], count: int, lease: float) -> tuple[list[
     is not leased (``limits.gate``); after ``limits.HOLD_CAP`` of them the call stops looking
     and answers True with its leases (more may be ready: call again). A job whose record does
     not read back is dead-lettered."""
-    if sweep(tx):  # finished records went: workflows whose time is up go with them
+    if chores(tx):  # finished records went: workflows whose time is up go with them
         workflows.sweep(tx)
-    promote(tx)
-    paused = {q for (q,) in tx.conn.execute("SELECT queue FROM paused")} if queues else set()
     taken: list[Lease] = []
     held_back = 0
     deadline = tx.now + lease
     for queue in queues:
-        if queue in paused:
-            continue
         while len(taken) < count and held_back < limits.HOLD_CAP:
             picked = fair.pick(tx, queue, count - len(taken))
             if not picked:
