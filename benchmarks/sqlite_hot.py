@@ -94,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", required=False, help="an earlier commit to set beside this tree")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--jobs", type=int, default=3000, help="a multiple of 500")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--tag", default="")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
