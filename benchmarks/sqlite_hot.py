@@ -2,8 +2,8 @@
 
 A shared machine's wall-clock rates swing from one run to the next, so each round runs every
 mode once in this tree and once in the base, one after the other (A/B, then B/A in the next
-round), each in a fresh process and on a fresh file; the figures are medians over the rounds
-and the ratios this / base of those medians.
+round), each in a fresh process and on a fresh file; the figures are medians over the rounds,
+the ratio this / base is the median of each round's ratio (what a burst of load moves less).
 
 * ``broker1``: the broker alone, ``reserve(count=1)`` then ``settle`` of that one job, as a
   worker at concurrency 1 calls them; jobs/s and CPU µs a job (``time.process_time``).
@@ -137,8 +137,10 @@ def write(runs: dict[str, dict[str, list[dict[str, float]]]], modes: list[str],
             if any(v is None for v in values):
                 continue
             shown = [f"{v:,.1f}" for v in values if v is not None]
-            a, b = values[0], values[-1]
-            ratio = f"{a / b:.2f}" if len(values) > 1 and a and b else ""
+            ratio = ""
+            if len(labels) > 1:
+                pairs = zip(runs[labels[0]][mode], runs[labels[-1]][mode], strict=True)
+                ratio = f"{statistics.median(a[key] / b[key] for a, b in pairs):.2f}"
             lines.append(f"| {MODES[mode]} | {unit} | " + " | ".join(shown) + f" | {ratio} |")
     stamp = datetime.now(UTC)
     name = f"sqlite-hot-{stamp:%Y-%m-%d}" + (f"-{args.tag}" if args.tag else "")
@@ -146,7 +148,8 @@ def write(runs: dict[str, dict[str, list[dict[str, float]]]], modes: list[str],
     head = (
         f"# SQLite broker's hot path: wall clock and CPU ({stamp:%Y-%m-%d %H:%M} UTC)\n\n"
         f"`python -m benchmarks.sqlite_hot{base} --rounds {args.rounds} --jobs {args.jobs}`; "
-        f"median of {args.rounds} interleaved rounds, each run a fresh process and file; "
+        f"median of {args.rounds} interleaved rounds, each run a fresh process and file, "
+        "the ratio the median of the rounds' ratios; "
         f"{machine_line()} {package_versions(('anyio',))}.\n\n"
     )
     RESULTS.mkdir(exist_ok=True)
