@@ -13,10 +13,11 @@ not counted: that is the hop's and the disk's share, which the wall-clock benchm
 * ``reserve 10 + settle 10``, ``reserve 1 + settle 1``: the broker alone, per job.
 
 ``--base REV`` runs the same in a copy of ``taskit/`` at that commit (``git archive``), first
-on the path so it is the one imported. Writes ``benchmarks/results/sqlite-instructions-<date>.md``
-and ``.json``.
+on the path so it is the one imported. Writes
+``benchmarks/results/sqlite-instructions-<date>[-TAG].md`` and ``.json``.
 
     .venv/bin/python -m benchmarks.sqlite_instructions [--base main] [--small 100 --large 300]
+        [--tag T]
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--base", help="an earlier commit to set beside this tree")
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--large", type=int, default=300)
+    parser.add_argument("--tag", default="")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -164,7 +166,7 @@ def write(figures: dict[str, dict[str, int]], args: argparse.Namespace) -> None:
             cells.append(f"{figures[labels[0]][op] / figures[labels[1]][op]:.2f}")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     stamp = datetime.now(UTC)
-    name = f"sqlite-instructions-{stamp:%Y-%m-%d}"
+    name = f"sqlite-instructions-{stamp:%Y-%m-%d}" + (f"-{args.tag}" if args.tag else "")
     base = f" --base {args.base}" if args.base else ""
     head = (
         f"# SQLite broker: instructions per operation ({stamp:%Y-%m-%d %H:%M} UTC)\n\n"

@@ -13,30 +13,36 @@ a job put back at the front just brought in to the next turn, as the memory brok
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from taskit.broker.sqlite.records import COLUMNS
 from taskit.broker.sqlite.store import Tx
 
 __all__ = ["front", "group_of", "pick"]
 
-#: What ``pick`` answers per job: its ``seq``, id and limit keys (NUL-joined, or None).
-Pick = tuple[int, str, str | None]
+#: What ``pick`` answers per job: its ``seq``, limit keys (NUL-joined, or None) and its row
+#: as ``COLUMNS`` read it (the lease is built from it: the ``UPDATE`` returns nothing).
+Pick = tuple[Any, ...]
 
+_PICKED = f"seq, limit_keys, {COLUMNS}"
 _PLAIN = (
-    "SELECT seq, id, limit_keys, priority FROM jobs WHERE status = 'pending' AND queue = ? "
+    f"SELECT priority, {_PICKED} FROM jobs WHERE status = 'pending' AND queue = ? "
     "AND grp IS NULL ORDER BY priority DESC, rank LIMIT ?"
 )
 # A queue without groups in turn has no ready job with a group: its ready jobs are all here.
-_ALL = (
-    "SELECT seq, id, limit_keys FROM jobs WHERE status = 'pending' AND queue = ? "
-    "AND grp IS NULL ORDER BY priority DESC, rank LIMIT ?"
+# Neither paused nor in turns: the common case, one statement (an empty answer: look again).
+_FREE = (
+    f"SELECT {_PICKED} FROM jobs WHERE status = 'pending' AND queue = ?1 AND grp IS NULL "
+    "AND NOT EXISTS (SELECT 1 FROM paused WHERE queue = ?1) "
+    "AND NOT EXISTS (SELECT 1 FROM turns WHERE queue = ?1) ORDER BY priority DESC, rank LIMIT ?2"
 )
 # Every ready job, grouped or not (a damaged rotation: no index gives this order).
 _ANY = (
-    "SELECT seq, id, limit_keys FROM jobs WHERE status = 'pending' AND queue = ? "
+    f"SELECT {_PICKED} FROM jobs WHERE status = 'pending' AND queue = ? "
     "ORDER BY priority DESC, rank LIMIT ?"
 )
 _OF_GROUP = (
-    "SELECT seq, id, limit_keys FROM jobs WHERE status = 'pending' AND queue = ? AND grp = ? "
+    f"SELECT {_PICKED} FROM jobs WHERE status = 'pending' AND queue = ? AND grp = ? "
     "ORDER BY rank LIMIT 1"
 )
 
@@ -49,12 +55,18 @@ def group_of(group: str | None, priority: int) -> str | None:
 def pick(tx: Tx, queue: str, most: int) -> list[Pick]:
     """The next ready jobs of ``queue`` in the order a reserve takes them, up to ``most``:
     higher priorities first, then the default priority in turns (one job a turn), then lower
-    ones. A queue with groups in turn answers one job a call (its turn moved to last)."""
+    ones. A queue with groups in turn answers one job a call (its turn moved to last); a
+    paused queue, none."""
+    free: list[Pick] = tx.conn.execute(_FREE, (queue, most)).fetchall()
+    if free:
+        return free
+    if tx.conn.execute("SELECT 1 FROM paused WHERE queue = ?", (queue,)).fetchone() is not None:
+        return []
     if tx.conn.execute("SELECT 1 FROM turns WHERE queue = ?", (queue,)).fetchone() is None:
-        return list(tx.conn.execute(_ALL, (queue, most)))
+        return []  # no ready job: ``_FREE`` would have found it
     top = tx.conn.execute(_PLAIN, (queue, 1)).fetchone()
-    if top is not None and top[3] > 0:
-        return [top[:3]]
+    if top is not None and top[0] > 0:
+        return [top[1:]]
     while True:
         row = tx.conn.execute(
             "SELECT grp, pos FROM turns WHERE queue = ? ORDER BY pos DESC LIMIT 1", (queue,)
@@ -64,8 +76,8 @@ def pick(tx: Tx, queue: str, most: int) -> list[Pick]:
         group = row[0]
         _to_last(tx, queue, group)
         if group == "":
-            if top is not None and top[3] == 0:
-                return [top[:3]]
+            if top is not None and top[0] == 0:
+                return [top[1:]]
             continue  # no ungrouped job of the default priority: the next turn
         found = tx.conn.execute(_OF_GROUP, (queue, group)).fetchone()
         if found is not None:

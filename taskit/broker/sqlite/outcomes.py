@@ -34,11 +34,15 @@ _HELD = (
     "SELECT rank, cancel, attempts, started, failures, queue, leased_at, limit_keys FROM jobs "
     "WHERE id = ? AND token = ? AND status = 'running'"
 )
-# A COMPLETE without an error: ``_apply``'s sets for it, in one statement.
+# A COMPLETE without an error: the held job looked up, then ``_apply``'s sets for it in one
+# statement by its rowid (an ``UPDATE ... RETURNING`` builds a temp b-tree each time).
+_HELD_COMPLETE = (
+    "SELECT seq, queue, leased_at, limit_keys FROM jobs "
+    "WHERE id = ? AND token = ? AND status = 'running'"
+)
 _COMPLETE = (
     "UPDATE jobs SET token = NULL, deadline = NULL, settled = ?, result = ?, "
-    "status = 'completed', completed = ?, due = NULL, expires = ? "
-    "WHERE id = ? AND token = ? AND status = 'running' RETURNING queue, leased_at, limit_keys"
+    "status = 'completed', completed = ?, due = NULL, expires = ? WHERE seq = ?"
 )
 _Held = tuple[int, int, int, float | None, bytes | None, str, float | None, str | None]
 
@@ -87,14 +91,16 @@ def _settle_one(
 ) -> tuple[OutcomeKind, int, str, float | None, str | None] | None:
     """Apply ``outcome`` to the job its token holds: the kind applied, the job's rank, queue,
     lease start and limit keys; None if the token holds no running job. A COMPLETE without an
-    error needs nothing of the row (a cancel request changes nothing of it): one ``UPDATE``
-    with ``_apply``'s sets for it; any other outcome reads the row first."""
+    error needs little of the row (a cancel request changes nothing of it): where it stands,
+    then one ``UPDATE`` with ``_apply``'s sets for it; any other outcome reads the row first."""
     if outcome.kind is OutcomeKind.COMPLETE and outcome.error is None:
         ttl = default_ttl if outcome.result_ttl is None else outcome.result_ttl
+        held = tx.conn.execute(_HELD_COMPLETE, (outcome.job_id, outcome.token)).fetchone()
+        if held is None:
+            return None
         settled = f"{outcome.token} {outcome.kind.value}"  # a retried settle is known
-        args = (settled, result, tx.now, tx.now + ttl, outcome.job_id, outcome.token)
-        done = tx.conn.execute(_COMPLETE, args).fetchone()
-        return None if done is None else (OutcomeKind.COMPLETE, 0, *done)
+        tx.conn.execute(_COMPLETE, (settled, result, tx.now, tx.now + ttl, held[0]))
+        return OutcomeKind.COMPLETE, 0, *held[1:]
     row: _Held | None = tx.conn.execute(_HELD, (outcome.job_id, outcome.token)).fetchone()
     if row is None:
         return None

@@ -30,7 +30,6 @@ _COUNTED = {
     OutcomeKind.DEAD_LETTER: "dead",
     OutcomeKind.CANCEL: "cancelled",
 }
-_TOTAL = " + ".join(FIELDS)
 
 
 def enqueued(tx: Tx, stored: Mapping[str, int]) -> None:
@@ -56,19 +55,24 @@ def settled(tx: Tx, settles: Iterable[tuple[str, float | None, OutcomeKind]]) ->
 
 
 def _add(tx: Tx, queue: str, columns: Sequence[str], n: int) -> None:
-    """Add ``n`` to ``columns`` of ``queue``'s row of this minute; a new row (its counts sum
-    to ``n``) first deletes the rows past ``COUNTS_KEPT``."""
+    """Add ``n`` to ``columns`` of ``queue``'s row of this minute; a new row first deletes the
+    rows past ``COUNTS_KEPT``. An ``UPDATE`` first: the row is there but for a minute's first
+    count (an upsert's ``RETURNING``, which told a new row, builds a temp b-tree each time)."""
     minute = int(tx.now // 60) * 60
+    sets = ", ".join(f"{c} = {c} + ?" for c in columns)
+    cur = tx.conn.execute(
+        f"UPDATE minutes SET {sets} WHERE minute = ? AND queue = ?",
+        (*[n] * len(columns), minute, queue),
+    )
+    if cur.rowcount:
+        return
+    tx.conn.execute("DELETE FROM minutes WHERE minute < ?", (tx.now - COUNTS_KEPT,))
     names = ", ".join(columns)
     marks = ", ".join("?" * len(columns))
-    sets = ", ".join(f"{c} = {c} + excluded.{c}" for c in columns)
-    (total,) = tx.conn.execute(
-        f"INSERT INTO minutes (minute, queue, {names}) VALUES (?, ?, {marks}) "
-        f"ON CONFLICT DO UPDATE SET {sets} RETURNING {_TOTAL}",
+    tx.conn.execute(
+        f"INSERT INTO minutes (minute, queue, {names}) VALUES (?, ?, {marks})",
         (minute, queue, *[n] * len(columns)),
-    ).fetchone()
-    if total == n:
-        tx.conn.execute("DELETE FROM minutes WHERE minute < ?", (tx.now - COUNTS_KEPT,))
+    )
 
 
 def read(tx: Tx, since: float, until: float | None, queues: Sequence[str] | None) -> list[Counts]:

@@ -208,14 +208,14 @@ def apply_ends(tx: Tx, default_ttl: float) -> None:
     """Apply every end the triggers noted (see the module docstring), and the ends those
     cause, until none is left. ``default_ttl``: the broker's result TTL, for a workflow whose
     last node ends and a waiting job ended without its own ``result_ttl``."""
-    while True:
+    while True:  # a plain SELECT first: most calls find none (RETURNING builds a temp b-tree)
         row = tx.conn.execute(
-            "DELETE FROM wf_ends WHERE seq = (SELECT min(seq) FROM wf_ends) "
-            "RETURNING job, status, gone"
+            "SELECT seq, job, status, gone FROM wf_ends ORDER BY seq LIMIT 1"
         ).fetchone()
         if row is None:
             return
-        job_id, status, gone = row
+        seq, job_id, status, gone = row
+        tx.conn.execute("DELETE FROM wf_ends WHERE seq = ?", (seq,))
         _ended(tx, job_id, JobStatus(status), bool(gone), default_ttl)
 
 
