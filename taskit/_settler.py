@@ -155,6 +155,8 @@ class Settler:
         # delivered (a broker that refused every connection got nothing; nor did those queued).
         gave_up = Settled.UNKNOWN if self._maybe_sent else Settled.UNDELIVERED
         unsent, self._pending = self._pending, []
+        if not batch and not unsent:  # idle (closed, nothing queued) as the deadline passed
+            return
         log.error(
             "gave up settling %d jobs as the worker stopped (the broker did not answer): "
             "their leases expire and they are reclaimed", len(batch) + len(unsent),

@@ -114,11 +114,10 @@ class HandlerThreads:
             if self._closed:
                 raise RuntimeError("HandlerThreads is closed")
             self._calls.append(call)
-            if self._idle:
-                if self._woken == 0 and not self._ring_due:  # else a wake-up is on its way
-                    ring = self._wake_now_or_soon(loop)
-            elif self._threads < self._size:
-                self._start_thread(call)
+            if self._idle and self._woken == 0 and not self._ring_due:
+                ring = self._wake_now_or_soon(loop)
+            elif self._threads < self._size and len(self._calls) > self._coming():
+                self._start_thread(call)  # more calls than threads on their way to them
         if ring is not None:
             ring.ring()
         try:
@@ -137,6 +136,13 @@ class HandlerThreads:
             bells = [self._wake_one() for _ in range(len(self._idle))]
         for bell in bells:
             bell.ring()
+
+    def _coming(self) -> int:  # with the lock held
+        """Threads bound to take a queued call without a new ring from ``run``: the rung ones on
+        their way, and the idle ones (a wake-up is on its way, and each woken thread wakes the
+        next while calls wait). A busy thread takes one too once free, but a call must not wait
+        for a handler to return while the pool has room for another thread."""
+        return self._woken + len(self._idle)
 
     def _wake_now_or_soon(self, loop: asyncio.AbstractEventLoop | None) -> Bell | None:
         """With the lock held: the bell to ring now, or ``None`` if the loop rings one in its

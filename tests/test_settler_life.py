@@ -146,3 +146,22 @@ async def test_a_worker_cancelled_from_outside_settles_what_ran_and_returns() ->
     stored = await app.get_job(done.id)
     assert stored is not None
     assert stored.status is JobStatus.COMPLETED
+
+
+async def test_a_settler_idle_when_its_give_up_time_passes_gave_up_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A stopping worker whose broker was failing closes it with no time to spare: with nothing
+    # queued, nothing was given up (no "gave up settling 0 jobs" error, no empty batch).
+    calls: list[str] = []
+    settler = Settler(MemoryBroker(), 30.0, lambda o, ok: calls.append("settled"),
+                      lambda: calls.append("batch"))  # fmt: skip
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(settler.run)
+            await anyio.wait_all_tasks_blocked()
+            settler.close(give_up_at=anyio.current_time() - 1.0)
+
+    assert calls == []
+    assert "gave up" not in caplog.text

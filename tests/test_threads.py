@@ -312,3 +312,21 @@ async def test_a_thread_that_cannot_start_fails_its_call_alone(
         assert ran == []  # the failed call is not left queued, to run once a thread starts
     finally:
         pool.close()
+
+
+async def test_calls_beyond_the_idle_threads_start_new_ones_up_to_the_size() -> None:
+    # Two idle threads, three calls at once, room for three threads: the third call must not
+    # wait for one of the first two to return (a long sync job would hold it back that long).
+    pool = HandlerThreads(3)
+    two, three = threading.Barrier(2, timeout=WAIT), threading.Barrier(3, timeout=WAIT)
+    try:
+        with anyio.fail_after(3 * WAIT):
+            async with anyio.create_task_group() as tg:  # two threads, then both idle
+                tg.start_soon(pool.run, two.wait)
+                tg.start_soon(pool.run, two.wait)
+            async with anyio.create_task_group() as tg:  # all three must run at once
+                for _ in range(3):
+                    tg.start_soon(pool.run, three.wait)
+    finally:
+        three.abort()
+        pool.close()

@@ -4,6 +4,7 @@ commit, in the order they called; the first call after ``close`` opens the file 
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -82,3 +83,41 @@ async def test_a_call_after_close_opens_the_file_again(tmp_path: Path) -> None:
     assert (await store.run(_pause("b")))[0] == "b"
     store.close()
     assert _paused(db) == {"a", "b"}
+
+
+@pytest.mark.parametrize("thread", [True, False], ids=["connection-thread", "blocking"])
+async def test_a_commit_that_fails_rolls_back_and_the_store_goes_on(
+    tmp_path: Path, thread: bool
+) -> None:
+    # SQLite leaves a transaction open when its COMMIT fails (disk full, I/O error, busy):
+    # kept open, every later BEGIN would fail ("cannot start a transaction within a
+    # transaction") until the process restarts.
+    store = Store(str(tmp_path / "store.db"), SystemClock())
+
+    def commit_refused(tx: Tx) -> None:
+        denied: list[str] = []
+
+        def authorize(action: int, arg: str | None, *_: object) -> int:
+            if action == sqlite3.SQLITE_TRANSACTION and arg == "COMMIT" and not denied:
+                denied.append(arg)
+                return sqlite3.SQLITE_DENY
+            return sqlite3.SQLITE_OK
+
+        tx.conn.execute("INSERT INTO paused VALUES ('lost')")
+        tx.conn.set_authorizer(authorize)  # the COMMIT of this transaction fails
+
+    def count(tx: Tx) -> int:
+        tx.conn.set_authorizer(None)
+        return int(tx.conn.execute("SELECT count(*) FROM paused").fetchone()[0])
+
+    async def call(fn: Callable[[Tx], object]) -> object:
+        if thread:
+            return (await store.run(fn))[0]
+        return (await anyio.to_thread.run_sync(store.run_blocking, fn))[0]
+
+    try:
+        with pytest.raises(BrokerError, match="not authorized"):
+            await call(commit_refused)
+        assert await call(count) == 0  # the store goes on; the failed commit changed nothing
+    finally:
+        store.close()

@@ -29,6 +29,7 @@ first finishes the calls queued before it); the next call opens them again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -434,8 +435,16 @@ def transaction(conn: sqlite3.Connection) -> None:
 def commit(conn: sqlite3.Connection) -> None:
     """Commit the transaction ``conn`` began. Through ``execute``, whose statements are cached:
     ``Connection.commit`` compiles its ``COMMIT`` anew every time (a few thousand instructions
-    on every call of the broker)."""
-    conn.execute("COMMIT")
+    on every call of the broker). A ``COMMIT`` that fails (disk full, an I/O error) may leave
+    the transaction open: it is rolled back, or every later ``BEGIN`` of this connection would
+    fail."""
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # raised below is the COMMIT's error
+                conn.rollback()
+        raise
 
 
 def _open_unwaiting(path: str) -> sqlite3.Connection:
