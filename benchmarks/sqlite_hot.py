@@ -10,6 +10,7 @@ the ratio this / base is the median of each round's ratio (what a burst of load 
 * ``broker10``: the same with reserve 10, settle 10 (``benchmarks.sqlite``'s "broker alone").
 * ``c1``: a ``Worker`` of concurrency 1 draining ``async def`` no-op jobs
   (``benchmarks.sqlite._taskit_drain(jobs, 1, "normal", False, 0, "async")``); jobs/s.
+* ``c1def``: the same with ``def`` jobs (each on a handler thread, as Huey runs its tasks).
 
 ``--base REV`` copies ``taskit/`` at that commit (``git archive``) and puts it first on the
 path of the base's processes; the driver (``benchmarks/``) is this tree's for both. Writes
@@ -42,6 +43,7 @@ MODES = {
     "broker1": "broker alone, reserve 1 + settle 1",
     "broker10": "broker alone, reserve 10 + settle 10",
     "c1": "worker c1 drain, async def job",
+    "c1def": "worker c1 drain, def job",
 }
 
 
@@ -68,10 +70,11 @@ async def _broker(jobs: int, per: int) -> dict[str, float]:
 
 def child(mode: str, jobs: int) -> dict[str, float]:
     """One run of ``mode`` in this process (its figures)."""
-    if mode == "c1":
+    if mode in ("c1", "c1def"):
         from benchmarks.sqlite import _taskit_drain
 
-        return {"per_s": anyio.run(_taskit_drain, jobs, 1, "normal", False, 0, "async")}
+        body = "async" if mode == "c1" else "def"
+        return {"per_s": anyio.run(_taskit_drain, jobs, 1, "normal", False, 0, body)}
     return anyio.run(_broker, jobs, int(mode.removeprefix("broker")))
 
 
@@ -147,7 +150,8 @@ def write(runs: dict[str, dict[str, list[dict[str, float]]]], modes: list[str],
     base = f" --base {args.base}" if args.base else ""
     head = (
         f"# SQLite broker's hot path: wall clock and CPU ({stamp:%Y-%m-%d %H:%M} UTC)\n\n"
-        f"`python -m benchmarks.sqlite_hot{base} --rounds {args.rounds} --jobs {args.jobs}`; "
+        f"`python -m benchmarks.sqlite_hot{base} --rounds {args.rounds} --jobs {args.jobs} "
+        f"--modes {args.modes}`; "
         f"median of {args.rounds} interleaved rounds, each run a fresh process and file, "
         "the ratio the median of the rounds' ratios; "
         f"{machine_line()} {package_versions(('anyio',))}.\n\n"
