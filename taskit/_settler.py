@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -27,12 +27,12 @@ from taskit._outage import Outage
 from taskit._storable import refused
 from taskit.backoff import Exponential
 from taskit.errors import BrokerOutcomeUnknownError, SerializationError, TaskitError
-from taskit.job import Outcome
+from taskit.job import Lease, Outcome
 
 if TYPE_CHECKING:
     from taskit.broker.base import Broker
 
-__all__ = ["Settled", "Settler"]
+__all__ = ["Settled", "Settler", "Taking"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,51 @@ _MEANING = {
 }
 
 
+class Taking:
+    """A runner's next job, asked for with its outcome (``Settler.submit``). Answered once: the
+    leases taken (an empty list: nothing was ready), or None (not taken with the settle: the
+    runner reserves itself). Leases answered to a runner that went away (``abandon``) go to
+    ``hand_back``: they are never left leased to nobody."""
+
+    def __init__(
+        self, queues: Sequence[str], lease: float, hand_back: Callable[[list[Lease]], None]
+    ) -> None:
+        self.queues = queues
+        self.lease = lease
+        self._hand_back = hand_back
+        self._answered = anyio.Event()
+        self._leases: list[Lease] | None = None
+        self._abandoned = False
+
+    def answer(self, leases: list[Lease] | None) -> None:
+        """The settler's answer (once; later ones are ignored)."""
+        if self._answered.is_set():
+            return
+        if self._abandoned:
+            if leases:
+                self._hand_back(leases)
+            leases = None
+        self._leases = leases
+        self._answered.set()
+
+    async def wait(self) -> list[Lease] | None:
+        """The answer; cancelled, the runner abandons it (leases answered go back)."""
+        try:
+            await self._answered.wait()
+        except BaseException:
+            self.abandon()
+            raise
+        return self._leases
+
+    def abandon(self) -> None:
+        """The runner will not take the answer: leases already answered, or answered later,
+        are handed back."""
+        self._abandoned = True
+        leases, self._leases = self._leases, None
+        if leases:
+            self._hand_back(leases)
+
+
 class Settler:
     """Collects outcomes and settles them in batches.
 
@@ -99,6 +144,9 @@ class Settler:
         self._on_settled = on_settled
         self._after_batch = after_batch
         self._pending: list[Outcome] = []
+        self._taking: Taking | None = None  # sent with the next batch
+        #: Whether the broker has ``settle_and_reserve`` (until it answers None).
+        self.takes = True
         self._wake = anyio.Event()
         self._closed = False
         self._give_up_at = math.inf  # anyio clock: set by close()
@@ -108,9 +156,14 @@ class Settler:
         # lost, or a call under way when it was given up); otherwise it was never delivered.
         self._maybe_sent = False
 
-    def submit(self, outcome: Outcome) -> None:
-        """Queue an outcome; it is sent with the next batch."""
+    def submit(self, outcome: Outcome, taking: Taking | None = None) -> None:
+        """Queue an outcome; it is sent with the next batch. ``taking``: lease a runner's next
+        job in the same broker call (one at a time; one already waiting is answered None)."""
         self._pending.append(outcome)
+        if taking is not None:
+            if self._taking is not None:
+                self._taking.answer(None)
+            self._taking = taking
         self._wake.set()
 
     @property
@@ -145,12 +198,15 @@ class Settler:
                         await self._wake.wait()
                         continue
                     batch, self._pending = self._pending, []
+                    taking, self._taking = self._taking, None
                     self._maybe_sent = False
-                    settled = await self._settle(batch)
+                    settled = await self._settle(batch, taking)
                     batch = []
                     self._report(settled)
         finally:
             self._sending = None
+            if self._taking is not None:
+                self._taking.answer(None)
         # Given up at shutdown: unknown if a try may have reached the broker, else never
         # delivered (a broker that refused every connection got nothing; nor did those queued).
         gave_up = Settled.UNKNOWN if self._maybe_sent else Settled.UNDELIVERED
@@ -174,10 +230,13 @@ class Settler:
             if self._after_batch is not None:
                 self._after_batch()
 
-    async def _settle(self, batch: list[Outcome]) -> list[tuple[Outcome, Settled]]:
-        """Settle ``batch``; if the broker refuses it for what it holds, each member alone."""
+    async def _settle(
+        self, batch: list[Outcome], taking: Taking | None = None
+    ) -> list[tuple[Outcome, Settled]]:
+        """Settle ``batch`` (and take ``taking``'s job with it); if the broker refuses it for
+        what it holds, each member alone."""
         try:
-            return list(zip(batch, await self._send(batch), strict=True))
+            return list(zip(batch, await self._send(batch, taking), strict=True))
         except _CONTENT_ERRORS as exc:  # an outage is retried inside ``_send``, never seen here
             if len(batch) == 1:
                 return [await self._fail_refused(batch[0], exc)]
@@ -199,7 +258,27 @@ class Settler:
                       outcome.job_id, again, extra=extra)  # fmt: skip
             return outcome, Settled.UNDELIVERED
 
-    async def _send(self, batch: list[Outcome]) -> list[Settled]:
+    async def _send(self, batch: list[Outcome], taking: Taking | None = None) -> list[Settled]:
+        try:
+            return await self._send_tries(batch, taking)
+        finally:
+            if taking is not None:  # not answered by the first try: the runner reserves itself
+                taking.answer(None)
+
+    async def _first(self, batch: list[Outcome], taking: Taking | None) -> list[bool]:
+        """One call settling ``batch``, taking ``taking``'s job with it if the broker can."""
+        if taking is not None and self.takes:
+            both = await self._broker.settle_and_reserve(
+                batch, taking.queues, count=1, lease=taking.lease
+            )
+            if both is not None:
+                applied, leases = both
+                taking.answer(leases)
+                return applied
+            self.takes = False  # this broker has no such step: settle alone from now on
+        return await self._broker.settle(batch)
+
+    async def _send_tries(self, batch: list[Outcome], taking: Taking | None) -> list[Settled]:
         give_up = anyio.current_time() + self._lease
         # Once a try was sent and its reply lost, a "stale" answer may be the lease having passed
         # on after that try applied (the broker answers "applied" only while it can tell).
@@ -208,10 +287,13 @@ class Settler:
             # Given up during the call (``close``'s deadline), this try may have been sent.
             before, self._maybe_sent = self._maybe_sent, True
             try:
-                applied = await self._broker.settle(batch)
+                applied = await self._first(batch, taking)
             except SerializationError:
                 raise  # about what the batch holds: retrying it cannot help (see ``_settle``)
             except (TaskitError, OSError) as exc:
+                if taking is not None:  # the next tries settle alone
+                    taking.answer(None)
+                    taking = None
                 sent = sent or isinstance(exc, BrokerOutcomeUnknownError)
                 self._maybe_sent = before or sent
                 if anyio.current_time() >= give_up:

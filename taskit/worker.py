@@ -54,7 +54,7 @@ from taskit._handoff import Handoff
 from taskit._leases import Reaper, keep_leases
 from taskit._logline import LineBatch
 from taskit._outage import Outage
-from taskit._settler import Settled, Settler
+from taskit._settler import Settled, Settler, Taking
 from taskit._threads import HandlerThreads
 from taskit._worker_parts import WorkerParts, WorkerSource, WorkerStats
 from taskit.backoff import as_policy
@@ -447,9 +447,9 @@ class Worker:
             with anyio.CancelScope() as reserving:
                 while (running := await handoff.get()) is not None:
                     try:
-                        await self._run_one(running, executor)
+                        taking = await self._run_one(running, executor)
                         if self._holds_one:
-                            await self._run_next(executor, reserving)
+                            await self._run_next(executor, reserving, taking)
                     finally:
                         self._free_slot()
         finally:
@@ -457,21 +457,29 @@ class Worker:
             if self._runners_left == 0:
                 self._drained.set()
 
-    async def _run_next(self, executor: Executor, reserving: anyio.CancelScope) -> None:
-        """Run the next jobs while they come at once, reserving each here (the worker holds
-        one job at a time): the same reserve the fetcher would make for this idle runner, without
-        waking the fetcher and then this runner again (two passes of the event loop a job). The
-        place of the job that ended passes to the next; on an empty queue, an error or a stop,
-        this returns and the caller frees it, waking the fetcher, which waits, backs off and
-        logs as ever."""
+    async def _run_next(
+        self, executor: Executor, reserving: anyio.CancelScope, taking: Taking | None
+    ) -> None:
+        """Run the next jobs while they come at once (the worker holds one job at a time): each
+        taken by the settler with the outcome of the one before (``taking``, one broker call for
+        both), else reserved here: the same reserve the fetcher would make for this idle runner,
+        without waking the fetcher and then this runner again (two passes of the event loop a
+        job). The place of the job that ended passes to the next; on an empty queue, an error or
+        a stop, this returns and the caller frees it, waking the fetcher, which waits, backs off
+        and logs as ever."""
         while True:
-            # Whatever else waits runs first: the settler sends the outcome just submitted.
-            await anyio.lowlevel.checkpoint()
+            if taking is None:
+                # Whatever else waits runs first: the settler sends the outcome just submitted.
+                await anyio.lowlevel.checkpoint()
             if self._stopping.is_set():  # ``stop`` cancels ``reserving`` only while it is used
+                if taking is not None:
+                    taking.abandon()
                 return
             self._reserving = reserving
             try:
-                leases = await self._reserve(1, 0)
+                leases = None if taking is None else await taking.wait()
+                if leases is None:
+                    leases = await self._reserve(1, 0)
             except (TaskitError, OSError):
                 return  # the fetcher's reserve meets it too, and rides it out
             finally:
@@ -482,10 +490,12 @@ class Worker:
             if self._stopping.is_set():  # a broker that returned leases to a cancelled reserve
                 self._hand_back(leases)
                 return
-            await self._run_one(RunningJob(leases[0], held_until=held_until), executor)
+            taking = await self._run_one(RunningJob(leases[0], held_until=held_until), executor)
 
-    async def _run_one(self, running: RunningJob, executor: Executor) -> None:
-        """Run one held job and submit its outcome (its place is freed by the caller)."""
+    async def _run_one(self, running: RunningJob, executor: Executor) -> Taking | None:
+        """Run one held job and submit its outcome (its place is freed by the caller). A worker
+        that holds one job at a time asks the settler for its next job with the outcome: the
+        ``Taking`` returned (None: not asked)."""
         lease = running.lease
         job = lease.job
         if self._hard:
@@ -499,7 +509,8 @@ class Worker:
             running.stop(StopReason.RELEASE)
         if running.reason is not None:  # stopped while it waited: never started
             self._settle_unrun(running)
-            return
+            return None
+        taking: Taking | None = None
         self._running[lease.token] = running
         try:
             if log.isEnabledFor(logging.DEBUG):  # one INFO line a job: its end (_settled)
@@ -524,9 +535,12 @@ class Worker:
                     attempt.settled(None, False)
             else:
                 self._settling[outcome.token] = (job, time.perf_counter() - began, attempt)
-                self._settler.submit(outcome)
+                if self._holds_one and self._settler.takes and not self._stopping.is_set():
+                    taking = Taking(self.queues, self.lease, self._hand_back)
+                self._settler.submit(outcome, taking)
         finally:
             del self._running[lease.token]
+        return taking
 
     def _settled(self, outcome: Outcome, settled: Settled) -> None:
         job, took, attempt = self._settling.pop(outcome.token)

@@ -30,6 +30,7 @@ MODULES = frozenset(
         "test_conformance_progress",
         "test_conformance_reserve",
         "test_conformance_result_ttl",
+        "test_conformance_settle_reserve",
         "test_conformance_streams",
         "test_conformance_workflows",
         "test_conformance_workflows_end",

@@ -175,27 +175,49 @@ class MemoryBroker(BrowseState, Broker):
         # Each checked and copied alone, before the lock: what cannot be stored fails its own
         # job (see ``storable``) and never enters the state, where it would break every read.
         checked = [storable(outcome) for outcome in outcomes]
-        applied: list[bool] = []
         with self._lock:
-            now = self._clock.time()
-            fronts: list[Record] = []  # ready again, at the front of their priority
-            for given in checked:
-                outcome = None if given is None else given[0]
-                record = None if outcome is None else self._held(outcome.job_id, outcome.token)
-                if outcome is not None and record is not None:
-                    if self._apply(record, outcome, now):
-                        fronts.append(record)
-                    record.settled = f"{outcome.token} {outcome.kind.value}"
-                applied.append(
-                    record is not None or (outcome is not None and self._settled_as(outcome))
-                )
-            # In the order they were reserved, ahead of every waiting job (as on Redis).
-            fronts.sort(key=lambda r: r.seq)
-            self._seq += len(fronts)
-            for i, record in reversed(list(enumerate(fronts))):  # last first, as on Redis
-                self._push_front(record, i - self._seq)
+            applied = self._settle_checked(checked)
             waiters = self._take_waiters()
         wake_all(waiters)
+        return applied
+
+    async def settle_and_reserve(
+        self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
+    ) -> tuple[list[bool], list[Lease]] | None:
+        """Under one hold of the lock: no other call sees the state between the two."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        if not self._steps_own(MemoryBroker):
+            return None
+        checked = [storable(outcome) for outcome in outcomes]
+        with self._lock:
+            applied = self._settle_checked(checked)
+            open_queues = [q for q in queues if q not in self._paused]
+            leases = self._take(open_queues, count, lease, self._clock.time())
+            waiters = self._take_waiters()
+        wake_all(waiters)
+        return applied, leases
+
+    def _settle_checked(self, checked: list[tuple[Outcome, bytes] | None]) -> list[bool]:
+        """``settle``'s work, under the lock: each outcome as ``storable`` made it."""
+        applied: list[bool] = []
+        now = self._clock.time()
+        fronts: list[Record] = []  # ready again, at the front of their priority
+        for given in checked:
+            outcome = None if given is None else given[0]
+            record = None if outcome is None else self._held(outcome.job_id, outcome.token)
+            if outcome is not None and record is not None:
+                if self._apply(record, outcome, now):
+                    fronts.append(record)
+                record.settled = f"{outcome.token} {outcome.kind.value}"
+            applied.append(
+                record is not None or (outcome is not None and self._settled_as(outcome))
+            )
+        # In the order they were reserved, ahead of every waiting job (as on Redis).
+        fronts.sort(key=lambda r: r.seq)
+        self._seq += len(fronts)
+        for i, record in reversed(list(enumerate(fronts))):  # last first, as on Redis
+            self._push_front(record, i - self._seq)
         return applied
 
     async def set_progress(self, updates: Sequence[ProgressUpdate]) -> list[bool]:

@@ -1,0 +1,264 @@
+"""A worker that holds one job at a time (concurrency 1, prefetch 0) on a broker with
+``settle_and_reserve`` sends each job's outcome with a ``Taking``: the settler settles it and
+leases the runner's next job in one broker call. A stop while that call is out loses nothing
+(leases it answers go back, unrun, their attempt refunded); an outage on it, or a broker
+without the step, leaves the runner to reserve itself, as before. Memory and SQLite brokers
+(their own step); ``Taking`` alone at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import pytest
+
+from taskit import App, Job, JobStatus, Settings, Worker
+from taskit._settler import Taking
+from taskit.broker.memory import MemoryBroker
+from taskit.broker.sqlite import SqliteBroker
+from taskit.errors import BrokerConnectionError
+from taskit.job import Lease, Outcome, encode_arguments
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 10.0
+LONG_GRACE = 30.0  # a grace period that must never be waited out
+
+
+class Steps:
+    """What the worker asked of its broker: settles, reserves and combined steps (with what
+    each combined step answered), and a hold on the ``hold``-th combined step: it waits until
+    ``go`` is set, cancellable unless ``deaf``; ``fail`` of them raise an outage first."""
+
+    def __init__(self, hold: int | None = None, deaf: bool = False, fail: int = 0) -> None:
+        self.settles = self.reserves = 0
+        self.taken: list[int | None] = []  # per combined step: leases answered, None: no step
+        self.fail = fail
+        self.hold, self.deaf = hold, deaf
+        self.holding, self.go = anyio.Event(), anyio.Event()
+
+
+def watched(base: type[MemoryBroker] | type[SqliteBroker]) -> type:
+    """``base`` with every ``settle_and_reserve`` recorded in ``self.steps`` (``settle`` and
+    ``reserve`` left as they are, so the broker keeps its own combined step)."""
+
+    class Watched(base):  # type: ignore[valid-type, misc]
+        steps: Steps
+
+        async def settle_and_reserve(
+            self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
+        ) -> tuple[list[bool], list[Lease]] | None:
+            steps = self.steps
+            if steps.fail:
+                steps.fail -= 1
+                raise BrokerConnectionError("the broker cannot be reached")
+            if steps.hold is not None and len(steps.taken) + 1 >= steps.hold:
+                steps.holding.set()
+                with anyio.CancelScope(shield=steps.deaf):
+                    await steps.go.wait()
+            both: tuple[list[bool], list[Lease]] | None = await super().settle_and_reserve(
+                outcomes, queues, count=count, lease=lease
+            )
+            steps.taken.append(None if both is None else len(both[1]))
+            return both
+
+    return Watched
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_broker(request: pytest.FixtureRequest, tmp_path: Path) -> object:
+    def make(steps: Steps) -> MemoryBroker | SqliteBroker:
+        if request.param == "memory":
+            broker = watched(MemoryBroker)()
+        else:
+            broker = watched(SqliteBroker)(tmp_path / "jobs.db")
+        broker.steps = steps
+        return broker  # type: ignore[no-any-return]
+
+    return make
+
+
+class Notes:
+    """An App whose one task notes its argument (``ran``), as an ``async def`` or a ``def``."""
+
+    def __init__(self, broker: MemoryBroker | SqliteBroker, sync: bool = False) -> None:
+        self.app = App(broker, settings=Settings(grace_period=LONG_GRACE, backoff=0.0))
+        self.ran: list[int] = []
+        if sync:
+
+            def note(n: int) -> None:
+                self.ran.append(n)
+        else:
+
+            async def note(n: int) -> None:  # type: ignore[misc]
+                self.ran.append(n)
+
+        self.task = self.app.task(note)
+
+    async def enqueue(self, count: int) -> list[Job]:
+        return [await self.task.enqueue(n) for n in range(count)]
+
+    async def status(self, job: Job) -> tuple[JobStatus, int]:
+        stored = await self.app.get_job(job.id)
+        assert stored is not None
+        return stored.status, stored.attempts
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async-def", "def"])
+async def test_each_job_is_settled_and_the_next_taken_in_one_call(
+    make_broker: object, sync: bool
+) -> None:
+    steps = Steps()
+    notes = Notes(make_broker(steps), sync)  # type: ignore[operator]
+    jobs = await notes.enqueue(6)
+
+    with anyio.fail_after(WAIT):
+        stats = await Worker(notes.app, concurrency=1).run(burst=True)
+
+    assert notes.ran == list(range(6))
+    assert stats.completed == 6
+    # The fetcher reserved the first job; each job's step took the next; the last found none.
+    assert steps.taken == [1, 1, 1, 1, 1, 0]
+    for job in jobs:
+        assert await notes.status(job) == (JobStatus.COMPLETED, 1)
+    await notes.app.close()
+
+
+async def test_a_worker_holding_more_than_one_job_never_takes_with_a_settle(
+    make_broker: object,
+) -> None:
+    steps = Steps()
+    notes = Notes(make_broker(steps))  # type: ignore[operator]
+    await notes.enqueue(6)
+
+    with anyio.fail_after(WAIT):
+        stats = await Worker(notes.app, concurrency=2).run(burst=True)
+
+    assert sorted(notes.ran) == list(range(6))
+    assert stats.completed == 6
+    assert steps.taken == []
+    await notes.app.close()
+
+
+async def test_an_outage_on_the_step_leaves_the_runner_to_reserve_and_loses_nothing(
+    make_broker: object,
+) -> None:
+    steps = Steps(fail=1)
+    notes = Notes(make_broker(steps))  # type: ignore[operator]
+    jobs = await notes.enqueue(3)
+
+    with anyio.fail_after(WAIT):
+        stats = await Worker(notes.app, concurrency=1).run(burst=True)
+
+    assert notes.ran == [0, 1, 2]  # each once, in order
+    assert stats.completed == 3
+    # The first job's step failed (its settle was retried alone, the runner reserved the
+    # second itself); the second's step took the third, the third's found none.
+    assert steps.taken == [1, 0]
+    for job in jobs:
+        assert await notes.status(job) == (JobStatus.COMPLETED, 1)
+    await notes.app.close()
+
+
+async def test_a_stop_cancels_the_wait_for_the_next_job_and_loses_nothing(
+    make_broker: object,
+) -> None:
+    steps = Steps(hold=1)
+    notes = Notes(make_broker(steps))  # type: ignore[operator]
+    first, *rest = await notes.enqueue(3)
+    worker = Worker(notes.app, concurrency=1)
+
+    with anyio.fail_after(WAIT):  # a stop that waited on the step (or the grace) would hang
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await steps.holding.wait()  # the first job's step, held
+            worker.stop()
+            await anyio.sleep(0.05)  # the worker stops while the step is still held ...
+            steps.go.set()  # ... which then settles the first job and takes the second
+
+    assert notes.ran == [0]
+    assert (worker.stats.completed, worker.stats.released) == (1, 1)
+    assert steps.taken == [1]
+    assert await notes.status(first) == (JobStatus.COMPLETED, 1)
+    for job in rest:  # the second went back unrun, its attempt refunded
+        assert await notes.status(job) == (JobStatus.PENDING, 0)
+    counts = (await notes.app.stats())["default"]
+    assert (counts.running, counts.queued) == (0, 2)
+    await notes.app.close()
+
+
+async def test_a_broker_without_the_step_is_asked_once_then_settled_and_reserved_apart() -> None:
+    settled: list[int] = []
+
+    class OwnSettle(MemoryBroker):  # overrides settle: its combined step answers None
+        async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+            settled.append(len(outcomes))
+            return await super().settle(outcomes)
+
+    steps = Steps()
+    broker = watched(OwnSettle)()
+    broker.steps = steps
+    notes = Notes(broker)
+    await notes.enqueue(4)
+
+    with anyio.fail_after(WAIT):
+        stats = await Worker(notes.app, concurrency=1).run(burst=True)
+
+    assert notes.ran == [0, 1, 2, 3]
+    assert stats.completed == 4
+    assert steps.taken == [None]  # asked once; after its None, never again
+    assert sum(settled) == 4  # every outcome through the broker's own settle
+
+
+# -- Taking alone ------------------------------------------------------------------------------
+
+
+def lease(n: int) -> Lease:
+    job = Job(
+        id=f"j{n}",
+        task="t",
+        queue="q",
+        payload=encode_arguments((), {}),
+        created_at=datetime.now(UTC),
+    )
+    return Lease(job=job, token=f"t{n}", deadline=0.0)
+
+
+async def test_a_taking_hands_its_answer_to_the_runner_once() -> None:
+    back: list[Lease] = []
+    taking = Taking(["q"], 30.0, back.extend)
+    given = [lease(1)]
+    taking.answer(given)
+    taking.answer(None)  # a second answer is ignored
+
+    assert await taking.wait() is given
+    assert back == []
+
+
+@pytest.mark.parametrize("answered_first", [True, False])
+async def test_leases_of_an_abandoned_taking_are_handed_back(answered_first: bool) -> None:
+    back: list[Lease] = []
+    taking = Taking(["q"], 30.0, back.extend)
+    given = [lease(1)]
+    if answered_first:
+        taking.answer(given)
+        taking.abandon()
+    else:
+        taking.abandon()
+        taking.answer(given)
+
+    assert back == given
+
+
+async def test_a_runner_cancelled_while_it_waits_abandons_the_taking() -> None:
+    back: list[Lease] = []
+    taking = Taking(["q"], 30.0, back.extend)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await taking.wait()
+    given = [lease(2)]
+    taking.answer(given)
+
+    assert back == given
