@@ -24,7 +24,9 @@ safe from a crash of the process, not from power loss until the next checkpoint)
 SQLite's, FULL here) and with ``synchronous=NORMAL`` (``benchmarks/_huey_procs.py``). Ratios:
 each as it ships (taskit NORMAL / Huey FULL), and like for like (NORMAL / NORMAL, FULL / FULL).
 Databases live in ``benchmarks/.sqlite-tmp/`` (on the disk, not a tmpfs). Median of ``--runs``
-runs. Writes ``benchmarks/results/sqlite-<date>[-quick][-TAG].md`` and ``.json``.
+runs; the rows of one figure run back to back within a run, in turn (reversed every other run),
+and each ratio is the median of the runs' own ratios. Writes
+``benchmarks/results/sqlite-<date>[-quick][-TAG].md`` and ``.json``.
 
     .venv/bin/python -m benchmarks.sqlite [--runs 3] [--jobs 5000] [--probes 200] [--quick]
         [--tag T]
@@ -33,6 +35,8 @@ runs. Writes ``benchmarks/results/sqlite-<date>[-quick][-TAG].md`` and ``.json``
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import json
 import multiprocessing as mp
 import random
@@ -247,41 +251,66 @@ def _huey_drain(jobs: int, sync: str, workers: int) -> float:
 
 
 # -- the run -----------------------------------------------------------------------------------
-def one_run(jobs: int, probes: int) -> dict[str, dict[str, float]]:
-    rows: dict[str, dict[str, float]] = {}
-    for label, sync in TASKITS.items():
-        rows[label] = {
-            "enqueue_per_s": anyio.run(_taskit_enqueue, jobs, 1, sync),
-            "enqueue_sync_per_s": _taskit_enqueue_sync(jobs, sync),
-            "batch_per_s": anyio.run(_taskit_enqueue, jobs, 100, sync),
-            "drain_c1_per_s": anyio.run(_taskit_drain, jobs, 1, sync),
-            "drain_c10_per_s": anyio.run(_taskit_drain, jobs, 10, sync),
-            "drain_broker_per_s": anyio.run(_taskit_drain, jobs, None, sync),
-            **_latency(label, probes),
-        }
-    rows[PREFETCHED] = {
-        "drain_c1_per_s": anyio.run(_taskit_drain, jobs, 1, "normal", False, PREFETCH),
-        "drain_c10_per_s": anyio.run(_taskit_drain, jobs, 10, "normal", False, PREFETCH),
-    }
-    for label, prefetch in ((ASYNC, 0), (ASYNC_PREFETCHED, PREFETCH)):
-        rows[label] = {
-            f"drain_c{c}_per_s": anyio.run(
-                _taskit_drain, jobs, c, "normal", False, prefetch, "async"
-            )
-            for c in (1, 10)
-        }
-    rows["taskit MemoryBroker (the worker alone)"] = {
-        "drain_c1_per_s": anyio.run(_taskit_drain, jobs, 1, "normal", True),
-        "drain_c10_per_s": anyio.run(_taskit_drain, jobs, 10, "normal", True),
-    }
-    for label, sync in HUEYS.items():
-        rows[label] = {
-            "enqueue_per_s": (enqueued := _huey_enqueue(jobs, sync)),
-            "enqueue_sync_per_s": enqueued,  # Huey's one enqueue: a sync call
-            "drain_c1_per_s": _huey_drain(jobs, sync, 1),
-            "drain_c10_per_s": _huey_drain(jobs, sync, 10),
-            **_latency(label, probes),
-        }
+Measure = tuple[str, Callable[[], dict[str, float]]]  # a row's label, and what it measures
+MEMORY = "taskit MemoryBroker (the worker alone)"
+
+
+def _figure(key: str, fn: Callable[..., Any], *args: Any) -> Callable[[], dict[str, float]]:
+    """A measurement of one figure: ``fn(*args)`` (a coroutine function: run on anyio)."""
+
+    def measure() -> dict[str, float]:
+        value = anyio.run(fn, *args) if asyncio.iscoroutinefunction(fn) else fn(*args)
+        return {key: float(value)}
+
+    return measure
+
+
+def _huey_enqueues(jobs: int, sync: str) -> dict[str, float]:
+    enqueued = _huey_enqueue(jobs, sync)
+    return {"enqueue_per_s": enqueued, "enqueue_sync_per_s": enqueued}  # Huey's one: a sync call
+
+
+def _groups(jobs: int, probes: int) -> list[list[Measure]]:
+    """Every measurement of a run, grouped by figure: the rows of one figure run back to back
+    (a burst of load on a shared machine then moves them alike, not one side of a ratio)."""
+    drains: list[list[Measure]] = []
+    for c in (1, 10):
+        key = f"drain_c{c}_per_s"
+        group = [(label, _figure(key, _taskit_drain, jobs, c, sync))
+                 for label, sync in TASKITS.items()]  # fmt: skip
+        group += [
+            (PREFETCHED, _figure(key, _taskit_drain, jobs, c, "normal", False, PREFETCH)),
+            (ASYNC, _figure(key, _taskit_drain, jobs, c, "normal", False, 0, "async")),
+            (ASYNC_PREFETCHED,
+             _figure(key, _taskit_drain, jobs, c, "normal", False, PREFETCH, "async")),
+            (MEMORY, _figure(key, _taskit_drain, jobs, c, "normal", True)),
+        ]  # fmt: skip
+        group += [(label, _figure(key, _huey_drain, jobs, sync, c))
+                  for label, sync in HUEYS.items()]  # fmt: skip
+        drains.append(group)
+    return [
+        [(label, _figure("enqueue_per_s", _taskit_enqueue, jobs, 1, sync))
+         for label, sync in TASKITS.items()]
+        + [(label, functools.partial(_huey_enqueues, jobs, sync))
+           for label, sync in HUEYS.items()],
+        [(label, _figure("enqueue_sync_per_s", _taskit_enqueue_sync, jobs, sync))
+         for label, sync in TASKITS.items()],
+        [(label, _figure("batch_per_s", _taskit_enqueue, jobs, 100, sync))
+         for label, sync in TASKITS.items()],
+        *drains,
+        [(label, _figure("drain_broker_per_s", _taskit_drain, jobs, None, sync))
+         for label, sync in TASKITS.items()],
+        [(label, functools.partial(_latency, label, probes)) for label in (*TASKITS, *HUEYS)],
+    ]  # fmt: skip
+
+
+def one_run(jobs: int, probes: int, n: int = 0) -> dict[str, dict[str, float]]:
+    """One run: each group's rows back to back, in turn (reversed in every other run)."""
+    order = [*TASKITS, PREFETCHED, ASYNC, ASYNC_PREFETCHED, MEMORY, *HUEYS]
+    rows: dict[str, dict[str, float]] = {label: {} for label in order}
+    for group in _groups(jobs, probes):
+        for label, measure in group if n % 2 == 0 else reversed(group):
+            rows[label].update(measure())
     shutil.rmtree(SCRATCH, ignore_errors=True)
     return rows
 
@@ -355,7 +384,7 @@ def main() -> None:
         args.runs, args.jobs, args.probes = 1, 1000, 50
     runs = []
     for n in range(args.runs):
-        runs.append(one_run(args.jobs, args.probes))
+        runs.append(one_run(args.jobs, args.probes, n))
         print(f"run {n + 1}:\n{table(runs[-1:])}", flush=True)
     stamp = datetime.now(UTC)
     name = f"sqlite-{stamp:%Y-%m-%d}{'-quick' if args.quick else ''}"
