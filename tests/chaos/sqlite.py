@@ -49,7 +49,9 @@ def url_of(db: Path) -> str:
     return f"sqlite:///{db.resolve()}"  # an absolute path: four slashes
 
 
-def spawn_worker(db: Path, directory: Path, lease: float, reaper: float) -> subprocess.Popen[bytes]:
+def spawn_worker(
+    db: Path, directory: Path, lease: float, reaper: float, concurrency: int = 8
+) -> subprocess.Popen[bytes]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("TASKIT_")},
         "TASKIT_BROKER_URL": url_of(db), "TASKIT_VISIBILITY_TIMEOUT": str(lease),
@@ -59,7 +61,8 @@ def spawn_worker(db: Path, directory: Path, lease: float, reaper: float) -> subp
     log = open(directory / "workers.log", "ab")  # noqa: SIM115 (the child holds it)
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "taskit", "worker", APP, "-c", "8", "--log-level", "WARNING"],
+            [sys.executable, "-m", "taskit", "worker", APP, "-c", str(concurrency),
+             "--log-level", "WARNING"],
             cwd=ROOT, env=env, stdout=log, stderr=log,
         )  # fmt: skip
     finally:
@@ -152,12 +155,12 @@ class StormResult:
 
 async def run_kill_storm(
     directory: Path, *, jobs: int, workers: int = 3, kill_every: float = 0.7, seed: int = 33,
-    lease: float = 2.0, reaper: float = 0.5, max_seconds: float = 300.0,
+    lease: float = 2.0, reaper: float = 0.5, max_seconds: float = 300.0, concurrency: int = 8,
 ) -> StormResult:  # fmt: skip
     rng = random.Random(seed)
     db = directory / "jobs.db"
     app = App(url_of(db), settings=Settings())
-    live = [spawn_worker(db, directory, lease, reaper) for _ in range(workers)]
+    live = [spawn_worker(db, directory, lease, reaper, concurrency) for _ in range(workers)]
     killed: set[int] = set()
     try:
         keys = [f"k{i}" for i in range(jobs)]
@@ -173,7 +176,7 @@ async def run_kill_storm(
                     victim = live.pop(rng.randrange(len(live)))
                     kill(victim)
                     killed.add(victim.pid)
-                    live.append(spawn_worker(db, directory, lease, reaper))
+                    live.append(spawn_worker(db, directory, lease, reaper, concurrency))
                     next_kill = time.monotonic() + kill_every
                 await anyio.sleep(0.05)
         seconds = time.monotonic() - began

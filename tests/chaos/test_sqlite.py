@@ -19,6 +19,22 @@ async def test_row33_kill_9_workers_under_load_loses_nothing(tmp_path: Path) -> 
     assert result.unjustified == 0  # every rerun followed its runner's death
 
 
+@pytest.mark.anyio
+async def test_row33_at_concurrency_1_each_settle_taking_the_next_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """Workers of concurrency 1 settle each job and lease their next in one transaction
+    (``settle_and_reserve``): a kill -9 between the two halves' commit and the run loses
+    nothing, and reruns only what a killed worker held."""
+    result = await run_kill_storm(
+        tmp_path, jobs=120, workers=3, kill_every=0.7, max_seconds=90, concurrency=1
+    )
+    print(f"row 33, concurrency 1: {result.line()}")
+    assert result.kills >= 2
+    assert result.lost == 0
+    assert result.unjustified == 0
+
+
 def test_row34_kill_9_during_writes_leaves_the_file_consistent(tmp_path: Path) -> None:
     result = run_write_kills(tmp_path, kills=12)
     print(f"row 34: {result.line()}")
