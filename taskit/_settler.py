@@ -27,7 +27,7 @@ from taskit._outage import Outage
 from taskit._storable import refused
 from taskit.backoff import Exponential
 from taskit.errors import BrokerOutcomeUnknownError, SerializationError, TaskitError
-from taskit.job import Lease, Outcome
+from taskit.job import Lease, Outcome, OutcomeKind
 
 if TYPE_CHECKING:
     from taskit.broker.base import Broker
@@ -113,6 +113,11 @@ class Taking:
             raise
         return self._leases
 
+    @property
+    def abandoned(self) -> bool:
+        """Whether the runner went away (``abandon``)."""
+        return self._abandoned
+
     def abandon(self) -> None:
         """The runner will not take the answer: leases already answered, or answered later,
         are handed back."""
@@ -163,7 +168,10 @@ class Settler:
         if taking is not None:
             if self._taking is not None:
                 self._taking.answer(None)
-            self._taking = taking
+            if self.failing:  # retrying through an outage: the runner does not wait behind it
+                taking.answer(None)
+            else:
+                self._taking = taking
         self._wake.set()
 
     @property
@@ -273,10 +281,30 @@ class Settler:
             )
             if both is not None:
                 applied, leases = both
+                if leases and taking.abandoned:
+                    await self._release(leases)
+                    leases = []
                 taking.answer(leases)
                 return applied
             self.takes = False  # this broker has no such step: settle alone from now on
         return await self._broker.settle(batch)
+
+    async def _release(self, leases: list[Lease]) -> None:
+        """Hand back leases taken for a runner that went away (a stop), at once and shielded,
+        as a cancelled reserve hands back what it took: the settler's own deadline may have
+        passed (a hard stop gives it a second), and a lease left to expire would cost its job
+        an attempt it never ran. Bounded by one lease; should the broker fail, the leases
+        expire and their jobs are reclaimed."""
+        outcomes = [Outcome(job_id=held.job.id, token=held.token, kind=OutcomeKind.RELEASE)
+                    for held in leases]  # fmt: skip
+        with anyio.move_on_after(self._lease, shield=True):
+            try:
+                await self._broker.settle(outcomes)
+                return
+            except (TaskitError, OSError) as exc:
+                error: BaseException = exc
+        log.warning("handing back %d jobs taken for a stopped runner failed (%s): they are "
+                    "retried once their lease expires", len(leases), error)  # fmt: skip
 
     async def _send_tries(self, batch: list[Outcome], taking: Taking | None) -> list[Settled]:
         give_up = anyio.current_time() + self._lease

@@ -247,10 +247,16 @@ class Broker(Browsing, abc.ABC):
 
     def _steps_own(self, owner: type[Broker]) -> bool:
         """Whether ``settle`` and ``reserve`` are ``owner``'s own, so its ``settle_and_reserve``
-        may take both steps at once: a subclass that changes either (a test double counting or
-        failing calls, a user's broker) must see every settle and reserve, so it gets None."""
-        cls = type(self)
-        return cls.settle is owner.settle and cls.reserve is owner.reserve
+        may take both steps at once: a subclass or an instance that changes either (a test
+        double counting or failing calls, a user's broker, a patch) must see every settle and
+        reserve, so it gets None."""
+        cls, given = type(self), vars(self)
+        return (
+            cls.settle is owner.settle
+            and cls.reserve is owner.reserve
+            and "settle" not in given  # nor replaced on the instance (a patch, a wrapper)
+            and "reserve" not in given
+        )
 
     @abc.abstractmethod
     async def set_progress(self, updates: Sequence[ProgressUpdate]) -> list[bool]:

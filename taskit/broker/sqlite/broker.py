@@ -238,6 +238,9 @@ class SqliteBroker(Broker):
 
         def both(tx: Tx) -> tuple[list[bool], list[Lease]]:
             applied = outcomes.settle(tx, checked, ttl)
+            # What the jobs that ended do to their workflows first, as two calls would: the
+            # take then sees the nodes they released, and never one they end.
+            workflows.apply_ends(tx, ttl)
             return applied, lifecycle.take(tx, queues, count, lease)[0]
 
         return await self._run(both, rows=len(checked) + count)
