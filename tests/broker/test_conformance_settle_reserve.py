@@ -1,7 +1,8 @@
 """Broker conformance: ``settle_and_reserve``, the one step a worker holding one job at a time
 takes between its jobs. A broker with such a step settles as ``settle`` does and leases as
 ``reserve(timeout=0)`` does; one without answers None and changes nothing (the worker then
-calls the two). Every broker kind; the memory and SQLite brokers have the step."""
+calls the two). Every broker kind; the memory and SQLite brokers have the step, and Redis on
+its fast transport."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import pytest
 from taskit.broker.base import Broker
 from taskit.job import Job, JobStatus, Lease, Outcome, OutcomeKind
 from tests.broker._helpers import LONG, make_job, new_queue
-from tests.broker._sharded import shard_id
+from tests.broker._sharded import SHARDED, shard_id
 from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
 
-#: The kinds that take both steps at once (the others answer None).
-TAKES = ("memory", "sqlite")
+
+def takes(kind: str) -> bool:
+    """Whether the kind takes both steps at once (the others answer None): the memory and
+    SQLite brokers, and Redis on its fast transport (both scripts in one write); not a
+    sharded broker."""
+    return kind in ("memory", "sqlite") or (kind.startswith("fast-") and kind not in SHARDED)
 
 
 def complete(lease: Lease) -> Outcome:
@@ -39,7 +44,7 @@ async def settle_and_reserve(
     every kind."""
     broker = harness.broker
     both = await broker.settle_and_reserve(outcomes, [queue], count=1, lease=LONG)
-    if harness.kind in TAKES:
+    if takes(harness.kind):
         assert both is not None
         return both
     assert both is None
@@ -84,7 +89,7 @@ async def test_a_stale_outcome_is_answered_false_and_the_next_job_still_taken(
     await broker.settle([complete(other)])
     stale = Outcome(job_id=second.id, token=other.token, kind=OutcomeKind.FAIL)  # settled
 
-    if harness.kind in TAKES:
+    if takes(harness.kind):
         both = await broker.settle_and_reserve([stale], [queue], count=1, lease=LONG)
         assert both == ([False], [])
     else:
