@@ -12,14 +12,23 @@ figure: an upper bound, read apart from the timed drain). Also the round trip of
 ``PING`` from this process (redis-py's asyncio client, one at a time: not taskit's transport).
 Median of ``--runs`` runs. Writes ``benchmarks/results/redis-c1-<date>[-TAG].md`` and ``.json``.
 
-    .venv/bin/python -m benchmarks.redis_c1 [--runs 3] [--jobs 3000] [--tag T]
+``--base REV``: instead, the Redis drain alone, this tree beside ``taskit/`` at REV (``git
+archive``, first on the path of the base's processes), each drain a fresh process, the trees in
+turn (A/B, then B/A) for ``--runs`` rounds on one private server; medians, and the median of the
+rounds' ratios. Writes ``benchmarks/results/redis-c1-<date>-versus-<sha>[-TAG].md``.
+
+    .venv/bin/python -m benchmarks.redis_c1 [--runs 3] [--jobs 3000] [--base REV] [--tag T]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,10 +39,12 @@ from redis.asyncio import Redis
 from benchmarks._machine import machine_line, package_versions
 from benchmarks._server import redis_server
 from benchmarks.sqlite import _taskit_drain
+from benchmarks.sqlite_instructions import base_tree
 from taskit import App, Settings
 from taskit.broker.redis.scripts import SCRIPTS
 
 RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).parent.parent
 
 
 async def _drain(url: str, jobs: int) -> float:
@@ -117,12 +128,78 @@ ROWS = (
 )
 
 
+def _drain_in(tree: Path | None, url: str, jobs: int) -> float:
+    """µs a job of one Redis drain in a fresh process importing taskit from ``tree`` (None:
+    this tree), on a flushed server."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(t) for t in (tree, ROOT) if t])}
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.redis_c1", "--child", url, str(jobs)],
+        cwd=tempfile.gettempdir(), env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    imported, figure = out.stdout.strip().splitlines()[-2:]
+    if not imported.startswith(str(tree or ROOT)):
+        raise RuntimeError(f"the child imported the wrong taskit: {imported}")
+    return float(figure)
+
+
+def _child(url: str, jobs: int) -> None:
+    import taskit
+
+    async def run() -> float:
+        flush = Redis.from_url(url)
+        await flush.flushall()
+        await flush.aclose()
+        return await _drain(url, jobs)
+
+    print(taskit.__file__)
+    print(anyio.run(run))
+
+
+def _versus(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="taskit-base-") as scratch, redis_server() as url:
+        sha = base_tree(args.base, Path(scratch))
+        trees: dict[str, Path | None] = {"this tree": None, f"base ({sha})": Path(scratch)}
+        runs: dict[str, list[float]] = {label: [] for label in trees}
+        for n in range(args.runs):
+            order = list(trees.items()) if n % 2 == 0 else list(reversed(trees.items()))
+            for label, tree in order:
+                runs[label].append(_drain_in(tree, url, args.jobs))
+                print(n, label, runs[label][-1], flush=True)
+    mine, base = runs["this tree"], runs[f"base ({sha})"]
+    ratio = statistics.median(m / b for m, b in zip(mine, base, strict=True))
+    lines = ["| tree | µs a job (median) | runs |", "|---|---|---|"]
+    for label, values in runs.items():
+        shown = ", ".join(f"{v:.1f}" for v in values)
+        lines.append(f"| {label} | {statistics.median(values):.1f} | {shown} |")
+    lines.append(f"| this / base (median of the rounds' ratios) | {ratio:.2f} | |")
+    stamp = datetime.now(UTC)
+    name = f"redis-c1-{stamp:%Y-%m-%d}-versus-{sha}" + (f"-{args.tag}" if args.tag else "")
+    head = (
+        f"# A concurrency-1 drain on Redis, this tree beside {sha} ({stamp:%Y-%m-%d %H:%M} "
+        f"UTC)\n\n`python -m benchmarks.redis_c1 --base {args.base} --runs {args.runs} --jobs "
+        f"{args.jobs}`; {machine_line()}; {package_versions(('redis', 'anyio'))}; a private "
+        "redis-server, flushed before each drain; `async def` no-op jobs.\n\n"
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(head + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {RESULTS / name}.md")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=3000, help="a multiple of 500")
+    parser.add_argument("--base", help="an earlier commit to set beside this tree")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        _child(args.child[0], int(args.child[1]))
+        return
+    if args.base:
+        _versus(args)
+        return
     runs = []
     with redis_server() as url:
         for n in range(args.runs):
