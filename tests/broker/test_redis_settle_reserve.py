@@ -6,24 +6,18 @@ is flushed); the contract itself is tests/broker/test_conformance_settle_reserve
 
 from __future__ import annotations
 
-import os
-import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import anyio
 import pytest
-import redis
 
 from taskit import App, Settings
-from taskit._settler import Settled, Settler, Taking
-from taskit.broker.redis import RedisBroker
 from taskit.broker.redis.scripts import SCRIPTS
-from taskit.errors import BrokerAuthenticationError, BrokerError
+from taskit.errors import BrokerError
 from taskit.job import Job, JobStatus, Lease, Outcome, OutcomeKind, encode_arguments
-from tests.broker._redis_kinds import OWN, OwnRedisServer, RedisHarness, open_redis_harness
-from tests.broker.test_redis_acl import PASSWORD, USER, documented_rules
+from tests.broker._redis_kinds import OWN, RedisHarness, open_redis_harness
 
 pytestmark = pytest.mark.anyio
 
@@ -161,70 +155,3 @@ async def test_a_worker_of_concurrency_1_on_redis_drains_through_the_step(
         stored = await app.get_job(job.id)
         assert stored is not None
         assert (stored.status, stored.attempts) == (JobStatus.COMPLETED, 1)
-
-
-@pytest.fixture
-def server() -> Iterator[OwnRedisServer]:
-    own = OwnRedisServer()
-    own.start()
-    try:
-        yield own
-    finally:
-        if own.proc is not None:
-            os.kill(own.proc.pid, signal.SIGCONT)
-        own.stop()
-
-
-async def test_an_acl_refusal_inside_the_settle_is_named_as_settle_names_it(
-    server: OwnRedisServer,
-) -> None:
-    admin = redis.Redis(host="127.0.0.1", port=server.port)
-    for rule in documented_rules():
-        admin.execute_command(*rule)  # type: ignore[no-untyped-call]
-    broker = RedisBroker(f"redis://{USER}:{PASSWORD}@127.0.0.1:{server.port}/0", timeout=5)
-    try:
-        queue = f"q-{uuid.uuid4().hex[:8]}"
-        await broker.enqueue([make_job(queue, n) for n in range(3)])
-        first, second = await broker.reserve([queue], count=2, lease=LONG, timeout=0)
-        # PEXPIRE: a command of the settle, not of the reserve.
-        admin.execute_command("ACL", "SETUSER", USER, "-pexpire")  # type: ignore[no-untyped-call]
-
-        with pytest.raises(BrokerAuthenticationError, match="script settle refused PEXPIRE"):
-            await broker.settle([complete(first)])
-        with pytest.raises(BrokerAuthenticationError, match="script settle refused PEXPIRE"):
-            await broker.settle_and_reserve([complete(second)], [queue], count=1, lease=LONG)
-    finally:
-        await broker.close()
-        admin.close()
-
-
-@pytest.mark.parametrize("takes", [False, True], ids=["settle", "settle_and_reserve"])
-async def test_a_stopping_settler_is_not_held_past_its_deadline_by_a_frozen_redis(
-    server: OwnRedisServer, takes: bool
-) -> None:
-    """``Settler.close(give_up_at)``: a stopping worker does not wait out a broker that stopped
-    answering (SIGSTOP), with the combined step as with ``settle``."""
-    broker = RedisBroker(server.url, timeout=4.0)
-    reports: list[Settled] = []
-    try:
-        queue = f"q-{uuid.uuid4().hex[:8]}"
-        await broker.enqueue([make_job(queue, 1), make_job(queue, 2)])
-        (held,) = await broker.reserve([queue], count=1, lease=LONG, timeout=0)
-        settler = Settler(broker, LONG, lambda outcome, settled: reports.append(settled))
-        settler.takes = takes
-        handed: list[list[Lease]] = []
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(settler.run)
-            assert server.proc is not None
-            os.kill(server.proc.pid, signal.SIGSTOP)
-            settler.submit(complete(held), Taking([queue], LONG, handed.append))
-            await anyio.sleep(0.2)  # the call is out, its reply owed
-            began = anyio.current_time()
-            settler.close(give_up_at=began + 0.3)
-        took = anyio.current_time() - began
-    finally:
-        if server.proc is not None:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        await broker.close()
-    assert reports == [Settled.UNKNOWN]
-    assert took < 1.5, f"the settler stopped {took:.2f} s after close (its deadline: 0.3 s)"

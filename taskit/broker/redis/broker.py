@@ -19,9 +19,7 @@ blocking timeouts only ten times a second, so short waits are cut by the client 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -42,17 +40,11 @@ from taskit.broker.redis.base import RedisBase, ms
 from taskit.broker.redis.errors import refusal_of
 from taskit.broker.redis.records import encode_error, split_token
 from taskit.broker.redis.requests import DeadElsewhere, Leased
-from taskit.broker.redis.scripts import SCRIPTS, ScriptName
+from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.streams import StreamCommands
 from taskit.broker.redis.transport.fast import FastClient
 from taskit.broker.redis.transport.pacing import Pacing
-from taskit.broker.redis.wait import (
-    CUT_SHORT_WAIT,
-    PIPELINE_FROM,
-    call_or_salvage,
-    wait,
-    wait_then_run,
-)
+from taskit.broker.redis.wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
 from taskit.dependencies import check_after
 from taskit.errors import BrokerError
 from taskit.fairness import check_groups
@@ -70,8 +62,6 @@ from taskit.limits import LimitSpec, LimitUsage
 from taskit.workflow import WorkflowState
 
 __all__ = ["RedisBroker"]
-
-log = logging.getLogger(__name__)
 
 
 class RedisBroker(RedisBase):
@@ -183,21 +173,6 @@ class RedisBroker(RedisBase):
         # No checkpoint from here to the caller's ``_handed_over`` (``_reserved`` shields its
         # own settle): leases reach it even if a cancellation came meanwhile.
         return await self._reserved(request, await self._named(keys, _checked(raw)))
-
-    async def _taken(self, request: requests.Reserve, reply: Any) -> list[Lease]:
-        """The leases of a reserve script's raw ``reply`` (none for an error reply: it ran not,
-        or failed; the fetcher's next reserve meets the same), its unreadable records
-        dead-lettered. Shielded: what it leased is never dropped by a cancellation."""
-        if isinstance(reply, redis.exceptions.ResponseError):
-            return []
-        with anyio.CancelScope(shield=True):
-            try:
-                got = await self._reserved(request, reply)
-            except BrokerError as exc:  # dead-lettering its unreadable records failed
-                log.warning("a reserve's leases are left to expire (%s): their jobs are "
-                            "reclaimed", exc)  # fmt: skip
-                got = Leased([], [])
-        return got.leases
 
     def _salvage(self, request: requests.Reserve) -> Callable[[Any], Awaitable[None]]:
         """What a cancelled reserve does with a reply that came anyway: hand back its leases."""
@@ -341,34 +316,27 @@ class RedisBroker(RedisBase):
                  *reserve.args()),
             )
         )  # fmt: skip
-        try:  # cancellable, as ``settle`` is: a stopping settler's deadline must hold
-            settled = await self._conn.guard(asyncio.shield(settled_call))
-            reserved = await self._conn.guard(asyncio.shield(reserved_call))
-        except BaseException:  # what the reserve leased is handed back if its reply comes
-            with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(CUT_SHORT_WAIT):
-                    await asyncio.wait([reserved_call])
-                if (
-                    reserved_call.done()
-                    and not reserved_call.cancelled()
-                    and reserved_call.exception() is None
-                ):
-                    await self._release(await self._taken(reserve, reserved_call.result()))
-            raise
-        leases = await self._taken(reserve, reserved)
-        try:
-            if _missing_script(settled) or _refused(settled) or _asked(settled):
-                applied = await self.settle(outcomes)  # it did not run: again
-            else:
-                checked = _script_reply("settle", settled)
-                answer, woken = request.answer(await self._named(settle_keys, checked))
-                await self._wake(woken)
-                applied = _spread(answer, sent, len(outcomes))
-        except BaseException:
-            if leases:
-                with anyio.move_on_after(CUT_SHORT_WAIT, shield=True):
+        with anyio.CancelScope(shield=True):  # sent: both replies are read, whatever comes
+            settled = await self._conn.guard(settled_call)
+            leases: list[Lease] = []
+            with contextlib.suppress(BrokerError):  # the fetcher's reserve meets it again
+                reserved = await self._conn.guard(reserved_call)
+                if not isinstance(reserved, redis.exceptions.ResponseError):
+                    got = await self._reserved(reserve, reserved)
+                    leases = got.leases
+            try:
+                if _missing_script(settled) or _refused(settled) or _asked(settled):
+                    applied = await self.settle(outcomes)  # it did not run: again
+                else:
+                    answer, woken = request.answer(
+                        await self._named(settle_keys, _checked(settled))
+                    )
+                    await self._wake(woken)
+                    applied = _spread(answer, sent, len(outcomes))
+            except BaseException:
+                if leases:
                     await self._release(leases)
-            raise
+                raise
         return applied, leases
 
     # -- limits ----------------------------------------------------------------------------
@@ -497,11 +465,6 @@ def _spread(answer: list[bool], sent: list[int], total: int) -> list[bool]:
     for i, ok in zip(sent, answer, strict=True):
         applied[i] = ok
     return applied
-
-
-async def _script_reply(name: ScriptName, reply: Any) -> Any:
-    """``reply`` of script ``name``, or its error raised as ``SCRIPTS.call`` raises it."""
-    return SCRIPTS.raise_for(name, reply)
 
 
 def _missing_script(reply: Any) -> bool:

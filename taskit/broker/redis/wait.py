@@ -6,7 +6,7 @@ wake lists (see ``broker``), on a connection of its own (``connections``).
 worker has its jobs one round trip sooner (the leases are made by the same script, under the same
 fencing). A wait cut short (the caller is cancelled, or the server does not answer in time) first
 ends the ``BLPOP`` with ``CLIENT UNBLOCK`` from the script connection and reads the command's
-reply, so nothing it leased goes unseen. Only when no reply comes (within ``CUT_SHORT_WAIT``: a
+reply, so nothing it leased goes unseen. Only when no reply comes (within ``_CUT_SHORT_WAIT``: a
 stopped server must not hold up a stopping worker) is the connection dropped: the ``BLPOP`` still
 blocked then, so the command behind it never ran.
 
@@ -34,7 +34,7 @@ from taskit.broker.redis.errors import refusal_of
 from taskit.broker.redis.transport import Arg
 from taskit.broker.redis.transport.fast import FastClient
 
-__all__ = ["CUT_SHORT_WAIT", "PIPELINE_FROM", "call_or_salvage", "wait", "wait_then_run"]
+__all__ = ["PIPELINE_FROM", "call_or_salvage", "wait", "wait_then_run"]
 
 #: Waits at least this long (seconds) may carry a command behind them; shorter ones must end on
 #: time, which only the client can ensure (Redis checks blocking timeouts ten times a second).
@@ -43,7 +43,7 @@ PIPELINE_FROM = 1.0
 #: everything at most (seconds).
 _UNBLOCK_TRIES = 10
 _UNBLOCK_WAIT = 0.1
-CUT_SHORT_WAIT = 0.5
+_CUT_SHORT_WAIT = 0.5
 
 
 async def wait(conn: Connections, wake: Sequence[str], seconds: float) -> None:
@@ -147,7 +147,7 @@ async def call_or_salvage(
 ) -> Any:
     """Send ``command`` and return its raw reply (an error reply as a ``ResponseError``
     instance). The caller may be cancelled at any point: before the command went out nothing
-    ran; after, its reply gets up to ``CUT_SHORT_WAIT`` seconds to come and goes to ``salvage``
+    ran; after, its reply gets up to ``_CUT_SHORT_WAIT`` seconds to come and goes to ``salvage``
     (shielded, must not raise); then the cancellation propagates. A reply later than that is
     left unread: what the command leased expires and is reclaimed, nothing is lost."""
     [call] = await conn.guard(client.send(command))
@@ -155,7 +155,7 @@ async def call_or_salvage(
         return await conn.guard(asyncio.shield(call))
     except BaseException:  # cancelled, or the connection failed: never swallowed
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(CUT_SHORT_WAIT):
+            with anyio.move_on_after(_CUT_SHORT_WAIT):
                 await asyncio.wait([call])
             if call.done() and not call.cancelled() and call.exception() is None:
                 await salvage(call.result())
@@ -164,9 +164,9 @@ async def call_or_salvage(
 
 async def _cut_short(waits: FastClient, main: FastClient, call: asyncio.Future[Any]) -> Any:
     """End the BLPOP in front of ``call`` and return ``call``'s reply, or None (call shielded).
-    Gives up after ``CUT_SHORT_WAIT`` seconds (a stopped server answers nothing)."""
+    Gives up after ``_CUT_SHORT_WAIT`` seconds (a stopped server answers nothing)."""
     client_id = waits.client_id
-    with anyio.move_on_after(CUT_SHORT_WAIT):
+    with anyio.move_on_after(_CUT_SHORT_WAIT):
         unblockable = client_id is not None
         for _ in range(_UNBLOCK_TRIES if unblockable else 1):
             if call.done():
