@@ -1,8 +1,7 @@
 """Broker conformance: ``settle_and_reserve``, the one step a worker holding one job at a time
 takes between its jobs. A broker with such a step settles as ``settle`` does and leases as
 ``reserve(timeout=0)`` does; one without answers None and changes nothing (the worker then
-calls the two). Every broker kind; the memory and SQLite brokers have the step, and Redis on
-its fast transport."""
+calls the two). Every broker kind; the memory and SQLite brokers have the step."""
 
 from __future__ import annotations
 
@@ -11,17 +10,13 @@ import pytest
 from taskit.broker.base import Broker
 from taskit.job import Job, JobStatus, Lease, Outcome, OutcomeKind
 from tests.broker._helpers import LONG, make_job, new_queue
-from tests.broker._sharded import SHARDED, shard_id
+from tests.broker._sharded import shard_id
 from tests.broker.conftest import BrokerHarness
 
 pytestmark = pytest.mark.anyio
 
-
-def takes(kind: str) -> bool:
-    """Whether the kind takes both steps at once (the others answer None): the memory and
-    SQLite brokers, and Redis on its fast transport (both scripts in one write); not a
-    sharded broker."""
-    return kind in ("memory", "sqlite") or (kind.startswith("fast-") and kind not in SHARDED)
+#: The kinds that take both steps at once (the others answer None).
+TAKES = ("memory", "sqlite")
 
 
 def complete(lease: Lease) -> Outcome:
@@ -44,7 +39,7 @@ async def settle_and_reserve(
     every kind."""
     broker = harness.broker
     both = await broker.settle_and_reserve(outcomes, [queue], count=1, lease=LONG)
-    if takes(harness.kind):
+    if harness.kind in TAKES:
         assert both is not None
         return both
     assert both is None
@@ -89,7 +84,7 @@ async def test_a_stale_outcome_is_answered_false_and_the_next_job_still_taken(
     await broker.settle([complete(other)])
     stale = Outcome(job_id=second.id, token=other.token, kind=OutcomeKind.FAIL)  # settled
 
-    if takes(harness.kind):
+    if harness.kind in TAKES:
         both = await broker.settle_and_reserve([stale], [queue], count=1, lease=LONG)
         assert both == ([False], [])
     else:

@@ -242,19 +242,6 @@ class RedisBroker(RedisBase):
         return answered
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        built = self._settle_request(outcomes)
-        if built is None:
-            return [False] * len(outcomes)
-        request, sent = built
-        answer, woken = await self._call(request)
-        await self._wake(woken)
-        return _spread(answer, sent, len(outcomes))
-
-    def _settle_request(
-        self, outcomes: Sequence[Outcome]
-    ) -> tuple[requests.Settle, list[int]] | None:
-        """The settle script call for ``outcomes``, and which of them it carries (in order);
-        None when none names a lease of this broker (all stale: nothing to send)."""
         each: list[tuple[str, str, str, str, int, bytes, bytes]] = []
         ttls: list[int | None] = []  # each job's own result TTL in ms (None: the broker's)
         sent: list[int] = []
@@ -273,71 +260,15 @@ class RedisBroker(RedisBase):
             ttls.append(None if outcome.result_ttl is None else ms(outcome.result_ttl))
             sent.append(i)
         if not sent:
-            return None
-        return requests.Settle(self._ttl_ms, each, ttls), sent
-
-    async def settle_and_reserve(
-        self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
-    ) -> tuple[list[bool], list[Lease]] | None:
-        """The settle and the reserve scripts written back to back on one connection: one
-        round trip, run by Redis in that order. A settle that did not run (Redis lost its
-        scripts: NOSCRIPT; a refusal: MOVED, READONLY...) is sent again as ``settle`` sends it;
-        a reserve that did not run, or failed, takes nothing (the worker's fetcher reserves
-        next, and meets what it met). Should the settle then fail, the leases taken are handed
-        back before the error is raised. None (use ``settle`` and ``reserve``) on the redis-py
-        transport, with replicas to wait for (the settle's ``WAIT``), or in a subclass that
-        replaces ``settle`` or ``reserve``."""
-        if count < 1:
-            raise ValueError(f"count must be >= 1, got {count}")
-        commands = self._conn.pair().commands
-        if (
-            self._replicas is not None
-            or not isinstance(commands, FastClient)
-            or not self._steps_own(RedisBroker)
-        ):
-            return None
-        built = self._settle_request(outcomes)
-        if built is None:  # no outcome names a lease of this broker: nothing to settle
-            return [False] * len(outcomes), await self.reserve(
-                queues, count=count, lease=lease, timeout=0
-            )
-        if not queues:
-            return await self.settle(outcomes), []
-        request, sent = built
-        reserve = self._reserve_request(queues, count, lease)
-        settle_keys, reserve_keys = request.keys(self._keys), reserve.keys(self._keys)
-        if self._watch.due():
-            await self._watch.check(commands)
-        settled_call, reserved_call = await self._conn.guard(
-            commands.send(
-                ("EVALSHA", SCRIPTS["settle"].sha, len(settle_keys), *settle_keys,
-                 *request.args()),
-                ("EVALSHA", SCRIPTS["reserve"].sha, len(reserve_keys), *reserve_keys,
-                 *reserve.args()),
-            )
-        )  # fmt: skip
-        with anyio.CancelScope(shield=True):  # sent: both replies are read, whatever comes
-            settled = await self._conn.guard(settled_call)
-            leases: list[Lease] = []
-            with contextlib.suppress(BrokerError):  # the fetcher's reserve meets it again
-                reserved = await self._conn.guard(reserved_call)
-                if not isinstance(reserved, redis.exceptions.ResponseError):
-                    got = await self._reserved(reserve, reserved)
-                    leases = got.leases
-            try:
-                if _missing_script(settled) or _refused(settled) or _asked(settled):
-                    applied = await self.settle(outcomes)  # it did not run: again
-                else:
-                    answer, woken = request.answer(
-                        await self._named(settle_keys, _checked(settled))
-                    )
-                    await self._wake(woken)
-                    applied = _spread(answer, sent, len(outcomes))
-            except BaseException:
-                if leases:
-                    await self._release(leases)
-                raise
-        return applied, leases
+            return [False] * len(outcomes)
+        answer, woken = await self._call(requests.Settle(self._ttl_ms, each, ttls))
+        await self._wake(woken)
+        if len(sent) == len(outcomes):  # every outcome was sent: the answer is in their order
+            return answer
+        applied = [False] * len(outcomes)
+        for i, ok in zip(sent, answer, strict=True):
+            applied[i] = ok
+        return applied
 
     # -- limits ----------------------------------------------------------------------------
     async def set_limits(
@@ -454,17 +385,6 @@ class _Enqueue:
             self._dead_in[answer.index] = answer.queue
             return
         self.done = answer
-
-
-def _spread(answer: list[bool], sent: list[int], total: int) -> list[bool]:
-    """Per outcome, whether it applied: ``answer`` for those ``sent`` (their indexes, in
-    order), False for the others (no lease of this broker)."""
-    if len(sent) == total:  # every outcome was sent: the answer is in their order
-        return answer
-    applied = [False] * total
-    for i, ok in zip(sent, answer, strict=True):
-        applied[i] = ok
-    return applied
 
 
 def _missing_script(reply: Any) -> bool:
