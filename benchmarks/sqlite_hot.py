@@ -11,6 +11,13 @@ the ratio this / base is the median of each round's ratio (what a burst of load 
 * ``c1``: a ``Worker`` of concurrency 1 draining ``async def`` no-op jobs
   (``benchmarks.sqlite._taskit_drain(jobs, 1, "normal", False, 0, "async")``); jobs/s.
 * ``c1def``: the same with ``def`` jobs (each on a handler thread, as Huey runs its tasks).
+* ``thread1``: the floor of another design, Huey's shape: one thread that takes a job, calls a
+  no-op function and settles it with the next take, each step one transaction on the store's
+  blocking connection (``Store.run_blocking``: the settle, the workflow ends, the take), with
+  no event loop, worker, log line or heartbeat; jobs/s and CPU µs a job.
+* ``huey1``: Huey's consumer draining as ``benchmarks.sqlite`` has it drain, one worker thread,
+  at its defaults (``synchronous`` FULL), for a ratio within the round (the base's run of it
+  is the same code: leave it out with ``--base``).
 
 ``--base REV`` copies ``taskit/`` at that commit (``git archive``) and puts it first on the
 path of the base's processes; the driver (``benchmarks/``) is this tree's for both. Writes
@@ -31,6 +38,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -44,6 +52,8 @@ MODES = {
     "broker10": "broker alone, reserve 10 + settle 10",
     "c1": "worker c1 drain, async def job",
     "c1def": "worker c1 drain, def job",
+    "thread1": "one thread taking, running, settling (no worker)",
+    "huey1": "Huey's consumer, one worker thread, its default (FULL)",
 }
 
 
@@ -68,8 +78,50 @@ async def _broker(jobs: int, per: int) -> dict[str, float]:
     return {"per_s": jobs / wall, "cpu_us": cpu / jobs * 1e6}
 
 
+def _thread(jobs: int) -> dict[str, float]:
+    """``thread1``: one thread taking, running and settling jobs on the store, no worker."""
+    from benchmarks.sqlite import _fresh, _taskit_app
+    from taskit._storable import storable
+    from taskit.broker.sqlite import lifecycle, outcomes, workflows
+    from taskit.job import Lease, Outcome, OutcomeKind
+
+    async def queued() -> Any:
+        app, probe = _taskit_app(_fresh())
+        for first in range(0, jobs, 500):
+            await app.enqueue_many([probe.prepare(k, 0.0) for k in range(first, first + 500)])
+        return app
+
+    app = anyio.run(queued)
+    store, ttl = app.broker._store, app.broker._result_ttl
+    ran: list[str] = []
+    began, cpu = time.perf_counter(), time.process_time()
+    (leases, _), _ = store.run_blocking(lambda tx: lifecycle.take(tx, ["default"], 1, 30.0))
+    while leases:
+        held = leases[0]
+        ran.append(held.job.id)  # the job "runs"
+        checked = [storable(Outcome(job_id=held.job.id, token=held.token,
+                                    kind=OutcomeKind.COMPLETE))]  # fmt: skip
+
+        def step(tx: Any, checked: Any = checked) -> list[Lease]:
+            outcomes.settle(tx, checked, ttl)
+            workflows.apply_ends(tx, ttl)
+            return lifecycle.take(tx, ["default"], 1, 30.0)[0]
+
+        leases, _ = store.run_blocking(step)
+    wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+    assert len(ran) == jobs, len(ran)
+    anyio.run(app.close)
+    return {"per_s": jobs / wall, "cpu_us": cpu / jobs * 1e6}
+
+
 def child(mode: str, jobs: int) -> dict[str, float]:
     """One run of ``mode`` in this process (its figures)."""
+    if mode == "thread1":
+        return _thread(jobs)
+    if mode == "huey1":
+        from benchmarks.sqlite import _huey_drain
+
+        return {"per_s": _huey_drain(jobs, "default", 1)}
     if mode in ("c1", "c1def"):
         from benchmarks.sqlite import _taskit_drain
 
@@ -145,6 +197,15 @@ def write(runs: dict[str, dict[str, list[dict[str, float]]]], modes: list[str],
                 pairs = zip(runs[labels[0]][mode], runs[labels[-1]][mode], strict=True)
                 ratio = f"{statistics.median(a[key] / b[key] for a, b in pairs):.2f}"
             lines.append(f"| {MODES[mode]} | {unit} | " + " | ".join(shown) + f" | {ratio} |")
+    huey = runs[labels[0]].get("huey1")
+    if huey:  # each mode's jobs/s against Huey's in the same round (this tree's)
+        lines += ["", "| mode | this tree / Huey, one thread (median of the rounds' ratios) |",
+                  "|---|---|"]  # fmt: skip
+        for mode in modes:
+            if mode != "huey1":
+                pairs = zip(runs[labels[0]][mode], huey, strict=True)
+                ratio = statistics.median(a["per_s"] / b["per_s"] for a, b in pairs)
+                lines.append(f"| {MODES[mode]} | {ratio:.2f} |")
     stamp = datetime.now(UTC)
     name = f"sqlite-hot-{stamp:%Y-%m-%d}" + (f"-{args.tag}" if args.tag else "")
     base = f" --base {args.base}" if args.base else ""
