@@ -236,6 +236,9 @@ async def test_without_client_setname_every_connection_kind_works_and_it_is_logg
         ("-blpop", "'blpop'"),
         ("-xadd", "XADD"),
         ("-sadd", "script enqueue-plain refused SADD"),  # a command named on its line
+        # Inside the reserve script, whose reply the fast path reads by hand (no BLPOP): the
+        # same naming as every other script call, and as fatal to a worker.
+        ("-smembers", "script reserve refused SMEMBERS"),
     ],
 )
 async def test_a_missing_permission_names_what_was_refused(
@@ -247,6 +250,7 @@ async def test_a_missing_permission_names_what_was_refused(
     calls = {
         "-blpop": lambda: broker.reserve([queue], count=1, lease=30, timeout=1),
         "-xadd": lambda: broker.stream_add(queue, b"x", maxlen=10),
+        "-smembers": lambda: broker.reserve([queue], count=1, lease=30, timeout=0),
     }
     call = calls.get(taken, lambda: broker.enqueue([make_job(queue)]))
     try:
@@ -269,3 +273,31 @@ async def test_keys_outside_the_hash_tag_are_refused_by_name(
             await broker.enqueue([make_job(new_queue())])
     finally:
         await broker.close()
+
+
+async def test_a_worker_whose_reserve_is_refused_stops_with_the_error_named(
+    server: OwnRedisServer, admin: redis.Redis
+) -> None:
+    """A permission missing inside the reserve script is fatal to a worker, as every refused
+    permission is (waiting does not heal it): it stops at once with the error, naming it,
+    rather than backing off through an "outage" for ever."""
+    admin.execute_command("ACL", "SETUSER", USER, "-smembers")
+    app = App(url(server))
+    refused: list[BaseException] = []
+    try:
+        with anyio.fail_after(10):
+            try:
+                await app.worker(concurrency=1).run(burst=True)
+            except* BrokerAuthenticationError as group:  # out of the worker's task groups
+                refused.extend(_leaves(group))
+    finally:
+        await app.close()
+    assert len(refused) == 1
+    assert "script reserve refused SMEMBERS" in str(refused[0])
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside ``error``'s nested groups (``error`` itself if not a group)."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]

@@ -172,7 +172,7 @@ class RedisBroker(RedisBase):
             return got  # noqa: RET504 - outside the scope, whose exit may swallow (mypy)
         # No checkpoint from here to the caller's ``_handed_over`` (``_reserved`` shields its
         # own settle): leases reach it even if a cancellation came meanwhile.
-        return await self._reserved(request, await self._named(keys, _checked(raw)))
+        return await self._reserved(request, await self._named(keys, _reserve_reply(raw)))
 
     def _salvage(self, request: requests.Reserve) -> Callable[[Any], Awaitable[None]]:
         """What a cancelled reserve does with a reply that came anyway: hand back its leases."""
@@ -180,7 +180,7 @@ class RedisBroker(RedisBase):
         async def salvage(raw: Any) -> None:
             if not _missing_script(raw):  # NOSCRIPT or another error reply: it took nothing
                 with contextlib.suppress(BrokerError):
-                    got = await self._reserved(request, await self._conn.guard(_checked(raw)))
+                    got = await self._reserved(request, await self._conn.guard(_reserve_reply(raw)))
                     await self._release(got.leases)
 
         return salvage
@@ -214,7 +214,7 @@ class RedisBroker(RedisBase):
             elif _missing_script(raw) or _refused(raw):  # loads the scripts, or follows it
                 got = await self._reserve_once(queues, count, lease)
             else:
-                got = await self._reserved(request, await self._named(keys, _checked(raw)))
+                got = await self._reserved(request, await self._named(keys, _reserve_reply(raw)))
         return got
 
     async def extend(self, leases: Sequence[Lease], *, lease: float) -> list[LeaseState]:
@@ -403,6 +403,7 @@ def _refused(reply: Any) -> bool:
     return isinstance(reply, redis.exceptions.ResponseError) and refusal_of(reply) is not None
 
 
-async def _checked(reply: Any) -> Any:
-    """``reply``, or the redis-py exception of an error reply raised (for ``guard``)."""
-    return FastClient.raise_for(reply)
+async def _reserve_reply(reply: Any) -> Any:
+    """A reserve script's raw ``reply``, or its error raised as ``SCRIPTS.call`` raises it (an
+    ACL refusal inside the script named: fatal to a worker, as for every other script)."""
+    return SCRIPTS.raise_for("reserve", reply)

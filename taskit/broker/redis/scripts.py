@@ -111,6 +111,15 @@ class Scripts:
                 self._files[match.group("name")] = (filename, match.group("keys"))
         self._scripts: dict[str, Script] = {}
 
+    def raise_for(self, name: ScriptName, reply: Any) -> Any:
+        """A raw reply of script ``name`` read by hand (sent with ``FastClient.send``): itself,
+        or raised as ``call`` raises that error reply (an ACL refusal inside the script named,
+        ``NoPermissionError``)."""
+        try:
+            return FastClient.raise_for(reply)
+        except ResponseError as exc:
+            raise _refused_inside(self[name], exc) from None
+
     def __getitem__(self, name: ScriptName) -> Script:
         script = self._scripts.get(name)
         return script if script is not None else self._expand(name)
