@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -38,13 +35,13 @@ from redis.asyncio import Redis
 
 from benchmarks._machine import machine_line, package_versions
 from benchmarks._server import redis_server
+from benchmarks._trees import run_child
 from benchmarks.sqlite import _taskit_drain
 from benchmarks.sqlite_instructions import base_tree
 from taskit import App, Settings
 from taskit.broker.redis.scripts import SCRIPTS
 
 RESULTS = Path(__file__).parent / "results"
-ROOT = Path(__file__).parent.parent
 
 
 async def _drain(url: str, jobs: int) -> float:
@@ -131,15 +128,7 @@ ROWS = (
 def _drain_in(tree: Path | None, url: str, jobs: int) -> float:
     """µs a job of one Redis drain in a fresh process importing taskit from ``tree`` (None:
     this tree), on a flushed server."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(t) for t in (tree, ROOT) if t])}
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.redis_c1", "--child", url, str(jobs)],
-        cwd=tempfile.gettempdir(), env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    imported, figure = out.stdout.strip().splitlines()[-2:]
-    if not imported.startswith(str(tree or ROOT)):
-        raise RuntimeError(f"the child imported the wrong taskit: {imported}")
-    return float(figure)
+    return float(run_child("benchmarks.redis_c1", tree, url, str(jobs))[-1])
 
 
 def _child(url: str, jobs: int) -> None:
@@ -172,16 +161,27 @@ def _versus(args: argparse.Namespace) -> None:
         shown = ", ".join(f"{v:.1f}" for v in values)
         lines.append(f"| {label} | {statistics.median(values):.1f} | {shown} |")
     lines.append(f"| this / base (median of the rounds' ratios) | {ratio:.2f} | |")
+    _write(f"-versus-{sha}", f", this tree beside {sha}", lines, runs, args,
+           "a private redis-server, flushed before each drain; `async def` no-op jobs")  # fmt: skip
+
+
+def _write(
+    suffix: str, title: str, lines: list[str], data: object, args: argparse.Namespace,
+    setup: str,
+) -> None:  # fmt: skip
+    """The table ``lines`` to ``results/redis-c1-<date><suffix>[-TAG].md``, the figures
+    ``data`` to the ``.json`` beside it, with the command, machine and versions."""
     stamp = datetime.now(UTC)
-    name = f"redis-c1-{stamp:%Y-%m-%d}-versus-{sha}" + (f"-{args.tag}" if args.tag else "")
+    name = f"redis-c1-{stamp:%Y-%m-%d}{suffix}" + (f"-{args.tag}" if args.tag else "")
+    base = f" --base {args.base}" if args.base else ""
     head = (
-        f"# A concurrency-1 drain on Redis, this tree beside {sha} ({stamp:%Y-%m-%d %H:%M} "
-        f"UTC)\n\n`python -m benchmarks.redis_c1 --base {args.base} --runs {args.runs} --jobs "
-        f"{args.jobs}`; {machine_line()}; {package_versions(('redis', 'anyio'))}; a private "
-        "redis-server, flushed before each drain; `async def` no-op jobs.\n\n"
+        f"# A concurrency-1 drain on Redis{title} ({stamp:%Y-%m-%d %H:%M} UTC)\n\n"
+        f"`python -m benchmarks.redis_c1{base} --runs {args.runs} --jobs {args.jobs}`; "
+        f"{machine_line()}; {package_versions(('redis', 'anyio'))}; {setup}.\n\n"
     )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.md").write_text(head + "\n".join(lines) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps({"runs": data, "args": vars(args)}, indent=1))
     print("\n".join(lines))
     print(f"wrote {RESULTS / name}.md")
 
@@ -212,18 +212,7 @@ def main() -> None:
         lines.append(f"| {title} | {statistics.median(values):{fmt}} | {shown} |")
     ratio = statistics.median(run["redis_us"] / run["sqlite_us"] for run in runs)
     lines.append(f"| Redis / SQLite, µs a job (median of the runs' ratios) | {ratio:.2f} | |")
-    stamp = datetime.now(UTC)
-    name = f"redis-c1-{stamp:%Y-%m-%d}" + (f"-{args.tag}" if args.tag else "")
-    head = (
-        f"# A concurrency-1 drain on Redis ({stamp:%Y-%m-%d %H:%M} UTC)\n\n"
-        f"`python -m benchmarks.redis_c1 --runs {args.runs} --jobs {args.jobs}`; "
-        f"{machine_line()}; {package_versions(('redis', 'anyio'))}; a private redis-server.\n\n"
-    )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.md").write_text(head + "\n".join(lines) + "\n")
-    (RESULTS / f"{name}.json").write_text(json.dumps({"runs": runs, "args": vars(args)}, indent=1))
-    print("\n".join(lines))
-    print(f"wrote {RESULTS / name}.md")
+    _write("", "", lines, runs, args, "a private redis-server")
 
 
 if __name__ == "__main__":

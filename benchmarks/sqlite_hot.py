@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -43,10 +40,10 @@ from typing import Any
 import anyio
 
 from benchmarks._machine import machine_line, package_versions
+from benchmarks._trees import run_child
 from benchmarks.sqlite_instructions import base_tree
 
 RESULTS = Path(__file__).parent / "results"
-ROOT = Path(__file__).parent.parent
 MODES = {
     "broker1": "broker alone, reserve 1 + settle 1",
     "broker10": "broker alone, reserve 10 + settle 10",
@@ -132,16 +129,9 @@ def child(mode: str, jobs: int) -> dict[str, float]:
 
 def run_in(tree: Path | None, mode: str, jobs: int) -> dict[str, float]:
     """``child`` in a fresh process importing taskit from ``tree`` (None: this tree)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(t) for t in (tree, ROOT) if t])}
-    # Run from elsewhere: from ROOT, ``-m`` would import ROOT's taskit first.
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.sqlite_hot", "--child", mode, str(jobs)],
-        cwd=tempfile.gettempdir(), env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    imported, figures = out.stdout.strip().splitlines()[-2:]
-    if not imported.startswith(str(tree or ROOT)):
-        raise RuntimeError(f"the child imported the wrong taskit: {imported}")
-    result: dict[str, float] = json.loads(figures)
+    result: dict[str, float] = json.loads(
+        run_child("benchmarks.sqlite_hot", tree, mode, str(jobs))[-1]
+    )
     return result
 
 
@@ -204,8 +194,8 @@ def write(runs: dict[str, dict[str, list[dict[str, float]]]], modes: list[str],
         for mode in modes:
             if mode != "huey1":
                 pairs = zip(runs[labels[0]][mode], huey, strict=True)
-                ratio = statistics.median(a["per_s"] / b["per_s"] for a, b in pairs)
-                lines.append(f"| {MODES[mode]} | {ratio:.2f} |")
+                versus = statistics.median(a["per_s"] / b["per_s"] for a, b in pairs)
+                lines.append(f"| {MODES[mode]} | {versus:.2f} |")
     stamp = datetime.now(UTC)
     name = f"sqlite-hot-{stamp:%Y-%m-%d}" + (f"-{args.tag}" if args.tag else "")
     base = f" --base {args.base}" if args.base else ""
