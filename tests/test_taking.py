@@ -8,14 +8,14 @@ without the step, leaves the runner to reserve itself, as before. Memory and SQL
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 import pytest
 
-from taskit import App, Job, JobStatus, Settings, Worker
+from taskit import App, Job, JobStatus, Settings, Worker, WorkerStats
 from taskit._settler import Settler, Taking
 from taskit.broker.memory import MemoryBroker
 from taskit.broker.sqlite import SqliteBroker
@@ -68,8 +68,11 @@ def watched(base: type[MemoryBroker] | type[SqliteBroker]) -> type:
     return Watched
 
 
+MakeBroker = Callable[[Steps], MemoryBroker | SqliteBroker]
+
+
 @pytest.fixture(params=["memory", "sqlite"])
-def make_broker(request: pytest.FixtureRequest, tmp_path: Path) -> object:
+def make_broker(request: pytest.FixtureRequest, tmp_path: Path) -> MakeBroker:
     def make(steps: Steps) -> MemoryBroker | SqliteBroker:
         if request.param == "memory":
             broker = watched(MemoryBroker)()
@@ -101,6 +104,11 @@ class Notes:
     async def enqueue(self, count: int) -> list[Job]:
         return [await self.task.enqueue(n) for n in range(count)]
 
+    async def drain(self, concurrency: int = 1) -> WorkerStats:
+        """A burst worker's run over what is queued (bounded: a hang fails the test)."""
+        with anyio.fail_after(WAIT):
+            return await Worker(self.app, concurrency=concurrency).run(burst=True)
+
     async def status(self, job: Job) -> tuple[JobStatus, int]:
         stored = await self.app.get_job(job.id)
         assert stored is not None
@@ -109,14 +117,13 @@ class Notes:
 
 @pytest.mark.parametrize("sync", [False, True], ids=["async-def", "def"])
 async def test_each_job_is_settled_and_the_next_taken_in_one_call(
-    make_broker: object, sync: bool
+    make_broker: MakeBroker, sync: bool
 ) -> None:
     steps = Steps()
-    notes = Notes(make_broker(steps), sync)  # type: ignore[operator]
+    notes = Notes(make_broker(steps), sync)
     jobs = await notes.enqueue(6)
 
-    with anyio.fail_after(WAIT):
-        stats = await Worker(notes.app, concurrency=1).run(burst=True)
+    stats = await notes.drain()
 
     assert notes.ran == list(range(6))
     assert stats.completed == 6
@@ -128,14 +135,13 @@ async def test_each_job_is_settled_and_the_next_taken_in_one_call(
 
 
 async def test_a_worker_holding_more_than_one_job_never_takes_with_a_settle(
-    make_broker: object,
+    make_broker: MakeBroker,
 ) -> None:
     steps = Steps()
-    notes = Notes(make_broker(steps))  # type: ignore[operator]
+    notes = Notes(make_broker(steps))
     await notes.enqueue(6)
 
-    with anyio.fail_after(WAIT):
-        stats = await Worker(notes.app, concurrency=2).run(burst=True)
+    stats = await notes.drain(2)
 
     assert sorted(notes.ran) == list(range(6))
     assert stats.completed == 6
@@ -144,14 +150,13 @@ async def test_a_worker_holding_more_than_one_job_never_takes_with_a_settle(
 
 
 async def test_an_outage_on_the_step_leaves_the_runner_to_reserve_and_loses_nothing(
-    make_broker: object,
+    make_broker: MakeBroker,
 ) -> None:
     steps = Steps(fail=1)
-    notes = Notes(make_broker(steps))  # type: ignore[operator]
+    notes = Notes(make_broker(steps))
     jobs = await notes.enqueue(3)
 
-    with anyio.fail_after(WAIT):
-        stats = await Worker(notes.app, concurrency=1).run(burst=True)
+    stats = await notes.drain()
 
     assert notes.ran == [0, 1, 2]  # each once, in order
     assert stats.completed == 3
@@ -165,20 +170,28 @@ async def test_an_outage_on_the_step_leaves_the_runner_to_reserve_and_loses_noth
 
 
 async def test_a_stop_cancels_the_wait_for_the_next_job_and_loses_nothing(
-    make_broker: object,
+    make_broker: MakeBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     steps = Steps(hold=1)
-    notes = Notes(make_broker(steps))  # type: ignore[operator]
+    notes = Notes(make_broker(steps))
     first, *rest = await notes.enqueue(3)
     worker = Worker(notes.app, concurrency=1)
+    abandoned = anyio.Event()
+    abandon = Taking.abandon
+
+    def noted(taking: Taking) -> None:
+        abandon(taking)
+        abandoned.set()
+
+    monkeypatch.setattr(Taking, "abandon", noted)
 
     with anyio.fail_after(WAIT):  # a stop that waited on the step (or the grace) would hang
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker.run)
             await steps.holding.wait()  # the first job's step, held
             worker.stop()
-            await anyio.sleep(0.05)  # the worker stops while the step is still held ...
-            steps.go.set()  # ... which then settles the first job and takes the second
+            await abandoned.wait()  # the runner gave up waiting for the next job ...
+            steps.go.set()  # ... then the step settles the first job and takes the second
 
     assert notes.ran == [0]
     # Handed back by the settler at once, as a cancelled reserve hands back what it took: the
@@ -207,8 +220,7 @@ async def test_a_broker_without_the_step_is_asked_once_then_settled_and_reserved
     notes = Notes(broker)
     await notes.enqueue(4)
 
-    with anyio.fail_after(WAIT):
-        stats = await Worker(notes.app, concurrency=1).run(burst=True)
+    stats = await notes.drain()
 
     assert notes.ran == [0, 1, 2, 3]
     assert stats.completed == 4
