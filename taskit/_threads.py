@@ -129,6 +129,11 @@ class HandlerThreads:
             raise call.error
         return call.value  # type: ignore[return-value]
 
+    def soon(self, fn: Callable[[], None]) -> None:
+        """Have ``fn`` called on the event loop soon (from any thread; ``RuntimeError`` once
+        that loop is closed)."""
+        self._soon(fn)
+
     def close(self) -> None:
         """No more calls: idle threads exit now, busy ones once their call returns."""
         with self._lock:

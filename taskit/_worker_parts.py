@@ -5,6 +5,7 @@ worker's loop stays one module's job; both are re-exported there."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,10 +41,16 @@ class WorkerStats:
     #: Outcomes sent whose reply was lost, where no retry could tell whether they applied.
     unknown: int = 0
 
+    def __post_init__(self) -> None:
+        # Not a field: counts come from the event loop and a chain's thread (``taskit._chain``).
+        self._lock = threading.Lock()
+
     def count(self, kind: OutcomeKind | Settled | None) -> None:
-        """Count one outcome applied (its kind), or one that was not (None: the lease was lost)."""
+        """Count one outcome applied (its kind), or one that was not (None: the lease was lost).
+        From any thread."""
         attr = _STAT_OF.get(kind, "lost")
-        setattr(self, attr, getattr(self, attr) + 1)
+        with self._lock:
+            setattr(self, attr, getattr(self, attr) + 1)
 
     @property
     def jobs_done(self) -> int:

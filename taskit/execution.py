@@ -26,7 +26,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Executor",
+    "Prepared",
     "RunningJob",
     "StopReason",
     "retries",
@@ -94,19 +95,44 @@ class RunningJob:
     it)."""
 
     lease: Lease
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     reason: StopReason | None = None
     held_until: float = math.inf
     reporter: Reporter = field(init=False)
+    #: Called by ``stop`` after the reason is set (on the event loop): a job whose handler runs
+    #: in a thread of its own chain (``taskit._chain``) is taken from that thread there.
+    on_stop: Callable[[RunningJob], None] | None = None
+    _scope: anyio.CancelScope | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.reporter = Reporter(self.lease.job, self.lease.token)
+
+    @property
+    def scope(self) -> anyio.CancelScope:
+        """The cancel scope its handler runs in, made on first use (on the event loop: a job
+        made in a chain's thread has none until the loop asks)."""
+        if self._scope is None:
+            self._scope = anyio.CancelScope()
+        return self._scope
 
     def stop(self, reason: StopReason) -> None:
         """Stop the handler; the first reason given wins."""
         if self.reason is None:
             self.reason = reason
         self.scope.cancel()
+        if self.on_stop is not None:
+            self.on_stop(self)
+
+
+@dataclass(eq=False, slots=True)
+class Prepared:
+    """A job ready to be called by a thread with no event loop (``Executor.prepare_sync``):
+    its sync handler's task, its arguments converted, and its timeout (None: none)."""
+
+    running: RunningJob
+    task: Task[Any, Any]
+    args: list[Any]
+    kwargs: dict[str, Any]
+    timeout: float | None
 
 
 class Executor:
@@ -146,10 +172,52 @@ class Executor:
         """Run the job and say how to settle it (``None``: do not settle, the lease is lost).
         The outcome carries the job's ``result_ttl``, for the broker to keep it that long."""
         outcome = await self._execute(running)
-        ttl = running.lease.job.result_ttl
-        if outcome is None or ttl is None:
-            return outcome
-        return msgspec.structs.replace(outcome, result_ttl=ttl)
+        return None if outcome is None else _kept(outcome, running.lease.job)
+
+    def prepare_sync(self, running: RunningJob) -> Prepared | None:
+        """``running`` ready to be called in a thread with no event loop, or None where its run
+        needs the loop (``execute``): an ``async def`` handler, an unknown task, a workflow node
+        fed its parents' results, a job past its ``expires_at``, arguments that do not fit."""
+        job = running.lease.job
+        if job.expires_at is not None and self._clock.time() > job.expires_at.timestamp():
+            return None
+        task = self._tasks.get(job.task)
+        if task is None or task.fn is None or task.is_async or is_fed(job):
+            return None
+        try:
+            args, kwargs = task.load_arguments(job)
+        except (SerializationError, TypeError, msgspec.ValidationError):
+            return None
+        timeout = job.timeout if job.timeout is not None else task.opts.timeout
+        return Prepared(running, task, args, kwargs, timeout)
+
+    def judge(
+        self, prepared: Prepared, value: Any, error: BaseException | None, duration: float
+    ) -> tuple[Outcome, BaseException | None]:
+        """How to settle a call of ``prepared`` made in a thread, which returned ``value`` or
+        raised ``error`` after ``duration`` seconds (past its timeout: timed out, as
+        ``execute`` would have cut it there); and the error its task's ``on_failure`` hook is
+        still to be told of (``failed``, on the event loop; None: nothing to tell). No event
+        loop needed."""
+        task, job, token = prepared.task, prepared.running.lease.job, prepared.running.lease.token
+        if prepared.timeout and duration >= prepared.timeout:
+            error = _timed_out(job, task, prepared.timeout)
+        if error is None:
+            return _kept(self._success(task, job, token, value, duration), job), None
+        outcome, tell = self._judged(task, job, token, error)
+        return _kept(outcome, job), error if tell and task.opts.on_failure is not None else None
+
+    async def failed(self, prepared: Prepared, error: BaseException) -> None:
+        """Tell ``prepared``'s task's ``on_failure`` hook of ``error`` (``judge`` said to)."""
+        await self._on_failure(prepared.task, prepared.running.lease.job, error)
+
+    async def timed_out(self, prepared: Prepared) -> Outcome:
+        """How to settle ``prepared``, called in a thread that ran past its timeout (the
+        thread runs on, abandoned): as ``execute`` settles a timed-out job, hook included."""
+        task, job = prepared.task, prepared.running.lease.job
+        error = _timed_out(job, task, prepared.timeout)
+        outcome = await self._failure(task, job, prepared.running.lease.token, error)
+        return _kept(outcome, job)
 
     async def _execute(self, running: RunningJob) -> Outcome | None:
         job, token = running.lease.job, running.lease.token
@@ -191,7 +259,7 @@ class Executor:
         if scope.cancelled_caught:
             if not timeout:  # cancelled from outside without a reason: hand it back
                 return stopped_outcome(job, token, StopReason.RELEASE)
-            error = JobTimeoutError(f"job {job.id} of {task.name!r} timed out after {timeout} s")
+            error = _timed_out(job, task, timeout)
         if error is None:
             return self._success(task, job, token, value, duration)
         return await self._failure(task, job, token, error)
@@ -242,18 +310,25 @@ class Executor:
     async def _failure(
         self, task: Task[Any, Any], job: Job, token: str, error: BaseException
     ) -> Outcome:
-        if isinstance(error, Fail):
+        outcome, tell = self._judged(task, job, token, error)
+        if tell:
             await self._on_failure(task, job, error)
-            return _outcome(job, token, OutcomeKind.FAIL, error)
+        return outcome
+
+    @staticmethod
+    def _judged(
+        task: Task[Any, Any], job: Job, token: str, error: BaseException
+    ) -> tuple[Outcome, bool]:
+        """How to settle a handler's ``error``, and whether ``on_failure`` is told of it: a
+        ``Retry`` asked for is no failure, unless it is the last (dead-lettered)."""
+        if isinstance(error, Fail):
+            return _outcome(job, token, OutcomeKind.FAIL, error), True
         if isinstance(error, Retry):
             outcome = retry_or_dead(job, token, error, task.opts.backoff, error.delay)
-            if outcome.kind is OutcomeKind.DEAD_LETTER:  # a requested retry is no failure; the
-                await self._on_failure(task, job, error)  # last one, dead-lettered, is
-            return outcome
-        await self._on_failure(task, job, error)
+            return outcome, outcome.kind is OutcomeKind.DEAD_LETTER
         if not retries(task.opts, error):
-            return _outcome(job, token, OutcomeKind.FAIL, error)
-        return retry_or_dead(job, token, error, task.opts.backoff)
+            return _outcome(job, token, OutcomeKind.FAIL, error), True
+        return retry_or_dead(job, token, error, task.opts.backoff), True
 
     async def _on_failure(self, task: Task[Any, Any], job: Job, error: BaseException) -> None:
         hook = task.opts.on_failure
@@ -349,6 +424,18 @@ def _arguments(task: Task[Any, Any], job: Job, fed: Any) -> tuple[list[Any], dic
     args, kwargs = decode_arguments(job.payload)
     args.insert(0, fed)
     return task.convert_arguments(args, kwargs)
+
+
+def _kept(outcome: Outcome, job: Job) -> Outcome:
+    """``outcome`` carrying the job's ``result_ttl``, for the broker to keep it that long."""
+    ttl = job.result_ttl
+    if ttl is None:
+        return outcome
+    return msgspec.structs.replace(outcome, result_ttl=ttl)
+
+
+def _timed_out(job: Job, task: Task[Any, Any], timeout: float | None) -> JobTimeoutError:
+    return JobTimeoutError(f"job {job.id} of {task.name!r} timed out after {timeout} s")
 
 
 def _expired(job: Job, token: str) -> Outcome:

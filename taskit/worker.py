@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Self
 import anyio
 import anyio.abc
 
+from taskit._chain import Chain, End, Ending
 from taskit._declare_limits import declare_limits
 from taskit._handoff import Handoff
 from taskit._leases import Reaper, keep_leases
@@ -58,10 +59,11 @@ from taskit._settler import Settled, Settler, Taking
 from taskit._threads import HandlerThreads
 from taskit._worker_parts import WorkerParts, WorkerSource, WorkerStats
 from taskit.backoff import as_policy
+from taskit.broker.base import Broker
 from taskit.config import check_number
 from taskit.errors import BrokerAuthenticationError, ConfigurationError, TaskitError
 from taskit.events import WorkerEvents
-from taskit.execution import Executor, RunningJob, StopReason, stopped_outcome
+from taskit.execution import Executor, Prepared, RunningJob, StopReason, stopped_outcome
 from taskit.hooks import Attempt, Hooks
 from taskit.job import Job, Lease, Outcome, OutcomeKind
 from taskit.limits import LimitSpec
@@ -160,7 +162,9 @@ class Worker:
         self._runners_left = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._executor: Executor | None = None
+        self._chain: Chain | None = None  # runs ``def`` jobs in a thread of their own (_run)
         self._lines = LineBatch(log)  # a settle batch's lines a job, written at its end
+        self._chain_lines = LineBatch(log)  # the chain's, in its thread
 
     # -- public ------------------------------------------------------------------------------
     async def run(self, *, burst: bool = False, handle_signals: bool = False) -> WorkerStats:
@@ -182,6 +186,13 @@ class Worker:
             executor = self._executor = Executor(
                 self.tasks, limiter, broker=broker, threads=threads
             )
+            if self._holds_one and not self.events and not self.hooks and _steps_now(broker):
+                # No event or hook to call on the loop a job: ``def`` jobs may run in chains.
+                self._chain = Chain(
+                    broker, executor, threads, queues=self.queues, lease=self.lease,
+                    running=self._running, record=self._chained, stopping=self._stopping.is_set,
+                    hard=lambda: self._hard,
+                )  # fmt: skip
             await self._serve(executor, burst)
         finally:
             threads.close()  # idle threads exit; one still running a handler was abandoned
@@ -510,7 +521,8 @@ class Worker:
         if running.reason is not None:  # stopped while it waited: never started
             self._settle_unrun(running)
             return None
-        taking: Taking | None = None
+        if self._chain is not None and (prepared := executor.prepare_sync(running)) is not None:
+            return await self._run_chain(prepared)
         self._running[lease.token] = running
         try:
             if log.isEnabledFor(logging.DEBUG):  # one INFO line a job: its end (_settled)
@@ -525,42 +537,99 @@ class Worker:
             else:
                 with attempt:
                     outcome = await executor.execute(running)
-            if outcome is not None and running.reporter.unsent is not None:
-                await self._progress.flush(self._reporters())  # its last report, before settling
-            if outcome is None:
-                log.warning("job %s lost its lease; its outcome is dropped", job.id,
-                            extra=_extra(job))  # fmt: skip
-                self.stats.count(Settled.STALE)
-                if attempt is not None:
-                    attempt.settled(None, False)
-            else:
-                self._settling[outcome.token] = (job, time.perf_counter() - began, attempt)
-                if self._holds_one and self._settler.takes and not self._stopping.is_set():
-                    taking = Taking(self.queues, self.lease, self._hand_back)
-                self._settler.submit(outcome, taking)
+            return await self._submit(running, outcome, time.perf_counter() - began, attempt)
         finally:
             del self._running[lease.token]
+
+    async def _run_chain(self, prepared: Prepared) -> Taking | None:
+        """Run ``prepared`` and the ``def`` jobs that follow it in a chain (``taskit._chain``),
+        then settle what it handed back here."""
+        assert self._chain is not None
+        assert self._executor is not None
+        first = prepared.running.lease.token
+        end: End | None = None
+        try:
+            end = await self._chain.run(prepared)
+            if end.ending is Ending.NEXT:
+                taking = Taking(self.queues, self.lease, self._hand_back)
+                taking.answer(end.leases)
+                return taking
+            assert end.prepared is not None
+            running = end.prepared.running
+            if end.ending is Ending.UNRUN:
+                if running.reason is None:  # the worker stops now: not started
+                    running.stop(StopReason.RELEASE)
+                self._settle_unrun(running)
+                return None
+            outcome = end.outcome
+            if end.ending is Ending.TAKEN:
+                job, token = running.lease.job, running.lease.token
+                if end.timed_out:
+                    outcome = await self._executor.timed_out(end.prepared)
+                else:
+                    outcome = stopped_outcome(job, token, running.reason)
+            elif end.error is not None:
+                await self._executor.failed(end.prepared, end.error)
+            return await self._submit(running, outcome, end.took, None)
+        finally:
+            self._running.pop(first, None)
+            if end is not None and end.prepared is not None:
+                self._running.pop(end.prepared.running.lease.token, None)
+
+    async def _submit(
+        self, running: RunningJob, outcome: Outcome | None, took: float, attempt: Attempt | None
+    ) -> Taking | None:
+        """Hand a run job's outcome to the settler (None: its lease was lost, nothing to
+        settle); the ``Taking`` of its next job, if asked for with it."""
+        job = running.lease.job
+        if outcome is not None and running.reporter.unsent is not None:
+            await self._progress.flush(self._reporters())  # its last report, before settling
+        if outcome is None:
+            log.warning("job %s lost its lease; its outcome is dropped", job.id,
+                        extra=_extra(job))  # fmt: skip
+            self.stats.count(Settled.STALE)
+            if attempt is not None:
+                attempt.settled(None, False)
+            return None
+        self._settling[outcome.token] = (job, took, attempt)
+        taking: Taking | None = None
+        if self._holds_one and self._settler.takes and not self._stopping.is_set():
+            taking = Taking(self.queues, self.lease, self._hand_back)
+        self._settler.submit(outcome, taking)
         return taking
 
     def _settled(self, outcome: Outcome, settled: Settled) -> None:
         job, took, attempt = self._settling.pop(outcome.token)
+        self._note(job, outcome, settled, took, attempt, self._lines)
+
+    def _chained(self, job: Job, outcome: Outcome, settled: Settled, took: float) -> None:
+        """A job the chain settled (in its thread): its line written at once."""
+        self._note(job, outcome, settled, took, None, self._chain_lines)
+        self._chain_lines.write()
+
+    def _note(
+        self, job: Job, outcome: Outcome, settled: Settled, took: float,
+        attempt: Attempt | None, lines: LineBatch,
+    ) -> None:  # fmt: skip
+        """A settled job's log line (into ``lines``, the calling thread's), event, count and
+        run hooks."""
         if settled is Settled.APPLIED:
             if log.isEnabledFor(logging.INFO):  # the extras are built only for a line
                 extra = _extra(job)
                 extra["duration"] = round(took, 6)
-                self._lines.add(logging.INFO, "job %s (%s) %s in %.3f s",
-                                (job.id, job.task, outcome.kind.value, took), extra)  # fmt: skip
+                lines.add(logging.INFO, "job %s (%s) %s in %.3f s",
+                          (job.id, job.task, outcome.kind.value, took), extra)  # fmt: skip
             if self._events:
                 self._events.settled(job, outcome, took)
         else:
             extra = _extra(job)
             extra["settled"] = settled.value
-            self._lines.write()  # the batch's lines so far first, in order
+            lines.write()  # the batch's lines so far first, in order
             log.warning("job %s: %s %s", outcome.job_id, outcome.kind.value, settled.meaning,
                         extra=extra)  # fmt: skip
         self.stats.count(outcome.kind if settled is Settled.APPLIED else settled)
         if attempt is not None:
-            self._lines.write()  # before anything its hooks log
+            lines.write()  # before anything its hooks log
             attempt.settled(outcome, settled is Settled.APPLIED)
 
     def _jobs_held(self) -> list[RunningJob]:
@@ -589,6 +658,12 @@ class Worker:
             "stopping gracefully" if graceful else "stopping now",
         )  # fmt: skip
         self.stop(graceful=graceful)
+
+
+def _steps_now(broker: Broker) -> bool:
+    """Whether ``broker`` may settle a job and take the next from a handler thread
+    (``Broker.settle_and_reserve_now`` is its own, not the base's none)."""
+    return type(broker).settle_and_reserve_now is not Broker.settle_and_reserve_now
 
 
 def _extra(job: Job) -> dict[str, object]:

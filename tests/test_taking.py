@@ -42,8 +42,9 @@ class Steps:
 
 
 def watched(base: type[MemoryBroker] | type[SqliteBroker]) -> type:
-    """``base`` with every ``settle_and_reserve`` recorded in ``self.steps`` (``settle`` and
-    ``reserve`` left as they are, so the broker keeps its own combined step)."""
+    """``base`` with every ``settle_and_reserve`` (and ``settle_and_reserve_now`` done)
+    recorded in ``self.steps`` (``settle`` and ``reserve`` left as they are, so the broker
+    keeps its own combined step)."""
 
     class Watched(base):  # type: ignore[valid-type, misc]
         steps: Steps
@@ -63,6 +64,17 @@ def watched(base: type[MemoryBroker] | type[SqliteBroker]) -> type:
                 outcomes, queues, count=count, lease=lease
             )
             steps.taken.append(None if both is None else len(both[1]))
+            return both
+
+        def settle_and_reserve_now(
+            self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
+        ) -> tuple[list[bool], list[Lease]] | None:
+            # A chain's step, in its handler thread (``taskit._chain``): recorded when done.
+            both: tuple[list[bool], list[Lease]] | None = super().settle_and_reserve_now(
+                outcomes, queues, count=count, lease=lease
+            )
+            if both is not None:
+                self.steps.taken.append(len(both[1]))
             return both
 
     return Watched

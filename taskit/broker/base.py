@@ -245,6 +245,22 @@ class Broker(Browsing, abc.ABC):
             raise ValueError(f"count must be >= 1, got {count}")
         return None
 
+    def settle_and_reserve_now(
+        self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
+    ) -> tuple[list[bool], list[Lease]] | None:
+        """``settle_and_reserve`` from any thread, without an event loop, done only if it can
+        be done at once: nothing to wait for (no lock another process holds, nothing queued
+        before it, no round trip to a server). A worker's thread that runs ``def`` jobs one
+        after another settles each and takes the next with it, without a hop to the event
+        loop and back (``taskit._chain``). None: nothing was done, no outcome applied (the
+        caller uses the async calls); an error raised means, as for ``settle_and_reserve``,
+        nothing was reserved. ``count`` >= 1, else ``ValueError``. Optional: the default does
+        nothing, and a broker's own step does nothing in a subclass that overrides ``settle``
+        or ``reserve`` (``_steps_own``)."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        return None
+
     def _steps_own(self, owner: type[Broker]) -> bool:
         """Whether ``settle`` and ``reserve`` are ``owner``'s own, so its ``settle_and_reserve``
         may take both steps at once: a subclass or an instance that changes either (a test

@@ -36,3 +36,13 @@ async def work(key: str, seconds: float) -> str:
     await anyio.sleep(seconds)
     record("E", key, os.getpid(), f"{time.time():.6f}")
     return key
+
+
+@app.task(name="chaos.work_sync")
+def work_sync(key: str, seconds: float) -> str:
+    """``work`` as a ``def`` handler (a worker of concurrency 1 runs it in a chain:
+    ``taskit._chain``)."""
+    record("S", key, os.getpid(), f"{time.time():.6f}")
+    time.sleep(seconds)
+    record("E", key, os.getpid(), f"{time.time():.6f}")
+    return key

@@ -1,6 +1,7 @@
 """Small calls on the event loop (``Store.run(..., small=True)``): run there only when they
 cannot wait (the write lock free at once, nothing queued for the thread), otherwise on the
-thread, in order; each still all or none; the WAL is checkpointed by the thread."""
+thread, in order; each still all or none; the WAL is checkpointed by the thread. The same
+from any thread (``Store.run_now``, a chain's step): done at once or not at all."""
 
 from __future__ import annotations
 
@@ -251,3 +252,39 @@ def test_a_forked_process_opens_its_own_blocking_connection(tmp_path: Path) -> N
     assert _paused(db) == {"parent", f"child{pid}", "parent again"}
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+async def test_run_now_from_another_thread_is_done_at_once_or_not_at_all(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    store = Store(str(db), SystemClock())
+    threads: list[int] = []
+    other = None
+    try:
+        await _opened(store)
+        done = await anyio.to_thread.run_sync(store.run_now, _pause("a", threads))
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process's writer: never waited for
+        held = await anyio.to_thread.run_sync(store.run_now, _pause("b", threads))
+        other.execute("COMMIT")
+    finally:
+        if other is not None:
+            other.close()
+        store.close()
+    assert done == ("a", False)
+    assert held is None
+    assert threads == [threads[0]]  # "b" never ran
+    assert threads[0] != threading.get_ident()
+    assert _paused(db) == {"a"}
+
+
+async def test_run_now_does_nothing_at_synchronous_full(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    store = Store(str(db), SystemClock(), full=True)
+    threads: list[int] = []
+    try:
+        await _opened(store)
+        assert await anyio.to_thread.run_sync(store.run_now, _pause("a", threads)) is None
+    finally:
+        store.close()
+    assert threads == []
+    assert _paused(db) == set()

@@ -156,6 +156,7 @@ class StormResult:
 async def run_kill_storm(
     directory: Path, *, jobs: int, workers: int = 3, kill_every: float = 0.7, seed: int = 33,
     lease: float = 2.0, reaper: float = 0.5, max_seconds: float = 300.0, concurrency: int = 8,
+    task: str = "chaos.work",
 ) -> StormResult:  # fmt: skip
     rng = random.Random(seed)
     db = directory / "jobs.db"
@@ -165,7 +166,8 @@ async def run_kill_storm(
     try:
         keys = [f"k{i}" for i in range(jobs)]
         began = time.monotonic()
-        acked = await enqueue_work(app, keys, [rng.uniform(0.01, 0.2) for _ in keys])
+        durations = [rng.uniform(0.01, 0.2) for _ in keys]
+        acked = await enqueue_work(app, keys, durations, task=task)
         next_kill = time.monotonic() + kill_every
         with anyio.fail_after(max_seconds):
             while True:

@@ -20,16 +20,18 @@ async def test_row33_kill_9_workers_under_load_loses_nothing(tmp_path: Path) -> 
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("task", ["chaos.work", "chaos.work_sync"], ids=["async-def", "def"])
 async def test_row33_at_concurrency_1_each_settle_taking_the_next_loses_nothing(
-    tmp_path: Path,
+    tmp_path: Path, task: str
 ) -> None:
     """Workers of concurrency 1 settle each job and lease their next in one transaction
-    (``settle_and_reserve``): a kill -9 between the two halves' commit and the run loses
-    nothing, and reruns only what a killed worker held."""
+    (``settle_and_reserve``; for ``def`` jobs, in the handler thread's chain): a kill -9
+    between the two halves' commit and the run loses nothing, and reruns only what a killed
+    worker held."""
     result = await run_kill_storm(
-        tmp_path, jobs=120, workers=3, kill_every=0.7, max_seconds=90, concurrency=1
+        tmp_path, jobs=120, workers=3, kill_every=0.7, max_seconds=90, concurrency=1, task=task
     )
-    print(f"row 33, concurrency 1: {result.line()}")
+    print(f"row 33, concurrency 1, {task}: {result.line()}")
     assert result.kills >= 2
     assert result.lost == 0
     assert result.unjustified == 0

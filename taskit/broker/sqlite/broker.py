@@ -229,6 +229,27 @@ class SqliteBroker(Broker):
         """One transaction (one commit: a job settled and the next taken cost about two thirds
         of the two transactions apart). A reserve that stopped looking past jobs its limits
         held back answers what it took, maybe nothing (``reserve`` would look again)."""
+        step = self._settle_and_take(outcomes_, queues, count, lease)
+        if step is None:
+            return None
+        return await self._run(step, ends=False, rows=len(outcomes_) + count)
+
+    def settle_and_reserve_now(
+        self, outcomes_: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
+    ) -> tuple[list[bool], list[Lease]] | None:
+        """The same transaction in the calling thread, when the write lock is free at once
+        (``Store.run_now``; never with ``synchronous=full``). Waiting reserves of every process,
+        this one's included, are woken through their sockets."""
+        step = self._settle_and_take(outcomes_, queues, count, lease)
+        if step is None:
+            return None
+        done = self._store.run_now(step)
+        return None if done is None else done[0]
+
+    def _settle_and_take(
+        self, outcomes_: Sequence[Outcome], queues: Sequence[str], count: int, lease: float
+    ) -> Callable[[Tx], tuple[list[bool], list[Lease]]] | None:
+        """The step of ``settle_and_reserve``: None where this broker may not take it."""
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         if not self._steps_own(SqliteBroker):
@@ -243,7 +264,7 @@ class SqliteBroker(Broker):
             workflows.apply_ends(tx, ttl)
             return applied, lifecycle.take(tx, queues, count, lease)[0]
 
-        return await self._run(both, rows=len(checked) + count)
+        return self._ending(both)  # as any call: what the take ended (expiries) too
 
     async def set_progress(self, updates: Sequence[ProgressUpdate]) -> list[bool]:
         encoded = [(u.job_id, u.token, encode_progress(u.progress)) for u in updates]

@@ -293,8 +293,8 @@ class Store:
         ``small``: ``fn`` touches a few rows; it runs on the loop when it cannot block there
         (the module docstring), and the caller still yields to the loop once after it."""
         await anyio.lowlevel.checkpoint_if_cancelled()
-        if small and not self._full:
-            here = self._run_here(fn)
+        if small:
+            here = self.run_now(fn)
             if here is not None:
                 await anyio.lowlevel.cancel_shielded_checkpoint()
                 return here
@@ -317,11 +317,14 @@ class Store:
             raise call.error
         return call.out, call.ready
 
-    def _run_here(self, fn: Callable[[Tx], _T]) -> tuple[_T, bool] | None:
-        """``fn`` in a transaction on the calling thread if that cannot wait: the thread has
+    def run_now(self, fn: Callable[[Tx], _T]) -> tuple[_T, bool] | None:
+        """``fn`` in a transaction on the calling thread (the event loop's, or any other) if
+        that cannot wait: the commit does not sync (not ``full``), the connection thread has
         nothing queued (calls finish in the order they were made) and has checked the schema,
         the write lock is free at once and nobody else uses this connection. None: it did not
-        run (nothing changed); the thread is to run it."""
+        run (nothing changed); ``run`` is to run it, on the thread."""
+        if self._full:
+            return None
         with self._lock:
             worker = self._worker
             if self._queued or worker is None or not worker.opened or worker.pid != os.getpid():
@@ -348,11 +351,13 @@ class Store:
                 if isinstance(exc, sqlite3.Error):
                     raise _error(exc, self.path) from exc
                 raise
+            self._commits_here += 1  # under the connection's lock: callers of any thread
+            checkpoint = self._commits_here >= CHECKPOINT_EVERY
+            if checkpoint:
+                self._commits_here = 0
         finally:
             connection.lock.release()
-        self._commits_here += 1
-        if self._commits_here >= CHECKPOINT_EVERY:
-            self._commits_here = 0
+        if checkpoint:
             worker.calls.put(_CHECKPOINT)
         if tx.ready and self._on_ready is not None:
             self._on_ready()

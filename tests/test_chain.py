@@ -1,0 +1,333 @@
+"""A worker that holds one job at a time on SQLite runs ``def`` jobs in chains
+(``taskit._chain``): the handler thread settles each job and takes the next in one step of its
+own (``Broker.settle_and_reserve_now``), while the event loop keeps leases, timeouts and stops.
+Each promise of the loop's path holds there too: timeouts (one per job, a sooner one waking the
+loop's timer), cancels and stops taken from the thread, ``on_failure`` hooks and progress, a
+held write lock (the loop settles instead), ``async def`` jobs between ``def`` ones, and
+nothing lost or counted twice."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import anyio
+import pytest
+
+from taskit import App, Job, JobStatus, Settings, Worker, report_progress
+from taskit.broker.sqlite import SqliteBroker
+from taskit.errors import JobTimeoutError
+from taskit.job import Lease, Outcome
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 15.0
+
+
+class Counted(SqliteBroker):
+    """A SQLite broker counting its steps taken from a thread, and how many took a job."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.now_steps: list[int] = []  # per step done: leases taken
+        self.refused = 0  # steps that could not be done at once
+
+    def settle_and_reserve_now(
+        self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
+    ) -> tuple[list[bool], list[Lease]] | None:
+        done = super().settle_and_reserve_now(outcomes, queues, count=count, lease=lease)
+        if done is None:
+            self.refused += 1
+        else:
+            self.now_steps.append(len(done[1]))
+        return done
+
+
+def make_app(tmp_path: Path, **settings: object) -> tuple[App, Counted]:
+    broker = Counted(tmp_path / "jobs.db")
+    options: dict[str, object] = {"grace_period": 30.0, "backoff": 0.0}
+    options.update(settings)
+    return App(broker, settings=Settings(**options)), broker  # type: ignore[arg-type]
+
+
+async def status(app: App, job: Job) -> tuple[JobStatus, int]:
+    stored = await app.get_job(job.id)
+    assert stored is not None
+    return stored.status, stored.attempts
+
+
+class Blocking:
+    """A ``def`` task whose job ``n == 1`` blocks until ``release`` (``running`` once it does),
+    and whose job ``n == 2`` sets ``last``."""
+
+    def __init__(self, app: App) -> None:
+        self.running, self.release, self.last = (threading.Event() for _ in range(3))
+
+        @app.task
+        def wait(n: int) -> int:
+            if n == 1:
+                self.running.set()
+                self.release.wait(WAIT)
+            if n == 2:
+                self.last.set()
+            return n
+
+        self.task = wait
+
+    async def while_running(self, worker: Worker, act: Callable[[], Awaitable[None]]) -> None:
+        """Run ``worker`` until it stops; ``act()`` once job 1 runs. Job 1 is released after."""
+        try:
+            with anyio.fail_after(WAIT):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(worker.run)
+                    await anyio.to_thread.run_sync(self.running.wait, WAIT)
+                    await act()
+        finally:
+            self.release.set()
+
+
+async def drain(app: App) -> Worker:
+    worker = Worker(app, concurrency=1)
+    with anyio.fail_after(WAIT):
+        await worker.run(burst=True)
+    return worker
+
+
+async def test_def_jobs_run_in_one_thread_each_settled_with_the_next_taken(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, broker = make_app(tmp_path)
+    threads: list[int] = []
+
+    @app.task
+    def double(n: int) -> int:
+        threads.append(threading.get_ident())
+        return n * 2
+
+    jobs = [await double.enqueue(n) for n in range(8)]
+    with caplog.at_level(logging.INFO, logger="taskit.worker"):
+        worker = await drain(app)
+
+    assert worker.stats.completed == 8
+    assert worker.stats.jobs_done == 8
+    # The first job came from the fetcher; each job's step in the thread took the next (the
+    # last found none). A step that could not be done at once (the worker's first calls held
+    # the write lock, or the store's thread had calls queued) was the loop's.
+    steps = broker.now_steps
+    assert steps[-1] == 0
+    assert steps[:-1] == [1] * (len(steps) - 1)
+    assert len(steps) + broker.refused == 8
+    assert len(steps) >= 6
+    assert threading.get_ident() not in threads
+    for n, job in enumerate(jobs):
+        assert await status(app, job) == (JobStatus.COMPLETED, 1)
+        assert (await app.result(job.id, timeout=1)).value == n * 2
+    ended = [r for r in caplog.records if "complete in" in r.getMessage()]
+    assert sorted(r.job_id for r in ended) == sorted(j.id for j in jobs)  # type: ignore[attr-defined]
+    await app.close()
+
+
+async def test_async_and_def_jobs_mixed_all_run_once(tmp_path: Path) -> None:
+    app, broker = make_app(tmp_path)
+    ran: list[str] = []
+
+    @app.task
+    def sync_note(n: int) -> None:
+        ran.append(f"def{n}")
+
+    @app.task
+    async def async_note(n: int) -> None:
+        ran.append(f"async{n}")
+
+    for n in range(6):
+        await (sync_note if n % 3 else async_note).enqueue(n)
+    worker = await drain(app)
+
+    assert ran == ["async0", "def1", "def2", "async3", "def4", "def5"]
+    assert worker.stats.completed == 6
+    assert broker.now_steps  # the def jobs' steps were the thread's
+    await app.close()
+
+
+async def test_a_job_past_its_timeout_is_taken_from_the_chain_and_retried(
+    tmp_path: Path,
+) -> None:
+    app, _ = make_app(tmp_path)
+    release = threading.Event()
+
+    @app.task(timeout=30.0)
+    def quick(n: int) -> int:
+        return n
+
+    @app.task(timeout=0.3, max_retries=0)
+    def stuck() -> None:
+        release.wait(WAIT)
+
+    first = await quick.enqueue(1)
+    late = await stuck.enqueue()  # second in the chain: its sooner deadline wakes the timer
+    after = await quick.enqueue(2)
+    began = time.monotonic()
+    try:
+        worker = await drain(app)
+    finally:
+        release.set()
+
+    # Taken at its own deadline, not at the 30 s one the timer waited for before it.
+    assert time.monotonic() - began < 10.0
+    assert await status(app, first) == (JobStatus.COMPLETED, 1)
+    assert await status(app, after) == (JobStatus.COMPLETED, 1)
+    stored = await app.get_job(late.id)
+    assert stored is not None
+    assert stored.status is JobStatus.DEAD_LETTER
+    assert stored.error_type == JobTimeoutError.__name__
+    assert worker.stats.completed == 2
+    assert worker.stats.dead_lettered == 1
+    await app.close()
+
+
+async def test_on_failure_hooks_and_retries_of_a_chained_job(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path)
+    told: list[str] = []
+    tries: list[int] = []
+
+    def hook(job: Job, error: BaseException) -> None:
+        told.append(f"{job.attempts}:{error}")
+
+    @app.task(max_retries=1, on_failure=hook)
+    def flaky(n: int) -> int:
+        tries.append(n)
+        if len(tries) == 2:
+            raise ValueError("second call fails")
+        return n
+
+    jobs = [await flaky.enqueue(n) for n in range(3)]
+    worker = await drain(app)
+
+    assert told == ["1:second call fails"]  # once, for the one failure
+    assert sorted(tries) == [0, 1, 1, 2]  # job 1 ran again after its retry
+    for job in jobs:
+        assert await status(app, job) == (JobStatus.COMPLETED, 1 + (job is jobs[1]))
+    assert (worker.stats.completed, worker.stats.retried) == (3, 1)
+    await app.close()
+
+
+async def test_progress_reported_in_a_chain_is_stored_before_the_settle(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path)
+
+    @app.task
+    def steps(n: int) -> int:
+        report_progress(n / 10, done=n)
+        return n
+
+    jobs = [await steps.enqueue(n) for n in range(3)]
+    await drain(app)
+
+    for n, job in enumerate(jobs):
+        stored = await app.get_job(job.id)
+        assert stored is not None
+        assert stored.status is JobStatus.COMPLETED
+        assert stored.progress is not None
+        assert (stored.progress.fraction, stored.progress.data) == (n / 10, {"done": n})
+    await app.close()
+
+
+async def test_a_held_write_lock_sends_the_settle_to_the_loop_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    app, broker = make_app(tmp_path)
+    holder = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None, check_same_thread=False)
+    held = threading.Event()
+    ran: list[int] = []
+
+    @app.task
+    def note(n: int) -> None:
+        ran.append(n)
+        if n == 1:  # the second job's step meets another connection's write lock
+            holder.execute("BEGIN IMMEDIATE")
+            held.set()
+
+    async def let_go() -> None:
+        await anyio.to_thread.run_sync(held.wait, WAIT)
+        await anyio.sleep(0.2)
+        holder.execute("COMMIT")
+
+    jobs = [await note.enqueue(n) for n in range(5)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(let_go)
+        worker = await drain(app)
+    holder.close()
+
+    assert ran == [0, 1, 2, 3, 4]
+    assert broker.refused >= 1
+    assert worker.stats.completed == 5
+    for job in jobs:
+        assert await status(app, job) == (JobStatus.COMPLETED, 1)
+    await app.close()
+
+
+async def test_a_cancel_requested_while_a_chained_job_runs_cancels_it(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path, visibility_timeout=1.5)  # the heartbeat: every 0.5 s
+    blocking = Blocking(app)
+    jobs = [await blocking.task.enqueue(n) for n in range(3)]
+    worker = Worker(app, concurrency=1)
+
+    async def cancel() -> None:
+        assert await app.cancel(jobs[1].id)
+        await anyio.to_thread.run_sync(blocking.last.wait, WAIT)  # it went on past the cancel
+        worker.stop()
+
+    await blocking.while_running(worker, cancel)
+
+    assert (await status(app, jobs[1]))[0] is JobStatus.CANCELLED
+    assert (await status(app, jobs[0]))[0] is JobStatus.COMPLETED
+    assert (await status(app, jobs[2]))[0] is JobStatus.COMPLETED
+    assert (worker.stats.completed, worker.stats.cancelled) == (2, 1)
+    await app.close()
+
+
+@pytest.mark.parametrize("graceful", [True, False], ids=["graceful", "hard"])
+async def test_a_stop_during_a_chained_job_loses_nothing(tmp_path: Path, graceful: bool) -> None:
+    app, _ = make_app(tmp_path)
+    blocking = Blocking(app)
+    jobs = [await blocking.task.enqueue(n) for n in range(4)]
+    worker = Worker(app, concurrency=1)
+
+    async def stop() -> None:
+        worker.stop(graceful=graceful)
+        if graceful:
+            blocking.release.set()  # it finishes within the grace period
+
+    await blocking.while_running(worker, stop)
+
+    assert await status(app, jobs[0]) == (JobStatus.COMPLETED, 1)
+    if graceful:
+        assert await status(app, jobs[1]) == (JobStatus.COMPLETED, 1)
+        assert (worker.stats.completed, worker.stats.released) == (2, 0)
+    else:  # handed back at once, its attempt refunded; its thread ran on, dropped
+        assert await status(app, jobs[1]) == (JobStatus.PENDING, 0)
+        assert (worker.stats.completed, worker.stats.released) == (1, 1)
+    for job in jobs[2:]:  # never taken
+        assert await status(app, job) == (JobStatus.PENDING, 0)
+    await app.close()
+
+
+async def test_event_subscribers_keep_def_jobs_on_the_loop(tmp_path: Path) -> None:
+    app, broker = make_app(tmp_path)
+    seen: list[str] = []
+    app.on("completed")(lambda event: seen.append(event.job_id))
+
+    @app.task
+    def note(n: int) -> int:
+        return n
+
+    jobs = [await note.enqueue(n) for n in range(3)]
+    worker = await drain(app)
+
+    assert broker.now_steps == []  # each job's events are the loop's to send
+    assert worker.stats.completed == 3
+    assert sorted(seen) == sorted(job.id for job in jobs)
+    await app.close()
