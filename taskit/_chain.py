@@ -25,6 +25,7 @@ and logs as ever).
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import functools
 import math
@@ -80,7 +81,8 @@ class Chain:
     token (the heartbeat's list), kept by the chain for the jobs it runs; ``record(job,
     outcome, settled, took)``: what the worker does with a job the chain settled (its log line
     and count; from the thread); ``stopping`` / ``hard``: whether the worker is stopping (no
-    more jobs are taken), or stopping now (no more are started)."""
+    more jobs are taken or started), or stopping now (running ones are handed back too);
+    ``hand_back(leases)``: release leases taken for nobody (unrun, the attempt refunded)."""
 
     def __init__(
         self,
@@ -94,6 +96,7 @@ class Chain:
         record: Callable[[Job, Outcome, Settled, float], None],
         stopping: Callable[[], bool],
         hard: Callable[[], bool],
+        hand_back: Callable[[list[Lease]], None],
     ) -> None:
         self._broker = broker
         self._executor = executor
@@ -104,11 +107,13 @@ class Chain:
         self._record = record
         self._stopping = stopping
         self._hard = hard
+        self._hand_back = hand_back
 
     async def run(self, first: Prepared) -> End:
         """Run ``first`` and the jobs that follow it in a handler thread; what the chain ended
-        with. Cancelled from outside, the thread takes no further job (one it holds keeps its
-        lease until the lease runs out, as a cancelled runner's job does)."""
+        with. Cancelled from outside, the thread starts no further job: between two jobs this
+        waits for it (it never blocks there) and hands back what it took; a job whose handler
+        runs keeps its lease until the lease runs out, as a cancelled runner's job does."""
         return await _Run(self).run(first)
 
 
@@ -128,6 +133,8 @@ class _Run:
         self._gone = False  # the loop stopped waiting for the thread: it takes nothing more
         self._poke = anyio.Event()
         self._scope: anyio.CancelScope | None = None
+        self._end: End | None = None  # what the thread ended with, once it has
+        self._waiter: anyio.Event | None = None  # set once it has, if the loop waits for it
 
     async def run(self, first: Prepared) -> End:
         end: End | None = None
@@ -141,10 +148,30 @@ class _Run:
             with self._lock:
                 self._gone = True
                 taken = self._taken
+                # Left from outside (a cancel) while no handler runs: the thread ends at once.
+                left = end is None and taken is None
+                if left and self._current is None and self._end is None:
+                    self._waiter = anyio.Event()
+            if left:
+                await self._hand_back_left()
         if taken is not None:
             return taken
         assert end is not None  # only a take cancels the group; one from outside raised
         return end
+
+    async def _hand_back_left(self) -> None:
+        """The loop left: wait for a thread between two jobs to end, and hand back the leases
+        it took, so none is left leased to nobody."""
+        if self._waiter is not None:
+            with anyio.CancelScope(shield=True):
+                await self._waiter.wait()
+        end = self._end
+        if end is None:
+            return  # a handler runs: its job keeps its lease until it runs out
+        if end.ending is Ending.NEXT and end.leases:
+            self._chain._hand_back(end.leases)
+        elif end.ending is Ending.UNRUN and end.prepared is not None:
+            self._chain._hand_back([end.prepared.running.lease])
 
     # -- on the event loop -------------------------------------------------------------------
     def _stopped(self, running: RunningJob) -> None:
@@ -183,10 +210,24 @@ class _Run:
 
     # -- in the handler thread ---------------------------------------------------------------
     def _thread(self, prepared: Prepared) -> End:
+        end = self._chain_of(prepared)
+        with self._lock:
+            self._end = end
+            waiter = self._waiter
+        if waiter is not None:
+            self._chain._threads.soon(waiter.set)
+        return end
+
+    def _chain_of(self, prepared: Prepared) -> End:
         chain = self._chain
+        # Each handler gets a copy of the context the chain began in, as each call to a
+        # handler thread does: what one sets (a contextvar) is not seen by the next.
+        base = contextvars.copy_context()
         while True:
-            end = self._one(prepared)
+            end = self._one(prepared, base)
             if end.ending is not Ending.NEXT or not end.leases or chain._stopping():
+                return end
+            if self._gone:
                 return end
             lease = end.leases[0]
             running = RunningJob(lease, held_until=time.monotonic() + chain._lease)
@@ -195,8 +236,8 @@ class _Run:
                 return end  # the loop runs it
             prepared = following
 
-    def _one(self, prepared: Prepared) -> End:
-        """Run one job and settle it, taking the next."""
+    def _one(self, prepared: Prepared, base: contextvars.Context) -> End:
+        """Run one job (in a copy of ``base``) and settle it, taking the next."""
         chain = self._chain
         running = prepared.running
         token = running.lease.token
@@ -204,7 +245,7 @@ class _Run:
         chain._running[token] = running
         poke = False
         with self._lock:
-            unrun = running.reason is not None or chain._hard() or self._gone
+            unrun = running.reason is not None or chain._stopping() or chain._hard() or self._gone
             if not unrun:
                 self._current = prepared
                 began = self._began = time.perf_counter()
@@ -212,7 +253,7 @@ class _Run:
                     due = self._due = time.monotonic() + prepared.timeout
                     poke = due < self._armed
         if unrun:
-            if self._gone:  # nobody will settle it: its lease is no longer kept
+            if self._gone:  # handed back by the loop, if it waits (``_hand_back_left``)
                 chain._running.pop(token, None)
             return End(Ending.UNRUN, prepared=prepared)
         if poke:
@@ -220,8 +261,7 @@ class _Run:
         value: Any = None
         error: BaseException | None = None
         try:
-            with reporting(running.reporter):
-                value = prepared.task.fn(*prepared.args, **prepared.kwargs)  # type: ignore[misc]
+            value = base.copy().run(_call, prepared)
         except BaseException as exc:  # as ``Executor.execute``: it fails its job, nothing more
             error = exc
         took = time.perf_counter() - began
@@ -245,8 +285,16 @@ class _Run:
         if step is None:
             return settle
         applied, leases = step
-        del chain._running[token]
+        chain._running.pop(token, None)
         chain._record(
             running.lease.job, outcome, Settled.APPLIED if applied[0] else Settled.STALE, took
         )
         return End(Ending.NEXT, leases=leases)
+
+
+def _call(prepared: Prepared) -> Any:
+    """``prepared``'s handler called, its ``report_progress`` calls landing in its reporter."""
+    fn = prepared.task.fn
+    assert fn is not None  # ``prepare_sync`` took only tasks with a handler
+    with reporting(prepared.running.reporter):
+        return fn(*prepared.args, **prepared.kwargs)

@@ -211,6 +211,14 @@ class Executor:
         """Tell ``prepared``'s task's ``on_failure`` hook of ``error`` (``judge`` said to)."""
         await self._on_failure(prepared.task, prepared.running.lease.job, error)
 
+    def stopped(self, prepared: Prepared) -> Outcome | None:
+        """How to settle ``prepared``, stopped by the worker while it ran in a thread (its
+        ``reason``): as ``execute`` settles a stopped job (None: its lease was lost)."""
+        running = prepared.running
+        job = running.lease.job
+        outcome = stopped_outcome(job, running.lease.token, running.reason)
+        return None if outcome is None else _kept(outcome, job)
+
     async def timed_out(self, prepared: Prepared) -> Outcome:
         """How to settle ``prepared``, called in a thread that ran past its timeout (the
         thread runs on, abandoned): as ``execute`` settles a timed-out job, hook included."""

@@ -191,7 +191,7 @@ class Worker:
                 self._chain = Chain(
                     broker, executor, threads, queues=self.queues, lease=self.lease,
                     running=self._running, record=self._chained, stopping=self._stopping.is_set,
-                    hard=lambda: self._hard,
+                    hard=lambda: self._hard, hand_back=self._hand_back,
                 )  # fmt: skip
             await self._serve(executor, burst)
         finally:
@@ -279,7 +279,7 @@ class Worker:
         """The jobs running now, oldest first, as the worker's presence record lists them."""
         return [
             ListedJob(id=r.lease.job.id, task=r.lease.job.task, started_at=r.lease.job.started_at)
-            for r in self._running.values()
+            for r in list(self._running.values())  # a snapshot: a chain's thread changes it
         ]
 
     @property
@@ -562,12 +562,11 @@ class Worker:
                 self._settle_unrun(running)
                 return None
             outcome = end.outcome
-            if end.ending is Ending.TAKEN:
-                job, token = running.lease.job, running.lease.token
-                if end.timed_out:
+            if end.ending is Ending.TAKEN:  # a stop's reason wins over a timeout, as in execute
+                if running.reason is None and end.timed_out:
                     outcome = await self._executor.timed_out(end.prepared)
                 else:
-                    outcome = stopped_outcome(job, token, running.reason)
+                    outcome = self._executor.stopped(end.prepared)
             elif end.error is not None:
                 await self._executor.failed(end.prepared, end.error)
             return await self._submit(running, outcome, end.took, None)
@@ -640,7 +639,8 @@ class Worker:
         return held
 
     def _reporters(self) -> list[Reporter]:
-        return [running.reporter for running in self._running.values()]
+        # A snapshot first (one call under the GIL): a chain's thread adds and removes jobs.
+        return [running.reporter for running in list(self._running.values())]
 
     async def _watch_signals(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

@@ -8,19 +8,24 @@ nothing lost or counted twice."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import pytest
 
-from taskit import App, Job, JobStatus, Settings, Worker, report_progress
+from taskit import App, Job, JobStatus, Settings, Worker, _chain, report_progress
 from taskit.broker.sqlite import SqliteBroker
 from taskit.errors import JobTimeoutError
+from taskit.execution import Executor, Prepared, RunningJob
 from taskit.job import Lease, Outcome
 
 pytestmark = pytest.mark.anyio
@@ -330,4 +335,183 @@ async def test_event_subscribers_keep_def_jobs_on_the_loop(tmp_path: Path) -> No
     assert broker.now_steps == []  # each job's events are the loop's to send
     assert worker.stats.completed == 3
     assert sorted(seen) == sorted(job.id for job in jobs)
+    await app.close()
+
+
+async def test_a_cancelled_chained_job_keeps_its_result_ttl(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path, visibility_timeout=1.5)  # the heartbeat: every 0.5 s
+    running, release = threading.Event(), threading.Event()
+
+    @app.task(result_ttl=7.0)
+    def work() -> None:
+        running.set()
+        release.wait(WAIT)
+
+    job = await work.enqueue()
+    worker = Worker(app, concurrency=1)
+    try:
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                await anyio.to_thread.run_sync(running.wait, WAIT)
+                assert await app.cancel(job.id)
+                worker.stop()  # graceful: the heartbeat finds the cancel while it waits
+    finally:
+        release.set()
+    assert worker.stats.cancelled == 1
+    with sqlite3.connect(tmp_path / "jobs.db") as conn:
+        status, kept = conn.execute(
+            "SELECT status, expires - completed FROM jobs WHERE id = ?", (job.id,)
+        ).fetchone()
+    assert status == "cancelled"
+    assert kept == pytest.approx(7.0)  # the job's own, not the broker's default
+    await app.close()
+
+
+TAG: contextvars.ContextVar[str | None] = contextvars.ContextVar("tag", default=None)
+
+
+async def test_what_one_chained_handler_sets_in_its_context_the_next_does_not_see(
+    tmp_path: Path,
+) -> None:
+    app, broker = make_app(tmp_path)
+    seen: list[tuple[int, str | None]] = []
+
+    @app.task
+    def tag(n: int) -> None:
+        seen.append((n, TAG.get()))
+        TAG.set(f"set by job {n}")
+
+    for n in range(3):
+        await tag.enqueue(n)
+    await drain(app)
+
+    assert broker.now_steps  # a chain ran them
+    assert seen == [(0, None), (1, None), (2, None)]
+    await app.close()
+
+
+async def test_a_job_taken_before_a_graceful_stop_is_handed_back_unrun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop lands between the step that took the next job and its start (forced: from
+    inside ``prepare_sync``, in the chain's thread): that job is handed back, not run."""
+    app, _ = make_app(tmp_path)
+    ran: list[int] = []
+    worker = Worker(app, concurrency=1)
+
+    @app.task
+    def note(n: int) -> None:
+        ran.append(n)
+
+    jobs = [await note.enqueue(n) for n in range(4)]
+    prepare = Executor.prepare_sync
+    token = anyio.lowlevel.current_token()
+
+    def stop_after_two(executor: Executor, running: RunningJob) -> Prepared | None:
+        prepared = prepare(executor, running)
+        if len(ran) == 2 and not worker._stopping.is_set():
+            anyio.from_thread.run_sync(worker.stop, token=token)  # graceful, on the loop
+        return prepared
+
+    monkeypatch.setattr(Executor, "prepare_sync", stop_after_two)
+    with anyio.fail_after(WAIT):
+        await worker.run()
+
+    assert ran == [0, 1]
+    assert [await status(app, job) for job in jobs] == [
+        (JobStatus.COMPLETED, 1),
+        (JobStatus.COMPLETED, 1),
+        (JobStatus.PENDING, 0),  # taken with job 1's settle, handed back: attempt refunded
+        (JobStatus.PENDING, 0),
+    ]
+    await app.close()
+
+
+async def test_a_worker_cancelled_from_outside_during_a_step_hands_back_what_it_took(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while the chain's thread settles a job and takes the next (forced: the step,
+    done, waits until the loop has left the chain): the settled job is counted, the one taken
+    handed back, not left leased to nobody."""
+    scopes: list[anyio.CancelScope] = []
+    token = anyio.lowlevel.current_token()
+    left = threading.Event()
+    hand_back_left = _chain._Run._hand_back_left
+
+    async def leaving(run: _chain._Run) -> None:
+        left.set()  # the loop left the chain: it now waits for the thread between two jobs
+        await hand_back_left(run)
+
+    monkeypatch.setattr(_chain._Run, "_hand_back_left", leaving)
+
+    class Cancelling(Counted):
+        def settle_and_reserve_now(
+            self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
+        ) -> tuple[list[bool], list[Lease]] | None:
+            done = super().settle_and_reserve_now(outcomes, queues, count=count, lease=lease)
+            if done is not None and scopes:  # done: its commit took the next job
+                anyio.from_thread.run_sync(scopes.pop().cancel, token=token)
+                assert left.wait(WAIT)
+            return done
+
+    broker = Cancelling(tmp_path / "jobs.db")
+    app = App(broker, settings=Settings(visibility_timeout=60.0))
+
+    @app.task
+    def note(n: int) -> None:
+        pass
+
+    jobs = [await note.enqueue(n) for n in range(3)]
+    worker = Worker(app, concurrency=1)
+    with anyio.fail_after(WAIT), anyio.CancelScope() as scope:
+        scopes.append(scope)
+        await worker.run()
+
+    assert broker.now_steps[-1] == 1  # the step the cancel came in took a job
+    done = worker.stats.completed  # the jobs before it (the first may have been the loop's)
+    assert done >= 1
+    assert worker.stats.released == 1  # the one it took, handed back unrun
+    assert [await status(app, job) for job in jobs] == (
+        [(JobStatus.COMPLETED, 1)] * done + [(JobStatus.PENDING, 0)] * (len(jobs) - done)
+    )
+    await app.close()
+
+
+async def test_the_loop_lists_running_jobs_while_a_chain_changes_them(tmp_path: Path) -> None:
+    """The progress flusher's and the presence record's lists of running jobs, read on the
+    loop as often as it can while a chain's thread adds and removes jobs (the GIL switched
+    often): a snapshot each time, never an error."""
+    app, _ = make_app(tmp_path)
+
+    @app.task
+    def noop(n: int) -> int:
+        return n
+
+    for n in range(300):
+        await noop.enqueue(n)
+    worker = Worker(app, concurrency=1)
+    errors: list[BaseException] = []
+
+    async def read() -> None:
+        while True:
+            try:
+                worker._reporters()
+                worker.running_jobs()
+            except RuntimeError as exc:  # dictionary changed size during iteration
+                errors.append(exc)
+            await anyio.lowlevel.checkpoint()
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read)
+                await worker.run(burst=True)
+                tg.cancel_scope.cancel()
+    finally:
+        sys.setswitchinterval(switch)
+    assert errors == []
+    assert worker.stats.completed == 300
     await app.close()

@@ -16,7 +16,9 @@ nothing is queued for the thread, and the write lock comes at once (a third conn
 busy wait: another process or connection holding the lock sends the call to the thread) and its
 commit writes to the WAL without syncing (``synchronous=NORMAL``; that connection never
 checkpoints, the thread does every ``CHECKPOINT_EVERY`` such commits). Two thread hops and
-their wake-ups are then saved: most of a small call's cost. The thread takes the calls in the order
+their wake-ups are then saved: most of a small call's cost. ``run_now`` is that path alone,
+from any thread (a worker's chain of ``def`` jobs settles each and takes the next in its
+handler thread with it): done at once, or not at all. The thread takes the calls in the order
 they came; the calls that queued up while it was busy it runs in one transaction, each in a
 ``SAVEPOINT`` of its own: each is still all or none (one that raises is rolled back alone and
 gets its exception), and each caller hears back only after the commit that made its call
@@ -278,12 +280,12 @@ class Store:
         self._full = full  # synchronous=FULL: no call runs on the loop (its commit syncs)
         self._sync = _Connection(path, full=full)
         self._sync_pid = os.getpid()
-        self._here = _Connection(path, waits=False)  # the event loop's, for small calls
+        self._here = _Connection(path, waits=False)  # for small calls done at once (run_now)
         self._here_pid = os.getpid()
         self._worker: _Worker | None = None
         self._lock = threading.Lock()  # the worker is started and stopped by any thread
         self._queued = 0  # calls handed to the thread whose callers have not resumed (_lock)
-        self._commits_here = 0  # commits on the loop's connection since the last checkpoint
+        self._commits_here = 0  # commits on ``_here`` since the last checkpoint
 
     async def run(self, fn: Callable[[Tx], _T], *, small: bool = False) -> tuple[_T, bool]:
         """``fn`` in one transaction, on the connection thread; its result, and whether it made
