@@ -53,9 +53,9 @@ from taskit._chain import Chain, End, Ending
 from taskit._declare_limits import declare_limits
 from taskit._handoff import Handoff
 from taskit._leases import Reaper, keep_leases
-from taskit._logline import LineBatch
+from taskit._ledger import Ledger, extra
 from taskit._outage import Outage
-from taskit._settler import Settled, Settler, Taking
+from taskit._settler import Settler, Taking
 from taskit._threads import HandlerThreads
 from taskit._worker_parts import WorkerParts, WorkerSource, WorkerStats
 from taskit.backoff import as_policy
@@ -65,7 +65,7 @@ from taskit.errors import BrokerAuthenticationError, ConfigurationError, TaskitE
 from taskit.events import WorkerEvents
 from taskit.execution import Executor, Prepared, RunningJob, StopReason, stopped_outcome
 from taskit.hooks import Attempt, Hooks
-from taskit.job import Job, Lease, Outcome, OutcomeKind
+from taskit.job import Lease, Outcome, OutcomeKind
 from taskit.limits import LimitSpec
 from taskit.presence import RunningJob as ListedJob
 from taskit.presence import announce
@@ -144,9 +144,8 @@ class Worker:
         self.stats = WorkerStats()
         # By lease token, not job id: after a lease is lost unseen, one job can run twice here.
         self._running: dict[str, RunningJob] = {}
-        # Submitted outcomes by lease token: the job, how long it ran and its run hooks'
-        # attempt, for the log line, the events and the hooks once the broker answered.
-        self._settling: dict[str, tuple[Job, float, Attempt | None]] = {}
+        # The outcomes on their way to the broker, and what is done once each has landed.
+        self._ledger = Ledger(self.stats, log)
         self._events: WorkerEvents | None = None
         self._handoff: Handoff | None = None  # while serving: the jobs waiting for a runner
         self._busy = 0  # jobs held: running, or reserved and waiting for a runner
@@ -163,8 +162,6 @@ class Worker:
         self._tg: anyio.abc.TaskGroup | None = None
         self._executor: Executor | None = None
         self._chain: Chain | None = None  # runs ``def`` jobs in a thread of their own (_run)
-        self._lines = LineBatch(log)  # a settle batch's lines a job, written at its end
-        self._chain_lines = LineBatch(log)  # the chain's, in its thread
 
     # -- public ------------------------------------------------------------------------------
     async def run(self, *, burst: bool = False, handle_signals: bool = False) -> WorkerStats:
@@ -190,8 +187,9 @@ class Worker:
                 # No event or hook to call on the loop a job: ``def`` jobs may run in chains.
                 self._chain = Chain(
                     broker, executor, threads, queues=self.queues, lease=self.lease,
-                    running=self._running, record=self._chained, stopping=self._stopping.is_set,
-                    hard=lambda: self._hard, hand_back=self._hand_back,
+                    running=self._running, record=self._ledger.chained,
+                    stopping=self._stopping.is_set, hard=lambda: self._hard,
+                    hand_back=self._hand_back,
                 )  # fmt: skip
             await self._serve(executor, burst)
         finally:
@@ -199,10 +197,12 @@ class Worker:
 
     async def _serve(self, executor: Executor, burst: bool) -> None:
         settings, broker = self.settings, self.broker
-        settler = self._settler = Settler(broker, self.lease, self._settled, self._lines.write)
+        settler = self._settler = Settler(
+            broker, self.lease, self._ledger.settled, self._ledger.lines.write
+        )
         handoff = self._handoff = Handoff()
         events = WorkerEvents(self.events, self.name) if self.events else None
-        self._events = events
+        self._events = self._ledger.events = events
         async with anyio.create_task_group() as services:
             log.info(
                 "worker %s starting: queues=%s concurrency=%d broker=%s prefetch=%d",
@@ -285,7 +285,7 @@ class Worker:
     @property
     def settling_count(self) -> int:
         """Outcomes handed to the broker whose answer has not come yet (read-only)."""
-        return len(self._settling)
+        return len(self._ledger)
 
     @property
     def jobs_done(self) -> int:
@@ -427,11 +427,9 @@ class Worker:
         job, token = waiting.lease.job, waiting.lease.token
         outcome = stopped_outcome(job, token, waiting.reason)
         if outcome is None:
-            log.warning("job %s lost its lease before it started; not run", job.id,
-                        extra=_extra(job))  # fmt: skip
-            self.stats.count(Settled.STALE)
+            self._ledger.lost(job, "job %s lost its lease before it started; not run")
         else:
-            self._settling[token] = (job, 0.0, None)
+            self._ledger.expect(token, job)
             self._settler.submit(outcome)
 
     def _free_slot(self) -> None:
@@ -442,7 +440,7 @@ class Worker:
     def _hand_back(self, leases: list[Lease]) -> None:
         """Release leases that came after the stop (through the settler: it is shielded)."""
         for lease in leases:
-            self._settling[lease.token] = (lease.job, 0.0, None)
+            self._ledger.expect(lease.token, lease.job)
             self._settler.submit(
                 Outcome(job_id=lease.job.id, token=lease.token, kind=OutcomeKind.RELEASE)
             )
@@ -516,7 +514,7 @@ class Worker:
             # reach for a lease): another worker may run it now. Not started here; handed back
             # (refused if the lease has passed on, applied if not).
             log.warning("job %s: its lease ran out while it waited for a runner; not run here",
-                        job.id, extra=_extra(job))  # fmt: skip
+                        job.id, extra=extra(job))  # fmt: skip
             running.stop(StopReason.RELEASE)
         if running.reason is not None:  # stopped while it waited: never started
             self._settle_unrun(running)
@@ -525,9 +523,9 @@ class Worker:
             return await self._run_chain(prepared)
         self._running[lease.token] = running
         try:
-            if log.isEnabledFor(logging.DEBUG):  # one INFO line a job: its end (_settled)
+            if log.isEnabledFor(logging.DEBUG):  # one INFO line a job: its end (_ledger)
                 log.debug("job %s (%s) attempt %d started", job.id, job.task, job.attempts,
-                          extra=_extra(job))  # fmt: skip
+                          extra=extra(job))  # fmt: skip
             if self._events:
                 self._events.started(job)
             began = time.perf_counter()
@@ -584,52 +582,14 @@ class Worker:
         if outcome is not None and running.reporter.unsent is not None:
             await self._progress.flush(self._reporters())  # its last report, before settling
         if outcome is None:
-            log.warning("job %s lost its lease; its outcome is dropped", job.id,
-                        extra=_extra(job))  # fmt: skip
-            self.stats.count(Settled.STALE)
-            if attempt is not None:
-                attempt.settled(None, False)
+            self._ledger.lost(job, "job %s lost its lease; its outcome is dropped", attempt)
             return None
-        self._settling[outcome.token] = (job, took, attempt)
+        self._ledger.expect(outcome.token, job, took, attempt)
         taking: Taking | None = None
         if self._holds_one and self._settler.takes and not self._stopping.is_set():
             taking = Taking(self.queues, self.lease, self._hand_back)
         self._settler.submit(outcome, taking)
         return taking
-
-    def _settled(self, outcome: Outcome, settled: Settled) -> None:
-        job, took, attempt = self._settling.pop(outcome.token)
-        self._note(job, outcome, settled, took, attempt, self._lines)
-
-    def _chained(self, job: Job, outcome: Outcome, settled: Settled, took: float) -> None:
-        """A job the chain settled (in its thread): its line written at once."""
-        self._note(job, outcome, settled, took, None, self._chain_lines)
-        self._chain_lines.write()
-
-    def _note(
-        self, job: Job, outcome: Outcome, settled: Settled, took: float,
-        attempt: Attempt | None, lines: LineBatch,
-    ) -> None:  # fmt: skip
-        """A settled job's log line (into ``lines``, the calling thread's), event, count and
-        run hooks."""
-        if settled is Settled.APPLIED:
-            if log.isEnabledFor(logging.INFO):  # the extras are built only for a line
-                extra = _extra(job)
-                extra["duration"] = round(took, 6)
-                lines.add(logging.INFO, "job %s (%s) %s in %.3f s",
-                          (job.id, job.task, outcome.kind.value, took), extra)  # fmt: skip
-            if self._events:
-                self._events.settled(job, outcome, took)
-        else:
-            extra = _extra(job)
-            extra["settled"] = settled.value
-            lines.write()  # the batch's lines so far first, in order
-            log.warning("job %s: %s %s", outcome.job_id, outcome.kind.value, settled.meaning,
-                        extra=extra)  # fmt: skip
-        self.stats.count(outcome.kind if settled is Settled.APPLIED else settled)
-        if attempt is not None:
-            lines.write()  # before anything its hooks log
-            attempt.settled(outcome, settled is Settled.APPLIED)
 
     def _jobs_held(self) -> list[RunningJob]:
         """Every job whose lease the worker keeps: running, then waiting for a runner."""
@@ -664,11 +624,6 @@ def _steps_now(broker: Broker) -> bool:
     """Whether ``broker`` may settle a job and take the next from a handler thread
     (``Broker.settle_and_reserve_now`` is its own, not the base's none)."""
     return type(broker).settle_and_reserve_now is not Broker.settle_and_reserve_now
-
-
-def _extra(job: Job) -> dict[str, object]:
-    """A job's log extras: ``job_id``, ``task``, ``queue``, ``attempt``."""
-    return {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempts}
 
 
 async def _set_after(run: Callable[[], Awaitable[None]], done: anyio.Event) -> None:

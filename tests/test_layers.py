@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                    "taskit._canvas_nodes", "taskit._canvas_calls", "taskit._canvas_typing",
                    "taskit.canvas")),
     ("running", ("taskit.execution", "taskit._settler", "taskit._leases", "taskit._handoff",
-                 "taskit._chain", "taskit._declare_limits",
+                 "taskit._chain", "taskit._ledger", "taskit._declare_limits",
                  "taskit._worker_parts", "taskit.progress",
                  "taskit.presence", "taskit.registry", "taskit.worker", "taskit.scheduler",
                  "taskit.metrics", "taskit.oneshot", "taskit._feed")),
