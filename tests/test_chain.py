@@ -1,6 +1,7 @@
-"""A worker that holds one job at a time on SQLite runs ``def`` jobs in chains
+"""A worker that holds one job at a time on SQLite or memory runs ``def`` jobs in chains
 (``taskit._chain``): the handler thread settles each job and takes the next in one step of its
 own (``Broker.settle_and_reserve_now``), while the event loop keeps leases, timeouts and stops.
+Each test runs on both brokers, but those of SQLite's own (its write lock, its rows).
 Each promise of the loop's path holds there too: timeouts (one per job, a sooner one waking the
 loop's timer), cancels and stops taken from the thread, ``on_failure`` hooks and progress, a
 held write lock (the loop settles instead), ``async def`` jobs between ``def`` ones, and
@@ -23,6 +24,7 @@ import anyio.lowlevel
 import pytest
 
 from taskit import App, Job, JobStatus, Settings, Worker, _chain, report_progress
+from taskit.broker.memory import MemoryBroker
 from taskit.broker.sqlite import SqliteBroker
 from taskit.errors import JobTimeoutError
 from taskit.execution import Executor, Prepared, RunningJob
@@ -33,27 +35,60 @@ pytestmark = pytest.mark.anyio
 WAIT = 15.0
 
 
-class Counted(SqliteBroker):
-    """A SQLite broker counting its steps taken from a thread, and how many took a job."""
+class Counting:
+    """A broker's steps taken from a thread (``settle_and_reserve_now``): how many leases each
+    took, and how many could not be done at once."""
+
+    now_steps: list[int]
+    refused: int
+
+    def counted(self, done: tuple[list[bool], list[Lease]] | None) -> None:
+        if done is None:
+            self.refused += 1
+        else:
+            self.now_steps.append(len(done[1]))
+
+
+class Counted(SqliteBroker, Counting):
+    """A SQLite broker counting its steps taken from a thread."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.now_steps: list[int] = []  # per step done: leases taken
-        self.refused = 0  # steps that could not be done at once
+        self.now_steps, self.refused = [], 0
 
     def settle_and_reserve_now(
         self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
     ) -> tuple[list[bool], list[Lease]] | None:
         done = super().settle_and_reserve_now(outcomes, queues, count=count, lease=lease)
-        if done is None:
-            self.refused += 1
-        else:
-            self.now_steps.append(len(done[1]))
+        self.counted(done)
         return done
 
 
-def make_app(tmp_path: Path, **settings: object) -> tuple[App, Counted]:
-    broker = Counted(tmp_path / "jobs.db")
+class CountedMemory(MemoryBroker, Counting):
+    """The memory broker counting its steps taken from a thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now_steps, self.refused = [], 0
+
+    def settle_and_reserve_now(
+        self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
+    ) -> tuple[list[bool], list[Lease]] | None:
+        done = super().settle_and_reserve_now(outcomes, queues, count=count, lease=lease)
+        self.counted(done)
+        return done
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """The broker a test's chains run on (both have ``settle_and_reserve_now``)."""
+    return str(request.param)
+
+
+def make_app(
+    tmp_path: Path, kind: str = "sqlite", **settings: object
+) -> tuple[App, Counted | CountedMemory]:
+    broker = Counted(tmp_path / "jobs.db") if kind == "sqlite" else CountedMemory()
     options: dict[str, object] = {"grace_period": 30.0, "backoff": 0.0}
     options.update(settings)
     return App(broker, settings=Settings(**options)), broker  # type: ignore[arg-type]
@@ -103,9 +138,9 @@ async def drain(app: App) -> Worker:
 
 
 async def test_def_jobs_run_in_one_thread_each_settled_with_the_next_taken(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app, broker = make_app(tmp_path)
+    app, broker = make_app(tmp_path, kind)
     threads: list[int] = []
 
     @app.task
@@ -136,8 +171,8 @@ async def test_def_jobs_run_in_one_thread_each_settled_with_the_next_taken(
     await app.close()
 
 
-async def test_async_and_def_jobs_mixed_all_run_once(tmp_path: Path) -> None:
-    app, broker = make_app(tmp_path)
+async def test_async_and_def_jobs_mixed_all_run_once(tmp_path: Path, kind: str) -> None:
+    app, broker = make_app(tmp_path, kind)
     ran: list[str] = []
 
     @app.task
@@ -160,8 +195,9 @@ async def test_async_and_def_jobs_mixed_all_run_once(tmp_path: Path) -> None:
 
 async def test_a_job_past_its_timeout_is_taken_from_the_chain_and_retried(
     tmp_path: Path,
+    kind: str,
 ) -> None:
-    app, _ = make_app(tmp_path)
+    app, _ = make_app(tmp_path, kind)
     release = threading.Event()
 
     @app.task(timeout=30.0)
@@ -194,8 +230,8 @@ async def test_a_job_past_its_timeout_is_taken_from_the_chain_and_retried(
     await app.close()
 
 
-async def test_on_failure_hooks_and_retries_of_a_chained_job(tmp_path: Path) -> None:
-    app, _ = make_app(tmp_path)
+async def test_on_failure_hooks_and_retries_of_a_chained_job(tmp_path: Path, kind: str) -> None:
+    app, _ = make_app(tmp_path, kind)
     told: list[str] = []
     tries: list[int] = []
 
@@ -220,8 +256,10 @@ async def test_on_failure_hooks_and_retries_of_a_chained_job(tmp_path: Path) -> 
     await app.close()
 
 
-async def test_progress_reported_in_a_chain_is_stored_before_the_settle(tmp_path: Path) -> None:
-    app, _ = make_app(tmp_path)
+async def test_progress_reported_in_a_chain_is_stored_before_the_settle(
+    tmp_path: Path, kind: str
+) -> None:
+    app, _ = make_app(tmp_path, kind)
 
     @app.task
     def steps(n: int) -> int:
@@ -274,8 +312,10 @@ async def test_a_held_write_lock_sends_the_settle_to_the_loop_and_loses_nothing(
     await app.close()
 
 
-async def test_a_cancel_requested_while_a_chained_job_runs_cancels_it(tmp_path: Path) -> None:
-    app, _ = make_app(tmp_path, visibility_timeout=1.5)  # the heartbeat: every 0.5 s
+async def test_a_cancel_requested_while_a_chained_job_runs_cancels_it(
+    tmp_path: Path, kind: str
+) -> None:
+    app, _ = make_app(tmp_path, kind, visibility_timeout=1.5)  # the heartbeat: every 0.5 s
     blocking = Blocking(app)
     jobs = [await blocking.task.enqueue(n) for n in range(3)]
     worker = Worker(app, concurrency=1)
@@ -295,8 +335,10 @@ async def test_a_cancel_requested_while_a_chained_job_runs_cancels_it(tmp_path: 
 
 
 @pytest.mark.parametrize("graceful", [True, False], ids=["graceful", "hard"])
-async def test_a_stop_during_a_chained_job_loses_nothing(tmp_path: Path, graceful: bool) -> None:
-    app, _ = make_app(tmp_path)
+async def test_a_stop_during_a_chained_job_loses_nothing(
+    tmp_path: Path, kind: str, graceful: bool
+) -> None:
+    app, _ = make_app(tmp_path, kind)
     blocking = Blocking(app)
     jobs = [await blocking.task.enqueue(n) for n in range(4)]
     worker = Worker(app, concurrency=1)
@@ -320,8 +362,8 @@ async def test_a_stop_during_a_chained_job_loses_nothing(tmp_path: Path, gracefu
     await app.close()
 
 
-async def test_event_subscribers_keep_def_jobs_on_the_loop(tmp_path: Path) -> None:
-    app, broker = make_app(tmp_path)
+async def test_event_subscribers_keep_def_jobs_on_the_loop(tmp_path: Path, kind: str) -> None:
+    app, broker = make_app(tmp_path, kind)
     seen: list[str] = []
     app.on("completed")(lambda event: seen.append(event.job_id))
 
@@ -373,8 +415,9 @@ TAG: contextvars.ContextVar[str | None] = contextvars.ContextVar("tag", default=
 
 async def test_what_one_chained_handler_sets_in_its_context_the_next_does_not_see(
     tmp_path: Path,
+    kind: str,
 ) -> None:
-    app, broker = make_app(tmp_path)
+    app, broker = make_app(tmp_path, kind)
     seen: list[tuple[int, str | None]] = []
 
     @app.task
@@ -392,11 +435,11 @@ async def test_what_one_chained_handler_sets_in_its_context_the_next_does_not_se
 
 
 async def test_a_job_taken_before_a_graceful_stop_is_handed_back_unrun(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The stop lands between the step that took the next job and its start (forced: from
     inside ``prepare_sync``, in the chain's thread): that job is handed back, not run."""
-    app, _ = make_app(tmp_path)
+    app, _ = make_app(tmp_path, kind)
     ran: list[int] = []
     worker = Worker(app, concurrency=1)
 
@@ -478,11 +521,13 @@ async def test_a_worker_cancelled_from_outside_during_a_step_hands_back_what_it_
     await app.close()
 
 
-async def test_the_loop_lists_running_jobs_while_a_chain_changes_them(tmp_path: Path) -> None:
+async def test_the_loop_lists_running_jobs_while_a_chain_changes_them(
+    tmp_path: Path, kind: str
+) -> None:
     """The progress flusher's and the presence record's lists of running jobs, read on the
     loop as often as it can while a chain's thread adds and removes jobs (the GIL switched
     often): a snapshot each time, never an error."""
-    app, _ = make_app(tmp_path)
+    app, _ = make_app(tmp_path, kind)
 
     @app.task
     def noop(n: int) -> int:

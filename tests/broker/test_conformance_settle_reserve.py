@@ -3,8 +3,8 @@ takes between its jobs. A broker with such a step settles as ``settle`` does and
 ``reserve(timeout=0)`` does; one without answers None and changes nothing (the worker then
 calls the two). Every broker kind; the memory and SQLite brokers have the step. Each test runs
 twice: through ``settle_and_reserve``, and through ``settle_and_reserve_now`` called from a
-thread with no event loop, as a worker's chain of ``def`` jobs calls it (SQLite has it: its
-write lock free, it is done at once)."""
+thread with no event loop, as a worker's chain of ``def`` jobs calls it (memory and SQLite
+have it: with SQLite's write lock free, it is done at once)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.anyio
 #: The kinds that take both steps at once (the others answer None).
 TAKES = ("memory", "sqlite")
 #: The kinds that take them from any thread, at once (``settle_and_reserve_now``).
-TAKES_NOW = ("sqlite",)
+TAKES_NOW = ("memory", "sqlite")
 
 
 @pytest.fixture(params=[False, True], ids=["on-the-loop", "now-in-a-thread"])

@@ -185,6 +185,17 @@ class MemoryBroker(BrowseState, Broker):
         self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
     ) -> tuple[list[bool], list[Lease]] | None:
         """Under one hold of the lock: no other call sees the state between the two."""
+        return self._step(outcomes, queues, count, lease)
+
+    def settle_and_reserve_now(
+        self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
+    ) -> tuple[list[bool], list[Lease]] | None:
+        """The same from any thread (its lock is held only for the step's few operations)."""
+        return self._step(outcomes, queues, count, lease)
+
+    def _step(
+        self, outcomes: Sequence[Outcome], queues: Sequence[str], count: int, lease: float
+    ) -> tuple[list[bool], list[Lease]] | None:
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         if not self._steps_own(MemoryBroker):
