@@ -213,6 +213,26 @@ async def test_one_job_wakes_one_of_several_blocked_reserves(harness: BrokerHarn
     assert [lease.job.id for lease in got] == [job.id]
 
 
+async def test_blocked_reserves_of_different_timeouts_each_end_empty_without_error(
+    harness: BrokerHarness,
+) -> None:
+    """Waits that share a connection (Redis: one per event loop): the one cut short first
+    must not fail the others (it drops its connection under them: a wake-up for them, not an
+    error); each still ends by its own timeout, or sooner, empty."""
+    queue = new_queue()
+    got: dict[float, list[Lease]] = {}
+
+    async def consume(timeout: float) -> None:
+        got[timeout] = await harness.broker.reserve([queue], count=1, lease=LONG, timeout=timeout)
+
+    with anyio.fail_after(PROMPT * 2):
+        async with anyio.create_task_group() as tg:
+            for timeout in (0.1, 0.4, 0.7):
+                tg.start_soon(consume, timeout)
+
+    assert got == {0.1: [], 0.4: [], 0.7: []}
+
+
 # -- cancellation (issue 11 item 4: a stopping worker must not go on reserving) ---------------
 async def test_a_reserve_in_a_cancelled_scope_raises_and_takes_nothing(
     harness: BrokerHarness,

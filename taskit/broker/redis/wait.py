@@ -31,8 +31,9 @@ import redis.exceptions
 
 from taskit.broker.redis.connections import Connections
 from taskit.broker.redis.errors import refusal_of
-from taskit.broker.redis.transport import Arg
+from taskit.broker.redis.transport import Arg, Transport
 from taskit.broker.redis.transport.fast import FastClient
+from taskit.errors import BrokerOutcomeUnknownError
 
 __all__ = ["PIPELINE_FROM", "call_or_salvage", "wait", "wait_then_run"]
 
@@ -60,7 +61,7 @@ async def wait(conn: Connections, wake: Sequence[str], seconds: float) -> None:
         # (redis-py drops the connection of a cancelled command); the server timeout is a
         # backstop.
         with anyio.move_on_after(seconds):
-            await conn.guard(waits.execute("BLPOP", *wake, f"{seconds + 1.0:.3f}", wait=seconds))
+            await _blpop(conn, waits, wake, seconds + 1.0, seconds)
         return
     # A short wait (a delayed job falls due, a burst tick) must end on time: the client cuts
     # it. A long one (an idle worker's loop) may end up to 100 ms late, so Redis times it
@@ -72,11 +73,25 @@ async def wait(conn: Connections, wake: Sequence[str], seconds: float) -> None:
         # A long wait's backstop: its own length plus the broker's bound on a reply.
         with anyio.move_on_after(seconds if precise else seconds + conn.timeout):
             server = seconds + 1.0 if precise else seconds
-            await conn.guard(waits.execute("BLPOP", *wake, f"{server:.3f}", wait=server))
+            await _blpop(conn, waits, wake, server, server)
             finished = True
     finally:
         if not finished:
             waits.drop()
+
+
+async def _blpop(
+    conn: Connections, waits: Transport, wake: Sequence[str], server: float, wait: float
+) -> None:
+    """One ``BLPOP`` on ``wake`` (``server`` seconds on the server). Its connection closed
+    under it is a wake-up, not an error: the waits of one event loop share that connection,
+    and one cut short drops it under the others (or the server went away). A wait's only
+    effect is a wake-up token it may have taken, so its caller looks again at once (and meets a
+    real outage there, raised by that call)."""
+    try:
+        await conn.guard(waits.execute("BLPOP", *wake, f"{server:.3f}", wait=wait))
+    except BrokerOutcomeUnknownError:
+        return
 
 
 async def wait_then_run(
