@@ -184,6 +184,56 @@ async def test_a_refused_unblock_drops_the_wait_at_once_and_loses_nothing(
     assert [lease.job.id for lease in got] == [job.id]
 
 
+async def test_a_wait_whose_connection_another_dropped_waits_on_and_gets_its_job(
+    rh: RedisHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two long waits share the loop's waits connection; the one queued behind is cancelled
+    and, its unblock refused, drops the connection under the one in front: that one is not
+    failed, it waits again and is woken by the next job."""
+    queue = new_queue()
+    pair = transports(rh.broker)
+    main, waits = pair.commands, pair.waits
+    assert isinstance(main, FastClient)
+    assert isinstance(waits, FastClient)
+    plain, send = main.execute, waits.send
+    sent = [anyio.Event(), anyio.Event()]  # each wait's BLPOP written
+
+    async def no_unblock(*args: Any) -> Any:
+        if args[:2] == ("CLIENT", "UNBLOCK"):
+            raise redis.exceptions.NoPermissionError("NOPERM this user has no permissions")
+        return await plain(*args)
+
+    async def noted(*commands: Any, wait: float = 0.0) -> Any:
+        futures = await send(*commands, wait=wait)
+        for event in sent:  # the first two (the front one waits again after the drop)
+            if not event.is_set():
+                event.set()
+                break
+        return futures
+
+    monkeypatch.setattr(main, "execute", no_unblock)
+    monkeypatch.setattr(waits, "send", noted)
+    got: list[Lease] = []
+
+    async def front() -> None:
+        got.extend(await rh.broker.reserve([queue], count=1, lease=LONG, timeout=BLOCK))
+
+    async def behind() -> None:
+        await rh.broker.reserve([queue], count=1, lease=LONG, timeout=BLOCK)
+
+    with anyio.fail_after(PROMPT * 2):
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(front)
+            await sent[0].wait()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(behind)
+                await sent[1].wait()
+                tg.cancel_scope.cancel()  # cut short: no unblock, so the connection is dropped
+            job = await enqueue_one(rh, queue)
+
+    assert [lease.job.id for lease in got] == [job.id]
+
+
 async def enqueue_unseen(rh: RedisHarness, queue: str) -> Job:
     """Store a ready job but take its wake-up token away in the same transaction: a blocked
     wait does not wake, yet the reserve behind it finds the job once the wait is cut short."""

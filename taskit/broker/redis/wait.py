@@ -104,7 +104,8 @@ async def wait_then_run(
     """Wait like ``wait`` (``seconds`` >= ``PIPELINE_FROM``, fast transports), then return
     the raw reply of ``command`` (an error reply as a ``ResponseError`` instance, not raised).
 
-    Returns None when the wait was cut short by its own timeout and no reply came (nothing ran).
+    Returns None when the wait was cut short by its own timeout, or its connection closed
+    under it, and no reply came (nothing ran).
     If the caller is cancelled (or the wait fails) after ``command`` ran, its reply goes to
     ``salvage`` (awaited shielded, must not raise) and the cancellation (or error) propagates.
     Raises ``BrokerConnectionError`` as ``guard`` does.
@@ -122,6 +123,11 @@ async def wait_then_run(
         with anyio.move_on_after(seconds + conn.timeout):
             woke = await conn.guard(asyncio.shield(blpop))
             woken = True
+    except BrokerOutcomeUnknownError:
+        # Its connection closed under it (``_blpop``): as a wait cut short, below. Another
+        # wait on it dropped it only while that one's BLPOP still blocked, in front of this
+        # one, so the command behind this one never ran.
+        pass
     except BaseException:  # cancelled, or the connection failed: never swallowed
         with anyio.CancelScope(shield=True):
             reply = await _cut_short(waits, main, call)
