@@ -5,6 +5,7 @@ the pipelined path needs the broker's own RESP connections, which fakeredis does
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -14,8 +15,10 @@ import redis.exceptions
 
 from taskit.broker.redis import requests
 from taskit.broker.redis._testing import count_plain_reserves, transports
+from taskit.broker.redis.errors import ReplyLost
 from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.transport.fast import FastClient
+from taskit.errors import BrokerOutcomeUnknownError
 from taskit.job import Job, JobStatus, Lease, stored_form
 from tests.broker._helpers import make_job, new_queue
 from tests.broker._redis_kinds import OWN, RedisHarness, open_redis_harness
@@ -232,6 +235,45 @@ async def test_a_wait_whose_connection_another_dropped_waits_on_and_gets_its_job
             job = await enqueue_one(rh, queue)
 
     assert [lease.job.id for lease in got] == [job.id]
+
+
+@pytest.mark.parametrize("seconds", [0.5, BLOCK], ids=["short-wait", "long-wait"])
+async def test_a_wait_whose_connection_the_server_closed_raises_and_does_not_spin(
+    rh: RedisHarness, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> None:
+    """Only a drop by this process (another wait cut short) is a wake-up: a connection the
+    server closes under every wait raises, or a reserve would loop on, reconnecting."""
+    queue = new_queue()
+    waits = transports(rh.broker).waits
+    assert isinstance(waits, FastClient)
+    tries = 0
+
+    async def closed_by_server(*args: Any, **kwargs: Any) -> Any:
+        nonlocal tries
+        tries += 1
+        raise ReplyLost("connection to Redis lost before the reply: closed")
+
+    def closed_by_server_send(*args: Any, **kwargs: Any) -> Any:
+        nonlocal tries
+        tries += 1
+        lost: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        lost.set_exception(ReplyLost("connection to Redis lost before the reply: closed"))
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_exception(ReplyLost("connection to Redis lost before the reply: closed"))
+        for future in (lost, done):
+            future.add_done_callback(lambda f: f.exception())
+
+        async def sent() -> list[asyncio.Future[Any]]:
+            return [lost, done]
+
+        return sent()
+
+    monkeypatch.setattr(waits, "execute", closed_by_server)
+    monkeypatch.setattr(waits, "send", closed_by_server_send)
+
+    with anyio.fail_after(PROMPT), pytest.raises(BrokerOutcomeUnknownError):
+        await rh.broker.reserve([queue], count=1, lease=LONG, timeout=seconds)
+    assert tries == 1
 
 
 async def enqueue_unseen(rh: RedisHarness, queue: str) -> Job:

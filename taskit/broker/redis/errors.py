@@ -116,6 +116,12 @@ class ReplyLost(rexc.ConnectionError):
     it may or may not have run."""
 
 
+class Dropped(ReplyLost):
+    """``ReplyLost`` because this process closed the connection itself (``Wire.close``: a
+    blocking wait cut short drops its connection, and the waits pipelined behind it on that
+    connection with it), not because the server or the network failed."""
+
+
 def error_of(reply: rexc.ResponseError) -> rexc.RedisError:
     """The redis-py exception for an error reply (as redis-py itself would raise it)."""
     text = str(reply)

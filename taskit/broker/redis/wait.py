@@ -30,10 +30,9 @@ import anyio
 import redis.exceptions
 
 from taskit.broker.redis.connections import Connections
-from taskit.broker.redis.errors import refusal_of
+from taskit.broker.redis.errors import Dropped, refusal_of
 from taskit.broker.redis.transport import Arg, Transport
 from taskit.broker.redis.transport.fast import FastClient
-from taskit.errors import BrokerOutcomeUnknownError
 
 __all__ = ["PIPELINE_FROM", "call_or_salvage", "wait", "wait_then_run"]
 
@@ -83,15 +82,25 @@ async def wait(conn: Connections, wake: Sequence[str], seconds: float) -> None:
 async def _blpop(
     conn: Connections, waits: Transport, wake: Sequence[str], server: float, wait: float
 ) -> None:
-    """One ``BLPOP`` on ``wake`` (``server`` seconds on the server). Its connection closed
-    under it is a wake-up, not an error: the waits of one event loop share that connection,
-    and one cut short drops it under the others (or the server went away). A wait's only
-    effect is a wake-up token it may have taken, so its caller looks again at once (and meets a
-    real outage there, raised by that call)."""
+    """One ``BLPOP`` on ``wake`` (``server`` seconds on the server). Its connection dropped
+    under it by this process is a wake-up, not an error (``_or_dropped``)."""
+    await conn.guard(_or_dropped(waits.execute("BLPOP", *wake, f"{server:.3f}", wait=wait)))
+
+
+#: A wait's answer when this process dropped its connection under it.
+_DROPPED = object()
+
+
+async def _or_dropped(call: Awaitable[Any]) -> Any:
+    """``call``'s reply, or ``_DROPPED`` if this process closed its connection first: the waits
+    of one event loop share that connection, and one cut short drops it under the others. A
+    wait's only effect is a wake-up token it may have taken, so its caller looks again at once.
+    A connection the server or the network closed, or that stopped answering, raises as ever
+    (a wake-up there would spin on a server that closes every connection)."""
     try:
-        await conn.guard(waits.execute("BLPOP", *wake, f"{server:.3f}", wait=wait))
-    except BrokerOutcomeUnknownError:
-        return
+        return await call
+    except Dropped:
+        return _DROPPED
 
 
 async def wait_then_run(
@@ -104,8 +113,8 @@ async def wait_then_run(
     """Wait like ``wait`` (``seconds`` >= ``PIPELINE_FROM``, fast transports), then return
     the raw reply of ``command`` (an error reply as a ``ResponseError`` instance, not raised).
 
-    Returns None when the wait was cut short by its own timeout, or its connection closed
-    under it, and no reply came (nothing ran).
+    Returns None when the wait was cut short by its own timeout, or its connection dropped
+    under it by another wait of this process, and no reply came (nothing ran).
     If the caller is cancelled (or the wait fails) after ``command`` ran, its reply goes to
     ``salvage`` (awaited shielded, must not raise) and the cancellation (or error) propagates.
     Raises ``BrokerConnectionError`` as ``guard`` does.
@@ -121,13 +130,11 @@ async def wait_then_run(
     try:
         # Redis times the wait out; this backstop allows the broker's bound on a reply on top.
         with anyio.move_on_after(seconds + conn.timeout):
-            woke = await conn.guard(asyncio.shield(blpop))
-            woken = True
-    except BrokerOutcomeUnknownError:
-        # Its connection closed under it (``_blpop``): as a wait cut short, below. Another
-        # wait on it dropped it only while that one's BLPOP still blocked, in front of this
-        # one, so the command behind this one never ran.
-        pass
+            woke = await conn.guard(_or_dropped(asyncio.shield(blpop)))
+            # Dropped under it by another wait cut short (``_or_dropped``): as a wait cut
+            # short, below. That wait dropped it while its own BLPOP still blocked, in front
+            # of this one, so the command behind this one never ran.
+            woken = woke is not _DROPPED
     except BaseException:  # cancelled, or the connection failed: never swallowed
         with anyio.CancelScope(shield=True):
             reply = await _cut_short(waits, main, call)

@@ -23,7 +23,7 @@ from typing import Any, cast
 import hiredis
 import redis.exceptions as rexc
 
-from taskit.broker.redis.errors import ReplyLost
+from taskit.broker.redis.errors import Dropped, ReplyLost
 
 __all__ = ["TlsWire", "Wire", "retrieved"]
 
@@ -57,6 +57,7 @@ class Wire(asyncio.Protocol):
         self.lost: BaseException | None = None
         self._gone: asyncio.Future[None] | None = None  # done once the socket is closed
         self._retired = False  # no longer used for new commands: close once nothing is owed
+        self._dropped = False  # closed by ``close`` (not by the server, nor the watchdog)
         #: Writes so far (each a ``send`` of one or more commands), for tests and benchmarks.
         self.writes = 0
 
@@ -95,7 +96,8 @@ class Wire(asyncio.Protocol):
             self._timer = None
         if self.lost is None:
             # Every written command's outcome is unknown (held ones were never sent).
-            self.lost = ReplyLost(f"connection to Redis lost before the reply: {exc or 'closed'}")
+            lost = Dropped if self._dropped else ReplyLost
+            self.lost = lost(f"connection to Redis lost before the reply: {exc or 'closed'}")
         self._fail_waiting()
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
@@ -221,7 +223,8 @@ class Wire(asyncio.Protocol):
         """Close the connection at once. ``abort``, not ``close``: nothing written is still
         wanted, and the socket must be closed when this returns (asyncio's TLS transport's
         ``close`` kept it open until the server answered its close_notify, so an event loop
-        that ended first leaked it)."""
+        that ended first leaked it). The replies still owed fail with ``Dropped``."""
+        self._dropped = True
         if self._transport is not None:
             self._transport.abort()
 
