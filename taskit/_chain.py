@@ -126,6 +126,9 @@ class _Run:
         self._chain = chain
         self._lock = threading.Lock()  # the fields below: thread and loop
         self._current: Prepared | None = None  # the job whose handler runs now
+        # The first job, until a thread takes the chain's call (it waits for a free one).
+        self._queued: Prepared | None = None
+        self._started = False  # a thread took the chain's call
         self._began = 0.0  # when it began (time.perf_counter())
         self._due: float | None = None  # its deadline (time.monotonic()), if it has a timeout
         self._armed = math.inf  # the deadline the loop's timer waits for
@@ -137,6 +140,14 @@ class _Run:
         self._waiter: anyio.Event | None = None  # set once it has, if the loop waits for it
 
     async def run(self, first: Prepared) -> End:
+        # Listed at once, as a job of the loop's path is: the heartbeat keeps its lease and a
+        # stop reaches it while the call waits for a free thread; its timeout counts from now.
+        running = first.running
+        running.on_stop = self._stopped
+        self._chain._running[running.lease.token] = running
+        self._queued, self._began = first, time.perf_counter()
+        if first.timeout:
+            self._due = time.monotonic() + first.timeout
         end: End | None = None
         try:
             async with anyio.create_task_group() as group:
@@ -150,9 +161,13 @@ class _Run:
                 taken = self._taken
                 # Left from outside (a cancel) while no handler runs: the thread ends at once.
                 left = end is None and taken is None
-                if left and self._current is None and self._end is None:
+                started = self._started
+                if left and started and self._current is None and self._end is None:
                     self._waiter = anyio.Event()
-            if left:
+            if left and not started:  # no thread will take the call now: the first is ours
+                self._chain._running.pop(running.lease.token, None)
+                self._chain._hand_back([running.lease])
+            elif left:
                 await self._hand_back_left()
         if taken is not None:
             return taken
@@ -180,7 +195,7 @@ class _Run:
 
     def _take(self, running: RunningJob | None, *, timed_out: bool) -> None:
         with self._lock:
-            current = self._current
+            current = self._current or self._queued
             if current is None or self._taken is not None or self._gone:
                 return
             if running is not None and current.running is not running:
@@ -210,6 +225,10 @@ class _Run:
 
     # -- in the handler thread ---------------------------------------------------------------
     def _thread(self, prepared: Prepared) -> End:
+        with self._lock:
+            if self._taken is not None or self._gone:
+                return End(Ending.TAKEN)  # the loop took the first job, or left, meanwhile
+            self._started = True
         end = self._chain_of(prepared)
         with self._lock:
             self._end = end
@@ -223,8 +242,10 @@ class _Run:
         # Each handler gets a copy of the context the chain began in, as each call to a
         # handler thread does: what one sets (a contextvar) is not seen by the next.
         base = contextvars.copy_context()
+        fresh = False  # the first job's start and deadline count from the loop's call
         while True:
-            end = self._one(prepared, base)
+            end = self._one(prepared, base, fresh)
+            fresh = True
             if end.ending is not Ending.NEXT or not end.leases or chain._stopping():
                 return end
             if self._gone:
@@ -236,8 +257,9 @@ class _Run:
                 return end  # the loop runs it
             prepared = following
 
-    def _one(self, prepared: Prepared, base: contextvars.Context) -> End:
-        """Run one job (in a copy of ``base``) and settle it, taking the next."""
+    def _one(self, prepared: Prepared, base: contextvars.Context, fresh: bool) -> End:
+        """Run one job (in a copy of ``base``) and settle it, taking the next. ``fresh``: its
+        start and deadline count from now (not the first job's: from the loop's call)."""
         chain = self._chain
         running = prepared.running
         token = running.lease.token
@@ -245,13 +267,24 @@ class _Run:
         chain._running[token] = running
         poke = False
         with self._lock:
-            unrun = running.reason is not None or chain._stopping() or chain._hard() or self._gone
+            self._queued = None
+            unrun = (
+                running.reason is not None
+                or chain._stopping()
+                or chain._hard()
+                or self._gone
+                or self._taken is not None  # taken by the loop while it waited for a thread
+                # its lease ran out before it started (the loop path's check too)
+                or time.monotonic() >= running.held_until
+            )
             if not unrun:
                 self._current = prepared
-                began = self._began = time.perf_counter()
-                if prepared.timeout:
-                    due = self._due = time.monotonic() + prepared.timeout
-                    poke = due < self._armed
+                if fresh:
+                    self._began = time.perf_counter()
+                    if prepared.timeout:
+                        due = self._due = time.monotonic() + prepared.timeout
+                        poke = due < self._armed
+                began = self._began
         if unrun:
             if self._gone:  # handed back by the loop, if it waits (``_hand_back_left``)
                 chain._running.pop(token, None)

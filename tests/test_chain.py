@@ -560,3 +560,103 @@ async def test_the_loop_lists_running_jobs_while_a_chain_changes_them(
     assert errors == []
     assert worker.stats.completed == 300
     await app.close()
+
+
+class Queued:
+    """With one handler thread (``sync_concurrency=1``): job ``stuck`` times out and its
+    handler runs on in the thread, abandoned, until ``release``; the chain of job ``quick``,
+    next, then waits for that thread (``listed`` once the worker lists it as running)."""
+
+    def __init__(self, tmp_path: Path, kind: str, **settings: object) -> None:
+        self.app, _ = make_app(tmp_path, kind, sync_concurrency=1, **settings)
+        self.release, self.quick_ran = threading.Event(), threading.Event()
+        self.runs: list[str] = []
+
+        @self.app.task(timeout=0.2, max_retries=0)
+        def stuck() -> None:
+            self.runs.append("stuck")
+            self.release.wait(WAIT)
+
+        @self.app.task
+        def quick() -> None:
+            self.runs.append("quick")
+            self.quick_ran.set()
+
+        self.stuck, self.quick = stuck, quick
+
+    async def listed(self, worker: Worker) -> None:
+        """Until the worker lists ``quick`` as running (its chain's call queued)."""
+        # The worker's state is only polled: nothing signals a call that waits for a thread.
+        while not any(r.task == self.quick.name for r in worker.running_jobs()):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
+
+@pytest.mark.parametrize("graceful", [True, False], ids=["graceful", "hard"])
+async def test_a_stop_reaches_a_chained_job_waiting_for_a_thread(
+    tmp_path: Path, kind: str, graceful: bool
+) -> None:
+    """Listed as running while its chain's call waits for a thread, the job is stopped by a
+    stop like any job: handed back unrun at once by a hard stop, and, by a graceful one, at
+    the end of the grace period (it has not started), never waiting for the busy thread."""
+    queued = Queued(tmp_path, kind, grace_period=0.3)
+    await queued.stuck.enqueue()
+    quick = await queued.quick.enqueue()
+    worker = Worker(queued.app, concurrency=1)
+    try:
+        with anyio.fail_after(WAIT / 2):  # the stuck handler is released only after this
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                await queued.listed(worker)
+                worker.stop(graceful=graceful)
+    finally:
+        queued.release.set()
+
+    assert queued.runs == ["stuck"]
+    assert await status(queued.app, quick) == (JobStatus.PENDING, 0)  # attempt refunded
+    assert worker.stats.released == 1
+    await queued.app.close()
+
+
+async def test_a_worker_cancelled_while_a_chain_waits_for_a_thread_hands_its_job_back(
+    tmp_path: Path, kind: str
+) -> None:
+    queued = Queued(tmp_path, kind)
+    await queued.stuck.enqueue()
+    quick = await queued.quick.enqueue()
+    worker = Worker(queued.app, concurrency=1)
+    try:
+        with anyio.fail_after(WAIT / 2):  # a wait for the thread that never takes the call
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                await queued.listed(worker)
+                tg.cancel_scope.cancel()
+    finally:
+        queued.release.set()
+
+    assert queued.runs == ["stuck"]
+    assert await status(queued.app, quick) == (JobStatus.PENDING, 0)
+    await queued.app.close()
+
+
+async def test_the_lease_of_a_chained_job_waiting_for_a_thread_is_kept(
+    tmp_path: Path, kind: str
+) -> None:
+    """Its lease (0.6 s) would run out twice over while the call waits; the heartbeat keeps
+    it, so the reaper leaves it alone and it runs once."""
+    queued = Queued(tmp_path, kind, visibility_timeout=0.6, reaper_interval=0.2)
+    await queued.stuck.enqueue()
+    quick = await queued.quick.enqueue()
+    worker = Worker(queued.app, concurrency=1)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await queued.listed(worker)
+            await anyio.sleep(1.5)  # lease expiry is what is tested: real time must pass
+            queued.release.set()
+            await anyio.to_thread.run_sync(queued.quick_ran.wait, WAIT)
+            worker.stop()
+
+    assert queued.runs == ["stuck", "quick"]
+    assert await status(queued.app, quick) == (JobStatus.COMPLETED, 1)
+    assert (worker.stats.completed, worker.stats.lost) == (1, 0)
+    await queued.app.close()
