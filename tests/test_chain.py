@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -24,6 +25,7 @@ import anyio.lowlevel
 import pytest
 
 from taskit import App, Job, JobStatus, Settings, Worker, _chain, report_progress
+from taskit.broker.base import Broker
 from taskit.broker.memory import MemoryBroker
 from taskit.broker.sqlite import SqliteBroker
 from taskit.errors import JobTimeoutError
@@ -35,48 +37,33 @@ pytestmark = pytest.mark.anyio
 WAIT = 15.0
 
 
-class Counting:
-    """A broker's steps taken from a thread (``settle_and_reserve_now``): how many leases each
-    took, and how many could not be done at once."""
+class Counting(Broker):
+    """Put first in a broker's bases: its steps taken from a thread
+    (``settle_and_reserve_now``), how many leases each took, and how many could not be done
+    at once."""
 
-    now_steps: list[int]
-    refused: int
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.now_steps: list[int] = []
+        self.refused = 0
 
-    def counted(self, done: tuple[list[bool], list[Lease]] | None) -> None:
+    def settle_and_reserve_now(
+        self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
+    ) -> tuple[list[bool], list[Lease]] | None:
+        done = super().settle_and_reserve_now(outcomes, queues, count=count, lease=lease)
         if done is None:
             self.refused += 1
         else:
             self.now_steps.append(len(done[1]))
+        return done
 
 
-class Counted(SqliteBroker, Counting):
+class Counted(Counting, SqliteBroker):
     """A SQLite broker counting its steps taken from a thread."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.now_steps, self.refused = [], 0
 
-    def settle_and_reserve_now(
-        self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
-    ) -> tuple[list[bool], list[Lease]] | None:
-        done = super().settle_and_reserve_now(outcomes, queues, count=count, lease=lease)
-        self.counted(done)
-        return done
-
-
-class CountedMemory(MemoryBroker, Counting):
+class CountedMemory(Counting, MemoryBroker):
     """The memory broker counting its steps taken from a thread."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now_steps, self.refused = [], 0
-
-    def settle_and_reserve_now(
-        self, outcomes: Sequence[Outcome], queues: Sequence[str], *, count: int, lease: float
-    ) -> tuple[list[bool], list[Lease]] | None:
-        done = super().settle_and_reserve_now(outcomes, queues, count=count, lease=lease)
-        self.counted(done)
-        return done
 
 
 @pytest.fixture(params=["sqlite", "memory"])
