@@ -190,7 +190,8 @@ class _Run:
 
     # -- on the event loop -------------------------------------------------------------------
     def _stopped(self, running: RunningJob) -> None:
-        """``running.stop`` was called: take it from the thread if its handler is running."""
+        """``running.stop`` was called: take it from the thread if its handler is running, or
+        if it is the first job and its call still waits for a thread."""
         self._take(running, timed_out=False)
 
     def _take(self, running: RunningJob | None, *, timed_out: bool) -> None:
