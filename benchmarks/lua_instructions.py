@@ -5,15 +5,17 @@ counts do not. For each tree (REV, checked out into a temporary git worktree, th
 this starts ``redis-server`` under ``valgrind --tool=callgrind`` on ``--port`` (6391 by default;
 no persistence; stopped by its pid), counting only inside ``evalShaCommand`` (the script call,
 the commands it runs included), and drives that tree's broker with ``benchmarks/_lua_drive.py``
-(its phases: ``jobs`` single enqueues, reserves and settles of 10 a call, one enqueue of 1,000).
+(its phases: ``jobs`` single enqueues, reserves and settles of 10 a call, then of 1 a call as
+when jobs trickle in one at a time, each reserve asking for 10 and finding one; one enqueue of
+1,000).
 Callgrind dumps after each phase; the table gives instructions per script call and per job, and
 the ratio this tree / REV. Also ``EVALSHA`` of ``return 1`` with no key, one and 18 keys (what
 any call costs, this Redis), and of loops of 100 of one operation (a command, a pattern match, a
 table, a closure): what each costs inside a script; and of each hot script's includes followed by
 ``return 1``, whole and as pasted (``benchmarks.lua_includes``; the same texts for both trees).
-Writes ``benchmarks/results/lua-instructions-<date>.md`` and ``.json``.
+Writes ``benchmarks/results/lua-instructions-<date>[-<tag>].md`` and ``.json``.
 
-    .venv/bin/python -m benchmarks.lua_instructions REV [--jobs 300] [--port 6391]
+    .venv/bin/python -m benchmarks.lua_instructions REV [--jobs 300] [--port 6391] [--tag T]
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import redis
 
-from benchmarks._lua_drive import PHASES
+from benchmarks._lua_drive import PHASES, TRICKLE_PHASE
 from benchmarks._machine import machine_line, package_versions
 from benchmarks.lua_includes import variants
 
@@ -118,18 +120,22 @@ def measure(tree: Path, port: int, jobs: int) -> dict[str, float]:
             client.close()
             env = {**os.environ, "PYTHONPATH": str(tree)}
             url = f"redis://127.0.0.1:{port}/0"
-            used = subprocess.run(
+            used, trickled = subprocess.run(
                 [sys.executable, str(DRIVER), url, str(proc.pid), str(jobs)],
                 env=env, check=True, capture_output=True, text=True,
-            ).stdout.strip()  # fmt: skip
+            ).stdout.split()  # fmt: skip
             if not used.startswith(str(tree)):
                 raise SystemExit(f"the driver imported {used}, not the taskit of {tree}")
         finally:
             proc.terminate()
             proc.wait()
         totals = dumps(out, proc.pid)
+    trickle = int(trickled)
+    at = len(bare()) + [name for name, _ in PHASES].index(TRICKLE_PHASE)
+    totals[at : at + trickle] = [sum(totals[at : at + trickle])]  # its dumps, one a call
     calls = [BARE_CALLS] * len(bare()) + [jobs // per for _, per in PHASES]
     calls[-1] = 1  # one enqueue of 1,000
+    calls[at] = calls[at + 1] = trickle
     names = [name for name, _, _ in bare()] + [name for name, _ in PHASES]
     return {name: total / n for name, total, n in zip(names, totals, calls, strict=True)}
 
@@ -139,6 +145,7 @@ def main() -> None:
     parser.add_argument("rev", help="the commit to compare this tree against")
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--port", type=int, default=6391)
+    parser.add_argument("--tag", default="", help="suffix of the results file's name")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("redis-server") is None:
         raise SystemExit("valgrind and redis-server must be on PATH")
@@ -154,10 +161,12 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=HERE,
                            check=True, capture_output=True)  # fmt: skip
     after = measure(HERE, args.port, args.jobs)
-    report(sha, args.jobs, before, after)
+    report(sha, args.jobs, before, after, args.tag)
 
 
-def report(sha: str, jobs: int, before: dict[str, float], after: dict[str, float]) -> None:
+def report(
+    sha: str, jobs: int, before: dict[str, float], after: dict[str, float], tag: str
+) -> None:
     now = datetime.now(UTC)
     server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
     versions = package_versions(("redis",)) | {"redis-server": server.stdout.split()[2][2:]}
@@ -167,7 +176,9 @@ def report(sha: str, jobs: int, before: dict[str, float], after: dict[str, float
         "",
         machine_line(),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
-        f"`python -m benchmarks.lua_instructions {sha} --jobs {jobs}`: instructions inside "
+        f"`python -m benchmarks.lua_instructions {sha} --jobs {jobs}"
+        + (f" --tag {tag}" if tag else "")
+        + "`: instructions inside "
         "`evalShaCommand` (callgrind), per call; the commands a script runs included.",
         "",
         f"| call | {sha} per call | this tree per call | {sha} per job | this tree per job "
@@ -181,7 +192,7 @@ def report(sha: str, jobs: int, before: dict[str, float], after: dict[str, float
     table = "\n".join(lines) + "\n"
     print(table)
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"lua-instructions-{now:%Y-%m-%d}"
+    stem = RESULTS / f"lua-instructions-{now:%Y-%m-%d}{'-' + tag if tag else ''}"
     stem.with_suffix(".md").write_text(table)
     record = {"date": now.isoformat(), "machine": machine_line(), "versions": versions,
               "rev": sha, "jobs": jobs, "before": before, "after": after}  # fmt: skip
