@@ -71,7 +71,8 @@ for q = 1, nq do
   local Q = {delayed = KEYS[k + 3], wake = KEYS[k + 6]} -- where a rate-limited job goes
   limits_return(L, R, G.queue, batch)
   while taken < count and held < HOLD_CAP and not paused[G.queue] do
-    local ids = pop_ready(R, count - taken)
+    local want = count - taken
+    local ids = pop_ready(R, want)
     if #ids == 0 then
       break
     end
@@ -93,6 +94,9 @@ for q = 1, nq do
           bury(G, id, lost, now)
         end
       end
+    end
+    if #ids < want then
+      break -- the queue had no more ready jobs (nothing above makes one ready): no second look
     end
   end
   if taken >= count then
