@@ -180,9 +180,11 @@ local function load_state(jobs_key, id)
   return parse_record(raw)
 end
 
+-- (One concatenation, no table: Redis pays tens of instructions a Lua operation.)
 local function pack_state(s)
-  return table.concat({s.status, s.attempts, s.score, s.seq, s.token, s.cancel, s.sched,
-    s.started, s.completed, s.failed, s.queue}, '|')
+  return s.status .. '|' .. s.attempts .. '|' .. s.score .. '|' .. s.seq .. '|' .. s.token ..
+    '|' .. s.cancel .. '|' .. s.sched .. '|' .. s.started .. '|' .. s.completed .. '|' ..
+    s.failed .. '|' .. s.queue
 end
 
 -- The record string of `s` (its state and spec), and the state string alone.
@@ -357,27 +359,28 @@ local function pop_ready(R, n)
       ids[#ids + 1] = string.match(m, '^[^:]*:(.*)$')
     end
   end
-  local high = rcall('ZRANGEBYSCORE', R.ranked, '-inf', '(0', 'LIMIT', 0, n)
+  -- (Constant numbers as text: Redis formats a number given to a command with printf.)
+  local high = rcall('ZRANGEBYSCORE', R.ranked, '-inf', '(0', 'LIMIT', '0', n)
   if #high > 0 then
-    rcall('ZREMRANGEBYRANK', R.ranked, 0, #high - 1)
+    rcall('ZREMRANGEBYRANK', R.ranked, '0', #high - 1)
     from_ranked(high)
   end
   if #ids < n and rcall('LLEN', R.turns) > 0 then
     take_turns(R, n - #ids, ids)
   end
   if #ids < n then -- no turns, or they ended (no group has ready jobs left): plain FIFO
-    local got = rcall('LRANGE', R.fifo, 0, n - #ids - 1)
+    local got = rcall('LRANGE', R.fifo, '0', n - #ids - 1)
     if #got > 0 then
-      rcall('LTRIM', R.fifo, #got, -1)
+      rcall('LTRIM', R.fifo, #got, '-1')
       for _, id in ipairs(got) do
         ids[#ids + 1] = id
       end
     end
   end
   if #ids < n then
-    local low = rcall('ZRANGE', R.ranked, 0, n - #ids - 1)
+    local low = rcall('ZRANGE', R.ranked, '0', n - #ids - 1)
     if #low > 0 then
-      rcall('ZREMRANGEBYRANK', R.ranked, 0, #low - 1)
+      rcall('ZREMRANGEBYRANK', R.ranked, '0', #low - 1)
       from_ranked(low)
     end
   end
@@ -490,7 +493,7 @@ end
 -- delayed set and that is nowhere else, is dead-lettered: G = {jobs=, err=, seq=, dead=,
 -- queue=}; P as for misplaced.
 local function promote(G, R, P, now, batch)
-  local due = rcall('ZRANGEBYSCORE', P.delayed, '-inf', now, 'LIMIT', 0, batch)
+  local due = rcall('ZRANGEBYSCORE', P.delayed, '-inf', now, 'LIMIT', '0', batch)
   if #due == 0 then
     return
   end
@@ -531,7 +534,8 @@ local function index_ended(index, id, now, keep)
 end
 
 -- End a live job: its record moves to its own key `done_key`, which expires after `ttl` ms
--- (0: no record is kept at all). K = {jobs=, err=, prog=, no_prog=, done=, totals=, mark=,
+-- (0: no record is kept at all; K.ttl_text, optional, the same as text). `now` (ms) may be
+-- text. K = {jobs=, err=, prog=, no_prog=, done=, totals=, mark=,
 -- groupof=, completed=, failed=, cancelled=, keep=, tally=}: tally (optional) a table the caller
 -- writes with tally_flush once a call, else the totals hash is counted at once; the last four the queue's finished-job
 -- indexes and the broker's result TTL (ms; see index_ended); `result` is the msgpack JobResult
@@ -551,7 +555,7 @@ local function finish(K, id, s, status, now, ttl, result)
     if prog then
       rcall('HSET', K.done, 'prog', prog)
     end
-    rcall('PEXPIRE', K.done, ttl)
+    rcall('PEXPIRE', K.done, K.ttl_text or ttl)
     index_ended(K[status], id, now, K.keep or ttl)
   end
   if prog then
@@ -585,15 +589,15 @@ local function tally_flush(tally)
   end
 end
 
--- Lease job `id` (state `s`) under `token` until `deadline` and append its reply row
--- {q, id, spec, state, error} to `out`. K = {jobs=, err=, leases=}.
+-- Lease job `id` (state `s`) under `token` until `deadline` (ms, number or text) and append
+-- its reply row {q, id, spec, state, error} to `out`. K = {jobs=, err=, leases=}.
 local function hand_out(K, out, q, id, s, token, deadline)
   s.token = token
   local state = save_state(K.jobs, id, s)
   rcall('ZADD', K.leases, deadline, id)
-  for _, v in ipairs({q, id, s.spec, state, rcall('HGET', K.err, id) or ''}) do
-    out[#out + 1] = v
-  end
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = q, id, s.spec, state
+  out[n + 5] = rcall('HGET', K.err, id) or ''
 end
 
 -- Forget the announcements (see announce-2.lua) whose expiry has passed by `now` (server ms).

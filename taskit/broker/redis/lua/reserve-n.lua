@@ -46,6 +46,8 @@ end
 
 local count, lease, stem, batch = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
+-- As text once a call: Redis formats a number given to a command (or concatenated) with printf.
+local now_text, deadline = string.format('%d', now), string.format('%d', now + lease)
 local out = {now, -1}
 local taken = 0
 local nq = (#KEYS - 11) / 9
@@ -86,8 +88,8 @@ for q = 1, nq do
         taken = taken + 1
         s.status = 'running'
         s.attempts = s.attempts + 1
-        s.started = now
-        hand_out(K, out, q, id, s, stem .. '.' .. taken, now + lease)
+        s.started = now_text
+        hand_out(K, out, q, id, s, stem .. '.' .. taken, deadline)
       else -- a stray entry, or the only trace of a job whose status was changed by hand
         local lost = misplaced(P, id, s, 'ready list')
         if lost then

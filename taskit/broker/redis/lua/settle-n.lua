@@ -70,6 +70,8 @@ end
 
 local ttl = tonumber(ARGV[1])
 local now = now_ms()
+-- As text once a call: Redis formats a number given to a command (or concatenated) with printf.
+local now_text = string.format('%d', now)
 local out = {}
 local FINAL = {complete = 'completed', fail = 'failed', cancel = 'cancelled'}
 local COUNTED = {complete = 'c', fail = 'f', retry = 'r', dead_letter = 'd', cancel = 'x'}
@@ -145,7 +147,7 @@ for i = 1, (#ARGV - 2) / 4 do
     ids[#ids + 1] = id
     if FINAL[kind] then
       if kind == 'fail' then
-        s.failed = now
+        s.failed = now_text
       end
       local result = ARGV[a + 4]
       if kind == 'cancel' then
@@ -158,16 +160,16 @@ for i = 1, (#ARGV - 2) / 4 do
       finish({jobs = KEYS[1], err = KEYS[2], prog = PROG, no_prog = no_prog,
         done = KEYS[10 + 13 * nq + i], totals = totals, mark = mark, groupof = KEYS[b + 10],
         completed = KEYS[b + 11], failed = KEYS[b + 12], cancelled = KEYS[b + 13], keep = ttl,
-        tally = tally},
-        id, s, FINAL[kind], now,
+        tally = tally, ttl_text = own ~= '' and own or ARGV[1]},
+        id, s, FINAL[kind], now_text,
         own ~= '' and tonumber(own) or ttl,
         result)
       if node_err then
         WF().wf_end(W, id, FINAL[kind], node_err, result)
       end
     elseif kind == 'dead_letter' then
-      s.failed = now
-      s.completed = now
+      s.failed = now_text
+      s.completed = now_text
       s.status = 'dead_letter'
       save_state(KEYS[1], id, s)
       rcall('ZADD', dead, rcall('INCR', KEYS[3]), id)
@@ -177,7 +179,7 @@ for i = 1, (#ARGV - 2) / 4 do
       end
     elseif kind == 'retry' and tonumber(delay) > 0 then
       local due = now + tonumber(delay)
-      s.failed = now
+      s.failed = now_text
       s.status = 'retrying'
       s.sched = string.format('%.3f', due / 1000)
       save_state(KEYS[1], id, s)
@@ -185,7 +187,7 @@ for i = 1, (#ARGV - 2) / 4 do
       wake_if_earliest(delayed, wake_key, id)
     else -- retry at once, or release: pending at the front of its priority
       if kind == 'retry' then
-        s.failed = now
+        s.failed = now_text
       else
         s.attempts = math.max(s.attempts - 1, 0)
       end
