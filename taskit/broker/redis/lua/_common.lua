@@ -549,9 +549,11 @@ local function finish(K, id, s, status, now, ttl, result)
   -- K.no_prog: the caller found the progress hash empty (one EXISTS a call, not two commands
   -- a job): no job reported progress, so this one has none to keep.
   local prog = not K.no_prog and rcall('HGET', K.prog, id)
+  local err = true -- its error hash value, false for none (true: not read, so deleted blind)
   if ttl > 0 then
-    local err = rcall('HGET', K.err, id) or ''
-    rcall('HSET', K.done, 'spec', s.spec, 'state', pack_state(s), 'err', err, 'res', result)
+    err = rcall('HGET', K.err, id)
+    rcall('HSET', K.done, 'spec', s.spec, 'state', pack_state(s), 'err', err or '', 'res',
+      result)
     if prog then
       rcall('HSET', K.done, 'prog', prog)
     end
@@ -565,7 +567,9 @@ local function finish(K, id, s, status, now, ttl, result)
     rcall('HDEL', K.groupof, id)
   end
   rcall('HDEL', K.jobs, id)
-  rcall('HDEL', K.err, id)
+  if err then
+    rcall('HDEL', K.err, id)
+  end
   if status == 'completed' or status == 'failed' then
     if K.tally then -- gathered by the caller, written once a call (tally_flush)
       local by = K.tally[K.totals] or {}
