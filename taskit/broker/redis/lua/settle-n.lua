@@ -100,6 +100,10 @@ local W = {tag = wf_tag(KEYS[1]), jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], 
   of = KEYS[#KEYS - 1], deferred = KEYS[#KEYS], ttl = ttl, now = now}
 local no_wf = nil -- whether no job is a node of a workflow now (read once a call, at an end)
 local tally = {} -- the ends counted in the queues' totals hashes, written once (tally_flush)
+-- Made once a call, not once a job (Redis pays tens of instructions a Lua operation), and with
+-- no table or closure of their own (each would cost a call of one job more than it saves):
+local K, K_q = nil, nil -- finish's K, and the queue its queue's fields are of
+local lease_queue, lease_key = nil, nil -- a queue's name and the key of its lease set
 
 -- The error hash value of job `id` if it is a node of a workflow (read before its end takes
 -- it), else nil.
@@ -121,8 +125,11 @@ for i = 1, (#ARGV - 2) / 4 do
   local delayed, dead, totals, wake_key = KEYS[b + 3], KEYS[b + 5], KEYS[b + 6], KEYS[b + 7]
   local s = load_state(KEYS[1], id)
   local mark = '=' .. token .. ':' .. kind
+  if s and s.queue ~= lease_queue then
+    lease_queue, lease_key = s.queue, wf_q(W.tag, s.queue, 'leases')
+  end
   if s == nil or s.status ~= 'running' or s.token ~= token or token == ''
-      or KEYS[b + 4] ~= wf_q(wf_tag(KEYS[1]), s.queue, 'leases') then
+      or KEYS[b + 4] ~= lease_key then
     -- (the last: a token whose queue part names another queue than the job's is not ours)
     out[i] = settled_as(s, KEYS[10 + 13 * nq + i], mark) and 1 or 0
   else
@@ -157,13 +164,21 @@ for i = 1, (#ARGV - 2) / 4 do
         no_prog = rcall('EXISTS', PROG) == 0
       end
       local node_err = node_error(id)
-      finish({jobs = KEYS[1], err = KEYS[2], prog = PROG, no_prog = no_prog,
-        done = KEYS[10 + 13 * nq + i], totals = totals, mark = mark, groupof = KEYS[b + 10],
-        completed = KEYS[b + 11], failed = KEYS[b + 12], cancelled = KEYS[b + 13], keep = ttl,
-        tally = tally, ttl_text = own ~= '' and own or ARGV[1]},
-        id, s, FINAL[kind], now_text,
-        own ~= '' and tonumber(own) or ttl,
-        result)
+      local done, ttl_text = KEYS[10 + 13 * nq + i], own ~= '' and own or ARGV[1]
+      if not K then -- (one constructor: a table that grows later is rebuilt)
+        K = {jobs = KEYS[1], err = KEYS[2], prog = PROG, no_prog = no_prog, keep = ttl,
+          tally = tally, totals = totals, groupof = KEYS[b + 10], completed = KEYS[b + 11],
+          failed = KEYS[b + 12], cancelled = KEYS[b + 13], done = done, mark = mark,
+          ttl_text = ttl_text}
+        K_q = q
+      else
+        if K_q ~= q then
+          K_q, K.totals, K.groupof = q, totals, KEYS[b + 10]
+          K.completed, K.failed, K.cancelled = KEYS[b + 11], KEYS[b + 12], KEYS[b + 13]
+        end
+        K.done, K.mark, K.ttl_text = done, mark, ttl_text
+      end
+      finish(K, id, s, FINAL[kind], now_text, own ~= '' and tonumber(own) or ttl, result)
       if node_err then
         WF().wf_end(W, id, FINAL[kind], node_err, result)
       end
