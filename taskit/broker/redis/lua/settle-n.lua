@@ -232,7 +232,8 @@ for q, ids in pairs(unleased) do
   each_chunk('ZREM', KEYS[10 + 13 * (q - 1) + 4], ids)
 end
 tally_flush(tally)
-counts_flush(wf_tag(KEYS[1]), now)
+runs_counted()
+counts_flush(W.tag, now)
 for _, queue in ipairs(limits_woken(L)) do
   out[#out + 1] = queue
 end
