@@ -109,12 +109,15 @@ end
 -- with the outcome, or '') replaces the job's error. A failure (retry, fail, dead_letter) also
 -- appends the attempt to the job's attempts (its error and type copied from `triple`, nil
 -- without one), dropping the oldest beyond MAX_FAILURES: the old value is read and rewritten,
--- on this path only. Any other kind writes `triple` as it is, if given.
+-- on this path only. Any other kind writes `triple` as it is, if given. True if it wrote.
 local function set_error(err_key, id, triple, s, kind, now)
   if kind == 'retry' or kind == 'fail' or kind == 'dead_letter' then
     local old = rcall('HGET', err_key, id)
     rcall('HSET', err_key, id, ATT().with_attempt(old, triple, s, kind, now))
+    return true
   elseif triple ~= '' then
     rcall('HSET', err_key, id, triple)
+    return true
   end
+  return false
 end

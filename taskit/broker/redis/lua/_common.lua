@@ -557,6 +557,8 @@ end
 -- indexes and the broker's result TTL (ms; see index_ended); `result` is the msgpack JobResult
 -- or ''; `mark` (optional) the settle's mark, kept in the token field.
 -- Its progress (progress-2.lua), if it reported any, moves to the done key's `prog` field.
+-- K.no_err (optional): the caller knows the error hash holds no error of this job (it found
+-- the hash empty this call and wrote none since), so it is neither read nor deleted from.
 local function finish(K, id, s, status, now, ttl, result)
   s.status = status
   s.completed = now
@@ -565,9 +567,9 @@ local function finish(K, id, s, status, now, ttl, result)
   -- K.no_prog: the caller found the progress hash empty (one EXISTS a call, not two commands
   -- a job): no job reported progress, so this one has none to keep.
   local prog = not K.no_prog and rcall('HGET', K.prog, id)
-  local err = true -- its error hash value, false for none (true: not read, so deleted blind)
+  local err = not K.no_err -- its error hash value, false for none (true: not read, so deleted)
   if ttl > 0 then
-    err = rcall('HGET', K.err, id)
+    err = err and rcall('HGET', K.err, id)
     rcall('HSET', K.done, 'spec', s.spec, 'state', pack_state(s), 'err', err or '', 'res',
       result)
     if prog then
@@ -610,14 +612,15 @@ local function tally_flush(tally)
 end
 
 -- Lease job `id` (state `s`) under `token` until `deadline` (ms, number or text) and append
--- its reply row {q, id, spec, state, error} to `out`. K = {jobs=, err=, leases=}.
+-- its reply row {q, id, spec, state, error} to `out`. K = {jobs=, err=, leases=, no_err=}:
+-- no_err (optional) that the error hash is empty (the caller asked once), so not read.
 local function hand_out(K, out, q, id, s, token, deadline)
   s.token = token
   local state = save_state(K.jobs, id, s)
   rcall('ZADD', K.leases, deadline, id)
   local n = #out
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = q, id, s.spec, state
-  out[n + 5] = rcall('HGET', K.err, id) or ''
+  out[n + 5] = not K.no_err and rcall('HGET', K.err, id) or ''
 end
 
 -- Forget the announcements (see announce-2.lua) whose expiry has passed by `now` (server ms).

@@ -59,12 +59,13 @@ local L = {jobs = KEYS[1], seq = KEYS[3], specs = KEYS[4], holding = KEYS[5], wa
   held = KEYS[7], freed = KEYS[8], rate = KEYS[9], queued = KEYS[10]}
 L.any_freed = rcall('EXISTS', L.freed) == 1 -- the one read a call pays when no limit is in use
 local held = 0 -- jobs held back by their limits
+local no_err = nil -- whether the error hash is empty (asked at the first job handed out)
 
 for q = 1, nq do
   local k = 10 + 9 * (q - 1)
   local R = {fifo = KEYS[k + 1], ranked = KEYS[k + 2], seq = KEYS[3], groups = KEYS[k + 7],
     turns = KEYS[k + 8], groupof = KEYS[k + 9]}
-  local K = {jobs = KEYS[1], err = KEYS[2], leases = KEYS[k + 4]}
+  local K = {jobs = KEYS[1], err = KEYS[2], leases = KEYS[k + 4], no_err = no_err}
   local G = {jobs = KEYS[1], err = KEYS[2], seq = KEYS[3], dead = KEYS[k + 5], queue = ARGV[4 + q],
     groupof = R.groupof}
   local P = {fifo = R.fifo, ranked = R.ranked, delayed = KEYS[k + 3], leases = KEYS[k + 4],
@@ -89,6 +90,10 @@ for q = 1, nq do
         s.status = 'running'
         s.attempts = s.attempts + 1
         s.started = now_text
+        if no_err == nil then -- one EXISTS a call, not an HGET a job, while no job has an error
+          no_err = rcall('EXISTS', KEYS[2]) == 0 -- (nothing this call writes is handed out)
+          K.no_err = no_err
+        end
         hand_out(K, out, q, id, s, stem .. '.' .. taken, deadline)
       else -- a stray entry, or the only trace of a job whose status was changed by hand
         local lost = misplaced(P, id, s, 'ready list')

@@ -103,6 +103,9 @@ local tally = {} -- the ends counted in the queues' totals hashes, written once 
 -- Made once a call, not once a job (Redis pays tens of instructions a Lua operation), and with
 -- no table or closure of their own (each would cost a call of one job more than it saves):
 local K, K_q = nil, nil -- finish's K, and the queue its queue's fields are of
+-- Whether the error hash is empty: asked once a call (at the first end), false once this call
+-- wrote an error; while it holds, an end neither reads nor deletes its job's error.
+local no_err = nil
 local lease_queue, lease_key = nil, nil -- a queue's name and the key of its lease set
 
 -- The error hash value of job `id` if it is a node of a workflow (read before its end takes
@@ -144,7 +147,9 @@ for i = 1, (#ARGV - 2) / 4 do
         count_run(s.queue, now - tonumber(s.started))
       end
     end
-    set_error(KEYS[2], id, ARGV[a + 3], s, kind, now) -- a failure with its attempt
+    if set_error(KEYS[2], id, ARGV[a + 3], s, kind, now) then -- a failure with its attempt
+      no_err = false
+    end
     s.token = mark
     local ids = unleased[q]
     if not ids then
@@ -165,18 +170,21 @@ for i = 1, (#ARGV - 2) / 4 do
       end
       local node_err = node_error(id)
       local done, ttl_text = KEYS[10 + 13 * nq + i], own ~= '' and own or ARGV[1]
+      if no_err == nil then
+        no_err = rcall('EXISTS', KEYS[2]) == 0
+      end
       if not K then -- (one constructor: a table that grows later is rebuilt)
         K = {jobs = KEYS[1], err = KEYS[2], prog = PROG, no_prog = no_prog, keep = ttl,
           tally = tally, totals = totals, groupof = KEYS[b + 10], completed = KEYS[b + 11],
           failed = KEYS[b + 12], cancelled = KEYS[b + 13], done = done, mark = mark,
-          ttl_text = ttl_text}
+          ttl_text = ttl_text, no_err = no_err}
         K_q = q
       else
         if K_q ~= q then
           K_q, K.totals, K.groupof = q, totals, KEYS[b + 10]
           K.completed, K.failed, K.cancelled = KEYS[b + 11], KEYS[b + 12], KEYS[b + 13]
         end
-        K.done, K.mark, K.ttl_text = done, mark, ttl_text
+        K.done, K.mark, K.ttl_text, K.no_err = done, mark, ttl_text, no_err
       end
       finish(K, id, s, FINAL[kind], now_text, own ~= '' and tonumber(own) or ttl, result)
       if node_err then
