@@ -110,6 +110,8 @@ end
 -- (Lean on purpose: every Lua operation costs Redis tens of instructions and every library
 -- call hundreds, for each of a call's 20 or more keys; one pass, kinds looked up, no string
 -- functions. A damaged key of a '?' kind is named only when no other kind is damaged.)
+-- With no fault, its second answer is whether no key of a '?' kind exists (the caller may
+-- skip reading them until it writes one).
 local function kind_fault(key, want)
   local kind = rcall('TYPE', key).ok
   if kind ~= 'none' and kind ~= want then
@@ -147,10 +149,10 @@ local function layout_fault(head, per, nq)
           return fault
         end
       end
-      return nil
+      return nil, false
     end
   end
-  return nil
+  return nil, true
 end
 
 -- A record's state table (with its spec as `s.spec`), or nil and why it is unreadable.
@@ -367,8 +369,16 @@ end
 
 -- Up to `n` ready job ids of one queue, removed, in the order they run: higher priorities,
 -- then the default priority (FIFO, or in turns over its groups, see take_turns), then lower
--- ones.
+-- ones. R.fifo_only (optional): the caller knows the queue's ranked set and turns list do not
+-- exist (see layout_fault), so only its FIFO list is read.
 local function pop_ready(R, n)
+  if R.fifo_only then
+    local got = rcall('LRANGE', R.fifo, '0', n - 1)
+    if #got > 0 then
+      rcall('LTRIM', R.fifo, #got, '-1')
+    end
+    return got
+  end
   local ids = {}
   local function from_ranked(members)
     for _, m in ipairs(members) do

@@ -38,11 +38,15 @@ local rcall = redis.call
 allow_oom(KEYS[1]) -- a full Redis runs this too: it ends, frees or moves stored jobs
 
 -- ids popped, then a refused write: jobs lost
-local fault = layout_fault({'hash', 'hash', 'string', unpack(LIMIT_KINDS)},
+local fault, bare = layout_fault({'hash', 'hash', 'string', unpack(LIMIT_KINDS)},
   {'list', '?zset', '?zset', 'zset', '?zset', 'list', '?zset', '?list', '?hash'}, (#KEYS - 11) / 9)
 if fault then
   return redis.error_reply(fault)
 end
+-- bare: no key of limits, priorities, delays, groups or dead letters exists (one EXISTS of
+-- them all, in layout_fault): nothing to promote, each queue's FIFO list is all it has ready,
+-- and nothing below makes another of those structures before it pops (a job a limit delays
+-- waits in a delayed set, read at the end only).
 
 local count, lease, stem, batch = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
@@ -70,7 +74,10 @@ for q = 1, nq do
     groupof = R.groupof}
   local P = {fifo = R.fifo, ranked = R.ranked, delayed = KEYS[k + 3], leases = KEYS[k + 4],
     dead = KEYS[k + 5], groups = R.groups, groupof = R.groupof}
-  promote(G, R, P, now, batch)
+  R.fifo_only = bare
+  if not bare then
+    promote(G, R, P, now, batch)
+  end
   local Q = {delayed = KEYS[k + 3], wake = KEYS[k + 6]} -- where a rate-limited job goes
   limits_return(L, R, G.queue, batch)
   while taken < count and held < HOLD_CAP and not paused[G.queue] do
