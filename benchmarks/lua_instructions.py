@@ -58,6 +58,17 @@ BARE = (
      "e = i} end", 1),
     ("100 x a closure of 1 upvalue", "local r = redis.call for i = 1, 100 do "
      "local f = function() return r end end", 1),
+    ("100 x TYPE", "for i = 1, 100 do redis.call('TYPE', KEYS[1]) end", 1),
+    ("100 x LRANGE key 0 9 (numbers)", "for i = 1, 100 do redis.call('LRANGE', KEYS[1], 0, 9) "
+     "end", 1),
+    ("100 x LRANGE key '0' '9' (text)", "for i = 1, 100 do redis.call('LRANGE', KEYS[1], '0', "
+     "'9') end", 1),
+    ("100 x 'a' .. a ms timestamp", "local n = 1764700000123 local x for i = 1, 100 do "
+     "x = 'a' .. n end", 1),
+    ("100 x string.format('%d') of it", "local n = 1764700000123 local x for i = 1, 100 do "
+     "x = string.format('%d', n) end", 1),
+    ("100 x string.byte", "local x for i = 1, 100 do x = string.byte('hash') end", 1),
+    ("100 x an addition", "local x = 0 for i = 1, 100 do x = x + i end", 1),
 )  # fmt: skip
 BARE_CALLS = 200
 _TOTALS = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
