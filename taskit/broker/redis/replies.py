@@ -16,13 +16,13 @@ import msgspec
 from taskit.broker.checks import corrupt_job
 from taskit.broker.redis.records import (
     build_job,
-    merge_state,
+    merge_spec,
     parse_state,
     placeholder_job,
     split_record,
 )
 from taskit.errors import CorruptJobError, SerializationError
-from taskit.job import Job, Lease, Outcome, OutcomeKind, decode_spec
+from taskit.job import Job, Lease, Outcome, OutcomeKind, decode_spec_job
 
 __all__ = ["dead_letter", "job_from", "leased"]
 
@@ -76,7 +76,7 @@ def leased(
             if not raw_id.isascii():
                 raw_id.decode()  # an id taskit never writes: a dead letter with a reason
             parsed = parse_state(state, job_id)
-            job = merge_state(decode_spec(spec), job_id, parsed, err, b"")
+            job = merge_spec(decode_spec_job(spec), job_id, parsed, err, b"")
         except UnicodeDecodeError:
             shown = raw_id.decode(errors="backslashreplace")
             now.append(_unreadable(job_id, token, CorruptJobError(shown, "id", "is not UTF-8")))
