@@ -303,14 +303,17 @@ def merge_spec(
 def _live(job_id: str, state: State, err: bytes, res: bytes, prog: bytes) -> dict[str, Any]:
     """The live fields of a record (``LIVE_FIELDS`` by name) from its state, error, result and
     progress; ``CorruptJobError`` if one of those does not decode."""
-    live: dict[str, Any] = {
+    sched, started, completed, failed = state.sched, state.started, state.completed, state.failed
+    live: dict[str, Any] = {  # the times inline: most are None (a reserved job has one)
         "status": state.status,
         "attempts": state.attempts,
-        "scheduled_at": _time(state.sched),
-        "started_at": _time(state.started),
-        "completed_at": _time(state.completed),
-        "failed_at": _time(state.failed),
+        "scheduled_at": None if sched is None else _time(sched),
+        "started_at": None if started is None else _time(started),
+        "completed_at": None if completed is None else _time(completed),
+        "failed_at": None if failed is None else _time(failed),
     }
+    if not (err or res or prog):
+        return live
     try:
         if err:
             error, error_type, traceback, failures = decode_error(err)
