@@ -255,7 +255,7 @@ class Executor:
         except Exception as exc:  # the broker failed: try again later, as for any error
             return retry_or_dead(job, token, exc, task.opts.backoff)
         try:
-            args, kwargs = _arguments(task, job, fed)
+            args, kwargs = task.load_arguments(job) if fed is _NOT_FED else _fed(task, job, fed)
         except (SerializationError, TypeError, msgspec.ValidationError) as exc:
             unfit = SerializationError(f"job arguments do not fit task {task.name!r}: {exc}")
             await self._on_failure(task, job, unfit)
@@ -269,7 +269,10 @@ class Executor:
             scope.deadline = anyio.current_time() + timeout
         with scope, reporting(running.reporter):
             try:
-                value = await self._call(task, args, kwargs)
+                if task.is_async:  # awaited here: a coroutine less a job than through ``_call``
+                    value = await task.fn(*args, **kwargs)
+                else:
+                    value = await self._call(task, args, kwargs)
             except anyio.get_cancelled_exc_class():
                 raise
             except BaseException as exc:  # SystemExit, KeyboardInterrupt, any BaseException
@@ -438,10 +441,8 @@ def _policy_delay(policy: BackoffPolicy, job: Job) -> float:
 _NOT_FED = object()
 
 
-def _arguments(task: Task[Any, Any], job: Job, fed: Any) -> tuple[list[Any], dict[str, Any]]:
-    """The job's arguments converted for its handler, ``fed`` first unless ``_NOT_FED``."""
-    if fed is _NOT_FED:
-        return task.load_arguments(job)
+def _fed(task: Task[Any, Any], job: Job, fed: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The job's arguments converted for its handler, ``fed`` first."""
     args, kwargs = decode_arguments(job.payload)
     args.insert(0, fed)
     return task.convert_arguments(args, kwargs)
