@@ -519,8 +519,9 @@ def decode_spec_job(data: bytes | memoryview) -> Job:
     """Stored spec bytes decoded as a ``Job`` (its id empty, no ``failures``), for a broker to
     put its own id, queue and live fields in with ``msgspec.structs.replace``: the ``Job`` that
     ``job_of(decode_spec(data), ...)`` builds field by field, in a third of the time (a spec's
-    positions are a job's, and its live slots are kept as ``job_of`` keeps them).
-    ``SerializationError`` as ``decode_spec``."""
+    positions are a job's, and its live slots are kept as ``job_of`` keeps them; bytes past a
+    spec's end, read as ``failures`` here, are the broker's to drop). ``SerializationError`` as
+    ``decode_spec``."""
     try:
         return _JOB_DECODER.decode(data)
     except msgspec.DecodeError as exc:

@@ -297,6 +297,8 @@ def merge_spec(
     """``merge_state`` of a spec decoded by ``decode_spec_job``: the same ``Job``, built at once
     (every reserved job is built so); ``CorruptJobError`` as ``merge_state``."""
     live = _live(job_id, state, err, res, prog)
+    if spec.failures and "failures" not in live:  # a spec has no such slot: bytes past its end
+        live["failures"] = ()
     return msgspec.structs.replace(spec, id=job_id, queue=state.queue, **live)
 
 
