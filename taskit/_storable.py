@@ -31,10 +31,6 @@ _KEEPS_RESULT = (OutcomeKind.COMPLETE, OutcomeKind.FAIL)
 _TEXT = ("error", "error_type", "traceback")
 _Failure = TypeVar("_Failure", JobResult, Outcome)
 _DELAYS = (float, int)
-#: Result values that read back exactly as they are once they encode (an int past 64 bits or
-#: text with a lone surrogate does not encode: the full check names the problem), and durations.
-_SCALARS = frozenset({type(None), bool, int, float, str})
-_DURATIONS = frozenset({type(None), float})
 
 
 def check_result(result: JobResult) -> tuple[JobResult, bytes]:
@@ -44,24 +40,7 @@ def check_result(result: JobResult) -> tuple[JobResult, bytes]:
     fields are escaped; the bytes are proven to decode back as a ``JobResult`` (a ``msgspec.Raw``
     value that is not msgpack would encode, then break every later read). Raises
     ``SerializationError`` naming the problem: the value's type, or the field of a wrong type.
-    A plain value (None, a bool, an int, a float, text) with no error needs no decoding to know
-    how it reads back: only encoded (every job's result is checked twice: by the executor, then
-    by the broker's ``storable``).
     """
-    if (
-        type(result.value) in _SCALARS
-        and type(result.success) is bool
-        and type(result.duration) in _DURATIONS
-        and _no_error(result)
-    ):
-        try:
-            data = _ENCODER.encode(result)
-        except _ENCODE_ERRORS:
-            pass  # the full check below names the problem
-        else:
-            return JobResult(
-                success=result.success, value=result.value, duration=result.duration
-            ), data
     result = _as_text(result)
     try:
         data = _ENCODER.encode(result)
