@@ -166,7 +166,7 @@ class Executor:
         self._threads_lock = threading.Lock()
         # The event loop's own cancel scope class, found at the first job: made directly, a
         # job's scope skips ``anyio.CancelScope``'s look-up of the running backend (sniffio,
-        # then the backend's factory), a fifth of what a scope costs on asyncio.
+        # then the backend's factory) at every job.
         self._scope_type: Callable[[], anyio.CancelScope] = self._first_scope
 
     def _first_scope(self) -> anyio.CancelScope:
