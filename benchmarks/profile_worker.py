@@ -8,7 +8,10 @@ the CLI's default; the lines go to a temporary file). Prints the functions that 
 2x): read the table as proportions, not as absolute costs.
 
     .venv/bin/python -m benchmarks.profile_worker [--broker redis|memory] [--jobs 20000]
-        [--sync] [--log-level INFO|WARNING] [--loop asyncio|uvloop]
+        [--sync] [--log-level INFO|WARNING] [--loop asyncio|uvloop] [--by-area]
+
+``--by-area``: also the share of own time by where each function lives (the worker's own
+Python, the Redis broker, anyio, asyncio, logging, ...).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import pstats
 import tempfile
 import time
+from collections.abc import Callable
 
 import anyio
 
@@ -70,6 +74,37 @@ def report(stats: pstats.Stats, cpu: float, done: int, top: int) -> str:
     return "\n".join(lines)
 
 
+#: Areas of ``--by-area``: the first whose test a function passes (its file path, its name).
+_AREAS: tuple[tuple[str, Callable[[str, str], bool]], ...] = (
+    ("logging (the line, the ledger)",
+     lambda p, n: "_logline" in p or "_ledger" in p or "/logging/" in p),
+    ("outcome checks (_storable)", lambda p, n: "_storable" in p),
+    ("Redis broker (requests, replies, records, transport)",
+     lambda p, n: "/taskit/broker/" in p),
+    ("job structs, arguments", lambda p, n: any(
+        f in p for f in ("/taskit/job.py", "/taskit/_values.py", "/taskit/task.py",
+                         "/taskit/_arguments")) or (p == "~" and "msgspec" in n)),
+    ("worker, executor, settler, hand-off (own Python)", lambda p, n: "/taskit/" in p),
+    ("anyio (cancel scopes, events, clock)", lambda p, n: "anyio" in p or "sniffio" in p),
+    ("asyncio loop, sockets", lambda p, n: "asyncio" in p or "selectors" in p or (
+        p == "~" and any(w in n for w in ("socket", "hiredis", "select", "epoll", "_asyncio",
+                                          "Context", "Future", "Task")))),
+    ("builtins (isinstance, len, clocks, dict methods)", lambda p, n: p == "~"),
+)  # fmt: skip
+
+
+def by_area(stats: pstats.Stats) -> str:
+    """The share of own time in each of ``_AREAS`` (``other``: none of them)."""
+    shares: dict[str, float] = {}
+    for (path, _line, name), row in stats.stats.items():  # type: ignore[attr-defined]
+        area = next((a for a, test in _AREAS if test(path, name)), "other")
+        shares[area] = shares.get(area, 0.0) + row[2]
+    total = sum(shares.values())
+    rows = sorted(shares.items(), key=lambda item: -item[1])
+    return "\n".join(["| area | own time |", "|---|---:|"]
+                     + [f"| {area} | {own / total:.0%} |" for area, own in rows])  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--broker", choices=["redis", "memory"], default="redis")
@@ -79,6 +114,7 @@ def main() -> None:
     parser.add_argument("--sync", action="store_true", help="def jobs (run in threads)")
     parser.add_argument("--log-level", default="INFO", choices=["INFO", "WARNING"])
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
+    parser.add_argument("--by-area", action="store_true", help="also the share of each area")
     options = parser.parse_args()
     name = "bench.noop_sync" if options.sync else "bench.noop"
     backend = {"use_uvloop": options.loop == "uvloop"}
@@ -89,6 +125,9 @@ def main() -> None:
         app = build(url, options.concurrency)
         result = anyio.run(drain, app, options.jobs, name, backend_options=backend)
     print(report(*result, options.top))
+    if options.by_area:
+        print()
+        print(by_area(result[0]))
 
 
 if __name__ == "__main__":

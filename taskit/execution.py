@@ -110,8 +110,12 @@ class RunningJob:
     def scope(self) -> anyio.CancelScope:
         """The cancel scope its handler runs in, made on first use (on the event loop: a job
         made in a chain's thread has none until the loop asks)."""
+        return self.scope_made(anyio.CancelScope)
+
+    def scope_made(self, make: Callable[[], anyio.CancelScope]) -> anyio.CancelScope:
+        """``scope``, made by ``make()`` if it has none yet (the executor's cheaper way)."""
         if self._scope is None:
-            self._scope = anyio.CancelScope()
+            self._scope = make()
         return self._scope
 
     def stop(self, reason: StopReason) -> None:
@@ -160,6 +164,15 @@ class Executor:
         self._clock = clock if clock is not None else SystemClock()
         self._threads = 0  # sync handlers running in anyio's threads now, abandoned included
         self._threads_lock = threading.Lock()
+        # The event loop's own cancel scope class, found at the first job: made directly, a
+        # job's scope skips ``anyio.CancelScope``'s look-up of the running backend (sniffio,
+        # then the backend's factory) at every job.
+        self._scope_type: Callable[[], anyio.CancelScope] = self._first_scope
+
+    def _first_scope(self) -> anyio.CancelScope:
+        scope = anyio.CancelScope()
+        self._scope_type = type(scope)
+        return scope
 
     @property
     def threads_running(self) -> int:
@@ -242,7 +255,7 @@ class Executor:
         except Exception as exc:  # the broker failed: try again later, as for any error
             return retry_or_dead(job, token, exc, task.opts.backoff)
         try:
-            args, kwargs = _arguments(task, job, fed)
+            args, kwargs = task.load_arguments(job) if fed is _NOT_FED else _fed(task, job, fed)
         except (SerializationError, TypeError, msgspec.ValidationError) as exc:
             unfit = SerializationError(f"job arguments do not fit task {task.name!r}: {exc}")
             await self._on_failure(task, job, unfit)
@@ -251,12 +264,15 @@ class Executor:
         started = time.perf_counter()
         value: Any = None
         error: BaseException | None = None
-        scope = running.scope
+        scope = running.scope_made(self._scope_type)
         if timeout:  # one scope for both: a stop by the worker sets ``running.reason``
             scope.deadline = anyio.current_time() + timeout
         with scope, reporting(running.reporter):
             try:
-                value = await self._call(task, args, kwargs)
+                if task.is_async:  # awaited here: a coroutine less a job than through ``_call``
+                    value = await task.fn(*args, **kwargs)
+                else:
+                    value = await self._call(task, args, kwargs)
             except anyio.get_cancelled_exc_class():
                 raise
             except BaseException as exc:  # SystemExit, KeyboardInterrupt, any BaseException
@@ -425,10 +441,8 @@ def _policy_delay(policy: BackoffPolicy, job: Job) -> float:
 _NOT_FED = object()
 
 
-def _arguments(task: Task[Any, Any], job: Job, fed: Any) -> tuple[list[Any], dict[str, Any]]:
-    """The job's arguments converted for its handler, ``fed`` first unless ``_NOT_FED``."""
-    if fed is _NOT_FED:
-        return task.load_arguments(job)
+def _fed(task: Task[Any, Any], job: Job, fed: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The job's arguments converted for its handler, ``fed`` first."""
     args, kwargs = decode_arguments(job.payload)
     args.insert(0, fed)
     return task.convert_arguments(args, kwargs)

@@ -57,6 +57,7 @@ __all__ = [
     "decode_job",
     "decode_progress",
     "decode_spec",
+    "decode_spec_job",
     "describe_error",
     "encode_arguments",
     "encode_job",
@@ -510,6 +511,19 @@ def decode_spec(data: bytes | memoryview) -> JobSpec:
     spec. Live slots that are not fresh are kept, not refused (see ``JobSpec``)."""
     try:
         return _SPEC_DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise SerializationError(f"stored bytes are not a valid job: {exc}") from exc
+
+
+def decode_spec_job(data: bytes | memoryview) -> Job:
+    """Stored spec bytes decoded as a ``Job`` (its id empty, no ``failures``), for a broker to
+    put its own id, queue and live fields in with ``msgspec.structs.replace``: the ``Job`` that
+    ``job_of(decode_spec(data), ...)`` builds field by field, in a third of the time (a spec's
+    positions are a job's, and its live slots are kept as ``job_of`` keeps them; bytes past a
+    spec's end, read as ``failures`` here, are the broker's to drop). ``SerializationError`` as
+    ``decode_spec``."""
+    try:
+        return _JOB_DECODER.decode(data)
     except msgspec.DecodeError as exc:
         raise SerializationError(f"stored bytes are not a valid job: {exc}") from exc
 

@@ -51,6 +51,7 @@ from taskit.job import (
     Progress,
     decode_job,
     decode_spec,
+    decode_spec_job,
     encode_arguments,
     encode_job,
     encode_spec,
@@ -514,6 +515,29 @@ def test_a_spec_with_stale_live_slots_reads_as_it_did_before_jobspec() -> None:
         full_job().result,
     )
     assert (errored.error, errored.error_type, errored.traceback) == ("boom", "ValueError", None)
+
+
+@pytest.mark.parametrize(
+    ("spec", "state", "err", "res"),
+    [
+        (FULL_SPEC, ENQUEUED_STATE, b"", b""),
+        (MINIMAL_SPEC, b"running|1|0||tok||||||default", b"", b""),
+        (MINIMAL_SPEC, b"failed|1|0||=t:fail||5|1000|2000|3000|q", FAILED_ERROR, RESULT),
+        (encode_job(msgspec.structs.replace(full_job(), id="")), ENQUEUED_STATE, ERROR, b""),
+    ],
+    ids=["fresh", "leased", "every-part", "stale-slots"],
+)
+def test_a_job_built_at_once_is_the_job_built_field_by_field(
+    spec: bytes, state: bytes, err: bytes, res: bytes
+) -> None:
+    """``build_job`` (and a reserve's rows) decode the spec as a ``Job`` and put the record's
+    id, queue and live fields in at once: the same job, field for field and type for type, as
+    ``merge_state`` builds from the decoded ``JobSpec``."""
+    parsed = parse_state(state)
+    by_fields = records.merge_state(decode_spec(spec), "j", parsed, err, res)
+
+    assert same(records.merge_spec(decode_spec_job(spec), "j", parsed, err, res), by_fields)
+    assert same(build_job("j", spec, state, err, res), by_fields)
 
 
 def test_a_reordered_spec_is_refused_not_misread() -> None:

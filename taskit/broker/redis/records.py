@@ -26,9 +26,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -42,7 +42,7 @@ from taskit.job import (
     JobStatus,
     OutcomeKind,
     Progress,
-    decode_spec,
+    decode_spec_job,
     job_of,
     utc_from_timestamp,
 )
@@ -57,6 +57,7 @@ __all__ = [
     "encode_error",
     "format_state",
     "join_record",
+    "merge_spec",
     "merge_state",
     "parse_state",
     "placeholder_job",
@@ -69,9 +70,10 @@ __all__ = [
 LATEST = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
 
 
-@dataclass(frozen=True, slots=True)
-class State:
-    """A parsed state string: its fields in ``STATE_FIELDS`` order; times in seconds."""
+class State(NamedTuple):
+    """A parsed state string: its fields in ``STATE_FIELDS`` order; times in seconds. (A named
+    tuple: every reserved job's state is parsed, and a tuple is made in a fraction of a frozen
+    dataclass's time.)"""
 
     status: JobStatus
     attempts: int
@@ -102,6 +104,8 @@ def _ms_text(seconds: float | None) -> str:
 
 
 _STATUSES = frozenset(status.value for status in JobStatus)
+#: A status by its text (a dict look-up, not ``JobStatus(text)``'s).
+_STATUS_OF = {status.value: status for status in JobStatus}
 #: The state string, field by field in order (its position in the string is its place here).
 STATE_FIELDS = (
     StateField("status", "|".join(sorted(_STATUSES)), lambda status: status.value),
@@ -116,7 +120,7 @@ STATE_FIELDS = (
     StateField("failed", r"\d{0,20}", _ms_text),
     StateField("queue", r".*", str),  # last: it may contain "|"
 )
-if tuple(f.name for f in STATE_FIELDS) != tuple(f.name for f in fields(State)):
+if tuple(f.name for f in STATE_FIELDS) != State._fields:
     raise TypeError("State must list the fields of STATE_FIELDS, in order")  # pragma: no cover
 _CHECKS = tuple((f.name, re.compile(f.pattern, re.DOTALL)) for f in STATE_FIELDS)
 #: A whole well-formed state string at once (the common case: one match, no per-field work).
@@ -148,7 +152,7 @@ def parse_state(raw: bytes, job_id: str = "") -> State:
     if due is not None and not 0 <= due < math.inf:  # also NaN
         _fault(text, raw, job_id)
     return State(
-        JobStatus(status),
+        _STATUS_OF[status],
         int(attempts),
         int(score),
         seq,
@@ -263,7 +267,7 @@ def build_job(
     """The ``Job`` a record describes. Raises ``SerializationError`` if ``spec`` does not decode
     (use ``placeholder_job`` for a readable stand-in) and ``CorruptJobError`` if the state, the
     error, the result or the progress is unreadable."""
-    return merge_state(decode_spec(spec), job_id, parse_state(state, job_id), err, res, prog)
+    return merge_spec(decode_spec_job(spec), job_id, parse_state(state, job_id), err, res, prog)
 
 
 def placeholder_job(
@@ -284,14 +288,34 @@ def merge_state(
 ) -> Job:
     """The ``Job`` of ``spec`` where its record's state, error (``err``), result (``res``) and
     progress (``prog``) say it stands; ``CorruptJobError`` if one of those does not decode."""
-    live: dict[str, Any] = {
+    return job_of(spec, job_id, state.queue, _live(job_id, state, err, res, prog))
+
+
+def merge_spec(
+    spec: Job, job_id: str, state: State, err: bytes, res: bytes, prog: bytes = b""
+) -> Job:
+    """``merge_state`` of a spec decoded by ``decode_spec_job``: the same ``Job``, built at once
+    (every reserved job is built so); ``CorruptJobError`` as ``merge_state``."""
+    live = _live(job_id, state, err, res, prog)
+    if spec.failures and "failures" not in live:  # a spec has no such slot: bytes past its end
+        live["failures"] = ()
+    return msgspec.structs.replace(spec, id=job_id, queue=state.queue, **live)
+
+
+def _live(job_id: str, state: State, err: bytes, res: bytes, prog: bytes) -> dict[str, Any]:
+    """The live fields of a record (``LIVE_FIELDS`` by name) from its state, error, result and
+    progress; ``CorruptJobError`` if one of those does not decode."""
+    sched, started, completed, failed = state.sched, state.started, state.completed, state.failed
+    live: dict[str, Any] = {  # the times inline: most are None (a reserved job has one)
         "status": state.status,
         "attempts": state.attempts,
-        "scheduled_at": _time(state.sched),
-        "started_at": _time(state.started),
-        "completed_at": _time(state.completed),
-        "failed_at": _time(state.failed),
+        "scheduled_at": None if sched is None else _time(sched),
+        "started_at": None if started is None else _time(started),
+        "completed_at": None if completed is None else _time(completed),
+        "failed_at": None if failed is None else _time(failed),
     }
+    if not (err or res or prog):
+        return live
     try:
         if err:
             error, error_type, traceback, failures = decode_error(err)
@@ -310,7 +334,7 @@ def merge_state(
             live["progress"] = _PROGRESS.decode(prog)
     except msgspec.DecodeError as exc:
         raise CorruptJobError(job_id, "progress", f"does not decode: {exc}") from None
-    return job_of(spec, job_id, state.queue, live)
+    return live
 
 
 def _time(seconds: float | None) -> Any:

@@ -16,13 +16,13 @@ import msgspec
 from taskit.broker.checks import corrupt_job
 from taskit.broker.redis.records import (
     build_job,
-    merge_state,
+    merge_spec,
     parse_state,
     placeholder_job,
     split_record,
 )
 from taskit.errors import CorruptJobError, SerializationError
-from taskit.job import Job, Lease, Outcome, OutcomeKind, decode_spec
+from taskit.job import Job, Lease, Outcome, OutcomeKind, decode_spec_job
 
 __all__ = ["dead_letter", "job_from", "leased"]
 
@@ -67,8 +67,6 @@ def leased(
     for i in range(0, len(rows), 5):
         q, raw_id, spec, state, err = rows[i : i + 5]
         queue = queues[int(q) - 1]
-        # The script checked the state and wrote it anew: field 5 is the token it gave.
-        token = f"{state.split(b'|', 5)[4].decode(errors='replace')}|{queue}"
         # An id that is not UTF-8 (damaged data) is settled under its very bytes (see
         # transport.packing).
         job_id = raw_id.decode(errors="surrogateescape")
@@ -76,19 +74,27 @@ def leased(
             if not raw_id.isascii():
                 raw_id.decode()  # an id taskit never writes: a dead letter with a reason
             parsed = parse_state(state, job_id)
-            job = merge_state(decode_spec(spec), job_id, parsed, err, b"")
+            job = merge_spec(decode_spec_job(spec), job_id, parsed, err, b"")
         except UnicodeDecodeError:
             shown = raw_id.decode(errors="backslashreplace")
+            token = _token(state, queue)
             now.append(_unreadable(job_id, token, CorruptJobError(shown, "id", "is not UTF-8")))
             continue
         except (SerializationError, CorruptJobError, msgspec.DecodeError) as exc:
-            now.append(_unreadable(job_id, token, exc))
+            now.append(_unreadable(job_id, _token(state, queue), exc))
             continue
+        token = f"{parsed.token}|{queue}"  # as ``_token`` reads it: the state parsed
         if parsed.cancel and reclaimed:  # its cancel was requested: it ends CANCELLED
             now.append(_cancelled(job, token))
             continue
         leases.append(Lease(job=job, token=token, deadline=deadline))
     return leases, now
+
+
+def _token(state: bytes, queue: str) -> str:
+    """The lease token of a leased row: the script checked the state and wrote it anew, so its
+    field 5 is the token it gave, even where the state does not parse."""
+    return f"{state.split(b'|', 5)[4].decode(errors='replace')}|{queue}"
 
 
 def _cancelled(job: Job, token: str) -> Outcome:
