@@ -80,10 +80,15 @@ class RedisBroker(RedisBase):
         (``coalesce``): a caller cancelled while it waits may still have its jobs stored, as
         for any command already sent."""
         call = _Enqueue(jobs, delays, self._ttl_ms)
-        if call.joins:
-            done = await self._coalesced.run(call, self._alone, self._together)
+        waiter = self._coalesced.join(call) if call.joins else None
+        if waiter is not None:  # another call is on its way: this one goes in the next
+            done = await self._coalesced.wait(waiter, self._alone)
         else:
-            done = await self._alone(call)
+            try:
+                done = await self._alone(call)
+            finally:
+                if call.joins:
+                    self._coalesced.release(self._together)
         if str not in map(type, done):  # the common answer: every job stored or kept, no id
             return done  # type: ignore[return-value]
         return [
@@ -115,10 +120,16 @@ class RedisBroker(RedisBase):
         if client is None:
             return None
         call = _Enqueue(jobs, delays, self._ttl_ms)
-        if call.joins:
-            done = self._coalesced.run_blocking(call, self._alone_blocking, self._together_blocking)
+        coalesced = self._coalesced
+        held = coalesced.join_blocking(call) if call.joins else None
+        if held is not None:  # another thread's call is on its way: this one goes in the next
+            done = coalesced.wait_blocking(held, self._alone_blocking, self._together_blocking)
         else:
-            done = self._alone_blocking(call)
+            try:
+                done = self._alone_blocking(call)
+            finally:
+                if call.joins:
+                    coalesced.release_blocking()
         if str not in map(type, done):  # the common answer: every job stored or kept, no id
             return done  # type: ignore[return-value]
         out: list[Job] = []

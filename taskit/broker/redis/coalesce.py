@@ -7,15 +7,19 @@ Redis instructions for a single job against 32-52k a job inside a batch of many)
 callers that enqueue while another enqueue of the same broker is on its way share the next
 call instead.
 
-How, per event loop (``run``) and for threads (``run_blocking``) alike: a caller that finds no
-combined enqueue in flight sends its own jobs at once, as an enqueue always went (a lone
-producer pays no added loop turn, timer or hand-off). A caller that finds one in flight leaves
-its jobs here and waits; when the call in flight is answered, everything left meanwhile goes
-as ONE call (at most ``MAX_JOBS`` jobs and ``MAX_BYTES`` of specs: one call never holds Redis
-long; the rest go in the next), and each caller gets exactly its own jobs' answers, in its
-order. On a loop the next call is sent by a task of this module's own (so no caller's
-cancellation cuts it short); among threads, by the first thread that waits (it leads one
-call at most: its own jobs are in it), as ``transport.shared`` does for commands.
+How, per event loop (``join``, ``wait``, ``release``) and for threads (``join_blocking``...)
+alike: a caller that finds no enqueue of this broker in flight sends its own jobs at once, as an
+enqueue always went (a lone producer pays no added loop turn, timer or hand-off). A caller that
+finds one in flight leaves its jobs here and waits; when the call in flight is answered,
+everything left meanwhile goes as ONE call (at most ``MAX_JOBS`` jobs and ``MAX_BYTES`` of
+specs, so one call never holds Redis long; the rest go in the next), and each caller gets
+exactly its own jobs' answers, in its order. On a loop the next call is sent by a task of this
+module's own (so no caller's cancellation cuts it short); when nothing waits as a call is
+answered, that task waits for the end of the loop tick, so the callers just answered, which
+enqueue again at once (64 request handlers), go in its next call rather than one of them alone
+(measured a little faster than ending there; docs/performance.md). Among threads, the next
+call is sent by the first thread that waits (it leads one call at most: its own jobs are in
+it), as ``transport.shared`` does for commands.
 
 What the broker gives (``together``): one script call of the callers' jobs, answered per
 caller; or None when the script answered anything but 'ok' (the plain enqueue is all or none:
@@ -117,9 +121,10 @@ class _Held(Generic[P, R]):
 
 
 class Coalescer(Generic[P, R]):
-    """Combines the concurrent calls of one broker (module docstring): ``run`` on event loops
-    (state per loop), ``run_blocking`` for threads. ``alone`` sends one part as an enqueue
-    always went; ``together`` sends many as one call (see ``Answers``)."""
+    """Combines the concurrent calls of one broker (module docstring): ``join``, ``release``
+    and ``wait`` on event loops (state per loop), ``join_blocking``, ``release_blocking`` and
+    ``wait_blocking`` for threads. ``alone`` sends one part as an enqueue always went;
+    ``together`` sends many as one call (see ``Answers``)."""
 
     def __init__(self) -> None:
         self._lines: dict[asyncio.AbstractEventLoop, _Line[P, R]] = {}
@@ -130,29 +135,37 @@ class Coalescer(Generic[P, R]):
         self.combined = 0
 
     # -- event loops -------------------------------------------------------------------------
-    async def run(
-        self,
-        part: P,
-        alone: Callable[[P], Awaitable[R]],
-        together: Callable[[list[P]], Awaitable[Answers[R]]],
-    ) -> R:
-        """``part``'s answer: sent at once if no call of this loop is in flight, else in the
-        next combined call (or on its own, if that call's answer was not 'ok')."""
+    def join(self, part: P) -> _Waiter[P, R] | None:
+        """None when no combined call of this loop is in flight: the caller sends ``part`` at
+        once (the line is now busy: ``release`` it after). Else ``part`` waits for the next
+        combined call: ``wait`` for its answer."""
         loop = asyncio.get_running_loop()
         line = self._lines.get(loop)
         if line is None:
             line = self._line(loop)
-        if not line.busy:  # alone on the wire: sent at once (the common call)
+        if not line.busy:  # the common call: nothing to set up
             line.busy = True
-            try:
-                return await alone(part)
-            finally:
-                self._next(loop, line, together)
+            return None
         waiter: _Waiter[P, R] = _Waiter(part, loop.create_future())
         line.waiting.append(waiter)
+        return waiter
+
+    def release(self, together: Callable[[list[P]], Awaitable[Answers[R]]]) -> None:
+        """After the call of a caller ``join`` let go at once (answered, failed or cancelled):
+        send what waits meanwhile (``together``, in a task), or mark the line free."""
+        loop = asyncio.get_running_loop()
+        line = self._lines[loop]
+        if line.waiting:
+            line.task = loop.create_task(self._send(line, together))
+        else:
+            line.busy = False
+
+    async def wait(self, waiter: _Waiter[P, R], alone: Callable[[P], Awaitable[R]]) -> R:
+        """``waiter``'s answer, from the combined call it went in (or from ``alone``, when
+        that call's answer was not 'ok')."""
         got = await waiter.future  # cancelled: only this future is (the call goes on)
         if isinstance(got, _Alone):
-            return await alone(part)
+            return await alone(waiter.part)
         return got
 
     def _line(self, loop: asyncio.AbstractEventLoop) -> _Line[P, R]:
@@ -160,18 +173,6 @@ class Coalescer(Generic[P, R]):
             for old in [lp for lp in self._lines if lp.is_closed()]:
                 del self._lines[old]
             return self._lines.setdefault(loop, _Line())
-
-    def _next(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        line: _Line[P, R],
-        together: Callable[[list[P]], Awaitable[Answers[R]]],
-    ) -> None:
-        """After a call of ``line``: send what waits meanwhile, or mark the line free."""
-        if line.waiting:
-            line.task = loop.create_task(self._send(line, together))
-        else:
-            line.busy = False
 
     async def _send(
         self, line: _Line[P, R], together: Callable[[list[P]], Awaitable[Answers[R]]]
@@ -214,31 +215,37 @@ class Coalescer(Generic[P, R]):
             line.busy, line.task = False, None
 
     # -- threads -----------------------------------------------------------------------------
-    def run_blocking(
+    def join_blocking(self, part: P) -> _Held[P, R] | None:
+        """``join`` for threads: one call in flight among all threads of the process. None:
+        send at once, then ``release_blocking``; else ``wait_blocking``."""
+        with self._lock:
+            if not self._busy:  # then nobody waits either
+                self._busy = True
+                return None
+            held: _Held[P, R] = _Held(part)
+            self._held.append(held)
+            return held
+
+    def release_blocking(self) -> None:
+        """``release`` for threads: the next call's leader (the first thread waiting) is woken,
+        or the line marked free."""
+        self._pass_on()
+
+    def wait_blocking(
         self,
-        part: P,
+        held: _Held[P, R],
         alone: Callable[[P], R],
         together: Callable[[list[P]], Answers[R]],
     ) -> R:
-        """``run`` for threads: one call in flight among all threads of the process."""
-        with self._lock:
-            lead = not self._busy  # then nobody waits either
-            self._busy = True
-            if not lead:
-                held: _Held[P, R] = _Held(part)
-                self._held.append(held)
-        if lead:  # alone on the wire: sent at once (the common call)
-            try:
-                return alone(part)
-            finally:
-                self._pass_on()
+        """``held``'s answer: from the combined call it went in, led by this thread if it is
+        woken to (``together``); or from ``alone``, when that call's answer was not 'ok'."""
         held.done.acquire()  # until its answer is in, or it is to lead the next call
         if held.lead:
             self._lead(together)
         if held.error is not None:
             raise held.error
         if isinstance(held.answer, _Alone):
-            return alone(part)
+            return alone(held.part)
         return held.answer
 
     def _lead(self, together: Callable[[list[P]], Answers[R]]) -> None:
