@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, Protocol, TypeVar
@@ -131,6 +132,7 @@ class Coalescer(Generic[P, R]):
         self._lock = threading.Lock()
         self._held: list[_Held[P, R]] = []
         self._busy = False  # a thread's call is in flight
+        self._pid = os.getpid()  # the process whose threads these are (a fork's are not)
         #: Combined calls sent so far (loops and threads; not the callers' own), for tests.
         self.combined = 0
 
@@ -218,6 +220,8 @@ class Coalescer(Generic[P, R]):
     def join_blocking(self, part: P) -> _Held[P, R] | None:
         """``join`` for threads: one call in flight among all threads of the process. None:
         send at once, then ``release_blocking``; else ``wait_blocking``."""
+        if self._pid != os.getpid():  # forked meanwhile: the parent's threads are not here
+            self._lock, self._held, self._busy, self._pid = threading.Lock(), [], False, os.getpid()
         with self._lock:
             if not self._busy:  # then nobody waits either
                 self._busy = True
