@@ -8,6 +8,8 @@ write or read is not counted: ``producers.py`` has the CPU time). The steps, on 
 ``redis-server``, for a no-op task with no options:
 
 * **enqueue_sync**, **enqueue** (async, one coroutine): the whole call, round trip included;
+* the same from 8 threads at once and from 64 coroutines on one loop, per job (``--calls``
+  jobs in all; valgrind runs one thread at a time, each switching at a blocking call);
 * **prepare**: building and checking the job (``task.prepare()``);
 * **stored form**: what the Redis broker makes of it before the script call (``_Enqueue``:
   the checks, the spec bytes, checked to decode back);
@@ -68,12 +70,26 @@ shared = shared.__enter__() if hasattr(shared, "__enter__") else shared
 async def enqueues(n):
     for _ in range(n):
         await noop.enqueue()
+async def many(n, tasks):
+    await asyncio.gather(*(enqueues(n // tasks) for _ in range(tasks)))
+import threading
+def threads(n, count):
+    def work():
+        for _ in range(n // count):
+            noop.enqueue_sync()
+    started = [threading.Thread(target=work) for _ in range(count)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
 """
 
 #: Step name -> the statement run once per call (``n``: how many times, in ``asyncio.run``).
 STEPS = {
     "enqueue_sync": "for _ in range(n): noop.enqueue_sync()",
     "enqueue (async)": "asyncio.run(enqueues(n))",
+    "enqueue_sync, 8 threads (a job)": "threads(n, 8)",
+    "enqueue (async), 64 coroutines (a job)": "asyncio.run(many(n, 64))",
     "prepare": "for _ in range(n): noop.prepare()",
     "stored form": "for _ in range(n): _Enqueue(jobs, None, broker._ttl_ms)",
     "request": "for _ in range(n): r = call.request(); r.keys(broker._keys); r.args()",

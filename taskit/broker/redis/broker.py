@@ -42,6 +42,7 @@ from taskit.broker.redis.records import encode_error, split_token
 from taskit.broker.redis.requests import DeadElsewhere, Leased
 from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.streams import StreamCommands
+from taskit.broker.redis.transport import Blocking
 from taskit.broker.redis.transport.fast import FastClient
 from taskit.broker.redis.transport.pacing import Pacing
 from taskit.broker.redis.wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
@@ -126,7 +127,7 @@ class RedisBroker(RedisBase):
             done = coalesced.wait_blocking(held, self._alone_blocking, self._together_blocking)
         else:
             try:
-                done = self._alone_blocking(call)
+                done = self._alone_blocking(call, client)
             finally:
                 if call.joins:
                     coalesced.release_blocking()
@@ -141,9 +142,9 @@ class RedisBroker(RedisBase):
             out.append(got)
         return out
 
-    def _alone_blocking(self, call: _Enqueue) -> list[Job | str]:
-        """``_alone`` on the blocking connection threads share."""
-        client = self._conn.blocking()
+    def _alone_blocking(self, call: _Enqueue, client: Blocking | None = None) -> list[Job | str]:
+        """``_alone`` on the blocking connection threads share (``client``, if given)."""
+        client = client or self._conn.blocking()
         assert client is not None  # enqueue_blocking found it
         while call.done is None:
             request = call.request()
@@ -411,7 +412,7 @@ class _Enqueue:
     of ``weight`` bytes."""
 
     __slots__ = ("_dead_in", "_delays_ms", "_plain", "_rounds", "_ttl_ms", "count", "done",
-                 "forms", "jobs", "joins", "weight")  # fmt: skip
+                 "forms", "jobs", "joins")  # fmt: skip
 
     def __init__(self, jobs: Sequence[Job], delays: Sequence[float] | None, ttl_ms: int) -> None:
         if delays is not None and len(delays) != len(jobs):
@@ -429,8 +430,12 @@ class _Enqueue:
         self._rounds = 0
         self.done: list[Job | str] | None = [] if not jobs else None
         self.count = len(jobs)
-        self.weight = sum(len(spec) for _, spec in self.forms) if self._plain else 0
-        self.joins = self._plain and coalesce.fits(self.count, self.weight)
+        self.joins = self._plain and 0 < self.count <= coalesce.MAX_JOBS
+
+    @property
+    def weight(self) -> int:
+        """The bytes of its encoded jobs (asked only of calls that wait to be combined)."""
+        return sum(len(spec) for _, spec in self.forms)
 
     def request(self) -> requests.Enqueue:
         kind = requests.EnqueuePlain if self._plain else requests.Enqueue

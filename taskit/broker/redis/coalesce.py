@@ -48,11 +48,12 @@ from typing import Generic, Protocol, TypeVar
 from taskit.broker.redis.requests import BATCH
 from taskit.errors import BrokerOutcomeUnknownError
 
-__all__ = ["MAX_BYTES", "MAX_JOBS", "Coalescer", "Part", "fits"]
+__all__ = ["MAX_BYTES", "MAX_JOBS", "Coalescer", "Part"]
 
 #: The most jobs one combined call carries (a caller with more sends its own, as before).
 MAX_JOBS = BATCH
-#: The most bytes of encoded jobs one combined call carries.
+#: The most bytes of encoded jobs one combined call carries (a caller whose jobs alone weigh
+#: more goes in a call of its own, as its enqueue would have gone).
 MAX_BYTES = 1 << 20
 
 
@@ -78,11 +79,6 @@ class _Alone:
 
 
 _ALONE = _Alone()
-
-
-def fits(count: int, weight: int) -> bool:
-    """Whether a caller's jobs may share a call (else they go on their own, as before)."""
-    return 0 < count <= MAX_JOBS and weight <= MAX_BYTES
 
 
 class _Waiter(Generic[P, R]):
