@@ -226,11 +226,6 @@ class Coalescer(Generic[P, R]):
             self._held.append(held)
             return held
 
-    def release_blocking(self) -> None:
-        """``release`` for threads: the next call's leader (the first thread waiting) is woken,
-        or the line marked free."""
-        self._pass_on()
-
     def wait_blocking(
         self,
         held: _Held[P, R],
@@ -266,7 +261,7 @@ class Coalescer(Generic[P, R]):
                     "it may have been stored"
                 )
                 h.done.release()
-            self._pass_on()
+            self.release_blocking()
             raise
         else:  # None: each on its own (``answer`` stays ``_ALONE``)
             for h, got in zip(batch, answers or (), strict=answers is not None):
@@ -276,10 +271,11 @@ class Coalescer(Generic[P, R]):
                     h.answer = got
         for h in batch[1:]:  # batch[0] is the leader's own: it is not waiting
             h.done.release()
-        self._pass_on()
+        self.release_blocking()
 
-    def _pass_on(self) -> None:
-        """The next call's leader: the first thread waiting, woken; or none."""
+    def release_blocking(self) -> None:
+        """``release`` for threads: the next call's leader (the first thread waiting) is woken,
+        or the line marked free."""
         with self._lock:
             if not self._held:
                 self._busy = False
