@@ -19,8 +19,8 @@ import redis
 from taskit.broker.redis import RedisBroker, coalesce
 from taskit.broker.redis.records import split_record
 from taskit.errors import BrokerOutcomeUnknownError, CorruptJobError
-from taskit.job import Job
-from tests.broker._helpers import make_job
+from taskit.job import Job, OutcomeKind
+from tests.broker._helpers import make_job, outcome, running
 from tests.broker._redis_kinds import REAL, RedisHarness, open_redis_harness
 from tests.broker.test_poison import corrupt_record
 
@@ -195,6 +195,25 @@ async def test_one_callers_unreadable_record_fails_it_alone(
     assert await stored(rh, [first, before, *after]) == [True] * 4
     raw = await rh.client.hget(rh.broker.keys.jobs, poison.id)
     assert split_record(raw)[0].startswith(b"pending|1.5|")  # left as it was
+
+
+async def test_a_dead_letter_of_the_same_id_in_another_queue_is_replaced_by_its_caller_alone(
+    rh: RedisHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The combined call's script answers 'moved' (a dead letter of one caller's id waits in
+    another queue) and writes nothing: each caller goes alone, and that one's own call takes
+    the round that finds the dead letter and replaces it."""
+    old = await running(rh.broker, "other")
+    assert await rh.broker.settle([outcome(old, OutcomeKind.DEAD_LETTER)]) == [True]
+    count = Counted(rh.broker, monkeypatch)
+    jobs = [make_job("q", i) for i in range(4)]
+    jobs[2] = make_job("q", 2, job_id=old.job.id)
+    got = await asyncio.gather(*(rh.broker.enqueue([job]) for job in jobs))
+    assert got == [[job] for job in jobs]
+    assert count.combined == [3]
+    assert count.enqueues() == 1 + 1 + 3 + 1  # the first, the combined, each alone, one round
+    assert all(await stored(rh, jobs))
+    assert await rh.client.zscore(rh.broker.keys.dead("other"), old.job.id) is None
 
 
 async def test_a_connection_lost_under_a_combined_call_fails_each_waiter(
