@@ -8,6 +8,8 @@ write or read is not counted: ``producers.py`` has the CPU time). The steps, on 
 ``redis-server``, for a no-op task with no options:
 
 * **enqueue_sync**, **enqueue** (async, one coroutine): the whole call, round trip included;
+* the same from 8 threads at once and from 64 coroutines on one loop, per job (``--calls``
+  jobs in all; valgrind runs one thread at a time, each switching at a blocking call);
 * **prepare**: building and checking the job (``task.prepare()``);
 * **stored form**: what the Redis broker makes of it before the script call (``_Enqueue``:
   the checks, the spec bytes, checked to decode back);
@@ -23,6 +25,7 @@ temporary worktree, first on ``PYTHONPATH``) beside this tree, and the ratio giv
 quotes it.
 
     .venv/bin/python -m benchmarks.producer_instructions [--calls 1000] [--versus REV]
+        [--only STEP ...] [--tag T]   (``--tag T``: ``-T`` ends the results file's name)
 """
 
 from __future__ import annotations
@@ -67,12 +70,26 @@ shared = shared.__enter__() if hasattr(shared, "__enter__") else shared
 async def enqueues(n):
     for _ in range(n):
         await noop.enqueue()
+async def many(n, tasks):
+    await asyncio.gather(*(enqueues(n // tasks) for _ in range(tasks)))
+import threading
+def threads(n, count):
+    def work():
+        for _ in range(n // count):
+            noop.enqueue_sync()
+    started = [threading.Thread(target=work) for _ in range(count)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
 """
 
 #: Step name -> the statement run once per call (``n``: how many times, in ``asyncio.run``).
 STEPS = {
     "enqueue_sync": "for _ in range(n): noop.enqueue_sync()",
     "enqueue (async)": "asyncio.run(enqueues(n))",
+    "enqueue_sync, 8 threads (a job)": "threads(n, 8)",
+    "enqueue (async), 64 coroutines (a job)": "asyncio.run(many(n, 64))",
     "prepare": "for _ in range(n): noop.prepare()",
     "stored form": "for _ in range(n): _Enqueue(jobs, None, broker._ttl_ms)",
     "request": "for _ in range(n): r = call.request(); r.keys(broker._keys); r.args()",
@@ -105,23 +122,29 @@ def per_call(tree: Path, url: str, step: str, calls: int) -> float:
     return (_instructions(tree, url, step, calls) - _instructions(tree, url, step, 0)) / calls
 
 
-def _measure(trees: dict[str, Path], url: str, calls: int) -> dict[str, dict[str, float]]:
+def _measure(
+    trees: dict[str, Path], url: str, calls: int, steps: list[str]
+) -> dict[str, dict[str, float]]:
     counts: dict[str, dict[str, float]] = {name: {} for name in trees}
-    for step in STEPS:
+    for step in steps:
         for name, tree in trees.items():
             counts[name][step] = per_call(tree, url, step, calls)
             print(f"{step:18} {name:10} {counts[name][step]:10,.0f}", flush=True)
     return counts
 
 
-def _report(counts: dict[str, dict[str, float]], calls: int, versus: str | None) -> None:
+def _report(counts: dict[str, dict[str, float]], calls: int, opts: argparse.Namespace) -> None:
     when = datetime.now(UTC)
     names = list(counts)
+    versus = opts.versus
+    flags = "".join(f" --only {step!r}" for step in opts.only or ())
+    flags += f" --tag {opts.tag}" if opts.tag else ""
     lines = [
         f"# The producer's instructions per enqueue ({when:%Y-%m-%d})",
         "",
         f"`python -m benchmarks.producer_instructions --calls {calls}"
-        + (f" --versus {versus}`" if versus else "`")
+        + (f" --versus {versus}" if versus else "")
+        + f"{flags}`"
         + ": user-space instructions per call (callgrind, the difference between a run of "
         f"{calls:,} calls and one without them), a no-op task with no options, on a private "
         "redis-server.",
@@ -132,13 +155,13 @@ def _report(counts: dict[str, dict[str, float]], calls: int, versus: str | None)
         "| step | " + " | ".join(names) + (f" | {names[1]} / {names[0]}" if versus else "") + " |",
         "|---|" + "---|" * (len(names) + (1 if versus else 0)),
     ]
-    for step in STEPS:
+    for step in counts[names[0]]:
         row = [f"{counts[name][step]:,.0f}" for name in names]
         if versus:
             row.append(f"{counts[names[1]][step] / counts[names[0]][step]:.2f}")
         lines.append(f"| {step} | " + " | ".join(row) + " |")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"producer-instructions-{when:%Y-%m-%d}"
+    out = RESULTS / f"producer-instructions-{when:%Y-%m-%d}{f'-{opts.tag}' if opts.tag else ''}"
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     record = {"date": when.isoformat(), "machine": machine_line(), "calls": calls,
               "counts": counts}  # fmt: skip
@@ -151,6 +174,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--versus", metavar="REV", help="count taskit at REV beside this tree")
+    parser.add_argument("--only", action="append", choices=list(STEPS), help="this step only")
+    parser.add_argument("--tag", help="suffix of the results file's name (keeps others' files)")
     opts = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not on PATH")
@@ -167,12 +192,12 @@ def main() -> None:
         trees = {sha: old, "this tree": here}
     try:
         with redis_server() as url:
-            counts = _measure(trees, url, opts.calls)
+            counts = _measure(trees, url, opts.calls, opts.only or list(STEPS))
     finally:
         if old is not None:
             subprocess.run([*git, "worktree", "remove", "--force", str(old)], check=False,
                            capture_output=True)  # fmt: skip
-    _report(counts, opts.calls, opts.versus)
+    _report(counts, opts.calls, opts)
 
 
 if __name__ == "__main__":

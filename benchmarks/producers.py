@@ -23,10 +23,11 @@ With ``--versus REV`` it measures taskit at git revision ``REV`` (checked out in
 worktree) beside this tree instead, each round running every scenario once per tree, each tree
 in a process of its own (its taskit first on ``PYTHONPATH``), on the same redis-server, trees
 alternating; it reports both trees' figures and their ratios per round (this tree / ``REV``),
-and writes ``benchmarks/results/producers-versus-<rev>-<date>.md`` and ``.json``.
+and writes ``benchmarks/results/producers-versus-<rev>-<date>.md`` and ``.json`` (``--tag T``
+adds ``-T`` to either file's name).
 
     .venv/bin/python -m benchmarks.producers [--runs 5] [--jobs 6400] [--url redis://...]
-    .venv/bin/python -m benchmarks.producers --versus main [--runs 5] [--jobs 6400]
+    .venv/bin/python -m benchmarks.producers --versus main [--runs 5] [--jobs 6400] [--tag T]
 """
 
 from __future__ import annotations
@@ -199,6 +200,15 @@ RATIOS = [
 ]
 
 
+def _suffix(opts: argparse.Namespace) -> str:
+    """The results file's name suffix: ``-<tag>`` when ``--tag`` is given."""
+    return f"-{opts.tag}" if opts.tag else ""
+
+
+def _tag_flag(opts: argparse.Namespace) -> str:
+    return f" --tag {opts.tag}" if opts.tag else ""
+
+
 def _median(values: list[float], digits: int = 0) -> str:
     fmt = f",.{digits}f"
     return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
@@ -214,7 +224,8 @@ def _report(opts: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
     lines = [
         f"# Many producers in one process ({when:%Y-%m-%d})",
         "",
-        f"`python -m benchmarks.producers --runs {opts.runs} --jobs {opts.jobs}`: a no-op job "
+        f"`python -m benchmarks.producers --runs {opts.runs} --jobs {opts.jobs}{_tag_flag(opts)}`: "
+        "a no-op job "
         f"enqueued {opts.jobs:,} times per scenario and round, on a private redis-server on "
         f"loopback; median [range] of {opts.runs} interleaved rounds. Producer CPU per job "
         "counts every thread of the process; Redis reads per job is `total_reads_processed` per "
@@ -235,7 +246,7 @@ def _report(opts: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
     lines += ["", "| ratio (within a round) | median [range] |", "|---|---|"]
     lines += [f"| {name} | {_median(values, 2)} |" for name, values in ratios.items()]
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"producers-{when:%Y-%m-%d}"
+    out = RESULTS / f"producers-{when:%Y-%m-%d}{_suffix(opts)}"
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     record = {
         "date": when.isoformat(),
@@ -313,7 +324,8 @@ def _report_versus(
     lines = [
         f"# Many producers: taskit at {sha} against this tree ({when:%Y-%m-%d})",
         "",
-        f"`python -m benchmarks.producers --versus {sha} --runs {opts.runs} --jobs {opts.jobs}`: "
+        f"`python -m benchmarks.producers --versus {sha} --runs {opts.runs} --jobs {opts.jobs}"
+        f"{_tag_flag(opts)}`: "
         f"each round runs every scenario once per tree ({sha} first), each tree in a process "
         "of its own on one private redis-server; median [range] of the rounds; each ratio "
         "(this tree / the other) taken within a round.",
@@ -323,8 +335,10 @@ def _report_versus(
         + ", ".join(f"{k} {v}" for k, v in package_versions(("redis", "hiredis")).items()),
         "",
         f"| scenario | jobs/s {sha} | jobs/s this | producer µs/job {sha} | producer µs/job this "
-        f"| user µs/job {sha} | user µs/job this | CPU/job this/{sha} | jobs/s this/{sha} |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| user µs/job {sha} | user µs/job this | Redis µs/job {sha} | Redis µs/job this "
+        f"| Redis reads/job {sha} | Redis reads/job this | CPU/job this/{sha} "
+        f"| jobs/s this/{sha} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     record: dict[str, Any] = {}
     for name in SCENARIOS:
@@ -341,6 +355,8 @@ def _report_versus(
             f"| {name} | {_median([r.rate for r in a])} | {_median([r.rate for r in b])} "
             f"| {_median([r.client_us for r in a])} | {_median([r.client_us for r in b])} "
             f"| {_median([r.user_us for r in a])} | {_median([r.user_us for r in b])} "
+            f"| {_median([r.server_us for r in a])} | {_median([r.server_us for r in b])} "
+            f"| {_median([r.reads for r in a], 2)} | {_median([r.reads for r in b], 2)} "
             f"| {_median(cpu, 2)} | {_median(rate, 2)} |"
         )
     lines += ["", f"| ratio (within a round) | {sha} | this tree |", "|---|---|---|"]
@@ -349,7 +365,7 @@ def _report_versus(
         lines.append(f"| {name} | {_median(both[0], 2)} | {_median(both[1], 2)} |")
         record[name] = {sha: statistics.median(both[0]), "this tree": statistics.median(both[1])}
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"producers-versus-{sha}-{when:%Y-%m-%d}"
+    out = RESULTS / f"producers-versus-{sha}-{when:%Y-%m-%d}{_suffix(opts)}"
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     meta = {"date": when.isoformat(), "machine": machine_line(), "runs": opts.runs,
             "jobs": opts.jobs}  # fmt: skip
@@ -364,6 +380,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=6400)
     parser.add_argument("--url", help="a Redis to use (its db is flushed) instead of a private one")
     parser.add_argument("--versus", metavar="REV", help="measure taskit at REV beside this tree")
+    parser.add_argument("--tag", help="suffix of the results file's name (keeps others' files)")
     parser.add_argument("--one-round", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.one_round:

@@ -6,6 +6,7 @@ fewer shards refuses, one of more records its count), and its script.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -381,3 +382,24 @@ async def test_three_shards_on_three_masters_each_serve_one(
         for p in shard_prefixes(prefix, 3)
     ]
     assert holding == [1, 1, 1]
+
+
+async def test_concurrent_enqueues_on_three_shards_are_combined_per_shard(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    """Callers enqueueing at once share a script call per shard (``coalesce``): each shard is
+    a broker of its own, its keys one Cluster slot, so no call crosses slots (the cluster
+    would refuse it: CROSSSLOT)."""
+    broker = from_url(f"{redis_cluster.url(prefix=prefix)}&shards=3", result_ttl=600)
+    assert isinstance(broker, ShardedBroker)
+    queue = new_queue()
+    jobs = [make_job(queue, job_id=f"job-{i}") for i in range(48)]
+    try:
+        await broker.enqueue([make_job(queue, job_id=f"warm-{i}") for i in range(12)])
+        got = await asyncio.gather(*(broker.enqueue([job]) for job in jobs))
+        assert got == [[job] for job in jobs]
+        assert [await status_of(broker, j.id) for j in jobs] == [JobStatus.PENDING] * 48
+        combined = [shard._coalesced.combined for shard in broker._shards]
+        assert all(n >= 1 for n in combined), combined
+    finally:
+        await broker.close()

@@ -19,6 +19,7 @@ from taskit.broker.base import Broker, BrokerOptions, OnceState
 from taskit.broker.browse import Counts, JobPage, Listing
 from taskit.broker.redis import requests
 from taskit.broker.redis.browsing import Browser
+from taskit.broker.redis.coalesce import Coalescer
 from taskit.broker.redis.connections import Connections
 from taskit.broker.redis.keys import Keys
 from taskit.broker.redis.records import LATEST, parse_state, split_record
@@ -132,6 +133,8 @@ class RedisBase(Broker):
         )
         self._url = parsed.url
         self._conn = Connections(parsed.url, connect)
+        #: Concurrent plain enqueues, combined into one script call (``RedisBroker.enqueue``).
+        self._coalesced: Coalescer[Any, list[Job | str]] = Coalescer()
         self._apply(self._options.current)
 
     def configure(self, settings: Settings) -> None:

@@ -35,13 +35,14 @@ from taskit.broker.checks import (
     check_usage,
     kept_or_expired,
 )
-from taskit.broker.redis import requests
+from taskit.broker.redis import coalesce, requests
 from taskit.broker.redis.base import RedisBase, ms
 from taskit.broker.redis.errors import refusal_of
 from taskit.broker.redis.records import encode_error, split_token
 from taskit.broker.redis.requests import DeadElsewhere, Leased
 from taskit.broker.redis.scripts import SCRIPTS
 from taskit.broker.redis.streams import StreamCommands
+from taskit.broker.redis.transport import Blocking
 from taskit.broker.redis.transport.fast import FastClient
 from taskit.broker.redis.transport.pacing import Pacing
 from taskit.broker.redis.wait import PIPELINE_FROM, call_or_salvage, wait, wait_then_run
@@ -75,10 +76,20 @@ class RedisBroker(RedisBase):
     async def enqueue(
         self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
     ) -> list[Job]:
+        """See ``Broker.enqueue``. A batch of plain jobs enqueued while another is on its way
+        from this loop goes in one script call with the others enqueued meanwhile
+        (``coalesce``): a caller cancelled while it waits may still have its jobs stored, as
+        for any command already sent."""
         call = _Enqueue(jobs, delays, self._ttl_ms)
-        while call.done is None:
-            call.answer(await self._call(call.request()))
-        done = call.done
+        waiter = self._coalesced.join(call) if call.joins else None
+        if waiter is not None:  # another call is on its way: this one goes in the next
+            done = await self._coalesced.wait(waiter, self._alone)
+        else:
+            try:
+                done = await self._alone(call)
+            finally:
+                if call.joins:
+                    self._coalesced.release(self._together)
         if str not in map(type, done):  # the common answer: every job stored or kept, no id
             return done  # type: ignore[return-value]
         return [
@@ -86,21 +97,40 @@ class RedisBroker(RedisBase):
             for got, job in zip(done, jobs, strict=True)
         ]
 
+    async def _alone(self, call: _Enqueue) -> list[Job | str]:
+        """``call``'s jobs stored by calls of their own (a round per dead letter elsewhere)."""
+        while call.done is None:
+            call.answer(await self._call(call.request()))
+        return call.done
+
+    async def _together(self, calls: list[_Enqueue]) -> _Answers:
+        """The jobs of plain ``calls`` stored by one script call; each call's answer or error
+        (None: the script wrote nothing, and each call goes on its own)."""
+        request = _merged(calls, self._ttl_ms)
+        return _shared(calls, await self._run(request.script, request.keys(self._keys),
+                                              request.args()))  # fmt: skip
+
     def enqueue_blocking(
         self, jobs: Sequence[Job], *, delays: Sequence[float] | None = None
     ) -> list[Job] | None:
         """``enqueue`` for a thread without an event loop, on the blocking connection threads
-        share; None when tests replaced the transport (``connect``): use ``enqueue``."""
+        share; None when tests replaced the transport (``connect``): use ``enqueue``. Plain
+        jobs enqueued while another thread's are on their way share one script call
+        (``coalesce``)."""
         client = self._conn.blocking()
         if client is None:
             return None
         call = _Enqueue(jobs, delays, self._ttl_ms)
-        while call.done is None:
-            request = call.request()
-            keys, args = request.keys(self._keys), request.args()
-            raw = self._run_blocking(client, request.script, keys, args)
-            call.answer(request.answer(raw))
-        done = call.done
+        coalesced = self._coalesced
+        held = coalesced.join_blocking(call) if call.joins else None
+        if held is not None:  # another thread's call is on its way: this one goes in the next
+            done = coalesced.wait_blocking(held, self._alone_blocking, self._together_blocking)
+        else:
+            try:
+                done = self._alone_blocking(call, client)
+            finally:
+                if call.joins:
+                    coalesced.release_blocking()
         if str not in map(type, done):  # the common answer: every job stored or kept, no id
             return done  # type: ignore[return-value]
         out: list[Job] = []
@@ -111,6 +141,24 @@ class RedisBroker(RedisBase):
                 got = kept_or_expired(read.answer(raw), got, job.queue)
             out.append(got)
         return out
+
+    def _alone_blocking(self, call: _Enqueue, client: Blocking | None = None) -> list[Job | str]:
+        """``_alone`` on the blocking connection threads share (``client``, if given)."""
+        client = client or self._conn.blocking()
+        assert client is not None  # enqueue_blocking found it
+        while call.done is None:
+            request = call.request()
+            keys, args = request.keys(self._keys), request.args()
+            call.answer(request.answer(self._run_blocking(client, request.script, keys, args)))
+        return call.done
+
+    def _together_blocking(self, calls: list[_Enqueue]) -> _Answers:
+        """``_together`` on the blocking connection threads share."""
+        client = self._conn.blocking()
+        assert client is not None  # enqueue_blocking found it
+        request = _merged(calls, self._ttl_ms)
+        raw = self._run_blocking(client, request.script, request.keys(self._keys), request.args())
+        return _shared(calls, raw)
 
     # -- consuming -------------------------------------------------------------------------
     async def reserve(
@@ -352,10 +400,19 @@ class RedisBroker(RedisBase):
         return frozenset(m.decode(errors="replace") for m in members)
 
 
+#: ``_together``'s answer: per call, its stored jobs or its error; None: each call alone.
+_Answers = list[list[Job | str] | BaseException] | None
+
+
 class _Enqueue:
     """One enqueue: its request (``requests.Enqueue``) each round, and the stored Jobs
     (``done``) once an answer has them. An answer naming a dead letter of another queue asks
-    for another round with that queue's keys."""
+    for another round with that queue's keys. ``joins``: whether it may share a script call
+    with other callers' (``coalesce``: plain jobs, not too many), whose size is ``count`` jobs
+    of ``weight`` bytes."""
+
+    __slots__ = ("_dead_in", "_delays_ms", "_plain", "_rounds", "_ttl_ms", "count", "done",
+                 "forms", "jobs", "joins")  # fmt: skip
 
     def __init__(self, jobs: Sequence[Job], delays: Sequence[float] | None, ttl_ms: int) -> None:
         if delays is not None and len(delays) != len(jobs):
@@ -364,27 +421,62 @@ class _Enqueue:
         for job in jobs:
             if job.workflow is not None or job.after is not None:
                 check_after(job.id, job.workflow, job.after)
-        self._jobs, self._ttl_ms = jobs, ttl_ms
+        self.jobs, self._ttl_ms = jobs, ttl_ms
         # Everything encodes and decodes back, or nothing is stored.
-        self._forms = [stored_form(job) for job in jobs]
+        self.forms = [stored_form(job) for job in jobs]
         self._dead_in = [job.queue for job in jobs]
         self._delays_ms = [ms(d) for d in delays] if delays else [0] * len(jobs)
         self._plain = requests.Enqueue.plain(jobs, self._delays_ms)
         self._rounds = 0
         self.done: list[Job | str] | None = [] if not jobs else None
+        self.count = len(jobs)
+        self.joins = self._plain and 0 < self.count <= coalesce.MAX_JOBS
+
+    @property
+    def weight(self) -> int:
+        """The bytes of its encoded jobs (asked only of calls that wait to be combined)."""
+        return sum(len(spec) for _, spec in self.forms)
 
     def request(self) -> requests.Enqueue:
         kind = requests.EnqueuePlain if self._plain else requests.Enqueue
-        return kind(self._jobs, self._forms, self._delays_ms, list(self._dead_in), self._ttl_ms)
+        return kind(self.jobs, self.forms, self._delays_ms, list(self._dead_in), self._ttl_ms)
 
     def answer(self, answer: list[Job | str] | DeadElsewhere) -> None:
         if isinstance(answer, DeadElsewhere):
             self._rounds += 1  # each round learns one job's dead-letter queue
-            if self._rounds > len(self._jobs):  # pragma: no cover - only if Redis keeps changing
+            if self._rounds > len(self.jobs):  # pragma: no cover - only if Redis keeps changing
                 raise BrokerError("enqueue kept finding dead letters in other queues")
             self._dead_in[answer.index] = answer.queue
             return
         self.done = answer
+
+
+def _merged(calls: Sequence[_Enqueue], ttl_ms: int) -> requests.EnqueuePlain:
+    """One plain enqueue of every job of ``calls`` (each dead letter looked for in its own
+    queue: a job's first round)."""
+    jobs = [job for call in calls for job in call.jobs]
+    forms = [form for call in calls for form in call.forms]
+    return requests.EnqueuePlain(jobs, forms, [0] * len(jobs), [j.queue for j in jobs], ttl_ms)
+
+
+def _shared(calls: Sequence[_Enqueue], raw: Any) -> _Answers:
+    """Each call's answer (or error reading it) in the 'ok' reply ``raw`` of ``_merged(calls)``
+    (five items per job), read by the call's own request; None for any other reply (nothing
+    was written: each call goes on its own)."""
+    if raw[0] != b"ok":
+        return None
+    out: list[list[Job | str] | BaseException] = []
+    at = 1
+    for call in calls:
+        end = at + 5 * call.count
+        try:
+            got = call.request().answer([b"ok", *raw[at:end]])
+        except (BrokerError, ValueError) as exc:  # a kept record of its own that is unreadable
+            out.append(exc)
+        else:
+            out.append(got)  # type: ignore[arg-type]  # an 'ok' reply is never DeadElsewhere
+        at = end
+    return out
 
 
 def _missing_script(reply: Any) -> bool:
